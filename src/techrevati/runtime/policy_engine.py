@@ -1,0 +1,320 @@
+"""Declarative rules: when a condition over the phase state holds, propose actions.
+
+The engine only *proposes* actions; the caller decides what to do with them.
+
+Example::
+
+    >>> from techrevati.runtime.policy_engine import (
+    ...     And, PhaseCompleted, PhaseContext, PolicyAction, PolicyActionData,
+    ...     PolicyEngine, PolicyRule, QualityAt,
+    ... )
+    >>> from techrevati.runtime.quality_gate import QualityLevel
+    >>> rule = PolicyRule(
+    ...     "advance",
+    ...     And([PhaseCompleted(), QualityAt(QualityLevel.STANDARD)]),
+    ...     [PolicyActionData(PolicyAction.ADVANCE_PHASE)],
+    ... )
+    >>> ctx = PhaseContext(phase_completed=True, quality_level=QualityLevel.STRICT)
+    >>> [a.action.value for a in PolicyEngine([rule]).evaluate(ctx)]
+    ['advance_phase']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from techrevati.runtime.quality_gate import QualityLevel
+
+__all__ = [
+    "AgentFailed",
+    "AllAgentsComplete",
+    "And",
+    "CostExceeded",
+    "GateBelow",
+    "Or",
+    "PhaseCompleted",
+    "PhaseContext",
+    "PolicyAction",
+    "PolicyActionData",
+    "PolicyCondition",
+    "PolicyEngine",
+    "PolicyRule",
+    "QualityAt",
+    "RetryExhausted",
+    "TimedOut",
+]
+
+logger = logging.getLogger("techrevati.runtime.policy")
+logger.addHandler(logging.NullHandler())
+
+
+@dataclass
+class PhaseContext:
+    """Snapshot of a phase's state that conditions are evaluated against.
+
+    ``retry_exhausted_scenarios`` holds scenario *value strings* such as ``"llm_timeout"``.
+
+    Example::
+
+        >>> PhaseContext(phase="build", gate_score=90.0).gate_score
+        90.0
+    """
+
+    phase: str = ""
+    quality_level: QualityLevel | None = None
+    gate_score: float = 0.0
+    gate_threshold: float = 0.0
+    completed_roles: set[str] = field(default_factory=set)
+    failed_roles: set[str] = field(default_factory=set)
+    all_roles: set[str] = field(default_factory=set)
+    elapsed_seconds: float = 0.0
+    retry_exhausted_scenarios: set[str] = field(default_factory=set)
+    phase_completed: bool = False
+    total_cost_usd: float = 0.0
+
+
+class PolicyCondition:
+    """Base class for conditions; subclasses override :meth:`matches`.
+
+    Example::
+
+        >>> class Always(PolicyCondition):
+        ...     def matches(self, ctx: PhaseContext) -> bool:
+        ...         return True
+        >>> Always().matches(PhaseContext())
+        True
+    """
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        """Return whether the condition holds for ``ctx``."""
+        raise NotImplementedError
+
+
+class And(PolicyCondition):
+    """Matches when every child matches; an empty list matches (vacuous truth)."""
+
+    def __init__(self, conditions: list[PolicyCondition]) -> None:
+        self.conditions = conditions
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        return all(c.matches(ctx) for c in self.conditions)
+
+    def __repr__(self) -> str:
+        return f"And([{', '.join(repr(c) for c in self.conditions)}])"
+
+
+class Or(PolicyCondition):
+    """Matches when any child matches; an empty list does not match."""
+
+    def __init__(self, conditions: list[PolicyCondition]) -> None:
+        self.conditions = conditions
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        return any(c.matches(ctx) for c in self.conditions)
+
+    def __repr__(self) -> str:
+        return f"Or([{', '.join(repr(c) for c in self.conditions)}])"
+
+
+class QualityAt(PolicyCondition):
+    """Matches when the observed quality level is at least ``level`` (``None`` never does)."""
+
+    def __init__(self, level: QualityLevel) -> None:
+        self.level = level
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        return ctx.quality_level is not None and ctx.quality_level >= self.level
+
+    def __repr__(self) -> str:
+        return f"QualityAt({self.level.name})"
+
+
+class PhaseCompleted(PolicyCondition):
+    """Matches when ``ctx.phase_completed`` is true."""
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        return ctx.phase_completed
+
+    def __repr__(self) -> str:
+        return "PhaseCompleted()"
+
+
+class AgentFailed(PolicyCondition):
+    """Matches when ``role`` failed, or, with no role, when any role failed."""
+
+    def __init__(self, role: str | None = None) -> None:
+        self.role = role
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        if self.role:
+            return self.role in ctx.failed_roles
+        return bool(ctx.failed_roles)
+
+    def __repr__(self) -> str:
+        return f"AgentFailed(role={self.role!r})"
+
+
+class GateBelow(PolicyCondition):
+    """Matches when the gate score is strictly below ``threshold``."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        return ctx.gate_score < self.threshold
+
+    def __repr__(self) -> str:
+        return f"GateBelow({self.threshold})"
+
+
+class RetryExhausted(PolicyCondition):
+    """Matches when ``scenario`` exhausted its retries, or, with none, when any did."""
+
+    def __init__(self, scenario: str | None = None) -> None:
+        self.scenario = scenario
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        if self.scenario:
+            return self.scenario in ctx.retry_exhausted_scenarios
+        return bool(ctx.retry_exhausted_scenarios)
+
+    def __repr__(self) -> str:
+        return f"RetryExhausted(scenario={self.scenario!r})"
+
+
+class TimedOut(PolicyCondition):
+    """Matches when elapsed time is strictly greater than ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        return ctx.elapsed_seconds > self.seconds
+
+    def __repr__(self) -> str:
+        return f"TimedOut({self.seconds}s)"
+
+
+class AllAgentsComplete(PolicyCondition):
+    """Matches when every role has either completed or failed (set equality)."""
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        return (ctx.completed_roles | ctx.failed_roles) == ctx.all_roles
+
+    def __repr__(self) -> str:
+        return "AllAgentsComplete()"
+
+
+class CostExceeded(PolicyCondition):
+    """Matches when the total cost is strictly greater than ``budget_usd``."""
+
+    def __init__(self, budget_usd: float) -> None:
+        self.budget_usd = budget_usd
+
+    def matches(self, ctx: PhaseContext) -> bool:
+        return ctx.total_cost_usd > self.budget_usd
+
+    def __repr__(self) -> str:
+        return f"CostExceeded(${self.budget_usd})"
+
+
+# (str, Enum) rather than StrEnum: the contract pins str(member) == "PolicyAction.X".
+class PolicyAction(str, Enum):  # noqa: UP042
+    """Actions a rule can propose."""
+
+    ADVANCE_PHASE = "advance_phase"
+    RETRY_AGENT = "retry_agent"
+    RETRY_PHASE = "retry_phase"
+    RECOVER_ONCE = "recover_once"
+    ESCALATE = "escalate"
+    STORE_GATE_FEEDBACK = "store_gate_feedback"
+    GENERATE_HANDOFF = "generate_handoff"
+    NOTIFY = "notify"
+    ABORT_PHASE = "abort_phase"
+
+
+@dataclass(frozen=True)
+class PolicyActionData:
+    """An action plus optional parameters.
+
+    Example::
+
+        >>> PolicyActionData(PolicyAction.ESCALATE, {"reason": "x"}).to_dict()
+        {'action': 'escalate', 'params': {'reason': 'x'}}
+    """
+
+    action: PolicyAction
+    params: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"action": value}``, plus ``"params"`` only when params is truthy."""
+        out: dict[str, Any] = {"action": self.action.value}
+        if self.params:
+            out["params"] = self.params
+        return out
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """A named condition with the actions it proposes; a lower ``priority`` runs first.
+
+    Example::
+
+        >>> PolicyRule("abort", CostExceeded(5.0), [PolicyActionData(PolicyAction.ABORT_PHASE)],
+        ...            priority=10).priority
+        10
+    """
+
+    name: str
+    condition: PolicyCondition
+    actions: list[PolicyActionData]
+    priority: int = 50
+
+
+class PolicyEngine:
+    """Evaluates a fixed set of rules in priority order.
+
+    Every matching rule contributes all its actions (no short-circuit), so two
+    rules that both match both get a say; the caller resolves conflicts.
+
+    Example::
+
+        >>> notify = [PolicyActionData(PolicyAction.NOTIFY)]
+        >>> abort = [PolicyActionData(PolicyAction.ABORT_PHASE)]
+        >>> engine = PolicyEngine([
+        ...     PolicyRule("late", TimedOut(10), notify, 90),
+        ...     PolicyRule("over", CostExceeded(1.0), abort, 1),
+        ... ])
+        >>> [r.name for r in engine.rules]
+        ['over', 'late']
+    """
+
+    def __init__(self, rules: Iterable[PolicyRule]) -> None:
+        checked: list[PolicyRule] = []
+        for index, rule in enumerate(rules):
+            # A non-rule would otherwise fail much later, deep inside evaluate().
+            if not isinstance(rule, PolicyRule):
+                raise TypeError(
+                    f"PolicyEngine rules must be PolicyRule instances; "
+                    f"item {index} is {type(rule).__name__}: {rule!r}"
+                )
+            checked.append(rule)
+        # sorted() is stable, so rules of equal priority keep the caller's order.
+        self._rules: tuple[PolicyRule, ...] = tuple(sorted(checked, key=lambda r: r.priority))
+
+    @property
+    def rules(self) -> list[PolicyRule]:
+        """A copy of the rules in evaluation order; mutating it does not affect the engine."""
+        return list(self._rules)
+
+    def evaluate(self, ctx: PhaseContext) -> list[PolicyActionData]:
+        """Return the actions of every matching rule, in rule order then action order."""
+        actions: list[PolicyActionData] = []
+        for rule in self._rules:
+            if rule.condition.matches(ctx):
+                actions.extend(rule.actions)
+        return actions
