@@ -1,0 +1,1 @@
+"""The OpenTelemetry-native core: names, instrumentation, limits, metrics, setup."""

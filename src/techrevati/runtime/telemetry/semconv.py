@@ -1,0 +1,147 @@
+"""Every span, attribute, event and metric name this package emits, in one table.
+
+The GenAI names follow the OpenTelemetry GenAI semantic conventions (status
+"Development"). Cost, budget, permission and breaker data have no standard, so
+they live under the ``techrevati.`` prefix. Dashboards, the collector config and
+the tests all read names from here (or from the Prometheus spelling below), so
+a rename happens in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- operations (gen_ai.operation.name) and span names -----------------------
+OP_INVOKE_AGENT: Final = "invoke_agent"
+OP_CHAT: Final = "chat"
+OP_EXECUTE_TOOL: Final = "execute_tool"
+#: Operations that are model calls: only these are priced and counted as turns.
+#: ``invoke_agent`` roll-ups are never summed, or a session would be counted twice.
+MODEL_OPERATIONS: Final = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
+
+# --- GenAI attributes ----------------------------------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_SYSTEM: Final = "gen_ai.system"  # older spelling of provider.name, read only
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+GEN_AI_AGENT_ID: Final = "gen_ai.agent.id"
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
+#: Older instrumentations send cache writes under this name; read both.
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
+GEN_AI_TOOL_TYPE: Final = "gen_ai.tool.type"
+GEN_AI_TOOL_CALL_ID: Final = "gen_ai.tool.call.id"
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = "gen_ai.tool.call.arguments"
+GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+ERROR_TYPE: Final = "error.type"
+
+TOKEN_TYPE_INPUT: Final = "input"
+TOKEN_TYPE_OUTPUT: Final = "output"
+
+# --- techrevati attributes -----------------------------------------------------
+COST_USD: Final = "techrevati.cost.usd"
+BUDGET_LIMIT_USD: Final = "techrevati.budget.limit_usd"
+BUDGET_SPENT_USD: Final = "techrevati.budget.spent_usd"
+BUDGET_ENFORCED: Final = "techrevati.budget.enforced"
+SESSION_ITERATION: Final = "techrevati.session.iteration"
+SESSION_MAX_ITERATIONS: Final = "techrevati.session.max_iterations"
+SESSION_TURNS: Final = "techrevati.session.turns"
+SESSION_OUTCOME: Final = "techrevati.session.outcome"
+SESSION_FAILURE_CLASS: Final = "techrevati.session.failure_class"
+PERMISSION_DECISION: Final = "techrevati.permission.decision"
+PERMISSION_REQUIRED_MODE: Final = "techrevati.permission.required_mode"
+PERMISSION_GRANTED_MODE: Final = "techrevati.permission.granted_mode"
+PERMISSION_REASON: Final = "techrevati.permission.reason"
+GUARDRAIL_OUTCOME: Final = "techrevati.guardrail.outcome"
+GUARDRAIL_NAME: Final = "techrevati.guardrail.name"
+GUARDRAIL_STAGE: Final = "techrevati.guardrail.stage"
+BREAKER_NAME: Final = "techrevati.breaker.name"
+BREAKER_STATE: Final = "techrevati.breaker.state"
+PHASE: Final = "techrevati.phase"
+PROJECT_ID: Final = "techrevati.project.id"
+LIMIT_KIND: Final = "techrevati.limit.kind"
+RECOVERY_SCENARIO: Final = "techrevati.recovery.scenario"
+RECOVERY_OUTCOME: Final = "techrevati.recovery.outcome"
+
+PERMISSION_ALLOW: Final = "allow"
+PERMISSION_DENY: Final = "deny"
+GUARDRAIL_PASSED: Final = "passed"
+GUARDRAIL_BLOCKED: Final = "blocked"
+GUARDRAIL_NONE: Final = "none"
+LIMIT_BUDGET: Final = "budget"
+LIMIT_ITERATIONS: Final = "max_iterations"
+OUTCOME_COMPLETED: Final = "completed"
+OUTCOME_FAILED: Final = "failed"
+OUTCOME_CANCELLED: Final = "cancelled"
+
+#: Numeric breaker state for the gauge (a timeline panel maps these back to text).
+BREAKER_STATE_VALUE: Final = {"closed": 0, "half_open": 1, "open": 2}
+
+# --- span events ---------------------------------------------------------------
+EVENT_HANDOFF: Final = "techrevati.handoff"
+EVENT_POLICY: Final = "techrevati.policy.evaluated"
+EVENT_QUALITY_GATE: Final = "techrevati.quality_gate.evaluated"
+EVENT_LIMIT_HIT: Final = "techrevati.limit.hit"
+EVENT_RECOVERY: Final = "techrevati.recovery.attempted"
+EVENT_GUARDRAIL: Final = "techrevati.guardrail.violated"
+
+# --- metrics (OTel names; see PROMETHEUS_NAMES for the scraped spelling) -------
+METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_AGENT_DURATION: Final = "gen_ai.invoke_agent.duration"
+METRIC_TOOL_DURATION: Final = "gen_ai.execute_tool.duration"
+METRIC_COST: Final = "techrevati.cost.usd"
+METRIC_SESSIONS: Final = "techrevati.sessions"
+METRIC_TOOL_CALLS: Final = "techrevati.tool.calls"
+METRIC_BREAKER_STATE: Final = "techrevati.breaker.state"
+METRIC_LIMIT_HITS: Final = "techrevati.limit.hits"
+METRIC_GUARDRAIL_VIOLATIONS: Final = "techrevati.guardrail.violations"
+METRIC_RECOVERY_ATTEMPTS: Final = "techrevati.recovery.attempts"
+
+#: Explicit bucket advice from the GenAI conventions.
+TOKEN_BUCKETS: Final = (
+    1.0,
+    4.0,
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+)
+DURATION_BUCKETS: Final = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+
+#: Label sets allowed on metrics. Ids (session, trace, worker, project) never appear:
+#: they are unbounded and would explode a time-series database.
+INSTRUMENTATION_SCOPE: Final = "techrevati.runtime"
