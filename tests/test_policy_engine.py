@@ -225,7 +225,7 @@ def test_policy_action_values() -> None:
         "ABORT_PHASE": "abort_phase",
     }
     assert isinstance(PolicyAction.ESCALATE, str)
-    assert PolicyAction.ESCALATE == "escalate"
+    assert PolicyAction.ESCALATE == "escalate"  # type: ignore[comparison-overlap]
 
 
 def test_action_data_to_dict() -> None:
