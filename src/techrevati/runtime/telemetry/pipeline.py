@@ -1,0 +1,307 @@
+"""Export pipelines that can never stall, bloat or hang the agent that feeds them.
+
+The SDK's ``BatchSpanProcessor`` already exports on its own thread. What it
+leaves open, and what this module closes:
+
+* memory: its queue drops spans when full, but logs a warning for every single
+  one. Here the number of spans held (queued *or* in an export in flight) has a
+  hard cap, drops are counted, and the first drop is logged once;
+* exit: its ``shutdown`` waits up to 30 s per processor, and with a collector
+  that accepts connections but never answers, every queued batch then waits a
+  full export timeout. Here shutdown has a deadline: exports that would start
+  after it are skipped (and counted), and the wait itself is bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_QUEUE_SIZE = 2048
+DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
+DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
+
+
+def run_bounded(work: Callable[[], object], timeout_s: float, what: str) -> bool:
+    """Run ``work`` on a helper thread and wait at most ``timeout_s`` for it.
+
+    Returns True when it finished in time. A late ``work`` keeps running on its
+    daemon thread and dies with the process; that is the price of an exit that
+    cannot hang on a dead collector.
+    """
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as error:  # reported below, on the waiting thread
+            failure.append(error)
+
+    helper = threading.Thread(target=target, name=f"techrevati-{what}", daemon=True)
+    try:
+        helper.start()
+    except RuntimeError:
+        # Late in interpreter shutdown no new thread may start: run it here. The
+        # export deadline set by the caller still bounds the time it takes.
+        target()
+    else:
+        helper.join(max(timeout_s, 0.0))
+        if helper.is_alive():
+            _logger.warning("%s did not finish within %.1f s; giving up on it", what, timeout_s)
+            return False
+    if failure:
+        _logger.warning("%s failed: %r", what, failure[0])
+        return False
+    return True
+
+
+def run_all_bounded(
+    tasks: Sequence[tuple[str, Callable[[], object]]], timeout_s: float, what: str
+) -> bool:
+    """Run several tasks in parallel, each on its own helper thread, sharing one deadline.
+
+    In parallel so that a hung trace export cannot eat the time the metrics
+    flush needs. True when all finished in time and none raised.
+    """
+    if not tasks:
+        return True
+    deadline = time.monotonic() + max(timeout_s, 0.0)
+    results: dict[str, bool] = {}
+    helpers: list[tuple[str, threading.Thread]] = []
+    for name, work in tasks:
+        helper = threading.Thread(
+            target=lambda n=name, w=work: results.__setitem__(n, run_bounded(w, timeout_s, n)),
+            name=f"techrevati-{what}-{name}",
+            daemon=True,
+        )
+        try:
+            helper.start()
+        except RuntimeError:  # interpreter finalising: fall back to running inline
+            results[name] = run_bounded(work, max(0.0, deadline - time.monotonic()), name)
+            continue
+        helpers.append((name, helper))
+    for _name, helper in helpers:
+        helper.join(max(0.0, deadline - time.monotonic()))
+    late = [name for name, helper in helpers if helper.is_alive()]
+    if late:
+        _logger.warning(
+            "%s: %s still busy after %.1f s; not waiting", what, ", ".join(late), timeout_s
+        )
+    return not late and all(results.get(name, False) for name, _ in tasks)
+
+
+@dataclass(frozen=True)
+class ExportStats:
+    """What happened to the spans one pipeline was given.
+
+    ``dropped`` counts spans refused because the queue was full; ``abandoned``
+    counts spans still queued when the shutdown deadline passed; ``failed``
+    counts spans the exporter reported as not delivered (e.g. HTTP 503).
+    """
+
+    name: str
+    accepted: int
+    exported: int
+    failed: int
+    dropped: int
+    abandoned: int
+    pending: int
+
+
+class _TrackingExporter(SpanExporter):
+    """Wraps the real exporter to learn when spans leave the pipeline."""
+
+    def __init__(self, inner: SpanExporter, owner: BoundedSpanProcessor) -> None:
+        self.inner = inner
+        self._owner = owner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        owner = self._owner
+        if owner.past_deadline():
+            owner.settle(len(spans), abandoned=True)
+            return SpanExportResult.FAILURE
+        result = SpanExportResult.FAILURE
+        try:
+            result = self.inner.export(spans)
+        except Exception:  # an exporter bug must not kill the worker thread
+            _logger.exception("span exporter %s raised", type(self.inner).__name__)
+        finally:
+            owner.settle(len(spans), failed=result is not SpanExportResult.SUCCESS)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class BoundedSpanProcessor(SpanProcessor):
+    """A batch span processor with a hard memory cap and a deadline at shutdown.
+
+    Spans are exported on the SDK's batch worker thread, never on the thread that
+    ends them; ``on_end`` only takes a lock and appends to a queue.
+
+    Example::
+
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(
+            BoundedSpanProcessor(OTLPSpanExporter(timeout=3), name="otlp", shutdown_timeout_s=5)
+        )
+    """
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        name: str,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
+        schedule_delay_millis: float | None = None,
+        shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    ) -> None:
+        self.name = name
+        self.exporter = exporter
+        self._max_pending = max(1, max_queue_size)
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._accepted = 0
+        self._exported = 0
+        self._failed = 0
+        self._dropped = 0
+        self._abandoned = 0
+        self._closed = False
+        self._deadline: float | None = None
+        self._tracker = _TrackingExporter(exporter, self)
+        # The inner queue is as large as our cap, so the SDK never drops (and
+        # never logs per span): our cap, which also covers in-flight batches,
+        # is always reached first.
+        self._batch = BatchSpanProcessor(
+            self._tracker,
+            max_queue_size=self._max_pending,
+            max_export_batch_size=min(max_export_batch_size, self._max_pending),
+            schedule_delay_millis=schedule_delay_millis,
+        )
+
+    # --- the hot path: runs on the caller's thread -----------------------------
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            admitted = self._pending < self._max_pending
+            if admitted:
+                self._pending += 1
+                self._accepted += 1
+            else:
+                self._dropped += 1
+            first_drop = self._dropped == 1 and not admitted
+        if admitted:
+            self._batch.on_end(span)
+        elif first_drop:
+            _logger.warning(
+                "telemetry export %r is not keeping up (collector slow or down?): its queue "
+                "of %d spans is full, so new spans are dropped. Logged once; the count is in "
+                "TelemetryHandle.stats().",
+                self.name,
+                self._max_pending,
+            )
+
+    # --- bookkeeping called from the export thread -----------------------------
+    def past_deadline(self) -> bool:
+        deadline = self._deadline
+        return deadline is not None and time.monotonic() >= deadline
+
+    def settle(self, count: int, *, failed: bool = False, abandoned: bool = False) -> None:
+        with self._lock:
+            self._pending = max(0, self._pending - count)
+            if abandoned:
+                self._abandoned += count
+            elif failed:
+                self._failed += count
+            else:
+                self._exported += count
+
+    def stats(self) -> ExportStats:
+        """A consistent snapshot of this pipeline's counters."""
+        with self._lock:
+            return ExportStats(
+                name=self.name,
+                accepted=self._accepted,
+                exported=self._exported,
+                failed=self._failed,
+                dropped=self._dropped,
+                abandoned=self._abandoned,
+                pending=self._pending,
+            )
+
+    # --- lifecycle ---------------------------------------------------------------
+    def shutdown(self) -> None:
+        self.shutdown_within(self._shutdown_timeout_s)
+
+    def shutdown_within(self, timeout_s: float) -> bool:
+        """Flush what can be flushed within ``timeout_s``, then stop. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return True
+            self._closed = True
+            # Leave a little of the budget for closing the exporter itself.
+            self._deadline = time.monotonic() + max(0.0, timeout_s * 0.8)
+        return run_bounded(self._batch.shutdown, timeout_s, f"{self.name} span export shutdown")
+
+    def flush_blocking(self) -> bool:
+        """Export everything queued, on this thread, with no bound of its own."""
+        with self._lock:
+            if self._closed:
+                return False
+        return self._batch.force_flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        # The SDK's force_flush exports on the calling thread and ignores its
+        # timeout; doing it on a helper thread keeps the bound real.
+        return run_bounded(
+            self.flush_blocking, timeout_millis / 1000.0, f"{self.name} span export flush"
+        )
+
+
+class FanOutExporter(SpanExporter):
+    """Hands each batch to several exporters; one failing does not starve the rest."""
+
+    def __init__(self, exporters: Sequence[SpanExporter]) -> None:
+        self.exporters = tuple(exporters)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        ok = True
+        for exporter in self.exporters:
+            try:
+                ok = exporter.export(spans) is SpanExportResult.SUCCESS and ok
+            except Exception:
+                _logger.exception("span exporter %s raised", type(exporter).__name__)
+                ok = False
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        for exporter in self.exporters:
+            try:
+                exporter.shutdown()
+            except Exception:
+                _logger.exception("span exporter %s failed to shut down", type(exporter).__name__)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(exporter.force_flush(timeout_millis) for exporter in self.exporters)
