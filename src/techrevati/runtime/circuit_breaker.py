@@ -1,0 +1,303 @@
+"""Circuit breakers that stop calling a failing dependency until it has had time to recover.
+
+States: CLOSED (calls flow), OPEN (calls are rejected with ``CircuitOpenError``) and
+HALF_OPEN (after ``recovery_timeout_seconds``, up to ``half_open_max_probes`` trial calls
+are let through; one success closes the circuit, one failure re-opens it).
+
+Example::
+
+    >>> from techrevati.runtime.circuit_breaker import CircuitBreaker, CircuitOpenError
+    >>> now = [0.0]
+    >>> cb = CircuitBreaker("model-api", failure_threshold=1, recovery_timeout_seconds=30.0,
+    ...                     clock=lambda: now[0])
+    >>> cb.record_failure(); cb.state().value
+    'open'
+    >>> now[0] = 30.0
+    >>> cb.call(lambda: "ok"), cb.state().value
+    ('ok', 'closed')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import ParamSpec, TypeVar
+
+__all__ = ["AsyncCircuitBreaker", "CircuitBreaker", "CircuitOpenError", "CircuitState"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+# (str, Enum) rather than StrEnum: the contract pins str(member) == "CircuitState.MEMBER".
+class CircuitState(str, Enum):  # noqa: UP042
+    """The three observable breaker states.
+
+    Example::
+
+        >>> CircuitState.HALF_OPEN.value
+        'half_open'
+    """
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+_HALF_OPEN = CircuitState.HALF_OPEN
+
+
+class CircuitOpenError(Exception):
+    """Raised instead of calling the wrapped function while the circuit is open.
+
+    Example::
+
+        >>> str(CircuitOpenError("model-api"))
+        "Circuit breaker 'model-api' is OPEN"
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Circuit breaker '{name}' is OPEN")
+
+
+def _check_positive_int(field_name: str, value: object) -> None:
+    # bool is an int subclass; True as a threshold is almost certainly a mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field_name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{field_name} must be >= 1, got {value!r}")
+
+
+@dataclass
+class _BreakerCore:
+    """State and transition rules shared by both breakers.
+
+    Every ``*_locked`` method must be called with the subclass's ``_lock`` held; none
+    of them awaits, so the async breaker can use them unchanged.
+    """
+
+    name: str
+    failure_threshold: int = 5
+    recovery_timeout_seconds: float = 60.0
+    half_open_max_probes: int = 1
+    clock: Callable[[], float] = time.monotonic
+    _state: CircuitState = field(default=_CLOSED, init=False, repr=False, compare=False)
+    _failure_count: int = field(default=0, init=False, repr=False, compare=False)
+    _last_failure_time: float | None = field(default=None, init=False, repr=False, compare=False)
+    _probe_in_flight: int = field(default=0, init=False, repr=False, compare=False)
+    # Bumped on every OPEN -> HALF_OPEN switch so that a probe interrupted by a
+    # BaseException releases its permit only within the half-open round it belongs to.
+    _half_open_round: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {self.name!r}")
+        _check_positive_int("failure_threshold", self.failure_threshold)
+        _check_positive_int("half_open_max_probes", self.half_open_max_probes)
+        timeout = self.recovery_timeout_seconds
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"recovery_timeout_seconds must be a number, got {timeout!r}")
+        if not math.isfinite(timeout) or timeout < 0:
+            raise ValueError(
+                f"recovery_timeout_seconds must be a finite number >= 0, got {timeout!r}"
+            )
+        if not callable(self.clock):
+            raise TypeError(f"clock must be callable, got {self.clock!r}")
+
+    def _window_elapsed_locked(self) -> bool:
+        last = self._last_failure_time
+        return last is not None and self.clock() - last >= self.recovery_timeout_seconds
+
+    def _admit_locked(self) -> int:
+        """Admit a call while not CLOSED; return the half-open round or raise."""
+        if self._state is _OPEN:
+            if not self._window_elapsed_locked():
+                raise CircuitOpenError(self.name)
+            self._state = _HALF_OPEN
+            self._probe_in_flight = 1
+            self._half_open_round += 1
+            return self._half_open_round
+        if self._probe_in_flight >= self.half_open_max_probes:
+            raise CircuitOpenError(self.name)
+        self._probe_in_flight += 1
+        return self._half_open_round
+
+    def _release_probe_locked(self, round_: int) -> None:
+        if (
+            self._state is _HALF_OPEN
+            and self._half_open_round == round_
+            and self._probe_in_flight > 0
+        ):
+            self._probe_in_flight -= 1
+
+    def _success_locked(self) -> None:
+        self._failure_count = 0
+        if self._state is _HALF_OPEN:
+            self._state = _CLOSED
+            self._probe_in_flight = 0
+
+    def _failure_locked(self) -> None:
+        self._failure_count += 1
+        self._last_failure_time = self.clock()
+        if self._state is _HALF_OPEN:
+            self._state = _OPEN
+            self._probe_in_flight = 0
+        elif self._failure_count >= self.failure_threshold:
+            self._state = _OPEN
+
+    def _observed_state_locked(self) -> CircuitState:
+        # Reporting HALF_OPEN for an elapsed window is read-only; the switch itself
+        # happens on the next admitted call.
+        if self._state is _OPEN and self._window_elapsed_locked():
+            return _HALF_OPEN
+        return self._state
+
+    def _reset_locked(self) -> None:
+        self._state = _CLOSED
+        self._failure_count = 0
+        self._last_failure_time = None
+        self._probe_in_flight = 0
+
+
+@dataclass
+class CircuitBreaker(_BreakerCore):
+    """Thread-safe breaker; ``fn`` runs outside the lock.
+
+    Raises ``ValueError`` at construction for ``failure_threshold < 1``,
+    ``half_open_max_probes < 1`` or a negative/non-finite ``recovery_timeout_seconds``.
+
+    Example::
+
+        >>> cb = CircuitBreaker("model-api", failure_threshold=3, recovery_timeout_seconds=30.0)
+        >>> cb.call(len, "abc")
+        3
+        >>> cb.is_open()
+        False
+    """
+
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` if the breaker admits it, recording the outcome.
+
+        Raises ``CircuitOpenError`` without calling ``fn`` when the circuit is open or
+        all half-open probe slots are taken. Exceptions from ``fn`` are re-raised.
+        """
+        with self._lock:
+            probe_round = None if self._state is _CLOSED else self._admit_locked()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception:
+            with self._lock:
+                self._failure_locked()
+            raise
+        except BaseException:
+            # KeyboardInterrupt and friends say nothing about the dependency, but a
+            # permit held forever would wedge the breaker in HALF_OPEN.
+            if probe_round is not None:
+                with self._lock:
+                    self._release_probe_locked(probe_round)
+            raise
+        with self._lock:
+            self._success_locked()
+        return result
+
+    def record_success(self) -> None:
+        """Reset the consecutive-failure count; close the circuit if half-open."""
+        with self._lock:
+            self._success_locked()
+
+    def record_failure(self) -> None:
+        """Count a failure; open the circuit at the threshold or on a failed probe."""
+        with self._lock:
+            self._failure_locked()
+
+    def state(self) -> CircuitState:
+        """Current state; an OPEN circuit whose window has elapsed reports HALF_OPEN."""
+        with self._lock:
+            return self._observed_state_locked()
+
+    def is_open(self) -> bool:
+        """True while calls would be rejected outright (``state() == OPEN``)."""
+        return self.state() is _OPEN
+
+    def reset(self) -> None:
+        """Return to CLOSED and forget all failures and probes."""
+        with self._lock:
+            self._reset_locked()
+
+
+@dataclass
+class AsyncCircuitBreaker(_BreakerCore):
+    """asyncio flavour of :class:`CircuitBreaker`; safe across tasks of one event loop.
+
+    Its state is independent of any sync breaker. Cancellation of an admitted probe
+    gives its permit back rather than counting as a failure.
+
+    Example::
+
+        >>> import asyncio
+        >>> async def ping() -> str:
+        ...     return "pong"
+        >>> acb = AsyncCircuitBreaker("model-api")
+        >>> asyncio.run(acb.call(ping))
+        'pong'
+    """
+
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False, compare=False)
+
+    async def call(
+        self, coro_factory: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Await ``coro_factory(*args, **kwargs)`` if admitted, recording the outcome."""
+        async with self._lock:
+            probe_round = None if self._state is _CLOSED else self._admit_locked()
+        try:
+            result = await coro_factory(*args, **kwargs)
+        except Exception:
+            async with self._lock:
+                self._failure_locked()
+            raise
+        except BaseException:
+            if probe_round is not None:
+                # No await here on purpose: a cancelled task must not be suspended
+                # again, and critical sections never await, so nothing can interleave.
+                self._release_probe_locked(probe_round)
+            raise
+        async with self._lock:
+            self._success_locked()
+        return result
+
+    async def record_success(self) -> None:
+        """Reset the consecutive-failure count; close the circuit if half-open."""
+        async with self._lock:
+            self._success_locked()
+
+    async def record_failure(self) -> None:
+        """Count a failure; open the circuit at the threshold or on a failed probe."""
+        async with self._lock:
+            self._failure_locked()
+
+    async def state(self) -> CircuitState:
+        """Current state; an OPEN circuit whose window has elapsed reports HALF_OPEN."""
+        async with self._lock:
+            return self._observed_state_locked()
+
+    async def is_open(self) -> bool:
+        """True while calls would be rejected outright (``state() == OPEN``)."""
+        return await self.state() is _OPEN
+
+    async def reset(self) -> None:
+        """Return to CLOSED and forget all failures and probes."""
+        async with self._lock:
+            self._reset_locked()
