@@ -1,0 +1,170 @@
+"""Guardrails: pluggable checks that run before and after a tool call.
+
+A guardrail is any object with a ``name`` and ``check_pre``/``check_post`` methods
+returning a :class:`GuardrailOutcome`. The first disallowing outcome stops the run.
+
+Example::
+
+    >>> from dataclasses import dataclass
+    >>> from techrevati.runtime.guardrails import (
+    ...     Guardrail, GuardrailOutcome, GuardrailViolatedError, run_pre_checks)
+    >>> @dataclass
+    ... class NoShell(Guardrail):
+    ...     name: str = "no_shell"
+    ...     def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+    ...         return GuardrailOutcome(tool != "shell", "shell is off-limits")
+    ...     def check_post(self, value, *, role: str, tool: str) -> GuardrailOutcome:
+    ...         return GuardrailOutcome(True)
+    >>> try:
+    ...     run_pre_checks([NoShell()], role="coder", tool="shell")
+    ... except GuardrailViolatedError as exc:
+    ...     print(exc)
+    pre guardrail 'no_shell' blocked tool 'shell' for role 'coder': shell is off-limits
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+__all__ = [
+    "AllowAllGuardrail",
+    "Guardrail",
+    "GuardrailOutcome",
+    "GuardrailStage",
+    "GuardrailViolatedError",
+    "run_post_checks",
+    "run_pre_checks",
+]
+
+GuardrailStage: TypeAlias = Literal["pre", "post"]
+"""Which side of the tool call a guardrail check ran on."""
+
+
+@dataclass(frozen=True)
+class GuardrailOutcome:
+    """The verdict of one check.
+
+    Example::
+
+        >>> GuardrailOutcome(allowed=False, reason="pii detected").allowed
+        False
+    """
+
+    allowed: bool
+    reason: str | None = None
+
+
+@runtime_checkable
+class Guardrail(Protocol):
+    """Structural interface for guardrails; subclass it or just match its shape.
+
+    It is deliberately not a dataclass, so ``@dataclass`` subclasses may declare
+    required fields before ``name: str = "..."``.
+
+    Example::
+
+        >>> isinstance(AllowAllGuardrail(), Guardrail)
+        True
+    """
+
+    if TYPE_CHECKING:
+        # Read-only for type checkers so frozen dataclasses such as
+        # AllowAllGuardrail conform; at runtime it stays a plain annotation, which
+        # subclasses can override with a dataclass field.
+        @property
+        def name(self) -> str: ...
+
+    else:
+        name: str
+
+    def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+        """Decide whether ``role`` may call ``tool``."""
+        ...
+
+    def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+        """Decide whether the tool's result ``value`` may be returned."""
+        ...
+
+
+class GuardrailViolatedError(Exception):
+    """Raised by the ``run_*_checks`` helpers when a guardrail disallows a call.
+
+    Example::
+
+        >>> err = GuardrailViolatedError(
+        ...     GuardrailOutcome(False), guardrail="g", role="r", tool="t", stage="post")
+        >>> str(err)
+        "post guardrail 'g' blocked tool 't' for role 'r': no reason provided"
+    """
+
+    def __init__(
+        self,
+        outcome: GuardrailOutcome,
+        *,
+        guardrail: str,
+        role: str,
+        tool: str,
+        stage: GuardrailStage,
+    ) -> None:
+        self.outcome = outcome
+        self.guardrail = guardrail
+        self.role = role
+        self.tool = tool
+        self.stage = stage
+        reason = outcome.reason or "no reason provided"
+        super().__init__(
+            f"{stage} guardrail '{guardrail}' blocked tool '{tool}' for role '{role}': {reason}"
+        )
+
+
+def _label(guardrail: object) -> str:
+    return str(getattr(guardrail, "name", type(guardrail).__name__))
+
+
+def run_pre_checks(guardrails: Iterable[Guardrail], *, role: str, tool: str) -> None:
+    """Run ``check_pre`` on each guardrail in order; raise on the first refusal.
+
+    Later guardrails are not consulted once one refuses.
+    """
+    for g in guardrails:
+        outcome = g.check_pre(role=role, tool=tool)
+        if not outcome.allowed:
+            raise GuardrailViolatedError(
+                outcome, guardrail=_label(g), role=role, tool=tool, stage="pre"
+            )
+
+
+def run_post_checks(guardrails: Iterable[Guardrail], value: Any, *, role: str, tool: str) -> None:
+    """Run ``check_post`` on each guardrail in order; raise on the first refusal."""
+    for g in guardrails:
+        outcome = g.check_post(value, role=role, tool=tool)
+        if not outcome.allowed:
+            raise GuardrailViolatedError(
+                outcome, guardrail=_label(g), role=role, tool=tool, stage="post"
+            )
+
+
+_ALLOW = GuardrailOutcome(allowed=True)
+
+
+@dataclass(frozen=True)
+class AllowAllGuardrail:
+    """A guardrail that allows everything; handy as a default or placeholder.
+
+    Example::
+
+        >>> AllowAllGuardrail().check_pre(role="r", tool="t")
+        GuardrailOutcome(allowed=True, reason=None)
+    """
+
+    name: str = "allow_all"
+
+    def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+        """Always allowed."""
+        return _ALLOW
+
+    def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+        """Always allowed."""
+        return _ALLOW

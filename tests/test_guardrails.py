@@ -1,0 +1,267 @@
+"""Tests for techrevati.runtime.guardrails (contract §5)."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import FrozenInstanceError, dataclass, field
+from typing import Any
+
+import pytest
+
+import techrevati.runtime.guardrails as guardrails_mod
+from techrevati.runtime.guardrails import (
+    AllowAllGuardrail,
+    Guardrail,
+    GuardrailOutcome,
+    GuardrailStage,
+    GuardrailViolatedError,
+    run_post_checks,
+    run_pre_checks,
+)
+
+
+@dataclass
+class BlockTool(Guardrail):
+    """Dataclass subclass with a required field before ``name`` (contract §5.3)."""
+
+    blocked: str
+    name: str = "block_tool"
+    reason: str | None = "tool is blocked"
+
+    def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+        return GuardrailOutcome(tool != self.blocked, None if tool != self.blocked else self.reason)
+
+    def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+        return GuardrailOutcome(True)
+
+
+@dataclass
+class Counting(Guardrail):
+    """Records every call; optionally refuses on one stage."""
+
+    name: str = "counting"
+    refuse_pre: bool = False
+    refuse_post: bool = False
+    calls: list[tuple[str, Any, str, str]] = field(default_factory=list)
+
+    def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+        self.calls.append(("pre", None, role, tool))
+        return GuardrailOutcome(not self.refuse_pre, "pre refused" if self.refuse_pre else None)
+
+    def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+        self.calls.append(("post", value, role, tool))
+        return GuardrailOutcome(not self.refuse_post, "post refused" if self.refuse_post else None)
+
+
+@dataclass
+class MaxLen(Guardrail):
+    """Dataclass subclass using ``__post_init__``."""
+
+    limit: int
+    name: str = "max_len"
+    normalised: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.normalised = max(0, self.limit)
+
+    def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+        return GuardrailOutcome(True)
+
+    def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+        if len(str(value)) > self.normalised:
+            return GuardrailOutcome(False, f"output longer than {self.normalised}")
+        return GuardrailOutcome(True)
+
+
+class Unnamed:
+    """Duck-typed guardrail without a ``name`` attribute."""
+
+    def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+        return GuardrailOutcome(False, "nope")
+
+    def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+        return GuardrailOutcome(False)
+
+
+# -- types ---------------------------------------------------------------------
+
+
+def test_module_all() -> None:
+    assert sorted(guardrails_mod.__all__) == [
+        "AllowAllGuardrail",
+        "Guardrail",
+        "GuardrailOutcome",
+        "GuardrailStage",
+        "GuardrailViolatedError",
+        "run_post_checks",
+        "run_pre_checks",
+    ]
+
+
+def test_stage_is_literal_alias_not_class() -> None:
+    assert not isinstance(GuardrailStage, type)
+    assert typing.get_origin(GuardrailStage) is typing.Literal
+    assert typing.get_args(GuardrailStage) == ("pre", "post")
+
+
+def test_outcome_defaults_and_frozen() -> None:
+    o = GuardrailOutcome(True)
+    assert o.reason is None
+    assert GuardrailOutcome(False, "r") == GuardrailOutcome(allowed=False, reason="r")
+    with pytest.raises(FrozenInstanceError):
+        o.allowed = False  # type: ignore[misc]
+
+
+def test_guardrail_is_protocol_not_dataclass() -> None:
+    assert getattr(Guardrail, "_is_protocol", False) is True
+    assert not hasattr(Guardrail, "__dataclass_fields__")
+    assert "name" not in vars(Guardrail)  # no default for name
+
+
+def test_dataclass_subclasses_construct() -> None:
+    b = BlockTool("shell")
+    assert (b.blocked, b.name) == ("shell", "block_tool")
+    m = MaxLen(-5)
+    assert m.normalised == 0
+    assert MaxLen(3, name="custom").name == "custom"
+
+
+def test_isinstance_checks() -> None:
+    assert isinstance(AllowAllGuardrail(), Guardrail)
+    assert isinstance(BlockTool("x"), Guardrail)
+    assert not isinstance(Unnamed(), Guardrail)  # lacks ``name``
+    assert not isinstance(object(), Guardrail)
+
+
+def test_allow_all() -> None:
+    g = AllowAllGuardrail()
+    assert g.name == "allow_all"
+    assert g.check_pre(role="r", tool="t") == GuardrailOutcome(allowed=True)
+    assert g.check_post({"x": 1}, role="r", tool="t") == GuardrailOutcome(allowed=True)
+    assert AllowAllGuardrail("custom").name == "custom"
+    with pytest.raises(FrozenInstanceError):
+        g.name = "other"  # type: ignore[misc]
+
+
+# -- error ---------------------------------------------------------------------
+
+
+def test_error_attributes_and_message() -> None:
+    outcome = GuardrailOutcome(False, "secrets in output")
+    err = GuardrailViolatedError(
+        outcome, guardrail="pii", role="writer", tool="search", stage="post"
+    )
+    assert err.outcome is outcome
+    assert (err.guardrail, err.role, err.tool, err.stage) == ("pii", "writer", "search", "post")
+    assert str(err) == (
+        "post guardrail 'pii' blocked tool 'search' for role 'writer': secrets in output"
+    )
+
+
+def test_error_message_without_reason() -> None:
+    err = GuardrailViolatedError(
+        GuardrailOutcome(False), guardrail="g", role="r", tool="t", stage="pre"
+    )
+    assert str(err) == "pre guardrail 'g' blocked tool 't' for role 'r': no reason provided"
+
+
+def test_error_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        GuardrailViolatedError(GuardrailOutcome(False), "g", "r", "t", "pre")  # type: ignore[misc]
+
+
+# -- run_pre_checks / run_post_checks -----------------------------------------------
+
+
+def test_empty_list_passes() -> None:
+    run_pre_checks([], role="r", tool="t")
+    run_post_checks([], "value", role="r", tool="t")
+
+
+def test_pre_checks_all_pass_in_order() -> None:
+    a, b = Counting(name="a"), Counting(name="b")
+    run_pre_checks([a, b, AllowAllGuardrail()], role="writer", tool="search")
+    assert a.calls == [("pre", None, "writer", "search")]
+    assert b.calls == [("pre", None, "writer", "search")]
+
+
+def test_pre_check_first_failure_short_circuits() -> None:
+    first = Counting(name="first")
+    blocker = BlockTool("shell")
+    later = Counting(name="later", refuse_pre=True)
+    with pytest.raises(GuardrailViolatedError) as info:
+        run_pre_checks([first, blocker, later], role="coder", tool="shell")
+    err = info.value
+    assert err.stage == "pre"
+    assert err.guardrail == "block_tool"
+    assert (err.role, err.tool) == ("coder", "shell")
+    assert err.outcome == GuardrailOutcome(False, "tool is blocked")
+    assert "tool is blocked" in str(err)
+    assert len(first.calls) == 1
+    assert later.calls == []
+
+
+def test_pre_checks_do_not_call_post() -> None:
+    g = Counting()
+    run_pre_checks([g], role="r", tool="t")
+    assert [c[0] for c in g.calls] == ["pre"]
+
+
+def test_post_checks_pass_value_and_short_circuit() -> None:
+    ok = Counting(name="ok")
+    limiter = MaxLen(3)
+    later = Counting(name="later")
+    run_post_checks([ok, limiter, later], "abc", role="r", tool="t")
+    assert ok.calls == [("post", "abc", "r", "t")]
+    assert later.calls == [("post", "abc", "r", "t")]
+    with pytest.raises(GuardrailViolatedError) as info:
+        run_post_checks([ok, limiter, later], "abcd", role="r", tool="t")
+    assert info.value.stage == "post"
+    assert info.value.guardrail == "max_len"
+    assert str(info.value) == (
+        "post guardrail 'max_len' blocked tool 't' for role 'r': output longer than 3"
+    )
+    assert len(later.calls) == 1  # not consulted the second time
+
+
+def test_first_of_two_refusals_wins() -> None:
+    a = Counting(name="a", refuse_post=True)
+    b = Counting(name="b", refuse_post=True)
+    with pytest.raises(GuardrailViolatedError, match="'a'"):
+        run_post_checks([a, b], 1, role="r", tool="t")
+    assert b.calls == []
+
+
+def test_label_falls_back_to_type_name() -> None:
+    with pytest.raises(GuardrailViolatedError) as info:
+        run_pre_checks([Unnamed()], role="r", tool="t")  # type: ignore[list-item]
+    assert info.value.guardrail == "Unnamed"
+    assert str(info.value).endswith(": nope")
+    with pytest.raises(GuardrailViolatedError) as info2:
+        run_post_checks([Unnamed()], None, role="r", tool="t")  # type: ignore[list-item]
+    assert info2.value.guardrail == "Unnamed"
+    assert "no reason provided" in str(info2.value)
+
+
+def test_missing_method_raises_attribute_error() -> None:
+    class OnlyPost:
+        name = "only_post"
+
+        def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(True)
+
+    with pytest.raises(AttributeError):
+        run_pre_checks([OnlyPost()], role="r", tool="t")  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("stage", ["pre", "post"])
+def test_stage_recorded(stage: str) -> None:
+    g = Counting(refuse_pre=True, refuse_post=True)
+    with pytest.raises(GuardrailViolatedError) as info:
+        if stage == "pre":
+            run_pre_checks([g], role="r", tool="t")
+        else:
+            run_post_checks([g], "v", role="r", tool="t")
+    assert info.value.stage == stage
+    assert str(info.value).startswith(f"{stage} guardrail 'counting'")
+    assert str(info.value).endswith(f"{stage} refused")
