@@ -462,6 +462,25 @@ class UsageSnapshot:
         return cls.from_dict(data)
 
 
+def cost_of(model: str, usage: UsageSnapshot) -> float:
+    """USD cost of ``usage`` on ``model`` at the currently registered prices.
+
+    Example::
+
+        >>> from techrevati.runtime.usage_tracking import register_pricing, ModelPricing
+        >>> register_pricing("doc-model-e", ModelPricing(2.0, 8.0))
+        >>> cost_of("doc-model-e", UsageSnapshot(500_000, 0))
+        1.0
+    """
+    return _cost(
+        _price_for(model),
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_write_tokens,
+        usage.cache_read_tokens,
+    )
+
+
 class _ModelTotals:
     """Running token sums for one recorded model string."""
 
@@ -652,6 +671,16 @@ class UsageTracker:
         """Sum of ``output_tokens`` over all recorded turns."""
         return sum(row[2] for row in self._aggregates()[1])
 
+    def token_totals(self) -> UsageSnapshot:
+        """All four token counts summed over every recorded turn (one consistent read)."""
+        rows = self._aggregates()[1]
+        return UsageSnapshot(
+            input_tokens=sum(row[1] for row in rows),
+            output_tokens=sum(row[2] for row in rows),
+            cache_write_tokens=sum(row[3] for row in rows),
+            cache_read_tokens=sum(row[4] for row in rows),
+        )
+
     def cost_for_turn(self, model: str, usage: UsageSnapshot) -> float:
         """Unrounded USD cost of ``usage`` on ``model`` at current prices (no recording).
 
@@ -662,13 +691,7 @@ class UsageTracker:
             >>> UsageTracker().cost_for_turn("doc-model-d", UsageSnapshot(0, 0, 0, 1_000_000))
             0.3
         """
-        return _cost(
-            _price_for(model),
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cache_write_tokens,
-            usage.cache_read_tokens,
-        )
+        return cost_of(model, usage)
 
     @staticmethod
     def _row_costs(rows: list[_TotalsRow]) -> dict[str, float]:

@@ -1,0 +1,862 @@
+"""Orchestrator / AgentSession: one agent's session, built on the telemetry core.
+
+The Orchestrator holds configuration and opens sessions. A session is an
+``invoke_agent {role}`` span made current for the ``with`` body; each turn is a
+``chat {model}`` span and each tool an ``execute_tool {name}`` span, all opened
+through ``telemetry.instrument``. Budget and iteration caps are enforced by the
+limits span processor against the session's ledger, whose store is
+``session.tracker``. This module adds the contract's lifecycle, events,
+recovery bookkeeping, permissions and guardrails around those calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import SpanContext, TracerProvider
+
+from ._failsafe import log_failure_once
+from .agent_events import AgentEvent, AgentFailureClass
+from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker
+from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitOpenError
+from .errors import MaxIterationsExceededError, PermissionDeniedError, TurnTimeoutError
+from .guardrails import Guardrail, run_post_checks, run_pre_checks
+from .handoffs import Handoff
+from .permissions import PermissionEnforcer, PermissionOutcome
+from .policy_engine import PhaseContext, PolicyActionData, PolicyEngine
+from .quality_gate import QualityGate, QualityGateOutcome, QualityLevel
+from .retry_policy import (
+    FailureScenario,
+    RecoveryContext,
+    aattempt_recovery,
+    attempt_recovery,
+    classify_exception,
+)
+from .sinks import (
+    DEFAULT_RING_CAPACITY,
+    EventSink,
+    NoopEventSink,
+    NoopUsageSink,
+    UsageSink,
+)
+from .telemetry import instrument as core
+from .telemetry import semconv as sc
+from .telemetry.ledger import SessionLedger
+from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker
+
+__all__ = [
+    "AgentSession",
+    "AsyncOrchestrationSession",
+    "MaxIterationsExceededError",
+    "OrchestrationSession",
+    "Orchestrator",
+    "PermissionDeniedError",
+    "TurnTimeoutError",
+]
+
+logger = logging.getLogger("techrevati.runtime.orchestrator")
+logger.addHandler(logging.NullHandler())
+
+T = TypeVar("T")
+B = TypeVar("B", CircuitBreaker, AsyncCircuitBreaker)
+
+_SCENARIO_TO_FAILURE: dict[FailureScenario, AgentFailureClass] = {
+    FailureScenario.LLM_TIMEOUT: AgentFailureClass.LLM_TIMEOUT,
+    FailureScenario.LLM_ERROR: AgentFailureClass.LLM_ERROR,
+    FailureScenario.TOOL_EXECUTION_ERROR: AgentFailureClass.TOOL_ERROR,
+    FailureScenario.CONTEXT_OVERFLOW: AgentFailureClass.CONTEXT_OVERFLOW,
+    FailureScenario.DEPENDENCY_TIMEOUT: AgentFailureClass.DEPENDENCY_FAILED,
+    FailureScenario.MEMORY_CORRUPTION: AgentFailureClass.MEMORY_CORRUPTION,
+    FailureScenario.PROVIDER_FAILURE: AgentFailureClass.DEPENDENCY_FAILED,
+}
+
+# Errors that are decisions of the runtime, not failures of the model call:
+# they skip recovery bookkeeping.
+_NO_RECOVERY = (CircuitOpenError, TurnTimeoutError, MaxIterationsExceededError, BudgetExceededError)
+
+
+def failure_class_for(error: BaseException) -> AgentFailureClass:
+    """The failure class a session records when ``error`` escapes its body."""
+    if not isinstance(error, Exception):
+        return AgentFailureClass.UNKNOWN
+    return _SCENARIO_TO_FAILURE.get(classify_exception(error), AgentFailureClass.UNKNOWN)
+
+
+# --- handoff links -------------------------------------------------------------
+# A handoff's target session usually opens later, from another Orchestrator that
+# shares the registry. Remember the source span per (registry, role, project) so
+# the target's span links to it and joins its trace.
+_pending_handoffs: weakref.WeakKeyDictionary[
+    AgentRegistry, dict[tuple[str, int | None], SpanContext]
+] = weakref.WeakKeyDictionary()
+_handoff_lock = threading.Lock()
+
+
+def _remember_handoff(
+    registry: AgentRegistry, role: str, project_id: int | None, source: SpanContext
+) -> None:
+    with _handoff_lock:
+        _pending_handoffs.setdefault(registry, {})[(role, project_id)] = source
+
+
+def _take_handoff(registry: AgentRegistry, role: str, project_id: int | None) -> SpanContext | None:
+    with _handoff_lock:
+        pending = _pending_handoffs.get(registry)
+        return pending.pop((role, project_id), None) if pending else None
+
+
+# --- sessions ------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _SessionBase(Generic[B]):
+    """State and behaviour shared by the sync and async sessions."""
+
+    worker: AgentWorker
+    tracker: UsageTracker
+    recovery: RecoveryContext
+    registry: AgentRegistry
+    phase: str
+    role: str
+    project_id: int | None
+    permissions: PermissionEnforcer | None = None
+    policy_engine: PolicyEngine | None = None
+    quality_gate: QualityGate | None = None
+    budget_usd: float | None = None
+    enforce_budget: bool = False
+    max_iterations: int = 25
+    guardrails: list[Guardrail] = field(default_factory=list)
+    event_sink: EventSink = field(default_factory=NoopEventSink)
+    usage_sink: UsageSink = field(default_factory=NoopUsageSink)
+    events: list[AgentEvent] = field(default_factory=list)
+    circuit_breaker: B | None = None
+    _started_at: float = field(default_factory=time.monotonic, init=False, repr=False)
+    _ledger: SessionLedger = field(init=False, repr=False)
+    _scope: core.SessionScope | None = field(default=None, init=False, repr=False)
+    _telemetry: _TelemetryOptions | None = field(default=None, init=False, repr=False)
+    # True when an Orchestrator context manager owns the span's end; a session
+    # built directly ends its span when it reaches a terminal state instead.
+    _managed: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int):
+            raise TypeError(
+                f"max_iterations must be an int, got {type(self.max_iterations).__name__}: "
+                f"{self.max_iterations!r}"
+            )
+        if self.budget_usd is not None and not (
+            isinstance(self.budget_usd, int | float) and self.budget_usd >= 0
+        ):
+            raise ValueError(f"budget_usd must be a non-negative number, got {self.budget_usd!r}")
+        self._ledger = SessionLedger(
+            self.tracker,
+            budget_usd=self.budget_usd,
+            enforce_budget=self.enforce_budget,
+            max_iterations=self.max_iterations,
+            usage_sink=None if isinstance(self.usage_sink, NoopUsageSink) else self.usage_sink,
+            on_limit=self._on_limit,
+        )
+
+    # -- telemetry scope --------------------------------------------------------
+
+    def _open_scope(self, parent: SpanContext | None = None) -> core.SessionScope:
+        options = self._telemetry or _TelemetryOptions()
+        parent_ctx = None
+        if parent is not None and not trace.get_current_span().get_span_context().is_valid:
+            parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+        self._scope = core.open_session(
+            role=self.role,
+            ledger=self._ledger,
+            phase=self.phase,
+            project_id=self.project_id,
+            worker_id=self.worker.worker_id,
+            provider_name=options.provider_name,
+            tracer_provider=options.tracer_provider,
+            meter_provider=options.meter_provider,
+            links=(parent,) if parent is not None else (),
+            parent=parent_ctx,
+            owner=self,
+        )
+        return self._scope
+
+    def _scope_or_open(self) -> core.SessionScope:
+        # Sessions built directly (not through an Orchestrator) open lazily.
+        return self._scope if self._scope is not None else self._open_scope()
+
+    def _close_scope(self, error: BaseException | None = None) -> None:
+        scope = self._scope
+        if scope is None or scope.closed:
+            return
+        status = self.worker.status
+        if status == AgentStatus.COMPLETED:
+            outcome = sc.OUTCOME_COMPLETED
+        elif status == AgentStatus.CANCELLED:
+            outcome = sc.OUTCOME_CANCELLED
+        else:
+            outcome = sc.OUTCOME_FAILED
+        failure = self.worker.last_error
+        core.close_session(
+            scope,
+            outcome=outcome,
+            error=error,
+            error_type=scope.error_type
+            or (None if error is not None or failure is None else outcome),
+        )
+
+    @property
+    def _iteration_count(self) -> int:
+        """Model calls started in this session (the cap counts these)."""
+        return self._ledger.iterations
+
+    @_iteration_count.setter
+    def _iteration_count(self, value: int) -> None:
+        self._ledger.iterations = value
+
+    # -- events -----------------------------------------------------------------
+
+    def _emit_event(self, event: AgentEvent) -> None:
+        self.events.append(event)
+        try:
+            self.event_sink.emit(event)
+        except Exception:
+            log_failure_once(
+                logger, self.event_sink, "event_sink.emit raised; suppressing to keep session alive"
+            )
+
+    def _log_extra(self, **more: Any) -> dict[str, Any]:
+        return {"role": self.role, "phase": self.phase, "project_id": self.project_id, **more}
+
+    def _on_limit(self, kind: str, error: Exception) -> None:
+        if kind != sc.LIMIT_BUDGET or not isinstance(error, BudgetExceededError):
+            return
+        self._emit_event(
+            AgentEvent.failed(
+                self.role,
+                self.phase,
+                AgentFailureClass.UNKNOWN,
+                detail="budget exceeded: " + self.tracker.format_cost(),
+            ).with_data({"budget_usd": error.budget_usd})
+        )
+        logger.warning(
+            "budget_exceeded",
+            extra=self._log_extra(
+                budget_usd=error.budget_usd,
+                current_cost_usd=error.current_cost_usd,
+                enforced=self.enforce_budget,
+            ),
+        )
+
+    def _record_recovery(self, scenario: FailureScenario, outcome: str) -> None:
+        self._emit_event(
+            AgentEvent.recovery_attempted(
+                self.role, self.phase, detail=f"{scenario.value}: {outcome}"
+            )
+        )
+        logger.info(
+            "recovery_attempted",
+            extra=self._log_extra(scenario=scenario.value, outcome=outcome),
+        )
+        core.note_recovery(self._scope, scenario.value, outcome)
+
+    # -- permissions and tools --------------------------------------------------
+
+    def authorize(self, tool_name: str) -> PermissionOutcome:
+        """The permission decision for ``tool_name`` under this session's role."""
+        if self.permissions is None:
+            return PermissionOutcome(allowed=True, reason="no enforcer configured")
+        return self.permissions.check(self.role, tool_name)
+
+    def _admit_tool(self, tool: core.ToolScope) -> None:
+        outcome = self.authorize(tool.name)
+        core.note_permission(tool, outcome)
+        if not outcome.allowed:
+            raise PermissionDeniedError(outcome)
+        run_pre_checks(self.guardrails, role=self.role, tool=tool.name)
+
+    def run_tool(self, tool_name: str, fn: Callable[[], T]) -> T:
+        """Run a tool after the permission check and pre-guardrails; post-check its result.
+
+        A denied tool raises ``PermissionDeniedError`` and ``fn`` never runs.
+
+        Example::
+
+            fact = session.run_tool("lookup_term", lambda: "RAG")
+        """
+        tool = core.start_tool(self._scope_or_open(), tool_name)
+        try:
+            self._admit_tool(tool)
+            token = otel_context.attach(tool.context)
+            try:
+                result = fn()
+            finally:
+                otel_context.detach(token)
+            run_post_checks(self.guardrails, result, role=self.role, tool=tool_name)
+        except BaseException as exc:
+            core.end_tool(tool, error=exc, guardrails_checked=bool(self.guardrails))
+            raise
+        core.end_tool(tool, result=result, guardrails_checked=bool(self.guardrails))
+        return result
+
+    # -- policy, gates, handoffs ------------------------------------------------
+
+    def evaluate_policy(
+        self,
+        gate_score: float = 0.0,
+        gate_threshold: float = 0.0,
+        completed_roles: set[str] | None = None,
+        failed_roles: set[str] | None = None,
+        all_roles: set[str] | None = None,
+        elapsed_seconds: float | None = None,
+        phase_completed: bool = False,
+        quality_level: QualityLevel | None = None,
+    ) -> list[PolicyActionData]:
+        """Evaluate the policy engine against this session's state (no events)."""
+        if self.policy_engine is None:
+            return []
+        ctx = PhaseContext(
+            phase=self.phase,
+            quality_level=quality_level,
+            gate_score=gate_score,
+            gate_threshold=gate_threshold,
+            completed_roles=set(completed_roles or ()),
+            failed_roles=set(failed_roles or ()),
+            all_roles=set(all_roles or ()),
+            elapsed_seconds=(
+                elapsed_seconds
+                if elapsed_seconds is not None
+                else time.monotonic() - self._started_at
+            ),
+            retry_exhausted_scenarios={
+                e.scenario for e in self.recovery.events if e.event_type == "escalated"
+            },
+            phase_completed=phase_completed,
+            total_cost_usd=self.tracker.total_cost(),
+        )
+        actions = self.policy_engine.evaluate(ctx)
+        core.session_event(
+            self._scope,
+            sc.EVENT_POLICY,
+            {"techrevati.policy.actions": [a.action.value for a in actions]},
+        )
+        return actions
+
+    def evaluate_gate(self, observed: QualityLevel) -> QualityGateOutcome | None:
+        """Evaluate the quality gate; emits ``phase.gate_passed`` / ``phase.gate_failed``."""
+        if self.quality_gate is None:
+            return None
+        outcome = self.quality_gate.evaluate(observed)
+        detail = f"observed={observed.name if observed is not None else None}"
+        if outcome.satisfied:
+            self._emit_event(AgentEvent.gate_passed(self.phase, detail))
+        else:
+            self._emit_event(AgentEvent.gate_failed(self.phase, detail))
+            logger.info(
+                "quality_gate_failed",
+                extra=self._log_extra(observed=observed.name if observed is not None else None),
+            )
+        core.session_event(
+            self._scope,
+            sc.EVENT_QUALITY_GATE,
+            {
+                "techrevati.quality_gate.satisfied": outcome.satisfied,
+                "techrevati.quality_gate.required": self.quality_gate.required_level.name,
+                "techrevati.quality_gate.observed": observed.name
+                if observed is not None
+                else "none",
+            },
+        )
+        return outcome
+
+    def handoff_to(
+        self, target_role: str, reason: str, context: dict[str, Any] | None = None
+    ) -> Handoff:
+        """Finish this worker and register one for ``target_role`` under the same project.
+
+        Example::
+
+            handoff = session.handoff_to("editor", reason="needs review")
+        """
+        ctx = dict(context) if context is not None else {}
+        target = self.registry.create(
+            role=target_role, phase=self.phase, project_id=self.project_id
+        )
+        self.registry.transition(
+            target.worker_id,
+            AgentStatus.INITIALIZING,
+            f"handoff from {self.role}: {reason}",
+        )
+        if not self.worker.is_terminal:
+            self.worker.transition(AgentStatus.COMPLETED, f"handoff to {target_role}")
+        handoff = Handoff(
+            source_role=self.role,
+            target_role=target_role,
+            phase=self.phase,
+            reason=reason,
+            context=ctx,
+            project_id=self.project_id,
+            target_worker_id=target.worker_id,
+        )
+        self._emit_event(
+            AgentEvent.completed(
+                self.role, self.phase, detail=f"handoff → {target_role}: {reason}"
+            ).with_data({"handoff": handoff.to_dict()})
+        )
+        scope = self._scope
+        if scope is not None:
+            core.session_event(
+                scope,
+                sc.EVENT_HANDOFF,
+                {
+                    "techrevati.handoff.target_role": target_role,
+                    "techrevati.handoff.reason": reason,
+                    "techrevati.handoff.target_worker_id": target.worker_id,
+                },
+            )
+            _remember_handoff(
+                self.registry, target_role, self.project_id, scope.span.get_span_context()
+            )
+        logger.info(
+            "handoff_issued",
+            extra=self._log_extra(
+                target_role=target_role, reason=reason, target_worker_id=target.worker_id
+            ),
+        )
+        return handoff
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def complete(self, detail: str | None = None) -> None:
+        """Mark the worker COMPLETED (if not terminal) and emit ``agent.completed``."""
+        if not self.worker.is_terminal:
+            self.worker.transition(AgentStatus.COMPLETED, detail)
+        self._emit_event(AgentEvent.completed(self.role, self.phase, detail))
+        if not self._managed:
+            self._close_scope()
+
+    def fail(
+        self, detail: str, failure_class: AgentFailureClass = AgentFailureClass.UNKNOWN
+    ) -> None:
+        """Mark the worker FAILED (if not terminal) and emit ``agent.failed``."""
+        if not self.worker.is_terminal:
+            self.worker.transition(AgentStatus.FAILED, detail)
+        if self._scope is not None:
+            self._scope.error_type = failure_class.value
+        self._emit_event(AgentEvent.failed(self.role, self.phase, failure_class, detail))
+        logger.info(
+            "session_failed",
+            extra=self._log_extra(failure_class=failure_class.value, detail=detail),
+        )
+        if not self._managed:
+            self._close_scope()
+
+    def cancel(self, detail: str | None = None) -> None:
+        """Mark the worker CANCELLED; reported as ``agent.failed`` with class ``unknown``."""
+        if not self.worker.is_terminal:
+            self.worker.transition(AgentStatus.CANCELLED, detail)
+        self._emit_event(
+            AgentEvent.failed(
+                self.role, self.phase, AgentFailureClass.UNKNOWN, detail or "cancelled"
+            )
+        )
+        if not self._managed:
+            self._close_scope()
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot: worker, usage, per-model cost, events.
+
+        Example::
+
+            print(json.dumps(session.summary(), indent=2))
+        """
+        return {
+            "worker": self.worker.to_dict(),
+            "usage": self.tracker.summary(),
+            "per_model_cost": self.tracker.per_model_summary(),
+            "recovery_events": [e.to_dict() for e in self.recovery.events],
+            "agent_events": [e.to_dict() for e in self.events],
+        }
+
+
+def _resolve_usage(
+    result: T,
+    usage: UsageSnapshot | None,
+    estimate_usage: Callable[[T], UsageSnapshot] | None,
+) -> UsageSnapshot:
+    if usage is not None:
+        return usage
+    if estimate_usage is not None:
+        return estimate_usage(result)
+    return UsageSnapshot()
+
+
+def _call_with_timeout(call: Callable[[], T], timeout: float) -> T:
+    """Run ``call`` on a daemon thread and wait at most ``timeout`` seconds.
+
+    Raises promptly on expiry (the contract allows it); the stray call keeps
+    running on its thread but its result is discarded. A daemon thread, not a
+    shared pool, so a call that never returns cannot starve later turns.
+    """
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+    ctx = contextvars.copy_context()
+
+    def runner() -> None:
+        try:
+            future.set_result(ctx.run(call))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=runner, name="techrevati-turn", daemon=True).start()
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError as exc:
+        raise TurnTimeoutError(timeout) from exc
+
+
+@dataclass(eq=False)
+class OrchestrationSession(_SessionBase[CircuitBreaker]):
+    """A synchronous session; get one from ``Orchestrator.session()``.
+
+    Example::
+
+        with orch.session() as session:
+            text, usage = session.run_turn(call_model, model="model-a",
+                                           usage=UsageSnapshot(5000, 1200))
+    """
+
+    def run_turn(
+        self,
+        fn: Callable[[], T],
+        model: str = "",
+        usage: UsageSnapshot | None = None,
+        estimate_usage: Callable[[T], UsageSnapshot] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[T, UsageSnapshot]:
+        """Run one model call as a ``chat {model}`` span; returns ``(result, usage)``.
+
+        Raises ``MaxIterationsExceededError`` before ``fn`` runs when the cap is
+        reached, and ``BudgetExceededError`` when an enforced budget is exceeded.
+        """
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        turn = core.start_turn(self._scope_or_open(), model)
+        breaker = self.circuit_breaker
+        call: Callable[[], T] = (lambda: breaker.call(fn)) if breaker is not None else fn
+        try:
+            token = otel_context.attach(turn.context)
+            try:
+                result = call() if timeout is None else _call_with_timeout(call, timeout)
+            finally:
+                otel_context.detach(token)
+            snapshot = _resolve_usage(result, usage, estimate_usage)
+        except BaseException as exc:
+            if breaker is not None:
+                core.note_breaker(turn, breaker.name, breaker.state())
+            core.end_turn(turn, error=exc)
+            if isinstance(exc, Exception) and not isinstance(exc, _NO_RECOVERY):
+                scenario = classify_exception(exc)
+                self._record_recovery(scenario, attempt_recovery(scenario, self.recovery).outcome)
+            raise
+        if breaker is not None:
+            core.note_breaker(turn, breaker.name, breaker.state())
+        core.end_turn(turn, snapshot, output=result)
+        return result, snapshot
+
+
+@dataclass(eq=False)
+class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
+    """An asyncio session; get one from ``Orchestrator.asession()``.
+
+    Example::
+
+        async with orch.asession() as session:
+            text, _ = await session.arun_turn(lambda: acall_model(prompt), model="model-a")
+    """
+
+    _pending_input: asyncio.Future[str] | None = field(default=None, init=False, repr=False)
+
+    async def arun_turn(
+        self,
+        coro_factory: Callable[[], Awaitable[T]],
+        model: str = "",
+        usage: UsageSnapshot | None = None,
+        estimate_usage: Callable[[T], UsageSnapshot] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[T, UsageSnapshot]:
+        """Async ``run_turn``: same limits, spans, events and budget rules."""
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        turn = core.start_turn(self._scope_or_open(), model)
+        breaker = self.circuit_breaker
+
+        async def invoke() -> T:
+            if breaker is not None:
+                return await breaker.call(coro_factory)
+            return await coro_factory()
+
+        try:
+            token = otel_context.attach(turn.context)
+            try:
+                if timeout is None:
+                    result = await invoke()
+                else:
+                    try:
+                        result = await asyncio.wait_for(invoke(), timeout)
+                    except TimeoutError as exc:
+                        raise TurnTimeoutError(timeout) from exc
+            finally:
+                otel_context.detach(token)
+            snapshot = _resolve_usage(result, usage, estimate_usage)
+        except BaseException as exc:
+            if breaker is not None:
+                core.note_breaker(turn, breaker.name, await breaker.state())
+            core.end_turn(turn, error=exc)
+            if isinstance(exc, Exception) and not isinstance(exc, _NO_RECOVERY):
+                scenario = classify_exception(exc)
+                result_ = await aattempt_recovery(scenario, self.recovery)
+                self._record_recovery(scenario, result_.outcome)
+            raise
+        if breaker is not None:
+            core.note_breaker(turn, breaker.name, await breaker.state())
+        core.end_turn(turn, snapshot, output=result)
+        return result, snapshot
+
+    async def arun_tool(self, tool_name: str, coro_factory: Callable[[], Awaitable[T]]) -> T:
+        """Async ``run_tool``: checks are synchronous, the tool itself is awaited."""
+        tool = core.start_tool(self._scope_or_open(), tool_name)
+        try:
+            self._admit_tool(tool)
+            token = otel_context.attach(tool.context)
+            try:
+                result = await coro_factory()
+            finally:
+                otel_context.detach(token)
+            run_post_checks(self.guardrails, result, role=self.role, tool=tool_name)
+        except BaseException as exc:
+            core.end_tool(tool, error=exc, guardrails_checked=bool(self.guardrails))
+            raise
+        core.end_tool(tool, result=result, guardrails_checked=bool(self.guardrails))
+        return result
+
+    async def pause_for_input(self, prompt: str) -> str:
+        """Wait for a human: WAITING_FOR_INPUT until ``provide_input`` is called."""
+        if self.worker.is_terminal:
+            raise RuntimeError(f"cannot pause a terminal session ({self.worker.status.value})")
+        if self._pending_input is not None:
+            raise RuntimeError("a previous pause_for_input is still pending")
+        self.worker.transition(AgentStatus.WAITING_FOR_INPUT, prompt)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending_input = future
+        try:
+            value = await future
+        finally:
+            self._pending_input = None
+        if not self.worker.is_terminal:
+            self.worker.transition(AgentStatus.RUNNING, "input received")
+        return value
+
+    def provide_input(self, value: str) -> None:
+        """Resolve a pending ``pause_for_input`` (call from the event-loop thread)."""
+        pending = self._pending_input
+        if pending is None:
+            raise RuntimeError("no pause_for_input in flight")
+        if not pending.done():
+            pending.set_result(value)
+
+
+# --- the Orchestrator ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _TelemetryOptions:
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    provider_name: str = ""
+
+
+S = TypeVar("S", OrchestrationSession, AsyncOrchestrationSession)
+
+
+@dataclass(eq=False)
+class Orchestrator:
+    """Session factory for one logical agent: breakers, permissions, budget, sinks.
+
+    Example::
+
+        orch = Orchestrator(role="writer", phase="draft", budget_usd=0.50,
+                            enforce_budget=True, max_iterations=5)
+        with orch.session() as session:
+            text, usage = session.run_turn(call_model, model="your-model",
+                                           usage=UsageSnapshot(5000, 1200))
+        print(session.summary())
+
+    Beyond the 0.1.0 fields: ``tracer_provider`` / ``meter_provider`` send this
+    orchestrator's telemetry to given providers instead of the global ones, and
+    ``provider_name`` fills ``gen_ai.provider.name`` on its turns.
+    """
+
+    role: str
+    phase: str
+    project_id: int | None = None
+    registry: AgentRegistry = field(default_factory=AgentRegistry)
+    permissions: PermissionEnforcer | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    async_circuit_breaker: AsyncCircuitBreaker | None = None
+    policy_engine: PolicyEngine | None = None
+    quality_gate: QualityGate | None = None
+    budget_usd: float | None = None
+    enforce_budget: bool = False
+    max_iterations: int = 25
+    guardrails: list[Guardrail] = field(default_factory=list)
+    event_sink: EventSink = field(default_factory=NoopEventSink)
+    usage_sink: UsageSink = field(default_factory=NoopUsageSink)
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    provider_name: str = ""
+    _last_tracker: UsageTracker | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.role, str) or not self.role:
+            raise ValueError(f"role must be a non-empty string, got {self.role!r}")
+        if not isinstance(self.phase, str):
+            raise TypeError(f"phase must be a string, got {type(self.phase).__name__}")
+        if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int):
+            raise TypeError(
+                f"max_iterations must be an int, got {type(self.max_iterations).__name__}: "
+                f"{self.max_iterations!r}"
+            )
+        if self.max_iterations < 0:
+            raise ValueError(f"max_iterations must be >= 0, got {self.max_iterations}")
+        if self.budget_usd is not None:
+            if isinstance(self.budget_usd, bool) or not isinstance(self.budget_usd, int | float):
+                raise TypeError(f"budget_usd must be a number, got {self.budget_usd!r}")
+            if not self.budget_usd >= 0 or self.budget_usd == float("inf"):
+                raise ValueError(
+                    f"budget_usd must be a finite non-negative number, got {self.budget_usd!r}"
+                )
+
+    @property
+    def tracker(self) -> UsageTracker:
+        """The usage tracker of the most recently opened session (empty before any)."""
+        return self._last_tracker if self._last_tracker is not None else UsageTracker()
+
+    def session(self) -> _SessionContext[OrchestrationSession]:
+        """A ``with`` block running one synchronous session of this agent."""
+        return _SessionContext(self, OrchestrationSession, self.circuit_breaker)
+
+    def asession(self) -> _SessionContext[AsyncOrchestrationSession]:
+        """An ``async with`` block running one asyncio session of this agent."""
+        return _SessionContext(self, AsyncOrchestrationSession, self.async_circuit_breaker)
+
+    def _new_session(self, cls: type[S], breaker: object) -> S:
+        worker = self.registry.create(self.role, self.phase, self.project_id)
+        self.registry.transition(worker.worker_id, AgentStatus.INITIALIZING)
+        self.registry.transition(worker.worker_id, AgentStatus.RUNNING)
+        retain = None
+        if not isinstance(self.usage_sink, NoopUsageSink):
+            # A usage sink keeps the history; the tracker then keeps a bounded tail.
+            retain = getattr(self.usage_sink, "capacity", DEFAULT_RING_CAPACITY)
+        session = cls(
+            worker=worker,
+            tracker=UsageTracker(retain_turns=retain),
+            recovery=RecoveryContext(),
+            registry=self.registry,
+            phase=self.phase,
+            role=self.role,
+            project_id=self.project_id,
+            permissions=self.permissions,
+            policy_engine=self.policy_engine,
+            quality_gate=self.quality_gate,
+            budget_usd=self.budget_usd,
+            enforce_budget=self.enforce_budget,
+            max_iterations=self.max_iterations,
+            guardrails=list(self.guardrails),
+            event_sink=self.event_sink,
+            usage_sink=self.usage_sink,
+            circuit_breaker=breaker,  # type: ignore[arg-type]
+        )
+        session._telemetry = _TelemetryOptions(
+            self.tracer_provider, self.meter_provider, self.provider_name
+        )
+        self._last_tracker = session.tracker
+        return session
+
+
+AgentSession = Orchestrator
+
+
+class _SessionContext(Generic[S]):
+    """The object ``session()`` / ``asession()`` return: a sync and async context manager."""
+
+    def __init__(self, orch: Orchestrator, cls: type[S], breaker: object) -> None:
+        self._orch = orch
+        self._cls = cls
+        self._breaker = breaker
+        self._session: S | None = None
+        self._activation: core.Activation | None = None
+
+    def _enter(self) -> S:
+        orch = self._orch
+        session = orch._new_session(self._cls, self._breaker)
+        session._managed = True
+        source = _take_handoff(orch.registry, orch.role, orch.project_id)
+        session._open_scope(parent=source)
+        assert session._scope is not None
+        self._activation = core.activate(session._scope)
+        self._session = session
+        return session
+
+    def _exit(self, exc: BaseException | None, *, cancelled: bool) -> None:
+        session = self._session
+        assert session is not None
+        try:
+            if cancelled:
+                session.cancel(detail="async session cancelled")
+            elif exc is None:
+                if not session.worker.is_terminal:
+                    session.complete()
+            elif isinstance(exc, Exception):
+                session.fail(detail=str(exc), failure_class=failure_class_for(exc))
+        finally:
+            if self._activation is not None:
+                core.deactivate(self._activation)
+                self._activation = None
+            session._close_scope(exc)
+
+    def __enter__(self) -> S:
+        if self._cls is not OrchestrationSession:
+            raise TypeError("asession() is an async context manager: use 'async with'")
+        return self._enter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit(exc, cancelled=False)
+
+    async def __aenter__(self) -> S:
+        if self._cls is not AsyncOrchestrationSession:
+            raise TypeError("session() is a sync context manager: use 'with'")
+        return self._enter()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit(exc, cancelled=isinstance(exc, asyncio.CancelledError))

@@ -1,0 +1,183 @@
+"""The span processor that keeps session ledgers and enforces budget and caps.
+
+It sees every span the provider makes, ours and those of any other GenAI
+instrumentation. A span whose parent is open inside a session belongs to that
+session, at any depth. A model-call span (``chat``, ``embeddings``, ...) is
+admitted in ``on_start``, where an exception reaches the code that starts the
+span and so stops the call before its body runs, and booked in ``on_end``,
+which must never raise (it would hide the user's own exception).
+
+A model-call span nested inside another one (a library's ``chat`` span inside
+our turn span) describes the same call: it is not admitted again, and its usage
+counts only if the outer span reported none, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.trace import Span as APISpan
+
+from ..usage_tracking import UsageSnapshot
+from . import semconv as sc
+from .ledger import SessionLedger
+from .tokens import model_from_attributes, usage_from_attributes
+
+_log = logging.getLogger("techrevati.runtime.telemetry")
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    ledger: SessionLedger
+    # The open model-call entry this span is nested in, if any.
+    outer: _Entry | None = None
+    model_call: bool = False
+    nested_usage: list[tuple[str, UsageSnapshot]] | None = field(default=None)
+
+
+# span id -> entry, shared by every processor instance: a session opened on one
+# provider is still found by spans of another. Plain dict operations are atomic
+# in CPython, which is all the concurrency this map needs.
+_OPEN: dict[int, _Entry] = {}
+
+_warned = False
+
+
+def _warn_once(message: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        _log.exception(message)
+
+
+def is_model_call(operation: object, span_name: str) -> bool:
+    """True for spans that are model calls (by operation attribute, else name)."""
+    if isinstance(operation, str):
+        return operation in sc.MODEL_OPERATIONS
+    return span_name.split(" ", 1)[0] in sc.MODEL_OPERATIONS
+
+
+def register_session(span: APISpan, ledger: SessionLedger) -> None:
+    """Make ``span`` the root of a session: spans under it book into ``ledger``."""
+    _OPEN[span.get_span_context().span_id] = _Entry(ledger)
+
+
+def unregister(span: APISpan) -> None:
+    """Forget a span that ended without the processor seeing it (unsampled spans)."""
+    _OPEN.pop(span.get_span_context().span_id, None)
+
+
+def ledger_of(span: APISpan) -> SessionLedger | None:
+    """The ledger an open span books into, if it lies inside a session."""
+    entry = _OPEN.get(span.get_span_context().span_id)
+    return entry.ledger if entry is not None else None
+
+
+class LimitsProcessor(SpanProcessor):
+    """Admits model calls against a session's cap and budget; books their usage.
+
+    Attached once per SDK ``TracerProvider`` (see ``ensure_limits_processor``).
+    """
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        parent = span.parent
+        if parent is None:
+            return
+        parent_entry = _OPEN.get(parent.span_id)
+        if parent_entry is None:
+            return
+        outer = parent_entry if parent_entry.model_call else parent_entry.outer
+        attrs = span.attributes or {}
+        if is_model_call(attrs.get(sc.GEN_AI_OPERATION_NAME), span.name) and outer is None:
+            # May raise MaxIterationsExceededError / BudgetExceededError: that
+            # is the admission point, the span is then never started.
+            iteration = parent_entry.ledger.admit()
+            span.set_attribute(sc.SESSION_ITERATION, iteration)
+            entry = _Entry(parent_entry.ledger, None, True)
+        else:
+            entry = _Entry(parent_entry.ledger, outer, False)
+        _OPEN[span.context.span_id] = entry
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None:
+            return
+        entry = _OPEN.pop(context.span_id, None)
+        if entry is None:
+            return
+        try:
+            _book(entry, span)
+        except Exception:
+            _warn_once("limits processor failed to book a span; continuing")
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _book(entry: _Entry, span: ReadableSpan) -> None:
+    attrs = span.attributes
+    if entry.outer is not None:
+        if is_model_call((attrs or {}).get(sc.GEN_AI_OPERATION_NAME), span.name):
+            usage = usage_from_attributes(attrs)
+            if usage is not None:
+                if entry.outer.nested_usage is None:
+                    entry.outer.nested_usage = []
+                entry.outer.nested_usage.append((model_from_attributes(attrs), usage))
+        return
+    if not entry.model_call:
+        return
+    book_model_call(entry.ledger, attrs, entry.nested_usage)
+
+
+def book_model_call(
+    ledger: SessionLedger,
+    attrs: Mapping[str, Any] | None,
+    nested: list[tuple[str, UsageSnapshot]] | None = None,
+) -> None:
+    """Book one finished top-level model call from its span attributes."""
+    usage = usage_from_attributes(attrs)
+    if (usage is None or usage == _ZERO) and nested:
+        for model, inner in nested:
+            ledger.record(model, inner, priced=False)
+        return
+    if usage is None:
+        return  # a failed call reports no usage, and the contract books only successes
+    priced = attrs is not None and sc.COST_USD in attrs
+    ledger.record(model_from_attributes(attrs), usage, priced=priced)
+
+
+_ZERO = UsageSnapshot()
+
+_attached: dict[int, tuple[TracerProvider, LimitsProcessor]] = {}
+_attach_lock = threading.Lock()
+
+
+def ensure_limits_processor(provider: TracerProvider) -> LimitsProcessor:
+    """Attach our processor to an SDK provider exactly once; return it.
+
+    Example::
+
+        provider = TracerProvider()
+        ensure_limits_processor(provider)
+        trace.set_tracer_provider(provider)
+    """
+    found = _attached.get(id(provider))
+    if found is not None and found[0] is provider:
+        return found[1]
+    with _attach_lock:
+        found = _attached.get(id(provider))
+        if found is not None and found[0] is provider:
+            return found[1]
+        processor = LimitsProcessor()
+        provider.add_span_processor(processor)
+        _attached[id(provider)] = (provider, processor)
+        return processor

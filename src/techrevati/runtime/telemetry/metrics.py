@@ -1,0 +1,130 @@
+"""The package's metric instruments, created once per MeterProvider.
+
+Histograms pass the GenAI conventions' bucket advice explicitly, because the
+SDK's default buckets (0..10000) are useless for both seconds and tokens.
+Labels are bounded on purpose: model, provider, role, tool, outcome, never an id.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from opentelemetry import metrics
+from opentelemetry.metrics import Counter, Histogram, MeterProvider
+
+from . import semconv as sc
+
+try:  # synchronous gauges became public API in opentelemetry-api 1.27
+    from opentelemetry.metrics import Gauge
+except ImportError:  # pragma: no cover - older API
+    from opentelemetry.metrics import _Gauge as Gauge  # type: ignore[attr-defined,no-redef]
+
+from ..version import VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Instruments:
+    """Every instrument the core records to."""
+
+    token_usage: Histogram
+    operation_duration: Histogram
+    agent_duration: Histogram
+    tool_duration: Histogram
+    cost: Counter
+    sessions: Counter
+    tool_calls: Counter
+    breaker_state: Gauge
+    limit_hits: Counter
+    guardrail_violations: Counter
+    recovery_attempts: Counter
+
+
+def _build(provider: MeterProvider | None) -> Instruments:
+    meter = (
+        provider.get_meter(sc.INSTRUMENTATION_SCOPE, VERSION)
+        if provider is not None
+        else metrics.get_meter(sc.INSTRUMENTATION_SCOPE, VERSION)
+    )
+    tokens = list(sc.TOKEN_BUCKETS)
+    seconds = list(sc.DURATION_BUCKETS)
+    return Instruments(
+        token_usage=meter.create_histogram(
+            sc.METRIC_TOKEN_USAGE,
+            unit="{token}",
+            description="Tokens used per model call, by token type.",
+            explicit_bucket_boundaries_advisory=tokens,
+        ),
+        operation_duration=meter.create_histogram(
+            sc.METRIC_OPERATION_DURATION,
+            unit="s",
+            description="Duration of model calls.",
+            explicit_bucket_boundaries_advisory=seconds,
+        ),
+        agent_duration=meter.create_histogram(
+            sc.METRIC_AGENT_DURATION,
+            unit="s",
+            description="Duration of agent sessions.",
+            explicit_bucket_boundaries_advisory=seconds,
+        ),
+        tool_duration=meter.create_histogram(
+            sc.METRIC_TOOL_DURATION,
+            unit="s",
+            description="Duration of tool calls, denied ones included.",
+            explicit_bucket_boundaries_advisory=seconds,
+        ),
+        cost=meter.create_counter(
+            sc.METRIC_COST, unit="USD", description="Model spend in US dollars."
+        ),
+        sessions=meter.create_counter(
+            sc.METRIC_SESSIONS, unit="{session}", description="Finished sessions by outcome."
+        ),
+        tool_calls=meter.create_counter(
+            sc.METRIC_TOOL_CALLS,
+            unit="{call}",
+            description="Tool calls by permission decision.",
+        ),
+        breaker_state=meter.create_gauge(
+            sc.METRIC_BREAKER_STATE,
+            unit="1",
+            description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+        ),
+        limit_hits=meter.create_counter(
+            sc.METRIC_LIMIT_HITS,
+            unit="{hit}",
+            description="Budget and iteration-cap hits.",
+        ),
+        guardrail_violations=meter.create_counter(
+            sc.METRIC_GUARDRAIL_VIOLATIONS,
+            unit="{violation}",
+            description="Tool calls blocked by a guardrail.",
+        ),
+        recovery_attempts=meter.create_counter(
+            sc.METRIC_RECOVERY_ATTEMPTS,
+            unit="{attempt}",
+            description="Recovery bookkeeping after failed turns.",
+        ),
+    )
+
+
+_cache: dict[int, tuple[MeterProvider | None, Instruments]] = {}
+_lock = threading.Lock()
+
+
+def instruments_for(provider: MeterProvider | None = None) -> Instruments:
+    """The instruments for ``provider`` (the global one when None), made once.
+
+    With no provider configured the global proxy's instruments are no-ops that
+    start recording as soon as the user sets a global MeterProvider.
+    """
+    key = id(provider)
+    found = _cache.get(key)
+    if found is not None and found[0] is provider:
+        return found[1]
+    with _lock:
+        found = _cache.get(key)
+        if found is not None and found[0] is provider:
+            return found[1]
+        built = _build(provider)
+        _cache[key] = (provider, built)
+        return built

@@ -1,0 +1,195 @@
+"""The three ways users run us: no OpenTelemetry, their global SDK, explicit providers.
+
+Global providers can be set once per process, so the first two run in a fresh
+interpreter each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+from techrevati.runtime import (
+    BudgetExceededError,
+    MaxIterationsExceededError,
+    Orchestrator,
+    UsageSnapshot,
+)
+
+from .conftest import Otel
+
+
+def _run(code: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_no_opentelemetry_configured_still_enforces() -> None:
+    result = _run(
+        """
+        import json
+        from opentelemetry import trace
+        from techrevati.runtime import (Orchestrator, UsageSnapshot, ModelPricing,
+            register_pricing, BudgetExceededError, MaxIterationsExceededError)
+        register_pricing("m", ModelPricing(1.0, 1.0))
+        out = {"proxy": type(trace.get_tracer_provider()).__name__}
+        orch = Orchestrator(role="w", phase="p", max_iterations=2)
+        try:
+            with orch.session() as s:
+                for _ in range(3):
+                    s.run_turn(lambda: None, model="m")
+        except MaxIterationsExceededError:
+            out["cap"] = s._iteration_count
+        orch = Orchestrator(role="w", phase="p", budget_usd=0.001, enforce_budget=True)
+        try:
+            with orch.session() as s:
+                for _ in range(3):
+                    s.run_turn(lambda: None, model="m", usage=UsageSnapshot(800, 0))
+        except BudgetExceededError as e:
+            out["budget"] = round(e.current_cost_usd, 6)
+        out["after"] = type(trace.get_tracer_provider()).__name__
+        print(json.dumps(out))
+        """
+    )
+    # the user's global provider is left alone; limits hold anyway
+    assert result == {
+        "proxy": "ProxyTracerProvider",
+        "cap": 2,
+        "budget": 0.0016,
+        "after": "ProxyTracerProvider",
+    }
+
+
+def test_user_global_sdk_providers_receive_our_telemetry() -> None:
+    result = _run(
+        """
+        import json
+        from opentelemetry import trace, metrics
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        exporter = InMemorySpanExporter()
+        tp = TracerProvider(); tp.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(tp)
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+        from techrevati.runtime import (Orchestrator, UsageSnapshot, ModelPricing,
+            register_pricing)
+        register_pricing("m", ModelPricing(1.0, 1.0))
+        orch = Orchestrator(role="w", phase="p")
+        lib = trace.get_tracer("third.party")
+        with orch.session() as s:
+            s.run_turn(lambda: None, model="m", usage=UsageSnapshot(100, 100))
+            with lib.start_as_current_span("chat m", attributes={
+                    "gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                    "gen_ai.usage.input_tokens": 300, "gen_ai.usage.output_tokens": 0}):
+                pass
+        names = sorted(x.name for x in exporter.get_finished_spans())
+        found = set()
+        for rm in reader.get_metrics_data().resource_metrics:
+            for sm in rm.scope_metrics:
+                found.update(m.name for m in sm.metrics)
+        ours = sorted(n for n in found if "techrevati" in n or "gen_ai" in n)
+        print(json.dumps({"spans": names, "cost": round(s.tracker.total_cost(), 9),
+                          "turns": s.tracker.turn_count, "metrics": ours}))
+        """
+    )
+    assert result["spans"] == ["chat m", "chat m", "invoke_agent w"]
+    assert result["cost"] == 0.0005
+    assert result["turns"] == 2
+    assert set(result["metrics"]) >= {  # type: ignore[arg-type]
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.duration",
+        "gen_ai.invoke_agent.duration",
+        "techrevati.cost.usd",
+        "techrevati.sessions",
+    }
+
+
+def test_explicit_providers_are_used(otel: Otel) -> None:
+    orch = Orchestrator(role="w", phase="p", max_iterations=1, **otel.orch_kwargs())
+    with orch.session() as s:
+        s.run_turn(lambda: None, model="m")
+        with pytest.raises(MaxIterationsExceededError):
+            s.run_turn(lambda: None, model="m")
+    assert sorted(x.name for x in otel.spans()) == ["chat m", "invoke_agent w"]
+    assert otel.metric_sum("techrevati.sessions") == 1
+
+
+class _BrokenExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        raise ConnectionError("collector is down")
+
+    def shutdown(self) -> None:
+        return None
+
+
+class _BrokenSink:
+    calls = 0
+
+    def emit(self, event: object) -> None:
+        type(self).calls += 1
+        raise RuntimeError("sink down")
+
+    def record(self, model: str, usage: UsageSnapshot, cost_usd: float) -> None:
+        type(self).calls += 1
+        raise RuntimeError("sink down")
+
+
+def test_broken_exporter_and_sinks_never_break_the_agent(caplog: pytest.LogCaptureFixture) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_BrokenExporter()))
+    sink = _BrokenSink()
+    orch = Orchestrator(
+        role="w",
+        phase="p",
+        budget_usd=0.0,
+        event_sink=sink,  # type: ignore[arg-type]
+        usage_sink=sink,  # type: ignore[arg-type]
+        tracer_provider=provider,
+    )
+    caplog.set_level(logging.DEBUG)
+    with orch.session() as s:
+        for _ in range(3):
+            s.run_turn(lambda: "ok", model="m", usage=UsageSnapshot(1, 1))
+    assert s.worker.status.value == "completed"
+    assert _BrokenSink.calls >= 6
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    usage_errors = [r for r in errors if "usage_sink.record raised" in r.getMessage()]
+    event_errors = [r for r in errors if "event_sink.emit raised" in r.getMessage()]
+    assert len(usage_errors) == 1  # logged once per failing sink, not once per call
+    assert len(event_errors) == 1
+
+
+def test_bad_orchestrator_arguments_name_the_value() -> None:
+    with pytest.raises(ValueError, match="-1"):
+        Orchestrator(role="w", phase="p", budget_usd=-1)
+    with pytest.raises(TypeError, match="'5'"):
+        Orchestrator(role="w", phase="p", max_iterations="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="-2"):
+        Orchestrator(role="w", phase="p", max_iterations=-2)
+    with pytest.raises(ValueError, match="role"):
+        Orchestrator(role="", phase="p")
+    orch = Orchestrator(role="w", phase="p")
+    with orch.session() as s, pytest.raises(ValueError, match="-3"):
+        s.run_turn(lambda: None, model="m", timeout=-3)
+    with pytest.raises(BudgetExceededError):
+        raise BudgetExceededError(1.0, 2.0)
