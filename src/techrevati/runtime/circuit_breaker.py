@@ -193,23 +193,28 @@ class CircuitBreaker(_BreakerCore):
         Raises ``CircuitOpenError`` without calling ``fn`` when the circuit is open or
         all half-open probe slots are taken. Exceptions from ``fn`` are re-raised.
         """
-        with self._lock:
+        lock = self._lock
+        with lock:
             probe_round = None if self._state is _CLOSED else self._admit_locked()
         try:
             result = fn(*args, **kwargs)
         except Exception:
-            with self._lock:
+            with lock:
                 self._failure_locked()
             raise
         except BaseException:
             # KeyboardInterrupt and friends say nothing about the dependency, but a
             # permit held forever would wedge the breaker in HALF_OPEN.
             if probe_round is not None:
-                with self._lock:
+                with lock:
                     self._release_probe_locked(probe_round)
             raise
-        with self._lock:
-            self._success_locked()
+        # _success_locked() inlined: this is the hot path of every model call.
+        with lock:
+            self._failure_count = 0
+            if self._state is _HALF_OPEN:
+                self._state = _CLOSED
+                self._probe_in_flight = 0
         return result
 
     def record_success(self) -> None:
