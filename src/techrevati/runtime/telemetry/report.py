@@ -330,6 +330,8 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
     limit_hits: Counter[tuple[str, str]] = Counter()
     violations: Counter[tuple[str, str]] = Counter()
     other_events: Counter[str] = Counter()
+    reported_violations: set[tuple[str, str] | None] = set()
+    blocked: list[tuple[tuple[str, str] | None, str, str]] = []
     services = sorted({r.service for r in spans if r.service})
 
     for record in spans:
@@ -390,7 +392,6 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
             state = str(attrs.get(sc.BREAKER_STATE) or "unknown")
             breakers.setdefault(str(breaker), Counter())[state] += 1
 
-        violation_events = 0
         for event in record.events:
             if event.name == sc.EVENT_LIMIT_HIT:
                 kind = str(event.attributes.get(sc.LIMIT_KIND) or "unknown")
@@ -398,12 +399,18 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
                 if owner_key in sessions:
                     sessions[owner_key].limit_hits.append(kind)
             elif event.name == sc.EVENT_GUARDRAIL:
-                violation_events += 1
+                reported_violations.add(owner_key)
                 violations[(_guardrail_label(event.attributes, record), role)] += 1
             else:
                 other_events[event.name] += 1
-        if not violation_events and attrs.get(sc.GUARDRAIL_OUTCOME) == sc.GUARDRAIL_BLOCKED:
-            violations[(_guardrail_label(attrs, record), role)] += 1
+        if attrs.get(sc.GUARDRAIL_OUTCOME) == sc.GUARDRAIL_BLOCKED:
+            blocked.append((owner_key, _guardrail_label(attrs, record), role))
+
+    # A blocked span is the same violation as the session's event about it; it is
+    # counted on its own only for sources that do not emit the event.
+    for owner_key, label, role in blocked:
+        if owner_key not in reported_violations:
+            violations[(label, role)] += 1
 
     for key, session in sessions.items():
         source = tree.by_id.get(key)

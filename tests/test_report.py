@@ -1,0 +1,271 @@
+"""The terminal report: aggregation from spans, OTLP JSON round trip, rendering."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from google.protobuf.json_format import ParseDict
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from techrevati.runtime.telemetry import semconv as sc
+from techrevati.runtime.telemetry.jsonl import spans_to_json_line
+from techrevati.runtime.telemetry.report import (
+    ReportExporter,
+    RunReport,
+    build_report,
+    record_from_span,
+    records_from_otlp_json,
+    render_report,
+)
+
+
+@pytest.fixture
+def recorded() -> Iterator[tuple[Tracer, InMemorySpanExporter]]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "report-test"}), shutdown_on_exit=False
+    )
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    yield provider.get_tracer("report-test"), memory
+    provider.shutdown()
+
+
+def _chat(
+    tracer: Tracer, model: str, tokens_in: int, tokens_out: int, cost: float, **extra: Any
+) -> None:
+    with tracer.start_as_current_span(
+        f"chat {model}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_REQUEST_MODEL: model,
+            sc.GEN_AI_USAGE_INPUT_TOKENS: tokens_in,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: tokens_out,
+            sc.COST_USD: cost,
+            **extra,
+        },
+    ):
+        pass
+
+
+def _tool(
+    tracer: Tracer, name: str, decision: str, *, error: bool = False, blocked: bool = False
+) -> None:
+    with tracer.start_as_current_span(
+        f"execute_tool {name}",
+        attributes={
+            sc.GEN_AI_OPERATION_NAME: "execute_tool",
+            sc.GEN_AI_TOOL_NAME: name,
+            sc.PERMISSION_DECISION: decision,
+            sc.GUARDRAIL_OUTCOME: sc.GUARDRAIL_BLOCKED if blocked else sc.GUARDRAIL_PASSED,
+        },
+    ) as span:
+        if error:
+            span.set_status(Status(StatusCode.ERROR))
+            span.set_attribute(sc.ERROR_TYPE, "ToolError")
+
+
+def _run(tracer: Tracer) -> None:
+    """Two sessions: a researcher over budget, a writer that fails on a guardrail."""
+    with tracer.start_as_current_span(
+        "invoke_agent researcher",
+        attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: "researcher"},
+    ) as session:
+        _chat(
+            tracer,
+            "gpt-4o",
+            1000,
+            200,
+            0.0045,
+            **{sc.BREAKER_NAME: "llm", sc.BREAKER_STATE: "closed"},
+        )
+        _tool(tracer, "search", sc.PERMISSION_ALLOW)
+        _tool(tracer, "search", sc.PERMISSION_ALLOW, error=True)
+        _tool(tracer, "shell", sc.PERMISSION_DENY)
+        # A GenAI library's own span under ours describes the same call: not counted twice.
+        with tracer.start_as_current_span(
+            "chat gpt-4o",
+            kind=SpanKind.CLIENT,
+            attributes={
+                sc.GEN_AI_OPERATION_NAME: "chat",
+                sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+                sc.GEN_AI_USAGE_INPUT_TOKENS: 500,
+                sc.GEN_AI_USAGE_OUTPUT_TOKENS: 50,
+                sc.COST_USD: 0.002,
+                sc.BREAKER_NAME: "llm",
+                sc.BREAKER_STATE: "open",
+            },
+        ):
+            _chat(tracer, "gpt-4o", 500, 50, 0.002)
+        session.add_event(sc.EVENT_LIMIT_HIT, {sc.LIMIT_KIND: sc.LIMIT_BUDGET})
+        session.add_event(sc.EVENT_HANDOFF, {})
+        session.set_attribute(sc.SESSION_OUTCOME, sc.OUTCOME_COMPLETED)
+
+    with tracer.start_as_current_span(
+        "invoke_agent writer",
+        attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: "writer"},
+    ) as session:
+        _chat(tracer, "claude-sonnet", 300, 30, 0.001)
+        _tool(tracer, "publish", sc.PERMISSION_ALLOW, blocked=True)
+        session.add_event(
+            sc.EVENT_GUARDRAIL, {sc.GUARDRAIL_NAME: "pii", sc.GUARDRAIL_STAGE: "input"}
+        )
+        # Roll-ups on the session span win over what its children add up to.
+        session.set_attribute(sc.SESSION_TURNS, 4)
+        session.set_attribute(sc.COST_USD, 0.01)
+        session.set_attribute(sc.SESSION_OUTCOME, sc.OUTCOME_FAILED)
+        session.set_status(Status(StatusCode.ERROR))
+
+
+def _report(spans: tuple[ReadableSpan, ...]) -> RunReport:
+    return build_report(r for r in (record_from_span(s) for s in spans) if r is not None)
+
+
+def test_report_aggregates_sessions_models_tools_and_events(
+    recorded: tuple[Tracer, InMemorySpanExporter],
+) -> None:
+    tracer, memory = recorded
+    _run(tracer)
+    report = _report(memory.get_finished_spans())
+
+    researcher, writer = report.sessions
+    assert (researcher.role, researcher.outcome) == ("researcher", "completed")
+    assert researcher.turns == 2
+    assert (researcher.input_tokens, researcher.output_tokens) == (1500, 250)
+    assert researcher.cost_usd == pytest.approx(0.0065)
+    assert researcher.limit_hits == ["budget"]
+    assert (writer.role, writer.outcome, writer.turns) == ("writer", "failed", 4)
+    assert writer.cost_usd == pytest.approx(0.01)
+
+    models = {row.model: row for row in report.models}
+    assert models["gpt-4o"].calls == 2
+    assert models["gpt-4o"].input_tokens == 1500
+    assert models["gpt-4o"].cost_usd == pytest.approx(0.0065)
+    assert models["claude-sonnet"].calls == 1
+    assert report.total_cost_usd == pytest.approx(0.0075)
+
+    tools = {row.tool: row for row in report.tools}
+    assert (tools["search"].calls, tools["search"].allowed, tools["search"].errors) == (2, 2, 1)
+    assert (tools["shell"].denied, tools["shell"].allowed) == (1, 0)
+    assert tools["publish"].blocked == 1
+
+    assert report.breakers == {"llm": Counter({"closed": 1, "open": 1})}
+    assert report.limit_hits == Counter({("budget", "researcher"): 1})
+    assert report.guardrail_violations == Counter({("pii (input)", "writer"): 1})
+    assert report.other_events == Counter({sc.EVENT_HANDOFF: 1})
+    assert report.services == ["report-test"]
+
+
+def test_render_shows_the_numbers(recorded: tuple[Tracer, InMemorySpanExporter]) -> None:
+    tracer, memory = recorded
+    _run(tracer)
+    text = render_report(_report(memory.get_finished_spans()), source="x.jsonl")
+    assert text.startswith(
+        "techrevati-runtime telemetry report: 2 sessions, 3 model calls, 4 tool calls, "
+        "total cost $0.007500\n"
+    )
+    lines = text.splitlines()
+    researcher = next(line for line in lines if line.lstrip().startswith("researcher"))
+    assert researcher.split()[1:2] == ["completed"]
+    assert researcher.split()[-4:] == ["1500", "250", "0.006500", "budget"]
+    gpt = next(line for line in lines if line.lstrip().startswith("gpt-4o"))
+    assert gpt.split() == ["gpt-4o", "2", "1500", "250", "0.006500", "0"]
+    shell = next(line for line in lines if line.lstrip().startswith("shell"))
+    assert shell.split() == ["shell", "1", "0", "1", "0", "0"]
+    assert "  llm      closed x1, open x1" in lines
+    assert any(line.split() == ["pii", "(input)", "writer", "1"] for line in lines)
+    assert "Events: 1 handoff" in lines
+    assert lines[-1] == "spans: x.jsonl"
+
+
+def test_otlp_json_line_is_the_proto3_mapping_with_hex_ids(
+    recorded: tuple[Tracer, InMemorySpanExporter],
+) -> None:
+    tracer, memory = recorded
+    _run(tracer)
+    spans = memory.get_finished_spans()
+    line = spans_to_json_line(spans)
+    assert "\n" not in line
+    decoded = json.loads(line)
+    first = decoded["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert first["traceId"] == f"{spans[0].context.trace_id:032x}"
+    assert first["spanId"] == f"{spans[0].context.span_id:016x}"
+    assert isinstance(first["kind"], int)  # OTLP/JSON wants enum numbers
+
+    # Turning the hex ids back into base64 gives exactly the protobuf the OTLP
+    # exporter would send: nothing was lost or renamed on the way to JSON.
+    def to_base64(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: base64.b64encode(bytes.fromhex(v)).decode()
+                if k in ("traceId", "spanId", "parentSpanId")
+                else to_base64(v)
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [to_base64(item) for item in node]
+        return node
+
+    parsed = ParseDict(to_base64(decoded), ExportTraceServiceRequest())
+    assert parsed == encode_spans(spans)
+
+
+def test_report_from_json_equals_report_from_spans(
+    recorded: tuple[Tracer, InMemorySpanExporter],
+) -> None:
+    tracer, memory = recorded
+    _run(tracer)
+    spans = memory.get_finished_spans()
+    from_memory = _report(spans)
+    # Two lines, as the batch processor would write them.
+    lines = [spans_to_json_line(spans[:5]), spans_to_json_line(spans[5:])]
+    from_json = build_report(
+        record for line in lines for record in records_from_otlp_json(json.loads(line))
+    )
+    assert from_json == from_memory
+
+
+def test_report_exporter_keeps_a_bounded_window(
+    recorded: tuple[Tracer, InMemorySpanExporter],
+) -> None:
+    tracer, memory = recorded
+    for _ in range(5):
+        _run(tracer)
+    spans = memory.get_finished_spans()
+    keeper = ReportExporter(max_spans=10)
+    keeper.export(spans[: len(spans) // 2])
+    keeper.export(spans[len(spans) // 2 :])
+    report = keeper.build()
+    assert report.span_count == 10
+    assert report.evicted == len(spans) - 10
+    assert "the oldest" in render_report(report)
+
+
+def test_report_does_not_keep_captured_content(
+    recorded: tuple[Tracer, InMemorySpanExporter],
+) -> None:
+    tracer, memory = recorded
+    with tracer.start_as_current_span(
+        "chat m", attributes={sc.GEN_AI_INPUT_MESSAGES: "password=hunter2", sc.COST_USD: 0.1}
+    ):
+        pass
+    [record] = [record_from_span(span) for span in memory.get_finished_spans()]
+    assert record is not None
+    assert record.attributes == {sc.COST_USD: 0.1}
+
+
+def test_empty_run_renders() -> None:
+    text = render_report(build_report([]))
+    assert "0 sessions, 0 model calls, 0 tool calls" in text
+    assert "no spans recorded" in text
