@@ -37,13 +37,16 @@ class Received:
     traces: list[Any] = field(default_factory=list)
     metrics: list[Any] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    #: Every decoded request body as sent, to search the raw wire for a string.
+    bodies: list[bytes] = field(default_factory=list)
     attempts: int = 0
     cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def add(self, kind: str, message: Any, headers: dict[str, str]) -> None:
+    def add(self, kind: str, message: Any, headers: dict[str, str], body: bytes) -> None:
         with self.cond:
             (self.traces if kind == "traces" else self.metrics).append(message)
             self.headers.append(headers)
+            self.bodies.append(body)
             self.cond.notify_all()
 
     def attempt(self) -> None:
@@ -127,11 +130,11 @@ class HttpReceiver:
                 if self.path == "/v1/traces":
                     message: Any = ExportTraceServiceRequest.FromString(body)
                     reply: Any = trace_service_pb2.ExportTraceServiceResponse()
-                    receiver.received.add("traces", message, headers)
+                    receiver.received.add("traces", message, headers, body)
                 elif self.path == "/v1/metrics":
                     message = ExportMetricsServiceRequest.FromString(body)
                     reply = metrics_service_pb2.ExportMetricsServiceResponse()
-                    receiver.received.add("metrics", message, headers)
+                    receiver.received.add("metrics", message, headers, body)
                 else:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
@@ -166,7 +169,9 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignor
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:
         self.received.attempt()
-        self.received.add("traces", request, dict(context.invocation_metadata()))
+        self.received.add(
+            "traces", request, dict(context.invocation_metadata()), request.SerializeToString()
+        )
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -176,7 +181,9 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):  # type:
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:
         self.received.attempt()
-        self.received.add("metrics", request, dict(context.invocation_metadata()))
+        self.received.add(
+            "metrics", request, dict(context.invocation_metadata()), request.SerializeToString()
+        )
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 

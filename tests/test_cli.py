@@ -1,0 +1,96 @@
+"""``techrevati-runtime report PATH`` replays a spans file into the terminal report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
+
+from techrevati.runtime.__main__ import main
+from techrevati.runtime.telemetry import semconv as sc
+from techrevati.runtime.telemetry.jsonl import JsonLinesSpanExporter
+
+
+@pytest.fixture
+def spans_file(tmp_path: Path) -> Path:
+    path = tmp_path / "out" / "spans.jsonl"
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(path)))
+    tracer = provider.get_tracer("cli-test")
+    for role, cost in (("planner", 0.25), ("coder", 0.5)):
+        with (
+            tracer.start_as_current_span(
+                f"invoke_agent {role}",
+                attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: role},
+            ),
+            tracer.start_as_current_span(
+                "chat model-a",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    sc.GEN_AI_OPERATION_NAME: "chat",
+                    sc.GEN_AI_REQUEST_MODEL: "model-a",
+                    sc.GEN_AI_USAGE_INPUT_TOKENS: 100,
+                    sc.GEN_AI_USAGE_OUTPUT_TOKENS: 10,
+                    sc.COST_USD: cost,
+                },
+            ),
+        ):
+            pass
+    provider.shutdown()
+    return path
+
+
+def test_report_command_prints_the_report(
+    spans_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(spans_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "techrevati-runtime telemetry report: 2 sessions, 2 model calls, 0 tool calls, "
+        "total cost $0.750000\n"
+    )
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ")}
+    assert rows["planner"][-5:] == ["1", "100", "10", "0.250000", "-"]
+    assert rows["coder"][-5:] == ["1", "100", "10", "0.500000", "-"]
+    assert rows["model-a"] == ["model-a", "2", "200", "20", "0.750000", "0"]
+    assert out.rstrip().endswith(f"spans: {spans_file}")
+
+
+def test_torn_last_line_is_skipped(spans_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with spans_file.open("a", encoding="utf-8") as handle:
+        handle.write('{"resourceSpans": [{"scopeSpa')  # a run killed mid-write
+    assert main(["report", str(spans_file)]) == 0
+    assert "2 sessions" in capsys.readouterr().out
+
+
+def test_missing_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path / "nope.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "usage: techrevati-runtime" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "techrevati.runtime"],
+        [str(Path(sys.executable).with_name("techrevati-runtime"))],
+    ],
+    ids=["python -m", "console script"],
+)
+def test_both_entry_points_run(command: list[str], spans_file: Path) -> None:
+    done = subprocess.run(
+        [*command, "report", str(spans_file)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 sessions, 2 model calls" in done.stdout

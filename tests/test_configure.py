@@ -1,0 +1,280 @@
+"""configure(): modes, files, the report at shutdown, env variables, existing providers.
+
+Tests that need the real global providers run in a subprocess: a global
+TracerProvider can be set only once per process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from techrevati.runtime.telemetry import semconv as sc
+from techrevati.runtime.telemetry.content import capture_content, set_capture_content
+from techrevati.runtime.telemetry.jsonl import read_json_lines
+from techrevati.runtime.telemetry.setup import TelemetryHandle, configure
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith("OTEL_") or name == "TECHREVATI_SPANS_FILE":
+            monkeypatch.delenv(name)
+    set_capture_content(None)
+    yield
+    set_capture_content(None)
+
+
+def _session(handle: TelemetryHandle, role: str = "researcher") -> None:
+    assert handle.tracer_provider is not None
+    tracer = handle.tracer_provider.get_tracer("configure-test")
+    with (
+        tracer.start_as_current_span(
+            f"invoke_agent {role}",
+            attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: role},
+        ),
+        tracer.start_as_current_span(
+            "chat model-a",
+            attributes={
+                sc.GEN_AI_OPERATION_NAME: "chat",
+                sc.GEN_AI_REQUEST_MODEL: "model-a",
+                sc.COST_USD: 0.125,
+            },
+        ),
+    ):
+        pass
+
+
+def test_embedded_default_writes_otlp_json_lines_and_prints_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    handle = configure(set_global=False, service_name="embedded")
+    assert handle.spans_file == Path("telemetry-out/spans.jsonl")
+    assert handle.metrics_file == Path("telemetry-out/metrics.jsonl")
+    assert [d.kind for d in handle.destinations] == ["file", "file"]
+    _session(handle)
+    assert handle.meter_provider is not None
+    handle.meter_provider.get_meter("t").create_counter(sc.METRIC_COST, unit="USD").add(0.125)
+    assert handle.shutdown(timeout_s=3)
+
+    err = capsys.readouterr().err
+    assert "techrevati-runtime telemetry report: 1 session, 1 model call" in err
+    assert "replay with: techrevati-runtime report telemetry-out/spans.jsonl" in err
+
+    [request] = list(read_json_lines(tmp_path / "telemetry-out" / "spans.jsonl"))
+    [resource_spans] = request["resourceSpans"]
+    resource = {a["key"]: a["value"] for a in resource_spans["resource"]["attributes"]}
+    assert resource["service.name"] == {"stringValue": "embedded"}
+    names = sorted(s["name"] for s in resource_spans["scopeSpans"][0]["spans"])
+    assert names == ["chat model-a", "invoke_agent researcher"]
+
+    metric_lines = list(read_json_lines(tmp_path / "telemetry-out" / "metrics.jsonl"))
+    metric = metric_lines[-1]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]
+    assert (metric["name"], metric["unit"]) == (sc.METRIC_COST, "USD")
+    assert metric["sum"]["dataPoints"][0]["asDouble"] == 0.125
+
+
+def test_spans_file_from_environment_and_no_report_when_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "elsewhere" / "run.jsonl"
+    monkeypatch.setenv("TECHREVATI_SPANS_FILE", str(target))
+    handle = configure(set_global=False, report=False, metrics=False)
+    assert handle.spans_file == target
+    _session(handle)
+    handle.shutdown(timeout_s=3)
+    assert capsys.readouterr().err == ""
+    assert len(list(read_json_lines(target))) == 1
+    # Without an in-memory copy the report is rebuilt from the file.
+    assert "1 session" in handle.report()
+
+
+def test_embedded_with_nothing_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    handle = configure(set_global=False, spans_file=False, report=False, metrics=False)
+    _session(handle)
+    assert handle.stats() == {}
+    assert handle.report().startswith("no spans were kept")
+    handle.shutdown(timeout_s=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sdk_disabled_sets_nothing_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    handle = configure(set_global=False)
+    assert not handle.enabled
+    assert handle.tracer_provider is None and handle.meter_provider is None
+    assert handle.destinations == ()
+    assert handle.shutdown(timeout_s=1)
+
+
+def test_capture_content_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    handle = configure(set_global=False, spans_file=False, report=False, metrics=False)
+    assert capture_content()  # no argument: the variable decides
+    handle.shutdown(timeout_s=1)
+    handle = configure(
+        set_global=False, spans_file=False, report=False, metrics=False, capture_content=False
+    )
+    assert not capture_content()
+    handle.shutdown(timeout_s=1)
+
+
+def test_a_provider_the_user_passes_is_extended_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_global(_provider: object) -> None:
+        raise AssertionError("configure() must not replace the global provider here")
+
+    monkeypatch.setattr(trace, "set_tracer_provider", no_global)
+    memory = InMemorySpanExporter()
+    theirs = TracerProvider(shutdown_on_exit=False)
+    theirs.add_span_processor(SimpleSpanProcessor(memory))
+    caplog.set_level(logging.INFO, logger="techrevati.runtime.telemetry.setup")
+
+    handle = configure(tracer_provider=theirs, set_global=False, metrics=False)
+    assert handle.tracer_provider is theirs
+    assert handle.spans_file is None and handle.stats() == {}  # their exporters, not ours
+    assert "added the techrevati limits processor to the existing TracerProvider" in caplog.text
+    _session(handle)
+    assert sorted(s.name for s in memory.get_finished_spans()) == [
+        "chat model-a",
+        "invoke_agent researcher",
+    ]
+    handle.shutdown(timeout_s=1)
+    # Their provider keeps working after our handle is gone.
+    with theirs.get_tracer("t").start_as_current_span("after"):
+        pass
+    assert memory.get_finished_spans()[-1].name == "after"
+
+    caplog.clear()
+    path = tmp_path / "s.jsonl"
+    handle = configure(tracer_provider=theirs, set_global=False, metrics=False, spans_file=path)
+    assert "added techrevati processors (limits, local)" in caplog.text
+    _session(handle)
+    handle.shutdown(timeout_s=3)
+    assert len(list(read_json_lines(path))) == 1
+    theirs.shutdown()
+
+
+def test_unsupported_protocol_falls_back_to_http(caplog: pytest.LogCaptureFixture) -> None:
+    handle = configure(
+        endpoint="http://127.0.0.1:9", protocol="http/json", set_global=False, metrics=False
+    )
+    assert [(d.protocol, d.target) for d in handle.destinations] == [
+        ("http/protobuf", "http://127.0.0.1:9/v1/traces")
+    ]
+    assert "only grpc and http/protobuf" in caplog.text
+    handle.shutdown(timeout_s=1)
+
+
+def _run(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    clean.pop("TECHREVATI_SPANS_FILE", None)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=cwd,
+        env={**clean, "PYTHONPATH": str(HERE / "export"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_global_embedded_default_with_an_orchestrator_session(tmp_path: Path) -> None:
+    """What `make demo` does: configure(), run an agent, exit; no server anywhere."""
+    done = _run(
+        """
+        from opentelemetry import metrics, trace
+        from techrevati.runtime.orchestrator import Orchestrator
+        from techrevati.runtime.telemetry.setup import configure
+        from techrevati.runtime.usage_tracking import ModelPricing, UsageSnapshot, register_pricing
+
+        handle = configure()
+        assert configure(service_name="ignored") is handle
+        assert trace.get_tracer_provider() is handle.tracer_provider
+        assert metrics.get_meter_provider() is handle.meter_provider
+        register_pricing("model-a", ModelPricing(input_per_million=3.0, output_per_million=15.0))
+        orch = Orchestrator(role="researcher", phase="draft")
+        with orch.session() as session:
+            session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(1000, 200))
+            session.run_tool("search", lambda: "hits")
+        """,
+        tmp_path,
+        OTEL_SERVICE_NAME="demo-agent",
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment=dev",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 session, 1 model call, 1 tool call, total cost $0.006000" in done.stderr
+    row = next(line for line in done.stderr.splitlines() if line.startswith("  researcher"))
+    assert row.split()[1] == "completed"
+    assert "service: demo-agent" in done.stderr
+
+    spans_file = tmp_path / "telemetry-out" / "spans.jsonl"
+    requests = list(read_json_lines(spans_file))
+    resource = {
+        a["key"]: a["value"]["stringValue"]
+        for a in requests[0]["resourceSpans"][0]["resource"]["attributes"]
+        if "stringValue" in a["value"]
+    }
+    assert resource["service.name"] == "demo-agent"
+    assert resource["deployment.environment"] == "dev"
+    cli = subprocess.run(
+        [sys.executable, "-m", "techrevati.runtime", "report", str(spans_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "1 session, 1 model call, 1 tool call, total cost $0.006000" in cli.stdout
+
+
+def test_global_sdk_provider_the_user_set_is_kept(tmp_path: Path) -> None:
+    done = _run(
+        """
+        import json, logging, sys
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from otlp_receiver import HttpReceiver
+        from techrevati.runtime.telemetry.setup import configure
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        memory = InMemorySpanExporter()
+        theirs = TracerProvider()
+        theirs.add_span_processor(SimpleSpanProcessor(memory))
+        trace.set_tracer_provider(theirs)
+        with HttpReceiver() as receiver:
+            handle = configure(endpoint=receiver.endpoint, metrics=False)
+            assert handle.tracer_provider is theirs
+            assert trace.get_tracer_provider() is theirs
+            with trace.get_tracer("t").start_as_current_span("invoke_agent a"):
+                pass
+            handle.force_flush()
+            receiver.received.wait_for(lambda r: len(r.spans()) == 1)
+            handle.shutdown()
+        print(json.dumps([s.name for s in memory.get_finished_spans()]))
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["invoke_agent a"]
+    assert "added techrevati processors (limits, otlp) to the existing TracerProvider" in (
+        done.stderr
+    )
+    assert not (tmp_path / "telemetry-out").exists()
