@@ -171,7 +171,7 @@ def test_broken_exporter_and_sinks_never_break_the_agent(caplog: pytest.LogCaptu
         for _ in range(3):
             s.run_turn(lambda: "ok", model="m", usage=UsageSnapshot(1, 1))
     assert s.worker.status.value == "completed"
-    assert _BrokenSink.calls >= 6
+    assert _BrokenSink.calls == 4  # three usage records and one agent.completed event
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
     usage_errors = [r for r in errors if "usage_sink.record raised" in r.getMessage()]
     event_errors = [r for r in errors if "event_sink.emit raised" in r.getMessage()]

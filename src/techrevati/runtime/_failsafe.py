@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import threading
 
-_seen: set[int] = set()
+_seen: set[tuple[int, str]] = set()
 _lock = threading.Lock()
 _MAX_REMEMBERED = 10_000  # bounded: ids of short-lived sinks must not pile up
 
 
 def log_failure_once(logger: logging.Logger, culprit: object, message: str) -> None:
-    """``logger.exception(message)`` the first time ``culprit`` fails; later, debug only."""
-    key = id(culprit)
+    """``logger.exception(message)`` the first time ``culprit`` fails this way; later, debug."""
+    key = (id(culprit), message)
     with _lock:
         first = key not in _seen
         if first:

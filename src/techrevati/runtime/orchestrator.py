@@ -686,7 +686,7 @@ class _TelemetryOptions:
     provider_name: str = ""
 
 
-S = TypeVar("S", OrchestrationSession, AsyncOrchestrationSession)
+S = TypeVar("S", bound="_SessionBase[Any]")
 
 
 @dataclass(eq=False)
@@ -785,7 +785,7 @@ class Orchestrator:
             guardrails=list(self.guardrails),
             event_sink=self.event_sink,
             usage_sink=self.usage_sink,
-            circuit_breaker=breaker,  # type: ignore[arg-type]
+            circuit_breaker=breaker,
         )
         session._telemetry = _TelemetryOptions(
             self.tracer_provider, self.meter_provider, self.provider_name

@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from opentelemetry import metrics
 from opentelemetry.metrics import Counter, Histogram, MeterProvider
 
-from . import semconv as sc
-
-try:  # synchronous gauges became public API in opentelemetry-api 1.27
-    from opentelemetry.metrics import Gauge
-except ImportError:  # pragma: no cover - older API
-    from opentelemetry.metrics import _Gauge as Gauge  # type: ignore[attr-defined,no-redef]
+# The synchronous gauge's API class is still underscored in opentelemetry-api.
+from opentelemetry.metrics import _Gauge as Gauge
 
 from ..version import VERSION
+from . import semconv as sc
 
 
 @dataclass(frozen=True, slots=True)
