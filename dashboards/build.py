@@ -57,6 +57,11 @@ TOTAL_NOTE = (
     "that exported once would show nothing; this form keeps it."
 )
 RATE_NOTE = " Per-second rate over $__rate_interval."
+BUDGET_HITS_TEXT = (
+    "Model turns that left a session over its budget_usd. With enforce_budget the turn raises "
+    "BudgetExceededError and the session stops, so that is one hit per session; without it "
+    "every further turn over budget counts again."
+)
 
 
 # --- PromQL helpers ---------------------------------------------------------------------
@@ -554,8 +559,7 @@ def sessions_overview() -> dict[str, Any]:
         stat(
             lay,
             "Budget hits",
-            "Sessions stopped (or flagged, when not enforcing) because their "
-            "spend went over budget_usd." + TOTAL_NOTE,
+            BUDGET_HITS_TEXT + TOTAL_NOTE,
             or_zero(total(LIMIT_HITS, *f_agent, 'techrevati_limit_kind="budget"')),
             "none",
             decimals=0,
@@ -938,7 +942,7 @@ def reliability() -> dict[str, Any]:
         stat(
             lay,
             "Budget hits",
-            "Sessions whose spend went over budget_usd." + TOTAL_NOTE,
+            BUDGET_HITS_TEXT + TOTAL_NOTE,
             or_zero(total(LIMIT_HITS, *f, 'techrevati_limit_kind="budget"')),
             "none",
             decimals=0,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from . import promql
@@ -76,6 +77,12 @@ def known_series(names: Mapping[str, Any]) -> dict[str, Series]:
     return out
 
 
+@cache
+def package_series() -> dict[str, Series]:
+    """``known_series`` of the recorded name table (read once)."""
+    return known_series(load_names())
+
+
 def resolve(sel: Selector, series: Mapping[str, Series]) -> tuple[list[Series], list[str]]:
     """The series a selector can match, and problems with its name."""
     problems: list[str] = []
@@ -113,7 +120,7 @@ def check_expr(expr: str, description: str, legend: str = "") -> list[str]:
         tree = promql.parse(expr)
     except promql.PromQLSyntaxError as exc:
         return [f"does not parse: {exc}"]
-    series = known_series(load_names())
+    series = package_series()
     problems: list[str] = []
     labels_of: dict[int, frozenset[str]] = {}
 

@@ -53,7 +53,6 @@ class PrometheusServer:
         binary: str,
         workdir: Path,
         targets: list[str],
-        static_labels: Mapping[str, str] | None = None,
     ) -> None:
         self.binary = binary
         self.workdir = workdir
@@ -63,8 +62,6 @@ class PrometheusServer:
         self.log = workdir / "prometheus.log"
         # YAML is a superset of JSON, so the config is written as JSON: no quoting surprises.
         static: dict[str, Any] = {"targets": targets}
-        if static_labels:
-            static["labels"] = dict(static_labels)
         config = {
             "global": {
                 "scrape_interval": "1s",
