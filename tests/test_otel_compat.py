@@ -1,0 +1,102 @@
+"""The 0.1.0 OpenTelemetry sinks (API_CONTRACT.md §14)."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from techrevati.runtime import ModelPricing, Orchestrator, UsageSnapshot, register_pricing
+from techrevati.runtime import otel as otel_module
+from techrevati.runtime.otel import DEFAULT_PROVIDER_NAME, OpenTelemetrySink, OpenTelemetryUsageSink
+
+
+def _tracer() -> tuple[InMemorySpanExporter, OpenTelemetrySink]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter, OpenTelemetrySink(tracer=provider.get_tracer("t"), agent_id="abc")
+
+
+def test_event_sink_spans_carry_provider_and_agent_id() -> None:
+    exporter, sink = _tracer()
+    with Orchestrator(role="w", phase="p", event_sink=sink).session() as s:
+        s.run_turn(lambda: None, model="m")
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["invoke_agent w"]
+    attrs = dict(spans[0].attributes or {})
+    assert attrs["gen_ai.operation.name"] == "invoke_agent"
+    assert attrs["gen_ai.provider.name"] == DEFAULT_PROVIDER_NAME == "techrevati"
+    assert attrs["gen_ai.agent.id"] == "abc"
+    assert attrs["gen_ai.agent.name"] == "w"
+    assert attrs["techrevati.phase"] == "p"
+
+
+def test_failed_session_span_has_error_type_and_data_attributes() -> None:
+    exporter, sink = _tracer()
+    with pytest.raises(RuntimeError), Orchestrator(role="w", phase="p", event_sink=sink).session():
+        raise RuntimeError("bad")
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {})["error.type"] == "llm_error"
+    with Orchestrator(role="w", phase="p", event_sink=sink, budget_usd=0.0).session() as s:
+        register_pricing("priced", ModelPricing(1.0, 1.0))
+        s.run_turn(lambda: None, model="priced", usage=UsageSnapshot(10, 0))
+    budget = [
+        x
+        for x in exporter.get_finished_spans()
+        if "techrevati.data.budget_usd" in (x.attributes or {})
+    ]
+    assert dict(budget[0].attributes or {})["techrevati.data.budget_usd"] == 0.0
+
+
+def test_operation_mapping() -> None:
+    from techrevati.runtime import AgentEvent, AgentEventName, AgentEventStatus
+
+    exporter, sink = _tracer()
+    sink.emit(AgentEvent.started("w", "p"))
+    sink.emit(AgentEvent.phase_started("p"))
+    sink.emit(AgentEvent(AgentEventName.AGENT_TOOL_CALLED, AgentEventStatus.RUNNING, role="w"))
+    sink.emit(AgentEvent(AgentEventName.HOOK_PRE_TOOL, AgentEventStatus.RUNNING))
+    assert [s.name for s in exporter.get_finished_spans()] == [
+        "create_agent w",
+        "invoke_workflow",
+        "execute_tool w",
+        "invoke_agent",
+    ]
+
+
+def test_usage_sink_records_tokens_and_cost() -> None:
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("t")
+    register_pricing("m", ModelPricing(3.0, 15.0))
+    sink = OpenTelemetryUsageSink(meter=meter)
+    with Orchestrator(role="w", phase="p", usage_sink=sink).session() as s:
+        s.run_turn(lambda: None, model="m", usage=UsageSnapshot(1000, 500))
+    data = reader.get_metrics_data()
+    assert data is not None
+    metrics = {
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    assert set(metrics) == {"gen_ai.client.token.usage", "techrevati.cost.usd"}
+    tokens = {
+        dict(p.attributes or {})["gen_ai.token.type"]: p.sum
+        for p in metrics["gen_ai.client.token.usage"].data.data_points
+    }
+    assert tokens == {"input": 1000, "output": 500}
+    (cost,) = metrics["techrevati.cost.usd"].data.data_points
+    assert cost.value == pytest.approx(0.0105)
+    assert metrics["techrevati.cost.usd"].unit == "USD"
+
+
+def test_import_guard_raises_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = ImportError("no otel here")
+    monkeypatch.setattr(otel_module, "_OTEL_AVAILABLE", False)
+    monkeypatch.setattr(otel_module, "_OTEL_IMPORT_ERROR", fake)
+    with pytest.raises(ImportError, match=r"techrevati-runtime\[otel\]") as err:
+        OpenTelemetrySink()
+    assert err.value.__cause__ is fake
+    with pytest.raises(ImportError):
+        OpenTelemetryUsageSink()
