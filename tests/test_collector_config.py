@@ -183,6 +183,9 @@ def test_compose_mounts_exist_and_match_the_configs() -> None:
 
 def test_prometheus_promotes_the_resource_attributes_the_dashboards_filter_on() -> None:
     config = _yaml("prometheus.yml")
+    assert config["otlp"]["translation_strategy"] == "UnderscoreEscapingWithSuffixes", (
+        "the dashboards' metric names assume suffixes and underscore escaping"
+    )
     promoted = config["otlp"]["promote_resource_attributes"]
     assert "service.name" in promoted
     names = json.loads((REPO / "tests/deploy/prometheus_names.json").read_text(encoding="utf-8"))

@@ -19,22 +19,20 @@ from typing import Any
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from techrevati.runtime.circuit_breaker import CircuitBreaker, CircuitOpenError
-from techrevati.runtime.guardrails import GuardrailOutcome, GuardrailViolatedError
-from techrevati.runtime.orchestrator import (
+from techrevati.runtime import (
+    BudgetExceededError,
+    CircuitBreaker,
+    CircuitOpenError,
+    GuardrailOutcome,
+    GuardrailViolatedError,
     MaxIterationsExceededError,
+    ModelPricing,
     Orchestrator,
     PermissionDeniedError,
-)
-from techrevati.runtime.permissions import (
     PermissionEnforcer,
     PermissionMode,
     PermissionPolicy,
     RolePermissionConfig,
-)
-from techrevati.runtime.usage_tracking import (
-    BudgetExceededError,
-    ModelPricing,
     UsageSnapshot,
     register_pricing,
 )
