@@ -96,7 +96,7 @@ def test_caller_latency_unchanged_and_export_never_on_caller_thread(
                 if receiver is not None:
                     receiver.received.wait_for(lambda r: r.attempts >= 1, timeout=5)
             finally:
-                assert handle.shutdown(timeout_s=3) or mode == "hang"
+                assert handle.shutdown(timeout_s=1.5) or mode == "hang"
             if label == "faulty":
                 stats = handle.stats()["otlp"]
                 assert stats.exported == 0
@@ -153,9 +153,12 @@ def test_shutdown_returns_within_its_bound(fault: str) -> None:
         _spans(handle, 600)  # more than two batches queued
         time.sleep(0.2)
         started = time.monotonic()
-        handle.shutdown()
+        finished = handle.shutdown()
         elapsed = time.monotonic() - started
     assert elapsed < 2.5, f"shutdown took {elapsed:.2f} s"
+    # Refused or failing requests end once retries are cut short; only a request
+    # the collector never answers is left behind (on a daemon thread).
+    assert finished is (fault != "hang")
     stats = handle.stats()["otlp"]
     assert stats.exported == 0
     assert stats.accepted == 1200

@@ -31,12 +31,20 @@ DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
 DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
 
 
-def run_bounded(work: Callable[[], object], timeout_s: float, what: str) -> bool:
+def run_bounded(
+    work: Callable[[], object],
+    timeout_s: float,
+    what: str,
+    *,
+    interrupt: Callable[[], object] | None = None,
+) -> bool:
     """Run ``work`` on a helper thread and wait at most ``timeout_s`` for it.
 
-    Returns True when it finished in time. A late ``work`` keeps running on its
-    daemon thread and dies with the process; that is the price of an exit that
-    cannot hang on a dead collector.
+    When ``interrupt`` is given and ``work`` is still busy after 80% of the time,
+    it is called once to cut ``work`` short (e.g. an exporter's shutdown, which
+    stops its retry back-off). Returns True when ``work`` finished in time. A late
+    ``work`` keeps running on its daemon thread and dies with the process; that is
+    the price of an exit that cannot hang on a dead collector.
     """
     failure: list[BaseException] = []
 
@@ -54,7 +62,17 @@ def run_bounded(work: Callable[[], object], timeout_s: float, what: str) -> bool
         # export deadline set by the caller still bounds the time it takes.
         target()
     else:
-        helper.join(max(timeout_s, 0.0))
+        timeout_s = max(timeout_s, 0.0)
+        if interrupt is None:
+            helper.join(timeout_s)
+        else:
+            helper.join(timeout_s * 0.8)
+            if helper.is_alive():
+                try:
+                    interrupt()
+                except Exception:
+                    _logger.debug("interrupting %s failed", what, exc_info=True)
+                helper.join(timeout_s * 0.2)
         if helper.is_alive():
             _logger.warning("%s did not finish within %.1f s; giving up on it", what, timeout_s)
             return False
@@ -123,6 +141,8 @@ class _TrackingExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, owner: BoundedSpanProcessor) -> None:
         self.inner = inner
         self._owner = owner
+        self._shutdown_lock = threading.Lock()
+        self._shut_down = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         owner = self._owner
@@ -139,6 +159,12 @@ class _TrackingExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
+        # Called early to cut a stuck export short, then again by the batch
+        # processor; the real exporter warns on a second call, so only once.
+        with self._shutdown_lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
         self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -261,9 +287,14 @@ class BoundedSpanProcessor(SpanProcessor):
             if self._closed:
                 return True
             self._closed = True
-            # Leave a little of the budget for closing the exporter itself.
+            # Exports that would start in the last fifth of the budget are skipped.
             self._deadline = time.monotonic() + max(0.0, timeout_s * 0.8)
-        return run_bounded(self._batch.shutdown, timeout_s, f"{self.name} span export shutdown")
+        return run_bounded(
+            self._batch.shutdown,
+            timeout_s,
+            f"{self.name} span export shutdown",
+            interrupt=self._tracker.shutdown,
+        )
 
     def flush_blocking(self) -> bool:
         """Export everything queued, on this thread, with no bound of its own."""
