@@ -278,3 +278,12 @@ def test_global_sdk_provider_the_user_set_is_kept(tmp_path: Path) -> None:
         done.stderr
     )
     assert not (tmp_path / "telemetry-out").exists()
+
+
+def test_nothing_is_printed_when_no_agent_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handle = configure(set_global=False, spans_file=tmp_path / "s.jsonl", metrics=False)
+    handle.shutdown(timeout_s=1)
+    assert capsys.readouterr().err == ""
+    assert not (tmp_path / "s.jsonl").exists()

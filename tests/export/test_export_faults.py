@@ -203,3 +203,22 @@ def test_process_exit_is_bounded_with_default_settings_and_a_hanging_collector()
     # DEFAULT_SHUTDOWN_TIMEOUT_S is 5 s; allow scheduling slack, not the SDK's 30 s.
     assert exit_hooks < 6.5, done.stdout
     assert wall < 15, wall
+
+
+def test_a_forked_child_starts_with_an_empty_queue() -> None:
+    with collector("hang") as (endpoint, _receiver):
+        handle = _configure(endpoint, max_queue_size=10)
+        try:
+            _spans(handle, 10)  # the parent's queue is full
+            assert handle.stats()["otlp"].pending == 10
+            pid = os.fork()
+            if pid == 0:  # the child: its spans must be queued, not dropped
+                before = handle.stats()["otlp"]
+                _spans(handle, 1)
+                after = handle.stats()["otlp"]
+                ok = after.pending == 2 and after.dropped == before.dropped
+                os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+        finally:
+            handle.shutdown(timeout_s=1.5)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -15,8 +15,10 @@ leaves open, and what this module closes:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -210,6 +212,11 @@ class BoundedSpanProcessor(SpanProcessor):
         self._closed = False
         self._deadline: float | None = None
         self._tracker = _TrackingExporter(exporter, self)
+        if hasattr(os, "register_at_fork"):
+            # The SDK empties its queue in a forked child; our count must follow, or
+            # a child forked with a full queue would drop every span it makes.
+            ref = weakref.WeakMethod(self._forget_pending)
+            os.register_at_fork(after_in_child=lambda: (method := ref()) and method())
         # The inner queue is as large as our cap, so the SDK never drops (and
         # never logs per span): our cap, which also covers in-flight batches,
         # is always reached first.
@@ -248,6 +255,10 @@ class BoundedSpanProcessor(SpanProcessor):
                 self.name,
                 self._max_pending,
             )
+
+    def _forget_pending(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = 0
 
     # --- bookkeeping called from the export thread -----------------------------
     def past_deadline(self) -> bool:

@@ -225,10 +225,14 @@ class TelemetryHandle:
         )
 
     def _print_report(self) -> None:
+        if self._report_source is None:
+            return
         try:
-            text = self.report()
+            built = self._report_source.build()
+            if built.span_count == 0 and built.evicted == 0:
+                return  # a process that ran no agent has nothing worth printing
             stream = self._report_stream()
-            stream.write("\n" + text)
+            stream.write("\n" + render_report(built, source=self._source_line()))
             stream.flush()
         except Exception:  # a closed stream at exit must not turn into a traceback
             _logger.debug("could not print the telemetry report", exc_info=True)
