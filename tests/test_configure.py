@@ -287,3 +287,12 @@ def test_nothing_is_printed_when_no_agent_ran(
     handle.shutdown(timeout_s=1)
     assert capsys.readouterr().err == ""
     assert not (tmp_path / "s.jsonl").exists()
+
+
+def test_endpoint_argument_is_a_base_url_even_with_a_signal_path_pasted_in() -> None:
+    handle = configure(endpoint="http://127.0.0.1:9/v1/traces/", set_global=False)
+    assert sorted(d.target for d in handle.destinations) == [
+        "http://127.0.0.1:9/v1/metrics",
+        "http://127.0.0.1:9/v1/traces",
+    ]
+    handle.shutdown(timeout_s=1)

@@ -279,6 +279,16 @@ def _headers(headers: Mapping[str, str] | str | None) -> dict[str, str] | None:
     return {key.lower(): value for key, value in parsed.items()}
 
 
+def _base_endpoint(endpoint: str | None) -> str | None:
+    """The base URL, forgiving a signal path pasted in (``.../v1/traces``)."""
+    if not endpoint:
+        return None
+    base = endpoint.rstrip("/")
+    for suffix in ("/v1/traces", "/v1/metrics"):
+        base = base.removesuffix(suffix)
+    return base
+
+
 def _signal_endpoint(endpoint: str | None, signal_var: str, path: str, protocol: str) -> str:
     """The endpoint one exporter will use, for the handle and logs."""
     if endpoint is not None:
@@ -469,6 +479,7 @@ def _build(
     shutdown_timeout: float,
 ) -> TelemetryHandle:
     embedded = not _endpoint_configured(endpoint)
+    endpoint = _base_endpoint(endpoint)
     attributes: dict[str, AttributeValue] = dict(resource_attributes or {})
     if service_name:
         attributes[SERVICE_NAME] = service_name
