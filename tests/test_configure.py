@@ -296,3 +296,12 @@ def test_endpoint_argument_is_a_base_url_even_with_a_signal_path_pasted_in() -> 
         "http://127.0.0.1:9/v1/traces",
     ]
     handle.shutdown(timeout_s=1)
+
+
+def test_handle_as_a_context_manager_shuts_down(tmp_path: Path) -> None:
+    with configure(set_global=False, spans_file=tmp_path / "s.jsonl", report=False) as handle:
+        _session(handle)
+        assert not handle.is_shut_down
+    assert handle.is_shut_down
+    assert handle.stats()["local"].exported == 2
+    assert len(list(read_json_lines(tmp_path / "s.jsonl"))) == 1

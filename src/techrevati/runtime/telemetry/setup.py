@@ -104,6 +104,9 @@ class TelemetryHandle:
         telemetry.force_flush()
         print(telemetry.report())
         telemetry.shutdown()   # also runs at exit; bounded either way
+
+        with configure(set_global=False) as local:   # shut down when the block ends
+            ...
     """
 
     def __init__(
@@ -144,6 +147,12 @@ class TelemetryHandle:
         self._lock = threading.Lock()
         self._is_shut_down = False
 
+    def __enter__(self) -> TelemetryHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
     def __repr__(self) -> str:
         where = ", ".join(f"{d.kind}:{d.target}" for d in self.destinations) or "nowhere"
         return f"TelemetryHandle(enabled={self.enabled}, to={where})"
@@ -172,9 +181,10 @@ class TelemetryHandle:
         """Flush and stop everything :func:`configure` started, within ``timeout_s``.
 
         Providers that belonged to the user are left running; only our
-        processors on them are stopped. Idempotent. Prints the report first when
-        ``configure(report=True)`` (the embedded default) asked for it. Returns
-        True when everything finished inside the bound.
+        processors on them are stopped. Budgets and caps keep working after it.
+        Idempotent. Then prints the report when ``configure(report=True)`` (the
+        embedded default) asked for it. Returns True when everything finished
+        inside the bound.
         """
         with self._lock:
             if self._is_shut_down:
