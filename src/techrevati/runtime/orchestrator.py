@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import threading
@@ -31,7 +32,7 @@ from opentelemetry.trace import SpanContext, TracerProvider
 from ._failsafe import log_failure_once
 from .agent_events import AgentEvent, AgentFailureClass
 from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker
-from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitOpenError
+from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitOpenError, CircuitState
 from .errors import MaxIterationsExceededError, PermissionDeniedError, TurnTimeoutError
 from .guardrails import Guardrail, run_post_checks, run_pre_checks
 from .handoffs import Handoff
@@ -41,7 +42,6 @@ from .quality_gate import QualityGate, QualityGateOutcome, QualityLevel
 from .retry_policy import (
     FailureScenario,
     RecoveryContext,
-    aattempt_recovery,
     attempt_recovery,
     classify_exception,
 )
@@ -60,6 +60,7 @@ from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker
 __all__ = [
     "AgentSession",
     "AsyncOrchestrationSession",
+    "BreakerPermit",
     "MaxIterationsExceededError",
     "OrchestrationSession",
     "Orchestrator",
@@ -116,6 +117,83 @@ def _take_handoff(registry: AgentRegistry, role: str, project_id: int | None) ->
     with _handoff_lock:
         pending = _pending_handoffs.get(registry)
         return pending.pop((role, project_id), None) if pending else None
+
+
+# --- breaker admission held across steps ---------------------------------------
+
+
+class BreakerPermit:
+    """One admission by a circuit breaker, held across a call that is not one callable.
+
+    ``CircuitBreaker.call`` wraps a single callable. A streaming turn (the call
+    lasts until the generator is exhausted) or a sync turn under an async
+    breaker has no such callable, so the permit replays ``call``'s bookkeeping
+    step by step with the breaker's own transition rules: admit on creation
+    (raising ``CircuitOpenError`` when refused), then ``succeeded`` or
+    ``failed`` exactly once (later calls are ignored).
+
+    The async breaker is driven without its ``asyncio.Lock``: its critical
+    sections never await, so on the event-loop thread none can be in progress
+    while this runs (the argument ``AsyncCircuitBreaker.call`` itself relies on
+    when it releases a cancelled probe).
+
+    Example::
+
+        permit = BreakerPermit(breaker)      # may raise CircuitOpenError
+        try:
+            for chunk in stream: ...
+        except BaseException as exc:
+            permit.failed(exc)
+            raise
+        permit.succeeded()
+    """
+
+    __slots__ = ("_done", "_lock", "_round", "breaker")
+
+    def __init__(self, breaker: CircuitBreaker | AsyncCircuitBreaker) -> None:
+        self.breaker = breaker
+        self._lock: contextlib.AbstractContextManager[object] = (
+            breaker._lock if isinstance(breaker, CircuitBreaker) else contextlib.nullcontext()
+        )
+        self._done = False
+        with self._lock:
+            self._round = None if breaker._state is CircuitState.CLOSED else breaker._admit_locked()
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        return self.breaker.name
+
+    def succeeded(self) -> None:
+        """The call worked: reset the failure count, close a half-open circuit."""
+        if not self._done:
+            self._done = True
+            with self._lock:
+                self.breaker._success_locked()
+
+    def failed(self, error: BaseException) -> None:
+        """The call failed: an ``Exception`` counts; anything else only frees the probe."""
+        if self._done:
+            return
+        self._done = True
+        with self._lock:
+            if isinstance(error, Exception):
+                self.breaker._failure_locked()
+            elif self._round is not None:
+                self.breaker._release_probe_locked(self._round)
+
+    def released(self) -> None:
+        """The caller stopped early: neither success nor failure, free the probe."""
+        if not self._done:
+            self._done = True
+            if self._round is not None:
+                with self._lock:
+                    self.breaker._release_probe_locked(self._round)
+
+    def state(self) -> CircuitState:
+        """The breaker's state now, as ``breaker.state()`` reports it."""
+        with self._lock:
+            return self.breaker._observed_state_locked()
 
 
 # --- sessions ------------------------------------------------------------------
@@ -271,6 +349,23 @@ class _SessionBase(Generic[B]):
         )
         core.note_recovery(self._scope, scenario.value, outcome)
 
+    def _turn_failed(self, error: BaseException) -> None:
+        """Recovery bookkeeping after a failed model call, for every kind of turn.
+
+        ``run_turn``, ``arun_turn`` and decorated turns all end here, so a
+        failure is classified and counted the same way whichever API made it.
+        Runtime decisions (open breaker, timeout, cap, budget) and
+        non-``Exception`` errors such as cancellation are not failures of the call.
+        """
+        if isinstance(error, Exception) and not isinstance(error, _NO_RECOVERY):
+            scenario = classify_exception(error)
+            self._record_recovery(scenario, attempt_recovery(scenario, self.recovery).outcome)
+
+    def _breaker_permit(self) -> BreakerPermit | None:
+        """Admission by this session's breaker for a call ``breaker.call`` cannot wrap."""
+        breaker = self.circuit_breaker
+        return BreakerPermit(breaker) if breaker is not None else None
+
     # -- permissions and tools --------------------------------------------------
 
     def authorize(self, tool_name: str) -> PermissionOutcome:
@@ -286,6 +381,28 @@ class _SessionBase(Generic[B]):
             raise PermissionDeniedError(outcome)
         run_pre_checks(self.guardrails, role=self.role, tool=tool.name)
 
+    # The three steps of every tool call. run_tool, arun_tool and @tool_call
+    # (functions, coroutines and generators alike) are compositions of these.
+
+    def _begin_tool(self, tool_name: str, arguments: object = None) -> core.ToolScope:
+        """Open the tool span and admit the call (permission, pre-guardrails), or raise."""
+        tool = core.start_tool(self._scope_or_open(), tool_name, arguments=arguments)
+        try:
+            self._admit_tool(tool)
+        except BaseException as exc:
+            self._end_tool(tool, error=exc)
+            raise
+        return tool
+
+    def _check_tool_result(self, tool: core.ToolScope, result: object) -> None:
+        """Post-guardrails on a tool's result; raises ``GuardrailViolatedError``."""
+        run_post_checks(self.guardrails, result, role=self.role, tool=tool.name)
+
+    def _end_tool(
+        self, tool: core.ToolScope, *, result: object = None, error: BaseException | None = None
+    ) -> None:
+        core.end_tool(tool, result=result, error=error, guardrails_checked=bool(self.guardrails))
+
     def run_tool(self, tool_name: str, fn: Callable[[], T]) -> T:
         """Run a tool after the permission check and pre-guardrails; post-check its result.
 
@@ -295,19 +412,18 @@ class _SessionBase(Generic[B]):
 
             fact = session.run_tool("lookup_term", lambda: "RAG")
         """
-        tool = core.start_tool(self._scope_or_open(), tool_name)
+        tool = self._begin_tool(tool_name)
         try:
-            self._admit_tool(tool)
             token = otel_context.attach(tool.context)
             try:
                 result = fn()
             finally:
                 otel_context.detach(token)
-            run_post_checks(self.guardrails, result, role=self.role, tool=tool_name)
+            self._check_tool_result(tool, result)
         except BaseException as exc:
-            core.end_tool(tool, error=exc, guardrails_checked=bool(self.guardrails))
+            self._end_tool(tool, error=exc)
             raise
-        core.end_tool(tool, result=result, guardrails_checked=bool(self.guardrails))
+        self._end_tool(tool, result=result)
         return result
 
     # -- policy, gates, handoffs ------------------------------------------------
@@ -565,9 +681,7 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
             if breaker is not None:
                 core.note_breaker(turn, breaker.name, breaker.state())
             core.end_turn(turn, error=exc)
-            if isinstance(exc, Exception) and not isinstance(exc, _NO_RECOVERY):
-                scenario = classify_exception(exc)
-                self._record_recovery(scenario, attempt_recovery(scenario, self.recovery).outcome)
+            self._turn_failed(exc)
             raise
         if breaker is not None:
             core.note_breaker(turn, breaker.name, breaker.state())
@@ -623,10 +737,9 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
             if breaker is not None:
                 core.note_breaker(turn, breaker.name, await breaker.state())
             core.end_turn(turn, error=exc)
-            if isinstance(exc, Exception) and not isinstance(exc, _NO_RECOVERY):
-                scenario = classify_exception(exc)
-                result_ = await aattempt_recovery(scenario, self.recovery)
-                self._record_recovery(scenario, result_.outcome)
+            # aattempt_recovery never awaits (it is attempt_recovery), so the
+            # shared synchronous bookkeeping is exact here too.
+            self._turn_failed(exc)
             raise
         if breaker is not None:
             core.note_breaker(turn, breaker.name, await breaker.state())
@@ -635,19 +748,18 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
 
     async def arun_tool(self, tool_name: str, coro_factory: Callable[[], Awaitable[T]]) -> T:
         """Async ``run_tool``: checks are synchronous, the tool itself is awaited."""
-        tool = core.start_tool(self._scope_or_open(), tool_name)
+        tool = self._begin_tool(tool_name)
         try:
-            self._admit_tool(tool)
             token = otel_context.attach(tool.context)
             try:
                 result = await coro_factory()
             finally:
                 otel_context.detach(token)
-            run_post_checks(self.guardrails, result, role=self.role, tool=tool_name)
+            self._check_tool_result(tool, result)
         except BaseException as exc:
-            core.end_tool(tool, error=exc, guardrails_checked=bool(self.guardrails))
+            self._end_tool(tool, error=exc)
             raise
-        core.end_tool(tool, result=result, guardrails_checked=bool(self.guardrails))
+        self._end_tool(tool, result=result)
         return result
 
     async def pause_for_input(self, prompt: str) -> str:

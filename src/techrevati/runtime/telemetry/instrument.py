@@ -271,6 +271,8 @@ class TurnScope:
     # Set when the sampler dropped the span: the core books the ledger itself.
     direct_ledger: SessionLedger | None = None
     ended: bool = False
+    # The resolved provider label, kept so a model learned at the end gets the same labels.
+    provider: str = ""
 
 
 def start_turn(
@@ -280,11 +282,14 @@ def start_turn(
     provider: str | None = None,
     tracer_provider: APITracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    prompt: object = None,
 ) -> TurnScope:
     """Start a ``chat {model}`` span; raises if the session's cap or budget refuses it.
 
     The returned ``context`` has the turn span current: run the model call in
-    it so spans of other instrumentations nest under the turn.
+    it so spans of other instrumentations nest under the turn. ``prompt`` is
+    recorded only when content capture is on. With no ``model`` the span is
+    named ``chat`` until ``end_turn`` learns the model from the response.
     """
     if session is not None:
         tracer = session.tracer
@@ -295,7 +300,8 @@ def start_turn(
     else:
         tracer = tracer_for(tracer_provider)
         instruments = instruments_for(meter_provider)
-        attrs = _model_attrs(_GLOBAL_MODEL_ATTRS, model, provider or "", None)
+        provider_name = provider or ""
+        attrs = _model_attrs(_GLOBAL_MODEL_ATTRS, model, provider_name, None)
         parent = None
     span = tracer.start_span(
         f"{sc.OP_CHAT} {model}" if model else sc.OP_CHAT,
@@ -307,6 +313,8 @@ def start_turn(
     if session is not None and not span.is_recording():
         session.ledger.admit()
         direct = session.ledger
+    if prompt is not None and direct is None and capture_content():
+        span.set_attribute(sc.GEN_AI_INPUT_MESSAGES, content_text(prompt))
     return TurnScope(
         span=span,
         session=session,
@@ -316,7 +324,27 @@ def start_turn(
         context=trace.set_span_in_context(span, parent),
         started=time.perf_counter(),
         direct_ledger=direct,
+        provider=provider_name,
     )
+
+
+def _learn_model(turn: TurnScope, model: str) -> None:
+    """Adopt the model a response named when the caller gave none.
+
+    Price, span name, ``gen_ai.request.model`` and metric labels then all use
+    it, so a turn that only learns its model from the response is still
+    priced, booked and charted under that model rather than under "".
+    """
+    session = turn.session
+    turn.model = model
+    turn.attrs = (
+        _model_attrs(session.model_attrs, model, turn.provider, session.role)
+        if session is not None
+        else _model_attrs(_GLOBAL_MODEL_ATTRS, model, turn.provider, None)
+    )
+    if turn.span.is_recording():
+        turn.span.update_name(f"{sc.OP_CHAT} {model}")
+        turn.span.set_attribute(sc.GEN_AI_REQUEST_MODEL, model)
 
 
 def _count_cost(instruments: Instruments, attrs: _ModelAttrs, cost: float) -> None:
@@ -351,15 +379,21 @@ def end_turn(
     error: BaseException | None = None,
     response_model: str | None = None,
     output: object = None,
+    reasoning_tokens: int = 0,
 ) -> None:
     """Finish a turn: usage, cost and status on the span, metrics, ledger; then budget.
 
     On success, raises ``BudgetExceededError`` after the span has ended when
     this turn pushed an enforced session over its budget. Ends the span once.
+    A turn started without a model is priced and labelled with
+    ``response_model``. ``reasoning_tokens`` (already inside ``output_tokens``)
+    is only reported, never priced again.
     """
     if turn.ended:
         return
     turn.ended = True
+    if not turn.model and response_model:
+        _learn_model(turn, response_model)
     span = turn.span
     duration = time.perf_counter() - turn.started
     instruments = turn.instruments
@@ -381,6 +415,8 @@ def end_turn(
         span.set_attribute(sc.COST_USD, cost)
         if response_model:
             span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, response_model)
+        if reasoning_tokens:
+            span.set_attribute(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning_tokens)
         if output is not None and capture_content():
             span.set_attribute(sc.GEN_AI_OUTPUT_MESSAGES, content_text(output))
     span.end()

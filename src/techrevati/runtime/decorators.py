@@ -1,0 +1,873 @@
+"""``@agent_turn``, ``@tool_call`` and ``agent_session``: the decorator front door.
+
+Decorate your own functions instead of wrapping calls in lambdas::
+
+    from techrevati.runtime import agent_session, agent_turn, tool_call
+
+    @agent_turn("gpt-4o-mini")
+    def ask(prompt: str) -> dict:
+        return client.chat.completions.create(model="gpt-4o-mini", messages=[...])
+
+    @tool_call()
+    def lookup(term: str) -> str:
+        return glossary[term]
+
+    with agent_session("writer", budget_usd=0.50, enforce_budget=True) as session:
+        answer = ask("what is RAG?")         # span "chat gpt-4o-mini", priced
+        lookup("RAG")                        # span "execute_tool lookup", permission-checked
+    print(session.summary())
+
+Everything goes through the same core as ``Orchestrator`` sessions
+(``telemetry.instrument`` plus the session's own steps), so a decorated turn
+inside ``agent_session`` is indistinguishable, in spans, metrics, ledger and
+limits, from ``session.run_turn``. Outside any session the decorators still
+produce priced spans and metrics.
+
+How the wrappers are built, and why:
+
+* ``wrapt.FunctionWrapper`` keeps name, docstring, signature, ``__wrapped__``
+  and the kind (``inspect.iscoroutinefunction`` and friends), and binds
+  correctly on methods, class methods and static methods. The wrapper body is
+  picked once at decoration time by the function's kind.
+* A generator or async generator turn holds its span open until the stream is
+  exhausted, fails, is cancelled, closed early (``break``, ``close()``,
+  ``aclose()``) or garbage-collected. The wrapped generator runs every step
+  inside a private ``contextvars.Context`` in which the turn span is current,
+  so the span is the parent of whatever the generator does, context changes
+  made by the generator persist across its own steps, and nothing leaks into
+  the caller between steps.
+* Admission (iteration cap, budget, open breaker, permissions) happens before
+  the function is called; for generators before the first step, so a refused
+  turn never starts the underlying generator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+from asyncio import CancelledError
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, Protocol, TypeVar, cast, overload
+
+import wrapt
+from opentelemetry import context as otel_context
+
+from .orchestrator import (
+    AsyncOrchestrationSession,
+    BreakerPermit,
+    OrchestrationSession,
+    Orchestrator,
+    _SessionBase,
+    _SessionContext,
+)
+from .telemetry import instrument as core
+from .telemetry.content import capture_content
+from .telemetry.usage_extract import StreamReader, extract, extract_text, usage_of
+from .usage_tracking import BudgetExceededError, UsageSnapshot
+
+__all__ = ["UsageSource", "agent_session", "agent_turn", "current_agent_session", "tool_call"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+#: What ``agent_turn(usage=...)`` accepts: a fixed snapshot, or a function of the
+#: result (of each chunk, for streams) returning a snapshot, a provider usage
+#: block, a whole response, or None for "read it from the result".
+UsageSource = UsageSnapshot | Callable[[Any], object]
+
+_FUNCTION, _COROUTINE, _GENERATOR, _ASYNC_GENERATOR = range(4)
+
+
+def _target(fn: object) -> Any:
+    return fn.__func__ if isinstance(fn, classmethod | staticmethod) else fn
+
+
+def _kind(fn: object) -> int:
+    target = _target(fn)
+    if inspect.isasyncgenfunction(target):
+        return _ASYNC_GENERATOR
+    if inspect.isgeneratorfunction(target):
+        return _GENERATOR
+    if inspect.iscoroutinefunction(target):
+        return _COROUTINE
+    return _FUNCTION
+
+
+def _positional_names(fn: object) -> tuple[str, ...]:
+    """Positional parameter names, read once at decoration time for content capture."""
+    try:
+        code = getattr(inspect.unwrap(_target(fn)), "__code__", None)
+    except ValueError:  # a __wrapped__ cycle
+        code = None
+    if code is None:
+        return ()
+    return tuple(code.co_varnames[: code.co_argcount])
+
+
+def _arguments(
+    names: tuple[str, ...], instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The call's arguments by name (only built when content capture is on).
+
+    wrapt passes bound calls without ``self`` / ``cls`` (``instance`` is then
+    set), so the first declared name is skipped for them.
+    """
+    named = names[1:] if instance is not None and names else names
+    bound: dict[str, Any] = dict(zip(named, args, strict=False))
+    if len(args) > len(named):
+        bound["*args"] = list(args[len(named) :])
+    bound.update(kwargs)
+    return bound
+
+
+def _session_of(scope: core.SessionScope | None) -> _SessionBase[Any] | None:
+    owner = scope.owner if scope is not None else None
+    return owner if isinstance(owner, _SessionBase) else None
+
+
+def current_agent_session() -> OrchestrationSession | AsyncOrchestrationSession | None:
+    """The session that decorated calls here belong to (any depth, thread or task), if any.
+
+    Example::
+
+        @agent_session("writer")
+        def run() -> None:
+            ask("hi")
+            print(current_agent_session().tracker.total_cost())
+    """
+    session = _session_of(core.current_session())
+    return cast("OrchestrationSession | AsyncOrchestrationSession | None", session)
+
+
+# --- one call in flight ----------------------------------------------------------------
+
+
+class _Call(Protocol):
+    """The bookkeeping of one decorated call, as the stream drivers see it.
+
+    ``begin`` runs inside the stream's private context and makes the call's
+    span current there; then ``item`` per yielded value, and exactly one of
+    ``exhausted`` (may raise, e.g. budget), ``fail`` or ``closed`` (never raises).
+    """
+
+    def begin(self) -> None: ...
+    def item(self, value: object) -> None: ...
+    def exhausted(self, value: object) -> None: ...
+    def fail(self, error: BaseException) -> None: ...
+    def closed(self) -> None: ...
+
+
+class _TurnSpec:
+    """What ``agent_turn(...)`` was given, resolved once at decoration time."""
+
+    __slots__ = ("model", "names", "provider", "usage")
+
+    def __init__(
+        self, model: str, provider: str | None, usage: UsageSource | None, names: tuple[str, ...]
+    ) -> None:
+        self.model = model
+        self.provider = provider
+        self.usage = usage
+        self.names = names
+
+
+class _TurnCall:
+    """One model turn: start (admission), breaker, usage, end, recovery."""
+
+    __slots__ = ("done", "permit", "reader", "session", "spec", "turn")
+
+    def __init__(self, spec: _TurnSpec, prompt: object) -> None:
+        scope = core.current_session()
+        self.spec = spec
+        self.session = _session_of(scope)
+        self.done = False
+        self.permit: BreakerPermit | None = None
+        self.reader: StreamReader | None = None
+        # Raises MaxIterationsExceededError / BudgetExceededError before any user code runs.
+        self.turn = core.start_turn(scope, spec.model, provider=spec.provider, prompt=prompt)
+        if self.session is not None:
+            try:
+                self.permit = self.session._breaker_permit()
+            except BaseException as exc:  # CircuitOpenError: the turn is refused
+                self.fail(exc)
+                raise
+
+    # -- plain calls ---------------------------------------------------------------
+
+    def returned(self, result: object) -> None:
+        """The function returned: the breaker saw a success; read usage and end."""
+        if self.permit is not None:
+            self.permit.succeeded()
+        found = extract(result)
+        usage = self._usage(result, found.usage)
+        output = None
+        if capture_content():
+            output = extract_text(result) or result
+        self._end(usage, found.model, found.reasoning_tokens, output)
+
+    def _usage(self, value: object, found: UsageSnapshot | None) -> UsageSnapshot | None:
+        source = self.spec.usage
+        if source is None:
+            return found
+        if isinstance(source, UsageSnapshot):
+            return source
+        given = source(value)  # the user's function; its errors fail the turn
+        read = usage_of(given) if given is not None else None
+        return read if read is not None else found
+
+    def _end(
+        self,
+        usage: UsageSnapshot | None,
+        model: str | None,
+        reasoning: int,
+        output: object,
+    ) -> None:
+        self.done = True
+        permit = self.permit
+        if permit is not None:
+            core.note_breaker(self.turn, permit.name, permit.state())
+        core.end_turn(
+            self.turn, usage, response_model=model, output=output, reasoning_tokens=reasoning
+        )
+
+    def fail(self, error: BaseException) -> None:
+        if self.done:
+            return
+        self.done = True
+        permit = self.permit
+        if permit is not None:
+            permit.failed(error)
+            core.note_breaker(self.turn, permit.name, permit.state())
+        core.end_turn(self.turn, error=error)
+        if self.session is not None:
+            self.session._turn_failed(error)
+
+    # -- streams -------------------------------------------------------------------
+
+    def begin(self) -> None:
+        otel_context.attach(self.turn.context)  # the stream's private context: never detached
+        self.reader = StreamReader(collect_text=capture_content())
+
+    def item(self, value: object) -> None:
+        reader = self.reader
+        assert reader is not None
+        reader.add(value)
+        source = self.spec.usage
+        if source is not None and not isinstance(source, UsageSnapshot):
+            given = source(value)
+            read = usage_of(given) if given is not None else None
+            if read is not None:
+                reader.usage = read
+
+    def exhausted(self, value: object) -> None:
+        if self.permit is not None:
+            self.permit.succeeded()
+        self._end_stream(value)
+
+    def closed(self) -> None:
+        """Stopped early: book what was seen; the caller chose to stop, so never raise."""
+        if self.done:
+            return
+        if self.permit is not None:
+            self.permit.released()
+        with contextlib.suppress(BudgetExceededError):
+            # Booked and reported already; the session's next turn is refused.
+            self._end_stream(None)
+
+    def _end_stream(self, returned: object) -> None:
+        reader = self.reader
+        assert reader is not None
+        usage, model, reasoning = reader.usage, reader.model, reader.reasoning_tokens
+        if returned is not None and usage is None:
+            found = extract(returned)  # a generator may return the final message
+            usage, model, reasoning = found.usage, model or found.model, found.reasoning_tokens
+        source = self.spec.usage
+        if isinstance(source, UsageSnapshot):
+            usage = source
+        self._end(usage, model, reasoning, reader.text)
+
+
+class _ToolCall:
+    """One tool call: the session's permission check and guardrails, or a bare span."""
+
+    __slots__ = ("done", "session", "tool")
+
+    def __init__(self, name: str, arguments: object) -> None:
+        scope = core.current_session()
+        self.session = _session_of(scope)
+        self.done = False
+        if self.session is not None:
+            # Denied / blocked: the span is ended and the error raised here.
+            self.tool = self.session._begin_tool(name, arguments)
+        else:
+            self.tool = core.start_tool(scope, name, arguments=arguments)
+
+    def returned(self, result: object) -> None:
+        if self.session is not None:
+            self.session._check_tool_result(self.tool, result)
+        self._end(result=result)
+
+    def _end(self, *, result: object = None, error: BaseException | None = None) -> None:
+        self.done = True
+        if self.session is not None:
+            self.session._end_tool(self.tool, result=result, error=error)
+        else:
+            core.end_tool(self.tool, result=result, error=error)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done:
+            self._end(error=error)
+
+    def begin(self) -> None:
+        otel_context.attach(self.tool.context)
+
+    def item(self, value: object) -> None:
+        # A streamed tool result is post-checked piece by piece.
+        if self.session is not None:
+            self.session._check_tool_result(self.tool, value)
+
+    def exhausted(self, value: object) -> None:
+        self._end(result=value)
+
+    def closed(self) -> None:
+        if not self.done:
+            self._end()
+
+
+class _SessionCall:
+    """A generator decorated with ``agent_session``: the session lasts as long as it."""
+
+    __slots__ = ("_cm", "_open")
+
+    def __init__(self, cm: _SessionContext[Any]) -> None:
+        self._cm = cm
+        self._open = False
+
+    def begin(self) -> None:
+        self._cm._enter()  # activates the session in the stream's private context
+        self._open = True
+
+    def item(self, value: object) -> None:
+        return None
+
+    def _close(self, error: BaseException | None) -> None:
+        if self._open:
+            self._open = False
+            self._cm._exit(error, cancelled=isinstance(error, CancelledError))
+
+    def exhausted(self, value: object) -> None:
+        self._close(None)
+
+    def fail(self, error: BaseException) -> None:
+        self._close(error)
+
+    def closed(self) -> None:
+        self._close(None)
+
+
+# --- stream drivers --------------------------------------------------------------------
+
+
+def _drive(
+    ctx: contextvars.Context, call: _Call, stream: Generator[Any, Any, Any]
+) -> Generator[Any, Any, Any]:
+    """Re-yield ``stream``, stepping it inside ``ctx`` and reporting to ``call``.
+
+    Exactly one of exhausted / fail / closed is reported, whichever way the
+    stream ends: exhaustion, an error (its own, a thrown one, or a guardrail
+    on an item), the consumer's ``close()`` / ``break`` or garbage collection
+    (both arrive as ``GeneratorExit`` at the ``yield``).
+    """
+    send: Any = None
+    thrown: BaseException | None = None
+    try:
+        while True:
+            try:
+                if thrown is None:
+                    item = ctx.run(stream.send, send)
+                else:
+                    item = ctx.run(stream.throw, thrown)
+            except StopIteration as stop:
+                ctx.run(call.exhausted, stop.value)
+                return stop.value
+            ctx.run(call.item, item)
+            try:
+                send = yield item
+                thrown = None
+            except GeneratorExit:
+                raise
+            except BaseException as exc:  # gen.throw(): forward it to the stream
+                send, thrown = None, exc
+    except GeneratorExit:
+        try:
+            ctx.run(stream.close)
+        except BaseException as exc:
+            ctx.run(call.fail, exc)
+            raise
+        ctx.run(call.closed)
+        raise
+    except BaseException as exc:
+        # The stream is already finished when the error is its own; closing
+        # matters when ours (a guardrail on an item) interrupted it.
+        with contextlib.suppress(Exception):
+            ctx.run(stream.close)
+        ctx.run(call.fail, exc)
+        raise
+
+
+def _sync_stream(
+    make_call: Callable[[], _Call], start: Callable[[], Generator[Any, Any, Any]]
+) -> Generator[Any, Any, Any]:
+    """The generator a decorated generator function returns."""
+    # Nothing here runs until the first next(): an unstarted, dropped generator
+    # makes no span, and admission happens before the user's generator exists.
+    ctx = contextvars.copy_context()
+    call = ctx.run(make_call)
+    try:
+        ctx.run(call.begin)
+        stream = ctx.run(start)
+    except BaseException as exc:
+        ctx.run(call.fail, exc)
+        raise
+    return (yield from _drive(ctx, call, stream))
+
+
+class _InContext:
+    """Await ``awaitable`` with each of its steps run inside ``ctx``.
+
+    This is how an async generator gets a private context of its own, like a
+    task has: the event loop still drives it, cancellation still reaches it.
+    """
+
+    __slots__ = ("_awaitable", "_ctx")
+
+    def __init__(self, ctx: contextvars.Context, awaitable: Awaitable[T]) -> None:
+        self._ctx = ctx
+        self._awaitable = awaitable
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        ctx = self._ctx
+        steps = self._awaitable.__await__()
+        send: Any = None
+        thrown: BaseException | None = None
+        while True:
+            try:
+                if thrown is None:
+                    yielded = ctx.run(steps.send, send)
+                else:
+                    yielded = ctx.run(steps.throw, thrown)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                send = yield yielded
+                thrown = None
+            except BaseException as exc:  # cancellation and friends go to the awaitable
+                send, thrown = None, exc
+
+
+async def _async_stream(
+    make_call: Callable[[], _Call], start: Callable[[], AsyncGenerator[Any, Any]]
+) -> AsyncGenerator[Any, Any]:
+    """The async generator a decorated async generator function returns."""
+    ctx = contextvars.copy_context()
+    call = ctx.run(make_call)
+    try:
+        ctx.run(call.begin)
+        stream = ctx.run(start)
+    except BaseException as exc:
+        ctx.run(call.fail, exc)
+        raise
+    send: Any = None
+    thrown: BaseException | None = None
+    try:
+        while True:
+            try:
+                step = stream.asend(send) if thrown is None else stream.athrow(thrown)
+                item = await _InContext(ctx, step)
+            except StopAsyncIteration:
+                ctx.run(call.exhausted, None)
+                return
+            ctx.run(call.item, item)
+            try:
+                send = yield item
+                thrown = None
+            except GeneratorExit:
+                raise
+            except BaseException as exc:  # agen.athrow(): forward it to the stream
+                send, thrown = None, exc
+    except GeneratorExit:
+        # aclose(), break out of ``async for`` followed by aclose, loop shutdown or GC.
+        try:
+            await _InContext(ctx, stream.aclose())
+        except BaseException as exc:
+            ctx.run(call.fail, exc)
+            raise
+        ctx.run(call.closed)
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await _InContext(ctx, stream.aclose())
+        ctx.run(call.fail, exc)
+        raise
+
+
+# --- @agent_turn -----------------------------------------------------------------------
+
+
+def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
+    names = spec.names
+
+    def prompt(instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
+        return _arguments(names, instance, args, kwargs) if capture_content() else None
+
+    if kind == _FUNCTION:
+
+        def turn_function(
+            wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+        ) -> Any:
+            call = _TurnCall(spec, prompt(instance, args, kwargs))
+            try:
+                token = otel_context.attach(call.turn.context)
+                try:
+                    result = wrapped(*args, **kwargs)
+                finally:
+                    otel_context.detach(token)
+                call.returned(result)
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+            return result
+
+        return turn_function
+
+    if kind == _COROUTINE:
+
+        async def turn_coroutine(
+            wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+        ) -> Any:
+            call = _TurnCall(spec, prompt(instance, args, kwargs))
+            try:
+                token = otel_context.attach(call.turn.context)
+                try:
+                    result = await wrapped(*args, **kwargs)
+                finally:
+                    otel_context.detach(token)
+                call.returned(result)
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+            return result
+
+        return turn_coroutine
+
+    if kind == _GENERATOR:
+
+        def turn_generator(
+            wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+        ) -> Any:
+            return _sync_stream(
+                lambda: _TurnCall(spec, prompt(instance, args, kwargs)),
+                lambda: wrapped(*args, **kwargs),
+            )
+
+        return turn_generator
+
+    def turn_async_generator(
+        wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+    ) -> Any:
+        return _async_stream(
+            lambda: _TurnCall(spec, prompt(instance, args, kwargs)),
+            lambda: wrapped(*args, **kwargs),
+        )
+
+    return turn_async_generator
+
+
+@overload
+def agent_turn(model: F, /) -> F: ...
+@overload
+def agent_turn(
+    model: str | None = None,
+    *,
+    provider: str | None = None,
+    usage: UsageSource | None = None,
+) -> Callable[[F], F]: ...
+def agent_turn(
+    model: str | F | None = None,
+    *,
+    provider: str | None = None,
+    usage: UsageSource | None = None,
+) -> F | Callable[[F], F]:
+    """Make each call of the decorated function one model turn (a ``chat {model}`` span).
+
+    ``model`` names the requested model; without it the model is read from the
+    result (``result.model`` / ``result["model"]``) and the span, price and
+    metric labels use that. ``provider`` fills ``gen_ai.provider.name``
+    (default: the session's). Token usage comes from ``usage``: a fixed
+    ``UsageSnapshot``, or a function of the result returning a snapshot (or a
+    provider usage block); by default it is read from the result: OpenAI chat
+    completions and responses (cached and reasoning tokens included),
+    Anthropic messages (cache reads and writes), dicts of those shapes, a
+    ``UsageSnapshot``.
+
+    Works on functions, coroutines, generators and async generators, and on
+    methods, class methods and static methods. A generator turn is one turn
+    for the whole stream: usage comes from the chunk that carries it (OpenAI's
+    ``include_usage`` final chunk, Anthropic's ``message_start`` and
+    ``message_delta``), and ``usage=`` is applied to each chunk.
+
+    Inside ``agent_session`` (or an Orchestrator session) the turn is admitted
+    by the session's iteration cap, budget and breaker before the function
+    runs, and booked in its ledger, exactly like ``session.run_turn``.
+
+    Example::
+
+        @agent_turn("gpt-4o-mini", provider="openai")
+        def ask(prompt: str) -> ChatCompletion:
+            return client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": prompt}])
+
+        @agent_turn(provider="anthropic")
+        async def stream(prompt: str):
+            async with client.messages.stream(...) as events:
+                async for event in events:
+                    yield event
+    """
+    if callable(model):  # bare @agent_turn
+        return agent_turn()(model)
+
+    def decorate(fn: F) -> F:
+        spec = _TurnSpec(model or "", provider, usage, _positional_names(fn))
+        return cast(F, wrapt.FunctionWrapper(fn, _turn_wrapper(_kind(fn), spec)))
+
+    return decorate
+
+
+# --- @tool_call ------------------------------------------------------------------------
+
+
+def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[..., Any]:
+    def arguments(instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
+        return _arguments(names, instance, args, kwargs) if capture_content() else None
+
+    if kind == _FUNCTION:
+
+        def tool_function(
+            wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+        ) -> Any:
+            call = _ToolCall(name, arguments(instance, args, kwargs))
+            try:
+                token = otel_context.attach(call.tool.context)
+                try:
+                    result = wrapped(*args, **kwargs)
+                finally:
+                    otel_context.detach(token)
+                call.returned(result)
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+            return result
+
+        return tool_function
+
+    if kind == _COROUTINE:
+
+        async def tool_coroutine(
+            wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+        ) -> Any:
+            call = _ToolCall(name, arguments(instance, args, kwargs))
+            try:
+                token = otel_context.attach(call.tool.context)
+                try:
+                    result = await wrapped(*args, **kwargs)
+                finally:
+                    otel_context.detach(token)
+                call.returned(result)
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+            return result
+
+        return tool_coroutine
+
+    if kind == _GENERATOR:
+
+        def tool_generator(
+            wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+        ) -> Any:
+            return _sync_stream(
+                lambda: _ToolCall(name, arguments(instance, args, kwargs)),
+                lambda: wrapped(*args, **kwargs),
+            )
+
+        return tool_generator
+
+    def tool_async_generator(
+        wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+    ) -> Any:
+        return _async_stream(
+            lambda: _ToolCall(name, arguments(instance, args, kwargs)),
+            lambda: wrapped(*args, **kwargs),
+        )
+
+    return tool_async_generator
+
+
+@overload
+def tool_call(name: F, /) -> F: ...
+@overload
+def tool_call(name: str | None = None) -> Callable[[F], F]: ...
+def tool_call(name: str | F | None = None) -> F | Callable[[F], F]:
+    """Make each call of the decorated function one tool call (``execute_tool {name}``).
+
+    ``name`` defaults to the function's name. Inside a session the call goes
+    through the session's permission check and pre-guardrails first (a denied
+    call raises ``PermissionDeniedError`` and the function never runs) and its
+    result through the post-guardrails, exactly like ``session.run_tool``; a
+    generator tool has each yielded item post-checked. Outside a session it is
+    still a span with tool-call metrics. Arguments and results are recorded
+    only when content capture is on.
+
+    Example::
+
+        @tool_call()
+        def lookup_term(term: str) -> str:
+            return GLOSSARY[term]
+
+        @tool_call("db.write")
+        async def write_row(row: dict) -> None: ...
+    """
+    if callable(name):  # bare @tool_call
+        return tool_call()(name)
+
+    def decorate(fn: F) -> F:
+        tool_name = name or getattr(_target(fn), "__name__", None) or "tool"
+        wrapper = _tool_wrapper(_kind(fn), tool_name, _positional_names(fn))
+        return cast(F, wrapt.FunctionWrapper(fn, wrapper))
+
+    return decorate
+
+
+# --- agent_session ---------------------------------------------------------------------
+
+
+class agent_session:  # lower-case: used like a function, as contextlib's helpers are
+    """Open one agent session, as ``Orchestrator(role=..., ...).session()`` would.
+
+    ``orchestrator_options`` are ``Orchestrator``'s fields (``phase`` defaults
+    to ``"default"``): budget, iteration cap, breakers, permissions,
+    guardrails, sinks, providers. Use it as ``with`` (yields an
+    ``OrchestrationSession``), ``async with`` (yields an
+    ``AsyncOrchestrationSession``) or as a decorator, where each call of the
+    function runs in a new session of the same orchestrator. Decorated turns
+    and tools called anywhere under it, at any depth, in threads started with
+    context propagation (``contextvars.copy_context().run``, and
+    ``asyncio.to_thread``) and in asyncio tasks, belong to that session.
+
+    Example::
+
+        with agent_session("writer", budget_usd=0.5, enforce_budget=True,
+                           max_iterations=5) as session:
+            ask("draft the intro")
+        print(session.summary())
+
+        @agent_session("researcher", permissions=perms)
+        async def research(topic: str) -> str:
+            return await ask_async(topic)
+    """
+
+    def __init__(self, role: str, **orchestrator_options: Any) -> None:
+        orchestrator_options.setdefault("phase", "default")
+        #: The orchestrator every session of this object is opened from.
+        self.orchestrator = Orchestrator(role=role, **orchestrator_options)
+        # The open ``with`` blocks, per context: one object may be entered by
+        # several threads or tasks at once, and each must exit its own session.
+        self._open: ContextVar[tuple[_SessionContext[Any], ...]] = ContextVar(
+            "techrevati_agent_session", default=()
+        )
+
+    def _push(self, cm: _SessionContext[Any]) -> None:
+        self._open.set((*self._open.get(), cm))
+
+    def _pop(self) -> _SessionContext[Any]:
+        stack = self._open.get()
+        if not stack:
+            raise RuntimeError("agent_session exited without a matching enter")
+        self._open.set(stack[:-1])
+        return stack[-1]
+
+    def __enter__(self) -> OrchestrationSession:
+        cm = self.orchestrator.session()
+        session = cm.__enter__()
+        self._push(cm)
+        return session
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pop().__exit__(exc_type, exc, tb)
+
+    async def __aenter__(self) -> AsyncOrchestrationSession:
+        cm = self.orchestrator.asession()
+        session = await cm.__aenter__()
+        self._push(cm)
+        return session
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._pop().__aexit__(exc_type, exc, tb)
+
+    def __call__(self, fn: F) -> F:
+        """Decorate ``fn``: every call runs in a fresh session of this orchestrator."""
+        kind = _kind(fn)
+        orch = self.orchestrator
+
+        if kind == _FUNCTION:
+
+            def session_function(
+                wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+            ) -> Any:
+                with orch.session():
+                    return wrapped(*args, **kwargs)
+
+            wrapper: Callable[..., Any] = session_function
+        elif kind == _COROUTINE:
+
+            async def session_coroutine(
+                wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+            ) -> Any:
+                async with orch.asession():
+                    return await wrapped(*args, **kwargs)
+
+            wrapper = session_coroutine
+        elif kind == _GENERATOR:
+
+            def session_generator(
+                wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+            ) -> Any:
+                return _sync_stream(
+                    lambda: _SessionCall(orch.session()), lambda: wrapped(*args, **kwargs)
+                )
+
+            wrapper = session_generator
+        else:
+
+            def session_async_generator(
+                wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+            ) -> Any:
+                return _async_stream(
+                    lambda: _SessionCall(orch.asession()), lambda: wrapped(*args, **kwargs)
+                )
+
+            wrapper = session_async_generator
+        return cast(F, wrapt.FunctionWrapper(fn, wrapper))

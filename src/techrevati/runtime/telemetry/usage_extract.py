@@ -1,0 +1,332 @@
+"""Token usage, model and text read from provider responses by shape, not by type.
+
+``@agent_turn`` reads what a model call cost from whatever the decorated
+function returns or yields, without importing ``openai`` or ``anthropic``:
+SDK objects (attribute access) and the plain dicts of the same JSON shapes
+(key access) are read alike. Recognised shapes:
+
+* OpenAI chat completions: ``usage.prompt_tokens`` (cached tokens included),
+  ``usage.prompt_tokens_details.cached_tokens``, ``usage.completion_tokens``
+  (reasoning included), ``usage.completion_tokens_details.reasoning_tokens``;
+  streamed, the final chunk of ``stream_options={"include_usage": True}``.
+* OpenAI responses: ``usage.input_tokens`` (cached included),
+  ``usage.input_tokens_details.cached_tokens``, ``usage.output_tokens``,
+  ``usage.output_tokens_details.reasoning_tokens``; streamed, the
+  ``response.completed`` event.
+* Anthropic messages: ``usage.input_tokens`` (cache *excluded*),
+  ``cache_read_input_tokens``, ``cache_creation_input_tokens``,
+  ``output_tokens``; streamed, ``message_start`` then cumulative
+  ``message_delta`` usage.
+* A ``UsageSnapshot``, or an object whose ``usage`` is one.
+
+Everything becomes a ``UsageSnapshot``, whose counts are disjoint (plain input,
+cache write, cache read, output), so each token is priced once at its own rate;
+``telemetry.tokens`` turns that into the semconv attributes. Reading never
+raises: an unreadable value is simply "no usage".
+
+Example::
+
+    >>> u = extract_usage({"model": "gpt-4o", "usage": {
+    ...     "prompt_tokens": 5000, "completion_tokens": 100,
+    ...     "prompt_tokens_details": {"cached_tokens": 4000}}})
+    >>> (u.input_tokens, u.cache_read_tokens, u.output_tokens)
+    (1000, 4000, 100)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..usage_tracking import UsageSnapshot
+
+__all__ = [
+    "Extracted",
+    "StreamReader",
+    "extract",
+    "extract_model",
+    "extract_text",
+    "extract_usage",
+    "usage_of",
+]
+
+
+def _get(obj: object, key: str) -> Any:
+    """``obj[key]`` for mappings, ``obj.key`` otherwise; None when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    try:
+        return getattr(obj, key, None)
+    except Exception:  # a property that raises is "absent", never the caller's error
+        return None
+
+
+def _count(value: object) -> int | None:
+    """A token count, or None when ``value`` is not one (bools and junk included)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float) and value.is_integer():
+        return max(0, int(value))
+    return None
+
+
+def _n(obj: object, key: str) -> int:
+    return _count(_get(obj, key)) or 0
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """What one response says about itself; any part may be missing."""
+
+    usage: UsageSnapshot | None = None
+    model: str | None = None
+    reasoning_tokens: int = 0
+
+
+_NOTHING = Extracted()
+
+
+def _usage_block(usage: object) -> tuple[UsageSnapshot, int] | None:
+    """Read one provider ``usage`` block: (snapshot, reasoning tokens), or None."""
+    if usage is None:
+        return None
+    if isinstance(usage, UsageSnapshot):
+        return usage, 0
+    prompt = _count(_get(usage, "prompt_tokens"))
+    if prompt is not None:
+        # OpenAI chat completions: prompt_tokens already contains the cached tokens.
+        cached = min(_n(_get(usage, "prompt_tokens_details"), "cached_tokens"), prompt)
+        details = _get(usage, "completion_tokens_details")
+        return (
+            UsageSnapshot(
+                input_tokens=prompt - cached,
+                output_tokens=_n(usage, "completion_tokens"),
+                cache_read_tokens=cached,
+            ),
+            _n(details, "reasoning_tokens"),
+        )
+    inp = _count(_get(usage, "input_tokens"))
+    out = _count(_get(usage, "output_tokens"))
+    if inp is None and out is None:
+        return None
+    inp = inp or 0
+    input_details = _get(usage, "input_tokens_details")
+    if input_details is not None:
+        # OpenAI responses: input_tokens contains the cached tokens, like prompt_tokens.
+        cached = min(_n(input_details, "cached_tokens"), inp)
+        return (
+            UsageSnapshot(
+                input_tokens=inp - cached, output_tokens=out or 0, cache_read_tokens=cached
+            ),
+            _n(_get(usage, "output_tokens_details"), "reasoning_tokens"),
+        )
+    # Anthropic: input_tokens excludes both cache counts, which are disjoint already.
+    return (
+        UsageSnapshot(
+            input_tokens=inp,
+            output_tokens=out or 0,
+            cache_write_tokens=_n(usage, "cache_creation_input_tokens"),
+            cache_read_tokens=_n(usage, "cache_read_input_tokens"),
+        ),
+        0,
+    )
+
+
+def _model(obj: object) -> str | None:
+    model = _get(obj, "model")
+    return model if isinstance(model, str) and model else None
+
+
+def extract(obj: object) -> Extracted:
+    """Usage, model and reasoning tokens of a whole (non-streamed) response.
+
+    Example::
+
+        >>> e = extract({"model": "claude-x", "usage": {"input_tokens": 10,
+        ...     "cache_creation_input_tokens": 2000, "output_tokens": 5}})
+        >>> e.model, e.usage.cache_write_tokens, e.usage.input_tokens
+        ('claude-x', 2000, 10)
+    """
+    if obj is None or isinstance(obj, str | bytes | int | float | bool):
+        return _NOTHING
+    if isinstance(obj, UsageSnapshot):
+        return Extracted(obj)
+    try:
+        block = _usage_block(_get(obj, "usage"))
+        if block is None and _get(obj, "type") == "message_start":
+            return extract(_get(obj, "message"))
+        if block is None:
+            response = _get(obj, "response")  # a responses-API stream event
+            if response is not None and response is not obj:
+                return extract(response)
+        model = _model(obj)
+    except Exception:
+        return _NOTHING
+    if block is None:
+        return Extracted(None, model) if model else _NOTHING
+    return Extracted(block[0], model, block[1])
+
+
+def extract_usage(obj: object) -> UsageSnapshot | None:
+    """The ``UsageSnapshot`` a response reports, or None.
+
+    Example::
+
+        >>> extract_usage({"usage": {"input_tokens": 7, "output_tokens": 3}})
+        UsageSnapshot(input_tokens=7, output_tokens=3, cache_write_tokens=0, cache_read_tokens=0)
+    """
+    return extract(obj).usage
+
+
+def usage_of(value: object) -> UsageSnapshot | None:
+    """A snapshot from a snapshot, a provider ``usage`` block or a whole response.
+
+    Example::
+
+        >>> usage_of({"prompt_tokens": 10, "completion_tokens": 2}).output_tokens
+        2
+    """
+    if isinstance(value, UsageSnapshot):
+        return value
+    try:
+        block = _usage_block(value)
+    except Exception:
+        block = None
+    return block[0] if block is not None else extract(value).usage
+
+
+def extract_model(obj: object) -> str | None:
+    """The model a response names (``model`` field), or None."""
+    return extract(obj).model
+
+
+def extract_text(obj: object) -> str | None:
+    """The assistant text of a whole response (for content capture), or None.
+
+    Example::
+
+        >>> extract_text({"choices": [{"message": {"content": "hi"}}]})
+        'hi'
+    """
+    if isinstance(obj, str):
+        return obj
+    try:
+        choices = _get(obj, "choices")
+        if isinstance(choices, list | tuple) and choices:
+            content = _get(_get(choices[0], "message"), "content")
+            return content if isinstance(content, str) else None
+        content = _get(obj, "content")
+        if isinstance(content, list | tuple):  # Anthropic content blocks
+            texts = [t for t in (_get(b, "text") for b in content) if isinstance(t, str)]
+            return "".join(texts) if texts else None
+        text = _get(obj, "output_text")  # OpenAI responses convenience field
+        return text if isinstance(text, str) else None
+    except Exception:
+        return None
+
+
+def _delta_text(chunk: object) -> str | None:
+    if isinstance(chunk, str):
+        return chunk
+    choices = _get(chunk, "choices")
+    if isinstance(choices, list | tuple) and choices:
+        text = _get(_get(choices[0], "delta"), "content")
+        return text if isinstance(text, str) else None
+    delta = _get(chunk, "delta")
+    if isinstance(delta, str):  # responses: response.output_text.delta
+        return delta
+    text = _get(delta, "text")  # anthropic: content_block_delta / text_delta
+    return text if isinstance(text, str) else None
+
+
+class StreamReader:
+    """Collects usage, model and (optionally) text from the chunks of a stream.
+
+    Feed every chunk to ``add``; read ``usage`` / ``model`` at the end. The
+    last chunk that reports usage wins, except Anthropic's, whose
+    ``message_start`` carries the input and cache counts and whose
+    ``message_delta`` events carry cumulative counts that override them field
+    by field.
+
+    Example::
+
+        >>> r = StreamReader()
+        >>> r.add({"type": "message_start", "message": {"model": "claude-x",
+        ...        "usage": {"input_tokens": 12, "cache_read_input_tokens": 900,
+        ...                  "output_tokens": 1}}})
+        >>> r.add({"type": "message_delta", "usage": {"output_tokens": 40}})
+        >>> u = r.usage
+        >>> (u.input_tokens, u.cache_read_tokens, u.output_tokens)
+        (12, 900, 40)
+    """
+
+    __slots__ = ("_anthropic", "_texts", "model", "reasoning_tokens", "usage")
+
+    def __init__(self, *, collect_text: bool = False) -> None:
+        self.usage: UsageSnapshot | None = None
+        self.model: str | None = None
+        self.reasoning_tokens = 0
+        self._anthropic: dict[str, int] | None = None
+        self._texts: list[str] | None = [] if collect_text else None
+
+    def add(self, chunk: object) -> None:
+        """Take in one chunk; never raises."""
+        try:
+            self._add(chunk)
+        except Exception:
+            return
+
+    def _add(self, chunk: object) -> None:
+        if self._texts is not None:
+            text = _delta_text(chunk)
+            if text:
+                self._texts.append(text)
+        if chunk is None or isinstance(chunk, str | bytes):
+            return
+        kind = _get(chunk, "type")
+        if kind == "message_start":
+            message = _get(chunk, "message")
+            self.model = self.model or _model(message)
+            self._merge_anthropic(_get(message, "usage"))
+            return
+        if kind == "message_delta":
+            self._merge_anthropic(_get(chunk, "usage"))
+            return
+        found = extract(chunk)
+        if found.model and not self.model:
+            self.model = found.model
+        if found.usage is not None:
+            self.usage = found.usage
+            self.reasoning_tokens = found.reasoning_tokens
+
+    def _merge_anthropic(self, usage: object) -> None:
+        if usage is None:
+            return
+        fields = self._anthropic if self._anthropic is not None else {}
+        for key in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+        ):
+            # message_delta counts are cumulative and may be null: null keeps the start's.
+            value = _count(_get(usage, key))
+            if value is not None:
+                fields[key] = value
+        self._anthropic = fields
+        self.usage = UsageSnapshot(
+            input_tokens=fields.get("input_tokens", 0),
+            output_tokens=fields.get("output_tokens", 0),
+            cache_write_tokens=fields.get("cache_creation_input_tokens", 0),
+            cache_read_tokens=fields.get("cache_read_input_tokens", 0),
+        )
+
+    @property
+    def text(self) -> str | None:
+        """The streamed assistant text, when collected and any was seen."""
+        return "".join(self._texts) if self._texts else None

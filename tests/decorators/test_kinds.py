@@ -1,0 +1,189 @@
+"""Decorated functions keep their kind and metadata, and bind on methods of every flavour."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from techrevati.runtime.decorators import agent_session, agent_turn, tool_call
+
+from .conftest import Otel
+
+DECORATORS: dict[str, Callable[[Callable[..., Any]], Any]] = {
+    "agent_turn()": agent_turn("model-a"),
+    "agent_turn bare": agent_turn,
+    "tool_call()": tool_call(),
+    "tool_call bare": tool_call,
+    "agent_session": agent_session("kinds"),
+}
+
+
+def plain(a: int, b: str = "x", *, c: float = 1.0) -> str:
+    """Plain doc."""
+    return f"{a}{b}{c}"
+
+
+async def coro(a: int, b: str = "x", *, c: float = 1.0) -> str:
+    """Coroutine doc."""
+    return f"{a}{b}{c}"
+
+
+def gen(a: int, b: str = "x", *, c: float = 1.0) -> Iterator[str]:
+    """Generator doc."""
+    yield f"{a}{b}{c}"
+
+
+async def agen(a: int, b: str = "x", *, c: float = 1.0) -> AsyncIterator[str]:
+    """Async generator doc."""
+    yield f"{a}{b}{c}"
+
+
+KINDS = {
+    "function": (plain, (False, False, False)),
+    "coroutine": (coro, (True, False, False)),
+    "generator": (gen, (False, True, False)),
+    "async generator": (agen, (False, False, True)),
+}
+
+
+def _predicates(fn: object) -> tuple[bool, bool, bool]:
+    return (
+        inspect.iscoroutinefunction(fn),
+        inspect.isgeneratorfunction(fn),
+        inspect.isasyncgenfunction(fn),
+    )
+
+
+def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    result = fn(*args, **kwargs)
+    if inspect.iscoroutine(result):
+        return asyncio.run(result)
+    if inspect.isasyncgen(result):
+
+        async def collect() -> list[Any]:
+            return [x async for x in result]
+
+        return asyncio.run(collect())
+    if inspect.isgenerator(result):
+        return list(result)
+    return result
+
+
+@pytest.mark.parametrize("deco_name", list(DECORATORS))
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_kind_name_doc_signature_wrapped(deco_name: str, kind: str) -> None:
+    fn, predicates = KINDS[kind]
+    decorated = DECORATORS[deco_name](fn)
+    assert _predicates(decorated) == predicates
+    assert decorated.__name__ == fn.__name__
+    assert decorated.__qualname__ == fn.__qualname__
+    assert decorated.__doc__ == fn.__doc__
+    assert decorated.__module__ == fn.__module__
+    assert inspect.signature(decorated) == inspect.signature(fn)
+    assert decorated.__wrapped__ is fn
+    assert inspect.unwrap(decorated) is fn
+    expected = "7y2.0"
+    got = _run(decorated, 7, "y", c=2.0)
+    assert got == (expected if kind in ("function", "coroutine") else [expected])
+
+
+class Agent:
+    """Methods of every flavour, decorated above and below classmethod/staticmethod."""
+
+    factor = 10
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+
+    @agent_turn("model-a")
+    def method(self, x: int) -> int:
+        """Method doc."""
+        return self.base + x
+
+    @agent_turn("model-a")
+    async def amethod(self, x: int) -> int:
+        return self.base + x
+
+    @agent_turn("model-a")
+    def gmethod(self, x: int) -> Iterator[int]:
+        yield self.base + x
+
+    @agent_turn("model-a")
+    async def agmethod(self, x: int) -> AsyncIterator[int]:
+        yield self.base + x
+
+    @agent_turn("model-a")
+    @classmethod
+    def cls_above(cls, x: int) -> int:
+        return cls.factor * x
+
+    @classmethod
+    @agent_turn("model-a")
+    def cls_below(cls, x: int) -> int:
+        return cls.factor * x
+
+    @tool_call()
+    @staticmethod
+    def static_above(x: int) -> int:
+        return x + 1
+
+    @staticmethod
+    @tool_call()
+    def static_below(x: int) -> int:
+        return x + 2
+
+    @tool_call()
+    def tool_method(self, x: int) -> int:
+        return self.base * x
+
+
+def test_methods_static_and_class_methods(otel: Otel) -> None:
+    agent = Agent(5)
+    with agent_session("m", **otel.kwargs()):
+        assert agent.method(1) == 6
+        assert Agent.method(agent, 2) == 7
+        assert asyncio.run(agent.amethod(3)) == 8
+        assert list(agent.gmethod(4)) == [9]
+        assert _run(agent.agmethod, 5) == [10]
+        assert agent.cls_above(2) == 20
+        assert Agent.cls_above(3) == 30
+        assert agent.cls_below(4) == 40
+        assert Agent.static_above(1) == 2
+        assert agent.static_above(1) == 2
+        assert Agent.static_below(1) == 3
+        assert agent.tool_method(3) == 15
+    assert len(otel.spans("chat model-a")) == 8
+    assert len(otel.spans("execute_tool static_above")) == 2
+    assert len(otel.spans("execute_tool static_below")) == 1
+    assert len(otel.spans("execute_tool tool_method")) == 1
+    # metadata on bound forms
+    assert agent.method.__name__ == "method"
+    assert agent.method.__doc__ == "Method doc."
+    assert list(inspect.signature(agent.method).parameters) == ["x"]
+    assert inspect.iscoroutinefunction(agent.amethod)
+    assert inspect.isgeneratorfunction(agent.gmethod)
+    assert inspect.isasyncgenfunction(agent.agmethod)
+
+
+def test_tool_name_defaults_to_function_name_and_can_be_given(otel: Otel) -> None:
+    @tool_call("db.lookup")
+    def named(x: int) -> int:
+        return x
+
+    @tool_call
+    def unnamed(x: int) -> int:
+        return x
+
+    with agent_session("t", **otel.kwargs()):
+        named(1)
+        unnamed(2)
+    assert dict(otel.span("execute_tool db.lookup").attributes or {})["gen_ai.tool.name"] == (
+        "db.lookup"
+    )
+    assert dict(otel.span("execute_tool unnamed").attributes or {})["gen_ai.tool.name"] == (
+        "unnamed"
+    )
