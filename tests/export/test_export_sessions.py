@@ -218,3 +218,40 @@ def test_message_content_reaches_the_collector_only_when_asked(
     else:
         assert sc.GEN_AI_OUTPUT_MESSAGES not in spans["chat model-a"]
         assert sc.GEN_AI_TOOL_CALL_RESULT not in spans["execute_tool search"]
+
+
+@pytest.mark.parametrize(
+    ("how", "expect_secret"), [("default", False), ("argument", True), ("environment", True)]
+)
+def test_a_prompt_passed_to_a_decorated_turn_is_content_too(
+    how: str, expect_secret: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from techrevati.runtime.decorators import agent_session, agent_turn
+
+    if how == "environment":
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+
+    @agent_turn("model-a", usage=UsageSnapshot(10, 2))
+    def ask(prompt: str) -> str:
+        return "ok"  # the answer carries no secret: only the prompt does
+
+    with HttpReceiver() as receiver:
+        handle = configure(
+            endpoint=receiver.endpoint,
+            set_global=False,
+            metrics=False,
+            capture_content=True if how == "argument" else None,
+        )
+        try:
+            with agent_session("researcher", tracer_provider=handle.tracer_provider):
+                assert ask(f"Log in with {SECRET} and summarise") == "ok"
+            assert handle.force_flush(timeout_s=5)
+            receiver.received.wait_for(lambda r: len(r.spans()) >= 2)
+        finally:
+            handle.shutdown(timeout_s=3)
+
+    assert (SECRET.encode() in b"".join(receiver.received.bodies)) is expect_secret
+    [turn] = [
+        attributes(s.attributes) for _, s in receiver.received.spans() if s.name == "chat model-a"
+    ]
+    assert (SECRET in str(turn.get(sc.GEN_AI_INPUT_MESSAGES, ""))) is expect_secret
