@@ -188,10 +188,12 @@ class _TurnCall:
         self.reader: StreamReader | None = None
         # Raises MaxIterationsExceededError / BudgetExceededError before any user code runs.
         self.turn = core.start_turn(scope, spec.model, provider=spec.provider, prompt=prompt)
-        if self.session is not None:
+        permit = self.session._breaker_permit() if self.session is not None else None
+        if permit is not None:
+            self.permit = permit
             try:
-                self.permit = self.session._breaker_permit()
-            except BaseException as exc:  # CircuitOpenError: the turn is refused
+                permit.admit()
+            except BaseException as exc:  # CircuitOpenError: ends the turn like run_turn does
                 self.fail(exc)
                 raise
 

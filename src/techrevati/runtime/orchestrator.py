@@ -128,9 +128,9 @@ class BreakerPermit:
     ``CircuitBreaker.call`` wraps a single callable. A streaming turn (the call
     lasts until the generator is exhausted) or a sync turn under an async
     breaker has no such callable, so the permit replays ``call``'s bookkeeping
-    step by step with the breaker's own transition rules: admit on creation
-    (raising ``CircuitOpenError`` when refused), then ``succeeded`` or
-    ``failed`` exactly once (later calls are ignored).
+    step by step with the breaker's own transition rules: ``admit`` (raising
+    ``CircuitOpenError`` when refused), then ``succeeded``, ``failed`` or
+    ``released`` exactly once (later calls, and any after a refusal, are ignored).
 
     The async breaker is driven without its ``asyncio.Lock``: its critical
     sections never await, so on the event-loop thread none can be in progress
@@ -139,7 +139,8 @@ class BreakerPermit:
 
     Example::
 
-        permit = BreakerPermit(breaker)      # may raise CircuitOpenError
+        permit = BreakerPermit(breaker)
+        permit.admit()                       # may raise CircuitOpenError
         try:
             for chunk in stream: ...
         except BaseException as exc:
@@ -156,8 +157,19 @@ class BreakerPermit:
             breaker._lock if isinstance(breaker, CircuitBreaker) else contextlib.nullcontext()
         )
         self._done = False
+        self._round: int | None = None
+
+    def admit(self) -> None:
+        """Take the admission now, as ``call`` does before running; raises when refused."""
+        breaker = self.breaker
         with self._lock:
-            self._round = None if breaker._state is CircuitState.CLOSED else breaker._admit_locked()
+            if breaker._state is CircuitState.CLOSED:
+                return
+            try:
+                self._round = breaker._admit_locked()
+            except CircuitOpenError:
+                self._done = True  # refused: nothing to report back to the breaker
+                raise
 
     @property
     def name(self) -> str:
@@ -362,7 +374,7 @@ class _SessionBase(Generic[B]):
             self._record_recovery(scenario, attempt_recovery(scenario, self.recovery).outcome)
 
     def _breaker_permit(self) -> BreakerPermit | None:
-        """Admission by this session's breaker for a call ``breaker.call`` cannot wrap."""
+        """A permit (not yet admitted) from this session's breaker, if it has one."""
         breaker = self.circuit_breaker
         return BreakerPermit(breaker) if breaker is not None else None
 
