@@ -6,7 +6,8 @@ SDK objects (attribute access) and the plain dicts of the same JSON shapes
 (key access) are read alike. Recognised shapes:
 
 * OpenAI chat completions: ``usage.prompt_tokens`` (cached tokens included),
-  ``usage.prompt_tokens_details.cached_tokens``, ``usage.completion_tokens``
+  ``usage.prompt_tokens_details.cached_tokens`` (and ``cache_write_tokens``
+  where reported), ``usage.completion_tokens``
   (reasoning included), ``usage.completion_tokens_details.reasoning_tokens``;
   streamed, the final chunk of ``stream_options={"include_usage": True}``.
 * OpenAI responses: ``usage.input_tokens`` (cached included),
@@ -91,6 +92,23 @@ class Extracted:
 _NOTHING = Extracted()
 
 
+def _openai_snapshot(total_input: int, details: object, output: int) -> UsageSnapshot:
+    """Split OpenAI's total input into the disjoint plain / cache-read / cache-write counts.
+
+    Cache reads (``cached_tokens``) and, where reported, cache writes
+    (``cache_write_tokens``) are parts of the total, so they are taken out of
+    it; clamped so inconsistent numbers can never price below zero.
+    """
+    cached = min(_n(details, "cached_tokens"), total_input)
+    written = min(_n(details, "cache_write_tokens"), total_input - cached)
+    return UsageSnapshot(
+        input_tokens=total_input - cached - written,
+        output_tokens=output,
+        cache_write_tokens=written,
+        cache_read_tokens=cached,
+    )
+
+
 def _usage_block(usage: object) -> tuple[UsageSnapshot, int] | None:
     """Read one provider ``usage`` block: (snapshot, reasoning tokens), or None."""
     if usage is None:
@@ -99,16 +117,12 @@ def _usage_block(usage: object) -> tuple[UsageSnapshot, int] | None:
         return usage, 0
     prompt = _count(_get(usage, "prompt_tokens"))
     if prompt is not None:
-        # OpenAI chat completions: prompt_tokens already contains the cached tokens.
-        cached = min(_n(_get(usage, "prompt_tokens_details"), "cached_tokens"), prompt)
-        details = _get(usage, "completion_tokens_details")
+        # OpenAI chat completions: prompt_tokens contains the cached tokens.
         return (
-            UsageSnapshot(
-                input_tokens=prompt - cached,
-                output_tokens=_n(usage, "completion_tokens"),
-                cache_read_tokens=cached,
+            _openai_snapshot(
+                prompt, _get(usage, "prompt_tokens_details"), _n(usage, "completion_tokens")
             ),
-            _n(details, "reasoning_tokens"),
+            _n(_get(usage, "completion_tokens_details"), "reasoning_tokens"),
         )
     inp = _count(_get(usage, "input_tokens"))
     out = _count(_get(usage, "output_tokens"))
@@ -118,11 +132,8 @@ def _usage_block(usage: object) -> tuple[UsageSnapshot, int] | None:
     input_details = _get(usage, "input_tokens_details")
     if input_details is not None:
         # OpenAI responses: input_tokens contains the cached tokens, like prompt_tokens.
-        cached = min(_n(input_details, "cached_tokens"), inp)
         return (
-            UsageSnapshot(
-                input_tokens=inp - cached, output_tokens=out or 0, cache_read_tokens=cached
-            ),
+            _openai_snapshot(inp, input_details, out or 0),
             _n(_get(usage, "output_tokens_details"), "reasoning_tokens"),
         )
     # Anthropic: input_tokens excludes both cache counts, which are disjoint already.
