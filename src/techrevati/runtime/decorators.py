@@ -177,9 +177,14 @@ class _TurnSpec:
 class _TurnCall:
     """One model turn: start (admission), breaker, usage, end, recovery."""
 
-    __slots__ = ("done", "permit", "reader", "session", "spec", "turn")
+    __slots__ = ("capture", "done", "permit", "reader", "session", "spec", "turn")
 
-    def __init__(self, spec: _TurnSpec, prompt: object) -> None:
+    def __init__(
+        self, spec: _TurnSpec, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        # Read the capture switch once per call; arguments are only named when it is on.
+        self.capture = capture_content()
+        prompt = _arguments(spec.names, instance, args, kwargs) if self.capture else None
         scope = core.current_session()
         self.spec = spec
         self.session = _session_of(scope)
@@ -205,9 +210,7 @@ class _TurnCall:
             self.permit.succeeded()
         found = extract(result)
         usage = self._usage(result, found.usage)
-        output = None
-        if capture_content():
-            output = extract_text(result) or result
+        output = (extract_text(result) or result) if self.capture else None
         self._end(usage, found.model, found.reasoning_tokens, output)
 
     def _usage(self, value: object, found: UsageSnapshot | None) -> UsageSnapshot | None:
@@ -251,7 +254,7 @@ class _TurnCall:
 
     def begin(self) -> None:
         otel_context.attach(self.turn.context)  # the stream's private context: never detached
-        self.reader = StreamReader(collect_text=capture_content())
+        self.reader = StreamReader(collect_text=self.capture)
 
     def item(self, value: object) -> None:
         reader = self.reader
@@ -297,7 +300,15 @@ class _ToolCall:
 
     __slots__ = ("done", "session", "tool")
 
-    def __init__(self, name: str, arguments: object) -> None:
+    def __init__(
+        self,
+        name: str,
+        names: tuple[str, ...],
+        instance: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        arguments = _arguments(names, instance, args, kwargs) if capture_content() else None
         scope = core.current_session()
         self.session = _session_of(scope)
         self.done = False
@@ -520,17 +531,12 @@ async def _async_stream(
 
 
 def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
-    names = spec.names
-
-    def prompt(instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
-        return _arguments(names, instance, args, kwargs) if capture_content() else None
-
     if kind == _FUNCTION:
 
         def turn_function(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
-            call = _TurnCall(spec, prompt(instance, args, kwargs))
+            call = _TurnCall(spec, instance, args, kwargs)
             try:
                 token = otel_context.attach(call.turn.context)
                 try:
@@ -550,7 +556,7 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
         async def turn_coroutine(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
-            call = _TurnCall(spec, prompt(instance, args, kwargs))
+            call = _TurnCall(spec, instance, args, kwargs)
             try:
                 token = otel_context.attach(call.turn.context)
                 try:
@@ -571,7 +577,7 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
             return _sync_stream(
-                lambda: _TurnCall(spec, prompt(instance, args, kwargs)),
+                lambda: _TurnCall(spec, instance, args, kwargs),
                 lambda: wrapped(*args, **kwargs),
             )
 
@@ -581,7 +587,7 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
         wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
     ) -> Any:
         return _async_stream(
-            lambda: _TurnCall(spec, prompt(instance, args, kwargs)),
+            lambda: _TurnCall(spec, instance, args, kwargs),
             lambda: wrapped(*args, **kwargs),
         )
 
@@ -652,15 +658,12 @@ def agent_turn(
 
 
 def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[..., Any]:
-    def arguments(instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
-        return _arguments(names, instance, args, kwargs) if capture_content() else None
-
     if kind == _FUNCTION:
 
         def tool_function(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
-            call = _ToolCall(name, arguments(instance, args, kwargs))
+            call = _ToolCall(name, names, instance, args, kwargs)
             try:
                 token = otel_context.attach(call.tool.context)
                 try:
@@ -680,7 +683,7 @@ def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[...,
         async def tool_coroutine(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
-            call = _ToolCall(name, arguments(instance, args, kwargs))
+            call = _ToolCall(name, names, instance, args, kwargs)
             try:
                 token = otel_context.attach(call.tool.context)
                 try:
@@ -701,7 +704,7 @@ def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[...,
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
             return _sync_stream(
-                lambda: _ToolCall(name, arguments(instance, args, kwargs)),
+                lambda: _ToolCall(name, names, instance, args, kwargs),
                 lambda: wrapped(*args, **kwargs),
             )
 
@@ -711,7 +714,7 @@ def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[...,
         wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
     ) -> Any:
         return _async_stream(
-            lambda: _ToolCall(name, arguments(instance, args, kwargs)),
+            lambda: _ToolCall(name, names, instance, args, kwargs),
             lambda: wrapped(*args, **kwargs),
         )
 

@@ -37,8 +37,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from ..usage_tracking import UsageSnapshot
 
@@ -54,19 +53,42 @@ __all__ = [
 
 
 def _get(obj: object, key: str) -> Any:
-    """``obj[key]`` for mappings, ``obj.key`` otherwise; None when absent."""
+    """``obj[key]`` for mappings, ``obj.key`` otherwise; None when absent.
+
+    This runs several times per model call, so the common cases (a dict, an
+    SDK object) come first and the slow ABC check only for the rare
+    non-dict mapping.
+    """
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    if isinstance(obj, dict):
         return obj.get(key)
     try:
-        return getattr(obj, key, None)
+        value = getattr(obj, key, None)
     except Exception:  # a property that raises is "absent", never the caller's error
         return None
+    if value is None and _is_mapping(type(obj)):
+        return cast("Mapping[str, Any]", obj).get(key)
+    return value
+
+
+_MAPPING_TYPES: dict[type, bool] = {}
+
+
+def _is_mapping(kind: type) -> bool:
+    # isinstance(x, Mapping) is an ABC check; remember the answer per type.
+    found = _MAPPING_TYPES.get(kind)
+    if found is None:
+        found = issubclass(kind, Mapping)
+        if len(_MAPPING_TYPES) < 256:
+            _MAPPING_TYPES[kind] = found
+    return found
 
 
 def _count(value: object) -> int | None:
     """A token count, or None when ``value`` is not one (bools and junk included)."""
+    if type(value) is int:  # the usual case first: this runs several times per call
+        return value if value >= 0 else 0
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -77,11 +99,10 @@ def _count(value: object) -> int | None:
 
 
 def _n(obj: object, key: str) -> int:
-    return _count(_get(obj, key)) or 0
+    return 0 if obj is None else _count(_get(obj, key)) or 0
 
 
-@dataclass(frozen=True, slots=True)
-class Extracted:
+class Extracted(NamedTuple):
     """What one response says about itself; any part may be missing."""
 
     usage: UsageSnapshot | None = None
@@ -90,6 +111,7 @@ class Extracted:
 
 
 _NOTHING = Extracted()
+_SCALARS = frozenset({str, bytes, int, float, bool})
 
 
 def _openai_snapshot(total_input: int, details: object, output: int) -> UsageSnapshot:
@@ -99,6 +121,8 @@ def _openai_snapshot(total_input: int, details: object, output: int) -> UsageSna
     (``cache_write_tokens``) are parts of the total, so they are taken out of
     it; clamped so inconsistent numbers can never price below zero.
     """
+    if details is None:
+        return UsageSnapshot(input_tokens=total_input, output_tokens=output)
     cached = min(_n(details, "cached_tokens"), total_input)
     written = min(_n(details, "cache_write_tokens"), total_input - cached)
     return UsageSnapshot(
@@ -163,7 +187,7 @@ def extract(obj: object) -> Extracted:
         >>> e.model, e.usage.cache_write_tokens, e.usage.input_tokens
         ('claude-x', 2000, 10)
     """
-    if obj is None or isinstance(obj, str | bytes | int | float | bool):
+    if obj is None or type(obj) in _SCALARS:
         return _NOTHING
     if isinstance(obj, UsageSnapshot):
         return Extracted(obj)
