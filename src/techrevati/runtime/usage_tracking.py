@@ -481,6 +481,35 @@ def cost_of(model: str, usage: UsageSnapshot) -> float:
     )
 
 
+#: (cost in USD, pricing-table version read before pricing, whether the model has a price).
+PricedTurn = tuple[float, int | None, bool]
+
+
+def price_turn(model: str, usage: UsageSnapshot) -> PricedTurn:
+    """Price one turn at the current table, for ``UsageTracker.record_priced``.
+
+    Example::
+
+        >>> from techrevati.runtime.usage_tracking import register_pricing, ModelPricing
+        >>> register_pricing("doc-model-f", ModelPricing(2.0, 8.0))
+        >>> price_turn("doc-model-f", UsageSnapshot(500_000, 0))[::2]
+        (1.0, True)
+    """
+    version = _table_version()
+    price = _resolve(model)
+    known = price is not None
+    if price is None:
+        price = _ZERO_PRICING
+    cost = _cost(
+        price,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_write_tokens,
+        usage.cache_read_tokens,
+    )
+    return cost, version, known
+
+
 class _ModelTotals:
     """Running token sums for one recorded model string."""
 
@@ -575,21 +604,19 @@ class UsageTracker:
 
         This is the hot path the telemetry core calls on every model call.
         """
-        # Read the version before resolving: a concurrent price change then makes
-        # the running total stale (recomputed later) instead of silently wrong.
-        version = _table_version()
-        price = _resolve(model)
-        if price is None:
-            if model:
-                _warn_unpriced_once(model)
-            price = _ZERO_PRICING
-        cost = _cost(
-            price,
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cache_write_tokens,
-            usage.cache_read_tokens,
-        )
+        return self.record_priced(model, usage, price_turn(model, usage))
+
+    def record_priced(self, model: str, usage: UsageSnapshot, priced: PricedTurn) -> float:
+        """Record one turn that ``price_turn`` already priced; returns its cost.
+
+        The telemetry core prices a turn once, for its span, and hands the
+        result here, so a turn is never priced twice. The table version inside
+        ``priced`` was read before pricing: a price change in between makes the
+        running total stale (recomputed later) instead of silently wrong.
+        """
+        cost, version, known = priced
+        if not known and model:
+            _warn_unpriced_once(model)
         with self._lock:
             turns = self.turns
             if turns is not self._synced_list or len(turns) != self._synced_len:

@@ -25,11 +25,11 @@ from opentelemetry.trace import TracerProvider as APITracerProvider
 from ..circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitState
 from ..guardrails import GuardrailViolatedError
 from ..permissions import PermissionOutcome
-from ..usage_tracking import UsageSnapshot, cost_of
+from ..usage_tracking import PricedTurn, UsageSnapshot, cost_of, price_turn
 from . import semconv as sc
 from .content import capture_content, content_text
 from .ledger import SessionLedger
-from .limits import book_model_call, register_session, unregister
+from .limits import book_own_turn, note_own_turn, register_session, unregister
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .tokens import usage_to_attributes
@@ -40,6 +40,10 @@ _ACTIVE: ContextVar[SessionScope | None] = ContextVar("techrevati_session", defa
 def price(model: str, usage: UsageSnapshot) -> float:
     """USD cost of ``usage`` on ``model`` at the currently registered prices."""
     return cost_of(model, usage) if model else 0.0
+
+
+_NO_USAGE = UsageSnapshot()
+_NOT_PRICED: PricedTurn = (0.0, None, True)  # a turn with no model is not priced
 
 
 @dataclass(eq=False, slots=True)
@@ -408,20 +412,26 @@ def end_turn(
             duration, {**turn.attrs.base, sc.ERROR_TYPE: error_type}
         )
         return
-    snapshot = usage if usage is not None else UsageSnapshot()
-    cost = price(turn.model, snapshot)
+    snapshot = usage if usage is not None else _NO_USAGE
+    model = turn.model
+    priced = price_turn(model, snapshot) if model else _NOT_PRICED
+    cost = priced[0]
     if span.is_recording():
-        span.set_attributes(usage_to_attributes(snapshot))
-        span.set_attribute(sc.COST_USD, cost)
+        # One set_attributes call: each call takes the span's lock and cleans values.
+        attributes = usage_to_attributes(snapshot)
+        attributes[sc.COST_USD] = cost
         if response_model:
-            span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, response_model)
+            attributes[sc.GEN_AI_RESPONSE_MODEL] = response_model
         if reasoning_tokens:
-            span.set_attribute(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning_tokens)
+            attributes[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning_tokens
         if output is not None and capture_content():
-            span.set_attribute(sc.GEN_AI_OUTPUT_MESSAGES, content_text(output))
+            attributes[sc.GEN_AI_OUTPUT_MESSAGES] = content_text(output)
+        span.set_attributes(attributes)
+        note_own_turn(span, model, snapshot, priced)
     span.end()
     if turn.direct_ledger is not None:
-        book_model_call(turn.direct_ledger, {**turn.attrs.base, **usage_to_attributes(snapshot)})
+        # Unsampled span: no processor saw it. Priced and counted in metrics here.
+        book_own_turn(turn.direct_ledger, model, snapshot, priced)
     instruments.operation_duration.record(duration, turn.attrs.base)
     instruments.token_usage.record(
         snapshot.input_tokens + snapshot.cache_read_tokens + snapshot.cache_write_tokens,

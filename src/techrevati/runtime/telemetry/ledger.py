@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .._failsafe import log_failure_once
 from ..errors import MaxIterationsExceededError
 from ..sinks import UsageSink
-from ..usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker
+from ..usage_tracking import BudgetExceededError, PricedTurn, UsageSnapshot, UsageTracker
 from . import semconv as sc
 
 _orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
@@ -72,16 +72,30 @@ class SessionLedger:
         self._notify(kind, error)
         raise error
 
-    def record(self, model: str, usage: UsageSnapshot, *, priced: bool = True) -> float:
+    def record(
+        self,
+        model: str,
+        usage: UsageSnapshot,
+        *,
+        priced: bool = True,
+        price: PricedTurn | None = None,
+    ) -> float:
         """Book one finished model call; returns its cost. Never raises.
 
         ``priced=False`` means nobody has accounted this cost in metrics yet
         (usage read from a third-party span), so the cost listener is told.
+        ``price`` is the turn's ``price_turn`` result when the caller already
+        priced it (the core does, for its span), so it is not priced again.
         """
         if not model:
             # The contract books only turns that name a model.
             return 0.0
-        cost = self.tracker.record_and_price(model, usage)
+        tracker = self.tracker
+        cost = (
+            tracker.record_and_price(model, usage)
+            if price is None
+            else tracker.record_priced(model, usage, price)
+        )
         if self.usage_sink is not None:
             try:
                 self.usage_sink.record(model, usage, cost)

@@ -24,7 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import Span as APISpan
 
-from ..usage_tracking import UsageSnapshot
+from ..usage_tracking import PricedTurn, UsageSnapshot
 from . import semconv as sc
 from .ledger import SessionLedger
 from .tokens import model_from_attributes, usage_from_attributes
@@ -39,6 +39,9 @@ class _Entry:
     outer: _Entry | None = None
     model_call: bool = False
     nested_usage: list[tuple[str, UsageSnapshot]] | None = field(default=None)
+    # The core's own turn: (model, usage, price) it put on the span just before
+    # ending it, so on_end books exactly that without reading attributes back.
+    own: tuple[str, UsageSnapshot, PricedTurn] | None = None
 
 
 # span id -> entry, shared by every processor instance: a session opened on one
@@ -71,6 +74,18 @@ def register_session(span: APISpan, ledger: SessionLedger) -> None:
 def unregister(span: APISpan) -> None:
     """Forget a span that ended without the processor seeing it (unsampled spans)."""
     _OPEN.pop(span.get_span_context().span_id, None)
+
+
+def note_own_turn(span: APISpan, model: str, usage: UsageSnapshot, price: PricedTurn) -> None:
+    """Tell the processor what the core wrote on its turn span (call right before ``end``).
+
+    ``on_end`` then books this usage and price instead of parsing the span's
+    attributes and pricing the turn a second time. Spans made by other
+    instrumentations are still read from their attributes.
+    """
+    entry = _OPEN.get(span.get_span_context().span_id)
+    if entry is not None:
+        entry.own = (model, usage, price)
 
 
 def ledger_of(span: APISpan) -> SessionLedger | None:
@@ -124,18 +139,43 @@ class LimitsProcessor(SpanProcessor):
 
 
 def _book(entry: _Entry, span: ReadableSpan) -> None:
-    attrs = span.attributes
+    own = entry.own
     if entry.outer is not None:
-        if is_model_call((attrs or {}).get(sc.GEN_AI_OPERATION_NAME), span.name):
-            usage = usage_from_attributes(attrs)
-            if usage is not None:
-                if entry.outer.nested_usage is None:
-                    entry.outer.nested_usage = []
-                entry.outer.nested_usage.append((model_from_attributes(attrs), usage))
+        if own is not None:
+            model, usage = own[0], own[1]
+        else:
+            attrs = span.attributes
+            if not is_model_call((attrs or {}).get(sc.GEN_AI_OPERATION_NAME), span.name):
+                return
+            usage_read = usage_from_attributes(attrs)
+            if usage_read is None:
+                return
+            model, usage = model_from_attributes(attrs), usage_read
+        if entry.outer.nested_usage is None:
+            entry.outer.nested_usage = []
+        entry.outer.nested_usage.append((model, usage))
         return
     if not entry.model_call:
         return
-    book_model_call(entry.ledger, attrs, entry.nested_usage)
+    if own is not None:
+        book_own_turn(entry.ledger, own[0], own[1], own[2], entry.nested_usage)
+        return
+    book_model_call(entry.ledger, span.attributes, entry.nested_usage)
+
+
+def book_own_turn(
+    ledger: SessionLedger,
+    model: str,
+    usage: UsageSnapshot,
+    price: PricedTurn,
+    nested: list[tuple[str, UsageSnapshot]] | None = None,
+) -> None:
+    """Book one finished top-level turn of the core, already priced and counted in metrics."""
+    if nested and usage == _ZERO:
+        for inner_model, inner in nested:
+            ledger.record(inner_model, inner, priced=False)
+        return
+    ledger.record(model, usage, price=price)
 
 
 def book_model_call(

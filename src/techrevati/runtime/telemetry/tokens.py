@@ -16,9 +16,9 @@ from ..usage_tracking import UsageSnapshot
 from . import semconv as sc
 
 
-def usage_to_attributes(usage: UsageSnapshot) -> dict[str, int]:
+def usage_to_attributes(usage: UsageSnapshot) -> dict[str, Any]:
     """Semconv usage attributes for a snapshot (input includes both cache counts)."""
-    attrs = {
+    attrs: dict[str, Any] = {
         sc.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens
         + usage.cache_write_tokens
         + usage.cache_read_tokens,
