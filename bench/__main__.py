@@ -154,23 +154,31 @@ def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, bool |
     else:
         out.append(("run_turn ≤ 2× floor", None, "overhead suite missing"))
 
-    # 3. run_turn >= 3x faster than 0.4.0 (ratio to floor B vs ratio to floor B)
+    # 3. run_turn >= 3x faster than 0.4.0 (ratio to floor B vs ratio to floor B, both
+    # metrics on). 0.4.0's turn cost grows with every earlier turn, so the verdict
+    # is taken at depth 10 (the 11th turn: where 0.4.0 costs the issue's ~6.5x B)
+    # and the other depths are shown beside it.
     old = results.get("v040")
-    if _has(over, "turn_on", "B") and _has(old, "turn_on", "B"):
+    depths = (("turn_first", "depth 0"), ("turn_d10", "depth 10"), ("turn_on", "depth 10–110"))
+    if _has(over, "B", *(n for n, _ in depths)) and _has(old, "B", *(n for n, _ in depths)):
         assert over is not None and old is not None
-        ours, _ = _ratio_line(over, "turn_on", "B")
-        theirs, _ = _ratio_line(old, "turn_on", "B")
-        speedup = theirs / ours
+        parts = []
+        verdict = 0.0
+        for name, label in depths:
+            ours, _ = _ratio_line(over, name, "B")
+            theirs, _ = _ratio_line(old, name, "B")
+            parts.append(f"{label}: {theirs / ours:.2f}× ({ours:.2f}× vs {theirs:.2f}× B)")
+            if name == "turn_d10":
+                verdict = theirs / ours
         out.append(
             (
-                "run_turn ≥ 3× faster than 0.4.0",
-                speedup >= 3.0,
-                f"{speedup:.2f}× faster: ours {ours:.2f}× B vs 0.4.0 {theirs:.2f}× B "
-                "(both metrics on, depth 10–110, each B measured in its own process)",
+                "run_turn ≥ 3× faster than 0.4.0 (at depth 10)",
+                verdict >= 3.0,
+                "; ".join(parts) + "; metrics on, each B in its own process",
             )
         )
     else:
-        out.append(("run_turn ≥ 3× faster than 0.4.0", None, "0.4.0 suite missing"))
+        out.append(("run_turn ≥ 3× faster than 0.4.0 (at depth 10)", None, "0.4.0 suite missing"))
 
     # 4. depth 100,000 within 1.2x of depth 10
     depth = results.get("depth")
@@ -196,18 +204,22 @@ def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, bool |
     else:
         out.append(("no lost ledger update (threads, asyncio)", None, "suite missing"))
 
-    # 6. retained memory per finished session <= 2 KB
+    # 6. retained memory per finished session <= 2 KB (every session flavour measured)
     mem = results.get("memory")
     if _has(mem, "per_session"):
         assert mem is not None
-        value = harness.median(
-            mem["rows"][[r["name"] for r in mem["rows"]].index("per_session")]["samples"]
-        )
+        flavours = [
+            (row["label"].split(": ", 1)[-1], harness.median(row["samples"]))
+            for row in mem["rows"]
+            if row["name"].startswith("per_session") and not row["name"].endswith("_registry")
+        ]
+        worst = max(value for _, value in flavours)
+        detail = "; ".join(f"{value:,.0f} B ({name})" for name, value in flavours)
         out.append(
             (
                 "retained memory per finished session ≤ 2 KB",
-                value <= 2048,
-                f"{value:,.0f} bytes per session (Orchestrator session, spans exported)",
+                worst <= 2048,
+                f"{detail} (spans exported)",
             )
         )
     else:

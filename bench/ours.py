@@ -88,8 +88,8 @@ def session_turns(orch: Orchestrator, warm: int, timed: int) -> Callable[[], flo
     return sample
 
 
-def first_turns(orch: Orchestrator, sessions: int) -> Callable[[], float]:
-    """A sample: the first turn (depth 0) of each of ``sessions`` fresh sessions."""
+def nth_turns(orch: Orchestrator, warm: int, sessions: int) -> Callable[[], float]:
+    """A sample: turn ``warm + 1`` (at depth ``warm``) of each of ``sessions`` fresh sessions."""
     import time
 
     def sample() -> float:
@@ -97,8 +97,11 @@ def first_turns(orch: Orchestrator, sessions: int) -> Callable[[], float]:
         total = 0.0
         for _ in range(sessions):
             with orch.session() as session:
+                run_turn = session.run_turn
+                for _ in range(warm):
+                    run_turn(model_call, MODEL, USAGE)
                 start = perf()
-                session.run_turn(model_call, MODEL, USAGE)
+                run_turn(model_call, MODEL, USAGE)
                 total += perf() - start
         return total / sessions
 

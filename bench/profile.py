@@ -3,9 +3,10 @@
     python -m bench.profile                 # 20,000 turns, top 30 by own time
     python -m bench.profile --turns 50000 --sort cumulative --top 40
 
-The core section drives ``telemetry.instrument.start_turn`` / ``end_turn``
-directly (what ``@agent_turn`` and ``run_turn`` share), so the Orchestrator's
-own share shows as the difference.
+Three sections: ``session.run_turn``; the core alone, driving
+``telemetry.instrument.start_turn`` / ``end_turn`` directly (what ``@agent_turn``
+and ``run_turn`` share, so the Orchestrator's own share shows as the
+difference); and ``@agent_turn`` inside ``agent_session``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ def main(argv: list[str] | None = None) -> None:
                 end_turn(turn, usage)
         tp.force_flush()
 
+    def decorated_turns() -> None:
+        from . import decorated
+
+        cm = decorated.session(tp, meter_provider() if args.metrics == "on" else None)
+        with cm:
+            ask = decorated.ask
+            for _ in range(turns):
+                ask()
+        tp.force_flush()
+
     run_turns()  # warm caches, imports and the span pipeline
     _profile(
         f"session.run_turn × {turns:,}, metrics {args.metrics}", run_turns, args.sort, args.top
@@ -74,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
         core_turns,
         args.sort,
         args.top,
+    )
+    _profile(
+        f"@agent_turn × {turns:,}, metrics {args.metrics}", decorated_turns, args.sort, args.top
     )
 
 

@@ -91,16 +91,19 @@ def session_turns(orch: Any, warm: int, timed: int) -> Callable[[], float]:
     return sample
 
 
-def first_turns(orch: Any, sessions: int) -> Callable[[], float]:
-    """A sample: the first turn (depth 0) of each of ``sessions`` fresh sessions."""
+def nth_turns(orch: Any, warm: int, sessions: int) -> Callable[[], float]:
+    """A sample: turn ``warm + 1`` (at depth ``warm``) of each of ``sessions`` fresh sessions."""
 
     def sample() -> float:
         perf = time.perf_counter
         total = 0.0
         for _ in range(sessions):
             with orch.session() as session:
+                run_turn = session.run_turn
+                for _ in range(warm):
+                    run_turn(model_call, MODEL, USAGE)
                 start = perf()
-                session.run_turn(model_call, MODEL, USAGE)
+                run_turn(model_call, MODEL, USAGE)
                 total += perf() - start
         return total / sessions
 
@@ -158,23 +161,24 @@ def main() -> None:
     benches = [
         Bench("B", "B   raw OTel span, 8 attributes", harness.batch(floors.b, calls)),
         Bench("BM", "BM  B + 4 naive SDK metric records", harness.batch(floors.bm, calls), "B"),
-        Bench("turn_first", "0.4.0 run_turn, 1st turn of a session", first_turns(plain, 50), "B"),
+        Bench("turn_first", "0.4.0 run_turn at depth 0 (1st turn)", nth_turns(plain, 0, 50), "B"),
+        Bench("turn_d10", "0.4.0 run_turn at depth 10 (11th turn)", nth_turns(plain, 10, 30), "B"),
         Bench(
             "turn_on",
-            "0.4.0 run_turn, OTel sinks",
+            "0.4.0 run_turn, depth 10–110",
             session_turns(plain, WARM_TURNS, TIMED_TURNS),
             "B",
         ),
         Bench(
             "turn_breaker",
-            "0.4.0 run_turn + breaker, OTel sinks",
+            "0.4.0 run_turn + breaker, depth 10–110",
             session_turns(breaker, WARM_TURNS, TIMED_TURNS),
             "B",
         ),
         Bench("turn_deep", "0.4.0 run_turn at depth ≈1,000", deep.sample, "B"),
         Bench(
             "tool_on",
-            "0.4.0 run_tool + permission, OTel sinks",
+            "0.4.0 run_tool + permission",
             session_tools(plain, TIMED_TURNS),
             "B",
         ),

@@ -105,7 +105,7 @@ def per_session(result: Result, sessions: int) -> None:
     )
     result.add_row(
         "per_session",
-        f"retained per finished session, {sessions:,} sessions",
+        f"retained per finished session: Orchestrator, {sessions:,} sessions",
         [growth / sessions],
         unit="B",
     )

@@ -27,12 +27,10 @@ TIMED_TURNS = 100
 WARM_TURNS = 10
 
 
-def _decorator_benches(
-    tp: object, mp: object, calls: int
-) -> list[Bench]:  # pragma: no cover - depends on the decorators module
+def _decorator_benches(tp: object, mp: object, calls: int) -> list[Bench]:
     try:
         from . import decorated
-    except ImportError:
+    except ImportError:  # a checkout from before the decorators
         return []
     return decorated.overhead_benches(tp, mp, calls, WARM_TURNS, TIMED_TURNS)
 
@@ -57,14 +55,20 @@ def build(quick: bool) -> tuple[list[Bench], Callable[[], None]]:
         ),
         Bench(
             "turn_on",
-            "session.run_turn, metrics on",
+            "session.run_turn, metrics on, depth 10–110",
             ours.session_turns(on, WARM_TURNS, TIMED_TURNS),
             "BM",
         ),
         Bench(
             "turn_first",
-            "session.run_turn, 1st turn of a session",
-            ours.first_turns(on, 50),
+            "session.run_turn at depth 0 (1st turn)",
+            ours.nth_turns(on, 0, 50),
+            "BM",
+        ),
+        Bench(
+            "turn_d10",
+            "session.run_turn at depth 10 (11th turn)",
+            ours.nth_turns(on, 10, 30),
             "BM",
         ),
         Bench(
