@@ -1,0 +1,182 @@
+"""The real openai client against a local stand-in for the API, streamed and not.
+
+A plain ``@agent_turn`` function may simply return the SDK's stream object: the
+turn then stays open until that stream is consumed, closed or dropped, and is
+priced from its final ``include_usage`` chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import openai
+import pytest
+from opentelemetry import trace
+
+from techrevati.runtime import ModelPricing, register_pricing
+from techrevati.runtime.decorators import agent_session, agent_turn
+
+from . import payloads as p
+from .conftest import Otel
+
+
+class _FakeOpenAI(BaseHTTPRequestHandler):
+    requests: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(body)
+        if body.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            try:
+                for chunk in p.OPENAI_STREAM:
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client closed the stream early, as some tests do
+            return
+        data = json.dumps(p.OPENAI_COMPLETION).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def gpt_prices() -> None:
+    register_pricing("gpt-4o-mini", ModelPricing(*p.OPENAI_RATES))
+
+
+MESSAGES = [{"role": "user", "content": "what is RAG?"}]
+COMPLETION_COST = (1000 * 0.15 + 4000 * 0.075 + 100 * 0.60) / 1e6
+
+
+def test_sync_client_completion_and_returned_stream(otel: Otel, api: str) -> None:
+    client = openai.OpenAI(base_url=api, api_key="test", max_retries=0)
+
+    @agent_turn("gpt-4o-mini", provider="openai")
+    def ask() -> Any:
+        return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    @agent_turn("gpt-4o-mini", provider="openai")
+    def stream() -> Any:
+        return client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+
+    with agent_session("writer", **otel.kwargs()) as session:
+        answer = ask()
+        assert answer.choices[0].message.content == "RAG is retrieval first."
+        returned = stream()
+        assert isinstance(returned, openai.Stream)  # still the SDK's type to the caller
+        assert len(otel.spans("chat")) == 1  # the stream's turn is still open
+        text = "".join(c.choices[0].delta.content or "" for c in returned if c.choices)
+        assert text == "Retrieval-augmented generation."
+        with stream() as early:  # closed early through the context manager
+            next(iter(early))
+    chats = otel.spans("chat gpt-4o-mini")
+    assert len(chats) == 3
+    completion, streamed, closed = (dict(c.attributes or {}) for c in chats)
+    assert completion["techrevati.cost.usd"] == pytest.approx(COMPLETION_COST, rel=1e-12)
+    assert completion["gen_ai.usage.reasoning.output_tokens"] == 40
+    assert streamed["techrevati.cost.usd"] == pytest.approx(p.OPENAI_STREAM_COST, rel=1e-12)
+    assert streamed["gen_ai.usage.cache_read.input_tokens"] == 1920
+    assert closed["gen_ai.usage.input_tokens"] == 0  # stopped before the usage chunk
+    assert "error.type" not in closed
+    assert all(otel.ended_once(c) for c in chats)
+    assert session.tracker.total_cost() == pytest.approx(
+        COMPLETION_COST + p.OPENAI_STREAM_COST, rel=1e-12
+    )
+
+
+def test_returned_stream_dropped_unread_still_ends_the_turn(otel: Otel, api: str) -> None:
+    client = openai.OpenAI(base_url=api, api_key="test", max_retries=0)
+
+    @agent_turn("gpt-4o-mini")
+    def stream() -> Any:
+        return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+
+    with agent_session("writer", **otel.kwargs()):
+        before = trace.get_current_span()
+        returned = stream()
+        assert trace.get_current_span() is before
+        del returned
+        gc.collect()
+        assert len(otel.spans("chat gpt-4o-mini")) == 1
+        partly = stream()
+        next(partly)
+        del partly
+        gc.collect()
+        assert len(otel.spans("chat gpt-4o-mini")) == 2
+    assert all(otel.ended_once(s) for s in otel.spans("chat"))
+
+
+def test_async_client_returned_stream(otel: Otel, api: str) -> None:
+    client = openai.AsyncOpenAI(base_url=api, api_key="test", max_retries=0)
+
+    @agent_turn("gpt-4o-mini", provider="openai")
+    async def stream() -> Any:
+        return await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+
+    @agent_turn("gpt-4o-mini", provider="openai")
+    async def relay() -> Any:  # the generator style over the same SDK stream
+        async for chunk in await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        ):
+            yield chunk
+
+    async def main() -> Any:
+        async with agent_session("writer", **otel.kwargs()) as session:
+            returned = await stream()
+            assert isinstance(returned, openai.AsyncStream)
+            chunks = [c async for c in returned]
+            assert chunks[-1].usage.prompt_tokens == 2006
+            assert len([c async for c in relay()]) == len(p.OPENAI_STREAM)
+            async with await stream() as early:
+                await early.__anext__()
+        await client.close()
+        return session
+
+    session = asyncio.run(main())
+    chats = [dict(c.attributes or {}) for c in otel.spans("chat gpt-4o-mini")]
+    assert [c["techrevati.cost.usd"] for c in chats] == [
+        pytest.approx(p.OPENAI_STREAM_COST, rel=1e-12),
+        pytest.approx(p.OPENAI_STREAM_COST, rel=1e-12),
+        0.0,
+    ]
+    assert session.tracker.total_cost() == pytest.approx(2 * p.OPENAI_STREAM_COST, rel=1e-12)
+    assert all(otel.ended_once(s) for s in otel.spans("chat"))
