@@ -521,3 +521,22 @@ def test_outside_any_session_spans_are_priced_with_metrics() -> None:
     }
     assert out["spans"]["execute_tool lookup"]["gen_ai.tool.name"] == "lookup"
     assert out["metrics"]["techrevati.tool.calls"][1] == 1
+
+
+def test_sync_turn_under_async_breaker_shares_its_state(otel: Otel) -> None:
+    breaker = AsyncCircuitBreaker("api", failure_threshold=2)
+
+    @agent_turn("model-a")
+    def flaky() -> None:
+        raise TimeoutError("slow provider")
+
+    async def main() -> None:
+        async with agent_session("w", async_circuit_breaker=breaker, **otel.kwargs()):
+            for _ in range(2):
+                with pytest.raises(TimeoutError):
+                    flaky()  # a sync turn in an async session: same breaker
+            with pytest.raises(CircuitOpenError):
+                await aturn()
+
+    asyncio.run(main())
+    assert asyncio.run(breaker.is_open())

@@ -677,9 +677,9 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
                     result = wrapped(*args, **kwargs)
                 finally:
                     otel_context.detach(token)
-                kind = _stream_kind(result)
-                if kind:
-                    return _hand_over(call, result, kind)
+                stream_kind = _stream_kind(result)
+                if stream_kind:  # an SDK stream object: the turn ends when it does
+                    return _hand_over(call, result, stream_kind)
                 call.returned(result)
             except BaseException as exc:
                 call.fail(exc)
@@ -700,9 +700,9 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
                     result = await wrapped(*args, **kwargs)
                 finally:
                     otel_context.detach(token)
-                kind = _stream_kind(result)
-                if kind:
-                    return _hand_over(call, result, kind)
+                stream_kind = _stream_kind(result)
+                if stream_kind:  # an SDK stream object: the turn ends when it does
+                    return _hand_over(call, result, stream_kind)
                 call.returned(result)
             except BaseException as exc:
                 call.fail(exc)
@@ -766,7 +766,10 @@ def agent_turn(
     methods, class methods and static methods. A generator turn is one turn
     for the whole stream: usage comes from the chunk that carries it (OpenAI's
     ``include_usage`` final chunk, Anthropic's ``message_start`` and
-    ``message_delta``), and ``usage=`` is applied to each chunk.
+    ``message_delta``), and ``usage=`` is applied to each chunk. A plain or
+    async function may also just return the SDK's stream object (``stream=True``):
+    the caller gets it back (same type, wrapped) and the turn lasts until it
+    is consumed, closed or dropped.
 
     Inside ``agent_session`` (or an Orchestrator session) the turn is admitted
     by the session's iteration cap, budget and breaker before the function
