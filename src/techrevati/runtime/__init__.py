@@ -24,6 +24,7 @@ from .agent_lifecycle import (
     InvalidTransitionError,
 )
 from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitOpenError, CircuitState
+from .decorators import agent_session, agent_turn, current_agent_session, tool_call
 from .guardrails import (
     AllowAllGuardrail,
     Guardrail,
@@ -159,14 +160,18 @@ __all__ = [
     "UsageTracker",
     "__version__",
     "aattempt_recovery",
+    "agent_session",
+    "agent_turn",
     "attempt_recovery",
     "backoff_delay",
     "classify_exception",
     "configure",
+    "current_agent_session",
     "has_pricing",
     "load_pricing_from_file",
     "next_provider",
     "recipe_for",
     "register_pricing",
     "smaller_context_budget",
+    "tool_call",
 ]
