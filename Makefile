@@ -22,7 +22,7 @@ prometheus:
 
 demo: $(STAMP)
 	$(PY) -m examples.tiny_agent
-	@if [ -f examples/decorated_agent.py ]; then $(PY) -m examples.decorated_agent; fi
+	$(PY) -m examples.decorated_agent
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
