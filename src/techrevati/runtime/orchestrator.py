@@ -89,6 +89,22 @@ _SCENARIO_TO_FAILURE: dict[FailureScenario, AgentFailureClass] = {
 _NO_RECOVERY = (CircuitOpenError, TurnTimeoutError, MaxIterationsExceededError, BudgetExceededError)
 
 
+def _check_limits(max_iterations: object, budget_usd: object) -> None:
+    """Reject a cap or budget that would silently disable or break enforcement."""
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
+        raise TypeError(
+            f"max_iterations must be an int, got {type(max_iterations).__name__}: "
+            f"{max_iterations!r}"
+        )
+    if max_iterations < 0:
+        raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
+    if budget_usd is not None:
+        if isinstance(budget_usd, bool) or not isinstance(budget_usd, int | float):
+            raise TypeError(f"budget_usd must be a number, got {budget_usd!r}")
+        if not budget_usd >= 0 or budget_usd == float("inf"):
+            raise ValueError(f"budget_usd must be a finite non-negative number, got {budget_usd!r}")
+
+
 def failure_class_for(error: BaseException) -> AgentFailureClass:
     """The failure class a session records when ``error`` escapes its body."""
     if not isinstance(error, Exception):
@@ -242,15 +258,7 @@ class _SessionBase(Generic[B]):
     _managed: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int):
-            raise TypeError(
-                f"max_iterations must be an int, got {type(self.max_iterations).__name__}: "
-                f"{self.max_iterations!r}"
-            )
-        if self.budget_usd is not None and not (
-            isinstance(self.budget_usd, int | float) and self.budget_usd >= 0
-        ):
-            raise ValueError(f"budget_usd must be a non-negative number, got {self.budget_usd!r}")
+        _check_limits(self.max_iterations, self.budget_usd)
         self._ledger = SessionLedger(
             self.tracker,
             budget_usd=self.budget_usd,
@@ -856,20 +864,7 @@ class Orchestrator:
             raise ValueError(f"role must be a non-empty string, got {self.role!r}")
         if not isinstance(self.phase, str):
             raise TypeError(f"phase must be a string, got {type(self.phase).__name__}")
-        if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int):
-            raise TypeError(
-                f"max_iterations must be an int, got {type(self.max_iterations).__name__}: "
-                f"{self.max_iterations!r}"
-            )
-        if self.max_iterations < 0:
-            raise ValueError(f"max_iterations must be >= 0, got {self.max_iterations}")
-        if self.budget_usd is not None:
-            if isinstance(self.budget_usd, bool) or not isinstance(self.budget_usd, int | float):
-                raise TypeError(f"budget_usd must be a number, got {self.budget_usd!r}")
-            if not self.budget_usd >= 0 or self.budget_usd == float("inf"):
-                raise ValueError(
-                    f"budget_usd must be a finite non-negative number, got {self.budget_usd!r}"
-                )
+        _check_limits(self.max_iterations, self.budget_usd)
 
     @property
     def tracker(self) -> UsageTracker:
