@@ -7,6 +7,7 @@ model from the response, which is how the decorator is meant to be used.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,12 @@ RESPONSE = _Completion()
 
 @agent_turn(MODEL)
 def ask() -> _Completion:
+    return RESPONSE
+
+
+@agent_turn(MODEL)
+async def ask_async() -> _Completion:
+    await asyncio.sleep(0)  # yield: concurrent sessions really interleave
     return RESPONSE
 
 

@@ -156,7 +156,7 @@ def main() -> None:
     plain = agent(tracer, meter)
     breaker = agent(tracer, meter, circuit_breaker=CircuitBreaker("model-api"))
     calls = 300 if quick else 500
-    deep_depth = 1000
+    deep_depth = 300 if quick else 1000
     deep = DeepSession(plain, deep_depth, 20 if quick else 50)
     benches = [
         Bench("B", "B   raw OTel span, 8 attributes", harness.batch(floors.b, calls)),
@@ -175,7 +175,7 @@ def main() -> None:
             session_turns(breaker, WARM_TURNS, TIMED_TURNS),
             "B",
         ),
-        Bench("turn_deep", "0.4.0 run_turn at depth ≈1,000", deep.sample, "B"),
+        Bench("turn_deep", f"0.4.0 run_turn at depth ≈{deep_depth:,}", deep.sample, "B"),
         Bench(
             "tool_on",
             "0.4.0 run_tool + permission",

@@ -9,6 +9,7 @@ read back from an in-memory metric reader.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -135,6 +136,77 @@ def check_metrics(result: Result, name: str, reader: Any, turns: int) -> None:
     )
 
 
+class _DecoratedShared:
+    """One ``agent_session`` entered here; decorated turns from threads that copy its context."""
+
+    def __init__(self, tracer_provider: Any, decorated: Any) -> None:
+        self.reader = in_memory_reader()
+        self._cm = decorated.session(tracer_provider, meter_provider(self.reader))
+        self.session = self._cm.__enter__()
+        self._context = contextvars.copy_context()
+        self._ask = decorated.ask
+
+    def work(self, n: int) -> None:
+        ask = self._ask
+
+        def loop() -> None:
+            for _ in range(n):
+                ask()
+
+        # Context propagation, as the decorators document for threads.
+        self._context.copy().run(loop)
+
+    def close(self) -> Any:
+        self._cm.__exit__(None, None, None)
+        return self.session
+
+
+def _decorated_threads(tracer_provider: Any, per_thread: int) -> _DecoratedShared | None:
+    try:
+        from . import decorated
+    except ImportError:  # a checkout from before the decorators
+        return None
+    return _DecoratedShared(tracer_provider, decorated)
+
+
+def _decorated_async(result: Result, tracer_provider: Any, sessions: int, turns: int) -> None:
+    """1,000 concurrent tasks, each in its own session of one ``agent_session`` object."""
+    try:
+        from . import decorated
+    except ImportError:  # a checkout from before the decorators
+        return
+    reader = in_memory_reader()
+    cm = decorated.session(tracer_provider, meter_provider(reader))
+
+    async def one() -> Any:
+        async with cm as session:
+            for _ in range(turns):
+                await decorated.ask_async()
+            return session
+
+    async def all_sessions() -> list[Any]:
+        return list(await asyncio.gather(*(one() for _ in range(sessions))))
+
+    start = time.perf_counter()
+    done = asyncio.run(all_sessions())
+    elapsed = time.perf_counter() - start
+    total = sessions * turns
+    result.add_row(
+        "deco_async", "async @agent_turn, 1,000 concurrent agent_sessions", [elapsed / total]
+    )
+    result.info.append(
+        f"asyncio, decorated: {sessions:,} sessions × {turns} turns in {elapsed:.2f} s = "
+        f"{total / elapsed:,.0f} turns/s"
+    )
+    wrong = [s for s in done if s.tracker.turn_count != turns or s._ledger.iterations != turns]
+    result.check(
+        "1,000 decorated asyncio sessions: ledgers",
+        not wrong and len(done) == sessions and len({id(s) for s in done}) == sessions,
+        f"{len(done):,} distinct sessions of {turns} turns, {len(wrong)} with a wrong count",
+    )
+    check_metrics(result, "1,000 decorated asyncio sessions: metric points", reader, total)
+
+
 class _Summed:
     """The sum of many trackers, read like one (for ``check_ledger``)."""
 
@@ -187,17 +259,29 @@ def main() -> None:
     benches = [
         Bench("B1", "B, 1 thread", harness.batch(floors.b, per_thread)),
         Bench("B2", "B, 2 threads", threaded(floors.b, 2, per_thread), "B1"),
-        Bench("turn1", "run_turn, 1 thread", harness.batch(shared.work, per_thread), "B1"),
+        Bench("BM1", "BM, 1 thread", harness.batch(floors.bm, per_thread), "B1"),
+        Bench("BM2", "BM, 2 threads", threaded(floors.bm, 2, per_thread), "B2"),
+        Bench("turn1", "run_turn, 1 thread", harness.batch(shared.work, per_thread), "BM1"),
         Bench(
             "turn2",
             "run_turn, 2 threads, one shared session",
             threaded(shared.work, 2, per_thread),
-            "B2",
+            "BM2",
         ),
         Bench(
-            "turn2own", "run_turn, 2 threads, a session each", threaded(own, 2, per_thread), "B2"
+            "turn2own", "run_turn, 2 threads, a session each", threaded(own, 2, per_thread), "BM2"
         ),
     ]
+    deco = _decorated_threads(tp, per_thread)
+    if deco is not None:
+        benches.append(
+            Bench(
+                "deco2",
+                "@agent_turn, 2 threads, one agent_session",
+                threaded(deco.work, 2, per_thread),
+                "BM2",
+            )
+        )
     rounds = 3 if quick else 9
     samples = harness.interleave(benches, rounds, warmup=1, progress="threads")
     result.rounds = rounds
@@ -219,7 +303,18 @@ def main() -> None:
     )
     own_turns = len(own_sessions) * per_thread
     check_metrics(result, "2 threads: metric points", reader, shared_turns + own_turns)
-    for bench in ("turn1", "turn2", "turn2own"):
+    if deco is not None:
+        deco_turns = (rounds + 1) * per_thread * 2
+        session = deco.close()
+        check_ledger(
+            result,
+            "@agent_turn, 2 threads, one agent_session: ledger",
+            session.tracker,
+            session._ledger.iterations,
+            deco_turns,
+        )
+        check_metrics(result, "@agent_turn, 2 threads: metric points", deco.reader, deco_turns)
+    for bench in [b.name for b in benches if not b.name.startswith("B")]:
         per_call = harness.median(samples[bench])
         result.info.append(f"{bench}: {1 / per_call:,.0f} turns/s")
 
@@ -245,6 +340,7 @@ def main() -> None:
     merged = _Summed([s.tracker for s in done])
     check_ledger(result, "1,000 asyncio sessions: summed", merged, total, total)
     check_metrics(result, "1,000 asyncio sessions: metric points", areader, total)
+    _decorated_async(result, tp, sessions, turns)
     tp.force_flush()
     result.info.append(f"suite took {time.perf_counter() - started:.0f} s")
     harness.emit(result)

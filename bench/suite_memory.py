@@ -4,7 +4,8 @@
   tracker then keeps a bounded tail). Ring and tail are filled before the first
   snapshot, so what grows afterwards is what every further turn keeps.
 * Per finished session: 10,000 sessions (2 turns and 1 permission-checked tool
-  call each) on one Orchestrator, measured once their spans are exported
+  call each) on one Orchestrator, and the same through one ``agent_session``
+  with ``@agent_turn`` / ``@tool_call``, measured once their spans are exported
   (BatchSpanProcessor into a dropping exporter, ``force_flush``).
 
 Tracing starts before the warm-up so a replaced ring entry frees what it
@@ -14,11 +15,11 @@ largest growing source files listed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 import tracemalloc
 from collections.abc import Callable
-from typing import Any
 
 from techrevati.runtime import RingBufferUsageSink
 
@@ -81,16 +82,33 @@ def per_turn(result: Result, turns: int) -> None:
     )
 
 
-def per_session(result: Result, sessions: int) -> None:
+def per_session(result: Result, sessions: int, flavour: str) -> None:
     tp, _ = tracer_provider()
-    orch = ours.orchestrator(tp, meter_provider())
+    one: Callable[[], object]
+    if flavour == "Orchestrator":
+        orch = ours.orchestrator(tp, meter_provider())
 
-    def one() -> Any:
-        with orch.session() as session:
-            session.run_turn(ours.model_call, MODEL, ours.USAGE)
-            session.run_tool("lookup", ours.tool_call)
-            session.run_turn(ours.model_call, MODEL, ours.USAGE)
-        return session
+        def one() -> object:
+            with orch.session() as session:
+                session.run_turn(ours.model_call, MODEL, ours.USAGE)
+                session.run_tool("lookup", ours.tool_call)
+                session.run_turn(ours.model_call, MODEL, ours.USAGE)
+            return session
+
+        name = "per_session"
+    else:
+        from . import decorated
+
+        cm = decorated.session(tp, meter_provider())
+
+        def one() -> object:
+            with cm as session:
+                decorated.ask()
+                decorated.lookup()
+                decorated.ask()
+            return session
+
+        name = "per_session_decorated"
 
     for _ in range(200):
         one()
@@ -104,25 +122,21 @@ def per_session(result: Result, sessions: int) -> None:
         s.size_diff for s in stats if s.traceback[0].filename.endswith("agent_lifecycle.py")
     )
     result.add_row(
-        "per_session",
-        f"retained per finished session: Orchestrator, {sessions:,} sessions",
+        name,
+        f"retained per finished session: {flavour}, {sessions:,} sessions",
         [growth / sessions],
         unit="B",
     )
     result.add_row(
-        "per_session_registry",
+        name + "_registry",
         "  of which AgentRegistry worker records",
         [registry / sessions],
         unit="B",
     )
     top = _growth(before, after, sessions)
     result.info.append(
-        f"per session: {growth:+,} B over {sessions:,} sessions"
+        f"per session ({flavour}): {growth:+,} B over {sessions:,} sessions"
         + (f"; largest: {'; '.join(top)}" if top else "")
-    )
-    result.info.append(
-        "the Orchestrator's AgentRegistry keeps every worker (API contract: "
-        "registry.get(worker_id) after the session), so part of it is by design"
     )
 
 
@@ -132,8 +146,15 @@ def main() -> None:
     ours.setup_pricing()
     tracemalloc.start()
     result = Result("memory", "retained memory (tracemalloc), bytes", 1)
-    per_turn(result, 20_000 if quick else 100_000)
-    per_session(result, 2_000 if quick else 10_000)
+    per_turn(result, 10_000 if quick else 100_000)
+    sessions = 1_000 if quick else 10_000
+    per_session(result, sessions, "Orchestrator")
+    with contextlib.suppress(ImportError):  # a checkout from before the decorators
+        per_session(result, sessions, "agent_session + decorators")
+    result.info.append(
+        "the AgentRegistry keeps every worker record (API contract: registry.get(worker_id) "
+        "works after the session ends), so that part grows by design"
+    )
     tracemalloc.stop()
     result.info.append(f"suite took {time.perf_counter() - started:.0f} s")
     harness.emit(result)
