@@ -58,6 +58,10 @@ def tool_call() -> str:
 
 
 def agent(tracer: Any, meter: Any, **kwargs: Any) -> Any:
+    """0.4.0's instrumented configuration; ``tracer=None`` means no telemetry sinks at all."""
+    if tracer is not None:
+        kwargs["event_sink"] = OpenTelemetrySink(tracer=tracer, provider_name="bench")
+        kwargs["usage_sink"] = OpenTelemetryUsageSink(meter=meter, provider_name="bench")
     return AgentSession(
         role="writer",
         phase="draft",
@@ -70,8 +74,6 @@ def agent(tracer: Any, meter: Any, **kwargs: Any) -> Any:
                 tool_requirements={"lookup": PermissionMode.READ_ONLY},
             )
         ),
-        event_sink=OpenTelemetrySink(tracer=tracer, provider_name="bench"),
-        usage_sink=OpenTelemetryUsageSink(meter=meter, provider_name="bench"),
         **kwargs,
     )
 
@@ -155,6 +157,7 @@ def main() -> None:
     meter = mp.get_meter("techrevati.runtime")
     plain = agent(tracer, meter)
     breaker = agent(tracer, meter, circuit_breaker=CircuitBreaker("model-api"))
+    bare = agent(None, None)
     calls = 300 if quick else 500
     deep_depth = 300 if quick else 1000
     deep = DeepSession(plain, deep_depth, 20 if quick else 50)
@@ -163,6 +166,12 @@ def main() -> None:
         Bench("BM", "BM  B + 4 naive SDK metric records", harness.batch(floors.bm, calls), "B"),
         Bench("turn_first", "0.4.0 run_turn at depth 0 (1st turn)", nth_turns(plain, 0, 50), "B"),
         Bench("turn_d10", "0.4.0 run_turn at depth 10 (11th turn)", nth_turns(plain, 10, 30), "B"),
+        Bench(
+            "turn_bare_d10",
+            "0.4.0 run_turn at depth 10, no telemetry sinks",
+            nth_turns(bare, 10, 30),
+            "B",
+        ),
         Bench(
             "turn_on",
             "0.4.0 run_turn, depth 10–110",

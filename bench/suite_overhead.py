@@ -72,6 +72,12 @@ def build(quick: bool) -> tuple[list[Bench], Callable[[], None]]:
             "BM",
         ),
         Bench(
+            "turn_off_d10",
+            "session.run_turn at depth 10, metrics off",
+            ours.nth_turns(off, 10, 30),
+            "B",
+        ),
+        Bench(
             "turn_off",
             "session.run_turn, metrics off",
             ours.session_turns(off, WARM_TURNS, TIMED_TURNS),
