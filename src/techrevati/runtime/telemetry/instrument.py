@@ -54,6 +54,7 @@ class _ModelAttrs:
     input: dict[str, str]
     output: dict[str, str]
     cost: dict[str, str]
+    span_name: str
 
 
 @dataclass(eq=False, slots=True)
@@ -107,6 +108,7 @@ def _model_attrs(
         {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT},
         {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT},
         cost,
+        f"{sc.OP_CHAT} {model}" if model else sc.OP_CHAT,
     )
     if len(cache) < 512:  # bounded: model names come from user code
         cache[key] = built
@@ -308,10 +310,7 @@ def start_turn(
         attrs = _model_attrs(_GLOBAL_MODEL_ATTRS, model, provider_name, None)
         parent = None
     span = tracer.start_span(
-        f"{sc.OP_CHAT} {model}" if model else sc.OP_CHAT,
-        context=parent,
-        kind=SpanKind.CLIENT,
-        attributes=attrs.base,
+        attrs.span_name, context=parent, kind=SpanKind.CLIENT, attributes=attrs.base
     )
     direct = None
     if session is not None and not span.is_recording():
@@ -347,7 +346,7 @@ def _learn_model(turn: TurnScope, model: str) -> None:
         else _model_attrs(_GLOBAL_MODEL_ATTRS, model, turn.provider, None)
     )
     if turn.span.is_recording():
-        turn.span.update_name(f"{sc.OP_CHAT} {model}")
+        turn.span.update_name(turn.attrs.span_name)
         turn.span.set_attribute(sc.GEN_AI_REQUEST_MODEL, model)
 
 

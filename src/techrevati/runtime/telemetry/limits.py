@@ -108,8 +108,9 @@ class LimitsProcessor(SpanProcessor):
         if parent_entry is None:
             return
         outer = parent_entry if parent_entry.model_call else parent_entry.outer
-        attrs = span.attributes or {}
-        if is_model_call(attrs.get(sc.GEN_AI_OPERATION_NAME), span.name) and outer is None:
+        attrs = span.attributes
+        operation = attrs.get(sc.GEN_AI_OPERATION_NAME) if attrs is not None else None
+        if outer is None and is_model_call(operation, span.name):
             # May raise MaxIterationsExceededError / BudgetExceededError: that
             # is the admission point, the span is then never started.
             iteration = parent_entry.ledger.admit()
