@@ -167,7 +167,9 @@ def render(result: dict[str, Any]) -> str:
     """The table of one suite: median, min–max, and paired ratios to the floor."""
     rows = result["rows"]
     by_name = {row["name"]: row for row in rows}
-    lines = [f"== {result['title']} ({result['rounds']} interleaved rounds) =="]
+    rounds = result["rounds"]
+    how = f"{rounds} interleaved rounds" if rounds > 1 else "single runs"
+    lines = [f"== {result['title']} ({how}) =="]
     width = max([len(row["label"]) for row in rows] + [20])
     header = f"  {'benchmark':<{width}}  {'median':>10}  {'min–max':>19}  {'ratio to floor':>28}"
     lines.append(header)
@@ -175,7 +177,7 @@ def render(result: dict[str, Any]) -> str:
         samples = row["samples"]
         unit = row["unit"]
         med = median(samples)
-        span = f"{fmt(min(samples), unit)}–{fmt(max(samples), unit)}"
+        span = f"{fmt(min(samples), unit)}–{fmt(max(samples), unit)}" if len(samples) > 1 else "-"
         ratio = ""
         floor = by_name.get(row["floor"] or "")
         if floor is not None:
