@@ -52,15 +52,20 @@ def test_cap_never_starts_call_max_plus_one(otel: Otel) -> None:
         with pytest.raises(MaxIterationsExceededError) as err:
             session.run_turn(fn, model="model-a")
         assert session._iteration_count == 3
+        with pytest.raises(RuntimeError):
+            session._iteration_count = 2  # a failed turn still carries its iteration
+            session.run_turn(lambda: (_ for _ in ()).throw(RuntimeError("x")), model="model-a")
     assert calls == 3
     assert err.value.max_iterations == 3
-    assert len([s for s in otel.spans() if s.name == "chat model-a"]) == 3
+    turns = [s for s in otel.spans() if s.name == "chat model-a"]
+    iterations = [dict(s.attributes or {})["techrevati.session.iteration"] for s in turns]
+    assert iterations == [1, 2, 3, 3]
     root = otel.span("invoke_agent w")
     hits = [e for e in root.events if e.name == "techrevati.limit.hit"]
     assert [dict(e.attributes or {})["techrevati.limit.kind"] for e in hits] == ["max_iterations"]
     assert otel.metric_sum("techrevati.limit.hits", techrevati__limit__kind="max_iterations") == 1
-    # no recovery bookkeeping for a cap hit
-    assert session.recovery.events == []
+    # recovery bookkeeping for the failed turn only, none for the cap hit
+    assert [e.scenario for e in session.recovery.events] == ["llm_error"]
 
 
 def test_cap_zero_refuses_first_turn(otel: Otel) -> None:
@@ -114,6 +119,8 @@ def test_third_party_spans_are_priced_into_the_ledger(otel: Otel) -> None:
     assert session.tracker.total_cost() == pytest.approx(expected, rel=1e-12)
     assert session.tracker.turns == [("model-a", UsageSnapshot(1000, 100, 0, 4000))]
     assert session._iteration_count == 1
+    library_span = otel.span("chat model-a")
+    assert dict(library_span.attributes or {})["techrevati.session.iteration"] == 1
     assert otel.metric_sum("techrevati.cost.usd") == pytest.approx(expected)
     root = dict(otel.span("invoke_agent w").attributes or {})
     assert root["techrevati.cost.usd"] == session.tracker.total_cost()

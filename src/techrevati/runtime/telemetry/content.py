@@ -8,11 +8,23 @@ so the GenAI conventions make capture opt-in through
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 ENV_VAR = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _TRUTHY = frozenset({"1", "true", "yes", "on", "span_only", "span_and_event"})
 
 _override: bool | None = None
+
+# Every model and tool call asks this question. ``os.environ.get`` re-encodes the
+# key each time (~0.7 µs); the mapping behind it is read directly instead, so the
+# answer still follows every change made through ``os.environ`` (tests and users
+# set the variable at run time) at the cost of one dict lookup.
+_raw_env: Mapping[object, object] | None = getattr(os.environ, "_data", None)
+_encode = getattr(os.environ, "encodekey", None)
+_KEY: object = _encode(ENV_VAR) if _raw_env is not None and _encode is not None else ENV_VAR
+if _KEY is ENV_VAR:
+    _raw_env = None
+_last: tuple[object, bool] = (None, False)
 
 
 def set_capture_content(value: bool | None) -> None:
@@ -28,9 +40,18 @@ def set_capture_content(value: bool | None) -> None:
 
 def capture_content() -> bool:
     """True when message content may be put on spans (explicit setting, else env)."""
+    global _last
     if _override is not None:
         return _override
-    return os.environ.get(ENV_VAR, "").strip().lower() in _TRUTHY
+    raw = _raw_env.get(_KEY) if _raw_env is not None else os.environ.get(ENV_VAR)
+    if raw is None:
+        return False
+    seen, answer = _last
+    if raw is not seen:
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        answer = text.strip().lower() in _TRUTHY
+        _last = (raw, answer)
+    return answer
 
 
 def content_text(value: object, limit: int = 8192) -> str:

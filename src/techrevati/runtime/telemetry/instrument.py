@@ -29,7 +29,7 @@ from ..usage_tracking import PricedTurn, UsageSnapshot, cost_of, price_turn
 from . import semconv as sc
 from .content import capture_content, content_text
 from .ledger import SessionLedger
-from .limits import book_own_turn, note_own_turn, register_session, unregister
+from .limits import book_own_turn, iteration_of, note_own_turn, register_session, unregister
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .tokens import usage_to_attributes
@@ -403,7 +403,11 @@ def end_turn(
     if error is not None:
         error_type = type(error).__qualname__
         if span.is_recording():
-            span.set_attribute(sc.ERROR_TYPE, error_type)
+            failed: dict[str, Any] = {sc.ERROR_TYPE: error_type}
+            iteration = iteration_of(span)
+            if iteration:
+                failed[sc.SESSION_ITERATION] = iteration
+            span.set_attributes(failed)
             span.set_status(Status(StatusCode.ERROR, str(error)))
             span.record_exception(error)
         span.end()
@@ -425,8 +429,10 @@ def end_turn(
             attributes[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning_tokens
         if output is not None and capture_content():
             attributes[sc.GEN_AI_OUTPUT_MESSAGES] = content_text(output)
+        iteration = note_own_turn(span, model, snapshot, priced)
+        if iteration:
+            attributes[sc.SESSION_ITERATION] = iteration
         span.set_attributes(attributes)
-        note_own_turn(span, model, snapshot, priced)
     span.end()
     if turn.direct_ledger is not None:
         # Unsampled span: no processor saw it. Priced and counted in metrics here.

@@ -42,6 +42,9 @@ class _Entry:
     # The core's own turn: (model, usage, price) it put on the span just before
     # ending it, so on_end books exactly that without reading attributes back.
     own: tuple[str, UsageSnapshot, PricedTurn] | None = None
+    # Admission number of a model call made by our own core, which writes it on
+    # the span together with its other end attributes (one locked write, not two).
+    iteration: int = 0
 
 
 # span id -> entry, shared by every processor instance: a session opened on one
@@ -76,16 +79,25 @@ def unregister(span: APISpan) -> None:
     _OPEN.pop(span.get_span_context().span_id, None)
 
 
-def note_own_turn(span: APISpan, model: str, usage: UsageSnapshot, price: PricedTurn) -> None:
-    """Tell the processor what the core wrote on its turn span (call right before ``end``).
+def note_own_turn(span: APISpan, model: str, usage: UsageSnapshot, price: PricedTurn) -> int:
+    """Tell the processor what the core puts on its turn span; returns its iteration.
 
     ``on_end`` then books this usage and price instead of parsing the span's
     attributes and pricing the turn a second time. Spans made by other
-    instrumentations are still read from their attributes.
+    instrumentations are still read from their attributes. The iteration
+    (0 outside a session) is for the core to write with its end attributes.
     """
     entry = _OPEN.get(span.get_span_context().span_id)
-    if entry is not None:
-        entry.own = (model, usage, price)
+    if entry is None:
+        return 0
+    entry.own = (model, usage, price)
+    return entry.iteration
+
+
+def iteration_of(span: APISpan) -> int:
+    """The admission number of an open model-call span of ours (0 if none)."""
+    entry = _OPEN.get(span.get_span_context().span_id)
+    return entry.iteration if entry is not None else 0
 
 
 def ledger_of(span: APISpan) -> SessionLedger | None:
@@ -114,8 +126,13 @@ class LimitsProcessor(SpanProcessor):
             # May raise MaxIterationsExceededError / BudgetExceededError: that
             # is the admission point, the span is then never started.
             iteration = parent_entry.ledger.admit()
-            span.set_attribute(sc.SESSION_ITERATION, iteration)
             entry = _Entry(parent_entry.ledger, None, True)
+            if span.instrumentation_scope is not None and (
+                span.instrumentation_scope.name == sc.INSTRUMENTATION_SCOPE
+            ):
+                entry.iteration = iteration
+            else:
+                span.set_attribute(sc.SESSION_ITERATION, iteration)
         else:
             entry = _Entry(parent_entry.ledger, outer, False)
         _OPEN[span.context.span_id] = entry
