@@ -34,8 +34,10 @@ unit: $(STAMP)
 
 test: $(STAMP) prometheus lint unit
 
+BENCH_ARGS ?=
+# e.g. make bench BENCH_ARGS=--quick
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
