@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -28,7 +29,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import ParamSpec, TypeVar
 
-__all__ = ["AsyncCircuitBreaker", "CircuitBreaker", "CircuitOpenError", "CircuitState"]
+__all__ = [
+    "AsyncCircuitBreaker",
+    "BreakerPermit",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -306,3 +313,92 @@ class AsyncCircuitBreaker(_BreakerCore):
         """Return to CLOSED and forget all failures and probes."""
         async with self._lock:
             self._reset_locked()
+
+
+# --- breaker admission held across steps ---------------------------------------
+
+
+class BreakerPermit:
+    """One admission by a circuit breaker, held across a call that is not one callable.
+
+    ``CircuitBreaker.call`` wraps a single callable. A streaming turn (the call
+    lasts until the generator is exhausted) or a sync turn under an async
+    breaker has no such callable, so the permit replays ``call``'s bookkeeping
+    step by step with the breaker's own transition rules: ``admit`` (raising
+    ``CircuitOpenError`` when refused), then ``succeeded``, ``failed`` or
+    ``released`` exactly once (later calls, and any after a refusal, are ignored).
+
+    The async breaker is driven without its ``asyncio.Lock``: its critical
+    sections never await, so on the event-loop thread none can be in progress
+    while this runs (the argument ``AsyncCircuitBreaker.call`` itself relies on
+    when it releases a cancelled probe).
+
+    Example::
+
+        permit = BreakerPermit(breaker)
+        permit.admit()                       # may raise CircuitOpenError
+        try:
+            for chunk in stream: ...
+        except BaseException as exc:
+            permit.failed(exc)
+            raise
+        permit.succeeded()
+    """
+
+    __slots__ = ("_done", "_lock", "_round", "breaker")
+
+    def __init__(self, breaker: CircuitBreaker | AsyncCircuitBreaker) -> None:
+        self.breaker = breaker
+        self._lock: contextlib.AbstractContextManager[object] = (
+            breaker._lock if isinstance(breaker, CircuitBreaker) else contextlib.nullcontext()
+        )
+        self._done = False
+        self._round: int | None = None
+
+    def admit(self) -> None:
+        """Take the admission now, as ``call`` does before running; raises when refused."""
+        breaker = self.breaker
+        with self._lock:
+            if breaker._state is CircuitState.CLOSED:
+                return
+            try:
+                self._round = breaker._admit_locked()
+            except CircuitOpenError:
+                self._done = True  # refused: nothing to report back to the breaker
+                raise
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        return self.breaker.name
+
+    def succeeded(self) -> None:
+        """The call worked: reset the failure count, close a half-open circuit."""
+        if not self._done:
+            self._done = True
+            with self._lock:
+                self.breaker._success_locked()
+
+    def failed(self, error: BaseException) -> None:
+        """The call failed: an ``Exception`` counts; anything else only frees the probe."""
+        if self._done:
+            return
+        self._done = True
+        with self._lock:
+            if isinstance(error, Exception):
+                self.breaker._failure_locked()
+            elif self._round is not None:
+                self.breaker._release_probe_locked(self._round)
+
+    def released(self) -> None:
+        """The caller stopped early: neither success nor failure, free the probe."""
+        if not self._done:
+            self._done = True
+            if self._round is not None:
+                with self._lock:
+                    self.breaker._release_probe_locked(self._round)
+
+    def state(self) -> CircuitState:
+        """The breaker's state now, as ``breaker.state()`` reports it."""
+        with self._lock:
+            return self.breaker._observed_state_locked()

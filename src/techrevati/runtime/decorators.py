@@ -55,9 +55,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 import wrapt
 from opentelemetry import context as otel_context
 
+from .circuit_breaker import BreakerPermit
 from .orchestrator import (
     AsyncOrchestrationSession,
-    BreakerPermit,
     OrchestrationSession,
     Orchestrator,
     _SessionBase,

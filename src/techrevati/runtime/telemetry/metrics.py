@@ -8,16 +8,54 @@ Labels are bounded on purpose: model, provider, role, tool, outcome, never an id
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry import metrics
-from opentelemetry.metrics import Counter, Histogram, MeterProvider
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, MeterProvider, Observation
 
 # The synchronous gauge's API class is still underscored in opentelemetry-api.
 from opentelemetry.metrics import _Gauge as Gauge
 
 from ..version import VERSION
 from . import semconv as sc
+
+
+class CostTotals:
+    """Running USD totals per label set, reported by an observable counter.
+
+    A counter is only ever exported as its cumulative value, so keeping the
+    running sums here and handing them to the SDK when a reader collects gives
+    the same series as a synchronous ``Counter.add`` per model call, for a dict
+    update instead of the SDK's per-record bookkeeping (~7 µs on every turn).
+
+    Example::
+
+        totals = CostTotals()
+        totals.add(0.0125, {"gen_ai.request.model": "gpt-4o"})
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals: dict[frozenset[tuple[str, str]], float] = {}
+        self._labels: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
+
+    def add(self, amount: float, attributes: Mapping[str, str]) -> None:
+        """Add ``amount`` USD to the series ``attributes`` (non-positive amounts are ignored)."""
+        if not amount > 0:
+            return  # a counter never decreases; negative prices are a registration mistake
+        key = frozenset(attributes.items())
+        with self._lock:
+            total = self._totals.get(key)
+            if total is None:
+                self._labels[key] = dict(attributes)
+                total = 0.0
+            self._totals[key] = total + amount
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        """The SDK's collection callback: one observation per label set."""
+        with self._lock:
+            return [Observation(total, self._labels[key]) for key, total in self._totals.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +66,7 @@ class Instruments:
     operation_duration: Histogram
     agent_duration: Histogram
     tool_duration: Histogram
-    cost: Counter
+    cost: CostTotals
     sessions: Counter
     tool_calls: Counter
     breaker_state: Gauge
@@ -45,6 +83,13 @@ def _build(provider: MeterProvider | None) -> Instruments:
     )
     tokens = list(sc.TOKEN_BUCKETS)
     seconds = list(sc.DURATION_BUCKETS)
+    cost = CostTotals()
+    meter.create_observable_counter(
+        sc.METRIC_COST,
+        callbacks=[cost.observe],
+        unit="USD",
+        description="Model spend in US dollars.",
+    )
     return Instruments(
         token_usage=meter.create_histogram(
             sc.METRIC_TOKEN_USAGE,
@@ -70,9 +115,7 @@ def _build(provider: MeterProvider | None) -> Instruments:
             description="Duration of tool calls, denied ones included.",
             explicit_bucket_boundaries_advisory=seconds,
         ),
-        cost=meter.create_counter(
-            sc.METRIC_COST, unit="USD", description="Model spend in US dollars."
-        ),
+        cost=cost,
         sessions=meter.create_counter(
             sc.METRIC_SESSIONS, unit="{session}", description="Finished sessions by outcome."
         ),

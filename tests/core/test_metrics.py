@@ -1,0 +1,122 @@
+"""The metrics a session records: names, units, label sets and values."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from techrevati.runtime import (
+    CircuitBreaker,
+    ModelPricing,
+    Orchestrator,
+    PermissionDeniedError,
+    PermissionEnforcer,
+    PermissionMode,
+    PermissionPolicy,
+    RolePermissionConfig,
+    UsageSnapshot,
+    register_pricing,
+)
+from techrevati.runtime.telemetry.metrics import CostTotals
+
+from .conftest import Otel
+
+FORBIDDEN_LABELS = {"gen_ai.agent.id", "gen_ai.conversation.id", "techrevati.project.id"}
+
+
+def _units(otel: Otel) -> dict[str, str]:
+    data = otel.reader.get_metrics_data()
+    assert data is not None
+    return {
+        m.name: m.unit or ""
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+
+
+def test_a_session_records_every_metric_with_bounded_labels(otel: Otel) -> None:
+    register_pricing("m", ModelPricing(2.0, 4.0))
+    breaker = CircuitBreaker("api", failure_threshold=1)
+    perms = PermissionEnforcer(
+        PermissionPolicy(
+            role_configs={"w": RolePermissionConfig("w", PermissionMode.READ_ONLY)},
+            tool_requirements={"drop": PermissionMode.FULL_ACCESS},
+        )
+    )
+    orch = Orchestrator(
+        role="w",
+        phase="p",
+        project_id=9,
+        circuit_breaker=breaker,
+        permissions=perms,
+        max_iterations=3,
+        provider_name="acme",
+        **otel.orch_kwargs(),
+    )
+    with orch.session() as s:
+        s.run_turn(lambda: None, model="m", usage=UsageSnapshot(1000, 500, cache_read_tokens=250))
+        s.run_tool("read", lambda: 1)
+        with pytest.raises(PermissionDeniedError):
+            s.run_tool("drop", lambda: 1)
+        with pytest.raises(ConnectionError):
+            s.run_turn(lambda: (_ for _ in ()).throw(ConnectionError("refused")), model="m")
+    assert _units(otel) == {
+        "gen_ai.client.token.usage": "{token}",
+        "gen_ai.client.operation.duration": "s",
+        "gen_ai.invoke_agent.duration": "s",
+        "gen_ai.execute_tool.duration": "s",
+        "techrevati.cost.usd": "USD",
+        "techrevati.sessions": "{session}",
+        "techrevati.tool.calls": "{call}",
+        "techrevati.breaker.state": "1",
+        "techrevati.recovery.attempts": "{attempt}",
+    }
+    tokens = {
+        attrs["gen_ai.token.type"]: point.sum
+        for attrs, point in otel.metric_points("gen_ai.client.token.usage")
+    }
+    assert tokens == {"input": 1250, "output": 500}  # semconv input includes cache reads
+    assert otel.metric_sum("techrevati.cost.usd") == pytest.approx(s.tracker.total_cost())
+    assert otel.metric_sum("techrevati.tool.calls", techrevati__permission__decision="deny") == 1
+    assert otel.metric_sum("techrevati.tool.calls", techrevati__permission__decision="allow") == 1
+    (state,) = otel.metric_points("techrevati.breaker.state")
+    assert state[0] == {"techrevati.breaker.name": "api"} and state[1].value == 2  # open
+    errors = [
+        attrs
+        for attrs, _ in otel.metric_points("gen_ai.client.operation.duration")
+        if "error.type" in attrs
+    ]
+    assert errors == [
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "m",
+            "gen_ai.provider.name": "acme",
+            "gen_ai.agent.name": "w",
+            "error.type": "ConnectionError",
+        }
+    ]
+    for name in _units(otel):
+        for attrs, _ in otel.metric_points(name):
+            assert not FORBIDDEN_LABELS & set(attrs), (name, attrs)
+
+
+def test_cost_totals_are_cumulative_per_label_set_and_thread_safe() -> None:
+    totals = CostTotals()
+    a, b = {"model": "a"}, {"model": "b"}
+
+    def work() -> None:
+        for _ in range(10_000):
+            totals.add(0.5, a)
+            totals.add(0.25, dict(b))  # a new dict with the same labels is the same series
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    totals.add(-3.0, a)  # ignored: a counter never decreases
+    totals.add(0.0, {"model": "c"})  # ignored: no empty series
+    seen = {o.attributes["model"]: o.value for o in totals.observe(None)}  # type: ignore[arg-type,index]
+    assert seen == {"a": 20_000.0, "b": 10_000.0}
