@@ -193,3 +193,30 @@ def test_bad_orchestrator_arguments_name_the_value() -> None:
         s.run_turn(lambda: None, model="m", timeout=-3)
     with pytest.raises(BudgetExceededError):
         raise BudgetExceededError(1.0, 2.0)
+
+
+def test_bad_turn_and_tool_arguments_leave_nothing_recorded(otel: Otel) -> None:
+    orch = Orchestrator(role="w", phase="p", **otel.orch_kwargs())
+    with orch.session() as s:
+        with pytest.raises(TypeError, match="dict"):
+            s.run_turn(lambda: None, model="m", usage={"input_tokens": 5})  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="None"):
+            s.run_turn(lambda: None, model=None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="'not callable'"):
+            s.run_turn("not callable")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="'soon'"):
+            s.run_turn(lambda: None, timeout="soon")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="42"):
+            s.run_tool(42, lambda: None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="run_tool needs a callable"):
+            s.run_tool("t", None)  # type: ignore[arg-type]
+        assert s._iteration_count == 0
+        assert s.tracker.turn_count == 0
+        # a bad estimate fails that turn cleanly: its span ends, nothing is booked
+        with pytest.raises(TypeError, match="must return a UsageSnapshot, got int: 7"):
+            s.run_turn(lambda: "x", model="m", estimate_usage=lambda r: 7)  # type: ignore[arg-type,return-value]
+        assert s.tracker.turn_count == 0
+    names = sorted(span.name for span in otel.spans())
+    assert names == ["chat m", "invoke_agent w"]
+    (turn,) = [span for span in otel.spans() if span.name == "chat m"]
+    assert dict(turn.attributes or {})["error.type"] == "TypeError"

@@ -315,6 +315,8 @@ class _SessionBase(Generic[B]):
 
     def _begin_tool(self, tool_name: str, arguments: object = None) -> core.ToolScope:
         """Open the tool span and admit the call (permission, pre-guardrails), or raise."""
+        if not isinstance(tool_name, str) or not tool_name:
+            raise TypeError(f"tool_name must be a non-empty string, got {tool_name!r}")
         tool = core.start_tool(self._scope_or_open(), tool_name, arguments=arguments)
         try:
             self._admit_tool(tool)
@@ -341,6 +343,8 @@ class _SessionBase(Generic[B]):
 
             fact = session.run_tool("lookup_term", lambda: "RAG")
         """
+        if not callable(fn):
+            raise TypeError(f"run_tool needs a callable, got {type(fn).__name__}: {fn!r}")
         tool = self._begin_tool(tool_name)
         try:
             token = otel_context.attach(tool.context)
@@ -535,6 +539,24 @@ class _SessionBase(Generic[B]):
         }
 
 
+def _check_turn_arguments(
+    fn: object, model: object, usage: object, estimate_usage: object, timeout: object
+) -> None:
+    """Refuse bad arguments before anything is counted, started or recorded."""
+    if not callable(fn):
+        raise TypeError(f"the turn's callable must be callable, got {type(fn).__name__}: {fn!r}")
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a string, got {type(model).__name__}: {model!r}")
+    if usage is not None and not isinstance(usage, UsageSnapshot):
+        raise TypeError(f"usage must be a UsageSnapshot, got {type(usage).__name__}: {usage!r}")
+    if estimate_usage is not None and not callable(estimate_usage):
+        raise TypeError(f"estimate_usage must be callable, got {estimate_usage!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
 def _resolve_usage(
     result: T,
     usage: UsageSnapshot | None,
@@ -543,7 +565,13 @@ def _resolve_usage(
     if usage is not None:
         return usage
     if estimate_usage is not None:
-        return estimate_usage(result)
+        estimated = estimate_usage(result)
+        if not isinstance(estimated, UsageSnapshot):
+            raise TypeError(
+                "estimate_usage must return a UsageSnapshot, got "
+                f"{type(estimated).__name__}: {estimated!r}"
+            )
+        return estimated
     return UsageSnapshot()
 
 
@@ -594,8 +622,7 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
         Raises ``MaxIterationsExceededError`` before ``fn`` runs when the cap is
         reached, and ``BudgetExceededError`` when an enforced budget is exceeded.
         """
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        _check_turn_arguments(fn, model, usage, estimate_usage, timeout)
         turn = core.start_turn(self._scope_or_open(), model)
         breaker = self.circuit_breaker
         call: Callable[[], T] = (lambda: breaker.call(fn)) if breaker is not None else fn
@@ -639,8 +666,7 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
         timeout: float | None = None,
     ) -> tuple[T, UsageSnapshot]:
         """Async ``run_turn``: same limits, spans, events and budget rules."""
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        _check_turn_arguments(coro_factory, model, usage, estimate_usage, timeout)
         turn = core.start_turn(self._scope_or_open(), model)
         breaker = self.circuit_breaker
 
@@ -677,6 +703,10 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
 
     async def arun_tool(self, tool_name: str, coro_factory: Callable[[], Awaitable[T]]) -> T:
         """Async ``run_tool``: checks are synchronous, the tool itself is awaited."""
+        if not callable(coro_factory):
+            raise TypeError(
+                f"arun_tool needs a callable, got {type(coro_factory).__name__}: {coro_factory!r}"
+            )
         tool = self._begin_tool(tool_name)
         try:
             token = otel_context.attach(tool.context)
