@@ -93,6 +93,21 @@ def test_bad_options_fail_at_construction() -> None:
         agent_session("w", max_iterations="3")
     with pytest.raises(TypeError):
         agent_session("w", no_such_option=1)
+    with pytest.raises(ValueError, match="-1"):
+        agent_session("w", budget_usd=-1)
+
+
+def test_bad_decorator_arguments_name_the_value() -> None:
+    from techrevati.runtime.decorators import agent_turn, tool_call
+
+    with pytest.raises(TypeError, match="123"):
+        agent_turn(123)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="int: 5"):
+        agent_turn("m", usage=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="provider"):
+        agent_turn("m", provider=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="7"):
+        tool_call(7)  # type: ignore[call-overload]
 
 
 def test_async_with_yields_the_async_session(otel: Otel) -> None:

@@ -790,6 +790,15 @@ def agent_turn(
     """
     if callable(model):  # bare @agent_turn
         return agent_turn()(model)
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"agent_turn model must be a string, got {type(model).__name__}: {model!r}")
+    if provider is not None and not isinstance(provider, str):
+        raise TypeError(f"agent_turn provider must be a string, got {provider!r}")
+    if usage is not None and not (isinstance(usage, UsageSnapshot) or callable(usage)):
+        raise TypeError(
+            "agent_turn usage must be a UsageSnapshot or a function of the result, "
+            f"got {type(usage).__name__}: {usage!r}"
+        )
 
     def decorate(fn: F) -> F:
         spec = _TurnSpec(model or "", provider, usage, _positional_names(fn))
@@ -895,6 +904,8 @@ def tool_call(name: str | F | None = None) -> F | Callable[[F], F]:
     """
     if callable(name):  # bare @tool_call
         return tool_call()(name)
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"tool_call name must be a non-empty string, got {name!r}")
 
     def decorate(fn: F) -> F:
         tool_name = name or getattr(_target(fn), "__name__", None) or "tool"
