@@ -143,7 +143,7 @@ def test_library_span_inside_our_turn_is_not_counted_twice(otel: Otel) -> None:
     assert otel.metric_sum("techrevati.cost.usd") == pytest.approx(0.006)
 
 
-def test_unsampled_spans_still_enforce_limits() -> None:
+def test_unsampled_spans_still_enforce_limits(otel: Otel) -> None:
     provider = TracerProvider(sampler=ALWAYS_OFF)
     orch = Orchestrator(
         role="w",
@@ -152,6 +152,7 @@ def test_unsampled_spans_still_enforce_limits() -> None:
         budget_usd=0.0015,
         enforce_budget=True,
         tracer_provider=provider,
+        meter_provider=otel.meter_provider,
     )
     with orch.session() as session:
         session.run_turn(lambda: None, model="model-b", usage=UsageSnapshot(1000, 0))
@@ -160,6 +161,8 @@ def test_unsampled_spans_still_enforce_limits() -> None:
         with pytest.raises(MaxIterationsExceededError):
             session.run_turn(lambda: None, model="model-b")
     assert session.tracker.turn_count == 2
+    # booked once, in the ledger and in the cost metric alike
+    assert otel.metric_sum("techrevati.cost.usd") == pytest.approx(0.002)
 
 
 def test_threads_lose_no_update_and_never_pass_the_cap(otel: Otel) -> None:
@@ -225,3 +228,14 @@ def test_asyncio_tasks_share_one_ledger(otel: Otel) -> None:
 
     assert asyncio.run(main()) == cap
     assert bodies == cap
+
+
+def test_turns_after_the_session_block_still_count(otel: Otel) -> None:
+    orch = Orchestrator(role="w", phase="p", max_iterations=2, **otel.orch_kwargs())
+    with orch.session() as session:
+        session.run_turn(lambda: None, model="model-b", usage=UsageSnapshot(1000, 0))
+    session.run_turn(lambda: None, model="model-b", usage=UsageSnapshot(1000, 0))
+    with pytest.raises(MaxIterationsExceededError):
+        session.run_turn(lambda: None, model="model-b")
+    assert session.tracker.turn_count == 2
+    assert session.tracker.total_cost() == pytest.approx(0.002)

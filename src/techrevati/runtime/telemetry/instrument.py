@@ -313,8 +313,15 @@ def start_turn(
         attrs.span_name, context=parent, kind=SpanKind.CLIENT, attributes=attrs.base
     )
     direct = None
-    if session is not None and not span.is_recording():
-        session.ledger.admit()
+    if session is not None and (session.closed or not span.is_recording()):
+        # No processor books this turn: the sampler dropped it, or the session
+        # span has ended (a turn made after its ``with`` block), so nothing maps
+        # its parent to the ledger any more. The limits still hold.
+        try:
+            session.ledger.admit()
+        except BaseException:
+            span.end()
+            raise
         direct = session.ledger
     if prompt is not None and direct is None and capture_content():
         span.set_attribute(sc.GEN_AI_INPUT_MESSAGES, content_text(prompt))
