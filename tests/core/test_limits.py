@@ -10,14 +10,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 
+from otel_harness import Otel
 from techrevati.runtime import (
     BudgetExceededError,
     MaxIterationsExceededError,
     Orchestrator,
     UsageSnapshot,
 )
-
-from .conftest import Otel
 
 pytestmark = pytest.mark.usefixtures("priced")
 

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from otel_harness import Otel
 from techrevati.runtime import (
     CircuitBreaker,
     ModelPricing,
@@ -19,8 +20,6 @@ from techrevati.runtime import (
     register_pricing,
 )
 from techrevati.runtime.telemetry.metrics import CostTotals
-
-from .conftest import Otel
 
 FORBIDDEN_LABELS = {"gen_ai.agent.id", "gen_ai.conversation.id", "techrevati.project.id"}
 

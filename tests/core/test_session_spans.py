@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
+from otel_harness import Otel
 from techrevati.runtime import (
     CircuitBreaker,
     GuardrailOutcome,
@@ -22,8 +23,6 @@ from techrevati.runtime import (
     RolePermissionConfig,
     UsageSnapshot,
 )
-
-from .conftest import Otel
 
 pytestmark = pytest.mark.usefixtures("priced")
 

@@ -17,14 +17,13 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
+from otel_harness import Otel
 from techrevati.runtime import (
     BudgetExceededError,
     MaxIterationsExceededError,
     Orchestrator,
     UsageSnapshot,
 )
-
-from .conftest import Otel
 
 
 def _run(code: str) -> dict[str, object]:

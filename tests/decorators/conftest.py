@@ -1,99 +1,21 @@
-"""Fixtures for the decorator tests: a real SDK pipeline kept in memory.
-
-``ended`` counts every ``on_end`` per span id, so a test can prove that a
-span ended exactly once whichever way a stream stopped.
-"""
+"""Fixtures for the decorator tests: a real SDK pipeline kept in memory."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_harness import Otel, make_otel
 from techrevati.runtime import ModelPricing, register_pricing
 from techrevati.runtime.telemetry.content import set_capture_content
-
-
-class EndCounter(SpanProcessor):
-    """Counts ``on_end`` per span id (a second ``end()`` would show as 2)."""
-
-    def __init__(self) -> None:
-        self.ends: Counter[int] = Counter()
-
-    def on_end(self, span: ReadableSpan) -> None:
-        assert span.context is not None
-        self.ends[span.context.span_id] += 1
-
-
-@dataclass
-class Otel:
-    tracer_provider: TracerProvider
-    meter_provider: MeterProvider
-    exporter: InMemorySpanExporter
-    reader: InMemoryMetricReader
-    counter: EndCounter = field(default_factory=EndCounter)
-
-    def spans(self, prefix: str = "") -> list[ReadableSpan]:
-        return [s for s in self.exporter.get_finished_spans() if s.name.startswith(prefix)]
-
-    def span(self, name: str) -> ReadableSpan:
-        found = [s for s in self.spans() if s.name == name]
-        assert len(found) == 1, f"expected one {name!r}, got {[s.name for s in self.spans()]}"
-        return found[0]
-
-    def ended_once(self, span: ReadableSpan) -> bool:
-        assert span.context is not None
-        return self.counter.ends[span.context.span_id] == 1
-
-    def metric_points(self, name: str) -> list[tuple[dict[str, Any], Any]]:
-        data = self.reader.get_metrics_data()
-        points: list[tuple[dict[str, Any], Any]] = []
-        if data is None:
-            return points
-        for rm in data.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name == name:
-                        points.extend(
-                            (dict(p.attributes or {}), p) for p in metric.data.data_points
-                        )
-        return points
-
-    def metric_sum(self, name: str, **labels: str) -> float:
-        total = 0.0
-        for attrs, point in self.metric_points(name):
-            if all(attrs.get(k.replace("__", ".")) == v for k, v in labels.items()):
-                total += point.sum if hasattr(point, "sum") else point.value
-        return total
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
-
-
-def make_otel() -> Otel:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    counter = EndCounter()
-    provider.add_span_processor(counter)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    return Otel(provider, MeterProvider(metric_readers=[reader]), exporter, reader, counter)
 
 
 @pytest.fixture
 def otel() -> Iterator[Otel]:
     o = make_otel()
     yield o
-    o.tracer_provider.shutdown()
-    o.meter_provider.shutdown()
+    o.shutdown()
 
 
 @pytest.fixture(autouse=True)

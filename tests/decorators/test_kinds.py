@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
+from otel_harness import Otel
 from techrevati.runtime.decorators import agent_session, agent_turn, tool_call
-
-from .conftest import Otel
 
 DECORATORS: dict[str, Callable[[Callable[..., Any]], Any]] = {
     "agent_turn()": agent_turn("model-a"),

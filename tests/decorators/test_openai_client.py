@@ -19,11 +19,11 @@ import openai
 import pytest
 from opentelemetry import trace
 
+from otel_harness import Otel
 from techrevati.runtime import ModelPricing, register_pricing
 from techrevati.runtime.decorators import agent_session, agent_turn
 
 from . import payloads as p
-from .conftest import Otel
 
 
 class _FakeOpenAI(BaseHTTPRequestHandler):

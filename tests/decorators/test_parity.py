@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from otel_harness import Otel, make_otel
 from techrevati.runtime import (
     AsyncCircuitBreaker,
     BudgetExceededError,
@@ -31,8 +32,6 @@ from techrevati.runtime import (
     UsageSnapshot,
 )
 from techrevati.runtime.decorators import agent_session, agent_turn, tool_call
-
-from .conftest import Otel, make_otel
 
 U1 = UsageSnapshot(
     input_tokens=1000, output_tokens=100, cache_write_tokens=2000, cache_read_tokens=4000

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import StatusCode
 
+from otel_harness import Otel
 from techrevati.runtime import (
     AsyncCircuitBreaker,
     AsyncOrchestrationSession,
@@ -39,8 +40,6 @@ from techrevati.runtime.decorators import (
     current_agent_session,
     tool_call,
 )
-
-from .conftest import Otel
 
 USAGE = UsageSnapshot(input_tokens=1000, output_tokens=100)
 COST = (1000 * 3.0 + 100 * 15.0) / 1e6  # on model-a

@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletionChunk
 from opentelemetry import trace
 from opentelemetry.trace import Span, StatusCode
 
+from otel_harness import Otel
 from techrevati.runtime import (
     BudgetExceededError,
     MaxIterationsExceededError,
@@ -27,7 +28,6 @@ from techrevati.runtime import (
 from techrevati.runtime.decorators import agent_session, agent_turn, tool_call
 
 from . import payloads as p
-from .conftest import Otel
 
 
 @pytest.fixture(autouse=True)
