@@ -6,11 +6,7 @@ answering chat completions the way the API does, counting the requests it gets.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
 
 import openai
 import pytest
@@ -19,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from fake_openai import FakeOpenAI, serve
 from techrevati.runtime import (
     BudgetExceededError,
     ModelPricing,
@@ -26,52 +23,32 @@ from techrevati.runtime import (
     register_pricing,
 )
 
-
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    requests: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append(body)
-        payload = {
-            "id": f"chatcmpl-{len(self.requests)}",
-            "object": "chat.completion",
-            "created": 1_700_000_000,
-            "model": body["model"] + "-2026-01-01",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "hello"},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": 5000,
-                "completion_tokens": 100,
-                "total_tokens": 5100,
-                "prompt_tokens_details": {"cached_tokens": 4000},
-                "completion_tokens_details": {"reasoning_tokens": 40},
-            },
+COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1_700_000_000,
+    "model": "gpt-test-2026-01-01",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "hello"},
+            "finish_reason": "stop",
         }
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    ],
+    "usage": {
+        "prompt_tokens": 5000,
+        "completion_tokens": 100,
+        "total_tokens": 5100,
+        "prompt_tokens_details": {"cached_tokens": 4000},
+        "completion_tokens_details": {"reasoning_tokens": 40},
+    },
+}
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
 
-
-@pytest.fixture(scope="module")
-def fake_api() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+@pytest.fixture
+def fake_api() -> Iterator[FakeOpenAI]:
+    with serve(FakeOpenAI(COMPLETION)) as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -88,14 +65,13 @@ def instrumented() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
 
 
 def test_openai_spans_are_priced_and_over_budget_call_never_sent(
-    fake_api: str, instrumented: tuple[TracerProvider, InMemorySpanExporter]
+    fake_api: FakeOpenAI, instrumented: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
     provider, exporter = instrumented
     register_pricing(
         "gpt-test", ModelPricing(2.0, 8.0, cache_write_per_million=2.5, cache_read_per_million=0.5)
     )
-    client = openai.OpenAI(base_url=fake_api, api_key="test-key", max_retries=0)
-    _FakeOpenAI.requests.clear()
+    client = openai.OpenAI(base_url=fake_api.url, api_key="test-key", max_retries=0)
     per_call = (1000 * 2.0 + 4000 * 0.5 + 100 * 8.0) / 1e6  # 0.0048: cached at 0.5
     orch = Orchestrator(
         role="writer",
@@ -109,7 +85,7 @@ def test_openai_spans_are_priced_and_over_budget_call_never_sent(
             client.chat.completions.create(
                 model="gpt-test", messages=[{"role": "user", "content": "hi"}]
             )
-    assert len(_FakeOpenAI.requests) == 2  # the third request was never sent
+    assert len(fake_api.requests) == 2  # the third request was never sent
     assert session.tracker.total_cost() == pytest.approx(2 * per_call, rel=1e-12)
     assert refused.value.current_cost_usd == pytest.approx(2 * per_call)
     model, usage = session.tracker.turns[0]
@@ -122,11 +98,11 @@ def test_openai_spans_are_priced_and_over_budget_call_never_sent(
 
 
 def test_openai_call_inside_run_turn_counts_once(
-    fake_api: str, instrumented: tuple[TracerProvider, InMemorySpanExporter]
+    fake_api: FakeOpenAI, instrumented: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
     provider, _ = instrumented
     register_pricing("gpt-test", ModelPricing(2.0, 8.0, cache_read_per_million=0.5))
-    client = openai.OpenAI(base_url=fake_api, api_key="test-key", max_retries=0)
+    client = openai.OpenAI(base_url=fake_api.url, api_key="test-key", max_retries=0)
     orch = Orchestrator(role="writer", phase="draft", max_iterations=5, tracer_provider=provider)
     with orch.session() as session:
         reply, _ = session.run_turn(

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any
 
 import openai
 import pytest
 from opentelemetry import trace
 
+from fake_openai import FakeOpenAI, serve
 from otel_harness import Otel
 from techrevati.runtime import ModelPricing, register_pricing
 from techrevati.runtime.decorators import agent_session, agent_turn
@@ -26,43 +24,10 @@ from techrevati.runtime.decorators import agent_session, agent_turn
 from . import payloads as p
 
 
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    requests: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append(body)
-        if body.get("stream"):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.end_headers()
-            try:
-                for chunk in p.OPENAI_STREAM:
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                    self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client closed the stream early, as some tests do
-            return
-        data = json.dumps(p.OPENAI_COMPLETION).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
 @pytest.fixture(scope="module")
 def api() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with serve(FakeOpenAI(p.OPENAI_COMPLETION, p.OPENAI_STREAM)) as fake:
+        yield fake.url
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,70 @@
+"""A local stand-in for the OpenAI HTTP API, for tests that drive the real client.
+
+It answers ``POST .../chat/completions`` with a fixed completion, or with a
+server-sent-event stream when the request asks for ``stream``, and keeps every
+request body it received (a refused call must never reach it).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class FakeOpenAI:
+    """What the server answers, and what it was asked."""
+
+    completion: dict[str, Any]
+    stream: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            api.requests.append(body)
+            if body.get("stream"):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                try:
+                    for chunk in api.stream:
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                    self.wfile.write(b"data: [DONE]\n\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client closed the stream early, as some tests do
+                return
+            data = json.dumps(api.completion).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    return Handler
+
+
+@contextmanager
+def serve(api: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """Run ``api`` on 127.0.0.1 (a free port); ``api.url`` is the client's base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    api.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        yield api
+    finally:
+        server.shutdown()
+        server.server_close()
