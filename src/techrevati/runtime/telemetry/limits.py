@@ -120,17 +120,22 @@ class LimitsProcessor(SpanProcessor):
         if parent_entry is None:
             return
         outer = parent_entry if parent_entry.model_call else parent_entry.outer
-        attrs = span.attributes
-        operation = attrs.get(sc.GEN_AI_OPERATION_NAME) if attrs is not None else None
-        if outer is None and is_model_call(operation, span.name):
+        scope = span.instrumentation_scope
+        ours = scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE
+        if ours:
+            # Our core names every span "<operation> ...": no locked attribute read.
+            model_call = span.name.startswith(sc.OP_CHAT)
+        else:
+            attrs = span.attributes
+            operation = attrs.get(sc.GEN_AI_OPERATION_NAME) if attrs is not None else None
+            model_call = is_model_call(operation, span.name)
+        if outer is None and model_call:
             # May raise MaxIterationsExceededError / BudgetExceededError: that
             # is the admission point, the span is then never started.
             iteration = parent_entry.ledger.admit()
             entry = _Entry(parent_entry.ledger, None, True)
-            if span.instrumentation_scope is not None and (
-                span.instrumentation_scope.name == sc.INSTRUMENTATION_SCOPE
-            ):
-                entry.iteration = iteration
+            if ours:
+                entry.iteration = iteration  # written by the core with its end attributes
             else:
                 span.set_attribute(sc.SESSION_ITERATION, iteration)
         else:
