@@ -20,9 +20,10 @@ prometheus:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# Each example keeps its own spans file, so both can be replayed afterwards.
 demo: $(STAMP)
-	$(PY) -m examples.tiny_agent
-	$(PY) -m examples.decorated_agent
+	TECHREVATI_SPANS_FILE=telemetry-out/tiny-agent.jsonl $(PY) -m examples.tiny_agent
+	TECHREVATI_SPANS_FILE=telemetry-out/decorated-agent.jsonl $(PY) -m examples.decorated_agent
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
