@@ -28,7 +28,6 @@ from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanContext, TracerProvider
 
-from ._failsafe import log_failure_once
 from .agent_events import AgentEvent, AgentFailureClass
 from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker
 from .circuit_breaker import AsyncCircuitBreaker, BreakerPermit, CircuitBreaker, CircuitOpenError
@@ -68,6 +67,7 @@ __all__ = [
 
 logger = logging.getLogger("techrevati.runtime.orchestrator")
 logger.addHandler(logging.NullHandler())
+_EVENT_SINK_FAILED = "event_sink.emit raised; suppressing to keep session alive"
 
 T = TypeVar("T")
 B = TypeVar("B", CircuitBreaker, AsyncCircuitBreaker)
@@ -165,6 +165,7 @@ class _SessionBase(Generic[B]):
     # True when an Orchestrator context manager owns the span's end; a session
     # built directly ends its span when it reaches a terminal state instead.
     _managed: bool = field(default=False, init=False, repr=False)
+    _event_sink_failed: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_limits(self.max_iterations, self.budget_usd)
@@ -239,9 +240,13 @@ class _SessionBase(Generic[B]):
         try:
             self.event_sink.emit(event)
         except Exception:
-            log_failure_once(
-                logger, self.event_sink, "event_sink.emit raised; suppressing to keep session alive"
-            )
+            # Once per session at ERROR (a sink that is down fails on every
+            # event); the rest at DEBUG, still with their tracebacks.
+            if self._event_sink_failed:
+                logger.debug(_EVENT_SINK_FAILED, exc_info=True)
+            else:
+                self._event_sink_failed = True
+                logger.exception(_EVENT_SINK_FAILED)
 
     def _log_extra(self, **more: Any) -> dict[str, Any]:
         return {"role": self.role, "phase": self.phase, "project_id": self.project_id, **more}

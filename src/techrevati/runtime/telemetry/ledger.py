@@ -13,13 +13,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .._failsafe import log_failure_once
 from ..errors import MaxIterationsExceededError
 from ..sinks import UsageSink
 from ..usage_tracking import BudgetExceededError, PricedTurn, UsageSnapshot, UsageTracker
 from . import semconv as sc
 
 _orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
+_USAGE_SINK_FAILED = "usage_sink.record raised; suppressing to keep session alive"
 
 #: Called with (limit kind, the error) whenever a limit is hit, enforced or not.
 LimitListener = Callable[[str, Exception], None]
@@ -48,6 +48,7 @@ class SessionLedger:
     on_unpriced_cost: CostListener | None = None
     iterations: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _sink_failed: bool = field(default=False, repr=False)
 
     def admit(self) -> int:
         """Count one model call that is about to start, or raise if a limit forbids it.
@@ -100,11 +101,13 @@ class SessionLedger:
             try:
                 self.usage_sink.record(model, usage, cost)
             except Exception:
-                log_failure_once(
-                    _orchestrator_log,
-                    self.usage_sink,
-                    "usage_sink.record raised; suppressing to keep session alive",
-                )
+                # Once per session at ERROR: a sink that is down fails on every
+                # turn, and one traceback says all there is to say.
+                if self._sink_failed:
+                    _orchestrator_log.debug(_USAGE_SINK_FAILED, exc_info=True)
+                else:
+                    self._sink_failed = True
+                    _orchestrator_log.exception(_USAGE_SINK_FAILED)
         if not priced and self.on_unpriced_cost is not None and cost:
             self.on_unpriced_cost(model, usage, cost)
         return cost
