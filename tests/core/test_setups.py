@@ -219,3 +219,33 @@ def test_bad_turn_and_tool_arguments_leave_nothing_recorded(otel: Otel) -> None:
     assert names == ["chat m", "invoke_agent w"]
     (turn,) = [span for span in otel.spans() if span.name == "chat m"]
     assert dict(turn.attributes or {})["error.type"] == "TypeError"
+
+
+def test_explicit_provider_still_sees_third_party_spans_on_the_global_one() -> None:
+    result = _run(
+        """
+        import json
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        trace.set_tracer_provider(TracerProvider())          # where libraries report
+        from techrevati.runtime import (Orchestrator, ModelPricing, register_pricing,
+            BudgetExceededError)
+        register_pricing("m", ModelPricing(1.0, 1.0))
+        lib = trace.get_tracer("opentelemetry.instrumentation.some_llm")
+        orch = Orchestrator(role="w", phase="p", budget_usd=0.0015, enforce_budget=True,
+                            tracer_provider=TracerProvider())  # ours go elsewhere
+        sent = 0
+        try:
+            with orch.session() as s:
+                for _ in range(5):
+                    with lib.start_as_current_span("chat m", attributes={
+                            "gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                            "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 0}):
+                        sent += 1
+        except BudgetExceededError:
+            pass
+        print(json.dumps({"sent": sent, "turns": s.tracker.turn_count,
+                          "cost": round(s.tracker.total_cost(), 9)}))
+        """
+    )
+    assert result == {"sent": 2, "turns": 2, "cost": 0.002}

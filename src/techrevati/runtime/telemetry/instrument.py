@@ -29,7 +29,15 @@ from ..usage_tracking import PricedTurn, UsageSnapshot, cost_of, price_turn
 from . import semconv as sc
 from .content import capture_content, content_text
 from .ledger import SessionLedger
-from .limits import book_own_turn, iteration_of, note_own_turn, register_session, unregister
+from .limits import (
+    ACTIVE_LEDGER,
+    SpanEntry,
+    adopt,
+    book_own_turn,
+    entry_of,
+    register_session,
+    unregister,
+)
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .tokens import usage_to_attributes
@@ -83,6 +91,7 @@ class Activation:
 
     otel_token: Token[Context]
     session_token: Token[SessionScope | None]
+    ledger_token: Token[SessionLedger | None]
 
 
 def current_session() -> SessionScope | None:
@@ -198,11 +207,14 @@ def open_session(
 
 def activate(scope: SessionScope) -> Activation:
     """Make the session span current (and the session findable) in this context."""
-    return Activation(otel_context.attach(scope.context), _ACTIVE.set(scope))
+    return Activation(
+        otel_context.attach(scope.context), _ACTIVE.set(scope), ACTIVE_LEDGER.set(scope.ledger)
+    )
 
 
 def deactivate(activation: Activation) -> None:
     """Undo ``activate``."""
+    ACTIVE_LEDGER.reset(activation.ledger_token)
     _ACTIVE.reset(activation.session_token)
     otel_context.detach(activation.otel_token)
 
@@ -276,6 +288,8 @@ class TurnScope:
     started: float
     # Set when the sampler dropped the span: the core books the ledger itself.
     direct_ledger: SessionLedger | None = None
+    # The processor's entry for this span (None outside any session).
+    entry: SpanEntry | None = None
     ended: bool = False
     # The resolved provider label, kept so a model learned at the end gets the same labels.
     provider: str = ""
@@ -313,16 +327,24 @@ def start_turn(
         attrs.span_name, context=parent, kind=SpanKind.CLIENT, attributes=attrs.base
     )
     direct = None
-    if session is not None and (session.closed or not span.is_recording()):
-        # No processor books this turn: the sampler dropped it, or the session
-        # span has ended (a turn made after its ``with`` block), so nothing maps
-        # its parent to the ledger any more. The limits still hold.
-        try:
-            session.ledger.admit()
-        except BaseException:
-            span.end()
-            raise
-        direct = session.ledger
+    entry = None
+    if session is not None:
+        entry = entry_of(span)
+        if entry is None:
+            # Nothing mapped this turn to its session: the sampler dropped it,
+            # the session span has ended (a turn after its ``with`` block), or
+            # its parent is a span the processor never saw. The limits hold all
+            # the same: admit here, then let the processor book it (or book it
+            # here when no processor will see the span end).
+            try:
+                iteration = session.ledger.admit()
+            except BaseException:
+                span.end()
+                raise
+            if span.is_recording():
+                entry = adopt(span, session.ledger, model_call=True, iteration=iteration)
+            else:
+                direct = session.ledger
     if prompt is not None and direct is None and capture_content():
         span.set_attribute(sc.GEN_AI_INPUT_MESSAGES, content_text(prompt))
     return TurnScope(
@@ -334,6 +356,7 @@ def start_turn(
         context=trace.set_span_in_context(span, parent),
         started=time.perf_counter(),
         direct_ledger=direct,
+        entry=entry,
         provider=provider_name,
     )
 
@@ -345,13 +368,8 @@ def _learn_model(turn: TurnScope, model: str) -> None:
     it, so a turn that only learns its model from the response is still
     priced, booked and charted under that model rather than under "".
     """
-    session = turn.session
     turn.model = model
-    turn.attrs = (
-        _model_attrs(session.model_attrs, model, turn.provider, session.role)
-        if session is not None
-        else _model_attrs(_GLOBAL_MODEL_ATTRS, model, turn.provider, None)
-    )
+    turn.attrs = _attrs_for(turn, model)
     if turn.span.is_recording():
         turn.span.update_name(turn.attrs.span_name)
         turn.span.set_attribute(sc.GEN_AI_REQUEST_MODEL, model)
@@ -407,54 +425,76 @@ def end_turn(
     span = turn.span
     duration = time.perf_counter() - turn.started
     instruments = turn.instruments
+    entry = turn.entry
+    # A turn inside another model-call span (a decorated turn called within
+    # run_turn, say) is the same model call: the ledger books it once, through
+    # the outer turn, and so do the metrics.
+    nested = entry is not None and entry.outer is not None
     if error is not None:
         error_type = type(error).__qualname__
         if span.is_recording():
             failed: dict[str, Any] = {sc.ERROR_TYPE: error_type}
-            iteration = iteration_of(span)
-            if iteration:
-                failed[sc.SESSION_ITERATION] = iteration
+            if entry is not None and entry.iteration:
+                failed[sc.SESSION_ITERATION] = entry.iteration
             span.set_attributes(failed)
             span.set_status(Status(StatusCode.ERROR, str(error)))
             span.record_exception(error)
         span.end()
-        instruments.operation_duration.record(
-            duration, {**turn.attrs.base, sc.ERROR_TYPE: error_type}
-        )
+        if not nested:
+            instruments.operation_duration.record(
+                duration, {**turn.attrs.base, sc.ERROR_TYPE: error_type}
+            )
         return
     snapshot = usage if usage is not None else _NO_USAGE
     model = turn.model
     priced = price_turn(model, snapshot) if model else _NOT_PRICED
-    cost = priced[0]
     if span.is_recording():
         # One set_attributes call: each call takes the span's lock and cleans values.
         attributes = usage_to_attributes(snapshot)
-        attributes[sc.COST_USD] = cost
+        attributes[sc.COST_USD] = priced[0]
         if response_model:
             attributes[sc.GEN_AI_RESPONSE_MODEL] = response_model
         if reasoning_tokens:
             attributes[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning_tokens
         if output is not None and capture_content():
             attributes[sc.GEN_AI_OUTPUT_MESSAGES] = content_text(output)
-        iteration = note_own_turn(span, model, snapshot, priced)
-        if iteration:
-            attributes[sc.SESSION_ITERATION] = iteration
+        if entry is not None:
+            # on_end books exactly this, without reading the attributes back.
+            entry.own = (model, snapshot, priced)
+            if entry.iteration:
+                attributes[sc.SESSION_ITERATION] = entry.iteration
         span.set_attributes(attributes)
     span.end()
     if turn.direct_ledger is not None:
-        # Unsampled span: no processor saw it. Priced and counted in metrics here.
-        book_own_turn(turn.direct_ledger, model, snapshot, priced)
-    instruments.operation_duration.record(duration, turn.attrs.base)
-    instruments.token_usage.record(
-        snapshot.input_tokens + snapshot.cache_read_tokens + snapshot.cache_write_tokens,
-        turn.attrs.input,
-    )
-    instruments.token_usage.record(snapshot.output_tokens, turn.attrs.output)
-    _count_cost(instruments, turn.attrs, cost)
+        # No processor saw this span: book it here.
+        booked = book_own_turn(turn.direct_ledger, model, snapshot, priced)
+    elif entry is not None and entry.booked is not None:
+        booked = entry.booked
+    else:
+        booked = [(model, snapshot, priced[0])]  # outside any session: priced, not booked
+    if not nested:
+        instruments.operation_duration.record(duration, turn.attrs.base)
+        for booked_model, booked_usage, cost in booked:
+            attrs = turn.attrs if booked_model == model else _attrs_for(turn, booked_model)
+            instruments.token_usage.record(
+                booked_usage.input_tokens
+                + booked_usage.cache_read_tokens
+                + booked_usage.cache_write_tokens,
+                attrs.input,
+            )
+            instruments.token_usage.record(booked_usage.output_tokens, attrs.output)
+            _count_cost(instruments, attrs, cost)
     if turn.session is not None:
         exceeded = turn.session.ledger.check_budget()
         if exceeded is not None:
             raise exceeded
+
+
+def _attrs_for(turn: TurnScope, model: str) -> _ModelAttrs:
+    session = turn.session
+    if session is not None:
+        return _model_attrs(session.model_attrs, model, turn.provider, session.role)
+    return _model_attrs(_GLOBAL_MODEL_ATTRS, model, turn.provider, None)
 
 
 # --- tools ---------------------------------------------------------------------
@@ -506,6 +546,10 @@ def start_tool(
         kind=SpanKind.INTERNAL,
         attributes=attributes,
     )
+    if session is not None and span.is_recording() and entry_of(span) is None:
+        # Its parent is a span the processor never saw: model calls made by the
+        # tool must still find the session.
+        adopt(span, session.ledger, model_call=False)
     return ToolScope(
         span=span,
         session=session,

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +35,12 @@ _log = logging.getLogger("techrevati.runtime.telemetry")
 
 
 @dataclass(eq=False, slots=True)
-class _Entry:
+class SpanEntry:
+    """What the processor knows about one open span inside a session."""
+
     ledger: SessionLedger
     # The open model-call entry this span is nested in, if any.
-    outer: _Entry | None = None
+    outer: SpanEntry | None = None
     model_call: bool = False
     nested_usage: list[tuple[str, UsageSnapshot]] | None = field(default=None)
     # The core's own turn: (model, usage, price) it put on the span just before
@@ -45,12 +49,21 @@ class _Entry:
     # Admission number of a model call made by our own core, which writes it on
     # the span together with its other end attributes (one locked write, not two).
     iteration: int = 0
+    # What on_end booked for the core's own top-level turn: (model, usage, cost)
+    # per booked call, so the core's metrics follow the ledger exactly.
+    booked: list[tuple[str, UsageSnapshot, float]] | None = None
 
 
 # span id -> entry, shared by every processor instance: a session opened on one
 # provider is still found by spans of another. Plain dict operations are atomic
 # in CPython, which is all the concurrency this map needs.
-_OPEN: dict[int, _Entry] = {}
+_OPEN: dict[int, SpanEntry] = {}
+
+#: The ledger of the session active in this context (thread or task). Spans
+#: whose parent chain does not lead to a session span still belong to it: a
+#: user's own span from a provider without our processor sits between, or the
+#: span was started as a new root inside the session's ``with`` block.
+ACTIVE_LEDGER: ContextVar[SessionLedger | None] = ContextVar("techrevati_ledger", default=None)
 
 _warned = False
 
@@ -71,7 +84,7 @@ def is_model_call(operation: object, span_name: str) -> bool:
 
 def register_session(span: APISpan, ledger: SessionLedger) -> None:
     """Make ``span`` the root of a session: spans under it book into ``ledger``."""
-    _OPEN[span.get_span_context().span_id] = _Entry(ledger)
+    _OPEN[span.get_span_context().span_id] = SpanEntry(ledger)
 
 
 def unregister(span: APISpan) -> None:
@@ -79,25 +92,22 @@ def unregister(span: APISpan) -> None:
     _OPEN.pop(span.get_span_context().span_id, None)
 
 
-def note_own_turn(span: APISpan, model: str, usage: UsageSnapshot, price: PricedTurn) -> int:
-    """Tell the processor what the core puts on its turn span; returns its iteration.
+def entry_of(span: APISpan) -> SpanEntry | None:
+    """The processor's entry for an open span, if it lies inside a session."""
+    return _OPEN.get(span.get_span_context().span_id)
 
-    ``on_end`` then books this usage and price instead of parsing the span's
-    attributes and pricing the turn a second time. Spans made by other
-    instrumentations are still read from their attributes. The iteration
-    (0 outside a session) is for the core to write with its end attributes.
+
+def adopt(
+    span: APISpan, ledger: SessionLedger, *, model_call: bool, iteration: int = 0
+) -> SpanEntry:
+    """Map a span the processor could not place (its parent is unknown) to ``ledger``.
+
+    The core calls this for its own spans after admitting them itself, so
+    their children and their ``on_end`` booking work as for any other span.
     """
-    entry = _OPEN.get(span.get_span_context().span_id)
-    if entry is None:
-        return 0
-    entry.own = (model, usage, price)
-    return entry.iteration
-
-
-def iteration_of(span: APISpan) -> int:
-    """The admission number of an open model-call span of ours (0 if none)."""
-    entry = _OPEN.get(span.get_span_context().span_id)
-    return entry.iteration if entry is not None else 0
+    entry = SpanEntry(ledger, None, model_call, iteration=iteration)
+    _OPEN[span.get_span_context().span_id] = entry
+    return entry
 
 
 def ledger_of(span: APISpan) -> SessionLedger | None:
@@ -114,11 +124,12 @@ class LimitsProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         parent = span.parent
-        if parent is None:
-            return
-        parent_entry = _OPEN.get(parent.span_id)
+        parent_entry = _OPEN.get(parent.span_id) if parent is not None else None
         if parent_entry is None:
-            return
+            ledger = ACTIVE_LEDGER.get()
+            if ledger is None:
+                return
+            parent_entry = SpanEntry(ledger)  # directly under the active session
         outer = parent_entry if parent_entry.model_call else parent_entry.outer
         scope = span.instrumentation_scope
         ours = scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE
@@ -133,13 +144,13 @@ class LimitsProcessor(SpanProcessor):
             # May raise MaxIterationsExceededError / BudgetExceededError: that
             # is the admission point, the span is then never started.
             iteration = parent_entry.ledger.admit()
-            entry = _Entry(parent_entry.ledger, None, True)
+            entry = SpanEntry(parent_entry.ledger, None, True)
             if ours:
                 entry.iteration = iteration  # written by the core with its end attributes
             else:
                 span.set_attribute(sc.SESSION_ITERATION, iteration)
         else:
-            entry = _Entry(parent_entry.ledger, outer, False)
+            entry = SpanEntry(parent_entry.ledger, outer, False)
         _OPEN[span.context.span_id] = entry
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -161,7 +172,7 @@ class LimitsProcessor(SpanProcessor):
         return True
 
 
-def _book(entry: _Entry, span: ReadableSpan) -> None:
+def _book(entry: SpanEntry, span: ReadableSpan) -> None:
     own = entry.own
     if entry.outer is not None:
         if own is not None:
@@ -181,7 +192,7 @@ def _book(entry: _Entry, span: ReadableSpan) -> None:
     if not entry.model_call:
         return
     if own is not None:
-        book_own_turn(entry.ledger, own[0], own[1], own[2], entry.nested_usage)
+        entry.booked = book_own_turn(entry.ledger, own[0], own[1], own[2], entry.nested_usage)
         return
     book_model_call(entry.ledger, span.attributes, entry.nested_usage)
 
@@ -192,13 +203,18 @@ def book_own_turn(
     usage: UsageSnapshot,
     price: PricedTurn,
     nested: list[tuple[str, UsageSnapshot]] | None = None,
-) -> None:
-    """Book one finished top-level turn of the core, already priced and counted in metrics."""
+) -> list[tuple[str, UsageSnapshot, float]]:
+    """Book one finished top-level turn of the core; returns what was booked.
+
+    A turn that reported no usage of its own is booked from the model calls
+    nested in it (a library's span, or a decorated turn called inside
+    ``run_turn``). The core records its metrics from the returned list.
+    """
     if nested and usage == _ZERO:
-        for inner_model, inner in nested:
-            ledger.record(inner_model, inner, priced=False)
-        return
-    ledger.record(model, usage, price=price)
+        return [
+            (inner_model, inner, ledger.record(inner_model, inner)) for inner_model, inner in nested
+        ]
+    return [(model, usage, ledger.record(model, usage, price=price))]
 
 
 def book_model_call(
@@ -220,7 +236,8 @@ def book_model_call(
 
 _ZERO = UsageSnapshot()
 
-_attached: dict[int, tuple[TracerProvider, LimitsProcessor]] = {}
+# Weak: a provider the user drops (per test, per tenant) must not be kept alive here.
+_attached: weakref.WeakKeyDictionary[TracerProvider, LimitsProcessor] = weakref.WeakKeyDictionary()
 _attach_lock = threading.Lock()
 
 
@@ -233,14 +250,14 @@ def ensure_limits_processor(provider: TracerProvider) -> LimitsProcessor:
         ensure_limits_processor(provider)
         trace.set_tracer_provider(provider)
     """
-    found = _attached.get(id(provider))
-    if found is not None and found[0] is provider:
-        return found[1]
+    found = _attached.get(provider)
+    if found is not None:
+        return found
     with _attach_lock:
-        found = _attached.get(id(provider))
-        if found is not None and found[0] is provider:
-            return found[1]
+        found = _attached.get(provider)
+        if found is not None:
+            return found
         processor = LimitsProcessor()
         provider.add_span_processor(processor)
-        _attached[id(provider)] = (provider, processor)
+        _attached[provider] = processor
         return processor

@@ -8,6 +8,7 @@ Labels are bounded on purpose: model, provider, role, tool, outcome, never an id
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -147,7 +148,9 @@ def _build(provider: MeterProvider | None) -> Instruments:
     )
 
 
-_cache: dict[int, tuple[MeterProvider | None, Instruments]] = {}
+_global: Instruments | None = None
+# Weak: a provider the user drops (per test, per tenant) must not be kept alive here.
+_cache: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -157,14 +160,18 @@ def instruments_for(provider: MeterProvider | None = None) -> Instruments:
     With no provider configured the global proxy's instruments are no-ops that
     start recording as soon as the user sets a global MeterProvider.
     """
-    key = id(provider)
-    found = _cache.get(key)
-    if found is not None and found[0] is provider:
-        return found[1]
+    global _global
+    if provider is None:
+        if _global is None:
+            with _lock:
+                if _global is None:
+                    _global = _build(None)
+        return _global
+    found = _cache.get(provider)
+    if found is not None:
+        return found
     with _lock:
-        found = _cache.get(key)
-        if found is not None and found[0] is provider:
-            return found[1]
-        built = _build(provider)
-        _cache[key] = (provider, built)
-        return built
+        found = _cache.get(provider)
+        if found is None:
+            found = _cache[provider] = _build(provider)
+        return found

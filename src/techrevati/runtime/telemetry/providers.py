@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
@@ -22,7 +23,8 @@ from . import semconv as sc
 from .limits import ensure_limits_processor
 
 _fallback: SDKTracerProvider | None = None
-_tracers: dict[int, tuple[TracerProvider, Tracer]] = {}
+# Weak: a provider the user drops (per test, per tenant) must not be kept alive here.
+_tracers: weakref.WeakKeyDictionary[TracerProvider, Tracer] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -40,7 +42,13 @@ def fallback_provider() -> SDKTracerProvider:
 
 def resolve_provider(explicit: TracerProvider | None = None) -> TracerProvider:
     """The provider to use now: explicit, else the global SDK one, else the fallback."""
-    provider = explicit if explicit is not None else trace.get_tracer_provider()
+    global_provider = trace.get_tracer_provider()
+    if isinstance(global_provider, SDKTracerProvider):
+        # Even with an explicit provider for our spans: other GenAI
+        # instrumentations (the OpenAI one, say) make theirs on the global
+        # provider, and their model calls must still be admitted and booked.
+        ensure_limits_processor(global_provider)
+    provider = explicit if explicit is not None else global_provider
     if isinstance(provider, SDKTracerProvider):
         ensure_limits_processor(provider)
         return provider
@@ -54,10 +62,13 @@ def resolve_provider(explicit: TracerProvider | None = None) -> TracerProvider:
 def tracer_for(explicit: TracerProvider | None = None) -> Tracer:
     """Our tracer on the resolved provider (cached per provider)."""
     provider = resolve_provider(explicit)
-    found = _tracers.get(id(provider))
-    if found is not None and found[0] is provider:
-        return found[1]
+    try:
+        found = _tracers.get(provider)
+    except TypeError:  # a provider type that cannot be weakly referenced
+        return provider.get_tracer(sc.INSTRUMENTATION_SCOPE, VERSION)
+    if found is not None:
+        return found
     tracer = provider.get_tracer(sc.INSTRUMENTATION_SCOPE, VERSION)
     with _lock:
-        _tracers[id(provider)] = (provider, tracer)
+        _tracers[provider] = tracer
     return tracer

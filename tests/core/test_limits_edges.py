@@ -1,0 +1,123 @@
+"""Limits and bookkeeping where the span tree is not the simple one.
+
+Each case is one a user meets: their own span from another provider between the
+session and the turn, a new root span, work that finishes after the session
+block, a decorated turn called inside ``run_turn``, providers dropped after use.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+
+from otel_harness import Otel
+from techrevati.runtime import (
+    BudgetExceededError,
+    MaxIterationsExceededError,
+    Orchestrator,
+    UsageSnapshot,
+    agent_session,
+    agent_turn,
+    tool_call,
+)
+
+pytestmark = pytest.mark.usefixtures("priced")
+
+
+@agent_turn("model-b", usage=UsageSnapshot(1000, 0))
+def ask() -> str:
+    return "ok"
+
+
+def test_a_span_from_a_provider_without_our_processor_does_not_hide_turns(otel: Otel) -> None:
+    app_tracer = TracerProvider().get_tracer("the.app")  # the user's own, separate provider
+    calls = 0
+    with (
+        agent_session("w", max_iterations=2, **otel.kwargs()) as session,
+        app_tracer.start_as_current_span("step"),
+        pytest.raises(MaxIterationsExceededError),
+    ):
+        for _ in range(5):
+            ask()
+            calls += 1
+    assert calls == 2
+    assert session.tracker.turn_count == 2
+    assert session.tracker.total_cost() == pytest.approx(0.002)
+    # the turns still belong to the session's trace through the active session
+    assert {
+        dict(s.attributes or {})["techrevati.session.iteration"] for s in otel.spans("chat")
+    } == {
+        1,
+        2,
+    }
+
+
+def test_a_new_root_span_inside_the_session_still_belongs_to_it(otel: Otel) -> None:
+    tracer = otel.tracer_provider.get_tracer("background.work")
+    orch = Orchestrator(
+        role="w", phase="p", budget_usd=0.0015, enforce_budget=True, **otel.kwargs()
+    )
+    ran: list[int] = []
+    with orch.session() as session, tracer.start_as_current_span("bg", context=Context()):
+        session.run_turn(lambda: ran.append(1), model="model-b", usage=UsageSnapshot(1000, 0))
+        with pytest.raises(BudgetExceededError):
+            session.run_turn(lambda: ran.append(2), model="model-b", usage=UsageSnapshot(1000, 0))
+        with pytest.raises(BudgetExceededError):
+            session.run_turn(lambda: ran.append(3), model="model-b")
+    assert ran == [1, 2]
+    assert session.tracker.turn_count == 2
+
+
+def test_work_finished_after_the_block_is_counted_once(otel: Otel) -> None:
+    @tool_call()
+    def research():  # type: ignore[no-untyped-def]
+        for _ in range(3):
+            ask()
+            yield "chunk"
+
+    with agent_session("w", **otel.kwargs()) as session:
+        stream = research()
+        next(stream)
+    rest = list(stream)  # the last two turns run after the with-block
+    assert rest == ["chunk", "chunk"]
+    assert session._iteration_count == 3
+    assert session.tracker.turn_count == 3
+    assert session.tracker.total_cost() == pytest.approx(0.003)
+
+
+def test_a_decorated_turn_inside_run_turn_is_one_call_in_metrics_too(otel: Otel) -> None:
+    @agent_turn("model-b")
+    def inner() -> dict[str, object]:
+        return {"model": "model-b", "usage": {"prompt_tokens": 2000, "completion_tokens": 0}}
+
+    with Orchestrator(role="w", phase="p", **otel.kwargs()).session() as session:
+        session.run_turn(inner, model="model-b", usage=UsageSnapshot(2000, 0))
+        session.run_turn(inner, model="model-b")  # the outer reports nothing: inner counts
+    assert session.tracker.turn_count == 2
+    assert session.tracker.total_cost() == pytest.approx(0.004)
+    assert otel.metric_sum("techrevati.cost.usd") == pytest.approx(0.004)
+    tokens = sum(p.sum for _, p in otel.metric_points("gen_ai.client.token.usage"))
+    assert tokens == 4000
+    (duration,) = otel.metric_points("gen_ai.client.operation.duration")
+    assert duration[1].count == 2
+
+
+def test_dropped_providers_are_not_kept_alive() -> None:
+    refs = []
+    for _ in range(20):
+        tracer_provider, meter_provider = TracerProvider(), MeterProvider()
+        with Orchestrator(
+            role="w", phase="p", tracer_provider=tracer_provider, meter_provider=meter_provider
+        ).session() as session:
+            session.run_turn(lambda: None, model="model-b")
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+        refs.append((weakref.ref(tracer_provider), weakref.ref(meter_provider)))
+        del tracer_provider, meter_provider, session
+    gc.collect()
+    assert sum(t() is not None or m() is not None for t, m in refs) == 0
