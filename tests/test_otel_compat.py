@@ -100,3 +100,54 @@ def test_import_guard_raises_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
     assert err.value.__cause__ is fake
     with pytest.raises(ImportError):
         OpenTelemetryUsageSink()
+
+
+def test_session_spans_on_the_sinks_global_provider_carry_its_names() -> None:
+    """When the sink's tracer is the global provider's, our own spans land beside its spans."""
+    code = """
+import json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+provider = TracerProvider(); provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+from techrevati.runtime import Orchestrator
+from techrevati.runtime.otel import OpenTelemetrySink
+sink = OpenTelemetrySink(tracer=trace.get_tracer("test"), agent_id="abc")
+with Orchestrator(role="w", phase="p", event_sink=sink).session() as s:
+    s.run_turn(lambda: None, model="m")
+    s.run_tool("t", lambda: 1)
+def names(x):
+    attrs = x.attributes or {}
+    return x.name, attrs.get("gen_ai.provider.name"), attrs.get("gen_ai.agent.id")
+print(json.dumps(sorted(names(x) for x in exporter.get_finished_spans())))
+"""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    spans = json.loads(out.strip().splitlines()[-1])
+    assert [name for name, _, _ in spans] == [
+        "chat m",
+        "execute_tool t",
+        "invoke_agent w",
+        "invoke_agent w",
+    ]
+    assert all(provider == "techrevati" for _, provider, _ in spans), spans
+    assert all(agent == "abc" for _, _, agent in spans)
+
+
+def test_the_package_does_not_import_the_otel_module_itself() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, techrevati.runtime; print('techrevati.runtime.otel' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.strip() == "False"

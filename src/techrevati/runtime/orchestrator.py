@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -192,6 +193,7 @@ class _SessionBase(Generic[B]):
             project_id=self.project_id,
             worker_id=self.worker.worker_id,
             provider_name=options.provider_name,
+            agent_id=options.agent_id,
             tracer_provider=options.tracer_provider,
             meter_provider=options.meter_provider,
             links=(parent,) if parent is not None else (),
@@ -760,6 +762,20 @@ class _TelemetryOptions:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     provider_name: str = ""
+    agent_id: str | None = None
+
+
+def _telemetry_options(orch: Orchestrator) -> _TelemetryOptions:
+    provider_name, agent_id = orch.provider_name, None
+    # A 0.1.0 OpenTelemetrySink names the agent and provider for the spans it
+    # records; spans the session itself makes may land in the same exporter,
+    # so they carry the same two attributes. Looked up in sys.modules: the
+    # package must not import the optional otel module on its own.
+    otel = sys.modules.get("techrevati.runtime.otel")
+    if otel is not None and isinstance(orch.event_sink, otel.OpenTelemetrySink):
+        provider_name = provider_name or orch.event_sink.provider_name
+        agent_id = orch.event_sink.agent_id
+    return _TelemetryOptions(orch.tracer_provider, orch.meter_provider, provider_name, agent_id)
 
 
 S = TypeVar("S", bound="_SessionBase[Any]")
@@ -850,9 +866,7 @@ class Orchestrator:
             usage_sink=self.usage_sink,
             circuit_breaker=breaker,
         )
-        session._telemetry = _TelemetryOptions(
-            self.tracer_provider, self.meter_provider, self.provider_name
-        )
+        session._telemetry = _telemetry_options(self)
         self._last_tracker = session.tracker
         return session
 

@@ -83,6 +83,8 @@ class SessionScope:
     agent_attrs: dict[str, str] = field(default_factory=dict)
     model_attrs: dict[str, _ModelAttrs] = field(default_factory=dict)
     closed: bool = False
+    # Span-only attributes for every turn and tool span (never metric labels).
+    span_stamp: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(eq=False, slots=True)
@@ -139,6 +141,7 @@ def open_session(
     worker_id: str = "",
     conversation_id: str | None = None,
     provider_name: str = "",
+    agent_id: str | None = None,
     tracer_provider: APITracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
     links: Iterable[SpanContext] = (),
@@ -147,7 +150,9 @@ def open_session(
 ) -> SessionScope:
     """Start an ``invoke_agent {role}`` span and bind ``ledger`` to it.
 
-    The span is not made current here; ``activate`` does that for a ``with`` body.
+    ``gen_ai.agent.id`` is ``agent_id`` when given (then also stamped on the
+    session's turn and tool spans), else the worker id. The span is not made
+    current here; ``activate`` does that for a ``with`` body.
     """
     tracer = tracer_for(tracer_provider)
     instruments = instruments_for(meter_provider)
@@ -155,8 +160,8 @@ def open_session(
         sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT,
         sc.GEN_AI_AGENT_NAME: role,
     }
-    if worker_id:
-        attributes[sc.GEN_AI_AGENT_ID] = worker_id
+    if agent_id or worker_id:
+        attributes[sc.GEN_AI_AGENT_ID] = agent_id or worker_id
     attributes[sc.GEN_AI_CONVERSATION_ID] = conversation_id or worker_id
     if provider_name:
         attributes[sc.GEN_AI_PROVIDER_NAME] = provider_name
@@ -188,6 +193,7 @@ def open_session(
         started=time.perf_counter(),
         owner=owner,
         agent_attrs={sc.GEN_AI_AGENT_NAME: role},
+        span_stamp={sc.GEN_AI_AGENT_ID: agent_id} if agent_id else {},
     )
     previous_listener = ledger.on_limit
 
@@ -324,7 +330,12 @@ def start_turn(
         attrs = _model_attrs(_GLOBAL_MODEL_ATTRS, model, provider_name, None)
         parent = None
     span = tracer.start_span(
-        attrs.span_name, context=parent, kind=SpanKind.CLIENT, attributes=attrs.base
+        attrs.span_name,
+        context=parent,
+        kind=SpanKind.CLIENT,
+        attributes={**attrs.base, **session.span_stamp}
+        if session is not None and session.span_stamp
+        else attrs.base,
     )
     direct = None
     entry = None
@@ -535,6 +546,9 @@ def start_tool(
         attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = content_text(arguments)
     if session is not None:
         attributes[sc.GEN_AI_AGENT_NAME] = session.role
+        if session.provider_name:
+            attributes[sc.GEN_AI_PROVIDER_NAME] = session.provider_name
+        attributes.update(session.span_stamp)
         tracer, instruments = session.tracer, session.instruments
         parent = None if _ACTIVE.get() is session else session.context
     else:
