@@ -305,3 +305,28 @@ def test_handle_as_a_context_manager_shuts_down(tmp_path: Path) -> None:
     assert handle.is_shut_down
     assert handle.stats()["local"].exported == 2
     assert len(list(read_json_lines(tmp_path / "s.jsonl"))) == 1
+
+
+def test_configure_after_shutdown_sets_up_working_pipelines(tmp_path: Path) -> None:
+    done = _run(
+        f"""
+        import json
+        from techrevati.runtime import agent_session
+        from techrevati.runtime.telemetry.setup import configure
+
+        first = configure(spans_file={str(tmp_path / "a.jsonl")!r}, report=False, metrics=False)
+        first.shutdown()
+        second = configure(spans_file={str(tmp_path / "b.jsonl")!r}, report=False, metrics=False)
+        with agent_session("writer"):
+            pass
+        second.force_flush()
+        second.shutdown()
+        print(json.dumps([second is first, second.is_shut_down]))
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [False, True]
+    lines = (tmp_path / "b.jsonl").read_text().splitlines()
+    assert len(lines) >= 1 and "invoke_agent writer" in "".join(lines)
+    assert "earlier telemetry was shut down" in done.stderr

@@ -416,13 +416,21 @@ def configure(
 
     Returns:
         The :class:`TelemetryHandle`. A second global call returns the same handle
-        and changes nothing.
+        and changes nothing, unless that handle was shut down: then new export
+        pipelines are set up on the same global providers.
     """
     global _global_handle
     with _configure_lock:
         if set_global and _global_handle is not None:
-            _logger.info("configure() already ran; returning the existing telemetry handle")
-            return _global_handle
+            if not _global_handle.is_shut_down:
+                _logger.info("configure() already ran; returning the existing telemetry handle")
+                return _global_handle
+            # Global providers can be set once per process: new pipelines go onto
+            # the same providers rather than handing back a dead handle.
+            _logger.warning(
+                "configure(): the earlier telemetry was shut down; setting up new export "
+                "pipelines on the existing global providers"
+            )
         if capture_content is not None:
             set_capture_content(capture_content)
         if _env_true(OTEL_SDK_DISABLED):
