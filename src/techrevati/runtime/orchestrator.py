@@ -137,7 +137,7 @@ def _take_handoff(registry: AgentRegistry, role: str, project_id: int | None) ->
 # --- sessions ------------------------------------------------------------------
 
 
-@dataclass(eq=False)
+@dataclass
 class _SessionBase(Generic[B]):
     """State and behaviour shared by the sync and async sessions."""
 
@@ -605,7 +605,7 @@ def _call_with_timeout(call: Callable[[], T], timeout: float) -> T:
         raise TurnTimeoutError(timeout) from exc
 
 
-@dataclass(eq=False)
+@dataclass
 class OrchestrationSession(_SessionBase[CircuitBreaker]):
     """A synchronous session; get one from ``Orchestrator.session()``.
 
@@ -652,7 +652,7 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
         return result, snapshot
 
 
-@dataclass(eq=False)
+@dataclass
 class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
     """An asyncio session; get one from ``Orchestrator.asession()``.
 
@@ -781,7 +781,7 @@ def _telemetry_options(orch: Orchestrator) -> _TelemetryOptions:
 S = TypeVar("S", bound="_SessionBase[Any]")
 
 
-@dataclass(eq=False)
+@dataclass
 class Orchestrator:
     """Session factory for one logical agent: breakers, permissions, budget, sinks.
 
