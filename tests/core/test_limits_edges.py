@@ -121,3 +121,13 @@ def test_dropped_providers_are_not_kept_alive() -> None:
         del tracer_provider, meter_provider, session
     gc.collect()
     assert sum(t() is not None or m() is not None for t, m in refs) == 0
+
+
+def test_a_closed_sessions_turn_inside_another_session_books_to_its_own(otel: Otel) -> None:
+    first = Orchestrator(role="a", phase="p", **otel.kwargs())
+    with first.session() as done:
+        pass
+    with Orchestrator(role="b", phase="p", **otel.kwargs()).session() as active:
+        done.run_turn(lambda: None, model="model-b", usage=UsageSnapshot(1000, 0))
+    assert (done.tracker.turn_count, done._iteration_count) == (1, 1)
+    assert (active.tracker.turn_count, active._iteration_count) == (0, 0)

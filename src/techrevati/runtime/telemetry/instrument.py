@@ -347,11 +347,9 @@ def start_turn(
             # its parent is a span the processor never saw. The limits hold all
             # the same: admit here, then let the processor book it (or book it
             # here when no processor will see the span end).
-            try:
-                iteration = session.ledger.admit()
-            except BaseException:
-                span.end()
-                raise
+            # A refused call never happened: its span is dropped unended, as
+            # when the processor refuses one in on_start.
+            iteration = session.ledger.admit()
             if span.is_recording():
                 entry = adopt(span, session.ledger, model_call=True, iteration=iteration)
             else:

@@ -125,14 +125,16 @@ class LimitsProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         parent = span.parent
         parent_entry = _OPEN.get(parent.span_id) if parent is not None else None
+        scope = span.instrumentation_scope
+        ours = scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE
         if parent_entry is None:
-            ledger = ACTIVE_LEDGER.get()
+            # Our core places its own spans itself (it knows their session);
+            # anything else started while a session is active belongs to it.
+            ledger = None if ours else ACTIVE_LEDGER.get()
             if ledger is None:
                 return
             parent_entry = SpanEntry(ledger)  # directly under the active session
         outer = parent_entry if parent_entry.model_call else parent_entry.outer
-        scope = span.instrumentation_scope
-        ours = scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE
         if ours:
             # Our core names every span "<operation> ...": no locked attribute read.
             model_call = span.name.startswith(sc.OP_CHAT)
