@@ -28,7 +28,15 @@ class PermissionDeniedError(Exception):
 
 
 class TurnTimeoutError(Exception):
-    """A turn that did not finish within its ``timeout`` (sync and async alike)."""
+    """A turn that did not finish within its ``timeout`` (sync and async alike).
+
+    Example::
+
+        try:
+            session.run_turn(call_model, model="m", timeout=30.0)
+        except TurnTimeoutError as err:
+            print(err.timeout_seconds)
+    """
 
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout_seconds = timeout_seconds
@@ -36,7 +44,13 @@ class TurnTimeoutError(Exception):
 
 
 class MaxIterationsExceededError(Exception):
-    """Raised instead of starting model call number ``max_iterations + 1``."""
+    """Raised instead of starting model call number ``max_iterations + 1``.
+
+    Example::
+
+        orch = Orchestrator(role="w", phase="p", max_iterations=3)
+        # the 4th run_turn of a session raises MaxIterationsExceededError(3)
+    """
 
     def __init__(self, max_iterations: int) -> None:
         self.max_iterations = max_iterations

@@ -224,7 +224,12 @@ class CostExceeded(PolicyCondition):
 
 # (str, Enum) rather than StrEnum: the contract pins str(member) == "PolicyAction.X".
 class PolicyAction(str, Enum):  # noqa: UP042
-    """Actions a rule can propose."""
+    """Actions a rule can propose (the engine only returns them; the caller acts).
+
+    Example::
+
+        PolicyActionData(PolicyAction.ESCALATE, {"reason": "gate failed twice"})
+    """
 
     ADVANCE_PHASE = "advance_phase"
     RETRY_AGENT = "retry_agent"

@@ -59,7 +59,12 @@ RecoveryOutcome: TypeAlias = Literal["recovered", "partial_recovery", "escalatio
 
 
 class FailureScenario(str, Enum):  # noqa: UP042
-    """What kind of failure a recovery recipe addresses."""
+    """What kind of failure a recovery recipe addresses.
+
+    Example::
+
+        classify_exception(TimeoutError()) is FailureScenario.LLM_TIMEOUT   # True
+    """
 
     LLM_TIMEOUT = "llm_timeout"
     LLM_ERROR = "llm_error"
@@ -71,7 +76,12 @@ class FailureScenario(str, Enum):  # noqa: UP042
 
 
 class RecoveryStep(str, Enum):  # noqa: UP042
-    """One step of a recovery recipe (advisory; the caller performs it)."""
+    """One step of a recovery recipe (advisory; the caller performs it).
+
+    Example::
+
+        recipe_for(FailureScenario.LLM_ERROR).steps[0] is RecoveryStep.RETRY_WITH_BACKOFF
+    """
 
     RETRY_WITH_BACKOFF = "retry_with_backoff"
     RETRY_WITH_SMALLER_CONTEXT = "retry_with_smaller_context"
@@ -83,7 +93,12 @@ class RecoveryStep(str, Enum):  # noqa: UP042
 
 
 class EscalationPolicy(str, Enum):  # noqa: UP042
-    """What should happen once a recipe's attempts are exhausted."""
+    """What should happen once a recipe's attempts are exhausted.
+
+    Example::
+
+        recipe_for(FailureScenario.MEMORY_CORRUPTION).escalation_policy  # EscalationPolicy.ABORT
+    """
 
     ALERT_HUMAN = "alert_human"
     LOG_AND_CONTINUE = "log_and_continue"

@@ -386,6 +386,11 @@ def configure(
     ``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_SDK_DISABLED``), and an explicit argument
     wins over its variable.
 
+    Example::
+
+        telemetry = configure(service_name="research-agent")   # embedded: file + report
+        telemetry = configure(endpoint="http://127.0.0.1:4318")  # or a collector
+
     Args:
         service_name: ``service.name`` of the resource.
         endpoint: OTLP base URL, e.g. ``http://collector:4318`` (HTTP; ``/v1/traces``
