@@ -1235,9 +1235,10 @@ def session_drilldown() -> dict[str, Any]:
             h=8,
         ),
         tempo_table(
-            "Spans that hit a limit",
-            "Spans carrying a techrevati.limit.hit event: the turn that went over budget or the "
-            "call refused by the iteration cap. Click a trace ID to see the session around it.",
+            "Sessions that hit a limit",
+            "Sessions whose span carries a techrevati.limit.hit event: a turn pushed it over "
+            "budget, or the iteration cap refused a call. The event holds the kind and the "
+            "error; click a trace ID to see the turns that led there.",
             '{ resource.service.name =~ "${service:regex}"'
             ' && event:name = "techrevati.limit.hit" }',
             h=8,
