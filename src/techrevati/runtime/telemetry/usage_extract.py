@@ -59,15 +59,16 @@ def _get(obj: object, key: str) -> Any:
     SDK object) come first and the slow ABC check only for the rare
     non-dict mapping.
     """
+    kind = type(obj)
+    if kind is dict:
+        return obj.get(key)  # type: ignore[attr-defined]
     if obj is None:
         return None
-    if isinstance(obj, dict):
-        return obj.get(key)
     try:
         value = getattr(obj, key, None)
     except Exception:  # a property that raises is "absent", never the caller's error
         return None
-    if value is None and _is_mapping(type(obj)):
+    if value is None and _is_mapping(kind):
         return cast("Mapping[str, Any]", obj).get(key)
     return value
 
@@ -99,7 +100,12 @@ def _count(value: object) -> int | None:
 
 
 def _n(obj: object, key: str) -> int:
-    return 0 if obj is None else _count(_get(obj, key)) or 0
+    if obj is None:
+        return 0
+    value = _get(obj, key)
+    if type(value) is int:  # the usual case, without a second call
+        return value if value >= 0 else 0
+    return _count(value) or 0
 
 
 class Extracted(NamedTuple):
