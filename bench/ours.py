@@ -19,6 +19,7 @@ from techrevati.runtime import (
     register_pricing,
 )
 
+from . import samples
 from .otelkit import INPUT_PER_MILLION, INPUT_TOKENS, MODEL, OUTPUT_PER_MILLION, OUTPUT_TOKENS
 
 USAGE = UsageSnapshot(input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS)
@@ -71,54 +72,12 @@ def tool_call() -> str:
 
 
 def session_turns(orch: Orchestrator, warm: int, timed: int) -> Callable[[], float]:
-    """A sample: a fresh session, ``warm`` turns untimed, then ``timed`` turns timed."""
-    import time
-
-    def sample() -> float:
-        with orch.session() as session:
-            run_turn = session.run_turn
-            for _ in range(warm):
-                run_turn(model_call, MODEL, USAGE)
-            start = time.perf_counter()
-            for _ in range(timed):
-                run_turn(model_call, MODEL, USAGE)
-            elapsed = time.perf_counter() - start
-        return elapsed / timed
-
-    return sample
+    return samples.session_turns(orch, (model_call, MODEL, USAGE), warm, timed)
 
 
 def nth_turns(orch: Orchestrator, warm: int, sessions: int) -> Callable[[], float]:
-    """A sample: turn ``warm + 1`` (at depth ``warm``) of each of ``sessions`` fresh sessions."""
-    import time
-
-    def sample() -> float:
-        perf = time.perf_counter
-        total = 0.0
-        for _ in range(sessions):
-            with orch.session() as session:
-                run_turn = session.run_turn
-                for _ in range(warm):
-                    run_turn(model_call, MODEL, USAGE)
-                start = perf()
-                run_turn(model_call, MODEL, USAGE)
-                total += perf() - start
-        return total / sessions
-
-    return sample
+    return samples.nth_turns(orch, (model_call, MODEL, USAGE), warm, sessions)
 
 
 def session_tools(orch: Orchestrator, timed: int) -> Callable[[], float]:
-    """A sample: ``timed`` permission-checked tool calls in one session."""
-    import time
-
-    def sample() -> float:
-        with orch.session() as session:
-            run_tool = session.run_tool
-            start = time.perf_counter()
-            for _ in range(timed):
-                run_tool("lookup", tool_call)
-            elapsed = time.perf_counter() - start
-        return elapsed / timed
-
-    return sample
+    return samples.session_tools(orch, tool_call, timed)

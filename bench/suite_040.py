@@ -31,7 +31,7 @@ from techrevati.runtime import (  # type: ignore[attr-defined]  # 0.4.0's API
 )
 from techrevati.runtime.otel import OpenTelemetrySink, OpenTelemetryUsageSink
 
-from . import harness
+from . import harness, samples
 from .harness import Bench, Result
 from .otelkit import (
     INPUT_PER_MILLION,
@@ -79,50 +79,15 @@ def agent(tracer: Any, meter: Any, **kwargs: Any) -> Any:
 
 
 def session_turns(orch: Any, warm: int, timed: int) -> Callable[[], float]:
-    def sample() -> float:
-        with orch.session() as session:
-            run_turn = session.run_turn
-            for _ in range(warm):
-                run_turn(model_call, MODEL, USAGE)
-            start = time.perf_counter()
-            for _ in range(timed):
-                run_turn(model_call, MODEL, USAGE)
-            elapsed = time.perf_counter() - start
-        return elapsed / timed
-
-    return sample
+    return samples.session_turns(orch, (model_call, MODEL, USAGE), warm, timed)
 
 
 def nth_turns(orch: Any, warm: int, sessions: int) -> Callable[[], float]:
-    """A sample: turn ``warm + 1`` (at depth ``warm``) of each of ``sessions`` fresh sessions."""
-
-    def sample() -> float:
-        perf = time.perf_counter
-        total = 0.0
-        for _ in range(sessions):
-            with orch.session() as session:
-                run_turn = session.run_turn
-                for _ in range(warm):
-                    run_turn(model_call, MODEL, USAGE)
-                start = perf()
-                run_turn(model_call, MODEL, USAGE)
-                total += perf() - start
-        return total / sessions
-
-    return sample
+    return samples.nth_turns(orch, (model_call, MODEL, USAGE), warm, sessions)
 
 
 def session_tools(orch: Any, timed: int) -> Callable[[], float]:
-    def sample() -> float:
-        with orch.session() as session:
-            run_tool = session.run_tool
-            start = time.perf_counter()
-            for _ in range(timed):
-                run_tool("lookup", tool_call)
-            elapsed = time.perf_counter() - start
-        return elapsed / timed
-
-    return sample
+    return samples.session_tools(orch, tool_call, timed)
 
 
 class DeepSession:
