@@ -31,8 +31,8 @@ from .content import capture_content, content_text
 from .ledger import SessionLedger
 from .limits import (
     ACTIVE_LEDGER,
+    STARTING_IN,
     SpanEntry,
-    adopt,
     book_own_turn,
     entry_of,
     register_session,
@@ -329,31 +329,30 @@ def start_turn(
         provider_name = provider or ""
         attrs = _model_attrs(_GLOBAL_MODEL_ATTRS, model, provider_name, None)
         parent = None
-    span = tracer.start_span(
-        attrs.span_name,
-        context=parent,
-        kind=SpanKind.CLIENT,
-        attributes={**attrs.base, **session.span_stamp}
-        if session is not None and session.span_stamp
-        else attrs.base,
-    )
+    token = STARTING_IN.set(session.ledger) if session is not None else None
+    try:
+        # The limits processor admits the turn here, or refuses it by raising.
+        span = tracer.start_span(
+            attrs.span_name,
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes={**attrs.base, **session.span_stamp}
+            if session is not None and session.span_stamp
+            else attrs.base,
+        )
+    finally:
+        if token is not None:
+            STARTING_IN.reset(token)
     direct = None
     entry = None
     if session is not None:
         entry = entry_of(span)
         if entry is None:
-            # Nothing mapped this turn to its session: the sampler dropped it,
-            # the session span has ended (a turn after its ``with`` block), or
-            # its parent is a span the processor never saw. The limits hold all
-            # the same: admit here, then let the processor book it (or book it
-            # here when no processor will see the span end).
-            # A refused call never happened: its span is dropped unended, as
-            # when the processor refuses one in on_start.
-            iteration = session.ledger.admit()
-            if span.is_recording():
-                entry = adopt(span, session.ledger, model_call=True, iteration=iteration)
-            else:
-                direct = session.ledger
+            # No processor saw this span (the sampler dropped it, or the provider
+            # has none): the ledger still admits the call, and end_turn books it.
+            # A refused call's span is dropped unended.
+            session.ledger.admit()
+            direct = session.ledger
     if prompt is not None and direct is None and capture_content():
         span.set_attribute(sc.GEN_AI_INPUT_MESSAGES, content_text(prompt))
     return TurnScope(
@@ -552,16 +551,17 @@ def start_tool(
     else:
         tracer, instruments = tracer_for(tracer_provider), instruments_for(meter_provider)
         parent = None
-    span = tracer.start_span(
-        f"{sc.OP_EXECUTE_TOOL} {name}",
-        context=parent,
-        kind=SpanKind.INTERNAL,
-        attributes=attributes,
-    )
-    if session is not None and span.is_recording() and entry_of(span) is None:
-        # Its parent is a span the processor never saw: model calls made by the
-        # tool must still find the session.
-        adopt(span, session.ledger, model_call=False)
+    token = STARTING_IN.set(session.ledger) if session is not None else None
+    try:
+        span = tracer.start_span(
+            f"{sc.OP_EXECUTE_TOOL} {name}",
+            context=parent,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+        )
+    finally:
+        if token is not None:
+            STARTING_IN.reset(token)
     return ToolScope(
         span=span,
         session=session,

@@ -65,6 +65,11 @@ _OPEN: dict[int, SpanEntry] = {}
 #: span was started as a new root inside the session's ``with`` block.
 ACTIVE_LEDGER: ContextVar[SessionLedger | None] = ContextVar("techrevati_ledger", default=None)
 
+#: Set by the core only while it starts one of its own turn or tool spans: the
+#: session that span belongs to, even when its parent is a span the processor
+#: never saw (a user's span from another provider, an ended session span).
+STARTING_IN: ContextVar[SessionLedger | None] = ContextVar("techrevati_starting", default=None)
+
 _warned = False
 
 
@@ -97,19 +102,6 @@ def entry_of(span: APISpan) -> SpanEntry | None:
     return _OPEN.get(span.get_span_context().span_id)
 
 
-def adopt(
-    span: APISpan, ledger: SessionLedger, *, model_call: bool, iteration: int = 0
-) -> SpanEntry:
-    """Map a span the processor could not place (its parent is unknown) to ``ledger``.
-
-    The core calls this for its own spans after admitting them itself, so
-    their children and their ``on_end`` booking work as for any other span.
-    """
-    entry = SpanEntry(ledger, None, model_call, iteration=iteration)
-    _OPEN[span.get_span_context().span_id] = entry
-    return entry
-
-
 def ledger_of(span: APISpan) -> SessionLedger | None:
     """The ledger an open span books into, if it lies inside a session."""
     entry = _OPEN.get(span.get_span_context().span_id)
@@ -128,9 +120,9 @@ class LimitsProcessor(SpanProcessor):
         scope = span.instrumentation_scope
         ours = scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE
         if parent_entry is None:
-            # Our core places its own spans itself (it knows their session);
-            # anything else started while a session is active belongs to it.
-            ledger = None if ours else ACTIVE_LEDGER.get()
+            # Our core says which session its span belongs to; anything else
+            # started while a session is active belongs to that one.
+            ledger = STARTING_IN.get() if ours else ACTIVE_LEDGER.get()
             if ledger is None:
                 return
             parent_entry = SpanEntry(ledger)  # directly under the active session
