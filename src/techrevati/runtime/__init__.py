@@ -25,6 +25,7 @@ from .agent_lifecycle import (
 )
 from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitOpenError, CircuitState
 from .decorators import agent_session, agent_turn, current_agent_session, tool_call
+from .errors import FleetUnavailableError, UnpricedModelError
 from .guardrails import (
     AllowAllGuardrail,
     Guardrail,
@@ -118,6 +119,7 @@ __all__ = [
     "EscalationPolicy",
     "EventSink",
     "FailureScenario",
+    "FleetUnavailableError",
     "Guardrail",
     "GuardrailOutcome",
     "GuardrailStage",
@@ -155,6 +157,7 @@ __all__ = [
     # OpenTelemetry set-up (beyond 0.1.0)
     "TelemetryHandle",
     "TurnTimeoutError",
+    "UnpricedModelError",
     "UsageSink",
     "UsageSnapshot",
     "UsageTracker",

@@ -8,7 +8,10 @@ re-exports them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .permissions import PermissionOutcome
+from .usage_tracking import BudgetExceededError
 
 
 class PermissionDeniedError(Exception):
@@ -52,8 +55,73 @@ class MaxIterationsExceededError(Exception):
         # the 4th run_turn of a session raises MaxIterationsExceededError(3)
     """
 
-    def __init__(self, max_iterations: int) -> None:
+    def __init__(self, max_iterations: int, *, scope: str | None = None) -> None:
         self.max_iterations = max_iterations
+        #: The fleet scope that refused (``FleetLimits.scope``); None for a session's own cap.
+        self.scope = scope
+        where = f"fleet scope {scope!r}" if scope is not None else "session"
         super().__init__(
-            f"session reached max_iterations={max_iterations}; raise the cap or shorten the loop"
+            f"{where} reached max_iterations={max_iterations}; raise the cap or shorten the loop"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_cap_error, (type(self), self.max_iterations, self.scope))
+
+
+def _rebuild_cap_error(
+    cls: type[MaxIterationsExceededError], cap: int, scope: str | None
+) -> MaxIterationsExceededError:
+    error = cls.__new__(cls)
+    MaxIterationsExceededError.__init__(error, cap, scope=scope)
+    return error
+
+
+class UnpricedModelError(BudgetExceededError):
+    """A call of a model with no known price, refused under an enforced budget.
+
+    A subclass of ``BudgetExceededError``, so ``except BudgetExceededError``
+    still catches it. Price the model (``register_pricing`` or
+    ``load_pricing_from_file``) or open the session with ``allow_unpriced=True``
+    to accept such calls at $0.
+
+    Example::
+
+        try:
+            session.run_turn(call, model="my-finetune")
+        except UnpricedModelError as err:
+            print(err.model)
+    """
+
+    def __init__(self, model: str, budget_usd: float, current_cost_usd: float = 0.0) -> None:
+        self.model = model
+        BudgetExceededError.__init__(self, budget_usd, current_cost_usd)
+        self.args = (
+            f"model {model!r} has no known price, so an enforced budget of ${budget_usd:.4f} "
+            "cannot hold; price it with register_pricing() or load_pricing_from_file(), "
+            "or open the session with allow_unpriced=True to accept it at $0",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.model, self.budget_usd, self.current_cost_usd))
+
+
+class FleetUnavailableError(Exception):
+    """The fleet store (Redis) could not be reached and the scope fails closed.
+
+    Raised before the call starts when ``FleetLimits(on_store_error="refuse")``.
+
+    Example::
+
+        try:
+            session.run_turn(call, model="gpt-4o-mini")
+        except FleetUnavailableError as err:
+            print(err.scope)
+    """
+
+    def __init__(self, scope: str, reason: str) -> None:
+        self.scope = scope
+        self.reason = reason
+        super().__init__(f"fleet scope {scope!r} is unavailable ({reason}); call refused")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.scope, self.reason))

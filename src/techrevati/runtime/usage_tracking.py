@@ -64,15 +64,31 @@ class BudgetExceededError(Exception):
         12.5
     """
 
-    def __init__(self, budget_usd: float, current_cost_usd: float) -> None:
+    def __init__(
+        self, budget_usd: float, current_cost_usd: float, *, scope: str | None = None
+    ) -> None:
         self.budget_usd = budget_usd
         self.current_cost_usd = current_cost_usd
-        super().__init__(f"budget exceeded: ${current_cost_usd:.4f} > ${budget_usd:.4f}")
+        #: The fleet scope that refused (``FleetLimits.scope``); None for a session's own budget.
+        self.scope = scope
+        where = f" in fleet scope {scope!r}" if scope is not None else ""
+        super().__init__(f"budget exceeded{where}: ${current_cost_usd:.4f} > ${budget_usd:.4f}")
 
-    def __reduce__(self) -> tuple[type[BudgetExceededError], tuple[float, float]]:
+    def __reduce__(self) -> tuple[Any, ...]:
         # Exception pickling replays self.args (the message) into __init__, which
         # expects the two numbers; without this the error cannot cross processes.
-        return (type(self), (self.budget_usd, self.current_cost_usd))
+        return (
+            _rebuild_budget_error,
+            (type(self), self.budget_usd, self.current_cost_usd, self.scope),
+        )
+
+
+def _rebuild_budget_error(
+    cls: type[BudgetExceededError], budget: float, current: float, scope: str | None
+) -> BudgetExceededError:
+    error = cls.__new__(cls)
+    BudgetExceededError.__init__(error, budget, current, scope=scope)
+    return error
 
 
 @dataclass(frozen=True)

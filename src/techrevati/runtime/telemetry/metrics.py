@@ -74,6 +74,14 @@ class Instruments:
     limit_hits: Counter
     guardrail_violations: Counter
     recovery_attempts: Counter
+    budget_utilization: Histogram
+    session_iterations: Histogram
+    token_detail: Counter
+    calls_without_usage: Counter
+    unpriced_calls: Counter
+    fleet_cost: Counter
+    fleet_refusals: Counter
+    fleet_store_errors: Counter
 
 
 def _build(provider: MeterProvider | None) -> Instruments:
@@ -144,6 +152,48 @@ def _build(provider: MeterProvider | None) -> Instruments:
             sc.METRIC_RECOVERY_ATTEMPTS,
             unit="{attempt}",
             description="Recovery bookkeeping after failed turns.",
+        ),
+        budget_utilization=meter.create_histogram(
+            sc.METRIC_BUDGET_UTILIZATION,
+            unit="1",
+            description="Spent / limit of each session with a budget, at its end.",
+            explicit_bucket_boundaries_advisory=list(sc.UTILIZATION_BUCKETS),
+        ),
+        session_iterations=meter.create_histogram(
+            sc.METRIC_SESSION_ITERATIONS,
+            unit="{call}",
+            description="Model calls admitted per session, at its end.",
+            explicit_bucket_boundaries_advisory=list(sc.ITERATION_BUCKETS),
+        ),
+        token_detail=meter.create_counter(
+            sc.METRIC_TOKEN_DETAIL,
+            unit="{token}",
+            description="Cache-read, cache-write and reasoning tokens (subsets of input/output).",
+        ),
+        calls_without_usage=meter.create_counter(
+            sc.METRIC_CALLS_WITHOUT_USAGE,
+            unit="{call}",
+            description="Model calls whose response carried no token usage (booked at $0).",
+        ),
+        unpriced_calls=meter.create_counter(
+            sc.METRIC_UNPRICED_CALLS,
+            unit="{call}",
+            description="Model calls of models with no known price (booked at $0).",
+        ),
+        fleet_cost=meter.create_counter(
+            sc.METRIC_FLEET_COST,
+            unit="USD",
+            description="USD settled into fleet-wide budgets, per fleet scope.",
+        ),
+        fleet_refusals=meter.create_counter(
+            sc.METRIC_FLEET_REFUSALS,
+            unit="{call}",
+            description="Calls refused by fleet limits, per scope and limit kind.",
+        ),
+        fleet_store_errors=meter.create_counter(
+            sc.METRIC_FLEET_STORE_ERRORS,
+            unit="{error}",
+            description="Fleet store (Redis) calls that failed or timed out, per scope.",
         ),
     )
 

@@ -72,6 +72,19 @@ PROJECT_ID: Final = "techrevati.project.id"
 LIMIT_KIND: Final = "techrevati.limit.kind"
 RECOVERY_SCENARIO: Final = "techrevati.recovery.scenario"
 RECOVERY_OUTCOME: Final = "techrevati.recovery.outcome"
+#: Where a model call's price came from: COST_SOURCE_* below.
+COST_SOURCE: Final = "techrevati.cost.source"
+#: A session's spend including every descendant session (``techrevati.cost.usd`` is its own).
+COST_TREE_USD: Final = "techrevati.cost.tree_usd"
+#: Model calls in a session whose response carried no usage, and calls of unpriced models.
+SESSION_CALLS_WITHOUT_USAGE: Final = "techrevati.session.calls_without_usage"
+SESSION_UNPRICED_CALLS: Final = "techrevati.session.unpriced_calls"
+#: True on a model-call span whose response carried no usage.
+USAGE_MISSING: Final = "techrevati.usage.missing"
+#: The fleet scope (FleetLimits.scope) a refusal or fleet metric belongs to.
+FLEET_SCOPE: Final = "techrevati.fleet.scope"
+#: Token kinds of the detail counter (cache and reasoning shares).
+TOKEN_KIND: Final = "techrevati.token.kind"
 
 PERMISSION_ALLOW: Final = "allow"
 PERMISSION_DENY: Final = "deny"
@@ -80,6 +93,15 @@ GUARDRAIL_BLOCKED: Final = "blocked"
 GUARDRAIL_NONE: Final = "none"
 LIMIT_BUDGET: Final = "budget"
 LIMIT_ITERATIONS: Final = "max_iterations"
+LIMIT_UNPRICED: Final = "unpriced"
+LIMIT_FLEET_BUDGET: Final = "fleet_budget"
+LIMIT_FLEET_CALLS: Final = "fleet_calls"
+COST_SOURCE_REGISTERED: Final = "registered"
+COST_SOURCE_BUNDLED: Final = "bundled"
+COST_SOURCE_UNPRICED: Final = "unpriced"
+TOKEN_KIND_CACHE_READ: Final = "cache_read"
+TOKEN_KIND_CACHE_WRITE: Final = "cache_write"
+TOKEN_KIND_REASONING: Final = "reasoning"
 OUTCOME_COMPLETED: Final = "completed"
 OUTCOME_FAILED: Final = "failed"
 OUTCOME_CANCELLED: Final = "cancelled"
@@ -107,6 +129,19 @@ METRIC_BREAKER_STATE: Final = "techrevati.breaker.state"
 METRIC_LIMIT_HITS: Final = "techrevati.limit.hits"
 METRIC_GUARDRAIL_VIOLATIONS: Final = "techrevati.guardrail.violations"
 METRIC_RECOVERY_ATTEMPTS: Final = "techrevati.recovery.attempts"
+#: Histogram of spent / limit at session end (sessions with a budget only).
+METRIC_BUDGET_UTILIZATION: Final = "techrevati.budget.utilization"
+#: Histogram of model calls admitted per session.
+METRIC_SESSION_ITERATIONS: Final = "techrevati.session.iterations"
+#: Counter of cache-read, cache-write and reasoning tokens (label TOKEN_KIND).
+METRIC_TOKEN_DETAIL: Final = "techrevati.token.detail"
+#: Counters of model calls whose response had no usage, and of calls of unpriced models.
+METRIC_CALLS_WITHOUT_USAGE: Final = "techrevati.usage.missing"
+METRIC_UNPRICED_CALLS: Final = "techrevati.cost.unpriced_calls"
+#: Fleet limits: USD settled per scope, refusals per scope and limit kind, store errors.
+METRIC_FLEET_COST: Final = "techrevati.fleet.cost"
+METRIC_FLEET_REFUSALS: Final = "techrevati.fleet.refusals"
+METRIC_FLEET_STORE_ERRORS: Final = "techrevati.fleet.store_errors"
 
 #: Explicit bucket advice from the GenAI conventions.
 TOKEN_BUCKETS: Final = (
@@ -145,3 +180,8 @@ DURATION_BUCKETS: Final = (
 #: Label sets allowed on metrics. Ids (session, trace, worker, project) never appear:
 #: they are unbounded and would explode a time-series database.
 INSTRUMENTATION_SCOPE: Final = "techrevati.runtime"
+
+#: Budget utilisation (spent / limit) buckets: fine below and around 1.
+UTILIZATION_BUCKETS: Final = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.5, 2.0, 5.0)
+#: Model calls per session.
+ITERATION_BUCKETS: Final = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
