@@ -29,7 +29,7 @@ from opentelemetry.trace import Span as APISpan
 from ..usage_tracking import PricedTurn, UsageSnapshot
 from . import semconv as sc
 from .ledger import SessionLedger
-from .tokens import model_from_attributes, usage_from_attributes
+from .recognise import is_model_call, model_from_attributes, usage_from_attributes
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
 
@@ -78,13 +78,6 @@ def _warn_once(message: str) -> None:
     if not _warned:
         _warned = True
         _log.exception(message)
-
-
-def is_model_call(operation: object, span_name: str) -> bool:
-    """True for spans that are model calls (by operation attribute, else name)."""
-    if isinstance(operation, str):
-        return operation in sc.MODEL_OPERATIONS
-    return span_name.split(" ", 1)[0] in sc.MODEL_OPERATIONS
 
 
 def register_session(span: APISpan, ledger: SessionLedger) -> None:
