@@ -26,12 +26,13 @@ from . import harness
 ROOT = Path(__file__).resolve().parent.parent
 VENV_040 = Path(__file__).resolve().parent / ".venv-040"
 
-SUITES = ("overhead", "depth", "concurrency", "memory", "v040")
+SUITES = ("overhead", "depth", "concurrency", "memory", "fleet", "v040")
 MODULES = {
     "overhead": "bench.suite_overhead",
     "depth": "bench.suite_depth",
     "concurrency": "bench.suite_concurrency",
     "memory": "bench.suite_memory",
+    "fleet": "bench.suite_fleet",
     "v040": "bench.suite_040",
 }
 
@@ -229,6 +230,24 @@ def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, bool |
         )
     else:
         out.append(("retained memory per finished session ≤ 2 KB", None, "memory suite missing"))
+
+    # 7. fleet limits: added time per call ~ two loopback round trips (reserve + settle)
+    fleet = results.get("fleet")
+    name = "fleet scope per call ≈ 2 loopback round trips"
+    if _has(fleet, "fleet_call", "ping", "tp_1", "tp_6"):
+        assert fleet is not None
+        ratio, text = _ratio_line(fleet, "fleet_call", "ping")
+        tp = {row["name"]: harness.median(row["samples"]) for row in fleet["rows"]}
+        out.append(
+            (
+                name,
+                ratio <= 3.0,
+                f"{text}; throughput {tp['tp_1']:,.0f}/s from 1 process, "
+                f"{tp['tp_6']:,.0f}/s from 6 processes on one Redis",
+            )
+        )
+    else:
+        out.append((name, None, "fleet suite missing"))
     return out
 
 
