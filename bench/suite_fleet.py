@@ -2,8 +2,9 @@
 
 A real redis-server (Debian's) is started on 127.0.0.1 and a free port. Per
 call, a fleet scope costs one ``reserve`` and one ``settle``, each one Lua
-script, so about two loopback round trips: the floor here is one ``PING``
-round trip through the same client. Throughput is admitted-and-settled calls
+script, so two loopback round trips: the floor is two calls of a Lua script
+that only returns (same client, same number of keys and arguments), and one
+``PING`` is shown beside it. Throughput is admitted-and-settled calls
 per second from 1 and from 6 processes against the one Redis, with an exact
 count check (the scope's counter equals the calls made).
 """
@@ -22,7 +23,7 @@ from typing import Any
 from techrevati.runtime import FleetLimits
 
 from . import harness
-from .harness import Bench, Result
+from .harness import Result
 
 CTX = multiprocessing.get_context("spawn")
 
@@ -42,8 +43,10 @@ class Server:
         self.port = _free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="bench-redis-")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", self.dir.name],
+            [
+                *(binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", self.dir.name),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -113,36 +116,54 @@ def main() -> None:
 
         ping_client = redis.Redis(port=server.port, socket_timeout=1)
         fleet = _scope(server.url, "bench-latency")
-        n = 300 if quick else 1500
+        n = 300 if quick else 1000
 
-        def ping(k: int) -> None:
-            for _ in range(k):
+        # Per-call timings, the three kinds interleaved call by call, summarised
+        # by their median per round: on a shared machine a batch mean mostly
+        # measures who else got the CPU during the batch.
+        # "Two round trips" measured as such: two calls of a script that only
+        # returns, with as many keys and arguments as admission sends.
+        trivial = ping_client.register_script("return 1")
+        trip_keys, trip_args = ["k1", "k2"], [86_400_000, 600_000, -1, -1, 0, "m", "h", "0"]
+
+        def round_medians() -> dict[str, float]:
+            timings: dict[str, list[float]] = {
+                "ping": [],
+                "two_trips": [],
+                "fleet_call": [],
+                "reserve": [],
+            }
+            reserve, settle, now = fleet.reserve, fleet.settle, time.perf_counter
+            for _ in range(n):
+                t0 = now()
                 ping_client.ping()
+                t1 = now()
+                trivial(keys=trip_keys, args=trip_args)
+                trivial(keys=trip_keys, args=trip_args)
+                timings["two_trips"].append(now() - t1)
+                t1 = now()
+                settle(reserve("gpt-4o-mini", 0.002), 0.0017)
+                t2 = now()
+                hold = reserve("gpt-4o-mini", 0.002)
+                t3 = now()
+                settle(hold, 0.0017)
+                timings["ping"].append(t1 - t0)
+                timings["fleet_call"].append(t2 - t1)
+                timings["reserve"].append(t3 - t2)
+            return {name: harness.median(values) for name, values in timings.items()}
 
-        def reserve_only(k: int) -> None:
-            reserve = fleet.reserve
-            for _ in range(k):
-                reserve("gpt-4o-mini", 0.002)
-
-        benches = [
-            Bench("ping", "one PING round trip (floor)", harness.batch(ping, n)),
-            Bench(
-                "fleet_call",
-                "reserve + settle (one model call)",
-                harness.batch(lambda k: _calls(fleet, k), n),
-                floor="ping",
-            ),
-            Bench(
-                "reserve",
-                "reserve alone",
-                harness.batch(reserve_only, n),
-                floor="ping",
-            ),
-        ]
         rounds = 5 if quick else 15
         result.rounds = rounds
-        samples = harness.interleave(benches, rounds, progress="fleet latency")
-        harness.add_rows(result, benches, samples)
+        round_medians()  # warm-up: connections, script cache
+        per_round = [round_medians() for _ in range(rounds)]
+        labels = {
+            "ping": ("one PING round trip", None),
+            "two_trips": ("two round trips of a script that only returns", "ping"),
+            "fleet_call": ("reserve + settle (one model call)", "two_trips"),
+            "reserve": ("reserve alone", "ping"),
+        }
+        for name, (label, floor) in labels.items():
+            result.add_row(name, label, [r[name] for r in per_round], floor, note="median per call")
 
         per_process = 500 if quick else 3000
         single = throughput(server.url, "bench-tp-1", 1, per_process)
