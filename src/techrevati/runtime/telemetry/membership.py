@@ -224,5 +224,6 @@ def drop_session(ledger: Ledger) -> None:
             continue
         if not entry.same_call:
             call.leaf.release(call)
-        if len(LATE) < LATE_LIMIT:
-            LATE[key] = entry
+        if len(LATE) >= LATE_LIMIT:
+            LATE.pop(next(iter(LATE)), None)  # bounded: the oldest gives way
+        LATE[key] = entry
