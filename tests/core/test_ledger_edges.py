@@ -7,6 +7,7 @@ million input tokens, so every dollar figure is exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import threading
 import weakref
@@ -173,10 +174,8 @@ def test_caps_stay_exact_under_threads(otel: Otel) -> None:
 
         def worker() -> None:
             for _ in range(10):
-                try:
+                with contextlib.suppress(MaxIterationsExceededError):
                     call(lambda: ran.append(1), model="usd-1", usage=UsageSnapshot())
-                except MaxIterationsExceededError:
-                    pass
 
         threads = [threading.Thread(target=worker) for _ in range(8)]
         for t in threads:
