@@ -225,9 +225,9 @@ def test_decorated_turn_calling_decorated_turns(otel: Otel) -> None:
             inner()
         return RESULT_1  # the inner calls' response: not booked a second time
 
-    with agent_session("w", budget_usd=1.5, enforce_budget=True, **otel.kwargs()) as session:
-        with pytest.raises(BudgetExceededError):
-            outer()
+    block = agent_session("w", budget_usd=1.5, enforce_budget=True, **otel.kwargs())
+    with block as session, pytest.raises(BudgetExceededError):
+        outer()
     # inner #1 ($1) and #2 (admitted: $1 spent < $1.50, crosses and raises)
     assert len(bodies) == 2
     assert session.tracker.total_cost() == 2.0
@@ -254,9 +254,11 @@ def test_a_second_library_call_inside_a_turn_is_a_new_call(otel: Otel) -> None:
         _end_with_usage(_library_span(otel), 1)
         _end_with_usage(_library_span(otel), 2)
 
-    with agent_session("w", max_iterations=1, **otel.kwargs()) as session:
-        with pytest.raises(MaxIterationsExceededError):
-            ask()
+    with (
+        agent_session("w", max_iterations=1, **otel.kwargs()),
+        pytest.raises(MaxIterationsExceededError),
+    ):
+        ask()
     with agent_session("w", **otel.kwargs()) as session:
         ask()
     assert session._iteration_count == 2
