@@ -71,8 +71,10 @@ class LimitsProcessor(SpanProcessor):
             entry = SpanEntry(under.ledger, under.call)
         else:
             model = model_from_attributes(attrs)
-            expected = under.ledger.expected_cost(model)
-            priced = not model or has_pricing(model)
+            ledger = under.ledger
+            budgeted = ledger.has_budget()
+            expected = ledger.expected_cost(model) if budgeted else 0.0
+            priced = not budgeted or not model or has_pricing(model)
             entry = membership.admit_call(under, model, expected, ours=False, priced=priced)
             if not entry.same_call and entry.call is not None:
                 span.set_attribute(sc.SESSION_ITERATION, entry.call.iteration)

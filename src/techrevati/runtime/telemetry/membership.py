@@ -174,8 +174,9 @@ def admit_call(
 
 def register(entry: SpanEntry, context: SpanContext) -> None:
     """Remember an open span so spans started under it find their session."""
-    key = key_of(context)
-    if key is not None:
+    span_id = context.span_id
+    if span_id:
+        key = (context.trace_id, span_id)
         entry.key = key
         OPEN[key] = entry
         entry.ledger.open_keys.add(key)

@@ -122,7 +122,8 @@ class TurnCall:
                 refused_span(session, model, exc)  # refused before it counts as a call
                 raise
         starting = Starting(ledger, "turn", model)
-        if ledger is not None:
+        if ledger is not None and ledger.has_budget():
+            # Reservations and prices matter only where a budget can refuse.
             upfront = price_turn(model, usage)[0] if usage is not None and model else None
             starting.expected = ledger.expected_cost(model, upfront)
             starting.priced = not model or bool(price_turn(model, _ZERO)[2])
