@@ -280,6 +280,7 @@ class Ledger:
         usage: UsageSnapshot | None,
         *,
         price: PricedTurn | None = None,
+        provider: str = "",
         priced_by_core: bool = True,
         unpriced: bool = False,
     ) -> float:
@@ -297,7 +298,7 @@ class Ledger:
         if model:
             tracker = leaf.tracker
             cost = (
-                tracker.record_and_price(model, snapshot)
+                tracker.record_and_price(model, snapshot, provider)
                 if price is None
                 else tracker.record_priced(model, snapshot, price)
             )
