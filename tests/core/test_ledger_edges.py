@@ -425,3 +425,30 @@ def test_a_refused_span_leaves_no_half_started_span_in_earlier_processors() -> N
             except MaxIterationsExceededError:
                 pass
     assert seen.started == seen.ended == 2  # the session span and the one admitted call
+
+
+# --- session.wrap carries a session into plain threads ----------------------------------------
+
+
+def test_wrap_carries_the_session_into_plain_threads(otel: Otel) -> None:
+    ran: list[int] = []
+
+    @agent_turn("usd-1", usage=UsageSnapshot())
+    def ask() -> None:
+        ran.append(1)
+
+    def worker() -> None:
+        for _ in range(20):
+            with contextlib.suppress(MaxIterationsExceededError):
+                ask()
+
+    with agent_session("w", max_iterations=25, **otel.kwargs()) as session:
+        threads = [threading.Thread(target=session.wrap(worker)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(ran) == 25  # 60 attempts, the cap holds in every thread
+    assert session._iteration_count == 25
+    with pytest.raises(TypeError, match="wrap needs a callable"):
+        session.wrap("not callable")  # type: ignore[arg-type]

@@ -54,7 +54,7 @@ class FleetLevel(Protocol):
 
     def reserve(self, model: str, expected_usd: float) -> object: ...
     def settle(self, hold: object, actual_usd: float) -> None: ...
-    def release(self, hold: object) -> None: ...
+    def release(self, hold: object, *, ran: bool = False) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -356,7 +356,8 @@ class Ledger:
                     leaf.iterations -= 1
         holds, claim.holds = claim.holds, ()
         for fleet, hold in holds:
-            fleet.release(hold)
+            # A call that ran (and failed) stays counted fleet-wide; a refused one does not.
+            fleet.release(hold, ran=not uncount)
 
     def over_budget(self) -> BudgetExceededError | None:
         """The error to raise after a call when an enforced level is over its budget."""
@@ -412,6 +413,22 @@ class Ledger:
         """Forget the session's listeners (its session closed; late bookings stay silent)."""
         self.on_limit = None
         self.on_unpriced_cost = None
+
+
+def fleet_levels(fleet: object) -> tuple[FleetLevel, ...]:
+    """``fleet=`` as a tuple: one fleet scope or a list of them; a bad value raises."""
+    if fleet is None:
+        return ()
+    items = tuple(fleet) if isinstance(fleet, list | tuple) else (fleet,)
+    levels: list[FleetLevel] = []
+    for item in items:
+        if not all(hasattr(item, name) for name in ("reserve", "settle", "release", "scope")):
+            raise TypeError(
+                f"fleet must be a FleetLimits or a list of them, got {type(item).__name__}: "
+                f"{item!r}"
+            )
+        levels.append(item)
+    return tuple(levels)
 
 
 def describe(ledger: Ledger) -> dict[str, Any]:

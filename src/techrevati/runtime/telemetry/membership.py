@@ -33,7 +33,8 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext
 
-from .ledger import Claim, Ledger
+from ..usage_tracking import UsageTracker
+from .ledger import Claim, FleetLevel, Ledger
 
 if TYPE_CHECKING:
     from .session import SessionScope
@@ -125,6 +126,18 @@ def set_process_root(ledger: Ledger | None) -> None:
     _process_root.clear()
     if ledger is not None:
         _process_root.append(ledger)
+
+
+def install_fleet(fleet: tuple[FleetLevel, ...]) -> None:
+    """Make every model call in the process count against ``fleet`` (``configure(fleet=...)``).
+
+    Sessions opened afterwards with no parent session hang under this root,
+    and calls outside any session are admitted against it directly.
+    """
+    if not fleet:
+        set_process_root(None)
+        return
+    set_process_root(Ledger(UsageTracker(retain_turns=0), fleet=fleet))
 
 
 def enclosing(parent: SpanContext | None, context: Context | None) -> SpanEntry | None:
