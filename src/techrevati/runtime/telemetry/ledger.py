@@ -208,7 +208,13 @@ class Ledger:
     # -- admission ------------------------------------------------------------
 
     def admit(
-        self, model: str, expected: float, *, ours: bool = True, priced: bool = True
+        self,
+        model: str,
+        expected: float,
+        *,
+        ours: bool = True,
+        priced: bool = True,
+        force: bool = False,
     ) -> Claim:
         """Count and reserve one call at every level, or raise the refusal.
 
@@ -216,7 +222,7 @@ class Ledger:
         budget that refuses the call (``UnpricedModelError``) unless the
         session accepts unpriced models.
         """
-        if model and not priced and not self.allow_unpriced and self.enforced():
+        if model and not priced and not force and not self.allow_unpriced and self.enforced():
             budget = next(
                 (lv.budget_usd for lv in self._chain if lv.enforce_budget and lv.budget_usd),
                 0.0,
@@ -225,7 +231,7 @@ class Ledger:
         error: Exception | None = None
         kind = ""
         with self._lock:
-            for level in self._chain:
+            for level in () if force else self._chain:
                 cap = level.max_iterations
                 if cap is not None and level.calls >= cap:
                     kind, error = sc.LIMIT_ITERATIONS, MaxIterationsExceededError(cap)
@@ -248,15 +254,17 @@ class Ledger:
         if error is not None:
             self._refuse(kind, error)
         if self._fleet_chain:
-            claim.holds = self._reserve_fleet(claim)
+            claim.holds = self._reserve_fleet(claim, force)
         return claim
 
-    def _reserve_fleet(self, claim: Claim) -> tuple[tuple[FleetLevel, object], ...]:
+    def _reserve_fleet(self, claim: Claim, force: bool) -> tuple[tuple[FleetLevel, object], ...]:
         holds: list[tuple[FleetLevel, object]] = []
         for fleet in self._fleet_chain:
             try:
                 holds.append((fleet, fleet.reserve(claim.model, claim.expected)))
             except BaseException as exc:
+                if force and isinstance(exc, Exception):
+                    continue  # it already happened: book it where the fleet lets us
                 for taken, hold in holds:
                     taken.release(hold)
                 self.release(claim, uncount=True)
