@@ -128,6 +128,8 @@ class Ledger:
     _lock: threading.Lock = field(init=False, repr=False)
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)
+    _enforced: bool = field(init=False, repr=False)
+    _budgeted: bool = field(init=False, repr=False)
     _sink_failed: bool = field(default=False, repr=False)
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
@@ -160,6 +162,12 @@ class Ledger:
                 if all(fleet is not seen for seen in fleets):
                     fleets.append(fleet)
         self._fleet_chain = tuple(fleets)
+        # Read on every call: computed once per link (budgets are fixed at open).
+        fleet_budget = any(fleet.budget_usd is not None for fleet in fleets)
+        self._enforced = fleet_budget or any(
+            level.enforce_budget and level.budget_usd is not None for level in self._chain
+        )
+        self._budgeted = fleet_budget or any(level.budget_usd is not None for level in self._chain)
 
     # -- reading --------------------------------------------------------------
 
@@ -170,9 +178,11 @@ class Ledger:
 
     def enforced(self) -> bool:
         """True when some level of the chain (or a fleet scope) enforces a budget."""
-        return any(
-            level.enforce_budget and level.budget_usd is not None for level in self._chain
-        ) or any(fleet.budget_usd is not None for fleet in self._fleet_chain)
+        return self._enforced
+
+    def has_budget(self) -> bool:
+        """True when some level of the chain has a budget, enforced or not (or a fleet one)."""
+        return self._budgeted
 
     def set_iterations(self, value: int) -> None:
         """Overwrite this session's call count (the contract's ``_iteration_count``)."""
@@ -181,10 +191,6 @@ class Ledger:
             self.iterations = value
             for level in self._chain:
                 level.calls += delta
-
-    def has_budget(self) -> bool:
-        """True when some level of the chain has a budget, enforced or not."""
-        return any(level.budget_usd is not None for level in self._chain)
 
     def expected_cost(self, model: str, upfront: float | None = None) -> float:
         """What a call of ``model`` is expected to cost (see the module docstring)."""
@@ -274,6 +280,7 @@ class Ledger:
         usage: UsageSnapshot | None,
         *,
         price: PricedTurn | None = None,
+        provider: str = "",
         priced_by_core: bool = True,
         unpriced: bool = False,
     ) -> float:
@@ -291,7 +298,7 @@ class Ledger:
         if model:
             tracker = leaf.tracker
             cost = (
-                tracker.record_and_price(model, snapshot)
+                tracker.record_and_price(model, snapshot, provider)
                 if price is None
                 else tracker.record_priced(model, snapshot, price)
             )
@@ -353,6 +360,8 @@ class Ledger:
 
     def over_budget(self) -> BudgetExceededError | None:
         """The error to raise after a call when an enforced level is over its budget."""
+        if not self._enforced:
+            return None
         for level in self._chain:
             budget = level.budget_usd
             if level.enforce_budget and budget is not None and level.spent > budget:

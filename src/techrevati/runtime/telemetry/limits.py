@@ -22,11 +22,12 @@ import weakref
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
-from ..usage_tracking import has_pricing
+from ..pricing import has_pricing
 from . import membership
 from . import semconv as sc
 from .membership import SpanEntry
 from .recognise import is_model_span, model_from_attributes, usage_from_attributes
+from .tokens import provider_from_attributes
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
 _warned = False
@@ -71,8 +72,12 @@ class LimitsProcessor(SpanProcessor):
             entry = SpanEntry(under.ledger, under.call)
         else:
             model = model_from_attributes(attrs)
-            expected = under.ledger.expected_cost(model)
-            priced = not model or has_pricing(model)
+            ledger = under.ledger
+            budgeted = ledger.has_budget()
+            expected = ledger.expected_cost(model) if budgeted else 0.0
+            priced = (
+                not budgeted or not model or has_pricing(model, provider_from_attributes(attrs))
+            )
             entry = membership.admit_call(under, model, expected, ours=False, priced=priced)
             if not entry.same_call and entry.call is not None:
                 span.set_attribute(sc.SESSION_ITERATION, entry.call.iteration)
@@ -116,16 +121,20 @@ def _book(entry: SpanEntry, span: ReadableSpan) -> None:
         if not call.booked_usage:
             # Usage that arrived after its turn ended (a stream read later, a
             # timed-out call that finished anyway): book it once, now.
-            call.leaf.settle(call, model, usage, priced_by_core=False)
+            call.leaf.settle(
+                call, model, usage, provider=provider_from_attributes(attrs), priced_by_core=False
+            )
         return
     if usage is None and call.library is not None:
         model, usage = call.library
+    provider = provider_from_attributes(attrs)
     call.leaf.settle(
         call,
         model,
         usage,
+        provider=provider,
         priced_by_core=False,
-        unpriced=bool(model) and not has_pricing(model),
+        unpriced=bool(model) and not has_pricing(model, provider),
     )
 
 

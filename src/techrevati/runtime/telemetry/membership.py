@@ -174,8 +174,9 @@ def admit_call(
 
 def register(entry: SpanEntry, context: SpanContext) -> None:
     """Remember an open span so spans started under it find their session."""
-    key = key_of(context)
-    if key is not None:
+    span_id = context.span_id
+    if span_id:
+        key = (context.trace_id, span_id)
         entry.key = key
         OPEN[key] = entry
         entry.ledger.open_keys.add(key)
@@ -224,5 +225,6 @@ def drop_session(ledger: Ledger) -> None:
             continue
         if not entry.same_call:
             call.leaf.release(call)
-        if len(LATE) < LATE_LIMIT:
-            LATE[key] = entry
+        if len(LATE) >= LATE_LIMIT:
+            LATE.pop(next(iter(LATE)), None)  # bounded: the oldest gives way
+        LATE[key] = entry
