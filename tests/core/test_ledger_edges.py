@@ -425,3 +425,75 @@ def test_a_refused_span_leaves_no_half_started_span_in_earlier_processors() -> N
             except MaxIterationsExceededError:
                 pass
     assert seen.started == seen.ended == 2  # the session span and the one admitted call
+
+
+# --- session.wrap carries a session into plain threads ----------------------------------------
+
+
+def test_wrap_carries_the_session_into_plain_threads(otel: Otel) -> None:
+    ran: list[int] = []
+
+    @agent_turn("usd-1", usage=UsageSnapshot())
+    def ask() -> None:
+        ran.append(1)
+
+    def worker() -> None:
+        for _ in range(20):
+            with contextlib.suppress(MaxIterationsExceededError):
+                ask()
+
+    with agent_session("w", max_iterations=25, **otel.kwargs()) as session:
+        threads = [threading.Thread(target=session.wrap(worker)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(ran) == 25  # 60 attempts, the cap holds in every thread
+    assert session._iteration_count == 25
+    with pytest.raises(TypeError, match="wrap needs a callable"):
+        session.wrap("not callable")  # type: ignore[arg-type]
+
+
+# --- spans known late, and two spans for one request -----------------------------------------
+
+
+def _start_plain(otel: Otel, name: str, **attrs: Any) -> Any:
+    return otel.tracer_provider.get_tracer("late.library").start_span(name, attributes=attrs)
+
+
+def test_a_span_known_as_a_model_call_only_at_its_end_is_booked(otel: Otel) -> None:
+    with agent_session("w", max_iterations=1, **otel.kwargs()) as session:
+        session.run_turn(lambda: None, model="usd-1", usage=UsageSnapshot())
+        span = _start_plain(otel, "openai.response")  # operation name arrives later
+        span.set_attribute("gen_ai.operation.name", "chat")
+        span.set_attribute("gen_ai.request.model", "usd-1")
+        _end_with_usage(span, 2)
+    # It could not be refused (the cap was reached before it), but it is counted and booked.
+    assert session._iteration_count == 2
+    assert session.tracker.turns[-1] == ("usd-1", UsageSnapshot(2, 0))
+
+
+def test_overlapping_sibling_spans_of_one_request_count_once(otel: Otel) -> None:
+    with agent_session("w", **otel.kwargs()) as session:
+        # Two instrumentations describe one request; neither is the other's parent.
+        first = _library_span(otel)
+        second = _library_span(otel)
+        _end_with_usage(second, 3)
+        _end_with_usage(first, 3)
+    assert session._iteration_count == 1
+    assert session.tracker.turns == [("usd-1", UsageSnapshot(3, 0))]
+
+
+def test_calls_one_after_another_or_on_other_threads_are_separate(otel: Otel) -> None:
+    with agent_session("w", **otel.kwargs()) as session:
+        _end_with_usage(_library_span(otel), 1)
+        _end_with_usage(_library_span(otel), 1)
+        held = _library_span(otel)
+        other = threading.Thread(
+            target=session.wrap(lambda: _end_with_usage(_library_span(otel), 1))
+        )
+        other.start()
+        other.join()
+        _end_with_usage(held, 1)
+    assert session._iteration_count == 4
+    assert session.tracker.total_cost() == 4.0

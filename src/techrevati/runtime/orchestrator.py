@@ -54,7 +54,7 @@ from .telemetry import instrument as core
 from .telemetry import membership as core_membership
 from .telemetry import semconv as sc
 from .telemetry.failures import reason_text
-from .telemetry.ledger import FleetLevel, Ledger
+from .telemetry.ledger import FleetLevel, Ledger, fleet_levels
 from .telemetry.usage_extract import Extracted, extract
 from .timeouts import wait_in_thread
 from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker
@@ -774,22 +774,8 @@ def _telemetry_options(orch: Orchestrator) -> _TelemetryOptions:
         agent_id,
         orch.call_estimate_usd,
         orch.allow_unpriced,
-        _fleet_tuple(orch.fleet),
+        fleet_levels(orch.fleet),
     )
-
-
-def _fleet_tuple(fleet: object) -> tuple[FleetLevel, ...]:
-    """``fleet=`` takes one fleet scope or a list of them."""
-    if fleet is None:
-        return ()
-    items = tuple(fleet) if isinstance(fleet, list | tuple) else (fleet,)
-    for item in items:
-        if not all(hasattr(item, name) for name in ("reserve", "settle", "release", "scope")):
-            raise TypeError(
-                f"fleet must be a FleetLimits or a list of them, got {type(item).__name__}: "
-                f"{item!r}"
-            )
-    return items
 
 
 def _check_estimate(value: object) -> None:
@@ -861,7 +847,7 @@ class Orchestrator:
             raise TypeError(f"phase must be a string, got {type(self.phase).__name__}")
         _check_limits(self.max_iterations, self.budget_usd)
         _check_estimate(self.call_estimate_usd)
-        _fleet_tuple(self.fleet)
+        fleet_levels(self.fleet)
 
     @property
     def tracker(self) -> UsageTracker:

@@ -54,7 +54,7 @@ class FleetLevel(Protocol):
 
     def reserve(self, model: str, expected_usd: float) -> object: ...
     def settle(self, hold: object, actual_usd: float) -> None: ...
-    def release(self, hold: object) -> None: ...
+    def release(self, hold: object, *, ran: bool = False) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -208,7 +208,13 @@ class Ledger:
     # -- admission ------------------------------------------------------------
 
     def admit(
-        self, model: str, expected: float, *, ours: bool = True, priced: bool = True
+        self,
+        model: str,
+        expected: float,
+        *,
+        ours: bool = True,
+        priced: bool = True,
+        force: bool = False,
     ) -> Claim:
         """Count and reserve one call at every level, or raise the refusal.
 
@@ -216,7 +222,7 @@ class Ledger:
         budget that refuses the call (``UnpricedModelError``) unless the
         session accepts unpriced models.
         """
-        if model and not priced and not self.allow_unpriced and self.enforced():
+        if model and not priced and not force and not self.allow_unpriced and self.enforced():
             budget = next(
                 (lv.budget_usd for lv in self._chain if lv.enforce_budget and lv.budget_usd),
                 0.0,
@@ -225,7 +231,7 @@ class Ledger:
         error: Exception | None = None
         kind = ""
         with self._lock:
-            for level in self._chain:
+            for level in () if force else self._chain:
                 cap = level.max_iterations
                 if cap is not None and level.calls >= cap:
                     kind, error = sc.LIMIT_ITERATIONS, MaxIterationsExceededError(cap)
@@ -248,15 +254,17 @@ class Ledger:
         if error is not None:
             self._refuse(kind, error)
         if self._fleet_chain:
-            claim.holds = self._reserve_fleet(claim)
+            claim.holds = self._reserve_fleet(claim, force)
         return claim
 
-    def _reserve_fleet(self, claim: Claim) -> tuple[tuple[FleetLevel, object], ...]:
+    def _reserve_fleet(self, claim: Claim, force: bool) -> tuple[tuple[FleetLevel, object], ...]:
         holds: list[tuple[FleetLevel, object]] = []
         for fleet in self._fleet_chain:
             try:
                 holds.append((fleet, fleet.reserve(claim.model, claim.expected)))
             except BaseException as exc:
+                if force and isinstance(exc, Exception):
+                    continue  # it already happened: book it where the fleet lets us
                 for taken, hold in holds:
                     taken.release(hold)
                 self.release(claim, uncount=True)
@@ -356,7 +364,8 @@ class Ledger:
                     leaf.iterations -= 1
         holds, claim.holds = claim.holds, ()
         for fleet, hold in holds:
-            fleet.release(hold)
+            # A call that ran (and failed) stays counted fleet-wide; a refused one does not.
+            fleet.release(hold, ran=not uncount)
 
     def over_budget(self) -> BudgetExceededError | None:
         """The error to raise after a call when an enforced level is over its budget."""
@@ -412,6 +421,22 @@ class Ledger:
         """Forget the session's listeners (its session closed; late bookings stay silent)."""
         self.on_limit = None
         self.on_unpriced_cost = None
+
+
+def fleet_levels(fleet: object) -> tuple[FleetLevel, ...]:
+    """``fleet=`` as a tuple: one fleet scope or a list of them; a bad value raises."""
+    if fleet is None:
+        return ()
+    items = tuple(fleet) if isinstance(fleet, list | tuple) else (fleet,)
+    levels: list[FleetLevel] = []
+    for item in items:
+        if not all(hasattr(item, name) for name in ("reserve", "settle", "release", "scope")):
+            raise TypeError(
+                f"fleet must be a FleetLimits or a list of them, got {type(item).__name__}: "
+                f"{item!r}"
+            )
+        levels.append(item)
+    return tuple(levels)
 
 
 def describe(ledger: Ledger) -> dict[str, Any]:

@@ -88,10 +88,23 @@ class LimitsProcessor(SpanProcessor):
         if scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE:
             return  # the core ends and books its own spans
         entry = membership.take(span.context)
-        if entry is None or not entry.model_span or entry.call is None:
+        if entry is None:
             return
         try:
-            _book(entry, span)
+            if not entry.model_span:
+                if not is_model_span(span.attributes, span.name):
+                    return
+                # Known as a model call only now (its operation name arrived at
+                # its end): too late to refuse, so it is counted and booked.
+                entry = membership.admit_call(
+                    SpanEntry(entry.ledger, entry.call),
+                    model_from_attributes(span.attributes),
+                    0.0,
+                    ours=False,
+                    force=True,
+                )
+            if entry.call is not None:
+                _book(entry, span)
         except Exception:
             _warn_once("limits processor failed to book a span; continuing")
 
