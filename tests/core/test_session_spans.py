@@ -233,8 +233,6 @@ def test_conversation_ids_are_unique_128_bit_values(otel: Otel) -> None:
     for _ in range(500):
         with orch.session():
             pass
-    ids = [
-        dict(s.attributes or {})["gen_ai.conversation.id"] for s in otel.spans("invoke_agent w")
-    ]
+    ids = [dict(s.attributes or {})["gen_ai.conversation.id"] for s in otel.spans("invoke_agent w")]
     assert len(ids) == len(set(ids)) == 500
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
