@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit prometheus bench clean
+.PHONY: demo test lint unit prometheus redis bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ prometheus:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# The fleet tests start their own redis-server (127.0.0.1, free port); Debian packages it.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server || { \
+	  echo "installing Debian's redis-server (needed by the fleet tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+
 # Each example keeps its own spans file, so both can be replayed afterwards.
 demo: $(STAMP)
 	TECHREVATI_SPANS_FILE=telemetry-out/tiny-agent.jsonl $(PY) -m examples.tiny_agent
@@ -33,11 +41,11 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
-test: $(STAMP) prometheus lint unit
+test: $(STAMP) prometheus redis lint unit
 
 BENCH_ARGS ?=
 # e.g. make bench BENCH_ARGS=--quick
-bench: $(STAMP)
+bench: $(STAMP) redis
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -26,12 +26,14 @@ from . import harness
 ROOT = Path(__file__).resolve().parent.parent
 VENV_040 = Path(__file__).resolve().parent / ".venv-040"
 
-SUITES = ("overhead", "depth", "concurrency", "memory", "v040")
+SUITES = ("overhead", "depth", "concurrency", "memory", "pricing", "fleet", "v040")
 MODULES = {
     "overhead": "bench.suite_overhead",
     "depth": "bench.suite_depth",
     "concurrency": "bench.suite_concurrency",
     "memory": "bench.suite_memory",
+    "pricing": "bench.suite_pricing",
+    "fleet": "bench.suite_fleet",
     "v040": "bench.suite_040",
 }
 
@@ -230,7 +232,47 @@ def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, bool |
     else:
         out.append(("retained memory per finished session ≤ 2 KB", None, "memory suite missing"))
 
-    # 7. RSS flat over long runs: within 10 MB after warm-up, every scenario (issue 13)
+    # 7. a database price costs no more per call than a registered one. Both take
+    # the same code path once resolved, so the paired ratio sits at 1.0 ± noise;
+    # the verdict allows 5% of noise and shows every ratio it is based on.
+    price = results.get("pricing")
+    name = "database price ≤ registered price per call"
+    pairs = (
+        ("price_bundled", "price_registered"),
+        ("price_tiered", "price_registered"),
+        ("record_bundled", "record_registered"),
+        ("turn_bundled", "turn_registered"),
+    )
+    if _has(price, *(n for pair in pairs for n in pair)):
+        assert price is not None
+        ratios = [(a, *_ratio_line(price, a, b)) for a, b in pairs]
+        ok = all(ratio <= 1.05 for _, ratio, _ in ratios)
+        out.append((name, ok, "; ".join(f"{a} {text}" for a, _, text in ratios)))
+    else:
+        out.append((name, None, "pricing suite missing"))
+
+    # 8. fleet limits: added time per call ~ two loopback round trips (reserve + settle)
+    fleet = results.get("fleet")
+    # The floor is two round trips of a script that only returns; what the fleet
+    # adds on top is its scripts' work in Redis and ours in Python (≤ 2×).
+    name = "fleet scope per call ≈ 2 loopback round trips"
+    if _has(fleet, "fleet_call", "two_trips", "ping", "tp_1", "tp_6"):
+        assert fleet is not None
+        ratio, text = _ratio_line(fleet, "fleet_call", "two_trips")
+        by_ping, _ = _ratio_line(fleet, "fleet_call", "ping")
+        tp = {row["name"]: harness.median(row["samples"]) for row in fleet["rows"]}
+        out.append(
+            (
+                name,
+                ratio <= 2.0,
+                f"{text} ({by_ping:.2f}× one PING); throughput {tp['tp_1']:,.0f}/s from "
+                f"1 process, {tp['tp_6']:,.0f}/s from 6 processes on one Redis",
+            )
+        )
+    else:
+        out.append((name, None, "fleet suite missing"))
+
+    # 9. RSS flat over long runs: within 10 MB after warm-up, every scenario (issue 13)
     name = "RSS within 10 MB over 200,000 sessions / turns"
     rss = [row for row in (mem or {}).get("rows", []) if row["name"].startswith("rss_")]
     if rss:

@@ -29,8 +29,8 @@ from techrevati.runtime.timeouts import (
     arun_with_timeout,
     await_with_timeout,
     hung_calls,
-    run_on_thread,
     run_with_timeout,
+    wait_in_thread,
 )
 
 SHORT = 0.01  # the hanging calls never return before the test releases them
@@ -467,11 +467,11 @@ def test_async_path_accepts_a_sync_breaker() -> None:
 
 
 def _core_turn(breaker: CircuitBreaker, call: Callable[[], object], timeout: float) -> object:
-    """What the session core does: its own permit, run_on_thread, permit told the outcome."""
+    """What the session core does: its own permit, wait_in_thread, permit told the outcome."""
     permit = BreakerPermit(breaker)
     permit.admit()
     try:
-        result = run_on_thread(call, timeout, breaker)
+        result = wait_in_thread(call, timeout, breaker)
     except BaseException as exc:
         permit.failed(exc)
         raise
@@ -479,7 +479,7 @@ def _core_turn(breaker: CircuitBreaker, call: Callable[[], object], timeout: flo
     return result
 
 
-def test_run_on_thread_with_a_permit_books_timeouts_and_bounds_hung(hang: Hang) -> None:
+def test_wait_in_thread_with_a_permit_books_timeouts_and_bounds_hung(hang: Hang) -> None:
     now = [0.0]
     cb = CircuitBreaker(
         "api", failure_threshold=2, recovery_timeout_seconds=10, clock=lambda: now[0]
@@ -504,15 +504,15 @@ def test_run_on_thread_with_a_permit_books_timeouts_and_bounds_hung(hang: Hang) 
     assert cb.state() is CircuitState.CLOSED
 
 
-def test_run_on_thread_returns_and_raises_as_the_call_does() -> None:
-    assert run_on_thread(lambda: 5, LONG) == 5
-    assert run_on_thread(lambda: threading.current_thread(), None) is threading.current_thread()
+def test_wait_in_thread_returns_and_raises_as_the_call_does() -> None:
+    assert wait_in_thread(lambda: 5, LONG) == 5
+    assert wait_in_thread(lambda: threading.current_thread(), None) is threading.current_thread()
     with pytest.raises(ZeroDivisionError):
-        run_on_thread(lambda: 1 / 0, LONG)
+        wait_in_thread(lambda: 1 / 0, LONG)
     with pytest.raises(ValueError, match="timeout must be"):
-        run_on_thread(lambda: None, 0)
+        wait_in_thread(lambda: None, 0)
     with pytest.raises(TypeError, match="call must be callable"):
-        run_on_thread(None, LONG)  # type: ignore[arg-type]
+        wait_in_thread(None, LONG)  # type: ignore[arg-type]
 
 
 def test_await_with_timeout_tells_our_expiry_from_the_coroutines() -> None:

@@ -17,7 +17,7 @@ at the timeout (nothing is left running), and the timeout counts as a failure
 in the same way.
 
 A core that admits and books through its own ``BreakerPermit`` uses the parts
-without the breaker bookkeeping: :func:`run_on_thread` (thread, wait, hung-call
+without the breaker bookkeeping: :func:`wait_in_thread` (thread, wait, hung-call
 accounting) and :func:`await_with_timeout` (our expiry told apart from the
 coroutine's own ``TimeoutError``); ``permit.failed(TurnTimeoutError)`` then books
 the timeout as a failure.
@@ -46,8 +46,8 @@ __all__ = [
     "arun_with_timeout",
     "await_with_timeout",
     "hung_calls",
-    "run_on_thread",
     "run_with_timeout",
+    "wait_in_thread",
 ]
 
 T = TypeVar("T")
@@ -175,7 +175,7 @@ def _outcome(pending: _Pending) -> object:
     return pending.result
 
 
-def run_on_thread(call: Callable[[], T], timeout: float, breaker: AnyBreaker | None = None) -> T:
+def wait_in_thread(call: Callable[[], T], timeout: float, breaker: AnyBreaker | None = None) -> T:
     """Run ``call()`` on a daemon thread, waiting at most ``timeout`` seconds.
 
     Only the waiting and the hung-call accounting: no admission and nothing
@@ -192,7 +192,7 @@ def run_on_thread(call: Callable[[], T], timeout: float, breaker: AnyBreaker | N
         permit = BreakerPermit(breaker)
         permit.admit()
         try:
-            result = run_on_thread(fn, 30.0, breaker)
+            result = wait_in_thread(fn, 30.0, breaker)
         except BaseException as exc:
             permit.failed(exc)
             raise
