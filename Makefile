@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit prometheus collector bench clean
+.PHONY: demo test lint unit prometheus redis collector bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ prometheus:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+# The fleet tests start their own redis-server (127.0.0.1, free port); Debian packages it.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server || { \
+	  echo "installing Debian's redis-server (needed by the fleet tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
 # The OpenTelemetry Collector of collector-config/builder-config.yaml, built from its Go
 # modules with the Collector Builder (plus a test build adding the remote-write exporter,
@@ -47,7 +55,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
-test: $(STAMP) prometheus collector lint unit
+test: $(STAMP) prometheus redis collector lint unit
 
 BENCH_ARGS ?=
 # e.g. make bench BENCH_ARGS=--quick

@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
@@ -38,6 +39,8 @@ from opentelemetry.util.types import AttributeValue
 from .build import build_telemetry
 from .content import set_capture_content
 from .handle import Destination, TelemetryHandle
+from .ledger import fleet_levels
+from .membership import install_fleet
 from .pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
 from .settings import (
     DEFAULT_EXPORT_TIMEOUT_S,
@@ -74,6 +77,7 @@ def configure(
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     metric_export_interval_s: float | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    fleet: Any = None,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
 
@@ -115,6 +119,9 @@ def configure(
         metric_export_interval_s: how often metrics are exported (default 60 s, or
             ``OTEL_METRIC_EXPORT_INTERVAL``).
         shutdown_timeout: the bound, in seconds, on flushing at shutdown and exit.
+        fleet: fleet-wide limits (one ``FleetLimits`` or a list) that every model
+            call in the process counts against, in a session or not. Applied on
+            every call (a repeated ``configure(fleet=...)`` replaces the set).
 
     Returns:
         The :class:`TelemetryHandle`. A second global call returns the same handle
@@ -139,6 +146,8 @@ def configure(
         metric_export_interval_s=metric_export_interval_s,
         shutdown_timeout=shutdown_timeout,
     )
+    if fleet is not None:
+        install_fleet(fleet_levels(fleet))
     return configure_with(settings)
 
 
