@@ -599,6 +599,21 @@ def _resolve_usage(
 _NOTHING_FOUND = Extracted()
 
 
+def _finish(
+    turn: core.TurnCall, result: object, resolved: tuple[UsageSnapshot, bool, Extracted]
+) -> UsageSnapshot:
+    """End a returned turn with the usage ``_resolve_usage`` chose; return run_turn's snapshot."""
+    snapshot, explicit, found = resolved
+    turn.finish(
+        snapshot if explicit else found.usage,
+        explicit=explicit,
+        response_model=found.model,
+        reasoning_tokens=found.reasoning_tokens,
+        output=result,
+    )
+    return snapshot
+
+
 @dataclass
 class OrchestrationSession(_SessionBase[CircuitBreaker]):
     """A synchronous session; get one from ``Orchestrator.session()``.
@@ -633,18 +648,11 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
                 )
             finally:
                 otel_context.detach(token)
-            snapshot, explicit, found = _resolve_usage(result, usage, estimate_usage)
+            resolved = _resolve_usage(result, usage, estimate_usage)
         except BaseException as exc:
             turn.fail(exc)
             raise
-        turn.finish(
-            found.usage if not explicit else snapshot,
-            explicit=explicit,
-            response_model=found.model,
-            reasoning_tokens=found.reasoning_tokens,
-            output=result,
-        )
-        return result, snapshot
+        return result, _finish(turn, result, resolved)
 
 
 @dataclass
@@ -682,20 +690,13 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
                         raise TurnTimeoutError(timeout) from exc
             finally:
                 otel_context.detach(token)
-            snapshot, explicit, found = _resolve_usage(result, usage, estimate_usage)
+            resolved = _resolve_usage(result, usage, estimate_usage)
         except BaseException as exc:
             # aattempt_recovery never awaits (it is attempt_recovery), so the
             # shared synchronous bookkeeping in fail() is exact here too.
             turn.fail(exc)
             raise
-        turn.finish(
-            found.usage if not explicit else snapshot,
-            explicit=explicit,
-            response_model=found.model,
-            reasoning_tokens=found.reasoning_tokens,
-            output=result,
-        )
-        return result, snapshot
+        return result, _finish(turn, result, resolved)
 
     async def arun_tool(self, tool_name: str, coro_factory: Callable[[], Awaitable[T]]) -> T:
         """Async ``run_tool``: checks are synchronous, the tool itself is awaited."""
