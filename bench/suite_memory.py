@@ -244,8 +244,7 @@ def rss_scenario(scenario: str, count: int, warm: int) -> dict[str, object]:
     }
 
 
-def rss_suite(result: Result, quick: bool) -> None:
-    count, warm = (20_000, 5_000) if quick else (200_000, 20_000)
+def rss_suite(result: Result, count: int, warm: int) -> None:
     for scenario in RSS_SCENARIOS:
         proc = subprocess.run(
             [sys.executable, "-m", "bench.suite_memory", "--rss", scenario, str(count), str(warm)],
@@ -279,7 +278,7 @@ def main() -> None:
     quick = harness.parse_args()
     started = time.perf_counter()
     result = Result("memory", "retained memory (RSS over long runs; tracemalloc), bytes", 1)
-    rss_suite(result, quick)
+    rss_suite(result, *((20_000, 5_000) if quick else (200_000, 20_000)))
     ours.setup_pricing()
     per_turn(result, 10_000 if quick else 100_000)
     sessions = 1_000 if quick else 10_000
