@@ -28,6 +28,7 @@ from opentelemetry.trace import Span as APISpan
 
 from ..usage_tracking import PricedTurn, UsageSnapshot
 from . import semconv as sc
+from .guard import note_refusal
 from .ledger import SessionLedger
 from .recognise import is_model_call, model_from_attributes, usage_from_attributes
 
@@ -130,7 +131,11 @@ class LimitsProcessor(SpanProcessor):
         if outer is None and model_call:
             # May raise MaxIterationsExceededError / BudgetExceededError: that
             # is the admission point, the span is then never started.
-            iteration = parent_entry.ledger.admit()
+            try:
+                iteration = parent_entry.ledger.admit()
+            except BaseException as refusal:
+                note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
+                raise
             entry = SpanEntry(parent_entry.ledger, None, True)
             if ours:
                 entry.iteration = iteration  # written by the core with its end attributes
