@@ -393,3 +393,186 @@ def test_registry_concurrent_transitions_on_one_worker_serialised() -> None:
     assert outcomes.count("ok") == 1
     assert outcomes.count("invalid") == n - 1
     assert len(w.events) == 3
+
+
+# -- bounded registry (issue 13, point 6) -----------------------------------------
+
+
+def _finish(reg: AgentRegistry, worker: AgentWorker, end: AgentStatus = S.COMPLETED) -> None:
+    path = (S.INITIALIZING, S.RUNNING, end) if end is S.COMPLETED else (end,)
+    _walk_to(reg, worker, *path)
+
+
+def _held(reg: AgentRegistry) -> list[AgentWorker]:
+    return reg.get_by_project(None)
+
+
+def test_default_finished_window_is_documented_value() -> None:
+    from techrevati.runtime.agent_lifecycle import DEFAULT_FINISHED_WINDOW
+
+    assert DEFAULT_FINISHED_WINDOW == 1024
+    assert AgentRegistry().finished_window == 1024
+    assert AgentRegistry(finished_window=3).finished_window == 3
+
+
+def test_finished_workers_are_bounded_and_the_newest_are_kept() -> None:
+    window = 4
+    reg = AgentRegistry(finished_window=window)
+    finished: list[str] = []
+    for _ in range(200):
+        w = reg.create("r", "p")
+        _finish(reg, w)
+        finished.append(w.worker_id)
+        held = {x.worker_id for x in _held(reg)}
+        # never more than twice (active + window) plus the one just created
+        assert len(held) <= 2 * window + 1
+        # the `window` most recently finished are always still there
+        assert set(finished[-window:]) <= held
+    assert reg.get(finished[0]) is None
+    assert reg.list_active() == []
+
+
+def test_active_workers_are_never_dropped() -> None:
+    reg = AgentRegistry(finished_window=2)
+    active = [reg.create("live", "p", project_id=1) for _ in range(50)]
+    for _ in range(300):
+        _finish(reg, reg.create("short", "p", project_id=2), S.CANCELLED)
+    assert reg.list_active() == active
+    assert all(reg.get(w.worker_id) is w for w in active)
+    assert reg.get_by_role_phase("live", "p") is active[0]
+    assert reg.get_by_project(1) == active
+    assert len(reg.get_by_project(2)) <= 2 * (50 + 2) + 1
+
+
+def test_window_keeps_the_latest_finished_not_the_latest_created() -> None:
+    reg = AgentRegistry(finished_window=2)
+    early = [reg.create("r", "p") for _ in range(3)]
+    for w in early:
+        _finish(reg, w)
+    # The earliest-created worker finished last (finish order is updated_at).
+    early[0].updated_at = "2100-01-01T00:00:00+00:00"
+    early[1].updated_at = "2000-01-01T00:00:00+00:00"
+    early[2].updated_at = "2050-01-01T00:00:00+00:00"
+    reg.create("r", "p")  # the 4th create sweeps (window 2: first sweep at 3 held)
+    assert reg.get(early[0].worker_id) is early[0]
+    assert reg.get(early[2].worker_id) is early[2]
+    assert reg.get(early[1].worker_id) is None
+
+
+def test_window_zero_keeps_only_active() -> None:
+    reg = AgentRegistry(finished_window=0)
+    for _ in range(20):
+        _finish(reg, reg.create("r", "p"), S.FAILED)
+    last = reg.create("r", "p")
+    assert [w.worker_id for w in _held(reg)] == [last.worker_id]
+
+
+def test_workers_finished_directly_on_the_worker_are_swept_too() -> None:
+    # Sessions move their own worker (worker.transition), not through the registry.
+    reg = AgentRegistry(finished_window=3)
+    for _ in range(100):
+        w = reg.create("r", "p")
+        for s in (S.INITIALIZING, S.RUNNING, S.COMPLETED):
+            w.transition(s)
+    assert len(_held(reg)) <= 2 * 3 + 1
+
+
+def test_windowed_records_are_held_in_the_window_while_unstarted() -> None:
+    reg = AgentRegistry(finished_window=3)
+    targets = []
+    for _ in range(100):
+        t = reg.create("editor", "p", windowed=True)
+        reg.transition(t.worker_id, S.INITIALIZING, "handoff")
+        targets.append(t)
+    held = _held(reg)
+    assert len(held) <= 2 * 3 + 1
+    assert targets[-1] in held and targets[0] not in held
+    # still active while held: list_active is unchanged for them
+    assert targets[-1] in reg.list_active()
+    # a plain worker in the same state is never dropped
+    plain = reg.create("editor", "p")
+    reg.transition(plain.worker_id, S.INITIALIZING)
+    for _ in range(50):
+        reg.create("editor", "p", windowed=True)
+    assert reg.get(plain.worker_id) is plain
+
+
+def test_clear_resets_window_bookkeeping() -> None:
+    reg = AgentRegistry(finished_window=1)
+    w = reg.create("r", "p", windowed=True)
+    reg.clear()
+    assert reg.get(w.worker_id) is None and _held(reg) == []
+    again = reg.create("r", "p")
+    assert _held(reg) == [again]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "8", True, None])
+def test_finished_window_rejects_bad_values(bad: object) -> None:
+    with pytest.raises((TypeError, ValueError), match=re.escape(repr(bad))):
+        AgentRegistry(finished_window=bad)  # type: ignore[arg-type]
+
+
+# -- unique worker ids (issue 13, point 7) -----------------------------------------
+
+
+def test_colliding_suffix_is_drawn_again() -> None:
+    draws = iter([0xABC, 0xABC, 0xABC, 0xDEF, 0xABC, 0x1])
+    reg = AgentRegistry(id_source=lambda: next(draws))
+    first = reg.create("r", "p")
+    second = reg.create("r", "p")  # draws 0xABC twice more, then 0xDEF
+    third = reg.create("q", "p")  # other role: 0xABC is free for it
+    assert first.worker_id == "r-p-00000abc"
+    assert second.worker_id == "r-p-00000def"
+    assert third.worker_id == "q-p-00000abc"
+    assert reg.get(first.worker_id) is first and reg.get(second.worker_id) is second
+
+
+def test_seeded_tiny_id_space_gives_unique_ids_while_held() -> None:
+    import random
+
+    rng = random.Random(1234)
+    # 5 bits of suffix: 32 possible ids, so collisions are certain.
+    reg = AgentRegistry(id_source=lambda: rng.getrandbits(5))
+    workers = [reg.create("r", "p") for _ in range(32)]
+    ids = [w.worker_id for w in workers]
+    assert len(set(ids)) == 32
+    assert all(re.fullmatch(r"r-p-000000[01][0-9a-f]", i) for i in ids)
+    assert all(reg.get(w.worker_id) is w for w in workers)
+    assert reg.list_active() == workers  # nothing overwritten
+
+
+def test_exhausted_id_source_raises_clearly_and_stores_nothing() -> None:
+    reg = AgentRegistry(id_source=lambda: 7)
+    reg.create("r", "p")
+    with pytest.raises(RuntimeError, match="no free worker id for role 'r' phase 'p'"):
+        reg.create("r", "p")
+    assert len(reg.list_active()) == 1
+
+
+def test_id_source_must_return_an_int() -> None:
+    reg = AgentRegistry(id_source=lambda: "abc")  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match="'abc'"):
+        reg.create("r", "p")
+    with pytest.raises(TypeError, match="id_source must be callable"):
+        AgentRegistry(id_source=5)  # type: ignore[arg-type]
+
+
+def test_default_ids_are_uuid4_hex_and_unique_in_bulk() -> None:
+    reg = AgentRegistry()
+    ids = {reg.create("r", "p").worker_id for _ in range(5000)}
+    assert len(ids) == 5000
+    assert all(re.fullmatch(r"r-p-[0-9a-f]{8}", i) for i in ids)
+
+
+def test_reused_orchestrator_registry_stays_bounded() -> None:
+    from techrevati.runtime.orchestrator import Orchestrator
+
+    reg = AgentRegistry(finished_window=5)
+    orch = Orchestrator(role="writer", phase="draft", registry=reg)
+    for _ in range(100):
+        with orch.session() as session:
+            # the open session's worker is always held and active
+            assert reg.list_active() == [session.worker]
+    assert reg.list_active() == []
+    assert len(_held(reg)) <= 2 * 5 + 1
+    assert reg.get(session.worker.worker_id) is session.worker

@@ -145,7 +145,7 @@ def test_a_provider_the_user_passes_is_extended_not_replaced(
     memory = InMemorySpanExporter()
     theirs = TracerProvider(shutdown_on_exit=False)
     theirs.add_span_processor(SimpleSpanProcessor(memory))
-    caplog.set_level(logging.INFO, logger="techrevati.runtime.telemetry.setup")
+    caplog.set_level(logging.INFO, logger="techrevati.runtime.telemetry")
 
     handle = configure(tracer_provider=theirs, set_global=False, metrics=False)
     assert handle.tracer_provider is theirs
@@ -181,6 +181,27 @@ def test_unsupported_protocol_falls_back_to_http(caplog: pytest.LogCaptureFixtur
     ]
     assert "only grpc and http/protobuf" in caplog.text
     handle.shutdown(timeout_s=1)
+
+
+def test_a_repeated_configure_names_the_arguments_it_ignored(tmp_path: Path) -> None:
+    done = _run(
+        """
+        from techrevati.runtime.telemetry.setup import configure
+
+        handle = configure(service_name="first", report=False)
+        assert configure(service_name="first", report=False) is handle   # same: silent
+        assert configure() is handle                                     # asks nothing: silent
+        assert configure(service_name="second", metrics=False, report=False) is handle
+        print("ok")
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "already ran" in line]
+    assert warnings == [
+        "configure() already ran; this call's service_name=, metrics= were ignored (the first "
+        "call's set-up stays; shut the handle down first to configure anew)"
+    ]
 
 
 def _run(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

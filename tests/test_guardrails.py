@@ -265,3 +265,23 @@ def test_stage_recorded(stage: str) -> None:
     assert info.value.stage == stage
     assert str(info.value).startswith(f"{stage} guardrail 'counting'")
     assert str(info.value).endswith(f"{stage} refused")
+
+
+# -- normalised tool names (issue 13, point 9) --------------------------------------
+
+
+@pytest.mark.parametrize("tool", ["delete_db", "DELETE_DB", "delete_db ", "ｄｅｌｅｔｅ_ｄｂ"])
+def test_guardrails_see_the_normalised_tool_name(tool: str) -> None:
+    seen = Counting(name="seen")
+    with pytest.raises(GuardrailViolatedError) as info:
+        run_pre_checks([seen, BlockTool(blocked="delete_db")], role="r", tool=tool)
+    assert seen.calls == [("pre", None, "r", "delete_db")]
+    assert info.value.tool == tool  # the error quotes the name as given
+    assert f"blocked tool '{tool}'" in str(info.value)
+    run_post_checks([seen], "v", role="r", tool=tool)
+    assert seen.calls[-1] == ("post", "v", "r", "delete_db")
+
+
+def test_guardrail_helpers_reject_non_string_tool() -> None:
+    with pytest.raises(TypeError, match="tool name must be a str, got 3"):
+        run_pre_checks([AllowAllGuardrail()], role="r", tool=3)  # type: ignore[arg-type]

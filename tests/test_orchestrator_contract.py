@@ -97,7 +97,7 @@ def test_sync_timeout_raises_promptly_and_chained() -> None:
 
 
 def test_async_timeout_and_breaker() -> None:
-    breaker = AsyncCircuitBreaker("api", failure_threshold=1, recovery_timeout_seconds=60)
+    breaker = AsyncCircuitBreaker("api", failure_threshold=2, recovery_timeout_seconds=60)
     orch = Orchestrator(role="w", phase="p", async_circuit_breaker=breaker)
 
     async def main() -> None:
@@ -106,16 +106,20 @@ def test_async_timeout_and_breaker() -> None:
             with pytest.raises(TurnTimeoutError) as err:
                 await s.arun_turn(lambda: asyncio.sleep(1), model="m", timeout=0.02)
             assert isinstance(err.value.__cause__, TimeoutError)
+            assert not await breaker.is_open()  # one failure of two
 
             async def fail() -> None:
                 raise ConnectionError("connection refused")
 
             with pytest.raises(ConnectionError):
                 await s.arun_turn(fail, model="m")
+            # The timeout counted as a breaker failure (our change): two of two, open.
+            assert await breaker.is_open()
             with pytest.raises(CircuitOpenError):
                 await s.arun_turn(lambda: asyncio.sleep(0), model="m")
             assert [e.detail for e in s.events] == ["provider_failure: recovered"]
-            assert s._iteration_count == 3
+            # The refused call never reached the provider: it used no iteration.
+            assert s._iteration_count == 2
 
     asyncio.run(main())
 

@@ -135,13 +135,122 @@ def test_mode_denial_reason_mentions_read_only() -> None:
     assert "FULL_ACCESS" in (out.reason or "")
 
 
-def test_requirement_lookup_is_case_sensitive() -> None:
-    p = _policy(RolePermissionConfig("writer", RO))
-    assert p.authorize("writer", "shell").allowed is False
-    # "SHELL" is not a key in tool_requirements, so it needs only READ_ONLY
-    out = p.authorize("writer", "SHELL")
-    assert out.allowed is True
-    assert out.required_mode == "READ_ONLY"
+# Spelling variants of a protected tool (issue 13, point 9): case, surrounding
+# whitespace, full-width letters, NFKC compatibility forms, an invisible zero-width space.
+VARIANTS = [
+    "delete_db",
+    "DELETE_DB",
+    "Delete_Db",
+    "delete_db ",
+    "\tdelete_db\n",
+    "\u3000delete_db",  # ideographic space
+    "ｄｅｌｅｔｅ_ｄｂ",  # full-width letters
+    "ＤＥＬＥＴＥ＿ＤＢ",  # full-width capitals and low line
+    "delete\u200b_db",  # zero-width space
+    "DELETE_DB\ufeff",  # BOM / zero-width no-break space
+    "delete\u00ad_db",  # soft hyphen
+]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_requirement_lookup_normalises_the_called_name(name: str) -> None:
+    p = PermissionPolicy(
+        role_configs={"reader": RolePermissionConfig("reader", RO)},
+        tool_requirements={"delete_db": FA},
+    )
+    out = p.authorize("reader", name)
+    assert out.allowed is False
+    assert out.required_mode == "FULL_ACCESS"
+    assert out.reason == "role 'reader' has READ_ONLY but tool requires FULL_ACCESS"
+    full = PermissionPolicy(
+        role_configs={"admin": RolePermissionConfig("admin", FA)},
+        tool_requirements={"delete_db": FA},
+    )
+    assert full.authorize("admin", name) == PermissionOutcome(
+        True, None, "FULL_ACCESS", "FULL_ACCESS"
+    )
+
+
+@pytest.mark.parametrize("key", ["DELETE_DB", " Delete_DB ", "ｄｅｌｅｔｅ_ｄｂ"])
+def test_requirement_keys_are_normalised_too(key: str) -> None:
+    p = PermissionPolicy(
+        role_configs={"reader": RolePermissionConfig("reader", RO)},
+        tool_requirements={key: FA},
+    )
+    assert p.authorize("reader", "delete_db").required_mode == "FULL_ACCESS"
+    assert p.tool_requirements == {key: FA}  # the caller's spelling is kept as given
+
+
+def test_two_spellings_of_one_tool_the_stricter_requirement_wins() -> None:
+    p = PermissionPolicy(
+        role_configs={"w": RolePermissionConfig("w", WW)},
+        tool_requirements={"shell": RO, "SHELL": FA, "Shell": WW},
+    )
+    assert p.authorize("w", "shell").required_mode == "FULL_ACCESS"
+
+
+def test_requirement_edits_after_construction_apply() -> None:
+    reqs = {"shell": FA}
+    p = PermissionPolicy(role_configs={"r": RolePermissionConfig("r", RO)}, tool_requirements=reqs)
+    assert p.authorize("r", "DROP_TABLE").allowed is True
+    reqs["drop_table"] = FA
+    assert p.authorize("r", "DROP_TABLE").required_mode == "FULL_ACCESS"
+    reqs["drop_table"] = WW
+    assert p.authorize("r", "drop_table").required_mode == "WORKSPACE_WRITE"
+    del reqs["drop_table"]
+    assert p.authorize("r", "Drop_Table").allowed is True
+    p.tool_requirements = {"Drop_Table": "FULL_ACCESS"}  # type: ignore[dict-item]
+    assert p.authorize("r", "drop_table").required_mode == "FULL_ACCESS"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_deny_list_matches_every_spelling(name: str) -> None:
+    p = _policy(RolePermissionConfig("ops", FA, denied_tools=["Delete_DB"]))
+    out = p.authorize("ops", name)
+    assert out.allowed is False
+    assert out.reason == f"tool '{name}' is explicitly denied for role 'ops'"
+    assert (
+        _policy(RolePermissionConfig("ops", FA, denied_tools=[name]))
+        .authorize("ops", "delete_db")
+        .allowed
+        is False
+    )
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_whitelist_matches_every_spelling(name: str) -> None:
+    p = _policy(RolePermissionConfig("r", RO, allowed_tools=["delete_db"]))
+    assert p.authorize("r", name).allowed is True
+    assert p.authorize("r", name + "x").allowed is False
+
+
+def test_similar_but_different_names_stay_different() -> None:
+    p = PermissionPolicy(
+        role_configs={"r": RolePermissionConfig("r", RO)},
+        tool_requirements={"delete_db": FA},
+    )
+    for other in ("delete-db", "delete_db2", "delete db", "deletedb", "dеlete_db"):  # Cyrillic е
+        assert p.authorize("r", other).allowed is True, other
+
+
+def test_normalize_tool_name() -> None:
+    from techrevati.runtime.permissions import normalize_tool_name
+
+    assert {normalize_tool_name(v) for v in VARIANTS} == {"delete_db"}
+    assert normalize_tool_name("Straße") == "strasse"  # full case folding, not lower()
+    assert normalize_tool_name("ﬁle") == "file"  # NFKC ligature
+    with pytest.raises(TypeError, match="tool name must be a str, got None"):
+        normalize_tool_name(None)  # type: ignore[arg-type]
+
+
+def test_enforcer_uses_normalised_names() -> None:
+    enf = PermissionEnforcer(_policy(RolePermissionConfig("writer", RO)))
+    assert enf.is_allowed("writer", "SHELL") is False
+    assert enf.check("writer", " Shell ").required_mode == "FULL_ACCESS"
+
+    def SHELL() -> None: ...  # a tool whose function name is upper case
+
+    assert enf.filter_tools("writer", [SHELL, search]) == [search]
 
 
 # -- step 3: whitelist ---------------------------------------------------------------------
@@ -294,3 +403,51 @@ def test_policy_rejects_non_config_values() -> None:
 def test_authorize_rejects_non_string_tool_name() -> None:
     with pytest.raises(TypeError, match="tool_name"):
         PermissionPolicy().authorize("r", None)  # type: ignore[arg-type]
+
+
+# -- through a session and the decorators (issue 13, point 9) --------------------------------
+
+
+@pytest.mark.parametrize("name", ["delete_db", "DELETE_DB", "delete_db ", "ｄｅｌｅｔｅ_ｄｂ"])
+def test_session_run_tool_refuses_every_spelling_for_read_only(name: str) -> None:
+    from techrevati.runtime import Orchestrator, PermissionDeniedError
+
+    policy = PermissionPolicy(
+        role_configs={
+            "reader": RolePermissionConfig("reader", RO),
+            "admin": RolePermissionConfig("admin", FA),
+        },
+        tool_requirements={"delete_db": FA},
+    )
+    ran: list[str] = []
+    reader = Orchestrator(role="reader", phase="p", permissions=PermissionEnforcer(policy))
+    with reader.session() as session, pytest.raises(PermissionDeniedError) as info:
+        session.run_tool(name, lambda: ran.append(name))
+    assert ran == []
+    assert info.value.outcome.required_mode == "FULL_ACCESS"
+    admin = Orchestrator(role="admin", phase="p", permissions=PermissionEnforcer(policy))
+    with admin.session() as session:
+        session.run_tool(name, lambda: ran.append(name))
+    assert ran == [name]
+
+
+def test_tool_call_decorator_refuses_a_spelling_variant() -> None:
+    from techrevati.runtime import PermissionDeniedError
+    from techrevati.runtime.decorators import agent_session, tool_call
+
+    policy = PermissionPolicy(
+        role_configs={"reader": RolePermissionConfig("reader", RO)},
+        tool_requirements={"delete_db": FA},
+    )
+    ran: list[int] = []
+
+    @tool_call("ＤＥＬＥＴＥ_DB")
+    def drop() -> None:
+        ran.append(1)
+
+    with (
+        agent_session("reader", permissions=PermissionEnforcer(policy)),
+        pytest.raises(PermissionDeniedError),
+    ):
+        drop()
+    assert ran == []

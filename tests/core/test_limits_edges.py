@@ -90,21 +90,25 @@ def test_work_finished_after_the_block_is_counted_once(otel: Otel) -> None:
     assert session.tracker.total_cost() == pytest.approx(0.003)
 
 
-def test_a_decorated_turn_inside_run_turn_is_one_call_in_metrics_too(otel: Otel) -> None:
+def test_a_decorated_turn_inside_run_turn_is_a_call_of_its_own(otel: Otel) -> None:
     @agent_turn("model-b")
     def inner() -> dict[str, object]:
         return {"model": "model-b", "usage": {"prompt_tokens": 2000, "completion_tokens": 0}}
 
     with Orchestrator(role="w", phase="p", **otel.kwargs()).session() as session:
+        # Explicit usage on the outer turn is booked as given, beside the inner call's.
         session.run_turn(inner, model="model-b", usage=UsageSnapshot(2000, 0))
-        session.run_turn(inner, model="model-b")  # the outer reports nothing: inner counts
-    assert session.tracker.turn_count == 2
-    assert session.tracker.total_cost() == pytest.approx(0.004)
-    assert otel.metric_sum("techrevati.cost.usd") == pytest.approx(0.004)
+        # The outer turn's result is the inner call's response: its usage is not booked twice.
+        _, usage = session.run_turn(inner, model="model-b")
+    assert usage == UsageSnapshot(2000, 0)  # what run_turn read and returns
+    assert session._iteration_count == 4
+    assert session.tracker.turn_count == 4
+    assert session.tracker.total_cost() == pytest.approx(0.006)
+    assert otel.metric_sum("techrevati.cost.usd") == pytest.approx(0.006)
     tokens = sum(p.sum for _, p in otel.metric_points("gen_ai.client.token.usage"))
-    assert tokens == 4000
+    assert tokens == 6000
     (duration,) = otel.metric_points("gen_ai.client.operation.duration")
-    assert duration[1].count == 2
+    assert duration[1].count == 4
 
 
 def test_dropped_providers_are_not_kept_alive() -> None:

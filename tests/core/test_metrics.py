@@ -71,6 +71,8 @@ def test_a_session_records_every_metric_with_bounded_labels(otel: Otel) -> None:
         "techrevati.tool.calls": "{call}",
         "techrevati.breaker.state": "1",
         "techrevati.recovery.attempts": "{attempt}",
+        "techrevati.session.iterations": "{call}",
+        "techrevati.token.detail": "{token}",
     }
     tokens = {
         attrs["gen_ai.token.type"]: point.sum

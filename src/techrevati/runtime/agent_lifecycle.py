@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 __all__ = [
+    "DEFAULT_FINISHED_WINDOW",
     "AgentRegistry",
     "AgentStatus",
     "AgentWorker",
@@ -201,8 +203,39 @@ class AgentWorker:
         }
 
 
+#: How many finished workers an ``AgentRegistry`` keeps by default (see its docstring).
+DEFAULT_FINISHED_WINDOW = 1024
+
+# Attempts at a free id before giving up: with 32 random bits and a registry of
+# n workers, k consecutive collisions happen with probability (n / 2**32) ** k,
+# so only a broken (or deliberately tiny) id source ever gets near this.
+_ID_ATTEMPTS = 64
+
+
+def _uuid4_suffix() -> int:
+    return uuid.uuid4().int & 0xFFFF_FFFF
+
+
 class AgentRegistry:
     """Thread-safe map of workers; one lock serialises every access.
+
+    It holds every active (non-terminal) worker and a bounded window of the
+    most recently finished ones, ``finished_window`` (default
+    :data:`DEFAULT_FINISHED_WINDOW`, 1024), so a process that opens sessions
+    for ever stays flat. Workers finish through ``transition`` on the registry
+    or on the worker itself, so the registry notices terminal ones lazily: a
+    sweep runs when the map has doubled since the last one (amortised O(1) per
+    ``create``) and keeps the ``finished_window`` terminal workers with the
+    latest ``updated_at``. Between sweeps it may hold up to about twice
+    ``active + finished_window`` records; ``get``/``get_by_project`` return
+    what it still holds. ``create(..., windowed=True)`` makes a record that
+    counts towards the window even while not terminal (a handoff target that
+    nobody may ever start).
+
+    Worker ids are ``role-phase-<8 hex>`` and unique among the workers held: a
+    suffix already in use is drawn again. ``id_source`` (a callable returning
+    an int; its low 32 bits become the hex) replaces the uuid4-based default,
+    e.g. to force collisions in a test.
 
     Example::
 
@@ -210,26 +243,105 @@ class AgentRegistry:
         >>> w = reg.create("critic", "review")
         >>> reg.get(w.worker_id) is w, w.worker_id.startswith("critic-review-")
         (True, True)
+        >>> small = AgentRegistry(finished_window=2)
+        >>> ids = []
+        >>> for _ in range(10):  # ten short-lived workers, one after the other
+        ...     ids.append(small.create("r", "p").worker_id)
+        ...     _ = small.transition(ids[-1], AgentStatus.CANCELLED)
+        >>> small.get(ids[0]) is None, small.get(ids[-1]) is not None
+        (True, True)
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        finished_window: int = DEFAULT_FINISHED_WINDOW,
+        id_source: Callable[[], int] | None = None,
+    ) -> None:
+        if isinstance(finished_window, bool) or not isinstance(finished_window, int):
+            raise TypeError(f"finished_window must be an int, got {finished_window!r}")
+        if finished_window < 0:
+            raise ValueError(f"finished_window must be >= 0, got {finished_window!r}")
+        if id_source is not None and not callable(id_source):
+            raise TypeError(f"id_source must be callable, got {id_source!r}")
         self._lock = threading.Lock()
         self._workers: dict[str, AgentWorker] = {}
+        # Ids of records that count towards the finished window while still active.
+        self._windowed: set[str] = set()
+        self._finished_window = finished_window
+        self._id_source: Callable[[], int] = id_source or _uuid4_suffix
+        self._sweep_at = self._next_sweep(0)
 
-    def create(self, role: str, phase: str, project_id: int | None = None) -> AgentWorker:
-        """Create, store and return a new IDLE worker with id ``role-phase-<8 hex>``."""
-        worker = AgentWorker(
-            worker_id=f"{role}-{phase}-{uuid.uuid4().hex[:8]}",
-            role=role,
-            phase=phase,
-            project_id=project_id,
+    @property
+    def finished_window(self) -> int:
+        """How many finished workers the registry keeps after a sweep."""
+        return self._finished_window
+
+    def _next_sweep(self, held: int) -> int:
+        # Doubling keeps sweeps amortised O(1) per create; the window term keeps
+        # a registry of a few workers from sweeping on every create.
+        return max(2 * held, held + self._finished_window) + 1
+
+    def _new_id_locked(self, role: str, phase: str) -> str:
+        for _ in range(_ID_ATTEMPTS):
+            suffix = self._id_source()
+            if isinstance(suffix, bool) or not isinstance(suffix, int):
+                raise TypeError(f"id_source must return an int, got {suffix!r}")
+            worker_id = f"{role}-{phase}-{suffix & 0xFFFF_FFFF:08x}"
+            if worker_id not in self._workers:
+                return worker_id
+        raise RuntimeError(
+            f"no free worker id for role {role!r} phase {phase!r} after {_ID_ATTEMPTS} draws; "
+            "the id source repeats itself"
         )
+
+    def _sweep_locked(self) -> None:
+        """Drop all but the newest ``finished_window`` finished (or windowed) records."""
+        workers = self._workers
+        windowed = self._windowed
+        done = [w for w in workers.values() if w.is_terminal or w.worker_id in windowed]
+        excess = len(done) - self._finished_window
+        if excess > 0:
+            # Oldest first by finish time (``updated_at`` is UTC ISO text, which
+            # sorts chronologically); sorted() is stable, so ties drop the
+            # earlier-created worker first.
+            for worker in sorted(done, key=lambda w: w.updated_at)[:excess]:
+                del workers[worker.worker_id]
+                windowed.discard(worker.worker_id)
+        if windowed:
+            # A windowed record that finished is an ordinary finished one now.
+            windowed.intersection_update(workers)
+        self._sweep_at = self._next_sweep(len(workers))
+
+    def create(
+        self,
+        role: str,
+        phase: str,
+        project_id: int | None = None,
+        *,
+        windowed: bool = False,
+    ) -> AgentWorker:
+        """Create, store and return a new IDLE worker with id ``role-phase-<8 hex>``.
+
+        ``windowed=True`` stores a record that may be dropped with the finished
+        window even if nobody ever finishes it (e.g. a handoff target).
+        """
         with self._lock:
+            if len(self._workers) >= self._sweep_at:
+                self._sweep_locked()
+            worker = AgentWorker(
+                worker_id=self._new_id_locked(role, phase),
+                role=role,
+                phase=phase,
+                project_id=project_id,
+            )
             self._workers[worker.worker_id] = worker
+            if windowed:
+                self._windowed.add(worker.worker_id)
         return worker
 
     def get(self, worker_id: str) -> AgentWorker | None:
-        """Return the worker with that id, or ``None``."""
+        """Return the worker with that id, or ``None`` (also once it left the window)."""
         with self._lock:
             return self._workers.get(worker_id)
 
@@ -260,8 +372,8 @@ class AgentRegistry:
                     return w
         return None
 
-    def get_by_project(self, project_id: int) -> list[AgentWorker]:
-        """Return every worker (terminal ones too) with this project id."""
+    def get_by_project(self, project_id: int | None) -> list[AgentWorker]:
+        """Return every held worker (finished ones in the window too) with this project id."""
         with self._lock:
             return [w for w in self._workers.values() if w.project_id == project_id]
 
@@ -269,3 +381,5 @@ class AgentRegistry:
         """Forget every worker."""
         with self._lock:
             self._workers.clear()
+            self._windowed.clear()
+            self._sweep_at = self._next_sweep(0)

@@ -55,7 +55,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 import wrapt
 from opentelemetry import context as otel_context
 
-from .circuit_breaker import BreakerPermit
 from .orchestrator import (
     AsyncOrchestrationSession,
     OrchestrationSession,
@@ -66,9 +65,16 @@ from .orchestrator import (
 from .telemetry import instrument as core
 from .telemetry.content import capture_content
 from .telemetry.usage_extract import StreamReader, extract, extract_text, usage_of
-from .usage_tracking import BudgetExceededError, UsageSnapshot
+from .usage_tracking import UsageSnapshot
 
 __all__ = ["UsageSource", "agent_session", "agent_turn", "current_agent_session", "tool_call"]
+
+#: The ``agent_session`` blocks open in this context, innermost last. One
+#: variable for every agent_session object: a variable per object would stay in
+#: each thread's context for good (about 255 bytes per session, forever).
+_OPEN_BLOCKS: ContextVar[tuple[tuple[agent_session, _SessionContext[Any]], ...]] = ContextVar(
+    "techrevati_agent_session_blocks", default=()
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -175,9 +181,9 @@ class _TurnSpec:
 
 
 class _TurnCall:
-    """One model turn: start (admission), breaker, usage, end, recovery."""
+    """A decorated model call: the core's turn plus what the decorator reads from results."""
 
-    __slots__ = ("capture", "done", "permit", "reader", "session", "spec", "turn")
+    __slots__ = ("capture", "reader", "spec", "turn")
 
     def __init__(
         self, spec: _TurnSpec, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -185,33 +191,28 @@ class _TurnCall:
         # Read the capture switch once per call; arguments are only named when it is on.
         self.capture = capture_content()
         prompt = _arguments(spec.names, instance, args, kwargs) if self.capture else None
-        scope = core.current_session()
         self.spec = spec
-        self.session = _session_of(scope)
-        self.done = False
-        self.permit: BreakerPermit | None = None
         self.reader: StreamReader | None = None
-        # Raises MaxIterationsExceededError / BudgetExceededError before any user code runs.
-        self.turn = core.start_turn(scope, spec.model, provider=spec.provider, prompt=prompt)
-        permit = self.session._breaker_permit() if self.session is not None else None
-        if permit is not None:
-            self.permit = permit
-            try:
-                permit.admit()
-            except BaseException as exc:  # CircuitOpenError: ends the turn like run_turn does
-                self.fail(exc)
-                raise
+        fixed = spec.usage if isinstance(spec.usage, UsageSnapshot) else None
+        # Raises the refusal (breaker, cap, budget, unpriced, fleet) before user code runs.
+        self.turn = core.TurnCall.begin(
+            core.current_session(), spec.model, provider=spec.provider, usage=fixed, prompt=prompt
+        )
 
     # -- plain calls ---------------------------------------------------------------
 
     def returned(self, result: object) -> None:
-        """The function returned: the breaker saw a success; read usage and end."""
-        if self.permit is not None:
-            self.permit.succeeded()
+        """The function returned: read usage and end the turn."""
         found = extract(result)
         usage = self._usage(result, found.usage)
         output = (extract_text(result) or result) if self.capture else None
-        self._end(usage, found.model, found.reasoning_tokens, output)
+        self.turn.finish(
+            usage,
+            explicit=self.spec.usage is not None and usage is not found.usage,
+            response_model=found.model,
+            reasoning_tokens=found.reasoning_tokens,
+            output=output,
+        )
 
     def _usage(self, value: object, found: UsageSnapshot | None) -> UsageSnapshot | None:
         source = self.spec.usage
@@ -221,34 +222,12 @@ class _TurnCall:
             return source
         given = source(value)  # the user's function; its errors fail the turn
         read = usage_of(given) if given is not None else None
+        if read is not None:
+            core.check_usage(read, "agent_turn usage()")
         return read if read is not None else found
 
-    def _end(
-        self,
-        usage: UsageSnapshot | None,
-        model: str | None,
-        reasoning: int,
-        output: object,
-    ) -> None:
-        self.done = True
-        permit = self.permit
-        if permit is not None:
-            core.note_breaker(self.turn, permit.name, permit.state())
-        core.end_turn(
-            self.turn, usage, response_model=model, output=output, reasoning_tokens=reasoning
-        )
-
     def fail(self, error: BaseException) -> None:
-        if self.done:
-            return
-        self.done = True
-        permit = self.permit
-        if permit is not None:
-            permit.failed(error)
-            core.note_breaker(self.turn, permit.name, permit.state())
-        core.end_turn(self.turn, error=error)
-        if self.session is not None:
-            self.session._turn_failed(error)
+        self.turn.fail(error)
 
     # -- streams -------------------------------------------------------------------
 
@@ -268,21 +247,23 @@ class _TurnCall:
                 reader.usage = read
 
     def exhausted(self, value: object) -> None:
-        if self.permit is not None:
-            self.permit.succeeded()
-        self._end_stream(value)
+        usage, model, reasoning, text = self._seen(value)
+        self.turn.finish(
+            usage,
+            explicit=isinstance(self.spec.usage, UsageSnapshot),
+            response_model=model,
+            reasoning_tokens=reasoning,
+            output=text,
+        )
 
     def closed(self) -> None:
         """Stopped early: book what was seen; the caller chose to stop, so never raise."""
-        if self.done:
+        if self.turn.ended:
             return
-        if self.permit is not None:
-            self.permit.released()
-        with contextlib.suppress(BudgetExceededError):
-            # Booked and reported already; the session's next turn is refused.
-            self._end_stream(None)
+        usage, model, _, text = self._seen(None)
+        self.turn.stop(usage, response_model=model, output=text)
 
-    def _end_stream(self, returned: object) -> None:
+    def _seen(self, returned: object) -> tuple[UsageSnapshot | None, str | None, int, str | None]:
         reader = self.reader
         assert reader is not None
         usage, model, reasoning = reader.usage, reader.model, reader.reasoning_tokens
@@ -292,13 +273,13 @@ class _TurnCall:
         source = self.spec.usage
         if isinstance(source, UsageSnapshot):
             usage = source
-        self._end(usage, model, reasoning, reader.text)
+        return usage, model, reasoning, reader.text
 
 
 class _ToolCall:
-    """One tool call: the session's permission check and guardrails, or a bare span."""
+    """A decorated tool call: the core's tool state machine, driven per function kind."""
 
-    __slots__ = ("done", "session", "tool")
+    __slots__ = ("tool",)
 
     def __init__(
         self,
@@ -309,45 +290,27 @@ class _ToolCall:
         kwargs: dict[str, Any],
     ) -> None:
         arguments = _arguments(names, instance, args, kwargs) if capture_content() else None
-        scope = core.current_session()
-        self.session = _session_of(scope)
-        self.done = False
-        if self.session is not None:
-            # Denied / blocked: the span is ended and the error raised here.
-            self.tool = self.session._begin_tool(name, arguments)
-        else:
-            self.tool = core.start_tool(scope, name, arguments=arguments)
+        # Denied / blocked: the span is ended and the error raised here.
+        self.tool = core.ToolCall.begin(core.current_session(), name, arguments=arguments)
 
     def returned(self, result: object) -> None:
-        if self.session is not None:
-            self.session._check_tool_result(self.tool, result)
-        self._end(result=result)
-
-    def _end(self, *, result: object = None, error: BaseException | None = None) -> None:
-        self.done = True
-        if self.session is not None:
-            self.session._end_tool(self.tool, result=result, error=error)
-        else:
-            core.end_tool(self.tool, result=result, error=error)
+        self.tool.check(result)
+        self.tool.finish(result)
 
     def fail(self, error: BaseException) -> None:
-        if not self.done:
-            self._end(error=error)
+        self.tool.fail(error)
 
     def begin(self) -> None:
         otel_context.attach(self.tool.context)
 
     def item(self, value: object) -> None:
-        # A streamed tool result is post-checked piece by piece.
-        if self.session is not None:
-            self.session._check_tool_result(self.tool, value)
+        self.tool.check(value)  # a streamed tool result is post-checked piece by piece
 
     def exhausted(self, value: object) -> None:
-        self._end(result=value)
+        self.tool.finish(value)
 
     def closed(self) -> None:
-        if not self.done:
-            self._end()
+        self.tool.finish()
 
 
 class _SessionCall:
@@ -947,21 +910,27 @@ class agent_session:  # lower-case: used like a function, as contextlib's helper
         orchestrator_options.setdefault("phase", "default")
         #: The orchestrator every session of this object is opened from.
         self.orchestrator = Orchestrator(role=role, **orchestrator_options)
-        # The open ``with`` blocks, per context: one object may be entered by
-        # several threads or tasks at once, and each must exit its own session.
-        self._open: ContextVar[tuple[_SessionContext[Any], ...]] = ContextVar(
-            "techrevati_agent_session", default=()
-        )
+        # Blocks entered here and not yet exited, oldest first: the fallback
+        # for an exit from another task (lifespan hooks, fixtures).
+        self._entered: list[_SessionContext[Any]] = []
 
     def _push(self, cm: _SessionContext[Any]) -> None:
-        self._open.set((*self._open.get(), cm))
+        _OPEN_BLOCKS.set((*_OPEN_BLOCKS.get(), (self, cm)))
+        self._entered.append(cm)
 
     def _pop(self) -> _SessionContext[Any]:
-        stack = self._open.get()
-        if not stack:
+        # One object may be entered by several threads or tasks at once; each
+        # exits the innermost block it entered itself, found in its context.
+        stack = _OPEN_BLOCKS.get()
+        for index in range(len(stack) - 1, -1, -1):
+            owner, cm = stack[index]
+            if owner is self:
+                _OPEN_BLOCKS.set(stack[:index] + stack[index + 1 :])
+                self._entered.remove(cm)
+                return cm
+        if not self._entered:
             raise RuntimeError("agent_session exited without a matching enter")
-        self._open.set(stack[:-1])
-        return stack[-1]
+        return self._entered.pop()
 
     def __enter__(self) -> OrchestrationSession:
         cm = self.orchestrator.session()

@@ -3,6 +3,12 @@
 A guardrail is any object with a ``name`` and ``check_pre``/``check_post`` methods
 returning a :class:`GuardrailOutcome`. The first disallowing outcome stops the run.
 
+The helpers hand each guardrail the tool name in its
+:func:`~techrevati.runtime.permissions.normalize_tool_name` form (NFKC,
+case-folded, stripped), the same form the permission checks compare, so a
+guardrail written as ``tool == "shell"`` also catches ``"SHELL"``,
+``" shell "`` and full-width ``"ｓｈｅｌｌ"``. The error keeps the name as given.
+
 Example::
 
     >>> from dataclasses import dataclass
@@ -16,10 +22,10 @@ Example::
     ...     def check_post(self, value, *, role: str, tool: str) -> GuardrailOutcome:
     ...         return GuardrailOutcome(True)
     >>> try:
-    ...     run_pre_checks([NoShell()], role="coder", tool="shell")
+    ...     run_pre_checks([NoShell()], role="coder", tool="Shell ")
     ... except GuardrailViolatedError as exc:
     ...     print(exc)
-    pre guardrail 'no_shell' blocked tool 'shell' for role 'coder': shell is off-limits
+    pre guardrail 'no_shell' blocked tool 'Shell ' for role 'coder': shell is off-limits
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+from .permissions import normalize_tool_name
 
 __all__ = [
     "AllowAllGuardrail",
@@ -126,10 +134,12 @@ def _label(guardrail: object) -> str:
 def run_pre_checks(guardrails: Iterable[Guardrail], *, role: str, tool: str) -> None:
     """Run ``check_pre`` on each guardrail in order; raise on the first refusal.
 
-    Later guardrails are not consulted once one refuses.
+    Each guardrail sees ``tool`` normalised; later ones are not consulted once
+    one refuses.
     """
+    key = normalize_tool_name(tool)
     for g in guardrails:
-        outcome = g.check_pre(role=role, tool=tool)
+        outcome = g.check_pre(role=role, tool=key)
         if not outcome.allowed:
             raise GuardrailViolatedError(
                 outcome, guardrail=_label(g), role=role, tool=tool, stage="pre"
@@ -137,9 +147,10 @@ def run_pre_checks(guardrails: Iterable[Guardrail], *, role: str, tool: str) -> 
 
 
 def run_post_checks(guardrails: Iterable[Guardrail], value: Any, *, role: str, tool: str) -> None:
-    """Run ``check_post`` on each guardrail in order; raise on the first refusal."""
+    """Run ``check_post`` on each guardrail in order (``tool`` normalised); raise on refusal."""
+    key = normalize_tool_name(tool)
     for g in guardrails:
-        outcome = g.check_post(value, role=role, tool=tool)
+        outcome = g.check_post(value, role=role, tool=key)
         if not outcome.allowed:
             raise GuardrailViolatedError(
                 outcome, guardrail=_label(g), role=role, tool=tool, stage="post"

@@ -31,9 +31,9 @@ from opentelemetry.trace import SpanContext, TracerProvider
 
 from .agent_events import AgentEvent, AgentFailureClass
 from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker
-from .circuit_breaker import AsyncCircuitBreaker, BreakerPermit, CircuitBreaker, CircuitOpenError
+from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitOpenError
 from .errors import MaxIterationsExceededError, PermissionDeniedError, TurnTimeoutError
-from .guardrails import Guardrail, run_post_checks, run_pre_checks
+from .guardrails import Guardrail
 from .handoffs import Handoff
 from .permissions import PermissionEnforcer, PermissionOutcome
 from .policy_engine import PhaseContext, PolicyActionData, PolicyEngine
@@ -52,8 +52,11 @@ from .sinks import (
     UsageSink,
 )
 from .telemetry import instrument as core
+from .telemetry import membership as core_membership
 from .telemetry import semconv as sc
-from .telemetry.ledger import SessionLedger
+from .telemetry.failures import reason_text
+from .telemetry.ledger import FleetLevel, Ledger
+from .telemetry.usage_extract import Extracted, extract
 from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker
 
 __all__ = [
@@ -160,7 +163,7 @@ class _SessionBase(Generic[B]):
     events: list[AgentEvent] = field(default_factory=list)
     circuit_breaker: B | None = None
     _started_at: float = field(default_factory=time.monotonic, init=False, repr=False)
-    _ledger: SessionLedger = field(init=False, repr=False)
+    _ledger: Ledger = field(init=False, repr=False)
     _scope: core.SessionScope | None = field(default=None, init=False, repr=False)
     _telemetry: _TelemetryOptions | None = field(default=None, init=False, repr=False)
     # True when an Orchestrator context manager owns the span's end; a session
@@ -170,7 +173,7 @@ class _SessionBase(Generic[B]):
 
     def __post_init__(self) -> None:
         _check_limits(self.max_iterations, self.budget_usd)
-        self._ledger = SessionLedger(
+        self._ledger = Ledger(
             self.tracker,
             budget_usd=self.budget_usd,
             enforce_budget=self.enforce_budget,
@@ -183,6 +186,10 @@ class _SessionBase(Generic[B]):
 
     def _open_scope(self, parent: SpanContext | None = None) -> core.SessionScope:
         options = self._telemetry or _TelemetryOptions()
+        ledger = self._ledger
+        ledger.call_estimate_usd = options.call_estimate_usd
+        ledger.allow_unpriced = options.allow_unpriced
+        ledger.add_fleet(options.fleet)
         parent_ctx = None
         if parent is not None and not trace.get_current_span().get_span_context().is_valid:
             parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
@@ -200,7 +207,13 @@ class _SessionBase(Generic[B]):
             parent=parent_ctx,
             owner=self,
         )
-        return self._scope
+        scope = self._scope
+        # What the turn and tool state machines ask of this session.
+        scope.breaker = self.circuit_breaker
+        scope.authorize = self.authorize if self.permissions is not None else None
+        scope.guardrails = self.guardrails
+        scope.on_turn_failed = self._turn_failed
+        return scope
 
     def _scope_or_open(self) -> core.SessionScope:
         # Sessions built directly (not through an Orchestrator) open lazily.
@@ -233,7 +246,7 @@ class _SessionBase(Generic[B]):
 
     @_iteration_count.setter
     def _iteration_count(self, value: int) -> None:
-        self._ledger.iterations = value
+        self._ledger.set_iterations(value)
 
     # -- events -----------------------------------------------------------------
 
@@ -297,11 +310,6 @@ class _SessionBase(Generic[B]):
             scenario = classify_exception(error)
             self._record_recovery(scenario, attempt_recovery(scenario, self.recovery).outcome)
 
-    def _breaker_permit(self) -> BreakerPermit | None:
-        """A permit (not yet admitted) from this session's breaker, if it has one."""
-        breaker = self.circuit_breaker
-        return BreakerPermit(breaker) if breaker is not None else None
-
     # -- permissions and tools --------------------------------------------------
 
     def authorize(self, tool_name: str) -> PermissionOutcome:
@@ -309,37 +317,6 @@ class _SessionBase(Generic[B]):
         if self.permissions is None:
             return PermissionOutcome(allowed=True, reason="no enforcer configured")
         return self.permissions.check(self.role, tool_name)
-
-    def _admit_tool(self, tool: core.ToolScope) -> None:
-        outcome = self.authorize(tool.name)
-        core.note_permission(tool, outcome)
-        if not outcome.allowed:
-            raise PermissionDeniedError(outcome)
-        run_pre_checks(self.guardrails, role=self.role, tool=tool.name)
-
-    # The three steps of every tool call. run_tool, arun_tool and @tool_call
-    # (functions, coroutines and generators alike) are compositions of these.
-
-    def _begin_tool(self, tool_name: str, arguments: object = None) -> core.ToolScope:
-        """Open the tool span and admit the call (permission, pre-guardrails), or raise."""
-        if not isinstance(tool_name, str) or not tool_name:
-            raise TypeError(f"tool_name must be a non-empty string, got {tool_name!r}")
-        tool = core.start_tool(self._scope_or_open(), tool_name, arguments=arguments)
-        try:
-            self._admit_tool(tool)
-        except BaseException as exc:
-            self._end_tool(tool, error=exc)
-            raise
-        return tool
-
-    def _check_tool_result(self, tool: core.ToolScope, result: object) -> None:
-        """Post-guardrails on a tool's result; raises ``GuardrailViolatedError``."""
-        run_post_checks(self.guardrails, result, role=self.role, tool=tool.name)
-
-    def _end_tool(
-        self, tool: core.ToolScope, *, result: object = None, error: BaseException | None = None
-    ) -> None:
-        core.end_tool(tool, result=result, error=error, guardrails_checked=bool(self.guardrails))
 
     def run_tool(self, tool_name: str, fn: Callable[[], T]) -> T:
         """Run a tool after the permission check and pre-guardrails; post-check its result.
@@ -352,19 +329,47 @@ class _SessionBase(Generic[B]):
         """
         if not callable(fn):
             raise TypeError(f"run_tool needs a callable, got {type(fn).__name__}: {fn!r}")
-        tool = self._begin_tool(tool_name)
+        tool = core.ToolCall.begin(self._scope_or_open(), tool_name)
         try:
             token = otel_context.attach(tool.context)
             try:
                 result = fn()
             finally:
                 otel_context.detach(token)
-            self._check_tool_result(tool, result)
+            tool.check(result)
         except BaseException as exc:
-            self._end_tool(tool, error=exc)
+            tool.fail(exc)
             raise
-        self._end_tool(tool, result=result)
+        tool.finish(result)
         return result
+
+    def wrap(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """``fn`` bound to this session, for a plain thread or an executor.
+
+        A thread started with ``threading.Thread`` begins with an empty
+        context, so calls made there would belong to no session and escape its
+        limits. The wrapped function runs in a copy of the context captured
+        here (this session current), so its calls count.
+
+        Example::
+
+            with orch.session() as session:
+                threading.Thread(target=session.wrap(worker)).start()
+                pool.submit(session.wrap(ask), "question")
+        """
+        if not callable(fn):
+            raise TypeError(f"wrap needs a callable, got {type(fn).__name__}: {fn!r}")
+        scope = self._scope_or_open()
+        captured = contextvars.copy_context()
+
+        def bound(*args: Any, **kwargs: Any) -> T:
+            ctx = captured.copy()
+            if ctx.get(core_membership.CURRENT) is not scope:
+                ctx.run(core_membership.CURRENT.set, scope)
+                ctx.run(otel_context.attach, scope.context)
+            return ctx.run(fn, *args, **kwargs)
+
+        return bound
 
     # -- policy, gates, handoffs ------------------------------------------------
 
@@ -472,15 +477,14 @@ class _SessionBase(Generic[B]):
         )
         scope = self._scope
         if scope is not None:
-            core.session_event(
-                scope,
-                sc.EVENT_HANDOFF,
-                {
-                    "techrevati.handoff.target_role": target_role,
-                    "techrevati.handoff.reason": reason,
-                    "techrevati.handoff.target_worker_id": target.worker_id,
-                },
-            )
+            attributes = {
+                "techrevati.handoff.target_role": target_role,
+                "techrevati.handoff.target_worker_id": target.worker_id,
+            }
+            said = reason_text(reason)  # free text: content, kept only with capture on
+            if said is not None:
+                attributes["techrevati.handoff.reason"] = said
+            core.session_event(scope, sc.EVENT_HANDOFF, attributes)
             _remember_handoff(
                 self.registry, target_role, self.project_id, scope.span.get_span_context()
             )
@@ -556,6 +560,8 @@ def _check_turn_arguments(
         raise TypeError(f"model must be a string, got {type(model).__name__}: {model!r}")
     if usage is not None and not isinstance(usage, UsageSnapshot):
         raise TypeError(f"usage must be a UsageSnapshot, got {type(usage).__name__}: {usage!r}")
+    if usage is not None:
+        core.check_usage(usage)
     if estimate_usage is not None and not callable(estimate_usage):
         raise TypeError(f"estimate_usage must be callable, got {estimate_usage!r}")
     if timeout is not None and (
@@ -568,9 +574,15 @@ def _resolve_usage(
     result: T,
     usage: UsageSnapshot | None,
     estimate_usage: Callable[[T], UsageSnapshot] | None,
-) -> UsageSnapshot:
+) -> tuple[UsageSnapshot, bool, Extracted]:
+    """(the snapshot run_turn returns, whether the caller gave it, what the result says).
+
+    An explicit ``usage=`` wins, then ``estimate_usage(result)``; otherwise the
+    usage is read from the result the way ``@agent_turn`` reads it (OpenAI and
+    Anthropic responses, dicts of those shapes), so both paths book the same.
+    """
     if usage is not None:
-        return usage
+        return usage, True, _NOTHING_FOUND
     if estimate_usage is not None:
         estimated = estimate_usage(result)
         if not isinstance(estimated, UsageSnapshot):
@@ -578,8 +590,13 @@ def _resolve_usage(
                 "estimate_usage must return a UsageSnapshot, got "
                 f"{type(estimated).__name__}: {estimated!r}"
             )
-        return estimated
-    return UsageSnapshot()
+        core.check_usage(estimated, "estimate_usage()")
+        return estimated, True, _NOTHING_FOUND
+    found = extract(result)
+    return (found.usage if found.usage is not None else UsageSnapshot()), False, found
+
+
+_NOTHING_FOUND = Extracted()
 
 
 def _call_with_timeout(call: Callable[[], T], timeout: float) -> T:
@@ -630,25 +647,24 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
         reached, and ``BudgetExceededError`` when an enforced budget is exceeded.
         """
         _check_turn_arguments(fn, model, usage, estimate_usage, timeout)
-        turn = core.start_turn(self._scope_or_open(), model)
-        breaker = self.circuit_breaker
-        call: Callable[[], T] = (lambda: breaker.call(fn)) if breaker is not None else fn
+        turn = core.TurnCall.begin(self._scope_or_open(), model, usage=usage)
         try:
             token = otel_context.attach(turn.context)
             try:
-                result = call() if timeout is None else _call_with_timeout(call, timeout)
+                result = fn() if timeout is None else _call_with_timeout(fn, timeout)
             finally:
                 otel_context.detach(token)
-            snapshot = _resolve_usage(result, usage, estimate_usage)
+            snapshot, explicit, found = _resolve_usage(result, usage, estimate_usage)
         except BaseException as exc:
-            if breaker is not None:
-                core.note_breaker(turn, breaker.name, breaker.state())
-            core.end_turn(turn, error=exc)
-            self._turn_failed(exc)
+            turn.fail(exc)
             raise
-        if breaker is not None:
-            core.note_breaker(turn, breaker.name, breaker.state())
-        core.end_turn(turn, snapshot, output=result)
+        turn.finish(
+            found.usage if not explicit else snapshot,
+            explicit=explicit,
+            response_model=found.model,
+            reasoning_tokens=found.reasoning_tokens,
+            output=result,
+        )
         return result, snapshot
 
 
@@ -674,38 +690,32 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
     ) -> tuple[T, UsageSnapshot]:
         """Async ``run_turn``: same limits, spans, events and budget rules."""
         _check_turn_arguments(coro_factory, model, usage, estimate_usage, timeout)
-        turn = core.start_turn(self._scope_or_open(), model)
-        breaker = self.circuit_breaker
-
-        async def invoke() -> T:
-            if breaker is not None:
-                return await breaker.call(coro_factory)
-            return await coro_factory()
-
+        turn = core.TurnCall.begin(self._scope_or_open(), model, usage=usage)
         try:
             token = otel_context.attach(turn.context)
             try:
                 if timeout is None:
-                    result = await invoke()
+                    result = await coro_factory()
                 else:
                     try:
-                        result = await asyncio.wait_for(invoke(), timeout)
+                        result = await asyncio.wait_for(coro_factory(), timeout)
                     except TimeoutError as exc:
                         raise TurnTimeoutError(timeout) from exc
             finally:
                 otel_context.detach(token)
-            snapshot = _resolve_usage(result, usage, estimate_usage)
+            snapshot, explicit, found = _resolve_usage(result, usage, estimate_usage)
         except BaseException as exc:
-            if breaker is not None:
-                core.note_breaker(turn, breaker.name, await breaker.state())
-            core.end_turn(turn, error=exc)
             # aattempt_recovery never awaits (it is attempt_recovery), so the
-            # shared synchronous bookkeeping is exact here too.
-            self._turn_failed(exc)
+            # shared synchronous bookkeeping in fail() is exact here too.
+            turn.fail(exc)
             raise
-        if breaker is not None:
-            core.note_breaker(turn, breaker.name, await breaker.state())
-        core.end_turn(turn, snapshot, output=result)
+        turn.finish(
+            found.usage if not explicit else snapshot,
+            explicit=explicit,
+            response_model=found.model,
+            reasoning_tokens=found.reasoning_tokens,
+            output=result,
+        )
         return result, snapshot
 
     async def arun_tool(self, tool_name: str, coro_factory: Callable[[], Awaitable[T]]) -> T:
@@ -714,18 +724,18 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
             raise TypeError(
                 f"arun_tool needs a callable, got {type(coro_factory).__name__}: {coro_factory!r}"
             )
-        tool = self._begin_tool(tool_name)
+        tool = core.ToolCall.begin(self._scope_or_open(), tool_name)
         try:
             token = otel_context.attach(tool.context)
             try:
                 result = await coro_factory()
             finally:
                 otel_context.detach(token)
-            self._check_tool_result(tool, result)
+            tool.check(result)
         except BaseException as exc:
-            self._end_tool(tool, error=exc)
+            tool.fail(exc)
             raise
-        self._end_tool(tool, result=result)
+        tool.finish(result)
         return result
 
     async def pause_for_input(self, prompt: str) -> str:
@@ -763,6 +773,9 @@ class _TelemetryOptions:
     meter_provider: MeterProvider | None = None
     provider_name: str = ""
     agent_id: str | None = None
+    call_estimate_usd: float | None = None
+    allow_unpriced: bool = False
+    fleet: tuple[FleetLevel, ...] = ()
 
 
 def _telemetry_options(orch: Orchestrator) -> _TelemetryOptions:
@@ -775,7 +788,40 @@ def _telemetry_options(orch: Orchestrator) -> _TelemetryOptions:
     if otel is not None and isinstance(orch.event_sink, otel.OpenTelemetrySink):
         provider_name = provider_name or orch.event_sink.provider_name
         agent_id = orch.event_sink.agent_id
-    return _TelemetryOptions(orch.tracer_provider, orch.meter_provider, provider_name, agent_id)
+    return _TelemetryOptions(
+        orch.tracer_provider,
+        orch.meter_provider,
+        provider_name,
+        agent_id,
+        orch.call_estimate_usd,
+        orch.allow_unpriced,
+        _fleet_tuple(orch.fleet),
+    )
+
+
+def _fleet_tuple(fleet: object) -> tuple[FleetLevel, ...]:
+    """``fleet=`` takes one fleet scope or a list of them."""
+    if fleet is None:
+        return ()
+    items = tuple(fleet) if isinstance(fleet, list | tuple) else (fleet,)
+    for item in items:
+        if not all(hasattr(item, name) for name in ("reserve", "settle", "release", "scope")):
+            raise TypeError(
+                f"fleet must be a FleetLimits or a list of them, got {type(item).__name__}: "
+                f"{item!r}"
+            )
+    return items
+
+
+def _check_estimate(value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"call_estimate_usd must be a number, got {type(value).__name__}: {value!r}"
+        )
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"call_estimate_usd must be a finite non-negative number, got {value!r}")
 
 
 S = TypeVar("S", bound="_SessionBase[Any]")
@@ -795,8 +841,15 @@ class Orchestrator:
         print(session.summary())
 
     Beyond the 0.1.0 fields: ``tracer_provider`` / ``meter_provider`` send this
-    orchestrator's telemetry to given providers instead of the global ones, and
-    ``provider_name`` fills ``gen_ai.provider.name`` on its turns.
+    orchestrator's telemetry to given providers instead of the global ones;
+    ``provider_name`` fills ``gen_ai.provider.name`` on its turns;
+    ``call_estimate_usd`` is what a call is expected to cost when the session
+    knows nothing better (no ``usage=`` up front, no finished call of that
+    model yet): admission reserves it, so concurrent calls cannot all slip
+    under an enforced budget; ``allow_unpriced`` accepts calls of models with
+    no known price at $0 under an enforced budget (refused by default);
+    ``fleet`` adds fleet-wide limits (one ``FleetLimits`` or a list) above
+    every session of this orchestrator.
     """
 
     role: str
@@ -817,6 +870,9 @@ class Orchestrator:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     provider_name: str = ""
+    call_estimate_usd: float | None = None
+    allow_unpriced: bool = False
+    fleet: Any = None
     _last_tracker: UsageTracker | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -825,6 +881,8 @@ class Orchestrator:
         if not isinstance(self.phase, str):
             raise TypeError(f"phase must be a string, got {type(self.phase).__name__}")
         _check_limits(self.max_iterations, self.budget_usd)
+        _check_estimate(self.call_estimate_usd)
+        _fleet_tuple(self.fleet)
 
     @property
     def tracker(self) -> UsageTracker:
@@ -906,6 +964,12 @@ class _SessionContext(Generic[S]):
                     session.complete()
             elif isinstance(exc, Exception):
                 session.fail(detail=str(exc), failure_class=failure_class_for(exc))
+            elif isinstance(exc, GeneratorExit):
+                session.cancel(detail="session closed early")
+            else:
+                # KeyboardInterrupt, SystemExit: the worker must still end in a
+                # terminal state, matching the span's outcome.
+                session.fail(detail=type(exc).__name__, failure_class=AgentFailureClass.UNKNOWN)
         finally:
             if self._activation is not None:
                 core.deactivate(self._activation)

@@ -1,8 +1,10 @@
 """Role-based tool permissions: a deny-first policy and an enforcer around it.
 
-Evaluation order for a configured role: explicit deny list (case-insensitive), then the
-tool's required mode (exact-name lookup, default READ_ONLY), then the optional whitelist
-(case-insensitive). Roles without a config are allowed.
+Evaluation order for a configured role: explicit deny list, then the tool's required
+mode (default READ_ONLY), then the optional whitelist. Roles without a config are
+allowed. Every tool-name comparison (deny list, requirements, whitelist, and the
+guardrail helpers) goes through :func:`normalize_tool_name`, so ``"DELETE_DB"``,
+``" delete_db "`` and full-width ``"ｄｅｌｅｔｅ_ｄｂ"`` are all the tool ``delete_db``.
 
 Example::
 
@@ -19,7 +21,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -30,7 +34,44 @@ __all__ = [
     "PermissionOutcome",
     "PermissionPolicy",
     "RolePermissionConfig",
+    "normalize_tool_name",
 ]
+
+
+# Names come from a small, developer-written set plus whatever a model asks for;
+# a bounded cache makes the common case a dict hit without letting odd names grow it.
+@functools.lru_cache(maxsize=4096)
+def _normalize(name: str) -> str:
+    if name.isascii():
+        # NFKC is the identity on ASCII and casefold() equals lower() there.
+        return name.strip().lower()
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    # Invisible format characters (zero-width space and joiner, soft hyphen, BOM)
+    # would otherwise make a name that looks identical compare different.
+    visible = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
+    return visible.strip()
+
+
+def normalize_tool_name(name: str) -> str:
+    """The form every permission, deny-list, whitelist and guardrail lookup compares.
+
+    Unicode NFKC (full-width and other compatibility forms become their plain
+    letters), case-folded, invisible format characters (category Cf) removed,
+    surrounding whitespace stripped.
+
+    Example::
+
+        >>> normalize_tool_name(" Delete_DB "), normalize_tool_name("ｄｅｌｅｔｅ_ｄｂ")
+        ('delete_db', 'delete_db')
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"tool name must be a str, got {name!r}")
+    return _normalize(name)
+
+
+def _contains(names: Iterable[object], key: str) -> bool:
+    # Non-string entries in a config list can never name a tool; skip rather than crash.
+    return any(isinstance(n, str) and _normalize(n) == key for n in names)
 
 
 class PermissionMode(IntEnum):
@@ -159,10 +200,39 @@ class PermissionPolicy:
         # still apply); only normalise into a copy when names/ints need converting.
         if not all(isinstance(m, PermissionMode) for m in reqs.values()):
             reqs = {t: _coerce_mode(m, f"tool_requirements[{t!r}]") for t, m in reqs.items()}
+        for tool in reqs:
+            if not isinstance(tool, str):
+                raise TypeError(f"tool_requirements keys must be tool names, got {tool!r}")
         self.tool_requirements: dict[str, PermissionMode] = reqs
+        # tool_requirements keyed by normalised name, with the snapshot of the dict
+        # it was built from; rebuilt whenever the contents differ (so edits still
+        # apply). One attribute, so a racing thread sees a consistent pair.
+        self._required: tuple[tuple[tuple[Any, Any], ...], dict[str, PermissionMode]] = ((), {})
+
+    def _required_mode(self, key: str) -> PermissionMode:
+        reqs = self.tool_requirements
+        if not reqs:
+            return PermissionMode.READ_ONLY
+        snapshot = tuple(reqs.items())
+        built_from, required = self._required
+        if snapshot != built_from:
+            required = {}
+            for tool, mode in snapshot:
+                if not isinstance(tool, str):
+                    continue  # cannot name a tool; rejected at construction
+                name = _normalize(tool)
+                level = _coerce_mode(mode, f"tool_requirements[{tool!r}]")
+                # Two spellings of one tool: the stricter requirement wins.
+                required[name] = max(required.get(name, level), level)
+            self._required = (snapshot, required)
+        return required.get(key, PermissionMode.READ_ONLY)
 
     def authorize(self, role: str, tool_name: str) -> PermissionOutcome:
-        """Decide whether ``role`` may call ``tool_name``; the first deciding step wins."""
+        """Decide whether ``role`` may call ``tool_name``; the first deciding step wins.
+
+        Tool names are compared in their :func:`normalize_tool_name` form; the
+        reasons quote the name as given.
+        """
         if not isinstance(tool_name, str):
             raise TypeError(f"tool_name must be a str, got {tool_name!r}")
         cfg = self.role_configs.get(role)
@@ -170,8 +240,8 @@ class PermissionPolicy:
             return PermissionOutcome(allowed=True, reason="no config for role, default allow")
 
         active = cfg.mode.name
-        lowered = tool_name.lower()
-        if any(lowered == denied.lower() for denied in cfg.denied_tools):
+        key = _normalize(tool_name)
+        if _contains(cfg.denied_tools, key):
             return PermissionOutcome(
                 allowed=False,
                 reason=f"tool '{tool_name}' is explicitly denied for role '{role}'",
@@ -179,7 +249,7 @@ class PermissionPolicy:
                 required_mode="N/A",
             )
 
-        required = self.tool_requirements.get(tool_name, PermissionMode.READ_ONLY)
+        required = self._required_mode(key)
         if cfg.mode < required:
             return PermissionOutcome(
                 allowed=False,
@@ -188,9 +258,7 @@ class PermissionPolicy:
                 required_mode=required.name,
             )
 
-        if cfg.allowed_tools is not None and not any(
-            lowered == allowed.lower() for allowed in cfg.allowed_tools
-        ):
+        if cfg.allowed_tools is not None and not _contains(cfg.allowed_tools, key):
             return PermissionOutcome(
                 allowed=False,
                 reason=f"tool '{tool_name}' not in allowed list for role '{role}'",

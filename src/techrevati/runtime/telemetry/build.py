@@ -1,0 +1,235 @@
+"""Building what an :class:`~.settings.ExportPlan` describes: providers, exporters, pipelines.
+
+Everything here creates objects; deciding what to create is ``settings``'s job.
+
+Example::
+
+    handle = build_telemetry(Settings(service_name="research-agent"))
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from .handle import Destination, TelemetryHandle
+from .jsonl import JsonLinesMetricExporter, JsonLinesSpanExporter
+from .limits import ensure_limits_processor
+from .pipeline import BoundedSpanProcessor, FanOutExporter
+from .report import ReportExporter
+from .sampling import sampler_from_env
+from .settings import (
+    DEFAULT_EXPORT_TIMEOUT_S,
+    GRPC,
+    OtlpTarget,
+    Settings,
+    build_resource,
+    plan_export,
+)
+
+_logger = logging.getLogger(__name__)
+
+
+def span_exporter(target: OtlpTarget) -> SpanExporter:
+    """The OTLP span exporter for ``target`` (gRPC or HTTP/protobuf)."""
+    if target.protocol == GRPC:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        return GrpcSpanExporter(
+            endpoint=target.endpoint, headers=target.headers, timeout=target.timeout
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+
+    url = f"{target.endpoint.rstrip('/')}/v1/traces" if target.endpoint is not None else None
+    return HttpSpanExporter(endpoint=url, headers=target.headers, timeout=target.timeout)
+
+
+def metric_exporter(target: OtlpTarget) -> MetricExporter:
+    """The OTLP metric exporter for ``target`` (gRPC or HTTP/protobuf)."""
+    if target.protocol == GRPC:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+
+        return GrpcMetricExporter(
+            endpoint=target.endpoint, headers=target.headers, timeout=target.timeout
+        )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetricExporter,
+    )
+
+    url = f"{target.endpoint.rstrip('/')}/v1/metrics" if target.endpoint is not None else None
+    return HttpMetricExporter(endpoint=url, headers=target.headers, timeout=target.timeout)
+
+
+def build_telemetry(settings: Settings) -> TelemetryHandle:
+    """Create the providers, exporters and pipelines ``settings`` ask for."""
+    resource = build_resource(settings)
+
+    # --- traces -----------------------------------------------------------------------
+    provider, owns_tracer = _tracer_provider(
+        settings.tracer_provider, resource, settings.set_global
+    )
+    user_provider = not owns_tracer
+    if user_provider and (settings.service_name or settings.resource_attributes):
+        _logger.warning(
+            "configure(): the existing TracerProvider keeps its own resource; "
+            "service_name/resource_attributes apply only to providers configure() creates"
+        )
+    ensure_limits_processor(provider)
+    plan = plan_export(settings, user_provider=user_provider)
+
+    pipelines: list[BoundedSpanProcessor] = []
+    destinations: list[Destination] = []
+    if plan.traces is not None:
+        pipelines.append(
+            BoundedSpanProcessor(
+                span_exporter(plan.traces),
+                name="otlp",
+                max_queue_size=settings.max_queue_size,
+                shutdown_timeout_s=settings.shutdown_timeout,
+            )
+        )
+        destinations.append(Destination("otlp", plan.traces.shown_as, plan.traces.protocol))
+
+    local_exporters: list[SpanExporter] = []
+    if plan.spans_path is not None:
+        local_exporters.append(JsonLinesSpanExporter(plan.spans_path))
+        destinations.append(Destination("file", str(plan.spans_path)))
+    report_source = ReportExporter() if plan.keep_report else None
+    if report_source is not None:
+        local_exporters.append(report_source)
+    if local_exporters:
+        pipelines.append(
+            BoundedSpanProcessor(
+                local_exporters[0]
+                if len(local_exporters) == 1
+                else FanOutExporter(local_exporters),
+                name="local",
+                max_queue_size=settings.max_queue_size,
+                # A file is cheap to write: keep it close to live for people tailing it.
+                schedule_delay_millis=1000,
+                shutdown_timeout_s=settings.shutdown_timeout,
+            )
+        )
+    for pipeline in pipelines:
+        provider.add_span_processor(pipeline)
+    if user_provider and pipelines:
+        _logger.info(
+            "configure(): added techrevati processors (limits, %s) to the existing "
+            "TracerProvider instead of replacing it",
+            ", ".join(p.name for p in pipelines),
+        )
+    elif user_provider:
+        _logger.info(
+            "configure(): added the techrevati limits processor to the existing TracerProvider"
+        )
+
+    # --- metrics ------------------------------------------------------------------------
+    metrics_path = plan.metrics_path
+    meters, owns_meter = settings.meter_provider, False
+    exporter: MetricExporter | None = None
+    if metrics_path is not None:
+        exporter = JsonLinesMetricExporter(metrics_path)
+        destinations.append(Destination("file", str(metrics_path)))
+    elif plan.metrics is not None:
+        exporter = metric_exporter(plan.metrics)
+        destinations.append(Destination("otlp", plan.metrics.shown_as, plan.metrics.protocol))
+    if exporter is not None:
+        meters, owns_meter = _meter_provider(
+            exporter,
+            resource,
+            settings.set_global,
+            settings.metric_export_interval_s,
+            settings.timeout,
+        )
+        if meters is None:
+            metrics_path = None
+
+    handle = TelemetryHandle(
+        enabled=True,
+        tracer_provider=provider,
+        meter_provider=meters,
+        owns_tracer_provider=owns_tracer,
+        owns_meter_provider=owns_meter,
+        pipelines=tuple(pipelines),
+        report_source=report_source,
+        print_report_at_shutdown=plan.keep_report,
+        spans_file=plan.spans_path,
+        metrics_file=metrics_path,
+        destinations=tuple(destinations),
+        shutdown_timeout_s=settings.shutdown_timeout,
+    )
+    atexit.register(handle._at_exit)
+    _logger.info("telemetry configured: %r", handle)
+    return handle
+
+
+def _tracer_provider(
+    explicit: SDKTracerProvider | None, resource: Resource, set_global: bool
+) -> tuple[SDKTracerProvider, bool]:
+    """The provider to attach to and whether configure() created (and so owns) it."""
+    if explicit is not None:
+        return explicit, False
+    if set_global:
+        current = trace_api.get_tracer_provider()
+        if isinstance(current, SDKTracerProvider):
+            return current, False
+        if not isinstance(current, trace_api.ProxyTracerProvider):
+            _logger.warning(
+                "configure(): the global TracerProvider is a %s, not an SDK one; techrevati "
+                "cannot add its processors to it, so its spans use a provider of its own",
+                type(current).__name__,
+            )
+            set_global = False
+    # Exit is handled by the handle, with a bound; the SDK's own hook waits up to 30 s.
+    provider = SDKTracerProvider(
+        resource=resource, sampler=sampler_from_env(), shutdown_on_exit=False
+    )
+    if set_global:
+        trace_api.set_tracer_provider(provider)
+    return provider, True
+
+
+def _meter_provider(
+    exporter: MetricExporter,
+    resource: Resource,
+    set_global: bool,
+    interval_s: float | None,
+    timeout: float | None,
+) -> tuple[SDKMeterProvider | None, bool]:
+    if set_global:
+        current = metrics_api.get_meter_provider()
+        if isinstance(current, SDKMeterProvider):
+            # An SDK MeterProvider cannot take new readers after construction.
+            _logger.info("configure(): keeping the existing MeterProvider and its exporters")
+            exporter.shutdown()
+            return current, False
+    reader = PeriodicExportingMetricReader(
+        exporter,
+        export_interval_millis=interval_s * 1000 if interval_s is not None else None,
+        export_timeout_millis=(timeout or DEFAULT_EXPORT_TIMEOUT_S) * 1000 + 1000,
+    )
+    provider = SDKMeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+    if set_global:
+        metrics_api.set_meter_provider(provider)
+        if metrics_api.get_meter_provider() is not provider:
+            _logger.warning("configure(): a non-SDK MeterProvider is global; metrics not set up")
+            provider.shutdown(timeout_millis=1000)
+            return None, False
+    return provider, True
+
+
+__all__ = ["build_telemetry", "metric_exporter", "span_exporter"]

@@ -1,0 +1,228 @@
+"""Which session, and which model call, a span belongs to: decided here only.
+
+Three facts place a span, in this order:
+
+1. its parent span is open and known (``OPEN``, keyed by trace id and span id,
+   so spans of several providers never collide);
+2. the OpenTelemetry context it starts in carries our turn (``CALL_KEY``): a
+   library span under our turn belongs to that turn even when a span from a
+   provider we never saw sits between them;
+3. the session active in this thread or task (``CURRENT``, the one context
+   variable that means "the current session"), else the process root (set by
+   ``configure(fleet=...)``, so every call in the process counts).
+
+A model span is then either a new call (admitted against the ledger chain) or
+the same call as an enclosing one: the first library model span inside our
+turn is the request that turn makes; a library model span inside another
+library model span describes the same request. Our own turns are always new
+calls, however deeply nested.
+
+Our core tells the processor what it is starting through ``STARTING`` (a
+handshake, set only around ``start_span``); when no processor answers (SDK
+disabled, a no-op provider, a dropped span) the core admits the call itself
+through the same ``admit_call``.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanContext
+
+from .ledger import Claim, Ledger
+
+if TYPE_CHECKING:
+    from .session import SessionScope
+
+#: The OTel context key under which our turn's entry travels with its context.
+CALL_KEY = otel_context.create_key("techrevati-call")
+
+SpanKey = tuple[int, int]
+
+
+@dataclass(eq=False, slots=True)
+class SpanEntry:
+    """What we know about one open span: its session's ledger and its model call."""
+
+    ledger: Ledger
+    #: The model call this span is, or is inside (None: not inside any call).
+    call: Claim | None = None
+    #: True when the span is itself a model-call span.
+    model_span: bool = False
+    #: True when the span describes the same request as its enclosing call.
+    same_call: bool = False
+    key: SpanKey | None = None
+
+
+#: Open spans inside sessions. Plain dict operations are atomic in CPython.
+OPEN: dict[SpanKey, SpanEntry] = {}
+
+#: Model spans still in flight when their session closed: kept (bounded) so
+#: their usage, when it arrives, is booked into the ledger chain exactly once.
+LATE: dict[SpanKey, SpanEntry] = {}
+LATE_LIMIT = 4096
+
+#: The session active in this thread or task.
+CURRENT: ContextVar[SessionScope | None] = ContextVar("techrevati_session", default=None)
+
+#: Set when ``configure(fleet=...)`` makes every model call in the process count.
+_process_root: list[Ledger] = []
+
+
+@dataclass(eq=False, slots=True)
+class Starting:
+    """The core's handshake with the processor while it starts one of its spans."""
+
+    ledger: Ledger | None
+    #: "turn", "tool" or "session".
+    kind: str
+    model: str = ""
+    expected: float = 0.0
+    priced: bool = True
+    #: Filled by whoever placed the span (the processor, or the core itself).
+    entry: SpanEntry | None = None
+
+
+STARTING: ContextVar[Starting | None] = ContextVar("techrevati_starting", default=None)
+
+
+def key_of(context: SpanContext | None) -> SpanKey | None:
+    """The table key of a span context, or None for an invalid (all-zero) one."""
+    if context is None or not context.span_id:
+        return None
+    return (context.trace_id, context.span_id)
+
+
+def current_session() -> SessionScope | None:
+    """The innermost session of this thread or task.
+
+    A session may already be closed here and still be current: a stream that
+    began inside its block and is read after it, or a block exited from
+    another task. Calls made then still count against its ledger chain.
+    """
+    return CURRENT.get()
+
+
+def open_parent() -> SessionScope | None:
+    """The session a new session opens under: the innermost one still open."""
+    scope = CURRENT.get()
+    while scope is not None and scope.closed:
+        scope = scope.parent
+    return scope
+
+
+def process_root() -> Ledger | None:
+    """The process-wide ledger ``configure(fleet=...)`` installed, if any."""
+    return _process_root[0] if _process_root else None
+
+
+def set_process_root(ledger: Ledger | None) -> None:
+    """Install (or remove, with None) the process-wide ledger."""
+    _process_root.clear()
+    if ledger is not None:
+        _process_root.append(ledger)
+
+
+def enclosing(parent: SpanContext | None, context: Context | None) -> SpanEntry | None:
+    """The entry a new span starts under (rules 1-3 of the module docstring)."""
+    key = key_of(parent)
+    if key is not None:
+        found = OPEN.get(key)
+        if found is not None:
+            return found
+    carried = otel_context.get_value(CALL_KEY, context)
+    if isinstance(carried, SpanEntry):
+        return carried
+    scope = current_session()
+    if scope is not None:
+        return scope.entry
+    root = process_root()
+    return SpanEntry(root) if root is not None else None
+
+
+def admit_call(
+    under: SpanEntry,
+    model: str,
+    expected: float,
+    *,
+    ours: bool,
+    priced: bool = True,
+) -> SpanEntry:
+    """Place a model span under ``under``: the same call, or a new admitted one.
+
+    May raise the refusal (cap, budget, unpriced, fleet); nothing is counted then.
+    """
+    outer = under.call
+    if outer is not None and not ours:
+        if not outer.ours:
+            return SpanEntry(under.ledger, outer, True, True)
+        if not outer.absorbed:
+            outer.absorbed = True
+            return SpanEntry(under.ledger, outer, True, True)
+    ledger = under.ledger
+    if not priced and model and ledger.has_budget() and not ledger.enforced():
+        ledger.warn_unpriced(model)
+    claim = ledger.admit(model, expected, ours=ours, priced=priced)
+    if outer is not None:
+        outer.inner = True
+    return SpanEntry(ledger, claim, True, False)
+
+
+def register(entry: SpanEntry, context: SpanContext) -> None:
+    """Remember an open span so spans started under it find their session."""
+    key = key_of(context)
+    if key is not None:
+        entry.key = key
+        OPEN[key] = entry
+        entry.ledger.open_keys.add(key)
+
+
+def forget(entry: SpanEntry) -> None:
+    """The span ended: drop its entry."""
+    key = entry.key
+    if key is not None:
+        OPEN.pop(key, None)
+        LATE.pop(key, None)
+        entry.ledger.open_keys.discard(key)
+
+
+def take(context: SpanContext | None) -> SpanEntry | None:
+    """Remove and return the entry of a span that just ended."""
+    key = key_of(context)
+    if key is None:
+        return None
+    entry = OPEN.pop(key, None)
+    if entry is None:
+        entry = LATE.pop(key, None)
+        if entry is None:
+            return None
+    entry.ledger.open_keys.discard(key)
+    return entry
+
+
+def drop_session(ledger: Ledger) -> None:
+    """A session closed: forget its open spans and release their reservations.
+
+    A model span still in flight keeps a bounded late entry, so usage that
+    arrives after the close is still booked (into the ledger chain, which
+    holds no reference to the session object).
+    """
+    keys = ledger.open_keys
+    if not keys:
+        return
+    ledger.open_keys = set()
+    for key in list(keys):
+        entry = OPEN.pop(key, None)
+        if entry is None:
+            continue
+        call = entry.call
+        if not entry.model_span or call is None:
+            continue
+        if not entry.same_call:
+            call.leaf.release(call)
+        if len(LATE) < LATE_LIMIT:
+            LATE[key] = entry

@@ -1,0 +1,386 @@
+"""The turn state machine: one model call, from admission to booking.
+
+``run_turn``, ``arun_turn`` and ``@agent_turn`` (functions, coroutines,
+generators, async generators and returned SDK streams) all drive this one
+sequence; they differ only in how they run the user's function:
+
+    begin      breaker permit, then the ``chat {model}`` span, whose start is
+               the ledger admission (the processor's, or ours when no
+               processor sees the span); refused → nothing counted, error raised
+    (run)      the adapter runs the call inside ``turn.context``
+    finish     usage read, span ended with usage/cost, ledger settled, metrics;
+               raises ``BudgetExceededError`` when an enforced level is over
+    fail       breaker told, span ended with the error type, reservation
+               released, the session's recovery bookkeeping
+    stop       a stream closed early: book what was seen, never raise
+
+Every method after ``begin`` is idempotent: the first end wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import TracerProvider as APITracerProvider
+
+from ..circuit_breaker import BreakerPermit, CircuitOpenError, CircuitState
+from ..usage_tracking import BudgetExceededError, PricedTurn, UsageSnapshot, price_turn
+from . import membership
+from . import semconv as sc
+from .content import capture_content, content_text
+from .failures import error_type, record_error
+from .labels import GLOBAL_LABELS, ModelLabels, model_labels
+from .ledger import Ledger
+from .membership import CALL_KEY, SpanEntry, Starting
+from .metrics import Instruments, instruments_for
+from .providers import tracer_for
+from .session import SessionScope
+from .tokens import usage_to_attributes
+
+_ZERO = UsageSnapshot()
+_NOT_PRICED: PricedTurn = (0.0, None, True)
+#: Token counts above this cannot be exported (OTLP ints are signed 64-bit).
+MAX_TOKENS = 2**63 - 1
+
+
+def check_usage(usage: UsageSnapshot, what: str = "usage") -> None:
+    """Reject token counts no exporter can carry, naming the field and value."""
+    for name in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens"):
+        value = getattr(usage, name)
+        if value > MAX_TOKENS:
+            raise ValueError(f"{what}.{name} must be < 2**63, got {value}")
+
+
+@dataclass(eq=False, slots=True)
+class TurnCall:
+    """One model call in flight (see the module docstring for its states)."""
+
+    span: Span
+    session: SessionScope | None
+    model: str
+    provider: str
+    labels: ModelLabels
+    instruments: Instruments
+    context: Context
+    started: float
+    entry: SpanEntry | None
+    permit: BreakerPermit | None
+    ended: bool = False
+
+    @property
+    def iteration(self) -> int:
+        """The admission number of this call in its session (0 outside any)."""
+        entry = self.entry
+        return entry.call.iteration if entry is not None and entry.call is not None else 0
+
+    # -- begin ----------------------------------------------------------------
+
+    @classmethod
+    def begin(
+        cls,
+        session: SessionScope | None,
+        model: str = "",
+        *,
+        provider: str | None = None,
+        usage: UsageSnapshot | None = None,
+        prompt: object = None,
+        tracer_provider: APITracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> TurnCall:
+        """Admit and start one model call; raises the refusal before anything runs.
+
+        ``usage`` known up front is what the call reserves; ``prompt`` is
+        recorded only with content capture on.
+        """
+        if session is not None:
+            tracer, instruments = session.tracer, session.instruments
+            provider_name = provider if provider is not None else session.provider_name
+            labels = model_labels(session.model_attrs, model, provider_name, session.role)
+            parent = None if membership.CURRENT.get() is session else session.context
+            ledger: Ledger | None = session.ledger
+            breaker = session.breaker
+        else:
+            tracer, instruments = tracer_for(tracer_provider), instruments_for(meter_provider)
+            provider_name = provider or ""
+            labels = model_labels(GLOBAL_LABELS, model, provider_name, None)
+            parent = None
+            ledger = membership.process_root()
+            breaker = None
+        permit = None
+        if breaker is not None:
+            permit = BreakerPermit(breaker)
+            try:
+                permit.admit()
+            except CircuitOpenError as exc:
+                refused_span(session, model, exc)  # refused before it counts as a call
+                raise
+        starting = Starting(ledger, "turn", model)
+        if ledger is not None:
+            upfront = price_turn(model, usage)[0] if usage is not None and model else None
+            starting.expected = ledger.expected_cost(model, upfront)
+            starting.priced = not model or bool(price_turn(model, _ZERO)[2])
+        token = membership.STARTING.set(starting)
+        try:
+            # The limits processor admits the call here, or refuses it by raising.
+            span = tracer.start_span(
+                labels.span_name,
+                context=parent,
+                kind=SpanKind.CLIENT,
+                attributes={**labels.base, **session.span_stamp}
+                if session is not None and session.span_stamp
+                else labels.base,
+            )
+        except BaseException:
+            if permit is not None:
+                permit.released()
+            raise
+        finally:
+            membership.STARTING.reset(token)
+        entry = starting.entry
+        if entry is None and ledger is not None:
+            # No processor saw this span (SDK disabled, a no-op provider, a
+            # sampler dropped it): the same admission, asked directly.
+            under = membership.enclosing(None, parent) or SpanEntry(ledger)
+            if under.ledger is not ledger:
+                under = SpanEntry(ledger)
+            try:
+                entry = membership.admit_call(
+                    under, model, starting.expected, ours=True, priced=starting.priced
+                )
+            except BaseException:
+                if permit is not None:
+                    permit.released()
+                raise
+        if entry is not None:
+            membership.register(entry, span.get_span_context())
+        context = trace.set_span_in_context(span, parent)
+        if entry is not None:
+            context = otel_context.set_value(CALL_KEY, entry, context)
+        if prompt is not None and capture_content() and span.is_recording():
+            span.set_attribute(sc.GEN_AI_INPUT_MESSAGES, content_text(prompt))
+        return cls(
+            span=span,
+            session=session,
+            model=model,
+            provider=provider_name,
+            labels=labels,
+            instruments=instruments,
+            context=context,
+            started=time.perf_counter(),
+            entry=entry,
+            permit=permit,
+        )
+
+    # -- end ------------------------------------------------------------------
+
+    def _note_breaker(self) -> None:
+        permit = self.permit
+        if permit is None:
+            return
+        state = permit.state().value
+        if self.span.is_recording():
+            self.span.set_attribute(sc.BREAKER_NAME, permit.name)
+            self.span.set_attribute(sc.BREAKER_STATE, state)
+        self.instruments.breaker_state.set(
+            sc.BREAKER_STATE_VALUE.get(state, 0), {sc.BREAKER_NAME: permit.name}
+        )
+
+    def fail(self, error: BaseException) -> None:
+        """The call failed: breaker, span, reservation released, recovery. Never raises."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.permit is not None:
+            self.permit.failed(error)
+            self._note_breaker()
+        span = self.span
+        if span.is_recording() and self.iteration:
+            span.set_attribute(sc.SESSION_ITERATION, self.iteration)
+        record_error(span, error)
+        span.end()
+        entry = self.entry
+        if entry is not None:
+            membership.forget(entry)
+            if entry.call is not None:
+                entry.call.leaf.release(entry.call)
+        self.instruments.operation_duration.record(
+            time.perf_counter() - self.started,
+            {**self.labels.base, sc.ERROR_TYPE: error_type(error)},
+        )
+        session = self.session
+        if session is not None and session.on_turn_failed is not None:
+            session.on_turn_failed(error)
+
+    def stop(
+        self,
+        usage: UsageSnapshot | None,
+        *,
+        response_model: str | None = None,
+        output: object = None,
+    ) -> None:
+        """A stream the caller closed early: book what was seen; never raises."""
+        if self.ended:
+            return
+        if self.permit is not None:
+            self.permit.released()  # the permit then ignores finish's "succeeded"
+        # Booked and reported either way; the session's next call is refused.
+        with contextlib.suppress(BudgetExceededError):
+            self.finish(usage, response_model=response_model, output=output)
+
+    def finish(
+        self,
+        usage: UsageSnapshot | None,
+        *,
+        explicit: bool = False,
+        response_model: str | None = None,
+        output: object = None,
+        reasoning_tokens: int = 0,
+    ) -> None:
+        """The call returned: usage and cost on the span, ledger settled, metrics.
+
+        ``usage=None`` means the response carried none. ``explicit`` marks
+        usage the caller gave (``usage=``); a turn inside which other calls
+        were booked books only explicit usage, since its result's usage is
+        theirs. Raises ``BudgetExceededError`` after the span has ended when an
+        enforced level of the session's chain is over its budget.
+        """
+        if self.ended:
+            return
+        self.ended = True
+        permit = self.permit
+        if permit is not None:
+            permit.succeeded()
+            self._note_breaker()
+        if not self.model and response_model:
+            self._learn_model(response_model)
+        entry = self.entry
+        claim = entry.call if entry is not None else None
+        model = self.model
+        if claim is not None:
+            if claim.inner and not explicit:
+                usage = _ZERO  # its result's usage belongs to the calls made inside it
+            if (usage is None or usage == _ZERO) and claim.library is not None:
+                library_model, usage = claim.library
+                model = model or library_model
+        snapshot = usage if usage is not None else _ZERO
+        priced = price_turn(model, snapshot) if model else _NOT_PRICED
+        known = priced[2]
+        span = self.span
+        if span.is_recording():
+            attributes = usage_to_attributes(snapshot)
+            attributes[sc.COST_USD] = priced[0]
+            attributes[sc.COST_SOURCE] = (
+                sc.COST_SOURCE_REGISTERED if known else sc.COST_SOURCE_UNPRICED
+            )
+            if response_model:
+                attributes[sc.GEN_AI_RESPONSE_MODEL] = response_model
+            if reasoning_tokens:
+                attributes[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning_tokens
+            if usage is None:
+                attributes[sc.USAGE_MISSING] = True
+            if output is not None and capture_content():
+                attributes[sc.GEN_AI_OUTPUT_MESSAGES] = content_text(output)
+            if claim is not None:
+                attributes[sc.SESSION_ITERATION] = claim.iteration
+            span.set_attributes(attributes)
+        span.end()
+        cost = priced[0]
+        if entry is not None:
+            membership.forget(entry)
+        if claim is not None:
+            cost = claim.leaf.settle(claim, model, usage, price=priced, unpriced=not known)
+        self._record_metrics(model, snapshot, cost, usage is None, known, reasoning_tokens)
+        session = self.session
+        if claim is not None and session is not None:
+            exceeded = claim.leaf.over_budget()
+            if exceeded is not None:
+                raise exceeded
+
+    def _learn_model(self, model: str) -> None:
+        """Adopt the model a response named when the caller gave none."""
+        self.model = model
+        self.labels = self._labels_for(model)
+        if self.span.is_recording():
+            self.span.update_name(self.labels.span_name)
+            self.span.set_attribute(sc.GEN_AI_REQUEST_MODEL, model)
+        entry = self.entry
+        if entry is not None and entry.call is not None and not entry.call.model:
+            entry.call.model = model
+
+    def _labels_for(self, model: str) -> ModelLabels:
+        session = self.session
+        if session is not None:
+            return model_labels(session.model_attrs, model, self.provider, session.role)
+        return model_labels(GLOBAL_LABELS, model, self.provider, None)
+
+    def _record_metrics(
+        self,
+        model: str,
+        usage: UsageSnapshot,
+        cost: float,
+        missing: bool,
+        known: bool,
+        reasoning: int,
+    ) -> None:
+        instruments = self.instruments
+        labels = self.labels if model == self.model else self._labels_for(model)
+        instruments.operation_duration.record(time.perf_counter() - self.started, labels.base)
+        if usage is not _ZERO and usage != _ZERO:
+            instruments.token_usage.record(
+                usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
+                labels.input,
+            )
+            instruments.token_usage.record(usage.output_tokens, labels.output)
+            if usage.cache_read_tokens:
+                instruments.token_detail.add(
+                    usage.cache_read_tokens, labels.detail[sc.TOKEN_KIND_CACHE_READ]
+                )
+            if usage.cache_write_tokens:
+                instruments.token_detail.add(
+                    usage.cache_write_tokens, labels.detail[sc.TOKEN_KIND_CACHE_WRITE]
+                )
+        if reasoning:
+            instruments.token_detail.add(reasoning, labels.detail[sc.TOKEN_KIND_REASONING])
+        if cost:
+            instruments.cost.add(cost, labels.cost)
+        if missing:
+            instruments.calls_without_usage.add(1, labels.cost)
+        if model and not known:
+            instruments.unpriced_calls.add(1, labels.cost)
+
+
+def refused_span(session: SessionScope | None, model: str, error: BaseException) -> None:
+    """A turn refused before admission (open breaker): an ended error span, nothing counted."""
+    if session is None:
+        return
+    labels = session.labels(model)
+    attributes: dict[str, object] = {**labels.base, **session.span_stamp}
+    breaker = session.breaker
+    if breaker is not None:
+        attributes[sc.BREAKER_NAME] = breaker.name
+        attributes[sc.BREAKER_STATE] = CircuitState.OPEN.value
+    token = membership.STARTING.set(Starting(None, "refused", model))
+    try:
+        span = session.tracer.start_span(
+            labels.span_name,
+            context=None if membership.CURRENT.get() is session else session.context,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,  # type: ignore[arg-type]
+        )
+    finally:
+        membership.STARTING.reset(token)
+    record_error(span, error)
+    span.end()
+    session.instruments.operation_duration.record(
+        0.0, {**labels.base, sc.ERROR_TYPE: error_type(error)}
+    )
+
+
+__all__ = ["MAX_TOKENS", "TurnCall", "check_usage", "refused_span"]
