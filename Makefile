@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit prometheus bench clean
+.PHONY: demo test lint unit prometheus bench clean interop-venvs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ prometheus:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# Third-party GenAI instrumentations pin conflicting versions: each set in
+# tests/interop/envs/ gets its own venv, cached under ~/.cache/techrevati/ by a
+# hash of its requirements (built in parallel; a warm cache costs nothing).
+interop-venvs:
+	$(PYTHON) tests/interop/venvs.py
+
 # Each example keeps its own spans file, so both can be replayed afterwards.
 demo: $(STAMP)
 	TECHREVATI_SPANS_FILE=telemetry-out/tiny-agent.jsonl $(PY) -m examples.tiny_agent
@@ -33,7 +39,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
-test: $(STAMP) prometheus lint unit
+test: $(STAMP) prometheus interop-venvs lint unit
 
 BENCH_ARGS ?=
 # e.g. make bench BENCH_ARGS=--quick

@@ -27,15 +27,15 @@ from typing import Any
 # The stand-in lives beside this file; the venv has this package installed.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from opentelemetry import trace  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+import standin
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
 
-import standin  # noqa: E402
-from techrevati.runtime import (  # noqa: E402
+from techrevati.runtime import (
     BudgetExceededError,
     MaxIterationsExceededError,
     ModelPricing,
@@ -44,8 +44,8 @@ from techrevati.runtime import (  # noqa: E402
     agent_turn,
     register_pricing,
 )
-from techrevati.runtime.telemetry.guard import install_guard  # noqa: E402
-from techrevati.runtime.telemetry.limits import ensure_limits_processor  # noqa: E402
+from techrevati.runtime.telemetry.guard import install_guard
+from techrevati.runtime.telemetry.limits import ensure_limits_processor
 
 OPENAI_MODEL = "gpt-interop"
 ANTHROPIC_MODEL = "claude-interop"
@@ -53,6 +53,7 @@ PRICES = ModelPricing(100.0, 200.0, cache_read_per_million=10.0)
 BUDGET_USD = 0.010
 CAP = 2
 ATTEMPTS = 3
+RESULT_MARK = "INTEROP-RESULT "
 
 
 def _provider() -> tuple[TracerProvider, InMemorySpanExporter]:
@@ -98,10 +99,17 @@ def _instrument(producer: str, provider: TracerProvider) -> None:
 
         only = "openai" if producer == "openlit-openai" else "anthropic"
         every = ["openai", "anthropic"]
+        # A local, empty price list: OpenLIT would otherwise fetch one over the network.
+        prices = os.path.join(
+            os.environ.get("TMPDIR", "/tmp"), f"openlit-prices-{os.getpid()}.json"
+        )
+        with open(prices, "w") as out:
+            out.write("{}")
         openlit.init(
-            tracer=provider.get_tracer("openlit"),
             disable_metrics=True,
+            disable_events=True,
             disable_batch=True,
+            pricing_json=prices,
             disabled_instrumentors=[name for name in every if name != only],
         )
     elif producer == "anthropic-sdk":
@@ -147,14 +155,15 @@ def _make_call(producer: str, url: str) -> tuple[Callable[..., Any], Callable[..
         from agents import Agent, OpenAIResponsesModel, Runner
         from openai import AsyncOpenAI
 
-        oclient = AsyncOpenAI(base_url=url + "/v1", api_key="test-key", max_retries=0)
-        agent = Agent(
-            name="helper",
-            instructions="be brief",
-            model=OpenAIResponsesModel(model=OPENAI_MODEL, openai_client=oclient),
-        )
-
         def call_agent(stream: bool = False) -> Any:
+            # A client per run: each run has its own event loop, and a client's
+            # connection pool belongs to the loop it was first used on.
+            oclient = AsyncOpenAI(base_url=url + "/v1", api_key="test-key", max_retries=0)
+            agent = Agent(
+                name="helper",
+                instructions="be brief",
+                model=OpenAIResponsesModel(model=OPENAI_MODEL, openai_client=oclient),
+            )
             if stream:
 
                 async def run_streamed() -> Any:
@@ -294,7 +303,8 @@ def main() -> None:
             }
             for span in exporter.get_finished_spans()
         ]
-    print(json.dumps(results, sort_keys=True))
+    # Some producers print to stdout (OpenLIT's console exporters): mark our line.
+    print(RESULT_MARK + json.dumps(results, sort_keys=True), flush=True)
 
 
 def _plain(value: Any) -> Any:

@@ -123,7 +123,10 @@ def response_events(model: str) -> list[tuple[str, dict[str, Any]]]:
     started = {**done, "status": "in_progress", "output": [], "usage": None}
     item = done["output"][0]
     return [
-        ("response.created", {"type": "response.created", "sequence_number": 0, "response": started}),
+        (
+            "response.created",
+            {"type": "response.created", "sequence_number": 0, "response": started},
+        ),
         (
             "response.output_text.delta",
             {
@@ -172,11 +175,19 @@ def message_events(model: str) -> list[tuple[str, dict[str, Any]]]:
         ("message_start", {"type": "message_start", "message": started}),
         (
             "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
         ),
         (
             "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hello"}},
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "hello"},
+            },
         ),
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
         (

@@ -33,9 +33,7 @@ CACHE = Path(os.environ.get("TECHREVATI_CACHE", Path.home() / ".cache" / "techre
 
 def names() -> list[str]:
     """Every environment defined under ``envs/`` (constraint files are not environments)."""
-    return sorted(
-        p.stem for p in ENVS.glob("*.txt") if not p.stem.endswith("-constraints")
-    )
+    return sorted(p.stem for p in ENVS.glob("*.txt") if not p.stem.endswith("-constraints"))
 
 
 def _inputs(name: str) -> list[Path]:

@@ -9,10 +9,14 @@ which OpenInference starts spans) inside a ``try/except``. Either way the
 refusal is logged and lost, and the request goes out.
 
 So the processor also hands the refusal to :func:`note_refusal`, and the
-guard, patched into the ``openai`` and ``anthropic`` clients' request method
-(sync and async), raises it before any byte is sent. An httpx transport or
+guard, patched into the ``openai`` and ``anthropic`` clients' request path
+(``BaseClient._build_request``, the first step of every attempt of the sync
+and async clients), raises it before any byte is sent. An httpx transport or
 event hook would not do: both clients catch exceptions from their HTTP send,
-retry, and raise ``APIConnectionError`` instead.
+retry, and raise ``APIConnectionError`` instead. Patching ``request`` itself
+would not do either: the Anthropic SDK starts its span inside ``request``,
+and OpenInference wraps ``OpenAI.request`` on the subclass, around the
+original.
 
 Which request a refusal belongs to: the one made by an SDK call that was
 already running when the refusal was noted. ``note_refusal`` keeps the SDK
@@ -34,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -52,6 +56,13 @@ _SDK_ROOTS = frozenset({"openai", "anthropic", "agents"})
 # Deep enough for any real call stack; bounds the walk on pathological recursion.
 _MAX_DEPTH = 400
 _MARK = "__techrevati_guard__"
+# Every attempt of both clients (sync and async, each retry) builds its HTTP
+# request here first, outside the try that turns send errors into
+# APIConnectionError, and after any span the SDK or an instrumentation started
+# around ``request`` (the Anthropic SDK starts its own inside ``request``;
+# OpenInference wraps ``OpenAI.request`` on the subclass).
+_METHOD = "_build_request"
+_log = logging.getLogger("techrevati.runtime.telemetry")
 
 
 @dataclass(slots=True)
@@ -106,7 +117,7 @@ def check_pending(frame: FrameType | None = None) -> None:
         return
     _PENDING.set(None)
     held = {id(f) for f in pending.frames}
-    current = frame if frame is not None else sys._getframe(1)
+    current: FrameType | None = frame if frame is not None else sys._getframe(1)
     depth = 0
     while current is not None and depth < _MAX_DEPTH:
         if id(current) in held:
@@ -115,7 +126,7 @@ def check_pending(frame: FrameType | None = None) -> None:
         depth += 1
 
 
-def _guard_sync(method: Callable[..., Any]) -> Callable[..., Any]:
+def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         check_pending(sys._getframe())
@@ -125,33 +136,19 @@ def _guard_sync(method: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _guard_async(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    async def guarded(*args: Any, **kwargs: Any) -> Any:
-        check_pending(sys._getframe())
-        return await method(*args, **kwargs)
-
-    setattr(guarded, _MARK, method)
-    return guarded
-
-
-def _targets(package: str) -> list[tuple[type, str, bool]]:
-    """(class, method name, is async) for a client package; empty if not installed."""
+def _target(package: str) -> type | None:
+    """The client base class whose request builder the guard patches, if installed."""
     try:
         module = importlib.import_module(f"{package}._base_client")
     except ImportError:
-        return []
-    targets: list[tuple[type, str, bool]] = []
-    for class_name, is_async in (("SyncAPIClient", False), ("AsyncAPIClient", True)):
-        cls = getattr(module, class_name, None)
-        if not isinstance(cls, type):
-            continue
-        # The innermost method every send passes through: the Anthropic SDK
-        # starts its own span in ``request`` and sends from ``_request``.
-        name = "_request" if callable(cls.__dict__.get("_request")) else "request"
-        if callable(cls.__dict__.get(name)):
-            targets.append((cls, name, is_async))
-    return targets
+        return None
+    cls = getattr(module, "BaseClient", None)
+    if isinstance(cls, type) and callable(cls.__dict__.get(_METHOD)):
+        return cls
+    _log.warning(
+        "%s is installed but has no BaseClient.%s: its requests are not guarded", package, _METHOD
+    )
+    return None
 
 
 _install_lock = threading.Lock()
@@ -165,44 +162,42 @@ def install_guard(packages: Iterable[str] = GUARDED_PACKAGES) -> tuple[str, ...]
 
     Example::
 
-        >>> "openai" in install_guard(["openai"])
-        True
+        install_guard()             # openai and anthropic, whichever is installed
+        install_guard(["openai"])   # just one
     """
     names = tuple(packages)
     for name in names:
         if name not in GUARDED_PACKAGES:
-            raise ValueError(f"install_guard(): unknown client package {name!r}; "
-                             f"choose from {GUARDED_PACKAGES}")
+            raise ValueError(
+                f"install_guard(): unknown client package {name!r}; choose from {GUARDED_PACKAGES}"
+            )
     guarded: list[str] = []
     with _install_lock:
         for name in names:
-            targets = _targets(name)
-            for cls, method_name, is_async in targets:
-                method = cls.__dict__[method_name]
-                if hasattr(method, _MARK):
-                    continue
-                wrap = _guard_async if is_async or inspect.iscoroutinefunction(method) else _guard_sync
-                setattr(cls, method_name, wrap(method))
-            if targets:
-                guarded.append(name)
+            cls = _target(name)
+            if cls is None:
+                continue
+            method = cls.__dict__[_METHOD]
+            if not hasattr(method, _MARK):
+                setattr(cls, _METHOD, _guard(method))
+            guarded.append(name)
     return tuple(guarded)
 
 
 def is_installed(package: str) -> bool:
     """True if the guard is patched into ``package``'s clients."""
-    targets = _targets(package)
-    return bool(targets) and all(
-        hasattr(cls.__dict__[name], _MARK) for cls, name, _ in targets
-    )
+    cls = _target(package)
+    return cls is not None and hasattr(cls.__dict__[_METHOD], _MARK)
 
 
 def uninstall_guard() -> None:
     """Undo :func:`install_guard` (for tests and clean shutdowns)."""
     with _install_lock:
         for name in GUARDED_PACKAGES:
-            for cls, method_name, _ in _targets(name):
-                method = cls.__dict__[method_name]
-                original = getattr(method, _MARK, None)
-                if original is not None:
-                    setattr(cls, method_name, original)
+            cls = _target(name)
+            if cls is None:
+                continue
+            original = getattr(cls.__dict__[_METHOD], _MARK, None)
+            if original is not None:
+                setattr(cls, _METHOD, original)
     _PENDING.set(None)

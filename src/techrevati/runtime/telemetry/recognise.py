@@ -37,12 +37,8 @@ from typing import Any, Final
 
 from ..usage_tracking import UsageSnapshot
 from . import semconv as sc
-from .tokens import (
-    model_from_attributes,
-    provider_from_attributes,
-    usage_from_attributes,
-    usage_from_totals,
-)
+from . import tokens
+from .tokens import usage_from_totals
 
 __all__ = [
     "CallReading",
@@ -150,9 +146,40 @@ def is_model_call(operation: object, span_name: str) -> bool:
 
 
 def is_model_span(attrs: Mapping[str, Any] | None, span_name: str) -> bool:
-    """``is_model_call`` for a span's attribute mapping."""
-    operation = attrs.get(sc.GEN_AI_OPERATION_NAME) if attrs else None
-    return is_model_call(operation, span_name)
+    """True if a span is a model call at its start, by any known vocabulary.
+
+    Same as ``classify_start`` without a scope (kept for the processor's call).
+    """
+    return _decide(span_name, attrs or {}, at_end=False)
+
+
+def model_from_attributes(attrs: Mapping[str, Any] | None) -> str:
+    """The model a span names: GenAI request/response model, else OpenInference's."""
+    if not attrs:
+        return ""
+    return tokens.model_from_attributes(attrs) or _first_str(attrs, OI_MODEL_KEYS)
+
+
+def provider_from_attributes(attrs: Mapping[str, Any] | None) -> str:
+    """The provider a span names: GenAI (new or old spelling), else OpenInference's."""
+    if not attrs:
+        return ""
+    return tokens.provider_from_attributes(attrs) or _first_str(attrs, OI_PROVIDER_KEYS)
+
+
+def usage_from_attributes(attrs: Mapping[str, Any] | None) -> UsageSnapshot | None:
+    """The usage a span reports in any known vocabulary (no scope quirks); None if none.
+
+    Example::
+
+        >>> usage_from_attributes({"llm.token_count.prompt": 120,
+        ...     "llm.token_count.completion": 30,
+        ...     "llm.token_count.prompt_details.cache_read": 100}).cache_read_tokens
+        100
+    """
+    if not attrs:
+        return None
+    return _usage(attrs, "", provider_from_attributes(attrs))[0]
 
 
 def _decide(name: str, attrs: Mapping[str, Any], at_end: bool) -> bool:
@@ -221,9 +248,11 @@ def _usage(
         cache_write = _int(attrs, (OI_CACHE_WRITE,))
         reasoning = _int(attrs, (OI_REASONING,)) or 0
     total_in = total_in or 0
-    if scope.startswith(OPENLIT_SCOPE_PREFIX) and provider == "anthropic":
-        # OpenLIT copies Anthropic's own input_tokens, which leaves the cache out.
-        total_in += (cache_read or 0) + (cache_write or 0)
+    cached = (cache_read or 0) + (cache_write or 0)
+    if (scope.startswith(OPENLIT_SCOPE_PREFIX) and provider == "anthropic") or cached > total_in:
+        # OpenLIT copies Anthropic's own input_tokens, which leaves the cache out;
+        # any producer whose cache counts exceed its input total did the same.
+        total_in += cached
     usage = usage_from_totals(total_in, output or 0, cache_read or 0, cache_write or 0)
     return usage, reasoning, cache_read is not None or cache_write is not None
 
@@ -261,8 +290,8 @@ def read_call(
     if not _decide(name, attrs, at_end=True):
         return None
     scope = scope_name or ""
-    model = model_from_attributes(attrs) or _first_str(attrs, OI_MODEL_KEYS)
-    provider = provider_from_attributes(attrs) or _first_str(attrs, OI_PROVIDER_KEYS)
+    model = model_from_attributes(attrs)
+    provider = provider_from_attributes(attrs)
     usage, reasoning, cached = _usage(attrs, scope, provider)
     if usage is not None and not cached and scope in NO_CACHE_SCOPES:
         _warn_no_cache(scope)

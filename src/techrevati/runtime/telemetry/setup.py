@@ -28,13 +28,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.util.types import AttributeValue
 
+from .autoinstrument import prepare as prepare_instrumentations
 from .build import build_telemetry
 from .content import set_capture_content
 from .handle import Destination, TelemetryHandle
@@ -74,6 +75,7 @@ def configure(
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     metric_export_interval_s: float | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    instrument: Iterable[str] | None = None,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
 
@@ -115,6 +117,10 @@ def configure(
         metric_export_interval_s: how often metrics are exported (default 60 s, or
             ``OTEL_METRIC_EXPORT_INTERVAL``).
         shutdown_timeout: the bound, in seconds, on flushing at shutdown and exit.
+        instrument: clients to instrument, e.g. ``["openai", "anthropic"]``: switches on
+            the instrumentation we recommend for each (see ``autoinstrument``) and the
+            client guard that keeps a refused call from being sent. A missing package
+            raises ``ImportError`` naming it, before anything is set up.
 
     Returns:
         The :class:`TelemetryHandle`. A second global call returns the same handle
@@ -139,7 +145,11 @@ def configure(
         metric_export_interval_s=metric_export_interval_s,
         shutdown_timeout=shutdown_timeout,
     )
-    return configure_with(settings)
+    switch_on = prepare_instrumentations(instrument) if instrument is not None else None
+    handle = configure_with(settings)
+    if switch_on is not None:
+        switch_on(handle.tracer_provider)
+    return handle
 
 
 def configure_with(settings: Settings) -> TelemetryHandle:

@@ -48,8 +48,9 @@ def usage_from_totals(
 
     Example::
 
-        >>> usage_from_totals(120, 30, cache_read=100)
-        UsageSnapshot(input_tokens=20, output_tokens=30, cache_write_tokens=0, cache_read_tokens=100)
+        >>> usage = usage_from_totals(120, 30, cache_read=100)
+        >>> usage.input_tokens, usage.cache_read_tokens, usage.output_tokens
+        (20, 100, 30)
     """
     input_total = max(0, input_total)
     cache_read = min(max(0, cache_read), input_total)
