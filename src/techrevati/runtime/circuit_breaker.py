@@ -4,6 +4,11 @@ States: CLOSED (calls flow), OPEN (calls are rejected with ``CircuitOpenError``)
 HALF_OPEN (after ``recovery_timeout_seconds``, up to ``half_open_max_probes`` trial calls
 are let through; one success closes the circuit, one failure re-opens it).
 
+Calls run with a timeout (``techrevati.runtime.timeouts``) count a timeout as a
+failure and leave the timed-out call running on its thread; a breaker refuses
+further calls with ``CircuitOpenError`` while ``max_hung_calls`` (default
+:data:`MAX_HUNG_CALLS`, 8) of those are still running, whatever its state.
+
 Example::
 
     >>> from techrevati.runtime.circuit_breaker import CircuitBreaker, CircuitOpenError
@@ -27,9 +32,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 __all__ = [
+    "MAX_HUNG_CALLS",
     "AsyncCircuitBreaker",
     "BreakerPermit",
     "CircuitBreaker",
@@ -39,6 +45,12 @@ __all__ = [
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: Default bound on timed-out calls still running per breaker (``max_hung_calls``).
+#: Each one pins a thread and whatever it holds (a socket, a request body); eight
+#: rides out a few stragglers while keeping a hanging dependency from piling up
+#: threads without end.
+MAX_HUNG_CALLS: Final = 8
 
 
 # (str, Enum) rather than StrEnum: the contract pins str(member) == "CircuitState.MEMBER".
@@ -64,15 +76,35 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 class CircuitOpenError(Exception):
     """Raised instead of calling the wrapped function while the circuit is open.
 
+    ``reason`` says why when the refusal is not the plain OPEN state (all
+    half-open probe slots taken, or too many timed-out calls still running).
+
     Example::
 
         >>> str(CircuitOpenError("model-api"))
         "Circuit breaker 'model-api' is OPEN"
+        >>> str(CircuitOpenError("model-api", reason="8 timed-out calls are still running"))
+        "Circuit breaker 'model-api' refused the call: 8 timed-out calls are still running"
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, reason: str | None = None) -> None:
         self.name = name
-        super().__init__(f"Circuit breaker '{name}' is OPEN")
+        self.reason = reason
+        if reason is None:
+            super().__init__(f"Circuit breaker '{name}' is OPEN")
+        else:
+            super().__init__(f"Circuit breaker '{name}' refused the call: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_open_error, (type(self), self.name, self.reason))
+
+
+def _rebuild_open_error(
+    cls: type[CircuitOpenError], name: str, reason: str | None
+) -> CircuitOpenError:
+    error = cls.__new__(cls)
+    CircuitOpenError.__init__(error, name, reason=reason)
+    return error
 
 
 def _check_positive_int(field_name: str, value: object) -> None:
@@ -103,6 +135,11 @@ class _BreakerCore:
     # Bumped on every OPEN -> HALF_OPEN switch so that a probe interrupted by a
     # BaseException releases its permit only within the half-open round it belongs to.
     _half_open_round: int = field(default=0, init=False, repr=False, compare=False)
+    #: Refuse calls while this many timed-out calls are still running (set it
+    #: after construction; not an init field, so the contract's signature stays).
+    max_hung_calls: int = field(default=MAX_HUNG_CALLS, init=False, repr=False, compare=False)
+    # Timed-out calls still running; changed only by techrevati.runtime.timeouts.
+    _hung_calls: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -122,6 +159,15 @@ class _BreakerCore:
     def _window_elapsed_locked(self) -> bool:
         last = self._last_failure_time
         return last is not None and self.clock() - last >= self.recovery_timeout_seconds
+
+    def _refuse_if_hung_locked(self) -> None:
+        hung = self._hung_calls
+        if hung >= self.max_hung_calls:
+            raise CircuitOpenError(
+                self.name,
+                reason=f"{hung} timed-out calls are still running "
+                f"(max_hung_calls={self.max_hung_calls}); it admits again as they finish",
+            )
 
     def _admit_locked(self) -> int:
         """Admit a call while not CLOSED; return the half-open round or raise."""
@@ -202,6 +248,8 @@ class CircuitBreaker(_BreakerCore):
         """
         lock = self._lock
         with lock:
+            if self._hung_calls:
+                self._refuse_if_hung_locked()
             probe_round = None if self._state is _CLOSED else self._admit_locked()
         try:
             result = fn(*args, **kwargs)
@@ -244,7 +292,10 @@ class CircuitBreaker(_BreakerCore):
         return self.state() is _OPEN
 
     def reset(self) -> None:
-        """Return to CLOSED and forget all failures and probes."""
+        """Return to CLOSED and forget all failures and probes.
+
+        Timed-out calls still running stay counted against ``max_hung_calls``.
+        """
         with self._lock:
             self._reset_locked()
 
@@ -273,6 +324,8 @@ class AsyncCircuitBreaker(_BreakerCore):
     ) -> T:
         """Await ``coro_factory(*args, **kwargs)`` if admitted, recording the outcome."""
         async with self._lock:
+            if self._hung_calls:
+                self._refuse_if_hung_locked()
             probe_round = None if self._state is _CLOSED else self._admit_locked()
         try:
             result = await coro_factory(*args, **kwargs)
@@ -359,9 +412,11 @@ class BreakerPermit:
         """Take the admission now, as ``call`` does before running; raises when refused."""
         breaker = self.breaker
         with self._lock:
-            if breaker._state is CircuitState.CLOSED:
-                return
             try:
+                if breaker._hung_calls:
+                    breaker._refuse_if_hung_locked()
+                if breaker._state is CircuitState.CLOSED:
+                    return
                 self._round = breaker._admit_locked()
             except CircuitOpenError:
                 self._done = True  # refused: nothing to report back to the breaker

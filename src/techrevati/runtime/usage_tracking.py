@@ -1,10 +1,10 @@
 """Token usage, USD pricing and budgets.
 
-Prices live in the process-wide :data:`PRICING_TABLE` (per million tokens, keyed
-by lowercased model name). A model is priced by exact name, else by the longest
-registered prefix (``"family"`` prices ``"family-20260514"``), else at $0 with a
-one-time warning. Costs are computed lazily from the *current* table, so
-re-registering a price re-prices history.
+Prices come from :mod:`techrevati.runtime.pricing` (re-exported here, where
+0.1.0 defined them): an exact registered name, else the bundled ``genai-prices``
+database, else the longest registered prefix, else $0 with a one-time warning.
+Costs are computed lazily from the *current* prices, so re-registering a price
+re-prices history.
 
 Example::
 
@@ -20,36 +20,82 @@ Example::
 
 from __future__ import annotations
 
-import importlib.resources
-import itertools
 import json
-import logging
-import math
-import os
+import sys
 import threading
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Self
+from typing import Any
+
+from . import pricing as _pricing
+
+# 0.1.0 defined the pricing names here; callers and tests still import them from
+# here (the underscore ones included), so unused-looking imports are re-exports.
+from .pricing import (  # noqa: F401
+    PRICING_TABLE,
+    CostSource,
+    ModelPricing,
+    PricedCall,
+    PricedTurn,
+    _cost,
+    _load_bundled_pricing,
+    _parse_pricing_document,
+    _pricing_lock,
+    _resolve,
+    _sums_cost,
+    _table_version,
+    _warn_unpriced_once,
+    _warned_unpriced_models,
+    cost_of,
+    has_pricing,
+    load_pricing_from_file,
+    logger,
+    price_call,
+    price_source,
+    price_turn,
+    register_pricing,
+)
 
 __all__ = [
     "PRICING_TABLE",
     "BudgetExceededError",
+    "CostSource",
     "ModelPricing",
+    "PricedCall",
+    "PricedTurn",
     "UsageSnapshot",
     "UsageTracker",
+    "cost_of",
     "has_pricing",
     "load_pricing_from_file",
+    "price_call",
+    "price_source",
+    "price_turn",
     "register_pricing",
 ]
 
-logger = logging.getLogger("techrevati.runtime.usage_tracking")
-logger.addHandler(logging.NullHandler())
-
-_PER_MILLION = 1_000_000
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
-_REQUIRED_RATES = ("input_per_million", "output_per_million")
-_OPTIONAL_RATES = ("cache_write_per_million", "cache_read_per_million")
+
+# The pricing state 0.1.0 kept in this module. Rebinding one of them here (as
+# ``monkeypatch.setattr(usage_tracking, "PRICING_TABLE", {...})`` does) must
+# reach the lookups, which live in ``pricing`` now.
+_SHARED_STATE = frozenset({"PRICING_TABLE", "_warned_unpriced_models"})
+
+
+class _UsageTrackingModule(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in _SHARED_STATE:
+            setattr(_pricing, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        if name in _SHARED_STATE:
+            delattr(_pricing, name)
+
+
+sys.modules[__name__].__class__ = _UsageTrackingModule
 
 
 class BudgetExceededError(Exception):
@@ -89,291 +135,6 @@ def _rebuild_budget_error(
     error = cls.__new__(cls)
     BudgetExceededError.__init__(error, budget, current, scope=scope)
     return error
-
-
-@dataclass(frozen=True)
-class ModelPricing:
-    """USD per million tokens for each token kind. Not validated (compatibility).
-
-    Example::
-
-        >>> ModelPricing(3.0, 15.0).cache_read_per_million
-        0.0
-    """
-
-    input_per_million: float
-    output_per_million: float
-    cache_write_per_million: float = 0.0
-    cache_read_per_million: float = 0.0
-
-
-_ZERO_PRICING = ModelPricing(0.0, 0.0)
-
-# Every mutation of the pricing table takes a fresh number from here, so a price
-# cache can tell in O(1) whether the table changed since it was filled.
-_table_versions = itertools.count(1)
-
-
-class _PricingTable(dict[str, ModelPricing]):
-    """A plain dict that stamps a new version on every mutation.
-
-    Tests and users mutate ``PRICING_TABLE`` in place (``clear()``, ``update()``,
-    item assignment), so the resolution cache cannot rely on our own writers
-    alone. The version is read before resolving, which makes a racing writer
-    invalidate rather than poison the cache.
-    """
-
-    __slots__ = ("version",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.version = next(_table_versions)
-
-    def _touch(self) -> None:
-        self.version = next(_table_versions)
-
-    def __setitem__(self, key: str, value: ModelPricing) -> None:
-        super().__setitem__(key, value)
-        self._touch()
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self._touch()
-
-    # typeshed types dict.__ior__ as overloads whose pairing with __or__ mypy cannot
-    # match for any override; runtime behaviour is exactly dict's.
-    def __ior__(  # type: ignore[override, misc]
-        self, other: Mapping[str, ModelPricing] | Iterable[tuple[str, ModelPricing]]
-    ) -> Self:
-        self.update(other)
-        return self
-
-    def clear(self) -> None:
-        super().clear()
-        self._touch()
-
-    def update(self, *args: Any, **kwargs: ModelPricing) -> None:
-        super().update(*args, **kwargs)
-        self._touch()
-
-    def pop(self, key: str, *default: Any) -> Any:
-        try:
-            return super().pop(key, *default)
-        finally:
-            self._touch()
-
-    def popitem(self) -> tuple[str, ModelPricing]:
-        try:
-            return super().popitem()
-        finally:
-            self._touch()
-
-    def setdefault(self, key: str, default: ModelPricing = _ZERO_PRICING) -> ModelPricing:
-        try:
-            return super().setdefault(key, default)
-        finally:
-            self._touch()
-
-    def __reduce__(self) -> tuple[type[dict[str, ModelPricing]], tuple[dict[str, ModelPricing]]]:
-        # Copies and pickles are ordinary dicts; only the live table needs versions.
-        return (dict, (dict(self),))
-
-
-PRICING_TABLE: dict[str, ModelPricing] = _PricingTable()
-"""Live model → price registry, keyed by lowercased name. Mutate in place; never rebind."""
-
-_pricing_lock = threading.Lock()
-
-_warned_unpriced_models: set[str] = set()
-"""Lowercased names that already produced the missing-pricing warning (once per process)."""
-
-_warn_lock = threading.Lock()
-
-# Resolution cache: (table object, table version, lowercased name → price or None).
-# Replaced wholesale on invalidation so a reader still holding the old dict can
-# only write into a dict nobody consults any more.
-_CACHE_LIMIT = 4096
-_resolution_cache: tuple[object, int, dict[str, ModelPricing | None]] = (None, 0, {})
-
-
-def _resolve_uncached(table: Mapping[str, ModelPricing], key: str) -> ModelPricing | None:
-    exact = table.get(key)
-    if exact is not None:
-        return exact
-    best: str | None = None
-    # tuple() snapshots the keys so a concurrent writer cannot break the scan.
-    for candidate in tuple(table):
-        if key.startswith(candidate) and (best is None or len(candidate) > len(best)):
-            best = candidate
-    return None if best is None else table.get(best)
-
-
-def _resolve(model: str) -> ModelPricing | None:
-    """Return the price for ``model`` (exact, else longest prefix), or None if unpriced."""
-    global _resolution_cache
-    table = PRICING_TABLE
-    key = model.lower()
-    version = getattr(table, "version", None)
-    if not isinstance(version, int):
-        # Someone rebound PRICING_TABLE to a plain dict: correct but uncached.
-        return _resolve_uncached(table, key)
-    cache = _resolution_cache
-    if cache[0] is not table or cache[1] != version:
-        cache = (table, version, {})
-        _resolution_cache = cache
-    entries = cache[2]
-    try:
-        return entries[key]
-    except KeyError:
-        pass
-    price = _resolve_uncached(table, key)
-    if len(entries) < _CACHE_LIMIT:
-        entries[key] = price
-    return price
-
-
-def _table_version() -> int | None:
-    """Version stamp of the live table, or None when it is a plain (rebound) dict."""
-    version = getattr(PRICING_TABLE, "version", None)
-    return version if isinstance(version, int) else None
-
-
-def _price_for(model: str) -> ModelPricing:
-    price = _resolve(model)
-    return _ZERO_PRICING if price is None else price
-
-
-def register_pricing(model: str, pricing: ModelPricing) -> None:
-    """Register (or replace) the price of ``model``; the name is lowercased.
-
-    Example::
-
-        >>> register_pricing("Doc-Model-B", ModelPricing(1.0, 2.0))
-        >>> has_pricing("doc-model-b")
-        True
-    """
-    with _pricing_lock:
-        PRICING_TABLE[model.lower()] = pricing
-
-
-def has_pricing(model: str) -> bool:
-    """Return whether ``model`` is priced by exact name or by a registered prefix.
-
-    Example::
-
-        >>> register_pricing("doc-family", ModelPricing(1.0, 2.0))
-        >>> has_pricing("Doc-Family-20260514"), has_pricing("unknown-model")
-        (True, False)
-    """
-    return _resolve(model) is not None
-
-
-def _parse_rate(source: str, name: str, entry: Mapping[str, Any], rate: str) -> float:
-    value = entry[rate]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(
-            f"{source}: models[{name!r}].{rate} must be a number, got {type(value).__name__} "
-            f"{value!r}"
-        )
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(
-            f"{source}: models[{name!r}].{rate} must be a finite number >= 0, got {value!r}"
-        )
-    return number
-
-
-def _parse_pricing_document(text: str, source: str) -> dict[str, ModelPricing]:
-    """Validate a pricing document completely and return lowercased name → price."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{source}: invalid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise ValueError(
-            f"{source}: top level must be a JSON object, got {type(document).__name__}"
-        )
-    if "models" not in document:
-        raise KeyError(f"{source}: missing 'models' key")
-    models = document["models"]
-    if not isinstance(models, dict):
-        raise ValueError(f"{source}: 'models' must be an object, got {type(models).__name__}")
-
-    parsed: dict[str, ModelPricing] = {}
-    for name, entry in models.items():
-        if not isinstance(entry, dict):
-            raise ValueError(
-                f"{source}: models[{name!r}] must be an object, got {type(entry).__name__} "
-                f"{entry!r}"
-            )
-        for rate in _REQUIRED_RATES:
-            if rate not in entry:
-                raise KeyError(f"{source}: models[{name!r}] is missing required rate {rate!r}")
-        rates = {rate: _parse_rate(source, name, entry, rate) for rate in _REQUIRED_RATES}
-        for rate in _OPTIONAL_RATES:
-            rates[rate] = _parse_rate(source, name, entry, rate) if rate in entry else 0.0
-        parsed[name.lower()] = ModelPricing(**rates)
-    return parsed
-
-
-def load_pricing_from_file(path: str | os.PathLike[str]) -> None:
-    """Merge prices from a JSON file (same schema as the bundled ``pricing.json``).
-
-    The whole file is validated before anything is merged, so a bad file leaves
-    :data:`PRICING_TABLE` untouched. Malformed content raises ``ValueError``
-    naming the file and entry; a missing ``"models"`` key or required rate
-    raises ``KeyError``.
-
-    Example (file contents)::
-
-        {"models": {"my-model": {"input_per_million": 3.0, "output_per_million": 15.0,
-                                 "cache_read_per_million": 0.3}}}
-    """
-    source = os.fspath(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{source}: not valid UTF-8: {exc}") from exc
-    parsed = _parse_pricing_document(text, source)
-    with _pricing_lock:
-        PRICING_TABLE.update(parsed)
-
-
-def _load_bundled_pricing() -> None:
-    resource = importlib.resources.files("techrevati.runtime").joinpath("data/pricing.json")
-    parsed = _parse_pricing_document(
-        resource.read_text(encoding="utf-8"), "techrevati/runtime/data/pricing.json"
-    )
-    with _pricing_lock:
-        PRICING_TABLE.update(parsed)
-
-
-_load_bundled_pricing()
-
-
-def _warn_unpriced_once(model: str) -> None:
-    key = model.lower()
-    if key in _warned_unpriced_models:
-        return
-    with _warn_lock:
-        # Re-check under the lock so concurrent first turns log exactly once.
-        if key in _warned_unpriced_models:
-            return
-        _warned_unpriced_models.add(key)
-    logger.warning(
-        "no pricing registered for model=%s; cost will be $0. "
-        "Call register_pricing() or load_pricing_from_file().",
-        model,
-    )
-
-
-def _cost(price: ModelPricing, inp: int, out: int, write: int, read: int) -> float:
-    return (
-        inp * price.input_per_million / _PER_MILLION
-        + out * price.output_per_million / _PER_MILLION
-        + write * price.cache_write_per_million / _PER_MILLION
-        + read * price.cache_read_per_million / _PER_MILLION
-    )
 
 
 def _format_usd(amount: float) -> str:
@@ -478,58 +239,10 @@ class UsageSnapshot:
         return cls.from_dict(data)
 
 
-def cost_of(model: str, usage: UsageSnapshot) -> float:
-    """USD cost of ``usage`` on ``model`` at the currently registered prices.
-
-    Example::
-
-        >>> from techrevati.runtime.usage_tracking import register_pricing, ModelPricing
-        >>> register_pricing("doc-model-e", ModelPricing(2.0, 8.0))
-        >>> cost_of("doc-model-e", UsageSnapshot(500_000, 0))
-        1.0
-    """
-    return _cost(
-        _price_for(model),
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_write_tokens,
-        usage.cache_read_tokens,
-    )
-
-
-#: (cost in USD, pricing-table version read before pricing, whether the model has a price).
-PricedTurn = tuple[float, int | None, bool]
-
-
-def price_turn(model: str, usage: UsageSnapshot) -> PricedTurn:
-    """Price one turn at the current table, for ``UsageTracker.record_priced``.
-
-    Example::
-
-        >>> from techrevati.runtime.usage_tracking import register_pricing, ModelPricing
-        >>> register_pricing("doc-model-f", ModelPricing(2.0, 8.0))
-        >>> price_turn("doc-model-f", UsageSnapshot(500_000, 0))[::2]
-        (1.0, True)
-    """
-    version = _table_version()
-    price = _resolve(model)
-    known = price is not None
-    if price is None:
-        price = _ZERO_PRICING
-    cost = _cost(
-        price,
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_write_tokens,
-        usage.cache_read_tokens,
-    )
-    return cost, version, known
-
-
 class _ModelTotals:
-    """Running token sums for one recorded model string."""
+    """Running token sums for one recorded (model, provider)."""
 
-    __slots__ = ("cache_read", "cache_write", "input", "output", "turns")
+    __slots__ = ("bands", "cache_read", "cache_write", "input", "output", "turns")
 
     def __init__(self) -> None:
         self.input = 0
@@ -537,17 +250,48 @@ class _ModelTotals:
         self.cache_write = 0
         self.cache_read = 0
         self.turns = 0
+        # Sums per price band, only for calls a tiered database price charged:
+        # band key -> [input, output, cache_write, cache_read, calls].
+        self.bands: dict[tuple[int, int], list[int]] | None = None
 
-    def add(self, usage: UsageSnapshot) -> None:
+    def add(self, usage: UsageSnapshot, band: tuple[int, int] | None = None) -> None:
         self.input += usage.input_tokens
         self.output += usage.output_tokens
         self.cache_write += usage.cache_write_tokens
         self.cache_read += usage.cache_read_tokens
         self.turns += 1
+        if band is not None:
+            bands = self.bands
+            if bands is None:
+                bands = self.bands = {}
+            part = bands.get(band)
+            if part is None:
+                bands[band] = [
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cache_write_tokens,
+                    usage.cache_read_tokens,
+                    1,
+                ]
+            else:
+                part[0] += usage.input_tokens
+                part[1] += usage.output_tokens
+                part[2] += usage.cache_write_tokens
+                part[3] += usage.cache_read_tokens
+                part[4] += 1
+
+    def cost(self, model: str, provider: str) -> float:
+        sums = (self.input, self.output, self.cache_write, self.cache_read, self.turns)
+        return _sums_cost(model, provider, sums, self.bands)
 
 
-# (model, input, output, cache_write, cache_read) copied out under the lock.
-_TotalsRow = tuple[str, int, int, int, int]
+# (model, provider, input, output, cache_write, cache_read, calls, bands) copied
+# out under the lock.
+_TotalsRow = tuple[str, str, int, int, int, int, int, dict[tuple[int, int], list[int]] | None]
+
+
+def _row_cost(row: _TotalsRow) -> float:
+    return _sums_cost(row[0], row[1], (row[2], row[3], row[4], row[5], row[6]), row[7])
 
 
 @dataclass
@@ -577,7 +321,8 @@ class UsageTracker:
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
-    _models: dict[str, _ModelTotals] = field(
+    # Keyed by (model as recorded, lowercased provider).
+    _models: dict[tuple[str, str], _ModelTotals] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     _turn_count: int = field(default=0, init=False, repr=False, compare=False)
@@ -615,22 +360,34 @@ class UsageTracker:
         """
         self.record_and_price(model, usage)
 
-    def record_and_price(self, model: str, usage: UsageSnapshot) -> float:
+    def record_and_price(self, model: str, usage: UsageSnapshot, provider: str = "") -> float:
         """Record one turn and return that turn's cost, with a single lock acquisition.
 
-        This is the hot path the telemetry core calls on every model call.
+        ``provider`` (e.g. ``"openai"``, a ``gen_ai.provider.name``) picks the
+        database entry when a model is served by several providers.
+
+        Example::
+
+            >>> UsageTracker().record_and_price("claude-haiku-4-5", UsageSnapshot(1_000_000, 0))
+            1.0
         """
-        return self.record_priced(model, usage, price_turn(model, usage))
+        return self.record_priced(model, usage, price_call(model, usage, provider))
 
     def record_priced(self, model: str, usage: UsageSnapshot, priced: PricedTurn) -> float:
-        """Record one turn that ``price_turn`` already priced; returns its cost.
+        """Record one turn that ``price_call`` already priced; returns its cost.
 
         The telemetry core prices a turn once, for its span, and hands the
         result here, so a turn is never priced twice. The table version inside
         ``priced`` was read before pricing: a price change in between makes the
         running total stale (recomputed later) instead of silently wrong.
+        A plain ``(cost, version, known)`` triple (0.1.0's shape) is accepted.
         """
-        cost, version, known = priced
+        if type(priced) is PricedCall:
+            cost, version, known, _, band, provider = priced
+        else:
+            cost, version, known = priced[0], priced[1], priced[2]
+            band = None
+            provider = ""
         if not known and model:
             _warn_unpriced_once(model)
         with self._lock:
@@ -639,10 +396,11 @@ class UsageTracker:
                 self._resync_locked()
                 turns = self.turns
             turns.append((model, usage))
-            totals = self._models.get(model)
+            key = (model, provider)
+            totals = self._models.get(key)
             if totals is None:
-                totals = self._models[model] = _ModelTotals()
-            totals.add(usage)
+                totals = self._models[key] = _ModelTotals()
+            totals.add(usage, band)
             self._turn_count += 1
             self._trim_locked()
             if version is not None and version == self._cost_version:
@@ -654,12 +412,15 @@ class UsageTracker:
     # -- internal bookkeeping ------------------------------------------------
 
     def _rebuild_locked(self, source: Iterable[tuple[str, UsageSnapshot]]) -> None:
-        models: dict[str, _ModelTotals] = {}
+        # Rebuilt from ``turns`` alone: the provider and price band of each call
+        # are not in that public list, so they start over as unknown.
+        models: dict[tuple[str, str], _ModelTotals] = {}
         count = 0
         for model, usage in source:
-            totals = models.get(model)
+            key = (model, "")
+            totals = models.get(key)
             if totals is None:
-                totals = models[model] = _ModelTotals()
+                totals = models[key] = _ModelTotals()
             totals.add(usage)
             count += 1
         self._models = models
@@ -687,13 +448,22 @@ class UsageTracker:
         self._synced_len = len(turns)
 
     def _aggregates(self) -> tuple[int, list[_TotalsRow]]:
-        """Consistent copy of (turn count, per-model sums) in first-seen order."""
+        """Consistent copy of (turn count, per-(model, provider) sums) in first-seen order."""
         with self._lock:
             if self.turns is not self._synced_list or len(self.turns) != self._synced_len:
                 self._resync_locked()
             rows = [
-                (model, t.input, t.output, t.cache_write, t.cache_read)
-                for model, t in self._models.items()
+                (
+                    model,
+                    provider,
+                    t.input,
+                    t.output,
+                    t.cache_write,
+                    t.cache_read,
+                    t.turns,
+                    None if t.bands is None else {k: list(v) for k, v in t.bands.items()},
+                )
+                for (model, provider), t in self._models.items()
             ]
             return self._turn_count, rows
 
@@ -706,22 +476,22 @@ class UsageTracker:
 
     @property
     def total_input_tokens(self) -> int:
-        """Sum of ``input_tokens`` over all recorded turns."""
-        return sum(row[1] for row in self._aggregates()[1])
+        """Sum of ``input_tokens`` (uncached input) over all recorded turns."""
+        return sum(row[2] for row in self._aggregates()[1])
 
     @property
     def total_output_tokens(self) -> int:
         """Sum of ``output_tokens`` over all recorded turns."""
-        return sum(row[2] for row in self._aggregates()[1])
+        return sum(row[3] for row in self._aggregates()[1])
 
     def token_totals(self) -> UsageSnapshot:
         """All four token counts summed over every recorded turn (one consistent read)."""
         rows = self._aggregates()[1]
         return UsageSnapshot(
-            input_tokens=sum(row[1] for row in rows),
-            output_tokens=sum(row[2] for row in rows),
-            cache_write_tokens=sum(row[3] for row in rows),
-            cache_read_tokens=sum(row[4] for row in rows),
+            input_tokens=sum(row[2] for row in rows),
+            output_tokens=sum(row[3] for row in rows),
+            cache_write_tokens=sum(row[4] for row in rows),
+            cache_read_tokens=sum(row[5] for row in rows),
         )
 
     def cost_for_turn(self, model: str, usage: UsageSnapshot) -> float:
@@ -738,7 +508,10 @@ class UsageTracker:
 
     @staticmethod
     def _row_costs(rows: list[_TotalsRow]) -> dict[str, float]:
-        return {row[0]: _cost(_price_for(row[0]), *row[1:]) for row in rows}
+        costs: dict[str, float] = {}
+        for row in rows:
+            costs[row[0]] = costs.get(row[0], 0.0) + _row_cost(row)
+        return costs
 
     def total_cost(self) -> float:
         """Unrounded USD cost of every recorded turn at current prices."""
@@ -749,8 +522,8 @@ class UsageTracker:
             if version is not None and version == self._cost_version:
                 return self._cost_total
             total = 0.0
-            for model, t in self._models.items():
-                total += _cost(_price_for(model), t.input, t.output, t.cache_write, t.cache_read)
+            for (model, provider), t in self._models.items():
+                total += t.cost(model, provider)
             self._cost_total = total
             self._cost_version = version
             return total
@@ -772,13 +545,17 @@ class UsageTracker:
         return self.total_cost() > budget_usd
 
     def summary(self) -> dict[str, Any]:
-        """Counts and cost in one JSON-friendly dict (cost rounded to 4 decimals)."""
+        """Counts and cost in one JSON-friendly dict (cost rounded to 4 decimals).
+
+        ``total_input_tokens`` is the uncached input (0.1.0's meaning); cached
+        tokens are in :meth:`token_totals`.
+        """
         count, rows = self._aggregates()
         total = sum(self._row_costs(rows).values())
         return {
             "turns": count,
-            "total_input_tokens": sum(row[1] for row in rows),
-            "total_output_tokens": sum(row[2] for row in rows),
+            "total_input_tokens": sum(row[2] for row in rows),
+            "total_output_tokens": sum(row[3] for row in rows),
             "total_cost_usd": round(total, 4),
             "formatted_cost": _format_usd(total),
         }

@@ -20,6 +20,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from . import semconv as sc
+from .forking import (
+    SERVICE_INSTANCE_ID,
+    ForkSafeMetricExporter,
+    ForkSafeSpanExporter,
+    new_instance_id,
+)
 from .handle import Destination, TelemetryHandle
 from .jsonl import JsonLinesMetricExporter, JsonLinesSpanExporter
 from .limits import ensure_limits_processor
@@ -74,9 +81,23 @@ def metric_exporter(target: OtlpTarget) -> MetricExporter:
     return HttpMetricExporter(endpoint=url, headers=target.headers, timeout=target.timeout)
 
 
+def _identify(resource: Resource) -> tuple[Resource, str, bool]:
+    """Add this run's id and, unless the user set one, a per-process instance id.
+
+    Returns the resource, the run id and whether the instance id is ours (and
+    so renewed in each forked worker).
+    """
+    run_id = new_instance_id().replace("-", "")[:16]
+    extra: dict[str, str] = {sc.RUN_ID: run_id}
+    ours = SERVICE_INSTANCE_ID not in resource.attributes
+    if ours:
+        extra[SERVICE_INSTANCE_ID] = new_instance_id()
+    return resource.merge(Resource(extra)), run_id, ours
+
+
 def build_telemetry(settings: Settings) -> TelemetryHandle:
     """Create the providers, exporters and pipelines ``settings`` ask for."""
-    resource = build_resource(settings)
+    resource, run_id, own_instance_id = _identify(build_resource(settings))
 
     # --- traces -----------------------------------------------------------------------
     provider, owns_tracer = _tracer_provider(
@@ -94,9 +115,10 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
     pipelines: list[BoundedSpanProcessor] = []
     destinations: list[Destination] = []
     if plan.traces is not None:
+        target = plan.traces
         pipelines.append(
             BoundedSpanProcessor(
-                span_exporter(plan.traces),
+                ForkSafeSpanExporter(lambda: span_exporter(target)),
                 name="otlp",
                 max_queue_size=settings.max_queue_size,
                 shutdown_timeout_s=settings.shutdown_timeout,
@@ -105,8 +127,10 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
         destinations.append(Destination("otlp", plan.traces.shown_as, plan.traces.protocol))
 
     local_exporters: list[SpanExporter] = []
+    spans_writer: JsonLinesSpanExporter | None = None
     if plan.spans_path is not None:
-        local_exporters.append(JsonLinesSpanExporter(plan.spans_path))
+        spans_writer = JsonLinesSpanExporter(plan.spans_path)
+        local_exporters.append(spans_writer)
         destinations.append(Destination("file", str(plan.spans_path)))
     report_source = ReportExporter() if plan.keep_report else None
     if report_source is not None:
@@ -141,11 +165,13 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
     metrics_path = plan.metrics_path
     meters, owns_meter = settings.meter_provider, False
     exporter: MetricExporter | None = None
+    metrics_writer: JsonLinesMetricExporter | None = None
     if metrics_path is not None:
-        exporter = JsonLinesMetricExporter(metrics_path)
+        exporter = metrics_writer = JsonLinesMetricExporter(metrics_path)
         destinations.append(Destination("file", str(metrics_path)))
     elif plan.metrics is not None:
-        exporter = metric_exporter(plan.metrics)
+        metrics_target = plan.metrics
+        exporter = ForkSafeMetricExporter(lambda: metric_exporter(metrics_target))
         destinations.append(Destination("otlp", plan.metrics.shown_as, plan.metrics.protocol))
     if exporter is not None:
         meters, owns_meter = _meter_provider(
@@ -155,8 +181,8 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
             settings.metric_export_interval_s,
             settings.timeout,
         )
-        if meters is None:
-            metrics_path = None
+        if meters is None or not owns_meter:
+            metrics_path = metrics_writer = None
 
     handle = TelemetryHandle(
         enabled=True,
@@ -171,6 +197,10 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
         metrics_file=metrics_path,
         destinations=tuple(destinations),
         shutdown_timeout_s=settings.shutdown_timeout,
+        spans_exporter=spans_writer,
+        metrics_exporter=metrics_writer,
+        run_id=run_id if owns_tracer else None,
+        renew_instance_id=own_instance_id,
     )
     atexit.register(handle._at_exit)
     _logger.info("telemetry configured: %r", handle)

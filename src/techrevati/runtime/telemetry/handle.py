@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,13 @@ from typing import IO
 from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
+from .forking import (
+    after_fork_in_child,
+    forget_inherited_metrics,
+    on_multiprocessing_exit,
+    renew_identity,
+)
+from .jsonl import JsonLinesMetricExporter, JsonLinesSpanExporter
 from .pipeline import (
     DEFAULT_SHUTDOWN_TIMEOUT_S,
     BoundedSpanProcessor,
@@ -29,7 +38,7 @@ from .pipeline import (
     run_all_bounded,
     run_bounded,
 )
-from .report import ReportExporter, build_report, records_from_file, render_report
+from .report import ReportExporter, RunReport, build_report, records_from_file, render_report
 
 _logger = logging.getLogger(__name__)
 
@@ -73,6 +82,10 @@ class TelemetryHandle:
         destinations: tuple[Destination, ...] = (),
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
         report_stream: Callable[[], IO[str]] = lambda: sys.stderr,
+        spans_exporter: JsonLinesSpanExporter | None = None,
+        metrics_exporter: JsonLinesMetricExporter | None = None,
+        run_id: str | None = None,
+        renew_instance_id: bool = False,
     ) -> None:
         self.enabled = enabled
         #: The SDK tracer provider our spans go through (None when disabled).
@@ -92,8 +105,35 @@ class TelemetryHandle:
         self._print_report_at_shutdown = print_report_at_shutdown
         self._shutdown_timeout_s = shutdown_timeout_s
         self._report_stream = report_stream
+        #: The ``techrevati.run.id`` resource attribute of this run (None on a user's provider).
+        self.run_id = run_id
+        self._spans_exporter = spans_exporter
+        self._metrics_exporter = metrics_exporter
+        self._renew_instance_id = renew_instance_id
         self._lock = threading.Lock()
         self._is_shut_down = False
+        #: True in a process forked after configure(): it does not print the report.
+        self._forked_child = False
+        #: True in a process that forked workers: its report is read from the spans file.
+        self._has_forked = False
+        if enabled:
+            after_fork_in_child(self._after_fork_in_child)
+            if hasattr(os, "register_at_fork"):
+                ref = weakref.ref(self)
+                os.register_at_fork(after_in_parent=lambda: _mark_forked(ref))
+            on_multiprocessing_exit(self, TelemetryHandle.shutdown)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._forked_child = True
+        self._has_forked = False
+        if self._renew_instance_id:
+            renew_identity(
+                self.tracer_provider if self._owns_tracer_provider else None,
+                self.meter_provider if self._owns_meter_provider else None,
+            )
+        if self._owns_meter_provider:
+            forget_inherited_metrics(self.meter_provider)
 
     def __enter__(self) -> TelemetryHandle:
         return self
@@ -139,6 +179,9 @@ class TelemetryHandle:
                 return True
             self._is_shut_down = True
         atexit.unregister(self._at_exit)
+        for file_exporter in (self._spans_exporter, self._metrics_exporter):
+            if file_exporter is not None:
+                file_exporter.defer_failure_log()  # said once, in the line below
         bound = self._shutdown_timeout_s if timeout_s is None else timeout_s
         tasks: list[tuple[str, Callable[[], object]]] = [
             (pipeline.name, _bind_shutdown(pipeline, bound)) for pipeline in self._pipelines
@@ -152,9 +195,40 @@ class TelemetryHandle:
             # Our pipelines are closed already, so this only stops the limits processor.
             provider = self.tracer_provider
             finished = run_bounded(provider.shutdown, 1.0, "tracer provider shutdown") and finished
-        if self._print_report_at_shutdown:
+        self._say_what_was_lost()
+        if self._print_report_at_shutdown and not self._forked_child:
             self._print_report()
         return finished
+
+    def _say_what_was_lost(self) -> None:
+        """One line at shutdown when telemetry did not leave: how much, and why."""
+        spans_error = self._spans_exporter.error if self._spans_exporter else None
+        parts: list[str] = []
+        lost = 0
+        for stats in self.stats().values():
+            if not stats.lost:
+                continue
+            lost += stats.lost
+            failed = "refused or failed in export"
+            if stats.name == "local" and spans_error is not None:
+                failed = f"not written to {self.spans_file}: {spans_error}"
+            why = [
+                f"{count} {label}"
+                for count, label in (
+                    (stats.dropped, "dropped on a full queue"),
+                    (stats.abandoned, "still queued at shutdown"),
+                    (stats.failed, failed),
+                )
+                if count
+            ]
+            parts.append(f"{stats.name}: {', '.join(why)}")
+        line = f"{lost} spans were dropped ({'; '.join(parts)})" if lost else ""
+        metrics_error = self._metrics_exporter.error if self._metrics_exporter else None
+        if metrics_error is not None:
+            said = f"metrics not written to {self.metrics_file}: {metrics_error}"
+            line = f"{line}; {said}" if line else said
+        if line:
+            _logger.warning("techrevati telemetry: %s", line)
 
     def report(self) -> str:
         """The terminal report for the run so far, as text.
@@ -162,32 +236,49 @@ class TelemetryHandle:
         Built from the spans kept in memory (embedded mode or ``report=True``),
         else from the spans file, after a bounded flush of pending spans.
         """
-        if self._report_source is not None:
-            if not self._is_shut_down:
-                self.force_flush(timeout_s=2.0)
-            built = self._report_source.build()
-        elif self.spans_file is not None and self.spans_file.exists():
-            if not self._is_shut_down:
-                self.force_flush(timeout_s=2.0)
-            built = build_report(records_from_file(self.spans_file))
-        else:
+        if not self._is_shut_down:
+            self.force_flush(timeout_s=2.0)
+        built = self._build_report()
+        if built is None:
             return "no spans were kept for a report: call configure(report=True)\n"
         return render_report(built, source=self._source_line())
+
+    def _file_is_readable(self) -> bool:
+        exporter = self._spans_exporter
+        return (
+            self.spans_file is not None
+            and (exporter is None or exporter.error is None)
+            and self.spans_file.is_file()
+        )
+
+    def _build_report(self) -> RunReport | None:
+        # After forking workers, only the file has every process's spans.
+        from_file = self._has_forked or self._report_source is None
+        if from_file and self._file_is_readable():
+            assert self.spans_file is not None
+            return build_report(records_from_file(self.spans_file, run=self.run_id))
+        if self._report_source is not None:
+            return self._report_source.build()
+        return None
 
     def _source_line(self) -> str | None:
         if self.spans_file is None:
             return None
+        exporter = self._spans_exporter
+        if exporter is not None and exporter.error is not None:
+            return f"NOT written to {self.spans_file}: {exporter.error}"
+        if not self.spans_file.is_file():
+            return f"none written to {self.spans_file}"
+        run = f" --run {self.run_id}" if self.run_id else ""
         return (
             f"{self.spans_file} (OTLP JSON lines; replay with: techrevati-runtime report "
-            f"{self.spans_file})"
+            f"{self.spans_file}{run})"
         )
 
     def _print_report(self) -> None:
-        if self._report_source is None:
-            return
         try:
-            built = self._report_source.build()
-            if built.span_count == 0 and built.evicted == 0:
+            built = self._build_report()
+            if built is None or (built.span_count == 0 and built.evicted == 0):
                 return  # a process that ran no agent has nothing worth printing
             stream = self._report_stream()
             stream.write("\n" + render_report(built, source=self._source_line()))
@@ -197,6 +288,12 @@ class TelemetryHandle:
 
     def _at_exit(self) -> None:
         self.shutdown()
+
+
+def _mark_forked(ref: weakref.ref[TelemetryHandle]) -> None:
+    handle = ref()
+    if handle is not None:
+        handle._has_forked = True
 
 
 def _bind_shutdown(pipeline: BoundedSpanProcessor, bound: float) -> Callable[[], object]:

@@ -19,13 +19,16 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import json
 import logging
 import os
+import stat
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
@@ -34,6 +37,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .forking import after_fork_in_child
 
 _logger = logging.getLogger(__name__)
 
@@ -88,54 +93,147 @@ def read_json_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 yield value
 
 
-class _LineWriter:
-    """Appends lines to a file opened on first use, from any thread."""
+#: Files hold prompts and tool results when content capture is on: owner only.
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+class OutputFileError(OSError):
+    """The telemetry file cannot be written (a symbolic link, a full disk, ...)."""
+
+
+def open_for_append(path: Path) -> int:
+    """Open ``path`` to append, owner-only, never through a symbolic link.
+
+    A directory that does not exist yet is created ``0700``; a new file is
+    ``0600``, and an existing one of ours that is wider is narrowed to it. Every
+    run and every forked worker appends (``O_APPEND``, so one ``write`` lands
+    whole); nothing is ever truncated. Raises :class:`OutputFileError` with a
+    message naming the path.
+    """
+    if path.is_symlink():
+        raise OutputFileError(
+            f"{path} is a symbolic link; telemetry refuses to write through it "
+            "(remove it or choose another file)"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=DIRECTORY_MODE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # planted between the check and the open
+            raise OutputFileError(
+                f"{path} is a symbolic link; telemetry refuses to write through it"
+            ) from None
+        raise OutputFileError(f"cannot open {path}: {error.strerror or error}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077 and info.st_uid == os.geteuid():
+            os.fchmod(fd, FILE_MODE)
+    except OSError:
+        pass  # narrowing is best effort; the file is still ours to append to
+    return fd
+
+
+class _LineWriter:
+    """Appends whole lines to a file opened on first use, from any thread or process.
+
+    The first failure is logged as one line (no traceback); later ones are only
+    counted, so a full disk cannot flood the log. :attr:`error` keeps the first
+    reason, so nobody is told to replay a file that was not written.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], what: str) -> None:
         self.path = Path(path)
-        self._file: IO[str] | None = None
+        self.what = what
+        self.lines_written = 0
+        self.lines_lost = 0
+        #: Why writing failed, the first time it did (None while all is well).
+        self.error: str | None = None
+        #: Log the first failure when it happens (off at shutdown: the exit line says it).
+        self.log_failures = True
+        self._fd: int | None = None
         self._lock = threading.Lock()
         self._closed = False
+        after_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The descriptor is shared with the parent and opened O_APPEND, so both
+        # can keep appending; only a lock the parent held at the fork is renewed.
+        self._lock = threading.Lock()
+        self.lines_written = 0
+        self.lines_lost = 0
 
     def write(self, line: str) -> bool:
+        data = (line + "\n").encode("utf-8", "replace")
         with self._lock:
             if self._closed:
                 return False
             try:
-                if self._file is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    # One file per run: replaying it then shows this run only.
-                    self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
-                self._file.write(line + "\n")
-                # Flushed per batch so a crash loses at most the batch in flight.
-                self._file.flush()
+                if self._fd is None:
+                    self._fd = open_for_append(self.path)
+                view = memoryview(data)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
             except OSError as error:
-                _logger.error("cannot write telemetry to %s: %s", self.path, error)
+                self.lines_lost += 1
+                reason = str(error) if isinstance(error, OutputFileError) else error.strerror
+                if self.error is None:
+                    self.error = reason or repr(error)
+                    if self.log_failures:
+                        _logger.error(
+                            "techrevati telemetry: %s not written: %s", self.what, self.error
+                        )
                 return False
+            self.lines_written += 1
             return True
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
 
 
-class JsonLinesSpanExporter(SpanExporter):
-    """A span exporter that appends each batch to ``path`` as one OTLP JSON line.
+class _FileState:
+    """What a file exporter tells the handle about its file."""
 
-    The file is created (truncated) at the first export, so a run that records
-    nothing leaves no file behind.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._writer = _LineWriter(path)
+    _writer: _LineWriter
 
     @property
     def path(self) -> Path:
-        """Where the spans go."""
+        """The file written to."""
         return self._writer.path
+
+    @property
+    def error(self) -> str | None:
+        """Why the file could not be written, if it could not (the first reason)."""
+        return self._writer.error
+
+    @property
+    def lines_written(self) -> int:
+        """Lines (batches) this process appended."""
+        return self._writer.lines_written
+
+    def defer_failure_log(self) -> None:
+        """Stop logging failures as they happen: the caller reports them itself."""
+        self._writer.log_failures = False
+
+
+class JsonLinesSpanExporter(_FileState, SpanExporter):
+    """A span exporter that appends each batch to ``path`` as one OTLP JSON line.
+
+    The file is opened at the first export (a run that records nothing leaves
+    no file behind) and only ever appended to: earlier runs stay, told apart by
+    their resource (``techrevati.run.id``), and forked workers append to the
+    same file. See :func:`open_for_append` for permissions and symbolic links.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._writer = _LineWriter(path, "spans")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not spans:
@@ -155,7 +253,7 @@ class JsonLinesSpanExporter(SpanExporter):
         return True
 
 
-class JsonLinesMetricExporter(MetricExporter):
+class JsonLinesMetricExporter(_FileState, MetricExporter):
     """A metric exporter that appends each collection as one OTLP JSON line.
 
     Cumulative temporality (the SDK default) is kept, so the last line of the
@@ -164,12 +262,7 @@ class JsonLinesMetricExporter(MetricExporter):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(preferred_temporality={}, preferred_aggregation={})
-        self._writer = _LineWriter(path)
-
-    @property
-    def path(self) -> Path:
-        """Where the metrics go."""
-        return self._writer.path
+        self._writer = _LineWriter(path, "metrics")
 
     def export(
         self,
@@ -195,8 +288,12 @@ class JsonLinesMetricExporter(MetricExporter):
 
 
 __all__ = [
+    "DIRECTORY_MODE",
+    "FILE_MODE",
     "JsonLinesMetricExporter",
     "JsonLinesSpanExporter",
+    "OutputFileError",
+    "open_for_append",
     "otlp_json",
     "read_json_lines",
     "spans_to_json_line",

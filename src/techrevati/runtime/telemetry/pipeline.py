@@ -15,16 +15,16 @@ leaves open, and what this module closes:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from .forking import after_fork_in_child
 
 _logger = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ def run_bounded(
                     _logger.debug("interrupting %s failed", what, exc_info=True)
                 helper.join(timeout_s * 0.2)
         if helper.is_alive():
-            _logger.warning("%s did not finish within %.1f s; giving up on it", what, timeout_s)
+            # Debug only: the caller gets False, and shutdown sums it up in one line.
+            _logger.debug("%s did not finish within %.1f s; giving up on it", what, timeout_s)
             return False
     if failure:
         _logger.warning("%s failed: %r", what, failure[0])
@@ -113,7 +114,7 @@ def run_all_bounded(
         helper.join(max(0.0, deadline - time.monotonic()))
     late = [name for name, helper in helpers if helper.is_alive()]
     if late:
-        _logger.warning(
+        _logger.debug(
             "%s: %s still busy after %.1f s; not waiting", what, ", ".join(late), timeout_s
         )
     return not late and all(results.get(name, False) for name, _ in tasks)
@@ -124,8 +125,10 @@ class ExportStats:
     """What happened to the spans one pipeline was given.
 
     ``dropped`` counts spans refused because the queue was full; ``abandoned``
-    counts spans still queued when the shutdown deadline passed; ``failed``
-    counts spans the exporter reported as not delivered (e.g. HTTP 503).
+    counts spans still queued (or in an export that never returned) when
+    shutdown gave up on them; ``failed`` counts spans the exporter reported as
+    not delivered (e.g. HTTP 503). After shutdown ``pending`` is 0: every
+    accepted span is then exported, failed or abandoned.
     """
 
     name: str
@@ -135,6 +138,11 @@ class ExportStats:
     dropped: int
     abandoned: int
     pending: int
+
+    @property
+    def lost(self) -> int:
+        """Spans that never left: dropped, abandoned or failed."""
+        return self.dropped + self.abandoned + self.failed
 
 
 class _TrackingExporter(SpanExporter):
@@ -210,13 +218,12 @@ class BoundedSpanProcessor(SpanProcessor):
         self._dropped = 0
         self._abandoned = 0
         self._closed = False
+        self._settled = False
         self._deadline: float | None = None
         self._tracker = _TrackingExporter(exporter, self)
-        if hasattr(os, "register_at_fork"):
-            # The SDK empties its queue in a forked child; our count must follow, or
-            # a child forked with a full queue would drop every span it makes.
-            ref = weakref.WeakMethod(self._forget_pending)
-            os.register_at_fork(after_in_child=lambda: (method := ref()) and method())
+        # The SDK empties its queue in a forked child; our count must follow, or
+        # a child forked with a full queue would drop every span it makes.
+        after_fork_in_child(self._forget_pending)
         # The inner queue is as large as our cap, so the SDK never drops (and
         # never logs per span): our cap, which also covers in-flight batches,
         # is always reached first.
@@ -257,8 +264,10 @@ class BoundedSpanProcessor(SpanProcessor):
             )
 
     def _forget_pending(self) -> None:
+        # The child counts its own spans: the parent's are the parent's to report.
         self._lock = threading.Lock()
-        self._pending = 0
+        self._pending = self._accepted = self._exported = 0
+        self._failed = self._dropped = self._abandoned = 0
 
     # --- bookkeeping called from the export thread -----------------------------
     def past_deadline(self) -> bool:
@@ -267,6 +276,8 @@ class BoundedSpanProcessor(SpanProcessor):
 
     def settle(self, count: int, *, failed: bool = False, abandoned: bool = False) -> None:
         with self._lock:
+            if self._settled:
+                return  # a late export after shutdown gave up: already counted abandoned
             self._pending = max(0, self._pending - count)
             if abandoned:
                 self._abandoned += count
@@ -300,12 +311,18 @@ class BoundedSpanProcessor(SpanProcessor):
             self._closed = True
             # Exports that would start in the last fifth of the budget are skipped.
             self._deadline = time.monotonic() + max(0.0, timeout_s * 0.8)
-        return run_bounded(
+        finished = run_bounded(
             self._batch.shutdown,
             timeout_s,
             f"{self.name} span export shutdown",
             interrupt=self._tracker.shutdown,
         )
+        with self._lock:
+            # Whatever is still queued or in flight now will never be reported on.
+            self._abandoned += self._pending
+            self._pending = 0
+            self._settled = True
+        return finished
 
     def flush_blocking(self) -> bool:
         """Export everything queued, on this thread, with no bound of its own."""

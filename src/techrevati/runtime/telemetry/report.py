@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
 from . import semconv as sc
+from .forking import after_fork_in_child
 from .jsonl import read_json_lines
 
 # Only what the report reads is kept: this bounds the memory per span and keeps
@@ -90,6 +91,8 @@ class SpanRecord:
     attributes: Mapping[str, Any]
     events: tuple[EventRecord, ...] = ()
     service: str | None = None
+    #: The run (``techrevati.run.id`` resource attribute) the span came from, if known.
+    run: str | None = None
 
     @property
     def operation(self) -> str:
@@ -170,6 +173,7 @@ def records_from_otlp_json(request: Mapping[str, Any]) -> Iterator[SpanRecord]:
     for resource_spans in request.get("resourceSpans", []):
         resource = _attributes(resource_spans.get("resource", {}).get("attributes", []))
         service = resource.get("service.name")
+        run = resource.get(sc.RUN_ID)
         for scope_spans in resource_spans.get("scopeSpans", []):
             for span in scope_spans.get("spans", []):
                 start = int(span.get("startTimeUnixNano", 0))
@@ -190,13 +194,21 @@ def records_from_otlp_json(request: Mapping[str, Any]) -> Iterator[SpanRecord]:
                         if event.get("name") in _KEPT_EVENTS
                     ),
                     service=service if isinstance(service, str) else None,
+                    run=run if isinstance(run, str) else None,
                 )
 
 
-def records_from_file(path: str | os.PathLike[str]) -> Iterator[SpanRecord]:
-    """Report records from an OTLP JSON lines spans file (ours or a collector's)."""
+def records_from_file(
+    path: str | os.PathLike[str], *, run: str | None = None
+) -> Iterator[SpanRecord]:
+    """Report records from an OTLP JSON lines spans file (ours or a collector's).
+
+    With ``run``, only the spans of that run (``techrevati.run.id``) are kept.
+    """
     for request in read_json_lines(path):
-        yield from records_from_otlp_json(request)
+        for record in records_from_otlp_json(request):
+            if run is None or record.run == run:
+                yield record
 
 
 # --- the report -----------------------------------------------------------------------
@@ -637,6 +649,13 @@ class ReportExporter(SpanExporter):
         self._records: deque[SpanRecord] = deque(maxlen=max(1, max_spans))
         self._evicted = 0
         self._lock = threading.Lock()
+        after_fork_in_child(self._forget)
+
+    def _forget(self) -> None:
+        # A forked worker reports its own spans, not the parent's copy of them.
+        self._lock = threading.Lock()
+        self._records.clear()
+        self._evicted = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         converted = [r for r in (record_from_span(span) for span in spans) if r is not None]

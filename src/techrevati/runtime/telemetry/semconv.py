@@ -85,6 +85,10 @@ USAGE_MISSING: Final = "techrevati.usage.missing"
 FLEET_SCOPE: Final = "techrevati.fleet.scope"
 #: Token kinds of the detail counter (cache and reasoning shares).
 TOKEN_KIND: Final = "techrevati.token.kind"
+#: Resource attribute naming one ``configure()`` run (its forked workers share it): runs
+#: appended to one spans file are told apart by it. Each process also gets its own
+#: ``service.instance.id``.
+RUN_ID: Final = "techrevati.run.id"
 
 PERMISSION_ALLOW: Final = "allow"
 PERMISSION_DENY: Final = "deny"

@@ -226,6 +226,26 @@ def _spans_path(spans_file: str | os.PathLike[str] | bool | None, embedded: bool
     return Path(spans_file)
 
 
+def metrics_path_for(spans_path: Path) -> Path | None:
+    """Where metrics go beside a spans file: its own name, so two runs never share one.
+
+    None when the spans "file" is a device or a pipe (``/dev/stdout``): it has no
+    sensible sibling, and nothing is created next to it.
+
+    Example::
+
+        >>> str(metrics_path_for(Path("telemetry-out/spans.jsonl")))
+        'telemetry-out/metrics.jsonl'
+        >>> str(metrics_path_for(Path("out/tiny-agent.jsonl")))
+        'out/tiny-agent.metrics.jsonl'
+    """
+    if spans_path.exists() and not spans_path.is_symlink() and not spans_path.is_file():
+        return None
+    if spans_path.stem == "spans":
+        return spans_path.with_name(f"metrics{spans_path.suffix}")
+    return spans_path.with_name(f"{spans_path.stem}.metrics{spans_path.suffix or '.jsonl'}")
+
+
 def _otlp_target(
     settings: Settings,
     endpoint: str | None,
@@ -278,7 +298,7 @@ def plan_export(settings: Settings, *, user_provider: bool) -> ExportPlan:
     metrics_path: Path | None = None
     if settings.meter_provider is None and settings.metrics:
         if embedded and spans_path is not None:
-            metrics_path = spans_path.with_name("metrics.jsonl")
+            metrics_path = metrics_path_for(spans_path)
         elif not embedded and _exporter_wanted(OTEL_METRICS_EXPORTER):
             metrics = _otlp_target(
                 settings,
@@ -310,6 +330,7 @@ __all__ = [
     "base_endpoint",
     "build_resource",
     "endpoint_configured",
+    "metrics_path_for",
     "plan_export",
     "sdk_disabled",
 ]

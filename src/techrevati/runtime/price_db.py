@@ -1,0 +1,319 @@
+"""Prices for real model names from the maintained ``genai-prices`` database.
+
+This module is the only place that talks to ``genai-prices``. It turns the
+database's entry for one (provider, model) into plain per-million rates once,
+and keeps them, because asking the database costs about twice a whole span
+while pricing a call from kept rates costs well under a microsecond.
+
+How an entry becomes rates: the database's own ``ModelPrice.calc_price`` is
+asked a handful of one-token questions (one more input token, one more output
+token, one input token that is a cache read / a cache write instead) inside
+each price band, so whatever the database knows about how token kinds nest
+(e.g. a model without a cache-write price charges those tokens as input) is
+carried over exactly, in ``Decimal``, without re-implementing it here.
+
+* **Tiers** (a model whose rates change once a request's input exceeds N
+  tokens) become bands: a call's band is chosen by its total input (uncached +
+  cache reads + cache writes), and every token of that call is charged at the
+  band's rates, as the providers bill.
+* **Dated prices** (a price that starts on a given day, or an off-peak hour)
+  are chosen by the clock at pricing time, as the database does for "now".
+* **Reasoning tokens** are part of ``output_tokens`` (providers report and bill
+  them as output), so they are priced once, as output.
+
+Nothing here touches the network: the database ships inside the
+``genai-prices`` wheel, it is imported on the first lookup (not at our
+import), and its opt-in ``UpdatePrices`` fetcher is never started.
+
+Example::
+
+    >>> price = lookup("gpt-4o-mini", "openai")
+    >>> price.flat.input_per_million, price.flat.output_per_million
+    (0.15, 0.6)
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from genai_prices.types import ModelInfo, ModelPrice
+
+__all__ = ["Band", "BundledPrice", "clear_cache", "database_version", "lookup"]
+
+logger = logging.getLogger("techrevati.runtime.pricing")
+logger.addHandler(logging.NullHandler())
+
+_MILLION = Decimal(1_000_000)
+_CACHE_LIMIT = 4096
+_NEVER = math.inf
+
+#: ``gen_ai.provider.name`` values (OpenTelemetry GenAI conventions) whose
+#: ``genai-prices`` provider id is spelled differently. Names not listed here
+#: are passed through (the database matches ``openai``, ``anthropic``,
+#: ``aws.bedrock``, ``mistral_ai``, ``azure.ai.openai`` ... by itself).
+PROVIDER_ALIASES: dict[str, str] = {
+    "gcp.gen_ai": "google",
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "aws.bedrock": "aws",
+    "x_ai": "x-ai",
+    "xai": "x-ai",
+    "mistral_ai": "mistral",
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "azure": "azure",
+    "together_ai": "together",
+}
+
+
+class Band(NamedTuple):
+    """USD rates for one price band: per million tokens of each kind, plus per call.
+
+    Example::
+
+        >>> Band(3.0, 15.0, 3.75, 0.3, 0.0).cache_read_per_million
+        0.3
+    """
+
+    input_per_million: float
+    output_per_million: float
+    cache_write_per_million: float
+    cache_read_per_million: float
+    per_call: float
+
+
+class _Schedule(NamedTuple):
+    """One of a model's prices: the input-token thresholds and the band rates between them."""
+
+    thresholds: tuple[int, ...]  # ascending; band i applies to total input in (t[i-1], t[i]]
+    bands: tuple[Band, ...]  # len(thresholds) + 1
+
+
+class BundledPrice:
+    """A database model's price, ready to charge calls.
+
+    ``flat`` is the single band when the price has no tiers and cannot change
+    while the process runs (most models); callers charge those calls exactly
+    like a registered price. Otherwise :meth:`charge` picks the band per call.
+    """
+
+    __slots__ = (
+        "_active",
+        "_changes",
+        "_choose",
+        "_schedules",
+        "_valid_until",
+        "flat",
+        "model_id",
+        "provider_id",
+    )
+
+    def __init__(
+        self,
+        model_id: str,
+        provider_id: str,
+        schedules: tuple[_Schedule, ...],
+        choose: Callable[[datetime], int],
+        changes: Callable[[datetime], float],
+    ) -> None:
+        self.model_id = model_id
+        self.provider_id = provider_id
+        self._schedules = schedules
+        self._choose = choose  # the schedule in force at a time
+        self._changes = changes
+        now = datetime.now(UTC)
+        self._active = choose(now)
+        self._valid_until = changes(now)  # epoch seconds when the choice may change
+        only = schedules[self._active]
+        self.flat: Band | None = (
+            only.bands[0] if self._valid_until == _NEVER and not only.thresholds else None
+        )
+
+    def _schedule(self) -> int:
+        if time.time() >= self._valid_until:
+            now = datetime.now(UTC)
+            self._active = self._choose(now)
+            self._valid_until = self._changes(now)
+        return self._active
+
+    def charge(self, inp: int, out: int, write: int, read: int) -> tuple[Band, tuple[int, int]]:
+        """The band one call is charged at, and its key ``(schedule, band)``.
+
+        ``inp`` is the uncached input; the band is chosen by all input tokens.
+        """
+        index = self._schedule()
+        schedule = self._schedules[index]
+        if not schedule.thresholds:
+            return schedule.bands[0], (index, 0)
+        band = bisect.bisect_left(schedule.thresholds, inp + write + read)
+        return schedule.bands[band], (index, band)
+
+    def band(self, key: tuple[int, int] | None) -> Band:
+        """Rates of a band key from :meth:`charge`; None means the lowest band now in force."""
+        if key is None:
+            return self._schedules[self._schedule()].bands[0]
+        return self._schedules[key[0]].bands[key[1]]
+
+    def __repr__(self) -> str:
+        return f"BundledPrice({self.provider_id}/{self.model_id})"
+
+
+# (provider key, model key) -> price, or None when the database has no price.
+_cache: dict[tuple[str, str], BundledPrice | None] = {}
+_cache_lock = threading.Lock()
+_load_failed = False
+
+
+def clear_cache() -> None:
+    """Forget every resolved entry (e.g. after installing a custom genai-prices snapshot)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def database_version() -> str | None:
+    """The installed ``genai-prices`` version, or None when it cannot be imported."""
+    try:
+        from importlib.metadata import version
+
+        return version("genai-prices")
+    except Exception:
+        return None
+
+
+def lookup(model: str, provider: str = "") -> BundledPrice | None:
+    """The database's price for ``model`` (lowercased) at ``provider``, or None.
+
+    With a provider the database's entry for that provider is used; when that
+    provider is unknown to the database or does not list the model, the model
+    is looked up on its own (an OpenAI-compatible proxy serving a Claude model
+    is still priced). Results, misses included, are kept per (provider, model).
+    """
+    key = (provider, model)
+    try:
+        return _cache[key]
+    except KeyError:
+        pass
+    found = _resolve(model, provider)
+    with _cache_lock:
+        if len(_cache) < _CACHE_LIMIT:
+            _cache[key] = found
+    return found
+
+
+def _snapshot() -> Any:
+    global _load_failed
+    if _load_failed:
+        return None
+    try:
+        from genai_prices import data_snapshot
+    except Exception as exc:  # a broken install must not break pricing by name
+        _load_failed = True
+        logger.warning("genai-prices could not be imported (%s); only registered prices", exc)
+        return None
+    return data_snapshot.get_snapshot()
+
+
+def _resolve(model: str, provider: str) -> BundledPrice | None:
+    if not model:
+        return None
+    snapshot = _snapshot()
+    if snapshot is None:
+        return None
+    provider_id = PROVIDER_ALIASES.get(provider, provider) or None
+    attempts = [provider_id, None] if provider_id else [None]
+    for attempt in attempts:
+        try:
+            found_provider, info = snapshot.find_provider_model(model, None, attempt, None)
+        except LookupError:
+            continue
+        try:
+            return _build(info, found_provider.id)
+        except Exception as exc:  # an entry we cannot read is treated as unknown
+            logger.debug("genai-prices entry %s unusable: %s", info.id, exc)
+            return None
+    return None
+
+
+def _build(info: ModelInfo, provider_id: str) -> BundledPrice:
+    from genai_prices.types import ModelPrice, StartDateConstraint
+
+    if isinstance(info.prices, ModelPrice):
+        entries: list[tuple[Any, ModelPrice]] = [(None, info.prices)]
+    else:
+        entries = [(c.constraint, c.prices) for c in info.prices]
+    schedules = tuple(_schedule_of(price) for _, price in entries)
+    constraints = [constraint for constraint, _ in entries]
+
+    def choose(now: datetime) -> int:
+        # The database's own rule: the last price whose constraint holds, else the first.
+        for index in range(len(constraints) - 1, -1, -1):
+            constraint = constraints[index]
+            if constraint is None or constraint.active(now):
+                return index
+        return 0
+
+    starts = sorted(c.start_date for c in constraints if isinstance(c, StartDateConstraint))
+    clocked = any(c is not None and not isinstance(c, StartDateConstraint) for c in constraints)
+
+    def changes(now: datetime) -> float:
+        if clocked:  # an hour-of-day price: choose again on every call
+            return 0.0
+        today = now.date()
+        later = [d for d in starts if d > today]
+        return _midnight(later[0]) if later else _NEVER
+
+    return BundledPrice(info.id, provider_id, schedules, choose, changes)
+
+
+def _midnight(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def _schedule_of(price: ModelPrice) -> _Schedule:
+    from genai_prices.types import TieredPrices
+
+    thresholds = sorted(
+        {
+            tier.start
+            for value in vars(price).values()
+            if isinstance(value, TieredPrices)
+            for tier in value.tiers
+        }
+    )
+    lows = [-1, *thresholds]
+    return _Schedule(tuple(thresholds), tuple(_probe(price, low + 1) for low in lows))
+
+
+def _probe(price: ModelPrice, n: int) -> Band:
+    """Rates of the band holding calls of ``n`` and ``n + 1`` total input tokens."""
+    from genai_prices.types import Usage
+
+    def total(inp: int, out: int = 0, write: int = 0, read: int = 0) -> Decimal:
+        usage = Usage(
+            input_tokens=inp, output_tokens=out, cache_write_tokens=write, cache_read_tokens=read
+        )
+        result: Decimal = price.calc_price(usage)["total_price"]
+        return result
+
+    base = total(n)
+    bigger = total(n + 1)
+    per_input = bigger - base
+    fixed = base - per_input * n
+    per_output = total(n, out=1) - base
+    # One of the n + 1 input tokens is a cache write (read) instead of uncached input.
+    per_write = total(n + 1, write=1) - bigger + per_input
+    per_read = total(n + 1, read=1) - bigger + per_input
+    rates = [per_input, per_output, per_write, per_read]
+    if any(not r.is_finite() or r < 0 for r in [*rates, fixed]):
+        raise ValueError(f"negative or non-finite rate in {price!r}")
+    per_million = [float(r * _MILLION) for r in rates]
+    return Band(per_million[0], per_million[1], per_million[2], per_million[3], float(fixed))
