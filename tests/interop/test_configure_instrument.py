@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -51,12 +52,26 @@ def test_bad_lists_are_refused_before_anything_is_set_up(
     assert not guard.is_installed("openai")
 
 
-def test_a_missing_package_names_what_to_install_and_changes_nothing() -> None:
-    # This environment has no anthropic SDK (the interop venvs do).
-    with pytest.raises(ImportError, match=r"pip install 'anthropic'"):
-        configure(set_global=False, spans_file=False, instrument=["openai", "anthropic"])
-    assert not OpenAIInstrumentor().is_instrumented_by_opentelemetry
+def test_a_missing_package_names_what_to_install_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # None in sys.modules makes the import fail exactly as if it were not installed.
+    monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.genai.openai", None)
+    with pytest.raises(
+        ImportError, match=r"pip install 'opentelemetry-instrumentation-genai-openai'"
+    ):
+        configure(set_global=False, spans_file=False, instrument=["anthropic", "openai"])
+    assert not guard.is_installed("anthropic")
     assert not guard.is_installed("openai")
+
+
+def test_anthropic_uses_the_sdks_own_tracing_and_the_guard() -> None:
+    handle = configure(set_global=False, spans_file=False, instrument=["anthropic"])
+    try:
+        assert guard.is_installed("anthropic")
+        assert not guard.is_installed("openai")
+    finally:
+        handle.shutdown()
 
 
 def test_switch_on_is_idempotent() -> None:

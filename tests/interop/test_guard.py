@@ -181,7 +181,7 @@ def test_install_is_idempotent_and_uninstall_restores() -> None:
     guard.uninstall_guard()
     original = BaseClient.__dict__["_build_request"]
     try:
-        assert guard.install_guard() == ("openai",)  # anthropic is not installed here
+        assert guard.install_guard() == ("openai", "anthropic")
         patched = BaseClient.__dict__["_build_request"]
         assert patched is not original and guard.is_installed("openai")
         guard.install_guard()
