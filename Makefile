@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit prometheus bench clean interop-venvs
+.PHONY: demo test lint unit prometheus redis bench clean interop-venvs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ prometheus:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+# The fleet tests start their own redis-server (127.0.0.1, free port); Debian packages it.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server || { \
+	  echo "installing Debian's redis-server (needed by the fleet tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
 # Third-party GenAI instrumentations pin conflicting versions: each set in
 # tests/interop/envs/ gets its own venv, cached under ~/.cache/techrevati/ by a
@@ -39,7 +47,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
-test: $(STAMP) prometheus interop-venvs lint unit
+test: $(STAMP) prometheus redis interop-venvs lint unit
 
 BENCH_ARGS ?=
 # e.g. make bench BENCH_ARGS=--quick

@@ -26,12 +26,13 @@ from . import harness
 ROOT = Path(__file__).resolve().parent.parent
 VENV_040 = Path(__file__).resolve().parent / ".venv-040"
 
-SUITES = ("overhead", "depth", "concurrency", "memory", "v040")
+SUITES = ("overhead", "depth", "concurrency", "memory", "pricing", "v040")
 MODULES = {
     "overhead": "bench.suite_overhead",
     "depth": "bench.suite_depth",
     "concurrency": "bench.suite_concurrency",
     "memory": "bench.suite_memory",
+    "pricing": "bench.suite_pricing",
     "v040": "bench.suite_040",
 }
 
@@ -229,6 +230,25 @@ def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, bool |
         )
     else:
         out.append(("retained memory per finished session ≤ 2 KB", None, "memory suite missing"))
+
+    # 7. a database price costs no more per call than a registered one. Both take
+    # the same code path once resolved, so the paired ratio sits at 1.0 ± noise;
+    # the verdict allows 5% of noise and shows every ratio it is based on.
+    price = results.get("pricing")
+    name = "database price ≤ registered price per call"
+    pairs = (
+        ("price_bundled", "price_registered"),
+        ("price_tiered", "price_registered"),
+        ("record_bundled", "record_registered"),
+        ("turn_bundled", "turn_registered"),
+    )
+    if _has(price, *(n for pair in pairs for n in pair)):
+        assert price is not None
+        ratios = [(a, *_ratio_line(price, a, b)) for a, b in pairs]
+        ok = all(ratio <= 1.05 for _, ratio, _ in ratios)
+        out.append((name, ok, "; ".join(f"{a} {text}" for a, _, text in ratios)))
+    else:
+        out.append((name, None, "pricing suite missing"))
     return out
 
 

@@ -4,7 +4,7 @@
     python -m bench.profile --turns 50000 --sort cumulative --top 40
 
 Three sections: ``session.run_turn``; the core alone, driving
-``telemetry.instrument.start_turn`` / ``end_turn`` directly (what ``@agent_turn``
+``telemetry.instrument.TurnCall.begin`` / ``finish`` directly (what ``@agent_turn``
 and ``run_turn`` share, so the Orchestrator's own share shows as the
 difference); and ``@agent_turn`` inside ``agent_session``.
 """
@@ -59,11 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     def core_turns() -> None:
         with orch.session() as session:
             scope = session._scope
-            start_turn, end_turn = core.start_turn, core.end_turn
+            begin = core.TurnCall.begin
             usage = ours.USAGE
             for _ in range(turns):
-                turn = start_turn(scope, MODEL)
-                end_turn(turn, usage)
+                begin(scope, MODEL).finish(usage)
         tp.force_flush()
 
     def decorated_turns() -> None:

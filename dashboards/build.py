@@ -37,6 +37,14 @@ TOOL_CALLS = "techrevati_tool_calls_total"
 LIMIT_HITS = "techrevati_limit_hits_total"
 GUARDRAIL = "techrevati_guardrail_violations_total"
 RECOVERY = "techrevati_recovery_attempts_total"
+UTILIZATION = "techrevati_budget_utilization"
+ITERATIONS = "techrevati_session_iterations"
+TOKEN_DETAIL = "techrevati_token_detail_total"
+USAGE_MISSING = "techrevati_usage_missing_total"
+UNPRICED = "techrevati_cost_unpriced_calls_total"
+FLEET_COST = "techrevati_fleet_cost_USD_total"
+FLEET_REFUSALS = "techrevati_fleet_refusals_total"
+FLEET_STORE_ERRORS = "techrevati_fleet_store_errors_total"
 #: The breaker gauge has unit "1": scraped directly it is techrevati_breaker_state,
 #: through the collector's Prometheus translation it gains "_ratio". Match both.
 BREAKER_NAME_RE = "techrevati_breaker_state(_ratio)?"
@@ -287,6 +295,55 @@ def bargauge(
             "valueMode": "color",
         },
         "targets": [prom_target(expr, legend, instant=True)],
+        "title": title,
+        "type": "bargauge",
+    }
+
+
+def distribution(
+    layout: Layout,
+    title: str,
+    description: str,
+    histogram: str,
+    matchers: Sequence[str],
+    *,
+    w: int = 12,
+    h: int = 8,
+) -> dict[str, Any]:
+    """How many observations fell in each bucket over the range (a bar per bucket).
+
+    The target's "heatmap" format makes Grafana turn Prometheus' cumulative
+    ``le`` buckets into per-bucket counts, sorted by bound.
+    """
+    target = prom_target(
+        total(histogram + "_bucket", *matchers, group=["le"]), "{{le}}", instant=True
+    )
+    target["format"] = "heatmap"
+    return {
+        "datasource": PROM,
+        "description": description,
+        "fieldConfig": {
+            "defaults": {
+                "color": {"mode": "continuous-BlPu"},
+                "min": 0,
+                "thresholds": thresholds(("blue", None)),
+                "unit": "none",
+            },
+            "overrides": [],
+        },
+        "gridPos": layout.place(w, h),
+        "id": layout.ident(),
+        "options": {
+            "displayMode": "gradient",
+            "orientation": "vertical",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "showUnfilled": True,
+            "valueMode": "color",
+            "namePlacement": "auto",
+            "sizing": "auto",
+            "text": {},
+        },
+        "targets": [target],
         "title": title,
         "type": "bargauge",
     }
@@ -1037,7 +1094,8 @@ def reliability() -> dict[str, Any]:
         timeseries(
             lay,
             "Limit hits per second by kind and role",
-            "Budget and iteration-cap hits per second, split by agent role." + RATE_NOTE,
+            "Refusals per second by limit kind (budget, max_iterations, unpriced, fleet_budget, "
+            "fleet_calls), split by agent role." + RATE_NOTE,
             [
                 (
                     per_second(
@@ -1053,7 +1111,8 @@ def reliability() -> dict[str, Any]:
         bargauge(
             lay,
             "Limit hits by kind",
-            "Budget versus iteration-cap hits over the whole time range." + TOTAL_NOTE,
+            "Refusals per limit kind (budget, max_iterations, unpriced, fleet_budget, "
+            "fleet_calls) over the whole time range." + TOTAL_NOTE,
             total(LIMIT_HITS, *f, group=["techrevati_limit_kind"]),
             "{{techrevati_limit_kind}}",
             "none",
@@ -1294,8 +1353,363 @@ def session_drilldown() -> dict[str, Any]:
     )
 
 
+def budgets() -> dict[str, Any]:
+    """Budgets, refusals, iterations, token detail, usage gaps and fleet limits."""
+    lay = Layout()
+    f_agent = (SVC, AGENT)
+    f_model = (SVC, AGENT, MODEL, PROVIDER)
+    cache_read = 'techrevati_token_kind="cache_read"'
+    reasoning = 'techrevati_token_kind="reasoning"'
+    input_tokens = 'gen_ai_token_type="input"'
+    output_tokens = 'gen_ai_token_type="output"'
+    by_model = ["gen_ai_request_model"]
+
+    def share_by_model(kind: str, token_type: str) -> str:
+        part = per_second(TOKEN_DETAIL, *f_model, kind, group=by_model)
+        return f"{part} / {per_second(TOKENS + '_sum', *f_model, token_type, group=by_model)}"
+
+    p: list[dict[str, Any]] = [row(lay, "At a glance (whole time range)")]
+    p += [
+        stat(
+            lay,
+            "Sessions with a budget",
+            "Finished sessions that had a budget_usd (each reports its spent / limit at its "
+            "end)." + TOTAL_NOTE,
+            or_zero(total(UTILIZATION + "_count", *f_agent)),
+            "none",
+            decimals=0,
+        ),
+        stat(
+            lay,
+            "Mean budget utilisation",
+            "Average of spent / budget_usd over sessions with a budget, at their end. Above "
+            "100% means the turn that crossed the budget was admitted and then refused the "
+            "next one." + TOTAL_NOTE,
+            f"{total(UTILIZATION + '_sum', *f_agent)} / {total(UTILIZATION + '_count', *f_agent)}",
+            "percentunit",
+            decimals=1,
+            steps=(("green", None), ("orange", 0.8), ("red", 1)),
+        ),
+        stat(
+            lay,
+            "Mean model calls per session",
+            "Model calls admitted per finished session, averaged (compare with max_iterations)."
+            + TOTAL_NOTE,
+            f"{total(ITERATIONS + '_sum', *f_agent)} / {total(ITERATIONS + '_count', *f_agent)}",
+            "short",
+            decimals=1,
+        ),
+        stat(
+            lay,
+            "Refusals",
+            "Calls refused by any limit: budget, iteration cap, unpriced model, fleet budget "
+            "or fleet call rate." + TOTAL_NOTE,
+            or_zero(total(LIMIT_HITS, *f_agent)),
+            "none",
+            decimals=0,
+            steps=(("green", None), ("red", 1)),
+        ),
+        stat(
+            lay,
+            "Cache-hit share of input tokens",
+            "Cache-read tokens as a share of all input tokens (input counts cached tokens). "
+            "Cached input is billed at a fraction of the input price." + TOTAL_NOTE,
+            f"({total(TOKEN_DETAIL, *f_model, cache_read)} or vector(0)) / "
+            f"{total(TOKENS + '_sum', *f_model, input_tokens)}",
+            "percentunit",
+            decimals=1,
+        ),
+        stat(
+            lay,
+            "Reasoning share of output tokens",
+            "Reasoning tokens as a share of all output tokens (output counts reasoning "
+            "tokens); reasoning is billed as output but never shown." + TOTAL_NOTE,
+            f"({total(TOKEN_DETAIL, *f_model, reasoning)} or vector(0)) / "
+            f"{total(TOKENS + '_sum', *f_model, output_tokens)}",
+            "percentunit",
+            decimals=1,
+        ),
+    ]
+    lay.newline()
+    p += [
+        stat(
+            lay,
+            "Calls without usage",
+            "Model calls whose response carried no token usage; they are booked at $0, so "
+            "the cost panels under-count by these calls." + TOTAL_NOTE,
+            or_zero(total(USAGE_MISSING, *f_model)),
+            "none",
+            decimals=0,
+            steps=(("green", None), ("orange", 1)),
+        ),
+        stat(
+            lay,
+            "Unpriced calls",
+            "Model calls of models with no known price (register_pricing() or the bundled "
+            "table); booked at $0, so spend is under-counted." + TOTAL_NOTE,
+            or_zero(total(UNPRICED, *f_model)),
+            "none",
+            decimals=0,
+            steps=(("green", None), ("orange", 1)),
+        ),
+        stat(
+            lay,
+            "Unpriced refusals",
+            "Calls refused before they ran because the model has no price and the session "
+            "enforces a budget (UnpricedModelError)." + TOTAL_NOTE,
+            or_zero(total(LIMIT_HITS, *f_agent, 'techrevati_limit_kind="unpriced"')),
+            "none",
+            decimals=0,
+            steps=(("green", None), ("red", 1)),
+        ),
+        stat(
+            lay,
+            "Fleet spend",
+            "US dollars settled into fleet-wide budgets (FleetLimits, shared through Redis by "
+            "every process of the fleet)." + TOTAL_NOTE,
+            or_zero(total(FLEET_COST, SVC)),
+            "currencyUSD",
+            decimals=4,
+        ),
+        stat(
+            lay,
+            "Fleet refusals",
+            "Calls refused by a fleet budget or fleet call-rate limit." + TOTAL_NOTE,
+            or_zero(total(FLEET_REFUSALS, SVC)),
+            "none",
+            decimals=0,
+            steps=(("green", None), ("red", 1)),
+        ),
+        stat(
+            lay,
+            "Fleet store errors",
+            "Redis calls of the fleet limits that failed or timed out; while the store is "
+            "unreachable fleet limits cannot be checked." + TOTAL_NOTE,
+            or_zero(total(FLEET_STORE_ERRORS, SVC)),
+            "none",
+            decimals=0,
+            steps=(("green", None), ("red", 1)),
+        ),
+    ]
+    p.append(row(lay, "Budgets"))
+    p += [
+        distribution(
+            lay,
+            "Budget utilisation at session end",
+            "How many sessions with a budget ended in each band of spent / budget_usd (bars "
+            "labelled by the band's upper bound: 0.5 = up to half the budget, 1 = up to all "
+            "of it, +Inf = over it)." + TOTAL_NOTE,
+            UTILIZATION,
+            f_agent,
+        ),
+        timeseries(
+            lay,
+            "Budget utilisation (p50 / p95 / p99)",
+            "Quantiles of spent / budget_usd at session end, estimated from the histogram "
+            "buckets; 100% is the whole budget." + RATE_NOTE,
+            [(quantile(q, UTILIZATION, *f_agent), f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)],
+            "percentunit",
+            w=12,
+        ),
+        timeseries(
+            lay,
+            "Budget utilisation p95 by role",
+            "95th percentile of spent / budget_usd at session end for each agent role." + RATE_NOTE,
+            [
+                (
+                    quantile(0.95, UTILIZATION, *f_agent, group=["gen_ai_agent_name"]),
+                    "{{gen_ai_agent_name}}",
+                )
+            ],
+            "percentunit",
+            w=12,
+        ),
+        timeseries(
+            lay,
+            "Refusals per second by limit kind",
+            "Calls refused per second by limit kind: budget, max_iterations, unpriced, "
+            "fleet_budget, fleet_calls." + RATE_NOTE,
+            [
+                (
+                    per_second(LIMIT_HITS, *f_agent, group=["techrevati_limit_kind"]),
+                    "{{techrevati_limit_kind}}",
+                )
+            ],
+            "reqps",
+            w=12,
+            stack=True,
+        ),
+        bargauge(
+            lay,
+            "Refusals by limit kind",
+            "Calls refused per limit kind over the whole time range (budget, max_iterations, "
+            "unpriced, fleet_budget, fleet_calls)." + TOTAL_NOTE,
+            total(LIMIT_HITS, *f_agent, group=["techrevati_limit_kind"]),
+            "{{techrevati_limit_kind}}",
+            "none",
+            w=12,
+        ),
+    ]
+    p.append(row(lay, "Iterations"))
+    p += [
+        distribution(
+            lay,
+            "Model calls per session",
+            "How many finished sessions admitted each number of model calls (bars labelled by "
+            "the band's upper bound). A pile-up at max_iterations means loops hit the cap."
+            + TOTAL_NOTE,
+            ITERATIONS,
+            f_agent,
+        ),
+        timeseries(
+            lay,
+            "Model calls per session (p50 / p95) by role",
+            "Quantiles of model calls admitted per session, by agent role, estimated from the "
+            "histogram buckets." + RATE_NOTE,
+            [
+                (
+                    quantile(q, ITERATIONS, *f_agent, group=["gen_ai_agent_name"]),
+                    f"p{int(q * 100)} {{{{gen_ai_agent_name}}}}",
+                )
+                for q in (0.5, 0.95)
+            ],
+            "short",
+            w=12,
+        ),
+    ]
+    p.append(row(lay, "Tokens and usage gaps"))
+    p += [
+        timeseries(
+            lay,
+            "Cache-hit share of input tokens by model",
+            "Cache-read input tokens divided by all input tokens, per model." + RATE_NOTE,
+            [
+                (
+                    share_by_model(cache_read, input_tokens),
+                    "{{gen_ai_request_model}}",
+                )
+            ],
+            "percentunit",
+        ),
+        timeseries(
+            lay,
+            "Reasoning share of output tokens by model",
+            "Reasoning tokens divided by all output tokens, per model." + RATE_NOTE,
+            [
+                (
+                    share_by_model(reasoning, output_tokens),
+                    "{{gen_ai_request_model}}",
+                )
+            ],
+            "percentunit",
+        ),
+        timeseries(
+            lay,
+            "Cache and reasoning tokens per second by kind",
+            "Cache-read, cache-write and reasoning tokens per second (each a subset of the "
+            "input or output tokens)." + RATE_NOTE,
+            [
+                (
+                    per_second(TOKEN_DETAIL, *f_model, group=["techrevati_token_kind"]),
+                    "{{techrevati_token_kind}}",
+                )
+            ],
+            "short",
+            stack=True,
+        ),
+        timeseries(
+            lay,
+            "Calls without usage and unpriced calls per second by model",
+            "Model calls booked at $0 because the response had no usage or the model has no "
+            "price; either means the spend panels under-count." + RATE_NOTE,
+            [
+                (
+                    per_second(USAGE_MISSING, *f_model, group=["gen_ai_request_model"]),
+                    "no usage {{gen_ai_request_model}}",
+                ),
+                (
+                    per_second(UNPRICED, *f_model, group=["gen_ai_request_model"]),
+                    "unpriced {{gen_ai_request_model}}",
+                ),
+            ],
+            "reqps",
+            w=12,
+        ),
+        prom_table(
+            lay,
+            "Unpriced calls by model",
+            "Which models have no price: register_pricing() them to count their spend."
+            + TOTAL_NOTE,
+            total(UNPRICED, *f_model, group=["gen_ai_provider_name", "gen_ai_request_model"]),
+            "none",
+            "Calls",
+        ),
+    ]
+    p.append(row(lay, "Fleet limits"))
+    p += [
+        timeseries(
+            lay,
+            "Fleet spend rate by scope",
+            "US dollars per hour settled into each fleet scope's budget (per-second rate x "
+            "3600): how fast the fleet burns its shared budget." + RATE_NOTE,
+            [
+                (
+                    f"{per_second(FLEET_COST, SVC, group=['techrevati_fleet_scope'])} * 3600",
+                    "{{techrevati_fleet_scope}}",
+                )
+            ],
+            "currencyUSD",
+        ),
+        bargauge(
+            lay,
+            "Fleet spend by scope",
+            "US dollars settled into each fleet scope over the whole time range." + TOTAL_NOTE,
+            total(FLEET_COST, SVC, group=["techrevati_fleet_scope"]),
+            "{{techrevati_fleet_scope}}",
+            "currencyUSD",
+        ),
+        bargauge(
+            lay,
+            "Fleet refusals by scope and kind",
+            "Calls refused by each fleet scope's budget (fleet_budget) or call rate "
+            "(fleet_calls) over the whole time range." + TOTAL_NOTE,
+            total(FLEET_REFUSALS, SVC, group=["techrevati_fleet_scope", "techrevati_limit_kind"]),
+            "{{techrevati_fleet_scope}} {{techrevati_limit_kind}}",
+            "none",
+        ),
+        timeseries(
+            lay,
+            "Fleet store errors per second by scope",
+            "Failed or timed-out Redis calls of the fleet limits per second." + RATE_NOTE,
+            [
+                (
+                    per_second(FLEET_STORE_ERRORS, SVC, group=["techrevati_fleet_scope"]),
+                    "{{techrevati_fleet_scope}}",
+                )
+            ],
+            "reqps",
+            w=24,
+        ),
+    ]
+    return dashboard(
+        "techrevati-budgets",
+        "techrevati / Budgets and limits",
+        "Budget utilisation, refusals by limit kind, iterations per session, cache and "
+        "reasoning token shares, calls booked at $0 and fleet limits from techrevati.runtime.",
+        p,
+        [
+            datasource_variable("prometheus", "prometheus", "Metrics"),
+            service_variable(),
+            agent_variable(),
+            model_variable(),
+            provider_variable(),
+        ],
+    )
+
+
 DASHBOARDS = {
     "sessions-overview.json": sessions_overview,
+    "budgets.json": budgets,
     "tools-permissions.json": tools_and_permissions,
     "reliability.json": reliability,
     "session-drilldown.json": session_drilldown,

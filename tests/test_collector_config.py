@@ -248,7 +248,7 @@ def test_grafana_dashboard_provider_points_at_the_dashboards_dir() -> None:
     assert path in mounts, f"provider path {path} is not mounted into the grafana container"
     source = (CONFIG_DIR / mounts[path]).resolve()
     assert source == DASHBOARD_DIR.resolve()
-    assert len(list(source.glob("*.json"))) == 4
+    assert len(list(source.glob("*.json"))) == 5
     for target, src in mounts.items():
         if target.startswith("/etc/grafana/provisioning/"):
             kind = target.rsplit("/", 1)[1]

@@ -45,8 +45,9 @@ def _panels(name: str) -> list[dict[str, Any]]:
     return [p for p in grafana.iter_panels(LOADED[name]) if p.get("type") != "row"]
 
 
-def test_the_four_dashboards_exist() -> None:
+def test_the_five_dashboards_exist() -> None:
     assert sorted(LOADED) == [
+        "budgets.json",
         "reliability.json",
         "session-drilldown.json",
         "sessions-overview.json",
@@ -208,6 +209,43 @@ def test_overview_has_the_design_kpis() -> None:
         assert kpi in titles, f"KPI row lacks {kpi!r}"
 
 
+def test_budgets_dashboard_answers_the_budget_questions() -> None:
+    """Issue 15 point 4: each question has a panel, on the metric that answers it."""
+    panels = {p["title"]: p for p in _panels("budgets.json")}
+    wanted = {
+        "Budget utilisation at session end": "techrevati_budget_utilization_bucket",
+        "Budget utilisation (p50 / p95 / p99)": "techrevati_budget_utilization_bucket",
+        "Refusals by limit kind": "techrevati_limit_hits_total",
+        "Model calls per session": "techrevati_session_iterations_bucket",
+        "Cache-hit share of input tokens": "techrevati_token_detail_total",
+        "Reasoning share of output tokens": "techrevati_token_detail_total",
+        "Calls without usage": "techrevati_usage_missing_total",
+        "Unpriced calls": "techrevati_cost_unpriced_calls_total",
+        "Fleet spend rate by scope": "techrevati_fleet_cost_USD_total",
+        "Fleet refusals by scope and kind": "techrevati_fleet_refusals_total",
+        "Fleet store errors": "techrevati_fleet_store_errors_total",
+    }
+    for title, metric in wanted.items():
+        assert title in panels, f"budgets.json lacks {title!r}"
+        exprs = " ".join(t["expr"] for t in panels[title]["targets"])
+        assert metric in exprs, f"{title!r} does not chart {metric}"
+    by_kind = panels["Refusals by limit kind"]["targets"][0]
+    assert "sum by (techrevati_limit_kind)" in by_kind["expr"]
+    for title in ("Budget utilisation at session end", "Model calls per session"):
+        target = panels[title]["targets"][0]
+        # Grafana turns cumulative le buckets into per-bucket bars only in heatmap format.
+        assert target["format"] == "heatmap" and target["legendFormat"] == "{{le}}", title
+        assert target["expr"].startswith("sum by (le) ("), title
+    for title, kind, token_type in (
+        ("Cache-hit share of input tokens", "cache_read", "input"),
+        ("Reasoning share of output tokens", "reasoning", "output"),
+    ):
+        expr = panels[title]["targets"][0]["expr"]
+        numerator, denominator = expr.split(" / ")
+        assert f'techrevati_token_kind="{kind}"' in numerator, title
+        assert f'gen_ai_token_type="{token_type}"' in denominator, title
+
+
 def test_drilldown_is_a_traceql_table_of_sessions_that_links_to_the_trace() -> None:
     panels = _panels("session-drilldown.json")
     tables = [p for p in panels if p["type"] == "table"]
@@ -281,6 +319,12 @@ BAD_QUERIES = {
     "total without explanation": "sum(last_over_time(techrevati_sessions_total[$__range]))",
     "max_over_time of a counter": "sum(max_over_time(techrevati_sessions_total[$__range]))",
     "rate of a gauge": 'rate({__name__="techrevati_breaker_state"}[$__rate_interval])',
+    "bucket total not summed by le": (
+        "sum(last_over_time(techrevati_budget_utilization_bucket[$__range]))"
+    ),
+    "bucket rate summed by le outside a quantile": (
+        "sum by (le) (rate(techrevati_budget_utilization_bucket[$__rate_interval]))"
+    ),
 }
 
 

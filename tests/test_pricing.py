@@ -434,7 +434,7 @@ def test_priced_call_shape_and_legacy_triple(empty_table: None) -> None:
     )
     assert price_turn("m", UsageSnapshot(500_000, 0)) == call
     unpriced = price_call("unknown-thing", UsageSnapshot(5, 5), provider="OpenAI")
-    assert unpriced == PricedCall(0.0, call.version, False, "unpriced", None, "openai")
+    assert unpriced == PricedCall(0.0, call.version, False, "unpriced", None, "OpenAI")
 
     tracker = UsageTracker()
     assert tracker.record_priced("m", UsageSnapshot(500_000, 0), (1.0, call.version, True)) == 1.0
@@ -481,3 +481,17 @@ def test_database_version_is_reported() -> None:
 
 def test_lookup_date_is_utc_midnight() -> None:
     assert price_db._midnight(date(2026, 1, 2)) == datetime(2026, 1, 2, tzinfo=UTC).timestamp()
+
+
+def test_readme_prices_example_runs_and_is_true(empty_table: None) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    section = readme.split("## Prices", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md#prices", "exec"), namespace)
+    # The comments in the example state the results; check them.
+    assert "# 0.01195" in code and "# 'bundled'" in code
+    usage = UsageSnapshot(1200, 400, 3000, 50_000)
+    assert price_call("claude-haiku-4-5", usage).cost == pytest.approx(0.01195, rel=1e-12)
+    assert price_source("gpt-4o-mini") == "bundled"
+    assert PRICING_TABLE["gpt-4o"] == ModelPricing(2.0, 8.0)

@@ -20,7 +20,14 @@ import pytest
 import fake_anthropic
 from fake_openai import FakeOpenAI, serve
 from otel_harness import Otel
-from techrevati.runtime import PRICING_TABLE, ModelPricing, has_pricing, register_pricing
+from techrevati.runtime import (
+    PRICING_TABLE,
+    BudgetExceededError,
+    ModelPricing,
+    UnpricedModelError,
+    has_pricing,
+    register_pricing,
+)
 from techrevati.runtime.decorators import agent_session, agent_turn
 from techrevati.runtime.pricing import price_source
 
@@ -233,3 +240,57 @@ def test_registered_family_still_prices_a_dated_name_by_prefix(otel: Otel) -> No
     assert _cost(otel.span("chat family-20260514").attributes) == pytest.approx(expected, rel=1e-12)
     assert session.tracker.total_cost() == pytest.approx(expected, rel=1e-12)
     assert price_source("family-20260514") == "registered"
+
+
+def test_enforced_budget_holds_on_a_database_price(otel: Otel, openai_api: FakeOpenAI) -> None:
+    """The issue's case: an unregistered gpt model under a tiny enforced budget."""
+    client = openai.OpenAI(base_url=openai_api.url, api_key="test", max_retries=0)
+
+    @agent_turn("gpt-4o-mini", provider="openai")
+    def ask() -> Any:
+        return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    per_call = (1000 * 0.15 + 4000 * 0.075 + 100 * 0.60) / 1e6  # $0.00051
+    sent = len(openai_api.requests)
+    with (
+        pytest.raises(BudgetExceededError) as crossed,
+        agent_session("writer", budget_usd=0.0005, enforce_budget=True, **otel.kwargs()),
+    ):
+        ask()  # runs, is booked at $0.00051, then raises: it crossed the budget
+    assert crossed.value.current_cost_usd == pytest.approx(per_call, rel=1e-12)
+    assert not isinstance(crossed.value, UnpricedModelError)
+    assert len(openai_api.requests) == sent + 1
+
+    with agent_session("writer", budget_usd=0.0008, enforce_budget=True, **otel.kwargs()):
+        ask()
+        with pytest.raises(BudgetExceededError):
+            ask()  # spent $0.00102 > $0.0008 after this one
+        with pytest.raises(BudgetExceededError):
+            ask()  # refused before it runs
+    assert len(openai_api.requests) == sent + 3
+
+
+def test_unknown_model_refused_but_database_model_admitted(
+    otel: Otel, anthropic_api: fake_anthropic.FakeAnthropic
+) -> None:
+    anthropic_api.message = fake_anthropic.message("ok", input_tokens=100, output_tokens=10)
+    client = anthropic.Anthropic(base_url=anthropic_api.url, api_key="test", max_retries=0)
+
+    def caller(model: str) -> Any:
+        @agent_turn(model, provider="anthropic")
+        def ask() -> Any:
+            return client.messages.create(
+                model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+            )
+
+        return ask
+
+    sent = len(anthropic_api.requests)
+    with agent_session("writer", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+        caller("claude-haiku-4-5")()  # priced from the database: admitted
+        with pytest.raises(UnpricedModelError) as refused:
+            caller("claude-house-finetune-1")()
+    assert refused.value.model == "claude-house-finetune-1"
+    assert "register_pricing" in str(refused.value)
+    assert [r["model"] for r in anthropic_api.requests[sent:]] == ["claude-haiku-4-5"]
+    assert session.tracker.total_cost() == pytest.approx((100 * 1.00 + 10 * 5.00) / 1e6)

@@ -8,7 +8,9 @@ The rules work on the parsed query, so they see structure, not spelling:
 * a counter (``*_total``, ``*_bucket``, ``*_sum``, ``*_count``) appears only as
   ``rate|increase|irate(x[$__rate_interval])`` or as the range-total idiom
   ``last_over_time(x[$__range])`` (whose panel must explain why);
-* ``*_bucket`` appears only as ``histogram_quantile(q, sum by (le, ...) (rate(...)))``.
+* ``*_bucket`` appears only as ``histogram_quantile(q, sum by (le, ...) (rate(...)))``,
+  or as a distribution over the range: the range-total idiom inside a ``sum by (le, ...)``
+  (a bar chart of how many sessions ended in each bucket).
 """
 
 from __future__ import annotations
@@ -155,7 +157,9 @@ def check_expr(expr: str, description: str, legend: str = "") -> list[str]:
                         f"counter {node.name_matchers()[0].value!r} used {where}: counters only "
                         "inside rate()/increase() or the last_over_time(...[$__range]) total"
                     )
-            if "bucket" in kinds:
+            if "bucket" in kinds and not (
+                _range_total_ok(node, parents) and _summed_by_le(parents)
+            ):
                 problems += _check_bucket_chain(parents)
             if "gauge" in kinds and isinstance(parent, Call) and parent.func in RATE_FUNCS:
                 problems.append("rate() of a gauge")
@@ -172,6 +176,19 @@ def check_expr(expr: str, description: str, legend: str = "") -> list[str]:
                     problems.append(f"groups by {label!r}, which a metric below does not have")
     problems += _check_legend(tree, legend)
     return problems
+
+
+def _summed_by_le(parents: tuple[Node, ...]) -> bool:
+    """The nearest aggregation above a selector is ``sum by (le, ...)``."""
+    for node in reversed(parents):
+        if isinstance(node, Aggregation):
+            return (
+                node.op == "sum"
+                and not node.without
+                and node.grouping is not None
+                and "le" in node.grouping
+            )
+    return False
 
 
 def _check_bucket_chain(parents: tuple[Node, ...]) -> list[str]:
@@ -191,7 +208,8 @@ def _check_bucket_chain(parents: tuple[Node, ...]) -> list[str]:
         return []
     return [
         "a _bucket series must appear only as "
-        "histogram_quantile(q, sum by (le, ...) (rate(..._bucket[$__rate_interval])))"
+        "histogram_quantile(q, sum by (le, ...) (rate(..._bucket[$__rate_interval]))) "
+        "or as a range total summed by (le, ...)"
     ]
 
 

@@ -26,6 +26,7 @@ from .agent_lifecycle import (
 from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitOpenError, CircuitState
 from .decorators import agent_session, agent_turn, current_agent_session, tool_call
 from .errors import FleetUnavailableError, UnpricedModelError
+from .fleet import FleetLimits
 from .guardrails import (
     AllowAllGuardrail,
     Guardrail,
@@ -119,6 +120,7 @@ __all__ = [
     "EscalationPolicy",
     "EventSink",
     "FailureScenario",
+    "FleetLimits",
     "FleetUnavailableError",
     "Guardrail",
     "GuardrailOutcome",

@@ -43,18 +43,26 @@ How the wrappers are built, and why:
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import inspect
 from asyncio import CancelledError
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
+from typing import Any, TypeVar, cast, overload
 
 import wrapt
 from opentelemetry import context as otel_context
 
+from ._streams import (
+    SYNC_STREAM,
+    AsyncTurnStream,
+    TurnStream,
+    adrive,
+    drive,
+    lazy,
+    stream_kind,
+)
 from .orchestrator import (
     AsyncOrchestrationSession,
     OrchestrationSession,
@@ -149,21 +157,6 @@ def current_agent_session() -> OrchestrationSession | AsyncOrchestrationSession 
 
 
 # --- one call in flight ----------------------------------------------------------------
-
-
-class _Call(Protocol):
-    """The bookkeeping of one decorated call, as the stream drivers see it.
-
-    ``begin`` runs inside the stream's private context and makes the call's
-    span current there; then ``item`` per yielded value, and exactly one of
-    ``exhausted`` (may raise, e.g. budget), ``fail`` or ``closed`` (never raises).
-    """
-
-    def begin(self) -> None: ...
-    def item(self, value: object) -> None: ...
-    def exhausted(self, value: object) -> None: ...
-    def fail(self, error: BaseException) -> None: ...
-    def closed(self) -> None: ...
 
 
 class _TurnSpec:
@@ -344,284 +337,13 @@ class _SessionCall:
         self._close(None)
 
 
-# --- stream drivers --------------------------------------------------------------------
-
-
-#: What a stream driver starts from: the private context, the call and the stream.
-_Setup = Callable[[], tuple[contextvars.Context, _Call, Any]]
-
-
-def _lazy(make_call: Callable[[], _Call], start: Callable[[], Any]) -> _Setup:
-    """Setup for a decorated generator function, run at its first step.
-
-    Nothing happens before the first ``next()``: an unstarted, dropped
-    generator makes no span, and admission happens before the user's
-    generator even exists, so a refused turn never starts it.
-    """
-
-    def setup() -> tuple[contextvars.Context, _Call, Any]:
-        ctx = contextvars.copy_context()
-        call = ctx.run(make_call)
-        try:
-            ctx.run(call.begin)
-            stream = ctx.run(start)
-        except BaseException as exc:
-            ctx.run(call.fail, exc)
-            raise
-        return ctx, call, stream
-
-    return setup
-
-
-def _drive(setup: _Setup) -> Generator[Any, Any, Any]:
-    """Re-yield a stream, stepping it inside a private context and reporting to its call.
-
-    Exactly one of exhausted / fail / closed is reported, whichever way the
-    stream ends: exhaustion, an error (its own, a thrown one, or a guardrail
-    on an item), the consumer's ``close()`` / ``break`` or garbage collection
-    (both arrive as ``GeneratorExit`` at the ``yield``).
-    """
-    ctx, call, stream = setup()
-    send: Any = None
-    thrown: BaseException | None = None
-    try:
-        while True:
-            try:
-                if thrown is None:
-                    item = ctx.run(stream.send, send)
-                else:
-                    item = ctx.run(stream.throw, thrown)
-            except StopIteration as stop:
-                ctx.run(call.exhausted, stop.value)
-                return stop.value
-            ctx.run(call.item, item)
-            try:
-                send = yield item
-                thrown = None
-            except GeneratorExit:
-                raise
-            except BaseException as exc:  # gen.throw(): forward it to the stream
-                send, thrown = None, exc
-    except GeneratorExit:
-        try:
-            ctx.run(stream.close)
-        except BaseException as exc:
-            ctx.run(call.fail, exc)
-            raise
-        ctx.run(call.closed)
-        raise
-    except BaseException as exc:
-        # The stream is already finished when the error is its own; closing
-        # matters when ours (a guardrail on an item) interrupted it.
-        with contextlib.suppress(Exception):
-            ctx.run(stream.close)
-        ctx.run(call.fail, exc)
-        raise
-
-
-class _InContext:
-    """Await ``awaitable`` with each of its steps run inside ``ctx``.
-
-    This is how an async generator gets a private context of its own, like a
-    task has: the event loop still drives it, cancellation still reaches it.
-    """
-
-    __slots__ = ("_awaitable", "_ctx")
-
-    def __init__(self, ctx: contextvars.Context, awaitable: Awaitable[T]) -> None:
-        self._ctx = ctx
-        self._awaitable = awaitable
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        ctx = self._ctx
-        steps = self._awaitable.__await__()
-        send: Any = None
-        thrown: BaseException | None = None
-        while True:
-            try:
-                if thrown is None:
-                    yielded = ctx.run(steps.send, send)
-                else:
-                    yielded = ctx.run(steps.throw, thrown)
-            except StopIteration as stop:
-                return stop.value
-            try:
-                send = yield yielded
-                thrown = None
-            except BaseException as exc:  # cancellation and friends go to the awaitable
-                send, thrown = None, exc
-
-
-async def _adrive(setup: _Setup) -> AsyncGenerator[Any, Any]:
-    """The async twin of ``_drive``."""
-    ctx, call, stream = setup()
-    send: Any = None
-    thrown: BaseException | None = None
-    try:
-        while True:
-            try:
-                step = stream.asend(send) if thrown is None else stream.athrow(thrown)
-                item = await _InContext(ctx, step)
-            except StopAsyncIteration:
-                ctx.run(call.exhausted, None)
-                return
-            ctx.run(call.item, item)
-            try:
-                send = yield item
-                thrown = None
-            except GeneratorExit:
-                raise
-            except BaseException as exc:  # agen.athrow(): forward it to the stream
-                send, thrown = None, exc
-    except GeneratorExit:
-        # aclose(), break out of ``async for`` followed by aclose, loop shutdown or GC.
-        try:
-            await _InContext(ctx, stream.aclose())
-        except BaseException as exc:
-            ctx.run(call.fail, exc)
-            raise
-        ctx.run(call.closed)
-        raise
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            await _InContext(ctx, stream.aclose())
-        ctx.run(call.fail, exc)
-        raise
-
-
-# --- provider stream objects returned by a plain turn ----------------------------------
-# ``return client.chat.completions.create(..., stream=True)`` from a plain or async
-# function hands back an SDK stream object, not a generator. Ending the turn on
-# return would close the span before a single chunk arrived (and price nothing),
-# so the turn is handed to a proxy that ends it when the stream does.
-
-_NOT_A_STREAM, _SYNC_STREAM, _ASYNC_STREAM = range(3)
-_STREAM_KINDS: dict[type, int] = {}
-
-
-def _stream_kind(value: object) -> int:
-    kind = type(value)
-    found = _STREAM_KINDS.get(kind)
-    if found is None:
-        if hasattr(kind, "__anext__"):
-            found = _ASYNC_STREAM
-        elif hasattr(kind, "__next__") and hasattr(kind, "__iter__"):
-            found = _SYNC_STREAM
-        else:
-            found = _NOT_A_STREAM
-        if len(_STREAM_KINDS) < 256:
-            _STREAM_KINDS[kind] = found
-    return found
-
-
-if TYPE_CHECKING:  # wrapt 2 ships a generic stub; wrapt 1 is untyped and not subscriptable
-    _ProxyBase = wrapt.ObjectProxy[Any]
-else:
-    _ProxyBase = wrapt.ObjectProxy
-
-
-def _iterate(stream: Any) -> Generator[Any, Any, Any]:
-    """Any iterator as a generator whose ``close()`` also closes the SDK stream."""
-    try:
-        return (yield from stream)
-    finally:
-        close = getattr(stream, "close", None)
-        if callable(close):
-            close()  # e.g. openai.Stream.close(): releases the HTTP response
-
-
-async def _aiterate(stream: Any) -> AsyncGenerator[Any, Any]:
-    """Any async iterator as an async generator whose ``aclose()`` closes the stream."""
-    try:
-        async for item in stream:
-            yield item
-    finally:
-        close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
-        if callable(close):
-            closing = close()
-            if inspect.isawaitable(closing):  # openai.AsyncStream.close() is a coroutine
-                await closing
-
-
-class _TurnStream(_ProxyBase):
-    """An SDK stream that keeps its turn open until it is consumed, closed or dropped.
-
-    Everything but iteration and closing goes to the stream itself (and
-    ``isinstance`` still sees the SDK type).
-    """
-
-    def __init__(self, stream: Any, ctx: contextvars.Context, call: _Call) -> None:
-        super().__init__(stream)
-        self._self_ctx = ctx
-        self._self_call = call
-        self._self_steps = _drive(lambda: (ctx, call, _iterate(stream)))
-        self._self_started = False
-
-    def __iter__(self) -> Any:
-        return self
-
-    def __next__(self) -> Any:
-        self._self_started = True
-        return next(self._self_steps)
-
-    def close(self) -> None:
-        self._self_started = True
-        self._self_steps.close()
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # Never iterated: the driver never started, so only we can end the turn.
-        if not self._self_started:
-            self._self_ctx.run(self._self_call.closed)
-
-
-class _AsyncTurnStream(_ProxyBase):
-    """The async twin of ``_TurnStream`` (``openai.AsyncStream`` and the like)."""
-
-    def __init__(self, stream: Any, ctx: contextvars.Context, call: _Call) -> None:
-        super().__init__(stream)
-        self._self_ctx = ctx
-        self._self_call = call
-        self._self_steps = _adrive(lambda: (ctx, call, _aiterate(stream)))
-        self._self_started = False
-
-    def __aiter__(self) -> Any:
-        return self
-
-    async def __anext__(self) -> Any:
-        self._self_started = True
-        return await self._self_steps.__anext__()
-
-    async def aclose(self) -> None:
-        self._self_started = True
-        await self._self_steps.aclose()
-
-    async def close(self) -> None:
-        await self.aclose()
-
-    async def __aenter__(self) -> Any:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        if not self._self_started:
-            self._self_ctx.run(self._self_call.closed)
-
-
 def _hand_over(call: _TurnCall, result: object, kind: int) -> object:
     """Let a returned provider stream carry the turn until it ends."""
     ctx = contextvars.copy_context()
     ctx.run(call.begin)
-    if kind == _SYNC_STREAM:
-        return _TurnStream(result, ctx, call)
-    return _AsyncTurnStream(result, ctx, call)
+    if kind == SYNC_STREAM:
+        return TurnStream(result, ctx, call)
+    return AsyncTurnStream(result, ctx, call)
 
 
 # --- @agent_turn -----------------------------------------------------------------------
@@ -640,9 +362,9 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
                     result = wrapped(*args, **kwargs)
                 finally:
                     otel_context.detach(token)
-                stream_kind = _stream_kind(result)
-                if stream_kind:  # an SDK stream object: the turn ends when it does
-                    return _hand_over(call, result, stream_kind)
+                kind_of_result = stream_kind(result)
+                if kind_of_result:  # an SDK stream object: the turn ends when it does
+                    return _hand_over(call, result, kind_of_result)
                 call.returned(result)
             except BaseException as exc:
                 call.fail(exc)
@@ -663,9 +385,9 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
                     result = await wrapped(*args, **kwargs)
                 finally:
                     otel_context.detach(token)
-                stream_kind = _stream_kind(result)
-                if stream_kind:  # an SDK stream object: the turn ends when it does
-                    return _hand_over(call, result, stream_kind)
+                kind_of_result = stream_kind(result)
+                if kind_of_result:  # an SDK stream object: the turn ends when it does
+                    return _hand_over(call, result, kind_of_result)
                 call.returned(result)
             except BaseException as exc:
                 call.fail(exc)
@@ -679,8 +401,8 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
         def turn_generator(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
-            return _drive(
-                _lazy(
+            return drive(
+                lazy(
                     lambda: _TurnCall(spec, instance, args, kwargs),
                     lambda: wrapped(*args, **kwargs),
                 )
@@ -691,8 +413,8 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
     def turn_async_generator(
         wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
     ) -> Any:
-        return _adrive(
-            _lazy(lambda: _TurnCall(spec, instance, args, kwargs), lambda: wrapped(*args, **kwargs))
+        return adrive(
+            lazy(lambda: _TurnCall(spec, instance, args, kwargs), lambda: wrapped(*args, **kwargs))
         )
 
     return turn_async_generator
@@ -819,8 +541,8 @@ def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[...,
         def tool_generator(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
-            return _drive(
-                _lazy(
+            return drive(
+                lazy(
                     lambda: _ToolCall(name, names, instance, args, kwargs),
                     lambda: wrapped(*args, **kwargs),
                 )
@@ -831,8 +553,8 @@ def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[...,
     def tool_async_generator(
         wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
     ) -> Any:
-        return _adrive(
-            _lazy(
+        return adrive(
+            lazy(
                 lambda: _ToolCall(name, names, instance, args, kwargs),
                 lambda: wrapped(*args, **kwargs),
             )
@@ -988,8 +710,8 @@ class agent_session:  # lower-case: used like a function, as contextlib's helper
             def session_generator(
                 wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
             ) -> Any:
-                return _drive(
-                    _lazy(lambda: _SessionCall(orch.session()), lambda: wrapped(*args, **kwargs))
+                return drive(
+                    lazy(lambda: _SessionCall(orch.session()), lambda: wrapped(*args, **kwargs))
                 )
 
             wrapper = session_generator
@@ -998,8 +720,8 @@ class agent_session:  # lower-case: used like a function, as contextlib's helper
             def session_async_generator(
                 wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
             ) -> Any:
-                return _adrive(
-                    _lazy(lambda: _SessionCall(orch.asession()), lambda: wrapped(*args, **kwargs))
+                return adrive(
+                    lazy(lambda: _SessionCall(orch.asession()), lambda: wrapped(*args, **kwargs))
                 )
 
             wrapper = session_async_generator

@@ -12,7 +12,6 @@ recovery bookkeeping, permissions and guardrails around those calls.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import logging
 import sys
@@ -55,8 +54,9 @@ from .telemetry import instrument as core
 from .telemetry import membership as core_membership
 from .telemetry import semconv as sc
 from .telemetry.failures import reason_text
-from .telemetry.ledger import FleetLevel, Ledger
+from .telemetry.ledger import FleetLevel, Ledger, fleet_levels
 from .telemetry.usage_extract import Extracted, extract
+from .timeouts import wait_in_thread
 from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker
 
 __all__ = [
@@ -599,27 +599,19 @@ def _resolve_usage(
 _NOTHING_FOUND = Extracted()
 
 
-def _call_with_timeout(call: Callable[[], T], timeout: float) -> T:
-    """Run ``call`` on a daemon thread and wait at most ``timeout`` seconds.
-
-    Raises promptly on expiry (the contract allows it); the stray call keeps
-    running on its thread but its result is discarded. A daemon thread, not a
-    shared pool, so a call that never returns cannot starve later turns.
-    """
-    future: concurrent.futures.Future[T] = concurrent.futures.Future()
-    ctx = contextvars.copy_context()
-
-    def runner() -> None:
-        try:
-            future.set_result(ctx.run(call))
-        except BaseException as exc:
-            future.set_exception(exc)
-
-    threading.Thread(target=runner, name="techrevati-turn", daemon=True).start()
-    try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError as exc:
-        raise TurnTimeoutError(timeout) from exc
+def _finish(
+    turn: core.TurnCall, result: object, resolved: tuple[UsageSnapshot, bool, Extracted]
+) -> UsageSnapshot:
+    """End a returned turn with the usage ``_resolve_usage`` chose; return run_turn's snapshot."""
+    snapshot, explicit, found = resolved
+    turn.finish(
+        snapshot if explicit else found.usage,
+        explicit=explicit,
+        response_model=found.model,
+        reasoning_tokens=found.reasoning_tokens,
+        output=result,
+    )
+    return snapshot
 
 
 @dataclass
@@ -651,21 +643,16 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
         try:
             token = otel_context.attach(turn.context)
             try:
-                result = fn() if timeout is None else _call_with_timeout(fn, timeout)
+                result = (
+                    fn() if timeout is None else wait_in_thread(fn, timeout, self.circuit_breaker)
+                )
             finally:
                 otel_context.detach(token)
-            snapshot, explicit, found = _resolve_usage(result, usage, estimate_usage)
+            resolved = _resolve_usage(result, usage, estimate_usage)
         except BaseException as exc:
             turn.fail(exc)
             raise
-        turn.finish(
-            found.usage if not explicit else snapshot,
-            explicit=explicit,
-            response_model=found.model,
-            reasoning_tokens=found.reasoning_tokens,
-            output=result,
-        )
-        return result, snapshot
+        return result, _finish(turn, result, resolved)
 
 
 @dataclass
@@ -703,20 +690,13 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
                         raise TurnTimeoutError(timeout) from exc
             finally:
                 otel_context.detach(token)
-            snapshot, explicit, found = _resolve_usage(result, usage, estimate_usage)
+            resolved = _resolve_usage(result, usage, estimate_usage)
         except BaseException as exc:
             # aattempt_recovery never awaits (it is attempt_recovery), so the
             # shared synchronous bookkeeping in fail() is exact here too.
             turn.fail(exc)
             raise
-        turn.finish(
-            found.usage if not explicit else snapshot,
-            explicit=explicit,
-            response_model=found.model,
-            reasoning_tokens=found.reasoning_tokens,
-            output=result,
-        )
-        return result, snapshot
+        return result, _finish(turn, result, resolved)
 
     async def arun_tool(self, tool_name: str, coro_factory: Callable[[], Awaitable[T]]) -> T:
         """Async ``run_tool``: checks are synchronous, the tool itself is awaited."""
@@ -795,22 +775,8 @@ def _telemetry_options(orch: Orchestrator) -> _TelemetryOptions:
         agent_id,
         orch.call_estimate_usd,
         orch.allow_unpriced,
-        _fleet_tuple(orch.fleet),
+        fleet_levels(orch.fleet),
     )
-
-
-def _fleet_tuple(fleet: object) -> tuple[FleetLevel, ...]:
-    """``fleet=`` takes one fleet scope or a list of them."""
-    if fleet is None:
-        return ()
-    items = tuple(fleet) if isinstance(fleet, list | tuple) else (fleet,)
-    for item in items:
-        if not all(hasattr(item, name) for name in ("reserve", "settle", "release", "scope")):
-            raise TypeError(
-                f"fleet must be a FleetLimits or a list of them, got {type(item).__name__}: "
-                f"{item!r}"
-            )
-    return items
 
 
 def _check_estimate(value: object) -> None:
@@ -882,7 +848,7 @@ class Orchestrator:
             raise TypeError(f"phase must be a string, got {type(self.phase).__name__}")
         _check_limits(self.max_iterations, self.budget_usd)
         _check_estimate(self.call_estimate_usd)
-        _fleet_tuple(self.fleet)
+        fleet_levels(self.fleet)
 
     @property
     def tracker(self) -> UsageTracker:

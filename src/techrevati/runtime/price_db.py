@@ -115,6 +115,7 @@ class BundledPrice:
         "flat",
         "model_id",
         "provider_id",
+        "static",
     )
 
     def __init__(
@@ -134,8 +135,16 @@ class BundledPrice:
         self._active = choose(now)
         self._valid_until = changes(now)  # epoch seconds when the choice may change
         only = schedules[self._active]
-        self.flat: Band | None = (
-            only.bands[0] if self._valid_until == _NEVER and not only.thresholds else None
+        fixed = self._valid_until == _NEVER
+        self.flat: Band | None = only.bands[0] if fixed and not only.thresholds else None
+        #: (thresholds, bands, band keys) when the schedule can no longer change
+        #: while the process runs: the hot path then bisects without a clock.
+        self.static: (
+            tuple[tuple[int, ...], tuple[Band, ...], tuple[tuple[int, int], ...]] | None
+        ) = (
+            (only.thresholds, only.bands, tuple((self._active, i) for i in range(len(only.bands))))
+            if fixed
+            else None
         )
 
     def _schedule(self) -> int:

@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -199,18 +200,21 @@ class _Resolved(NamedTuple):
     """How one (provider, model) is priced right now."""
 
     source: CostSource
+    known: bool
     # The rates every call is charged at (registered prices, flat database prices,
     # unpriced = zeros); None when the band depends on the call (``tiered``).
     flat: Band | None
     tiered: BundledPrice | None
 
 
-_UNPRICED = _Resolved(UNPRICED, _ZERO, None)
+_UNPRICED = _Resolved(UNPRICED, False, _ZERO, None)
 
 # Resolution cache: (table object, table version, (provider, model) → resolution).
 # Replaced wholesale on invalidation so a reader still holding the old dict can
 # only write into a dict nobody consults any more.
 _CACHE_LIMIT = 4096
+# Keys are (provider, model) as the caller spelled them, so the hot path skips
+# lowercasing; two spellings of one name simply hold two equal entries.
 _resolution_cache: tuple[object, int, dict[tuple[str, str], _Resolved]] = (None, 0, {})
 
 
@@ -225,13 +229,13 @@ def _band_of(price: ModelPricing) -> Band:
 
 
 def _from_bundled(found: BundledPrice) -> _Resolved:
-    return _Resolved(BUNDLED, found.flat, None if found.flat is not None else found)
+    return _Resolved(BUNDLED, True, found.flat, None if found.flat is not None else found)
 
 
 def _resolve_uncached(table: Mapping[str, ModelPricing], model: str, provider: str) -> _Resolved:
     exact = table.get(model)
     if exact is not None:
-        return _Resolved(REGISTERED, _band_of(exact), None)
+        return _Resolved(REGISTERED, True, _band_of(exact), None)
     found = price_db.lookup(model, provider)
     if found is not None:
         return _from_bundled(found)
@@ -241,30 +245,28 @@ def _resolve_uncached(table: Mapping[str, ModelPricing], model: str, provider: s
         if model.startswith(candidate) and (best is None or len(candidate) > len(best)):
             best = candidate
     price = None if best is None else table.get(best)
-    return _UNPRICED if price is None else _Resolved(REGISTERED, _band_of(price), None)
+    return _UNPRICED if price is None else _Resolved(REGISTERED, True, _band_of(price), None)
 
 
 def _resolve(model: str, provider: str = "") -> _Resolved:
     """How ``model`` at ``provider`` is priced now (cached until the table changes)."""
     global _resolution_cache
     table = PRICING_TABLE
-    key = (provider.lower(), model.lower())
     version = getattr(table, "version", None)
-    if not isinstance(version, int):
+    if type(version) is not int:
         # Someone rebound PRICING_TABLE to a plain dict: correct but uncached.
-        return _resolve_uncached(table, key[1], key[0])
+        return _resolve_uncached(table, model.lower(), provider.lower())
     cache = _resolution_cache
     if cache[0] is not table or cache[1] != version:
         cache = (table, version, {})
         _resolution_cache = cache
     entries = cache[2]
-    try:
-        return entries[key]
-    except KeyError:
-        pass
-    resolved = _resolve_uncached(table, key[1], key[0])
-    if len(entries) < _CACHE_LIMIT:
-        entries[key] = resolved
+    key = (provider, model)
+    resolved = entries.get(key)
+    if resolved is None:
+        resolved = _resolve_uncached(table, model.lower(), provider.lower())
+        if len(entries) < _CACHE_LIMIT:
+            entries[key] = resolved
     return resolved
 
 
@@ -326,7 +328,7 @@ def has_pricing(model: str, provider: str = "") -> bool:
         >>> has_pricing("claude-haiku-4-5")  # from the bundled database
         True
     """
-    return _resolve(model, provider).source != UNPRICED
+    return _resolve(model, provider).known
 
 
 def price_source(model: str, provider: str = "") -> CostSource:
@@ -374,6 +376,8 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
 
     ``usage`` counts are disjoint (``input_tokens`` excludes cached tokens);
     reasoning tokens are part of ``output_tokens`` and priced once, as output.
+    A tiered price (rates that change above N input tokens) is chosen by this
+    call's whole input: uncached + cache writes + cache reads.
 
     Example::
 
@@ -382,7 +386,9 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
         >>> price_call("doc-model-g", UsageSnapshot(500_000, 0))
         PricedCall(cost=1.0, version=..., known=True, source='registered', band=None, provider='')
     """
-    version = _table_version()
+    # This is the per-call hot path of every model call: one cache lookup and
+    # the arithmetic inline (a function call here is a measurable share).
+    version = getattr(PRICING_TABLE, "version", None)  # read before resolving
     resolved = _resolve(model, provider)
     inp = usage.input_tokens
     out = usage.output_tokens
@@ -391,11 +397,34 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
     band = resolved.flat
     key: tuple[int, int] | None = None
     if band is None:
-        assert resolved.tiered is not None
-        band, key = resolved.tiered.charge(inp, out, write, read)
-    cost = _charge(band, inp, out, write, read)
-    source = resolved.source
-    return PricedCall(cost, version, source != UNPRICED, source, key, provider.lower())
+        tiered = resolved.tiered
+        assert tiered is not None
+        static = tiered.static
+        if static is not None:
+            thresholds, bands, keys = static
+            index = bisect_left(thresholds, inp + write + read)
+            band = bands[index]
+            key = keys[index]
+        else:
+            band, key = tiered.charge(inp, out, write, read)
+    cost = (
+        inp * band.input_per_million / _PER_MILLION
+        + out * band.output_per_million / _PER_MILLION
+        + write * band.cache_write_per_million / _PER_MILLION
+        + read * band.cache_read_per_million / _PER_MILLION
+        + band.per_call
+    )
+    return tuple.__new__(
+        PricedCall,
+        (
+            cost,
+            version if type(version) is int else None,
+            resolved.known,
+            resolved.source,
+            key,
+            provider,
+        ),
+    )
 
 
 def price_turn(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCall:

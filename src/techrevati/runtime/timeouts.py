@@ -36,7 +36,7 @@ from typing import TypeVar, cast
 from .circuit_breaker import AsyncCircuitBreaker, BreakerPermit, CircuitBreaker
 from .errors import TurnTimeoutError
 
-__all__ = ["arun_with_timeout", "hung_calls", "run_with_timeout"]
+__all__ = ["arun_with_timeout", "hung_calls", "run_with_timeout", "wait_in_thread"]
 
 T = TypeVar("T")
 AnyBreaker = CircuitBreaker | AsyncCircuitBreaker
@@ -168,6 +168,45 @@ def run_with_timeout(
             permit.succeeded()
         return result
 
+    try:
+        result = wait_in_thread(call, seconds, breaker)
+    except _Interrupted as stop:
+        # Interrupted while waiting (KeyboardInterrupt), or no thread could
+        # start: not the dependency's fault, so free a probe, book no failure.
+        if permit is not None:
+            permit.released()
+        raise stop.error from None
+    except BaseException as exc:
+        if permit is not None:
+            permit.failed(exc)  # its own error, or our TurnTimeoutError
+        raise
+    if permit is not None:
+        permit.succeeded()
+    return result
+
+
+class _Interrupted(Exception):
+    """The caller stopped waiting for a reason of its own (carried in ``error``)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+def wait_in_thread(call: Callable[[], T], seconds: float, breaker: AnyBreaker | None = None) -> T:
+    """Run ``call()`` on a daemon thread and wait at most ``seconds`` for it.
+
+    The breaker is not asked or told anything here except that a timed-out
+    call still running counts as hung on it (so it refuses new calls while
+    ``max_hung_calls`` of them run); admission and success/failure booking are
+    the caller's (``run_with_timeout``, or a turn's breaker permit). Raises
+    ``TurnTimeoutError`` on expiry, the call's own error if it raised in time,
+    and ``_Interrupted`` wrapping anything that stopped the wait itself.
+
+    Example::
+
+        text = wait_in_thread(lambda: client.complete(prompt), 30.0)
+    """
     pending = _Pending()
     thread = threading.Thread(
         target=_run,
@@ -178,29 +217,18 @@ def run_with_timeout(
     try:
         thread.start()
         finished = pending.finished.wait(seconds)
-    except BaseException:
-        # Could not start a thread, or interrupted while waiting (KeyboardInterrupt):
-        # not the dependency's fault, so free a probe without booking a failure.
+    except BaseException as exc:
         if thread.ident is not None:
             _abandon(pending, breaker)
-        if permit is not None:
-            permit.released()
-        raise
+        raise _Interrupted(exc) from exc
     if not finished and _abandon(pending, breaker):
-        timed_out = TurnTimeoutError(seconds)
-        if permit is not None:
-            permit.failed(timed_out)
-        raise timed_out from TimeoutError(f"no result within {seconds:g}s")
-    # Finished in time (possibly just as the wait expired): book what it did.
+        raise TurnTimeoutError(seconds) from TimeoutError(f"no result within {seconds:g}s")
+    # Finished in time (possibly just as the wait expired): hand back what it did.
     pending.finished.wait()  # done was set under the lock; the event follows at once
     error = pending.error
     if error is not None:
         pending.error = None  # break the frame -> error -> traceback cycle
-        if permit is not None:
-            permit.failed(error)
         raise error
-    if permit is not None:
-        permit.succeeded()
     return cast(T, pending.result)
 
 

@@ -54,7 +54,7 @@ class FleetLevel(Protocol):
 
     def reserve(self, model: str, expected_usd: float) -> object: ...
     def settle(self, hold: object, actual_usd: float) -> None: ...
-    def release(self, hold: object) -> None: ...
+    def release(self, hold: object, *, ran: bool = False) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -128,6 +128,8 @@ class Ledger:
     _lock: threading.Lock = field(init=False, repr=False)
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)
+    _enforced: bool = field(init=False, repr=False)
+    _budgeted: bool = field(init=False, repr=False)
     _sink_failed: bool = field(default=False, repr=False)
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
@@ -160,6 +162,12 @@ class Ledger:
                 if all(fleet is not seen for seen in fleets):
                     fleets.append(fleet)
         self._fleet_chain = tuple(fleets)
+        # Read on every call: computed once per link (budgets are fixed at open).
+        fleet_budget = any(fleet.budget_usd is not None for fleet in fleets)
+        self._enforced = fleet_budget or any(
+            level.enforce_budget and level.budget_usd is not None for level in self._chain
+        )
+        self._budgeted = fleet_budget or any(level.budget_usd is not None for level in self._chain)
 
     # -- reading --------------------------------------------------------------
 
@@ -170,9 +178,11 @@ class Ledger:
 
     def enforced(self) -> bool:
         """True when some level of the chain (or a fleet scope) enforces a budget."""
-        return any(
-            level.enforce_budget and level.budget_usd is not None for level in self._chain
-        ) or any(fleet.budget_usd is not None for fleet in self._fleet_chain)
+        return self._enforced
+
+    def has_budget(self) -> bool:
+        """True when some level of the chain has a budget, enforced or not (or a fleet one)."""
+        return self._budgeted
 
     def set_iterations(self, value: int) -> None:
         """Overwrite this session's call count (the contract's ``_iteration_count``)."""
@@ -181,10 +191,6 @@ class Ledger:
             self.iterations = value
             for level in self._chain:
                 level.calls += delta
-
-    def has_budget(self) -> bool:
-        """True when some level of the chain has a budget, enforced or not."""
-        return any(level.budget_usd is not None for level in self._chain)
 
     def expected_cost(self, model: str, upfront: float | None = None) -> float:
         """What a call of ``model`` is expected to cost (see the module docstring)."""
@@ -202,7 +208,13 @@ class Ledger:
     # -- admission ------------------------------------------------------------
 
     def admit(
-        self, model: str, expected: float, *, ours: bool = True, priced: bool = True
+        self,
+        model: str,
+        expected: float,
+        *,
+        ours: bool = True,
+        priced: bool = True,
+        force: bool = False,
     ) -> Claim:
         """Count and reserve one call at every level, or raise the refusal.
 
@@ -210,7 +222,7 @@ class Ledger:
         budget that refuses the call (``UnpricedModelError``) unless the
         session accepts unpriced models.
         """
-        if model and not priced and not self.allow_unpriced and self.enforced():
+        if model and not priced and not force and not self.allow_unpriced and self.enforced():
             budget = next(
                 (lv.budget_usd for lv in self._chain if lv.enforce_budget and lv.budget_usd),
                 0.0,
@@ -219,7 +231,7 @@ class Ledger:
         error: Exception | None = None
         kind = ""
         with self._lock:
-            for level in self._chain:
+            for level in () if force else self._chain:
                 cap = level.max_iterations
                 if cap is not None and level.calls >= cap:
                     kind, error = sc.LIMIT_ITERATIONS, MaxIterationsExceededError(cap)
@@ -242,15 +254,17 @@ class Ledger:
         if error is not None:
             self._refuse(kind, error)
         if self._fleet_chain:
-            claim.holds = self._reserve_fleet(claim)
+            claim.holds = self._reserve_fleet(claim, force)
         return claim
 
-    def _reserve_fleet(self, claim: Claim) -> tuple[tuple[FleetLevel, object], ...]:
+    def _reserve_fleet(self, claim: Claim, force: bool) -> tuple[tuple[FleetLevel, object], ...]:
         holds: list[tuple[FleetLevel, object]] = []
         for fleet in self._fleet_chain:
             try:
                 holds.append((fleet, fleet.reserve(claim.model, claim.expected)))
             except BaseException as exc:
+                if force and isinstance(exc, Exception):
+                    continue  # it already happened: book it where the fleet lets us
                 for taken, hold in holds:
                     taken.release(hold)
                 self.release(claim, uncount=True)
@@ -274,6 +288,7 @@ class Ledger:
         usage: UsageSnapshot | None,
         *,
         price: PricedTurn | None = None,
+        provider: str = "",
         priced_by_core: bool = True,
         unpriced: bool = False,
     ) -> float:
@@ -291,7 +306,7 @@ class Ledger:
         if model:
             tracker = leaf.tracker
             cost = (
-                tracker.record_and_price(model, snapshot)
+                tracker.record_and_price(model, snapshot, provider)
                 if price is None
                 else tracker.record_priced(model, snapshot, price)
             )
@@ -349,10 +364,13 @@ class Ledger:
                     leaf.iterations -= 1
         holds, claim.holds = claim.holds, ()
         for fleet, hold in holds:
-            fleet.release(hold)
+            # A call that ran (and failed) stays counted fleet-wide; a refused one does not.
+            fleet.release(hold, ran=not uncount)
 
     def over_budget(self) -> BudgetExceededError | None:
         """The error to raise after a call when an enforced level is over its budget."""
+        if not self._enforced:
+            return None
         for level in self._chain:
             budget = level.budget_usd
             if level.enforce_budget and budget is not None and level.spent > budget:
@@ -403,6 +421,22 @@ class Ledger:
         """Forget the session's listeners (its session closed; late bookings stay silent)."""
         self.on_limit = None
         self.on_unpriced_cost = None
+
+
+def fleet_levels(fleet: object) -> tuple[FleetLevel, ...]:
+    """``fleet=`` as a tuple: one fleet scope or a list of them; a bad value raises."""
+    if fleet is None:
+        return ()
+    items = tuple(fleet) if isinstance(fleet, list | tuple) else (fleet,)
+    levels: list[FleetLevel] = []
+    for item in items:
+        if not all(hasattr(item, name) for name in ("reserve", "settle", "release", "scope")):
+            raise TypeError(
+                f"fleet must be a FleetLimits or a list of them, got {type(item).__name__}: "
+                f"{item!r}"
+            )
+        levels.append(item)
+    return tuple(levels)
 
 
 def describe(ledger: Ledger) -> dict[str, Any]:

@@ -22,12 +22,13 @@ import weakref
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
-from ..usage_tracking import has_pricing
+from ..pricing import has_pricing
 from . import membership
 from . import semconv as sc
 from .guard import note_refusal
 from .membership import SpanEntry
 from .recognise import is_model_span, model_from_attributes, usage_from_attributes
+from .tokens import provider_from_attributes
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
 _warned = False
@@ -72,8 +73,12 @@ class LimitsProcessor(SpanProcessor):
             entry = SpanEntry(under.ledger, under.call)
         else:
             model = model_from_attributes(attrs)
-            expected = under.ledger.expected_cost(model)
-            priced = not model or has_pricing(model)
+            ledger = under.ledger
+            budgeted = ledger.has_budget()
+            expected = ledger.expected_cost(model) if budgeted else 0.0
+            priced = (
+                not budgeted or not model or has_pricing(model, provider_from_attributes(attrs))
+            )
             try:
                 entry = membership.admit_call(under, model, expected, ours=False, priced=priced)
             except BaseException as refusal:
@@ -88,10 +93,23 @@ class LimitsProcessor(SpanProcessor):
         if scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE:
             return  # the core ends and books its own spans
         entry = membership.take(span.context)
-        if entry is None or not entry.model_span or entry.call is None:
+        if entry is None:
             return
         try:
-            _book(entry, span)
+            if not entry.model_span:
+                if not is_model_span(span.attributes, span.name):
+                    return
+                # Known as a model call only now (its operation name arrived at
+                # its end): too late to refuse, so it is counted and booked.
+                entry = membership.admit_call(
+                    SpanEntry(entry.ledger, entry.call),
+                    model_from_attributes(span.attributes),
+                    0.0,
+                    ours=False,
+                    force=True,
+                )
+            if entry.call is not None:
+                _book(entry, span)
         except Exception:
             _warn_once("limits processor failed to book a span; continuing")
 
@@ -121,16 +139,20 @@ def _book(entry: SpanEntry, span: ReadableSpan) -> None:
         if not call.booked_usage:
             # Usage that arrived after its turn ended (a stream read later, a
             # timed-out call that finished anyway): book it once, now.
-            call.leaf.settle(call, model, usage, priced_by_core=False)
+            call.leaf.settle(
+                call, model, usage, provider=provider_from_attributes(attrs), priced_by_core=False
+            )
         return
     if usage is None and call.library is not None:
         model, usage = call.library
+    provider = provider_from_attributes(attrs)
     call.leaf.settle(
         call,
         model,
         usage,
+        provider=provider,
         priced_by_core=False,
-        unpriced=bool(model) and not has_pricing(model),
+        unpriced=bool(model) and not has_pricing(model, provider),
     )
 
 

@@ -25,6 +25,8 @@ through the same ``admit_call``.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,7 +35,8 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext
 
-from .ledger import Claim, Ledger
+from ..usage_tracking import UsageTracker
+from .ledger import Claim, FleetLevel, Ledger
 
 if TYPE_CHECKING:
     from .session import SessionScope
@@ -56,6 +59,9 @@ class SpanEntry:
     #: True when the span describes the same request as its enclosing call.
     same_call: bool = False
     key: SpanKey | None = None
+    #: The last library model call started directly under this span, and on
+    #: which thread or task (see ``_open_sibling``).
+    sibling: tuple[Claim, object] | None = None
 
 
 #: Open spans inside sessions. Plain dict operations are atomic in CPython.
@@ -127,6 +133,18 @@ def set_process_root(ledger: Ledger | None) -> None:
         _process_root.append(ledger)
 
 
+def install_fleet(fleet: tuple[FleetLevel, ...]) -> None:
+    """Make every model call in the process count against ``fleet`` (``configure(fleet=...)``).
+
+    Sessions opened afterwards with no parent session hang under this root,
+    and calls outside any session are admitted against it directly.
+    """
+    if not fleet:
+        set_process_root(None)
+        return
+    set_process_root(Ledger(UsageTracker(retain_turns=0), fleet=fleet))
+
+
 def enclosing(parent: SpanContext | None, context: Context | None) -> SpanEntry | None:
     """The entry a new span starts under (rules 1-3 of the module docstring)."""
     key = key_of(parent)
@@ -151,10 +169,13 @@ def admit_call(
     *,
     ours: bool,
     priced: bool = True,
+    force: bool = False,
 ) -> SpanEntry:
     """Place a model span under ``under``: the same call, or a new admitted one.
 
-    May raise the refusal (cap, budget, unpriced, fleet); nothing is counted then.
+    May raise the refusal (cap, budget, unpriced, fleet); nothing is counted
+    then. ``force`` counts a call that can no longer be refused (a span known
+    to be a model call only when it ended).
     """
     outer = under.call
     if outer is not None and not ours:
@@ -163,19 +184,54 @@ def admit_call(
         if not outer.absorbed:
             outer.absorbed = True
             return SpanEntry(under.ledger, outer, True, True)
+    if not ours:
+        sibling = _open_sibling(under, model)
+        if sibling is not None:
+            return SpanEntry(under.ledger, sibling, True, True)
     ledger = under.ledger
     if not priced and model and ledger.has_budget() and not ledger.enforced():
         ledger.warn_unpriced(model)
-    claim = ledger.admit(model, expected, ours=ours, priced=priced)
+    claim = ledger.admit(model, expected, ours=ours, priced=priced, force=force)
     if outer is not None:
         outer.inner = True
+    if not ours:
+        under.sibling = (claim, _strand())
     return SpanEntry(ledger, claim, True, False)
+
+
+def _strand() -> object:
+    """The thread or asyncio task running now: overlapping spans of one request share it."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return task if task is not None else threading.get_ident()
+
+
+def _open_sibling(under: SpanEntry, model: str) -> Claim | None:
+    """A library model call still open beside this one, in the same thread or task.
+
+    Two instrumentations describing one request (one of them not making its
+    span current) give two sibling spans that overlap in time on one strand;
+    they are one call. Calls made one after another never overlap, and
+    concurrent calls run on different threads or tasks.
+    """
+    found = under.sibling
+    if found is None:
+        return None
+    claim, strand = found
+    if not claim.open or strand != _strand():
+        return None
+    if model and claim.model and model != claim.model:
+        return None
+    return claim
 
 
 def register(entry: SpanEntry, context: SpanContext) -> None:
     """Remember an open span so spans started under it find their session."""
-    key = key_of(context)
-    if key is not None:
+    span_id = context.span_id
+    if span_id:
+        key = (context.trace_id, span_id)
         entry.key = key
         OPEN[key] = entry
         entry.ledger.open_keys.add(key)
@@ -224,5 +280,6 @@ def drop_session(ledger: Ledger) -> None:
             continue
         if not entry.same_call:
             call.leaf.release(call)
-        if len(LATE) < LATE_LIMIT:
-            LATE[key] = entry
+        if len(LATE) >= LATE_LIMIT:
+            LATE.pop(next(iter(LATE)), None)  # bounded: the oldest gives way
+        LATE[key] = entry

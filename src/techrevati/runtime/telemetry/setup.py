@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
@@ -39,6 +40,8 @@ from .autoinstrument import prepare as prepare_instrumentations
 from .build import build_telemetry
 from .content import set_capture_content
 from .handle import Destination, TelemetryHandle
+from .ledger import fleet_levels
+from .membership import install_fleet
 from .pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
 from .settings import (
     DEFAULT_EXPORT_TIMEOUT_S,
@@ -75,6 +78,7 @@ def configure(
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     metric_export_interval_s: float | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    fleet: Any = None,
     instrument: Iterable[str] | None = None,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
@@ -117,6 +121,9 @@ def configure(
         metric_export_interval_s: how often metrics are exported (default 60 s, or
             ``OTEL_METRIC_EXPORT_INTERVAL``).
         shutdown_timeout: the bound, in seconds, on flushing at shutdown and exit.
+        fleet: fleet-wide limits (one ``FleetLimits`` or a list) that every model
+            call in the process counts against, in a session or not. Applied on
+            every call (a repeated ``configure(fleet=...)`` replaces the set).
         instrument: clients to instrument, e.g. ``["openai", "anthropic"]``: switches on
             the instrumentation we recommend for each (see ``autoinstrument``) and the
             client guard that keeps a refused call from being sent. A missing package
@@ -146,6 +153,8 @@ def configure(
         shutdown_timeout=shutdown_timeout,
     )
     switch_on = prepare_instrumentations(instrument) if instrument is not None else None
+    if fleet is not None:
+        install_fleet(fleet_levels(fleet))
     handle = configure_with(settings)
     if switch_on is not None:
         switch_on(handle.tracer_provider)

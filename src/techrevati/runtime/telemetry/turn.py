@@ -31,7 +31,8 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
 from ..circuit_breaker import BreakerPermit, CircuitOpenError, CircuitState
-from ..usage_tracking import BudgetExceededError, PricedTurn, UsageSnapshot, price_turn
+from ..pricing import PricedCall, has_pricing, price_turn
+from ..usage_tracking import BudgetExceededError, UsageSnapshot
 from . import membership
 from . import semconv as sc
 from .content import capture_content, content_text
@@ -45,7 +46,7 @@ from .session import SessionScope
 from .tokens import usage_to_attributes
 
 _ZERO = UsageSnapshot()
-_NOT_PRICED: PricedTurn = (0.0, None, True)
+_NOT_PRICED = PricedCall(0.0, None, True)  # a turn with no model is not priced
 #: Token counts above this cannot be exported (OTLP ints are signed 64-bit).
 MAX_TOKENS = 2**63 - 1
 
@@ -122,10 +123,15 @@ class TurnCall:
                 refused_span(session, model, exc)  # refused before it counts as a call
                 raise
         starting = Starting(ledger, "turn", model)
-        if ledger is not None:
-            upfront = price_turn(model, usage)[0] if usage is not None and model else None
+        if ledger is not None and ledger.has_budget():
+            # Reservations and prices matter only where a budget can refuse.
+            upfront = (
+                price_turn(model, usage, provider_name).cost
+                if usage is not None and model
+                else None
+            )
             starting.expected = ledger.expected_cost(model, upfront)
-            starting.priced = not model or bool(price_turn(model, _ZERO)[2])
+            starting.priced = not model or has_pricing(model, provider_name)
         token = membership.STARTING.set(starting)
         try:
             # The limits processor admits the call here, or refuses it by raising.
@@ -270,15 +276,14 @@ class TurnCall:
                 library_model, usage = claim.library
                 model = model or library_model
         snapshot = usage if usage is not None else _ZERO
-        priced = price_turn(model, snapshot) if model else _NOT_PRICED
-        known = priced[2]
+        priced = price_turn(model, snapshot, self.provider) if model else _NOT_PRICED
+        known = priced.known
         span = self.span
         if span.is_recording():
             attributes = usage_to_attributes(snapshot)
             attributes[sc.COST_USD] = priced[0]
-            attributes[sc.COST_SOURCE] = (
-                sc.COST_SOURCE_REGISTERED if known else sc.COST_SOURCE_UNPRICED
-            )
+            if model:
+                attributes[sc.COST_SOURCE] = priced.source
             if response_model:
                 attributes[sc.GEN_AI_RESPONSE_MODEL] = response_model
             if reasoning_tokens:
@@ -291,7 +296,7 @@ class TurnCall:
                 attributes[sc.SESSION_ITERATION] = claim.iteration
             span.set_attributes(attributes)
         span.end()
-        cost = priced[0]
+        cost = priced.cost
         if entry is not None:
             membership.forget(entry)
         if claim is not None:

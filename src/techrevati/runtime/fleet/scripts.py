@@ -1,0 +1,170 @@
+"""The Lua scripts that make every fleet operation one atomic round trip.
+
+Redis runs a script without interleaving any other command, so "check the
+limits, then count and reserve" can never race between processes, and no
+WATCH/retry loop is needed. Money is kept in integer nano-USD (1e-9 USD):
+``HINCRBY`` on integers never drifts, where summing floats would.
+
+Keys of one scope (``P`` is ``<prefix>:{<scope>}``; the braces make every key
+of a scope share one Redis Cluster hash slot):
+
+``P:<w>``          hash: ``calls``, ``spent``, ``reserved`` of window ``w``, and
+                   ``p:<model>`` = the hold probing that model's cost
+``P:<w>:live``     zset: hold id -> lease deadline (ms, Redis clock)
+``P:<w>:amt``      hash: hold id -> nano-USD it reserves
+``P:<w>:exp``      hash: holds whose lease ran out before they settled
+``P:learned``      hash: model -> the largest cost one call of it has settled at
+
+Window ``w`` is ``floor(now_ms / window_ms)`` on the Redis server's clock (one
+clock for the whole fleet); its keys expire at the window's end + the lease, so
+a call admitted in the window's last moment can still settle into it.
+"""
+
+from __future__ import annotations
+
+# Shared helpers, prepended to every script.
+_PRELUDE = r"""
+-- Redis < 5 replicates scripts verbatim unless told otherwise; TIME needs effects.
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local function int(n) return string.format('%d', n) end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Move holds whose lease ran out from live to expired, freeing what they reserve.
+-- Bounded per call; a backlog drains over the next calls.
+local function purge(base, now, expire_at)
+  local live, amt, exp = base .. ':live', base .. ':amt', base .. ':exp'
+  local gone = redis.call('ZRANGEBYSCORE', live, '-inf', now, 'LIMIT', 0, 256)
+  if #gone == 0 then return end
+  local freed = 0
+  for _, id in ipairs(gone) do
+    local a = tonumber(redis.call('HGET', amt, id) or '0')
+    freed = freed + a
+    redis.call('HSET', exp, id, int(a))
+  end
+  redis.call('ZREM', live, unpack(gone))
+  redis.call('HDEL', amt, unpack(gone))
+  if freed ~= 0 then redis.call('HINCRBY', base, 'reserved', int(-freed)) end
+  if expire_at then redis.call('PEXPIREAT', exp, int(expire_at)) end
+end
+local function window(window_ms, lease_ms, now)
+  if window_ms <= 0 then return 0, 0, nil end
+  local w = math.floor(now / window_ms)
+  local start = w * window_ms
+  return w, start, start + window_ms + lease_ms
+end
+"""
+
+#: KEYS: P, P:learned.
+#: ARGV: window_ms (0 = one unending window), lease_ms, max_calls (-1 = none),
+#: budget nano (-1 = none), expected nano, model, hold id, force (1 = admit even
+#: while another call probes this model's cost).
+#: Returns {1, w, window_start_ms, reserved nano, lease deadline ms} when admitted,
+#: {0, 'calls', calls} or {0, 'budget', spent + reserved} when refused, or
+#: {2, ms left on the probe's lease} while the model's first call is in flight.
+ADMIT = (
+    _PRELUDE
+    + r"""
+local window_ms, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max_calls, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local expected, model, id = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local now = now_ms()
+local w, start, expire_at = window(window_ms, lease_ms, now)
+local base = KEYS[1] .. ':' .. w
+purge(base, now, expire_at)
+-- A retried admission (the first reply was lost) returns the first one, counted once.
+local held = redis.call('ZSCORE', base .. ':live', id)
+if held then
+  return {1, w, start, tonumber(redis.call('HGET', base .. ':amt', id) or '0'), tonumber(held)}
+end
+local calls = tonumber(redis.call('HGET', base, 'calls') or '0')
+if max_calls >= 0 and calls >= max_calls then return {0, 'calls', calls} end
+if budget >= 0 then
+  local spent = tonumber(redis.call('HGET', base, 'spent') or '0')
+  local reserved = tonumber(redis.call('HGET', base, 'reserved') or '0')
+  -- Others' reservations count, this call's own estimate does not: the call
+  -- that crosses the budget runs (the overshoot bound covers it).
+  if spent + reserved >= budget then return {0, 'budget', int(spent + reserved)} end
+  if model ~= '' then
+    local learned = redis.call('HGET', KEYS[2], model)
+    if learned then
+      expected = math.max(expected, tonumber(learned))
+    elseif expected <= 0 and ARGV[8] ~= '1' then
+      -- Nothing known about this model's cost: one call runs alone as a probe.
+      local probe = redis.call('HGET', base, 'p:' .. model)
+      if probe then
+        local deadline = redis.call('ZSCORE', base .. ':live', probe)
+        if deadline then return {2, int(math.max(tonumber(deadline) - now, 1))} end
+      end
+      redis.call('HSET', base, 'p:' .. model, id)
+    end
+  end
+end
+local deadline = now + lease_ms
+redis.call('HINCRBY', base, 'calls', 1)
+if expected > 0 then redis.call('HINCRBY', base, 'reserved', int(expected)) end
+redis.call('ZADD', base .. ':live', int(deadline), id)
+redis.call('HSET', base .. ':amt', id, int(expected))
+if expire_at then
+  for _, key in ipairs({base, base .. ':live', base .. ':amt'}) do
+    redis.call('PEXPIREAT', key, int(expire_at))
+  end
+end
+return {1, w, start, expected, deadline}
+"""
+)
+
+#: KEYS: P:<w> (the hold's window), P:learned.
+#: ARGV: hold id, actual nano, model, mode ('settle' books the actual cost;
+#: 'release' books nothing and un-counts the call; 'abandon' books nothing and
+#: keeps it counted), learned-cost ttl ms.
+#: Returns 1 when this call finished the hold, 0 when it was already finished
+#: (or its window is gone): that is what makes a retried settlement book once.
+FINISH = (
+    _PRELUDE
+    + r"""
+local base = KEYS[1]
+local id, actual, model, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+if redis.call('ZSCORE', base .. ':live', id) then
+  local a = tonumber(redis.call('HGET', base .. ':amt', id) or '0')
+  redis.call('ZREM', base .. ':live', id)
+  redis.call('HDEL', base .. ':amt', id)
+  if a ~= 0 then redis.call('HINCRBY', base, 'reserved', int(-a)) end
+elseif redis.call('HDEL', base .. ':exp', id) == 0 then
+  return 0
+end
+if model ~= '' and redis.call('HGET', base, 'p:' .. model) == id then
+  redis.call('HDEL', base, 'p:' .. model)
+end
+if mode == 'release' then
+  redis.call('HINCRBY', base, 'calls', -1)
+elseif mode == 'settle' then
+  if actual > 0 then redis.call('HINCRBY', base, 'spent', int(actual)) end
+  if model ~= '' then
+    local learned = redis.call('HGET', KEYS[2], model)
+    if not learned or actual > tonumber(learned) then
+      redis.call('HSET', KEYS[2], model, int(actual))
+    end
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  end
+end
+return 1
+"""
+)
+
+#: KEYS: P. ARGV: window_ms, lease_ms.
+#: Returns {w, window_start_ms, calls, spent nano, reserved nano, holds in flight}.
+PEEK = (
+    _PRELUDE
+    + r"""
+local window_ms, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = now_ms()
+local w, start, expire_at = window(window_ms, lease_ms, now)
+local base = KEYS[1] .. ':' .. w
+purge(base, now, expire_at)
+local v = redis.call('HMGET', base, 'calls', 'spent', 'reserved')
+return {w, start, tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'),
+        redis.call('ZCARD', base .. ':live')}
+"""
+)

@@ -1,0 +1,103 @@
+"""The Redis side of fleet limits: a client with bounded timeouts and the three scripts.
+
+Imported only when a ``FleetLimits`` is built, so the package imports without
+the optional ``redis`` client installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import scripts
+
+#: What a failing store raises: Redis' own errors and socket-level ones.
+STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+
+def connect(url: str, timeout_s: float) -> redis.Redis:
+    """A client for ``url`` whose connect and reply each give up after ``timeout_s``.
+
+    redis-py retries a failed command three times with backoff by default, which
+    would multiply the time an agent waits on a hung store. Here a timeout is
+    never retried; a broken connection is retried once at once, so a pooled
+    connection that a Redis restart closed does not refuse a call (every script
+    is idempotent per hold id, so a retry after a lost reply counts once).
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        health_check_interval=0,
+    )
+
+
+class RedisStore:
+    """The scripts of one scope, bound to one client.
+
+    Example::
+
+        store = RedisStore(connect("redis://127.0.0.1:6379/0", 0.5), "techrevati:fleet:{t}")
+        store.peek(window_ms=0, lease_ms=600_000)
+    """
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.learned_key = f"{prefix}:learned"
+        # register_script sends EVALSHA and loads the script itself after a
+        # restart wiped Redis' script cache (NOSCRIPT): still one round trip normally.
+        self._admit = client.register_script(scripts.ADMIT)
+        self._finish = client.register_script(scripts.FINISH)
+        self._peek = client.register_script(scripts.PEEK)
+
+    def admit(
+        self,
+        *,
+        window_ms: int,
+        lease_ms: int,
+        max_calls: int,
+        budget_nano: int,
+        expected_nano: int,
+        model: str,
+        hold_id: str,
+        force: bool,
+    ) -> list[Any]:
+        reply: list[Any] = self._admit(
+            keys=[self.prefix, self.learned_key],
+            args=[
+                window_ms,
+                lease_ms,
+                max_calls,
+                budget_nano,
+                expected_nano,
+                model,
+                hold_id,
+                "1" if force else "0",
+            ],
+        )
+        return reply
+
+    def finish(
+        self, *, window: int, hold_id: str, actual_nano: int, model: str, mode: str, ttl_ms: int
+    ) -> bool:
+        done = self._finish(
+            keys=[f"{self.prefix}:{window}", self.learned_key],
+            args=[hold_id, actual_nano, model, mode, ttl_ms],
+        )
+        return int(done) == 1
+
+    def peek(self, *, window_ms: int, lease_ms: int) -> list[int]:
+        reply = self._peek(keys=[self.prefix], args=[window_ms, lease_ms])
+        return [int(v) for v in reply]
+
+    def learned(self, model: str) -> int | None:
+        value = self.client.hget(self.learned_key, model)
+        return None if value is None else int(value)
+
+    def close(self) -> None:
+        self.client.close()
