@@ -4,10 +4,9 @@ Real OpenTelemetry SDK and our processor; the "instrumentations" are spans
 started with the scope names and attributes the real producers use (the
 producers themselves run in test_support_table.py).
 
-Tests marked ``WAITS_ON_CORE`` need the processor of issue 10 to call
-``recognise.read_call`` at span end and to count overlapping model spans of
-one request once; they are strict xfails, so they turn red as soon as the core
-makes them pass and the marker must be removed.
+The test marked ``waits_on_core`` needs the processor of issue 10 to treat a
+library span nested in the library span our turn absorbed as the same call;
+it is a strict xfail, so it turns red as soon as the core makes it pass.
 """
 
 from __future__ import annotations
@@ -58,7 +57,6 @@ def _late_response_span(otel: Otel) -> None:
     span.end()
 
 
-@waits_on_core("point 2: a span whose operation and usage arrive at its end is booked then")
 def test_span_known_as_model_call_only_at_end_is_booked_at_end(otel: Otel) -> None:
     orch = Orchestrator(role="r", phase="p", **otel.kwargs())
     with orch.session() as session:
@@ -67,7 +65,6 @@ def test_span_known_as_model_call_only_at_end_is_booked_at_end(otel: Otel) -> No
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL, rel=1e-12)
 
 
-@waits_on_core("point 2: booked at end even past the cap (it cannot be refused)")
 def test_late_known_span_is_booked_even_when_the_cap_is_reached(otel: Otel) -> None:
     orch = Orchestrator(role="r", phase="p", max_iterations=1, **otel.kwargs())
     with orch.session() as session:
@@ -91,7 +88,6 @@ def _sibling_pair(otel: Otel, outer_scope: str, inner_scope: str) -> None:
     outer.end()
 
 
-@waits_on_core("point 4: overlapping sibling model spans in one thread are one call")
 def test_overlapping_sibling_model_spans_count_once(otel: Otel) -> None:
     orch = Orchestrator(role="r", phase="p", **otel.kwargs())
     with orch.session() as session:
@@ -101,7 +97,6 @@ def test_overlapping_sibling_model_spans_count_once(otel: Otel) -> None:
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL, rel=1e-12)
 
 
-@waits_on_core("point 4: the sibling of an admitted call is not refused by the cap")
 def test_sibling_span_of_an_admitted_call_is_not_refused(otel: Otel) -> None:
     orch = Orchestrator(role="r", phase="p", max_iterations=1, **otel.kwargs())
     refused: Exception | None = None
@@ -171,6 +166,18 @@ def test_nested_library_spans_inside_our_turn_count_once(otel: Otel) -> None:
             ) as inner:
                 inner.set_attributes(USAGE)
             outer.set_attributes({"llm.token_count.prompt": 120, "llm.token_count.completion": 30})
+
+    with agent_session("s", tracer_provider=otel.tracer_provider) as session:
+        turn()
+    assert session._iteration_count == 1
+    assert session.tracker.turn_count == 1
+
+
+@waits_on_core("a library span overlapping the library span our turn absorbed is the same call")
+def test_overlapping_library_siblings_inside_our_turn_count_once(otel: Otel) -> None:
+    @agent_turn("m")
+    def turn() -> None:
+        _sibling_pair(otel, OPENLLMETRY_ANTHROPIC, ANTHROPIC_SDK)
 
     with agent_session("s", tracer_provider=otel.tracer_provider) as session:
         turn()
