@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -147,11 +148,14 @@ def test_memory_stays_bounded_while_the_collector_hangs() -> None:
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_shutdown_returns_within_its_bound(fault: str) -> None:
-    with collector(fault) as (endpoint, _receiver):
+    with collector(fault) as (endpoint, receiver):
         # The SDK defaults here (10 s timeout, 30 s shutdown wait) would take ~30 s.
         handle = _configure(endpoint, timeout=10.0, shutdown_timeout=1.5)
         _spans(handle, 600)  # more than two batches queued
-        time.sleep(0.2)
+        if receiver is not None:  # an export is in flight (not merely queued) at shutdown
+            receiver.received.wait_for(lambda r: r.attempts >= 1, timeout=10)
+        else:
+            time.sleep(0.2)
         started = time.monotonic()
         finished = handle.shutdown()
         elapsed = time.monotonic() - started
@@ -203,6 +207,18 @@ def test_process_exit_is_bounded_with_default_settings_and_a_hanging_collector()
     # DEFAULT_SHUTDOWN_TIMEOUT_S is 5 s; allow scheduling slack, not the SDK's 30 s.
     assert exit_hooks < 6.5, done.stdout
     assert wall < 15, wall
+    # Nothing reached the hanging collector: every span is accounted for in one exit line.
+    lines = [line for line in done.stderr.splitlines() if "spans were dropped" in line]
+    assert len(lines) == 1, done.stderr
+    match = re.fullmatch(
+        r"techrevati telemetry: (\d+) spans were dropped \(otlp: (\d+) dropped on a full "
+        r"queue, (\d+) still queued at shutdown(?:, (\d+) refused or failed in export)?\)",
+        lines[0],
+    )
+    assert match is not None, lines[0]
+    total, full, queued, failed = (int(group or 0) for group in match.groups())
+    assert total == full + queued + failed == 3000
+    assert queued + failed == 2048  # the queue's cap: what it held when the collector hung
 
 
 def test_a_forked_child_starts_with_an_empty_queue() -> None:

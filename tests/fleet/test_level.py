@@ -57,12 +57,12 @@ def test_call_cap_is_exact_and_names_the_scope(redis_server: RedisServer) -> Non
     assert refused.value.scope == "capped" and refused.value.max_iterations == 3
     assert fleet.usage().calls == 3
 
-    # A call refused lower down never ran: releasing it gives its slot back.
-    fleet.release(holds[0])
+    # A call refused by another level never ran: releasing it gives its slot back.
+    fleet.release(holds[0], ran=False)
     assert fleet.usage().calls == 2
     again = fleet.reserve("m")
-    # A call that ran and failed stays counted.
-    fleet.release(again, ran=True)
+    # A call that ran and failed stays counted (the default).
+    fleet.release(again)
     assert fleet.usage().calls == 3
     with pytest.raises(MaxIterationsExceededError):
         fleet.reserve("m")
@@ -122,7 +122,7 @@ def test_a_models_first_call_runs_alone_as_a_probe(redis_server: RedisServer) ->
     waiter.start()
     time.sleep(0.2)
     assert len(got) == 1
-    fleet.release(second, ran=True)
+    fleet.release(second)
     waiter.join(timeout=20)
     assert len(got) == 2 and got[1].reserved_usd == 0.0
     assert fleet.learned_cost("other-model") is None
@@ -151,7 +151,7 @@ def test_an_expired_lease_frees_the_reservation_and_a_late_settle_books_once(
         fleet.reserve("m", 0.1)
     wait_until(lambda: fleet.usage().reserved_usd == 0.0, "the lease to run out")
     assert (fleet.usage().in_flight, fleet.usage().calls) == (0, 1)
-    fleet.release(fleet.reserve("m", 0.1))  # admitted again once the lease freed it
+    fleet.release(fleet.reserve("m", 0.1), ran=False)  # admitted again: the lease freed it
 
     late = copy.copy(hold)  # what another process retrying the settlement would hold
     fleet.settle(hold, 0.7)

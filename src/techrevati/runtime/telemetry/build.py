@@ -33,6 +33,7 @@ from .limits import ensure_limits_processor
 from .pipeline import BoundedSpanProcessor, FanOutExporter
 from .report import ReportExporter
 from .sampling import sampler_from_env
+from .sanitize import ExportLimits, quiet_repeated_truncation_warnings
 from .settings import (
     DEFAULT_EXPORT_TIMEOUT_S,
     GRPC,
@@ -100,8 +101,10 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
     resource, run_id, own_instance_id = _identify(build_resource(settings))
 
     # --- traces -----------------------------------------------------------------------
+    limits = ExportLimits.from_env()
+    quiet_repeated_truncation_warnings()
     provider, owns_tracer = _tracer_provider(
-        settings.tracer_provider, resource, settings.set_global
+        settings.tracer_provider, resource, settings.set_global, limits
     )
     user_provider = not owns_tracer
     if user_provider and (settings.service_name or settings.resource_attributes):
@@ -122,6 +125,7 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
                 name="otlp",
                 max_queue_size=settings.max_queue_size,
                 shutdown_timeout_s=settings.shutdown_timeout,
+                limits=limits,
             )
         )
         destinations.append(Destination("otlp", plan.traces.shown_as, plan.traces.protocol))
@@ -146,6 +150,7 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
                 # A file is cheap to write: keep it close to live for people tailing it.
                 schedule_delay_millis=1000,
                 shutdown_timeout_s=settings.shutdown_timeout,
+                limits=limits,
             )
         )
     for pipeline in pipelines:
@@ -208,7 +213,10 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
 
 
 def _tracer_provider(
-    explicit: SDKTracerProvider | None, resource: Resource, set_global: bool
+    explicit: SDKTracerProvider | None,
+    resource: Resource,
+    set_global: bool,
+    limits: ExportLimits,
 ) -> tuple[SDKTracerProvider, bool]:
     """The provider to attach to and whether configure() created (and so owns) it."""
     if explicit is not None:
@@ -226,7 +234,10 @@ def _tracer_provider(
             set_global = False
     # Exit is handled by the handle, with a bound; the SDK's own hook waits up to 30 s.
     provider = SDKTracerProvider(
-        resource=resource, sampler=sampler_from_env(), shutdown_on_exit=False
+        resource=resource,
+        sampler=sampler_from_env(),
+        span_limits=limits.span_limits(),
+        shutdown_on_exit=False,
     )
     if set_global:
         trace_api.set_tracer_provider(provider)

@@ -206,9 +206,11 @@ class TelemetryHandle:
         parts: list[str] = []
         lost = 0
         for stats in self.stats().values():
-            if not stats.lost:
+            # Spans still pending here are in an export shutdown gave up on: lost too.
+            queued = stats.abandoned + stats.pending
+            if not stats.lost + stats.pending:
                 continue
-            lost += stats.lost
+            lost += stats.lost + stats.pending
             failed = "refused or failed in export"
             if stats.name == "local" and spans_error is not None:
                 failed = f"not written to {self.spans_file}: {spans_error}"
@@ -216,7 +218,7 @@ class TelemetryHandle:
                 f"{count} {label}"
                 for count, label in (
                     (stats.dropped, "dropped on a full queue"),
-                    (stats.abandoned, "still queued at shutdown"),
+                    (queued, "still queued at shutdown"),
                     (stats.failed, failed),
                 )
                 if count

@@ -6,6 +6,10 @@ leaves open, and what this module closes:
 * memory: its queue drops spans when full, but logs a warning for every single
   one. Here the number of spans held (queued *or* in an export in flight) has a
   hard cap, drops are counted, and the first drop is logged once;
+* poison: one span the encoder cannot take (a lone surrogate, a 65-bit int)
+  fails the whole OTLP request. Here every span is sanitised and bounded on
+  the export thread first (:mod:`.sanitize`), and a batch the exporter still
+  cannot encode is split until the one bad span is alone;
 * exit: its ``shutdown`` waits up to 30 s per processor, and with a collector
   that accepts connections but never answers, every queued batch then waits a
   full export timeout. Here shutdown has a deadline: exports that would start
@@ -25,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from .forking import after_fork_in_child
+from .sanitize import ExportLimits, sanitize_spans
 
 _logger = logging.getLogger(__name__)
 
@@ -146,27 +151,59 @@ class ExportStats:
 
 
 class _TrackingExporter(SpanExporter):
-    """Wraps the real exporter to learn when spans leave the pipeline."""
+    """Wraps the real exporter: sanitises each span, isolates bad ones, counts outcomes."""
 
-    def __init__(self, inner: SpanExporter, owner: BoundedSpanProcessor) -> None:
+    def __init__(
+        self, inner: SpanExporter, owner: BoundedSpanProcessor, limits: ExportLimits
+    ) -> None:
         self.inner = inner
         self._owner = owner
+        self._limits = limits
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
+        self._raised_once = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         owner = self._owner
         if owner.past_deadline():
             owner.settle(len(spans), abandoned=True)
             return SpanExportResult.FAILURE
-        result = SpanExportResult.FAILURE
+        clean = sanitize_spans(spans, self._limits)
+        unreadable = len(spans) - len(clean)
+        exported = failed = 0
+        try:
+            exported, failed = self._export_isolating(clean)
+        finally:
+            owner.settle(exported, exported=True)
+            owner.settle(failed + unreadable + (len(clean) - exported - failed), failed=True)
+        return SpanExportResult.SUCCESS if exported == len(spans) else SpanExportResult.FAILURE
+
+    def _export_isolating(self, spans: Sequence[ReadableSpan]) -> tuple[int, int]:
+        """(exported, failed). When the exporter raises (it could not encode the
+        batch), the batch is halved until the span that breaks it is alone, so
+        every other span still goes out."""
+        if not spans:
+            return 0, 0
         try:
             result = self.inner.export(spans)
         except Exception:  # an exporter bug must not kill the worker thread
-            _logger.exception("span exporter %s raised", type(self.inner).__name__)
-        finally:
-            owner.settle(len(spans), failed=result is not SpanExportResult.SUCCESS)
-        return result
+            if not self._raised_once:
+                self._raised_once = True
+                _logger.warning(
+                    "span exporter %s raised; exporting the batch in parts to isolate the "
+                    "span it cannot take",
+                    type(self.inner).__name__,
+                    exc_info=True,
+                )
+            if len(spans) == 1 or self._owner.past_deadline():
+                return 0, len(spans)
+            middle = len(spans) // 2
+            first = self._export_isolating(spans[:middle])
+            second = self._export_isolating(spans[middle:])
+            return first[0] + second[0], first[1] + second[1]
+        if result is SpanExportResult.SUCCESS:
+            return len(spans), 0
+        return 0, len(spans)
 
     def shutdown(self) -> None:
         # Called early to cut a stuck export short, then again by the batch
@@ -205,6 +242,7 @@ class BoundedSpanProcessor(SpanProcessor):
         max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
         schedule_delay_millis: float | None = None,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+        limits: ExportLimits | None = None,
     ) -> None:
         self.name = name
         self.exporter = exporter
@@ -220,7 +258,9 @@ class BoundedSpanProcessor(SpanProcessor):
         self._closed = False
         self._settled = False
         self._deadline: float | None = None
-        self._tracker = _TrackingExporter(exporter, self)
+        #: What each exported span is cut to (see :mod:`.sanitize`).
+        self.limits = limits if limits is not None else ExportLimits.from_env()
+        self._tracker = _TrackingExporter(exporter, self, self.limits)
         # The SDK empties its queue in a forked child; our count must follow, or
         # a child forked with a full queue would drop every span it makes.
         after_fork_in_child(self._forget_pending)
@@ -274,7 +314,17 @@ class BoundedSpanProcessor(SpanProcessor):
         deadline = self._deadline
         return deadline is not None and time.monotonic() >= deadline
 
-    def settle(self, count: int, *, failed: bool = False, abandoned: bool = False) -> None:
+    def settle(
+        self,
+        count: int,
+        *,
+        exported: bool = False,
+        failed: bool = False,
+        abandoned: bool = False,
+    ) -> None:
+        """Count ``count`` spans as having left the queue, one way or the other."""
+        if count <= 0:
+            return
         with self._lock:
             if self._settled:
                 return  # a late export after shutdown gave up: already counted abandoned
