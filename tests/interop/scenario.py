@@ -261,6 +261,18 @@ def _under_agent_turn(call: Callable[..., Any], model: str) -> dict[str, Any]:
     }
 
 
+class _CountCacheWarnings(logging.Handler):
+    """Counts our one-per-scope warning about producers that report no cache tokens."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "cache-token count" in record.getMessage():
+            self.count += 1
+
+
 def _check(name: str, results: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> None:
     try:
         results[name] = fn()
@@ -272,6 +284,8 @@ def main() -> None:
     producer = sys.argv[1]
     dump = "--dump" in sys.argv[2:]
     logging.basicConfig(level=logging.ERROR)
+    warnings = _CountCacheWarnings()
+    logging.getLogger("techrevati.runtime.telemetry").addHandler(warnings)
     register_pricing(OPENAI_MODEL, PRICES)
     register_pricing(ANTHROPIC_MODEL, PRICES)
     provider, exporter = _provider()
@@ -294,6 +308,7 @@ def main() -> None:
         _check("cap", results, lambda: _limited(call, api, provider, max_iterations=CAP))
         _check("agent_turn", results, lambda: _under_agent_turn(call, model))
         results["hits_total"] = len(api.hits)
+    results["no_cache_warnings"] = warnings.count
     if dump:
         results["spans"] = [
             {

@@ -200,3 +200,24 @@ def test_scope_less_helpers_the_processor_calls_read_openinference() -> None:
     assert recognise.model_from_attributes(OPENINFERENCE_CHAT) == "claude-x"
     assert recognise.usage_from_attributes(OPENINFERENCE_CHAT) == UsageSnapshot(20, 30, 0, 100)
     assert recognise.usage_from_attributes({"llm.model_name": "m"}) is None
+
+
+def test_read_span_takes_name_attributes_and_scope_from_an_sdk_span() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("openlit.instrumentation.anthropic")
+    span = tracer.start_span(
+        "chat claude-x",
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "anthropic",
+            "gen_ai.request.model": "claude-x",
+            "gen_ai.usage.input_tokens": 500,
+            "gen_ai.usage.output_tokens": 30,
+            "gen_ai.usage.cache_read.input_tokens": 100,
+        },
+    )
+    span.end()
+    reading = recognise.read_span(span)
+    assert reading is not None
+    assert reading.usage == UsageSnapshot(500, 30, 0, 100)  # the scope's quirk applied

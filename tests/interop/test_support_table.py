@@ -206,3 +206,27 @@ def _model(producer: str) -> str:
     from scenario import ANTHROPIC_MODEL, OPENAI_MODEL
 
     return ANTHROPIC_MODEL if "anthropic" in producer else OPENAI_MODEL
+
+
+@pytest.mark.parametrize(
+    "producer",
+    [
+        pytest.param(
+            producer,
+            marks=[
+                pytest.mark.xfail(
+                    strict=True,
+                    raises=AssertionError,
+                    reason="waits on core: the processor reads spans with recognise.read_call "
+                    "(name, attributes, scope), which warns once per no-cache scope",
+                )
+            ]
+            if producer == "openai-v2"
+            else [],
+        )
+        for producer in PRODUCERS
+    ],
+)
+def test_no_cache_producers_are_warned_about_once(results: dict[str, Any], producer: str) -> None:
+    expected = 1 if EXPECTED[producer]["usage"] is NO_CACHE else 0
+    assert results[producer]["no_cache_warnings"] == expected

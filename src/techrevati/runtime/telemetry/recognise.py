@@ -33,7 +33,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from ..usage_tracking import UsageSnapshot
 from . import semconv as sc
@@ -48,6 +48,7 @@ __all__ = [
     "model_from_attributes",
     "provider_from_attributes",
     "read_call",
+    "read_span",
     "usage_from_attributes",
 ]
 
@@ -302,3 +303,30 @@ def read_call(
         reasoning_tokens=reasoning,
         cache_reported=cached or scope not in NO_CACHE_SCOPES,
     )
+
+
+class _Scope(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _SpanLike(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+
+    @property
+    def instrumentation_scope(self) -> _Scope | None: ...
+
+
+def read_span(span: _SpanLike) -> CallReading | None:
+    """``read_call`` for an SDK span (started or finished): name, attributes, scope.
+
+    Example::
+
+        reading = read_span(readable_span)   # in a processor's on_end
+    """
+    scope = span.instrumentation_scope
+    return read_call(span.name, span.attributes, scope.name if scope is not None else None)
