@@ -16,7 +16,13 @@ from typing import Any
 from . import semconv as sc
 from .tokens import model_from_attributes, usage_from_attributes
 
-__all__ = ["is_model_call", "model_from_attributes", "usage_from_attributes"]
+__all__ = [
+    "is_model_call",
+    "is_model_span",
+    "is_same_call",
+    "model_from_attributes",
+    "usage_from_attributes",
+]
 
 
 def is_model_call(operation: object, span_name: str) -> bool:
@@ -38,3 +44,32 @@ def is_model_span(attrs: Mapping[str, Any] | None, span_name: str) -> bool:
     """``is_model_call`` for a span's attribute mapping."""
     operation = attrs.get(sc.GEN_AI_OPERATION_NAME) if attrs else None
     return is_model_call(operation, span_name)
+
+
+def is_same_call(*, ours: bool, enclosing_ours: bool | None, enclosing_taken: bool) -> bool:
+    """Whether a model span describes the same call as the model call enclosing it.
+
+    ``ours`` says the span is this package's (our turn); ``enclosing_ours``
+    whether the nearest model call enclosing it in its session is ours (None
+    when no model call encloses it); ``enclosing_taken`` whether that enclosing
+    call of ours already has the one library span that describes it.
+
+    The rule: our own turn is always a new call; a library span inside a
+    library call is that call; the *first* library span inside our turn is our
+    turn (the ``@agent_turn`` around one ``client.chat.completions.create``),
+    any further one is a new call.
+
+    Example::
+
+        >>> is_same_call(ours=False, enclosing_ours=True, enclosing_taken=False)
+        True
+        >>> is_same_call(ours=False, enclosing_ours=True, enclosing_taken=True)
+        False
+        >>> is_same_call(ours=True, enclosing_ours=True, enclosing_taken=False)
+        False
+    """
+    if ours or enclosing_ours is None:
+        return False
+    if not enclosing_ours:
+        return True
+    return not enclosing_taken
