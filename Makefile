@@ -45,7 +45,7 @@ test: $(STAMP) prometheus redis lint unit
 
 BENCH_ARGS ?=
 # e.g. make bench BENCH_ARGS=--quick
-bench: $(STAMP)
+bench: $(STAMP) redis
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

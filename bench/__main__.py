@@ -26,13 +26,14 @@ from . import harness
 ROOT = Path(__file__).resolve().parent.parent
 VENV_040 = Path(__file__).resolve().parent / ".venv-040"
 
-SUITES = ("overhead", "depth", "concurrency", "memory", "pricing", "v040")
+SUITES = ("overhead", "depth", "concurrency", "memory", "pricing", "fleet", "v040")
 MODULES = {
     "overhead": "bench.suite_overhead",
     "depth": "bench.suite_depth",
     "concurrency": "bench.suite_concurrency",
     "memory": "bench.suite_memory",
     "pricing": "bench.suite_pricing",
+    "fleet": "bench.suite_fleet",
     "v040": "bench.suite_040",
 }
 
@@ -249,6 +250,27 @@ def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, bool |
         out.append((name, ok, "; ".join(f"{a} {text}" for a, _, text in ratios)))
     else:
         out.append((name, None, "pricing suite missing"))
+
+    # 8. fleet limits: added time per call ~ two loopback round trips (reserve + settle)
+    fleet = results.get("fleet")
+    # The floor is two round trips of a script that only returns; what the fleet
+    # adds on top is its scripts' work in Redis and ours in Python (≤ 2×).
+    name = "fleet scope per call ≈ 2 loopback round trips"
+    if _has(fleet, "fleet_call", "two_trips", "ping", "tp_1", "tp_6"):
+        assert fleet is not None
+        ratio, text = _ratio_line(fleet, "fleet_call", "two_trips")
+        by_ping, _ = _ratio_line(fleet, "fleet_call", "ping")
+        tp = {row["name"]: harness.median(row["samples"]) for row in fleet["rows"]}
+        out.append(
+            (
+                name,
+                ratio <= 2.0,
+                f"{text} ({by_ping:.2f}× one PING); throughput {tp['tp_1']:,.0f}/s from "
+                f"1 process, {tp['tp_6']:,.0f}/s from 6 processes on one Redis",
+            )
+        )
+    else:
+        out.append((name, None, "fleet suite missing"))
     return out
 
 

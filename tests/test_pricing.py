@@ -495,3 +495,25 @@ def test_readme_prices_example_runs_and_is_true(empty_table: None) -> None:
     assert price_call("claude-haiku-4-5", usage).cost == pytest.approx(0.01195, rel=1e-12)
     assert price_source("gpt-4o-mini") == "bundled"
     assert PRICING_TABLE["gpt-4o"] == ModelPricing(2.0, 8.0)
+
+
+def test_without_genai_prices_only_registered_prices_apply(
+    monkeypatch: pytest.MonkeyPatch, empty_table: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broken install (the import fails) degrades to 0.1.0's rules with one warning."""
+    monkeypatch.setitem(sys.modules, "genai_prices", None)  # makes the import fail
+    monkeypatch.setattr(price_db, "_load_failed", False)
+    monkeypatch.setattr(price_db, "_cache", {})
+    register_pricing("family", ModelPricing(2.0, 0.0))
+    with caplog.at_level(logging.WARNING, logger="techrevati.runtime.pricing"):
+        assert price_db.preload() is False
+        assert price_source("gpt-4o-mini") == "unpriced"
+        assert cost_of("family-2026", MILLION_IN) == 2.0
+        assert has_pricing("claude-haiku-4-5") is False
+    failures = [r for r in caplog.records if r.name == "techrevati.runtime.pricing"]
+    assert len(failures) == 1 and "genai-prices could not be imported" in failures[0].getMessage()
+
+
+def test_preload_imports_the_database_once() -> None:
+    assert price_db.preload() is True
+    assert "genai_prices" in sys.modules

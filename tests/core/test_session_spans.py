@@ -226,3 +226,13 @@ def test_gate_and_policy_are_span_events(otel: Otel) -> None:
         "techrevati.quality_gate.required": "STRICT",
         "techrevati.quality_gate.observed": "STANDARD",
     }
+
+
+def test_conversation_ids_are_unique_128_bit_values(otel: Otel) -> None:
+    orch = Orchestrator(role="w", phase="p", **otel.kwargs())
+    for _ in range(500):
+        with orch.session():
+            pass
+    ids = [dict(s.attributes or {})["gen_ai.conversation.id"] for s in otel.spans("invoke_agent w")]
+    assert len(ids) == len(set(ids)) == 500
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

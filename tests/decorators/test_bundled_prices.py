@@ -294,3 +294,27 @@ def test_unknown_model_refused_but_database_model_admitted(
     assert "register_pricing" in str(refused.value)
     assert [r["model"] for r in anthropic_api.requests[sent:]] == ["claude-haiku-4-5"]
     assert session.tracker.total_cost() == pytest.approx((100 * 1.00 + 10 * 5.00) / 1e6)
+
+
+def test_span_records_where_the_price_came_from(otel: Otel, openai_api: FakeOpenAI) -> None:
+    register_pricing("gpt-4o", ModelPricing(2.5, 10.0))
+    client = openai.OpenAI(base_url=openai_api.url, api_key="test", max_retries=0)
+
+    def caller(model: str) -> Any:
+        @agent_turn(model, provider="openai")
+        def ask() -> Any:
+            return client.chat.completions.create(model=model, messages=MESSAGES)
+
+        return ask
+
+    with agent_session("writer", allow_unpriced=True, **otel.kwargs()):
+        for model in ("gpt-4o-mini", "gpt-4o", "house-model-7"):
+            caller(model)()
+    sources = {
+        s.name: dict(s.attributes or {})["techrevati.cost.source"] for s in otel.spans("chat ")
+    }
+    assert sources == {
+        "chat gpt-4o-mini": "bundled",
+        "chat gpt-4o": "registered",
+        "chat house-model-7": "unpriced",
+    }

@@ -150,3 +150,37 @@ def outage_worker(
         time.sleep(0.01)
     errors = _metric_totals(reader).get(f"techrevati.fleet.store_errors||{fleet.scope}", 0.0)
     results.put((os.getpid(), -1, -1, "done", float(fleet.pending_settlements), errors))
+
+
+#: What one turn of ``orchestrator_worker`` costs: 1000 in + 100 out at $2 / $8 per M.
+TURN_COST = (1000 * 2.0 + 100 * 8.0) / 1e6
+
+
+def orchestrator_worker(
+    url: str, options: dict[str, Any], attempts: int, barrier: Any, results: Any
+) -> None:
+    """``attempts`` sessions of one turn each, through Orchestrator(fleet=...)."""
+    from techrevati.runtime import ModelPricing, Orchestrator, UsageSnapshot, register_pricing
+
+    register_pricing("gpt-test", ModelPricing(2.0, 8.0))
+    fleet = FleetLimits(url, **options)
+    orch = Orchestrator(role="worker", phase="p", fleet=fleet)
+    ran = refused = 0
+    scopes: set[str] = set()
+    usage = UsageSnapshot(input_tokens=1000, output_tokens=100)
+
+    def body() -> str:
+        nonlocal ran
+        ran += 1
+        time.sleep(0.001)
+        return "ok"
+
+    barrier.wait()
+    for _ in range(attempts):
+        try:
+            with orch.session() as session:
+                session.run_turn(body, model="gpt-test", usage=usage)
+        except MaxIterationsExceededError as err:
+            refused += 1
+            scopes.add(str(err.scope))
+    results.put({"ran": ran, "refused": refused, "scopes": sorted(scopes)})

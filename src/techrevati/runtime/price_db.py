@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, ModelPrice
 
-__all__ = ["Band", "BundledPrice", "clear_cache", "database_version", "lookup"]
+__all__ = ["Band", "BundledPrice", "clear_cache", "database_version", "lookup", "preload"]
 
 logger = logging.getLogger("techrevati.runtime.pricing")
 logger.addHandler(logging.NullHandler())
@@ -196,6 +196,20 @@ def database_version() -> str | None:
         return version("genai-prices")
     except Exception:
         return None
+
+
+def preload() -> bool:
+    """Import the database now (about a second, once) instead of at the first lookup.
+
+    Call it at start-up when the first model call must not pay for the import.
+    Returns whether the database is available.
+
+    Example::
+
+        >>> preload()
+        True
+    """
+    return _snapshot() is not None
 
 
 def lookup(model: str, provider: str = "") -> BundledPrice | None:

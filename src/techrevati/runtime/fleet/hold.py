@@ -20,7 +20,7 @@ class FleetHold:
         try:
             text = call_model()
         except Exception:
-            tenant.release(hold, ran=True)
+            tenant.release(hold)      # ran and failed: stays counted, books nothing
             raise
         tenant.settle(hold, 0.0017)
     """

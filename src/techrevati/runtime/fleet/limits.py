@@ -273,16 +273,17 @@ class FleetLimits:
         if self._claim(hold):
             self._finish(hold, "settle", _nano(actual or 0.0))
 
-    def release(self, hold: FleetHold, *, ran: bool = False) -> None:
+    def release(self, hold: FleetHold, *, ran: bool = True) -> None:
         """Drop the hold's reservation without booking a cost. Never raises.
 
-        ``ran=False`` (the call never started, e.g. refused by a lower level):
-        the call is not counted against ``max_calls`` any more. ``ran=True``
-        (the call started and failed with no cost to book): it stays counted.
+        ``ran=True`` (the default: the call started and failed with no cost to
+        book) keeps it counted against ``max_calls``, so failing calls cannot
+        run past the cap. ``ran=False`` (the call never started, e.g. another
+        level refused it) un-counts it.
 
         Example::
 
-            tenant.release(hold)            # refused lower down, never ran
+            tenant.release(hold, ran=False)     # refused by another level, never ran
         """
         if self._claim(hold):
             self._finish(hold, "abandon" if ran else "release", 0)

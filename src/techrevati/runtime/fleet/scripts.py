@@ -8,16 +8,20 @@ WATCH/retry loop is needed. Money is kept in integer nano-USD (1e-9 USD):
 Keys of one scope (``P`` is ``<prefix>:{<scope>}``; the braces make every key
 of a scope share one Redis Cluster hash slot):
 
-``P:<w>``          hash: ``calls``, ``spent``, ``reserved`` of window ``w``, and
-                   ``p:<model>`` = the hold probing that model's cost
-``P:<w>:live``     zset: hold id -> lease deadline (ms, Redis clock)
-``P:<w>:amt``      hash: hold id -> nano-USD it reserves
+``P:<w>``          hash: ``calls``, ``spent``, ``reserved`` of window ``w``;
+                   ``a:<hold>`` = nano-USD a live hold reserves; ``p:<model>`` =
+                   the hold probing that model's cost
+``P:<w>:live``     zset: hold id -> lease deadline (ms, Redis clock), plus the
+                   member ``~`` at +inf so the key and its expiry outlive
+                   the moments it holds no call
 ``P:<w>:exp``      hash: holds whose lease ran out before they settled
 ``P:learned``      hash: model -> the largest cost one call of it has settled at
 
 Window ``w`` is ``floor(now_ms / window_ms)`` on the Redis server's clock (one
 clock for the whole fleet); its keys expire at the window's end + the lease, so
-a call admitted in the window's last moment can still settle into it.
+a call admitted in the window's last moment can still settle into it. Each
+script reads with one ``HMGET`` and writes with one ``HSET``: every command a
+script runs costs a few microseconds of the one Redis every process shares.
 """
 
 from __future__ import annotations
@@ -34,19 +38,23 @@ end
 -- Move holds whose lease ran out from live to expired, freeing what they reserve.
 -- Bounded per call; a backlog drains over the next calls.
 local function purge(base, now, expire_at)
-  local live, amt, exp = base .. ':live', base .. ':amt', base .. ':exp'
+  local live = base .. ':live'
   local gone = redis.call('ZRANGEBYSCORE', live, '-inf', now, 'LIMIT', 0, 256)
   if #gone == 0 then return end
-  local freed = 0
-  for _, id in ipairs(gone) do
-    local a = tonumber(redis.call('HGET', amt, id) or '0')
+  local fields, moved, freed = {}, {}, 0
+  for i, id in ipairs(gone) do fields[i] = 'a:' .. id end
+  local amounts = redis.call('HMGET', base, unpack(fields))
+  for i, id in ipairs(gone) do
+    local a = tonumber(amounts[i] or '0')
     freed = freed + a
-    redis.call('HSET', exp, id, int(a))
+    moved[#moved + 1] = id
+    moved[#moved + 1] = int(a)
   end
+  redis.call('HSET', base .. ':exp', unpack(moved))
   redis.call('ZREM', live, unpack(gone))
-  redis.call('HDEL', amt, unpack(gone))
-  if freed ~= 0 then redis.call('HINCRBY', base, 'reserved', int(-freed)) end
-  if expire_at then redis.call('PEXPIREAT', exp, int(expire_at)) end
+  redis.call('HDEL', base, unpack(fields))
+  redis.call('HINCRBY', base, 'reserved', int(-freed))
+  if expire_at then redis.call('PEXPIREAT', base .. ':exp', int(expire_at)) end
 end
 local function window(window_ms, lease_ms, now)
   if window_ms <= 0 then return 0, 0, nil end
@@ -72,17 +80,18 @@ local expected, model, id = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local now = now_ms()
 local w, start, expire_at = window(window_ms, lease_ms, now)
 local base = KEYS[1] .. ':' .. w
+local live = base .. ':live'
 purge(base, now, expire_at)
--- A retried admission (the first reply was lost) returns the first one, counted once.
-local held = redis.call('ZSCORE', base .. ':live', id)
-if held then
-  return {1, w, start, tonumber(redis.call('HGET', base .. ':amt', id) or '0'), tonumber(held)}
+local v = redis.call('HMGET', base, 'calls', 'spent', 'reserved', 'a:' .. id, 'p:' .. model)
+if v[4] then
+  -- A retried admission (the first reply was lost) returns the first one, counted once.
+  return {1, w, start, tonumber(v[4]), tonumber(redis.call('ZSCORE', live, id) or now)}
 end
-local calls = tonumber(redis.call('HGET', base, 'calls') or '0')
+local calls = tonumber(v[1] or '0')
+local spent, reserved = tonumber(v[2] or '0'), tonumber(v[3] or '0')
 if max_calls >= 0 and calls >= max_calls then return {0, 'calls', calls} end
+local probing = false
 if budget >= 0 then
-  local spent = tonumber(redis.call('HGET', base, 'spent') or '0')
-  local reserved = tonumber(redis.call('HGET', base, 'reserved') or '0')
   -- Others' reservations count, this call's own estimate does not: the call
   -- that crosses the budget runs (the overshoot bound covers it).
   if spent + reserved >= budget then return {0, 'budget', int(spent + reserved)} end
@@ -92,24 +101,29 @@ if budget >= 0 then
       expected = math.max(expected, tonumber(learned))
     elseif expected <= 0 and ARGV[8] ~= '1' then
       -- Nothing known about this model's cost: one call runs alone as a probe.
-      local probe = redis.call('HGET', base, 'p:' .. model)
-      if probe then
-        local deadline = redis.call('ZSCORE', base .. ':live', probe)
+      if v[5] then
+        local deadline = redis.call('ZSCORE', live, v[5])
         if deadline then return {2, int(math.max(tonumber(deadline) - now, 1))} end
       end
-      redis.call('HSET', base, 'p:' .. model, id)
+      probing = true
     end
   end
 end
 local deadline = now + lease_ms
-redis.call('HINCRBY', base, 'calls', 1)
-if expected > 0 then redis.call('HINCRBY', base, 'reserved', int(expected)) end
-redis.call('ZADD', base .. ':live', int(deadline), id)
-redis.call('HSET', base .. ':amt', id, int(expected))
-if expire_at then
-  for _, key in ipairs({base, base .. ':live', base .. ':amt'}) do
-    redis.call('PEXPIREAT', key, int(expire_at))
-  end
+local fields = {'calls', int(calls + 1), 'reserved', int(reserved + expected), 'a:' .. id,
+                int(expected)}
+if probing then
+  fields[7] = 'p:' .. model
+  fields[8] = id
+end
+redis.call('HSET', base, unpack(fields))
+if v[1] or not expire_at then
+  redis.call('ZADD', live, int(deadline), id)
+else
+  -- A new window: its keys end with it (plus the lease).
+  redis.call('ZADD', live, int(deadline), id, '+inf', '~')
+  redis.call('PEXPIREAT', base, int(expire_at))
+  redis.call('PEXPIREAT', live, int(expire_at))
 end
 return {1, w, start, expected, deadline}
 """
@@ -126,26 +140,28 @@ FINISH = (
     + r"""
 local base = KEYS[1]
 local id, actual, model, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-if redis.call('ZSCORE', base .. ':live', id) then
-  local a = tonumber(redis.call('HGET', base .. ':amt', id) or '0')
-  redis.call('ZREM', base .. ':live', id)
-  redis.call('HDEL', base .. ':amt', id)
-  if a ~= 0 then redis.call('HINCRBY', base, 'reserved', int(-a)) end
-elseif redis.call('HDEL', base .. ':exp', id) == 0 then
-  return 0
-end
-if model ~= '' and redis.call('HGET', base, 'p:' .. model) == id then
-  redis.call('HDEL', base, 'p:' .. model)
-end
+local live = redis.call('ZREM', base .. ':live', id) == 1
+if not live and redis.call('HDEL', base .. ':exp', id) == 0 then return 0 end
+local v = redis.call('HMGET', base, 'calls', 'spent', 'reserved', 'a:' .. id, 'p:' .. model)
+local calls, spent = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+local reserved = tonumber(v[3] or '0')
+-- An expired hold's reservation was freed when its lease ran out.
+if live then reserved = reserved - tonumber(v[4] or '0') end
 if mode == 'release' then
-  redis.call('HINCRBY', base, 'calls', -1)
+  calls = calls - 1
 elseif mode == 'settle' then
-  if actual > 0 then redis.call('HINCRBY', base, 'spent', int(actual)) end
-  if model ~= '' then
-    local learned = redis.call('HGET', KEYS[2], model)
-    if not learned or actual > tonumber(learned) then
-      redis.call('HSET', KEYS[2], model, int(actual))
-    end
+  spent = spent + actual
+end
+redis.call('HSET', base, 'calls', int(calls), 'spent', int(spent), 'reserved', int(reserved))
+if v[5] == id then
+  redis.call('HDEL', base, 'a:' .. id, 'p:' .. model)
+else
+  redis.call('HDEL', base, 'a:' .. id)
+end
+if mode == 'settle' and model ~= '' then
+  local learned = redis.call('HGET', KEYS[2], model)
+  if not learned or actual > tonumber(learned) then
+    redis.call('HSET', KEYS[2], model, int(actual))
     redis.call('PEXPIRE', KEYS[2], ARGV[5])
   end
 end
@@ -165,6 +181,6 @@ local base = KEYS[1] .. ':' .. w
 purge(base, now, expire_at)
 local v = redis.call('HMGET', base, 'calls', 'spent', 'reserved')
 return {w, start, tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'),
-        redis.call('ZCARD', base .. ':live')}
+        redis.call('ZCOUNT', base .. ':live', '-inf', '(+inf')}
 """
 )

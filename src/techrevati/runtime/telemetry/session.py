@@ -10,6 +10,7 @@ global keeps a finished session alive.
 from __future__ import annotations
 
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
@@ -127,7 +128,9 @@ def open_session(
     }
     if agent_id or worker_id:
         attributes[sc.GEN_AI_AGENT_ID] = agent_id or worker_id
-    attributes[sc.GEN_AI_CONVERSATION_ID] = conversation_id or worker_id
+    # 128 random bits: worker ids are short and only unique within one registry,
+    # while conversations from every process meet in one trace store.
+    attributes[sc.GEN_AI_CONVERSATION_ID] = conversation_id or uuid.uuid4().hex
     if provider_name:
         attributes[sc.GEN_AI_PROVIDER_NAME] = provider_name
     if phase:

@@ -1,0 +1,37 @@
+"""The README's "Fleet limits" examples run verbatim against a real redis-server."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+from techrevati.runtime import FleetLimits
+
+from .redis_server import RedisServer
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def fleet_snippets() -> list[str]:
+    text = README.read_text()
+    section = text.split("## Fleet limits\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_the_readme_fleet_examples_run(redis_server: RedisServer) -> None:
+    example, level = fleet_snippets()
+    assert '"redis://127.0.0.1:6379/0"' in example
+    out = io.StringIO()
+    namespace: dict[str, object] = {}
+    with contextlib.redirect_stdout(out):
+        exec(example.replace("redis://127.0.0.1:6379/0", redis_server.url), namespace)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "tenant-42 is out of budget until the next window"
+    assert "calls=2, spent_usd=0.066, reserved_usd=0.0" in lines[1]
+
+    tenant = FleetLimits(redis_server.url, scope="tenant-43", budget_usd=1.0)
+    exec(level, {"tenant": tenant})
+    usage = tenant.usage()
+    assert (usage.calls, usage.spent_usd, usage.reserved_usd) == (1, 0.031, 0.0)
