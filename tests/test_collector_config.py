@@ -1,10 +1,13 @@
 """Structural checks of the bundled deployment: collector, compose, backends, provisioning.
 
-Neither otelcol-contrib nor Docker runs here, so these tests read the files the
-way those programs would and check that the pieces agree with each other:
-pipelines name defined components of the pinned collector release, listen
-addresses are configurable, images are pinned, ports stay on loopback, and the
-Grafana provisioning points at the dashboards that exist.
+These read the files the way the programs would and check that the pieces agree
+with each other: the builder manifest names exactly the components otelcol.yaml
+uses, at the release compose pins; pipelines name defined components; listen
+addresses are configurable; images are pinned; ports stay on loopback; every
+OTLP port is paired with its protocol; the Grafana provisioning points at the
+dashboards that exist. test_collector_live.py builds and runs the collector
+itself; Grafana, Tempo and Prometheus 3 cannot run here, so their side stays
+structural.
 """
 
 from __future__ import annotations
@@ -13,25 +16,24 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from deploy import collector, ports
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "collector-config"
 DASHBOARD_DIR = REPO / "dashboards"
 
-COLLECTOR_VERSION = "0.135.0"
-#: Component types used here, each checked against the otelcol-contrib 0.135.0 release
-#: manifest (distributions/otelcol-contrib/manifest.yaml in opentelemetry-collector-releases).
-CONTRIB_COMPONENTS = {
-    "receivers": {"otlp"},
-    "processors": {"batch", "memory_limiter", "resourcedetection"},
-    "exporters": {"otlp", "otlphttp", "debug", "prometheusremotewrite"},
-    "extensions": {"health_check"},
-}
+MANIFEST = collector.load_manifest()
+COLLECTOR_VERSION = collector.release()
+CORE = "go.opentelemetry.io/collector/"
+CONTRIB = "github.com/open-telemetry/opentelemetry-collector-contrib/"
 ENV_REF = re.compile(r"\$\{env:(?P<name>[A-Z][A-Z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
@@ -67,13 +69,59 @@ def test_collector_header_names_the_pinned_version() -> None:
     assert image == f"otel/opentelemetry-collector-contrib:{COLLECTOR_VERSION}"
 
 
-@pytest.mark.parametrize("kind", ["receivers", "processors", "exporters", "extensions"])
-def test_component_types_exist_in_the_pinned_release(kind: str) -> None:
-    for key in COLLECTOR.get(kind, {}):
-        component_type = key.split("/", 1)[0]
-        assert component_type in CONTRIB_COMPONENTS[kind], (
-            f"{kind}.{key}: {component_type!r} is not in otelcol-contrib {COLLECTOR_VERSION}"
-        )
+def _manifest_modules(manifest: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for kind in ("receivers", "processors", "exporters", "extensions", "connectors"):
+        out[kind] = []
+        for entry in manifest.get(kind) or []:
+            module, version = entry["gomod"].split()
+            out[kind].append((module, version))
+    return out
+
+
+def _component_type(module: str) -> str:
+    """otlpreceiver -> otlp, memorylimiterprocessor -> memorylimiter, ... (module naming)."""
+    name = module.rsplit("/", 1)[1]
+    for suffix in ("receiver", "processor", "exporter", "extension", "connector"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    raise AssertionError(f"{module}: not a component module")
+
+
+def test_manifest_pins_one_release_for_core_and_contrib() -> None:
+    assert MANIFEST["dist"]["version"] == COLLECTOR_VERSION
+    additions = yaml.safe_load(collector.TEST_ADDITIONS.read_text(encoding="utf-8"))
+    for manifest in (MANIFEST, additions):
+        for kind, modules in _manifest_modules(manifest).items():
+            for module, version in modules:
+                assert module.startswith((CORE, CONTRIB)), f"{kind}: {module} is not upstream"
+                assert version == f"v{COLLECTOR_VERSION}", f"{module} {version}"
+
+
+def test_manifest_has_exactly_the_components_the_config_uses() -> None:
+    for kind, modules in _manifest_modules(MANIFEST).items():
+        built = {_component_type(module) for module, _ in modules}
+        # A component's type drops the underscores its module name cannot have.
+        used = {key.split("/", 1)[0].replace("_", "") for key in COLLECTOR.get(kind) or {}}
+        assert built == used, f"{kind}: manifest builds {sorted(built)}, config uses {sorted(used)}"
+
+
+def test_test_additions_only_add_the_remote_write_exporter() -> None:
+    additions = yaml.safe_load(collector.TEST_ADDITIONS.read_text(encoding="utf-8"))
+    assert set(additions) == {"exporters"}
+    assert [e["gomod"].split()[0] for e in additions["exporters"]] == [
+        CONTRIB + "exporter/prometheusremotewriteexporter"
+    ]
+    override = yaml.safe_load(collector.REMOTE_WRITE_OVERRIDE.read_text(encoding="utf-8"))
+    shipped = COLLECTOR["service"]["pipelines"]["metrics"]["exporters"]
+    # The shipped exporter stays in the pipeline; remote write is added beside it.
+    assert override["service"]["pipelines"]["metrics"]["exporters"] == [
+        *shipped,
+        "prometheusremotewrite",
+    ]
+    assert set(override["service"]["pipelines"]) == {"metrics"}
+    rw = override["exporters"]["prometheusremotewrite"]
+    assert rw["resource_to_telemetry_conversion"]["enabled"] is True
 
 
 def test_every_pipeline_refers_to_defined_components() -> None:
@@ -219,6 +267,66 @@ def test_tempo_receives_what_the_collector_sends_and_serves_grafana() -> None:
     assert grpc.rsplit(":", 1)[1] == sent_to.rsplit(":", 1)[1]
     assert grpc.startswith("0.0.0.0:"), "Tempo must listen beyond localhost inside its container"
     assert tempo["server"]["http_listen_port"] == 3200
+
+
+# --- ports and protocols ----------------------------------------------------------
+
+
+PAIRING_FILES = sorted(
+    [
+        REPO / "README.md",
+        *(REPO / "docs").glob("**/*.md"),
+        *CONFIG_DIR.glob("*.yaml"),
+        *CONFIG_DIR.glob("*.yml"),
+        REPO / "src/techrevati/runtime/telemetry/setup.py",
+    ]
+)
+
+
+@pytest.mark.parametrize("path", PAIRING_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_otlp_port_is_paired_with_its_protocol(path: Path) -> None:
+    problems = ports.text_problems(path.read_text(encoding="utf-8"))
+    assert not problems, "\n".join(f"{path.name}:{n}: {line!r}: {why}" for n, line, why in problems)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # compose.yaml line 4 before issue 15: HTTP/protobuf by default, sent to the gRPC port
+        "#   export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317   # then run your agent",
+        'configure(endpoint="http://127.0.0.1:4317")',
+        "OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318",
+        "| `otelcol` | 4317 (OTLP/HTTP), 4318 (OTLP/gRPC) |",
+    ],
+)
+def test_pairing_check_catches_a_swapped_port(line: str) -> None:
+    assert ports.line_problems(line)
+
+
+def test_compose_publishes_each_receiver_under_its_protocols_variable() -> None:
+    protocols = COLLECTOR["receivers"]["otlp"]["protocols"]
+    published = {}
+    for mapping in COMPOSE["services"]["otelcol"]["ports"]:
+        m = re.fullmatch(r"127\.0\.0\.1:\$\{(\w+):-(\d+)\}:(\d+)", mapping)
+        assert m, mapping
+        published[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    for proto, variable, port in (
+        ("grpc", "OTLP_GRPC_PORT", ports.GRPC_PORT),
+        ("http", "OTLP_HTTP_PORT", ports.HTTP_PORT),
+    ):
+        container_port = int(expand_env(protocols[proto]["endpoint"]).rsplit(":", 1)[1])
+        assert container_port == port, f"otlp {proto} receiver listens on {container_port}"
+        assert published[variable] == (port, port), f"{variable}: {published[variable]}"
+
+
+def test_compose_publishes_the_ports_the_backends_listen_on() -> None:
+    services = COMPOSE["services"]
+    tempo_port = _yaml("tempo.yaml")["server"]["http_listen_port"]
+    assert services["tempo"]["ports"] == [f"127.0.0.1:${{TEMPO_PORT:-{tempo_port}}}:{tempo_port}"]
+    assert services["prometheus"]["ports"] == ["127.0.0.1:${PROMETHEUS_PORT:-9090}:9090"]
+    assert services["grafana"]["ports"] == ["127.0.0.1:${GRAFANA_PORT:-3000}:3000"]
+    prom_url = expand_env(COLLECTOR["exporters"]["otlphttp/prometheus"]["endpoint"])
+    assert prom_url.startswith("http://prometheus:9090/")
 
 
 # --- Grafana provisioning ---------------------------------------------------------

@@ -517,3 +517,37 @@ def test_without_genai_prices_only_registered_prices_apply(
 def test_preload_imports_the_database_once() -> None:
     assert price_db.preload() is True
     assert "genai_prices" in sys.modules
+
+
+def test_price_with_two_tiers(monkeypatch: pytest.MonkeyPatch, empty_table: None) -> None:
+    """A database entry with two thresholds (no real model has one yet): built here."""
+    from genai_prices.types import ClauseEquals, ModelInfo, ModelPrice, Tier, TieredPrices
+
+    info = ModelInfo(
+        id="two-tier-model",
+        match=ClauseEquals(equals="two-tier-model"),
+        prices=ModelPrice(
+            input_mtok=TieredPrices(
+                base=_dec(1),
+                tiers=[Tier(start=1000, price=_dec(3)), Tier(start=100, price=_dec(2))],
+            ),
+            output_mtok=TieredPrices(base=_dec(10), tiers=[Tier(start=1000, price=_dec(30))]),
+        ),
+    )
+    built = price_db._build(info, "test")
+    assert built.flat is None and built.static is not None and built.static[0] == (100, 1000)
+    monkeypatch.setitem(price_db._cache, ("", "two-tier-model"), built)
+
+    def dollars(inp: int, out: int) -> float:
+        return price_call("two-tier-model", UsageSnapshot(inp, out)).cost
+
+    assert dollars(100, 1) == pytest.approx((100 * 1 + 1 * 10) / 1e6, rel=1e-12)
+    assert dollars(101, 1) == pytest.approx((101 * 2 + 1 * 10) / 1e6, rel=1e-12)
+    assert dollars(1000, 1) == pytest.approx((1000 * 2 + 1 * 10) / 1e6, rel=1e-12)
+    assert dollars(1001, 1) == pytest.approx((1001 * 3 + 1 * 30) / 1e6, rel=1e-12)
+    tracker = UsageTracker()
+    for inp in (50, 500, 5000):
+        tracker.record_and_price("two-tier-model", UsageSnapshot(inp, 1))
+    expected = (50 * 1 + 10 + 500 * 2 + 10 + 5000 * 3 + 30) / 1e6
+    register_pricing("unrelated", ModelPricing(1.0, 1.0))  # recompute from the band sums
+    assert tracker.total_cost() == pytest.approx(expected, rel=1e-12)

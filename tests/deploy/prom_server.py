@@ -53,8 +53,10 @@ class PrometheusServer:
         binary: str,
         workdir: Path,
         targets: list[str],
+        extra_args: list[str] | None = None,
     ) -> None:
         self.binary = binary
+        self.extra_args = list(extra_args or [])
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -62,7 +64,7 @@ class PrometheusServer:
         self.log = workdir / "prometheus.log"
         # YAML is a superset of JSON, so the config is written as JSON: no quoting surprises.
         static: dict[str, Any] = {"targets": targets}
-        config = {
+        config: dict[str, Any] = {
             "global": {
                 "scrape_interval": "1s",
                 "scrape_timeout": "900ms",
@@ -70,7 +72,9 @@ class PrometheusServer:
             },
             "scrape_configs": [
                 {"job_name": "techrevati-dashboard-test", "static_configs": [static]},
-            ],
+            ]
+            if targets
+            else [],
         }
         self.config.write_text(json.dumps(config, indent=2), encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -85,6 +89,7 @@ class PrometheusServer:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--storage.tsdb.retention.time=1h",
                 "--log.level=warn",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -143,6 +148,17 @@ class PrometheusServer:
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": data["result"]}]
         raise AssertionError(f"unexpected result type {data['resultType']} for {expr}")
+
+    def query_range(self, expr: str, start: float, end: float, step: str) -> list[dict[str, Any]]:
+        """A range query, as Grafana asks a time-series panel: one matrix per series."""
+        data = self.api(
+            "/api/v1/query_range",
+            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": step},
+        )
+        if data["resultType"] != "matrix":
+            raise AssertionError(f"unexpected result type {data['resultType']} for {expr}")
+        result: list[dict[str, Any]] = data["result"]
+        return result
 
     def series(self, match: str) -> list[dict[str, str]]:
         result: list[dict[str, str]] = self.api("/api/v1/series", [("match[]", match)])

@@ -1,5 +1,6 @@
-"""Fleet scopes through the core: Orchestrator(fleet=...) with our turns and with
-the official OpenAI instrumentation's spans, across sessions and processes.
+"""Fleet scopes through the core: Orchestrator(fleet=...), agent_session(fleet=...)
+and configure(fleet=[...]), with our turns and with the official OpenAI
+instrumentation's spans, across sessions and processes.
 
 The only stand-in is the OpenAI API itself (a local HTTP server counting the
 requests it gets); Redis, the OTel SDK, the openai client and the
@@ -8,7 +9,11 @@ instrumentation are real.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -25,6 +30,8 @@ from techrevati.runtime import (
     MaxIterationsExceededError,
     ModelPricing,
     Orchestrator,
+    agent_session,
+    agent_turn,
     register_pricing,
 )
 
@@ -189,3 +196,117 @@ def test_a_failed_turn_stays_counted_and_frees_its_reservation(redis_server: Red
         session.run_turn(boom, model="gpt-4o-mini")
     usage = tenant.usage()
     assert (usage.calls, usage.spent_usd, usage.reserved_usd, usage.in_flight) == (1, 0.0, 0.0, 0)
+
+
+def test_agent_session_fleet_counts_decorated_turns(redis_server: RedisServer) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    register_pricing("gpt-test", ModelPricing(2.0, 8.0))
+    tenant = FleetLimits(redis_server.url, scope="writers", max_calls=2)
+    bodies: list[str] = []
+
+    @agent_turn(provider="openai")
+    def ask(prompt: str) -> dict[str, Any]:
+        bodies.append(prompt)
+        return {"model": "gpt-test", "usage": {"prompt_tokens": 1000, "completion_tokens": 100}}
+
+    with (
+        pytest.raises(MaxIterationsExceededError) as refused,
+        agent_session("writer", fleet=tenant, tracer_provider=provider),
+    ):
+        for prompt in ("one", "two", "three"):
+            ask(prompt)
+    assert bodies == ["one", "two"]  # the third body never ran
+    assert refused.value.scope == "writers"
+    usage = tenant.usage()
+    assert usage.calls == 2
+    assert round(usage.spent_usd * NANO) == round(2 * PER_CALL * NANO)
+    [(span, event)] = limit_events(exporter)
+    assert span == "invoke_agent writer"
+    assert (event["techrevati.limit.kind"], event["techrevati.fleet.scope"]) == (
+        "fleet_calls",
+        "writers",
+    )
+
+
+CONFIGURE_SCRIPT = """
+import json, sys
+import openai
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+from techrevati.runtime import (
+    BudgetExceededError, FleetLimits, MaxIterationsExceededError, ModelPricing, configure,
+    register_pricing,
+)
+
+redis_url, api_url, spans = sys.argv[1:4]
+register_pricing("gpt-test", ModelPricing(2.0, 8.0))
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+per_user = FleetLimits(redis_url, scope="user-1", budget_usd=0.007)
+tenant = FleetLimits(redis_url, scope="tenant", max_calls=100)
+handle = configure(service_name="fleet-e2e", spans_file=spans, report=False, metrics=False,
+                   fleet=[per_user, tenant])
+OpenAIInstrumentor().instrument()
+client = openai.OpenAI(base_url=api_url, api_key="test-key", max_retries=0)
+outcomes = []
+for _ in range(5):  # no session anywhere: configure(fleet=...) counts every call
+    try:
+        client.chat.completions.create(model="gpt-test",
+                                       messages=[{"role": "user", "content": "hi"}])
+        outcomes.append("ok")
+    except (BudgetExceededError, MaxIterationsExceededError) as err:
+        outcomes.append(f"{type(err).__name__}:{err.scope}")
+points = {}
+for rm in reader.get_metrics_data().resource_metrics:
+    for sm in rm.scope_metrics:
+        for metric in sm.metrics:
+            for point in metric.data.data_points:
+                if metric.name.startswith("techrevati.fleet."):
+                    attrs = dict(point.attributes)
+                    key = "|".join([metric.name, attrs["techrevati.fleet.scope"],
+                                    attrs.get("techrevati.limit.kind", "")])
+                    points[key] = point.value
+handle.shutdown()
+print(json.dumps({
+    "outcomes": outcomes,
+    "tenant": [tenant.usage().calls, tenant.usage().spent_usd],
+    "user": [per_user.usage().calls, per_user.usage().spent_usd],
+    "metrics": points,
+}))
+"""
+
+
+def test_configure_fleet_counts_every_openai_call_in_the_process(
+    redis_server: RedisServer, fake_api: FakeOpenAI, tmp_path: Path
+) -> None:
+    """configure() is process-wide, so it runs in a fresh interpreter."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CONFIGURE_SCRIPT,
+            redis_server.url,
+            fake_api.url,
+            str(tmp_path / "spans.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    # $0.0028 a call against $0.007: the 3rd crosses, the 4th and 5th are refused unsent.
+    assert report["outcomes"] == ["ok"] * 3 + ["BudgetExceededError:user-1"] * 2
+    assert len(fake_api.requests) == 3
+    spent = round(3 * PER_CALL * NANO)
+    assert report["user"][0] == report["tenant"][0] == 3
+    assert round(report["user"][1] * NANO) == round(report["tenant"][1] * NANO) == spent
+    metrics = report["metrics"]
+    assert metrics["techrevati.fleet.refusals|user-1|fleet_budget"] == 2
+    assert round(metrics["techrevati.fleet.cost|user-1|"] * NANO) == spent
+    assert round(metrics["techrevati.fleet.cost|tenant|"] * NANO) == spent

@@ -34,8 +34,8 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -197,17 +197,35 @@ _warn_lock = threading.Lock()
 
 
 class _Resolved(NamedTuple):
-    """How one (provider, model) is priced right now."""
+    """How one (provider, model) is priced right now.
+
+    Every price is one band up to ``limit`` total input tokens and, for a
+    price with one tier, ``high`` above it; both are charged inline. Anything
+    else (several tiers, a price that changes with the clock) has ``high``
+    None and a ``limit`` of -1, and is charged by ``tiered``.
+    """
 
     source: CostSource
     known: bool
-    # The rates every call is charged at (registered prices, flat database prices,
-    # unpriced = zeros); None when the band depends on the call (``tiered``).
-    flat: Band | None
+    low: Band
+    limit: int
+    high: Band | None
+    low_key: tuple[int, int] | None
+    high_key: tuple[int, int] | None
     tiered: BundledPrice | None
+    # The rates every call is charged at when the price has no tiers (registered,
+    # flat database prices, unpriced = zeros); None otherwise.
+    flat: Band | None
 
 
-_UNPRICED = _Resolved(UNPRICED, False, _ZERO, None)
+_NO_LIMIT = sys.maxsize  # no call has more input tokens than this
+
+
+def _flat(source: CostSource, band: Band) -> _Resolved:
+    return _Resolved(source, source != UNPRICED, band, _NO_LIMIT, None, None, None, None, band)
+
+
+_UNPRICED = _flat(UNPRICED, _ZERO)
 
 # Resolution cache: (table object, table version, (provider, model) → resolution).
 # Replaced wholesale on invalidation so a reader still holding the old dict can
@@ -229,13 +247,19 @@ def _band_of(price: ModelPricing) -> Band:
 
 
 def _from_bundled(found: BundledPrice) -> _Resolved:
-    return _Resolved(BUNDLED, True, found.flat, None if found.flat is not None else found)
+    if found.flat is not None:
+        return _flat(BUNDLED, found.flat)
+    static = found.static
+    if static is not None and len(static[0]) == 1:
+        (limit,), (low, high), (low_key, high_key) = static
+        return _Resolved(BUNDLED, True, low, limit, high, low_key, high_key, found, None)
+    return _Resolved(BUNDLED, True, _ZERO, -1, None, None, None, found, None)
 
 
 def _resolve_uncached(table: Mapping[str, ModelPricing], model: str, provider: str) -> _Resolved:
     exact = table.get(model)
     if exact is not None:
-        return _Resolved(REGISTERED, True, _band_of(exact), None)
+        return _flat(REGISTERED, _band_of(exact))
     found = price_db.lookup(model, provider)
     if found is not None:
         return _from_bundled(found)
@@ -245,7 +269,7 @@ def _resolve_uncached(table: Mapping[str, ModelPricing], model: str, provider: s
         if model.startswith(candidate) and (best is None or len(candidate) > len(best)):
             best = candidate
     price = None if best is None else table.get(best)
-    return _UNPRICED if price is None else _Resolved(REGISTERED, True, _band_of(price), None)
+    return _UNPRICED if price is None else _flat(REGISTERED, _band_of(price))
 
 
 def _resolve(model: str, provider: str = "") -> _Resolved:
@@ -394,19 +418,17 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
     out = usage.output_tokens
     write = usage.cache_write_tokens
     read = usage.cache_read_tokens
-    band = resolved.flat
-    key: tuple[int, int] | None = None
-    if band is None:
+    key: tuple[int, int] | None
+    if inp + write + read <= resolved.limit:
+        band = resolved.low
+        key = resolved.low_key
+    elif resolved.high is not None:
+        band = resolved.high
+        key = resolved.high_key
+    else:
         tiered = resolved.tiered
         assert tiered is not None
-        static = tiered.static
-        if static is not None:
-            thresholds, bands, keys = static
-            index = bisect_left(thresholds, inp + write + read)
-            band = bands[index]
-            key = keys[index]
-        else:
-            band, key = tiered.charge(inp, out, write, read)
+        band, key = tiered.charge(inp, out, write, read)
     cost = (
         inp * band.input_per_million / _PER_MILLION
         + out * band.output_per_million / _PER_MILLION
