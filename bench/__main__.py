@@ -271,6 +271,19 @@ def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, bool |
         )
     else:
         out.append((name, None, "fleet suite missing"))
+
+    # 9. RSS flat over long runs: within 10 MB after warm-up, every scenario (issue 13)
+    name = "RSS within 10 MB over 200,000 sessions / turns"
+    rss = [row for row in (mem or {}).get("rows", []) if row["name"].startswith("rss_")]
+    if rss:
+        worst = max(harness.median(row["samples"]) for row in rss)
+        detail = "; ".join(
+            f"{row['name'][4:]} {harness.median(row['samples']) / 1e6:+.2f} MB" for row in rss
+        )
+        quick_note = "" if all("200,000" in row["label"] for row in rss) else " (quick run)"
+        out.append((name, worst <= 10e6, detail + quick_note))
+    else:
+        out.append((name, None, "memory suite missing"))
     return out
 
 

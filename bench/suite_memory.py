@@ -1,4 +1,17 @@
-"""Retained memory, measured with tracemalloc (a whole process of its own).
+"""Retained memory: resident set size (RSS) over long runs, and tracemalloc per call.
+
+RSS (issue 13, point 6), each scenario in a fresh subprocess without
+tracemalloc: after a warm-up (rings, tails, allocator pools and the registry's
+finished window all full), RSS is read, the scenario runs 200,000 times, spans
+are flushed, and RSS is read again. Target: within 10 MB.
+
+* ``orchestrator``: one reused ``Orchestrator``, one session per request
+  (2 turns and 1 permission-checked tool call each).
+* ``agent_session``: a new ``agent_session`` per request with ``@agent_turn`` /
+  ``@tool_call`` inside it (the way a request handler would write it).
+* ``long_session``: turns in one long session with a ``RingBufferUsageSink``.
+
+tracemalloc, below, attributes what remains to source files:
 
 * Per turn: 100,000 turns in one session with a ``RingBufferUsageSink`` (the
   tracker then keeps a bounded tail). Ring and tail are filled before the first
@@ -17,9 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 from techrevati.runtime import RingBufferUsageSink
 
@@ -110,7 +128,9 @@ def per_session(result: Result, sessions: int, flavour: str) -> None:
 
         name = "per_session_decorated"
 
-    for _ in range(200):
+    # Past two sweeps of the registry (1,024 finished workers kept, swept at
+    # about twice that), so what follows only oscillates within that window.
+    for _ in range(2500):
         one()
     before = _settle(tp.force_flush)
     for _ in range(sessions):
@@ -140,20 +160,135 @@ def per_session(result: Result, sessions: int, flavour: str) -> None:
     )
 
 
+# --- RSS over long runs (each scenario in its own process) ---------------------
+
+RSS_SCENARIOS = ("orchestrator", "agent_session", "long_session")
+RSS_LIMIT_MB = 10.0
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """Current resident set size (Linux ``/proc/self/statm``; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss_workload(scenario: str) -> tuple[Callable[[], object], Callable[[], object], str]:
+    """(one request, flush, what one request is) for a scenario."""
+    tp, _ = tracer_provider()
+    mp = meter_provider()
+    if scenario == "orchestrator":
+        orch = ours.orchestrator(tp, mp)
+
+        def one() -> object:
+            with orch.session() as session:
+                session.run_turn(ours.model_call, MODEL, ours.USAGE)
+                session.run_tool("lookup", ours.tool_call)
+                session.run_turn(ours.model_call, MODEL, ours.USAGE)
+            return None
+
+        return one, tp.force_flush, "sessions"
+    if scenario == "agent_session":
+        from . import decorated
+
+        def one() -> object:
+            with decorated.session(tp, mp):
+                decorated.ask()
+                decorated.lookup()
+                decorated.ask()
+            return None
+
+        return one, tp.force_flush, "sessions"
+    if scenario == "long_session":
+        orch = ours.orchestrator(tp, mp, usage_sink=RingBufferUsageSink())
+        cm = orch.session()
+        session = cm.__enter__()  # stays open for the whole process
+        run_turn = session.run_turn
+
+        def one() -> object:
+            return run_turn(ours.model_call, MODEL, ours.USAGE)
+
+        return one, tp.force_flush, "turns"
+    raise ValueError(f"unknown RSS scenario {scenario!r}; expected one of {RSS_SCENARIOS}")
+
+
+def rss_scenario(scenario: str, count: int, warm: int) -> dict[str, object]:
+    """Run one scenario in this process and return its RSS figures (bytes)."""
+    ours.setup_pricing()
+    one, flush, unit = _rss_workload(scenario)
+    for _ in range(warm):
+        one()
+    flush()
+    gc.collect()
+    before = rss_bytes()
+    started = time.perf_counter()
+    for _ in range(count):
+        one()
+    seconds = time.perf_counter() - started
+    flush()
+    gc.collect()
+    after = rss_bytes()
+    return {
+        "scenario": scenario,
+        "count": count,
+        "warm": warm,
+        "unit": unit,
+        "before": before,
+        "after": after,
+        "seconds": seconds,
+    }
+
+
+def rss_suite(result: Result, quick: bool) -> None:
+    count, warm = (20_000, 5_000) if quick else (200_000, 20_000)
+    for scenario in RSS_SCENARIOS:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.suite_memory", "--rss", scenario, str(count), str(warm)],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        figures = json.loads(proc.stdout.strip().splitlines()[-1])
+        growth = (figures["after"] - figures["before"]) / 1e6
+        result.add_row(
+            f"rss_{scenario}",
+            f"RSS growth, {scenario}, {count:,} {figures['unit']} after {warm:,} warm-up",
+            [growth * 1e6],
+            unit="B",
+        )
+        result.check(
+            f"RSS flat: {scenario}",
+            growth <= RSS_LIMIT_MB,
+            f"{figures['before'] / 1e6:.1f} MB -> {figures['after'] / 1e6:.1f} MB "
+            f"({growth:+.2f} MB over {count:,} {figures['unit']}, limit {RSS_LIMIT_MB:.0f} MB; "
+            f"{figures['seconds']:.0f} s)",
+        )
+
+
 def main() -> None:
+    if len(sys.argv) >= 2 and sys.argv[1] == "--rss":
+        scenario, count, warm = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        print(json.dumps(rss_scenario(scenario, count, warm)))
+        return
     quick = harness.parse_args()
     started = time.perf_counter()
+    result = Result("memory", "retained memory (RSS over long runs; tracemalloc), bytes", 1)
+    rss_suite(result, quick)
     ours.setup_pricing()
-    tracemalloc.start()
-    result = Result("memory", "retained memory (tracemalloc), bytes", 1)
     per_turn(result, 10_000 if quick else 100_000)
     sessions = 1_000 if quick else 10_000
     per_session(result, sessions, "Orchestrator")
     with contextlib.suppress(ImportError):  # a checkout from before the decorators
         per_session(result, sessions, "agent_session + decorators")
     result.info.append(
-        "the AgentRegistry keeps every worker record (API contract: registry.get(worker_id) "
-        "works after the session ends), so that part grows by design"
+        "the AgentRegistry keeps active workers and the 1,024 most recently finished "
+        "(swept when it doubles), so its part oscillates around zero once warm"
     )
     tracemalloc.stop()
     result.info.append(f"suite took {time.perf_counter() - started:.0f} s")

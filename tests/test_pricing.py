@@ -551,3 +551,35 @@ def test_price_with_two_tiers(monkeypatch: pytest.MonkeyPatch, empty_table: None
     expected = (50 * 1 + 10 + 500 * 2 + 10 + 5000 * 3 + 30) / 1e6
     register_pricing("unrelated", ModelPricing(1.0, 1.0))  # recompute from the band sums
     assert tracker.total_cost() == pytest.approx(expected, rel=1e-12)
+
+
+def test_concurrent_first_lookups_agree(monkeypatch: pytest.MonkeyPatch, empty_table: None) -> None:
+    import threading
+
+    monkeypatch.setattr(price_db, "_cache", {})
+    models = ["gpt-4.1-mini", "claude-opus-4-1", "gemini-2.5-pro", "o4-mini"]
+    usage = UsageSnapshot(input_tokens=300_000, output_tokens=1000, cache_read_tokens=5000)
+    expected = {m: price_call(m, usage).cost for m in models}
+    monkeypatch.setattr(price_db, "_cache", {})
+    register_pricing("unrelated", ModelPricing(1.0, 1.0))  # fresh resolution cache too
+    results: list[tuple[str, float]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work(offset: int) -> None:
+        try:
+            start.wait()
+            for i in range(40):
+                model = models[(i + offset) % len(models)]
+                results.append((model, price_call(model, usage).cost))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(results) == 8 * 40
+    assert all(cost == expected[model] for model, cost in results)

@@ -25,7 +25,13 @@ from techrevati.runtime.circuit_breaker import (
     CircuitState,
 )
 from techrevati.runtime.errors import TurnTimeoutError
-from techrevati.runtime.timeouts import arun_with_timeout, hung_calls, run_with_timeout
+from techrevati.runtime.timeouts import (
+    arun_with_timeout,
+    await_with_timeout,
+    hung_calls,
+    run_with_timeout,
+    wait_in_thread,
+)
 
 SHORT = 0.01  # the hanging calls never return before the test releases them
 LONG = 30.0  # calls that return at once never come near this
@@ -455,3 +461,79 @@ def test_async_path_accepts_a_sync_breaker() -> None:
 
     asyncio.run(main())
     assert cb.state() is CircuitState.OPEN
+
+
+# -- the parts a core with its own BreakerPermit uses ----------------------------------
+
+
+def _core_turn(breaker: CircuitBreaker, call: Callable[[], object], timeout: float) -> object:
+    """What the session core does: its own permit, wait_in_thread, permit told the outcome."""
+    permit = BreakerPermit(breaker)
+    permit.admit()
+    try:
+        result = wait_in_thread(call, timeout, breaker)
+    except BaseException as exc:
+        permit.failed(exc)
+        raise
+    permit.succeeded()
+    return result
+
+
+def test_wait_in_thread_with_a_permit_books_timeouts_and_bounds_hung(hang: Hang) -> None:
+    now = [0.0]
+    cb = CircuitBreaker(
+        "api", failure_threshold=2, recovery_timeout_seconds=10, clock=lambda: now[0]
+    )
+    cb.max_hung_calls = 3
+    for _ in range(2):
+        with pytest.raises(TurnTimeoutError) as info:
+            _core_turn(cb, hang, SHORT)
+        assert isinstance(info.value.__cause__, TimeoutError)
+    assert cb.state() is CircuitState.OPEN and hung_calls(cb) == 2
+    now[0] = 10.0
+    with pytest.raises(TurnTimeoutError):
+        _core_turn(cb, hang, SHORT)  # the half-open probe times out: OPEN again
+    assert cb._state is CircuitState.OPEN and cb._probe_in_flight == 0
+    now[0] = 20.0
+    with pytest.raises(CircuitOpenError, match="3 timed-out calls are still running"):
+        _core_turn(cb, lambda: "never", LONG)
+    assert hang.started == 3
+    hang.finish()
+    assert hung_calls(cb) == 0
+    assert _core_turn(cb, lambda: "probe", LONG) == "probe"
+    assert cb.state() is CircuitState.CLOSED
+
+
+def test_wait_in_thread_returns_and_raises_as_the_call_does() -> None:
+    assert wait_in_thread(lambda: 5, LONG) == 5
+    assert wait_in_thread(lambda: threading.current_thread(), None) is threading.current_thread()
+    with pytest.raises(ZeroDivisionError):
+        wait_in_thread(lambda: 1 / 0, LONG)
+    with pytest.raises(ValueError, match="timeout must be"):
+        wait_in_thread(lambda: None, 0)
+    with pytest.raises(TypeError, match="call must be callable"):
+        wait_in_thread(None, LONG)  # type: ignore[arg-type]
+
+
+def test_await_with_timeout_tells_our_expiry_from_the_coroutines() -> None:
+    own = TimeoutError("socket")
+
+    async def raises_own() -> None:
+        raise own
+
+    async def seven() -> int:
+        return 7
+
+    async def main() -> None:
+        with pytest.raises(TurnTimeoutError) as info:
+            await await_with_timeout(_forever, SHORT)
+        assert isinstance(info.value.__cause__, TimeoutError)
+        with pytest.raises(TimeoutError) as raised:
+            await await_with_timeout(raises_own, LONG)
+        assert raised.value is own
+        assert await await_with_timeout(seven, LONG) == 7
+        assert await await_with_timeout(seven, None) == 7
+        with pytest.raises(ValueError, match="-2"):
+            await await_with_timeout(seven, -2)
+
+    asyncio.run(main())

@@ -10,6 +10,7 @@ calls outside sessions count.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,29 @@ def test_configure_rejects_a_bad_fleet_value() -> None:
     with pytest.raises(TypeError, match="fleet must be a FleetLimits"):
         configure(fleet="redis://nowhere", set_global=False)
     assert membership.process_root() is None
+
+
+def test_a_refusal_by_a_later_scope_frees_the_earlier_ones(otel: Otel) -> None:
+    tenant, user = MemoryLevel("tenant"), MemoryLevel("user", max_calls=0)
+    orch = Orchestrator(role="w", phase="p", fleet=[tenant, user], **otel.kwargs())
+    with orch.session() as session, pytest.raises(MaxIterationsExceededError) as err:
+        session.run_turn(lambda: None, model="usd-1")
+    assert err.value.scope == "user"
+    assert tenant.log == ["reserve", "release"]  # released as never run: not counted
+    assert (tenant.calls, session._iteration_count) == (0, 0)
+
+
+def test_usage_after_the_session_closed_reaches_the_fleet(otel: Otel) -> None:
+    level = MemoryLevel("tenant")
+    pending: list[Any] = []
+    tracer = otel.tracer_provider.get_tracer("some.genai.library")
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "usd-1"}
+    with agent_session("w", fleet=level, **otel.kwargs()) as session:
+        pending.append(tracer.start_span("chat usd-1", attributes=attrs))  # a stream, unread
+    span = pending[0]
+    span.set_attribute("gen_ai.usage.input_tokens", 2)
+    span.set_attribute("gen_ai.usage.output_tokens", 0)
+    span.end()  # read after the block: booked once, locally and fleet-wide
+    assert session.tracker.total_cost() == 2.0
+    assert level.log == ["reserve", "settle"]
+    assert level.spent == 2.0

@@ -16,6 +16,12 @@ already booked as the timeout.
 at the timeout (nothing is left running), and the timeout counts as a failure
 in the same way.
 
+A core that admits and books through its own ``BreakerPermit`` uses the parts
+without the breaker bookkeeping: :func:`wait_in_thread` (thread, wait, hung-call
+accounting) and :func:`await_with_timeout` (our expiry told apart from the
+coroutine's own ``TimeoutError``); ``permit.failed(TurnTimeoutError)`` then books
+the timeout as a failure.
+
 Example::
 
     >>> from techrevati.runtime.circuit_breaker import CircuitBreaker
@@ -36,7 +42,13 @@ from typing import TypeVar, cast
 from .circuit_breaker import AsyncCircuitBreaker, BreakerPermit, CircuitBreaker
 from .errors import TurnTimeoutError
 
-__all__ = ["arun_with_timeout", "hung_calls", "run_with_timeout", "wait_in_thread"]
+__all__ = [
+    "arun_with_timeout",
+    "await_with_timeout",
+    "hung_calls",
+    "run_with_timeout",
+    "wait_in_thread",
+]
 
 T = TypeVar("T")
 AnyBreaker = CircuitBreaker | AsyncCircuitBreaker
@@ -124,6 +136,77 @@ def _abandon(pending: _Pending, breaker: AnyBreaker | None) -> bool:
         return True
 
 
+def _start_and_wait(
+    call: Callable[[], object], seconds: float, breaker: AnyBreaker | None
+) -> _Pending:
+    """Run ``call`` on a daemon thread and wait; return the finished call.
+
+    Raises ``TurnTimeoutError`` (the thread counted as hung) on expiry. A
+    ``BaseException`` while starting or waiting (no thread left, or
+    ``KeyboardInterrupt``) propagates, the thread, if started, counted as hung.
+    """
+    pending = _Pending()
+    thread = threading.Thread(
+        target=_run,
+        args=(pending, contextvars.copy_context(), call),
+        name="techrevati-turn",
+        daemon=True,
+    )
+    try:
+        thread.start()
+        finished = pending.finished.wait(seconds)
+    except BaseException:
+        if thread.ident is not None:
+            _abandon(pending, breaker)
+        raise
+    if not finished and _abandon(pending, breaker):
+        raise TurnTimeoutError(seconds) from TimeoutError(f"no result within {seconds:g}s")
+    # Finished in time (possibly just as the wait expired): done was set under
+    # the lock, and the event follows at once.
+    pending.finished.wait()
+    return pending
+
+
+def _outcome(pending: _Pending) -> object:
+    error = pending.error
+    if error is not None:
+        pending.error = None  # break the frame -> error -> traceback cycle
+        raise error
+    return pending.result
+
+
+def wait_in_thread(call: Callable[[], T], timeout: float, breaker: AnyBreaker | None = None) -> T:
+    """Run ``call()`` on a daemon thread, waiting at most ``timeout`` seconds.
+
+    Only the waiting and the hung-call accounting: no admission and nothing
+    booked on the breaker, for a caller that holds its own ``BreakerPermit``
+    (admitted before, told ``failed(error)`` after; ``TurnTimeoutError`` is an
+    ``Exception``, so the permit books the timeout as a failure). On expiry it
+    raises ``TurnTimeoutError(timeout)`` and counts the thread as hung against
+    ``breaker`` until it returns, so the breaker's admission refuses while
+    ``max_hung_calls`` of them still run. The call's own result or exception is
+    returned or raised as is.
+
+    Example::
+
+        permit = BreakerPermit(breaker)
+        permit.admit()
+        try:
+            result = wait_in_thread(fn, 30.0, breaker)
+        except BaseException as exc:
+            permit.failed(exc)
+            raise
+        permit.succeeded()
+    """
+    if not callable(call):
+        raise TypeError(f"call must be callable, got {call!r}")
+    seconds = _check_timeout(timeout)
+    _check_breaker(breaker)
+    if seconds is None:
+        return call()
+    return cast(T, _outcome(_start_and_wait(call, seconds, breaker)))
+
+
 def run_with_timeout(
     call: Callable[[], T], timeout: float | None, breaker: AnyBreaker | None = None
 ) -> T:
@@ -139,9 +222,9 @@ def run_with_timeout(
       records a failure on the breaker and counts the thread as hung until it
       returns. A result or ``Exception`` in time is booked as success or
       failure, as ``breaker.call`` books it.
-    * A ``BaseException`` in the caller while waiting (``KeyboardInterrupt``)
-      frees a half-open probe, books no failure, counts the thread as hung
-      and propagates.
+    * No thread to be had, or a ``BaseException`` in the caller while waiting
+      (``KeyboardInterrupt``), frees a half-open probe, books no failure and
+      propagates (a started thread counts as hung).
 
     Example::
 
@@ -167,69 +250,53 @@ def run_with_timeout(
         if permit is not None:
             permit.succeeded()
         return result
-
     try:
-        result = wait_in_thread(call, seconds, breaker)
-    except _Interrupted as stop:
-        # Interrupted while waiting (KeyboardInterrupt), or no thread could
-        # start: not the dependency's fault, so free a probe, book no failure.
+        pending = _start_and_wait(call, seconds, breaker)
+    except TurnTimeoutError as timed_out:
+        if permit is not None:
+            permit.failed(timed_out)
+        raise
+    except BaseException:
+        # Not the dependency's fault: free a probe without booking a failure.
         if permit is not None:
             permit.released()
-        raise stop.error from None
+        raise
+    try:
+        value = _outcome(pending)
     except BaseException as exc:
         if permit is not None:
-            permit.failed(exc)  # its own error, or our TurnTimeoutError
+            permit.failed(exc)
         raise
     if permit is not None:
         permit.succeeded()
-    return result
+    return cast(T, value)
 
 
-class _Interrupted(Exception):
-    """The caller stopped waiting for a reason of its own (carried in ``error``)."""
+async def await_with_timeout(factory: Callable[[], Awaitable[T]], timeout: float | None) -> T:
+    """Await ``factory()``, cancelling it after ``timeout`` seconds (``None``: no limit).
 
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(repr(error))
-        self.error = error
-
-
-def wait_in_thread(call: Callable[[], T], seconds: float, breaker: AnyBreaker | None = None) -> T:
-    """Run ``call()`` on a daemon thread and wait at most ``seconds`` for it.
-
-    The breaker is not asked or told anything here except that a timed-out
-    call still running counts as hung on it (so it refuses new calls while
-    ``max_hung_calls`` of them run); admission and success/failure booking are
-    the caller's (``run_with_timeout``, or a turn's breaker permit). Raises
-    ``TurnTimeoutError`` on expiry, the call's own error if it raised in time,
-    and ``_Interrupted`` wrapping anything that stopped the wait itself.
+    Only the waiting: ``TurnTimeoutError(timeout)``, raised from the
+    ``TimeoutError``, when *this* timeout expired; a ``TimeoutError`` the
+    coroutine raises itself propagates unchanged. Runs in the current task
+    (``asyncio.timeout``), so no extra task is created.
 
     Example::
 
-        text = wait_in_thread(lambda: client.complete(prompt), 30.0)
+        result = await await_with_timeout(lambda: client.acomplete(prompt), 30.0)
     """
-    pending = _Pending()
-    thread = threading.Thread(
-        target=_run,
-        args=(pending, contextvars.copy_context(), call),
-        name="techrevati-turn",
-        daemon=True,
-    )
+    if not callable(factory):
+        raise TypeError(f"factory must be callable, got {factory!r}")
+    seconds = _check_timeout(timeout)
+    if seconds is None:
+        return await factory()
+    scope = asyncio.timeout(seconds)
     try:
-        thread.start()
-        finished = pending.finished.wait(seconds)
-    except BaseException as exc:
-        if thread.ident is not None:
-            _abandon(pending, breaker)
-        raise _Interrupted(exc) from exc
-    if not finished and _abandon(pending, breaker):
-        raise TurnTimeoutError(seconds) from TimeoutError(f"no result within {seconds:g}s")
-    # Finished in time (possibly just as the wait expired): hand back what it did.
-    pending.finished.wait()  # done was set under the lock; the event follows at once
-    error = pending.error
-    if error is not None:
-        pending.error = None  # break the frame -> error -> traceback cycle
-        raise error
-    return cast(T, pending.result)
+        async with scope:
+            return await factory()
+    except TimeoutError as exc:
+        if scope.expired():
+            raise TurnTimeoutError(seconds) from exc
+        raise
 
 
 async def arun_with_timeout(
@@ -252,24 +319,13 @@ async def arun_with_timeout(
     """
     if not callable(factory):
         raise TypeError(f"factory must be callable, got {factory!r}")
-    seconds = _check_timeout(timeout)
+    _check_timeout(timeout)
     _check_breaker(breaker)
     permit = BreakerPermit(breaker) if breaker is not None else None
     if permit is not None:
         permit.admit()
-    scope = asyncio.timeout(seconds)  # timeout(None) never expires
     try:
-        async with scope:
-            result = await factory()
-    except TimeoutError as exc:
-        if scope.expired():
-            timed_out = TurnTimeoutError(cast(float, seconds))
-            if permit is not None:
-                permit.failed(timed_out)
-            raise timed_out from exc
-        if permit is not None:
-            permit.failed(exc)
-        raise
+        result = await await_with_timeout(factory, timeout)
     except BaseException as exc:
         if permit is not None:
             permit.failed(exc)

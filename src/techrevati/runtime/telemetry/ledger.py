@@ -54,7 +54,7 @@ class FleetLevel(Protocol):
 
     def reserve(self, model: str, expected_usd: float) -> object: ...
     def settle(self, hold: object, actual_usd: float) -> None: ...
-    def release(self, hold: object, *, ran: bool = False) -> None: ...
+    def release(self, hold: object, *, ran: bool = True) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -266,7 +266,7 @@ class Ledger:
                 if force and isinstance(exc, Exception):
                     continue  # it already happened: book it where the fleet lets us
                 for taken, hold in holds:
-                    taken.release(hold)
+                    taken.release(hold, ran=False)  # it never ran: not counted anywhere
                 self.release(claim, uncount=True)
                 if isinstance(exc, MaxIterationsExceededError):
                     self._notify(sc.LIMIT_FLEET_CALLS, exc)
@@ -350,8 +350,14 @@ class Ledger:
             )
         return cost
 
-    def release(self, claim: Claim, *, uncount: bool = False) -> None:
-        """Drop a call's reservation without booking; ``uncount`` also un-counts it."""
+    def release(self, claim: Claim, *, uncount: bool = False, keep_fleet: bool = False) -> None:
+        """Drop a call's reservation without booking; ``uncount`` also un-counts it.
+
+        ``keep_fleet`` leaves the fleet holds in place for a call that may still
+        report usage (its session closed under it, or it timed out but runs on):
+        a late ``settle`` then books it fleet-wide exactly once, and a call that
+        never reports frees its fleet reservation when the lease ends.
+        """
         leaf = claim.leaf
         with leaf._lock:
             if claim.open:
@@ -362,6 +368,8 @@ class Ledger:
                         level.calls -= 1
                 if uncount:
                     leaf.iterations -= 1
+        if keep_fleet:
+            return
         holds, claim.holds = claim.holds, ()
         for fleet, hold in holds:
             # A call that ran (and failed) stays counted fleet-wide; a refused one does not.

@@ -279,7 +279,7 @@ def drop_session(ledger: Ledger) -> None:
         if not entry.model_span or call is None:
             continue
         if not entry.same_call:
-            call.leaf.release(call)
+            call.leaf.release(call, keep_fleet=True)
         if len(LATE) >= LATE_LIMIT:
             LATE.pop(next(iter(LATE)), None)  # bounded: the oldest gives way
         LATE[key] = entry

@@ -31,6 +31,7 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
 from ..circuit_breaker import BreakerPermit, CircuitOpenError, CircuitState
+from ..errors import TurnTimeoutError
 from ..pricing import PricedCall, has_pricing, price_turn
 from ..usage_tracking import BudgetExceededError, UsageSnapshot
 from . import membership
@@ -215,7 +216,9 @@ class TurnCall:
         if entry is not None:
             membership.forget(entry)
             if entry.call is not None:
-                entry.call.leaf.release(entry.call)
+                # A timed-out call may still finish and be billed: its fleet holds
+                # stay for the late booking (or expire with their lease).
+                entry.call.leaf.release(entry.call, keep_fleet=isinstance(error, TurnTimeoutError))
         self.instruments.operation_duration.record(
             time.perf_counter() - self.started,
             {**self.labels.base, sc.ERROR_TYPE: error_type(error)},
