@@ -17,7 +17,9 @@ Nothing here is mocked: the module fixture
 * runs both programs in examples/ as subprocesses through configure() with
   the standard OTEL_* variables, once over OTLP/HTTP and once over OTLP/gRPC;
 * runs the dashboard workload (tests/deploy/workload.py) through configure(),
-  twice over HTTP and twice over gRPC, with metric exports between the passes.
+  twice over HTTP and twice over gRPC, with metric exports between the passes;
+* runs the fleet workload (tests/deploy/fleet_workload.py) as its own process
+  against a real redis-server, since fleet metrics go to the global provider.
 
 Then every dashboard PromQL target is asked as a range query over the run, the
 way Grafana asks, with the dashboard variables at "All".
@@ -26,6 +28,7 @@ way Grafana asks, with the dashboard variables at "All".
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import socket
@@ -42,10 +45,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy import collector, grafana, lint
-from deploy.pending import NOT_YET_RECORDED, charts_only_recorded
 from deploy.prom_server import INSTALL_HINT, PrometheusServer, find_binary
 from deploy.workload import Expected, install_prices, run_once
 from export.otlp_receiver import GrpcReceiver, HttpReceiver
+from fleet.redis_server import RedisServer
+from fleet.redis_server import free_port as free_redis_port
 from techrevati.runtime import configure, usage_tracking
 from techrevati.runtime.telemetry import semconv
 
@@ -72,6 +76,7 @@ class Stack:
     example_runs: dict[tuple[str, str], subprocess.CompletedProcess[str]] = field(
         default_factory=dict
     )
+    fleet: dict[str, Any] = field(default_factory=dict)
 
     def values(self) -> dict[str, str]:
         return {
@@ -116,6 +121,23 @@ def _run_example(module: str, transport: str, endpoint: str, workdir: Path) -> A
     )
 
 
+def _run_fleet(endpoint: str, redis_url: str, workdir: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TECHREVATI_"))}
+    env.update(PYTHONPATH=str(REPO), OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+    closed = f"redis://127.0.0.1:{free_redis_port()}/0"  # nothing listens there
+    run = subprocess.run(
+        [sys.executable, str(REPO / "tests/deploy/fleet_workload.py"), redis_url, closed],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     binary = _require(collector.test_binary())
@@ -141,9 +163,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "PROMETHEUS_REMOTE_WRITE_ENDPOINT": f"{prometheus.url}/api/v1/write",
         },
     )
+    redis = RedisServer(tmp_path_factory.mktemp("redis"))
     saved_prices = dict(usage_tracking.PRICING_TABLE)
     with tempo, prometheus3:
         try:
+            redis.start()
             prometheus.start()
             otelcol.start()
             stack = Stack(prometheus, tempo, prometheus3, otelcol, Expected(), time.time() - 30)
@@ -153,6 +177,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     stack.example_runs[(module, transport)] = _run_example(
                         module, transport, endpoint, workdir
                     )
+            stack.fleet = _run_fleet(otelcol.http_endpoint, redis.url, workdir)
             install_prices()
             for transport, endpoint in (
                 ("http", otelcol.http_endpoint),
@@ -192,6 +217,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             usage_tracking.PRICING_TABLE.update(saved_prices)
             otelcol.stop()
             prometheus.stop()
+            redis.stop()
 
 
 # --- the builds ------------------------------------------------------------------------
@@ -232,6 +258,8 @@ LOOPBACK = {
     "OTELCOL_OTLP_GRPC_ENDPOINT": "127.0.0.1:14317",
     "OTELCOL_OTLP_HTTP_ENDPOINT": "127.0.0.1:14318",
     "OTELCOL_HEALTH_ENDPOINT": "127.0.0.1:13133",
+    "OTELCOL_METRICS_HOST": "127.0.0.1",
+    "OTELCOL_METRICS_PORT": "18888",
     "TEMPO_OTLP_ENDPOINT": "127.0.0.1:24317",
     "PROMETHEUS_OTLP_ENDPOINT": "http://127.0.0.1:29090/api/v1/otlp",
 }
@@ -329,8 +357,6 @@ def test_prometheus_holds_the_collector_spellings(stack: Stack) -> None:
     names = grafana.load_names()
     held = stack.prometheus.metric_names()
     for metric, info in names["metrics"].items():
-        if metric in NOT_YET_RECORDED:
-            continue
         base = info["collector"]
         wanted = (
             [base + s for s in ("_bucket", "_sum", "_count")]
@@ -356,7 +382,7 @@ PROM_TARGETS = [
     t
     for path in grafana.dashboard_files()
     for t in grafana.iter_targets(path, DASHBOARDS[path.name])
-    if t.datasource_type == "prometheus" and charts_only_recorded(t)
+    if t.datasource_type == "prometheus"
 ]
 
 
@@ -391,3 +417,27 @@ def test_totals_equal_the_sessions_ledgers(stack: Stack) -> None:
     assert scalar("sessions-overview.json", "Tokens") == e.tokens
     assert scalar("reliability.json", "Budget hits") == e.limit_hits["budget"]
     assert scalar("reliability.json", "Iteration-cap hits") == e.limit_hits["max_iterations"]
+
+
+def test_fleet_panels_equal_what_the_fleet_booked(stack: Stack) -> None:
+    """Fleet spend and refusals through the collector equal the fleet process' own view."""
+    fleet = stack.fleet
+    assert all(fleet["refusals"].values()), fleet
+    panels = {p["title"]: p for p in grafana.iter_panels(DASHBOARDS["budgets.json"])}
+
+    def last_by(title: str, *labels: str) -> dict[str, float]:
+        result = stack.range_query(panels[title]["targets"][0]["expr"])
+        return {
+            "/".join(s["metric"][label] for label in labels): float(s["values"][-1][1])
+            for s in result
+        }
+
+    spend = last_by("Fleet spend by scope", "techrevati_fleet_scope")
+    assert spend == pytest.approx(fleet["spent_usd"], rel=1e-9)
+    refusals = last_by(
+        "Fleet refusals by scope and kind", "techrevati_fleet_scope", "techrevati_limit_kind"
+    )
+    assert refusals == fleet["refusals"]
+    # Each call made while the store is unreachable fails its one admission round trip.
+    (errors,) = stack.range_query(panels["Fleet store errors"]["targets"][0]["expr"])
+    assert float(errors["values"][-1][1]) == fleet["calls_while_down"]

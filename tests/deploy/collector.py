@@ -207,18 +207,25 @@ class Collector:
         self.binary = binary
         self.configs = configs
         self.workdir = workdir
+        self.extra_env = dict(env)
+        self.log = workdir / "otelcol.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._pick_ports()
+
+    def _pick_ports(self) -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.health_port = free_port()
-        self.log = workdir / "otelcol.log"
+        self.metrics_port = free_port()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("OTEL")},
             "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.grpc_port}",
             "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.http_port}",
             "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{self.health_port}",
-            **env,
+            "OTELCOL_METRICS_HOST": "127.0.0.1",
+            "OTELCOL_METRICS_PORT": str(self.metrics_port),
+            **self.extra_env,
         }
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def grpc_endpoint(self) -> str:
@@ -228,7 +235,18 @@ class Collector:
     def http_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
+        """Start and wait until healthy; new ports if another process took one meanwhile."""
+        for attempt in range(attempts):
+            try:
+                self._start_once(timeout)
+                return
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                self._pick_ports()
+
+    def _start_once(self, timeout: float) -> None:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [str(self.binary), *(f"--config={c}" for c in self.configs)],

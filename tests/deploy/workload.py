@@ -3,10 +3,13 @@
 Everything a dashboard charts happens at least once per run: turns on three
 models from three providers, cached tokens, allowed, denied, guardrail-blocked
 and failing tools, a circuit breaker that opens, an enforced budget that stops a
-session, an iteration cap that stops another, recovery after failed turns and an
-async session. The expected numbers are collected from what the sessions
-themselves report (trackers, caught exceptions, events), never typed in by hand,
-so the test compares the dashboards with the package's own ledger.
+session, an iteration cap that stops another, recovery after failed turns, an
+async session, a response with reasoning tokens read from a real OpenAI SDK
+object, a call whose response has no usage, calls of a model with no price (one
+booked at $0, one refused under an enforced budget). The expected numbers are
+collected from what the sessions themselves report (trackers, caught exceptions,
+events), never typed in by hand, so the test compares the dashboards with the
+package's own ledger.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from openai.types.chat import ChatCompletion
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
@@ -33,6 +37,7 @@ from techrevati.runtime import (
     PermissionMode,
     PermissionPolicy,
     RolePermissionConfig,
+    UnpricedModelError,
     UsageSnapshot,
     register_pricing,
 )
@@ -44,6 +49,8 @@ PRICES = {
 }
 PROVIDERS = {"alpha-large": "openai", "beta-small": "anthropic", "gamma-mini": "google"}
 BREAKER_NAME = "model-api"
+#: A model with no price anywhere (not registered, not in the bundled table).
+UNPRICED_MODEL = "delta-unpriced"
 
 
 @dataclass
@@ -65,22 +72,32 @@ class Expected:
     recovery_attempts: int = 0
     roles: set[str] = field(default_factory=set)
     tools: set[str] = field(default_factory=set)
+    models: set[str] = field(default_factory=set)
+    input_tokens: int = 0  # cached input included, as gen_ai.client.token.usage counts it
+    output_tokens: int = 0  # reasoning included
+    cache_read_tokens: int = 0
+    reasoning_tokens: int = 0
+    calls_without_usage: int = 0
+    unpriced_calls: int = 0
+    utilization: list[float] = field(default_factory=list)  # spent / budget, per session
 
-    def session_done(self, session: Any, outcome: str) -> None:
+    def session_done(self, session: Any, outcome: str, budget: float | None = None) -> None:
         tracker = session.tracker
+        if budget is not None:
+            self.utilization.append(tracker.total_cost() / budget)
         self.sessions[outcome] += 1
         self.sessions_by_role[(session.role, outcome)] += 1
         self.cost_usd += tracker.total_cost()
         self.cost_by_role[session.role] += tracker.total_cost()
         for model, cost in tracker.per_model_summary().items():
             self.cost_by_model[model] += cost
-        for _, usage in tracker.turns:
-            self.tokens += (
-                usage.input_tokens
-                + usage.cache_read_tokens
-                + usage.cache_write_tokens
-                + usage.output_tokens
-            )
+        for model, usage in tracker.turns:
+            self.models.add(model)
+            inputs = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+            self.tokens += inputs + usage.output_tokens
+            self.input_tokens += inputs
+            self.output_tokens += usage.output_tokens
+            self.cache_read_tokens += usage.cache_read_tokens
         self.recovery_attempts += sum(
             1 for e in session.events if e.event.value == "agent.recovery.attempted"
         )
@@ -199,7 +216,7 @@ def run_once(
             s.run_turn(_turn(), model="alpha-large", usage=UsageSnapshot(5000, 1000))
     except BudgetExceededError:
         expected.limit_hits["budget"] += 1
-    expected.session_done(s, "failed")
+    expected.session_done(s, "failed", budgeted.budget_usd)
 
     # 4. An iteration cap of 2: the third turn is refused before it starts.
     capped = Orchestrator(
@@ -268,3 +285,56 @@ def run_once(
         return s
 
     expected.session_done(asyncio.run(summarize()), "completed")
+
+    # 7. An analyst: a real OpenAI SDK response with reasoning tokens (usage read from it),
+    #    a call whose response carries no usage, and a model with no price (booked at $0).
+    analyst = Orchestrator(
+        role="analyst", phase="analyse", provider_name=PROVIDERS["alpha-large"], **common
+    )
+    response = ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-workload",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "alpha-large",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "ok"},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 900,
+                "completion_tokens": 700,
+                "total_tokens": 1600,
+                "completion_tokens_details": {"reasoning_tokens": 450},
+            },
+        }
+    )
+    with analyst.session() as s:
+        s.run_turn(lambda: response, model="alpha-large")
+        assert response.usage is not None and response.usage.completion_tokens_details
+        expected.reasoning_tokens += response.usage.completion_tokens_details.reasoning_tokens or 0
+        s.run_turn(_turn("no usage in this response"), model="alpha-large")
+        expected.calls_without_usage += 1
+        s.run_turn(_turn(), model=UNPRICED_MODEL, usage=UsageSnapshot(300, 80))
+        expected.unpriced_calls += 1
+        expected.model_calls += 3
+    expected.session_done(s, "completed")
+
+    # 8. The same unpriced model under an enforced budget is refused before it runs.
+    strict = Orchestrator(
+        role="analyst",
+        phase="analyse",
+        budget_usd=1.0,
+        enforce_budget=True,
+        provider_name=PROVIDERS["alpha-large"],
+        **common,
+    )
+    try:
+        with strict.session() as s:
+            s.run_turn(_turn(), model=UNPRICED_MODEL, usage=UsageSnapshot(300, 80))
+    except UnpricedModelError:
+        expected.limit_hits["unpriced"] += 1
+    expected.session_done(s, "failed", strict.budget_usd)

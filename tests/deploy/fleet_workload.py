@@ -1,0 +1,82 @@
+"""A fleet workload, run as a process of its own by the collector test.
+
+The fleet level records ``techrevati.fleet.*`` on the global MeterProvider, and
+only ``configure()`` in a fresh process may own that, so this runs as a
+subprocess with the standard ``OTEL_EXPORTER_OTLP_*`` variables pointing at the
+collector. Three scopes, each in two passes with metric exports between them
+(so every series grows inside the run and ``rate()`` sees it):
+
+* ``fleet-budget`` ($0.05): one call, then calls until the fleet budget refuses;
+* ``fleet-calls`` (2 calls): one call, then calls until the call cap refuses;
+* ``fleet-down`` (a Redis port nobody listens on, ``on_store_error="allow"``):
+  one call per pass, each counted as store errors.
+
+It prints, as JSON, what the process itself observed: refusals it caught by
+scope and kind, and each reachable scope's spend from ``FleetLimits.usage()``.
+
+    python tests/deploy/fleet_workload.py redis://127.0.0.1:6379/0 redis://127.0.0.1:1/0
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from techrevati.runtime import (
+    BudgetExceededError,
+    FleetLimits,
+    MaxIterationsExceededError,
+    ModelPricing,
+    Orchestrator,
+    UsageSnapshot,
+    configure,
+    register_pricing,
+)
+from techrevati.runtime.telemetry import semconv
+
+SERVICE = "techrevati-fleet-test"
+MODEL = "fleet-model"
+#: $0.033 a call at the price below.
+USAGE = UsageSnapshot(input_tokens=5000, output_tokens=1200)
+
+
+def _calls(fleet: FleetLimits, n: int, refusals: dict[str, int]) -> None:
+    orch = Orchestrator(role="fleet-worker", phase="run", fleet=fleet)
+    try:
+        with orch.session() as session:
+            for _ in range(n):
+                session.run_turn(lambda: "ok", model=MODEL, usage=USAGE)
+    except BudgetExceededError as err:
+        refusals[f"{err.scope}/{semconv.LIMIT_FLEET_BUDGET}"] += 1
+    except MaxIterationsExceededError as err:
+        refusals[f"{err.scope}/{semconv.LIMIT_FLEET_CALLS}"] += 1
+
+
+def main(redis_url: str, closed_url: str) -> dict[str, Any]:
+    handle = configure(
+        service_name=SERVICE, spans_file=False, report=False, metric_export_interval_s=1.0
+    )
+    register_pricing(MODEL, ModelPricing(input_per_million=3.0, output_per_million=15.0))
+    budget = FleetLimits(redis_url, scope="fleet-budget", budget_usd=0.05)
+    calls = FleetLimits(redis_url, scope="fleet-calls", max_calls=2)
+    down = FleetLimits(closed_url, scope="fleet-down", on_store_error="allow", timeout_s=0.2)
+    refusals = {
+        "fleet-budget/" + semconv.LIMIT_FLEET_BUDGET: 0,
+        "fleet-calls/" + semconv.LIMIT_FLEET_CALLS: 0,
+    }
+    calls_while_down = 0
+    for pass_calls in (1, 5):
+        _calls(budget, pass_calls, refusals)
+        _calls(calls, pass_calls, refusals)
+        _calls(down, 1, refusals)
+        calls_while_down += 1
+        time.sleep(2.5)  # a few metric exports before the next pass
+    spent = {fleet.scope: fleet.usage().spent_usd for fleet in (budget, calls)}
+    handle.shutdown()
+    return {"refusals": refusals, "spent_usd": spent, "calls_while_down": calls_while_down}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2])))
