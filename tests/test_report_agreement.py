@@ -7,6 +7,7 @@ roll-ups), so each rule is pinned on its own.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -175,3 +176,29 @@ def test_the_report_names_the_input_count_it_shows() -> None:
     header = next(line for line in text.splitlines() if line.lstrip().startswith("role"))
     assert "input incl. cached" in header
     assert _row(text, "agent")[-4:-2] == ["6200", "9"]
+
+
+def test_other_vocabularies_are_recognised_as_the_limits_recognise_them() -> None:
+    """An OpenInference LLM span (no gen_ai.* at all) is a call with its usage."""
+    register_pricing("oi-model", ModelPricing(input_per_million=1.0, output_per_million=2.0))
+    session = _session()
+    span = _record(
+        "ChatCompletion",
+        session,
+        scope="openinference.instrumentation.openai",
+        **{
+            "openinference.span.kind": "LLM",
+            "llm.model_name": "oi-model",
+            "llm.token_count.prompt": 1200,
+            "llm.token_count.completion": 300,
+            "llm.token_count.prompt_details.cache_read": 200,
+        },
+    )
+    # _record sets gen_ai.operation.name from the name; an OpenInference span has none.
+    attrs = {k: v for k, v in span.attributes.items() if k != sc.GEN_AI_OPERATION_NAME}
+    bare = dataclasses.replace(span, attributes=attrs)
+    report = build_report([session, bare])
+    [row] = report.models
+    assert (row.model, row.calls, row.input_tokens, row.output_tokens) == ("oi-model", 1, 1200, 300)
+    # 1000 uncached x $1 + 200 cache reads x $0 (no cache rate registered) + 300 x $2, per 1M.
+    assert row.cost_usd == pytest.approx(0.0016)

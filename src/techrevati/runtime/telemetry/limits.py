@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from ..pricing import has_pricing
 from . import membership
 from . import semconv as sc
+from .guard import note_refusal
 from .membership import SpanEntry
 from .recognise import is_model_span, model_from_attributes, usage_from_attributes
 from .tokens import provider_from_attributes
@@ -78,7 +79,11 @@ class LimitsProcessor(SpanProcessor):
             priced = (
                 not budgeted or not model or has_pricing(model, provider_from_attributes(attrs))
             )
-            entry = membership.admit_call(under, model, expected, ours=False, priced=priced)
+            try:
+                entry = membership.admit_call(under, model, expected, ours=False, priced=priced)
+            except BaseException as refusal:
+                note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
+                raise
             if not entry.same_call and entry.call is not None:
                 span.set_attribute(sc.SESSION_ITERATION, entry.call.iteration)
         membership.register(entry, span.context)

@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import semconv as sc
-from .recognise import is_model_span, is_same_call
+from .recognise import CallReading, is_same_call, read_call
 from .report_read import SpanRecord
-from .tokens import provider_from_attributes, usage_from_attributes
 
 _Key = tuple[str, str]
 #: Below this a difference in USD is rounding (the report prints 6 decimals).
@@ -129,9 +128,14 @@ class _Tree:
         self.by_id: dict[_Key, SpanRecord] = {(r.trace_id, r.span_id): r for r in records}
         self.session: dict[_Key, _Key | None] = {}
         self.enclosing_call: dict[_Key, _Key | None] = {}
-        self.model: dict[_Key, bool] = {
-            key: is_model_span(r.attributes, r.name) for key, r in self.by_id.items()
-        }
+        #: What recognise reads from each model-call span (the same reading the limits use).
+        self.readings: dict[_Key, CallReading] = {}
+        for key, record in self.by_id.items():
+            if record.operation == sc.OP_INVOKE_AGENT:
+                continue
+            reading = read_call(record.name, record.attributes, record.scope)
+            if reading is not None:
+                self.readings[key] = reading
         self.cycles = 0
         for key in self.by_id:
             if key not in self.session:
@@ -171,7 +175,7 @@ class _Tree:
         parent_is_session = self.by_id[parent].operation == sc.OP_INVOKE_AGENT
         if parent_is_session:
             self.enclosing_call[key] = None
-        elif self.model[parent]:
+        elif parent in self.readings:
             self.enclosing_call[key] = parent
         else:
             self.enclosing_call[key] = self.enclosing_call[parent]
@@ -190,15 +194,16 @@ class _Call:
     unpriced: bool
 
 
-def _price(record: SpanRecord) -> _Call:
+def _price(record: SpanRecord, reading: CallReading) -> _Call:
     attrs = record.attributes
+    response_model = attrs.get(sc.GEN_AI_RESPONSE_MODEL)
     model = str(
-        attrs.get(sc.GEN_AI_RESPONSE_MODEL)
-        or attrs.get(sc.GEN_AI_REQUEST_MODEL)
+        (response_model if isinstance(response_model, str) else "")
+        or reading.model
         or record.subject
         or "(unknown)"
     )
-    usage = usage_from_attributes(attrs)
+    usage = reading.usage
     without_usage = attrs.get(sc.USAGE_MISSING) is True or (usage is None and not record.ours)
     source = attrs.get(sc.COST_SOURCE)
     if sc.COST_USD in attrs:
@@ -207,14 +212,19 @@ def _price(record: SpanRecord) -> _Call:
         # Another instrumentation's call: priced as the live ledger priced it.
         from ..pricing import price_call
 
-        priced = price_call(model, usage, provider_from_attributes(attrs))
+        priced = price_call(model, usage, reading.provider)
         cost, source = priced.cost, priced.source
     else:
         cost = 0.0
     return _Call(
         model=model,
-        input_tokens=int(_number(attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS))),
-        output_tokens=int(_number(attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS))),
+        # Input as the GenAI conventions count it: uncached plus cache reads and writes.
+        input_tokens=(
+            usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+            if usage is not None
+            else 0
+        ),
+        output_tokens=usage.output_tokens if usage is not None else 0,
         cost=cost,
         error=record.error or sc.ERROR_TYPE in attrs,
         without_usage=without_usage,
@@ -258,10 +268,7 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
 
     # Model calls in start order, so "the first library span in our turn" is well defined.
     taken: set[_Key] = set()
-    model_keys = sorted(
-        (key for key, is_model in tree.model.items() if is_model),
-        key=lambda k: (tree.by_id[k].start_ns, k),
-    )
+    model_keys = sorted(tree.readings, key=lambda k: (tree.by_id[k].start_ns, k))
     for key in model_keys:
         record = tree.by_id[key]
         enclosing = tree.enclosing_call[key]
@@ -274,7 +281,7 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
             if enclosing is not None and enclosing_ours:
                 taken.add(enclosing)
             continue
-        call = _price(record)
+        call = _price(record, tree.readings[key])
         row = models.setdefault(call.model, ModelRow(call.model))
         row.calls += 1
         row.input_tokens += call.input_tokens

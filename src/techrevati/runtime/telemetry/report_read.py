@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from . import semconv as sc
+from .recognise import READ_ATTRIBUTES
 
 #: A line longer than this is skipped (our own lines are one export batch: far less).
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -72,6 +73,7 @@ KEPT_ATTRIBUTES = frozenset(
         sc.BREAKER_STATE,
         sc.LIMIT_KIND,
         sc.PHASE,
+        *READ_ATTRIBUTES,  # whatever recognise reads to tell a model call and its usage
     }
 )
 KEPT_EVENTS = frozenset(

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
@@ -36,6 +36,7 @@ from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.util.types import AttributeValue
 
+from .autoinstrument import prepare as prepare_instrumentations
 from .build import build_telemetry
 from .content import set_capture_content
 from .handle import Destination, TelemetryHandle
@@ -78,6 +79,7 @@ def configure(
     metric_export_interval_s: float | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
     fleet: Any = None,
+    instrument: Iterable[str] | None = None,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
 
@@ -122,6 +124,10 @@ def configure(
         fleet: fleet-wide limits (one ``FleetLimits`` or a list) that every model
             call in the process counts against, in a session or not. Applied on
             every call (a repeated ``configure(fleet=...)`` replaces the set).
+        instrument: clients to instrument, e.g. ``["openai", "anthropic"]``: switches on
+            the instrumentation we recommend for each (see ``autoinstrument``) and the
+            client guard that keeps a refused call from being sent. A missing package
+            raises ``ImportError`` naming it, before anything is set up.
 
     Returns:
         The :class:`TelemetryHandle`. A second global call returns the same handle
@@ -146,9 +152,13 @@ def configure(
         metric_export_interval_s=metric_export_interval_s,
         shutdown_timeout=shutdown_timeout,
     )
+    switch_on = prepare_instrumentations(instrument) if instrument is not None else None
     if fleet is not None:
         install_fleet(fleet_levels(fleet))
-    return configure_with(settings)
+    handle = configure_with(settings)
+    if switch_on is not None:
+        switch_on(handle.tracer_provider)
+    return handle
 
 
 def configure_with(settings: Settings) -> TelemetryHandle:
