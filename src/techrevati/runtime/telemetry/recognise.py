@@ -41,10 +41,12 @@ from . import tokens
 from .tokens import usage_from_totals
 
 __all__ = [
+    "READ_ATTRIBUTES",
     "CallReading",
     "classify_start",
     "is_model_call",
     "is_model_span",
+    "is_same_call",
     "model_from_attributes",
     "provider_from_attributes",
     "read_call",
@@ -98,6 +100,32 @@ _CACHE_WRITE_KEYS: Final = (
     "gen_ai.usage.cache_creation_input_tokens",
 )
 _REASONING_KEYS: Final = (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, "gen_ai.usage.reasoning_tokens")
+
+#: Every attribute the decisions and readings here look at (a reader that keeps only
+#: these, like the report's in-memory copy, still recognises every vocabulary).
+READ_ATTRIBUTES: Final = frozenset(
+    {
+        sc.GEN_AI_OPERATION_NAME,
+        sc.GEN_AI_REQUEST_MODEL,
+        sc.GEN_AI_RESPONSE_MODEL,
+        sc.GEN_AI_PROVIDER_NAME,
+        sc.GEN_AI_SYSTEM,
+        OI_SPAN_KIND,
+        OI_PROMPT,
+        OI_COMPLETION,
+        OI_CACHE_READ,
+        OI_CACHE_WRITE,
+        OI_REASONING,
+        LLM_REQUEST_TYPE,
+        *OI_MODEL_KEYS,
+        *OI_PROVIDER_KEYS,
+        *_INPUT_KEYS,
+        *_OUTPUT_KEYS,
+        *_CACHE_READ_KEYS,
+        *_CACHE_WRITE_KEYS,
+        *_REASONING_KEYS,
+    }
+)
 
 # --- producer quirks, by instrumentation scope ----------------------------------------
 #: OpenLIT's scope prefix; its Anthropic spans count input without cache tokens.
@@ -330,3 +358,34 @@ def read_span(span: _SpanLike) -> CallReading | None:
     """
     scope = span.instrumentation_scope
     return read_call(span.name, span.attributes, scope.name if scope is not None else None)
+
+
+def is_same_call(*, ours: bool, enclosing_ours: bool | None, enclosing_taken: bool) -> bool:
+    """Whether a model span describes the same call as the model call enclosing it.
+
+    ``ours`` says the span is this package's (our turn); ``enclosing_ours``
+    whether the nearest model call enclosing it in its session is ours (None
+    when no model call encloses it); ``enclosing_taken`` whether that enclosing
+    call of ours already has the one library span that describes it.
+
+    The rule: our own turn is always a new call; a library span inside a
+    library call is that call; the *first* library span inside our turn is our
+    turn (the ``@agent_turn`` around one ``client.chat.completions.create``),
+    any further one is a new call. (Live, the limits also merge two library
+    spans that overlap on one thread or task; a file does not say which thread
+    a span ran on, so the report cannot.)
+
+    Example::
+
+        >>> is_same_call(ours=False, enclosing_ours=True, enclosing_taken=False)
+        True
+        >>> is_same_call(ours=False, enclosing_ours=True, enclosing_taken=True)
+        False
+        >>> is_same_call(ours=True, enclosing_ours=True, enclosing_taken=False)
+        False
+    """
+    if ours or enclosing_ours is None:
+        return False
+    if not enclosing_ours:
+        return True
+    return not enclosing_taken
