@@ -287,7 +287,9 @@ def main() -> None:
     dump = "--dump" in sys.argv[2:]
     logging.basicConfig(level=logging.ERROR)
     warnings = _CountCacheWarnings()
-    logging.getLogger("techrevati.runtime.telemetry").addHandler(warnings)
+    ours = logging.getLogger("techrevati.runtime.telemetry")
+    ours.setLevel(logging.WARNING)  # the root logger above is at ERROR
+    ours.addHandler(warnings)
     register_pricing(OPENAI_MODEL, PRICES)
     register_pricing(ANTHROPIC_MODEL, PRICES)
     provider, exporter = _provider()

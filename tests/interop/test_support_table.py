@@ -10,10 +10,6 @@ One call is 120 input tokens (100 of them cache reads) and 30 output tokens at
 $100/$200/$10 per million input/output/cache-read: exactly $0.009. The budget
 is $0.010 enforced (the second call crosses it, the third is refused before
 its request); the cap is 2 calls.
-
-Checks marked ``WAITS_ON_CORE`` describe the done state that the limits
-processor (issue 10, the lead's) does not reach yet; they are strict xfails,
-so they turn red the moment the core makes them pass and the marker must go.
 """
 
 from __future__ import annotations
@@ -96,18 +92,6 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "openlit-anthropic": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
 }
 
-#: (producer, check) pairs that need the limits processor (issue 10) to treat a
-#: second library model span of the same request, inside our own turn, as that
-#: turn's call (it already does so outside our turns: point 4).
-WAITS_ON_CORE: dict[tuple[str, str], str] = {
-    ("openllmetry-anthropic", "agent_turn"): (
-        "inside our turn, the SDK's span beside OpenLLMetry's absorbed one is the same call"
-    ),
-    ("openinference-anthropic", "agent_turn"): (
-        "inside our turn, the SDK's span nested in OpenInference's absorbed one is the same call"
-    ),
-}
-
 
 def _run(producer: str) -> dict[str, Any]:
     env_name = PRODUCERS[producer]
@@ -143,13 +127,7 @@ def _cases(checks: list[str]) -> list[Any]:
         for check in checks:
             if check.startswith("responses") and "responses" not in EXPECTED[producer]:
                 continue
-            reason = WAITS_ON_CORE.get((producer, check))
-            marks = (
-                [pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)]
-                if reason
-                else []
-            )
-            cases.append(pytest.param(producer, check, marks=marks, id=f"{producer}-{check}"))
+            cases.append(pytest.param(producer, check, id=f"{producer}-{check}"))
     return cases
 
 
@@ -217,25 +195,7 @@ def _model(producer: str) -> str:
     return ANTHROPIC_MODEL if "anthropic" in producer else OPENAI_MODEL
 
 
-@pytest.mark.parametrize(
-    "producer",
-    [
-        pytest.param(
-            producer,
-            marks=[
-                pytest.mark.xfail(
-                    strict=True,
-                    raises=AssertionError,
-                    reason="waits on core: the processor reads spans with recognise.read_call "
-                    "(name, attributes, scope), which warns once per no-cache scope",
-                )
-            ]
-            if producer == "openai-v2"
-            else [],
-        )
-        for producer in PRODUCERS
-    ],
-)
+@pytest.mark.parametrize("producer", PRODUCERS)
 def test_no_cache_producers_are_warned_about_once(results: dict[str, Any], producer: str) -> None:
     expected = 1 if EXPECTED[producer]["usage"] is NO_CACHE else 0
     assert results[producer]["no_cache_warnings"] == expected
