@@ -44,7 +44,7 @@ from techrevati.runtime import (
     agent_turn,
     register_pricing,
 )
-from techrevati.runtime.telemetry.guard import install_guard
+from techrevati.runtime.telemetry.guard import install_guard, uninstall_guard
 from techrevati.runtime.telemetry.limits import ensure_limits_processor
 
 OPENAI_MODEL = "gpt-interop"
@@ -54,6 +54,8 @@ BUDGET_USD = 0.010
 CAP = 2
 ATTEMPTS = 3
 RESULT_MARK = "INTEROP-RESULT "
+#: Producers that catch exceptions from span start: only the guard stops their calls.
+SWALLOWS_REFUSALS = frozenset({"anthropic-sdk", "openinference-openai", "agents-openinference"})
 
 
 def _provider() -> tuple[TracerProvider, InMemorySpanExporter]:
@@ -306,6 +308,15 @@ def main() -> None:
             lambda: _limited(call, api, provider, budget_usd=BUDGET_USD, enforce_budget=True),
         )
         _check("cap", results, lambda: _limited(call, api, provider, max_iterations=CAP))
+        if producer in SWALLOWS_REFUSALS:
+            # The same budget without the guard: the refusal is swallowed, the call sent.
+            uninstall_guard()
+            _check(
+                "budget_unguarded",
+                results,
+                lambda: _limited(call, api, provider, budget_usd=BUDGET_USD, enforce_budget=True),
+            )
+            install_guard()
         _check("agent_turn", results, lambda: _under_agent_turn(call, model))
         results["hits_total"] = len(api.hits)
     results["no_cache_warnings"] = warnings.count

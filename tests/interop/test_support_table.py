@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import venvs  # noqa: E402
-from scenario import RESULT_MARK  # noqa: E402
+from scenario import RESULT_MARK, SWALLOWS_REFUSALS  # noqa: E402
 
 SRC = HERE.parent.parent / "src"
 
@@ -185,6 +185,15 @@ def test_budget_stops_before_the_request(
         "completed": calls,
         "error": "BudgetExceededError",
     }
+
+
+@pytest.mark.parametrize("producer", sorted(SWALLOWS_REFUSALS))
+def test_without_the_guard_these_producers_lose_the_refusal(
+    results: dict[str, Any], producer: str
+) -> None:
+    # Why the guard exists: the processor refused the third call, the producer
+    # swallowed the refusal, and the request went out anyway.
+    assert results[producer]["budget_unguarded"] == {"hits": 3, "completed": 3, "error": ""}
 
 
 @pytest.mark.parametrize(("producer", "check"), _cases(["cap"]))
