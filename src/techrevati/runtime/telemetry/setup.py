@@ -52,6 +52,7 @@ from .settings import (
     Settings,
     sdk_disabled,
 )
+from .signals import install_sigterm_handler
 
 _logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def configure(
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
     fleet: Any = None,
     instrument: Iterable[str] | None = None,
+    handle_sigterm: bool = False,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
 
@@ -128,6 +130,10 @@ def configure(
             the instrumentation we recommend for each (see ``autoinstrument``) and the
             client guard that keeps a refused call from being sent. A missing package
             raises ``ImportError`` naming it, before anything is set up.
+        handle_sigterm: on SIGTERM, end every open session, flush, print the report,
+            then pass the signal on (to the previous handler, else the default, so the
+            process still exits as killed by SIGTERM). Off by default: a library
+            should not take signals unasked. Call from the main thread.
 
     Returns:
         The :class:`TelemetryHandle`. A second global call returns the same handle
@@ -151,6 +157,7 @@ def configure(
         max_queue_size=max_queue_size,
         metric_export_interval_s=metric_export_interval_s,
         shutdown_timeout=shutdown_timeout,
+        handle_sigterm=handle_sigterm,
     )
     switch_on = prepare_instrumentations(instrument) if instrument is not None else None
     if fleet is not None:
@@ -182,6 +189,8 @@ def configure_with(settings: Settings) -> TelemetryHandle:
             handle = TelemetryHandle(enabled=False)
         else:
             handle = build_telemetry(settings)
+        if settings.handle_sigterm:
+            install_sigterm_handler(handle.shutdown)
         if settings.set_global:
             _global_handle = handle
             _global_settings = settings
