@@ -33,7 +33,11 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import Span, SpanContext
+
+# The key the OTel API stores the current span under (``set_span_in_context``
+# writes it); read here to build a turn's context in one step.
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ..usage_tracking import UsageTracker
 from .ledger import Claim, FleetLevel, Ledger
@@ -98,6 +102,18 @@ class Starting:
 STARTING: ContextVar[Starting | None] = ContextVar("techrevati_starting", default=None)
 
 
+def call_context(span: Span, entry: SpanEntry, parent: Context | None) -> Context:
+    """The context a turn runs in: its span current, and its entry under ``CALL_KEY``.
+
+    The same as ``set_value(CALL_KEY, entry, set_span_in_context(span, parent))``
+    in one copy of the parent context instead of two: this runs on every turn.
+    """
+    values = dict(parent if parent is not None else otel_context.get_current())
+    values[_SPAN_KEY] = span
+    values[CALL_KEY] = entry
+    return Context(values)
+
+
 def key_of(context: SpanContext | None) -> SpanKey | None:
     """The table key of a span context, or None for an invalid (all-zero) one."""
     if context is None or not context.span_id:
@@ -149,9 +165,8 @@ def install_fleet(fleet: tuple[FleetLevel, ...]) -> None:
 
 def enclosing(parent: SpanContext | None, context: Context | None) -> SpanEntry | None:
     """The entry a new span starts under (rules 1-3 of the module docstring)."""
-    key = key_of(parent)
-    if key is not None:
-        found = OPEN.get(key)
+    if parent is not None and parent.span_id:
+        found = OPEN.get((parent.trace_id, parent.span_id))
         if found is not None:
             return found
     carried = otel_context.get_value(CALL_KEY, context)
