@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit prometheus redis collector bench clean
+.PHONY: demo test lint unit prometheus redis collector bench clean interop-venvs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ collector: $(STAMP)
 	@# the tests look for the binaries where this Makefile says they are
 	@test "$$($(PY) tests/deploy/collector.py dir)" = "$(OTELCOL_DIR)"
 
+# Third-party GenAI instrumentations pin conflicting versions: each set in
+# tests/interop/envs/ gets its own venv, cached under ~/.cache/techrevati/ by a
+# hash of its requirements (built in parallel; a warm cache costs nothing).
+interop-venvs:
+	$(PYTHON) tests/interop/venvs.py
+
 # Each example keeps its own spans file, so both can be replayed afterwards.
 demo: $(STAMP)
 	TECHREVATI_SPANS_FILE=telemetry-out/tiny-agent.jsonl $(PY) -m examples.tiny_agent
@@ -55,7 +61,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
-test: $(STAMP) prometheus redis collector lint unit
+test: $(STAMP) prometheus redis collector interop-venvs lint unit
 
 BENCH_ARGS ?=
 # e.g. make bench BENCH_ARGS=--quick

@@ -537,3 +537,84 @@ def test_await_with_timeout_tells_our_expiry_from_the_coroutines() -> None:
             await await_with_timeout(seven, -2)
 
     asyncio.run(main())
+
+
+# -- through a session (the core's wiring: its permit plus wait_in_thread) ----------------
+
+
+def test_session_issue_scenario_six_sync_timeouts(hang: Hang) -> None:
+    from techrevati.runtime import Orchestrator
+
+    cb = CircuitBreaker("api", failure_threshold=2, recovery_timeout_seconds=60)
+    orch = Orchestrator(role="w", phase="p", circuit_breaker=cb, max_iterations=100)
+    outcomes: list[str] = []
+    with orch.session() as session:
+        for _ in range(6):
+            try:
+                session.run_turn(hang, model="m", timeout=SHORT)
+            except TurnTimeoutError:
+                outcomes.append("timeout")
+            except CircuitOpenError:
+                outcomes.append("refused")
+    assert outcomes == ["timeout", "timeout"] + ["refused"] * 4
+    assert cb.state() is CircuitState.OPEN
+    assert hang.started == 2 and hung_calls(cb) == 2
+    hang.finish()
+    assert hung_calls(cb) == 0
+
+
+def test_session_hung_bound_refuses_with_a_clear_error(hang: Hang) -> None:
+    from techrevati.runtime import Orchestrator
+
+    cb = CircuitBreaker("api", failure_threshold=1000)
+    cb.max_hung_calls = 2
+    orch = Orchestrator(role="w", phase="p", circuit_breaker=cb, max_iterations=100)
+    with orch.session() as session:
+        for _ in range(2):
+            with pytest.raises(TurnTimeoutError):
+                session.run_turn(hang, model="m", timeout=SHORT)
+        with pytest.raises(CircuitOpenError, match="2 timed-out calls are still running"):
+            session.run_turn(lambda: "x", model="m", timeout=LONG)
+        hang.finish()
+        assert session.run_turn(lambda: "x", model="m", timeout=LONG)[0] == "x"
+
+
+def test_session_timed_out_probe_reopens(hang: Hang) -> None:
+    from techrevati.runtime import Orchestrator
+
+    now = [0.0]
+    cb = CircuitBreaker(
+        "api", failure_threshold=1, recovery_timeout_seconds=10, clock=lambda: now[0]
+    )
+    cb.record_failure()
+    now[0] = 10.0
+    orch = Orchestrator(role="w", phase="p", circuit_breaker=cb, max_iterations=100)
+    with orch.session() as session:
+        with pytest.raises(TurnTimeoutError):
+            session.run_turn(hang, model="m", timeout=SHORT)
+        assert cb._state is CircuitState.OPEN and cb._probe_in_flight == 0
+        now[0] = 20.0  # not wedged in HALF_OPEN: a new probe goes through
+        assert session.run_turn(lambda: "ok", model="m", timeout=LONG)[0] == "ok"
+    assert cb.state() is CircuitState.CLOSED
+
+
+def test_async_session_timeout_counts_on_the_breaker() -> None:
+    from techrevati.runtime import Orchestrator
+
+    cb = AsyncCircuitBreaker("api", failure_threshold=2, recovery_timeout_seconds=60)
+    orch = Orchestrator(role="w", phase="p", async_circuit_breaker=cb, max_iterations=100)
+
+    async def main() -> list[str]:
+        outcomes = []
+        async with orch.asession() as session:
+            for _ in range(3):
+                try:
+                    await session.arun_turn(_forever, model="m", timeout=SHORT)
+                except TurnTimeoutError:
+                    outcomes.append("timeout")
+                except CircuitOpenError:
+                    outcomes.append("refused")
+        return outcomes
+
+    assert asyncio.run(main()) == ["timeout", "timeout", "refused"]
+    assert cb._state is CircuitState.OPEN
