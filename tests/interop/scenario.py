@@ -55,7 +55,9 @@ CAP = 2
 ATTEMPTS = 3
 RESULT_MARK = "INTEROP-RESULT "
 #: Producers that catch exceptions from span start: only the guard stops their calls.
-SWALLOWS_REFUSALS = frozenset({"anthropic-sdk", "openinference-openai", "agents-openinference"})
+SWALLOWS_REFUSALS = frozenset(
+    {"anthropic-sdk", "openinference-openai", "agents-openinference", "agents-chat-openinference"}
+)
 
 
 def _provider() -> tuple[TracerProvider, InMemorySpanExporter]:
@@ -116,7 +118,7 @@ def _instrument(producer: str, provider: TracerProvider) -> None:
         )
     elif producer == "anthropic-sdk":
         pass  # the SDK traces into the global provider by default
-    elif producer == "agents-openinference":
+    elif producer in ("agents-openinference", "agents-chat-openinference"):
         from agents import set_trace_processors
         from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
 
@@ -154,8 +156,16 @@ def _make_call(producer: str, url: str) -> tuple[Callable[..., Any], Callable[..
 
         return call_anthropic, None
     if kind == "agents":
-        from agents import Agent, OpenAIResponsesModel, Runner
+        from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner
         from openai import AsyncOpenAI
+
+        # The Agents SDK's two model paths: Responses (response spans) and Chat
+        # Completions (generation spans).
+        model_class: Any = (
+            OpenAIChatCompletionsModel
+            if producer.startswith("agents-chat")
+            else OpenAIResponsesModel
+        )
 
         def call_agent(stream: bool = False) -> Any:
             # A client per run: each run has its own event loop, and a client's
@@ -164,7 +174,7 @@ def _make_call(producer: str, url: str) -> tuple[Callable[..., Any], Callable[..
             agent = Agent(
                 name="helper",
                 instructions="be brief",
-                model=OpenAIResponsesModel(model=OPENAI_MODEL, openai_client=oclient),
+                model=model_class(model=OPENAI_MODEL, openai_client=oclient),
             )
             if stream:
 
@@ -287,7 +297,9 @@ def main() -> None:
     dump = "--dump" in sys.argv[2:]
     logging.basicConfig(level=logging.ERROR)
     warnings = _CountCacheWarnings()
-    logging.getLogger("techrevati.runtime.telemetry").addHandler(warnings)
+    ours = logging.getLogger("techrevati.runtime.telemetry")
+    ours.setLevel(logging.WARNING)  # the root logger above is at ERROR
+    ours.addHandler(warnings)
     register_pricing(OPENAI_MODEL, PRICES)
     register_pricing(ANTHROPIC_MODEL, PRICES)
     provider, exporter = _provider()

@@ -4,9 +4,7 @@ Real OpenTelemetry SDK and our processor; the "instrumentations" are spans
 started with the scope names and attributes the real producers use (the
 producers themselves run in test_support_table.py).
 
-The test marked ``waits_on_core`` needs the processor of issue 10 to treat a
-library span nested in the library span our turn absorbed as the same call;
-it is a strict xfail, so it turns red as soon as the core makes it pass.
+Every case here runs through the processor as it is; none waits on anything.
 """
 
 from __future__ import annotations
@@ -35,10 +33,6 @@ OPENLLMETRY_OPENAI = "opentelemetry.instrumentation.openai.v1"
 OPENLLMETRY_ANTHROPIC = "opentelemetry.instrumentation.anthropic"
 ANTHROPIC_SDK = "com.anthropic.sdk.python"
 OPENINFERENCE_ANTHROPIC = "openinference.instrumentation.anthropic"
-
-
-def waits_on_core(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"waits on core: {reason}")
 
 
 @pytest.fixture
@@ -150,7 +144,6 @@ def test_openinference_span_is_admitted_and_priced(otel: Otel) -> None:
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL, rel=1e-12)
 
 
-@waits_on_core("a library span nested in the library span our turn absorbed is the same call")
 def test_nested_library_spans_inside_our_turn_count_once(otel: Otel) -> None:
     outer_tracer = otel.tracer_provider.get_tracer(OPENINFERENCE_ANTHROPIC)
     inner_tracer = otel.tracer_provider.get_tracer(ANTHROPIC_SDK)
@@ -173,7 +166,6 @@ def test_nested_library_spans_inside_our_turn_count_once(otel: Otel) -> None:
     assert session.tracker.turn_count == 1
 
 
-@waits_on_core("a library span overlapping the library span our turn absorbed is the same call")
 def test_overlapping_library_siblings_inside_our_turn_count_once(otel: Otel) -> None:
     @agent_turn("m")
     def turn() -> None:
@@ -185,7 +177,6 @@ def test_overlapping_library_siblings_inside_our_turn_count_once(otel: Otel) -> 
     assert session.tracker.turn_count == 1
 
 
-@waits_on_core("the processor passes the scope to recognise.read_call (OpenLIT's Anthropic quirk)")
 def test_openlit_anthropic_input_is_priced_with_its_cache_added_back(otel: Otel) -> None:
     # 500 plain input tokens, 100 cache reads: OpenLIT reports input_tokens=500, which
     # only its scope reveals as leaving the cache out (500 > 100, no heuristic can tell).
