@@ -1249,13 +1249,21 @@ def session_drilldown() -> dict[str, Any]:
                         "matcher": {"id": "byName", "options": "Duration"},
                         "properties": [{"id": "unit", "value": "ms"}],
                     },
-                    {
-                        "matcher": {"id": "byName", "options": "techrevati.cost.usd"},
-                        "properties": [
-                            {"id": "unit", "value": "currencyUSD"},
-                            {"id": "decimals", "value": 4},
-                        ],
-                    },
+                    *(
+                        {
+                            "matcher": {"id": "byName", "options": column},
+                            "properties": [
+                                {"id": "unit", "value": "currencyUSD"},
+                                {"id": "decimals", "value": 4},
+                            ],
+                        }
+                        for column in (
+                            "techrevati.cost.usd",
+                            "techrevati.budget.spent_usd",
+                            "techrevati.budget.limit_usd",
+                            "techrevati.cost.tree_usd",
+                        )
+                    ),
                 ],
             },
             "gridPos": lay.place(24, h),
@@ -1296,10 +1304,25 @@ def session_drilldown() -> dict[str, Any]:
         tempo_table(
             "Sessions that hit a limit",
             "Sessions whose span carries a techrevati.limit.hit event: a turn pushed it over "
-            "budget, or the iteration cap refused a call. The event holds the kind and the "
-            "error; click a trace ID to see the turns that led there.",
+            "budget, the iteration cap refused a call, a model had no price under an enforced "
+            "budget, or a fleet budget or call cap refused (the event then names the fleet "
+            "scope). The event holds the kind and the error; click a trace ID to see the turns "
+            "that led there.",
             '{ resource.service.name =~ "${service:regex}"'
             ' && event:name = "techrevati.limit.hit" }',
+            h=8,
+        ),
+        tempo_table(
+            "Sessions with a budget: spent against limit",
+            "Per-session budget use, which the metrics cannot show (they carry no session "
+            "id): each session span with a budget_usd, its spend, its limit, its whole "
+            "tree's spend (child sessions included), its model calls, and the calls booked "
+            "at $0 because the response had no usage or the model has no price.",
+            f"{{ {base} && span.techrevati.budget.limit_usd > 0 }} | select("
+            "span.gen_ai.agent.name, span.techrevati.session.outcome, "
+            "span.techrevati.budget.spent_usd, span.techrevati.budget.limit_usd, "
+            "span.techrevati.cost.tree_usd, span.techrevati.session.iteration, "
+            "span.techrevati.session.calls_without_usage, span.techrevati.session.unpriced_calls)",
             h=8,
         ),
     ]

@@ -64,8 +64,12 @@ def test_report_command_prints_the_report(
 def test_torn_last_line_is_skipped(spans_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with spans_file.open("a", encoding="utf-8") as handle:
         handle.write('{"resourceSpans": [{"scopeSpa')  # a run killed mid-write
-    assert main(["report", str(spans_file)]) == 0
-    assert "2 sessions" in capsys.readouterr().out
+    # The report is still printed; the exit status (1) and one line say a record was skipped.
+    assert main(["report", str(spans_file)]) == 1
+    captured = capsys.readouterr()
+    assert "2 sessions" in captured.out
+    assert captured.err.startswith(f"techrevati-runtime: {spans_file}:5: not JSON (")
+    assert len(captured.err.splitlines()) == 1
 
 
 def test_missing_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,6 +31,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -441,3 +442,33 @@ def test_fleet_panels_equal_what_the_fleet_booked(stack: Stack) -> None:
     # Each call made while the store is unreachable fails its one admission round trip.
     (errors,) = stack.range_query(panels["Fleet store errors"]["targets"][0]["expr"])
     assert float(errors["values"][-1][1]) == fleet["calls_while_down"]
+
+
+TEMPO_TARGETS = [
+    t
+    for path in grafana.dashboard_files()
+    for t in grafana.iter_targets(path, DASHBOARDS[path.name])
+    if t.datasource_type == "tempo" and t.target.get("queryType") == "traceql"
+]
+
+
+@pytest.mark.parametrize("target", TEMPO_TARGETS, ids=lambda t: t.where)
+def test_traceql_names_occur_on_the_spans_that_reached_tempo(
+    stack: Stack, target: grafana.Target
+) -> None:
+    """Tempo cannot run here; the next best: every attribute and event a TraceQL query
+    names is on a span the collector delivered from this run's sessions."""
+    span_keys: set[str] = set()
+    resource_keys: set[str] = set()
+    events: set[str] = set()
+    for resource, span in stack.tempo.received.spans():
+        resource_keys |= set(resource)
+        span_keys |= {kv.key for kv in span.attributes}
+        events |= {event.name for event in span.events}
+    query = target.target["query"]
+    for scope, name in re.findall(r"\b(span|resource)\.([A-Za-z_][A-Za-z0-9_.]*)", query):
+        assert name in (span_keys if scope == "span" else resource_keys), (
+            f"{target.where}: no delivered span has {scope}.{name}"
+        )
+    for event in re.findall(r'event:name\s*=\s*"([^"]+)"', query):
+        assert event in events, f"{target.where}: no delivered span has event {event!r}"

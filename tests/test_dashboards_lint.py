@@ -340,3 +340,18 @@ def test_lint_rejects_legend_label_lost_by_aggregation() -> None:
 
 def test_lint_rejects_unknown_traceql_attribute() -> None:
     assert lint.check_traceql('{ span.gen_ai.agent = "x" }', SEMCONV_STRINGS, SEMCONV_EVENTS)
+
+
+def test_drilldown_shows_budget_use_per_session_from_traces() -> None:
+    """Metrics carry no session id; the per-session budget view is a TraceQL table."""
+    panels = {p["title"]: p for p in _panels("session-drilldown.json")}
+    query = panels["Sessions with a budget: spent against limit"]["targets"][0]["query"]
+    assert f"span.{semconv.BUDGET_LIMIT_USD} > 0" in query
+    for attribute in (
+        semconv.BUDGET_SPENT_USD,
+        semconv.BUDGET_LIMIT_USD,
+        semconv.COST_TREE_USD,
+        semconv.SESSION_CALLS_WITHOUT_USAGE,
+        semconv.SESSION_UNPRICED_CALLS,
+    ):
+        assert f"span.{attribute}" in query.split("select(", 1)[1], attribute

@@ -153,7 +153,14 @@ def test_report_aggregates_sessions_models_tools_and_events(
     assert models["gpt-4o"].input_tokens == 1500
     assert models["gpt-4o"].cost_usd == pytest.approx(0.0065)
     assert models["claude-sonnet"].calls == 1
-    assert report.total_cost_usd == pytest.approx(0.0075)
+    # The writer's roll-up ($0.01) holds $0.009 no exported call span carries: the
+    # header counts the sessions, and the model table shows the difference on its
+    # own row, so the two always agree.
+    assert report.total_cost_usd == pytest.approx(0.0165)
+    assert report.unattributed_cost_usd == pytest.approx(0.009)
+    assert sum(row.cost_usd for row in report.models) + report.unattributed_cost_usd == (
+        pytest.approx(report.total_cost_usd)
+    )
 
     tools = {row.tool: row for row in report.tools}
     assert (tools["search"].calls, tools["search"].allowed, tools["search"].errors) == (2, 2, 1)
@@ -173,7 +180,7 @@ def test_render_shows_the_numbers(recorded: tuple[Tracer, InMemorySpanExporter])
     text = render_report(_report(memory.get_finished_spans()), source="x.jsonl")
     assert text.startswith(
         "techrevati-runtime telemetry report: 2 sessions, 3 model calls, 4 tool calls, "
-        "total cost $0.007500\n"
+        "total cost $0.016500\n"
     )
     lines = text.splitlines()
     researcher = next(line for line in lines if line.lstrip().startswith("researcher"))
@@ -181,6 +188,11 @@ def test_render_shows_the_numbers(recorded: tuple[Tracer, InMemorySpanExporter])
     assert researcher.split()[-4:] == ["1500", "250", "0.006500", "budget"]
     gpt = next(line for line in lines if line.lstrip().startswith("gpt-4o"))
     assert gpt.split() == ["gpt-4o", "2", "1500", "250", "0.006500", "0"]
+    rest = next(line for line in lines if line.lstrip().startswith("(session roll-ups"))
+    assert rest.split()[-5:] == ["-", "-", "-", "0.009000", "-"]
+    # Each token column says which input count it is; none is unlabelled.
+    assert "input incl. cached" in lines[lines.index("Sessions") + 1]
+    assert "input tok" not in text
     shell = next(line for line in lines if line.lstrip().startswith("shell"))
     assert shell.split() == ["shell", "1", "0", "1", "0", "0"]
     assert "  llm      closed x1, open x1" in lines

@@ -236,3 +236,34 @@ def test_the_sdk_says_truncated_once_not_once_per_value(
     handle.shutdown(timeout_s=2)
     cut = [r for r in caplog.records if "exceeds max length" in r.getMessage()]
     assert len(cut) <= 1
+
+
+def test_the_file_exporter_splits_long_batches_and_leaves_out_only_what_cannot_encode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from techrevati.runtime.telemetry import jsonl
+
+    monkeypatch.setattr(jsonl, "MAX_LINE_CHARS", 3000)
+    path = tmp_path / "split.jsonl"
+    exporter = jsonl.JsonLinesSpanExporter(path)
+    spans = [
+        _span(
+            name=f"chat {i}" if i != 7 else "chat \ud800",  # unencodable (not sanitised here)
+            context=SpanContext(0x99, 0x100 + i, is_remote=False, trace_flags=TraceFlags(1)),
+            attributes={"pad": "p" * 400},
+        )
+        for i in range(20)
+    ]
+    assert exporter.export(spans) is SpanExportResult.FAILURE  # span 7 could not be encoded
+    exporter.shutdown()
+    lines = path.read_text().splitlines()
+    assert len(lines) > 1 and all(len(line) <= 3000 for line in lines)
+    names = [
+        span["name"]
+        for request in read_json_lines(path)
+        for rs in request["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for span in ss["spans"]
+    ]
+    assert sorted(names) == sorted(f"chat {i}" for i in range(20) if i != 7)
+    assert sum("could not encode a span" in r.getMessage() for r in caplog.records) == 1

@@ -6,7 +6,12 @@ Example::
 
 replays a spans file (OTLP JSON lines, written by ``configure()`` or by a
 collector's ``file`` exporter) into the same per-session report a run prints
-at exit.
+at exit. Runs append to one file; the last run is shown unless ``--run`` picks
+another (``--run all`` shows every run).
+
+Exit status: 0 when every record was read, 1 when the report was printed but
+some records were skipped (each named on stderr), 2 when a file could not be
+read at all.
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .telemetry.report import SpanRecord, build_report, records_from_file, render_report
+from .telemetry.report_model import build_report
+from .telemetry.report_read import DEFAULT_MAX_LINE_BYTES, Problems, SpanRecord, load_spans_file
+from .telemetry.report_text import render_report
 from .version import VERSION
+
+_PROG = "techrevati-runtime"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="techrevati-runtime",
+        prog=_PROG,
         description="Tools for techrevati-runtime telemetry.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
@@ -31,27 +40,64 @@ def _parser() -> argparse.ArgumentParser:
         help="print the per-session report of a spans file",
         description=(
             "Replay OTLP JSON lines spans files (one ExportTraceServiceRequest per line) "
-            "into the per-session terminal report."
+            "into the per-session terminal report. Exit status: 0 all read, 1 some records "
+            "skipped (named on stderr), 2 a file could not be read."
         ),
     )
     report.add_argument("paths", nargs="+", metavar="PATH", help="spans file(s) to read")
+    report.add_argument(
+        "--run",
+        default="last",
+        metavar="ID",
+        help="the run to show: a techrevati.run.id, 'last' (default) or 'all'",
+    )
+    report.add_argument(
+        "--max-line-mb",
+        type=float,
+        default=DEFAULT_MAX_LINE_BYTES / (1024 * 1024),
+        metavar="MB",
+        help="skip lines longer than this (default %(default)g MiB)",
+    )
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    records: list[SpanRecord] = []
+    problems = Problems()
+    runs: list[str | None] = []
+    shown = "all"
+    max_line = max(1, int(args.max_line_mb * 1024 * 1024))
+    for path in args.paths:
+        try:
+            loaded = load_spans_file(path, run=args.run, max_line_bytes=max_line, problems=problems)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            print(f"{_PROG}: cannot read {path}: {reason}", file=sys.stderr)
+            return 2
+        records.extend(loaded.records)
+        runs.extend(run for run in loaded.runs if run not in runs)
+        shown = loaded.shown_run or "all"
+    for line in problems.lines():
+        print(f"{_PROG}: {line}", file=sys.stderr)
+    named = [run for run in runs if run is not None]
+    runs_line = None
+    if len(named) > 1 and shown != "all":
+        runs_line = f"run: {shown} (the file holds {len(named)} runs; --run all shows every one)"
+    elif len(named) > 1:
+        runs_line = f"runs: all {len(named)} in the file"
+    text = render_report(build_report(records), source=", ".join(args.paths), runs=runs_line)
+    sys.stdout.write(text)
+    return 1 if problems.count else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _parser().parse_args(argv)
     if args.command == "report":
-        records: list[SpanRecord] = []
-        for path in args.paths:
-            try:
-                records.extend(records_from_file(path))
-            except OSError as error:
-                print(f"techrevati-runtime: cannot read {path}: {error.strerror}", file=sys.stderr)
-                return 2
-        source = ", ".join(args.paths)
-        sys.stdout.write(render_report(build_report(records), source=source))
-        return 0
+        try:
+            return _report(args)
+        except KeyboardInterrupt:
+            return 130
     return 2  # pragma: no cover - argparse rejects unknown commands first
 
 

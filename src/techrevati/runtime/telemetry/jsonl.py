@@ -93,6 +93,10 @@ def read_json_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 yield value
 
 
+#: A batch whose line would be longer is written as several lines, so that the
+#: report (which skips lines over 16 MiB by default) can always read it back.
+MAX_LINE_CHARS = 4 * 1024 * 1024
+
 #: Files hold prompts and tool results when content capture is on: owner only.
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
@@ -234,17 +238,38 @@ class JsonLinesSpanExporter(_FileState, SpanExporter):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._writer = _LineWriter(path, "spans")
+        self._encode_failed = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not spans:
             return SpanExportResult.SUCCESS
+        written = [self._write(line) for line in self._lines(spans)]  # every line, always
+        ok = all(written)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def _write(self, line: str | None) -> bool:
+        return line is not None and self._writer.write(line)
+
+    def _lines(self, spans: Sequence[ReadableSpan]) -> Iterator[str | None]:
+        """One line per batch; halves when a line would pass MAX_LINE_CHARS (so the
+        report can read it back) or when one span cannot be encoded (so only that
+        span is lost; None stands for it)."""
         try:
             line = spans_to_json_line(spans)
         except Exception:  # an odd attribute must not kill the export thread
-            _logger.exception("could not encode %d spans as OTLP JSON", len(spans))
-            return SpanExportResult.FAILURE
-        ok = self._writer.write(line)
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+            if len(spans) == 1:
+                if not self._encode_failed:
+                    self._encode_failed = True
+                    _logger.exception("could not encode a span as OTLP JSON; it is left out")
+                yield None
+                return
+            line = None
+        if line is not None and (len(line) <= MAX_LINE_CHARS or len(spans) == 1):
+            yield line
+            return
+        middle = len(spans) // 2
+        yield from self._lines(spans[:middle])
+        yield from self._lines(spans[middle:])
 
     def shutdown(self) -> None:
         self._writer.close()
@@ -290,6 +315,7 @@ class JsonLinesMetricExporter(_FileState, MetricExporter):
 __all__ = [
     "DIRECTORY_MODE",
     "FILE_MODE",
+    "MAX_LINE_CHARS",
     "JsonLinesMetricExporter",
     "JsonLinesSpanExporter",
     "OutputFileError",

@@ -321,7 +321,12 @@ class Ledger:
                     level.crossed = True
                     crossings.append(level)
             claim.open = False
-            if snapshot != _ZERO:
+            if usage is not None and (
+                usage.input_tokens
+                or usage.output_tokens
+                or usage.cache_read_tokens
+                or usage.cache_write_tokens
+            ):
                 claim.booked_usage = True
             if model and cost > leaf.learned.get(model, -1.0):
                 leaf.learned[model] = cost

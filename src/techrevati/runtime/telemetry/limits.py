@@ -25,9 +25,15 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from ..pricing import has_pricing
 from . import membership
 from . import semconv as sc
+from .guard import note_refusal
 from .membership import SpanEntry
-from .recognise import is_model_span, model_from_attributes, usage_from_attributes
-from .tokens import provider_from_attributes
+from .recognise import (
+    CallReading,
+    classify_start,
+    model_from_attributes,
+    provider_from_attributes,
+    read_span,
+)
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
 _warned = False
@@ -68,8 +74,8 @@ class LimitsProcessor(SpanProcessor):
             return
         under = found
         attrs = span.attributes
-        if not is_model_span(attrs, span.name):
-            entry = SpanEntry(under.ledger, under.call)
+        if not classify_start(span.name, attrs, scope.name if scope is not None else None):
+            entry = SpanEntry(under.ledger, under.call, in_library=under.in_library)
         else:
             model = model_from_attributes(attrs)
             ledger = under.ledger
@@ -78,7 +84,11 @@ class LimitsProcessor(SpanProcessor):
             priced = (
                 not budgeted or not model or has_pricing(model, provider_from_attributes(attrs))
             )
-            entry = membership.admit_call(under, model, expected, ours=False, priced=priced)
+            try:
+                entry = membership.admit_call(under, model, expected, ours=False, priced=priced)
+            except BaseException as refusal:
+                note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
+                raise
             if not entry.same_call and entry.call is not None:
                 span.set_attribute(sc.SESSION_ITERATION, entry.call.iteration)
         membership.register(entry, span.context)
@@ -91,20 +101,21 @@ class LimitsProcessor(SpanProcessor):
         if entry is None:
             return
         try:
+            reading = read_span(span)  # by name, attributes and producer scope
+            if reading is None:
+                return
             if not entry.model_span:
-                if not is_model_span(span.attributes, span.name):
-                    return
                 # Known as a model call only now (its operation name arrived at
                 # its end): too late to refuse, so it is counted and booked.
                 entry = membership.admit_call(
-                    SpanEntry(entry.ledger, entry.call),
-                    model_from_attributes(span.attributes),
+                    SpanEntry(entry.ledger, entry.call, in_library=entry.in_library),
+                    reading.model,
                     0.0,
                     ours=False,
                     force=True,
                 )
             if entry.call is not None:
-                _book(entry, span)
+                _book(entry, reading)
         except Exception:
             _warn_once("limits processor failed to book a span; continuing")
 
@@ -115,13 +126,13 @@ class LimitsProcessor(SpanProcessor):
         return True
 
 
-def _book(entry: SpanEntry, span: ReadableSpan) -> None:
+def _book(entry: SpanEntry, reading: CallReading) -> None:
     """Book a finished library model span (see the module docstring)."""
     call = entry.call
     assert call is not None
-    attrs = span.attributes
-    usage = usage_from_attributes(attrs)
-    model = model_from_attributes(attrs) or call.model
+    usage = reading.usage
+    model = reading.model or call.model
+    provider = reading.provider
     if entry.same_call:
         if usage is None:
             return
@@ -134,13 +145,10 @@ def _book(entry: SpanEntry, span: ReadableSpan) -> None:
         if not call.booked_usage:
             # Usage that arrived after its turn ended (a stream read later, a
             # timed-out call that finished anyway): book it once, now.
-            call.leaf.settle(
-                call, model, usage, provider=provider_from_attributes(attrs), priced_by_core=False
-            )
+            call.leaf.settle(call, model, usage, provider=provider, priced_by_core=False)
         return
     if usage is None and call.library is not None:
         model, usage = call.library
-    provider = provider_from_attributes(attrs)
     call.leaf.settle(
         call,
         model,

@@ -33,7 +33,11 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import Span, SpanContext
+
+# The key the OTel API stores the current span under (``set_span_in_context``
+# writes it); read here to build a turn's context in one step.
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ..usage_tracking import UsageTracker
 from .ledger import Claim, FleetLevel, Ledger
@@ -59,9 +63,11 @@ class SpanEntry:
     #: True when the span describes the same request as its enclosing call.
     same_call: bool = False
     key: SpanKey | None = None
-    #: The last library model call started directly under this span, and on
+    #: True for a library model span and the spans inside it (same request).
+    in_library: bool = False
+    #: The last library model span started directly under this span, and on
     #: which thread or task (see ``_open_sibling``).
-    sibling: tuple[Claim, object] | None = None
+    sibling: tuple[SpanEntry, object] | None = None
 
 
 #: Open spans inside sessions. Plain dict operations are atomic in CPython.
@@ -94,6 +100,18 @@ class Starting:
 
 
 STARTING: ContextVar[Starting | None] = ContextVar("techrevati_starting", default=None)
+
+
+def call_context(span: Span, entry: SpanEntry, parent: Context | None) -> Context:
+    """The context a turn runs in: its span current, and its entry under ``CALL_KEY``.
+
+    The same as ``set_value(CALL_KEY, entry, set_span_in_context(span, parent))``
+    in one copy of the parent context instead of two: this runs on every turn.
+    """
+    values = dict(parent if parent is not None else otel_context.get_current())
+    values[_SPAN_KEY] = span
+    values[CALL_KEY] = entry
+    return Context(values)
 
 
 def key_of(context: SpanContext | None) -> SpanKey | None:
@@ -147,9 +165,8 @@ def install_fleet(fleet: tuple[FleetLevel, ...]) -> None:
 
 def enclosing(parent: SpanContext | None, context: Context | None) -> SpanEntry | None:
     """The entry a new span starts under (rules 1-3 of the module docstring)."""
-    key = key_of(parent)
-    if key is not None:
-        found = OPEN.get(key)
+    if parent is not None and parent.span_id:
+        found = OPEN.get((parent.trace_id, parent.span_id))
         if found is not None:
             return found
     carried = otel_context.get_value(CALL_KEY, context)
@@ -178,25 +195,35 @@ def admit_call(
     to be a model call only when it ended).
     """
     outer = under.call
-    if outer is not None and not ours:
-        if not outer.ours:
-            return SpanEntry(under.ledger, outer, True, True)
-        if not outer.absorbed:
-            outer.absorbed = True
-            return SpanEntry(under.ledger, outer, True, True)
     if not ours:
+        if under.in_library and outer is not None:
+            # Inside a library model span: another instrumentation (or layer)
+            # describing that same request.
+            return _library_entry(under, outer, same=True)
+        if outer is not None and not outer.ours:
+            return _library_entry(under, outer, same=True)
         sibling = _open_sibling(under, model)
         if sibling is not None:
-            return SpanEntry(under.ledger, sibling, True, True)
+            return _library_entry(under, sibling, same=True)
+        if outer is not None and not outer.absorbed:
+            outer.absorbed = True
+            return _library_entry(under, outer, same=True)
     ledger = under.ledger
     if not priced and model and ledger.has_budget() and not ledger.enforced():
         ledger.warn_unpriced(model)
     claim = ledger.admit(model, expected, ours=ours, priced=priced, force=force)
     if outer is not None:
         outer.inner = True
-    if not ours:
-        under.sibling = (claim, _strand())
-    return SpanEntry(ledger, claim, True, False)
+    if ours:
+        return SpanEntry(ledger, claim, True, False)
+    return _library_entry(under, claim, same=False)
+
+
+def _library_entry(under: SpanEntry, call: Claim, *, same: bool) -> SpanEntry:
+    """The entry of a library model span; it becomes the sibling later spans compare with."""
+    entry = SpanEntry(under.ledger, call, True, same, in_library=True)
+    under.sibling = (entry, _strand())
+    return entry
 
 
 def _strand() -> object:
@@ -209,22 +236,24 @@ def _strand() -> object:
 
 
 def _open_sibling(under: SpanEntry, model: str) -> Claim | None:
-    """A library model call still open beside this one, in the same thread or task.
+    """The call of a library model span still open beside this one, on the same strand.
 
     Two instrumentations describing one request (one of them not making its
-    span current) give two sibling spans that overlap in time on one strand;
-    they are one call. Calls made one after another never overlap, and
+    span current) give two sibling spans that overlap in time on one thread or
+    task; they are one call. Calls made one after another never overlap, and
     concurrent calls run on different threads or tasks.
     """
     found = under.sibling
     if found is None:
         return None
-    claim, strand = found
-    if not claim.open or strand != _strand():
+    entry, strand = found
+    key = entry.key
+    if key is None or key not in OPEN or strand != _strand():
+        return None  # ended already, or running elsewhere
+    call = entry.call
+    if call is None or (model and call.model and model != call.model):
         return None
-    if model and claim.model and model != claim.model:
-        return None
-    return claim
+    return call
 
 
 def register(entry: SpanEntry, context: SpanContext) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
@@ -36,6 +36,7 @@ from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.util.types import AttributeValue
 
+from .autoinstrument import prepare as prepare_instrumentations
 from .build import build_telemetry
 from .content import set_capture_content
 from .handle import Destination, TelemetryHandle
@@ -51,6 +52,7 @@ from .settings import (
     Settings,
     sdk_disabled,
 )
+from .signals import install_sigterm_handler
 
 _logger = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ def configure(
     metric_export_interval_s: float | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
     fleet: Any = None,
+    instrument: Iterable[str] | None = None,
+    handle_sigterm: bool = False,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
 
@@ -122,6 +126,14 @@ def configure(
         fleet: fleet-wide limits (one ``FleetLimits`` or a list) that every model
             call in the process counts against, in a session or not. Applied on
             every call (a repeated ``configure(fleet=...)`` replaces the set).
+        instrument: clients to instrument, e.g. ``["openai", "anthropic"]``: switches on
+            the instrumentation we recommend for each (see ``autoinstrument``) and the
+            client guard that keeps a refused call from being sent. A missing package
+            raises ``ImportError`` naming it, before anything is set up.
+        handle_sigterm: on SIGTERM, end every open session, flush, print the report,
+            then pass the signal on (to the previous handler, else the default, so the
+            process still exits as killed by SIGTERM). Off by default: a library
+            should not take signals unasked. Call from the main thread.
 
     Returns:
         The :class:`TelemetryHandle`. A second global call returns the same handle
@@ -145,10 +157,15 @@ def configure(
         max_queue_size=max_queue_size,
         metric_export_interval_s=metric_export_interval_s,
         shutdown_timeout=shutdown_timeout,
+        handle_sigterm=handle_sigterm,
     )
+    switch_on = prepare_instrumentations(instrument) if instrument is not None else None
     if fleet is not None:
         install_fleet(fleet_levels(fleet))
-    return configure_with(settings)
+    handle = configure_with(settings)
+    if switch_on is not None:
+        switch_on(handle.tracer_provider)
+    return handle
 
 
 def configure_with(settings: Settings) -> TelemetryHandle:
@@ -172,6 +189,8 @@ def configure_with(settings: Settings) -> TelemetryHandle:
             handle = TelemetryHandle(enabled=False)
         else:
             handle = build_telemetry(settings)
+        if settings.handle_sigterm:
+            install_sigterm_handler(handle.shutdown)
         if settings.set_global:
             _global_handle = handle
             _global_settings = settings

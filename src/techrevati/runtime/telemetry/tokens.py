@@ -38,30 +38,48 @@ def _int(attrs: Mapping[str, Any], key: str) -> int:
     return max(0, int(value))
 
 
+def usage_from_totals(
+    input_total: int, output: int, cache_read: int = 0, cache_write: int = 0
+) -> UsageSnapshot:
+    """The snapshot for counts in the conventions' bookkeeping (input includes the caches).
+
+    Clamped so a producer that reports cache counts outside its input total
+    (against the convention) is never priced below zero.
+
+    Example::
+
+        >>> usage = usage_from_totals(120, 30, cache_read=100)
+        >>> usage.input_tokens, usage.cache_read_tokens, usage.output_tokens
+        (20, 100, 30)
+    """
+    input_total = max(0, input_total)
+    cache_read = min(max(0, cache_read), input_total)
+    cache_write = min(max(0, cache_write), input_total - cache_read)
+    return UsageSnapshot(
+        input_tokens=input_total - cache_read - cache_write,
+        output_tokens=max(0, output),
+        cache_write_tokens=cache_write,
+        cache_read_tokens=cache_read,
+    )
+
+
 def usage_from_attributes(attrs: Mapping[str, Any] | None) -> UsageSnapshot | None:
-    """The snapshot a span's usage attributes describe, or None if it has none.
+    """The snapshot a span's GenAI usage attributes describe, or None if it has none.
 
     Reads both cache-write spellings. Reasoning tokens are already inside
-    ``output_tokens`` by convention, so they are not added again.
+    ``output_tokens`` by convention, so they are not added again. Other
+    vocabularies (OpenInference, producer quirks) are read by ``recognise``.
     """
     if not attrs:
         return None
     if sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs and sc.GEN_AI_USAGE_OUTPUT_TOKENS not in attrs:
         return None
-    total_in = _int(attrs, sc.GEN_AI_USAGE_INPUT_TOKENS)
-    cache_read = _int(attrs, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
-    cache_write = _int(attrs, sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS) or _int(
-        attrs, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
-    )
-    # Clamp so a producer that reports cache counts outside input_tokens
-    # (against the convention) is never priced below zero.
-    cache_read = min(cache_read, total_in)
-    cache_write = min(cache_write, total_in - cache_read)
-    return UsageSnapshot(
-        input_tokens=total_in - cache_read - cache_write,
-        output_tokens=_int(attrs, sc.GEN_AI_USAGE_OUTPUT_TOKENS),
-        cache_write_tokens=cache_write,
-        cache_read_tokens=cache_read,
+    return usage_from_totals(
+        _int(attrs, sc.GEN_AI_USAGE_INPUT_TOKENS),
+        _int(attrs, sc.GEN_AI_USAGE_OUTPUT_TOKENS),
+        cache_read=_int(attrs, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
+        cache_write=_int(attrs, sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
+        or _int(attrs, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS),
     )
 
 

@@ -23,7 +23,6 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
@@ -40,7 +39,7 @@ from .content import capture_content, content_text
 from .failures import error_type, record_error
 from .labels import GLOBAL_LABELS, ModelLabels, model_labels
 from .ledger import Ledger
-from .membership import CALL_KEY, SpanEntry, Starting
+from .membership import SpanEntry, Starting
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .session import SessionScope
@@ -167,9 +166,11 @@ class TurnCall:
                 raise
         if entry is not None:
             membership.register(entry, span.get_span_context())
-        context = trace.set_span_in_context(span, parent)
-        if entry is not None:
-            context = otel_context.set_value(CALL_KEY, entry, context)
+        context = (
+            membership.call_context(span, entry, parent)
+            if entry is not None
+            else trace.set_span_in_context(span, parent)
+        )
         if prompt is not None and capture_content() and span.is_recording():
             span.set_attribute(sc.GEN_AI_INPUT_MESSAGES, content_text(prompt))
         return cls(
@@ -275,7 +276,7 @@ class TurnCall:
         if claim is not None:
             if claim.inner and not explicit:
                 usage = _ZERO  # its result's usage belongs to the calls made inside it
-            if (usage is None or usage == _ZERO) and claim.library is not None:
+            if claim.library is not None and (usage is None or usage == _ZERO):
                 library_model, usage = claim.library
                 model = model or library_model
         snapshot = usage if usage is not None else _ZERO
@@ -340,11 +341,9 @@ class TurnCall:
         instruments = self.instruments
         labels = self.labels if model == self.model else self._labels_for(model)
         instruments.operation_duration.record(time.perf_counter() - self.started, labels.base)
-        if usage is not _ZERO and usage != _ZERO:
-            instruments.token_usage.record(
-                usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
-                labels.input,
-            )
+        total_input = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+        if total_input or usage.output_tokens:
+            instruments.token_usage.record(total_input, labels.input)
             instruments.token_usage.record(usage.output_tokens, labels.output)
             if usage.cache_read_tokens:
                 instruments.token_detail.add(

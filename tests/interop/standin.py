@@ -1,0 +1,275 @@
+"""A local stand-in for the OpenAI and Anthropic HTTP APIs (standard library only).
+
+The interop scenarios drive the real ``openai`` and ``anthropic`` clients
+against it, in whatever virtual environment the instrumentation under test
+needs, so it imports nothing outside the standard library. It answers
+
+* ``POST .../chat/completions`` (JSON, or server-sent events when ``stream``),
+* ``POST .../responses`` (JSON, or the Responses event stream),
+* ``POST .../messages`` (the Anthropic Messages API, JSON or event stream),
+
+always with the same usage: 120 input tokens of which 100 are cache reads, and
+30 output tokens. Every request it receives is counted by path, so a test can
+prove a refused call never left the client.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+INPUT_TOKENS = 120  # everything sent, cache reads included (OpenAI's counting)
+CACHE_READ_TOKENS = 100
+OUTPUT_TOKENS = 30
+REASONING_TOKENS = 10  # a share of OUTPUT_TOKENS (OpenAI's counting)
+CREATED = 1_700_000_000
+
+
+@dataclass
+class StandIn:
+    """What the stand-in was asked: one entry per request, in order."""
+
+    url: str = ""
+    hits: list[str] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    def count(self, suffix: str) -> int:
+        """Requests whose path ends with ``suffix`` (e.g. ``"/messages"``)."""
+        return sum(1 for path in self.hits if path.endswith(suffix))
+
+
+def chat_completion(model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hello"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": _openai_chat_usage(),
+    }
+
+
+def _openai_chat_usage() -> dict[str, Any]:
+    return {
+        "prompt_tokens": INPUT_TOKENS,
+        "completion_tokens": OUTPUT_TOKENS,
+        "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS,
+        "prompt_tokens_details": {"cached_tokens": CACHE_READ_TOKENS},
+        "completion_tokens_details": {"reasoning_tokens": REASONING_TOKENS},
+    }
+
+
+def chat_chunks(model: str) -> list[dict[str, Any]]:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": CREATED}
+    return [
+        {
+            **base,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hel"}}],
+        },
+        {**base, "model": model, "choices": [{"index": 0, "delta": {"content": "lo"}}]},
+        {
+            **base,
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        },
+        # The usage chunk that ``stream_options={"include_usage": True}`` asks for.
+        {**base, "model": model, "choices": [], "usage": _openai_chat_usage()},
+    ]
+
+
+def response(model: str) -> dict[str, Any]:
+    return {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": CREATED,
+        "status": "completed",
+        "model": model,
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "hello", "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": INPUT_TOKENS,
+            "input_tokens_details": {"cached_tokens": CACHE_READ_TOKENS},
+            "output_tokens": OUTPUT_TOKENS,
+            "output_tokens_details": {"reasoning_tokens": REASONING_TOKENS},
+            "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS,
+        },
+    }
+
+
+def response_events(model: str) -> list[tuple[str, dict[str, Any]]]:
+    done = response(model)
+    started = {**done, "status": "in_progress", "output": [], "usage": None}
+    item = done["output"][0]
+    return [
+        (
+            "response.created",
+            {"type": "response.created", "sequence_number": 0, "response": started},
+        ),
+        (
+            "response.output_text.delta",
+            {
+                "type": "response.output_text.delta",
+                "sequence_number": 1,
+                "item_id": item["id"],
+                "output_index": 0,
+                "content_index": 0,
+                "delta": "hello",
+                "logprobs": [],
+            },
+        ),
+        (
+            "response.completed",
+            {"type": "response.completed", "sequence_number": 2, "response": done},
+        ),
+    ]
+
+
+def message(model: str) -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": "hello"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": _anthropic_usage(OUTPUT_TOKENS),
+    }
+
+
+def _anthropic_usage(output_tokens: int) -> dict[str, Any]:
+    # Anthropic's counting: input_tokens leaves both cache counts out.
+    return {
+        "input_tokens": INPUT_TOKENS - CACHE_READ_TOKENS,
+        "cache_read_input_tokens": CACHE_READ_TOKENS,
+        "cache_creation_input_tokens": 0,
+        "output_tokens": output_tokens,
+    }
+
+
+def message_events(model: str) -> list[tuple[str, dict[str, Any]]]:
+    started = {**message(model), "content": [], "stop_reason": None, "usage": _anthropic_usage(1)}
+    return [
+        ("message_start", {"type": "message_start", "message": started}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "hello"},
+            },
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": _anthropic_usage(OUTPUT_TOKENS),
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+
+
+def _handler(api: StandIn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+            path = self.path.split("?", 1)[0]
+            api.hits.append(path)
+            api.bodies.append(body)
+            model = str(body.get("model", ""))
+            stream = bool(body.get("stream"))
+            if path.endswith("/chat/completions"):
+                if stream:
+                    self._events([(None, chunk) for chunk in chat_chunks(model)], done=True)
+                else:
+                    self._json(chat_completion(model))
+            elif path.endswith("/responses"):
+                if stream:
+                    self._events(list(response_events(model)), done=False)
+                else:
+                    self._json(response(model))
+            elif path.endswith("/messages"):
+                if stream:
+                    self._events(list(message_events(model)), done=False)
+                else:
+                    self._json(message(model))
+            else:
+                self._json({"error": {"message": f"no route {path}"}}, status=404)
+
+        def _json(self, payload: dict[str, Any], status: int = 200) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _events(self, events: list[tuple[str | None, dict[str, Any]]], done: bool) -> None:
+            parts = []
+            for name, payload in events:
+                head = f"event: {name}\n" if name else ""
+                parts.append(f"{head}data: {json.dumps(payload)}\n\n")
+            if done:
+                parts.append("data: [DONE]\n\n")
+            data = "".join(parts).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    return Handler
+
+
+@contextmanager
+def serve() -> Iterator[StandIn]:
+    """Run the stand-in on 127.0.0.1 (a free port); ``url`` is the base URL without ``/v1``."""
+    api = StandIn()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    api.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield api
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,203 @@
+"""What the limits processor must do with the spans recognise reads (issue 12, points 2 and 4).
+
+Real OpenTelemetry SDK and our processor; the "instrumentations" are spans
+started with the scope names and attributes the real producers use (the
+producers themselves run in test_support_table.py).
+
+Every case here runs through the processor as it is; none waits on anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from otel_harness import Otel, make_otel
+from techrevati.runtime import (
+    ModelPricing,
+    Orchestrator,
+    agent_session,
+    agent_turn,
+    register_pricing,
+)
+
+PRICES = ModelPricing(100.0, 200.0, cache_read_per_million=10.0)
+ONE_CALL = 0.009
+USAGE = {
+    "gen_ai.usage.input_tokens": 120,
+    "gen_ai.usage.output_tokens": 30,
+    "gen_ai.usage.cache_read.input_tokens": 100,
+}
+OPENLLMETRY_OPENAI = "opentelemetry.instrumentation.openai.v1"
+OPENLLMETRY_ANTHROPIC = "opentelemetry.instrumentation.anthropic"
+ANTHROPIC_SDK = "com.anthropic.sdk.python"
+OPENINFERENCE_ANTHROPIC = "openinference.instrumentation.anthropic"
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    register_pricing("m", PRICES)
+    o = make_otel()
+    yield o
+    o.shutdown()
+
+
+def _late_response_span(otel: Otel) -> None:
+    """OpenLLMetry's Responses span: starts bare after the request, learns everything at end."""
+    tracer = otel.tracer_provider.get_tracer(OPENLLMETRY_OPENAI)
+    span = tracer.start_span("openai.response")
+    span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", **USAGE})
+    span.end()
+
+
+def test_span_known_as_model_call_only_at_end_is_booked_at_end(otel: Otel) -> None:
+    orch = Orchestrator(role="r", phase="p", **otel.kwargs())
+    with orch.session() as session:
+        _late_response_span(otel)
+    assert session.tracker.turn_count == 1
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL, rel=1e-12)
+
+
+def test_late_known_span_is_booked_even_when_the_cap_is_reached(otel: Otel) -> None:
+    orch = Orchestrator(role="r", phase="p", max_iterations=1, **otel.kwargs())
+    with orch.session() as session:
+        _late_response_span(otel)
+        _late_response_span(otel)  # must not raise: it started before anyone knew
+    assert session.tracker.turn_count == 2
+
+
+def _sibling_pair(otel: Otel, outer_scope: str, inner_scope: str) -> None:
+    """OpenLLMetry's Anthropic span is not made current, so the SDK's span is its sibling."""
+    outer = otel.tracer_provider.get_tracer(outer_scope).start_span(
+        "anthropic.chat", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}
+    )
+    inner = otel.tracer_provider.get_tracer(inner_scope).start_span(
+        "anthropic.messages.create",
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"},
+    )
+    inner.set_attributes(USAGE)
+    inner.end()
+    outer.set_attributes(USAGE)
+    outer.end()
+
+
+def test_overlapping_sibling_model_spans_count_once(otel: Otel) -> None:
+    orch = Orchestrator(role="r", phase="p", **otel.kwargs())
+    with orch.session() as session:
+        _sibling_pair(otel, OPENLLMETRY_ANTHROPIC, ANTHROPIC_SDK)
+    assert session.tracker.turn_count == 1
+    assert session._iteration_count == 1
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL, rel=1e-12)
+
+
+def test_sibling_span_of_an_admitted_call_is_not_refused(otel: Otel) -> None:
+    orch = Orchestrator(role="r", phase="p", max_iterations=1, **otel.kwargs())
+    refused: Exception | None = None
+    with orch.session() as session:
+        try:
+            _sibling_pair(otel, OPENLLMETRY_ANTHROPIC, ANTHROPIC_SDK)
+        except Exception as exc:
+            refused = exc
+    assert refused is None
+    assert session.tracker.turn_count == 1
+
+
+def test_sequential_model_spans_are_separate_calls(otel: Otel) -> None:
+    # Not overlapping: two calls, whatever the core does about siblings.
+    orch = Orchestrator(role="r", phase="p", **otel.kwargs())
+    tracer = otel.tracer_provider.get_tracer(ANTHROPIC_SDK)
+    with orch.session() as session:
+        for _ in range(2):
+            span = tracer.start_span(
+                "anthropic.messages.create",
+                attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"},
+            )
+            span.set_attributes(USAGE)
+            span.end()
+    assert session.tracker.turn_count == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL, rel=1e-12)
+
+
+def test_openinference_span_is_admitted_and_priced(otel: Otel) -> None:
+    orch = Orchestrator(role="r", phase="p", max_iterations=1, **otel.kwargs())
+    tracer = otel.tracer_provider.get_tracer(OPENINFERENCE_ANTHROPIC)
+    attrs = {"openinference.span.kind": "LLM", "llm.request.model_name": "m"}
+    refused = None
+    with orch.session() as session:
+        for _ in range(2):
+            try:
+                span = tracer.start_span("messages.create", attributes=attrs)
+            except Exception as exc:  # the cap refuses the second call at its start
+                refused = exc
+                break
+            span.set_attributes(
+                {
+                    "llm.token_count.prompt": 120,
+                    "llm.token_count.completion": 30,
+                    "llm.token_count.prompt_details.cache_read": 100,
+                }
+            )
+            span.end()
+    assert type(refused).__name__ == "MaxIterationsExceededError"
+    assert session.tracker.turn_count == 1
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL, rel=1e-12)
+
+
+def test_nested_library_spans_inside_our_turn_count_once(otel: Otel) -> None:
+    outer_tracer = otel.tracer_provider.get_tracer(OPENINFERENCE_ANTHROPIC)
+    inner_tracer = otel.tracer_provider.get_tracer(ANTHROPIC_SDK)
+
+    @agent_turn("m")
+    def turn() -> None:
+        with outer_tracer.start_as_current_span(
+            "messages.create", attributes={"openinference.span.kind": "LLM"}
+        ) as outer:
+            with inner_tracer.start_as_current_span(
+                "anthropic.messages.create",
+                attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"},
+            ) as inner:
+                inner.set_attributes(USAGE)
+            outer.set_attributes({"llm.token_count.prompt": 120, "llm.token_count.completion": 30})
+
+    with agent_session("s", tracer_provider=otel.tracer_provider) as session:
+        turn()
+    assert session._iteration_count == 1
+    assert session.tracker.turn_count == 1
+
+
+def test_overlapping_library_siblings_inside_our_turn_count_once(otel: Otel) -> None:
+    @agent_turn("m")
+    def turn() -> None:
+        _sibling_pair(otel, OPENLLMETRY_ANTHROPIC, ANTHROPIC_SDK)
+
+    with agent_session("s", tracer_provider=otel.tracer_provider) as session:
+        turn()
+    assert session._iteration_count == 1
+    assert session.tracker.turn_count == 1
+
+
+def test_openlit_anthropic_input_is_priced_with_its_cache_added_back(otel: Otel) -> None:
+    # 500 plain input tokens, 100 cache reads: OpenLIT reports input_tokens=500, which
+    # only its scope reveals as leaving the cache out (500 > 100, no heuristic can tell).
+    tracer = otel.tracer_provider.get_tracer("openlit.instrumentation.anthropic")
+    orch = Orchestrator(role="r", phase="p", **otel.kwargs())
+    with orch.session() as session:
+        span = tracer.start_span(
+            "chat m",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "anthropic",
+                "gen_ai.request.model": "m",
+            },
+        )
+        span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": 500,
+                "gen_ai.usage.output_tokens": 30,
+                "gen_ai.usage.cache_read.input_tokens": 100,
+            }
+        )
+        span.end()
+    _, usage = session.tracker.turns[0]
+    assert (usage.input_tokens, usage.cache_read_tokens) == (500, 100)

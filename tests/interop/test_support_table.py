@@ -1,0 +1,212 @@
+"""The README's support table, measured: every instrumentation against our limits.
+
+Each producer's scenario (``scenario.py``) runs as a subprocess in the venv
+its pins need (``venvs.py``; ``make interop-venvs`` builds them, cached), with
+the real ``openai`` / ``anthropic`` clients against the local stand-in, and
+prints its measurements as JSON. Nothing is mocked: real instrumentations from
+PyPI, the real OpenTelemetry SDK, our real limits processor and client guard.
+
+One call is 120 input tokens (100 of them cache reads) and 30 output tokens at
+$100/$200/$10 per million input/output/cache-read: exactly $0.009. The budget
+is $0.010 enforced (the second call crosses it, the third is refused before
+its request); the cap is 2 calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import venvs  # noqa: E402
+from scenario import RESULT_MARK, SWALLOWS_REFUSALS  # noqa: E402
+
+SRC = HERE.parent.parent / "src"
+
+# The first test runs all scenarios (two at a time, ~15-30 s each, imports dominate).
+pytestmark = pytest.mark.timeout(900)
+
+#: producer -> the venv it runs in (None: this test run's own interpreter).
+PRODUCERS: dict[str, str | None] = {
+    "genai-openai": None,
+    "openai-v2": "openai-v2",
+    "openllmetry-openai": "community",
+    "openllmetry-anthropic": "community",
+    "openinference-openai": "community",
+    "openinference-anthropic": "community",
+    "anthropic-sdk": "community",
+    "agents-openinference": "community",
+    "agents-chat-openinference": "community",
+    "openlit-openai": "openlit",
+    "openlit-anthropic": "openlit",
+}
+
+ONE_CALL = 0.009
+NO_CACHE_CALL = 0.018  # 120 input tokens at the full rate: the producer reports no cache
+EXACT = {"input": 20, "cache_read": 100, "cache_write": 0, "output": 30}
+NO_CACHE = {"input": 120, "cache_read": 0, "cache_write": 0, "output": 30}
+
+#: What each producer must show. A producer with no Responses API spans has no entry
+#: for it; one whose spans price without cache says so by its usage.
+EXPECTED: dict[str, dict[str, Any]] = {
+    "genai-openai": {"usage": EXACT, "cost": ONE_CALL, "responses": ONE_CALL, "budget_calls": 2},
+    "openai-v2": {
+        "usage": NO_CACHE,
+        "cost": NO_CACHE_CALL,
+        "responses": 0.0,  # 2.4b0 makes no spans for the Responses API: nothing to book
+        "budget_calls": 1,  # $0.018 > $0.010 after the first call
+    },
+    "openllmetry-openai": {
+        "usage": EXACT,
+        "cost": ONE_CALL,
+        "responses": ONE_CALL,  # its openai.response span is a model call only at its end
+        "budget_calls": 2,
+    },
+    "openllmetry-anthropic": {
+        "usage": EXACT,
+        "cost": ONE_CALL,
+        # Its streaming span adds message_start's output token to the final count, and
+        # the processor keeps the first of the two overlapping spans: one token too many.
+        "stream_usage": {**EXACT, "output": 31},
+        "stream_cost": 0.0092,
+        "budget_calls": 2,
+    },
+    "openinference-openai": {
+        "usage": EXACT,
+        "cost": ONE_CALL,
+        "responses": ONE_CALL,
+        "budget_calls": 2,
+    },
+    "openinference-anthropic": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
+    "anthropic-sdk": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
+    "agents-openinference": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
+    # The Agents SDK's Chat Completions path: its generation spans carry no cache count.
+    "agents-chat-openinference": {
+        "usage": NO_CACHE,
+        "cost": NO_CACHE_CALL,
+        "budget_calls": 1,
+        # Runner results carry no usage, so our turn books the library span's reading.
+        "agent_turn_cost": NO_CACHE_CALL,
+    },
+    "openlit-openai": {"usage": EXACT, "cost": ONE_CALL, "responses": ONE_CALL, "budget_calls": 2},
+    "openlit-anthropic": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
+}
+
+
+def _run(producer: str) -> dict[str, Any]:
+    env_name = PRODUCERS[producer]
+    python = sys.executable if env_name is None else str(venvs.python(env_name))
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("OTEL_SDK_DISABLED", None)
+    done = subprocess.run(
+        [python, str(HERE / "scenario.py"), producer],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith(RESULT_MARK):
+            result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
+            return result
+    raise AssertionError(
+        f"{producer}: scenario printed no result (exit {done.returncode})\n{done.stderr[-3000:]}"
+    )
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, dict[str, Any]]:
+    # Two at a time: the machine has two cores, and imports dominate each run.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(PRODUCERS, pool.map(_run, PRODUCERS), strict=True))
+
+
+def _cases(checks: list[str]) -> list[Any]:
+    cases = []
+    for producer in PRODUCERS:
+        for check in checks:
+            if check.startswith("responses") and "responses" not in EXPECTED[producer]:
+                continue
+            cases.append(pytest.param(producer, check, id=f"{producer}-{check}"))
+    return cases
+
+
+@pytest.mark.parametrize(("producer", "check"), _cases(["booked", "stream"]))
+def test_booked_and_priced(results: dict[str, Any], producer: str, check: str) -> None:
+    expected = EXPECTED[producer]
+    usage = expected.get(f"{check}_usage", expected["usage"])
+    cost = expected.get(f"{check}_cost", expected["cost"])
+    got = results[producer][check]
+    assert got == {
+        "turns": [{"model": _model(producer), **usage}],
+        "cost": cost,
+        "iterations": 1,
+    }
+
+
+@pytest.mark.parametrize(("producer", "check"), _cases(["responses", "responses_stream"]))
+def test_responses_api(results: dict[str, Any], producer: str, check: str) -> None:
+    got = results[producer][check]
+    cost = EXPECTED[producer]["responses"]
+    assert got["cost"] == cost
+    assert got["iterations"] == (1 if cost else 0)
+
+
+@pytest.mark.parametrize(("producer", "check"), _cases(["budget"]))
+def test_budget_stops_before_the_request(
+    results: dict[str, Any], producer: str, check: str
+) -> None:
+    calls = EXPECTED[producer]["budget_calls"]
+    # The refused call never reached the server: hits equal completed calls.
+    assert results[producer][check] == {
+        "hits": calls,
+        "completed": calls,
+        "error": "BudgetExceededError",
+    }
+
+
+@pytest.mark.parametrize("producer", sorted(SWALLOWS_REFUSALS))
+def test_without_the_guard_these_producers_lose_the_refusal(
+    results: dict[str, Any], producer: str
+) -> None:
+    # Why the guard exists: the processor refused the third call, the producer
+    # swallowed the refusal, and the request went out anyway.
+    assert results[producer]["budget_unguarded"] == {"hits": 3, "completed": 3, "error": ""}
+
+
+@pytest.mark.parametrize(("producer", "check"), _cases(["cap"]))
+def test_cap_stops_before_the_request(results: dict[str, Any], producer: str, check: str) -> None:
+    assert results[producer][check] == {
+        "hits": 2,
+        "completed": 2,
+        "error": "MaxIterationsExceededError",
+    }
+
+
+@pytest.mark.parametrize(("producer", "check"), _cases(["agent_turn"]))
+def test_counted_once_under_agent_turn(results: dict[str, Any], producer: str, check: str) -> None:
+    # Our turn reads the exact usage from the SDK result (or, when the result has none,
+    # the library span's); the library span is the same call.
+    cost = EXPECTED[producer].get("agent_turn_cost", ONE_CALL)
+    assert results[producer][check] == {"turns": 1, "cost": cost, "iterations": 1}
+
+
+def _model(producer: str) -> str:
+    from scenario import ANTHROPIC_MODEL, OPENAI_MODEL
+
+    return ANTHROPIC_MODEL if "anthropic" in producer else OPENAI_MODEL
+
+
+@pytest.mark.parametrize("producer", PRODUCERS)
+def test_no_cache_producers_are_warned_about_once(results: dict[str, Any], producer: str) -> None:
+    expected = 1 if EXPECTED[producer]["usage"] is NO_CACHE else 0
+    assert results[producer]["no_cache_warnings"] == expected

@@ -1,0 +1,88 @@
+"""configure(handle_sigterm=True): SIGTERM ends open sessions, flushes, reports, then dies of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SCRIPT = """
+import signal, sys, time
+from techrevati.runtime.orchestrator import Orchestrator
+from techrevati.runtime.telemetry.setup import configure
+from techrevati.runtime.usage_tracking import UsageSnapshot
+
+if sys.argv[2] == "chained":  # the application had its own handler first
+    def mine(signum, frame):
+        print("USER HANDLER", flush=True)
+        sys.exit(3)
+    signal.signal(signal.SIGTERM, mine)
+configure(service_name="stopped", handle_sigterm=sys.argv[1] == "on")
+orch = Orchestrator(role="long-runner", phase="p")
+with orch.session() as session:
+    session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(100, 10))
+    print("READY", flush=True)
+    session.run_turn(lambda: time.sleep(60), model="model-a")
+"""
+
+
+def _run(tmp_path: Path, mode: str, chained: str = "plain") -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.pop("TECHREVATI_SPANS_FILE", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT), mode, chained],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "READY"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, out, err
+
+
+def _sessions(tmp_path: Path) -> list[dict[str, object]]:
+    path = tmp_path / "telemetry-out" / "spans.jsonl"
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        for resource_spans in json.loads(line)["resourceSpans"]:
+            for scope_spans in resource_spans["scopeSpans"]:
+                for span in scope_spans["spans"]:
+                    if span["name"].startswith("invoke_agent"):
+                        found.append({a["key"]: a["value"] for a in span.get("attributes", [])})
+    return found
+
+
+def test_sigterm_ends_the_session_writes_the_report_and_still_kills(tmp_path: Path) -> None:
+    code, _out, err = _run(tmp_path, "on")
+    assert code == -signal.SIGTERM
+    assert "techrevati telemetry: SIGTERM: ended 1 open session; flushing" in err
+    # The report: the session and its finished turn (the turn cut off mid-call is
+    # still open when the signal arrives; its session is what gets ended).
+    assert "1 session, 1 model call" in err
+    [session] = _sessions(tmp_path)
+    assert session["techrevati.session.outcome"] == {"stringValue": "cancelled"}
+
+
+def test_without_the_option_the_library_leaves_sigterm_alone(tmp_path: Path) -> None:
+    code, _out, err = _run(tmp_path, "off")
+    assert code == -signal.SIGTERM
+    assert "SIGTERM" not in err and "telemetry report" not in err
+    assert _sessions(tmp_path) == []  # killed before anything was flushed
+
+
+def test_an_earlier_handler_of_the_application_still_runs_after_ours(tmp_path: Path) -> None:
+    code, out, err = _run(tmp_path, "on", "chained")
+    assert "USER HANDLER" in out
+    assert code == 3
+    assert "SIGTERM: ended 1 open session" in err
+    assert len(_sessions(tmp_path)) == 1
