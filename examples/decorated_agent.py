@@ -103,6 +103,9 @@ def main() -> None:
         print(f"plan -> {outline!r}\nlookup -> {fact!r}\nstream -> {text!r}")
 
     summary = session.summary()
+    # summary()'s total_input_tokens is uncached input only (0.1.0's meaning);
+    # the report printed at exit shows "input incl. cached".
+    print("session usage (total_input_tokens = uncached input):")
     print(json.dumps(summary["usage"], indent=2))
     print(json.dumps(summary["per_model_cost"], indent=2))
     print(f"session cost {session.tracker.format_cost()} of a $0.05 budget")

@@ -106,6 +106,9 @@ def main() -> None:
         )
 
     # 7. the summary
+    # summary()'s total_input_tokens is uncached input only (0.1.0's meaning);
+    # the report printed at exit shows "input incl. cached".
+    print("session usage (total_input_tokens = uncached input):")
     print(json.dumps(writer_summary["usage"], indent=2))
     print(json.dumps([e["event"] for e in writer_summary["agent_events"]], indent=2))
     print(f"writer cost {orch.tracker.format_cost()}, editor cost {editor.tracker.format_cost()}")

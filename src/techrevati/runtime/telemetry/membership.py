@@ -41,6 +41,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ..usage_tracking import UsageTracker
 from .ledger import Claim, FleetLevel, Ledger
+from .recognise import is_same_call
 
 if TYPE_CHECKING:
     from .session import SessionScope
@@ -196,16 +197,17 @@ def admit_call(
     """
     outer = under.call
     if not ours:
-        if under.in_library and outer is not None:
-            # Inside a library model span: another instrumentation (or layer)
-            # describing that same request.
-            return _library_entry(under, outer, same=True)
-        if outer is not None and not outer.ours:
-            return _library_entry(under, outer, same=True)
+        # The nesting rule (one place: recognise.is_same_call). Inside a library
+        # model span the enclosing call is that library call, even when it is
+        # the one our turn absorbed.
+        enclosing_ours = None if outer is None else outer.ours and not under.in_library
         sibling = _open_sibling(under, model)
-        if sibling is not None:
+        if sibling is not None and (outer is None or enclosing_ours):
+            # Overlapping a library span of the same request on this strand.
             return _library_entry(under, sibling, same=True)
-        if outer is not None and not outer.absorbed:
+        if outer is not None and is_same_call(
+            ours=False, enclosing_ours=enclosing_ours, enclosing_taken=outer.absorbed
+        ):
             outer.absorbed = True
             return _library_entry(under, outer, same=True)
     ledger = under.ledger
