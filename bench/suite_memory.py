@@ -280,6 +280,7 @@ def main() -> None:
     result = Result("memory", "retained memory (RSS over long runs; tracemalloc), bytes", 1)
     rss_suite(result, *((20_000, 5_000) if quick else (200_000, 20_000)))
     ours.setup_pricing()
+    tracemalloc.start()  # after the RSS runs, which must not pay for it
     per_turn(result, 10_000 if quick else 100_000)
     sessions = 1_000 if quick else 10_000
     per_session(result, sessions, "Orchestrator")
