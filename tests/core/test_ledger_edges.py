@@ -497,3 +497,29 @@ def test_calls_one_after_another_or_on_other_threads_are_separate(otel: Otel) ->
         _end_with_usage(held, 1)
     assert session._iteration_count == 4
     assert session.tracker.total_cost() == 4.0
+
+
+def test_a_coroutine_s_own_timeout_error_is_not_relabelled(otel: Otel) -> None:
+    async def main() -> None:
+        async def own_timeout() -> None:
+            raise TimeoutError("the provider's own deadline")
+
+        async with Orchestrator(role="w", phase="p", **otel.kwargs()).asession() as session:
+            with pytest.raises(TimeoutError) as err:
+                await session.arun_turn(own_timeout, model="usd-1", timeout=5.0)
+            assert not isinstance(err.value, TurnTimeoutError)
+            with pytest.raises(TurnTimeoutError):
+                await session.arun_turn(lambda: asyncio.sleep(1), model="usd-1", timeout=0.01)
+
+    asyncio.run(main())
+
+
+def test_handoff_targets_nobody_starts_do_not_pile_up(otel: Otel) -> None:
+    from techrevati.runtime import AgentRegistry
+
+    registry = AgentRegistry(finished_window=8)
+    orch = Orchestrator(role="w", phase="p", registry=registry, **otel.kwargs())
+    for _ in range(200):
+        with orch.session() as session:
+            session.handoff_to("editor", reason="review")
+    assert len(registry._workers) <= 2 * 8 + 2

@@ -56,7 +56,7 @@ from .telemetry import semconv as sc
 from .telemetry.failures import reason_text
 from .telemetry.ledger import FleetLevel, Ledger, fleet_levels
 from .telemetry.usage_extract import Extracted, extract
-from .timeouts import wait_in_thread
+from .timeouts import await_with_timeout, wait_in_thread
 from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker
 
 __all__ = [
@@ -451,8 +451,10 @@ class _SessionBase(Generic[B]):
             handoff = session.handoff_to("editor", reason="needs review")
         """
         ctx = dict(context) if context is not None else {}
+        # Windowed: a handoff target nobody ever starts is dropped with the
+        # finished workers instead of staying in the registry for good.
         target = self.registry.create(
-            role=target_role, phase=self.phase, project_id=self.project_id
+            role=target_role, phase=self.phase, project_id=self.project_id, windowed=True
         )
         self.registry.transition(
             target.worker_id,
@@ -681,13 +683,9 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
         try:
             token = otel_context.attach(turn.context)
             try:
-                if timeout is None:
-                    result = await coro_factory()
-                else:
-                    try:
-                        result = await asyncio.wait_for(coro_factory(), timeout)
-                    except TimeoutError as exc:
-                        raise TurnTimeoutError(timeout) from exc
+                # Only this turn's own deadline becomes TurnTimeoutError; a
+                # TimeoutError the coroutine raises itself stays what it is.
+                result = await await_with_timeout(coro_factory, timeout)
             finally:
                 otel_context.detach(token)
             resolved = _resolve_usage(result, usage, estimate_usage)

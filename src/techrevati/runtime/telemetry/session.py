@@ -9,8 +9,8 @@ global keeps a finished session alive.
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
@@ -130,7 +130,7 @@ def open_session(
         attributes[sc.GEN_AI_AGENT_ID] = agent_id or worker_id
     # 128 random bits: worker ids are short and only unique within one registry,
     # while conversations from every process meet in one trace store.
-    attributes[sc.GEN_AI_CONVERSATION_ID] = conversation_id or uuid.uuid4().hex
+    attributes[sc.GEN_AI_CONVERSATION_ID] = conversation_id or secrets.token_hex(16)
     if provider_name:
         attributes[sc.GEN_AI_PROVIDER_NAME] = provider_name
     if phase:
