@@ -9,6 +9,8 @@ calls outside sessions count.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,3 +144,25 @@ def test_usage_after_the_session_closed_reaches_the_fleet(otel: Otel) -> None:
     assert session.tracker.total_cost() == 2.0
     assert level.log == ["reserve", "settle"]
     assert level.spent == 2.0
+
+
+def test_the_report_lists_fleet_scopes_from_the_spans(otel: Otel) -> None:
+    from techrevati.runtime.telemetry.jsonl import spans_to_json_line
+    from techrevati.runtime.telemetry.report import (
+        build_report,
+        records_from_otlp_json,
+        render_report,
+    )
+
+    tenant = MemoryLevel("tenant-42", max_calls=2)
+    with agent_session("w", fleet=tenant, **otel.kwargs()) as session:
+        for _ in range(3):
+            with contextlib.suppress(MaxIterationsExceededError):
+                session.run_turn(lambda: None, model="usd-1", usage=UsageSnapshot(1, 0))
+    line = spans_to_json_line(tuple(otel.spans()))  # through the file format, as replayed
+    report = build_report(records_from_otlp_json(json.loads(line)))
+    row = report.fleet["tenant-42"]
+    assert (row.sessions, row.cost_usd, dict(row.refusals)) == (1, 2.0, {"fleet_calls": 1})
+    text = render_report(report)
+    assert "Fleet scopes" in text
+    assert "tenant-42" in text

@@ -453,13 +453,16 @@ def fleet_levels(fleet: object) -> tuple[FleetLevel, ...]:
 
 
 def describe(ledger: Ledger) -> dict[str, Any]:
-    """The numbers a session span rolls up (own and tree-wide)."""
-    return {
+    """The numbers a session span rolls up (own and tree-wide), and its fleet scopes."""
+    rollup: dict[str, Any] = {
         sc.SESSION_ITERATION: ledger.iterations,
         sc.COST_TREE_USD: ledger.spent,
         sc.SESSION_CALLS_WITHOUT_USAGE: ledger.calls_without_usage,
         sc.SESSION_UNPRICED_CALLS: ledger.unpriced_calls,
     }
+    if ledger._fleet_chain:
+        rollup[sc.FLEET_SCOPES] = [str(fleet.scope) for fleet in ledger._fleet_chain]
+    return rollup
 
 
 # The old name, kept for code that imported it.

@@ -84,6 +84,17 @@ class ToolRow:
 
 
 @dataclass
+class FleetRow:
+    """One fleet scope: the sessions that counted against it, their spend, its refusals."""
+
+    scope: str
+    sessions: int = 0
+    #: The sessions' own spend (children counted once, in their own row).
+    cost_usd: float = 0.0
+    refusals: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
 class RunReport:
     """Everything the terminal report shows, as data."""
 
@@ -107,6 +118,8 @@ class RunReport:
     unpriced_models: dict[str, int] = field(default_factory=dict)
     #: Notes about the span tree itself (parent cycles).
     notes: list[str] = field(default_factory=list)
+    #: Fleet scopes the sessions counted against, by name.
+    fleet: dict[str, FleetRow] = field(default_factory=dict)
 
 
 def _number(value: Any) -> float:
@@ -242,6 +255,7 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
     tools: dict[str, ToolRow] = {}
     breakers: dict[str, Counter[str]] = {}
     limit_hits: Counter[tuple[str, str]] = Counter()
+    fleet: dict[str, FleetRow] = {}
     violations: Counter[tuple[str, str]] = Counter()
     other_events: Counter[str] = Counter()
     unpriced: Counter[str] = Counter()
@@ -328,6 +342,9 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
             if event.name == sc.EVENT_LIMIT_HIT:
                 kind = str(event.attributes.get(sc.LIMIT_KIND) or "unknown")
                 limit_hits[(kind, role)] += 1
+                fleet_scope = event.attributes.get(sc.FLEET_SCOPE)
+                if isinstance(fleet_scope, str):
+                    fleet.setdefault(fleet_scope, FleetRow(fleet_scope)).refusals[kind] += 1
                 if owner_key in sessions:
                     sessions[owner_key].limit_hits.append(kind)
             elif event.name == sc.EVENT_GUARDRAIL:
@@ -366,6 +383,13 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
             _rollup(attrs, sc.SESSION_UNPRICED_CALLS, totals.unpriced_calls)
         )
         unattributed += session.cost_usd - totals.cost_usd
+        scopes = attrs.get(sc.FLEET_SCOPES)
+        if isinstance(scopes, list | tuple):
+            for name in scopes:
+                if isinstance(name, str):
+                    fleet_row = fleet.setdefault(name, FleetRow(name))
+                    fleet_row.sessions += 1
+                    fleet_row.cost_usd += session.cost_usd
 
     total_cost = sum(row.cost_usd for row in sessions.values()) + outside.cost
     return RunReport(
@@ -387,6 +411,7 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
         notes=(
             [f"{tree.cycles} span parent cycle(s) found; the loops were cut"] if tree.cycles else []
         ),
+        fleet=dict(sorted(fleet.items())),
     )
 
 

@@ -72,6 +72,8 @@ KEPT_ATTRIBUTES = frozenset(
         sc.BREAKER_NAME,
         sc.BREAKER_STATE,
         sc.LIMIT_KIND,
+        sc.FLEET_SCOPE,
+        sc.FLEET_SCOPES,
         sc.PHASE,
         *READ_ATTRIBUTES,  # whatever recognise reads to tell a model call and its usage
     }

@@ -183,6 +183,22 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
     else:
         out.append("  none")
 
+    if report.fleet:
+        out += ["", "Fleet scopes (shared limits; spend here is what these sessions booked)"]
+        out += _table(
+            ["scope", "sessions", "cost USD", "refusals"],
+            [
+                [
+                    row.scope,
+                    str(row.sessions),
+                    _usd(row.cost_usd),
+                    ", ".join(f"{kind} {n}" for kind, n in sorted(row.refusals.items())) or "-",
+                ]
+                for row in report.fleet.values()
+            ],
+            "lrrl",
+        )
+
     out += ["", "Guardrail violations"]
     if report.guardrail_violations:
         out += _table(

@@ -83,6 +83,8 @@ SESSION_UNPRICED_CALLS: Final = "techrevati.session.unpriced_calls"
 USAGE_MISSING: Final = "techrevati.usage.missing"
 #: The fleet scope (FleetLimits.scope) a refusal or fleet metric belongs to.
 FLEET_SCOPE: Final = "techrevati.fleet.scope"
+#: On a session span: every fleet scope its calls counted against.
+FLEET_SCOPES: Final = "techrevati.fleet.scopes"
 #: Token kinds of the detail counter (cache and reasoning shares).
 TOKEN_KIND: Final = "techrevati.token.kind"
 #: Resource attribute naming one ``configure()`` run (its forked workers share it): runs
