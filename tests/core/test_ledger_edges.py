@@ -523,3 +523,19 @@ def test_handoff_targets_nobody_starts_do_not_pile_up(otel: Otel) -> None:
         with orch.session() as session:
             session.handoff_to("editor", reason="review")
     assert len(registry._workers) <= 2 * 8 + 2
+
+
+def test_token_counts_no_exporter_can_carry_are_refused_at_the_api(otel: Otel) -> None:
+    huge = UsageSnapshot(2**64, 0)
+    with pytest.raises(ValueError, match=r"usage.input_tokens must be < 2\*\*63"):
+        agent_turn("usd-1", usage=huge)
+    orch = Orchestrator(role="w", phase="p", max_iterations=3, **otel.kwargs())
+    with orch.session() as session:
+        with pytest.raises(ValueError, match="input_tokens"):
+            session.run_turn(lambda: None, model="usd-1", usage=huge)
+        with pytest.raises(ValueError, match=r"estimate_usage\(\).output_tokens"):
+            session.run_turn(
+                lambda: None, model="usd-1", estimate_usage=lambda _: UsageSnapshot(0, 2**63)
+            )
+    # Refused before anything was counted or booked (the estimate ran after the call).
+    assert session.tracker.turn_count == 0

@@ -484,6 +484,8 @@ def agent_turn(
             "agent_turn usage must be a UsageSnapshot or a function of the result, "
             f"got {type(usage).__name__}: {usage!r}"
         )
+    if isinstance(usage, UsageSnapshot):
+        core.check_usage(usage, "agent_turn usage")
 
     def decorate(fn: F) -> F:
         spec = _TurnSpec(model or "", provider, usage, _positional_names(fn))
