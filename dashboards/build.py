@@ -181,6 +181,21 @@ def row(layout: Layout, title: str) -> dict[str, Any]:
     return panel
 
 
+def count_stat(
+    layout: Layout, title: str, description: str, expr: str, *, bad: str = "red"
+) -> dict[str, Any]:
+    """A KPI count over the range: green at zero, ``bad`` from the first one."""
+    return stat(
+        layout,
+        title,
+        description,
+        or_zero(expr),
+        "none",
+        decimals=0,
+        steps=(("green", None), (bad, 1)),
+    )
+
+
 def stat(
     layout: Layout,
     title: str,
@@ -604,51 +619,38 @@ def sessions_overview() -> dict[str, Any]:
             "none",
             decimals=0,
         ),
-        stat(
+        count_stat(
             lay,
             "Permission denials",
             "Tool calls refused by the permission policy; the tool never ran." + TOTAL_NOTE,
-            or_zero(total(TOOL_CALLS, *f_agent, 'techrevati_permission_decision="deny"')),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("orange", 1)),
+            total(TOOL_CALLS, *f_agent, 'techrevati_permission_decision="deny"'),
+            bad="orange",
         ),
-        stat(
+        count_stat(
             lay,
             "Budget hits",
             BUDGET_HITS_TEXT + TOTAL_NOTE,
-            or_zero(total(LIMIT_HITS, *f_agent, 'techrevati_limit_kind="budget"')),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("red", 1)),
+            total(LIMIT_HITS, *f_agent, 'techrevati_limit_kind="budget"'),
         ),
-        stat(
+        count_stat(
             lay,
             "Iteration-cap hits",
             "Model calls refused because the session had already made "
             "max_iterations calls (a runaway loop stopped)." + TOTAL_NOTE,
-            or_zero(total(LIMIT_HITS, *f_agent, 'techrevati_limit_kind="max_iterations"')),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("red", 1)),
+            total(LIMIT_HITS, *f_agent, 'techrevati_limit_kind="max_iterations"'),
         ),
-        stat(
+        count_stat(
             lay,
             "Guardrail violations",
             "Tool calls blocked by a guardrail before or after the tool ran." + TOTAL_NOTE,
-            or_zero(total(GUARDRAIL, *f_agent)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("orange", 1)),
+            total(GUARDRAIL, *f_agent),
+            bad="orange",
         ),
-        stat(
+        count_stat(
             lay,
             "Failed sessions",
             "Sessions that ended with an exception (budget and cap stops included)." + TOTAL_NOTE,
-            or_zero(total(SESSIONS, *f_agent, 'techrevati_session_outcome="failed"')),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("red", 1)),
+            total(SESSIONS, *f_agent, 'techrevati_session_outcome="failed"'),
         ),
     ]
     p.append(row(lay, "Cost"))
@@ -832,14 +834,12 @@ def tools_and_permissions() -> dict[str, Any]:
             "none",
             decimals=0,
         ),
-        stat(
+        count_stat(
             lay,
             "Denied",
             "Tool calls the permission policy refused; the tool never ran." + TOTAL_NOTE,
-            or_zero(total(TOOL_CALLS, *f, deny)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("orange", 1)),
+            total(TOOL_CALLS, *f, deny),
+            bad="orange",
         ),
         stat(
             lay,
@@ -850,24 +850,20 @@ def tools_and_permissions() -> dict[str, Any]:
             decimals=1,
             steps=(("green", None), ("orange", 0.05), ("red", 0.2)),
         ),
-        stat(
+        count_stat(
             lay,
             "Guardrail violations",
             "Tool calls blocked by a guardrail." + TOTAL_NOTE,
-            or_zero(total(GUARDRAIL, *f)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("orange", 1)),
+            total(GUARDRAIL, *f),
+            bad="orange",
         ),
-        stat(
+        count_stat(
             lay,
             "Tool calls with an error",
             "Tool calls that ended with an error.type: the tool "
             "raised, was denied or was blocked by a guardrail." + TOTAL_NOTE,
-            or_zero(total(TOOL_SECONDS + "_count", *f, ERRORS)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("orange", 1)),
+            total(TOOL_SECONDS + "_count", *f, ERRORS),
+            bad="orange",
         ),
     ]
     p.append(row(lay, "Calls and permissions"))
@@ -996,51 +992,38 @@ def reliability() -> dict[str, Any]:
             decimals=0,
             steps=(("green", None), ("red", 1)),
         ),
-        stat(
+        count_stat(
             lay,
             "Budget hits",
             BUDGET_HITS_TEXT + TOTAL_NOTE,
-            or_zero(total(LIMIT_HITS, *f, 'techrevati_limit_kind="budget"')),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("red", 1)),
+            total(LIMIT_HITS, *f, 'techrevati_limit_kind="budget"'),
         ),
-        stat(
+        count_stat(
             lay,
             "Iteration-cap hits",
             "Model calls refused because the session reached max_iterations." + TOTAL_NOTE,
-            or_zero(total(LIMIT_HITS, *f, 'techrevati_limit_kind="max_iterations"')),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("red", 1)),
+            total(LIMIT_HITS, *f, 'techrevati_limit_kind="max_iterations"'),
         ),
-        stat(
+        count_stat(
             lay,
             "Guardrail violations",
             "Tool calls blocked by a guardrail." + TOTAL_NOTE,
-            or_zero(total(GUARDRAIL, *f)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("orange", 1)),
+            total(GUARDRAIL, *f),
+            bad="orange",
         ),
-        stat(
+        count_stat(
             lay,
             "Recovery attempts",
             "Failed model calls that went through recovery "
             "bookkeeping (classified, a recipe chosen)." + TOTAL_NOTE,
-            or_zero(total(RECOVERY, *f)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("orange", 1)),
+            total(RECOVERY, *f),
+            bad="orange",
         ),
-        stat(
+        count_stat(
             lay,
             "Failed sessions",
             "Sessions that ended with an exception." + TOTAL_NOTE,
-            or_zero(total(SESSIONS, *f, 'techrevati_session_outcome="failed"')),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("red", 1)),
+            total(SESSIONS, *f, 'techrevati_session_outcome="failed"'),
         ),
     ]
     p.append(row(lay, "Circuit breakers"))
@@ -1422,15 +1405,12 @@ def budgets() -> dict[str, Any]:
             "short",
             decimals=1,
         ),
-        stat(
+        count_stat(
             lay,
             "Refusals",
             "Calls refused by any limit: budget, iteration cap, unpriced model, fleet budget "
             "or fleet call rate." + TOTAL_NOTE,
-            or_zero(total(LIMIT_HITS, *f_agent)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("red", 1)),
+            total(LIMIT_HITS, *f_agent),
         ),
         stat(
             lay,
@@ -1455,35 +1435,28 @@ def budgets() -> dict[str, Any]:
     ]
     lay.newline()
     p += [
-        stat(
+        count_stat(
             lay,
             "Calls without usage",
             "Model calls whose response carried no token usage; they are booked at $0, so "
             "the cost panels under-count by these calls." + TOTAL_NOTE,
-            or_zero(total(USAGE_MISSING, *f_model)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("orange", 1)),
+            total(USAGE_MISSING, *f_model),
+            bad="orange",
         ),
-        stat(
+        count_stat(
             lay,
             "Unpriced calls",
             "Model calls of models with no known price (register_pricing() or the bundled "
             "table); booked at $0, so spend is under-counted." + TOTAL_NOTE,
-            or_zero(total(UNPRICED, *f_model)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("orange", 1)),
+            total(UNPRICED, *f_model),
+            bad="orange",
         ),
-        stat(
+        count_stat(
             lay,
             "Unpriced refusals",
             "Calls refused before they ran because the model has no price and the session "
             "enforces a budget (UnpricedModelError)." + TOTAL_NOTE,
-            or_zero(total(LIMIT_HITS, *f_agent, 'techrevati_limit_kind="unpriced"')),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("red", 1)),
+            total(LIMIT_HITS, *f_agent, 'techrevati_limit_kind="unpriced"'),
         ),
         stat(
             lay,
@@ -1494,24 +1467,18 @@ def budgets() -> dict[str, Any]:
             "currencyUSD",
             decimals=4,
         ),
-        stat(
+        count_stat(
             lay,
             "Fleet refusals",
             "Calls refused by a fleet budget or fleet call-rate limit." + TOTAL_NOTE,
-            or_zero(total(FLEET_REFUSALS, SVC)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("red", 1)),
+            total(FLEET_REFUSALS, SVC),
         ),
-        stat(
+        count_stat(
             lay,
             "Fleet store errors",
             "Redis calls of the fleet limits that failed or timed out; while the store is "
             "unreachable fleet limits cannot be checked." + TOTAL_NOTE,
-            or_zero(total(FLEET_STORE_ERRORS, SVC)),
-            "none",
-            decimals=0,
-            steps=(("green", None), ("red", 1)),
+            total(FLEET_STORE_ERRORS, SVC),
         ),
     ]
     p.append(row(lay, "Budgets"))
