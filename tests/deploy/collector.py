@@ -29,13 +29,16 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+try:
+    from deploy.processes import stop_process, wait_until_ready
+except ImportError:  # run as a script (make collector): this folder is on sys.path
+    from processes import stop_process, wait_until_ready  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "collector-config"
@@ -254,32 +257,19 @@ class Collector:
                 stderr=subprocess.STDOUT,
                 env=self.env,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"otelcol exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                url = f"http://127.0.0.1:{self.health_port}/"
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"otelcol not healthy after {timeout}s:\n{self.logs()}")
+        wait_until_ready(
+            self.proc,
+            f"http://127.0.0.1:{self.health_port}/",
+            name="otelcol",
+            timeout=timeout,
+            logs=self.logs,
+            poll_s=0.2,
+        )
 
     def stop(self) -> None:
         """Stop it the way an operator does (SIGTERM), so it flushes its batches."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc, grace_s=30)
         self.proc = None
 
     def logs(self) -> str:

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from deploy.processes import stop_process, wait_until_ready
+
 INSTALL_HINT = (
     "the 'prometheus' binary is needed by the dashboard tests and was not found on PATH "
     "or at /usr/bin/prometheus. `make test` installs Debian's package "
@@ -95,32 +97,17 @@ class PrometheusServer:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"prometheus exited with {self.proc.returncode}:\n{self.log.read_text()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"prometheus not ready after {timeout}s:\n{self.log.read_text()}")
+        wait_until_ready(
+            self.proc,
+            f"{self.url}/-/ready",
+            name="prometheus",
+            timeout=timeout,
+            logs=self.log.read_text,
+        )
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc, grace_s=10)
         self.proc = None
 
     # --- HTTP API ---------------------------------------------------------------
