@@ -196,7 +196,7 @@ def test_no_cache_producers_are_priced_as_reported_and_warned_once(
 
 
 def test_scope_less_helpers_the_processor_calls_read_openinference() -> None:
-    assert recognise.is_model_span(OPENINFERENCE_CHAT, "messages.create")
+    assert recognise.classify_start("messages.create", OPENINFERENCE_CHAT, None)
     assert recognise.model_from_attributes(OPENINFERENCE_CHAT) == "claude-x"
     assert recognise.usage_from_attributes(OPENINFERENCE_CHAT) == UsageSnapshot(20, 30, 0, 100)
     assert recognise.usage_from_attributes({"llm.model_name": "m"}) is None

@@ -171,11 +171,6 @@ class Ledger:
 
     # -- reading --------------------------------------------------------------
 
-    @property
-    def own_spent(self) -> float:
-        """This session's own spend, without descendants (its tracker's total)."""
-        return self.tracker.total_cost()
-
     def enforced(self) -> bool:
         """True when some level of the chain (or a fleet scope) enforces a budget."""
         return self._enforced

@@ -45,7 +45,6 @@ __all__ = [
     "CallReading",
     "classify_start",
     "is_model_call",
-    "is_model_span",
     "is_same_call",
     "model_from_attributes",
     "provider_from_attributes",
@@ -172,14 +171,6 @@ def is_model_call(operation: object, span_name: str) -> bool:
     if isinstance(operation, str):
         return operation in sc.MODEL_OPERATIONS
     return span_name.split(" ", 1)[0] in sc.MODEL_OPERATIONS
-
-
-def is_model_span(attrs: Mapping[str, Any] | None, span_name: str) -> bool:
-    """True if a span is a model call at its start, by any known vocabulary.
-
-    Same as ``classify_start`` without a scope (kept for the processor's call).
-    """
-    return _decide(span_name, attrs or {}, at_end=False)
 
 
 def model_from_attributes(attrs: Mapping[str, Any] | None) -> str:
