@@ -162,7 +162,7 @@ def current_agent_session() -> OrchestrationSession | AsyncOrchestrationSession 
 class _TurnSpec:
     """What ``agent_turn(...)`` was given, resolved once at decoration time."""
 
-    __slots__ = ("model", "names", "provider", "usage")
+    __slots__ = ("fixed", "model", "names", "provider", "usage", "usage_fn")
 
     def __init__(
         self, model: str, provider: str | None, usage: UsageSource | None, names: tuple[str, ...]
@@ -171,6 +171,11 @@ class _TurnSpec:
         self.provider = provider
         self.usage = usage
         self.names = names
+        #: ``usage=`` split by kind: a fixed snapshot (also reserved up front) or a function.
+        self.fixed = usage if isinstance(usage, UsageSnapshot) else None
+        self.usage_fn: Callable[[Any], object] | None = (
+            None if isinstance(usage, UsageSnapshot) else usage
+        )
 
 
 class _TurnCall:
@@ -182,14 +187,16 @@ class _TurnCall:
         self, spec: _TurnSpec, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         # Read the capture switch once per call; arguments are only named when it is on.
-        self.capture = capture_content()
-        prompt = _arguments(spec.names, instance, args, kwargs) if self.capture else None
+        capture = self.capture = capture_content()
         self.spec = spec
         self.reader: StreamReader | None = None
-        fixed = spec.usage if isinstance(spec.usage, UsageSnapshot) else None
         # Raises the refusal (breaker, cap, budget, unpriced, fleet) before user code runs.
         self.turn = core.TurnCall.begin(
-            core.current_session(), spec.model, provider=spec.provider, usage=fixed, prompt=prompt
+            core.current_session(),
+            spec.model,
+            provider=spec.provider,
+            usage=spec.fixed,
+            prompt=_arguments(spec.names, instance, args, kwargs) if capture else None,
         )
 
     # -- plain calls ---------------------------------------------------------------
@@ -197,27 +204,32 @@ class _TurnCall:
     def returned(self, result: object) -> None:
         """The function returned: read usage and end the turn."""
         found = extract(result)
-        usage = self._usage(result, found.usage)
-        output = (extract_text(result) or result) if self.capture else None
+        spec = self.spec
+        usage = found.usage
+        explicit = False
+        if spec.fixed is not None:
+            usage, explicit = spec.fixed, True
+        elif spec.usage_fn is not None:
+            given = self._given(result)
+            if given is not None:
+                usage, explicit = given, True
         self.turn.finish(
             usage,
-            explicit=self.spec.usage is not None and usage is not found.usage,
+            explicit=explicit,
             response_model=found.model,
             reasoning_tokens=found.reasoning_tokens,
-            output=output,
+            output=(extract_text(result) or result) if self.capture else None,
         )
 
-    def _usage(self, value: object, found: UsageSnapshot | None) -> UsageSnapshot | None:
-        source = self.spec.usage
-        if source is None:
-            return found
-        if isinstance(source, UsageSnapshot):
-            return source
+    def _given(self, value: object) -> UsageSnapshot | None:
+        """What the user's ``usage=`` function says about ``value`` (None: read the result)."""
+        source = self.spec.usage_fn
+        assert source is not None
         given = source(value)  # the user's function; its errors fail the turn
         read = usage_of(given) if given is not None else None
         if read is not None:
             core.check_usage(read, "agent_turn usage()")
-        return read if read is not None else found
+        return read
 
     def fail(self, error: BaseException) -> None:
         self.turn.fail(error)
@@ -232,9 +244,8 @@ class _TurnCall:
         reader = self.reader
         assert reader is not None
         reader.add(value)
-        source = self.spec.usage
-        if source is not None and not isinstance(source, UsageSnapshot):
-            given = source(value)
+        if self.spec.usage_fn is not None:
+            given = self.spec.usage_fn(value)
             read = usage_of(given) if given is not None else None
             if read is not None:
                 reader.usage = read
@@ -243,7 +254,7 @@ class _TurnCall:
         usage, model, reasoning, text = self._seen(value)
         self.turn.finish(
             usage,
-            explicit=isinstance(self.spec.usage, UsageSnapshot),
+            explicit=self.spec.fixed is not None,
             response_model=model,
             reasoning_tokens=reasoning,
             output=text,
@@ -263,9 +274,8 @@ class _TurnCall:
         if returned is not None and usage is None:
             found = extract(returned)  # a generator may return the final message
             usage, model, reasoning = found.usage, model or found.model, found.reasoning_tokens
-        source = self.spec.usage
-        if isinstance(source, UsageSnapshot):
-            usage = source
+        if self.spec.fixed is not None:
+            usage = self.spec.fixed
         return usage, model, reasoning, reader.text
 
 

@@ -412,8 +412,14 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
     """
     # This is the per-call hot path of every model call: one cache lookup and
     # the arithmetic inline (a function call here is a measurable share).
-    version = getattr(PRICING_TABLE, "version", None)  # read before resolving
-    resolved = _resolve(model, provider)
+    table = PRICING_TABLE
+    version = getattr(table, "version", None)  # read before resolving
+    cache = _resolution_cache
+    # _resolve's cache hit, inline; anything else (a miss, a new table) goes through it.
+    hit = cache[0] is table and cache[1] == version
+    resolved = cache[2].get((provider, model)) if hit else None
+    if resolved is None:
+        resolved = _resolve(model, provider)
     inp = usage.input_tokens
     out = usage.output_tokens
     write = usage.cache_write_tokens

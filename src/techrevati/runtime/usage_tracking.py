@@ -75,6 +75,9 @@ __all__ = [
     "register_pricing",
 ]
 
+# A frozen dataclass is filled through object.__setattr__ (see ``UsageSnapshot._checked``).
+_new_object = object.__new__
+_set_field = object.__setattr__
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
 
 # The pricing state 0.1.0 kept in this module. Rebinding one of them here (as
@@ -207,6 +210,21 @@ class UsageSnapshot:
             return
         for name, value in zip(_TOKEN_FIELDS, (i, o, w, r), strict=True):
             _check_token(name, value)
+
+    @classmethod
+    def _checked(cls, inp: int, out: int, write: int, read: int) -> UsageSnapshot:
+        """A snapshot of counts the caller already made non-negative ints.
+
+        Usage read from every model response is built here: the public
+        constructor's keyword parsing and re-validation are most of the cost of
+        a frozen dataclass, and the readers have clamped each count already.
+        """
+        snapshot = _new_object(cls)
+        _set_field(snapshot, "input_tokens", inp)
+        _set_field(snapshot, "output_tokens", out)
+        _set_field(snapshot, "cache_write_tokens", write)
+        _set_field(snapshot, "cache_read_tokens", read)
+        return snapshot
 
     def to_dict(self) -> dict[str, int]:
         """Return the four counts keyed by field name."""

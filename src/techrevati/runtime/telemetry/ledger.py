@@ -223,34 +223,33 @@ class Ledger:
                 0.0,
             )
             self._refuse(sc.LIMIT_UNPRICED, UnpricedModelError(model, budget or 0.0))
-        error: Exception | None = None
-        kind = ""
         with self._lock:
-            for level in () if force else self._chain:
-                cap = level.max_iterations
-                if cap is not None and level.calls >= cap:
-                    kind, error = sc.LIMIT_ITERATIONS, MaxIterationsExceededError(cap)
-                    break
-                limit = level.budget_usd
-                if level.enforce_budget and limit is not None:
-                    budget = limit
-                    committed = level.spent + level.reserved
-                    # Over budget already, or calls in flight have reached it.
-                    if level.spent > budget or (level.reserved > 0 and committed >= budget):
-                        kind = sc.LIMIT_BUDGET
-                        error = BudgetExceededError(budget, committed)
-                        break
-            if error is None:
+            refused = None if force else self._refusal_locked()
+            if refused is None:
                 for level in self._chain:
                     level.calls += 1
                     level.reserved += expected
                 self.iterations += 1
                 claim = Claim(self, model, expected, self.iterations, ours)
-        if error is not None:
-            self._refuse(kind, error)
+        if refused is not None:
+            self._refuse(*refused)
         if self._fleet_chain:
             claim.holds = self._reserve_fleet(claim, force)
         return claim
+
+    def _refusal_locked(self) -> tuple[str, Exception] | None:
+        """The first level that refuses one more call, as (limit kind, error); None: all admit."""
+        for level in self._chain:
+            cap = level.max_iterations
+            if cap is not None and level.calls >= cap:
+                return sc.LIMIT_ITERATIONS, MaxIterationsExceededError(cap)
+            budget = level.budget_usd
+            if level.enforce_budget and budget is not None:
+                committed = level.spent + level.reserved
+                # Over budget already, or calls in flight have reached it.
+                if level.spent > budget or (level.reserved > 0 and committed >= budget):
+                    return sc.LIMIT_BUDGET, BudgetExceededError(budget, committed)
+        return None
 
     def _reserve_fleet(self, claim: Claim, force: bool) -> tuple[tuple[FleetLevel, object], ...]:
         holds: list[tuple[FleetLevel, object]] = []

@@ -8,9 +8,9 @@ raises (that would hide the user's own exception). Which session and which
 call a span belongs to is decided in ``membership``; whether a span is a model
 call, and what it used, in ``recognise``.
 
-Our own turns are admitted here too (the core says what it is starting
-through ``membership.STARTING``) but booked by the core, which knows their
-usage without reading attributes back.
+Our own spans pass through untouched: the core admits its turns before it
+starts their spans (a refused turn has no span at all) and books them itself,
+knowing their usage without reading attributes back.
 """
 
 from __future__ import annotations
@@ -56,19 +56,7 @@ class LimitsProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         scope = span.instrumentation_scope
         if scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE:
-            starting = membership.STARTING.get()
-            if starting is not None and starting.kind == "turn" and starting.ledger is not None:
-                under = membership.enclosing(span.parent, parent_context) or SpanEntry(
-                    starting.ledger
-                )
-                if under.ledger is not starting.ledger:
-                    # The core names the session: a parent from elsewhere does not move it.
-                    under = SpanEntry(starting.ledger, under.call)
-                # May raise the refusal: that is the admission point.
-                starting.entry = membership.admit_call(
-                    under, starting.model, starting.expected, ours=True, priced=starting.priced
-                )
-            return
+            return  # admitted and registered by the core (see the module docstring)
         found = membership.enclosing(span.parent, parent_context)
         if found is None:
             return

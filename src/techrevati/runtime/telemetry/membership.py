@@ -17,10 +17,11 @@ turn is the request that turn makes; a library model span inside another
 library model span describes the same request. Our own turns are always new
 calls, however deeply nested.
 
-Our core tells the processor what it is starting through ``STARTING`` (a
-handshake, set only around ``start_span``); when no processor answers (SDK
-disabled, a no-op provider, a dropped span) the core admits the call itself
-through the same ``admit_call``.
+Our core admits its own turns before starting their spans (``enclosing_context``
+then ``admit_call``), so the same rule holds whether or not a processor ever
+sees the span (SDK disabled, a no-op provider, a sampler that drops it); the
+limits processor places every other instrumentation's spans through
+``enclosing`` and the same ``admit_call``.
 """
 
 from __future__ import annotations
@@ -84,23 +85,6 @@ CURRENT: ContextVar[SessionScope | None] = ContextVar("techrevati_session", defa
 
 #: Set when ``configure(fleet=...)`` makes every model call in the process count.
 _process_root: list[Ledger] = []
-
-
-@dataclass(eq=False, slots=True)
-class Starting:
-    """The core's handshake with the processor while it starts one of its spans."""
-
-    ledger: Ledger | None
-    #: "turn", "tool" or "session".
-    kind: str
-    model: str = ""
-    expected: float = 0.0
-    priced: bool = True
-    #: Filled by whoever placed the span (the processor, or the core itself).
-    entry: SpanEntry | None = None
-
-
-STARTING: ContextVar[Starting | None] = ContextVar("techrevati_starting", default=None)
 
 
 def call_context(span: Span, entry: SpanEntry, parent: Context | None) -> Context:
@@ -170,10 +154,28 @@ def enclosing(parent: SpanContext | None, context: Context | None) -> SpanEntry 
         found = OPEN.get((parent.trace_id, parent.span_id))
         if found is not None:
             return found
-    carried = otel_context.get_value(CALL_KEY, context)
+    return _carried(context if context is not None else otel_context.get_current())
+
+
+def enclosing_context(context: Context | None) -> SpanEntry | None:
+    """The entry a span started in ``context`` (the current one when None) starts under."""
+    values = context if context is not None else otel_context.get_current()
+    span: Span | None = values.get(_SPAN_KEY)  # type: ignore[assignment]
+    if span is not None:
+        parent = span.get_span_context()
+        if parent.span_id:
+            found = OPEN.get((parent.trace_id, parent.span_id))
+            if found is not None:
+                return found
+    return _carried(values)
+
+
+def _carried(context: Context) -> SpanEntry | None:
+    # Rules 2 and 3: the turn the context carries, else the current session or root.
+    carried = context.get(CALL_KEY)
     if isinstance(carried, SpanEntry):
         return carried
-    scope = current_session()
+    scope = CURRENT.get()
     if scope is not None:
         return scope.entry
     root = process_root()

@@ -10,10 +10,17 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Counter, Histogram, MeterProvider, Observation
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Counter,
+    Histogram,
+    MeterProvider,
+    NoOpMeterProvider,
+    Observation,
+)
 
 # The synchronous gauge's API class is still underscored in opentelemetry-api.
 from opentelemetry.metrics import _Gauge as Gauge
@@ -82,6 +89,10 @@ class Instruments:
     fleet_cost: Counter
     fleet_refusals: Counter
     fleet_store_errors: Counter
+    #: False when nothing can ever read these instruments: the global provider
+    #: is still the API's unset proxy, or a no-op provider was passed. The
+    #: per-call paths (a turn, a tool call) then skip recording altogether.
+    live: bool = True
 
 
 def _build(provider: MeterProvider | None) -> Instruments:
@@ -198,7 +209,17 @@ def _build(provider: MeterProvider | None) -> Instruments:
     )
 
 
+try:
+    # The global provider before set_meter_provider(): a proxy whose instruments
+    # record nothing until a real provider is set.
+    from opentelemetry.metrics._internal import _PROXY_METER_PROVIDER
+
+    _UNSET: MeterProvider | None = _PROXY_METER_PROVIDER
+except ImportError:  # the API moved it: treat the global provider as always live
+    _UNSET = None
+
 _global: Instruments | None = None
+_global_quiet: Instruments | None = None
 # Weak: a provider the user drops (per test, per tenant) must not be kept alive here.
 _cache: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -207,15 +228,21 @@ _lock = threading.Lock()
 def instruments_for(provider: MeterProvider | None = None) -> Instruments:
     """The instruments for ``provider`` (the global one when None), made once.
 
-    With no provider configured the global proxy's instruments are no-ops that
-    start recording as soon as the user sets a global MeterProvider.
+    With no provider given they are the global proxy's instruments. While no
+    global MeterProvider is set, the copy returned says ``live=False``, so turns
+    and tool calls skip recording; a session opened after the user sets one
+    records (the instruments themselves are the same, and forward then).
     """
-    global _global
+    global _global, _global_quiet
     if provider is None:
         if _global is None:
             with _lock:
                 if _global is None:
                     _global = _build(None)
+                    _global_quiet = replace(_global, live=False)
+        if _UNSET is not None and metrics.get_meter_provider() is _UNSET:
+            assert _global_quiet is not None
+            return _global_quiet
         return _global
     found = _cache.get(provider)
     if found is not None:
@@ -223,5 +250,8 @@ def instruments_for(provider: MeterProvider | None = None) -> Instruments:
     with _lock:
         found = _cache.get(provider)
         if found is None:
-            found = _cache[provider] = _build(provider)
+            found = _build(provider)
+            if isinstance(provider, NoOpMeterProvider):
+                found = replace(found, live=False)
+            _cache[provider] = found
         return found

@@ -32,7 +32,7 @@ from . import semconv as sc
 from .failures import error_type as _error_type
 from .labels import ModelLabels, model_labels
 from .ledger import Ledger, describe
-from .membership import CURRENT, SpanEntry, Starting
+from .membership import CURRENT, SpanEntry
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .tokens import usage_to_attributes
@@ -143,17 +143,13 @@ def open_session(
     if ledger.max_iterations is not None:
         attributes[sc.SESSION_MAX_ITERATIONS] = ledger.max_iterations
     entry = SpanEntry(ledger)
-    token = membership.STARTING.set(Starting(ledger, "session", entry=entry))
-    try:
-        span = tracer.start_span(
-            f"{sc.OP_INVOKE_AGENT} {role}",
-            context=parent,
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-            links=[Link(link) for link in links],
-        )
-    finally:
-        membership.STARTING.reset(token)
+    span = tracer.start_span(
+        f"{sc.OP_INVOKE_AGENT} {role}",
+        context=parent,
+        kind=SpanKind.INTERNAL,
+        attributes=attributes,
+        links=[Link(link) for link in links],
+    )
     membership.register(entry, span.get_span_context())
     scope = SessionScope(
         ledger=ledger,

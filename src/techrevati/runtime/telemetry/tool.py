@@ -30,7 +30,7 @@ from . import membership
 from . import semconv as sc
 from .content import capture_content, content_text
 from .failures import error_type, record_error
-from .membership import SpanEntry, Starting
+from .membership import SpanEntry
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .session import SessionScope, session_event
@@ -92,18 +92,12 @@ class ToolCall:
             tracer = tracer_for(tracer_provider)
             instruments = instruments_for(meter_provider)
             parent = None
-        token = membership.STARTING.set(
-            Starting(session.ledger if session is not None else None, "tool")
+        span = tracer.start_span(
+            f"{sc.OP_EXECUTE_TOOL} {name}",
+            context=parent,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
         )
-        try:
-            span = tracer.start_span(
-                f"{sc.OP_EXECUTE_TOOL} {name}",
-                context=parent,
-                kind=SpanKind.INTERNAL,
-                attributes=attributes,
-            )
-        finally:
-            membership.STARTING.reset(token)
         entry = None
         if session is not None:
             # Model calls a tool makes belong to the session, as new calls.
@@ -211,5 +205,7 @@ class ToolCall:
         span.end()
         if self.entry is not None:
             membership.forget(self.entry)
-        self.instruments.tool_calls.add(1, labels)
-        self.instruments.tool_duration.record(time.perf_counter() - self.started, labels)
+        instruments = self.instruments
+        if instruments.live:
+            instruments.tool_calls.add(1, labels)
+            instruments.tool_duration.record(time.perf_counter() - self.started, labels)

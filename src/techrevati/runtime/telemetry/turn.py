@@ -4,9 +4,8 @@
 generators, async generators and returned SDK streams) all drive this one
 sequence; they differ only in how they run the user's function:
 
-    begin      breaker permit, then the ``chat {model}`` span, whose start is
-               the ledger admission (the processor's, or ours when no
-               processor sees the span); refused → nothing counted, error raised
+    begin      breaker permit, ledger admission, then the ``chat {model}``
+               span; refused → no span, nothing counted, the error raised
     (run)      the adapter runs the call inside ``turn.context``
     finish     usage read, span ended with usage/cost, ledger settled, metrics;
                raises ``BudgetExceededError`` when an enforced level is over
@@ -31,7 +30,7 @@ from opentelemetry.trace import TracerProvider as APITracerProvider
 
 from ..circuit_breaker import BreakerPermit, CircuitOpenError, CircuitState
 from ..errors import TurnTimeoutError
-from ..pricing import PricedCall, has_pricing, price_turn
+from ..pricing import PricedCall, has_pricing, price_call
 from ..usage_tracking import BudgetExceededError, UsageSnapshot
 from . import membership
 from . import semconv as sc
@@ -39,7 +38,7 @@ from .content import capture_content, content_text
 from .failures import error_type, record_error
 from .labels import GLOBAL_LABELS, ModelLabels, model_labels
 from .ledger import Ledger
-from .membership import SpanEntry, Starting
+from .membership import SpanEntry
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .session import SessionScope
@@ -122,19 +121,32 @@ class TurnCall:
             except CircuitOpenError as exc:
                 refused_span(session, model, exc)  # refused before it counts as a call
                 raise
-        starting = Starting(ledger, "turn", model)
-        if ledger is not None and ledger.has_budget():
-            # Reservations and prices matter only where a budget can refuse.
-            upfront = (
-                price_turn(model, usage, provider_name).cost
-                if usage is not None and model
-                else None
-            )
-            starting.expected = ledger.expected_cost(model, upfront)
-            starting.priced = not model or has_pricing(model, provider_name)
-        token = membership.STARTING.set(starting)
+        entry: SpanEntry | None = None
+        if ledger is not None:
+            # Admitted before the span starts: a refused call leaves no span at
+            # all, in our processor or anyone else's, and nothing is counted.
+            expected = 0.0
+            priced = True
+            if ledger.has_budget():
+                # Reservations and prices matter only where a budget can refuse.
+                upfront = (
+                    price_call(model, usage, provider_name).cost
+                    if usage is not None and model
+                    else None
+                )
+                expected = ledger.expected_cost(model, upfront)
+                priced = not model or has_pricing(model, provider_name)
+            under = membership.enclosing_context(parent)
+            if under is None or under.ledger is not ledger:
+                # The session named here is the one booked, whatever span encloses it.
+                under = SpanEntry(ledger, under.call if under is not None else None)
+            try:
+                entry = membership.admit_call(under, model, expected, ours=True, priced=priced)
+            except BaseException:
+                if permit is not None:
+                    permit.released()
+                raise
         try:
-            # The limits processor admits the call here, or refuses it by raising.
             span = tracer.start_span(
                 labels.span_name,
                 context=parent,
@@ -146,24 +158,9 @@ class TurnCall:
         except BaseException:
             if permit is not None:
                 permit.released()
+            if entry is not None and entry.call is not None:
+                entry.call.leaf.release(entry.call, uncount=True)
             raise
-        finally:
-            membership.STARTING.reset(token)
-        entry = starting.entry
-        if entry is None and ledger is not None:
-            # No processor saw this span (SDK disabled, a no-op provider, a
-            # sampler dropped it): the same admission, asked directly.
-            under = membership.enclosing(None, parent) or SpanEntry(ledger)
-            if under.ledger is not ledger:
-                under = SpanEntry(ledger)
-            try:
-                entry = membership.admit_call(
-                    under, model, starting.expected, ours=True, priced=starting.priced
-                )
-            except BaseException:
-                if permit is not None:
-                    permit.released()
-                raise
         if entry is not None:
             membership.register(entry, span.get_span_context())
         context = (
@@ -173,17 +170,18 @@ class TurnCall:
         )
         if prompt is not None and capture_content() and span.is_recording():
             span.set_attribute(sc.GEN_AI_INPUT_MESSAGES, content_text(prompt))
+        # Positional: this runs on every call (same order as the fields above).
         return cls(
-            span=span,
-            session=session,
-            model=model,
-            provider=provider_name,
-            labels=labels,
-            instruments=instruments,
-            context=context,
-            started=time.perf_counter(),
-            entry=entry,
-            permit=permit,
+            span,
+            session,
+            model,
+            provider_name,
+            labels,
+            instruments,
+            context,
+            time.perf_counter(),
+            entry,
+            permit,
         )
 
     # -- end ------------------------------------------------------------------
@@ -220,10 +218,11 @@ class TurnCall:
                 # A timed-out call may still finish and be billed: its fleet holds
                 # stay for the late booking (or expire with their lease).
                 entry.call.leaf.release(entry.call, keep_fleet=isinstance(error, TurnTimeoutError))
-        self.instruments.operation_duration.record(
-            time.perf_counter() - self.started,
-            {**self.labels.base, sc.ERROR_TYPE: error_type(error)},
-        )
+        if self.instruments.live:
+            self.instruments.operation_duration.record(
+                time.perf_counter() - self.started,
+                {**self.labels.base, sc.ERROR_TYPE: error_type(error)},
+            )
         session = self.session
         if session is not None and session.on_turn_failed is not None:
             session.on_turn_failed(error)
@@ -280,7 +279,7 @@ class TurnCall:
                 library_model, usage = claim.library
                 model = model or library_model
         snapshot = usage if usage is not None else _ZERO
-        priced = price_turn(model, snapshot, self.provider) if model else _NOT_PRICED
+        priced = price_call(model, snapshot, self.provider) if model else _NOT_PRICED
         known = priced.known
         span = self.span
         if span.is_recording():
@@ -305,7 +304,8 @@ class TurnCall:
             membership.forget(entry)
         if claim is not None:
             cost = claim.leaf.settle(claim, model, usage, price=priced, unpriced=not known)
-        self._record_metrics(model, snapshot, cost, usage is None, known, reasoning_tokens)
+        if self.instruments.live:
+            self._record_metrics(model, snapshot, cost, usage is None, known, reasoning_tokens)
         session = self.session
         if claim is not None and session is not None:
             exceeded = claim.leaf.over_budget()
@@ -373,16 +373,12 @@ def refused_span(session: SessionScope | None, model: str, error: BaseException)
     if breaker is not None:
         attributes[sc.BREAKER_NAME] = breaker.name
         attributes[sc.BREAKER_STATE] = CircuitState.OPEN.value
-    token = membership.STARTING.set(Starting(None, "refused", model))
-    try:
-        span = session.tracer.start_span(
-            labels.span_name,
-            context=None if membership.CURRENT.get() is session else session.context,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,  # type: ignore[arg-type]
-        )
-    finally:
-        membership.STARTING.reset(token)
+    span = session.tracer.start_span(
+        labels.span_name,
+        context=None if membership.CURRENT.get() is session else session.context,
+        kind=SpanKind.CLIENT,
+        attributes=attributes,  # type: ignore[arg-type]
+    )
     record_error(span, error)
     span.end()
     session.instruments.operation_duration.record(

@@ -93,7 +93,7 @@ def _count(value: object) -> int | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return max(0, value)
+        return max(0, int(value))  # an int subclass (an IntEnum) becomes a plain int
     if isinstance(value, float) and value.is_integer():
         return max(0, int(value))
     return None
@@ -117,6 +117,8 @@ class Extracted(NamedTuple):
 
 
 _NOTHING = Extracted()
+#: Every count below comes from ``_count`` / ``_n``: already a non-negative int.
+_snapshot = UsageSnapshot._checked
 _SCALARS = frozenset({str, bytes, int, float, bool})
 
 
@@ -128,23 +130,18 @@ def _openai_snapshot(total_input: int, details: object, output: int) -> UsageSna
     it; clamped so inconsistent numbers can never price below zero.
     """
     if details is None:
-        return UsageSnapshot(input_tokens=total_input, output_tokens=output)
+        return _snapshot(total_input, output, 0, 0)
     cached = min(_n(details, "cached_tokens"), total_input)
     written = min(_n(details, "cache_write_tokens"), total_input - cached)
-    return UsageSnapshot(
-        input_tokens=total_input - cached - written,
-        output_tokens=output,
-        cache_write_tokens=written,
-        cache_read_tokens=cached,
-    )
+    return _snapshot(total_input - cached - written, output, written, cached)
 
 
-def _usage_block(usage: object) -> tuple[UsageSnapshot, int] | None:
-    """Read one provider ``usage`` block: (snapshot, reasoning tokens), or None."""
+def _usage_block(usage: object) -> tuple[UsageSnapshot, int, bool] | None:
+    """Read one provider ``usage`` block: (snapshot, reasoning tokens, chat shape), or None."""
     if usage is None:
         return None
     if isinstance(usage, UsageSnapshot):
-        return usage, 0
+        return usage, 0, False
     prompt = _count(_get(usage, "prompt_tokens"))
     if prompt is not None:
         # OpenAI chat completions: prompt_tokens contains the cached tokens.
@@ -153,6 +150,7 @@ def _usage_block(usage: object) -> tuple[UsageSnapshot, int] | None:
                 prompt, _get(usage, "prompt_tokens_details"), _n(usage, "completion_tokens")
             ),
             _n(_get(usage, "completion_tokens_details"), "reasoning_tokens"),
+            not isinstance(usage, Mapping),
         )
     inp = _count(_get(usage, "input_tokens"))
     out = _count(_get(usage, "output_tokens"))
@@ -165,16 +163,18 @@ def _usage_block(usage: object) -> tuple[UsageSnapshot, int] | None:
         return (
             _openai_snapshot(inp, input_details, out or 0),
             _n(_get(usage, "output_tokens_details"), "reasoning_tokens"),
+            False,
         )
     # Anthropic: input_tokens excludes both cache counts, which are disjoint already.
     return (
-        UsageSnapshot(
-            input_tokens=inp,
-            output_tokens=out or 0,
-            cache_write_tokens=_n(usage, "cache_creation_input_tokens"),
-            cache_read_tokens=_n(usage, "cache_read_input_tokens"),
+        _snapshot(
+            inp,
+            out or 0,
+            _n(usage, "cache_creation_input_tokens"),
+            _n(usage, "cache_read_input_tokens"),
         ),
         0,
+        False,
     )
 
 
@@ -193,7 +193,12 @@ def extract(obj: object) -> Extracted:
         >>> e.model, e.usage.cache_write_tokens, e.usage.input_tokens
         ('claude-x', 2000, 10)
     """
-    if obj is None or type(obj) in _SCALARS:
+    kind = type(obj)
+    if kind in _CHAT_OBJECTS:
+        found = _chat_object(obj)
+        if found is not None:
+            return found
+    if obj is None or kind in _SCALARS:
         return _NOTHING
     if isinstance(obj, UsageSnapshot):
         return Extracted(obj)
@@ -210,7 +215,42 @@ def extract(obj: object) -> Extracted:
         return _NOTHING
     if block is None:
         return Extracted(None, model) if model else _NOTHING
+    if block[2] and not isinstance(obj, Mapping) and len(_CHAT_OBJECTS) < 256:
+        _CHAT_OBJECTS.add(kind)
     return Extracted(block[0], model, block[1])
+
+
+#: Response types (not mappings) whose usage was last read as a chat completion's:
+#: the next response of the type is read straight through by ``_chat_object``.
+_CHAT_OBJECTS: set[type] = set()
+
+
+def _chat_object(obj: Any) -> Extracted | None:
+    """A chat completion object read in straight-line attribute access, or None.
+
+    The same reading as ``extract``'s for this shape (``_usage_block``'s first
+    branch), without its per-field dispatch; this runs on every turn of an
+    OpenAI-style client. Anything unexpected (no usage, a count that is not a
+    non-negative int, a property that raises) returns None, and the caller
+    takes the general path.
+    """
+    try:
+        usage = obj.usage
+        prompt = usage.prompt_tokens
+        output = usage.completion_tokens
+        details = getattr(usage, "prompt_tokens_details", None)
+        reasoning_details = getattr(usage, "completion_tokens_details", None)
+        model = getattr(obj, "model", None)
+    except Exception:
+        return None
+    if type(prompt) is not int or type(output) is not int or prompt < 0 or output < 0:
+        return None
+    if details is None:
+        snapshot = _snapshot(prompt, output, 0, 0)
+    else:
+        snapshot = _openai_snapshot(prompt, details, output)
+    reasoning = 0 if reasoning_details is None else _n(reasoning_details, "reasoning_tokens")
+    return Extracted(snapshot, model if type(model) is str and model else None, reasoning)
 
 
 def extract_usage(obj: object) -> UsageSnapshot | None:
