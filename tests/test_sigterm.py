@@ -86,3 +86,40 @@ def test_an_earlier_handler_of_the_application_still_runs_after_ours(tmp_path: P
     assert code == 3
     assert "SIGTERM: ended 1 open session" in err
     assert len(_sessions(tmp_path)) == 1
+
+
+LOCKED = """
+import sys, time
+from techrevati.runtime.orchestrator import Orchestrator
+from techrevati.runtime.telemetry.setup import configure
+from techrevati.runtime.usage_tracking import UsageSnapshot
+
+configure(service_name="stopped", handle_sigterm=True, shutdown_timeout=1.0)
+orch = Orchestrator(role="long-runner", phase="p")
+with orch.session() as session:
+    session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(100, 10))
+    # The signal lands while this thread holds the lock that ending the session
+    # takes (as it would mid-admission): the handler must not wait on it forever.
+    with session.tracker._lock:
+        print("READY", flush=True)
+        time.sleep(60)
+"""
+
+
+def test_a_signal_that_lands_inside_a_held_lock_still_ends_the_process(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.pop("TECHREVATI_SPANS_FILE", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(LOCKED)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "READY"
+    process.send_signal(signal.SIGTERM)
+    _out, err = process.communicate(timeout=30)  # before: hung until killed
+    assert process.returncode == -signal.SIGTERM
+    assert "SIGTERM: flushing did not finish in time" in err

@@ -420,7 +420,10 @@ class UsageTracker:
                 totals = self._models[key] = _ModelTotals()
             totals.add(usage, band)
             self._turn_count += 1
-            self._trim_locked()
+            if self.retain_turns is None:
+                self._synced_len += 1  # the one append above; nothing to trim
+            else:
+                self._trim_locked()
             if version is not None and version == self._cost_version:
                 self._cost_total += cost
             else:

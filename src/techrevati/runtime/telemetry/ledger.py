@@ -304,7 +304,7 @@ class Ledger:
                 if price is None
                 else tracker.record_priced(model, snapshot, price)
             )
-        crossings: list[Ledger] = []
+        crossings: list[Ledger] | None = None
         with leaf._lock:
             for level in leaf._chain:
                 if claim.open:
@@ -313,7 +313,7 @@ class Ledger:
                 budget = level.budget_usd
                 if budget is not None and not level.crossed and level.spent > budget:
                     level.crossed = True
-                    crossings.append(level)
+                    crossings = [level] if crossings is None else [*crossings, level]
             claim.open = False
             if usage is not None and (
                 usage.input_tokens
@@ -328,14 +328,16 @@ class Ledger:
                 leaf.calls_without_usage += 1
             if unpriced and model:
                 leaf.unpriced_calls += 1
-        holds, claim.holds = claim.holds, ()
-        for fleet, hold in holds:
-            fleet.settle(hold, cost)
+        if claim.holds:
+            holds, claim.holds = claim.holds, ()
+            for fleet, hold in holds:
+                fleet.settle(hold, cost)
         if model:
-            leaf._to_sink(model, snapshot, cost)
+            if leaf.usage_sink is not None:
+                leaf._to_sink(model, snapshot, cost)
             if not priced_by_core and cost and leaf.on_unpriced_cost is not None:
                 leaf.on_unpriced_cost(model, snapshot, cost)
-        if missing and model and leaf.enforced():
+        if missing and model and leaf._enforced:
             leaf._warn_once(
                 "usage",
                 model,
@@ -343,10 +345,11 @@ class Ledger:
                 "under an enforced budget; pass usage= (or enable usage reporting, e.g. "
                 'stream_options={"include_usage": True}) so the budget can hold',
             )
-        for level in crossings:
-            level._notify(
-                sc.LIMIT_BUDGET, BudgetExceededError(level.budget_usd or 0.0, level.spent)
-            )
+        if crossings is not None:
+            for level in crossings:
+                level._notify(
+                    sc.LIMIT_BUDGET, BudgetExceededError(level.budget_usd or 0.0, level.spent)
+                )
         return cost
 
     def release(self, claim: Claim, *, uncount: bool = False, keep_fleet: bool = False) -> None:

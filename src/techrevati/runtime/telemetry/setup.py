@@ -190,7 +190,7 @@ def configure_with(settings: Settings) -> TelemetryHandle:
         else:
             handle = build_telemetry(settings)
         if settings.handle_sigterm:
-            install_sigterm_handler(handle.shutdown)
+            install_sigterm_handler(handle.shutdown, settings.shutdown_timeout)
         if settings.set_global:
             _global_handle = handle
             _global_settings = settings

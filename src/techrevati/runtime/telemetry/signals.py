@@ -26,11 +26,13 @@ from typing import Any
 _logger = logging.getLogger(__name__)
 
 
-def install_sigterm_handler(shutdown: Callable[[], object]) -> bool:
+def install_sigterm_handler(shutdown: Callable[[], object], timeout_s: float = 10.0) -> bool:
     """Install the handler; ``shutdown`` flushes and reports. False when it cannot be.
 
     Only the main thread may install signal handlers; a SIGTERM that was set to
-    be ignored stays ignored.
+    be ignored stays ignored. The handler waits at most ``timeout_s`` (plus a
+    second) for the sessions to end and ``shutdown`` to return, then passes the
+    signal on whatever happened.
     """
     if threading.current_thread() is not threading.main_thread():
         _logger.warning(
@@ -43,7 +45,7 @@ def install_sigterm_handler(shutdown: Callable[[], object]) -> bool:
         _logger.info("SIGTERM is ignored in this process; leaving it so")
         return False
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    def end_and_flush() -> None:
         try:
             from .instrument import close_all_open_sessions
 
@@ -56,6 +58,18 @@ def install_sigterm_handler(shutdown: Callable[[], object]) -> bool:
             shutdown()
         except Exception:  # the signal must still be passed on
             _logger.debug("SIGTERM handling failed", exc_info=True)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        # A signal handler runs in the main thread between two bytecodes, maybe
+        # while that thread holds a lock the work needs (a ledger's, an
+        # exporter's queue): done here, the work would wait on it forever. On
+        # its own thread it either finishes or, bounded, is given up on; the
+        # signal is passed on either way.
+        worker = threading.Thread(target=end_and_flush, name="techrevati-sigterm", daemon=True)
+        worker.start()
+        worker.join(timeout_s + 1.0)
+        if worker.is_alive():
+            _logger.warning("techrevati telemetry: SIGTERM: flushing did not finish in time")
         _pass_on(previous, signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
