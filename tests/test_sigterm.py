@@ -11,7 +11,8 @@ import textwrap
 from pathlib import Path
 
 SCRIPT = """
-import signal, sys, time
+import faulthandler, signal, sys, time
+faulthandler.enable()  # a hang is dumped (SIGABRT from _finish) instead of lost
 from techrevati.runtime.orchestrator import Orchestrator
 from techrevati.runtime.telemetry.setup import configure
 from techrevati.runtime.usage_tracking import UsageSnapshot
@@ -44,8 +45,18 @@ def _run(tmp_path: Path, mode: str, chained: str = "plain") -> tuple[int, str, s
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "READY"
     process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=60)
+    out, err = _finish(process, 60)
     return process.returncode, out, err
+
+
+def _finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """The child's output once it has exited; a child still running is dumped and failed."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        out, err = process.communicate(timeout=30)
+        raise AssertionError(f"still running {timeout} s after SIGTERM:\n{err}\n{out}") from None
 
 
 def _sessions(tmp_path: Path) -> list[dict[str, object]]:
@@ -89,7 +100,8 @@ def test_an_earlier_handler_of_the_application_still_runs_after_ours(tmp_path: P
 
 
 LOCKED = """
-import sys, time
+import faulthandler, sys, time
+faulthandler.enable()
 from techrevati.runtime.orchestrator import Orchestrator
 from techrevati.runtime.telemetry.setup import configure
 from techrevati.runtime.usage_tracking import UsageSnapshot
@@ -120,6 +132,6 @@ def test_a_signal_that_lands_inside_a_held_lock_still_ends_the_process(tmp_path:
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "READY"
     process.send_signal(signal.SIGTERM)
-    _out, err = process.communicate(timeout=30)  # before: hung until killed
+    _out, err = _finish(process, 30)  # before: hung until killed
     assert process.returncode == -signal.SIGTERM
     assert "SIGTERM: flushing did not finish in time" in err
