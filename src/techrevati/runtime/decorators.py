@@ -25,10 +25,12 @@ produce priced spans and metrics.
 
 How the wrappers are built, and why:
 
-* ``wrapt.FunctionWrapper`` keeps name, docstring, signature, ``__wrapped__``
-  and the kind (``inspect.iscoroutinefunction`` and friends), and binds
-  correctly on methods, class methods and static methods. The wrapper body is
-  picked once at decoration time by the function's kind.
+* A plain function or coroutine function is wrapped by a closure
+  (``functools.wraps``: name, docstring, signature, ``__wrapped__``), which
+  binds as a method like the function it replaces; generators, async
+  generators and classmethod / staticmethod objects by ``wrapt.FunctionWrapper``,
+  which keeps their kind visible to ``inspect`` and binds descriptors. The
+  wrapper body is picked once at decoration time by the function's kind.
 * A generator or async generator turn holds its span open until the stream is
   exhausted, fails, is cancelled, closed early (``break``, ``close()``,
   ``aclose()``) or garbage-collected. The wrapped generator runs every step
@@ -44,6 +46,7 @@ How the wrappers are built, and why:
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 from asyncio import CancelledError
 from collections.abc import Callable
@@ -72,6 +75,7 @@ from .orchestrator import (
 )
 from .telemetry import instrument as core
 from .telemetry.content import capture_content
+from .telemetry.membership import CURRENT
 from .telemetry.usage_extract import StreamReader, extract, extract_text, usage_of
 from .usage_tracking import UsageSnapshot
 
@@ -127,14 +131,45 @@ def _arguments(
     """The call's arguments by name (only built when content capture is on).
 
     wrapt passes bound calls without ``self`` / ``cls`` (``instance`` is then
-    set), so the first declared name is skipped for them.
+    set), so the first declared name is skipped for them. A method wrapped by
+    ``_wrap``'s closure gets its ``self`` / ``cls`` in ``args``, named so by
+    convention: left out too.
     """
     named = names[1:] if instance is not None and names else names
     bound: dict[str, Any] = dict(zip(named, args, strict=False))
     if len(args) > len(named):
         bound["*args"] = list(args[len(named) :])
+    if instance is None and named and named[0] in ("self", "cls"):
+        bound.pop(named[0], None)
     bound.update(kwargs)
     return bound
+
+
+def _wrap(fn: F, kind: int, wrapper: Callable[..., Any]) -> F:
+    """``fn`` with ``wrapper(wrapped, instance, args, kwargs)`` around every call.
+
+    A plain function or coroutine function gets a closure: itself a function,
+    it binds as a method natively, and a call costs one Python call more than
+    the bare function. (wrapt's proxy looks ``__self__`` up on every unbound
+    call, a failing attribute lookup that cost about a microsecond a turn.)
+    Generators, async generators and classmethod / staticmethod objects keep
+    wrapt, which keeps their kind visible to ``inspect`` and binds descriptors.
+    """
+    if kind in (_GENERATOR, _ASYNC_GENERATOR) or not inspect.isfunction(fn):
+        return cast(F, wrapt.FunctionWrapper(fn, wrapper))
+    if kind == _COROUTINE:
+
+        @functools.wraps(fn)
+        async def call_async(*args: Any, **kwargs: Any) -> Any:
+            return await wrapper(fn, None, args, kwargs)
+
+        return cast(F, call_async)
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return wrapper(fn, None, args, kwargs)
+
+    return cast(F, call)
 
 
 def _session_of(scope: core.SessionScope | None) -> _SessionBase[Any] | None:
@@ -192,7 +227,7 @@ class _TurnCall:
         self.reader: StreamReader | None = None
         # Raises the refusal (breaker, cap, budget, unpriced, fleet) before user code runs.
         self.turn = core.TurnCall.begin(
-            core.current_session(),
+            CURRENT.get(),  # the current session, if any
             spec.model,
             provider=spec.provider,
             usage=spec.fixed,
@@ -499,7 +534,8 @@ def agent_turn(
 
     def decorate(fn: F) -> F:
         spec = _TurnSpec(model or "", provider, usage, _positional_names(fn))
-        return cast(F, wrapt.FunctionWrapper(fn, _turn_wrapper(_kind(fn), spec)))
+        kind = _kind(fn)
+        return _wrap(fn, kind, _turn_wrapper(kind, spec))
 
     return decorate
 
@@ -606,8 +642,8 @@ def tool_call(name: str | F | None = None) -> F | Callable[[F], F]:
 
     def decorate(fn: F) -> F:
         tool_name = name or getattr(_target(fn), "__name__", None) or "tool"
-        wrapper = _tool_wrapper(_kind(fn), tool_name, _positional_names(fn))
-        return cast(F, wrapt.FunctionWrapper(fn, wrapper))
+        kind = _kind(fn)
+        return _wrap(fn, kind, _tool_wrapper(kind, tool_name, _positional_names(fn)))
 
     return decorate
 

@@ -435,12 +435,13 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
         tiered = resolved.tiered
         assert tiered is not None
         band, key = tiered.charge(inp, out, write, read)
+    input_rate, output_rate, write_rate, read_rate, per_call = band
     cost = (
-        inp * band.input_per_million / _PER_MILLION
-        + out * band.output_per_million / _PER_MILLION
-        + write * band.cache_write_per_million / _PER_MILLION
-        + read * band.cache_read_per_million / _PER_MILLION
-        + band.per_call
+        inp * input_rate / _PER_MILLION
+        + out * output_rate / _PER_MILLION
+        + write * write_rate / _PER_MILLION
+        + read * read_rate / _PER_MILLION
+        + per_call
     )
     return tuple.__new__(
         PricedCall,

@@ -75,9 +75,7 @@ __all__ = [
     "register_pricing",
 ]
 
-# A frozen dataclass is filled through object.__setattr__ (see ``UsageSnapshot._checked``).
-_new_object = object.__new__
-_set_field = object.__setattr__
+_new_object = object.__new__  # see UsageSnapshot._checked
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
 
 # The pricing state 0.1.0 kept in this module. Rebinding one of them here (as
@@ -220,10 +218,10 @@ class UsageSnapshot:
         a frozen dataclass, and the readers have clamped each count already.
         """
         snapshot = _new_object(cls)
-        _set_field(snapshot, "input_tokens", inp)
-        _set_field(snapshot, "output_tokens", out)
-        _set_field(snapshot, "cache_write_tokens", write)
-        _set_field(snapshot, "cache_read_tokens", read)
+        _set_input(snapshot, inp)
+        _set_output(snapshot, out)
+        _set_cache_write(snapshot, write)
+        _set_cache_read(snapshot, read)
         return snapshot
 
     def to_dict(self) -> dict[str, int]:
@@ -255,6 +253,12 @@ class UsageSnapshot:
         if not isinstance(data, dict):
             raise TypeError(f"UsageSnapshot JSON must be an object, got {type(data).__name__}")
         return cls.from_dict(data)
+
+
+# The slots' own setters: they fill a frozen dataclass without its __setattr__ guard.
+_set_input, _set_output, _set_cache_write, _set_cache_read = (
+    getattr(UsageSnapshot, name).__set__ for name in _TOKEN_FIELDS
+)
 
 
 class _ModelTotals:

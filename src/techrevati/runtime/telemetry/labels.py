@@ -20,11 +20,11 @@ class ModelLabels:
 
 
 #: Labels for turns made outside any session.
-GLOBAL_LABELS: dict[str, ModelLabels] = {}
+GLOBAL_LABELS: dict[tuple[str, str], ModelLabels] = {}
 
 
 def model_labels(
-    cache: dict[str, ModelLabels], model: str, provider: str, role: str | None
+    cache: dict[tuple[str, str], ModelLabels], model: str, provider: str, role: str | None
 ) -> ModelLabels:
     """The label sets for ``model``, built once per cache (bounded: names come from users).
 
@@ -33,7 +33,7 @@ def model_labels(
         labels = model_labels({}, "gpt-4o", "openai", "writer")
         labels.span_name            # "chat gpt-4o"
     """
-    key = f"{provider}\x00{model}"
+    key = (provider, model)
     found = cache.get(key)
     if found is not None:
         return found

@@ -93,10 +93,8 @@ def call_context(span: Span, entry: SpanEntry, parent: Context | None) -> Contex
     The same as ``set_value(CALL_KEY, entry, set_span_in_context(span, parent))``
     in one copy of the parent context instead of two: this runs on every turn.
     """
-    values = dict(parent if parent is not None else otel_context.get_current())
-    values[_SPAN_KEY] = span
-    values[CALL_KEY] = entry
-    return Context(values)
+    base = parent if parent is not None else otel_context.get_current()
+    return Context({**base, _SPAN_KEY: span, CALL_KEY: entry})
 
 
 def key_of(context: SpanContext | None) -> SpanKey | None:

@@ -59,7 +59,7 @@ class SessionScope:
     owner: object = None
     error_type: str | None = None
     agent_attrs: dict[str, str] = field(default_factory=dict)
-    model_attrs: dict[str, ModelLabels] = field(default_factory=dict)
+    model_attrs: dict[tuple[str, str], ModelLabels] = field(default_factory=dict)
     closed: bool = False
     #: Span-only attributes for every turn and tool span (never metric labels).
     span_stamp: dict[str, str] = field(default_factory=dict)

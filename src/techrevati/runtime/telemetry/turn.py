@@ -22,6 +22,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
@@ -113,6 +114,9 @@ class TurnCall:
             parent = None
             ledger = membership.process_root()
             breaker = None
+        # The context the call starts in, read once: its placement in the ledger
+        # tree, its span's parent and its own context all derive from it.
+        here = parent if parent is not None else otel_context.get_current()
         permit = None
         if breaker is not None:
             permit = BreakerPermit(breaker)
@@ -136,7 +140,7 @@ class TurnCall:
                 )
                 expected = ledger.expected_cost(model, upfront)
                 priced = not model or has_pricing(model, provider_name)
-            under = membership.enclosing_context(parent)
+            under = membership.enclosing_context(here)
             if under is None or under.ledger is not ledger:
                 # The session named here is the one booked, whatever span encloses it.
                 under = SpanEntry(ledger, under.call if under is not None else None)
@@ -149,7 +153,7 @@ class TurnCall:
         try:
             span = tracer.start_span(
                 labels.span_name,
-                context=parent,
+                context=here,
                 kind=SpanKind.CLIENT,
                 attributes={**labels.base, **session.span_stamp}
                 if session is not None and session.span_stamp
@@ -164,9 +168,9 @@ class TurnCall:
         if entry is not None:
             membership.register(entry, span.get_span_context())
         context = (
-            membership.call_context(span, entry, parent)
+            membership.call_context(span, entry, here)
             if entry is not None
-            else trace.set_span_in_context(span, parent)
+            else trace.set_span_in_context(span, here)
         )
         if prompt is not None and capture_content() and span.is_recording():
             span.set_attribute(sc.GEN_AI_INPUT_MESSAGES, content_text(prompt))
@@ -179,7 +183,7 @@ class TurnCall:
             labels,
             instruments,
             context,
-            time.perf_counter(),
+            time.perf_counter() if instruments.live else 0.0,  # read by the metrics only
             entry,
             permit,
         )
@@ -306,8 +310,7 @@ class TurnCall:
             cost = claim.leaf.settle(claim, model, usage, price=priced, unpriced=not known)
         if self.instruments.live:
             self._record_metrics(model, snapshot, cost, usage is None, known, reasoning_tokens)
-        session = self.session
-        if claim is not None and session is not None:
+        if claim is not None and self.session is not None and claim.leaf.enforced():
             exceeded = claim.leaf.over_budget()
             if exceeded is not None:
                 raise exceeded

@@ -117,6 +117,7 @@ class Extracted(NamedTuple):
 
 
 _NOTHING = Extracted()
+_tuple_new = tuple.__new__
 #: Every count below comes from ``_count`` / ``_n``: already a non-negative int.
 _snapshot = UsageSnapshot._checked
 _SCALARS = frozenset({str, bytes, int, float, bool})
@@ -250,7 +251,8 @@ def _chat_object(obj: Any) -> Extracted | None:
     else:
         snapshot = _openai_snapshot(prompt, details, output)
     reasoning = 0 if reasoning_details is None else _n(reasoning_details, "reasoning_tokens")
-    return Extracted(snapshot, model if type(model) is str and model else None, reasoning)
+    named = model if type(model) is str and model else None
+    return _tuple_new(Extracted, (snapshot, named, reasoning))  # Extracted(...), minus a call
 
 
 def extract_usage(obj: object) -> UsageSnapshot | None:
