@@ -31,11 +31,14 @@ with orch.session() as session:
 """
 
 
-def _run(tmp_path: Path, mode: str, chained: str = "plain") -> tuple[int, str, str]:
+def _run(
+    tmp_path: Path, *argv: str, script: str = SCRIPT, timeout: float = 60
+) -> tuple[int, str, str]:
+    """Run ``script`` in a fresh process, SIGTERM it once it says READY; its exit and output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.pop("TECHREVATI_SPANS_FILE", None)
     process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT), mode, chained],
+        [sys.executable, "-c", textwrap.dedent(script), *argv],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -45,7 +48,7 @@ def _run(tmp_path: Path, mode: str, chained: str = "plain") -> tuple[int, str, s
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "READY"
     process.send_signal(signal.SIGTERM)
-    out, err = _finish(process, 60)
+    out, err = _finish(process, timeout)
     return process.returncode, out, err
 
 
@@ -74,7 +77,7 @@ def _sessions(tmp_path: Path) -> list[dict[str, object]]:
 
 
 def test_sigterm_ends_the_session_writes_the_report_and_still_kills(tmp_path: Path) -> None:
-    code, _out, err = _run(tmp_path, "on")
+    code, _out, err = _run(tmp_path, "on", "plain")
     assert code == -signal.SIGTERM
     assert "techrevati telemetry: SIGTERM: ended 1 open session; flushing" in err
     # The report: the session and its finished turn (the turn cut off mid-call is
@@ -85,7 +88,7 @@ def test_sigterm_ends_the_session_writes_the_report_and_still_kills(tmp_path: Pa
 
 
 def test_without_the_option_the_library_leaves_sigterm_alone(tmp_path: Path) -> None:
-    code, _out, err = _run(tmp_path, "off")
+    code, _out, err = _run(tmp_path, "off", "plain")
     assert code == -signal.SIGTERM
     assert "SIGTERM" not in err and "telemetry report" not in err
     assert _sessions(tmp_path) == []  # killed before anything was flushed
@@ -119,19 +122,6 @@ with orch.session() as session:
 
 
 def test_a_signal_that_lands_inside_a_held_lock_still_ends_the_process(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.pop("TECHREVATI_SPANS_FILE", None)
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(LOCKED)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    assert process.stdout.readline().strip() == "READY"
-    process.send_signal(signal.SIGTERM)
-    _out, err = _finish(process, 30)  # before: hung until killed
-    assert process.returncode == -signal.SIGTERM
+    code, _out, err = _run(tmp_path, script=LOCKED, timeout=30)  # before: hung until killed
+    assert code == -signal.SIGTERM
     assert "SIGTERM: flushing did not finish in time" in err
