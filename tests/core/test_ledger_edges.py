@@ -539,3 +539,46 @@ def test_token_counts_no_exporter_can_carry_are_refused_at_the_api(otel: Otel) -
             )
     # Refused before anything was counted or booked (the estimate ran after the call).
     assert session.tracker.turn_count == 0
+
+
+class _BrokenSampler:
+    """A user's sampler that fails on its third decision (after the session span and one turn)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> Any:
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("sampler bug")
+        return ALWAYS_ON.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return "broken"
+
+
+def test_a_turn_whose_span_cannot_start_is_neither_counted_nor_reserved() -> None:
+    # Admission happens before the span starts; a span that then fails to start
+    # (here the user's sampler raises) must leave the ledger as it was.
+    provider = TracerProvider(sampler=_BrokenSampler())  # type: ignore[arg-type]
+
+    @agent_turn("usd-1", usage=ONE)
+    def ask() -> str:
+        return "ran"
+
+    with agent_session(
+        "writer", tracer_provider=provider, budget_usd=5.0, enforce_budget=True, max_iterations=3
+    ) as session:
+        assert ask() == "ran"
+        with pytest.raises(RuntimeError, match="sampler bug"):
+            ask()
+        ledger = session._scope.ledger  # type: ignore[union-attr]
+        assert (ledger.iterations, ledger.calls, ledger.reserved) == (1, 1, 0.0)
+        assert ledger.spent == 1.0
+        assert ask() == "ran"  # the failed start did not use up a call
+        assert ask() == "ran"
+        with pytest.raises(MaxIterationsExceededError):
+            ask()
+        assert (ledger.iterations, ledger.spent, ledger.reserved) == (3, 3.0, 0.0)
