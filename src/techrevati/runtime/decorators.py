@@ -213,58 +213,72 @@ class _TurnSpec:
         )
 
 
+def _begin_turn(
+    spec: _TurnSpec, capture: bool, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> core.TurnCall:
+    """Admit and start a decorated turn in the current session, if any."""
+    return core.TurnCall.begin(
+        CURRENT.get(),
+        spec.model,
+        provider=spec.provider,
+        usage=spec.fixed,
+        prompt=_arguments(spec.names, instance, args, kwargs) if capture else None,
+    )
+
+
+def _finish_turn(spec: _TurnSpec, turn: core.TurnCall, capture: bool, result: object) -> None:
+    """A decorated function returned ``result``: read its usage and end the turn."""
+    found = extract(result)
+    usage = found.usage
+    explicit = False
+    if spec.fixed is not None:
+        usage, explicit = spec.fixed, True
+    elif spec.usage_fn is not None:
+        given = _given_usage(spec.usage_fn, result)
+        if given is not None:
+            usage, explicit = given, True
+    turn.finish(
+        usage,
+        explicit=explicit,
+        response_model=found.model,
+        reasoning_tokens=found.reasoning_tokens,
+        output=(extract_text(result) or result) if capture else None,
+    )
+
+
+def _given_usage(source: Callable[[Any], object], value: object) -> UsageSnapshot | None:
+    """What the user's ``usage=`` function says about ``value`` (None: read the result)."""
+    given = source(value)  # the user's function; its errors fail the turn
+    read = usage_of(given) if given is not None else None
+    if read is not None:
+        core.check_usage(read, "agent_turn usage()")
+    return read
+
+
 class _TurnCall:
-    """A decorated model call: the core's turn plus what the decorator reads from results."""
+    """A decorated turn that lasts as long as a stream: the core's turn plus the stream's reader.
+
+    Plain functions and coroutines drive the core's turn directly (``_begin_turn``,
+    ``_finish_turn``); generators, and functions that return an SDK stream, hand
+    one of these to the stream drivers in ``_streams``.
+    """
 
     __slots__ = ("capture", "reader", "spec", "turn")
 
-    def __init__(
-        self, spec: _TurnSpec, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        # Read the capture switch once per call; arguments are only named when it is on.
-        capture = self.capture = capture_content()
+    def __init__(self, spec: _TurnSpec, turn: core.TurnCall, capture: bool) -> None:
         self.spec = spec
+        self.turn = turn
+        self.capture = capture
         self.reader: StreamReader | None = None
-        # Raises the refusal (breaker, cap, budget, unpriced, fleet) before user code runs.
-        self.turn = core.TurnCall.begin(
-            CURRENT.get(),  # the current session, if any
-            spec.model,
-            provider=spec.provider,
-            usage=spec.fixed,
-            prompt=_arguments(spec.names, instance, args, kwargs) if capture else None,
-        )
 
-    # -- plain calls ---------------------------------------------------------------
-
-    def returned(self, result: object) -> None:
-        """The function returned: read usage and end the turn."""
-        found = extract(result)
-        spec = self.spec
-        usage = found.usage
-        explicit = False
-        if spec.fixed is not None:
-            usage, explicit = spec.fixed, True
-        elif spec.usage_fn is not None:
-            given = self._given(result)
-            if given is not None:
-                usage, explicit = given, True
-        self.turn.finish(
-            usage,
-            explicit=explicit,
-            response_model=found.model,
-            reasoning_tokens=found.reasoning_tokens,
-            output=(extract_text(result) or result) if self.capture else None,
-        )
-
-    def _given(self, value: object) -> UsageSnapshot | None:
-        """What the user's ``usage=`` function says about ``value`` (None: read the result)."""
-        source = self.spec.usage_fn
-        assert source is not None
-        given = source(value)  # the user's function; its errors fail the turn
-        read = usage_of(given) if given is not None else None
-        if read is not None:
-            core.check_usage(read, "agent_turn usage()")
-        return read
+    @classmethod
+    def start(
+        cls, spec: _TurnSpec, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _TurnCall:
+        """Begin the turn; raises the refusal (breaker, cap, budget, unpriced, fleet)."""
+        capture = capture_content()  # read once per call; arguments named only when on
+        turn = _begin_turn(spec, capture, instance, args, kwargs)
+        return cls(spec, turn, capture)
 
     def fail(self, error: BaseException) -> None:
         self.turn.fail(error)
@@ -400,19 +414,20 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
         def turn_function(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
-            call = _TurnCall(spec, instance, args, kwargs)
+            capture = capture_content()  # read once per call
+            turn = _begin_turn(spec, capture, instance, args, kwargs)
             try:
-                token = otel_context.attach(call.turn.context)
+                token = otel_context.attach(turn.context)
                 try:
                     result = wrapped(*args, **kwargs)
                 finally:
                     otel_context.detach(token)
                 kind_of_result = stream_kind(result)
                 if kind_of_result:  # an SDK stream object: the turn ends when it does
-                    return _hand_over(call, result, kind_of_result)
-                call.returned(result)
+                    return _hand_over(_TurnCall(spec, turn, capture), result, kind_of_result)
+                _finish_turn(spec, turn, capture, result)
             except BaseException as exc:
-                call.fail(exc)
+                turn.fail(exc)
                 raise
             return result
 
@@ -423,19 +438,20 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
         async def turn_coroutine(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
-            call = _TurnCall(spec, instance, args, kwargs)
+            capture = capture_content()  # read once per call
+            turn = _begin_turn(spec, capture, instance, args, kwargs)
             try:
-                token = otel_context.attach(call.turn.context)
+                token = otel_context.attach(turn.context)
                 try:
                     result = await wrapped(*args, **kwargs)
                 finally:
                     otel_context.detach(token)
                 kind_of_result = stream_kind(result)
                 if kind_of_result:  # an SDK stream object: the turn ends when it does
-                    return _hand_over(call, result, kind_of_result)
-                call.returned(result)
+                    return _hand_over(_TurnCall(spec, turn, capture), result, kind_of_result)
+                _finish_turn(spec, turn, capture, result)
             except BaseException as exc:
-                call.fail(exc)
+                turn.fail(exc)
                 raise
             return result
 
@@ -448,7 +464,7 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
         ) -> Any:
             return drive(
                 lazy(
-                    lambda: _TurnCall(spec, instance, args, kwargs),
+                    lambda: _TurnCall.start(spec, instance, args, kwargs),
                     lambda: wrapped(*args, **kwargs),
                 )
             )
@@ -459,7 +475,10 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
         wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
     ) -> Any:
         return adrive(
-            lazy(lambda: _TurnCall(spec, instance, args, kwargs), lambda: wrapped(*args, **kwargs))
+            lazy(
+                lambda: _TurnCall.start(spec, instance, args, kwargs),
+                lambda: wrapped(*args, **kwargs),
+            )
         )
 
     return turn_async_generator
