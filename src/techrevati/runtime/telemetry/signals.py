@@ -59,21 +59,58 @@ def install_sigterm_handler(shutdown: Callable[[], object], timeout_s: float = 1
         except Exception:  # the signal must still be passed on
             _logger.debug("SIGTERM handling failed", exc_info=True)
 
+    worker = _Worker(end_and_flush)
+
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         # A signal handler runs in the main thread between two bytecodes, maybe
         # while that thread holds a lock the work needs (a ledger's, an
         # exporter's queue): done here, the work would wait on it forever. On
-        # its own thread it either finishes or, bounded, is given up on; the
-        # signal is passed on either way.
-        worker = threading.Thread(target=end_and_flush, name="techrevati-sigterm", daemon=True)
-        worker.start()
-        worker.join(timeout_s + 1.0)
-        if worker.is_alive():
+        # the worker it either finishes or, bounded, is given up on; the signal
+        # is passed on either way.
+        if not worker.run(timeout_s + 1.0):
             _logger.warning("techrevati telemetry: SIGTERM: flushing did not finish in time")
         _pass_on(previous, signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     return True
+
+
+class _Worker:
+    """A daemon thread that does the SIGTERM work once asked; started with the handler.
+
+    Started ahead of time so that the handler itself starts no thread: a thread
+    started while the process is being stopped is one more thing that can
+    stall (CPython 3.11 was seen to hang inside ``Thread.start`` there). After
+    a fork, where threads do not survive, it is started again on first use.
+    """
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self._work = work
+        self._go = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._wait_then_work, name="techrevati-sigterm", daemon=True
+            )
+            self._thread.start()
+
+    def _wait_then_work(self) -> None:
+        self._go.wait()
+        try:
+            self._work()
+        finally:
+            self._done.set()
+
+    def run(self, timeout_s: float) -> bool:
+        """Do the work (once; a second signal waits for the first) within ``timeout_s``."""
+        if not self._go.is_set():
+            self._ensure_started()
+            self._go.set()
+        return self._done.wait(timeout_s)
 
 
 def _pass_on(previous: Any, signum: int, frame: FrameType | None) -> None:
