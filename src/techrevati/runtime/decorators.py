@@ -197,14 +197,13 @@ def current_agent_session() -> OrchestrationSession | AsyncOrchestrationSession 
 class _TurnSpec:
     """What ``agent_turn(...)`` was given, resolved once at decoration time."""
 
-    __slots__ = ("fixed", "model", "names", "provider", "usage", "usage_fn")
+    __slots__ = ("fixed", "model", "names", "provider", "usage_fn")
 
     def __init__(
         self, model: str, provider: str | None, usage: UsageSource | None, names: tuple[str, ...]
     ) -> None:
         self.model = model
         self.provider = provider
-        self.usage = usage
         self.names = names
         #: ``usage=`` split by kind: a fixed snapshot (also reserved up front) or a function.
         self.fixed = usage if isinstance(usage, UsageSnapshot) else None
