@@ -68,3 +68,25 @@ def serve(api: FakeOpenAI) -> Iterator[FakeOpenAI]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def instrumented_openai() -> Iterator[tuple[Any, Any]]:
+    """The real OpenAI instrumentation on a fresh SDK provider; its spans kept in memory.
+
+    Yields ``(provider, exporter)``; the instrumentation is removed afterwards.
+    """
+    from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        yield provider, exporter
+    finally:
+        instrumentor.uninstrument()

@@ -32,8 +32,8 @@ from techrevati.runtime.decorators import agent_session, agent_turn
 from techrevati.runtime.pricing import price_source
 
 from . import payloads as p
+from .clients import MESSAGES, chat_turns
 
-MESSAGES = [{"role": "user", "content": "what is RAG?"}]
 COST = "techrevati.cost.usd"
 
 # Published rates, USD per million tokens.
@@ -73,18 +73,7 @@ def test_gpt_4o_mini_priced_from_the_database(otel: Otel, openai_api: FakeOpenAI
     assert "gpt-4o-mini" not in PRICING_TABLE
     client = openai.OpenAI(base_url=openai_api.url, api_key="test", max_retries=0)
 
-    @agent_turn("gpt-4o-mini", provider="openai")
-    def ask() -> Any:
-        return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-
-    @agent_turn("gpt-4o-mini", provider="openai")
-    def stream() -> Any:
-        return client.chat.completions.create(
-            model="gpt-4o-mini",
-            messages=MESSAGES,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+    ask, stream = chat_turns(client)
 
     with agent_session("writer", **otel.kwargs()) as session:
         ask()

@@ -22,6 +22,7 @@ from techrevati.runtime import ModelPricing, register_pricing
 from techrevati.runtime.decorators import agent_session, agent_turn
 
 from . import payloads as p
+from .clients import MESSAGES, chat_turns
 
 
 @pytest.fixture(scope="module")
@@ -35,25 +36,13 @@ def gpt_prices() -> None:
     register_pricing("gpt-4o-mini", ModelPricing(*p.OPENAI_RATES))
 
 
-MESSAGES = [{"role": "user", "content": "what is RAG?"}]
 COMPLETION_COST = (1000 * 0.15 + 4000 * 0.075 + 100 * 0.60) / 1e6
 
 
 def test_sync_client_completion_and_returned_stream(otel: Otel, api: str) -> None:
     client = openai.OpenAI(base_url=api, api_key="test", max_retries=0)
 
-    @agent_turn("gpt-4o-mini", provider="openai")
-    def ask() -> Any:
-        return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-
-    @agent_turn("gpt-4o-mini", provider="openai")
-    def stream() -> Any:
-        return client.chat.completions.create(
-            model="gpt-4o-mini",
-            messages=MESSAGES,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+    ask, stream = chat_turns(client)
 
     with agent_session("writer", **otel.kwargs()) as session:
         answer = ask()

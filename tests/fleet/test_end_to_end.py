@@ -18,12 +18,11 @@ from typing import Any
 
 import openai
 import pytest
-from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from fake_openai import FakeOpenAI, serve
+from fake_openai import FakeOpenAI, instrumented_openai, serve
 from techrevati.runtime import (
     BudgetExceededError,
     FleetLimits,
@@ -62,15 +61,8 @@ def fake_api() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def instrumented() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        yield provider, exporter
-    finally:
-        instrumentor.uninstrument()
+    with instrumented_openai() as pair:
+        yield pair
 
 
 def limit_events(exporter: InMemorySpanExporter) -> list[tuple[str, dict[str, Any]]]:
