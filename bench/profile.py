@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", choices=("on", "off"), default="on")
     args = parser.parse_args(argv)
 
-    from techrevati.runtime.telemetry import instrument as core
+    from techrevati.runtime.telemetry.calls import instrument as core
 
     ours.setup_pricing()
     tp, _ = tracer_provider()

@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from techrevati.runtime import ModelPricing, UsageSnapshot, UsageTracker, price_db, register_pricing
+from techrevati.runtime import ModelPricing, UsageSnapshot, UsageTracker, register_pricing
 from techrevati.runtime.decorators import agent_turn
+from techrevati.runtime.pricing import database as price_db
 from techrevati.runtime.pricing import price_call
 
 from . import decorated, harness

@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind
 
 from techrevati.runtime.__main__ import main
 from techrevati.runtime.telemetry import semconv as sc
-from techrevati.runtime.telemetry.jsonl import JsonLinesSpanExporter
+from techrevati.runtime.telemetry.export.jsonl import JsonLinesSpanExporter
 
 
 @pytest.fixture

@@ -278,7 +278,7 @@ PAIRING_FILES = sorted(
         *(REPO / "docs").glob("**/*.md"),
         *CONFIG_DIR.glob("*.yaml"),
         *CONFIG_DIR.glob("*.yml"),
-        REPO / "src/techrevati/runtime/telemetry/setup.py",
+        REPO / "src/techrevati/runtime/telemetry/setup/configure.py",
     ]
 )
 

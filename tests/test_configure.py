@@ -22,9 +22,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from techrevati.runtime.telemetry import semconv as sc
-from techrevati.runtime.telemetry.content import capture_content, set_capture_content
-from techrevati.runtime.telemetry.jsonl import read_json_lines
-from techrevati.runtime.telemetry.setup import TelemetryHandle, configure
+from techrevati.runtime.telemetry.calls.content import capture_content, set_capture_content
+from techrevati.runtime.telemetry.export.jsonl import read_json_lines
+from techrevati.runtime.telemetry.setup.configure import TelemetryHandle, configure
 
 HERE = Path(__file__).parent
 
@@ -186,7 +186,7 @@ def test_unsupported_protocol_falls_back_to_http(caplog: pytest.LogCaptureFixtur
 def test_a_repeated_configure_names_the_arguments_it_ignored(tmp_path: Path) -> None:
     done = _run(
         """
-        from techrevati.runtime.telemetry.setup import configure
+        from techrevati.runtime.telemetry.setup.configure import configure
 
         handle = configure(service_name="first", report=False)
         assert configure(service_name="first", report=False) is handle   # same: silent
@@ -223,7 +223,7 @@ def test_global_embedded_default_with_an_orchestrator_session(tmp_path: Path) ->
         """
         from opentelemetry import metrics, trace
         from techrevati.runtime.orchestrator import Orchestrator
-        from techrevati.runtime.telemetry.setup import configure
+        from techrevati.runtime.telemetry.setup.configure import configure
         from techrevati.runtime.usage_tracking import ModelPricing, UsageSnapshot, register_pricing
 
         handle = configure()
@@ -273,7 +273,7 @@ def test_global_sdk_provider_the_user_set_is_kept(tmp_path: Path) -> None:
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
         from otlp_receiver import HttpReceiver
-        from techrevati.runtime.telemetry.setup import configure
+        from techrevati.runtime.telemetry.setup.configure import configure
 
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         memory = InMemorySpanExporter()
@@ -333,7 +333,7 @@ def test_configure_after_shutdown_sets_up_working_pipelines(tmp_path: Path) -> N
         f"""
         import json
         from techrevati.runtime import agent_session
-        from techrevati.runtime.telemetry.setup import configure
+        from techrevati.runtime.telemetry.setup.configure import configure
 
         first = configure(spans_file={str(tmp_path / "a.jsonl")!r}, report=False, metrics=False)
         first.shutdown()

@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from techrevati.runtime.telemetry.jsonl import OutputFileError, open_for_append, read_json_lines
+from techrevati.runtime.telemetry.export.jsonl import (
+    OutputFileError,
+    open_for_append,
+    read_json_lines,
+)
 
 SCRIPT = """
 import sys
 from techrevati.runtime.orchestrator import Orchestrator
-from techrevati.runtime.telemetry.setup import configure
+from techrevati.runtime.telemetry.setup.configure import configure
 from techrevati.runtime.usage_tracking import UsageSnapshot
 
 handle = configure(service_name="files")

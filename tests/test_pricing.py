@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from techrevati.runtime import price_db, pricing, usage_tracking
+from techrevati.runtime import pricing, usage_tracking
 from techrevati.runtime.pricing import (
     PRICING_TABLE,
     ModelPricing,
@@ -33,6 +33,7 @@ from techrevati.runtime.pricing import (
     price_turn,
     register_pricing,
 )
+from techrevati.runtime.pricing import database as price_db
 from techrevati.runtime.telemetry import semconv
 from techrevati.runtime.usage_tracking import UsageSnapshot, UsageTracker
 

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from techrevati.runtime.telemetry import semconv as sc
-from techrevati.runtime.telemetry.jsonl import spans_to_json_line
-from techrevati.runtime.telemetry.report import (
+from techrevati.runtime.telemetry.export.jsonl import spans_to_json_line
+from techrevati.runtime.telemetry.report.exporter import (
     ReportExporter,
     RunReport,
     build_report,

@@ -14,9 +14,9 @@ import pytest
 
 from techrevati.runtime.pricing import ModelPricing, register_pricing
 from techrevati.runtime.telemetry import semconv as sc
-from techrevati.runtime.telemetry.report_model import build_report
-from techrevati.runtime.telemetry.report_read import SpanRecord
-from techrevati.runtime.telemetry.report_text import render_report
+from techrevati.runtime.telemetry.report.model import build_report
+from techrevati.runtime.telemetry.report.read import SpanRecord
+from techrevati.runtime.telemetry.report.text import render_report
 
 OURS = sc.INSTRUMENTATION_SCOPE
 LIBRARY = "opentelemetry.instrumentation.openai_v2"

@@ -14,7 +14,7 @@ SCRIPT = """
 import faulthandler, signal, sys, time
 faulthandler.enable()  # a hang is dumped (SIGABRT from _finish) instead of lost
 from techrevati.runtime.orchestrator import Orchestrator
-from techrevati.runtime.telemetry.setup import configure
+from techrevati.runtime.telemetry.setup.configure import configure
 from techrevati.runtime.usage_tracking import UsageSnapshot
 
 if sys.argv[2] == "chained":  # the application had its own handler first
@@ -106,7 +106,7 @@ LOCKED = """
 import faulthandler, sys, time
 faulthandler.enable()
 from techrevati.runtime.orchestrator import Orchestrator
-from techrevati.runtime.telemetry.setup import configure
+from techrevati.runtime.telemetry.setup.configure import configure
 from techrevati.runtime.usage_tracking import UsageSnapshot
 
 configure(service_name="stopped", handle_sigterm=True, shutdown_timeout=1.0)

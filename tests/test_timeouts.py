@@ -1,4 +1,4 @@
-"""Tests for techrevati.runtime.timeouts: a timeout is a breaker failure, hung threads bounded.
+"""Tests for the timeouts module: a timeout is a breaker failure, hung threads bounded.
 
 Real breakers and real threads throughout. A "hanging" call blocks on a
 ``threading.Event`` the test releases, so it is certain to outlive a short
@@ -24,14 +24,14 @@ from techrevati.runtime.circuit_breaker import (
     CircuitOpenError,
     CircuitState,
 )
-from techrevati.runtime.errors import TurnTimeoutError
-from techrevati.runtime.timeouts import (
+from techrevati.runtime.telemetry.calls.timeouts import (
     arun_with_timeout,
     await_with_timeout,
     hung_calls,
     run_with_timeout,
     wait_in_thread,
 )
+from techrevati.runtime.telemetry.limits.errors import TurnTimeoutError
 
 SHORT = 0.01  # the hanging calls never return before the test releases them
 LONG = 30.0  # calls that return at once never come near this

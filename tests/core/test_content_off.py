@@ -25,7 +25,7 @@ from techrevati.runtime import (
     register_pricing,
     tool_call,
 )
-from techrevati.runtime.telemetry.content import set_capture_content
+from techrevati.runtime.telemetry.calls.content import set_capture_content
 
 SECRET = "sk-live-PLANTED-7f3a9"
 

@@ -26,7 +26,7 @@ from techrevati.runtime import (
     agent_turn,
     register_pricing,
 )
-from techrevati.runtime.telemetry import membership
+from techrevati.runtime.telemetry.limits import membership
 
 
 class MemoryLevel:
@@ -147,8 +147,8 @@ def test_usage_after_the_session_closed_reaches_the_fleet(otel: Otel) -> None:
 
 
 def test_the_report_lists_fleet_scopes_from_the_spans(otel: Otel) -> None:
-    from techrevati.runtime.telemetry.jsonl import spans_to_json_line
-    from techrevati.runtime.telemetry.report import (
+    from techrevati.runtime.telemetry.export.jsonl import spans_to_json_line
+    from techrevati.runtime.telemetry.report.exporter import (
         build_report,
         records_from_otlp_json,
         render_report,

@@ -31,8 +31,8 @@ from techrevati.runtime import (
     agent_turn,
     register_pricing,
 )
-from techrevati.runtime.telemetry import membership
-from techrevati.runtime.telemetry.limits import ensure_limits_processor
+from techrevati.runtime.telemetry.limits import membership
+from techrevati.runtime.telemetry.limits.processor import ensure_limits_processor
 
 ONE = UsageSnapshot(1, 0)
 RESULT_1 = {"model": "usd-1", "usage": {"prompt_tokens": 1, "completion_tokens": 0}}

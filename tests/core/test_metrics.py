@@ -19,7 +19,7 @@ from techrevati.runtime import (
     UsageSnapshot,
     register_pricing,
 )
-from techrevati.runtime.telemetry.metrics import CostTotals
+from techrevati.runtime.telemetry.calls.metrics import CostTotals
 
 FORBIDDEN_LABELS = {"gen_ai.agent.id", "gen_ai.conversation.id", "techrevati.project.id"}
 

@@ -8,7 +8,7 @@ import pytest
 
 from otel_harness import Otel, make_otel
 from techrevati.runtime import ModelPricing, register_pricing
-from techrevati.runtime.telemetry.content import set_capture_content
+from techrevati.runtime.telemetry.calls.content import set_capture_content
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from openai.types.responses.response_usage import (
 )
 
 from techrevati.runtime import ModelPricing, UsageSnapshot
-from techrevati.runtime.telemetry.tokens import usage_from_attributes, usage_to_attributes
-from techrevati.runtime.telemetry.usage_extract import (
+from techrevati.runtime.telemetry.readings.tokens import usage_from_attributes, usage_to_attributes
+from techrevati.runtime.telemetry.readings.usage_extract import (
     StreamReader,
     extract,
     extract_model,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from techrevati.runtime.telemetry.content import set_capture_content
+from techrevati.runtime.telemetry.calls.content import set_capture_content
 
 _OTEL_VARIABLES = (
     "OTEL_SERVICE_NAME",

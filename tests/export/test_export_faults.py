@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from otlp_receiver import HttpReceiver, closed_port
 
-from techrevati.runtime.telemetry.setup import TelemetryHandle, configure
+from techrevati.runtime.telemetry.setup.configure import TelemetryHandle, configure
 
 FAULTS = ["down", "503", "hang"]
 
@@ -113,7 +113,7 @@ def test_caller_latency_unchanged_and_export_never_on_caller_thread(
 def test_queue_is_capped_and_drops_are_counted_and_logged_once(
     fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="techrevati.runtime.telemetry.pipeline")
+    caplog.set_level(logging.WARNING, logger="techrevati.runtime.telemetry.export.pipeline")
     with collector(fault) as (endpoint, _receiver):
         handle = _configure(endpoint, max_queue_size=50, timeout=2.0)
         try:
@@ -177,7 +177,7 @@ def test_process_exit_is_bounded_with_default_settings_and_a_hanging_collector()
         # Registered first, so it runs last: after configure()'s own exit hook.
         atexit.register(lambda: print(f"EXIT_HOOKS {time.monotonic() - marks['end']:.3f}"))
         from opentelemetry import trace
-        from techrevati.runtime.telemetry.setup import configure
+        from techrevati.runtime.telemetry.setup.configure import configure
         handle = configure(metrics=True)
         assert configure() is handle  # idempotent
         tracer = trace.get_tracer("exit-test")

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from otlp_receiver import GrpcReceiver, HttpReceiver, Received, attributes
 
 from techrevati.runtime.telemetry import semconv as sc
-from techrevati.runtime.telemetry.setup import TelemetryHandle, configure
+from techrevati.runtime.telemetry.setup.configure import TelemetryHandle, configure
 
 
 @contextmanager

@@ -16,7 +16,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from otlp_receiver import GrpcReceiver, HttpReceiver, attributes
 
 from techrevati.runtime.circuit_breaker import CircuitBreaker
-from techrevati.runtime.errors import PermissionDeniedError
 from techrevati.runtime.orchestrator import Orchestrator
 from techrevati.runtime.permissions import (
     PermissionEnforcer,
@@ -25,7 +24,8 @@ from techrevati.runtime.permissions import (
     RolePermissionConfig,
 )
 from techrevati.runtime.telemetry import semconv as sc
-from techrevati.runtime.telemetry.setup import TelemetryHandle, configure
+from techrevati.runtime.telemetry.limits.errors import PermissionDeniedError
+from techrevati.runtime.telemetry.setup.configure import TelemetryHandle, configure
 from techrevati.runtime.usage_tracking import (
     BudgetExceededError,
     ModelPricing,

@@ -21,7 +21,7 @@ import pytest
 from otlp_receiver import GrpcReceiver, HttpReceiver, attributes
 
 from techrevati.runtime.telemetry import semconv as sc
-from techrevati.runtime.telemetry.jsonl import read_json_lines
+from techrevati.runtime.telemetry.export.jsonl import read_json_lines
 
 WORKERS = 3
 PER_WORKER = 50
@@ -31,7 +31,7 @@ DURING_FORK = 20
 SCRIPT = """
 import multiprocessing as mp, sys
 from techrevati.runtime.orchestrator import Orchestrator
-from techrevati.runtime.telemetry.setup import configure
+from techrevati.runtime.telemetry.setup.configure import configure
 from techrevati.runtime.usage_tracking import ModelPricing, UsageSnapshot, register_pricing
 
 register_pricing("model-a", ModelPricing(input_per_million=3.0, output_per_million=15.0))
@@ -190,7 +190,7 @@ def test_forked_workers_all_reach_an_otlp_receiver(
 def test_a_fork_safe_exporter_is_rebuilt_in_the_child_and_left_alone_in_the_parent() -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from techrevati.runtime.telemetry.forking import ForkSafeSpanExporter
+    from techrevati.runtime.telemetry.export.forking import ForkSafeSpanExporter
 
     built: list[InMemorySpanExporter] = []
 

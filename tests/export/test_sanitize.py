@@ -16,15 +16,15 @@ from otlp_receiver import HttpReceiver, attributes
 
 from techrevati.runtime.orchestrator import Orchestrator
 from techrevati.runtime.telemetry import semconv as sc
-from techrevati.runtime.telemetry.jsonl import read_json_lines
-from techrevati.runtime.telemetry.pipeline import BoundedSpanProcessor
-from techrevati.runtime.telemetry.sanitize import (
+from techrevati.runtime.telemetry.export.jsonl import read_json_lines
+from techrevati.runtime.telemetry.export.pipeline import BoundedSpanProcessor
+from techrevati.runtime.telemetry.export.sanitize import (
     DEFAULT_ATTRIBUTE_VALUE_LENGTH,
     DEFAULT_NAME_LENGTH,
     ExportLimits,
     sanitize_span,
 )
-from techrevati.runtime.telemetry.setup import configure
+from techrevati.runtime.telemetry.setup.configure import configure
 from techrevati.runtime.usage_tracking import UsageSnapshot
 
 _CONTEXT = SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(1))
@@ -241,7 +241,7 @@ def test_the_sdk_says_truncated_once_not_once_per_value(
 def test_the_file_exporter_splits_long_batches_and_leaves_out_only_what_cannot_encode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from techrevati.runtime.telemetry import jsonl
+    from techrevati.runtime.telemetry.export import jsonl
 
     monkeypatch.setattr(jsonl, "MAX_LINE_CHARS", 3000)
     path = tmp_path / "split.jsonl"

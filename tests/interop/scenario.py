@@ -44,8 +44,8 @@ from techrevati.runtime import (
     agent_turn,
     register_pricing,
 )
-from techrevati.runtime.telemetry.guard import install_guard, uninstall_guard
-from techrevati.runtime.telemetry.limits import ensure_limits_processor
+from techrevati.runtime.telemetry.limits.guard import install_guard, uninstall_guard
+from techrevati.runtime.telemetry.limits.processor import ensure_limits_processor
 
 OPENAI_MODEL = "gpt-interop"
 ANTHROPIC_MODEL = "claude-interop"

@@ -10,8 +10,8 @@ from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 from techrevati.runtime import configure
-from techrevati.runtime.telemetry import guard
-from techrevati.runtime.telemetry.autoinstrument import switch_on
+from techrevati.runtime.telemetry.limits import guard
+from techrevati.runtime.telemetry.setup.autoinstrument import switch_on
 
 
 @pytest.fixture(autouse=True)

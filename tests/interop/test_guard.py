@@ -18,7 +18,7 @@ import pytest
 
 from fake_openai import FakeOpenAI, serve
 from techrevati.runtime import BudgetExceededError
-from techrevati.runtime.telemetry import guard
+from techrevati.runtime.telemetry.limits import guard
 
 COMPLETION = {
     "id": "c1",

@@ -11,8 +11,8 @@ import logging
 import pytest
 
 from techrevati.runtime import UsageSnapshot
-from techrevati.runtime.telemetry import recognise
-from techrevati.runtime.telemetry.recognise import CallReading, classify_start, read_call
+from techrevati.runtime.telemetry.readings import recognise
+from techrevati.runtime.telemetry.readings.recognise import CallReading, classify_start, read_call
 
 OPENINFERENCE_CHAT = {
     "openinference.span.kind": "LLM",

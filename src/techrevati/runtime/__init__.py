@@ -25,7 +25,6 @@ from .agent_lifecycle import (
 )
 from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitOpenError, CircuitState
 from .decorators import agent_session, agent_turn, current_agent_session, tool_call
-from .errors import FleetUnavailableError, UnpricedModelError
 from .fleet import FleetLimits
 from .guardrails import (
     AllowAllGuardrail,
@@ -85,7 +84,8 @@ from .sinks import (
     RingBufferUsageSink,
     UsageSink,
 )
-from .telemetry.setup import TelemetryHandle, configure
+from .telemetry.limits.errors import FleetUnavailableError, UnpricedModelError
+from .telemetry.setup.configure import TelemetryHandle, configure
 from .usage_tracking import (
     PRICING_TABLE,
     BudgetExceededError,

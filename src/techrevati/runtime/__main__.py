@@ -20,9 +20,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .telemetry.report_model import build_report
-from .telemetry.report_read import DEFAULT_MAX_LINE_BYTES, Problems, SpanRecord, load_spans_file
-from .telemetry.report_text import render_report
+from .telemetry.report.model import build_report
+from .telemetry.report.read import DEFAULT_MAX_LINE_BYTES, Problems, SpanRecord, load_spans_file
+from .telemetry.report.text import render_report
 from .version import VERSION
 
 _PROG = "techrevati-runtime"

@@ -4,7 +4,7 @@ States: CLOSED (calls flow), OPEN (calls are rejected with ``CircuitOpenError``)
 HALF_OPEN (after ``recovery_timeout_seconds``, up to ``half_open_max_probes`` trial calls
 are let through; one success closes the circuit, one failure re-opens it).
 
-Calls run with a timeout (``techrevati.runtime.timeouts``) count a timeout as a
+Calls run with a timeout (``techrevati.runtime.telemetry.calls.timeouts``) count a timeout as a
 failure and leave the timed-out call running on its thread; a breaker refuses
 further calls with ``CircuitOpenError`` while ``max_hung_calls`` (default
 :data:`MAX_HUNG_CALLS`, 8) of those are still running, whatever its state.
@@ -138,7 +138,7 @@ class _BreakerCore:
     #: Refuse calls while this many timed-out calls are still running (set it
     #: after construction; not an init field, so the contract's signature stays).
     max_hung_calls: int = field(default=MAX_HUNG_CALLS, init=False, repr=False, compare=False)
-    # Timed-out calls still running; changed only by techrevati.runtime.timeouts.
+    # Timed-out calls still running; changed only by techrevati.runtime.telemetry.calls.timeouts.
     _hung_calls: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

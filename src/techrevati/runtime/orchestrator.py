@@ -31,7 +31,6 @@ from opentelemetry.trace import SpanContext, TracerProvider
 from .agent_events import AgentEvent, AgentFailureClass
 from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker
 from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitOpenError
-from .errors import MaxIterationsExceededError, PermissionDeniedError, TurnTimeoutError
 from .guardrails import Guardrail
 from .handoffs import Handoff
 from .permissions import PermissionEnforcer, PermissionOutcome
@@ -50,13 +49,18 @@ from .sinks import (
     NoopUsageSink,
     UsageSink,
 )
-from .telemetry import instrument as core
-from .telemetry import membership as core_membership
 from .telemetry import semconv as sc
-from .telemetry.failures import reason_text
-from .telemetry.ledger import FleetLevel, Ledger, fleet_levels
-from .telemetry.usage_extract import Extracted, extract
-from .timeouts import await_with_timeout, wait_in_thread
+from .telemetry.calls import instrument as core
+from .telemetry.calls.failures import reason_text
+from .telemetry.calls.timeouts import await_with_timeout, wait_in_thread
+from .telemetry.limits import membership as core_membership
+from .telemetry.limits.errors import (
+    MaxIterationsExceededError,
+    PermissionDeniedError,
+    TurnTimeoutError,
+)
+from .telemetry.limits.ledger import FleetLevel, Ledger, fleet_levels
+from .telemetry.readings.usage_extract import Extracted, extract
 from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker
 
 __all__ = [

@@ -16,9 +16,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import FleetUnavailableError, MaxIterationsExceededError
 from ..telemetry import semconv as sc
-from ..telemetry.metrics import instruments_for
+from ..telemetry.calls.metrics import instruments_for
+from ..telemetry.limits.errors import FleetUnavailableError, MaxIterationsExceededError
 from ..usage_tracking import BudgetExceededError
 from .hold import FleetHold, FleetUsage
 

@@ -1,0 +1,53 @@
+"""How an error is put on a span without leaking what the user did not consent to.
+
+Exception messages routinely quote prompts, tool arguments and secrets. With
+content capture off, a span gets the error's type, and a stack trace made of
+frames only; the message is recorded only when capture is on.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from opentelemetry.trace import Span, Status, StatusCode
+
+from .. import semconv as sc
+from .content import capture_content
+
+
+def error_type(error: BaseException) -> str:
+    """The ``error.type`` value: the exception's qualified class name."""
+    return type(error).__qualname__
+
+
+def record_error(span: Span, error: BaseException, *, capture: bool | None = None) -> None:
+    """ERROR status, ``error.type`` and an ``exception`` event on a recording span.
+
+    Example::
+
+        record_error(span, ValueError("secret prompt"))   # status says "ValueError"
+    """
+    if not span.is_recording():
+        return
+    kind = error_type(error)
+    allowed = capture_content() if capture is None else capture
+    span.set_attribute(sc.ERROR_TYPE, kind)
+    if allowed:
+        span.set_status(Status(StatusCode.ERROR, f"{kind}: {error}"))
+        span.record_exception(error)
+        return
+    span.set_status(Status(StatusCode.ERROR, kind))
+    frames = "".join(traceback.format_tb(error.__traceback__)) if error.__traceback__ else ""
+    span.add_event(
+        "exception",
+        {
+            "exception.type": f"{type(error).__module__}.{kind}",
+            "exception.message": kind,
+            "exception.stacktrace": f"Traceback (most recent call last):\n{frames}{kind}",
+        },
+    )
+
+
+def reason_text(reason: str) -> str | None:
+    """A free-text reason (handoff, guardrail) is content: kept only with capture on."""
+    return reason if capture_content() else None

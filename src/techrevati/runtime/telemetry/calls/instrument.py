@@ -1,0 +1,51 @@
+"""The instrumentation core's front: what the Orchestrator and the decorators call.
+
+One call path: sessions (``session``), model calls (``turn``), tool calls
+(``tool``), all placed by ``membership`` and counted by ``ledger``. The
+Orchestrator's sessions and the decorators are thin adapters over these; this
+module only gathers the names they use.
+"""
+
+from __future__ import annotations
+
+from ..limits.membership import current_session
+from .session import (
+    Activation,
+    SessionScope,
+    activate,
+    close_session,
+    deactivate,
+    note_recovery,
+    open_session,
+    session_event,
+)
+from .tool import ToolCall
+from .turn import TurnCall, check_usage
+
+
+def close_all_open_sessions(reason: str = "terminated") -> int:
+    """End every session still open in this process (SIGTERM handling); returns how many.
+
+    Their spans end with outcome ``cancelled`` and the given reason as the
+    error type, so an exporter flushed right after has them.
+    """
+    from . import session as _session
+
+    return _session.close_all(reason)
+
+
+__all__ = [
+    "Activation",
+    "SessionScope",
+    "ToolCall",
+    "TurnCall",
+    "activate",
+    "check_usage",
+    "close_all_open_sessions",
+    "close_session",
+    "current_session",
+    "deactivate",
+    "note_recovery",
+    "open_session",
+    "session_event",
+]

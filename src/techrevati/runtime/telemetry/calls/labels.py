@@ -1,0 +1,63 @@
+"""Pre-built metric label sets and span names per model, so a turn allocates none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import semconv as sc
+
+
+@dataclass(eq=False, slots=True)
+class ModelLabels:
+    """Label sets for one (provider, model, role) and the turn span's name."""
+
+    base: dict[str, str]
+    input: dict[str, str]
+    output: dict[str, str]
+    cost: dict[str, str]
+    span_name: str
+    detail: dict[str, dict[str, str]]
+
+
+#: Labels for turns made outside any session.
+GLOBAL_LABELS: dict[tuple[str, str], ModelLabels] = {}
+
+
+def model_labels(
+    cache: dict[tuple[str, str], ModelLabels], model: str, provider: str, role: str | None
+) -> ModelLabels:
+    """The label sets for ``model``, built once per cache (bounded: names come from users).
+
+    Example::
+
+        labels = model_labels({}, "gpt-4o", "openai", "writer")
+        labels.span_name            # "chat gpt-4o"
+    """
+    key = (provider, model)
+    found = cache.get(key)
+    if found is not None:
+        return found
+    base = {sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT, sc.GEN_AI_REQUEST_MODEL: model}
+    if provider:
+        base[sc.GEN_AI_PROVIDER_NAME] = provider
+    if role:
+        base[sc.GEN_AI_AGENT_NAME] = role
+    cost = {k: v for k, v in base.items() if k != sc.GEN_AI_OPERATION_NAME}
+    built = ModelLabels(
+        base,
+        {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT},
+        {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT},
+        cost,
+        f"{sc.OP_CHAT} {model}" if model else sc.OP_CHAT,
+        {
+            kind: {**cost, sc.TOKEN_KIND: kind}
+            for kind in (
+                sc.TOKEN_KIND_CACHE_READ,
+                sc.TOKEN_KIND_CACHE_WRITE,
+                sc.TOKEN_KIND_REASONING,
+            )
+        },
+    )
+    if len(cache) < 512:
+        cache[key] = built
+    return built

@@ -1,0 +1,257 @@
+"""The package's metric instruments, created once per MeterProvider.
+
+Histograms pass the GenAI conventions' bucket advice explicitly, because the
+SDK's default buckets (0..10000) are useless for both seconds and tokens.
+Labels are bounded on purpose: model, provider, role, tool, outcome, never an id.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from opentelemetry import metrics
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Counter,
+    Histogram,
+    MeterProvider,
+    NoOpMeterProvider,
+    Observation,
+)
+
+# The synchronous gauge's API class is still underscored in opentelemetry-api.
+from opentelemetry.metrics import _Gauge as Gauge
+
+from ...version import VERSION
+from .. import semconv as sc
+
+
+class CostTotals:
+    """Running USD totals per label set, reported by an observable counter.
+
+    A counter is only ever exported as its cumulative value, so keeping the
+    running sums here and handing them to the SDK when a reader collects gives
+    the same series as a synchronous ``Counter.add`` per model call, for a dict
+    update instead of the SDK's per-record bookkeeping (~7 µs on every turn).
+
+    Example::
+
+        totals = CostTotals()
+        totals.add(0.0125, {"gen_ai.request.model": "gpt-4o"})
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals: dict[frozenset[tuple[str, str]], float] = {}
+        self._labels: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
+
+    def add(self, amount: float, attributes: Mapping[str, str]) -> None:
+        """Add ``amount`` USD to the series ``attributes`` (non-positive amounts are ignored)."""
+        if not amount > 0:
+            return  # a counter never decreases; negative prices are a registration mistake
+        key = frozenset(attributes.items())
+        with self._lock:
+            total = self._totals.get(key)
+            if total is None:
+                self._labels[key] = dict(attributes)
+                total = 0.0
+            self._totals[key] = total + amount
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        """The SDK's collection callback: one observation per label set."""
+        with self._lock:
+            return [Observation(total, self._labels[key]) for key, total in self._totals.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class Instruments:
+    """Every instrument the core records to."""
+
+    token_usage: Histogram
+    operation_duration: Histogram
+    agent_duration: Histogram
+    tool_duration: Histogram
+    cost: CostTotals
+    sessions: Counter
+    tool_calls: Counter
+    breaker_state: Gauge
+    limit_hits: Counter
+    guardrail_violations: Counter
+    recovery_attempts: Counter
+    budget_utilization: Histogram
+    session_iterations: Histogram
+    token_detail: Counter
+    calls_without_usage: Counter
+    unpriced_calls: Counter
+    fleet_cost: Counter
+    fleet_refusals: Counter
+    fleet_store_errors: Counter
+    #: False when nothing can ever read these instruments: the global provider
+    #: is still the API's unset proxy, or a no-op provider was passed. The
+    #: per-call paths (a turn, a tool call) then skip recording altogether.
+    live: bool = True
+
+
+def _build(provider: MeterProvider | None) -> Instruments:
+    meter = (
+        provider.get_meter(sc.INSTRUMENTATION_SCOPE, VERSION)
+        if provider is not None
+        else metrics.get_meter(sc.INSTRUMENTATION_SCOPE, VERSION)
+    )
+    tokens = list(sc.TOKEN_BUCKETS)
+    seconds = list(sc.DURATION_BUCKETS)
+    cost = CostTotals()
+    meter.create_observable_counter(
+        sc.METRIC_COST,
+        callbacks=[cost.observe],
+        unit="USD",
+        description="Model spend in US dollars.",
+    )
+    return Instruments(
+        token_usage=meter.create_histogram(
+            sc.METRIC_TOKEN_USAGE,
+            unit="{token}",
+            description="Tokens used per model call, by token type.",
+            explicit_bucket_boundaries_advisory=tokens,
+        ),
+        operation_duration=meter.create_histogram(
+            sc.METRIC_OPERATION_DURATION,
+            unit="s",
+            description="Duration of model calls.",
+            explicit_bucket_boundaries_advisory=seconds,
+        ),
+        agent_duration=meter.create_histogram(
+            sc.METRIC_AGENT_DURATION,
+            unit="s",
+            description="Duration of agent sessions.",
+            explicit_bucket_boundaries_advisory=seconds,
+        ),
+        tool_duration=meter.create_histogram(
+            sc.METRIC_TOOL_DURATION,
+            unit="s",
+            description="Duration of tool calls, denied ones included.",
+            explicit_bucket_boundaries_advisory=seconds,
+        ),
+        cost=cost,
+        sessions=meter.create_counter(
+            sc.METRIC_SESSIONS, unit="{session}", description="Finished sessions by outcome."
+        ),
+        tool_calls=meter.create_counter(
+            sc.METRIC_TOOL_CALLS,
+            unit="{call}",
+            description="Tool calls by permission decision.",
+        ),
+        breaker_state=meter.create_gauge(
+            sc.METRIC_BREAKER_STATE,
+            unit="1",
+            description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+        ),
+        limit_hits=meter.create_counter(
+            sc.METRIC_LIMIT_HITS,
+            unit="{hit}",
+            description="Budget and iteration-cap hits.",
+        ),
+        guardrail_violations=meter.create_counter(
+            sc.METRIC_GUARDRAIL_VIOLATIONS,
+            unit="{violation}",
+            description="Tool calls blocked by a guardrail.",
+        ),
+        recovery_attempts=meter.create_counter(
+            sc.METRIC_RECOVERY_ATTEMPTS,
+            unit="{attempt}",
+            description="Recovery bookkeeping after failed turns.",
+        ),
+        budget_utilization=meter.create_histogram(
+            sc.METRIC_BUDGET_UTILIZATION,
+            unit="1",
+            description="Spent / limit of each session with a budget, at its end.",
+            explicit_bucket_boundaries_advisory=list(sc.UTILIZATION_BUCKETS),
+        ),
+        session_iterations=meter.create_histogram(
+            sc.METRIC_SESSION_ITERATIONS,
+            unit="{call}",
+            description="Model calls admitted per session, at its end.",
+            explicit_bucket_boundaries_advisory=list(sc.ITERATION_BUCKETS),
+        ),
+        token_detail=meter.create_counter(
+            sc.METRIC_TOKEN_DETAIL,
+            unit="{token}",
+            description="Cache-read, cache-write and reasoning tokens (subsets of input/output).",
+        ),
+        calls_without_usage=meter.create_counter(
+            sc.METRIC_CALLS_WITHOUT_USAGE,
+            unit="{call}",
+            description="Model calls whose response carried no token usage (booked at $0).",
+        ),
+        unpriced_calls=meter.create_counter(
+            sc.METRIC_UNPRICED_CALLS,
+            unit="{call}",
+            description="Model calls of models with no known price (booked at $0).",
+        ),
+        fleet_cost=meter.create_counter(
+            sc.METRIC_FLEET_COST,
+            unit="USD",
+            description="USD settled into fleet-wide budgets, per fleet scope.",
+        ),
+        fleet_refusals=meter.create_counter(
+            sc.METRIC_FLEET_REFUSALS,
+            unit="{call}",
+            description="Calls refused by fleet limits, per scope and limit kind.",
+        ),
+        fleet_store_errors=meter.create_counter(
+            sc.METRIC_FLEET_STORE_ERRORS,
+            unit="{error}",
+            description="Fleet store (Redis) calls that failed or timed out, per scope.",
+        ),
+    )
+
+
+try:
+    # The global provider before set_meter_provider(): a proxy whose instruments
+    # record nothing until a real provider is set.
+    from opentelemetry.metrics._internal import _PROXY_METER_PROVIDER
+
+    _UNSET: MeterProvider | None = _PROXY_METER_PROVIDER
+except ImportError:  # the API moved it: treat the global provider as always live
+    _UNSET = None
+
+_global: Instruments | None = None
+_global_quiet: Instruments | None = None
+# Weak: a provider the user drops (per test, per tenant) must not be kept alive here.
+_cache: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def instruments_for(provider: MeterProvider | None = None) -> Instruments:
+    """The instruments for ``provider`` (the global one when None), made once.
+
+    With no provider given they are the global proxy's instruments. While no
+    global MeterProvider is set, the copy returned says ``live=False``, so turns
+    and tool calls skip recording; a session opened after the user sets one
+    records (the instruments themselves are the same, and forward then).
+    """
+    global _global, _global_quiet
+    if provider is None:
+        if _global is None:
+            with _lock:
+                if _global is None:
+                    _global = _build(None)
+                    _global_quiet = replace(_global, live=False)
+        if _UNSET is not None and metrics.get_meter_provider() is _UNSET:
+            assert _global_quiet is not None
+            return _global_quiet
+        return _global
+    found = _cache.get(provider)
+    if found is not None:
+        return found
+    with _lock:
+        found = _cache.get(provider)
+        if found is None:
+            found = _build(provider)
+            if isinstance(provider, NoOpMeterProvider):
+                found = replace(found, live=False)
+            _cache[provider] = found
+        return found

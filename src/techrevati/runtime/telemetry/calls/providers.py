@@ -1,0 +1,74 @@
+"""Which TracerProvider our spans go through, in the three set-ups users have.
+
+1. The user set a global SDK provider (or ``configure()`` did): use it, with our
+   limits processor added once, so our spans reach their exporters and our
+   processor sees third-party GenAI spans with no extra wiring.
+2. An explicit provider was passed to the Orchestrator / ``agent_session``: the same.
+3. Nothing is configured: a private SDK provider that has only the limits
+   processor. Spans then go nowhere, but budgets and caps are still enforced,
+   because enforcement lives in span processors.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+from opentelemetry.trace import Tracer, TracerProvider
+
+from ...version import VERSION
+from .. import semconv as sc
+from ..limits.processor import ensure_limits_processor
+
+_fallback: SDKTracerProvider | None = None
+# Weak: a provider the user drops (per test, per tenant) must not be kept alive here.
+_tracers: weakref.WeakKeyDictionary[TracerProvider, Tracer] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def fallback_provider() -> SDKTracerProvider:
+    """The private provider used when the user configured no OpenTelemetry."""
+    global _fallback
+    if _fallback is None:
+        with _lock:
+            if _fallback is None:
+                provider = SDKTracerProvider()
+                ensure_limits_processor(provider)
+                _fallback = provider
+    return _fallback
+
+
+def resolve_provider(explicit: TracerProvider | None = None) -> TracerProvider:
+    """The provider to use now: explicit, else the global SDK one, else the fallback."""
+    global_provider = trace.get_tracer_provider()
+    if isinstance(global_provider, SDKTracerProvider):
+        # Even with an explicit provider for our spans: other GenAI
+        # instrumentations (the OpenAI one, say) make theirs on the global
+        # provider, and their model calls must still be admitted and booked.
+        ensure_limits_processor(global_provider)
+    provider = explicit if explicit is not None else global_provider
+    if isinstance(provider, SDKTracerProvider):
+        ensure_limits_processor(provider)
+        return provider
+    if explicit is not None:
+        # A non-SDK provider the user chose on purpose: honour it; the core
+        # enforces limits itself for the non-recording spans it returns.
+        return provider
+    return fallback_provider()
+
+
+def tracer_for(explicit: TracerProvider | None = None) -> Tracer:
+    """Our tracer on the resolved provider (cached per provider)."""
+    provider = resolve_provider(explicit)
+    try:
+        found = _tracers.get(provider)
+    except TypeError:  # a provider type that cannot be weakly referenced
+        return provider.get_tracer(sc.INSTRUMENTATION_SCOPE, VERSION)
+    if found is not None:
+        return found
+    tracer = provider.get_tracer(sc.INSTRUMENTATION_SCOPE, VERSION)
+    with _lock:
+        _tracers[provider] = tracer
+    return tracer

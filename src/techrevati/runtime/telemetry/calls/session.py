@@ -1,0 +1,292 @@
+"""Session spans: open, make current, annotate and close one agent session.
+
+A session is an ``invoke_agent {role}`` span plus its ledger. Opening one
+while another is current makes it that session's child (its calls count
+against every ancestor's limits); closing it writes the roll-ups, drops its
+open-span entries and releases whatever it still had reserved, so nothing
+global keeps a finished session alive.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import Token
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import TracerProvider as APITracerProvider
+
+from ...circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
+from ...guardrails import Guardrail
+from ...permissions import PermissionOutcome
+from .. import semconv as sc
+from ..limits import membership
+from ..limits.ledger import Ledger, describe
+from ..limits.membership import CURRENT, SpanEntry
+from ..readings.tokens import usage_to_attributes
+from .failures import error_type as _error_type
+from .labels import ModelLabels, model_labels
+from .metrics import Instruments, instruments_for
+from .providers import tracer_for
+
+
+@dataclass(eq=False, slots=True, weakref_slot=True)
+class SessionScope:
+    """One open session as the core sees it: span, ledger, labels and the session's rules.
+
+    ``breaker``, ``authorize``, ``guardrails`` and ``on_turn_failed`` are what
+    the turn and tool state machines ask of the session that owns them.
+    """
+
+    ledger: Ledger
+    span: Span
+    tracer: Tracer
+    instruments: Instruments
+    context: Context
+    role: str
+    provider_name: str
+    started: float
+    entry: SpanEntry
+    parent: SessionScope | None = None
+    owner: object = None
+    error_type: str | None = None
+    agent_attrs: dict[str, str] = field(default_factory=dict)
+    model_attrs: dict[tuple[str, str], ModelLabels] = field(default_factory=dict)
+    closed: bool = False
+    #: Span-only attributes for every turn and tool span (never metric labels).
+    span_stamp: dict[str, str] = field(default_factory=dict)
+    breaker: CircuitBreaker | AsyncCircuitBreaker | None = None
+    authorize: Callable[[str], PermissionOutcome] | None = None
+    guardrails: list[Guardrail] = field(default_factory=list)
+    on_turn_failed: Callable[[BaseException], None] | None = None
+
+    def labels(self, model: str, provider: str | None = None) -> ModelLabels:
+        """Metric label sets for a turn of ``model`` in this session."""
+        return model_labels(
+            self.model_attrs,
+            model,
+            self.provider_name if provider is None else provider,
+            self.role,
+        )
+
+
+@dataclass(eq=False, slots=True)
+class Activation:
+    """Tokens to undo ``activate``."""
+
+    otel_token: Token[Context]
+    session_token: Token[SessionScope | None]
+
+
+def open_session(
+    *,
+    role: str,
+    ledger: Ledger,
+    phase: str = "",
+    project_id: int | None = None,
+    worker_id: str = "",
+    conversation_id: str | None = None,
+    provider_name: str = "",
+    agent_id: str | None = None,
+    tracer_provider: APITracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    links: Iterable[SpanContext] = (),
+    parent: Context | None = None,
+    owner: object = None,
+) -> SessionScope:
+    """Start an ``invoke_agent {role}`` span and bind ``ledger`` to it.
+
+    The session opened inside the current one becomes its child; a session
+    with no parent hangs under the process root when ``configure(fleet=...)``
+    set one. ``gen_ai.agent.id`` is ``agent_id`` when given (then also stamped
+    on the session's turn and tool spans), else the worker id. The span is not
+    made current here; ``activate`` does that for a ``with`` body.
+
+    Example::
+
+        scope = open_session(role="writer", ledger=Ledger(UsageTracker()))
+        activation = activate(scope)
+        ...
+        deactivate(activation)
+        close_session(scope, outcome="completed")
+    """
+    parent_scope = membership.open_parent()
+    ledger.attach(parent_scope.ledger if parent_scope is not None else membership.process_root())
+    tracer = tracer_for(tracer_provider)
+    instruments = instruments_for(meter_provider)
+    attributes: dict[str, Any] = {
+        sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT,
+        sc.GEN_AI_AGENT_NAME: role,
+    }
+    if agent_id or worker_id:
+        attributes[sc.GEN_AI_AGENT_ID] = agent_id or worker_id
+    # 128 random bits: worker ids are short and only unique within one registry,
+    # while conversations from every process meet in one trace store.
+    attributes[sc.GEN_AI_CONVERSATION_ID] = conversation_id or secrets.token_hex(16)
+    if provider_name:
+        attributes[sc.GEN_AI_PROVIDER_NAME] = provider_name
+    if phase:
+        attributes[sc.PHASE] = phase
+    if project_id is not None:
+        attributes[sc.PROJECT_ID] = project_id
+    if ledger.budget_usd is not None:
+        attributes[sc.BUDGET_LIMIT_USD] = ledger.budget_usd
+        attributes[sc.BUDGET_ENFORCED] = ledger.enforce_budget
+    if ledger.max_iterations is not None:
+        attributes[sc.SESSION_MAX_ITERATIONS] = ledger.max_iterations
+    entry = SpanEntry(ledger)
+    span = tracer.start_span(
+        f"{sc.OP_INVOKE_AGENT} {role}",
+        context=parent,
+        kind=SpanKind.INTERNAL,
+        attributes=attributes,
+        links=[Link(link) for link in links],
+    )
+    membership.register(entry, span.get_span_context())
+    scope = SessionScope(
+        ledger=ledger,
+        span=span,
+        tracer=tracer,
+        instruments=instruments,
+        context=trace.set_span_in_context(span, parent),
+        role=role,
+        provider_name=provider_name,
+        started=time.perf_counter(),
+        entry=entry,
+        parent=parent_scope,
+        owner=owner,
+        agent_attrs={sc.GEN_AI_AGENT_NAME: role},
+        span_stamp={sc.GEN_AI_AGENT_ID: agent_id} if agent_id else {},
+    )
+    previous_listener = ledger.on_limit
+
+    def on_limit(kind: str, error: Exception) -> None:
+        _limit_hit(scope, kind, error)
+        if previous_listener is not None:
+            previous_listener(kind, error)
+
+    ledger.on_limit = on_limit
+    _open_scopes.add(scope)
+    ledger.on_unpriced_cost = lambda model, usage, cost: _count_library_cost(scope, model, cost)
+    return scope
+
+
+# Open sessions, weakly: SIGTERM handling ends them; nothing here keeps one alive.
+_open_scopes: weakref.WeakSet[SessionScope] = weakref.WeakSet()
+
+
+def close_all(reason: str) -> int:
+    """Close every open session with outcome ``cancelled``; returns how many."""
+    closed = 0
+    for scope in list(_open_scopes):
+        if not scope.closed:
+            close_session(scope, outcome=sc.OUTCOME_CANCELLED, error_type=reason)
+            closed += 1
+    return closed
+
+
+def _count_library_cost(scope: SessionScope, model: str, cost: float) -> None:
+    scope.instruments.cost.add(cost, scope.labels(model).cost)
+
+
+def activate(scope: SessionScope) -> Activation:
+    """Make the session span current (and the session findable) in this context."""
+    return Activation(otel_context.attach(scope.context), CURRENT.set(scope))
+
+
+def deactivate(activation: Activation) -> None:
+    """Undo ``activate``; from another task or thread (lifespan hooks) it is a no-op.
+
+    A context variable can only be reset in the context that set it. A session
+    entered in one task and exited in another is closed all the same; the
+    entering context keeps a stale reference, which ``current_session`` skips
+    because the session is closed.
+    """
+    try:
+        CURRENT.reset(activation.session_token)
+    except ValueError:
+        return
+    otel_context.detach(activation.otel_token)
+
+
+def session_event(scope: SessionScope | None, name: str, attributes: Mapping[str, Any]) -> None:
+    """A span event on the still-open session span (handoffs, gates, policy, limits)."""
+    if scope is not None and not scope.closed:
+        scope.span.add_event(name, attributes=dict(attributes))
+
+
+def _limit_hit(scope: SessionScope, kind: str, error: Exception) -> None:
+    labels = {sc.LIMIT_KIND: kind, **scope.agent_attrs}
+    scope.instruments.limit_hits.add(1, labels)
+    attributes: dict[str, Any] = {sc.LIMIT_KIND: kind, sc.ERROR_TYPE: _error_type(error)}
+    fleet_scope = getattr(error, "scope", None)
+    if isinstance(fleet_scope, str):
+        attributes[sc.FLEET_SCOPE] = fleet_scope
+    # The message names numbers and the model, never user content.
+    attributes["message"] = str(error)
+    session_event(scope, sc.EVENT_LIMIT_HIT, attributes)
+
+
+def close_session(
+    scope: SessionScope,
+    *,
+    outcome: str,
+    error: BaseException | None = None,
+    error_type: str | None = None,
+) -> None:
+    """Write the roll-ups and final status, end the span, release what the session held."""
+    if scope.closed:
+        return
+    scope.closed = True
+    ledger = scope.ledger
+    tracker = ledger.tracker
+    totals = tracker.token_totals()
+    cost = tracker.total_cost()
+    span = scope.span
+    span.set_attributes(
+        {
+            sc.SESSION_OUTCOME: outcome,
+            sc.SESSION_TURNS: tracker.turn_count,
+            sc.COST_USD: cost,
+            sc.BUDGET_SPENT_USD: ledger.spent,
+            **describe(ledger),
+            **usage_to_attributes(totals),
+        }
+    )
+    if outcome == sc.OUTCOME_COMPLETED:
+        span.set_status(Status(StatusCode.OK))
+    else:
+        kind = error_type or (_error_type(error) if error is not None else outcome)
+        span.set_attribute(sc.ERROR_TYPE, kind)
+        span.set_status(Status(StatusCode.ERROR, kind))
+    span.end()
+    membership.forget(scope.entry)
+    membership.drop_session(ledger)
+    ledger.detach()
+    labels = {sc.SESSION_OUTCOME: outcome, **scope.agent_attrs}
+    instruments = scope.instruments
+    instruments.sessions.add(1, labels)
+    instruments.agent_duration.record(time.perf_counter() - scope.started, labels)
+    instruments.session_iterations.record(ledger.iterations, scope.agent_attrs)
+    if ledger.budget_usd:
+        instruments.budget_utilization.record(ledger.spent / ledger.budget_usd, scope.agent_attrs)
+
+
+def note_recovery(scope: SessionScope | None, scenario: str, outcome: str) -> None:
+    """A failed turn's recovery bookkeeping, as a span event and a metric."""
+    if scope is None:
+        return
+    scope.instruments.recovery_attempts.add(
+        1, {sc.RECOVERY_SCENARIO: scenario, sc.RECOVERY_OUTCOME: outcome, **scope.agent_attrs}
+    )
+    session_event(
+        scope, sc.EVENT_RECOVERY, {sc.RECOVERY_SCENARIO: scenario, sc.RECOVERY_OUTCOME: outcome}
+    )

@@ -1,0 +1,211 @@
+"""The tool state machine: one tool call, from permission check to its end.
+
+``run_tool``, ``arun_tool`` and ``@tool_call`` (every function kind) drive:
+
+    begin      ``execute_tool {name}`` span, then (in a session) the permission
+               decision and the pre-guardrails; refused → span ended, error raised
+    (run)      the adapter runs the tool inside ``tool.context``
+    check      post-guardrails on the result (on each item of a streamed result)
+    finish / fail
+
+Tool calls never count against the iteration cap or the budget.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import TracerProvider as APITracerProvider
+
+from ...guardrails import GuardrailViolatedError, run_post_checks, run_pre_checks
+from ...permissions import PermissionOutcome
+from .. import semconv as sc
+from ..limits import membership
+from ..limits.errors import PermissionDeniedError
+from ..limits.membership import SpanEntry
+from .content import capture_content, content_text
+from .failures import error_type, record_error
+from .metrics import Instruments, instruments_for
+from .providers import tracer_for
+from .session import SessionScope, session_event
+
+
+@dataclass(eq=False, slots=True)
+class ToolCall:
+    """One tool call in flight."""
+
+    span: Span
+    session: SessionScope | None
+    name: str
+    instruments: Instruments
+    context: Context
+    started: float
+    entry: SpanEntry | None
+    decision: str = sc.PERMISSION_ALLOW
+    ended: bool = False
+
+    @classmethod
+    def begin(
+        cls,
+        session: SessionScope | None,
+        name: str,
+        *,
+        call_id: str | None = None,
+        arguments: object = None,
+        tracer_provider: APITracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> ToolCall:
+        """Start the span and, in a session, admit the call; raises when refused.
+
+        Example::
+
+            tool = ToolCall.begin(current_session(), "lookup")
+            result = lookup()
+            tool.check(result)
+            tool.finish(result)
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"tool_name must be a non-empty string, got {name!r}")
+        attributes: dict[str, Any] = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+            sc.GEN_AI_TOOL_NAME: name,
+            sc.GEN_AI_TOOL_TYPE: "function",
+        }
+        if call_id:
+            attributes[sc.GEN_AI_TOOL_CALL_ID] = call_id
+        if arguments is not None and capture_content():
+            attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = content_text(arguments)
+        if session is not None:
+            attributes[sc.GEN_AI_AGENT_NAME] = session.role
+            if session.provider_name:
+                attributes[sc.GEN_AI_PROVIDER_NAME] = session.provider_name
+            attributes.update(session.span_stamp)
+            tracer, instruments = session.tracer, session.instruments
+            parent = None if membership.CURRENT.get() is session else session.context
+        else:
+            tracer = tracer_for(tracer_provider)
+            instruments = instruments_for(meter_provider)
+            parent = None
+        span = tracer.start_span(
+            f"{sc.OP_EXECUTE_TOOL} {name}",
+            context=parent,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+        )
+        entry = None
+        if session is not None:
+            # Model calls a tool makes belong to the session, as new calls.
+            entry = SpanEntry(session.ledger)
+            membership.register(entry, span.get_span_context())
+        tool = cls(
+            span=span,
+            session=session,
+            name=name,
+            instruments=instruments,
+            context=trace.set_span_in_context(span, parent),
+            started=time.perf_counter(),
+            entry=entry,
+        )
+        if session is not None:
+            try:
+                tool._admit(session)
+            except BaseException as exc:
+                tool.fail(exc)
+                raise
+        return tool
+
+    def _admit(self, session: SessionScope) -> None:
+        if session.authorize is None:
+            outcome = PermissionOutcome(allowed=True, reason="no enforcer configured")
+        else:
+            outcome = session.authorize(self.name)
+        self._note_permission(outcome)
+        if not outcome.allowed:
+            raise PermissionDeniedError(outcome)
+        run_pre_checks(session.guardrails, role=session.role, tool=self.name)
+
+    def _note_permission(self, outcome: PermissionOutcome) -> None:
+        self.decision = sc.PERMISSION_ALLOW if outcome.allowed else sc.PERMISSION_DENY
+        span = self.span
+        if span.is_recording():
+            span.set_attribute(sc.PERMISSION_DECISION, self.decision)
+            if outcome.required_mode:
+                span.set_attribute(sc.PERMISSION_REQUIRED_MODE, outcome.required_mode)
+            if outcome.active_mode:
+                span.set_attribute(sc.PERMISSION_GRANTED_MODE, outcome.active_mode)
+            if outcome.reason:
+                # The policy's own words (modes and the tool name), not user content.
+                span.set_attribute(sc.PERMISSION_REASON, outcome.reason)
+
+    def check(self, value: object) -> None:
+        """Post-guardrails on a result (or one streamed item); raises on a violation."""
+        session = self.session
+        if session is not None and session.guardrails:
+            run_post_checks(session.guardrails, value, role=session.role, tool=self.name)
+
+    def finish(self, result: object = None) -> None:
+        """The tool returned (its result already checked)."""
+        self._end(result, None)
+
+    def fail(self, error: BaseException) -> None:
+        """The tool was refused or raised. Never raises."""
+        self._end(None, error)
+
+    def _end(self, result: object, error: BaseException | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        span = self.span
+        session = self.session
+        labels: dict[str, str] = {
+            sc.GEN_AI_TOOL_NAME: self.name,
+            sc.PERMISSION_DECISION: self.decision,
+        }
+        if session is not None:
+            labels.update(session.agent_attrs)
+        recording = span.is_recording()
+        if isinstance(error, GuardrailViolatedError):
+            if recording:
+                span.set_attribute(sc.GUARDRAIL_OUTCOME, sc.GUARDRAIL_BLOCKED)
+                span.set_attribute(sc.GUARDRAIL_NAME, error.guardrail)
+                span.set_attribute(sc.GUARDRAIL_STAGE, error.stage)
+            self.instruments.guardrail_violations.add(
+                1,
+                {
+                    sc.GUARDRAIL_NAME: error.guardrail,
+                    sc.GUARDRAIL_STAGE: error.stage,
+                    **{k: v for k, v in labels.items() if k != sc.PERMISSION_DECISION},
+                },
+            )
+            session_event(
+                session,
+                sc.EVENT_GUARDRAIL,
+                {
+                    sc.GEN_AI_TOOL_NAME: self.name,
+                    sc.GUARDRAIL_NAME: error.guardrail,
+                    sc.GUARDRAIL_STAGE: error.stage,
+                },
+            )
+        elif recording:
+            checked = session is not None and bool(session.guardrails)
+            span.set_attribute(
+                sc.GUARDRAIL_OUTCOME, sc.GUARDRAIL_PASSED if checked else sc.GUARDRAIL_NONE
+            )
+        if error is not None:
+            labels[sc.ERROR_TYPE] = error_type(error)
+            record_error(span, error)
+        elif recording and result is not None and capture_content():
+            span.set_attribute(sc.GEN_AI_TOOL_CALL_RESULT, content_text(result))
+        span.end()
+        if self.entry is not None:
+            membership.forget(self.entry)
+        instruments = self.instruments
+        if instruments.live:
+            instruments.tool_calls.add(1, labels)
+            instruments.tool_duration.record(time.perf_counter() - self.started, labels)

@@ -1,0 +1,392 @@
+"""The turn state machine: one model call, from admission to booking.
+
+``run_turn``, ``arun_turn`` and ``@agent_turn`` (functions, coroutines,
+generators, async generators and returned SDK streams) all drive this one
+sequence; they differ only in how they run the user's function:
+
+    begin      breaker permit, ledger admission, then the ``chat {model}``
+               span; refused → no span, nothing counted, the error raised
+    (run)      the adapter runs the call inside ``turn.context``
+    finish     usage read, span ended with usage/cost, ledger settled, metrics;
+               raises ``BudgetExceededError`` when an enforced level is over
+    fail       breaker told, span ended with the error type, reservation
+               released, the session's recovery bookkeeping
+    stop       a stream closed early: book what was seen, never raise
+
+Every method after ``begin`` is idempotent: the first end wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import TracerProvider as APITracerProvider
+
+from ...circuit_breaker import BreakerPermit, CircuitOpenError, CircuitState
+from ...pricing import PricedCall, has_pricing, price_call
+from ...usage_tracking import BudgetExceededError, UsageSnapshot
+from .. import semconv as sc
+from ..limits import membership
+from ..limits.errors import TurnTimeoutError
+from ..limits.ledger import Ledger
+from ..limits.membership import SpanEntry
+from ..readings.tokens import usage_to_attributes
+from .content import capture_content, content_text
+from .failures import error_type, record_error
+from .labels import GLOBAL_LABELS, ModelLabels, model_labels
+from .metrics import Instruments, instruments_for
+from .providers import tracer_for
+from .session import SessionScope
+
+_ZERO = UsageSnapshot()
+_NOT_PRICED = PricedCall(0.0, None, True)  # a turn with no model is not priced
+#: Token counts above this cannot be exported (OTLP ints are signed 64-bit).
+MAX_TOKENS = 2**63 - 1
+
+
+def check_usage(usage: UsageSnapshot, what: str = "usage") -> None:
+    """Reject token counts no exporter can carry, naming the field and value."""
+    for name in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens"):
+        value = getattr(usage, name)
+        if value > MAX_TOKENS:
+            raise ValueError(f"{what}.{name} must be < 2**63, got {value}")
+
+
+@dataclass(eq=False, slots=True)
+class TurnCall:
+    """One model call in flight (see the module docstring for its states)."""
+
+    span: Span
+    session: SessionScope | None
+    model: str
+    provider: str
+    labels: ModelLabels
+    instruments: Instruments
+    context: Context
+    started: float
+    entry: SpanEntry | None
+    permit: BreakerPermit | None
+    ended: bool = False
+
+    @property
+    def iteration(self) -> int:
+        """The admission number of this call in its session (0 outside any)."""
+        entry = self.entry
+        return entry.call.iteration if entry is not None and entry.call is not None else 0
+
+    # -- begin ----------------------------------------------------------------
+
+    @classmethod
+    def begin(
+        cls,
+        session: SessionScope | None,
+        model: str = "",
+        *,
+        provider: str | None = None,
+        usage: UsageSnapshot | None = None,
+        prompt: object = None,
+        tracer_provider: APITracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> TurnCall:
+        """Admit and start one model call; raises the refusal before anything runs.
+
+        ``usage`` known up front is what the call reserves; ``prompt`` is
+        recorded only with content capture on.
+        """
+        if session is not None:
+            tracer, instruments = session.tracer, session.instruments
+            provider_name = provider if provider is not None else session.provider_name
+            labels = model_labels(session.model_attrs, model, provider_name, session.role)
+            parent = None if membership.CURRENT.get() is session else session.context
+            ledger: Ledger | None = session.ledger
+            breaker = session.breaker
+        else:
+            tracer, instruments = tracer_for(tracer_provider), instruments_for(meter_provider)
+            provider_name = provider or ""
+            labels = model_labels(GLOBAL_LABELS, model, provider_name, None)
+            parent = None
+            ledger = membership.process_root()
+            breaker = None
+        # The context the call starts in, read once: its placement in the ledger
+        # tree, its span's parent and its own context all derive from it.
+        here = parent if parent is not None else otel_context.get_current()
+        permit = None
+        if breaker is not None:
+            permit = BreakerPermit(breaker)
+            try:
+                permit.admit()
+            except CircuitOpenError as exc:
+                refused_span(session, model, exc)  # refused before it counts as a call
+                raise
+        entry: SpanEntry | None = None
+        if ledger is not None:
+            # Admitted before the span starts: a refused call leaves no span at
+            # all, in our processor or anyone else's, and nothing is counted.
+            expected = 0.0
+            priced = True
+            if ledger.has_budget():
+                # Reservations and prices matter only where a budget can refuse.
+                upfront = (
+                    price_call(model, usage, provider_name).cost
+                    if usage is not None and model
+                    else None
+                )
+                expected = ledger.expected_cost(model, upfront)
+                priced = not model or has_pricing(model, provider_name)
+            under = membership.enclosing_context(here)
+            if under is None or under.ledger is not ledger:
+                # The session named here is the one booked, whatever span encloses it.
+                under = SpanEntry(ledger, under.call if under is not None else None)
+            try:
+                entry = membership.admit_call(under, model, expected, ours=True, priced=priced)
+            except BaseException:
+                if permit is not None:
+                    permit.released()
+                raise
+        try:
+            span = tracer.start_span(
+                labels.span_name,
+                context=here,
+                kind=SpanKind.CLIENT,
+                attributes={**labels.base, **session.span_stamp}
+                if session is not None and session.span_stamp
+                else labels.base,
+            )
+        except BaseException:
+            if permit is not None:
+                permit.released()
+            if entry is not None and entry.call is not None:
+                entry.call.leaf.release(entry.call, uncount=True)
+            raise
+        if entry is not None:
+            membership.register(entry, span.get_span_context())
+        context = (
+            membership.call_context(span, entry, here)
+            if entry is not None
+            else trace.set_span_in_context(span, here)
+        )
+        if prompt is not None and capture_content() and span.is_recording():
+            span.set_attribute(sc.GEN_AI_INPUT_MESSAGES, content_text(prompt))
+        # Positional: this runs on every call (same order as the fields above).
+        return cls(
+            span,
+            session,
+            model,
+            provider_name,
+            labels,
+            instruments,
+            context,
+            time.perf_counter() if instruments.live else 0.0,  # read by the metrics only
+            entry,
+            permit,
+        )
+
+    # -- end ------------------------------------------------------------------
+
+    def _note_breaker(self) -> None:
+        permit = self.permit
+        if permit is None:
+            return
+        state = permit.state().value
+        if self.span.is_recording():
+            self.span.set_attribute(sc.BREAKER_NAME, permit.name)
+            self.span.set_attribute(sc.BREAKER_STATE, state)
+        self.instruments.breaker_state.set(
+            sc.BREAKER_STATE_VALUE.get(state, 0), {sc.BREAKER_NAME: permit.name}
+        )
+
+    def fail(self, error: BaseException) -> None:
+        """The call failed: breaker, span, reservation released, recovery. Never raises."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.permit is not None:
+            self.permit.failed(error)
+            self._note_breaker()
+        span = self.span
+        if span.is_recording() and self.iteration:
+            span.set_attribute(sc.SESSION_ITERATION, self.iteration)
+        record_error(span, error)
+        span.end()
+        entry = self.entry
+        if entry is not None:
+            membership.forget(entry)
+            if entry.call is not None:
+                # A timed-out call may still finish and be billed: its fleet holds
+                # stay for the late booking (or expire with their lease).
+                entry.call.leaf.release(entry.call, keep_fleet=isinstance(error, TurnTimeoutError))
+        if self.instruments.live:
+            self.instruments.operation_duration.record(
+                time.perf_counter() - self.started,
+                {**self.labels.base, sc.ERROR_TYPE: error_type(error)},
+            )
+        session = self.session
+        if session is not None and session.on_turn_failed is not None:
+            session.on_turn_failed(error)
+
+    def stop(
+        self,
+        usage: UsageSnapshot | None,
+        *,
+        response_model: str | None = None,
+        output: object = None,
+    ) -> None:
+        """A stream the caller closed early: book what was seen; never raises."""
+        if self.ended:
+            return
+        if self.permit is not None:
+            self.permit.released()  # the permit then ignores finish's "succeeded"
+        # Booked and reported either way; the session's next call is refused.
+        with contextlib.suppress(BudgetExceededError):
+            self.finish(usage, response_model=response_model, output=output)
+
+    def finish(
+        self,
+        usage: UsageSnapshot | None,
+        *,
+        explicit: bool = False,
+        response_model: str | None = None,
+        output: object = None,
+        reasoning_tokens: int = 0,
+    ) -> None:
+        """The call returned: usage and cost on the span, ledger settled, metrics.
+
+        ``usage=None`` means the response carried none. ``explicit`` marks
+        usage the caller gave (``usage=``); a turn inside which other calls
+        were booked books only explicit usage, since its result's usage is
+        theirs. Raises ``BudgetExceededError`` after the span has ended when an
+        enforced level of the session's chain is over its budget.
+        """
+        if self.ended:
+            return
+        self.ended = True
+        permit = self.permit
+        if permit is not None:
+            permit.succeeded()
+            self._note_breaker()
+        if not self.model and response_model:
+            self._learn_model(response_model)
+        entry = self.entry
+        claim = entry.call if entry is not None else None
+        model = self.model
+        if claim is not None:
+            if claim.inner and not explicit:
+                usage = _ZERO  # its result's usage belongs to the calls made inside it
+            if claim.library is not None and (usage is None or usage == _ZERO):
+                library_model, usage = claim.library
+                model = model or library_model
+        snapshot = usage if usage is not None else _ZERO
+        priced = price_call(model, snapshot, self.provider) if model else _NOT_PRICED
+        known = priced.known
+        span = self.span
+        if span.is_recording():
+            attributes = usage_to_attributes(snapshot)
+            attributes[sc.COST_USD] = priced[0]
+            if model:
+                attributes[sc.COST_SOURCE] = priced.source
+            if response_model:
+                attributes[sc.GEN_AI_RESPONSE_MODEL] = response_model
+            if reasoning_tokens:
+                attributes[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning_tokens
+            if usage is None:
+                attributes[sc.USAGE_MISSING] = True
+            if output is not None and capture_content():
+                attributes[sc.GEN_AI_OUTPUT_MESSAGES] = content_text(output)
+            if claim is not None:
+                attributes[sc.SESSION_ITERATION] = claim.iteration
+            span.set_attributes(attributes)
+        span.end()
+        cost = priced.cost
+        if entry is not None:
+            membership.forget(entry)
+        if claim is not None:
+            cost = claim.leaf.settle(claim, model, usage, price=priced, unpriced=not known)
+        if self.instruments.live:
+            self._record_metrics(model, snapshot, cost, usage is None, known, reasoning_tokens)
+        if claim is not None and self.session is not None and claim.leaf.enforced():
+            exceeded = claim.leaf.over_budget()
+            if exceeded is not None:
+                raise exceeded
+
+    def _learn_model(self, model: str) -> None:
+        """Adopt the model a response named when the caller gave none."""
+        self.model = model
+        self.labels = self._labels_for(model)
+        if self.span.is_recording():
+            self.span.update_name(self.labels.span_name)
+            self.span.set_attribute(sc.GEN_AI_REQUEST_MODEL, model)
+        entry = self.entry
+        if entry is not None and entry.call is not None and not entry.call.model:
+            entry.call.model = model
+
+    def _labels_for(self, model: str) -> ModelLabels:
+        session = self.session
+        if session is not None:
+            return model_labels(session.model_attrs, model, self.provider, session.role)
+        return model_labels(GLOBAL_LABELS, model, self.provider, None)
+
+    def _record_metrics(
+        self,
+        model: str,
+        usage: UsageSnapshot,
+        cost: float,
+        missing: bool,
+        known: bool,
+        reasoning: int,
+    ) -> None:
+        instruments = self.instruments
+        labels = self.labels if model == self.model else self._labels_for(model)
+        instruments.operation_duration.record(time.perf_counter() - self.started, labels.base)
+        total_input = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+        if total_input or usage.output_tokens:
+            instruments.token_usage.record(total_input, labels.input)
+            instruments.token_usage.record(usage.output_tokens, labels.output)
+            if usage.cache_read_tokens:
+                instruments.token_detail.add(
+                    usage.cache_read_tokens, labels.detail[sc.TOKEN_KIND_CACHE_READ]
+                )
+            if usage.cache_write_tokens:
+                instruments.token_detail.add(
+                    usage.cache_write_tokens, labels.detail[sc.TOKEN_KIND_CACHE_WRITE]
+                )
+        if reasoning:
+            instruments.token_detail.add(reasoning, labels.detail[sc.TOKEN_KIND_REASONING])
+        if cost:
+            instruments.cost.add(cost, labels.cost)
+        if missing:
+            instruments.calls_without_usage.add(1, labels.cost)
+        if model and not known:
+            instruments.unpriced_calls.add(1, labels.cost)
+
+
+def refused_span(session: SessionScope | None, model: str, error: BaseException) -> None:
+    """A turn refused before admission (open breaker): an ended error span, nothing counted."""
+    if session is None:
+        return
+    labels = session.labels(model)
+    attributes: dict[str, object] = {**labels.base, **session.span_stamp}
+    breaker = session.breaker
+    if breaker is not None:
+        attributes[sc.BREAKER_NAME] = breaker.name
+        attributes[sc.BREAKER_STATE] = CircuitState.OPEN.value
+    span = session.tracer.start_span(
+        labels.span_name,
+        context=None if membership.CURRENT.get() is session else session.context,
+        kind=SpanKind.CLIENT,
+        attributes=attributes,  # type: ignore[arg-type]
+    )
+    record_error(span, error)
+    span.end()
+    session.instruments.operation_duration.record(
+        0.0, {**labels.base, sc.ERROR_TYPE: error_type(error)}
+    )
+
+
+__all__ = ["MAX_TOKENS", "TurnCall", "check_usage", "refused_span"]

@@ -1,0 +1,466 @@
+"""The ledger: what each session has admitted, reserved and spent, as a tree.
+
+Every session owns one ``Ledger``; a session opened while another is active
+gets that session's ledger as its parent, and fleet scopes (shared budgets in
+Redis) hang above the roots. A model call walks the whole chain:
+
+* ``admit`` reserves the call's expected cost and counts it at every level, all
+  or none: a level whose cap is reached, or whose enforced budget is already
+  committed (spent + reserved by other calls in flight), refuses the call
+  before its body runs;
+* ``settle`` replaces the reservation with the actual cost at every level;
+* ``release`` drops the reservation of a call that failed or was refused.
+
+One lock per tree (the root's) makes admission atomic across the chain; the
+critical sections are a few additions, and no lock is ever held while user
+code or the network runs. Fleet levels are asked after the local levels have
+agreed, and a fleet refusal releases what the local levels reserved.
+
+The expected cost of a call is, in order: the price of usage known up front,
+the most expensive finished call of that model in the session (or an
+ancestor), the session's ``call_estimate_usd``, else 0. With K calls in flight
+the overshoot of an enforced budget is therefore at most
+K × (actual − reserved) per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ...sinks import UsageSink
+from ...usage_tracking import BudgetExceededError, PricedTurn, UsageSnapshot, UsageTracker
+from .. import semconv as sc
+from .errors import MaxIterationsExceededError, UnpricedModelError
+
+_orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
+_USAGE_SINK_FAILED = "usage_sink.record raised; suppressing to keep session alive"
+
+#: Called with (limit kind, the error) whenever a limit is hit, enforced or not.
+LimitListener = Callable[[str, Exception], None]
+#: Called with (model, usage, cost) for usage booked from another instrumentation's span.
+CostListener = Callable[[str, UsageSnapshot, float], None]
+
+
+class FleetLevel(Protocol):
+    """A shared level above the session roots (``FleetLimits`` is one)."""
+
+    scope: str
+    budget_usd: float | None
+
+    def reserve(self, model: str, expected_usd: float) -> object: ...
+    def settle(self, hold: object, actual_usd: float) -> None: ...
+    def release(self, hold: object, *, ran: bool = True) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Claim:
+    """One admitted model call's hold on every level of its ledger chain.
+
+    ``ours`` is True for a call our core made (a turn); False for a model span
+    of another instrumentation. ``absorbed`` marks that the one library span
+    inside our turn that describes the same request has been seen; ``inner``
+    that other calls were admitted inside this one (so its own result's usage
+    is not booked again); ``library`` holds usage an absorbed library span
+    reported before the turn ended.
+    """
+
+    leaf: Ledger
+    model: str
+    expected: float
+    iteration: int
+    ours: bool
+    holds: tuple[tuple[FleetLevel, object], ...] = ()
+    open: bool = True
+    booked_usage: bool = False
+    absorbed: bool = False
+    inner: bool = False
+    library: tuple[str, UsageSnapshot] | None = None
+
+
+_ZERO = UsageSnapshot()
+
+
+@dataclass(eq=False)
+class Ledger:
+    """Caps, budget and spend of one session, linked to its parent's ledger.
+
+    ``iterations`` counts this session's own admitted calls; ``calls``,
+    ``spent`` and ``reserved`` include every descendant session's calls, and
+    the cap and budget of this level apply to those tree-wide totals.
+
+    Example::
+
+        parent = Ledger(UsageTracker(), budget_usd=1.0, enforce_budget=True)
+        child = Ledger(UsageTracker(), parent=parent, max_iterations=3)
+        claim = child.admit("gpt-4o", expected=0.2)   # reserves $0.20 at both levels
+        child.settle(claim, "gpt-4o", UsageSnapshot(1000, 200))
+        parent.spent                                   # the child's cost, tree-wide
+    """
+
+    tracker: UsageTracker
+    budget_usd: float | None = None
+    enforce_budget: bool = False
+    max_iterations: int | None = None
+    usage_sink: UsageSink | None = None
+    on_limit: LimitListener | None = None
+    on_unpriced_cost: CostListener | None = None
+    parent: Ledger | None = None
+    fleet: tuple[FleetLevel, ...] = ()
+    #: Expected cost of a call when nothing better is known (see the module docstring).
+    call_estimate_usd: float | None = None
+    #: Accept calls of unpriced models at $0 under an enforced budget.
+    allow_unpriced: bool = False
+    iterations: int = 0
+    calls: int = 0
+    spent: float = 0.0
+    reserved: float = 0.0
+    calls_without_usage: int = 0
+    unpriced_calls: int = 0
+    crossed: bool = False
+    learned: dict[str, float] = field(default_factory=dict, repr=False)
+    #: Keys of this session's open spans, dropped with the session.
+    open_keys: set[tuple[int, int]] = field(default_factory=set, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False)
+    _chain: tuple[Ledger, ...] = field(init=False, repr=False)
+    _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)
+    _enforced: bool = field(init=False, repr=False)
+    _budgeted: bool = field(init=False, repr=False)
+    _sink_failed: bool = field(default=False, repr=False)
+    _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        self._link(self.parent)
+
+    def attach(self, parent: Ledger | None) -> None:
+        """Make ``parent`` this ledger's parent (a session opening inside another).
+
+        Only before the first admission: a tree never changes under calls in flight.
+        """
+        if parent is self.parent or self.calls or parent is None:
+            return
+        self.parent = parent
+        self._link(parent)
+
+    def add_fleet(self, fleet: tuple[FleetLevel, ...]) -> None:
+        """Add fleet scopes to this level (before its first admission)."""
+        if fleet and not self.calls:
+            self.fleet = (*self.fleet, *fleet)
+            self._link(self.parent)
+
+    def _link(self, parent: Ledger | None) -> None:
+        # One lock per tree: admission must see every level at once.
+        self._lock = parent._lock if parent is not None else threading.Lock()
+        self._chain = (self, *parent._chain) if parent is not None else (self,)
+        fleets: list[FleetLevel] = []
+        for level in self._chain:
+            for fleet in level.fleet:
+                if all(fleet is not seen for seen in fleets):
+                    fleets.append(fleet)
+        self._fleet_chain = tuple(fleets)
+        # Read on every call: computed once per link (budgets are fixed at open).
+        fleet_budget = any(fleet.budget_usd is not None for fleet in fleets)
+        self._enforced = fleet_budget or any(
+            level.enforce_budget and level.budget_usd is not None for level in self._chain
+        )
+        self._budgeted = fleet_budget or any(level.budget_usd is not None for level in self._chain)
+
+    # -- reading --------------------------------------------------------------
+
+    def enforced(self) -> bool:
+        """True when some level of the chain (or a fleet scope) enforces a budget."""
+        return self._enforced
+
+    def has_budget(self) -> bool:
+        """True when some level of the chain has a budget, enforced or not (or a fleet one)."""
+        return self._budgeted
+
+    def set_iterations(self, value: int) -> None:
+        """Overwrite this session's call count (the contract's ``_iteration_count``)."""
+        with self._lock:
+            delta = value - self.iterations
+            self.iterations = value
+            for level in self._chain:
+                level.calls += delta
+
+    def expected_cost(self, model: str, upfront: float | None = None) -> float:
+        """What a call of ``model`` is expected to cost (see the module docstring)."""
+        if upfront is not None:
+            return upfront
+        for level in self._chain:
+            learned = level.learned.get(model)
+            if learned is not None:
+                return learned
+        for level in self._chain:
+            if level.call_estimate_usd is not None:
+                return level.call_estimate_usd
+        return 0.0
+
+    # -- admission ------------------------------------------------------------
+
+    def admit(
+        self,
+        model: str,
+        expected: float,
+        *,
+        ours: bool = True,
+        priced: bool = True,
+        force: bool = False,
+    ) -> Claim:
+        """Count and reserve one call at every level, or raise the refusal.
+
+        ``priced=False`` says the model has no known price: under an enforced
+        budget that refuses the call (``UnpricedModelError``) unless the
+        session accepts unpriced models.
+        """
+        if model and not priced and not force and not self.allow_unpriced and self.enforced():
+            budget = next(
+                (lv.budget_usd for lv in self._chain if lv.enforce_budget and lv.budget_usd),
+                0.0,
+            )
+            self._refuse(sc.LIMIT_UNPRICED, UnpricedModelError(model, budget or 0.0))
+        with self._lock:
+            refused = None if force else self._refusal_locked()
+            if refused is None:
+                for level in self._chain:
+                    level.calls += 1
+                    level.reserved += expected
+                self.iterations += 1
+                claim = Claim(self, model, expected, self.iterations, ours)
+        if refused is not None:
+            self._refuse(*refused)
+        if self._fleet_chain:
+            claim.holds = self._reserve_fleet(claim, force)
+        return claim
+
+    def _refusal_locked(self) -> tuple[str, Exception] | None:
+        """The first level that refuses one more call, as (limit kind, error); None: all admit."""
+        for level in self._chain:
+            cap = level.max_iterations
+            if cap is not None and level.calls >= cap:
+                return sc.LIMIT_ITERATIONS, MaxIterationsExceededError(cap)
+            budget = level.budget_usd
+            if level.enforce_budget and budget is not None:
+                committed = level.spent + level.reserved
+                # Over budget already, or calls in flight have reached it.
+                if level.spent > budget or (level.reserved > 0 and committed >= budget):
+                    return sc.LIMIT_BUDGET, BudgetExceededError(budget, committed)
+        return None
+
+    def _reserve_fleet(self, claim: Claim, force: bool) -> tuple[tuple[FleetLevel, object], ...]:
+        holds: list[tuple[FleetLevel, object]] = []
+        for fleet in self._fleet_chain:
+            try:
+                holds.append((fleet, fleet.reserve(claim.model, claim.expected)))
+            except BaseException as exc:
+                if force and isinstance(exc, Exception):
+                    continue  # it already happened: book it where the fleet lets us
+                for taken, hold in holds:
+                    taken.release(hold, ran=False)  # it never ran: not counted anywhere
+                self.release(claim, uncount=True)
+                if isinstance(exc, MaxIterationsExceededError):
+                    self._notify(sc.LIMIT_FLEET_CALLS, exc)
+                elif isinstance(exc, BudgetExceededError):
+                    self._notify(sc.LIMIT_FLEET_BUDGET, exc)
+                raise
+        return tuple(holds)
+
+    def _refuse(self, kind: str, error: Exception) -> None:
+        self._notify(kind, error)
+        raise error
+
+    # -- booking --------------------------------------------------------------
+
+    def settle(
+        self,
+        claim: Claim,
+        model: str,
+        usage: UsageSnapshot | None,
+        *,
+        price: PricedTurn | None = None,
+        provider: str = "",
+        priced_by_core: bool = True,
+        unpriced: bool = False,
+    ) -> float:
+        """Book a finished call: reservation out, actual cost in. Never raises.
+
+        Works on a claim that was already released (usage that arrived after
+        its turn ended, or after its session closed): it then only books.
+        ``usage=None`` means the response carried no usage: booked as zero,
+        counted, and warned about under an enforced budget.
+        """
+        leaf = claim.leaf
+        missing = usage is None
+        snapshot = _ZERO if usage is None else usage
+        cost = 0.0
+        if model:
+            tracker = leaf.tracker
+            cost = (
+                tracker.record_and_price(model, snapshot, provider)
+                if price is None
+                else tracker.record_priced(model, snapshot, price)
+            )
+        crossings: list[Ledger] | None = None
+        with leaf._lock:
+            for level in leaf._chain:
+                if claim.open:
+                    level.reserved -= claim.expected
+                level.spent += cost
+                budget = level.budget_usd
+                if budget is not None and not level.crossed and level.spent > budget:
+                    level.crossed = True
+                    crossings = [level] if crossings is None else [*crossings, level]
+            claim.open = False
+            if usage is not None and (
+                usage.input_tokens
+                or usage.output_tokens
+                or usage.cache_read_tokens
+                or usage.cache_write_tokens
+            ):
+                claim.booked_usage = True
+            if model and cost > leaf.learned.get(model, -1.0):
+                leaf.learned[model] = cost
+            if missing:
+                leaf.calls_without_usage += 1
+            if unpriced and model:
+                leaf.unpriced_calls += 1
+        if claim.holds:
+            holds, claim.holds = claim.holds, ()
+            for fleet, hold in holds:
+                fleet.settle(hold, cost)
+        if model:
+            if leaf.usage_sink is not None:
+                leaf._to_sink(model, snapshot, cost)
+            if not priced_by_core and cost and leaf.on_unpriced_cost is not None:
+                leaf.on_unpriced_cost(model, snapshot, cost)
+        if missing and model and leaf._enforced:
+            leaf._warn_once(
+                "usage",
+                model,
+                f"a call of model {model!r} returned no token usage, so it was booked at $0 "
+                "under an enforced budget; pass usage= (or enable usage reporting, e.g. "
+                'stream_options={"include_usage": True}) so the budget can hold',
+            )
+        if crossings is not None:
+            for level in crossings:
+                level._notify(
+                    sc.LIMIT_BUDGET, BudgetExceededError(level.budget_usd or 0.0, level.spent)
+                )
+        return cost
+
+    def release(self, claim: Claim, *, uncount: bool = False, keep_fleet: bool = False) -> None:
+        """Drop a call's reservation without booking; ``uncount`` also un-counts it.
+
+        ``keep_fleet`` leaves the fleet holds in place for a call that may still
+        report usage (its session closed under it, or it timed out but runs on):
+        a late ``settle`` then books it fleet-wide exactly once, and a call that
+        never reports frees its fleet reservation when the lease ends.
+        """
+        leaf = claim.leaf
+        with leaf._lock:
+            if claim.open:
+                claim.open = False
+                for level in leaf._chain:
+                    level.reserved -= claim.expected
+                    if uncount:
+                        level.calls -= 1
+                if uncount:
+                    leaf.iterations -= 1
+        if keep_fleet:
+            return
+        holds, claim.holds = claim.holds, ()
+        for fleet, hold in holds:
+            # A call that ran (and failed) stays counted fleet-wide; a refused one does not.
+            fleet.release(hold, ran=not uncount)
+
+    def over_budget(self) -> BudgetExceededError | None:
+        """The error to raise after a call when an enforced level is over its budget."""
+        if not self._enforced:
+            return None
+        for level in self._chain:
+            budget = level.budget_usd
+            if level.enforce_budget and budget is not None and level.spent > budget:
+                return BudgetExceededError(budget, level.spent)
+        return None
+
+    # -- listeners ------------------------------------------------------------
+
+    def _to_sink(self, model: str, usage: UsageSnapshot, cost: float) -> None:
+        if self.usage_sink is None:
+            return
+        try:
+            self.usage_sink.record(model, usage, cost)
+        except Exception:
+            # Once per session at ERROR: a sink that is down fails on every turn.
+            if self._sink_failed:
+                _orchestrator_log.debug(_USAGE_SINK_FAILED, exc_info=True)
+            else:
+                self._sink_failed = True
+                _orchestrator_log.exception(_USAGE_SINK_FAILED)
+
+    def _notify(self, kind: str, error: Exception) -> None:
+        listener = self.on_limit
+        if listener is None:
+            return
+        try:
+            listener(kind, error)
+        except Exception:
+            _orchestrator_log.exception("limit listener raised; suppressing")
+
+    def _warn_once(self, what: str, model: str, message: str) -> None:
+        key = (what, model)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+    def warn_unpriced(self, model: str) -> None:
+        """Under a soft budget an unpriced call is admitted with a warning (once per model)."""
+        self._warn_once(
+            "unpriced",
+            model,
+            f"model {model!r} has no known price, so this session's budget cannot count it; "
+            "price it with register_pricing() or load_pricing_from_file()",
+        )
+
+    def detach(self) -> None:
+        """Forget the session's listeners (its session closed; late bookings stay silent)."""
+        self.on_limit = None
+        self.on_unpriced_cost = None
+
+
+def fleet_levels(fleet: object) -> tuple[FleetLevel, ...]:
+    """``fleet=`` as a tuple: one fleet scope or a list of them; a bad value raises."""
+    if fleet is None:
+        return ()
+    items = tuple(fleet) if isinstance(fleet, list | tuple) else (fleet,)
+    levels: list[FleetLevel] = []
+    for item in items:
+        if not all(hasattr(item, name) for name in ("reserve", "settle", "release", "scope")):
+            raise TypeError(
+                f"fleet must be a FleetLimits or a list of them, got {type(item).__name__}: "
+                f"{item!r}"
+            )
+        levels.append(item)
+    return tuple(levels)
+
+
+def describe(ledger: Ledger) -> dict[str, Any]:
+    """The numbers a session span rolls up (own and tree-wide), and its fleet scopes."""
+    rollup: dict[str, Any] = {
+        sc.SESSION_ITERATION: ledger.iterations,
+        sc.COST_TREE_USD: ledger.spent,
+        sc.SESSION_CALLS_WITHOUT_USAGE: ledger.calls_without_usage,
+        sc.SESSION_UNPRICED_CALLS: ledger.unpriced_calls,
+    }
+    if ledger._fleet_chain:
+        rollup[sc.FLEET_SCOPES] = [str(fleet.scope) for fleet in ledger._fleet_chain]
+    return rollup
+
+
+# The old name, kept for code that imported it.
+SessionLedger = Ledger

@@ -1,0 +1,316 @@
+"""Which session, and which model call, a span belongs to: decided here only.
+
+Three facts place a span, in this order:
+
+1. its parent span is open and known (``OPEN``, keyed by trace id and span id,
+   so spans of several providers never collide);
+2. the OpenTelemetry context it starts in carries our turn (``CALL_KEY``): a
+   library span under our turn belongs to that turn even when a span from a
+   provider we never saw sits between them;
+3. the session active in this thread or task (``CURRENT``, the one context
+   variable that means "the current session"), else the process root (set by
+   ``configure(fleet=...)``, so every call in the process counts).
+
+A model span is then either a new call (admitted against the ledger chain) or
+the same call as an enclosing one: the first library model span inside our
+turn is the request that turn makes; a library model span inside another
+library model span describes the same request. Our own turns are always new
+calls, however deeply nested.
+
+Our core admits its own turns before starting their spans (``enclosing_context``
+then ``admit_call``), so the same rule holds whether or not a processor ever
+sees the span (SDK disabled, a no-op provider, a sampler that drops it); the
+limits processor places every other instrumentation's spans through
+``enclosing`` and the same ``admit_call``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanContext
+
+# The key the OTel API stores the current span under (``set_span_in_context``
+# writes it); read here to build a turn's context in one step.
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from ...usage_tracking import UsageTracker
+from ..readings.recognise import is_same_call
+from .ledger import Claim, FleetLevel, Ledger
+
+if TYPE_CHECKING:
+    from ..calls.session import SessionScope
+
+#: The OTel context key under which our turn's entry travels with its context.
+CALL_KEY = otel_context.create_key("techrevati-call")
+
+SpanKey = tuple[int, int]
+
+
+@dataclass(eq=False, slots=True)
+class SpanEntry:
+    """What we know about one open span: its session's ledger and its model call."""
+
+    ledger: Ledger
+    #: The model call this span is, or is inside (None: not inside any call).
+    call: Claim | None = None
+    #: True when the span is itself a model-call span.
+    model_span: bool = False
+    #: True when the span describes the same request as its enclosing call.
+    same_call: bool = False
+    key: SpanKey | None = None
+    #: True for a library model span and the spans inside it (same request).
+    in_library: bool = False
+    #: The last library model span started directly under this span, and on
+    #: which thread or task (see ``_open_sibling``).
+    sibling: tuple[SpanEntry, object] | None = None
+
+
+#: Open spans inside sessions. Plain dict operations are atomic in CPython.
+OPEN: dict[SpanKey, SpanEntry] = {}
+
+#: Model spans still in flight when their session closed: kept (bounded) so
+#: their usage, when it arrives, is booked into the ledger chain exactly once.
+LATE: dict[SpanKey, SpanEntry] = {}
+LATE_LIMIT = 4096
+
+#: The session active in this thread or task.
+CURRENT: ContextVar[SessionScope | None] = ContextVar("techrevati_session", default=None)
+
+#: Set when ``configure(fleet=...)`` makes every model call in the process count.
+_process_root: list[Ledger] = []
+
+
+def call_context(span: Span, entry: SpanEntry, parent: Context | None) -> Context:
+    """The context a turn runs in: its span current, and its entry under ``CALL_KEY``.
+
+    The same as ``set_value(CALL_KEY, entry, set_span_in_context(span, parent))``
+    in one copy of the parent context instead of two: this runs on every turn.
+    """
+    base = parent if parent is not None else otel_context.get_current()
+    return Context({**base, _SPAN_KEY: span, CALL_KEY: entry})
+
+
+def key_of(context: SpanContext | None) -> SpanKey | None:
+    """The table key of a span context, or None for an invalid (all-zero) one."""
+    if context is None or not context.span_id:
+        return None
+    return (context.trace_id, context.span_id)
+
+
+def current_session() -> SessionScope | None:
+    """The innermost session of this thread or task.
+
+    A session may already be closed here and still be current: a stream that
+    began inside its block and is read after it, or a block exited from
+    another task. Calls made then still count against its ledger chain.
+    """
+    return CURRENT.get()
+
+
+def open_parent() -> SessionScope | None:
+    """The session a new session opens under: the innermost one still open."""
+    scope = CURRENT.get()
+    while scope is not None and scope.closed:
+        scope = scope.parent
+    return scope
+
+
+def process_root() -> Ledger | None:
+    """The process-wide ledger ``configure(fleet=...)`` installed, if any."""
+    return _process_root[0] if _process_root else None
+
+
+def set_process_root(ledger: Ledger | None) -> None:
+    """Install (or remove, with None) the process-wide ledger."""
+    _process_root.clear()
+    if ledger is not None:
+        _process_root.append(ledger)
+
+
+def install_fleet(fleet: tuple[FleetLevel, ...]) -> None:
+    """Make every model call in the process count against ``fleet`` (``configure(fleet=...)``).
+
+    Sessions opened afterwards with no parent session hang under this root,
+    and calls outside any session are admitted against it directly.
+    """
+    if not fleet:
+        set_process_root(None)
+        return
+    set_process_root(Ledger(UsageTracker(retain_turns=0), fleet=fleet))
+
+
+def enclosing(parent: SpanContext | None, context: Context | None) -> SpanEntry | None:
+    """The entry a new span starts under (rules 1-3 of the module docstring)."""
+    if parent is not None and parent.span_id:
+        found = OPEN.get((parent.trace_id, parent.span_id))
+        if found is not None:
+            return found
+    return _carried(context if context is not None else otel_context.get_current())
+
+
+def enclosing_context(context: Context | None) -> SpanEntry | None:
+    """The entry a span started in ``context`` (the current one when None) starts under."""
+    values = context if context is not None else otel_context.get_current()
+    span: Span | None = values.get(_SPAN_KEY)  # type: ignore[assignment]
+    if span is not None:
+        parent = span.get_span_context()
+        if parent.span_id:
+            found = OPEN.get((parent.trace_id, parent.span_id))
+            if found is not None:
+                return found
+    return _carried(values)
+
+
+def _carried(context: Context) -> SpanEntry | None:
+    # Rules 2 and 3: the turn the context carries, else the current session or root.
+    carried = context.get(CALL_KEY)
+    if isinstance(carried, SpanEntry):
+        return carried
+    scope = CURRENT.get()
+    if scope is not None:
+        return scope.entry
+    root = process_root()
+    return SpanEntry(root) if root is not None else None
+
+
+def admit_call(
+    under: SpanEntry,
+    model: str,
+    expected: float,
+    *,
+    ours: bool,
+    priced: bool = True,
+    force: bool = False,
+) -> SpanEntry:
+    """Place a model span under ``under``: the same call, or a new admitted one.
+
+    May raise the refusal (cap, budget, unpriced, fleet); nothing is counted
+    then. ``force`` counts a call that can no longer be refused (a span known
+    to be a model call only when it ended).
+    """
+    outer = under.call
+    if not ours:
+        # The nesting rule (one place: recognise.is_same_call). Inside a library
+        # model span the enclosing call is that library call, even when it is
+        # the one our turn absorbed.
+        enclosing_ours = None if outer is None else outer.ours and not under.in_library
+        sibling = _open_sibling(under, model)
+        if sibling is not None and (outer is None or enclosing_ours):
+            # Overlapping a library span of the same request on this strand.
+            return _library_entry(under, sibling, same=True)
+        if outer is not None and is_same_call(
+            ours=False, enclosing_ours=enclosing_ours, enclosing_taken=outer.absorbed
+        ):
+            outer.absorbed = True
+            return _library_entry(under, outer, same=True)
+    ledger = under.ledger
+    if not priced and model and ledger.has_budget() and not ledger.enforced():
+        ledger.warn_unpriced(model)
+    claim = ledger.admit(model, expected, ours=ours, priced=priced, force=force)
+    if outer is not None:
+        outer.inner = True
+    if ours:
+        return SpanEntry(ledger, claim, True, False)
+    return _library_entry(under, claim, same=False)
+
+
+def _library_entry(under: SpanEntry, call: Claim, *, same: bool) -> SpanEntry:
+    """The entry of a library model span; it becomes the sibling later spans compare with."""
+    entry = SpanEntry(under.ledger, call, True, same, in_library=True)
+    under.sibling = (entry, _strand())
+    return entry
+
+
+def _strand() -> object:
+    """The thread or asyncio task running now: overlapping spans of one request share it."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return task if task is not None else threading.get_ident()
+
+
+def _open_sibling(under: SpanEntry, model: str) -> Claim | None:
+    """The call of a library model span still open beside this one, on the same strand.
+
+    Two instrumentations describing one request (one of them not making its
+    span current) give two sibling spans that overlap in time on one thread or
+    task; they are one call. Calls made one after another never overlap, and
+    concurrent calls run on different threads or tasks.
+    """
+    found = under.sibling
+    if found is None:
+        return None
+    entry, strand = found
+    key = entry.key
+    if key is None or key not in OPEN or strand != _strand():
+        return None  # ended already, or running elsewhere
+    call = entry.call
+    if call is None or (model and call.model and model != call.model):
+        return None
+    return call
+
+
+def register(entry: SpanEntry, context: SpanContext) -> None:
+    """Remember an open span so spans started under it find their session."""
+    span_id = context.span_id
+    if span_id:
+        key = (context.trace_id, span_id)
+        entry.key = key
+        OPEN[key] = entry
+        entry.ledger.open_keys.add(key)
+
+
+def forget(entry: SpanEntry) -> None:
+    """The span ended: drop its entry."""
+    key = entry.key
+    if key is not None:
+        OPEN.pop(key, None)
+        LATE.pop(key, None)
+        entry.ledger.open_keys.discard(key)
+
+
+def take(context: SpanContext | None) -> SpanEntry | None:
+    """Remove and return the entry of a span that just ended."""
+    key = key_of(context)
+    if key is None:
+        return None
+    entry = OPEN.pop(key, None)
+    if entry is None:
+        entry = LATE.pop(key, None)
+        if entry is None:
+            return None
+    entry.ledger.open_keys.discard(key)
+    return entry
+
+
+def drop_session(ledger: Ledger) -> None:
+    """A session closed: forget its open spans and release their reservations.
+
+    A model span still in flight keeps a bounded late entry, so usage that
+    arrives after the close is still booked (into the ledger chain, which
+    holds no reference to the session object).
+    """
+    keys = ledger.open_keys
+    if not keys:
+        return
+    ledger.open_keys = set()
+    for key in list(keys):
+        entry = OPEN.pop(key, None)
+        if entry is None:
+            continue
+        call = entry.call
+        if not entry.model_span or call is None:
+            continue
+        if not entry.same_call:
+            call.leaf.release(call, keep_fleet=True)
+        if len(LATE) >= LATE_LIMIT:
+            LATE.pop(next(iter(LATE)), None)  # bounded: the oldest gives way
+        LATE[key] = entry

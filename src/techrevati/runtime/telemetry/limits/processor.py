@@ -1,0 +1,197 @@
+"""The span processor that admits and books model calls for every instrumentation.
+
+It sees every span its provider makes, ours and any other GenAI
+instrumentation's. ``on_start`` is the admission point: an exception raised
+there reaches the code starting the span, so a refused call's body never runs.
+``on_end`` books what another instrumentation's model span reported; it never
+raises (that would hide the user's own exception). Which session and which
+call a span belongs to is decided in ``membership``; whether a span is a model
+call, and what it used, in ``recognise``.
+
+Our own spans pass through untouched: the core admits its turns before it
+starts their spans (a refused turn has no span at all) and books them itself,
+knowing their usage without reading attributes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+
+from ...pricing import has_pricing
+from .. import semconv as sc
+from ..readings.recognise import (
+    CallReading,
+    classify_start,
+    model_from_attributes,
+    provider_from_attributes,
+    read_span,
+)
+from . import membership
+from .guard import note_refusal
+from .membership import SpanEntry
+
+_log = logging.getLogger("techrevati.runtime.telemetry")
+_warned = False
+
+
+def _warn_once(message: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        _log.exception(message)
+
+
+class LimitsProcessor(SpanProcessor):
+    """Admits model calls against their session's chain of caps and budgets; books usage.
+
+    Attached once per SDK ``TracerProvider``, ahead of the processors already
+    there (see ``ensure_limits_processor``).
+    """
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE:
+            return  # admitted and registered by the core (see the module docstring)
+        found = membership.enclosing(span.parent, parent_context)
+        if found is None:
+            return
+        under = found
+        attrs = span.attributes
+        if not classify_start(span.name, attrs, scope.name if scope is not None else None):
+            entry = SpanEntry(under.ledger, under.call, in_library=under.in_library)
+        else:
+            model = model_from_attributes(attrs)
+            ledger = under.ledger
+            budgeted = ledger.has_budget()
+            expected = ledger.expected_cost(model) if budgeted else 0.0
+            priced = (
+                not budgeted or not model or has_pricing(model, provider_from_attributes(attrs))
+            )
+            try:
+                entry = membership.admit_call(under, model, expected, ours=False, priced=priced)
+            except BaseException as refusal:
+                note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
+                raise
+            if not entry.same_call and entry.call is not None:
+                span.set_attribute(sc.SESSION_ITERATION, entry.call.iteration)
+        membership.register(entry, span.context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE:
+            return  # the core ends and books its own spans
+        entry = membership.take(span.context)
+        if entry is None:
+            return
+        try:
+            reading = read_span(span)  # by name, attributes and producer scope
+            if reading is None:
+                return
+            if not entry.model_span:
+                # Known as a model call only now (its operation name arrived at
+                # its end): too late to refuse, so it is counted and booked.
+                entry = membership.admit_call(
+                    SpanEntry(entry.ledger, entry.call, in_library=entry.in_library),
+                    reading.model,
+                    0.0,
+                    ours=False,
+                    force=True,
+                )
+            if entry.call is not None:
+                _book(entry, reading)
+        except Exception:
+            _warn_once("limits processor failed to book a span; continuing")
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _book(entry: SpanEntry, reading: CallReading) -> None:
+    """Book a finished library model span (see the module docstring)."""
+    call = entry.call
+    assert call is not None
+    usage = reading.usage
+    model = reading.model or call.model
+    provider = reading.provider
+    if entry.same_call:
+        if usage is None:
+            return
+        if call.open:
+            # The enclosing call is still running: it books this usage when it
+            # ends, unless it reports usage of its own.
+            if call.library is None:
+                call.library = (model, usage)
+            return
+        if not call.booked_usage:
+            # Usage that arrived after its turn ended (a stream read later, a
+            # timed-out call that finished anyway): book it once, now.
+            call.leaf.settle(call, model, usage, provider=provider, priced_by_core=False)
+        return
+    if usage is None and call.library is not None:
+        model, usage = call.library
+    call.leaf.settle(
+        call,
+        model,
+        usage,
+        provider=provider,
+        priced_by_core=False,
+        unpriced=bool(model) and not has_pricing(model, provider),
+    )
+
+
+# Weak: a provider the user drops (per test, per tenant) must not be kept alive here.
+_attached: weakref.WeakKeyDictionary[TracerProvider, LimitsProcessor] = weakref.WeakKeyDictionary()
+_attach_lock = threading.Lock()
+
+
+def ensure_limits_processor(provider: TracerProvider) -> LimitsProcessor:
+    """Attach our processor to an SDK provider exactly once, first in line; return it.
+
+    First, because a refusal in ``on_start`` stops the span from starting:
+    processors after ours never see it, while processors before ours would
+    have seen a start that never ends. On a provider where processors were
+    added before ours, ours is moved to the front of the SDK's list.
+
+    Example::
+
+        provider = TracerProvider()
+        ensure_limits_processor(provider)
+        trace.set_tracer_provider(provider)
+    """
+    found = _attached.get(provider)
+    if found is not None:
+        return found
+    with _attach_lock:
+        found = _attached.get(provider)
+        if found is not None:
+            return found
+        processor = LimitsProcessor()
+        provider.add_span_processor(processor)
+        _move_to_front(provider, processor)
+        _attached[provider] = processor
+        return processor
+
+
+def _move_to_front(provider: TracerProvider, processor: LimitsProcessor) -> None:
+    # The SDK keeps its processors in a tuple on a multi-processor; there is
+    # no public API to insert at the front, so reorder when the shape is known.
+    multi = getattr(provider, "_active_span_processor", None)
+    current = getattr(multi, "_span_processors", None)
+    lock = getattr(multi, "_lock", None)
+    if not isinstance(current, tuple) or lock is None:
+        return
+    with lock:
+        current = multi._span_processors  # type: ignore[union-attr]
+        if processor in current:
+            multi._span_processors = (  # type: ignore[union-attr]
+                processor,
+                *(p for p in current if p is not processor),
+            )

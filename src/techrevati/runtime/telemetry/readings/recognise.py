@@ -1,0 +1,382 @@
+"""The one place that decides whether a span is a model call, and what it used.
+
+Every door that admits or books a call asks here: the limits processor (for
+our spans and other instrumentations'), the core's fallback for spans no
+processor sees, and the report when it replays a file. Producers differ, so
+their vocabularies and quirks are decided here, by attribute and
+instrumentation scope, and nowhere else:
+
+* the GenAI semantic conventions (``gen_ai.operation.name``, ``gen_ai.usage.*``
+  with input including both cache counts; the older ``cache_creation``
+  spelling and ``gen_ai.system``);
+* OpenInference (``openinference.span.kind`` = ``LLM``/``EMBEDDING``,
+  ``llm.token_count.prompt`` including cache, ``.completion``,
+  ``.prompt_details.cache_read``/``cache_write``,
+  ``.completion_details.reasoning``; model in ``llm.request.model_name`` /
+  ``llm.model_name``; provider in ``llm.provider`` / ``llm.system``);
+* OpenLLMetry (``llm.request.type``, ``openai.chat``-style span names, the
+  ``gen_ai.usage.prompt_tokens`` / ``cache_read_input_tokens`` spellings; its
+  Responses API span ``openai.response`` is a model call only at its end);
+* producer quirks by scope: OpenLIT's Anthropic spans leave cache tokens out of
+  ``gen_ai.usage.input_tokens`` (added back here), and producers that report no
+  cache count at all are priced on what they report, with one warning per scope.
+
+The two calls the core makes::
+
+    classify_start(span.name, span.attributes, scope_name)  # admit at start?
+    read_call(span.name, span.attributes, scope_name)       # model, provider, usage
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from ...usage_tracking import UsageSnapshot
+from .. import semconv as sc
+from . import tokens
+from .tokens import usage_from_totals
+
+__all__ = [
+    "READ_ATTRIBUTES",
+    "CallReading",
+    "classify_start",
+    "is_model_call",
+    "is_same_call",
+    "model_from_attributes",
+    "provider_from_attributes",
+    "read_call",
+    "read_span",
+    "usage_from_attributes",
+]
+
+_log = logging.getLogger("techrevati.runtime.telemetry")
+
+# --- other vocabularies (read only; we never emit these) ---------------------------
+OI_SPAN_KIND: Final = "openinference.span.kind"
+OI_MODEL_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
+OI_PROMPT: Final = "llm.token_count.prompt"
+OI_COMPLETION: Final = "llm.token_count.completion"
+OI_CACHE_READ: Final = "llm.token_count.prompt_details.cache_read"
+OI_CACHE_WRITE: Final = "llm.token_count.prompt_details.cache_write"
+OI_REASONING: Final = "llm.token_count.completion_details.reasoning"
+OI_MODEL_KEYS: Final = (
+    "llm.request.model_name",
+    "llm.model_name",
+    "llm.response.model_name",
+    "embedding.model_name",
+)
+OI_PROVIDER_KEYS: Final = ("llm.provider", "llm.system")
+
+#: OpenLLMetry's request type, and its span names for model calls.
+LLM_REQUEST_TYPE: Final = "llm.request.type"
+_REQUEST_TYPES: Final = frozenset({"chat", "completion", "embedding"})
+_NAMES_AT_START: Final = frozenset(
+    {
+        "openai.chat",
+        "openai.completion",
+        "openai.embeddings",
+        "anthropic.chat",
+        "anthropic.completion",
+    }
+)
+#: Spans that start after the request returned: known as model calls only at their end.
+_NAMES_AT_END: Final = frozenset({"openai.response"})
+
+# Older spellings of the GenAI usage attributes (read in this order, first found wins).
+_INPUT_KEYS: Final = (sc.GEN_AI_USAGE_INPUT_TOKENS, "gen_ai.usage.prompt_tokens")
+_OUTPUT_KEYS: Final = (sc.GEN_AI_USAGE_OUTPUT_TOKENS, "gen_ai.usage.completion_tokens")
+_CACHE_READ_KEYS: Final = (
+    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    "gen_ai.usage.cache_read_input_tokens",
+)
+_CACHE_WRITE_KEYS: Final = (
+    sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    "gen_ai.usage.cache_creation_input_tokens",
+)
+_REASONING_KEYS: Final = (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, "gen_ai.usage.reasoning_tokens")
+
+#: Every attribute the decisions and readings here look at (a reader that keeps only
+#: these, like the report's in-memory copy, still recognises every vocabulary).
+READ_ATTRIBUTES: Final = frozenset(
+    {
+        sc.GEN_AI_OPERATION_NAME,
+        sc.GEN_AI_REQUEST_MODEL,
+        sc.GEN_AI_RESPONSE_MODEL,
+        sc.GEN_AI_PROVIDER_NAME,
+        sc.GEN_AI_SYSTEM,
+        OI_SPAN_KIND,
+        OI_PROMPT,
+        OI_COMPLETION,
+        OI_CACHE_READ,
+        OI_CACHE_WRITE,
+        OI_REASONING,
+        LLM_REQUEST_TYPE,
+        *OI_MODEL_KEYS,
+        *OI_PROVIDER_KEYS,
+        *_INPUT_KEYS,
+        *_OUTPUT_KEYS,
+        *_CACHE_READ_KEYS,
+        *_CACHE_WRITE_KEYS,
+        *_REASONING_KEYS,
+    }
+)
+
+# --- producer quirks, by instrumentation scope ----------------------------------------
+#: OpenLIT's scope prefix; its Anthropic spans count input without cache tokens.
+OPENLIT_SCOPE_PREFIX: Final = "openlit"
+#: Producers that report no cache count at all (as of the versions in the README table).
+NO_CACHE_SCOPES: Final = frozenset(
+    {
+        "opentelemetry.instrumentation.openai_v2",
+        "openinference.instrumentation.openai_agents",
+    }
+)
+
+_warned_scopes: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class CallReading:
+    """What a model-call span says about its call.
+
+    ``usage`` is None while the span carries no usage (at start, or a failed
+    call). ``reasoning_tokens`` are already inside ``usage.output_tokens``.
+    ``cache_reported`` is False for a producer that reports no cache count, so
+    cached input was priced at the full input rate.
+    """
+
+    model: str
+    provider: str
+    usage: UsageSnapshot | None
+    reasoning_tokens: int = 0
+    cache_reported: bool = True
+
+
+def is_model_call(operation: object, span_name: str) -> bool:
+    """True for spans that are model calls (by operation attribute, else name).
+
+    Example::
+
+        >>> is_model_call("chat", "whatever")
+        True
+        >>> is_model_call(None, "execute_tool lookup")
+        False
+    """
+    if isinstance(operation, str):
+        return operation in sc.MODEL_OPERATIONS
+    return span_name.split(" ", 1)[0] in sc.MODEL_OPERATIONS
+
+
+def model_from_attributes(attrs: Mapping[str, Any] | None) -> str:
+    """The model a span names: GenAI request/response model, else OpenInference's."""
+    if not attrs:
+        return ""
+    return tokens.model_from_attributes(attrs) or _first_str(attrs, OI_MODEL_KEYS)
+
+
+def provider_from_attributes(attrs: Mapping[str, Any] | None) -> str:
+    """The provider a span names: GenAI (new or old spelling), else OpenInference's."""
+    if not attrs:
+        return ""
+    return tokens.provider_from_attributes(attrs) or _first_str(attrs, OI_PROVIDER_KEYS)
+
+
+def usage_from_attributes(attrs: Mapping[str, Any] | None) -> UsageSnapshot | None:
+    """The usage a span reports in any known vocabulary (no scope quirks); None if none.
+
+    Example::
+
+        >>> usage_from_attributes({"llm.token_count.prompt": 120,
+        ...     "llm.token_count.completion": 30,
+        ...     "llm.token_count.prompt_details.cache_read": 100}).cache_read_tokens
+        100
+    """
+    if not attrs:
+        return None
+    return _usage(attrs, "", provider_from_attributes(attrs))[0]
+
+
+def _decide(name: str, attrs: Mapping[str, Any], at_end: bool) -> bool:
+    operation = attrs.get(sc.GEN_AI_OPERATION_NAME)
+    if isinstance(operation, str):
+        return operation in sc.MODEL_OPERATIONS
+    kind = attrs.get(OI_SPAN_KIND)
+    if isinstance(kind, str):
+        return kind in OI_MODEL_KINDS
+    request_type = attrs.get(LLM_REQUEST_TYPE)
+    if isinstance(request_type, str):
+        return request_type in _REQUEST_TYPES
+    if name in _NAMES_AT_START or (at_end and name in _NAMES_AT_END):
+        return True
+    return name.split(" ", 1)[0] in sc.MODEL_OPERATIONS
+
+
+def classify_start(
+    name: str, attributes: Mapping[str, Any] | None, scope_name: str | None = None
+) -> bool:
+    """True if a span is a model call already at its start (so it can be refused).
+
+    Example::
+
+        >>> classify_start("ChatCompletion", {"openinference.span.kind": "LLM"}, None)
+        True
+        >>> classify_start("openai.response", {}, "opentelemetry.instrumentation.openai.v1")
+        False
+    """
+    return _decide(name, attributes or {}, at_end=False)
+
+
+def _int(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
+    for key in keys:
+        value = attrs.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        return max(0, int(value))
+    return None
+
+
+def _first_str(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> str:
+    for key in keys:
+        value = attrs.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _usage(
+    attrs: Mapping[str, Any], scope: str, provider: str
+) -> tuple[UsageSnapshot | None, int, bool]:
+    """(usage, reasoning tokens, whether a cache count was reported)."""
+    total_in = _int(attrs, _INPUT_KEYS)
+    output = _int(attrs, _OUTPUT_KEYS)
+    if total_in is not None or output is not None:
+        cache_read = _int(attrs, _CACHE_READ_KEYS)
+        cache_write = _int(attrs, _CACHE_WRITE_KEYS)
+        reasoning = _int(attrs, _REASONING_KEYS) or 0
+    else:
+        total_in = _int(attrs, (OI_PROMPT,))
+        output = _int(attrs, (OI_COMPLETION,))
+        if total_in is None and output is None:
+            return None, 0, True
+        cache_read = _int(attrs, (OI_CACHE_READ,))
+        cache_write = _int(attrs, (OI_CACHE_WRITE,))
+        reasoning = _int(attrs, (OI_REASONING,)) or 0
+    total_in = total_in or 0
+    cached = (cache_read or 0) + (cache_write or 0)
+    if (scope.startswith(OPENLIT_SCOPE_PREFIX) and provider == "anthropic") or cached > total_in:
+        # OpenLIT copies Anthropic's own input_tokens, which leaves the cache out;
+        # any producer whose cache counts exceed its input total did the same.
+        total_in += cached
+    usage = usage_from_totals(total_in, output or 0, cache_read or 0, cache_write or 0)
+    return usage, reasoning, cache_read is not None or cache_write is not None
+
+
+def _warn_no_cache(scope: str) -> None:
+    with _warn_lock:
+        if scope in _warned_scopes:
+            return
+        _warned_scopes.add(scope)
+    _log.warning(
+        "spans from %s carry no cache-token count: cached input is priced at the full "
+        "input rate (the README's support table names an instrumentation that reports it)",
+        scope,
+    )
+
+
+def read_call(
+    name: str, attributes: Mapping[str, Any] | None, scope_name: str | None = None
+) -> CallReading | None:
+    """Model, provider and usage of a model-call span; None if it is not one.
+
+    Usable at start (``usage`` is then None) and at end, where spans that learn
+    their operation late (OpenLLMetry's ``openai.response``) are recognised too.
+
+    Example::
+
+        >>> reading = read_call("ChatCompletion", {
+        ...     "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o",
+        ...     "llm.token_count.prompt": 120, "llm.token_count.completion": 30,
+        ...     "llm.token_count.prompt_details.cache_read": 100}, None)
+        >>> reading.model, reading.usage.input_tokens, reading.usage.cache_read_tokens
+        ('gpt-4o', 20, 100)
+    """
+    attrs = attributes or {}
+    if not _decide(name, attrs, at_end=True):
+        return None
+    scope = scope_name or ""
+    model = model_from_attributes(attrs)
+    provider = provider_from_attributes(attrs)
+    usage, reasoning, cached = _usage(attrs, scope, provider)
+    if usage is not None and not cached and scope in NO_CACHE_SCOPES:
+        _warn_no_cache(scope)
+    return CallReading(
+        model=model,
+        provider=provider,
+        usage=usage,
+        reasoning_tokens=reasoning,
+        cache_reported=cached or scope not in NO_CACHE_SCOPES,
+    )
+
+
+class _Scope(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _SpanLike(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+
+    @property
+    def instrumentation_scope(self) -> _Scope | None: ...
+
+
+def read_span(span: _SpanLike) -> CallReading | None:
+    """``read_call`` for an SDK span (started or finished): name, attributes, scope.
+
+    Example::
+
+        reading = read_span(readable_span)   # in a processor's on_end
+    """
+    scope = span.instrumentation_scope
+    return read_call(span.name, span.attributes, scope.name if scope is not None else None)
+
+
+def is_same_call(*, ours: bool, enclosing_ours: bool | None, enclosing_taken: bool) -> bool:
+    """Whether a model span describes the same call as the model call enclosing it.
+
+    ``ours`` says the span is this package's (our turn); ``enclosing_ours``
+    whether the nearest model call enclosing it in its session is ours (None
+    when no model call encloses it); ``enclosing_taken`` whether that enclosing
+    call of ours already has the one library span that describes it.
+
+    The rule: our own turn is always a new call; a library span inside a
+    library call is that call; the *first* library span inside our turn is our
+    turn (the ``@agent_turn`` around one ``client.chat.completions.create``),
+    any further one is a new call. (Live, the limits also merge two library
+    spans that overlap on one thread or task; a file does not say which thread
+    a span ran on, so the report cannot.)
+
+    Example::
+
+        >>> is_same_call(ours=False, enclosing_ours=True, enclosing_taken=False)
+        True
+        >>> is_same_call(ours=False, enclosing_ours=True, enclosing_taken=True)
+        False
+        >>> is_same_call(ours=True, enclosing_ours=True, enclosing_taken=False)
+        False
+    """
+    if ours or enclosing_ours is None:
+        return False
+    if not enclosing_ours:
+        return True
+    return not enclosing_taken

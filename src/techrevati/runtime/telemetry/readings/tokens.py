@@ -1,0 +1,105 @@
+"""The one conversion between ``UsageSnapshot`` and GenAI usage attributes.
+
+The two bookkeepings differ: a ``UsageSnapshot`` keeps plain input, cache-write
+and cache-read tokens as disjoint counts (each priced at its own rate), while
+``gen_ai.usage.input_tokens`` is their sum and the cache counts are breakdowns
+of it. Converting in exactly one place in each direction is what keeps a cached
+token from being priced twice or at the full input rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ...usage_tracking import UsageSnapshot
+from .. import semconv as sc
+
+
+def usage_to_attributes(usage: UsageSnapshot) -> dict[str, Any]:
+    """Semconv usage attributes for a snapshot (input includes both cache counts)."""
+    attrs: dict[str, Any] = {
+        sc.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens
+        + usage.cache_write_tokens
+        + usage.cache_read_tokens,
+        sc.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+    }
+    if usage.cache_read_tokens:
+        attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
+    if usage.cache_write_tokens:
+        attrs[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_tokens
+    return attrs
+
+
+def _int(attrs: Mapping[str, Any], key: str) -> int:
+    value = attrs.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(0, int(value))
+
+
+def usage_from_totals(
+    input_total: int, output: int, cache_read: int = 0, cache_write: int = 0
+) -> UsageSnapshot:
+    """The snapshot for counts in the conventions' bookkeeping (input includes the caches).
+
+    Clamped so a producer that reports cache counts outside its input total
+    (against the convention) is never priced below zero.
+
+    Example::
+
+        >>> usage = usage_from_totals(120, 30, cache_read=100)
+        >>> usage.input_tokens, usage.cache_read_tokens, usage.output_tokens
+        (20, 100, 30)
+    """
+    input_total = max(0, input_total)
+    cache_read = min(max(0, cache_read), input_total)
+    cache_write = min(max(0, cache_write), input_total - cache_read)
+    return UsageSnapshot(
+        input_tokens=input_total - cache_read - cache_write,
+        output_tokens=max(0, output),
+        cache_write_tokens=cache_write,
+        cache_read_tokens=cache_read,
+    )
+
+
+def usage_from_attributes(attrs: Mapping[str, Any] | None) -> UsageSnapshot | None:
+    """The snapshot a span's GenAI usage attributes describe, or None if it has none.
+
+    Reads both cache-write spellings. Reasoning tokens are already inside
+    ``output_tokens`` by convention, so they are not added again. Other
+    vocabularies (OpenInference, producer quirks) are read by ``recognise``.
+    """
+    if not attrs:
+        return None
+    if sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs and sc.GEN_AI_USAGE_OUTPUT_TOKENS not in attrs:
+        return None
+    return usage_from_totals(
+        _int(attrs, sc.GEN_AI_USAGE_INPUT_TOKENS),
+        _int(attrs, sc.GEN_AI_USAGE_OUTPUT_TOKENS),
+        cache_read=_int(attrs, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
+        cache_write=_int(attrs, sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
+        or _int(attrs, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS),
+    )
+
+
+def model_from_attributes(attrs: Mapping[str, Any] | None) -> str:
+    """The model a model-call span names: the requested one, else the response's."""
+    if not attrs:
+        return ""
+    for key in (sc.GEN_AI_REQUEST_MODEL, sc.GEN_AI_RESPONSE_MODEL):
+        value = attrs.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def provider_from_attributes(attrs: Mapping[str, Any] | None) -> str:
+    """``gen_ai.provider.name``, falling back to the older ``gen_ai.system``."""
+    if not attrs:
+        return ""
+    for key in (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_SYSTEM):
+        value = attrs.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""

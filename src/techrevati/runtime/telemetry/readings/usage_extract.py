@@ -1,0 +1,415 @@
+"""Token usage, model and text read from provider responses by shape, not by type.
+
+``@agent_turn`` reads what a model call cost from whatever the decorated
+function returns or yields, without importing ``openai`` or ``anthropic``:
+SDK objects (attribute access) and the plain dicts of the same JSON shapes
+(key access) are read alike. Recognised shapes:
+
+* OpenAI chat completions: ``usage.prompt_tokens`` (cached tokens included),
+  ``usage.prompt_tokens_details.cached_tokens`` (and ``cache_write_tokens``
+  where reported), ``usage.completion_tokens``
+  (reasoning included), ``usage.completion_tokens_details.reasoning_tokens``;
+  streamed, the final chunk of ``stream_options={"include_usage": True}``.
+* OpenAI responses: ``usage.input_tokens`` (cached included),
+  ``usage.input_tokens_details.cached_tokens``, ``usage.output_tokens``,
+  ``usage.output_tokens_details.reasoning_tokens``; streamed, the
+  ``response.completed`` event.
+* Anthropic messages: ``usage.input_tokens`` (cache *excluded*),
+  ``cache_read_input_tokens``, ``cache_creation_input_tokens``,
+  ``output_tokens``; streamed, ``message_start`` then cumulative
+  ``message_delta`` usage.
+* A ``UsageSnapshot``, or an object whose ``usage`` is one.
+
+Everything becomes a ``UsageSnapshot``, whose counts are disjoint (plain input,
+cache write, cache read, output), so each token is priced once at its own rate;
+``telemetry.tokens`` turns that into the semconv attributes. Reading never
+raises: an unreadable value is simply "no usage".
+
+Example::
+
+    >>> u = extract_usage({"model": "gpt-4o", "usage": {
+    ...     "prompt_tokens": 5000, "completion_tokens": 100,
+    ...     "prompt_tokens_details": {"cached_tokens": 4000}}})
+    >>> (u.input_tokens, u.cache_read_tokens, u.output_tokens)
+    (1000, 4000, 100)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple, cast
+
+from ...usage_tracking import UsageSnapshot
+
+__all__ = [
+    "Extracted",
+    "StreamReader",
+    "extract",
+    "extract_model",
+    "extract_text",
+    "extract_usage",
+    "usage_of",
+]
+
+
+def _get(obj: object, key: str) -> Any:
+    """``obj[key]`` for mappings, ``obj.key`` otherwise; None when absent.
+
+    This runs several times per model call, so the common cases (a dict, an
+    SDK object) come first and the slow ABC check only for the rare
+    non-dict mapping.
+    """
+    kind = type(obj)
+    if kind is dict:
+        return obj.get(key)  # type: ignore[attr-defined]
+    if obj is None:
+        return None
+    try:
+        value = getattr(obj, key, None)
+    except Exception:  # a property that raises is "absent", never the caller's error
+        return None
+    if value is None and _is_mapping(kind):
+        return cast("Mapping[str, Any]", obj).get(key)
+    return value
+
+
+_MAPPING_TYPES: dict[type, bool] = {}
+
+
+def _is_mapping(kind: type) -> bool:
+    # isinstance(x, Mapping) is an ABC check; remember the answer per type.
+    found = _MAPPING_TYPES.get(kind)
+    if found is None:
+        found = issubclass(kind, Mapping)
+        if len(_MAPPING_TYPES) < 256:
+            _MAPPING_TYPES[kind] = found
+    return found
+
+
+def _count(value: object) -> int | None:
+    """A token count, or None when ``value`` is not one (bools and junk included)."""
+    if type(value) is int:  # the usual case first: this runs several times per call
+        return value if value >= 0 else 0
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return max(0, int(value))  # an int subclass (an IntEnum) becomes a plain int
+    if isinstance(value, float) and value.is_integer():
+        return max(0, int(value))
+    return None
+
+
+def _n(obj: object, key: str) -> int:
+    if obj is None:
+        return 0
+    value = _get(obj, key)
+    if type(value) is int:  # the usual case, without a second call
+        return value if value >= 0 else 0
+    return _count(value) or 0
+
+
+class Extracted(NamedTuple):
+    """What one response says about itself; any part may be missing."""
+
+    usage: UsageSnapshot | None = None
+    model: str | None = None
+    reasoning_tokens: int = 0
+
+
+_NOTHING = Extracted()
+_tuple_new = tuple.__new__
+#: Every count below comes from ``_count`` / ``_n``: already a non-negative int.
+_snapshot = UsageSnapshot._checked
+_SCALARS = frozenset({str, bytes, int, float, bool})
+
+
+def _openai_snapshot(total_input: int, details: object, output: int) -> UsageSnapshot:
+    """Split OpenAI's total input into the disjoint plain / cache-read / cache-write counts.
+
+    Cache reads (``cached_tokens``) and, where reported, cache writes
+    (``cache_write_tokens``) are parts of the total, so they are taken out of
+    it; clamped so inconsistent numbers can never price below zero.
+    """
+    if details is None:
+        return _snapshot(total_input, output, 0, 0)
+    cached = min(_n(details, "cached_tokens"), total_input)
+    written = min(_n(details, "cache_write_tokens"), total_input - cached)
+    return _snapshot(total_input - cached - written, output, written, cached)
+
+
+def _usage_block(usage: object) -> tuple[UsageSnapshot, int, bool] | None:
+    """Read one provider ``usage`` block: (snapshot, reasoning tokens, chat shape), or None."""
+    if usage is None:
+        return None
+    if isinstance(usage, UsageSnapshot):
+        return usage, 0, False
+    prompt = _count(_get(usage, "prompt_tokens"))
+    if prompt is not None:
+        # OpenAI chat completions: prompt_tokens contains the cached tokens.
+        return (
+            _openai_snapshot(
+                prompt, _get(usage, "prompt_tokens_details"), _n(usage, "completion_tokens")
+            ),
+            _n(_get(usage, "completion_tokens_details"), "reasoning_tokens"),
+            not isinstance(usage, Mapping),
+        )
+    inp = _count(_get(usage, "input_tokens"))
+    out = _count(_get(usage, "output_tokens"))
+    if inp is None and out is None:
+        return None
+    inp = inp or 0
+    input_details = _get(usage, "input_tokens_details")
+    if input_details is not None:
+        # OpenAI responses: input_tokens contains the cached tokens, like prompt_tokens.
+        return (
+            _openai_snapshot(inp, input_details, out or 0),
+            _n(_get(usage, "output_tokens_details"), "reasoning_tokens"),
+            False,
+        )
+    # Anthropic: input_tokens excludes both cache counts, which are disjoint already.
+    return (
+        _snapshot(
+            inp,
+            out or 0,
+            _n(usage, "cache_creation_input_tokens"),
+            _n(usage, "cache_read_input_tokens"),
+        ),
+        0,
+        False,
+    )
+
+
+def _model(obj: object) -> str | None:
+    model = _get(obj, "model")
+    return model if isinstance(model, str) and model else None
+
+
+def extract(obj: object) -> Extracted:
+    """Usage, model and reasoning tokens of a whole (non-streamed) response.
+
+    Example::
+
+        >>> e = extract({"model": "claude-x", "usage": {"input_tokens": 10,
+        ...     "cache_creation_input_tokens": 2000, "output_tokens": 5}})
+        >>> e.model, e.usage.cache_write_tokens, e.usage.input_tokens
+        ('claude-x', 2000, 10)
+    """
+    kind = type(obj)
+    if kind in _CHAT_OBJECTS:
+        found = _chat_object(obj)
+        if found is not None:
+            return found
+    if obj is None or kind in _SCALARS:
+        return _NOTHING
+    if isinstance(obj, UsageSnapshot):
+        return Extracted(obj)
+    try:
+        block = _usage_block(_get(obj, "usage"))
+        if block is None and _get(obj, "type") == "message_start":
+            return extract(_get(obj, "message"))
+        if block is None:
+            response = _get(obj, "response")  # a responses-API stream event
+            if response is not None and response is not obj:
+                return extract(response)
+        model = _model(obj)
+    except Exception:
+        return _NOTHING
+    if block is None:
+        return Extracted(None, model) if model else _NOTHING
+    if block[2] and not isinstance(obj, Mapping) and len(_CHAT_OBJECTS) < 256:
+        _CHAT_OBJECTS.add(kind)
+    return Extracted(block[0], model, block[1])
+
+
+#: Response types (not mappings) whose usage was last read as a chat completion's:
+#: the next response of the type is read straight through by ``_chat_object``.
+_CHAT_OBJECTS: set[type] = set()
+
+
+def _chat_object(obj: Any) -> Extracted | None:
+    """A chat completion object read in straight-line attribute access, or None.
+
+    The same reading as ``extract``'s for this shape (``_usage_block``'s first
+    branch), without its per-field dispatch; this runs on every turn of an
+    OpenAI-style client. Anything unexpected (no usage, a count that is not a
+    non-negative int, a property that raises) returns None, and the caller
+    takes the general path.
+    """
+    try:
+        usage = obj.usage
+        prompt = usage.prompt_tokens
+        output = usage.completion_tokens
+        details = getattr(usage, "prompt_tokens_details", None)
+        reasoning_details = getattr(usage, "completion_tokens_details", None)
+        model = getattr(obj, "model", None)
+    except Exception:
+        return None
+    if type(prompt) is not int or type(output) is not int or prompt < 0 or output < 0:
+        return None
+    if details is None:
+        snapshot = _snapshot(prompt, output, 0, 0)
+    else:
+        snapshot = _openai_snapshot(prompt, details, output)
+    reasoning = 0 if reasoning_details is None else _n(reasoning_details, "reasoning_tokens")
+    named = model if type(model) is str and model else None
+    return _tuple_new(Extracted, (snapshot, named, reasoning))  # Extracted(...), minus a call
+
+
+def extract_usage(obj: object) -> UsageSnapshot | None:
+    """The ``UsageSnapshot`` a response reports, or None.
+
+    Example::
+
+        >>> extract_usage({"usage": {"input_tokens": 7, "output_tokens": 3}})
+        UsageSnapshot(input_tokens=7, output_tokens=3, cache_write_tokens=0, cache_read_tokens=0)
+    """
+    return extract(obj).usage
+
+
+def usage_of(value: object) -> UsageSnapshot | None:
+    """A snapshot from a snapshot, a provider ``usage`` block or a whole response.
+
+    Example::
+
+        >>> usage_of({"prompt_tokens": 10, "completion_tokens": 2}).output_tokens
+        2
+    """
+    if isinstance(value, UsageSnapshot):
+        return value
+    try:
+        block = _usage_block(value)
+    except Exception:
+        block = None
+    return block[0] if block is not None else extract(value).usage
+
+
+def extract_model(obj: object) -> str | None:
+    """The model a response names (``model`` field), or None."""
+    return extract(obj).model
+
+
+def extract_text(obj: object) -> str | None:
+    """The assistant text of a whole response (for content capture), or None.
+
+    Example::
+
+        >>> extract_text({"choices": [{"message": {"content": "hi"}}]})
+        'hi'
+    """
+    if isinstance(obj, str):
+        return obj
+    try:
+        choices = _get(obj, "choices")
+        if isinstance(choices, list | tuple) and choices:
+            content = _get(_get(choices[0], "message"), "content")
+            return content if isinstance(content, str) else None
+        content = _get(obj, "content")
+        if isinstance(content, list | tuple):  # Anthropic content blocks
+            texts = [t for t in (_get(b, "text") for b in content) if isinstance(t, str)]
+            return "".join(texts) if texts else None
+        text = _get(obj, "output_text")  # OpenAI responses convenience field
+        return text if isinstance(text, str) else None
+    except Exception:
+        return None
+
+
+def _delta_text(chunk: object) -> str | None:
+    if isinstance(chunk, str):
+        return chunk
+    choices = _get(chunk, "choices")
+    if isinstance(choices, list | tuple) and choices:
+        text = _get(_get(choices[0], "delta"), "content")
+        return text if isinstance(text, str) else None
+    delta = _get(chunk, "delta")
+    if isinstance(delta, str):  # responses: response.output_text.delta
+        return delta
+    text = _get(delta, "text")  # anthropic: content_block_delta / text_delta
+    return text if isinstance(text, str) else None
+
+
+class StreamReader:
+    """Collects usage, model and (optionally) text from the chunks of a stream.
+
+    Feed every chunk to ``add``; read ``usage`` / ``model`` at the end. The
+    last chunk that reports usage wins, except Anthropic's, whose
+    ``message_start`` carries the input and cache counts and whose
+    ``message_delta`` events carry cumulative counts that override them field
+    by field.
+
+    Example::
+
+        >>> r = StreamReader()
+        >>> r.add({"type": "message_start", "message": {"model": "claude-x",
+        ...        "usage": {"input_tokens": 12, "cache_read_input_tokens": 900,
+        ...                  "output_tokens": 1}}})
+        >>> r.add({"type": "message_delta", "usage": {"output_tokens": 40}})
+        >>> u = r.usage
+        >>> (u.input_tokens, u.cache_read_tokens, u.output_tokens)
+        (12, 900, 40)
+    """
+
+    __slots__ = ("_anthropic", "_texts", "model", "reasoning_tokens", "usage")
+
+    def __init__(self, *, collect_text: bool = False) -> None:
+        self.usage: UsageSnapshot | None = None
+        self.model: str | None = None
+        self.reasoning_tokens = 0
+        self._anthropic: dict[str, int] | None = None
+        self._texts: list[str] | None = [] if collect_text else None
+
+    def add(self, chunk: object) -> None:
+        """Take in one chunk; never raises."""
+        try:
+            self._add(chunk)
+        except Exception:
+            return
+
+    def _add(self, chunk: object) -> None:
+        if self._texts is not None:
+            text = _delta_text(chunk)
+            if text:
+                self._texts.append(text)
+        if chunk is None or isinstance(chunk, str | bytes):
+            return
+        kind = _get(chunk, "type")
+        if kind == "message_start":
+            message = _get(chunk, "message")
+            self.model = self.model or _model(message)
+            self._merge_anthropic(_get(message, "usage"))
+            return
+        if kind == "message_delta":
+            self._merge_anthropic(_get(chunk, "usage"))
+            return
+        found = extract(chunk)
+        if found.model and not self.model:
+            self.model = found.model
+        if found.usage is not None:
+            self.usage = found.usage
+            self.reasoning_tokens = found.reasoning_tokens
+
+    def _merge_anthropic(self, usage: object) -> None:
+        if usage is None:
+            return
+        fields = self._anthropic if self._anthropic is not None else {}
+        for key in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+        ):
+            # message_delta counts are cumulative and may be null: null keeps the start's.
+            value = _count(_get(usage, key))
+            if value is not None:
+                fields[key] = value
+        self._anthropic = fields
+        self.usage = UsageSnapshot(
+            input_tokens=fields.get("input_tokens", 0),
+            output_tokens=fields.get("output_tokens", 0),
+            cache_write_tokens=fields.get("cache_creation_input_tokens", 0),
+            cache_read_tokens=fields.get("cache_read_input_tokens", 0),
+        )
+
+    @property
+    def text(self) -> str | None:
+        """The streamed assistant text, when collected and any was seen."""
+        return "".join(self._texts) if self._texts else None

@@ -1,0 +1,428 @@
+"""The report as data: sessions, model calls, tools and events, rebuilt from span records.
+
+Which spans are model calls, and whether a model span is the same call as the
+one enclosing it, is decided by :mod:`.recognise` (the rule the limits use
+live), never here. The report agrees with itself by construction:
+
+* a session's row shows its own roll-ups when its span carries them (they
+  count calls whose spans were dropped or sampled away), else what its calls
+  add up to;
+* the header total is the sessions' costs plus calls outside any session;
+* the model table prices every counted call (the cost on the span, else the
+  price of its usage, as the live ledger did), and whatever a session's
+  roll-up holds beyond its exported calls is shown on its own row, so the
+  table always sums to the header.
+
+The tree walk is iterative and cycle-proof: a corrupt file whose parent links
+loop is reported, not followed forever.
+
+Example::
+
+    report = build_report(records)
+    report.total_cost_usd, [row.model for row in report.models]
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import semconv as sc
+from ..readings.recognise import CallReading, is_same_call, read_call
+from .read import SpanRecord
+
+_Key = tuple[str, str]
+#: Below this a difference in USD is rounding (the report prints 6 decimals).
+_CENT_FRACTION = 5e-7
+
+
+@dataclass
+class SessionRow:
+    """One agent session (an ``invoke_agent`` span)."""
+
+    role: str
+    outcome: str
+    duration_s: float
+    turns: int = 0
+    #: ``gen_ai.usage.input_tokens``: all input, cached tokens included.
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    limit_hits: list[str] = field(default_factory=list)
+    start_ns: int = 0
+    calls_without_usage: int = 0
+    unpriced_calls: int = 0
+
+
+@dataclass
+class ModelRow:
+    """Model calls of one model across the run."""
+
+    model: str
+    calls: int = 0
+    #: All input, cached tokens included (``gen_ai.usage.input_tokens``).
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    errors: int = 0
+    calls_without_usage: int = 0
+    unpriced_calls: int = 0
+
+
+@dataclass
+class ToolRow:
+    """Calls of one tool across the run, with their permission decisions."""
+
+    tool: str
+    calls: int = 0
+    allowed: int = 0
+    denied: int = 0
+    errors: int = 0
+    blocked: int = 0
+
+
+@dataclass
+class FleetRow:
+    """One fleet scope: the sessions that counted against it, their spend, its refusals."""
+
+    scope: str
+    sessions: int = 0
+    #: The sessions' own spend (children counted once, in their own row).
+    cost_usd: float = 0.0
+    refusals: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class RunReport:
+    """Everything the terminal report shows, as data."""
+
+    sessions: list[SessionRow]
+    models: list[ModelRow]
+    tools: list[ToolRow]
+    breakers: dict[str, Counter[str]]
+    limit_hits: Counter[tuple[str, str]]
+    guardrail_violations: Counter[tuple[str, str]]
+    other_events: Counter[str]
+    services: list[str]
+    span_count: int
+    evicted: int = 0
+    #: The sessions' costs plus the calls outside any session.
+    total_cost_usd: float = 0.0
+    #: Cost in sessions' roll-ups that no exported call span carries.
+    unattributed_cost_usd: float = 0.0
+    #: Model calls whose response carried no usage (their tokens and cost are unknown).
+    calls_without_usage: int = 0
+    #: Models with no known price, and how many calls each made.
+    unpriced_models: dict[str, int] = field(default_factory=dict)
+    #: Notes about the span tree itself (parent cycles).
+    notes: list[str] = field(default_factory=list)
+    #: Fleet scopes the sessions counted against, by name.
+    fleet: dict[str, FleetRow] = field(default_factory=dict)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        return 0.0
+    if isinstance(value, int | float):
+        number = float(value)
+        return number if number == number and abs(number) != float("inf") else 0.0
+    return 0.0
+
+
+class _Tree:
+    """Parent links resolved once: each span's session and enclosing model call.
+
+    Iterative (a chain 100,000 spans deep is fine) and cycle-proof.
+    """
+
+    def __init__(self, records: Iterable[SpanRecord]) -> None:
+        self.by_id: dict[_Key, SpanRecord] = {(r.trace_id, r.span_id): r for r in records}
+        self.session: dict[_Key, _Key | None] = {}
+        self.enclosing_call: dict[_Key, _Key | None] = {}
+        #: What recognise reads from each model-call span (the same reading the limits use).
+        self.readings: dict[_Key, CallReading] = {}
+        for key, record in self.by_id.items():
+            if record.operation == sc.OP_INVOKE_AGENT:
+                continue
+            reading = read_call(record.name, record.attributes, record.scope)
+            if reading is not None:
+                self.readings[key] = reading
+        self.cycles = 0
+        for key in self.by_id:
+            if key not in self.session:
+                self._resolve(key)
+
+    def _parent_key(self, key: _Key) -> _Key | None:
+        record = self.by_id[key]
+        if record.parent_id is None:
+            return None
+        parent = (record.trace_id, record.parent_id)
+        return parent if parent in self.by_id and parent != key else None
+
+    def _resolve(self, start: _Key) -> None:
+        chain: list[_Key] = []
+        on_chain: set[_Key] = set()
+        node: _Key | None = start
+        while node is not None and node not in self.session:
+            if node in on_chain:  # the parents loop: cut the link here
+                self.cycles += 1
+                break
+            chain.append(node)
+            on_chain.add(node)
+            node = self._parent_key(node)
+        top = node if node in self.session else None
+        for key in reversed(chain):
+            self._settle(key, top)
+            top = key
+
+    def _settle(self, key: _Key, parent: _Key | None) -> None:
+        record = self.by_id[key]
+        is_session = record.operation == sc.OP_INVOKE_AGENT
+        if parent is None:
+            self.session[key] = key if is_session else None
+            self.enclosing_call[key] = None
+            return
+        self.session[key] = key if is_session else self.session[parent]
+        parent_is_session = self.by_id[parent].operation == sc.OP_INVOKE_AGENT
+        if parent_is_session:
+            self.enclosing_call[key] = None
+        elif parent in self.readings:
+            self.enclosing_call[key] = parent
+        else:
+            self.enclosing_call[key] = self.enclosing_call[parent]
+
+
+@dataclass
+class _Call:
+    """One counted model call, priced."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    error: bool
+    without_usage: bool
+    unpriced: bool
+
+
+def _price(record: SpanRecord, reading: CallReading) -> _Call:
+    attrs = record.attributes
+    response_model = attrs.get(sc.GEN_AI_RESPONSE_MODEL)
+    model = str(
+        (response_model if isinstance(response_model, str) else "")
+        or reading.model
+        or record.subject
+        or "(unknown)"
+    )
+    usage = reading.usage
+    without_usage = attrs.get(sc.USAGE_MISSING) is True or (usage is None and not record.ours)
+    source = attrs.get(sc.COST_SOURCE)
+    if sc.COST_USD in attrs:
+        cost = _number(attrs.get(sc.COST_USD))
+    elif usage is not None:
+        # Another instrumentation's call: priced as the live ledger priced it.
+        from ...pricing import price_call
+
+        priced = price_call(model, usage, reading.provider)
+        cost, source = priced.cost, priced.source
+    else:
+        cost = 0.0
+    return _Call(
+        model=model,
+        # Input as the GenAI conventions count it: uncached plus cache reads and writes.
+        input_tokens=(
+            usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+            if usage is not None
+            else 0
+        ),
+        output_tokens=usage.output_tokens if usage is not None else 0,
+        cost=cost,
+        error=record.error or sc.ERROR_TYPE in attrs,
+        without_usage=without_usage,
+        unpriced=source == sc.COST_SOURCE_UNPRICED,
+    )
+
+
+def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunReport:
+    """Aggregate span records into a :class:`RunReport`."""
+    spans = list(records)
+    tree = _Tree(spans)
+    sessions: dict[_Key, SessionRow] = {}
+    computed: dict[_Key, SessionRow] = {}
+    models: dict[str, ModelRow] = {}
+    tools: dict[str, ToolRow] = {}
+    breakers: dict[str, Counter[str]] = {}
+    limit_hits: Counter[tuple[str, str]] = Counter()
+    fleet: dict[str, FleetRow] = {}
+    violations: Counter[tuple[str, str]] = Counter()
+    other_events: Counter[str] = Counter()
+    unpriced: Counter[str] = Counter()
+    reported_violations: set[_Key | None] = set()
+    blocked: list[tuple[_Key | None, str, str]] = []
+    outside = _Call("", 0, 0, 0.0, False, False, False)
+    outside_without_usage = 0
+    services = sorted({r.service for r in spans if r.service})
+
+    for key, record in tree.by_id.items():
+        if record.operation != sc.OP_INVOKE_AGENT:
+            continue
+        role = record.attributes.get(sc.GEN_AI_AGENT_NAME) or record.subject
+        outcome = record.attributes.get(sc.SESSION_OUTCOME) or (
+            sc.OUTCOME_FAILED if record.error else "ended"
+        )
+        sessions[key] = SessionRow(
+            role=str(role),
+            outcome=str(outcome),
+            duration_s=max(0, record.end_ns - record.start_ns) / 1e9,
+            start_ns=record.start_ns,
+        )
+        computed[key] = SessionRow(role="", outcome="", duration_s=0)
+
+    # Model calls in start order, so "the first library span in our turn" is well defined.
+    taken: set[_Key] = set()
+    model_keys = sorted(tree.readings, key=lambda k: (tree.by_id[k].start_ns, k))
+    for key in model_keys:
+        record = tree.by_id[key]
+        enclosing = tree.enclosing_call[key]
+        enclosing_ours = tree.by_id[enclosing].ours if enclosing is not None else None
+        if is_same_call(
+            ours=record.ours,
+            enclosing_ours=enclosing_ours,
+            enclosing_taken=enclosing in taken,
+        ):
+            if enclosing is not None and enclosing_ours:
+                taken.add(enclosing)
+            continue
+        call = _price(record, tree.readings[key])
+        row = models.setdefault(call.model, ModelRow(call.model))
+        row.calls += 1
+        row.input_tokens += call.input_tokens
+        row.output_tokens += call.output_tokens
+        row.cost_usd += call.cost
+        row.errors += int(call.error)
+        row.calls_without_usage += int(call.without_usage)
+        row.unpriced_calls += int(call.unpriced)
+        unpriced[call.model] += int(call.unpriced)
+        owner = tree.session[key]
+        if owner is not None:
+            total = computed[owner]
+            total.turns += 1
+            total.input_tokens += call.input_tokens
+            total.output_tokens += call.output_tokens
+            total.cost_usd += call.cost
+            total.calls_without_usage += int(call.without_usage)
+            total.unpriced_calls += int(call.unpriced)
+        else:
+            outside.cost += call.cost
+            outside_without_usage += int(call.without_usage)
+
+    for key, record in tree.by_id.items():
+        owner_key = tree.session[key]
+        role = sessions[owner_key].role if owner_key in sessions else "(no session)"
+        attrs = record.attributes
+
+        if record.operation == sc.OP_EXECUTE_TOOL:
+            tool = str(attrs.get(sc.GEN_AI_TOOL_NAME) or record.subject)
+            tool_row = tools.setdefault(tool, ToolRow(tool))
+            tool_row.calls += 1
+            decision = attrs.get(sc.PERMISSION_DECISION)
+            tool_row.allowed += int(decision == sc.PERMISSION_ALLOW)
+            tool_row.denied += int(decision == sc.PERMISSION_DENY)
+            tool_row.errors += int(record.error or sc.ERROR_TYPE in attrs)
+            tool_row.blocked += int(attrs.get(sc.GUARDRAIL_OUTCOME) == sc.GUARDRAIL_BLOCKED)
+
+        breaker = attrs.get(sc.BREAKER_NAME)
+        if breaker:
+            state = str(attrs.get(sc.BREAKER_STATE) or "unknown")
+            breakers.setdefault(str(breaker), Counter())[state] += 1
+
+        for event in record.events:
+            if event.name == sc.EVENT_LIMIT_HIT:
+                kind = str(event.attributes.get(sc.LIMIT_KIND) or "unknown")
+                limit_hits[(kind, role)] += 1
+                fleet_scope = event.attributes.get(sc.FLEET_SCOPE)
+                if isinstance(fleet_scope, str):
+                    fleet.setdefault(fleet_scope, FleetRow(fleet_scope)).refusals[kind] += 1
+                if owner_key in sessions:
+                    sessions[owner_key].limit_hits.append(kind)
+            elif event.name == sc.EVENT_GUARDRAIL:
+                reported_violations.add(owner_key)
+                violations[(_guardrail_label(event.attributes, record), role)] += 1
+            else:
+                other_events[event.name] += 1
+        if attrs.get(sc.GUARDRAIL_OUTCOME) == sc.GUARDRAIL_BLOCKED:
+            blocked.append((owner_key, _guardrail_label(attrs, record), role))
+
+    # A blocked span is the same violation as the session's event about it; it is
+    # counted on its own only for sources that do not emit the event.
+    for owner_key, label, role in blocked:
+        if owner_key not in reported_violations:
+            violations[(label, role)] += 1
+
+    unattributed = 0.0
+    for key, session in sessions.items():
+        attrs = tree.by_id[key].attributes
+        totals = computed[key]
+        # The session span's own roll-ups win: they still count turns whose spans
+        # were dropped or sampled away. Children are the fallback for sessions
+        # written by other instrumentations.
+        session.turns = int(_rollup(attrs, sc.SESSION_TURNS, totals.turns))
+        session.input_tokens = int(
+            _rollup(attrs, sc.GEN_AI_USAGE_INPUT_TOKENS, totals.input_tokens)
+        )
+        session.output_tokens = int(
+            _rollup(attrs, sc.GEN_AI_USAGE_OUTPUT_TOKENS, totals.output_tokens)
+        )
+        session.cost_usd = _rollup(attrs, sc.COST_USD, totals.cost_usd)
+        session.calls_without_usage = int(
+            _rollup(attrs, sc.SESSION_CALLS_WITHOUT_USAGE, totals.calls_without_usage)
+        )
+        session.unpriced_calls = int(
+            _rollup(attrs, sc.SESSION_UNPRICED_CALLS, totals.unpriced_calls)
+        )
+        unattributed += session.cost_usd - totals.cost_usd
+        scopes = attrs.get(sc.FLEET_SCOPES)
+        if isinstance(scopes, list | tuple):
+            for name in scopes:
+                if isinstance(name, str):
+                    fleet_row = fleet.setdefault(name, FleetRow(name))
+                    fleet_row.sessions += 1
+                    fleet_row.cost_usd += session.cost_usd
+
+    total_cost = sum(row.cost_usd for row in sessions.values()) + outside.cost
+    return RunReport(
+        sessions=sorted(sessions.values(), key=lambda row: row.start_ns),
+        models=sorted(models.values(), key=lambda row: (-row.cost_usd, row.model)),
+        tools=sorted(tools.values(), key=lambda row: (-row.calls, row.tool)),
+        breakers=breakers,
+        limit_hits=limit_hits,
+        guardrail_violations=violations,
+        other_events=other_events,
+        services=services,
+        span_count=len(spans),
+        evicted=evicted,
+        total_cost_usd=total_cost,
+        unattributed_cost_usd=unattributed if abs(unattributed) >= _CENT_FRACTION else 0.0,
+        calls_without_usage=sum(row.calls_without_usage for row in sessions.values())
+        + outside_without_usage,
+        unpriced_models={model: count for model, count in sorted(unpriced.items()) if count},
+        notes=(
+            [f"{tree.cycles} span parent cycle(s) found; the loops were cut"] if tree.cycles else []
+        ),
+        fleet=dict(sorted(fleet.items())),
+    )
+
+
+def _rollup(attributes: Mapping[str, Any], key: str, fallback: float) -> float:
+    return _number(attributes[key]) if key in attributes else fallback
+
+
+def _guardrail_label(attributes: Mapping[str, Any], record: SpanRecord) -> str:
+    name = attributes.get(sc.GUARDRAIL_NAME) or record.subject
+    stage = attributes.get(sc.GUARDRAIL_STAGE)
+    return f"{name} ({stage})" if stage else str(name)
+
+
+__all__ = ["ModelRow", "RunReport", "SessionRow", "ToolRow", "build_report"]

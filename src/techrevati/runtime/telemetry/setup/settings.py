@@ -1,0 +1,337 @@
+"""What ``configure()`` was asked for, and what that means once the environment is read.
+
+Two steps, kept apart so each stays small and testable:
+
+* :class:`Settings` holds the arguments exactly as the caller gave them (one
+  field per ``configure()`` keyword). Two calls can be compared field by field.
+* :func:`plan_export` reads the ``OTEL_*`` variables and turns a ``Settings``
+  into an :class:`ExportPlan`: embedded or collector, which protocol, which
+  endpoint, which files, whether a report is printed. Nothing is built here.
+
+Example::
+
+    settings = Settings(service_name="research-agent")
+    plan = plan_export(settings, user_provider=False)
+    plan.embedded, plan.spans_path   # (True, PosixPath('telemetry-out/spans.jsonl'))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER, OTEL_TRACES_EXPORTER
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+    OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TIMEOUT,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+    OTEL_SDK_DISABLED,
+)
+from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+from opentelemetry.util.re import parse_env_headers
+from opentelemetry.util.types import AttributeValue
+
+from ..export.pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
+
+_logger = logging.getLogger(__name__)
+
+#: Per-request OTLP timeout when neither the caller nor ``OTEL_EXPORTER_OTLP_*TIMEOUT``
+#: sets one. The SDK's 10 s, with retries, is what makes exit hang on a dead collector.
+DEFAULT_EXPORT_TIMEOUT_S = 3.0
+#: Where the embedded mode writes, unless ``spans_file`` or this variable says otherwise.
+SPANS_FILE_ENV = "TECHREVATI_SPANS_FILE"
+DEFAULT_SPANS_FILE = Path("telemetry-out") / "spans.jsonl"
+
+HTTP_PROTOBUF = "http/protobuf"
+GRPC = "grpc"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The arguments of one ``configure()`` call, as given (``None`` = not given).
+
+    The meaning of each field is documented on :func:`~.setup.configure`.
+    """
+
+    service_name: str | None = None
+    endpoint: str | None = None
+    protocol: str | None = None
+    headers: Mapping[str, str] | str | None = None
+    timeout: float | None = None
+    capture_content: bool | None = None
+    spans_file: str | os.PathLike[str] | bool | None = None
+    report: bool | None = None
+    metrics: bool = True
+    resource_attributes: Mapping[str, AttributeValue] | None = None
+    tracer_provider: SDKTracerProvider | None = None
+    meter_provider: SDKMeterProvider | None = None
+    set_global: bool = True
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    metric_export_interval_s: float | None = None
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S
+    handle_sigterm: bool = False
+
+    def overridden_by(self, later: Settings) -> list[str]:
+        """Fields ``later`` sets (to a non-default value) differently from this one.
+
+        These are what a repeated ``configure()`` call asked for and did not get.
+        Providers are compared by identity. Field order is kept.
+
+        Example::
+
+            >>> Settings(service_name="a").overridden_by(Settings(service_name="b"))
+            ['service_name']
+            >>> Settings(service_name="a").overridden_by(Settings())
+            []
+        """
+        changed: list[str] = []
+        for spec in dataclasses.fields(self):
+            mine, theirs = getattr(self, spec.name), getattr(later, spec.name)
+            if theirs is spec.default or (spec.default is not None and theirs == spec.default):
+                continue  # not asked for
+            same = mine is theirs if spec.name.endswith("_provider") else mine == theirs
+            if not same:
+                changed.append(spec.name)
+        return changed
+
+
+@dataclass(frozen=True)
+class OtlpTarget:
+    """One OTLP exporter to build: protocol, timeout and the endpoint it will use."""
+
+    #: The base URL given to the exporter (None: the exporter reads the variables).
+    endpoint: str | None
+    protocol: str
+    #: Seconds per request; None when an ``OTEL_EXPORTER_OTLP_*TIMEOUT`` variable decides.
+    timeout: float | None
+    headers: dict[str, str] | None
+    #: The full URL requests go to, for the handle and logs.
+    shown_as: str
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """Where each signal goes, decided from :class:`Settings` and the environment."""
+
+    embedded: bool
+    traces: OtlpTarget | None
+    metrics: OtlpTarget | None
+    spans_path: Path | None
+    metrics_path: Path | None
+    keep_report: bool
+
+
+# --- reading the environment ------------------------------------------------------------
+def sdk_disabled() -> bool:
+    """True when ``OTEL_SDK_DISABLED=true``: configure() then builds nothing."""
+    return os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true"
+
+
+def build_resource(settings: Settings) -> Resource:
+    """The resource: ``OTEL_RESOURCE_ATTRIBUTES`` / ``OTEL_SERVICE_NAME``, explicit wins."""
+    attributes: dict[str, AttributeValue] = dict(settings.resource_attributes or {})
+    if settings.service_name:
+        attributes[SERVICE_NAME] = settings.service_name
+    return Resource.create(attributes)
+
+
+def endpoint_configured(endpoint: str | None) -> bool:
+    """True when an OTLP endpoint is set by argument or by any endpoint variable."""
+    return bool(
+        endpoint
+        or os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT)
+        or os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+        or os.environ.get(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)
+    )
+
+
+def _exporter_wanted(variable: str) -> bool:
+    value = os.environ.get(variable, "otlp").strip().lower()
+    if value in ("", "otlp"):
+        return True
+    if value == "none":
+        return False
+    _logger.warning("%s=%r is not supported here; using otlp", variable, value)
+    return True
+
+
+def _protocol(explicit: str | None, signal_var: str) -> str:
+    raw = explicit or os.environ.get(signal_var) or os.environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
+    value = (raw or HTTP_PROTOBUF).strip().lower()
+    if value in (GRPC, HTTP_PROTOBUF):
+        return value
+    _logger.warning(
+        "OTLP protocol %r is not supported here (only grpc and http/protobuf); using %s",
+        value,
+        HTTP_PROTOBUF,
+    )
+    return HTTP_PROTOBUF
+
+
+def _timeout(explicit: float | None, signal_var: str) -> float | None:
+    if explicit is not None:
+        return explicit
+    if os.environ.get(signal_var) or os.environ.get(OTEL_EXPORTER_OTLP_TIMEOUT):
+        return None  # the exporter reads the variable itself
+    return DEFAULT_EXPORT_TIMEOUT_S
+
+
+def _headers(headers: Mapping[str, str] | str | None) -> dict[str, str] | None:
+    if headers is None:
+        return None  # the exporter reads OTEL_EXPORTER_OTLP_*HEADERS itself
+    parsed = parse_env_headers(headers, liberal=True) if isinstance(headers, str) else headers
+    # gRPC metadata keys must be lower case; HTTP does not care.
+    return {key.lower(): value for key, value in parsed.items()}
+
+
+def base_endpoint(endpoint: str | None) -> str | None:
+    """The base URL, forgiving a signal path pasted in (``.../v1/traces``)."""
+    if not endpoint:
+        return None
+    base = endpoint.rstrip("/")
+    for suffix in ("/v1/traces", "/v1/metrics"):
+        base = base.removesuffix(suffix)
+    return base
+
+
+def _signal_endpoint(endpoint: str | None, signal_var: str, path: str, protocol: str) -> str:
+    """The endpoint one exporter will use, for the handle and logs."""
+    if endpoint is not None:
+        return endpoint if protocol == GRPC else f"{endpoint.rstrip('/')}/{path}"
+    specific = os.environ.get(signal_var)
+    if specific:
+        return specific
+    base = os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT)
+    if protocol == GRPC:
+        return base or "http://localhost:4317"
+    return f"{(base or 'http://localhost:4318').rstrip('/')}/{path}"
+
+
+def _spans_path(spans_file: str | os.PathLike[str] | bool | None, embedded: bool) -> Path | None:
+    if spans_file is False or (spans_file is None and not embedded):
+        return None
+    if spans_file is None or spans_file is True:
+        return Path(os.environ.get(SPANS_FILE_ENV) or DEFAULT_SPANS_FILE)
+    return Path(spans_file)
+
+
+def metrics_path_for(spans_path: Path) -> Path | None:
+    """Where metrics go beside a spans file: its own name, so two runs never share one.
+
+    None when the spans "file" is a device or a pipe (``/dev/stdout``): it has no
+    sensible sibling, and nothing is created next to it.
+
+    Example::
+
+        >>> str(metrics_path_for(Path("telemetry-out/spans.jsonl")))
+        'telemetry-out/metrics.jsonl'
+        >>> str(metrics_path_for(Path("out/tiny-agent.jsonl")))
+        'out/tiny-agent.metrics.jsonl'
+    """
+    if spans_path.exists() and not spans_path.is_symlink() and not spans_path.is_file():
+        return None
+    if spans_path.stem == "spans":
+        return spans_path.with_name(f"metrics{spans_path.suffix}")
+    return spans_path.with_name(f"{spans_path.stem}.metrics{spans_path.suffix or '.jsonl'}")
+
+
+def _otlp_target(
+    settings: Settings,
+    endpoint: str | None,
+    *,
+    protocol_var: str,
+    timeout_var: str,
+    endpoint_var: str,
+    path: str,
+) -> OtlpTarget:
+    protocol = _protocol(settings.protocol, protocol_var)
+    return OtlpTarget(
+        endpoint=endpoint,
+        protocol=protocol,
+        timeout=_timeout(settings.timeout, timeout_var),
+        headers=_headers(settings.headers),
+        shown_as=_signal_endpoint(endpoint, endpoint_var, path, protocol),
+    )
+
+
+def plan_export(settings: Settings, *, user_provider: bool) -> ExportPlan:
+    """Decide where spans and metrics go.
+
+    ``user_provider`` says the tracer provider belongs to the caller: its own
+    exporters are then already in place, so ours are added only on request
+    (an explicit ``endpoint=`` or ``spans_file=``), and nothing is sent twice.
+    """
+    embedded = not endpoint_configured(settings.endpoint)
+    endpoint = base_endpoint(settings.endpoint)
+
+    want_traces = not embedded and _exporter_wanted(OTEL_TRACES_EXPORTER)
+    if user_provider:
+        want_traces = endpoint is not None
+    traces = (
+        _otlp_target(
+            settings,
+            endpoint,
+            protocol_var=OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+            timeout_var=OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+            endpoint_var=OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+            path="v1/traces",
+        )
+        if want_traces
+        else None
+    )
+
+    spans_path = _spans_path(settings.spans_file, embedded and not user_provider)
+    keep_report = settings.report if settings.report is not None else embedded and not user_provider
+
+    metrics: OtlpTarget | None = None
+    metrics_path: Path | None = None
+    if settings.meter_provider is None and settings.metrics:
+        if embedded and spans_path is not None:
+            metrics_path = metrics_path_for(spans_path)
+        elif not embedded and _exporter_wanted(OTEL_METRICS_EXPORTER):
+            metrics = _otlp_target(
+                settings,
+                endpoint,
+                protocol_var=OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+                timeout_var=OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
+                endpoint_var=OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+                path="v1/metrics",
+            )
+    return ExportPlan(
+        embedded=embedded,
+        traces=traces,
+        metrics=metrics,
+        spans_path=spans_path,
+        metrics_path=metrics_path,
+        keep_report=keep_report,
+    )
+
+
+__all__ = [
+    "DEFAULT_EXPORT_TIMEOUT_S",
+    "DEFAULT_SPANS_FILE",
+    "GRPC",
+    "HTTP_PROTOBUF",
+    "SPANS_FILE_ENV",
+    "ExportPlan",
+    "OtlpTarget",
+    "Settings",
+    "base_endpoint",
+    "build_resource",
+    "endpoint_configured",
+    "metrics_path_for",
+    "plan_export",
+    "sdk_disabled",
+]
