@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..telemetry import semconv as sc
 from ..telemetry.calls.metrics import instruments_for
 from ..telemetry.limits.errors import FleetUnavailableError, MaxIterationsExceededError
+from ..telemetry.limits.money import NANO, booking_nano, check_budget, to_nano
 from ..usage_tracking import BudgetExceededError
 from .hold import FleetHold, FleetUsage
 
@@ -27,7 +28,14 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("techrevati.runtime.fleet")
 
-_NANO = 1_000_000_000
+_NANO = NANO
+#: The longest window, lease or probe wait a scope accepts (ten years, in seconds):
+#: far beyond any real use, and every deadline in ms stays exact in Redis' Lua doubles.
+_MAX_SECONDS = 10 * 366 * 86_400.0
+#: The longest bound on one Redis call.
+_MAX_TIMEOUT_S = 3_600.0
+#: The largest call cap: counts stay exact in Redis' Lua doubles.
+_MAX_CALLS = 2**53
 #: Learned per-model costs outlive windows (a new day starts knowing yesterday's prices).
 _LEARNED_TTL_MS = 30 * 86_400 * 1000
 #: Settlements that failed while the store was down, retried once it answers again.
@@ -38,11 +46,14 @@ _PROBE_POLL_MAX_S = 0.25
 OnStoreError = Literal["refuse", "allow"]
 
 
-def _nano(usd: float) -> int:
-    return round(usd * _NANO)
-
-
-def _number(name: str, value: object, *, positive: bool, optional: bool = True) -> float | None:
+def _number(
+    name: str,
+    value: object,
+    *,
+    positive: bool,
+    optional: bool = True,
+    most: float | None = None,
+) -> float | None:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -50,7 +61,13 @@ def _number(name: str, value: object, *, positive: bool, optional: bool = True) 
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         need = "a finite number > 0" if positive else "a finite number >= 0"
         raise ValueError(f"FleetLimits {name} must be {need}, got {value!r}")
+    if most is not None and value > most:
+        raise ValueError(f"FleetLimits {name} must be at most {most:g}, got {value!r}")
     return float(value)
+
+
+def _seconds(name: str, value: object, *, optional: bool, most: float = _MAX_SECONDS) -> float:
+    return float(_number(name, value, positive=True, optional=optional, most=most) or 0.0)
 
 
 def _text(value: Any) -> str:
@@ -126,24 +143,24 @@ class FleetLimits:
             isinstance(max_calls, bool) or not isinstance(max_calls, int)
         ):
             raise TypeError(f"FleetLimits max_calls must be an int, got {max_calls!r}")
-        if max_calls is not None and max_calls < 0:
-            raise ValueError(f"FleetLimits max_calls must be >= 0, got {max_calls!r}")
+        if max_calls is not None and not 0 <= max_calls <= _MAX_CALLS:
+            raise ValueError(f"FleetLimits max_calls must be in [0, 2**53], got {max_calls!r}")
         if on_store_error not in ("refuse", "allow"):
             raise ValueError(
                 f"FleetLimits on_store_error must be 'refuse' or 'allow', got {on_store_error!r}"
             )
         self.scope = scope
-        self.budget_usd = _number("budget_usd", budget_usd, positive=False)
+        self.budget_usd = check_budget("FleetLimits budget_usd", budget_usd)
         self.max_calls = max_calls
-        self.window_s = _number("window_s", window_s, positive=True)
-        self.lease_s = float(_number("lease_s", lease_s, positive=True, optional=False) or 0.0)
-        self.timeout_s = float(_number("timeout_s", timeout_s, positive=True, optional=False) or 0)
-        self.probe_wait_s = _number("probe_wait_s", probe_wait_s, positive=False)
+        self.window_s = None if window_s is None else _seconds("window_s", window_s, optional=False)
+        self.lease_s = _seconds("lease_s", lease_s, optional=False)
+        self.timeout_s = _seconds("timeout_s", timeout_s, optional=False, most=_MAX_TIMEOUT_S)
+        self.probe_wait_s = _number("probe_wait_s", probe_wait_s, positive=False, most=_MAX_SECONDS)
         self.on_store_error: OnStoreError = on_store_error
         self.key_prefix = key_prefix
         self._window_ms = 0 if self.window_s is None else max(1, round(self.window_s * 1000))
         self._lease_ms = max(1, round(self.lease_s * 1000))
-        self._budget_nano = -1 if self.budget_usd is None else _nano(self.budget_usd)
+        self._budget_nano = -1 if self.budget_usd is None else to_nano(self.budget_usd)
         self._max_calls = -1 if max_calls is None else max_calls
         self._url = url_or_redis_client if isinstance(url_or_redis_client, str) else None
 
@@ -197,7 +214,7 @@ class FleetLimits:
         if not isinstance(model, str):
             raise TypeError(f"reserve() model must be a str, got {model!r}")
         expected = _number("expected_usd", expected_usd, positive=False, optional=False)
-        expected_nano = _nano(expected or 0.0)
+        expected_nano = booking_nano(expected or 0.0, f"fleet reservation of {model!r}")
         hold_id = secrets.token_hex(8)
         force = False
         waited_since: float | None = None
@@ -271,7 +288,7 @@ class FleetLimits:
         """
         actual = _number("actual_usd", actual_usd, positive=False, optional=False)
         if self._claim(hold):
-            self._finish(hold, "settle", _nano(actual or 0.0))
+            self._finish(hold, "settle", booking_nano(actual or 0.0, f"cost of {hold.model!r}"))
 
     def release(self, hold: FleetHold, *, ran: bool = True) -> None:
         """Drop the hold's reservation without booking a cost. Never raises.

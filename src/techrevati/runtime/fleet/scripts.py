@@ -30,7 +30,14 @@ from __future__ import annotations
 _PRELUDE = r"""
 -- Redis < 5 replicates scripts verbatim unless told otherwise; TIME needs effects.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
-local function int(n) return string.format('%d', n) end
+-- Every number written back is formatted as an integer; '%d' wraps past 2^63,
+-- so it saturates well below (4e18 nano-USD = $4e9, beyond any budget we accept):
+-- a sum can never turn negative and switch a limit off.
+local function int(n)
+  if n ~= n then n = 0 end
+  if n > 4e18 then n = 4e18 elseif n < -4e18 then n = -4e18 end
+  return string.format('%d', n)
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

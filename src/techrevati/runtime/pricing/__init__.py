@@ -435,10 +435,13 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
     elif resolved.high is not None:
         band = resolved.high
         key = resolved.high_key
+    elif resolved.tiered is not None:
+        band, key = resolved.tiered.charge(inp, out, write, read)
     else:
-        tiered = resolved.tiered
-        assert tiered is not None
-        band, key = tiered.charge(inp, out, write, read)
+        # More input than _NO_LIMIT (an absurd usage block): the one band still
+        # prices it, so the call is booked (clamped by the ledger), never unbooked.
+        band = resolved.low
+        key = resolved.low_key
     input_rate, output_rate, write_rate, read_rate, per_call = band
     cost = (
         inp * input_rate / _PER_MILLION

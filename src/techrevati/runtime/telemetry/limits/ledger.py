@@ -21,6 +21,12 @@ the most expensive finished call of that model in the session (or an
 ancestor), the session's ``call_estimate_usd``, else 0. With K calls in flight
 the overshoot of an enforced budget is therefore at most
 K × (actual − reserved) per call.
+
+Money is integer nano-dollars (``money.py``): a level is refused once spent +
+reserved by calls in flight has *reached* its budget, and it raises after a call
+only when spent is strictly *above* it, so spend landing exactly on the budget
+does not raise and the next call is refused before it runs, the same rule as
+the fleet's Redis level.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from ...sinks import UsageSink
 from ...usage_tracking import BudgetExceededError, PricedTurn, UsageSnapshot, UsageTracker
 from .. import semconv as sc
 from .errors import MaxIterationsExceededError, UnpricedModelError
+from .money import booking_nano, check_budget, to_nano, to_usd
 
 _orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
 _USAGE_SINK_FAILED = "usage_sink.record raised; suppressing to keep session alive"
@@ -74,6 +81,8 @@ class Claim:
     expected: float
     iteration: int
     ours: bool
+    #: ``expected`` in nano-dollars, clamped (what the levels reserved).
+    expected_nano: int = 0
     holds: tuple[tuple[FleetLevel, object], ...] = ()
     open: bool = True
     booked_usage: bool = False
@@ -117,8 +126,9 @@ class Ledger:
     allow_unpriced: bool = False
     iterations: int = 0
     calls: int = 0
-    spent: float = 0.0
-    reserved: float = 0.0
+    #: Settled cost and reservations of calls in flight, in nano-dollars (exact sums).
+    spent_nano: int = 0
+    reserved_nano: int = 0
     calls_without_usage: int = 0
     unpriced_calls: int = 0
     crossed: bool = False
@@ -130,11 +140,25 @@ class Ledger:
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)
     _enforced: bool = field(init=False, repr=False)
     _budgeted: bool = field(init=False, repr=False)
+    #: ``budget_usd`` in nano-dollars (-1: no budget).
+    _budget_nano: int = field(init=False, repr=False)
     _sink_failed: bool = field(default=False, repr=False)
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
+        self.budget_usd = check_budget("budget_usd", self.budget_usd)
+        self._budget_nano = -1 if self.budget_usd is None else to_nano(self.budget_usd)
         self._link(self.parent)
+
+    @property
+    def spent(self) -> float:
+        """Settled cost in USD, tree-wide (read it; compare ``spent_nano``)."""
+        return to_usd(self.spent_nano)
+
+    @property
+    def reserved(self) -> float:
+        """USD reserved by calls in flight, tree-wide."""
+        return to_usd(self.reserved_nano)
 
     def attach(self, parent: Ledger | None) -> None:
         """Make ``parent`` this ledger's parent (a session opening inside another).
@@ -223,14 +247,15 @@ class Ledger:
                 0.0,
             )
             self._refuse(sc.LIMIT_UNPRICED, UnpricedModelError(model, budget or 0.0))
+        expected_nano = booking_nano(expected, f"expected cost of {model!r}")
         with self._lock:
             refused = None if force else self._refusal_locked()
             if refused is None:
                 for level in self._chain:
                     level.calls += 1
-                    level.reserved += expected
+                    level.reserved_nano += expected_nano
                 self.iterations += 1
-                claim = Claim(self, model, expected, self.iterations, ours)
+                claim = Claim(self, model, expected, self.iterations, ours, expected_nano)
         if refused is not None:
             self._refuse(*refused)
         if self._fleet_chain:
@@ -243,12 +268,15 @@ class Ledger:
             cap = level.max_iterations
             if cap is not None and level.calls >= cap:
                 return sc.LIMIT_ITERATIONS, MaxIterationsExceededError(cap)
-            budget = level.budget_usd
-            if level.enforce_budget and budget is not None:
-                committed = level.spent + level.reserved
-                # Over budget already, or calls in flight have reached it.
-                if level.spent > budget or (level.reserved > 0 and committed >= budget):
-                    return sc.LIMIT_BUDGET, BudgetExceededError(budget, committed)
+            budget = level._budget_nano
+            if level.enforce_budget and budget >= 0:
+                # Spent and others' reservations have reached the budget (this
+                # call's own estimate does not count: the call that crosses runs).
+                committed = level.spent_nano + level.reserved_nano
+                if committed >= budget:
+                    return sc.LIMIT_BUDGET, BudgetExceededError(
+                        level.budget_usd or 0.0, to_usd(committed)
+                    )
         return None
 
     def _reserve_fleet(self, claim: Claim, force: bool) -> tuple[tuple[FleetLevel, object], ...]:
@@ -297,6 +325,7 @@ class Ledger:
         missing = usage is None
         snapshot = _ZERO if usage is None else usage
         cost = 0.0
+        cost_nano = 0
         if model:
             tracker = leaf.tracker
             cost = (
@@ -304,14 +333,16 @@ class Ledger:
                 if price is None
                 else tracker.record_priced(model, snapshot, price)
             )
+            cost_nano = booking_nano(cost, f"cost of a {model!r} call")
+            cost = to_usd(cost_nano)
         crossings: list[Ledger] | None = None
         with leaf._lock:
             for level in leaf._chain:
                 if claim.open:
-                    level.reserved -= claim.expected
-                level.spent += cost
-                budget = level.budget_usd
-                if budget is not None and not level.crossed and level.spent > budget:
+                    level.reserved_nano -= claim.expected_nano
+                level.spent_nano += cost_nano
+                budget = level._budget_nano
+                if budget >= 0 and not level.crossed and level.spent_nano > budget:
                     level.crossed = True
                     crossings = [level] if crossings is None else [*crossings, level]
             claim.open = False
@@ -365,7 +396,7 @@ class Ledger:
             if claim.open:
                 claim.open = False
                 for level in leaf._chain:
-                    level.reserved -= claim.expected
+                    level.reserved_nano -= claim.expected_nano
                     if uncount:
                         level.calls -= 1
                 if uncount:
@@ -382,9 +413,8 @@ class Ledger:
         if not self._enforced:
             return None
         for level in self._chain:
-            budget = level.budget_usd
-            if level.enforce_budget and budget is not None and level.spent > budget:
-                return BudgetExceededError(budget, level.spent)
+            if level.enforce_budget and 0 <= level._budget_nano < level.spent_nano:
+                return BudgetExceededError(level.budget_usd or 0.0, level.spent)
         return None
 
     # -- listeners ------------------------------------------------------------

@@ -31,11 +31,18 @@ def usage_to_attributes(usage: UsageSnapshot) -> dict[str, Any]:
     return attrs
 
 
+#: The largest token count read from anywhere (OTLP ints are signed 64-bit);
+#: larger values are clamped to it, so pricing still books (and bounds) the call.
+MAX_TOKEN_COUNT = 2**63 - 1
+
+
 def _int(attrs: Mapping[str, Any], key: str) -> int:
     value = attrs.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0
-    return max(0, int(value))
+    if not value > 0:  # negatives and NaN
+        return 0
+    return MAX_TOKEN_COUNT if value >= MAX_TOKEN_COUNT else int(value)
 
 
 def usage_from_totals(

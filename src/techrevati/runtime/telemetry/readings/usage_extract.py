@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
 from ...usage_tracking import UsageSnapshot
+from .tokens import MAX_TOKEN_COUNT as _MAX
 
 __all__ = [
     "Extracted",
@@ -89,13 +90,14 @@ def _is_mapping(kind: type) -> bool:
 def _count(value: object) -> int | None:
     """A token count, or None when ``value`` is not one (bools and junk included)."""
     if type(value) is int:  # the usual case first: this runs several times per call
-        return value if value >= 0 else 0
+        return value if 0 <= value <= _MAX else (0 if value < 0 else _MAX)
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return max(0, int(value))  # an int subclass (an IntEnum) becomes a plain int
+        # an int subclass (an IntEnum) becomes a plain int
+        return min(max(0, int(value)), _MAX)
     if isinstance(value, float) and value.is_integer():
-        return max(0, int(value))
+        return min(max(0, int(value)), _MAX)
     return None
 
 
@@ -103,8 +105,8 @@ def _n(obj: object, key: str) -> int:
     if obj is None:
         return 0
     value = _get(obj, key)
-    if type(value) is int:  # the usual case, without a second call
-        return value if value >= 0 else 0
+    if type(value) is int and 0 <= value <= _MAX:  # the usual case, without a second call
+        return value
     return _count(value) or 0
 
 

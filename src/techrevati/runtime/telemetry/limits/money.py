@@ -1,0 +1,119 @@
+"""Money as integer nano-dollars (1e-9 USD): the one rule every limit compares with.
+
+Floats drift when summed (0.1 + 0.1 + 0.1 == 0.30000000000000004), so a
+session that spends exactly its budget would look over it. Every level of the
+ledger (the local one and the fleet's Redis counters) therefore keeps and
+compares integers: a cost is rounded once, to the nearest nano-dollar, when it
+is booked or reserved, and sums are exact from then on.
+
+Bounds. A budget above ``MAX_BUDGET_USD`` is a configuration error; one call's
+booking or reservation above ``MAX_CALL_USD`` (a hostile or broken usage
+block) is clamped to it and logged. Both keep every counter far below 2**53
+nano-dollars per call and 2**63 in total, so no number ever wraps in Redis'
+Lua (``%d``) or loses a whole cent in a double.
+
+Example::
+
+    >>> to_nano(0.1) * 3 == to_nano(0.3)
+    True
+    >>> booking_nano(float("inf"), "cost of gpt-4o")
+    1000000000000000
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+_log = logging.getLogger("techrevati.runtime.limits")
+
+#: Nano-dollars per dollar.
+NANO = 1_000_000_000
+#: The largest budget a limit accepts (USD): 1e18 nano-dollars, below 2**63.
+MAX_BUDGET_USD = 1e9
+#: The largest cost one call may book or reserve (USD): 1e15 nano-dollars, below 2**53.
+MAX_CALL_USD = 1e6
+MAX_CALL_NANO = round(MAX_CALL_USD * NANO)
+
+_clamped: set[str] = set()
+
+
+def to_nano(usd: float) -> int:
+    """``usd`` (finite, validated by the caller) as whole nano-dollars, rounded to nearest.
+
+    Example::
+
+        >>> to_nano(0.0017)
+        1700000
+    """
+    return round(usd * NANO)
+
+
+def to_usd(nano: int) -> float:
+    """Nano-dollars back to USD, for reading and reporting (never for comparing).
+
+    Example::
+
+        >>> to_usd(1_700_000)
+        0.0017
+    """
+    return nano / NANO
+
+
+def booking_nano(usd: float, what: str) -> int:
+    """One call's cost or reservation in nano-dollars, clamped to ``[0, MAX_CALL_USD]``.
+
+    A value outside the bound (NaN, infinite, negative, or above
+    ``MAX_CALL_USD``) never disables a limit: it is clamped (NaN and
+    negatives to 0, the rest to the maximum) and logged at WARNING, once per
+    ``what`` label and at DEBUG after that.
+
+    Example::
+
+        >>> booking_nano(0.25, "cost")
+        250000000
+    """
+    if type(usd) is float and 0.0 <= usd <= MAX_CALL_USD:  # the usual case
+        return round(usd * NANO)
+    if isinstance(usd, int | float) and not isinstance(usd, bool):
+        value = float(usd) if not isinstance(usd, int) or usd <= 2**63 else math.inf
+        if 0.0 <= value <= MAX_CALL_USD:
+            return round(value * NANO)
+        clamped = MAX_CALL_NANO if value > MAX_CALL_USD else 0
+    else:
+        clamped = 0
+    _warn_clamp(what, usd, clamped)
+    return clamped
+
+
+def _warn_clamp(what: str, usd: object, clamped: int) -> None:
+    log = _log.debug if what in _clamped else _log.warning
+    if len(_clamped) < 1024:  # bounded: labels name models, which come from responses
+        _clamped.add(what)
+    log(
+        "%s is out of range (%r USD); booked as %s USD so the limit still counts it",
+        what,
+        usd,
+        to_usd(clamped),
+    )
+
+
+def check_budget(name: str, value: object) -> float | None:
+    """Validate a budget: None, or a finite number in ``[0, MAX_BUDGET_USD]``.
+
+    Raises ``TypeError`` / ``ValueError`` naming ``name`` and the value.
+
+    Example::
+
+        >>> check_budget("budget_usd", 5)
+        5.0
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_BUDGET_USD:
+        raise ValueError(
+            f"{name} must be a finite number in [0, {MAX_BUDGET_USD:g}], got {value!r}"
+        )
+    return float(value)
