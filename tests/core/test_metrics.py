@@ -66,6 +66,8 @@ def test_a_session_records_every_metric_with_bounded_labels(otel: Otel) -> None:
         "gen_ai.client.operation.duration": "s",
         "gen_ai.invoke_agent.duration": "s",
         "gen_ai.execute_tool.duration": "s",
+        "gen_ai.invoke_agent.inference_calls": "{inference_call}",
+        "gen_ai.invoke_agent.tool_calls": "{tool_call}",
         "techrevati.cost.usd": "USD",
         "techrevati.sessions": "{session}",
         "techrevati.tool.calls": "{call}",
@@ -98,6 +100,18 @@ def test_a_session_records_every_metric_with_bounded_labels(otel: Otel) -> None:
             "error.type": "ConnectionError",
         }
     ]
+    # One point per session: its model calls (the failed one included) and tool calls
+    # (the denied one included), labelled as the GenAI conventions' call-count metrics.
+    per_session = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "w"}
+    for name, calls, bucket in (
+        ("gen_ai.invoke_agent.inference_calls", 2, 1),
+        ("gen_ai.invoke_agent.tool_calls", 2, 1),
+    ):
+        ((attrs, point),) = otel.metric_points(name)
+        assert attrs == per_session
+        assert (point.count, point.sum) == (1, calls)
+        assert list(point.explicit_bounds) == [1, 2, 4, 8, 16, 32, 64, 128]
+        assert point.bucket_counts[bucket] == 1  # 2 falls in (1, 2]
     for name in _units(otel):
         for attrs, _ in otel.metric_points(name):
             assert not FORBIDDEN_LABELS & set(attrs), (name, attrs)

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..telemetry import semconv as sc
-from ..telemetry.calls.metrics import instruments_for
+from ..telemetry.calls.metrics import fleet_scopes, instruments_for
 from ..telemetry.limits.errors import FleetUnavailableError, MaxIterationsExceededError
 from ..telemetry.limits.money import NANO, booking_nano, check_budget, to_nano
 from ..usage_tracking import BudgetExceededError
@@ -191,6 +191,8 @@ class FleetLimits:
         self._pending: collections.deque[tuple[FleetHold, str, int]] = collections.deque(
             maxlen=_PENDING_MAX
         )
+        # Budget, window and spend as gauges per scope, for the burn-rate alerts.
+        fleet_scopes.track(self)
 
     # --- the ledger level -----------------------------------------------------
 
@@ -358,7 +360,8 @@ class FleetLimits:
         return len(self._pending)
 
     def close(self) -> None:
-        """Close the Redis connections this scope opened."""
+        """Close the Redis connections this scope opened (and stop reporting its gauges)."""
+        fleet_scopes.forget(self)
         self._store.close()
 
     def __repr__(self) -> str:

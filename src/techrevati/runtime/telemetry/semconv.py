@@ -148,6 +148,17 @@ METRIC_UNPRICED_CALLS: Final = "techrevati.cost.unpriced_calls"
 METRIC_FLEET_COST: Final = "techrevati.fleet.cost"
 METRIC_FLEET_REFUSALS: Final = "techrevati.fleet.refusals"
 METRIC_FLEET_STORE_ERRORS: Final = "techrevati.fleet.store_errors"
+#: Gauges per fleet scope, so alert rules can compute burn = spend rate / (budget / window):
+#: the scope's budget (USD per window), its window length (s) and what the scope has spent
+#: in its current window (USD, read from the store when metrics are collected).
+METRIC_FLEET_BUDGET: Final = "techrevati.fleet.budget"
+METRIC_FLEET_WINDOW: Final = "techrevati.fleet.window"
+METRIC_FLEET_SPENT: Final = "techrevati.fleet.spent"
+#: Counter of loops stopped by loop detection (repeated tool calls), per agent and tool.
+METRIC_LOOP_DETECTIONS: Final = "techrevati.loop.detections"
+#: GenAI conventions (development): model calls and tool calls per invoke_agent span.
+METRIC_AGENT_INFERENCE_CALLS: Final = "gen_ai.invoke_agent.inference_calls"
+METRIC_AGENT_TOOL_CALLS: Final = "gen_ai.invoke_agent.tool_calls"
 
 #: Explicit bucket advice from the GenAI conventions.
 TOKEN_BUCKETS: Final = (
@@ -182,6 +193,9 @@ DURATION_BUCKETS: Final = (
     40.96,
     81.92,
 )
+
+#: Bucket advice of the invoke_agent call-count histograms: 1 to 128, doubling.
+CALL_COUNT_BUCKETS: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
 #: Label sets allowed on metrics. Ids (session, trace, worker, project) never appear:
 #: they are unbounded and would explode a time-series database.

@@ -7,10 +7,12 @@ Labels are bounded on purpose: model, provider, role, tool, outcome, never an id
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from opentelemetry import metrics
 from opentelemetry.metrics import (
@@ -27,6 +29,8 @@ from opentelemetry.metrics import _Gauge as Gauge
 
 from ...version import VERSION
 from .. import semconv as sc
+
+_log = logging.getLogger(__name__)
 
 
 class CostTotals:
@@ -66,6 +70,95 @@ class CostTotals:
             return [Observation(total, self._labels[key]) for key, total in self._totals.items()]
 
 
+class _FleetUsage(Protocol):
+    @property
+    def spent_usd(self) -> float: ...
+
+
+class FleetScopeLike(Protocol):
+    """What the fleet gauges read from a fleet scope (``FleetLimits`` has all of it)."""
+
+    scope: str
+    budget_usd: float | None
+    window_s: float | None
+
+    def usage(self) -> _FleetUsage: ...
+
+
+class FleetScopes:
+    """Every live fleet scope of this process, reported as three gauges per scope.
+
+    Alert rules need a scope's budget ``B`` and window ``W`` next to its spend rate
+    (burn = spend rate / (B / W), docs/alerts.md); the time-to-exhaustion panel
+    also needs what the scope has spent in its current window, which only the
+    store knows, so it is read (one bounded Redis call per scope) when a reader
+    collects, on the reader's thread, never on the agent's. Scopes are held
+    weakly: a ``FleetLimits`` the program drops stops being reported.
+
+    Example::
+
+        fleet_scopes.track(tenant)   # FleetLimits does this itself
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scopes: weakref.WeakSet[FleetScopeLike] = weakref.WeakSet()
+
+    def track(self, scope: FleetScopeLike) -> None:
+        """Report ``scope``'s budget, window and spend while it is alive."""
+        with self._lock:
+            self._scopes.add(scope)
+
+    def forget(self, scope: FleetScopeLike) -> None:
+        """Stop reporting ``scope`` (it was closed)."""
+        with self._lock:
+            self._scopes.discard(scope)
+
+    def _live(self) -> dict[str, FleetScopeLike]:
+        with self._lock:
+            scopes = list(self._scopes)
+        # Several FleetLimits of one scope in a process are one scope: one series each.
+        return {s.scope: s for s in scopes}
+
+    def observe_budget(self, options: CallbackOptions) -> Iterable[Observation]:
+        """The budget gauge's callback: USD per window, scopes with a budget only."""
+        return [
+            Observation(s.budget_usd, {sc.FLEET_SCOPE: name})
+            for name, s in self._live().items()
+            if s.budget_usd is not None
+        ]
+
+    def observe_window(self, options: CallbackOptions) -> Iterable[Observation]:
+        """The window gauge's callback: seconds, scopes with windows only."""
+        return [
+            Observation(s.window_s, {sc.FLEET_SCOPE: name})
+            for name, s in self._live().items()
+            if s.window_s is not None
+        ]
+
+    def observe_spent(self, options: CallbackOptions) -> Iterable[Observation]:
+        """The spent gauge's callback: the current window's settled USD, from the store.
+
+        A scope whose store does not answer is left out of this collection (the
+        store error is counted by the scope itself); metrics never raise.
+        """
+        found = []
+        for name, s in self._live().items():
+            if s.budget_usd is None:
+                continue
+            try:
+                spent = s.usage().spent_usd
+            except Exception:  # telemetry never breaks anything, not even the reader
+                _log.debug("fleet scope %r: spent gauge skipped", name, exc_info=True)
+                continue
+            found.append(Observation(spent, {sc.FLEET_SCOPE: name}))
+        return found
+
+
+#: The process-wide registry the fleet gauges read (``FleetLimits.__init__`` adds to it).
+fleet_scopes = FleetScopes()
+
+
 @dataclass(frozen=True, slots=True)
 class Instruments:
     """Every instrument the core records to."""
@@ -89,6 +182,9 @@ class Instruments:
     fleet_cost: Counter
     fleet_refusals: Counter
     fleet_store_errors: Counter
+    loop_detections: Counter
+    agent_inference_calls: Histogram
+    agent_tool_calls: Histogram
     #: False when nothing can ever read these instruments: the global provider
     #: is still the API's unset proxy, or a no-op provider was passed. The
     #: per-call paths (a turn, a tool call) then skip recording altogether.
@@ -110,6 +206,25 @@ def _build(provider: MeterProvider | None) -> Instruments:
         unit="USD",
         description="Model spend in US dollars.",
     )
+    meter.create_observable_gauge(
+        sc.METRIC_FLEET_BUDGET,
+        callbacks=[fleet_scopes.observe_budget],
+        unit="USD",
+        description="Each fleet scope's budget per window, in US dollars.",
+    )
+    meter.create_observable_gauge(
+        sc.METRIC_FLEET_WINDOW,
+        callbacks=[fleet_scopes.observe_window],
+        unit="s",
+        description="Each fleet scope's window length.",
+    )
+    meter.create_observable_gauge(
+        sc.METRIC_FLEET_SPENT,
+        callbacks=[fleet_scopes.observe_spent],
+        unit="USD",
+        description="What each fleet scope has spent in its current window (read from the store).",
+    )
+    counts = list(sc.CALL_COUNT_BUCKETS)
     return Instruments(
         token_usage=meter.create_histogram(
             sc.METRIC_TOKEN_USAGE,
@@ -205,6 +320,23 @@ def _build(provider: MeterProvider | None) -> Instruments:
             sc.METRIC_FLEET_STORE_ERRORS,
             unit="{error}",
             description="Fleet store (Redis) calls that failed or timed out, per scope.",
+        ),
+        loop_detections=meter.create_counter(
+            sc.METRIC_LOOP_DETECTIONS,
+            unit="{detection}",
+            description="Loops stopped by loop detection (repeated tool calls).",
+        ),
+        agent_inference_calls=meter.create_histogram(
+            sc.METRIC_AGENT_INFERENCE_CALLS,
+            unit="{inference_call}",
+            description="Model calls made in one agent invocation (session), failed ones included.",
+            explicit_bucket_boundaries_advisory=counts,
+        ),
+        agent_tool_calls=meter.create_histogram(
+            sc.METRIC_AGENT_TOOL_CALLS,
+            unit="{tool_call}",
+            description="Tool calls made in one agent invocation (session), denied ones included.",
+            explicit_bucket_boundaries_advisory=counts,
         ),
     )
 

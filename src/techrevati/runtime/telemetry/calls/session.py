@@ -67,6 +67,8 @@ class SessionScope:
     authorize: Callable[[str], PermissionOutcome] | None = None
     guardrails: list[Guardrail] = field(default_factory=list)
     on_turn_failed: Callable[[BaseException], None] | None = None
+    #: Tool calls made in this session (denied and failed ones included).
+    tool_calls: int = 0
 
     def labels(self, model: str, provider: str | None = None) -> ModelLabels:
         """Metric label sets for a turn of ``model`` in this session."""
@@ -276,6 +278,9 @@ def close_session(
     instruments.sessions.add(1, labels)
     instruments.agent_duration.record(time.perf_counter() - scope.started, labels)
     instruments.session_iterations.record(ledger.iterations, scope.agent_attrs)
+    calls_labels = {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, **scope.agent_attrs}
+    instruments.agent_inference_calls.record(ledger.iterations, calls_labels)
+    instruments.agent_tool_calls.record(scope.tool_calls, calls_labels)
     if ledger.budget_usd:
         instruments.budget_utilization.record(ledger.spent / ledger.budget_usd, scope.agent_attrs)
 

@@ -169,6 +169,7 @@ class ToolCall:
         }
         if session is not None:
             labels.update(session.agent_attrs)
+            session.tool_calls += 1
         recording = span.is_recording()
         if isinstance(error, GuardrailViolatedError):
             if recording:
