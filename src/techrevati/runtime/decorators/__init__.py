@@ -70,7 +70,6 @@ from ..orchestrator import (
 )
 from ..telemetry.calls import instrument as core
 from ..telemetry.calls.content import capture_content
-from ..telemetry.limits.membership import CURRENT
 from ..telemetry.readings.usage_extract import StreamReader, extract, extract_text, usage_of
 from ..usage_tracking import UsageSnapshot
 from .streams import (
@@ -221,7 +220,7 @@ def _begin_turn(
 ) -> core.TurnCall:
     """Admit and start a decorated turn in the current session, if any."""
     return core.TurnCall.begin(
-        CURRENT.get(),
+        core.current_session(),
         spec.model,
         provider=spec.provider,
         usage=spec.fixed,

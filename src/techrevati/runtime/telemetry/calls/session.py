@@ -176,6 +176,8 @@ def open_session(
             previous_listener(kind, error)
 
     ledger.on_limit = on_limit
+    ledger.session_ref = weakref.ref(scope)
+    membership.watch_escapes(ledger)
     _open_scopes.add(scope)
     ledger.on_unpriced_cost = lambda model, usage, cost: _count_library_cost(scope, model, cost)
     return scope

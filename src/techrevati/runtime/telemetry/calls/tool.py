@@ -87,7 +87,7 @@ class ToolCall:
                 attributes[sc.GEN_AI_PROVIDER_NAME] = session.provider_name
             attributes.update(session.span_stamp)
             tracer, instruments = session.tracer, session.instruments
-            parent = None if membership.CURRENT.get() is session else session.context
+            parent = membership.parent_for(session)
         else:
             tracer = tracer_for(tracer_provider)
             instruments = instruments_for(meter_provider)

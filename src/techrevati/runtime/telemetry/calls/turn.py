@@ -104,7 +104,7 @@ class TurnCall:
             tracer, instruments = session.tracer, session.instruments
             provider_name = provider if provider is not None else session.provider_name
             labels = model_labels(session.model_attrs, model, provider_name, session.role)
-            parent = None if membership.CURRENT.get() is session else session.context
+            parent = membership.parent_for(session)
             ledger: Ledger | None = session.ledger
             breaker = session.breaker
         else:
@@ -114,6 +114,7 @@ class TurnCall:
             parent = None
             ledger = membership.process_root()
             breaker = None
+            membership.note_outside()
         # The context the call starts in, read once: its placement in the ledger
         # tree, its span's parent and its own context all derive from it.
         here = parent if parent is not None else otel_context.get_current()
@@ -378,7 +379,7 @@ def refused_span(session: SessionScope | None, model: str, error: BaseException)
         attributes[sc.BREAKER_STATE] = CircuitState.OPEN.value
     span = session.tracer.start_span(
         labels.span_name,
-        context=None if membership.CURRENT.get() is session else session.context,
+        context=membership.parent_for(session),
         kind=SpanKind.CLIENT,
         attributes=attributes,  # type: ignore[arg-type]
     )

@@ -135,6 +135,11 @@ class Ledger:
     learned: dict[str, float] = field(default_factory=dict, repr=False)
     #: Keys of this session's open spans, dropped with the session.
     open_keys: set[tuple[int, int]] = field(default_factory=set, repr=False)
+    #: The session that owns this ledger, weakly (membership finds it from a span).
+    session_ref: Callable[[], Any] | None = field(default=None, repr=False)
+    #: The thread the session opened on, and whether an escaped call was warned about.
+    opened_on: int = field(default=0, repr=False)
+    escape_warned: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(init=False, repr=False)
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)
@@ -194,6 +199,11 @@ class Ledger:
         self._budgeted = fleet_budget or any(level.budget_usd is not None for level in self._chain)
 
     # -- reading --------------------------------------------------------------
+
+    def session(self) -> Any:
+        """The session object that owns this ledger, if it is still alive (else None)."""
+        ref = self.session_ref
+        return ref() if ref is not None else None
 
     def enforced(self) -> bool:
         """True when some level of the chain (or a fleet scope) enforces a budget."""

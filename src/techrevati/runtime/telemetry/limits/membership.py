@@ -11,6 +11,12 @@ Three facts place a span, in this order:
    variable that means "the current session"), else the process root (set by
    ``configure(fleet=...)``, so every call in the process counts).
 
+Our own turns and tools ask ``current_session`` the same question: the context
+variable, else the session owning the current OpenTelemetry span (a thread
+that attached the session's OTel context), else none. A call that finds none
+while a session with limits is open on another thread warns once per session
+(``note_outside``).
+
 A model span is then either a new call (admitted against the ledger chain) or
 the same call as an enclosing one: the first library model span inside our
 turn is the request that turn makes; a library model span inside another
@@ -27,7 +33,10 @@ limits processor places every other instrumentation's spans through
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
+import warnings
+import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -105,13 +114,120 @@ def key_of(context: SpanContext | None) -> SpanKey | None:
 
 
 def current_session() -> SessionScope | None:
-    """The innermost session of this thread or task.
+    """Which session a call made here is in: the one answer every door uses.
+
+    1. our context variable (the session block entered in this thread or task,
+       or copied into it by ``asyncio``, ``to_thread``, ``anyio``,
+       ``session.wrap``);
+    2. else the session that owns the current OpenTelemetry span, at any depth
+       we know (a thread that attached the session's OTel context with
+       ``context.attach`` or OpenTelemetry's ``ThreadingInstrumentor``);
+    3. else None: the call counts against the process root, if any.
 
     A session may already be closed here and still be current: a stream that
     began inside its block and is read after it, or a block exited from
     another task. Calls made then still count against its ledger chain.
+
+    Example::
+
+        with agent_session("writer", max_iterations=2):
+            ctx = otel_context.get_current()
+            def worker():
+                token = otel_context.attach(ctx)   # what ThreadingInstrumentor does
+                assert current_session() is not None
+                otel_context.detach(token)
     """
-    return CURRENT.get()
+    scope = CURRENT.get()
+    if scope is not None:
+        return scope
+    return session_in(otel_context.get_current())
+
+
+def session_in(context: Context) -> SessionScope | None:
+    """The session that owns the span current in ``context`` (or the turn it carries)."""
+    span: Span | None = context.get(_SPAN_KEY)  # type: ignore[assignment]
+    if span is not None:
+        known = span.get_span_context()
+        entry = OPEN.get((known.trace_id, known.span_id)) if known.span_id else None
+        if entry is None:
+            # A span of a provider our processor does not see: its parent may be ours.
+            parent = getattr(span, "parent", None)
+            if isinstance(parent, SpanContext) and parent.span_id:
+                entry = OPEN.get((parent.trace_id, parent.span_id))
+        if entry is not None:
+            owner: SessionScope | None = entry.ledger.session()
+            return owner
+    carried = context.get(CALL_KEY)
+    if isinstance(carried, SpanEntry):
+        found: SessionScope | None = carried.ledger.session()
+        return found
+    return None
+
+
+def parent_for(session: SessionScope) -> Context | None:
+    """The context a span of ``session`` starts in: None (the current one) when the
+    session is the one here, else the session's own context (a call made for a
+    session from a thread or task that is not in it, e.g. ``session.run_turn``).
+    """
+    current = CURRENT.get()
+    if current is session:
+        return None
+    if current is None and session_in(otel_context.get_current()) is session:
+        return None
+    return session.context
+
+
+# -- calls that escape every session ------------------------------------------
+
+#: Ledgers of open sessions with enforced limits (a cap or an enforced budget).
+_LIMITED: weakref.WeakSet[Ledger] = weakref.WeakSet()
+
+
+def watch_escapes(ledger: Ledger) -> None:
+    """Remember an open session with limits, to warn about calls that escape it."""
+    if ledger.max_iterations is not None or ledger.enforced():
+        ledger.opened_on = threading.get_ident()
+        _LIMITED.add(ledger)
+
+
+def note_outside(what: str = "a model call") -> None:
+    """A call found no session: warn once per open limited session on another thread.
+
+    Cheap when nothing with limits is open (one truth test). The likely cause is
+    a thread or executor that did not carry the session's context; the message
+    names the two remedies.
+    """
+    if not _LIMITED:
+        return
+    here = threading.get_ident()
+    for ledger in list(_LIMITED):
+        if ledger.opened_on == here or ledger.escape_warned:
+            continue
+        ledger.escape_warned = True
+        scope = ledger.session()
+        role = scope.role if scope is not None else "?"
+        warnings.warn(
+            f"{what} ran on thread {threading.current_thread().name!r} outside any session "
+            f"while session {role!r} (with enforced limits) is open on another thread: it "
+            "is not counted against that session's limits. Run the function with "
+            "session.wrap(fn), or carry the OpenTelemetry context into threads "
+            "(ThreadingInstrumentor from opentelemetry-instrumentation-threading)",
+            RuntimeWarning,
+            stacklevel=user_stacklevel(),
+        )
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first frame outside this package."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not (isinstance(module, str) and module.startswith(("techrevati.runtime", "wrapt"))):
+            return level
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return 1
 
 
 def open_parent() -> SessionScope | None:
@@ -298,6 +414,7 @@ def drop_session(ledger: Ledger) -> None:
     arrives after the close is still booked (into the ledger chain, which
     holds no reference to the session object).
     """
+    _LIMITED.discard(ledger)
     keys = ledger.open_keys
     if not keys:
         return

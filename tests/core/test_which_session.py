@@ -1,0 +1,185 @@
+"""Which session a call is in: one answer for every door, in the set-ups users have.
+
+Threads that carry the OpenTelemetry context (``context.attach``, and
+OpenTelemetry's real ``ThreadingInstrumentor``) are in the session whose span
+they carry, so its cap holds there; asyncio, ``to_thread`` and anyio keep
+working; a plain thread that carries nothing gets one warning per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+
+from otel_harness import Otel
+from techrevati.runtime import (
+    MaxIterationsExceededError,
+    UsageSnapshot,
+    agent_session,
+    agent_turn,
+    tool_call,
+)
+from techrevati.runtime.telemetry.calls.instrument import current_session
+
+pytestmark = pytest.mark.usefixtures("priced")
+
+USAGE = UsageSnapshot(1000, 100)
+
+
+@agent_turn("model-a", usage=USAGE)
+def ask(n: int) -> int:
+    return n
+
+
+@agent_turn("model-a", usage=USAGE)
+async def aask(n: int) -> int:
+    return n
+
+
+def _attempt(fn: Any, n: int) -> str:
+    try:
+        fn(n)
+    except MaxIterationsExceededError:
+        return "refused"
+    return "ran"
+
+
+def test_thread_attaching_the_session_context_is_capped(otel: Otel) -> None:
+    # The regression of issue 20: 4 turns in a thread that attached the session's
+    # OTel context, under max_iterations=2: 2 run, 2 refused (all 4 ran before).
+    outcomes: list[str] = []
+    with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
+        ctx = otel_context.get_current()
+
+        def worker() -> None:
+            token = otel_context.attach(ctx)
+            try:
+                outcomes.extend(_attempt(ask, n) for n in range(4))
+            finally:
+                otel_context.detach(token)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    assert outcomes == ["ran", "ran", "refused", "refused"]
+    assert session.tracker.turn_count == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * (3000 + 1500) / 1e6)
+    session_span = otel.span("invoke_agent w")
+    turns = otel.spans("chat model-a")
+    assert len(turns) == 2
+    assert all(t.parent is not None for t in turns)
+    assert {t.parent.span_id for t in turns if t.parent} == {session_span.context.span_id}
+
+
+@pytest.fixture
+def threading_instrumented() -> Iterator[None]:
+    instrumentor = ThreadingInstrumentor()
+    instrumentor.instrument()
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()
+
+
+@pytest.mark.usefixtures("threading_instrumented")
+def test_threading_instrumentor_threads_and_executors_count(otel: Otel) -> None:
+    with agent_session("w", max_iterations=3, **otel.kwargs()) as session:
+        # A plain Thread: ThreadingInstrumentor carries the OTel context into it.
+        outcomes: list[str] = []
+        thread = threading.Thread(target=lambda: outcomes.extend(_attempt(ask, n) for n in (1, 2)))
+        thread.start()
+        thread.join()
+        # An executor: the same instrumentor wraps submit().
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            outcomes.extend(pool.map(lambda n: _attempt(ask, n), range(3)))
+    assert sorted(outcomes) == ["ran"] * 3 + ["refused"] * 2
+    assert session.tracker.turn_count == 3
+    assert session._iteration_count == 3
+
+
+@pytest.mark.usefixtures("threading_instrumented")
+def test_tool_in_an_instrumented_thread_is_in_the_session(otel: Otel) -> None:
+    @tool_call()
+    def lookup(term: str) -> str:
+        return term
+
+    seen: list[object] = []
+    with agent_session("w", **otel.kwargs()) as session:
+        thread = threading.Thread(target=lambda: seen.append((lookup("x"), current_session())))
+        thread.start()
+        thread.join()
+    assert seen == [("x", session._scope)]
+    tool = otel.span("execute_tool lookup")
+    assert tool.attributes is not None and tool.attributes["gen_ai.agent.name"] == "w"
+
+
+def test_asyncio_to_thread_and_anyio_keep_working(otel: Otel) -> None:
+    async def main() -> list[str]:
+        with agent_session("w", max_iterations=4, **otel.kwargs()):
+            results = [_attempt(ask, 0)]
+            results.append(await asyncio.to_thread(_attempt, ask, 1))
+            results.append(await anyio.to_thread.run_sync(_attempt, ask, 2))
+            await asyncio.gather(aask(3))
+            try:
+                await aask(4)
+                results.append("ran")
+            except MaxIterationsExceededError:
+                results.append("refused")
+            return results
+
+    assert asyncio.run(main()) == ["ran", "ran", "ran", "refused"]
+
+
+def test_plain_thread_outside_any_session_warns_once_per_session(otel: Otel) -> None:
+    # 8 turns from a ThreadPoolExecutor inside an enforced session, no context carried:
+    # they are outside the session (and say so once), not silently free.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with (
+            agent_session("w", max_iterations=2, **otel.kwargs()) as session,
+            ThreadPoolExecutor(max_workers=4) as pool,
+        ):
+            assert list(pool.map(lambda n: ask(n), range(8))) == list(range(8))
+        with (
+            agent_session("v", budget_usd=1.0, enforce_budget=True, **otel.kwargs()),
+            ThreadPoolExecutor(max_workers=2) as pool,
+        ):
+            list(pool.map(lambda n: ask(n), range(4)))
+    escaped = [w for w in caught if "outside any session" in str(w.message)]
+    assert len(escaped) == 2
+    assert "'w'" in str(escaped[0].message) and "'v'" in str(escaped[1].message)
+    for w in escaped:
+        assert "session.wrap" in str(w.message)
+        assert "ThreadingInstrumentor" in str(w.message)
+        assert w.filename == __file__  # points at the user's call, not into the package
+    assert session.tracker.turn_count == 0
+
+
+def test_session_wrap_carries_the_session_into_a_pool(otel: Otel) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no escape warning: every call is in the session
+        with (
+            agent_session("w", max_iterations=3, **otel.kwargs()) as session,
+            ThreadPoolExecutor(max_workers=4) as pool,
+        ):
+            outcomes = list(pool.map(session.wrap(lambda n: _attempt(ask, n)), range(6)))
+    assert sorted(outcomes) == ["ran"] * 3 + ["refused"] * 3
+
+
+def test_no_warning_on_the_thread_that_opened_the_session(otel: Otel) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with agent_session("w", max_iterations=2, **otel.kwargs()):
+            pass
+        ask(1)  # outside any session, on the session's own thread, after it closed
+        with agent_session("w", max_iterations=2, **otel.kwargs()):
+            pass
