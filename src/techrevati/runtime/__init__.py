@@ -84,7 +84,12 @@ from .sinks import (
     RingBufferUsageSink,
     UsageSink,
 )
-from .telemetry.limits.errors import FleetUnavailableError, UnpricedModelError
+from .telemetry.limits.errors import (
+    FleetUnavailableError,
+    LoopDetectedError,
+    UnpricedModelError,
+)
+from .telemetry.limits.loops import LoopGuard
 from .telemetry.setup.configure import TelemetryHandle, configure
 from .usage_tracking import (
     PRICING_TABLE,
@@ -128,6 +133,8 @@ __all__ = [
     "GuardrailViolatedError",
     "Handoff",
     "InvalidTransitionError",
+    "LoopDetectedError",
+    "LoopGuard",
     "MaxIterationsExceededError",
     "ModelPricing",
     "NoopEventSink",

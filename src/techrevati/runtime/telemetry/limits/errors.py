@@ -125,3 +125,33 @@ class FleetUnavailableError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.scope, self.reason))
+
+
+class LoopDetectedError(Exception):
+    """A tool call refused because it would extend a loop; the tool body never ran.
+
+    ``pattern`` is ``"repeat"`` (the same call again and again), ``"cycle"``
+    (2-3 calls taking turns) or ``"interleaved"`` (the same call between other
+    work); ``tool`` the tool refused; ``repeats`` how many identical calls with
+    the same result made the loop (``LoopGuard.repeats``).
+
+    Example::
+
+        try:
+            search("pricing page")
+        except LoopDetectedError as err:
+            print(err.pattern, err.tool)   # "repeat" "search"
+    """
+
+    def __init__(self, pattern: str, tool: str, repeats: int) -> None:
+        self.pattern = pattern
+        self.tool = tool
+        self.repeats = repeats
+        super().__init__(
+            f"tool {tool!r} is looping ({pattern}): {repeats} identical calls returned the "
+            "same result, so this call was refused before it ran; use the result, change "
+            "the arguments, or finish with an answer"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.pattern, self.tool, self.repeats))

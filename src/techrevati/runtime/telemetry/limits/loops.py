@@ -1,0 +1,339 @@
+"""Loop detection: tool calls that repeat without teaching the agent anything new.
+
+Pure bookkeeping (no OpenTelemetry): the call path and the span processor feed
+it tool calls, it answers "refuse this call" or "a loop was just detected".
+
+A call's fingerprint is its normalised tool name plus its arguments as
+canonical JSON (sorted keys; ``repr`` for what JSON cannot carry), and a hash
+of its result. Fingerprints stay in memory, in the session's ``LoopWatch``,
+bounded to the most recent ``window`` distinct calls; they are never exported
+(a hash of content is content).
+
+The rule, for ``repeats = n``:
+
+* a call **repeats** when it has the fingerprint of an earlier call, returned
+  the same result, and no call in between observed a *change* (a call seen
+  before that now returned a different result);
+* when a call has repeated so that ``n`` identical calls returned the same
+  result, that is a loop; the next identical call is refused before it runs
+  (``on_loop="raise"``) or only reported (``"warn"``).
+
+Other work in between does not break a repeat (``search(x)`` three times with
+new calls between is a loop), and cycles (A-B-A-B, A-B-C-A-B-C) whose calls all
+repeat are caught by the same count, within ``n`` cycles. What is never a loop:
+a call whose result changes (polling until done), a changing argument
+(pagination), different arguments with the same result, a retry after an
+exception (a failed call resets its count and never counts as a result), and a
+call repeated while something else keeps changing (``sleep`` between polls of
+a job that advances).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Final, Literal
+
+from .errors import LoopDetectedError
+
+PATTERN_REPEAT: Final = "repeat"
+PATTERN_CYCLE: Final = "cycle"
+PATTERN_INTERLEAVED: Final = "interleaved"
+
+OnLoop = Literal["raise", "warn"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoopGuard:
+    """How a session treats tool calls that loop.
+
+    ``repeats``: identical calls with the same result that make a loop (the
+    next identical call is the one refused). ``on_loop``: ``"raise"`` refuses
+    that call with ``LoopDetectedError`` before its body runs; ``"warn"`` lets
+    it run and reports the loop (one log warning per session, a span event, a
+    metric). ``window``: how many recent distinct calls a session remembers.
+    ``ignore``: tool names never fingerprinted (a wait or heartbeat tool).
+
+    Every session gets ``LoopGuard(on_loop="warn")`` unless told otherwise;
+    ``loop_guard=None`` turns detection off.
+
+    Example::
+
+        with agent_session("researcher", loop_guard=LoopGuard(repeats=3, on_loop="raise")):
+            ...   # the 4th identical search returning the same hits raises LoopDetectedError
+    """
+
+    repeats: int = 3
+    on_loop: OnLoop = "raise"
+    window: int = 64
+    ignore: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        repeats = self.repeats
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
+            raise ValueError(f"LoopGuard repeats must be an int >= 2, got {repeats!r}")
+        if self.on_loop not in ("raise", "warn"):
+            raise ValueError(f"LoopGuard on_loop must be 'raise' or 'warn', got {self.on_loop!r}")
+        window = self.window
+        if isinstance(window, bool) or not isinstance(window, int) or window < 3 * repeats:
+            raise ValueError(
+                f"LoopGuard window must be an int >= 3 * repeats ({3 * repeats}), got {window!r}"
+            )
+        ignore = self.ignore
+        if isinstance(ignore, str) or not isinstance(ignore, Iterable):
+            raise TypeError(f"LoopGuard ignore must be a collection of tool names, got {ignore!r}")
+        names = tuple(ignore)
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"LoopGuard ignore holds tool names (str), got {name!r}")
+        object.__setattr__(self, "ignore", frozenset(normalise_name(n) for n in names))
+
+
+#: What every session gets unless told otherwise.
+DEFAULT_LOOP_GUARD: Final = LoopGuard(on_loop="warn")
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One loop, as reported: its pattern, the tool, the tools of its cycle."""
+
+    pattern: str
+    tool: str
+    repeats: int
+    #: The tools of the loop in call order (one for a repeat; 2-3 for a cycle).
+    tools: tuple[str, ...]
+    #: ``"raise"`` or ``"warn"``: what the next identical call meets.
+    action: str
+    #: True for the session's first detection (it alone is logged as a warning).
+    first: bool
+
+
+# -- fingerprints ---------------------------------------------------------------------
+
+
+def normalise_name(name: str) -> str:
+    """Tool names as instrumentations spell them differently: ``Web-Search`` = ``web_search``."""
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def canonical(value: object) -> str:
+    """``value`` as canonical JSON (sorted keys, no spaces); ``repr`` where JSON cannot go.
+
+    Example::
+
+        canonical({"b": 1, "a": [1, 2]}) == canonical({"a": [1, 2], "b": 1})
+    """
+    if isinstance(value, str):
+        return value  # the common case (a text result), without the encoder
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), default=repr, ensure_ascii=False
+        )
+    except (TypeError, ValueError):  # mixed key types cannot be sorted; a cycle
+        return repr(value)
+
+
+def canonical_text(text: str) -> str:
+    """A JSON string another instrumentation recorded, made canonical (else as given)."""
+    try:
+        return canonical(json.loads(text))
+    except ValueError:
+        return text
+
+
+def callable_arguments(fn: object) -> object:
+    """What a zero-argument callable was bound to, as the arguments of ``run_tool(name, fn)``.
+
+    ``lambda: lookup(term)`` carries ``term`` in its closure, ``partial(lookup, term)``
+    in its arguments; the code object tells two lambdas with different literals
+    apart. Pass ``arguments=`` to ``run_tool`` to say it exactly.
+    """
+    if isinstance(fn, partial):
+        return [callable_arguments(fn.func), list(fn.args), dict(fn.keywords)]
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        bound = getattr(fn, "__self__", None)
+        func = getattr(fn, "__func__", None)
+        if func is not None:
+            return [callable_arguments(func), id(bound)]
+        return [type(fn).__qualname__, id(fn)]
+    cells = getattr(fn, "__closure__", None) or ()
+    values = []
+    for cell in cells:
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            values.append(None)
+    return [hash(code), values, getattr(fn, "__defaults__", None)]
+
+
+# -- the watch ------------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Seen:
+    """What one fingerprint did last."""
+
+    tool: str
+    result: int | None = None
+    streak: int = 0
+    epoch: int = 0
+    reported: bool = False
+    #: The pattern of the loop this call was last reported in.
+    pattern: str = PATTERN_REPEAT
+
+
+#: Called with each detection (the session reports it as a span event and metric).
+DetectionListener = Callable[[Detection], None]
+
+
+class LoopWatch:
+    """One session's recent tool calls and the loop rule (see the module docstring).
+
+    Thread-safe; the only state is a bounded map of recent fingerprints and a
+    bounded list of the most recent calls.
+
+    Example::
+
+        watch = LoopWatch(LoopGuard(repeats=3))
+        key = watch.key("search", {"q": "x"})
+        for _ in range(3):
+            watch.admit(key, "search")
+            watch.record(key, "search", ["no hits"])
+        watch.admit(key, "search")   # raises LoopDetectedError
+    """
+
+    __slots__ = (
+        "_epoch",
+        "_lock",
+        "_recent",
+        "_seen",
+        "detections",
+        "guard",
+        "on_detect",
+        "raising",
+    )
+
+    def __init__(self, guard: LoopGuard, on_detect: DetectionListener | None = None) -> None:
+        self.guard = guard
+        self.raising = guard.on_loop == "raise"
+        self.on_detect = on_detect
+        #: Loops detected in this session so far.
+        self.detections = 0
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[int, _Seen] = OrderedDict()
+        self._recent: deque[int] = deque(maxlen=guard.window)
+        self._epoch = 0
+
+    def key(self, tool: str, arguments: object) -> int | None:
+        """The fingerprint of a call of ``tool`` with ``arguments``; None for an ignored tool."""
+        name = normalise_name(tool)
+        if name in self.guard.ignore:
+            return None
+        return hash((name, canonical(arguments)))
+
+    def key_of_text(self, tool: str, arguments: str) -> int | None:
+        """``key`` for arguments another instrumentation recorded as JSON text."""
+        name = normalise_name(tool)
+        if name in self.guard.ignore:
+            return None
+        return hash((name, canonical_text(arguments)))
+
+    def admit(self, key: int, tool: str) -> None:
+        """Before a call runs: raise ``LoopDetectedError`` when it would extend a loop."""
+        if not self.raising:
+            return
+        seen = self._seen.get(key)
+        if seen is not None and seen.streak >= self.guard.repeats:
+            raise LoopDetectedError(seen.pattern, tool, self.guard.repeats)
+
+    def record(self, key: int, tool: str, result: object) -> Detection | None:
+        """A call returned ``result``; returns (and reports) a loop it completes, if any."""
+        return self.record_hash(key, tool, hash(canonical(result)))
+
+    def record_hash(self, key: int, tool: str, result: int) -> Detection | None:
+        """``record`` with the result already hashed (a recorded text result)."""
+        repeats = self.guard.repeats
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None:
+                seen = _Seen(tool)
+                self._seen[key] = seen
+                if len(self._seen) > self.guard.window:
+                    self._seen.popitem(last=False)  # bounded: the oldest gives way
+            else:
+                self._seen.move_to_end(key)
+            self._recent.append(key)
+            if seen.result == result and seen.epoch == self._epoch:
+                seen.streak += 1
+            else:
+                if seen.result is not None and seen.result != result:
+                    self._epoch += 1  # a changed observation: the world moved on
+                seen.result = result
+                seen.streak = 1
+                seen.reported = False
+            seen.epoch = self._epoch
+            if seen.streak < repeats or seen.reported:
+                return None
+            detection = self._detect(key, seen)
+        listener = self.on_detect
+        if listener is not None:
+            listener(detection)
+        return detection
+
+    def failed(self, key: int) -> None:
+        """A call raised: a retry after it is progress, so its count starts over."""
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None:
+                seen.result = None
+                seen.streak = 0
+                seen.reported = False
+            self._recent.append(key)
+
+    # -- classification -----------------------------------------------------------
+
+    def _detect(self, key: int, seen: _Seen) -> Detection:
+        pattern, members = self._classify(key)
+        tools: list[str] = []
+        for member in members:
+            other = self._seen.get(member)
+            if other is not None:
+                other.reported = True  # one report per loop, not one per member
+                other.pattern = pattern
+                tools.append(other.tool)
+        seen.reported = True
+        seen.pattern = pattern
+        self.detections += 1
+        return Detection(
+            pattern=pattern,
+            tool=seen.tool,
+            repeats=self.guard.repeats,
+            tools=tuple(tools) or (seen.tool,),
+            action=self.guard.on_loop,
+            first=self.detections == 1,
+        )
+
+    def _classify(self, key: int) -> tuple[str, tuple[int, ...]]:
+        """(pattern, the fingerprints of the loop) for ``key``, from the recent calls."""
+        recent = self._recent
+        n = self.guard.repeats
+        size = len(recent)
+        if size >= n and all(recent[size - 1 - i] == key for i in range(n)):
+            return PATTERN_REPEAT, (key,)
+        for period in (2, 3):
+            span = period * (n - 1) + 1
+            if size < span:
+                break
+            tail = [recent[size - span + i] for i in range(span)]
+            if (
+                tail[-1] == key
+                and len(set(tail[-period:])) == period
+                and all(tail[i] == tail[i + period] for i in range(span - period))
+            ):
+                return PATTERN_CYCLE, tuple(tail[:period])  # in call order
+        return PATTERN_INTERLEAVED, (key,)
