@@ -32,6 +32,7 @@ PRIMITIVES = {
         "version",
         "pricing",
         "pricing.database",
+        "pricing.names",
     )
 }
 FRONT = {f"{PKG}", f"{PKG}.__main__", f"{PKG}.orchestrator", f"{PKG}.otel"}

@@ -173,6 +173,122 @@ def test_invented_names_behave_as_in_0_1_0(
     assert tracker.total_cost() == 0.0
 
 
+# --- registered prices follow the model, not the spelling (issue 20, point 6) ---------
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("gpt-4o-mini-2024-07-18", ""),  # what the API answers with
+        ("gpt-4o-mini-2024-07-18", "openai"),
+        ("GPT-4o-mini-2024-07-18", ""),
+        ("gpt-4o-mini", "azure.ai.openai"),  # the provider does not matter, the model does
+        ("openai/gpt-4o-mini", ""),  # LiteLLM / gateway spellings
+        ("azure/gpt-4o-mini-2024-07-18", ""),
+        ("openrouter/openai/gpt-4o-mini", ""),
+        ("gpt-4o-mini-latest", ""),
+        ("gpt-4o-mini@2024-07-18", ""),
+    ],
+)
+def test_a_registered_price_covers_dated_and_routed_names(
+    empty_table: None, model: str, provider: str
+) -> None:
+    register_pricing("gpt-4o-mini", ModelPricing(100.0, 0.0))
+    priced = price_call(model, MILLION_IN, provider=provider)
+    assert (priced.cost, priced.source) == (100.0, "registered")
+
+
+def test_the_issue_case_registered_rate_not_the_public_price(empty_table: None) -> None:
+    assert cost_of("gpt-4o-mini-2024-07-18", MILLION_IN) == pytest.approx(0.15, rel=1e-12)
+    register_pricing("gpt-4o-mini", ModelPricing(100.0, 0.0))  # a negotiated rate
+    assert cost_of("gpt-4o-mini-2024-07-18", MILLION_IN) == 100.0  # the cache was dropped
+    del PRICING_TABLE["gpt-4o-mini"]
+    assert cost_of("gpt-4o-mini-2024-07-18", MILLION_IN) == pytest.approx(0.15, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("registered", "model", "provider"),
+    [
+        # The database maps these spellings to one model.
+        ("claude-3.5-sonnet", "claude-3-5-sonnet-20241022", "anthropic"),
+        ("claude-3.5-sonnet", "claude-3-5-sonnet-latest", ""),
+        ("gpt-4", "gpt-4-0613", "openai"),
+        ("gemini-1.5-pro", "gemini-1.5-pro-002", "gcp.vertex_ai"),
+        ("claude-sonnet-4-5", "claude-sonnet-4-5@20250929", "gcp.vertex_ai"),
+        # A registered route prefix prices the bare and dated names.
+        ("azure/gpt-4o-mini", "gpt-4o-mini-2024-07-18", "azure.ai.openai"),
+        ("models/gemini-2.5-flash", "gemini-2.5-flash", "gcp.gemini"),
+    ],
+)
+def test_database_aliases_and_registered_routes(
+    empty_table: None, registered: str, model: str, provider: str
+) -> None:
+    register_pricing(registered, ModelPricing(42.0, 0.0))
+    priced = price_call(model, MILLION_IN, provider=provider)
+    assert (priced.cost, priced.known, priced.source) == (42.0, True, "registered")
+
+
+@pytest.mark.parametrize(
+    ("registered", "model", "public"),
+    [
+        ("gpt-4o", "gpt-4o-mini", 0.15),  # another model, not another spelling
+        ("gpt-4o", "gpt-4o-mini-2024-07-18", 0.15),
+        ("gpt-4o", "gpt-4o-2024-05-13", 5.0),  # the database prices this snapshot itself
+        ("o3", "o3-mini", 1.1),
+        ("gemini-2.5-flash", "gemini-2.5-flash-lite", 0.1),
+        # A registered snapshot prices only itself, not its model's other names.
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini", 0.15),
+        ("gpt-4o-2024-08-06", "gpt-4o-2024-11-20", 2.5),
+    ],
+)
+def test_other_models_keep_the_database_price(
+    empty_table: None, registered: str, model: str, public: float
+) -> None:
+    register_pricing(registered, ModelPricing(100.0, 0.0))
+    priced = price_call(model, MILLION_IN)
+    assert (priced.cost, priced.source) == (pytest.approx(public, rel=1e-12), "bundled")
+
+
+def test_several_registered_spellings_pick_one_deterministically(empty_table: None) -> None:
+    register_pricing("gpt-4o-mini", ModelPricing(1.0, 0.0))
+    register_pricing("azure/gpt-4o-mini", ModelPricing(2.0, 0.0))
+    register_pricing("gpt-4o-mini-2024-07-18", ModelPricing(3.0, 0.0))
+    assert cost_of("gpt-4o-mini-2024-07-18", MILLION_IN) == 3.0  # exact
+    assert cost_of("azure/gpt-4o-mini", MILLION_IN) == 2.0  # exact
+    assert cost_of("openai/gpt-4o-mini", MILLION_IN) == 1.0  # the bare name over a route
+    assert cost_of("openai/gpt-4o-mini-2024-07-18", MILLION_IN) == 3.0  # route dropped: exact
+    assert cost_of("gpt-4o-mini-2025-01-01", MILLION_IN) == 1.0  # undated name, not a snapshot
+
+
+def test_routed_names_are_priced_from_the_database(empty_table: None) -> None:
+    assert cost_of("openai/gpt-4.1", MILLION_IN) == pytest.approx(2.0, rel=1e-12)
+    assert cost_of("models/gemini-2.5-flash", MILLION_IN) == pytest.approx(0.3, rel=1e-12)
+    assert price_source("anthropic/claude-haiku-4-5") == "bundled"
+
+
+def test_spelling_rules_are_resolved_once_per_name(
+    empty_table: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rules run on a cache miss only; a priced call is one dict lookup."""
+    register_pricing("gpt-4o-mini", ModelPricing(100.0, 0.0))
+    calls: list[tuple[str, str]] = []
+    real = price_db.identify
+
+    def counting(model: str, provider: str = "") -> str | None:
+        calls.append((model, provider))
+        return real(model, provider)
+
+    monkeypatch.setattr(price_db, "identify", counting)
+    names = ("claude-3-5-sonnet-20241022", "gpt-4o-mini-2024-07-18", "openai/gpt-4.1")
+    first = [cost_of(name, MILLION_IN) for name in names]
+    asked = len(calls)
+    assert 0 < asked <= 6, calls
+    for _ in range(50):
+        assert [cost_of(name, MILLION_IN) for name in names] == first
+    assert len(calls) == asked  # cache hits never reach the rules
+    assert first[1] == 100.0
+
+
 @pytest.mark.parametrize(
     ("model", "provider", "rates"),
     [
@@ -484,18 +600,53 @@ def test_lookup_date_is_utc_midnight() -> None:
     assert price_db._midnight(date(2026, 1, 2)) == datetime(2026, 1, 2, tzinfo=UTC).timestamp()
 
 
-def test_readme_prices_example_runs_and_is_true(empty_table: None) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
-    section = readme.split("## Prices", 1)[1]
-    code = section.split("```python", 1)[1].split("```", 1)[0]
+def test_prices_page_example_runs_and_is_true(empty_table: None) -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "prices.md").read_text("utf-8")
+    code = page.split("```python", 1)[1].split("```", 1)[0]
     namespace: dict[str, Any] = {}
-    exec(compile(code, "README.md#prices", "exec"), namespace)
+    exec(compile(code, "docs/prices.md", "exec"), namespace)
     # The comments in the example state the results; check them.
-    assert "# 0.01195" in code and "# 'bundled'" in code
+    assert "# 0.01195" in code and "# 'bundled'" in code and "# 0.1\n" in code
     usage = UsageSnapshot(1200, 400, 3000, 50_000)
     assert price_call("claude-haiku-4-5", usage).cost == pytest.approx(0.01195, rel=1e-12)
-    assert price_source("gpt-4o-mini") == "bundled"
     assert PRICING_TABLE["gpt-4o"] == ModelPricing(2.0, 8.0)
+    assert price_source("gpt-4o") == "registered"
+    dated = price_call("gpt-4o-mini-2024-07-18", MILLION_IN)
+    assert (dated.cost, dated.source) == (pytest.approx(0.1, rel=1e-12), "registered")
+    assert price_source("azure/gpt-4o-mini") == "registered"
+    del PRICING_TABLE["gpt-4o-mini"]
+    assert price_source("gpt-4o-mini") == "bundled"  # the page's third line, in its order
+
+
+def test_prices_page_states_the_file_errors_truly(empty_table: None, tmp_path: Path) -> None:
+    """docs/prices.md's table of errors, each row tried."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "prices.md").read_text("utf-8")
+    assert "| `KeyError` naming the file" in page
+    cases: list[tuple[str, type[Exception]]] = [
+        ('{"models": {"m": {"input_per_million": 1.0}}}', KeyError),
+        ('{"prices": {}}', KeyError),
+        ("not json", ValueError),
+        ("[]", ValueError),
+        ('{"models": []}', ValueError),
+        ('{"models": {"m": 3}}', ValueError),
+        ('{"models": {"m": {"input_per_million": "1", "output_per_million": 1}}}', ValueError),
+        ('{"models": {"m": {"input_per_million": -1, "output_per_million": 1}}}', ValueError),
+    ]
+    for index, (text, error) in enumerate(cases):
+        path = tmp_path / f"p{index}.json"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(error) as raised:
+            load_pricing_from_file(path)
+        assert str(path) in str(raised.value), text
+    bad_utf8 = tmp_path / "latin1.json"
+    bad_utf8.write_bytes('{"models": {"caf\u00e9": 1}}'.encode("latin-1"))
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        load_pricing_from_file(bad_utf8)
+    with pytest.raises(FileNotFoundError):
+        load_pricing_from_file(tmp_path / "missing.json")
+    with pytest.raises(TypeError, match="must be a number"):
+        ModelPricing("1", 1.0)  # type: ignore[arg-type]
+    assert dict(PRICING_TABLE) == {}
 
 
 def test_without_genai_prices_only_registered_prices_apply(

@@ -125,7 +125,9 @@ def test_resolution_exact_then_longest_prefix_then_zero(empty_table: None) -> No
     register_pricing("acme-4o-small", ModelPricing(4.0, 0.0))
     register_pricing("acme-4o-small-2024", ModelPricing(8.0, 0.0))
     assert tracker.cost_for_turn("acme-4o-small", million_in) == 4.0  # exact beats prefixes
-    assert tracker.cost_for_turn("ACME-4o-small-2024-07-18", million_in) == 8.0  # longest
+    assert tracker.cost_for_turn("ACME-4o-small-2024-beta", million_in) == 8.0  # longest
+    # A dated snapshot is the registered model itself, before any prefix (pricing/names.py).
+    assert tracker.cost_for_turn("ACME-4o-small-2024-07-18", million_in) == 4.0
     assert tracker.cost_for_turn("acme-4o", million_in) == 2.0
     assert tracker.cost_for_turn("acme-3.5", million_in) == 1.0
     assert tracker.cost_for_turn("claude", million_in) == 0.0  # unknown costs $0

@@ -212,6 +212,40 @@ def test_registered_gpt_4o_does_not_price_gpt_4o_mini(otel: Otel, openai_api: Fa
     assert price_source("gpt-4o-mini") == "bundled"
 
 
+def test_registered_rate_prices_the_dated_response_model(
+    otel: Otel, openai_api: FakeOpenAI
+) -> None:
+    """Issue 20's case: a negotiated rate for gpt-4o-mini, the API answers -2024-07-18."""
+    register_pricing("gpt-4o-mini", ModelPricing(100.0, 0.0))
+    client = openai.OpenAI(base_url=openai_api.url, api_key="test", max_retries=0)
+
+    @agent_turn(provider="openai")  # no model: the turn learns it from the response
+    def ask() -> Any:
+        return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    with agent_session("writer", **otel.kwargs()) as session:
+        ask()
+    # 1,000 uncached input tokens at $100/M; cache reads and output registered free.
+    assert session.tracker.total_cost() == pytest.approx(0.1, rel=1e-12)
+    span = otel.span("chat gpt-4o-mini-2024-07-18")
+    assert _cost(span.attributes) == pytest.approx(0.1, rel=1e-12)
+    assert dict(span.attributes or {})["techrevati.cost.source"] == "registered"
+
+
+def test_registered_rate_prices_instrumented_calls(openai_api: FakeOpenAI) -> None:
+    """The official OpenAI instrumentation's spans, priced by the processor, follow it too."""
+    from fake_openai import instrumented_openai
+    from techrevati.runtime import Orchestrator
+
+    register_pricing("openai/gpt-4o-mini", ModelPricing(100.0, 0.0))  # a gateway's spelling
+    client = openai.OpenAI(base_url=openai_api.url, api_key="test", max_retries=0)
+    with instrumented_openai() as (provider, _exporter):
+        orch = Orchestrator(role="writer", phase="draft", tracer_provider=provider)
+        with orch.session() as session:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert session.tracker.total_cost() == pytest.approx(0.1, rel=1e-12)
+
+
 def test_registered_family_still_prices_a_dated_name_by_prefix(otel: Otel) -> None:
     completion = p.fresh(p.OPENAI_COMPLETION)
     completion["model"] = "family-20260514"

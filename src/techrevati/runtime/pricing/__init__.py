@@ -1,19 +1,29 @@
 """Model prices: the registry you fill, the bundled database, and one call's cost.
 
-A model call is priced by the first of these that knows the model:
+A model call is priced by the first of these that knows the model (names are
+lowercased):
 
-1. a price registered under the exact (lowercased) name, by
-   :func:`register_pricing` or :func:`load_pricing_from_file`;
-2. the ``genai-prices`` database (see :mod:`techrevati.runtime.pricing.database`),
-   for the provider when it is known;
-3. the longest registered name that is a prefix of the model (``"family"``
-   prices ``"family-20260514"``), the 0.1.0 rule;
-4. nothing: the call costs $0, :func:`has_pricing` is False, and the first
+1. a price registered under the exact name, by :func:`register_pricing` or
+   :func:`load_pricing_from_file`;
+2. a registered price for the same model under another spelling
+   (:mod:`techrevati.runtime.pricing.names`): the name without its route
+   prefix (``openai/gpt-4o-mini``, ``azure/...``, ``models/...``), without its
+   version tag (``gpt-4o-mini-2024-07-18``, ``claude-3-5-sonnet-20241022``,
+   ``-latest``, ``@20241022``), or a name the ``genai-prices`` database maps
+   to the same model;
+3. the ``genai-prices`` database (see :mod:`techrevati.runtime.pricing.database`),
+   for the provider when it is known (a route prefix serves as the provider);
+4. the longest registered name that is a prefix of the model (``"family"``
+   prices ``"family-20260514"``), the 0.1.0 rule, after the database so that
+   registering ``gpt`` does not reprice every OpenAI model;
+5. nothing: the call costs $0, :func:`has_pricing` is False, and the first
    recorded turn logs one warning per model.
 
-So registering ``gpt-4o`` prices exactly ``gpt-4o``; ``gpt-4o-mini`` keeps the
-database's own price. The resolution is cached per (provider, model) and the
-cache is dropped whenever :data:`PRICING_TABLE` changes.
+So registering ``gpt-4o-mini`` prices what the API answers with
+(``gpt-4o-mini-2024-07-18``), while ``gpt-4o`` registered leaves
+``gpt-4o-mini`` at the database's own price. The resolution is cached per
+(provider, model) and the cache is dropped whenever :data:`PRICING_TABLE`
+changes, so a call at a known model costs one dict lookup.
 
 The package holds the registry and its resolution (here) and the reader of the
 bundled database (:mod:`.database`). It sits among the plain-Python primitives:
@@ -47,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
 
 from . import database as price_db
 from .database import Band, BundledPrice
+from .names import RegisteredNames, split_route
 
 if TYPE_CHECKING:
     from ..usage_tracking import UsageSnapshot
@@ -260,17 +271,46 @@ def _from_bundled(found: BundledPrice) -> _Resolved:
     return _Resolved(BUNDLED, True, _ZERO, -1, None, None, None, found, None)
 
 
+# The registered names indexed for the spelling rules: (table, version, index),
+# rebuilt when the table changes (only on a resolution miss, never per call).
+_names_cache: tuple[object, int, RegisteredNames | None] = (None, 0, None)
+
+
+def _registered_names(table: Mapping[str, ModelPricing]) -> RegisteredNames:
+    global _names_cache
+    version = getattr(table, "version", None)
+    cached = _names_cache
+    if type(version) is int and cached[0] is table and cached[1] == version:
+        index = cached[2]
+        if index is not None:
+            return index
+    # tuple() snapshots the keys so a concurrent writer cannot break the scan.
+    index = RegisteredNames(tuple(table), price_db.identify)
+    if type(version) is int:
+        _names_cache = (table, version, index)
+    return index
+
+
 def _resolve_uncached(table: Mapping[str, ModelPricing], model: str, provider: str) -> _Resolved:
     exact = table.get(model)
     if exact is not None:
         return _flat(REGISTERED, _band_of(exact))
+    if table:
+        same = _registered_names(table).match(model, provider)
+        price = None if same is None else table.get(same)
+        if price is not None:
+            return _flat(REGISTERED, _band_of(price))
+    route, bare = split_route(model)
     found = price_db.lookup(model, provider)
+    if found is None and bare != model:
+        found = price_db.lookup(bare, provider or route)
     if found is not None:
         return _from_bundled(found)
     best: str | None = None
-    # tuple() snapshots the keys so a concurrent writer cannot break the scan.
     for candidate in tuple(table):
-        if model.startswith(candidate) and (best is None or len(candidate) > len(best)):
+        if (model.startswith(candidate) or bare.startswith(candidate)) and (
+            best is None or len(candidate) > len(best)
+        ):
             best = candidate
     price = None if best is None else table.get(best)
     return _UNPRICED if price is None else _flat(REGISTERED, _band_of(price))

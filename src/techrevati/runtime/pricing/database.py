@@ -47,7 +47,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, ModelPrice
 
-__all__ = ["Band", "BundledPrice", "clear_cache", "database_version", "lookup", "preload"]
+__all__ = [
+    "Band",
+    "BundledPrice",
+    "clear_cache",
+    "database_version",
+    "identify",
+    "lookup",
+    "preload",
+]
 
 logger = logging.getLogger("techrevati.runtime.pricing")
 logger.addHandler(logging.NullHandler())
@@ -178,6 +186,8 @@ class BundledPrice:
 
 # (provider key, model key) -> price, or None when the database has no price.
 _cache: dict[tuple[str, str], BundledPrice | None] = {}
+# (provider key, model key) -> the database's model id, or None (no price built).
+_ids: dict[tuple[str, str], str | None] = {}
 _cache_lock = threading.Lock()
 _load_failed = False
 
@@ -186,6 +196,7 @@ def clear_cache() -> None:
     """Forget every resolved entry (e.g. after installing a custom genai-prices snapshot)."""
     with _cache_lock:
         _cache.clear()
+        _ids.clear()
 
 
 def database_version() -> str | None:
@@ -232,6 +243,50 @@ def lookup(model: str, provider: str = "") -> BundledPrice | None:
     return found
 
 
+def identify(model: str, provider: str = "") -> str | None:
+    """The database's id of the model ``model`` (lowercased) names at ``provider``, or None.
+
+    Two names with one id are the same model to the database (``gpt-4o-mini``
+    and ``gpt-4o-mini-2024-07-18``; ``claude-3.5-sonnet`` and
+    ``claude-3-5-sonnet-20241022``); the registry uses this to let a registered
+    price follow the model. Cheaper than :func:`lookup`: no price is built.
+
+    Example::
+
+        >>> identify("claude-3-5-sonnet-20241022"), identify("no-such-model")
+        ('claude-3-5-sonnet', None)
+    """
+    key = (provider, model)
+    try:
+        return _ids[key]
+    except KeyError:
+        pass
+    found = _find(model, provider)
+    model_id = None if found is None else str(found[1].id)
+    with _cache_lock:
+        if len(_ids) < _CACHE_LIMIT:
+            _ids[key] = model_id
+    return model_id
+
+
+def _find(model: str, provider: str) -> tuple[Any, ModelInfo] | None:
+    """The database's (provider, model info) for ``model``: at ``provider`` first, then anywhere."""
+    if not model:
+        return None
+    snapshot = _snapshot()
+    if snapshot is None:
+        return None
+    provider_id = PROVIDER_ALIASES.get(provider, provider) or None
+    attempts = [provider_id, None] if provider_id else [None]
+    for attempt in attempts:
+        try:
+            found: tuple[Any, ModelInfo] = snapshot.find_provider_model(model, None, attempt, None)
+        except LookupError:
+            continue
+        return found
+    return None
+
+
 def _snapshot() -> Any:
     global _load_failed
     if _load_failed:
@@ -246,24 +301,15 @@ def _snapshot() -> Any:
 
 
 def _resolve(model: str, provider: str) -> BundledPrice | None:
-    if not model:
+    found = _find(model, provider)
+    if found is None:
         return None
-    snapshot = _snapshot()
-    if snapshot is None:
+    found_provider, info = found
+    try:
+        return _build(info, found_provider.id)
+    except Exception as exc:  # an entry we cannot read is treated as unknown
+        logger.debug("genai-prices entry %s unusable: %s", info.id, exc)
         return None
-    provider_id = PROVIDER_ALIASES.get(provider, provider) or None
-    attempts = [provider_id, None] if provider_id else [None]
-    for attempt in attempts:
-        try:
-            found_provider, info = snapshot.find_provider_model(model, None, attempt, None)
-        except LookupError:
-            continue
-        try:
-            return _build(info, found_provider.id)
-        except Exception as exc:  # an entry we cannot read is treated as unknown
-            logger.debug("genai-prices entry %s unusable: %s", info.id, exc)
-            return None
-    return None
 
 
 def _build(info: ModelInfo, provider_id: str) -> BundledPrice:

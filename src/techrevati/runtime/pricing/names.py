@@ -1,0 +1,157 @@
+"""Which registered price is "this model": the name rules, in one place.
+
+A provider answers with a dated snapshot (``gpt-4o-mini-2024-07-18``), a
+gateway with a route prefix (``openai/gpt-4o-mini``, ``azure/...``,
+``models/gemini-2.5-flash``), and an instrumentation reports only that
+response model. A price registered as ``gpt-4o-mini`` is meant for all of them.
+This module turns the registered names into an index that answers, for one
+model name, which registered name prices it (or None); the registry in
+:mod:`techrevati.runtime.pricing` asks it only when the exact name is not
+registered, and caches the answer per name.
+
+The rules, in order (first match wins):
+
+1. the name without its route prefix (everything up to the last ``/``) is
+   registered, or a registered name has the same route-free form
+   (``azure/gpt-4o-mini`` registered prices ``gpt-4o-mini``);
+2. the name without its version tag (``-2024-07-18``, ``-20241022``,
+   ``-latest``, ``@20241022``) is registered, as in 1; except when the price
+   database knows the snapshot as a model of its own (``gpt-4o-2024-05-13``
+   has its own price, so a registered ``gpt-4o`` does not price it);
+3. the price database maps the name and an undated registered name to the same
+   model (``claude-3.5-sonnet`` registered prices ``claude-3-5-sonnet-20241022``).
+
+A registered name that carries a version tag prices only that snapshot (and its
+route-prefixed forms): snapshots of one model can have different prices.
+
+Example::
+
+    >>> index = RegisteredNames(["gpt-4o-mini", "azure/o3"], lambda name, provider: None)
+    >>> index.match("gpt-4o-mini-2024-07-18", ""), index.match("openai/gpt-4o-mini", "")
+    ('gpt-4o-mini', 'gpt-4o-mini')
+    >>> index.match("o3-latest", ""), index.match("gpt-4o", "")
+    ('azure/o3', None)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+__all__ = ["Identify", "RegisteredNames", "route_free", "split_route", "untagged"]
+
+#: ``(model, provider) -> the database's model id, or None``.
+Identify = Callable[[str, str], str | None]
+
+# A trailing version tag: an ISO date, a compact date, "-latest", or Vertex's
+# "@<version>". Four-digit tags (gpt-4-0613, mistral-large-2411) are left to the
+# database's aliases: on an unknown name they are as likely a size as a date.
+_TAG = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-latest|@[\w.-]+)$")
+
+
+def split_route(name: str) -> tuple[str, str]:
+    """``("openai", "gpt-4o-mini")`` for ``"openai/gpt-4o-mini"``; ``("", name)`` without one.
+
+    The route is the first segment of the prefix (``openrouter/anthropic/x`` →
+    ``openrouter``), which is also the provider hint for the price database.
+
+    Example::
+
+        >>> split_route("models/gemini-2.5-flash"), split_route("gpt-4o")
+        (('models', 'gemini-2.5-flash'), ('', 'gpt-4o'))
+    """
+    head, slash, tail = name.rpartition("/")
+    if not slash or not tail:
+        return "", name
+    return head.split("/", 1)[0], tail
+
+
+def route_free(name: str) -> str:
+    """The name without its route prefix.
+
+    Example::
+
+        >>> route_free("azure/gpt-4o-mini")
+        'gpt-4o-mini'
+    """
+    return split_route(name)[1]
+
+
+def untagged(name: str) -> str:
+    """The name without a trailing version tag (or the name itself when it has none).
+
+    Example::
+
+        >>> untagged("claude-3-5-sonnet-20241022"), untagged("gpt-4o-latest"), untagged("o3")
+        ('claude-3-5-sonnet', 'gpt-4o', 'o3')
+    """
+    stripped = _TAG.sub("", name)
+    return stripped or name
+
+
+def _preferred(current: str | None, candidate: str, natural: str) -> str:
+    # Deterministic when several registered names share one form: the name
+    # that *is* the form, else the shortest, else the first in sort order.
+    if current is None:
+        return candidate
+    if (candidate == natural) != (current == natural):
+        return candidate if candidate == natural else current
+    return min(current, candidate, key=lambda key: (len(key), key))
+
+
+class RegisteredNames:
+    """The registered names, indexed for :meth:`match`; built once per table version.
+
+    ``identify`` asks the price database which model a name is; it is called
+    lazily (only when rules 1 and 2 do not decide), so a table is indexed
+    without touching the database.
+    """
+
+    __slots__ = ("_aliases", "_by_form", "_identify", "_names")
+
+    def __init__(self, names: Iterable[str], identify: Identify) -> None:
+        self._names = tuple(names)
+        self._identify = identify
+        self._by_form: dict[str, str] = {}
+        for name in self._names:
+            form = route_free(name)
+            self._by_form[form] = _preferred(self._by_form.get(form), name, form)
+        self._aliases: dict[str, str] | None = None
+
+    def match(self, model: str, provider: str) -> str | None:
+        """The registered name that prices ``model`` (lowercased) at ``provider``, or None."""
+        route, bare = split_route(model)
+        found = self._by_form.get(bare)
+        if found is not None:
+            return found
+        hint = provider or route
+        base = untagged(bare)
+        if base != bare:
+            found = self._by_form.get(base)
+            if found is not None and not self._own_model(bare, base, hint):
+                return found
+        own = self._identify(model, provider) or (
+            self._identify(bare, hint) if bare != model else None
+        )
+        if own is None:
+            return None
+        return self._alias_index().get(own)
+
+    def _own_model(self, dated: str, base: str, hint: str) -> bool:
+        # The database names the snapshot a model of its own (its own price).
+        dated_id = self._identify(dated, hint)
+        return dated_id is not None and dated_id != self._identify(base, hint)
+
+    def _alias_index(self) -> dict[str, str]:
+        aliases = self._aliases
+        if aliases is None:
+            aliases = {}
+            for name in self._names:
+                route, bare = split_route(name)
+                if untagged(bare) != bare:
+                    continue  # a registered snapshot prices only itself
+                model_id = self._identify(bare, route)
+                if model_id is not None:
+                    aliases[model_id] = _preferred(aliases.get(model_id), name, model_id)
+            self._aliases = aliases
+        return aliases
