@@ -554,3 +554,19 @@ def test_sync_turn_under_async_breaker_shares_its_state(otel: Otel) -> None:
 
     asyncio.run(main())
     assert asyncio.run(breaker.is_open())
+
+
+def test_orchestrator_and_agent_session_share_every_default() -> None:
+    import dataclasses
+
+    from techrevati.runtime import Orchestrator
+
+    plain = Orchestrator(role="writer")
+    decorated = agent_session("writer").orchestrator
+    assert plain.phase == decorated.phase == "default"
+    for f in dataclasses.fields(Orchestrator):
+        if not f.init or f.name in {"registry", "event_sink", "usage_sink", "guardrails"}:
+            continue  # fresh objects per instance: compared by type below
+        assert getattr(plain, f.name) == getattr(decorated, f.name), f.name
+    for name in ("registry", "event_sink", "usage_sink", "guardrails"):
+        assert type(getattr(plain, name)) is type(getattr(decorated, name)), name

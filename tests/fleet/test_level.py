@@ -311,4 +311,5 @@ def test_the_package_imports_without_redis_and_names_the_extra() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "pip install 'techrevati-runtime[redis]'" in proc.stdout
+    assert "pip install redis" in proc.stdout
+    assert "pip install '.[redis]'" in proc.stdout

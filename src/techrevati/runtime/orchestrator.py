@@ -821,7 +821,7 @@ class Orchestrator:
     """
 
     role: str
-    phase: str
+    phase: str = "default"
     project_id: int | None = None
     registry: AgentRegistry = field(default_factory=AgentRegistry)
     permissions: PermissionEnforcer | None = None

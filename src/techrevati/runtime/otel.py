@@ -48,8 +48,8 @@ def _require_otel() -> None:
     # Read the module global at call time: tests patch it after import.
     if not globals()["_OTEL_AVAILABLE"]:
         raise ImportError(
-            "OpenTelemetry sink requires the [otel] extra. "
-            "Install with: pip install 'techrevati-runtime[otel]'"
+            "OpenTelemetry sink requires the OpenTelemetry SDK: "
+            "pip install opentelemetry-sdk opentelemetry-exporter-otlp"
         ) from globals()["_OTEL_IMPORT_ERROR"]
 
 

@@ -698,7 +698,6 @@ class agent_session:  # lower-case: used like a function, as contextlib's helper
     """
 
     def __init__(self, role: str, **orchestrator_options: Any) -> None:
-        orchestrator_options.setdefault("phase", "default")
         #: The orchestrator every session of this object is opened from.
         self.orchestrator = Orchestrator(role=role, **orchestrator_options)
         # Blocks entered here and not yet exited, oldest first: the fallback

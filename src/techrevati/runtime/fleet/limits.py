@@ -168,7 +168,9 @@ class FleetLimits:
             from . import store as store_module
         except ImportError as exc:
             raise ImportError(
-                "FleetLimits needs the Redis client: pip install 'techrevati-runtime[redis]'"
+                "FleetLimits needs the Redis client: pip install redis (or, from a clone "
+                "of this project, pip install '.[redis]'; not 'techrevati-runtime[redis]', "
+                "which installs an unrelated package of that name from PyPI)"
             ) from exc
         if isinstance(url_or_redis_client, str):
             client = store_module.connect(url_or_redis_client, self.timeout_s)
