@@ -210,6 +210,7 @@ class _SessionBase(Generic[B]):
             links=(parent,) if parent is not None else (),
             parent=parent_ctx,
             owner=self,
+            shared=options.shared,
         )
         scope = self._scope
         # What the turn and tool state machines ask of this session.
@@ -758,6 +759,7 @@ class _TelemetryOptions:
     call_estimate_usd: float | None = None
     allow_unpriced: bool = False
     fleet: tuple[FleetLevel, ...] = ()
+    shared: bool = False
 
 
 def _telemetry_options(orch: Orchestrator) -> _TelemetryOptions:
@@ -778,6 +780,7 @@ def _telemetry_options(orch: Orchestrator) -> _TelemetryOptions:
         orch.call_estimate_usd,
         orch.allow_unpriced,
         fleet_levels(orch.fleet),
+        orch.shared,
     )
 
 
@@ -817,7 +820,10 @@ class Orchestrator:
     under an enforced budget; ``allow_unpriced`` accepts calls of models with
     no known price at $0 under an enforced budget (refused by default);
     ``fleet`` adds fleet-wide limits (one ``FleetLimits`` or a list) above
-    every session of this orchestrator.
+    every session of this orchestrator; ``shared=True`` makes each session a
+    shared one: its id travels in W3C baggage, and model calls and sessions in
+    other processes under that context count against its cap and budget
+    (needs ``configure(session_store=...)`` in every process).
     """
 
     role: str
@@ -841,6 +847,7 @@ class Orchestrator:
     call_estimate_usd: float | None = None
     allow_unpriced: bool = False
     fleet: Any = None
+    shared: bool = False
     _last_tracker: UsageTracker | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

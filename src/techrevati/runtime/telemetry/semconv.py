@@ -85,6 +85,12 @@ USAGE_MISSING: Final = "techrevati.usage.missing"
 FLEET_SCOPE: Final = "techrevati.fleet.scope"
 #: On a session span: every fleet scope its calls counted against.
 FLEET_SCOPES: Final = "techrevati.fleet.scopes"
+#: A shared session (``shared=True``): True on its span; the remote sessions opened under it.
+SESSION_SHARED: Final = "techrevati.session.shared"
+SESSION_REMOTE_CHILDREN: Final = "techrevati.session.remote_children"
+#: On a session opened in another process under a shared one: the parent's role and conversation.
+SESSION_REMOTE_PARENT_ROLE: Final = "techrevati.session.remote_parent.role"
+SESSION_REMOTE_PARENT_CONVERSATION: Final = "techrevati.session.remote_parent.conversation_id"
 #: Token kinds of the detail counter (cache and reasoning shares).
 TOKEN_KIND: Final = "techrevati.token.kind"
 #: Resource attribute naming one ``configure()`` run (its forked workers share it): runs
@@ -159,6 +165,10 @@ METRIC_LOOP_DETECTIONS: Final = "techrevati.loop.detections"
 #: GenAI conventions (development): model calls and tool calls per invoke_agent span.
 METRIC_AGENT_INFERENCE_CALLS: Final = "gen_ai.invoke_agent.inference_calls"
 METRIC_AGENT_TOOL_CALLS: Final = "gen_ai.invoke_agent.tool_calls"
+#: Sessions opened under a shared session of another process, by the parent's role.
+METRIC_REMOTE_SESSIONS: Final = "techrevati.session.remote_sessions"
+#: Requests whose baggage named a shared session the store does not know.
+METRIC_REMOTE_UNKNOWN: Final = "techrevati.session.remote_unknown"
 
 #: Explicit bucket advice from the GenAI conventions.
 TOKEN_BUCKETS: Final = (

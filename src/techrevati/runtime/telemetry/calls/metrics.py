@@ -185,6 +185,8 @@ class Instruments:
     loop_detections: Counter
     agent_inference_calls: Histogram
     agent_tool_calls: Histogram
+    remote_sessions: Counter
+    remote_unknown: Counter
     #: False when nothing can ever read these instruments: the global provider
     #: is still the API's unset proxy, or a no-op provider was passed. The
     #: per-call paths (a turn, a tool call) then skip recording altogether.
@@ -337,6 +339,16 @@ def _build(provider: MeterProvider | None) -> Instruments:
             unit="{tool_call}",
             description="Tool calls made in one agent invocation (session), denied ones included.",
             explicit_bucket_boundaries_advisory=counts,
+        ),
+        remote_sessions=meter.create_counter(
+            sc.METRIC_REMOTE_SESSIONS,
+            unit="{session}",
+            description="Sessions opened under a shared session of another process.",
+        ),
+        remote_unknown=meter.create_counter(
+            sc.METRIC_REMOTE_UNKNOWN,
+            unit="{request}",
+            description="Requests naming a shared session the store does not know (ignored).",
         ),
     )
 

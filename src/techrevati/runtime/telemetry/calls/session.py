@@ -28,8 +28,8 @@ from ...circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
 from ...guardrails import Guardrail
 from ...permissions import PermissionOutcome
 from .. import semconv as sc
-from ..limits import membership
-from ..limits.ledger import Ledger, describe
+from ..limits import membership, remote
+from ..limits.ledger import FleetLevel, Ledger, describe
 from ..limits.membership import CURRENT, SpanEntry
 from ..readings.tokens import usage_to_attributes
 from .failures import error_type as _error_type
@@ -69,6 +69,8 @@ class SessionScope:
     on_turn_failed: Callable[[BaseException], None] | None = None
     #: Tool calls made in this session (denied and failed ones included).
     tool_calls: int = 0
+    #: A shared session's id and store level (``shared=True``).
+    shared: tuple[str, FleetLevel] | None = None
 
     def labels(self, model: str, provider: str | None = None) -> ModelLabels:
         """Metric label sets for a turn of ``model`` in this session."""
@@ -103,6 +105,7 @@ def open_session(
     links: Iterable[SpanContext] = (),
     parent: Context | None = None,
     owner: object = None,
+    shared: bool = False,
 ) -> SessionScope:
     """Start an ``invoke_agent {role}`` span and bind ``ledger`` to it.
 
@@ -121,7 +124,37 @@ def open_session(
         close_session(scope, outcome="completed")
     """
     parent_scope = membership.open_parent()
-    ledger.attach(parent_scope.ledger if parent_scope is not None else membership.process_root())
+    remote_parent = None
+    if parent_scope is None:
+        remote_parent = remote.remote_parent(
+            parent if parent is not None else otel_context.get_current()
+        )
+    conversation = conversation_id or secrets.token_hex(16)
+    shared_level = None
+    if shared:
+        store = remote.session_store()
+        if store is None:
+            raise ValueError(
+                "shared=True needs a session store: call "
+                "configure(session_store='redis://...') in every process first"
+            )
+        session_id = remote.new_session_id()
+        level = store.open_shared(
+            session_id,
+            role=role,
+            conversation_id=conversation,
+            budget_usd=ledger.budget_usd if ledger.enforce_budget else None,
+            max_calls=ledger.max_iterations,
+        )
+        if level is not None:
+            ledger.add_fleet((level,))
+            shared_level = (session_id, level)
+    if parent_scope is not None:
+        ledger.attach(parent_scope.ledger)
+    elif remote_parent is not None:
+        ledger.attach(remote.root_for(remote_parent, membership.process_root()))
+    else:
+        ledger.attach(membership.process_root())
     tracer = tracer_for(tracer_provider)
     instruments = instruments_for(meter_provider)
     attributes: dict[str, Any] = {
@@ -132,7 +165,12 @@ def open_session(
         attributes[sc.GEN_AI_AGENT_ID] = agent_id or worker_id
     # 128 random bits: worker ids are short and only unique within one registry,
     # while conversations from every process meet in one trace store.
-    attributes[sc.GEN_AI_CONVERSATION_ID] = conversation_id or secrets.token_hex(16)
+    attributes[sc.GEN_AI_CONVERSATION_ID] = conversation
+    if shared_level is not None:
+        attributes[sc.SESSION_SHARED] = True
+    if remote_parent is not None:
+        attributes[sc.SESSION_REMOTE_PARENT_ROLE] = remote_parent.role
+        attributes[sc.SESSION_REMOTE_PARENT_CONVERSATION] = remote_parent.conversation_id
     if provider_name:
         attributes[sc.GEN_AI_PROVIDER_NAME] = provider_name
     if phase:
@@ -153,12 +191,22 @@ def open_session(
         links=[Link(link) for link in links],
     )
     membership.register(entry, span.get_span_context())
+    context = trace.set_span_in_context(span, parent)
+    if shared_level is not None:
+        # The id travels with the session's context: HTTP, gRPC and Celery
+        # instrumentations inject W3C baggage into what the session sends.
+        context = remote.with_session(context, shared_level[0])
+    if remote_parent is not None:
+        store = remote.session_store()
+        if store is not None:
+            store.child_opened(remote_parent)
+        instruments.remote_sessions.add(1, {sc.GEN_AI_AGENT_NAME: remote_parent.role})
     scope = SessionScope(
         ledger=ledger,
         span=span,
         tracer=tracer,
         instruments=instruments,
-        context=trace.set_span_in_context(span, parent),
+        context=context,
         role=role,
         provider_name=provider_name,
         started=time.perf_counter(),
@@ -167,6 +215,7 @@ def open_session(
         owner=owner,
         agent_attrs={sc.GEN_AI_AGENT_NAME: role},
         span_stamp={sc.GEN_AI_AGENT_ID: agent_id} if agent_id else {},
+        shared=shared_level,
     )
     previous_listener = ledger.on_limit
 
@@ -265,6 +314,8 @@ def close_session(
             **usage_to_attributes(totals),
         }
     )
+    if scope.shared is not None:
+        _close_shared(scope, ledger)
     if outcome == sc.OUTCOME_COMPLETED:
         span.set_status(Status(StatusCode.OK))
     else:
@@ -285,6 +336,24 @@ def close_session(
     instruments.agent_tool_calls.record(scope.tool_calls, calls_labels)
     if ledger.budget_usd:
         instruments.budget_utilization.record(ledger.spent / ledger.budget_usd, scope.agent_attrs)
+
+
+def _close_shared(scope: SessionScope, ledger: Ledger) -> None:
+    # The tree's spend includes every remote child's, booked in the store.
+    store = remote.session_store()
+    if store is None or scope.shared is None:
+        return
+    session_id, level = scope.shared
+    totals = store.close_shared(session_id, level)
+    if totals is None:
+        return
+    local_tree = describe(ledger).get(sc.COST_TREE_USD, ledger.spent)
+    scope.span.set_attributes(
+        {
+            sc.COST_TREE_USD: max(float(local_tree), totals.spent_usd),
+            sc.SESSION_REMOTE_CHILDREN: totals.remote_children,
+        }
+    )
 
 
 def note_recovery(scope: SessionScope | None, scenario: str, outcome: str) -> None:

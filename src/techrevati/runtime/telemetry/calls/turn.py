@@ -112,12 +112,14 @@ class TurnCall:
             provider_name = provider or ""
             labels = model_labels(GLOBAL_LABELS, model, provider_name, None)
             parent = None
-            ledger = membership.process_root()
+            ledger = None
             breaker = None
             membership.note_outside()
         # The context the call starts in, read once: its placement in the ledger
         # tree, its span's parent and its own context all derive from it.
         here = parent if parent is not None else otel_context.get_current()
+        if session is None:
+            ledger = membership.root_for_context(here)
         permit = None
         if breaker is not None:
             permit = BreakerPermit(breaker)

@@ -51,6 +51,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ...usage_tracking import UsageTracker
 from ..readings.recognise import is_same_call
+from . import remote
 from .ledger import Claim, FleetLevel, Ledger
 
 if TYPE_CHECKING:
@@ -250,6 +251,16 @@ def set_process_root(ledger: Ledger | None) -> None:
         _process_root.append(ledger)
 
 
+def root_for_context(context: Context) -> Ledger | None:
+    """The ledger a call outside any local session counts against.
+
+    The remote shared session ``context``'s baggage names (``configure(session_store=...)``),
+    else the process root of ``configure(fleet=...)``, else none.
+    """
+    root = process_root()
+    return remote.remote_root(context, root) or root
+
+
 def install_fleet(fleet: tuple[FleetLevel, ...]) -> None:
     """Make every model call in the process count against ``fleet`` (``configure(fleet=...)``).
 
@@ -292,7 +303,7 @@ def _carried(context: Context) -> SpanEntry | None:
     scope = CURRENT.get()
     if scope is not None:
         return scope.entry
-    root = process_root()
+    root = root_for_context(context)
     return SpanEntry(root) if root is not None else None
 
 

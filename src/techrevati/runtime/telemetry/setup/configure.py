@@ -40,6 +40,8 @@ from ..calls.content import set_capture_content
 from ..export.pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
 from ..limits.ledger import fleet_levels
 from ..limits.membership import install_fleet
+from ..limits.remote import SessionStore, install_store
+from ..limits.remote import session_store as session_store_in_use
 from .autoinstrument import prepare as prepare_instrumentations
 from .build import build_telemetry
 from .handle import Destination, TelemetryHandle
@@ -82,6 +84,8 @@ def configure(
     fleet: Any = None,
     instrument: Iterable[str] | None = None,
     handle_sigterm: bool = False,
+    session_store: Any = None,
+    accept_remote_sessions: bool = True,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
 
@@ -134,6 +138,13 @@ def configure(
             then pass the signal on (to the previous handler, else the default, so the
             process still exits as killed by SIGTERM). Off by default: a library
             should not take signals unasked. Call from the main thread.
+        session_store: where shared sessions (``agent_session(..., shared=True)``)
+            live, so that their limits hold across processes: a ``redis://`` URL, a
+            ``redis.Redis`` client or a ``RedisSessionStore``. Every process of the
+            tree needs one (the same Redis).
+        accept_remote_sessions: False for edge services: W3C baggage from requests
+            is then never trusted to name a shared session (strip inbound baggage at
+            the edge of your trust boundary as well).
 
     Returns:
         The :class:`TelemetryHandle`. A second global call returns the same handle
@@ -162,6 +173,12 @@ def configure(
     switch_on = prepare_instrumentations(instrument) if instrument is not None else None
     if fleet is not None:
         install_fleet(fleet_levels(fleet))
+    if session_store is not None:
+        install_store(session_store_from(session_store, accept_remote=accept_remote_sessions))
+    elif not accept_remote_sessions:
+        current = session_store_in_use()
+        if current is not None:
+            current.accept_remote = False
     handle = configure_with(settings)
     if switch_on is not None:
         switch_on(handle.tracer_provider)
@@ -195,6 +212,22 @@ def configure_with(settings: Settings) -> TelemetryHandle:
             _global_handle = handle
             _global_settings = settings
         return handle
+
+
+def session_store_from(value: Any, *, accept_remote: bool) -> SessionStore:
+    """``session_store=`` as a store: a URL or a Redis client gets a ``RedisSessionStore``."""
+    if all(hasattr(value, name) for name in ("open_shared", "lookup", "close_shared")):
+        store: SessionStore = value
+        store.accept_remote = accept_remote and store.accept_remote
+        return store
+    try:
+        from ...fleet.sessions import RedisSessionStore
+    except ImportError as exc:
+        raise ImportError(
+            "session_store needs the Redis client: pip install redis "
+            "(or, from a clone of this project, pip install '.[redis]')"
+        ) from exc
+    return RedisSessionStore(value, accept_remote=accept_remote)
 
 
 def _warn_ignored(settings: Settings) -> None:

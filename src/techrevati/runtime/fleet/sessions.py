@@ -1,0 +1,286 @@
+"""The Redis session store: shared sessions as fleet scopes keyed by an unguessable id.
+
+A shared session is a :class:`~.limits.FleetLimits` scope with one unending
+window and the session's own cap and budget, so every process reserves,
+settles and releases through the same atomic scripts (and leases) as fleet
+limits. The scope's name is a hash of the session id, so errors, logs and spans
+that name the scope never reveal the id that grants access to it; metric labels
+name the parent's role only (one series per role, not per session).
+
+Beside the scope, one small hash (``<prefix>:{<scope>}:meta``) holds what a child
+process needs to rebuild the level (cap, budget, failure mode) and to name its
+parent (role, conversation id), and a counter of the remote sessions opened
+under it. Both expire at close + ``lease_s``, as the scope's keys do.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import threading
+import time
+from typing import Any, cast
+
+from ..telemetry import semconv as sc
+from ..telemetry.calls.metrics import instruments_for
+from ..telemetry.limits.errors import FleetUnavailableError
+from ..telemetry.limits.ledger import FleetLevel
+from ..telemetry.limits.remote import RemoteParent, SharedTotals
+from .limits import FleetLimits, OnStoreError
+
+_log = logging.getLogger("techrevati.runtime.fleet")
+
+#: How long a child process trusts what it looked up about a remote session.
+LOOKUP_TTL_S = 5.0
+_LOOKUPS_MAX = 4096
+_UNKNOWN_WARNED_MAX = 1024
+#: A shared session's keys outlive a parent that never closes (killed) by this much.
+OPEN_TTL_S = 7 * 86_400
+
+
+def scope_of(session_id: str) -> str:
+    """The store scope of a session id: a hash, so naming it reveals nothing usable."""
+    return "s-" + hashlib.sha256(session_id.encode()).hexdigest()[:32]
+
+
+class _SessionLevel(FleetLimits):
+    """A fleet scope whose metric labels name the parent's role, not the (per-session) scope."""
+
+    def __init__(self, client: Any, *, label: str, **options: Any) -> None:
+        super().__init__(client, **options)
+        self.label = label
+        # One series per role: a scope per session would grow the metric series forever.
+        self._attrs = {sc.FLEET_SCOPE: label}
+        self._refusal_attrs = {
+            kind: {sc.FLEET_SCOPE: label, sc.LIMIT_KIND: kind}
+            for kind in (sc.LIMIT_FLEET_BUDGET, sc.LIMIT_FLEET_CALLS)
+        }
+
+
+class RedisSessionStore:
+    """Shared sessions kept in Redis; ``configure(session_store=...)`` builds one.
+
+    Args:
+        url_or_redis_client: a ``redis://`` URL or a ``redis.Redis`` client.
+        lease_s: a reservation not settled within this long frees itself (a
+            child killed mid-call); a closed session's keys expire this long
+            after close, so late bookings still land once.
+        timeout_s: bound on every Redis call.
+        on_store_error: ``"refuse"`` (default) fails closed, ``"allow"`` runs
+            calls on local limits, while the store does not answer.
+        accept_remote: False for edge services: baggage from the network is
+            then never trusted to name a session.
+
+    Example::
+
+        store = RedisSessionStore("redis://127.0.0.1:6379/0")
+        configure(session_store=store)
+    """
+
+    def __init__(
+        self,
+        url_or_redis_client: Any,
+        *,
+        lease_s: float = 600.0,
+        timeout_s: float = 0.5,
+        on_store_error: OnStoreError = "refuse",
+        accept_remote: bool = True,
+        key_prefix: str = "techrevati:session",
+    ) -> None:
+        from . import store as store_module
+
+        if on_store_error not in ("refuse", "allow"):
+            raise ValueError(
+                f"session store on_store_error must be 'refuse' or 'allow', got {on_store_error!r}"
+            )
+        if isinstance(url_or_redis_client, str):
+            self._client = store_module.connect(url_or_redis_client, timeout_s)
+        elif callable(getattr(url_or_redis_client, "register_script", None)):
+            self._client = url_or_redis_client
+        else:
+            raise TypeError(
+                "session_store needs a redis:// URL, a redis.Redis client or a "
+                f"RedisSessionStore, got {type(url_or_redis_client).__name__}: "
+                f"{url_or_redis_client!r}"
+            )
+        self._errors = store_module.STORE_ERRORS
+        self.lease_s = float(lease_s)
+        self.timeout_s = float(timeout_s)
+        self.on_store_error: OnStoreError = on_store_error
+        self.accept_remote = bool(accept_remote)
+        self.key_prefix = key_prefix
+        self._lock = threading.Lock()
+        self._lookups: collections.OrderedDict[str, tuple[float, RemoteParent | None]] = (
+            collections.OrderedDict()
+        )
+        self._warned: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    # --- keys --------------------------------------------------------------------
+
+    def _base(self, session_id: str) -> str:
+        return f"{self.key_prefix}:{{{scope_of(session_id)}}}"
+
+    def _level(
+        self,
+        session_id: str,
+        *,
+        role: str,
+        budget_usd: float | None,
+        max_calls: int | None,
+        on_store_error: OnStoreError,
+    ) -> _SessionLevel:
+        return _SessionLevel(
+            self._client,
+            label=f"shared-session:{role}"[:128],
+            scope=scope_of(session_id),
+            budget_usd=budget_usd,
+            max_calls=max_calls,
+            window_s=None,
+            lease_s=self.lease_s,
+            on_store_error=on_store_error,
+            timeout_s=self.timeout_s,
+            key_prefix=self.key_prefix,
+        )
+
+    # --- the parent's side -------------------------------------------------------
+
+    def open_shared(
+        self,
+        session_id: str,
+        *,
+        role: str,
+        conversation_id: str,
+        budget_usd: float | None,
+        max_calls: int | None,
+    ) -> FleetLevel | None:
+        """Create the session's scope and the record children read; returns its level."""
+        level = self._level(
+            session_id,
+            role=role,
+            budget_usd=budget_usd,
+            max_calls=max_calls,
+            on_store_error=self.on_store_error,
+        )
+        meta = {
+            "role": role[:256],
+            "conversation_id": conversation_id[:64],
+            "budget_usd": "" if budget_usd is None else repr(float(budget_usd)),
+            "max_calls": "" if max_calls is None else str(int(max_calls)),
+            "on_store_error": self.on_store_error,
+        }
+        key = self._base(session_id) + ":meta"
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(key, mapping=cast(Any, meta))
+            pipe.expire(key, OPEN_TTL_S)
+            pipe.execute()
+        except self._errors as exc:
+            if self.on_store_error == "refuse":
+                raise FleetUnavailableError(level.scope, f"{type(exc).__name__}: {exc}") from None
+            _log.warning(
+                "shared session %s: store unreachable (%s); it runs on local limits only",
+                role,
+                type(exc).__name__,
+            )
+            return None
+        return cast(FleetLevel, level)
+
+    def close_shared(self, session_id: str, level: FleetLevel) -> SharedTotals | None:
+        """The tree's spend and remote sessions at close; the keys expire after the lease."""
+        base = self._base(session_id)
+        lease_ms = max(1, round(self.lease_s * 1000))
+        try:
+            spent = level.usage().spent_usd if isinstance(level, FleetLimits) else 0.0
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(base + ":children")
+            pipe.delete(base + ":meta")  # new lookups now find an unknown id
+            for suffix in (":children", ":0", ":0:live", ":0:exp", ":learned"):
+                pipe.pexpire(base + suffix, lease_ms)
+            children = pipe.execute()[0]
+        except self._errors as exc:
+            _log.warning("shared session: store unreachable at close (%s)", type(exc).__name__)
+            return None
+        return SharedTotals(spent, int(children or 0))
+
+    # --- a child's side ----------------------------------------------------------
+
+    def lookup(self, session_id: str) -> RemoteParent | None:
+        """The remote session ``session_id`` names, cached for LOOKUP_TTL_S; None if unknown."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._lookups.get(session_id)
+            if cached is not None and cached[0] > now:
+                return cached[1]
+        try:
+            meta = self._client.hgetall(self._base(session_id) + ":meta")
+        except self._errors as exc:
+            if self.on_store_error == "refuse":
+                raise FleetUnavailableError(
+                    scope_of(session_id), f"{type(exc).__name__}: {exc}"
+                ) from None
+            _log.warning(
+                "shared session lookup: store unreachable (%s); running on local limits",
+                type(exc).__name__,
+            )
+            return None
+        found = self._parent(session_id, meta) if meta else None
+        if found is None:
+            self._unknown(session_id)
+        with self._lock:
+            self._lookups[session_id] = (now + LOOKUP_TTL_S, found)
+            self._lookups.move_to_end(session_id)
+            while len(self._lookups) > _LOOKUPS_MAX:
+                self._lookups.popitem(last=False)
+        return found
+
+    def _parent(self, session_id: str, raw: dict[Any, Any]) -> RemoteParent | None:
+        meta = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            budget = float(meta["budget_usd"]) if meta.get("budget_usd") else None
+            max_calls = int(meta["max_calls"]) if meta.get("max_calls") else None
+            mode: OnStoreError = "allow" if meta.get("on_store_error") == "allow" else "refuse"
+            role = meta.get("role", "")
+            level = self._level(
+                session_id, role=role, budget_usd=budget, max_calls=max_calls, on_store_error=mode
+            )
+        except (KeyError, ValueError, TypeError):
+            _log.warning("shared session record is malformed; ignoring it")
+            return None
+        return RemoteParent(cast(FleetLevel, level), role, meta.get("conversation_id", ""))
+
+    def _unknown(self, session_id: str) -> None:
+        instruments_for(None).remote_unknown.add(1)
+        with self._lock:
+            if session_id in self._warned:
+                return
+            self._warned[session_id] = None
+            while len(self._warned) > _UNKNOWN_WARNED_MAX:
+                self._warned.popitem(last=False)
+        _log.warning(
+            "a request named a shared session this store does not know (closed, expired or "
+            "forged); its calls run on local limits and nothing is charged to it"
+        )
+
+    def child_opened(self, parent: RemoteParent) -> None:
+        """Count a session opened in this process under the remote one (best effort)."""
+        level = parent.level
+        scope = getattr(level, "scope", "")
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            key = f"{self.key_prefix}:{{{scope}}}:children"
+            pipe.incr(key)
+            pipe.expire(key, OPEN_TTL_S)
+            pipe.execute()
+        except self._errors:
+            _log.debug("shared session: could not count a remote child", exc_info=True)
+
+    def __repr__(self) -> str:
+        return f"RedisSessionStore(accept_remote={self.accept_remote}, lease_s={self.lease_s})"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+__all__ = ["LOOKUP_TTL_S", "RedisSessionStore", "scope_of"]

@@ -1,0 +1,162 @@
+"""Shared sessions across processes: the session id in W3C baggage, and the level it names.
+
+A session opened with ``shared=True`` gets one more level in its ledger chain,
+kept in the session store that ``configure(session_store=...)`` installed, and
+its 128-bit random id travels in W3C baggage under :data:`BAGGAGE_KEY` while it
+is current. OpenTelemetry's HTTP, gRPC and Celery instrumentations (and
+``opentelemetry.propagate.inject``) carry that baggage to other services.
+
+In another process, a model call or a new session with no session of its own
+whose OpenTelemetry context carries the baggage is a child of the remote
+session: it reserves at that level, so the remote session's cap and budget
+admit it, and its spend rolls up into it. Only the id travels; limits and spend
+stay in the store, and an id the store does not know is ignored.
+
+This module holds what the call path needs: the store protocol, reading the
+baggage, and one root ledger per remote session. The Redis store itself is
+``techrevati.runtime.fleet.sessions``.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentelemetry import baggage
+from opentelemetry.context import Context
+
+from ...usage_tracking import UsageTracker
+from .ledger import FleetLevel, Ledger
+
+#: The W3C baggage entry that carries a shared session's id.
+BAGGAGE_KEY = "techrevati.session"
+
+_ID = re.compile(r"[0-9a-f]{32}")
+_ROOTS_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteParent:
+    """A shared session of another process, as a child process sees it."""
+
+    #: The store's level for the session (its cap and budget, kept in the store).
+    level: FleetLevel
+    #: The parent's role and ``gen_ai.conversation.id``, for the child's span.
+    role: str
+    conversation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SharedTotals:
+    """What a shared session's tree spent and how many remote sessions it had, at close."""
+
+    spent_usd: float
+    remote_children: int
+
+
+class SessionStore(Protocol):
+    """Where shared sessions live (``techrevati.runtime.fleet.sessions.RedisSessionStore``)."""
+
+    accept_remote: bool
+
+    def open_shared(
+        self,
+        session_id: str,
+        *,
+        role: str,
+        conversation_id: str,
+        budget_usd: float | None,
+        max_calls: int | None,
+    ) -> FleetLevel | None: ...
+
+    def lookup(self, session_id: str) -> RemoteParent | None: ...
+
+    def child_opened(self, parent: RemoteParent) -> None: ...
+
+    def close_shared(self, session_id: str, level: FleetLevel) -> SharedTotals | None: ...
+
+
+_store: list[SessionStore] = []
+_roots: collections.OrderedDict[int, tuple[RemoteParent, Ledger]] = collections.OrderedDict()
+_roots_lock = threading.Lock()
+
+
+def install_store(store: SessionStore | None) -> None:
+    """Install (or remove, with None) the process's session store."""
+    _store.clear()
+    with _roots_lock:
+        _roots.clear()
+    if store is not None:
+        _store.append(store)
+
+
+def session_store() -> SessionStore | None:
+    """The installed session store, if any."""
+    return _store[0] if _store else None
+
+
+def new_session_id() -> str:
+    """128 random bits, hex: unguessable, so a forged id charges nothing."""
+    return secrets.token_hex(16)
+
+
+def with_session(context: Context, session_id: str) -> Context:
+    """``context`` carrying ``session_id`` in its W3C baggage."""
+    return baggage.set_baggage(BAGGAGE_KEY, session_id, context)
+
+
+def remote_parent(context: Context | None) -> RemoteParent | None:
+    """The remote shared session ``context``'s baggage names, when the store knows it."""
+    if not _store:
+        return None
+    store = _store[0]
+    if not store.accept_remote:
+        return None
+    value = baggage.get_baggage(BAGGAGE_KEY, context)
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        return None
+    return store.lookup(value)
+
+
+def remote_root(context: Context | None, above: Ledger | None) -> Ledger | None:
+    """The root ledger for calls outside any local session under a remote session."""
+    parent = remote_parent(context)
+    if parent is None:
+        return None
+    return root_for(parent, above)
+
+
+def root_for(parent: RemoteParent, above: Ledger | None) -> Ledger:
+    """One ledger per remote session (bounded): its store level, under ``above`` (the
+    process root of ``configure(fleet=...)``, if any)."""
+    key = id(parent.level)
+    with _roots_lock:
+        found = _roots.get(key)
+        if found is not None and found[0].level is parent.level:
+            _roots.move_to_end(key)
+            return found[1]
+        ledger = Ledger(UsageTracker(retain_turns=0), fleet=(parent.level,))
+        ledger.attach(above)
+        _roots[key] = (parent, ledger)
+        while len(_roots) > _ROOTS_MAX:
+            _roots.popitem(last=False)
+        return ledger
+
+
+__all__ = [
+    "BAGGAGE_KEY",
+    "RemoteParent",
+    "SessionStore",
+    "SharedTotals",
+    "install_store",
+    "new_session_id",
+    "remote_parent",
+    "remote_root",
+    "root_for",
+    "session_store",
+    "with_session",
+]

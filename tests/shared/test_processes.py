@@ -1,0 +1,117 @@
+"""One budget for a session and its children in other processes (multiprocessing "spawn")."""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+from typing import Any
+
+import pytest
+from opentelemetry import propagate
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from techrevati.runtime import UsageSnapshot, agent_session
+from techrevati.runtime.fleet.sessions import RedisSessionStore
+from techrevati.runtime.telemetry import semconv as sc
+
+from . import children
+
+CTX = multiprocessing.get_context("spawn")
+
+
+def run_children(url: str, count: int, attempts: int, own_session: bool) -> list[dict[str, Any]]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    results: Any = CTX.Queue()
+    procs = [
+        CTX.Process(
+            target=children.process_main,
+            args=(url, carrier, attempts, own_session, results),
+            daemon=True,
+        )
+        for _ in range(count)
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = []
+    for _ in procs:
+        try:
+            outcomes.append(results.get(timeout=120))
+        except queue.Empty:
+            pytest.fail("a child process reported nothing within 120 s")
+    for proc in procs:
+        proc.join(timeout=30)
+    crashes = [o["crash"] for o in outcomes if "crash" in o]
+    assert not crashes, crashes
+    return outcomes
+
+
+def session_span(exporter: InMemorySpanExporter) -> Any:
+    return next(s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent"))
+
+
+@pytest.mark.parametrize("own_session", [True, False], ids=["child sessions", "bare calls"])
+def test_three_processes_share_one_cap_of_ten(
+    store: RedisSessionStore,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+    own_session: bool,
+) -> None:
+    provider, exporter = spans
+    with agent_session("planner", max_iterations=10, shared=True, tracer_provider=provider):
+        outcomes = run_children(store_url(store), 3, 10, own_session)
+    assert sum(o["ran"] for o in outcomes) == 10
+    assert sum(o["refused"] for o in outcomes) == 20
+    assert {e for o in outcomes for e in o["errors"]} == {"MaxIterationsExceededError"}
+    parent = session_span(exporter)
+    # Every child's $1 calls roll up into the parent's tree cost at close.
+    assert parent.attributes[sc.COST_TREE_USD] == pytest.approx(10.0)
+    assert parent.attributes[sc.SESSION_SHARED] is True
+    assert parent.attributes[sc.SESSION_REMOTE_CHILDREN] == (3 if own_session else 0)
+    if own_session:
+        trace_id = format(parent.context.trace_id, "032x")
+        for outcome in outcomes:
+            # Each child's session span sits in the parent's trace and names its parent.
+            assert outcome["trace_id"] == trace_id
+            assert outcome["attributes"][sc.SESSION_REMOTE_PARENT_ROLE] == "planner"
+            assert (
+                outcome["attributes"][sc.SESSION_REMOTE_PARENT_CONVERSATION]
+                == parent.attributes[sc.GEN_AI_CONVERSATION_ID]
+            )
+
+
+def test_a_five_dollar_budget_runs_at_most_five_one_dollar_calls(
+    store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    with agent_session(
+        "planner", budget_usd=5.0, enforce_budget=True, shared=True, tracer_provider=provider
+    ):
+        outcomes = run_children(store_url(store), 3, 5, True)
+    ran = sum(o["ran"] for o in outcomes)
+    # Usage known up front: each call reserves exactly $1, so the fifth reaches the
+    # budget exactly and the sixth is refused before it runs.
+    assert ran == 5
+    assert {e for o in outcomes for e in o["errors"]} == {"BudgetExceededError"}
+    assert session_span(exporter).attributes[sc.COST_TREE_USD] == pytest.approx(5.0)
+
+
+def test_the_parents_own_calls_and_its_childrens_share_the_cap(
+    store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    with agent_session(
+        "planner", max_iterations=6, shared=True, tracer_provider=provider
+    ) as session:
+        for _ in range(2):
+            session.run_turn(
+                lambda: "ok", model=children.MODEL, usage=UsageSnapshot(input_tokens=1)
+            )
+        outcomes = run_children(store_url(store), 2, 5, True)
+    assert sum(o["ran"] for o in outcomes) == 4
+    assert session_span(exporter).attributes[sc.COST_TREE_USD] == pytest.approx(6.0)
+
+
+def store_url(store: RedisSessionStore) -> str:
+    kwargs = store._client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
