@@ -26,7 +26,7 @@ from ..telemetry import semconv as sc
 from ..telemetry.calls.metrics import instruments_for
 from ..telemetry.limits.errors import FleetUnavailableError
 from ..telemetry.limits.ledger import FleetLevel
-from ..telemetry.limits.remote import RemoteParent, SharedTotals
+from ..telemetry.limits.remote import RemoteParent, SharedTotals, is_session_id
 from .limits import FleetLimits, OnStoreError
 
 _log = logging.getLogger("techrevati.runtime.fleet")
@@ -129,6 +129,7 @@ class RedisSessionStore:
         budget_usd: float | None,
         max_calls: int | None,
         on_store_error: OnStoreError,
+        lease_s: float | None = None,
     ) -> _SessionLevel:
         return _SessionLevel(
             self._client,
@@ -137,7 +138,7 @@ class RedisSessionStore:
             budget_usd=budget_usd,
             max_calls=max_calls,
             window_s=None,
-            lease_s=self.lease_s,
+            lease_s=self.lease_s if lease_s is None else lease_s,
             on_store_error=on_store_error,
             timeout_s=self.timeout_s,
             key_prefix=self.key_prefix,
@@ -168,6 +169,7 @@ class RedisSessionStore:
             "budget_usd": "" if budget_usd is None else repr(float(budget_usd)),
             "max_calls": "" if max_calls is None else str(int(max_calls)),
             "on_store_error": self.on_store_error,
+            "lease_s": repr(self.lease_s),
         }
         key = self._base(session_id) + ":meta"
         try:
@@ -207,6 +209,9 @@ class RedisSessionStore:
 
     def lookup(self, session_id: str) -> RemoteParent | None:
         """The remote session ``session_id`` names, cached for LOOKUP_TTL_S; None if unknown."""
+        if not is_session_id(session_id):
+            self._unknown(session_id)
+            return None
         now = time.monotonic()
         with self._lock:
             cached = self._lookups.get(session_id)
@@ -241,8 +246,15 @@ class RedisSessionStore:
             max_calls = int(meta["max_calls"]) if meta.get("max_calls") else None
             mode: OnStoreError = "allow" if meta.get("on_store_error") == "allow" else "refuse"
             role = meta.get("role", "")
+            # The parent decides how long a dead child's reservation may hold its budget.
+            lease = float(meta["lease_s"]) if meta.get("lease_s") else self.lease_s
             level = self._level(
-                session_id, role=role, budget_usd=budget, max_calls=max_calls, on_store_error=mode
+                session_id,
+                role=role,
+                budget_usd=budget,
+                max_calls=max_calls,
+                on_store_error=mode,
+                lease_s=lease,
             )
         except (KeyError, ValueError, TypeError):
             _log.warning("shared session record is malformed; ignoring it")

@@ -99,6 +99,11 @@ def session_store() -> SessionStore | None:
     return _store[0] if _store else None
 
 
+def is_session_id(value: str) -> bool:
+    """True for what :func:`new_session_id` makes (32 lowercase hex digits)."""
+    return _ID.fullmatch(value) is not None
+
+
 def new_session_id() -> str:
     """128 random bits, hex: unguessable, so a forged id charges nothing."""
     return secrets.token_hex(16)
@@ -117,9 +122,10 @@ def remote_parent(context: Context | None) -> RemoteParent | None:
     if not store.accept_remote:
         return None
     value = baggage.get_baggage(BAGGAGE_KEY, context)
-    if not isinstance(value, str) or not _ID.fullmatch(value):
+    if value is None:
         return None
-    return store.lookup(value)
+    # Baggage comes from the network: the store refuses anything but an id of ours.
+    return store.lookup(str(value)[:64])
 
 
 def remote_root(context: Context | None, above: Ledger | None) -> Ledger | None:
@@ -153,6 +159,7 @@ __all__ = [
     "SessionStore",
     "SharedTotals",
     "install_store",
+    "is_session_id",
     "new_session_id",
     "remote_parent",
     "remote_root",

@@ -1,0 +1,158 @@
+"""Baggage comes from the network: what a forged, unknown or unwanted id can do (nothing),
+and what happens when the store fails or the parent closes first."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from opentelemetry import baggage, context, propagate
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from fleet.redis_server import RedisServer
+from techrevati.runtime import FleetUnavailableError, UsageSnapshot, agent_session
+from techrevati.runtime.fleet import sessions
+from techrevati.runtime.fleet.sessions import RedisSessionStore
+from techrevati.runtime.telemetry import semconv as sc
+from techrevati.runtime.telemetry.calls import metrics as metrics_module
+from techrevati.runtime.telemetry.limits import remote
+
+from . import children
+
+
+def calls_under(ctx: context.Context, attempts: int) -> dict[str, object]:
+    token = context.attach(ctx)
+    try:
+        return children.calls(attempts, own_session=False)
+    finally:
+        context.detach(token)
+
+
+def forged(value: str) -> context.Context:
+    return baggage.set_baggage(remote.BAGGAGE_KEY, value, context.Context())
+
+
+def unknown_count(reader: InMemoryMetricReader) -> float:
+    data = reader.get_metrics_data()
+    total = 0.0
+    for rm in data.resource_metrics if data else ():
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == sc.METRIC_REMOTE_UNKNOWN:
+                    total += sum(p.value for p in metric.data.data_points)
+    return total
+
+
+@pytest.fixture
+def reader(monkeypatch: pytest.MonkeyPatch) -> InMemoryMetricReader:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    built = metrics_module.instruments_for(provider)
+    monkeypatch.setattr(sessions, "instruments_for", lambda _provider: built)
+    return reader
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0" * 32, "ffffffffffffffffffffffffffffffff", "not-an-id", "x" * 5000, "{a}:meta"],
+    ids=["unknown", "unknown-2", "malformed", "huge", "key-injection"],
+)
+def test_an_id_the_store_does_not_know_charges_nothing_and_warns_once(
+    store: RedisSessionStore,
+    reader: InMemoryMetricReader,
+    caplog: pytest.LogCaptureFixture,
+    value: str,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="techrevati.runtime.fleet"):
+        first = calls_under(forged(value), 30)
+        second = calls_under(forged(value), 30)
+    assert first["ran"] == 30 and second["ran"] == 30  # local limits only: none here
+    warnings = [r for r in caplog.records if "does not know" in r.getMessage()]
+    assert len(warnings) == 1
+    assert value not in warnings[0].getMessage()  # never echo what the network sent
+    assert unknown_count(reader) >= 1
+    assert store._client.dbsize() == 0  # nothing was written for it
+
+
+def in_fresh_thread(ctx: context.Context, attempts: int) -> dict[str, object]:
+    """As another process would: no session of ours in scope, only the carried context."""
+    result: dict[str, object] = {}
+    worker = threading.Thread(target=lambda: result.update(calls_under(ctx, attempts)))
+    worker.start()
+    worker.join(60)
+    return result
+
+
+def raise_from_thread(ctx: context.Context) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        token = context.attach(ctx)
+        try:
+            children.one_call()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            context.detach(token)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(60)
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize(("accept", "ran"), [(True, 2), (False, 5)])
+def test_accept_remote_sessions_false_ignores_even_a_real_id(
+    store: RedisSessionStore, accept: bool, ran: int
+) -> None:
+    store.accept_remote = accept
+    with agent_session("planner", max_iterations=2, shared=True):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        outcome = in_fresh_thread(propagate.extract(carrier), 5)
+    assert outcome["ran"] == ran
+
+
+def test_a_frozen_store_refuses_within_the_timeout(
+    redis_server: RedisServer, store: RedisSessionStore
+) -> None:
+    with agent_session("planner", max_iterations=10, shared=True):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        child = RedisSessionStore(redis_server.url, timeout_s=0.3)
+        remote.install_store(child)
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(FleetUnavailableError):
+                raise_from_thread(propagate.extract(carrier))
+            assert time.monotonic() - started < 3.0
+        finally:
+            redis_server.resume()
+            remote.install_store(store)
+
+
+def test_after_the_parent_closes_new_calls_run_on_local_limits(
+    store: RedisSessionStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sessions, "LOOKUP_TTL_S", 0.0)
+    with agent_session("planner", max_iterations=3, shared=True):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        during = in_fresh_thread(propagate.extract(carrier), 5)
+    assert during["ran"] == 3
+    with caplog.at_level(logging.WARNING, logger="techrevati.runtime.fleet"):
+        after = in_fresh_thread(propagate.extract(carrier), 5)
+    assert after["ran"] == 5
+    assert any("does not know" in r.getMessage() for r in caplog.records)
+
+
+def test_shared_without_a_store_says_what_to_do() -> None:
+    remote.install_store(None)
+    with pytest.raises(ValueError, match="configure\\(session_store="):
+        with agent_session("planner", shared=True):
+            pass
