@@ -13,7 +13,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from fleet.redis_server import RedisServer
-from techrevati.runtime import FleetUnavailableError, UsageSnapshot, agent_session
+from techrevati.runtime import FleetUnavailableError, agent_session
 from techrevati.runtime.fleet import sessions
 from techrevati.runtime.fleet.sessions import RedisSessionStore
 from techrevati.runtime.telemetry import semconv as sc
@@ -153,6 +153,8 @@ def test_after_the_parent_closes_new_calls_run_on_local_limits(
 
 def test_shared_without_a_store_says_what_to_do() -> None:
     remote.install_store(None)
-    with pytest.raises(ValueError, match="configure\\(session_store="):
-        with agent_session("planner", shared=True):
-            pass
+    with (
+        pytest.raises(ValueError, match="configure\\(session_store="),
+        agent_session("planner", shared=True),
+    ):
+        pass
