@@ -60,6 +60,8 @@ from .telemetry.limits.errors import (
     TurnTimeoutError,
 )
 from .telemetry.limits.ledger import FleetLevel, Ledger, fleet_levels
+from .telemetry.limits.loops import DEFAULT_LOOP_GUARD, LoopGuard, callable_arguments
+from .telemetry.limits.wrapup import Remaining, check_wrap_up_at, remaining
 from .telemetry.readings.usage_extract import Extracted, extract
 from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker
 
@@ -218,6 +220,8 @@ class _SessionBase(Generic[B]):
         scope.authorize = self.authorize if self.permissions is not None else None
         scope.guardrails = self.guardrails
         scope.on_turn_failed = self._turn_failed
+        core.watch_loops(scope, options.loop_guard)
+        core.watch_wrap_up(scope, options.wrap_up_at, options.on_wrap_up)
         return scope
 
     def _scope_or_open(self) -> core.SessionScope:
@@ -243,6 +247,35 @@ class _SessionBase(Generic[B]):
             error_type=scope.error_type
             or (None if error is not None or failure is None else outcome),
         )
+
+    @property
+    def wrapping_up(self) -> bool:
+        """True once ``wrap_up_at`` of the cap or of an enforced budget is used.
+
+        The signal to finish: ask the model for a final answer (no more tools)
+        instead of running into the limit. Always False without ``wrap_up_at``.
+
+        Example::
+
+            with agent_session("writer", max_iterations=10, wrap_up_at=0.8) as session:
+                while not done:
+                    reply = ask(history, tools=[] if session.wrapping_up else TOOLS)
+        """
+        scope = self._scope
+        return scope is not None and core.wrapping_up(scope)
+
+    def remaining(self) -> Remaining:
+        """What is left before this session's limits stop it (and its ancestors').
+
+        ``calls`` before the tightest cap, ``budget_usd`` of the tightest budget,
+        ``fraction`` of the tightest cap or enforced budget (None if neither).
+
+        Example::
+
+            left = session.remaining()
+            print(left.calls, left.budget_usd, left.fraction)
+        """
+        return remaining(self._ledger)
 
     @property
     def _iteration_count(self) -> int:
@@ -323,18 +356,28 @@ class _SessionBase(Generic[B]):
             return PermissionOutcome(allowed=True, reason="no enforcer configured")
         return self.permissions.check(self.role, tool_name)
 
-    def run_tool(self, tool_name: str, fn: Callable[[], T]) -> T:
+    def run_tool(self, tool_name: str, fn: Callable[[], T], *, arguments: object = None) -> T:
         """Run a tool after the permission check and pre-guardrails; post-check its result.
 
-        A denied tool raises ``PermissionDeniedError`` and ``fn`` never runs.
+        A denied tool raises ``PermissionDeniedError`` and ``fn`` never runs; a
+        call that would extend a loop raises ``LoopDetectedError`` under
+        ``LoopGuard(on_loop="raise")``. ``arguments`` tell the loop guard (and,
+        with content capture on, the span) what the call was made with; without
+        them the guard reads what ``fn`` was bound to (a lambda's closure, a
+        ``functools.partial``'s arguments).
 
         Example::
 
-            fact = session.run_tool("lookup_term", lambda: "RAG")
+            fact = session.run_tool("lookup_term", lambda: lookup(term), arguments={"term": term})
         """
         if not callable(fn):
             raise TypeError(f"run_tool needs a callable, got {type(fn).__name__}: {fn!r}")
-        tool = core.ToolCall.begin(self._scope_or_open(), tool_name)
+        tool = core.ToolCall.begin(
+            self._scope_or_open(),
+            tool_name,
+            arguments=arguments,
+            loop_arguments=_loop_arguments(fn, arguments),
+        )
         try:
             token = otel_context.attach(tool.context)
             try:
@@ -557,6 +600,16 @@ class _SessionBase(Generic[B]):
         }
 
 
+def _loop_arguments(fn: object, arguments: object) -> object:
+    """What the loop guard fingerprints for ``run_tool(name, fn, arguments=...)``."""
+    if arguments is not None:
+        return arguments
+    try:
+        return callable_arguments(fn)
+    except Exception:  # an exotic callable: not fingerprinted rather than failing the tool
+        return core.NOT_WATCHED
+
+
 def _check_turn_arguments(
     fn: object, model: object, usage: object, estimate_usage: object, timeout: object
 ) -> None:
@@ -701,13 +754,24 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
             raise
         return result, _finish(turn, result, resolved)
 
-    async def arun_tool(self, tool_name: str, coro_factory: Callable[[], Awaitable[T]]) -> T:
+    async def arun_tool(
+        self,
+        tool_name: str,
+        coro_factory: Callable[[], Awaitable[T]],
+        *,
+        arguments: object = None,
+    ) -> T:
         """Async ``run_tool``: checks are synchronous, the tool itself is awaited."""
         if not callable(coro_factory):
             raise TypeError(
                 f"arun_tool needs a callable, got {type(coro_factory).__name__}: {coro_factory!r}"
             )
-        tool = core.ToolCall.begin(self._scope_or_open(), tool_name)
+        tool = core.ToolCall.begin(
+            self._scope_or_open(),
+            tool_name,
+            arguments=arguments,
+            loop_arguments=_loop_arguments(coro_factory, arguments),
+        )
         try:
             token = otel_context.attach(tool.context)
             try:
@@ -760,6 +824,9 @@ class _TelemetryOptions:
     allow_unpriced: bool = False
     fleet: tuple[FleetLevel, ...] = ()
     shared: bool = False
+    loop_guard: LoopGuard | None = DEFAULT_LOOP_GUARD
+    wrap_up_at: float | None = None
+    on_wrap_up: Callable[[Any], None] | None = None
 
 
 def _telemetry_options(orch: Orchestrator) -> _TelemetryOptions:
@@ -781,6 +848,9 @@ def _telemetry_options(orch: Orchestrator) -> _TelemetryOptions:
         orch.allow_unpriced,
         fleet_levels(orch.fleet),
         orch.shared,
+        orch.loop_guard,
+        orch.wrap_up_at,
+        orch.on_wrap_up,
     )
 
 
@@ -823,7 +893,12 @@ class Orchestrator:
     every session of this orchestrator; ``shared=True`` makes each session a
     shared one: its id travels in W3C baggage, and model calls and sessions in
     other processes under that context count against its cap and budget
-    (needs ``configure(session_store=...)`` in every process).
+    (needs ``configure(session_store=...)`` in every process). ``loop_guard``
+    watches each session's tool calls for loops (default
+    ``LoopGuard(on_loop="warn")``; None: off); ``wrap_up_at`` (e.g. 0.8) makes
+    ``session.wrapping_up`` True, adds a span event and calls
+    ``on_wrap_up(session)`` once that share of the cap or of an enforced budget
+    is used.
     """
 
     role: str
@@ -848,6 +923,9 @@ class Orchestrator:
     allow_unpriced: bool = False
     fleet: Any = None
     shared: bool = False
+    loop_guard: LoopGuard | None = DEFAULT_LOOP_GUARD
+    wrap_up_at: float | None = None
+    on_wrap_up: Callable[[Any], None] | None = None
     _last_tracker: UsageTracker | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -858,6 +936,14 @@ class Orchestrator:
         _check_limits(self.max_iterations, self.budget_usd)
         _check_estimate(self.call_estimate_usd)
         fleet_levels(self.fleet)
+        if self.loop_guard is not None and not isinstance(self.loop_guard, LoopGuard):
+            raise TypeError(
+                f"loop_guard must be a LoopGuard or None, got {type(self.loop_guard).__name__}: "
+                f"{self.loop_guard!r}"
+            )
+        self.wrap_up_at = check_wrap_up_at(self.wrap_up_at)
+        if self.on_wrap_up is not None and not callable(self.on_wrap_up):
+            raise TypeError(f"on_wrap_up must be callable, got {self.on_wrap_up!r}")
 
     @property
     def tracker(self) -> UsageTracker:

@@ -343,9 +343,19 @@ class _ToolCall:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        arguments = _arguments(names, instance, args, kwargs) if capture_content() else None
-        # Denied / blocked: the span is ended and the error raised here.
-        self.tool = core.ToolCall.begin(core.current_session(), name, arguments=arguments)
+        session = core.current_session()
+        capture = capture_content()
+        watched = session is not None and session.loops is not None
+        # Arguments by name: for the span only with content capture on; for the
+        # session's loop guard always (fingerprinted in memory, never exported).
+        arguments = _arguments(names, instance, args, kwargs) if capture or watched else None
+        # Denied / blocked / looping: the span is ended and the error raised here.
+        self.tool = core.ToolCall.begin(
+            session,
+            name,
+            arguments=arguments if capture else None,
+            loop_arguments=arguments if watched else core.NOT_WATCHED,
+        )
 
     def returned(self, result: object) -> None:
         self.tool.check(result)
@@ -361,10 +371,11 @@ class _ToolCall:
         self.tool.check(value)  # a streamed tool result is post-checked piece by piece
 
     def exhausted(self, value: object) -> None:
-        self.tool.finish(value)
+        # A streamed tool's output is its items, not this return value.
+        self.tool.finish(value, whole=False)
 
     def closed(self) -> None:
-        self.tool.finish()
+        self.tool.finish(whole=False)
 
 
 class _SessionCall:

@@ -108,6 +108,8 @@ LIMIT_ITERATIONS: Final = "max_iterations"
 LIMIT_UNPRICED: Final = "unpriced"
 LIMIT_FLEET_BUDGET: Final = "fleet_budget"
 LIMIT_FLEET_CALLS: Final = "fleet_calls"
+#: A tool call refused because it would extend a loop (``LoopGuard(on_loop="raise")``).
+LIMIT_LOOP: Final = "loop"
 COST_SOURCE_REGISTERED: Final = "registered"
 COST_SOURCE_BUNDLED: Final = "bundled"
 COST_SOURCE_UNPRICED: Final = "unpriced"
@@ -128,6 +130,25 @@ EVENT_QUALITY_GATE: Final = "techrevati.quality_gate.evaluated"
 EVENT_LIMIT_HIT: Final = "techrevati.limit.hit"
 EVENT_RECOVERY: Final = "techrevati.recovery.attempted"
 EVENT_GUARDRAIL: Final = "techrevati.guardrail.violated"
+#: A loop of tool calls detected (the fingerprints themselves are never exported).
+EVENT_LOOP_DETECTED: Final = "techrevati.loop.detected"
+#: A session passed its wrap-up threshold (``wrap_up_at``) of its cap or enforced budget.
+EVENT_WRAP_UP: Final = "techrevati.session.wrap_up"
+
+# --- loops and wrap-up (event attributes; LOOP_PATTERN is also a metric label) --
+#: ``repeat``, ``cycle`` or ``interleaved`` (limits/loops.py).
+LOOP_PATTERN: Final = "techrevati.loop.pattern"
+#: The tools of a detected loop in call order (one for a repeat, 2-3 for a cycle).
+LOOP_TOOLS: Final = "techrevati.loop.tools"
+LOOP_REPEATS: Final = "techrevati.loop.repeats"
+#: ``raise`` or ``warn``: what the next identical call meets.
+LOOP_ACTION: Final = "techrevati.loop.action"
+#: On a session span: loops detected in it.
+SESSION_LOOPS: Final = "techrevati.session.loops"
+WRAP_UP_AT: Final = "techrevati.wrap_up.at"
+#: Which limit reached the threshold: LIMIT_ITERATIONS or LIMIT_BUDGET.
+WRAP_UP_LIMIT: Final = "techrevati.wrap_up.limit"
+WRAP_UP_FRACTION_LEFT: Final = "techrevati.wrap_up.fraction_left"
 
 # --- metrics (OTel names; see PROMETHEUS_NAMES for the scraped spelling) -------
 METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"

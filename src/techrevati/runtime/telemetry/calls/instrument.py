@@ -9,6 +9,7 @@ module only gathers the names they use.
 from __future__ import annotations
 
 from ..limits.membership import current_session
+from .loops import watch_loops
 from .session import (
     Activation,
     SessionScope,
@@ -19,8 +20,10 @@ from .session import (
     open_session,
     session_event,
 )
-from .tool import ToolCall
+from .tool import NOT_WATCHED, ToolCall
 from .turn import TurnCall, check_usage
+from .wrapup import check as wrapping_up
+from .wrapup import watch_wrap_up
 
 
 def close_all_open_sessions(reason: str = "terminated") -> int:
@@ -35,6 +38,7 @@ def close_all_open_sessions(reason: str = "terminated") -> int:
 
 
 __all__ = [
+    "NOT_WATCHED",
     "Activation",
     "SessionScope",
     "ToolCall",
@@ -48,4 +52,7 @@ __all__ = [
     "note_recovery",
     "open_session",
     "session_event",
+    "watch_loops",
+    "watch_wrap_up",
+    "wrapping_up",
 ]

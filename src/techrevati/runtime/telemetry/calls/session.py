@@ -30,6 +30,7 @@ from ...permissions import PermissionOutcome
 from .. import semconv as sc
 from ..limits import membership, remote
 from ..limits.ledger import FleetLevel, Ledger, describe
+from ..limits.loops import LoopWatch
 from ..limits.membership import CURRENT, SpanEntry
 from ..readings.tokens import usage_to_attributes
 from .failures import error_type as _error_type
@@ -71,6 +72,12 @@ class SessionScope:
     tool_calls: int = 0
     #: A shared session's id and store level (``shared=True``).
     shared: tuple[str, FleetLevel] | None = None
+    #: The session's loop watch (``calls/loops.py``); None: loop detection off.
+    loops: LoopWatch | None = None
+    #: Wrap-up (``calls/wrapup.py``): the threshold, the callback, and whether it fired.
+    wrap_up_at: float | None = None
+    on_wrap_up: Callable[[Any], None] | None = None
+    wrapped: bool = False
 
     def labels(self, model: str, provider: str | None = None) -> ModelLabels:
         """Metric label sets for a turn of ``model`` in this session."""
@@ -304,6 +311,9 @@ def close_session(
     totals = tracker.token_totals()
     cost = tracker.total_cost()
     span = scope.span
+    loops = scope.loops
+    if loops is not None and loops.detections:
+        span.set_attribute(sc.SESSION_LOOPS, loops.detections)
     span.set_attributes(
         {
             sc.SESSION_OUTCOME: outcome,

@@ -27,13 +27,18 @@ from ...guardrails import GuardrailViolatedError, run_post_checks, run_pre_check
 from ...permissions import PermissionOutcome
 from .. import semconv as sc
 from ..limits import membership
-from ..limits.errors import PermissionDeniedError
+from ..limits.errors import LoopDetectedError, PermissionDeniedError
+from ..limits.loops import LoopWatch
 from ..limits.membership import SpanEntry
 from .content import capture_content, content_text
 from .failures import error_type, record_error
+from .loops import fingerprint, record
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .session import SessionScope, session_event
+
+#: ``ToolCall.begin``'s default: the call's arguments are unknown, so it is not fingerprinted.
+NOT_WATCHED: object = object()
 
 
 @dataclass(eq=False, slots=True)
@@ -49,6 +54,9 @@ class ToolCall:
     entry: SpanEntry | None
     decision: str = sc.PERMISSION_ALLOW
     ended: bool = False
+    #: The session's loop watch and this call's fingerprint (None: not watched).
+    watch: LoopWatch | None = None
+    loop_key: int | None = None
 
     @classmethod
     def begin(
@@ -58,10 +66,17 @@ class ToolCall:
         *,
         call_id: str | None = None,
         arguments: object = None,
+        loop_arguments: object = NOT_WATCHED,
         tracer_provider: APITracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> ToolCall:
         """Start the span and, in a session, admit the call; raises when refused.
+
+        ``arguments`` are recorded only with content capture on;
+        ``loop_arguments`` (the arguments as the session's loop guard should
+        see them, kept in memory only) make the call count for loop detection,
+        and a call that would extend a loop is refused here under
+        ``on_loop="raise"``. Without them the call is not fingerprinted.
 
         Example::
 
@@ -101,7 +116,7 @@ class ToolCall:
         entry = None
         if session is not None:
             # Model calls a tool makes belong to the session, as new calls.
-            entry = SpanEntry(session.ledger)
+            entry = SpanEntry(session.ledger, in_tool=True)
             membership.register(entry, span.get_span_context())
         tool = cls(
             span=span,
@@ -113,9 +128,15 @@ class ToolCall:
             entry=entry,
         )
         if session is not None:
+            watch = session.loops
+            if watch is not None and loop_arguments is not NOT_WATCHED:
+                key = fingerprint(watch, name, loop_arguments)
+                if key is not None:
+                    tool.watch, tool.loop_key = watch, key
             try:
                 tool._admit(session)
             except BaseException as exc:
+                tool.loop_key = None  # refused before it ran: not a call of any loop
                 tool.fail(exc)
                 raise
         return tool
@@ -129,6 +150,15 @@ class ToolCall:
         if not outcome.allowed:
             raise PermissionDeniedError(outcome)
         run_pre_checks(session.guardrails, role=session.role, tool=self.name)
+        key, watch = self.loop_key, self.watch
+        if key is not None and watch is not None:
+            try:
+                watch.admit(key, self.name)
+            except LoopDetectedError as refusal:
+                listener = session.ledger.on_limit
+                if listener is not None:
+                    listener(sc.LIMIT_LOOP, refusal)
+                raise
 
     def _note_permission(self, outcome: PermissionOutcome) -> None:
         self.decision = sc.PERMISSION_ALLOW if outcome.allowed else sc.PERMISSION_DENY
@@ -149,8 +179,14 @@ class ToolCall:
         if session is not None and session.guardrails:
             run_post_checks(session.guardrails, value, role=session.role, tool=self.name)
 
-    def finish(self, result: object = None) -> None:
-        """The tool returned (its result already checked)."""
+    def finish(self, result: object = None, *, whole: bool = True) -> None:
+        """The tool returned (its result already checked).
+
+        ``whole=False``: ``result`` is not the tool's whole output (a streamed
+        tool's return value), so loop detection does not compare it.
+        """
+        if not whole:
+            self.loop_key = None
         self._end(result, None)
 
     def fail(self, error: BaseException) -> None:
@@ -206,6 +242,12 @@ class ToolCall:
         span.end()
         if self.entry is not None:
             membership.forget(self.entry)
+        key, watch = self.loop_key, self.watch
+        if key is not None and watch is not None:
+            if error is None:
+                record(watch, key, self.name, result)
+            else:
+                watch.failed(key)  # a retry after an exception is progress
         instruments = self.instruments
         if instruments.live:
             instruments.tool_calls.add(1, labels)

@@ -140,6 +140,9 @@ class Ledger:
     #: The thread the session opened on, and whether an escaped call was warned about.
     opened_on: int = field(default=0, repr=False)
     escape_warned: bool = field(default=False, repr=False)
+    #: Called with this level after a call was admitted or booked anywhere below it
+    #: (a session's wrap-up check); None: nothing to call, the common case.
+    on_use: Callable[[Ledger], None] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(init=False, repr=False)
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)
@@ -270,7 +273,18 @@ class Ledger:
             self._refuse(*refused)
         if self._fleet_chain:
             claim.holds = self._reserve_fleet(claim, force)
+        self._used()
         return claim
+
+    def _used(self) -> None:
+        """Tell the levels that watch their usage (wrap-up) that it changed. Never raises."""
+        for level in self._chain:
+            listener = level.on_use
+            if listener is not None:
+                try:
+                    listener(level)
+                except Exception:
+                    _orchestrator_log.exception("usage listener raised; suppressing")
 
     def _refusal_locked(self) -> tuple[str, Exception] | None:
         """The first level that refuses one more call, as (limit kind, error); None: all admit."""
@@ -391,6 +405,8 @@ class Ledger:
                 level._notify(
                     sc.LIMIT_BUDGET, BudgetExceededError(level.budget_usd or 0.0, level.spent)
                 )
+        if cost:
+            leaf._used()
         return cost
 
     def release(self, claim: Claim, *, uncount: bool = False, keep_fleet: bool = False) -> None:
@@ -471,6 +487,7 @@ class Ledger:
         """Forget the session's listeners (its session closed; late bookings stay silent)."""
         self.on_limit = None
         self.on_unpriced_cost = None
+        self.on_use = None
 
 
 def fleet_levels(fleet: object) -> tuple[FleetLevel, ...]:

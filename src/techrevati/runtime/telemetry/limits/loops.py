@@ -1,7 +1,8 @@
 """Loop detection: tool calls that repeat without teaching the agent anything new.
 
 Pure bookkeeping (no OpenTelemetry): the call path and the span processor feed
-it tool calls, it answers "refuse this call" or "a loop was just detected".
+it tool calls, it answers "refuse this call" or "a loop was just detected"; the
+session reports detections (``calls/loops.py``).
 
 A call's fingerprint is its normalised tool name plus its arguments as
 canonical JSON (sorted keys; ``repr`` for what JSON cannot carry), and a hash
@@ -31,6 +32,7 @@ a job that advances).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -38,13 +40,17 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, Literal
 
+from .. import semconv as sc
+from ..readings.tools import ToolReading
 from .errors import LoopDetectedError
+from .ledger import Ledger
 
 PATTERN_REPEAT: Final = "repeat"
 PATTERN_CYCLE: Final = "cycle"
 PATTERN_INTERLEAVED: Final = "interleaved"
 
 OnLoop = Literal["raise", "warn"]
+_log = logging.getLogger("techrevati.runtime.loops")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +159,14 @@ def callable_arguments(fn: object) -> object:
     apart. Pass ``arguments=`` to ``run_tool`` to say it exactly.
     """
     if isinstance(fn, partial):
-        return [callable_arguments(fn.func), list(fn.args), dict(fn.keywords)]
+        # The function is the tool, not an argument: its identity, not its closure.
+        func = fn.func
+        return [
+            getattr(func, "__qualname__", type(func).__qualname__),
+            id(func),
+            list(fn.args),
+            dict(fn.keywords),
+        ]
     code = getattr(fn, "__code__", None)
     if code is None:
         bound = getattr(fn, "__self__", None)
@@ -337,3 +350,57 @@ class LoopWatch:
             ):
                 return PATTERN_CYCLE, tuple(tail[:period])  # in call order
         return PATTERN_INTERLEAVED, (key,)
+
+
+# -- other instrumentations' tool spans (the limits processor's door) -----------------
+
+
+def watch_of(ledger: Ledger) -> LoopWatch | None:
+    """The loop watch of the session that owns ``ledger``, if it has one."""
+    watch = getattr(ledger.session(), "loops", None)
+    return watch if isinstance(watch, LoopWatch) else None
+
+
+def admit_tool(ledger: Ledger, tool: str, arguments: str | None) -> None:
+    """A tool span of another instrumentation starts: refuse it if it extends a loop.
+
+    Only possible when the span carries its arguments at its start; otherwise
+    the loop is refused at the next call that does (or that goes through ours).
+    """
+    watch = watch_of(ledger)
+    if watch is None or not watch.raising or arguments is None:
+        return
+    try:
+        key = watch.key_of_text(tool, arguments)
+    except Exception:
+        return
+    if key is None:
+        return
+    try:
+        watch.admit(key, tool)
+    except LoopDetectedError as refusal:
+        listener = ledger.on_limit
+        if listener is not None:
+            listener(sc.LIMIT_LOOP, refusal)
+        raise
+
+
+def record_tool(ledger: Ledger, reading: ToolReading) -> None:
+    """A tool span of another instrumentation ended: book it. Never raises.
+
+    A span without recorded arguments or result (content capture off) cannot
+    be compared and is left out: a loop is never guessed.
+    """
+    watch = watch_of(ledger)
+    if watch is None or reading.arguments is None:
+        return
+    try:
+        key = watch.key_of_text(reading.name, reading.arguments)
+        if key is None:
+            return
+        if reading.failed:
+            watch.failed(key)
+        elif reading.result is not None:
+            watch.record_hash(key, reading.name, hash(canonical_text(reading.result)))
+    except Exception:
+        _log.debug("tool span %r could not be fingerprinted", reading.name, exc_info=True)

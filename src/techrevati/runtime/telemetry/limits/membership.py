@@ -80,6 +80,11 @@ class SpanEntry:
     #: The last library model span started directly under this span, and on
     #: which thread or task (see ``_open_sibling``).
     sibling: tuple[SpanEntry, object] | None = None
+    #: True for a tool-call span and the spans inside it: a tool span in there
+    #: describes the same call (two instrumentations), not a new one.
+    in_tool: bool = False
+    #: True for another instrumentation's tool-call span that loop detection counts.
+    tool_call: bool = False
 
 
 #: Open spans inside sessions. Plain dict operations are atomic in CPython.

@@ -21,6 +21,7 @@ import weakref
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.trace import StatusCode
 
 from ...pricing import has_pricing
 from .. import semconv as sc
@@ -31,7 +32,8 @@ from ..readings.recognise import (
     provider_from_attributes,
     read_span,
 )
-from . import membership
+from ..readings.tools import read_tool, tool_start
+from . import loops, membership
 from .guard import note_refusal
 from .membership import SpanEntry
 
@@ -63,7 +65,14 @@ class LimitsProcessor(SpanProcessor):
         under = found
         attrs = span.attributes
         if not classify_start(span.name, attrs, scope.name if scope is not None else None):
-            entry = SpanEntry(under.ledger, under.call, in_library=under.in_library)
+            entry = SpanEntry(
+                under.ledger, under.call, in_library=under.in_library, in_tool=under.in_tool
+            )
+            if not under.in_tool:
+                found_tool = tool_start(span.name, attrs)
+                if found_tool is not None:
+                    entry.in_tool = entry.tool_call = True
+                    loops.admit_tool(under.ledger, *found_tool)  # may refuse a looping call
         else:
             model = model_from_attributes(attrs)
             ledger = under.ledger
@@ -89,6 +98,11 @@ class LimitsProcessor(SpanProcessor):
         if entry is None:
             return
         try:
+            if entry.tool_call:
+                tool = read_tool(span.name, span.attributes, failed=_failed(span))
+                if tool is not None:
+                    loops.record_tool(entry.ledger, tool)  # loop detection
+                return
             reading = read_span(span)  # by name, attributes and producer scope
             if reading is None:
                 return
@@ -112,6 +126,10 @@ class LimitsProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _failed(span: ReadableSpan) -> bool:
+    return span.status.status_code is StatusCode.ERROR
 
 
 def _book(entry: SpanEntry, reading: CallReading) -> None:

@@ -1,0 +1,148 @@
+"""Other instrumentations' tool spans count for loop detection.
+
+The "other instrumentation" here is a tracer of its own scope on the same real
+SDK provider, writing the spans the GenAI conventions (``execute_tool``) and
+OpenInference (``TOOL``) describe, with content captured. The limits processor
+sees them like any library's spans. A real framework's spans are exercised in
+tests/interop (the frameworks venv).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.trace import Status, StatusCode, Tracer
+
+from otel_harness import Otel, make_otel
+from techrevati.runtime import LoopDetectedError, LoopGuard, agent_session, tool_call
+from techrevati.runtime.telemetry import semconv as sc
+from techrevati.runtime.telemetry.limits.processor import ensure_limits_processor
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    o = make_otel()
+    ensure_limits_processor(o.tracer_provider)
+    yield o
+    o.shutdown()
+
+
+def library(otel: Otel) -> Tracer:
+    return otel.tracer_provider.get_tracer("some.framework.instrumentation")
+
+
+def semconv_tool(
+    tracer: Tracer,
+    name: str,
+    arguments: dict[str, Any] | None,
+    result: object,
+    *,
+    args_at_start: bool = False,
+    fail: bool = False,
+) -> None:
+    attrs: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: "execute_tool", sc.GEN_AI_TOOL_NAME: name}
+    text = json.dumps(arguments) if arguments is not None else None
+    if args_at_start and text is not None:
+        attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = text
+    with tracer.start_as_current_span(f"execute_tool {name}", attributes=attrs) as span:
+        if text is not None and not args_at_start:
+            span.set_attribute(sc.GEN_AI_TOOL_CALL_ARGUMENTS, text)
+        if fail:
+            span.set_status(Status(StatusCode.ERROR))
+        elif result is not None:
+            span.set_attribute(sc.GEN_AI_TOOL_CALL_RESULT, json.dumps(result))
+
+
+def detections(otel: Otel) -> list[dict[str, Any]]:
+    return [
+        dict(e.attributes or {})
+        for s in otel.spans("invoke_agent")
+        for e in s.events
+        if e.name == sc.EVENT_LOOP_DETECTED
+    ]
+
+
+def test_foreign_tool_spans_are_detected(otel: Otel) -> None:
+    tracer = library(otel)
+    with agent_session("agent", **otel.kwargs()):
+        for _ in range(4):
+            # Key order differs from our canonical form: still one fingerprint.
+            semconv_tool(tracer, "lookup", {"b": 2, "a": 1}, {"answer": 42})
+    assert [(d[sc.LOOP_PATTERN], d[sc.GEN_AI_TOOL_NAME]) for d in detections(otel)] == [
+        ("repeat", "lookup")
+    ]
+
+
+def test_openinference_tool_spans_are_detected(otel: Otel) -> None:
+    tracer = library(otel)
+    with agent_session("agent", **otel.kwargs()):
+        for _ in range(3):
+            with tracer.start_as_current_span(
+                "lookup",
+                attributes={
+                    "openinference.span.kind": "TOOL",
+                    "tool.name": "lookup",
+                    "input.value": '{"q": "x"}',
+                    "output.value": "same",
+                },
+            ):
+                pass
+    assert len(detections(otel)) == 1
+
+
+def test_a_foreign_loop_is_refused_at_the_next_start_that_carries_arguments(otel: Otel) -> None:
+    tracer = library(otel)
+    with agent_session("agent", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()):
+        for _ in range(3):
+            semconv_tool(tracer, "lookup", {"q": "x"}, "same")
+        # Arguments only at the end: the start cannot be refused, the call runs.
+        semconv_tool(tracer, "lookup", {"q": "x"}, "same")
+        with pytest.raises(LoopDetectedError) as caught:
+            semconv_tool(tracer, "lookup", {"q": "x"}, "same", args_at_start=True)
+        assert caught.value.tool == "lookup"
+        started = [s.name for s in otel.spans("execute_tool")]
+        assert len(started) == 4  # the refused span never started
+
+        # Our own door refuses the same loop: same name, same arguments.
+        ran = []
+
+        @tool_call("lookup")
+        def lookup(q: str) -> str:
+            ran.append(q)
+            return "same"
+
+        with pytest.raises(LoopDetectedError):
+            lookup(q="x")
+        assert ran == []
+
+
+def test_foreign_spans_without_content_or_that_failed_never_count(otel: Otel) -> None:
+    tracer = library(otel)
+    with agent_session("agent", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()):
+        for _ in range(6):
+            semconv_tool(tracer, "lookup", None, None)  # content capture off: unknown
+        for _ in range(6):
+            semconv_tool(tracer, "fetch", {"u": 1}, None, fail=True)  # retries after errors
+        for _ in range(6):
+            semconv_tool(tracer, "search", {"q": "x"}, None)  # no result recorded
+    assert detections(otel) == []
+
+
+def test_a_foreign_span_inside_our_tool_is_the_same_call(otel: Otel) -> None:
+    tracer = library(otel)
+
+    @tool_call("lookup")
+    def lookup(q: str) -> str:
+        # A framework's own span of this very call, with the same fingerprint.
+        semconv_tool(tracer, "lookup", {"q": q}, "same")
+        return "same"
+
+    with agent_session("agent", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()):
+        lookup("x")
+        lookup("x")  # two calls, not four: no loop yet
+        lookup("x")
+        with pytest.raises(LoopDetectedError):
+            lookup("x")
