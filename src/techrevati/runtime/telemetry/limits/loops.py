@@ -170,9 +170,9 @@ def callable_arguments(fn: object) -> object:
     code = getattr(fn, "__code__", None)
     if code is None:
         bound = getattr(fn, "__self__", None)
-        func = getattr(fn, "__func__", None)
-        if func is not None:
-            return [callable_arguments(func), id(bound)]
+        unbound = getattr(fn, "__func__", None)
+        if unbound is not None:
+            return [callable_arguments(unbound), id(bound)]
         return [type(fn).__qualname__, id(fn)]
     cells = getattr(fn, "__closure__", None) or ()
     values = []
