@@ -20,7 +20,9 @@ import tempfile
 import time
 from typing import Any
 
-from techrevati.runtime import FleetLimits
+from techrevati.runtime import FleetLimits, UsageSnapshot, agent_session
+from techrevati.runtime.fleet.sessions import RedisSessionStore
+from techrevati.runtime.telemetry.limits import remote
 
 from . import harness
 from .harness import Result
@@ -132,8 +134,18 @@ def main() -> None:
                 "two_trips": [],
                 "fleet_call": [],
                 "reserve": [],
+                "local_turn": [],
+                "shared_turn": [],
             }
             reserve, settle, now = fleet.reserve, fleet.settle, time.perf_counter
+            usage = UsageSnapshot(10, 2)
+
+            def local_run(model: str, body: Any, usage: UsageSnapshot) -> None:
+                local.run_turn(body, model=model, usage=usage)
+
+            def shared_run(model: str, body: Any, usage: UsageSnapshot) -> None:
+                shared.run_turn(body, model=model, usage=usage)
+
             for _ in range(n):
                 t0 = now()
                 ping_client.ping()
@@ -146,6 +158,13 @@ def main() -> None:
                 hold = reserve("gpt-4o-mini", 0.002)
                 t4 = now()
                 settle(hold, 0.0017)
+                t5 = now()
+                local_run("m", lambda: "ok", usage=usage)
+                t6 = now()
+                shared_run("m", lambda: "ok", usage=usage)
+                t7 = now()
+                timings["local_turn"].append(t6 - t5)
+                timings["shared_turn"].append(t7 - t6)
                 timings["ping"].append(t1 - t0)
                 timings["two_trips"].append(t2 - t1)
                 timings["fleet_call"].append(t3 - t2)
@@ -154,13 +173,25 @@ def main() -> None:
 
         rounds = 5 if quick else 15
         result.rounds = rounds
+        # A shared session's turn against an unshared one's, interleaved call by call.
+        remote.install_store(RedisSessionStore(server.url))
+        cap = 10**9
+        local_cm = agent_session("bench-local", max_iterations=cap, budget_usd=1e9)
+        shared_cm = agent_session("bench-shared", max_iterations=cap, budget_usd=1e9, shared=True)
+        local = local_cm.__enter__()
+        shared = shared_cm.__enter__()
         round_medians()  # warm-up: connections, script cache
         per_round = [round_medians() for _ in range(rounds)]
+        shared_cm.__exit__(None, None, None)
+        local_cm.__exit__(None, None, None)
+        remote.install_store(None)
         labels = {
             "ping": ("one PING round trip", None),
             "two_trips": ("two round trips of a script that only returns", "ping"),
             "fleet_call": ("reserve + settle (one model call)", "two_trips"),
             "reserve": ("reserve alone", "ping"),
+            "local_turn": ("run_turn in an unshared session", None),
+            "shared_turn": ("run_turn in a shared session (shared=True)", "local_turn"),
         }
         for name, (label, floor) in labels.items():
             result.add_row(name, label, [r[name] for r in per_round], floor, note="median per call")

@@ -84,3 +84,21 @@ def process_main(
         results.put({"crash": repr(exc)})
     finally:
         context.detach(token)
+
+
+def hang_in_a_call(url: str, carrier: dict[str, str], started: Any) -> None:
+    """Admitted under the remote session, then stuck in the call until killed."""
+    import time
+
+    from opentelemetry import context, propagate
+
+    set_up(url)
+    context.attach(propagate.extract(carrier))
+
+    @agent_turn(MODEL, usage=UsageSnapshot(input_tokens=1, output_tokens=0))
+    def stuck() -> str:
+        started.set()
+        time.sleep(600)
+        return "never"
+
+    stuck()

@@ -115,3 +115,42 @@ def test_the_parents_own_calls_and_its_childrens_share_the_cap(
 def store_url(store: RedisSessionStore) -> str:
     kwargs = store._client.connection_pool.connection_kwargs
     return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_a_child_killed_mid_call_frees_its_reservation_after_the_lease(
+    redis_server: Any, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    import os
+    import signal
+    import time
+
+    from techrevati.runtime import BudgetExceededError
+    from techrevati.runtime.telemetry.limits import remote
+
+    remote.install_store(RedisSessionStore(redis_server.url, lease_s=1.0))
+    provider, _ = spans
+    try:
+        with agent_session(
+            "planner", budget_usd=2.0, enforce_budget=True, shared=True, tracer_provider=provider
+        ) as session:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            started = CTX.Event()
+            child = CTX.Process(
+                target=children.hang_in_a_call, args=(redis_server.url, carrier, started)
+            )
+            child.start()
+            assert started.wait(60), "the child never started its call"
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(10)
+
+            def call() -> None:
+                session.run_turn(lambda: "ok", model=children.MODEL, usage=UsageSnapshot(1, 0))
+
+            call()  # $1 spent + the dead child's $1 reserved: the budget is reached
+            with pytest.raises(BudgetExceededError):
+                call()
+            time.sleep(1.5)  # the dead child's lease runs out
+            call()  # its $1 is free again
+    finally:
+        remote.install_store(None)

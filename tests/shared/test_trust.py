@@ -164,3 +164,24 @@ def test_shared_without_a_store_says_what_to_do() -> None:
         agent_session("planner", shared=True),
     ):
         pass
+
+
+def test_an_orchestrator_session_can_be_shared(store: RedisSessionStore) -> None:
+    from techrevati.runtime import Orchestrator
+
+    orch = Orchestrator(role="planner", phase="plan", max_iterations=3, shared=True)
+    with orch.session():
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        assert remote.BAGGAGE_KEY in carrier.get("baggage", "")
+        outcome = in_fresh_thread(baggage_only(carrier), 5)
+    assert outcome["ran"] == 3
+    assert outcome["errors"] == ["MaxIterationsExceededError"] * 2
+
+
+def test_an_unshared_session_sends_no_baggage(store: RedisSessionStore) -> None:
+    with agent_session("planner", max_iterations=3):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+    assert remote.BAGGAGE_KEY not in carrier.get("baggage", "")
+    assert store._client.dbsize() == 0
