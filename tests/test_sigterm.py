@@ -1,4 +1,8 @@
-"""configure(handle_sigterm=True): SIGTERM ends open sessions, flushes, reports, then dies of it."""
+"""SIGTERM ends open sessions, flushes, reports, then dies of it: by default, and chained.
+
+Every test runs a real child process and sends it a real SIGTERM, as ``docker
+stop`` / Kubernetes do.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 SCRIPT = """
@@ -22,7 +27,7 @@ if sys.argv[2] == "chained":  # the application had its own handler first
         print("USER HANDLER", flush=True)
         sys.exit(3)
     signal.signal(signal.SIGTERM, mine)
-configure(service_name="stopped", handle_sigterm=sys.argv[1] == "on")
+configure(service_name="stopped", handle_sigterm={"on": True, "off": False}.get(sys.argv[1]))
 orch = Orchestrator(role="long-runner", phase="p")
 with orch.session() as session:
     session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(100, 10))
@@ -32,9 +37,9 @@ with orch.session() as session:
 
 
 def _run(
-    tmp_path: Path, *argv: str, script: str = SCRIPT, timeout: float = 60
+    tmp_path: Path, *argv: str, script: str = SCRIPT, timeout: float = 60, delay: float = 0.0
 ) -> tuple[int, str, str]:
-    """Run ``script`` in a fresh process, SIGTERM it once it says READY; its exit and output."""
+    """Run ``script`` in a fresh process, SIGTERM it ``delay`` s after READY; exit and output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.pop("TECHREVATI_SPANS_FILE", None)
     process = subprocess.Popen(
@@ -47,6 +52,7 @@ def _run(
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "READY"
+    time.sleep(delay)
     process.send_signal(signal.SIGTERM)
     out, err = _finish(process, timeout)
     return process.returncode, out, err
@@ -62,7 +68,8 @@ def _finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
         raise AssertionError(f"still running {timeout} s after SIGTERM:\n{err}\n{out}") from None
 
 
-def _sessions(tmp_path: Path) -> list[dict[str, object]]:
+def _spans(tmp_path: Path, prefix: str) -> list[dict[str, object]]:
+    """Attributes of the written spans whose name starts with ``prefix``."""
     path = tmp_path / "telemetry-out" / "spans.jsonl"
     if not path.exists():
         return []
@@ -71,9 +78,13 @@ def _sessions(tmp_path: Path) -> list[dict[str, object]]:
         for resource_spans in json.loads(line)["resourceSpans"]:
             for scope_spans in resource_spans["scopeSpans"]:
                 for span in scope_spans["spans"]:
-                    if span["name"].startswith("invoke_agent"):
+                    if span["name"].startswith(prefix):
                         found.append({a["key"]: a["value"] for a in span.get("attributes", [])})
     return found
+
+
+def _sessions(tmp_path: Path) -> list[dict[str, object]]:
+    return _spans(tmp_path, "invoke_agent")
 
 
 def test_sigterm_ends_the_session_writes_the_report_and_still_kills(tmp_path: Path) -> None:
@@ -85,6 +96,73 @@ def test_sigterm_ends_the_session_writes_the_report_and_still_kills(tmp_path: Pa
     assert "1 session, 1 model call" in err
     [session] = _sessions(tmp_path)
     assert session["techrevati.session.outcome"] == {"stringValue": "cancelled"}
+
+
+# The issue's case: a plain configure(), stopped half a second after the last call.
+WORKLOAD = """
+import faulthandler, signal, sys, time
+faulthandler.enable()
+from techrevati.runtime.orchestrator import Orchestrator
+from techrevati.runtime.telemetry.setup.configure import configure
+from techrevati.runtime.usage_tracking import UsageSnapshot
+
+if sys.argv[2] == "before":  # the application's own handler, set before configure()
+    def mine(signum, frame):
+        print("USER HANDLER", flush=True)
+        sys.exit(3)
+    signal.signal(signal.SIGTERM, mine)
+configure(service_name="stopped")
+if sys.argv[2] == "after":  # ... or after it
+    def mine(signum, frame):
+        print("USER HANDLER", flush=True)
+        sys.exit(3)
+    signal.signal(signal.SIGTERM, mine)
+orch = Orchestrator(role="worker", phase="p")
+with orch.session() as session:
+    for _ in range(3):
+        session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(100, 10))
+    if sys.argv[1] == "inside":  # stopped while the session is open
+        print("READY", flush=True)
+        time.sleep(60)
+print("READY", flush=True)  # stopped after the session ended, spans still queued
+time.sleep(60)
+"""
+
+
+def test_a_plain_configure_handles_sigterm_inside_a_session(tmp_path: Path) -> None:
+    code, _out, err = _run(tmp_path, "inside", "plain", script=WORKLOAD, delay=0.5)
+    assert code == -signal.SIGTERM  # still dies of the signal, as its supervisor expects
+    assert len(_spans(tmp_path, "chat model-a")) == 3
+    [session] = _sessions(tmp_path)
+    assert session["techrevati.session.outcome"] == {"stringValue": "cancelled"}
+    assert session["techrevati.session.turns"] == {"intValue": "3"}
+    assert "SIGTERM: ended 1 open session; flushing" in err
+    assert "1 session, 3 model calls" in err  # the report
+
+
+def test_a_plain_configure_handles_sigterm_after_the_session(tmp_path: Path) -> None:
+    code, _out, err = _run(tmp_path, "after", "plain", script=WORKLOAD, delay=0.5)
+    assert code == -signal.SIGTERM
+    assert len(_spans(tmp_path, "chat model-a")) == 3
+    [session] = _sessions(tmp_path)
+    assert session["techrevati.session.outcome"] == {"stringValue": "completed"}
+    assert "SIGTERM: ended 0 open sessions; flushing" in err
+    assert "1 session, 3 model calls" in err
+
+
+def test_by_default_an_earlier_application_handler_is_left_alone(tmp_path: Path) -> None:
+    code, out, err = _run(tmp_path, "inside", "before", script=WORKLOAD, delay=0.5)
+    assert "USER HANDLER" in out and code == 3
+    assert "SIGTERM: ended" not in err  # not taken: the application stops its own way
+    # Its handler exits normally, so the exit-time flush still writes the run.
+    assert len(_spans(tmp_path, "chat model-a")) == 3
+    assert _sessions(tmp_path)[0]["techrevati.session.outcome"] == {"stringValue": "failed"}
+
+
+def test_a_handler_installed_after_configure_wins(tmp_path: Path) -> None:
+    code, out, err = _run(tmp_path, "inside", "after", script=WORKLOAD, delay=0.5)
+    assert "USER HANDLER" in out and code == 3
+    assert "SIGTERM: ended" not in err
 
 
 def test_without_the_option_the_library_leaves_sigterm_alone(tmp_path: Path) -> None:
@@ -125,3 +203,72 @@ def test_a_signal_that_lands_inside_a_held_lock_still_ends_the_process(tmp_path:
     code, _out, err = _run(tmp_path, script=LOCKED, timeout=30)  # before: hung until killed
     assert code == -signal.SIGTERM
     assert "SIGTERM: flushing did not finish in time" in err
+
+
+OFF_MAIN = """
+import logging, signal, sys, threading
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+from techrevati.runtime.telemetry.setup.configure import configure
+
+def setup():
+    configure(service_name="stopped", handle_sigterm={"on": True}.get(sys.argv[1]))
+
+thread = threading.Thread(target=setup)
+thread.start()
+thread.join()
+print("SIG_DFL" if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL else "TAKEN", flush=True)
+"""
+
+
+def test_off_the_main_thread_sigterm_is_left_alone_and_said_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    for mode, warned in (("default", False), ("on", True)):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        process = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(OFF_MAIN), mode],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert process.stdout.splitlines()[0] == "SIG_DFL", mode
+        warning = "signals:configure(handle_sigterm=True) must be called from the main thread"
+        assert (warning in process.stderr) is warned, process.stderr
+
+
+TWO_SETUPS = """
+import contextlib, faulthandler, sys, time
+faulthandler.enable()
+from techrevati.runtime.orchestrator import Orchestrator
+from techrevati.runtime.telemetry.setup.configure import configure
+from techrevati.runtime.usage_tracking import UsageSnapshot
+
+# Two independent set-ups (set_global=False), e.g. two tenants: one handler, both flushed.
+a = configure(service_name="a", set_global=False, spans_file="a.jsonl", report=False)
+b = configure(service_name="b", set_global=False, spans_file="b.jsonl", report=False)
+with contextlib.ExitStack() as stack:
+    for handle in (a, b):
+        orch = Orchestrator(role="worker", phase="p", tracer_provider=handle.tracer_provider)
+        session = stack.enter_context(orch.session())
+        session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(100, 10))
+    print("READY", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_one_handler_flushes_every_set_up_alive_at_the_signal(tmp_path: Path) -> None:
+    code, _out, err = _run(tmp_path, script=TWO_SETUPS, delay=0.5)
+    assert code == -signal.SIGTERM
+    assert "SIGTERM: ended 2 open sessions; flushing" in err
+    for name in ("a.jsonl", "b.jsonl"):
+        lines = (tmp_path / name).read_text().splitlines()
+        names = [
+            span["name"]
+            for line in lines
+            for resource_spans in json.loads(line)["resourceSpans"]
+            for scope_spans in resource_spans["scopeSpans"]
+            for span in scope_spans["spans"]
+        ]
+        assert sorted(names) == ["chat model-a", "invoke_agent worker"], name

@@ -83,7 +83,7 @@ def configure(
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
     fleet: Any = None,
     instrument: Iterable[str] | None = None,
-    handle_sigterm: bool = False,
+    handle_sigterm: bool | None = None,
     session_store: Any = None,
     accept_remote_sessions: bool = True,
 ) -> TelemetryHandle:
@@ -134,10 +134,13 @@ def configure(
             the instrumentation we recommend for each (see ``autoinstrument``) and the
             client guard that keeps a refused call from being sent. A missing package
             raises ``ImportError`` naming it, before anything is set up.
-        handle_sigterm: on SIGTERM, end every open session, flush, print the report,
-            then pass the signal on (to the previous handler, else the default, so the
-            process still exits as killed by SIGTERM). Off by default: a library
-            should not take signals unasked. Call from the main thread.
+        handle_sigterm: on SIGTERM (``docker stop``, Kubernetes), end every open session,
+            flush, print the report, then pass the signal on (to the previous handler,
+            else the default, so the process still exits as killed by SIGTERM). By
+            default (None) taken only when SIGTERM has its default action and this runs
+            on the main thread; an application's own earlier handler is left alone.
+            True also takes it over an earlier handler, which then runs after ours.
+            False never touches SIGTERM. A handler installed after ``configure()`` wins.
         session_store: where shared sessions (``agent_session(..., shared=True)``)
             live, so that their limits hold across processes: a ``redis://`` URL, a
             ``redis.Redis`` client or a ``RedisSessionStore``. Every process of the
@@ -206,8 +209,10 @@ def configure_with(settings: Settings) -> TelemetryHandle:
             handle = TelemetryHandle(enabled=False)
         else:
             handle = build_telemetry(settings)
-        if settings.handle_sigterm:
-            install_sigterm_handler(handle.shutdown, settings.shutdown_timeout)
+        if settings.handle_sigterm or (settings.handle_sigterm is None and handle.enabled):
+            install_sigterm_handler(
+                handle, settings.shutdown_timeout, explicit=settings.handle_sigterm is True
+            )
         if settings.set_global:
             _global_handle = handle
             _global_settings = settings

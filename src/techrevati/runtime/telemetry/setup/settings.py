@@ -81,7 +81,7 @@ class Settings:
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
     metric_export_interval_s: float | None = None
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S
-    handle_sigterm: bool = False
+    handle_sigterm: bool | None = None
 
     def overridden_by(self, later: Settings) -> list[str]:
         """Fields ``later`` sets (to a non-default value) differently from this one.

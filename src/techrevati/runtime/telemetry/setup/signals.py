@@ -1,16 +1,35 @@
-"""Opt-in SIGTERM handling: end open sessions, flush, print the report, then stop.
+"""SIGTERM: end open sessions, flush, print the report, then stop as the signal asks.
 
-A library should not take signals by default, so this runs only when asked:
-``configure(handle_sigterm=True)``. On SIGTERM (what ``docker stop``, systemd
-and Kubernetes send) the handler ends every open session (their spans end as
-``cancelled``), flushes the telemetry within ``shutdown_timeout`` and prints
-the report, then hands the signal on: to the handler that was installed
-before, or, with none, back to the default so the process still dies of
-SIGTERM (exit status 143 / -15) as its supervisor expects.
+``docker stop``, Kubernetes and systemd stop a process with SIGTERM, whose
+default action kills it at once: no ``atexit``, so the spans still queued, the
+open session's span and the report are lost. So :func:`configure` takes SIGTERM
+by default, but only where that loses nothing anyone else wanted:
+
+* ``handle_sigterm=None`` (the default): taken when SIGTERM still has its
+  default action (``SIG_DFL``) and ``configure()`` runs on the main thread (the
+  only thread that may set signal handlers). A handler the application set
+  before is left alone (it may want a graceful stop of its own, where ending
+  every session at once would be wrong); ``handle_sigterm=True`` chains ours in
+  front of it.
+* ``handle_sigterm=True``: taken whatever was there; a handler installed
+  before runs after ours. Off the main thread it warns and does nothing.
+* ``handle_sigterm=False``: SIGTERM is never touched.
+
+A handler installed after ``configure()`` replaces ours (Python keeps one
+handler per signal); the usual ones (uvicorn, gunicorn workers, Celery) stop
+the process through a normal exit, where the ``atexit`` flush runs.
+
+On SIGTERM the handler ends every open session (their spans end
+``cancelled``), shuts down every live handle that asked for it within its
+``shutdown_timeout`` (flush and report), then hands the signal on: to the
+handler installed before, or, with none, back to the default so the process
+still dies of SIGTERM (exit status 143 / -15) as its supervisor expects.
+One handler serves every ``configure()`` call of the process.
 
 Example::
 
-    configure(handle_sigterm=True)
+    configure()                       # SIGTERM handled: SIG_DFL, main thread
+    configure(handle_sigterm=False)   # leave SIGTERM alone
 """
 
 from __future__ import annotations
@@ -19,47 +38,75 @@ import logging
 import os
 import signal
 import threading
+import weakref
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 _logger = logging.getLogger(__name__)
 
 
-def install_sigterm_handler(shutdown: Callable[[], object], timeout_s: float = 10.0) -> bool:
-    """Install the handler; ``shutdown`` flushes and reports. False when it cannot be.
+class Flushable(Protocol):
+    """What the handler shuts down: a :class:`~.handle.TelemetryHandle`."""
 
-    Only the main thread may install signal handlers; a SIGTERM that was set to
-    be ignored stays ignored. The handler waits at most ``timeout_s`` (plus a
-    second) for the sessions to end and ``shutdown`` to return, then passes the
-    signal on whatever happened.
+    @property
+    def is_shut_down(self) -> bool: ...
+
+    def shutdown(self, timeout_s: float | None = None) -> bool: ...
+
+
+# Handles to shut down on SIGTERM, with their bounds. Weak: a handle the program
+# dropped (and shut down) must not be kept alive by a signal it may never get.
+_handles: weakref.WeakKeyDictionary[Flushable, float] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+# The handler function we installed last (to tell whether SIGTERM is still ours).
+_ours: Callable[[int, FrameType | None], None] | None = None
+
+
+def install_sigterm_handler(
+    handle: Flushable, timeout_s: float = 10.0, *, explicit: bool = True
+) -> bool:
+    """Shut ``handle`` down on SIGTERM; True when SIGTERM is handled by us afterwards.
+
+    ``explicit`` is ``handle_sigterm=True``: take SIGTERM whatever its handler
+    (chaining an earlier one) and warn off the main thread. Without it (the
+    default) SIGTERM is taken only while it has its default action. A SIGTERM
+    that was set to be ignored stays ignored either way.
     """
-    if threading.current_thread() is not threading.main_thread():
-        _logger.warning(
-            "configure(handle_sigterm=True) must be called from the main thread; "
-            "SIGTERM is not handled"
-        )
-        return False
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN:
-        _logger.info("SIGTERM is ignored in this process; leaving it so")
-        return False
-
-    def end_and_flush() -> None:
-        try:
-            from ..calls.instrument import close_all_open_sessions
-
-            closed = close_all_open_sessions("SIGTERM")
-            _logger.warning(
-                "techrevati telemetry: SIGTERM: ended %d open session%s; flushing",
-                closed,
-                "" if closed == 1 else "s",
+    global _ours
+    with _lock:
+        current = signal.getsignal(signal.SIGTERM)
+        if current is not None and current is _ours:
+            _handles[handle] = timeout_s  # one handler serves every configure()
+            return True
+        if threading.current_thread() is not threading.main_thread():
+            if explicit:
+                _logger.warning(
+                    "configure(handle_sigterm=True) must be called from the main thread; "
+                    "SIGTERM is not handled"
+                )
+            else:
+                _logger.debug("configure() off the main thread: SIGTERM left alone")
+            return False
+        if current is signal.SIG_IGN:
+            _logger.info("SIGTERM is ignored in this process; leaving it so")
+            return False
+        if not explicit and current is not signal.SIG_DFL:
+            # Never replace the application's handler unasked; say how to chain.
+            _logger.info(
+                "SIGTERM already has a handler (%r); leaving it. configure(handle_sigterm=True) "
+                "ends sessions and flushes before it runs",
+                current,
             )
-            shutdown()
-        except Exception:  # the signal must still be passed on
-            _logger.debug("SIGTERM handling failed", exc_info=True)
+            return False
+        _handles[handle] = timeout_s
+        _ours = _make_handler(current)
+        signal.signal(signal.SIGTERM, _ours)
+        return True
 
-    worker = _Worker(end_and_flush)
+
+def _make_handler(previous: Any) -> Callable[[int, FrameType | None], None]:
+    worker = _Worker(_end_and_flush)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         # A signal handler runs in the main thread between two bytecodes, maybe
@@ -67,12 +114,48 @@ def install_sigterm_handler(shutdown: Callable[[], object], timeout_s: float = 1
         # exporter's queue): done here, the work would wait on it forever. On
         # the worker it either finishes or, bounded, is given up on; the signal
         # is passed on either way.
-        if not worker.run(timeout_s + 1.0):
+        if not worker.run(_bound_s()):
             _logger.warning("techrevati telemetry: SIGTERM: flushing did not finish in time")
         _pass_on(previous, signum, frame)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    return True
+    return on_sigterm
+
+
+def _live() -> list[tuple[Flushable, float]]:
+    # No lock: the signal handler calls this on the main thread, which may be
+    # inside install_sigterm_handler holding _lock. A registration racing on
+    # another thread makes the copy fail; it is simply tried again.
+    for _ in range(10):
+        try:
+            items = list(_handles.items())
+        except RuntimeError:
+            continue
+        return [(handle, bound) for handle, bound in items if not handle.is_shut_down]
+    return []
+
+
+def _bound_s() -> float:
+    # Each live handle is shut down within its own bound, one after another.
+    return sum(bound for _, bound in _live()) + 1.0
+
+
+def _end_and_flush() -> None:
+    try:
+        from ..calls.instrument import close_all_open_sessions
+
+        closed = close_all_open_sessions("SIGTERM")
+        _logger.warning(
+            "techrevati telemetry: SIGTERM: ended %d open session%s; flushing",
+            closed,
+            "" if closed == 1 else "s",
+        )
+    except Exception:  # the signal must still be passed on
+        _logger.debug("SIGTERM: ending sessions failed", exc_info=True)
+    for handle, bound in _live():
+        try:
+            handle.shutdown(bound)
+        except Exception:
+            _logger.debug("SIGTERM: shutdown failed", exc_info=True)
 
 
 class _Worker:
@@ -122,4 +205,4 @@ def _pass_on(previous: Any, signum: int, frame: FrameType | None) -> None:
     os.kill(os.getpid(), signum)
 
 
-__all__ = ["install_sigterm_handler"]
+__all__ = ["Flushable", "install_sigterm_handler"]
