@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit prometheus redis collector bench clean interop-venvs
+.PHONY: demo test lint unit prometheus redis chromium collector bench clean interop-venvs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ redis:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
+# The HTML report's tests render it in a real browser: Debian's chromium, headless.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
+	  echo "installing Debian's chromium (needed by the HTML report tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 # The OpenTelemetry Collector of collector-config/builder-config.yaml, built from its Go
 # modules with the Collector Builder (plus a test build adding the remote-write exporter,
 # tests/deploy/builder-test-additions.yaml), cached by the manifests' hash. Cold: 8 min 23 s
@@ -48,10 +56,13 @@ collector: $(STAMP)
 interop-venvs:
 	$(PYTHON) tests/interop/venvs.py
 
-# Each example keeps its own spans file, so both can be replayed afterwards.
+# Each example keeps its own spans file, so both can be replayed afterwards; each
+# file gets its HTML report beside it (the command prints the page's path).
 demo: $(STAMP)
 	TECHREVATI_SPANS_FILE=telemetry-out/tiny-agent.jsonl $(PY) -m examples.tiny_agent
+	$(PY) -m techrevati.runtime report telemetry-out/tiny-agent.jsonl --html telemetry-out/tiny-agent.html
 	TECHREVATI_SPANS_FILE=telemetry-out/decorated-agent.jsonl $(PY) -m examples.decorated_agent
+	$(PY) -m techrevati.runtime report telemetry-out/decorated-agent.jsonl --html telemetry-out/decorated-agent.html
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -61,7 +72,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
-test: $(STAMP) prometheus redis collector interop-venvs lint unit
+test: $(STAMP) prometheus redis chromium collector interop-venvs lint unit
 
 BENCH_ARGS ?=
 # e.g. make bench BENCH_ARGS=--quick

@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the run to show: a techrevati.run.id, 'last' (default) or 'all'",
     )
     report.add_argument(
+        "--html",
+        metavar="OUT",
+        help="write a self-contained HTML page (opens from disk, no network) instead of "
+        "printing the text report",
+    )
+    report.add_argument(
         "--max-line-mb",
         type=float,
         default=DEFAULT_MAX_LINE_BYTES / (1024 * 1024),
@@ -85,9 +91,23 @@ def _report(args: argparse.Namespace) -> int:
         runs_line = f"run: {shown} (the file holds {len(named)} runs; --run all shows every one)"
     elif len(named) > 1:
         runs_line = f"runs: all {len(named)} in the file"
+    if args.html:
+        return _html(args.html, records, ", ".join(args.paths), runs_line, problems.count)
     text = render_report(build_report(records), source=", ".join(args.paths), runs=runs_line)
     sys.stdout.write(text)
     return 1 if problems.count else 0
+
+
+def _html(out: str, records: list[SpanRecord], source: str, runs: str | None, bad: int) -> int:
+    from .telemetry.report.html import write_html
+
+    try:
+        size = write_html(out, records, source=source, runs=runs)
+    except OSError as error:
+        print(f"{_PROG}: cannot write {out}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    print(f"HTML report: {out} ({size / 1024:.0f} KiB; open it in a browser)")
+    return 1 if bad else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,11 +73,14 @@ class ReportExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
 
+    def records(self) -> tuple[list[SpanRecord], int]:
+        """The records kept so far, and how many older ones were pushed out."""
+        with self._lock:
+            return list(self._records), self._evicted
+
     def build(self) -> RunReport:
         """The report over the spans seen so far."""
-        with self._lock:
-            records = list(self._records)
-            evicted = self._evicted
+        records, evicted = self.records()
         return build_report(records, evicted=evicted)
 
 

@@ -54,6 +54,9 @@ class SessionRow:
     start_ns: int = 0
     calls_without_usage: int = 0
     unpriced_calls: int = 0
+    #: The session span's ids: what the HTML report's session tree links by.
+    trace_id: str = ""
+    span_id: str = ""
 
 
 @dataclass
@@ -277,6 +280,8 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
             outcome=str(outcome),
             duration_s=max(0, record.end_ns - record.start_ns) / 1e9,
             start_ns=record.start_ns,
+            trace_id=record.trace_id,
+            span_id=record.span_id,
         )
         computed[key] = SessionRow(role="", outcome="", duration_s=0)
 
@@ -425,4 +430,7 @@ def _guardrail_label(attributes: Mapping[str, Any], record: SpanRecord) -> str:
     return f"{name} ({stage})" if stage else str(name)
 
 
-__all__ = ["ModelRow", "RunReport", "SessionRow", "ToolRow", "build_report"]
+#: The resolved span tree, for renderers that show more than the report's rows (HTML).
+SpanTree = _Tree
+
+__all__ = ["ModelRow", "RunReport", "SessionRow", "SpanTree", "ToolRow", "build_report"]

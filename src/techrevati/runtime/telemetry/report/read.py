@@ -60,6 +60,7 @@ KEPT_ATTRIBUTES = frozenset(
         sc.ERROR_TYPE,
         sc.COST_USD,
         sc.COST_SOURCE,
+        sc.COST_TREE_USD,
         sc.USAGE_MISSING,
         sc.SESSION_TURNS,
         sc.SESSION_OUTCOME,
@@ -86,6 +87,8 @@ KEPT_EVENTS = frozenset(
         sc.EVENT_POLICY,
         sc.EVENT_QUALITY_GATE,
         sc.EVENT_RECOVERY,
+        sc.EVENT_LOOP_DETECTED,
+        sc.EVENT_WRAP_UP,
     }
 )
 
@@ -96,6 +99,8 @@ class EventRecord:
 
     name: str
     attributes: Mapping[str, Any]
+    #: When it happened (ns since the epoch; 0 when the source did not say).
+    time_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +168,7 @@ def record_from_span(span: ReadableSpan) -> SpanRecord | None:
         error=span.status.status_code is StatusCode.ERROR,
         attributes=_keep(span.attributes),
         events=tuple(
-            EventRecord(event.name, _keep(event.attributes))
+            EventRecord(event.name, _keep(event.attributes), event.timestamp or 0)
             for event in span.events
             if event.name in KEPT_EVENTS
         ),
@@ -317,7 +322,8 @@ def _span_record(
             raise BadRecord(f"an event is {_short(event)}, not an object")
         event_name = event.get("name")
         if isinstance(event_name, str) and event_name in KEPT_EVENTS:
-            events.append(EventRecord(event_name, _keep(_attributes(_list(event, "attributes")))))
+            attributes = _keep(_attributes(_list(event, "attributes")))
+            events.append(EventRecord(event_name, attributes, _time(event, "timeUnixNano", 0)))
     return SpanRecord(
         trace_id=trace_id,
         span_id=span_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+from pathlib import Path
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
@@ -136,7 +137,9 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
         spans_writer = JsonLinesSpanExporter(plan.spans_path)
         local_exporters.append(spans_writer)
         destinations.append(Destination("file", str(plan.spans_path)))
-    report_source = ReportExporter() if plan.keep_report else None
+    # The HTML page at exit needs the spans too when no file keeps them.
+    wants_records = plan.keep_report or (settings.report_html is not None and not plan.spans_path)
+    report_source = ReportExporter() if wants_records else None
     if report_source is not None:
         local_exporters.append(report_source)
     if local_exporters:
@@ -198,6 +201,7 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
         pipelines=tuple(pipelines),
         report_source=report_source,
         print_report_at_shutdown=plan.keep_report,
+        report_html=Path(settings.report_html) if settings.report_html is not None else None,
         spans_file=plan.spans_path,
         metrics_file=metrics_path,
         destinations=tuple(destinations),

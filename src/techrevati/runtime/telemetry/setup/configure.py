@@ -86,6 +86,7 @@ def configure(
     handle_sigterm: bool | None = None,
     session_store: Any = None,
     accept_remote_sessions: bool = True,
+    report_html: str | os.PathLike[str] | None = None,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
 
@@ -148,6 +149,10 @@ def configure(
         accept_remote_sessions: False for edge services: W3C baggage from requests
             is then never trusted to name a shared session (strip inbound baggage at
             the edge of your trust boundary as well).
+        report_html: at shutdown/exit, also write the run's report as one self-contained
+            HTML page to this path (session tree, timelines, cost by model and agent;
+            opens from disk, no network). Built from the spans file when there is one,
+            else from the spans kept in memory. Off by default.
 
     Returns:
         The :class:`TelemetryHandle`. A second global call returns the same handle
@@ -172,6 +177,7 @@ def configure(
         metric_export_interval_s=metric_export_interval_s,
         shutdown_timeout=shutdown_timeout,
         handle_sigterm=handle_sigterm,
+        report_html=report_html,
     )
     switch_on = prepare_instrumentations(instrument) if instrument is not None else None
     if fleet is not None:

@@ -45,6 +45,7 @@ from ..report.exporter import (
     records_from_file,
     render_report,
 )
+from ..report.html import write_html
 
 _logger = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class TelemetryHandle:
         metrics_exporter: JsonLinesMetricExporter | None = None,
         run_id: str | None = None,
         renew_instance_id: bool = False,
+        report_html: Path | None = None,
     ) -> None:
         self.enabled = enabled
         #: The SDK tracer provider our spans go through (None when disabled).
@@ -116,6 +118,8 @@ class TelemetryHandle:
         self._spans_exporter = spans_exporter
         self._metrics_exporter = metrics_exporter
         self._renew_instance_id = renew_instance_id
+        #: Where the HTML report is written at shutdown (``configure(report_html=...)``).
+        self.report_html = report_html
         self._lock = threading.Lock()
         self._is_shut_down = False
         #: True in a process forked after configure(): it does not print the report.
@@ -204,6 +208,8 @@ class TelemetryHandle:
         self._say_what_was_lost()
         if self._print_report_at_shutdown and not self._forked_child:
             self._print_report()
+        if self.report_html is not None and not self._forked_child:
+            self._write_html(self.report_html)
         return finished
 
     def _say_what_was_lost(self) -> None:
@@ -293,6 +299,25 @@ class TelemetryHandle:
             stream.flush()
         except Exception:  # a closed stream at exit must not turn into a traceback
             _logger.debug("could not print the telemetry report", exc_info=True)
+
+    def _write_html(self, path: Path) -> None:
+        """The HTML report at exit; a failure is one warning, never an exception."""
+        try:
+            evicted = 0
+            # The file has every span of the run (forked workers' too, none evicted).
+            if self._file_is_readable():
+                assert self.spans_file is not None
+                records = list(records_from_file(self.spans_file, run=self.run_id))
+            elif self._report_source is not None:
+                records, evicted = self._report_source.records()
+            else:
+                return
+            size = write_html(path, records, source=self._source_line(), evicted=evicted)
+            stream = self._report_stream()
+            stream.write(f"HTML report: {path} ({size / 1024:.0f} KiB)\n")
+            stream.flush()
+        except Exception as error:  # telemetry never breaks the user's exit
+            _logger.warning("techrevati telemetry: HTML report not written to %s: %s", path, error)
 
     def _at_exit(self) -> None:
         self.shutdown()

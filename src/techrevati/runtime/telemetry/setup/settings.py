@@ -82,6 +82,7 @@ class Settings:
     metric_export_interval_s: float | None = None
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S
     handle_sigterm: bool | None = None
+    report_html: str | os.PathLike[str] | None = None
 
     def overridden_by(self, later: Settings) -> list[str]:
         """Fields ``later`` sets (to a non-default value) differently from this one.

@@ -1,0 +1,102 @@
+"""A run with everything the HTML report draws, made with the public API.
+
+Run as a program (``python tests/report_html_scenario.py SPANS HTML``) so that
+``configure()`` owns a fresh process: a planner session with priced turns, an
+allowed tool, a tool its role may not use (refused), a tool that raises
+(failed), a breaker, a child session that crosses its enforced budget (a limit
+hit), and a loop and a wrap-up event on the session span (the loop guard and
+wrap-up write these events; here they are added through the OpenTelemetry API
+so this scenario does not depend on those features). Model and tool names are
+hostile HTML. ``configure(report_html=...)`` writes the page at exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+
+from opentelemetry import trace
+
+from techrevati.runtime import (
+    BudgetExceededError,
+    CircuitBreaker,
+    ModelPricing,
+    Orchestrator,
+    PermissionDeniedError,
+    PermissionEnforcer,
+    PermissionMode,
+    PermissionPolicy,
+    RolePermissionConfig,
+    UsageSnapshot,
+    configure,
+    register_pricing,
+)
+from techrevati.runtime.telemetry import semconv as sc
+
+HOSTILE_MODEL = "<script>alert(1)</script>"
+HOSTILE_TOOL = "</script><b id=injected>lookup</b>"
+
+
+def main(spans: str, page: str) -> None:
+    telemetry = configure(service_name="html-report-test", spans_file=spans, report_html=page)
+    register_pricing(HOSTILE_MODEL, ModelPricing(input_per_million=3.0, output_per_million=15.0))
+    register_pricing("model-b", ModelPricing(input_per_million=1.0, output_per_million=2.0))
+    permissions = PermissionEnforcer(
+        PermissionPolicy(
+            role_configs={"planner": RolePermissionConfig("planner", PermissionMode.READ_ONLY)},
+            tool_requirements={"write_db": PermissionMode.FULL_ACCESS},
+        )
+    )
+    planner = Orchestrator(
+        role="planner",
+        phase="plan",
+        permissions=permissions,
+        circuit_breaker=CircuitBreaker("model-api"),
+        budget_usd=1.0,
+        max_iterations=10,
+    )
+    with planner.session() as session:
+        session.run_turn(
+            lambda: "outline",
+            model=HOSTILE_MODEL,
+            usage=UsageSnapshot(input_tokens=1_000, output_tokens=200),
+        )
+        session.run_tool(HOSTILE_TOOL, lambda: time.sleep(0.01) or "found")
+        with contextlib.suppress(PermissionDeniedError):
+            session.run_tool("write_db", lambda: "never runs")
+        with contextlib.suppress(ZeroDivisionError):
+            session.run_tool("flaky", lambda: 1 / 0)
+        session_span = trace.get_current_span()
+        session_span.add_event(
+            sc.EVENT_LOOP_DETECTED,
+            {sc.GEN_AI_TOOL_NAME: "search", "techrevati.loop.pattern": "repeat"},
+        )
+        researcher = Orchestrator(
+            role="researcher",
+            phase="plan",
+            budget_usd=0.0005,
+            enforce_budget=True,
+            registry=planner.registry,
+        )
+        try:
+            with researcher.session() as child:
+                for _ in range(5):
+                    child.run_turn(
+                        lambda: "notes",
+                        model="model-b",
+                        usage=UsageSnapshot(input_tokens=200, output_tokens=100),
+                    )
+        except BudgetExceededError:
+            pass
+        session_span.add_event(sc.EVENT_WRAP_UP, {"techrevati.wrap_up.reason": "budget"})
+        session.run_turn(
+            lambda: "final",
+            model="model-b",
+            usage=UsageSnapshot(input_tokens=300, output_tokens=50),
+        )
+    telemetry.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

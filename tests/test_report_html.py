@@ -1,0 +1,317 @@
+"""The HTML report: one offline page, rendered by a real browser, agreeing with the text report.
+
+A real run (``report_html_scenario.py``: the public API, ``configure()`` with a
+spans file and ``report_html``) is turned into a page by the command line and
+by ``configure()`` at exit; Debian's Chromium renders it headless. The test
+reads the numbers from the rendered DOM and compares them with the text report
+of the same file, checks that hostile names stay text, that the page logged
+nothing to the console, and writes a screenshot to
+``test-output/html-report/report.png`` (path printed) for people to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from browser import Node, parse, render, screenshot
+from report_html_big import write_spans
+from report_html_scenario import HOSTILE_MODEL, HOSTILE_TOOL
+from techrevati.runtime.telemetry.report.detail import Bounds, build_detail
+from techrevati.runtime.telemetry.report.html import render_html, script_json, write_html
+from techrevati.runtime.telemetry.report.model import build_report
+from techrevati.runtime.telemetry.report.read import load_spans_file
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "test-output" / "html-report" / "report.png"
+
+
+class Run:
+    """The scenario's files, its text report, and its page as Chromium rendered it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.spans = folder / "spans.jsonl"
+        self.exit_page = folder / "at-exit.html"
+        self.page = folder / "report.html"
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("report_html_scenario.py")),
+                str(self.spans),
+                str(self.exit_page),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        self.exit_stderr = done.stderr
+        self.text = subprocess.run(
+            [sys.executable, "-m", "techrevati.runtime", "report", str(self.spans)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        html = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "techrevati.runtime",
+                "report",
+                str(self.spans),
+                "--html",
+                str(self.page),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert html.returncode == 0, html.stderr
+        self.cli_stdout = html.stdout
+        rendered = render(self.page)
+        self.console = rendered.console
+        self.dom = parse(rendered.dom)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return Run(tmp_path_factory.mktemp("html-report"))
+
+
+def _text_table(text: str, title: str) -> list[list[str]]:
+    """Rows of one table of the text report, split on runs of 2+ spaces."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("  ") or not line.strip():
+            break
+        rows.append(re.split(r"\s{2,}", line.strip()))
+    return rows
+
+
+def _dom_rows(table: Node) -> list[list[str]]:
+    return [
+        [cell.text.strip() for cell in row.find("td")] for row in table.find("tbody")[0].find("tr")
+    ]
+
+
+def test_the_page_renders_in_chromium_without_a_console_message(run: Run) -> None:
+    assert run.console == []
+    body = run.dom.find("body")[0]
+    # The script ran to its last line: it drew both sessions' timelines.
+    assert body.attrs.get("data-rendered") == "2"
+    assert run.cli_stdout.startswith(f"HTML report: {run.page} (")
+
+
+def test_the_totals_are_the_text_reports(run: Run) -> None:
+    header = re.search(
+        r"(\d+) sessions, (\d+) model calls, (\d+) tool calls, total cost \$([\d.]+)", run.text
+    )
+    assert header is not None, run.text
+
+    def kpi(key: str) -> str:
+        return run.dom.by_id(f"kpi-{key}").find(class_="num")[0].text
+
+    assert kpi("sessions") == header.group(1) == "2"
+    assert kpi("model-calls") == header.group(2) == "4"
+    assert kpi("tool-calls") == header.group(3) == "3"
+    assert kpi("total-cost") == header.group(4) == "0.007200"
+    models = _text_table(run.text, "Model calls")
+    assert kpi("input-tokens") == str(sum(int(row[2]) for row in models)) == "1700"
+    assert kpi("output-tokens") == str(sum(int(row[3]) for row in models)) == "450"
+    assert kpi("limit-hits") == "1"
+    assert kpi("loops") == "1"
+
+
+def test_the_tables_are_the_text_reports(run: Run) -> None:
+    assert [row[:6] for row in _dom_rows(run.dom.by_id("models"))] == _text_table(
+        run.text, "Model calls"
+    )
+    assert _dom_rows(run.dom.by_id("tools")) == _text_table(run.text, "Tools and permission")
+    assert _dom_rows(run.dom.by_id("limit-hits")) == _text_table(run.text, "Limit hits")
+    # Cost by agent: each role's sessions, as the text report's session rows add up.
+    sessions = _text_table(run.text, "Sessions")
+    by_role = {row[0]: float(row[6]) for row in sessions}
+    agents = {row[0]: float(row[3]) for row in _dom_rows(run.dom.by_id("agents"))}
+    assert agents == pytest.approx(by_role)
+    assert sum(agents.values()) == pytest.approx(0.0072)
+
+
+def test_the_session_tree_matches_the_text_report(run: Run) -> None:
+    sessions = {row[0]: row for row in _text_table(run.text, "Sessions")}
+    shown = run.dom.find("details", class_="session")
+    assert [node.attrs["data-depth"] for node in shown] == ["0", "1"]
+    for node in shown:
+        cells = [span.text.strip() for span in node.find("summary")[0].children]
+        role, outcome, cost, tree_cost, tokens_in, tokens_out, calls, tools, badges = cells
+        text_row = sessions[role]
+        assert [outcome, cost, tokens_in, tokens_out, calls] == [
+            text_row[1],
+            text_row[6],
+            text_row[4],
+            text_row[5],
+            text_row[3],
+        ]
+        if role == "planner":
+            # Its own cost plus the child's, as the tree shows it.
+            assert float(tree_cost) == pytest.approx(0.0064 + 0.0008)
+            assert tools == "3"
+            assert "loop x1" in badges and "wrap-up" in badges
+        else:
+            assert tree_cost == cost
+            assert badges == "budget"
+
+
+def test_the_timelines_mark_refused_and_failed_calls_with_details_on_hover(run: Run) -> None:
+    planner, researcher = (
+        run.dom.by_id("timeline-0"),
+        run.dom.by_id("timeline-1"),
+    )
+    bars = planner.find("rect")
+    statuses = [(bar.attrs["data-kind"], bar.attrs["data-status"]) for bar in bars]
+    assert statuses == [
+        ("model", "ok"),
+        ("tool", "ok"),
+        ("tool", "refused"),
+        ("tool", "failed"),
+        ("session", "failed"),
+        ("model", "ok"),
+    ]
+    tips = [bar.find("title")[0].text for bar in bars]
+    assert "price source: registered" in tips[0] and "cost $0.006000" in tips[0]
+    assert "breaker: model-api: closed" in tips[0]
+    assert "permission: deny" in tips[2] and "PermissionDeniedError" in tips[2]
+    assert "permission: allow" in tips[3] and "error: ZeroDivisionError" in tips[3]
+    markers = [g.find("title")[0].text for g in planner.find("g", class_="marker")]
+    assert any(m.startswith("loop: search (repeat)") for m in markers)
+    assert any(m.startswith("wrap-up:") for m in markers)
+    hit = [g.find("title")[0].text for g in researcher.find("g", class_="marker")]
+    assert hit == ["limit hit: budget (BudgetExceededError)"]
+    assert len(researcher.find("rect")) == 2  # the two calls that ran
+
+
+def test_hostile_names_stay_text(run: Run) -> None:
+    assert run.dom.find(id="injected") == []
+    assert len(run.dom.find("script")) == 2  # the data block and the page's own script
+    model_cells = [row[0] for row in _dom_rows(run.dom.by_id("models"))]
+    assert HOSTILE_MODEL in model_cells
+    assert HOSTILE_TOOL in [row[0] for row in _dom_rows(run.dom.by_id("tools"))]
+    labels = [t.text for t in run.dom.by_id("timeline-0").find("text")]
+    assert f"tool {HOSTILE_TOOL}"[:35] in "".join(labels)
+    raw = run.page.read_text(encoding="utf-8")
+    data = raw.split('<script type="application/json" id="trr-data">', 1)[1].split("</script>")[0]
+    assert "<" not in data and ">" not in data
+    assert HOSTILE_TOOL in json.loads(data)["sessions"][0]["items"][1]["name"]
+
+
+def test_the_page_needs_no_network(run: Run) -> None:
+    raw = run.page.read_text(encoding="utf-8")
+    assert not re.search(
+        r"""(src|href)\s*=|url\(|@import|https?://(?!www\.w3\.org/2000/svg)""", raw
+    )
+    assert "default-src 'none'" in raw and "script-src 'sha256-" in raw
+
+
+def test_configure_writes_the_page_at_exit(run: Run) -> None:
+    assert f"HTML report: {run.exit_page}" in run.exit_stderr
+    page = run.exit_page.read_text(encoding="utf-8")
+    assert (
+        'id="kpi-total-cost"><div class="label">Total cost USD</div><div class="num">0.007200'
+        in page
+    )
+    assert page.count('class="session"') == 2
+
+
+def test_a_screenshot_for_people(run: Run) -> None:
+    console = screenshot(run.page, SCREENSHOT, window=(1280, 1500))
+    assert console == []
+    png = SCREENSHOT.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1280, 1500)
+    print(f"\nHTML report screenshot: {SCREENSHOT}")
+
+
+# --- bounds, without a browser ---------------------------------------------------------
+def test_script_json_cannot_close_its_block_and_round_trips() -> None:
+    nasty = ["</script>", "<!--", "-->", "<script>", "a&b", "\u2028\u2029", "</SCRIPT >"]
+    text = script_json({"names": nasty})
+    assert not re.search(r"[<>&\u2028\u2029]", text)
+    assert json.loads(text) == {"names": nasty}
+
+
+def test_the_sample_keeps_every_limit_hit_then_the_most_expensive(tmp_path: Path) -> None:
+    spans = tmp_path / "spans.jsonl"
+    written = write_spans(spans, 600_000, hit_every=25)
+    records = load_spans_file(spans).records
+    report = build_report(records)
+    detail = build_detail(records, report, bounds=Bounds(sessions=40))
+    kept = {node.id for node in detail.sessions}
+    assert len(kept) == 40
+    assert written.hit_ids <= kept  # every session with a limit hit
+    others = sorted(
+        (cost for key, cost in written.costs.items() if key not in written.hit_ids), reverse=True
+    )
+    shown_others = sorted(
+        (node.cost_usd for node in detail.sessions if node.id not in written.hit_ids),
+        reverse=True,
+    )
+    assert shown_others == pytest.approx(others[: 40 - len(written.hit_ids)])
+    assert detail.sample_note.startswith(f"40 of {written.sessions} sessions are shown in full")
+    assert f"every session with a limit hit ({len(written.hit_ids)} of" in detail.sample_note
+
+
+def test_more_limit_hits_than_the_sample_keeps_the_most_expensive_of_them(tmp_path: Path) -> None:
+    spans = tmp_path / "spans.jsonl"
+    written = write_spans(spans, 300_000, hit_every=2)
+    records = load_spans_file(spans).records
+    report = build_report(records)
+    detail = build_detail(records, report, bounds=Bounds(sessions=10))
+    hits = sorted((written.costs[k] for k in written.hit_ids), reverse=True)
+    assert sorted((n.cost_usd for n in detail.sessions), reverse=True) == pytest.approx(hits[:10])
+    assert f"(10 of {len(written.hit_ids)})" in detail.sample_note
+
+
+def test_the_page_size_is_bounded_whatever_the_file_size(tmp_path: Path) -> None:
+    sizes = {}
+    for megabytes in (2, 8):
+        spans = tmp_path / f"spans-{megabytes}.jsonl"
+        written = write_spans(spans, megabytes * 1_000_000)
+        page = tmp_path / f"page-{megabytes}.html"
+        size = write_html(page, load_spans_file(spans).records)
+        sizes[megabytes] = size
+        text = page.read_text(encoding="utf-8")
+        assert f"100 of {written.sessions} sessions are shown in full" in text
+    # 4x the spans, about the same page: the sample, not the file, sets its size.
+    assert sizes[8] < 1.15 * sizes[2]
+    assert max(sizes.values()) < 2_500_000
+
+
+def test_long_strings_are_cut_and_control_characters_dropped() -> None:
+    from techrevati.runtime.telemetry import semconv as sc
+    from techrevati.runtime.telemetry.report.read import SpanRecord
+
+    session = SpanRecord(
+        trace_id="a" * 32,
+        span_id="1" * 16,
+        parent_id=None,
+        name="invoke_agent x",
+        start_ns=0,
+        end_ns=10,
+        error=False,
+        attributes={
+            sc.GEN_AI_OPERATION_NAME: "invoke_agent",
+            sc.GEN_AI_AGENT_NAME: "\x1b[2J" + "r" * 10_000,
+        },
+    )
+    report = build_report([session])
+    page = render_html(report, build_detail([session], report))
+    assert "\x1b" not in page
+    assert "r" * 120 not in page and "r" * 100 in page
