@@ -70,7 +70,7 @@ def main(spans: str, page: str) -> None:
         session_span = trace.get_current_span()
         session_span.add_event(
             sc.EVENT_LOOP_DETECTED,
-            {sc.GEN_AI_TOOL_NAME: "search", "techrevati.loop.pattern": "repeat"},
+            {"techrevati.loop.tools": ("search", "fetch"), "techrevati.loop.pattern": "cycle"},
         )
         researcher = Orchestrator(
             role="researcher",
@@ -89,7 +89,10 @@ def main(spans: str, page: str) -> None:
                     )
         except BudgetExceededError:
             pass
-        session_span.add_event(sc.EVENT_WRAP_UP, {"techrevati.wrap_up.reason": "budget"})
+        session_span.add_event(
+            sc.EVENT_WRAP_UP,
+            {"techrevati.wrap_up.limit": "budget", "techrevati.wrap_up.at": 0.8},
+        )
         session.run_turn(
             lambda: "final",
             model="model-b",

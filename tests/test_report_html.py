@@ -136,6 +136,8 @@ def test_the_tables_are_the_text_reports(run: Run) -> None:
     )
     assert _dom_rows(run.dom.by_id("tools")) == _text_table(run.text, "Tools and permission")
     assert _dom_rows(run.dom.by_id("limit-hits")) == _text_table(run.text, "Limit hits")
+    assert _dom_rows(run.dom.by_id("loops")) == [["planner", "search → fetch", "cycle", "1"]]
+    assert _dom_rows(run.dom.by_id("wrap-ups")) == [["planner", "at=0.8, limit=budget"]]
     # Cost by agent: each role's sessions, as the text report's session rows add up.
     sessions = _text_table(run.text, "Sessions")
     by_role = {row[0]: float(row[6]) for row in sessions}
@@ -190,8 +192,8 @@ def test_the_timelines_mark_refused_and_failed_calls_with_details_on_hover(run: 
     assert "permission: deny" in tips[2] and "PermissionDeniedError" in tips[2]
     assert "permission: allow" in tips[3] and "error: ZeroDivisionError" in tips[3]
     markers = [g.find("title")[0].text for g in planner.find("g", class_="marker")]
-    assert any(m.startswith("loop: search (repeat)") for m in markers)
-    assert any(m.startswith("wrap-up:") for m in markers)
+    assert "loop: search → fetch (cycle)" in markers
+    assert "wrap-up: at=0.8, limit=budget" in markers
     hit = [g.find("title")[0].text for g in researcher.find("g", class_="marker")]
     assert hit == ["limit hit: budget (BudgetExceededError)"]
     assert len(researcher.find("rect")) == 2  # the two calls that ran

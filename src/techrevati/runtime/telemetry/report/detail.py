@@ -262,14 +262,31 @@ def _marker(event: EventRecord, record: SpanRecord, text: int) -> Marker | None:
     elif event.name == sc.EVENT_GUARDRAIL:
         detail = str(attrs.get(sc.GUARDRAIL_NAME) or "")
     else:
-        detail = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()))
+        detail = _words(attrs)
     return Marker(kind, event.time_ns or record.end_ns, clip(f"{kind}: {detail}", text))
 
 
+_LOOP_PATTERN = "techrevati.loop.pattern"
+_LOOP_TOOLS = "techrevati.loop.tools"
+
+
+def _loop_tool(attrs: Mapping[str, Any]) -> str:
+    tools = attrs.get(_LOOP_TOOLS)
+    if isinstance(tools, tuple | list) and tools:
+        return " → ".join(str(tool) for tool in tools[:3])
+    return str(attrs.get(sc.GEN_AI_TOOL_NAME) or "?")
+
+
 def _loop_words(attrs: Mapping[str, Any]) -> str:
-    tool = attrs.get(sc.GEN_AI_TOOL_NAME) or attrs.get("techrevati.loop.tool") or "?"
-    pattern = attrs.get("techrevati.loop.pattern") or "repeat"
-    return f"{tool} ({pattern})"
+    return f"{_loop_tool(attrs)} ({attrs.get(_LOOP_PATTERN) or 'repeat'})"
+
+
+def _words(attrs: Mapping[str, Any]) -> str:
+    """Event attributes as ``key=value`` with our prefixes dropped (for a hover text)."""
+    return ", ".join(
+        f"{key.removeprefix('techrevati.').removeprefix('wrap_up.')}={value}"
+        for key, value in sorted(attrs.items())
+    )
 
 
 def _parent_session(tree: SpanTree, key: _Key) -> tuple[_Key | None, str | None]:
@@ -382,8 +399,8 @@ def build_detail(
             if event.name == sc.EVENT_LOOP_DETECTED:
                 node.loops += 1
                 attrs = event.attributes
-                tool = clip(attrs.get(sc.GEN_AI_TOOL_NAME) or "?", limits.text)
-                pattern = clip(attrs.get("techrevati.loop.pattern") or "repeat", 40)
+                tool = clip(_loop_tool(attrs), limits.text)
+                pattern = clip(attrs.get(_LOOP_PATTERN) or "repeat", 40)
                 found = loops.get((node.id, tool, pattern))
                 if found is None:
                     loops[(node.id, tool, pattern)] = Loop(node.id, node.role, tool, pattern)
@@ -393,7 +410,7 @@ def build_detail(
                 node.wrap_ups += 1
                 wrap_total += 1
                 if len(wrap_ups) < limits.rows:
-                    what = ", ".join(f"{k}={v}" for k, v in sorted(event.attributes.items()))
+                    what = _words(event.attributes)
                     wrap_ups.append((node.role, clip(what or "wrap-up", limits.text)))
 
     _roll_up(nodes)

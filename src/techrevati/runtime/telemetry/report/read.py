@@ -93,6 +93,11 @@ KEPT_EVENTS = frozenset(
 )
 
 
+#: Event attributes kept beyond KEPT_ATTRIBUTES: what a loop or a wrap-up was (the HTML
+#: report shows them); by prefix, so a new field of these events needs no change here.
+KEPT_EVENT_PREFIXES = ("techrevati.loop.", "techrevati.wrap_up.")
+
+
 @dataclass(frozen=True, slots=True)
 class EventRecord:
     """A span event the report knows about."""
@@ -148,6 +153,16 @@ def _keep(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return {key: value for key, value in attributes.items() if key in KEPT_ATTRIBUTES}
 
 
+def _keep_event(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not attributes:
+        return {}
+    return {
+        key: value
+        for key, value in attributes.items()
+        if key in KEPT_ATTRIBUTES or key.startswith(KEPT_EVENT_PREFIXES)
+    }
+
+
 def record_from_span(span: ReadableSpan) -> SpanRecord | None:
     """A report record for a finished SDK span (None for a span without context)."""
     context = span.context
@@ -168,7 +183,7 @@ def record_from_span(span: ReadableSpan) -> SpanRecord | None:
         error=span.status.status_code is StatusCode.ERROR,
         attributes=_keep(span.attributes),
         events=tuple(
-            EventRecord(event.name, _keep(event.attributes), event.timestamp or 0)
+            EventRecord(event.name, _keep_event(event.attributes), event.timestamp or 0)
             for event in span.events
             if event.name in KEPT_EVENTS
         ),
@@ -322,7 +337,7 @@ def _span_record(
             raise BadRecord(f"an event is {_short(event)}, not an object")
         event_name = event.get("name")
         if isinstance(event_name, str) and event_name in KEPT_EVENTS:
-            attributes = _keep(_attributes(_list(event, "attributes")))
+            attributes = _keep_event(_attributes(_list(event, "attributes")))
             events.append(EventRecord(event_name, attributes, _time(event, "timeUnixNano", 0)))
     return SpanRecord(
         trace_id=trace_id,
