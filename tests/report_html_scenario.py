@@ -3,11 +3,10 @@
 Run as a program (``python tests/report_html_scenario.py SPANS HTML``) so that
 ``configure()`` owns a fresh process: a planner session with priced turns, an
 allowed tool, a tool its role may not use (refused), a tool that raises
-(failed), a breaker, a child session that crosses its enforced budget (a limit
-hit), and a loop and a wrap-up event on the session span (the loop guard and
-wrap-up write these events; here they are added through the OpenTelemetry API
-so this scenario does not depend on those features). Model and tool names are
-hostile HTML. ``configure(report_html=...)`` writes the page at exit.
+(failed), a breaker, a cycle of two tools returning the same results (the
+default loop guard reports it), a child session that crosses its enforced
+budget (a limit hit), and the planner passing its wrap-up threshold. Model and
+tool names are hostile HTML. ``configure(report_html=...)`` writes the page at exit.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-
-from opentelemetry import trace
 
 from techrevati.runtime import (
     BudgetExceededError,
@@ -32,7 +29,6 @@ from techrevati.runtime import (
     configure,
     register_pricing,
 )
-from techrevati.runtime.telemetry import semconv as sc
 
 HOSTILE_MODEL = "<script>alert(1)</script>"
 HOSTILE_TOOL = "</script><b id=injected>lookup</b>"
@@ -54,7 +50,8 @@ def main(spans: str, page: str) -> None:
         permissions=permissions,
         circuit_breaker=CircuitBreaker("model-api"),
         budget_usd=1.0,
-        max_iterations=10,
+        max_iterations=4,
+        wrap_up_at=0.5,  # the second model call in the tree (the child's count too)
     )
     with planner.session() as session:
         session.run_turn(
@@ -67,11 +64,9 @@ def main(spans: str, page: str) -> None:
             session.run_tool("write_db", lambda: "never runs")
         with contextlib.suppress(ZeroDivisionError):
             session.run_tool("flaky", lambda: 1 / 0)
-        session_span = trace.get_current_span()
-        session_span.add_event(
-            sc.EVENT_LOOP_DETECTED,
-            {"techrevati.loop.tools": ("search", "fetch"), "techrevati.loop.pattern": "cycle"},
-        )
+        for _ in range(3):  # A-B-A-B-A-B, the same results each time: a cycle
+            session.run_tool("search", lambda: "same hits", arguments={"q": "x"})
+            session.run_tool("fetch", lambda: "same page", arguments={"url": "u"})
         researcher = Orchestrator(
             role="researcher",
             phase="plan",
@@ -89,10 +84,6 @@ def main(spans: str, page: str) -> None:
                     )
         except BudgetExceededError:
             pass
-        session_span.add_event(
-            sc.EVENT_WRAP_UP,
-            {"techrevati.wrap_up.limit": "budget", "techrevati.wrap_up.at": 0.8},
-        )
         session.run_turn(
             lambda: "final",
             model="model-b",

@@ -121,7 +121,7 @@ def test_the_totals_are_the_text_reports(run: Run) -> None:
 
     assert kpi("sessions") == header.group(1) == "2"
     assert kpi("model-calls") == header.group(2) == "4"
-    assert kpi("tool-calls") == header.group(3) == "3"
+    assert kpi("tool-calls") == header.group(3) == "9"
     assert kpi("total-cost") == header.group(4) == "0.007200"
     models = _text_table(run.text, "Model calls")
     assert kpi("input-tokens") == str(sum(int(row[2]) for row in models)) == "1700"
@@ -137,7 +137,9 @@ def test_the_tables_are_the_text_reports(run: Run) -> None:
     assert _dom_rows(run.dom.by_id("tools")) == _text_table(run.text, "Tools and permission")
     assert _dom_rows(run.dom.by_id("limit-hits")) == _text_table(run.text, "Limit hits")
     assert _dom_rows(run.dom.by_id("loops")) == [["planner", "search → fetch", "cycle", "1"]]
-    assert _dom_rows(run.dom.by_id("wrap-ups")) == [["planner", "at=0.8, limit=budget"]]
+    assert _dom_rows(run.dom.by_id("wrap-ups")) == [
+        ["planner", "at=0.5, fraction_left=0.5, limit=max_iterations"]
+    ]
     # Cost by agent: each role's sessions, as the text report's session rows add up.
     sessions = _text_table(run.text, "Sessions")
     by_role = {row[0]: float(row[6]) for row in sessions}
@@ -164,7 +166,7 @@ def test_the_session_tree_matches_the_text_report(run: Run) -> None:
         if role == "planner":
             # Its own cost plus the child's, as the tree shows it.
             assert float(tree_cost) == pytest.approx(0.0064 + 0.0008)
-            assert tools == "3"
+            assert tools == "9"
             assert "loop x1" in badges and "wrap-up" in badges
         else:
             assert tree_cost == cost
@@ -183,6 +185,7 @@ def test_the_timelines_mark_refused_and_failed_calls_with_details_on_hover(run: 
         ("tool", "ok"),
         ("tool", "refused"),
         ("tool", "failed"),
+        *[("tool", "ok")] * 6,  # search, fetch, three times
         ("session", "failed"),
         ("model", "ok"),
     ]
@@ -193,7 +196,7 @@ def test_the_timelines_mark_refused_and_failed_calls_with_details_on_hover(run: 
     assert "permission: allow" in tips[3] and "error: ZeroDivisionError" in tips[3]
     markers = [g.find("title")[0].text for g in planner.find("g", class_="marker")]
     assert "loop: search → fetch (cycle)" in markers
-    assert "wrap-up: at=0.8, limit=budget" in markers
+    assert "wrap-up: at=0.5, fraction_left=0.5, limit=max_iterations" in markers
     hit = [g.find("title")[0].text for g in researcher.find("g", class_="marker")]
     assert hit == ["limit hit: budget (BudgetExceededError)"]
     assert len(researcher.find("rect")) == 2  # the two calls that ran

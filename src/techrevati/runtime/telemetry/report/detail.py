@@ -266,19 +266,15 @@ def _marker(event: EventRecord, record: SpanRecord, text: int) -> Marker | None:
     return Marker(kind, event.time_ns or record.end_ns, clip(f"{kind}: {detail}", text))
 
 
-_LOOP_PATTERN = "techrevati.loop.pattern"
-_LOOP_TOOLS = "techrevati.loop.tools"
-
-
 def _loop_tool(attrs: Mapping[str, Any]) -> str:
-    tools = attrs.get(_LOOP_TOOLS)
+    tools = attrs.get(sc.LOOP_TOOLS)
     if isinstance(tools, tuple | list) and tools:
         return " → ".join(str(tool) for tool in tools[:3])
     return str(attrs.get(sc.GEN_AI_TOOL_NAME) or "?")
 
 
 def _loop_words(attrs: Mapping[str, Any]) -> str:
-    return f"{_loop_tool(attrs)} ({attrs.get(_LOOP_PATTERN) or 'repeat'})"
+    return f"{_loop_tool(attrs)} ({attrs.get(sc.LOOP_PATTERN) or 'repeat'})"
 
 
 def _words(attrs: Mapping[str, Any]) -> str:
@@ -400,7 +396,7 @@ def build_detail(
                 node.loops += 1
                 attrs = event.attributes
                 tool = clip(_loop_tool(attrs), limits.text)
-                pattern = clip(attrs.get(_LOOP_PATTERN) or "repeat", 40)
+                pattern = clip(attrs.get(sc.LOOP_PATTERN) or "repeat", 40)
                 found = loops.get((node.id, tool, pattern))
                 if found is None:
                     loops[(node.id, tool, pattern)] = Loop(node.id, node.role, tool, pattern)
