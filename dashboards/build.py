@@ -45,6 +45,15 @@ UNPRICED = "techrevati_cost_unpriced_calls_total"
 FLEET_COST = "techrevati_fleet_cost_USD_total"
 FLEET_REFUSALS = "techrevati_fleet_refusals_total"
 FLEET_STORE_ERRORS = "techrevati_fleet_store_errors_total"
+FLEET_BUDGET = "techrevati_fleet_budget_USD"
+FLEET_WINDOW = "techrevati_fleet_window_seconds"
+FLEET_SPENT = "techrevati_fleet_spent_USD"
+AGENT_INFERENCE_CALLS = "gen_ai_invoke_agent_inference_calls"
+AGENT_TOOL_CALLS = "gen_ai_invoke_agent_tool_calls"
+LOOPS = "techrevati_loop_detections_total"
+#: Prometheus' own series of alert states, written by collector-config/alerts.yml's rules.
+ALERTS = "ALERTS"
+OURS_ALERTS = 'alertname=~"Techrevati.*"'
 #: The breaker gauge has unit "1": scraped directly it is techrevati_breaker_state,
 #: through the collector's Prometheus translation it gains "_ratio". Match both.
 BREAKER_NAME_RE = "techrevati_breaker_state(_ratio)?"
@@ -1554,17 +1563,33 @@ def budgets() -> dict[str, Any]:
         timeseries(
             lay,
             "Model calls per session (p50 / p95) by role",
-            "Quantiles of model calls admitted per session, by agent role, estimated from the "
-            "histogram buckets." + RATE_NOTE,
+            "Quantiles of model calls per session (failed ones included), by agent role, "
+            "estimated from the buckets of the GenAI conventions' "
+            "gen_ai.invoke_agent.inference_calls." + RATE_NOTE,
             [
                 (
-                    quantile(q, ITERATIONS, *f_agent, group=["gen_ai_agent_name"]),
+                    quantile(q, AGENT_INFERENCE_CALLS, *f_agent, group=["gen_ai_agent_name"]),
                     f"p{int(q * 100)} {{{{gen_ai_agent_name}}}}",
                 )
                 for q in (0.5, 0.95)
             ],
             "short",
             w=12,
+        ),
+        timeseries(
+            lay,
+            "Tool calls per session (p50 / p95) by role",
+            "Quantiles of tool calls per session (denied and failed ones included), by agent "
+            "role, from gen_ai.invoke_agent.tool_calls." + RATE_NOTE,
+            [
+                (
+                    quantile(q, AGENT_TOOL_CALLS, *f_agent, group=["gen_ai_agent_name"]),
+                    f"p{int(q * 100)} {{{{gen_ai_agent_name}}}}",
+                )
+                for q in (0.5, 0.95)
+            ],
+            "short",
+            w=24,
         ),
     ]
     p.append(row(lay, "Tokens and usage gaps"))
@@ -1678,6 +1703,70 @@ def budgets() -> dict[str, Any]:
                 )
             ],
             "reqps",
+            w=24,
+        ),
+    ]
+    p.append(row(lay, "Fleet budget burn and alerts"))
+    scope = ["techrevati_fleet_scope"]
+    budget = f"max by (techrevati_fleet_scope) ({sel(FLEET_BUDGET, SVC)})"
+    window = f"max by (techrevati_fleet_scope) ({sel(FLEET_WINDOW, SVC)})"
+    spent = f"max by (techrevati_fleet_scope) ({sel(FLEET_SPENT, SVC)})"
+    spend_rate = per_second(FLEET_COST, SVC, group=scope)
+    p += [
+        timeseries(
+            lay,
+            "Time to exhaustion by fleet scope",
+            "How long until each fleet scope has spent its budget for the current window, at "
+            "the current spend rate: (budget - spent this window) / USD per second. Empty "
+            "while a scope spends nothing. Longer than the time left in the window means the "
+            "window resets first. The alert rules record the same at the last hour's rate "
+            "(techrevati:fleet_seconds_to_exhaustion, docs/alerts.md)." + RATE_NOTE,
+            [
+                (
+                    f"clamp_min({budget} - {spent}, 0) / ({spend_rate} > 0)",
+                    "{{techrevati_fleet_scope}}",
+                )
+            ],
+            "s",
+        ),
+        timeseries(
+            lay,
+            "Budget burn rate by fleet scope",
+            "Spend rate divided by the budget's even pace (budget / window): 1 spends exactly "
+            "the budget over one window. TechrevatiBudgetBurnFast pages when the last hour and "
+            "the last 5 minutes are both above 14.4; TechrevatiBudgetBurnSlow when 6 hours and "
+            "30 minutes are both above 6 (docs/alerts.md)." + RATE_NOTE,
+            [
+                (
+                    f"{spend_rate} / on (techrevati_fleet_scope) ({budget} / {window})",
+                    "{{techrevati_fleet_scope}}",
+                )
+            ],
+            "short",
+        ),
+        timeseries(
+            lay,
+            "techrevati alerts pending or firing",
+            "The state of collector-config/alerts.yml's alerts (Prometheus' ALERTS series): "
+            "1 while an alert is pending or firing, by alert, state and fleet scope. Empty "
+            "while nothing is wrong, or when Prometheus does not load the rules.",
+            [
+                (
+                    "max by (alertname, alertstate, techrevati_fleet_scope) "
+                    f"({sel(ALERTS, OURS_ALERTS)})",
+                    "{{alertname}} {{techrevati_fleet_scope}} ({{alertstate}})",
+                )
+            ],
+            "none",
+        ),
+        bargauge(
+            lay,
+            "Loops stopped by agent",
+            "Sessions stopped by loop detection (the same tool call repeated), by agent role, "
+            "over the whole time range; TechrevatiLoopDetected fires on each." + TOTAL_NOTE,
+            total(LOOPS, SVC, group=["gen_ai_agent_name"]),
+            "{{gen_ai_agent_name}}",
+            "none",
             w=24,
         ),
     ]

@@ -254,6 +254,9 @@ def test_prometheus_config_scrape_section_passes_promtool(tmp_path: Path) -> Non
     config.pop("storage")
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    # promtool also checks the rule files the config names, next to it as in compose.
+    assert config["rule_files"] == ["alerts.yml"]
+    shutil.copy(CONFIG_DIR / "alerts.yml", tmp_path / "alerts.yml")
     result = subprocess.run(
         [promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=30
     )

@@ -358,6 +358,8 @@ def test_prometheus_holds_the_collector_spellings(stack: Stack) -> None:
     names = grafana.load_names()
     held = stack.prometheus.metric_names()
     for metric, info in names["metrics"].items():
+        if metric in names["not_yet_observed"]["metrics"]:
+            continue
         base = info["collector"]
         wanted = (
             [base + s for s in ("_bucket", "_sum", "_count")]
@@ -383,7 +385,7 @@ PROM_TARGETS = [
     t
     for path in grafana.dashboard_files()
     for t in grafana.iter_targets(path, DASHBOARDS[path.name])
-    if t.datasource_type == "prometheus"
+    if t.datasource_type == "prometheus" and not lint.needs_what_a_workload_lacks(t.target["expr"])
 ]
 
 

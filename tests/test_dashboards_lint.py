@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy import grafana, lint, promql
@@ -294,6 +295,7 @@ def test_every_metric_is_shown_somewhere() -> None:
         for sel in promql.selectors(promql.parse(target.target["expr"])):
             matched, _ = lint.resolve(sel, series)
             shown |= {s.metric for s in matched}
+    shown.discard(lint.ALERTS)  # the rules' alert states, not an instrument
     assert shown == SEMCONV_METRICS, f"never charted: {sorted(SEMCONV_METRICS - shown)}"
 
 
@@ -355,3 +357,69 @@ def test_drilldown_shows_budget_use_per_session_from_traces() -> None:
         semconv.SESSION_UNPRICED_CALLS,
     ):
         assert f"span.{attribute}" in query.split("select(", 1)[1], attribute
+
+
+# --- alerts and dashboards agree on names ------------------------------------------
+
+
+def _alert_series() -> dict[str, lint.Series]:
+    """What the alert rules may read: the package's series, the collector's own counters,
+    and the series the rules file itself records."""
+    names = grafana.load_names()
+    series = dict(lint.known_series(names))
+    own = names["collector_self_metrics"]
+    for name, kind in own["metrics"].items():
+        labels = frozenset({"job", "instance", *own["labels"][kind]})
+        series[name] = lint.Series(name, "otelcol", "counter", labels)
+    rules = yaml.safe_load(lint.ALERT_RULES.read_text(encoding="utf-8"))
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "record" in rule:
+                name = rule["record"]
+                series[name] = lint.Series(
+                    name, "rule", "gauge", frozenset({"techrevati_fleet_scope"})
+                )
+    return series
+
+
+def test_alerts_and_dashboards_use_the_same_metric_names() -> None:
+    """Every name an alert rule reads is a recorded spelling (prometheus_names.json), the
+    collector's own, or recorded by the rules file; every label it matches or groups by
+    exists on what it reads; and every package metric an alert watches is on a dashboard."""
+    series = _alert_series()
+    rules = yaml.safe_load(lint.ALERT_RULES.read_text(encoding="utf-8"))
+    watched: set[str] = set()
+    problems: list[str] = []
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("alert") or rule["record"]
+            tree = promql.parse(rule["expr"])
+            labels: set[str] = set()
+            for sel in promql.selectors(tree):
+                matched, trouble = lint.resolve(sel, series)
+                problems += [f"{name}: {t}" for t in trouble]
+                watched |= {s.metric for s in matched}
+                for matcher in sel.matchers:
+                    if matcher.label != "__name__" and not all(
+                        matcher.label in s.labels for s in matched
+                    ):
+                        problems.append(f"{name}: no label {matcher.label!r} on {sel}")
+                labels |= {label for s in matched for label in s.labels}
+            for grouping in re.findall(r"\bby \(([^)]*)\)", rule["expr"]):
+                for label in (g.strip() for g in grouping.split(",")):
+                    if label not in labels:
+                        problems.append(f"{name}: groups by {label!r}, which it never reads")
+    assert not problems, "\n".join(problems)
+    shown: set[str] = set()
+    for target in PROM_TARGETS:
+        for sel in promql.selectors(promql.parse(target.target["expr"])):
+            shown |= {s.metric for s in lint.resolve(sel, series)[0]}
+    package = watched & SEMCONV_METRICS
+    assert package, "the alert rules read none of the package's metrics"
+    assert package <= shown, f"alerted on but never charted: {sorted(package - shown)}"
+
+
+def test_the_name_check_catches_an_alert_on_a_misspelt_metric() -> None:
+    series = _alert_series()
+    (sel,) = promql.selectors(promql.parse("sum(rate(techrevati_fleet_cost_usd_total[5m])) > 0"))
+    assert lint.resolve(sel, series)[1], "a misspelt name must be a problem"

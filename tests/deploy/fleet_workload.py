@@ -6,8 +6,10 @@ subprocess with the standard ``OTEL_EXPORTER_OTLP_*`` variables pointing at the
 collector. Three scopes, each in two passes with metric exports between them
 (so every series grows inside the run and ``rate()`` sees it):
 
-* ``fleet-budget`` ($0.05): one call, then calls until the fleet budget refuses;
+* ``fleet-budget`` ($0.05 a day): one call, then calls until the fleet budget refuses;
 * ``fleet-calls`` (2 calls): one call, then calls until the call cap refuses;
+* ``fleet-burn`` ($10 a day): the same calls, far from its budget (a time to
+  exhaustion above zero);
 * ``fleet-down`` (a Redis port nobody listens on, ``on_store_error="allow"``):
   one call per pass, each counted as store errors.
 
@@ -59,8 +61,11 @@ def main(redis_url: str, closed_url: str) -> dict[str, Any]:
         service_name=SERVICE, spans_file=False, report=False, metric_export_interval_s=1.0
     )
     register_pricing(MODEL, ModelPricing(input_per_million=3.0, output_per_million=15.0))
-    budget = FleetLimits(redis_url, scope="fleet-budget", budget_usd=0.05)
+    # A window (a day) so the scope reports its budget, window and spend as gauges.
+    budget = FleetLimits(redis_url, scope="fleet-budget", budget_usd=0.05, window_s=86_400)
     calls = FleetLimits(redis_url, scope="fleet-calls", max_calls=2)
+    # Spends a little of a large daily budget: a time to exhaustion above zero.
+    burn = FleetLimits(redis_url, scope="fleet-burn", budget_usd=10.0, window_s=86_400)
     down = FleetLimits(closed_url, scope="fleet-down", on_store_error="allow", timeout_s=0.2)
     refusals = {
         "fleet-budget/" + semconv.LIMIT_FLEET_BUDGET: 0,
@@ -71,9 +76,10 @@ def main(redis_url: str, closed_url: str) -> dict[str, Any]:
         _calls(budget, pass_calls, refusals)
         _calls(calls, pass_calls, refusals)
         _calls(down, 1, refusals)
+        _calls(burn, pass_calls, refusals)
         calls_while_down += 1
         time.sleep(2.5)  # a few metric exports before the next pass
-    spent = {fleet.scope: fleet.usage().spent_usd for fleet in (budget, calls)}
+    spent = {fleet.scope: fleet.usage().spent_usd for fleet in (budget, calls, burn)}
     handle.shutdown()
     return {"refusals": refusals, "spent_usd": spent, "calls_while_down": calls_while_down}
 

@@ -19,7 +19,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from . import promql
 from .grafana import load_names
@@ -63,10 +66,29 @@ def prom_label(attribute: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", attribute)
 
 
+#: Prometheus' series of alert states (one per pending or firing alert), written by the
+#: rules of collector-config/alerts.yml; its "metric" is the rules file, not an instrument.
+ALERTS = "ALERTS"
+ALERT_RULES = Path(__file__).resolve().parents[2] / "collector-config" / "alerts.yml"
+
+
+def alert_labels() -> frozenset[str]:
+    """The labels an ALERTS series of our rules can carry: the alert's own, the ``labels:``
+    of each rule and every label an alert expression aggregates by."""
+    rules = yaml.safe_load(ALERT_RULES.read_text(encoding="utf-8"))
+    labels = {"alertname", "alertstate"}
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            labels |= set(rule.get("labels") or {})
+            for grouping in re.findall(r"\bby \(([^)]*)\)", rule["expr"]):
+                labels |= {label.strip() for label in grouping.split(",") if label.strip()}
+    return frozenset(labels)
+
+
 def known_series(names: Mapping[str, Any]) -> dict[str, Series]:
-    """Every series name (both spellings) with its kind and label set."""
+    """Every series name (both spellings) with its kind and label set, and ALERTS."""
     common = set(names["resource_labels"]) | set(names["scope_labels"])
-    out: dict[str, Series] = {}
+    out: dict[str, Series] = {ALERTS: Series(ALERTS, ALERTS, "gauge", alert_labels())}
     for metric, info in names["metrics"].items():
         labels = frozenset(common | {prom_label(a) for a in info["attributes"]})
         for base in {info["scrape"], info["collector"]}:
@@ -83,6 +105,18 @@ def known_series(names: Mapping[str, Any]) -> dict[str, Series]:
 def package_series() -> dict[str, Series]:
     """``known_series`` of the recorded name table (read once)."""
     return known_series(load_names())
+
+
+def needs_what_a_workload_lacks(expr: str) -> bool:
+    """True for a query the live tests' workloads cannot make return data: it reads ALERTS
+    (those Prometheus instances load no rules; tests/test_alerts_live.py asks it) or a
+    metric prometheus_names.json lists as not yet observed."""
+    unobserved = set(load_names()["not_yet_observed"]["metrics"]) | {ALERTS}
+    return any(
+        s.metric in unobserved
+        for sel in promql.selectors(promql.parse(expr))
+        for s in resolve(sel, package_series())[0]
+    )
 
 
 def resolve(sel: Selector, series: Mapping[str, Series]) -> tuple[list[Series], list[str]]:

@@ -56,6 +56,7 @@ class PrometheusServer:
         workdir: Path,
         targets: list[str],
         extra_args: list[str] | None = None,
+        rule_files: list[Path] | None = None,
     ) -> None:
         self.binary = binary
         self.extra_args = list(extra_args or [])
@@ -78,6 +79,8 @@ class PrometheusServer:
             if targets
             else [],
         }
+        if rule_files:
+            config["rule_files"] = [str(path) for path in rule_files]
         self.config.write_text(json.dumps(config, indent=2), encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 
