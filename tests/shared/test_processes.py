@@ -154,3 +154,23 @@ def test_a_child_killed_mid_call_frees_its_reservation_after_the_lease(
             call()  # its $1 is free again
     finally:
         remote.install_store(None)
+
+
+def test_the_report_shows_the_tree_across_processes(
+    store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    from techrevati.runtime.telemetry.report.model import build_report
+    from techrevati.runtime.telemetry.report.read import record_from_span
+    from techrevati.runtime.telemetry.report.text import render_report
+
+    provider, exporter = spans
+    with agent_session("planner", max_iterations=10, shared=True, tracer_provider=provider):
+        run_children(store_url(store), 2, 3, True)
+    records = [r for r in (record_from_span(s) for s in exporter.get_finished_spans()) if r]
+    report = build_report(records)
+    (row,) = report.sessions
+    assert (row.shared, row.remote_children, row.tree_cost_usd) == (True, 2, pytest.approx(6.0))
+    text = render_report(report)
+    assert "Session trees across processes" in text
+    line = next(x for x in text.splitlines() if x.strip().startswith("planner") and "yes" in x)
+    assert line.split() == ["planner", "yes", "2", "6.000000", "-"]

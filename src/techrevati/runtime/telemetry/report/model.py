@@ -57,6 +57,13 @@ class SessionRow:
     #: The session span's ids: what the HTML report's session tree links by.
     trace_id: str = ""
     span_id: str = ""
+    #: A shared session (``shared=True``): sessions opened under it in other
+    #: processes, and what its whole tree spent, there included.
+    shared: bool = False
+    remote_children: int = 0
+    tree_cost_usd: float | None = None
+    #: A session opened under a shared session of another process: the parent's role.
+    remote_parent: str | None = None
 
 
 @dataclass
@@ -275,6 +282,7 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
         outcome = record.attributes.get(sc.SESSION_OUTCOME) or (
             sc.OUTCOME_FAILED if record.error else "ended"
         )
+        attrs = record.attributes
         sessions[key] = SessionRow(
             role=str(role),
             outcome=str(outcome),
@@ -282,6 +290,10 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
             start_ns=record.start_ns,
             trace_id=record.trace_id,
             span_id=record.span_id,
+            shared=attrs.get(sc.SESSION_SHARED) is True,
+            remote_children=_count(attrs.get(sc.SESSION_REMOTE_CHILDREN)),
+            tree_cost_usd=_amount(attrs.get(sc.COST_TREE_USD)),
+            remote_parent=_name(attrs.get(sc.SESSION_REMOTE_PARENT_ROLE)),
         )
         computed[key] = SessionRow(role="", outcome="", duration_s=0)
 
@@ -434,3 +446,18 @@ def _guardrail_label(attributes: Mapping[str, Any], record: SpanRecord) -> str:
 SpanTree = _Tree
 
 __all__ = ["ModelRow", "RunReport", "SessionRow", "SpanTree", "ToolRow", "build_report"]
+
+
+def _count(value: Any) -> int:
+    # From a file nobody vouches for: only a plain non-negative int counts.
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _amount(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e15:
+        return float(value)
+    return None
+
+
+def _name(value: Any) -> str | None:
+    return value[:256] if isinstance(value, str) and value else None

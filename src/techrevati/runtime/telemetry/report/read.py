@@ -76,6 +76,10 @@ KEPT_ATTRIBUTES = frozenset(
         sc.FLEET_SCOPE,
         sc.FLEET_SCOPES,
         sc.PHASE,
+        sc.COST_TREE_USD,
+        sc.SESSION_SHARED,
+        sc.SESSION_REMOTE_CHILDREN,
+        sc.SESSION_REMOTE_PARENT_ROLE,
         *READ_ATTRIBUTES,  # whatever recognise reads to tell a model call and its usage
     }
 )

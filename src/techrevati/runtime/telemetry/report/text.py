@@ -106,6 +106,23 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
         )
         if len(report.sessions) > len(shown):
             out.append(f"  ... and {len(report.sessions) - len(shown)} earlier sessions")
+        shared = [row for row in report.sessions if row.shared or row.remote_parent]
+        if shared:
+            out += ["", "Session trees across processes"]
+            out += _table(
+                ["role", "shared", "remote sessions", "tree cost USD", "remote parent"],
+                [
+                    [
+                        row.role,
+                        "yes" if row.shared else "-",
+                        str(row.remote_children) if row.shared else "-",
+                        _usd(row.tree_cost_usd) if row.tree_cost_usd is not None else "-",
+                        row.remote_parent or "-",
+                    ]
+                    for row in shared[-_MAX_SESSION_ROWS:]
+                ],
+                "llrrl",
+            )
 
     if report.models or report.unattributed_cost_usd:
         out += ["", "Model calls (cost per model)"]
