@@ -33,6 +33,7 @@ PRIMITIVES = {
         "pricing",
         "pricing.database",
         "pricing.names",
+        "caller",
     )
 }
 FRONT = {f"{PKG}", f"{PKG}.__main__", f"{PKG}.orchestrator", f"{PKG}.otel"}

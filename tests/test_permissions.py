@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -73,8 +74,145 @@ def test_policy_defaults() -> None:
 
 
 def test_unknown_role_default_allow() -> None:
-    out = _policy(RolePermissionConfig("writer", RO)).authorize("stranger", "shell")
+    with pytest.warns(UserWarning, match="role 'stranger' has no config"):
+        out = _policy(RolePermissionConfig("writer", RO)).authorize("stranger", "shell")
     assert out == PermissionOutcome(True, "no config for role, default allow", "", "")
+
+
+def test_an_empty_policy_allows_every_role_silently() -> None:
+    """0.1.0's pinned case: no role configs at all, so no role can be a typo."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = PermissionPolicy().authorize("anyone", "shell")
+    assert out == PermissionOutcome(True, "no config for role, default allow", "", "")
+
+
+# -- roles in the same normal form as tools (issue 20, point 8) ---------------------
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "researcher",
+        "Researcher",
+        "RESEARCHER",
+        " researcher ",
+        "ｒｅｓｅａｒｃｈｅｒ",
+        "re\u200bsearcher",
+    ],
+)
+def test_a_role_spelling_variant_gets_that_roles_config(spelling: str) -> None:
+    policy = _policy(RolePermissionConfig("researcher", RO))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a known role, however spelled, is not warned about
+        denied = policy.authorize(spelling, "shell")
+        allowed = policy.authorize(spelling, "search")
+    assert (denied.allowed, denied.active_mode, denied.required_mode) == (
+        False,
+        "READ_ONLY",
+        "FULL_ACCESS",
+    )
+    assert allowed.allowed is True
+    assert PermissionEnforcer(policy).is_allowed(spelling, "shell") is False
+
+
+def test_configured_role_keys_in_any_spelling_are_found() -> None:
+    policy = PermissionPolicy(
+        role_configs={"Researcher": RolePermissionConfig("Researcher", RO)},
+        tool_requirements=dict(REQUIREMENTS),
+    )
+    assert policy.authorize("researcher", "shell").allowed is False
+    cfg = policy.config_for("RESEARCHER")
+    assert cfg is not None and cfg.role == "Researcher"
+
+
+def test_two_configured_spellings_of_one_role_the_lower_mode_governs() -> None:
+    policy = PermissionPolicy(
+        role_configs={
+            "Ops": RolePermissionConfig("Ops", FA),
+            "OPS": RolePermissionConfig("OPS", RO),
+        },
+        tool_requirements=dict(REQUIREMENTS),
+    )
+    assert policy.authorize("ops", "shell").allowed is False  # neither spelling exactly
+    assert policy.authorize("Ops", "shell").allowed is True  # an exact key is that key
+
+
+def test_roles_added_after_construction_are_found_in_any_spelling() -> None:
+    configs: dict[str, RolePermissionConfig] = {"writer": RolePermissionConfig("writer", RO)}
+    policy = PermissionPolicy(role_configs=configs, tool_requirements=dict(REQUIREMENTS))
+    assert policy.config_for("Analyst") is None
+    configs["analyst"] = RolePermissionConfig("analyst", WW)
+    assert policy.authorize("Analyst", "write_file").allowed is True
+    assert policy.authorize("Analyst", "shell").allowed is False
+
+
+def test_an_unknown_role_is_warned_once_per_policy_at_the_callers_line() -> None:
+    policy = _policy(RolePermissionConfig("researcher", RO))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert policy.authorize("reseacher", "shell").allowed is True  # a typo
+        assert PermissionEnforcer(policy).is_allowed("reseacher", "search") is True
+        assert policy.authorize("intern", "search").allowed is True
+    assert [str(w.message).split(" has")[0] for w in caught] == [
+        "role 'reseacher'",
+        "role 'intern'",
+    ]
+    assert all(w.category is UserWarning for w in caught)
+    assert {w.filename for w in caught} == {__file__}
+    assert "configured: 'researcher'" in str(caught[0].message)
+    assert "unknown_role=PermissionMode.READ_ONLY" in str(caught[0].message)
+    # Another policy warns again: the warning is about that policy's configs.
+    with pytest.warns(UserWarning, match="reseacher"):
+        _policy(RolePermissionConfig("researcher", RO)).authorize("reseacher", "shell")
+
+
+def test_warnings_about_unknown_roles_are_bounded() -> None:
+    policy = _policy(RolePermissionConfig("researcher", RO))
+    huge = "x" * 10_000_000
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for index in range(1500):
+            policy.authorize(f"role-{index}", "search")
+        policy.authorize(huge, "search")
+    assert len(caught) == 1024  # then no more: role names from outside cannot grow it
+    assert max(len(str(w.message)) for w in caught) < 500
+    fresh = _policy(RolePermissionConfig("researcher", RO))
+    with pytest.warns(UserWarning) as one:
+        fresh.authorize(huge, "search")
+    assert len(str(one[0].message)) < 500  # the name is quoted shortened
+
+
+def test_unknown_role_mode_limits_roles_without_a_config() -> None:
+    policy = PermissionPolicy(
+        role_configs={"admin": RolePermissionConfig("admin", FA)},
+        tool_requirements=dict(REQUIREMENTS),
+        unknown_role=RO,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # chosen deliberately: nothing to warn about
+        refused = policy.authorize("intern", "write_file")
+        read = policy.authorize("intern", "search")
+    assert refused == PermissionOutcome(
+        False,
+        "role 'intern' has READ_ONLY but tool requires WORKSPACE_WRITE "
+        "(no config for role: unknown_role)",
+        "READ_ONLY",
+        "WORKSPACE_WRITE",
+    )
+    assert read == PermissionOutcome(True, None, "READ_ONLY", "READ_ONLY")
+    assert policy.authorize("Admin", "shell").allowed is True  # configured, any spelling
+    assert PermissionPolicy(unknown_role="workspace_write").unknown_role is WW  # type: ignore[arg-type]
+    assert PermissionPolicy().unknown_role is None
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [("EVERYTHING", ValueError), (0, ValueError), (True, TypeError)]
+)
+def test_a_bad_unknown_role_names_the_value(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match=rf"unknown_role.*{value!r}"):
+        PermissionPolicy(unknown_role=value)  # type: ignore[arg-type]
 
 
 # -- step 1: deny list ---------------------------------------------------------------
@@ -308,7 +446,8 @@ def test_enforcer_check_and_is_allowed() -> None:
     assert enf.check("writer", "shell") == p.authorize("writer", "shell")
     assert enf.is_allowed("writer", "search") is True
     assert enf.is_allowed("writer", "shell") is False
-    assert enf.is_allowed("nobody", "shell") is True
+    with pytest.warns(UserWarning, match="role 'nobody' has no config"):
+        assert enf.is_allowed("nobody", "shell") is True
 
 
 def search() -> str:

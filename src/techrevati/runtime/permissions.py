@@ -1,10 +1,16 @@
 """Role-based tool permissions: a deny-first policy and an enforcer around it.
 
 Evaluation order for a configured role: explicit deny list, then the tool's required
-mode (default READ_ONLY), then the optional whitelist. Roles without a config are
-allowed. Every tool-name comparison (deny list, requirements, whitelist, and the
-guardrail helpers) goes through :func:`normalize_tool_name`, so ``"DELETE_DB"``,
-``" delete_db "`` and full-width ``"ｄｅｌｅｔｅ_ｄｂ"`` are all the tool ``delete_db``.
+mode (default READ_ONLY), then the optional whitelist. Every tool-name comparison
+(deny list, requirements, whitelist, and the guardrail helpers) goes through
+:func:`normalize_tool_name`, so ``"DELETE_DB"``, ``" delete_db "`` and full-width
+``"ｄｅｌｅｔｅ_ｄｂ"`` are all the tool ``delete_db``. Role names are compared in the
+same normal form: a config for ``"researcher"`` governs ``"Researcher"``.
+
+A role without a config is allowed, as in 0.1.0; a policy that has role configs
+warns once per such role (it is most often a typo), and
+``PermissionPolicy(unknown_role=PermissionMode.READ_ONLY)`` treats unknown roles
+as having that mode instead.
 
 Example::
 
@@ -22,11 +28,14 @@ Example::
 from __future__ import annotations
 
 import functools
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
+
+from .caller import warn_user
 
 __all__ = [
     "PermissionEnforcer",
@@ -170,8 +179,25 @@ class RolePermissionConfig:
         _check_tool_list(self.denied_tools, "denied_tools")
 
 
+# An unknown role is warned about once per policy; the set is bounded so that
+# role names coming from outside cannot grow it without end.
+_WARNED_ROLES_LIMIT = 1024
+_ROLE_SHOWN = 80  # characters of a role name quoted in a warning
+
+
+def _shown(role: str) -> str:
+    return repr(role if len(role) <= _ROLE_SHOWN else role[: _ROLE_SHOWN - 3] + "...")
+
+
 class PermissionPolicy:
     """Deny-first authorisation over per-role configs and per-tool required modes.
+
+    Role names are looked up exactly first, then in their
+    :func:`normalize_tool_name` form (when two configured spellings share that
+    form, the one with the lower mode governs). A role with no config is
+    allowed (``unknown_role=None``, 0.1.0's rule; a policy with role configs
+    warns once per such role) or treated as a role with the mode
+    ``unknown_role`` and no tool lists.
 
     Example::
 
@@ -180,12 +206,20 @@ class PermissionPolicy:
         ...                                               denied_tools=["rm_rf"])})
         >>> policy.authorize("ops", "RM_RF").reason
         "tool 'RM_RF' is explicitly denied for role 'ops'"
+        >>> strict = PermissionPolicy(
+        ...     role_configs={"ops": RolePermissionConfig("ops", PermissionMode.FULL_ACCESS)},
+        ...     tool_requirements={"deploy": PermissionMode.FULL_ACCESS},
+        ...     unknown_role=PermissionMode.READ_ONLY)
+        >>> strict.authorize("OPS", "deploy").allowed, strict.authorize("intern", "deploy").allowed
+        (True, False)
     """
 
     def __init__(
         self,
         role_configs: dict[str, RolePermissionConfig] | None = None,
         tool_requirements: dict[str, PermissionMode] | None = None,
+        *,
+        unknown_role: PermissionMode | None = None,
     ) -> None:
         self.role_configs: dict[str, RolePermissionConfig] = (
             role_configs if role_configs is not None else {}
@@ -204,10 +238,21 @@ class PermissionPolicy:
             if not isinstance(tool, str):
                 raise TypeError(f"tool_requirements keys must be tool names, got {tool!r}")
         self.tool_requirements: dict[str, PermissionMode] = reqs
+        #: The mode a role without a config gets; None allows it (0.1.0's rule).
+        self.unknown_role: PermissionMode | None = (
+            None if unknown_role is None else _coerce_mode(unknown_role, "unknown_role")
+        )
         # tool_requirements keyed by normalised name, with the snapshot of the dict
         # it was built from; rebuilt whenever the contents differ (so edits still
         # apply). One attribute, so a racing thread sees a consistent pair.
         self._required: tuple[tuple[tuple[Any, Any], ...], dict[str, PermissionMode]] = ((), {})
+        # role_configs keyed by normalised role, built the same way (on a miss only).
+        self._roles: tuple[tuple[tuple[Any, Any], ...], dict[str, RolePermissionConfig]] = (
+            (),
+            {},
+        )
+        self._warned_roles: set[str] = set()
+        self._warn_lock = threading.Lock()
 
     def _required_mode(self, key: str) -> PermissionMode:
         reqs = self.tool_requirements
@@ -227,21 +272,83 @@ class PermissionPolicy:
             self._required = (snapshot, required)
         return required.get(key, PermissionMode.READ_ONLY)
 
+    def config_for(self, role: str) -> RolePermissionConfig | None:
+        """The config that governs ``role``: exact name first, then its normal form.
+
+        Example::
+
+            >>> policy = PermissionPolicy(
+            ...     {"researcher": RolePermissionConfig("researcher", PermissionMode.READ_ONLY)})
+            >>> policy.config_for(" Researcher ").role, policy.config_for("writer")
+            ('researcher', None)
+        """
+        configs = self.role_configs
+        exact = configs.get(role)  # the common case: one dict hit
+        if exact is not None or not configs or not isinstance(role, str):
+            return exact
+        snapshot = tuple(configs.items())
+        built_from, by_form = self._roles
+        if snapshot != built_from:
+            by_form = {}
+            for name, cfg in snapshot:
+                if not isinstance(name, str) or not isinstance(cfg, RolePermissionConfig):
+                    continue
+                form = _normalize(name)
+                known = by_form.get(form)
+                # Two spellings of one role: the lower mode governs.
+                if known is None or cfg.mode < known.mode:
+                    by_form[form] = cfg
+            self._roles = (snapshot, by_form)
+        return by_form.get(_normalize(role))
+
+    def _warn_unknown(self, role: str) -> None:
+        if role in self._warned_roles:
+            return
+        with self._warn_lock:
+            if role in self._warned_roles or len(self._warned_roles) >= _WARNED_ROLES_LIMIT:
+                return
+            self._warned_roles.add(role)
+        configured = ", ".join(_shown(r) for r in list(self.role_configs)[:10])
+        warn_user(
+            f"role {_shown(role)} has no config in this PermissionPolicy (configured: "
+            f"{configured}): its tool calls are allowed. Check the spelling, add a "
+            "RolePermissionConfig, or pass PermissionPolicy(unknown_role=PermissionMode."
+            "READ_ONLY) to limit roles without a config",
+            UserWarning,
+        )
+
     def authorize(self, role: str, tool_name: str) -> PermissionOutcome:
         """Decide whether ``role`` may call ``tool_name``; the first deciding step wins.
 
-        Tool names are compared in their :func:`normalize_tool_name` form; the
-        reasons quote the name as given.
+        Tool and role names are compared in their :func:`normalize_tool_name`
+        form; the reasons quote the names as given.
         """
         if not isinstance(tool_name, str):
             raise TypeError(f"tool_name must be a str, got {tool_name!r}")
-        cfg = self.role_configs.get(role)
+        cfg = self.config_for(role)
         if cfg is None:
-            return PermissionOutcome(allowed=True, reason="no config for role, default allow")
+            fallback = self.unknown_role
+            if fallback is None:
+                if self.role_configs:
+                    self._warn_unknown(role)
+                return PermissionOutcome(allowed=True, reason="no config for role, default allow")
+            return self._decide(
+                role, tool_name, fallback, None, None, " (no config for role: unknown_role)"
+            )
+        return self._decide(role, tool_name, cfg.mode, cfg.denied_tools, cfg.allowed_tools, "")
 
-        active = cfg.mode.name
+    def _decide(
+        self,
+        role: str,
+        tool_name: str,
+        mode: PermissionMode,
+        denied: Iterable[object] | None,
+        allowed: Iterable[object] | None,
+        why: str,
+    ) -> PermissionOutcome:
+        active = mode.name
         key = _normalize(tool_name)
-        if _contains(cfg.denied_tools, key):
+        if denied and _contains(denied, key):
             return PermissionOutcome(
                 allowed=False,
                 reason=f"tool '{tool_name}' is explicitly denied for role '{role}'",
@@ -250,15 +357,15 @@ class PermissionPolicy:
             )
 
         required = self._required_mode(key)
-        if cfg.mode < required:
+        if mode < required:
             return PermissionOutcome(
                 allowed=False,
-                reason=f"role '{role}' has {active} but tool requires {required.name}",
+                reason=f"role '{role}' has {active} but tool requires {required.name}{why}",
                 active_mode=active,
                 required_mode=required.name,
             )
 
-        if cfg.allowed_tools is not None and not _contains(cfg.allowed_tools, key):
+        if allowed is not None and not _contains(allowed, key):
             return PermissionOutcome(
                 allowed=False,
                 reason=f"tool '{tool_name}' not in allowed list for role '{role}'",

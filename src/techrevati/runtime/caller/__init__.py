@@ -1,0 +1,70 @@
+"""Where the user's code is: warnings we emit point at the line that caused them.
+
+A warning's ``stacklevel`` counts frames up from ``warnings.warn``; a fixed
+number breaks as soon as the same warning is reached through another path (a
+decorator, a session method, a span processor). :func:`user_stacklevel`
+counts instead to the first frame outside this package (and the wrapping
+libraries we call through), so ``python -W error``, warning filters by module
+and the printed ``file:line`` all name the user's code.
+
+It is a primitive (plain Python, no OpenTelemetry), so every room may use it.
+
+Example::
+
+    def check(value: int) -> None:  # in techrevati.runtime: the warning names
+        if value < 0:                 # the line that called check(), not this one
+            warn_user(f"negative value {value}", RuntimeWarning)
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+__all__ = ["user_stacklevel", "warn_user"]
+
+# Frames of these modules are never "the user's code": ours, and the plumbing a
+# call passes through on its way to us (wrapt's proxies, contextlib's
+# __enter__/__exit__ around our context managers).
+_PLUMBING = ("techrevati.runtime", "wrapt", "contextlib")
+
+
+def user_stacklevel(skip: int = 0) -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` made by the caller, pointing at user code.
+
+    ``skip`` extra frames are passed over first (for a helper that warns on
+    its caller's behalf). With no user frame at all (a thread running only our
+    code) it is 1: the warning then names our own line.
+
+    Example::
+
+        >>> user_stacklevel() >= 1
+        True
+    """
+    frame = sys._getframe(1 + skip)
+    level = 1
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not (isinstance(module, str) and module.startswith(_PLUMBING)):
+            return level
+        next_frame = frame.f_back
+        if next_frame is None:
+            return 1
+        frame = next_frame
+        level += 1
+    return 1
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn(message, category)`` attributed to the first frame of user code.
+
+    Example::
+
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_user("role 'x' has no config", UserWarning)
+        >>> str(caught[0].message)
+        "role 'x' has no config"
+    """
+    warnings.warn(message, category, stacklevel=user_stacklevel(skip=1) + 1)
