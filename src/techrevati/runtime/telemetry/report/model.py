@@ -38,6 +38,17 @@ _Key = tuple[str, str]
 _CENT_FRACTION = 5e-7
 
 
+@dataclass(frozen=True)
+class LoopRow:
+    """One loop detected in a session (its ``techrevati.loop.detected`` event)."""
+
+    pattern: str
+    #: The tools of the loop in call order.
+    tools: tuple[str, ...]
+    #: ``raise`` (the next identical call was refused) or ``warn``.
+    action: str
+
+
 @dataclass
 class SessionRow:
     """One agent session (an ``invoke_agent`` span)."""
@@ -64,6 +75,7 @@ class SessionRow:
     tree_cost_usd: float | None = None
     #: A session opened under a shared session of another process: the parent's role.
     remote_parent: str | None = None
+    loops: list[LoopRow] = field(default_factory=list)
 
 
 @dataclass
@@ -364,6 +376,9 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
                     fleet.setdefault(fleet_scope, FleetRow(fleet_scope)).refusals[kind] += 1
                 if owner_key in sessions:
                     sessions[owner_key].limit_hits.append(kind)
+            elif event.name == sc.EVENT_LOOP_DETECTED:
+                if owner_key in sessions:
+                    sessions[owner_key].loops.append(_loop_row(event.attributes))
             elif event.name == sc.EVENT_GUARDRAIL:
                 reported_violations.add(owner_key)
                 violations[(_guardrail_label(event.attributes, record), role)] += 1
@@ -429,6 +444,19 @@ def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunRepor
             [f"{tree.cycles} span parent cycle(s) found; the loops were cut"] if tree.cycles else []
         ),
         fleet=dict(sorted(fleet.items())),
+    )
+
+
+def _loop_row(attributes: Mapping[str, Any]) -> LoopRow:
+    tools = attributes.get(sc.LOOP_TOOLS)
+    if isinstance(tools, list | tuple) and tools:
+        names = tuple(str(t) for t in tools)
+    else:
+        names = (str(attributes.get(sc.GEN_AI_TOOL_NAME) or "?"),)
+    return LoopRow(
+        pattern=str(attributes.get(sc.LOOP_PATTERN) or "?"),
+        tools=names,
+        action=str(attributes.get(sc.LOOP_ACTION) or "?"),
     )
 
 

@@ -80,6 +80,9 @@ KEPT_ATTRIBUTES = frozenset(
         sc.SESSION_SHARED,
         sc.SESSION_REMOTE_CHILDREN,
         sc.SESSION_REMOTE_PARENT_ROLE,
+        sc.LOOP_PATTERN,
+        sc.LOOP_TOOLS,
+        sc.LOOP_ACTION,
         *READ_ATTRIBUTES,  # whatever recognise reads to tell a model call and its usage
     }
 )

@@ -190,6 +190,24 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
             "counts, so their tokens and cost are not known)",
         ]
 
+    looped = [(n, row) for n, row in enumerate(report.sessions, 1) if row.loops]
+    if looped:
+        out += ["", "Loops (repeated tool calls with the same result)"]
+        out += _table(
+            ["session", "pattern", "tools", "then"],
+            [
+                [
+                    f"{row.role} #{n}",
+                    loop.pattern,
+                    " -> ".join(loop.tools),
+                    "refused" if loop.action == "raise" else "warned",
+                ]
+                for n, row in looped
+                for loop in row.loops
+            ],
+            "llll",
+        )
+
     out += ["", "Limit hits"]
     if report.limit_hits:
         out += _table(
