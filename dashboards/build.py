@@ -969,6 +969,22 @@ def tools_and_permissions() -> dict[str, Any]:
             "none",
             "Violations",
         ),
+        prom_table(
+            lay,
+            "Loops detected by pattern, tool and role",
+            "Tool calls that looped: the same call returning the same result again and again "
+            "(repeat), between other work (interleaved), or 2-3 calls taking turns (cycle). "
+            "Under LoopGuard(on_loop='raise') the next identical call was refused (a limit hit "
+            "of kind loop); under 'warn' it ran and the loop was only reported. A session's "
+            "techrevati.loop.detected span events show which session looped." + TOTAL_NOTE,
+            total(
+                LOOPS,
+                *f,
+                group=["techrevati_loop_pattern", "gen_ai_tool_name", "gen_ai_agent_name"],
+            ),
+            "none",
+            "Loops",
+        ),
     ]
     return dashboard(
         "techrevati-tools",

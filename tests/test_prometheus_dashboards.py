@@ -317,6 +317,20 @@ def test_tool_calls_and_denials(stack: Stack) -> None:
     assert denials == dict(e.denials)
 
 
+def test_loops_by_pattern_tool_and_role(stack: Stack) -> None:
+    e = stack.expected
+    assert e.loops and e.limit_hits["loop"] > 0
+    loops = _by(
+        stack,
+        TOOLS,
+        "Loops detected by pattern, tool and role",
+        "techrevati_loop_pattern",
+        "gen_ai_tool_name",
+        "gen_ai_agent_name",
+    )
+    assert loops == dict(e.loops)
+
+
 def test_limit_hits_per_kind(stack: Stack) -> None:
     e = stack.expected
     assert e.limit_hits["budget"] > 0 and e.limit_hits["max_iterations"] > 0

@@ -3,7 +3,8 @@
 Everything a dashboard charts happens at least once per run: turns on three
 models from three providers, cached tokens, allowed, denied, guardrail-blocked
 and failing tools, a circuit breaker that opens, an enforced budget that stops a
-session, an iteration cap that stops another, recovery after failed turns, an
+session, an iteration cap that stops another, a tool loop refused before it
+runs, recovery after failed turns, an
 async session, a response with reasoning tokens read from a real OpenAI SDK
 object, a call whose response has no usage, calls of a model with no price (one
 booked at $0, one refused under an enforced budget). The expected numbers are
@@ -29,6 +30,8 @@ from techrevati.runtime import (
     CircuitOpenError,
     GuardrailOutcome,
     GuardrailViolatedError,
+    LoopDetectedError,
+    LoopGuard,
     MaxIterationsExceededError,
     ModelPricing,
     Orchestrator,
@@ -80,6 +83,7 @@ class Expected:
     calls_without_usage: int = 0
     unpriced_calls: int = 0
     utilization: list[float] = field(default_factory=list)  # spent / budget, per session
+    loops: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (pattern, tool, role)
 
     def session_done(self, session: Any, outcome: str, budget: float | None = None) -> None:
         tracker = session.tracker
@@ -338,3 +342,20 @@ def run_once(
     except UnpricedModelError:
         expected.limit_hits["unpriced"] += 1
     expected.session_done(s, "failed", strict.budget_usd)
+
+    # 9. A browser stuck in a loop: three identical searches with the same result are a
+    #    loop; under LoopGuard(on_loop="raise") the fourth is refused before it runs.
+    browser = Orchestrator(
+        role="browser", phase="research", loop_guard=LoopGuard(on_loop="raise"), **common
+    )
+    with browser.session() as s:
+        for _ in range(3):
+            tool(s, "search", lambda: "no hits")
+        try:
+            s.run_tool("search", lambda: "no hits")
+        except LoopDetectedError as refused:
+            expected.tool_calls["allow"] += 1  # allowed by policy, refused as a loop
+            expected.tool_errors += 1
+            expected.limit_hits["loop"] += 1
+            expected.loops[(refused.pattern, refused.tool, s.role)] += 1
+    expected.session_done(s, "completed")

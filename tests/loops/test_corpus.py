@@ -448,6 +448,11 @@ def test_arguments_of_a_zero_argument_callable() -> None:
 
     assert canonical(callable_arguments(bound("a"))) != canonical(callable_arguments(bound("b")))
     assert canonical(callable_arguments(bound("a"))) == canonical(callable_arguments(bound("a")))
+    # The same lambda written at another line and column is the same call.
+    written = [lambda: lookup("a")]
+    for _ in range(1):
+        written.append(lambda: lookup("a"))
+    assert canonical(callable_arguments(written[0])) == canonical(callable_arguments(written[1]))
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from types import CodeType
 from typing import Final, Literal
 
 from .. import semconv as sc
@@ -181,7 +182,17 @@ def callable_arguments(fn: object) -> object:
             values.append(cell.cell_contents)
         except ValueError:  # an empty cell
             values.append(None)
-    return [hash(code), values, getattr(fn, "__defaults__", None)]
+    return [_code_identity(code), values, getattr(fn, "__defaults__", None)]
+
+
+def _code_identity(code: CodeType) -> int:
+    """What a function's code does, not where it is written.
+
+    ``hash(code)`` covers line and column positions (3.11+), so the same
+    ``lambda: search("x")`` written twice would look like two different calls.
+    """
+    consts = tuple(_code_identity(c) if isinstance(c, CodeType) else c for c in code.co_consts)
+    return hash((code.co_code, consts, code.co_names))
 
 
 # -- the watch ------------------------------------------------------------------------
