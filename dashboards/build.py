@@ -48,6 +48,8 @@ FLEET_STORE_ERRORS = "techrevati_fleet_store_errors_total"
 FLEET_BUDGET = "techrevati_fleet_budget_USD"
 FLEET_WINDOW = "techrevati_fleet_window_seconds"
 FLEET_SPENT = "techrevati_fleet_spent_USD"
+REMOTE_SESSIONS = "techrevati_session_remote_sessions_total"
+REMOTE_UNKNOWN = "techrevati_session_remote_unknown_total"
 AGENT_INFERENCE_CALLS = "gen_ai_invoke_agent_inference_calls"
 AGENT_TOOL_CALLS = "gen_ai_invoke_agent_tool_calls"
 LOOPS = "techrevati_loop_detections_total"
@@ -1334,6 +1336,20 @@ def session_drilldown() -> dict[str, Any]:
             h=8,
         ),
     ]
+    p.append(
+        tempo_table(
+            "Session trees across services",
+            "Shared sessions (agent_session(..., shared=True)): one cap and budget for the "
+            "session and every session and model call it started in other processes and "
+            "services (HTTP, Celery, multiprocessing). Tree cost includes every remote "
+            "child's spend; remote sessions counts the sessions opened under it elsewhere. "
+            "Their spans sit in the same trace: click a trace ID to see the whole tree below.",
+            f"{{ {base} && span.techrevati.session.shared = true }} | select("
+            "span.gen_ai.agent.name, span.techrevati.session.outcome, span.techrevati.cost.usd, "
+            "span.techrevati.cost.tree_usd, span.techrevati.session.remote_children)",
+            h=8,
+        )
+    )
     p.append(row(lay, "Selected trace"))
     p.append(
         {
@@ -1717,6 +1733,24 @@ def budgets() -> dict[str, Any]:
                     per_second(FLEET_STORE_ERRORS, SVC, group=["techrevati_fleet_scope"]),
                     "{{techrevati_fleet_scope}}",
                 )
+            ],
+            "reqps",
+            w=24,
+        ),
+        timeseries(
+            lay,
+            "Shared sessions: remote sessions and unknown ids per second",
+            "Sessions opened in this service under a shared session of another process "
+            "(by the parent's role), and requests whose W3C baggage named a shared session "
+            "the store does not know (closed, expired or forged: ignored, nothing charged). "
+            "A steady stream of unknown ids at an edge service means inbound baggage is not "
+            "stripped (docs/shared-sessions.md)." + RATE_NOTE,
+            [
+                (
+                    per_second(REMOTE_SESSIONS, SVC, group=["gen_ai_agent_name"]),
+                    "under {{gen_ai_agent_name}}",
+                ),
+                (per_second(REMOTE_UNKNOWN, SVC), "unknown ids"),
             ],
             "reqps",
             w=24,
