@@ -98,11 +98,14 @@ def test_manifest_pins_one_release_for_core_and_contrib() -> None:
                 assert version == f"v{COLLECTOR_VERSION}", f"{module} {version}"
 
 
-def test_manifest_has_exactly_the_components_the_config_uses() -> None:
+def test_manifest_has_exactly_the_components_the_configs_use() -> None:
+    """otelcol.yaml and its alternative, otelcol-tail-sampling.yaml, together."""
+    tail = _yaml("otelcol-tail-sampling.yaml")
     for kind, modules in _manifest_modules(MANIFEST).items():
         built = {_component_type(module) for module, _ in modules}
         # A component's type drops the underscores its module name cannot have.
-        used = {key.split("/", 1)[0].replace("_", "") for key in COLLECTOR.get(kind) or {}}
+        keys = [*(COLLECTOR.get(kind) or {}), *(tail.get(kind) or {})]
+        used = {key.split("/", 1)[0].replace("_", "") for key in keys}
         assert built == used, f"{kind}: manifest builds {sorted(built)}, config uses {sorted(used)}"
 
 

@@ -232,17 +232,28 @@ def _types_used(config: dict[str, Any]) -> dict[str, set[str]]:
 
 
 SHIPPED_CONFIG = yaml.safe_load(OTELCOL_YAML.read_text(encoding="utf-8"))
+#: The alternative config (tail sampling); the build serves both files.
+TAIL_CONFIG = yaml.safe_load(
+    (REPO / "collector-config" / "otelcol-tail-sampling.yaml").read_text(encoding="utf-8")
+)
 
 
-def test_shipped_build_has_exactly_the_components_otelcol_yaml_uses() -> None:
+def _both_configs() -> dict[str, set[str]]:
+    used = _types_used(SHIPPED_CONFIG)
+    for kind, types in _types_used(TAIL_CONFIG).items():
+        used[kind] = used[kind] | types
+    return used
+
+
+def test_shipped_build_has_exactly_the_components_the_configs_use() -> None:
     binary = _require(collector.shipped_binary())
-    assert collector.components(binary) == _types_used(SHIPPED_CONFIG)
+    assert collector.components(binary) == _both_configs()
 
 
 def test_test_build_adds_only_the_remote_write_exporter() -> None:
     binary = _require(collector.test_binary())
     built = collector.components(binary)
-    wanted = _types_used(SHIPPED_CONFIG)
+    wanted = _both_configs()
     wanted["exporters"] = wanted["exporters"] | {"prometheusremotewrite"}
     assert built == wanted
 

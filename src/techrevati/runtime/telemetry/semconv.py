@@ -34,6 +34,12 @@ GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tok
 GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
 #: Older instrumentations send cache writes under this name; read both.
 GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+#: Names the GenAI registry is renaming, current -> old: we write both until the rename is
+#: complete everywhere (cache_creation is still the name in parts of the registry and in
+#: many backends), and read both. docs/telemetry-reference.md lists them.
+MID_RENAME: Final = {
+    GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+}
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
 GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"

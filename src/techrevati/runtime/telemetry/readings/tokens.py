@@ -28,6 +28,10 @@ def usage_to_attributes(usage: UsageSnapshot) -> dict[str, Any]:
         attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_write_tokens:
         attrs[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_tokens
+    # Mid-rename names are written under the old spelling too (semconv.MID_RENAME).
+    for current, old in sc.MID_RENAME.items():
+        if current in attrs:
+            attrs[old] = attrs[current]
     return attrs
 
 
