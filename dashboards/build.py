@@ -56,6 +56,8 @@ LOOPS = "techrevati_loop_detections_total"
 #: Prometheus' own series of alert states, written by collector-config/alerts.yml's rules.
 ALERTS = "ALERTS"
 OURS_ALERTS = 'alertname=~"Techrevati.*"'
+FLEET_DROPPED = "techrevati_fleet_dropped_total"
+FLEET_EVICTIONS = "techrevati_fleet_evictions_total"
 #: The breaker gauge has unit "1": scraped directly it is techrevati_breaker_state,
 #: through the collector's Prometheus translation it gains "_ratio". Match both.
 BREAKER_NAME_RE = "techrevati_breaker_state(_ratio)?"
@@ -1751,6 +1753,30 @@ def budgets() -> dict[str, Any]:
                     "under {{gen_ai_agent_name}}",
                 ),
                 (per_second(REMOTE_UNKNOWN, SVC), "unknown ids"),
+            ],
+            "reqps",
+            w=24,
+        ),
+        timeseries(
+            lay,
+            "Fleet bookings lost by scope",
+            "Settlements or clean-ups dropped before reaching Redis (spend not booked "
+            "fleet-wide), and windows whose keys vanished mid-window (Redis evicted them or "
+            "restarted without persistence: that window's spend and calls restarted from "
+            "zero). Both should stay at zero." + RATE_NOTE,
+            [
+                (
+                    per_second(
+                        FLEET_DROPPED,
+                        SVC,
+                        group=["techrevati_fleet_scope", "techrevati_fleet_finish"],
+                    ),
+                    "dropped {{techrevati_fleet_finish}} {{techrevati_fleet_scope}}",
+                ),
+                (
+                    per_second(FLEET_EVICTIONS, SVC, group=["techrevati_fleet_scope"]),
+                    "evicted window {{techrevati_fleet_scope}}",
+                ),
             ],
             "reqps",
             w=24,

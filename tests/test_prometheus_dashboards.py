@@ -70,6 +70,8 @@ FLEET_METRICS = frozenset(
         semconv.METRIC_FLEET_BUDGET,
         semconv.METRIC_FLEET_WINDOW,
         semconv.METRIC_FLEET_SPENT,
+        semconv.METRIC_FLEET_DROPPED,
+        semconv.METRIC_FLEET_EVICTIONS,
     }
 )
 

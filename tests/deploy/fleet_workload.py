@@ -11,7 +11,10 @@ collector. Three scopes, each in two passes with metric exports between them
 * ``fleet-burn`` ($10 a day): the same calls, far from its budget (a time to
   exhaustion above zero);
 * ``fleet-down`` (a Redis port nobody listens on, ``on_store_error="allow"``):
-  one call per pass, each counted as store errors.
+  two calls per pass, each counted as a store error; the clean-up queue is cut
+  to one entry, so each pass drops one clean-up (``techrevati.fleet.dropped``);
+* ``fleet-evict``: one call, its keys deleted mid-window as an evicting Redis
+  would, one more call, which counts ``techrevati.fleet.evictions``.
 
 It prints, as JSON, what the process itself observed: refusals it caught by
 scope and kind, and each reachable scope's spend from ``FleetLimits.usage()``.
@@ -26,6 +29,8 @@ import sys
 import time
 from typing import Any
 
+import redis
+
 from techrevati.runtime import (
     BudgetExceededError,
     FleetLimits,
@@ -36,6 +41,7 @@ from techrevati.runtime import (
     configure,
     register_pricing,
 )
+from techrevati.runtime.fleet import outbox
 from techrevati.runtime.telemetry import semconv
 
 SERVICE = "techrevati-fleet-test"
@@ -71,13 +77,22 @@ def main(redis_url: str, closed_url: str) -> dict[str, Any]:
         "fleet-budget/" + semconv.LIMIT_FLEET_BUDGET: 0,
         "fleet-calls/" + semconv.LIMIT_FLEET_CALLS: 0,
     }
+    # Both "bookings lost" series, for real: keys deleted mid-window (what an
+    # evicting Redis does) and a clean-up queue bound shrunk to one entry, so the
+    # second refused admission while Redis is down drops the first one's clean-up.
+    evict = FleetLimits(redis_url, scope="fleet-evict", max_calls=1_000)
+    outbox.CLEANUPS_MAX = 1
+    keys = redis.Redis.from_url(redis_url)
     calls_while_down = 0
     for pass_calls in (1, 5):
         _calls(budget, pass_calls, refusals)
         _calls(calls, pass_calls, refusals)
-        _calls(down, 1, refusals)
+        _calls(down, 2, refusals)
         _calls(burn, pass_calls, refusals)
-        calls_while_down += 1
+        calls_while_down += 2
+        _calls(evict, 1, refusals)
+        keys.delete(*keys.keys("techrevati:fleet:{fleet-evict}:*"))
+        _calls(evict, 1, refusals)
         time.sleep(2.5)  # a few metric exports before the next pass
     spent = {fleet.scope: fleet.usage().spent_usd for fleet in (budget, calls, burn)}
     handle.shutdown()

@@ -311,5 +311,5 @@ def test_the_package_imports_without_redis_and_names_the_extra() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "pip install redis" in proc.stdout
-    assert "pip install '.[redis]'" in proc.stdout
+    assert "pip install redis" in proc.stdout and "pip install '.[redis]'" in proc.stdout
+    assert "techrevati-runtime[redis]" not in proc.stdout  # not on the public index

@@ -737,7 +737,7 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
     ) -> tuple[T, UsageSnapshot]:
         """Async ``run_turn``: same limits, spans, events and budget rules."""
         _check_turn_arguments(coro_factory, model, usage, estimate_usage, timeout)
-        turn = core.TurnCall.begin(self._scope_or_open(), model, usage=usage)
+        turn = await core.TurnCall.abegin(self._scope_or_open(), model, usage=usage)
         try:
             token = otel_context.attach(turn.context)
             try:

@@ -228,6 +228,19 @@ def _begin_turn(
     )
 
 
+async def _abegin_turn(
+    spec: _TurnSpec, capture: bool, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> core.TurnCall:
+    """``_begin_turn`` for coroutines: fleet scopes are awaited, never waited on in the loop."""
+    return await core.TurnCall.abegin(
+        core.current_session(),
+        spec.model,
+        provider=spec.provider,
+        usage=spec.fixed,
+        prompt=_arguments(spec.names, instance, args, kwargs) if capture else None,
+    )
+
+
 def _finish_turn(spec: _TurnSpec, turn: core.TurnCall, capture: bool, result: object) -> None:
     """A decorated function returned ``result``: read its usage and end the turn."""
     found = extract(result)
@@ -452,7 +465,7 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
             capture = capture_content()  # read once per call
-            turn = _begin_turn(spec, capture, instance, args, kwargs)
+            turn = await _abegin_turn(spec, capture, instance, args, kwargs)
             try:
                 token = otel_context.attach(turn.context)
                 try:

@@ -1,7 +1,7 @@
 """Fleet-wide limits: one budget and one call cap shared by every process, on Redis.
 
 Importing this package never needs the ``redis`` client; building a
-``FleetLimits`` does (``pip install redis``, or ``pip install '.[redis]'`` from a clone).
+``FleetLimits`` does (``pip install redis``).
 
 Example::
 

@@ -4,13 +4,17 @@ A fleet scope is one more level of the ledger chain, above the session ledgers:
 ``reserve`` admits a call (counts it, reserves its expected cost), ``settle``
 replaces the reservation with the actual cost, ``release`` drops it. Each is a
 single Lua script, so one round trip, atomic across every process.
+
+Coroutines use ``areserve``: its round trips run on a few I/O threads and its
+probe wait is awaited, so the event loop never waits on Redis. ``settle`` and
+``release`` called on an event loop, or while earlier finishes still wait, go
+to the scope's outbox and a background thread delivers them (``outbox.py``).
 """
 
 from __future__ import annotations
 
-import collections
+import functools
 import logging
-import math
 import secrets
 import threading
 import time
@@ -21,62 +25,28 @@ from ..telemetry.calls.metrics import fleet_scopes, instruments_for
 from ..telemetry.limits.errors import FleetUnavailableError, MaxIterationsExceededError
 from ..telemetry.limits.money import NANO, booking_nano, check_budget, to_nano
 from ..usage_tracking import BudgetExceededError
+from . import checks
+from .health import StoreHealth
 from .hold import FleetHold, FleetUsage
+from .offloop import ProbeWaiters, on_event_loop, run_off_loop
+from .outbox import Finish, Outbox
 
 if TYPE_CHECKING:
     from .store import RedisStore
 
 _log = logging.getLogger("techrevati.runtime.fleet")
 
-_NANO = NANO
-#: The longest window, lease or probe wait a scope accepts (ten years, in seconds):
-#: far beyond any real use, and every deadline in ms stays exact in Redis' Lua doubles.
-_MAX_SECONDS = 10 * 366 * 86_400.0
-#: The longest bound on one Redis call.
-_MAX_TIMEOUT_S = 3_600.0
-#: The largest call cap: counts stay exact in Redis' Lua doubles.
-_MAX_CALLS = 2**53
 #: Learned per-model costs outlive windows (a new day starts knowing yesterday's prices).
 _LEARNED_TTL_MS = 30 * 86_400 * 1000
-#: Settlements that failed while the store was down, retried once it answers again.
-_PENDING_MAX = 10_000
 _PROBE_POLL_MIN_S = 0.005
 _PROBE_POLL_MAX_S = 0.25
+#: Clock difference tolerated between this host and Redis when telling an
+#: evicted window from one that simply ended.
+_CLOCK_SLACK_S = 5.0
 
 OnStoreError = Literal["refuse", "allow"]
-
-
-def _number(
-    name: str,
-    value: object,
-    *,
-    positive: bool,
-    optional: bool = True,
-    most: float | None = None,
-) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"FleetLimits {name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        need = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ValueError(f"FleetLimits {name} must be {need}, got {value!r}")
-    if most is not None and value > most:
-        raise ValueError(f"FleetLimits {name} must be at most {most:g}, got {value!r}")
-    return float(value)
-
-
-def _seconds(name: str, value: object, *, optional: bool, most: float = _MAX_SECONDS) -> float:
-    return float(_number(name, value, positive=True, optional=optional, most=most) or 0.0)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+#: What one admission round trip came to: a hold, or the ms left on a probe's lease.
+_Step = FleetHold | float
 
 
 class FleetLimits:
@@ -101,12 +71,16 @@ class FleetLimits:
         on_store_error: ``"refuse"`` fails closed (``FleetUnavailableError``
             before the call), ``"allow"`` fails open (the call runs on local
             limits only). Either way it is logged once per outage and counted.
+            Settlements that cannot be written are kept and delivered by a
+            background thread once Redis answers (see docs/fleet.md).
         timeout_s: bound on every Redis call (connect and reply each).
         probe_wait_s: under a budget, a model whose cost the scope has not seen
             yet and the caller cannot estimate runs one call first; others of
             that model wait for it up to this long (None: until it settles or
             its lease ends), then run unreserved.
         key_prefix: prefix of every Redis key of the scope.
+        max_connections: connections this scope object opens at most (from a
+            URL); callers beyond it wait for a free one instead of failing.
 
     Example::
 
@@ -130,71 +104,114 @@ class FleetLimits:
         timeout_s: float = 0.5,
         probe_wait_s: float | None = None,
         key_prefix: str = "techrevati:fleet",
+        max_connections: int = 128,
     ) -> None:
-        if not isinstance(scope, str) or not scope.strip():
-            raise ValueError(f"FleetLimits scope must be a non-empty string, got {scope!r}")
-        if "{" in scope or "}" in scope:
-            raise ValueError(f"FleetLimits scope must not contain braces, got {scope!r}")
+        self.scope = checks.scope_name(scope)
         if not isinstance(key_prefix, str) or not key_prefix:
             raise ValueError(
                 f"FleetLimits key_prefix must be a non-empty string, got {key_prefix!r}"
             )
-        if max_calls is not None and (
-            isinstance(max_calls, bool) or not isinstance(max_calls, int)
-        ):
-            raise TypeError(f"FleetLimits max_calls must be an int, got {max_calls!r}")
-        if max_calls is not None and not 0 <= max_calls <= _MAX_CALLS:
-            raise ValueError(f"FleetLimits max_calls must be in [0, 2**53], got {max_calls!r}")
         if on_store_error not in ("refuse", "allow"):
             raise ValueError(
                 f"FleetLimits on_store_error must be 'refuse' or 'allow', got {on_store_error!r}"
             )
-        self.scope = scope
+        if (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or not 1 <= max_connections <= 10_000
+        ):
+            raise ValueError(
+                f"FleetLimits max_connections must be an int in [1, 10000], got {max_connections!r}"
+            )
         self.budget_usd = check_budget("FleetLimits budget_usd", budget_usd)
-        self.max_calls = max_calls
-        self.window_s = None if window_s is None else _seconds("window_s", window_s, optional=False)
-        self.lease_s = _seconds("lease_s", lease_s, optional=False)
-        self.timeout_s = _seconds("timeout_s", timeout_s, optional=False, most=_MAX_TIMEOUT_S)
-        self.probe_wait_s = _number("probe_wait_s", probe_wait_s, positive=False, most=_MAX_SECONDS)
+        self.max_calls = checks.calls_cap(max_calls)
+        self.window_s = None if window_s is None else checks.seconds("window_s", window_s)
+        self.lease_s = checks.seconds("lease_s", lease_s)
+        self.timeout_s = checks.seconds("timeout_s", timeout_s, most=checks.MAX_TIMEOUT_S)
+        self.probe_wait_s = checks.number(
+            "probe_wait_s", probe_wait_s, positive=False, most=checks.MAX_SECONDS
+        )
         self.on_store_error: OnStoreError = on_store_error
         self.key_prefix = key_prefix
+        self.max_connections = max_connections
         self._window_ms = 0 if self.window_s is None else max(1, round(self.window_s * 1000))
         self._lease_ms = max(1, round(self.lease_s * 1000))
         self._budget_nano = -1 if self.budget_usd is None else to_nano(self.budget_usd)
-        self._max_calls = -1 if max_calls is None else max_calls
+        self._max_calls = -1 if self.max_calls is None else self.max_calls
         self._url = url_or_redis_client if isinstance(url_or_redis_client, str) else None
 
         try:
             from . import store as store_module
         except ImportError as exc:
             raise ImportError(
-                "FleetLimits needs the Redis client: pip install redis (or, from a clone "
-                "of this project, pip install '.[redis]'; not 'techrevati-runtime[redis]', "
-                "which installs an unrelated package of that name from PyPI)"
+                "FleetLimits needs the Redis client: `pip install redis` "
+                "(or `pip install '.[redis]'` from a checkout of techrevati-runtime)"
             ) from exc
         if isinstance(url_or_redis_client, str):
-            client = store_module.connect(url_or_redis_client, self.timeout_s)
+            client = store_module.connect(url_or_redis_client, self.timeout_s, max_connections)
         elif callable(getattr(url_or_redis_client, "register_script", None)):
             client = url_or_redis_client
         else:
             raise TypeError(
                 "FleetLimits needs a redis:// URL or a redis.Redis client, "
-                f"got {url_or_redis_client!r}"
+                f"got {type(url_or_redis_client).__name__}"
             )
-        self._store: RedisStore = store_module.RedisStore(client, f"{key_prefix}:{{{scope}}}")
+        store: RedisStore = store_module.RedisStore(client, f"{key_prefix}:{{{self.scope}}}")
+        self._store = store
         self._store_errors = store_module.STORE_ERRORS
-        self._attrs = {sc.FLEET_SCOPE: scope}
+        self._health = StoreHealth(self.scope, on_store_error)
         self._refusal_attrs = {
-            sc.LIMIT_FLEET_BUDGET: {sc.FLEET_SCOPE: scope, sc.LIMIT_KIND: sc.LIMIT_FLEET_BUDGET},
-            sc.LIMIT_FLEET_CALLS: {sc.FLEET_SCOPE: scope, sc.LIMIT_KIND: sc.LIMIT_FLEET_CALLS},
+            sc.LIMIT_FLEET_BUDGET: {
+                sc.FLEET_SCOPE: self.scope,
+                sc.LIMIT_KIND: sc.LIMIT_FLEET_BUDGET,
+            },
+            sc.LIMIT_FLEET_CALLS: {sc.FLEET_SCOPE: self.scope, sc.LIMIT_KIND: sc.LIMIT_FLEET_CALLS},
         }
         self._lock = threading.Lock()
-        self._down = False
-        self._pending: collections.deque[tuple[FleetHold, str, int]] = collections.deque(
-            maxlen=_PENDING_MAX
+        self._waiters = ProbeWaiters()
+        self._last_window: int | None = None
+        self._evicted_window: int | None = None
+        # The outbox and its callbacks hold the store, the health and the waiters,
+        # never this object: pending settlements outlive a scope dropped early.
+        health, waiters, evicted = self._health, self._waiters, self._evicted
+
+        def deliver(finish: Finish) -> bool:
+            done = store.finish(
+                window=finish.window,
+                hold_id=finish.hold_id,
+                actual_nano=finish.actual_nano,
+                model=finish.model,
+                mode=finish.mode,
+                ttl_ms=_LEARNED_TTL_MS,
+            )
+            if done < 0 and finish.mode != "release":
+                evicted(finish)
+            return done == 1
+
+        def delivered(finish: Finish, booked: bool) -> None:
+            health.ok()
+            waiters.wake(finish.model)
+            if booked:
+                _count_cost(finish, health.attrs)
+
+        self._outbox = Outbox(
+            self.scope,
+            deliver,
+            store_errors=self._store_errors,
+            on_delivered=delivered,
+            on_store_error=health.retry_failed,
         )
         # Budget, window and spend as gauges per scope, for the burn-rate alerts.
         fleet_scopes.track(self)
+
+    @property
+    def _attrs(self) -> dict[str, str]:
+        # The metric labels of this scope (a subclass may relabel, e.g. per role).
+        return self._health.attrs
+
+    @_attrs.setter
+    def _attrs(self, value: dict[str, str]) -> None:
+        self._health.attrs = value
 
     # --- the ledger level -----------------------------------------------------
 
@@ -209,72 +226,73 @@ class FleetLimits:
         ``on_store_error="refuse"``, an unbacked hold under ``"allow"``. Each
         Redis call is bounded by ``timeout_s``; the only wait longer than that
         is the documented one for a model's first (probe) call, see
-        ``probe_wait_s``.
+        ``probe_wait_s``, and it never happens on an event loop thread (a call
+        there runs unreserved instead; coroutines should use ``areserve``).
 
         Example::
 
             hold = tenant.reserve("gpt-4o-mini", 0.002)
         """
-        if not isinstance(model, str):
-            raise TypeError(f"reserve() model must be a str, got {model!r}")
-        expected = _number("expected_usd", expected_usd, positive=False, optional=False)
-        expected_nano = booking_nano(expected or 0.0, f"fleet reservation of {model!r}")
+        model, expected_nano = self._checked(model, expected_usd)
+        hold_id = secrets.token_hex(8)
+        force = False
+        on_loop = on_event_loop()
+        waited_since: float | None = None
+        poll = _PROBE_POLL_MIN_S
+        while True:
+            try:
+                reply = self._admit(model, expected_nano, hold_id, force)
+            except self._store_errors as exc:
+                return self._admit_failed(exc, model, hold_id)
+            step = self._step(reply, model, hold_id)
+            if isinstance(step, FleetHold):
+                return step
+            if on_loop:
+                force = True  # never wait on a loop: the probe may be a task on it
+                continue
+            now = time.monotonic()
+            waited_since = now if waited_since is None else waited_since
+            left = self._wait_left(step, now - waited_since)
+            if left <= 0:
+                force = True
+                continue
+            self._waiters.wait(model, min(poll, left))
+            poll = min(poll * 2, _PROBE_POLL_MAX_S)
+
+    async def areserve(self, model: str, expected_usd: float = 0.0) -> FleetHold:
+        """``reserve`` for coroutines: never blocks the event loop.
+
+        Round trips run on a small shared pool of I/O threads (bounded, so a
+        frozen Redis ties up those threads, not the loop); the wait for a
+        model's probe call is awaited and ends as soon as a call of that model
+        settles in this process (else at the next poll, at most 0.25 s later).
+
+        Example::
+
+            hold = await tenant.areserve("gpt-4o-mini", 0.002)
+        """
+        model, expected_nano = self._checked(model, expected_usd)
         hold_id = secrets.token_hex(8)
         force = False
         waited_since: float | None = None
         poll = _PROBE_POLL_MIN_S
         while True:
             try:
-                reply = self._store.admit(
-                    window_ms=self._window_ms,
-                    lease_ms=self._lease_ms,
-                    max_calls=self._max_calls,
-                    budget_nano=self._budget_nano,
-                    expected_nano=expected_nano,
-                    model=model,
-                    hold_id=hold_id,
-                    force=force,
+                reply = await run_off_loop(
+                    functools.partial(self._admit, model, expected_nano, hold_id, force)
                 )
             except self._store_errors as exc:
-                self._store_failed(exc, "reserve")
-                self._compensate(hold_id, model)
-                if self.on_store_error == "refuse":
-                    raise FleetUnavailableError(self.scope, _reason(exc)) from None
-                now = time.time()
-                return FleetHold(
-                    scope=self.scope,
-                    model=model,
-                    hold_id=hold_id,
-                    reserved_usd=0.0,
-                    window_start=0.0,
-                    lease_until=now + self.lease_s,
-                    backed=False,
-                )
-            self._store_ok()
-            status = int(reply[0])
-            if status == 1:
-                return FleetHold(
-                    scope=self.scope,
-                    model=model,
-                    hold_id=hold_id,
-                    reserved_usd=int(reply[3]) / _NANO,
-                    window_start=int(reply[2]) / 1000,
-                    lease_until=int(reply[4]) / 1000,
-                    window=int(reply[1]),
-                )
-            if status == 0:
-                raise self._refusal(_text(reply[1]), int(reply[2]))
-            # status 2: this model's first call in the scope is still in flight.
+                return self._admit_failed(exc, model, hold_id)
+            step = self._step(reply, model, hold_id)
+            if isinstance(step, FleetHold):
+                return step
             now = time.monotonic()
-            if waited_since is None:
-                waited_since = now
-            left = int(reply[1]) / 1000
-            if self.probe_wait_s is not None:
-                left = min(left, self.probe_wait_s - (now - waited_since))
+            waited_since = now if waited_since is None else waited_since
+            left = self._wait_left(step, now - waited_since)
             if left <= 0:
                 force = True
                 continue
-            time.sleep(min(poll, left))
+            await self._waiters.await_(model, min(poll, left))
             poll = min(poll * 2, _PROBE_POLL_MAX_S)
 
     def settle(self, hold: FleetHold, actual_usd: float) -> None:
@@ -283,14 +301,15 @@ class FleetLimits:
         Books into the window the call was admitted in, even after its lease ran
         out (the reservation was freed then; the cost is booked now, once). A
         second settle or release of the same hold does nothing. Never raises on
-        a store failure: it is logged once per outage, counted, and retried
-        (idempotently) after the store answers again.
+        a store failure, and never waits on an event loop: the settlement is
+        then kept and delivered by a background thread (idempotently, so it
+        books at most once) as soon as the store answers.
 
         Example::
 
             tenant.settle(hold, 0.0017)
         """
-        actual = _number("actual_usd", actual_usd, positive=False, optional=False)
+        actual = checks.number("actual_usd", actual_usd, positive=False, optional=False)
         if self._claim(hold):
             self._finish(hold, "settle", booking_nano(actual or 0.0, f"cost of {hold.model!r}"))
 
@@ -314,27 +333,30 @@ class FleetLimits:
     def usage(self) -> FleetUsage:
         """The current window's calls, spend, reservations and calls in flight.
 
+        Delivers this scope's pending settlements first (bounded by a few
+        ``timeout_s``), so what it reads includes them when the store answers.
         Raises ``FleetUnavailableError`` when the store cannot be read.
 
         Example::
 
-            print(tenant.usage().spent_usd)
+            u = tenant.usage()
+            print(u.calls, u.spent_usd, u.reserved_usd, u.in_flight)
         """
-        if self._pending:
-            self._flush_pending()
+        if len(self._outbox):
+            self._outbox.drain(time.monotonic() + 4 * self.timeout_s)
         try:
             _window, start, calls, spent, reserved, in_flight = self._store.peek(
                 window_ms=self._window_ms, lease_ms=self._lease_ms
             )
         except self._store_errors as exc:
-            self._store_failed(exc, "usage")
-            raise FleetUnavailableError(self.scope, _reason(exc)) from None
-        self._store_ok()
+            self._health.failed(exc, "usage")
+            raise FleetUnavailableError(self.scope, checks.reason(exc)) from None
+        self._health.ok()
         return FleetUsage(
             scope=self.scope,
             calls=calls,
-            spent_usd=spent / _NANO,
-            reserved_usd=reserved / _NANO,
+            spent_usd=spent / NANO,
+            reserved_usd=reserved / NANO,
             in_flight=in_flight,
             window_start=start / 1000,
             window_s=self.window_s,
@@ -350,20 +372,41 @@ class FleetLimits:
             tenant.learned_cost("gpt-4o-mini")
         """
         try:
-            nano = self._store.learned(model)
+            nano = self._store.learned(checks.model_key(model))
         except self._store_errors as exc:
-            self._store_failed(exc, "learned_cost")
-            raise FleetUnavailableError(self.scope, _reason(exc)) from None
-        return None if nano is None else nano / _NANO
+            self._health.failed(exc, "learned_cost")
+            raise FleetUnavailableError(self.scope, checks.reason(exc)) from None
+        return None if nano is None else nano / NANO
 
     @property
     def pending_settlements(self) -> int:
-        """Settlements and releases that failed on the store and wait for a retry."""
-        return len(self._pending)
+        """Settlements, releases and clean-ups waiting to be delivered to the store."""
+        return len(self._outbox)
+
+    @property
+    def dropped_settlements(self) -> int:
+        """Settlements dropped undelivered (a full outbox, or rejected by the store)."""
+        return self._outbox.dropped["settlement"]
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Deliver pending settlements now, within ``timeout_s`` (default: 4 × ``timeout_s``).
+
+        Returns True when nothing is left waiting. Normal exit and the SIGTERM
+        handler do the same for every scope (``fleet.outbox.flush_all``).
+
+        Example::
+
+            tenant.flush(1.0)
+        """
+        bound = 4 * self.timeout_s if timeout_s is None else max(0.0, timeout_s)
+        return self._outbox.drain(time.monotonic() + bound)
 
     def close(self) -> None:
-        """Close the Redis connections this scope opened (and stop reporting its gauges)."""
+        """Deliver what is pending (bounded), close the Redis connections opened here,
+        and stop reporting this scope's gauges."""
         fleet_scopes.forget(self)
+        if len(self._outbox):
+            self.flush()
         self._store.close()
 
     def __repr__(self) -> str:
@@ -389,10 +432,72 @@ class FleetLimits:
             "timeout_s": self.timeout_s,
             "probe_wait_s": self.probe_wait_s,
             "key_prefix": self.key_prefix,
+            "max_connections": self.max_connections,
         }
         return (_rebuild, (self._url, options))
 
     # --- internals -----------------------------------------------------------------
+
+    def _checked(self, model: object, expected_usd: float) -> tuple[str, int]:
+        if not isinstance(model, str):
+            raise TypeError(f"reserve() model must be a str, got {model!r}")
+        expected = checks.number("expected_usd", expected_usd, positive=False, optional=False)
+        model = checks.model_key(model)
+        return model, booking_nano(expected or 0.0, f"fleet reservation of {model!r}")
+
+    def _admit(self, model: str, expected_nano: int, hold_id: str, force: bool) -> list[Any]:
+        return self._store.admit(
+            window_ms=self._window_ms,
+            lease_ms=self._lease_ms,
+            max_calls=self._max_calls,
+            budget_nano=self._budget_nano,
+            expected_nano=expected_nano,
+            model=model,
+            hold_id=hold_id,
+            force=force,
+        )
+
+    def _step(self, reply: list[Any], model: str, hold_id: str) -> _Step:
+        """A hold, the refusal raised, or (status 2) the seconds left on the probe's lease."""
+        self._health.ok()
+        status = int(reply[0])
+        if status == 1:
+            window = int(reply[1])
+            if len(reply) > 5 and int(reply[5]) and window == self._last_window:
+                self._vanished(window, "its keys were gone at the next admission")
+            self._last_window = window
+            return FleetHold(
+                scope=self.scope,
+                model=model,
+                hold_id=hold_id,
+                reserved_usd=int(reply[3]) / NANO,
+                window_start=int(reply[2]) / 1000,
+                lease_until=int(reply[4]) / 1000,
+                window=window,
+            )
+        if status == 0:
+            raise self._refusal(checks.text(reply[1]), int(reply[2]))
+        return int(reply[1]) / 1000
+
+    def _wait_left(self, lease_left_s: float, waited_s: float) -> float:
+        if self.probe_wait_s is None:
+            return lease_left_s
+        return min(lease_left_s, self.probe_wait_s - waited_s)
+
+    def _admit_failed(self, exc: BaseException, model: str, hold_id: str) -> FleetHold:
+        self._health.failed(exc, "reserve")
+        self._compensate(hold_id, model)
+        if self.on_store_error == "refuse":
+            raise FleetUnavailableError(self.scope, checks.reason(exc)) from None
+        return FleetHold(
+            scope=self.scope,
+            model=model,
+            hold_id=hold_id,
+            reserved_usd=0.0,
+            window_start=0.0,
+            lease_until=time.time() + self.lease_s,
+            backed=False,
+        )
 
     def _refusal(self, kind: str, current: int) -> Exception:
         error: Exception
@@ -401,7 +506,7 @@ class FleetLimits:
             error = MaxIterationsExceededError(self._max_calls, scope=self.scope)
         else:
             limit_kind = sc.LIMIT_FLEET_BUDGET
-            error = BudgetExceededError(self.budget_usd or 0.0, current / _NANO, scope=self.scope)
+            error = BudgetExceededError(self.budget_usd or 0.0, current / NANO, scope=self.scope)
         try:
             instruments_for(None).fleet_refusals.add(1, self._refusal_attrs[limit_kind])
         except Exception:  # telemetry never breaks the agent
@@ -420,27 +525,34 @@ class FleetLimits:
         return hold.backed
 
     def _finish(self, hold: FleetHold, mode: str, actual_nano: int) -> None:
+        finish = Finish(hold.window, hold.hold_id, hold.model, mode, actual_nano)
+        if len(self._outbox) or on_event_loop():
+            # An event loop never waits on Redis, and while earlier finishes wait
+            # (the store is likely down) this one joins them instead of timing out.
+            self._outbox.put(finish)
+            return
         try:
-            booked = self._store.finish(
-                window=hold.window,
-                hold_id=hold.hold_id,
+            done = self._store.finish(
+                window=finish.window,
+                hold_id=finish.hold_id,
                 actual_nano=actual_nano,
-                model=hold.model,
+                model=finish.model,
                 mode=mode,
                 ttl_ms=_LEARNED_TTL_MS,
             )
         except self._store_errors as exc:
-            self._store_failed(exc, mode)
-            self._pending.append((hold, mode, actual_nano))
+            self._health.failed(exc, mode)
+            self._outbox.put(finish)
             return
         except Exception:
             _log.exception("fleet scope %r: %s failed; the lease frees the hold", self.scope, mode)
             return
-        self._store_ok()
-        if booked:
-            self._booked(mode, actual_nano)
-        if self._pending:
-            self._flush_pending()
+        self._health.ok()
+        if done < 0 and mode != "release":
+            self._evicted(finish)
+        self._waiters.wake(finish.model)
+        if done == 1:
+            _count_cost(finish, self._attrs)
 
     def _compensate(self, hold_id: str, model: str) -> None:
         """Queue a release of an admission whose reply never came.
@@ -448,6 +560,7 @@ class FleetLimits:
         A timed-out script may still run once a stalled Redis wakes up; releasing
         its hold id afterwards un-counts it (a no-op if it never ran). The window
         is the server's, so the neighbours of this clock's window are released too.
+        Clean-ups have their own bound in the outbox: they never push out settlements.
         """
         if self._window_ms:
             now_w = int(time.time() * 1000) // self._window_ms
@@ -455,81 +568,41 @@ class FleetLimits:
         else:
             windows = [0]
         for window in windows:
-            ghost = FleetHold(
-                scope=self.scope,
-                model=model,
-                hold_id=hold_id,
-                reserved_usd=0.0,
-                window_start=0.0,
-                lease_until=0.0,
-                window=window,
-                done=True,
-            )
-            self._pending.append((ghost, "release", 0))
+            self._outbox.put(Finish(window, hold_id, model, "release", 0), cleanup=True)
 
-    def _booked(self, mode: str, actual_nano: int) -> None:
-        if mode != "settle" or actual_nano <= 0:
-            return
+    def _evicted(self, finish: Finish) -> None:
+        """A finish found its window's keys gone: evicted, unless the window simply ended."""
+        if self._window_ms:
+            ends = (finish.window + 1) * self._window_ms / 1000 + self.lease_s
+            if time.time() > ends - _CLOCK_SLACK_S:
+                return  # the window and its lease are over: its keys expired on time
+        self._vanished(finish.window, f"a {finish.mode} found none")
+
+    def _vanished(self, window: int, how: str) -> None:
         try:
-            instruments_for(None).fleet_cost.add(actual_nano / _NANO, self._attrs)
+            instruments_for(None).fleet_evictions.add(1, self._attrs)
         except Exception:  # telemetry never breaks the agent
-            _log.debug("fleet cost metric failed", exc_info=True)
+            _log.debug("fleet eviction metric failed", exc_info=True)
+        first = self._evicted_window != window
+        self._evicted_window = window
+        (_log.error if first else _log.debug)(
+            "fleet scope %r: the keys of window %d vanished from Redis mid-window (%s): "
+            "its spend and call count restarted from zero. Redis evicted them "
+            "(maxmemory-policy must be noeviction) or restarted without persistence "
+            "(use appendonly yes); see docs/fleet.md",
+            self.scope,
+            window,
+            how,
+        )
 
-    def _flush_pending(self) -> None:
-        """Retry settlements that failed during an outage (each books at most once)."""
-        while True:
-            try:
-                hold, mode, actual_nano = self._pending.popleft()
-            except IndexError:
-                return
-            try:
-                booked = self._store.finish(
-                    window=hold.window,
-                    hold_id=hold.hold_id,
-                    actual_nano=actual_nano,
-                    model=hold.model,
-                    mode=mode,
-                    ttl_ms=_LEARNED_TTL_MS,
-                )
-            except self._store_errors as exc:
-                self._pending.appendleft((hold, mode, actual_nano))
-                self._store_failed(exc, mode)
-                return
-            except Exception:
-                _log.exception("fleet scope %r: retried %s failed; dropped", self.scope, mode)
-                continue
-            if booked:
-                self._booked(mode, actual_nano)
 
-    def _store_failed(self, exc: BaseException, doing: str) -> None:
-        try:
-            instruments_for(None).fleet_store_errors.add(1, self._attrs)
-        except Exception:  # telemetry never breaks the agent
-            _log.debug("fleet store-error metric failed", exc_info=True)
-        with self._lock:
-            first, self._down = not self._down, True
-        if first:
-            action = (
-                "refusing model calls"
-                if self.on_store_error == "refuse"
-                else "letting model calls run on local limits only"
-            )
-            _log.warning(
-                "fleet scope %r: store unreachable during %s (%s); %s until it answers again",
-                self.scope,
-                doing,
-                _reason(exc),
-                action,
-            )
-        else:
-            _log.debug("fleet scope %r: store still unreachable (%s)", self.scope, _reason(exc))
-
-    def _store_ok(self) -> None:
-        if self._down:
-            with self._lock:
-                was, self._down = self._down, False
-            if was:
-                _log.warning("fleet scope %r: store reachable again", self.scope)
+def _count_cost(finish: Finish, attrs: dict[str, str]) -> None:
+    if finish.mode != "settle" or finish.actual_nano <= 0:
+        return
+    try:
+        instruments_for(None).fleet_cost.add(finish.actual_nano / NANO, attrs)
+    except Exception:  # telemetry never breaks the agent
+        _log.debug("fleet cost metric failed", exc_info=True)
 
 
 def _rebuild(url: str, options: dict[str, Any]) -> FleetLimits:

@@ -75,7 +75,8 @@ end
 #: ARGV: window_ms (0 = one unending window), lease_ms, max_calls (-1 = none),
 #: budget nano (-1 = none), expected nano, model, hold id, force (1 = admit even
 #: while another call probes this model's cost).
-#: Returns {1, w, window_start_ms, reserved nano, lease deadline ms} when admitted,
+#: Returns {1, w, window_start_ms, reserved nano, lease deadline ms, fresh} when
+#: admitted (fresh = 1 when this call created the window's keys),
 #: {0, 'calls', calls} or {0, 'budget', spent + reserved} when refused, or
 #: {2, ms left on the probe's lease} while the model's first call is in flight.
 ADMIT = (
@@ -92,7 +93,7 @@ purge(base, now, expire_at)
 local v = redis.call('HMGET', base, 'calls', 'spent', 'reserved', 'a:' .. id, 'p:' .. model)
 if v[4] then
   -- A retried admission (the first reply was lost) returns the first one, counted once.
-  return {1, w, start, tonumber(v[4]), tonumber(redis.call('ZSCORE', live, id) or now)}
+  return {1, w, start, tonumber(v[4]), tonumber(redis.call('ZSCORE', live, id) or now), 0}
 end
 local calls = tonumber(v[1] or '0')
 local spent, reserved = tonumber(v[2] or '0'), tonumber(v[3] or '0')
@@ -132,7 +133,7 @@ else
   redis.call('PEXPIREAT', base, int(expire_at))
   redis.call('PEXPIREAT', live, int(expire_at))
 end
-return {1, w, start, expected, deadline}
+return {1, w, start, expected, deadline, v[1] and 0 or 1}
 """
 )
 
@@ -140,15 +141,19 @@ return {1, w, start, expected, deadline}
 #: ARGV: hold id, actual nano, model, mode ('settle' books the actual cost;
 #: 'release' books nothing and un-counts the call; 'abandon' books nothing and
 #: keeps it counted), learned-cost ttl ms.
-#: Returns 1 when this call finished the hold, 0 when it was already finished
-#: (or its window is gone): that is what makes a retried settlement book once.
+#: Returns 1 when this call finished the hold, 0 when it was already finished:
+#: that is what makes a retried settlement book once; -1 when the window's keys
+#: are gone (expired, or evicted / lost before their time).
 FINISH = (
     _PRELUDE
     + r"""
 local base = KEYS[1]
 local id, actual, model, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local live = redis.call('ZREM', base .. ':live', id) == 1
-if not live and redis.call('HDEL', base .. ':exp', id) == 0 then return 0 end
+if not live and redis.call('HDEL', base .. ':exp', id) == 0 then
+  if redis.call('EXISTS', base) == 0 then return -1 end
+  return 0
+end
 local v = redis.call('HMGET', base, 'calls', 'spent', 'reserved', 'a:' .. id, 'p:' .. model)
 local calls, spent = tonumber(v[1] or '0'), tonumber(v[2] or '0')
 local reserved = tonumber(v[3] or '0')

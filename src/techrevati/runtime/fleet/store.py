@@ -18,7 +18,15 @@ from . import scripts
 STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
 
-def connect(url: str, timeout_s: float) -> redis.Redis:
+#: Connections one scope object may open; callers beyond it wait for a free one.
+MAX_CONNECTIONS = 128
+#: How long a caller waits for a free connection before it counts as a store error.
+#: A healthy Redis frees one within milliseconds; only a hung one holds them all,
+#: and then each is freed after ``timeout_s`` anyway.
+POOL_WAIT_S = 5.0
+
+
+def connect(url: str, timeout_s: float, max_connections: int = MAX_CONNECTIONS) -> redis.Redis:
     """A client for ``url`` whose connect and reply each give up after ``timeout_s``.
 
     redis-py retries a failed command three times with backoff by default, which
@@ -26,14 +34,21 @@ def connect(url: str, timeout_s: float) -> redis.Redis:
     never retried; a broken connection is retried once at once, so a pooled
     connection that a Redis restart closed does not refuse a call (every script
     is idempotent per hold id, so a retry after a lost reply counts once).
+
+    The pool blocks when all ``max_connections`` are busy (redis-py's default
+    pool raises "Too many connections" at 100, which a busy but healthy service
+    would see as an outage): a caller waits up to ``POOL_WAIT_S`` for a free one.
     """
-    return redis.Redis.from_url(
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         health_check_interval=0,
     )
+    return redis.Redis(connection_pool=pool)
 
 
 class RedisStore:
@@ -84,12 +99,13 @@ class RedisStore:
 
     def finish(
         self, *, window: int, hold_id: str, actual_nano: int, model: str, mode: str, ttl_ms: int
-    ) -> bool:
+    ) -> int:
+        """1: finished now; 0: finished before; -1: the window's keys are gone."""
         done = self._finish(
             keys=[f"{self.prefix}:{window}", self.learned_key],
             args=[hold_id, actual_nano, model, mode, ttl_ms],
         )
-        return int(done) == 1
+        return int(done)
 
     def peek(self, *, window_ms: int, lease_ms: int) -> list[int]:
         reply = self._peek(keys=[self.prefix], args=[window_ms, lease_ms])

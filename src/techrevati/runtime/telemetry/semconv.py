@@ -97,6 +97,8 @@ SESSION_REMOTE_CHILDREN: Final = "techrevati.session.remote_children"
 #: On a session opened in another process under a shared one: the parent's role and conversation.
 SESSION_REMOTE_PARENT_ROLE: Final = "techrevati.session.remote_parent.role"
 SESSION_REMOTE_PARENT_CONVERSATION: Final = "techrevati.session.remote_parent.conversation_id"
+#: On techrevati.fleet.dropped: "settlement" or "cleanup".
+FLEET_FINISH: Final = "techrevati.fleet.finish"
 #: Token kinds of the detail counter (cache and reasoning shares).
 TOKEN_KIND: Final = "techrevati.token.kind"
 #: Resource attribute naming one ``configure()`` run (its forked workers share it): runs
@@ -196,6 +198,10 @@ METRIC_AGENT_TOOL_CALLS: Final = "gen_ai.invoke_agent.tool_calls"
 METRIC_REMOTE_SESSIONS: Final = "techrevati.session.remote_sessions"
 #: Requests whose baggage named a shared session the store does not know.
 METRIC_REMOTE_UNKNOWN: Final = "techrevati.session.remote_unknown"
+#: Fleet finishes (settlements, clean-ups) dropped undelivered, per scope and FLEET_FINISH.
+METRIC_FLEET_DROPPED: Final = "techrevati.fleet.dropped"
+#: Fleet windows whose keys vanished while in use (Redis evicted or lost them), per scope.
+METRIC_FLEET_EVICTIONS: Final = "techrevati.fleet.evictions"
 
 #: Explicit bucket advice from the GenAI conventions.
 TOKEN_BUCKETS: Final = (

@@ -187,6 +187,8 @@ class Instruments:
     agent_tool_calls: Histogram
     remote_sessions: Counter
     remote_unknown: Counter
+    fleet_dropped: Counter
+    fleet_evictions: Counter
     #: False when nothing can ever read these instruments: the global provider
     #: is still the API's unset proxy, or a no-op provider was passed. The
     #: per-call paths (a turn, a tool call) then skip recording altogether.
@@ -349,6 +351,16 @@ def _build(provider: MeterProvider | None) -> Instruments:
             sc.METRIC_REMOTE_UNKNOWN,
             unit="{request}",
             description="Requests naming a shared session the store does not know (ignored).",
+        ),
+        fleet_dropped=meter.create_counter(
+            sc.METRIC_FLEET_DROPPED,
+            unit="{finish}",
+            description="Fleet settlements or clean-ups dropped before reaching Redis.",
+        ),
+        fleet_evictions=meter.create_counter(
+            sc.METRIC_FLEET_EVICTIONS,
+            unit="{window}",
+            description="Fleet windows whose keys vanished from Redis while in use.",
         ),
     )
 

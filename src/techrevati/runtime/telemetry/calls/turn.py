@@ -26,7 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
 from ...circuit_breaker import BreakerPermit, CircuitOpenError, CircuitState
@@ -100,59 +100,42 @@ class TurnCall:
         ``usage`` known up front is what the call reserves; ``prompt`` is
         recorded only with content capture on.
         """
-        if session is not None:
-            tracer, instruments = session.tracer, session.instruments
-            provider_name = provider if provider is not None else session.provider_name
-            labels = model_labels(session.model_attrs, model, provider_name, session.role)
-            parent = membership.parent_for(session)
-            ledger: Ledger | None = session.ledger
-            breaker = session.breaker
-        else:
-            tracer, instruments = tracer_for(tracer_provider), instruments_for(meter_provider)
-            provider_name = provider or ""
-            labels = model_labels(GLOBAL_LABELS, model, provider_name, None)
-            parent = None
-            ledger = None
-            breaker = None
-            membership.note_outside()
-        # The context the call starts in, read once: its placement in the ledger
-        # tree, its span's parent and its own context all derive from it.
-        here = parent if parent is not None else otel_context.get_current()
-        if session is None:
-            ledger = membership.root_for_context(here)
-        permit = None
-        if breaker is not None:
-            permit = BreakerPermit(breaker)
+        admitted = _admit(session, model, provider, usage, tracer_provider, meter_provider, False)
+        return cls._start(admitted, prompt)
+
+    @classmethod
+    async def abegin(
+        cls,
+        session: SessionScope | None,
+        model: str = "",
+        *,
+        provider: str | None = None,
+        usage: UsageSnapshot | None = None,
+        prompt: object = None,
+        tracer_provider: APITracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> TurnCall:
+        """``begin`` for coroutines: fleet scopes are asked without blocking the loop.
+
+        The local levels admit at once (a lock and a few additions); the fleet
+        round trips and any wait for a model's probe call are awaited, their
+        network I/O off the event loop.
+        """
+        admitted = _admit(session, model, provider, usage, tracer_provider, meter_provider, True)
+        entry, permit = admitted[6], admitted[7]
+        if entry is not None and entry.call is not None and entry.call.fleet_deferred:
             try:
-                permit.admit()
-            except CircuitOpenError as exc:
-                refused_span(session, model, exc)  # refused before it counts as a call
-                raise
-        entry: SpanEntry | None = None
-        if ledger is not None:
-            # Admitted before the span starts: a refused call leaves no span at
-            # all, in our processor or anyone else's, and nothing is counted.
-            expected = 0.0
-            priced = True
-            if ledger.has_budget():
-                # Reservations and prices matter only where a budget can refuse.
-                upfront = (
-                    price_call(model, usage, provider_name).cost
-                    if usage is not None and model
-                    else None
-                )
-                expected = ledger.expected_cost(model, upfront)
-                priced = not model or has_pricing(model, provider_name)
-            under = membership.enclosing_context(here)
-            if under is None or under.ledger is not ledger:
-                # The session named here is the one booked, whatever span encloses it.
-                under = SpanEntry(ledger, under.call if under is not None else None)
-            try:
-                entry = membership.admit_call(under, model, expected, ours=True, priced=priced)
+                await entry.call.leaf.areserve_fleet(entry.call)
             except BaseException:
                 if permit is not None:
                     permit.released()
                 raise
+        return cls._start(admitted, prompt)
+
+    @classmethod
+    def _start(cls, admitted: _Admitted, prompt: object) -> TurnCall:
+        """Start the span of an admitted call (the part of ``begin`` after admission)."""
+        session, model, provider_name, labels, tracer, instruments, entry, permit, here = admitted
         try:
             span = tracer.start_span(
                 labels.span_name,
@@ -367,6 +350,92 @@ class TurnCall:
             instruments.calls_without_usage.add(1, labels.cost)
         if model and not known:
             instruments.unpriced_calls.add(1, labels.cost)
+
+
+#: What admission hands to the span start: (session, model, provider, labels,
+#: tracer, instruments, entry, permit, context the call starts in).
+_Admitted = tuple[
+    SessionScope | None,
+    str,
+    str,
+    ModelLabels,
+    Tracer,
+    Instruments,
+    SpanEntry | None,
+    BreakerPermit | None,
+    Context,
+]
+
+
+def _admit(
+    session: SessionScope | None,
+    model: str,
+    provider: str | None,
+    usage: UsageSnapshot | None,
+    tracer_provider: APITracerProvider | None,
+    meter_provider: MeterProvider | None,
+    defer_fleet: bool,
+) -> _Admitted:
+    """The breaker permit and the ledger admission of one call; raises the refusal.
+
+    ``defer_fleet`` leaves the fleet scopes to the caller (``abegin`` awaits them).
+    """
+    if session is not None:
+        tracer, instruments = session.tracer, session.instruments
+        provider_name = provider if provider is not None else session.provider_name
+        labels = model_labels(session.model_attrs, model, provider_name, session.role)
+        parent = membership.parent_for(session)
+        ledger: Ledger | None = session.ledger
+        breaker = session.breaker
+    else:
+        tracer, instruments = tracer_for(tracer_provider), instruments_for(meter_provider)
+        provider_name = provider or ""
+        labels = model_labels(GLOBAL_LABELS, model, provider_name, None)
+        parent = None
+        ledger = None
+        breaker = None
+        membership.note_outside()
+    # The context the call starts in, read once: its placement in the ledger
+    # tree, its span's parent and its own context all derive from it.
+    here = parent if parent is not None else otel_context.get_current()
+    if session is None:
+        ledger = membership.root_for_context(here)
+    permit = None
+    if breaker is not None:
+        permit = BreakerPermit(breaker)
+        try:
+            permit.admit()
+        except CircuitOpenError as exc:
+            refused_span(session, model, exc)  # refused before it counts as a call
+            raise
+    entry: SpanEntry | None = None
+    if ledger is not None:
+        # Admitted before the span starts: a refused call leaves no span at
+        # all, in our processor or anyone else's, and nothing is counted.
+        expected = 0.0
+        priced = True
+        if ledger.has_budget():
+            # Reservations and prices matter only where a budget can refuse.
+            upfront = (
+                price_call(model, usage, provider_name).cost
+                if usage is not None and model
+                else None
+            )
+            expected = ledger.expected_cost(model, upfront)
+            priced = not model or has_pricing(model, provider_name)
+        under = membership.enclosing_context(here)
+        if under is None or under.ledger is not ledger:
+            # The session named here is the one booked, whatever span encloses it.
+            under = SpanEntry(ledger, under.call if under is not None else None)
+        try:
+            entry = membership.admit_call(
+                under, model, expected, ours=True, priced=priced, defer_fleet=defer_fleet
+            )
+        except BaseException:
+            if permit is not None:
+                permit.released()
+            raise
+    return (session, model, provider_name, labels, tracer, instruments, entry, permit, here)
 
 
 def refused_span(session: SessionScope | None, model: str, error: BaseException) -> None:

@@ -60,6 +60,7 @@ class FleetLevel(Protocol):
     budget_usd: float | None
 
     def reserve(self, model: str, expected_usd: float) -> object: ...
+    async def areserve(self, model: str, expected_usd: float) -> object: ...
     def settle(self, hold: object, actual_usd: float) -> None: ...
     def release(self, hold: object, *, ran: bool = True) -> None: ...
 
@@ -89,6 +90,9 @@ class Claim:
     absorbed: bool = False
     inner: bool = False
     library: tuple[str, UsageSnapshot] | None = None
+    #: Admitted locally; the fleet scopes are still to be asked (``areserve_fleet``).
+    fleet_deferred: bool = False
+    forced: bool = False
 
 
 _ZERO = UsageSnapshot()
@@ -247,12 +251,15 @@ class Ledger:
         ours: bool = True,
         priced: bool = True,
         force: bool = False,
+        defer_fleet: bool = False,
     ) -> Claim:
         """Count and reserve one call at every level, or raise the refusal.
 
         ``priced=False`` says the model has no known price: under an enforced
         budget that refuses the call (``UnpricedModelError``) unless the
-        session accepts unpriced models.
+        session accepts unpriced models. ``defer_fleet`` stops after the local
+        levels: the caller awaits ``areserve_fleet`` (coroutines do, so no
+        fleet round trip runs on the event loop).
         """
         if model and not priced and not force and not self.allow_unpriced and self.enforced():
             budget = next(
@@ -272,7 +279,11 @@ class Ledger:
         if refused is not None:
             self._refuse(*refused)
         if self._fleet_chain:
-            claim.holds = self._reserve_fleet(claim, force)
+            if defer_fleet:
+                claim.fleet_deferred = True
+                claim.forced = force
+            else:
+                claim.holds = self._reserve_fleet(claim, force)
         self._used()
         return claim
 
@@ -285,6 +296,31 @@ class Ledger:
                     listener(level)
                 except Exception:
                     _orchestrator_log.exception("usage listener raised; suppressing")
+
+    async def areserve_fleet(self, claim: Claim) -> None:
+        """Ask the fleet scopes for a call admitted with ``defer_fleet`` (awaitable).
+
+        A refusal releases what the other levels took and raises, as ``admit`` does.
+        """
+        if not claim.fleet_deferred:
+            return
+        claim.fleet_deferred = False
+        holds: list[tuple[FleetLevel, object]] = []
+        for fleet in self._fleet_chain:
+            try:
+                areserve = getattr(fleet, "areserve", None)
+                hold = (
+                    await areserve(claim.model, claim.expected)
+                    if areserve is not None
+                    else fleet.reserve(claim.model, claim.expected)  # a level with no async side
+                )
+                holds.append((fleet, hold))
+            except BaseException as exc:
+                if claim.forced and isinstance(exc, Exception):
+                    continue
+                self._fleet_refused(claim, holds, exc)
+                raise
+        claim.holds = tuple(holds)
 
     def _refusal_locked(self) -> tuple[str, Exception] | None:
         """The first level that refuses one more call, as (limit kind, error); None: all admit."""
@@ -311,15 +347,20 @@ class Ledger:
             except BaseException as exc:
                 if force and isinstance(exc, Exception):
                     continue  # it already happened: book it where the fleet lets us
-                for taken, hold in holds:
-                    taken.release(hold, ran=False)  # it never ran: not counted anywhere
-                self.release(claim, uncount=True)
-                if isinstance(exc, MaxIterationsExceededError):
-                    self._notify(sc.LIMIT_FLEET_CALLS, exc)
-                elif isinstance(exc, BudgetExceededError):
-                    self._notify(sc.LIMIT_FLEET_BUDGET, exc)
+                self._fleet_refused(claim, holds, exc)
                 raise
         return tuple(holds)
+
+    def _fleet_refused(
+        self, claim: Claim, holds: list[tuple[FleetLevel, object]], exc: BaseException
+    ) -> None:
+        for taken, hold in holds:
+            taken.release(hold, ran=False)  # it never ran: not counted anywhere
+        self.release(claim, uncount=True)
+        if isinstance(exc, MaxIterationsExceededError):
+            self._notify(sc.LIMIT_FLEET_CALLS, exc)
+        elif isinstance(exc, BudgetExceededError):
+            self._notify(sc.LIMIT_FLEET_BUDGET, exc)
 
     def _refuse(self, kind: str, error: Exception) -> None:
         self._notify(kind, error)

@@ -320,12 +320,14 @@ def admit_call(
     ours: bool,
     priced: bool = True,
     force: bool = False,
+    defer_fleet: bool = False,
 ) -> SpanEntry:
     """Place a model span under ``under``: the same call, or a new admitted one.
 
     May raise the refusal (cap, budget, unpriced, fleet); nothing is counted
     then. ``force`` counts a call that can no longer be refused (a span known
-    to be a model call only when it ended).
+    to be a model call only when it ended). ``defer_fleet`` admits at the
+    local levels only; the caller then awaits ``Ledger.areserve_fleet``.
     """
     outer = under.call
     if not ours:
@@ -345,7 +347,9 @@ def admit_call(
     ledger = under.ledger
     if not priced and model and ledger.has_budget() and not ledger.enforced():
         ledger.warn_unpriced(model)
-    claim = ledger.admit(model, expected, ours=ours, priced=priced, force=force)
+    claim = ledger.admit(
+        model, expected, ours=ours, priced=priced, force=force, defer_fleet=defer_fleet
+    )
     if outer is not None:
         outer.inner = True
     if ours:
