@@ -261,27 +261,36 @@ def test_the_sample_keeps_every_limit_hit_then_the_most_expensive(tmp_path: Path
     kept = {node.id for node in detail.sessions}
     assert len(kept) == 40
     assert written.hit_ids <= kept  # every session with a limit hit
-    others = sorted(
-        (cost for key, cost in written.costs.items() if key not in written.hit_ids), reverse=True
-    )
-    shown_others = sorted(
-        (node.cost_usd for node in detail.sessions if node.id not in written.hit_ids),
-        reverse=True,
-    )
-    assert shown_others == pytest.approx(others[: 40 - len(written.hit_ids)])
+    by_cost = sorted(written.costs, key=lambda key: -written.costs[key])
+    assert set(by_cost[:20]) <= kept  # the 20 most expensive
+    # The rest of the sample: the next most expensive.
+    must = set(by_cost[:20]) | written.hit_ids
+    rest = [key for key in by_cost if key not in must]
+    assert kept == must | set(rest[: 40 - len(must)])
     assert detail.sample_note.startswith(f"40 of {written.sessions} sessions are shown in full")
-    assert f"every session with a limit hit ({len(written.hit_ids)} of" in detail.sample_note
+    hits = len(written.hit_ids)
+    assert f"sessions with a limit hit ({hits} of {hits} in full" in detail.sample_note
+    assert {node.id for node in detail.hit_sessions} == written.hit_ids
 
 
-def test_more_limit_hits_than_the_sample_keeps_the_most_expensive_of_them(tmp_path: Path) -> None:
+def test_more_limit_hits_than_the_sample_are_all_listed(tmp_path: Path) -> None:
     spans = tmp_path / "spans.jsonl"
     written = write_spans(spans, 300_000, hit_every=2)
     records = load_spans_file(spans).records
     report = build_report(records)
-    detail = build_detail(records, report, bounds=Bounds(sessions=10))
-    hits = sorted((written.costs[k] for k in written.hit_ids), reverse=True)
-    assert sorted((n.cost_usd for n in detail.sessions), reverse=True) == pytest.approx(hits[:10])
-    assert f"(10 of {len(written.hit_ids)})" in detail.sample_note
+    detail = build_detail(records, report, bounds=Bounds(sessions=10, expensive=4))
+    by_cost = sorted(written.costs, key=lambda key: -written.costs[key])
+    top = set(by_cost[:4])
+    hits = [key for key in by_cost if key in written.hit_ids and key not in top]
+    assert {n.id for n in detail.sessions} == top | set(hits[:6])
+    in_full = len(written.hit_ids & {n.id for n in detail.sessions})
+    assert f"({in_full} of {len(written.hit_ids)} in full; all are listed below)" in (
+        detail.sample_note
+    )
+    # Every one of them is listed, most expensive first.
+    assert [n.id for n in detail.hit_sessions] == [k for k in by_cost if k in written.hit_ids]
+    page = render_html(report, detail)
+    assert f"Sessions with a limit hit ({len(written.hit_ids)})" in page
 
 
 def test_the_page_size_is_bounded_whatever_the_file_size(tmp_path: Path) -> None:

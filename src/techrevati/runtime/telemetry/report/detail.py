@@ -9,9 +9,12 @@ events (limit hits, loops, wrap-ups, handoffs).
 Bounded whatever the input: the tree aggregates are computed over every session
 (a few numbers each), but only :attr:`Bounds.sessions` sessions are described
 in full, each with at most :attr:`Bounds.items` timeline entries, and every
-string is cut to :attr:`Bounds.text` characters. The sample keeps every session
-with a limit hit (up to the bound, the most expensive first), then the most
-expensive others; which ones were kept is stated in :attr:`RunDetail.sample_note`.
+string is cut to :attr:`Bounds.text` characters. The sample keeps the
+:attr:`Bounds.expensive` most expensive sessions, then every session with a
+limit hit (the most expensive first, up to the bound), then the most expensive
+others; which ones were kept is stated in :attr:`RunDetail.sample_note`. Every
+session with a limit hit is also listed in one line each (up to
+:attr:`Bounds.hit_rows`), sampled or not.
 
 A session whose parent span is not in the records (it lives in another process,
 e.g. a shared session's child started from a propagated context) is a root here
@@ -54,12 +57,18 @@ class Bounds:
 
     #: Sessions described in full (tree node and timeline).
     sessions: int = 100
+    #: Of these, always the most expensive ones.
+    expensive: int = 20
+    #: Sessions with a limit hit listed in one line each.
+    hit_rows: int = 2000
     #: Timeline entries per session (model calls and tool calls, in start order).
-    items: int = 150
+    items: int = 100
     #: Markers (events) per session.
-    markers: int = 50
+    markers: int = 30
     #: Characters kept of any string read from spans.
     text: int = 120
+    #: Characters kept of each string on a timeline entry or marker (there are many).
+    label: int = 60
     #: Rows per aggregate table (models, agents, tools, limit hits, loops).
     rows: int = 100
 
@@ -152,6 +161,9 @@ class RunDetail:
     sessions: list[SessionNode]
     sessions_total: int
     sample_note: str
+    #: Every session with a limit hit (up to Bounds.hit_rows), most expensive first.
+    hit_sessions: list[SessionNode]
+    hit_sessions_total: int
     #: Cost by agent role: (role, sessions, calls, cost), most expensive first.
     agents: list[tuple[str, int, int, float]]
     agents_total: int
@@ -308,26 +320,25 @@ def _parent_session(tree: SpanTree, key: _Key) -> tuple[_Key | None, str | None]
     return (owner, None) if owner != key else (None, None)
 
 
-def _sample(nodes: Mapping[str, SessionNode], bound: int) -> tuple[list[str], str]:
-    hits = sorted(
-        (n for n in nodes.values() if n.limit_hits), key=lambda n: (-n.cost_usd, n.start_ns)
-    )
-    kept = [n.id for n in hits[:bound]]
+def _sample(nodes: Mapping[str, SessionNode], limits: Bounds) -> tuple[list[str], str]:
+    bound = limits.sessions
+    by_cost = sorted(nodes.values(), key=lambda n: (-n.cost_usd, n.start_ns))
+    kept = [n.id for n in by_cost[: min(limits.expensive, bound)]]
     chosen = set(kept)
-    others = sorted(
-        (n for n in nodes.values() if n.id not in chosen), key=lambda n: (-n.cost_usd, n.start_ns)
-    )
-    kept += [n.id for n in others[: max(0, bound - len(kept))]]
+    hits = [n for n in by_cost if n.limit_hits]
+    kept += [n.id for n in hits if n.id not in chosen][: max(0, bound - len(kept))]
+    chosen = set(kept)
+    kept += [n.id for n in by_cost if n.id not in chosen][: max(0, bound - len(kept))]
     total = len(nodes)
     if len(kept) == total:
         return kept, f"all {total} sessions are shown"
-    hit_count = len(hits)
-    kept_hits = min(hit_count, bound)
+    chosen = set(kept)
+    kept_hits = sum(1 for n in hits if n.id in chosen)
     words = (
-        f"{len(kept)} of {total} sessions are shown in full: "
-        f"every session with a limit hit ({kept_hits} of {hit_count}), "
-        f"then the most expensive others ({len(kept) - kept_hits}). "
-        "Totals, tables and tree costs count every session."
+        f"{len(kept)} of {total} sessions are shown in full: the "
+        f"{min(limits.expensive, bound)} most expensive, then the sessions with a limit hit "
+        f"({kept_hits} of {len(hits)} in full; all are listed below), then the next most "
+        "expensive. Totals, tables and tree costs count every session."
     )
     return kept, words
 
@@ -410,7 +421,7 @@ def build_detail(
                     wrap_ups.append((node.role, clip(what or "wrap-up", limits.text)))
 
     _roll_up(nodes)
-    kept, note = _sample(nodes, limits.sessions)
+    kept, note = _sample(nodes, limits)
     for node_id in kept:
         node = nodes[node_id]
         node.sampled = True
@@ -431,7 +442,7 @@ def build_detail(
                 if same and enclosing is not None and enclosing_ours:
                     taken.add(enclosing)
             if len(node.items) < limits.items:
-                node.items.append(_item(record, tree, key, same, limits.text))
+                node.items.append(_item(record, tree, key, same, limits.label))
         session_key = (node_id.split("/", 1)[0], node_id.split("/", 1)[1])
         marked: list[Marker] = []
         for key in [session_key, *keys]:
@@ -439,7 +450,7 @@ def build_detail(
             if key != session_key and record.operation == sc.OP_INVOKE_AGENT:
                 continue  # a child's events are on the child's own timeline
             for event in record.events:
-                marker = _marker(event, record, limits.text)
+                marker = _marker(event, record, limits.label * 2)
                 if marker is not None:
                     node.markers_total += 1
                     if len(marked) < limits.markers:
@@ -456,11 +467,16 @@ def build_detail(
         ((role, int(v[0]), int(v[1]), float(v[2])) for role, v in agents.items()),
         key=lambda row: (-row[3], row[0]),
     )
+    hit_nodes = sorted(
+        (n for n in nodes.values() if n.limit_hits), key=lambda n: (-n.cost_usd, n.start_ns)
+    )
     loop_rows = sorted(loops.values(), key=lambda loop: (-loop.count, loop.role, loop.tool))
     return RunDetail(
         sessions=_tree_order(nodes, kept),
         sessions_total=len(nodes),
         sample_note=note,
+        hit_sessions=hit_nodes[: limits.hit_rows],
+        hit_sessions_total=len(hit_nodes),
         agents=agent_rows[: limits.rows],
         agents_total=len(agent_rows),
         loops=loop_rows[: limits.rows],

@@ -69,9 +69,9 @@ def script_json(value: Any) -> str:
     Example::
 
         >>> script_json({"tool": "</script><b>"})
-        '{"tool": "\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e"}'
+        '{"tool":"\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e"}'
     """
-    text = json.dumps(value, ensure_ascii=True, allow_nan=False)
+    text = json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -183,9 +183,8 @@ def _session_row(node: SessionNode, index: int) -> str:
 
 
 def _tip(item: TimelineItem, duration_ms: float) -> str:
-    words = {"model": "model call", "tool": "tool", "session": "child session"}
-    parts = [f"{words.get(item.kind, item.kind)} {item.name}", item.status]
-    parts.append(f"{duration_ms:.1f} ms")
+    # The script puts the kind and name in front (they are in the data already).
+    parts = [item.status, f"{duration_ms:.1f} ms"]
     if item.kind == "session":
         if item.cost_usd is not None:
             parts.append(f"own cost ${item.cost_usd:.6f}")
@@ -363,6 +362,8 @@ def _limits(report: RunReport, detail: RunDetail, rows: int) -> str:
         out.append(_more(len(ordered), min(rows, len(ordered)), "limit kinds and roles"))
     else:
         out.append('<p class="empty" id="no-limit-hits">none</p>')
+    if detail.hit_sessions:
+        out.append(_hit_sessions(detail))
     out.append("<h2>Loops</h2>")
     if detail.loops:
         out.append(
@@ -426,6 +427,36 @@ def _limits(report: RunReport, detail: RunDetail, rows: int) -> str:
             )
         )
     return "".join(out)
+
+
+def _hit_sessions(detail: RunDetail) -> str:
+    """One line per session with a limit hit, sampled or not (the sample may not hold all)."""
+    shown = {node.id for node in detail.sessions}
+    total = detail.hit_sessions_total
+    head = f"<h2>Sessions with a limit hit ({total})</h2>"
+    table = _table(
+        "hit-sessions",
+        [
+            ("session role", False),
+            ("outcome", False),
+            ("limits hit", False),
+            ("cost USD", True),
+            ("model calls", True),
+            ("timeline", False),
+        ],
+        [
+            [
+                node.role,
+                node.outcome,
+                ", ".join(node.limit_hits),
+                _usd(node.cost_usd),
+                str(node.calls),
+                "in the tree above" if node.id in shown else "-",
+            ]
+            for node in detail.hit_sessions
+        ],
+    )
+    return head + table + _more(total, len(detail.hit_sessions), "sessions with a limit hit")
 
 
 def _notes(report: RunReport) -> list[str]:
@@ -542,7 +573,7 @@ def write_html(
     sees half a page. Raises ``OSError`` when the file cannot be written.
     """
     tree = SpanTree(records)
-    report = build_report(records, evicted=evicted)
+    report = build_report(records, evicted=evicted, tree=tree)
     detail = build_detail(records, report, bounds=bounds, tree=tree)
     page = render_html(report, detail, source=source, runs=runs).encode("utf-8")
     target = Path(path)

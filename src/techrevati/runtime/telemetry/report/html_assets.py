@@ -111,6 +111,7 @@ SCRIPT: Final = """
   }
 
   var KINDS = {model: "model", tool: "tool", session: "session"};
+  var TITLES = {model: "model call", tool: "tool", session: "child session"};
   var LEFT = 230, RIGHT = 990, ROW = 18, TOP = 30;
   function draw(box, session) {
     var span = Math.max(session.duration_ms, 0.001);
@@ -137,7 +138,8 @@ SCRIPT: Final = """
       var classes = "bar bar-" + item.kind + " st-" + item.status + (item.same ? " same" : "");
       var bar = svg("rect", {x: start, y: y + 3, width: Math.max(end - start, 2), height: ROW - 6,
         rx: 2, "class": classes, "data-status": item.status, "data-kind": item.kind});
-      root.appendChild(titled(bar, item.tip));
+      var title = TITLES[item.kind] + " " + item.name + " \u00b7 " + item.tip;
+      root.appendChild(titled(bar, title));
     });
     session.markers.forEach(function (marker) {
       var at = x(marker.at_ms);

@@ -267,10 +267,15 @@ def _price(record: SpanRecord, reading: CallReading) -> _Call:
     )
 
 
-def build_report(records: Iterable[SpanRecord], *, evicted: int = 0) -> RunReport:
-    """Aggregate span records into a :class:`RunReport`."""
+def build_report(
+    records: Iterable[SpanRecord], *, evicted: int = 0, tree: _Tree | None = None
+) -> RunReport:
+    """Aggregate span records into a :class:`RunReport`.
+
+    ``tree``: the :class:`SpanTree` of the same records, when the caller has it already.
+    """
     spans = list(records)
-    tree = _Tree(spans)
+    tree = tree if tree is not None else _Tree(spans)
     sessions: dict[_Key, SessionRow] = {}
     computed: dict[_Key, SessionRow] = {}
     models: dict[str, ModelRow] = {}
