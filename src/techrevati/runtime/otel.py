@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .agent_events import AgentEvent
+from .telemetry.calls.labels import bounded_name
 from .usage_tracking import UsageSnapshot
 from .version import VERSION
 
@@ -79,8 +80,9 @@ class OpenTelemetrySink:
             "gen_ai.operation.name": op,
             "gen_ai.provider.name": self.provider_name,
         }
-        if event.role:
-            attributes["gen_ai.agent.name"] = event.role
+        role = bounded_name(event.role) if event.role else ""
+        if role:
+            attributes["gen_ai.agent.name"] = role
         if self.agent_id:
             attributes["gen_ai.agent.id"] = self.agent_id
         if event.phase:
@@ -92,7 +94,7 @@ class OpenTelemetrySink:
         for key, value in (event.data or {}).items():
             if isinstance(value, str | int | float | bool):
                 attributes[f"techrevati.data.{key}"] = value
-        name = f"{op} {event.role}" if event.role else op
+        name = f"{op} {role}" if role else op
         with self.tracer.start_as_current_span(name, attributes=attributes):
             pass
 
@@ -124,7 +126,10 @@ class OpenTelemetryUsageSink:
 
     def record(self, model: str, usage: UsageSnapshot, cost_usd: float) -> None:
         """Record input/output tokens and cost for one turn (zero values are skipped)."""
-        base = {"gen_ai.provider.name": self.provider_name, "gen_ai.request.model": model}
+        base = {
+            "gen_ai.provider.name": self.provider_name,
+            "gen_ai.request.model": bounded_name(model),
+        }
         if usage.input_tokens:
             self._tokens.record(usage.input_tokens, {**base, "gen_ai.token.type": "input"})
         if usage.output_tokens:

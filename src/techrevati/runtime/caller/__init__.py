@@ -23,10 +23,26 @@ import warnings
 
 __all__ = ["user_stacklevel", "warn_user"]
 
-# Frames of these modules are never "the user's code": ours, and the plumbing a
-# call passes through on its way to us (wrapt's proxies, contextlib's
-# __enter__/__exit__ around our context managers).
-_PLUMBING = ("techrevati.runtime", "wrapt", "contextlib")
+# Frames of these packages are never "the user's code": ours, and the plumbing a
+# call passes through on its way to us: wrapt's proxies, contextlib's
+# __enter__/__exit__ around our context managers, the OpenTelemetry SDK and
+# instrumentations (a span ending runs our processor), and the model clients
+# whose request methods our guard wraps.
+_PLUMBING = (
+    "techrevati.runtime",
+    "wrapt",
+    "contextlib",
+    "opentelemetry",
+    "openai",
+    "anthropic",
+    "httpx",
+    "httpcore",
+)
+_PREFIXES = tuple(f"{name}." for name in _PLUMBING)
+
+
+def _is_plumbing(module: object) -> bool:
+    return isinstance(module, str) and (module in _PLUMBING or module.startswith(_PREFIXES))
 
 
 def user_stacklevel(skip: int = 0) -> int:
@@ -44,8 +60,7 @@ def user_stacklevel(skip: int = 0) -> int:
     frame = sys._getframe(1 + skip)
     level = 1
     while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if not (isinstance(module, str) and module.startswith(_PLUMBING)):
+        if not _is_plumbing(frame.f_globals.get("__name__", "")):
             return level
         next_frame = frame.f_back
         if next_frame is None:

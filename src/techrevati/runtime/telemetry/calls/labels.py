@@ -1,10 +1,35 @@
-"""Pre-built metric label sets and span names per model, so a turn allocates none."""
+"""Pre-built metric label sets and span names per model, so a turn allocates none.
+
+Also the bound on every name we create from a user's string: span names
+(``chat {model}``, ``invoke_agent {role}``, ``execute_tool {tool}``) and metric
+label values (role, model, provider, tool, breaker names) carry at most
+:data:`NAME_LIMIT` characters of each name, cut where they are made. A 10 MB role
+name therefore makes a span name of 256 + 13 characters, not a 10 MB one held
+in every span and metric series until export.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .. import semconv as sc
+
+#: Most characters of a user-given name (role, model, provider, tool, breaker) in a
+#: span name or a metric label value; a longer name is cut and ends with "…".
+NAME_LIMIT = 256
+
+
+def bounded_name(name: str) -> str:
+    """``name``, or its first :data:`NAME_LIMIT` - 1 characters and "…" when longer.
+
+    Example::
+
+        >>> bounded_name("writer"), len(bounded_name("r" * 10_000_000))
+        ('writer', 256)
+    """
+    if len(name) <= NAME_LIMIT:
+        return name
+    return name[: NAME_LIMIT - 1] + "…"
 
 
 @dataclass(eq=False, slots=True)
@@ -37,6 +62,8 @@ def model_labels(
     found = cache.get(key)
     if found is not None:
         return found
+    model, provider = bounded_name(model), bounded_name(provider)
+    role = bounded_name(role) if role else role
     base = {sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT, sc.GEN_AI_REQUEST_MODEL: model}
     if provider:
         base[sc.GEN_AI_PROVIDER_NAME] = provider

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import semconv as sc
 from ..limits.loops import Detection, LoopGuard, LoopWatch
+from .labels import bounded_name
 from .session import SessionScope, session_event
 
 _log = logging.getLogger("techrevati.runtime.loops")
@@ -71,7 +72,7 @@ def report(scope: SessionScope, detection: Detection) -> None:
             1,
             {
                 sc.LOOP_PATTERN: detection.pattern,
-                sc.GEN_AI_TOOL_NAME: detection.tool,
+                sc.GEN_AI_TOOL_NAME: bounded_name(detection.tool),
                 **scope.agent_attrs,
             },
         )

@@ -34,7 +34,7 @@ from ..limits.loops import LoopWatch
 from ..limits.membership import CURRENT, SpanEntry
 from ..readings.tokens import usage_to_attributes
 from .failures import error_type as _error_type
-from .labels import ModelLabels, model_labels
+from .labels import ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 
@@ -164,9 +164,10 @@ def open_session(
         ledger.attach(membership.process_root())
     tracer = tracer_for(tracer_provider)
     instruments = instruments_for(meter_provider)
+    shown = bounded_name(role)  # span name and labels: bounded where they are made
     attributes: dict[str, Any] = {
         sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT,
-        sc.GEN_AI_AGENT_NAME: role,
+        sc.GEN_AI_AGENT_NAME: shown,
     }
     if agent_id or worker_id:
         attributes[sc.GEN_AI_AGENT_ID] = agent_id or worker_id
@@ -176,10 +177,10 @@ def open_session(
     if shared_level is not None:
         attributes[sc.SESSION_SHARED] = True
     if remote_parent is not None:
-        attributes[sc.SESSION_REMOTE_PARENT_ROLE] = remote_parent.role
+        attributes[sc.SESSION_REMOTE_PARENT_ROLE] = bounded_name(remote_parent.role)
         attributes[sc.SESSION_REMOTE_PARENT_CONVERSATION] = remote_parent.conversation_id
     if provider_name:
-        attributes[sc.GEN_AI_PROVIDER_NAME] = provider_name
+        attributes[sc.GEN_AI_PROVIDER_NAME] = bounded_name(provider_name)
     if phase:
         attributes[sc.PHASE] = phase
     if project_id is not None:
@@ -191,7 +192,7 @@ def open_session(
         attributes[sc.SESSION_MAX_ITERATIONS] = ledger.max_iterations
     entry = SpanEntry(ledger)
     span = tracer.start_span(
-        f"{sc.OP_INVOKE_AGENT} {role}",
+        f"{sc.OP_INVOKE_AGENT} {shown}",
         context=parent,
         kind=SpanKind.INTERNAL,
         attributes=attributes,
@@ -207,7 +208,7 @@ def open_session(
         store = remote.session_store()
         if store is not None:
             store.child_opened(remote_parent)
-        instruments.remote_sessions.add(1, {sc.GEN_AI_AGENT_NAME: remote_parent.role})
+        instruments.remote_sessions.add(1, {sc.GEN_AI_AGENT_NAME: bounded_name(remote_parent.role)})
     scope = SessionScope(
         ledger=ledger,
         span=span,
@@ -220,7 +221,7 @@ def open_session(
         entry=entry,
         parent=parent_scope,
         owner=owner,
-        agent_attrs={sc.GEN_AI_AGENT_NAME: role},
+        agent_attrs={sc.GEN_AI_AGENT_NAME: shown},
         span_stamp={sc.GEN_AI_AGENT_ID: agent_id} if agent_id else {},
         shared=shared_level,
     )

@@ -32,6 +32,7 @@ from ..limits.loops import LoopWatch
 from ..limits.membership import SpanEntry
 from .content import capture_content, content_text
 from .failures import error_type, record_error
+from .labels import bounded_name
 from .loops import fingerprint, record
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
@@ -89,7 +90,7 @@ class ToolCall:
             raise TypeError(f"tool_name must be a non-empty string, got {name!r}")
         attributes: dict[str, Any] = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
-            sc.GEN_AI_TOOL_NAME: name,
+            sc.GEN_AI_TOOL_NAME: bounded_name(name),
             sc.GEN_AI_TOOL_TYPE: "function",
         }
         if call_id:
@@ -97,9 +98,9 @@ class ToolCall:
         if arguments is not None and capture_content():
             attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = content_text(arguments)
         if session is not None:
-            attributes[sc.GEN_AI_AGENT_NAME] = session.role
+            attributes.update(session.agent_attrs)  # the role, bounded at the session
             if session.provider_name:
-                attributes[sc.GEN_AI_PROVIDER_NAME] = session.provider_name
+                attributes[sc.GEN_AI_PROVIDER_NAME] = bounded_name(session.provider_name)
             attributes.update(session.span_stamp)
             tracer, instruments = session.tracer, session.instruments
             parent = membership.parent_for(session)
@@ -108,7 +109,7 @@ class ToolCall:
             instruments = instruments_for(meter_provider)
             parent = None
         span = tracer.start_span(
-            f"{sc.OP_EXECUTE_TOOL} {name}",
+            f"{sc.OP_EXECUTE_TOOL} {bounded_name(name)}",
             context=parent,
             kind=SpanKind.INTERNAL,
             attributes=attributes,
@@ -200,7 +201,7 @@ class ToolCall:
         span = self.span
         session = self.session
         labels: dict[str, str] = {
-            sc.GEN_AI_TOOL_NAME: self.name,
+            sc.GEN_AI_TOOL_NAME: bounded_name(self.name),
             sc.PERMISSION_DECISION: self.decision,
         }
         if session is not None:

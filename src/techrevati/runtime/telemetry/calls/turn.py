@@ -40,7 +40,7 @@ from ..limits.membership import SpanEntry
 from ..readings.tokens import usage_to_attributes
 from .content import capture_content, content_text
 from .failures import error_type, record_error
-from .labels import GLOBAL_LABELS, ModelLabels, model_labels
+from .labels import GLOBAL_LABELS, ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .session import SessionScope
@@ -185,7 +185,7 @@ class TurnCall:
             self.span.set_attribute(sc.BREAKER_NAME, permit.name)
             self.span.set_attribute(sc.BREAKER_STATE, state)
         self.instruments.breaker_state.set(
-            sc.BREAKER_STATE_VALUE.get(state, 0), {sc.BREAKER_NAME: permit.name}
+            sc.BREAKER_STATE_VALUE.get(state, 0), {sc.BREAKER_NAME: bounded_name(permit.name)}
         )
 
     def fail(self, error: BaseException) -> None:

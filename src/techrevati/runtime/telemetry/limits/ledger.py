@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ...caller import user_stacklevel
 from ...sinks import UsageSink
 from ...usage_tracking import BudgetExceededError, PricedTurn, UsageSnapshot, UsageTracker
 from .. import semconv as sc
@@ -513,7 +514,8 @@ class Ledger:
         if key in self._warned:
             return
         self._warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        # stacklevel: the user's line, whichever door (turn, processor, guard) booked it.
+        warnings.warn(message, RuntimeWarning, stacklevel=user_stacklevel())
 
     def warn_unpriced(self, model: str) -> None:
         """Under a soft budget an unpriced call is admitted with a warning (once per model)."""

@@ -33,7 +33,6 @@ limits processor places every other instrumentation's spans through
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import warnings
 import weakref
@@ -49,6 +48,7 @@ from opentelemetry.trace import Span, SpanContext
 # writes it); read here to build a turn's context in one step.
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+from ...caller import user_stacklevel
 from ...usage_tracking import UsageTracker
 from ..readings.recognise import is_same_call
 from . import remote
@@ -221,19 +221,6 @@ def note_outside(what: str = "a model call") -> None:
             RuntimeWarning,
             stacklevel=user_stacklevel(),
         )
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning point at the first frame outside this package."""
-    frame = sys._getframe(1)
-    level = 1
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if not (isinstance(module, str) and module.startswith(("techrevati.runtime", "wrapt"))):
-            return level
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
-    return 1
 
 
 def open_parent() -> SessionScope | None:
