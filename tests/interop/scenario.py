@@ -2,7 +2,8 @@
 
 Usage: ``python scenario.py PRODUCER [--dump]``. It starts the local API
 stand-in, switches on exactly one third-party instrumentation (or the
-Anthropic SDK's own tracing), installs our client guard, and runs the checks
+Anthropic SDK's own tracing) and nothing of ours (no set-up call: the limits
+processor and the client guard come with the first session), and runs the checks
 of issue 12 against a session enforced by our limits processor. It prints one
 JSON object: what was booked and priced, how many requests reached the server
 under a budget and under a cap, and (with ``--dump``) every finished span's
@@ -44,8 +45,7 @@ from techrevati.runtime import (
     agent_turn,
     register_pricing,
 )
-from techrevati.runtime.telemetry.limits.guard import install_guard, uninstall_guard
-from techrevati.runtime.telemetry.limits.processor import ensure_limits_processor
+from techrevati.runtime.telemetry.limits.guard import disable_guard, enable_guard
 
 OPENAI_MODEL = "gpt-interop"
 ANTHROPIC_MODEL = "claude-interop"
@@ -64,7 +64,6 @@ def _provider() -> tuple[TracerProvider, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    ensure_limits_processor(provider)
     # Several producers (OpenLIT, the Anthropic SDK, the Agents SDK bridge) use the global one.
     trace.set_tracer_provider(provider)
     return provider, exporter
@@ -303,8 +302,9 @@ def main() -> None:
     register_pricing(OPENAI_MODEL, PRICES)
     register_pricing(ANTHROPIC_MODEL, PRICES)
     provider, exporter = _provider()
+    # No set-up call of ours: the limits processor joins the provider when a session
+    # opens, and the client guard is on by default wherever limits exist.
     _instrument(producer, provider)
-    install_guard()
     model = ANTHROPIC_MODEL if _client_kind(producer) == "anthropic" else OPENAI_MODEL
     results: dict[str, Any] = {"producer": producer}
     with standin.serve() as api:
@@ -321,14 +321,15 @@ def main() -> None:
         )
         _check("cap", results, lambda: _limited(call, api, provider, max_iterations=CAP))
         if producer in SWALLOWS_REFUSALS:
-            # The same budget without the guard: the refusal is swallowed, the call sent.
-            uninstall_guard()
+            # The same budget with the guard opted out (configure(guard=False) does
+            # this): the refusal is swallowed, the call sent.
+            disable_guard()
             _check(
                 "budget_unguarded",
                 results,
                 lambda: _limited(call, api, provider, budget_usd=BUDGET_USD, enforce_budget=True),
             )
-            install_guard()
+            enable_guard()
         _check("agent_turn", results, lambda: _under_agent_turn(call, model))
         results["hits_total"] = len(api.hits)
     results["no_cache_warnings"] = warnings.count

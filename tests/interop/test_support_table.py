@@ -5,6 +5,8 @@ its pins need (``venvs.py``; ``make interop-venvs`` builds them, cached), with
 the real ``openai`` / ``anthropic`` clients against the local stand-in, and
 prints its measurements as JSON. Nothing is mocked: real instrumentations from
 PyPI, the real OpenTelemetry SDK, our real limits processor and client guard.
+No set-up call of ours is made beyond each instrumentation's own: the processor
+joins the provider and the guard installs itself when the first session opens.
 
 One call is 120 input tokens (100 of them cache reads) and 30 output tokens at
 $100/$200/$10 per million input/output/cache-read: exactly $0.009. The budget
@@ -62,7 +64,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "openai-v2": {
         "usage": NO_CACHE,
         "cost": NO_CACHE_CALL,
-        "responses": 0.0,  # 2.4b0 makes no spans for the Responses API: nothing to book
+        # 2.4b0 makes no spans for the Responses API: the client guard books those calls.
+        "responses": ONE_CALL,
         "budget_calls": 1,  # $0.018 > $0.010 after the first call
     },
     "openllmetry-openai": {

@@ -29,6 +29,7 @@ from ...guardrails import Guardrail
 from ...permissions import PermissionOutcome
 from .. import semconv as sc
 from ..limits import membership, remote
+from ..limits.guard import ensure_guard
 from ..limits.ledger import FleetLevel, Ledger, describe
 from ..limits.loops import LoopWatch
 from ..limits.membership import CURRENT, SpanEntry
@@ -235,6 +236,8 @@ def open_session(
     ledger.on_limit = on_limit
     ledger.session_ref = weakref.ref(scope)
     membership.watch_escapes(ledger)
+    if ledger.max_iterations is not None or ledger.has_budget() or ledger.fleet_scopes():
+        ensure_guard()  # limits exist: the client guard is on by default
     _open_scopes.add(scope)
     ledger.on_unpriced_cost = lambda model, usage, cost: _count_library_cost(scope, model, cost)
     return scope

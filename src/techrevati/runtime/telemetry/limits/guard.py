@@ -1,25 +1,36 @@
-"""The second enforcement point: a refused call never leaves the client.
+"""The client guard: a door at the ``openai`` / ``anthropic`` clients' request path.
 
-The limits processor refuses a model call by raising in ``on_start``. Most
-instrumentations let that exception reach the caller, so the request is never
-sent. Two popular producers do not: the Anthropic SDK's own tracing starts its
-span inside the client's ``request`` method and swallows any exception from
-span start, and the OpenAI Agents SDK calls its trace processors (through
-which OpenInference starts spans) inside a ``try/except``. Either way the
-refusal is logged and lost, and the request goes out.
+It is on by default wherever limits exist (a session with a cap or a budget, a
+fleet scope): :func:`ensure_guard` patches the clients already imported and an
+import hook patches the others when they are imported, whatever the order;
+never twice; ``configure(guard=False)`` opts out. It does two jobs.
 
-So the processor also hands the refusal to :func:`note_refusal`, and the
-guard, patched into the ``openai`` and ``anthropic`` clients' request path
-(``BaseClient._build_request``, the first step of every attempt of the sync
-and async clients), raises it before any byte is sent. An httpx transport or
-event hook would not do: both clients catch exceptions from their HTTP send,
-retry, and raise ``APIConnectionError`` instead. Patching ``request`` itself
-would not do either: the Anthropic SDK starts its span inside ``request``,
-and OpenInference wraps ``OpenAI.request`` on the subclass, around the
-original.
+**A full door** (``door.py``): every model request is a call. If a model span
+of this request is already open on this thread or task (our turn, or another
+instrumentation's span), the request is that call; otherwise the guard admits
+it itself against the same ledger chain and books the usage it reads from the
+response, so a bare client, or a tool calling a client directly, is capped,
+budgeted and priced. A refused request raises before any byte is sent.
 
-Which request a refusal belongs to: the one made by an SDK call that was
-already running when the refusal was noted. ``note_refusal`` keeps the SDK
+**A relay for refusals that producers swallow.** The limits processor refuses
+a model call by raising in ``on_start``; most instrumentations let that reach
+the caller. The Anthropic SDK's own tracing starts its span inside the
+client's ``request`` method and swallows any exception from span start, and
+the OpenAI Agents SDK calls its trace processors (through which OpenInference
+starts spans) inside a ``try/except``. So the processor also hands the refusal
+to :func:`note_refusal`, and the guard raises it before the request is sent.
+
+Where: ``BaseClient._build_request``, the first step of every attempt of the
+sync and async clients, outside the ``try`` that turns send errors into
+``APIConnectionError`` (an httpx hook would lose our error to that), and after
+any span an SDK or instrumentation started around ``request`` (patching
+``request`` itself would miss both the Anthropic SDK's span, started inside it,
+and OpenInference's wrapper of ``OpenAI.request`` on the subclass). Responses
+are read at ``_process_response`` (streams: their chunks, as the caller reads
+them).
+
+Which request a relayed refusal belongs to: the one made by an SDK call that
+was already running when the refusal was noted. ``note_refusal`` keeps the SDK
 frames (``openai``, ``anthropic``, ``agents`` modules) on the stack at that
 moment; the guard raises only if one of those frames is still on the stack of
 the request being sent. A refusal that reached its caller normally has
@@ -31,13 +42,16 @@ Example::
 
     from techrevati.runtime.telemetry.limits.guard import install_guard
 
-    install_guard()          # or configure(instrument=["openai", "anthropic"])
+    install_guard()   # only to guard clients outside any limits; limits install it
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import importlib.abc
+import importlib.machinery
 import logging
 import sys
 import threading
@@ -47,7 +61,18 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-__all__ = ["GUARDED_PACKAGES", "install_guard", "is_installed", "note_refusal", "uninstall_guard"]
+from . import door
+
+__all__ = [
+    "GUARDED_PACKAGES",
+    "disable_guard",
+    "enable_guard",
+    "ensure_guard",
+    "install_guard",
+    "is_installed",
+    "note_refusal",
+    "uninstall_guard",
+]
 
 #: Client packages whose request method the guard patches.
 GUARDED_PACKAGES = ("openai", "anthropic")
@@ -62,6 +87,8 @@ _MARK = "__techrevati_guard__"
 # around ``request`` (the Anthropic SDK starts its own inside ``request``;
 # OpenInference wraps ``OpenAI.request`` on the subclass).
 _METHOD = "_build_request"
+# Where both clients turn an HTTP response into the result (or a stream): read for usage.
+_PROCESS = "_process_response"
 _log = logging.getLogger("techrevati.runtime.telemetry")
 
 
@@ -126,39 +153,99 @@ def check_pending(frame: FrameType | None = None) -> None:
         depth += 1
 
 
-def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
+def _guard_build(method: Callable[..., Any], provider: str) -> Callable[..., Any]:
     @functools.wraps(method)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
+    def guarded(self: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
         check_pending(sys._getframe())
-        return method(*args, **kwargs)
+        call = door.begin(options, provider)  # may raise the refusal: nothing is sent
+        try:
+            request = method(self, options, *args, **kwargs)
+        except BaseException:
+            if call is not None:
+                door.fail(call)
+            raise
+        if call is not None:
+            door.watch(request, call)
+        return request
 
     setattr(guarded, _MARK, method)
     return guarded
 
 
-def _target(package: str) -> type | None:
-    """The client base class whose request builder the guard patches, if installed."""
-    try:
-        module = importlib.import_module(f"{package}._base_client")
-    except ImportError:
-        return None
-    cls = getattr(module, "BaseClient", None)
-    if isinstance(cls, type) and callable(cls.__dict__.get(_METHOD)):
-        return cls
-    _log.warning(
-        "%s is installed but has no BaseClient.%s: its requests are not guarded", package, _METHOD
-    )
-    return None
+def _guard_process(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = door.take(kwargs.get("options"))
+        try:
+            result = method(self, *args, **kwargs)
+        except BaseException:
+            if call is not None:
+                door.fail(call)
+            raise
+        return result if call is None else door.answered(call, result)
+
+    setattr(guarded, _MARK, method)
+    return guarded
 
 
-_install_lock = threading.Lock()
+def _guard_aprocess(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = door.take(kwargs.get("options"))
+        try:
+            result = await method(self, *args, **kwargs)
+        except BaseException:
+            if call is not None:
+                door.fail(call)
+            raise
+        return result if call is None else door.answered(call, result)
+
+    setattr(guarded, _MARK, method)
+    return guarded
+
+
+def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:
+    """(class, method name, patch) for each request-path method of an imported client package."""
+    module = sys.modules.get(f"{package}._base_client")
+    if module is None:
+        try:
+            module = importlib.import_module(f"{package}._base_client")
+        except ImportError:
+            return []
+    base = getattr(module, "BaseClient", None)
+    sync = getattr(module, "SyncAPIClient", None)
+    asyn = getattr(module, "AsyncAPIClient", None)
+    found: list[tuple[type, str, Callable[..., Any]]] = []
+    if isinstance(base, type) and callable(base.__dict__.get(_METHOD)):
+        found.append((base, _METHOD, lambda m: _guard_build(m, package)))
+    else:
+        _log.warning(
+            "%s is installed but has no BaseClient.%s: its requests are not guarded",
+            package,
+            _METHOD,
+        )
+        return []
+    # Reading responses (a bare client is then priced); optional across SDK versions.
+    for cls, wrap in ((sync, _guard_process), (asyn, _guard_aprocess)):
+        if isinstance(cls, type) and callable(cls.__dict__.get(_PROCESS)):
+            found.append((cls, _PROCESS, wrap))
+    return found
+
+
+_install_lock = threading.RLock()
+#: ``configure(guard=False)`` was asked: the guard is not installed by default.
+_disabled = False
+#: ``ensure_guard`` ran (the guard is installed, or will be when a client is imported).
+_ensured = False
 
 
 def install_guard(packages: Iterable[str] = GUARDED_PACKAGES) -> tuple[str, ...]:
-    """Patch the request method of the installed ``openai``/``anthropic`` clients.
+    """Patch the request path of the installed ``openai``/``anthropic`` clients.
 
-    Idempotent. Returns the packages that are guarded after the call (a
-    package that is not installed is skipped).
+    Idempotent (never patches twice). Returns the packages that are guarded
+    after the call (a package that is not installed is skipped). The guard is
+    installed by default whenever limits exist (see :func:`ensure_guard`); call
+    this to guard clients outside any limits too.
 
     Example::
 
@@ -174,30 +261,144 @@ def install_guard(packages: Iterable[str] = GUARDED_PACKAGES) -> tuple[str, ...]
     guarded: list[str] = []
     with _install_lock:
         for name in names:
-            cls = _target(name)
-            if cls is None:
+            targets = _targets(name)
+            if not targets:
                 continue
-            method = cls.__dict__[_METHOD]
-            if not hasattr(method, _MARK):
-                setattr(cls, _METHOD, _guard(method))
+            for cls, method_name, wrap in targets:
+                method = cls.__dict__[method_name]
+                if not hasattr(method, _MARK):
+                    setattr(cls, method_name, wrap(method))
             guarded.append(name)
     return tuple(guarded)
 
 
 def is_installed(package: str) -> bool:
     """True if the guard is patched into ``package``'s clients."""
-    cls = _target(package)
-    return cls is not None and hasattr(cls.__dict__[_METHOD], _MARK)
+    if f"{package}._base_client" not in sys.modules:
+        return False
+    targets = _targets(package)
+    return bool(targets) and all(hasattr(cls.__dict__[name], _MARK) for cls, name, _ in targets)
 
 
 def uninstall_guard() -> None:
-    """Undo :func:`install_guard` (for tests and clean shutdowns)."""
+    """Undo :func:`install_guard` (for tests and clean shutdowns).
+
+    Clients imported later are guarded again when limits exist, unless
+    ``configure(guard=False)`` (:func:`disable_guard`) said otherwise.
+    """
+    global _ensured
     with _install_lock:
+        _ensured = False
+        _remove_finder()
         for name in GUARDED_PACKAGES:
-            cls = _target(name)
-            if cls is None:
+            if f"{name}._base_client" not in sys.modules:
                 continue
-            original = getattr(cls.__dict__[_METHOD], _MARK, None)
-            if original is not None:
-                setattr(cls, _METHOD, original)
+            for cls, method_name, _ in _targets(name):
+                original = getattr(cls.__dict__[method_name], _MARK, None)
+                if original is not None:
+                    setattr(cls, method_name, original)
     _PENDING.set(None)
+
+
+def ensure_guard() -> None:
+    """Guard the clients now or when they are imported, once; nothing after ``disable_guard``.
+
+    Called where limits come into being (a session with a cap or budget opens,
+    ``configure(fleet=...)``): clients already imported are patched at once, and
+    an import hook patches the others when their request module is imported,
+    whatever the import order. Cheap after the first call.
+
+    Example::
+
+        ensure_guard()
+        import openai        # guarded as it is imported
+    """
+    global _ensured
+    if _ensured or _disabled:
+        return
+    with _install_lock:
+        if _ensured or _disabled:
+            return
+        _ensured = True
+        waiting = []
+        for name in GUARDED_PACKAGES:
+            if f"{name}._base_client" in sys.modules:
+                install_guard([name])
+            else:
+                waiting.append(name)
+        if waiting:
+            _add_finder(waiting)
+
+
+def disable_guard() -> None:
+    """Opt out of the guard by default (``configure(guard=False)``); undoes it if installed."""
+    global _disabled
+    with _install_lock:
+        _disabled = True
+        uninstall_guard()
+
+
+def enable_guard() -> None:
+    """Undo :func:`disable_guard`: the guard is installed by default again where limits exist."""
+    global _disabled
+    with _install_lock:
+        _disabled = False
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches a client's request module right after it is first imported."""
+
+    def __init__(self, packages: Iterable[str]) -> None:
+        self.modules = {f"{name}._base_client": name for name in packages}
+        self._busy = threading.local()
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        package = self.modules.get(fullname)
+        if package is None or getattr(self._busy, "on", False):
+            return None
+        self._busy.on = True
+        try:
+            spec = None
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
+        finally:
+            self._busy.on = False
+        loader = spec.loader if spec is not None else None
+        if spec is None or loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        original = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            original(module)
+            try:
+                if not _disabled and _ensured:
+                    install_guard([package])
+            except Exception:
+                _log.exception("could not guard %s's client; its requests are not guarded", package)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+_finder: _PatchOnImport | None = None
+
+
+def _add_finder(packages: list[str]) -> None:
+    global _finder
+    if _finder is None:
+        _finder = _PatchOnImport(packages)
+        sys.meta_path.insert(0, _finder)
+
+
+def _remove_finder() -> None:
+    global _finder
+    if _finder is not None:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(_finder)
+        _finder = None

@@ -213,6 +213,10 @@ class Ledger:
         ref = self.session_ref
         return ref() if ref is not None else None
 
+    def fleet_scopes(self) -> tuple[FleetLevel, ...]:
+        """The fleet scopes this chain counts against (all levels)."""
+        return self._fleet_chain
+
     def enforced(self) -> bool:
         """True when some level of the chain (or a fleet scope) enforces a budget."""
         return self._enforced
@@ -228,6 +232,14 @@ class Ledger:
             self.iterations = value
             for level in self._chain:
                 level.calls += delta
+
+    def learned_cost(self, model: str) -> float | None:
+        """The most expensive finished call of ``model`` in this chain, if one finished."""
+        for level in self._chain:
+            learned = level.learned.get(model)
+            if learned is not None:
+                return learned
+        return None
 
     def expected_cost(self, model: str, upfront: float | None = None) -> float:
         """What a call of ``model`` is expected to cost (see the module docstring)."""

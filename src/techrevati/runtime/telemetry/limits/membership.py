@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import warnings
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -85,6 +87,12 @@ class SpanEntry:
     in_tool: bool = False
     #: True for another instrumentation's tool-call span that loop detection counts.
     tool_call: bool = False
+    #: The client request (its idempotency key) the guard matched to this call.
+    request: object = None
+    #: True when the client guard itself admitted this call (no span announced it).
+    by_guard: bool = False
+    #: When the guard admitted it (``time.time_ns``, comparable with span start times).
+    since: int = 0
 
 
 #: Open spans inside sessions. Plain dict operations are atomic in CPython.
@@ -97,6 +105,10 @@ LATE_LIMIT = 4096
 
 #: The session active in this thread or task.
 CURRENT: ContextVar[SessionScope | None] = ContextVar("techrevati_session", default=None)
+
+#: The last library model call started on this thread or task (the guard's view
+#: of "a model span of this request is open on this strand").
+STRAND: ContextVar[SpanEntry | None] = ContextVar("techrevati_strand_call", default=None)
 
 #: Set when ``configure(fleet=...)`` makes every model call in the process count.
 _process_root: list[Ledger] = []
@@ -318,6 +330,10 @@ def admit_call(
     """
     outer = under.call
     if not ours:
+        guarded = _guard_call_here(model)
+        if guarded is not None and guarded.call is not None:
+            # The guard admitted this request before its library span started.
+            return _library_entry(under, guarded.call, same=True)
         # The nesting rule (one place: recognise.is_same_call). Inside a library
         # model span the enclosing call is that library call, even when it is
         # the one our turn absorbed.
@@ -348,7 +364,90 @@ def _library_entry(under: SpanEntry, call: Claim, *, same: bool) -> SpanEntry:
     """The entry of a library model span; it becomes the sibling later spans compare with."""
     entry = SpanEntry(under.ledger, call, True, same, in_library=True)
     under.sibling = (entry, _strand())
+    STRAND.set(entry)
     return entry
+
+
+def _guard_call_here(model: str) -> SpanEntry | None:
+    """The guard's own call still sending its request on this strand, if any.
+
+    A library span of the same request that starts after the guard admitted it
+    (on the same thread or task, while the request is being sent) is that call.
+    """
+    found = STRAND.get()
+    if found is None or not found.by_guard or found.key not in OPEN:
+        return None
+    call = found.call
+    if call is None or (model and call.model and model != call.model):
+        return None
+    return found
+
+
+def admit_request(
+    model: str,
+    request: object,
+    expected: Callable[[Ledger], float],
+    priced: Callable[[Ledger], bool],
+) -> tuple[SpanEntry, bool] | None:
+    """The client guard's door: which call a client request is, admitting it if no span did.
+
+    The same identity rule as for spans: a model span of this request open on
+    this strand (current, or the library span started last here and not yet
+    matched to a request) is the call, and nothing is admitted; otherwise the
+    request is placed like a library model span (inside our turn, the first one
+    is our turn's request; elsewhere a new call, admitted against the ledger
+    chain, which may raise the refusal). ``expected`` and ``priced`` are asked
+    of the ledger the call would count in.
+
+    Returns None outside every session and root (the request is not counted),
+    else ``(entry, created)``: ``created`` says the guard made the entry and
+    books the response into it (a call of its own, or usage handed to the
+    enclosing turn); False means an open span of another instrumentation is
+    this call and books it.
+    """
+    under = enclosing_context(None)
+    if under is None:
+        return None
+    if under.model_span and under.in_library and under.request in (None, request):
+        under.request = request  # the library span current here describes this request
+        return under, False
+    found = STRAND.get()
+    if (
+        found is not None
+        and found.request in (None, request)
+        and not found.by_guard
+        and found.key in OPEN
+        and found.call is not None
+        and (not model or not found.call.model or found.call.model == model)
+    ):
+        found.request = request  # a library span started on this strand, not current
+        return found, False
+    ledger = under.ledger
+    entry = admit_call(under, model, expected(ledger), ours=False, priced=priced(ledger))
+    entry.request = request
+    if not entry.same_call:
+        entry.by_guard = True
+        entry.since = time.time_ns()
+        # Open while the request is sent: a library span starting now is this call.
+        key = (0, id(entry))
+        entry.key = key
+        OPEN[key] = entry
+        ledger.open_keys.add(key)
+    return entry, True
+
+
+def guard_call_during(start_ns: int) -> SpanEntry | None:
+    """The guard's own call admitted on this strand since ``start_ns``, once.
+
+    A library span known as a model call only when it ends (its operation name
+    arrives last) started before the request the guard admitted inside it: that
+    request is this span's call, not another one.
+    """
+    found = STRAND.get()
+    if found is None or not found.by_guard or found.since < start_ns or found.call is None:
+        return None
+    STRAND.set(None)
+    return found
 
 
 def _strand() -> object:

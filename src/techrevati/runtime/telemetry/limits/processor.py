@@ -26,7 +26,6 @@ from opentelemetry.trace import StatusCode
 from ...pricing import has_pricing
 from .. import semconv as sc
 from ..readings.recognise import (
-    CallReading,
     classify_start,
     model_from_attributes,
     provider_from_attributes,
@@ -34,6 +33,7 @@ from ..readings.recognise import (
 )
 from ..readings.tools import read_tool, tool_start
 from . import loops, membership
+from .booking import book
 from .guard import note_refusal
 from .membership import SpanEntry
 
@@ -106,7 +106,13 @@ class LimitsProcessor(SpanProcessor):
             reading = read_span(span)  # by name, attributes and producer scope
             if reading is None:
                 return
-            if not entry.model_span:
+            guarded = (
+                None if entry.model_span else membership.guard_call_during(span.start_time or 0)
+            )
+            if guarded is not None:
+                # The client guard admitted this span's request: the same call.
+                entry = SpanEntry(entry.ledger, guarded.call, True, True, in_library=True)
+            elif not entry.model_span:
                 # Known as a model call only now (its operation name arrived at
                 # its end): too late to refuse, so it is counted and booked.
                 entry = membership.admit_call(
@@ -117,7 +123,7 @@ class LimitsProcessor(SpanProcessor):
                     force=True,
                 )
             if entry.call is not None:
-                _book(entry, reading)
+                book(entry, reading)
         except Exception:
             _warn_once("limits processor failed to book a span; continuing")
 
@@ -130,39 +136,6 @@ class LimitsProcessor(SpanProcessor):
 
 def _failed(span: ReadableSpan) -> bool:
     return span.status.status_code is StatusCode.ERROR
-
-
-def _book(entry: SpanEntry, reading: CallReading) -> None:
-    """Book a finished library model span (see the module docstring)."""
-    call = entry.call
-    assert call is not None
-    usage = reading.usage
-    model = reading.model or call.model
-    provider = reading.provider
-    if entry.same_call:
-        if usage is None:
-            return
-        if call.open:
-            # The enclosing call is still running: it books this usage when it
-            # ends, unless it reports usage of its own.
-            if call.library is None:
-                call.library = (model, usage)
-            return
-        if not call.booked_usage:
-            # Usage that arrived after its turn ended (a stream read later, a
-            # timed-out call that finished anyway): book it once, now.
-            call.leaf.settle(call, model, usage, provider=provider, priced_by_core=False)
-        return
-    if usage is None and call.library is not None:
-        model, usage = call.library
-    call.leaf.settle(
-        call,
-        model,
-        usage,
-        provider=provider,
-        priced_by_core=False,
-        unpriced=bool(model) and not has_pricing(model, provider),
-    )
 
 
 # Weak: a provider the user drops (per test, per tenant) must not be kept alive here.

@@ -128,7 +128,7 @@ def _warn_doubles(name: str) -> None:
             )
 
 
-def prepare(instrument: object) -> Callable[[Any], tuple[str, ...]]:
+def prepare(instrument: object, *, guard: bool = True) -> Callable[[Any], tuple[str, ...]]:
     """Check ``instrument`` and its packages now; return the call that switches them on.
 
     Raises ``TypeError``/``ValueError`` for a bad list and ``ImportError``
@@ -143,7 +143,8 @@ def prepare(instrument: object) -> Callable[[Any], tuple[str, ...]]:
         for name, switch in zip(names, switches, strict=True):
             switch(tracer_provider)
             _warn_doubles(name)
-        install_guard(names)
+        if guard:
+            install_guard(names)
         return names
 
     return switch_on_all

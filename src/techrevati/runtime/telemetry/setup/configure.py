@@ -38,6 +38,7 @@ from opentelemetry.util.types import AttributeValue
 
 from ..calls.content import set_capture_content
 from ..export.pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
+from ..limits.guard import disable_guard, enable_guard, ensure_guard
 from ..limits.ledger import fleet_levels
 from ..limits.membership import install_fleet
 from ..limits.remote import SessionStore, install_store
@@ -87,6 +88,7 @@ def configure(
     session_store: Any = None,
     accept_remote_sessions: bool = True,
     report_html: str | os.PathLike[str] | None = None,
+    guard: bool = True,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
 
@@ -153,6 +155,10 @@ def configure(
             HTML page to this path (session tree, timelines, cost by model and agent;
             opens from disk, no network). Built from the spans file when there is one,
             else from the spans kept in memory. Off by default.
+        guard: the client guard (on by default wherever limits exist: a session with a
+            cap or budget, a fleet scope) admits and books every ``openai`` /
+            ``anthropic`` request, and stops a refused one before it is sent, even
+            with no instrumentation. ``False`` opts out for the process.
 
     Returns:
         The :class:`TelemetryHandle`. A second global call returns the same handle
@@ -179,9 +185,17 @@ def configure(
         handle_sigterm=handle_sigterm,
         report_html=report_html,
     )
-    switch_on = prepare_instrumentations(instrument) if instrument is not None else None
+    switch_on = (
+        prepare_instrumentations(instrument, guard=guard) if instrument is not None else None
+    )
+    if guard:
+        enable_guard()
+    else:
+        disable_guard()
     if fleet is not None:
         install_fleet(fleet_levels(fleet))
+        if guard and fleet_levels(fleet):
+            ensure_guard()
     if session_store is not None:
         install_store(session_store_from(session_store, accept_remote=accept_remote_sessions))
     elif not accept_remote_sessions:

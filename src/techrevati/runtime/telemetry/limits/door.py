@@ -1,0 +1,244 @@
+"""The client guard as a full door: a client request no span announced is a call.
+
+The guard (``guard.py``) patches the ``openai`` / ``anthropic`` clients'
+request path. For every model request (chat completions, responses,
+completions, embeddings, messages) it asks ``membership.admit_request`` which
+call the request is: a model span of this request already open on this thread
+or task (our turn, or another instrumentation's span) makes it that call;
+otherwise the guard admits it itself, against the same ledger chain, so a bare
+client with no instrumentation, or a tool calling a client directly, is capped
+and budgeted like any other call. The guard then reads the response (or the
+stream's chunks) and books what it used; a request that fails is released.
+
+Retries of one request (the SDKs' own, sharing one idempotency key) are one
+call. All of this state lives in a context variable, so threads and asyncio
+tasks never see each other's requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from ...pricing import has_pricing
+from ..readings.recognise import CallReading
+from ..readings.usage_extract import StreamReader, extract
+from . import membership
+from .booking import book
+from .estimate import request_estimate_usd
+from .ledger import Ledger
+from .membership import SpanEntry
+
+_log = logging.getLogger("techrevati.runtime.telemetry")
+_warned = False
+
+
+def _warn_once(message: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        _log.exception(message)
+
+
+#: Endpoints that are model calls (suffixes of the request path).
+_MODEL_PATHS = ("/chat/completions", "/responses", "/completions", "/embeddings", "/messages")
+
+
+def is_model_request(method: str, url: str) -> bool:
+    """True for a POST to a model-call endpoint (not ``count_tokens``, batches, files).
+
+    Example::
+
+        >>> is_model_request("post", "/chat/completions"), is_model_request("post", "/v1/messages")
+        (True, True)
+        >>> is_model_request("post", "/v1/messages/count_tokens")
+        False
+    """
+    if method.lower() != "post":
+        return False
+    path = url.split("?", 1)[0].rstrip("/")
+    return path.endswith(_MODEL_PATHS)
+
+
+@dataclass(eq=False, slots=True)
+class RequestCall:
+    """One client request in flight, from its first attempt to its booking."""
+
+    key: object
+    entry: SpanEntry | None
+    #: True when this request's own entry must be booked by the guard.
+    books: bool
+    provider: str
+    model: str
+    body: Mapping[str, Any] | None
+    attempt: int = 0
+    #: The response has been handed over (or the request failed): no more attempts.
+    processed: bool = False
+    done: bool = False
+
+
+_IN_FLIGHT: ContextVar[RequestCall | None] = ContextVar("techrevati_request", default=None)
+
+
+def _expected(
+    model: str, body: Mapping[str, Any] | None, provider: str
+) -> Callable[[Ledger], float]:
+    def expected(ledger: Ledger) -> float:
+        if not ledger.has_budget():
+            return 0.0
+        learned = ledger.learned_cost(model)
+        if learned is not None:
+            return learned
+        estimate = request_estimate_usd(model, body, provider) if body is not None else None
+        return estimate if estimate is not None else ledger.expected_cost(model)
+
+    return expected
+
+
+def begin(options: Any, provider: str) -> RequestCall | None:
+    """A request is about to be built: the same call as its retries, or a new one.
+
+    Returns None for a request that is not a model call. May raise the refusal
+    (cap, budget, fleet), before any byte is sent.
+    """
+    key = getattr(options, "idempotency_key", None)
+    current = _IN_FLIGHT.get()
+    if current is not None and key is not None and current.key == key and not current.processed:
+        current.attempt += 1  # the SDK's retry of the same request
+        return current
+    method = getattr(options, "method", "")
+    url = getattr(options, "url", "")
+    if not isinstance(method, str) or not isinstance(url, str) or not is_model_request(method, url):
+        return None
+    body = getattr(options, "json_data", None)
+    body = body if isinstance(body, Mapping) else None
+    model = body.get("model") if body is not None else None
+    model = model if isinstance(model, str) else ""
+    placed = membership.admit_request(
+        model,
+        key if key is not None else object(),
+        _expected(model, body, provider),
+        priced=lambda ledger: not ledger.has_budget() or not model or has_pricing(model, provider),
+    )
+    if placed is None:
+        membership.note_outside(f"a request of the {provider} client")
+        return None
+    entry, created = placed
+    call = RequestCall(key, entry, created, provider, model, body)
+    _IN_FLIGHT.set(call)
+    return call
+
+
+def watch(request: object, call: RequestCall) -> None:
+    """Release the call if this attempt's request is dropped without a response."""
+    try:
+        weakref.finalize(request, _abandoned, call, call.attempt)
+    except TypeError:
+        return  # a request type that cannot be weakly referenced: released at session close
+
+
+def _abandoned(call: RequestCall, attempt: int) -> None:
+    if call.processed or call.attempt != attempt:
+        return  # answered, or a later attempt took over
+    fail(call)
+
+
+def fail(call: RequestCall) -> None:
+    """The request failed (no response): its call stays counted, its reservation is freed."""
+    if call.done:
+        return
+    call.processed = call.done = True
+    entry = call.entry
+    if entry is None:
+        return
+    if entry.by_guard:
+        membership.forget(entry)
+        claim = entry.call
+        if claim is not None:
+            claim.leaf.release(claim)
+
+
+def take(options: Any) -> RequestCall | None:
+    """The call whose response is being processed now (None: not a guarded request)."""
+    call = _IN_FLIGHT.get()
+    if call is None or call.processed:
+        return None
+    key = getattr(options, "idempotency_key", None)
+    if key is not None and key != call.key:
+        return None
+    call.processed = True
+    _IN_FLIGHT.set(None)
+    entry = call.entry
+    if entry is not None and entry.by_guard:
+        membership.forget(entry)  # the request was sent: later spans are not this call
+    return call
+
+
+def answered(call: RequestCall, result: object) -> object:
+    """Book a response, or wrap its stream to book at the stream's end. Never raises."""
+    try:
+        if _is_stream(result):
+            _wrap_stream(result, call)
+            return result
+        found = extract(result)
+        finish(call, found.usage, found.model, found.reasoning_tokens, 0)
+    except Exception:
+        _warn_once("the client guard could not read a response; continuing")
+    return result
+
+
+def _is_stream(result: object) -> bool:
+    return hasattr(result, "_iterator") and hasattr(result, "response")
+
+
+def finish(
+    call: RequestCall, usage: Any, model: str | None, reasoning: int, text_chars: int
+) -> None:
+    """Book what the request used (``usage`` None: it never said)."""
+    if call.done:
+        return
+    call.done = True
+    entry = call.entry
+    if entry is None or not call.books or entry.call is None:
+        return
+    book(entry, CallReading(model or call.model, call.provider, usage, reasoning))
+
+
+def _wrap_stream(stream: Any, call: RequestCall) -> None:
+    inner = stream._iterator
+    reader = StreamReader(collect_text=True)
+    if hasattr(inner, "__anext__"):
+        stream.__dict__["_iterator"] = _async_chunks(inner, reader, call)
+    else:
+        stream.__dict__["_iterator"] = _chunks(inner, reader, call)
+    # A stream dropped before its first chunk never runs the generator's finally.
+    weakref.finalize(stream, _stream_end, call, reader)
+
+
+def _stream_end(call: RequestCall, reader: StreamReader) -> None:
+    text = reader.text
+    finish(call, reader.usage, reader.model, reader.reasoning_tokens, len(text) if text else 0)
+
+
+def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> Iterator[Any]:
+    try:
+        for item in inner:
+            reader.add(item)
+            yield item
+    finally:
+        _stream_end(call, reader)
+
+
+async def _async_chunks(
+    inner: AsyncIterator[Any], reader: StreamReader, call: RequestCall
+) -> AsyncIterator[Any]:
+    try:
+        async for item in inner:
+            reader.add(item)
+            yield item
+    finally:
+        _stream_end(call, reader)

@@ -1,0 +1,94 @@
+"""What a model call is expected to cost, read from its request before it is sent.
+
+Used where the client guard sees the request and nothing better is known (the
+session has not yet learned the model's cost): the reservation is an upper
+bound, settled to the actual cost when the response arrives. The same numbers
+book a call whose usage never arrives (a stream without ``include_usage``),
+with the streamed text the guard saw counted as output.
+
+The rule, stated once:
+
+* input tokens ≈ characters of the request's JSON body fields that carry input
+  (``messages``, ``input``, ``prompt``, ``system``, ``instructions``, ``tools``)
+  divided by :data:`CHARS_PER_TOKEN`, rounded up (no tokenizer: a slight
+  overestimate for English, which is what a reservation wants);
+* output tokens = the request's own cap (``max_tokens``,
+  ``max_completion_tokens``, ``max_output_tokens``), else
+  :data:`DEFAULT_OUTPUT_TOKENS` for the provider (an assumption, not a bound:
+  a request without a cap can produce more, and is then booked at its actual
+  usage);
+* priced by the normal price resolution; an unpriced model has no estimate.
+
+Example::
+
+    >>> from techrevati.runtime import ModelPricing, register_pricing
+    >>> register_pricing("doc-est", ModelPricing(1.0, 2.0))
+    >>> body = {"model": "doc-est", "max_tokens": 100,
+    ...         "messages": [{"role": "user", "content": "x" * 400}]}
+    >>> request_tokens(body, "openai")[1]
+    100
+    >>> round(request_estimate_usd("doc-est", body, "openai"), 6) > 0
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ...pricing import has_pricing, price_call
+from ...usage_tracking import UsageSnapshot
+
+#: Characters per token assumed when estimating input size from a request.
+CHARS_PER_TOKEN = 4
+
+#: Output tokens assumed for a request that sets no output cap, per provider.
+DEFAULT_OUTPUT_TOKENS: dict[str, int] = {"openai": 4096, "anthropic": 4096}
+_FALLBACK_OUTPUT_TOKENS = 4096
+
+_INPUT_FIELDS = ("messages", "input", "prompt", "system", "instructions", "tools")
+_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def _chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    try:
+        return len(json.dumps(value, default=str, ensure_ascii=False))
+    except (TypeError, ValueError, RecursionError):
+        return len(str(value))
+
+
+def tokens_of_text(chars: int) -> int:
+    """Tokens assumed for ``chars`` characters of text (rounded up)."""
+    return math.ceil(chars / CHARS_PER_TOKEN) if chars > 0 else 0
+
+
+def request_tokens(body: Mapping[str, Any], provider: str) -> tuple[int, int]:
+    """(input tokens, output tokens) a request is expected to use at most (see module doc)."""
+    chars = sum(_chars(body[name]) for name in _INPUT_FIELDS if body.get(name) is not None)
+    output = 0
+    for name in _OUTPUT_CAPS:
+        cap = body.get(name)
+        if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+            output = cap
+            break
+    if not output:
+        output = DEFAULT_OUTPUT_TOKENS.get(provider, _FALLBACK_OUTPUT_TOKENS)
+    return tokens_of_text(chars), output
+
+
+def request_estimate_usd(model: str, body: Mapping[str, Any], provider: str) -> float | None:
+    """The upper-bound cost of a request before it is sent; None for an unpriced model."""
+    if not model or not has_pricing(model, provider):
+        return None
+    input_tokens, output_tokens = request_tokens(body, provider)
+    return price_call(model, UsageSnapshot(input_tokens, output_tokens), provider).cost
+
+
+def seen_usage(body: Mapping[str, Any] | None, provider: str, text_chars: int) -> UsageSnapshot:
+    """The usage booked for a call whose usage never arrived: its request, and the text seen."""
+    input_tokens = request_tokens(body, provider)[0] if body is not None else 0
+    return UsageSnapshot(input_tokens, tokens_of_text(text_chars))

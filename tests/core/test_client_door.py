@@ -1,0 +1,339 @@
+"""The client guard as a full door, on by default wherever limits exist.
+
+Real ``openai`` and ``anthropic`` clients against the local stand-ins; no
+instrumentation unless a test switches the official one on. A request no span
+announced is admitted and booked by the guard itself (priced from the
+response it read), exactly once when spans do exist, and a refused request
+never reaches the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from fake_anthropic import FakeAnthropic, message
+from fake_anthropic import serve as serve_anthropic
+from fake_openai import FakeOpenAI, instrumented_openai, serve
+from otel_harness import Otel
+from techrevati.runtime import (
+    BudgetExceededError,
+    MaxIterationsExceededError,
+    Orchestrator,
+    agent_session,
+    agent_turn,
+    tool_call,
+)
+from techrevati.runtime.telemetry.limits import guard
+
+pytestmark = pytest.mark.usefixtures("priced")
+
+ROOT = Path(__file__).resolve().parents[2]
+#: model-a at $3 / $15 per million: 1000 in + 100 out = $0.0045.
+ONE_CALL = 0.0045
+COMPLETION: dict[str, Any] = {
+    "id": "c1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "model-a",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
+}
+CHUNK: dict[str, Any] = {
+    "id": "c1",
+    "object": "chat.completion.chunk",
+    "created": 1,
+    "model": "model-a",
+}
+STREAM: list[dict[str, Any]] = [
+    {**CHUNK, "choices": [{"index": 0, "delta": {"content": "hel"}, "finish_reason": None}]},
+    {**CHUNK, "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]},
+    {**CHUNK, "choices": [], "usage": COMPLETION["usage"]},
+]
+
+
+@pytest.fixture
+def api() -> Iterator[FakeOpenAI]:
+    with serve(FakeOpenAI(COMPLETION, stream=STREAM)) as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def guard_default() -> Iterator[None]:
+    # Each test starts with the process default: not yet installed, not opted out.
+    guard.uninstall_guard()
+    guard.enable_guard()
+    yield
+    guard.uninstall_guard()
+    guard.enable_guard()
+
+
+def _client(api: FakeOpenAI) -> openai.OpenAI:
+    return openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+
+def _ask(client: openai.OpenAI) -> Any:
+    return client.chat.completions.create(
+        model="model-a", messages=[{"role": "user", "content": "hi"}]
+    )
+
+
+def test_bare_openai_client_is_capped_and_priced(api: FakeOpenAI, otel: Otel) -> None:
+    # Issue 20: a bare client, 6 calls under max_iterations=3: 3 run, 3 never sent.
+    client = _client(api)
+    ran = refused = 0
+    with agent_session("w", max_iterations=3, **otel.kwargs()) as session:
+        for _ in range(6):
+            try:
+                _ask(client)
+                ran += 1
+            except MaxIterationsExceededError:
+                refused += 1
+    assert (ran, refused, len(api.requests)) == (3, 3, 3)
+    assert session._iteration_count == 3
+    assert session.tracker.turn_count == 3
+    assert session.tracker.total_cost() == pytest.approx(3 * ONE_CALL)
+
+
+def test_bare_client_stream_is_booked_from_its_chunks(api: FakeOpenAI, otel: Otel) -> None:
+    client = _client(api)
+    with agent_session("w", max_iterations=3, **otel.kwargs()) as session:
+        chunks = client.chat.completions.create(
+            model="model-a",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "hello"
+    assert session.tracker.turn_count == 1
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+
+
+def test_async_bare_client_is_capped(api: FakeOpenAI, otel: Otel) -> None:
+    async def main() -> tuple[int, int]:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        ran = refused = 0
+        with agent_session("w", max_iterations=2, **otel.kwargs()):
+            for _ in range(4):
+                try:
+                    await client.chat.completions.create(
+                        model="model-a", messages=[{"role": "user", "content": "hi"}]
+                    )
+                    ran += 1
+                except MaxIterationsExceededError:
+                    refused += 1
+        return ran, refused
+
+    assert asyncio.run(main()) == (2, 2)
+    assert len(api.requests) == 2
+
+
+def test_a_tool_calling_a_client_directly_counts(api: FakeOpenAI, otel: Otel) -> None:
+    client = _client(api)
+
+    @tool_call()
+    def summarise() -> str:
+        return str(_ask(client).choices[0].message.content)
+
+    with (
+        pytest.raises(BudgetExceededError),
+        agent_session("w", budget_usd=0.009, enforce_budget=True, **otel.kwargs()) as session,
+    ):
+        for _ in range(4):
+            summarise()
+    # The second call reaches the budget exactly; the third is refused before it is sent.
+    assert len(api.requests) == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+
+
+def test_inside_our_turn_the_request_is_the_turn(api: FakeOpenAI, otel: Otel) -> None:
+    client = _client(api)
+
+    @agent_turn("model-a")
+    def ask_text() -> str:
+        # Returns only text: the turn books the usage the guard read from the response.
+        return str(_ask(client).choices[0].message.content)
+
+    with agent_session("w", max_iterations=5, **otel.kwargs()) as session:
+        assert ask_text() == "hi"
+    assert session._iteration_count == 1
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+    assert len(otel.spans("chat model-a")) == 1
+
+
+def test_two_requests_inside_one_turn_are_two_calls(api: FakeOpenAI, otel: Otel) -> None:
+    client = _client(api)
+
+    @agent_turn("model-a")
+    def tool_loop() -> Any:
+        _ask(client)
+        return _ask(client)  # the first is the turn's request, the second a new call
+
+    with agent_session("w", max_iterations=5, **otel.kwargs()) as session:
+        tool_loop()
+    assert session._iteration_count == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+
+
+def test_with_the_official_instrumentation_each_request_counts_once(api: FakeOpenAI) -> None:
+    with instrumented_openai() as (provider, exporter):
+        client = _client(api)
+        orch = Orchestrator(role="w", phase="p", max_iterations=2, tracer_provider=provider)
+        with pytest.raises(MaxIterationsExceededError), orch.session() as session:
+            for _ in range(3):
+                _ask(client)
+    assert len(api.requests) == 2
+    assert session._iteration_count == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+    chats = [s for s in exporter.get_finished_spans() if s.name.startswith("chat")]
+    assert len(chats) == 2
+
+
+def test_anthropic_bare_client_is_capped_and_priced(otel: Otel) -> None:
+    reply = message("hi", input_tokens=1000, output_tokens=100)
+    with serve_anthropic(FakeAnthropic(reply)) as api:
+        client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
+        ran = 0
+        with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
+            for _ in range(3):
+                try:
+                    client.messages.create(
+                        model="model-a",
+                        max_tokens=64,
+                        messages=[{"role": "user", "content": "hi"}],
+                    )
+                    ran += 1
+                except MaxIterationsExceededError:
+                    pass
+    assert (ran, len(api.requests)) == (2, 2)
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+
+
+def test_no_session_no_limits_nothing_counted(api: FakeOpenAI) -> None:
+    guard.install_guard(["openai"])
+    for _ in range(3):
+        _ask(_client(api))
+    assert len(api.requests) == 3
+
+
+def test_install_never_patches_twice() -> None:
+    guard.install_guard(["openai"])
+    first = openai._base_client.BaseClient._build_request
+    guard.install_guard(["openai"])
+    guard.ensure_guard()
+    assert openai._base_client.BaseClient._build_request is first
+    original = first.__dict__["__techrevati_guard__"]
+    assert not hasattr(original, "__techrevati_guard__")
+
+
+def _run(code: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT / 'tests'}"}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+_SCENARIO = """
+import json, sys
+{before}
+from techrevati.runtime import MaxIterationsExceededError, agent_session, configure
+from fake_openai import FakeOpenAI, serve
+{configure}
+completion = {completion}
+with serve(FakeOpenAI(completion)) as api:
+    ran = 0
+    with agent_session("w", max_iterations=2):
+        {late_import}
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        for _ in range(4):
+            try:
+                client.chat.completions.create(model="model-a", messages=[])
+                ran += 1
+            except MaxIterationsExceededError:
+                pass
+    print(json.dumps({{"ran": ran, "sent": len(api.requests),
+                      "openai_first": {openai_first}}}))
+"""
+
+
+@pytest.mark.parametrize("order", ["openai-first", "openai-inside-the-session"])
+def test_guard_is_installed_whatever_the_import_order(order: str) -> None:
+    early = order == "openai-first"
+    code = _SCENARIO.format(
+        before="import openai" if early else "assert 'openai' not in sys.modules",
+        configure="",
+        completion=repr(COMPLETION),
+        late_import="pass" if early else "import openai",
+        openai_first=early,
+    )
+    assert _run(code) == {"ran": 2, "sent": 2, "openai_first": early}
+
+
+def test_configure_guard_false_opts_out() -> None:
+    code = _SCENARIO.format(
+        before="import openai",
+        configure="configure(guard=False, spans_file=False, report=False, metrics=False)",
+        completion=repr(COMPLETION),
+        late_import="pass",
+        openai_first=True,
+    )
+    # Opted out, with no instrumentation: nothing sees the bare client's requests.
+    assert _run(code) == {"ran": 4, "sent": 4, "openai_first": True}
+
+
+def test_anthropic_sdk_tracing_with_just_agent_session_sends_no_refused_call() -> None:
+    # The SDK's own tracing (on by default) swallows the processor's refusal; with no
+    # set-up call at all, the guard (installed at session open) stops the request.
+    code = """
+    import json
+    import anthropic
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from techrevati.runtime import MaxIterationsExceededError, agent_session
+    from fake_anthropic import FakeAnthropic, message, serve
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    with serve(FakeAnthropic(message("hi", input_tokens=10, output_tokens=5))) as api:
+        client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
+        error = ""
+        try:
+            with agent_session("w", max_iterations=2) as session:
+                for _ in range(3):
+                    client.messages.create(model="claude-x", max_tokens=16, messages=[])
+        except MaxIterationsExceededError as exc:
+            error = type(exc).__name__
+    scopes = sorted({s.instrumentation_scope.name for s in exporter.get_finished_spans()})
+    print(json.dumps({"sent": len(api.requests), "error": error,
+                      "iterations": session._iteration_count, "scopes": scopes}))
+    """
+    result = _run(code)
+    assert result["sent"] == 2
+    assert result["error"] == "MaxIterationsExceededError"
+    assert result["iterations"] == 2
+    assert "com.anthropic.sdk.python" in result["scopes"]  # the SDK's own spans were made
