@@ -7,7 +7,9 @@ Example::
 replays a spans file (OTLP JSON lines, written by ``configure()`` or by a
 collector's ``file`` exporter) into the same per-session report a run prints
 at exit. Runs append to one file; the last run is shown unless ``--run`` picks
-another (``--run all`` shows every run).
+another (``--run all`` shows every run). ``--html OUT.html`` writes the same
+report as one self-contained page instead (session tree, timelines, cost by
+model and agent; opens from disk, no network).
 
 Exit status: 0 when every record was read, 1 when the report was printed but
 some records were skipped (each named on stderr), 2 when a file could not be

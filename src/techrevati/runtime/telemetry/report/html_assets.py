@@ -30,7 +30,7 @@ main{padding:0 28px 28px}
 section{background:var(--card);border:1px solid var(--line);border-radius:8px;
 padding:16px 18px;margin:14px 0}
 .meta,.note{color:var(--muted);margin:2px 0}
-.kpis{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px;
+.kpis{display:grid;grid-template-columns:repeat(auto-fill,minmax(130px,1fr));gap:10px;
 background:none;border:0;padding:0}
 .kpi{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
 .kpi .label{color:var(--muted);font-size:12px}
