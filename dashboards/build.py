@@ -1835,16 +1835,6 @@ def budgets() -> dict[str, Any]:
             ],
             "none",
         ),
-        bargauge(
-            lay,
-            "Loops stopped by agent",
-            "Sessions stopped by loop detection (the same tool call repeated), by agent role, "
-            "over the whole time range; TechrevatiLoopDetected fires on each." + TOTAL_NOTE,
-            total(LOOPS, SVC, group=["gen_ai_agent_name"]),
-            "{{gen_ai_agent_name}}",
-            "none",
-            w=24,
-        ),
     ]
     return dashboard(
         "techrevati-budgets",

@@ -54,6 +54,19 @@ ERROR_TYPE: Final = "error.type"
 TOKEN_TYPE_INPUT: Final = "input"
 TOKEN_TYPE_OUTPUT: Final = "output"
 
+# --- proposed GenAI attributes (not in the conventions yet; written only with
+# configure(proposed_conventions=True), see calls/conventions.py) -------------------
+#: Per-operation cost, semantic-conventions-genai PR #443 (open): amount, ISO 4217
+#: currency, and where the number came from.
+GEN_AI_USAGE_COST_AMOUNT: Final = "gen_ai.usage.cost.amount"
+GEN_AI_USAGE_COST_CURRENCY: Final = "gen_ai.usage.cost.currency"
+GEN_AI_USAGE_COST_SOURCE: Final = "gen_ai.usage.cost.source"
+#: Budget governance on the invoke_agent span, semantic-conventions-genai issue #425
+#: (open): an iteration (model call) cap and how much of it the invocation used.
+GEN_AI_AGENT_ITERATION_BUDGET_LIMIT: Final = "gen_ai.agent.iteration_budget.limit"
+GEN_AI_AGENT_ITERATION_BUDGET_CONSUMED: Final = "gen_ai.agent.iteration_budget.consumed"
+COST_CURRENCY_USD: Final = "USD"
+
 # --- techrevati attributes -----------------------------------------------------
 COST_USD: Final = "techrevati.cost.usd"
 BUDGET_LIMIT_USD: Final = "techrevati.budget.limit_usd"

@@ -34,6 +34,7 @@ from ..limits.ledger import FleetLevel, Ledger, describe
 from ..limits.loops import LoopWatch
 from ..limits.membership import CURRENT, SpanEntry
 from ..readings.tokens import usage_to_attributes
+from . import conventions
 from .failures import error_type as _error_type
 from .labels import ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
@@ -326,6 +327,7 @@ def close_session(
             sc.BUDGET_SPENT_USD: ledger.spent,
             **describe(ledger),
             **usage_to_attributes(totals),
+            **conventions.session_attributes(cost, ledger.max_iterations, ledger.iterations),
         }
     )
     if scope.shared is not None:

@@ -38,6 +38,7 @@ from ..limits.errors import TurnTimeoutError
 from ..limits.ledger import Ledger
 from ..limits.membership import SpanEntry
 from ..readings.tokens import usage_to_attributes
+from . import conventions
 from .content import capture_content, content_text
 from .failures import error_type, record_error
 from .labels import GLOBAL_LABELS, ModelLabels, bounded_name, model_labels
@@ -277,6 +278,7 @@ class TurnCall:
             attributes[sc.COST_USD] = priced[0]
             if model:
                 attributes[sc.COST_SOURCE] = priced.source
+                attributes.update(conventions.cost_attributes(priced[0], priced.source))
             if response_model:
                 attributes[sc.GEN_AI_RESPONSE_MODEL] = response_model
             if reasoning_tokens:

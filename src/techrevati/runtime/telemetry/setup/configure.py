@@ -37,6 +37,7 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from ..calls.content import set_capture_content
+from ..calls.conventions import use_proposed
 from ..export.pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
 from ..limits.guard import disable_guard, enable_guard, ensure_guard
 from ..limits.ledger import fleet_levels
@@ -89,6 +90,7 @@ def configure(
     accept_remote_sessions: bool = True,
     report_html: str | os.PathLike[str] | None = None,
     guard: bool = True,
+    proposed_conventions: bool | None = None,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
 
@@ -159,6 +161,13 @@ def configure(
             cap or budget, a fleet scope) admits and books every ``openai`` /
             ``anthropic`` request, and stops a refused one before it is sent, even
             with no instrumentation. ``False`` opts out for the process.
+        proposed_conventions: also write GenAI attributes that are still proposals on
+            our spans: ``gen_ai.usage.cost.amount`` / ``.currency`` / ``.source`` (PR #443
+            of semantic-conventions-genai) on model calls and sessions, and
+            ``gen_ai.agent.iteration_budget.limit`` / ``.consumed`` (issue #425) on
+            sessions with ``max_iterations``. Process-wide; None leaves the current
+            choice (off unless switched on). Their names may still change; the
+            ``techrevati.*`` attributes are written either way.
 
     Returns:
         The :class:`TelemetryHandle`. A second global call returns the same handle
@@ -185,6 +194,8 @@ def configure(
         handle_sigterm=handle_sigterm,
         report_html=report_html,
     )
+    if proposed_conventions is not None:
+        use_proposed(proposed_conventions)
     switch_on = (
         prepare_instrumentations(instrument, guard=guard) if instrument is not None else None
     )
