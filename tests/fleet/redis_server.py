@@ -1,7 +1,8 @@
 """A real redis-server (Debian's) on 127.0.0.1 and a free port, owned by one test.
 
-No persistence (``--save "" --appendonly no``), so a restart starts empty, which
-is what a fleet must survive. ``pause``/``resume`` freeze the process with
+No persistence by default (``--save "" --appendonly no``), so a restart starts
+empty, which is what a fleet must survive; ``aof=True`` persists every write, as
+production Redis should, so a restart keeps the counts. ``pause``/``resume`` freeze the process with
 SIGSTOP/SIGCONT: connections then hang instead of failing fast, the case that
 only a client-side timeout can bound.
 """
@@ -45,9 +46,12 @@ class RedisServer:
         server.stop()
     """
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, aof: bool = False) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        #: Persist every write (AOF, fsync always), so a restart keeps the counts,
+        #: as production Redis should.
+        self.aof = aof
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,7 +70,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.aof else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.workdir),
                 "--daemonize",

@@ -1,4 +1,4 @@
-"""The README's "Fleet limits" examples run verbatim against a real redis-server."""
+"""The fleet examples of README.md and docs/fleet.md run verbatim against a real redis-server."""
 
 from __future__ import annotations
 
@@ -7,21 +7,25 @@ import io
 import re
 from pathlib import Path
 
+import pytest
+
 from techrevati.runtime import FleetLimits
 
 from .redis_server import RedisServer
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = Path(__file__).resolve().parents[2]
 
 
-def fleet_snippets() -> list[str]:
-    text = README.read_text()
-    section = text.split("## Fleet limits\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+def fleet_snippets(page: str) -> list[str]:
+    text = (REPO / page).read_text()
+    if page == "README.md":
+        text = text.split("## Fleet limits\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_the_readme_fleet_examples_run(redis_server: RedisServer) -> None:
-    example, level = fleet_snippets()
+@pytest.mark.parametrize("page", ["README.md", "docs/fleet.md"])
+def test_the_fleet_examples_run(redis_server: RedisServer, page: str) -> None:
+    example, level = fleet_snippets(page)
     assert '"redis://127.0.0.1:6379/0"' in example
     out = io.StringIO()
     namespace: dict[str, object] = {}

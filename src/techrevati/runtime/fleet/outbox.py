@@ -38,8 +38,8 @@ SETTLEMENTS_MAX = 100_000
 #: Clean-ups (releases of admissions whose reply never came) waiting per scope.
 CLEANUPS_MAX = 10_000
 #: Pause between delivery attempts while Redis does not answer (grows to the max).
-_RETRY_MIN_S = 0.05
-_RETRY_MAX_S = 2.0
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 2.0
 #: How long normal exit waits for pending settlements, at most.
 EXIT_FLUSH_S = 2.0
 
@@ -217,9 +217,15 @@ class Flusher:
             return list(self._waiting.values())
 
     def _run(self) -> None:
-        pause = _RETRY_MIN_S
+        pause = RETRY_MIN_S
+        failed = False
         while True:
-            self._event.wait(pause if self.pending() else None)
+            if failed:
+                # Redis did not answer: new work does not shorten the pause (an
+                # outage's refusals would otherwise retry on every call).
+                time.sleep(pause)
+            else:
+                self._event.wait(None if not self.pending() else pause)
             self._event.clear()
             failed = False
             for box in self.pending():
@@ -230,7 +236,7 @@ class Flusher:
                             self._waiting.pop(id(box), None)
                 else:
                     failed = True
-            pause = min(pause * 2, _RETRY_MAX_S) if failed else _RETRY_MIN_S
+            pause = min(pause * 2, RETRY_MAX_S) if failed else RETRY_MIN_S
 
     def flush_all(self, timeout_s: float) -> bool:
         """Deliver every waiting finish within ``timeout_s``; True when all went out."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -136,7 +137,23 @@ def _live() -> list[tuple[Flushable, float]]:
 
 def _bound_s() -> float:
     # Each live handle is shut down within its own bound, one after another.
-    return sum(bound for _, bound in _live()) + 1.0
+    return sum(bound for _, bound in _live()) + 1.0 + _fleet_bound_s()
+
+
+def _fleet_bound_s() -> float:
+    # Fleet settlements still waiting for Redis get their own bound (only when
+    # the fleet is in use: its module is then loaded).
+    outbox = sys.modules.get("techrevati.runtime.fleet.outbox")
+    return float(getattr(outbox, "EXIT_FLUSH_S", 0.0)) if outbox is not None else 0.0
+
+
+def _flush_fleet() -> None:
+    outbox = sys.modules.get("techrevati.runtime.fleet.outbox")
+    if outbox is not None:
+        try:
+            outbox.flush_all(outbox.EXIT_FLUSH_S)
+        except Exception:
+            _logger.debug("SIGTERM: fleet flush failed", exc_info=True)
 
 
 def _end_and_flush() -> None:
@@ -151,6 +168,7 @@ def _end_and_flush() -> None:
         )
     except Exception:  # the signal must still be passed on
         _logger.debug("SIGTERM: ending sessions failed", exc_info=True)
+    _flush_fleet()  # the sessions just ended may have settled fleet holds
     for handle, bound in _live():
         try:
             handle.shutdown(bound)
