@@ -166,7 +166,8 @@ def test_budget_enforced_and_not() -> None:
         s.run_turn(lambda: None, model="m", usage=UsageSnapshot(1000, 0))
     assert err.value.budget_usd == 0.001
     assert err.value.current_cost_usd > 0.001
-    assert str(err.value) == "budget exceeded: $0.0030 > $0.0010"
+    # The contract's words first; then whose budget it was and that the call ran.
+    assert str(err.value).startswith("budget exceeded: $0.0030 > $0.0010, the budget of session")
     assert usage_sink.records == [("m", UsageSnapshot(1000, 0), pytest.approx(0.003))]
     budget = [e for e in s.events if e.detail and e.detail.startswith("budget exceeded")]
     assert budget[0].data == {"budget_usd": 0.001}

@@ -91,8 +91,12 @@ def test_budget_crossing_turn_raises_after_completing_then_refuses(otel: Otel) -
         # a third-party span over budget is refused at start as well
         with pytest.raises(BudgetExceededError):
             _library_chat(otel, "model-b", 10, 10)
+    # One stop is one limit hit: the refusals after the crossing are the same stop.
     budget_events = [e for e in session.events if e.detail and "budget exceeded" in e.detail]
-    assert len(budget_events) == 3
+    assert len(budget_events) == 1
+    assert otel.metric_sum("techrevati.limit.hits", techrevati__limit__kind="budget") == 1
+    root = otel.span("invoke_agent w")
+    assert len([e for e in root.events if e.name == "techrevati.limit.hit"]) == 1
     assert session.tracker.turn_count == 2
 
 

@@ -8,6 +8,7 @@ ledger, events and limits must come out equal (ids and timings aside).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ U2 = UsageSnapshot(input_tokens=3000, output_tokens=0)
 COST_U1 = (1000 * 3.0 + 100 * 15.0 + 2000 * 3.75 + 4000 * 0.3) / 1e6  # 0.0132
 COST_U2 = 3000 * 3.0 / 1e6  # 0.009: U1 + U2 crosses the 0.02 budget
 IDS = {"gen_ai.agent.id", "gen_ai.conversation.id"}
+WORKER_ID = re.compile(r"\([\w.-]+-[0-9a-f]{8}\)")
 
 
 @dataclass
@@ -235,7 +237,15 @@ def _spans(otel: Otel) -> list[tuple[Any, ...]]:
     for s in otel.spans():
         attrs = {k: v for k, v in (s.attributes or {}).items() if k not in IDS}
         events = [
-            (e.name, {k: v for k, v in (e.attributes or {}).items() if k != "exception.stacktrace"})
+            (
+                e.name,
+                {
+                    # Limit messages name the session's worker id, which is random.
+                    k: WORKER_ID.sub("(<worker id>)", v) if isinstance(v, str) else v
+                    for k, v in (e.attributes or {}).items()
+                    if k != "exception.stacktrace"
+                },
+            )
             for e in s.events
         ]
         parent = by_id.get(s.parent.span_id) if s.parent is not None else None

@@ -100,6 +100,9 @@ class InvalidTransitionError(Exception):
         self.target = target
         super().__init__(f"Invalid transition: {current.value} → {target.value}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.current, self.target), self.__dict__)
+
 
 @dataclass(frozen=True)
 class AgentWorkerEvent:

@@ -126,6 +126,25 @@ class GuardrailViolatedError(Exception):
             f"{stage} guardrail '{guardrail}' blocked tool '{tool}' for role '{role}': {reason}"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments: the default pickling would replay only the message.
+        return (
+            _rebuild_violation,
+            (type(self), self.outcome, self.guardrail, self.role, self.tool, self.stage),
+            self.__dict__,
+        )
+
+
+def _rebuild_violation(
+    cls: type[GuardrailViolatedError],
+    outcome: GuardrailOutcome,
+    guardrail: str,
+    role: str,
+    tool: str,
+    stage: GuardrailStage,
+) -> GuardrailViolatedError:
+    return cls(outcome, guardrail=guardrail, role=role, tool=tool, stage=stage)
+
 
 def _label(guardrail: object) -> str:
     return str(getattr(guardrail, "name", type(guardrail).__name__))

@@ -55,9 +55,11 @@ from .telemetry.calls.failures import reason_text
 from .telemetry.calls.timeouts import await_with_timeout, wait_in_thread
 from .telemetry.limits import membership as core_membership
 from .telemetry.limits.errors import (
+    DEFAULT_MAX_ITERATIONS,
     MaxIterationsExceededError,
     PermissionDeniedError,
     TurnTimeoutError,
+    limit_kind,
 )
 from .telemetry.limits.ledger import FleetLevel, Ledger, fleet_levels
 from .telemetry.limits.loops import DEFAULT_LOOP_GUARD, LoopGuard, callable_arguments
@@ -162,7 +164,7 @@ class _SessionBase(Generic[B]):
     quality_gate: QualityGate | None = None
     budget_usd: float | None = None
     enforce_budget: bool = False
-    max_iterations: int = 25
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
     guardrails: list[Guardrail] = field(default_factory=list)
     event_sink: EventSink = field(default_factory=NoopEventSink)
     usage_sink: UsageSink = field(default_factory=NoopUsageSink)
@@ -912,7 +914,7 @@ class Orchestrator:
     quality_gate: QualityGate | None = None
     budget_usd: float | None = None
     enforce_budget: bool = False
-    max_iterations: int = 25
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
     guardrails: list[Guardrail] = field(default_factory=list)
     event_sink: EventSink = field(default_factory=NoopEventSink)
     usage_sink: UsageSink = field(default_factory=NoopUsageSink)
@@ -1025,6 +1027,10 @@ class _SessionContext(Generic[S]):
                     session.complete()
             elif isinstance(exc, Exception):
                 session.fail(detail=str(exc), failure_class=failure_class_for(exc))
+                kind = limit_kind(exc)
+                if kind is not None and session._scope is not None:
+                    # The span says which limit stopped the session, not "llm_error".
+                    session._scope.error_type = kind
             elif isinstance(exc, GeneratorExit):
                 session.cancel(detail="session closed early")
             else:

@@ -61,6 +61,7 @@ __all__ = [
     "PRICING_TABLE",
     "BudgetExceededError",
     "CostSource",
+    "LimitSite",
     "ModelPricing",
     "PricedCall",
     "PricedTurn",
@@ -99,8 +100,86 @@ class _UsageTrackingModule(types.ModuleType):
 sys.modules[__name__].__class__ = _UsageTrackingModule
 
 
+@dataclass(frozen=True)
+class LimitSite:
+    """Where a limit stopped a call: whose limit it was, and what became of the call.
+
+    ``level`` is ``"own"`` (the limit of the session the call was made in),
+    ``"parent"`` (an enclosing session's) or ``"fleet"`` (a fleet scope's,
+    shared by every process). ``role`` and ``session_id`` name the session whose
+    limit it is; ``call_role`` and ``call_session_id`` the session the call was
+    made in, when that is another one. ``ran`` is True when the call ran, was
+    booked and crossed the limit, False when it was refused before it ran.
+
+    Example::
+
+        >>> site = LimitSite("parent", ran=False, role="planner", session_id="planner-1",
+        ...                  call_role="researcher", call_session_id="researcher-2")
+        >>> site.describe_owner()
+        "the parent session 'planner' (planner-1) of session 'researcher' (researcher-2)"
+    """
+
+    level: str
+    ran: bool
+    role: str = ""
+    session_id: str = ""
+    call_role: str = ""
+    call_session_id: str = ""
+    scope: str = ""
+
+    def describe_owner(self) -> str:
+        """Whose limit it is, in words."""
+        if self.level == "fleet":
+            where = f"fleet scope {self.scope!r}"
+            if self.call_role:
+                where += f" (for session {_name(self.call_role, self.call_session_id)})"
+            return where
+        own = f"session {_name(self.role, self.session_id)}" if self.role else "this session"
+        if self.level == "parent":
+            caller = _name(self.call_role, self.call_session_id) if self.call_role else "?"
+            return f"the parent {own} of session {caller}"
+        return own
+
+    def what_happened(self) -> str:
+        """Whether the call ran: the sentence that says so."""
+        if self.ran:
+            return (
+                "The call that crossed it ran and was paid for: its cost is booked, "
+                "and its result is discarded."
+            )
+        return "This call was refused before it ran: nothing was sent and nothing was booked."
+
+
+def _name(role: str, session_id: str) -> str:
+    return f"{role!r} ({session_id})" if session_id else repr(role)
+
+
+def usd_pair(amount: float, limit: float, *, strict: bool) -> tuple[str, str]:
+    """Both amounts with the fewest decimals (at least 4) that keep the comparison true.
+
+    ``strict`` asks for ``amount > limit`` as printed, else ``amount >= limit``.
+
+    Example::
+
+        >>> usd_pair(0.000306, 0.0003, strict=True)
+        ('0.00031', '0.00030')
+        >>> usd_pair(12.5, 10.0, strict=True)
+        ('12.5000', '10.0000')
+    """
+    for digits in range(4, 13):
+        a, b = f"{amount:.{digits}f}", f"{limit:.{digits}f}"
+        if (float(a) > float(b)) if strict else (float(a) >= float(b)):
+            return a, b
+    return repr(amount), repr(limit)
+
+
 class BudgetExceededError(Exception):
-    """The session's cost went over its USD budget.
+    """A budget stopped the session: a call crossed it, or was refused because it was spent.
+
+    The message prints both amounts with enough decimals that the comparison
+    is true as printed, and, when the runtime raised it, whose budget it was
+    (``site``: the session's own, a parent session's or a fleet scope's), whether
+    the call ran (and was booked) or was refused before it ran, and what to change.
 
     Example::
 
@@ -112,29 +191,74 @@ class BudgetExceededError(Exception):
     """
 
     def __init__(
-        self, budget_usd: float, current_cost_usd: float, *, scope: str | None = None
+        self,
+        budget_usd: float,
+        current_cost_usd: float,
+        *,
+        scope: str | None = None,
+        site: LimitSite | None = None,
     ) -> None:
         self.budget_usd = budget_usd
         self.current_cost_usd = current_cost_usd
         #: The fleet scope that refused (``FleetLimits.scope``); None for a session's own budget.
         self.scope = scope
-        where = f" in fleet scope {scope!r}" if scope is not None else ""
-        super().__init__(f"budget exceeded{where}: ${current_cost_usd:.4f} > ${budget_usd:.4f}")
+        #: Whose budget it was and whether the call ran; None when not raised by a session.
+        self.site = site
+        super().__init__(self._message())
+
+    def at(self, site: LimitSite) -> BudgetExceededError:
+        """This error, told where it happened (the message is rebuilt); returns itself."""
+        self.site = site
+        self.args = (self._message(),)
+        return self
+
+    def _message(self) -> str:
+        site = self.site
+        crossed = site is None or site.ran
+        spent, budget = usd_pair(self.current_cost_usd, self.budget_usd, strict=crossed)
+        if site is None:
+            where = f" in fleet scope {self.scope!r}" if self.scope is not None else ""
+            return f"budget exceeded{where}: ${spent} > ${budget}"
+        owner = site.describe_owner()
+        if crossed:
+            head = f"budget exceeded: ${spent} > ${budget}, the budget of {owner}."
+        else:
+            head = (
+                f"budget reached: ${spent} spent or reserved by calls in flight >= ${budget}, "
+                f"the budget of {owner}."
+            )
+        if site.level == "fleet":
+            hint = (
+                "Raise the scope's budget_usd, or wait for its next window "
+                "(FleetLimits.usage() shows the spend)."
+            )
+        elif site.level == "parent":
+            hint = "Raise the parent session's budget_usd, or give the work fewer calls."
+        elif crossed:
+            hint = "Raise budget_usd, or end the loop before it reaches the budget."
+        else:
+            hint = "Raise budget_usd; every further call of this session is refused."
+        return f"{head} {site.what_happened()} {hint}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Exception pickling replays self.args (the message) into __init__, which
         # expects the two numbers; without this the error cannot cross processes.
         return (
             _rebuild_budget_error,
-            (type(self), self.budget_usd, self.current_cost_usd, self.scope),
+            (type(self), self.budget_usd, self.current_cost_usd, self.scope, self.site),
+            self.__dict__,
         )
 
 
 def _rebuild_budget_error(
-    cls: type[BudgetExceededError], budget: float, current: float, scope: str | None
+    cls: type[BudgetExceededError],
+    budget: float,
+    current: float,
+    scope: str | None,
+    site: LimitSite | None = None,
 ) -> BudgetExceededError:
     error = cls.__new__(cls)
-    BudgetExceededError.__init__(error, budget, current, scope=scope)
+    BudgetExceededError.__init__(error, budget, current, scope=scope, site=site)
     return error
 
 

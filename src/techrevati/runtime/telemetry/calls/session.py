@@ -236,6 +236,8 @@ def open_session(
 
     ledger.on_limit = on_limit
     ledger.session_ref = weakref.ref(scope)
+    ledger.role = role
+    ledger.session_id = agent_id or worker_id or conversation
     membership.watch_escapes(ledger)
     if ledger.max_iterations is not None or ledger.has_budget() or ledger.fleet_scopes():
         ensure_guard()  # limits exist: the client guard is on by default

@@ -11,7 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from ...permissions import PermissionOutcome
-from ...usage_tracking import BudgetExceededError
+from ...usage_tracking import BudgetExceededError, LimitSite, usd_pair
+from .. import semconv as sc
+
+#: ``max_iterations`` when the session does not set one (``Orchestrator``, ``agent_session``).
+DEFAULT_MAX_ITERATIONS = 25
 
 
 class PermissionDeniedError(Exception):
@@ -29,6 +33,9 @@ class PermissionDeniedError(Exception):
         self.outcome = outcome
         super().__init__(outcome.reason or "permission denied")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.outcome,), self.__dict__)
+
 
 class TurnTimeoutError(Exception):
     """A turn that did not finish within its ``timeout`` (sync and async alike).
@@ -45,34 +52,80 @@ class TurnTimeoutError(Exception):
         self.timeout_seconds = timeout_seconds
         super().__init__(f"turn exceeded timeout of {timeout_seconds:.3f}s")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default replays the message into __init__, which wants the number.
+        return (type(self), (self.timeout_seconds,), self.__dict__)
+
 
 class MaxIterationsExceededError(Exception):
     """Raised instead of starting model call number ``max_iterations + 1``.
 
+    The message names whose cap it is (``site``: the session's own, a parent
+    session's, or a fleet scope's ``max_calls`` with ``scope`` set), says that
+    the call was refused before it ran, and says when the cap is the default.
+
     Example::
 
-        orch = Orchestrator(role="w", phase="p", max_iterations=3)
+        orch = Orchestrator(role="w", max_iterations=3)
         # the 4th run_turn of a session raises MaxIterationsExceededError(3)
     """
 
-    def __init__(self, max_iterations: int, *, scope: str | None = None) -> None:
+    def __init__(
+        self, max_iterations: int, *, scope: str | None = None, site: LimitSite | None = None
+    ) -> None:
         self.max_iterations = max_iterations
         #: The fleet scope that refused (``FleetLimits.scope``); None for a session's own cap.
         self.scope = scope
-        where = f"fleet scope {scope!r}" if scope is not None else "session"
-        super().__init__(
-            f"{where} reached max_iterations={max_iterations}; raise the cap or shorten the loop"
+        #: Whose cap it was; None when not raised by a session.
+        self.site = site
+        super().__init__(self._message())
+
+    def at(self, site: LimitSite) -> MaxIterationsExceededError:
+        """This error, told where it happened (the message is rebuilt); returns itself."""
+        self.site = site
+        self.args = (self._message(),)
+        return self
+
+    def _message(self) -> str:
+        cap, site = self.max_iterations, self.site
+        if site is None:
+            if self.scope is not None:
+                return (
+                    f"fleet scope {self.scope!r} reached max_calls={cap} in this window; "
+                    "this call was refused before it ran; raise max_calls or wait for "
+                    "the next window"
+                )
+            return f"session reached max_iterations={cap}; raise the cap or shorten the loop"
+        if site.level == "fleet":
+            return (
+                f"{site.describe_owner()} reached max_calls={cap} in this window: call "
+                f"{cap + 1} was refused before it ran, nothing was sent or booked. Raise the "
+                "scope's max_calls, or wait for its next window."
+            )
+        default = f" (the default cap of {cap})" if cap == DEFAULT_MAX_ITERATIONS else ""
+        whose = "the parent session's cap" if site.level == "parent" else "the cap"
+        return (
+            f"{site.describe_owner()} reached max_iterations={cap}{default}: model call "
+            f"{cap + 1} was refused before it ran, nothing was sent or booked. Raise {whose} "
+            "(max_iterations=...) or shorten the loop."
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_cap_error, (type(self), self.max_iterations, self.scope))
+        return (
+            _rebuild_cap_error,
+            (type(self), self.max_iterations, self.scope, self.site),
+            self.__dict__,
+        )
 
 
 def _rebuild_cap_error(
-    cls: type[MaxIterationsExceededError], cap: int, scope: str | None
+    cls: type[MaxIterationsExceededError],
+    cap: int,
+    scope: str | None,
+    site: LimitSite | None = None,
 ) -> MaxIterationsExceededError:
     error = cls.__new__(cls)
-    MaxIterationsExceededError.__init__(error, cap, scope=scope)
+    MaxIterationsExceededError.__init__(error, cap, scope=scope, site=site)
     return error
 
 
@@ -92,17 +145,46 @@ class UnpricedModelError(BudgetExceededError):
             print(err.model)
     """
 
-    def __init__(self, model: str, budget_usd: float, current_cost_usd: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: str,
+        budget_usd: float,
+        current_cost_usd: float = 0.0,
+        *,
+        site: LimitSite | None = None,
+    ) -> None:
         self.model = model
-        BudgetExceededError.__init__(self, budget_usd, current_cost_usd)
-        self.args = (
-            f"model {model!r} has no known price, so an enforced budget of ${budget_usd:.4f} "
-            "cannot hold; price it with register_pricing() or load_pricing_from_file(), "
-            "or open the session with allow_unpriced=True to accept it at $0",
+        BudgetExceededError.__init__(self, budget_usd, current_cost_usd, site=site)
+
+    def _message(self) -> str:
+        budget = usd_pair(self.budget_usd, self.budget_usd, strict=False)[0]
+        owner = self.site.describe_owner() if self.site is not None else "the session"
+        return (
+            f"model {self.model!r} has no known price, so the enforced budget of ${budget} "
+            f"of {owner} cannot hold; this call was refused before it ran: nothing was sent "
+            "and nothing was booked. Price it with register_pricing() or "
+            "load_pricing_from_file(), or open the session with allow_unpriced=True to "
+            "accept it at $0"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.model, self.budget_usd, self.current_cost_usd))
+        return (
+            _rebuild_unpriced_error,
+            (type(self), self.model, self.budget_usd, self.current_cost_usd, self.site),
+            self.__dict__,
+        )
+
+
+def _rebuild_unpriced_error(
+    cls: type[UnpricedModelError],
+    model: str,
+    budget: float,
+    current: float,
+    site: LimitSite | None,
+) -> UnpricedModelError:
+    error = cls.__new__(cls)
+    UnpricedModelError.__init__(error, model, budget, current, site=site)
+    return error
 
 
 class FleetUnavailableError(Exception):
@@ -121,10 +203,15 @@ class FleetUnavailableError(Exception):
     def __init__(self, scope: str, reason: str) -> None:
         self.scope = scope
         self.reason = reason
-        super().__init__(f"fleet scope {scope!r} is unavailable ({reason}); call refused")
+        super().__init__(
+            f"fleet scope {scope!r} is unavailable ({reason}): this call was refused before "
+            "it ran (on_store_error='refuse'), nothing was sent or booked. Check that its "
+            "Redis answers, or use on_store_error='allow' to run on the session's own limits "
+            "while it is down"
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.scope, self.reason))
+        return (type(self), (self.scope, self.reason), self.__dict__)
 
 
 class LoopDetectedError(Exception):
@@ -154,4 +241,25 @@ class LoopDetectedError(Exception):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.pattern, self.tool, self.repeats))
+        return (type(self), (self.pattern, self.tool, self.repeats), self.__dict__)
+
+
+def limit_kind(error: BaseException) -> str | None:
+    """The ``techrevati.limit.kind`` of a limit error (``budget``, ``fleet_calls``, ...), or None.
+
+    Example::
+
+        >>> limit_kind(MaxIterationsExceededError(3, scope="tenant"))
+        'fleet_calls'
+    """
+    if isinstance(error, UnpricedModelError):
+        return sc.LIMIT_UNPRICED
+    if isinstance(error, BudgetExceededError):
+        return sc.LIMIT_FLEET_BUDGET if error.scope is not None else sc.LIMIT_BUDGET
+    if isinstance(error, MaxIterationsExceededError):
+        return sc.LIMIT_FLEET_CALLS if error.scope is not None else sc.LIMIT_ITERATIONS
+    if isinstance(error, FleetUnavailableError):
+        return "fleet_unavailable"
+    if isinstance(error, LoopDetectedError):
+        return "loop"
+    return None

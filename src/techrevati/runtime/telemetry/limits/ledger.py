@@ -40,7 +40,13 @@ from typing import Any, Protocol
 
 from ...caller import user_stacklevel
 from ...sinks import UsageSink
-from ...usage_tracking import BudgetExceededError, PricedTurn, UsageSnapshot, UsageTracker
+from ...usage_tracking import (
+    BudgetExceededError,
+    LimitSite,
+    PricedTurn,
+    UsageSnapshot,
+    UsageTracker,
+)
 from .. import semconv as sc
 from .errors import MaxIterationsExceededError, UnpricedModelError
 from .money import booking_nano, check_budget, to_nano, to_usd
@@ -129,6 +135,9 @@ class Ledger:
     call_estimate_usd: float | None = None
     #: Accept calls of unpriced models at $0 under an enforced budget.
     allow_unpriced: bool = False
+    #: The owning session's role and id, named by the limit errors ("" before it opens).
+    role: str = ""
+    session_id: str = ""
     iterations: int = 0
     calls: int = 0
     #: Settled cost and reservations of calls in flight, in nano-dollars (exact sums).
@@ -157,6 +166,8 @@ class Ledger:
     _budget_nano: int = field(init=False, repr=False)
     _sink_failed: bool = field(default=False, repr=False)
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    #: (limit kind, fleet scope) already reported here: one stop is one limit hit.
+    _hits: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         self.budget_usd = check_budget("budget_usd", self.budget_usd)
@@ -275,11 +286,14 @@ class Ledger:
         fleet round trip runs on the event loop).
         """
         if model and not priced and not force and not self.allow_unpriced and self.enforced():
-            budget = next(
-                (lv.budget_usd for lv in self._chain if lv.enforce_budget and lv.budget_usd),
-                0.0,
+            owner = next(
+                (lv for lv in self._chain if lv.enforce_budget and lv.budget_usd is not None),
+                self,
             )
-            self._refuse(sc.LIMIT_UNPRICED, UnpricedModelError(model, budget or 0.0))
+            error = UnpricedModelError(
+                model, owner.budget_usd or 0.0, site=self.site(owner, ran=False)
+            )
+            self._refuse(sc.LIMIT_UNPRICED, error, owner)
         expected_nano = booking_nano(expected, f"expected cost of {model!r}")
         with self._lock:
             refused = None if force else self._refusal_locked()
@@ -331,26 +345,34 @@ class Ledger:
             except BaseException as exc:
                 if claim.forced and isinstance(exc, Exception):
                     continue
-                self._fleet_refused(claim, holds, exc)
+                self._fleet_refused(claim, holds, exc, fleet)
                 raise
         claim.holds = tuple(holds)
 
-    def _refusal_locked(self) -> tuple[str, Exception] | None:
-        """The first level that refuses one more call, as (limit kind, error); None: all admit."""
+    def _refusal_locked(self) -> tuple[str, Exception, Ledger] | None:
+        """The first level that refuses one more call, as (kind, error, level); None: all admit."""
         for level in self._chain:
             cap = level.max_iterations
             if cap is not None and level.calls >= cap:
-                return sc.LIMIT_ITERATIONS, MaxIterationsExceededError(cap)
+                site = self.site(level, ran=False)
+                return sc.LIMIT_ITERATIONS, MaxIterationsExceededError(cap, site=site), level
             budget = level._budget_nano
             if level.enforce_budget and budget >= 0:
                 # Spent and others' reservations have reached the budget (this
                 # call's own estimate does not count: the call that crosses runs).
                 committed = level.spent_nano + level.reserved_nano
                 if committed >= budget:
-                    return sc.LIMIT_BUDGET, BudgetExceededError(
-                        level.budget_usd or 0.0, to_usd(committed)
+                    error = BudgetExceededError(
+                        level.budget_usd or 0.0, to_usd(committed), site=self.site(level, ran=False)
                     )
+                    return sc.LIMIT_BUDGET, error, level
         return None
+
+    def site(self, level: Ledger, *, ran: bool) -> LimitSite:
+        """Where ``level``'s limit stopped a call made in this ledger's session."""
+        if level is self:
+            return LimitSite("own", ran, self.role, self.session_id)
+        return LimitSite("parent", ran, level.role, level.session_id, self.role, self.session_id)
 
     def _reserve_fleet(self, claim: Claim, force: bool) -> tuple[tuple[FleetLevel, object], ...]:
         holds: list[tuple[FleetLevel, object]] = []
@@ -360,24 +382,41 @@ class Ledger:
             except BaseException as exc:
                 if force and isinstance(exc, Exception):
                     continue  # it already happened: book it where the fleet lets us
-                self._fleet_refused(claim, holds, exc)
+                self._fleet_refused(claim, holds, exc, fleet)
                 raise
         return tuple(holds)
 
     def _fleet_refused(
-        self, claim: Claim, holds: list[tuple[FleetLevel, object]], exc: BaseException
+        self,
+        claim: Claim,
+        holds: list[tuple[FleetLevel, object]],
+        exc: BaseException,
+        fleet: FleetLevel,
     ) -> None:
         for taken, hold in holds:
             taken.release(hold, ran=False)  # it never ran: not counted anywhere
         self.release(claim, uncount=True)
-        if isinstance(exc, MaxIterationsExceededError):
-            self._notify(sc.LIMIT_FLEET_CALLS, exc)
-        elif isinstance(exc, BudgetExceededError):
-            self._notify(sc.LIMIT_FLEET_BUDGET, exc)
+        if isinstance(exc, MaxIterationsExceededError | BudgetExceededError):
+            scope = str(getattr(fleet, "scope", ""))
+            exc.at(LimitSite("fleet", False, "", "", self.role, self.session_id, scope))
+            kind = (
+                sc.LIMIT_FLEET_CALLS
+                if isinstance(exc, MaxIterationsExceededError)
+                else sc.LIMIT_FLEET_BUDGET
+            )
+            self._hit(kind, exc, scope)
 
-    def _refuse(self, kind: str, error: Exception) -> None:
-        self._notify(kind, error)
+    def _refuse(self, kind: str, error: Exception, owner: Ledger) -> None:
+        owner._hit(kind, error)
         raise error
+
+    def _hit(self, kind: str, error: Exception, scope: str = "") -> None:
+        """Report a limit hit on this level, once per limit: later refusals are the same stop."""
+        key = (kind, scope)
+        if key in self._hits:
+            return
+        self._hits.add(key)
+        self._notify(kind, error)
 
     # -- booking --------------------------------------------------------------
 
@@ -456,9 +495,10 @@ class Ledger:
             )
         if crossings is not None:
             for level in crossings:
-                level._notify(
-                    sc.LIMIT_BUDGET, BudgetExceededError(level.budget_usd or 0.0, level.spent)
+                error = BudgetExceededError(
+                    level.budget_usd or 0.0, level.spent, site=leaf.site(level, ran=True)
                 )
+                level._hit(sc.LIMIT_BUDGET, error)
         if cost:
             leaf._used()
         return cost
@@ -494,7 +534,8 @@ class Ledger:
             return None
         for level in self._chain:
             if level.enforce_budget and 0 <= level._budget_nano < level.spent_nano:
-                return BudgetExceededError(level.budget_usd or 0.0, level.spent)
+                site = self.site(level, ran=True)
+                return BudgetExceededError(level.budget_usd or 0.0, level.spent, site=site)
         return None
 
     # -- listeners ------------------------------------------------------------

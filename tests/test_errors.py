@@ -1,0 +1,244 @@
+"""Every public exception survives a pickle round trip, and the limit errors say what happened.
+
+Errors cross processes (multiprocessing, Celery results, shared sessions), so an
+exception that cannot be rebuilt from its pickle turns into a confusing
+``TypeError`` in the parent. The list of exceptions is found by walking the
+package, so a new public exception without a sample here fails the test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pickle
+import pkgutil
+import re
+from typing import Any
+
+import pytest
+
+import techrevati.runtime as package
+from techrevati.runtime import (
+    AgentStatus,
+    BudgetExceededError,
+    MaxIterationsExceededError,
+    ModelPricing,
+    Orchestrator,
+    UnpricedModelError,
+    UsageSnapshot,
+    agent_session,
+    register_pricing,
+)
+from techrevati.runtime.guardrails import GuardrailOutcome
+from techrevati.runtime.permissions import PermissionOutcome
+from techrevati.runtime.usage_tracking import LimitSite, usd_pair
+
+
+def _public_exceptions() -> dict[str, type[BaseException]]:
+    found: dict[str, type[BaseException]] = {}
+    for info in pkgutil.walk_packages(package.__path__, prefix="techrevati.runtime."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                not name.startswith("_")
+                and inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__.startswith("techrevati.")
+            ):
+                found[value.__qualname__] = value
+    return found
+
+
+SITE = LimitSite("parent", False, "planner", "planner-1", "researcher", "researcher-2")
+SAMPLES: dict[str, list[Any]] = {
+    "BudgetExceededError": [
+        lambda c: c(10.0, 12.5),
+        lambda c: c(0.05, 0.066, scope="tenant-42"),
+        lambda c: c(0.0003, 0.000306, site=LimitSite("own", True, "writer", "writer-1")),
+        lambda c: c(0.05, 0.05, site=SITE),
+    ],
+    "MaxIterationsExceededError": [
+        lambda c: c(3),
+        lambda c: c(10, scope="tenant-42"),
+        lambda c: c(25, site=SITE),
+    ],
+    "UnpricedModelError": [
+        lambda c: c("my-finetune", 1.0),
+        lambda c: c("my-finetune", 1.0, 0.25, site=LimitSite("own", False, "w", "w-1")),
+    ],
+    "FleetUnavailableError": [lambda c: c("tenant-42", "TimeoutError: timed out")],
+    "TurnTimeoutError": [lambda c: c(0.05)],
+    "PermissionDeniedError": [lambda c: c(PermissionOutcome(False, "role 'w' may not"))],
+    "CircuitOpenError": [lambda c: c("model-api"), lambda c: c("model-api", reason="8 hung")],
+    "GuardrailViolatedError": [
+        lambda c: c(
+            GuardrailOutcome(False, "pii"), guardrail="no_pii", role="w", tool="t", stage="post"
+        )
+    ],
+    "InvalidTransitionError": [lambda c: c(AgentStatus.COMPLETED, AgentStatus.RUNNING)],
+    "LoopDetectedError": [lambda c: c("repeat", "search", 3)],
+    "OutputFileError": [lambda c: c("telemetry-out/spans.jsonl is a symbolic link")],
+    "BadRecord": [lambda c: c("line 3: not JSON")],
+}
+
+
+def test_every_public_exception_has_a_sample() -> None:
+    missing = sorted(set(_public_exceptions()) - set(SAMPLES))
+    assert not missing, f"add a sample for {missing} to SAMPLES"
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_survives_a_pickle_round_trip(name: str) -> None:
+    cls = _public_exceptions()[name]
+    for make in SAMPLES[name]:
+        error = make(cls)
+        clone = pickle.loads(pickle.dumps(error))
+        assert type(clone) is cls
+        assert str(clone) == str(error)
+        assert clone.args == error.args
+        assert vars(clone) == vars(error), name
+
+
+def test_a_raised_limit_error_survives_with_its_site() -> None:
+    orch = Orchestrator(role="writer", max_iterations=1)
+    with pytest.raises(MaxIterationsExceededError) as stop, orch.session() as session:
+        session.run_turn(lambda: "a", model="")
+        session.run_turn(lambda: "b", model="")
+    clone = pickle.loads(pickle.dumps(stop.value))
+    assert clone.site == stop.value.site
+    assert clone.site.level == "own" and clone.site.role == "writer"
+    assert str(clone) == str(stop.value)
+
+
+# --- the messages ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "limit", "strict", "printed"),
+    [
+        (12.5, 10.0, True, ("12.5000", "10.0000")),
+        (0.000306, 0.0003, True, ("0.00031", "0.00030")),  # the issue's "$0.0003 > $0.0003"
+        (0.050000001, 0.05, True, ("0.050000001", "0.050000000")),
+        (0.05, 0.05, False, ("0.0500", "0.0500")),
+    ],
+)
+def test_amounts_are_printed_so_the_comparison_is_true(
+    amount: float, limit: float, strict: bool, printed: tuple[str, str]
+) -> None:
+    assert usd_pair(amount, limit, strict=strict) == printed
+    a, b = (float(x) for x in printed)
+    assert (a > b) if strict else (a >= b)
+
+
+def _amounts(message: str) -> tuple[float, str, float]:
+    m = re.search(
+        r"\$([0-9.]+) (?:spent or reserved by calls in flight )?(>=|>) \$([0-9.]+)", message
+    )
+    assert m, message
+    return float(m[1]), m[2], float(m[3])
+
+
+@pytest.fixture
+def model_a() -> None:
+    register_pricing("docs-model-a", ModelPricing(input_per_million=3.0, output_per_million=15.0))
+
+
+def test_a_crossing_names_the_session_says_it_ran_and_prints_a_true_inequality(
+    model_a: None,
+) -> None:
+    # 102 input tokens at $3/M = $0.000306 against a $0.0003 budget: 4 decimals would
+    # print "$0.0003 > $0.0003".
+    orch = Orchestrator(role="writer", budget_usd=0.0003, enforce_budget=True)
+    with pytest.raises(BudgetExceededError) as stop, orch.session() as session:
+        session.run_turn(lambda: "x", model="docs-model-a", usage=UsageSnapshot(102, 0))
+    message = str(stop.value)
+    spent, sign, budget = _amounts(message)
+    assert sign == ">" and spent > budget
+    assert f"session 'writer' ({session.worker.worker_id})" in message
+    assert "ran and was paid for" in message and "booked" in message
+    assert "Raise budget_usd" in message
+    assert stop.value.site == LimitSite("own", True, "writer", session.worker.worker_id)
+    assert (stop.value.budget_usd, stop.value.scope) == (0.0003, None)
+
+
+def test_a_refusal_says_the_call_never_ran(model_a: None) -> None:
+    orch = Orchestrator(role="writer", budget_usd=0.03, enforce_budget=True)
+    ran = []
+    with orch.session() as session:
+        for _ in range(2):  # $0.015 each: spend lands exactly on the budget, no raise
+            session.run_turn(
+                lambda: ran.append(1), model="docs-model-a", usage=UsageSnapshot(5000, 0)
+            )
+        with pytest.raises(BudgetExceededError) as stop:
+            session.run_turn(lambda: ran.append(1), model="docs-model-a", usage=UsageSnapshot(1, 1))
+    assert len(ran) == 2
+    message = str(stop.value)
+    value, sign, budget = _amounts(message)
+    assert (value, sign, budget) == (0.03, ">=", 0.03)
+    assert "refused before it ran" in message and "nothing was booked" in message
+    assert stop.value.site == LimitSite("own", False, "writer", session.worker.worker_id)
+
+
+def test_a_parents_cap_hit_inside_a_child_names_the_parent() -> None:
+    # One with per session: the child must open inside the parent's block.
+    with agent_session("planner", max_iterations=2) as parent:  # noqa: SIM117
+        with agent_session("researcher", max_iterations=5) as child:
+            child.run_turn(lambda: "a", model="")
+            child.run_turn(lambda: "b", model="")
+            with pytest.raises(MaxIterationsExceededError) as stop:
+                child.run_turn(lambda: "c", model="")
+    error = stop.value
+    assert error.max_iterations == 2 and error.scope is None
+    assert error.site == LimitSite(
+        "parent",
+        False,
+        "planner",
+        parent.worker.worker_id,
+        "researcher",
+        child.worker.worker_id,
+    )
+    message = str(error)
+    assert message.startswith(
+        f"the parent session 'planner' ({parent.worker.worker_id}) of session 'researcher'"
+    )
+    assert "max_iterations=2" in message and "max_iterations=5" not in message
+    assert "model call 3 was refused before it ran" in message
+
+
+def test_the_default_cap_is_named_as_such() -> None:
+    with pytest.raises(MaxIterationsExceededError) as stop, agent_session("looper") as session:
+        for _ in range(30):
+            session.run_turn(lambda: None, model="")
+    assert stop.value.max_iterations == 25
+    assert "max_iterations=25 (the default cap of 25)" in str(stop.value)
+    with (
+        pytest.raises(MaxIterationsExceededError) as small,
+        agent_session("w", max_iterations=2) as s,
+    ):
+        for _ in range(3):
+            s.run_turn(lambda: None, model="")
+    assert "the default cap" not in str(small.value)
+
+
+def test_an_unpriced_model_names_the_session_and_says_it_never_ran() -> None:
+    orch = Orchestrator(role="writer", budget_usd=1.0, enforce_budget=True)
+    ran = []
+    with pytest.raises(UnpricedModelError) as stop, orch.session() as session:
+        session.run_turn(
+            lambda: ran.append(1), model="no-such-model-xyz", usage=UsageSnapshot(1, 1)
+        )
+    assert ran == []
+    message = str(stop.value)
+    assert f"session 'writer' ({session.worker.worker_id})" in message
+    assert "refused before it ran" in message and "allow_unpriced=True" in message
+    assert isinstance(stop.value, BudgetExceededError) and stop.value.model == "no-such-model-xyz"
+
+
+def test_plain_constructors_keep_the_contract_messages() -> None:
+    assert str(BudgetExceededError(10.0, 12.5)) == "budget exceeded: $12.5000 > $10.0000"
+    assert (
+        str(MaxIterationsExceededError(3))
+        == "session reached max_iterations=3; raise the cap or shorten the loop"
+    )
