@@ -1,0 +1,53 @@
+"""A fleet refusal names the scope and the session the call was made in, and never ran."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from techrevati.runtime import (
+    BudgetExceededError,
+    FleetLimits,
+    MaxIterationsExceededError,
+    ModelPricing,
+    Orchestrator,
+    UsageSnapshot,
+    register_pricing,
+)
+from techrevati.runtime.usage_tracking import LimitSite
+
+from .redis_server import RedisServer
+
+
+def test_fleet_refusals_say_whose_limit_and_that_the_call_never_ran(
+    redis_server: RedisServer,
+) -> None:
+    register_pricing("fleet-msg-model", ModelPricing(input_per_million=3.0, output_per_million=0))
+    calls = FleetLimits(redis_server.url, scope="tenant-calls", max_calls=1)
+    orch = Orchestrator(role="writer", fleet=calls)
+    ran = []
+    with pytest.raises(MaxIterationsExceededError) as cap, orch.session() as session:
+        for _ in range(3):
+            session.run_turn(lambda: ran.append(1), model="")
+    assert ran == [1]
+    error = cap.value
+    assert error.scope == "tenant-calls" and error.max_iterations == 1
+    worker = session.worker.worker_id
+    assert error.site == LimitSite("fleet", False, "", "", "writer", worker, "tenant-calls")
+    message = str(error)
+    assert message.startswith(f"fleet scope 'tenant-calls' (for session 'writer' ({worker}))")
+    assert "max_calls=1" in message and "refused before it ran" in message
+    assert pickle.loads(pickle.dumps(error)).site == error.site
+
+    money = FleetLimits(redis_server.url, scope="tenant-money", budget_usd=0.015)
+    orch = Orchestrator(role="writer", fleet=money)
+    spend = UsageSnapshot(input_tokens=5000, output_tokens=0)  # $0.015: the whole budget
+    with pytest.raises(BudgetExceededError) as budget, orch.session() as session:
+        for _ in range(3):
+            session.run_turn(lambda: "x", model="fleet-msg-model", usage=spend)
+    error = budget.value
+    assert error.scope == "tenant-money" and error.site is not None
+    assert error.site.level == "fleet" and error.site.ran is False
+    assert "budget reached: $0.0150 spent or reserved by calls in flight >= $0.0150" in str(error)
+    assert "the budget of fleet scope 'tenant-money'" in str(error)
