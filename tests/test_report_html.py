@@ -12,7 +12,9 @@ nothing to the console, and writes a screenshot to
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -329,3 +331,24 @@ def test_long_strings_are_cut_and_control_characters_dropped() -> None:
     page = render_html(report, build_detail([session], report))
     assert "\x1b" not in page
     assert "r" * 120 not in page and "r" * 100 in page
+
+
+def test_make_demo_writes_a_page_beside_each_spans_file(tmp_path: Path) -> None:
+    """The Makefile's demo recipe, line by line, with this Python (no venv build)."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    commands = [line.strip().replace("$(PY)", sys.executable) for line in recipe]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    printed = ""
+    for command in commands:
+        done = subprocess.run(
+            command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        printed += done.stdout
+    for name in ("tiny-agent", "decorated-agent"):
+        page = tmp_path / "telemetry-out" / f"{name}.html"
+        assert f"HTML report: telemetry-out/{name}.html (" in printed
+        assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+        assert stat.S_IMODE(page.stat().st_mode) == 0o600

@@ -29,9 +29,11 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
@@ -569,20 +571,24 @@ def write_html(
 ) -> int:
     """Build the report of ``records`` and write its page to ``path``; returns its bytes.
 
-    Written to a temporary file beside ``path`` and renamed, so a reader never
-    sees half a page. Raises ``OSError`` when the file cannot be written.
+    Written to a new temporary file beside ``path`` (created exclusively, owner-only
+    like the spans file it comes from) and renamed over ``path``, so a reader never
+    sees half a page and a symlink at ``path`` is replaced, not followed. Raises
+    ``OSError`` when the file cannot be written.
     """
     tree = SpanTree(records)
     report = build_report(records, evicted=evicted, tree=tree)
     detail = build_detail(records, report, bounds=bounds, tree=tree)
     page = render_html(report, detail, source=source, runs=runs).encode("utf-8")
     target = Path(path)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
     try:
-        partial.write_bytes(page)
+        with os.fdopen(handle, "wb") as out:
+            out.write(page)
         os.replace(partial, target)
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
     return len(page)
 
 
