@@ -24,9 +24,10 @@ import pytest
 from browser import Node, parse, render, screenshot
 from report_html_big import write_spans
 from report_html_scenario import HOSTILE_MODEL, HOSTILE_TOOL
-from techrevati.runtime.telemetry.report.detail import Bounds, build_detail
+from techrevati.runtime.__main__ import main
+from techrevati.runtime.telemetry.report.detail import Bounds, RunDetail, SessionNode, build_detail
 from techrevati.runtime.telemetry.report.html import render_html, script_json, write_html
-from techrevati.runtime.telemetry.report.model import build_report
+from techrevati.runtime.telemetry.report.model import RunReport, build_report
 from techrevati.runtime.telemetry.report.read import load_spans_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -352,3 +353,65 @@ def test_make_demo_writes_a_page_beside_each_spans_file(tmp_path: Path) -> None:
         assert f"HTML report: telemetry-out/{name}.html (" in printed
         assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
         assert stat.S_IMODE(page.stat().st_mode) == 0o600
+
+
+def test_a_child_session_in_another_process_joins_the_tree(tmp_path: Path) -> None:
+    parent, child = tmp_path / "planner.jsonl", tmp_path / "worker.jsonl"
+    script = Path(__file__).with_name("report_html_processes.py")
+    subprocess.run(
+        [sys.executable, str(script), "parent", str(parent), str(child)],
+        check=True,
+        timeout=120,
+    )
+
+    def detail(*files: Path) -> dict[str, SessionNode]:
+        records = [r for path in files for r in load_spans_file(path).records]
+        report = build_report(records)
+        return {node.role: node for node in build_detail(records, report).sessions}
+
+    alone = detail(child)["worker"]
+    assert alone.parent is None and alone.remote_parent is not None  # the planner's span
+    joined = detail(parent, child)
+    assert joined["worker"].parent == joined["planner"].id
+    assert joined["worker"].remote_parent is None and joined["worker"].depth == 1
+    assert joined["planner"].remote_children == 1  # another service.name
+    # (1,000 x $2 + 100 x $8) / 1M for the planner, (2,000 x $2 + 200 x $8) / 1M for the worker
+    assert joined["planner"].tree_cost_usd == pytest.approx(0.0028 + 0.0056)
+
+    page = tmp_path / "tree.html"
+    assert main(["report", str(parent), str(child), "--html", str(page)]) == 0
+    rendered = render(page)
+    assert rendered.console == []
+    rows = parse(rendered.dom).find("details", class_="session")
+    assert [r.attrs["data-depth"] for r in rows] == ["0", "1"]
+    planner_cells = [span.text for span in rows[0].find("summary")[0].children]
+    assert planner_cells[:4] == ["planner", "completed", "0.002800", "0.008400"]
+    assert "remote parent" in render_html(*_alone_report(child))
+
+
+def _alone_report(path: Path) -> tuple[RunReport, RunDetail]:
+    records = load_spans_file(path).records
+    report = build_report(records)
+    return report, build_detail(records, report)
+
+
+def test_a_tree_roll_up_naming_remote_children_wins_when_larger() -> None:
+    """A shared session's span counts its remote children's spend (their spans are
+    elsewhere): that roll-up is the tree cost the page shows."""
+    from techrevati.runtime.telemetry import semconv as sc
+    from techrevati.runtime.telemetry.report.read import SpanRecord
+
+    def session(span: str, cost: float, tree: float | None) -> SpanRecord:
+        attrs: dict[str, object] = {
+            sc.GEN_AI_OPERATION_NAME: "invoke_agent",
+            sc.GEN_AI_AGENT_NAME: "root",
+            sc.COST_USD: cost,
+        }
+        if tree is not None:
+            attrs[sc.COST_TREE_USD] = tree
+        return SpanRecord("b" * 32, span, None, "invoke_agent root", 0, 10, False, attrs)
+
+    records = [session("1" * 16, 0.5, 2.25), session("2" * 16, 0.5, 0.25)]
+    report = build_report(records)
+    costs = sorted(node.tree_cost_usd for node in build_detail(records, report).sessions)
+    assert costs == [0.5, 2.25]

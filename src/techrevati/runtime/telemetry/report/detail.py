@@ -129,7 +129,8 @@ class SessionNode:
     #: Sessions below this one, at any depth (all of them, not only the sampled).
     descendants: int = 0
     remote_children: int = 0
-    #: Own cost plus every descendant's (the span's ``techrevati.cost.tree_usd`` when set).
+    #: Own cost plus every descendant's here, or the span's ``techrevati.cost.tree_usd``
+    #: when that is larger (it counts remote children whose spans are elsewhere).
     tree_cost_usd: float = 0.0
     reported_tree_cost_usd: float | None = None
     #: Filled for the sampled sessions only.
@@ -507,10 +508,12 @@ def _roll_up(nodes: Mapping[str, SessionNode]) -> None:
                 ancestor.remote_children += int(node.parent == above)
             above = ancestor.parent
     for node in nodes.values():
-        # The session span's own tree roll-up wins: it also counts children in
-        # processes whose spans are not in these records.
+        # The session span's tree roll-up counts shared sessions' children in
+        # processes whose spans are not in these records; the sum here counts
+        # children in other files that the ledger did not link (no shared session).
+        # Each misses what the other saw, so the larger one is shown.
         if node.reported_tree_cost_usd is not None:
-            node.tree_cost_usd = node.reported_tree_cost_usd
+            node.tree_cost_usd = max(node.tree_cost_usd, node.reported_tree_cost_usd)
 
 
 def _tree_order(nodes: Mapping[str, SessionNode], kept: Sequence[str]) -> list[SessionNode]:
