@@ -168,6 +168,8 @@ class RunDetail:
     #: Cost by agent role: (role, sessions, calls, cost), most expensive first.
     agents: list[tuple[str, int, int, float]]
     agents_total: int
+    #: Every session's own cost, summed (the run's total less calls outside sessions).
+    sessions_cost_usd: float
     loops: list[Loop]
     loops_total: int
     wrap_ups: list[tuple[str, str]]  # (session role, what was wrapped up)
@@ -480,6 +482,7 @@ def build_detail(
         hit_sessions_total=len(hit_nodes),
         agents=agent_rows[: limits.rows],
         agents_total=len(agent_rows),
+        sessions_cost_usd=sum(node.cost_usd for node in nodes.values()),
         loops=loop_rows[: limits.rows],
         loops_total=sum(loop.count for loop in loop_rows),
         wrap_ups=wrap_ups,

@@ -301,15 +301,17 @@ def _more(total: int, shown: int, what: str) -> str:
 
 
 def _agents(report: RunReport, detail: RunDetail) -> str:
-    if not detail.agents:
+    outside = report.total_cost_usd - detail.sessions_cost_usd
+    if abs(outside) < 5e-7:  # below the 6 printed decimals
+        outside = 0.0
+    if not detail.agents and not outside:
         return '<p class="empty">no sessions</p>'
-    outside = report.total_cost_usd - sum(n[3] for n in detail.agents)
-    largest = max(n[3] for n in detail.agents)
+    largest = max([n[3] for n in detail.agents] + [outside])
     body = [
         [_e(role), str(sessions), str(calls), _usd(cost), _bar(cost, largest, " agent")]
         for role, sessions, calls, cost in detail.agents
     ]
-    if detail.agents_total == len(detail.agents) and abs(outside) >= 5e-7:
+    if outside:
         body.append(
             ["(outside any session)", "-", "-", _usd(outside), _bar(outside, largest, " agent")]
         )
