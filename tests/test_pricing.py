@@ -215,6 +215,16 @@ def test_the_issue_case_registered_rate_not_the_public_price(empty_table: None) 
         ("gpt-4", "gpt-4-0613", "openai"),
         ("gemini-1.5-pro", "gemini-1.5-pro-002", "gcp.vertex_ai"),
         ("claude-sonnet-4-5", "claude-sonnet-4-5@20250929", "gcp.vertex_ai"),
+        # Amazon Bedrock ids: region, vendor and version are spelling, not the model.
+        ("claude-3-5-sonnet", "anthropic.claude-3-5-sonnet-20241022-v2:0", "aws.bedrock"),
+        ("claude-3-5-sonnet", "us.anthropic.claude-3-5-sonnet-20241022-v2:0", ""),
+        ("claude-3.5-sonnet", "eu.anthropic.claude-3-5-sonnet-20241022-v2:0", "aws.bedrock"),
+        (
+            "claude-3-5-sonnet",
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+            "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "",
+        ),
         # A registered route prefix prices the bare and dated names.
         ("azure/gpt-4o-mini", "gpt-4o-mini-2024-07-18", "azure.ai.openai"),
         ("models/gemini-2.5-flash", "gemini-2.5-flash", "gcp.gemini"),
@@ -262,6 +272,14 @@ def test_several_registered_spellings_pick_one_deterministically(empty_table: No
 
 def test_routed_names_are_priced_from_the_database(empty_table: None) -> None:
     assert cost_of("openai/gpt-4.1", MILLION_IN) == pytest.approx(2.0, rel=1e-12)
+    # Bedrock ids without a provider (an instrumentation that reports none).
+    assert cost_of("us.anthropic.claude-3-5-sonnet-20241022-v2:0", MILLION_IN) == pytest.approx(
+        3.0, rel=1e-12
+    )
+    assert cost_of("anthropic.claude-3-haiku-20240307-v1:0", MILLION_IN) == pytest.approx(
+        0.25, rel=1e-12
+    )
+    assert price_source("amazon.nova-pro-v1:0") == "bundled"
     assert cost_of("models/gemini-2.5-flash", MILLION_IN) == pytest.approx(0.3, rel=1e-12)
     assert price_source("anthropic/claude-haiku-4-5") == "bundled"
 

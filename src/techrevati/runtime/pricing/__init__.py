@@ -12,7 +12,8 @@ lowercased):
    ``-latest``, ``@20241022``), or a name the ``genai-prices`` database maps
    to the same model;
 3. the ``genai-prices`` database (see :mod:`techrevati.runtime.pricing.database`),
-   for the provider when it is known (a route prefix serves as the provider);
+   for the provider when it is known (a route prefix or a Bedrock id serves as
+   the provider);
 4. the longest registered name that is a prefix of the model (``"family"``
    prices ``"family-20260514"``), the 0.1.0 rule, after the database so that
    registering ``gpt`` does not reprice every OpenAI model;
@@ -302,6 +303,8 @@ def _resolve_uncached(table: Mapping[str, ModelPricing], model: str, provider: s
             return _flat(REGISTERED, _band_of(price))
     route, bare = split_route(model)
     found = price_db.lookup(model, provider)
+    if found is None and route and not provider:
+        found = price_db.lookup(model, route)  # a Bedrock id: the database needs "aws"
     if found is None and bare != model:
         found = price_db.lookup(bare, provider or route)
     if found is not None:

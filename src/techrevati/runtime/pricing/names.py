@@ -11,9 +11,11 @@ registered, and caches the answer per name.
 
 The rules, in order (first match wins):
 
-1. the name without its route prefix (everything up to the last ``/``) is
-   registered, or a registered name has the same route-free form
-   (``azure/gpt-4o-mini`` registered prices ``gpt-4o-mini``);
+1. the name without its route prefix (everything up to the last ``/``; a Bedrock
+   id's region and vendor and its ``-v2:0`` version, so
+   ``us.anthropic.claude-3-5-sonnet-20241022-v2:0`` is
+   ``claude-3-5-sonnet-20241022``) is registered, or a registered name has the
+   same route-free form (``azure/gpt-4o-mini`` registered prices ``gpt-4o-mini``);
 2. the name without its version tag (``-2024-07-18``, ``-20241022``,
    ``-latest``, ``@20241022``) is registered, as in 1; except when the price
    database knows the snapshot as a model of its own (``gpt-4o-2024-05-13``
@@ -38,7 +40,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-__all__ = ["Identify", "RegisteredNames", "route_free", "split_route", "untagged"]
+__all__ = [
+    "BEDROCK_ROUTE",
+    "Identify",
+    "RegisteredNames",
+    "route_free",
+    "split_route",
+    "untagged",
+]
 
 #: ``(model, provider) -> the database's model id, or None``.
 Identify = Callable[[str, str], str | None]
@@ -48,22 +57,40 @@ Identify = Callable[[str, str], str | None]
 # database's aliases: on an unknown name they are as likely a size as a date.
 _TAG = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-latest|@[\w.-]+)$")
 
+# An Amazon Bedrock model id: an optional cross-region prefix, the vendor, the
+# vendor's model name, an optional "-v1:0" / ":0" version. The vendor list keeps
+# dotted names such as "gpt-4.1" or "claude-3.5-sonnet" out of it.
+_BEDROCK = re.compile(
+    r"^(?:(?:us|eu|apac|global|us-gov|jp|au|ca)\.)?"
+    r"(?:anthropic|meta|amazon|mistral|cohere|ai21|deepseek|openai|qwen|writer)\."
+    r"(?P<model>.+?)(?:-v\d+(?::\d+)?|:\d+)?$"
+)
+#: The route a Bedrock id is given (the ``gen_ai.provider.name`` of Bedrock).
+BEDROCK_ROUTE = "aws.bedrock"
+
 
 def split_route(name: str) -> tuple[str, str]:
     """``("openai", "gpt-4o-mini")`` for ``"openai/gpt-4o-mini"``; ``("", name)`` without one.
 
     The route is the first segment of the prefix (``openrouter/anthropic/x`` →
-    ``openrouter``), which is also the provider hint for the price database.
+    ``openrouter``), which is also the provider hint for the price database;
+    a Bedrock id (``us.anthropic.claude-3-5-sonnet-20241022-v2:0``, also at the
+    end of an inference-profile ARN) has the route ``aws.bedrock``.
 
     Example::
 
         >>> split_route("models/gemini-2.5-flash"), split_route("gpt-4o")
         (('models', 'gemini-2.5-flash'), ('', 'gpt-4o'))
+        >>> split_route("anthropic.claude-3-haiku-20240307-v1:0")
+        ('aws.bedrock', 'claude-3-haiku-20240307')
     """
     head, slash, tail = name.rpartition("/")
-    if not slash or not tail:
-        return "", name
-    return head.split("/", 1)[0], tail
+    route = head.split("/", 1)[0] if slash and tail else ""
+    bare = tail if slash and tail else name
+    bedrock = _BEDROCK.match(bare)
+    if bedrock is not None:
+        return route or BEDROCK_ROUTE, bedrock.group("model")
+    return route, bare
 
 
 def route_free(name: str) -> str:
@@ -120,27 +147,36 @@ class RegisteredNames:
 
     def match(self, model: str, provider: str) -> str | None:
         """The registered name that prices ``model`` (lowercased) at ``provider``, or None."""
-        route, bare = split_route(model)
+        bare = route_free(model)
         found = self._by_form.get(bare)
         if found is not None:
             return found
-        hint = provider or route
         base = untagged(bare)
         if base != bare:
             found = self._by_form.get(base)
-            if found is not None and not self._own_model(bare, base, hint):
+            if found is not None and not self._own_model(bare, base):
                 return found
-        own = self._identify(model, provider) or (
-            self._identify(bare, hint) if bare != model else None
+        # Registered names are identified without a provider, so the route-free
+        # name is too: Bedrock's regional ids would never meet the maker's.
+        asks = (
+            ((model, provider),)
+            if (bare, "") == (model, provider)
+            else ((model, provider), (bare, ""))
         )
-        if own is None:
-            return None
-        return self._alias_index().get(own)
+        for name, at in asks:
+            own = self._identify(name, at)
+            if own is not None:
+                found = self._alias_index().get(own)
+                if found is not None:
+                    return found
+        return None
 
-    def _own_model(self, dated: str, base: str, hint: str) -> bool:
-        # The database names the snapshot a model of its own (its own price).
-        dated_id = self._identify(dated, hint)
-        return dated_id is not None and dated_id != self._identify(base, hint)
+    def _own_model(self, dated: str, base: str) -> bool:
+        # The database names the snapshot a model of its own (its own price). Asked
+        # without a provider: a provider's catalogue (Bedrock's regional ids) names
+        # the same model differently from the model's maker.
+        dated_id = self._identify(dated, "")
+        return dated_id is not None and dated_id != self._identify(base, "")
 
     def _alias_index(self) -> dict[str, str]:
         aliases = self._aliases
