@@ -415,3 +415,50 @@ def test_a_tree_roll_up_naming_remote_children_wins_when_larger() -> None:
     report = build_report(records)
     costs = sorted(node.tree_cost_usd for node in build_detail(records, report).sessions)
     assert costs == [0.5, 2.25]
+
+
+EXIT_SCRIPT = """
+import sys
+from techrevati.runtime import ModelPricing, Orchestrator, UsageSnapshot, configure
+from techrevati.runtime import register_pricing
+
+configure(service_name="exit", spans_file=False, report=False, report_html=sys.argv[1])
+register_pricing("exit-model", ModelPricing(input_per_million=2.0, output_per_million=8.0))
+with Orchestrator(role="writer", phase="p").session() as session:
+    session.run_turn(lambda: "ok", model="exit-model", usage=UsageSnapshot(1_000, 100))
+print("done")
+"""
+
+
+def _exit_run(page: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(page)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_configure_writes_the_page_from_memory_when_no_file_keeps_the_spans(
+    tmp_path: Path,
+) -> None:
+    page = tmp_path / "exit.html"
+    done = _exit_run(page)
+    assert done.returncode == 0, done.stderr
+    assert f"HTML report: {page}" in done.stderr
+    text = page.read_text(encoding="utf-8")
+    # (1,000 x $2 + 100 x $8) / 1M, from the spans kept in memory (no spans file)
+    assert '<div class="label">Total cost USD</div><div class="num">0.002800</div>' in text
+    assert not list(tmp_path.glob(".exit.html*"))  # no temporary file left behind
+
+
+def test_a_page_that_cannot_be_written_is_one_warning_at_exit(tmp_path: Path) -> None:
+    page = tmp_path / "missing-dir" / "exit.html"
+    done = _exit_run(page)
+    assert done.returncode == 0
+    assert done.stdout == "done\n"
+    warnings = [line for line in done.stderr.splitlines() if "HTML report not written" in line]
+    assert len(warnings) == 1 and str(page) in warnings[0]
+    assert "Traceback" not in done.stderr

@@ -48,6 +48,8 @@ from ..report.exporter import (
 from ..report.html import write_html
 
 _logger = logging.getLogger(__name__)
+#: The least time the HTML report gets at exit (more when shutdown_timeout allows more).
+HTML_AT_EXIT_MIN_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -301,21 +303,50 @@ class TelemetryHandle:
             _logger.debug("could not print the telemetry report", exc_info=True)
 
     def _write_html(self, path: Path) -> None:
-        """The HTML report at exit; a failure is one warning, never an exception."""
-        try:
+        """The HTML report at exit, bounded in time; a failure is one warning, never an error.
+
+        From the spans kept in memory when they hold the whole run (nothing evicted,
+        no forked workers), else from the spans file (every process's spans).
+        """
+        written: list[int] = []
+        failed: list[Exception] = []
+
+        def work() -> None:
+            try:
+                build()
+            except Exception as error:  # said once below, on the exiting thread
+                failed.append(error)
+
+        def build() -> None:
             evicted = 0
-            # The file has every span of the run (forked workers' too, none evicted).
-            if self._file_is_readable():
+            source = self._report_source
+            whole = source is not None and not self._has_forked and source.records()[1] == 0
+            if source is not None and (whole or not self._file_is_readable()):
+                records, evicted = source.records()
+            elif self._file_is_readable():
                 assert self.spans_file is not None
                 records = list(records_from_file(self.spans_file, run=self.run_id))
-            elif self._report_source is not None:
-                records, evicted = self._report_source.records()
             else:
                 return
-            size = write_html(path, records, source=self._source_line(), evicted=evicted)
-            stream = self._report_stream()
-            stream.write(f"HTML report: {path} ({size / 1024:.0f} KiB)\n")
-            stream.flush()
+            written.append(write_html(path, records, source=self._source_line(), evicted=evicted))
+
+        bound = max(self._shutdown_timeout_s, HTML_AT_EXIT_MIN_S)
+        try:
+            if not run_bounded(work, bound, "html report") and not failed:
+                replay = f"techrevati-runtime report {self.spans_file} --html {path}"
+                _logger.warning(
+                    "techrevati telemetry: the HTML report was not written to %s within %.0f s%s",
+                    path,
+                    bound,
+                    f"; make it afterwards with: {replay}" if self.spans_file else "",
+                )
+                return
+            if failed:
+                raise failed[0]
+            if written:
+                stream = self._report_stream()
+                stream.write(f"HTML report: {path} ({written[0] / 1024:.0f} KiB)\n")
+                stream.flush()
         except Exception as error:  # telemetry never breaks the user's exit
             _logger.warning("techrevati telemetry: HTML report not written to %s: %s", path, error)
 
