@@ -155,8 +155,9 @@ def configure(
             the edge of your trust boundary as well).
         report_html: at shutdown/exit, also write the run's report as one self-contained
             HTML page to this path (session tree, timelines, cost by model and agent;
-            opens from disk, no network). Built from the spans file when there is one,
-            else from the spans kept in memory. Off by default.
+            opens from disk, no network). Built from the spans kept in memory when they
+            hold the whole run, else from the spans file; bounded in time (at least
+            30 s). Off by default.
         guard: the client guard (on by default wherever limits exist: a session with a
             cap or budget, a fleet scope) admits and books every ``openai`` /
             ``anthropic`` request, and stops a refused one before it is sent, even
