@@ -11,6 +11,7 @@ every loop refused exactly at the expected call; false-positive rate 0/27 = 0.
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ from techrevati.runtime.telemetry.limits.loops import (
     LoopWatch,
     callable_arguments,
     canonical,
+    canonical_arguments_text,
+    canonical_result_text,
 )
 
 FAIL = object()  # the call raised
@@ -482,3 +485,44 @@ def test_the_error_survives_a_pickle_round_trip() -> None:
         3,
         str(error),
     )
+
+
+def test_recorded_text_of_other_instrumentations_drops_per_call_ids() -> None:
+    """What OpenLLMetry and OpenInference write for LangChain tools (shapes observed in
+    the frameworks venv): the graph step's metadata and the model's tool_call_id change
+    on every call; the call's input and result do not."""
+
+    def openllmetry_args(step: int, call: str, query: str) -> str:
+        return json.dumps(
+            {
+                "input_str": str({"query": query}),
+                "tags": ["seq:step:1"],
+                "metadata": {"langgraph_step": step, "checkpoint_ns": f"tools:{step}"},
+                "inputs": {"query": query},
+                "kwargs": {"color": "green", "name": None, "tool_call_id": call},
+            }
+        )
+
+    def tool_message(call: str, content: str) -> str:
+        return json.dumps(
+            {"type": "tool", "data": {"content": content, "id": None, "tool_call_id": call}}
+        )
+
+    assert canonical_arguments_text(openllmetry_args(2, "call_1", "x")) == (
+        canonical_arguments_text(openllmetry_args(4, "call_2", "x"))
+    )
+    assert canonical_arguments_text(openllmetry_args(2, "call_1", "x")) != (
+        canonical_arguments_text(openllmetry_args(2, "call_1", "y"))
+    )
+    assert canonical_result_text(tool_message("call_1", "same")) == canonical_result_text(
+        tool_message("call_2", "same")
+    )
+    assert canonical_result_text(tool_message("call_1", "a")) != canonical_result_text(
+        tool_message("call_1", "b")
+    )
+    # A tool's own arguments named like LangChain's bookkeeping are kept when the
+    # record is not a LangChain callback's.
+    assert canonical_arguments_text('{"metadata": 1}') != canonical_arguments_text(
+        '{"metadata": 2}'
+    )
+    assert canonical_arguments_text("plain text") == "plain text"

@@ -119,6 +119,47 @@ def test_a_foreign_loop_is_refused_at_the_next_start_that_carries_arguments(otel
         assert ran == []
 
 
+def test_a_foreign_loop_refuses_the_sessions_next_model_call(otel: Otel) -> None:
+    """Most producers record a tool's arguments at its end: the next model call is the door."""
+    tracer = library(otel)
+    ran: list[str] = []
+
+    def model() -> str:
+        ran.append("model")
+        return "call lookup again"
+
+    with agent_session("agent", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()) as session:
+        for _ in range(3):
+            session.run_turn(model, model="m")
+            semconv_tool(tracer, "lookup", {"q": "x"}, "same")
+        for _ in range(2):  # every further call, like a cap (frameworks retry)
+            with pytest.raises(LoopDetectedError) as caught:
+                session.run_turn(model, model="m")
+        assert ran == ["model"] * 3  # refused before the model was called
+        assert (caught.value.pattern, caught.value.tool) == ("repeat", "lookup")
+        # A tool call that does not extend the loop lifts the refusal.
+        semconv_tool(tracer, "lookup", {"q": "y"}, "other")
+        session.run_turn(model, model="m")
+        assert session._iteration_count == 4
+    hits = [
+        dict(e.attributes or {})
+        for s in otel.spans("invoke_agent")
+        for e in s.events
+        if e.name == sc.EVENT_LIMIT_HIT
+    ]
+    assert [h[sc.LIMIT_KIND] for h in hits] == ["loop", "loop"]
+
+
+def test_a_foreign_loop_under_warn_refuses_nothing(otel: Otel) -> None:
+    tracer = library(otel)
+    with agent_session("agent", **otel.kwargs()) as session:
+        for _ in range(5):
+            session.run_turn(lambda: "again", model="m")
+            semconv_tool(tracer, "lookup", {"q": "x"}, "same", args_at_start=True)
+        assert session._iteration_count == 5
+    assert len(detections(otel)) == 1
+
+
 def test_foreign_spans_without_content_or_that_failed_never_count(otel: Otel) -> None:
     tracer = library(otel)
     with agent_session("agent", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()):

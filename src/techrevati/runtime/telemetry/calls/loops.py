@@ -15,6 +15,7 @@ import weakref
 from typing import Any
 
 from .. import semconv as sc
+from ..limits.ledger import Ledger
 from ..limits.loops import Detection, LoopGuard, LoopWatch
 from .labels import bounded_name
 from .session import SessionScope, session_event
@@ -56,10 +57,16 @@ def fingerprint(watch: LoopWatch, tool: str, arguments: object) -> int | None:
         return None
 
 
-def record(watch: LoopWatch, key: int, tool: str, result: object) -> None:
-    """Book a returned call with the watch (never raises)."""
+def record(watch: LoopWatch, key: int, tool: str, result: object, ledger: Ledger) -> None:
+    """Book a returned call with the watch (never raises).
+
+    A call of ours that does not extend a loop lifts a refusal that a loop seen
+    in another instrumentation's spans left on the session (``limits/loops.py``).
+    """
     try:
         watch.record(key, tool, result)
+        if ledger.pending_refusal is not None and watch.refusal(key, tool) is None:
+            ledger.pending_refusal = None
     except Exception:
         _log.debug("tool %r: result could not be fingerprinted", tool, exc_info=True)
 
@@ -86,7 +93,7 @@ def report(scope: SessionScope, detection: Detection) -> None:
     session_event(scope, sc.EVENT_LOOP_DETECTED, attributes)
     if detection.first:
         then = (
-            "the next identical call will raise LoopDetectedError"
+            "the loop's next call will raise LoopDetectedError"
             if detection.action == "raise"
             else "warning only (LoopGuard(on_loop='raise') refuses the next identical call)"
         )

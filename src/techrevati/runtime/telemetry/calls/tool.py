@@ -246,7 +246,8 @@ class ToolCall:
         key, watch = self.loop_key, self.watch
         if key is not None and watch is not None:
             if error is None:
-                record(watch, key, self.name, result)
+                assert session is not None  # only a session's calls are watched
+                record(watch, key, self.name, result, session.ledger)
             else:
                 watch.failed(key)  # a retry after an exception is progress
         instruments = self.instruments

@@ -157,6 +157,9 @@ class Ledger:
     #: Called with this level after a call was admitted or booked anywhere below it
     #: (a session's wrap-up check); None: nothing to call, the common case.
     on_use: Callable[[Ledger], None] | None = field(default=None, repr=False)
+    #: A refusal for every call of this session until a tool call breaks the loop (a
+    #: loop seen only in another instrumentation's tool spans; see limits/loops.py).
+    pending_refusal: Exception | None = field(default=None, repr=False)
     _lock: threading.Lock = field(init=False, repr=False)
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)
@@ -285,6 +288,9 @@ class Ledger:
         levels: the caller awaits ``areserve_fleet`` (coroutines do, so no
         fleet round trip runs on the event loop).
         """
+        refusal = self.pending_refusal
+        if refusal is not None and not force:
+            self._refuse(sc.LIMIT_LOOP, refusal)
         if model and not priced and not force and not self.allow_unpriced and self.enforced():
             owner = next(
                 (lv for lv in self._chain if lv.enforce_budget and lv.budget_usd is not None),

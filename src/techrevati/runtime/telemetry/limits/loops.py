@@ -152,6 +152,44 @@ def canonical_text(text: str) -> str:
         return text
 
 
+#: Keys a framework writes into a recorded tool result that name the request, not the
+#: result (LangChain's ToolMessage carries the model's tool_call_id): left out, or every
+#: call would look new. Ids that are data (``id``) stay.
+_PER_CALL_KEYS: Final = frozenset({"tool_call_id"})
+
+
+def _without_call_ids(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_call_ids(v) for k, v in value.items() if k not in _PER_CALL_KEYS}
+    if isinstance(value, list):
+        return [_without_call_ids(v) for v in value]
+    return value
+
+
+def canonical_arguments_text(text: str) -> str:
+    """Arguments another instrumentation recorded, canonical.
+
+    A LangChain callback's record (``{"input_str": ..., "tags": ..., "metadata": ...}``,
+    what OpenLLMetry writes) is reduced to the call's input: its tags and metadata
+    describe the graph step, which changes on every call. Per-call ids go too.
+    """
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, dict) and "input_str" in value:
+        value = {k: v for k, v in value.items() if k not in ("tags", "metadata")}
+    return canonical(_without_call_ids(value))
+
+
+def canonical_result_text(text: str) -> str:
+    """A result another instrumentation recorded, canonical and without per-call ids."""
+    try:
+        return canonical(_without_call_ids(json.loads(text)))
+    except ValueError:
+        return text
+
+
 def callable_arguments(fn: object) -> object:
     """What a zero-argument callable was bound to, as the arguments of ``run_tool(name, fn)``.
 
@@ -265,7 +303,7 @@ class LoopWatch:
         name = normalise_name(tool)
         if name in self.guard.ignore:
             return None
-        return hash((name, canonical_text(arguments)))
+        return hash((name, canonical_arguments_text(arguments)))
 
     def admit(self, key: int, tool: str) -> None:
         """Before a call runs: raise ``LoopDetectedError`` when it would extend a loop."""
@@ -274,6 +312,13 @@ class LoopWatch:
         seen = self._seen.get(key)
         if seen is not None and seen.streak >= self.guard.repeats:
             raise LoopDetectedError(seen.pattern, tool, self.guard.repeats)
+
+    def refusal(self, key: int, tool: str) -> LoopDetectedError | None:
+        """The error the next identical call meets under ``"raise"``, if ``key`` is looping."""
+        seen = self._seen.get(key)
+        if not self.raising or seen is None or seen.streak < self.guard.repeats:
+            return None
+        return LoopDetectedError(seen.pattern, tool, self.guard.repeats)
 
     def record(self, key: int, tool: str, result: object) -> Detection | None:
         """A call returned ``result``; returns (and reports) a loop it completes, if any."""
@@ -400,7 +445,13 @@ def record_tool(ledger: Ledger, reading: ToolReading) -> None:
     """A tool span of another instrumentation ended: book it. Never raises.
 
     A span without recorded arguments or result (content capture off) cannot
-    be compared and is left out: a loop is never guessed.
+    be compared and is left out: a loop is never guessed. Under ``"raise"`` a
+    call that extends a loop makes the session refuse its model calls until a
+    tool call breaks the loop: most producers record a tool's arguments only
+    when it ends, so the next tool call cannot be refused at its start, while
+    the next model call (the agent reading this result) passes through our
+    doors. Like a cap, the refusal holds for every further call, because
+    frameworks catch an exception from a callback and try again.
     """
     watch = watch_of(ledger)
     if watch is None or reading.arguments is None:
@@ -411,7 +462,9 @@ def record_tool(ledger: Ledger, reading: ToolReading) -> None:
             return
         if reading.failed:
             watch.failed(key)
+            ledger.pending_refusal = None
         elif reading.result is not None:
-            watch.record_hash(key, reading.name, hash(canonical_text(reading.result)))
+            watch.record_hash(key, reading.name, hash(canonical_result_text(reading.result)))
+            ledger.pending_refusal = watch.refusal(key, reading.name)
     except Exception:
         _log.debug("tool span %r could not be fingerprinted", reading.name, exc_info=True)

@@ -98,11 +98,14 @@ class LimitsProcessor(SpanProcessor):
         if entry is None:
             return
         try:
-            if entry.tool_call:
+            if entry.tool_call or not (entry.in_tool or entry.model_span):
+                # A tool call (some producers say so only at the end): loop detection.
                 tool = read_tool(span.name, span.attributes, failed=_failed(span))
                 if tool is not None:
-                    loops.record_tool(entry.ledger, tool)  # loop detection
-                return
+                    loops.record_tool(entry.ledger, tool)
+                    return
+                if entry.tool_call:
+                    return
             reading = read_span(span)  # by name, attributes and producer scope
             if reading is None:
                 return
