@@ -154,8 +154,8 @@ def test_raise_refuses_the_fourth_identical_call_before_its_body(otel: Otel) -> 
     ]
     assert len(refused) == 2
     hits = events(otel, sc.EVENT_LIMIT_HIT)
-    assert [h[sc.LIMIT_KIND] for h in hits] == ["loop", "loop"]
-    assert otel.metric_sum(sc.METRIC_LIMIT_HITS, techrevati__limit__kind="loop") == 2
+    assert [h[sc.LIMIT_KIND] for h in hits] == ["loop"]  # one limit hit per session
+    assert otel.metric_sum(sc.METRIC_LIMIT_HITS, techrevati__limit__kind="loop") == 1
     assert len(events(otel, sc.EVENT_LOOP_DETECTED)) == 1
 
 

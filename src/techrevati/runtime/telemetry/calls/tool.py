@@ -156,9 +156,7 @@ class ToolCall:
             try:
                 watch.admit(key, self.name)
             except LoopDetectedError as refusal:
-                listener = session.ledger.on_limit
-                if listener is not None:
-                    listener(sc.LIMIT_LOOP, refusal)
+                session.ledger._hit(sc.LIMIT_LOOP, refusal)  # once per session, like a cap
                 raise
 
     def _note_permission(self, outcome: PermissionOutcome) -> None:

@@ -290,7 +290,7 @@ class Ledger:
         """
         refusal = self.pending_refusal
         if refusal is not None and not force:
-            self._refuse(sc.LIMIT_LOOP, refusal)
+            self._refuse(sc.LIMIT_LOOP, refusal, self)
         if model and not priced and not force and not self.allow_unpriced and self.enforced():
             owner = next(
                 (lv for lv in self._chain if lv.enforce_budget and lv.budget_usd is not None),

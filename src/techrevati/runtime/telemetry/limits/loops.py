@@ -435,9 +435,7 @@ def admit_tool(ledger: Ledger, tool: str, arguments: str | None) -> None:
     try:
         watch.admit(key, tool)
     except LoopDetectedError as refusal:
-        listener = ledger.on_limit
-        if listener is not None:
-            listener(sc.LIMIT_LOOP, refusal)
+        ledger._hit(sc.LIMIT_LOOP, refusal)  # once per session, like a cap
         raise
 
 
