@@ -79,9 +79,9 @@ TOTAL_NOTE = (
 )
 RATE_NOTE = " Per-second rate over $__rate_interval."
 BUDGET_HITS_TEXT = (
-    "Model turns that left a session over its budget_usd. With enforce_budget the turn raises "
-    "BudgetExceededError and the session stops, so that is one hit per session; without it "
-    "every further turn over budget counts again."
+    "Sessions stopped by their budget_usd: one hit per stop, whether the call that crossed it "
+    "raised at once or (a call of another instrumentation, booked at its end) the next call "
+    "was refused. A soft budget (no enforce_budget) counts its first crossing once."
 )
 
 

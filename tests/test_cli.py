@@ -98,3 +98,83 @@ def test_both_entry_points_run(command: list[str], spans_file: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "2 sessions, 2 model calls" in done.stdout
+
+
+def _two_runs(path: Path) -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    for run in ("aaaa1111", "bbbb2222"):
+        provider = TracerProvider(resource=Resource({sc.RUN_ID: run}), shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(path)))
+        attributes = {sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: run}
+        with provider.get_tracer("cli-test").start_as_current_span(
+            f"invoke_agent {run}", attributes=attributes
+        ):
+            pass
+        provider.shutdown()
+
+
+def test_an_unknown_run_is_an_error_that_lists_the_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "spans.jsonl"
+    _two_runs(path)
+    assert main(["report", str(path), "--run", "deadbeef"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no empty report that reads like "nothing happened"
+    assert f"run 'deadbeef' is not in {path}" in captured.err
+    assert "the runs there, oldest first: aaaa1111, bbbb2222" in captured.err
+    # The runs it holds still work.
+    assert main(["report", str(path), "--run", "aaaa1111"]) == 0
+    assert "aaaa1111" in capsys.readouterr().out
+
+
+def test_an_unknown_run_in_a_file_without_runs_says_so(
+    spans_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(spans_file), "--run", "deadbeef"]) == 2
+    assert "none (its spans carry no techrevati.run.id)" in capsys.readouterr().err
+
+
+def test_the_replay_line_at_exit_works_outside_the_venv(tmp_path: Path) -> None:
+    # `make demo` runs .venv/bin/python with .venv/bin not on PATH: the printed
+    # command must still run there (it did not: a bare `techrevati-runtime`).
+    import os
+    import re
+
+    code = (
+        "from techrevati.runtime import agent_session, configure\n"
+        "configure(service_name='replay')\n"
+        "with agent_session('writer'):\n"
+        "    pass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.pop("TECHREVATI_SPANS_FILE", None)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p) != Path(venv_bin)
+    )
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    command = re.search(r"replay with: (.+)\)$", run.stderr, flags=re.M)
+    assert command, run.stderr
+    assert not command[1].startswith("techrevati-runtime ")  # not on this PATH
+    replay = subprocess.run(
+        command[1],
+        shell=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert replay.stdout.startswith("techrevati-runtime telemetry report: 1 session")

@@ -74,7 +74,10 @@ def test_embedded_default_writes_otlp_json_lines_and_prints_the_report(
 
     err = capsys.readouterr().err
     assert "techrevati-runtime telemetry report: 1 session, 1 model call" in err
-    assert "replay with: techrevati-runtime report telemetry-out/spans.jsonl" in err
+    from techrevati.runtime.telemetry.setup.handle import replay_command
+
+    # The command as it can be typed here (tests/test_cli.py runs it outside the venv).
+    assert f"replay with: {replay_command()} report telemetry-out/spans.jsonl" in err
 
     [request] = list(read_json_lines(tmp_path / "telemetry-out" / "spans.jsonl"))
     [resource_spans] = request["resourceSpans"]

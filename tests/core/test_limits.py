@@ -245,3 +245,19 @@ def test_turns_after_the_session_block_still_count(otel: Otel) -> None:
         session.run_turn(lambda: None, model="model-b")
     assert session.tracker.turn_count == 2
     assert session.tracker.total_cost() == pytest.approx(0.002)
+
+
+def test_one_stop_of_a_library_call_is_one_limit_hit(otel: Otel) -> None:
+    # A library span cannot raise at its end: the crossing is booked there, and the
+    # next call is refused at its start. That is one stop, so one hit everywhere.
+    orch = Orchestrator(role="w", budget_usd=0.0015, enforce_budget=True, **otel.orch_kwargs())
+    with pytest.raises(BudgetExceededError) as refused, orch.session():
+        _library_chat(otel, "model-b", 2000, 0)  # $0.002 > $0.0015: booked, crosses
+        _library_chat(otel, "model-b", 10, 0)  # refused before it starts
+    assert refused.value.site is not None and refused.value.site.ran is False
+    root = otel.span("invoke_agent w")
+    hits = [e for e in root.events if e.name == "techrevati.limit.hit"]
+    assert len(hits) == 1
+    assert otel.metric_sum("techrevati.limit.hits", techrevati__limit__kind="budget") == 1
+    # The session span names the limit that stopped it, not "llm_error".
+    assert dict(root.attributes or {})["error.type"] == "budget"

@@ -13,7 +13,8 @@ model and agent; opens from disk, no network).
 
 Exit status: 0 when every record was read, 1 when the report was printed but
 some records were skipped (each named on stderr), 2 when a file could not be
-read at all.
+read at all or ``--run`` names a run the files do not hold (the runs they hold
+are listed).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Replay OTLP JSON lines spans files (one ExportTraceServiceRequest per line) "
             "into the per-session terminal report. Exit status: 0 all read, 1 some records "
-            "skipped (named on stderr), 2 a file could not be read."
+            "skipped (named on stderr), 2 a file could not be read or --run names a run "
+            "that is not there."
         ),
     )
     report.add_argument("paths", nargs="+", metavar="PATH", help="spans file(s) to read")
@@ -88,6 +90,16 @@ def _report(args: argparse.Namespace) -> int:
     for line in problems.lines():
         print(f"{_PROG}: {line}", file=sys.stderr)
     named = [run for run in runs if run is not None]
+    if args.run not in ("last", "all") and args.run not in named:
+        # An unknown run would print an empty report that reads like "nothing happened".
+        where = ", ".join(args.paths)
+        held = ", ".join(named) if named else "none (its spans carry no techrevati.run.id)"
+        print(
+            f"{_PROG}: run {args.run!r} is not in {where}; the runs there, oldest first: "
+            f"{held} (or --run last, --run all)",
+            file=sys.stderr,
+        )
+        return 2
     runs_line = None
     if len(named) > 1 and shown != "all":
         runs_line = f"run: {shown} (the file holds {len(named)} runs; --run all shows every one)"

@@ -302,6 +302,24 @@ def _limit_hit(scope: SessionScope, kind: str, error: Exception) -> None:
     session_event(scope, sc.EVENT_LIMIT_HIT, attributes)
 
 
+def outside_limit_hit(kind: str, error: Exception) -> None:
+    """A limit hit with no session to carry it (``configure(fleet=...)``, a call outside
+    every session): a short span of its own holding the same event, so the spans
+    file and the report show it, and one count of the limit-hit metric.
+    """
+    attributes: dict[str, Any] = {sc.LIMIT_KIND: kind, sc.ERROR_TYPE: _error_type(error)}
+    fleet_scope = getattr(error, "scope", None)
+    if isinstance(fleet_scope, str):
+        attributes[sc.FLEET_SCOPE] = fleet_scope
+    instruments_for(None).limit_hits.add(1, {sc.LIMIT_KIND: kind})
+    span = tracer_for(None).start_span(
+        sc.EVENT_LIMIT_HIT, kind=SpanKind.INTERNAL, attributes=dict(attributes)
+    )
+    span.add_event(sc.EVENT_LIMIT_HIT, {**attributes, "message": str(error)})
+    span.set_status(Status(StatusCode.ERROR, _error_type(error)))
+    span.end()
+
+
 def close_session(
     scope: SessionScope,
     *,

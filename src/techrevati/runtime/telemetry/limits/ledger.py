@@ -417,11 +417,16 @@ class Ledger:
         raise error
 
     def _hit(self, kind: str, error: Exception, scope: str = "") -> None:
-        """Report a limit hit on this level, once per limit: later refusals are the same stop."""
+        """Report a limit hit on this level, once per limit: later refusals are the same stop.
+
+        A level with no session (the process root of ``configure(fleet=...)``)
+        reports every refusal: each is a call of its own that never ran.
+        """
         key = (kind, scope)
-        if key in self._hits:
-            return
-        self._hits.add(key)
+        if self.role:
+            if key in self._hits:
+                return
+            self._hits.add(key)
         self._notify(kind, error)
 
     # -- booking --------------------------------------------------------------

@@ -38,10 +38,11 @@ from opentelemetry.util.types import AttributeValue
 
 from ..calls.content import set_capture_content
 from ..calls.conventions import use_proposed
+from ..calls.session import outside_limit_hit
 from ..export.pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
 from ..limits.guard import disable_guard, enable_guard, ensure_guard
 from ..limits.ledger import fleet_levels
-from ..limits.membership import install_fleet
+from ..limits.membership import install_fleet, process_root
 from ..limits.remote import SessionStore, install_store
 from ..limits.remote import session_store as session_store_in_use
 from .autoinstrument import prepare as prepare_instrumentations
@@ -206,6 +207,10 @@ def configure(
         disable_guard()
     if fleet is not None:
         install_fleet(fleet_levels(fleet))
+        root = process_root()
+        if root is not None:
+            # Refusals outside every session have no session span: give them their own.
+            root.on_limit = outside_limit_hit
         if guard and fleet_levels(fleet):
             ensure_guard()
     if session_store is not None:

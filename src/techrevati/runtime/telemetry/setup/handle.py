@@ -13,6 +13,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shlex
+import shutil
 import sys
 import threading
 import weakref
@@ -287,8 +289,8 @@ class TelemetryHandle:
             return f"none written to {self.spans_file}"
         run = f" --run {self.run_id}" if self.run_id else ""
         return (
-            f"{self.spans_file} (OTLP JSON lines; replay with: techrevati-runtime report "
-            f"{self.spans_file}{run})"
+            f"{self.spans_file} (OTLP JSON lines; replay with: {replay_command()} report "
+            f"{shlex.quote(str(self.spans_file))}{run})"
         )
 
     def _print_report(self) -> None:
@@ -365,3 +367,24 @@ def _bind_shutdown(pipeline: BoundedSpanProcessor, bound: float) -> Callable[[],
 
 
 __all__ = ["Destination", "TelemetryHandle"]
+
+
+def replay_command() -> str:
+    """The command that replays a spans file, as it can be typed in this shell.
+
+    ``techrevati-runtime`` when that name on ``PATH`` is this environment's
+    script; else the script's full path (a venv whose ``bin`` is not on ``PATH``,
+    as under ``make demo``); else this Python with ``-m techrevati.runtime``.
+
+    Example::
+
+        replay_command()   # e.g. '/src/app/.venv/bin/techrevati-runtime'
+    """
+    name = "techrevati-runtime"
+    script = Path(sys.executable).parent / name
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m techrevati.runtime"
+    found = shutil.which(name)
+    if found is not None and Path(found).resolve() == script.resolve():
+        return name
+    return shlex.quote(str(script.absolute()))
