@@ -447,6 +447,9 @@ def test_fleet_panels_equal_what_the_fleet_booked(stack: Stack) -> None:
         }
 
     spend = last_by("Fleet spend by scope", "techrevati_fleet_scope")
+    # A shared session is one more store scope, labelled by its parent's role: the
+    # parent's call and its remote child's, both booked in it.
+    assert spend.pop("shared-session:planner") == pytest.approx(fleet["shared_usd"], rel=1e-9)
     assert spend == pytest.approx(fleet["spent_usd"], rel=1e-9)
     refusals = last_by(
         "Fleet refusals by scope and kind", "techrevati_fleet_scope", "techrevati_limit_kind"

@@ -14,7 +14,10 @@ collector. Three scopes, each in two passes with metric exports between them
   two calls per pass, each counted as a store error; the clean-up queue is cut
   to one entry, so each pass drops one clean-up (``techrevati.fleet.dropped``);
 * ``fleet-evict``: one call, its keys deleted mid-window as an evicting Redis
-  would, one more call, which counts ``techrevati.fleet.evictions``.
+  would, one more call, which counts ``techrevati.fleet.evictions``;
+* a shared session (``shared=True``, ``configure(session_store=...)``) with one call
+  of its own and one remote session opened under it, as another process would open
+  it (a thread carrying only the W3C baggage), so the session-tree names reach Tempo.
 
 It prints, as JSON, what the process itself observed: refusals it caught by
 scope and kind, and each reachable scope's spend from ``FleetLimits.usage()``.
@@ -26,10 +29,12 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from typing import Any
 
 import redis
+from opentelemetry import context, propagate
 
 from techrevati.runtime import (
     BudgetExceededError,
@@ -42,6 +47,7 @@ from techrevati.runtime import (
     register_pricing,
 )
 from techrevati.runtime.fleet import outbox
+from techrevati.runtime.pricing import price_call
 from techrevati.runtime.telemetry import semconv
 
 SERVICE = "techrevati-fleet-test"
@@ -62,9 +68,33 @@ def _calls(fleet: FleetLimits, n: int, refusals: dict[str, int]) -> None:
         refusals[f"{err.scope}/{semconv.LIMIT_FLEET_CALLS}"] += 1
 
 
+def _shared_tree() -> None:
+    def child(carried: context.Context) -> None:
+        token = context.attach(carried)
+        try:
+            with Orchestrator(role="researcher", phase="run").session() as remote:
+                remote.run_turn(lambda: "ok", model=MODEL, usage=USAGE)
+        finally:
+            context.detach(token)
+
+    with Orchestrator(role="planner", phase="run", shared=True).session() as session:
+        session.run_turn(lambda: "ok", model=MODEL, usage=USAGE)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        # Only the baggage, as a process that extracted it would see it (its own span aside).
+        carried = propagate.extract({k: v for k, v in carrier.items() if k != "traceparent"})
+        worker = threading.Thread(target=child, args=(carried,))
+        worker.start()
+        worker.join(60)
+
+
 def main(redis_url: str, closed_url: str) -> dict[str, Any]:
     handle = configure(
-        service_name=SERVICE, spans_file=False, report=False, metric_export_interval_s=1.0
+        service_name=SERVICE,
+        spans_file=False,
+        report=False,
+        metric_export_interval_s=1.0,
+        session_store=redis_url,
     )
     register_pricing(MODEL, ModelPricing(input_per_million=3.0, output_per_million=15.0))
     # A window (a day) so the scope reports its budget, window and spend as gauges.
@@ -94,9 +124,19 @@ def main(redis_url: str, closed_url: str) -> dict[str, Any]:
         keys.delete(*keys.keys("techrevati:fleet:{fleet-evict}:*"))
         _calls(evict, 1, refusals)
         time.sleep(2.5)  # a few metric exports before the next pass
+    _shared_tree()
     spent = {fleet.scope: fleet.usage().spent_usd for fleet in (budget, calls, burn)}
+    # The evicted scope's store forgot what it had spent; the four calls it settled
+    # were booked (and counted by techrevati.fleet.cost) all the same.
+    spent[evict.scope] = 4 * price_call(MODEL, USAGE).cost
     handle.shutdown()
-    return {"refusals": refusals, "spent_usd": spent, "calls_while_down": calls_while_down}
+    return {
+        "refusals": refusals,
+        "spent_usd": spent,
+        "calls_while_down": calls_while_down,
+        # Two calls booked in the shared session's scope: its own and its remote child's.
+        "shared_usd": 2 * price_call(MODEL, USAGE).cost,
+    }
 
 
 if __name__ == "__main__":

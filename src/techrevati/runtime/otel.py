@@ -49,8 +49,11 @@ def _require_otel() -> None:
     # Read the module global at call time: tests patch it after import.
     if not globals()["_OTEL_AVAILABLE"]:
         raise ImportError(
-            "OpenTelemetry sink requires the OpenTelemetry SDK: "
-            "pip install opentelemetry-sdk opentelemetry-exporter-otlp"
+            "OpenTelemetry sink requires the [otel] extra. Install with: pip install "
+            "'techrevati-runtime[otel]' from this project's clone or wheel (pip install "
+            "'.[otel]'), or the SDK itself: pip install opentelemetry-sdk "
+            "opentelemetry-exporter-otlp (on the public index that name is an unrelated "
+            "package)"
         ) from globals()["_OTEL_IMPORT_ERROR"]
 
 
