@@ -142,6 +142,29 @@ def test_a_frozen_store_refuses_within_the_timeout(
             remote.install_store(store)
 
 
+def test_a_frozen_store_under_allow_runs_calls_on_local_limits(
+    redis_server: RedisServer, store: RedisSessionStore
+) -> None:
+    lenient = RedisSessionStore(redis_server.url, timeout_s=0.3, on_store_error="allow")
+    remote.install_store(lenient)
+    try:
+        with agent_session("planner", max_iterations=10, shared=True):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            assert in_fresh_thread(baggage_only(carrier), 1)["ran"] == 1  # known, cached
+            redis_server.pause()
+            try:
+                started = time.monotonic()
+                outcome = in_fresh_thread(baggage_only(carrier), 2)
+                elapsed = time.monotonic() - started
+            finally:
+                redis_server.resume()
+        assert outcome["ran"] == 2
+        assert elapsed < 3.0  # each admission gives up after timeout_s
+    finally:
+        remote.install_store(store)
+
+
 def test_after_the_parent_closes_new_calls_run_on_local_limits(
     store: RedisSessionStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
