@@ -1481,8 +1481,10 @@ def budgets() -> dict[str, Any]:
         count_stat(
             lay,
             "Calls without usage",
-            "Model calls whose response carried no token usage; they are booked at $0, so "
-            "the cost panels under-count by these calls." + TOTAL_NOTE,
+            "Model calls whose response carried no token usage. Under a budget they are "
+            "booked at an estimate (span attribute techrevati.cost.source = estimated: their "
+            "request and streamed text, else the model's learned cost); without one, at $0, "
+            "so the cost panels under-count by these calls." + TOTAL_NOTE,
             total(USAGE_MISSING, *f_model),
             bad="orange",
         ),
@@ -1669,8 +1671,9 @@ def budgets() -> dict[str, Any]:
         timeseries(
             lay,
             "Calls without usage and unpriced calls per second by model",
-            "Model calls booked at $0 because the response had no usage or the model has no "
-            "price; either means the spend panels under-count." + RATE_NOTE,
+            "Model calls whose response had no usage (booked at an estimate under a budget, "
+            "else at $0) or whose model has no price (booked at $0); both make the spend "
+            "panels approximate." + RATE_NOTE,
             [
                 (
                     per_second(USAGE_MISSING, *f_model, group=["gen_ai_request_model"]),

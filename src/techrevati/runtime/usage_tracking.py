@@ -388,7 +388,7 @@ _set_input, _set_output, _set_cache_write, _set_cache_read = (
 class _ModelTotals:
     """Running token sums for one recorded (model, provider)."""
 
-    __slots__ = ("bands", "cache_read", "cache_write", "input", "output", "turns")
+    __slots__ = ("bands", "cache_read", "cache_write", "estimated", "input", "output", "turns")
 
     def __init__(self) -> None:
         self.input = 0
@@ -396,6 +396,8 @@ class _ModelTotals:
         self.cache_write = 0
         self.cache_read = 0
         self.turns = 0
+        # USD of calls booked at an estimate (no usage arrived): not in the token sums.
+        self.estimated = 0.0
         # Sums per price band, only for calls a tiered database price charged:
         # band key -> [input, output, cache_write, cache_read, calls].
         self.bands: dict[tuple[int, int], list[int]] | None = None
@@ -428,7 +430,7 @@ class _ModelTotals:
 
     def cost(self, model: str, provider: str) -> float:
         sums = (self.input, self.output, self.cache_write, self.cache_read, self.turns)
-        return _sums_cost(model, provider, sums, self.bands)
+        return _sums_cost(model, provider, sums, self.bands) + self.estimated
 
 
 # (model, provider, input, output, cache_write, cache_read, calls, bands) copied
@@ -528,8 +530,10 @@ class UsageTracker:
         running total stale (recomputed later) instead of silently wrong.
         A plain ``(cost, version, known)`` triple (0.1.0's shape) is accepted.
         """
+        estimated = False
         if type(priced) is PricedCall:
-            cost, version, known, _, band, provider = priced
+            cost, version, known, source, band, provider = priced
+            estimated = source == "estimated"
         else:
             cost, version, known = priced[0], priced[1], priced[2]
             band = None
@@ -547,6 +551,8 @@ class UsageTracker:
             if totals is None:
                 totals = self._models[key] = _ModelTotals()
             totals.add(usage, band)
+            if estimated:
+                totals.estimated += cost
             self._turn_count += 1
             if self.retain_turns is None:
                 self._synced_len += 1  # the one append above; nothing to trim

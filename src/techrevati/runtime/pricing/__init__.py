@@ -87,10 +87,12 @@ _REQUIRED_RATES = ("input_per_million", "output_per_million")
 _OPTIONAL_RATES = ("cache_write_per_million", "cache_read_per_million")
 
 #: Where a call's price came from; the values of ``semconv.COST_SOURCE_*``.
-CostSource = Literal["registered", "bundled", "unpriced"]
+CostSource = Literal["registered", "bundled", "unpriced", "estimated"]
 REGISTERED: CostSource = "registered"
 BUNDLED: CostSource = "bundled"
 UNPRICED: CostSource = "unpriced"
+#: A call whose usage never arrived, booked at an estimate (the limits' rule).
+ESTIMATED: CostSource = "estimated"
 
 
 def _check_rate(owner: str, name: str, value: object) -> None:

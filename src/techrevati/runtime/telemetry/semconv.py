@@ -134,6 +134,10 @@ LIMIT_LOOP: Final = "loop"
 COST_SOURCE_REGISTERED: Final = "registered"
 COST_SOURCE_BUNDLED: Final = "bundled"
 COST_SOURCE_UNPRICED: Final = "unpriced"
+#: A call whose usage never arrived (a stream without usage), booked at an estimate
+#: under a budget: its request and streamed text, else the model's learned cost,
+#: else the session's ``call_estimate_usd``.
+COST_SOURCE_ESTIMATED: Final = "estimated"
 TOKEN_KIND_CACHE_READ: Final = "cache_read"
 TOKEN_KIND_CACHE_WRITE: Final = "cache_write"
 TOKEN_KIND_REASONING: Final = "reasoning"

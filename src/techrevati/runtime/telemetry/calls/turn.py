@@ -37,6 +37,7 @@ from ..limits import membership
 from ..limits.errors import TurnTimeoutError
 from ..limits.ledger import Ledger
 from ..limits.membership import SpanEntry
+from ..limits.probe import ProbeWait
 from ..readings.tokens import usage_to_attributes
 from . import conventions
 from .content import capture_content, content_text
@@ -101,7 +102,20 @@ class TurnCall:
         ``usage`` known up front is what the call reserves; ``prompt`` is
         recorded only with content capture on.
         """
-        admitted = _admit(session, model, provider, usage, tracer_provider, meter_provider, False)
+        probe = True
+        deadline = 0.0
+        while True:
+            try:
+                admitted = _admit(
+                    session, model, provider, usage, tracer_provider, meter_provider, False, probe
+                )
+                break
+            except ProbeWait as wait:
+                # Another call of this model is its probe: wait for it (bounded).
+                now = time.monotonic()
+                deadline = deadline or now + wait.timeout
+                if not wait.probe.wait(deadline - now):
+                    probe = False  # waited long enough: run unreserved
         return cls._start(admitted, prompt)
 
     @classmethod
@@ -122,7 +136,20 @@ class TurnCall:
         round trips and any wait for a model's probe call are awaited, their
         network I/O off the event loop.
         """
-        admitted = _admit(session, model, provider, usage, tracer_provider, meter_provider, True)
+        probe = True
+        deadline = 0.0
+        while True:
+            try:
+                admitted = _admit(
+                    session, model, provider, usage, tracer_provider, meter_provider, True, probe
+                )
+                break
+            except ProbeWait as wait:
+                # Awaited, never blocking the loop (see ``limits.probe``).
+                now = time.monotonic()
+                deadline = deadline or now + wait.timeout
+                if not await wait.probe.await_end(deadline - now):
+                    probe = False
         entry, permit = admitted[6], admitted[7]
         if entry is not None and entry.call is not None and entry.call.fleet_deferred:
             try:
@@ -271,6 +298,11 @@ class TurnCall:
                 model = model or library_model
         snapshot = usage if usage is not None else _ZERO
         priced = price_call(model, snapshot, self.provider) if model else _NOT_PRICED
+        if usage is None and claim is not None and model:
+            # No call is free under a budget: booked at an estimate (cost.source).
+            estimate = claim.leaf.estimate_missing(claim, model, self.provider)
+            if estimate is not None:
+                priced = estimate
         known = priced.known
         span = self.span
         if span.is_recording():
@@ -377,6 +409,7 @@ def _admit(
     tracer_provider: APITracerProvider | None,
     meter_provider: MeterProvider | None,
     defer_fleet: bool,
+    probe: bool = False,
 ) -> _Admitted:
     """The breaker permit and the ledger admission of one call; raises the refusal.
 
@@ -431,7 +464,13 @@ def _admit(
             under = SpanEntry(ledger, under.call if under is not None else None)
         try:
             entry = membership.admit_call(
-                under, model, expected, ours=True, priced=priced, defer_fleet=defer_fleet
+                under,
+                model,
+                expected,
+                ours=True,
+                priced=priced,
+                defer_fleet=defer_fleet,
+                probe=probe,
             )
         except BaseException:
             if permit is not None:

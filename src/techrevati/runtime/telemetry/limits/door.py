@@ -26,10 +26,10 @@ from typing import Any
 
 from ...pricing import has_pricing
 from ..readings.recognise import CallReading
-from ..readings.usage_extract import StreamReader, extract
+from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
 from .booking import book
-from .estimate import request_estimate_usd
+from .estimate import request_estimate_usd, seen_usage
 from .ledger import Ledger
 from .membership import SpanEntry
 
@@ -128,6 +128,15 @@ def begin(options: Any, provider: str) -> RequestCall | None:
         membership.note_outside(f"a request of the {provider} client")
         return None
     entry, created = placed
+    claim = entry.call
+    if claim is not None and claim.open and not claim.expected_nano and body is not None:
+        # A span admitted this call knowing nothing of its cost: reserve what its
+        # request says, so the calls admitted next see it.
+        ledger = claim.leaf
+        if ledger.has_budget() and ledger.learned_cost(model) is None:
+            estimate = request_estimate_usd(model, body, provider)
+            if estimate:
+                ledger.top_up(claim, estimate)
     call = RequestCall(key, entry, created, provider, model, body)
     _IN_FLIGHT.set(call)
     return call
@@ -185,7 +194,8 @@ def answered(call: RequestCall, result: object) -> object:
             _wrap_stream(result, call)
             return result
         found = extract(result)
-        finish(call, found.usage, found.model, found.reasoning_tokens, 0)
+        text = extract_text(result) if found.usage is None else None
+        finish(call, found.usage, found.model, found.reasoning_tokens, len(text) if text else 0)
     except Exception:
         _warn_once("the client guard could not read a response; continuing")
     return result
@@ -203,9 +213,14 @@ def finish(
         return
     call.done = True
     entry = call.entry
-    if entry is None or not call.books or entry.call is None:
+    if entry is None or entry.call is None:
         return
-    book(entry, CallReading(model or call.model, call.provider, usage, reasoning))
+    claim = entry.call
+    if usage is None and claim.estimated is None:
+        # What the call is booked at if no usage ever arrives (see ``estimate``).
+        claim.estimated = seen_usage(call.body, call.provider, text_chars)
+    if call.books:
+        book(entry, CallReading(model or call.model, call.provider, usage, reasoning))
 
 
 def _wrap_stream(stream: Any, call: RequestCall) -> None:

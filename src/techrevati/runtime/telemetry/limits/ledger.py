@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...caller import user_stacklevel
+from ...pricing import ESTIMATED, PricedCall, price_call
 from ...sinks import UsageSink
 from ...usage_tracking import (
     BudgetExceededError,
@@ -50,6 +51,7 @@ from ...usage_tracking import (
 from .. import semconv as sc
 from .errors import MaxIterationsExceededError, UnpricedModelError
 from .money import booking_nano, check_budget, to_nano, to_usd
+from .probe import DEFAULT_PROBE_WAIT_S, Probe, ProbeWait
 
 _orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
 _USAGE_SINK_FAILED = "usage_sink.record raised; suppressing to keep session alive"
@@ -97,6 +99,11 @@ class Claim:
     absorbed: bool = False
     inner: bool = False
     library: tuple[str, UsageSnapshot] | None = None
+    #: Set when this call is its model's probe (see ``probe.py``).
+    probe: Probe | None = None
+    #: What the client guard saw of this call (request size, streamed text), as
+    #: usage: booked if the call's own usage never arrives.
+    estimated: UsageSnapshot | None = None
     #: Admitted locally; the fleet scopes are still to be asked (``areserve_fleet``).
     fleet_deferred: bool = False
     forced: bool = False
@@ -138,6 +145,8 @@ class Ledger:
     #: The owning session's role and id, named by the limit errors ("" before it opens).
     role: str = ""
     session_id: str = ""
+    #: How long a call waits for its model's first (probe) call to settle.
+    probe_wait_s: float = DEFAULT_PROBE_WAIT_S
     iterations: int = 0
     calls: int = 0
     #: Settled cost and reservations of calls in flight, in nano-dollars (exact sums).
@@ -147,6 +156,8 @@ class Ledger:
     unpriced_calls: int = 0
     crossed: bool = False
     learned: dict[str, float] = field(default_factory=dict, repr=False)
+    #: Probe calls in flight, by model (kept on the tree's root).
+    probes: dict[str, Probe] = field(default_factory=dict, repr=False)
     #: Keys of this session's open spans, dropped with the session.
     open_keys: set[tuple[int, int]] = field(default_factory=set, repr=False)
     #: The session that owns this ledger, weakly (membership finds it from a span).
@@ -164,6 +175,7 @@ class Ledger:
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)
     _enforced: bool = field(init=False, repr=False)
+    _local_enforced: bool = field(init=False, repr=False)
     _budgeted: bool = field(init=False, repr=False)
     #: ``budget_usd`` in nano-dollars (-1: no budget).
     _budget_nano: int = field(init=False, repr=False)
@@ -215,9 +227,10 @@ class Ledger:
         self._fleet_chain = tuple(fleets)
         # Read on every call: computed once per link (budgets are fixed at open).
         fleet_budget = any(fleet.budget_usd is not None for fleet in fleets)
-        self._enforced = fleet_budget or any(
+        self._local_enforced = any(
             level.enforce_budget and level.budget_usd is not None for level in self._chain
         )
+        self._enforced = fleet_budget or self._local_enforced
         self._budgeted = fleet_budget or any(level.budget_usd is not None for level in self._chain)
 
     # -- reading --------------------------------------------------------------
@@ -279,6 +292,7 @@ class Ledger:
         priced: bool = True,
         force: bool = False,
         defer_fleet: bool = False,
+        probe: bool = False,
     ) -> Claim:
         """Count and reserve one call at every level, or raise the refusal.
 
@@ -286,7 +300,9 @@ class Ledger:
         budget that refuses the call (``UnpricedModelError``) unless the
         session accepts unpriced models. ``defer_fleet`` stops after the local
         levels: the caller awaits ``areserve_fleet`` (coroutines do, so no
-        fleet round trip runs on the event loop).
+        fleet round trip runs on the event loop). ``probe`` lets a call whose
+        cost nothing tells (``expected`` 0) run as its model's probe, or raises
+        ``ProbeWait`` (nothing counted) while another call of that model probes.
         """
         refusal = self.pending_refusal
         if refusal is not None and not force:
@@ -301,16 +317,24 @@ class Ledger:
             )
             self._refuse(sc.LIMIT_UNPRICED, error, owner)
         expected_nano = booking_nano(expected, f"expected cost of {model!r}")
+        wait: Probe | None = None
+        started: Probe | None = None
         with self._lock:
             refused = None if force else self._refusal_locked()
             if refused is None:
-                for level in self._chain:
-                    level.calls += 1
-                    level.reserved_nano += expected_nano
-                self.iterations += 1
-                claim = Claim(self, model, expected, self.iterations, ours, expected_nano)
+                if probe and not expected_nano and model and self._local_enforced:
+                    wait, started = self._probe_locked(model)
+                if wait is None:
+                    for level in self._chain:
+                        level.calls += 1
+                        level.reserved_nano += expected_nano
+                    self.iterations += 1
+                    claim = Claim(self, model, expected, self.iterations, ours, expected_nano)
+                    claim.probe = started
         if refused is not None:
             self._refuse(*refused)
+        if wait is not None:
+            raise ProbeWait(wait, self.probe_wait_s)
         if self._fleet_chain:
             if defer_fleet:
                 claim.fleet_deferred = True
@@ -319,6 +343,74 @@ class Ledger:
                 claim.holds = self._reserve_fleet(claim, force)
         self._used()
         return claim
+
+    def _probe_locked(self, model: str) -> tuple[Probe | None, Probe | None]:
+        """(a probe to wait for, or the probe this call starts); both None: just admit."""
+        root = self._chain[-1]
+        running = root.probes.get(model)
+        if running is not None and not running.ended:
+            return running, None
+        if self.learned_cost(model) is not None or any(
+            level.call_estimate_usd is not None for level in self._chain
+        ):
+            return None, None
+        started = Probe(model)
+        root.probes[model] = started
+        return None, started
+
+    def _end_probe(self, claim: Claim) -> None:
+        """The probe call settled or failed: the calls waiting for it may go."""
+        probe = claim.probe
+        if probe is None:
+            return
+        claim.probe = None
+        probes = claim.leaf._chain[-1].probes
+        with claim.leaf._lock:
+            if probes.get(probe.model) is probe:
+                del probes[probe.model]
+        probe.end()
+
+    def estimate_missing(self, claim: Claim, model: str, provider: str = "") -> PricedCall | None:
+        """The price of a call whose usage never arrived, where a budget needs one.
+
+        In order: what the guard saw of it (its request and streamed text),
+        else the model's learned cost, else ``call_estimate_usd``; None when
+        there is no budget in the chain or nothing to go on (booked at $0).
+        """
+        if not model or not self._budgeted:
+            return None
+        seen = claim.estimated
+        if seen is not None:
+            priced = price_call(model, seen, provider)
+            if priced.known:
+                return priced._replace(source=ESTIMATED)
+        usd = self.learned_cost(model)
+        if usd is None:
+            usd = next(
+                (lv.call_estimate_usd for lv in self._chain if lv.call_estimate_usd is not None),
+                None,
+            )
+        if not usd:
+            return None
+        # The current price table's version, so the tracker keeps the cost in its total.
+        return price_call(model, _ZERO, provider)._replace(cost=usd, known=True, source=ESTIMATED)
+
+    def top_up(self, claim: Claim, expected: float) -> None:
+        """Raise an open call's reservation to ``expected`` (the guard read its request).
+
+        For a call admitted with nothing known: later admissions then see it.
+        Never refuses (the call is already running).
+        """
+        expected_nano = booking_nano(expected, f"expected cost of {claim.model!r}")
+        leaf = claim.leaf
+        with leaf._lock:
+            delta = expected_nano - claim.expected_nano
+            if not claim.open or delta <= 0:
+                return
+            for level in leaf._chain:
+                level.reserved_nano += delta
+            claim.expected_nano = expected_nano
+            claim.expected = expected
 
     def _used(self) -> None:
         """Tell the levels that watch their usage (wrap-up) that it changed. Never raises."""
@@ -452,6 +544,8 @@ class Ledger:
         leaf = claim.leaf
         missing = usage is None
         snapshot = _ZERO if usage is None else usage
+        if missing and price is None:
+            price = leaf.estimate_missing(claim, model, provider)
         cost = 0.0
         cost_nano = 0
         if model:
@@ -481,12 +575,17 @@ class Ledger:
                 or usage.cache_write_tokens
             ):
                 claim.booked_usage = True
-            if model and cost > leaf.learned.get(model, -1.0):
-                leaf.learned[model] = cost
+            if model:
+                # Learned tree-wide: a sibling session's calls wait on the same probe.
+                for level in leaf._chain:
+                    if cost > level.learned.get(model, -1.0):
+                        level.learned[model] = cost
             if missing:
                 leaf.calls_without_usage += 1
             if unpriced and model:
                 leaf.unpriced_calls += 1
+        if claim.probe is not None:
+            self._end_probe(claim)
         if claim.holds:
             holds, claim.holds = claim.holds, ()
             for fleet, hold in holds:
@@ -497,12 +596,18 @@ class Ledger:
             if not priced_by_core and cost and leaf.on_unpriced_cost is not None:
                 leaf.on_unpriced_cost(model, snapshot, cost)
         if missing and model and leaf._enforced:
+            booked = (
+                f"at an estimate (${cost:.6f}; {sc.COST_SOURCE}={ESTIMATED!r})"
+                if cost
+                else "at $0 (nothing to estimate it from)"
+            )
             leaf._warn_once(
                 "usage",
                 model,
-                f"a call of model {model!r} returned no token usage, so it was booked at $0 "
-                "under an enforced budget; pass usage= (or enable usage reporting, e.g. "
-                'stream_options={"include_usage": True}) so the budget can hold',
+                f"a call of model {model!r} returned no token usage, so it was booked "
+                f"{booked} under an enforced budget; pass usage= (or enable usage "
+                'reporting, e.g. stream_options={"include_usage": True}) so the budget holds '
+                "exactly",
             )
         if crossings is not None:
             for level in crossings:
@@ -532,6 +637,8 @@ class Ledger:
                         level.calls -= 1
                 if uncount:
                     leaf.iterations -= 1
+        if claim.probe is not None:
+            self._end_probe(claim)  # failed: the next call of the model probes
         if keep_fleet:
             return
         holds, claim.holds = claim.holds, ()

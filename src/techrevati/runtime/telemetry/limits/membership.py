@@ -320,6 +320,7 @@ def admit_call(
     priced: bool = True,
     force: bool = False,
     defer_fleet: bool = False,
+    probe: bool = False,
 ) -> SpanEntry:
     """Place a model span under ``under``: the same call, or a new admitted one.
 
@@ -351,7 +352,13 @@ def admit_call(
     if not priced and model and ledger.has_budget() and not ledger.enforced():
         ledger.warn_unpriced(model)
     claim = ledger.admit(
-        model, expected, ours=ours, priced=priced, force=force, defer_fleet=defer_fleet
+        model,
+        expected,
+        ours=ours,
+        priced=priced,
+        force=force,
+        defer_fleet=defer_fleet,
+        probe=probe,
     )
     if outer is not None:
         outer.inner = True

@@ -138,6 +138,9 @@ class RunReport:
     calls_without_usage: int = 0
     #: Models with no known price, and how many calls each made.
     unpriced_models: dict[str, int] = field(default_factory=dict)
+    #: Calls without usage that a budget booked at an estimate, and their cost.
+    calls_estimated: int = 0
+    estimated_cost_usd: float = 0.0
     #: Notes about the span tree itself (parent cycles).
     notes: list[str] = field(default_factory=list)
     #: Fleet scopes the sessions counted against, by name.
@@ -227,6 +230,8 @@ class _Call:
     error: bool
     without_usage: bool
     unpriced: bool
+    #: Booked at an estimate: its usage never arrived (``techrevati.cost.source``).
+    estimated: bool = False
 
 
 def _price(record: SpanRecord, reading: CallReading) -> _Call:
@@ -264,6 +269,7 @@ def _price(record: SpanRecord, reading: CallReading) -> _Call:
         error=record.error or sc.ERROR_TYPE in attrs,
         without_usage=without_usage,
         unpriced=source == sc.COST_SOURCE_UNPRICED,
+        estimated=source == sc.COST_SOURCE_ESTIMATED,
     )
 
 
@@ -290,6 +296,8 @@ def build_report(
     blocked: list[tuple[_Key | None, str, str]] = []
     outside = _Call("", 0, 0, 0.0, False, False, False)
     outside_without_usage = 0
+    estimated_calls = 0
+    estimated_cost = 0.0
     services = sorted({r.service for r in spans if r.service})
 
     for key, record in tree.by_id.items():
@@ -339,6 +347,9 @@ def build_report(
         row.calls_without_usage += int(call.without_usage)
         row.unpriced_calls += int(call.unpriced)
         unpriced[call.model] += int(call.unpriced)
+        if call.estimated:
+            estimated_calls += 1
+            estimated_cost += call.cost
         owner = tree.session[key]
         if owner is not None:
             total = computed[owner]
@@ -445,6 +456,8 @@ def build_report(
         calls_without_usage=sum(row.calls_without_usage for row in sessions.values())
         + outside_without_usage,
         unpriced_models={model: count for model, count in sorted(unpriced.items()) if count},
+        calls_estimated=estimated_calls,
+        estimated_cost_usd=estimated_cost,
         notes=(
             [f"{tree.cycles} span parent cycle(s) found; the loops were cut"] if tree.cycles else []
         ),

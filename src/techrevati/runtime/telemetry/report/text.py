@@ -189,6 +189,12 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
             f"Calls without usage: {report.calls_without_usage} (the response carried no token "
             "counts, so their tokens and cost are not known)",
         ]
+    if report.calls_estimated:
+        out.append(
+            f"Booked at an estimate: {_plural(report.calls_estimated, 'call')}, $"
+            f"{_usd(report.estimated_cost_usd)} (usage never arrived; a budget counted them "
+            "from their request and streamed text, else the model's learned cost)"
+        )
 
     looped = [(n, row) for n, row in enumerate(report.sessions, 1) if row.loops]
     if looped:

@@ -1,0 +1,238 @@
+"""The first burst is bounded: a model's first calls under an enforced budget.
+
+Nothing is known about a call's cost before the first one settles. The probe
+rule runs one call of the model and holds the others until it settles (then
+they reserve the learned cost); where the client guard sees the request, it
+reserves an upper-bound estimate read from it instead. Target of issue 20: 20
+concurrent first calls under a budget of 3.5 calls run at most 4 bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import openai
+import pytest
+
+from fake_openai import FakeOpenAI, serve
+from otel_harness import Otel
+from techrevati.runtime import BudgetExceededError, agent_session, agent_turn
+from techrevati.runtime.telemetry.limits import guard
+
+pytestmark = pytest.mark.usefixtures("priced")
+
+#: model-a at $3 / $15 per million: 1000 in + 100 out = $0.0045.
+ONE_CALL = 0.0045
+RESPONSE = {"model": "model-a", "usage": {"prompt_tokens": 1000, "completion_tokens": 100}}
+BUDGET = 3.5 * ONE_CALL
+CALLS = 20
+
+
+class Bodies:
+    """Counts the call bodies that ran, and the most that ran at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ran = 0
+        self.running = 0
+        self.most = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.ran += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.running -= 1
+
+
+def _outcome(fn: Any) -> str:
+    try:
+        fn()
+    except BudgetExceededError:
+        return "refused"
+    return "ran"
+
+
+def test_twenty_threads_run_at_most_four_bodies(otel: Otel) -> None:
+    bodies = Bodies()
+
+    @agent_turn("model-a")
+    def ask() -> dict[str, Any]:
+        bodies.enter()
+        time.sleep(0.05)
+        bodies.leave()
+        return RESPONSE
+
+    with agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session:
+        start = threading.Barrier(CALLS)
+
+        def one() -> str:
+            start.wait()
+            return _outcome(ask)
+
+        with ThreadPoolExecutor(max_workers=CALLS) as pool:
+            outcomes = list(pool.map(session.wrap(lambda _: one()), range(CALLS)))
+    assert bodies.ran == 4  # was 20 before the probe rule
+    assert bodies.most <= 3  # the probe ran alone; then at most 3 reserved calls at once
+    assert session.tracker.turn_count == 4
+    assert session.tracker.total_cost() == pytest.approx(4 * ONE_CALL)
+    # The fourth call crossed the budget (it ran, then raised); 16 never started.
+    assert outcomes.count("refused") == CALLS - 3
+
+
+def test_twenty_tasks_run_at_most_four_bodies_and_the_loop_keeps_running(otel: Otel) -> None:
+    bodies = Bodies()
+
+    @agent_turn("model-a")
+    async def ask() -> dict[str, Any]:
+        bodies.enter()
+        await asyncio.sleep(0.1)
+        bodies.leave()
+        return RESPONSE
+
+    async def main() -> tuple[list[str], int]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        async def one() -> str:
+            try:
+                await ask()
+            except BudgetExceededError:
+                return "refused"
+            return "ran"
+
+        tick_task = asyncio.create_task(ticker())
+        with agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()):
+            outcomes = list(await asyncio.gather(*(one() for _ in range(CALLS))))
+        stop.set()
+        await tick_task
+        return outcomes, ticks
+
+    outcomes, ticks = asyncio.run(main())
+    assert bodies.ran == 4
+    assert outcomes.count("refused") == CALLS - 3
+    # 19 calls waited ~0.1 s for the probe: a blocked loop would not have ticked.
+    assert ticks >= 10
+
+
+def test_a_failed_probe_lets_the_next_call_probe(otel: Otel) -> None:
+    attempts: list[str] = []
+
+    @agent_turn("model-a")
+    def ask(fail: bool) -> dict[str, Any]:
+        attempts.append("fail" if fail else "ok")
+        time.sleep(0.05)
+        if fail:
+            raise RuntimeError("provider error")
+        return RESPONSE
+
+    with (
+        agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session,
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        first = pool.submit(session.wrap(ask), True)
+        time.sleep(0.01)  # the failing call is the probe
+        second = pool.submit(session.wrap(ask), False)
+        with pytest.raises(RuntimeError):
+            first.result()
+        assert second.result() == RESPONSE
+    assert attempts == ["fail", "ok"]  # the second waited for the first, then ran
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+
+
+def test_the_wait_is_bounded_by_probe_wait_s(otel: Otel) -> None:
+    bodies = Bodies()
+
+    @agent_turn("model-a")
+    def ask() -> dict[str, Any]:
+        bodies.enter()
+        time.sleep(0.4)
+        bodies.leave()
+        return RESPONSE
+
+    with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+        session._ledger.probe_wait_s = 0.05
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            started = time.monotonic()
+            list(pool.map(session.wrap(lambda _: ask()), range(3)))
+            elapsed = time.monotonic() - started
+    # The two waiters gave up after 0.05 s and ran beside the probe, unreserved.
+    assert bodies.most == 3
+    assert elapsed < 0.8
+
+
+def test_no_probe_when_usage_is_known_up_front(otel: Otel) -> None:
+    from techrevati.runtime import UsageSnapshot
+
+    bodies = Bodies()
+
+    @agent_turn("model-a", usage=UsageSnapshot(1000, 100))
+    def ask() -> str:
+        bodies.enter()
+        time.sleep(0.05)
+        bodies.leave()
+        return "x"
+
+    with (
+        agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session,
+        ThreadPoolExecutor(max_workers=8) as pool,
+    ):
+        list(pool.map(session.wrap(lambda _: _outcome(ask)), range(8)))
+    # Each call reserves its known cost: 4 admitted at once, no probe wait.
+    assert bodies.ran == 4
+    assert bodies.most == 4
+
+
+@pytest.fixture
+def api() -> Iterator[FakeOpenAI]:
+    completion = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "model-a",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
+    }
+    guard.uninstall_guard()
+    with serve(FakeOpenAI(completion)) as fake:
+        yield fake
+    guard.uninstall_guard()
+
+
+def test_bare_client_burst_reserves_the_request_estimate(api: FakeOpenAI, otel: Otel) -> None:
+    # 4000 characters of prompt ~ 1008 tokens and max_tokens=100: the estimate is an
+    # upper bound of the actual call (1000 in, 100 out), so at most 4 requests go out.
+    client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+    messages = [{"role": "user", "content": "x" * 4000}]
+
+    def ask() -> None:
+        client.chat.completions.create(model="model-a", messages=messages, max_tokens=100)
+
+    with agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session:
+        start = threading.Barrier(CALLS)
+
+        def one() -> str:
+            start.wait()
+            return _outcome(ask)
+
+        with ThreadPoolExecutor(max_workers=CALLS) as pool:
+            outcomes = list(pool.map(session.wrap(lambda _: one()), range(CALLS)))
+    assert len(api.requests) == 4  # 20 before
+    assert outcomes.count("ran") == len(api.requests)
+    assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)
