@@ -94,6 +94,7 @@ from .telemetry.setup.configure import TelemetryHandle, configure
 from .usage_tracking import (
     PRICING_TABLE,
     BudgetExceededError,
+    LimitSite,
     ModelPricing,
     UsageSnapshot,
     UsageTracker,
@@ -133,6 +134,7 @@ __all__ = [
     "GuardrailViolatedError",
     "Handoff",
     "InvalidTransitionError",
+    "LimitSite",
     "LoopDetectedError",
     "LoopGuard",
     "MaxIterationsExceededError",
