@@ -261,3 +261,20 @@ def test_one_stop_of_a_library_call_is_one_limit_hit(otel: Otel) -> None:
     assert otel.metric_sum("techrevati.limit.hits", techrevati__limit__kind="budget") == 1
     # The session span names the limit that stopped it, not "llm_error".
     assert dict(root.attributes or {})["error.type"] == "budget"
+
+
+def test_a_parents_cap_hit_inside_a_child_is_the_parents_hit(otel: Otel) -> None:
+    parent = Orchestrator(role="planner", max_iterations=2, **otel.orch_kwargs())
+    child = Orchestrator(role="researcher", max_iterations=5, **otel.orch_kwargs())
+    with pytest.raises(MaxIterationsExceededError), parent.session(), child.session() as inner:
+        for _ in range(3):
+            inner.run_turn(lambda: None, model="model-a")
+    planner, researcher = otel.span("invoke_agent planner"), otel.span("invoke_agent researcher")
+    hits = [e for e in planner.events if e.name == "techrevati.limit.hit"]
+    assert [dict(e.attributes or {})["techrevati.limit.kind"] for e in hits] == ["max_iterations"]
+    assert "max_iterations=2" in str(dict(hits[0].attributes or {})["message"])
+    assert not [e for e in researcher.events if e.name == "techrevati.limit.hit"]
+    # Both spans the error ended say which limit stopped them.
+    assert dict(researcher.attributes or {})["error.type"] == "max_iterations"
+    assert dict(planner.attributes or {})["error.type"] == "max_iterations"
+    assert otel.metric_sum("techrevati.limit.hits", techrevati__limit__kind="max_iterations") == 1
