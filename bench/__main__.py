@@ -26,7 +26,7 @@ from . import harness
 ROOT = Path(__file__).resolve().parent.parent
 VENV_040 = Path(__file__).resolve().parent / ".venv-040"
 
-SUITES = ("overhead", "depth", "concurrency", "memory", "pricing", "fleet", "v040")
+SUITES = ("overhead", "depth", "concurrency", "memory", "pricing", "fleet", "loops", "v040")
 MODULES = {
     "overhead": "bench.suite_overhead",
     "depth": "bench.suite_depth",
@@ -34,6 +34,7 @@ MODULES = {
     "memory": "bench.suite_memory",
     "pricing": "bench.suite_pricing",
     "fleet": "bench.suite_fleet",
+    "loops": "bench.suite_loops",
     "v040": "bench.suite_040",
 }
 
