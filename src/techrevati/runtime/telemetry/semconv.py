@@ -206,7 +206,7 @@ METRIC_FLEET_STORE_ERRORS: Final = "techrevati.fleet.store_errors"
 METRIC_FLEET_BUDGET: Final = "techrevati.fleet.budget"
 METRIC_FLEET_WINDOW: Final = "techrevati.fleet.window"
 METRIC_FLEET_SPENT: Final = "techrevati.fleet.spent"
-#: Counter of loops stopped by loop detection (repeated tool calls), per agent and tool.
+#: Counter of tool-call loops detected, per pattern, tool and agent (limits/loops.py).
 METRIC_LOOP_DETECTIONS: Final = "techrevati.loop.detections"
 #: GenAI conventions (development): model calls and tool calls per invoke_agent span.
 METRIC_AGENT_INFERENCE_CALLS: Final = "gen_ai.invoke_agent.inference_calls"

@@ -328,7 +328,7 @@ def _build(provider: MeterProvider | None) -> Instruments:
         loop_detections=meter.create_counter(
             sc.METRIC_LOOP_DETECTIONS,
             unit="{detection}",
-            description="Loops stopped by loop detection (repeated tool calls).",
+            description="Tool-call loops detected (refused under LoopGuard(on_loop='raise')).",
         ),
         agent_inference_calls=meter.create_histogram(
             sc.METRIC_AGENT_INFERENCE_CALLS,
