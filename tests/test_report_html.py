@@ -237,14 +237,15 @@ def test_configure_writes_the_page_at_exit(run: Run) -> None:
     assert page.count('class="session"') == 2
 
 
-def test_a_screenshot_for_people(run: Run) -> None:
+def test_a_screenshot_for_people(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
     console = screenshot(run.page, SCREENSHOT, window=(1280, 1500))
     assert console == []
     png = SCREENSHOT.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (1280, 1500)
-    print(f"\nHTML report screenshot: {SCREENSHOT}")
+    with capsys.disabled():  # shown on every run, not only on failure
+        print(f"\nHTML report screenshot: {SCREENSHOT}")
 
 
 # --- bounds, without a browser ---------------------------------------------------------
@@ -274,6 +275,11 @@ def test_the_sample_keeps_every_limit_hit_then_the_most_expensive(tmp_path: Path
     hits = len(written.hit_ids)
     assert f"sessions with a limit hit ({hits} of {hits} in full" in detail.sample_note
     assert {node.id for node in detail.hit_sessions} == written.hit_ids
+    # A child whose parent session was not sampled is a root here, and says whose child it is.
+    orphans = [n for n in detail.sessions if n.parent is not None and n.parent not in kept]
+    assert orphans and all(n.depth == 0 for n in orphans)
+    page = render_html(report, detail)
+    assert page.count("session not in the sample") == len(orphans)
 
 
 def test_more_limit_hits_than_the_sample_are_all_listed(tmp_path: Path) -> None:

@@ -123,6 +123,8 @@ class SessionNode:
     service: str = ""
     #: The enclosing session's id, when its span is in the records.
     parent: str | None = None
+    #: The enclosing session's role (shown when that session is not in the sample).
+    parent_role: str = ""
     #: The parent span id when that span is not in the records (another process).
     remote_parent: str | None = None
     children: list[str] = field(default_factory=list)
@@ -423,6 +425,9 @@ def build_detail(
                     what = _words(event.attributes)
                     wrap_ups.append((node.role, clip(what or "wrap-up", limits.text)))
 
+    for node in nodes.values():
+        if node.parent is not None:
+            node.parent_role = nodes[node.parent].role
     _roll_up(nodes)
     kept, note = _sample(nodes, limits)
     for node_id in kept:

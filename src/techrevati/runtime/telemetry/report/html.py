@@ -159,6 +159,8 @@ def _session_row(node: SessionNode, index: int) -> str:
     below = f"{node.descendants} sessions below" if node.descendants else "no child sessions"
     if node.remote_children:
         below += f", {node.remote_children} from another service"
+    if node.parent is not None and node.depth == 0:
+        below += f", child of a {node.parent_role} session not in the sample"
     hover = (
         f"{node.role} · {node.outcome} · {_duration((node.end_ns - node.start_ns) / 1e9)}"
         f" · {below}" + (f" · service {node.service}" if node.service else "")
