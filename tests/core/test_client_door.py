@@ -337,3 +337,68 @@ def test_anthropic_sdk_tracing_with_just_agent_session_sends_no_refused_call() -
     assert result["error"] == "MaxIterationsExceededError"
     assert result["iterations"] == 2
     assert "com.anthropic.sdk.python" in result["scopes"]  # the SDK's own spans were made
+
+
+def test_raw_response_is_read_for_its_usage(api: FakeOpenAI, otel: Otel) -> None:
+    client = _client(api)
+    with agent_session("w", max_iterations=3, **otel.kwargs()) as session:
+        raw = client.chat.completions.with_raw_response.create(
+            model="model-a", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.parse().choices[0].message.content == "hi"
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+
+
+class _Flaky:
+    """A stand-in that fails the first ``failures`` requests with a 500, then answers."""
+
+    def __init__(self, failures: int) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits = 0
+        flaky = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                flaky.hits += 1
+                failing = flaky.hits <= failures
+                data = json.dumps({"error": {"message": "boom"}} if failing else COMPLETION)
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data.encode())
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_retries_are_one_call_and_a_failed_request_frees_its_reservation(otel: Otel) -> None:
+    flaky = _Flaky(failures=1)
+    try:
+        retrying = openai.OpenAI(base_url=flaky.url, api_key="k", max_retries=1)
+        retrying._calculate_retry_timeout = lambda *a, **k: 0.0  # type: ignore[method-assign]
+        with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+            _ask(retrying)  # a 500, then the retry succeeds: one call
+            assert session._iteration_count == 1
+            assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+            flaky.hits = -10  # the next requests fail
+            failing = openai.OpenAI(base_url=flaky.url, api_key="k", max_retries=0)
+            with pytest.raises(openai.InternalServerError):
+                _ask(failing)
+            # Counted (it ran), its reservation freed, nothing booked.
+            assert session._iteration_count == 2
+            assert session._ledger.reserved_nano == 0
+            assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+    finally:
+        flaky.close()

@@ -17,6 +17,7 @@ tasks never see each other's requests.
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -194,11 +195,26 @@ def answered(call: RequestCall, result: object) -> object:
             _wrap_stream(result, call)
             return result
         found = extract(result)
+        if found.usage is None:
+            body = _raw_body(result)
+            if body is not None:
+                found = extract(body)
         text = extract_text(result) if found.usage is None else None
         finish(call, found.usage, found.model, found.reasoning_tokens, len(text) if text else 0)
     except Exception:
         _warn_once("the client guard could not read a response; continuing")
     return result
+
+
+def _raw_body(result: object) -> object:
+    """The JSON body of a raw response (``with_raw_response``) already read, else None."""
+    raw = getattr(result, "http_response", None)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw.content)  # raises for a body not read (a streamed response)
+    except Exception:
+        return None
 
 
 def _is_stream(result: object) -> bool:
