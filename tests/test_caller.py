@@ -1,0 +1,68 @@
+"""caller/: which frame a warning names (the first one that is not ours or plumbing)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable
+
+import pytest
+
+from techrevati.runtime.caller import user_stacklevel, warn_user
+
+
+def _function_in(module: str, body: str, **names: object) -> Callable[[], object]:
+    """A function whose frame belongs to ``module`` (as if defined there)."""
+    namespace: dict[str, object] = {"__name__": module, **names}
+    exec(compile(f"def f():\n    {body}\n", f"<{module}>", "exec"), namespace)
+    function = namespace["f"]
+    assert callable(function)
+    return function
+
+
+def _warn_through(*modules: str) -> warnings.WarningMessage:
+    """warn_user called from a chain of functions in ``modules`` (innermost first)."""
+    inner = _function_in(modules[0], "warn_user('x', RuntimeWarning)", warn_user=warn_user)
+    for module in modules[1:]:
+        inner = _function_in(module, "inner()", inner=inner)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inner()
+    [warning] = caught
+    return warning
+
+
+def test_frames_of_ours_and_of_the_plumbing_are_passed_over() -> None:
+    warning = _warn_through(
+        "techrevati.runtime.telemetry.limits.ledger",
+        "opentelemetry.sdk.trace",
+        "openai.resources.chat",
+        "wrapt.wrappers",
+        "contextlib",
+        "my_app.agent",
+    )
+    assert warning.filename == "<my_app.agent>"
+
+
+@pytest.mark.parametrize(
+    "module", ["openai_agents_app", "techrevati.runtime_extras", "httpx_mock_app", "__main__"]
+)
+def test_a_package_that_only_starts_like_a_library_is_user_code(module: str) -> None:
+    assert _warn_through("techrevati.runtime.permissions", module).filename == f"<{module}>"
+
+
+def test_the_level_counts_our_frames() -> None:
+    """Called in one of our functions called from here: 2 is this test's frame."""
+    level = _function_in(
+        "techrevati.runtime.x", "return user_stacklevel()", user_stacklevel=user_stacklevel
+    )
+    outer = _function_in("techrevati.runtime.y", "return level()", level=level)
+    assert (level(), outer()) == (2, 3)
+
+
+def test_called_from_user_code_directly_it_is_that_line() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        warn_user("here", UserWarning)
+    assert (caught[0].filename, caught[0].lineno) == (__file__, line)
