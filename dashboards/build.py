@@ -55,6 +55,7 @@ AGENT_TOOL_CALLS = "gen_ai_invoke_agent_tool_calls"
 LOOPS = "techrevati_loop_detections_total"
 #: Prometheus' own series of alert states, written by collector-config/alerts.yml's rules.
 ALERTS = "ALERTS"
+SPANS_LOST = "techrevati_export_spans_lost_total"
 OURS_ALERTS = 'alertname=~"Techrevati.*"'
 FLEET_DROPPED = "techrevati_fleet_dropped_total"
 FLEET_EVICTIONS = "techrevati_fleet_evictions_total"
@@ -1837,6 +1838,26 @@ def budgets() -> dict[str, Any]:
                 )
             ],
             "none",
+        ),
+        timeseries(
+            lay,
+            "Spans lost before export by pipeline and reason",
+            "Spans the processes could not export, per second: dropped (the export queue was "
+            "full), failed (the exporter reported a failure) or abandoned (still queued at "
+            "shutdown's deadline). Traces are then incomplete; TechrevatiExportDrops fires."
+            + RATE_NOTE,
+            [
+                (
+                    per_second(
+                        SPANS_LOST,
+                        SVC,
+                        group=["techrevati_export_pipeline", "techrevati_export_reason"],
+                    ),
+                    "{{techrevati_export_pipeline}} {{techrevati_export_reason}}",
+                )
+            ],
+            "ops",
+            w=24,
         ),
     ]
     return dashboard(

@@ -7,15 +7,15 @@ reach Debian's Prometheus 2.42 by remote write (it has no OTLP receiver). That
 Prometheus loads a copy of alerts.yml where only time is shortened: lookbacks
 (5m -> 10s, 30m -> 20s, 1h -> 40s, 6h -> 60s) and every ``for:`` (-> 2s), and it
 evaluates every second. Everything else is the shipped file. The test waits until
-TechrevatiBudgetBurnFast fires for the hot scope and TechrevatiBreakerOpen for the
-open breaker, and checks that the calm scope stays quiet and that the dashboard's
+TechrevatiBudgetBurnFast fires for the hot scope, TechrevatiBreakerOpen for the
+open breaker and TechrevatiExportDrops for the spans the process's one-span queue
+dropped, and checks that the calm scope stays quiet and that the dashboard's
 alert-state and time-to-exhaustion queries answer from this Prometheus.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -58,6 +58,8 @@ class Run:
     prometheus: PrometheusServer
     start: float
     fired_after_s: float
+    #: The firing ALERTS series of each alert, as first seen.
+    seen: dict[str, list[dict[str, str]]]
 
 
 def _firing(prometheus: PrometheusServer, alert: str, label: str, value: str) -> bool:
@@ -105,7 +107,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             env = {
                 k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TECHREVATI_"))
             }
-            env.update(PYTHONPATH=str(REPO), OTEL_EXPORTER_OTLP_ENDPOINT=otelcol.http_endpoint)
+            # This checkout's package first (the shared venv may point at another one).
+            env.update(
+                PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
+                OTEL_EXPORTER_OTLP_ENDPOINT=otelcol.http_endpoint,
+            )
             start = time.time()
             proc = subprocess.Popen(
                 [sys.executable, str(WORKLOAD), redis.url],
@@ -117,21 +123,31 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 cwd=workdir,
             )
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            # Each alert must be seen firing at least once (the spend lasts ~25 s, so the
+            # burn alert resolves again after it; they need not fire at the same moment).
+            wanted = {
+                "TechrevatiBudgetBurnFast": ("techrevati_fleet_scope", "alert-hot"),
+                "TechrevatiBreakerOpen": ("techrevati_breaker_name", "alert-api"),
+                "TechrevatiExportDrops": ("techrevati_export_pipeline", "otlp"),
+            }
+            seen: dict[str, list[dict[str, str]]] = {}
             deadline = time.monotonic() + 90
-            while not (
-                _firing(
-                    prometheus, "TechrevatiBudgetBurnFast", "techrevati_fleet_scope", "alert-hot"
-                )
-                and _firing(
-                    prometheus, "TechrevatiBreakerOpen", "techrevati_breaker_name", "alert-api"
-                )
-            ):
+            while set(seen) != set(wanted):
+                for alert, (label, value) in wanted.items():
+                    if alert not in seen and _firing(prometheus, alert, label, value):
+                        seen[alert] = [
+                            r["metric"]
+                            for r in prometheus.query(
+                                f'ALERTS{{alertname="{alert}", alertstate="firing"}}'
+                            )
+                        ]
                 if time.monotonic() > deadline:
-                    alerts = prometheus.query("ALERTS")
-                    burn = prometheus.query("techrevati:fleet_burn_rate:1h")
-                    pytest.fail(f"alerts did not fire in 90 s: {alerts}; burn: {burn}")
+                    spend = prometheus.query_range(
+                        "techrevati_fleet_cost_USD_total", start, time.time(), "2s"
+                    )
+                    pytest.fail(f"not all alerts fired in 90 s: {sorted(seen)}; spend: {spend}")
                 time.sleep(0.5)
-            yield Run(prometheus, start, time.time() - start)
+            yield Run(prometheus, start, time.time() - start, seen)
         finally:
             if proc is not None:
                 _, err = proc.communicate(timeout=60)  # closes stdin: the workload exits
@@ -141,27 +157,46 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             redis.stop()
 
 
+def _peaks(run: Run, expr: str, label: str) -> dict[str, float]:
+    """The highest value of each series of ``expr`` over the run (asked as a range, like
+    Grafana: the spend lasts ~25 s, so an instant query afterwards would see it over)."""
+    series = run.prometheus.query_range(expr, run.start, time.time(), "1s")
+    return {s["metric"].get(label, ""): max(float(v) for _, v in s["values"]) for s in series}
+
+
 def test_fast_burn_and_breaker_alerts_fire(run: Run) -> None:
-    fast = run.prometheus.query('ALERTS{alertname="TechrevatiBudgetBurnFast", alertstate="firing"}')
-    assert {r["metric"]["techrevati_fleet_scope"] for r in fast} == {"alert-hot"}
-    assert {r["metric"]["severity"] for r in fast} == {"page"}
-    breaker = run.prometheus.query('ALERTS{alertname="TechrevatiBreakerOpen", alertstate="firing"}')
-    assert {r["metric"]["techrevati_breaker_name"] for r in breaker} == {"alert-api"}
+    fast = run.seen["TechrevatiBudgetBurnFast"]
+    assert {m["techrevati_fleet_scope"] for m in fast} == {"alert-hot"}
+    assert {m["severity"] for m in fast} == {"page"}
+    breaker = run.seen["TechrevatiBreakerOpen"]
+    assert {m["techrevati_breaker_name"] for m in breaker} == {"alert-api"}
+
+
+def test_spans_lost_in_the_process_fire_the_export_drops_alert(run: Run) -> None:
+    drops = run.seen["TechrevatiExportDrops"]
+    assert {(m["techrevati_export_pipeline"], m["techrevati_export_reason"]) for m in drops} == {
+        ("otlp", "dropped")
+    }
+    lost = _peaks(
+        run,
+        "sum by (techrevati_export_reason) "
+        '(techrevati_export_spans_lost_total{techrevati_export_pipeline="otlp"})',
+        "techrevati_export_reason",
+    )
+    assert lost["dropped"] > 0, lost
 
 
 def test_the_burn_rate_is_measured_against_the_exported_budget(run: Run) -> None:
     """A dime every half second against $10 per 30 days: a burn in the thousands; the calm
     scope's cent stays far under 1 and never alerts."""
-    burn = {
-        r["metric"]["techrevati_fleet_scope"]: float(r["value"][1])
-        for r in run.prometheus.query("techrevati:fleet_burn_rate:5m")
-    }
+    burn = _peaks(run, "techrevati:fleet_burn_rate:5m", "techrevati_fleet_scope")
     assert burn["alert-hot"] > 14.4, burn
     assert burn["alert-calm"] < 1, burn
-    budget = run.prometheus.query("techrevati:fleet_budget_usd_per_second")
-    pace = {r["metric"]["techrevati_fleet_scope"]: float(r["value"][1]) for r in budget}
+    pace = _peaks(run, "techrevati:fleet_budget_usd_per_second", "techrevati_fleet_scope")
     assert pace["alert-hot"] == pytest.approx(10.0 / (30 * 86_400))
-    quiet = run.prometheus.query('ALERTS{techrevati_fleet_scope="alert-calm"}')
+    quiet = run.prometheus.query_range(
+        'ALERTS{techrevati_fleet_scope="alert-calm"}', run.start, time.time(), "1s"
+    )
     assert quiet == []
 
 
@@ -173,17 +208,20 @@ def test_the_dashboard_alert_and_exhaustion_panels_answer(run: Run) -> None:
         if t.datasource_type == "prometheus"
     }
     values = {"__rate_interval": "10s", "service": ".*", "agent": ".*", "model": ".*"}
-    alerts = run.prometheus.query(
-        grafana.substitute(targets["techrevati alerts pending or firing"], values)
+
+    def panel(title: str, label: str) -> dict[str, float]:
+        return _peaks(run, grafana.substitute(targets[title], values), label)
+
+    alerts = run.prometheus.query_range(
+        grafana.substitute(targets["techrevati alerts pending or firing"], values),
+        run.start,
+        time.time(),
+        "1s",
     )
-    shown = {(r["metric"]["alertname"], r["metric"].get("techrevati_fleet_scope")) for r in alerts}
+    shown = {(s["metric"]["alertname"], s["metric"].get("techrevati_fleet_scope")) for s in alerts}
     assert ("TechrevatiBudgetBurnFast", "alert-hot") in shown
-    # $9 left at the hot scope's recent pace: a positive, finite number of seconds.
-    end = time.time()
-    expr = grafana.substitute(targets["Time to exhaustion by fleet scope"], values)
-    series = run.prometheus.query_range(expr, run.start, end, "1s")
-    left = {
-        s["metric"]["techrevati_fleet_scope"]: max(float(v) for _, v in s["values"]) for s in series
-    }
-    assert left.get("alert-hot", 0) > 0, series
-    assert re.fullmatch(r"\d+(\.\d+)?(e\+\d+)?", f"{left['alert-hot']}")
+    lost = panel("Spans lost before export by pipeline and reason", "techrevati_export_reason")
+    assert lost.get("dropped", 0) > 0, lost
+    # Most of $10 left at the hot scope's pace: a positive, finite number of seconds.
+    left = panel("Time to exhaustion by fleet scope", "techrevati_fleet_scope")
+    assert 0 < left.get("alert-hot", 0) < float("inf"), left

@@ -107,7 +107,8 @@ def _require(path: Path) -> Path:
 def _run_example(module: str, transport: str, endpoint: str, workdir: Path) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TECHREVATI_"))}
     env.update(
-        PYTHONPATH=str(REPO),
+        # This checkout's package first (the shared venv may point at another one).
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
         OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_EXPORTER_OTLP_PROTOCOL=TRANSPORTS[transport],
         OTEL_RESOURCE_ATTRIBUTES=f"test.transport={transport}",
@@ -124,7 +125,10 @@ def _run_example(module: str, transport: str, endpoint: str, workdir: Path) -> A
 
 def _run_fleet(endpoint: str, redis_url: str, workdir: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TECHREVATI_"))}
-    env.update(PYTHONPATH=str(REPO), OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+    )
     closed = f"redis://127.0.0.1:{free_redis_port()}/0"  # nothing listens there
     run = subprocess.run(
         [sys.executable, str(REPO / "tests/deploy/fleet_workload.py"), redis_url, closed],

@@ -189,7 +189,13 @@ def test_prometheus_holds_exactly_the_recorded_spellings(stack: Stack) -> None:
     held = stack.prometheus.metric_names()
     series = lint.known_series(names)
     for metric, info in names["metrics"].items():
-        if metric in FLEET_METRICS or metric in names["not_yet_observed"]["metrics"]:
+        # Lost spans are counted by configure()'s pipelines; this test's providers are the
+        # SDK's own (tests/test_collector_live.py and test_alerts_live.py see the counter).
+        skipped = {
+            *names["not_yet_observed"]["metrics"],
+            *names["zero_in_live_workloads"]["metrics"],
+        }
+        if metric in FLEET_METRICS or metric in skipped:
             continue
         base = info["scrape"]
         wanted = (

@@ -4,7 +4,8 @@ the global MeterProvider, which only configure() in a fresh process may own).
 * ``alert-hot`` ($10 per 30 days): a dime every half second (up to $5), a burn in the
   thousands;
 * ``alert-calm`` ($1,000 per 30 days): one cent, a burn under 1 (must stay quiet);
-* breaker ``alert-api`` opened by two failed turns (and held open: 600 s recovery).
+* breaker ``alert-api`` opened by two failed turns (and held open: 600 s recovery);
+* a one-span export queue that bursts of tool spans overflow (spans lost).
 
 Then it stays alive, exporting metrics every second, until its stdin closes (the
 test closes it once the alerts fired). It prints ``ready`` when the work is done.
@@ -46,6 +47,9 @@ def main(redis_url: str) -> None:
         spans_file=False,
         report=False,
         metric_export_interval_s=1.0,
+        # A one-span export queue: bursts of tool spans overflow it, so spans are lost
+        # (techrevati.export.spans_lost) while the metrics still leave.
+        max_queue_size=1,
     )
     register_pricing(MODEL, ModelPricing(input_per_million=1.0, output_per_million=1.0))
     hot = FleetLimits(redis_url, scope="alert-hot", budget_usd=10.0, window_s=MONTH_S)
@@ -54,12 +58,15 @@ def main(redis_url: str) -> None:
 
     def spend() -> None:
         # Spread over many metric exports: rate() needs the counter to grow between
-        # samples (a burst before a counter's first export is invisible to it).
-        with Orchestrator(role="spender", fleet=hot).session() as s:
-            for _ in range(50):
+        # samples (a burst before a counter's first export is invisible to it). One
+        # session per dime, so no per-session cap ends the spending early.
+        for i in range(50):
+            with Orchestrator(role="spender", fleet=hot).session() as s:
                 s.run_turn(lambda: "ok", model=MODEL, usage=DIME)
-                if done.wait(0.5):
-                    return
+                for j in range(5):
+                    s.run_tool("burst", lambda: "x", arguments={"i": i, "j": j})
+            if done.wait(0.5):
+                return
 
     spender = threading.Thread(target=spend)
     spender.start()

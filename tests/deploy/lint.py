@@ -109,9 +109,14 @@ def package_series() -> dict[str, Series]:
 
 def needs_what_a_workload_lacks(expr: str) -> bool:
     """True for a query the live tests' workloads cannot make return data: it reads ALERTS
-    (those Prometheus instances load no rules; tests/test_alerts_live.py asks it) or a
-    metric prometheus_names.json lists as not yet observed."""
-    unobserved = set(load_names()["not_yet_observed"]["metrics"]) | {ALERTS}
+    (those Prometheus instances load no rules; tests/test_alerts_live.py asks it), a
+    metric prometheus_names.json lists as not yet observed, or one that stays 0 there."""
+    names = load_names()
+    unobserved = (
+        set(names["not_yet_observed"]["metrics"])
+        | set(names["zero_in_live_workloads"]["metrics"])
+        | {ALERTS}
+    )
     return any(
         s.metric in unobserved
         for sel in promql.selectors(promql.parse(expr))

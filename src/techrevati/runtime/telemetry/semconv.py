@@ -100,6 +100,11 @@ SESSION_CALLS_WITHOUT_USAGE: Final = "techrevati.session.calls_without_usage"
 SESSION_UNPRICED_CALLS: Final = "techrevati.session.unpriced_calls"
 #: True on a model-call span whose response carried no usage.
 USAGE_MISSING: Final = "techrevati.usage.missing"
+#: An export pipeline of configure() (``otlp``, ``local``) and why its spans were lost:
+#: ``dropped`` (queue full), ``failed`` (the exporter reported failure), ``abandoned``
+#: (still queued when shutdown's deadline passed).
+EXPORT_PIPELINE: Final = "techrevati.export.pipeline"
+EXPORT_REASON: Final = "techrevati.export.reason"
 #: The fleet scope (FleetLimits.scope) a refusal or fleet metric belongs to.
 FLEET_SCOPE: Final = "techrevati.fleet.scope"
 #: On a session span: every fleet scope its calls counted against.
@@ -206,6 +211,8 @@ METRIC_FLEET_STORE_ERRORS: Final = "techrevati.fleet.store_errors"
 METRIC_FLEET_BUDGET: Final = "techrevati.fleet.budget"
 METRIC_FLEET_WINDOW: Final = "techrevati.fleet.window"
 METRIC_FLEET_SPENT: Final = "techrevati.fleet.spent"
+#: Counter of spans a process could not export, per pipeline and reason (EXPORT_REASON_*).
+METRIC_EXPORT_SPANS_LOST: Final = "techrevati.export.spans_lost"
 #: Counter of tool-call loops detected, per pattern, tool and agent (limits/loops.py).
 METRIC_LOOP_DETECTIONS: Final = "techrevati.loop.detections"
 #: GenAI conventions (development): model calls and tool calls per invoke_agent span.

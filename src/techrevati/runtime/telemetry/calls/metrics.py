@@ -159,6 +159,83 @@ class FleetScopes:
 fleet_scopes = FleetScopes()
 
 
+class _PipelineStats(Protocol):
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def abandoned(self) -> int: ...
+
+
+class PipelineLike(Protocol):
+    """What the lost-spans counter reads from an export pipeline (``BoundedSpanProcessor``)."""
+
+    name: str
+
+    def stats(self) -> _PipelineStats: ...
+
+
+class ExportLosses:
+    """Spans one MeterProvider's process could not export, as a counter per pipeline and reason.
+
+    The export pipelines already count what they lose (queue full, export failed,
+    abandoned at shutdown); this reports those counts, read when a reader collects,
+    so an alert sees lost spans even when traces cannot leave but metrics can.
+    Pipelines are held weakly.
+
+    Example::
+
+        count_export_losses(meter_provider, [pipeline])   # configure() does this
+    """
+
+    REASONS = ("dropped", "failed", "abandoned")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pipelines: weakref.WeakSet[PipelineLike] = weakref.WeakSet()
+
+    def track(self, pipeline: PipelineLike) -> None:
+        with self._lock:
+            self._pipelines.add(pipeline)
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        """The counter's callback: every reason of every pipeline, zeros included."""
+        with self._lock:
+            pipelines = list(self._pipelines)
+        totals: dict[tuple[str, str], int] = {}
+        for pipeline in pipelines:
+            stats = pipeline.stats()
+            for reason in self.REASONS:
+                key = (pipeline.name, reason)
+                totals[key] = totals.get(key, 0) + int(getattr(stats, reason))
+        return [
+            Observation(count, {sc.EXPORT_PIPELINE: name, sc.EXPORT_REASON: reason})
+            for (name, reason), count in totals.items()
+        ]
+
+
+# One counter per MeterProvider, however often configure() adds pipelines to it.
+_losses: weakref.WeakKeyDictionary[MeterProvider, ExportLosses] = weakref.WeakKeyDictionary()
+_losses_lock = threading.Lock()
+
+
+def count_export_losses(provider: MeterProvider, pipelines: Iterable[PipelineLike]) -> None:
+    """Report the spans ``pipelines`` lose through ``provider``'s lost-spans counter."""
+    with _losses_lock:
+        losses = _losses.get(provider)
+        if losses is None:
+            losses = _losses[provider] = ExportLosses()
+            provider.get_meter(sc.INSTRUMENTATION_SCOPE, VERSION).create_observable_counter(
+                sc.METRIC_EXPORT_SPANS_LOST,
+                callbacks=[losses.observe],
+                unit="{span}",
+                description="Spans this process could not export, by pipeline and reason.",
+            )
+    for pipeline in pipelines:
+        losses.track(pipeline)
+
+
 @dataclass(frozen=True, slots=True)
 class Instruments:
     """Every instrument the core records to."""

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from .. import semconv as sc
+from ..calls.metrics import count_export_losses
 from ..export.forking import (
     SERVICE_INSTANCE_ID,
     ForkSafeMetricExporter,
@@ -191,6 +192,9 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
         )
         if meters is None or not owns_meter:
             metrics_path = metrics_writer = None
+    if meters is not None and pipelines:
+        # Lost spans as a metric: traces may fail to leave while metrics still do.
+        count_export_losses(meters, pipelines)
 
     handle = TelemetryHandle(
         enabled=True,
