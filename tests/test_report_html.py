@@ -468,3 +468,51 @@ def test_a_page_that_cannot_be_written_is_one_warning_at_exit(tmp_path: Path) ->
     warnings = [line for line in done.stderr.splitlines() if "HTML report not written" in line]
     assert len(warnings) == 1 and str(page) in warnings[0]
     assert "Traceback" not in done.stderr
+
+
+def test_shared_sessions_and_their_remote_children_are_marked() -> None:
+    """What a shared session's spans say (the shared-sessions tests make them for real):
+    the parent counts its remote children, the child names its remote parent's role."""
+    from techrevati.runtime.telemetry import semconv as sc
+    from techrevati.runtime.telemetry.report.read import SpanRecord
+
+    parent = SpanRecord(
+        "c" * 32,
+        "1" * 16,
+        None,
+        "invoke_agent planner",
+        0,
+        10,
+        False,
+        {
+            sc.GEN_AI_OPERATION_NAME: "invoke_agent",
+            sc.GEN_AI_AGENT_NAME: "planner",
+            sc.COST_USD: 0.25,
+            sc.COST_TREE_USD: 1.25,
+            sc.SESSION_SHARED: True,
+            sc.SESSION_REMOTE_CHILDREN: 2,
+        },
+    )
+    child = SpanRecord(
+        "c" * 32,
+        "2" * 16,
+        "9" * 16,  # a span of the other process
+        "invoke_agent worker",
+        2,
+        8,
+        False,
+        {
+            sc.GEN_AI_OPERATION_NAME: "invoke_agent",
+            sc.GEN_AI_AGENT_NAME: "worker",
+            sc.COST_USD: 1.0,
+            sc.SESSION_REMOTE_PARENT_ROLE: "planner",
+        },
+    )
+    report = build_report([parent, child])
+    detail = build_detail([parent, child], report)
+    nodes = {node.role: node for node in detail.sessions}
+    assert nodes["planner"].remote_children == 2 and nodes["planner"].tree_cost_usd == 1.25
+    assert nodes["worker"].remote_parent == "9" * 16
+    page = render_html(report, detail)
+    assert ">shared</span>" in page and ">under planner</span>" in page
+    assert "2 in another process or service" in page

@@ -123,6 +123,12 @@ class SessionNode:
     service: str = ""
     #: The enclosing session's id, when its span is in the records.
     parent: str | None = None
+    #: A shared session (its limits hold across processes).
+    shared: bool = False
+    #: The role of the shared session in another process this one was opened under.
+    remote_parent_role: str = ""
+    #: Remote children the session span itself reports (shared sessions).
+    reported_remote_children: int = 0
     #: The enclosing session's role (shown when that session is not in the sample).
     parent_role: str = ""
     #: The parent span id when that span is not in the records (another process).
@@ -382,11 +388,10 @@ def build_detail(
             service=clip(record.service or "", limits.text),
             parent=_node_id(parent) if parent is not None and parent in rows else None,
             remote_parent=remote,
-            reported_tree_cost_usd=(
-                _num(record.attributes[sc.COST_TREE_USD])
-                if sc.COST_TREE_USD in record.attributes
-                else None
-            ),
+            reported_tree_cost_usd=row.tree_cost_usd,
+            shared=row.shared,
+            remote_parent_role=clip(row.remote_parent or "", limits.text),
+            reported_remote_children=row.remote_children,
         )
 
     # One pass over the spans: tool counts, loops and wrap-ups for every session,
@@ -522,6 +527,7 @@ def _roll_up(nodes: Mapping[str, SessionNode]) -> None:
         # Each misses what the other saw, so the larger one is shown.
         if node.reported_tree_cost_usd is not None:
             node.tree_cost_usd = max(node.tree_cost_usd, node.reported_tree_cost_usd)
+        node.remote_children = max(node.remote_children, node.reported_remote_children)
 
 
 def _tree_order(nodes: Mapping[str, SessionNode], kept: Sequence[str]) -> list[SessionNode]:

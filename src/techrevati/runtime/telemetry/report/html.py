@@ -147,7 +147,14 @@ def _badges(node: SessionNode) -> str:
         parts.append(f'<span class="badge loop">loop x{node.loops}</span>')
     if node.wrap_ups:
         parts.append('<span class="badge wrap">wrap-up</span>')
-    if node.remote_parent:
+    if node.shared:
+        parts.append('<span class="badge remote" title="a shared session">shared</span>')
+    if node.remote_parent_role:
+        parts.append(
+            '<span class="badge remote" title="opened under a shared session of another '
+            f'process">under {_e(node.remote_parent_role)}</span>'
+        )
+    elif node.remote_parent:
         parts.append(
             f'<span class="badge remote" title="parent span {_e(node.remote_parent)} '
             'is in another process">remote parent</span>'
@@ -158,7 +165,7 @@ def _badges(node: SessionNode) -> str:
 def _session_row(node: SessionNode, index: int) -> str:
     below = f"{node.descendants} sessions below" if node.descendants else "no child sessions"
     if node.remote_children:
-        below += f", {node.remote_children} from another service"
+        below += f", {node.remote_children} in another process or service"
     if node.parent is not None and node.depth == 0:
         below += f", child of a {node.parent_role} session not in the sample"
     hover = (
