@@ -516,3 +516,21 @@ def test_shared_sessions_and_their_remote_children_are_marked() -> None:
     page = render_html(report, detail)
     assert ">shared</span>" in page and ">under planner</span>" in page
     assert "2 in another process or service" in page
+
+
+def test_totals_folded_from_earlier_sessions_are_counted_and_labelled(tmp_path: Path) -> None:
+    """The in-memory report may fold old traces into totals (``earlier_sessions``):
+    the page then counts them and says that the agent rows do not list them."""
+    spans = tmp_path / "spans.jsonl"
+    write_spans(spans, 50_000)
+    records = load_spans_file(spans).records
+    totals = build_report(records)
+    listed = len(totals.sessions)
+    totals.earlier_sessions = 3  # what folding leaves: counted, not listed
+    totals.total_cost_usd += 0.5
+    page = tmp_path / "folded.html"
+    write_html(page, records, report=totals)
+    text = page.read_text(encoding="utf-8")
+    assert f'<div class="label">Sessions</div><div class="num">{listed + 3}</div>' in text
+    assert "3 earlier sessions are counted in the totals only" in text
+    assert "<td>(earlier sessions, and calls outside any session)</td>" in text

@@ -102,12 +102,19 @@ def _table(
     )
 
 
+def _earlier(report: RunReport) -> int:
+    # Sessions counted in the totals but not listed (a bounded in-memory report
+    # folds old traces into totals); absent from reports that list every session.
+    earlier = getattr(report, "earlier_sessions", 0)
+    return earlier if isinstance(earlier, int) else 0
+
+
 def _kpis(report: RunReport, detail: RunDetail) -> str:
     calls = sum(row.calls for row in report.models)
     tool_calls = sum(row.calls for row in report.tools)
     limit_hits = sum(report.limit_hits.values())
     cards = [
-        ("sessions", "Sessions", str(len(report.sessions)), False),
+        ("sessions", "Sessions", str(len(report.sessions) + _earlier(report)), False),
         ("model-calls", "Model calls", str(calls), False),
         ("tool-calls", "Tool calls", str(tool_calls), False),
         ("total-cost", "Total cost USD", _usd(report.total_cost_usd), False),
@@ -321,9 +328,13 @@ def _agents(report: RunReport, detail: RunDetail) -> str:
         for role, sessions, calls, cost in detail.agents
     ]
     if outside:
-        body.append(
-            ["(outside any session)", "-", "-", _usd(outside), _bar(outside, largest, " agent")]
+        # Folded earlier sessions are in the totals but not in the per-agent rows.
+        label = (
+            "(earlier sessions, and calls outside any session)"
+            if _earlier(report)
+            else "(outside any session)"
         )
+        body.append([label, "-", "-", _usd(outside), _bar(outside, largest, " agent")])
     table = _table(
         "agents",
         [
@@ -518,7 +529,8 @@ def render_html(
     """The whole page as a string (UTF-8 when written)."""
     calls = sum(row.calls for row in report.models)
     title = (
-        f"techrevati-runtime report: {len(report.sessions)} sessions, {calls} model calls, "
+        f"techrevati-runtime report: {len(report.sessions) + _earlier(report)} sessions, "
+        f"{calls} model calls, "
         f"${_usd(report.total_cost_usd)}"
     )
     meta = []
@@ -553,8 +565,14 @@ def render_html(
         + "</header><main>"
         f'<section class="kpis" id="kpis">{_kpis(report, detail)}</section>'
         '<section id="tree"><h2>Sessions</h2>'
-        f'<p class="note" id="sample-note">{escape(detail.sample_note)}. Click a session for its '
-        "timeline; the tree cost is the session's own plus every session below it.</p>"
+        f'<p class="note" id="sample-note">{escape(detail.sample_note)}'
+        + (
+            f" ({_earlier(report)} earlier sessions are counted in the totals only)"
+            if _earlier(report)
+            else ""
+        )
+        + ". Click a session for its timeline; the tree cost is the session's own plus "
+        "every session below it.</p>"
         f"{_LEGEND}"
         f'<div class="tree-head">{tree_head}</div>{tree}'
         + ("" if detail.sessions else '<p class="empty">no sessions</p>')
@@ -579,6 +597,7 @@ def write_html(
     runs: str | None = None,
     evicted: int = 0,
     bounds: Bounds | None = None,
+    report: RunReport | None = None,
 ) -> int:
     """Build the report of ``records`` and write its page to ``path``; returns its bytes.
 
@@ -586,9 +605,14 @@ def write_html(
     like the spans file it comes from) and renamed over ``path``, so a reader never
     sees half a page and a symlink at ``path`` is replaced, not followed. Raises
     ``OSError`` when the file cannot be written.
+
+    ``report``: the totals, when the caller has them for more spans than
+    ``records`` holds (the in-memory report folds old traces into totals); the
+    sessions drawn are those of ``records``.
     """
     tree = SpanTree(records)
-    report = build_report(records, evicted=evicted, tree=tree)
+    if report is None:
+        report = build_report(records, evicted=evicted, tree=tree)
     detail = build_detail(records, report, bounds=bounds, tree=tree)
     page = render_html(report, detail, source=source, runs=runs).encode("utf-8")
     target = Path(path)

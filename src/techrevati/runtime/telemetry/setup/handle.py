@@ -321,16 +321,22 @@ class TelemetryHandle:
 
         def build() -> None:
             evicted = 0
+            totals: RunReport | None = None
             source = self._report_source
             whole = source is not None and not self._has_forked and source.records()[1] == 0
             if source is not None and (whole or not self._file_is_readable()):
                 records, evicted = source.records()
+                totals = source.build()  # its totals may count more than the records kept
             elif self._file_is_readable():
                 assert self.spans_file is not None
                 records = list(records_from_file(self.spans_file, run=self.run_id))
             else:
                 return
-            written.append(write_html(path, records, source=self._source_line(), evicted=evicted))
+            written.append(
+                write_html(
+                    path, records, source=self._source_line(), evicted=evicted, report=totals
+                )
+            )
 
         bound = max(self._shutdown_timeout_s, HTML_AT_EXIT_MIN_S)
         try:
