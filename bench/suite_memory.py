@@ -162,7 +162,7 @@ def per_session(result: Result, sessions: int, flavour: str) -> None:
 
 # --- RSS over long runs (each scenario in its own process) ---------------------
 
-RSS_SCENARIOS = ("orchestrator", "agent_session", "long_session")
+RSS_SCENARIOS = ("orchestrator", "agent_session", "long_session", "embedded_report")
 RSS_LIMIT_MB = 10.0
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -214,6 +214,23 @@ def _rss_workload(scenario: str) -> tuple[Callable[[], object], Callable[[], obj
             return run_turn(ours.model_call, MODEL, ours.USAGE)
 
         return one, tp.force_flush, "turns"
+    if scenario == "embedded_report":
+        # configure()'s embedded mode with the exit report on: the report keeps a
+        # bounded sample of spans and folds older traces into totals (report/fold.py).
+        from techrevati.runtime import agent_session, configure
+
+        from . import decorated
+
+        handle = configure(service_name="bench-report", spans_file=False, set_global=False)
+
+        def one() -> object:
+            with agent_session("writer", tracer_provider=handle.tracer_provider):
+                decorated.ask()
+                decorated.lookup()
+                decorated.ask()
+            return None
+
+        return one, handle.force_flush, "sessions"
     raise ValueError(f"unknown RSS scenario {scenario!r}; expected one of {RSS_SCENARIOS}")
 
 

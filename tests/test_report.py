@@ -258,10 +258,19 @@ def test_report_exporter_keeps_a_bounded_window(
     keeper = ReportExporter(max_spans=10)
     keeper.export(spans[: len(spans) // 2])
     keeper.export(spans[len(spans) // 2 :])
+    kept, older = keeper.records()
+    assert len(kept) <= 10 and older == len(spans) - len(kept)
     report = keeper.build()
-    assert report.span_count == 10
-    assert report.evicted == len(spans) - 10
-    assert "the oldest" in render_report(report)
+    # Older spans are folded into the totals: the whole run is counted, exactly.
+    whole = build_report([r for r in (record_from_span(s) for s in spans) if r is not None])
+    assert report.span_count == len(spans) and report.evicted == 0
+    assert len(report.sessions) + report.earlier_sessions == len(whole.sessions) == 10
+    assert report.earlier_sessions >= 1
+    assert [(m.model, m.calls, m.cost_usd) for m in report.models] == [
+        (m.model, m.calls, pytest.approx(m.cost_usd)) for m in whole.models
+    ]
+    assert report.total_cost_usd == pytest.approx(whole.total_cost_usd)
+    assert "earlier sessions are counted in the totals" in render_report(report)
 
 
 def test_report_does_not_keep_captured_content(

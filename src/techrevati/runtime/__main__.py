@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from .telemetry.report.model import build_report
 from .telemetry.report.read import DEFAULT_MAX_LINE_BYTES, Problems, SpanRecord, load_spans_file
-from .telemetry.report.text import render_report
+from .telemetry.report.text import render_report, terminal_safe
 from .version import VERSION
 
 _PROG = "techrevati-runtime"
@@ -82,13 +82,13 @@ def _report(args: argparse.Namespace) -> int:
             loaded = load_spans_file(path, run=args.run, max_line_bytes=max_line, problems=problems)
         except OSError as error:
             reason = error.strerror or str(error)
-            print(f"{_PROG}: cannot read {path}: {reason}", file=sys.stderr)
+            print(terminal_safe(f"{_PROG}: cannot read {path}: {reason}"), file=sys.stderr)
             return 2
         records.extend(loaded.records)
         runs.extend(run for run in loaded.runs if run not in runs)
         shown = loaded.shown_run or "all"
     for line in problems.lines():
-        print(f"{_PROG}: {line}", file=sys.stderr)
+        print(terminal_safe(f"{_PROG}: {line}"), file=sys.stderr)
     named = [run for run in runs if run is not None]
     if args.run not in ("last", "all") and args.run not in named:
         # An unknown run would print an empty report that reads like "nothing happened".
@@ -118,9 +118,12 @@ def _html(out: str, records: list[SpanRecord], source: str, runs: str | None, ba
     try:
         size = write_html(out, records, source=source, runs=runs)
     except OSError as error:
-        print(f"{_PROG}: cannot write {out}: {error.strerror or error}", file=sys.stderr)
+        print(
+            terminal_safe(f"{_PROG}: cannot write {out}: {error.strerror or error}"),
+            file=sys.stderr,
+        )
         return 2
-    print(f"HTML report: {out} ({size / 1024:.0f} KiB; open it in a browser)")
+    print(terminal_safe(f"HTML report: {out} ({size / 1024:.0f} KiB; open it in a browser)"))
     return 1 if bad else 0
 
 

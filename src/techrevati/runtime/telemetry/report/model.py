@@ -145,6 +145,9 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     #: Fleet scopes the sessions counted against, by name.
     fleet: dict[str, FleetRow] = field(default_factory=dict)
+    #: Sessions counted in the totals but not listed: the embedded report folds old
+    #: traces into totals to keep its memory bounded (see report/fold.py).
+    earlier_sessions: int = 0
 
 
 def _number(value: Any) -> float:

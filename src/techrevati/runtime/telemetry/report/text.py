@@ -23,6 +23,32 @@ INPUT_LABEL = "input incl. cached"
 UNATTRIBUTED_LABEL = "(session roll-ups, no call span)"
 
 
+#: C0 controls but newline, DEL and C1 controls (ESC starts every terminal escape
+#: sequence; C1's CSI does on some terminals): each becomes "?".
+_CONTROLS = {c: "?" for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)] if c != 0x0A}
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character but newline replaced by ``?``.
+
+    Names in a report come from spans (model and role names, files nobody
+    vouches for): an escape sequence there could clear the screen, retitle
+    the window or write the clipboard. Lone surrogates, which no terminal
+    encoding can write, become ``?`` too. One character for one keeps columns.
+
+    Example::
+
+        >>> terminal_safe("gpt-4o\x1b]52;c;aGk=\x07")
+        'gpt-4o?]52;c;aGk=?'
+    """
+    safe = text.translate(_CONTROLS)
+    try:
+        safe.encode("utf-8")
+    except UnicodeEncodeError:
+        safe = "".join("?" if "\ud800" <= ch <= "\udfff" else ch for ch in safe)
+    return safe
+
+
 def _usd(value: float) -> str:
     return f"{value:.6f}"
 
@@ -65,7 +91,8 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
     tool_calls = sum(row.calls for row in report.tools)
     out = [
         "techrevati-runtime telemetry report: "
-        f"{_plural(len(report.sessions), 'session')}, {_plural(calls, 'model call')}, "
+        f"{_plural(len(report.sessions) + report.earlier_sessions, 'session')}, "
+        f"{_plural(calls, 'model call')}, "
         f"{_plural(tool_calls, 'tool call')}, total cost ${_usd(report.total_cost_usd)}"
     ]
     if report.services:
@@ -104,8 +131,9 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
             ],
             "llrrrrrl",
         )
-        if len(report.sessions) > len(shown):
-            out.append(f"  ... and {len(report.sessions) - len(shown)} earlier sessions")
+        earlier = len(report.sessions) - len(shown) + report.earlier_sessions
+        if earlier:
+            out.append(f"  ... and {earlier} earlier sessions")
         shared = [row for row in report.sessions if row.shared or row.remote_parent]
         if shared:
             out += ["", "Session trees across processes"]
@@ -262,6 +290,13 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
         if counted:
             out += ["", "Events: " + ", ".join(counted)]
 
+    if report.earlier_sessions:
+        out += [
+            "",
+            f"note: {report.earlier_sessions} earlier sessions are counted in the totals "
+            "above but not listed (the in-memory report keeps a bounded sample of the "
+            "latest); the spans file has them all",
+        ]
     if report.evicted:
         out += [
             "",
@@ -272,7 +307,7 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
         out += ["", f"note: {note}"]
     if source:
         out += ["", f"spans: {source}"]
-    return "\n".join(out) + "\n"
+    return terminal_safe("\n".join(out) + "\n")
 
 
-__all__ = ["INPUT_LABEL", "UNATTRIBUTED_LABEL", "render_report"]
+__all__ = ["INPUT_LABEL", "UNATTRIBUTED_LABEL", "render_report", "terminal_safe"]

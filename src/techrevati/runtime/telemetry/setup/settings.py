@@ -23,6 +23,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER, OTEL_TRACES_EXPORTER
 from opentelemetry.sdk.environment_variables import (
@@ -207,8 +208,35 @@ def base_endpoint(endpoint: str | None) -> str | None:
     return base
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password (and query string) replaced, fit to log or show.
+
+    Example::
+
+        >>> redact_url("https://user:s3cret@collector:4318/v1/traces?token=abc")
+        'https://user:***@collector:4318/v1/traces?***'
+        >>> redact_url("redis://:pw@127.0.0.1:6379/0")
+        'redis://:***@127.0.0.1:6379/0'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 def _signal_endpoint(endpoint: str | None, signal_var: str, path: str, protocol: str) -> str:
-    """The endpoint one exporter will use, for the handle and logs."""
+    """The endpoint one exporter will use, for the handle and logs (credentials redacted)."""
+    return redact_url(_raw_signal_endpoint(endpoint, signal_var, path, protocol))
+
+
+def _raw_signal_endpoint(endpoint: str | None, signal_var: str, path: str, protocol: str) -> str:
     if endpoint is not None:
         return endpoint if protocol == GRPC else f"{endpoint.rstrip('/')}/{path}"
     specific = os.environ.get(signal_var)
