@@ -70,6 +70,7 @@ from ..orchestrator import (
 )
 from ..telemetry.calls import instrument as core
 from ..telemetry.calls.content import capture_content
+from ..telemetry.limits.membership import CURRENT as _CURRENT
 from ..telemetry.readings.usage_extract import StreamReader, extract, extract_text, usage_of
 from ..usage_tracking import UsageSnapshot
 from .streams import (
@@ -220,7 +221,7 @@ def _begin_turn(
 ) -> core.TurnCall:
     """Admit and start a decorated turn in the current session, if any."""
     return core.TurnCall.begin(
-        core.current_session(),
+        _CURRENT.get() or core.current_session(),  # the context variable first: the usual case
         spec.model,
         provider=spec.provider,
         usage=spec.fixed,
@@ -233,7 +234,7 @@ async def _abegin_turn(
 ) -> core.TurnCall:
     """``_begin_turn`` for coroutines: fleet scopes are awaited, never waited on in the loop."""
     return await core.TurnCall.abegin(
-        core.current_session(),
+        _CURRENT.get() or core.current_session(),
         spec.model,
         provider=spec.provider,
         usage=spec.fixed,

@@ -419,7 +419,7 @@ def _admit(
         tracer, instruments = session.tracer, session.instruments
         provider_name = provider if provider is not None else session.provider_name
         labels = model_labels(session.model_attrs, model, provider_name, session.role)
-        parent = membership.parent_for(session)
+        parent = None if membership.CURRENT.get() is session else membership.parent_for(session)
         ledger: Ledger | None = session.ledger
         breaker = session.breaker
     else:

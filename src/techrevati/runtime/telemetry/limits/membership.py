@@ -40,7 +40,7 @@ import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
@@ -89,8 +89,15 @@ class SpanEntry:
     tool_call: bool = False
     #: The client request (its idempotency key) the guard matched to this call.
     request: object = None
-    #: True when the client guard itself admitted this call (no span announced it).
-    by_guard: bool = False
+    #: True for a call the client guard itself admitted (no span announced it).
+    by_guard: ClassVar[bool] = False
+
+
+@dataclass(eq=False, slots=True)
+class GuardEntry(SpanEntry):
+    """A call the client guard admitted itself: no span announced its request."""
+
+    by_guard: ClassVar[bool] = True
     #: When the guard admitted it (``time.time_ns``, comparable with span start times).
     since: int = 0
 
@@ -433,8 +440,12 @@ def admit_request(
     entry = admit_call(under, model, expected(ledger), ours=False, priced=priced(ledger))
     entry.request = request
     if not entry.same_call:
-        entry.by_guard = True
-        entry.since = time.time_ns()
+        # The guard's own call: later spans on this strand compare with it.
+        entry = GuardEntry(
+            ledger, entry.call, True, False, in_library=True, request=request, since=time.time_ns()
+        )
+        under.sibling = (entry, _strand())
+        STRAND.set(entry)
         # Open while the request is sent: a library span starting now is this call.
         key = (0, id(entry))
         entry.key = key
@@ -451,7 +462,7 @@ def guard_call_during(start_ns: int) -> SpanEntry | None:
     request is this span's call, not another one.
     """
     found = STRAND.get()
-    if found is None or not found.by_guard or found.since < start_ns or found.call is None:
+    if not isinstance(found, GuardEntry) or found.since < start_ns or found.call is None:
         return None
     STRAND.set(None)
     return found
