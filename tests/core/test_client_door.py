@@ -402,3 +402,66 @@ def test_retries_are_one_call_and_a_failed_request_frees_its_reservation(otel: O
             assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
     finally:
         flaky.close()
+
+
+class _CallCap:
+    """A fleet level in this process that caps calls (the protocol FleetLimits implements)."""
+
+    scope = "tenant"
+    budget_usd = None
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.calls = 0
+
+    def reserve(self, model: str, expected_usd: float) -> object:
+        if self.calls >= self.cap:
+            raise MaxIterationsExceededError(self.cap, scope=self.scope)
+        self.calls += 1
+        return object()
+
+    def settle(self, hold: object, actual_usd: float) -> None:
+        return None
+
+    def release(self, hold: object, *, ran: bool = True) -> None:
+        if not ran:
+            self.calls -= 1
+
+
+def test_a_fleet_scope_counts_bare_requests_outside_any_session(api: FakeOpenAI) -> None:
+    from techrevati.runtime import configure
+    from techrevati.runtime.telemetry.limits import membership
+
+    level = _CallCap(2)
+    try:
+        # configure(fleet=...) installs the guard: no session, no instrumentation.
+        configure(fleet=level, set_global=False, spans_file=False, report=False, metrics=False)
+        client = _client(api)
+        sent = 0
+        for _ in range(4):
+            try:
+                _ask(client)
+                sent += 1
+            except MaxIterationsExceededError:
+                pass
+    finally:
+        membership.set_process_root(None)
+    assert (sent, level.calls, len(api.requests)) == (2, 2, 2)
+
+
+def test_async_bare_client_stream_is_booked(api: FakeOpenAI, otel: Otel) -> None:
+    async def main() -> str:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        with agent_session("w", max_iterations=3, **otel.kwargs()) as session:
+            chunks = await client.chat.completions.create(
+                model="model-a",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            text = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+        assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+        assert session._iteration_count == 1
+        return text
+
+    assert asyncio.run(main()) == "hello"

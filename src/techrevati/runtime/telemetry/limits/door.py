@@ -162,6 +162,7 @@ def fail(call: RequestCall) -> None:
     if call.done:
         return
     call.processed = call.done = True
+    call.body = None  # the request body may be large: not kept past the call
     entry = call.entry
     if entry is None:
         return
@@ -228,13 +229,14 @@ def finish(
     if call.done:
         return
     call.done = True
+    body, call.body = call.body, None  # the request body may be large: not kept
     entry = call.entry
     if entry is None or entry.call is None:
         return
     claim = entry.call
     if usage is None and claim.estimated is None:
         # What the call is booked at if no usage ever arrives (see ``estimate``).
-        claim.estimated = seen_usage(call.body, call.provider, text_chars)
+        claim.estimated = seen_usage(body, call.provider, text_chars)
     if call.books:
         book(entry, CallReading(model or call.model, call.provider, usage, reasoning))
 
