@@ -11,6 +11,13 @@ needs, so it imports nothing outside the standard library. It answers
 always with the same usage: 120 input tokens of which 100 are cache reads, and
 30 output tokens. Every request it receives is counted by path, so a test can
 prove a refused call never left the client.
+
+``serve(runaway=True)`` makes it the runaway loop the framework matrix needs:
+every OpenAI answer (Chat Completions or Responses, plain or streamed) asks
+for a call of the first tool the request offers (other than a framework's own
+``final_answer``), and a request that offers no tools gets a code step that
+never finishes (smolagents' CodeAgent). An agent framework then loops until
+something stops it.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ class StandIn:
     """What the stand-in was asked: one entry per request, in order."""
 
     url: str = ""
+    runaway: bool = False
     hits: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
 
@@ -202,6 +210,149 @@ def message_events(model: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+#: The code step a CodeAgent is sent when no tools are offered: it never calls final_answer.
+RUNAWAY_CODE = "Thought: not done yet.\n<code>\nprint('again')\n</code>"
+
+
+def _tool_name(body: dict[str, Any]) -> str | None:
+    """The tool a runaway answer calls: the first one offered that does not end the run."""
+    names = []
+    for tool in body.get("tools") or []:
+        if not isinstance(tool, dict):
+            continue
+        function = tool.get("function")
+        name = function.get("name") if isinstance(function, dict) else tool.get("name")
+        if isinstance(name, str):
+            names.append(name)
+    for name in names:
+        if name != "final_answer":
+            return name
+    return names[0] if names else None
+
+
+def runaway_completion(model: str, body: dict[str, Any], number: int) -> dict[str, Any]:
+    done = chat_completion(model)
+    tool = _tool_name(body)
+    if tool is None:
+        done["choices"][0]["message"] = {"role": "assistant", "content": RUNAWAY_CODE}
+        return done
+    done["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": f"call_{number}",
+                "type": "function",
+                "function": {"name": tool, "arguments": _arguments(tool)},
+            }
+        ],
+    }
+    done["choices"][0]["finish_reason"] = "tool_calls"
+    return done
+
+
+def _arguments(tool: str) -> str:
+    # A non-empty argument object: the matrix's tools take one string ``query``.
+    return (
+        json.dumps({"query": "again"}) if tool != "final_answer" else json.dumps({"answer": "done"})
+    )
+
+
+def runaway_chunks(model: str, body: dict[str, Any], number: int) -> list[dict[str, Any]]:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": CREATED}
+    tool = _tool_name(body)
+    if tool is None:
+        first = {"role": "assistant", "content": RUNAWAY_CODE}
+        finish = "stop"
+    else:
+        first = {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": f"call_{number}",
+                    "type": "function",
+                    "function": {"name": tool, "arguments": _arguments(tool)},
+                }
+            ],
+        }
+        finish = "tool_calls"
+    chunks = [
+        {**base, "model": model, "choices": [{"index": 0, "delta": first}]},
+        {
+            **base,
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+        },
+    ]
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunks.append({**base, "model": model, "choices": [], "usage": _openai_chat_usage()})
+    return chunks
+
+
+def _runaway_item(body: dict[str, Any], number: int) -> dict[str, Any]:
+    tool = _tool_name(body)
+    if tool is None:
+        return {
+            "type": "message",
+            "id": f"msg_{number}",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": RUNAWAY_CODE, "annotations": []}],
+        }
+    return {
+        "type": "function_call",
+        "id": f"fc_{number}",
+        "call_id": f"call_{number}",
+        "name": tool,
+        "arguments": _arguments(tool),
+        "status": "completed",
+    }
+
+
+def runaway_response(model: str, body: dict[str, Any], number: int) -> dict[str, Any]:
+    done = response(model)
+    done["id"] = f"resp_{number}"
+    done["output"] = [_runaway_item(body, number)]
+    return done
+
+
+def runaway_response_events(
+    model: str, body: dict[str, Any], number: int
+) -> list[tuple[str, dict[str, Any]]]:
+    done = runaway_response(model, body, number)
+    started = {**done, "status": "in_progress", "output": [], "usage": None}
+    item = done["output"][0]
+    return [
+        (
+            "response.created",
+            {"type": "response.created", "sequence_number": 0, "response": started},
+        ),
+        (
+            "response.output_item.added",
+            {
+                "type": "response.output_item.added",
+                "sequence_number": 1,
+                "output_index": 0,
+                "item": {**item, "status": "in_progress"},
+            },
+        ),
+        (
+            "response.output_item.done",
+            {
+                "type": "response.output_item.done",
+                "sequence_number": 2,
+                "output_index": 0,
+                "item": item,
+            },
+        ),
+        (
+            "response.completed",
+            {"type": "response.completed", "sequence_number": 3, "response": done},
+        ),
+    ]
+
+
 def _handler(api: StandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -213,7 +364,19 @@ def _handler(api: StandIn) -> type[BaseHTTPRequestHandler]:
             api.bodies.append(body)
             model = str(body.get("model", ""))
             stream = bool(body.get("stream"))
-            if path.endswith("/chat/completions"):
+            number = len(api.hits)
+            if api.runaway and path.endswith("/chat/completions"):
+                if stream:
+                    chunks = runaway_chunks(model, body, number)
+                    self._events([(None, chunk) for chunk in chunks], done=True)
+                else:
+                    self._json(runaway_completion(model, body, number))
+            elif api.runaway and path.endswith("/responses"):
+                if stream:
+                    self._events(runaway_response_events(model, body, number), done=False)
+                else:
+                    self._json(runaway_response(model, body, number))
+            elif path.endswith("/chat/completions"):
                 if stream:
                     self._events([(None, chunk) for chunk in chat_chunks(model)], done=True)
                 else:
@@ -260,9 +423,12 @@ def _handler(api: StandIn) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve() -> Iterator[StandIn]:
-    """Run the stand-in on 127.0.0.1 (a free port); ``url`` is the base URL without ``/v1``."""
-    api = StandIn()
+def serve(runaway: bool = False) -> Iterator[StandIn]:
+    """Run the stand-in on 127.0.0.1 (a free port); ``url`` is the base URL without ``/v1``.
+
+    ``runaway=True``: every answer asks for another tool call (see the module docstring).
+    """
+    api = StandIn(runaway=runaway)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)

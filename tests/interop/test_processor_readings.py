@@ -9,12 +9,14 @@ Every case here runs through the processor as it is; none waits on anything.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
 
 from otel_harness import Otel, make_otel
 from techrevati.runtime import (
+    MaxIterationsExceededError,
     ModelPricing,
     Orchestrator,
     agent_session,
@@ -201,3 +203,108 @@ def test_openlit_anthropic_input_is_priced_with_its_cache_added_back(otel: Otel)
         span.end()
     _, usage = session.tracker.turns[0]
     assert (usage.input_tokens, usage.cache_read_tokens) == (500, 100)
+
+
+# --- issue 21: LangChain's late-known spans, and two readings of one call -------------
+
+OPENINFERENCE_LANGCHAIN = "openinference.instrumentation.langchain"
+OPENINFERENCE_SMOLAGENTS = "openinference.instrumentation.smolagents"
+GENAI_OPENAI = "opentelemetry.instrumentation.genai.openai"
+LATE_LLM = {
+    "openinference.span.kind": "LLM",
+    "llm.model_name": "m",
+    "llm.token_count.prompt": 120,
+    "llm.token_count.completion": 30,
+    "llm.token_count.prompt_details.cache_read": 100,
+}
+
+
+def _client_span(otel: Otel, usage: dict[str, int] | None = None) -> None:
+    span = otel.tracer_provider.get_tracer(GENAI_OPENAI).start_span(
+        "chat m", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}
+    )
+    span.set_attributes(usage if usage is not None else USAGE)
+    span.end()
+
+
+def test_late_langchain_span_is_the_call_its_client_span_admitted(otel: Otel) -> None:
+    # OpenInference's LangChain span starts bare, is not made current (so the client
+    # span is no child of it) and learns it is an LLM span at its end.
+    orch = Orchestrator(role="r", phase="p", max_iterations=2, **otel.kwargs())
+    with orch.session() as session:
+        for _ in range(2):
+            late = otel.tracer_provider.get_tracer(OPENINFERENCE_LANGCHAIN).start_span("ChatOpenAI")
+            _client_span(otel)
+            late.set_attributes(LATE_LLM)
+            late.end()
+    # Two requests, two calls (not four), each priced once.
+    assert session.tracker.turn_count == 2
+    assert session._iteration_count == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL, rel=1e-12)
+
+
+def test_late_span_of_a_refused_request_is_no_call(otel: Otel) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    orch = Orchestrator(role="r", phase="p", max_iterations=1, **otel.kwargs())
+    with orch.session() as session:
+        _client_span(otel)
+        late = otel.tracer_provider.get_tracer(OPENINFERENCE_LANGCHAIN).start_span("ChatOpenAI")
+        with pytest.raises(MaxIterationsExceededError):
+            _client_span(otel)  # the client span refuses the request at its start
+        late.set_attributes({"openinference.span.kind": "LLM", "llm.model_name": "m"})
+        late.set_status(Status(StatusCode.ERROR, "refused"))
+        late.end()
+    assert session._iteration_count == 1
+    assert session.tracker.turn_count == 1
+
+
+def _framework_call(otel: Otel, inner: bool) -> None:
+    """smolagents + OpenInference: a model span without cache counts, the client's inside."""
+    tracer = otel.tracer_provider.get_tracer(OPENINFERENCE_SMOLAGENTS)
+    with tracer.start_as_current_span(
+        "OpenAIModel.generate", attributes={"openinference.span.kind": "LLM"}
+    ) as outer:
+        if inner:
+            _client_span(otel)
+        outer.set_attributes(
+            {
+                "llm.model_name": "m",
+                "llm.token_count.prompt": 120,
+                "llm.token_count.completion": 30,
+            }
+        )
+
+
+def test_the_exact_reading_wins_over_its_framework_span(
+    otel: Otel, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from techrevati.runtime.telemetry.readings import recognise
+
+    monkeypatch.setattr(recognise, "_warned_scopes", set())
+    orch = Orchestrator(role="r", phase="p", **otel.kwargs())
+    log = caplog.at_level(logging.WARNING, logger="techrevati.runtime.telemetry")
+    with log, orch.session() as session:
+        _framework_call(otel, inner=True)
+        _framework_call(otel, inner=True)
+    # Priced with the cache reads the client span reported, not at the full input rate.
+    assert session.tracker.turn_count == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL, rel=1e-12)
+    assert not [r for r in caplog.records if "cache-token count" in r.getMessage()]
+
+
+def test_a_coarse_only_reading_is_booked_and_warned_about_once(
+    otel: Otel, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from techrevati.runtime.telemetry.readings import recognise
+
+    monkeypatch.setattr(recognise, "_warned_scopes", set())
+    orch = Orchestrator(role="r", phase="p", **otel.kwargs())
+    log = caplog.at_level(logging.WARNING, logger="techrevati.runtime.telemetry")
+    with log, orch.session() as session:
+        _framework_call(otel, inner=False)
+        _framework_call(otel, inner=False)
+    # 120 input tokens at the full rate: $0.012 + $0.006 a call.
+    assert session.tracker.total_cost() == pytest.approx(2 * 0.018, rel=1e-12)
+    warned = [r.getMessage() for r in caplog.records if "cache-token count" in r.getMessage()]
+    assert len(warned) == 1 and OPENINFERENCE_SMOLAGENTS in warned[0]

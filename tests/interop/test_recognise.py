@@ -177,22 +177,45 @@ def test_no_cache_producers_are_priced_as_reported_and_warned_once(
     with caplog.at_level(logging.WARNING, logger="techrevati.runtime.telemetry"):
         first = read_call("chat", attrs, scope)
         second = read_call("chat", attrs, scope)
-        read_call(
-            "response",
-            {"openinference.span.kind": "LLM", "llm.token_count.prompt": 1},
-            "openinference.instrumentation.openai_agents",
-        )
     assert first is not None and second is not None
     assert first.usage == UsageSnapshot(120, 30, 0, 0)
     assert first.cache_reported is False
+    # Reading says nothing: whether this coarse reading is the only one of its call
+    # is known where it is booked, which calls warn_no_cache once per scope.
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="techrevati.runtime.telemetry"):
+        recognise.warn_no_cache(scope)
+        recognise.warn_no_cache(scope)
+        recognise.warn_no_cache("openinference.instrumentation.openai_agents")
     warnings = [r.getMessage() for r in caplog.records if "cache-token count" in r.getMessage()]
     assert len(warnings) == 2
     assert scope in warnings[0] and "openai_agents" in warnings[1]
-    # The same scope reporting a cache count is not warned about, and reports it.
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="techrevati.runtime.telemetry"):
-        cached = read_call("chat", {**attrs, "gen_ai.usage.cache_read.input_tokens": 100}, scope)
-    assert cached is not None and cached.cache_reported and not caplog.records
+    # The same scope reporting a cache count reports it.
+    cached = read_call("chat", {**attrs, "gen_ai.usage.cache_read.input_tokens": 100}, scope)
+    assert cached is not None and cached.cache_reported
+
+
+def test_the_reading_with_cache_detail_is_the_exact_one() -> None:
+    exact = UsageSnapshot(input_tokens=20, output_tokens=30, cache_read_tokens=100)
+    coarse = UsageSnapshot(input_tokens=120, output_tokens=30)
+    assert recognise.more_exact(exact, coarse) is True
+    assert recognise.more_exact(coarse, exact) is False
+    assert recognise.more_exact(coarse, None) is True  # a reading beats none
+    assert recognise.more_exact(None, coarse) is False
+    # Equal detail: the reading already chosen stays.
+    assert recognise.more_exact(coarse, coarse) is False
+    assert recognise.more_exact(exact, exact) is False
+
+
+def test_openllmetry_langchain_model_spans_are_known_at_start() -> None:
+    scope = "opentelemetry.instrumentation.langchain"
+    # It starts them with no attributes; name suffix and scope say what they are.
+    assert recognise.classify_start("ChatOpenAI.chat", {}, scope) is True
+    assert recognise.classify_start("OpenAI.completion", {}, scope) is True
+    assert recognise.classify_start("RunnableSequence.task", {}, scope) is False
+    assert recognise.classify_start("LangGraph.workflow", {}, scope) is False
+    # The same name from another producer is not enough.
+    assert recognise.classify_start("ChatOpenAI.chat", {}, "some.other.scope") is False
 
 
 def test_scope_less_helpers_the_processor_calls_read_openinference() -> None:

@@ -90,6 +90,7 @@ from .telemetry.limits.errors import (
     UnpricedModelError,
 )
 from .telemetry.limits.loops import LoopGuard
+from .telemetry.limits.unwrap import limit_error
 from .telemetry.setup.configure import TelemetryHandle, configure
 from .usage_tracking import (
     PRICING_TABLE,
@@ -182,6 +183,7 @@ __all__ = [
     "configure",
     "current_agent_session",
     "has_pricing",
+    "limit_error",
     "load_pricing_from_file",
     "next_provider",
     "recipe_for",

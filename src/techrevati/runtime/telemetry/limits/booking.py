@@ -11,12 +11,19 @@ settles its own claim.
 from __future__ import annotations
 
 from ...pricing import has_pricing
-from ..readings.recognise import CallReading
+from ..readings.recognise import CallReading, more_exact, warn_no_cache
 from .membership import SpanEntry
 
 
-def book(entry: SpanEntry, reading: CallReading) -> None:
-    """Book a finished library call (see the module docstring). May raise only on bugs."""
+def book(entry: SpanEntry, reading: CallReading, scope: str = "") -> None:
+    """Book a finished library call (see the module docstring). May raise only on bugs.
+
+    Two readings of one call (nested or overlapping spans of one request, a
+    span and the guard's reading of the response): the exact one, with cache
+    detail, is booked (``recognise.more_exact``). A reading without the cache
+    count its producer (``scope``) never reports is warned about, once per
+    producer, only when it is the call's only reading.
+    """
     call = entry.call
     assert call is not None
     usage = reading.usage
@@ -27,8 +34,8 @@ def book(entry: SpanEntry, reading: CallReading) -> None:
             return
         if call.open:
             # The enclosing call is still running: it books this usage when it
-            # ends, unless it reports usage of its own.
-            if call.library is None:
+            # ends, unless it reports a reading of its own at least as exact.
+            if call.library is None or more_exact(usage, call.library[1]):
                 call.library = (model, usage)
             return
         if not call.booked_usage:
@@ -36,8 +43,10 @@ def book(entry: SpanEntry, reading: CallReading) -> None:
             # timed-out call that finished anyway): book it once, now.
             call.leaf.settle(call, model, usage, provider=provider, priced_by_core=False)
         return
-    if usage is None and call.library is not None:
+    if call.library is not None and more_exact(call.library[1], usage):
         model, usage = call.library
+    elif usage is not None and scope and not reading.cache_reported:
+        warn_no_cache(scope)  # this coarse reading is the only one of the call
     call.leaf.settle(
         call,
         model,

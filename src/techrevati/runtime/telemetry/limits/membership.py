@@ -33,10 +33,12 @@ limits processor places every other instrumentation's spans through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -119,6 +121,12 @@ STRAND: ContextVar[SpanEntry | None] = ContextVar("techrevati_strand_call", defa
 
 #: Set when ``configure(fleet=...)`` makes every model call in the process count.
 _process_root: list[Ledger] = []
+
+#: Library calls admitted lately, per ledger: (wall-clock ns, claim). A span known as a
+#: model call only at its end looks here for the call it describes (``late_same_call``).
+_RECENT: weakref.WeakKeyDictionary[Ledger, deque[tuple[int, Claim]]] = weakref.WeakKeyDictionary()
+#: Enough for every call in flight in one session at once; older ones have ended.
+RECENT_LIMIT = 64
 
 
 def call_context(span: Span, entry: SpanEntry, parent: Context | None) -> Context:
@@ -371,7 +379,60 @@ def admit_call(
         outer.inner = True
     if ours:
         return SpanEntry(ledger, claim, True, False)
+    if not force:
+        _note_admitted(ledger, claim)
     return _library_entry(under, claim, same=False)
+
+
+def _note_admitted(ledger: Ledger, claim: Claim) -> None:
+    recent = _RECENT.get(ledger)
+    if recent is None:
+        recent = _RECENT.setdefault(ledger, deque(maxlen=RECENT_LIMIT))
+    recent.append((time.time_ns(), claim))
+
+
+def late_same_call(ledger: Ledger, start_ns: int, end_ns: int, model: str) -> Claim | None:
+    """The call a span known as a model call only at its end describes, if another door saw it.
+
+    LangChain instrumentations (OpenInference's) learn that a span is a model
+    call when it ends, and start it on a callback thread or task of their own,
+    not making it current: neither parentage nor the strand ties it to the
+    request. What does: the request was admitted (by a client instrumentation's
+    span or the client guard) in the same session while this span was open.
+    The first such call not yet taken by another late span, of the same model
+    when both name one, is the same call; None means no other door saw it.
+    """
+    recent = _RECENT.get(ledger)
+    if not recent:
+        return None
+    for item in list(recent):
+        admitted, claim = item
+        if admitted < start_ns or admitted > end_ns:
+            continue
+        if model and claim.model and not _same_model(model, claim.model):
+            continue
+        try:
+            recent.remove(item)
+        except ValueError:
+            continue  # another thread took it first
+        return claim
+    return None
+
+
+def take_recent(ledger: Ledger, claim: Claim) -> None:
+    """A late span matched ``claim`` another way: no other late span may take it."""
+    recent = _RECENT.get(ledger)
+    if recent:
+        for item in list(recent):
+            if item[1] is claim:
+                with contextlib.suppress(ValueError):  # another thread took it first
+                    recent.remove(item)
+                return
+
+
+def _same_model(a: str, b: str) -> bool:
+    # A dated snapshot (response model) and its alias (request model) are one model.
+    return a.startswith(b) or b.startswith(a)
 
 
 def _library_entry(under: SpanEntry, call: Claim, *, same: bool) -> SpanEntry:

@@ -26,6 +26,7 @@ from opentelemetry.trace import StatusCode
 from ...pricing import has_pricing
 from .. import semconv as sc
 from ..readings.recognise import (
+    CallReading,
     classify_start,
     model_from_attributes,
     provider_from_attributes,
@@ -109,24 +110,13 @@ class LimitsProcessor(SpanProcessor):
             reading = read_span(span)  # by name, attributes and producer scope
             if reading is None:
                 return
-            guarded = (
-                None if entry.model_span else membership.guard_call_during(span.start_time or 0)
-            )
-            if guarded is not None:
-                # The client guard admitted this span's request: the same call.
-                entry = SpanEntry(entry.ledger, guarded.call, True, True, in_library=True)
-            elif not entry.model_span:
-                # Known as a model call only now (its operation name arrived at
-                # its end): too late to refuse, so it is counted and booked.
-                entry = membership.admit_call(
-                    SpanEntry(entry.ledger, entry.call, in_library=entry.in_library),
-                    reading.model,
-                    0.0,
-                    ours=False,
-                    force=True,
-                )
+            if not entry.model_span:
+                late = _late_entry(entry, span, reading)
+                if late is None:
+                    return
+                entry = late
             if entry.call is not None:
-                book(entry, reading)
+                book(entry, reading, scope.name if scope is not None else "")
         except Exception:
             _warn_once("limits processor failed to book a span; continuing")
 
@@ -139,6 +129,39 @@ class LimitsProcessor(SpanProcessor):
 
 def _failed(span: ReadableSpan) -> bool:
     return span.status.status_code is StatusCode.ERROR
+
+
+def _late_entry(entry: SpanEntry, span: ReadableSpan, reading: CallReading) -> SpanEntry | None:
+    """A span known as a model call only at its end: the call another door admitted, or a new one.
+
+    Too late to refuse it. If the request was admitted meanwhile in the same
+    session (by the client guard on this strand, ``guard_call_during``, or by
+    the guard or a client instrumentation's span on any strand: LangChain
+    instrumentations start and end their spans in callback threads,
+    ``late_same_call``), this span describes that call. A failed span
+    with no usage that no door admitted is a request that was never sent (its
+    refusal, raised by the guard or the client span, is why it failed): no
+    call (None). Otherwise it is counted and booked now.
+    """
+    guarded = membership.guard_call_during(span.start_time or 0)
+    if guarded is not None and guarded.call is not None:
+        membership.take_recent(guarded.ledger, guarded.call)
+        return SpanEntry(entry.ledger, guarded.call, True, True, in_library=True)
+    if entry.call is None or not entry.call.ours or entry.in_library:
+        found = membership.late_same_call(
+            entry.ledger, span.start_time or 0, span.end_time or 0, reading.model
+        )
+        if found is not None:
+            return SpanEntry(entry.ledger, found, True, True, in_library=True)
+        if reading.usage is None and _failed(span):
+            return None
+    return membership.admit_call(
+        SpanEntry(entry.ledger, entry.call, in_library=entry.in_library),
+        reading.model,
+        0.0,
+        ours=False,
+        force=True,
+    )
 
 
 # Weak: a provider the user drops (per test, per tenant) must not be kept alive here.

@@ -47,10 +47,12 @@ __all__ = [
     "is_model_call",
     "is_same_call",
     "model_from_attributes",
+    "more_exact",
     "provider_from_attributes",
     "read_call",
     "read_span",
     "usage_from_attributes",
+    "warn_no_cache",
 ]
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
@@ -85,6 +87,11 @@ _NAMES_AT_START: Final = frozenset(
 )
 #: Spans that start after the request returned: known as model calls only at their end.
 _NAMES_AT_END: Final = frozenset({"openai.response"})
+#: OpenLLMetry's LangChain instrumentation starts a model span with no attributes, named
+#: ``<ChatModelClass>.chat`` (``.completion`` for plain LLMs); its chains and tools end
+#: in ``.task`` / ``.workflow`` / ``.tool``. By scope and suffix it is known at start.
+LANGCHAIN_OPENLLMETRY_SCOPE: Final = "opentelemetry.instrumentation.langchain"
+_LANGCHAIN_MODEL_SUFFIXES: Final = frozenset({"chat", "completion"})
 
 # Older spellings of the GenAI usage attributes (read in this order, first found wins).
 _INPUT_KEYS: Final = (sc.GEN_AI_USAGE_INPUT_TOKENS, "gen_ai.usage.prompt_tokens")
@@ -134,6 +141,7 @@ NO_CACHE_SCOPES: Final = frozenset(
     {
         "opentelemetry.instrumentation.openai_v2",
         "openinference.instrumentation.openai_agents",
+        "openinference.instrumentation.smolagents",
     }
 )
 
@@ -222,13 +230,25 @@ def classify_start(
 ) -> bool:
     """True if a span is a model call already at its start (so it can be refused).
 
+    Spans known only at their end (OpenInference's LangChain spans, which get
+    their kind when the call is over) are not refused here: the client guard
+    stops their request, and the span is the same call as the one the guard
+    or another instrumentation admitted while it was open.
+
     Example::
 
         >>> classify_start("ChatCompletion", {"openinference.span.kind": "LLM"}, None)
         True
         >>> classify_start("openai.response", {}, "opentelemetry.instrumentation.openai.v1")
         False
+        >>> classify_start("ChatOpenAI.chat", {}, "opentelemetry.instrumentation.langchain")
+        True
     """
+    if (
+        scope_name == LANGCHAIN_OPENLLMETRY_SCOPE
+        and name.rpartition(".")[2] in _LANGCHAIN_MODEL_SUFFIXES
+    ):
+        return True
     return _decide(name, attributes or {}, at_end=False)
 
 
@@ -277,7 +297,13 @@ def _usage(
     return usage, reasoning, cache_read is not None or cache_write is not None
 
 
-def _warn_no_cache(scope: str) -> None:
+def warn_no_cache(scope: str) -> None:
+    """Say once per producer scope that its reading, the only one of a call, has no cache count.
+
+    Called where a reading is booked, not where it is read: when an exact
+    reading of the same call exists (a client instrumentation's span inside
+    a framework's), that one is booked and nothing needs saying.
+    """
     with _warn_lock:
         if scope in _warned_scopes:
             return
@@ -313,8 +339,6 @@ def read_call(
     model = model_from_attributes(attrs)
     provider = provider_from_attributes(attrs)
     usage, reasoning, cached = _usage(attrs, scope, provider)
-    if usage is not None and not cached and scope in NO_CACHE_SCOPES:
-        _warn_no_cache(scope)
     return CallReading(
         model=model,
         provider=provider,
@@ -322,6 +346,29 @@ def read_call(
         reasoning_tokens=reasoning,
         cache_reported=cached or scope not in NO_CACHE_SCOPES,
     )
+
+
+def more_exact(candidate: UsageSnapshot | None, booked: UsageSnapshot | None) -> bool:
+    """Whether ``candidate`` is the better reading of a call that ``booked`` also describes.
+
+    Two spans of one request (a framework's and its client's) may read it
+    differently: a producer that reports no cache counts prices cached input
+    at the full rate. The reading with cache detail is the exact one; a
+    reading beats none at all; otherwise the one already chosen stays.
+
+    Example::
+
+        >>> exact = UsageSnapshot(input_tokens=20, cache_read_tokens=100, output_tokens=30)
+        >>> coarse = UsageSnapshot(input_tokens=120, output_tokens=30)
+        >>> more_exact(exact, coarse), more_exact(coarse, exact)
+        (True, False)
+    """
+    if candidate is None:
+        return False
+    if booked is None:
+        return True
+    cached = candidate.cache_read_tokens + candidate.cache_write_tokens
+    return cached > 0 and booked.cache_read_tokens + booked.cache_write_tokens == 0
 
 
 class _Scope(Protocol):
