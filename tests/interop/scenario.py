@@ -117,6 +117,21 @@ def _instrument(producer: str, provider: TracerProvider) -> None:
         )
     elif producer == "anthropic-sdk":
         pass  # the SDK traces into the global provider by default
+    elif producer == "genai-anthropic":
+        from opentelemetry.instrumentation.genai.anthropic import AnthropicInstrumentor as GenA
+
+        GenA().instrument(tracer_provider=provider)
+    elif producer in ("agents-genai", "agents-chat-genai"):
+        from opentelemetry.instrumentation.genai.openai_agents import (
+            OpenAIAgentsInstrumentor as GenAgents,
+        )
+
+        # Replaces the SDK's default exporter, which would try to reach the real API.
+        GenAgents().instrument(tracer_provider=provider, disable_openai_trace_export=True)
+    elif producer == "genai-langchain":
+        from opentelemetry.instrumentation.genai.langchain import LangChainInstrumentor
+
+        LangChainInstrumentor().instrument(tracer_provider=provider)
     elif producer in ("agents-openinference", "agents-chat-openinference"):
         from agents import set_trace_processors
         from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
@@ -132,6 +147,8 @@ def _client_kind(producer: str) -> str:
         return "anthropic"
     if producer.startswith("agents"):
         return "agents"
+    if "langchain" in producer:
+        return "langchain"
     return "openai"
 
 
@@ -187,6 +204,24 @@ def _make_call(producer: str, url: str) -> tuple[Callable[..., Any], Callable[..
             return Runner.run_sync(agent, "hi").final_output
 
         return call_agent, None
+    if kind == "langchain":
+        from langchain_openai import ChatOpenAI
+
+        # stream_usage: langchain-openai asks for the usage chunk only from OpenAI's own URL.
+        chat = ChatOpenAI(
+            model=OPENAI_MODEL,
+            base_url=url + "/v1",
+            api_key="test-key",
+            max_retries=0,
+            stream_usage=True,
+        )
+
+        def call_langchain(stream: bool = False) -> Any:
+            if stream:
+                return list(chat.stream("hi"))
+            return chat.invoke("hi")
+
+        return call_langchain, None
     import openai
 
     client = openai.OpenAI(base_url=url + "/v1", api_key="test-key", max_retries=0)

@@ -50,6 +50,9 @@ PRODUCERS: dict[str, str | None] = {
     "agents-chat-openinference": "community",
     "openlit-openai": "openlit",
     "openlit-anthropic": "openlit",
+    # The official GenAI instrumentations of the Anthropic SDK, the Agents SDK and LangChain.
+    "genai-anthropic": "frameworks",
+    "genai-langchain": "frameworks",
 }
 
 ONE_CALL = 0.009
@@ -102,6 +105,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "openlit-openai": {"usage": EXACT, "cost": ONE_CALL, "responses": ONE_CALL, "budget_calls": 2},
     "openlit-anthropic": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
+    "genai-anthropic": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
+    "genai-langchain": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
 }
 
 

@@ -76,8 +76,10 @@ __all__ = [
 
 #: Client packages whose request method the guard patches.
 GUARDED_PACKAGES = ("openai", "anthropic")
-# Packages whose frames mark "an SDK call under way" (the Agents SDK calls the openai client).
-_SDK_ROOTS = frozenset({"openai", "anthropic", "agents"})
+# Packages whose frames mark "an SDK call under way" (the Agents SDK calls the openai client;
+# a LangChain chat model's invoke/generate frames enclose its callbacks, where LangChain
+# instrumentations start their spans and LangChain swallows the refusal, and its request).
+_SDK_ROOTS = frozenset({"openai", "anthropic", "agents", "langchain_core"})
 # Deep enough for any real call stack; bounds the walk on pathological recursion.
 _MAX_DEPTH = 400
 _MARK = "__techrevati_guard__"
