@@ -26,7 +26,17 @@ from . import harness
 ROOT = Path(__file__).resolve().parent.parent
 VENV_040 = Path(__file__).resolve().parent / ".venv-040"
 
-SUITES = ("overhead", "depth", "concurrency", "memory", "pricing", "fleet", "loops", "v040")
+SUITES = (
+    "overhead",
+    "depth",
+    "concurrency",
+    "memory",
+    "pricing",
+    "fleet",
+    "loops",
+    "realpath",
+    "v040",
+)
 MODULES = {
     "overhead": "bench.suite_overhead",
     "depth": "bench.suite_depth",
@@ -35,6 +45,7 @@ MODULES = {
     "pricing": "bench.suite_pricing",
     "fleet": "bench.suite_fleet",
     "loops": "bench.suite_loops",
+    "realpath": "bench.suite_realpath",
     "v040": "bench.suite_040",
 }
 

@@ -1,0 +1,134 @@
+"""One variant of the real-path benchmark, driven over stdin/stdout by ``suite_realpath``.
+
+Run as ``python bench/realpath_child.py VARIANT URL`` (standard library plus
+what the variant needs: ``openai`` and the official OpenAI instrumentation,
+``pydantic-ai`` for the framework variants; this package via ``PYTHONPATH``).
+It sets its variant up once, then answers each line ``N`` on stdin with one
+JSON line: the calling thread's CPU seconds and the wall seconds for N real
+``openai`` calls against the stand-in at URL. Each variant lives in its own
+process, so "without our package" really has none of it loaded, and the
+driver interleaves the processes' rounds.
+
+Variants:
+
+* ``bare`` — the official OpenAI instrumentation on an SDK provider
+  (BatchSpanProcessor into a dropping exporter): a user's set-up without us.
+* ``ours`` — the same, plus our limits processor on that provider and every
+  call inside one ``agent_session`` with a cap (so the client guard is on,
+  as it is by default where limits exist).
+* ``client`` / ``client_ours`` — no instrumentation at all; ``client_ours``
+  runs the calls in a capped ``agent_session`` (the guard is the only door).
+* ``fw_bare`` / ``fw_ours`` — a pydantic-ai agent run (one model request per
+  run, no tools) with the OpenAI instrumentation, without and with us.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+MODEL = "gpt-4o-mini"
+BIG_CAP = 10**9
+
+
+def _provider() -> Any:
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Drop(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    return provider
+
+
+def _instrument(provider: Any) -> None:
+    from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+
+
+def _ours(provider: Any | None) -> Any:
+    """Our processor on the provider, and an open capped session (guard on by default)."""
+    from techrevati.runtime import agent_session
+    from techrevati.runtime.telemetry.limits.guard import install_guard
+    from techrevati.runtime.telemetry.limits.processor import ensure_limits_processor
+
+    if provider is not None:
+        ensure_limits_processor(provider)
+    session = agent_session("bench", max_iterations=BIG_CAP)
+    session.__enter__()
+    install_guard()  # idempotent; on by default once a session with limits exists
+    return session
+
+
+def setup(variant: str, url: str) -> Callable[[int], None]:
+    """The variant's one-call function, set up once."""
+    if variant.startswith("fw_"):
+        return _framework(variant, url)
+    import openai
+
+    provider = None
+    if variant in ("bare", "ours"):
+        provider = _provider()
+        _instrument(provider)
+    if variant in ("ours", "client_ours"):
+        _ours(provider)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="bench-key", max_retries=0)
+    messages = [{"role": "user", "content": "hi"}]
+
+    def calls(n: int) -> None:
+        create = client.chat.completions.create
+        for _ in range(n):
+            create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+
+    return calls
+
+
+def _framework(variant: str, url: str) -> Callable[[int], None]:
+    import asyncio
+
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    provider = _provider()
+    _instrument(provider)
+    if variant == "fw_ours":
+        _ours(provider)
+    model = OpenAIChatModel(MODEL, provider=OpenAIProvider(base_url=url + "/v1", api_key="k"))
+    agent = Agent(model)
+    loop = asyncio.new_event_loop()
+
+    def calls(n: int) -> None:
+        for _ in range(n):
+            loop.run_until_complete(agent.run("hi"))
+
+    return calls
+
+
+def main(argv: list[str]) -> int:
+    variant, url = argv[1], argv[2]
+    calls = setup(variant, url)
+    calls(20)  # warm: imports, connection, first-lookup caches
+    print(json.dumps({"ready": variant}), flush=True)
+    for line in sys.stdin:
+        n = int(line)
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        calls(n)
+        cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+        print(json.dumps({"cpu": cpu / n, "wall": wall / n}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

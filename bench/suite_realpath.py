@@ -1,0 +1,156 @@
+"""Our share of a real model call: the real ``openai`` client against a local stand-in.
+
+The microbenchmarks time our own spans. This suite times what a user's model
+call costs with and without this package: the real ``openai`` client (and the
+official OpenAI instrumentation) calling the local stand-in
+(``tests/interop/standin.py``, in a process of its own), each variant of
+``realpath_child.py`` in its own process, rounds interleaved (one batch of
+every variant per round, order rotated). Reported per call: the calling
+thread's CPU time (what the agent's thread pays; the span export thread and
+the server are elsewhere) and wall time; the share is ``ours - bare`` per
+round, and the ratio ``ours / bare``.
+
+Rows: ``bare`` (instrumented client, no techrevati) and ``ours`` (plus our
+limits processor, a capped session and the client guard); ``client`` and
+``client_ours`` (no instrumentation: the guard as the only door); and one
+framework run, pydantic-ai with the OpenAI instrumentation, without and with
+us (in the ``frameworks`` venv of tests/interop/venvs.py, when it is built).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import harness
+from .harness import Result
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).resolve().parent / "realpath_child.py"
+INTEROP = ROOT / "tests" / "interop"
+PAIRS = (("bare", "ours"), ("client", "client_ours"))
+FRAMEWORK_PAIR = ("fw_bare", "fw_ours")
+
+SERVE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import standin
+with standin.serve() as api:
+    print(api.url, flush=True)
+    sys.stdin.read()
+"""
+
+
+class Child:
+    """One variant's process: send N, read back (cpu s, wall s) per call."""
+
+    def __init__(self, variant: str, python: str, url: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        env.pop("OTEL_SDK_DISABLED", None)
+        self.variant = variant
+        self.proc = subprocess.Popen(
+            [python, str(CHILD), variant, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        ready = self._line()
+        if ready.get("ready") != variant:
+            raise RuntimeError(f"{variant}: child did not start ({ready})")
+
+    def _line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.variant}: child exited ({self.proc.wait()})")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def sample(self, n: int) -> tuple[float, float]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        got = self._line()
+        return float(got["cpu"]), float(got["wall"])
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _framework_python() -> str | None:
+    sys.path.insert(0, str(INTEROP))
+    try:
+        import venvs
+
+        return str(venvs.python("frameworks"))
+    except (ImportError, FileNotFoundError):
+        return None
+
+
+def run(quick: bool) -> Result:
+    rounds, per_batch, fw_batch = (3, 100, 20) if quick else (9, 400, 60)
+    result = Result("realpath", "Real openai calls against the local stand-in (per call)", rounds)
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVE, str(INTEROP)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        variants = [v for pair in PAIRS for v in pair]
+        pythons = dict.fromkeys(variants, sys.executable)
+        batches = dict.fromkeys(variants, per_batch)
+        fw_python = _framework_python()
+        if fw_python is not None:
+            for variant in FRAMEWORK_PAIR:
+                pythons[variant] = fw_python
+                batches[variant] = fw_batch
+            variants += list(FRAMEWORK_PAIR)
+        else:
+            result.info.append("frameworks venv not built: no framework run (make interop-venvs)")
+        children = {v: Child(v, pythons[v], url) for v in variants}
+        cpu: dict[str, list[float]] = {v: [] for v in variants}
+        wall: dict[str, list[float]] = {v: [] for v in variants}
+        for r in range(rounds):
+            order = variants[r % len(variants) :] + variants[: r % len(variants)]
+            for variant in order:
+                c, w = children[variant].sample(batches[variant])
+                cpu[variant].append(c)
+                wall[variant].append(w)
+            print(f"\r  realpath: round {r + 1}/{rounds}", end="", file=sys.stderr)
+        print(file=sys.stderr)
+        for child in children.values():
+            child.close()
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        server.wait(timeout=30)
+    pairs = list(PAIRS) + ([FRAMEWORK_PAIR] if fw_python is not None else [])
+    for bare, ours in pairs:
+        result.add_row(f"{bare}_cpu", f"{bare}: thread CPU", cpu[bare])
+        result.add_row(f"{ours}_cpu", f"{ours}: thread CPU", cpu[ours], floor=f"{bare}_cpu")
+        result.add_row(f"{bare}_wall", f"{bare}: wall", wall[bare])
+        result.add_row(f"{ours}_wall", f"{ours}: wall", wall[ours], floor=f"{bare}_wall")
+        share = [1e6 * (o - b) for o, b in zip(cpu[ours], cpu[bare], strict=True)]
+        result.info.append(
+            f"our share, {ours} - {bare}: median {harness.median(share):.1f} µs thread CPU "
+            f"per call (rounds: {min(share):.1f} to {max(share):.1f})"
+        )
+    return result
+
+
+def main() -> None:
+    harness.emit(run(harness.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
