@@ -250,6 +250,9 @@ RUNS: dict[str, Callable[[str, Setup], None]] = {
 
 SETUPS: dict[str, Setup] = {
     "pydantic-ai": Setup("pydantic-ai", "pydantic-ai"),
+    # No instrumentation at all: the client guard, on by default, is the only door.
+    "pydantic-ai-bare": Setup("pydantic-ai", "pydantic-ai", instrument_openai=False),
+    "langgraph-invoke-bare": Setup("langgraph", "langgraph", instrument_openai=False),
     "pydantic-ai+own": Setup(
         "pydantic-ai", "pydantic-ai", ("pydantic-ai",), instrument_openai=False
     ),

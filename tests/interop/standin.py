@@ -243,7 +243,7 @@ def runaway_completion(model: str, body: dict[str, Any], number: int) -> dict[st
             {
                 "id": f"call_{number}",
                 "type": "function",
-                "function": {"name": tool, "arguments": _arguments(tool)},
+                "function": {"name": tool, "arguments": _arguments(tool, number)},
             }
         ],
     }
@@ -251,11 +251,12 @@ def runaway_completion(model: str, body: dict[str, Any], number: int) -> dict[st
     return done
 
 
-def _arguments(tool: str) -> str:
-    # A non-empty argument object: the matrix's tools take one string ``query``.
-    return (
-        json.dumps({"query": "again"}) if tool != "final_answer" else json.dumps({"answer": "done"})
-    )
+def _arguments(tool: str, number: int) -> str:
+    # The matrix's tools take one string ``query``. It differs per request: a loop
+    # of identical calls is a different limit (loop detection), not the one tested.
+    if tool == "final_answer":
+        return json.dumps({"answer": "done"})
+    return json.dumps({"query": f"step {number}"})
 
 
 def runaway_chunks(model: str, body: dict[str, Any], number: int) -> list[dict[str, Any]]:
@@ -272,7 +273,7 @@ def runaway_chunks(model: str, body: dict[str, Any], number: int) -> list[dict[s
                     "index": 0,
                     "id": f"call_{number}",
                     "type": "function",
-                    "function": {"name": tool, "arguments": _arguments(tool)},
+                    "function": {"name": tool, "arguments": _arguments(tool, number)},
                 }
             ],
         }
@@ -305,7 +306,7 @@ def _runaway_item(body: dict[str, Any], number: int) -> dict[str, Any]:
         "id": f"fc_{number}",
         "call_id": f"call_{number}",
         "name": tool,
-        "arguments": _arguments(tool),
+        "arguments": _arguments(tool, number),
         "status": "completed",
     }
 
