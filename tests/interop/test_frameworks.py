@@ -58,6 +58,7 @@ RAISED_AS: dict[str, str] = {
 #: The set-ups asserted here (each runs once under the cap and once under the budget).
 SETUPS: dict[str, str] = {
     "pydantic-ai": "pydantic-ai",
+    "pydantic-ai-bare": "pydantic-ai",
     "pydantic-ai+own": "pydantic-ai",
     "pydantic-ai+own+openai": "pydantic-ai",
     "agents-responses": "agents",
@@ -68,20 +69,33 @@ SETUPS: dict[str, str] = {
     "agents-chat+openinference": "agents",
     "agents-responses+genai-agents": "agents",
     "agents-chat+genai-agents": "agents",
+    "agents-direct-tool+openinference": "agents",
     "langgraph-invoke": "langgraph",
+    "langgraph-invoke-bare": "langgraph",
     "langgraph-ainvoke": "langgraph",
     "langgraph-stream": "langgraph",
     "langgraph-retry-toolnode": "langgraph",
+    "langgraph-invoke+openinference-langchain": "langgraph",
     "langgraph-invoke+openinference-langchain+openai": "langgraph",
     "langgraph-stream+openinference-langchain+openai": "langgraph",
+    "langgraph-invoke+openllmetry-langchain": "langgraph",
     "langgraph-invoke+openllmetry-langchain+openai": "langgraph",
     "langgraph-stream+openllmetry-langchain+openai": "langgraph",
+    "langgraph-invoke+genai-langchain": "langgraph",
     "langgraph-invoke+genai-langchain+openai": "langgraph",
     "langgraph-stream+genai-langchain+openai": "langgraph",
     "smolagents-toolcalling": "smolagents",
     "smolagents-code": "smolagents",
     "smolagents-toolcalling+openinference": "smolagents",
     "smolagents-code+openinference": "smolagents",
+}
+
+
+#: Streams the server answers without usage (the framework did not ask for it): booked
+#: at the guard's estimate under an enforced budget, so they are stopped all the same.
+NO_USAGE: dict[str, str] = {
+    "agents-chat-stream": "agents",
+    "langgraph-stream-no-usage": "langgraph",
 }
 
 
@@ -107,8 +121,9 @@ def _run(setup: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, dict[str, Any]]:
+    every = [*SETUPS, *NO_USAGE]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(SETUPS, pool.map(_run, SETUPS), strict=True))
+        return dict(zip(every, pool.map(_run, every), strict=True))
 
 
 def _cases() -> list[Any]:
@@ -117,7 +132,7 @@ def _cases() -> list[Any]:
 
 def _raised_as_documented(setup: str, got: dict[str, Any], ours: str) -> None:
     assert got["ours"] == ours, got
-    surface = RAISED_AS[SETUPS[setup]]
+    surface = RAISED_AS[{**SETUPS, **NO_USAGE}[setup]]
     if surface == "ours":
         assert got["raised"] == ours, got
     else:
@@ -156,6 +171,24 @@ def test_session_cost_is_server_usage_at_the_published_price(
         assert got["cost"] == pytest.approx(got["hits"] * ONE_CALL, rel=1e-9), (check, got)
 
 
+@pytest.mark.parametrize("setup", list(NO_USAGE))
+def test_streams_without_usage_are_stopped_at_an_estimate(
+    results: dict[str, Any], setup: str
+) -> None:
+    cap, budget = results[setup]["cap"], results[setup]["budget"]
+    assert (cap["hits"], cap["iterations"], cap["booked_calls"]) == (CAP, CAP, CAP), cap
+    _raised_as_documented(setup, cap, "MaxIterationsExceededError")
+    # No usage, no budget: nothing to price (a warning says so); under the budget the
+    # guard books each call at an estimate from the request and the streamed text.
+    assert cap["cost"] == 0.0, cap
+    assert budget["hits"] == budget["iterations"] == budget["booked_calls"], budget
+    assert budget["hits_at_raise"] == budget["hits"], budget
+    assert BUDGET < budget["cost"] <= BUDGET + 2 * ONE_CALL, budget
+    # The estimate is near the real price, so the real spend stays near the budget too.
+    assert budget["hits"] * ONE_CALL <= BUDGET + 2 * ONE_CALL, budget
+    _raised_as_documented(setup, budget, "BudgetExceededError")
+
+
 @pytest.fixture(scope="module")
 def control() -> dict[str, Any]:
     return _run("control-no-limits")
@@ -171,3 +204,4 @@ def test_the_loop_runs_away_without_our_limits(control: dict[str, Any]) -> None:
 def test_the_default_cap_of_25_stops_it(control: dict[str, Any]) -> None:
     got = control["default"]
     assert (got["hits"], got["iterations"], got["ours"]) == (25, 25, "MaxIterationsExceededError")
+    assert "the default cap of 25" in got["message"], got

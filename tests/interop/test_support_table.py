@@ -52,6 +52,8 @@ PRODUCERS: dict[str, str | None] = {
     "openlit-anthropic": "openlit",
     # The official GenAI instrumentations of the Anthropic SDK, the Agents SDK and LangChain.
     "genai-anthropic": "frameworks",
+    "agents-genai": "frameworks",
+    "agents-chat-genai": "frameworks",
     "genai-langchain": "frameworks",
 }
 
@@ -106,6 +108,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "openlit-openai": {"usage": EXACT, "cost": ONE_CALL, "responses": ONE_CALL, "budget_calls": 2},
     "openlit-anthropic": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
     "genai-anthropic": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
+    # Its spans are invoke_agent / invoke_workflow only (no model-call spans): the
+    # client guard counts and books each request, from the response's exact usage.
+    "agents-genai": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
+    "agents-chat-genai": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
     "genai-langchain": {"usage": EXACT, "cost": ONE_CALL, "budget_calls": 2},
 }
 

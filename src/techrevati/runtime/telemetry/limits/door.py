@@ -17,6 +17,7 @@ tasks never see each other's requests.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import weakref
@@ -195,6 +196,9 @@ def answered(call: RequestCall, result: object) -> object:
         if _is_stream(result):
             _wrap_stream(result, call)
             return result
+        if _streamed_raw(result):
+            _defer_to_parse(result, call)
+            return result
         found = extract(result)
         if found.usage is None:
             body = _raw_body(result)
@@ -216,6 +220,50 @@ def _raw_body(result: object) -> object:
         return json.loads(raw.content)  # raises for a body not read (a streamed response)
     except Exception:
         return None
+
+
+def _streamed_raw(result: object) -> bool:
+    """A raw response of a streamed request (``with_streaming_response``), body not read yet."""
+    # openai names the flag _is_sse_stream (1.x and later); _stream in older releases.
+    flag = getattr(result, "_is_sse_stream", getattr(result, "_stream", False))
+    return flag is True and callable(getattr(result, "parse", None))
+
+
+def _defer_to_parse(result: Any, call: RequestCall) -> None:
+    """Book when the caller parses the raw response: its stream is read through our reader.
+
+    The OpenAI Agents SDK streams the Responses API this way: the response the
+    client hands back is raw, and the event stream exists only once ``parse()``
+    made it. ``parse`` caches its result, so the stream is wrapped once.
+    """
+    parse = result.parse
+    wrapped: list[object] = []
+
+    def seen(parsed: object) -> object:
+        if not wrapped:
+            wrapped.append(parsed)
+            answered(call, parsed)  # a stream is wrapped; anything else is booked now
+        return parsed
+
+    if inspect.iscoroutinefunction(parse):
+
+        async def aparse(*args: Any, **kwargs: Any) -> object:
+            return seen(await parse(*args, **kwargs))
+
+        result.__dict__["parse"] = aparse
+    else:
+
+        def sparse(*args: Any, **kwargs: Any) -> object:
+            return seen(parse(*args, **kwargs))
+
+        result.__dict__["parse"] = sparse
+    # Never parsed (the caller read the raw bytes itself): booked as usage unknown.
+    weakref.finalize(result, _unparsed, call, wrapped)
+
+
+def _unparsed(call: RequestCall, wrapped: list[object]) -> None:
+    if not wrapped:
+        finish(call, None, None, 0, 0)
 
 
 def _is_stream(result: object) -> bool:
