@@ -215,3 +215,15 @@ def test_no_instruction_installs_this_package_by_name_from_the_index() -> None:
         if by_name.search(line)
     ]
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_readme_is_an_entry_point() -> None:
+    # Issue 23: what it is, the two commands, a short quick start that calls
+    # configure(), the features and links into the site; the rest lives in docs/.
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 400
+    quick_start = python_blocks(text)[0]
+    assert "configure(" in quick_start.code
+    code_lines = [line for line in quick_start.code.splitlines() if line.strip()]
+    assert len(code_lines) <= 12, len(code_lines)
+    assert "make demo" in text and "make test" in text
