@@ -209,6 +209,8 @@ PRICING_TABLE: dict[str, ModelPricing] = _PricingTable()
 _pricing_lock = threading.Lock()
 
 _warned_unpriced_models: set[str] = set()
+#: How many unpriced model names are remembered (each is warned about once).
+_WARNED_LIMIT = 4096
 """Lowercased names that already produced the missing-pricing warning (once per process)."""
 
 _warn_lock = threading.Lock()
@@ -667,6 +669,11 @@ def _warn_unpriced_once(model: str) -> None:
     with _warn_lock:
         # Re-check under the lock so concurrent first turns log exactly once.
         if key in _warned_unpriced_models:
+            return
+        if len(_warned_unpriced_models) >= _WARNED_LIMIT:
+            # Bounded: model names come from responses. Past the bound, new names
+            # are logged at DEBUG instead of remembered.
+            logger.debug("no pricing registered for model=%s; cost will be $0", model)
             return
         _warned_unpriced_models.add(key)
     logger.warning(

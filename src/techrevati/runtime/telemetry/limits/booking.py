@@ -15,7 +15,7 @@ from ..readings.recognise import CallReading, more_exact, warn_no_cache
 from .membership import SpanEntry
 
 
-def book(entry: SpanEntry, reading: CallReading, scope: str = "") -> None:
+def book(entry: SpanEntry, reading: CallReading, scope: str = "", *, failed: bool = False) -> None:
     """Book a finished library call (see the module docstring). May raise only on bugs.
 
     Two readings of one call (nested or overlapping spans of one request, a
@@ -23,6 +23,11 @@ def book(entry: SpanEntry, reading: CallReading, scope: str = "") -> None:
     detail, is booked (``recognise.more_exact``). A reading without the cache
     count its producer (``scope``) never reports is warned about, once per
     producer, only when it is the call's only reading.
+
+    ``failed``: the span ended with an error. With no usage and nothing seen of
+    a response (a connection error, a refused request), that is a failed call:
+    it stays counted and books nothing, like a turn that raised, and is not a
+    "call without usage".
     """
     call = entry.call
     assert call is not None
@@ -47,6 +52,9 @@ def book(entry: SpanEntry, reading: CallReading, scope: str = "") -> None:
         model, usage = call.library
     elif usage is not None and scope and not reading.cache_reported:
         warn_no_cache(scope)  # this coarse reading is the only one of the call
+    if usage is None and failed and call.estimated is None:
+        call.leaf.release(call)
+        return
     call.leaf.settle(
         call,
         model,

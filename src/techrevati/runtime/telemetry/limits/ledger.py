@@ -110,6 +110,9 @@ class Claim:
 
 
 _ZERO = UsageSnapshot()
+#: Models whose cost a ledger learns (and warns about) at most: names come from
+#: responses, and a process-wide root ledger lives as long as the process.
+_LEARNED_LIMIT = 1024
 
 
 @dataclass(eq=False)
@@ -578,8 +581,11 @@ class Ledger:
             if model:
                 # Learned tree-wide: a sibling session's calls wait on the same probe.
                 for level in leaf._chain:
-                    if cost > level.learned.get(model, -1.0):
-                        level.learned[model] = cost
+                    learned = level.learned
+                    if cost > learned.get(model, -1.0) and (
+                        model in learned or len(learned) < _LEARNED_LIMIT
+                    ):
+                        learned[model] = cost
             if missing:
                 leaf.calls_without_usage += 1
             if unpriced and model:
@@ -682,8 +688,8 @@ class Ledger:
 
     def _warn_once(self, what: str, model: str, message: str) -> None:
         key = (what, model)
-        if key in self._warned:
-            return
+        if key in self._warned or len(self._warned) >= _LEARNED_LIMIT:
+            return  # bounded: a process-wide root lives as long as the process
         self._warned.add(key)
         # stacklevel: the user's line, whichever door (turn, processor, guard) booked it.
         warnings.warn(message, RuntimeWarning, stacklevel=user_stacklevel())

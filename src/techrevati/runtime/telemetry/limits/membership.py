@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 import warnings
@@ -57,6 +58,8 @@ from ...usage_tracking import UsageTracker
 from ..readings.recognise import is_same_call
 from . import remote
 from .ledger import Claim, FleetLevel, Ledger
+
+_log = logging.getLogger("techrevati.runtime.limits")
 
 if TYPE_CHECKING:
     from ..calls.session import SessionScope
@@ -111,6 +114,8 @@ OPEN: dict[SpanKey, SpanEntry] = {}
 #: their usage, when it arrives, is booked into the ledger chain exactly once.
 LATE: dict[SpanKey, SpanEntry] = {}
 LATE_LIMIT = 4096
+#: Calls pushed out of a full LATE table (booked at an estimate then).
+LATE_EVICTED = 0
 
 #: The session active in this thread or task.
 CURRENT: ContextVar[SessionScope | None] = ContextVar("techrevati_session", default=None)
@@ -614,5 +619,26 @@ def drop_session(ledger: Ledger) -> None:
         if not entry.same_call:
             call.leaf.release(call, keep_fleet=True)
         if len(LATE) >= LATE_LIMIT:
-            LATE.pop(next(iter(LATE)), None)  # bounded: the oldest gives way
+            _book_evicted(LATE.pop(next(iter(LATE))))
         LATE[key] = entry
+
+
+def _book_evicted(entry: SpanEntry) -> None:
+    """The late table is full: its oldest call is booked now, at an estimate.
+
+    Bounded at ``LATE_LIMIT`` calls (each keeps its closed session's ledger
+    alive): rather than losing the call, the ledger books it as a call whose
+    usage never arrived (its learned cost or ``call_estimate_usd``, marked
+    estimated), and a late usage for it is then ignored. Logged once.
+    """
+    global LATE_EVICTED
+    LATE_EVICTED += 1
+    if LATE_EVICTED == 1:
+        _log.warning(
+            "more than %d model calls were still running when their sessions closed; "
+            "the oldest are booked at an estimate now instead of their late usage",
+            LATE_LIMIT,
+        )
+    call = entry.call
+    if call is not None and not entry.same_call:
+        call.leaf.settle(call, call.model, None)

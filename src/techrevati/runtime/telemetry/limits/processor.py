@@ -116,7 +116,12 @@ class LimitsProcessor(SpanProcessor):
                     return
                 entry = late
             if entry.call is not None:
-                book(entry, reading, scope.name if scope is not None else "")
+                book(
+                    entry,
+                    reading,
+                    scope.name if scope is not None else "",
+                    failed=_failed(span),
+                )
         except Exception:
             _warn_once("limits processor failed to book a span; continuing")
 

@@ -63,7 +63,7 @@ class ReportExporter(SpanExporter):
         print(render_report(keeper.build()))
     """
 
-    def __init__(self, max_spans: int = 20_000) -> None:
+    def __init__(self, max_spans: int = 10_000) -> None:
         self._max = max(1, max_spans)
         self._lock = threading.Lock()
         self._reset()
