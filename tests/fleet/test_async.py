@@ -114,3 +114,34 @@ def test_async_settlements_reach_redis_from_the_background(redis_server: RedisSe
     assert fleet.flush(5.0)
     usage = fleet.usage()
     assert (usage.calls, usage.spent_usd, usage.in_flight) == (11, 11.0, 0)
+
+
+def test_async_generator_turns_wait_for_the_probe_without_blocking_the_loop(
+    redis_server: RedisServer,
+) -> None:
+    register_pricing("agen-new", ModelPricing(1_000_000.0, 0.0))
+    fleet = FleetLimits(redis_server.url, scope="agen", budget_usd=100.0, lease_s=60)
+    order: list[str] = []
+
+    @agent_turn(model="agen-new", usage=None)
+    async def stream(name: str, seconds: float):  # type: ignore[no-untyped-def]
+        order.append(f"start {name}")
+        await asyncio.sleep(seconds)
+        yield {"model": "agen-new", "usage": {"prompt_tokens": 3, "completion_tokens": 0}}
+        order.append(f"end {name}")
+
+    async def drain(name: str, seconds: float) -> None:
+        async for _ in stream(name, seconds):
+            pass
+
+    async def main() -> None:
+        async with agent_session("w", fleet=fleet):
+            probe = asyncio.create_task(drain("probe", 0.3))
+            await asyncio.sleep(0.05)
+            await asyncio.gather(drain("second", 0.0), probe)
+
+    asyncio.run(main())
+    assert order == ["start probe", "end probe", "start second", "end second"]
+    assert fleet.flush(5.0)
+    usage = fleet.usage()
+    assert (usage.calls, usage.spent_usd, usage.in_flight) == (2, 6.0, 0)

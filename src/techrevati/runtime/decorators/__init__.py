@@ -78,6 +78,7 @@ from .streams import (
     AsyncTurnStream,
     TurnStream,
     adrive,
+    alazy,
     drive,
     lazy,
     stream_kind,
@@ -296,6 +297,15 @@ class _TurnCall:
         turn = _begin_turn(spec, capture, instance, args, kwargs)
         return cls(spec, turn, capture)
 
+    @classmethod
+    async def astart(
+        cls, spec: _TurnSpec, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _TurnCall:
+        """``start`` for async generators: fleet scopes are awaited, off the loop."""
+        capture = capture_content()
+        turn = await _abegin_turn(spec, capture, instance, args, kwargs)
+        return cls(spec, turn, capture)
+
     def fail(self, error: BaseException) -> None:
         self.turn.fail(error)
 
@@ -502,8 +512,8 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
         wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
     ) -> Any:
         return adrive(
-            lazy(
-                lambda: _TurnCall.start(spec, instance, args, kwargs),
+            alazy(
+                lambda: _TurnCall.astart(spec, instance, args, kwargs),
                 lambda: wrapped(*args, **kwargs),
             )
         )

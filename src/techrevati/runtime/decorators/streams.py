@@ -10,10 +10,11 @@ They know nothing about turns or tools; ``decorators`` supplies the call.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import wrapt
@@ -41,6 +42,8 @@ class Call(Protocol):
 
 #: What a stream driver starts from: the private context, the call and the stream.
 Setup = Callable[[], tuple[contextvars.Context, Call, Any]]
+#: The same, awaited (an async generator turn admits without blocking the loop).
+AsyncSetup = Callable[[], Awaitable[tuple[contextvars.Context, Call, Any]]]
 
 
 def lazy(make_call: Callable[[], Call], start: Callable[[], Any]) -> Setup:
@@ -54,6 +57,30 @@ def lazy(make_call: Callable[[], Call], start: Callable[[], Any]) -> Setup:
     def setup() -> tuple[contextvars.Context, Call, Any]:
         ctx = contextvars.copy_context()
         call = ctx.run(make_call)
+        try:
+            ctx.run(call.begin)
+            stream = ctx.run(start)
+        except BaseException as exc:
+            ctx.run(call.fail, exc)
+            raise
+        return ctx, call, stream
+
+    return setup
+
+
+def alazy(
+    make_call: Callable[[], Coroutine[Any, Any, Call]], start: Callable[[], Any]
+) -> AsyncSetup:
+    """``lazy`` for async generators: the call is made (admitted) by awaiting ``make_call``.
+
+    The coroutine runs in the stream's private context (a task bound to it), so
+    the session it finds and the context it leaves are the same as ``lazy``'s,
+    and a fleet admission or probe wait is awaited, not run on the loop.
+    """
+
+    async def setup() -> tuple[contextvars.Context, Call, Any]:
+        ctx = contextvars.copy_context()
+        call: Call = await asyncio.get_running_loop().create_task(make_call(), context=ctx)
         try:
             ctx.run(call.begin)
             stream = ctx.run(start)
@@ -144,9 +171,10 @@ class _InContext:
                 send, thrown = None, exc
 
 
-async def adrive(setup: Setup) -> AsyncGenerator[Any, Any]:
+async def adrive(setup: Setup | AsyncSetup) -> AsyncGenerator[Any, Any]:
     """The async twin of ``drive``."""
-    ctx, call, stream = setup()
+    found = setup()
+    ctx, call, stream = await found if inspect.isawaitable(found) else found
     send: Any = None
     thrown: BaseException | None = None
     try:
