@@ -37,7 +37,7 @@ from ..limits import membership
 from ..limits.errors import TurnTimeoutError
 from ..limits.ledger import Ledger
 from ..limits.membership import SpanEntry
-from ..limits.probe import ProbeWait
+from ..limits.probe import _ProbeWait
 from ..readings.tokens import usage_to_attributes
 from . import conventions
 from .content import capture_content, content_text
@@ -110,7 +110,7 @@ class TurnCall:
                     session, model, provider, usage, tracer_provider, meter_provider, False, probe
                 )
                 break
-            except ProbeWait as wait:
+            except _ProbeWait as wait:
                 # Another call of this model is its probe: wait for it (bounded).
                 now = time.monotonic()
                 deadline = deadline or now + wait.timeout
@@ -144,7 +144,7 @@ class TurnCall:
                     session, model, provider, usage, tracer_provider, meter_provider, True, probe
                 )
                 break
-            except ProbeWait as wait:
+            except _ProbeWait as wait:
                 # Awaited, never blocking the loop (see ``limits.probe``).
                 now = time.monotonic()
                 deadline = deadline or now + wait.timeout

@@ -51,7 +51,7 @@ from ...usage_tracking import (
 from .. import semconv as sc
 from .errors import MaxIterationsExceededError, UnpricedModelError
 from .money import booking_nano, check_budget, to_nano, to_usd
-from .probe import DEFAULT_PROBE_WAIT_S, Probe, ProbeWait
+from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait
 
 _orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
 _USAGE_SINK_FAILED = "usage_sink.record raised; suppressing to keep session alive"
@@ -305,7 +305,7 @@ class Ledger:
         levels: the caller awaits ``areserve_fleet`` (coroutines do, so no
         fleet round trip runs on the event loop). ``probe`` lets a call whose
         cost nothing tells (``expected`` 0) run as its model's probe, or raises
-        ``ProbeWait`` (nothing counted) while another call of that model probes.
+        ``_ProbeWait`` (nothing counted) while another call of that model probes.
         """
         refusal = self.pending_refusal
         if refusal is not None and not force:
@@ -337,7 +337,7 @@ class Ledger:
         if refused is not None:
             self._refuse(*refused)
         if wait is not None:
-            raise ProbeWait(wait, self.probe_wait_s)
+            raise _ProbeWait(wait, self.probe_wait_s)
         if self._fleet_chain:
             if defer_fleet:
                 claim.fleet_deferred = True

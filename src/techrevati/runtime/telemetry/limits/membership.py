@@ -11,6 +11,13 @@ Three facts place a span, in this order:
    variable that means "the current session"), else the process root (set by
    ``configure(fleet=...)``, so every call in the process counts).
 
+The client guard asks ``admit_request`` which call a client request is: a
+model span of that request open on this strand (current, or the library span
+started last here), else a call the guard admits itself, placed like a library
+span; a library span of the same request that starts later on the strand is
+that call (``_guard_call_here``), as is one known as a model call only at its
+end (``guard_call_during``).
+
 Our own turns and tools ask ``current_session`` the same question: the context
 variable, else the session owning the current OpenTelemetry span (a thread
 that attached the session's OTel context), else none. A call that finds none

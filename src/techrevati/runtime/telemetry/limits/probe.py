@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import threading
 
-__all__ = ["DEFAULT_PROBE_WAIT_S", "Probe", "ProbeWait"]
+__all__ = ["DEFAULT_PROBE_WAIT_S", "Probe"]
 
 #: How long a call waits for its model's probe before running unreserved.
 DEFAULT_PROBE_WAIT_S = 30.0
@@ -79,7 +79,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class ProbeWait(Exception):
+class _ProbeWait(Exception):
     """Raised by an admission that must wait for ``probe`` (nothing was counted)."""
 
     def __init__(self, probe: Probe, timeout: float) -> None:
