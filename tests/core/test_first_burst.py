@@ -236,3 +236,48 @@ def test_bare_client_burst_reserves_the_request_estimate(api: FakeOpenAI, otel: 
     assert len(api.requests) == 4  # 20 before
     assert outcomes.count("ran") == len(api.requests)
     assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)
+
+
+def test_a_call_inside_the_probe_does_not_wait_for_it(otel: Otel) -> None:
+    from techrevati.runtime import Orchestrator
+
+    @agent_turn("model-a")
+    def inner() -> dict[str, Any]:
+        return RESPONSE
+
+    orch = Orchestrator(role="w", phase="p", budget_usd=1.0, enforce_budget=True, **otel.kwargs())
+    started = time.monotonic()
+    with orch.session() as session:
+        # The outer turn is model-a's probe; the inner calls are new calls inside it.
+        session.run_turn(lambda: [inner() for _ in range(3)], "model-a")
+    assert time.monotonic() - started < 5.0  # no wait for the probe they run in
+    assert session._iteration_count == 4
+    assert session.tracker.total_cost() == pytest.approx(3 * ONE_CALL)
+
+
+def test_instrumented_client_burst_in_threads_is_bounded(api: FakeOpenAI) -> None:
+    # The official instrumentation's spans are admitted by the processor: on threads
+    # the first one probes and the others wait for it (then reserve what it cost).
+    from fake_openai import instrumented_openai
+
+    with instrumented_openai() as (provider, _exporter):
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        messages = [{"role": "user", "content": "x" * 4000}]
+
+        def ask() -> None:
+            client.chat.completions.create(model="model-a", messages=messages, max_tokens=100)
+
+        with agent_session(
+            "w", budget_usd=BUDGET, enforce_budget=True, tracer_provider=provider
+        ) as session:
+            start = threading.Barrier(CALLS)
+
+            def one() -> str:
+                start.wait()
+                return _outcome(ask)
+
+            with ThreadPoolExecutor(max_workers=CALLS) as pool:
+                outcomes = list(pool.map(session.wrap(lambda _: one()), range(CALLS)))
+    assert len(api.requests) == 4  # 20 could start before; the budget is 3.5 calls
+    assert outcomes.count("ran") == 4  # a library call that crosses is not raised after
+    assert session.tracker.total_cost() == pytest.approx(4 * ONE_CALL)

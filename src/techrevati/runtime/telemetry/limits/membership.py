@@ -385,7 +385,9 @@ def admit_call(
         priced=priced,
         force=force,
         defer_fleet=defer_fleet,
-        probe=probe,
+        # A call inside a running call never waits for a probe: the probe may be
+        # the very call it runs in.
+        probe=probe and outer is None,
     )
     if outer is not None:
         outer.inner = True

@@ -15,8 +15,10 @@ knowing their usage without reading attributes back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 import weakref
 
 from opentelemetry.context import Context
@@ -37,6 +39,7 @@ from . import loops, membership
 from .booking import book
 from .guard import note_refusal
 from .membership import SpanEntry
+from .probe import _ProbeWait
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
 _warned = False
@@ -83,7 +86,7 @@ class LimitsProcessor(SpanProcessor):
                 not budgeted or not model or has_pricing(model, provider_from_attributes(attrs))
             )
             try:
-                entry = membership.admit_call(under, model, expected, ours=False, priced=priced)
+                entry = _admit_library(under, model, expected, priced)
             except BaseException as refusal:
                 note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
                 raise
@@ -130,6 +133,37 @@ class LimitsProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _admit_library(under: SpanEntry, model: str, expected: float, priced: bool) -> SpanEntry:
+    """Admit a library model span; on a thread (not an event loop) it may wait for a probe.
+
+    A span starting on an event loop's thread must not block the loop: it is
+    admitted at once, and the client guard reserves its request's estimate
+    right after (before the loop runs another task).
+    """
+    probe = not _on_event_loop()
+    deadline = 0.0
+    while True:
+        try:
+            return membership.admit_call(
+                under, model, expected, ours=False, priced=priced, probe=probe
+            )
+        except _ProbeWait as wait:
+            now = time.monotonic()
+            deadline = deadline or now + wait.timeout
+            if not wait.probe.wait(deadline - now):
+                probe = False  # waited long enough: run unreserved
+            ledger = under.ledger
+            expected = ledger.expected_cost(model) if ledger.has_budget() else 0.0
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _failed(span: ReadableSpan) -> bool:
