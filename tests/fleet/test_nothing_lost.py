@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,12 @@ def test_pending_settlements_are_delivered_at_exit_and_on_sigterm(
     expected_rc = -signal.SIGTERM if how == "sigterm" else 0
     assert proc.returncode == expected_rc, proc.stderr
     assert spent_nano(redis_server, f"exit-{how}") == 500_000_000
+
+
+def test_a_dropped_scope_is_freed_once_nothing_is_pending(redis_server: RedisServer) -> None:
+    # The outbox and the flusher hold the store, never the FleetLimits object.
+    fleet = FleetLimits(redis_server.url, scope="freed", budget_usd=1.0)
+    fleet.settle(fleet.reserve("m", 0.1), 0.1)
+    ref = weakref.ref(fleet)
+    del fleet
+    assert ref() is None  # no cycle: freed at once, without the cycle collector

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from ..telemetry import semconv as sc
 from ..telemetry.calls.metrics import instruments_for
 from .checks import reason
 
 _log = logging.getLogger("techrevati.runtime.fleet")
+#: Clock difference tolerated between this host and Redis when telling an
+#: evicted window from one that simply ended.
+_CLOCK_SLACK_S = 5.0
 
 
 class StoreHealth:
@@ -32,6 +36,10 @@ class StoreHealth:
         self.attrs = {sc.FLEET_SCOPE: scope}
         self._lock = threading.Lock()
         self.down = False
+        #: The scope's window and lease, to tell an evicted window from one that ended.
+        self.window_ms = 0
+        self.lease_s = 0.0
+        self._evicted_window: int | None = None
 
     def failed(self, exc: BaseException, doing: str) -> None:
         """A call of the agent's failed on the store: counted, and logged once per outage."""
@@ -68,3 +76,29 @@ class StoreHealth:
                 was, self.down = self.down, False
             if was:
                 _log.warning("fleet scope %r: store reachable again", self.scope)
+
+    def window_gone(self, window: int, doing: str) -> None:
+        """A settlement found its window's keys gone: evicted, unless the window ended."""
+        if self.window_ms:
+            ends = (window + 1) * self.window_ms / 1000 + self.lease_s
+            if time.time() > ends - _CLOCK_SLACK_S:
+                return  # the window and its lease are over: its keys expired on time
+        self.vanished(window, f"a {doing} found none")
+
+    def vanished(self, window: int, how: str) -> None:
+        """A window's keys vanished mid-window: counted, and logged once per window."""
+        try:
+            instruments_for(None).fleet_evictions.add(1, self.attrs)
+        except Exception:  # telemetry never breaks the agent
+            _log.debug("fleet eviction metric failed", exc_info=True)
+        first = self._evicted_window != window
+        self._evicted_window = window
+        (_log.error if first else _log.debug)(
+            "fleet scope %r: the keys of window %d vanished from Redis mid-window (%s): "
+            "its spend and call count restarted from zero. Redis evicted them "
+            "(maxmemory-policy must be noeviction) or restarted without persistence "
+            "(use appendonly yes); see docs/fleet.md",
+            self.scope,
+            window,
+            how,
+        )

@@ -40,9 +40,6 @@ _log = logging.getLogger("techrevati.runtime.fleet")
 _LEARNED_TTL_MS = 30 * 86_400 * 1000
 _PROBE_POLL_MIN_S = 0.005
 _PROBE_POLL_MAX_S = 0.25
-#: Clock difference tolerated between this host and Redis when telling an
-#: evicted window from one that simply ended.
-_CLOCK_SLACK_S = 5.0
 
 OnStoreError = Literal["refuse", "allow"]
 #: What one admission round trip came to: a hold, or the ms left on a probe's lease.
@@ -170,10 +167,10 @@ class FleetLimits:
         self._lock = threading.Lock()
         self._waiters = ProbeWaiters()
         self._last_window: int | None = None
-        self._evicted_window: int | None = None
+        self._health.window_ms, self._health.lease_s = self._window_ms, self.lease_s
         # The outbox and its callbacks hold the store, the health and the waiters,
         # never this object: pending settlements outlive a scope dropped early.
-        health, waiters, evicted = self._health, self._waiters, self._evicted
+        health, waiters = self._health, self._waiters
 
         def deliver(finish: Finish) -> bool:
             done = store.finish(
@@ -185,7 +182,7 @@ class FleetLimits:
                 ttl_ms=_LEARNED_TTL_MS,
             )
             if done < 0 and finish.mode != "release":
-                evicted(finish)
+                health.window_gone(finish.window, finish.mode)
             return done == 1
 
         def delivered(finish: Finish, booked: bool) -> None:
@@ -464,7 +461,7 @@ class FleetLimits:
         if status == 1:
             window = int(reply[1])
             if len(reply) > 5 and int(reply[5]) and window == self._last_window:
-                self._vanished(window, "its keys were gone at the next admission")
+                self._health.vanished(window, "its keys were gone at the next admission")
             self._last_window = window
             return FleetHold(
                 scope=self.scope,
@@ -549,7 +546,7 @@ class FleetLimits:
             return
         self._health.ok()
         if done < 0 and mode != "release":
-            self._evicted(finish)
+            self._health.window_gone(finish.window, mode)
         self._waiters.wake(finish.model)
         if done == 1:
             _count_cost(finish, self._attrs)
@@ -569,31 +566,6 @@ class FleetLimits:
             windows = [0]
         for window in windows:
             self._outbox.put(Finish(window, hold_id, model, "release", 0), cleanup=True)
-
-    def _evicted(self, finish: Finish) -> None:
-        """A finish found its window's keys gone: evicted, unless the window simply ended."""
-        if self._window_ms:
-            ends = (finish.window + 1) * self._window_ms / 1000 + self.lease_s
-            if time.time() > ends - _CLOCK_SLACK_S:
-                return  # the window and its lease are over: its keys expired on time
-        self._vanished(finish.window, f"a {finish.mode} found none")
-
-    def _vanished(self, window: int, how: str) -> None:
-        try:
-            instruments_for(None).fleet_evictions.add(1, self._attrs)
-        except Exception:  # telemetry never breaks the agent
-            _log.debug("fleet eviction metric failed", exc_info=True)
-        first = self._evicted_window != window
-        self._evicted_window = window
-        (_log.error if first else _log.debug)(
-            "fleet scope %r: the keys of window %d vanished from Redis mid-window (%s): "
-            "its spend and call count restarted from zero. Redis evicted them "
-            "(maxmemory-policy must be noeviction) or restarted without persistence "
-            "(use appendonly yes); see docs/fleet.md",
-            self.scope,
-            window,
-            how,
-        )
 
 
 def _count_cost(finish: Finish, attrs: dict[str, str]) -> None:
