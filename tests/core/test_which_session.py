@@ -183,3 +183,34 @@ def test_no_warning_on_the_thread_that_opened_the_session(otel: Otel) -> None:
         ask(1)  # outside any session, on the session's own thread, after it closed
         with agent_session("w", max_iterations=2, **otel.kwargs()):
             pass
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_context_captured_under_app_spans_that_ended_stays_in_the_session(
+    otel: Otel, depth: int
+) -> None:
+    # Found in review: a context captured under 2+ nested application spans that
+    # ended before the thread ran lost its session (4 of 4 ran, none booked). The
+    # session travels in the OTel context itself, whatever the span ancestry.
+    tracer = otel.tracer_provider.get_tracer("app")  # real, recording spans
+    outcomes: list[str] = []
+    with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
+        spans = [tracer.start_as_current_span(f"app-{k}") for k in range(depth)]
+        for span in spans:
+            span.__enter__()
+        ctx = otel_context.get_current()
+        for span in reversed(spans):
+            span.__exit__(None, None, None)
+
+        def worker() -> None:
+            token = otel_context.attach(ctx)
+            try:
+                outcomes.extend(_attempt(ask, n) for n in range(4))
+            finally:
+                otel_context.detach(token)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    assert outcomes == ["ran", "ran", "refused", "refused"]
+    assert session.tracker.turn_count == 2

@@ -201,7 +201,9 @@ def open_session(
         links=[Link(link) for link in links],
     )
     membership.register(entry, span.get_span_context())
-    context = trace.set_span_in_context(span, parent)
+    context = otel_context.set_value(
+        membership.SESSION_KEY, entry, trace.set_span_in_context(span, parent)
+    )
     if shared_level is not None:
         # The id travels with the session's context: HTTP, gRPC and Celery
         # instrumentations inject W3C baggage into what the session sends.

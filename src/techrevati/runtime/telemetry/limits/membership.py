@@ -73,6 +73,10 @@ if TYPE_CHECKING:
 
 #: The OTel context key under which our turn's entry travels with its context.
 CALL_KEY = otel_context.create_key("techrevati-call")
+#: The OTel context key under which a session's entry travels with every context
+#: derived from the session's own: spans started under it may end before a thread
+#: that captured the context runs, so the span ancestry alone can lose the session.
+SESSION_KEY = otel_context.create_key("techrevati-session")
 
 SpanKey = tuple[int, int]
 
@@ -203,6 +207,8 @@ def session_in(context: Context) -> SessionScope | None:
             owner: SessionScope | None = entry.ledger.session()
             return owner
     carried = context.get(CALL_KEY)
+    if not isinstance(carried, SpanEntry):
+        carried = context.get(SESSION_KEY)
     if isinstance(carried, SpanEntry):
         found: SessionScope | None = carried.ledger.session()
         return found
@@ -334,6 +340,9 @@ def _carried(context: Context) -> SpanEntry | None:
     scope = CURRENT.get()
     if scope is not None:
         return scope.entry
+    session = context.get(SESSION_KEY)
+    if isinstance(session, SpanEntry):
+        return session
     root = root_for_context(context)
     return SpanEntry(root) if root is not None else None
 
