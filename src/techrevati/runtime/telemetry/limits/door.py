@@ -146,6 +146,9 @@ def begin(options: Any, provider: str) -> RequestCall | None:
 
 def watch(request: object, call: RequestCall) -> None:
     """Release the call if this attempt's request is dropped without a response."""
+    entry = call.entry
+    if entry is None or not entry.by_guard:
+        return  # another door's call: the guard holds no reservation of its own to free
     try:
         weakref.finalize(request, _abandoned, call, call.attempt)
     except TypeError:
@@ -199,6 +202,11 @@ def answered(call: RequestCall, result: object) -> object:
         if _streamed_raw(result):
             _defer_to_parse(result, call)
             return result
+        if not call.books:
+            # An open span of another instrumentation is this call and books it from
+            # the same response object: nothing to read twice on every call.
+            call.done = True
+            return result
         found = extract(result)
         if found.usage is None:
             body = _raw_body(result)
@@ -224,9 +232,14 @@ def _raw_body(result: object) -> object:
 
 def _streamed_raw(result: object) -> bool:
     """A raw response of a streamed request (``with_streaming_response``), body not read yet."""
+    # Instance attributes, read from __dict__: getattr on a pydantic response object
+    # for a name it lacks costs ~7 µs, on every call.
+    found = getattr(result, "__dict__", None)
+    if not found:
+        return False
     # openai names the flag _is_sse_stream (1.x and later); _stream in older releases.
-    flag = getattr(result, "_is_sse_stream", getattr(result, "_stream", False))
-    return flag is True and callable(getattr(result, "parse", None))
+    flag = found.get("_is_sse_stream", found.get("_stream"))
+    return flag is True and callable(getattr(type(result), "parse", None))
 
 
 def _defer_to_parse(result: Any, call: RequestCall) -> None:
@@ -267,7 +280,9 @@ def _unparsed(call: RequestCall, wrapped: list[object]) -> None:
 
 
 def _is_stream(result: object) -> bool:
-    return hasattr(result, "_iterator") and hasattr(result, "response")
+    # openai's and anthropic's Stream set both in __init__ (see _streamed_raw on getattr).
+    found = getattr(result, "__dict__", None)
+    return found is not None and "_iterator" in found and "response" in found
 
 
 def finish(

@@ -33,6 +33,7 @@ from ..readings.recognise import (
     model_from_attributes,
     provider_from_attributes,
     read_span,
+    span_attributes,
 )
 from ..readings.tools import read_tool, tool_start
 from . import loops, membership
@@ -67,7 +68,7 @@ class LimitsProcessor(SpanProcessor):
         if found is None:
             return
         under = found
-        attrs = span.attributes
+        attrs = span_attributes(span)
         if not classify_start(span.name, attrs, scope.name if scope is not None else None):
             entry = SpanEntry(
                 under.ledger, under.call, in_library=under.in_library, in_tool=under.in_tool

@@ -51,6 +51,7 @@ __all__ = [
     "provider_from_attributes",
     "read_call",
     "read_span",
+    "span_attributes",
     "usage_from_attributes",
     "warn_no_cache",
 ]
@@ -255,6 +256,10 @@ def classify_start(
 def _int(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
     for key in keys:
         value = attrs.get(key)
+        if value is None:
+            continue
+        if type(value) is int:  # the usual case first: this runs ~5 times per model call
+            return value if value > 0 else 0
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         return max(0, int(value))
@@ -387,6 +392,27 @@ class _SpanLike(Protocol):
     def instrumentation_scope(self) -> _Scope | None: ...
 
 
+def span_attributes(span: object) -> Mapping[str, Any] | None:
+    """A span's attributes as the plain dict the SDK keeps them in, for reading only.
+
+    The SDK hands attributes out as ``BoundedAttributes`` (a started span) or a
+    read-only proxy of one (a finished span); its ``get`` raises and catches
+    ``KeyError`` for every absent key (~0.65 µs). Recognising and reading a span
+    asks for some twenty names, most of them absent, on every model call; the
+    inner dict answers the same reads ten times faster. Any other span's
+    ``attributes`` is returned as it is.
+
+    Example::
+
+        attrs = span_attributes(span)
+    """
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if type(inner) is dict:
+        return inner
+    attributes: Mapping[str, Any] | None = getattr(span, "attributes", None)
+    return attributes
+
+
 def read_span(span: _SpanLike) -> CallReading | None:
     """``read_call`` for an SDK span (started or finished): name, attributes, scope.
 
@@ -395,7 +421,7 @@ def read_span(span: _SpanLike) -> CallReading | None:
         reading = read_span(readable_span)   # in a processor's on_end
     """
     scope = span.instrumentation_scope
-    return read_call(span.name, span.attributes, scope.name if scope is not None else None)
+    return read_call(span.name, span_attributes(span), scope.name if scope is not None else None)
 
 
 def is_same_call(*, ours: bool, enclosing_ours: bool | None, enclosing_taken: bool) -> bool:
