@@ -95,6 +95,7 @@ def test_a_frozen_redis_never_stalls_a_heartbeat_beyond_one_timeout(
     worst, ran = asyncio.run(main())
     assert ran == turns  # on_store_error="allow": they ran on local limits
     assert worst < timeout_s, f"the loop stalled {worst:.3f} s with Redis frozen"
+    print(f"heartbeat: worst gap {worst * 1000:.0f} ms with Redis frozen, {turns} turns")
 
 
 def test_async_settlements_reach_redis_from_the_background(redis_server: RedisServer) -> None:

@@ -339,8 +339,8 @@ class FleetLimits:
             u = tenant.usage()
             print(u.calls, u.spent_usd, u.reserved_usd, u.in_flight)
         """
-        if len(self._outbox):
-            self._outbox.drain(time.monotonic() + 4 * self.timeout_s)
+        # Always: a settlement the flusher is delivering right now is waited for.
+        self._outbox.drain(time.monotonic() + 4 * self.timeout_s)
         try:
             _window, start, calls, spent, reserved, in_flight = self._store.peek(
                 window_ms=self._window_ms, lease_ms=self._lease_ms
@@ -402,8 +402,7 @@ class FleetLimits:
         """Deliver what is pending (bounded), close the Redis connections opened here,
         and stop reporting this scope's gauges."""
         fleet_scopes.forget(self)
-        if len(self._outbox):
-            self.flush()
+        self.flush()
         self._store.close()
 
     def __repr__(self) -> str:
