@@ -143,8 +143,8 @@ def test_unpriced_models_and_calls_without_usage_are_listed() -> None:
     text = render_report(report)
     assert "Unpriced models (no known price; booked at $0): mystery-model (2 calls)" in text
     assert (
-        "Calls without usage: 3 (the response carried no token counts, so their tokens and "
-        "cost are not known)"
+        "Calls without usage: 3 (the response carried no token counts; booked at $0: their "
+        "tokens and cost are not known)"
     ) in text
 
 

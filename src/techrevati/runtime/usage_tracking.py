@@ -435,11 +435,14 @@ class _ModelTotals:
 
 # (model, provider, input, output, cache_write, cache_read, calls, bands) copied
 # out under the lock.
-_TotalsRow = tuple[str, str, int, int, int, int, int, dict[tuple[int, int], list[int]] | None]
+_TotalsRow = tuple[
+    str, str, int, int, int, int, int, dict[tuple[int, int], list[int]] | None, float
+]
 
 
 def _row_cost(row: _TotalsRow) -> float:
-    return _sums_cost(row[0], row[1], (row[2], row[3], row[4], row[5], row[6]), row[7])
+    # Calls whose usage never arrived carry their estimated cost beside the token sums.
+    return _sums_cost(row[0], row[1], (row[2], row[3], row[4], row[5], row[6]), row[7]) + row[8]
 
 
 @dataclass
@@ -617,6 +620,7 @@ class UsageTracker:
                     t.cache_read,
                     t.turns,
                     None if t.bands is None else {k: list(v) for k, v in t.bands.items()},
+                    t.estimated,
                 )
                 for (model, provider), t in self._models.items()
             ]

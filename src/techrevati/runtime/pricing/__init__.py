@@ -87,7 +87,7 @@ _REQUIRED_RATES = ("input_per_million", "output_per_million")
 _OPTIONAL_RATES = ("cache_write_per_million", "cache_read_per_million")
 
 #: Where a call's price came from; the values of ``semconv.COST_SOURCE_*``.
-CostSource = Literal["registered", "bundled", "unpriced", "estimated"]
+CostSource = Literal["registered", "bundled", "unpriced", "estimated", "no_usage"]
 REGISTERED: CostSource = "registered"
 BUNDLED: CostSource = "bundled"
 UNPRICED: CostSource = "unpriced"

@@ -97,6 +97,9 @@ COST_SOURCE: Final = "techrevati.cost.source"
 COST_TREE_USD: Final = "techrevati.cost.tree_usd"
 #: Model calls in a session whose response carried no usage, and calls of unpriced models.
 SESSION_CALLS_WITHOUT_USAGE: Final = "techrevati.session.calls_without_usage"
+#: Of those, the calls a budget booked at an estimate, and what the estimates came to.
+SESSION_CALLS_ESTIMATED: Final = "techrevati.session.calls_estimated"
+SESSION_ESTIMATED_USD: Final = "techrevati.session.estimated_usd"
 SESSION_UNPRICED_CALLS: Final = "techrevati.session.unpriced_calls"
 #: True on a model-call span whose response carried no usage.
 USAGE_MISSING: Final = "techrevati.usage.missing"
@@ -143,6 +146,9 @@ COST_SOURCE_UNPRICED: Final = "unpriced"
 #: under a budget: its request and streamed text, else the model's learned cost,
 #: else the session's ``call_estimate_usd``.
 COST_SOURCE_ESTIMATED: Final = "estimated"
+#: A call whose usage never arrived and that nothing could estimate: booked at $0,
+#: not at a price (``techrevati.usage.missing`` is set too).
+COST_SOURCE_NO_USAGE: Final = "no_usage"
 TOKEN_KIND_CACHE_READ: Final = "cache_read"
 TOKEN_KIND_CACHE_WRITE: Final = "cache_write"
 TOKEN_KIND_REASONING: Final = "reasoning"

@@ -49,7 +49,7 @@ def cost_attributes(amount: float, source: str | None) -> dict[str, Any]:
 
         cost_attributes(0.0125, "registered")
     """
-    if not _on or source is None or source == sc.COST_SOURCE_UNPRICED:
+    if not _on or source is None or source in (sc.COST_SOURCE_UNPRICED, sc.COST_SOURCE_NO_USAGE):
         return {}
     return {
         sc.GEN_AI_USAGE_COST_AMOUNT: amount,

@@ -303,6 +303,9 @@ class TurnCall:
             estimate = claim.leaf.estimate_missing(claim, model, self.provider)
             if estimate is not None:
                 priced = estimate
+        if usage is None and priced.source != sc.COST_SOURCE_ESTIMATED and model:
+            # $0 because nothing was read, not because a price said so.
+            priced = priced._replace(source=sc.COST_SOURCE_NO_USAGE)
         known = priced.known
         span = self.span
         if span.is_recording():

@@ -152,13 +152,26 @@ class UnpricedModelError(BudgetExceededError):
         current_cost_usd: float = 0.0,
         *,
         site: LimitSite | None = None,
+        no_usage: bool = False,
     ) -> None:
         self.model = model
+        #: True when the model's price is known but an earlier call of it returned no
+        #: usage and nothing could estimate what it cost.
+        self.no_usage = no_usage
         BudgetExceededError.__init__(self, budget_usd, current_cost_usd, site=site)
 
     def _message(self) -> str:
         budget = usd_pair(self.budget_usd, self.budget_usd, strict=False)[0]
         owner = self.site.describe_owner() if self.site is not None else "the session"
+        if getattr(self, "no_usage", False):
+            return (
+                f"an earlier call of model {self.model!r} returned no token usage and nothing "
+                f"could estimate its cost, so the enforced budget of ${budget} of {owner} "
+                "cannot hold; this call was refused before it ran: nothing was sent and "
+                "nothing was booked. Return the provider's usage (or pass usage=), set "
+                "call_estimate_usd= on the session, or open it with allow_unpriced=True "
+                "to accept such calls at $0"
+            )
         return (
             f"model {self.model!r} has no known price, so the enforced budget of ${budget} "
             f"of {owner} cannot hold; this call was refused before it ran: nothing was sent "
@@ -170,7 +183,14 @@ class UnpricedModelError(BudgetExceededError):
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_unpriced_error,
-            (type(self), self.model, self.budget_usd, self.current_cost_usd, self.site),
+            (
+                type(self),
+                self.model,
+                self.budget_usd,
+                self.current_cost_usd,
+                self.site,
+                getattr(self, "no_usage", False),
+            ),
             self.__dict__,
         )
 
@@ -181,9 +201,10 @@ def _rebuild_unpriced_error(
     budget: float,
     current: float,
     site: LimitSite | None,
+    no_usage: bool = False,
 ) -> UnpricedModelError:
     error = cls.__new__(cls)
-    UnpricedModelError.__init__(error, model, budget, current, site=site)
+    UnpricedModelError.__init__(error, model, budget, current, site=site, no_usage=no_usage)
     return error
 
 

@@ -156,9 +156,14 @@ class Ledger:
     spent_nano: int = 0
     reserved_nano: int = 0
     calls_without_usage: int = 0
+    calls_estimated: int = 0
+    estimated_usd: float = 0.0
     unpriced_calls: int = 0
     crossed: bool = False
     learned: dict[str, float] = field(default_factory=dict, repr=False)
+    #: Models an enforced budget cannot price here: a call returned no usage and
+    #: nothing could estimate it (refused from then on unless allow_unpriced).
+    uncosted: set[str] = field(default_factory=set, repr=False)
     #: Probe calls in flight, by model (kept on the tree's root).
     probes: dict[str, Probe] = field(default_factory=dict, repr=False)
     #: Keys of this session's open spans, dropped with the session.
@@ -317,6 +322,15 @@ class Ledger:
             )
             error = UnpricedModelError(
                 model, owner.budget_usd or 0.0, site=self.site(owner, ran=False)
+            )
+            self._refuse(sc.LIMIT_UNPRICED, error, owner)
+        if self.uncosted and model in self.uncosted and not force and not self.allow_unpriced:
+            owner = next(
+                (lv for lv in self._chain if lv.enforce_budget and lv.budget_usd is not None),
+                self,
+            )
+            error = UnpricedModelError(
+                model, owner.budget_usd or 0.0, site=self.site(owner, ran=False), no_usage=True
             )
             self._refuse(sc.LIMIT_UNPRICED, error, owner)
         expected_nano = booking_nano(expected, f"expected cost of {model!r}")
@@ -588,6 +602,9 @@ class Ledger:
                         learned[model] = cost
             if missing:
                 leaf.calls_without_usage += 1
+                if cost and isinstance(price, PricedCall) and price.source == ESTIMATED:
+                    leaf.calls_estimated += 1
+                    leaf.estimated_usd += cost
             if unpriced and model:
                 leaf.unpriced_calls += 1
         if claim.probe is not None:
@@ -602,18 +619,28 @@ class Ledger:
             if not priced_by_core and cost and leaf.on_unpriced_cost is not None:
                 leaf.on_unpriced_cost(model, snapshot, cost)
         if missing and model and leaf._enforced:
-            booked = (
-                f"at an estimate (${cost:.6f}; {sc.COST_SOURCE}={ESTIMATED!r})"
-                if cost
-                else "at $0 (nothing to estimate it from)"
-            )
+            if not cost and not leaf.allow_unpriced and len(leaf.uncosted) < _LEARNED_LIMIT:
+                # No call is free under an enforced budget: the next one is refused.
+                leaf.uncosted.add(model)
+            if cost:
+                booked = (
+                    f"at an estimate (${cost:.6f}, counted as estimated on the spans, the "
+                    "session span and the report)"
+                )
+            elif leaf.allow_unpriced:
+                booked = "at $0 (nothing to estimate it from; allow_unpriced=True accepts that)"
+            else:
+                booked = (
+                    "at $0 (nothing to estimate it from); further calls of this model in "
+                    "this session are refused (UnpricedModelError) unless call_estimate_usd= "
+                    "or allow_unpriced=True says what they cost"
+                )
             leaf._warn_once(
                 "usage",
                 model,
-                f"a call of model {model!r} returned no token usage, so it was booked "
-                f"{booked} under an enforced budget; pass usage= (or enable usage "
-                'reporting, e.g. stream_options={"include_usage": True}) so the budget holds '
-                "exactly",
+                f"a call of model {model!r} returned no token usage under an enforced budget, "
+                f"so it was booked {booked}; pass usage= (or enable usage reporting, e.g. "
+                'stream_options={"include_usage": True}) so the budget holds exactly',
             )
         if crossings is not None:
             for level in crossings:
@@ -734,6 +761,9 @@ def describe(ledger: Ledger) -> dict[str, Any]:
         sc.SESSION_CALLS_WITHOUT_USAGE: ledger.calls_without_usage,
         sc.SESSION_UNPRICED_CALLS: ledger.unpriced_calls,
     }
+    if ledger.calls_estimated:
+        rollup[sc.SESSION_CALLS_ESTIMATED] = ledger.calls_estimated
+        rollup[sc.SESSION_ESTIMATED_USD] = ledger.estimated_usd
     if ledger._fleet_chain:
         rollup[sc.FLEET_SCOPES] = [str(fleet.scope) for fleet in ledger._fleet_chain]
     return rollup

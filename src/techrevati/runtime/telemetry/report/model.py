@@ -65,6 +65,9 @@ class SessionRow:
     start_ns: int = 0
     calls_without_usage: int = 0
     unpriced_calls: int = 0
+    #: Calls without usage that a budget booked at an estimate, and their cost.
+    calls_estimated: int = 0
+    estimated_cost_usd: float = 0.0
     #: The session span's ids: what the HTML report's session tree links by.
     trace_id: str = ""
     span_id: str = ""
@@ -362,6 +365,9 @@ def build_report(
             total.cost_usd += call.cost
             total.calls_without_usage += int(call.without_usage)
             total.unpriced_calls += int(call.unpriced)
+            if call.estimated:
+                total.calls_estimated += 1
+                total.estimated_cost_usd += call.cost
         else:
             outside.cost += call.cost
             outside_without_usage += int(call.without_usage)
@@ -433,6 +439,16 @@ def build_report(
         session.unpriced_calls = int(
             _rollup(attrs, sc.SESSION_UNPRICED_CALLS, totals.unpriced_calls)
         )
+        # Estimated calls with no span of their own (booked by the client guard)
+        # are known only from the session's roll-up.
+        rolled_estimated = int(_rollup(attrs, sc.SESSION_CALLS_ESTIMATED, 0))
+        session.calls_estimated = max(rolled_estimated, totals.calls_estimated)
+        session.estimated_cost_usd = max(
+            _rollup(attrs, sc.SESSION_ESTIMATED_USD, 0.0), totals.estimated_cost_usd
+        )
+        if rolled_estimated > totals.calls_estimated:
+            estimated_calls += rolled_estimated - totals.calls_estimated
+            estimated_cost += session.estimated_cost_usd - totals.estimated_cost_usd
         unattributed += session.cost_usd - totals.cost_usd
         scopes = attrs.get(sc.FLEET_SCOPES)
         if isinstance(scopes, list | tuple):

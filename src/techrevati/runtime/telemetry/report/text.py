@@ -212,16 +212,24 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
         )
         out += ["", f"Unpriced models (no known price; booked at $0): {listed}"]
     if report.calls_without_usage:
+        estimated = min(report.calls_estimated, report.calls_without_usage)
+        rest = report.calls_without_usage - estimated
+        how = (
+            f"{estimated} booked at an estimate, {rest} at $0"
+            if estimated
+            else "booked at $0: their tokens and cost are not known"
+        )
         out += [
             "",
             f"Calls without usage: {report.calls_without_usage} (the response carried no token "
-            "counts, so their tokens and cost are not known)",
+            f"counts; {how})",
         ]
     if report.calls_estimated:
         out.append(
             f"Booked at an estimate: {_plural(report.calls_estimated, 'call')}, $"
             f"{_usd(report.estimated_cost_usd)} (usage never arrived; a budget counted them "
-            "from their request and streamed text, else the model's learned cost)"
+            "from their request and streamed text, else the model's learned cost, else the "
+            "session's call_estimate_usd)"
         )
 
     looped = [(n, row) for n, row in enumerate(report.sessions, 1) if row.loops]

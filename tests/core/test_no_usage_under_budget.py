@@ -1,0 +1,79 @@
+"""No call is free under an enforced budget, even when nothing can estimate it.
+
+A call whose usage never arrives is booked at an estimate when there is one;
+when there is none (no request the guard saw, no learned cost, no
+``call_estimate_usd``), it is booked at $0 once and the model's next call in
+that session is refused, naming the three ways to say what such calls cost.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from otel_harness import Otel
+from techrevati.runtime import (
+    BudgetExceededError,
+    UnpricedModelError,
+    agent_session,
+    agent_turn,
+)
+from techrevati.runtime.telemetry import semconv as sc
+
+pytestmark = pytest.mark.usefixtures("priced")
+
+
+@agent_turn("model-a")
+def ask() -> str:
+    return "text, no usage"
+
+
+def test_the_second_uncostable_call_is_refused_before_it_runs(otel: Otel) -> None:
+    ran = 0
+    with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+        ask()
+        ran += 1
+        with pytest.raises(UnpricedModelError) as refused:
+            ask()
+    assert ran == 1
+    assert session.tracker.turn_count == 1
+    error = refused.value
+    assert isinstance(error, BudgetExceededError)
+    assert error.no_usage is True and error.model == "model-a"
+    assert "returned no token usage" in str(error) and "call_estimate_usd" in str(error)
+    again = pickle.loads(pickle.dumps(error))
+    assert (str(again), again.no_usage) == (str(error), True)
+    (turn,) = otel.spans("chat model-a")
+    # $0 because nothing was read, not because a price said so.
+    assert turn.attributes[sc.COST_SOURCE] == sc.COST_SOURCE_NO_USAGE
+    assert turn.attributes[sc.USAGE_MISSING] is True
+
+
+def test_allow_unpriced_accepts_them_at_zero(otel: Otel) -> None:
+    with agent_session(
+        "w", budget_usd=1.0, enforce_budget=True, allow_unpriced=True, **otel.kwargs()
+    ) as session:
+        for _ in range(3):
+            ask()
+    assert session.tracker.turn_count == 3
+
+
+def test_a_call_estimate_books_them_at_the_estimate(otel: Otel) -> None:
+    with agent_session(
+        "w", budget_usd=0.25, enforce_budget=True, call_estimate_usd=0.1, **otel.kwargs()
+    ) as session:
+        ask()
+        ask()
+        with pytest.raises(BudgetExceededError):
+            ask()  # 0.2 spent + 0.1 reserved would pass 0.25: the third is refused or crosses
+    assert session.summary()["usage"]["total_cost_usd"] == pytest.approx(0.3, abs=0.1)
+    turns = otel.spans("chat model-a")
+    assert {t.attributes[sc.COST_SOURCE] for t in turns} == {sc.COST_SOURCE_ESTIMATED}
+
+
+def test_without_an_enforced_budget_nothing_is_refused(otel: Otel) -> None:
+    with agent_session("w", budget_usd=1.0, **otel.kwargs()) as session:
+        for _ in range(3):
+            ask()
+    assert session.tracker.turn_count == 3
