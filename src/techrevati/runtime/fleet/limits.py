@@ -308,7 +308,7 @@ class FleetLimits:
         """
         actual = checks.number("actual_usd", actual_usd, positive=False, optional=False)
         if self._claim(hold):
-            self._finish(hold, "settle", booking_nano(actual or 0.0, f"cost of {hold.model!r}"))
+            self._finish(hold, "settle", booking_nano(actual or 0.0, "cost of {!r}", hold.model))
 
     def release(self, hold: FleetHold, *, ran: bool = True) -> None:
         """Drop the hold's reservation without booking a cost. Never raises.
@@ -439,7 +439,7 @@ class FleetLimits:
             raise TypeError(f"reserve() model must be a str, got {model!r}")
         expected = checks.number("expected_usd", expected_usd, positive=False, optional=False)
         model = checks.model_key(model)
-        return model, booking_nano(expected or 0.0, f"fleet reservation of {model!r}")
+        return model, booking_nano(expected or 0.0, "fleet reservation of {!r}", model)
 
     def _admit(self, model: str, expected_nano: int, hold_id: str, force: bool) -> list[Any]:
         return self._store.admit(

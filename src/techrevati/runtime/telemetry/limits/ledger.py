@@ -333,7 +333,7 @@ class Ledger:
                 model, owner.budget_usd or 0.0, site=self.site(owner, ran=False), no_usage=True
             )
             self._refuse(sc.LIMIT_UNPRICED, error, owner)
-        expected_nano = booking_nano(expected, f"expected cost of {model!r}")
+        expected_nano = booking_nano(expected, "expected cost of {!r}", model)
         wait: Probe | None = None
         started: Probe | None = None
         with self._lock:
@@ -418,7 +418,7 @@ class Ledger:
         For a call admitted with nothing known: later admissions then see it.
         Never refuses (the call is already running).
         """
-        expected_nano = booking_nano(expected, f"expected cost of {claim.model!r}")
+        expected_nano = booking_nano(expected, "expected cost of {!r}", claim.model)
         leaf = claim.leaf
         with leaf._lock:
             delta = expected_nano - claim.expected_nano
@@ -572,7 +572,7 @@ class Ledger:
                 if price is None
                 else tracker.record_priced(model, snapshot, price)
             )
-            cost_nano = booking_nano(cost, f"cost of a {model!r} call")
+            cost_nano = booking_nano(cost, "cost of a {!r} call", model)
             cost = to_usd(cost_nano)
         crossings: list[Ledger] | None = None
         with leaf._lock:

@@ -60,8 +60,15 @@ def to_usd(nano: int) -> float:
     return nano / NANO
 
 
-def booking_nano(usd: float, what: str) -> int:
+_NO_SUBJECT = object()
+
+
+def booking_nano(usd: float, what: str, subject: object = _NO_SUBJECT) -> int:
     """One call's cost or reservation in nano-dollars, clamped to ``[0, MAX_CALL_USD]``.
+
+    ``what`` labels the amount in the log line; with ``subject`` it is a
+    ``str.format`` pattern filled with it (``"cost of {!r}"``, the model) only
+    when a line is logged, so the per-call path formats nothing.
 
     A value outside the bound (NaN, infinite, negative, or above
     ``MAX_CALL_USD``) never disables a limit: it is clamped (NaN and
@@ -82,7 +89,7 @@ def booking_nano(usd: float, what: str) -> int:
         clamped = MAX_CALL_NANO if value > MAX_CALL_USD else 0
     else:
         clamped = 0
-    _warn_clamp(what, usd, clamped)
+    _warn_clamp(what if subject is _NO_SUBJECT else what.format(subject), usd, clamped)
     return clamped
 
 
