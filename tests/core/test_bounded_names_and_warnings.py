@@ -67,7 +67,12 @@ def test_a_10_mb_role_model_and_tool_make_bounded_names(otel: Otel) -> None:
         assert len(name) == len(operation) + 1 + NAME_LIMIT, operation
         assert name.endswith("…")
     for span in otel.spans():
-        for key in ("gen_ai.agent.name", "gen_ai.request.model", "gen_ai.tool.name"):
+        for key in (
+            "gen_ai.agent.name",
+            "gen_ai.agent.id",
+            "gen_ai.request.model",
+            "gen_ai.tool.name",
+        ):
             value = dict(span.attributes or {}).get(key)
             assert value is None or len(str(value)) <= NAME_LIMIT, (span.name, key)
     values = _label_values(otel)

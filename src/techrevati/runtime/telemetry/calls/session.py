@@ -172,7 +172,8 @@ def open_session(
         sc.GEN_AI_AGENT_NAME: shown,
     }
     if agent_id or worker_id:
-        attributes[sc.GEN_AI_AGENT_ID] = agent_id or worker_id
+        # Worker ids embed the role: bounded like every name we create.
+        attributes[sc.GEN_AI_AGENT_ID] = bounded_name(agent_id or worker_id)
     # 128 random bits: worker ids are short and only unique within one registry,
     # while conversations from every process meet in one trace store.
     attributes[sc.GEN_AI_CONVERSATION_ID] = conversation
@@ -226,7 +227,7 @@ def open_session(
         parent=parent_scope,
         owner=owner,
         agent_attrs={sc.GEN_AI_AGENT_NAME: shown},
-        span_stamp={sc.GEN_AI_AGENT_ID: agent_id} if agent_id else {},
+        span_stamp={sc.GEN_AI_AGENT_ID: bounded_name(agent_id)} if agent_id else {},
         shared=shared_level,
     )
     previous_listener = ledger.on_limit
