@@ -293,3 +293,14 @@ def test_bad_options_name_the_value(kwargs: dict[str, Any], error: type, message
     assert message in str(caught.value)
     with pytest.raises(error):
         agent_session("r", **kwargs)
+
+
+def test_a_finished_session_keeps_no_fingerprints(otel: Otel) -> None:
+    tools = Tools()
+    with agent_session("researcher", **otel.kwargs()) as session:
+        for i in range(10):
+            tools.search(f"q{i}")
+        watch = session._scope.loops if session._scope is not None else None
+        assert watch is not None and len(watch._seen) == 10
+    assert len(watch._seen) == 0 and len(watch._recent) == 0
+    tools.search("after")  # a late call of a closed session's block is harmless

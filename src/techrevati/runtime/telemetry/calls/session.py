@@ -340,8 +340,10 @@ def close_session(
     cost = tracker.total_cost()
     span = scope.span
     loops = scope.loops
-    if loops is not None and loops.detections:
-        span.set_attribute(sc.SESSION_LOOPS, loops.detections)
+    if loops is not None:
+        loops.close()
+        if loops.detections:
+            span.set_attribute(sc.SESSION_LOOPS, loops.detections)
     span.set_attributes(
         {
             sc.SESSION_OUTCOME: outcome,

@@ -291,6 +291,14 @@ class LoopWatch:
         self._recent: deque[int] = deque(maxlen=guard.window)
         self._epoch = 0
 
+    def close(self) -> None:
+        """The session ended: drop the fingerprints (a finished session may be kept for
+        its summary; its recent calls are no use then). ``detections`` stays."""
+        with self._lock:
+            self._seen.clear()
+            self._recent.clear()
+        self.on_detect = None
+
     def key(self, tool: str, arguments: object) -> int | None:
         """The fingerprint of a call of ``tool`` with ``arguments``; None for an ignored tool."""
         name = normalise_name(tool)
