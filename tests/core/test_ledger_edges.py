@@ -582,3 +582,23 @@ def test_a_turn_whose_span_cannot_start_is_neither_counted_nor_reserved() -> Non
         with pytest.raises(MaxIterationsExceededError):
             ask()
         assert (ledger.iterations, ledger.spent, ledger.reserved) == (3, 3.0, 0.0)
+
+
+def test_an_abandoned_probe_makes_at_most_one_call_wait() -> None:
+    # A model's probe whose call never ends (a stream dropped unread) held every later
+    # first call of that model for probe_wait_s each; now one wait at most, then the
+    # next call probes anew.
+    import time
+
+    from techrevati.runtime.telemetry.limits.ledger import Ledger
+    from techrevati.runtime.usage_tracking import UsageTracker
+
+    ledger = Ledger(UsageTracker(), budget_usd=1.0, enforce_budget=True, probe_wait_s=0.2)
+    ledger.attach(None)
+    abandoned = ledger.admit("m", 0.0, ours=True, probe=True)
+    assert abandoned.probe is not None
+    time.sleep(0.25)
+    started = time.monotonic()
+    again = ledger.admit("m", 0.0, ours=True, probe=True)  # no wait: the old probe is lost
+    assert time.monotonic() - started < 0.15
+    assert again.probe is not None and again.probe is not abandoned.probe

@@ -365,7 +365,7 @@ class Ledger:
         """(a probe to wait for, or the probe this call starts); both None: just admit."""
         root = self._chain[-1]
         running = root.probes.get(model)
-        if running is not None and not running.ended:
+        if running is not None and not running.ended and not running.lost(self.probe_wait_s):
             return running, None
         if self.learned_cost(model) is not None or any(
             level.call_estimate_usd is not None for level in self._chain

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 
 __all__ = ["DEFAULT_PROBE_WAIT_S", "Probe"]
 
@@ -33,10 +34,11 @@ DEFAULT_PROBE_WAIT_S = 30.0
 class Probe:
     """One model's first call in flight; others of that model wait for its end."""
 
-    __slots__ = ("_done", "_lock", "_waiters", "model")
+    __slots__ = ("_done", "_lock", "_waiters", "model", "started")
 
     def __init__(self, model: str) -> None:
         self.model = model
+        self.started = time.monotonic()
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -45,6 +47,12 @@ class Probe:
     def ended(self) -> bool:
         """True once the probe settled or failed."""
         return self._done.is_set()
+
+    def lost(self, after_s: float) -> bool:
+        """True when the probe is still open ``after_s`` after it started: its call was
+        abandoned (a stream never read to its end) or hangs. Every waiter has given up
+        by then, so the next call probes anew instead of waiting for it too."""
+        return not self.ended and time.monotonic() - self.started >= after_s
 
     def end(self) -> None:
         """The probe settled or failed: wake every waiter (threads and coroutines)."""
