@@ -1,9 +1,10 @@
 """Which session a call is in: one answer for every door, in the set-ups users have.
 
-Threads that carry the OpenTelemetry context (``context.attach``, and
-OpenTelemetry's real ``ThreadingInstrumentor``) are in the session whose span
-they carry, so its cap holds there; asyncio, ``to_thread`` and anyio keep
-working; a plain thread that carries nothing gets one warning per session.
+Threads that carry the OpenTelemetry context (``context.attach`` here; the real
+``ThreadingInstrumentor`` in ``tests/interop/test_threading_instrumentor.py``)
+are in the session whose span they carry, so its cap holds there; asyncio,
+``to_thread`` and anyio keep working; a plain thread that carries nothing gets
+one warning per session.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
 import pytest
 from opentelemetry import context as otel_context
-from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
 from otel_harness import Otel
 from techrevati.runtime import (
@@ -26,9 +25,7 @@ from techrevati.runtime import (
     UsageSnapshot,
     agent_session,
     agent_turn,
-    tool_call,
 )
-from techrevati.runtime.telemetry.calls.instrument import current_session
 
 pytestmark = pytest.mark.usefixtures("priced")
 
@@ -78,48 +75,6 @@ def test_thread_attaching_the_session_context_is_capped(otel: Otel) -> None:
     assert len(turns) == 2
     assert all(t.parent is not None for t in turns)
     assert {t.parent.span_id for t in turns if t.parent} == {session_span.context.span_id}
-
-
-@pytest.fixture
-def threading_instrumented() -> Iterator[None]:
-    instrumentor = ThreadingInstrumentor()
-    instrumentor.instrument()
-    try:
-        yield
-    finally:
-        instrumentor.uninstrument()
-
-
-@pytest.mark.usefixtures("threading_instrumented")
-def test_threading_instrumentor_threads_and_executors_count(otel: Otel) -> None:
-    with agent_session("w", max_iterations=3, **otel.kwargs()) as session:
-        # A plain Thread: ThreadingInstrumentor carries the OTel context into it.
-        outcomes: list[str] = []
-        thread = threading.Thread(target=lambda: outcomes.extend(_attempt(ask, n) for n in (1, 2)))
-        thread.start()
-        thread.join()
-        # An executor: the same instrumentor wraps submit().
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            outcomes.extend(pool.map(lambda n: _attempt(ask, n), range(3)))
-    assert sorted(outcomes) == ["ran"] * 3 + ["refused"] * 2
-    assert session.tracker.turn_count == 3
-    assert session._iteration_count == 3
-
-
-@pytest.mark.usefixtures("threading_instrumented")
-def test_tool_in_an_instrumented_thread_is_in_the_session(otel: Otel) -> None:
-    @tool_call()
-    def lookup(term: str) -> str:
-        return term
-
-    seen: list[object] = []
-    with agent_session("w", **otel.kwargs()) as session:
-        thread = threading.Thread(target=lambda: seen.append((lookup("x"), current_session())))
-        thread.start()
-        thread.join()
-    assert seen == [("x", session._scope)]
-    tool = otel.span("execute_tool lookup")
-    assert tool.attributes is not None and tool.attributes["gen_ai.agent.name"] == "w"
 
 
 def test_asyncio_to_thread_and_anyio_keep_working(otel: Otel) -> None:

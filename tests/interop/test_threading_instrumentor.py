@@ -1,0 +1,64 @@
+"""Threads carrying the session's OpenTelemetry context: the real ThreadingInstrumentor.
+
+``opentelemetry-instrumentation-threading`` pins ``opentelemetry-instrumentation``
+to its own release, which conflicts with the dev set, so the scenario
+(``threading_scenario.py``) runs in its own cached venv (``envs/threading.txt``,
+built by ``make interop-venvs``) with this checkout's ``src`` on the path.
+The same rule without the instrumentor (``context.attach`` by hand, asyncio,
+``to_thread``, anyio) is tested in ``tests/core/test_which_session.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import venvs  # noqa: E402
+from threading_scenario import RESULT_MARK  # noqa: E402
+
+SRC = HERE.parent.parent / "src"
+ONE_CALL = 0.0045  # 1000 in + 100 out at $3 / $15 per million
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("OTEL_SDK_DISABLED", None)
+    done = subprocess.run(
+        [str(venvs.python("threading")), str(HERE / "threading_scenario.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith(RESULT_MARK):
+            found: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
+            return found
+    raise AssertionError(f"no result (exit {done.returncode})\n{done.stderr[-3000:]}")
+
+
+def test_a_thread_with_the_sessions_context_is_capped(results: dict[str, Any]) -> None:
+    # Issue 20: 4 turns in a thread under max_iterations=2 all ran, booked $0.
+    assert results["thread"] == {
+        "outcomes": ["ran", "ran", "refused", "refused"],
+        "turns": 2,
+        "cost": 2 * ONE_CALL,
+    }
+
+
+def test_threads_and_executors_count_against_one_cap(results: dict[str, Any]) -> None:
+    assert results["mixed"] == {"outcomes": ["ran"] * 3 + ["refused"] * 2, "iterations": 3}
+
+
+def test_a_tool_in_an_instrumented_thread_is_in_the_session(results: dict[str, Any]) -> None:
+    assert results["tool"] == {"in_session": [True], "agent": ["t"]}
