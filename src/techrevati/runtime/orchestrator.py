@@ -318,7 +318,11 @@ class _SessionBase(Generic[B]):
             ).with_data({"budget_usd": error.budget_usd})
         )
         logger.warning(
-            "budget_exceeded",
+            "budget_exceeded: session %r (%s) spent %s of its $%s budget",
+            self.role,
+            self.worker.worker_id,
+            self.tracker.format_cost(),
+            error.budget_usd,
             extra=self._log_extra(
                 budget_usd=error.budget_usd,
                 current_cost_usd=error.current_cost_usd,

@@ -237,7 +237,10 @@ class BudgetExceededError(Exception):
         elif crossed:
             hint = "Raise budget_usd, or end the loop before it reaches the budget."
         else:
-            hint = "Raise budget_usd; every further call of this session is refused."
+            hint = (
+                "Raise budget_usd; calls are refused while what was spent plus what calls "
+                "in flight reserve stays at the budget."
+            )
         return f"{head} {site.what_happened()} {hint}"
 
     def __reduce__(self) -> tuple[Any, ...]:

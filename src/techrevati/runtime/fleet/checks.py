@@ -104,6 +104,9 @@ def scope_name(scope: object) -> str:
         raise ValueError(
             f"FleetLimits scope must be valid Unicode text (no lone surrogates), got {scope!r}"
         ) from exc
+    if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in scope):
+        # A NUL or an escape sequence in a key name ends up in logs, labels and terminals.
+        raise ValueError(f"FleetLimits scope must not contain control characters, got {scope!r}")
     return scope
 
 

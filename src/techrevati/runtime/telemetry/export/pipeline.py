@@ -307,10 +307,13 @@ class BoundedSpanProcessor(SpanProcessor):
             self._batch.on_end(span)
         elif first_drop:
             _logger.warning(
-                "telemetry export %r is not keeping up (collector slow or down?): its queue "
-                "of %d spans is full, so new spans are dropped. Logged once; the count is in "
+                "telemetry export %r is not keeping up (%s): its queue of %d spans is full, "
+                "so new spans are dropped. Logged once; the count is in "
                 "TelemetryHandle.stats().",
                 self.name,
+                "the local spans file is written slower than spans arrive"
+                if self.name == "local"
+                else "collector slow or down?",
                 self._max_pending,
             )
 
