@@ -139,6 +139,11 @@ def begin(options: Any, provider: str) -> RequestCall | None:
             estimate = request_estimate_usd(model, body, provider)
             if estimate:
                 ledger.top_up(claim, estimate)
+    if not created and not (body is not None and body.get("stream")):
+        # An open span of another instrumentation is this call and books it from the
+        # response; only a stream is watched (its text estimates a call without usage).
+        _IN_FLIGHT.set(None)
+        return None
     call = RequestCall(key, entry, created, provider, model, body)
     _IN_FLIGHT.set(call)
     return call
