@@ -347,7 +347,7 @@ class FleetLimits:
             )
         except self._store_errors as exc:
             self._health.failed(exc, "usage")
-            raise FleetUnavailableError(self.scope, checks.reason(exc)) from None
+            raise FleetUnavailableError(self.scope, checks.reason(exc), "usage()") from None
         self._health.ok()
         return FleetUsage(
             scope=self.scope,
@@ -372,7 +372,7 @@ class FleetLimits:
             nano = self._store.learned(checks.model_key(model))
         except self._store_errors as exc:
             self._health.failed(exc, "learned_cost")
-            raise FleetUnavailableError(self.scope, checks.reason(exc)) from None
+            raise FleetUnavailableError(self.scope, checks.reason(exc), "learned_cost()") from None
         return None if nano is None else nano / NANO
 
     @property

@@ -221,18 +221,27 @@ class FleetUnavailableError(Exception):
             print(err.scope)
     """
 
-    def __init__(self, scope: str, reason: str) -> None:
+    def __init__(self, scope: str, reason: str, reading: str | None = None) -> None:
         self.scope = scope
         self.reason = reason
-        super().__init__(
-            f"fleet scope {scope!r} is unavailable ({reason}): this call was refused before "
-            "it ran (on_store_error='refuse'), nothing was sent or booked. Check that its "
-            "Redis answers, or use on_store_error='allow' to run on the session's own limits "
-            "while it is down"
-        )
+        #: Set when a read (``usage()``, ``learned_cost()``) failed, not an admission.
+        self.reading = reading
+        if reading is not None:
+            message = (
+                f"fleet scope {scope!r} is unavailable ({reason}): {reading} could not be "
+                "read. Nothing was refused or booked by this; check that its Redis answers"
+            )
+        else:
+            message = (
+                f"fleet scope {scope!r} is unavailable ({reason}): this call was refused "
+                "before it ran (on_store_error='refuse'), nothing was sent or booked. Check "
+                "that its Redis answers, or use on_store_error='allow' to run on the "
+                "session's own limits while it is down"
+            )
+        super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.scope, self.reason), self.__dict__)
+        return (type(self), (self.scope, self.reason, self.reading), self.__dict__)
 
 
 class LoopDetectedError(Exception):
