@@ -54,8 +54,8 @@ collector: $(STAMP)
 # tests/interop/envs/ gets its own venv, cached under ~/.cache/techrevati/ by a
 # hash of its requirements (built in parallel; a warm cache costs nothing).
 # The largest, `frameworks` (pydantic-ai, openai-agents, langgraph, smolagents and
-# their instrumentations, ~110 packages), builds cold in 93 s on 2 quiet cores
-# (45 CPU-s, no pip cache; 242 s with the machine at load 10), beside the others.
+# their instrumentations, ~110 packages), builds cold in 86 s on 2 cores at load ~2
+# (48 CPU-s, no pip cache; 242 s with the machine at load 10), beside the others.
 interop-venvs:
 	$(PYTHON) tests/interop/venvs.py
 
