@@ -69,4 +69,4 @@ def test_a_tool_in_an_instrumented_thread_is_in_the_session(results: dict[str, A
 
 def test_the_result_marker_matches_the_scenarios() -> None:
     source = (HERE / "threading_scenario.py").read_text(encoding="utf-8")
-    assert f"RESULT_MARK = {RESULT_MARK!r}" in source
+    assert f'RESULT_MARK = "{RESULT_MARK}"' in source
