@@ -18,7 +18,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from fleet.redis_server import RedisServer
+from fleet.redis_server import RedisServer, free_port
 from techrevati.runtime import agent_session
 from techrevati.runtime.fleet.sessions import RedisSessionStore
 from techrevati.runtime.telemetry import semconv as sc
@@ -27,15 +27,9 @@ TESTS = Path(__file__).resolve().parents[1]
 SRC = TESTS.parent / "src"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def service(redis_server: RedisServer) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "TECHREVATI_TEST_REDIS_URL": redis_server.url,

@@ -53,13 +53,14 @@ def session_span(exporter: InMemorySpanExporter) -> Any:
 
 @pytest.mark.parametrize("own_session", [True, False], ids=["child sessions", "bare calls"])
 def test_three_processes_share_one_cap_of_ten(
+    redis_server: Any,
     store: RedisSessionStore,
     spans: tuple[TracerProvider, InMemorySpanExporter],
     own_session: bool,
 ) -> None:
     provider, exporter = spans
     with agent_session("planner", max_iterations=10, shared=True, tracer_provider=provider):
-        outcomes = run_children(store_url(store), 3, 10, own_session)
+        outcomes = run_children(redis_server.url, 3, 10, own_session)
     assert sum(o["ran"] for o in outcomes) == 10
     assert sum(o["refused"] for o in outcomes) == 20
     assert {e for o in outcomes for e in o["errors"]} == {"MaxIterationsExceededError"}
@@ -81,13 +82,13 @@ def test_three_processes_share_one_cap_of_ten(
 
 
 def test_a_five_dollar_budget_runs_at_most_five_one_dollar_calls(
-    store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
+    redis_server: Any, store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
     provider, exporter = spans
     with agent_session(
         "planner", budget_usd=5.0, enforce_budget=True, shared=True, tracer_provider=provider
     ):
-        outcomes = run_children(store_url(store), 3, 5, True)
+        outcomes = run_children(redis_server.url, 3, 5, True)
     ran = sum(o["ran"] for o in outcomes)
     # Usage known up front: each call reserves exactly $1, so the fifth reaches the
     # budget exactly and the sixth is refused before it runs.
@@ -97,7 +98,7 @@ def test_a_five_dollar_budget_runs_at_most_five_one_dollar_calls(
 
 
 def test_the_parents_own_calls_and_its_childrens_share_the_cap(
-    store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
+    redis_server: Any, store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
     provider, exporter = spans
     with agent_session(
@@ -107,14 +108,9 @@ def test_the_parents_own_calls_and_its_childrens_share_the_cap(
             session.run_turn(
                 lambda: "ok", model=children.MODEL, usage=UsageSnapshot(input_tokens=1)
             )
-        outcomes = run_children(store_url(store), 2, 5, True)
+        outcomes = run_children(redis_server.url, 2, 5, True)
     assert sum(o["ran"] for o in outcomes) == 4
     assert session_span(exporter).attributes[sc.COST_TREE_USD] == pytest.approx(6.0)
-
-
-def store_url(store: RedisSessionStore) -> str:
-    kwargs = store._client.connection_pool.connection_kwargs
-    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
 
 
 def test_a_child_killed_mid_call_frees_its_reservation_after_the_lease(
@@ -157,7 +153,7 @@ def test_a_child_killed_mid_call_frees_its_reservation_after_the_lease(
 
 
 def test_the_report_shows_the_tree_across_processes(
-    store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
+    redis_server: Any, store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
     from techrevati.runtime.telemetry.report.model import build_report
     from techrevati.runtime.telemetry.report.read import record_from_span
@@ -165,7 +161,7 @@ def test_the_report_shows_the_tree_across_processes(
 
     provider, exporter = spans
     with agent_session("planner", max_iterations=10, shared=True, tracer_provider=provider):
-        run_children(store_url(store), 2, 3, True)
+        run_children(redis_server.url, 2, 3, True)
     records = [r for r in (record_from_span(s) for s in exporter.get_finished_spans()) if r]
     report = build_report(records)
     (row,) = report.sessions

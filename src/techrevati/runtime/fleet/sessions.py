@@ -23,10 +23,11 @@ import time
 from typing import Any, cast
 
 from ..telemetry import semconv as sc
-from ..telemetry.calls.metrics import instruments_for
+from ..telemetry.calls.metrics import fleet_scopes, instruments_for
 from ..telemetry.limits.errors import FleetUnavailableError
 from ..telemetry.limits.ledger import FleetLevel
 from ..telemetry.limits.remote import RemoteParent, SharedTotals, is_session_id
+from .checks import text
 from .limits import FleetLimits, OnStoreError
 
 _log = logging.getLogger("techrevati.runtime.fleet")
@@ -49,6 +50,9 @@ class _SessionLevel(FleetLimits):
 
     def __init__(self, client: Any, *, label: str, **options: Any) -> None:
         super().__init__(client, **options)
+        # Not a fleet scope for the burn-rate gauges: one per session, with no window,
+        # would add a series and a store read per export for every shared session.
+        fleet_scopes.forget(self)
         self.label = label
         # One series per role: a scope per session would grow the metric series forever.
         self._attrs = {sc.FLEET_SCOPE: label}
@@ -240,7 +244,7 @@ class RedisSessionStore:
         return found
 
     def _parent(self, session_id: str, raw: dict[Any, Any]) -> RemoteParent | None:
-        meta = {_text(k): _text(v) for k, v in raw.items()}
+        meta = {text(k): text(v) for k, v in raw.items()}
         try:
             budget = float(meta["budget_usd"]) if meta.get("budget_usd") else None
             max_calls = int(meta["max_calls"]) if meta.get("max_calls") else None
@@ -289,10 +293,6 @@ class RedisSessionStore:
 
     def __repr__(self) -> str:
         return f"RedisSessionStore(accept_remote={self.accept_remote}, lease_s={self.lease_s})"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 __all__ = ["LOOKUP_TTL_S", "RedisSessionStore", "scope_of"]
