@@ -403,6 +403,14 @@ def has_pricing(model: str, provider: str = "") -> bool:
         >>> has_pricing("claude-haiku-4-5")  # from the bundled database
         True
     """
+    # Asked at every admission under a budget: _resolve's cache hit inline, as in
+    # price_call; anything else (a miss, a new table) goes through it.
+    table = PRICING_TABLE
+    cache = _resolution_cache
+    if cache[0] is table and cache[1] == getattr(table, "version", None):
+        resolved = cache[2].get((provider, model))
+        if resolved is not None:
+            return resolved.known
     return _resolve(model, provider).known
 
 

@@ -36,7 +36,9 @@ GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_t
 GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
 #: Names the GenAI registry is renaming, current -> old: we write both until the rename is
 #: complete everywhere (cache_creation is still the name in parts of the registry and in
-#: many backends), and read both. docs/telemetry-reference.md lists them.
+#: many backends), and read both. docs/telemetry-reference.md lists them. Only
+#: optional counts (cache tokens) may be listed: ``readings.tokens`` looks here only
+#: when a call has one.
 MID_RENAME: Final = {
     GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
 }

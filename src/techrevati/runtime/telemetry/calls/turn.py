@@ -29,6 +29,9 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
+# The key the OTel API stores the current span under (membership reads it too).
+from opentelemetry.trace.propagation import _SPAN_KEY
+
 from ...circuit_breaker import BreakerPermit, CircuitOpenError, CircuitState
 from ...pricing import PricedCall, has_pricing, price_call
 from ...usage_tracking import BudgetExceededError, UsageSnapshot
@@ -298,14 +301,15 @@ class TurnCall:
                 model = model or library_model
         snapshot = usage if usage is not None else _ZERO
         priced = price_call(model, snapshot, self.provider) if model else _NOT_PRICED
-        if usage is None and claim is not None and model:
-            # No call is free under a budget: booked at an estimate (cost.source).
-            estimate = claim.leaf.estimate_missing(claim, model, self.provider)
-            if estimate is not None:
-                priced = estimate
-        if usage is None and priced.source != sc.COST_SOURCE_ESTIMATED and model:
-            # $0 because nothing was read, not because a price said so.
-            priced = priced._replace(source=sc.COST_SOURCE_NO_USAGE)
+        if usage is None and model:
+            if claim is not None:
+                # No call is free under a budget: booked at an estimate (cost.source).
+                estimate = claim.leaf.estimate_missing(claim, model, self.provider)
+                if estimate is not None:
+                    priced = estimate
+            if priced.source != sc.COST_SOURCE_ESTIMATED:
+                # $0 because nothing was read, not because a price said so.
+                priced = priced._replace(source=sc.COST_SOURCE_NO_USAGE)
         known = priced.known
         span = self.span
         if span.is_recording():
@@ -333,8 +337,8 @@ class TurnCall:
             cost = claim.leaf.settle(claim, model, usage, price=priced, unpriced=not known)
         if self.instruments.live:
             self._record_metrics(model, snapshot, cost, usage is None, known, reasoning_tokens)
-        if claim is not None and self.session is not None and claim.leaf.enforced():
-            exceeded = claim.leaf.over_budget()
+        if claim is not None and self.session is not None:
+            exceeded = claim.leaf.over_budget()  # None at once when nothing is enforced
             if exceeded is not None:
                 raise exceeded
 
@@ -461,7 +465,13 @@ def _admit(
             )
             expected = ledger.expected_cost(model, upfront)
             priced = not model or has_pricing(model, provider_name)
-        under = membership.enclosing_context(here)
+        if session is not None and parent is None and here.get(_SPAN_KEY) is session.span:
+            # The session's own span is current (a turn made directly in its
+            # block, the usual case): the call starts under the session itself,
+            # which is what looking its span up would find.
+            under: SpanEntry | None = session.entry
+        else:
+            under = membership.enclosing_context(here)
         if under is None or under.ledger is not ledger:
             # The session named here is the one booked, whatever span encloses it.
             under = SpanEntry(ledger, under.call if under is not None else None)

@@ -49,7 +49,7 @@ def watch_wrap_up(
         if found is not None and not found.wrapped and not found.closed:
             check(found)
 
-    scope.ledger.on_use = used
+    scope.ledger.watch_use(used)
 
 
 def check(scope: SessionScope) -> bool:

@@ -174,7 +174,8 @@ class Ledger:
     opened_on: int = field(default=0, repr=False)
     escape_warned: bool = field(default=False, repr=False)
     #: Called with this level after a call was admitted or booked anywhere below it
-    #: (a session's wrap-up check); None: nothing to call, the common case.
+    #: (a session's wrap-up check); None: nothing to call, the common case. Set
+    #: it with ``watch_use``, which tells the chains below that they must call it.
     on_use: Callable[[Ledger], None] | None = field(default=None, repr=False)
     #: A refusal for every call of this session until a tool call breaks the loop (a
     #: loop seen only in another instrumentation's tool spans; see limits/loops.py).
@@ -182,6 +183,9 @@ class Ledger:
     _lock: threading.Lock = field(init=False, repr=False)
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)
+    #: Levels of the chain that watch their usage (``on_use``): read on every call,
+    #: so a chain with no wrap-up anywhere (the common case) skips ``_used`` at once.
+    _watchers: tuple[Ledger, ...] = field(init=False, repr=False)
     _enforced: bool = field(init=False, repr=False)
     _local_enforced: bool = field(init=False, repr=False)
     _budgeted: bool = field(init=False, repr=False)
@@ -240,6 +244,17 @@ class Ledger:
         )
         self._enforced = fleet_budget or self._local_enforced
         self._budgeted = fleet_budget or any(level.budget_usd is not None for level in self._chain)
+        self._watchers = tuple(level for level in self._chain if level.on_use is not None)
+
+    def watch_use(self, listener: Callable[[Ledger], None]) -> None:
+        """Call ``listener`` with this level after every admission or booking below it.
+
+        Before the first admission, like ``attach``: sessions opened inside this
+        one later link to a chain that already names it.
+        """
+        self.on_use = listener
+        if self not in self._watchers:
+            self._watchers = (self, *self._watchers)
 
     # -- reading --------------------------------------------------------------
 
@@ -358,7 +373,8 @@ class Ledger:
                 claim.forced = force
             else:
                 claim.holds = self._reserve_fleet(claim, force)
-        self._used()
+        if self._watchers:
+            self._used()
         return claim
 
     def _probe_locked(self, model: str) -> tuple[Probe | None, Probe | None]:
@@ -431,7 +447,7 @@ class Ledger:
 
     def _used(self) -> None:
         """Tell the levels that watch their usage (wrap-up) that it changed. Never raises."""
-        for level in self._chain:
+        for level in self._watchers:
             listener = level.on_use
             if listener is not None:
                 try:
@@ -648,7 +664,7 @@ class Ledger:
                     level.budget_usd or 0.0, level.spent, site=leaf.site(level, ran=True)
                 )
                 level._hit(sc.LIMIT_BUDGET, error)
-        if cost:
+        if cost and leaf._watchers:
             leaf._used()
         return cost
 

@@ -28,10 +28,12 @@ def usage_to_attributes(usage: UsageSnapshot) -> dict[str, Any]:
         attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_write_tokens:
         attrs[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_tokens
-    # Mid-rename names are written under the old spelling too (semconv.MID_RENAME).
-    for current, old in sc.MID_RENAME.items():
-        if current in attrs:
-            attrs[old] = attrs[current]
+    if len(attrs) > 2:
+        # Mid-rename names are written under the old spelling too (semconv.MID_RENAME);
+        # only cache counts are mid-rename, so a call without them (most) skips this.
+        for current, old in sc.MID_RENAME.items():
+            if current in attrs:
+                attrs[old] = attrs[current]
     return attrs
 
 
