@@ -546,7 +546,10 @@ class UsageTracker:
             provider = ""
         if not known and model:
             _warn_unpriced_once(model)
-        with self._lock:
+        # acquire / release rather than `with`: on every call, and `with` costs twice as
+        # much (it calls __exit__ with three arguments).
+        self._lock.acquire()
+        try:
             turns = self.turns
             if turns is not self._synced_list or len(turns) != self._synced_len:
                 self._resync_locked()
@@ -568,6 +571,8 @@ class UsageTracker:
                 self._cost_total += cost
             else:
                 self._cost_version = None
+        finally:
+            self._lock.release()
         return cost
 
     # -- internal bookkeeping ------------------------------------------------
