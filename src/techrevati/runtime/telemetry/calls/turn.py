@@ -317,7 +317,8 @@ class TurnCall:
             attributes[sc.COST_USD] = priced[0]
             if model:
                 attributes[sc.COST_SOURCE] = priced.source
-                attributes.update(conventions.cost_attributes(priced[0], priced.source))
+                if conventions.proposed():  # off by default: no call, no empty dict
+                    attributes.update(conventions.cost_attributes(priced[0], priced.source))
             if response_model:
                 attributes[sc.GEN_AI_RESPONSE_MODEL] = response_model
             if reasoning_tokens:
