@@ -38,6 +38,9 @@ from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .session import SessionScope, session_event
 
+#: Read once: an enum member lookup costs about 0.2 µs, and every tool call starts a span.
+_INTERNAL = SpanKind.INTERNAL
+
 #: ``ToolCall.begin``'s default: the call's arguments are unknown, so it is not fingerprinted.
 NOT_WATCHED: object = object()
 
@@ -111,7 +114,7 @@ class ToolCall:
         span = tracer.start_span(
             f"{sc.OP_EXECUTE_TOOL} {bounded_name(name)}",
             context=parent,
-            kind=SpanKind.INTERNAL,
+            kind=_INTERNAL,
             attributes=attributes,
         )
         entry = None
