@@ -42,6 +42,8 @@ class ModelLabels:
     cost: dict[str, str]
     span_name: str
     detail: dict[str, dict[str, str]]
+    #: ``cost`` as the cost counter's series key, made once (``CostTotals.add``).
+    cost_key: frozenset[tuple[str, str]] = frozenset()
 
 
 #: Labels for turns made outside any session.
@@ -85,6 +87,7 @@ def model_labels(
             )
         },
     )
+    built.cost_key = frozenset(cost.items())
     if len(cache) < 512:
         cache[key] = built
     return built

@@ -52,11 +52,21 @@ class CostTotals:
         self._totals: dict[frozenset[tuple[str, str]], float] = {}
         self._labels: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
 
-    def add(self, amount: float, attributes: Mapping[str, str]) -> None:
-        """Add ``amount`` USD to the series ``attributes`` (non-positive amounts are ignored)."""
+    def add(
+        self,
+        amount: float,
+        attributes: Mapping[str, str],
+        key: frozenset[tuple[str, str]] | None = None,
+    ) -> None:
+        """Add ``amount`` USD to the series ``attributes`` (non-positive amounts are ignored).
+
+        ``key``: ``frozenset(attributes.items())`` when the caller keeps it made
+        (``ModelLabels.cost_key``), so a call builds no set.
+        """
         if not amount > 0:
             return  # a counter never decreases; negative prices are a registration mistake
-        key = frozenset(attributes.items())
+        if key is None:
+            key = frozenset(attributes.items())
         with self._lock:
             total = self._totals.get(key)
             if total is None:

@@ -9,6 +9,7 @@ global keeps a finished session alive.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 import weakref
@@ -27,6 +28,7 @@ from opentelemetry.trace import TracerProvider as APITracerProvider
 from ...circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
 from ...guardrails import Guardrail
 from ...permissions import PermissionOutcome
+from ...usage_tracking import UsageSnapshot
 from .. import semconv as sc
 from ..limits import membership, remote
 from ..limits.guard import ensure_guard
@@ -245,7 +247,7 @@ def open_session(
     if ledger.max_iterations is not None or ledger.has_budget() or ledger.fleet_scopes():
         ensure_guard()  # limits exist: the client guard is on by default
     _open_scopes.add(scope)
-    ledger.on_unpriced_cost = lambda model, usage, cost: _count_library_cost(scope, model, cost)
+    ledger.on_unpriced_cost = functools.partial(_count_library_cost, scope)
     return scope
 
 
@@ -263,8 +265,10 @@ def close_all(reason: str) -> int:
     return closed
 
 
-def _count_library_cost(scope: SessionScope, model: str, cost: float) -> None:
-    scope.instruments.cost.add(cost, scope.labels(model).cost)
+def _count_library_cost(scope: SessionScope, model: str, usage: UsageSnapshot, cost: float) -> None:
+    # Runs once per call another instrumentation made: the label cache read inline.
+    labels = scope.model_attrs.get((scope.provider_name, model)) or scope.labels(model)
+    scope.instruments.cost.add(cost, labels.cost, labels.cost_key)
 
 
 def activate(scope: SessionScope) -> Activation:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -180,6 +181,8 @@ class Ledger:
     #: A refusal for every call of this session until a tool call breaks the loop (a
     #: loop seen only in another instrumentation's tool spans; see limits/loops.py).
     pending_refusal: Exception | None = field(default=None, repr=False)
+    #: Library calls admitted lately, (wall-clock ns, claim), kept by ``membership``.
+    recent: deque[tuple[int, Claim]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(init=False, repr=False)
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)

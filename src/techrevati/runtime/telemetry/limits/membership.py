@@ -140,10 +140,10 @@ _running_loop = asyncio._get_running_loop
 #: Set when ``configure(fleet=...)`` makes every model call in the process count.
 _process_root: list[Ledger] = []
 
-#: Library calls admitted lately, per ledger: (wall-clock ns, claim). A span known as a
-#: model call only at its end looks here for the call it describes (``late_same_call``).
-_RECENT: weakref.WeakKeyDictionary[Ledger, deque[tuple[int, Claim]]] = weakref.WeakKeyDictionary()
-#: Enough for every call in flight in one session at once; older ones have ended.
+#: Library calls admitted lately are kept per ledger (``Ledger.recent``: wall-clock ns,
+#: claim); a span known as a model call only at its end looks there for the call it
+#: describes (``late_same_call``). Enough for every call in flight in one session at
+#: once; older ones have ended.
 RECENT_LIMIT = 64
 
 
@@ -410,9 +410,12 @@ def admit_call(
 
 
 def _note_admitted(ledger: Ledger, claim: Claim) -> None:
-    recent = _RECENT.get(ledger)
+    recent = ledger.recent
     if recent is None:
-        recent = _RECENT.setdefault(ledger, deque(maxlen=RECENT_LIMIT))
+        with ledger._lock:  # once per ledger: two threads' first calls share one deque
+            recent = ledger.recent
+            if recent is None:
+                recent = ledger.recent = deque(maxlen=RECENT_LIMIT)
     recent.append((time.time_ns(), claim))
 
 
@@ -427,7 +430,7 @@ def late_same_call(ledger: Ledger, start_ns: int, end_ns: int, model: str) -> Cl
     The first such call not yet taken by another late span, of the same model
     when both name one, is the same call; None means no other door saw it.
     """
-    recent = _RECENT.get(ledger)
+    recent = ledger.recent
     if not recent:
         return None
     for item in list(recent):
@@ -446,7 +449,7 @@ def late_same_call(ledger: Ledger, start_ns: int, end_ns: int, model: str) -> Cl
 
 def take_recent(ledger: Ledger, claim: Claim) -> None:
     """A late span matched ``claim`` another way: no other late span may take it."""
-    recent = _RECENT.get(ledger)
+    recent = ledger.recent
     if recent:
         for item in list(recent):
             if item[1] is claim:

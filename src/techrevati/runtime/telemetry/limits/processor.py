@@ -160,11 +160,9 @@ def _admit_library(under: SpanEntry, model: str, expected: float, priced: bool) 
 
 
 def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    # Asked on every model span: get_running_loop() raises off a loop, which costs
+    # ~20x this plain check.
+    return asyncio._get_running_loop() is not None
 
 
 def _failed(span: ReadableSpan) -> bool:

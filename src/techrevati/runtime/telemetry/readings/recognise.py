@@ -32,8 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from ...usage_tracking import UsageSnapshot
 from .. import semconv as sc
@@ -150,14 +149,14 @@ _warned_scopes: set[str] = set()
 _warn_lock = threading.Lock()
 
 
-@dataclass(frozen=True, slots=True)
-class CallReading:
+class CallReading(NamedTuple):
     """What a model-call span says about its call.
 
     ``usage`` is None while the span carries no usage (at start, or a failed
     call). ``reasoning_tokens`` are already inside ``usage.output_tokens``.
     ``cache_reported`` is False for a producer that reports no cache count, so
-    cached input was priced at the full input rate.
+    cached input was priced at the full input rate. (A named tuple: one is made
+    per model call, and a frozen dataclass costs several times more to build.)
     """
 
     model: str
@@ -186,6 +185,10 @@ def model_from_attributes(attrs: Mapping[str, Any] | None) -> str:
     """The model a span names: GenAI request/response model, else OpenInference's."""
     if not attrs:
         return ""
+    # The GenAI request model first, inline: read at the start and end of every call.
+    model = attrs.get(sc.GEN_AI_REQUEST_MODEL)
+    if type(model) is str and model:
+        return model
     return tokens.model_from_attributes(attrs) or _first_str(attrs, OI_MODEL_KEYS)
 
 
@@ -193,6 +196,9 @@ def provider_from_attributes(attrs: Mapping[str, Any] | None) -> str:
     """The provider a span names: GenAI (new or old spelling), else OpenInference's."""
     if not attrs:
         return ""
+    provider = attrs.get(sc.GEN_AI_PROVIDER_NAME)
+    if type(provider) is str and provider:
+        return provider
     return tokens.provider_from_attributes(attrs) or _first_str(attrs, OI_PROVIDER_KEYS)
 
 
@@ -278,9 +284,20 @@ def _usage(
     attrs: Mapping[str, Any], scope: str, provider: str
 ) -> tuple[UsageSnapshot | None, int, bool]:
     """(usage, reasoning tokens, whether a cache count was reported)."""
-    total_in = _int(attrs, _INPUT_KEYS)
-    output = _int(attrs, _OUTPUT_KEYS)
-    if total_in is not None or output is not None:
+    total_in: int | None
+    output: int | None
+    total_in = attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS)
+    output = attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)
+    if type(total_in) is int and type(output) is int:
+        # The current conventions' spelling, read on every call: no key loops.
+        total_in = total_in if total_in > 0 else 0
+        output = output if output > 0 else 0
+        semconv = True
+    else:
+        total_in = _int(attrs, _INPUT_KEYS)
+        output = _int(attrs, _OUTPUT_KEYS)
+        semconv = total_in is not None or output is not None
+    if semconv:
         cache_read = _int(attrs, _CACHE_READ_KEYS)
         cache_write = _int(attrs, _CACHE_WRITE_KEYS)
         reasoning = _int(attrs, _REASONING_KEYS) or 0
@@ -344,13 +361,7 @@ def read_call(
     model = model_from_attributes(attrs)
     provider = provider_from_attributes(attrs)
     usage, reasoning, cached = _usage(attrs, scope, provider)
-    return CallReading(
-        model=model,
-        provider=provider,
-        usage=usage,
-        reasoning_tokens=reasoning,
-        cache_reported=cached or scope not in NO_CACHE_SCOPES,
-    )
+    return CallReading(model, provider, usage, reasoning, cached or scope not in NO_CACHE_SCOPES)
 
 
 def more_exact(candidate: UsageSnapshot | None, booked: UsageSnapshot | None) -> bool:

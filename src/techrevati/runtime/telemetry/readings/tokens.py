@@ -65,14 +65,23 @@ def usage_from_totals(
         >>> usage.input_tokens, usage.cache_read_tokens, usage.output_tokens
         (20, 100, 30)
     """
-    input_total = max(0, input_total)
-    cache_read = min(max(0, cache_read), input_total)
-    cache_write = min(max(0, cache_write), input_total - cache_read)
-    return UsageSnapshot(
-        input_tokens=input_total - cache_read - cache_write,
-        output_tokens=max(0, output),
-        cache_write_tokens=cache_write,
-        cache_read_tokens=cache_read,
+    # Conditionals, not min()/max(): this runs on every model call another
+    # instrumentation reports, and the builtins cost more than the arithmetic.
+    if not (
+        type(input_total) is int
+        and type(output) is int
+        and type(cache_read) is int
+        and type(cache_write) is int
+    ):
+        # A bool or int subclass: the snapshot holds plain ints.
+        input_total, output = int(input_total), int(output)
+        cache_read, cache_write = int(cache_read), int(cache_write)
+    input_total = input_total if input_total > 0 else 0
+    cache_read = 0 if cache_read < 0 else input_total if cache_read > input_total else cache_read
+    room = input_total - cache_read
+    cache_write = 0 if cache_write < 0 else room if cache_write > room else cache_write
+    return UsageSnapshot._checked(
+        room - cache_write, output if output > 0 else 0, cache_write, cache_read
     )
 
 
