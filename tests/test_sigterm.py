@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,13 +60,23 @@ def _run(
 
 
 def _finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
-    """The child's output once it has exited; a child still running is dumped and failed."""
-    try:
-        return process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
-        out, err = process.communicate(timeout=30)
-        raise AssertionError(f"still running {timeout} s after SIGTERM:\n{err}\n{out}") from None
+    """The child's output once it has exited; a child still running is dumped and failed.
+
+    ``timeout`` counts the time the machine gave the child: each one-second wait
+    counts for at most two, so a loaded machine that stalls for a minute (the
+    child with it) does not fail a child that was never given the time, while a
+    child that hangs still fails after ``timeout`` seconds.
+    """
+    waited = 0.0
+    while waited < timeout:
+        started = time.monotonic()
+        try:
+            return process.communicate(timeout=1.0)  # retried without losing output
+        except subprocess.TimeoutExpired:
+            waited += min(time.monotonic() - started, 2.0)
+    process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+    out, err = process.communicate(timeout=30)
+    raise AssertionError(f"still running {timeout} s after SIGTERM:\n{err}\n{out}")
 
 
 def _spans(tmp_path: Path, prefix: str) -> list[dict[str, object]]:
@@ -203,6 +214,71 @@ def test_a_signal_that_lands_inside_a_held_lock_still_ends_the_process(tmp_path:
     code, _out, err = _run(tmp_path, script=LOCKED, timeout=30)  # before: hung until killed
     assert code == -signal.SIGTERM
     assert "SIGTERM: flushing did not finish in time" in err
+
+
+LOGGING = """
+import faulthandler, logging, time
+faulthandler.enable()
+from techrevati.runtime.orchestrator import Orchestrator
+from techrevati.runtime.telemetry.setup.configure import configure
+from techrevati.runtime.usage_tracking import UsageSnapshot
+
+configure(service_name="stopped", handle_sigterm=True)
+orch = Orchestrator(role="long-runner", phase="p")
+with orch.session() as session:
+    session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(100, 10))
+    # The signal lands while this thread is inside a log call (it holds the lock of
+    # the handler that prints warnings): the work must neither wait on that lock
+    # nor leave it held for this thread to wait on afterwards.
+    with logging.lastResort.lock:
+        print("READY", flush=True)
+        time.sleep(60)
+"""
+
+
+def test_a_signal_that_lands_inside_a_log_call_still_flushes_everything(tmp_path: Path) -> None:
+    code, _out, err = _run(tmp_path, script=LOGGING)  # before: nothing flushed, 6 s lost
+    assert code == -signal.SIGTERM
+    assert "techrevati telemetry: SIGTERM: ended 1 open session; flushing finished" in err
+    assert "1 session, 1 model call" in err
+    [session] = _sessions(tmp_path)
+    assert session["techrevati.session.outcome"] == {"stringValue": "cancelled"}
+
+
+STUCK_IN_C = """
+import ctypes, faulthandler, time
+faulthandler.enable()
+from opentelemetry.sdk.trace import SpanProcessor
+from techrevati.runtime.orchestrator import Orchestrator
+from techrevati.runtime.telemetry.setup.configure import configure
+from techrevati.runtime.usage_tracking import UsageSnapshot
+
+
+class StuckInC(SpanProcessor):
+    # A C extension that blocks without releasing the GIL (PyDLL keeps it across
+    # the call), as the session span ends: no Python thread can run again.
+    def on_end(self, span):
+        if span.name.startswith("invoke_agent"):
+            ctypes.PyDLL(None).sleep(60)
+
+
+telemetry = configure(service_name="stopped", handle_sigterm=True, shutdown_timeout=1.0)
+telemetry.tracer_provider.add_span_processor(StuckInC())
+orch = Orchestrator(role="long-runner", phase="p")
+with orch.session() as session:
+    session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(100, 10))
+    print("READY", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_process_stuck_while_flushing_is_ended_at_the_deadline(tmp_path: Path) -> None:
+    # Before: the main thread never came back from its 2 s wait (it needs the GIL),
+    # so the process ran on until the stuck call returned a minute later.
+    code, _out, err = _run(tmp_path, script=STUCK_IN_C, timeout=30)
+    assert code == 1  # faulthandler's watchdog: _exit(1) after the dump
+    assert re.search(r"^Timeout \(0:00:\d\d\)!$", err, re.MULTILINE), err  # faulthandler's
+    assert "in on_end" in err  # the dump names the call that was stuck
 
 
 OFF_MAIN = """

@@ -24,7 +24,9 @@ On SIGTERM the handler ends every open session (their spans end
 ``shutdown_timeout`` (flush and report), then hands the signal on: to the
 handler installed before, or, with none, back to the default so the process
 still dies of SIGTERM (exit status 143 / -15) as its supervisor expects.
-One handler serves every ``configure()`` call of the process.
+One handler serves every ``configure()`` call of the process. A process that
+cannot get that far (a thread stuck in C holding the GIL) is ended by a
+last-resort deadline instead: every thread's stack on stderr, exit status 1.
 
 Example::
 
@@ -34,6 +36,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -110,16 +114,88 @@ def _make_handler(previous: Any) -> Callable[[int, FrameType | None], None]:
     worker = _Worker(_end_and_flush)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        # A signal handler runs in the main thread between two bytecodes, maybe
-        # while that thread holds a lock the work needs (a ledger's, an
-        # exporter's queue): done here, the work would wait on it forever. On
-        # the worker it either finishes or, bounded, is given up on; the signal
-        # is passed on either way.
-        if not worker.run(_bound_s()):
-            _logger.warning("techrevati telemetry: SIGTERM: flushing did not finish in time")
+        # This runs on the main thread between two bytecodes of whatever that
+        # thread was doing, which may hold a lock the work needs: a ledger's, an
+        # exporter queue's, a log handler's, or sys.stderr's (a write that the
+        # signal interrupts runs this handler with it held). Hence the order:
+        #
+        # 1. Arm a deadline that needs neither the GIL nor any Python lock
+        #    (faulthandler's watchdog is a C thread). Every wait below is bounded
+        #    in Python, but a thread stuck in C while holding the GIL would keep
+        #    this thread from ever coming back from its wait. The watchdog ends
+        #    such a process (exit status 1, every thread's stack on stderr)
+        #    rather than leave it hanging until SIGKILL.
+        # 2. Let the worker, started with the handler, do the work; wait for it
+        #    at most the sum of the flush bounds. It logs nothing meanwhile:
+        #    the interrupted code may hold a log handler's lock or sys.stderr's,
+        #    and a worker logging would block there before flushing anything
+        #    (on sys.stderr's, holding the handler's lock, on which our own
+        #    line after the timeout would then wait forever).
+        # 3. Say what happened: through logging once the worker is done (it
+        #    holds no lock then), in one write to fd 2 when it is not.
+        # 4. Disarm the deadline (an application handler is not ours to cut
+        #    short, nor a process that goes on after an exception in the wait)
+        #    and pass the signal on.
+        bound = _bound_s()
+        armed = _arm_deadline(bound + _DEADLINE_GRACE_S)
+        try:
+            finished = worker.run(bound)
+            _say(worker.said, finished)
+        finally:
+            if armed:
+                _disarm_deadline()
         _pass_on(previous, signum, frame)
 
     return on_sigterm
+
+
+# How far past the flush bound the last-resort deadline lies: far more than
+# saying what happened and passing the signal on take, so that it only ever
+# ends a process that is stuck.
+_DEADLINE_GRACE_S = 5.0
+
+# Not sys.stderr: faulthandler flushes a file object it is given, and that flush
+# would wait on the stream's lock, which the interrupted code may hold.
+_STDERR_FD = 2
+
+
+def _arm_deadline(seconds: float) -> bool:
+    # Replaces a dump_traceback_later() timer the application armed (there is
+    # one per process); the process is stopping.
+    try:
+        faulthandler.dump_traceback_later(seconds, exit=True, file=_STDERR_FD)
+    except Exception:  # never a reason not to flush and pass the signal on
+        return False
+    return True
+
+
+def _disarm_deadline() -> None:
+    with contextlib.suppress(Exception):  # the signal is passed on all the same
+        faulthandler.cancel_dump_traceback_later()
+
+
+class _Said:
+    """What the SIGTERM work has to say, kept until the handler can say it safely."""
+
+    def __init__(self) -> None:
+        self.ended = ""  # e.g. "ended 1 open session; ", once sessions are ended
+        self.failures: list[str] = []
+
+
+def _say(said: _Said, finished: bool) -> None:
+    outcome = "finished" if finished else "did not finish in time"
+    line = f"techrevati telemetry: SIGTERM: {said.ended}flushing {outcome}"
+    if not finished:
+        # The worker may be stuck inside a log handler, holding its lock.
+        with contextlib.suppress(OSError):
+            os.write(_STDERR_FD, (line + "\n").encode("utf-8", "replace"))
+        return
+    try:
+        _logger.warning("%s", line)
+        for failure in said.failures:
+            _logger.debug("SIGTERM: %s", failure)
+    except Exception:  # e.g. a write to sys.stderr that the signal interrupted
+        pass
 
 
 def _live() -> list[tuple[Flushable, float]]:
@@ -147,33 +223,30 @@ def _fleet_bound_s() -> float:
     return float(getattr(outbox, "EXIT_FLUSH_S", 0.0)) if outbox is not None else 0.0
 
 
-def _flush_fleet() -> None:
+def _flush_fleet(said: _Said) -> None:
     outbox = sys.modules.get("techrevati.runtime.fleet.outbox")
     if outbox is not None:
         try:
             outbox.flush_all(outbox.EXIT_FLUSH_S)
-        except Exception:
-            _logger.debug("SIGTERM: fleet flush failed", exc_info=True)
+        except Exception as error:
+            said.failures.append(f"fleet flush failed: {error!r}")
 
 
-def _end_and_flush() -> None:
+def _end_and_flush(said: _Said) -> None:
+    # Runs on the worker: everything it has to say goes into ``said`` (see on_sigterm).
     try:
         from ..calls.instrument import close_all_open_sessions
 
         closed = close_all_open_sessions("SIGTERM")
-        _logger.warning(
-            "techrevati telemetry: SIGTERM: ended %d open session%s; flushing",
-            closed,
-            "" if closed == 1 else "s",
-        )
-    except Exception:  # the signal must still be passed on
-        _logger.debug("SIGTERM: ending sessions failed", exc_info=True)
-    _flush_fleet()  # the sessions just ended may have settled fleet holds
+        said.ended = f"ended {closed} open session{'' if closed == 1 else 's'}; "
+    except Exception as error:  # the signal must still be passed on
+        said.failures.append(f"ending sessions failed: {error!r}")
+    _flush_fleet(said)  # the sessions just ended may have settled fleet holds
     for handle, bound in _live():
         try:
             handle.shutdown(bound)
-        except Exception:
-            _logger.debug("SIGTERM: shutdown failed", exc_info=True)
+        except Exception as error:
+            said.failures.append(f"shutdown failed: {error!r}")
 
 
 class _Worker:
@@ -185,8 +258,9 @@ class _Worker:
     a fork, where threads do not survive, it is started again on first use.
     """
 
-    def __init__(self, work: Callable[[], object]) -> None:
+    def __init__(self, work: Callable[[_Said], object]) -> None:
         self._work = work
+        self.said = _Said()
         self._go = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -202,7 +276,7 @@ class _Worker:
     def _wait_then_work(self) -> None:
         self._go.wait()
         try:
-            self._work()
+            self._work(self.said)
         finally:
             self._done.set()
 
