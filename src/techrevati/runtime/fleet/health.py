@@ -40,6 +40,9 @@ class StoreHealth:
         self.window_ms = 0
         self.lease_s = 0.0
         self._evicted_window: int | None = None
+        #: When the last call failed on the store, and why (``time.monotonic``).
+        self.failed_at = 0.0
+        self.last_reason = ""
 
     def failed(self, exc: BaseException, doing: str) -> None:
         """A call of the agent's failed on the store: counted, and logged once per outage."""
@@ -47,7 +50,25 @@ class StoreHealth:
             instruments_for(None).fleet_store_errors.add(1, self.attrs)
         except Exception:  # telemetry never breaks the agent
             _log.debug("fleet store-error metric failed", exc_info=True)
+        self.failed_at = time.monotonic()
+        self.last_reason = reason(exc)
         self.retry_failed(exc, doing)
+
+    def known_down(self, within_s: float) -> bool:
+        """True while the store is down and a call failed on it less than ``within_s`` ago.
+
+        An event loop's caller then skips the round trip it would block the loop
+        for (see ``FleetLimits.reserve``): one timed-out call per interval finds
+        out whether the store answers again, the rest fail fast.
+        """
+        return self.down and time.monotonic() - self.failed_at < within_s
+
+    def skipped(self) -> None:
+        """A call skipped its round trip (``known_down``): counted like a failed one."""
+        try:
+            instruments_for(None).fleet_store_errors.add(1, self.attrs)
+        except Exception:  # telemetry never breaks the agent
+            _log.debug("fleet store-error metric failed", exc_info=True)
 
     def retry_failed(self, exc: BaseException, doing: str) -> None:
         """A background delivery failed: logged once per outage, not counted again

@@ -41,6 +41,10 @@ _LEARNED_TTL_MS = 30 * 86_400 * 1000
 _PROBE_POLL_MIN_S = 0.005
 _PROBE_POLL_MAX_S = 0.25
 
+#: On an event loop, calls skip a store known down for at least this long after a
+#: failed round trip (else 2 x timeout_s): the loop is blocked once per interval.
+LOOP_RETRY_MIN_S = 1.0
+
 OnStoreError = Literal["refuse", "allow"]
 #: What one admission round trip came to: a hold, or the ms left on a probe's lease.
 _Step = FleetHold | float
@@ -135,6 +139,8 @@ class FleetLimits:
         self._lease_ms = max(1, round(self.lease_s * 1000))
         self._budget_nano = -1 if self.budget_usd is None else to_nano(self.budget_usd)
         self._max_calls = -1 if self.max_calls is None else self.max_calls
+        #: On an event loop, how long after a failed round trip calls skip the store.
+        self._loop_retry_s = max(LOOP_RETRY_MIN_S, 2 * self.timeout_s)
         self._url = url_or_redis_client if isinstance(url_or_redis_client, str) else None
 
         try:
@@ -234,6 +240,10 @@ class FleetLimits:
         hold_id = secrets.token_hex(8)
         force = False
         on_loop = on_event_loop()
+        if on_loop and self._health.known_down(self._loop_retry_s):
+            # Every round trip here blocks the loop up to timeout_s: while the store
+            # is known down, one call per interval tries it, the others fail fast.
+            return self._unreachable(model, hold_id)
         waited_since: float | None = None
         poll = _PROBE_POLL_MIN_S
         while True:
@@ -485,6 +495,16 @@ class FleetLimits:
         self._compensate(hold_id, model)
         if self.on_store_error == "refuse":
             raise FleetUnavailableError(self.scope, checks.reason(exc)) from None
+        return self._unbacked(model, hold_id)
+
+    def _unreachable(self, model: str, hold_id: str) -> FleetHold:
+        """The store is known down (nothing was sent): the on_store_error policy, at once."""
+        self._health.skipped()
+        if self.on_store_error == "refuse":
+            raise FleetUnavailableError(self.scope, self._health.last_reason or "store down")
+        return self._unbacked(model, hold_id)
+
+    def _unbacked(self, model: str, hold_id: str) -> FleetHold:
         return FleetHold(
             scope=self.scope,
             model=model,

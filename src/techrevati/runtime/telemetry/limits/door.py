@@ -131,6 +131,10 @@ def begin(options: Any, provider: str) -> RequestCall | None:
         return None
     entry, created = placed
     claim = entry.call
+    if claim is not None and claim.fleet_deferred:
+        # A span admitted on an event loop whose request reached no awaiting door
+        # (see ``afleet``): the fleet is asked now, still before anything is sent.
+        claim.leaf.reserve_deferred(claim)
     if claim is not None and claim.open and not claim.expected_nano and body is not None:
         # A span admitted this call knowing nothing of its cost: reserve what its
         # request says, so the calls admitted next see it.
@@ -147,6 +151,21 @@ def begin(options: Any, provider: str) -> RequestCall | None:
     call = RequestCall(key, entry, created, provider, model, body)
     _IN_FLIGHT.set(call)
     return call
+
+
+async def afleet() -> None:
+    """Await the fleet reservation of the model span open on this task, if it is deferred.
+
+    The limits processor admits another instrumentation's model span that
+    starts on an event loop at the local levels only (``defer_fleet``); the
+    async client's request path awaits its fleet scopes here, their Redis round
+    trips on the fleet's I/O threads, before the request is built and sent. May
+    raise the fleet's refusal (the span's call is then released and un-counted).
+    """
+    found = membership.STRAND.get()
+    claim = found.call if found is not None else None
+    if claim is not None and claim.fleet_deferred and claim.open:
+        await claim.leaf.areserve_fleet(claim)
 
 
 def watch(request: object, call: RequestCall) -> None:

@@ -29,6 +29,15 @@ and OpenInference's wrapper of ``OpenAI.request`` on the subclass). Responses
 are read at ``_process_response`` (streams: their chunks, as the caller reads
 them).
 
+**The fleet's door for coroutines.** A model span of another instrumentation
+that starts on an event loop is admitted at the local levels only: asking the
+fleet scopes is a Redis round trip, which must not run on the loop. The async
+client's ``request`` (and, where the SDK has one, ``_attempt_request``, inside
+which the Anthropic SDK's own span starts) awaits that reservation first, its
+I/O on the fleet's threads, so a refusal still stops the request before it is
+sent and a frozen Redis stalls only the coroutines that need it
+(:func:`awaits_fleet` tells the processor when a guarded client will do so).
+
 Which request a relayed refusal belongs to: the one made by an SDK call that
 was already running when the refusal was noted. ``note_refusal`` keeps the SDK
 frames (``openai``, ``anthropic``, ``agents`` modules) on the stack at that
@@ -52,6 +61,7 @@ import functools
 import importlib
 import importlib.abc
 import importlib.machinery
+import inspect
 import logging
 import sys
 import threading
@@ -65,6 +75,7 @@ from . import door
 
 __all__ = [
     "GUARDED_PACKAGES",
+    "awaits_fleet",
     "disable_guard",
     "enable_guard",
     "ensure_guard",
@@ -91,6 +102,12 @@ _MARK = "__techrevati_guard__"
 _METHOD = "_build_request"
 # Where both clients turn an HTTP response into the result (or a stream): read for usage.
 _PROCESS = "_process_response"
+# The async clients' request path, entered after an instrumentation's span (openai's
+# ``request``) or per attempt after the SDK's own span (anthropic's ``_attempt_request``):
+# where a span's deferred fleet reservation is awaited, before anything is sent.
+_ASYNC_DOORS = ("request", "_attempt_request")
+#: Packages whose async request path awaits deferred fleet reservations right now.
+_AWAITING: set[str] = set()
 _log = logging.getLogger("techrevati.runtime.telemetry")
 
 
@@ -206,6 +223,31 @@ def _guard_aprocess(method: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def _guard_arequest(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        await door.afleet()  # may raise the fleet's refusal: nothing is sent
+        return await method(self, *args, **kwargs)
+
+    setattr(guarded, _MARK, method)
+    return guarded
+
+
+def awaits_fleet(provider: str) -> bool:
+    """True when a model call of ``provider`` goes through a client whose async request
+    path the guard wraps, so it awaits the call's fleet reservation before sending.
+
+    Example::
+
+        >>> awaits_fleet("cohere")
+        False
+    """
+    if not _AWAITING:
+        return False
+    name = provider.lower()
+    return any(package in name for package in _AWAITING)
+
+
 def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:
     """(class, method name, patch) for each request-path method of an imported client package."""
     module = sys.modules.get(f"{package}._base_client")
@@ -231,6 +273,10 @@ def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:
     for cls, wrap in ((sync, _guard_process), (asyn, _guard_aprocess)):
         if isinstance(cls, type) and callable(cls.__dict__.get(_PROCESS)):
             found.append((cls, _PROCESS, wrap))
+    if isinstance(asyn, type):
+        for name in _ASYNC_DOORS:
+            if inspect.iscoroutinefunction(asyn.__dict__.get(name)):
+                found.append((asyn, name, _guard_arequest))
     return found
 
 
@@ -270,6 +316,8 @@ def install_guard(packages: Iterable[str] = GUARDED_PACKAGES) -> tuple[str, ...]
                 method = cls.__dict__[method_name]
                 if not hasattr(method, _MARK):
                     setattr(cls, method_name, wrap(method))
+            if any(method_name == "request" for _, method_name, _ in targets):
+                _AWAITING.add(name)
             guarded.append(name)
     return tuple(guarded)
 
@@ -291,6 +339,7 @@ def uninstall_guard() -> None:
     global _ensured
     with _install_lock:
         _ensured = False
+        _AWAITING.clear()
         _remove_finder()
         for name in GUARDED_PACKAGES:
             if f"{name}._base_client" not in sys.modules:

@@ -488,6 +488,44 @@ class Ledger:
                 raise
         claim.holds = tuple(holds)
 
+    def reserve_deferred(self, claim: Claim) -> None:
+        """``areserve_fleet`` for a caller that cannot await (one bounded round trip per scope).
+
+        The client guard's last resort for a call admitted with ``defer_fleet``
+        that reached a request without passing an awaiting door: the fleet is
+        still asked before anything is sent.
+        """
+        if not claim.fleet_deferred:
+            return
+        claim.fleet_deferred = False
+        claim.holds = self._reserve_fleet(claim, claim.forced)
+
+    def _fleet_unasked(self, claim: Claim, cost: float | None) -> None:
+        """A call admitted with ``defer_fleet`` ended without any door asking the fleet.
+
+        It ran, so the fleet must count it: it is reserved and settled (or
+        released as a call that ran) on a short-lived thread, never on the
+        caller's (an event loop). Too late to refuse it; logged once.
+        """
+        claim.fleet_deferred = False
+        fleets = self._fleet_chain
+        if not fleets:
+            return
+        _warn_unasked_once(claim.model)
+
+        def book() -> None:
+            for fleet in fleets:
+                try:
+                    hold = fleet.reserve(claim.model, 0.0)
+                    if cost is None:
+                        fleet.release(hold, ran=True)
+                    else:
+                        fleet.settle(hold, cost)
+                except Exception:
+                    _orchestrator_log.debug("late fleet booking refused or failed", exc_info=True)
+
+        threading.Thread(target=book, name="techrevati-fleet-late", daemon=True).start()
+
     def _refusal_locked(self) -> tuple[str, Exception, Ledger] | None:
         """The first level that refuses one more call, as (kind, error, level); None: all admit."""
         for level in self._chain:
@@ -642,6 +680,8 @@ class Ledger:
             holds, claim.holds = claim.holds, ()
             for fleet, hold in holds:
                 fleet.settle(hold, cost)
+        elif claim.fleet_deferred:
+            self._fleet_unasked(claim, cost)
         if model:
             if leaf.usage_sink is not None:
                 leaf._to_sink(model, snapshot, cost)
@@ -703,6 +743,8 @@ class Ledger:
             self._end_probe(claim)  # failed: the next call of the model probes
         if keep_fleet:
             return
+        if claim.fleet_deferred and not uncount:
+            self._fleet_unasked(claim, None)
         holds, claim.holds = claim.holds, ()
         for fleet, hold in holds:
             # A call that ran (and failed) stays counted fleet-wide; a refused one does not.
@@ -764,6 +806,22 @@ class Ledger:
         self.on_limit = None
         self.on_unpriced_cost = None
         self.on_use = None
+
+
+_unasked_warned = False
+
+
+def _warn_unasked_once(model: str) -> None:
+    global _unasked_warned
+    if _unasked_warned:
+        return
+    _unasked_warned = True
+    _orchestrator_log.warning(
+        "a %r model call started on an event loop was sent by a client the guard does not "
+        "wrap, so no door asked the fleet scopes before it ran: it is counted now, and could "
+        "not be refused (see docs/fleet.md, async code)",
+        model,
+    )
 
 
 def fleet_levels(fleet: object) -> tuple[FleetLevel, ...]:

@@ -20,6 +20,8 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -38,7 +40,7 @@ from ..readings.recognise import (
 from ..readings.tools import read_tool, tool_start
 from . import loops, membership
 from .booking import book
-from .guard import note_refusal
+from .guard import awaits_fleet, note_refusal
 from .membership import SpanEntry
 from .probe import _ProbeWait
 
@@ -87,7 +89,7 @@ class LimitsProcessor(SpanProcessor):
                 not budgeted or not model or has_pricing(model, provider_from_attributes(attrs))
             )
             try:
-                entry = _admit_library(under, model, expected, priced)
+                entry = _admit_library(under, model, expected, priced, attrs)
             except BaseException as refusal:
                 note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
                 raise
@@ -136,19 +138,34 @@ class LimitsProcessor(SpanProcessor):
         return True
 
 
-def _admit_library(under: SpanEntry, model: str, expected: float, priced: bool) -> SpanEntry:
+def _admit_library(
+    under: SpanEntry,
+    model: str,
+    expected: float,
+    priced: bool,
+    attrs: Mapping[str, Any] | None,
+) -> SpanEntry:
     """Admit a library model span; on a thread (not an event loop) it may wait for a probe.
 
     A span starting on an event loop's thread must not block the loop: it is
     admitted at once, and the client guard reserves its request's estimate
-    right after (before the loop runs another task).
+    right after (before the loop runs another task). Its fleet scopes (a Redis
+    round trip each) are not asked here when the guarded client will send the
+    request: the guard awaits them, off the loop, before anything is sent
+    (``guard.awaits_fleet``).
     """
-    probe = not _on_event_loop()
+    on_loop = _on_event_loop()
+    probe = not on_loop
+    defer = (
+        on_loop
+        and bool(under.ledger.fleet_scopes())
+        and awaits_fleet(provider_from_attributes(attrs))
+    )
     deadline = 0.0
     while True:
         try:
             return membership.admit_call(
-                under, model, expected, ours=False, priced=priced, probe=probe
+                under, model, expected, ours=False, priced=priced, probe=probe, defer_fleet=defer
             )
         except _ProbeWait as wait:
             now = time.monotonic()

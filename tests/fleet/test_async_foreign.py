@@ -1,0 +1,247 @@
+"""Another instrumentation's model calls in async code: fleet limits never block the loop.
+
+Real parts throughout: a real redis-server frozen with SIGSTOP, the official
+OpenTelemetry instrumentation (``opentelemetry-instrumentation-genai-openai``)
+around the real ``AsyncOpenAI`` client, the real OTel SDK, and the local
+stand-in HTTP server the interop tests use. The instrumentation's span starts
+on the event loop; our processor must admit it without a Redis round trip
+there, and the guard awaits the fleet reservation off the loop before the
+request is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+
+from techrevati.runtime import (
+    FleetLimits,
+    FleetUnavailableError,
+    MaxIterationsExceededError,
+    ModelPricing,
+    agent_session,
+    configure,
+    register_pricing,
+)
+from techrevati.runtime.telemetry.limits import guard
+
+from .redis_server import RedisServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "interop"))
+
+import standin
+
+MODEL = "gpt-async-foreign"
+# 20 uncached input at $100/M, 100 cache reads at $10/M, 30 output at $200/M (the stand-in's usage).
+ONE_CALL = 0.009
+CONCURRENT = 12
+
+
+@pytest.fixture
+def api() -> Iterator[standin.StandIn]:
+    register_pricing(MODEL, ModelPricing(100.0, 200.0, cache_read_per_million=10.0))
+    with standin.serve() as server:
+        yield server
+
+
+@pytest.fixture
+def instrumented() -> Iterator[TracerProvider]:
+    """Our limits on an SDK provider, and the official openai instrumentation on it."""
+    provider = TracerProvider()
+    handle = configure(tracer_provider=provider, set_global=False, spans_file=False)
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        yield provider
+    finally:
+        instrumentor.uninstrument()
+        handle.shutdown()
+        guard.uninstall_guard()
+
+
+def _client(api: standin.StandIn) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=api.url + "/v1", api_key="k", max_retries=0)
+
+
+async def _one(client: openai.AsyncOpenAI) -> str:
+    try:
+        await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
+    except (FleetUnavailableError, MaxIterationsExceededError) as refused:
+        return type(refused).__name__
+    return "ok"
+
+
+async def _with_heartbeat(
+    redis_server: RedisServer, fleet: FleetLimits, client: openai.AsyncOpenAI
+) -> tuple[float, list[str]]:
+    """Run the concurrent calls with Redis frozen; return the worst heartbeat gap."""
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def heartbeat() -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with agent_session("warm", fleet=fleet):
+        # Warm: the client's first call imports and builds its models (~0.1-0.2 s
+        # on a busy machine); the gaps below are about Redis, not imports.
+        assert await _one(client) == "ok"
+    beat = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0.05)
+    redis_server.pause()
+    try:
+        async with agent_session("w", fleet=fleet):
+            results = await asyncio.gather(*(_one(client) for _ in range(CONCURRENT)))
+    finally:
+        redis_server.resume()
+    stop.set()
+    await beat
+    return max(gaps), list(results)
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome", "sent"),
+    [("refuse", "FleetUnavailableError", 0), ("allow", "ok", CONCURRENT)],
+)
+def test_frozen_redis_never_stalls_the_loop_for_instrumented_async_calls(
+    redis_server: RedisServer,
+    api: standin.StandIn,
+    instrumented: TracerProvider,
+    policy: str,
+    outcome: str,
+    sent: int,
+) -> None:
+    # Once each instrumented call's fleet admission was a blocking round trip on
+    # the loop: 12 calls stalled it 12 x timeout_s (7.2 s here).
+    timeout_s = 0.6
+    fleet = FleetLimits(
+        redis_server.url,
+        scope=f"foreign-{policy}",
+        budget_usd=1_000.0,
+        max_calls=1_000,
+        on_store_error=policy,  # type: ignore[arg-type]
+        timeout_s=timeout_s,
+    )
+    worst, results = asyncio.run(_with_heartbeat(redis_server, fleet, _client(api)))
+    print(f"{policy}: worst heartbeat gap {worst * 1000:.0f} ms, {CONCURRENT} calls, Redis frozen")
+    assert worst < timeout_s, f"the loop stalled {worst:.3f} s with Redis frozen"
+    # refuse: each call refused before anything was sent; allow: each ran on local limits.
+    assert results == [outcome] * CONCURRENT
+    assert api.count("/chat/completions") == 1 + sent  # the warm-up call, then these
+    assert fleet.flush(5.0)
+    usage = fleet.usage()
+    # Only the warm-up call reached the fleet; none of the frozen-time ones is left reserved.
+    assert (usage.calls, usage.in_flight) == (1, 0)
+    assert usage.spent_usd == pytest.approx(ONE_CALL, rel=1e-9)
+
+
+def test_the_fleet_cap_holds_exactly_for_concurrent_instrumented_async_calls(
+    redis_server: RedisServer, api: standin.StandIn, instrumented: TracerProvider
+) -> None:
+    fleet = FleetLimits(redis_server.url, scope="foreign-cap", max_calls=5, budget_usd=1_000.0)
+    client = _client(api)
+
+    async def main() -> list[str]:
+        async with agent_session("w", fleet=fleet) as session:
+            results = await asyncio.gather(*(_one(client) for _ in range(CONCURRENT)))
+        assert session.tracker.turn_count == 5
+        return list(results)
+
+    results = asyncio.run(main())
+    assert sorted(results) == ["MaxIterationsExceededError"] * 7 + ["ok"] * 5
+    assert api.count("/chat/completions") == 5  # a refused call sent nothing
+    assert fleet.flush(5.0)
+    usage = fleet.usage()
+    assert (usage.calls, usage.in_flight) == (5, 0)
+    assert usage.spent_usd == pytest.approx(5 * ONE_CALL, rel=1e-9)
+
+
+def test_a_sync_client_called_in_a_coroutine_is_still_refused_before_sending(
+    redis_server: RedisServer, api: standin.StandIn, instrumented: TracerProvider
+) -> None:
+    # The instrumentation's span starts on the loop (its fleet reservation is
+    # deferred), but a sync client never reaches an awaiting door: the guard asks
+    # the fleet at the request's build, still before anything is sent.
+    fleet = FleetLimits(redis_server.url, scope="foreign-sync", max_calls=1)
+    client = openai.OpenAI(base_url=api.url + "/v1", api_key="k", max_retries=0)
+
+    def one() -> str:
+        try:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+        except MaxIterationsExceededError as refused:
+            assert refused.scope == "foreign-sync"
+            return "refused"
+        return "ok"
+
+    async def main() -> list[str]:
+        async with agent_session("w", fleet=fleet):
+            return [one(), one()]
+
+    assert asyncio.run(main()) == ["ok", "refused"]
+    assert api.count("/chat/completions") == 1
+    assert fleet.flush(5.0)
+    assert fleet.usage().calls == 1
+
+
+def test_a_span_no_guarded_request_follows_is_counted_by_the_fleet_after_it_ends(
+    redis_server: RedisServer, instrumented: TracerProvider
+) -> None:
+    # A model span that names openai but whose request goes through no guarded
+    # client (an HTTP call of its own): nothing awaited its fleet reservation, so
+    # the fleet counts it when it ends (too late to refuse, never on the loop).
+    fleet = FleetLimits(redis_server.url, scope="foreign-unasked", max_calls=10)
+    tracer = instrumented.get_tracer("some.other.instrumentation")
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": MODEL,
+    }
+
+    async def main() -> None:
+        async with agent_session("w", fleet=fleet) as session:
+            with tracer.start_as_current_span(f"chat {MODEL}", attributes=attributes) as span:
+                await asyncio.sleep(0)
+                span.set_attribute("gen_ai.usage.input_tokens", 1000)
+                span.set_attribute("gen_ai.usage.output_tokens", 0)
+            assert session.tracker.turn_count == 1
+
+    register_pricing(MODEL, ModelPricing(100.0, 200.0))
+    asyncio.run(main())
+    deadline = time.monotonic() + 5
+    while fleet.usage().calls < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fleet.flush(5.0)
+    usage = fleet.usage()
+    assert (usage.calls, usage.in_flight) == (1, 0)
+    assert usage.spent_usd == pytest.approx(0.1, rel=1e-9)  # 1000 input at $100/M
+
+
+def test_a_bare_async_client_blocks_the_loop_at_most_once_per_interval(
+    redis_server: RedisServer, api: standin.StandIn
+) -> None:
+    # No instrumentation: the guard itself is the door, and admits at the
+    # request's build (sync). With Redis frozen one call per interval finds out,
+    # the others fail fast under the policy: the loop waits one timeout_s, not 12.
+    timeout_s = 0.6
+    fleet = FleetLimits(redis_server.url, scope="bare", max_calls=1_000, timeout_s=timeout_s)
+    worst, results = asyncio.run(_with_heartbeat(redis_server, fleet, _client(api)))
+    print(f"bare client: worst heartbeat gap {worst * 1000:.0f} ms, Redis frozen")
+    assert results == ["FleetUnavailableError"] * CONCURRENT
+    assert api.count("/chat/completions") == 1
+    assert worst < timeout_s + 0.15, f"the loop stalled {worst:.3f} s with Redis frozen"
+    guard.uninstall_guard()
