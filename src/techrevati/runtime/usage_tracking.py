@@ -391,7 +391,16 @@ _set_input, _set_output, _set_cache_write, _set_cache_read = (
 class _ModelTotals:
     """Running token sums for one recorded (model, provider)."""
 
-    __slots__ = ("bands", "cache_read", "cache_write", "estimated", "input", "output", "turns")
+    __slots__ = (
+        "bands",
+        "cache_read",
+        "cache_write",
+        "estimated",
+        "held",
+        "input",
+        "output",
+        "turns",
+    )
 
     def __init__(self) -> None:
         self.input = 0
@@ -399,8 +408,12 @@ class _ModelTotals:
         self.cache_write = 0
         self.cache_read = 0
         self.turns = 0
-        # USD of calls booked at an estimate (no usage arrived): not in the token sums.
+        # USD of calls booked at a fixed amount, not priced from the token sums: an
+        # estimate (no usage arrived), or the clamp of a call priced above MAX_CALL_USD.
         self.estimated = 0.0
+        # Tokens and count of clamped calls [input, output, cache_write, cache_read,
+        # calls]: in the token totals, never priced again (their cost is in ``estimated``).
+        self.held: list[int] | None = None
         # Sums per price band, only for calls a tiered database price charged:
         # band key -> [input, output, cache_write, cache_read, calls].
         self.bands: dict[tuple[int, int], list[int]] | None = None
@@ -431,21 +444,84 @@ class _ModelTotals:
                 part[3] += usage.cache_read_tokens
                 part[4] += 1
 
+    def hold(self, usage: UsageSnapshot) -> None:
+        """Count a clamped call's tokens outside the priced sums."""
+        held = self.held
+        if held is None:
+            held = self.held = [0, 0, 0, 0, 0]
+        held[0] += usage.input_tokens
+        held[1] += usage.output_tokens
+        held[2] += usage.cache_write_tokens
+        held[3] += usage.cache_read_tokens
+        held[4] += 1
+        self.turns += 1
+
     def cost(self, model: str, provider: str) -> float:
-        sums = (self.input, self.output, self.cache_write, self.cache_read, self.turns)
+        held = self.held
+        calls = self.turns if held is None else self.turns - held[4]  # held: never re-priced
+        sums = (self.input, self.output, self.cache_write, self.cache_read, calls)
         return _sums_cost(model, provider, sums, self.bands) + self.estimated
 
 
-# (model, provider, input, output, cache_write, cache_read, calls, bands) copied
-# out under the lock.
+# (model, provider, input, output, cache_write, cache_read, calls, bands, fixed USD,
+# held tokens) copied out under the lock; the token sums at 2-5 include the held ones.
 _TotalsRow = tuple[
-    str, str, int, int, int, int, int, dict[tuple[int, int], list[int]] | None, float
+    str,
+    str,
+    int,
+    int,
+    int,
+    int,
+    int,
+    dict[tuple[int, int], list[int]] | None,
+    float,
+    tuple[int, int, int, int, int] | None,
 ]
 
 
 def _row_cost(row: _TotalsRow) -> float:
-    # Calls whose usage never arrived carry their estimated cost beside the token sums.
-    return _sums_cost(row[0], row[1], (row[2], row[3], row[4], row[5], row[6]), row[7]) + row[8]
+    # Calls booked at a fixed amount (an estimate, a clamp) carry it beside the token
+    # sums; their tokens (held) are taken out of the sums before pricing.
+    sums = (row[2], row[3], row[4], row[5], row[6])
+    held = row[9]
+    if held is not None:
+        sums = (
+            sums[0] - held[0],
+            sums[1] - held[1],
+            sums[2] - held[2],
+            sums[3] - held[3],
+            sums[4] - held[4],
+        )
+    return _sums_cost(row[0], row[1], sums, row[7]) + row[8]
+
+
+def _row(model: str, provider: str, t: _ModelTotals) -> _TotalsRow:
+    held = t.held
+    if held is None:
+        return (
+            model,
+            provider,
+            t.input,
+            t.output,
+            t.cache_write,
+            t.cache_read,
+            t.turns,
+            None if t.bands is None else {k: list(v) for k, v in t.bands.items()},
+            t.estimated,
+            None,
+        )
+    return (
+        model,
+        provider,
+        t.input + held[0],
+        t.output + held[1],
+        t.cache_write + held[2],
+        t.cache_read + held[3],
+        t.turns,
+        None if t.bands is None else {k: list(v) for k, v in t.bands.items()},
+        t.estimated,
+        (held[0], held[1], held[2], held[3], held[4]),
+    )
 
 
 @dataclass
@@ -536,10 +612,11 @@ class UsageTracker:
         running total stale (recomputed later) instead of silently wrong.
         A plain ``(cost, version, known)`` triple (0.1.0's shape) is accepted.
         """
-        estimated = False
+        estimated = clamped = False
         if type(priced) is PricedCall:
             cost, version, known, source, band, provider = priced
             estimated = source == "estimated"
+            clamped = source == "clamped"
         else:
             cost, version, known = priced[0], priced[1], priced[2]
             band = None
@@ -559,7 +636,13 @@ class UsageTracker:
             totals = self._models.get(key)
             if totals is None:
                 totals = self._models[key] = _ModelTotals()
-            totals.add(usage, band)
+            if clamped:
+                # Its tokens price above MAX_CALL_USD: booked at the clamp, as the
+                # ledger and its span are, and never re-priced from the sums.
+                totals.hold(usage)
+                totals.estimated += cost
+            else:
+                totals.add(usage, band)
             if estimated:
                 totals.estimated += cost
             self._turn_count += 1
@@ -618,20 +701,7 @@ class UsageTracker:
         with self._lock:
             if self.turns is not self._synced_list or len(self.turns) != self._synced_len:
                 self._resync_locked()
-            rows = [
-                (
-                    model,
-                    provider,
-                    t.input,
-                    t.output,
-                    t.cache_write,
-                    t.cache_read,
-                    t.turns,
-                    None if t.bands is None else {k: list(v) for k, v in t.bands.items()},
-                    t.estimated,
-                )
-                for (model, provider), t in self._models.items()
-            ]
+            rows = [_row(model, provider, t) for (model, provider), t in self._models.items()]
             return self._turn_count, rows
 
     # -- totals --------------------------------------------------------------

@@ -87,12 +87,18 @@ _REQUIRED_RATES = ("input_per_million", "output_per_million")
 _OPTIONAL_RATES = ("cache_write_per_million", "cache_read_per_million")
 
 #: Where a call's price came from; the values of ``semconv.COST_SOURCE_*``.
-CostSource = Literal["registered", "bundled", "unpriced", "estimated", "no_usage"]
+CostSource = Literal["registered", "bundled", "unpriced", "estimated", "no_usage", "clamped"]
 REGISTERED: CostSource = "registered"
 BUNDLED: CostSource = "bundled"
 UNPRICED: CostSource = "unpriced"
 #: A call whose usage never arrived, booked at an estimate (the limits' rule).
 ESTIMATED: CostSource = "estimated"
+#: A call whose usage prices above :data:`MAX_CALL_USD` (a hostile or broken usage
+#: block): booked at that bound, the amount every limit and report then agrees on.
+CLAMPED: CostSource = "clamped"
+#: The largest cost one call may book or reserve (USD). Far below 2**53 nano-dollars,
+#: so no counter of a limit wraps or loses a cent (``telemetry/limits/money.py``).
+MAX_CALL_USD = 1e6
 
 
 def _check_rate(owner: str, name: str, value: object) -> None:
@@ -505,6 +511,8 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
         + read * read_rate / _PER_MILLION
         + per_call
     )
+    if not cost <= MAX_CALL_USD:  # also NaN: the one comparison the hot path pays
+        return _clamped(model, cost, version, resolved.known, key, provider)
     return tuple.__new__(
         PricedCall,
         (
@@ -530,6 +538,37 @@ def price_turn(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
         (1.0, True)
     """
     return price_call(model, usage, provider)
+
+
+_clamped_models: set[str] = set()
+
+
+def _clamped(
+    model: str,
+    cost: float,
+    version: object,
+    known: bool,
+    band: tuple[int, int] | None,
+    provider: str,
+) -> PricedCall:
+    """A call priced above ``MAX_CALL_USD``: booked at the bound, logged once per model.
+
+    Every place that reports the call (its span, the session's tracker and
+    summary, the ledger, the fleet) then shows the same amount.
+    """
+    log = logger.debug if model in _clamped_models else logger.warning
+    if len(_clamped_models) < 1024:  # bounded: model names come from responses
+        _clamped_models.add(model)
+    log(
+        "cost of a %r call is out of range (%r USD): its usage is not believable; "
+        "booked as %s USD so every limit still counts it",
+        model,
+        cost,
+        MAX_CALL_USD,
+    )
+    return PricedCall(
+        MAX_CALL_USD, version if type(version) is int else None, known, CLAMPED, band, provider
+    )
 
 
 def cost_of(model: str, usage: UsageSnapshot, provider: str = "") -> float:

@@ -151,6 +151,9 @@ COST_SOURCE_ESTIMATED: Final = "estimated"
 #: A call whose usage never arrived and that nothing could estimate: booked at $0,
 #: not at a price (``techrevati.usage.missing`` is set too).
 COST_SOURCE_NO_USAGE: Final = "no_usage"
+#: A call whose usage priced above $1e6 (a hostile or broken usage block): booked at
+#: $1e6, the amount its span, the session and every limit agree on.
+COST_SOURCE_CLAMPED: Final = "clamped"
 TOKEN_KIND_CACHE_READ: Final = "cache_read"
 TOKEN_KIND_CACHE_WRITE: Final = "cache_write"
 TOKEN_KIND_REASONING: Final = "reasoning"

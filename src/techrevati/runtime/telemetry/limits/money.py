@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 import math
 
+from ...pricing import MAX_CALL_USD as PRICING_MAX_CALL_USD
+
 _log = logging.getLogger("techrevati.runtime.limits")
 
 #: Nano-dollars per dollar.
@@ -32,7 +34,8 @@ NANO = 1_000_000_000
 #: The largest budget a limit accepts (USD): 1e18 nano-dollars, below 2**63.
 MAX_BUDGET_USD = 1e9
 #: The largest cost one call may book or reserve (USD): 1e15 nano-dollars, below 2**53.
-MAX_CALL_USD = 1e6
+#: Defined with pricing, which clamps a call's price to it (so every report agrees).
+MAX_CALL_USD = PRICING_MAX_CALL_USD
 MAX_CALL_NANO = round(MAX_CALL_USD * NANO)
 
 _clamped: set[str] = set()
