@@ -101,11 +101,13 @@ def _expected(
     return expected
 
 
-def begin(options: Any, provider: str) -> RequestCall | None:
+def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | None:
     """A request is about to be built: the same call as its retries, or a new one.
 
     Returns None for a request that is not a model call. May raise the refusal
-    (cap, budget, fleet), before any byte is sent.
+    (cap, budget, fleet), before any byte is sent. ``awaits``: an async client
+    whose ``_prepare_request`` awaits the fleet (``arequest_fleet``) before
+    sending, so a call the guard admits itself leaves its fleet scopes to it.
     """
     key = getattr(options, "idempotency_key", None)
     current = _IN_FLIGHT.get()
@@ -125,13 +127,14 @@ def begin(options: Any, provider: str) -> RequestCall | None:
         key if key is not None else object(),
         _expected(model, body, provider),
         priced=lambda ledger: not ledger.has_budget() or not model or has_pricing(model, provider),
+        defer_fleet=awaits,
     )
     if placed is None:
         membership.note_outside(f"a request of the {provider} client")
         return None
     entry, created = placed
     claim = entry.call
-    if claim is not None and claim.fleet_deferred:
+    if claim is not None and claim.fleet_deferred and not (created and awaits):
         # A span admitted on an event loop whose request reached no awaiting door
         # (see ``afleet``): the fleet is asked now, still before anything is sent.
         claim.leaf.reserve_deferred(claim)
@@ -166,6 +169,27 @@ async def afleet() -> None:
     claim = found.call if found is not None else None
     if claim is not None and claim.fleet_deferred and claim.open:
         await claim.leaf.areserve_fleet(claim)
+
+
+async def arequest_fleet() -> None:
+    """Await the fleet reservation of the call the guard admitted for this request.
+
+    An async client's request is admitted when it is built (a sync step), at
+    the local levels only; its ``_prepare_request``, awaited right after and
+    before anything is sent, asks the fleet scopes here, off the loop. A
+    refusal fails the request (nothing sent, the call un-counted) and raises.
+    """
+    call = _IN_FLIGHT.get()
+    if call is None or call.processed or call.entry is None:
+        return
+    claim = call.entry.call
+    if claim is None or not claim.fleet_deferred or not claim.open:
+        return
+    try:
+        await claim.leaf.areserve_fleet(claim)
+    except BaseException:
+        fail(call)
+        raise
 
 
 def watch(request: object, call: RequestCall) -> None:

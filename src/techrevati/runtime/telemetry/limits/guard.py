@@ -37,6 +37,10 @@ which the Anthropic SDK's own span starts) awaits that reservation first, its
 I/O on the fleet's threads, so a refusal still stops the request before it is
 sent and a frozen Redis stalls only the coroutines that need it
 (:func:`awaits_fleet` tells the processor when a guarded client will do so).
+A request the guard admits itself in an async client (no span announced it)
+is admitted at the local levels when it is built, and the client's
+``_prepare_request`` (awaited right after, before sending; the one the client
+class really runs, wrapped at its first request) awaits its fleet scopes.
 
 Which request a relayed refusal belongs to: the one made by an SDK call that
 was already running when the refusal was noted. ``note_refusal`` keeps the SDK
@@ -108,6 +112,11 @@ _PROCESS = "_process_response"
 _ASYNC_DOORS = ("request", "_attempt_request")
 #: Packages whose async request path awaits deferred fleet reservations right now.
 _AWAITING: set[str] = set()
+# Awaited by the async clients right after ``_build_request``, before sending: where
+# the fleet reservation of a request the guard admitted itself is awaited.
+_PREPARE = "_prepare_request"
+#: Client classes whose ``_prepare_request`` the guard wrapped (found at first use).
+_PREPARED: list[type] = []
 _log = logging.getLogger("techrevati.runtime.telemetry")
 
 
@@ -172,11 +181,20 @@ def check_pending(frame: FrameType | None = None) -> None:
         depth += 1
 
 
-def _guard_build(method: Callable[..., Any], provider: str) -> Callable[..., Any]:
+def _guard_build(
+    method: Callable[..., Any], provider: str, asyn: type | None = None
+) -> Callable[..., Any]:
     @functools.wraps(method)
     def guarded(self: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
         check_pending(sys._getframe())
-        call = door.begin(options, provider)  # may raise the refusal: nothing is sent
+        # An async client whose _prepare_request awaits the fleet: a call admitted
+        # here (on the loop) leaves its Redis round trip to that await.
+        awaits = (
+            asyn is not None
+            and isinstance(self, asyn)
+            and hasattr(getattr(type(self), _PREPARE, None), _MARK)
+        )
+        call = door.begin(options, provider, awaits)  # may raise the refusal: nothing is sent
         try:
             request = method(self, options, *args, **kwargs)
         except BaseException:
@@ -226,11 +244,42 @@ def _guard_aprocess(method: Callable[..., Any]) -> Callable[..., Any]:
 def _guard_arequest(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cls = type(self)
+        if not hasattr(getattr(cls, _PREPARE, None), _MARK):
+            _guard_prepare_of(cls)
         await door.afleet()  # may raise the fleet's refusal: nothing is sent
         return await method(self, *args, **kwargs)
 
     setattr(guarded, _MARK, method)
     return guarded
+
+
+def _guard_aprepare(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        await door.arequest_fleet()  # may raise the fleet's refusal: nothing is sent
+        return await method(self, *args, **kwargs)
+
+    setattr(guarded, _MARK, method)
+    return guarded
+
+
+def _guard_prepare_of(cls: type) -> None:
+    """Wrap the ``_prepare_request`` an async client class resolves to, once.
+
+    Clients override it (``AsyncOpenAI`` signs requests there) without calling
+    the base, so the one an instance really runs is wrapped, found when the
+    class first sends a request; ``uninstall_guard`` restores it.
+    """
+    with _install_lock:
+        owner = next((k for k in cls.__mro__ if _PREPARE in k.__dict__), None)
+        if owner is None:
+            return
+        method = owner.__dict__[_PREPARE]
+        if hasattr(method, _MARK) or not inspect.iscoroutinefunction(method):
+            return
+        setattr(owner, _PREPARE, _guard_aprepare(method))
+        _PREPARED.append(owner)
 
 
 def awaits_fleet(provider: str) -> bool:
@@ -261,7 +310,8 @@ def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:
     asyn = getattr(module, "AsyncAPIClient", None)
     found: list[tuple[type, str, Callable[..., Any]]] = []
     if isinstance(base, type) and callable(base.__dict__.get(_METHOD)):
-        found.append((base, _METHOD, lambda m: _guard_build(m, package)))
+        klass = asyn if isinstance(asyn, type) else None
+        found.append((base, _METHOD, lambda m: _guard_build(m, package, klass)))
     else:
         _log.warning(
             "%s is installed but has no BaseClient.%s: its requests are not guarded",
@@ -341,6 +391,11 @@ def uninstall_guard() -> None:
         _ensured = False
         _AWAITING.clear()
         _remove_finder()
+        for owner in _PREPARED:
+            original = getattr(owner.__dict__.get(_PREPARE), _MARK, None)
+            if original is not None:
+                setattr(owner, _PREPARE, original)
+        _PREPARED.clear()
         for name in GUARDED_PACKAGES:
             if f"{name}._base_client" not in sys.modules:
                 continue

@@ -491,6 +491,8 @@ def admit_request(
     request: object,
     expected: Callable[[Ledger], float],
     priced: Callable[[Ledger], bool],
+    *,
+    defer_fleet: bool = False,
 ) -> tuple[SpanEntry, bool] | None:
     """The client guard's door: which call a client request is, admitting it if no span did.
 
@@ -526,7 +528,9 @@ def admit_request(
         found.request = request  # a library span started on this strand, not current
         return found, False
     ledger = under.ledger
-    entry = admit_call(under, model, expected(ledger), ours=False, priced=priced(ledger))
+    entry = admit_call(
+        under, model, expected(ledger), ours=False, priced=priced(ledger), defer_fleet=defer_fleet
+    )
     entry.request = request
     if not entry.same_call:
         # The guard's own call: later spans on this strand compare with it.
