@@ -321,6 +321,21 @@ def test_closed_sessions_with_abandoned_spans_are_freed(otel: Otel) -> None:
     assert len(membership.LATE) <= membership.LATE_LIMIT
 
 
+def test_the_ledgers_of_closed_sessions_with_library_calls_are_freed(otel: Otel) -> None:
+    # Once a process-wide table of recent library calls, keyed weakly by ledger, held
+    # claims that refer to their ledger: every such session's ledger (its tracker, its
+    # turns) stayed alive for good, 200 of 200 here.
+    ledgers = []
+    for _ in range(200):
+        with Orchestrator(role="w", phase="p", max_iterations=5, **otel.kwargs()).session() as s:
+            _end_with_usage(_library_span(otel), 1)
+        ledgers.append(weakref.ref(s._ledger))
+    del s
+    gc.collect()
+    # At most the last: this thread's last library call (membership.STRAND) until its next.
+    assert sum(r() is not None for r in ledgers) <= 1
+
+
 def test_usage_after_the_turn_is_booked_and_counts_at_the_next_admission(otel: Otel) -> None:
     pending: list[Any] = []
     orch = Orchestrator(role="w", phase="p", budget_usd=1.5, enforce_budget=True, **otel.kwargs())
