@@ -605,7 +605,8 @@ def forget(entry: SpanEntry) -> None:
     key = entry.key
     if key is not None:
         OPEN.pop(key, None)
-        LATE.pop(key, None)
+        if LATE:  # empty unless a session closed under calls in flight
+            LATE.pop(key, None)
         entry.ledger.open_keys.discard(key)
 
 
