@@ -53,10 +53,45 @@ def _run(
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "READY"
+    _wait_until_blocked(process.pid)
     time.sleep(delay)
     process.send_signal(signal.SIGTERM)
     out, err = _finish(process, timeout)
     return process.returncode, out, err
+
+
+def _wait_until_blocked(pid: int) -> None:
+    """Return once the child's main thread is blocked in the call it makes after READY.
+
+    CPython runs a Python signal handler on the main thread between two
+    bytecodes, or when a blocking call is interrupted. A signal whose C-level
+    handler runs after the last such check but before the call blocks (the
+    instants after READY, stretched by a loaded machine) is only acted on when
+    the call returns: a minute later for a ``time.sleep(60)``, which is a race
+    of this harness (it signals exactly then), not the hang these tests look
+    for. So the signal is sent once the thread has been sleeping (state ``S``)
+    for 0.1 s; where /proc is missing, half a second after READY.
+    """
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        time.sleep(0.5)
+        return
+    asleep_since: float | None = None
+    waited = 0.0
+    while waited < 30.0:
+        now = time.monotonic()
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return  # the child is gone: its exit status says why
+        if state != "S":
+            asleep_since = None
+        elif asleep_since is None:
+            asleep_since = now
+        elif now - asleep_since >= 0.1:
+            return
+        time.sleep(0.01)
+        waited += min(time.monotonic() - now, 0.1)
 
 
 def _finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
