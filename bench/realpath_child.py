@@ -20,6 +20,12 @@ Variants:
   runs the calls in a capped ``agent_session`` (the guard is the only door).
 * ``fw_bare`` / ``fw_ours`` — a pydantic-ai agent run (one model request per
   run, no tools) with the OpenAI instrumentation, without and with us.
+* ``ours_split`` — ``ours`` with its budget enforced, and the calling thread's
+  CPU inside our entry points (the limits processor's ``on_start`` /
+  ``on_end``, the client guard's request and response hooks) counted apart:
+  our share measured directly, where ``ours - bare`` is a difference of two
+  noisy totals. The counting adds a little of its own (two clock reads per
+  entry point), so it reads slightly high.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 MODEL = "gpt-4o-mini"
 BIG_CAP = 10**9
+BIG_BUDGET = 1e9
 
 
 def _provider() -> Any:
@@ -57,18 +64,56 @@ def _instrument(provider: Any) -> None:
     OpenAIInstrumentor().instrument(tracer_provider=provider)
 
 
-def _ours(provider: Any | None) -> Any:
-    """Our processor on the provider, and an open capped session (guard on by default)."""
+def _ours(provider: Any | None, *, budget: bool = False) -> Any:
+    """Our processor on the provider, and an open capped session (guard on by default).
+
+    ``budget``: the session also enforces a (never reached) budget, so every
+    call is reserved and settled at every level.
+    """
     from techrevati.runtime import agent_session
     from techrevati.runtime.telemetry.limits.guard import install_guard
     from techrevati.runtime.telemetry.limits.processor import ensure_limits_processor
 
     if provider is not None:
         ensure_limits_processor(provider)
-    session = agent_session("bench", max_iterations=BIG_CAP)
+    limits: dict[str, Any] = {"budget_usd": BIG_BUDGET, "enforce_budget": True} if budget else {}
+    session = agent_session("bench", max_iterations=BIG_CAP, **limits)
     session.__enter__()
     install_guard()  # idempotent; on by default once a session with limits exists
     return session
+
+
+#: Thread CPU (ns) spent inside our entry points, for ``ours_split``.
+INSIDE = [0]
+
+
+def _count_inside() -> None:
+    """Wrap our entry points so the thread CPU spent inside them adds up in INSIDE."""
+    from techrevati.runtime.telemetry.limits import door, guard
+    from techrevati.runtime.telemetry.limits.processor import LimitsProcessor
+
+    clock = time.thread_time_ns
+
+    def counted(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                INSIDE[0] += clock() - start
+
+        return inner
+
+    for owner, name in (
+        (LimitsProcessor, "on_start"),
+        (LimitsProcessor, "on_end"),
+        (door, "begin"),
+        (door, "watch"),
+        (door, "take"),
+        (door, "answered"),
+        (guard, "check_pending"),
+    ):
+        setattr(owner, name, counted(getattr(owner, name)))
 
 
 def setup(variant: str, url: str) -> Callable[[int], None]:
@@ -78,11 +123,14 @@ def setup(variant: str, url: str) -> Callable[[int], None]:
     import openai
 
     provider = None
-    if variant in ("bare", "ours"):
+    if variant in ("bare", "ours", "ours_split"):
         provider = _provider()
         _instrument(provider)
     if variant in ("ours", "client_ours"):
         _ours(provider)
+    if variant == "ours_split":
+        _ours(provider, budget=True)
+        _count_inside()
     client = openai.OpenAI(base_url=url + "/v1", api_key="bench-key", max_retries=0)
     messages = [{"role": "user", "content": "hi"}]
 
@@ -123,10 +171,12 @@ def main(argv: list[str]) -> int:
     print(json.dumps({"ready": variant}), flush=True)
     for line in sys.stdin:
         n = int(line)
+        INSIDE[0] = 0
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         calls(n)
         cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
-        print(json.dumps({"cpu": cpu / n, "wall": wall / n}), flush=True)
+        inside = INSIDE[0] / 1e9
+        print(json.dumps({"cpu": cpu / n, "wall": wall / n, "inside": inside / n}), flush=True)
     return 0
 
 

@@ -10,7 +10,6 @@ settles its own claim.
 
 from __future__ import annotations
 
-from ...pricing import has_pricing
 from ..readings.recognise import CallReading, more_exact, warn_no_cache
 from .membership import SpanEntry
 
@@ -61,5 +60,5 @@ def book(entry: SpanEntry, reading: CallReading, scope: str = "", *, failed: boo
         usage,
         provider=provider,
         priced_by_core=False,
-        unpriced=bool(model) and not has_pricing(model, provider),
+        unpriced=None,  # from the price the ledger looks up anyway
     )

@@ -17,6 +17,7 @@ tasks never see each other's requests.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -60,6 +61,8 @@ def is_model_request(method: str, url: str) -> bool:
         >>> is_model_request("post", "/v1/messages/count_tokens")
         False
     """
+    if method == "post" and url in _MODEL_PATHS:
+        return True  # what the clients send for every call: no string is built
     if method.lower() != "post":
         return False
     path = url.split("?", 1)[0].rstrip("/")
@@ -89,16 +92,20 @@ _IN_FLIGHT: ContextVar[RequestCall | None] = ContextVar("techrevati_request", de
 def _expected(
     model: str, body: Mapping[str, Any] | None, provider: str
 ) -> Callable[[Ledger], float]:
-    def expected(ledger: Ledger) -> float:
-        if not ledger.has_budget():
-            return 0.0
-        learned = ledger.learned_cost(model)
-        if learned is not None:
-            return learned
-        estimate = request_estimate_usd(model, body, provider) if body is not None else None
-        return estimate if estimate is not None else ledger.expected_cost(model)
+    # A partial, not a closure: made for every request, asked only when the guard admits.
+    return functools.partial(_expected_cost, model, body, provider)
 
-    return expected
+
+def _expected_cost(
+    model: str, body: Mapping[str, Any] | None, provider: str, ledger: Ledger
+) -> float:
+    if not ledger.has_budget():
+        return 0.0
+    learned = ledger.learned_cost(model)
+    if learned is not None:
+        return learned
+    estimate = request_estimate_usd(model, body, provider) if body is not None else None
+    return estimate if estimate is not None else ledger.expected_cost(model)
 
 
 def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | None:

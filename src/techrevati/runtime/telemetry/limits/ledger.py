@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...caller import user_stacklevel
-from ...pricing import ESTIMATED, PricedCall, price_call
+from ...pricing import ESTIMATED, PricedCall, has_pricing, price_call
 from ...sinks import UsageSink
 from ...usage_tracking import (
     BudgetExceededError,
@@ -611,14 +611,15 @@ class Ledger:
         price: PricedTurn | None = None,
         provider: str = "",
         priced_by_core: bool = True,
-        unpriced: bool = False,
+        unpriced: bool | None = False,
     ) -> float:
         """Book a finished call: reservation out, actual cost in. Never raises.
 
         Works on a claim that was already released (usage that arrived after
         its turn ended, or after its session closed): it then only books.
         ``usage=None`` means the response carried no usage: booked as zero,
-        counted, and warned about under an enforced budget.
+        counted, and warned about under an enforced budget. ``unpriced=None``:
+        count the call as unpriced when ``model`` has no price at ``provider``.
         """
         leaf = claim.leaf
         missing = usage is None
@@ -628,12 +629,14 @@ class Ledger:
         cost = 0.0
         cost_nano = 0
         if model:
-            tracker = leaf.tracker
-            cost = (
-                tracker.record_and_price(model, snapshot, provider)
-                if price is None
-                else tracker.record_priced(model, snapshot, price)
-            )
+            if price is None:
+                # Priced once here: the price also says whether the model has one.
+                price = price_call(model, snapshot, provider)
+                if unpriced is None:
+                    unpriced = not price.known
+            elif unpriced is None:
+                unpriced = not has_pricing(model, provider)
+            cost = leaf.tracker.record_priced(model, snapshot, price)
             cost_nano = booking_nano(cost, "cost of a {!r} call", model)
             cost = to_usd(cost_nano)
         crossings: list[Ledger] | None = None

@@ -465,7 +465,8 @@ def _same_model(a: str, b: str) -> bool:
 
 def _library_entry(under: SpanEntry, call: Claim, *, same: bool) -> SpanEntry:
     """The entry of a library model span; it becomes the sibling later spans compare with."""
-    entry = SpanEntry(under.ledger, call, True, same, in_library=True)
+    # Positional (model_span, same_call, key, in_library): built for every library call.
+    entry = SpanEntry(under.ledger, call, True, same, None, True)
     under.sibling = (entry, _strand())
     STRAND.set(entry)
     return entry
@@ -612,9 +613,9 @@ def forget(entry: SpanEntry) -> None:
 
 def take(context: SpanContext | None) -> SpanEntry | None:
     """Remove and return the entry of a span that just ended."""
-    key = key_of(context)
-    if key is None:
+    if context is None or not context.span_id:
         return None
+    key = (context.trace_id, context.span_id)  # key_of, inline: asked for every span
     entry = OPEN.pop(key, None)
     if entry is None:
         entry = LATE.pop(key, None)

@@ -34,7 +34,7 @@ from ..readings.recognise import (
     classify_start,
     model_from_attributes,
     provider_from_attributes,
-    read_span,
+    read_call,
     span_attributes,
 )
 from ..readings.tools import read_tool, tool_start
@@ -64,14 +64,15 @@ class LimitsProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         scope = span.instrumentation_scope
-        if scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE:
+        producer = scope.name if scope is not None else None
+        if producer == sc.INSTRUMENTATION_SCOPE:
             return  # admitted and registered by the core (see the module docstring)
         found = membership.enclosing(span.parent, parent_context)
         if found is None:
             return
         under = found
         attrs = span_attributes(span)
-        if not classify_start(span.name, attrs, scope.name if scope is not None else None):
+        if not classify_start(span.name, attrs, producer):
             entry = SpanEntry(
                 under.ledger, under.call, in_library=under.in_library, in_tool=under.in_tool
             )
@@ -99,7 +100,8 @@ class LimitsProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         scope = span.instrumentation_scope
-        if scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE:
+        producer = scope.name if scope is not None else ""
+        if producer == sc.INSTRUMENTATION_SCOPE:
             return  # the core ends and books its own spans
         entry = membership.take(span.context)
         if entry is None:
@@ -113,7 +115,8 @@ class LimitsProcessor(SpanProcessor):
                     return
                 if entry.tool_call:
                     return
-            reading = read_span(span)  # by name, attributes and producer scope
+            # By name, attributes and producer scope (read_span, with the scope read above).
+            reading = read_call(span.name, span_attributes(span), producer)
             if reading is None:
                 return
             if not entry.model_span:
@@ -122,12 +125,7 @@ class LimitsProcessor(SpanProcessor):
                     return
                 entry = late
             if entry.call is not None:
-                book(
-                    entry,
-                    reading,
-                    scope.name if scope is not None else "",
-                    failed=_failed(span),
-                )
+                book(entry, reading, producer, failed=_failed(span))
         except Exception:
             _warn_once("limits processor failed to book a span; continuing")
 

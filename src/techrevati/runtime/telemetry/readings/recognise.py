@@ -298,9 +298,16 @@ def _usage(
         output = _int(attrs, _OUTPUT_KEYS)
         semconv = total_in is not None or output is not None
     if semconv:
-        cache_read = _int(attrs, _CACHE_READ_KEYS)
+        # Each first spelling inline too (an int there is the answer _int gives).
+        value = attrs.get(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
+        cache_read = (
+            (value if value > 0 else 0) if type(value) is int else _int(attrs, _CACHE_READ_KEYS)
+        )
         cache_write = _int(attrs, _CACHE_WRITE_KEYS)
-        reasoning = _int(attrs, _REASONING_KEYS) or 0
+        value = attrs.get(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)
+        reasoning = (
+            (value if value > 0 else 0) if type(value) is int else _int(attrs, _REASONING_KEYS) or 0
+        )
     else:
         total_in = _int(attrs, (OI_PROMPT,))
         output = _int(attrs, (OI_COMPLETION,))
