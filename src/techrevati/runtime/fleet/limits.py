@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..telemetry import semconv as sc
 from ..telemetry.calls.metrics import fleet_scopes, instruments_for
 from ..telemetry.limits.errors import FleetUnavailableError, MaxIterationsExceededError
+from ..telemetry.limits.ledger import wait_late_fleet_bookings
 from ..telemetry.limits.money import NANO, booking_nano, check_budget, to_nano
 from ..usage_tracking import BudgetExceededError
 from . import checks
@@ -398,15 +399,21 @@ class FleetLimits:
     def flush(self, timeout_s: float | None = None) -> bool:
         """Deliver pending settlements now, within ``timeout_s`` (default: 4 × ``timeout_s``).
 
-        Returns True when nothing is left waiting. Normal exit and the SIGTERM
-        handler do the same for every scope (``fleet.outbox.flush_all``).
+        Late bookings (calls that ran without a door asking the fleet, counted
+        when they end) are waited for too. Returns True when nothing is left
+        waiting. Normal exit and the SIGTERM handler do the same for every
+        scope (``fleet.outbox.flush_all``).
 
         Example::
 
             tenant.flush(1.0)
         """
         bound = 4 * self.timeout_s if timeout_s is None else max(0.0, timeout_s)
-        return self._outbox.drain(time.monotonic() + bound)
+        deadline = time.monotonic() + bound
+        # A call that ran without any door asking the fleet is booked late, on a
+        # thread of its own (Ledger._fleet_unasked): wait for those too.
+        late_done = wait_late_fleet_bookings(deadline)
+        return self._outbox.drain(deadline) and late_done
 
     def close(self) -> None:
         """Deliver what is pending (bounded), close the Redis connections opened here,

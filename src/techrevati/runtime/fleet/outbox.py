@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..telemetry.calls.metrics import instruments_for
+from ..telemetry.limits.ledger import late_fleet_bookings, wait_late_fleet_bookings
 from ..telemetry.semconv import FLEET_FINISH, FLEET_SCOPE
 
 _log = logging.getLogger("techrevati.runtime.fleet")
@@ -241,7 +242,8 @@ class Flusher:
     def flush_all(self, timeout_s: float) -> bool:
         """Deliver every waiting finish within ``timeout_s``; True when all went out."""
         deadline = time.monotonic() + max(0.0, timeout_s)
-        done = True
+        # Late bookings first: what they cannot deliver lands in an outbox below.
+        done = wait_late_fleet_bookings(deadline)
         for box in self.pending():
             if box.drain(deadline):
                 with self._lock:
@@ -283,7 +285,7 @@ def flush_all(timeout_s: float = EXIT_FLUSH_S) -> bool:
 
 
 def _flush_at_exit() -> None:
-    if FLUSHER.pending():
+    if FLUSHER.pending() or late_fleet_bookings():
         flush_all(EXIT_FLUSH_S)
 
 

@@ -32,7 +32,9 @@ the fleet's Redis level.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -55,6 +57,53 @@ from .money import booking_nano, check_budget, to_nano, to_usd
 from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait
 
 _orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
+
+# Late fleet bookings still on their way to Redis (``Ledger._fleet_unasked``).
+# Their threads are daemons, so the fleet's flushes (``FleetLimits.flush``, the
+# exit and SIGTERM flushes) wait for them: a booking that counts a call which
+# already ran must not be lost because the process ended a moment later.
+_late: set[threading.Thread] = set()
+_late_lock = threading.Lock()
+
+
+def _run_late(book: Callable[[], None]) -> None:
+    def run() -> None:
+        try:
+            book()
+        finally:
+            with _late_lock:
+                _late.discard(thread)
+
+    thread = threading.Thread(target=run, name="techrevati-fleet-late", daemon=True)
+    with _late_lock:
+        _late.add(thread)
+    thread.start()
+
+
+def late_fleet_bookings() -> int:
+    """How many late fleet bookings are still running."""
+    with _late_lock:
+        return len(_late)
+
+
+def wait_late_fleet_bookings(deadline: float) -> bool:
+    """Wait until ``deadline`` (``time.monotonic()``) for late fleet bookings; True: none left."""
+    with _late_lock:
+        running = list(_late)
+    for thread in running:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return late_fleet_bookings() == 0
+
+
+def _forget_late_after_fork() -> None:
+    # The parent's threads do not run in a forked child: its bookings are the parent's.
+    global _late_lock
+    _late.clear()
+    _late_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_late_after_fork)
 _USAGE_SINK_FAILED = "usage_sink.record raised; suppressing to keep session alive"
 
 #: Called with (limit kind, the error) whenever a limit is hit, enforced or not.
@@ -524,7 +573,7 @@ class Ledger:
                 except Exception:
                     _orchestrator_log.debug("late fleet booking refused or failed", exc_info=True)
 
-        threading.Thread(target=book, name="techrevati-fleet-late", daemon=True).start()
+        _run_late(book)
 
     def _refusal_locked(self) -> tuple[str, Exception, Ledger] | None:
         """The first level that refuses one more call, as (kind, error, level); None: all admit."""
