@@ -61,6 +61,18 @@ def _outcome(fn: Any) -> str:
     return "ran"
 
 
+def _burst(session: Any, ask: Any) -> list[str]:
+    """CALLS first calls of ``ask`` at once, from a pool's threads wrapped into ``session``."""
+    start = threading.Barrier(CALLS)
+
+    def one() -> str:
+        start.wait()
+        return _outcome(ask)
+
+    with ThreadPoolExecutor(max_workers=CALLS) as pool:
+        return list(pool.map(session.wrap(lambda _: one()), range(CALLS)))
+
+
 def test_twenty_threads_run_at_most_four_bodies(otel: Otel) -> None:
     bodies = Bodies()
 
@@ -72,14 +84,7 @@ def test_twenty_threads_run_at_most_four_bodies(otel: Otel) -> None:
         return RESPONSE
 
     with agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session:
-        start = threading.Barrier(CALLS)
-
-        def one() -> str:
-            start.wait()
-            return _outcome(ask)
-
-        with ThreadPoolExecutor(max_workers=CALLS) as pool:
-            outcomes = list(pool.map(session.wrap(lambda _: one()), range(CALLS)))
+        outcomes = _burst(session, ask)
     assert bodies.ran == 4  # was 20 before the probe rule
     assert bodies.most <= 3  # the probe ran alone; then at most 3 reserved calls at once
     assert session.tracker.turn_count == 4
@@ -225,14 +230,7 @@ def test_bare_client_burst_reserves_the_request_estimate(api: FakeOpenAI, otel: 
         client.chat.completions.create(model="model-a", messages=messages, max_tokens=100)
 
     with agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session:
-        start = threading.Barrier(CALLS)
-
-        def one() -> str:
-            start.wait()
-            return _outcome(ask)
-
-        with ThreadPoolExecutor(max_workers=CALLS) as pool:
-            outcomes = list(pool.map(session.wrap(lambda _: one()), range(CALLS)))
+        outcomes = _burst(session, ask)
     assert len(api.requests) == 4  # 20 before
     assert outcomes.count("ran") == len(api.requests)
     assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)
@@ -270,14 +268,7 @@ def test_instrumented_client_burst_in_threads_is_bounded(api: FakeOpenAI) -> Non
         with agent_session(
             "w", budget_usd=BUDGET, enforce_budget=True, tracer_provider=provider
         ) as session:
-            start = threading.Barrier(CALLS)
-
-            def one() -> str:
-                start.wait()
-                return _outcome(ask)
-
-            with ThreadPoolExecutor(max_workers=CALLS) as pool:
-                outcomes = list(pool.map(session.wrap(lambda _: one()), range(CALLS)))
+            outcomes = _burst(session, ask)
     assert len(api.requests) == 4  # 20 could start before; the budget is 3.5 calls
     assert outcomes.count("ran") == 4  # a library call that crosses is not raised after
     assert session.tracker.total_cost() == pytest.approx(4 * ONE_CALL)

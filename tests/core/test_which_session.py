@@ -50,23 +50,30 @@ def _attempt(fn: Any, n: int) -> str:
     return "ran"
 
 
+def _four_in_a_thread_attaching(ctx: otel_context.Context, fn: Any) -> list[str]:
+    """Four attempts of ``fn`` in a thread that attached ``ctx`` (as ThreadingInstrumentor does)."""
+    outcomes: list[str] = []
+
+    def worker() -> None:
+        token = otel_context.attach(ctx)
+        try:
+            outcomes.extend(_attempt(fn, n) for n in range(4))
+        finally:
+            otel_context.detach(token)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    return outcomes
+
+
 def test_thread_attaching_the_session_context_is_capped(otel: Otel) -> None:
     # The regression of issue 20: 4 turns in a thread that attached the session's
     # OTel context, under max_iterations=2: 2 run, 2 refused (all 4 ran before).
-    outcomes: list[str] = []
     with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
         ctx = otel_context.get_current()
 
-        def worker() -> None:
-            token = otel_context.attach(ctx)
-            try:
-                outcomes.extend(_attempt(ask, n) for n in range(4))
-            finally:
-                otel_context.detach(token)
-
-        thread = threading.Thread(target=worker)
-        thread.start()
-        thread.join()
+        outcomes = _four_in_a_thread_attaching(ctx, ask)
     assert outcomes == ["ran", "ran", "refused", "refused"]
     assert session.tracker.turn_count == 2
     assert session.tracker.total_cost() == pytest.approx(2 * (3000 + 1500) / 1e6)
@@ -148,7 +155,6 @@ def test_context_captured_under_app_spans_that_ended_stays_in_the_session(
     # ended before the thread ran lost its session (4 of 4 ran, none booked). The
     # session travels in the OTel context itself, whatever the span ancestry.
     tracer = otel.tracer_provider.get_tracer("app")  # real, recording spans
-    outcomes: list[str] = []
     with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
         spans = [tracer.start_as_current_span(f"app-{k}") for k in range(depth)]
         for span in spans:
@@ -157,15 +163,6 @@ def test_context_captured_under_app_spans_that_ended_stays_in_the_session(
         for span in reversed(spans):
             span.__exit__(None, None, None)
 
-        def worker() -> None:
-            token = otel_context.attach(ctx)
-            try:
-                outcomes.extend(_attempt(ask, n) for n in range(4))
-            finally:
-                otel_context.detach(token)
-
-        thread = threading.Thread(target=worker)
-        thread.start()
-        thread.join()
+        outcomes = _four_in_a_thread_attaching(ctx, ask)
     assert outcomes == ["ran", "ran", "refused", "refused"]
     assert session.tracker.turn_count == 2

@@ -57,15 +57,19 @@ def lazy(make_call: Callable[[], Call], start: Callable[[], Any]) -> Setup:
     def setup() -> tuple[contextvars.Context, Call, Any]:
         ctx = contextvars.copy_context()
         call = ctx.run(make_call)
-        try:
-            ctx.run(call.begin)
-            stream = ctx.run(start)
-        except BaseException as exc:
-            ctx.run(call.fail, exc)
-            raise
-        return ctx, call, stream
+        return ctx, call, _begin(ctx, call, start)
 
     return setup
+
+
+def _begin(ctx: contextvars.Context, call: Call, start: Callable[[], Any]) -> Any:
+    """Start the admitted call's span and the user's stream in ``ctx``; a failure ends the call."""
+    try:
+        ctx.run(call.begin)
+        return ctx.run(start)
+    except BaseException as exc:
+        ctx.run(call.fail, exc)
+        raise
 
 
 def alazy(
@@ -81,13 +85,7 @@ def alazy(
     async def setup() -> tuple[contextvars.Context, Call, Any]:
         ctx = contextvars.copy_context()
         call: Call = await asyncio.get_running_loop().create_task(make_call(), context=ctx)
-        try:
-            ctx.run(call.begin)
-            stream = ctx.run(start)
-        except BaseException as exc:
-            ctx.run(call.fail, exc)
-            raise
-        return ctx, call, stream
+        return ctx, call, _begin(ctx, call, start)
 
     return setup
 
