@@ -90,8 +90,10 @@ def wait_late_fleet_bookings(deadline: float) -> bool:
     """Wait until ``deadline`` (``time.monotonic()``) for late fleet bookings; True: none left."""
     with _late_lock:
         running = list(_late)
+    me = threading.current_thread()
     for thread in running:
-        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread is not me:  # a booking's own flush cannot wait for itself
+            thread.join(max(0.0, deadline - time.monotonic()))
     return late_fleet_bookings() == 0
 
 
