@@ -341,10 +341,9 @@ class TurnCall:
             cost = claim.leaf.settle(claim, model, usage, price=priced, unpriced=not known)
         if self.instruments.live:
             self._record_metrics(model, snapshot, cost, usage is None, known, reasoning_tokens)
-        if claim is not None and self.session is not None:
-            exceeded = claim.leaf.over_budget()  # None at once when nothing is enforced
-            if exceeded is not None:
-                raise exceeded
+        if claim is not None and claim.over is not None and self.session is not None:
+            # Found by the booking itself, under the ledger's lock.
+            raise claim.leaf.over_error(claim.over)
 
     def _learn_model(self, model: str) -> None:
         """Adopt the model a response named when the caller gave none."""

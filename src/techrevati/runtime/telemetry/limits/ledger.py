@@ -159,6 +159,9 @@ class Claim:
     #: Admitted locally; the fleet scopes are still to be asked (``areserve_fleet``).
     fleet_deferred: bool = False
     forced: bool = False
+    #: The first enforced level of the chain over its budget once this call was
+    #: booked (read under the lock that booked it): the turn raises for it.
+    over: Ledger | None = None
 
 
 _ZERO = UsageSnapshot()
@@ -691,19 +694,24 @@ class Ledger:
             cost_nano = booking_nano(cost, "cost of a {!r} call", model)
             cost = to_usd(cost_nano)
         crossings: list[Ledger] | None = None
+        over: Ledger | None = None
         # acquire / release rather than `with`: on every call, and `with` costs twice as
         # much (it calls __exit__ with three arguments).
         leaf._lock.acquire()
         try:
+            held = claim.expected_nano if claim.open else 0
             for level in leaf._chain:
-                if claim.open:
-                    level.reserved_nano -= claim.expected_nano
-                level.spent_nano += cost_nano
+                level.reserved_nano -= held
+                spent = level.spent_nano = level.spent_nano + cost_nano
                 budget = level._budget_nano
-                if budget >= 0 and not level.crossed and level.spent_nano > budget:
-                    level.crossed = True
-                    crossings = [level] if crossings is None else [*crossings, level]
+                if 0 <= budget < spent:
+                    if not level.crossed:
+                        level.crossed = True
+                        crossings = [level] if crossings is None else [*crossings, level]
+                    if over is None and level.enforce_budget:
+                        over = level
             claim.open = False
+            claim.over = over
             if usage is not None and (
                 usage.input_tokens
                 or usage.output_tokens
@@ -810,9 +818,14 @@ class Ledger:
             return None
         for level in self._chain:
             if level.enforce_budget and 0 <= level._budget_nano < level.spent_nano:
-                site = self.site(level, ran=True)
-                return BudgetExceededError(level.budget_usd or 0.0, level.spent, site=site)
+                return self.over_error(level)
         return None
+
+    def over_error(self, level: Ledger) -> BudgetExceededError:
+        """The error for a call of this session that ran and left ``level`` over its budget."""
+        return BudgetExceededError(
+            level.budget_usd or 0.0, level.spent, site=self.site(level, ran=True)
+        )
 
     # -- listeners ------------------------------------------------------------
 
