@@ -60,6 +60,24 @@ ATTRS8 = {
 }
 
 
+#: A turn span's shape: what is known when it starts (the sampler sees these) ...
+TURN_START = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": MODEL,
+    "gen_ai.provider.name": "bench",
+    "gen_ai.agent.name": "writer",
+}
+#: ... and what only its end knows, written in one ``set_attributes``.
+TURN_END = {
+    "gen_ai.usage.input_tokens": INPUT_TOKENS,
+    "gen_ai.usage.output_tokens": OUTPUT_TOKENS,
+    "techrevati.cost.usd": 0.006,
+    "techrevati.cost.source": "registered",
+    "gen_ai.response.model": MODEL,
+    "techrevati.session.iteration": 1,
+}
+
+
 class DropSpans(SpanExporter):
     """Accepts every batch and keeps nothing."""
 
@@ -155,6 +173,30 @@ class Floors:
 
     def bm_bare(self, n: int) -> None:
         self._bm(n)
+
+    def turn_shape(self, n: int) -> None:
+        """The SDK work of a turn's span alone: 4 attributes at start, 6 at end, no techrevati.
+
+        What a turn cannot avoid paying the SDK: its span, current while the
+        call runs, and the second attribute write (usage and cost are known
+        only when the call returns). The gap between a turn and this row is
+        ours.
+        """
+        token = otel_context.attach(self.parent_context)
+        try:
+            tracer = self.tracer
+            client = SpanKind.CLIENT
+            for _ in range(n):
+                here = otel_context.get_current()
+                span = tracer.start_span(
+                    "chat bench-model", context=here, kind=client, attributes=TURN_START
+                )
+                inner = otel_context.attach(trace.set_span_in_context(span, here))
+                otel_context.detach(inner)
+                span.set_attributes(TURN_END)
+                span.end()
+        finally:
+            otel_context.detach(token)
 
     def _b(self, n: int) -> None:
         tracer = self.tracer

@@ -2,7 +2,8 @@
 
 Rows (every one sampled once per round, rounds interleaved):
 
-* B, BM — the floors (see ``otelkit``).
+* B, BM — the floors (see ``otelkit``); and a span shaped as a turn's (4
+  attributes at start, 6 written at its end), the SDK work a turn cannot avoid.
 * ``session.run_turn`` — budget enforced, iteration cap, priced usage, our limits
   processor, on the user's SDK providers; metrics on (against BM) and off
   (no MeterProvider configured: against B). Each sample is a fresh session,
@@ -51,6 +52,12 @@ def build(quick: bool) -> tuple[list[Bench], Callable[[], None]]:
             "BM_bare",
             "BM with no parent span (no exemplars)",
             harness.batch(floors.bm_bare, calls),
+            "B",
+        ),
+        Bench(
+            "turn_shape",
+            "B shaped as a turn: 4 + 6 attributes, no techrevati",
+            harness.batch(floors.turn_shape, calls),
             "B",
         ),
         Bench(
