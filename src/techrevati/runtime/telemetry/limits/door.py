@@ -2,8 +2,8 @@
 
 The guard (``guard.py``) patches the ``openai`` / ``anthropic`` clients'
 request path. For every model request (chat completions, responses,
-completions, embeddings, messages) it asks ``membership.admit_request`` which
-call the request is: a model span of this request already open on this thread
+completions, embeddings, messages) it asks ``membership`` which call the
+request is: a model span of this request already open on this thread
 or task (our turn, or another instrumentation's span) makes it that call;
 otherwise the guard admits it itself, against the same ledger chain, so a bare
 client with no instrumentation, or a tool calling a client directly, is capped
@@ -17,12 +17,11 @@ tasks never see each other's requests.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -89,13 +88,6 @@ class RequestCall:
 _IN_FLIGHT: ContextVar[RequestCall | None] = ContextVar("techrevati_request", default=None)
 
 
-def _expected(
-    model: str, body: Mapping[str, Any] | None, provider: str
-) -> Callable[[Ledger], float]:
-    # A partial, not a closure: made for every request, asked only when the guard admits.
-    return functools.partial(_expected_cost, model, body, provider)
-
-
 def _expected_cost(
     model: str, body: Mapping[str, Any] | None, provider: str, ledger: Ledger
 ) -> float:
@@ -126,20 +118,29 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
     if not isinstance(method, str) or not isinstance(url, str) or not is_model_request(method, url):
         return None
     body = getattr(options, "json_data", None)
-    body = body if isinstance(body, Mapping) else None
+    if type(body) is not dict and not isinstance(body, Mapping):  # dict first: no ABC check
+        body = None
     model = body.get("model") if body is not None else None
     model = model if isinstance(model, str) else ""
-    placed = membership.admit_request(
-        model,
-        key if key is not None else object(),
-        _expected(model, body, provider),
-        priced=lambda ledger: not ledger.has_budget() or not model or has_pricing(model, provider),
-        defer_fleet=awaits,
-    )
-    if placed is None:
+    request = key if key is not None else object()
+    under = membership.enclosing_context(None)
+    if under is None:
         membership.note_outside(f"a request of the {provider} client")
         return None
-    entry, created = placed
+    # An instrumented call: the span another instrumentation opened around this
+    # request is the call, admitted already; nothing is estimated or admitted here.
+    entry = membership.request_span(under, model, request)
+    created = entry is None
+    if entry is None:
+        ledger = under.ledger
+        entry = membership.admit_request(
+            under,
+            model,
+            request,
+            _expected_cost(model, body, provider, ledger),
+            not ledger.has_budget() or not model or has_pricing(model, provider),
+            defer_fleet=awaits,
+        )
     claim = entry.call
     if claim is not None and claim.fleet_deferred and not (created and awaits):
         # A span admitted on an event loop whose request reached no awaiting door
@@ -156,7 +157,8 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
     if not created and not (body is not None and body.get("stream")):
         # An open span of another instrumentation is this call and books it from the
         # response; only a stream is watched (its text estimates a call without usage).
-        _IN_FLIGHT.set(None)
+        if current is not None:
+            _IN_FLIGHT.set(None)  # (a set costs a context copy: only when there is one)
         return None
     call = RequestCall(key, entry, created, provider, model, body)
     _IN_FLIGHT.set(call)

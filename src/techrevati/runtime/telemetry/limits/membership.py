@@ -11,10 +11,10 @@ Three facts place a span, in this order:
    variable that means "the current session"), else the process root (set by
    ``configure(fleet=...)``, so every call in the process counts).
 
-The client guard asks ``admit_request`` which call a client request is: a
-model span of that request open on this strand (current, or the library span
-started last here), else a call the guard admits itself, placed like a library
-span; a library span of the same request that starts later on the strand is
+The client guard asks which call a client request is: a model span of that
+request open on this strand (current, or the library span started last here:
+``request_span``), else a call the guard admits itself (``admit_request``),
+placed like a library span; a library span of the same request that starts later on the strand is
 that call (``_guard_call_here``), as is one known as a model call only at its
 end (``guard_call_during``).
 
@@ -47,7 +47,6 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -487,36 +486,20 @@ def _guard_call_here(model: str) -> SpanEntry | None:
     return found
 
 
-def admit_request(
-    model: str,
-    request: object,
-    expected: Callable[[Ledger], float],
-    priced: Callable[[Ledger], bool],
-    *,
-    defer_fleet: bool = False,
-) -> tuple[SpanEntry, bool] | None:
-    """The client guard's door: which call a client request is, admitting it if no span did.
+def request_span(under: SpanEntry, model: str, request: object) -> SpanEntry | None:
+    """The open model span of another instrumentation that is this client request, if any.
 
-    The same identity rule as for spans: a model span of this request open on
-    this strand (current, or the library span started last here and not yet
-    matched to a request) is the call, and nothing is admitted; otherwise the
-    request is placed like a library model span (inside our turn, the first one
-    is our turn's request; elsewhere a new call, admitted against the ledger
-    chain, which may raise the refusal). ``expected`` and ``priced`` are asked
-    of the ledger the call would count in.
-
-    Returns None outside every session and root (the request is not counted),
-    else ``(entry, created)``: ``created`` says the guard made the entry and
-    books the response into it (a call of its own, or usage handed to the
-    enclosing turn); False means an open span of another instrumentation is
-    this call and books it.
+    The guard's first question for every request, and the answer for every
+    instrumented call, so it is asked before anything is built for an
+    admission: the library span current here (``under``, from
+    ``enclosing_context``), else the library span started last on this strand
+    and not current, each when not yet matched to another request. The match
+    is remembered on the entry (``request``), so the SDK's retries of this
+    request find it again and another request does not.
     """
-    under = enclosing_context(None)
-    if under is None:
-        return None
     if under.model_span and under.in_library and under.request in (None, request):
         under.request = request  # the library span current here describes this request
-        return under, False
+        return under
     found = STRAND.get()
     if (
         found is not None
@@ -527,11 +510,35 @@ def admit_request(
         and (not model or not found.call.model or found.call.model == model)
     ):
         found.request = request  # a library span started on this strand, not current
-        return found, False
+        return found
+    return None
+
+
+def admit_request(
+    under: SpanEntry,
+    model: str,
+    request: object,
+    expected: float,
+    priced: bool,
+    *,
+    defer_fleet: bool = False,
+) -> SpanEntry:
+    """The client guard's door for a request no open span describes (``request_span`` None).
+
+    The request is placed like a library model span under ``under`` (the
+    entry ``enclosing_context`` found): inside our turn, the first one is our
+    turn's request; elsewhere a new call, admitted against the ledger chain
+    with ``expected`` cost and ``priced`` (asked of ``under.ledger``), which
+    may raise the refusal. The guard books the response into the entry
+    returned: a call of its own, or usage handed to the enclosing turn.
+
+    Example (the guard's order)::
+
+        under = enclosing_context(None)        # None: outside every session and root
+        entry = request_span(under, model, key) or admit_request(under, model, key, 0.0, True)
+    """
     ledger = under.ledger
-    entry = admit_call(
-        under, model, expected(ledger), ours=False, priced=priced(ledger), defer_fleet=defer_fleet
-    )
+    entry = admit_call(under, model, expected, ours=False, priced=priced, defer_fleet=defer_fleet)
     entry.request = request
     if not entry.same_call:
         # The guard's own call: later spans on this strand compare with it.
@@ -545,7 +552,7 @@ def admit_request(
         entry.key = key
         OPEN[key] = entry
         ledger.open_keys.add(key)
-    return entry, True
+    return entry
 
 
 def guard_call_during(start_ns: int) -> SpanEntry | None:

@@ -90,12 +90,21 @@ class LimitsProcessor(SpanProcessor):
                 not budgeted or not model or has_pricing(model, provider_from_attributes(attrs))
             )
             try:
-                entry = _admit_library(under, model, expected, priced, attrs)
+                if _running_loop() is None:
+                    # On a thread (the usual case): admitted here, or waits for a probe.
+                    try:
+                        entry = membership.admit_call(
+                            under, model, expected, ours=False, priced=priced, probe=True
+                        )
+                    except _ProbeWait as wait:
+                        entry = _after_probe(under, model, priced, wait)
+                else:
+                    entry = _admit_on_loop(under, model, expected, priced, attrs)
             except BaseException as refusal:
                 note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
                 raise
             if not entry.same_call and entry.call is not None:
-                span.set_attribute(sc.SESSION_ITERATION, entry.call.iteration)
+                _set_iteration(span, entry.call.iteration)
         membership.register(entry, span.context)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -125,7 +134,8 @@ class LimitsProcessor(SpanProcessor):
                     return
                 entry = late
             if entry.call is not None:
-                book(entry, reading, producer, failed=_failed(span))
+                # Whether it failed matters only to a call that reported no usage.
+                book(entry, reading, producer, failed=reading.usage is None and _failed(span))
         except Exception:
             _warn_once("limits processor failed to book a span; continuing")
 
@@ -136,48 +146,79 @@ class LimitsProcessor(SpanProcessor):
         return True
 
 
-def _admit_library(
+def _after_probe(under: SpanEntry, model: str, priced: bool, wait: _ProbeWait) -> SpanEntry:
+    """Admit a library model span on a thread once its model's probe call settled.
+
+    The first call of a model whose cost nothing tells runs alone (the probe);
+    a call of that model meanwhile waits for it here, up to the probe's
+    timeout, then is admitted at the cost the probe taught (or unreserved, if
+    the probe never settled in time).
+    """
+    deadline = time.monotonic() + wait.timeout
+    probe = True
+    while True:
+        if not wait.probe.wait(deadline - time.monotonic()):
+            probe = False  # waited long enough: run unreserved
+        ledger = under.ledger
+        expected = ledger.expected_cost(model) if ledger.has_budget() else 0.0
+        try:
+            return membership.admit_call(
+                under, model, expected, ours=False, priced=priced, probe=probe
+            )
+        except _ProbeWait as again:
+            wait = again
+
+
+def _admit_on_loop(
     under: SpanEntry,
     model: str,
     expected: float,
     priced: bool,
     attrs: Mapping[str, Any] | None,
 ) -> SpanEntry:
-    """Admit a library model span; on a thread (not an event loop) it may wait for a probe.
+    """Admit a library model span starting on an event loop's thread, without blocking it.
 
-    A span starting on an event loop's thread must not block the loop: it is
-    admitted at once, and the client guard reserves its request's estimate
-    right after (before the loop runs another task). Its fleet scopes (a Redis
-    round trip each) are not asked here when the guarded client will send the
-    request: the guard awaits them, off the loop, before anything is sent
-    (``guard.awaits_fleet``).
+    It is admitted at once (no probe wait), and the client guard reserves its
+    request's estimate right after (before the loop runs another task). Its
+    fleet scopes (a Redis round trip each) are not asked here when the guarded
+    client will send the request: the guard awaits them, off the loop, before
+    anything is sent (``guard.awaits_fleet``).
     """
-    on_loop = _on_event_loop()
-    probe = not on_loop
-    defer = (
-        on_loop
-        and bool(under.ledger.fleet_scopes())
-        and awaits_fleet(provider_from_attributes(attrs))
+    defer = bool(under.ledger.fleet_scopes()) and awaits_fleet(provider_from_attributes(attrs))
+    return membership.admit_call(
+        under, model, expected, ours=False, priced=priced, probe=False, defer_fleet=defer
     )
-    deadline = 0.0
-    while True:
-        try:
-            return membership.admit_call(
-                under, model, expected, ours=False, priced=priced, probe=probe, defer_fleet=defer
-            )
-        except _ProbeWait as wait:
-            now = time.monotonic()
-            deadline = deadline or now + wait.timeout
-            if not wait.probe.wait(deadline - now):
-                probe = False  # waited long enough: run unreserved
-            ledger = under.ledger
-            expected = ledger.expected_cost(model) if ledger.has_budget() else 0.0
 
 
-def _on_event_loop() -> bool:
-    # Asked on every model span: get_running_loop() raises off a loop, which costs
-    # ~20x this plain check.
-    return asyncio._get_running_loop() is not None
+# Asked on every model span: get_running_loop() raises off a loop, which costs ~20x
+# this plain check.
+_running_loop = asyncio._get_running_loop
+
+
+def _set_iteration(span: Span, iteration: int) -> None:
+    """Name the session iteration on a library model span that just started.
+
+    In ``on_start`` the span is not yet handed to the code that started it,
+    so no other thread can touch it: the int goes straight into the SDK's
+    attribute dict (what ``set_attribute`` stores, after taking two locks and
+    checking the value: six times the cost) when that dict has room and no
+    such key yet. Any other shape goes through ``set_attribute``.
+    """
+    try:
+        bounded: Any = span._attributes
+        inner = bounded._dict
+        limit = bounded.maxlen
+        if (
+            type(inner) is dict
+            and not bounded._immutable
+            and sc.SESSION_ITERATION not in inner
+            and (limit is None or len(inner) < limit)
+        ):
+            inner[sc.SESSION_ITERATION] = iteration
+            return
+    except AttributeError:
+        pass  # not the SDK's shape (another version): its public method
+    span.set_attribute(sc.SESSION_ITERATION, iteration)
 
 
 def _failed(span: ReadableSpan) -> bool:

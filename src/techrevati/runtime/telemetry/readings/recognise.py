@@ -303,7 +303,10 @@ def _usage(
         cache_read = (
             (value if value > 0 else 0) if type(value) is int else _int(attrs, _CACHE_READ_KEYS)
         )
-        cache_write = _int(attrs, _CACHE_WRITE_KEYS)
+        value = attrs.get(sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
+        cache_write = (
+            (value if value > 0 else 0) if type(value) is int else _int(attrs, _CACHE_WRITE_KEYS)
+        )
         value = attrs.get(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)
         reasoning = (
             (value if value > 0 else 0) if type(value) is int else _int(attrs, _REASONING_KEYS) or 0
@@ -362,13 +365,27 @@ def read_call(
         ('gpt-4o', 20, 100)
     """
     attrs = attributes or {}
-    if not _decide(name, attrs, at_end=True):
+    # Read at the end of every model call: the GenAI conventions' spellings (every
+    # current client instrumentation's) first, inline; anything else as _decide and
+    # the *_from_attributes readers say (the same answers, a few calls more).
+    operation = attrs.get(sc.GEN_AI_OPERATION_NAME)
+    if type(operation) is str:
+        if operation not in sc.MODEL_OPERATIONS:
+            return None
+    elif not _decide(name, attrs, at_end=True):
         return None
     scope = scope_name or ""
-    model = model_from_attributes(attrs)
-    provider = provider_from_attributes(attrs)
+    model = attrs.get(sc.GEN_AI_REQUEST_MODEL)
+    if type(model) is not str or not model:
+        model = model_from_attributes(attrs)
+    provider = attrs.get(sc.GEN_AI_PROVIDER_NAME)
+    if type(provider) is not str or not provider:
+        provider = provider_from_attributes(attrs)
     usage, reasoning, cached = _usage(attrs, scope, provider)
-    return CallReading(model, provider, usage, reasoning, cached or scope not in NO_CACHE_SCOPES)
+    # tuple.__new__: a NamedTuple's own __new__ is Python code with keyword handling.
+    return tuple.__new__(
+        CallReading, (model, provider, usage, reasoning, cached or scope not in NO_CACHE_SCOPES)
+    )
 
 
 def more_exact(candidate: UsageSnapshot | None, booked: UsageSnapshot | None) -> bool:
