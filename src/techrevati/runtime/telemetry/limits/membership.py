@@ -158,9 +158,11 @@ def call_context(span: Span, entry: SpanEntry, parent: Context | None) -> Contex
 
 def key_of(context: SpanContext | None) -> SpanKey | None:
     """The table key of a span context, or None for an invalid (all-zero) one."""
-    if context is None or not context.span_id:
+    # The API's SpanContext is a tuple (trace_id, span_id, ...): indexed here and in
+    # the per-span functions below, which skips two property calls per lookup.
+    if context is None or not context[1]:
         return None
-    return (context.trace_id, context.span_id)
+    return (context[0], context[1])
 
 
 def current_session() -> SessionScope | None:
@@ -313,8 +315,8 @@ def install_fleet(fleet: tuple[FleetLevel, ...]) -> None:
 
 def enclosing(parent: SpanContext | None, context: Context | None) -> SpanEntry | None:
     """The entry a new span starts under (rules 1-3 of the module docstring)."""
-    if parent is not None and parent.span_id:
-        found = OPEN.get((parent.trace_id, parent.span_id))
+    if parent is not None and parent[1]:  # (trace_id, span_id, ...): see key_of
+        found = OPEN.get((parent[0], parent[1]))
         if found is not None:
             return found
     return _carried(context if context is not None else otel_context.get_current())
@@ -326,8 +328,8 @@ def enclosing_context(context: Context | None) -> SpanEntry | None:
     span: Span | None = values.get(_SPAN_KEY)  # type: ignore[assignment]
     if span is not None:
         parent = span.get_span_context()
-        if parent.span_id:
-            found = OPEN.get((parent.trace_id, parent.span_id))
+        if parent[1]:  # (trace_id, span_id, ...): see key_of
+            found = OPEN.get((parent[0], parent[1]))
             if found is not None:
                 return found
     return _carried(values)
@@ -368,15 +370,21 @@ def admit_call(
     """
     outer = under.call
     if not ours:
-        guarded = _guard_call_here(model)
-        if guarded is not None and guarded.call is not None:
-            # The guard admitted this request before its library span started.
-            return _library_entry(under, guarded.call, same=True)
+        # Each helper below is asked only when its cheap first condition holds (the
+        # guard's own call on this strand; a sibling span still open): on every
+        # library model call, usually neither does.
+        found = STRAND.get()
+        if found is not None and found.by_guard:
+            guarded = _guard_call_here(model)
+            if guarded is not None and guarded.call is not None:
+                # The guard admitted this request before its library span started.
+                return _library_entry(under, guarded.call, same=True)
         # The nesting rule (one place: recognise.is_same_call). Inside a library
         # model span the enclosing call is that library call, even when it is
         # the one our turn absorbed.
         enclosing_ours = None if outer is None else outer.ours and not under.in_library
-        sibling = _open_sibling(under, model)
+        last = under.sibling
+        sibling = _open_sibling(under, model) if last is not None and last[0].key in OPEN else None
         if sibling is not None and (outer is None or enclosing_ours):
             # Overlapping a library span of the same request on this strand.
             return _library_entry(under, sibling, same=True)
@@ -404,7 +412,11 @@ def admit_call(
     if ours:
         return SpanEntry(ledger, claim, True, False)
     if not force:
-        _note_admitted(ledger, claim)
+        recent = ledger.recent
+        if recent is not None:
+            recent.append((time.time_ns(), claim))  # _note_admitted, inline: every call
+        else:
+            _note_admitted(ledger, claim)
     return _library_entry(under, claim, same=False)
 
 
@@ -600,9 +612,9 @@ def _open_sibling(under: SpanEntry, model: str) -> Claim | None:
 
 def register(entry: SpanEntry, context: SpanContext) -> None:
     """Remember an open span so spans started under it find their session."""
-    span_id = context.span_id
+    span_id = context[1]  # (trace_id, span_id, ...): see key_of
     if span_id:
-        key = (context.trace_id, span_id)
+        key = (context[0], span_id)
         entry.key = key
         OPEN[key] = entry
         entry.ledger.open_keys.add(key)
@@ -620,9 +632,9 @@ def forget(entry: SpanEntry) -> None:
 
 def take(context: SpanContext | None) -> SpanEntry | None:
     """Remove and return the entry of a span that just ended."""
-    if context is None or not context.span_id:
+    if context is None or not context[1]:
         return None
-    key = (context.trace_id, context.span_id)  # key_of, inline: asked for every span
+    key = (context[0], context[1])  # key_of, inline: asked for every span
     entry = OPEN.pop(key, None)
     if entry is None:
         entry = LATE.pop(key, None)

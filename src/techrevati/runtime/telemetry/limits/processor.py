@@ -82,13 +82,20 @@ class LimitsProcessor(SpanProcessor):
                     entry.in_tool = entry.tool_call = True
                     loops.admit_tool(under.ledger, *found_tool)  # may refuse a looping call
         else:
-            model = model_from_attributes(attrs)
+            # The GenAI spellings first, inline (every current client instrumentation's);
+            # anything else as the readers say.
+            model = attrs.get(sc.GEN_AI_REQUEST_MODEL) if attrs else None
+            if type(model) is not str or not model:
+                model = model_from_attributes(attrs)
             ledger = under.ledger
             budgeted = ledger.has_budget()
             expected = ledger.expected_cost(model) if budgeted else 0.0
-            priced = (
-                not budgeted or not model or has_pricing(model, provider_from_attributes(attrs))
-            )
+            priced = True
+            if budgeted and model:
+                provider = attrs.get(sc.GEN_AI_PROVIDER_NAME) if attrs else None
+                if type(provider) is not str or not provider:
+                    provider = provider_from_attributes(attrs)
+                priced = has_pricing(model, provider)
             try:
                 if _running_loop() is None:
                     # On a thread (the usual case): admitted here, or waits for a probe.

@@ -256,7 +256,12 @@ def classify_start(
         and name.rpartition(".")[2] in _LANGCHAIN_MODEL_SUFFIXES
     ):
         return True
-    return _decide(name, attributes or {}, at_end=False)
+    attrs = attributes or {}
+    # _decide's first rule, inline: asked at the start of every span in a session.
+    operation = attrs.get(sc.GEN_AI_OPERATION_NAME)
+    if type(operation) is str:
+        return operation in sc.MODEL_OPERATIONS
+    return _decide(name, attrs, at_end=False)
 
 
 def _int(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
