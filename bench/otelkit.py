@@ -35,6 +35,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.util.types import AttributeValue
 
 MODEL = "bench-model"
 INPUT_TOKENS = 1200
@@ -48,7 +49,7 @@ OUTPUT_PER_MILLION = 10.0
 TOKEN_BUCKETS = [4.0**i for i in range(14)]
 DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]
 
-ATTRS8 = {
+ATTRS8: dict[str, AttributeValue] = {
     "gen_ai.operation.name": "chat",
     "gen_ai.request.model": MODEL,
     "gen_ai.provider.name": "bench",
@@ -61,14 +62,14 @@ ATTRS8 = {
 
 
 #: A turn span's shape: what is known when it starts (the sampler sees these) ...
-TURN_START = {
+TURN_START: dict[str, AttributeValue] = {
     "gen_ai.operation.name": "chat",
     "gen_ai.request.model": MODEL,
     "gen_ai.provider.name": "bench",
     "gen_ai.agent.name": "writer",
 }
 #: ... and what only its end knows, written in one ``set_attributes``.
-TURN_END = {
+TURN_END: dict[str, AttributeValue] = {
     "gen_ai.usage.input_tokens": INPUT_TOKENS,
     "gen_ai.usage.output_tokens": OUTPUT_TOKENS,
     "techrevati.cost.usd": 0.006,
