@@ -53,6 +53,10 @@ def _count(work: Callable[[], None], key: Callable[[FrameType], Any]) -> collect
 
 def _where(frame: FrameType) -> str:
     path = frame.f_code.co_filename
+    caller = frame.f_back
+    if path == "<string>" and caller is not None and "techrevati" in caller.f_code.co_filename:
+        # A dataclass's generated __init__ (no file of its own): ours when we called it.
+        return f"{_where(caller)} -> generated {frame.f_code.co_name}"
     for marker in ("site-packages/", "/src/"):
         path = path.split(marker)[-1]
     return f"{path}:{frame.f_code.co_name}"
