@@ -74,13 +74,19 @@ class Child:
         result: dict[str, Any] = json.loads(line)
         return result
 
-    def sample(self, n: int) -> tuple[float, float, float]:
-        """(thread CPU, wall, thread CPU inside our entry points) per call, in seconds."""
+    def sample(self, n: int) -> tuple[float, float, float, float]:
+        """Per call, in seconds: thread CPU, wall, thread CPU inside our entry points,
+        and the counting's own share of the latter (see ``realpath_child._calibrate``)."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"{n}\n")
         self.proc.stdin.flush()
         got = self._line()
-        return float(got["cpu"]), float(got["wall"]), float(got.get("inside", 0.0))
+        return (
+            float(got["cpu"]),
+            float(got["wall"]),
+            float(got.get("inside", 0.0)),
+            float(got.get("bias", 0.0)),
+        )
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -131,14 +137,16 @@ def run(quick: bool) -> Result:
         cpu: dict[str, list[float]] = {v: [] for v in variants}
         wall: dict[str, list[float]] = {v: [] for v in variants}
         inside: list[float] = []
+        bias: list[float] = []
         for r in range(rounds):
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for variant in order:
-                c, w, i = children[variant].sample(batches[variant])
+                c, w, i, b = children[variant].sample(batches[variant])
                 cpu[variant].append(c)
                 wall[variant].append(w)
                 if variant == SPLIT:
                     inside.append(i)
+                    bias.append(b)
             print(f"\r  realpath: round {r + 1}/{rounds}", end="", file=sys.stderr)
         print(file=sys.stderr)
         for child in children.values():
@@ -148,10 +156,13 @@ def run(quick: bool) -> Result:
             server.stdin.close()
         server.wait(timeout=30)
     counted = [1e6 * i for i in inside]
+    net = [1e6 * (i - b) for i, b in zip(inside, bias, strict=True)]
     result.info.append(
         f"our share, counted inside our entry points ({SPLIT}: budget enforced too): median "
         f"{harness.median(counted):.1f} µs thread CPU per call (rounds: {min(counted):.1f} to "
-        f"{max(counted):.1f}) of {1e6 * harness.median(cpu[SPLIT]):,.0f} µs"
+        f"{max(counted):.1f}) of {1e6 * harness.median(cpu[SPLIT]):,.0f} µs; net of the "
+        f"counting's own {1e6 * harness.median(bias):.1f} µs (a no-op entry, measured hot): "
+        f"median {harness.median(net):.1f} µs (rounds: {min(net):.1f} to {max(net):.1f})"
     )
     pairs = list(PAIRS) + ([FRAMEWORK_PAIR] if fw_python is not None else [])
     for bare, ours in pairs:
