@@ -404,6 +404,33 @@ def test_retries_are_one_call_and_a_failed_request_frees_its_reservation(otel: O
         flaky.close()
 
 
+def test_a_request_dropped_unsent_frees_its_reservation(api: FakeOpenAI, otel: Otel) -> None:
+    # A request the guard admitted, built and then dropped with no response (the
+    # caller gave up before sending): counted, its reservation freed once it is
+    # collected, nothing booked (door.watch).
+    import gc
+
+    from openai._models import FinalRequestOptions
+
+    client = _client(api)
+    with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+        _ask(client)  # the session learns the model's cost: the next call reserves it
+        options = FinalRequestOptions.construct(
+            method="post",
+            url="/chat/completions",
+            json_data={"model": "model-a", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        request = client._build_request(options)
+        assert session._iteration_count == 2
+        assert session._ledger.reserved_nano == round(ONE_CALL * 1e9)
+        del request
+        gc.collect()
+        assert session._ledger.reserved_nano == 0
+        assert session._iteration_count == 2
+        assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+        assert len(api.requests) == 1
+
+
 class _CallCap:
     """A fleet level in this process that caps calls (the protocol FleetLimits implements)."""
 

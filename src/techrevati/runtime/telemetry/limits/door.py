@@ -207,9 +207,23 @@ def watch(request: object, call: RequestCall) -> None:
     if entry is None or not entry.by_guard:
         return  # another door's call: the guard holds no reservation of its own to free
     try:
-        weakref.finalize(request, _abandoned, call, call.attempt)
+        ref = weakref.ref(request, _dropped)
     except TypeError:
         return  # a request type that cannot be weakly referenced: released at session close
+    _WATCHED[id(ref)] = (ref, call, call.attempt)
+
+
+#: The requests ``watch`` follows, by the id of their weak reference (kept alive here
+#: until its callback runs, when the request is collected). A plain weak reference
+#: with a callback: ``weakref.finalize`` (a registry entry, an index, an exit hook)
+#: costs several times more, on every call the guard admits.
+_WATCHED: dict[int, tuple[weakref.ref[object], RequestCall, int]] = {}
+
+
+def _dropped(ref: weakref.ref[object]) -> None:
+    found = _WATCHED.pop(id(ref), None)
+    if found is not None:
+        _abandoned(found[1], found[2])
 
 
 def _abandoned(call: RequestCall, attempt: int) -> None:

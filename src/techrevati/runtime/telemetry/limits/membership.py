@@ -360,6 +360,7 @@ def admit_call(
     force: bool = False,
     defer_fleet: bool = False,
     probe: bool = False,
+    by_guard: bool = False,
 ) -> SpanEntry:
     """Place a model span under ``under``: the same call, or a new admitted one.
 
@@ -367,6 +368,8 @@ def admit_call(
     then. ``force`` counts a call that can no longer be refused (a span known
     to be a model call only when it ended). ``defer_fleet`` admits at the
     local levels only; the caller then awaits ``Ledger.areserve_fleet``.
+    ``by_guard``: the client guard's own request, not a span; a new call's
+    entry is then a ``GuardEntry`` (see ``admit_request``).
     """
     outer = under.call
     if not ours:
@@ -417,6 +420,12 @@ def admit_call(
             recent.append((time.time_ns(), claim))  # _note_admitted, inline: every call
         else:
             _note_admitted(ledger, claim)
+    if by_guard:
+        # Made as the guard's entry at once (not a span entry replaced right after).
+        entry = GuardEntry(ledger, claim, True, False, in_library=True, since=time.time_ns())
+        under.sibling = (entry, _strand())
+        STRAND.set(entry)
+        return entry
     return _library_entry(under, claim, same=False)
 
 
@@ -549,21 +558,18 @@ def admit_request(
         under = enclosing_context(None)        # None: outside every session and root
         entry = request_span(under, model, key) or admit_request(under, model, key, 0.0, True)
     """
-    ledger = under.ledger
-    entry = admit_call(under, model, expected, ours=False, priced=priced, defer_fleet=defer_fleet)
+    entry = admit_call(
+        under, model, expected, ours=False, priced=priced, defer_fleet=defer_fleet, by_guard=True
+    )
     entry.request = request
     if not entry.same_call:
-        # The guard's own call: later spans on this strand compare with it.
-        entry = GuardEntry(
-            ledger, entry.call, True, False, in_library=True, request=request, since=time.time_ns()
-        )
-        under.sibling = (entry, _strand())
-        STRAND.set(entry)
-        # Open while the request is sent: a library span starting now is this call.
+        # The guard's own call (a GuardEntry, the sibling later spans on this strand
+        # compare with), open while the request is sent: a library span starting now
+        # is this call.
         key = (0, id(entry))
         entry.key = key
         OPEN[key] = entry
-        ledger.open_keys.add(key)
+        under.ledger.open_keys.add(key)
     return entry
 
 
