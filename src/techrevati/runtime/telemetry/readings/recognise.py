@@ -334,6 +334,54 @@ def _usage(
     return usage, reasoning, cache_read is not None or cache_write is not None
 
 
+def _usage_plain(attrs: Mapping[str, Any], scope: str) -> tuple[UsageSnapshot, int, bool] | None:
+    """``_usage`` for the usual reading, in straight-line code; None for anything else.
+
+    The usual reading: the current GenAI spellings, each count a non-negative
+    int or absent in every spelling, from a producer without quirks. Then the
+    cache counts cannot exceed the input total once ``_usage``'s rule added
+    them back, so ``usage_from_totals``' clamps change nothing and the
+    snapshot is made directly. Anything else (older spellings, negative or
+    non-int counts, OpenLIT) returns None and ``_usage`` reads it.
+    """
+    get = attrs.get
+    total_in = get(sc.GEN_AI_USAGE_INPUT_TOKENS)
+    output = get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)
+    read = get(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
+    write = get(sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
+    reasoning = get(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)
+    if not (
+        type(total_in) is int
+        and type(output) is int
+        and total_in >= 0
+        and output >= 0
+        and (
+            (type(read) is int and read >= 0) or (read is None and get(_CACHE_READ_KEYS[1]) is None)
+        )
+        and (
+            (type(write) is int and write >= 0)
+            or (
+                write is None
+                and get(_CACHE_WRITE_KEYS[1]) is None
+                and get(_CACHE_WRITE_KEYS[2]) is None
+            )
+        )
+        and (
+            (type(reasoning) is int and reasoning >= 0)
+            or (reasoning is None and get(_REASONING_KEYS[1]) is None)
+        )
+        and not scope.startswith(OPENLIT_SCOPE_PREFIX)
+    ):
+        return None
+    cache_read = read or 0
+    cache_write = write or 0
+    cached = cache_read + cache_write
+    if cached > total_in:
+        total_in += cached  # a producer that left the cache out of its input total
+    usage = UsageSnapshot._checked(total_in - cached, output, cache_write, cache_read)
+    return usage, reasoning or 0, read is not None or write is not None
+
+
 def warn_no_cache(scope: str) -> None:
     """Say once per producer scope that its reading, the only one of a call, has no cache count.
 
@@ -386,7 +434,8 @@ def read_call(
     provider = attrs.get(sc.GEN_AI_PROVIDER_NAME)
     if type(provider) is not str or not provider:
         provider = provider_from_attributes(attrs)
-    usage, reasoning, cached = _usage(attrs, scope, provider)
+    found = _usage_plain(attrs, scope)
+    usage, reasoning, cached = found if found is not None else _usage(attrs, scope, provider)
     # tuple.__new__: a NamedTuple's own __new__ is Python code with keyword handling.
     return tuple.__new__(
         CallReading, (model, provider, usage, reasoning, cached or scope not in NO_CACHE_SCOPES)
