@@ -76,7 +76,7 @@ class Child:
 
     def sample(self, n: int) -> tuple[float, float, float, float]:
         """Per call, in seconds: thread CPU, wall, thread CPU inside our entry points,
-        and the counting's own share of the latter (see ``realpath_child._calibrate``)."""
+        and the counting's own share of the latter (see ``realpath_child._count_inside``)."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"{n}\n")
         self.proc.stdin.flush()
@@ -161,8 +161,9 @@ def run(quick: bool) -> Result:
         f"our share, counted inside our entry points ({SPLIT}: budget enforced too): median "
         f"{harness.median(counted):.1f} µs thread CPU per call (rounds: {min(counted):.1f} to "
         f"{max(counted):.1f}) of {1e6 * harness.median(cpu[SPLIT]):,.0f} µs; net of the "
-        f"counting's own {1e6 * harness.median(bias):.1f} µs (a no-op entry, measured hot): "
-        f"median {harness.median(net):.1f} µs (rounds: {min(net):.1f} to {max(net):.1f})"
+        f"counting's own {1e6 * harness.median(bias):.1f} µs (the same count around a span "
+        f"processor that does nothing): median {harness.median(net):.1f} µs (rounds: "
+        f"{min(net):.1f} to {max(net):.1f})"
     )
     pairs = list(PAIRS) + ([FRAMEWORK_PAIR] if fw_python is not None else [])
     for bare, ours in pairs:
