@@ -248,13 +248,49 @@ def _chat_object(obj: Any) -> Extracted | None:
         return None
     if type(prompt) is not int or type(output) is not int or prompt < 0 or output < 0:
         return None
+    named = model if type(model) is str and model else None
+    if details is None and reasoning_details is None:
+        return _tuple_new(Extracted, (_snapshot(prompt, output, 0, 0), named, 0))
+    try:
+        # The detail counts read straight too (what _n reads, for an SDK object).
+        cached = None if details is None else getattr(details, "cached_tokens", None)
+        written = None if details is None else getattr(details, "cache_write_tokens", None)
+        reasoning = (
+            None
+            if reasoning_details is None
+            else getattr(reasoning_details, "reasoning_tokens", None)
+        )
+    except Exception:
+        return None  # a property that raises: the general reading, which calls it absent
+    if (
+        (cached is None or (type(cached) is int and 0 <= cached <= _MAX))
+        and (written is None or (type(written) is int and 0 <= written <= _MAX))
+        and (reasoning is None or (type(reasoning) is int and 0 <= reasoning <= _MAX))
+        # An absent count of a mapping is read with .get by _get: left to it.
+        and (
+            (cached is not None and written is not None)
+            or details is None
+            or not _is_mapping(type(details))
+        )
+        and (
+            reasoning is not None
+            or reasoning_details is None
+            or not _is_mapping(type(reasoning_details))
+        )
+    ):
+        # Every count a plain int in range or absent: the numbers _openai_snapshot
+        # and _n give (an absent count is 0; the cache counts clamped to the input).
+        cached = 0 if cached is None else cached if cached <= prompt else prompt
+        written = 0 if written is None else min(written, prompt - cached)
+        snapshot = _snapshot(prompt - cached - written, output, written, cached)
+        return _tuple_new(Extracted, (snapshot, named, reasoning or 0))
+    # Anything else (a count that is None, junk, or a mapping's): the general readers.
     if details is None:
         snapshot = _snapshot(prompt, output, 0, 0)
     else:
         snapshot = _openai_snapshot(prompt, details, output)
-    reasoning = 0 if reasoning_details is None else _n(reasoning_details, "reasoning_tokens")
-    named = model if type(model) is str and model else None
-    return _tuple_new(Extracted, (snapshot, named, reasoning))  # Extracted(...), minus a call
+    found = 0 if reasoning_details is None else _n(reasoning_details, "reasoning_tokens")
+    return _tuple_new(Extracted, (snapshot, named, found))  # Extracted(...), minus a call
 
 
 def extract_usage(obj: object) -> UsageSnapshot | None:
