@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from techrevati.runtime import usage_tracking
-from techrevati.runtime.pricing import MAX_CALL_USD
+from techrevati.runtime.pricing import MAX_CALL_USD, price_call
 from techrevati.runtime.usage_tracking import (
     PRICING_TABLE,
     BudgetExceededError,
@@ -867,22 +867,43 @@ operations = st.lists(
 )
 
 
-def _believable_total(tracker: UsageTracker, history: list[tuple[str, UsageSnapshot]]) -> float:
-    costs = [tracker.cost_for_turn(m, u) for m, u in history]
-    # A call priced at MAX_CALL_USD is clamped when it is booked; one that reaches it
-    # only when re-priced later is not re-clamped (the tracker keeps sums, not calls).
-    assume(all(cost < MAX_CALL_USD for cost in costs))
-    return sum(costs)
+def _believable_total(
+    tracker: UsageTracker, history: list[tuple[str, UsageSnapshot]], clamped: list[bool]
+) -> float:
+    """What ``total_cost()`` must say: every call at today's prices, but a call
+    priced above MAX_CALL_USD when it was booked stays booked at the clamp
+    (never re-priced, as the ledger and its span booked it)."""
+    total = 0.0
+    for (model, usage), held in zip(history, clamped, strict=True):
+        if held:
+            total += MAX_CALL_USD
+            continue
+        cost = tracker.cost_for_turn(model, usage)
+        # One that reaches the clamp only when re-priced later is not re-clamped
+        # (the tracker keeps sums, not calls).
+        assume(cost < MAX_CALL_USD)
+        total += cost
+    return total
 
 
+@example(
+    ops=[
+        ("price", "prop-a", ModelPricing(0.0, 922.0, 0.0, 589.0)),
+        ("record", "prop-a", UsageSnapshot(0, 1_000_000_000, 0, 132_427_844)),
+        ("price", "prop-a", ModelPricing(0.0, 0.0, 0.0, 0.0)),
+        ("total", None, None),
+    ]
+)  # booked at the clamp ($1,000,000), and still $1,000,000 after its price went to 0
 @settings(max_examples=200, deadline=None)
 @given(ops=operations)
 def test_totals_stay_exact_across_interleaved_price_changes(ops: list[tuple[Any, ...]]) -> None:
     PRICING_TABLE.clear()
     tracker = UsageTracker(retain_turns=5)
     history: list[tuple[str, UsageSnapshot]] = []
+    clamped: list[bool] = []
     for kind, arg, value in ops:
         if kind == "record":
+            clamped.append(price_call(arg, value).source == "clamped")
             tracker.record_turn(arg, value)
             history.append((arg, value))
         elif kind == "price":
@@ -890,9 +911,9 @@ def test_totals_stay_exact_across_interleaved_price_changes(ops: list[tuple[Any,
         elif kind == "clear":
             PRICING_TABLE.clear()
         else:
-            expected = _believable_total(tracker, history)
+            expected = _believable_total(tracker, history, clamped)
             assert _close(tracker.total_cost(), expected)
-    expected = _believable_total(tracker, history)
+    expected = _believable_total(tracker, history, clamped)
     assert _close(tracker.total_cost(), expected)
     assert _close(sum(tracker.per_model_summary().values()), expected)
     assert tracker.turn_count == len(history)
