@@ -246,8 +246,10 @@ def _chat_object(obj: Any) -> Extracted | None:
         model = getattr(obj, "model", None)
     except Exception:
         return None
-    if type(prompt) is not int or type(output) is not int or prompt < 0 or output < 0:
-        return None
+    if not (
+        type(prompt) is int and type(output) is int and 0 <= prompt <= _MAX and 0 <= output <= _MAX
+    ):
+        return None  # a count the general reader clamps or refuses
     named = model if type(model) is str and model else None
     if details is None and reasoning_details is None:
         return _tuple_new(Extracted, (_snapshot(prompt, output, 0, 0), named, 0))
