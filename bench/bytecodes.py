@@ -19,7 +19,7 @@ import collections
 import linecache
 import sys
 from collections.abc import Callable
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from . import decorated, ours
@@ -34,12 +34,25 @@ GROUPS = (
 )
 
 
-def _count(work: Callable[[], None], key: Callable[[FrameType], Any]) -> collections.Counter[Any]:
+def count(
+    work: Callable[[], None],
+    key: Callable[[FrameType], Any],
+    within: set[CodeType] | None = None,
+) -> collections.Counter[Any]:
+    """Bytecodes ``work`` executes, by ``key(frame)``; with ``within``, only those
+    executed inside a call of one of these functions (and what they call)."""
     counts: collections.Counter[Any] = collections.Counter()
+
+    def inside(frame: FrameType | None) -> bool:
+        while frame is not None:
+            if frame.f_code in within:  # type: ignore[operator]
+                return True
+            frame = frame.f_back
+        return False
 
     def trace(frame: FrameType, event: str, arg: object) -> Any:
         frame.f_trace_opcodes = True
-        if event == "opcode":
+        if event == "opcode" and (within is None or inside(frame)):
             counts[key(frame)] += 1
         return trace
 
@@ -51,19 +64,28 @@ def _count(work: Callable[[], None], key: Callable[[FrameType], Any]) -> collect
     return counts
 
 
-def _where(frame: FrameType) -> str:
+def where(frame: FrameType) -> str:
+    """``path:function`` of a frame, the path from the package (or site-packages) down."""
     path = frame.f_code.co_filename
     caller = frame.f_back
     if path == "<string>" and caller is not None and "techrevati" in caller.f_code.co_filename:
         # A dataclass's generated __init__ (no file of its own): ours when we called it.
-        return f"{_where(caller)} -> generated {frame.f_code.co_name}"
+        return f"{where(caller)} -> generated {frame.f_code.co_name}"
     for marker in ("site-packages/", "/src/"):
         path = path.split(marker)[-1]
     return f"{path}:{frame.f_code.co_name}"
 
 
-def _line(frame: FrameType) -> tuple[str, int, str]:
+def line_of(frame: FrameType) -> tuple[str, int, str]:
+    """(file, line, function) of a frame, for counts per line."""
     return frame.f_code.co_filename, frame.f_lineno or 0, frame.f_code.co_name
+
+
+def print_lines(rows: list[tuple[float, tuple[str, int, str]]], top: int) -> None:
+    """The ``top`` largest (count, line) rows, with the line's text."""
+    for per_call, (path, line, function) in sorted(rows, reverse=True)[:top]:
+        text = linecache.getline(path, line).strip()[:80]
+        print(f"{per_call:6.0f}  {function}:{line}  {text}")
 
 
 def _ours(name: str) -> bool:
@@ -79,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     ours.setup_pricing()
     floors = Floors()
     floors.b(50)
-    b_total = sum(_count(lambda: floors.b(TURNS), lambda f: 0).values()) / TURNS
+    b_total = sum(count(lambda: floors.b(TURNS), lambda f: 0).values()) / TURNS
     tp, _ = tracer_provider()
     with decorated.session(tp, None):
         for _ in range(50):
@@ -89,27 +111,24 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(TURNS):
                 decorated.ask()
 
-        per_function = _count(turns, _where)
-        per_line = _count(turns, _line) if args.lines else None
+        per_function = count(turns, where)
+        per_line = count(turns, line_of) if args.lines else None
     total = sum(per_function.values()) / TURNS
     mine = {k: v / TURNS for k, v in per_function.items() if _ours(k)}
     print(f"B (one span, 8 attributes): {b_total:,.0f} bytecodes")
     print(f"@agent_turn, metrics off: {total:,.0f} bytecodes, ours {sum(mine.values()):,.0f}")
     grouped = dict.fromkeys([name for name, _ in GROUPS] + ["the call path"], 0.0)
-    for name, count in mine.items():
+    for name, n in mine.items():
         group = next((g for g, files in GROUPS if any(f in name for f in files)), "the call path")
-        grouped[group] += count
-    for group, count in grouped.items():
-        print(f"  {group}: {count:,.0f}")
+        grouped[group] += n
+    for group, n in grouped.items():
+        print(f"  {group}: {n:,.0f}")
     print()
     if per_line is not None:
-        rows = [(v / TURNS, k) for k, v in per_line.items() if "techrevati" in k[0]]
-        for count, (path, line, function) in sorted(rows, reverse=True)[: args.top]:
-            text = linecache.getline(path, line).strip()[:80]
-            print(f"{count:6.0f}  {function}:{line}  {text}")
+        print_lines([(v / TURNS, k) for k, v in per_line.items() if "techrevati" in k[0]], args.top)
         return
-    for name, count in per_function.most_common(args.top):
-        print(f"{count / TURNS:6.0f}  {'*' if _ours(name) else ' '} {name}")
+    for name, n in per_function.most_common(args.top):
+        print(f"{n / TURNS:6.0f}  {'*' if _ours(name) else ' '} {name}")
 
 
 if __name__ == "__main__":

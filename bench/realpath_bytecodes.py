@@ -18,29 +18,28 @@ per line, over 20 calls after 300 warm ones. About 20 ns a bytecode.
 from __future__ import annotations
 
 import argparse
-import linecache
-import sys
 from collections.abc import Callable
-from types import FrameType
-from typing import Any
+from types import CodeType
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
+from .bytecodes import count, line_of, print_lines, where
 from .otelkit import tracer_provider
 
 CALLS = 20
 SCOPE = "opentelemetry.instrumentation.genai.openai"
 MODEL = "gpt-4o-mini"
 #: What the official OpenAI instrumentation (1.3b0) sets on a chat span at start and at end.
-AT_START = {
+AT_START: dict[str, AttributeValue] = {
     "gen_ai.operation.name": "chat",
     "gen_ai.provider.name": "openai",
     "gen_ai.request.model": MODEL,
     "server.address": "127.0.0.1",
     "server.port": 8000,
 }
-AT_END = {
+AT_END: dict[str, AttributeValue] = {
     "gen_ai.response.finish_reasons": ("stop",),
     "gen_ai.response.model": MODEL,
     "gen_ai.response.id": "chatcmpl-1",
@@ -79,45 +78,17 @@ def _call_factory() -> Callable[[], None]:
     return call
 
 
-def _count(work: Callable[[], None], key: Callable[[FrameType], Any]) -> dict[Any, int]:
+def _entries() -> set[CodeType]:
+    """Our entry points on this path: what ``ours_split`` counts the CPU of."""
     from techrevati.runtime.telemetry.limits import door
     from techrevati.runtime.telemetry.limits.processor import LimitsProcessor
 
-    entries = {
+    return {
         LimitsProcessor.on_start.__code__,
         LimitsProcessor.on_end.__code__,
         door.begin.__code__,
         door.take.__code__,
     }
-    counts: dict[Any, int] = {}
-
-    def inside(frame: FrameType | None) -> bool:
-        while frame is not None:
-            if frame.f_code in entries:
-                return True
-            frame = frame.f_back
-        return False
-
-    def tracer(frame: FrameType, event: str, arg: object) -> Any:
-        frame.f_trace_opcodes = True
-        if event == "opcode" and inside(frame):
-            k = key(frame)
-            counts[k] = counts.get(k, 0) + 1
-        return tracer
-
-    sys.settrace(tracer)
-    try:
-        work()
-    finally:
-        sys.settrace(None)
-    return counts
-
-
-def _where(frame: FrameType) -> str:
-    path = frame.f_code.co_filename
-    for marker in ("site-packages/", "/src/"):
-        path = path.split(marker)[-1]
-    return f"{path}:{frame.f_code.co_name}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,21 +105,16 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(CALLS):
             call()
 
+    within = _entries()
     if args.lines:
-        per_line = _count(
-            calls, lambda f: (f.f_code.co_filename, f.f_lineno or 0, f.f_code.co_name)
-        )
+        per_line = count(calls, line_of, within)
         print(f"inside our entry points: {sum(per_line.values()) / CALLS:,.0f} bytecodes a call")
-        rows = sorted(((v / CALLS, k) for k, v in per_line.items()), reverse=True)
-        for count, (path, line, function) in rows[: args.top]:
-            text = linecache.getline(path, line).strip()[:70]
-            print(f"{count:6.0f}  {function}:{line}  {text}")
+        print_lines([(v / CALLS, k) for k, v in per_line.items()], args.top)
         return
-    per_function = _count(calls, _where)
+    per_function = count(calls, where, within)
     print(f"inside our entry points: {sum(per_function.values()) / CALLS:,.0f} bytecodes a call")
-    rows = sorted(((v / CALLS, k) for k, v in per_function.items()), reverse=True)
-    for count, name in rows[: args.top]:
-        print(f"{count:6.0f}  {name}")
+    for name, n in per_function.most_common(args.top):
+        print(f"{n / CALLS:6.0f}  {name}")
 
 
 if __name__ == "__main__":
