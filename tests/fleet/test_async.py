@@ -14,6 +14,7 @@ from techrevati.runtime import (
     register_pricing,
 )
 
+from .heartbeat import heartbeat
 from .redis_server import RedisServer
 
 
@@ -69,27 +70,14 @@ def test_a_frozen_redis_never_stalls_a_heartbeat_beyond_one_timeout(
         return "ok"
 
     async def main() -> tuple[float, int]:
-        gaps: list[float] = []
-        stop = asyncio.Event()
-
-        async def heartbeat() -> None:
-            last = time.monotonic()
-            while not stop.is_set():
-                await asyncio.sleep(0.02)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        beat = asyncio.create_task(heartbeat())
-        await asyncio.sleep(0.1)
-        redis_server.pause()
-        try:
-            async with agent_session("w", fleet=fleet):
-                results = await asyncio.gather(*(call() for _ in range(turns)))
-        finally:
-            redis_server.resume()
-        stop.set()
-        await beat
+        async with heartbeat(0.02) as gaps:
+            await asyncio.sleep(0.1)
+            redis_server.pause()
+            try:
+                async with agent_session("w", fleet=fleet):
+                    results = await asyncio.gather(*(call() for _ in range(turns)))
+            finally:
+                redis_server.resume()
         return max(gaps), len(results)
 
     worst, ran = asyncio.run(main())

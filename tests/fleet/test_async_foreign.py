@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from techrevati.runtime import (
 )
 from techrevati.runtime.telemetry.limits import guard
 
+from .heartbeat import heartbeat
 from .redis_server import RedisServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "interop"))
@@ -110,31 +110,18 @@ async def _with_heartbeat(
 async def _frozen_calls(
     redis_server: RedisServer, fleet: FleetLimits, client: Client
 ) -> tuple[float, list[str]]:
-    gaps: list[float] = []
-    stop = asyncio.Event()
-
-    async def heartbeat() -> None:
-        last = time.monotonic()
-        while not stop.is_set():
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
     async with agent_session("warm", fleet=fleet):
         # Warm: the client's first call imports and builds its models (~0.1-0.2 s
         # on a busy machine); the gaps below are about Redis, not imports.
         assert await _one(client) == "ok"
-    beat = asyncio.create_task(heartbeat())
-    await asyncio.sleep(0.05)
-    redis_server.pause()
-    try:
-        async with agent_session("w", fleet=fleet):
-            results = await asyncio.gather(*(_one(client) for _ in range(CONCURRENT)))
-    finally:
-        redis_server.resume()
-    stop.set()
-    await beat
+    async with heartbeat(0.01) as gaps:
+        await asyncio.sleep(0.05)
+        redis_server.pause()
+        try:
+            async with agent_session("w", fleet=fleet):
+                results = await asyncio.gather(*(_one(client) for _ in range(CONCURRENT)))
+        finally:
+            redis_server.resume()
     return max(gaps), list(results)
 
 
