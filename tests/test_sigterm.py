@@ -226,35 +226,31 @@ def test_an_earlier_handler_of_the_application_still_runs_after_ours(tmp_path: P
     assert len(_sessions(tmp_path)) == 1
 
 
-def _in_a_session(configure_args: str, then: str) -> str:
-    """A child script: ``configure(...)``, a session that made one priced turn, then
-    ``then`` (what its main thread is doing, after printing READY, when SIGTERM lands)."""
+def _holding(lock: str, configure_args: str = "") -> str:
+    """A child script: ``configure(...)``, a session that made one priced turn, then its
+    main thread holding ``lock`` (printing READY) when SIGTERM lands."""
     return textwrap.dedent(
         f"""
-            import faulthandler, logging, time
-            faulthandler.enable()
-            from techrevati.runtime.orchestrator import Orchestrator
-            from techrevati.runtime.telemetry.setup.configure import configure
-            from techrevati.runtime.usage_tracking import UsageSnapshot
+        import faulthandler, logging, time
+        faulthandler.enable()
+        from techrevati.runtime.orchestrator import Orchestrator
+        from techrevati.runtime.telemetry.setup.configure import configure
+        from techrevati.runtime.usage_tracking import UsageSnapshot
 
-            configure(service_name="stopped", handle_sigterm=True{configure_args})
-            orch = Orchestrator(role="long-runner", phase="p")
-            with orch.session() as session:
-                session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(100, 10))
-            """
-    ) + textwrap.indent(textwrap.dedent(then), "    ")
+        configure(service_name="stopped", handle_sigterm=True{configure_args})
+        orch = Orchestrator(role="long-runner", phase="p")
+        with orch.session() as session:
+            session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(100, 10))
+            with {lock}:
+                print("READY", flush=True)
+                time.sleep(60)
+        """
+    )
 
 
 # The signal lands while this thread holds the lock that ending the session
 # takes (as it would mid-admission): the handler must not wait on it forever.
-LOCKED = _in_a_session(
-    ", shutdown_timeout=1.0",
-    """
-    with session.tracker._lock:
-        print("READY", flush=True)
-        time.sleep(60)
-    """,
-)
+LOCKED = _holding("session.tracker._lock", ", shutdown_timeout=1.0")
 
 
 def test_a_signal_that_lands_inside_a_held_lock_still_ends_the_process(tmp_path: Path) -> None:
@@ -266,14 +262,7 @@ def test_a_signal_that_lands_inside_a_held_lock_still_ends_the_process(tmp_path:
 # The signal lands while this thread is inside a log call (it holds the lock of
 # the handler that prints warnings): the work must neither wait on that lock nor
 # leave it held for this thread to wait on afterwards.
-LOGGING = _in_a_session(
-    "",
-    """
-    with logging.lastResort.lock:
-        print("READY", flush=True)
-        time.sleep(60)
-    """,
-)
+LOGGING = _holding("logging.lastResort.lock")
 
 
 def test_a_signal_that_lands_inside_a_log_call_still_flushes_everything(tmp_path: Path) -> None:
