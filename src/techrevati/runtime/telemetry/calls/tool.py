@@ -30,6 +30,7 @@ from ..limits import membership
 from ..limits.errors import LoopDetectedError, PermissionDeniedError
 from ..limits.loops import LoopWatch
 from ..limits.membership import SpanEntry
+from ..readings.sdk_attributes import write_known
 from .content import capture_content, content_text
 from .failures import error_type, record_error
 from .labels import bounded_name
@@ -166,14 +167,15 @@ class ToolCall:
         self.decision = sc.PERMISSION_ALLOW if outcome.allowed else sc.PERMISSION_DENY
         span = self.span
         if span.is_recording():
-            span.set_attribute(sc.PERMISSION_DECISION, self.decision)
+            attributes: dict[str, Any] = {sc.PERMISSION_DECISION: self.decision}
             if outcome.required_mode:
-                span.set_attribute(sc.PERMISSION_REQUIRED_MODE, outcome.required_mode)
+                attributes[sc.PERMISSION_REQUIRED_MODE] = outcome.required_mode
             if outcome.active_mode:
-                span.set_attribute(sc.PERMISSION_GRANTED_MODE, outcome.active_mode)
+                attributes[sc.PERMISSION_GRANTED_MODE] = outcome.active_mode
             if outcome.reason:
                 # The policy's own words (modes and the tool name), not user content.
-                span.set_attribute(sc.PERMISSION_REASON, outcome.reason)
+                attributes[sc.PERMISSION_REASON] = outcome.reason
+            write_known(span, attributes)
 
     def check(self, value: object) -> None:
         """Post-guardrails on a result (or one streamed item); raises on a violation."""
@@ -233,8 +235,9 @@ class ToolCall:
             )
         elif recording:
             checked = session is not None and bool(session.guardrails)
-            span.set_attribute(
-                sc.GUARDRAIL_OUTCOME, sc.GUARDRAIL_PASSED if checked else sc.GUARDRAIL_NONE
+            write_known(
+                span,
+                {sc.GUARDRAIL_OUTCOME: sc.GUARDRAIL_PASSED if checked else sc.GUARDRAIL_NONE},
             )
         if error is not None:
             labels[sc.ERROR_TYPE] = error_type(error)

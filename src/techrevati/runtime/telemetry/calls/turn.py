@@ -41,6 +41,7 @@ from ..limits.errors import TurnTimeoutError
 from ..limits.ledger import Ledger
 from ..limits.membership import SpanEntry
 from ..limits.probe import _ProbeWait
+from ..readings.sdk_attributes import write_known
 from ..readings.tokens import usage_to_attributes
 from . import conventions
 from .content import capture_content, content_text
@@ -332,7 +333,7 @@ class TurnCall:
                 attributes[sc.GEN_AI_OUTPUT_MESSAGES] = content_text(output)
             if claim is not None:
                 attributes[sc.SESSION_ITERATION] = claim.iteration
-            span.set_attributes(attributes)
+            write_known(span, attributes)
         span.end()
         cost = priced.cost
         if entry is not None:

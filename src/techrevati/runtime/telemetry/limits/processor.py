@@ -37,6 +37,7 @@ from ..readings.recognise import (
     read_call,
     span_attributes,
 )
+from ..readings.sdk_attributes import write_known
 from ..readings.tools import read_tool, tool_start
 from . import loops, membership
 from .booking import book
@@ -203,29 +204,8 @@ _running_loop = asyncio._get_running_loop
 
 
 def _set_iteration(span: Span, iteration: int) -> None:
-    """Name the session iteration on a library model span that just started.
-
-    In ``on_start`` the span is not yet handed to the code that started it,
-    so no other thread can touch it: the int goes straight into the SDK's
-    attribute dict (what ``set_attribute`` stores, after taking two locks and
-    checking the value: six times the cost) when that dict has room and no
-    such key yet. Any other shape goes through ``set_attribute``.
-    """
-    try:
-        bounded: Any = span._attributes
-        inner = bounded._dict
-        limit = bounded.maxlen
-        if (
-            type(inner) is dict
-            and not bounded._immutable
-            and sc.SESSION_ITERATION not in inner
-            and (limit is None or len(inner) < limit)
-        ):
-            inner[sc.SESSION_ITERATION] = iteration
-            return
-    except AttributeError:
-        pass  # not the SDK's shape (another version): its public method
-    span.set_attribute(sc.SESSION_ITERATION, iteration)
+    """Name the session iteration on a library model span that just started."""
+    write_known(span, {sc.SESSION_ITERATION: iteration})
 
 
 def _failed(span: ReadableSpan) -> bool:

@@ -37,6 +37,7 @@ from typing import Any, Final, NamedTuple, Protocol
 from ...usage_tracking import UsageSnapshot
 from .. import semconv as sc
 from . import tokens
+from .sdk_attributes import span_attributes
 from .tokens import usage_from_totals
 
 __all__ = [
@@ -479,27 +480,6 @@ class _SpanLike(Protocol):
 
     @property
     def instrumentation_scope(self) -> _Scope | None: ...
-
-
-def span_attributes(span: object) -> Mapping[str, Any] | None:
-    """A span's attributes as the plain dict the SDK keeps them in, for reading only.
-
-    The SDK hands attributes out as ``BoundedAttributes`` (a started span) or a
-    read-only proxy of one (a finished span); its ``get`` raises and catches
-    ``KeyError`` for every absent key (~0.65 µs). Recognising and reading a span
-    asks for some twenty names, most of them absent, on every model call; the
-    inner dict answers the same reads ten times faster. Any other span's
-    ``attributes`` is returned as it is.
-
-    Example::
-
-        attrs = span_attributes(span)
-    """
-    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
-    if type(inner) is dict:
-        return inner
-    attributes: Mapping[str, Any] | None = getattr(span, "attributes", None)
-    return attributes
 
 
 def read_span(span: _SpanLike) -> CallReading | None:

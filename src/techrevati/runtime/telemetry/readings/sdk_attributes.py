@@ -1,0 +1,91 @@
+"""The SDK span's own attribute dict: read and written directly where that is safe.
+
+The SDK keeps a span's attributes in a ``BoundedAttributes`` whose plain
+``_dict`` holds them. Its public methods re-check every value (types,
+sequences, length limits) under two locks, and its ``get`` raises and catches
+``KeyError`` for each absent key. On every model call we read some twenty
+names, most absent, from other instrumentations' spans, and write a handful of
+values we built ourselves (token counts, a cost, a model name): the plain dict
+does both many times faster. Everything here falls back to the public API for
+any span that is not the SDK's shape (another SDK version, a non-recording
+span, a test double), and writes directly only when nothing the SDK would do
+on the way could differ: room under its attribute-count limit, no value-length
+limit, the span not ended. ``tests/test_sdk_attributes.py`` pins that the
+pinned SDK takes the direct path and that both paths store the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: Types of the values written directly: what the SDK stores unchanged (it checks
+#: a value's type, never an int's range).
+_CLEAN = frozenset((str, bool, int, float))
+
+
+def span_attributes(span: object) -> Mapping[str, Any] | None:
+    """A span's attributes as the plain dict the SDK keeps them in, for reading only.
+
+    The SDK hands attributes out as ``BoundedAttributes`` (a started span) or a
+    read-only proxy of one (a finished span); its ``get`` raises and catches
+    ``KeyError`` for every absent key (~0.65 µs). Recognising and reading a span
+    asks for some twenty names, most of them absent, on every model call; the
+    inner dict answers the same reads ten times faster. Any other span's
+    ``attributes`` is returned as it is.
+
+    Example::
+
+        attrs = span_attributes(span)
+    """
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if type(inner) is dict:
+        return inner
+    attributes: Mapping[str, Any] | None = getattr(span, "attributes", None)
+    return attributes
+
+
+def write_known(span: Any, attributes: dict[str, Any]) -> None:
+    """Set attributes whose values we built (str, bool, or numbers) on a live span.
+
+    What ``span.set_attributes(attributes)`` stores, without the SDK re-checking
+    each value: under the span's lock, while it has not ended, straight into
+    its attribute dict when every value is a plain scalar and the dict has room
+    for all of them with no value-length limit to apply. Anything else goes
+    through ``set_attributes``, which applies the SDK's rules.
+
+    Example::
+
+        write_known(span, {"gen_ai.usage.input_tokens": 120, "techrevati.cost.usd": 0.0004})
+    """
+    try:
+        bounded = span._attributes
+        inner = bounded._dict
+        lock = span._lock
+        if (
+            type(inner) is not dict
+            or bounded.max_value_len is not None
+            or bounded._immutable
+            or (bounded.maxlen is not None and len(inner) + len(attributes) > bounded.maxlen)
+        ):
+            raise AttributeError  # a shape or a limit the SDK must apply itself
+    except AttributeError:
+        span.set_attributes(attributes)
+        return
+    if not _CLEAN.issuperset(map(type, attributes.values())):
+        span.set_attributes(attributes)  # a sequence or another type: the SDK checks it
+        return
+    # acquire / release rather than `with`: on every call, and `with` costs twice as
+    # much (it calls __exit__ with three arguments).
+    lock.acquire()
+    try:
+        live = span._end_time is None
+        if live:
+            inner.update(attributes)
+    finally:
+        lock.release()
+    if not live:
+        span.set_attributes(attributes)  # ended meanwhile: the SDK's warning, nothing stored
+
+
+__all__ = ["span_attributes", "write_known"]
