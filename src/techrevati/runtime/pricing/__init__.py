@@ -160,7 +160,9 @@ class _PricingTable(dict[str, ModelPricing]):
         self.version = next(_table_versions)
 
     def _touch(self) -> None:
+        global _cache
         self.version = next(_table_versions)
+        _cache = _NO_CACHE  # the resolution cache describes an older table now
 
     def __setitem__(self, key: str, value: ModelPricing) -> None:
         super().__setitem__(key, value)
@@ -242,6 +244,8 @@ class _Resolved(NamedTuple):
     # The rates every call is charged at when the price has no tiers (registered,
     # flat database prices, unpriced = zeros); None otherwise.
     flat: Band | None
+    #: The table version read before resolving (None: a rebound plain dict, uncached).
+    version: int | None = None
 
 
 _NO_LIMIT = sys.maxsize  # no call has more input tokens than this
@@ -253,13 +257,17 @@ def _flat(source: CostSource, band: Band) -> _Resolved:
 
 _UNPRICED = _flat(UNPRICED, _ZERO)
 
-# Resolution cache: (table object, table version, (provider, model) → resolution).
-# Replaced wholesale on invalidation so a reader still holding the old dict can
-# only write into a dict nobody consults any more.
+# Resolution cache: (table, (provider, model) → resolution), valid while its table
+# is the live one. Every change of the table replaces it with an empty pair for no
+# table (``_PricingTable._touch``), so the next miss installs a new pair: a reader
+# still holding the old one can only write into a dict nobody consults any more
+# (one pair, replaced whole: a dict made before a change is never valid after it).
+# A hit is one identity test and one dict lookup, no version compared per call.
 _CACHE_LIMIT = 4096
 # Keys are (provider, model) as the caller spelled them, so the hot path skips
 # lowercasing; two spellings of one name simply hold two equal entries.
-_resolution_cache: tuple[object, int, dict[tuple[str, str], _Resolved]] = (None, 0, {})
+_NO_CACHE: tuple[object, dict[tuple[str, str], _Resolved]] = (None, {})
+_cache = _NO_CACHE
 
 
 def _band_of(price: ModelPricing) -> Band:
@@ -331,21 +339,23 @@ def _resolve_uncached(table: Mapping[str, ModelPricing], model: str, provider: s
 
 def _resolve(model: str, provider: str = "") -> _Resolved:
     """How ``model`` at ``provider`` is priced now (cached until the table changes)."""
-    global _resolution_cache
+    global _cache
     table = PRICING_TABLE
-    version = getattr(table, "version", None)
-    if type(version) is not int:
+    if type(getattr(table, "version", None)) is not int:
         # Someone rebound PRICING_TABLE to a plain dict: correct but uncached.
         return _resolve_uncached(table, model.lower(), provider.lower())
-    cache = _resolution_cache
-    if cache[0] is not table or cache[1] != version:
-        cache = (table, version, {})
-        _resolution_cache = cache
-    entries = cache[2]
+    cache = _cache
+    if cache[0] is not table:
+        cache = _cache = (table, {})
+    entries = cache[1]
     key = (provider, model)
     resolved = entries.get(key)
     if resolved is None:
-        resolved = _resolve_uncached(table, model.lower(), provider.lower())
+        # The version read after the pair was taken, before resolving (see _cache).
+        version: int = table.version  # type: ignore[attr-defined]
+        resolved = _resolve_uncached(table, model.lower(), provider.lower())._replace(
+            version=version
+        )
         if len(entries) < _CACHE_LIMIT:
             entries[key] = resolved
     return resolved
@@ -411,13 +421,9 @@ def has_pricing(model: str, provider: str = "") -> bool:
     """
     # Asked at every admission under a budget: _resolve's cache hit inline, as in
     # price_call; anything else (a miss, a new table) goes through it.
-    table = PRICING_TABLE
-    cache = _resolution_cache
-    if cache[0] is table and cache[1] == getattr(table, "version", None):
-        resolved = cache[2].get((provider, model))
-        if resolved is not None:
-            return resolved.known
-    return _resolve(model, provider).known
+    cache = _cache
+    resolved = cache[1].get((provider, model)) if cache[0] is PRICING_TABLE else None
+    return (resolved or _resolve(model, provider)).known
 
 
 def price_source(model: str, provider: str = "") -> CostSource:
@@ -477,12 +483,9 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
     """
     # This is the per-call hot path of every model call: one cache lookup and
     # the arithmetic inline (a function call here is a measurable share).
-    table = PRICING_TABLE
-    version = getattr(table, "version", None)  # read before resolving
-    cache = _resolution_cache
     # _resolve's cache hit, inline; anything else (a miss, a new table) goes through it.
-    hit = cache[0] is table and cache[1] == version
-    resolved = cache[2].get((provider, model)) if hit else None
+    cache = _cache
+    resolved = cache[1].get((provider, model)) if cache[0] is PRICING_TABLE else None
     if resolved is None:
         resolved = _resolve(model, provider)
     inp = usage.input_tokens
@@ -512,17 +515,9 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
         + per_call
     )
     if not cost <= MAX_CALL_USD:  # also NaN: the one comparison the hot path pays
-        return _clamped(model, cost, version, resolved.known, key, provider)
+        return _clamped(model, cost, resolved.version, resolved.known, key, provider)
     return tuple.__new__(
-        PricedCall,
-        (
-            cost,
-            version if type(version) is int else None,
-            resolved.known,
-            resolved.source,
-            key,
-            provider,
-        ),
+        PricedCall, (cost, resolved.version, resolved.known, resolved.source, key, provider)
     )
 
 

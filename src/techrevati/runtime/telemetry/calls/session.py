@@ -247,7 +247,10 @@ def open_session(
     if ledger.max_iterations is not None or ledger.has_budget() or ledger.fleet_scopes():
         ensure_guard()  # limits exist: the client guard is on by default
     _open_scopes.add(scope)
-    ledger.on_unpriced_cost = functools.partial(_count_library_cost, scope)
+    if instruments.live:
+        # Like a turn's metrics: nothing can read this counter while no MeterProvider
+        # is set, so another instrumentation's calls skip it (a lock and a dict update).
+        ledger.on_unpriced_cost = functools.partial(_count_library_cost, scope)
     return scope
 
 

@@ -123,24 +123,28 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
     model = body.get("model") if body is not None else None
     model = model if isinstance(model, str) else ""
     request = key if key is not None else object()
-    under = membership.enclosing_context(None)
-    if under is None:
-        membership.note_outside(f"a request of the {provider} client")
-        return None
     # An instrumented call: the span another instrumentation opened around this
     # request is the call, admitted already; nothing is estimated or admitted here.
-    entry = membership.request_span(under, model, request)
-    created = entry is None
+    # The span started last on this strand first: no context read for the usual call.
+    entry = membership.strand_request(model, request)
+    created = False
     if entry is None:
-        ledger = under.ledger
-        entry = membership.admit_request(
-            under,
-            model,
-            request,
-            _expected_cost(model, body, provider, ledger),
-            not ledger.has_budget() or not model or has_pricing(model, provider),
-            defer_fleet=awaits,
-        )
+        under = membership.enclosing_context(None)
+        if under is None:
+            membership.note_outside(f"a request of the {provider} client")
+            return None
+        entry = membership.request_span(under, model, request)
+        if entry is None:
+            created = True
+            ledger = under.ledger
+            entry = membership.admit_request(
+                under,
+                model,
+                request,
+                _expected_cost(model, body, provider, ledger),
+                not ledger.has_budget() or not model or has_pricing(model, provider),
+                defer_fleet=awaits,
+            )
     claim = entry.call
     if claim is not None and claim.fleet_deferred and not (created and awaits):
         # A span admitted on an event loop whose request reached no awaiting door

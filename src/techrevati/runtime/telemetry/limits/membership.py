@@ -12,11 +12,12 @@ Three facts place a span, in this order:
    ``configure(fleet=...)``, so every call in the process counts).
 
 The client guard asks which call a client request is: a model span of that
-request open on this strand (current, or the library span started last here:
-``request_span``), else a call the guard admits itself (``admit_request``),
-placed like a library span; a library span of the same request that starts later on the strand is
-that call (``_guard_call_here``), as is one known as a model call only at its
-end (``guard_call_during``).
+request open on this strand (the library span started last here,
+``strand_request``, else the one current here, ``request_span``), else a call
+the guard admits itself (``admit_request``), placed like a library span; a
+library span of the same request that starts later on the strand is that call
+(``_guard_call_here``), as is one known as a model call only at its end
+(``guard_call_during``).
 
 Our own turns and tools ask ``current_session`` the same question: the context
 variable, else the session owning the current OpenTelemetry span (a thread
@@ -507,20 +508,18 @@ def _guard_call_here(model: str) -> SpanEntry | None:
     return found
 
 
-def request_span(under: SpanEntry, model: str, request: object) -> SpanEntry | None:
+def strand_request(model: str, request: object) -> SpanEntry | None:
     """The open model span of another instrumentation that is this client request, if any.
 
     The guard's first question for every request, and the answer for every
     instrumented call, so it is asked before anything is built for an
-    admission: the library span current here (``under``, from
-    ``enclosing_context``), else the library span started last on this strand
-    and not current, each when not yet matched to another request. The match
-    is remembered on the entry (``request``), so the SDK's retries of this
+    admission, and before the current context is read: the library model
+    span started last on this thread or task and still open (the span
+    around this request, current or not), when not yet matched to another
+    request. Else ``request_span`` asks the span current here. The match is
+    remembered on the entry (``request``), so the SDK's retries of this
     request find it again and another request does not.
     """
-    if under.model_span and under.in_library and under.request in (None, request):
-        under.request = request  # the library span current here describes this request
-        return under
     found = STRAND.get()
     if (
         found is not None
@@ -530,8 +529,21 @@ def request_span(under: SpanEntry, model: str, request: object) -> SpanEntry | N
         and found.call is not None
         and (not model or not found.call.model or found.call.model == model)
     ):
-        found.request = request  # a library span started on this strand, not current
+        found.request = request  # the library span started last on this strand
         return found
+    return None
+
+
+def request_span(under: SpanEntry, model: str, request: object) -> SpanEntry | None:
+    """``strand_request``'s fallback: the library model span current here, if it is this request.
+
+    ``under`` is what ``enclosing_context`` found: a library span made current
+    on this thread or task without starting here (its context attached from
+    another thread) is this request when not yet matched to another one.
+    """
+    if under.model_span and under.in_library and under.request in (None, request):
+        under.request = request  # the library span current here describes this request
+        return under
     return None
 
 
@@ -544,7 +556,7 @@ def admit_request(
     *,
     defer_fleet: bool = False,
 ) -> SpanEntry:
-    """The client guard's door for a request no open span describes (``request_span`` None).
+    """The client guard's door for a request no open span describes (both lookups None).
 
     The request is placed like a library model span under ``under`` (the
     entry ``enclosing_context`` found): inside our turn, the first one is our
@@ -555,8 +567,10 @@ def admit_request(
 
     Example (the guard's order)::
 
-        under = enclosing_context(None)        # None: outside every session and root
-        entry = request_span(under, model, key) or admit_request(under, model, key, 0.0, True)
+        entry = strand_request(model, key)
+        if entry is None:
+            under = enclosing_context(None)    # None: outside every session and root
+            entry = request_span(under, model, key) or admit_request(under, model, key, 0.0, True)
     """
     entry = admit_call(
         under, model, expected, ours=False, priced=priced, defer_fleet=defer_fleet, by_guard=True
