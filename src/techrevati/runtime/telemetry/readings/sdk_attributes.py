@@ -61,31 +61,29 @@ def write_known(span: Any, attributes: dict[str, Any]) -> None:
     try:
         bounded = span._attributes
         inner = bounded._dict
-        lock = span._lock
-        if (
-            type(inner) is not dict
-            or bounded.max_value_len is not None
-            or bounded._immutable
-            or (bounded.maxlen is not None and len(inner) + len(attributes) > bounded.maxlen)
-        ):
-            raise AttributeError  # a shape or a limit the SDK must apply itself
+        room = bounded.maxlen
+        direct = (
+            bounded.max_value_len is None
+            and type(inner) is dict
+            and (room is None or len(inner) + len(attributes) <= room)
+            and _CLEAN.issuperset(map(type, attributes.values()))
+            and not bounded._immutable
+        )
     except AttributeError:
-        span.set_attributes(attributes)
-        return
-    if not _CLEAN.issuperset(map(type, attributes.values())):
-        span.set_attributes(attributes)  # a sequence or another type: the SDK checks it
-        return
-    # acquire / release rather than `with`: on every call, and `with` costs twice as
-    # much (it calls __exit__ with three arguments).
-    lock.acquire()
-    try:
-        live = span._end_time is None
-        if live:
-            inner.update(attributes)
-    finally:
-        lock.release()
-    if not live:
-        span.set_attributes(attributes)  # ended meanwhile: the SDK's warning, nothing stored
+        direct = False  # not the SDK's shape (another version): its public method
+    if direct:
+        lock = span._lock
+        # acquire / release rather than `with`: on every call, and `with` costs twice
+        # as much (it calls __exit__ with three arguments).
+        lock.acquire()
+        try:
+            if span._end_time is None:
+                inner.update(attributes)
+                return
+        finally:
+            lock.release()
+    # A limit to apply, a value to check, or an ended span (the SDK warns, stores nothing).
+    span.set_attributes(attributes)
 
 
 __all__ = ["span_attributes", "write_known"]
