@@ -38,9 +38,12 @@ def span_attributes(span: object) -> Mapping[str, Any] | None:
 
         attrs = span_attributes(span)
     """
-    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
-    if type(inner) is dict:
-        return inner
+    try:
+        inner = span._attributes._dict  # type: ignore[attr-defined]
+        if type(inner) is dict:
+            return inner
+    except AttributeError:
+        pass  # not the SDK's shape: what the span says
     attributes: Mapping[str, Any] | None = getattr(span, "attributes", None)
     return attributes
 
