@@ -463,6 +463,10 @@ class _ModelTotals:
         return _sums_cost(model, provider, sums, self.bands) + self.estimated
 
 
+#: Where a call's price is booked as a fixed amount beside the token sums: an estimate
+#: (no usage arrived), or the clamp of a call priced above MAX_CALL_USD.
+_FIXED_COST = frozenset(("estimated", "clamped"))
+
 # (model, provider, input, output, cache_write, cache_read, calls, bands, fixed USD,
 # held tokens) copied out under the lock; the token sums at 2-5 include the held ones.
 _TotalsRow = tuple[
@@ -612,13 +616,11 @@ class UsageTracker:
         running total stale (recomputed later) instead of silently wrong.
         A plain ``(cost, version, known)`` triple (0.1.0's shape) is accepted.
         """
-        estimated = clamped = False
         if type(priced) is PricedCall:
             cost, version, known, source, band, provider = priced
-            estimated = source == "estimated"
-            clamped = source == "clamped"
         else:
             cost, version, known = priced[0], priced[1], priced[2]
+            source = "registered"
             band = None
             provider = ""
         if not known and model:
@@ -636,15 +638,16 @@ class UsageTracker:
             totals = self._models.get(key)
             if totals is None:
                 totals = self._models[key] = _ModelTotals()
-            if clamped:
-                # Its tokens price above MAX_CALL_USD: booked at the clamp, as the
-                # ledger and its span are, and never re-priced from the sums.
-                totals.hold(usage)
+            if source in _FIXED_COST:  # one test for the usual case
+                if source == "clamped":
+                    # Its tokens price above MAX_CALL_USD: booked at the clamp, as the
+                    # ledger and its span are, and never re-priced from the sums.
+                    totals.hold(usage)
+                else:
+                    totals.add(usage, band)
                 totals.estimated += cost
             else:
                 totals.add(usage, band)
-            if estimated:
-                totals.estimated += cost
             self._turn_count += 1
             if self.retain_turns is None:
                 self._synced_len += 1  # the one append above; nothing to trim

@@ -115,8 +115,10 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         return current
     method = getattr(options, "method", "")
     url = getattr(options, "url", "")
-    if not isinstance(method, str) or not isinstance(url, str) or not is_model_request(method, url):
-        return None
+    if (method != "post" or url not in _MODEL_PATHS) and not (
+        isinstance(method, str) and isinstance(url, str) and is_model_request(method, url)
+    ):
+        return None  # (is_model_request's first test inline: what the clients send)
     body = getattr(options, "json_data", None)
     if type(body) is not dict and not isinstance(body, Mapping):  # dict first: no ABC check
         body = None

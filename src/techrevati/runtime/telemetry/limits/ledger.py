@@ -746,8 +746,11 @@ class Ledger:
                 or usage.cache_write_tokens
             ):
                 claim.booked_usage = True
-            if model:
+            if model and cost > leaf.learned.get(model, -1.0):
                 # Learned tree-wide: a sibling session's calls wait on the same probe.
+                # Every level above holds at least what the leaf learned (each booking
+                # raises the whole chain), so a cost the leaf already reached changes
+                # nothing anywhere: the usual call stops at the test above.
                 for level in leaf._chain:
                     learned = level.learned
                     if cost > learned.get(model, -1.0) and (

@@ -335,6 +335,19 @@ def _usage(
     return usage, reasoning, cache_read is not None or cache_write is not None
 
 
+# The current spellings and the older ones _usage_plain must see absent, as names
+# of this module (one global load each on every call instead of two).
+_IN: Final = sc.GEN_AI_USAGE_INPUT_TOKENS
+_OUT: Final = sc.GEN_AI_USAGE_OUTPUT_TOKENS
+_READ: Final = sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
+_WRITE: Final = sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS
+_REASONING: Final = sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS
+_READ_OLD: Final = _CACHE_READ_KEYS[1]
+_WRITE_OLD: Final = _CACHE_WRITE_KEYS[1]
+_WRITE_OLDER: Final = _CACHE_WRITE_KEYS[2]
+_REASONING_OLD: Final = _REASONING_KEYS[1]
+
+
 def _usage_plain(attrs: Mapping[str, Any], scope: str) -> tuple[UsageSnapshot, int, bool] | None:
     """``_usage`` for the usual reading, in straight-line code; None for anything else.
 
@@ -346,33 +359,34 @@ def _usage_plain(attrs: Mapping[str, Any], scope: str) -> tuple[UsageSnapshot, i
     non-int counts, OpenLIT) returns None and ``_usage`` reads it.
     """
     get = attrs.get
-    total_in = get(sc.GEN_AI_USAGE_INPUT_TOKENS)
-    output = get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)
-    read = get(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
-    write = get(sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
-    reasoning = get(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)
-    if not (
-        type(total_in) is int
-        and type(output) is int
-        and total_in >= 0
-        and output >= 0
-        and (
-            (type(read) is int and read >= 0) or (read is None and get(_CACHE_READ_KEYS[1]) is None)
-        )
-        and (
-            (type(write) is int and write >= 0)
-            or (
-                write is None
-                and get(_CACHE_WRITE_KEYS[1]) is None
-                and get(_CACHE_WRITE_KEYS[2]) is None
-            )
-        )
-        and (
-            (type(reasoning) is int and reasoning >= 0)
-            or (reasoning is None and get(_REASONING_KEYS[1]) is None)
-        )
-        and not scope.startswith(OPENLIT_SCOPE_PREFIX)
+    total_in = get(_IN)
+    output = get(_OUT)
+    if (
+        type(total_in) is not int
+        or type(output) is not int
+        or total_in < 0
+        or output < 0
+        or scope.startswith(OPENLIT_SCOPE_PREFIX)
     ):
+        return None
+    # Each detail count: a non-negative int, or absent in both (all) its spellings.
+    read = get(_READ)
+    if type(read) is int:
+        if read < 0:
+            return None
+    elif read is not None or _READ_OLD in attrs:
+        return None
+    write = get(_WRITE)
+    if type(write) is int:
+        if write < 0:
+            return None
+    elif write is not None or _WRITE_OLD in attrs or _WRITE_OLDER in attrs:
+        return None
+    reasoning = get(_REASONING)
+    if type(reasoning) is int:
+        if reasoning < 0:
+            return None
+    elif reasoning is not None or _REASONING_OLD in attrs:
         return None
     cache_read = read or 0
     cache_write = write or 0
