@@ -1,8 +1,8 @@
 """Workloads on the decorator front door: ``@agent_turn``, ``@tool_call``, ``agent_session``.
 
-The decorated model call returns an OpenAI-shaped chat completion (attribute
-access, as the SDK's objects have), so every call also reads its usage and
-model from the response, which is how the decorator is meant to be used.
+The decorated model call returns a real ``openai`` ``ChatCompletion`` (built
+once), so every call also reads its usage and model from the response the
+way it reads a client's, which is how the decorator is meant to be used.
 """
 
 from __future__ import annotations
@@ -19,34 +19,42 @@ from .harness import Bench
 from .otelkit import INPUT_TOKENS, MODEL, OUTPUT_TOKENS
 
 
-class _Usage:
-    __slots__ = ("completion_tokens", "prompt_tokens")
+def _completion() -> Any:
+    """A real ``openai`` chat completion, as the client returns it (parsed once)."""
+    from openai.types.chat import ChatCompletion
 
-    def __init__(self, prompt: int, completion: int) -> None:
-        self.prompt_tokens = prompt
-        self.completion_tokens = completion
+    return ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "fact"},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": INPUT_TOKENS,
+                "completion_tokens": OUTPUT_TOKENS,
+                "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS,
+            },
+        }
+    )
 
 
-class _Completion:
-    """The parts of ``openai.types.chat.ChatCompletion`` the decorator reads."""
-
-    __slots__ = ("model", "usage")
-
-    def __init__(self) -> None:
-        self.model = MODEL
-        self.usage = _Usage(INPUT_TOKENS, OUTPUT_TOKENS)
-
-
-RESPONSE = _Completion()
+RESPONSE = _completion()
 
 
 @agent_turn(MODEL)
-def ask() -> _Completion:
+def ask() -> Any:
     return RESPONSE
 
 
 @agent_turn(MODEL)
-async def ask_async() -> _Completion:
+async def ask_async() -> Any:
     await asyncio.sleep(0)  # yield: concurrent sessions really interleave
     return RESPONSE
 
