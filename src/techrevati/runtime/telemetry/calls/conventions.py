@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from .. import semconv as sc
+from ..readings.sdk_attributes import KnownValue
 
 _lock = threading.Lock()
 _on = False
@@ -38,7 +39,7 @@ def proposed() -> bool:
     return _on
 
 
-def cost_attributes(amount: float, source: str | None) -> dict[str, Any]:
+def cost_attributes(amount: float, source: str | None) -> dict[str, KnownValue]:
     """``gen_ai.usage.cost.*`` of one priced model call; empty when off or not priced.
 
     A call of a model with no known price gets none: the proposal says not to set

@@ -30,7 +30,7 @@ from ..limits import membership
 from ..limits.errors import LoopDetectedError, PermissionDeniedError
 from ..limits.loops import LoopWatch
 from ..limits.membership import SpanEntry
-from ..readings.sdk_attributes import write_known
+from ..readings.sdk_attributes import KnownValue, write_known
 from .content import capture_content, content_text
 from .failures import error_type, record_error
 from .labels import bounded_name
@@ -167,7 +167,7 @@ class ToolCall:
         self.decision = sc.PERMISSION_ALLOW if outcome.allowed else sc.PERMISSION_DENY
         span = self.span
         if span.is_recording():
-            attributes: dict[str, Any] = {sc.PERMISSION_DECISION: self.decision}
+            attributes: dict[str, KnownValue] = {sc.PERMISSION_DECISION: self.decision}
             if outcome.required_mode:
                 attributes[sc.PERMISSION_REQUIRED_MODE] = outcome.required_mode
             if outcome.active_mode:

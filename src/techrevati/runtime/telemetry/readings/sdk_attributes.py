@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-#: Types of the values written directly: what the SDK stores unchanged (it checks
-#: a value's type, never an int's range).
-_CLEAN = frozenset((str, bool, int, float))
+#: The values ``write_known`` takes: what the SDK stores unchanged (it checks a
+#: value's type, never an int's range). The type checker holds every caller to it,
+#: so the values are not checked again on each call.
+KnownValue = str | bool | int | float
 
 
 def span_attributes(span: object) -> Mapping[str, Any] | None:
@@ -48,14 +49,15 @@ def span_attributes(span: object) -> Mapping[str, Any] | None:
     return attributes
 
 
-def write_known(span: Any, attributes: dict[str, Any]) -> None:
-    """Set attributes whose values we built (str, bool, or numbers) on a live span.
+def write_known(span: Any, attributes: Mapping[str, KnownValue]) -> None:
+    """Set attributes whose values we built (str, bool, int or float) on a live span.
 
     What ``span.set_attributes(attributes)`` stores, without the SDK re-checking
-    each value: under the span's lock, while it has not ended, straight into
-    its attribute dict when every value is a plain scalar and the dict has room
-    for all of them with no value-length limit to apply. Anything else goes
-    through ``set_attributes``, which applies the SDK's rules.
+    each value's type: under the span's lock, while it has not ended, straight
+    into its attribute dict when the dict has room for all of them and no
+    value-length limit applies. Any other case goes through ``set_attributes``,
+    which applies the SDK's rules. Only for values typed ``KnownValue`` (a
+    sequence, bytes or None would be stored as given, not as the SDK stores them).
 
     Example::
 
@@ -69,7 +71,6 @@ def write_known(span: Any, attributes: dict[str, Any]) -> None:
             bounded.max_value_len is None
             and type(inner) is dict
             and (room is None or len(inner) + len(attributes) <= room)
-            and _CLEAN.issuperset(map(type, attributes.values()))
             and not bounded._immutable
         )
     except AttributeError:
@@ -85,8 +86,8 @@ def write_known(span: Any, attributes: dict[str, Any]) -> None:
                 return
         finally:
             lock.release()
-    # A limit to apply, a value to check, or an ended span (the SDK warns, stores nothing).
+    # A limit to apply, or an ended span (the SDK warns and stores nothing).
     span.set_attributes(attributes)
 
 
-__all__ = ["span_attributes", "write_known"]
+__all__ = ["KnownValue", "span_attributes", "write_known"]

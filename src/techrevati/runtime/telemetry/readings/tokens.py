@@ -14,11 +14,12 @@ from typing import Any
 
 from ...usage_tracking import UsageSnapshot
 from .. import semconv as sc
+from .sdk_attributes import KnownValue
 
 
-def usage_to_attributes(usage: UsageSnapshot) -> dict[str, Any]:
+def usage_to_attributes(usage: UsageSnapshot) -> dict[str, KnownValue]:
     """Semconv usage attributes for a snapshot (input includes both cache counts)."""
-    attrs: dict[str, Any] = {
+    attrs: dict[str, KnownValue] = {
         sc.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens
         + usage.cache_write_tokens
         + usage.cache_read_tokens,
