@@ -126,7 +126,7 @@ class FleetLevel(Protocol):
     def release(self, hold: object, *, ran: bool = True) -> None: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Claim:
     """One admitted model call's hold on every level of its ledger chain.
 
@@ -162,25 +162,6 @@ class Claim:
     #: The first enforced level of the chain over its budget once this call was
     #: booked (read under the lock that booked it): the turn raises for it.
     over: Ledger | None = None
-
-    def __init__(
-        self,
-        leaf: Ledger,
-        model: str,
-        expected: float,
-        iteration: int,
-        ours: bool,
-        expected_nano: int = 0,
-    ) -> None:
-        # One claim per model call. Only what every call sets is written here; the
-        # other fields read their class-level defaults until a rare path writes one
-        # (the generated __init__ wrote all 18 on every call: 53 bytecodes).
-        self.leaf = leaf
-        self.model = model
-        self.expected = expected
-        self.iteration = iteration
-        self.ours = ours
-        self.expected_nano = expected_nano
 
 
 _ZERO = UsageSnapshot()
