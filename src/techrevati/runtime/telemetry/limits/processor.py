@@ -64,21 +64,29 @@ class LimitsProcessor(SpanProcessor):
     """
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        scope = span.instrumentation_scope
-        producer = scope.name if scope is not None else None
+        try:
+            # The SDK span's own fields: each of its properties is a Python call, and
+            # every span of every producer passes here.
+            scope = span._instrumentation_scope
+            producer = scope._name if scope is not None else None
+            name, parent, context = span._name, span._parent, span._context
+        except AttributeError:  # not the SDK's shape (another version): its properties
+            scope = span.instrumentation_scope
+            producer = scope.name if scope is not None else None
+            name, parent, context = span.name, span.parent, span.context
         if producer == sc.INSTRUMENTATION_SCOPE:
             return  # admitted and registered by the core (see the module docstring)
-        found = membership.enclosing(span.parent, parent_context)
+        found = membership.enclosing(parent, parent_context)
         if found is None:
             return
         under = found
         attrs = span_attributes(span)
-        if not classify_start(span.name, attrs, producer):
+        if not classify_start(name, attrs, producer):
             entry = SpanEntry(
                 under.ledger, under.call, in_library=under.in_library, in_tool=under.in_tool
             )
             if not under.in_tool:
-                found_tool = tool_start(span.name, attrs)
+                found_tool = tool_start(name, attrs)
                 if found_tool is not None:
                     entry.in_tool = entry.tool_call = True
                     loops.admit_tool(under.ledger, *found_tool)  # may refuse a looping call
@@ -113,27 +121,35 @@ class LimitsProcessor(SpanProcessor):
                 raise
             if not entry.same_call and entry.call is not None:
                 _set_iteration(span, entry.call.iteration)
-        membership.register(entry, span.context)
+        if context is not None:  # (the SDK types its field optional; a started span has one)
+            membership.register(entry, context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        scope = span.instrumentation_scope
-        producer = scope.name if scope is not None else ""
+        try:
+            # The SDK span's own fields, as in on_start.
+            scope = span._instrumentation_scope
+            producer = scope._name if scope is not None else ""
+            name, context = span._name, span._context
+        except AttributeError:
+            scope = span.instrumentation_scope
+            producer = scope.name if scope is not None else ""
+            name, context = span.name, span.context
         if producer == sc.INSTRUMENTATION_SCOPE:
             return  # the core ends and books its own spans
-        entry = membership.take(span.context)
+        entry = membership.take(context)
         if entry is None:
             return
         try:
             if entry.tool_call or not (entry.in_tool or entry.model_span):
                 # A tool call (some producers say so only at the end): loop detection.
-                tool = read_tool(span.name, span.attributes, failed=_failed(span))
+                tool = read_tool(name, span.attributes, failed=_failed(span))
                 if tool is not None:
                     loops.record_tool(entry.ledger, tool)
                     return
                 if entry.tool_call:
                     return
             # By name, attributes and producer scope (read_span, with the scope read above).
-            reading = read_call(span.name, span_attributes(span), producer)
+            reading = read_call(name, span_attributes(span), producer)
             if reading is None:
                 return
             if not entry.model_span:
