@@ -416,7 +416,30 @@ class Ledger:
         # much (it calls __exit__ with three arguments).
         self._lock.acquire()
         try:
-            refused = None if force else self._refusal_locked()
+            # The first level that refuses one more call, as (kind, error, level).
+            refused: tuple[str, Exception, Ledger] | None = None
+            if not force:
+                for level in self._chain:
+                    cap = level.max_iterations
+                    if cap is not None and level.calls >= cap:
+                        stop: Exception = MaxIterationsExceededError(
+                            cap, site=self.site(level, ran=False)
+                        )
+                        refused = sc.LIMIT_ITERATIONS, stop, level
+                        break
+                    budget = level._budget_nano
+                    if level.enforce_budget and budget >= 0:
+                        # Spent and others' reservations have reached the budget (this
+                        # call's own estimate does not count: the call that crosses runs).
+                        committed = level.spent_nano + level.reserved_nano
+                        if committed >= budget:
+                            stop = BudgetExceededError(
+                                level.budget_usd or 0.0,
+                                to_usd(committed),
+                                site=self.site(level, ran=False),
+                            )
+                            refused = sc.LIMIT_BUDGET, stop, level
+                            break
             if refused is None:
                 if probe and not expected_nano and model and self._local_enforced:
                     wait, started = self._probe_locked(model)
@@ -583,25 +606,6 @@ class Ledger:
                     _orchestrator_log.debug("late fleet booking refused or failed", exc_info=True)
 
         _run_late(book)
-
-    def _refusal_locked(self) -> tuple[str, Exception, Ledger] | None:
-        """The first level that refuses one more call, as (kind, error, level); None: all admit."""
-        for level in self._chain:
-            cap = level.max_iterations
-            if cap is not None and level.calls >= cap:
-                site = self.site(level, ran=False)
-                return sc.LIMIT_ITERATIONS, MaxIterationsExceededError(cap, site=site), level
-            budget = level._budget_nano
-            if level.enforce_budget and budget >= 0:
-                # Spent and others' reservations have reached the budget (this
-                # call's own estimate does not count: the call that crosses runs).
-                committed = level.spent_nano + level.reserved_nano
-                if committed >= budget:
-                    error = BudgetExceededError(
-                        level.budget_usd or 0.0, to_usd(committed), site=self.site(level, ran=False)
-                    )
-                    return sc.LIMIT_BUDGET, error, level
-        return None
 
     def site(self, level: Ledger, *, ran: bool) -> LimitSite:
         """Where ``level``'s limit stopped a call made in this ledger's session."""

@@ -97,7 +97,7 @@ class LimitsProcessor(SpanProcessor):
             if type(model) is not str or not model:
                 model = model_from_attributes(attrs)
             ledger = under.ledger
-            budgeted = ledger.has_budget()
+            budgeted = ledger._budgeted  # has_budget(), read as the field: one call fewer
             expected = ledger.expected_cost(model) if budgeted else 0.0
             priced = True
             if budgeted and model:
@@ -120,7 +120,8 @@ class LimitsProcessor(SpanProcessor):
                 note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
                 raise
             if not entry.same_call and entry.call is not None:
-                _set_iteration(span, entry.call.iteration)
+                # The session iteration on a library model span that just started.
+                write_known(span, {sc.SESSION_ITERATION: entry.call.iteration})
         if context is not None:  # (the SDK types its field optional; a started span has one)
             membership.register(entry, context)
 
@@ -217,11 +218,6 @@ def _admit_on_loop(
 # Asked on every model span: get_running_loop() raises off a loop, which costs ~20x
 # this plain check.
 _running_loop = asyncio._get_running_loop
-
-
-def _set_iteration(span: Span, iteration: int) -> None:
-    """Name the session iteration on a library model span that just started."""
-    write_known(span, {sc.SESSION_ITERATION: iteration})
 
 
 def _failed(span: ReadableSpan) -> bool:
