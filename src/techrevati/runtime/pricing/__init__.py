@@ -488,24 +488,26 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
     resolved = cache[1].get((provider, model)) if cache[0] is PRICING_TABLE else None
     if resolved is None:
         resolved = _resolve(model, provider)
+    # Unpacked in one step: each named field read is a descriptor call of its own.
+    source, known, low, limit, high, low_key, high_key, tiered, _, version = resolved
     inp = usage.input_tokens
     out = usage.output_tokens
     write = usage.cache_write_tokens
     read = usage.cache_read_tokens
     key: tuple[int, int] | None
-    if inp + write + read <= resolved.limit:
-        band = resolved.low
-        key = resolved.low_key
-    elif resolved.high is not None:
-        band = resolved.high
-        key = resolved.high_key
-    elif resolved.tiered is not None:
-        band, key = resolved.tiered.charge(inp, out, write, read)
+    if inp + write + read <= limit:
+        band = low
+        key = low_key
+    elif high is not None:
+        band = high
+        key = high_key
+    elif tiered is not None:
+        band, key = tiered.charge(inp, out, write, read)
     else:
         # More input than _NO_LIMIT (an absurd usage block): the one band still
         # prices it, so the call is booked (clamped by the ledger), never unbooked.
-        band = resolved.low
-        key = resolved.low_key
+        band = low
+        key = low_key
     input_rate, output_rate, write_rate, read_rate, per_call = band
     cost = (
         inp * input_rate / _PER_MILLION
@@ -515,10 +517,8 @@ def price_call(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCa
         + per_call
     )
     if not cost <= MAX_CALL_USD:  # also NaN: the one comparison the hot path pays
-        return _clamped(model, cost, resolved.version, resolved.known, key, provider)
-    return tuple.__new__(
-        PricedCall, (cost, resolved.version, resolved.known, resolved.source, key, provider)
-    )
+        return _clamped(model, cost, version, known, key, provider)
+    return tuple.__new__(PricedCall, (cost, version, known, source, key, provider))
 
 
 def price_turn(model: str, usage: UsageSnapshot, provider: str = "") -> PricedCall:

@@ -14,7 +14,7 @@ from ..readings.recognise import CallReading, more_exact, warn_no_cache
 from .membership import SpanEntry
 
 
-def book(entry: SpanEntry, reading: CallReading, scope: str = "", *, failed: bool = False) -> None:
+def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool = False) -> None:
     """Book a finished library call (see the module docstring). May raise only on bugs.
 
     Two readings of one call (nested or overlapping spans of one request, a
@@ -30,9 +30,9 @@ def book(entry: SpanEntry, reading: CallReading, scope: str = "", *, failed: boo
     """
     call = entry.call
     assert call is not None
-    usage = reading.usage
-    model = reading.model or call.model
-    provider = reading.provider
+    # Unpacked in one step: each named field read is a descriptor call of its own.
+    model, provider, usage, _, cache_reported = reading
+    model = model or call.model
     if entry.same_call:
         if usage is None:
             return
@@ -49,16 +49,11 @@ def book(entry: SpanEntry, reading: CallReading, scope: str = "", *, failed: boo
         return
     if call.library is not None and more_exact(call.library[1], usage):
         model, usage = call.library
-    elif usage is not None and scope and not reading.cache_reported:
+    elif usage is not None and scope and not cache_reported:
         warn_no_cache(scope)  # this coarse reading is the only one of the call
     if usage is None and failed and call.estimated is None:
         call.leaf.release(call)
         return
-    call.leaf.settle(
-        call,
-        model,
-        usage,
-        provider=provider,
-        priced_by_core=False,
-        unpriced=None,  # from the price the ledger looks up anyway
-    )
+    # Positional (price None: priced there; provider; priced_by_core False; unpriced
+    # None: from the price the ledger looks up anyway): keywords cost ~90 ns a call.
+    call.leaf.settle(call, model, usage, None, provider, False, None)
