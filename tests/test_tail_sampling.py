@@ -207,6 +207,11 @@ def test_every_interesting_trace_is_kept(kept: Counter[str], kind: str) -> None:
     assert kept[kind] == PER_KIND, dict(kept)
 
 
+def test_the_trace_sent_last_was_decided(kept: Counter[str]) -> None:
+    """Else the collector had not decided every trace when the counts were taken."""
+    assert kept[SENTINEL] == 1, dict(kept)
+
+
 def test_the_rest_is_kept_near_the_stated_percentage(kept: Counter[str]) -> None:
     """900 plain traces at 10 %: 90 expected, standard deviation 9; the bounds are ~4 sigma."""
     share = kept["plain"] / PLAIN
