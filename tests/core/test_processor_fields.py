@@ -1,12 +1,12 @@
 """The limits processor reads the SDK span's own fields, and still works on any other span.
 
 ``LimitsProcessor.on_start`` / ``on_end`` read a span's scope, name, parent and
-context from the SDK's fields (``_instrumentation_scope``, ``_name``, ...),
-not through its properties (a Python call each, on every span), and fall back
-to the public properties for a span of another shape. The first test pins that
-the pinned SDK has those fields, equal to what its properties say, so the
-direct path is the one taken; the second runs a whole model call through the
-fallback.
+context with ``sdk_attributes.span_fields``: from the SDK's fields
+(``_instrumentation_scope``, ``_name``, ...), not through its properties (a
+Python call each, on every span), and fall back to the public properties for a
+span of another shape. The first test pins that the pinned SDK has those
+fields, equal to what its properties say, so the direct path is the one taken;
+the second runs a whole model call through the fallback.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ from ...usage_tracking import (
 )
 from .. import semconv as sc
 from .errors import MaxIterationsExceededError, UnpricedModelError
-from .money import MAX_CALL_USD, NANO, booking_nano, check_budget, to_nano, to_usd
+from .money import booking_nano, check_budget, to_nano, to_usd
 from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait
 
 _orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
@@ -404,11 +404,7 @@ class Ledger:
                 model, owner.budget_usd or 0.0, site=self.site(owner, ran=False), no_usage=True
             )
             self._refuse(sc.LIMIT_UNPRICED, error, owner)
-        # booking_nano's usual case (a float in range) inline: on every call.
-        if type(expected) is float and 0.0 <= expected <= MAX_CALL_USD:
-            expected_nano = round(expected * NANO)
-        else:
-            expected_nano = booking_nano(expected, "expected cost of {!r}", model)
+        expected_nano = booking_nano(expected, "expected cost of {!r}", model)
         wait: Probe | None = None
         started: Probe | None = None
         # acquire / release rather than `with`: on every call, and `with` costs twice as
@@ -697,12 +693,8 @@ class Ledger:
             elif unpriced is None:
                 unpriced = not has_pricing(model, provider)
             cost = leaf.tracker.record_priced(model, snapshot, price)
-            # booking_nano's usual case and to_usd inline: on every call.
-            if type(cost) is float and 0.0 <= cost <= MAX_CALL_USD:
-                cost_nano = round(cost * NANO)
-            else:
-                cost_nano = booking_nano(cost, "cost of a {!r} call", model)
-            cost = cost_nano / NANO
+            cost_nano = booking_nano(cost, "cost of a {!r} call", model)
+            cost = to_usd(cost_nano)
         crossings: list[Ledger] | None = None
         over: Ledger | None = None
         # acquire / release rather than `with`: on every call, and `with` costs twice as

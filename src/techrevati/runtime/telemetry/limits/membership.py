@@ -409,28 +409,26 @@ def admit_call(
     if ours:
         return SpanEntry(ledger, claim, True, False)
     if not force:
+        # Noted for the late spans that match admitted calls (``late_same_call``).
         recent = ledger.recent
-        if recent is not None:
-            recent.append((time.time_ns(), claim))  # _note_admitted, inline: every call
-        else:
-            _note_admitted(ledger, claim)
+        if recent is None:
+            recent = _new_recent(ledger)
+        recent.append((time.time_ns(), claim))
     if by_guard:
         # Made as the guard's entry at once (not a span entry replaced right after).
-        entry = GuardEntry(ledger, claim, True, False, in_library=True, since=time.time_ns())
-        under.sibling = (entry, _strand())
-        STRAND.set(entry)
-        return entry
+        return _sibling(
+            under, GuardEntry(ledger, claim, True, False, in_library=True, since=time.time_ns())
+        )
     return _library_entry(under, claim, False)
 
 
-def _note_admitted(ledger: Ledger, claim: Claim) -> None:
-    recent = ledger.recent
-    if recent is None:
-        with ledger._lock:  # once per ledger: two threads' first calls share one deque
-            recent = ledger.recent
-            if recent is None:
-                recent = ledger.recent = deque(maxlen=RECENT_LIMIT)
-    recent.append((time.time_ns(), claim))
+def _new_recent(ledger: Ledger) -> deque[tuple[int, Claim]]:
+    """The ledger's window of recently admitted library calls, made on its first call."""
+    with ledger._lock:  # once per ledger: two threads' first calls share one deque
+        recent = ledger.recent
+        if recent is None:
+            recent = ledger.recent = deque(maxlen=RECENT_LIMIT)
+    return recent
 
 
 def late_same_call(ledger: Ledger, start_ns: int, end_ns: int, model: str) -> Claim | None:
@@ -480,7 +478,11 @@ def _same_model(a: str, b: str) -> bool:
 def _library_entry(under: SpanEntry, call: Claim, same: bool) -> SpanEntry:
     """The entry of a library model span; it becomes the sibling later spans compare with."""
     # Positional (model_span, same_call, key, in_library): built for every library call.
-    entry = SpanEntry(under.ledger, call, True, same, None, True)
+    return _sibling(under, SpanEntry(under.ledger, call, True, same, None, True))
+
+
+def _sibling(under: SpanEntry, entry: SpanEntry) -> SpanEntry:
+    """Make ``entry`` the model call later spans on this strand compare with (``_open_sibling``)."""
     under.sibling = (entry, _strand())
     STRAND.set(entry)
     return entry

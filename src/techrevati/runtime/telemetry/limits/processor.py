@@ -37,7 +37,7 @@ from ..readings.recognise import (
     read_call,
     span_attributes,
 )
-from ..readings.sdk_attributes import write_known
+from ..readings.sdk_attributes import span_fields, write_known
 from ..readings.tools import read_tool, tool_start
 from . import loops, membership
 from .booking import book
@@ -64,16 +64,7 @@ class LimitsProcessor(SpanProcessor):
     """
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        try:
-            # The SDK span's own fields: each of its properties is a Python call, and
-            # every span of every producer passes here.
-            scope = span._instrumentation_scope
-            producer = scope._name if scope is not None else None
-            name, parent, context = span._name, span._parent, span._context
-        except AttributeError:  # not the SDK's shape (another version): its properties
-            scope = span.instrumentation_scope
-            producer = scope.name if scope is not None else None
-            name, parent, context = span.name, span.parent, span.context
+        producer, name, parent, context = span_fields(span)
         if producer == sc.INSTRUMENTATION_SCOPE:
             return  # admitted and registered by the core (see the module docstring)
         found = membership.enclosing(parent, parent_context)
@@ -91,20 +82,13 @@ class LimitsProcessor(SpanProcessor):
                     entry.in_tool = entry.tool_call = True
                     loops.admit_tool(under.ledger, *found_tool)  # may refuse a looping call
         else:
-            # The GenAI spellings first, inline (every current client instrumentation's);
-            # anything else as the readers say.
-            model = attrs.get(sc.GEN_AI_REQUEST_MODEL) if attrs else None
-            if type(model) is not str or not model:
-                model = model_from_attributes(attrs)
+            model = model_from_attributes(attrs)
             ledger = under.ledger
             budgeted = ledger._budgeted  # has_budget(), read as the field: one call fewer
             expected = ledger.expected_cost(model) if budgeted else 0.0
             priced = True
             if budgeted and model:
-                provider = attrs.get(sc.GEN_AI_PROVIDER_NAME) if attrs else None
-                if type(provider) is not str or not provider:
-                    provider = provider_from_attributes(attrs)
-                priced = has_pricing(model, provider)
+                priced = has_pricing(model, provider_from_attributes(attrs))
             try:
                 if _running_loop() is None:
                     # On a thread (the usual case): admitted here, or waits for a probe.
@@ -128,17 +112,10 @@ class LimitsProcessor(SpanProcessor):
             membership.register(entry, context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        try:
-            # The SDK span's own fields, as in on_start.
-            scope = span._instrumentation_scope
-            producer = scope._name if scope is not None else ""
-            name, context = span._name, span._context
-        except AttributeError:
-            scope = span.instrumentation_scope
-            producer = scope.name if scope is not None else ""
-            name, context = span.name, span.context
-        if producer == sc.INSTRUMENTATION_SCOPE:
+        scope, name, _, context = span_fields(span)
+        if scope == sc.INSTRUMENTATION_SCOPE:
             return  # the core ends and books its own spans
+        producer = scope or ""
         entry = membership.take(context)
         if entry is None:
             return

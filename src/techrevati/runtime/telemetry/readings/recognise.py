@@ -433,9 +433,8 @@ def read_call(
         ('gpt-4o', 20, 100)
     """
     attrs = attributes or {}
-    # Read at the end of every model call: the GenAI conventions' spellings (every
-    # current client instrumentation's) first, inline; anything else as _decide and
-    # the *_from_attributes readers say (the same answers, a few calls more).
+    # Read at the end of every model call: the GenAI operation (every current client
+    # instrumentation's) first, inline; anything else as _decide says.
     operation = attrs.get(sc.GEN_AI_OPERATION_NAME)
     if type(operation) is str:
         if operation not in sc.MODEL_OPERATIONS:
@@ -443,12 +442,8 @@ def read_call(
     elif not _decide(name, attrs, at_end=True):
         return None
     scope = scope_name or ""
-    model = attrs.get(sc.GEN_AI_REQUEST_MODEL)
-    if type(model) is not str or not model:
-        model = model_from_attributes(attrs)
-    provider = attrs.get(sc.GEN_AI_PROVIDER_NAME)
-    if type(provider) is not str or not provider:
-        provider = provider_from_attributes(attrs)
+    model = model_from_attributes(attrs)
+    provider = provider_from_attributes(attrs)
     found = _usage_plain(attrs, scope)
     usage, reasoning, cached = found if found is not None else _usage(attrs, scope, provider)
     # tuple.__new__: a NamedTuple's own __new__ is Python code with keyword handling.

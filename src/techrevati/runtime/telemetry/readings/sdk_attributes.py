@@ -1,4 +1,4 @@
-"""The SDK span's own attribute dict: read and written directly where that is safe.
+"""The SDK span's own fields and attribute dict: read and written directly where safe.
 
 The SDK keeps a span's attributes in a ``BoundedAttributes`` whose plain
 ``_dict`` holds them. Its public methods re-check every value (types,
@@ -11,13 +11,17 @@ any span that is not the SDK's shape (another SDK version, a non-recording
 span, a test double), and writes directly only when nothing the SDK would do
 on the way could differ: room under its attribute-count limit, no value-length
 limit, the span not ended. ``tests/test_sdk_attributes.py`` pins that the
-pinned SDK takes the direct path and that both paths store the same thing.
+pinned SDK takes the direct path and that both paths store the same thing;
+``tests/core/test_processor_fields.py`` that the fields ``span_fields`` reads
+exist and equal what the span's properties say.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from opentelemetry.trace import SpanContext
 
 #: The values ``write_known`` takes: what the SDK stores unchanged (it checks a
 #: value's type, never an int's range). The type checker holds every caller to it,
@@ -47,6 +51,35 @@ def span_attributes(span: object) -> Mapping[str, Any] | None:
         pass  # not the SDK's shape: what the span says
     attributes: Mapping[str, Any] | None = getattr(span, "attributes", None)
     return attributes
+
+
+def span_fields(span: Any) -> tuple[str | None, str, SpanContext | None, SpanContext | None]:
+    """(producer scope name, name, parent, context) of a span, as a span processor reads them.
+
+    Read from the SDK span's own fields: each of its properties is a Python
+    call, and every span of every producer passes through our processor. Any
+    other span's public properties answer the same.
+
+    Example::
+
+        producer, name, parent, context = span_fields(span)   # in on_start or on_end
+    """
+    try:
+        scope = span._instrumentation_scope
+        return (
+            scope._name if scope is not None else None,
+            span._name,
+            span._parent,
+            span._context,
+        )
+    except AttributeError:  # not the SDK's shape (another version): its properties
+        scope = span.instrumentation_scope
+        return (
+            scope.name if scope is not None else None,
+            span.name,
+            span.parent,
+            span.context,
+        )
 
 
 def write_known(span: Any, attributes: Mapping[str, KnownValue]) -> None:
@@ -90,4 +123,4 @@ def write_known(span: Any, attributes: Mapping[str, KnownValue]) -> None:
     span.set_attributes(attributes)
 
 
-__all__ = ["KnownValue", "span_attributes", "write_known"]
+__all__ = ["KnownValue", "span_attributes", "span_fields", "write_known"]
