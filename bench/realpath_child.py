@@ -28,6 +28,13 @@ Variants:
   call per entry, about 2 µs each in a real call): the same count around a
   span processor that does nothing measures it where it is paid, and it is
   reported per call (``bias``) so the suite states the total net of it.
+  The same count is also kept per door (``start``, ``end``: the processor's
+  ``on_start`` / ``on_end``; ``guard``: the client guard's hooks).
+* ``without_PART`` — ``ours_split`` with one part of our per-call work
+  replaced by a stub that returns what its caller expects (see ``PARTS``):
+  the difference from ``ours_split`` is what that part costs in a real call,
+  where our code runs cold between the client's and the SDK's. Measurement
+  only: such a process does not hold its limits exactly.
 """
 
 from __future__ import annotations
@@ -87,20 +94,28 @@ def _ours(provider: Any | None, *, budget: bool = False) -> Any:
 
 #: Thread CPU (ns) spent inside our entry points, and how many entries, for ``ours_split``.
 INSIDE = [0, 0]
+#: The same per door: the processor's on_start, its on_end, the client guard's hooks.
+DOORS: dict[str, list[int]] = {"start": [0, 0], "end": [0, 0], "guard": [0, 0]}
 #: The same count around entries that do nothing (``_Noop``): the counting's own cost.
 EMPTY = [0, 0]
 
 
-def _counted(fn: Callable[..., Any], into: list[int]) -> Callable[..., Any]:
+def _counted(
+    fn: Callable[..., Any], into: list[int], door: list[int] | None = None
+) -> Callable[..., Any]:
     clock = time.thread_time_ns
+    also = door if door is not None else [0, 0]
 
     def inner(*args: Any, **kwargs: Any) -> Any:
         start = clock()
         try:
             return fn(*args, **kwargs)
         finally:
-            into[0] += clock() - start
+            spent = clock() - start
+            into[0] += spent
             into[1] += 1
+            also[0] += spent
+            also[1] += 1
 
     return inner
 
@@ -119,16 +134,16 @@ def _count_inside(provider: Any) -> None:
     from techrevati.runtime.telemetry.limits import door, guard
     from techrevati.runtime.telemetry.limits.processor import LimitsProcessor
 
-    for owner, name in (
-        (LimitsProcessor, "on_start"),
-        (LimitsProcessor, "on_end"),
-        (door, "begin"),
-        (door, "watch"),
-        (door, "take"),
-        (door, "answered"),
-        (guard, "check_pending"),
+    for owner, name, where in (
+        (LimitsProcessor, "on_start", "start"),
+        (LimitsProcessor, "on_end", "end"),
+        (door, "begin", "guard"),
+        (door, "watch", "guard"),
+        (door, "take", "guard"),
+        (door, "answered", "guard"),
+        (guard, "check_pending", "guard"),
     ):
-        setattr(owner, name, _counted(getattr(owner, name), INSIDE))
+        setattr(owner, name, _counted(getattr(owner, name), INSIDE, DOORS[where]))
 
     class _Noop(SpanProcessor):
         def on_start(self, span: Any, parent_context: Any = None) -> None:
@@ -143,6 +158,46 @@ def _count_inside(provider: Any) -> None:
     provider.add_span_processor(noop)
 
 
+def _without(part: str) -> None:
+    """Replace one part of our per-call work by a stub (the ``without_PART`` variants).
+
+    Each stub returns what its caller expects, so the rest of the path runs as
+    before: ``iteration`` (the session iteration written on the library span),
+    ``tracker`` (the session's usage tracker; the ledger still books the cost),
+    ``pricing`` (a fixed price instead of the price lookup and arithmetic, at
+    admission and at booking), ``guard`` (the client guard's hooks, and the
+    strand record that lets it find the span's call).
+    """
+    from techrevati.runtime.pricing import PricedCall
+    from techrevati.runtime.telemetry.limits import door, guard, ledger, membership, processor
+    from techrevati.runtime.usage_tracking import UsageTracker
+
+    fixed = PricedCall(0.000153, None, True, "bundled", None, "")
+    # (owner, name, stub): the names each module looks up for its own use.
+    stubs: dict[str, tuple[tuple[object, str, Callable[..., Any]], ...]] = {
+        "iteration": ((processor, "write_known", lambda span, attributes: None),),
+        "tracker": ((UsageTracker, "record_priced", lambda self, model, usage, priced: priced[0]),),
+        "pricing": (
+            (ledger, "price_call", lambda model, usage, provider="": fixed),
+            (processor, "has_pricing", lambda model, provider="": True),
+        ),
+        "guard": (
+            (door, "begin", lambda options, provider, awaits=False: None),
+            (door, "take", lambda options: None),
+            (guard, "check_pending", lambda frame=None: None),
+            (membership, "_sibling", lambda under, entry: entry),
+        ),
+    }
+    if part not in stubs:
+        raise ValueError(f"unknown part {part!r}")
+    for owner, name, stub in stubs[part]:
+        setattr(owner, name, stub)
+
+
+#: The parts ``without_PART`` replaces (see ``_without``).
+PARTS = ("iteration", "tracker", "pricing", "guard")
+
+
 def setup(variant: str, url: str) -> Callable[[int], None]:
     """The variant's one-call function, set up once."""
     if variant.startswith("fw_"):
@@ -150,12 +205,14 @@ def setup(variant: str, url: str) -> Callable[[int], None]:
     import openai
 
     provider = None
-    if variant in ("bare", "ours", "ours_split"):
+    if variant in ("bare", "ours", "ours_split") or variant.startswith("without_"):
         provider = _provider()
         _instrument(provider)
     if variant in ("ours", "client_ours"):
         _ours(provider)
-    if variant == "ours_split":
+    if variant == "ours_split" or variant.startswith("without_"):
+        if variant.startswith("without_"):
+            _without(variant.removeprefix("without_"))
         _ours(provider, budget=True)
         _count_inside(provider)
     client = openai.OpenAI(base_url=url + "/v1", api_key="bench-key", max_retries=0)
@@ -199,14 +256,22 @@ def main(argv: list[str]) -> int:
     for line in sys.stdin:
         n = int(line)
         INSIDE[0] = INSIDE[1] = EMPTY[0] = EMPTY[1] = 0
+        for counts in DOORS.values():
+            counts[0] = counts[1] = 0
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         calls(n)
         cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
-        got = {"cpu": cpu / n, "wall": wall / n, "inside": INSIDE[0] / 1e9 / n}
+        got: dict[str, Any] = {"cpu": cpu / n, "wall": wall / n, "inside": INSIDE[0] / 1e9 / n}
         if EMPTY[1]:
             # The counting's own share, per call: what an empty entry registered,
             # times our entries per call.
-            got["bias"] = INSIDE[1] * (EMPTY[0] / EMPTY[1]) / 1e9 / n
+            empty = EMPTY[0] / EMPTY[1]
+            got["bias"] = INSIDE[1] * empty / 1e9 / n
+            # Per door, net of the counting: what each door costs per call.
+            got["doors"] = {
+                name: (spent - entries * empty) / 1e9 / n
+                for name, (spent, entries) in DOORS.items()
+            }
         print(json.dumps(got), flush=True)
     return 0
 

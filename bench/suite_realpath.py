@@ -55,6 +55,7 @@ class Child:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         env.pop("OTEL_SDK_DISABLED", None)
         self.variant = variant
+        self.doors: dict[str, float] = {}
         self.proc = subprocess.Popen(
             [python, str(CHILD), variant, url],
             stdin=subprocess.PIPE,
@@ -76,11 +77,13 @@ class Child:
 
     def sample(self, n: int) -> tuple[float, float, float, float]:
         """Per call, in seconds: thread CPU, wall, thread CPU inside our entry points,
-        and the counting's own share of the latter (see ``realpath_child._count_inside``)."""
+        and the counting's own share of the latter (see ``realpath_child._count_inside``).
+        The same inside count per door, net of the counting, is kept in ``doors``."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"{n}\n")
         self.proc.stdin.flush()
         got = self._line()
+        self.doors = got.get("doors", {})
         return (
             float(got["cpu"]),
             float(got["wall"]),
@@ -106,6 +109,9 @@ def _framework_python() -> str | None:
 
 #: Our share counted inside our entry points, in a process of its own (see realpath_child).
 SPLIT = "ours_split"
+#: The same with one part of our per-call work stubbed (realpath_child.PARTS): what it costs.
+PARTS = ("iteration", "tracker", "pricing", "guard")
+WITHOUT = tuple(f"without_{part}" for part in PARTS)
 
 
 def run(quick: bool) -> Result:
@@ -122,7 +128,7 @@ def run(quick: bool) -> Result:
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
-        variants = [v for pair in PAIRS for v in pair] + [SPLIT]
+        variants = [v for pair in PAIRS for v in pair] + [SPLIT, *WITHOUT]
         pythons = dict.fromkeys(variants, sys.executable)
         batches = dict.fromkeys(variants, per_batch)
         fw_python = _framework_python()
@@ -138,6 +144,9 @@ def run(quick: bool) -> Result:
         wall: dict[str, list[float]] = {v: [] for v in variants}
         inside: list[float] = []
         bias: list[float] = []
+        # Net inside count per round: ours_split, and each without_PART variant.
+        net_of: dict[str, list[float]] = {v: [] for v in (SPLIT, *WITHOUT)}
+        doors: dict[str, list[float]] = {}
         for r in range(rounds):
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for variant in order:
@@ -147,6 +156,10 @@ def run(quick: bool) -> Result:
                 if variant == SPLIT:
                     inside.append(i)
                     bias.append(b)
+                    for door, spent in children[variant].doors.items():
+                        doors.setdefault(door, []).append(spent)
+                if variant in net_of:
+                    net_of[variant].append(i - b)
             print(f"\r  realpath: round {r + 1}/{rounds}", end="", file=sys.stderr)
         print(file=sys.stderr)
         for child in children.values():
@@ -164,6 +177,27 @@ def run(quick: bool) -> Result:
         f"counting's own {1e6 * harness.median(bias):.1f} µs (the same count around a span "
         f"processor that does nothing): median {harness.median(net):.1f} µs (rounds: "
         f"{min(net):.1f} to {max(net):.1f})"
+    )
+    if doors:
+        result.info.append(
+            "  by door, net (median µs per call): "
+            + ", ".join(
+                f"{door} {1e6 * harness.median(values):.1f}" for door, values in doors.items()
+            )
+        )
+    # What each part costs: the same round's ours_split minus the variant without it.
+    parts = {
+        part: [
+            1e6 * (whole - without)
+            for whole, without in zip(net_of[SPLIT], net_of[f"without_{part}"], strict=True)
+        ]
+        for part in PARTS
+    }
+    result.info.append(
+        "  by part (ours_split minus the same with the part stubbed, median µs per call): "
+        + ", ".join(f"{part} {harness.median(values):.1f}" for part, values in parts.items())
+        + f"; the rest (placing, admitting, reading usage, booking the ledger chain) "
+        f"{harness.median(net) - sum(harness.median(v) for v in parts.values()):.1f}"
     )
     pairs = list(PAIRS) + ([FRAMEWORK_PAIR] if fw_python is not None else [])
     for bare, ours in pairs:
