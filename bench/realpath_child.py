@@ -163,19 +163,25 @@ def _without(part: str) -> None:
 
     Each stub returns what its caller expects, so the rest of the path runs as
     before: ``iteration`` (the session iteration written on the library span),
-    ``tracker`` (the session's usage tracker; the ledger still books the cost),
+    ``reading`` (a fixed reading of the span instead of reading its model,
+    provider and usage from its attributes), ``tracker`` (the session's usage
+    tracker; the ledger still books the cost),
     ``pricing`` (a fixed price instead of the price lookup and arithmetic, at
     admission and at booking), ``guard`` (the client guard's hooks, and the
     strand record that lets it find the span's call).
     """
     from techrevati.runtime.pricing import PricedCall
     from techrevati.runtime.telemetry.limits import door, guard, ledger, membership, processor
-    from techrevati.runtime.usage_tracking import UsageTracker
+    from techrevati.runtime.telemetry.readings.recognise import CallReading
+    from techrevati.runtime.usage_tracking import UsageSnapshot, UsageTracker
 
     fixed = PricedCall(0.000153, None, True, "bundled", None, "")
+    # What the stand-in reports: 120 input tokens (100 of them cache reads), 30 output.
+    reading = CallReading(MODEL, "openai", UsageSnapshot(20, 30, 0, 100), 0, True)
     # (owner, name, stub): the names each module looks up for its own use.
     stubs: dict[str, tuple[tuple[object, str, Callable[..., Any]], ...]] = {
         "iteration": ((processor, "write_known", lambda span, attributes: None),),
+        "reading": ((processor, "read_call", lambda name, attributes, scope=None: reading),),
         "tracker": ((UsageTracker, "record_priced", lambda self, model, usage, priced: priced[0]),),
         "pricing": (
             (ledger, "price_call", lambda model, usage, provider="": fixed),
@@ -195,7 +201,7 @@ def _without(part: str) -> None:
 
 
 #: The parts ``without_PART`` replaces (see ``_without``).
-PARTS = ("iteration", "tracker", "pricing", "guard")
+PARTS = ("iteration", "reading", "tracker", "pricing", "guard")
 
 
 def setup(variant: str, url: str) -> Callable[[int], None]:

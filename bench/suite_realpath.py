@@ -110,7 +110,7 @@ def _framework_python() -> str | None:
 #: Our share counted inside our entry points, in a process of its own (see realpath_child).
 SPLIT = "ours_split"
 #: The same with one part of our per-call work stubbed (realpath_child.PARTS): what it costs.
-PARTS = ("iteration", "tracker", "pricing", "guard")
+PARTS = ("iteration", "reading", "tracker", "pricing", "guard")
 WITHOUT = tuple(f"without_{part}" for part in PARTS)
 
 
@@ -196,7 +196,7 @@ def run(quick: bool) -> Result:
     result.info.append(
         "  by part (ours_split minus the same with the part stubbed, median µs per call): "
         + ", ".join(f"{part} {harness.median(values):.1f}" for part, values in parts.items())
-        + f"; the rest (placing, admitting, reading usage, booking the ledger chain) "
+        + f"; the rest (placing and admitting the call, booking it into the ledger chain) "
         f"{harness.median(net) - sum(harness.median(v) for v in parts.values()):.1f}"
     )
     pairs = list(PAIRS) + ([FRAMEWORK_PAIR] if fw_python is not None else [])
