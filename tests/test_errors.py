@@ -16,6 +16,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import techrevati.runtime as package
 from techrevati.runtime import (
@@ -131,6 +133,10 @@ def test_a_raised_limit_error_survives_with_its_site() -> None:
         (0.000306, 0.0003, True, ("0.00031", "0.00030")),  # the "$0.0003 > $0.0003"
         (0.050000001, 0.05, True, ("0.050000001", "0.050000000")),
         (0.05, 0.05, False, ("0.0500", "0.0500")),
+        # A small budget reached: 4 decimals printed "$0.0001 >= $0.0000" (the budget
+        # as zero, the spend doubled); each amount keeps two significant digits.
+        (0.000057, 0.00004, False, ("0.000057", "0.000040")),
+        (0.000142, 0.00012, False, ("0.00014", "0.00012")),
     ],
 )
 def test_amounts_are_printed_so_the_comparison_is_true(
@@ -139,6 +145,23 @@ def test_amounts_are_printed_so_the_comparison_is_true(
     assert usd_pair(amount, limit, strict=strict) == printed
     a, b = (float(x) for x in printed)
     assert (a > b) if strict else (a >= b)
+
+
+@given(
+    limit=st.floats(min_value=1e-9, max_value=1e4),
+    factor=st.floats(min_value=1.0, max_value=100.0),
+    strict=st.booleans(),
+)
+def test_each_printed_amount_is_within_five_percent_of_its_value(
+    limit: float, factor: float, strict: bool
+) -> None:
+    amount = limit * factor
+    if strict and amount == limit:
+        amount = limit * (1 + 1e-6)
+    a, b = usd_pair(amount, limit, strict=strict)
+    assert (float(a) > float(b)) if strict else (float(a) >= float(b))
+    assert float(a) == pytest.approx(amount, rel=0.05)
+    assert float(b) == pytest.approx(limit, rel=0.05)
 
 
 def _amounts(message: str) -> tuple[float, str, float]:
@@ -170,6 +193,25 @@ def test_a_crossing_names_the_session_says_it_ran_and_prints_a_true_inequality(
     assert "Raise budget_usd" in message
     assert stop.value.site == LimitSite("own", True, "writer", session.worker.worker_id)
     assert (stop.value.budget_usd, stop.value.scope) == (0.0003, None)
+
+
+def test_the_orchestrators_log_line_prints_the_errors_amounts(
+    model_a: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 19 input tokens at $3/M = $0.000057 against a $0.00004 budget: the line printed
+    # "spent $0.0001 of its $4e-05 budget" (the tracker's 4 decimals, a float's repr).
+    orch = Orchestrator(role="writer", budget_usd=0.00004, enforce_budget=True)
+    with (
+        caplog.at_level("WARNING", logger="techrevati.runtime.orchestrator"),
+        pytest.raises(BudgetExceededError),
+        orch.session() as session,
+    ):
+        session.run_turn(lambda: "x", model="docs-model-a", usage=UsageSnapshot(19, 0))
+    lines = [r.getMessage() for r in caplog.records if "budget_exceeded" in r.getMessage()]
+    assert lines == [
+        f"budget_exceeded: session 'writer' ({session.worker.worker_id}) spent $0.000057 "
+        "of its $0.000040 budget"
+    ]
 
 
 def test_a_refusal_says_the_call_never_ran(model_a: None) -> None:

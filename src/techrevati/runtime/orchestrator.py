@@ -65,7 +65,7 @@ from .telemetry.limits.ledger import FleetLevel, Ledger, fleet_levels
 from .telemetry.limits.loops import DEFAULT_LOOP_GUARD, LoopGuard, callable_arguments
 from .telemetry.limits.wrapup import Remaining, check_wrap_up_at, remaining
 from .telemetry.readings.usage_extract import Extracted, extract
-from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker
+from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker, usd_pair
 
 __all__ = [
     "AgentSession",
@@ -317,12 +317,19 @@ class _SessionBase(Generic[B]):
                 detail="budget exceeded: " + self.tracker.format_cost(),
             ).with_data({"budget_usd": error.budget_usd})
         )
+        # The error's own amounts (tree-wide, as its limit counts them), printed so the
+        # comparison holds as read: the tracker's formatted cost rounds to 4 decimals.
+        ran = error.site is None or error.site.ran
+        spent, budget = usd_pair(error.current_cost_usd, error.budget_usd, strict=ran)
         logger.warning(
-            "budget_exceeded: session %r (%s) spent %s of its $%s budget",
+            "budget_exceeded: session %r (%s) spent $%s of its $%s budget"
+            if ran
+            else "budget_exceeded: session %r (%s) reached its budget: $%s spent or reserved "
+            "by calls in flight >= $%s",
             self.role,
             self.worker.worker_id,
-            self.tracker.format_cost(),
-            error.budget_usd,
+            spent,
+            budget,
             extra=self._log_extra(
                 budget_usd=error.budget_usd,
                 current_cost_usd=error.current_cost_usd,

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import types
@@ -155,22 +156,35 @@ def _name(role: str, session_id: str) -> str:
 
 
 def usd_pair(amount: float, limit: float, *, strict: bool) -> tuple[str, str]:
-    """Both amounts with the fewest decimals (at least 4) that keep the comparison true.
+    """Both amounts, each legible, with the fewest decimals that keep the comparison true.
 
-    ``strict`` asks for ``amount > limit`` as printed, else ``amount >= limit``.
+    Each nonzero amount is printed with at least two significant digits (a
+    $0.00004 budget is ``0.000040``, never ``0.0000``), and both with as many
+    more as it takes for ``amount > limit`` (``strict``), else
+    ``amount >= limit``, to be true as printed.
 
     Example::
 
         >>> usd_pair(0.000306, 0.0003, strict=True)
         ('0.00031', '0.00030')
+        >>> usd_pair(0.000057, 0.00004, strict=False)
+        ('0.000057', '0.000040')
         >>> usd_pair(12.5, 10.0, strict=True)
         ('12.5000', '10.0000')
     """
-    for digits in range(4, 13):
+    start = max(4, _decimals_for_two_digits(amount), _decimals_for_two_digits(limit))
+    for digits in range(start, 13):
         a, b = f"{amount:.{digits}f}", f"{limit:.{digits}f}"
         if (float(a) > float(b)) if strict else (float(a) >= float(b)):
             return a, b
     return repr(amount), repr(limit)
+
+
+def _decimals_for_two_digits(value: float) -> int:
+    """Decimals that print ``value`` with two significant digits (0 for zero or >= 10)."""
+    if not value or not math.isfinite(value):
+        return 0
+    return max(0, 1 - math.floor(math.log10(abs(value))))
 
 
 class BudgetExceededError(Exception):
