@@ -10,6 +10,7 @@ never reaches the server.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -492,3 +493,51 @@ def test_async_bare_client_stream_is_booked(api: FakeOpenAI, otel: Otel) -> None
         return text
 
     assert asyncio.run(main()) == "hello"
+
+
+def test_a_stream_closed_unread_is_booked_when_closed(api: FakeOpenAI, otel: Otel) -> None:
+    # The SDK's close() leaves the stream's iterator alone and the stream sits in a
+    # reference cycle: the call was booked only when the garbage collector came by,
+    # missing from the session's summary until then (with the collector off, never).
+    client = _client(api)
+    gc.disable()
+    try:
+        with (
+            pytest.warns(RuntimeWarning, match="returned no token usage") as warned,
+            agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
+        ):
+            stream = client.chat.completions.create(
+                model="model-a", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            stream.close()
+            assert stream.response.is_closed
+            assert session.tracker.turn_count == 1
+            with client.chat.completions.create(
+                model="model-a", messages=[{"role": "user", "content": "hi"}], stream=True
+            ):
+                pass  # the context manager's exit closes it the same way
+            assert session.tracker.turn_count == 2
+    finally:
+        gc.enable()
+    # Booked at an estimate, and the warning names the line that closed the stream.
+    assert session._ledger.calls_estimated == 2
+    assert session.tracker.total_cost() > 0
+    assert warned[0].filename == __file__
+
+
+def test_an_async_stream_closed_unread_is_booked_when_closed(api: FakeOpenAI, otel: Otel) -> None:
+    async def main() -> int:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+            stream = await client.chat.completions.create(
+                model="model-a", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            await stream.close()
+            return int(session.tracker.turn_count)
+
+    gc.disable()
+    try:
+        with pytest.warns(RuntimeWarning, match="returned no token usage"):
+            assert asyncio.run(main()) == 1
+    finally:
+        gc.enable()

@@ -91,6 +91,65 @@ def test_returned_stream_dropped_unread_still_ends_the_turn(otel: Otel, api: str
     assert all(otel.ended_once(s) for s in otel.spans("chat"))
 
 
+def test_returned_stream_closed_unread_ends_the_turn_at_close(otel: Otel, api: str) -> None:
+    # Closing before the first chunk used to close a driver that had never started
+    # (which runs none of it): the turn stayed open, unbooked, and its HTTP response
+    # unreleased, until the session closed.
+    client = openai.OpenAI(base_url=api, api_key="test", max_retries=0)
+
+    @agent_turn("gpt-4o-mini")
+    def stream() -> Any:
+        return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+
+    with agent_session("writer", **otel.kwargs()) as session:
+        gc.disable()  # the close alone must end it, not a collection
+        try:
+            returned = stream()
+            released = returned.__wrapped__.response
+            returned.close()
+            assert released.is_closed
+            assert session.tracker.turn_count == 1
+            assert len(otel.spans("chat gpt-4o-mini")) == 1
+            with stream():  # the context manager's exit closes it the same way
+                pass
+            assert session.tracker.turn_count == 2
+        finally:
+            gc.enable()
+    chats = otel.spans("chat gpt-4o-mini")
+    assert len(chats) == 2 and all(otel.ended_once(c) for c in chats)
+    assert all("error.type" not in (c.attributes or {}) for c in chats)
+
+
+def test_async_returned_stream_closed_unread_ends_the_turn_at_close(otel: Otel, api: str) -> None:
+    client = openai.AsyncOpenAI(base_url=api, api_key="test", max_retries=0)
+
+    @agent_turn("gpt-4o-mini", provider="openai")
+    async def stream() -> Any:
+        return await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+
+    async def main() -> tuple[int, int, bool]:
+        async with agent_session("writer", **otel.kwargs()) as session:
+            returned = await stream()
+            response = returned.__wrapped__.response
+            await returned.close()
+            closed_once = session.tracker.turn_count
+            async with await stream():
+                pass
+            both = session.tracker.turn_count
+        await client.close()
+        return closed_once, both, response.is_closed
+
+    gc.disable()
+    try:
+        assert asyncio.run(main()) == (1, 2, True)
+    finally:
+        gc.enable()
+    chats = otel.spans("chat gpt-4o-mini")
+    assert len(chats) == 2 and all(otel.ended_once(c) for c in chats)
+
+
 def test_async_client_returned_stream(otel: Otel, api: str) -> None:
     client = openai.AsyncOpenAI(base_url=api, api_key="test", max_retries=0)
 

@@ -261,6 +261,21 @@ async def _aiterate(stream: Any) -> AsyncGenerator[Any, Any]:
                 await closing
 
 
+def _close_unstarted(ctx: contextvars.Context, call: Call, close: object) -> None:
+    """End the call of a stream closed before its first step, closing the SDK stream first.
+
+    What ``drive`` reports when it is closed at a ``yield``: ``closed``, or
+    ``fail`` when closing the stream raised.
+    """
+    try:
+        if callable(close):
+            ctx.run(close)
+    except BaseException as exc:
+        ctx.run(call.fail, exc)
+        raise
+    ctx.run(call.closed)
+
+
 class TurnStream(_ProxyBase):
     """An SDK stream that keeps its turn open until it is consumed, closed or dropped.
 
@@ -283,8 +298,13 @@ class TurnStream(_ProxyBase):
         return next(self._self_steps)
 
     def close(self) -> None:
+        if self._self_started:
+            self._self_steps.close()
+            return
+        # Never stepped: the driver has not started, and closing a generator that never
+        # started runs none of it, so the turn is ended here (with the SDK stream closed).
         self._self_started = True
-        self._self_steps.close()
+        _close_unstarted(self._self_ctx, self._self_call, getattr(self.__wrapped__, "close", None))
 
     def __enter__(self) -> Any:
         return self
@@ -316,8 +336,21 @@ class AsyncTurnStream(_ProxyBase):
         return await self._self_steps.__anext__()
 
     async def aclose(self) -> None:
-        self._self_started = True
-        await self._self_steps.aclose()
+        if self._self_started:
+            await self._self_steps.aclose()
+            return
+        self._self_started = True  # never stepped: see TurnStream.close
+        stream = self.__wrapped__
+        close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
+        ctx, call = self._self_ctx, self._self_call
+        try:
+            closing = close() if callable(close) else None
+            if inspect.isawaitable(closing):
+                await _InContext(ctx, closing)
+        except BaseException as exc:
+            ctx.run(call.fail, exc)
+            raise
+        ctx.run(call.closed)
 
     async def close(self) -> None:
         await self.aclose()

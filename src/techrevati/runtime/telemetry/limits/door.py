@@ -21,7 +21,7 @@ import inspect
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -384,12 +384,45 @@ def finish(
 def _wrap_stream(stream: Any, call: RequestCall) -> None:
     inner = stream._iterator
     reader = StreamReader(collect_text=True)
+    # The SDKs' close() releases the response but leaves the iterator as it is, and a
+    # stream holds itself in a cycle (its iterator's frame refers to it): without the
+    # hook a closed stream would be booked only when the garbage collector came by,
+    # missing from the session's summary and report until then.
+    close = getattr(stream, "close", None)
     if hasattr(inner, "__anext__"):
         stream.__dict__["_iterator"] = _async_chunks(inner, reader, call)
+        if inspect.iscoroutinefunction(close):
+            stream.__dict__["close"] = _aclose_then_book(close, call, reader)
     else:
         stream.__dict__["_iterator"] = _chunks(inner, reader, call)
+        if callable(close):
+            stream.__dict__["close"] = _close_then_book(close, call, reader)
     # A stream dropped before its first chunk never runs the generator's finally.
     weakref.finalize(stream, _stream_end, call, reader)
+
+
+def _close_then_book(
+    close: Callable[[], object], call: RequestCall, reader: StreamReader
+) -> Callable[[], None]:
+    def closed() -> None:
+        try:
+            close()
+        finally:
+            _stream_end(call, reader)  # once: the end of the stream read already booked it
+
+    return closed
+
+
+def _aclose_then_book(
+    close: Callable[[], Awaitable[object]], call: RequestCall, reader: StreamReader
+) -> Callable[[], Awaitable[None]]:
+    async def closed() -> None:
+        try:
+            await close()
+        finally:
+            _stream_end(call, reader)
+
+    return closed
 
 
 def _stream_end(call: RequestCall, reader: StreamReader) -> None:
