@@ -23,6 +23,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from opentelemetry import trace
 
 from fake_anthropic import FakeAnthropic, message
 from fake_anthropic import serve as serve_anthropic
@@ -202,6 +203,89 @@ def test_with_the_official_instrumentation_each_request_counts_once(api: FakeOpe
     assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
     chats = [s for s in exporter.get_finished_spans() if s.name.startswith("chat")]
     assert len(chats) == 2
+
+
+def _stream(client: openai.OpenAI) -> Any:
+    return client.chat.completions.create(
+        model="model-a",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+
+
+@pytest.mark.parametrize("how", ["streams opened then read", "a call while a stream is open"])
+def test_with_the_official_instrumentation_overlapping_requests_count_apart(
+    api: FakeOpenAI, how: str
+) -> None:
+    # A stream's span stays open until the stream is read, so a second request on the
+    # same thread overlaps it: it was taken for a second instrumentation's span of the
+    # same request, merged into its call, and sent past the cap uncounted.
+    with instrumented_openai() as (provider, _):
+        client = _client(api)
+        orch = Orchestrator(role="w", phase="p", max_iterations=2, tracer_provider=provider)
+        opened: list[Any] = []
+        with pytest.raises(MaxIterationsExceededError), orch.session() as session:
+            if how == "streams opened then read":
+                for _ in range(3):
+                    opened.append(_stream(client))
+            else:
+                first = _stream(client)
+                next(iter(first))
+                _ask(client)
+                _ask(client)
+        for stream in opened:
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "hello"
+    assert len(opened) == (2 if how == "streams opened then read" else 0)
+    assert len(api.requests) == 2
+    assert session._iteration_count == 2
+
+
+def test_with_the_official_instrumentation_a_stream_closed_early_is_booked_at_an_estimate(
+    api: FakeOpenAI,
+) -> None:
+    # The session's first call of the model, closed before its usage chunk: it was
+    # booked at $0 ("nothing to estimate it from") and every later call of the model
+    # refused as unpriced. Its request is known: it is booked at an estimate instead.
+    with instrumented_openai() as (provider, _):
+        client = _client(api)
+        orch = Orchestrator(
+            role="w", phase="p", budget_usd=1.0, enforce_budget=True, tracer_provider=provider
+        )
+        with pytest.warns(RuntimeWarning, match="booked at an estimate"), orch.session() as s:
+            stream = _stream(client)
+            next(iter(stream))
+            stream.close()
+            for _ in range(2):
+                _ask(client)
+    assert len(api.requests) == 3
+    assert s._ledger.calls_estimated == 1
+    assert s.tracker.total_cost() > 2 * ONE_CALL
+
+
+def test_a_stream_whose_span_ends_before_it_is_read_is_booked_at_its_request(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # An instrumentation may end its span (and our processor book it, usage unknown)
+    # before the guard sees the stream's end: the request alone is the estimate then.
+    client = _client(api)
+    tracer = otel.tracer_provider.get_tracer("some.genai.library")
+    with (
+        pytest.warns(RuntimeWarning, match="booked at an estimate"),
+        agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
+    ):
+        span = tracer.start_span(
+            "chat model-a",
+            attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "model-a"},
+        )
+        with trace.use_span(span, end_on_exit=False):
+            stream = _stream(client)
+        span.end()  # no usage on it: booked now, before the stream is read
+        assert session._ledger.calls_estimated == 1
+        assert session.tracker.total_cost() > 0
+        stream.close()
+        _ask(client)  # the model is not refused as unpriced
+    assert len(api.requests) == 2
 
 
 def test_anthropic_bare_client_is_capped_and_priced(otel: Otel) -> None:

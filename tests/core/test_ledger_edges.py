@@ -44,9 +44,9 @@ def dollar_model() -> Iterator[None]:
     yield
 
 
-def _library_span(otel: Otel, model: str = "usd-1") -> Any:
+def _library_span(otel: Otel, model: str = "usd-1", scope: str = "some.genai.library") -> Any:
     """Start (not end) a model span the way another GenAI instrumentation does."""
-    tracer = otel.tracer_provider.get_tracer("some.genai.library")
+    tracer = otel.tracer_provider.get_tracer(scope)
     return tracer.start_span(
         f"chat {model}",
         kind=SpanKind.CLIENT,
@@ -492,11 +492,25 @@ def test_overlapping_sibling_spans_of_one_request_count_once(otel: Otel) -> None
     with agent_session("w", **otel.kwargs()) as session:
         # Two instrumentations describe one request; neither is the other's parent.
         first = _library_span(otel)
-        second = _library_span(otel)
+        second = _library_span(otel, scope="another.genai.library")
         _end_with_usage(second, 3)
         _end_with_usage(first, 3)
     assert session._iteration_count == 1
     assert session.tracker.turns == [("usd-1", UsageSnapshot(3, 0))]
+
+
+def test_overlapping_spans_of_one_producer_are_separate_requests(otel: Otel) -> None:
+    # One instrumentation describes one request with one span: two of its spans open
+    # at once on one thread are two requests (streams opened, then read), never one.
+    with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
+        first = _library_span(otel)
+        second = _library_span(otel)
+        with pytest.raises(MaxIterationsExceededError):
+            _library_span(otel)
+        _end_with_usage(second, 3)
+        _end_with_usage(first, 3)
+    assert session._iteration_count == 2
+    assert session.tracker.total_cost() == 6.0
 
 
 def test_calls_one_after_another_or_on_other_threads_are_separate(otel: Otel) -> None:

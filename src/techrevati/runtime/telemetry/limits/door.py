@@ -167,6 +167,11 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
             _IN_FLIGHT.set(None)  # (a set costs a context copy: only when there is one)
         return None
     call = RequestCall(key, entry, created, provider, model, body)
+    if claim is not None and claim.estimated is None and body is not None:
+        # A stream may end without usage (closed early, or no include_usage) and another
+        # instrumentation's span may book it before the guard read its end: what its
+        # request says is known now, so the call is never booked at $0.
+        claim.estimated = seen_usage(body, provider, 0)
     _IN_FLIGHT.set(call)
     return call
 
@@ -374,8 +379,9 @@ def finish(
     if entry is None or entry.call is None:
         return
     claim = entry.call
-    if usage is None and claim.estimated is None:
-        # What the call is booked at if no usage ever arrives (see ``estimate``).
+    if usage is None:
+        # What the call is booked at if no usage ever arrives (see ``estimate``): its
+        # request, and now the text seen streamed too.
         claim.estimated = seen_usage(body, call.provider, text_chars)
     if call.books:
         book(entry, CallReading(model or call.model, call.provider, usage, reasoning))

@@ -105,6 +105,8 @@ class SpanEntry:
     tool_call: bool = False
     #: The client request (its idempotency key) the guard matched to this call.
     request: object = None
+    #: The instrumentation scope of a library model span ("" for ours and the guard's).
+    producer: str = ""
     #: True for a call the client guard itself admitted (no span announced it).
     by_guard: ClassVar[bool] = False
 
@@ -361,6 +363,7 @@ def admit_call(
     defer_fleet: bool = False,
     probe: bool = False,
     by_guard: bool = False,
+    producer: str = "",
 ) -> SpanEntry:
     """Place a model span under ``under``: the same call, or a new admitted one.
 
@@ -369,7 +372,8 @@ def admit_call(
     to be a model call only when it ended). ``defer_fleet`` admits at the
     local levels only; the caller then awaits ``Ledger.areserve_fleet``.
     ``by_guard``: the client guard's own request, not a span; a new call's
-    entry is then a ``GuardEntry`` (see ``admit_request``).
+    entry is then a ``GuardEntry`` (see ``admit_request``). ``producer``: the
+    instrumentation scope of a library span (see ``_open_sibling``).
     """
     outer = under.call
     if not ours:
@@ -381,21 +385,25 @@ def admit_call(
             guarded = _guard_call_here(model)
             if guarded is not None and guarded.call is not None:
                 # The guard admitted this request before its library span started.
-                return _library_entry(under, guarded.call, True)
+                return _library_entry(under, guarded.call, True, producer)
         # The nesting rule (one place: recognise.is_same_call). Inside a library
         # model span the enclosing call is that library call, even when it is
         # the one our turn absorbed.
         enclosing_ours = None if outer is None else outer.ours and not under.in_library
         last = under.sibling
-        sibling = _open_sibling(under, model) if last is not None and last[0].key in OPEN else None
+        sibling = (
+            _open_sibling(under, model, producer)
+            if last is not None and last[0].key in OPEN
+            else None
+        )
         if sibling is not None and (outer is None or enclosing_ours):
             # Overlapping a library span of the same request on this strand.
-            return _library_entry(under, sibling, True)
+            return _library_entry(under, sibling, True, producer)
         if outer is not None and is_same_call(
             ours=False, enclosing_ours=enclosing_ours, enclosing_taken=outer.absorbed
         ):
             outer.absorbed = True
-            return _library_entry(under, outer, True)
+            return _library_entry(under, outer, True, producer)
     ledger = under.ledger
     if not priced and model and ledger.has_budget() and not ledger.enforced():
         ledger.warn_unpriced(model)
@@ -419,7 +427,7 @@ def admit_call(
         return _sibling(
             under, GuardEntry(ledger, claim, True, False, in_library=True, since=time.time_ns())
         )
-    return _library_entry(under, claim, False)
+    return _library_entry(under, claim, False, producer)
 
 
 def _new_recent(ledger: Ledger) -> deque[tuple[int, Claim]]:
@@ -475,10 +483,12 @@ def _same_model(a: str, b: str) -> bool:
     return a.startswith(b) or b.startswith(a)
 
 
-def _library_entry(under: SpanEntry, call: Claim, same: bool) -> SpanEntry:
+def _library_entry(under: SpanEntry, call: Claim, same: bool, producer: str) -> SpanEntry:
     """The entry of a library model span; it becomes the sibling later spans compare with."""
     # Positional (model_span, same_call, key, in_library): built for every library call.
-    return _sibling(under, SpanEntry(under.ledger, call, True, same, None, True))
+    entry = SpanEntry(under.ledger, call, True, same, None, True)
+    entry.producer = producer
+    return _sibling(under, entry)
 
 
 def _sibling(under: SpanEntry, entry: SpanEntry) -> SpanEntry:
@@ -604,13 +614,18 @@ def _strand() -> object:
     return task if task is not None else threading.get_ident()
 
 
-def _open_sibling(under: SpanEntry, model: str) -> Claim | None:
+def _open_sibling(under: SpanEntry, model: str, producer: str) -> Claim | None:
     """The call of a library model span still open beside this one, on the same strand.
 
     Two instrumentations describing one request (one of them not making its
     span current) give two sibling spans that overlap in time on one thread or
-    task; they are one call. Calls made one after another never overlap, and
-    concurrent calls run on different threads or tasks.
+    task, both started before the request is sent; they are one call. Two
+    requests overlap too when the first one's span stays open after its
+    response (a stream, open until it is read), so a sibling is this span's
+    request only while its own request has not been sent (the client guard
+    matches a span to its request as it is sent) and when it comes from another
+    producer: one instrumentation describes one request with one span.
+    Concurrent calls run on different threads or tasks.
     """
     found = under.sibling
     if found is None:
@@ -619,6 +634,8 @@ def _open_sibling(under: SpanEntry, model: str) -> Claim | None:
     key = entry.key
     if key is None or key not in OPEN or strand != _strand():
         return None  # ended already, or running elsewhere
+    if entry.request is not None or entry.producer == producer:
+        return None  # another request: sent already, or described by the same producer
     call = entry.call
     if call is None or (model and call.model and model != call.model):
         return None

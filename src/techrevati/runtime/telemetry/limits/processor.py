@@ -96,12 +96,21 @@ class LimitsProcessor(SpanProcessor):
                         # Positional (ours, priced, force, defer_fleet, probe): keywords
                         # cost ~90 ns more a call.
                         entry = membership.admit_call(
-                            under, model, expected, False, priced, False, False, True
+                            under,
+                            model,
+                            expected,
+                            False,
+                            priced,
+                            False,
+                            False,
+                            True,
+                            False,
+                            producer or "",
                         )
                     except _ProbeWait as wait:
-                        entry = _after_probe(under, model, priced, wait)
+                        entry = _after_probe(under, model, priced, wait, producer or "")
                 else:
-                    entry = _admit_on_loop(under, model, expected, priced, attrs)
+                    entry = _admit_on_loop(under, model, expected, priced, attrs, producer or "")
             except BaseException as refusal:
                 note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
                 raise
@@ -150,7 +159,9 @@ class LimitsProcessor(SpanProcessor):
         return True
 
 
-def _after_probe(under: SpanEntry, model: str, priced: bool, wait: _ProbeWait) -> SpanEntry:
+def _after_probe(
+    under: SpanEntry, model: str, priced: bool, wait: _ProbeWait, producer: str
+) -> SpanEntry:
     """Admit a library model span on a thread once its model's probe call settled.
 
     The first call of a model whose cost nothing tells runs alone (the probe);
@@ -167,7 +178,7 @@ def _after_probe(under: SpanEntry, model: str, priced: bool, wait: _ProbeWait) -
         expected = ledger.expected_cost(model) if ledger.has_budget() else 0.0
         try:
             return membership.admit_call(
-                under, model, expected, ours=False, priced=priced, probe=probe
+                under, model, expected, ours=False, priced=priced, probe=probe, producer=producer
             )
         except _ProbeWait as again:
             wait = again
@@ -179,6 +190,7 @@ def _admit_on_loop(
     expected: float,
     priced: bool,
     attrs: Mapping[str, Any] | None,
+    producer: str,
 ) -> SpanEntry:
     """Admit a library model span starting on an event loop's thread, without blocking it.
 
@@ -190,7 +202,14 @@ def _admit_on_loop(
     """
     defer = bool(under.ledger.fleet_scopes()) and awaits_fleet(provider_from_attributes(attrs))
     return membership.admit_call(
-        under, model, expected, ours=False, priced=priced, probe=False, defer_fleet=defer
+        under,
+        model,
+        expected,
+        ours=False,
+        priced=priced,
+        probe=False,
+        defer_fleet=defer,
+        producer=producer,
     )
 
 
