@@ -625,3 +625,46 @@ def test_an_async_stream_closed_unread_is_booked_when_closed(api: FakeOpenAI, ot
             assert asyncio.run(main()) == 1
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_bare_clients_call_that_crosses_the_budget_raises_after_it_ran(
+    api: FakeOpenAI, otel: Otel, streamed: bool
+) -> None:
+    # The rule our turns follow: the call that crosses runs, is booked, then raises
+    # (a stream after its last chunk). It returned normally, so a loop whose last
+    # call crossed the budget was never told.
+    client = _client(api)
+    with agent_session("w", budget_usd=1.5 * ONE_CALL, enforce_budget=True, **otel.kwargs()) as s:
+        if streamed:
+            assert "".join(c.choices[0].delta.content or "" for c in _stream(client) if c.choices)
+        else:
+            _ask(client)
+        with pytest.raises(BudgetExceededError) as crossed:
+            if streamed:
+                for _ in _stream(client):
+                    pass
+            else:
+                _ask(client)
+    assert crossed.value.site is not None and crossed.value.site.ran
+    assert "ran and was paid for" in str(crossed.value)
+    assert crossed.value.current_cost_usd == pytest.approx(2 * ONE_CALL)
+    assert len(api.requests) == 2
+    assert s.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+
+
+def test_a_bare_stream_closed_after_crossing_the_budget_does_not_raise_on_close(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    client = _client(api)
+    # The closed stream's estimate (its request, the text seen: $0.000042) crosses $0.00002.
+    with agent_session("w", budget_usd=0.00002, enforce_budget=True, **otel.kwargs()) as s:
+        stream = _stream(client)
+        next(iter(stream))
+        with pytest.warns(RuntimeWarning, match="booked at an estimate"):
+            stream.close()  # booked at an estimate that crosses: closing never raises
+        with pytest.raises(BudgetExceededError) as refused:
+            _ask(client)
+    assert refused.value.site is not None and not refused.value.site.ran
+    assert s._ledger.calls_estimated == 1
+    assert len(api.requests) == 1

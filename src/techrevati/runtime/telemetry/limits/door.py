@@ -276,7 +276,11 @@ def take(options: Any) -> RequestCall | None:
 
 
 def answered(call: RequestCall, result: object) -> object:
-    """Book a response, or wrap its stream to book at the stream's end. Never raises."""
+    """Book a response, or wrap its stream to book at the stream's end.
+
+    Raises only ``BudgetExceededError``, for the guard's own call that ran and
+    left an enforced budget crossed (see ``_crossed``).
+    """
     try:
         if _is_stream(result):
             _wrap_stream(result, call)
@@ -298,7 +302,26 @@ def answered(call: RequestCall, result: object) -> object:
         finish(call, found.usage, found.model, found.reasoning_tokens, len(text) if text else 0)
     except Exception:
         _warn_once("the client guard could not read a response; continuing")
+        return result
+    _crossed(call)
     return result
+
+
+def _crossed(call: RequestCall) -> None:
+    """Raise for the guard's own call that ran, was booked and left an enforced budget crossed.
+
+    The rule our turns follow (0.1.0's): the call that crosses runs, is booked,
+    then raises in its caller, its result discarded, so a loop whose last call
+    crosses is told. Only the guard's own calls: a call another instrumentation's
+    span describes is booked when that span ends, after the client returned, and
+    a request inside our turn is the turn's, which raises itself.
+    """
+    entry = call.entry
+    if entry is None or not call.books or entry.same_call:
+        return
+    claim = entry.call
+    if claim is not None and claim.over is not None:
+        raise claim.leaf.over_error(claim.over)
 
 
 def _raw_body(result: object) -> object:
@@ -443,6 +466,8 @@ def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> It
             yield item
     finally:
         _stream_end(call, reader)
+    # Read to its end (not closed, failed or collected): a crossing raises after the last chunk.
+    _crossed(call)
 
 
 async def _async_chunks(
@@ -454,3 +479,4 @@ async def _async_chunks(
             yield item
     finally:
         _stream_end(call, reader)
+    _crossed(call)
