@@ -214,6 +214,31 @@ def test_the_orchestrators_log_line_prints_the_errors_amounts(
     ]
 
 
+def test_a_refusal_by_calls_in_flight_says_what_they_reserved(model_a: None) -> None:
+    # A burst of first calls reserves their estimates: "Raise budget_usd" read wrong
+    # when next to nothing was spent. The message splits spent from reserved.
+    from techrevati.runtime.telemetry.limits.ledger import Ledger
+    from techrevati.runtime.usage_tracking import UsageTracker
+
+    ledger = Ledger(UsageTracker(), budget_usd=1.0, enforce_budget=True, role="burst")
+    first = ledger.admit("docs-model-a", 0.6)
+    ledger.settle(first, "docs-model-a", UsageSnapshot(10, 0))  # $0.00003 spent
+    ledger.admit("docs-model-a", 0.6)  # in flight
+    ledger.admit("docs-model-a", 0.6)  # in flight: $1.2 reserved
+    with pytest.raises(BudgetExceededError) as refused:
+        ledger.admit("docs-model-a", 0.6)
+    error = refused.value
+    assert error.reserved_usd == pytest.approx(1.2)
+    assert error.current_cost_usd == pytest.approx(1.20003)
+    message = str(error)
+    assert "Of that, $0.000030 was spent and $1.2000 is reserved by calls still in flight" in (
+        message
+    )
+    assert "Set max_tokens on the requests" in message
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.reserved_usd, str(again)) == (error.reserved_usd, message)
+
+
 def test_a_refusal_says_the_call_never_ran(model_a: None) -> None:
     orch = Orchestrator(role="writer", budget_usd=0.03, enforce_budget=True)
     ran = []

@@ -211,6 +211,7 @@ class BudgetExceededError(Exception):
         *,
         scope: str | None = None,
         site: LimitSite | None = None,
+        reserved_usd: float = 0.0,
     ) -> None:
         self.budget_usd = budget_usd
         self.current_cost_usd = current_cost_usd
@@ -218,6 +219,8 @@ class BudgetExceededError(Exception):
         self.scope = scope
         #: Whose budget it was and whether the call ran; None when not raised by a session.
         self.site = site
+        #: Of ``current_cost_usd`` for a refused call, what calls still in flight reserved.
+        self.reserved_usd = reserved_usd
         super().__init__(self._message())
 
     def at(self, site: LimitSite) -> BudgetExceededError:
@@ -241,6 +244,17 @@ class BudgetExceededError(Exception):
                 f"budget reached: ${spent} spent or reserved by calls in flight >= ${budget}, "
                 f"the budget of {owner}."
             )
+        reserved = self.reserved_usd if not crossed else 0.0
+        if reserved > 0:
+            # Refused by what calls in flight hold, not only by what was spent: say so,
+            # or "raise the budget" reads wrong when a burst of first calls reserved it.
+            booked = max(self.current_cost_usd - reserved, 0.0)
+            head += (
+                f" Of that, ${_legible(booked)} was spent and ${_legible(reserved)} is "
+                "reserved by calls still in flight, each at what it is expected to cost until "
+                "it is booked (a client request that sets no max_tokens is reserved at a "
+                "default output length)."
+            )
         if site.level == "fleet":
             hint = (
                 "Raise the scope's budget_usd, or wait for its next window "
@@ -250,6 +264,11 @@ class BudgetExceededError(Exception):
             hint = "Raise the parent session's budget_usd, or give the work fewer calls."
         elif crossed:
             hint = "Raise budget_usd, or end the loop before it reaches the budget."
+        elif reserved * 2 >= self.current_cost_usd:
+            hint = (
+                "Set max_tokens on the requests (they reserve less), let the calls in "
+                "flight finish, or raise budget_usd."
+            )
         else:
             hint = (
                 "Raise budget_usd; calls are refused while what was spent plus what calls "
@@ -262,7 +281,14 @@ class BudgetExceededError(Exception):
         # expects the two numbers; without this the error cannot cross processes.
         return (
             _rebuild_budget_error,
-            (type(self), self.budget_usd, self.current_cost_usd, self.scope, self.site),
+            (
+                type(self),
+                self.budget_usd,
+                self.current_cost_usd,
+                self.scope,
+                self.site,
+                self.reserved_usd,
+            ),
             self.__dict__,
         )
 
@@ -273,10 +299,18 @@ def _rebuild_budget_error(
     current: float,
     scope: str | None,
     site: LimitSite | None = None,
+    reserved: float = 0.0,
 ) -> BudgetExceededError:
     error = cls.__new__(cls)
-    BudgetExceededError.__init__(error, budget, current, scope=scope, site=site)
+    BudgetExceededError.__init__(
+        error, budget, current, scope=scope, site=site, reserved_usd=reserved
+    )
     return error
+
+
+def _legible(amount: float) -> str:
+    """One amount as limit messages print it (see ``usd_pair``)."""
+    return usd_pair(amount, amount, strict=False)[0]
 
 
 def _format_usd(amount: float) -> str:

@@ -432,6 +432,7 @@ class Ledger:
                                 level.budget_usd or 0.0,
                                 to_usd(committed),
                                 site=self.site(level, ran=False),
+                                reserved_usd=to_usd(level.reserved_nano),
                             )
                             refused = sc.LIMIT_BUDGET, stop, level
                             break
