@@ -203,7 +203,10 @@ def test_registered_gpt_4o_does_not_price_gpt_4o_mini(otel: Otel, openai_api: Fa
 
     with agent_session("writer", **otel.kwargs()):
         mini()
-        full()
+        # The stand-in answers every request as gpt-4o-mini-2024-07-18: the turn that
+        # declared gpt-4o is priced as declared, and says so.
+        with pytest.warns(RuntimeWarning, match="declared model 'gpt-4o' but the response"):
+            full()
     mini_cost = (1000 * 0.15 + 4000 * 0.075 + 100 * 0.60) / 1e6  # the database's gpt-4o-mini
     full_cost = (1000 * 100.0 + 100 * 100.0) / 1e6  # registered: cache reads are free here
     assert _cost(otel.span("chat gpt-4o-mini").attributes) == pytest.approx(mini_cost, rel=1e-12)

@@ -193,3 +193,29 @@ def test_async_client_returned_stream(otel: Otel, api: str) -> None:
     ]
     assert session.tracker.total_cost() == pytest.approx(2 * p.OPENAI_STREAM_COST, rel=1e-12)
     assert all(otel.ended_once(s) for s in otel.spans("chat"))
+
+
+def test_a_turn_declaring_a_cheaper_model_than_the_one_that_answered_warns_once(
+    otel: Otel,
+) -> None:
+    # model= prices the turn (as documented): a call that went to a dearer model was
+    # booked, and held against the budget, at the declared price without a word.
+    register_pricing("declared-cheap", ModelPricing(1.0, 1.0))
+    register_pricing("answered-dear", ModelPricing(10.0, 10.0))
+    register_pricing("declared-cheap-2026-01-01", ModelPricing(1.0, 1.0))
+    answer = {"model": "answered-dear", "usage": {"prompt_tokens": 1000, "completion_tokens": 0}}
+    dated = {**answer, "model": "declared-cheap-2026-01-01"}
+
+    @agent_turn("declared-cheap")
+    def ask(response: dict[str, Any]) -> dict[str, Any]:
+        return response
+
+    with agent_session("w", **otel.kwargs()) as session:
+        with pytest.warns(RuntimeWarning, match="declared model 'declared-cheap'") as warned:
+            ask(answer)
+            ask(answer)
+        ask(dated)  # the same price: nothing to say
+    assert len([w for w in warned if "declared model" in str(w.message)]) == 1
+    assert warned[0].filename == __file__
+    assert "$0.001000" in str(warned[0].message) and "$0.010000" in str(warned[0].message)
+    assert session.tracker.total_cost() == pytest.approx(0.003)  # the documented rule stands

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
@@ -32,6 +33,7 @@ from opentelemetry.trace import TracerProvider as APITracerProvider
 # The key the OTel API stores the current span under (membership reads it too).
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+from ...caller import user_stacklevel
 from ...circuit_breaker import BreakerPermit, CircuitOpenError, CircuitState
 from ...pricing import PricedCall, has_pricing, price_call
 from ...usage_tracking import BudgetExceededError, UsageSnapshot
@@ -305,6 +307,8 @@ class TurnCall:
                 model = model or library_model
         snapshot = usage if usage is not None else _ZERO
         priced = price_call(model, snapshot, self.provider) if model else _NOT_PRICED
+        if response_model and response_model != model and model:
+            _check_declared_model(model, response_model, self.provider, snapshot, priced)
         if usage is None and model:
             if claim is not None:
                 # No call is free under a budget: booked at an estimate (cost.source).
@@ -520,3 +524,35 @@ def refused_span(session: SessionScope | None, model: str, error: BaseException)
 
 
 __all__ = ["MAX_TOKENS", "TurnCall", "check_usage", "refused_span"]
+
+
+#: (declared model, response model, provider) pairs already checked: each pair is
+#: priced and warned about once (bounded: names come from responses).
+_DECLARED_CHECKED: set[tuple[str, str, str]] = set()
+
+
+def _check_declared_model(
+    declared: str, answered: str, provider: str, usage: UsageSnapshot, priced: PricedCall
+) -> None:
+    """Warn once when a turn's declared model and the model that answered price differently.
+
+    The declared model prices the turn (``model=`` wins, as documented); a call
+    that really went to a dearer model would then be booked, and held against a
+    budget, at the wrong price without a word. A dated snapshot of the declared
+    model prices the same and says nothing; models without a price are not compared.
+    """
+    key = (declared, answered, provider)
+    if key in _DECLARED_CHECKED or len(_DECLARED_CHECKED) >= 1024:
+        return
+    _DECLARED_CHECKED.add(key)
+    actual = price_call(answered, usage, provider)
+    if not (priced.known and actual.known) or actual.cost == priced.cost:
+        return
+    warnings.warn(
+        f"a turn declared model {declared!r} but the response came from {answered!r}: "
+        f"the call is booked at {declared!r}'s price (${priced.cost:.6f}) where "
+        f"{answered!r} costs ${actual.cost:.6f}. Declare the model you call, or leave "
+        "model= out to price the model the response names",
+        RuntimeWarning,
+        stacklevel=user_stacklevel(),
+    )
