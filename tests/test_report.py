@@ -161,6 +161,8 @@ def test_report_aggregates_sessions_models_tools_and_events(
     assert sum(row.cost_usd for row in report.models) + report.unattributed_cost_usd == (
         pytest.approx(report.total_cost_usd)
     )
+    # The same for calls: the writer's roll-up counts 4 turns, 1 with a call span.
+    assert (report.unattributed_calls, report.model_calls) == (3, 6)
 
     tools = {row.tool: row for row in report.tools}
     assert (tools["search"].calls, tools["search"].allowed, tools["search"].errors) == (2, 2, 1)
@@ -179,7 +181,7 @@ def test_render_shows_the_numbers(recorded: tuple[Tracer, InMemorySpanExporter])
     _run(tracer)
     text = render_report(_report(memory.get_finished_spans()), source="x.jsonl")
     assert text.startswith(
-        "techrevati-runtime telemetry report: 2 sessions, 3 model calls, 4 tool calls, "
+        "techrevati-runtime telemetry report: 2 sessions, 6 model calls, 4 tool calls, "
         "total cost $0.016500\n"
     )
     lines = text.splitlines()
@@ -189,7 +191,7 @@ def test_render_shows_the_numbers(recorded: tuple[Tracer, InMemorySpanExporter])
     gpt = next(line for line in lines if line.lstrip().startswith("gpt-4o"))
     assert gpt.split() == ["gpt-4o", "2", "1500", "250", "0.006500", "0"]
     rest = next(line for line in lines if line.lstrip().startswith("(session roll-ups"))
-    assert rest.split()[-5:] == ["-", "-", "-", "0.009000", "-"]
+    assert rest.split()[-5:] == ["3", "-", "-", "0.009000", "-"]
     # Each token column says which input count it is; none is unlabelled.
     assert "input incl. cached" in lines[lines.index("Sessions") + 1]
     assert "input tok" not in text

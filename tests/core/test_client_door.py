@@ -668,3 +668,24 @@ def test_a_bare_stream_closed_after_crossing_the_budget_does_not_raise_on_close(
     assert refused.value.site is not None and not refused.value.site.ran
     assert s._ledger.calls_estimated == 1
     assert len(api.requests) == 1
+
+
+def test_a_bare_clients_calls_are_counted_in_the_reports_header(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # No instrumentation: the guard books each call, and no call has a span of its
+    # own. The header read "1 session, 0 model calls" beside a session of 2 turns.
+    from techrevati.runtime.telemetry.report.model import build_report
+    from techrevati.runtime.telemetry.report.read import record_from_span
+    from techrevati.runtime.telemetry.report.text import render_report
+
+    client = _client(api)
+    with agent_session("w", max_iterations=5, **otel.kwargs()):
+        _ask(client)
+        _ask(client)
+    report = build_report(r for r in map(record_from_span, otel.spans()) if r is not None)
+    assert (report.model_calls, report.unattributed_calls) == (2, 2)
+    text = render_report(report)
+    assert "1 session, 2 model calls" in text.splitlines()[0]
+    rest = next(line for line in text.splitlines() if line.lstrip().startswith("(session"))
+    assert rest.split()[-5] == "2"

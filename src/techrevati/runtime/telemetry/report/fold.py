@@ -50,6 +50,7 @@ def fold_into(total: RunReport, part: RunReport) -> None:
     total.span_count += part.span_count
     total.total_cost_usd += part.total_cost_usd
     total.unattributed_cost_usd += part.unattributed_cost_usd
+    total.unattributed_calls += part.unattributed_calls
     total.calls_without_usage += part.calls_without_usage
     models = {row.model: row for row in total.models}
     for row in part.models:

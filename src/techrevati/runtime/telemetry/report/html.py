@@ -110,7 +110,7 @@ def _earlier(report: RunReport) -> int:
 
 
 def _kpis(report: RunReport, detail: RunDetail) -> str:
-    calls = sum(row.calls for row in report.models)
+    calls = report.model_calls
     tool_calls = sum(row.calls for row in report.tools)
     limit_hits = sum(report.limit_hits.values())
     cards = [
@@ -265,7 +265,7 @@ def _bar(value: float, largest: float, css: str = "") -> str:
 
 
 def _models(report: RunReport, rows: int) -> str:
-    if not report.models and not report.unattributed_cost_usd:
+    if not report.models and not report.unattributed_cost_usd and not report.unattributed_calls:
         return '<p class="empty">no model calls</p>'
     largest = max([r.cost_usd for r in report.models] + [report.unattributed_cost_usd, 0.0])
     shown = report.models[:rows]
@@ -281,11 +281,11 @@ def _models(report: RunReport, rows: int) -> str:
         ]
         for r in shown
     ]
-    if report.unattributed_cost_usd:
+    if report.unattributed_cost_usd or report.unattributed_calls:
         body.append(
             [
                 escape(UNATTRIBUTED_LABEL),
-                "-",
+                str(report.unattributed_calls) if report.unattributed_calls else "-",
                 "-",
                 "-",
                 _usd(report.unattributed_cost_usd),
@@ -527,7 +527,7 @@ def render_html(
     runs: str | None = None,
 ) -> str:
     """The whole page as a string (UTF-8 when written)."""
-    calls = sum(row.calls for row in report.models)
+    calls = report.model_calls
     title = (
         f"techrevati-runtime report: {len(report.sessions) + _earlier(report)} sessions, "
         f"{calls} model calls, "

@@ -137,6 +137,9 @@ class RunReport:
     total_cost_usd: float = 0.0
     #: Cost in sessions' roll-ups that no exported call span carries.
     unattributed_cost_usd: float = 0.0
+    #: Calls in sessions' roll-ups that no exported call span carries (a bare client's
+    #: calls the guard booked, or call spans dropped or sampled away).
+    unattributed_calls: int = 0
     #: Model calls whose response carried no usage (their tokens and cost are unknown).
     calls_without_usage: int = 0
     #: Models with no known price, and how many calls each made.
@@ -151,6 +154,12 @@ class RunReport:
     #: Sessions counted in the totals but not listed: the embedded report folds old
     #: traces into totals to keep its memory bounded (see report/fold.py).
     earlier_sessions: int = 0
+
+    @property
+    def model_calls(self) -> int:
+        """Every model call: those with a span of their own, and those only sessions'
+        roll-ups count (``unattributed_calls``)."""
+        return sum(row.calls for row in self.models) + self.unattributed_calls
 
 
 def _number(value: Any) -> float:
@@ -419,6 +428,7 @@ def build_report(
             violations[(label, role)] += 1
 
     unattributed = 0.0
+    unattributed_calls = 0
     for key, session in sessions.items():
         attrs = tree.by_id[key].attributes
         totals = computed[key]
@@ -450,6 +460,7 @@ def build_report(
             estimated_calls += rolled_estimated - totals.calls_estimated
             estimated_cost += session.estimated_cost_usd - totals.estimated_cost_usd
         unattributed += session.cost_usd - totals.cost_usd
+        unattributed_calls += max(session.turns - totals.turns, 0)
         scopes = attrs.get(sc.FLEET_SCOPES)
         if isinstance(scopes, list | tuple):
             for name in scopes:
@@ -472,6 +483,7 @@ def build_report(
         evicted=evicted,
         total_cost_usd=total_cost,
         unattributed_cost_usd=unattributed if abs(unattributed) >= _CENT_FRACTION else 0.0,
+        unattributed_calls=unattributed_calls,
         calls_without_usage=sum(row.calls_without_usage for row in sessions.values())
         + outside_without_usage,
         unpriced_models={model: count for model, count in sorted(unpriced.items()) if count},

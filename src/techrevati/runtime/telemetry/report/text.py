@@ -87,7 +87,7 @@ _EVENT_LABELS = {
 
 def render_report(report: RunReport, *, source: str | None = None, runs: str | None = None) -> str:
     """The report as text for a terminal (no colours, fits 100 columns for few tools)."""
-    calls = sum(row.calls for row in report.models)
+    calls = report.model_calls
     tool_calls = sum(row.calls for row in report.tools)
     out = [
         "techrevati-runtime telemetry report: "
@@ -169,8 +169,17 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
                     for row in report.models
                 ),
                 *(
-                    [[UNATTRIBUTED_LABEL, "-", "-", "-", _usd(report.unattributed_cost_usd), "-"]]
-                    if report.unattributed_cost_usd
+                    [
+                        [
+                            UNATTRIBUTED_LABEL,
+                            str(report.unattributed_calls) if report.unattributed_calls else "-",
+                            "-",
+                            "-",
+                            _usd(report.unattributed_cost_usd),
+                            "-",
+                        ]
+                    ]
+                    if report.unattributed_cost_usd or report.unattributed_calls
                     else []
                 ),
             ],
