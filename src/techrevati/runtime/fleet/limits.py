@@ -248,11 +248,12 @@ class FleetLimits:
         waited_since: float | None = None
         poll = _PROBE_POLL_MIN_S
         while True:
+            seen = self._last_window  # before sending: see _step
             try:
                 reply = self._admit(model, expected_nano, hold_id, force)
             except self._store_errors as exc:
                 return self._admit_failed(exc, model, hold_id)
-            step = self._step(reply, model, hold_id)
+            step = self._step(reply, model, hold_id, seen)
             if isinstance(step, FleetHold):
                 return step
             if on_loop:
@@ -285,13 +286,14 @@ class FleetLimits:
         waited_since: float | None = None
         poll = _PROBE_POLL_MIN_S
         while True:
+            seen = self._last_window
             try:
                 reply = await run_off_loop(
                     functools.partial(self._admit, model, expected_nano, hold_id, force)
                 )
             except self._store_errors as exc:
                 return self._admit_failed(exc, model, hold_id)
-            step = self._step(reply, model, hold_id)
+            step = self._step(reply, model, hold_id, seen)
             if isinstance(step, FleetHold):
                 return step
             now = time.monotonic()
@@ -470,13 +472,19 @@ class FleetLimits:
             force=force,
         )
 
-    def _step(self, reply: list[Any], model: str, hold_id: str) -> _Step:
-        """A hold, the refusal raised, or (status 2) the seconds left on the probe's lease."""
+    def _step(self, reply: list[Any], model: str, hold_id: str, seen: int | None) -> _Step:
+        """A hold, the refusal raised, or (status 2) the seconds left on the probe's lease.
+
+        ``seen``: the window of the last reply read before this request was sent.
+        Keys the script found missing (``reply[5]``) in a window a reply had already
+        shown before we sent are keys that vanished; concurrent first requests of a
+        window each find them missing or made, in any order, and say nothing.
+        """
         self._health.ok()
         status = int(reply[0])
         if status == 1:
             window = int(reply[1])
-            if len(reply) > 5 and int(reply[5]) and window == self._last_window:
+            if len(reply) > 5 and int(reply[5]) and window == seen:
                 self._health.vanished(window, "its keys were gone at the next admission")
             self._last_window = window
             return FleetHold(
