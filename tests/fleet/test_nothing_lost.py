@@ -139,3 +139,49 @@ def test_a_dropped_scope_is_freed_once_nothing_is_pending(redis_server: RedisSer
     ref = weakref.ref(fleet)
     del fleet
     assert ref() is None  # no cycle: freed at once, without the cycle collector
+
+
+IN_FLIGHT_CHILD = """
+import os, signal, sys, threading, time
+from techrevati.runtime import FleetLimits, agent_session, configure
+
+url = sys.argv[1]
+configure(service_name="t", spans_file=False, report=False)  # SIGTERM handled by default
+fleet = FleetLimits(url, scope="in-flight", budget_usd=1.0)
+fleet.reserve("m", 0.25)  # a call of our own in flight, never settled here
+with agent_session("w", max_iterations=5):
+    print("in flight", fleet.usage().in_flight, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+raise SystemExit("SIGTERM did not stop the process")
+"""
+
+
+def test_holds_in_flight_are_booked_at_their_reservation_on_sigterm(
+    redis_server: RedisServer,
+) -> None:
+    # docker stop with a call in flight: its hold kept $0.25 reserved in the scope
+    # for the whole lease (10 minutes), refusing other processes' calls meanwhile.
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(IN_FLIGHT_CHILD), redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
+    )
+    assert "in flight 1" in proc.stdout, proc.stderr
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    usage = FleetLimits(redis_server.url, scope="in-flight", budget_usd=1.0).usage()
+    assert (usage.in_flight, usage.reserved_usd, usage.spent_usd) == (0, 0.0, 0.25)
+
+
+def test_settle_in_flight_books_only_the_holds_still_open(redis_server: RedisServer) -> None:
+    fleet = FleetLimits(redis_server.url, scope="settle-in-flight", budget_usd=1.0)
+    done, open_ = fleet.reserve("m", 0.1), fleet.reserve("m", 0.2)
+    fleet.settle(done, 0.05)
+    assert fleet.settle_in_flight() == 1
+    assert fleet.settle_in_flight() == 0
+    fleet.settle(open_, 0.9)  # already booked at its reservation: a second settle does nothing
+    usage = fleet.usage()
+    assert (usage.calls, usage.in_flight, usage.spent_usd) == (2, 0, pytest.approx(0.25))

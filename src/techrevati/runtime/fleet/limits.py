@@ -18,6 +18,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..telemetry import semconv as sc
@@ -49,6 +50,15 @@ LOOP_RETRY_MIN_S = 1.0
 OnStoreError = Literal["refuse", "allow"]
 #: What one admission round trip came to: a hold, or the ms left on a probe's lease.
 _Step = FleetHold | float
+#: Holds in flight tracked per scope before stale ones (lease ended) are dropped.
+_IN_FLIGHT_MAX = 4096
+#: Every scope of the process, weakly: a process stopped by SIGTERM books their holds.
+_SCOPES: weakref.WeakSet[FleetLimits] = weakref.WeakSet()
+
+
+def settle_in_flight_at_exit() -> int:
+    """Book the holds in flight of every scope of this process (``settle_in_flight``)."""
+    return sum(scope.settle_in_flight() for scope in list(_SCOPES))
 
 
 class FleetLimits:
@@ -174,6 +184,9 @@ class FleetLimits:
         self._lock = threading.Lock()
         self._waiters = ProbeWaiters()
         self._last_window: int | None = None
+        #: Holds this process reserved and has not settled or released yet, by id: a
+        #: process stopped with calls in flight books them at exit (settle_in_flight).
+        self._in_flight: dict[str, FleetHold] = {}
         self._health.window_ms, self._health.lease_s = self._window_ms, self.lease_s
         # The outbox and its callbacks hold the store, the health and the waiters,
         # never this object: pending settlements outlive a scope dropped early.
@@ -207,6 +220,7 @@ class FleetLimits:
         )
         # Budget, window and spend as gauges per scope, for the burn-rate alerts.
         fleet_scopes.track(self)
+        _SCOPES.add(self)
 
     @property
     def _attrs(self) -> dict[str, str]:
@@ -487,7 +501,7 @@ class FleetLimits:
             if len(reply) > 5 and int(reply[5]) and window == seen:
                 self._health.vanished(window, "its keys were gone at the next admission")
             self._last_window = window
-            return FleetHold(
+            hold = FleetHold(
                 scope=self.scope,
                 model=model,
                 hold_id=hold_id,
@@ -496,6 +510,8 @@ class FleetLimits:
                 lease_until=int(reply[4]) / 1000,
                 window=window,
             )
+            self._note_in_flight(hold)
+            return hold
         if status == 0:
             raise self._refusal(checks.text(reply[1]), int(reply[2]))
         return int(reply[1]) / 1000
@@ -553,7 +569,35 @@ class FleetLimits:
             if hold.done:
                 return False
             hold.done = True
+        self._in_flight.pop(hold.hold_id, None)
         return hold.backed
+
+    def _note_in_flight(self, hold: FleetHold) -> None:
+        in_flight = self._in_flight
+        if len(in_flight) >= _IN_FLIGHT_MAX:
+            # Holds a program never settled: their leases have freed them in Redis.
+            now = time.time()
+            for stale in [h for h in in_flight.values() if h.lease_until < now]:
+                in_flight.pop(stale.hold_id, None)
+        in_flight[hold.hold_id] = hold
+
+    def settle_in_flight(self) -> int:
+        """Book every hold this process still has in flight at what it reserved; how many.
+
+        For a process being stopped (SIGTERM) with calls in flight: they were
+        sent and will never report a cost here, and their holds would otherwise
+        keep their reservations in the scope until their leases end
+        (``lease_s``, 10 minutes by default). Booking what each call reserved is
+        what a call whose usage never arrives is booked at elsewhere.
+
+        Example::
+
+            tenant.settle_in_flight()   # at shutdown, before tenant.flush()
+        """
+        held = list(self._in_flight.values())
+        for hold in held:
+            self.settle(hold, hold.reserved_usd)
+        return len(held)
 
     def _finish(self, hold: FleetHold, mode: str, actual_nano: int) -> None:
         finish = Finish(hold.window, hold.hold_id, hold.model, mode, actual_nano)

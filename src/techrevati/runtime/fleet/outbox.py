@@ -95,14 +95,19 @@ class Outbox:
         self.dropped = {KIND_SETTLEMENT: 0, KIND_CLEANUP: 0}
         #: Held while one thread delivers: finishes of one scope go out one at a time.
         self._delivering = threading.Lock()
+        #: The finish out of its queue while it is being delivered (still pending), and
+        #: whether it is a settlement.
+        self._sending: Finish | None = None
+        self._sending_settlement = False
 
     def __len__(self) -> int:
-        return len(self._settlements) + len(self._cleanups)
+        return len(self._settlements) + len(self._cleanups) + (self._sending is not None)
 
     @property
     def settlements(self) -> int:
-        """Settlements (and releases of holds) waiting."""
-        return len(self._settlements)
+        """Settlements (and releases of holds) waiting, the one being delivered included."""
+        with self._lock:
+            return len(self._settlements) + self._sending_settlement
 
     @property
     def cleanups(self) -> int:
@@ -139,19 +144,24 @@ class Outbox:
                     else:
                         return True
                     finish = queue.popleft()
+                    self._sending = finish
+                    self._sending_settlement = queue is self._settlements
                 try:
                     booked = self._deliver(finish)
                 except self._store_errors as exc:
                     with self._lock:
                         queue.appendleft(finish)
+                        self._sending, self._sending_settlement = None, False
                     if self._on_store_error is not None:
                         self._on_store_error(exc, finish.mode)
                     return False
                 except Exception:
+                    self._sending, self._sending_settlement = None, False
                     kind = KIND_CLEANUP if queue is self._cleanups else KIND_SETTLEMENT
                     _log.debug("fleet %s failed", kind, exc_info=True)
                     self._dropped(kind, finish, "the store rejected it")
                     continue
+                self._sending, self._sending_settlement = None, False
                 if self._on_delivered is not None:
                     self._on_delivered(finish, booked)
             return not self

@@ -224,6 +224,14 @@ def _fleet_bound_s() -> float:
 
 
 def _flush_fleet(said: _Said) -> None:
+    limits = sys.modules.get("techrevati.runtime.fleet.limits")
+    if limits is not None:
+        # Calls still in flight will never report here: their holds are booked at what
+        # they reserved, so they do not hold the scopes' budgets until their leases end.
+        try:
+            limits.settle_in_flight_at_exit()
+        except Exception as error:
+            said.failures.append(f"fleet holds in flight: {error!r}")
     outbox = sys.modules.get("techrevati.runtime.fleet.outbox")
     if outbox is not None:
         try:
