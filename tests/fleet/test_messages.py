@@ -51,3 +51,23 @@ def test_fleet_refusals_say_whose_limit_and_that_the_call_never_ran(
     assert error.site.level == "fleet" and error.site.ran is False
     assert "budget reached: $0.0150 spent or reserved by calls in flight >= $0.0150" in str(error)
     assert "the budget of fleet scope 'tenant-money'" in str(error)
+
+
+def test_a_direct_reserve_refusal_says_the_call_never_ran(redis_server: RedisServer) -> None:
+    # reserve() called by the user's own code: the refusal read "budget exceeded in
+    # fleet scope ...: $0.0020 > $0.0010" (a crossing) with nothing spent, and told a
+    # scope with no window to "wait for its next window".
+    tenant = FleetLimits(redis_server.url, scope="tenant-direct", budget_usd=0.001)
+    tenant.reserve("m", 0.002)  # in flight: its reservation reaches the budget
+    with pytest.raises(BudgetExceededError) as refused:
+        tenant.reserve("m", 0.002)
+    error = refused.value
+    assert error.site == LimitSite("fleet", False, scope="tenant-direct")
+    message = str(error)
+    assert message.startswith(
+        "budget reached: $0.0020 spent or reserved by calls in flight >= $0.0010, "
+        "the budget of fleet scope 'tenant-direct'."
+    )
+    assert "refused before it ran" in message and "next window" not in message
+    assert "once its calls in flight finish" in message
+    assert pickle.loads(pickle.dumps(error)).site == error.site

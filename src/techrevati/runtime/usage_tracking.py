@@ -257,8 +257,9 @@ class BudgetExceededError(Exception):
             )
         if site.level == "fleet":
             hint = (
-                "Raise the scope's budget_usd, or wait for its next window "
-                "(FleetLimits.usage() shows the spend)."
+                "Raise the scope's budget_usd, or retry once its calls in flight finish "
+                "(or, with window_s, once its window turns over); FleetLimits.usage() "
+                "shows what was spent and what calls in flight reserve."
             )
         elif site.level == "parent":
             hint = "Raise the parent session's budget_usd, or give the work fewer calls."

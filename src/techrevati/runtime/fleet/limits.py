@@ -26,7 +26,7 @@ from ..telemetry.calls.metrics import fleet_scopes, instruments_for
 from ..telemetry.limits.errors import FleetUnavailableError, MaxIterationsExceededError
 from ..telemetry.limits.ledger import wait_late_fleet_bookings
 from ..telemetry.limits.money import NANO, booking_nano, check_budget, to_nano
-from ..usage_tracking import BudgetExceededError
+from ..usage_tracking import BudgetExceededError, LimitSite
 from . import checks
 from .health import StoreHealth
 from .hold import FleetHold, FleetUsage
@@ -548,12 +548,17 @@ class FleetLimits:
 
     def _refusal(self, kind: str, current: int) -> Exception:
         error: Exception
+        # A refusal before the call ran, said so even to a direct reserve() caller (a
+        # session's ledger tells it again with the session it was made for).
+        site = LimitSite("fleet", False, scope=self.scope)
         if kind == "calls":
             limit_kind = sc.LIMIT_FLEET_CALLS
-            error = MaxIterationsExceededError(self._max_calls, scope=self.scope)
+            error = MaxIterationsExceededError(self._max_calls, scope=self.scope, site=site)
         else:
             limit_kind = sc.LIMIT_FLEET_BUDGET
-            error = BudgetExceededError(self.budget_usd or 0.0, current / NANO, scope=self.scope)
+            error = BudgetExceededError(
+                self.budget_usd or 0.0, current / NANO, scope=self.scope, site=site
+            )
         try:
             instruments_for(None).fleet_refusals.add(1, self._refusal_attrs[limit_kind])
         except Exception:  # telemetry never breaks the agent

@@ -100,7 +100,7 @@ class MaxIterationsExceededError(Exception):
             return (
                 f"{site.describe_owner()} reached max_calls={cap} in this window: call "
                 f"{cap + 1} was refused before it ran, nothing was sent or booked. Raise the "
-                "scope's max_calls, or wait for its next window."
+                "scope's max_calls (with window_s, its next window counts from zero)."
             )
         default = f" (the default cap of {cap})" if cap == DEFAULT_MAX_ITERATIONS else ""
         whose = "the parent session's cap" if site.level == "parent" else "the cap"
