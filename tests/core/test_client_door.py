@@ -689,3 +689,15 @@ def test_a_bare_clients_calls_are_counted_in_the_reports_header(
     assert "1 session, 2 model calls" in text.splitlines()[0]
     rest = next(line for line in text.splitlines() if line.lstrip().startswith("(session"))
     assert rest.split()[-5] == "2"
+
+
+def test_a_requests_estimate_counts_a_character_outside_ascii_as_a_token() -> None:
+    # Chinese runs about a token a character: characters / 4 reserved a quarter of a
+    # call, and 10 concurrent calls under a fleet budget of 3.5 spent 2.9 times it.
+    from techrevati.runtime.telemetry.limits.estimate import request_tokens
+
+    def body(text: str) -> dict[str, Any]:
+        return {"model": "m", "max_tokens": 30, "messages": [{"role": "user", "content": text}]}
+
+    assert request_tokens(body("词" * 2000), "openai")[0] >= 2000
+    assert 500 <= request_tokens(body("w" * 2000), "openai")[0] < 600

@@ -31,7 +31,7 @@ from ..readings.recognise import CallReading
 from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
 from .booking import book
-from .estimate import request_estimate_usd, seen_usage
+from .estimate import request_estimate_usd, seen_usage, text_chars
 from .ledger import Ledger
 from .membership import SpanEntry
 
@@ -300,7 +300,9 @@ def answered(call: RequestCall, result: object) -> object:
             if body is not None:
                 found = extract(body)
         text = extract_text(result) if found.usage is None else None
-        finish(call, found.usage, found.model, found.reasoning_tokens, len(text) if text else 0)
+        finish(
+            call, found.usage, found.model, found.reasoning_tokens, text_chars(text) if text else 0
+        )
     except Exception:
         _warn_once("the client guard could not read a response; continuing")
         return result
@@ -457,7 +459,9 @@ def _aclose_then_book(
 
 def _stream_end(call: RequestCall, reader: StreamReader) -> None:
     text = reader.text
-    finish(call, reader.usage, reader.model, reader.reasoning_tokens, len(text) if text else 0)
+    finish(
+        call, reader.usage, reader.model, reader.reasoning_tokens, text_chars(text) if text else 0
+    )
 
 
 def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> Iterator[Any]:
