@@ -106,26 +106,24 @@ if how == "sigterm":
 """
 
 
-@pytest.mark.parametrize("how", ["exit", "sigterm"])
-def test_pending_settlements_are_delivered_at_exit_and_on_sigterm(
-    redis_server: RedisServer, how: str
-) -> None:
-    assert redis_server.proc is not None
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(CHILD),
-            redis_server.url,
-            str(redis_server.proc.pid),
-            how,
-        ],
+def _child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a Python process of its own, with no OTel exporters."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
         env={**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
     )
+
+
+@pytest.mark.parametrize("how", ["exit", "sigterm"])
+def test_pending_settlements_are_delivered_at_exit_and_on_sigterm(
+    redis_server: RedisServer, how: str
+) -> None:
+    assert redis_server.proc is not None
+    proc = _child(CHILD, redis_server.url, str(redis_server.proc.pid), how)
     assert "queued" in proc.stdout, proc.stderr
     expected_rc = -signal.SIGTERM if how == "sigterm" else 0
     assert proc.returncode == expected_rc, proc.stderr
@@ -162,14 +160,7 @@ def test_holds_in_flight_are_booked_at_their_reservation_on_sigterm(
 ) -> None:
     # docker stop with a call in flight: its hold kept $0.25 reserved in the scope
     # for the whole lease (10 minutes), refusing other processes' calls meanwhile.
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(IN_FLIGHT_CHILD), redis_server.url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
-    )
+    proc = _child(IN_FLIGHT_CHILD, redis_server.url)
     assert "in flight 1" in proc.stdout, proc.stderr
     assert proc.returncode == -signal.SIGTERM, proc.stderr
     usage = FleetLimits(redis_server.url, scope="in-flight", budget_usd=1.0).usage()
