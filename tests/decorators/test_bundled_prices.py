@@ -30,6 +30,7 @@ from techrevati.runtime import (
 )
 from techrevati.runtime.decorators import agent_session, agent_turn
 from techrevati.runtime.pricing import price_source
+from techrevati.runtime.telemetry.calls.turn import _DECLARED_CHECKED
 
 from . import payloads as p
 from .clients import MESSAGES, chat_turns
@@ -204,7 +205,8 @@ def test_registered_gpt_4o_does_not_price_gpt_4o_mini(otel: Otel, openai_api: Fa
     with agent_session("writer", **otel.kwargs()):
         mini()
         # The stand-in answers every request as gpt-4o-mini-2024-07-18: the turn that
-        # declared gpt-4o is priced as declared, and says so.
+        # declared gpt-4o is priced as declared, and says so (once per process: reset).
+        _DECLARED_CHECKED.clear()
         with pytest.warns(RuntimeWarning, match="declared model 'gpt-4o' but the response"):
             full()
     mini_cost = (1000 * 0.15 + 4000 * 0.075 + 100 * 0.60) / 1e6  # the database's gpt-4o-mini

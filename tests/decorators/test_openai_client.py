@@ -20,6 +20,7 @@ from fake_openai import FakeOpenAI, serve
 from otel_harness import Otel
 from techrevati.runtime import ModelPricing, register_pricing
 from techrevati.runtime.decorators import agent_session, agent_turn
+from techrevati.runtime.telemetry.calls.turn import _DECLARED_CHECKED
 
 from . import payloads as p
 from .clients import MESSAGES, chat_turns
@@ -209,6 +210,8 @@ def test_a_turn_declaring_a_cheaper_model_than_the_one_that_answered_warns_once(
     @agent_turn("declared-cheap")
     def ask(response: dict[str, Any]) -> dict[str, Any]:
         return response
+
+    _DECLARED_CHECKED.clear()  # warned once per process: whatever ran before
 
     with agent_session("w", **otel.kwargs()) as session:
         with pytest.warns(RuntimeWarning, match="declared model 'declared-cheap'") as warned:
