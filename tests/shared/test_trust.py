@@ -208,3 +208,23 @@ def test_an_unshared_session_sends_no_baggage(store: RedisSessionStore) -> None:
         propagate.inject(carrier)
     assert remote.BAGGAGE_KEY not in carrier.get("baggage", "")
     assert store._client.dbsize() == 0
+
+
+class _AgentsOwnError(Exception):
+    pass
+
+
+def test_closing_a_shared_session_with_its_store_down_never_fails_the_agent(
+    redis_server: RedisServer, store: RedisSessionStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The session's exit read the tree's spend from the store: with Redis gone it
+    # raised FleetUnavailableError from __exit__, and in place of the agent's own
+    # error when the block was already failing.
+    with caplog.at_level(logging.WARNING, logger="techrevati.runtime.telemetry"):
+        with agent_session("planner", max_iterations=10, shared=True):
+            redis_server.stop()
+        redis_server.start()
+        with pytest.raises(_AgentsOwnError), agent_session("planner", shared=True):
+            redis_server.stop()
+            raise _AgentsOwnError("the agent's own error")
+    assert caplog.text.count("its store could not be read at close") == 2

@@ -10,6 +10,7 @@ global keeps a finished session alive.
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 import time
 import weakref
@@ -41,6 +42,8 @@ from .failures import error_type as _error_type
 from .labels import ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
+
+_log = logging.getLogger("techrevati.runtime.telemetry")
 
 
 @dataclass(eq=False, slots=True, weakref_slot=True)
@@ -392,7 +395,18 @@ def _close_shared(scope: SessionScope, ledger: Ledger) -> None:
     if store is None or scope.shared is None:
         return
     session_id, level = scope.shared
-    totals = store.close_shared(session_id, level)
+    try:
+        totals = store.close_shared(session_id, level)
+    except Exception:
+        # Closing a session never fails the agent (nor replaces the error it is closing
+        # with) because a store is down: only the tree's totals on its span are missing.
+        _log.warning(
+            "shared session %r: its store could not be read at close; the session span "
+            "lacks the tree's spend",
+            scope.role,
+            exc_info=True,
+        )
+        return
     if totals is None:
         return
     local_tree = describe(ledger).get(sc.COST_TREE_USD, ledger.spent)
