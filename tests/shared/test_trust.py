@@ -228,3 +228,22 @@ def test_closing_a_shared_session_with_its_store_down_never_fails_the_agent(
             redis_server.stop()
             raise _AgentsOwnError("the agent's own error")
     assert caplog.text.count("its store could not be read at close") == 2
+
+
+def test_a_process_without_a_store_warns_once_that_the_shared_session_is_not_counted(
+    store: RedisSessionStore,
+) -> None:
+    # The child process forgot configure(session_store=...): its calls ran past the
+    # parent's limits with nothing said.
+    with agent_session("planner", max_iterations=1, shared=True):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+    remote.install_store(None)  # what the child process would have
+    remote._no_store_warned = False
+    try:
+        with pytest.warns(RuntimeWarning, match="no session store") as warned:
+            raise_from_thread(baggage_only(carrier))
+            raise_from_thread(baggage_only(carrier))
+        assert len([w for w in warned if "no session store" in str(w.message)]) == 1
+    finally:
+        remote.install_store(store)

@@ -23,12 +23,14 @@ import collections
 import re
 import secrets
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
 from opentelemetry import baggage
 from opentelemetry.context import Context
 
+from ...caller import user_stacklevel
 from ...usage_tracking import UsageTracker
 from .ledger import FleetLevel, Ledger
 
@@ -117,6 +119,9 @@ def with_session(context: Context, session_id: str) -> Context:
 def remote_parent(context: Context | None) -> RemoteParent | None:
     """The remote shared session ``context``'s baggage names, when the store knows it."""
     if not _store:
+        if _no_store_warned or baggage.get_baggage(BAGGAGE_KEY, context) is None:
+            return None
+        _warn_no_store()
         return None
     store = _store[0]
     if not store.accept_remote:
@@ -126,6 +131,23 @@ def remote_parent(context: Context | None) -> RemoteParent | None:
         return None
     # Baggage comes from the network: the store refuses anything but an id of ours.
     return store.lookup(str(value)[:64])
+
+
+_no_store_warned = False
+
+
+def _warn_no_store() -> None:
+    """A call names a shared session but this process has no store to find it in: say so once."""
+    global _no_store_warned
+    _no_store_warned = True
+    warnings.warn(
+        "this call's context names a shared session of another process (baggage "
+        f"{BAGGAGE_KEY!r}), but this process has no session store: the call is not "
+        "counted against that session's limits. Call configure(session_store=...) in "
+        "every process the shared session's work reaches",
+        RuntimeWarning,
+        stacklevel=user_stacklevel(),
+    )
 
 
 def remote_root(context: Context | None, above: Ledger | None) -> Ledger | None:
