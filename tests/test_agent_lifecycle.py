@@ -527,6 +527,14 @@ def test_colliding_suffix_is_drawn_again() -> None:
     assert reg.get(first.worker_id) is first and reg.get(second.worker_id) is second
 
 
+def test_a_suffix_that_reads_as_http_429_is_drawn_again() -> None:
+    # Our limit errors name the worker id; smolagents retries any error whose text holds
+    # "429" as a rate limit, sleeping a minute and more: a capped run hung for minutes.
+    draws = iter([0x00429000, 0x1429ABC, 0x2])
+    reg = AgentRegistry(id_source=lambda: next(draws))
+    assert reg.create("r", "p").worker_id == "r-p-00000002"
+
+
 def test_seeded_tiny_id_space_gives_unique_ids_while_held() -> None:
     import random
 

@@ -290,8 +290,12 @@ class AgentRegistry:
             suffix = self._id_source()
             if isinstance(suffix, bool) or not isinstance(suffix, int):
                 raise TypeError(f"id_source must return an int, got {suffix!r}")
-            worker_id = f"{role}-{phase}-{suffix & 0xFFFF_FFFF:08x}"
-            if worker_id not in self._workers:
+            hex_suffix = f"{suffix & 0xFFFF_FFFF:08x}"
+            worker_id = f"{role}-{phase}-{hex_suffix}"
+            # Limit errors name the worker id, and some frameworks retry any error whose
+            # text holds "429" as a rate limit (smolagents: sleeping 60 s, then minutes):
+            # a suffix that reads as one is drawn again.
+            if "429" not in hex_suffix and worker_id not in self._workers:
                 return worker_id
         raise RuntimeError(
             f"no free worker id for role {role!r} phase {phase!r} after {_ID_ATTEMPTS} draws; "
