@@ -180,6 +180,17 @@ def usd_pair(amount: float, limit: float, *, strict: bool) -> tuple[str, str]:
     return repr(amount), repr(limit)
 
 
+def usd_text(amount: float) -> str:
+    """One amount as limit messages print it (``usd_pair``'s rule, alone).
+
+    Example::
+
+        >>> usd_text(0.00004), usd_text(2.5)
+        ('0.000040', '2.5000')
+    """
+    return usd_pair(amount, amount, strict=False)[0]
+
+
 def _decimals_for_two_digits(value: float) -> int:
     """Decimals that print ``value`` with two significant digits (0 for zero or >= 10)."""
     if not value or not math.isfinite(value):
@@ -250,7 +261,7 @@ class BudgetExceededError(Exception):
             # or "raise the budget" reads wrong when a burst of first calls reserved it.
             booked = max(self.current_cost_usd - reserved, 0.0)
             head += (
-                f" Of that, ${_legible(booked)} was spent and ${_legible(reserved)} is "
+                f" Of that, ${usd_text(booked)} was spent and ${usd_text(reserved)} is "
                 "reserved by calls still in flight, each at what it is expected to cost until "
                 "it is booked (a client request that sets no max_tokens is reserved at a "
                 "default output length)."
@@ -307,11 +318,6 @@ def _rebuild_budget_error(
         error, budget, current, scope=scope, site=site, reserved_usd=reserved
     )
     return error
-
-
-def _legible(amount: float) -> str:
-    """One amount as limit messages print it (see ``usd_pair``)."""
-    return usd_pair(amount, amount, strict=False)[0]
 
 
 def _format_usd(amount: float) -> str:

@@ -523,9 +523,6 @@ def refused_span(session: SessionScope | None, model: str, error: BaseException)
     )
 
 
-__all__ = ["MAX_TOKENS", "TurnCall", "check_usage", "refused_span"]
-
-
 #: (declared model, response model, provider) pairs already checked: each pair is
 #: priced and warned about once (bounded: names come from responses).
 _DECLARED_CHECKED: set[tuple[str, str, str]] = set()
@@ -556,3 +553,6 @@ def _check_declared_model(
         RuntimeWarning,
         stacklevel=user_stacklevel(),
     )
+
+
+__all__ = ["MAX_TOKENS", "TurnCall", "check_usage", "refused_span"]

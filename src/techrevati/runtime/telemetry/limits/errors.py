@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...permissions import PermissionOutcome
-from ...usage_tracking import BudgetExceededError, LimitSite, usd_pair
+from ...usage_tracking import BudgetExceededError, LimitSite, usd_text
 from .. import semconv as sc
 
 #: ``max_iterations`` when the session does not set one (``Orchestrator``, ``agent_session``).
@@ -161,7 +161,7 @@ class UnpricedModelError(BudgetExceededError):
         BudgetExceededError.__init__(self, budget_usd, current_cost_usd, site=site)
 
     def _message(self) -> str:
-        budget = usd_pair(self.budget_usd, self.budget_usd, strict=False)[0]
+        budget = usd_text(self.budget_usd)
         owner = self.site.describe_owner() if self.site is not None else "the session"
         if getattr(self, "no_usage", False):
             return (

@@ -89,6 +89,7 @@ class LimitsProcessor(SpanProcessor):
             priced = True
             if budgeted and model:
                 priced = has_pricing(model, provider_from_attributes(attrs))
+            scope = producer or ""  # (a span of a provider with no scope name)
             try:
                 if _running_loop() is None:
                     # On a thread (the usual case): admitted here, or waits for a probe.
@@ -105,12 +106,12 @@ class LimitsProcessor(SpanProcessor):
                             False,
                             True,
                             False,
-                            producer or "",
+                            scope,
                         )
                     except _ProbeWait as wait:
-                        entry = _after_probe(under, model, priced, wait, producer or "")
+                        entry = _after_probe(under, model, priced, wait, scope)
                 else:
-                    entry = _admit_on_loop(under, model, expected, priced, attrs, producer or "")
+                    entry = _admit_on_loop(under, model, expected, priced, attrs, scope)
             except BaseException as refusal:
                 note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
                 raise
