@@ -143,27 +143,29 @@ IN_FLIGHT_CHILD = """
 import os, signal, sys, threading, time
 from techrevati.runtime import FleetLimits, agent_session, configure
 
-url = sys.argv[1]
+url, how = sys.argv[1], sys.argv[2]
 configure(service_name="t", spans_file=False, report=False)  # SIGTERM handled by default
-fleet = FleetLimits(url, scope="in-flight", budget_usd=1.0)
+fleet = FleetLimits(url, scope="in-flight-" + how, budget_usd=1.0)
 fleet.reserve("m", 0.25)  # a call of our own in flight, never settled here
 with agent_session("w", max_iterations=5):
     print("in flight", fleet.usage().in_flight, flush=True)
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(30)
-raise SystemExit("SIGTERM did not stop the process")
+    if how == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        raise SystemExit("SIGTERM did not stop the process")
 """
 
 
-def test_holds_in_flight_are_booked_at_their_reservation_on_sigterm(
-    redis_server: RedisServer,
+@pytest.mark.parametrize("how", ["sigterm", "exit"])
+def test_holds_in_flight_are_booked_at_their_reservation_on_sigterm_and_at_exit(
+    redis_server: RedisServer, how: str
 ) -> None:
     # docker stop with a call in flight: its hold kept $0.25 reserved in the scope
     # for the whole lease (10 minutes), refusing other processes' calls meanwhile.
-    proc = _child(IN_FLIGHT_CHILD, redis_server.url)
+    proc = _child(IN_FLIGHT_CHILD, redis_server.url, how)
     assert "in flight 1" in proc.stdout, proc.stderr
-    assert proc.returncode == -signal.SIGTERM, proc.stderr
-    usage = FleetLimits(redis_server.url, scope="in-flight", budget_usd=1.0).usage()
+    assert proc.returncode == (-signal.SIGTERM if how == "sigterm" else 0), proc.stderr
+    usage = FleetLimits(redis_server.url, scope="in-flight-" + how, budget_usd=1.0).usage()
     assert (usage.in_flight, usage.reserved_usd, usage.spent_usd) == (0, 0.0, 0.25)
 
 

@@ -13,6 +13,7 @@ to the scope's outbox and a background thread delivers them (``outbox.py``).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import secrets
@@ -57,8 +58,20 @@ _SCOPES: weakref.WeakSet[FleetLimits] = weakref.WeakSet()
 
 
 def settle_in_flight_at_exit() -> int:
-    """Book the holds in flight of every scope of this process (``settle_in_flight``)."""
-    return sum(scope.settle_in_flight() for scope in list(_SCOPES))
+    """Book the holds in flight of every scope of this process (``settle_in_flight``).
+
+    Called by the SIGTERM handler, and at normal exit (``atexit``, registered after
+    the outbox's flush, so it runs first): the non-daemon threads have been joined
+    by then, and a hold still in flight belongs to a call that will never report.
+    """
+    try:
+        return sum(scope.settle_in_flight() for scope in list(_SCOPES))
+    except Exception:  # never break an exit
+        _log.debug("fleet: booking holds in flight at exit failed", exc_info=True)
+        return 0
+
+
+atexit.register(settle_in_flight_at_exit)
 
 
 class FleetLimits:
@@ -601,12 +614,16 @@ class FleetLimits:
         """
         held = list(self._in_flight.values())
         for hold in held:
-            self.settle(hold, hold.reserved_usd)
+            if self._claim(hold):
+                # Queued, not sent: the exit flush delivers every scope's within its one
+                # bound, where a round trip each could time out scope after scope.
+                nano = booking_nano(hold.reserved_usd, "reservation of {!r}", hold.model)
+                self._finish(hold, "settle", nano, queue=True)
         return len(held)
 
-    def _finish(self, hold: FleetHold, mode: str, actual_nano: int) -> None:
+    def _finish(self, hold: FleetHold, mode: str, actual_nano: int, queue: bool = False) -> None:
         finish = Finish(hold.window, hold.hold_id, hold.model, mode, actual_nano)
-        if len(self._outbox) or on_event_loop():
+        if queue or len(self._outbox) or on_event_loop():
             # An event loop never waits on Redis, and while earlier finishes wait
             # (the store is likely down) this one joins them instead of timing out.
             self._outbox.put(finish)
