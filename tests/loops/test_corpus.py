@@ -5,8 +5,8 @@ call that raised). A loop sequence names the index of the first call that must
 be refused before it runs (``on_loop="raise"``, ``repeats=3``); a progress
 sequence must run to its end with no refusal and no detection.
 
-Measured on this corpus (``test_rates``): 21 loop and 27 progress sequences;
-every loop refused exactly at the expected call; false-positive rate 0/27 = 0.
+Measured on this corpus (``test_rates``): 21 loop and 29 progress sequences;
+every loop refused exactly at the expected call; false-positive rate 0/29 = 0.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def times(n: int, call: Call) -> list[Call]:
 A = ("search", {"q": "pricing"}, ["no hits"])
 B = ("open_page", {"url": "https://example.test/a"}, "<html>a</html>")
 C = ("summarise", {"text": "a"}, "summary a")
+X1 = ("calc", {"x": 1}, 2)
+X2 = ("calc", {"x": 2}, 3)
 
 LOOPS = [
     Case("same call, same result, 4 times", times(4, A), 3, PATTERN_REPEAT),
@@ -101,9 +103,9 @@ LOOPS = [
         PATTERN_REPEAT,
     ),
     Case(
-        "interleaved with new work",
-        [A, ("calc", {"x": 1}, 2), A, ("calc", {"x": 2}, 3), A, ("calc", {"x": 3}, 4), A],
-        6,
+        "interleaved with work that repeats too",
+        [X1, X2, A, X1, A, X2, A, A],
+        7,
         PATTERN_INTERLEAVED,
     ),
     Case("ping-pong A-B-A-B", [A, B, A, B, A, B, A], 6, PATTERN_CYCLE),
@@ -338,6 +340,23 @@ PROGRESS = [
         guard=LoopGuard(repeats=5, on_loop="raise"),
     ),
     Case(
+        "interleaved with new work",
+        [A, X1, A, X2, A, ("calc", {"x": 3}, 4), A],
+        None,
+    ),
+    Case(
+        "the same plan re-read between the pages of a listing",
+        [
+            step
+            for page in range(1, 6)
+            for step in (
+                ("read_plan", {}, "1. list every order 2. total them"),
+                ("list_orders", {"page": page}, [f"order {page}-{i}" for i in range(3)]),
+            )
+        ],
+        None,
+    ),
+    Case(
         "identical results from identical calls separated by changes",
         [A, ("tick", {}, 1), A, ("tick", {}, 2), A, ("tick", {}, 3), A],
         None,
@@ -385,7 +404,7 @@ def test_rates() -> None:
     assert len(LOOPS) + len(PROGRESS) >= 30
     caught = sum(1 for case in LOOPS if run(case)[0] == case.refused_at)
     false_positives = sum(1 for case in PROGRESS if run(case) != (None, []))
-    assert (len(LOOPS), len(PROGRESS)) == (21, 27)
+    assert (len(LOOPS), len(PROGRESS)) == (21, 29)
     assert caught / len(LOOPS) == 1.0
     assert false_positives / len(PROGRESS) == 0.0
 
@@ -526,3 +545,25 @@ def test_recorded_text_of_other_instrumentations_drops_per_call_ids() -> None:
         '{"metadata": 2}'
     )
     assert canonical_arguments_text("plain text") == "plain text"
+
+
+def test_new_work_after_a_loop_lets_the_next_identical_call_run() -> None:
+    """A loop is refused only while nothing new was learned since its last call."""
+    watch = LoopWatch(RAISE)
+    key = watch.key(*A[:2])
+    other = watch.key("calc", {"x": 9})
+    assert key is not None and other is not None
+    for _ in range(3):
+        watch.record(key, "search", A[2])
+    with pytest.raises(LoopDetectedError):
+        watch.admit(key, "search")
+    watch.record(other, "calc", 99)  # a result no recent call returned
+    watch.admit(key, "search")  # runs
+    assert watch.refusal(key, "search") is None
+    watch.record(key, "search", A[2])  # one identical call since the new work
+    watch.admit(key, "search")
+    watch.record(key, "search", A[2])
+    watch.admit(key, "search")
+    watch.record(key, "search", A[2])  # three since: a loop again
+    with pytest.raises(LoopDetectedError):
+        watch.admit(key, "search")

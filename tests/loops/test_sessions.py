@@ -304,3 +304,47 @@ def test_a_finished_session_keeps_no_fingerprints(otel: Otel) -> None:
         assert watch is not None and len(watch._seen) == 10
     assert len(watch._seen) == 0 and len(watch._recent) == 0
     tools.search("after")  # a late call of a closed session's block is harmless
+
+
+def test_a_plan_re_read_between_pages_is_never_refused(otel: Otel) -> None:
+    """The probe's agent: the same plan read before each page of a listing."""
+    ran: list[str] = []
+
+    @tool_call("read_plan")
+    def read_plan() -> str:
+        ran.append("plan")
+        return "1. list every order 2. total them"
+
+    @tool_call("list_orders")
+    def list_orders(page: int) -> list[str]:
+        ran.append(f"page {page}")
+        return [f"order {page}-{i}" for i in range(3)]
+
+    with agent_session("clerk", loop_guard=LoopGuard(repeats=3, on_loop="raise"), **otel.kwargs()):
+        for page in range(1, 11):
+            read_plan()
+            list_orders(page)
+    assert ran.count("plan") == 10 and ran[-1] == "page 10"
+    assert events(otel, sc.EVENT_LOOP_DETECTED) == []
+
+
+def test_the_plan_re_read_between_calls_that_teach_nothing_is_a_loop(otel: Otel) -> None:
+    """The same shape with pages that return what was seen already: refused."""
+
+    @tool_call("read_plan")
+    def read_plan() -> str:
+        return "1. list every order 2. total them"
+
+    @tool_call("list_orders")
+    def list_orders(page: int) -> list[str]:
+        return []  # past the last page: nothing new
+
+    with agent_session("clerk", loop_guard=LoopGuard(repeats=3, on_loop="raise"), **otel.kwargs()):
+        read_plan()
+        list_orders(1)  # [] is new when it returns ...
+        read_plan()
+        list_orders(2)  # ... and seen already once this returns it again
+        read_plan()  # 3 identical plans with nothing new between: a loop
+        list_orders(3)
+        with pytest.raises(LoopDetectedError):
+            read_plan()

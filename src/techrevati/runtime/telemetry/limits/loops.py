@@ -13,20 +13,28 @@ bounded to the most recent ``window`` distinct calls; they are never exported
 The rule, for ``repeats = n``:
 
 * a call **repeats** when it has the fingerprint of an earlier call, returned
-  the same result, and no call in between observed a *change* (a call seen
-  before that now returned a different result);
+  the same result, and no call in between brought *new work*: a result that
+  no other recent call returned (the agent learned something, so what came
+  before it does not count towards a loop). Calls that raised are neither;
 * when a call has repeated so that ``n`` identical calls returned the same
   result, that is a loop; the next identical call is refused before it runs
-  (``on_loop="raise"``) or only reported (``"warn"``).
+  (``on_loop="raise"``) or only reported (``"warn"``), unless new work came
+  after the last of them.
 
-Other work in between does not break a repeat (``search(x)`` three times with
-new calls between is a loop), and cycles (A-B-A-B, A-B-C-A-B-C) whose calls all
-repeat are caught by the same count, within ``n`` cycles. What is never a loop:
-a call whose result changes (polling until done), a changing argument
-(pagination), different arguments with the same result, a retry after an
-exception (a failed call resets its count and never counts as a result), and a
-call repeated while something else keeps changing (``sleep`` between polls of
-a job that advances).
+Calls that return nothing new between the repeats do not break the count:
+cycles (A-B-A-B, A-B-C-A-B-C) whose calls all repeat are caught within ``n``
+cycles, as is ``search(x)`` repeated between other calls that return what was
+seen already, or that failed. What is
+never a loop: a call whose result changes (polling until done), a changing
+argument (pagination), different arguments with the same result, a retry after
+an exception (a failed call resets its count and never counts as a result),
+and a call repeated while something else keeps changing or bringing new
+results (``sleep`` between polls of a job that advances; re-reading the same
+plan between the pages of a listing).
+
+Whether a result in between is new is judged when a loop is decided, over
+the whole window: in A-B-A-B the first B's result is new when it returns, and
+seen already once the second B returned the same.
 """
 
 from __future__ import annotations
@@ -243,10 +251,13 @@ class _Seen:
     tool: str
     result: int | None = None
     streak: int = 0
-    epoch: int = 0
     reported: bool = False
     #: The pattern of the loop this call was last reported in.
     pattern: str = PATTERN_REPEAT
+
+
+#: A recent call: its fingerprint and its result's hash (None: it raised).
+_Entry = tuple[int, int | None]
 
 
 #: Called with each detection (the session reports it as a span event and metric).
@@ -270,9 +281,9 @@ class LoopWatch:
     """
 
     __slots__ = (
-        "_epoch",
         "_lock",
         "_recent",
+        "_results",
         "_seen",
         "detections",
         "guard",
@@ -288,8 +299,10 @@ class LoopWatch:
         self.detections = 0
         self._lock = threading.Lock()
         self._seen: OrderedDict[int, _Seen] = OrderedDict()
-        self._recent: deque[int] = deque(maxlen=guard.window)
-        self._epoch = 0
+        #: The most recent calls, oldest first, and how often each result appears
+        #: among them: a result seen once is new work.
+        self._recent: deque[_Entry] = deque()
+        self._results: dict[int, int] = {}
 
     def close(self) -> None:
         """The session ended: drop the fingerprints (a finished session may be kept for
@@ -297,6 +310,7 @@ class LoopWatch:
         with self._lock:
             self._seen.clear()
             self._recent.clear()
+            self._results.clear()
         self.on_detect = None
 
     def key(self, tool: str, arguments: object) -> int | None:
@@ -317,15 +331,18 @@ class LoopWatch:
         """Before a call runs: raise ``LoopDetectedError`` when it would extend a loop."""
         if not self.raising:
             return
-        seen = self._seen.get(key)
-        if seen is not None and seen.streak >= self.guard.repeats:
-            raise LoopDetectedError(seen.pattern, tool, self.guard.repeats)
+        refusal = self.refusal(key, tool)
+        if refusal is not None:
+            raise refusal
 
     def refusal(self, key: int, tool: str) -> LoopDetectedError | None:
         """The error the next identical call meets under ``"raise"``, if ``key`` is looping."""
         seen = self._seen.get(key)
         if not self.raising or seen is None or seen.streak < self.guard.repeats:
             return None
+        with self._lock:
+            if self._new_work_since(key):
+                return None
         return LoopDetectedError(seen.pattern, tool, self.guard.repeats)
 
     def record(self, key: int, tool: str, result: object) -> Detection | None:
@@ -336,25 +353,14 @@ class LoopWatch:
         """``record`` with the result already hashed (a recorded text result)."""
         repeats = self.guard.repeats
         with self._lock:
-            seen = self._seen.get(key)
-            if seen is None:
-                seen = _Seen(tool)
-                self._seen[key] = seen
-                if len(self._seen) > self.guard.window:
-                    self._seen.popitem(last=False)  # bounded: the oldest gives way
-            else:
-                self._seen.move_to_end(key)
-            self._recent.append(key)
-            if seen.result == result and seen.epoch == self._epoch:
-                seen.streak += 1
-            else:
-                if seen.result is not None and seen.result != result:
-                    self._epoch += 1  # a changed observation: the world moved on
-                seen.result = result
-                seen.streak = 1
-                seen.reported = False
-            seen.epoch = self._epoch
-            if seen.streak < repeats or seen.reported:
+            seen = self._remember(key, tool)
+            self._append((key, result))
+            seen.result = result
+            seen.streak = self._streak(key, result)
+            if seen.streak < repeats:
+                seen.reported = False  # below the count again: a later loop is a new one
+                return None
+            if seen.reported:
                 return None
             detection = self._detect(key, seen)
         listener = self.on_detect
@@ -370,7 +376,66 @@ class LoopWatch:
                 seen.result = None
                 seen.streak = 0
                 seen.reported = False
-            self._recent.append(key)
+            self._append((key, None))
+
+    # -- the window -----------------------------------------------------------------
+
+    def _remember(self, key: int, tool: str) -> _Seen:
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = self._seen[key] = _Seen(tool)
+            if len(self._seen) > self.guard.window:
+                self._seen.popitem(last=False)  # bounded: the oldest gives way
+        else:
+            self._seen.move_to_end(key)
+        return seen
+
+    def _append(self, entry: _Entry) -> None:
+        recent, results = self._recent, self._results
+        if len(recent) >= self.guard.window:
+            old = recent.popleft()[1]
+            if old is not None:
+                left = results[old] - 1
+                if left:
+                    results[old] = left
+                else:
+                    del results[old]
+        recent.append(entry)
+        result = entry[1]
+        if result is not None:
+            results[result] = results.get(result, 0) + 1
+
+    def _is_new(self, entry: _Entry) -> bool:
+        """New work: a call that returned a result no other recent call returned."""
+        return entry[1] is not None and self._results.get(entry[1], 0) < 2
+
+    def _streak(self, key: int, result: int) -> int:
+        """Identical calls (this one the last) with no new work between, up to ``repeats``."""
+        repeats = self.guard.repeats
+        count = 1
+        recent = self._recent
+        for index in range(len(recent) - 2, -1, -1):
+            entry = recent[index]
+            if entry[0] == key:
+                if entry[1] != result:
+                    break  # its result changed, or it raised: counting starts after it
+                count += 1
+                if count >= repeats:
+                    break
+            elif self._is_new(entry):
+                break
+        return count
+
+    def _new_work_since(self, key: int) -> bool:
+        """Whether new work came after the last call of ``key``."""
+        recent = self._recent
+        for index in range(len(recent) - 1, -1, -1):
+            entry = recent[index]
+            if entry[0] == key:
+                return False
+            if self._is_new(entry):
+                return True
+        return False
 
     # -- classification -----------------------------------------------------------
 
@@ -397,7 +462,7 @@ class LoopWatch:
 
     def _classify(self, key: int) -> tuple[str, tuple[int, ...]]:
         """(pattern, the fingerprints of the loop) for ``key``, from the recent calls."""
-        recent = self._recent
+        recent = [entry[0] for entry in self._recent]
         n = self.guard.repeats
         size = len(recent)
         if size >= n and all(recent[size - 1 - i] == key for i in range(n)):
