@@ -76,6 +76,11 @@ def test_budget_admission_lets_the_crossing_call_run(redis_server: RedisServer) 
         fleet.reserve("m", 0.6)  # 1.2 reserved has reached the budget
     error = refused.value
     assert (error.scope, error.budget_usd, error.current_cost_usd) == ("b", 1.0, 1.2)
+    # All of it is held by the two calls in flight: the message says so.
+    assert error.reserved_usd == pytest.approx(1.2)
+    assert "Of that, $0.0000 was spent and $1.2000 is reserved by calls still in flight" in str(
+        error
+    )
     assert fleet.usage().calls == 2  # a refused call is not counted
 
     fleet.settle(first, 0.5)
@@ -86,7 +91,7 @@ def test_budget_admission_lets_the_crossing_call_run(redis_server: RedisServer) 
     fleet.settle(third, 0.6)
     with pytest.raises(BudgetExceededError) as refused:
         fleet.reserve("m", 0.0)
-    assert refused.value.current_cost_usd == 1.5
+    assert (refused.value.current_cost_usd, refused.value.reserved_usd) == (1.5, 0.0)
 
 
 def test_the_learned_cost_is_the_largest_settled_one(redis_server: RedisServer) -> None:

@@ -45,7 +45,7 @@ def one_call() -> str:
 
 def calls(attempts: int, *, own_session: bool) -> dict[str, Any]:
     """``attempts`` model calls; counts what ran and which refusal stopped the rest."""
-    outcome: dict[str, Any] = {"ran": 0, "refused": 0, "errors": []}
+    outcome: dict[str, Any] = {"ran": 0, "refused": 0, "errors": [], "messages": []}
 
     def run() -> None:
         for _ in range(attempts):
@@ -54,12 +54,15 @@ def calls(attempts: int, *, own_session: bool) -> dict[str, Any]:
             except (MaxIterationsExceededError, BudgetExceededError) as exc:
                 outcome["refused"] += 1
                 outcome["errors"].append(type(exc).__name__)
+                outcome["messages"].append(str(exc))
             else:
                 outcome["ran"] += 1
 
     if own_session:
-        with agent_session("researcher", tracer_provider=_provider):
+        with agent_session("researcher", tracer_provider=_provider) as session:
             run()
+            left = session.remaining()
+            outcome["remaining"] = (left.calls, left.budget_usd, left.limit)
         session_span = next(
             s for s in _exporter.get_finished_spans() if s.name.startswith("invoke_agent")
         )

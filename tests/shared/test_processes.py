@@ -11,7 +11,7 @@ from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from techrevati.runtime import UsageSnapshot, agent_session
+from techrevati.runtime import MaxIterationsExceededError, UsageSnapshot, agent_session
 from techrevati.runtime.fleet.sessions import RedisSessionStore
 from techrevati.runtime.telemetry import semconv as sc
 
@@ -111,6 +111,63 @@ def test_the_parents_own_calls_and_its_childrens_share_the_cap(
         outcomes = run_children(redis_server.url, 2, 5, True)
     assert sum(o["ran"] for o in outcomes) == 4
     assert session_span(exporter).attributes[sc.COST_TREE_USD] == pytest.approx(6.0)
+
+
+def test_remaining_wrap_up_and_refusals_count_every_process(
+    redis_server: Any, store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """What the parent and a child see of the tree: not only their own process's calls."""
+    provider, _ = spans
+    with agent_session(
+        "planner",
+        max_iterations=5,
+        budget_usd=10.0,
+        enforce_budget=True,
+        shared=True,
+        wrap_up_at=0.5,
+        tracer_provider=provider,
+    ) as session:
+        session.run_turn(lambda: "ok", model=children.MODEL, usage=UsageSnapshot(input_tokens=1))
+        assert (session.remaining().calls, session.wrapping_up) == (4, False)
+        [child] = run_children(redis_server.url, 1, 5, True)
+        # The child ran the 4 calls the tree had left; its remaining() counts the tree.
+        assert (child["ran"], child["refused"]) == (4, 1)
+        assert child["remaining"] == (0, 5.0, sc.LIMIT_ITERATIONS)
+        [message] = child["messages"]
+        assert message.startswith(
+            "the shared session 'planner' (for its session 'researcher' (researcher-"
+        )
+        assert "reached max_iterations=5 across every process it reaches" in message
+        assert "fleet scope" not in message and "window" not in message
+        # The parent sees its child's 4 calls and $4 without a call of its own.
+        left = session.remaining()
+        assert (left.calls, left.budget_usd, left.limit) == (0, 5.0, sc.LIMIT_ITERATIONS)
+        assert session.wrapping_up is True
+        with pytest.raises(MaxIterationsExceededError) as refused:
+            session.run_turn(
+                lambda: "ok", model=children.MODEL, usage=UsageSnapshot(input_tokens=1)
+            )
+    text = str(refused.value)
+    assert text.startswith("the shared session 'planner' (planner-")
+    assert "max_iterations=5 across every process" in text and "fleet scope" not in text
+
+
+def test_a_shared_budget_refusal_says_whose_budget_and_what_was_spent(
+    redis_server: Any, store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, _ = spans
+    with agent_session(
+        "planner", budget_usd=3.0, enforce_budget=True, shared=True, tracer_provider=provider
+    ):
+        [child] = run_children(redis_server.url, 1, 4, True)
+    assert (child["ran"], child["errors"]) == (3, ["BudgetExceededError"])
+    [message] = child["messages"]
+    assert message.startswith(
+        "budget reached: $3.0000 spent or reserved by calls in flight >= $3.0000, the budget "
+        "of the shared session 'planner' (for its session 'researcher'"
+    )
+    assert "raise budget_usd where the shared session is opened" in message
+    assert child["remaining"][1:] == (0.0, sc.LIMIT_BUDGET)
 
 
 def test_a_child_killed_mid_call_frees_its_reservation_after_the_lease(

@@ -264,20 +264,22 @@ class _SessionBase(Generic[B]):
                     reply = ask(history, tools=[] if session.wrapping_up else TOOLS)
         """
         scope = self._scope
-        return scope is not None and core.wrapping_up(scope)
+        return scope is not None and core.wrapping_up(scope, fresh=True)
 
     def remaining(self) -> Remaining:
         """What is left before this session's limits stop it (and its ancestors').
 
         ``calls`` before the tightest cap, ``budget_usd`` of the tightest budget,
         ``fraction`` of the tightest cap or enforced budget (None if neither).
+        Under a shared session (here or in the process that opened it) its cap
+        and budget count every process's calls, read from the session store.
 
         Example::
 
             left = session.remaining()
             print(left.calls, left.budget_usd, left.fraction)
         """
-        return remaining(self._ledger)
+        return remaining(self._ledger, fresh=True)
 
     @property
     def _iteration_count(self) -> int:

@@ -106,8 +106,9 @@ class LimitSite:
     """Where a limit stopped a call: whose limit it was, and what became of the call.
 
     ``level`` is ``"own"`` (the limit of the session the call was made in),
-    ``"parent"`` (an enclosing session's) or ``"fleet"`` (a fleet scope's,
-    shared by every process). ``role`` and ``session_id`` name the session whose
+    ``"parent"`` (an enclosing session's), ``"shared"`` (a shared session's,
+    counting its calls in every process it reaches) or ``"fleet"`` (a fleet
+    scope's, shared by every process). ``role`` and ``session_id`` name the session whose
     limit it is; ``call_role`` and ``call_session_id`` the session the call was
     made in, when that is another one. ``ran`` is True when the call ran, was
     booked and crossed the limit, False when it was refused before it ran.
@@ -135,6 +136,11 @@ class LimitSite:
             if self.call_role:
                 where += f" (for session {_name(self.call_role, self.call_session_id)})"
             return where
+        if self.level == "shared":
+            own = f"the shared session {_name(self.role, self.session_id)}"
+            if self.call_role:
+                own += f" (for its session {_name(self.call_role, self.call_session_id)})"
+            return own
         own = f"session {_name(self.role, self.session_id)}" if self.role else "this session"
         if self.level == "parent":
             caller = _name(self.call_role, self.call_session_id) if self.call_role else "?"
@@ -271,6 +277,11 @@ class BudgetExceededError(Exception):
                 "Raise the scope's budget_usd, or retry once its calls in flight finish "
                 "(or, with window_s, once its window turns over); FleetLimits.usage() "
                 "shows what was spent and what calls in flight reserve."
+            )
+        elif site.level == "shared":
+            hint = (
+                "Its budget counts the spend of every process it reaches: raise budget_usd "
+                "where the shared session is opened, or retry once its calls in flight finish."
             )
         elif site.level == "parent":
             hint = "Raise the parent session's budget_usd, or give the work fewer calls."

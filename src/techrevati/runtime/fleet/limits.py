@@ -197,6 +197,10 @@ class FleetLimits:
         self._lock = threading.Lock()
         self._waiters = ProbeWaiters()
         self._last_window: int | None = None
+        #: The scope's calls, spent and reserved (nano-USD) as the last admission
+        #: or refusal this process read them: what a shared session's wrap-up and
+        #: ``remaining()`` see without a round trip of their own.
+        self._seen: tuple[int, int, int] = (0, 0, 0)
         #: Holds this process reserved and has not settled or released yet, by id: a
         #: process stopped with calls in flight books them at exit (settle_in_flight).
         self._in_flight: dict[str, FleetHold] = {}
@@ -348,7 +352,11 @@ class FleetLimits:
         """
         actual = checks.number("actual_usd", actual_usd, positive=False, optional=False)
         if self._claim(hold):
-            self._finish(hold, "settle", booking_nano(actual or 0.0, "cost of {!r}", hold.model))
+            nano = booking_nano(actual or 0.0, "cost of {!r}", hold.model)
+            calls, spent, reserved = self._seen
+            # What this process booked, seen at once (others' spend at the next admission).
+            self._seen = (calls, spent + nano, max(reserved - round(hold.reserved_usd * NANO), 0))
+            self._finish(hold, "settle", nano)
 
     def release(self, hold: FleetHold, *, ran: bool = True) -> None:
         """Drop the hold's reservation without booking a cost. Never raises.
@@ -514,6 +522,8 @@ class FleetLimits:
             if len(reply) > 5 and int(reply[5]) and window == seen:
                 self._health.vanished(window, "its keys were gone at the next admission")
             self._last_window = window
+            if len(reply) > 8:
+                self._seen = (int(reply[6]), int(reply[7]), int(reply[8]))
             hold = FleetHold(
                 scope=self.scope,
                 model=model,
@@ -526,7 +536,14 @@ class FleetLimits:
             self._note_in_flight(hold)
             return hold
         if status == 0:
-            raise self._refusal(checks.text(reply[1]), int(reply[2]))
+            kind, current = checks.text(reply[1]), int(reply[2])
+            reserved = int(reply[3]) if len(reply) > 3 else 0
+            calls, spent, _ = self._seen
+            if kind == "calls":
+                self._seen = (current, spent, self._seen[2])
+            else:
+                self._seen = (calls, current - reserved, reserved)
+            raise self._refusal(kind, current, reserved)
         return int(reply[1]) / 1000
 
     def _wait_left(self, lease_left_s: float, waited_s: float) -> float:
@@ -559,7 +576,7 @@ class FleetLimits:
             backed=False,
         )
 
-    def _refusal(self, kind: str, current: int) -> Exception:
+    def _refusal(self, kind: str, current: int, reserved: int = 0) -> Exception:
         error: Exception
         # A refusal before the call ran, said so even to a direct reserve() caller (a
         # session's ledger tells it again with the session it was made for).
@@ -570,7 +587,11 @@ class FleetLimits:
         else:
             limit_kind = sc.LIMIT_FLEET_BUDGET
             error = BudgetExceededError(
-                self.budget_usd or 0.0, current / NANO, scope=self.scope, site=site
+                self.budget_usd or 0.0,
+                current / NANO,
+                scope=self.scope,
+                site=site,
+                reserved_usd=reserved / NANO,
             )
         try:
             instruments_for(None).fleet_refusals.add(1, self._refusal_attrs[limit_kind])

@@ -75,9 +75,11 @@ end
 #: ARGV: window_ms (0 = one unending window), lease_ms, max_calls (-1 = none),
 #: budget nano (-1 = none), expected nano, model, hold id, force (1 = admit even
 #: while another call probes this model's cost).
-#: Returns {1, w, window_start_ms, reserved nano, lease deadline ms, fresh} when
-#: admitted (fresh = 1 when this call created the window's keys),
-#: {0, 'calls', calls} or {0, 'budget', spent + reserved} when refused, or
+#: Returns {1, w, window_start_ms, reserved nano, lease deadline ms, fresh, calls,
+#: spent nano, reserved nano} when admitted (fresh = 1 when this call created the
+#: window's keys; the last three: the window's totals with this call counted; a
+#: retried admission returns only the first six), {0, 'calls', calls} or
+#: {0, 'budget', spent + reserved, reserved} when refused, or
 #: {2, ms left on the probe's lease} while the model's first call is in flight.
 ADMIT = (
     _PRELUDE
@@ -102,7 +104,9 @@ local probing = false
 if budget >= 0 then
   -- Others' reservations count, this call's own estimate does not: the call
   -- that crosses the budget runs (the overshoot bound covers it).
-  if spent + reserved >= budget then return {0, 'budget', int(spent + reserved)} end
+  if spent + reserved >= budget then
+    return {0, 'budget', int(spent + reserved), int(reserved)}
+  end
   if model ~= '' then
     local learned = redis.call('HGET', KEYS[2], model)
     if learned then
@@ -133,7 +137,8 @@ else
   redis.call('PEXPIREAT', base, int(expire_at))
   redis.call('PEXPIREAT', live, int(expire_at))
 end
-return {1, w, start, expected, deadline, v[1] and 0 or 1}
+return {1, w, start, expected, deadline, v[1] and 0 or 1, calls + 1, int(spent),
+        int(reserved + expected)}
 """
 )
 

@@ -26,6 +26,7 @@ from ..telemetry import semconv as sc
 from ..telemetry.calls.metrics import fleet_scopes, instruments_for
 from ..telemetry.limits.errors import FleetUnavailableError
 from ..telemetry.limits.ledger import FleetLevel
+from ..telemetry.limits.money import NANO
 from ..telemetry.limits.remote import RemoteParent, SharedTotals, is_session_id
 from .checks import text
 from .limits import FleetLimits, OnStoreError
@@ -48,8 +49,10 @@ def scope_of(session_id: str) -> str:
 class _SessionLevel(FleetLimits):
     """A fleet scope whose metric labels name the parent's role, not the (per-session) scope."""
 
-    def __init__(self, client: Any, *, label: str, **options: Any) -> None:
+    def __init__(self, client: Any, *, label: str, role: str, **options: Any) -> None:
         super().__init__(client, **options)
+        #: The role of the session this level is (named by its refusals).
+        self.shared_role = role
         # Not a fleet scope for the burn-rate gauges: one per session, with no window,
         # would add a series and a store read per export for every shared session.
         fleet_scopes.forget(self)
@@ -60,6 +63,24 @@ class _SessionLevel(FleetLimits):
             kind: {sc.FLEET_SCOPE: label, sc.LIMIT_KIND: kind}
             for kind in (sc.LIMIT_FLEET_BUDGET, sc.LIMIT_FLEET_CALLS)
         }
+
+    def shared_totals(self, fresh: bool = False) -> tuple[int | None, int, float | None, float]:
+        """(max calls, calls, budget USD, spent USD) of the session's whole tree.
+
+        As this process last saw them (at its last admission or booking), or,
+        with ``fresh``, read from the store (one round trip; what was last seen
+        if the store does not answer).
+        """
+        calls, spent_nano, _ = self._seen
+        spent = spent_nano / NANO
+        if fresh:
+            try:
+                usage = self.usage()
+            except FleetUnavailableError:
+                _log.debug("shared session totals: store unreachable", exc_info=True)
+            else:
+                calls, spent = usage.calls, usage.spent_usd
+        return self.max_calls, calls, self.budget_usd, spent
 
 
 class RedisSessionStore:
@@ -138,6 +159,7 @@ class RedisSessionStore:
         return _SessionLevel(
             self._client,
             label=f"shared-session:{role}"[:128],
+            role=role,
             scope=scope_of(session_id),
             budget_usd=budget_usd,
             max_calls=max_calls,

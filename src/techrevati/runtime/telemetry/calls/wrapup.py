@@ -6,7 +6,11 @@ enforced budget, ``limits/wrapup.py``), ``wrapping_up`` turns True, a span event
 ``techrevati.session.wrap_up`` is added and ``on_wrap_up(session)`` is called,
 each exactly once. The check runs when a call is admitted and when a cost is
 booked (every door books through the ledger); reading ``wrapping_up`` checks too,
-so spending by sibling sessions under a shared parent is seen on the next read.
+so spending by sibling sessions under a common parent is seen on the next read.
+Under a shared session, the checks at admission and booking use the tree's
+totals this process last saw (no round trip of their own); reading
+``wrapping_up`` reads them from the session store, so what other processes
+spent is seen on the next read too.
 """
 
 from __future__ import annotations
@@ -52,14 +56,18 @@ def watch_wrap_up(
     scope.ledger.watch_use(used)
 
 
-def check(scope: SessionScope) -> bool:
-    """Whether ``scope`` is wrapping up; fires the event and callback the first time."""
+def check(scope: SessionScope, fresh: bool = False) -> bool:
+    """Whether ``scope`` is wrapping up; fires the event and callback the first time.
+
+    ``fresh``: a shared session's totals are read from the store (see the module
+    docstring), not taken as this process last saw them.
+    """
     if scope.wrapped:
         return True
     at = scope.wrap_up_at
     if at is None:
         return False
-    left = remaining(scope.ledger)
+    left = remaining(scope.ledger, fresh)
     if left.fraction is None or left.fraction > 1.0 - at + _EPSILON:
         return False
     with _fire:

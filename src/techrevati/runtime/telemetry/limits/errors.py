@@ -103,6 +103,13 @@ class MaxIterationsExceededError(Exception):
                 "scope's max_calls (with window_s, its next window counts from zero)."
             )
         default = f" (the default cap of {cap})" if cap == DEFAULT_MAX_ITERATIONS else ""
+        if site.level == "shared":
+            return (
+                f"{site.describe_owner()} reached max_iterations={cap}{default} across every "
+                f"process it reaches: model call {cap + 1} of its tree was refused before it "
+                "ran, nothing was sent or booked. Raise max_iterations where the shared "
+                "session is opened, or shorten the loop."
+            )
         whose = "the parent session's cap" if site.level == "parent" else "the cap"
         return (
             f"{site.describe_owner()} reached max_iterations={cap}{default}: model call "

@@ -633,7 +633,15 @@ class Ledger:
         self.release(claim, uncount=True)
         if isinstance(exc, MaxIterationsExceededError | BudgetExceededError):
             scope = str(getattr(fleet, "scope", ""))
-            exc.at(LimitSite("fleet", False, "", "", self.role, self.session_id, scope))
+            shared = getattr(fleet, "shared_role", None)
+            role, session_id = self.role, self.session_id
+            if shared is None:
+                site = LimitSite("fleet", False, "", "", role, session_id, scope)
+            elif fleet in self.fleet:  # the shared session's own call, in its own process
+                site = LimitSite("shared", False, role, session_id, scope=scope)
+            else:
+                site = LimitSite("shared", False, str(shared), "", role, session_id, scope)
+            exc.at(site)
             kind = (
                 sc.LIMIT_FLEET_CALLS
                 if isinstance(exc, MaxIterationsExceededError)

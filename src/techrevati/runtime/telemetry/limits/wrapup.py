@@ -4,8 +4,13 @@ A session's calls count against its own level and every ancestor session's
 (``ledger.py``), so what is left is the tightest of them: the fewest calls
 before a cap refuses, the least money before a budget is used up. ``fraction``
 is the share left of the tightest *stopping* limit (a cap, or an enforced
-budget): that is what ``wrap_up_at`` compares with. Fleet scopes live in Redis
-and are not read here (that would be a network call per model call).
+budget): that is what ``wrap_up_at`` compares with.
+
+A shared session's level counts its calls and spend in every process it
+reaches: its cap and budget count here with the whole tree's totals, as this
+process last saw them (each admission's reply carries them), or read from the
+store with ``fresh`` (``session.remaining()``; one round trip). Fleet scopes
+are not limits of a session and are not read here.
 """
 
 from __future__ import annotations
@@ -38,31 +43,50 @@ class Remaining:
     limit: str | None = None
 
 
-def remaining(ledger: Ledger) -> Remaining:
+def remaining(ledger: Ledger, fresh: bool = False) -> Remaining:
     """The tightest of ``ledger``'s level and its ancestors (see the module docstring)."""
-    calls: int | None = None
-    budget: float | None = None
-    fraction: float | None = None
-    limit: str | None = None
+    left = _Left()
     level: Ledger | None = ledger
     while level is not None:
-        cap = level.max_iterations
-        if cap is not None:
-            left = max(cap - level.calls, 0)
-            calls = left if calls is None else min(calls, left)
-            share = left / cap if cap > 0 else 0.0
-            if fraction is None or share < fraction:
-                fraction, limit = share, sc.LIMIT_ITERATIONS
-        limit_usd = level.budget_usd
-        if limit_usd is not None:
-            left_usd = max(limit_usd - level.spent, 0.0)
-            budget = left_usd if budget is None else min(budget, left_usd)
-            if level.enforce_budget:
-                share = left_usd / limit_usd if limit_usd > 0 else 0.0
-                if fraction is None or share < fraction:
-                    fraction, limit = share, sc.LIMIT_BUDGET
+        left.cap(level.max_iterations, level.calls)
+        left.budget(level.budget_usd, level.spent, level.enforce_budget)
+        for fleet in level.fleet:
+            totals = getattr(fleet, "shared_totals", None)
+            if totals is not None:
+                cap, calls, budget, spent = totals(fresh)
+                left.cap(cap, calls)
+                left.budget(budget, spent, True)  # a shared budget is always enforced
         level = level.parent
-    return Remaining(calls, budget, fraction, limit)
+    return Remaining(left.calls, left.budget_usd, left.fraction, left.limit)
+
+
+@dataclass(slots=True)
+class _Left:
+    """The tightest limits seen so far, walking up a chain."""
+
+    calls: int | None = None
+    budget_usd: float | None = None
+    fraction: float | None = None
+    limit: str | None = None
+
+    def cap(self, cap: int | None, used: int) -> None:
+        if cap is None:
+            return
+        left = max(cap - used, 0)
+        self.calls = left if self.calls is None else min(self.calls, left)
+        self._share(left / cap if cap > 0 else 0.0, sc.LIMIT_ITERATIONS)
+
+    def budget(self, limit_usd: float | None, spent: float, enforced: bool) -> None:
+        if limit_usd is None:
+            return
+        left_usd = max(limit_usd - spent, 0.0)
+        self.budget_usd = left_usd if self.budget_usd is None else min(self.budget_usd, left_usd)
+        if enforced:
+            self._share(left_usd / limit_usd if limit_usd > 0 else 0.0, sc.LIMIT_BUDGET)
+
+    def _share(self, share: float, limit: str) -> None:
+        if self.fraction is None or share < self.fraction:
+            self.fraction, self.limit = share, limit
 
 
 def check_wrap_up_at(value: object) -> float | None:
