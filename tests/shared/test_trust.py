@@ -13,7 +13,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from fleet.redis_server import RedisServer
-from techrevati.runtime import FleetUnavailableError, agent_session
+from techrevati.runtime import FleetUnavailableError, UsageSnapshot, agent_session
 from techrevati.runtime.fleet import sessions
 from techrevati.runtime.fleet.sessions import RedisSessionStore
 from techrevati.runtime.telemetry import semconv as sc
@@ -247,3 +247,27 @@ def test_a_process_without_a_store_warns_once_that_the_shared_session_is_not_cou
         assert len([w for w in warned if "no session store" in str(w.message)]) == 1
     finally:
         remote.install_store(store)
+
+
+def test_with_its_store_down_a_shared_sessions_remaining_is_what_it_last_saw(
+    redis_server: RedisServer, store: RedisSessionStore
+) -> None:
+    """Read in the agent's loop, so a down store costs one bounded try, then none."""
+    with agent_session("planner", max_iterations=5, shared=True, wrap_up_at=0.5) as session:
+        session.run_turn(lambda: "ok", model=children.MODEL, usage=UsageSnapshot(input_tokens=1))
+        level = next(f for f in session._ledger.fleet if hasattr(f, "shared_totals"))
+        asked: list[int] = []
+        peek = level._store.peek
+
+        def counted(**kwargs: int) -> list[int]:
+            asked.append(1)
+            return peek(**kwargs)
+
+        level._store.peek = counted  # type: ignore[method-assign]
+        assert session.remaining().calls == 4 and len(asked) == 1
+        redis_server.stop()
+        for _ in range(3):
+            assert session.remaining().calls == 4  # what the last admission said
+            assert session.wrapping_up is False
+        assert len(asked) == 2  # one try while down; then known down, not asked
+        redis_server.start()

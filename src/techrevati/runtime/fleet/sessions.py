@@ -68,19 +68,24 @@ class _SessionLevel(FleetLimits):
         """(max calls, calls, budget USD, spent USD) of the session's whole tree.
 
         As this process last saw them (at its last admission or booking), or,
-        with ``fresh``, read from the store (one round trip; what was last seen
-        if the store does not answer).
+        with ``fresh``, read from the store: one round trip, bounded by
+        ``timeout_s``, and none while the store is known to be down (what was
+        last seen then). Read in an agent's loop (``wrapping_up``), so it never
+        waits for this process's settlements still queued for the store: those
+        are in what was last seen, and the larger of the two counts.
         """
         calls, spent_nano, _ = self._seen
-        spent = spent_nano / NANO
-        if fresh:
+        if fresh and not self._health.known_down(self._loop_retry_s):
             try:
-                usage = self.usage()
-            except FleetUnavailableError:
-                _log.debug("shared session totals: store unreachable", exc_info=True)
+                _, _, stored_calls, stored_spent, _, _ = self._store.peek(
+                    window_ms=self._window_ms, lease_ms=self._lease_ms
+                )
+            except self._store_errors as exc:
+                self._health.failed(exc, "shared session totals")
             else:
-                calls, spent = usage.calls, usage.spent_usd
-        return self.max_calls, calls, self.budget_usd, spent
+                self._health.ok()
+                calls, spent_nano = max(calls, stored_calls), max(spent_nano, stored_spent)
+        return self.max_calls, calls, self.budget_usd, spent_nano / NANO
 
 
 class RedisSessionStore:
