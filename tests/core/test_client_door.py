@@ -308,6 +308,77 @@ def test_anthropic_bare_client_is_capped_and_priced(otel: Otel) -> None:
     assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
 
 
+def _anthropic_events() -> list[dict[str, Any]]:
+    """A streamed message: 1000 input tokens at its start, 100 output at its end."""
+    start = message("", input_tokens=1000, output_tokens=1, model="model-a")
+    return [
+        {"type": "message_start", "message": {**start, "content": [], "stop_reason": None}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 100},
+        },
+        {"type": "message_stop"},
+    ]
+
+
+@pytest.mark.parametrize("how", ["create(stream=True)", "messages.stream()", "async"])
+def test_anthropic_bare_client_stream_is_booked_from_its_events(how: str, otel: Otel) -> None:
+    # anthropic 2.x makes a stream's iterator on first use (a cached_property): the
+    # guard took such a stream for a plain result without usage, booked every call at
+    # $0 and let it run past an enforced budget.
+    kwargs: dict[str, Any] = {
+        "model": "model-a",
+        "max_tokens": 128,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with serve_anthropic(FakeAnthropic(message("", input_tokens=0, output_tokens=0))) as api:
+        api.stream = _anthropic_events()
+        ran = 0
+        with agent_session(
+            "w", budget_usd=2.5 * ONE_CALL, enforce_budget=True, **otel.kwargs()
+        ) as session:
+            for _ in range(4):
+                try:
+                    if how == "create(stream=True)":
+                        client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
+                        text = "".join(
+                            e.delta.text
+                            for e in client.messages.create(stream=True, **kwargs)
+                            if e.type == "content_block_delta"
+                        )
+                    elif how == "messages.stream()":
+                        client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
+                        with client.messages.stream(**kwargs) as stream:
+                            text = "".join(stream.text_stream)
+                    else:
+
+                        async def read() -> str:
+                            aclient = anthropic.AsyncAnthropic(
+                                base_url=api.url, api_key="k", max_retries=0
+                            )
+                            found = await aclient.messages.create(stream=True, **kwargs)
+                            return "".join(
+                                [
+                                    e.delta.text
+                                    async for e in found
+                                    if e.type == "content_block_delta"
+                                ]
+                            )
+
+                        text = asyncio.run(read())
+                    assert text == "hi"
+                    ran += 1
+                except BudgetExceededError:
+                    break
+    # $0.0045 a call under $0.01125: the third crosses (it ran, then raised), no fourth.
+    assert (ran, len(api.requests)) == (2, 3)
+    assert session.tracker.total_cost() == pytest.approx(3 * ONE_CALL)
+
+
 def test_no_session_no_limits_nothing_counted(api: FakeOpenAI) -> None:
     guard.install_guard(["openai"])
     for _ in range(3):

@@ -17,6 +17,7 @@ tasks never see each other's requests.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -388,9 +389,23 @@ def _unparsed(call: RequestCall, wrapped: list[object]) -> None:
 
 
 def _is_stream(result: object) -> bool:
-    # openai's and anthropic's Stream set both in __init__ (see _streamed_raw on getattr).
+    # openai's Stream sets both in __init__ (see _streamed_raw on getattr); anthropic's
+    # (2.x) makes its iterator on first use, a cached_property of its class.
     found = getattr(result, "__dict__", None)
-    return found is not None and "_iterator" in found and "response" in found
+    if found is None or "response" not in found:
+        return False
+    if "_iterator" in found:
+        return True
+    kind = type(result)
+    lazy = _LAZY_ITERATOR.get(kind)
+    if lazy is None:
+        made = inspect.getattr_static(kind, "_iterator", None)
+        lazy = _LAZY_ITERATOR[kind] = isinstance(made, functools.cached_property)
+    return lazy
+
+
+#: Response types whose stream iterator is made on first use, by type (a handful).
+_LAZY_ITERATOR: dict[type, bool] = {}
 
 
 def finish(
