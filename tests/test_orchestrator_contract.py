@@ -339,3 +339,25 @@ def test_authorize_without_enforcer_and_direct_construction() -> None:
     s.complete()
     assert worker.status == AgentStatus.COMPLETED
     assert s.run_tool("t", lambda: "ok") == "ok"
+
+
+def test_a_session_that_cannot_open_leaves_no_running_worker() -> None:
+    """The contract: list_active() never shows a session that is gone."""
+    registry = AgentRegistry()
+    with pytest.raises(ValueError, match=r"budget_usd must be a finite number in \[0, 1e\+09\]"):
+        Orchestrator(role="w", budget_usd=2e9, registry=registry)  # refused up front now
+    orch = Orchestrator(role="w", registry=registry)
+    orch.budget_usd = float("nan")  # set after construction: refused before any worker
+    with pytest.raises(ValueError, match="got nan"), orch.session():
+        pass
+    assert registry.list_active() == []
+    shared = Orchestrator(role="w2", registry=registry, shared=True)  # no session store
+    with pytest.raises(ValueError, match="shared=True needs a session store"), shared.session():
+        pass
+    assert registry.list_active() == []
+    [worker] = [w for w in registry.get_by_project(None) if w.role == "w2"]
+    assert worker.status == AgentStatus.FAILED
+    assert worker.last_error is not None
+    assert worker.last_error["message"].startswith(
+        "the session could not open: ValueError: shared=True"
+    )

@@ -63,6 +63,7 @@ from .telemetry.limits.errors import (
 )
 from .telemetry.limits.ledger import FleetLevel, Ledger, fleet_levels
 from .telemetry.limits.loops import DEFAULT_LOOP_GUARD, LoopGuard, callable_arguments
+from .telemetry.limits.money import check_budget
 from .telemetry.limits.wrapup import Remaining, check_wrap_up_at, remaining
 from .telemetry.readings.usage_extract import Extracted, extract
 from .usage_tracking import BudgetExceededError, UsageSnapshot, UsageTracker, usd_pair
@@ -108,11 +109,7 @@ def _check_limits(max_iterations: object, budget_usd: object) -> None:
         )
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
-    if budget_usd is not None:
-        if isinstance(budget_usd, bool) or not isinstance(budget_usd, int | float):
-            raise TypeError(f"budget_usd must be a number, got {budget_usd!r}")
-        if not budget_usd >= 0 or budget_usd == float("inf"):
-            raise ValueError(f"budget_usd must be a finite non-negative number, got {budget_usd!r}")
+    check_budget("budget_usd", budget_usd)  # the ledger's own rule, checked up front
 
 
 def failure_class_for(error: BaseException) -> AgentFailureClass:
@@ -974,6 +971,9 @@ class Orchestrator:
         return _SessionContext(self, AsyncOrchestrationSession, self.async_circuit_breaker)
 
     def _new_session(self, cls: type[S], breaker: object) -> S:
+        # Again here: the fields may have been set after construction, and a session
+        # refused at its opening must leave no worker behind.
+        _check_limits(self.max_iterations, self.budget_usd)
         worker = self.registry.create(self.role, self.phase, self.project_id)
         self.registry.transition(worker.worker_id, AgentStatus.INITIALIZING)
         self.registry.transition(worker.worker_id, AgentStatus.RUNNING)
@@ -1023,7 +1023,16 @@ class _SessionContext(Generic[S]):
         session = orch._new_session(self._cls, self._breaker)
         session._managed = True
         source = _take_handoff(orch.registry, orch.role, orch.project_id)
-        session._open_scope(parent=source)
+        try:
+            session._open_scope(parent=source)
+        except BaseException as exc:
+            # It never ran (no store for shared=True, a parent that refused it): its
+            # worker ends here, not left RUNNING in the registry for good.
+            if not session.worker.is_terminal:
+                session.worker.transition(
+                    AgentStatus.FAILED, f"the session could not open: {type(exc).__name__}: {exc}"
+                )
+            raise
         assert session._scope is not None
         self._activation = core.activate(session._scope)
         self._session = session
