@@ -6,8 +6,9 @@ runs the file as shipped, with only the addresses and ``decision_wait`` moved by
 environment variables the file reads (2 s instead of 60 s, so the test is short),
 and exports traces to a real OTLP/gRPC receiver standing in for Tempo
 (tests/export/otlp_receiver.py). 1,000 sessions of the real package go through
-configure() into it: 100 interesting ones (25 with a limit hit, 25 with a failed
-tool, 25 with a loop, 25 above the cost threshold) and 900 plain ones, then one
+configure() into it: 125 interesting ones (25 with a limit hit, 25 with a failed
+tool, 25 with a loop, 25 above the cost threshold, 25 parents whose three cheap
+child sessions cost above it together) and 900 plain ones, then one
 more with a limit hit that tells the test every decision has been made. Every
 interesting trace must arrive, and the plain ones near the stated 10 %.
 """
@@ -36,8 +37,10 @@ SHIPPED = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
 MODEL = "tail-model"
 #: $1 per million input tokens: 600k tokens cost $0.60, above the $0.50 threshold.
 EXPENSIVE = UsageSnapshot(input_tokens=600_000, output_tokens=0)
+#: $0.20: three child sessions of this cost make a $0.60 tree of cheap sessions.
+A_THIRD = UsageSnapshot(input_tokens=200_000, output_tokens=0)
 CHEAP = UsageSnapshot(input_tokens=1_000, output_tokens=100)
-KINDS = ("limit", "error", "loop", "expensive")
+KINDS = ("limit", "error", "loop", "expensive", "tree")
 PER_KIND = 25
 PLAIN = 900
 PERCENT = 10
@@ -129,6 +132,11 @@ def _run_sessions(endpoint: str) -> None:
         with orch.session() as s:
             usage = EXPENSIVE if kind == "expensive" else CHEAP
             s.run_turn(lambda: "ok", model=MODEL, usage=usage)
+            if kind == "tree":
+                # No session spends $0.50 itself; the parent's tree does ($0.60).
+                for _ in range(3):
+                    with Orchestrator(role=kind, **common).session() as child:
+                        child.run_turn(lambda: "ok", model=MODEL, usage=A_THIRD)
             if kind == "error":
                 with contextlib.suppress(RuntimeError):
                     s.run_tool("flaky", _fail)
