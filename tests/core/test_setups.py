@@ -23,6 +23,7 @@ from techrevati.runtime import (
     MaxIterationsExceededError,
     Orchestrator,
     UsageSnapshot,
+    agent_session,
 )
 
 
@@ -187,6 +188,28 @@ def test_bad_orchestrator_arguments_name_the_value() -> None:
         Orchestrator(role="w", phase="p", max_iterations=-2)
     with pytest.raises(ValueError, match="role"):
         Orchestrator(role="", phase="p")
+    # Names go into report tables and log lines; flags that guard money are bools.
+    with pytest.raises(TypeError, match="role must be a string, got int: 3"):
+        Orchestrator(role=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"role must not contain control characters, got 'a\\nb'"):
+        Orchestrator(role="a\nb")
+    with pytest.raises(ValueError, match="role must be a non-empty string, got ' '"):
+        Orchestrator(role=" ")
+    with pytest.raises(TypeError, match="provider_name must be a string, got int: 3"):
+        Orchestrator(role="w", provider_name=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="project_id must be an int or None, got 'x'"):
+        Orchestrator(role="w", project_id="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="enforce_budget must be True or False, got 'no'"):
+        agent_session("w", budget_usd=1.0, enforce_budget="no")
+    with pytest.raises(TypeError, match="shared must be True or False, got 1"):
+        Orchestrator(role="w", shared=1)  # type: ignore[arg-type]
+    # Collaborators: a clear error at construction, not a bare AttributeError at first use.
+    with pytest.raises(TypeError, match="circuit_breaker must be a CircuitBreaker or None"):
+        Orchestrator(role="w", circuit_breaker="api")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="guardrails must be a list of guardrails, got None"):
+        Orchestrator(role="w", guardrails=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"event_sink must be a sink with emit\(\)"):
+        Orchestrator(role="w", event_sink=None)  # type: ignore[arg-type]
     orch = Orchestrator(role="w", phase="p")
     with orch.session() as s, pytest.raises(ValueError, match="-3"):
         s.run_turn(lambda: None, model="m", timeout=-3)

@@ -20,6 +20,7 @@ are listed).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -63,12 +64,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--max-line-mb",
-        type=float,
+        type=_megabytes,
         default=DEFAULT_MAX_LINE_BYTES / (1024 * 1024),
         metavar="MB",
         help="skip lines longer than this (default %(default)g MiB)",
     )
     return parser
+
+
+def _megabytes(text: str) -> float:
+    """A positive, finite number of MiB (argparse reports the error and exits with 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0 or value > _MAX_LINE_MB:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of MiB above 0 and at most {_MAX_LINE_MB:g}, got {text!r}"
+        )
+    return value
+
+
+#: A line longer than this is not a span record anyone wrote: 1 GiB.
+_MAX_LINE_MB = 1024.0
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import logging
 import sys
 import threading
 import time
+import unicodedata
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -110,6 +111,41 @@ def _check_limits(max_iterations: object, budget_usd: object) -> None:
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
     check_budget("budget_usd", budget_usd)  # the ledger's own rule, checked up front
+
+
+def _check_name(field: str, value: object, *, empty: bool) -> None:
+    """A name that goes into spans, metric labels, reports and error messages."""
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a string, got {type(value).__name__}: {value!r}")
+    if not empty and not value.strip():
+        raise ValueError(f"{field} must be a non-empty string, got {value!r}")
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        # A newline or NUL splits report tables and log lines where the name is shown.
+        raise ValueError(f"{field} must not contain control characters, got {value!r}")
+
+
+def _check_collaborators(orch: Orchestrator) -> None:
+    """Each collaborator is what its field says, or a bare AttributeError comes at first use."""
+    expected: tuple[tuple[str, object, type], ...] = (
+        ("circuit_breaker", orch.circuit_breaker, CircuitBreaker),
+        ("async_circuit_breaker", orch.async_circuit_breaker, AsyncCircuitBreaker),
+        ("permissions", orch.permissions, PermissionEnforcer),
+        ("policy_engine", orch.policy_engine, PolicyEngine),
+        ("quality_gate", orch.quality_gate, QualityGate),
+    )
+    for name, value, kind in expected:
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(
+                f"{name} must be a {kind.__name__} or None, got {type(value).__name__}: {value!r}"
+            )
+    if isinstance(orch.guardrails, str | bytes) or not isinstance(orch.guardrails, list | tuple):
+        raise TypeError(f"guardrails must be a list of guardrails, got {orch.guardrails!r}")
+    for name, method in (("event_sink", "emit"), ("usage_sink", "record")):
+        sink = getattr(orch, name)
+        if not callable(getattr(sink, method, None)):
+            raise TypeError(
+                f"{name} must be a sink with {method}(), got {type(sink).__name__}: {sink!r}"
+            )
 
 
 def failure_class_for(error: BaseException) -> AgentFailureClass:
@@ -941,10 +977,19 @@ class Orchestrator:
     _last_tracker: UsageTracker | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.role, str) or not self.role:
-            raise ValueError(f"role must be a non-empty string, got {self.role!r}")
-        if not isinstance(self.phase, str):
-            raise TypeError(f"phase must be a string, got {type(self.phase).__name__}")
+        _check_name("role", self.role, empty=False)
+        _check_name("phase", self.phase, empty=True)
+        _check_name("provider_name", self.provider_name, empty=True)
+        if self.project_id is not None and (
+            isinstance(self.project_id, bool) or not isinstance(self.project_id, int)
+        ):
+            raise TypeError(f"project_id must be an int or None, got {self.project_id!r}")
+        _check_collaborators(self)
+        for flag in ("enforce_budget", "allow_unpriced", "shared"):
+            value = getattr(self, flag)
+            if not isinstance(value, bool):
+                # "no" or "False" would read as True: a flag that guards money is a bool.
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
         _check_limits(self.max_iterations, self.budget_usd)
         _check_estimate(self.call_estimate_usd)
         fleet_levels(self.fleet)

@@ -399,6 +399,9 @@ def register_pricing(model: str, pricing: ModelPricing) -> None:
     """
     if not isinstance(model, str):
         raise TypeError(f"register_pricing: model must be a str, got {type(model).__name__}")
+    if not model.strip():
+        # An empty name is a prefix of every name: it would price every unknown model.
+        raise ValueError(f"register_pricing: model must be a model name, got {model!r}")
     if not isinstance(pricing, ModelPricing):
         raise TypeError(
             f"register_pricing: pricing must be a ModelPricing, got {type(pricing).__name__}"
