@@ -77,6 +77,18 @@ def test_missing_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "cannot read" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1", "many"])
+def test_a_bad_line_limit_is_a_usage_error(
+    value: str, spans_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # nan and inf raised a traceback (exit 1, "some records skipped"); 0 and -1 read
+    # the file with a 1-byte limit and printed an empty report.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(spans_file), "--max-line-mb", value])
+    assert exit_info.value.code == 2
+    assert "argument --max-line-mb: " in capsys.readouterr().err
+
+
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([])

@@ -95,7 +95,12 @@ def test_register_pricing_rejects_bad_prices_and_leaves_table(empty_table: None)
         register_pricing("bad", (1.0, 2.0))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="model must be a str"):
         register_pricing(None, ModelPricing(1.0, 2.0))  # type: ignore[arg-type]
+    # An empty name is a prefix of every name: it would price every unknown model.
+    for blank in ("", "  "):
+        with pytest.raises(ValueError, match=f"model must be a model name, got {blank!r}"):
+            register_pricing(blank, ModelPricing(1.0, 2.0))
     assert dict(PRICING_TABLE) == {"kept": ModelPricing(1.0, 2.0)}
+    assert not has_pricing("gpt-9000")
 
 
 @pytest.mark.parametrize(
