@@ -31,7 +31,7 @@ from opentelemetry.trace import SpanContext, TracerProvider
 
 from .agent_events import AgentEvent, AgentFailureClass
 from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker
-from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker, CircuitOpenError
+from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
 from .guardrails import Guardrail
 from .handoffs import Handoff
 from .permissions import PermissionEnforcer, PermissionOutcome
@@ -52,7 +52,7 @@ from .sinks import (
 )
 from .telemetry import semconv as sc
 from .telemetry.calls import instrument as core
-from .telemetry.calls.failures import reason_text
+from .telemetry.calls.failures import RUNTIME_REFUSALS, reason_text
 from .telemetry.calls.timeouts import await_with_timeout, wait_in_thread
 from .telemetry.limits import membership as core_membership
 from .telemetry.limits.errors import (
@@ -98,7 +98,8 @@ _SCENARIO_TO_FAILURE: dict[FailureScenario, AgentFailureClass] = {
 
 # Errors that are decisions of the runtime, not failures of the model call:
 # they skip recovery bookkeeping.
-_NO_RECOVERY = (CircuitOpenError, TurnTimeoutError, MaxIterationsExceededError, BudgetExceededError)
+#: Runtime decisions, not failures of the call: no recovery scenario.
+_NO_RECOVERY: tuple[type[Exception], ...] = (TurnTimeoutError, *RUNTIME_REFUSALS)
 
 
 def _check_limits(max_iterations: object, budget_usd: object) -> None:

@@ -47,7 +47,7 @@ from ..readings.sdk_attributes import write_known
 from ..readings.tokens import usage_to_attributes
 from . import conventions
 from .content import capture_content, content_text
-from .failures import error_type, record_error
+from .failures import RUNTIME_REFUSALS, error_type, record_error
 from .labels import GLOBAL_LABELS, ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
@@ -231,7 +231,10 @@ class TurnCall:
             return
         self.ended = True
         if self.permit is not None:
-            self.permit.failed(error)
+            if isinstance(error, RUNTIME_REFUSALS):
+                self.permit.released()  # the provider did not fail: no breaker count
+            else:
+                self.permit.failed(error)
             self._note_breaker()
         span = self.span
         if span.is_recording() and self.iteration:
