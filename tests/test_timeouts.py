@@ -618,3 +618,46 @@ def test_async_session_timeout_counts_on_the_breaker() -> None:
 
     assert asyncio.run(main()) == ["timeout", "timeout", "refused"]
     assert cb._state is CircuitState.OPEN
+
+
+def test_a_timed_out_call_that_answers_later_is_booked_once() -> None:
+    """The provider bills a call that answered after we stopped waiting: so does the budget."""
+    import time
+
+    from techrevati.runtime import Orchestrator, UsageSnapshot, register_pricing
+    from techrevati.runtime.pricing import ModelPricing
+
+    register_pricing("late-model", ModelPricing(1_000_000.0, 0.0))  # $1 an input token
+    release = threading.Event()
+    response = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "late-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 0, "total_tokens": 2},
+    }
+
+    def slow(answer: object) -> Callable[[], object]:
+        def call() -> object:
+            release.wait(10)
+            return answer
+
+        return call
+
+    orch = Orchestrator(role="w", budget_usd=10.0, enforce_budget=True)
+    with orch.session() as session:
+        spent = 0.0
+        # $2 read from the late response, then $1 given up front: each booked once.
+        for answer, usage, cost in ((response, None, 2.0), ("text", UsageSnapshot(1, 0), 1.0)):
+            release.clear()
+            with pytest.raises(TurnTimeoutError):
+                session.run_turn(slow(answer), model="late-model", usage=usage, timeout=0.05)
+            assert session.tracker.total_cost() == spent  # nothing booked at the timeout
+            release.set()  # the call answers now, on its worker thread
+            deadline = time.monotonic() + 10  # a hang guard, not a timing assertion
+            while session.tracker.total_cost() == spent and time.monotonic() < deadline:
+                time.sleep(0.01)
+            spent += cost
+            assert session.tracker.total_cost() == spent
+        assert session._ledger.spent == 3.0
+        assert session.summary()["usage"]["turns"] == 2

@@ -749,11 +749,21 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
         """
         _check_turn_arguments(fn, model, usage, estimate_usage, timeout)
         turn = core.TurnCall.begin(self._scope_or_open(), model, usage=usage)
+
+        def late(result: T) -> None:
+            # Timed out, then answered: the provider billed it, so it is booked after all.
+            snapshot, explicit, found = _resolve_usage(result, usage, estimate_usage)
+            turn.book_late(
+                snapshot if explicit else found.usage, explicit=explicit, response_model=found.model
+            )
+
         try:
             token = otel_context.attach(turn.context)
             try:
                 result = (
-                    fn() if timeout is None else wait_in_thread(fn, timeout, self.circuit_breaker)
+                    fn()
+                    if timeout is None
+                    else wait_in_thread(fn, timeout, self.circuit_breaker, late)
                 )
             finally:
                 otel_context.detach(token)

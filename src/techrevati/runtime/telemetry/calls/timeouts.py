@@ -9,8 +9,10 @@ half-open probe re-opens it), and the thread, still running, is counted as
 calls are still running, the breaker refuses new calls with
 ``CircuitOpenError``; calls already admitted when the limit was reached may
 still time out, so the bound is ``max_hung_calls`` plus the calls in flight at
-that moment. A hung call's late result or error is discarded: its outcome was
-already booked as the timeout.
+that moment. A hung call's late error is discarded: its outcome was already
+booked as the timeout. Its late result is handed to ``on_late`` when the caller
+gave one (:func:`wait_in_thread`): a session books what the call used, since
+the provider bills a call that answered after we stopped waiting.
 
 :func:`arun_with_timeout` is the asyncio counterpart: the coroutine is cancelled
 at the timeout (nothing is left running), and the timeout counts as a failure
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import math
 import threading
 from collections.abc import Awaitable, Callable
@@ -93,7 +96,7 @@ def hung_calls(breaker: AnyBreaker | None = None) -> int:
 class _Pending:
     """One call on its worker thread; ``done``/``abandoned`` change under ``_hung_lock``."""
 
-    __slots__ = ("abandoned", "breaker", "done", "error", "finished", "result")
+    __slots__ = ("abandoned", "breaker", "done", "error", "finished", "late", "result")
 
     def __init__(self) -> None:
         self.finished = threading.Event()
@@ -102,6 +105,8 @@ class _Pending:
         self.breaker: AnyBreaker | None = None
         self.result: object = None
         self.error: BaseException | None = None
+        #: Called with the result of a call that returned after its caller gave up.
+        self.late: Callable[[object], None] | None = None
 
 
 def _run(pending: _Pending, ctx: contextvars.Context, call: Callable[[], object]) -> None:
@@ -110,6 +115,7 @@ def _run(pending: _Pending, ctx: contextvars.Context, call: Callable[[], object]
         pending.result = ctx.run(call)
     except BaseException as exc:  # handed to the waiting caller, or dropped if it gave up
         pending.error = exc
+    late: object = _NOT_LATE
     with _hung_lock:
         pending.done = True
         if pending.abandoned:
@@ -117,9 +123,21 @@ def _run(pending: _Pending, ctx: contextvars.Context, call: Callable[[], object]
             breaker = pending.breaker
             if breaker is not None:
                 breaker._hung_calls -= 1
+            if pending.error is None:
+                late = pending.result
             # Nobody will read these; do not keep the late result alive.
             pending.result = pending.error = None
     pending.finished.set()
+    on_late, pending.late = pending.late, None
+    if on_late is not None and late is not _NOT_LATE:
+        try:
+            on_late(late)
+        except Exception:  # on the worker thread: nobody to raise to
+            _log.exception("booking a timed-out call that finished later failed")
+
+
+_NOT_LATE = object()
+_log = logging.getLogger("techrevati.runtime.orchestrator")
 
 
 def _abandon(pending: _Pending, breaker: AnyBreaker | None) -> bool:
@@ -137,7 +155,10 @@ def _abandon(pending: _Pending, breaker: AnyBreaker | None) -> bool:
 
 
 def _start_and_wait(
-    call: Callable[[], object], seconds: float, breaker: AnyBreaker | None
+    call: Callable[[], object],
+    seconds: float,
+    breaker: AnyBreaker | None,
+    on_late: Callable[[object], None] | None = None,
 ) -> _Pending:
     """Run ``call`` on a daemon thread and wait; return the finished call.
 
@@ -146,6 +167,7 @@ def _start_and_wait(
     ``KeyboardInterrupt``) propagates, the thread, if started, counted as hung.
     """
     pending = _Pending()
+    pending.late = on_late
     thread = threading.Thread(
         target=_run,
         args=(pending, contextvars.copy_context(), call),
@@ -175,7 +197,12 @@ def _outcome(pending: _Pending) -> object:
     return pending.result
 
 
-def wait_in_thread(call: Callable[[], T], timeout: float, breaker: AnyBreaker | None = None) -> T:
+def wait_in_thread(
+    call: Callable[[], T],
+    timeout: float,
+    breaker: AnyBreaker | None = None,
+    on_late: Callable[[T], None] | None = None,
+) -> T:
     """Run ``call()`` on a daemon thread, waiting at most ``timeout`` seconds.
 
     Only the waiting and the hung-call accounting: no admission and nothing
@@ -185,7 +212,8 @@ def wait_in_thread(call: Callable[[], T], timeout: float, breaker: AnyBreaker | 
     raises ``TurnTimeoutError(timeout)`` and counts the thread as hung against
     ``breaker`` until it returns, so the breaker's admission refuses while
     ``max_hung_calls`` of them still run. The call's own result or exception is
-    returned or raised as is.
+    returned or raised as is. ``on_late(result)`` runs on the worker thread
+    when a timed-out call returns after all (not when it raises).
 
     Example::
 
@@ -204,7 +232,8 @@ def wait_in_thread(call: Callable[[], T], timeout: float, breaker: AnyBreaker | 
     _check_breaker(breaker)
     if seconds is None:
         return call()
-    return cast(T, _outcome(_start_and_wait(call, seconds, breaker)))
+    late = cast(Callable[[object], None] | None, on_late)
+    return cast(T, _outcome(_start_and_wait(call, seconds, breaker, late)))
 
 
 def run_with_timeout(

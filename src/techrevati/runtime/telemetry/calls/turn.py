@@ -257,6 +257,27 @@ class TurnCall:
         if session is not None and session.on_turn_failed is not None:
             session.on_turn_failed(error)
 
+    def book_late(
+        self,
+        usage: UsageSnapshot | None,
+        *,
+        explicit: bool = False,
+        response_model: str | None = None,
+    ) -> None:
+        """A call that timed out, then returned after all: book what it used, once.
+
+        Its turn already failed (``fail``: the span ended with the timeout and
+        the reservation was freed), but the provider billed the call, so the
+        ledger, the tracker and any fleet holds (kept for this) book it now.
+        """
+        entry = self.entry
+        claim = entry.call if entry is not None else None
+        if claim is None or usage is None or claim.booked_usage:
+            return  # nothing said, or a library span inside it booked it already
+        if claim.inner and not explicit:
+            return  # its result's usage belongs to the calls made inside it
+        claim.leaf.settle(claim, self.model or response_model or "", usage, None, self.provider)
+
     def stop(
         self,
         usage: UsageSnapshot | None,
