@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from techrevati.runtime.circuit_breaker import (
     AsyncCircuitBreaker,
+    BreakerPermit,
     CircuitBreaker,
     CircuitOpenError,
     CircuitState,
@@ -825,3 +826,33 @@ async def test_async_cancelled_probe_releases_permit() -> None:
     assert acb._failure_count == 1  # only the opening failure
     assert await acb.call(_aok) == "ok"
     assert await acb.state() is CLOSED
+
+
+def test_a_refusal_while_the_probe_is_out_says_half_open_on_the_error_and_the_span() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from techrevati.runtime import Orchestrator
+
+    clock = FakeClock()
+    cb = CircuitBreaker("api", failure_threshold=1, recovery_timeout_seconds=5.0, clock=clock)
+    _open_breaker(cb)
+    clock.advance(5.0)
+    probe = BreakerPermit(cb)
+    probe.admit()  # the one half-open probe, still in flight
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    orch = Orchestrator(role="w", circuit_breaker=cb, tracer_provider=provider)
+    with orch.session() as s, pytest.raises(CircuitOpenError) as refused:
+        s.run_turn(lambda: "never", model="m")
+    assert str(refused.value) == (
+        "Circuit breaker 'api' refused the call: it is half-open and its 1 probe call is "
+        "still in flight; it admits calls again once a probe succeeds"
+    )
+    [chat] = [span for span in exporter.get_finished_spans() if span.name == "chat m"]
+    assert chat.attributes is not None
+    assert chat.attributes["techrevati.breaker.state"] == "half_open"
+    probe.succeeded()
+    assert cb.state() is CLOSED

@@ -179,7 +179,15 @@ class _BreakerCore:
             self._half_open_round += 1
             return self._half_open_round
         if self._probe_in_flight >= self.half_open_max_probes:
-            raise CircuitOpenError(self.name)
+            probes = self.half_open_max_probes
+            raise CircuitOpenError(
+                self.name,
+                reason=(
+                    f"it is half-open and its {probes} probe "
+                    f"{'call is' if probes == 1 else 'calls are'} still in flight; it admits "
+                    "calls again once a probe succeeds"
+                ),
+            )
         self._probe_in_flight += 1
         return self._half_open_round
 

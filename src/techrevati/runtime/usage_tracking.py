@@ -269,8 +269,8 @@ class BudgetExceededError(Exception):
             head += (
                 f" Of that, ${usd_text(booked)} was spent and ${usd_text(reserved)} is "
                 "reserved by calls still in flight, each at what it is expected to cost until "
-                "it is booked (a client request that sets no max_tokens is reserved at a "
-                "default output length)."
+                "it is booked: the most its model has cost so far, or what its request asks "
+                "for (a request without max_tokens at a default output length)."
             )
         if site.level == "fleet":
             hint = (
@@ -289,8 +289,8 @@ class BudgetExceededError(Exception):
             hint = "Raise budget_usd, or end the loop before it reaches the budget."
         elif reserved * 2 >= self.current_cost_usd:
             hint = (
-                "Set max_tokens on the requests (they reserve less), let the calls in "
-                "flight finish, or raise budget_usd."
+                "Let the calls in flight finish, set max_tokens on requests that have none "
+                "(they reserve less), or raise budget_usd."
             )
         else:
             hint = (

@@ -34,7 +34,7 @@ from opentelemetry.trace import TracerProvider as APITracerProvider
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ...caller import user_stacklevel
-from ...circuit_breaker import BreakerPermit, CircuitOpenError, CircuitState
+from ...circuit_breaker import BreakerPermit, CircuitOpenError
 from ...pricing import PricedCall, has_pricing, price_call
 from ...usage_tracking import BudgetExceededError, UsageSnapshot
 from .. import semconv as sc
@@ -533,7 +533,8 @@ def refused_span(session: SessionScope | None, model: str, error: BaseException)
     breaker = session.breaker
     if breaker is not None:
         attributes[sc.BREAKER_NAME] = breaker.name
-        attributes[sc.BREAKER_STATE] = CircuitState.OPEN.value
+        # What refused it: open, or half-open with every probe slot taken.
+        attributes[sc.BREAKER_STATE] = BreakerPermit(breaker).state().value
     span = session.tracer.start_span(
         labels.span_name,
         context=membership.parent_for(session),
