@@ -391,8 +391,9 @@ def test_an_async_session_exited_from_another_task_closes_cleanly(otel: Otel) ->
 @pytest.mark.parametrize(
     ("error", "status"),
     [
-        (KeyboardInterrupt, AgentStatus.FAILED),
-        (SystemExit, AgentStatus.FAILED),
+        # Stopped from outside: CANCELLED, as API_CONTRACT.md's "Our change" says.
+        (KeyboardInterrupt, AgentStatus.CANCELLED),
+        (SystemExit, AgentStatus.CANCELLED),
         (GeneratorExit, AgentStatus.CANCELLED),
     ],
 )

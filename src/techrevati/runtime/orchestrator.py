@@ -1112,9 +1112,9 @@ class _SessionContext(Generic[S]):
             elif isinstance(exc, GeneratorExit):
                 session.cancel(detail="session closed early")
             else:
-                # KeyboardInterrupt, SystemExit: the worker must still end in a
-                # terminal state, matching the span's outcome.
-                session.fail(detail=type(exc).__name__, failure_class=AgentFailureClass.UNKNOWN)
+                # KeyboardInterrupt, SystemExit: stopped from outside, like a cancelled
+                # task (the contract's rule), and still in a terminal state.
+                session.cancel(detail=type(exc).__name__)
         finally:
             if self._activation is not None:
                 core.deactivate(self._activation)
