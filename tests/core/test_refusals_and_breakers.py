@@ -1,4 +1,4 @@
-"""Refusals by the runtime itself inside a turn are not failures of the provider.
+"""Refusals by the runtime, and the caller's own bugs after a call, are not failures of the provider.
 
 A turn whose body calls a tool its role may not use, or makes a nested call over
 the cap or the budget, fails with our refusal. Counting that against the breaker
@@ -76,3 +76,27 @@ def test_a_refusal_inside_a_turn_leaves_the_shared_breaker_closed(refusal: str) 
     # Another session of the provider still gets through the breaker.
     with Orchestrator(role="other", circuit_breaker=breaker).session() as other:
         assert other.run_turn(lambda: "ok", model="refusal-model", usage=one)[0] == "ok"
+
+
+def test_a_failing_estimate_usage_is_the_callers_error_and_the_call_is_still_booked() -> None:
+    """The call returned and was billed; the caller's estimate_usage raised after it."""
+    register_pricing("refusal-model", ModelPricing(1_000_000.0, 0.0))  # $1 an input token
+    breaker = CircuitBreaker("api", failure_threshold=1, recovery_timeout_seconds=1000)
+    response = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "refusal-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 0, "total_tokens": 2},
+    }
+
+    def broken(result: object) -> UsageSnapshot:
+        raise KeyError("usage")
+
+    orch = Orchestrator(role="w", budget_usd=10.0, enforce_budget=True, circuit_breaker=breaker)
+    with orch.session() as session:
+        with pytest.raises(KeyError):
+            session.run_turn(lambda: response, model="refusal-model", estimate_usage=broken)
+        assert session.tracker.total_cost() == 2.0  # read from the response it returned
+        assert breaker.state() is CircuitState.CLOSED  # not the provider's failure
+        assert [e.detail for e in session.events if "recovered" in (e.detail or "")] == []

@@ -708,6 +708,26 @@ def _resolve_usage(
 _NOTHING_FOUND = Extracted()
 
 
+def _resolve_or_book(
+    turn: core.TurnCall,
+    result: T,
+    usage: UsageSnapshot | None,
+    estimate_usage: Callable[[T], UsageSnapshot] | None,
+) -> tuple[UsageSnapshot, bool, Extracted]:
+    """``_resolve_usage`` for a call that returned; a failing ``estimate_usage`` is the caller's.
+
+    The provider did its part and billed the call: when ``estimate_usage``
+    raises (or returns something else than a snapshot), the call is booked
+    from what its result says (else as a call without usage) and counts as a
+    success on the breaker, and the caller's error propagates.
+    """
+    try:
+        return _resolve_usage(result, usage, estimate_usage)
+    except Exception:
+        _finish(turn, result, _resolve_usage(result, None, None))
+        raise
+
+
 def _finish(
     turn: core.TurnCall, result: object, resolved: tuple[UsageSnapshot, bool, Extracted]
 ) -> UsageSnapshot:
@@ -767,11 +787,10 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
                 )
             finally:
                 otel_context.detach(token)
-            resolved = _resolve_usage(result, usage, estimate_usage)
         except BaseException as exc:
             turn.fail(exc)
             raise
-        return result, _finish(turn, result, resolved)
+        return result, _finish(turn, result, _resolve_or_book(turn, result, usage, estimate_usage))
 
 
 @dataclass
@@ -805,13 +824,12 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
                 result = await await_with_timeout(coro_factory, timeout)
             finally:
                 otel_context.detach(token)
-            resolved = _resolve_usage(result, usage, estimate_usage)
         except BaseException as exc:
             # aattempt_recovery never awaits (it is attempt_recovery), so the
             # shared synchronous bookkeeping in fail() is exact here too.
             turn.fail(exc)
             raise
-        return result, _finish(turn, result, resolved)
+        return result, _finish(turn, result, _resolve_or_book(turn, result, usage, estimate_usage))
 
     async def arun_tool(
         self,
