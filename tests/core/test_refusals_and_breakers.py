@@ -1,4 +1,4 @@
-"""Refusals by the runtime, and the caller's own bugs after a call, are not failures of the provider.
+"""Runtime refusals and the caller's own bugs after a call are not failures of the provider.
 
 A turn whose body calls a tool its role may not use, or makes a nested call over
 the cap or the budget, fails with our refusal. Counting that against the breaker

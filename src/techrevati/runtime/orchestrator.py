@@ -12,6 +12,8 @@ recovery bookkeeping, permissions and guardrails around those calls.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import contextvars
 import logging
 import sys
@@ -30,7 +32,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanContext, TracerProvider
 
 from .agent_events import AgentEvent, AgentFailureClass
-from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker
+from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker, InvalidTransitionError
 from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
 from .guardrails import Guardrail
 from .handoffs import Handoff
@@ -158,25 +160,53 @@ def failure_class_for(error: BaseException) -> AgentFailureClass:
 
 # --- handoff links -------------------------------------------------------------
 # A handoff's target session usually opens later, from another Orchestrator that
-# shares the registry. Remember the source span per (registry, role, project) so
-# the target's span links to it and joins its trace.
+# shares the registry. Remember, per (registry, role, project) and in order, the
+# source span (the target's span links to it and joins its trace) and the worker
+# the handoff registered for the target (the session that takes the handoff up
+# ends it, so list_active() does not show a placeholder next to the real worker).
+_Pending = tuple[SpanContext | None, str]
 _pending_handoffs: weakref.WeakKeyDictionary[
-    AgentRegistry, dict[tuple[str, int | None], SpanContext]
+    AgentRegistry, dict[tuple[str, int | None], collections.deque[_Pending]]
 ] = weakref.WeakKeyDictionary()
 _handoff_lock = threading.Lock()
+#: Handoffs remembered per target role and project (the oldest give way).
+_PENDING_PER_TARGET = 256
 
 
 def _remember_handoff(
-    registry: AgentRegistry, role: str, project_id: int | None, source: SpanContext
+    registry: AgentRegistry,
+    role: str,
+    project_id: int | None,
+    source: SpanContext | None,
+    worker_id: str,
 ) -> None:
     with _handoff_lock:
-        _pending_handoffs.setdefault(registry, {})[(role, project_id)] = source
+        queue = _pending_handoffs.setdefault(registry, {}).setdefault(
+            (role, project_id), collections.deque(maxlen=_PENDING_PER_TARGET)
+        )
+        queue.append((source, worker_id))
 
 
-def _take_handoff(registry: AgentRegistry, role: str, project_id: int | None) -> SpanContext | None:
+def _take_handoff(registry: AgentRegistry, role: str, project_id: int | None) -> _Pending | None:
     with _handoff_lock:
         pending = _pending_handoffs.get(registry)
-        return pending.pop((role, project_id), None) if pending else None
+        if not pending:
+            return None
+        queue = pending.get((role, project_id))
+        if not queue:
+            return None
+        taken = queue.popleft()
+        if not queue:
+            del pending[(role, project_id)]
+        return taken
+
+
+def _take_up(registry: AgentRegistry, worker_id: str, by: str) -> None:
+    """End the worker a handoff registered, now that a session of its role runs."""
+    placeholder = registry.get(worker_id)
+    if placeholder is not None and placeholder.status is AgentStatus.INITIALIZING:
+        with contextlib.suppress(InvalidTransitionError):  # ended meanwhile
+            registry.transition(worker_id, AgentStatus.CANCELLED, f"taken up by {by}")
 
 
 # --- sessions ------------------------------------------------------------------
@@ -547,6 +577,10 @@ class _SessionBase(Generic[B]):
 
             handoff = session.handoff_to("editor", reason="needs review")
         """
+        _check_name("target_role", target_role, empty=False)
+        if self.worker.status is AgentStatus.WAITING_FOR_INPUT:
+            # Checked before the target is registered: a refused handoff leaves nothing.
+            raise InvalidTransitionError(AgentStatus.WAITING_FOR_INPUT, AgentStatus.COMPLETED)
         ctx = dict(context) if context is not None else {}
         # Windowed: a handoff target nobody ever starts is dropped with the
         # finished workers instead of staying in the registry for good.
@@ -584,9 +618,13 @@ class _SessionBase(Generic[B]):
             if said is not None:
                 attributes["techrevati.handoff.reason"] = said
             core.session_event(scope, sc.EVENT_HANDOFF, attributes)
-            _remember_handoff(
-                self.registry, target_role, self.project_id, scope.span.get_span_context()
-            )
+        _remember_handoff(
+            self.registry,
+            target_role,
+            self.project_id,
+            scope.span.get_span_context() if scope is not None else None,
+            target.worker_id,
+        )
         logger.info(
             "handoff_issued",
             extra=self._log_extra(
@@ -1096,9 +1134,9 @@ class _SessionContext(Generic[S]):
         orch = self._orch
         session = orch._new_session(self._cls, self._breaker)
         session._managed = True
-        source = _take_handoff(orch.registry, orch.role, orch.project_id)
+        handoff = _take_handoff(orch.registry, orch.role, orch.project_id)
         try:
-            session._open_scope(parent=source)
+            session._open_scope(parent=handoff[0] if handoff is not None else None)
         except BaseException as exc:
             # It never ran (no store for shared=True, a parent that refused it): its
             # worker ends here, not left RUNNING in the registry for good.
@@ -1108,6 +1146,8 @@ class _SessionContext(Generic[S]):
                 )
             raise
         assert session._scope is not None
+        if handoff is not None:
+            _take_up(orch.registry, handoff[1], session.worker.worker_id)
         self._activation = core.activate(session._scope)
         self._session = session
         return session
