@@ -856,3 +856,23 @@ def test_a_refusal_while_the_probe_is_out_says_half_open_on_the_error_and_the_sp
     assert chat.attributes["techrevati.breaker.state"] == "half_open"
     probe.succeeded()
     assert cb.state() is CLOSED
+
+
+def test_the_session_span_carries_the_breaker_as_it_stands_at_the_end() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from techrevati.runtime import Orchestrator
+
+    cb = CircuitBreaker("api", failure_threshold=1, recovery_timeout_seconds=60.0)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    orch = Orchestrator(role="w", circuit_breaker=cb, tracer_provider=provider)
+    with orch.session() as s, contextlib.suppress(RuntimeError):
+        s.run_turn(lambda: (_ for _ in ()).throw(RuntimeError("provider down")), model="m")
+    [session] = [span for span in exporter.get_finished_spans() if span.name == "invoke_agent w"]
+    assert session.attributes is not None
+    assert session.attributes["techrevati.breaker.name"] == "api"
+    assert session.attributes["techrevati.breaker.state"] == "open"

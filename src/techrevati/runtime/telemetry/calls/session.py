@@ -26,7 +26,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
-from ...circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
+from ...circuit_breaker import AsyncCircuitBreaker, BreakerPermit, CircuitBreaker
 from ...guardrails import Guardrail
 from ...permissions import PermissionOutcome
 from ...usage_tracking import UsageSnapshot
@@ -365,6 +365,15 @@ def close_session(
             **conventions.session_attributes(cost, ledger.max_iterations, ledger.iterations),
         }
     )
+    breaker = scope.breaker
+    if breaker is not None:
+        # The breaker this session's calls went through, as it stands when the session ends.
+        span.set_attributes(
+            {
+                sc.BREAKER_NAME: breaker.name,
+                sc.BREAKER_STATE: BreakerPermit(breaker).state().value,
+            }
+        )
     if scope.shared is not None:
         _close_shared(scope, ledger)
     if outcome == sc.OUTCOME_COMPLETED:

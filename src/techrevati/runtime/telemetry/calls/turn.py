@@ -532,9 +532,13 @@ def refused_span(session: SessionScope | None, model: str, error: BaseException)
     attributes: dict[str, object] = {**labels.base, **session.span_stamp}
     breaker = session.breaker
     if breaker is not None:
+        state = BreakerPermit(breaker).state().value
         attributes[sc.BREAKER_NAME] = breaker.name
         # What refused it: open, or half-open with every probe slot taken.
-        attributes[sc.BREAKER_STATE] = BreakerPermit(breaker).state().value
+        attributes[sc.BREAKER_STATE] = state
+        session.instruments.breaker_state.set(
+            sc.BREAKER_STATE_VALUE.get(state, 0), {sc.BREAKER_NAME: bounded_name(breaker.name)}
+        )
     span = session.tracer.start_span(
         labels.span_name,
         context=membership.parent_for(session),
