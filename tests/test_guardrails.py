@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import typing
 from dataclasses import FrozenInstanceError, dataclass, field
 from typing import Any
@@ -285,3 +286,54 @@ def test_guardrails_see_the_normalised_tool_name(tool: str) -> None:
 def test_guardrail_helpers_reject_non_string_tool() -> None:
     with pytest.raises(TypeError, match="tool name must be a str, got 3"):
         run_pre_checks([AllowAllGuardrail()], role="r", tool=3)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Answers:
+    """A guardrail whose check_pre returns what it is given, or raises it."""
+
+    answer: object
+    name: str = "odd"
+
+    def check_pre(self, *, role: str, tool: str) -> Any:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    def check_post(self, value: Any, *, role: str, tool: str) -> Any:
+        return GuardrailOutcome(allowed=True)
+
+
+@pytest.mark.parametrize("answer", [None, True, {"allowed": True}])
+def test_a_guardrail_that_answers_something_else_is_named(answer: object) -> None:
+    with pytest.raises(TypeError) as refused:
+        run_pre_checks([_Answers(answer)], role="r", tool="t")  # type: ignore[list-item]
+    assert str(refused.value) == (
+        f"guardrail 'odd': check_pre must return a GuardrailOutcome, "
+        f"got {type(answer).__name__}: {answer!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("guard", "outcome"),
+    [(None, "none"), (GuardrailOutcome(allowed=True), "passed"), (RuntimeError("down"), "error")],
+)
+def test_the_tool_span_says_what_the_guardrails_did(guard: object, outcome: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from techrevati.runtime import Orchestrator
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    rails = [] if guard is None else [_Answers(guard)]
+    orch = Orchestrator(role="r", guardrails=rails, tracer_provider=provider)  # type: ignore[arg-type]
+    ran: list[str] = []
+    with orch.session() as session, contextlib.suppress(RuntimeError):
+        session.run_tool("t", lambda: ran.append("t"))
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "execute_tool t"]
+    assert span.attributes is not None
+    assert span.attributes["techrevati.guardrail.outcome"] == outcome
+    assert ran == ([] if outcome == "error" else ["t"])  # a raising guardrail fails closed

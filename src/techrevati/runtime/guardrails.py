@@ -158,7 +158,7 @@ def run_pre_checks(guardrails: Iterable[Guardrail], *, role: str, tool: str) -> 
     """
     key = normalize_tool_name(tool)
     for g in guardrails:
-        outcome = g.check_pre(role=role, tool=key)
+        outcome = _checked(g, "check_pre", g.check_pre(role=role, tool=key))
         if not outcome.allowed:
             raise GuardrailViolatedError(
                 outcome, guardrail=_label(g), role=role, tool=tool, stage="pre"
@@ -169,11 +169,21 @@ def run_post_checks(guardrails: Iterable[Guardrail], value: Any, *, role: str, t
     """Run ``check_post`` on each guardrail in order (``tool`` normalised); raise on refusal."""
     key = normalize_tool_name(tool)
     for g in guardrails:
-        outcome = g.check_post(value, role=role, tool=key)
+        outcome = _checked(g, "check_post", g.check_post(value, role=role, tool=key))
         if not outcome.allowed:
             raise GuardrailViolatedError(
                 outcome, guardrail=_label(g), role=role, tool=tool, stage="post"
             )
+
+
+def _checked(guardrail: Guardrail, method: str, outcome: object) -> GuardrailOutcome:
+    """A guardrail's answer, or a TypeError naming it (the tool then does not run)."""
+    if not isinstance(outcome, GuardrailOutcome):
+        raise TypeError(
+            f"guardrail {_label(guardrail)!r}: {method} must return a GuardrailOutcome, "
+            f"got {type(outcome).__name__}: {outcome!r}"
+        )
+    return outcome
 
 
 _ALLOW = GuardrailOutcome(allowed=True)

@@ -134,6 +134,8 @@ PERMISSION_DENY: Final = "deny"
 GUARDRAIL_PASSED: Final = "passed"
 GUARDRAIL_BLOCKED: Final = "blocked"
 GUARDRAIL_NONE: Final = "none"
+#: A guardrail raised instead of answering (the tool did not run).
+GUARDRAIL_ERROR: Final = "error"
 LIMIT_BUDGET: Final = "budget"
 LIMIT_ITERATIONS: Final = "max_iterations"
 LIMIT_UNPRICED: Final = "unpriced"

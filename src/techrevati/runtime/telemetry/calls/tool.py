@@ -14,6 +14,7 @@ Tool calls never count against the iteration cap or the budget.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,8 @@ class ToolCall:
     started: float
     entry: SpanEntry | None
     decision: str = sc.PERMISSION_ALLOW
+    #: What the guardrails said so far: none ran, all passed, or one raised.
+    guarded: str = sc.GUARDRAIL_NONE
     ended: bool = False
     #: The session's loop watch and this call's fingerprint (None: not watched).
     watch: LoopWatch | None = None
@@ -153,8 +156,8 @@ class ToolCall:
             outcome = session.authorize(self.name)
         self._note_permission(outcome)
         if not outcome.allowed:
-            raise PermissionDeniedError(outcome)
-        run_pre_checks(session.guardrails, role=session.role, tool=self.name)
+            raise PermissionDeniedError(outcome)  # no guardrail ran: "none"
+        self._guard(lambda: run_pre_checks(session.guardrails, role=session.role, tool=self.name))
         key, watch = self.loop_key, self.watch
         if key is not None and watch is not None:
             try:
@@ -181,7 +184,22 @@ class ToolCall:
         """Post-guardrails on a result (or one streamed item); raises on a violation."""
         session = self.session
         if session is not None and session.guardrails:
-            run_post_checks(session.guardrails, value, role=session.role, tool=self.name)
+            guardrails, role = session.guardrails, session.role
+            self._guard(lambda: run_post_checks(guardrails, value, role=role, tool=self.name))
+
+    def _guard(self, checks: Callable[[], None]) -> None:
+        """Run the guardrails' checks, noting what they said for the span."""
+        session = self.session
+        if session is None or not session.guardrails:
+            return
+        try:
+            checks()
+        except GuardrailViolatedError:
+            raise  # "blocked", written with the guardrail's name when the span ends
+        except Exception:
+            self.guarded = sc.GUARDRAIL_ERROR
+            raise
+        self.guarded = sc.GUARDRAIL_PASSED
 
     def finish(self, result: object = None, *, whole: bool = True) -> None:
         """The tool returned (its result already checked).
@@ -234,11 +252,7 @@ class ToolCall:
                 },
             )
         elif recording:
-            checked = session is not None and bool(session.guardrails)
-            write_known(
-                span,
-                {sc.GUARDRAIL_OUTCOME: sc.GUARDRAIL_PASSED if checked else sc.GUARDRAIL_NONE},
-            )
+            write_known(span, {sc.GUARDRAIL_OUTCOME: self.guarded})
         if error is not None:
             labels[sc.ERROR_TYPE] = error_type(error)
             record_error(span, error)
