@@ -58,3 +58,17 @@ def test_a_handoff_needs_a_target_role(target: object, error: type[Exception]) -
             session.handoff_to(target, reason="r")  # type: ignore[arg-type]
         assert session.worker.status is AgentStatus.RUNNING
     assert [w.role for w in session.registry.get_by_project(9)] == ["src"]
+
+
+def test_a_handoff_context_json_cannot_carry_still_leaves_summary_json() -> None:
+    import datetime
+    import json
+
+    with Orchestrator(role="j").session() as session:
+        context = {"when": datetime.datetime(2026, 1, 1), "ids": {2, 1}, "pair": (1, "a")}
+        handoff = session.handoff_to("k", "why", context=context)
+    assert handoff.context == context  # the caller's own objects, as given
+    summary = json.loads(json.dumps(session.summary()))
+    data = summary["agent_events"][-1]["data"]["handoff"]["context"]
+    assert data == {"when": "2026-01-01T00:00:00", "ids": [1, 2], "pair": [1, "a"]}
+    assert json.loads(session.events[-1].to_json())["data"]["handoff"]["context"] == data

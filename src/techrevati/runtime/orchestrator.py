@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import datetime
 import logging
 import sys
 import threading
@@ -606,7 +607,7 @@ class _SessionBase(Generic[B]):
         self._emit_event(
             AgentEvent.completed(
                 self.role, self.phase, detail=f"handoff → {target_role}: {reason}"
-            ).with_data({"handoff": handoff.to_dict()})
+            ).with_data({"handoff": _json_safe(handoff.to_dict())})
         )
         scope = self._scope
         if scope is not None:
@@ -685,6 +686,26 @@ class _SessionBase(Generic[B]):
             "recovery_events": [e.to_dict() for e in self.recovery.events],
             "agent_events": [e.to_dict() for e in self.events],
         }
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` as JSON can carry it: events go to sinks and into ``summary()``.
+
+    A handoff's context is the caller's; a datetime or a set in it made
+    ``json.dumps(session.summary())`` and ``AgentEvent.to_json()`` raise.
+    Dates become ISO text, sets and tuples lists, anything else its ``repr``.
+    """
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_json_safe(v) for v in value), key=repr)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return repr(value)
 
 
 def _loop_arguments(fn: object, arguments: object) -> object:
