@@ -16,6 +16,7 @@ import collections
 import contextlib
 import contextvars
 import datetime
+import inspect
 import logging
 import sys
 import threading
@@ -146,9 +147,17 @@ def _check_collaborators(orch: Orchestrator) -> None:
         raise TypeError(f"guardrails must be a list of guardrails, got {orch.guardrails!r}")
     for name, method in (("event_sink", "emit"), ("usage_sink", "record")):
         sink = getattr(orch, name)
-        if not callable(getattr(sink, method, None)):
+        bound = getattr(sink, method, None)
+        if not callable(bound):
             raise TypeError(
                 f"{name} must be a sink with {method}(), got {type(sink).__name__}: {sink!r}"
+            )
+        if inspect.iscoroutinefunction(bound):
+            # Called without await, it would only make a coroutine nobody runs.
+            raise TypeError(
+                f"{name}.{method} is a coroutine function ({type(sink).__name__}); sinks are "
+                "called synchronously, on the thread that makes the call: make it a plain "
+                "method (for asyncio, hand the item to a queue your loop reads)"
             )
 
 
