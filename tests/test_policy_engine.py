@@ -336,3 +336,30 @@ def test_seed_usage() -> None:
     assert engine.evaluate(ctx) == [PolicyActionData(PolicyAction.ADVANCE_PHASE)]
     ctx.quality_level = QualityLevel.MINIMAL
     assert engine.evaluate(ctx) == []
+
+
+def test_bad_policy_input_is_refused_naming_it() -> None:
+    """A NaN score or threshold compares false with everything: a rule would never fire."""
+    import math
+
+    from techrevati.runtime import Orchestrator
+    from techrevati.runtime.quality_gate import QualityGate
+
+    with pytest.raises(ValueError, match="GateBelow threshold must be a number"):
+        GateBelow(math.nan)
+    with pytest.raises(ValueError, match="CostExceeded budget_usd must be a number >= 0"):
+        CostExceeded(-1)
+    with pytest.raises(TypeError, match="TimedOut seconds must be a number, got 'x'"):
+        TimedOut("x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="condition must be a PolicyCondition, got None"):
+        PolicyRule("r", None, [])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="priority must be an int, got 'high'"):
+        PolicyRule("r", GateBelow(1.0), [], priority="high")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="required_level must be a QualityLevel, got 'STRICT'"):
+        QualityGate("STRICT")  # type: ignore[arg-type]
+    engine = PolicyEngine([PolicyRule("low", GateBelow(50.0), [], 1)])
+    with Orchestrator(role="w", policy_engine=engine).session() as session:
+        with pytest.raises(ValueError, match="gate_score must be a number \\(not NaN\\), got nan"):
+            session.evaluate_policy(gate_score=math.nan)
+        with pytest.raises(TypeError, match="completed_roles must be a collection of role names"):
+            session.evaluate_policy(completed_roles="abc")  # type: ignore[arg-type]

@@ -39,7 +39,13 @@ from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
 from .guardrails import Guardrail
 from .handoffs import Handoff
 from .permissions import PermissionEnforcer, PermissionOutcome
-from .policy_engine import PhaseContext, PolicyActionData, PolicyEngine
+from .policy_engine import (
+    PhaseContext,
+    PolicyActionData,
+    PolicyEngine,
+    check_number,
+    check_roles,
+)
 from .quality_gate import QualityGate, QualityGateOutcome, QualityLevel
 from .retry_policy import (
     FailureScenario,
@@ -524,14 +530,21 @@ class _SessionBase(Generic[B]):
         """Evaluate the policy engine against this session's state (no events)."""
         if self.policy_engine is None:
             return []
+        # A NaN score (an evaluation that failed) would skip every GateBelow rule unseen.
+        check_number("gate_score", gate_score)
+        check_number("gate_threshold", gate_threshold)
+        if elapsed_seconds is not None:
+            check_number("elapsed_seconds", elapsed_seconds, minimum=0.0)
+        if quality_level is not None and not isinstance(quality_level, QualityLevel):
+            raise TypeError(f"quality_level must be a QualityLevel or None, got {quality_level!r}")
         ctx = PhaseContext(
             phase=self.phase,
             quality_level=quality_level,
             gate_score=gate_score,
             gate_threshold=gate_threshold,
-            completed_roles=set(completed_roles or ()),
-            failed_roles=set(failed_roles or ()),
-            all_roles=set(all_roles or ()),
+            completed_roles=check_roles("completed_roles", completed_roles),
+            failed_roles=check_roles("failed_roles", failed_roles),
+            all_roles=check_roles("all_roles", all_roles),
             elapsed_seconds=(
                 elapsed_seconds
                 if elapsed_seconds is not None

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -77,6 +78,30 @@ class PhaseContext:
     total_cost_usd: float = 0.0
 
 
+def check_number(name: str, value: object, *, minimum: float | None = None) -> float:
+    """A number a policy compares with: NaN compares false with everything, so a NaN
+    threshold or score would silently never (or always) match. Raises naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if math.isnan(value) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum:g}"
+        raise ValueError(f"{name} must be a number{bound} (not NaN), got {value!r}")
+    return value
+
+
+def check_roles(name: str, value: object) -> set[str]:
+    """A set of role names (None: empty); a lone string would read as its letters."""
+    if value is None:
+        return set()
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a collection of role names, got {value!r}")
+    roles = set(value)
+    for role in roles:
+        if not isinstance(role, str):
+            raise TypeError(f"{name} holds role names (str), got {role!r}")
+    return roles
+
+
 class PolicyCondition:
     """Base class for conditions; subclasses override :meth:`matches`.
 
@@ -124,6 +149,8 @@ class QualityAt(PolicyCondition):
     """Matches when the observed quality level is at least ``level`` (``None`` never does)."""
 
     def __init__(self, level: QualityLevel) -> None:
+        if not isinstance(level, QualityLevel):
+            raise TypeError(f"QualityAt level must be a QualityLevel, got {level!r}")
         self.level = level
 
     def matches(self, ctx: PhaseContext) -> bool:
@@ -162,7 +189,7 @@ class GateBelow(PolicyCondition):
     """Matches when the gate score is strictly below ``threshold``."""
 
     def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
+        self.threshold = check_number("GateBelow threshold", threshold)
 
     def matches(self, ctx: PhaseContext) -> bool:
         return ctx.gate_score < self.threshold
@@ -190,7 +217,7 @@ class TimedOut(PolicyCondition):
     """Matches when elapsed time is strictly greater than ``seconds``."""
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+        self.seconds = check_number("TimedOut seconds", seconds, minimum=0.0)
 
     def matches(self, ctx: PhaseContext) -> bool:
         return ctx.elapsed_seconds > self.seconds
@@ -213,7 +240,7 @@ class CostExceeded(PolicyCondition):
     """Matches when the total cost is strictly greater than ``budget_usd``."""
 
     def __init__(self, budget_usd: float) -> None:
-        self.budget_usd = budget_usd
+        self.budget_usd = check_number("CostExceeded budget_usd", budget_usd, minimum=0.0)
 
     def matches(self, ctx: PhaseContext) -> bool:
         return ctx.total_cost_usd > self.budget_usd
@@ -278,6 +305,17 @@ class PolicyRule:
     condition: PolicyCondition
     actions: list[PolicyActionData]
     priority: int = 50
+
+    def __post_init__(self) -> None:
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise TypeError(
+                f"PolicyRule {self.name!r}: priority must be an int, got {self.priority!r}"
+            )
+        if not isinstance(self.condition, PolicyCondition):
+            raise TypeError(
+                f"PolicyRule {self.name!r}: condition must be a PolicyCondition, "
+                f"got {self.condition!r}"
+            )
 
 
 class PolicyEngine:

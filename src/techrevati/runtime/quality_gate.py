@@ -80,8 +80,16 @@ class QualityGate:
 
     required_level: QualityLevel
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.required_level, QualityLevel):
+            raise TypeError(
+                f"QualityGate required_level must be a QualityLevel, got {self.required_level!r}"
+            )
+
     def evaluate(self, observed: QualityLevel | None) -> QualityGateOutcome:
         """Compare ``observed`` with the required level; ``None`` never satisfies."""
+        if observed is not None and not isinstance(observed, QualityLevel):
+            raise TypeError(f"observed must be a QualityLevel or None, got {observed!r}")
         satisfied = observed is not None and observed >= self.required_level
         return QualityGateOutcome(satisfied, self.required_level, observed)
 
