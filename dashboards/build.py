@@ -74,11 +74,15 @@ ERRORS = 'error_type!=""'
 
 TOTAL_NOTE = (
     " Counted over the dashboard's time range as each series' last value minus its "
-    "value just before the range (zero for a series that first appears inside it). "
-    "increase() would miss the first sample of a counter, so a short-lived script "
-    "that exported once would show nothing; this form keeps it."
+    "value just before the range (all of it for a series that first appears inside it; "
+    "increase() for a counter that restarted). increase() alone would miss the first "
+    "sample of a counter, so a short-lived script that exported once would show nothing."
 )
 RATE_NOTE = " Per-second rate over $__rate_interval."
+#: Limit hits that refused calls: a soft budget crossed is reported with enforced="false".
+#: (!= rather than =: a series from before the label existed still counts.)
+ENFORCED = 'techrevati_limit_enforced!="false"'
+
 BUDGET_HITS_TEXT = (
     "Sessions stopped by their budget_usd: one hit per stop, whether the call that crossed it "
     "raised at once or (a call of another instrumentation, booked at its end) the next call "
@@ -102,11 +106,20 @@ def by(labels: Sequence[str]) -> str:
 
 
 def total(metric: str, *matchers: str, group: Sequence[str] = ()) -> str:
-    """A counter's growth over the dashboard range, first sample included."""
+    """A counter's growth over the dashboard range, per series, first sample included.
+
+    A series first seen inside the range counts its last value (increase() would
+    miss its first sample); one seen before counts its last value minus the one
+    before the range, or, when that is negative (the process restarted and its
+    counter began again: the scrape path), increase(), which follows resets.
+    """
     s = sel(metric, *matchers)
     last = f"last_over_time({s}[$__range])"
     before = f"last_over_time({s}[$__range] offset $__range)"
-    return f"sum{by(group)} ({last} - ({before} or {last} * 0))"
+    return (
+        f"sum{by(group)} (({last} unless {before}) or ({last} - {before} >= 0) "
+        f"or increase({s}[$__range]))"
+    )
 
 
 def per_second(metric: str, *matchers: str, group: Sequence[str] = ()) -> str:
@@ -1452,9 +1465,10 @@ def budgets() -> dict[str, Any]:
         count_stat(
             lay,
             "Refusals",
-            "Calls refused by any limit: budget, iteration cap, unpriced model, fleet budget "
-            "or fleet call rate." + TOTAL_NOTE,
-            total(LIMIT_HITS, *f_agent),
+            "Limits that stopped calls, once per session and limit: budget, iteration cap, "
+            "unpriced model, loop, fleet budget or fleet call rate. A soft budget (no "
+            "enforce_budget) that was crossed refused nothing and is not counted." + TOTAL_NOTE,
+            total(LIMIT_HITS, *f_agent, ENFORCED),
         ),
         stat(
             lay,
@@ -1563,11 +1577,11 @@ def budgets() -> dict[str, Any]:
         timeseries(
             lay,
             "Refusals per second by limit kind",
-            "Calls refused per second by limit kind: budget, max_iterations, unpriced, "
-            "fleet_budget, fleet_calls." + RATE_NOTE,
+            "Limits that stopped calls, per second, by kind: budget, max_iterations, "
+            "unpriced, loop, fleet_budget, fleet_calls (soft budgets left out)." + RATE_NOTE,
             [
                 (
-                    per_second(LIMIT_HITS, *f_agent, group=["techrevati_limit_kind"]),
+                    per_second(LIMIT_HITS, *f_agent, ENFORCED, group=["techrevati_limit_kind"]),
                     "{{techrevati_limit_kind}}",
                 )
             ],
@@ -1578,9 +1592,10 @@ def budgets() -> dict[str, Any]:
         bargauge(
             lay,
             "Refusals by limit kind",
-            "Calls refused per limit kind over the whole time range (budget, max_iterations, "
-            "unpriced, fleet_budget, fleet_calls)." + TOTAL_NOTE,
-            total(LIMIT_HITS, *f_agent, group=["techrevati_limit_kind"]),
+            "Limits that stopped calls per kind over the whole time range (budget, "
+            "max_iterations, unpriced, loop, fleet_budget, fleet_calls; soft budgets left "
+            "out)." + TOTAL_NOTE,
+            total(LIMIT_HITS, *f_agent, ENFORCED, group=["techrevati_limit_kind"]),
             "{{techrevati_limit_kind}}",
             "none",
             w=12,

@@ -280,3 +280,41 @@ def test_explicit_provider_still_sees_third_party_spans_on_the_global_one() -> N
         """
     )
     assert result == {"sent": 2, "turns": 2, "cost": 0.002}
+
+
+def test_a_soft_budget_hit_says_it_refused_nothing() -> None:
+    """The refusal panels count hits with techrevati.limit.enforced other than false."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from techrevati.runtime import ModelPricing, register_pricing
+
+    register_pricing("soft-model", ModelPricing(1_000_000.0, 0.0))
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    one = UsageSnapshot(input_tokens=1, output_tokens=0)
+    for enforce in (False, True):
+        orch = Orchestrator(
+            role="soft" if not enforce else "hard",
+            budget_usd=0.5,
+            enforce_budget=enforce,
+            meter_provider=meters,
+        )
+        with orch.session() as s:
+            try:
+                s.run_turn(lambda: "x", model="soft-model", usage=one)  # $1 crosses $0.50
+            except BudgetExceededError:
+                assert enforce
+    data = reader.get_metrics_data()
+    hits = {
+        (
+            dict(p.attributes or {})["gen_ai.agent.name"],
+            dict(p.attributes or {})["techrevati.limit.enforced"],
+        )
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "techrevati.limit.hits"
+        for p in m.data.data_points
+    }
+    assert hits == {("soft", False), ("hard", True)}

@@ -180,7 +180,14 @@ def check_expr(expr: str, description: str, legend: str = "") -> list[str]:
             parent = parents[-1] if parents else None
             if kinds & {"counter", "bucket", "sum", "count"}:
                 if isinstance(parent, Call) and parent.func in RATE_FUNCS:
-                    if node.range != "$__rate_interval":
+                    # increase() over the range is the range total's third part: a
+                    # restarted counter (scrape path), in a panel that explains totals.
+                    range_total = (
+                        parent.func == "increase"
+                        and node.range == "$__range"
+                        and TOTAL_EXPLANATION.search(description) is not None
+                    )
+                    if node.range != "$__rate_interval" and not range_total:
                         problems.append(
                             f"{parent.func}() over [{node.range}]: use [$__rate_interval]"
                         )
@@ -196,9 +203,10 @@ def check_expr(expr: str, description: str, legend: str = "") -> list[str]:
                         f"counter {node.name_matchers()[0].value!r} used {where}: counters only "
                         "inside rate()/increase() or the last_over_time(...[$__range]) total"
                     )
-            if "bucket" in kinds and not (
-                _range_total_ok(node, parents) and _summed_by_le(parents)
-            ):
+            in_range_total = _range_total_ok(node, parents) or (
+                isinstance(parent, Call) and parent.func == "increase" and node.range == "$__range"
+            )
+            if "bucket" in kinds and not (in_range_total and _summed_by_le(parents)):
                 problems += _check_bucket_chain(parents)
             if "gauge" in kinds and isinstance(parent, Call) and parent.func in RATE_FUNCS:
                 problems.append("rate() of a gauge")

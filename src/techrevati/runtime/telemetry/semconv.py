@@ -91,6 +91,8 @@ BREAKER_STATE: Final = "techrevati.breaker.state"
 PHASE: Final = "techrevati.phase"
 PROJECT_ID: Final = "techrevati.project.id"
 LIMIT_KIND: Final = "techrevati.limit.kind"
+#: False for a soft budget crossed (reported only, nothing refused); True for every other hit.
+LIMIT_ENFORCED: Final = "techrevati.limit.enforced"
 RECOVERY_SCENARIO: Final = "techrevati.recovery.scenario"
 RECOVERY_OUTCOME: Final = "techrevati.recovery.outcome"
 #: Where a model call's price came from: COST_SOURCE_* below.

@@ -304,9 +304,20 @@ def session_event(scope: SessionScope | None, name: str, attributes: Mapping[str
 
 
 def _limit_hit(scope: SessionScope, kind: str, error: Exception) -> None:
-    labels = {sc.LIMIT_KIND: kind, **scope.agent_attrs}
+    # A hit is reported on the level whose limit it is: a budget there that is not
+    # enforced was only crossed and reported, and refused nothing.
+    enforced = kind != sc.LIMIT_BUDGET or scope.ledger.enforce_budget
+    labels: dict[str, str | bool] = {
+        sc.LIMIT_KIND: kind,
+        sc.LIMIT_ENFORCED: enforced,
+        **scope.agent_attrs,
+    }
     scope.instruments.limit_hits.add(1, labels)
-    attributes: dict[str, Any] = {sc.LIMIT_KIND: kind, sc.ERROR_TYPE: _error_type(error)}
+    attributes: dict[str, Any] = {
+        sc.LIMIT_KIND: kind,
+        sc.LIMIT_ENFORCED: enforced,
+        sc.ERROR_TYPE: _error_type(error),
+    }
     fleet_scope = getattr(error, "scope", None)
     if isinstance(fleet_scope, str):
         attributes[sc.FLEET_SCOPE] = fleet_scope
