@@ -292,3 +292,22 @@ def test_empty_run_renders() -> None:
     text = render_report(build_report([]))
     assert "0 sessions, 0 model calls, 0 tool calls" in text
     assert "no spans recorded" in text
+
+
+def test_calls_a_session_admitted_count_when_nothing_booked_them(
+    recorded: tuple[Tracer, InMemorySpanExporter],
+) -> None:
+    """A client call that failed (a 404) counted against the cap, with no span and no booking."""
+    tracer, memory = recorded
+    session = tracer.start_span(
+        "invoke_agent fails",
+        attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: "fails"},
+    )
+    session.set_attribute(sc.SESSION_TURNS, 0)  # nothing booked
+    session.set_attribute(sc.SESSION_ITERATION, 3)  # three calls admitted: the cap saw them
+    session.set_attribute(sc.SESSION_OUTCOME, sc.OUTCOME_COMPLETED)
+    session.end()
+    report = _report(memory.get_finished_spans())
+    [row] = report.sessions
+    assert row.turns == 3
+    assert (report.unattributed_calls, report.model_calls) == (3, 3)

@@ -435,7 +435,12 @@ def build_report(
         # The session span's own roll-ups win: they still count turns whose spans
         # were dropped or sampled away. Children are the fallback for sessions
         # written by other instrumentations.
-        session.turns = int(_rollup(attrs, sc.SESSION_TURNS, totals.turns))
+        # Calls the session admitted count too when nothing booked them: a client
+        # call that failed (a 404) still counted against the cap, with no span.
+        session.turns = max(
+            int(_rollup(attrs, sc.SESSION_TURNS, totals.turns)),
+            int(_rollup(attrs, sc.SESSION_ITERATION, 0)),
+        )
         session.input_tokens = int(
             _rollup(attrs, sc.GEN_AI_USAGE_INPUT_TOKENS, totals.input_tokens)
         )

@@ -63,6 +63,7 @@ KEPT_ATTRIBUTES = frozenset(
         sc.COST_TREE_USD,
         sc.USAGE_MISSING,
         sc.SESSION_TURNS,
+        sc.SESSION_ITERATION,  # a session's admitted calls: failed ones too
         sc.SESSION_OUTCOME,
         sc.SESSION_CALLS_WITHOUT_USAGE,
         sc.SESSION_CALLS_ESTIMATED,
