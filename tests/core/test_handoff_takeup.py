@@ -72,3 +72,22 @@ def test_a_handoff_context_json_cannot_carry_still_leaves_summary_json() -> None
     data = summary["agent_events"][-1]["data"]["handoff"]["context"]
     assert data == {"when": "2026-01-01T00:00:00", "ids": [1, 2], "pair": [1, "a"]}
     assert json.loads(session.events[-1].to_json())["data"]["handoff"]["context"] == data
+
+
+def test_a_block_that_raises_after_its_handoff_leaves_an_error_on_the_session_span() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    orch = Orchestrator(role="src", tracer_provider=provider)
+    with pytest.raises(RuntimeError), orch.session() as session:
+        session.handoff_to("dst", reason="r")
+        raise RuntimeError("model blew up after the handoff")
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "invoke_agent src"]
+    assert span.status.status_code is StatusCode.ERROR  # it said OK: the error escaped unseen
+    assert span.attributes is not None and "error.type" in span.attributes
+    assert span.attributes["techrevati.session.outcome"] == "completed"  # the handoff was made

@@ -387,9 +387,11 @@ def close_session(
         )
     if scope.shared is not None:
         _close_shared(scope, ledger)
-    if outcome == sc.OUTCOME_COMPLETED:
+    if outcome == sc.OUTCOME_COMPLETED and error is None:
         span.set_status(Status(StatusCode.OK))
     else:
+        # Failed, cancelled, or completed (a handoff) and then left by an exception:
+        # the span says what escaped the block.
         kind = error_type or (_error_type(error) if error is not None else outcome)
         span.set_attribute(sc.ERROR_TYPE, kind)
         span.set_status(Status(StatusCode.ERROR, kind))
