@@ -311,3 +311,46 @@ def test_calls_a_session_admitted_count_when_nothing_booked_them(
     [row] = report.sessions
     assert row.turns == 3
     assert (report.unattributed_calls, report.model_calls) == (3, 3)
+
+
+def test_a_replay_prices_other_instrumentations_calls_as_the_ledger_booked_them() -> None:
+    """A negotiated rate registered in the agent's process is unknown to the one that
+    reads the file: the session span's per-model roll-up says what the calls cost."""
+    from techrevati.runtime import ModelPricing, UsageSnapshot, agent_session
+    from techrevati.runtime.telemetry.limits.processor import ensure_limits_processor
+    from techrevati.runtime.usage_tracking import PRICING_TABLE, register_pricing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ensure_limits_processor(provider)
+    register_pricing(
+        "negotiated-model", ModelPricing(input_per_million=100.0, output_per_million=0)
+    )
+    try:
+        with agent_session("mixed", tracer_provider=provider):
+            # Ours: a turn that carries its cost on its span ($0.0002).
+            from techrevati.runtime import current_agent_session
+
+            session = current_agent_session()
+            assert session is not None
+            session.run_turn(lambda: "ok", model="negotiated-model", usage=UsageSnapshot(2, 0))
+            # Another instrumentation's call span: tokens, no cost on it ($0.001 booked).
+            library = provider.get_tracer("some.instrumentation")
+            span = library.start_span(
+                "chat negotiated-model",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "negotiated-model",
+                },
+            )
+            span.set_attributes({"gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 0})
+            span.end()
+    finally:
+        PRICING_TABLE.pop("negotiated-model", None)  # the reading process does not know it
+    report = _report(exporter.get_finished_spans())
+    [row] = [r for r in report.models if r.model == "negotiated-model"]
+    assert (row.calls, row.unpriced_calls) == (2, 0)
+    assert row.cost_usd == pytest.approx(0.0012)
+    assert report.unpriced_models == {}

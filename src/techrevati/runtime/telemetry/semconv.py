@@ -99,6 +99,13 @@ RECOVERY_OUTCOME: Final = "techrevati.recovery.outcome"
 COST_SOURCE: Final = "techrevati.cost.source"
 #: A session's spend including every descendant session (``techrevati.cost.usd`` is its own).
 COST_TREE_USD: Final = "techrevati.cost.tree_usd"
+#: On a session span: the models its own calls used, and what each cost (same order), as
+#: the ledger priced them: a replayed report prices other instrumentations' calls by them,
+#: not by the prices of the process that reads the file.
+COST_MODELS: Final = "techrevati.cost.models"
+COST_MODEL_USD: Final = "techrevati.cost.model_usd"
+#: At most this many models are rolled up per session (the most expensive kept).
+COST_MODELS_LIMIT: Final = 32
 #: Model calls in a session whose response carried no usage, and calls of unpriced models.
 SESSION_CALLS_WITHOUT_USAGE: Final = "techrevati.session.calls_without_usage"
 #: Of those, the calls a budget booked at an estimate, and what the estimates came to.

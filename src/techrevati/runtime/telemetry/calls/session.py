@@ -376,6 +376,15 @@ def close_session(
             **conventions.session_attributes(cost, ledger.max_iterations, ledger.iterations),
         }
     )
+    by_model = tracker.per_model_summary()
+    if by_model:
+        kept = sorted(by_model.items(), key=lambda item: -item[1])[: sc.COST_MODELS_LIMIT]
+        span.set_attributes(
+            {
+                sc.COST_MODELS: [bounded_name(model) for model, _ in kept],
+                sc.COST_MODEL_USD: [cost for _, cost in kept],
+            }
+        )
     breaker = scope.breaker
     if breaker is not None:
         # The breaker this session's calls went through, as it stands when the session ends.

@@ -247,6 +247,8 @@ class _Call:
     unpriced: bool
     #: Booked at an estimate: its usage never arrived (``techrevati.cost.source``).
     estimated: bool = False
+    #: Priced here from its tokens (another instrumentation's span, no cost on it).
+    repriced: bool = False
 
 
 def _price(record: SpanRecord, reading: CallReading) -> _Call:
@@ -285,7 +287,48 @@ def _price(record: SpanRecord, reading: CallReading) -> _Call:
         without_usage=without_usage,
         unpriced=source == sc.COST_SOURCE_UNPRICED,
         estimated=source == sc.COST_SOURCE_ESTIMATED,
+        repriced=sc.COST_USD not in attrs and usage is not None,
     )
+
+
+def _same_model(a: str, b: str) -> bool:
+    # A dated snapshot (response model) and its alias (request model) are one model.
+    return a.startswith(b) or b.startswith(a)
+
+
+def _as_booked(calls: list[tuple[_Key, _Call]], tree: _Tree) -> None:
+    """Price other instrumentations' calls as their session's ledger booked them.
+
+    Such a span carries no cost: read back, its tokens would be priced at the
+    reading process's prices (a negotiated rate registered in the agent's
+    process, or a model only it knew, would read as the bundled price or as
+    unpriced). A session span lists what its own calls of each model cost
+    (``techrevati.cost.models`` / ``.model_usd``); what our own call spans of
+    that model carry is taken out, and the rest is shared by its repriced calls.
+    """
+    by_session: dict[_Key, list[tuple[_Key, _Call]]] = {}
+    for key, call in calls:
+        owner = tree.session[key]
+        if owner is not None:
+            by_session.setdefault(owner, []).append((key, call))
+    for owner, owned in by_session.items():
+        attrs = tree.by_id[owner].attributes
+        models, costs = attrs.get(sc.COST_MODELS), attrs.get(sc.COST_MODEL_USD)
+        if not isinstance(models, list | tuple) or not isinstance(costs, list | tuple):
+            continue
+        for model, booked in zip(models, costs, strict=False):
+            if not isinstance(model, str) or not isinstance(booked, int | float):
+                continue
+            mine = [c for _, c in owned if _same_model(c.model, model)]
+            repriced = [c for c in mine if c.repriced]
+            if not repriced:
+                continue
+            left = float(booked) - sum(c.cost for c in mine if not c.repriced)
+            if left < 0:
+                continue  # the roll-up does not cover them: keep the prices read here
+            for call in repriced:
+                call.cost = left / len(repriced)
+                call.unpriced = False
 
 
 def build_report(
@@ -340,6 +383,7 @@ def build_report(
     # Model calls in start order, so "the first library span in our turn" is well defined.
     taken: set[_Key] = set()
     model_keys = sorted(tree.readings, key=lambda k: (tree.by_id[k].start_ns, k))
+    counted: list[tuple[_Key, _Call]] = []
     for key in model_keys:
         record = tree.by_id[key]
         enclosing = tree.enclosing_call[key]
@@ -352,7 +396,9 @@ def build_report(
             if enclosing is not None and enclosing_ours:
                 taken.add(enclosing)
             continue
-        call = _price(record, tree.readings[key])
+        counted.append((key, _price(record, tree.readings[key])))
+    _as_booked(counted, tree)
+    for key, call in counted:
         row = models.setdefault(call.model, ModelRow(call.model))
         row.calls += 1
         row.input_tokens += call.input_tokens

@@ -61,6 +61,8 @@ KEPT_ATTRIBUTES = frozenset(
         sc.COST_USD,
         sc.COST_SOURCE,
         sc.COST_TREE_USD,
+        sc.COST_MODELS,
+        sc.COST_MODEL_USD,
         sc.USAGE_MISSING,
         sc.SESSION_TURNS,
         sc.SESSION_ITERATION,  # a session's admitted calls: failed ones too
