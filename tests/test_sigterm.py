@@ -137,9 +137,10 @@ def test_sigterm_ends_the_session_writes_the_report_and_still_kills(tmp_path: Pa
     code, _out, err = _run(tmp_path, "on", "plain")
     assert code == -signal.SIGTERM
     assert "techrevati telemetry: SIGTERM: ended 1 open session; flushing" in err
-    # The report: the session and its finished turn (the turn cut off mid-call is
-    # still open when the signal arrives; its session is what gets ended).
-    assert "1 session, 1 model call" in err
+    # The report: the session, its finished turn and the turn cut off mid-call (still
+    # open when the signal arrives, so it has no span; the session admitted it, its
+    # cap counted it, and the report counts what the cap counted).
+    assert "1 session, 2 model calls" in err
     [session] = _sessions(tmp_path)
     assert session["techrevati.session.outcome"] == {"stringValue": "cancelled"}
 

@@ -117,6 +117,7 @@ def test_openai_instrumentation_calls_count_against_the_fleet_cap(
             "invoke_agent b",
             {
                 "techrevati.limit.kind": "fleet_calls",
+                "techrevati.limit.enforced": True,
                 "error.type": "MaxIterationsExceededError",
                 "techrevati.fleet.scope": "tenant-42",
                 "message": str(refused),
