@@ -354,3 +354,44 @@ def test_configure_after_shutdown_sets_up_working_pipelines(tmp_path: Path) -> N
     lines = (tmp_path / "b.jsonl").read_text().splitlines()
     assert len(lines) >= 1 and "invoke_agent writer" in "".join(lines)
     assert "earlier telemetry was shut down" in done.stderr
+
+
+def test_a_spans_file_in_a_directory_it_cannot_search_never_stops_the_agent(
+    tmp_path: Path,
+) -> None:
+    """configure() looked at the spans path and raised PermissionError: the agent never ran."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)  # not searchable by the unprivileged user below
+    tmp_path.chmod(0o755)
+    script = (
+        "from techrevati.runtime import configure, agent_session, UsageSnapshot\n"
+        f"configure(service_name='f', spans_file={str(locked / 'spans.jsonl')!r})\n"
+        "with agent_session('w') as s:\n"
+        "    s.run_turn(lambda: 'ok', model='gpt-4o-mini', usage=UsageSnapshot(1000, 100))\n"
+        "print('ran', s.tracker.turn_count)\n"
+    )
+    done = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/tmp",
+        env={**os.environ, "PYTHONPATH": str(root / "src")},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ran 1"
+    assert "spans: NOT written to" in done.stderr and "Permission denied" in done.stderr

@@ -269,7 +269,13 @@ def metrics_path_for(spans_path: Path) -> Path | None:
         >>> str(metrics_path_for(Path("out/tiny-agent.jsonl")))
         'out/tiny-agent.metrics.jsonl'
     """
-    if spans_path.exists() and not spans_path.is_symlink() and not spans_path.is_file():
+    try:
+        special = spans_path.exists() and not spans_path.is_symlink() and not spans_path.is_file()
+    except OSError:
+        # A directory we may not search (mode 0700 of another user): the spans file
+        # there fails to open and says so; configure() itself must not fail here.
+        special = False
+    if special:
         return None
     if spans_path.stem == "spans":
         return spans_path.with_name(f"metrics{spans_path.suffix}")
