@@ -772,3 +772,56 @@ def test_a_requests_estimate_counts_a_character_outside_ascii_as_a_token() -> No
 
     assert request_tokens(body("词" * 2000), "openai")[0] >= 2000
     assert 500 <= request_tokens(body("w" * 2000), "openai")[0] < 600
+
+
+def test_a_turn_whose_body_raises_after_its_call_returned_is_booked(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # The body parsed the answer and raised: the call was billed, so the budget counts it.
+    # Before, the turn released it: 40 calls reached the server under a budget of 5.
+    client = _client(api)
+
+    @agent_turn("model-a")
+    def ask_then_parse() -> object:
+        answer = _ask(client)
+        return json.loads(answer.choices[0].message.content)  # "hi" is not JSON
+
+    refused = None
+    with agent_session(
+        "w", budget_usd=2.5 * ONE_CALL, enforce_budget=True, **otel.kwargs()
+    ) as session:
+        for _ in range(10):
+            try:
+                ask_then_parse()
+            except json.JSONDecodeError:
+                pass
+            except BudgetExceededError as stop:
+                refused = stop
+                break
+    assert refused is not None and len(api.requests) == 3  # the third crossed
+    assert session.tracker.total_cost() == pytest.approx(3 * ONE_CALL)
+
+
+def test_a_stream_that_fails_midway_inside_a_turn_is_booked_at_what_was_seen(
+    otel: Otel,
+) -> None:
+    # An error after the response began: the tokens sent were generated. Under an
+    # enforced budget it is booked at the request and the text seen, as a stream
+    # closed early is, never at $0 (without a budget nothing is invented).
+    broken = [STREAM[0], {"error": {"message": "overloaded", "type": "server_error"}}]
+    with serve(FakeOpenAI(COMPLETION, stream=broken)) as fake:
+        client = _client(fake)
+
+        @agent_turn("model-a")
+        def read() -> str:
+            stream = client.chat.completions.create(
+                model="model-a", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+        limits = {"budget_usd": 1.0, "enforce_budget": True}
+        block = agent_session("w", **limits, **otel.kwargs())
+        with block as session, pytest.raises(openai.APIError):
+            read()
+    assert session.tracker.turn_count == 1
+    assert 0 < session.tracker.total_cost() < ONE_CALL

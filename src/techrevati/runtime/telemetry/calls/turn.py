@@ -244,10 +244,22 @@ class TurnCall:
         entry = self.entry
         if entry is not None:
             membership.forget(entry)
-            if entry.call is not None:
+            claim = entry.call
+            if claim is not None and claim.library is not None and not claim.booked_usage:
+                # The model call inside the turn returned (the client guard or another
+                # instrumentation read its usage) and the body raised after it: the
+                # provider billed the call, so it is booked, not released.
+                model, usage = claim.library
+                claim.leaf.settle(claim, self.model or model, usage, None, self.provider)
+            elif claim is not None and claim.estimated is not None and not claim.booked_usage:
+                # A stream that failed after its response began (an error event, a
+                # dropped connection): what its request and the text seen say, as a
+                # stream closed early is booked.
+                claim.leaf.settle(claim, self.model, None, None, self.provider)
+            elif claim is not None:
                 # A timed-out call may still finish and be billed: its fleet holds
                 # stay for the late booking (or expire with their lease).
-                entry.call.leaf.release(entry.call, keep_fleet=isinstance(error, TurnTimeoutError))
+                claim.leaf.release(claim, keep_fleet=isinstance(error, TurnTimeoutError))
         if self.instruments.live:
             self.instruments.operation_duration.record(
                 time.perf_counter() - self.started,
