@@ -395,3 +395,15 @@ def test_a_spans_file_in_a_directory_it_cannot_search_never_stops_the_agent(
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ran 1"
     assert "spans: NOT written to" in done.stderr and "Permission denied" in done.stderr
+
+
+def test_an_http_endpoint_without_a_scheme_is_refused_at_configure() -> None:
+    """The HTTP exporter took it and logged "No connection adapters" for every batch."""
+    from techrevati.runtime import configure
+
+    with pytest.raises(ValueError) as refused:
+        configure(endpoint="127.0.0.1:4318", report=False, spans_file=False, set_global=False)
+    assert str(refused.value) == (
+        "endpoint '127.0.0.1:4318' has no http:// or https:// scheme, which OTLP over HTTP "
+        "needs: write 'http://127.0.0.1:4318' (or use protocol='grpc')"
+    )

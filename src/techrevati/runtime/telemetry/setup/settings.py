@@ -292,6 +292,14 @@ def _otlp_target(
     path: str,
 ) -> OtlpTarget:
     protocol = _protocol(settings.protocol, protocol_var)
+    if endpoint is not None and protocol != GRPC and not endpoint.startswith(_HTTP_SCHEMES):
+        # The HTTP exporter would take it and fail every batch with "No connection
+        # adapters were found", logged again and again; said once, here, instead.
+        raise ValueError(
+            f"endpoint {redact_url(endpoint)!r} has no http:// or https:// scheme, which "
+            f"OTLP over HTTP needs: write 'http://{redact_url(endpoint)}' (or use "
+            "protocol='grpc')"
+        )
     return OtlpTarget(
         endpoint=endpoint,
         protocol=protocol,
@@ -299,6 +307,9 @@ def _otlp_target(
         headers=_headers(settings.headers),
         shown_as=_signal_endpoint(endpoint, endpoint_var, path, protocol),
     )
+
+
+_HTTP_SCHEMES = ("http://", "https://")
 
 
 def plan_export(settings: Settings, *, user_provider: bool) -> ExportPlan:
