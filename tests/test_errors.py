@@ -320,3 +320,16 @@ def test_plain_constructors_keep_the_contract_messages() -> None:
         str(MaxIterationsExceededError(3))
         == "session reached max_iterations=3; raise the cap or shorten the loop"
     )
+
+
+def test_a_budget_prints_as_it_was_set_and_the_split_as_the_total() -> None:
+    """'$0.000114 > $0.000100' for a budget set at $0.00009975; '$0.002467 ... Of that,
+    $0.0000 was spent and $0.0025 is reserved' mixed six and four decimals."""
+    from techrevati.runtime.usage_tracking import LimitSite, usd_pair
+
+    assert usd_pair(0.000114, 0.00009975, strict=True) == ("0.00011400", "0.00009975")
+    refused = BudgetExceededError(
+        0.0001, 0.002467, site=LimitSite("own", False, "w", "w-1"), reserved_usd=0.002467
+    )
+    assert "$0.00247 spent or reserved by calls in flight >= $0.00010" in str(refused)
+    assert "Of that, $0.00000 was spent and $0.00247 is reserved" in str(refused)

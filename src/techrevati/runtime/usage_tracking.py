@@ -178,7 +178,12 @@ def usd_pair(amount: float, limit: float, *, strict: bool) -> tuple[str, str]:
         >>> usd_pair(12.5, 10.0, strict=True)
         ('12.5000', '10.0000')
     """
-    start = max(4, _decimals_for_two_digits(amount), _decimals_for_two_digits(limit))
+    start = max(
+        4,
+        _decimals_for_two_digits(amount),
+        _decimals_for_two_digits(limit),
+        _decimals_for_exact(limit),  # the budget as it was set: 0.00009975, not 0.000100
+    )
     for digits in range(start, 13):
         a, b = f"{amount:.{digits}f}", f"{limit:.{digits}f}"
         if (float(a) > float(b)) if strict else (float(a) >= float(b)):
@@ -195,6 +200,16 @@ def usd_text(amount: float) -> str:
         ('0.000040', '2.5000')
     """
     return usd_pair(amount, amount, strict=False)[0]
+
+
+def _decimals_for_exact(value: float) -> int:
+    """Decimals (at most 10) that print ``value`` exactly, as a user wrote it (0.00009975)."""
+    if not value or not math.isfinite(value):
+        return 0
+    for digits in range(11):
+        if float(f"{value:.{digits}f}") == value:
+            return digits
+    return 10
 
 
 def _decimals_for_two_digits(value: float) -> int:
@@ -266,8 +281,12 @@ class BudgetExceededError(Exception):
             # Refused by what calls in flight hold, not only by what was spent: say so,
             # or "raise the budget" reads wrong when a burst of first calls reserved it.
             booked = max(self.current_cost_usd - reserved, 0.0)
+            # As many decimals as the total above, more for a part too small to show.
+            digits = len(spent.partition(".")[2])
+            shown_booked = f"{booked:.{max(digits, _decimals_for_two_digits(booked))}f}"
+            shown_reserved = f"{reserved:.{max(digits, _decimals_for_two_digits(reserved))}f}"
             head += (
-                f" Of that, ${usd_text(booked)} was spent and ${usd_text(reserved)} is "
+                f" Of that, ${shown_booked} was spent and ${shown_reserved} is "
                 "reserved by calls still in flight, each at what it is expected to cost until "
                 "it is booked: the most its model has cost so far, or what its request asks "
                 "for (a request without max_tokens at a default output length)."
