@@ -825,3 +825,28 @@ def test_a_stream_that_fails_midway_inside_a_turn_is_booked_at_what_was_seen(
             read()
     assert session.tracker.turn_count == 1
     assert 0 < session.tracker.total_cost() < ONE_CALL
+
+
+def test_a_stream_turn_read_after_its_session_closed_is_booked_once(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # A web handler's shape: the session block returns the stream, the rest is read
+    # after it. The guard booked the late usage and the turn booked it again (2x).
+    client = _client(api)
+
+    @agent_turn("model-a")
+    def answer() -> Any:
+        return client.chat.completions.create(
+            model="model-a",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+
+    with agent_session("w", **otel.kwargs()) as session:
+        stream = iter(answer())
+        next(stream)
+    rest = list(stream)
+    assert len(rest) == len(STREAM) - 1 and len(api.requests) == 1
+    assert session.tracker.turn_count == 1
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL)

@@ -378,8 +378,10 @@ class TurnCall:
         cost = priced.cost
         if entry is not None:
             membership.forget(entry)
-        if claim is not None:
+        if claim is not None and not claim.booked_usage:
             cost = claim.leaf.settle(claim, model, usage, price=priced, unpriced=not known)
+        # (Booked already: the call's usage arrived after its session had closed, and the
+        # client guard or another instrumentation's span booked it late, exactly once.)
         if self.instruments.live:
             self._record_metrics(model, snapshot, cost, usage is None, known, reasoning_tokens)
         if claim is not None and claim.over is not None and self.session is not None:
