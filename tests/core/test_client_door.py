@@ -658,7 +658,7 @@ def test_a_stream_closed_unread_is_booked_when_closed(api: FakeOpenAI, otel: Ote
     gc.disable()
     try:
         with (
-            pytest.warns(RuntimeWarning, match="returned no token usage") as warned,
+            pytest.warns(RuntimeWarning, match="ended before its usage arrived") as warned,
             agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
         ):
             stream = client.chat.completions.create(
@@ -692,7 +692,7 @@ def test_an_async_stream_closed_unread_is_booked_when_closed(api: FakeOpenAI, ot
 
     gc.disable()
     try:
-        with pytest.warns(RuntimeWarning, match="returned no token usage"):
+        with pytest.warns(RuntimeWarning, match="ended before its usage arrived"):
             assert asyncio.run(main()) == 1
     finally:
         gc.enable()
@@ -850,3 +850,24 @@ def test_a_stream_turn_read_after_its_session_closed_is_booked_once(
     assert len(rest) == len(STREAM) - 1 and len(api.requests) == 1
     assert session.tracker.turn_count == 1
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+
+
+def test_a_stream_closed_early_is_warned_about_as_closed_early(api: FakeOpenAI) -> None:
+    # With include_usage on, "enable usage reporting" was the wrong advice: the stream
+    # ended before the usage chunk, which comes last.
+    client = _client(api)
+    with agent_session("w", budget_usd=1.0, enforce_budget=True):
+        stream = client.chat.completions.create(
+            model="model-a",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        with pytest.warns(RuntimeWarning) as said:
+            next(iter(stream))
+            stream.close()
+    [warning] = [w for w in said if "model-a" in str(w.message)]
+    assert str(warning.message).startswith(
+        "a stream of model 'model-a' ended before its usage arrived (closed early, or failed;"
+    )
+    assert "read streams to their end" in str(warning.message)

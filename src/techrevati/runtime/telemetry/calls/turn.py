@@ -302,6 +302,9 @@ class TurnCall:
             return
         if self.permit is not None:
             self.permit.released()  # the permit then ignores finish's "succeeded"
+        entry = self.entry
+        if usage is None and entry is not None and entry.call is not None:
+            entry.call.cut_short = True  # its warning then says why no usage arrived
         # Booked and reported either way; the session's next call is refused.
         with contextlib.suppress(BudgetExceededError):
             self.finish(usage, response_model=response_model, output=output)

@@ -455,7 +455,8 @@ def _close_then_book(
         try:
             close()
         finally:
-            _stream_end(call, reader)  # once: the end of the stream read already booked it
+            # Once: the end of the stream, read already, booked it.
+            _stream_end(call, reader, cut=True)
 
     return closed
 
@@ -467,12 +468,16 @@ def _aclose_then_book(
         try:
             await close()
         finally:
-            _stream_end(call, reader)
+            _stream_end(call, reader, cut=True)
 
     return closed
 
 
-def _stream_end(call: RequestCall, reader: StreamReader) -> None:
+def _stream_end(call: RequestCall, reader: StreamReader, *, cut: bool = False) -> None:
+    """Book a stream's call from what was read; ``cut``: it ended before its last chunk."""
+    entry = call.entry
+    if cut and reader.usage is None and not call.done and entry is not None and entry.call:
+        entry.call.cut_short = True  # its warning then says why no usage arrived
     text = reader.text
     finish(
         call, reader.usage, reader.model, reader.reasoning_tokens, text_chars(text) if text else 0
@@ -480,12 +485,14 @@ def _stream_end(call: RequestCall, reader: StreamReader) -> None:
 
 
 def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> Iterator[Any]:
+    read = False
     try:
         for item in inner:
             reader.add(item)
             yield item
+        read = True
     finally:
-        _stream_end(call, reader)
+        _stream_end(call, reader, cut=not read)
     # Read to its end (not closed, failed or collected): a crossing raises after the last chunk.
     _crossed(call)
 
@@ -493,10 +500,12 @@ def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> It
 async def _async_chunks(
     inner: AsyncIterator[Any], reader: StreamReader, call: RequestCall
 ) -> AsyncIterator[Any]:
+    read = False
     try:
         async for item in inner:
             reader.add(item)
             yield item
+        read = True
     finally:
-        _stream_end(call, reader)
+        _stream_end(call, reader, cut=not read)
     _crossed(call)

@@ -162,6 +162,9 @@ class Claim:
     #: The first enforced level of the chain over its budget once this call was
     #: booked (read under the lock that booked it): the turn raises for it.
     over: Ledger | None = None
+    #: A stream that ended before its last chunk (closed early, failed): why it has
+    #: no usage, for the warning.
+    cut_short: bool = False
 
 
 _ZERO = UsageSnapshot()
@@ -780,13 +783,20 @@ class Ledger:
                     "this session are refused (UnpricedModelError) unless call_estimate_usd= "
                     "or allow_unpriced=True says what they cost"
                 )
-            leaf._warn_once(
-                "usage",
-                model,
-                f"a call of model {model!r} returned no token usage under an enforced budget, "
-                f"so it was booked {booked}; pass usage= (or enable usage reporting, e.g. "
-                'stream_options={"include_usage": True}) so the budget holds exactly',
-            )
+            if claim.cut_short:
+                said = (
+                    f"a stream of model {model!r} ended before its usage arrived (closed "
+                    f"early, or failed; the usage comes last) under an enforced budget, so it "
+                    f"was booked {booked}; read streams to their end so the budget holds exactly"
+                )
+            else:
+                said = (
+                    f"a call of model {model!r} returned no token usage under an enforced "
+                    f"budget, so it was booked {booked}; pass usage= (or enable usage "
+                    'reporting, e.g. stream_options={"include_usage": True}) so the budget '
+                    "holds exactly"
+                )
+            leaf._warn_once("usage", model, said)
         if crossings is not None:
             for level in crossings:
                 error = BudgetExceededError(
