@@ -295,6 +295,11 @@ SETUPS: dict[str, Setup] = {
     "smolagents-code+openinference": Setup(
         "smolagents", "smolagents", ("openinference-smolagents",), options={"code": True}
     ),
+    # Its span reports no cache counts and no client span is there: the guard's exact
+    # reading of the same response is what is booked.
+    "smolagents-toolcalling+openinference-only": Setup(
+        "smolagents", "smolagents", ("openinference-smolagents",), instrument_openai=False
+    ),
 }
 #: The control run (LangGraph, no instrumentation but ours): no limits, then the default cap.
 CONTROL = "control-no-limits"

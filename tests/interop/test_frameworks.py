@@ -88,6 +88,7 @@ SETUPS: dict[str, str] = {
     "smolagents-code": "smolagents",
     "smolagents-toolcalling+openinference": "smolagents",
     "smolagents-code+openinference": "smolagents",
+    "smolagents-toolcalling+openinference-only": "smolagents",
 }
 
 

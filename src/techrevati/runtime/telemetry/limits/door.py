@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...pricing import has_pricing
-from ..readings.recognise import CallReading
+from ..readings.recognise import NO_CACHE_SCOPES, CallReading, more_exact
 from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
 from .booking import book
@@ -161,9 +161,14 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
             estimate = request_estimate_usd(model, body, provider)
             if estimate:
                 ledger.top_up(claim, estimate)
-    if not created and not (body is not None and body.get("stream")):
+    if (
+        not created
+        and not (body is not None and body.get("stream"))
+        and entry.producer not in NO_CACHE_SCOPES
+    ):
         # An open span of another instrumentation is this call and books it from the
-        # response; only a stream is watched (its text estimates a call without usage).
+        # response; only a stream is watched (its text estimates a call without usage),
+        # and a response whose span reports no cache counts (its reading is coarse).
         if current is not None:
             _IN_FLIGHT.set(None)  # (a set costs a context copy: only when there is one)
         return None
@@ -292,8 +297,11 @@ def answered(call: RequestCall, result: object) -> object:
             return result
         if not call.books:
             # An open span of another instrumentation is this call and books it from
-            # the same response object: nothing to read twice on every call.
+            # the same response object: nothing to read twice on every call, except
+            # for a producer that reports no cache counts. Its span would price cached
+            # input at the full rate: the exact reading, taken here, wins at its end.
             call.done = True
+            _note_exact_reading(call, result)
             return result
         found = extract(result)
         if found.usage is None:
@@ -309,6 +317,17 @@ def answered(call: RequestCall, result: object) -> object:
         return result
     _crossed(call)
     return result
+
+
+def _note_exact_reading(call: RequestCall, result: object) -> None:
+    entry = call.entry
+    claim = entry.call if entry is not None else None
+    if claim is None or entry is None or entry.producer not in NO_CACHE_SCOPES:
+        return
+    found = extract(result)
+    usage = found.usage
+    if usage is not None and (claim.library is None or more_exact(usage, claim.library[1])):
+        claim.library = (found.model or call.model, usage)
 
 
 def _crossed(call: RequestCall) -> None:
