@@ -321,13 +321,20 @@ def answered(call: RequestCall, result: object) -> object:
 
 def _note_exact_reading(call: RequestCall, result: object) -> None:
     entry = call.entry
+    if entry is not None and entry.producer in NO_CACHE_SCOPES:
+        found = extract(result)
+        _note_exact_usage(call, found.usage, found.model)
+
+
+def _note_exact_usage(call: RequestCall, usage: Any, model: str | None) -> None:
+    """The guard's reading of a response whose span reports no cache counts: booked
+    instead of the span's when that span ends (``booking.book`` keeps the exact one)."""
+    entry = call.entry
     claim = entry.call if entry is not None else None
     if claim is None or entry is None or entry.producer not in NO_CACHE_SCOPES:
         return
-    found = extract(result)
-    usage = found.usage
     if usage is not None and (claim.library is None or more_exact(usage, claim.library[1])):
-        claim.library = (found.model or call.model, usage)
+        claim.library = (model or call.model, usage)
 
 
 def _crossed(call: RequestCall) -> None:
@@ -445,6 +452,8 @@ def finish(
         claim.estimated = seen_usage(body, call.provider, text_chars)
     if call.books:
         book(entry, CallReading(model or call.model, call.provider, usage, reasoning))
+    else:
+        _note_exact_usage(call, usage, model)  # a stream whose span reports no cache
 
 
 def _wrap_stream(stream: Any, call: RequestCall) -> None:
