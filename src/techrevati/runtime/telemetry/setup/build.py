@@ -30,6 +30,7 @@ from ..export.forking import (
     new_instance_id,
 )
 from ..export.jsonl import JsonLinesMetricExporter, JsonLinesSpanExporter
+from ..export.log_throttle import throttle_exporter_failures
 from ..export.pipeline import BoundedSpanProcessor, FanOutExporter
 from ..export.sampling import sampler_from_env
 from ..export.sanitize import ExportLimits, quiet_repeated_truncation_warnings
@@ -105,6 +106,7 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
     # --- traces -----------------------------------------------------------------------
     limits = ExportLimits.from_env()
     quiet_repeated_truncation_warnings()
+    throttle_exporter_failures()
     provider, owns_tracer = _tracer_provider(
         settings.tracer_provider, resource, settings.set_global, limits
     )
