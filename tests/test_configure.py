@@ -407,3 +407,20 @@ def test_an_http_endpoint_without_a_scheme_is_refused_at_configure() -> None:
         "endpoint '127.0.0.1:4318' has no http:// or https:// scheme, which OTLP over HTTP "
         "needs: write 'http://127.0.0.1:4318' (or use protocol='grpc')"
     )
+
+
+def test_a_spans_path_under_a_file_and_an_empty_spans_file_say_what_is_wrong(
+    tmp_path: Path,
+) -> None:
+    from techrevati.runtime import configure
+    from techrevati.runtime.telemetry.export.jsonl import OutputFileError, open_for_append
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x", encoding="utf-8")
+    with pytest.raises(OutputFileError) as refused:  # it said "File exists"
+        open_for_append(afile / "spans.jsonl")
+    assert str(refused.value) == (
+        f"cannot open {afile / 'spans.jsonl'}: {afile} is a file, not a directory"
+    )
+    with pytest.raises(ValueError, match="spans_file must be a file path, False"):
+        configure(spans_file="", report=False, set_global=False)  # it wrote to "."

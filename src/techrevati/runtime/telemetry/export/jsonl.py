@@ -122,6 +122,14 @@ def open_for_append(path: Path) -> int:
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=DIRECTORY_MODE)
+    except (FileExistsError, NotADirectoryError):
+        # mkdir says "File exists" when a file stands where a folder must be.
+        raise OutputFileError(
+            f"cannot open {path}: {_not_a_folder(path.parent)} is a file, not a directory"
+        ) from None
+    except OSError as error:
+        raise OutputFileError(f"cannot open {path}: {error.strerror or error}") from None
+    try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
     except OSError as error:
@@ -137,6 +145,14 @@ def open_for_append(path: Path) -> int:
     except OSError:
         pass  # narrowing is best effort; the file is still ours to append to
     return fd
+
+
+def _not_a_folder(folder: Path) -> Path:
+    """The first of ``folder`` and its parents that exists as something else than a folder."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return candidate if not candidate.is_dir() else folder
+    return folder
 
 
 class _LineWriter:

@@ -251,6 +251,11 @@ def _raw_signal_endpoint(endpoint: str | None, signal_var: str, path: str, proto
 def _spans_path(spans_file: str | os.PathLike[str] | bool | None, embedded: bool) -> Path | None:
     if spans_file is False or (spans_file is None and not embedded):
         return None
+    if isinstance(spans_file, str) and not spans_file.strip():
+        raise ValueError(
+            f"spans_file must be a file path, False (no file) or None (the default), "
+            f"got {spans_file!r}"
+        )
     if spans_file is None or spans_file is True:
         return Path(os.environ.get(SPANS_FILE_ENV) or DEFAULT_SPANS_FILE)
     return Path(spans_file)
