@@ -311,6 +311,11 @@ for _lc in ("openinference-langchain", "openllmetry-langchain", "genai-langchain
     SETUPS[f"langgraph-stream+{_lc}+openai"] = Setup(
         "langgraph", "langgraph", (_lc,), options={"how": "stream"}
     )
+# An async run calls OpenLLMetry's handler in a task of its own: its model span and the
+# client's span of the same request are siblings on two tasks (counted twice before).
+SETUPS["langgraph-ainvoke+openllmetry-langchain+openai"] = Setup(
+    "langgraph", "langgraph", ("openllmetry-langchain",), options={"how": "ainvoke"}
+)
 
 
 def _instrument(name: str, provider: Any) -> None:

@@ -84,6 +84,7 @@ SETUPS: dict[str, str] = {
     "langgraph-invoke+genai-langchain": "langgraph",
     "langgraph-invoke+genai-langchain+openai": "langgraph",
     "langgraph-stream+genai-langchain+openai": "langgraph",
+    "langgraph-ainvoke+openllmetry-langchain+openai": "langgraph",
     "smolagents-toolcalling": "smolagents",
     "smolagents-code": "smolagents",
     "smolagents-toolcalling+openinference": "smolagents",

@@ -62,7 +62,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ...caller import user_stacklevel
 from ...usage_tracking import UsageTracker
-from ..readings.recognise import is_same_call
+from ..readings.recognise import CALLBACK_SCOPES, is_same_call
 from . import remote
 from .ledger import Claim, FleetLevel, Ledger
 
@@ -632,14 +632,30 @@ def _open_sibling(under: SpanEntry, model: str, producer: str) -> Claim | None:
         return None
     entry, strand = found
     key = entry.key
-    if key is None or key not in OPEN or strand != _strand():
-        return None  # ended already, or running elsewhere
+    if key is None or key not in OPEN:
+        return None  # ended already
+    if strand != _strand() and not _callback_beside(entry, strand):
+        return None  # running elsewhere
     if entry.request is not None or entry.producer == producer:
         return None  # another request: sent already, or described by the same producer
     call = entry.call
     if call is None or (model and call.model and model != call.model):
         return None
     return call
+
+
+def _callback_beside(entry: SpanEntry, strand: object) -> bool:
+    """A framework callback's span started in another task of this event loop.
+
+    An async LangChain run calls its instrumentations' handlers in a task of
+    their own, so their model span and the client's span of the same request
+    are siblings on two tasks of one thread. Concurrent runs of a graph have
+    spans under different parents, so they never meet here as siblings.
+    """
+    if entry.producer not in CALLBACK_SCOPES or not isinstance(strand, asyncio.Task):
+        return False
+    here = _strand()
+    return isinstance(here, asyncio.Task) and here.get_loop() is strand.get_loop()
 
 
 def register(entry: SpanEntry, context: SpanContext) -> None:

@@ -93,6 +93,16 @@ _NAMES_AT_END: Final = frozenset({"openai.response"})
 #: in ``.task`` / ``.workflow`` / ``.tool``. By scope and suffix it is known at start.
 LANGCHAIN_OPENLLMETRY_SCOPE: Final = "opentelemetry.instrumentation.langchain"
 _LANGCHAIN_MODEL_SUFFIXES: Final = frozenset({"chat", "completion"})
+#: Producers that start a model span from a framework callback, which an async run
+#: calls in a task of its own: the client's span of the same request starts beside it
+#: in another task (siblings under one parent, on the event loop's thread).
+CALLBACK_SCOPES: Final = frozenset(
+    {
+        LANGCHAIN_OPENLLMETRY_SCOPE,
+        "openinference.instrumentation.langchain",
+        "opentelemetry.instrumentation.genai.langchain",
+    }
+)
 
 # Older spellings of the GenAI usage attributes (read in this order, first found wins).
 _INPUT_KEYS: Final = (sc.GEN_AI_USAGE_INPUT_TOKENS, "gen_ai.usage.prompt_tokens")
