@@ -180,9 +180,9 @@ def failure_class_for(error: BaseException) -> AgentFailureClass:
 # source span (the target's span links to it and joins its trace) and the worker
 # the handoff registered for the target (the session that takes the handoff up
 # ends it, so list_active() does not show a placeholder next to the real worker).
-_Pending = tuple[SpanContext | None, str]
+_PendingHandoff = tuple[SpanContext | None, str]
 _pending_handoffs: weakref.WeakKeyDictionary[
-    AgentRegistry, dict[tuple[str, int | None], collections.deque[_Pending]]
+    AgentRegistry, dict[tuple[str, int | None], collections.deque[_PendingHandoff]]
 ] = weakref.WeakKeyDictionary()
 _handoff_lock = threading.Lock()
 #: Handoffs remembered per target role and project (the oldest give way).
@@ -203,7 +203,9 @@ def _remember_handoff(
         queue.append((source, worker_id))
 
 
-def _take_handoff(registry: AgentRegistry, role: str, project_id: int | None) -> _Pending | None:
+def _take_handoff(
+    registry: AgentRegistry, role: str, project_id: int | None
+) -> _PendingHandoff | None:
     with _handoff_lock:
         pending = _pending_handoffs.get(registry)
         if not pending:

@@ -62,7 +62,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ...caller import user_stacklevel
 from ...usage_tracking import UsageTracker
-from ..readings.recognise import CALLBACK_SCOPES, is_same_call
+from ..readings.recognise import CALLBACK_SCOPES, is_same_call, same_model
 from . import remote
 from .ledger import Claim, FleetLevel, Ledger
 
@@ -457,7 +457,7 @@ def late_same_call(ledger: Ledger, start_ns: int, end_ns: int, model: str) -> Cl
         admitted, claim = item
         if admitted < start_ns or admitted > end_ns:
             continue
-        if model and claim.model and not _same_model(model, claim.model):
+        if model and claim.model and not same_model(model, claim.model):
             continue
         try:
             recent.remove(item)
@@ -476,11 +476,6 @@ def take_recent(ledger: Ledger, claim: Claim) -> None:
                 with contextlib.suppress(ValueError):  # another thread took it first
                     recent.remove(item)
                 return
-
-
-def _same_model(a: str, b: str) -> bool:
-    # A dated snapshot (response model) and its alias (request model) are one model.
-    return a.startswith(b) or b.startswith(a)
 
 
 def _library_entry(under: SpanEntry, call: Claim, same: bool, producer: str) -> SpanEntry:

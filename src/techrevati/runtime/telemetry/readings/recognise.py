@@ -51,6 +51,7 @@ __all__ = [
     "provider_from_attributes",
     "read_call",
     "read_span",
+    "same_model",
     "span_attributes",
     "usage_from_attributes",
     "warn_no_cache",
@@ -460,6 +461,17 @@ def read_call(
     return tuple.__new__(
         CallReading, (model, provider, usage, reasoning, cached or scope not in NO_CACHE_SCOPES)
     )
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names are one model: a dated snapshot and its alias.
+
+    Example::
+
+        >>> same_model("claude-haiku-4-5-20251001", "claude-haiku-4-5"), same_model("a", "b")
+        (True, False)
+    """
+    return a.startswith(b) or b.startswith(a)
 
 
 def more_exact(candidate: UsageSnapshot | None, booked: UsageSnapshot | None) -> bool:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import semconv as sc
-from ..readings.recognise import CallReading, is_same_call, read_call
+from ..readings.recognise import CallReading, is_same_call, read_call, same_model
 from .read import SpanRecord
 
 _Key = tuple[str, str]
@@ -291,11 +291,6 @@ def _price(record: SpanRecord, reading: CallReading) -> _Call:
     )
 
 
-def _same_model(a: str, b: str) -> bool:
-    # A dated snapshot (response model) and its alias (request model) are one model.
-    return a.startswith(b) or b.startswith(a)
-
-
 def _as_booked(calls: list[tuple[_Key, _Call]], tree: _Tree) -> None:
     """Price other instrumentations' calls as their session's ledger booked them.
 
@@ -319,7 +314,7 @@ def _as_booked(calls: list[tuple[_Key, _Call]], tree: _Tree) -> None:
         for model, booked in zip(models, costs, strict=False):
             if not isinstance(model, str) or not isinstance(booked, int | float):
                 continue
-            mine = [c for _, c in owned if _same_model(c.model, model)]
+            mine = [c for _, c in owned if same_model(c.model, model)]
             repriced = [c for c in mine if c.repriced]
             if not repriced:
                 continue
