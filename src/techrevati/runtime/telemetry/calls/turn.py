@@ -251,7 +251,12 @@ class TurnCall:
                 # provider billed the call, so it is booked, not released.
                 model, usage = claim.library
                 claim.leaf.settle(claim, self.model or model, usage, None, self.provider)
-            elif claim is not None and claim.estimated is not None and not claim.booked_usage:
+            elif (
+                claim is not None
+                and claim.estimated is not None
+                and not claim.booked_usage
+                and not isinstance(error, TurnTimeoutError)  # booked late, if it returns
+            ):
                 # A stream that failed after its response began (an error event, a
                 # dropped connection): what its request and the text seen say, as a
                 # stream closed early is booked.
