@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, Status
+
+from .log_throttle import OncePerWindow
 
 _logger = logging.getLogger(__name__)
 
@@ -142,21 +145,8 @@ def _count(value: int | None) -> int:
     return 2**31 if value is None else value
 
 
-class _OncePerMessage(logging.Filter):
-    """Lets each distinct message template through once per process."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: set[object] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg in self._seen:
-            return False
-        self._seen.add(record.msg)
-        return True
-
-
-_quiet_filter = _OncePerMessage()
+#: Each distinct message template once per process (a window that never ends).
+_quiet_filter = OncePerWindow(math.inf)
 
 
 def quiet_repeated_truncation_warnings() -> None:
