@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class FakeAnthropic:
     stream: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
+    #: Seconds the server takes to answer (a model generating), after reading the request.
+    delay: float = 0.0
 
 
 def _handler(api: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
@@ -69,17 +72,22 @@ def _handler(api: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
                 return
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             api.requests.append(body)
+            if api.delay:
+                time.sleep(api.delay)
             if body.get("stream"):
                 self._send_stream()
                 return
             answer = copy.deepcopy(api.message)
             answer["model"] = body.get("model", answer.get("model", ""))
             data = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client hung up (a test cancelled its call)
 
         def _send_stream(self) -> None:
             self.send_response(200)

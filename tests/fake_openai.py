@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ class FakeOpenAI:
     stream: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
+    #: Seconds the server takes to answer (a model generating), after reading the request.
+    delay: float = 0.0
 
 
 def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
@@ -31,6 +34,8 @@ def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             api.requests.append(body)
+            if api.delay:
+                time.sleep(api.delay)
             if body.get("stream"):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -44,11 +49,14 @@ def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     pass  # the client closed the stream early, as some tests do
                 return
             data = json.dumps(api.completion).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client hung up (a test cancelled its call)
 
         def log_message(self, format: str, *args: Any) -> None:
             return None

@@ -871,3 +871,132 @@ def test_a_stream_closed_early_is_warned_about_as_closed_early(api: FakeOpenAI) 
         "a stream of model 'model-a' ended before its usage arrived (closed early, or failed;"
     )
     assert "read streams to their end" in str(warning.message)
+
+
+def _cancelled_calls(api: FakeOpenAI, session_kwargs: dict[str, Any], calls: int) -> list[str]:
+    """Async calls each cancelled by ``wait_for`` while the server is still answering."""
+    api.delay = 0.5
+    outcomes: list[str] = []
+
+    async def main() -> None:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        for _ in range(calls):
+            ask = client.chat.completions.create(
+                model="model-a", messages=[{"role": "user", "content": "hi"}], max_tokens=50
+            )
+            try:
+                await asyncio.wait_for(ask, timeout=0.1)
+                outcomes.append("answered")
+            except TimeoutError:
+                outcomes.append("timed out")
+            except (BudgetExceededError, MaxIterationsExceededError):
+                outcomes.append("refused")
+
+    with agent_session("w", **session_kwargs) as session:
+        asyncio.run(main())
+        outcomes.append(f"{session.tracker.total_cost():.6f}")
+    return outcomes
+
+
+#: What a cancelled request above is booked at: its input counted from its body
+#: (estimate.request_tokens: 35 characters of messages, 9 tokens) and its output at
+#: its max_tokens, at model-a's $3 / $15 per million.
+CANCELLED_CALL = (9 * 3 + 50 * 15) / 1e6
+
+
+@pytest.mark.parametrize("instrumented", [False, True], ids=["bare", "official instrumentation"])
+def test_an_async_call_cancelled_after_it_was_sent_is_booked_at_its_request(
+    api: FakeOpenAI, instrumented: bool, otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A probe: asyncio.wait_for around each call, the server still generating. The
+    # provider bills such a call, but it was released as failed: six reached the
+    # server under a budget of two calls, and $0 was booked.
+    from techrevati.runtime.telemetry.limits.estimate import request_tokens
+
+    body = {"model": "model-a", "messages": [{"role": "user", "content": "hi"}]}
+    assert request_tokens(body, "openai")[0] == 9
+    limits = {"budget_usd": 1.5 * CANCELLED_CALL, "enforce_budget": True}
+    with pytest.warns(RuntimeWarning, match="cancelled by its caller after its request was sent"):
+        if instrumented:
+            with instrumented_openai() as (provider, _):
+                outcomes = _cancelled_calls(api, {**limits, "tracer_provider": provider}, 4)
+        else:
+            outcomes = _cancelled_calls(api, {**limits, **otel.kwargs()}, 4)
+    spent = 2 * CANCELLED_CALL
+    assert outcomes == ["timed out", "timed out", "refused", "refused", f"{spent:.6f}"]
+    assert len(api.requests) == 2
+
+
+def test_an_async_call_cancelled_without_a_budget_is_counted(api: FakeOpenAI, otel: Otel) -> None:
+    # No budget: nothing to estimate for; the cap still counts each call that ran.
+    outcomes = _cancelled_calls(api, {"max_iterations": 2, **otel.kwargs()}, 3)
+    assert outcomes == ["timed out", "timed out", "refused", "0.000000"]
+    assert len(api.requests) == 2
+
+
+def test_an_async_anthropic_call_cancelled_after_it_was_sent_is_booked(otel: Otel) -> None:
+    # The same for the Anthropic client, whose attempts go through _attempt_request.
+    reply = message("hi", input_tokens=1000, output_tokens=100)
+    with serve_anthropic(FakeAnthropic(reply, delay=0.5)) as api:
+        outcomes: list[str] = []
+
+        async def main() -> None:
+            client = anthropic.AsyncAnthropic(base_url=api.url, api_key="k", max_retries=0)
+            for _ in range(3):
+                ask = client.messages.create(
+                    model="model-a", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+                )
+                try:
+                    await asyncio.wait_for(ask, timeout=0.1)
+                    outcomes.append("answered")
+                except TimeoutError:
+                    outcomes.append("timed out")
+                except BudgetExceededError:
+                    outcomes.append("refused")
+
+        limits = {"budget_usd": 0.5 * CANCELLED_CALL, "enforce_budget": True}
+        with (
+            pytest.warns(RuntimeWarning, match="cancelled by its caller"),
+            agent_session("w", **limits, **otel.kwargs()) as session,
+        ):
+            asyncio.run(main())
+        assert outcomes == ["timed out", "refused", "refused"]
+        assert len(api.requests) == 1
+        assert session.tracker.total_cost() == pytest.approx(CANCELLED_CALL)
+
+
+def test_an_async_turn_cancelled_after_its_request_was_sent_is_booked(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # The same around our own turn: the turn failed with the cancellation and its
+    # call was released, so four turns reached the server at $0 under a budget of one.
+    api.delay = 0.5
+    client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+    @agent_turn(model="model-a")
+    async def turn() -> Any:
+        return await client.chat.completions.create(
+            model="model-a", messages=[{"role": "user", "content": "hi"}], max_tokens=50
+        )
+
+    outcomes: list[str] = []
+
+    async def main() -> None:
+        for _ in range(4):
+            try:
+                await asyncio.wait_for(turn(), timeout=0.1)
+                outcomes.append("answered")
+            except TimeoutError:
+                outcomes.append("timed out")
+            except BudgetExceededError:
+                outcomes.append("refused")
+
+    limits = {"budget_usd": 1.5 * CANCELLED_CALL, "enforce_budget": True}
+    with (
+        pytest.warns(RuntimeWarning, match="cancelled by its caller"),
+        agent_session("w", **limits, **otel.kwargs()) as session,
+    ):
+        asyncio.run(main())
+    assert outcomes == ["timed out", "timed out", "refused", "refused"]
+    assert len(api.requests) == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * CANCELLED_CALL)

@@ -309,7 +309,7 @@ class TurnCall:
             self.permit.released()  # the permit then ignores finish's "succeeded"
         entry = self.entry
         if usage is None and entry is not None and entry.call is not None:
-            entry.call.cut_short = True  # its warning then says why no usage arrived
+            entry.call.ended_early = "stream"  # its warning then says why no usage arrived
         # Booked and reported either way; the session's next call is refused.
         with contextlib.suppress(BudgetExceededError):
             self.finish(usage, response_model=response_model, output=output)

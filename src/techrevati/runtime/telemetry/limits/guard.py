@@ -60,6 +60,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import importlib
@@ -228,6 +229,7 @@ def _guard_process(method: Callable[..., Any]) -> Callable[..., Any]:
 def _guard_aprocess(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        door.received()
         call = door.take(kwargs.get("options"))
         try:
             result = await method(self, *args, **kwargs)
@@ -248,7 +250,11 @@ def _guard_arequest(method: Callable[..., Any]) -> Callable[..., Any]:
         if not hasattr(getattr(cls, _PREPARE, None), _MARK):
             _guard_prepare_of(cls)
         await door.afleet()  # may raise the fleet's refusal: nothing is sent
-        return await method(self, *args, **kwargs)
+        try:
+            return await method(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            door.cancelled()  # sent already: the provider bills it
+            raise
 
     setattr(guarded, _MARK, method)
     return guarded
@@ -258,7 +264,10 @@ def _guard_aprepare(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
         await door.arequest_fleet()  # may raise the fleet's refusal: nothing is sent
-        return await method(self, *args, **kwargs)
+        prepared = await method(self, *args, **kwargs)
+        request = args[0] if args else kwargs.get("request")
+        door.sending(request, type(self).__module__.partition(".")[0])
+        return prepared
 
     setattr(guarded, _MARK, method)
     return guarded

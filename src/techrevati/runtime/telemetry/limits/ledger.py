@@ -162,9 +162,10 @@ class Claim:
     #: The first enforced level of the chain over its budget once this call was
     #: booked (read under the lock that booked it): the turn raises for it.
     over: Ledger | None = None
-    #: A stream that ended before its last chunk (closed early, failed): why it has
-    #: no usage, for the warning.
-    cut_short: bool = False
+    #: Why a call ended before its usage arrived, for the warning: ``"stream"``, a
+    #: stream closed early or failed before its last chunk; ``"cancelled"``, an async
+    #: request its caller cancelled after sending it (see ``door.cancelled``).
+    ended_early: str = ""
 
 
 _ZERO = UsageSnapshot()
@@ -783,7 +784,14 @@ class Ledger:
                     "this session are refused (UnpricedModelError) unless call_estimate_usd= "
                     "or allow_unpriced=True says what they cost"
                 )
-            if claim.cut_short:
+            if claim.ended_early == "cancelled":
+                said = (
+                    f"a call of model {model!r} was cancelled by its caller after its request "
+                    f"was sent (a timeout or cancellation around an async call), under an "
+                    f"enforced budget, so it was booked {booked}: the provider has the request "
+                    f"and bills it"
+                )
+            elif claim.ended_early:
                 said = (
                     f"a stream of model {model!r} ended before its usage arrived (closed "
                     f"early, or failed; the usage comes last) under an enforced budget, so it "
