@@ -259,6 +259,48 @@ def test_late_span_of_a_refused_request_is_no_call(otel: Otel) -> None:
     assert session.tracker.turn_count == 1
 
 
+def test_a_refused_runs_late_span_leaves_a_sibling_runs_call_to_its_own_span(
+    otel: Otel,
+) -> None:
+    # LangGraph abatch under OpenInference's LangChain instrumentation: two runs' late
+    # spans overlap; run B's request ran and was booked while run A's was refused. A's
+    # failed span took B's call, so B's own span found none and counted it again (a
+    # probe: 5 calls booked for 4 requests in 2 of 8 runs).
+    from opentelemetry.trace import Status, StatusCode
+
+    tracer = otel.tracer_provider.get_tracer(OPENINFERENCE_LANGCHAIN)
+    with agent_session("r", budget_usd=10 * ONE_CALL, enforce_budget=True, **otel.kwargs()) as s:
+        late_a = tracer.start_span("ChatOpenAI")
+        late_b = tracer.start_span("ChatOpenAI")
+        _client_span(otel)  # run B's request: admitted and booked
+        late_a.set_attributes({"openinference.span.kind": "LLM", "llm.model_name": "m"})
+        late_a.set_status(Status(StatusCode.ERROR, "refused"))
+        late_a.end()  # run A's refused request: no call
+        late_b.set_attributes(LATE_LLM)
+        late_b.end()
+    assert (s._iteration_count, s.tracker.turn_count) == (1, 1)
+    assert s.tracker.total_cost() == pytest.approx(ONE_CALL, rel=1e-12)
+
+
+def test_a_model_span_that_names_no_model_at_its_start_reserves_what_calls_cost(
+    otel: Otel,
+) -> None:
+    # OpenLLMetry's LangChain spans name their model only later: concurrent runs'
+    # calls were admitted reserving nothing and all passed a nearly spent budget
+    # (LangGraph abatch: 6 requests under a budget of 3.5 calls). Once the session
+    # knows what a call costs, an unnamed call reserves the costliest it has seen.
+    with agent_session("r", budget_usd=10 * ONE_CALL, enforce_budget=True, **otel.kwargs()) as s:
+        _client_span(otel)  # learns: a call of m costs ONE_CALL
+        unnamed = otel.tracer_provider.get_tracer(OPENLLMETRY_OPENAI).start_span(
+            "chat", attributes={"gen_ai.operation.name": "chat"}
+        )
+        assert s._ledger.reserved_nano == round(ONE_CALL * 1e9)
+        unnamed.set_attributes({"gen_ai.request.model": "m", **USAGE})
+        unnamed.end()
+        assert s._ledger.reserved_nano == 0
+    assert s.tracker.total_cost() == pytest.approx(2 * ONE_CALL, rel=1e-12)
+
+
 def _framework_call(otel: Otel, inner: bool) -> None:
     """smolagents + OpenInference: a model span without cache counts, the client's inside."""
     tracer = otel.tracer_provider.get_tracer(OPENINFERENCE_SMOLAGENTS)

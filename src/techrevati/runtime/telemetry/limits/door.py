@@ -155,11 +155,15 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         # (see ``afleet``): the fleet is asked now, still before anything is sent.
         claim.leaf.reserve_deferred(claim)
     if claim is not None and claim.open and not claim.expected_nano and body is not None:
-        # A span admitted this call knowing nothing of its cost: reserve what its
-        # request says, so the calls admitted next see it.
+        # A span admitted this call knowing nothing of its cost (nothing learned of
+        # its model, or a span that named no model at its start): reserve what the
+        # session learned of the model, else what its request says, so the calls
+        # admitted next see it.
         ledger = claim.leaf
-        if ledger.has_budget() and ledger.learned_cost(model) is None:
-            estimate = request_estimate_usd(model, body, provider)
+        if ledger.has_budget():
+            estimate = ledger.learned_cost(model) if model else None
+            if estimate is None:
+                estimate = request_estimate_usd(model, body, provider)
             if estimate:
                 ledger.top_up(claim, estimate)
     if (

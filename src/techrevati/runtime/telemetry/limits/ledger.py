@@ -18,7 +18,11 @@ agreed, and a fleet refusal releases what the local levels reserved.
 
 The expected cost of a call is, in order: the price of usage known up front,
 the most expensive finished call of that model in the session (or an
-ancestor), the session's ``call_estimate_usd``, else 0. With K calls in flight
+ancestor), the session's ``call_estimate_usd``, else 0. A call whose model is
+not known yet when it is admitted (LangChain instrumentations' spans name it
+only later) is expected to cost the most expensive finished call of any model
+in the chain: concurrent calls admitted that way would otherwise reserve
+nothing and all pass a nearly spent budget. With K calls in flight
 the overshoot of an enforced budget is therefore at most
 K × (actual − reserved) per call.
 
@@ -169,6 +173,13 @@ class Claim:
 
 
 _ZERO = UsageSnapshot()
+
+
+def _costliest(learned: dict[str, float]) -> float | None:
+    """The most expensive finished call of any model, for a call whose model is unnamed."""
+    return max(learned.values()) if learned else None
+
+
 #: Models whose cost a ledger learns (and warns about) at most: names come from
 #: responses, and a process-wide root ledger lives as long as the process.
 _LEARNED_LIMIT = 1024
@@ -357,7 +368,7 @@ class Ledger:
         if upfront is not None:
             return upfront
         for level in self._chain:
-            learned = level.learned.get(model)
+            learned = level.learned.get(model) if model else _costliest(level.learned)
             if learned is not None:
                 return learned
         for level in self._chain:

@@ -439,7 +439,9 @@ def _new_recent(ledger: Ledger) -> deque[tuple[int, Claim]]:
     return recent
 
 
-def late_same_call(ledger: Ledger, start_ns: int, end_ns: int, model: str) -> Claim | None:
+def late_same_call(
+    ledger: Ledger, start_ns: int, end_ns: int, model: str, failed: bool = False
+) -> Claim | None:
     """The call a span known as a model call only at its end describes, if another door saw it.
 
     LangChain instrumentations (OpenInference's) learn that a span is a model
@@ -449,6 +451,10 @@ def late_same_call(ledger: Ledger, start_ns: int, end_ns: int, model: str) -> Cl
     span or the client guard) in the same session while this span was open.
     The first such call not yet taken by another late span, of the same model
     when both name one, is the same call; None means no other door saw it.
+    ``failed``: the span failed with no usage. It is not a call that was booked
+    with usage: under concurrency such a call overlaps the failed span in time
+    (a sibling run's request while this run's was refused), and taking it would
+    leave the span that does describe it unmatched, counted a second time.
     """
     recent = ledger.recent
     if not recent:
@@ -458,6 +464,8 @@ def late_same_call(ledger: Ledger, start_ns: int, end_ns: int, model: str) -> Cl
         if admitted < start_ns or admitted > end_ns:
             continue
         if model and claim.model and not same_model(model, claim.model):
+            continue
+        if failed and claim.booked_usage:
             continue
         try:
             recent.remove(item)

@@ -240,12 +240,13 @@ def _late_entry(entry: SpanEntry, span: ReadableSpan, reading: CallReading) -> S
         membership.take_recent(guarded.ledger, guarded.call)
         return SpanEntry(entry.ledger, guarded.call, True, True, in_library=True)
     if entry.call is None or not entry.call.ours or entry.in_library:
+        failed = reading.usage is None and _failed(span)
         found = membership.late_same_call(
-            entry.ledger, span.start_time or 0, span.end_time or 0, reading.model
+            entry.ledger, span.start_time or 0, span.end_time or 0, reading.model, failed
         )
         if found is not None:
             return SpanEntry(entry.ledger, found, True, True, in_library=True)
-        if reading.usage is None and _failed(span):
+        if failed:
             return None
     return membership.admit_call(
         SpanEntry(entry.ledger, entry.call, in_library=entry.in_library),
