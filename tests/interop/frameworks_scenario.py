@@ -184,6 +184,9 @@ def run_langgraph(url: str, setup: Setup) -> None:
         graph.invoke(inputs, config)
     elif how == "ainvoke":
         LOOP.run_until_complete(graph.ainvoke(inputs, config))
+    elif how == "abatch":
+        # Three runs at once: concurrent first calls, and refusals beside running calls.
+        LOOP.run_until_complete(graph.abatch([inputs] * 3, config))
     elif how == "stream":
         for _ in graph.stream(inputs, config, stream_mode="messages"):
             pass
@@ -316,6 +319,13 @@ for _lc in ("openinference-langchain", "openllmetry-langchain", "genai-langchain
 SETUPS["langgraph-ainvoke+openllmetry-langchain+openai"] = Setup(
     "langgraph", "langgraph", ("openllmetry-langchain",), options={"how": "ainvoke"}
 )
+# Concurrent runs: OpenLLMetry's spans name no model at start (they reserved nothing, and
+# all passed a nearly spent budget); OpenInference's late spans of refused runs took a
+# sibling run's call (counted twice).
+for _lc in ("openinference-langchain", "openllmetry-langchain"):
+    SETUPS[f"langgraph-abatch+{_lc}+openai"] = Setup(
+        "langgraph", "langgraph", (_lc,), options={"how": "abatch"}
+    )
 
 
 def _instrument(name: str, provider: Any) -> None:

@@ -85,6 +85,8 @@ SETUPS: dict[str, str] = {
     "langgraph-invoke+genai-langchain+openai": "langgraph",
     "langgraph-stream+genai-langchain+openai": "langgraph",
     "langgraph-ainvoke+openllmetry-langchain+openai": "langgraph",
+    "langgraph-abatch+openinference-langchain+openai": "langgraph",
+    "langgraph-abatch+openllmetry-langchain+openai": "langgraph",
     "smolagents-toolcalling": "smolagents",
     "smolagents-code": "smolagents",
     "smolagents-toolcalling+openinference": "smolagents",
