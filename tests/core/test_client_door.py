@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx2
 import openai
 import pytest
 from opentelemetry import trace
@@ -1000,3 +1001,124 @@ def test_an_async_turn_cancelled_after_its_request_was_sent_is_booked(
     assert outcomes == ["timed out", "timed out", "refused", "refused"]
     assert len(api.requests) == 2
     assert session.tracker.total_cost() == pytest.approx(2 * CANCELLED_CALL)
+
+
+class _SlowConnect(httpx2.AsyncHTTPTransport):
+    """A connection that takes 0.3 s to open: a call cancelled meanwhile was never sent."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        await asyncio.sleep(0.3)
+        return await super().handle_async_request(request)
+
+
+def test_an_async_call_cancelled_before_it_was_sent_books_nothing(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # Cancelled while connecting: the provider never had it. Booking it at its upper
+    # bound (it had been prepared, so it looked sent) refused calls the budget allowed.
+    outcomes: list[str] = []
+
+    async def main() -> None:
+        client = openai.AsyncOpenAI(
+            base_url=api.url,
+            api_key="k",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=_SlowConnect()),
+        )
+        for _ in range(3):
+            ask = client.chat.completions.create(
+                model="model-a", messages=[{"role": "user", "content": "hi"}], max_tokens=50
+            )
+            try:
+                await asyncio.wait_for(ask, timeout=0.1)
+            except TimeoutError:
+                outcomes.append("timed out")
+        await asyncio.sleep(0.4)  # nothing arrives late either
+
+    limits = {"budget_usd": 1.5 * CANCELLED_CALL, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        asyncio.run(main())
+        assert session._ledger.reserved_nano == 0
+    assert outcomes == ["timed out"] * 3
+    assert len(api.requests) == 0
+    assert (session._iteration_count, session.tracker.total_cost()) == (3, 0.0)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_call_the_sdk_timed_out_reading_its_response_is_booked(
+    api: FakeOpenAI, kind: str, otel: Otel
+) -> None:
+    # The SDK's own timeout=, the server still generating: six of six requests reached
+    # it at $0 under a budget of 1.5 calls. A read timeout means the request was sent.
+    api.delay = 0.5
+    outcomes: list[str] = []
+    ask = {
+        "model": "model-a",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 50,
+    }
+
+    async def run_async() -> None:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0, timeout=0.1)
+        for _ in range(4):
+            try:
+                await client.chat.completions.create(**ask)
+            except openai.APITimeoutError:
+                outcomes.append("timed out")
+            except BudgetExceededError:
+                outcomes.append("refused")
+
+    limits = {"budget_usd": 1.5 * CANCELLED_CALL, "enforce_budget": True}
+    with (
+        pytest.warns(RuntimeWarning, match="timed out"),
+        agent_session("w", **limits, **otel.kwargs()) as session,
+    ):
+        if kind == "async":
+            asyncio.run(run_async())
+        else:
+            client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0, timeout=0.1)
+            for _ in range(4):
+                try:
+                    client.chat.completions.create(**ask)
+                except openai.APITimeoutError:
+                    outcomes.append("timed out")
+                except BudgetExceededError:
+                    outcomes.append("refused")
+        assert session._ledger.reserved_nano == 0
+    assert outcomes == ["timed out", "timed out", "refused", "refused"]
+    assert len(api.requests) == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * CANCELLED_CALL)
+
+
+def test_a_failed_async_call_frees_its_reservation_while_its_error_is_kept(otel: Otel) -> None:
+    # The caller keeps each 500's exception (a last_error variable): the request object
+    # it holds kept the reservation (and a fleet hold) until garbage collection, so the
+    # budget refused a call nothing was spent on. And the next request on the task was
+    # absorbed into the failed call's still-open record, so the cap let twice as many
+    # reach the server.
+    flaky = _Flaky(failures=100)
+    kept: list[BaseException] = []
+
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=flaky.url, api_key="k", max_retries=0)
+        seen: list[str] = []
+        for _ in range(4):
+            try:
+                await client.chat.completions.create(
+                    model="model-a", messages=[{"role": "user", "content": "hi"}], max_tokens=50
+                )
+            except openai.InternalServerError as error:
+                kept.append(error)
+                seen.append("500")
+                assert session._ledger.reserved_nano == 0
+            except MaxIterationsExceededError:
+                seen.append("refused")
+        return seen
+
+    try:
+        with agent_session("w", max_iterations=3, budget_usd=1.0, **otel.kwargs()) as session:
+            assert asyncio.run(main()) == ["500", "500", "500", "refused"]
+    finally:
+        flaky.close()
+    assert flaky.hits == 3
+    assert session.tracker.total_cost() == 0.0

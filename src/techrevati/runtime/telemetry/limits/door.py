@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...pricing import has_pricing
-from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import NO_CACHE_SCOPES, CallReading, more_exact
 from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
 from .booking import book
-from .estimate import request_estimate_usd, request_tokens, seen_usage, text_chars
-from .ledger import Claim, Ledger
+from .estimate import request_estimate_usd, seen_usage, text_chars
+from .ledger import Ledger
 from .membership import SpanEntry
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
@@ -201,87 +200,6 @@ async def afleet() -> None:
     claim = found.call if found is not None else None
     if claim is not None and claim.fleet_deferred and claim.open:
         await claim.leaf.areserve_fleet(claim)
-
-
-#: The call an async client is sending on this task, with its prepared request and
-#: client package: set when ``_prepare_request`` returned (the transport is next),
-#: cleared when the response is processed. A cancellation in between (a timeout
-#: around the call, a task group cancelling its siblings) leaves a request the
-#: provider has, and bills, with no response to read (see ``cancelled``).
-_SENDING: ContextVar[tuple[Claim, object, str] | None] = ContextVar(
-    "techrevati_sending", default=None
-)
-
-
-def sending(request: object, package: str) -> None:
-    """An async client prepared ``request``: sending it is the next step."""
-    call = _IN_FLIGHT.get()
-    if call is not None and not call.processed:
-        entry = call.entry
-    else:
-        # An instrumented call (``begin`` matched it to the span started last on this
-        # task, and keeps no request of its own): when this request is a model call.
-        method = getattr(request, "method", "")
-        path = getattr(getattr(request, "url", None), "path", "")
-        if not (isinstance(method, str) and isinstance(path, str)):
-            return
-        if not is_model_request(method.lower(), path):
-            return
-        entry = membership.STRAND.get()
-    if entry is None or entry.request is None:
-        return  # not a model call
-    claim = entry.call  # (our turn's, for the request our turn makes: its end books it)
-    if claim is not None and claim.open:
-        _SENDING.set((claim, request, package))
-
-
-def received() -> None:
-    """The async client is processing a response: the request is no longer in flight."""
-    if _SENDING.get() is not None:
-        _SENDING.set(None)
-
-
-def cancelled() -> None:
-    """The caller cancelled an async request after it was sent: book it at its estimate.
-
-    The provider has the request and bills it (generation runs on after the
-    client hangs up), so releasing it as a failed call would let a loop of
-    timed-out calls (``asyncio.wait_for``) run past its budget at $0 each.
-    It is booked at its request's upper bound (input counted from the body,
-    output at the request's cap or the provider's default), like a call whose
-    usage never arrived, and warned about under an enforced budget. A call a
-    span describes is booked when that span ends, our turn's call when the turn
-    fails with the cancellation; the guard's own call now.
-    """
-    sent = _SENDING.get()
-    if sent is None:
-        return
-    _SENDING.set(None)
-    claim, request, package = sent
-    if not claim.open:
-        return
-    body = _json_body(request)
-    if body is not None:
-        claim.estimated = UsageSnapshot(*request_tokens(body, package))
-    claim.ended_early = "cancelled"
-    call = _IN_FLIGHT.get()
-    if call is None or call.done or call.entry is None or call.entry.call is not claim:
-        return  # a span's call: booked (at the estimate) when its span ends
-    call.processed = call.done = True
-    call.body = None
-    entry = call.entry
-    membership.forget(entry)
-    if call.books:
-        book(entry, CallReading(call.model, call.provider, None, 0), failed=True)
-
-
-def _json_body(request: object) -> Mapping[str, Any] | None:
-    """The JSON body of a prepared HTTP request, if it has one."""
-    try:
-        body = json.loads(request.content)  # type: ignore[attr-defined]
-    except Exception:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 async def arequest_fleet() -> None:

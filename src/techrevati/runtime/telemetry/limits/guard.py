@@ -60,7 +60,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import importlib
@@ -76,7 +75,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from . import door
+from . import door, unanswered
 
 __all__ = [
     "GUARDED_PACKAGES",
@@ -229,7 +228,6 @@ def _guard_process(method: Callable[..., Any]) -> Callable[..., Any]:
 def _guard_aprocess(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        door.received()
         call = door.take(kwargs.get("options"))
         try:
             result = await method(self, *args, **kwargs)
@@ -243,18 +241,39 @@ def _guard_aprocess(method: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _guard_arequest(method: Callable[..., Any]) -> Callable[..., Any]:
+def _guard_request(method: Callable[..., Any]) -> Callable[..., Any]:
+    # A sync client's whole request (every attempt): where it ends answered or not.
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException as error:
+            options = args[1] if len(args) > 1 else kwargs.get("options")
+            unanswered.ended(options, error)  # timed out on the wire: billed
+            raise
+
+    setattr(guarded, _MARK, method)
+    return guarded
+
+
+def _guard_arequest(method: Callable[..., Any], outer: bool) -> Callable[..., Any]:
+    # outer: the SDK's whole request (every attempt), where it ends answered or not.
     @functools.wraps(method)
     async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
         cls = type(self)
         if not hasattr(getattr(cls, _PREPARE, None), _MARK):
             _guard_prepare_of(cls)
         await door.afleet()  # may raise the fleet's refusal: nothing is sent
-        try:
+        if not outer:
             return await method(self, *args, **kwargs)
-        except asyncio.CancelledError:
-            door.cancelled()  # sent already: the provider bills it
+        options = args[1] if len(args) > 1 else kwargs.get("options")
+        try:
+            result = await method(self, *args, **kwargs)
+        except BaseException as error:
+            unanswered.ended(options, error)  # cancelled or timed out on the wire: billed
             raise
+        unanswered.ended(options, None)
+        return result
 
     setattr(guarded, _MARK, method)
     return guarded
@@ -266,7 +285,7 @@ def _guard_aprepare(method: Callable[..., Any]) -> Callable[..., Any]:
         await door.arequest_fleet()  # may raise the fleet's refusal: nothing is sent
         prepared = await method(self, *args, **kwargs)
         request = args[0] if args else kwargs.get("request")
-        door.sending(request, type(self).__module__.partition(".")[0])
+        unanswered.sending(request, type(self).__module__.partition(".")[0])
         return prepared
 
     setattr(guarded, _MARK, method)
@@ -332,10 +351,13 @@ def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:
     for cls, wrap in ((sync, _guard_process), (asyn, _guard_aprocess)):
         if isinstance(cls, type) and callable(cls.__dict__.get(_PROCESS)):
             found.append((cls, _PROCESS, wrap))
+    if isinstance(sync, type) and callable(sync.__dict__.get("request")):
+        found.append((sync, "request", _guard_request))
     if isinstance(asyn, type):
         for name in _ASYNC_DOORS:
             if inspect.iscoroutinefunction(asyn.__dict__.get(name)):
-                found.append((asyn, name, _guard_arequest))
+                outer = name == "request"
+                found.append((asyn, name, functools.partial(_guard_arequest, outer=outer)))
     return found
 
 

@@ -167,8 +167,9 @@ class Claim:
     #: booked (read under the lock that booked it): the turn raises for it.
     over: Ledger | None = None
     #: Why a call ended before its usage arrived, for the warning: ``"stream"``, a
-    #: stream closed early or failed before its last chunk; ``"cancelled"``, an async
-    #: request its caller cancelled after sending it (see ``door.cancelled``).
+    #: stream closed early or failed before its last chunk; ``"cancelled"`` or
+    #: ``"timed out"``, a request that ended unanswered after it was sent
+    #: (see ``unanswered.py``).
     ended_early: str = ""
 
 
@@ -801,6 +802,12 @@ class Ledger:
                     f"was sent (a timeout or cancellation around an async call), under an "
                     f"enforced budget, so it was booked {booked}: the provider has the request "
                     f"and bills it"
+                )
+            elif claim.ended_early == "timed out":
+                said = (
+                    f"a call of model {model!r} timed out waiting for its response (the "
+                    f"client's timeout=) after its request was sent, under an enforced budget, "
+                    f"so it was booked {booked}: the provider has the request and bills it"
                 )
             elif claim.ended_early:
                 said = (

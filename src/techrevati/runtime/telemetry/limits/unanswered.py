@@ -1,0 +1,195 @@
+"""Async requests that end unanswered after they were sent: cancelled, or timed out.
+
+A request the provider received is billed whether or not its response is
+read: generation runs on after the client hangs up. ``asyncio.wait_for``
+around a call, a task group cancelling its siblings, or the SDK's own read
+timeout ends such a request with no response and no usage, and releasing it
+as a failed call would let a loop of timed-out calls run past its budget at
+$0 each. So the guard follows each async model request from the moment its
+body is on the wire until its response has been read, and a request that
+ends in between by cancellation or a timeout is booked at its request's upper
+bound (input counted from the body, output at the request's cap or the
+provider's default), like a call whose usage never arrived.
+
+"On the wire", for a cancellation, is what httpcore's ``trace`` request
+extension reports (``send_request_body.complete`` up to
+``receive_response_body.complete``), so a request cancelled while
+connecting, or one that failed to connect, books nothing. A transport that
+reports no such events (a custom one) leaves its cancelled requests released:
+nothing says they were sent. A timeout is on the wire when the transport's
+error is a ``ReadTimeout`` (sync clients too); a connect, write or pool
+timeout books nothing.
+
+The guard's ``request`` door calls ``ended`` once the SDK's request method
+returns or raises; an async client's ``_prepare_request``, awaited right
+before the SDK sends each attempt, calls ``sending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from ...usage_tracking import UsageSnapshot
+from ..readings.recognise import CallReading
+from . import membership
+from .booking import book
+from .door import _IN_FLIGHT, RequestCall, fail, is_model_request
+from .estimate import request_tokens
+from .ledger import Claim
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One attempt of a model request: its call, its body, and whether it is on the wire."""
+
+    claim: Claim
+    content: object
+    package: str
+    on_wire: bool = False
+
+
+_SENDING: ContextVar[_Attempt | None] = ContextVar("techrevati_sending", default=None)
+
+_Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def sending(request: object, package: str) -> None:
+    """An async client prepared ``request`` (an attempt): follow it until it is answered."""
+    call = _IN_FLIGHT.get()
+    if call is not None and not call.processed:
+        entry = call.entry
+    else:
+        # An instrumented call (``door.begin`` matched it to the span started last on
+        # this task, and keeps no request of its own): when this is a model request.
+        method = getattr(request, "method", "")
+        path = getattr(getattr(request, "url", None), "path", "")
+        if not (isinstance(method, str) and isinstance(path, str)):
+            return
+        if not is_model_request(method.lower(), path):
+            return
+        entry = membership.STRAND.get()
+    if entry is None or entry.request is None:
+        return  # not a model call
+    claim = entry.call  # (our turn's, for the request our turn makes: its end books it)
+    extensions = getattr(request, "extensions", None)
+    if claim is None or not claim.open or not isinstance(extensions, dict):
+        return
+    attempt = _Attempt(claim, getattr(request, "content", None), package)
+    extensions["trace"] = _follow(attempt, extensions.get("trace"))
+    _SENDING.set(attempt)
+
+
+def _follow(attempt: _Attempt, then: _Trace | None) -> _Trace:
+    """httpcore's trace callback for one attempt (calling on to one already there)."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".send_request_body.complete"):
+            attempt.on_wire = True
+        elif event.endswith(".receive_response_body.complete"):
+            attempt.on_wire = False  # answered (a 5xx too: its retry is a new attempt)
+        if then is not None:
+            await then(event, info)
+
+    return trace
+
+
+def ended(options: object, error: BaseException | None) -> None:
+    """The SDK's request method for ``options`` returned (``error`` None) or raised ``error``.
+
+    Raised after the request was on the wire by a cancellation (async) or by
+    a read timeout (the SDK's timeout error, caused by the transport's
+    ``ReadTimeout``): the call is booked at its request's upper bound (see the
+    module docstring). Any other error ends the guard's own call as failed, its
+    reservation freed now, not when the request object is collected (an
+    exception the caller keeps holds it; a fleet scope's hold with it).
+    """
+    attempt = _SENDING.get()
+    if attempt is not None:
+        _SENDING.set(None)
+    if error is None:
+        return
+    method = getattr(options, "method", "")
+    url = getattr(options, "url", "")
+    if not (isinstance(method, str) and isinstance(url, str) and is_model_request(method, url)):
+        return
+    # The guard's record of this request, if it keeps one: the last model request begun
+    # in this context, not yet answered (a refused request leaves the one before it,
+    # answered already; a request ``door.begin`` left to a span clears it).
+    call = _IN_FLIGHT.get()
+    if call is not None and (call.processed or call.done or call.entry is None):
+        call = None
+    on_wire = attempt is not None and attempt.on_wire
+    if (on_wire and isinstance(error, asyncio.CancelledError)) or _read_timeout(error):
+        claim = attempt.claim if attempt is not None else _claim_of(options, call)
+        if claim is not None and claim.open:
+            _estimate(claim, options, attempt, error)
+            if call is not None and call.entry is not None and call.entry.call is claim:
+                _close(call)
+            return
+    if call is not None and call.entry is not None and not call.entry.same_call:
+        fail(call)
+
+
+def _read_timeout(error: BaseException) -> bool:
+    """The SDK's timeout error for a request sent whole, waiting for its response."""
+    cause = error.__cause__
+    return cause is not None and type(cause).__name__ == "ReadTimeout"
+
+
+def _claim_of(options: object, call: RequestCall | None) -> Claim | None:
+    """The call of a request no attempt was followed for (a sync client's)."""
+    if call is not None and call.entry is not None:
+        return call.entry.call
+    # An instrumented call: the span started last on this thread, which ``door.begin``
+    # matched to the request (so it is still open, with a request).
+    entry = membership.STRAND.get()
+    if entry is not None and entry.request is not None and entry.key in membership.OPEN:
+        return entry.call
+    return None
+
+
+def _estimate(
+    claim: Claim, options: object, attempt: _Attempt | None, error: BaseException
+) -> None:
+    """Book ``claim``, when it is booked, at its request's upper bound (see the module doc)."""
+    # What was sent, else the SDK's options (a sync client's: its own JSON body).
+    body = _json(attempt.content) if attempt is not None else None
+    if body is None:
+        body = getattr(options, "json_data", None)
+    if isinstance(body, Mapping):
+        package = attempt.package if attempt is not None else ""
+        claim.estimated = UsageSnapshot(*request_tokens(body, package))
+    cancelled = isinstance(error, asyncio.CancelledError)
+    claim.ended_early = "cancelled" if cancelled else "timed out"
+
+
+def _close(call: RequestCall) -> None:
+    """The guard's record of the request: done; its own call booked at the estimate.
+
+    A call another instrumentation's span describes is booked when that span
+    ends, and our turn's call when the turn fails; only their record here ends.
+    """
+    call.processed = call.done = True
+    call.body = None
+    entry = call.entry
+    if entry is None or not entry.by_guard:
+        return  # the span's entry: its end books the call
+    membership.forget(entry)
+    if call.books and not entry.same_call:
+        book(entry, CallReading(call.model, call.provider, None, 0), failed=True)
+
+
+def _json(content: object) -> Mapping[str, Any] | None:
+    """The JSON body of a prepared HTTP request, if it has one."""
+    if not isinstance(content, bytes | bytearray):
+        return None
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
