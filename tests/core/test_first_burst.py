@@ -274,3 +274,41 @@ def test_instrumented_client_burst_in_threads_is_bounded(api: FakeOpenAI) -> Non
     assert len(api.requests) == 4  # 20 could start before; the budget is 3.5 calls
     assert outcomes.count("ran") == 4  # a library call that crosses is not raised after
     assert session.tracker.total_cost() == pytest.approx(4 * ONE_CALL)
+
+
+def test_instrumented_client_burst_on_a_loop_is_bounded(api: FakeOpenAI) -> None:
+    # On an event loop nothing may wait for a probe: each span is admitted at once.
+    # A fresh client's first request awaits its platform lookup before it is built,
+    # so all twenty spans started before the guard saw any request, each reserving
+    # nothing: twenty requests went out under a budget of 3.5 calls. A span now
+    # reserves its output cap at start (the default output length when the span
+    # names none), which the guard raises to its request's estimate.
+    from fake_openai import instrumented_openai
+
+    with instrumented_openai() as (provider, _exporter):
+        messages = [{"role": "user", "content": "x" * 4000}]
+
+        async def main() -> list[str]:
+            client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+            async def ask() -> str:
+                try:
+                    await client.chat.completions.create(
+                        model="model-a", messages=messages, max_tokens=100
+                    )
+                except BudgetExceededError:
+                    return "refused"
+                except openai.APIConnectionError:
+                    return "reset"  # twenty at once overflow the stand-in's backlog
+                return "ran"
+
+            return await asyncio.gather(*(ask() for _ in range(CALLS)))
+
+        with agent_session(
+            "w", budget_usd=BUDGET, enforce_budget=True, tracer_provider=provider
+        ) as session:
+            outcomes = asyncio.run(main())
+            assert session._ledger.reserved_nano == 0
+    assert 1 <= len(api.requests) <= 4
+    assert outcomes.count("ran") == len(api.requests)
+    assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)

@@ -153,18 +153,24 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         # A span admitted on an event loop whose request reached no awaiting door
         # (see ``afleet``): the fleet is asked now, still before anything is sent.
         claim.leaf.reserve_deferred(claim)
-    if claim is not None and claim.open and not claim.expected_nano and body is not None:
+    if (
+        claim is not None
+        and claim.open
+        and body is not None
+        and claim.leaf._budgeted
+        and (not claim.expected_nano or (not created and claim.leaf.learned_cost(model) is None))
+    ):
         # A span admitted this call knowing nothing of its cost (nothing learned of
-        # its model, or a span that named no model at its start): reserve what the
+        # its model, or a span that named no model at its start), or only its output
+        # cap (a span started on an event loop, ``_admit_on_loop``): reserve what the
         # session learned of the model, else what its request says, so the calls
-        # admitted next see it.
+        # admitted next see it. (``top_up`` only ever raises a reservation.)
         ledger = claim.leaf
-        if ledger.has_budget():
-            estimate = ledger.learned_cost(model) if model else None
-            if estimate is None:
-                estimate = request_estimate_usd(model, body, provider)
-            if estimate:
-                ledger.top_up(claim, estimate)
+        estimate = ledger.learned_cost(model) if model else None
+        if estimate is None:
+            estimate = request_estimate_usd(model, body, provider)
+        if estimate:
+            ledger.top_up(claim, estimate)
     if (
         not created
         and not (body is not None and body.get("stream"))

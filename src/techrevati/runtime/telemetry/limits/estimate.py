@@ -103,6 +103,20 @@ def request_estimate_usd(model: str, body: Mapping[str, Any], provider: str) -> 
     return price_call(model, UsageSnapshot(input_tokens, output_tokens), provider).cost
 
 
+def output_estimate_usd(model: str, max_tokens: int | None, provider: str) -> float:
+    """What a call's output alone is expected to cost at most (its prompt is not known yet).
+
+    ``max_tokens`` is the request's own cap when known, else the provider's
+    default output length (see the module docstring); 0.0 for an unpriced model.
+    """
+    if not has_pricing(model, provider):
+        return 0.0
+    output = max_tokens if max_tokens is not None and max_tokens > 0 else 0
+    if not output:
+        output = DEFAULT_OUTPUT_TOKENS.get(provider, _FALLBACK_OUTPUT_TOKENS)
+    return price_call(model, UsageSnapshot(0, output), provider).cost
+
+
 def seen_usage(body: Mapping[str, Any] | None, provider: str, text_chars: int) -> UsageSnapshot:
     """The usage booked for a call whose usage never arrived: its request, and the text seen."""
     input_tokens = request_tokens(body, provider)[0] if body is not None else 0

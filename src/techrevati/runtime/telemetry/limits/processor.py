@@ -41,6 +41,7 @@ from ..readings.sdk_attributes import span_fields, write_known
 from ..readings.tools import read_tool, tool_start
 from . import loops, membership
 from .booking import book
+from .estimate import output_estimate_usd
 from .guard import awaits_fleet, note_refusal
 from .membership import SpanEntry
 from .probe import _ProbeWait
@@ -195,13 +196,21 @@ def _admit_on_loop(
 ) -> SpanEntry:
     """Admit a library model span starting on an event loop's thread, without blocking it.
 
-    It is admitted at once (no probe wait), and the client guard reserves its
-    request's estimate right after (before the loop runs another task). Its
+    It is admitted at once (no probe wait). With nothing learned of its model,
+    it reserves what its output cap costs (the span's ``max_tokens``, else the
+    provider's default output length), and the client guard raises that to its
+    request's estimate when the request is built: other tasks' spans may start
+    in between (a client's first request awaits its platform lookup first), and
+    a burst of them reserving nothing would all pass a nearly spent budget. Its
     fleet scopes (a Redis round trip each) are not asked here when the guarded
     client will send the request: the guard awaits them, off the loop, before
     anything is sent (``guard.awaits_fleet``).
     """
-    defer = bool(under.ledger.fleet_scopes()) and awaits_fleet(provider_from_attributes(attrs))
+    provider = provider_from_attributes(attrs)
+    if not expected and model and priced and under.ledger._budgeted:
+        cap = attrs.get(sc.GEN_AI_REQUEST_MAX_TOKENS) if attrs is not None else None
+        expected = output_estimate_usd(model, cap if type(cap) is int else None, provider)
+    defer = bool(under.ledger.fleet_scopes()) and awaits_fleet(provider)
     return membership.admit_call(
         under,
         model,
