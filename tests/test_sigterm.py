@@ -145,6 +145,36 @@ def test_sigterm_ends_the_session_writes_the_report_and_still_kills(tmp_path: Pa
     assert session["techrevati.session.outcome"] == {"stringValue": "cancelled"}
 
 
+# A call in flight when SIGTERM arrives: the provider has it and bills it.
+IN_FLIGHT = """
+import faulthandler, sys, time
+faulthandler.enable()
+from techrevati.runtime import ModelPricing, register_pricing
+from techrevati.runtime.orchestrator import Orchestrator
+from techrevati.runtime.telemetry.setup.configure import configure
+from techrevati.runtime.usage_tracking import UsageSnapshot
+
+register_pricing("model-sig", ModelPricing(1000.0, 0.0))  # 100 input tokens: $0.10
+configure(service_name="stopped")
+orch = Orchestrator(role="worker", phase="p", budget_usd=10.0, enforce_budget=True)
+with orch.session() as session:
+    session.run_turn(lambda: "ok", model="model-sig", usage=UsageSnapshot(100, 0))
+    print("READY", flush=True)
+    session.run_turn(lambda: time.sleep(60), model="model-sig")
+"""
+
+
+def test_a_call_in_flight_at_sigterm_is_booked_at_its_estimate(tmp_path: Path) -> None:
+    # Its session ended CANCELLED with the call released: the session span and the
+    # report said $0.10 while a fleet scope booked the hold it reserved ($0.20 in all).
+    code, _out, err = _run(tmp_path, "on", "plain", script=IN_FLIGHT)
+    assert code == -signal.SIGTERM
+    [session] = _sessions(tmp_path)
+    assert session["techrevati.cost.usd"] == {"doubleValue": 0.2}
+    assert session["techrevati.session.turns"] == {"intValue": "2"}
+    assert "was still in flight when the process was stopped (SIGTERM)" in err
+
+
 # The issue's case: a plain configure(), stopped half a second after the last call.
 WORKLOAD = """
 import faulthandler, signal, sys, time

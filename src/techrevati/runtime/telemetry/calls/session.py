@@ -266,6 +266,10 @@ def close_all(reason: str) -> int:
     closed = 0
     for scope in list(_open_scopes):
         if not scope.closed:
+            # Calls still in flight will never report (the process is going): the
+            # provider bills them, and their fleet holds are booked at what they
+            # reserved, so the session books them at its estimate too.
+            membership.book_in_flight(scope.ledger)
             close_session(scope, outcome=sc.OUTCOME_CANCELLED, error_type=reason)
             closed += 1
     return closed

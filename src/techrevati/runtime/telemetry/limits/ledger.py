@@ -169,7 +169,8 @@ class Claim:
     #: Why a call ended before its usage arrived, for the warning: ``"stream"``, a
     #: stream closed early or failed before its last chunk; ``"cancelled"`` or
     #: ``"timed out"``, a request that ended unanswered after it was sent
-    #: (see ``unanswered.py``).
+    #: (see ``unanswered.py``); ``"stopped"``, in flight when SIGTERM ended the
+    #: process's sessions (``membership.book_in_flight``).
     ended_early: str = ""
 
 
@@ -802,6 +803,12 @@ class Ledger:
                     f"was sent (a timeout or cancellation around an async call), under an "
                     f"enforced budget, so it was booked {booked}: the provider has the request "
                     f"and bills it"
+                )
+            elif claim.ended_early == "stopped":
+                said = (
+                    f"a call of model {model!r} was still in flight when the process was "
+                    f"stopped (SIGTERM), under an enforced budget, so it was booked {booked}: "
+                    f"the provider has the request and bills it"
                 )
             elif claim.ended_early == "timed out":
                 said = (

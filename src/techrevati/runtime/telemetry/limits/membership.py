@@ -695,6 +695,25 @@ def take(context: SpanContext | None) -> SpanEntry | None:
     return entry
 
 
+def book_in_flight(ledger: Ledger) -> None:
+    """The process is stopping (SIGTERM): book the session's calls in flight at an estimate.
+
+    A model call admitted and not yet answered has (or is about to have) its
+    request at the provider, which bills it; no usage will arrive here. It is
+    booked as a call without usage (``Ledger.estimate_missing``: what the
+    guard saw of its request, else the model's learned cost, else
+    ``call_estimate_usd``), as the fleet books its hold at what it reserved.
+    """
+    for key in list(ledger.open_keys):
+        entry = OPEN.get(key)
+        claim = entry.call if entry is not None else None
+        if entry is None or entry.same_call or claim is None or not claim.open:
+            continue
+        if claim.leaf is ledger:
+            claim.ended_early = "stopped"
+            ledger.settle(claim, claim.model, None)
+
+
 def drop_session(ledger: Ledger) -> None:
     """A session closed: forget its open spans and release their reservations.
 
