@@ -17,6 +17,7 @@ tasks never see each other's requests.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
@@ -88,6 +89,9 @@ class RequestCall:
 
 _IN_FLIGHT: ContextVar[RequestCall | None] = ContextVar("techrevati_request", default=None)
 
+# Asked for every instrumented request: get_running_loop() raises off a loop.
+_running_loop = asyncio._get_running_loop
+
 
 def _expected_cost(
     model: str, body: Mapping[str, Any] | None, provider: str, ledger: Ledger
@@ -157,12 +161,20 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         claim is not None
         and claim.open
         and body is not None
+        and (
+            not claim.expected_nano
+            or (
+                not created
+                and _running_loop() is not None
+                and claim.leaf.learned_cost(model) is None
+            )
+        )
         and claim.leaf._budgeted
-        and (not claim.expected_nano or (not created and claim.leaf.learned_cost(model) is None))
     ):
         # A span admitted this call knowing nothing of its cost (nothing learned of
         # its model, or a span that named no model at its start), or only its output
-        # cap (a span started on an event loop, ``_admit_on_loop``): reserve what the
+        # cap (a span started on an event loop, ``processor._admit_on_loop``; its
+        # loop test first, as the cheap one on every call): reserve what the
         # session learned of the model, else what its request says, so the calls
         # admitted next see it. (``top_up`` only ever raises a reservation.)
         ledger = claim.leaf
