@@ -187,3 +187,38 @@ def test_a_foreign_span_inside_our_tool_is_the_same_call(otel: Otel) -> None:
         lookup("x")
         with pytest.raises(LoopDetectedError):
             lookup("x")
+
+
+def test_our_tool_calls_refusal_refuses_the_model_calls_a_framework_would_make_next(
+    otel: Otel,
+) -> None:
+    # The Anthropic SDK's tool runner around a @tool_call: it hands each refusal back
+    # to the model as the tool's result, and the model asks again. A probe: 3 tool
+    # bodies, then 27 refused tool calls and 30 model calls, stopped only by the cap.
+    ran: list[str] = []
+
+    @tool_call()
+    def lookup(q: str) -> str:
+        ran.append("tool")
+        return "same"
+
+    def model() -> str:
+        ran.append("model")
+        return "call lookup again"
+
+    with agent_session("agent", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()) as session:
+        with pytest.raises(LoopDetectedError):
+            for _ in range(10):
+                session.run_turn(model, model="m")
+                try:
+                    lookup(q="same")
+                except LoopDetectedError as refused:
+                    error = refused  # the runner: "Error: ..." as the tool's result
+        assert error.tool == "lookup"
+        # The first refusal leaves the model free to change course; asked again, the
+        # next model call is refused.
+        assert ran == ["model", "tool"] * 3 + ["model", "model"]
+        # A tool call that does not extend the loop lifts the refusal.
+        lookup(q="other")
+        session.run_turn(model, model="m")
+        assert session._iteration_count == 6

@@ -81,6 +81,8 @@ class SessionScope:
     shared: tuple[str, FleetLevel] | None = None
     #: The session's loop watch (``calls/loops.py``); None: loop detection off.
     loops: LoopWatch | None = None
+    #: The fingerprint of the last tool call its loop watch refused (see ``ToolCall._admit``).
+    refused_loop: int | None = None
     #: Wrap-up (``calls/wrapup.py``): the threshold, the callback, and whether it fired.
     wrap_up_at: float | None = None
     on_wrap_up: Callable[[Any], None] | None = None

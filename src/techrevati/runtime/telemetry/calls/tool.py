@@ -164,6 +164,14 @@ class ToolCall:
                 watch.admit(key, self.name)
             except LoopDetectedError as refusal:
                 session.ledger._hit(sc.LIMIT_LOOP, refusal)  # once per session, like a cap
+                if session.refused_loop == key:
+                    # Asked for again after its refusal: whoever catches it is not
+                    # changing course (a framework that hands a tool's error back to the
+                    # model as its result: the Anthropic SDK's tool runner, ToolNode with
+                    # handle_tool_errors). The session's model calls are refused too, until
+                    # a tool call breaks the loop, or each refusal costs a model call.
+                    session.ledger.pending_refusal = refusal
+                session.refused_loop = key
                 raise
 
     def _note_permission(self, outcome: PermissionOutcome) -> None:
