@@ -222,3 +222,52 @@ def test_a_turn_declaring_a_cheaper_model_than_the_one_that_answered_warns_once(
     assert warned[0].filename == __file__
     assert "$0.001000" in str(warned[0].message) and "$0.010000" in str(warned[0].message)
     assert session.tracker.total_cost() == pytest.approx(0.003)  # the documented rule stands
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_a_generator_turn_its_caller_stops_reading_is_booked_at_its_request(
+    otel: Otel, api: str, how: str
+) -> None:
+    # decorators.md's streaming turn (`yield from` the client's stream) under an
+    # enforced budget, its caller done after the first chunk: the turn ends there,
+    # but the client's stream is closed only when collected. The turn was booked at
+    # $0 and the session then refused gpt-4o-mini for good (UnpricedModelError).
+    from techrevati.runtime.telemetry.limits.estimate import request_tokens
+
+    prompt = [{"role": "user", "content": "x" * 3900}]
+    ask: dict[str, Any] = {"model": "gpt-4o-mini", "messages": prompt, "max_tokens": 100}
+    sync_client = openai.OpenAI(base_url=api, api_key="test", max_retries=0)
+    async_client = openai.AsyncOpenAI(base_url=api, api_key="test", max_retries=0)
+
+    @agent_turn("gpt-4o-mini")
+    def chunks() -> Iterator[Any]:
+        yield from sync_client.chat.completions.create(**ask, stream=True)
+
+    @agent_turn("gpt-4o-mini")
+    async def achunks() -> Any:
+        async for chunk in await async_client.chat.completions.create(**ask, stream=True):
+            yield chunk
+
+    async def read_one() -> None:
+        stream = achunks()
+        async for _ in stream:
+            break
+        await stream.aclose()
+
+    with (
+        pytest.warns(RuntimeWarning, match="booked at an estimate"),
+        agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
+    ):
+        gc.disable()  # the turn's end must book it, not a collection
+        try:
+            if how == "sync":
+                for _ in chunks():
+                    break
+            else:
+                asyncio.run(read_one())
+            estimate = request_tokens({"messages": prompt}, "openai")[0] * 0.15 / 1e6
+            assert session.tracker.total_cost() == pytest.approx(estimate, rel=1e-9)
+        finally:
+            gc.enable()
+        sync_client.chat.completions.create(**ask)  # the model is not refused after it
+    assert session._iteration_count == 2

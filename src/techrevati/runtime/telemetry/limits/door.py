@@ -195,11 +195,19 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
             _IN_FLIGHT.set(None)  # (a set costs a context copy: only when there is one)
         return None
     call = RequestCall(key, entry, created, provider, model, body)
-    if not created and claim is not None and claim.estimated is None and body is not None:
-        # Another instrumentation's span books this stream, maybe before the guard read
-        # its end (closed early, or no include_usage): what its request says is known
-        # now, so the call is never booked at $0. (The guard's own calls are estimated
-        # when they end: counting the request costs ~20 µs, not paid on every call.)
+    if (
+        claim is not None
+        and claim.estimated is None
+        and body is not None
+        and (not created or (entry.same_call and body.get("stream")))
+    ):
+        # Another instrumentation's span books this stream, or our turn does (a turn
+        # that yields the stream's chunks ends when its caller stops reading, while
+        # the stream itself is closed only when collected), maybe before the guard
+        # read its end (closed early, or no include_usage): what its request says is
+        # known now, so the call is never booked at $0. (The guard's own calls are
+        # estimated when they end: counting the request costs ~20 µs, not paid on
+        # every call.)
         claim.estimated = seen_usage(body, provider, 0)
     _IN_FLIGHT.set(call)
     return call
