@@ -1122,3 +1122,37 @@ def test_a_failed_async_call_frees_its_reservation_while_its_error_is_kept(otel:
         flaky.close()
     assert flaky.hits == 3
     assert session.tracker.total_cost() == 0.0
+
+
+@pytest.mark.parametrize("instrumented", [False, True], ids=["bare", "official instrumentation"])
+@pytest.mark.parametrize(
+    ("answered_as", "priced_as", "cost"),
+    [
+        # A provider's own label for the model asked for: booked at what was asked for
+        # (the bare client booked it at $0 under an enforced budget, 20 of 20 sent).
+        ("acme/unlisted-label", "model-a", ONE_CALL),
+        # The model behind a router's or deployment's name: booked at its own price
+        # (the bare client priced the response's model, the instrumentation the
+        # request's: one call, two prices).
+        ("model-b-2025-01-01", "model-b-2025-01-01", (1000 * 1.0 + 100 * 2.0) / 1e6),
+    ],
+)
+def test_a_response_naming_another_model_is_booked_by_one_rule(
+    instrumented: bool, answered_as: str, priced_as: str, cost: float, otel: Otel
+) -> None:
+    from techrevati.runtime import ModelPricing, register_pricing
+
+    register_pricing("model-b-2025-01-01", ModelPricing(1.0, 2.0))
+    with serve(FakeOpenAI({**COMPLETION, "model": answered_as})) as api:
+        client = _client(api)
+        limits = {"budget_usd": 1.0, "enforce_budget": True}
+        if instrumented:
+            with (
+                instrumented_openai() as (provider, _),
+                agent_session("w", **limits, tracer_provider=provider) as session,
+            ):
+                _ask(client)
+        else:
+            with agent_session("w", **limits, **otel.kwargs()) as session:
+                _ask(client)
+    assert session.tracker.per_model_summary() == {priced_as: pytest.approx(cost, rel=1e-12)}

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...pricing import has_pricing
-from ..readings.recognise import NO_CACHE_SCOPES, CallReading, more_exact
+from ..readings.recognise import NO_CACHE_SCOPES, CallReading, booked_model, more_exact
 from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
 from .booking import book
@@ -481,7 +481,8 @@ def finish(
         # request, and now the text seen streamed too.
         claim.estimated = seen_usage(body, call.provider, text_chars)
     if call.books:
-        book(entry, CallReading(model or call.model, call.provider, usage, reasoning))
+        booked = booked_model(call.model, model, call.provider)
+        book(entry, CallReading(booked, call.provider, usage, reasoning))
     else:
         _note_exact_usage(call, usage, model)  # a stream whose span reports no cache
 

@@ -34,6 +34,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple, Protocol
 
+from ...pricing import has_pricing
 from ...usage_tracking import UsageSnapshot
 from .. import semconv as sc
 from . import tokens
@@ -455,12 +456,40 @@ def read_call(
     scope = scope_name or ""
     model = model_from_attributes(attrs)
     provider = provider_from_attributes(attrs)
+    responded = attrs.get(sc.GEN_AI_RESPONSE_MODEL)
+    if type(responded) is str and responded and responded != model:
+        model = booked_model(model, responded, provider)
     found = _usage_plain(attrs, scope)
     usage, reasoning, cached = found if found is not None else _usage(attrs, scope, provider)
     # tuple.__new__: a NamedTuple's own __new__ is Python code with keyword handling.
     return tuple.__new__(
         CallReading, (model, provider, usage, reasoning, cached or scope not in NO_CACHE_SCOPES)
     )
+
+
+def booked_model(requested: str, responded: str | None, provider: str = "") -> str:
+    """The model a finished call is booked under, from the one it asked for and its answer's.
+
+    The one asked for, which its admission reserved and priced, unless the
+    response names a different model that has a price: a router's choice
+    (``openrouter/auto``), or the model behind a deployment name (Azure). A
+    dated snapshot of the model asked for is the same model; a response model
+    with no price (a provider's own label) never makes a priced call free.
+
+    Example::
+
+        >>> booked_model("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+        'gpt-4o-mini'
+        >>> booked_model("prod-chat", "gpt-4o-mini-2024-07-18", "openai")
+        'gpt-4o-mini-2024-07-18'
+        >>> booked_model("gpt-4o-mini", "acme/custom-label", "openai")
+        'gpt-4o-mini'
+    """
+    if not responded or responded == requested or not requested:
+        return requested or responded or ""
+    if same_model(requested, responded):
+        return requested
+    return responded if has_pricing(responded, provider) else requested
 
 
 def same_model(a: str, b: str) -> bool:
