@@ -186,7 +186,12 @@ def run_langgraph(url: str, setup: Setup) -> None:
         LOOP.run_until_complete(graph.ainvoke(inputs, config))
     elif how == "abatch":
         # Three runs at once: concurrent first calls, and refusals beside running calls.
-        LOOP.run_until_complete(graph.abatch([inputs] * 3, config))
+        # Every run ends before the session does (return_exceptions): a run left
+        # pending would go on in the next check's loop, outside its own session.
+        ended = LOOP.run_until_complete(graph.abatch([inputs] * 3, config, return_exceptions=True))
+        for outcome in ended:
+            if isinstance(outcome, BaseException):
+                raise outcome
     elif how == "stream":
         for _ in graph.stream(inputs, config, stream_mode="messages"):
             pass

@@ -103,6 +103,10 @@ NO_USAGE: dict[str, str] = {
 }
 
 
+#: Set-ups whose runs start together (LangGraph abatch).
+CONCURRENT = {setup for setup in SETUPS if "-abatch" in setup}
+
+
 def _run(setup: str) -> dict[str, Any]:
     python = str(venvs.python("frameworks"))
     env = {**os.environ, "PYTHONPATH": str(SRC)}
@@ -160,7 +164,12 @@ def test_budget_stops_the_loop_within_one_call(results: dict[str, Any], setup: s
     assert got["hits"] == got["iterations"] == got["booked_calls"], got
     assert got["hits_at_raise"] == got["hits"], got
     # Spend within the budget plus the one call that crossed it, and not stopped early.
-    assert BUDGET - ONE_CALL < got["cost"] <= BUDGET + ONE_CALL + 1e-12, got
+    # Concurrent runs' first calls start on an event loop, where nothing waits for a
+    # probe: each reserves the default output length, 4,096 tokens ($0.0025 here,
+    # 25 budgets of this one), so how many run before the first one taught the cost
+    # depends on when they start (documented), never more than the bound.
+    low = 0.0 if setup in CONCURRENT else BUDGET - ONE_CALL
+    assert low < got["cost"] <= BUDGET + ONE_CALL + 1e-12, got
     _raised_as_documented(setup, got, "BudgetExceededError")
 
 

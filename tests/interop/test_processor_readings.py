@@ -272,14 +272,23 @@ def test_a_refused_runs_late_span_leaves_a_sibling_runs_call_to_its_own_span(
     with agent_session("r", budget_usd=10 * ONE_CALL, enforce_budget=True, **otel.kwargs()) as s:
         late_a = tracer.start_span("ChatOpenAI")
         late_b = tracer.start_span("ChatOpenAI")
+        late_c = tracer.start_span("ChatOpenAI")
         _client_span(otel)  # run B's request: admitted and booked
-        late_a.set_attributes({"openinference.span.kind": "LLM", "llm.model_name": "m"})
-        late_a.set_status(Status(StatusCode.ERROR, "refused"))
-        late_a.end()  # run A's refused request: no call
-        late_b.set_attributes(LATE_LLM)
-        late_b.end()
-    assert (s._iteration_count, s.tracker.turn_count) == (1, 1)
-    assert s.tracker.total_cost() == pytest.approx(ONE_CALL, rel=1e-12)
+        # Run C's request, admitted and still in flight when run A's span fails.
+        in_flight = otel.tracer_provider.get_tracer(GENAI_OPENAI).start_span(
+            "chat m", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}
+        )
+        for late in (late_a,):  # run A's refused request: no call
+            late.set_attributes({"openinference.span.kind": "LLM", "llm.model_name": "m"})
+            late.set_status(Status(StatusCode.ERROR, "refused"))
+            late.end()
+        in_flight.set_attributes(USAGE)
+        in_flight.end()
+        for late in (late_b, late_c):
+            late.set_attributes(LATE_LLM)
+            late.end()
+    assert (s._iteration_count, s.tracker.turn_count) == (2, 2)
+    assert s.tracker.total_cost() == pytest.approx(2 * ONE_CALL, rel=1e-12)
 
 
 def test_a_model_span_that_names_no_model_at_its_start_reserves_what_calls_cost(

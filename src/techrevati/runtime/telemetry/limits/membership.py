@@ -451,10 +451,11 @@ def late_same_call(
     span or the client guard) in the same session while this span was open.
     The first such call not yet taken by another late span, of the same model
     when both name one, is the same call; None means no other door saw it.
-    ``failed``: the span failed with no usage. It is not a call that was booked
-    with usage: under concurrency such a call overlaps the failed span in time
-    (a sibling run's request while this run's was refused), and taking it would
-    leave the span that does describe it unmatched, counted a second time.
+    ``failed``: the span failed with no usage. It describes a call that ended
+    without usage (failed too), not one still in flight or booked with usage:
+    under concurrency such a call overlaps the failed span in time (a sibling
+    run's request while this run's was refused), and taking it would leave the
+    span that does describe it unmatched, counted a second time.
     """
     recent = ledger.recent
     if not recent:
@@ -465,7 +466,7 @@ def late_same_call(
             continue
         if model and claim.model and not same_model(model, claim.model):
             continue
-        if failed and claim.booked_usage:
+        if failed and (claim.open or claim.booked_usage):
             continue
         try:
             recent.remove(item)
