@@ -1156,3 +1156,45 @@ def test_a_response_naming_another_model_is_booked_by_one_rule(
             with agent_session("w", **limits, **otel.kwargs()) as session:
                 _ask(client)
     assert session.tracker.per_model_summary() == {priced_as: pytest.approx(cost, rel=1e-12)}
+
+
+def test_an_anthropic_stream_cut_before_its_end_is_booked_at_what_was_seen(otel: Otel) -> None:
+    # Its message_start carries the input and a placeholder output count (1); the real
+    # count comes in message_delta, at the end. Closed after the first 400 characters,
+    # the call was booked at that placeholder, as if complete, with nothing said.
+    start = message("", input_tokens=1000, output_tokens=1, model="model-a")
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {**start, "content": [], "stop_reason": None}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *[
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
+            for t in ("x" * 400, "y" * 400)
+        ],
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 200},
+        },
+        {"type": "message_stop"},
+    ]
+    with serve_anthropic(FakeAnthropic(message("", input_tokens=0, output_tokens=0))) as api:
+        api.stream = events
+        client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
+        with (
+            pytest.warns(RuntimeWarning, match="ended before its usage arrived"),
+            agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
+        ):
+            stream = client.messages.create(
+                model="model-a",
+                max_tokens=500,
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+            )
+            for event in stream:
+                if event.type == "content_block_delta":
+                    break  # 400 characters seen: 100 tokens
+            stream.close()
+    # The start's input, and the text seen as output, at model-a's $3 / $15 per million.
+    assert session.tracker.total_cost() == pytest.approx((1000 * 3 + 100 * 15) / 1e6)
+    assert session._ledger.calls_without_usage == 1

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...pricing import has_pricing
+from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import NO_CACHE_SCOPES, CallReading, booked_model, more_exact
 from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
 from .booking import book
-from .estimate import request_estimate_usd, seen_usage, text_chars
+from .estimate import request_estimate_usd, seen_usage, text_chars, tokens_of_text
 from .ledger import Ledger
 from .membership import SpanEntry
 
@@ -465,9 +466,15 @@ _LAZY_ITERATOR: dict[type, bool] = {}
 
 
 def finish(
-    call: RequestCall, usage: Any, model: str | None, reasoning: int, text_chars: int
+    call: RequestCall,
+    usage: Any,
+    model: str | None,
+    reasoning: int,
+    text_chars: int,
+    estimate: UsageSnapshot | None = None,
 ) -> None:
-    """Book what the request used (``usage`` None: it never said)."""
+    """Book what the request used (``usage`` None: it never said; ``estimate``: what it
+    is then booked at, else its request and the text seen)."""
     if call.done:
         return
     call.done = True
@@ -479,7 +486,7 @@ def finish(
     if usage is None:
         # What the call is booked at if no usage ever arrives (see ``estimate``): its
         # request, and now the text seen streamed too.
-        claim.estimated = seen_usage(body, call.provider, text_chars)
+        claim.estimated = estimate or seen_usage(body, call.provider, text_chars)
     if call.books:
         booked = booked_model(call.model, model, call.provider)
         book(entry, CallReading(booked, call.provider, usage, reasoning))
@@ -535,12 +542,23 @@ def _aclose_then_book(
 def _stream_end(call: RequestCall, reader: StreamReader, *, cut: bool = False) -> None:
     """Book a stream's call from what was read; ``cut``: it ended before its last chunk."""
     entry = call.entry
-    if cut and reader.usage is None and not call.done and entry is not None and entry.call:
-        entry.call.ended_early = "stream"  # its warning then says why no usage arrived
+    usage = reader.usage
     text = reader.text
-    finish(
-        call, reader.usage, reader.model, reader.reasoning_tokens, text_chars(text) if text else 0
-    )
+    chars = text_chars(text) if text else 0
+    estimate = None
+    if reader.unfinished and usage is not None:
+        # The start's counts are not the call's: booked as a call whose usage never
+        # arrived, at those input counts and the text seen (like any stream cut short).
+        estimate = UsageSnapshot(
+            usage.input_tokens,
+            max(usage.output_tokens, tokens_of_text(chars)),
+            usage.cache_write_tokens,
+            usage.cache_read_tokens,
+        )
+        usage = None
+    if cut and usage is None and not call.done and entry is not None and entry.call:
+        entry.call.ended_early = "stream"  # its warning then says why no usage arrived
+    finish(call, usage, reader.model, reader.reasoning_tokens, chars, estimate)
 
 
 def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> Iterator[Any]:

@@ -388,13 +388,14 @@ class StreamReader:
         (12, 900, 40)
     """
 
-    __slots__ = ("_anthropic", "_texts", "model", "reasoning_tokens", "usage")
+    __slots__ = ("_anthropic", "_final", "_texts", "model", "reasoning_tokens", "usage")
 
     def __init__(self, *, collect_text: bool = False) -> None:
         self.usage: UsageSnapshot | None = None
         self.model: str | None = None
         self.reasoning_tokens = 0
         self._anthropic: dict[str, int] | None = None
+        self._final = False
         self._texts: list[str] | None = [] if collect_text else None
 
     def add(self, chunk: object) -> None:
@@ -418,6 +419,7 @@ class StreamReader:
             self._merge_anthropic(_get(message, "usage"))
             return
         if kind == "message_delta":
+            self._final = True
             self._merge_anthropic(_get(chunk, "usage"))
             return
         found = extract(chunk)
@@ -448,6 +450,12 @@ class StreamReader:
             cache_write_tokens=fields.get("cache_creation_input_tokens", 0),
             cache_read_tokens=fields.get("cache_read_input_tokens", 0),
         )
+
+    @property
+    def unfinished(self) -> bool:
+        """An Anthropic stream that ended before its ``message_delta``: its usage is the
+        start's (input and cache counts, a placeholder output count), not the call's."""
+        return self._anthropic is not None and not self._final
 
     @property
     def text(self) -> str | None:
