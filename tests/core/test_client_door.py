@@ -267,8 +267,9 @@ def test_with_the_official_instrumentation_a_stream_closed_early_is_booked_at_an
 def test_a_stream_whose_span_ends_before_it_is_read_is_booked_at_its_request(
     api: FakeOpenAI, otel: Otel
 ) -> None:
-    # An instrumentation may end its span (and our processor book it, usage unknown)
-    # before the guard sees the stream's end: the request alone is the estimate then.
+    # An instrumentation may end its span, usage unknown, before the guard sees the
+    # stream's end: its booking waits for the stream's end (the guard's reading of
+    # it decides what is booked), held by its reservation meanwhile.
     client = _client(api)
     tracer = otel.tracer_provider.get_tracer("some.genai.library")
     with (
@@ -281,10 +282,13 @@ def test_a_stream_whose_span_ends_before_it_is_read_is_booked_at_its_request(
         )
         with trace.use_span(span, end_on_exit=False):
             stream = _stream(client)
-        span.end()  # no usage on it: booked now, before the stream is read
+        span.end()  # no usage on it
+        assert session.tracker.total_cost() == 0
+        assert session._ledger.reserved_nano > 0
+        stream.close()  # closed unread: booked at its request
         assert session._ledger.calls_estimated == 1
+        assert session._ledger.reserved_nano == 0
         assert session.tracker.total_cost() > 0
-        stream.close()
         _ask(client)  # the model is not refused as unpriced
     assert len(api.requests) == 2
 
@@ -397,10 +401,10 @@ def test_install_never_patches_twice() -> None:
     assert not hasattr(original, "__techrevati_guard__")
 
 
-def _run(code: str) -> dict[str, Any]:
+def _run(code: str, *argv: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT / 'tests'}"}
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", textwrap.dedent(code), *argv],
         capture_output=True,
         text=True,
         env=env,
@@ -1158,43 +1162,63 @@ def test_a_response_naming_another_model_is_booked_by_one_rule(
     assert session.tracker.per_model_summary() == {priced_as: pytest.approx(cost, rel=1e-12)}
 
 
-def test_an_anthropic_stream_cut_before_its_end_is_booked_at_what_was_seen(otel: Otel) -> None:
+CUT_STREAM = """
+import json, sys, warnings
+import anthropic
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from techrevati.runtime import ModelPricing, agent_session, register_pricing
+from fake_anthropic import FakeAnthropic, message, serve
+
+register_pricing("model-a", ModelPricing(3.0, 15.0))
+if sys.argv[1] == "sdk-traced":  # the Anthropic SDK's own spans reach our processor
+    trace.set_tracer_provider(TracerProvider())
+start = message("", input_tokens=1000, output_tokens=1, model="model-a")
+text = {"type": "text_delta", "text": "x" * 400}
+events = [
+    {"type": "message_start", "message": {**start, "content": [], "stop_reason": None}},
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": text},
+    {"type": "content_block_delta", "index": 0, "delta": text},
+    {"type": "content_block_stop", "index": 0},
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+     "usage": {"output_tokens": 200}},
+    {"type": "message_stop"},
+]
+out = {}
+with serve(FakeAnthropic(message("", input_tokens=0, output_tokens=0))) as api:
+    api.stream = events
+    client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
+    for budget in (None, 1.0):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            limits = {"budget_usd": budget, "enforce_budget": True} if budget else {}
+            with agent_session("w", **limits) as session:
+                stream = client.messages.create(
+                    model="model-a", max_tokens=500, messages=[{"role": "user", "content": "hi"}],
+                    stream=True,
+                )
+                for event in stream:
+                    if event.type == "content_block_delta":
+                        break  # 400 characters seen: 100 tokens
+                stream.close()
+        out["enforced" if budget else "none"] = {
+            "cost": session.tracker.total_cost(),
+            "without_usage": session._ledger.calls_without_usage,
+            "warned": any("ended before its usage arrived" in str(w.message) for w in seen),
+        }
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("how", ["sdk-traced", "guard only"])
+def test_an_anthropic_stream_cut_before_its_end_is_booked_at_what_was_seen(how: str) -> None:
     # Its message_start carries the input and a placeholder output count (1); the real
     # count comes in message_delta, at the end. Closed after the first 400 characters,
-    # the call was booked at that placeholder, as if complete, with nothing said.
-    start = message("", input_tokens=1000, output_tokens=1, model="model-a")
-    events: list[dict[str, Any]] = [
-        {"type": "message_start", "message": {**start, "content": [], "stop_reason": None}},
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        *[
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
-            for t in ("x" * 400, "y" * 400)
-        ],
-        {"type": "content_block_stop", "index": 0},
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": "end_turn"},
-            "usage": {"output_tokens": 200},
-        },
-        {"type": "message_stop"},
-    ]
-    with serve_anthropic(FakeAnthropic(message("", input_tokens=0, output_tokens=0))) as api:
-        api.stream = events
-        client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
-        with (
-            pytest.warns(RuntimeWarning, match="ended before its usage arrived"),
-            agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
-        ):
-            stream = client.messages.create(
-                model="model-a",
-                max_tokens=500,
-                messages=[{"role": "user", "content": "hi"}],
-                stream=True,
-            )
-            for event in stream:
-                if event.type == "content_block_delta":
-                    break  # 400 characters seen: 100 tokens
-            stream.close()
+    # the call was booked at that placeholder, as if complete, with nothing said. The
+    # SDK's own span (on by default) ends before the guard has read the stream's end.
+    result = _run(CUT_STREAM, how)
     # The start's input, and the text seen as output, at model-a's $3 / $15 per million.
-    assert session.tracker.total_cost() == pytest.approx((1000 * 3 + 100 * 15) / 1e6)
-    assert session._ledger.calls_without_usage == 1
+    cost = (1000 * 3 + 100 * 15) / 1e6
+    assert result["none"] == {"cost": pytest.approx(cost), "without_usage": 0, "warned": False}
+    assert result["enforced"] == {"cost": pytest.approx(cost), "without_usage": 1, "warned": True}

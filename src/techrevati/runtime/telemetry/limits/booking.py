@@ -11,7 +11,37 @@ settles its own claim.
 from __future__ import annotations
 
 from ..readings.recognise import CallReading, more_exact, warn_no_cache
+from .ledger import Claim
 from .membership import SpanEntry
+
+#: Calls another instrumentation's span describes whose stream the client guard is
+#: reading: the span's end is held here (None until it ends) until the guard read the
+#: stream's end (``stream_read``). An SDK that traces its own streams (Anthropic's)
+#: ends its span when its own reader stops, before the guard's does, with the counts
+#: seen so far: a stream cut before its last event would be booked at its first
+#: event's placeholder output count, as if complete.
+_READING: dict[Claim, tuple[SpanEntry, CallReading, str, bool] | None] = {}
+
+
+def reading_stream(claim: Claim) -> None:
+    """The guard wraps the stream of ``claim``'s span: hold the span's booking until it ends."""
+    _READING[claim] = None
+
+
+def stream_read(claim: Claim, unfinished: bool) -> None:
+    """The guard read the stream's end: book the span's reading held meanwhile, if any.
+
+    ``unfinished``: the stream stopped before its usage was final (``claim.estimated``
+    then holds what to book instead: the counts that arrived and the text seen).
+    Under a budget it is booked as a call without usage, at that estimate (counted
+    as estimated, and warned about when enforced); without one, as its usage.
+    """
+    held = _READING.pop(claim, None)
+    if held is not None:
+        entry, reading, scope, failed = held
+        if unfinished:
+            reading = reading._replace(usage=None if claim.leaf._budgeted else claim.estimated)
+        book(entry, reading, scope, failed)
 
 
 def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool = False) -> None:
@@ -30,6 +60,9 @@ def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool =
     """
     call = entry.call
     assert call is not None
+    if _READING and call in _READING:
+        _READING[call] = (entry, reading, scope, failed)  # booked when the guard read it
+        return
     # Unpacked in one step: each named field read is a descriptor call of its own.
     model, provider, usage, _, cache_reported = reading
     model = model or call.model

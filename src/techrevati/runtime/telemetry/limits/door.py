@@ -33,7 +33,7 @@ from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import NO_CACHE_SCOPES, CallReading, booked_model, more_exact
 from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
-from .booking import book
+from .booking import book, reading_stream, stream_read
 from .estimate import request_estimate_usd, seen_usage, text_chars, tokens_of_text
 from .ledger import Ledger
 from .membership import SpanEntry
@@ -483,20 +483,26 @@ def finish(
     if entry is None or entry.call is None:
         return
     claim = entry.call
-    if usage is None:
+    if estimate is not None:
+        claim.estimated = estimate
+    elif usage is None:
         # What the call is booked at if no usage ever arrives (see ``estimate``): its
         # request, and now the text seen streamed too.
-        claim.estimated = estimate or seen_usage(body, call.provider, text_chars)
+        claim.estimated = seen_usage(body, call.provider, text_chars)
     if call.books:
         booked = booked_model(call.model, model, call.provider)
         book(entry, CallReading(booked, call.provider, usage, reasoning))
     else:
         _note_exact_usage(call, usage, model)  # a stream whose span reports no cache
+        stream_read(claim, estimate is not None)
 
 
 def _wrap_stream(stream: Any, call: RequestCall) -> None:
     inner = stream._iterator
     reader = StreamReader(collect_text=True)
+    claim = call.entry.call if call.entry is not None else None
+    if not call.books and claim is not None and not call.entry.same_call:  # type: ignore[union-attr]
+        reading_stream(claim)  # its span's end waits for the stream's
     # The SDKs' close() releases the response but leaves the iterator as it is, and a
     # stream holds itself in a cycle (its iterator's frame refers to it): without the
     # hook a closed stream would be booked only when the garbage collector came by,
@@ -546,16 +552,18 @@ def _stream_end(call: RequestCall, reader: StreamReader, *, cut: bool = False) -
     text = reader.text
     chars = text_chars(text) if text else 0
     estimate = None
-    if reader.unfinished and usage is not None:
-        # The start's counts are not the call's: booked as a call whose usage never
-        # arrived, at those input counts and the text seen (like any stream cut short).
+    if reader.unfinished and usage is not None and entry is not None and entry.call:
+        # The start's counts are not the call's: its input counts and the text seen,
+        # booked under a budget as a call whose usage never arrived (like any stream
+        # cut short), without one as its usage (``booking.stream_read``).
         estimate = UsageSnapshot(
             usage.input_tokens,
             max(usage.output_tokens, tokens_of_text(chars)),
             usage.cache_write_tokens,
             usage.cache_read_tokens,
         )
-        usage = None
+        usage = None if entry.call.leaf._budgeted else estimate
+        cut = True
     if cut and usage is None and not call.done and entry is not None and entry.call:
         entry.call.ended_early = "stream"  # its warning then says why no usage arrived
     finish(call, usage, reader.model, reader.reasoning_tokens, chars, estimate)
