@@ -758,3 +758,23 @@ def test_concurrent_first_lookups_agree(monkeypatch: pytest.MonkeyPatch, empty_t
     assert errors == []
     assert len(results) == 8 * 40
     assert all(cost == expected[model] for model, cost in results)
+
+
+@pytest.mark.parametrize(
+    ("vertex", "provider_spelling"),
+    [
+        ("claude-opus-4@20250514", "claude-opus-4-20250514"),
+        ("claude-sonnet-4@20250514", "claude-sonnet-4-20250514"),
+    ],
+)
+def test_vertex_spellings_of_a_dated_snapshot_have_its_bundled_price(
+    empty_table: None, vertex: str, provider_spelling: str
+) -> None:
+    # Vertex AI names a snapshot with "@date": claude-opus-4@20250514 was unpriced
+    # (refused under an enforced budget, $0 otherwise) while its provider's spelling
+    # had the database's price.
+    usage = UsageSnapshot(1_000_000, 1_000_000)
+    expected = price_call(provider_spelling, usage)
+    assert expected.source == "bundled"
+    found = price_call(vertex, usage)
+    assert (found.cost, found.source) == (expected.cost, "bundled")

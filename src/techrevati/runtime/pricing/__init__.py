@@ -325,6 +325,10 @@ def _resolve_uncached(table: Mapping[str, ModelPricing], model: str, provider: s
         found = price_db.lookup(model, route)  # a Bedrock id: the database needs "aws"
     if found is None and bare != model:
         found = price_db.lookup(bare, provider or route)
+    if found is None and "@" in bare:
+        # Vertex AI's spelling of a dated snapshot (claude-opus-4@20250514) is the
+        # provider's (claude-opus-4-20250514), which the database lists.
+        found = price_db.lookup(bare.replace("@", "-", 1), provider or route)
     if found is not None:
         return _from_bundled(found)
     best: str | None = None
