@@ -222,3 +222,27 @@ def test_our_tool_calls_refusal_refuses_the_model_calls_a_framework_would_make_n
         lookup(q="other")
         session.run_turn(model, model="m")
         assert session._iteration_count == 6
+
+
+def test_the_anthropic_sdks_tool_spans_are_compared(otel: Otel) -> None:
+    # Its tool runner's spans record the result as anthropic.tool_result.content, not
+    # gen_ai.tool.call.result: they were never compared (a probe: 30 identical tool
+    # calls and 30 model calls, nothing detected).
+    tracer = otel.tracer_provider.get_tracer("com.anthropic.sdk.python")
+
+    def sdk_tool() -> None:
+        attributes = {
+            sc.GEN_AI_OPERATION_NAME: "execute_tool",
+            sc.GEN_AI_TOOL_NAME: "lookup",
+            sc.GEN_AI_TOOL_CALL_ARGUMENTS: '{"q": "same"}',
+        }
+        with tracer.start_as_current_span("execute_tool lookup", attributes=attributes) as span:
+            span.set_attribute("anthropic.tool_result.content", "the same answer")
+
+    with agent_session("agent", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()) as session:
+        for _ in range(3):
+            session.run_turn(lambda: "call lookup", model="m")
+            sdk_tool()
+        with pytest.raises(LoopDetectedError):
+            session.run_turn(lambda: "call lookup", model="m")
+    assert len(detections(otel)) == 1

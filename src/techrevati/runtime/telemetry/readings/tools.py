@@ -10,6 +10,10 @@ conventions in use:
 * OpenInference: ``openinference.span.kind`` = ``TOOL``, ``tool.name``, and the
   call's ``input.value`` / ``output.value``.
 
+The Anthropic SDK's own tool-runner spans follow the GenAI conventions but
+record the result as ``anthropic.tool_result.content``: read where the GenAI
+result is absent.
+
 Without a recorded result a call cannot be compared, so it is not read (a loop
 is never guessed).
 """
@@ -23,6 +27,7 @@ from typing import Any, Final
 OI_SPAN_KIND: Final = "openinference.span.kind"
 _OPERATION: Final = "gen_ai.operation.name"
 _EXECUTE_TOOL: Final = "execute_tool"
+_ANTHROPIC_RESULT: Final = "anthropic.tool_result.content"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +90,12 @@ def read_tool(
     if fields is None:
         return None
     name_key, arguments_key, result_key = fields
+    result = attrs.get(result_key)
+    if result is None:
+        result = attrs.get(_ANTHROPIC_RESULT)
     return ToolReading(
         name=_name(span_name, attrs, name_key),
         arguments=_text(attrs.get(arguments_key)),
-        result=_text(attrs.get(result_key)),
+        result=_text(result),
         failed=failed or "error.type" in attrs,
     )
