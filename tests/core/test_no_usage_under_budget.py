@@ -77,3 +77,21 @@ def test_without_an_enforced_budget_nothing_is_refused(otel: Otel) -> None:
         for _ in range(3):
             ask()
     assert session.tracker.turn_count == 3
+
+
+def test_a_model_priced_only_for_a_provider_is_refused_naming_that_provider() -> None:
+    # text-embedding-3-small is in the bundled prices for provider openai only: a
+    # turn that names no provider was refused with advice to register a price.
+    from techrevati.runtime import Orchestrator, UnpricedModelError
+    from techrevati.runtime.usage_tracking import UsageSnapshot
+
+    usage = UsageSnapshot(1_000_000, 0)
+    orch = Orchestrator(role="w", budget_usd=1.0, enforce_budget=True)
+    with orch.session() as session, pytest.raises(UnpricedModelError) as refused:
+        session.run_turn(lambda: "x", model="text-embedding-3-small", usage=usage)
+    assert "list it for provider 'openai'" in str(refused.value)
+    assert "provider_name='openai' on the Orchestrator" in str(refused.value)
+    named = Orchestrator(role="w", budget_usd=1.0, enforce_budget=True, provider_name="openai")
+    with named.session() as session:  # what it says works
+        session.run_turn(lambda: "x", model="text-embedding-3-small", usage=usage)
+    assert session.tracker.total_cost() == pytest.approx(0.02)

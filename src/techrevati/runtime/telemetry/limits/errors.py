@@ -179,10 +179,18 @@ class UnpricedModelError(BudgetExceededError):
                 "call_estimate_usd= on the session, or open it with allow_unpriced=True "
                 "to accept such calls at $0"
             )
+        listed = _listed_under(self.model)
+        hint = (
+            f" The bundled prices list it for provider {listed!r}: say so with "
+            f"provider={listed!r} on @agent_turn, or provider_name={listed!r} on the "
+            "Orchestrator / agent_session."
+            if listed
+            else ""
+        )
         return (
             f"model {self.model!r} has no known price, so the enforced budget of ${budget} "
             f"of {owner} cannot hold; this call was refused before it ran: nothing was sent "
-            "and nothing was booked. Price it with register_pricing() or "
+            f"and nothing was booked.{hint} Price it with register_pricing() or "
             "load_pricing_from_file(), or open the session with allow_unpriced=True to "
             "accept it at $0"
         )
@@ -200,6 +208,21 @@ class UnpricedModelError(BudgetExceededError):
             ),
             self.__dict__,
         )
+
+
+#: Providers whose bundled prices a model may be listed under only (an embedding
+#: model, a fine-tune): named in the refusal when a call gave no provider.
+_PROVIDERS = ("openai", "anthropic", "gcp.gemini", "gcp.vertex_ai", "aws.bedrock")
+
+
+def _listed_under(model: str) -> str | None:
+    """The provider the bundled prices list ``model`` for, when they need one."""
+    from ...pricing import has_pricing
+
+    try:
+        return next((p for p in _PROVIDERS if has_pricing(model, p)), None)
+    except Exception:
+        return None
 
 
 def _rebuild_unpriced_error(
