@@ -38,11 +38,19 @@ with orch.session() as session:
 
 
 def _run(
-    tmp_path: Path, *argv: str, script: str = SCRIPT, timeout: float = 60, delay: float = 0.0
+    tmp_path: Path,
+    *argv: str,
+    script: str = SCRIPT,
+    timeout: float = 60,
+    delay: float = 0.0,
+    pythonpath_tests: bool = False,
 ) -> tuple[int, str, str]:
     """Run ``script`` in a fresh process, SIGTERM it ``delay`` s after READY; exit and output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.pop("TECHREVATI_SPANS_FILE", None)
+    if pythonpath_tests:  # the stand-ins in tests/
+        here = str(Path(__file__).resolve().parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), here]))
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script), *argv],
         cwd=tmp_path,
@@ -172,6 +180,42 @@ def test_a_call_in_flight_at_sigterm_is_booked_at_its_estimate(tmp_path: Path) -
     [session] = _sessions(tmp_path)
     assert session["techrevati.cost.usd"] == {"doubleValue": 0.2}
     assert session["techrevati.session.turns"] == {"intValue": "2"}
+    assert "was still in flight when the process was stopped (SIGTERM)" in err
+
+
+# A bare client's request in flight (the server answers after a minute): the guard
+# admitted it at its request's estimate, and nothing else estimates it.
+BARE_IN_FLIGHT = """
+import faulthandler, sys
+faulthandler.enable()
+import openai
+from fake_openai import FakeOpenAI, serve
+from techrevati.runtime import ModelPricing, agent_session, register_pricing
+from techrevati.runtime.telemetry.setup.configure import configure
+
+register_pricing("model-sig", ModelPricing(1000.0, 0.0))
+configure(service_name="stopped")
+with serve(FakeOpenAI({}, delay=60)) as api:
+    client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0, timeout=120)
+    with agent_session("w", budget_usd=10.0, enforce_budget=True):
+        print("READY", flush=True)
+        client.chat.completions.create(
+            model="model-sig", messages=[{"role": "user", "content": "x" * 400}], max_tokens=1
+        )
+"""
+
+
+def test_a_bare_clients_request_in_flight_at_sigterm_is_booked_at_its_reservation(
+    tmp_path: Path,
+) -> None:
+    # Booked at $0 ("nothing to estimate it from"), which also told a fleet scope the
+    # model costs $0: what it reserved is what it is booked at, here and in the fleet.
+    code, _out, err = _run(tmp_path, "on", "plain", script=BARE_IN_FLIGHT, pythonpath_tests=True)
+    assert code == -signal.SIGTERM
+    [session] = _sessions(tmp_path)
+    # Its messages as JSON, 434 characters: 109 tokens at $1,000 per million, and
+    # max_tokens=1 at $0.
+    assert session["techrevati.cost.usd"] == {"doubleValue": 0.109}
     assert "was still in flight when the process was stopped (SIGTERM)" in err
 
 

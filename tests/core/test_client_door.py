@@ -1160,10 +1160,12 @@ def test_a_response_naming_another_model_is_booked_by_one_rule(
             with agent_session("w", **limits, **otel.kwargs()) as session:
                 _ask(client)
     assert session.tracker.per_model_summary() == {priced_as: pytest.approx(cost, rel=1e-12)}
+    # The next call asks for the same name: it is reserved at what this one cost.
+    assert session._ledger.learned_cost("model-a") == pytest.approx(cost, rel=1e-12)
 
 
 CUT_STREAM = """
-import json, sys, warnings
+import gc, json, sys, warnings
 import anthropic
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -1201,7 +1203,11 @@ with serve(FakeAnthropic(message("", input_tokens=0, output_tokens=0))) as api:
                 for event in stream:
                     if event.type == "content_block_delta":
                         break  # 400 characters seen: 100 tokens
-                stream.close()
+                if sys.argv[2] == "close":
+                    stream.close()
+                else:  # dropped: collection ends it, the guard's reader first
+                    del stream, event
+                    gc.collect()
         out["enforced" if budget else "none"] = {
             "cost": session.tracker.total_cost(),
             "without_usage": session._ledger.calls_without_usage,
@@ -1211,14 +1217,92 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.parametrize("end", ["close", "drop"])
 @pytest.mark.parametrize("how", ["sdk-traced", "guard only"])
-def test_an_anthropic_stream_cut_before_its_end_is_booked_at_what_was_seen(how: str) -> None:
+def test_an_anthropic_stream_cut_before_its_end_is_booked_at_what_was_seen(
+    how: str, end: str
+) -> None:
     # Its message_start carries the input and a placeholder output count (1); the real
     # count comes in message_delta, at the end. Closed after the first 400 characters,
     # the call was booked at that placeholder, as if complete, with nothing said. The
     # SDK's own span (on by default) ends before the guard has read the stream's end.
-    result = _run(CUT_STREAM, how)
+    result = _run(CUT_STREAM, how, end)
     # The start's input, and the text seen as output, at model-a's $3 / $15 per million.
     cost = (1000 * 3 + 100 * 15) / 1e6
     assert result["none"] == {"cost": pytest.approx(cost), "without_usage": 0, "warned": False}
     assert result["enforced"] == {"cost": pytest.approx(cost), "without_usage": 1, "warned": True}
+
+
+SDK_TRACED_CANCEL = """
+import asyncio, json, warnings
+import anthropic
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from techrevati.runtime import BudgetExceededError, ModelPricing, agent_session, register_pricing
+from fake_anthropic import FakeAnthropic, message, serve
+
+register_pricing("model-a", ModelPricing(3.0, 15.0))
+trace.set_tracer_provider(TracerProvider())  # the SDK's own spans reach our processor
+outcomes = []
+with serve(FakeAnthropic(message("hi", input_tokens=1000, output_tokens=100), delay=0.5)) as api:
+
+    async def main():
+        client = anthropic.AsyncAnthropic(base_url=api.url, api_key="k", max_retries=0)
+        for _ in range(4):
+            ask = client.messages.create(
+                model="model-a", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+            )
+            try:
+                await asyncio.wait_for(ask, timeout=0.1)
+                outcomes.append("answered")
+            except TimeoutError:
+                outcomes.append("timed out")
+            except BudgetExceededError:
+                outcomes.append("refused")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with agent_session("w", budget_usd=0.0012, enforce_budget=True) as session:
+            asyncio.run(main())
+    print(json.dumps({"outcomes": outcomes, "sent": len(api.requests),
+                      "cost": session.tracker.total_cost()}))
+"""
+
+
+def test_an_anthropic_call_its_sdk_traces_cancelled_on_the_wire_is_booked() -> None:
+    # The SDK ends its own span inside the request method, before the guard's door
+    # sees the cancellation: the span booked the call at $0 and the model was refused
+    # for the rest of the session as one whose cost nothing could estimate.
+    result = _run(SDK_TRACED_CANCEL)
+    assert result["outcomes"] == ["timed out", "timed out", "refused", "refused"]
+    assert result["sent"] == 2
+    assert result["cost"] == pytest.approx(2 * CANCELLED_CALL)
+
+
+def test_a_streamed_5xx_cancelled_in_its_retry_backoff_books_nothing(otel: Otel) -> None:
+    # The SDK closes a streamed error response unread: the request still looked on the
+    # wire, and the cancellation in the backoff booked it at its upper bound.
+    flaky = _Flaky(failures=100)
+
+    async def main() -> str:
+        client = openai.AsyncOpenAI(base_url=flaky.url, api_key="k", max_retries=1)
+        ask = client.chat.completions.create(
+            model="model-a",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=50,
+            stream=True,
+        )
+        try:
+            await asyncio.wait_for(ask, timeout=0.2)  # the SDK's backoff is longer
+        except TimeoutError:
+            return "cancelled"
+        return "answered"
+
+    try:
+        with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+            assert asyncio.run(main()) == "cancelled"
+            assert session._ledger.reserved_nano == 0
+    finally:
+        flaky.close()
+    assert flaky.hits == 1
+    assert session.tracker.total_cost() == 0.0

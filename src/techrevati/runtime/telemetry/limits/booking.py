@@ -40,8 +40,21 @@ def stream_read(claim: Claim, unfinished: bool) -> None:
     if held is not None:
         entry, reading, scope, failed = held
         if unfinished:
-            reading = reading._replace(usage=None if claim.leaf._budgeted else claim.estimated)
+            reading = _unfinished(claim, reading)
         book(entry, reading, scope, failed)
+    elif unfinished:
+        # The guard got there first (a stream dropped unread: collection runs the
+        # guard's finalizer before the SDK ends its span): the span's end is told.
+        _CUT.add(claim)
+
+
+#: Calls whose stream the guard saw end unfinished before their span ended.
+_CUT: set[Claim] = set()
+
+
+def _unfinished(claim: Claim, reading: CallReading) -> CallReading:
+    """The reading of a stream that stopped before its usage was final (see stream_read)."""
+    return reading._replace(usage=None if claim.leaf._budgeted else claim.estimated)
 
 
 def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool = False) -> None:
@@ -63,6 +76,9 @@ def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool =
     if _READING and call in _READING:
         _READING[call] = (entry, reading, scope, failed)  # booked when the guard read it
         return
+    if _CUT and call in _CUT:
+        _CUT.discard(call)
+        reading = _unfinished(call, reading)
     # Unpacked in one step: each named field read is a descriptor call of its own.
     model, provider, usage, _, cache_reported = reading
     model = model or call.model

@@ -177,6 +177,14 @@ class Claim:
 _ZERO = UsageSnapshot()
 
 
+def _learn(leaf: Ledger, model: str, cost: float) -> None:
+    """Raise what ``model`` is known to cost to ``cost`` at every level (under the lock)."""
+    for level in leaf._chain:
+        learned = level.learned
+        if cost > learned.get(model, -1.0) and (model in learned or len(learned) < _LEARNED_LIMIT):
+            learned[model] = cost
+
+
 def _costliest(learned: dict[str, float]) -> float | None:
     """The most expensive finished call of any model, for a call whose model is unnamed."""
     return max(learned.values()) if learned else None
@@ -505,12 +513,16 @@ class Ledger:
                 del probes[probe.model]
         probe.end()
 
-    def estimate_missing(self, claim: Claim, model: str, provider: str = "") -> PricedCall | None:
+    def estimate_missing(
+        self, claim: Claim, model: str, provider: str = "", reserved: bool = False
+    ) -> PricedCall | None:
         """The price of a call whose usage never arrived, where a budget needs one.
 
         In order: what the guard saw of it (its request and streamed text),
-        else the model's learned cost, else ``call_estimate_usd``; None when
-        there is no budget in the chain or nothing to go on (booked at $0).
+        else the model's learned cost, else ``call_estimate_usd``, else (with
+        ``reserved``, for a call cut off in flight) what the call reserved;
+        None when there is no budget in the chain or nothing to go on (booked
+        at $0).
         """
         if not model or not self._budgeted:
             return None
@@ -525,6 +537,8 @@ class Ledger:
                 (lv.call_estimate_usd for lv in self._chain if lv.call_estimate_usd is not None),
                 None,
             )
+        if not usd and reserved:
+            usd = claim.expected
         if not usd:
             return None
         # The current price table's version, so the tracker keeps the cost in its total.
@@ -752,12 +766,12 @@ class Ledger:
                 # Every level above holds at least what the leaf learned (each booking
                 # raises the whole chain), so a cost the leaf already reached changes
                 # nothing anywhere: the usual call stops at the test above.
-                for level in leaf._chain:
-                    learned = level.learned
-                    if cost > learned.get(model, -1.0) and (
-                        model in learned or len(learned) < _LEARNED_LIMIT
-                    ):
-                        learned[model] = cost
+                _learn(leaf, model, cost)
+            asked = claim.model
+            if asked and asked != model and cost > leaf.learned.get(asked, -1.0):
+                # Booked under the model its response named (a router's, a deployment's):
+                # the next call asks for the same name, and is reserved by it.
+                _learn(leaf, asked, cost)
             if missing:
                 leaf.calls_without_usage += 1
                 if cost and isinstance(price, PricedCall) and price.source == ESTIMATED:

@@ -703,7 +703,9 @@ def book_in_flight(ledger: Ledger) -> None:
     request at the provider, which bills it; no usage will arrive here. It is
     booked as a call without usage (``Ledger.estimate_missing``: what the
     guard saw of its request, else the model's learned cost, else
-    ``call_estimate_usd``), as the fleet books its hold at what it reserved.
+    ``call_estimate_usd``, else what it reserved), as the fleet books its hold
+    at what it reserved. A call nothing estimates is left as it was: released
+    when its session closes, its fleet hold booked at exit.
     """
     for key in list(ledger.open_keys):
         entry = OPEN.get(key)
@@ -711,8 +713,10 @@ def book_in_flight(ledger: Ledger) -> None:
         if entry is None or entry.same_call or claim is None or not claim.open:
             continue
         if claim.leaf is ledger:
-            claim.ended_early = "stopped"
-            ledger.settle(claim, claim.model, None)
+            price = ledger.estimate_missing(claim, claim.model, "", True)
+            if price is not None:
+                claim.ended_early = "stopped"
+                ledger.settle(claim, claim.model, None, price)
 
 
 def drop_session(ledger: Ledger) -> None:

@@ -39,7 +39,7 @@ from ..readings.recognise import (
 )
 from ..readings.sdk_attributes import span_fields, write_known
 from ..readings.tools import read_tool, tool_start
-from . import loops, membership
+from . import loops, membership, unanswered
 from .booking import book
 from .estimate import output_estimate_usd
 from .guard import awaits_fleet, note_refusal
@@ -149,8 +149,14 @@ class LimitsProcessor(SpanProcessor):
                     return
                 entry = late
             if entry.call is not None:
-                # Whether it failed matters only to a call that reported no usage.
-                book(entry, reading, producer, reading.usage is None and _failed(span))
+                failed = False
+                if reading.usage is None:
+                    # Whether it failed matters only to a call that reported no usage;
+                    # so does a request still on the wire when its span ended.
+                    failed = _failed(span)
+                    error_type = (span.attributes or {}).get("error.type")
+                    unanswered.span_ended(entry.call, str(error_type) if error_type else None)
+                book(entry, reading, producer, failed)
         except Exception:
             _warn_once("limits processor failed to book a span; continuing")
 

@@ -92,10 +92,24 @@ def _follow(attempt: _Attempt, then: _Trace | None) -> _Trace:
             attempt.on_wire = True
         elif event.endswith(".receive_response_body.complete"):
             attempt.on_wire = False  # answered (a 5xx too: its retry is a new attempt)
+        elif event.endswith(".receive_response_headers.complete") and _refused(info):
+            # An error status: the provider refused it, and bills nothing. (The SDK may
+            # close a streamed error response without reading its body.)
+            attempt.on_wire = False
         if then is not None:
             await then(event, info)
 
     return trace
+
+
+def _refused(info: dict[str, Any]) -> bool:
+    """httpcore's response headers event: (http version, status, reason, headers, ...)."""
+    found = info.get("return_value")
+    try:
+        status = found[1]  # type: ignore[index]
+    except Exception:
+        return False
+    return isinstance(status, int) and status >= 400
 
 
 def ended(options: object, error: BaseException | None) -> None:
@@ -133,6 +147,29 @@ def ended(options: object, error: BaseException | None) -> None:
             return
     if call is not None and call.entry is not None and not call.entry.same_call:
         fail(call)
+
+
+def span_ended(claim: Claim, error_type: str | None) -> None:
+    """A span of ``claim`` ended without usage while its request was on the wire.
+
+    The Anthropic SDK ends its own span inside the request method, before
+    ``ended`` runs there: a cancellation or timeout it recorded is estimated
+    here, so the span books it at the request's upper bound, not at $0.
+    """
+    attempt = _SENDING.get()
+    if attempt is None or attempt.claim is not claim or not attempt.on_wire or not claim.open:
+        return
+    kind = (error_type or "").lower()  # the SDK's own names: client_timeout_error
+    if "timeout" in kind:
+        why = "timed out"
+    elif not kind or "cancel" in kind:
+        why = "cancelled"
+    else:
+        return  # another error (a reset, a refusal): a failed call, as ``ended`` has it
+    body = _json(attempt.content)
+    if body is not None:
+        claim.estimated = UsageSnapshot(*request_tokens(body, attempt.package))
+    claim.ended_early = why
 
 
 def _read_timeout(error: BaseException) -> bool:

@@ -457,7 +457,7 @@ def read_call(
     model = model_from_attributes(attrs)
     provider = provider_from_attributes(attrs)
     responded = attrs.get(sc.GEN_AI_RESPONSE_MODEL)
-    if type(responded) is str and responded and responded != model:
+    if responded is not None and responded != model and type(responded) is str:
         model = booked_model(model, responded, provider)
     found = _usage_plain(attrs, scope)
     usage, reasoning, cached = found if found is not None else _usage(attrs, scope, provider)
