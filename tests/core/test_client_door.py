@@ -1306,3 +1306,32 @@ def test_a_streamed_5xx_cancelled_in_its_retry_backoff_books_nothing(otel: Otel)
         flaky.close()
     assert flaky.hits == 1
     assert session.tracker.total_cost() == 0.0
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_anthropic_calls_retries_after_read_timeouts_are_one_call(kind: str, otel: Otel) -> None:
+    # The Anthropic SDK keeps each attempt's request to itself: collected during the
+    # retry's backoff, it failed the call, and each retry was admitted as a new one
+    # (3 calls of a cap, and of a fleet scope, for one).
+    reply = message("hi", input_tokens=1000, output_tokens=100)
+    ask: dict[str, Any] = {
+        "model": "model-a",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with serve_anthropic(FakeAnthropic(reply, delay=0.5)) as api:
+        args: dict[str, Any] = {"base_url": api.url, "api_key": "k", "max_retries": 2}
+        with (
+            pytest.warns(RuntimeWarning, match="timed out"),
+            agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
+            pytest.raises(anthropic.APITimeoutError),
+        ):
+            if kind == "sync":
+                anthropic.Anthropic(**args, timeout=0.2).messages.create(**ask)
+            else:
+                client = anthropic.AsyncAnthropic(**args, timeout=0.2)
+                asyncio.run(client.messages.create(**ask))
+        assert len(api.requests) == 3
+    assert session._iteration_count == 1
+    assert session._ledger.reserved_nano == 0
+    assert session.tracker.total_cost() == pytest.approx(CANCELLED_CALL)

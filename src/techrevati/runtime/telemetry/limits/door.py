@@ -86,9 +86,14 @@ class RequestCall:
     #: The response has been handed over (or the request failed): no more attempts.
     processed: bool = False
     done: bool = False
+    #: Built inside the SDK's request method, whose end the guard sees (``unanswered.ended``):
+    #: an attempt's request collected meanwhile (during a retry's backoff) is no failure.
+    in_request: bool = False
 
 
 _IN_FLIGHT: ContextVar[RequestCall | None] = ContextVar("techrevati_request", default=None)
+#: Set by the guard's door around the SDK's request method (every attempt of one call).
+IN_REQUEST: ContextVar[bool] = ContextVar("techrevati_in_request", default=False)
 
 # Asked for every instrumented request: get_running_loop() raises off a loop.
 _running_loop = asyncio._get_running_loop
@@ -196,6 +201,8 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
             _IN_FLIGHT.set(None)  # (a set costs a context copy: only when there is one)
         return None
     call = RequestCall(key, entry, created, provider, model, body)
+    if created:
+        call.in_request = IN_REQUEST.get()
     if (
         claim is not None
         and claim.estimated is None
@@ -276,8 +283,8 @@ def _dropped(ref: weakref.ref[object]) -> None:
 
 
 def _abandoned(call: RequestCall, attempt: int) -> None:
-    if call.processed or call.attempt != attempt:
-        return  # answered, or a later attempt took over
+    if call.processed or call.attempt != attempt or call.in_request:
+        return  # answered, a later attempt took over, or the request's end will say
     fail(call)
 
 

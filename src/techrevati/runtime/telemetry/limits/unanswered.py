@@ -141,12 +141,15 @@ def ended(options: object, error: BaseException | None) -> None:
     if (on_wire and isinstance(error, asyncio.CancelledError)) or _read_timeout(error):
         claim = attempt.claim if attempt is not None else _claim_of(options, call)
         if claim is not None and claim.open:
-            _estimate(claim, options, attempt, error)
+            _estimate(claim, options, attempt, call, error)
             if call is not None and call.entry is not None and call.entry.call is claim:
                 _close(call)
             return
-    if call is not None and call.entry is not None and not call.entry.same_call:
-        fail(call)
+    if call is not None and call.entry is not None:
+        if call.entry.same_call:
+            _close(call)  # our turn's request: the turn fails with the error
+        else:
+            fail(call)
 
 
 def span_ended(claim: Claim, error_type: str | None) -> None:
@@ -191,11 +194,18 @@ def _claim_of(options: object, call: RequestCall | None) -> Claim | None:
 
 
 def _estimate(
-    claim: Claim, options: object, attempt: _Attempt | None, error: BaseException
+    claim: Claim,
+    options: object,
+    attempt: _Attempt | None,
+    call: RequestCall | None,
+    error: BaseException,
 ) -> None:
     """Book ``claim``, when it is booked, at its request's upper bound (see the module doc)."""
-    # What was sent, else the SDK's options (a sync client's: its own JSON body).
+    # What was sent, else the body the guard saw built (a sync client's), else the
+    # SDK's options as the caller gave them.
     body = _json(attempt.content) if attempt is not None else None
+    if body is None and call is not None:
+        body = call.body
     if body is None:
         body = getattr(options, "json_data", None)
     if isinstance(body, Mapping):
