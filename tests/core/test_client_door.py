@@ -1335,3 +1335,65 @@ def test_an_anthropic_calls_retries_after_read_timeouts_are_one_call(kind: str, 
     assert session._iteration_count == 1
     assert session._ledger.reserved_nano == 0
     assert session.tracker.total_cost() == pytest.approx(CANCELLED_CALL)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_call_a_middleware_answers_itself_is_ended_and_the_next_is_its_own(
+    kind: str, otel: Otel
+) -> None:
+    # An Anthropic client middleware that answers a connection failure with a value of
+    # its own: the SDK's request method returns normally, its response never processed.
+    # The call stayed open (its reservation held), and the next requests on the thread
+    # were taken for it: answered, but neither counted nor booked.
+    import socket
+
+    from anthropic.types import Message
+
+    fallback_reply = Message.model_validate(
+        message("cached", input_tokens=0, output_tokens=0, model="model-a")
+    )
+
+    def fallback(request: Any, call_next: Any) -> Any:
+        try:
+            return call_next(request)
+        except anthropic.APIConnectionError:
+            return fallback_reply
+
+    async def afallback(request: Any, call_next: Any) -> Any:
+        try:
+            return await call_next(request)
+        except anthropic.APIConnectionError:
+            return fallback_reply
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()  # nothing listens there: the connection is refused
+    ask: dict[str, Any] = {
+        "model": "model-a",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    reply = message("hi", input_tokens=1000, output_tokens=100)
+    with (
+        serve_anthropic(FakeAnthropic(reply)) as api,
+        agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
+    ):
+        good = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
+        for _ in range(2):
+            if kind == "sync":
+                bad = anthropic.Anthropic(
+                    base_url=dead, api_key="k", max_retries=0, middleware=[fallback]
+                )
+                assert bad.messages.create(**ask).content[0].text == "cached"
+            else:
+                abad = anthropic.AsyncAnthropic(
+                    base_url=dead, api_key="k", max_retries=0, middleware=[afallback]
+                )
+                answered = asyncio.run(abad.messages.create(**ask))
+                assert answered.content[0].text == "cached"
+            assert session._ledger.reserved_nano == 0
+            good.messages.create(**ask)
+        assert len(api.requests) == 2
+        assert session._iteration_count == 4  # two failed, two answered
+        assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)

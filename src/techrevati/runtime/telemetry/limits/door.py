@@ -86,14 +86,24 @@ class RequestCall:
     #: The response has been handed over (or the request failed): no more attempts.
     processed: bool = False
     done: bool = False
-    #: Built inside the SDK's request method, whose end the guard sees (``unanswered.ended``):
-    #: an attempt's request collected meanwhile (during a retry's backoff) is no failure.
-    in_request: bool = False
+    #: The SDK request method it was built in: while that runs, an attempt's request
+    #: collected (during a retry's backoff) is no failure; its end says (``unanswered``).
+    in_request: InRequest | None = None
+
+
+class InRequest:
+    """One run of the SDK's request method (every attempt of one call), while it runs."""
+
+    __slots__ = ("running",)
+
+    def __init__(self) -> None:
+        self.running = True
 
 
 _IN_FLIGHT: ContextVar[RequestCall | None] = ContextVar("techrevati_request", default=None)
-#: Set by the guard's door around the SDK's request method (every attempt of one call).
-IN_REQUEST: ContextVar[bool] = ContextVar("techrevati_in_request", default=False)
+#: Set by the guard's door around the SDK's request method. A task created inside it
+#: inherits it, and is told by ``running`` once the method ended.
+IN_REQUEST: ContextVar[InRequest | None] = ContextVar("techrevati_in_request", default=None)
 
 # Asked for every instrumented request: get_running_loop() raises off a loop.
 _running_loop = asyncio._get_running_loop
@@ -283,7 +293,8 @@ def _dropped(ref: weakref.ref[object]) -> None:
 
 
 def _abandoned(call: RequestCall, attempt: int) -> None:
-    if call.processed or call.attempt != attempt or call.in_request:
+    running = call.in_request
+    if call.processed or call.attempt != attempt or (running is not None and running.running):
         return  # answered, a later attempt took over, or the request's end will say
     fail(call)
 

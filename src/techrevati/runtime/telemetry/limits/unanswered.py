@@ -126,6 +126,19 @@ def ended(options: object, error: BaseException | None) -> None:
     if attempt is not None:
         _SENDING.set(None)
     if error is None:
+        # Returned, so answered: unless the response was never processed (a middleware
+        # that returned a value of its own), when the call ends as failed here.
+        call = _IN_FLIGHT.get()
+        if (
+            call is not None
+            and not call.processed
+            and call.in_request is not None
+            and call.entry is not None
+        ):
+            if call.entry.same_call:
+                _close(call)
+            else:
+                fail(call)
         return
     method = getattr(options, "method", "")
     url = getattr(options, "url", "")
