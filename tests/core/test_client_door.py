@@ -1397,3 +1397,22 @@ def test_a_call_a_middleware_answers_itself_is_ended_and_the_next_is_its_own(
         assert len(api.requests) == 2
         assert session._iteration_count == 4  # two failed, two answered
         assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+
+
+def test_a_stream_left_unread_when_its_session_closes_frees_the_parents_budget(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # The guard's own stream, returned and not yet read when its session closed: its
+    # entry had left the session's open spans when the response was taken, so the
+    # close did not release it, and the parent session's budget stayed reserved until
+    # the stream was collected.
+    client = _client(api)
+    with agent_session("parent", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as parent:
+        with agent_session("child", **otel.kwargs()):
+            stream = _stream(client)
+            assert parent._ledger.reserved_nano > 0
+        assert parent._ledger.reserved_nano == 0
+        for _ in stream:  # read later: booked once, into the chain
+            pass
+        assert parent._ledger.spent == pytest.approx(ONE_CALL)
+        assert parent._ledger.reserved_nano == 0

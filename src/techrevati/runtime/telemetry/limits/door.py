@@ -501,6 +501,9 @@ def finish(
     if entry is None or entry.call is None:
         return
     claim = entry.call
+    streams = claim.leaf.streams
+    if streams:
+        streams.discard(claim)
     if estimate is not None:
         claim.estimated = estimate
     elif usage is None:
@@ -519,8 +522,16 @@ def _wrap_stream(stream: Any, call: RequestCall) -> None:
     inner = stream._iterator
     reader = StreamReader(collect_text=True)
     claim = call.entry.call if call.entry is not None else None
-    if not call.books and claim is not None and not call.entry.same_call:  # type: ignore[union-attr]
-        reading_stream(claim)  # its span's end waits for the stream's
+    if claim is not None and not call.entry.same_call:  # type: ignore[union-attr]
+        if not call.books:
+            reading_stream(claim)  # its span's end waits for the stream's
+        else:
+            # The guard's own: its entry left the open spans when the response was
+            # taken, so the session's close releases it from here.
+            leaf = claim.leaf
+            if leaf.streams is None:
+                leaf.streams = set()
+            leaf.streams.add(claim)
     # The SDKs' close() releases the response but leaves the iterator as it is, and a
     # stream holds itself in a cycle (its iterator's frame refers to it): without the
     # hook a closed stream would be booked only when the garbage collector came by,

@@ -262,6 +262,10 @@ class Ledger:
     pending_refusal: Exception | None = field(default=None, repr=False)
     #: Library calls admitted lately, (wall-clock ns, claim), kept by ``membership``.
     recent: deque[tuple[int, Claim]] | None = field(default=None, repr=False)
+    #: The client guard's own calls whose streams are still to be read (made on
+    #: first use): released with the session's other calls in flight when it closes,
+    #: and booked when read, closed or collected.
+    streams: set[Claim] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(init=False, repr=False)
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)

@@ -727,6 +727,13 @@ def drop_session(ledger: Ledger) -> None:
     holds no reference to the session object).
     """
     _LIMITED.discard(ledger)
+    streams = ledger.streams
+    if streams:
+        # The guard's own streams still unread: their reservations leave the chain
+        # (a parent session's budget), their fleet holds stay for their booking.
+        ledger.streams = None
+        for claim in list(streams):
+            claim.leaf.release(claim, keep_fleet=True)
     keys = ledger.open_keys
     if not keys:
         return
