@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -878,6 +878,17 @@ def test_a_stream_closed_early_is_warned_about_as_closed_early(api: FakeOpenAI) 
     assert "read streams to their end" in str(warning.message)
 
 
+async def _give_up(ask: Awaitable[Any], timeout: float = 0.1) -> str:
+    """What a caller that waits ``timeout`` s for one call (``wait_for``) sees of it."""
+    try:
+        await asyncio.wait_for(ask, timeout=timeout)
+    except TimeoutError:
+        return "timed out"
+    except (BudgetExceededError, MaxIterationsExceededError):
+        return "refused"
+    return "answered"
+
+
 def _cancelled_calls(api: FakeOpenAI, session_kwargs: dict[str, Any], calls: int) -> list[str]:
     """Async calls each cancelled by ``wait_for`` while the server is still answering."""
     api.delay = 0.5
@@ -889,13 +900,7 @@ def _cancelled_calls(api: FakeOpenAI, session_kwargs: dict[str, Any], calls: int
             ask = client.chat.completions.create(
                 model="model-a", messages=[{"role": "user", "content": "hi"}], max_tokens=50
             )
-            try:
-                await asyncio.wait_for(ask, timeout=0.1)
-                outcomes.append("answered")
-            except TimeoutError:
-                outcomes.append("timed out")
-            except (BudgetExceededError, MaxIterationsExceededError):
-                outcomes.append("refused")
+            outcomes.append(await _give_up(ask))
 
     with agent_session("w", **session_kwargs) as session:
         asyncio.run(main())
@@ -951,13 +956,7 @@ def test_an_async_anthropic_call_cancelled_after_it_was_sent_is_booked(otel: Ote
                 ask = client.messages.create(
                     model="model-a", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
                 )
-                try:
-                    await asyncio.wait_for(ask, timeout=0.1)
-                    outcomes.append("answered")
-                except TimeoutError:
-                    outcomes.append("timed out")
-                except BudgetExceededError:
-                    outcomes.append("refused")
+                outcomes.append(await _give_up(ask))
 
         limits = {"budget_usd": 0.5 * CANCELLED_CALL, "enforce_budget": True}
         with (
@@ -988,13 +987,7 @@ def test_an_async_turn_cancelled_after_its_request_was_sent_is_booked(
 
     async def main() -> None:
         for _ in range(4):
-            try:
-                await asyncio.wait_for(turn(), timeout=0.1)
-                outcomes.append("answered")
-            except TimeoutError:
-                outcomes.append("timed out")
-            except BudgetExceededError:
-                outcomes.append("refused")
+            outcomes.append(await _give_up(turn()))
 
     limits = {"budget_usd": 1.5 * CANCELLED_CALL, "enforce_budget": True}
     with (
@@ -1033,10 +1026,7 @@ def test_an_async_call_cancelled_before_it_was_sent_books_nothing(
             ask = client.chat.completions.create(
                 model="model-a", messages=[{"role": "user", "content": "hi"}], max_tokens=50
             )
-            try:
-                await asyncio.wait_for(ask, timeout=0.1)
-            except TimeoutError:
-                outcomes.append("timed out")
+            outcomes.append(await _give_up(ask))
         await asyncio.sleep(0.4)  # nothing arrives late either
 
     limits = {"budget_usd": 1.5 * CANCELLED_CALL, "enforce_budget": True}

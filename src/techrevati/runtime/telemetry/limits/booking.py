@@ -10,6 +10,7 @@ settles its own claim.
 
 from __future__ import annotations
 
+from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import CallReading, more_exact, warn_no_cache
 from .ledger import Claim
 from .membership import SpanEntry
@@ -52,9 +53,16 @@ def stream_read(claim: Claim, unfinished: bool) -> None:
 _CUT: set[Claim] = set()
 
 
+def cut_usage(claim: Claim, estimate: UsageSnapshot | None) -> UsageSnapshot | None:
+    """What a stream cut before its usage was final books as usage (see stream_read):
+    none under a budget (the estimate is booked as such, and warned about when
+    enforced), the estimate itself without one."""
+    return None if claim.leaf._budgeted else estimate
+
+
 def _unfinished(claim: Claim, reading: CallReading) -> CallReading:
     """The reading of a stream that stopped before its usage was final (see stream_read)."""
-    return reading._replace(usage=None if claim.leaf._budgeted else claim.estimated)
+    return reading._replace(usage=cut_usage(claim, claim.estimated))
 
 
 def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool = False) -> None:

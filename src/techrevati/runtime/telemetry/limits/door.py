@@ -33,7 +33,7 @@ from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import NO_CACHE_SCOPES, CallReading, booked_model, more_exact
 from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
-from .booking import book, reading_stream, stream_read
+from .booking import book, cut_usage, reading_stream, stream_read
 from .estimate import request_estimate_usd, seen_usage, text_chars, tokens_of_text
 from .ledger import Ledger
 from .membership import SpanEntry
@@ -591,7 +591,7 @@ def _stream_end(call: RequestCall, reader: StreamReader, *, cut: bool = False) -
             usage.cache_write_tokens,
             usage.cache_read_tokens,
         )
-        usage = None if entry.call.leaf._budgeted else estimate
+        usage = cut_usage(entry.call, estimate)
         cut = True
     if cut and usage is None and not call.done and entry is not None and entry.call:
         entry.call.ended_early = "stream"  # its warning then says why no usage arrived

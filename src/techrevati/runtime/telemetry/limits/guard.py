@@ -245,19 +245,8 @@ def _guard_request(method: Callable[..., Any]) -> Callable[..., Any]:
     # A sync client's whole request (every attempt): where it ends answered or not.
     @functools.wraps(method)
     def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        options = args[1] if len(args) > 1 else kwargs.get("options")
-        running = door.InRequest()
-        inside = door.IN_REQUEST.set(running)
-        try:
-            result = method(self, *args, **kwargs)
-        except BaseException as error:
-            unanswered.ended(options, error)  # timed out on the wire: billed
-            raise
-        finally:
-            running.running = False
-            door.IN_REQUEST.reset(inside)
-        unanswered.ended(options, None)
-        return result
+        with unanswered.RequestRun(args[1] if len(args) > 1 else kwargs.get("options")):
+            return method(self, *args, **kwargs)
 
     setattr(guarded, _MARK, method)
     return guarded
@@ -273,19 +262,8 @@ def _guard_arequest(method: Callable[..., Any], outer: bool) -> Callable[..., An
         await door.afleet()  # may raise the fleet's refusal: nothing is sent
         if not outer:
             return await method(self, *args, **kwargs)
-        options = args[1] if len(args) > 1 else kwargs.get("options")
-        running = door.InRequest()
-        inside = door.IN_REQUEST.set(running)
-        try:
-            result = await method(self, *args, **kwargs)
-        except BaseException as error:
-            unanswered.ended(options, error)  # cancelled or timed out on the wire: billed
-            raise
-        finally:
-            running.running = False
-            door.IN_REQUEST.reset(inside)
-        unanswered.ended(options, None)
-        return result
+        with unanswered.RequestRun(args[1] if len(args) > 1 else kwargs.get("options")):
+            return await method(self, *args, **kwargs)
 
     setattr(guarded, _MARK, method)
     return guarded

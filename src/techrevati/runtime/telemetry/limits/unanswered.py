@@ -38,7 +38,7 @@ from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import CallReading
 from . import membership
 from .booking import book
-from .door import _IN_FLIGHT, RequestCall, fail, is_model_request
+from .door import _IN_FLIGHT, IN_REQUEST, InRequest, RequestCall, fail, is_model_request
 from .estimate import request_tokens
 from .ledger import Claim
 
@@ -110,6 +110,31 @@ def _refused(info: dict[str, Any]) -> bool:
     except Exception:
         return False
     return isinstance(status, int) and status >= 400
+
+
+class RequestRun:
+    """The guard's door around one run of the SDK's request method, sync or async.
+
+    ``with RequestRun(options):`` marks the requests built inside as this run's
+    (``door.IN_REQUEST``: collecting one during a retry's backoff is no failure),
+    and at the run's end tells ``ended`` how it ended. It never swallows the error.
+    """
+
+    __slots__ = ("options", "run", "token")
+
+    def __init__(self, options: object) -> None:
+        self.options = options
+
+    def __enter__(self) -> None:
+        self.run = InRequest()
+        self.token = IN_REQUEST.set(self.run)
+
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        try:
+            ended(self.options, error)  # cancelled or timed out on the wire: billed
+        finally:
+            self.run.running = False
+            IN_REQUEST.reset(self.token)
 
 
 def ended(options: object, error: BaseException | None) -> None:
