@@ -1269,6 +1269,51 @@ def test_an_anthropic_call_its_sdk_traces_cancelled_on_the_wire_is_booked() -> N
     assert result["cost"] == pytest.approx(2 * CANCELLED_CALL)
 
 
+SDK_TRACED_SYNC_TIMEOUT = """
+import json, warnings
+import anthropic
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from techrevati.runtime import BudgetExceededError, ModelPricing, agent_session, register_pricing
+from fake_anthropic import FakeAnthropic, message, serve
+
+register_pricing("model-a", ModelPricing(3.0, 15.0))
+trace.set_tracer_provider(TracerProvider())  # the SDK's own spans reach our processor
+outcomes = []
+with serve(FakeAnthropic(message("hi", input_tokens=1000, output_tokens=100), delay=0.5)) as api:
+    client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0, timeout=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with agent_session("w", budget_usd=0.0012, enforce_budget=True) as session:
+            for _ in range(4):
+                try:
+                    client.messages.create(
+                        model="model-a", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+                    )
+                    outcomes.append("answered")
+                except anthropic.APITimeoutError:
+                    outcomes.append("timed out")
+                except BudgetExceededError:
+                    outcomes.append("refused")
+            reserved = session._ledger.reserved_nano
+    print(json.dumps({"outcomes": outcomes, "sent": len(api.requests), "reserved": reserved,
+                      "cost": session.tracker.total_cost()}))
+"""
+
+
+def test_a_sync_anthropic_call_its_sdk_traces_timed_out_reading_is_booked() -> None:
+    # The SDK ends its own span in the request method's except, before the guard's door
+    # sees the timeout: 4 of 4 requests reached the server at $0 under a budget of
+    # 1.5 calls.
+    result = _run(SDK_TRACED_SYNC_TIMEOUT)
+    assert result == {
+        "outcomes": ["timed out", "timed out", "refused", "refused"],
+        "sent": 2,
+        "reserved": 0,
+        "cost": pytest.approx(2 * CANCELLED_CALL),
+    }
+
+
 def test_a_streamed_5xx_cancelled_in_its_retry_backoff_books_nothing(otel: Otel) -> None:
     # The SDK closes a streamed error response unread: the request still looked on the
     # wire, and the cancellation in the backoff booked it at its upper bound.

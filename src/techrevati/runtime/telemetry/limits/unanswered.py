@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -198,7 +199,10 @@ def span_ended(claim: Claim, error_type: str | None) -> None:
     here, so the span books it at the request's upper bound, not at $0.
     """
     attempt = _SENDING.get()
-    if attempt is None or attempt.claim is not claim or not attempt.on_wire or not claim.open:
+    if attempt is None:
+        _sync_span_ended(claim, error_type)
+        return
+    if attempt.claim is not claim or not attempt.on_wire or not claim.open:
         return
     kind = (error_type or "").lower()  # the SDK's own names: client_timeout_error
     if "timeout" in kind:
@@ -211,6 +215,26 @@ def span_ended(claim: Claim, error_type: str | None) -> None:
     if body is not None:
         claim.estimated = UsageSnapshot(*request_tokens(body, attempt.package))
     claim.ended_early = why
+
+
+def _sync_span_ended(claim: Claim, error_type: str | None) -> None:
+    """``span_ended`` for a sync client's request, which no attempt follows.
+
+    A sync request can only end unanswered on the wire by a read timeout. The
+    SDK ends its span while it handles that error (the Anthropic SDK's
+    ``request`` method, in its ``except``), so the error being handled is the
+    timeout; it carries the request that was sent.
+    """
+    if not claim.open or "timeout" not in (error_type or "").lower():
+        return
+    error = sys.exc_info()[1]
+    if error is None or not _read_timeout(error):
+        return  # a connect or pool timeout: nothing was sent
+    body = _json(getattr(getattr(error, "request", None), "content", None))
+    if body is not None:
+        package = type(error).__module__.partition(".")[0]
+        claim.estimated = UsageSnapshot(*request_tokens(body, package))
+    claim.ended_early = "timed out"
 
 
 def _read_timeout(error: BaseException) -> bool:
