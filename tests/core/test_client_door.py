@@ -1451,3 +1451,51 @@ def test_a_stream_left_unread_when_its_session_closes_frees_the_parents_budget(
             pass
         assert parent._ledger.spent == pytest.approx(ONE_CALL)
         assert parent._ledger.reserved_nano == 0
+
+
+COMPACTION: dict[str, Any] = {
+    "id": "cmp_1",
+    "object": "response.compaction",
+    "created_at": 1,
+    "output": [],
+    "usage": {
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "total_tokens": 1100,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
+    },
+}
+
+
+def test_a_compaction_pass_is_a_model_call(otel: Otel) -> None:
+    # responses.compact runs the model over a conversation and is billed with its usage:
+    # 3 of 3 ran under max_iterations=1, none counted or booked.
+    outcomes: list[str] = []
+    with serve(FakeOpenAI(COMPACTION)) as api:
+        client = _client(api)
+        limits = {"max_iterations": 2, "budget_usd": 1.0, "enforce_budget": True}
+        with agent_session("w", **limits, **otel.kwargs()) as session:
+            for _ in range(3):
+                try:
+                    client.responses.compact(model="model-a", input="a long conversation")
+                    outcomes.append("ran")
+                except MaxIterationsExceededError:
+                    outcomes.append("refused")
+        assert len(api.requests) == 2
+    assert outcomes == ["ran", "ran", "refused"]
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+
+
+def test_adding_a_message_to_an_assistants_thread_is_no_model_call(otel: Otel) -> None:
+    # POST /threads/{id}/messages stores a message; no model runs. It was counted as a
+    # model call without usage: refused at max_iterations=2 after 0 model requests.
+    message = {"id": "msg_1", "object": "thread.message", "created_at": 1, "role": "user"}
+    with serve(FakeOpenAI(message)) as api:
+        client = _client(api)
+        with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
+            for _ in range(3):
+                client.beta.threads.messages.create("thread_1", role="user", content="hi")
+        assert len(api.requests) == 3
+    assert session._ledger.iterations == 0
+    assert session._ledger.calls_without_usage == 0

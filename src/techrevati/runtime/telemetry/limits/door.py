@@ -62,13 +62,20 @@ def is_model_request(method: str, url: str) -> bool:
         (True, True)
         >>> is_model_request("post", "/v1/messages/count_tokens")
         False
+        >>> is_model_request("post", "/v1/threads/thread_1/messages")  # no model runs
+        False
     """
     if method == "post" and url in _MODEL_PATHS:
         return True  # what the clients send for every call: no string is built
     if method.lower() != "post":
         return False
     path = url.split("?", 1)[0].rstrip("/")
-    return path.endswith(_MODEL_PATHS)
+    if path.endswith("/responses/compact"):
+        return True  # a model pass over a conversation, billed with its usage
+    if not path.endswith(_MODEL_PATHS):
+        return False
+    # The Assistants API adds a message to a thread at /threads/{id}/messages: no model runs.
+    return not (path.endswith("/messages") and path.rsplit("/", 3)[-3:-2] == ["threads"])
 
 
 @dataclass(eq=False, slots=True)
