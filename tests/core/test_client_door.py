@@ -10,12 +10,14 @@ never reaches the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
@@ -777,6 +779,37 @@ def test_a_requests_estimate_counts_a_character_outside_ascii_as_a_token() -> No
 
     assert request_tokens(body("词" * 2000), "openai")[0] >= 2000
     assert 500 <= request_tokens(body("w" * 2000), "openai")[0] < 600
+
+
+def test_a_requests_estimate_caps_the_output_of_every_choice(otel: Otel) -> None:
+    # max_tokens is per choice: n=4 reserved one choice's output, a quarter of what the
+    # call may bill, and concurrent calls under an enforced budget spent 2.5 times it.
+    from techrevati.runtime.telemetry.limits.estimate import request_tokens
+
+    ask = {"model": "model-a", "max_tokens": 200, "messages": [{"role": "user", "content": "hi"}]}
+    assert request_tokens(ask, "openai")[1] == 200
+    assert request_tokens({**ask, "n": 4}, "openai")[1] == 800
+    assert request_tokens({**ask, "best_of": 3, "n": 2}, "openai")[1] == 600
+    assert request_tokens({**ask, "n": True}, "openai")[1] == 200
+    # Each call: 9 prompt tokens (the estimate's count), 4 x 200 output at $3 / $15 a million.
+    billed = {"prompt_tokens": 9, "completion_tokens": 800, "total_tokens": 809}
+    call = (9 * 3 + 800 * 15) / 1e6
+    with serve(FakeOpenAI({**COMPLETION, "usage": billed}, delay=0.2)) as api:
+        client = _client(api)
+
+        def one() -> None:
+            with contextlib.suppress(BudgetExceededError):
+                client.chat.completions.create(**ask, n=4)  # type: ignore[call-overload]
+
+        with agent_session("w", budget_usd=2.4 * call, enforce_budget=True, **otel.kwargs()) as s:
+            threads = [threading.Thread(target=s.wrap(one)) for _ in range(12)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        # Spend within the budget and one call: the third call is the one that crosses.
+        assert len(api.requests) == 3
+    assert s.tracker.total_cost() == pytest.approx(3 * call)
 
 
 def test_a_turn_whose_body_raises_after_its_call_returned_is_booked(

@@ -92,7 +92,14 @@ def request_tokens(body: Mapping[str, Any], provider: str) -> tuple[int, int]:
             break
     if not output:
         output = DEFAULT_OUTPUT_TOKENS.get(provider, _FALLBACK_OUTPUT_TOKENS)
-    return tokens_of_text(chars), output
+    # The cap is per choice: ``n`` choices (``best_of`` generated, for the legacy
+    # completions) are each billed up to it.
+    choices = 1
+    for name in ("n", "best_of"):
+        count = body.get(name)
+        if isinstance(count, int) and not isinstance(count, bool) and count > choices:
+            choices = count
+    return tokens_of_text(chars), output * choices
 
 
 def request_estimate_usd(model: str, body: Mapping[str, Any], provider: str) -> float | None:
