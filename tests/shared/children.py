@@ -105,3 +105,47 @@ def hang_in_a_call(url: str, carrier: dict[str, str], started: Any) -> None:
         return "never"
 
     stuck()
+
+
+def bare_client_main(
+    url: str, carrier: dict[str, str], api_url: str, attempts: int, results: Any
+) -> None:
+    """A spawned process that opens no session: a bare ``openai`` client under the context."""
+    from opentelemetry import context, propagate, trace
+
+    from techrevati.runtime.telemetry import semconv as sc
+
+    try:
+        set_up(url)
+        exporter = InMemorySpanExporter()
+        trace.get_tracer_provider().add_span_processor(  # type: ignore[attr-defined]
+            SimpleSpanProcessor(exporter)
+        )
+        import openai
+
+        client = openai.OpenAI(base_url=api_url, api_key="k", max_retries=0)
+        outcome: dict[str, Any] = {"ran": 0, "refused": 0, "errors": [], "messages": []}
+        token = context.attach(propagate.extract(carrier))
+        try:
+            for _ in range(attempts):
+                try:
+                    client.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": "hi"}]
+                    )
+                except (MaxIterationsExceededError, BudgetExceededError) as exc:
+                    outcome["refused"] += 1
+                    outcome["errors"].append(type(exc).__name__)
+                    outcome["messages"].append(str(exc))
+                else:
+                    outcome["ran"] += 1
+        finally:
+            context.detach(token)
+        outcome["limit_hits"] = sum(
+            1
+            for span in exporter.get_finished_spans()
+            for event in span.events
+            if event.name == sc.EVENT_LIMIT_HIT
+        )
+        results.put(outcome)
+    except BaseException as exc:  # report, so the parent fails with the reason
+        results.put({"crash": repr(exc)})

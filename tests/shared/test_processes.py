@@ -11,11 +11,22 @@ from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from fake_openai import FakeOpenAI, serve
 from techrevati.runtime import MaxIterationsExceededError, UsageSnapshot, agent_session
 from techrevati.runtime.fleet.sessions import RedisSessionStore
 from techrevati.runtime.telemetry import semconv as sc
 
 from . import children
+
+#: A chat completion; each test sets its model and usage.
+COMPLETION: dict[str, Any] = {
+    "id": "c1",
+    "object": "chat.completion",
+    "created": 1,
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+    ],
+}
 
 CTX = multiprocessing.get_context("spawn")
 
@@ -95,6 +106,43 @@ def test_a_five_dollar_budget_runs_at_most_five_one_dollar_calls(
     assert ran == 5
     assert {e for o in outcomes for e in o["errors"]} == {"BudgetExceededError"}
     assert session_span(exporter).attributes[sc.COST_TREE_USD] == pytest.approx(5.0)
+
+
+def test_a_child_that_opens_no_session_caps_its_bare_client_calls(
+    redis_server: Any, store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    # A child that only calls configure(session_store=...) and makes bare openai calls:
+    # the guard was installed only by limits of its own, so 30 of 30 calls of 3 children
+    # reached the server under a shared cap of 5, none counted. Its refusals named "the
+    # shared session ''" and left no limit-hit span in the child.
+    provider, _ = spans
+    usage = {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}
+    answer = {**COMPLETION, "model": children.MODEL, "usage": usage}
+    with serve(FakeOpenAI(answer)) as api:
+        with agent_session("planner", max_iterations=5, shared=True, tracer_provider=provider):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            results: Any = CTX.Queue()
+            procs = [
+                CTX.Process(
+                    target=children.bare_client_main,
+                    args=(redis_server.url, carrier, api.url, 10, results),
+                    daemon=True,
+                )
+                for _ in range(3)
+            ]
+            for proc in procs:
+                proc.start()
+            outcomes = [results.get(timeout=120) for _ in procs]
+            for proc in procs:
+                proc.join(timeout=30)
+        assert not [o["crash"] for o in outcomes if "crash" in o]
+        assert len(api.requests) == 5
+    assert sum(o["ran"] for o in outcomes) == 5
+    assert sum(o["refused"] for o in outcomes) == 25
+    assert all("the shared session 'planner'" in m for o in outcomes for m in o["messages"])
+    # Each refusal outside every session gets its own span with the limit-hit event.
+    assert sum(o["limit_hits"] for o in outcomes) == 25
 
 
 def test_the_parents_own_calls_and_its_childrens_share_the_cap(

@@ -123,6 +123,19 @@ def test_accept_remote_sessions_false_ignores_even_a_real_id(
     assert outcome["ran"] == ran
 
 
+def test_a_baggage_member_with_properties_still_names_its_session(
+    store: RedisSessionStore,
+) -> None:
+    # W3C baggage lets a member carry properties after its value (id;p=1): the id with
+    # them was unknown to the store, and 5 of 5 calls ran under a cap of 2.
+    with agent_session("planner", max_iterations=2, shared=True):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        carrier["baggage"] += ";origin=gateway"
+        outcome = in_fresh_thread(baggage_only(carrier), 5)
+    assert outcome["ran"] == 2
+
+
 def test_a_frozen_store_refuses_within_the_timeout(
     redis_server: RedisServer, store: RedisSessionStore
 ) -> None:

@@ -672,7 +672,9 @@ class Ledger:
             role, session_id = self.role, self.session_id
             if shared is None:
                 site = LimitSite("fleet", False, "", "", role, session_id, scope)
-            elif fleet in self.fleet:  # the shared session's own call, in its own process
+            elif fleet in self.fleet and self.session_id:
+                # The shared session's own call, in its own process. (A remote session's
+                # root ledger in a child process holds the level too, but has no session.)
                 site = LimitSite("shared", False, role, session_id, scope=scope)
             else:
                 site = LimitSite("shared", False, str(shared), "", role, session_id, scope)

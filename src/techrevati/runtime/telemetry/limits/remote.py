@@ -32,7 +32,7 @@ from opentelemetry.context import Context
 
 from ...caller import user_stacklevel
 from ...usage_tracking import UsageTracker
-from .ledger import FleetLevel, Ledger
+from .ledger import FleetLevel, Ledger, LimitListener
 
 #: The W3C baggage entry that carries a shared session's id.
 BAGGAGE_KEY = "techrevati.session"
@@ -83,17 +83,27 @@ class SessionStore(Protocol):
 
 
 _store: list[SessionStore] = []
+#: Told of every refusal a remote session's root ledger makes (no local session
+#: span carries it): ``configure`` gives it a span of its own.
+_on_limit: list[LimitListener] = []
 _roots: collections.OrderedDict[int, tuple[RemoteParent, Ledger]] = collections.OrderedDict()
 _roots_lock = threading.Lock()
 
 
-def install_store(store: SessionStore | None) -> None:
-    """Install (or remove, with None) the process's session store."""
+def install_store(store: SessionStore | None, on_limit: LimitListener | None = None) -> None:
+    """Install (or remove, with None) the process's session store.
+
+    ``on_limit`` is called with each refusal of a call made outside every local
+    session under a remote one (``Ledger.on_limit``).
+    """
     _store.clear()
+    _on_limit.clear()
     with _roots_lock:
         _roots.clear()
     if store is not None:
         _store.append(store)
+        if on_limit is not None:
+            _on_limit.append(on_limit)
 
 
 def session_store() -> SessionStore | None:
@@ -130,7 +140,8 @@ def remote_parent(context: Context | None) -> RemoteParent | None:
     if value is None:
         return None
     # Baggage comes from the network: the store refuses anything but an id of ours.
-    return store.lookup(str(value)[:64])
+    # A W3C baggage member may carry properties after the value (``id;p=1``).
+    return store.lookup(str(value).partition(";")[0].strip()[:64])
 
 
 _no_store_warned = False
@@ -168,6 +179,7 @@ def root_for(parent: RemoteParent, above: Ledger | None) -> Ledger:
             _roots.move_to_end(key)
             return found[1]
         ledger = Ledger(UsageTracker(retain_turns=0), fleet=(parent.level,))
+        ledger.on_limit = _on_limit[0] if _on_limit else None
         ledger.attach(above)
         _roots[key] = (parent, ledger)
         while len(_roots) > _ROOTS_MAX:

@@ -214,7 +214,14 @@ def configure(
         if guard and fleet_levels(fleet):
             ensure_guard()
     if session_store is not None:
-        install_store(session_store_from(session_store, accept_remote=accept_remote_sessions))
+        store = session_store_from(session_store, accept_remote=accept_remote_sessions)
+        # A call outside every local session under a remote one: refused with a span
+        # of its own, as under the process root.
+        install_store(store, on_limit=outside_limit_hit)
+        if guard:
+            # A child process often opens no session of its own: its bare client
+            # calls are the remote session's, so the guard is needed here too.
+            ensure_guard()
     elif not accept_remote_sessions:
         current = session_store_in_use()
         if current is not None:
