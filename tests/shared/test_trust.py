@@ -155,6 +155,57 @@ def test_a_frozen_store_refuses_within_the_timeout(
             remote.install_store(store)
 
 
+def test_a_frozen_store_never_fails_a_span_that_is_no_model_call(
+    redis_server: RedisServer, store: RedisSessionStore
+) -> None:
+    # Every span under the carried baggage looked its session up: with the store down an
+    # ASGI server's span (or a database's) raised FleetUnavailableError, so the request
+    # failed with a 500, and with it frozen each span waited the timeout again.
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from techrevati.runtime.telemetry.limits.processor import ensure_limits_processor
+
+    provider = TracerProvider()
+    ensure_limits_processor(provider)
+    tracer = provider.get_tracer("my.app.db")
+    with agent_session("planner", max_iterations=10, shared=True):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        child = RedisSessionStore(redis_server.url, timeout_s=0.3)
+        remote.install_store(child)
+        redis_server.pause()
+        took: list[float] = []
+        refused: list[BaseException] = []
+
+        def run() -> None:  # as another process would: only the carried context
+            token = context.attach(baggage_only(carrier))
+            try:
+                for _ in range(5):
+                    started = time.monotonic()
+                    with tracer.start_as_current_span("SELECT users"):
+                        pass
+                    took.append(time.monotonic() - started)
+                try:
+                    children.one_call()
+                except FleetUnavailableError as error:
+                    refused.append(error)
+            finally:
+                context.detach(token)
+
+        try:
+            worker = threading.Thread(target=run)
+            worker.start()
+            worker.join(60)
+        finally:
+            redis_server.resume()
+            remote.install_store(store)
+    assert len(took) == 5
+    # One wait for the frozen store; the next lookups answer from that failure.
+    assert sum(took[1:]) < 0.2, took
+    # A model call is still refused: the store cannot count it.
+    assert len(refused) == 1
+
+
 def test_a_frozen_store_under_allow_runs_calls_on_local_limits(
     redis_server: RedisServer, store: RedisSessionStore
 ) -> None:

@@ -35,6 +35,10 @@ _log = logging.getLogger("techrevati.runtime.fleet")
 
 #: How long a child process trusts what it looked up about a remote session.
 LOOKUP_TTL_S = 5.0
+#: How long a lookup the store failed is answered from that failure: every span of
+#: a request (a server's, a database's) looks its session up, and each would wait
+#: ``timeout_s`` for a frozen store again.
+FAILED_LOOKUP_TTL_S = 1.0
 _LOOKUPS_MAX = 4096
 _UNKNOWN_WARNED_MAX = 1024
 #: A shared session's keys outlive a parent that never closes (killed) by this much.
@@ -144,6 +148,8 @@ class RedisSessionStore:
         self._lookups: collections.OrderedDict[str, tuple[float, RemoteParent | None]] = (
             collections.OrderedDict()
         )
+        #: The store's last failure to look a session up: (until, what it said).
+        self._failed: tuple[float, str] | None = None
         self._warned: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # --- keys --------------------------------------------------------------------
@@ -248,18 +254,23 @@ class RedisSessionStore:
             cached = self._lookups.get(session_id)
             if cached is not None and cached[0] > now:
                 return cached[1]
+            failed = self._failed
+        if failed is not None and failed[0] > now:
+            self._unreachable(session_id, failed[1])
+            return None
         try:
             meta = self._client.hgetall(self._base(session_id) + ":meta")
         except self._errors as exc:
-            if self.on_store_error == "refuse":
-                raise FleetUnavailableError(
-                    scope_of(session_id), f"{type(exc).__name__}: {exc}"
-                ) from None
-            _log.warning(
-                "shared session lookup: store unreachable (%s); running on local limits",
-                type(exc).__name__,
-            )
+            said = f"{type(exc).__name__}: {exc}"
+            self._failed = (time.monotonic() + FAILED_LOOKUP_TTL_S, said)
+            if self.on_store_error != "refuse":
+                _log.warning(
+                    "shared session lookup: store unreachable (%s); running on local limits",
+                    type(exc).__name__,
+                )
+            self._unreachable(session_id, said)
             return None
+        self._failed = None
         found = self._parent(session_id, meta) if meta else None
         if found is None:
             self._unknown(session_id)
@@ -269,6 +280,11 @@ class RedisSessionStore:
             while len(self._lookups) > _LOOKUPS_MAX:
                 self._lookups.popitem(last=False)
         return found
+
+    def _unreachable(self, session_id: str, said: str) -> None:
+        """A lookup the store could not answer: refused unless ``on_store_error="allow"``."""
+        if self.on_store_error == "refuse":
+            raise FleetUnavailableError(scope_of(session_id), said)
 
     def _parent(self, session_id: str, raw: dict[Any, Any]) -> RemoteParent | None:
         meta = {text(k): text(v) for k, v in raw.items()}

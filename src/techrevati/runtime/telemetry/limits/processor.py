@@ -41,6 +41,7 @@ from ..readings.sdk_attributes import span_fields, write_known
 from ..readings.tools import read_tool, tool_start
 from . import loops, membership, unanswered
 from .booking import book
+from .errors import FleetUnavailableError
 from .estimate import output_estimate_usd
 from .guard import awaits_fleet, note_refusal
 from .membership import SpanEntry
@@ -68,7 +69,16 @@ class LimitsProcessor(SpanProcessor):
         producer, name, parent, context = span_fields(span)
         if producer == sc.INSTRUMENTATION_SCOPE:
             return  # admitted and registered by the core (see the module docstring)
-        found = membership.enclosing(parent, parent_context)
+        try:
+            found = membership.enclosing(parent, parent_context)
+        except FleetUnavailableError as unavailable:
+            # The store that holds this span's remote session is unreachable: that
+            # refuses a model call (on_store_error="refuse"), never any other span (a
+            # server's, a database's), which then runs outside every session.
+            if classify_start(name, span_attributes(span), producer):
+                note_refusal(unavailable)
+                raise
+            return
         if found is None:
             return
         under = found
