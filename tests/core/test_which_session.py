@@ -166,3 +166,34 @@ def test_context_captured_under_app_spans_that_ended_stays_in_the_session(
         outcomes = _four_in_a_thread_attaching(ctx, ask)
     assert outcomes == ["ran", "ran", "refused", "refused"]
     assert session.tracker.turn_count == 2
+
+
+def test_a_session_closed_out_of_order_is_no_longer_current(otel: Otel) -> None:
+    # The parent's block exited before its child's: the child's exit restored the closed
+    # parent as current for good, and every later call outside any block was counted by
+    # it and refused ("session 'parent' reached max_iterations=2") though no session
+    # was open.
+    from techrevati.runtime import current_agent_session
+
+    parent = agent_session("parent", max_iterations=2, **otel.kwargs())
+    parent.__enter__()
+    child = agent_session("child", max_iterations=10, **otel.kwargs())
+    child.__enter__()
+    parent.__exit__(None, None, None)
+    child.__exit__(None, None, None)
+    assert current_agent_session() is None
+    assert [ask(n) for n in range(3)] == [0, 1, 2]
+
+
+def test_a_session_exited_in_another_task_is_no_longer_current_in_its_own(otel: Otel) -> None:
+    # An app's lifespan hook opens the session in one task and closes it in another: the
+    # opening task kept the closed session current, and its calls were refused by it.
+    from techrevati.runtime import current_agent_session
+
+    async def main() -> tuple[object, list[int]]:
+        block = agent_session("w", max_iterations=1, **otel.kwargs())
+        await block.__aenter__()
+        await asyncio.create_task(block.__aexit__(None, None, None))
+        return current_agent_session(), [await aask(n) for n in range(3)]
+
+    assert asyncio.run(main()) == (None, [0, 1, 2])

@@ -179,9 +179,10 @@ def current_session() -> SessionScope | None:
        ``context.attach`` or OpenTelemetry's ``ThreadingInstrumentor``);
     3. else None: the call counts against the process root, if any.
 
-    A session may already be closed here and still be current: a stream that
-    began inside its block and is read after it, or a block exited from
-    another task. Calls made then still count against its ledger chain.
+    A closed session is never current: its innermost still-open ancestor is
+    (the context variable of a block exited out of order, or from another
+    task, still names it). A stream that began inside a block and is read
+    after it was admitted there and books into that block's ledger chain.
 
     Example::
 
@@ -194,7 +195,11 @@ def current_session() -> SessionScope | None:
     """
     scope = CURRENT.get()
     if scope is not None:
-        return scope
+        if not scope.closed:
+            return scope
+        scope = open_parent()
+        if scope is not None:
+            return scope
     return session_in(otel_context.get_current())
 
 
@@ -217,6 +222,11 @@ def session_in(context: Context) -> SessionScope | None:
         carried = context.get(SESSION_KEY)
     if isinstance(carried, SpanEntry):
         found: SessionScope | None = carried.ledger.session()
+        # Work begun inside a block (a tool's generator read after it) still counts
+        # there. The block's own context, still attached after the block exited out
+        # of order, is no work: a closed session is not current, its open ancestor is.
+        while found is not None and found.closed and span is found.span:
+            found = found.parent
         return found
     return None
 
@@ -344,7 +354,7 @@ def _carried(context: Context) -> SpanEntry | None:
     if isinstance(carried, SpanEntry):
         return carried
     scope = CURRENT.get()
-    if scope is not None:
+    if scope is not None and (not scope.closed or (scope := open_parent()) is not None):
         return scope.entry
     session = context.get(SESSION_KEY)
     if isinstance(session, SpanEntry):
