@@ -9,6 +9,7 @@ tests/test_alerts_live.py fires alerts end to end.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -64,6 +65,22 @@ def test_the_rules_file_has_the_named_alerts() -> None:
     for rule in _alerts(_rules()):
         assert rule["labels"]["severity"] in {"page", "ticket"}, rule["alert"]
         assert rule["annotations"]["runbook_url"].endswith("#" + rule["alert"].lower())
+
+
+def test_a_series_is_new_only_when_unseen_for_a_week() -> None:
+    """Each rule's "is this series new?" check looks a week before its lookback.
+
+    Looking back only one lookback (``x[L] unless x[L] offset L``) read a series that
+    resumed after a gap longer than L as new, its lifetime total as spent now: 2 old
+    store errors paged after a 9-minute gap, a $100 lifetime a 1-hour burn of 7,200
+    after a 130-minute one (alerts.test.yml runs those cases).
+    """
+    text = "\n".join(r["expr"] for g in _rules()["groups"] for r in g["rules"])
+    checks = re.findall(r"unless last_over_time\((\w+)\[(\w+)\] offset (\w+)\)", text)
+    assert checks, "no new-series check found"
+    assert len(checks) == text.count(" offset "), "an offset outside the new-series check"
+    short = [c for c in checks if c[1] != "1w"]
+    assert not short, f"new-series checks that look back less than a week: {short}"
 
 
 def test_promtool_checks_the_rules() -> None:
