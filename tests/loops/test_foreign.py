@@ -246,3 +246,59 @@ def test_the_anthropic_sdks_tool_spans_are_compared(otel: Otel) -> None:
         with pytest.raises(LoopDetectedError):
             session.run_turn(lambda: "call lookup", model="m")
     assert len(detections(otel)) == 1
+
+
+def openinference_tool(tracer: Tracer, fn: Any, name: str, *, between: bool = False) -> Any:
+    """What an instrumented framework does around a tool it runs (``between``: with a
+    span of its own between its tool span and the function)."""
+
+    def run(**kwargs: Any) -> Any:
+        attrs = {"openinference.span.kind": "TOOL", "tool.name": name}
+        with tracer.start_as_current_span(name, attributes=attrs) as span:
+            span.set_attribute("input.value", json.dumps(kwargs))
+            if between:
+                with tracer.start_as_current_span("retry wrapper"):
+                    out = fn(**kwargs)
+            else:
+                out = fn(**kwargs)
+            span.set_attribute("output.value", out)
+            return out
+
+    return run
+
+
+@pytest.mark.parametrize("between", [False, True])
+def test_our_tool_inside_a_framework_tool_span_is_one_call(otel: Otel, between: bool) -> None:
+    # A probe: plan(); fetch(page=p) for pages 1..5, the framework's TOOL span around
+    # @tool_call functions, was refused after pages [1, 2]: each call counted twice, so
+    # every page's result looked seen already and the plan's three re-reads a loop.
+    tracer = library(otel)
+
+    @tool_call()
+    def read_plan() -> str:
+        return "1. list pages 2. summarise"
+
+    @tool_call()
+    def fetch(page: int) -> str:
+        return f"content of page {page}"
+
+    plan = openinference_tool(tracer, read_plan, "read_plan", between=between)
+    page = openinference_tool(tracer, fetch, "fetch", between=between)
+    done = []
+    with agent_session("reader", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()):
+        for p in range(1, 6):
+            plan()
+            page(page=p)
+            done.append(p)
+    assert done == [1, 2, 3, 4, 5]
+    with agent_session("reader", **otel.kwargs()):  # warn: no false report either
+        for p in range(1, 6):
+            plan()
+            page(page=p)
+    assert detections(otel) == []
+    # Still one call each: the same call repeated is a loop at the same count as ours alone.
+    with agent_session("reader", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()):
+        for _ in range(3):
+            page(page=1)
+        with pytest.raises(LoopDetectedError):
+            page(page=1)

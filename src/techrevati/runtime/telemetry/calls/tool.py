@@ -137,10 +137,16 @@ class ToolCall:
         )
         if session is not None:
             watch = session.loops
-            if watch is not None and loop_arguments is not NOT_WATCHED:
-                key = fingerprint(watch, name, loop_arguments)
-                if key is not None:
-                    tool.watch, tool.loop_key = watch, key
+            if watch is not None:
+                # Inside another instrumentation's tool span (a framework running this
+                # function as its tool): one call, counted here, so that span is not.
+                outer = membership.open_entry(parent)
+                if outer is not None:
+                    (outer.outer_tool or outer).counted_inside = True
+                if loop_arguments is not NOT_WATCHED:
+                    key = fingerprint(watch, name, loop_arguments)
+                    if key is not None:
+                        tool.watch, tool.loop_key = watch, key
             try:
                 tool._admit(session)
             except BaseException as exc:

@@ -103,6 +103,12 @@ class SpanEntry:
     in_tool: bool = False
     #: True for another instrumentation's tool-call span that loop detection counts.
     tool_call: bool = False
+    #: The other instrumentation's tool-call span this span is inside (None: none, or
+    #: this span is one): a tool call of ours started in there is that same call.
+    outer_tool: SpanEntry | None = None
+    #: True when one of our tool calls ran inside this span: if it is another
+    #: instrumentation's tool span, it describes that call, counted by ours already.
+    counted_inside: bool = False
     #: The client request (its idempotency key) the guard matched to this call.
     request: object = None
     #: The instrumentation scope of a library model span ("" for ours and the guard's).
@@ -670,6 +676,16 @@ def _callback_beside(entry: SpanEntry, strand: object) -> bool:
         return False
     here = _strand()
     return isinstance(here, asyncio.Task) and here.get_loop() is strand.get_loop()
+
+
+def open_entry(context: Context | None) -> SpanEntry | None:
+    """The entry of the span current in ``context`` (the current context when None), if open."""
+    values = context if context is not None else otel_context.get_current()
+    span: Span | None = values.get(_SPAN_KEY)  # type: ignore[assignment]
+    if span is None:
+        return None
+    known = span.get_span_context()
+    return OPEN.get((known[0], known[1])) if known[1] else None  # see key_of
 
 
 def register(entry: SpanEntry, context: SpanContext) -> None:

@@ -87,7 +87,9 @@ class LimitsProcessor(SpanProcessor):
             entry = SpanEntry(
                 under.ledger, under.call, in_library=under.in_library, in_tool=under.in_tool
             )
-            if not under.in_tool:
+            if under.in_tool:
+                entry.outer_tool = under if under.tool_call else under.outer_tool
+            else:
                 found_tool = tool_start(name, attrs)
                 if found_tool is not None:
                     entry.in_tool = entry.tool_call = True
@@ -145,7 +147,8 @@ class LimitsProcessor(SpanProcessor):
                 # A tool call (some producers say so only at the end): loop detection.
                 tool = read_tool(name, span.attributes, failed=_failed(span))
                 if tool is not None:
-                    loops.record_tool(entry.ledger, tool)
+                    if not entry.counted_inside:  # else ours inside booked this very call
+                        loops.record_tool(entry.ledger, tool)
                     return
                 if entry.tool_call:
                     return
