@@ -10,6 +10,7 @@ tests/interop (the frameworks venv).
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +55,28 @@ def semconv_tool(
             span.set_status(Status(StatusCode.ERROR))
         elif result is not None:
             span.set_attribute(sc.GEN_AI_TOOL_CALL_RESULT, json.dumps(result))
+
+
+def assert_model_refusal(error: LoopDetectedError, why: str) -> None:
+    """A model call's refusal says so, why, and what lifts it; never a tool call's advice.
+
+    A probe: model call 4 failed with "tool 'lookup' is looping ... so this call was
+    refused before it ran; use the result, change the arguments, or finish with an
+    answer", advice a model call that never ran cannot follow.
+    """
+    text = str(error)
+    assert text.startswith("model call refused, before it ran: tool 'lookup' is looping (repeat)")
+    assert why in text
+    assert "until a tool call that breaks the loop" in text
+    assert "use the result" not in text and "this call was refused" not in text
+    assert (error.refused, error.pattern, error.tool, error.repeats) == (
+        "model",
+        "repeat",
+        "lookup",
+        3,
+    )
+    again = pickle.loads(pickle.dumps(error))
+    assert (str(again), again.refused, again.asked_again) == (text, "model", error.asked_again)
 
 
 def detections(otel: Otel) -> list[dict[str, Any]]:
@@ -137,6 +160,7 @@ def test_a_foreign_loop_refuses_the_sessions_next_model_call(otel: Otel) -> None
                 session.run_turn(model, model="m")
         assert ran == ["model"] * 3  # refused before the model was called
         assert (caught.value.pattern, caught.value.tool) == ("repeat", "lookup")
+        assert_model_refusal(caught.value, "another instrumentation's tool spans")
         # A tool call that does not extend the loop lifts the refusal.
         semconv_tool(tracer, "lookup", {"q": "y"}, "other")
         session.run_turn(model, model="m")
@@ -207,14 +231,15 @@ def test_our_tool_calls_refusal_refuses_the_model_calls_a_framework_would_make_n
         return "call lookup again"
 
     with agent_session("agent", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()) as session:
-        with pytest.raises(LoopDetectedError):
+        with pytest.raises(LoopDetectedError) as caught:
             for _ in range(10):
                 session.run_turn(model, model="m")
                 try:
                     lookup(q="same")
                 except LoopDetectedError as refused:
                     error = refused  # the runner: "Error: ..." as the tool's result
-        assert error.tool == "lookup"
+        assert (error.tool, error.refused) == ("lookup", "tool")
+        assert_model_refusal(caught.value, "asked for again after that call was refused")
         # The first refusal leaves the model free to change course; asked again, the
         # next model call is refused.
         assert ran == ["model", "tool"] * 3 + ["model", "model"]

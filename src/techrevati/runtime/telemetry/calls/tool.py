@@ -176,7 +176,7 @@ class ToolCall:
                     # model as its result: the Anthropic SDK's tool runner, ToolNode with
                     # handle_tool_errors). The session's model calls are refused too, until
                     # a tool call breaks the loop, or each refusal costs a model call.
-                    session.ledger.pending_refusal = refusal
+                    session.ledger.pending_refusal = refusal.at_model_call(asked_again=True)
                 session.refused_loop = key
                 raise
 

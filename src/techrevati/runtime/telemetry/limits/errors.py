@@ -275,12 +275,17 @@ class FleetUnavailableError(Exception):
 
 
 class LoopDetectedError(Exception):
-    """A tool call refused because it would extend a loop; the tool body never ran.
+    """A call refused because a tool is looping; the refused call never ran.
 
     ``pattern`` is ``"repeat"`` (the same call again and again), ``"cycle"``
     (2-3 calls taking turns) or ``"interleaved"`` (the same call between other
-    work); ``tool`` the tool refused; ``repeats`` how many identical calls with
-    the same result made the loop (``LoopGuard.repeats``).
+    work); ``tool`` the looping tool; ``repeats`` how many identical calls with
+    the same result made the loop (``LoopGuard.repeats``). ``refused`` says
+    which call was refused: ``"tool"`` (the loop's next call) or ``"model"``
+    (a model call of the session, refused while the loop lasts: the loop was
+    seen in another instrumentation's tool spans, whose next call cannot be
+    refused before it runs, or the tool was asked for again after its refusal;
+    ``asked_again`` tells which).
 
     Example::
 
@@ -290,18 +295,51 @@ class LoopDetectedError(Exception):
             print(err.pattern, err.tool)   # "repeat" "search"
     """
 
-    def __init__(self, pattern: str, tool: str, repeats: int) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        tool: str,
+        repeats: int,
+        refused: str = "tool",
+        asked_again: bool = False,
+    ) -> None:
         self.pattern = pattern
         self.tool = tool
         self.repeats = repeats
-        super().__init__(
-            f"tool {tool!r} is looping ({pattern}): {repeats} identical calls returned the "
-            "same result, so this call was refused before it ran; use the result, change "
-            "the arguments, or finish with an answer"
-        )
+        self.refused = refused
+        self.asked_again = asked_again
+        if refused != "model":
+            message = (
+                f"tool {tool!r} is looping ({pattern}): {repeats} identical calls returned the "
+                "same result, so this call was refused before it ran; use the result, change "
+                "the arguments, or finish with an answer"
+            )
+        else:
+            why = (
+                "it was asked for again after that call was refused"
+                if asked_again
+                else "the loop was seen in another instrumentation's tool spans, whose next "
+                "call cannot be refused before it runs"
+            )
+            message = (
+                f"model call refused, before it ran: tool {tool!r} is looping ({pattern}): "
+                f"{repeats} identical calls returned the same result, and {why}, so the "
+                "session refuses its model calls until a tool call that breaks the loop (another "
+                "tool, or this one with other arguments) returns; if nothing but the model can "
+                "run, end the run with the results so far"
+            )
+        super().__init__(message)
+
+    def at_model_call(self, *, asked_again: bool = False) -> LoopDetectedError:
+        """The same loop, as the refusal the session's model calls meet while it lasts."""
+        return LoopDetectedError(self.pattern, self.tool, self.repeats, "model", asked_again)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.pattern, self.tool, self.repeats), self.__dict__)
+        return (
+            type(self),
+            (self.pattern, self.tool, self.repeats, self.refused, self.asked_again),
+            self.__dict__,
+        )
 
 
 def limit_kind(error: BaseException) -> str | None:

@@ -536,6 +536,7 @@ def record_tool(ledger: Ledger, reading: ToolReading) -> None:
             ledger.pending_refusal = None
         elif reading.result is not None:
             watch.record_hash(key, reading.name, hash(canonical_result_text(reading.result)))
-            ledger.pending_refusal = watch.refusal(key, reading.name)
+            refusal = watch.refusal(key, reading.name)
+            ledger.pending_refusal = refusal.at_model_call() if refusal is not None else None
     except Exception:
         _log.debug("tool span %r could not be fingerprinted", reading.name, exc_info=True)
