@@ -5,12 +5,13 @@ call that raised). A loop sequence names the index of the first call that must
 be refused before it runs (``on_loop="raise"``, ``repeats=3``); a progress
 sequence must run to its end with no refusal and no detection.
 
-Measured on this corpus (``test_rates``): 21 loop and 29 progress sequences;
-every loop refused exactly at the expected call; false-positive rate 0/29 = 0.
+Measured on this corpus (``test_rates``): 21 loop and 30 progress sequences;
+every loop refused exactly at the expected call; false-positive rate 0/30 = 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from dataclasses import dataclass
@@ -25,17 +26,33 @@ from techrevati.runtime.telemetry.limits.loops import (
     PATTERN_REPEAT,
     Detection,
     LoopWatch,
+    NotComparable,
     callable_arguments,
     canonical,
     canonical_arguments_text,
+    canonical_result,
     canonical_result_text,
 )
 
 FAIL = object()  # the call raised
 
 
+class Connection:
+    """An argument JSON cannot carry, with no value to compare: it stands for itself."""
+
+
+CONN = Connection()
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
 class Opaque:
-    """An argument JSON cannot carry: fingerprinted by its repr."""
+    """A value whose repr hides what it holds: never compared (the probe's
+    httpx.Response, ``<Response [200 OK]>`` whatever its body)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -141,7 +158,7 @@ LOOPS = [
     ),
     Case(
         "arguments JSON cannot carry",
-        times(4, ("query_db", {"conn": Opaque("main"), "sql": "select 1"}, [[1]])),
+        times(4, ("query_db", {"conn": CONN, "sql": "select 1"}, [[1]])),
         3,
         PATTERN_REPEAT,
     ),
@@ -193,6 +210,11 @@ LOOPS = [
 ]
 
 PROGRESS = [
+    Case(
+        "a result whose repr hides its changes (a probe: refused after 3 polls)",
+        [("check_job", {"id": "j1"}, Opaque(p)) for p in ("10%", "40%", "70%", "done")],
+        None,
+    ),
     Case(
         "polling until done",
         [("job_status", {"id": 7}, f"{p}%") for p in (10, 40, 80)]
@@ -404,7 +426,7 @@ def test_rates() -> None:
     assert len(LOOPS) + len(PROGRESS) >= 30
     caught = sum(1 for case in LOOPS if run(case)[0] == case.refused_at)
     false_positives = sum(1 for case in PROGRESS if run(case) != (None, []))
-    assert (len(LOOPS), len(PROGRESS)) == (21, 29)
+    assert (len(LOOPS), len(PROGRESS)) == (21, 30)
     assert caught / len(LOOPS) == 1.0
     assert false_positives / len(PROGRESS) == 0.0
 
@@ -446,7 +468,20 @@ def test_memory_is_bounded_by_the_window() -> None:
 
 def test_fingerprints_are_canonical() -> None:
     assert canonical({"b": [1, {"d": 2, "c": 3}], "a": 1}) == '{"a":1,"b":[1,{"c":3,"d":2}]}'
-    assert canonical({1: "x", "a": "y"}) == repr({1: "x", "a": "y"})  # unsortable keys
+    # Mixed key types: one form whatever the order; the int 1 and the text "1" differ.
+    assert canonical({1: "x", "b": 2}) == canonical({"b": 2, 1: "x"})
+    assert canonical({1: "x"}) != canonical({"1": "x"})
+    assert canonical({(1, 2): "x"}) != canonical({(1, 3): "x"})
+    # Dataclasses and pydantic models by content; an opaque repr is never compared.
+    assert canonical(Point(1, 2)) == canonical(Point(1, 2)) != canonical(Point(1, 3))
+    assert canonical_result(Point(1, 2)) != canonical_result(Point(2, 2))
+    with pytest.raises(NotComparable):
+        canonical(Opaque("a"))
+    with pytest.raises(NotComparable):
+        canonical_result({"response": Opaque("a")})
+    with pytest.raises(NotComparable):
+        canonical_result(CONN)  # a result never stands for itself: addresses are reused
+    assert canonical({"conn": CONN}) == canonical({"conn": CONN})
     assert canonical("text") == "text"
 
 

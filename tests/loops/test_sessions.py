@@ -348,3 +348,33 @@ def test_the_plan_re_read_between_calls_that_teach_nothing_is_a_loop(otel: Otel)
         list_orders(3)
         with pytest.raises(LoopDetectedError):
             read_plan()
+
+
+def test_a_result_compared_by_its_repr_is_never_the_same(otel: Otel) -> None:
+    """A probe polled a job whose HTTP response body advanced 10% -> 40% -> 70% -> done:
+    refused after 3 polls, every ``httpx.Response`` being ``<Response [200 OK]>``."""
+    httpx = pytest.importorskip("httpx")
+    pydantic = pytest.importorskip("pydantic")
+    progress = iter(["10%", "40%", "70%", "done"])
+
+    @tool_call()
+    def check_job(job_id: str) -> Any:
+        return httpx.Response(200, json={"job": job_id, "progress": next(progress)})
+
+    class Status(pydantic.BaseModel):  # type: ignore[misc, name-defined]
+        state: str
+
+    @tool_call()
+    def status(job_id: str) -> Any:
+        return Status(state="running")
+
+    seen = []
+    with agent_session("poller", loop_guard=LoopGuard(on_loop="raise"), **otel.kwargs()):
+        while not seen or seen[-1] != "done":
+            seen.append(check_job("j1").json()["progress"])
+        # A pydantic model is compared by its content: the same status is a loop.
+        for _ in range(3):
+            status("j1")
+        with pytest.raises(LoopDetectedError):
+            status("j1")
+    assert seen == ["10%", "40%", "70%", "done"]

@@ -5,8 +5,10 @@ it tool calls, it answers "refuse this call" or "a loop was just detected"; the
 session reports detections (``calls/loops.py``).
 
 A call's fingerprint is its normalised tool name plus its arguments as
-canonical JSON (sorted keys; ``repr`` for what JSON cannot carry), and a hash
-of its result. Fingerprints stay in memory, in the session's ``LoopWatch``,
+canonical JSON (sorted keys; ``canonical`` says how other values are written),
+and a hash of its result. A value with no faithful canonical form never makes
+two calls look identical: such arguments leave the call unwatched, such a
+result counts as new work. Fingerprints stay in memory, in the session's ``LoopWatch``,
 bounded to the most recent ``window`` distinct calls; they are never exported
 (a hash of content is content).
 
@@ -39,14 +41,21 @@ seen already once the second B returned the same.
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import fractions
+import itertools
 import json
 import logging
 import threading
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
 from functools import partial
-from types import CodeType
+from pathlib import PurePath
+from types import BuiltinFunctionType, CodeType, FunctionType, ModuleType
 from typing import Final, Literal
 
 from .. import semconv as sc
@@ -135,21 +144,118 @@ def normalise_name(name: str) -> str:
     return name.strip().lower().replace("-", "_").replace(" ", "_")
 
 
+class NotComparable(Exception):
+    """A value with no faithful canonical form: it never makes two calls look identical."""
+
+
+#: Types whose ``repr`` says their whole value (a ``Decimal``, a date): safe to compare.
+_BY_VALUE: Final = (
+    bytes,
+    bytearray,
+    complex,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    fractions.Fraction,
+    uuid.UUID,
+    PurePath,
+)
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+#: What arguments may name by identity: the object itself is the argument.
+_BY_IDENTITY: Final = (FunctionType, BuiltinFunctionType, type, ModuleType)
+
+
+def _qualname(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _plain(value: object, by_identity: bool) -> object:
+    """``value`` as JSON data that says all of it (raises ``NotComparable``).
+
+    Dicts with keys that are not all strings become sorted ``[key, value]`` pairs
+    keyed by each key's own canonical form (``1`` and ``"1"`` stay apart);
+    dataclasses and pydantic models are their fields, tagged with their type.
+    ``by_identity``: an object with no value of its own to compare (``object``'s
+    ``repr``, a function, a class) stands for itself, as arguments do.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is list or kind is tuple:
+        return [_plain(item, by_identity) for item in value]  # type: ignore[attr-defined]
+    if isinstance(value, dict):
+        if all(type(k) is str for k in value):
+            return {k: _plain(v, by_identity) for k, v in value.items()}
+        pairs = [(_dumps(_plain(k, by_identity)), _plain(v, by_identity)) for k, v in value.items()]
+        pairs.sort(key=lambda pair: pair[0])
+        return {"\x00dict": [list(pair) for pair in pairs]}
+    if isinstance(value, Enum):
+        return {"\x00enum": _qualname(kind), "value": _plain(value.value, by_identity)}
+    if isinstance(value, str | int | float):  # subclasses: their value
+        return {"\x00value": _qualname(kind), "repr": repr(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(item, by_identity) for item in value]
+    if isinstance(value, set | frozenset):
+        return {"\x00set": sorted(_dumps(_plain(item, by_identity)) for item in value)}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {
+            "\x00dataclass": _qualname(kind),
+            "fields": {f.name: _plain(getattr(value, f.name), by_identity) for f in fields(value)},
+        }
+    dump = getattr(value, "model_dump", None)
+    if dump is not None and hasattr(kind, "model_fields"):  # a pydantic model
+        return {"\x00model": _qualname(kind), "fields": _plain(dump(), by_identity)}
+    if isinstance(value, _BY_VALUE):
+        return {"\x00value": _qualname(kind), "repr": repr(value)}
+    if by_identity and (isinstance(value, _BY_IDENTITY) or kind.__repr__ is object.__repr__):
+        return {"\x00identity": _qualname(kind), "id": id(value)}
+    raise NotComparable(kind.__qualname__)
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(value: object) -> str:
-    """``value`` as canonical JSON (sorted keys, no spaces); ``repr`` where JSON cannot go.
+    """Arguments as canonical JSON (sorted keys, no spaces), or ``NotComparable``.
+
+    What JSON cannot carry is written by content where it is known to be all of
+    the value (dataclasses, pydantic models, sets, dates, decimals); an object
+    with ``object``'s own ``repr``, a function or a class by its identity. Any
+    other object (one whose ``repr`` may hide what changed, like an HTTP
+    response's ``<Response [200 OK]>``) raises ``NotComparable``: it must never
+    make two calls look identical.
 
     Example::
 
         canonical({"b": 1, "a": [1, 2]}) == canonical({"a": [1, 2], "b": 1})
     """
-    if isinstance(value, str):
-        return value  # the common case (a text result), without the encoder
+    if type(value) is str:
+        return value  # the common case, without the encoder
+    if type(value) is dict and all(
+        type(k) is str and type(v) in _SCALARS for k, v in value.items()
+    ):
+        return _dumps(value)  # flat named arguments: nothing to walk
     try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), default=repr, ensure_ascii=False
-        )
-    except (TypeError, ValueError):  # mixed key types cannot be sorted; a cycle
-        return repr(value)
+        return _dumps(_plain(value, True))
+    except (RecursionError, ValueError) as exc:  # a value that contains itself; NaN keys
+        raise NotComparable(type(value).__qualname__) from exc
+
+
+def canonical_result(value: object) -> str:
+    """A result as ``canonical`` writes it, but no object stands for itself.
+
+    A result object compared by identity would look the same whenever a new one
+    reuses a freed one's address, so a result with no faithful form raises
+    ``NotComparable`` (the watch counts it as new work).
+    """
+    if type(value) is str:
+        return value
+    try:
+        return _dumps(_plain(value, False))
+    except (RecursionError, ValueError) as exc:
+        raise NotComparable(type(value).__qualname__) from exc
 
 
 def canonical_text(text: str) -> str:
@@ -256,6 +362,10 @@ class _Seen:
     pattern: str = PATTERN_REPEAT
 
 
+#: Hashes for results that cannot be compared, each one unlike any other result (a
+#: ``hash`` of text is a random 64-bit value: these sit past its range).
+_UNCOMPARED: Final = itertools.count(1 << 64)
+
 #: A recent call: its fingerprint and its result's hash (None: it raised).
 _Entry = tuple[int, int | None]
 
@@ -318,7 +428,10 @@ class LoopWatch:
         name = normalise_name(tool)
         if name in self.guard.ignore:
             return None
-        return hash((name, canonical(arguments)))
+        try:
+            return hash((name, canonical(arguments)))
+        except NotComparable:
+            return None  # arguments that cannot be compared: the call is never a repeat
 
     def key_of_text(self, tool: str, arguments: str) -> int | None:
         """``key`` for arguments another instrumentation recorded as JSON text."""
@@ -347,7 +460,12 @@ class LoopWatch:
 
     def record(self, key: int, tool: str, result: object) -> Detection | None:
         """A call returned ``result``; returns (and reports) a loop it completes, if any."""
-        return self.record_hash(key, tool, hash(canonical(result)))
+        try:
+            result_hash = hash(canonical_result(result))
+        except NotComparable:
+            # No faithful form: never the same as another result, so new work.
+            result_hash = next(_UNCOMPARED)
+        return self.record_hash(key, tool, result_hash)
 
     def record_hash(self, key: int, tool: str, result: int) -> Detection | None:
         """``record`` with the result already hashed (a recorded text result)."""
