@@ -378,3 +378,34 @@ def test_a_result_compared_by_its_repr_is_never_the_same(otel: Otel) -> None:
         with pytest.raises(LoopDetectedError):
             status("j1")
     assert seen == ["10%", "40%", "70%", "done"]
+
+
+def test_a_methods_object_is_part_of_its_call(otel: Otel) -> None:
+    """A probe: Server(host).health() for four hosts was refused at db-4, the decorator
+    leaving ``self`` out (run_tool(name, obj.method) kept it). Both entry points now
+    count the bound object, kept alive while remembered so a new one never reuses its id."""
+
+    class Server:
+        def __init__(self, host: str) -> None:
+            self.host = host
+
+        @tool_call()
+        def health(self) -> str:
+            return "healthy"
+
+        def ping(self) -> str:
+            return "pong"
+
+    guard = LoopGuard(on_loop="raise")
+    with agent_session("ops", loop_guard=guard, **otel.kwargs()) as session:
+        for host in ["db-1", "db-2", "db-3", "db-4", "db-5"]:
+            Server(host).health()  # a new object each time, freed after the call
+            session.run_tool("ping", Server(host).ping)
+        same = Server("db-1")
+        for _ in range(3):
+            same.health()
+            session.run_tool("ping", same.ping)
+        with pytest.raises(LoopDetectedError):
+            same.health()
+        with pytest.raises(LoopDetectedError):
+            session.run_tool("ping", same.ping)

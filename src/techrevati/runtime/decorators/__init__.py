@@ -70,6 +70,7 @@ from ..orchestrator import (
 )
 from ..telemetry.calls import instrument as core
 from ..telemetry.calls.content import capture_content
+from ..telemetry.limits.loops import Bound
 from ..telemetry.limits.membership import CURRENT as _CURRENT
 from ..telemetry.readings.usage_extract import StreamReader, extract, extract_text, usage_of
 from ..usage_tracking import UsageSnapshot
@@ -148,6 +149,13 @@ def _arguments(
         bound.pop(named[0], None)
     bound.update(kwargs)
     return bound
+
+
+def _self_of(names: tuple[str, ...], args: tuple[Any, ...]) -> object:
+    """The ``self`` / ``cls`` of a method wrapped by ``_wrap``'s closure (in ``args``)."""
+    if args and names and names[0] in ("self", "cls"):
+        return args[0]
+    return None
 
 
 def _wrap(fn: F, kind: int, wrapper: Callable[..., Any]) -> F:
@@ -375,12 +383,19 @@ class _ToolCall:
         # Arguments by name: for the span only with content capture on; for the
         # session's loop guard always (fingerprinted in memory, never exported).
         arguments = _arguments(names, instance, args, kwargs) if capture or watched else None
+        loop_arguments: object = core.NOT_WATCHED
+        if watched:
+            loop_arguments = arguments
+            # A method's object is part of its call (not recorded as content).
+            bound = instance if instance is not None else _self_of(names, args)
+            if bound is not None:
+                loop_arguments = {**(arguments or {}), "self": Bound(bound)}
         # Denied / blocked / looping: the span is ended and the error raised here.
         self.tool = core.ToolCall.begin(
             session,
             name,
             arguments=arguments if capture else None,
-            loop_arguments=arguments if watched else core.NOT_WATCHED,
+            loop_arguments=loop_arguments,
         )
 
     def returned(self, result: object) -> None:

@@ -166,6 +166,18 @@ _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 _BY_IDENTITY: Final = (FunctionType, BuiltinFunctionType, type, ModuleType)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Bound:
+    """The object a method is bound to, as an argument of its call: compared by identity.
+
+    ``Server("db-1").health()`` and ``Server("db-2").health()`` are two calls. The
+    session's watch keeps the object alive while it remembers the call, so a new
+    object can never reuse its address (and look like it).
+    """
+
+    target: object
+
+
 def _qualname(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
@@ -208,6 +220,8 @@ def _plain(value: object, by_identity: bool) -> object:
         return {"\x00model": _qualname(kind), "fields": _plain(dump(), by_identity)}
     if isinstance(value, _BY_VALUE):
         return {"\x00value": _qualname(kind), "repr": repr(value)}
+    if kind is Bound:
+        return {"\x00bound": id(value.target)}  # type: ignore[attr-defined]
     if by_identity and (isinstance(value, _BY_IDENTITY) or kind.__repr__ is object.__repr__):
         return {"\x00identity": _qualname(kind), "id": id(value)}
     raise NotComparable(kind.__qualname__)
@@ -320,12 +334,11 @@ def callable_arguments(fn: object) -> object:
             list(fn.args),
             dict(fn.keywords),
         ]
+    unbound = getattr(fn, "__func__", None)
+    if unbound is not None:  # a bound method (which also answers ``__code__``): its object too
+        return {"method": callable_arguments(unbound), "self": Bound(getattr(fn, "__self__", None))}
     code = getattr(fn, "__code__", None)
     if code is None:
-        bound = getattr(fn, "__self__", None)
-        unbound = getattr(fn, "__func__", None)
-        if unbound is not None:
-            return [callable_arguments(unbound), id(bound)]
         return [type(fn).__qualname__, id(fn)]
     cells = getattr(fn, "__closure__", None) or ()
     values = []
@@ -391,6 +404,7 @@ class LoopWatch:
     """
 
     __slots__ = (
+        "_anchors",
         "_lock",
         "_recent",
         "_results",
@@ -413,6 +427,8 @@ class LoopWatch:
         #: among them: a result seen once is new work.
         self._recent: deque[_Entry] = deque()
         self._results: dict[int, int] = {}
+        #: Objects bound methods were called on, by fingerprint (see ``Bound``).
+        self._anchors: dict[int, object] = {}
 
     def close(self) -> None:
         """The session ended: drop the fingerprints (a finished session may be kept for
@@ -421,6 +437,7 @@ class LoopWatch:
             self._seen.clear()
             self._recent.clear()
             self._results.clear()
+            self._anchors.clear()
         self.on_detect = None
 
     def key(self, tool: str, arguments: object) -> int | None:
@@ -429,9 +446,23 @@ class LoopWatch:
         if name in self.guard.ignore:
             return None
         try:
-            return hash((name, canonical(arguments)))
+            key = hash((name, canonical(arguments)))
         except NotComparable:
             return None  # arguments that cannot be compared: the call is never a repeat
+        if type(arguments) is dict:
+            bound = arguments.get("self")
+            if type(bound) is Bound:
+                self._anchor(key, bound.target)
+        return key
+
+    def _anchor(self, key: int, target: object) -> None:
+        """Keep a bound object alive while its call may be remembered (see ``Bound``)."""
+        with self._lock:
+            anchors = self._anchors
+            anchors[key] = target
+            if len(anchors) > 2 * self.guard.window:
+                for old in [k for k in anchors if k not in self._seen and k != key]:
+                    del anchors[old]
 
     def key_of_text(self, tool: str, arguments: str) -> int | None:
         """``key`` for arguments another instrumentation recorded as JSON text."""
@@ -503,7 +534,8 @@ class LoopWatch:
         if seen is None:
             seen = self._seen[key] = _Seen(tool)
             if len(self._seen) > self.guard.window:
-                self._seen.popitem(last=False)  # bounded: the oldest gives way
+                gone = self._seen.popitem(last=False)[0]  # bounded: the oldest gives way
+                self._anchors.pop(gone, None)
         else:
             self._seen.move_to_end(key)
         return seen
