@@ -89,6 +89,7 @@ SAMPLES: dict[str, list[Any]] = {
 # Exceptions that never reach a caller: control flow inside the package.
 INTERNAL = {
     "ProbeWait": "an admission that must wait for a probe; caught by the turn that waits",
+    "NotComparable": "a value loop detection cannot compare; caught by the loop watch",
 }
 
 
