@@ -135,3 +135,35 @@ def test_a_closed_sessions_turn_inside_another_session_books_to_its_own(otel: Ot
         done.run_turn(lambda: None, model="model-b", usage=UsageSnapshot(1000, 0))
     assert (done.tracker.turn_count, done._iteration_count) == (1, 1)
     assert (active.tracker.turn_count, active._iteration_count) == (0, 0)
+
+
+def test_a_span_processor_raising_in_on_end_never_fails_a_call_or_its_booking(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The SDK lets a processor's on_end error through span.end(), which our calls run
+    # before booking: each turn whose body succeeded raised, its reservation held and
+    # its cost unbooked, so a budget of 2.5 calls refused the third with $0 spent.
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+    class Broken(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            raise RuntimeError("processor bug")
+
+    provider = TracerProvider()
+    provider.add_span_processor(Broken())
+
+    @tool_call()
+    def lookup() -> str:
+        return "found"
+
+    with agent_session(
+        "w", budget_usd=0.0025, enforce_budget=True, tracer_provider=provider
+    ) as session:
+        assert [ask(), lookup(), ask()] == ["ok", "found", "ok"]
+        with pytest.raises(BudgetExceededError):
+            ask()  # the third call crosses: booked, then refused as it should be
+    assert session._iteration_count == 3
+    assert session.tracker.total_cost() == pytest.approx(0.003)
+    assert session._ledger.reserved_nano == 0
+    said = [r.getMessage() for r in caplog.records if "raised in on_end" in r.getMessage()]
+    assert len(said) == 1 and "RuntimeError: processor bug" in said[0]

@@ -7,6 +7,7 @@ frames only; the message is recorded only when capture is on.
 
 from __future__ import annotations
 
+import logging
 import traceback
 
 from opentelemetry.trace import Span, Status, StatusCode
@@ -22,6 +23,10 @@ from ..limits.errors import (
     PermissionDeniedError,
 )
 from .content import capture_content
+
+_log = logging.getLogger("techrevati.runtime.telemetry")
+#: Error types a span processor raised in ``on_end`` that were logged already.
+_END_FAILURES: set[str] = set()
 
 #: What the runtime's own checks raise: refusals, not failures of a provider. A turn
 #: whose body raised one of these (a nested call over the cap, a tool the role may
@@ -73,3 +78,26 @@ def record_error(span: Span, error: BaseException, *, capture: bool | None = Non
 def reason_text(reason: str) -> str | None:
     """A free-text reason (handoff, guardrail) is content: kept only with capture on."""
     return reason if capture_content() else None
+
+
+def end_span(span: Span) -> None:
+    """End ``span``; a span processor that raises in ``on_end`` never fails the call.
+
+    The SDK runs every processor's ``on_end`` inside ``span.end()`` and lets
+    their errors through. Our calls end their span before they are booked, so
+    a raising processor would skip the booking (the reservation held, the cost
+    lost) and fail a call that succeeded. Logged once per error type.
+    """
+    try:
+        span.end()
+    except Exception as error:
+        kind = type(error).__qualname__
+        if kind not in _END_FAILURES and len(_END_FAILURES) < 64:
+            _END_FAILURES.add(kind)
+            _log.warning(
+                "a span processor raised in on_end (%s: %s): the span of %r ended and its "
+                "call is booked as usual; processors after it may not have seen the span",
+                kind,
+                error,
+                getattr(span, "name", "?"),
+            )

@@ -38,6 +38,7 @@ from ..limits.loops import LoopWatch
 from ..limits.membership import CURRENT, SpanEntry
 from ..readings.tokens import usage_to_attributes
 from . import conventions
+from .failures import end_span
 from .failures import error_type as _error_type
 from .labels import ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
@@ -347,7 +348,7 @@ def outside_limit_hit(kind: str, error: Exception) -> None:
     )
     span.add_event(sc.EVENT_LIMIT_HIT, {**attributes, "message": str(error)})
     span.set_status(Status(StatusCode.ERROR, _error_type(error)))
-    span.end()
+    end_span(span)
 
 
 def close_session(
@@ -410,7 +411,7 @@ def close_session(
         kind = error_type or (_error_type(error) if error is not None else outcome)
         span.set_attribute(sc.ERROR_TYPE, kind)
         span.set_status(Status(StatusCode.ERROR, kind))
-    span.end()
+    end_span(span)
     membership.forget(scope.entry)
     membership.drop_session(ledger)
     ledger.detach()

@@ -33,7 +33,7 @@ from ..limits.loops import LoopWatch
 from ..limits.membership import SpanEntry
 from ..readings.sdk_attributes import KnownValue, write_known
 from .content import capture_content, content_text
-from .failures import error_type, record_error
+from .failures import end_span, error_type, record_error
 from .labels import bounded_name
 from .loops import fingerprint, record
 from .metrics import Instruments, instruments_for
@@ -272,7 +272,7 @@ class ToolCall:
             record_error(span, error)
         elif recording and result is not None and capture_content():
             span.set_attribute(sc.GEN_AI_TOOL_CALL_RESULT, content_text(result))
-        span.end()
+        end_span(span)
         if self.entry is not None:
             membership.forget(self.entry)
         key, watch = self.loop_key, self.watch

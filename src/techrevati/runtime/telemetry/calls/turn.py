@@ -47,7 +47,7 @@ from ..readings.sdk_attributes import write_known
 from ..readings.tokens import usage_to_attributes
 from . import conventions
 from .content import capture_content, content_text
-from .failures import RUNTIME_REFUSALS, error_type, record_error
+from .failures import RUNTIME_REFUSALS, end_span, error_type, record_error
 from .labels import GLOBAL_LABELS, ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
@@ -240,7 +240,7 @@ class TurnCall:
         if span.is_recording() and self.iteration:
             span.set_attribute(sc.SESSION_ITERATION, self.iteration)
         record_error(span, error)
-        span.end()
+        end_span(span)
         entry = self.entry
         if entry is not None:
             membership.forget(entry)
@@ -382,7 +382,7 @@ class TurnCall:
             if claim is not None:
                 attributes[sc.SESSION_ITERATION] = claim.iteration
             write_known(span, attributes)
-        span.end()
+        end_span(span)
         cost = priced.cost
         if entry is not None:
             membership.forget(entry)
@@ -568,7 +568,7 @@ def refused_span(session: SessionScope | None, model: str, error: BaseException)
         attributes=attributes,  # type: ignore[arg-type]
     )
     record_error(span, error)
-    span.end()
+    end_span(span)
     session.instruments.operation_duration.record(
         0.0, {**labels.base, sc.ERROR_TYPE: error_type(error)}
     )
