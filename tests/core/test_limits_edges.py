@@ -167,3 +167,23 @@ def test_a_span_processor_raising_in_on_end_never_fails_a_call_or_its_booking(
     assert session._ledger.reserved_nano == 0
     said = [r.getMessage() for r in caplog.records if "raised in on_end" in r.getMessage()]
     assert len(said) == 1 and "RuntimeError: processor bug" in said[0]
+
+
+def test_run_turn_refuses_a_coroutine_and_a_callable_that_needs_arguments(otel: Otel) -> None:
+    # An async function in a sync session's run_turn returned its coroutine: the body
+    # never ran, yet the call was counted and booked at the usage given ($0.0011 here),
+    # with only Python's "never awaited" warning at exit.
+    async def call_model() -> str:
+        return "never"
+
+    def needs(prompt: str) -> str:
+        return prompt
+
+    with Orchestrator(role="w", **otel.kwargs()).session() as session:
+        with pytest.raises(TypeError, match="returned a coroutine"):
+            session.run_turn(call_model, model="model-b", usage=UsageSnapshot(1000, 50))
+        with pytest.raises(TypeError, match="prompt"):
+            session.run_turn(needs, model="model-b", usage=UsageSnapshot(1000, 50))  # type: ignore[arg-type]
+        assert session._iteration_count == 0
+        assert session.tracker.total_cost() == 0.0
+        assert session.summary()["recovery_events"] == []

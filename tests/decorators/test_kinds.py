@@ -186,3 +186,58 @@ def test_tool_name_defaults_to_function_name_and_can_be_given(otel: Otel) -> Non
     assert dict(otel.span("execute_tool unnamed").attributes or {})["gen_ai.tool.name"] == (
         "unnamed"
     )
+
+
+def test_a_sync_turn_returning_an_async_clients_call_is_one_call_when_awaited(
+    otel: Otel,
+) -> None:
+    # def ask(): return async_client.create(...): the turn ended on the unawaited
+    # coroutine with no usage ($0, "returned no token usage"), and the request it made
+    # when awaited was admitted again by the client guard: one request, two calls.
+    from techrevati.runtime import ModelPricing, register_pricing
+
+    register_pricing("coro-model", ModelPricing(1.0, 2.0))
+    requests: list[int] = []
+
+    async def create() -> dict[str, Any]:
+        requests.append(1)
+        return {"model": "coro-model", "usage": {"prompt_tokens": 1000, "completion_tokens": 100}}
+
+    @agent_turn("coro-model")
+    def ask() -> Any:
+        return create()
+
+    async def main() -> Any:
+        limits = {"max_iterations": 3, "budget_usd": 1.0, "enforce_budget": True}
+        async with agent_session("w", **limits, **otel.kwargs()) as session:
+            for _ in range(3):
+                await ask()
+        return session
+
+    session = asyncio.run(main())
+    assert len(requests) == 3
+    assert session._iteration_count == 3
+    assert session.tracker.total_cost() == pytest.approx(3 * 0.0012)
+
+
+def test_a_turn_called_with_arguments_it_does_not_take_is_no_call(otel: Otel) -> None:
+    # ask() without its prompt never starts: it used an iteration, was recorded as an
+    # llm_error recovery and counted as a provider failure, so two typos opened a
+    # breaker shared with every other session.
+    from techrevati.runtime import CircuitBreaker
+
+    breaker = CircuitBreaker("provider", failure_threshold=2)
+
+    @agent_turn("model-a")
+    def ask(prompt: str) -> dict[str, Any]:
+        return {"model": "model-a", "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+
+    with agent_session("w", max_iterations=3, circuit_breaker=breaker, **otel.kwargs()) as s:
+        for _ in range(2):
+            with pytest.raises(TypeError, match="prompt"):
+                ask()  # type: ignore[call-arg]
+        assert s._iteration_count == 0
+        assert breaker.state().value == "closed"
+        assert s.summary()["recovery_events"] == []
+        assert ask("hello")["model"] == "model-a"  # a call that fits runs, and counts
+        assert s._iteration_count == 1

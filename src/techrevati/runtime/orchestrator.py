@@ -871,8 +871,21 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
             finally:
                 otel_context.detach(token)
         except BaseException as exc:
-            turn.fail(exc)
+            if type(exc) is TypeError and core.arguments_refused(fn, (), {}):
+                turn.not_run(exc)  # fn takes arguments: it never ran, nothing was sent
+            else:
+                turn.fail(exc)
             raise
+        if inspect.iscoroutine(result):
+            result.close()
+            name = getattr(fn, "__qualname__", repr(fn))
+            error = TypeError(
+                f"run_turn(): {name} returned a coroutine, which a sync session never awaits"
+                ": its body never ran and nothing was sent or counted. Use an "
+                "async session (Orchestrator.asession(), arun_turn) for an async client"
+            )
+            turn.not_run(error)
+            raise error
         return result, _finish(turn, result, _resolve_or_book(turn, result, usage, estimate_usage))
 
 

@@ -53,7 +53,7 @@ import contextvars
 import functools
 import inspect
 from asyncio import CancelledError
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
@@ -450,6 +450,40 @@ class _SessionCall:
         self._close(None)
 
 
+def _turn_raised(
+    turn: core.TurnCall,
+    error: BaseException,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """End a turn whose function raised: failed, or never run (arguments it does not take)."""
+    if type(error) is TypeError and core.arguments_refused(wrapped, args, kwargs):
+        turn.not_run(error)  # no call was made: uncounted, no breaker or recovery
+    else:
+        turn.fail(error)
+
+
+async def _awaited(
+    spec: _TurnSpec, turn: core.TurnCall, capture: bool, pending: Awaitable[Any]
+) -> Any:
+    """The turn of a sync function that returned a coroutine: it runs when awaited."""
+    try:
+        token = otel_context.attach(turn.context)
+        try:
+            result = await pending
+        finally:
+            otel_context.detach(token)
+        kind_of_result = stream_kind(result)
+        if kind_of_result:
+            return _hand_over(_TurnCall(spec, turn, capture), result, kind_of_result)
+        _finish_turn(spec, turn, capture, result)
+    except BaseException as exc:
+        turn.fail(exc)
+        raise
+    return result
+
+
 def _hand_over(call: _TurnCall, result: object, kind: int) -> object:
     """Let a returned provider stream carry the turn until it ends."""
     ctx = contextvars.copy_context()
@@ -476,12 +510,16 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
                     result = wrapped(*args, **kwargs)
                 finally:
                     otel_context.detach(token)
+                if inspect.iscoroutine(result):
+                    # A sync def returning an async client's call: the turn is that
+                    # awaitable, and ends when the caller awaits it.
+                    return _awaited(spec, turn, capture, result)
                 kind_of_result = stream_kind(result)
                 if kind_of_result:  # an SDK stream object: the turn ends when it does
                     return _hand_over(_TurnCall(spec, turn, capture), result, kind_of_result)
                 _finish_turn(spec, turn, capture, result)
             except BaseException as exc:
-                turn.fail(exc)
+                _turn_raised(turn, exc, wrapped, args, kwargs)
                 raise
             return result
 
@@ -505,7 +543,7 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
                     return _hand_over(_TurnCall(spec, turn, capture), result, kind_of_result)
                 _finish_turn(spec, turn, capture, result)
             except BaseException as exc:
-                turn.fail(exc)
+                _turn_raised(turn, exc, wrapped, args, kwargs)
                 raise
             return result
 

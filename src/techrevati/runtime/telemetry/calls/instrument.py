@@ -21,7 +21,7 @@ from .session import (
     session_event,
 )
 from .tool import NOT_WATCHED, ToolCall
-from .turn import TurnCall, check_usage
+from .turn import TurnCall, arguments_refused, check_usage
 from .wrapup import check as wrapping_up
 from .wrapup import watch_wrap_up
 
@@ -44,6 +44,7 @@ __all__ = [
     "ToolCall",
     "TurnCall",
     "activate",
+    "arguments_refused",
     "check_usage",
     "close_all_open_sessions",
     "close_session",

@@ -19,9 +19,12 @@ Every method after ``begin`` is idempotent: the first end wins.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -273,6 +276,29 @@ class TurnCall:
         session = self.session
         if session is not None and session.on_turn_failed is not None:
             session.on_turn_failed(error)
+
+    def not_run(self, error: BaseException) -> None:
+        """The turn's body never ran: nothing was sent. Never raises.
+
+        Its callable was called with arguments it does not take, or a sync turn
+        was handed a coroutine (an async function, unawaited). The call is
+        uncounted and released; no breaker counts it and no recovery is asked for,
+        as nothing failed at a provider. Its span says why.
+        """
+        if self.ended:
+            return
+        self.ended = True
+        if self.permit is not None:
+            self.permit.released()
+        span = self.span
+        record_error(span, error)
+        end_span(span)
+        entry = self.entry
+        if entry is not None:
+            membership.forget(entry)
+            claim = entry.call
+            if claim is not None:
+                claim.leaf.release(claim, uncount=True)
 
     def book_late(
         self,
@@ -607,3 +633,20 @@ def _check_declared_model(
 
 
 __all__ = ["MAX_TOKENS", "TurnCall", "check_usage", "refused_span"]
+
+
+def arguments_refused(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """Whether calling ``fn`` with these arguments raised before its body ran.
+
+    Asked only once the call raised ``TypeError``: the arguments did not fit
+    its signature (a missing or unknown argument), so nothing was sent.
+    """
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError:
+        return True
+    except ValueError:
+        return False  # (no signature to read: a builtin)
+    return False
