@@ -287,6 +287,15 @@ VARIANTS = [
     "delete\u200b_db",  # zero-width space
     "DELETE_DB\ufeff",  # BOM / zero-width no-break space
     "delete\u00ad_db",  # soft hyphen
+    "delete\u034f_db",  # combining grapheme joiner (Mn, not Cf)
+    "delete_db\ufe0f",  # variation selector-16
+    "delete_db\ufe00",  # variation selector-1
+    "delete\U000e0100_db",  # variation selector-17 (supplementary)
+    "delete_db\x00",  # NUL (Cc), on the ASCII path
+    "delete\x1b_db",  # ESC (Cc), on the ASCII path
+    "delete_db\x7f",  # DEL (Cc), on the ASCII path
+    "ｄelete_db\x00",  # NUL (Cc), on the Unicode path
+    "delete\x85_db",  # NEL, a C1 control (Cc)
 ]
 
 

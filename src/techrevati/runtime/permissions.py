@@ -47,17 +47,47 @@ __all__ = [
 ]
 
 
+# Invisible code points that are not category Cf (which is dropped as a whole):
+# the combining grapheme joiner, variation selectors, Mongolian free variation
+# selectors, Khmer inherent vowels and Hangul fillers. All are
+# Default_Ignorable_Code_Point in Unicode's DerivedCoreProperties: a name that holds
+# one looks exactly like the name without it.
+_IGNORABLE_RANGES = (
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFFA0, 0xFFA0),
+    (0xE0100, 0xE01EF),
+)
+# ASCII control characters (NUL, ESC, DEL, ...), deleted by str.translate.
+_ASCII_CONTROLS = dict.fromkeys([*range(0x20), 0x7F])
+
+
+def _invisible(char: str) -> bool:
+    """Category Cf (format) or Cc (control), or one of the ignorables above."""
+    if unicodedata.category(char) in ("Cf", "Cc"):
+        return True
+    code = ord(char)
+    return any(low <= code <= high for low, high in _IGNORABLE_RANGES)
+
+
 # Names come from a small, developer-written set plus whatever a model asks for;
 # a bounded cache makes the common case a dict hit without letting odd names grow it.
 @functools.lru_cache(maxsize=4096)
 def _normalize(name: str) -> str:
     if name.isascii():
-        # NFKC is the identity on ASCII and casefold() equals lower() there.
+        # NFKC is the identity on ASCII and casefold() equals lower() there; the only
+        # invisible ASCII characters are the controls (isprintable() is False for them).
+        if not name.isprintable():
+            name = name.translate(_ASCII_CONTROLS)
         return name.strip().lower()
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
-    # Invisible format characters (zero-width space and joiner, soft hyphen, BOM)
-    # would otherwise make a name that looks identical compare different.
-    visible = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
+    # Invisible characters (zero-width space and joiner, soft hyphen, BOM, variation
+    # selectors, NUL) would otherwise make a name that looks identical compare different.
+    visible = "".join(ch for ch in folded if not _invisible(ch))
     return visible.strip()
 
 
@@ -65,8 +95,10 @@ def normalize_tool_name(name: str) -> str:
     """The form every permission, deny-list, whitelist and guardrail lookup compares.
 
     Unicode NFKC (full-width and other compatibility forms become their plain
-    letters), case-folded, invisible format characters (category Cf) removed,
-    surrounding whitespace stripped.
+    letters), case-folded, invisible characters removed (format characters, category
+    Cf; control characters, category Cc; the combining grapheme joiner U+034F and
+    the variation selectors U+FE00-U+FE0F and U+E0100-U+E01EF, among the other
+    default-ignorable code points), surrounding whitespace stripped.
 
     Example::
 
