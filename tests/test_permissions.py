@@ -525,6 +525,32 @@ def test_role_config_rejects_bare_string_tool_list(field_name: str) -> None:
         RolePermissionConfig("r", RO, **{field_name: "shell"})
 
 
+@pytest.mark.parametrize("field_name", ["allowed_tools", "denied_tools"])
+@pytest.mark.parametrize("bad", [[5], ["shell", None], [b"shell"]])
+def test_role_config_rejects_a_tool_list_entry_that_is_not_a_name(
+    field_name: str, bad: list[Any]
+) -> None:
+    with pytest.raises(TypeError, match=rf"{field_name} holds tool names \(str\), got "):
+        RolePermissionConfig("r", RO, **{field_name: bad})
+
+
+@pytest.mark.parametrize("field_name", ["allowed_tools", "denied_tools"])
+def test_role_config_rejects_a_tool_list_that_is_not_a_collection(field_name: str) -> None:
+    with pytest.raises(TypeError, match=f"{field_name} must be a list of tool names, got 5"):
+        RolePermissionConfig("r", RO, **{field_name: 5})
+
+
+def test_role_config_accepts_any_collection_of_names() -> None:
+    cfg = RolePermissionConfig("r", FA, denied_tools=("shell",))  # type: ignore[arg-type]
+    assert PermissionPolicy({"r": cfg}).authorize("r", "SHELL").allowed is False
+
+
+@pytest.mark.parametrize("bad", [None, "policy", {"r": RO}])
+def test_enforcer_rejects_what_is_not_a_policy(bad: Any) -> None:
+    with pytest.raises(TypeError, match="policy must be a PermissionPolicy, got "):
+        PermissionEnforcer(bad)
+
+
 def test_policy_coerces_requirement_names_into_copy() -> None:
     reqs: dict[str, Any] = {"shell": "FULL_ACCESS", "write_file": 2}
     p = PermissionPolicy(tool_requirements=reqs)

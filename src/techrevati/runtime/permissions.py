@@ -156,6 +156,13 @@ def _check_tool_list(value: object, where: str) -> None:
     # A bare string is iterable, so "shell" would silently become {"s", "h", ...}.
     if isinstance(value, str | bytes):
         raise TypeError(f"{where} must be a list of tool names, not a string: {value!r}")
+    if not isinstance(value, Iterable):
+        raise TypeError(f"{where} must be a list of tool names, got {value!r}")
+    for name in value:
+        # A non-string entry can never match a tool name: a deny list holding one
+        # would silently deny nothing.
+        if not isinstance(name, str):
+            raise TypeError(f"{where} holds tool names (str), got {name!r} in {value!r}")
 
 
 @dataclass(frozen=True)
@@ -420,6 +427,11 @@ class PermissionEnforcer:
     """
 
     def __init__(self, policy: PermissionPolicy) -> None:
+        if not callable(getattr(policy, "authorize", None)):
+            # Else the first check() fails with a bare AttributeError, far from here.
+            raise TypeError(
+                f"policy must be a PermissionPolicy, got {type(policy).__name__}: {policy!r}"
+            )
         self.policy = policy
 
     def check(self, role: str, tool_name: str) -> PermissionOutcome:
