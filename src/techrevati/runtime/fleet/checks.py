@@ -28,23 +28,28 @@ def number(
     positive: bool,
     optional: bool = True,
     most: float | None = None,
+    owner: str = "FleetLimits",
 ) -> float | None:
-    """``value`` as a float, or the error naming ``name`` and the value.
+    """``value`` as a float, or the error naming ``owner``, ``name`` and the value.
 
     Example::
 
         >>> number("lease_s", 60, positive=True)
         60.0
+        >>> number("timeout", -1, positive=True, owner="configure()")
+        Traceback (most recent call last):
+        ...
+        ValueError: configure() timeout must be a finite number > 0, got -1
     """
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"FleetLimits {name} must be a number, got {value!r}")
+        raise TypeError(f"{owner} {name} must be a number, got {value!r}")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         need = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ValueError(f"FleetLimits {name} must be {need}, got {value!r}")
+        raise ValueError(f"{owner} {name} must be {need}, got {value!r}")
     if most is not None and value > most:
-        raise ValueError(f"FleetLimits {name} must be at most {most:g}, got {value!r}")
+        raise ValueError(f"{owner} {name} must be at most {most:g}, got {value!r}")
     return float(value)
 
 

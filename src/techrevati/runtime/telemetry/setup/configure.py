@@ -113,7 +113,7 @@ def configure(
             With no endpoint here or in the environment, the embedded mode is used.
         protocol: ``"http/protobuf"`` (default) or ``"grpc"``.
         headers: extra request headers, a mapping or ``"k1=v1,k2=v2"``.
-        timeout: seconds per export request (default 3).
+        timeout: seconds per export request (default 3), a finite number > 0.
         capture_content: record prompts, completions and tool arguments/results on
             spans. Off unless this or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``
             turns it on.
@@ -131,8 +131,9 @@ def configure(
             nothing global changes and each call builds a fresh, independent set-up.
         max_queue_size: most spans held per export pipeline before new ones drop.
         metric_export_interval_s: how often metrics are exported (default 60 s, or
-            ``OTEL_METRIC_EXPORT_INTERVAL``).
-        shutdown_timeout: the bound, in seconds, on flushing at shutdown and exit.
+            ``OTEL_METRIC_EXPORT_INTERVAL``), in seconds > 0.
+        shutdown_timeout: the bound, in seconds (finite, > 0), on flushing at shutdown
+            and exit.
         fleet: fleet-wide limits (one ``FleetLimits`` or a list) that every model
             call in the process counts against, in a session or not. Applied on
             every call (a repeated ``configure(fleet=...)`` replaces the set).

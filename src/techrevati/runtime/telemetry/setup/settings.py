@@ -44,6 +44,7 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.util.re import parse_env_headers
 from opentelemetry.util.types import AttributeValue
 
+from ...fleet import checks
 from ..export.pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
 
 _logger = logging.getLogger(__name__)
@@ -84,6 +85,23 @@ class Settings:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S
     handle_sigterm: bool | None = None
     report_html: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a value that would fail later, far from the call, or lose telemetry.
+
+        A timeout of 0, -1 or NaN sends no request at all (every span is dropped), an
+        infinite one overflows at exit; a string ``"no"`` reads as True. Each raises
+        here, before ``configure()`` changes anything, naming the argument.
+        """
+        for name in ("timeout", "metric_export_interval_s", "shutdown_timeout"):
+            checks.number(
+                name,
+                getattr(self, name),
+                positive=True,
+                optional=name != "shutdown_timeout",
+                most=checks.MAX_SECONDS,
+                owner="configure()",
+            )
 
     def overridden_by(self, later: Settings) -> list[str]:
         """Fields ``later`` sets (to a non-default value) differently from this one.

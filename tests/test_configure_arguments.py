@@ -1,0 +1,57 @@
+"""configure() refuses a bad argument at the call, naming it and the value, and sets nothing up.
+
+Every call here uses ``set_global=False`` and writes no file, so nothing global is
+left behind; a refused call must raise before any of it is built.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import pytest
+
+from techrevati.runtime.telemetry.setup.configure import configure
+from techrevati.runtime.telemetry.setup.settings import Settings
+
+QUIET: dict[str, Any] = {
+    "set_global": False,
+    "spans_file": False,
+    "report": False,
+    "metrics": False,
+    "handle_sigterm": False,
+}
+
+
+def _configure(**kwargs: Any) -> None:
+    configure(**{**QUIET, **kwargs}).shutdown()
+
+
+@pytest.mark.parametrize("name", ["timeout", "metric_export_interval_s", "shutdown_timeout"])
+@pytest.mark.parametrize("bad", [0, -1, -0.5, math.nan, math.inf, -math.inf, 1e300])
+def test_a_duration_that_would_lose_telemetry_is_refused(name: str, bad: float) -> None:
+    # timeout=-1/0/nan sent no request to a healthy collector (every span dropped);
+    # shutdown_timeout=inf overflowed in atexit and in the SIGTERM handler.
+    said = rf"configure\(\) {name} must be .*, got {re.escape(repr(bad))}"
+    with pytest.raises(ValueError, match=said):
+        _configure(**{name: bad})
+
+
+@pytest.mark.parametrize("name", ["timeout", "metric_export_interval_s", "shutdown_timeout"])
+@pytest.mark.parametrize("bad", ["3", True, [3]])
+def test_a_duration_that_is_not_a_number_is_a_type_error(name: str, bad: object) -> None:
+    with pytest.raises(TypeError, match=rf"configure\(\) {name} must be a number, got "):
+        _configure(**{name: bad})
+
+
+def test_shutdown_timeout_cannot_be_none() -> None:
+    with pytest.raises(TypeError, match=r"configure\(\) shutdown_timeout must be a number"):
+        Settings(shutdown_timeout=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("good", [0.001, 1, 2.5, 3600])
+def test_a_positive_finite_duration_is_kept(good: float) -> None:
+    settings = Settings(timeout=good, metric_export_interval_s=good, shutdown_timeout=good)
+    assert (settings.timeout, settings.shutdown_timeout) == (good, good)
+    assert Settings().timeout is None and Settings().metric_export_interval_s is None
