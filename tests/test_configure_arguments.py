@@ -55,3 +55,50 @@ def test_a_positive_finite_duration_is_kept(good: float) -> None:
     settings = Settings(timeout=good, metric_export_interval_s=good, shutdown_timeout=good)
     assert (settings.timeout, settings.shutdown_timeout) == (good, good)
     assert Settings().timeout is None and Settings().metric_export_interval_s is None
+
+
+@pytest.mark.parametrize("name", ["report", "capture_content", "handle_sigterm"])
+@pytest.mark.parametrize("bad", ["no", "false", 0, 1, "yes"])
+def test_an_optional_flag_takes_only_a_bool_or_none(name: str, bad: object) -> None:
+    # report="no" printed the report and handle_sigterm="no" took SIGTERM.
+    said = rf"configure\(\) {name} must be True, False or None, got {re.escape(repr(bad))}"
+    with pytest.raises(TypeError, match=said):
+        _configure(**{name: bad})
+
+
+@pytest.mark.parametrize("name", ["metrics", "set_global"])
+@pytest.mark.parametrize("bad", ["no", None, 0])
+def test_a_flag_takes_only_a_bool(name: str, bad: object) -> None:
+    said = rf"configure\(\) {name} must be True or False, got {re.escape(repr(bad))}"
+    with pytest.raises(TypeError, match=said):
+        _configure(**{name: bad})
+
+
+@pytest.mark.parametrize("name", ["accept_remote_sessions", "guard"])
+@pytest.mark.parametrize("bad", ["no", "false", None, 0])
+def test_a_trust_or_guard_flag_takes_only_a_bool(name: str, bad: object) -> None:
+    from techrevati.runtime.telemetry.limits import guard
+    from techrevati.runtime.telemetry.limits.remote import session_store
+
+    store, disabled = session_store(), guard._disabled
+    said = rf"configure\(\) {name} must be True or False, got {re.escape(repr(bad))}"
+    with pytest.raises(TypeError, match=said):
+        # accept_remote_sessions="no" left the store accepting remote sessions.
+        _configure(**{name: bad}, session_store="redis://127.0.0.1:1/0")
+    assert session_store() is store and guard._disabled is disabled  # nothing installed
+
+
+@pytest.mark.parametrize("bad", ["yes", 1])
+def test_proposed_conventions_is_checked_before_anything_is_set_up(bad: object) -> None:
+    with pytest.raises(TypeError, match=r"configure\(\) proposed_conventions must be True, "):
+        _configure(proposed_conventions=bad)
+
+
+@pytest.mark.parametrize("bad", ["no", "false", None, 1])
+def test_the_redis_store_takes_accept_remote_only_as_a_bool(bad: object) -> None:
+    from techrevati.runtime.fleet.sessions import RedisSessionStore
+
+    said = rf"session store accept_remote must be True or False, got {re.escape(repr(bad))}"
+    with pytest.raises(TypeError, match=said):
+        RedisSessionStore("redis://127.0.0.1:1/0", accept_remote=bad)  # type: ignore[arg-type]
+    assert RedisSessionStore("redis://127.0.0.1:1/0", accept_remote=False).accept_remote is False

@@ -128,6 +128,11 @@ class RedisSessionStore:
             raise ValueError(
                 f"session store on_store_error must be 'refuse' or 'allow', got {on_store_error!r}"
             )
+        if not isinstance(accept_remote, bool):
+            # bool("no") is True: an edge service would go on trusting inbound baggage.
+            raise TypeError(
+                f"session store accept_remote must be True or False, got {accept_remote!r}"
+            )
         if isinstance(url_or_redis_client, str):
             self._client = store_module.connect(url_or_redis_client, timeout_s)
         elif callable(getattr(url_or_redis_client, "register_script", None)):
@@ -142,7 +147,7 @@ class RedisSessionStore:
         self.lease_s = float(lease_s)
         self.timeout_s = float(timeout_s)
         self.on_store_error: OnStoreError = on_store_error
-        self.accept_remote = bool(accept_remote)
+        self.accept_remote = accept_remote
         self.key_prefix = key_prefix
         self._lock = threading.Lock()
         self._lookups: collections.OrderedDict[str, tuple[float, RemoteParent | None]] = (

@@ -177,6 +177,15 @@ def configure(
         and changes nothing, unless that handle was shut down: then new export
         pipelines are set up on the same global providers.
     """
+    for name, flag in (("accept_remote_sessions", accept_remote_sessions), ("guard", guard)):
+        if not isinstance(flag, bool):
+            # "no" is truthy: an edge service would go on trusting inbound baggage.
+            raise TypeError(f"configure() {name} must be True or False, got {flag!r}")
+    if proposed_conventions is not None and not isinstance(proposed_conventions, bool):
+        raise TypeError(
+            f"configure() proposed_conventions must be True, False or None, "
+            f"got {proposed_conventions!r}"
+        )
     settings = Settings(
         service_name=service_name,
         endpoint=endpoint,

@@ -102,6 +102,12 @@ class Settings:
                 most=checks.MAX_SECONDS,
                 owner="configure()",
             )
+        for name in ("capture_content", "report", "metrics", "set_global", "handle_sigterm"):
+            value = getattr(self, name)
+            optional = name not in ("metrics", "set_global")
+            if not isinstance(value, bool) and not (optional and value is None):
+                need = "True, False or None" if optional else "True or False"
+                raise TypeError(f"configure() {name} must be {need}, got {value!r}")
 
     def overridden_by(self, later: Settings) -> list[str]:
         """Fields ``later`` sets (to a non-default value) differently from this one.
