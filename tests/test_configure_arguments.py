@@ -102,3 +102,18 @@ def test_the_redis_store_takes_accept_remote_only_as_a_bool(bad: object) -> None
     with pytest.raises(TypeError, match=said):
         RedisSessionStore("redis://127.0.0.1:1/0", accept_remote=bad)  # type: ignore[arg-type]
     assert RedisSessionStore("redis://127.0.0.1:1/0", accept_remote=False).accept_remote is False
+
+
+@pytest.mark.parametrize("bad", [0, -5])
+def test_a_queue_that_holds_no_span_is_refused(bad: int) -> None:
+    # It was accepted, then every span but one dropped and the message blamed the collector.
+    with pytest.raises(ValueError, match=rf"configure\(\) max_queue_size must be >= 1, got {bad}"):
+        _configure(max_queue_size=bad)
+
+
+@pytest.mark.parametrize("bad", [2.5, "100", True, None])
+def test_a_queue_size_that_is_not_an_int_is_a_type_error(bad: object) -> None:
+    # 2.5 failed deep in the SDK with "an integer is required".
+    said = rf"configure\(\) max_queue_size must be an int, got {re.escape(repr(bad))}"
+    with pytest.raises(TypeError, match=said):
+        _configure(max_queue_size=bad)

@@ -129,7 +129,8 @@ def configure(
         meter_provider: an SDK meter provider the caller manages; used as is.
         set_global: install the providers globally (the normal case). With False,
             nothing global changes and each call builds a fresh, independent set-up.
-        max_queue_size: most spans held per export pipeline before new ones drop.
+        max_queue_size: most spans held per export pipeline before new ones drop (an
+            int >= 1).
         metric_export_interval_s: how often metrics are exported (default 60 s, or
             ``OTEL_METRIC_EXPORT_INTERVAL``), in seconds > 0.
         shutdown_timeout: the bound, in seconds (finite, > 0), on flushing at shutdown

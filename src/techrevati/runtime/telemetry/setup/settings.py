@@ -108,6 +108,11 @@ class Settings:
             if not isinstance(value, bool) and not (optional and value is None):
                 need = "True, False or None" if optional else "True or False"
                 raise TypeError(f"configure() {name} must be {need}, got {value!r}")
+        queue = self.max_queue_size
+        if isinstance(queue, bool) or not isinstance(queue, int):
+            raise TypeError(f"configure() max_queue_size must be an int, got {queue!r}")
+        if queue < 1:
+            raise ValueError(f"configure() max_queue_size must be >= 1, got {queue!r}")
 
     def overridden_by(self, later: Settings) -> list[str]:
         """Fields ``later`` sets (to a non-default value) differently from this one.
