@@ -117,3 +117,41 @@ def test_a_queue_size_that_is_not_an_int_is_a_type_error(bad: object) -> None:
     said = rf"configure\(\) max_queue_size must be an int, got {re.escape(repr(bad))}"
     with pytest.raises(TypeError, match=said):
         _configure(max_queue_size=bad)
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "said"),
+    [
+        # endpoint=5 failed with "'int' object has no attribute 'rstrip'".
+        ("endpoint", 5, r"configure\(\) endpoint must be a str or None, got 5"),
+        ("protocol", 4317, r"configure\(\) protocol must be a str or None, got 4317"),
+        ("service_name", ["a"], r"configure\(\) service_name must be a str or None, got \['a'\]"),
+        # headers=5 was accepted; a mapping with a non-str value failed in the exporter.
+        ("headers", 5, r"configure\(\) headers must be a mapping of str to str or a 'k1=v1"),
+        ("headers", {"x-team": 5}, r"configure\(\) headers must be .*got \{'x-team': 5\}"),
+        # resource_attributes="team=a" failed with "dictionary update sequence element #0".
+        ("resource_attributes", "team=a", r"configure\(\) resource_attributes must be a mapping"),
+        (
+            "resource_attributes",
+            {1: "a"},
+            r"configure\(\) resource_attributes must be .*\{1: 'a'\}",
+        ),
+        ("spans_file", 5, r"configure\(\) spans_file must be a file path or None, got 5"),
+        ("report_html", True, r"configure\(\) report_html must be a file path or None, got True"),
+    ],
+)
+def test_an_argument_of_the_wrong_type_is_named(name: str, bad: object, said: str) -> None:
+    with pytest.raises(TypeError, match=said):
+        _configure(**{name: bad})
+
+
+def test_the_documented_forms_are_kept(tmp_path: Any) -> None:
+    settings = Settings(
+        endpoint="http://127.0.0.1:4318",
+        headers="a=1,b=2",
+        resource_attributes={"team": "a", "shard": 3},
+        spans_file=tmp_path / "s.jsonl",
+        report_html=str(tmp_path / "r.html"),
+    )
+    assert settings.headers == "a=1,b=2" and Settings(headers={"a": "1"}).headers == {"a": "1"}
+    assert Settings(spans_file=True).spans_file is True

@@ -93,6 +93,26 @@ class Settings:
         infinite one overflows at exit; a string ``"no"`` reads as True. Each raises
         here, before ``configure()`` changes anything, naming the argument.
         """
+        for name in ("service_name", "endpoint", "protocol"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"configure() {name} must be a str or None, got {value!r}")
+        _check_headers(self.headers)
+        for name, kinds in (
+            ("spans_file", (str, os.PathLike, bool)),
+            ("report_html", (str, os.PathLike)),
+        ):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kinds):
+                raise TypeError(f"configure() {name} must be a file path or None, got {value!r}")
+        attributes = self.resource_attributes
+        if attributes is not None and (
+            not isinstance(attributes, Mapping) or not all(isinstance(k, str) for k in attributes)
+        ):
+            raise TypeError(
+                "configure() resource_attributes must be a mapping of attribute names (str) "
+                f"to values, got {attributes!r}"
+            )
         for name in ("timeout", "metric_export_interval_s", "shutdown_timeout"):
             checks.number(
                 name,
@@ -217,6 +237,18 @@ def _timeout(explicit: float | None, signal_var: str) -> float | None:
     if os.environ.get(signal_var) or os.environ.get(OTEL_EXPORTER_OTLP_TIMEOUT):
         return None  # the exporter reads the variable itself
     return DEFAULT_EXPORT_TIMEOUT_S
+
+
+def _check_headers(headers: object) -> None:
+    if headers is None or isinstance(headers, str):
+        return
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in headers.items()
+    ):
+        raise TypeError(
+            "configure() headers must be a mapping of str to str or a 'k1=v1,k2=v2' string, "
+            f"got {headers!r}"
+        )
 
 
 def _headers(headers: Mapping[str, str] | str | None) -> dict[str, str] | None:
