@@ -17,6 +17,7 @@ from otel_harness import Otel
 from techrevati.runtime import (
     BudgetExceededError,
     ModelPricing,
+    Orchestrator,
     UsageSnapshot,
     agent_session,
     agent_turn,
@@ -112,6 +113,19 @@ def test_a_zero_budget_refuses_every_call() -> None:
     with pytest.raises(BudgetExceededError):
         ledger.admit("dime", 0.0)
     assert ledger.calls == 0
+
+
+@pytest.mark.parametrize("budget", [1e-12, 4e-10, 9.99e-10, 5e-324])
+def test_a_budget_below_one_nano_dollar_is_refused_naming_the_smallest(budget: float) -> None:
+    # It was accepted and acted as $0: the first call was refused with
+    # "$0.0 spent ... >= $1e-12", a comparison false as printed.
+    said = rf"budget_usd must be 0 or at least \$0\.000000001 .*got {budget!r}"
+    with pytest.raises(ValueError, match=said):
+        Ledger(UsageTracker(), budget_usd=budget, enforce_budget=True)
+    with pytest.raises(ValueError, match=said):
+        Orchestrator(role="w", budget_usd=budget, enforce_budget=True)
+    assert Ledger(UsageTracker(), budget_usd=1e-9).budget_usd == 1e-9  # one nano-dollar
+    assert Orchestrator(role="w", budget_usd=0).budget_usd == 0  # $0 keeps its meaning
 
 
 @pytest.mark.parametrize("budget", [1e10, float("inf"), float("nan"), -0.01])

@@ -33,6 +33,9 @@ _log = logging.getLogger("techrevati.runtime.limits")
 NANO = 1_000_000_000
 #: The largest budget a limit accepts (USD): 1e18 nano-dollars, below 2**63.
 MAX_BUDGET_USD = 1e9
+#: The smallest positive budget a limit accepts (USD): one nano-dollar. A smaller
+#: one would round to 0 nano-dollars and act as a budget of $0.
+MIN_BUDGET_USD = 1 / NANO
 #: The largest cost one call may book or reserve (USD): 1e15 nano-dollars, below 2**53.
 #: Defined with pricing, which clamps a call's price to it (so every report agrees).
 MAX_CALL_USD = PRICING_MAX_CALL_USD
@@ -109,7 +112,11 @@ def _warn_clamp(what: str, usd: object, clamped: int) -> None:
 
 
 def check_budget(name: str, value: object) -> float | None:
-    """Validate a budget: None, or a finite number in ``[0, MAX_BUDGET_USD]``.
+    """Validate a budget: None, 0, or a finite number in ``[MIN_BUDGET_USD, MAX_BUDGET_USD]``.
+
+    A positive budget below one nano-dollar would round to 0 and act as $0 (every
+    priced call refused, with a message comparing $0.0 against the budget as given),
+    so it is refused here. 0 stays valid: no priced call may run.
 
     Raises ``TypeError`` / ``ValueError`` naming ``name`` and the value.
 
@@ -117,6 +124,8 @@ def check_budget(name: str, value: object) -> float | None:
 
         >>> check_budget("budget_usd", 5)
         5.0
+        >>> check_budget("budget_usd", 0), check_budget("budget_usd", 1e-9)
+        (0.0, 1e-09)
     """
     if value is None:
         return None
@@ -125,5 +134,10 @@ def check_budget(name: str, value: object) -> float | None:
     if not math.isfinite(value) or not 0 <= value <= MAX_BUDGET_USD:
         raise ValueError(
             f"{name} must be a finite number in [0, {MAX_BUDGET_USD:g}], got {value!r}"
+        )
+    if 0 < value < MIN_BUDGET_USD:
+        raise ValueError(
+            f"{name} must be 0 or at least ${MIN_BUDGET_USD:.9f} (one nano-dollar, the "
+            f"smallest amount a limit counts), got {value!r}"
         )
     return float(value)
