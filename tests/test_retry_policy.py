@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
+import re
 from dataclasses import FrozenInstanceError
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -439,6 +442,46 @@ def test_backoff_unknown_mode(mode: object) -> None:
     assert repr(mode) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        # base=-2 gave -8.0, cap=-1 gave -1 and cap=nan gave nan: sleep() raises on those.
+        ({"base": -2}, "backoff_delay base must be a finite number > 0, got -2"),
+        ({"base": 0}, "backoff_delay base must be a finite number > 0, got 0"),
+        ({"base": math.inf}, "backoff_delay base must be a finite number > 0, got inf"),
+        ({"cap": -1}, "backoff_delay cap must be a finite number >= 0, got -1"),
+        ({"cap": math.nan}, "backoff_delay cap must be a finite number >= 0, got nan"),
+        ({"prev_delay": -4.0}, "backoff_delay prev_delay must be a finite number >= 0, got -4.0"),
+        ({"attempt": -1}, "backoff_delay attempt must be >= 0, got -1"),
+    ],
+)
+@pytest.mark.parametrize("jitter", ["none", "full", "equal", "decorrelated"])
+def test_backoff_refuses_a_value_that_gives_a_negative_or_nan_delay(
+    kwargs: dict[str, Any], said: str, jitter: str
+) -> None:
+    arguments: dict[str, Any] = {"attempt": 3, "jitter": jitter, **kwargs}
+    with pytest.raises(ValueError, match=re.escape(said)):
+        backoff_delay(**arguments)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        ({"base": "2"}, "backoff_delay base must be a number of seconds, got '2'"),
+        ({"cap": None}, "backoff_delay cap must be a number of seconds, got None"),
+        ({"attempt": 2.5}, "backoff_delay attempt must be an int, got 2.5"),
+    ],
+)
+def test_backoff_names_an_argument_of_the_wrong_type(kwargs: dict[str, Any], said: str) -> None:
+    with pytest.raises(TypeError, match=re.escape(said)):
+        backoff_delay(**{"attempt": 3, **kwargs})
+
+
+def test_backoff_zero_cap_and_delay_are_valid() -> None:
+    assert backoff_delay(3, jitter="none", cap=0) == 0
+    assert backoff_delay(0, jitter="decorrelated", prev_delay=0.0, cap=0.0) == 0.0
+
+
 # --- helpers -------------------------------------------------------------------
 
 
@@ -455,3 +498,27 @@ def test_smaller_context_budget() -> None:
     assert smaller_context_budget(10000, 0.5) == 5000
     assert smaller_context_budget(3, 0.5) == 1  # truncates, not rounds
     assert smaller_context_budget(0) == 0
+    assert smaller_context_budget(10000, 1) == 10000
+
+
+@pytest.mark.parametrize("reduction", [1.5, 0, -0.5, math.nan, math.inf])
+def test_smaller_context_budget_refuses_a_reduction_outside_0_to_1(reduction: float) -> None:
+    # 1.5 returned 15000: a "smaller" budget that is larger.
+    said = f"smaller_context_budget reduction must be in (0, 1], got {reduction!r}"
+    with pytest.raises(ValueError, match=re.escape(said)):
+        smaller_context_budget(10000, reduction)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "said"),
+    [
+        ((-1,), ValueError, "current_chars must be >= 0, got -1"),
+        ((10.5,), TypeError, "current_chars must be an int, got 10.5"),
+        ((100, "0.5"), TypeError, "reduction must be a number, got '0.5'"),
+    ],
+)
+def test_smaller_context_budget_names_a_bad_argument(
+    args: tuple[Any, ...], error: type[Exception], said: str
+) -> None:
+    with pytest.raises(error, match=re.escape(said)):
+        smaller_context_budget(*args)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -361,6 +362,14 @@ async def aattempt_recovery(
     return attempt_recovery(scenario, ctx)
 
 
+def _check_seconds(name: str, value: object, *, positive: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"backoff_delay {name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        need = "a finite number > 0" if positive else "a finite number >= 0"
+        raise ValueError(f"backoff_delay {name} must be {need}, got {value!r}")
+
+
 def backoff_delay(
     attempt: int,
     base: float = 2.0,
@@ -383,6 +392,14 @@ def backoff_delay(
         >>> 4.0 <= backoff_delay(3, jitter="equal") <= 8.0
         True
     """
+    if isinstance(attempt, bool) or not isinstance(attempt, int):
+        raise TypeError(f"backoff_delay attempt must be an int, got {attempt!r}")
+    if attempt < 0:
+        raise ValueError(f"backoff_delay attempt must be >= 0, got {attempt!r}")
+    # A negative or NaN delay would make the caller's sleep() raise, or not wait at all.
+    _check_seconds("base", base, positive=True)
+    _check_seconds("cap", cap, positive=False)
+    _check_seconds("prev_delay", prev_delay, positive=False)
     # bool first: True/False are ints, and the contract maps them to named modes.
     if isinstance(jitter, bool):
         mode: str = "full" if jitter else "none"
@@ -428,11 +445,26 @@ def next_provider(available_providers: list[str], current_provider: str) -> str 
 def smaller_context_budget(current_chars: int, reduction: float = 0.75) -> int:
     """Return ``int(current_chars * reduction)`` (truncated).
 
+    ``current_chars`` is an int >= 0 and ``reduction`` a number in ``(0, 1]``: a
+    larger one would grow the context it is meant to shrink.
+
     Example::
 
         >>> smaller_context_budget(10_000)
         7500
     """
+    if isinstance(current_chars, bool) or not isinstance(current_chars, int):
+        raise TypeError(
+            f"smaller_context_budget current_chars must be an int, got {current_chars!r}"
+        )
+    if current_chars < 0:
+        raise ValueError(
+            f"smaller_context_budget current_chars must be >= 0, got {current_chars!r}"
+        )
+    if isinstance(reduction, bool) or not isinstance(reduction, int | float):
+        raise TypeError(f"smaller_context_budget reduction must be a number, got {reduction!r}")
+    if not 0 < reduction <= 1:  # NaN fails this too
+        raise ValueError(f"smaller_context_budget reduction must be in (0, 1], got {reduction!r}")
     return int(current_chars * reduction)
 
 
