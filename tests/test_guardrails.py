@@ -337,3 +337,38 @@ def test_the_tool_span_says_what_the_guardrails_did(guard: object, outcome: str)
     assert span.attributes is not None
     assert span.attributes["techrevati.guardrail.outcome"] == outcome
     assert ran == ([] if outcome == "error" else ["t"])  # a raising guardrail fails closed
+
+
+@pytest.mark.parametrize("bad", ["no", "false", 0, 1, None])
+def test_an_outcome_takes_allowed_only_as_a_bool(bad: object) -> None:
+    # allowed="no" is truthy: the tool behind a guardrail answering it ran.
+    with pytest.raises(
+        TypeError, match=f"GuardrailOutcome allowed must be True or False, got {bad!r}"
+    ):
+        GuardrailOutcome(allowed=bad)  # type: ignore[arg-type]
+
+
+def test_an_outcome_reason_is_text_or_none() -> None:
+    with pytest.raises(TypeError, match="GuardrailOutcome reason must be a str or None, got 5"):
+        GuardrailOutcome(False, 5)  # type: ignore[arg-type]
+    assert GuardrailOutcome(False).reason is None
+
+
+def test_a_guardrail_answering_allowed_no_stops_the_tool() -> None:
+    from techrevati.runtime import Orchestrator
+
+    ran: list[str] = []
+
+    class SaysNo:
+        name = "says_no"
+
+        def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(allowed="no", reason="blocked")  # type: ignore[arg-type]
+
+        def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(True)
+
+    refused = pytest.raises(TypeError, match="GuardrailOutcome allowed must be True or False")
+    with Orchestrator(role="w", guardrails=[SaysNo()]).session() as session, refused:
+        session.run_tool("shell", lambda: ran.append("shell"))
+    assert ran == []

@@ -63,6 +63,13 @@ class GuardrailOutcome:
     allowed: bool
     reason: str | None = None
 
+    def __post_init__(self) -> None:
+        # "no" is truthy: a guardrail answering allowed="no" would let the tool run.
+        if not isinstance(self.allowed, bool):
+            raise TypeError(f"GuardrailOutcome allowed must be True or False, got {self.allowed!r}")
+        if self.reason is not None and not isinstance(self.reason, str):
+            raise TypeError(f"GuardrailOutcome reason must be a str or None, got {self.reason!r}")
+
 
 @runtime_checkable
 class Guardrail(Protocol):
