@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+from typing import Any
 
 import pytest
 
@@ -361,3 +363,24 @@ def test_a_session_that_cannot_open_leaves_no_running_worker() -> None:
     assert worker.last_error["message"].startswith(
         "the session could not open: ValueError: shared=True"
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        # context="draft text" failed with "dictionary update sequence element #0".
+        ({"context": "draft text"}, "context must be a dict or None, got str: 'draft text'"),
+        ({"context": [("a", 1)]}, "context must be a dict or None, got list: [('a', 1)]"),
+        ({"reason": None}, "reason must be a string, got NoneType: None"),
+    ],
+)
+def test_handoff_names_a_bad_argument_and_registers_nothing(
+    kwargs: dict[str, Any], said: str
+) -> None:
+    orch = Orchestrator(role="w", phase="p", project_id=1)
+    with orch.session() as s:
+        arguments: dict[str, Any] = {"reason": "r", **kwargs}
+        with pytest.raises(TypeError, match=re.escape(said)):
+            s.handoff_to("editor", **arguments)
+        assert [w.role for w in orch.registry.get_by_project(1)] == ["w"]
+        assert not s.worker.is_terminal

@@ -363,3 +363,17 @@ def test_bad_policy_input_is_refused_naming_it() -> None:
             session.evaluate_policy(gate_score=math.nan)
         with pytest.raises(TypeError, match="completed_roles must be a collection of role names"):
             session.evaluate_policy(completed_roles="abc")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["no", "false", 1, None])
+def test_evaluate_policy_takes_phase_completed_only_as_a_bool(bad: object) -> None:
+    from techrevati.runtime import Orchestrator
+
+    # phase_completed="no" read as True: PhaseCompleted() matched and advance_phase was proposed.
+    engine = PolicyEngine(
+        [PolicyRule("adv", PhaseCompleted(), [PolicyActionData(PolicyAction.ADVANCE_PHASE)])]
+    )
+    with Orchestrator(role="w", policy_engine=engine).session() as session:
+        with pytest.raises(TypeError, match=f"phase_completed must be True or False, got {bad!r}"):
+            session.evaluate_policy(phase_completed=bad)  # type: ignore[arg-type]
+        assert session.evaluate_policy(phase_completed=False) == []

@@ -23,7 +23,7 @@ import threading
 import time
 import unicodedata
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -539,6 +539,9 @@ class _SessionBase(Generic[B]):
             check_number("elapsed_seconds", elapsed_seconds, minimum=0.0)
         if quality_level is not None and not isinstance(quality_level, QualityLevel):
             raise TypeError(f"quality_level must be a QualityLevel or None, got {quality_level!r}")
+        if not isinstance(phase_completed, bool):
+            # "no" is truthy: PhaseCompleted() would match and propose advancing the phase.
+            raise TypeError(f"phase_completed must be True or False, got {phase_completed!r}")
         ctx = PhaseContext(
             phase=self.phase,
             quality_level=quality_level,
@@ -603,6 +606,12 @@ class _SessionBase(Generic[B]):
             handoff = session.handoff_to("editor", reason="needs review")
         """
         _check_name("target_role", target_role, empty=False)
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a string, got {type(reason).__name__}: {reason!r}")
+        if context is not None and not isinstance(context, Mapping):
+            raise TypeError(
+                f"context must be a dict or None, got {type(context).__name__}: {context!r}"
+            )
         if self.worker.status is AgentStatus.WAITING_FOR_INPUT:
             # Checked before the target is registered: a refused handoff leaves nothing.
             raise InvalidTransitionError(AgentStatus.WAITING_FOR_INPUT, AgentStatus.COMPLETED)
