@@ -1532,3 +1532,50 @@ def test_adding_a_message_to_an_assistants_thread_is_no_model_call(otel: Otel) -
         assert len(api.requests) == 3
     assert session._ledger.iterations == 0
     assert session._ledger.calls_without_usage == 0
+
+
+@pytest.mark.parametrize("instrumented", [False, True], ids=["bare", "official instrumentation"])
+def test_a_background_response_is_booked_at_its_requests_upper_bound(
+    instrumented: bool, otel: Otel
+) -> None:
+    # responses.create(background=True) answers at once, queued and without usage (it
+    # comes only with the finished run, to a later retrieve): 20 of 20 calls ran under
+    # an enforced budget of about 3, booked at the prompt alone.
+    from techrevati.runtime.telemetry.limits.estimate import request_tokens
+
+    queued = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "status": "queued",
+        "background": True,
+        "model": "model-a",
+        "output": [],
+        "usage": None,
+    }
+    ask = {"model": "model-a", "input": "summarise the report", "max_output_tokens": 50}
+    prompt, output = request_tokens({**ask, "background": True}, "openai")
+    assert output == 50
+    bound = (prompt * 3 + output * 15) / 1e6
+    outcomes: list[str] = []
+    with serve(FakeOpenAI(queued)) as api:
+        client = _client(api)
+        limits = {"budget_usd": 2.5 * bound, "enforce_budget": True}
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(pytest.warns(RuntimeWarning, match="background response"))
+            kwargs: dict[str, Any] = otel.kwargs()
+            if instrumented:
+                kwargs = {"tracer_provider": stack.enter_context(instrumented_openai())[0]}
+            session = stack.enter_context(agent_session("w", **limits, **kwargs))
+            for _ in range(5):
+                try:
+                    client.responses.create(**ask, background=True)
+                    outcomes.append("ran")
+                except BudgetExceededError:
+                    outcomes.append("refused")
+        assert len(api.requests) == 3
+    # The third crosses the budget: the guard's own call raises as it is booked, a call
+    # another instrumentation's span describes is refused from the next one on.
+    third = "ran" if instrumented else "refused"
+    assert outcomes == ["ran", "ran", third, "refused", "refused"]
+    assert session.tracker.total_cost() == pytest.approx(3 * bound)

@@ -34,7 +34,13 @@ from ..readings.recognise import NO_CACHE_SCOPES, CallReading, booked_model, mor
 from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
 from .booking import book, cut_usage, reading_stream, stream_read
-from .estimate import request_estimate_usd, seen_usage, text_chars, tokens_of_text
+from .estimate import (
+    request_estimate_usd,
+    request_tokens,
+    seen_usage,
+    text_chars,
+    tokens_of_text,
+)
 from .ledger import Ledger
 from .membership import SpanEntry
 
@@ -206,6 +212,11 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
             estimate = request_estimate_usd(model, body, provider)
         if estimate:
             ledger.top_up(claim, estimate)
+    if body is not None and claim is not None and claim.open and body.get("background") is True:
+        # A background response answers at once, without usage (it comes only with the
+        # finished run, to a later retrieve): booked at its request's upper bound.
+        claim.estimated = UsageSnapshot(*request_tokens(body, provider))
+        claim.ended_early = "background"
     if (
         not created
         and not (body is not None and body.get("stream"))
@@ -513,7 +524,7 @@ def finish(
         streams.discard(claim)
     if estimate is not None:
         claim.estimated = estimate
-    elif usage is None:
+    elif usage is None and claim.ended_early != "background":
         # What the call is booked at if no usage ever arrives (see ``estimate``): its
         # request, and now the text seen streamed too.
         claim.estimated = seen_usage(body, call.provider, text_chars)

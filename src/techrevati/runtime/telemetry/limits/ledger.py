@@ -830,6 +830,13 @@ class Ledger:
                     f"stopped (SIGTERM), under an enforced budget, so it was booked {booked}: "
                     f"the provider has the request and bills it"
                 )
+            elif claim.ended_early == "background":
+                said = (
+                    f"a background response of model {model!r} was answered before it ran, "
+                    f"without usage (its usage comes with the finished run), under an "
+                    f"enforced budget, so it was booked {booked}: its request's upper bound "
+                    f"(max_output_tokens sets it)"
+                )
             elif claim.ended_early == "timed out":
                 said = (
                     f"a call of model {model!r} timed out waiting for its response (the "
