@@ -778,3 +778,20 @@ def test_vertex_spellings_of_a_dated_snapshot_have_its_bundled_price(
     assert expected.source == "bundled"
     found = price_call(vertex, usage)
     assert (found.cost, found.source) == (expected.cost, "bundled")
+
+
+@pytest.mark.parametrize(
+    ("model", "per_million"),
+    [("text-embedding-3-small", 0.02), ("text-embedding-3-large", 0.13)],
+)
+def test_a_model_no_provider_rule_places_has_its_makers_price(
+    empty_table: None, model: str, per_million: float
+) -> None:
+    # OpenAI's embedding models match no provider's name pattern in the database: with
+    # no provider named they were unpriced ($0, or refused under an enforced budget as
+    # UnpricedModelError), though the database lists them under openai (and azure).
+    usage = UsageSnapshot(1_000_000, 0)
+    found = price_call(model, usage)
+    assert (found.cost, found.source) == (pytest.approx(per_million), "bundled")
+    assert price_call(model, usage, "openai").cost == pytest.approx(per_million)
+    assert price_call("no-such-model-anywhere", usage).source == "unpriced"

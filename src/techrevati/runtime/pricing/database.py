@@ -284,7 +284,32 @@ def _find(model: str, provider: str) -> tuple[Any, ModelInfo] | None:
         except LookupError:
             continue
         return found
-    return None
+    return _owner_of(snapshot, model)
+
+
+#: Providers whose own models these are, in the order a model listed by several of
+#: them (itself and resellers: Azure, Bedrock, routers) is priced at.
+_MAKERS = ("openai", "anthropic", "google", "mistral", "cohere", "deepseek", "x-ai")
+
+
+def _owner_of(snapshot: Any, model: str) -> tuple[Any, ModelInfo] | None:
+    """A model the database's provider rules do not place (``text-embedding-3-small``
+    matches no provider's pattern): the provider that lists it, its maker first, or
+    the only one; None when several resellers list it and none made it."""
+    ref = model.lower()
+    listed: list[tuple[Any, ModelInfo]] = []
+    for provider in snapshot.providers:
+        try:
+            info = provider.find_model(ref, all_providers=snapshot.providers)
+        except Exception:
+            continue
+        if info is not None:
+            listed.append((provider, info))
+    for maker in _MAKERS:
+        for provider, info in listed:
+            if provider.id == maker:
+                return provider, info
+    return listed[0] if len(listed) == 1 else None
 
 
 def _snapshot() -> Any:
