@@ -166,3 +166,25 @@ def test_the_report_lists_fleet_scopes_from_the_spans(otel: Otel) -> None:
     text = render_report(report)
     assert "Fleet scopes" in text
     assert "tenant-42" in text
+
+
+def test_an_unpriced_model_refused_by_a_fleet_budget_names_that_budget(otel: Otel) -> None:
+    # With no local budget, the refusal said "the enforced budget of $0.0000 of this
+    # session" (budget_usd=0.0, scope None), under a fleet scope's $3 budget.
+    from techrevati.runtime import UnpricedModelError
+
+    level = MemoryLevel("tenant-42")
+    level.budget_usd = 3.0
+    membership.install_fleet((level,))
+
+    @agent_turn("no-such-model-xyz")
+    def step() -> str:
+        return "text"
+
+    with pytest.raises(UnpricedModelError) as refused:
+        step()
+    error = refused.value
+    assert (error.budget_usd, error.scope) == (3.0, "tenant-42")
+    assert error.site is not None and error.site.level == "fleet"
+    assert "the enforced budget of $3.0000 of fleet scope 'tenant-42'" in str(error)
+    assert level.log == []  # refused before anything was reserved

@@ -416,23 +416,9 @@ class Ledger:
         if refusal is not None and not force:
             self._refuse(sc.LIMIT_LOOP, refusal, self)
         if model and not priced and not force and not self.allow_unpriced and self.enforced():
-            owner = next(
-                (lv for lv in self._chain if lv.enforce_budget and lv.budget_usd is not None),
-                self,
-            )
-            error = UnpricedModelError(
-                model, owner.budget_usd or 0.0, site=self.site(owner, ran=False)
-            )
-            self._refuse(sc.LIMIT_UNPRICED, error, owner)
+            self._refuse_unpriced(model, no_usage=False)
         if self.uncosted and model in self.uncosted and not force and not self.allow_unpriced:
-            owner = next(
-                (lv for lv in self._chain if lv.enforce_budget and lv.budget_usd is not None),
-                self,
-            )
-            error = UnpricedModelError(
-                model, owner.budget_usd or 0.0, site=self.site(owner, ran=False), no_usage=True
-            )
-            self._refuse(sc.LIMIT_UNPRICED, error, owner)
+            self._refuse_unpriced(model, no_usage=True)
         expected_nano = booking_nano(expected, "expected cost of {!r}", model)
         wait: Probe | None = None
         started: Probe | None = None
@@ -685,6 +671,39 @@ class Ledger:
                 else sc.LIMIT_FLEET_BUDGET
             )
             self._hit(kind, exc, scope)
+
+    def _refuse_unpriced(self, model: str, *, no_usage: bool) -> None:
+        """Raise ``UnpricedModelError`` naming the enforced budget that cannot hold.
+
+        A session's own or a parent's, else the fleet scope's or the shared
+        session's (a process's calls outside any session have no local budget).
+        """
+        owner = next(
+            (lv for lv in self._chain if lv.enforce_budget and lv.budget_usd is not None), None
+        )
+        if owner is not None:
+            error = UnpricedModelError(
+                model, owner.budget_usd or 0.0, site=self.site(owner, ran=False), no_usage=no_usage
+            )
+            self._refuse(sc.LIMIT_UNPRICED, error, owner)
+        fleet = next((f for f in self._fleet_chain if f.budget_usd is not None), None)
+        if fleet is None:  # (enforced() said some level enforces: not reached)
+            error = UnpricedModelError(model, 0.0, no_usage=no_usage)
+            self._refuse(sc.LIMIT_UNPRICED, error, self)
+            return
+        scope = str(getattr(fleet, "scope", ""))
+        shared = getattr(fleet, "shared_role", None)
+        role, session_id = self.role, self.session_id
+        if shared is None:
+            site = LimitSite("fleet", False, "", "", role, session_id, scope)
+        elif fleet in self.fleet and self.session_id:
+            site = LimitSite("shared", False, role, session_id, scope=scope)
+        else:
+            site = LimitSite("shared", False, str(shared), "", role, session_id, scope)
+        error = UnpricedModelError(model, fleet.budget_usd or 0.0, site=site, no_usage=no_usage)
+        error.scope = scope
+        self._hit(sc.LIMIT_UNPRICED, error, scope)
+        raise error
 
     def _refuse(self, kind: str, error: Exception, owner: Ledger) -> None:
         owner._hit(kind, error)
