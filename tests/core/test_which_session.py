@@ -173,16 +173,28 @@ def test_a_session_closed_out_of_order_is_no_longer_current(otel: Otel) -> None:
     # parent as current for good, and every later call outside any block was counted by
     # it and refused ("session 'parent' reached max_iterations=2") though no session
     # was open.
+    import contextvars
+
+    from opentelemetry import trace
+
     from techrevati.runtime import current_agent_session
 
-    parent = agent_session("parent", max_iterations=2, **otel.kwargs())
-    parent.__enter__()
-    child = agent_session("child", max_iterations=10, **otel.kwargs())
-    child.__enter__()
-    parent.__exit__(None, None, None)
-    child.__exit__(None, None, None)
-    assert current_agent_session() is None
-    assert [ask(n) for n in range(3)] == [0, 1, 2]
+    def out_of_order() -> tuple[object, list[int]]:
+        parent = agent_session("parent", max_iterations=2, **otel.kwargs())
+        parent.__enter__()
+        child = agent_session("child", max_iterations=10, **otel.kwargs())
+        child.__enter__()
+        parent.__exit__(None, None, None)
+        child.__exit__(None, None, None)
+        # Another instrumentation's model span under the context the blocks left.
+        tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.genai.openai")
+        for _ in range(3):
+            with tracer.start_as_current_span("chat model-a", kind=trace.SpanKind.CLIENT):
+                pass
+        return current_agent_session(), [ask(n) for n in range(3)]
+
+    # In a context of its own: the blocks leave it as they found it only in order.
+    assert contextvars.copy_context().run(out_of_order) == (None, [0, 1, 2])
 
 
 def test_a_session_exited_in_another_task_is_no_longer_current_in_its_own(otel: Otel) -> None:

@@ -364,7 +364,16 @@ def _carried(context: Context) -> SpanEntry | None:
         return scope.entry
     session = context.get(SESSION_KEY)
     if isinstance(session, SpanEntry):
-        return session
+        owner: SessionScope | None = session.ledger.session()
+        if owner is None or not owner.closed or context.get(_SPAN_KEY) is not owner.span:
+            return session
+        # The closed block's own context, still attached (a block exited out of order):
+        # its innermost open ancestor, as ``session_in`` has it.
+        while owner is not None and owner.closed:
+            owner = owner.parent
+        if owner is not None:
+            ancestor: SpanEntry = owner.entry
+            return ancestor
     root = root_for_context(context)
     return SpanEntry(root) if root is not None else None
 
