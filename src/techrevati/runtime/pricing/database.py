@@ -294,22 +294,34 @@ _MAKERS = ("openai", "anthropic", "google", "mistral", "cohere", "deepseek", "x-
 
 def _owner_of(snapshot: Any, model: str) -> tuple[Any, ModelInfo] | None:
     """A model the database's provider rules do not place (``text-embedding-3-small``
-    matches no provider's pattern): the provider that lists it, its maker first, or
-    the only one; None when several resellers list it and none made it."""
-    ref = model.lower()
-    listed: list[tuple[Any, ModelInfo]] = []
-    for provider in snapshot.providers:
-        try:
-            info = provider.find_model(ref, all_providers=snapshot.providers)
-        except Exception:
-            continue
-        if info is not None:
-            listed.append((provider, info))
+    matches no provider's pattern): the provider that lists it by that exact id, its
+    maker first, or the only one; None when several resellers list it and none made it."""
+    listed = _by_id(snapshot).get(model.lower(), ())
     for maker in _MAKERS:
         for provider, info in listed:
             if provider.id == maker:
                 return provider, info
     return listed[0] if len(listed) == 1 else None
+
+
+#: (the snapshot it was built from, model id -> the providers that list it).
+_IDS: list[tuple[Any, dict[str, tuple[tuple[Any, ModelInfo], ...]]]] = []
+
+
+def _by_id(snapshot: Any) -> dict[str, tuple[tuple[Any, ModelInfo], ...]]:
+    """Every listed model by its exact id, built once per snapshot (a name the rules do
+    not place is looked up once, then cached with the rest; this keeps it one dict get)."""
+    if _IDS and _IDS[0][0] is snapshot:
+        return _IDS[0][1]
+    index: dict[str, list[tuple[Any, ModelInfo]]] = {}
+    for provider in snapshot.providers:
+        for info in getattr(provider, "models", ()):
+            ident = getattr(info, "id", None)
+            if isinstance(ident, str):
+                index.setdefault(ident.lower(), []).append((provider, info))
+    built = {ident: tuple(found) for ident, found in index.items()}
+    _IDS[:] = [(snapshot, built)]
+    return built
 
 
 def _snapshot() -> Any:
