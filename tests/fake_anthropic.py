@@ -62,6 +62,8 @@ class FakeAnthropic:
     url: str = ""
     #: Seconds the server takes to answer (a model generating), after reading the request.
     delay: float = 0.0
+    #: Per request, in order, before ``delay`` applies (a slow first attempt, say).
+    delays: list[float] = field(default_factory=list)
 
 
 def _handler(api: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
@@ -72,8 +74,9 @@ def _handler(api: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
                 return
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             api.requests.append(body)
-            if api.delay:
-                time.sleep(api.delay)
+            delay = api.delays.pop(0) if api.delays else api.delay
+            if delay:
+                time.sleep(delay)
             if body.get("stream"):
                 self._send_stream()
                 return

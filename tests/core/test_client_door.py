@@ -1402,7 +1402,8 @@ def test_an_anthropic_calls_retries_after_read_timeouts_are_one_call(kind: str, 
         assert len(api.requests) == 3
     assert session._iteration_count == 1
     assert session._ledger.reserved_nano == 0
-    assert session.tracker.total_cost() == pytest.approx(CANCELLED_CALL)
+    # Each attempt was sent and timed out reading: each is billed, at its upper bound.
+    assert session.tracker.total_cost() == pytest.approx(3 * CANCELLED_CALL)
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
@@ -1579,3 +1580,42 @@ def test_a_background_response_is_booked_at_its_requests_upper_bound(
     third = "ran" if instrumented else "refused"
     assert outcomes == ["ran", "ran", third, "refused", "refused"]
     assert session.tracker.total_cost() == pytest.approx(3 * bound)
+
+
+@pytest.mark.parametrize("package", ["openai", "anthropic"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_attempts_retried_after_read_timeouts_are_booked_with_the_call(
+    package: str, kind: str, otel: Otel
+) -> None:
+    # Two attempts timed out reading (the server still generating), the third answered:
+    # the provider bills all three, and only the answer was booked.
+    ask: dict[str, Any] = {
+        "model": "model-a",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    args: dict[str, Any] = {"api_key": "k", "max_retries": 2, "timeout": 0.2}
+    if package == "openai":
+        server: Any = serve(FakeOpenAI(COMPLETION))
+    else:
+        server = serve_anthropic(FakeAnthropic(message("hi", input_tokens=1000, output_tokens=100)))
+    with server as api:
+        api.delays = [0.6, 0.6]
+        module: Any = openai if package == "openai" else anthropic
+        name = ("Async" if kind == "async" else "") + (
+            "OpenAI" if package == "openai" else "Anthropic"
+        )
+        client = getattr(module, name)(base_url=api.url, **args)
+        create = client.chat.completions.create if package == "openai" else client.messages.create
+        with (
+            pytest.warns(RuntimeWarning, match=r"2 attempt\(s\) .* timed out"),
+            agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
+        ):
+            if kind == "async":
+                asyncio.run(create(**ask))
+            else:
+                create(**ask)
+        assert len(api.requests) == 3
+    assert session._iteration_count == 1
+    assert session._ledger.reserved_nano == 0
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL + 2 * CANCELLED_CALL)

@@ -106,6 +106,8 @@ _MARK = "__techrevati_guard__"
 _METHOD = "_build_request"
 # Where both clients turn an HTTP response into the result (or a stream): read for usage.
 _PROCESS = "_process_response"
+# Where both clients wait before retrying an attempt (inside the except for its error).
+_RETRY = "_sleep_for_retry"
 # The async clients' request path, entered after an instrumentation's span (openai's
 # ``request``) or per attempt after the SDK's own span (anthropic's ``_attempt_request``):
 # where a span's deferred fleet reservation is awaited, before anything is sent.
@@ -252,6 +254,27 @@ def _guard_request(method: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def _guard_retry(method: Callable[..., Any]) -> Callable[..., Any]:
+    # The SDK's backoff before a retry, inside its except for the failed attempt.
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        unanswered.retrying(kwargs.get("options"), type(self).__module__.partition(".")[0])
+        return method(self, *args, **kwargs)
+
+    setattr(guarded, _MARK, method)
+    return guarded
+
+
+def _guard_aretry(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        unanswered.retrying(kwargs.get("options"), type(self).__module__.partition(".")[0])
+        return await method(self, *args, **kwargs)
+
+    setattr(guarded, _MARK, method)
+    return guarded
+
+
 def _guard_arequest(method: Callable[..., Any], outer: bool) -> Callable[..., Any]:
     # outer: the SDK's whole request (every attempt), where it ends answered or not.
     @functools.wraps(method)
@@ -343,6 +366,10 @@ def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:
             found.append((cls, _PROCESS, wrap))
     if isinstance(sync, type) and callable(sync.__dict__.get("request")):
         found.append((sync, "request", _guard_request))
+    # The backoff before a retry: an attempt that timed out reading was sent, and billed.
+    for cls, wrap in ((sync, _guard_retry), (asyn, _guard_aretry)):
+        if isinstance(cls, type) and callable(cls.__dict__.get(_RETRY)):
+            found.append((cls, _RETRY, wrap))
     if isinstance(asyn, type):
         for name in _ASYNC_DOORS:
             if inspect.iscoroutinefunction(asyn.__dict__.get(name)):

@@ -172,9 +172,23 @@ class Claim:
     #: (see ``unanswered.py``); ``"stopped"``, in flight when SIGTERM ended the
     #: process's sessions (``membership.book_in_flight``).
     ended_early: str = ""
+    #: Attempts the SDK retried after they timed out reading their response: sent,
+    #: so billed, each at its request's upper bound (``unanswered.retrying``); booked
+    #: with the call, and how many.
+    retried: UsageSnapshot | None = None
+    retries: int = 0
 
 
 _ZERO = UsageSnapshot()
+
+
+def _plus(a: UsageSnapshot, b: UsageSnapshot) -> UsageSnapshot:
+    return UsageSnapshot(
+        a.input_tokens + b.input_tokens,
+        a.output_tokens + b.output_tokens,
+        a.cache_write_tokens + b.cache_write_tokens,
+        a.cache_read_tokens + b.cache_read_tokens,
+    )
 
 
 def _learn(leaf: Ledger, model: str, cost: float) -> None:
@@ -743,6 +757,17 @@ class Ledger:
         count the call as unpriced when ``model`` has no price at ``provider``.
         """
         leaf = claim.leaf
+        retried = claim.retried
+        if retried is not None:
+            # Attempts sent before the one that ended the call: booked with it, priced again.
+            claim.retried = None
+            price = None
+            if usage is not None:
+                usage = _plus(usage, retried)
+            else:
+                claim.estimated = (
+                    retried if claim.estimated is None else _plus(claim.estimated, retried)
+                )
         missing = usage is None
         snapshot = _ZERO if usage is None else usage
         if missing and price is None:
@@ -876,6 +901,15 @@ class Ledger:
                     "holds exactly"
                 )
             leaf._warn_once("usage", model, said)
+        if retried is not None and model and leaf._enforced:
+            leaf._warn_once(
+                "retried",
+                model,
+                f"{claim.retries} attempt(s) of a call of model {model!r} timed out waiting for "
+                "their response after they were sent, and the client retried them, under an "
+                "enforced budget: the provider bills each, so they were booked with the call at "
+                "their requests' upper bound (max_tokens, or 4,096 output tokens each)",
+            )
         if crossings is not None:
             for level in crossings:
                 error = BudgetExceededError(

@@ -237,6 +237,52 @@ def _sync_span_ended(claim: Claim, error_type: str | None) -> None:
     claim.ended_early = "timed out"
 
 
+def retrying(options: object, package: str) -> None:
+    """The SDK is about to retry a request: the attempt that failed may be billed.
+
+    Called in the SDK's backoff, which runs inside its ``except`` for the
+    attempt's error. A read timeout means that attempt was sent whole: the
+    provider has it and bills it, though only the last attempt's response is
+    read. So it is added to the call at its request's upper bound, and booked
+    with it (``Ledger.settle``).
+    """
+    error = sys.exc_info()[1]
+    # The transport's ReadTimeout (openai), or the SDK's timeout error it caused
+    # (anthropic, whose middleware chain wraps it first).
+    if error is None or not (type(error).__name__ == "ReadTimeout" or _read_timeout(error)):
+        return  # a connect or pool timeout, a refused status: nothing billed
+    method = getattr(options, "method", "")
+    url = getattr(options, "url", "")
+    if not (isinstance(method, str) and isinstance(url, str) and is_model_request(method, url)):
+        return
+    attempt = _SENDING.get()
+    if attempt is not None:
+        claim: Claim | None = attempt.claim
+    else:
+        call = _IN_FLIGHT.get()
+        if call is not None and (call.processed or call.done or call.entry is None):
+            call = None
+        claim = _claim_of(options, call)
+    if claim is None or not claim.open:
+        return
+    body = _json(getattr(getattr(error, "request", None), "content", None))
+    if body is None:
+        found = getattr(options, "json_data", None)
+        body = found if isinstance(found, Mapping) else None
+    if body is None:
+        return
+    usage = UsageSnapshot(*request_tokens(body, package))
+    before = claim.retried
+    claim.retried = (
+        usage
+        if before is None
+        else UsageSnapshot(
+            before.input_tokens + usage.input_tokens, before.output_tokens + usage.output_tokens
+        )
+    )
+    claim.retries += 1
+
+
 def _read_timeout(error: BaseException) -> bool:
     """The SDK's timeout error for a request sent whole, waiting for its response."""
     cause = error.__cause__
