@@ -465,6 +465,33 @@ def test_configure_guard_false_opts_out() -> None:
     assert _run(code) == {"ran": 4, "sent": 4, "openai_first": True}
 
 
+def test_a_later_configure_guard_false_says_it_removed_the_guard() -> None:
+    # A second configure(guard=False) (an app's, a library's) removed the guard limits
+    # relied on: 4 of 4 bare calls ran under max_iterations=2, and the only warning
+    # said service_name= was ignored.
+    code = """
+    import json, warnings
+    import openai
+    from techrevati.runtime import MaxIterationsExceededError, agent_session, configure
+    from fake_openai import FakeOpenAI, serve
+
+    configure(spans_file=False, report=False, metrics=False)
+    with serve(FakeOpenAI(COMPLETION)) as api:
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        with agent_session("w", max_iterations=2):
+            client.chat.completions.create(model="model-a", messages=[])
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                configure(guard=False, spans_file=False, report=False, metrics=False)
+    said = [str(w.message) for w in seen if w.category is RuntimeWarning]
+    print(json.dumps({"said": said, "where": [w.filename for w in seen]}))
+    """.replace("COMPLETION", repr(COMPLETION))
+    result = _run(code)
+    assert len(result["said"]) == 1
+    assert "configure(guard=False) removed the client guard" in result["said"][0]
+    assert result["where"] == ["<string>"]  # the user's line
+
+
 def test_anthropic_sdk_tracing_with_just_agent_session_sends_no_refused_call() -> None:
     # The SDK's own tracing (on by default) swallows the processor's refusal; with no
     # set-up call at all, the guard (installed at session open) stops the request.

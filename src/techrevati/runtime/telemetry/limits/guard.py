@@ -484,12 +484,17 @@ def ensure_guard() -> None:
             _add_finder(waiting)
 
 
-def disable_guard() -> None:
-    """Opt out of the guard by default (``configure(guard=False)``); undoes it if installed."""
+def disable_guard() -> bool:
+    """Opt out of the guard by default (``configure(guard=False)``); undoes it if installed.
+
+    Returns True when it was installed (limits already relied on it).
+    """
     global _disabled
     with _install_lock:
+        was = _ensured and not _disabled
         _disabled = True
         uninstall_guard()
+    return was
 
 
 def enable_guard() -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,6 +37,7 @@ from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.util.types import AttributeValue
 
+from ...caller import user_stacklevel
 from ..calls.content import set_capture_content
 from ..calls.conventions import use_proposed
 from ..calls.session import outside_limit_hit
@@ -214,8 +216,16 @@ def configure(
     )
     if guard:
         enable_guard()
-    else:
-        disable_guard()
+    elif disable_guard():
+        # Limits were relying on it (a repeated configure(), a library's call): an
+        # opt-out, but never a silent one.
+        warnings.warn(
+            "configure(guard=False) removed the client guard for the whole process: bare "
+            "openai / anthropic calls are no longer counted or refused by any session's "
+            "limits, and refusals producers swallow are no longer relayed",
+            RuntimeWarning,
+            stacklevel=user_stacklevel(),
+        )
     if fleet is not None:
         install_fleet(fleet_levels(fleet))
         root = process_root()
