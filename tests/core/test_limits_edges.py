@@ -187,3 +187,16 @@ def test_run_turn_refuses_a_coroutine_and_a_callable_that_needs_arguments(otel: 
         assert session._iteration_count == 0
         assert session.tracker.total_cost() == 0.0
         assert session.summary()["recovery_events"] == []
+
+
+def test_a_session_used_after_its_block_says_so_once(otel: Otel) -> None:
+    # run_turn after the with-block ran and booked with no word, while the exported
+    # session span kept the total it ended with.
+    with Orchestrator(role="w", **otel.kwargs()).session() as session:
+        session.run_turn(lambda: "draft", model="model-b", usage=UsageSnapshot(1000, 0))
+    with pytest.warns(RuntimeWarning, match="'w' .* is used after its block ended") as seen:
+        session.run_turn(lambda: "late", model="model-b", usage=UsageSnapshot(1000, 0))
+        session.run_turn(lambda: "later", model="model-b", usage=UsageSnapshot(1000, 0))
+    assert len([w for w in seen if "used after its block" in str(w.message)]) == 1
+    assert seen[0].filename == __file__
+    assert session.tracker.total_cost() == pytest.approx(0.003)  # still counted

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import unicodedata
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from opentelemetry.trace import SpanContext, TracerProvider
 
 from .agent_events import AgentEvent, AgentFailureClass
 from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker, InvalidTransitionError
+from .caller import user_stacklevel
 from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
 from .guardrails import Guardrail
 from .handoffs import Handoff
@@ -310,7 +312,20 @@ class _SessionBase(Generic[B]):
 
     def _scope_or_open(self) -> core.SessionScope:
         # Sessions built directly (not through an Orchestrator) open lazily.
-        return self._scope if self._scope is not None else self._open_scope()
+        scope = self._scope
+        if scope is None:
+            return self._open_scope()
+        if scope.closed and not scope.used_after_close:
+            scope.used_after_close = True
+            warnings.warn(
+                f"session {self.worker.role!r} ({self.worker.worker_id}) is used after its "
+                "block ended: this call still counts against its limits and its summary(), "
+                "but its span has ended, so the exported session leaves it out; open a new "
+                "session for new work",
+                RuntimeWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return scope
 
     def _close_scope(self, error: BaseException | None = None) -> None:
         scope = self._scope

@@ -70,6 +70,8 @@ class SessionScope:
     agent_attrs: dict[str, str] = field(default_factory=dict)
     model_attrs: dict[tuple[str, str], ModelLabels] = field(default_factory=dict)
     closed: bool = False
+    #: Warned once that the session was used after its block ended.
+    used_after_close: bool = False
     #: Span-only attributes for every turn and tool span (never metric labels).
     span_stamp: dict[str, str] = field(default_factory=dict)
     breaker: CircuitBreaker | AsyncCircuitBreaker | None = None
