@@ -145,6 +145,26 @@ def test_a_child_that_opens_no_session_caps_its_bare_client_calls(
     assert sum(o["limit_hits"] for o in outcomes) == 25
 
 
+@pytest.mark.parametrize("own_session", [True, False], ids=["child sessions", "bare calls"])
+def test_a_shared_session_inside_another_keeps_the_outer_cap_in_other_processes(
+    redis_server: Any,
+    store: RedisSessionStore,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+    own_session: bool,
+) -> None:
+    # The inner shared session's baggage named only itself, and its record only its own
+    # limits: a child process ran 10 of 10 calls under the outer session's cap of 3.
+    provider, _ = spans
+    with (
+        agent_session("planner", max_iterations=3, shared=True, tracer_provider=provider),
+        agent_session("sub", shared=True, tracer_provider=provider),
+    ):
+        outcomes = run_children(redis_server.url, 2, 5, own_session)
+    assert sum(o["ran"] for o in outcomes) == 3
+    assert sum(o["refused"] for o in outcomes) == 7
+    assert all("the shared session 'planner'" in m for o in outcomes for m in o["messages"])
+
+
 def test_the_parents_own_calls_and_its_childrens_share_the_cap(
     redis_server: Any, store: RedisSessionStore, spans: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:

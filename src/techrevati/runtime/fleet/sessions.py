@@ -16,6 +16,7 @@ under it. Both expire at close + ``lease_s``, as the scope's keys do.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -39,6 +40,8 @@ LOOKUP_TTL_S = 5.0
 #: a request (a server's, a database's) looks its session up, and each would wait
 #: ``timeout_s`` for a frozen store again.
 FAILED_LOOKUP_TTL_S = 1.0
+#: How many shared sessions above one a lookup follows (a record names its nearest).
+_ANCESTORS_MAX = 8
 _LOOKUPS_MAX = 4096
 _UNKNOWN_WARNED_MAX = 1024
 #: A shared session's keys outlive a parent that never closes (killed) by this much.
@@ -196,8 +199,13 @@ class RedisSessionStore:
         conversation_id: str,
         budget_usd: float | None,
         max_calls: int | None,
+        parent: str = "",
     ) -> FleetLevel | None:
-        """Create the session's scope and the record children read; returns its level."""
+        """Create the session's scope and the record children read; returns its level.
+
+        ``parent`` is the id of the shared session it was opened under (in this
+        process or another): a child's calls count against that one's limits too.
+        """
         level = self._level(
             session_id,
             role=role,
@@ -212,6 +220,7 @@ class RedisSessionStore:
             "max_calls": "" if max_calls is None else str(int(max_calls)),
             "on_store_error": self.on_store_error,
             "lease_s": repr(self.lease_s),
+            "parent": parent if is_session_id(parent) else "",
         }
         key = self._base(session_id) + ":meta"
         try:
@@ -249,8 +258,12 @@ class RedisSessionStore:
 
     # --- a child's side ----------------------------------------------------------
 
-    def lookup(self, session_id: str) -> RemoteParent | None:
-        """The remote session ``session_id`` names, cached for LOOKUP_TTL_S; None if unknown."""
+    def lookup(self, session_id: str, _depth: int = 0) -> RemoteParent | None:
+        """The remote session ``session_id`` names, cached for LOOKUP_TTL_S; None if unknown.
+
+        With the shared sessions it was opened under (``ancestors``), looked up
+        the same way: a record names its nearest one (bounded depth).
+        """
         if not is_session_id(session_id):
             self._unknown(session_id)
             return None
@@ -277,6 +290,8 @@ class RedisSessionStore:
             return None
         self._failed = None
         found = self._parent(session_id, meta) if meta else None
+        if found is not None:
+            found = self._with_ancestors(found, meta, _depth)
         if found is None:
             self._unknown(session_id)
         with self._lock:
@@ -285,6 +300,16 @@ class RedisSessionStore:
             while len(self._lookups) > _LOOKUPS_MAX:
                 self._lookups.popitem(last=False)
         return found
+
+    def _with_ancestors(self, found: RemoteParent, raw: dict[Any, Any], depth: int) -> RemoteParent:
+        """``found`` with the levels of the shared sessions it was opened under."""
+        above_id = text(raw.get(b"parent", raw.get("parent", b"")))
+        if not above_id or depth >= _ANCESTORS_MAX or above_id == found.session_id:
+            return found
+        above = self.lookup(above_id, depth + 1)  # (None once that one closed)
+        if above is None:
+            return found
+        return dataclasses.replace(found, ancestors=(above.level, *above.ancestors))
 
     def _unreachable(self, session_id: str, said: str) -> None:
         """A lookup the store could not answer: refused unless ``on_store_error="allow"``."""
@@ -311,7 +336,9 @@ class RedisSessionStore:
         except (KeyError, ValueError, TypeError):
             _log.warning("shared session record is malformed; ignoring it")
             return None
-        return RemoteParent(cast(FleetLevel, level), role, meta.get("conversation_id", ""))
+        return RemoteParent(
+            cast(FleetLevel, level), role, meta.get("conversation_id", ""), session_id
+        )
 
     def _unknown(self, session_id: str) -> None:
         instruments_for(None).remote_unknown.add(1)

@@ -70,6 +70,9 @@ class SessionScope:
     agent_attrs: dict[str, str] = field(default_factory=dict)
     model_attrs: dict[tuple[str, str], ModelLabels] = field(default_factory=dict)
     closed: bool = False
+    #: The id of the nearest shared session at or above this one (this process or
+    #: another): what a shared session opened inside names as its parent.
+    shared_above: str = ""
     #: Warned once that the session was used after its block ended.
     used_after_close: bool = False
     #: Span-only attributes for every turn and tool span (never metric labels).
@@ -149,6 +152,11 @@ def open_session(
             parent if parent is not None else otel_context.get_current()
         )
     conversation = conversation_id or secrets.token_hex(16)
+    # The nearest shared session this one opens under, here or in another process.
+    if parent_scope is not None:
+        above = parent_scope.shared_above
+    else:
+        above = remote_parent.session_id if remote_parent is not None else ""
     shared_level = None
     if shared:
         store = remote.session_store()
@@ -164,6 +172,7 @@ def open_session(
             conversation_id=conversation,
             budget_usd=ledger.budget_usd if ledger.enforce_budget else None,
             max_calls=ledger.max_iterations,
+            parent=above,
         )
         if level is not None:
             ledger.add_fleet((level,))
@@ -239,6 +248,7 @@ def open_session(
         agent_attrs={sc.GEN_AI_AGENT_NAME: shown},
         span_stamp={sc.GEN_AI_AGENT_ID: bounded_name(agent_id)} if agent_id else {},
         shared=shared_level,
+        shared_above=shared_level[0] if shared_level is not None else above,
     )
     previous_listener = ledger.on_limit
 

@@ -50,6 +50,10 @@ class RemoteParent:
     #: The parent's role and ``gen_ai.conversation.id``, for the child's span.
     role: str
     conversation_id: str
+    #: Its id, and the levels of the shared sessions it was opened under, nearest
+    #: first: a call counts against every one of them.
+    session_id: str = ""
+    ancestors: tuple[FleetLevel, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class SessionStore(Protocol):
         conversation_id: str,
         budget_usd: float | None,
         max_calls: int | None,
+        parent: str = "",
     ) -> FleetLevel | None: ...
 
     def lookup(self, session_id: str) -> RemoteParent | None: ...
@@ -178,7 +183,7 @@ def root_for(parent: RemoteParent, above: Ledger | None) -> Ledger:
         if found is not None and found[0].level is parent.level:
             _roots.move_to_end(key)
             return found[1]
-        ledger = Ledger(UsageTracker(retain_turns=0), fleet=(parent.level,))
+        ledger = Ledger(UsageTracker(retain_turns=0), fleet=(parent.level, *parent.ancestors))
         ledger.on_limit = _on_limit[0] if _on_limit else None
         ledger.attach(above)
         _roots[key] = (parent, ledger)
