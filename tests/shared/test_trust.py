@@ -244,6 +244,56 @@ def test_after_the_parent_closes_new_calls_run_on_local_limits(
     assert any("does not know" in r.getMessage() for r in caplog.records)
 
 
+def test_a_child_session_still_open_after_its_parent_closed_leaves_nothing_behind(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A child session opened under the shared session, still running after the parent
+    # closed and the lease ran out: its calls recreated the scope's keys with no expiry
+    # (one leaked key per such session), with a fresh cap of 3 more calls, and logged a
+    # false ERROR that Redis had evicted them.
+    import redis
+
+    short = RedisSessionStore(redis_server.url, lease_s=0.3)
+    remote.install_store(short)
+    ran: list[str] = []
+    opened, closed = threading.Event(), threading.Event()
+    try:
+        with agent_session("planner", max_iterations=3, shared=True):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+
+            def child() -> None:
+                token = context.attach(baggage_only(carrier))
+                try:
+                    with agent_session("researcher"):
+                        children.one_call()
+                        ran.append("before")
+                        opened.set()
+                        closed.wait(30)
+                        time.sleep(0.6)  # past the lease: the parent's keys expired
+                        for _ in range(4):
+                            children.one_call()
+                            ran.append("after")
+                finally:
+                    context.detach(token)
+
+            worker = threading.Thread(target=child)
+            worker.start()
+            assert opened.wait(30)
+        with caplog.at_level(logging.INFO, logger="techrevati.runtime.fleet"):
+            closed.set()
+            worker.join(60)
+    finally:
+        remote.install_store(None)
+    # The closed session no longer counts them: they run on the child's own limits.
+    assert ran == ["before"] + ["after"] * 4
+    client = redis.Redis.from_url(redis_server.url)
+    leaked = [key for key in client.scan_iter("*") if client.pttl(key) == -1]
+    assert leaked == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("its shared session closed" in r.getMessage() for r in caplog.records)
+
+
 def test_shared_without_a_store_says_what_to_do() -> None:
     remote.install_store(None)
     with (

@@ -270,6 +270,8 @@ class FleetLimits:
         """
         model, expected_nano = self._checked(model, expected_usd)
         hold_id = secrets.token_hex(8)
+        if self._closed:
+            return self._unbacked(model, hold_id)
         force = False
         on_loop = on_event_loop()
         if on_loop and self._health.known_down(self._loop_retry_s):
@@ -313,6 +315,8 @@ class FleetLimits:
         """
         model, expected_nano = self._checked(model, expected_usd)
         hold_id = secrets.token_hex(8)
+        if self._closed:
+            return self._unbacked(model, hold_id)
         force = False
         waited_since: float | None = None
         poll = _PROBE_POLL_MIN_S
@@ -495,6 +499,12 @@ class FleetLimits:
         model = checks.model_key(model)
         return model, booking_nano(expected or 0.0, "fleet reservation of {!r}", model)
 
+    #: A shared session's record key (``_SessionLevel``): admissions find it gone once
+    #: the session closed. None for a fleet scope, which never closes.
+    _gate: str | None = None
+    #: The shared session closed: its calls run on their local limits, unbacked.
+    _closed = False
+
     def _admit(self, model: str, expected_nano: int, hold_id: str, force: bool) -> list[Any]:
         return self._store.admit(
             window_ms=self._window_ms,
@@ -505,6 +515,7 @@ class FleetLimits:
             model=model,
             hold_id=hold_id,
             force=force,
+            gate=self._gate,
         )
 
     def _step(self, reply: list[Any], model: str, hold_id: str, seen: int | None) -> _Step:
@@ -517,6 +528,17 @@ class FleetLimits:
         """
         self._health.ok()
         status = int(reply[0])
+        if status == 3:
+            # The shared session closed (its record is gone): nothing was counted or
+            # created, and this level's calls run on their local limits from now on.
+            if not self._closed:
+                self._closed = True
+                _log.info(
+                    "fleet scope %r: its shared session closed; calls under it run on "
+                    "their local limits",
+                    self.scope,
+                )
+            return self._unbacked(model, hold_id)
         if status == 1:
             window = int(reply[1])
             if len(reply) > 5 and int(reply[5]) and window == seen:

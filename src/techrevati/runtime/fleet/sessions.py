@@ -175,7 +175,7 @@ class RedisSessionStore:
         on_store_error: OnStoreError,
         lease_s: float | None = None,
     ) -> _SessionLevel:
-        return _SessionLevel(
+        level = _SessionLevel(
             self._client,
             label=f"shared-session:{role}"[:128],
             role=role,
@@ -188,6 +188,10 @@ class RedisSessionStore:
             timeout_s=self.timeout_s,
             key_prefix=self.key_prefix,
         )
+        # Its admissions find the session's record gone once it closed, and then count
+        # nothing and create no keys (which would outlive the session, with a fresh cap).
+        level._gate = self._base(session_id) + ":meta"
+        return level
 
     # --- the parent's side -------------------------------------------------------
 

@@ -81,9 +81,13 @@ class RedisStore:
         model: str,
         hold_id: str,
         force: bool,
+        gate: str | None = None,
     ) -> list[Any]:
+        keys = [self.prefix, self.learned_key]
+        if gate is not None:
+            keys.append(gate)  # a shared session's record: closed when it is gone
         reply: list[Any] = self._admit(
-            keys=[self.prefix, self.learned_key],
+            keys=keys,
             args=[
                 window_ms,
                 lease_ms,
