@@ -74,9 +74,10 @@ ERRORS = 'error_type!=""'
 
 TOTAL_NOTE = (
     " Counted over the dashboard's time range as each series' last value minus its "
-    "value just before the range (all of it for a series that first appears inside it; "
-    "increase() for a counter that restarted). increase() alone would miss the first "
-    "sample of a counter, so a short-lived script that exported once would show nothing."
+    "value just before the range (all of it for a series that first appears inside it, "
+    "unseen for a week before; increase() for a counter that restarted or a series that "
+    "resumed after a gap). increase() alone would miss the first sample of a counter, so "
+    "a short-lived script that exported once would show nothing."
 )
 RATE_NOTE = " Per-second rate over $__rate_interval."
 #: Limit hits that refused calls: a soft budget crossed is reported with enforced="false".
@@ -105,19 +106,29 @@ def by(labels: Sequence[str]) -> str:
     return f" by ({', '.join(labels)})" if labels else ""
 
 
+#: How far before the range a series must be unseen to count as new (``[1w] offset
+#: $__range``), as in collector-config/alerts.yml: a series back from a gap (collector
+#: restart, Prometheus outage, missed scrapes) is the same series, not a new one.
+SEEN_BEFORE = "1w"
+
+
 def total(metric: str, *matchers: str, group: Sequence[str] = ()) -> str:
     """A counter's growth over the dashboard range, per series, first sample included.
 
-    A series first seen inside the range counts its last value (increase() would
-    miss its first sample); one seen before counts its last value minus the one
-    before the range, or, when that is negative (the process restarted and its
-    counter began again: the scrape path), increase(), which follows resets.
+    A series first seen inside the range (no sample in the week before it) counts
+    its last value (increase() would miss its first sample); one with a sample in
+    the range-long lookback before the range counts its last value minus that one,
+    or, when that is negative (the process restarted and its counter began again:
+    the scrape path), increase(), which follows resets. A series seen in the week
+    but not just before the range (it resumed after a gap) counts increase() over
+    the range: its value is its lifetime total, not what it did in the range.
     """
     s = sel(metric, *matchers)
     last = f"last_over_time({s}[$__range])"
     before = f"last_over_time({s}[$__range] offset $__range)"
+    seen = f"last_over_time({s}[{SEEN_BEFORE}] offset $__range)"
     return (
-        f"sum{by(group)} (({last} unless {before}) or ({last} - {before} >= 0) "
+        f"sum{by(group)} (({last} unless {seen}) or ({last} - {before} >= 0) "
         f"or increase({s}[$__range]))"
     )
 

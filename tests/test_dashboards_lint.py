@@ -320,6 +320,8 @@ BAD_QUERIES = {
     "hard-coded window": "sum(rate(techrevati_tool_calls_total[5m]))",
     "total without explanation": "sum(last_over_time(techrevati_sessions_total[$__range]))",
     "max_over_time of a counter": "sum(max_over_time(techrevati_sessions_total[$__range]))",
+    "fixed-window total": "sum(last_over_time(techrevati_sessions_total[1w]))",
+    "fixed-window total offset": "sum(last_over_time(techrevati_sessions_total[1w] offset 1h))",
     "rate of a gauge": 'rate({__name__="techrevati_breaker_state"}[$__rate_interval])',
     "bucket total not summed by le": (
         "sum(last_over_time(techrevati_budget_utilization_bucket[$__range]))"
@@ -423,3 +425,34 @@ def test_the_name_check_catches_an_alert_on_a_misspelt_metric() -> None:
     series = _alert_series()
     (sel,) = promql.selectors(promql.parse("sum(rate(techrevati_fleet_cost_usd_total[5m])) > 0"))
     assert lint.resolve(sel, series)[1], "a misspelt name must be a problem"
+
+
+#: The "is this series new?" check of a range total or an alert rule: the lookback
+#: and the offset of ``unless last_over_time(x[lookback] offset o)``.
+NEW_SERIES_CHECK = re.compile(
+    r"unless last_over_time\(\w+(?:\{[^}]*\})?\[([^\]]+)\] offset ([^)]+)\)"
+)
+
+
+def test_a_range_total_reads_a_series_as_new_only_when_unseen_for_a_week() -> None:
+    """Every range total asks for a sample in the week before the range, as the alerts do.
+
+    Looking back only one range (``x[$__range] unless x[$__range] offset $__range``) read a
+    series that resumed after a gap longer than the range (collector restart, Prometheus
+    outage, missed scrapes) as new: a $100 lifetime counter resuming in a 1-hour view
+    showed $100 spent in that hour (test_dashboard_totals.py runs those cases).
+    """
+    exprs = [t.target["expr"] for t in PROM_TARGETS]
+    checks = [c for e in exprs for c in NEW_SERIES_CHECK.findall(e)]
+    totals = sum(e.count("unless last_over_time(") for e in exprs)
+    assert checks and len(checks) == totals, "a range total whose new-series check did not parse"
+    wrong = sorted({c for c in checks if c != ("1w", "$__range")})
+    assert not wrong, f"new-series checks other than [1w] offset $__range: {wrong}"
+    rules = yaml.safe_load(lint.ALERT_RULES.read_text(encoding="utf-8"))
+    alert_lookbacks = {
+        lookback
+        for group in rules["groups"]
+        for rule in group["rules"]
+        for lookback, _ in NEW_SERIES_CHECK.findall(rule["expr"])
+    }
+    assert alert_lookbacks == {"1w"}, f"the alert rules look back {alert_lookbacks}"

@@ -7,7 +7,8 @@ The rules work on the parsed query, so they see structure, not spelling:
 * every label used in a matcher, ``by``/``without`` or legend exists on it;
 * a counter (``*_total``, ``*_bucket``, ``*_sum``, ``*_count``) appears only as
   ``rate|increase|irate(x[$__rate_interval])`` or as the range-total idiom
-  ``last_over_time(x[$__range])`` (whose panel must explain why);
+  ``last_over_time(x[$__range])`` (whose panel must explain why), with its
+  "seen before the range?" check ``last_over_time(x[1w] offset $__range)``;
 * ``*_bucket`` appears only as ``histogram_quantile(q, sum by (le, ...) (rate(...)))``,
   or as a distribution over the range: the range-total idiom inside a ``sum by (le, ...)``
   (a bar chart of how many sessions ended in each bucket).
@@ -146,12 +147,26 @@ def resolve(sel: Selector, series: Mapping[str, Series]) -> tuple[list[Series], 
     return [series[n] for n in sorted(candidates)], problems
 
 
+#: A fixed lookback such as ``1w``: the range total's "seen before the range?" check.
+DURATION = re.compile(r"(\d+(ms|[smhdwy]))+")
+
+
 def _range_total_ok(sel: Selector, parents: tuple[Node, ...]) -> bool:
+    """``last_over_time(x[$__range])`` (with or without ``offset $__range``), or the
+    check whether a series was seen before the range, ``last_over_time(x[1w] offset
+    $__range)``: a fixed lookback, always ending where the range starts."""
     return (
         bool(parents)
         and isinstance(parents[-1], Call)
         and parents[-1].func == TOTAL_FUNC
-        and sel.range == "$__range"
+        and (
+            sel.range == "$__range"
+            or (
+                sel.offset == "$__range"
+                and sel.range is not None
+                and DURATION.fullmatch(sel.range) is not None
+            )
+        )
     )
 
 
