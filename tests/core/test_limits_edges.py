@@ -200,3 +200,24 @@ def test_a_session_used_after_its_block_says_so_once(otel: Otel) -> None:
     assert len([w for w in seen if "used after its block" in str(w.message)]) == 1
     assert seen[0].filename == __file__
     assert session.tracker.total_cost() == pytest.approx(0.003)  # still counted
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("enforce_budget", "no", "enforce_budget must be True or False"),
+        ("circuit_breaker", "model-api", "circuit_breaker must be a CircuitBreaker"),
+        ("max_iterations", -1, "max_iterations must be >= 0"),
+        ("role", "", "role"),
+    ],
+)
+def test_an_orchestrator_field_set_after_construction_is_checked_at_the_next_session(
+    field: str, value: object, error: str, otel: Otel
+) -> None:
+    # Only the cap and budget were checked again: enforce_budget = "no" enforced, and
+    # circuit_breaker = "model-api" crashed the session's exit with an AttributeError.
+    orch = Orchestrator(role="w", **otel.kwargs())
+    setattr(orch, field, value)
+    with pytest.raises((TypeError, ValueError), match=error):
+        orch.session().__enter__()
+    assert orch.registry.list_active() == []  # refused at its opening: no worker left

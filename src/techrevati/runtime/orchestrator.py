@@ -1126,6 +1126,11 @@ class Orchestrator:
     _last_tracker: UsageTracker | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._check_fields()
+
+    def _check_fields(self) -> None:
+        # At construction, and again at each session's opening: the fields are
+        # public, and one set afterwards ("no" for a flag) would be read as it is.
         _check_name("role", self.role, empty=False)
         _check_name("phase", self.phase, empty=True)
         _check_name("provider_name", self.provider_name, empty=True)
@@ -1167,7 +1172,7 @@ class Orchestrator:
     def _new_session(self, cls: type[S], breaker: object) -> S:
         # Again here: the fields may have been set after construction, and a session
         # refused at its opening must leave no worker behind.
-        _check_limits(self.max_iterations, self.budget_usd)
+        self._check_fields()
         worker = self.registry.create(self.role, self.phase, self.project_id)
         self.registry.transition(worker.worker_id, AgentStatus.INITIALIZING)
         self.registry.transition(worker.worker_id, AgentStatus.RUNNING)
