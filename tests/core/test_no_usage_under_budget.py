@@ -79,12 +79,20 @@ def test_without_an_enforced_budget_nothing_is_refused(otel: Otel) -> None:
     assert session.tracker.turn_count == 3
 
 
-def test_a_model_priced_only_for_a_provider_is_refused_naming_that_provider() -> None:
-    # text-embedding-3-small is in the bundled prices for provider openai only: a
-    # turn that names no provider was refused with advice to register a price.
-    from techrevati.runtime import Orchestrator, UnpricedModelError
+def test_a_model_priced_only_for_a_provider_is_refused_naming_that_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A model the bundled prices list for a provider only, by that provider's rules: a
+    # turn that names no provider was refused with advice to register a price. (The
+    # database's own entries are all found by their exact id since 30b759e; a name
+    # only a provider's rules place is not, which this stands in for.)
+    from techrevati.runtime import Orchestrator, UnpricedModelError, pricing
+    from techrevati.runtime.pricing import database
     from techrevati.runtime.usage_tracking import UsageSnapshot
 
+    monkeypatch.setattr(database, "_owner_of", lambda snapshot, model: None)
+    monkeypatch.setattr(database, "_cache", {})  # resolved again, without the fallback
+    monkeypatch.setattr(pricing, "_cache", pricing._NO_CACHE)
     usage = UsageSnapshot(1_000_000, 0)
     orch = Orchestrator(role="w", budget_usd=1.0, enforce_budget=True)
     with orch.session() as session, pytest.raises(UnpricedModelError) as refused:
