@@ -197,15 +197,43 @@ def test_a_session_closed_out_of_order_is_no_longer_current(otel: Otel) -> None:
     assert contextvars.copy_context().run(out_of_order) == (None, [0, 1, 2])
 
 
-def test_a_session_exited_in_another_task_is_no_longer_current_in_its_own(otel: Otel) -> None:
-    # An app's lifespan hook opens the session in one task and closes it in another: the
-    # opening task kept the closed session current, and its calls were refused by it.
-    from techrevati.runtime import current_agent_session
+def test_work_begun_inside_a_block_still_counts_there_after_it_ends(otel: Otel) -> None:
+    # A task created inside the block (and a thread started with session.wrap) runs in
+    # the block's own context: its calls after the block ended count against the
+    # session's cap, as before the block ended.
+    async def main() -> list[str]:
+        async with agent_session("w", max_iterations=2, **otel.kwargs()):
+            gate = asyncio.Event()
 
-    async def main() -> tuple[object, list[int]]:
-        block = agent_session("w", max_iterations=1, **otel.kwargs())
-        await block.__aenter__()
-        await asyncio.create_task(block.__aexit__(None, None, None))
-        return current_agent_session(), [await aask(n) for n in range(3)]
+            async def later() -> list[str]:
+                await gate.wait()
+                seen = []
+                for n in range(4):
+                    try:
+                        await aask(n)
+                        seen.append("ran")
+                    except MaxIterationsExceededError:
+                        seen.append("refused")
+                return seen
 
-    assert asyncio.run(main()) == (None, [0, 1, 2])
+            task = asyncio.create_task(later())
+        gate.set()
+        return await task
+
+    assert asyncio.run(main()) == ["ran", "ran", "refused", "refused"]
+
+    with agent_session("t", max_iterations=2, **otel.kwargs()) as session:
+        started = threading.Event()
+        gate = threading.Event()
+
+        def worker() -> list[str]:
+            started.set()
+            gate.wait(30)
+            return [_attempt(ask, n) for n in range(4)]
+
+        pool = ThreadPoolExecutor(1)
+        future = pool.submit(session.wrap(worker))
+        assert started.wait(30)
+    gate.set()
+    assert future.result(30) == ["ran", "ran", "refused", "refused"]
+    pool.shutdown()

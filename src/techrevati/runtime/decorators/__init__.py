@@ -229,9 +229,8 @@ def _begin_turn(
     spec: _TurnSpec, capture: bool, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> core.TurnCall:
     """Admit and start a decorated turn in the current session, if any."""
-    scope = _CURRENT.get()  # the context variable first: the usual case
     return core.TurnCall.begin(
-        scope if scope is not None and not scope.closed else core.current_session(),
+        _CURRENT.get() or core.current_session(),  # the context variable first: the usual case
         spec.model,
         provider=spec.provider,
         usage=spec.fixed,
@@ -243,9 +242,8 @@ async def _abegin_turn(
     spec: _TurnSpec, capture: bool, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> core.TurnCall:
     """``_begin_turn`` for coroutines: fleet scopes are awaited, never waited on in the loop."""
-    scope = _CURRENT.get()
     return await core.TurnCall.abegin(
-        scope if scope is not None and not scope.closed else core.current_session(),
+        _CURRENT.get() or core.current_session(),
         spec.model,
         provider=spec.provider,
         usage=spec.fixed,

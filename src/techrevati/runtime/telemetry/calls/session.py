@@ -73,6 +73,8 @@ class SessionScope:
     #: The id of the nearest shared session at or above this one (this process or
     #: another): what a shared session opened inside names as its parent.
     shared_above: str = ""
+    #: How its ``with`` block made it current (``activate``), if one did.
+    activation: Activation | None = None
     #: Warned once that the session was used after its block ended.
     used_after_close: bool = False
     #: Span-only attributes for every turn and tool span (never metric labels).
@@ -106,10 +108,11 @@ class SessionScope:
 
 @dataclass(eq=False, slots=True)
 class Activation:
-    """Tokens to undo ``activate``."""
+    """Tokens to undo ``activate``, and the context it was made current over."""
 
     otel_token: Token[Context]
     session_token: Token[SessionScope | None]
+    outer: Context
 
 
 def open_session(
@@ -298,7 +301,10 @@ def _count_library_cost(scope: SessionScope, model: str, usage: UsageSnapshot, c
 
 def activate(scope: SessionScope) -> Activation:
     """Make the session span current (and the session findable) in this context."""
-    return Activation(otel_context.attach(scope.context), CURRENT.set(scope))
+    outer = otel_context.get_current()
+    activation = Activation(otel_context.attach(scope.context), CURRENT.set(scope), outer)
+    scope.activation = activation
+    return activation
 
 
 def deactivate(activation: Activation) -> None:
@@ -314,6 +320,22 @@ def deactivate(activation: Activation) -> None:
     except ValueError:
         return
     otel_context.detach(activation.otel_token)
+    # Blocks exited out of order (an outer one first) restore, here, the closed outer
+    # session and its context: no block of it is open in this context any more, so
+    # what was current before it is current again. (A task or thread begun inside a
+    # block keeps the block's session after it ends: its work still counts there.)
+    stale = CURRENT.get()
+    if stale is None or not stale.closed:
+        return
+    while stale is not None and stale.closed:
+        entered = stale.activation
+        before = entered.outer if entered is not None else None
+        stale = stale.parent
+    CURRENT.set(stale)
+    if stale is not None:
+        otel_context.attach(stale.context)
+    elif before is not None:
+        otel_context.attach(before)
 
 
 def session_event(scope: SessionScope | None, name: str, attributes: Mapping[str, Any]) -> None:

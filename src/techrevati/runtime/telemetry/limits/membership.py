@@ -185,10 +185,9 @@ def current_session() -> SessionScope | None:
        ``context.attach`` or OpenTelemetry's ``ThreadingInstrumentor``);
     3. else None: the call counts against the process root, if any.
 
-    A closed session is never current: its innermost still-open ancestor is
-    (the context variable of a block exited out of order, or from another
-    task, still names it). A stream that began inside a block and is read
-    after it was admitted there and books into that block's ledger chain.
+    A session may already be closed here and still be current: a stream that
+    began inside its block and is read after it, or a block exited from
+    another task. Calls made then still count against its ledger chain.
 
     Example::
 
@@ -201,11 +200,7 @@ def current_session() -> SessionScope | None:
     """
     scope = CURRENT.get()
     if scope is not None:
-        if not scope.closed:
-            return scope
-        scope = open_parent()
-        if scope is not None:
-            return scope
+        return scope
     return session_in(otel_context.get_current())
 
 
@@ -228,11 +223,6 @@ def session_in(context: Context) -> SessionScope | None:
         carried = context.get(SESSION_KEY)
     if isinstance(carried, SpanEntry):
         found: SessionScope | None = carried.ledger.session()
-        # Work begun inside a block (a tool's generator read after it) still counts
-        # there. The block's own context, still attached after the block exited out
-        # of order, is no work: a closed session is not current, its open ancestor is.
-        while found is not None and found.closed and span is found.span:
-            found = found.parent
         return found
     return None
 
@@ -360,20 +350,11 @@ def _carried(context: Context) -> SpanEntry | None:
     if isinstance(carried, SpanEntry):
         return carried
     scope = CURRENT.get()
-    if scope is not None and (not scope.closed or (scope := open_parent()) is not None):
+    if scope is not None:
         return scope.entry
     session = context.get(SESSION_KEY)
     if isinstance(session, SpanEntry):
-        owner: SessionScope | None = session.ledger.session()
-        if owner is None or not owner.closed or context.get(_SPAN_KEY) is not owner.span:
-            return session
-        # The closed block's own context, still attached (a block exited out of order):
-        # its innermost open ancestor, as ``session_in`` has it.
-        while owner is not None and owner.closed:
-            owner = owner.parent
-        if owner is not None:
-            ancestor: SpanEntry = owner.entry
-            return ancestor
+        return session
     root = root_for_context(context)
     return SpanEntry(root) if root is not None else None
 
