@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from otel_harness import Otel
+from techrevati.runtime import MaxIterationsExceededError
 from techrevati.runtime.decorators import agent_session, agent_turn, tool_call
 
 DECORATORS: dict[str, Callable[[Callable[..., Any]], Any]] = {
@@ -241,3 +243,78 @@ def test_a_turn_called_with_arguments_it_does_not_take_is_no_call(otel: Otel) ->
         assert s.summary()["recovery_events"] == []
         assert ask("hello")["model"] == "model-a"  # a call that fits runs, and counts
         assert s._iteration_count == 1
+
+
+def test_a_type_error_raised_inside_a_body_that_ran_is_a_failed_call(otel: Otel) -> None:
+    # A decorator that supplies an argument (functools.wraps) made the turn's signature
+    # look unfitting, so a TypeError raised by the body after its billed request was
+    # taken for an argument error: the call uncounted, 5 of 5 under a cap of 2.
+    import functools
+
+    def with_client(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def inner() -> Any:
+            return fn("client")
+
+        return inner
+
+    @agent_turn("model-a")
+    @with_client
+    def ask(client: str) -> Any:
+        return len(client, "extra")  # type: ignore[call-arg]  # a bug after the call
+
+    @agent_turn("model-a")
+    def parse(prompt: str) -> Any:
+        return int(prompt, "ten")  # type: ignore[call-overload]  # raised inside the body
+
+    outcomes: list[str] = []
+    with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
+        for call in (ask, ask, lambda: parse("1"), ask):
+            try:
+                call()
+            except TypeError:
+                outcomes.append("raised")
+            except MaxIterationsExceededError:
+                outcomes.append("refused")
+    assert outcomes == ["raised", "raised", "refused", "refused"]
+    assert session._iteration_count == 2
+
+
+def test_a_sync_turns_coroutine_dropped_unawaited_is_no_call(otel: Otel) -> None:
+    # Dropped without being awaited, it never ran and sent nothing: its turn stayed open
+    # for good, its reservation held ($0.0024 of a $0.0025 budget "reserved by calls
+    # still in flight"), so the next real call was refused, and its span never ended.
+    import gc
+
+    from techrevati.runtime import ModelPricing, register_pricing
+
+    register_pricing("coro-model", ModelPricing(1.0, 2.0))
+    sent: list[int] = []
+
+    async def create() -> dict[str, Any]:
+        sent.append(1)
+        return {"model": "coro-model", "usage": {"prompt_tokens": 1000, "completion_tokens": 100}}
+
+    @agent_turn("coro-model")
+    def ask() -> Any:
+        return create()
+
+    async def main() -> Any:
+        limits = {"budget_usd": 0.0025, "enforce_budget": True}
+        async with agent_session("w", **limits, **otel.kwargs()) as session:
+            await ask()  # learns the cost: $0.0012
+            for _ in range(2):
+                dropped = ask()
+                del dropped
+                gc.collect()
+            await ask()  # the budget still has room for it
+            assert session._ledger.reserved_nano == 0
+        return session
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (Python's "never awaited")
+        session = asyncio.run(main())
+    assert len(sent) == 2
+    assert session._iteration_count == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * 0.0012)
+    assert len(otel.spans("chat")) == 4  # every turn's span ended

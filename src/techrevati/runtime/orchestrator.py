@@ -895,7 +895,7 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
             finally:
                 otel_context.detach(token)
         except BaseException as exc:
-            if type(exc) is TypeError and core.arguments_refused(fn, (), {}):
+            if core.arguments_refused(fn, (), {}, exc):
                 turn.not_run(exc)  # fn takes arguments: it never ran, nothing was sent
             else:
                 turn.fail(exc)

@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import weakref
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -456,10 +457,15 @@ def _turn_raised(
     kwargs: dict[str, Any],
 ) -> None:
     """End a turn whose function raised: failed, or never run (arguments it does not take)."""
-    if type(error) is TypeError and core.arguments_refused(wrapped, args, kwargs):
+    if core.arguments_refused(wrapped, args, kwargs, error):
         turn.not_run(error)  # no call was made: uncounted, no breaker or recovery
     else:
         turn.fail(error)
+
+
+def _never_awaited(turn: core.TurnCall) -> None:
+    if not turn.ended:
+        turn.not_run(RuntimeError("the coroutine the turn returned was never awaited"))
 
 
 async def _awaited(
@@ -511,7 +517,10 @@ def _turn_wrapper(kind: int, spec: _TurnSpec) -> Callable[..., Any]:
                 if inspect.iscoroutine(result):
                     # A sync def returning an async client's call: the turn is that
                     # awaitable, and ends when the caller awaits it.
-                    return _awaited(spec, turn, capture, result)
+                    awaitable = _awaited(spec, turn, capture, result)
+                    # Dropped unawaited, it never ran: nothing was sent.
+                    weakref.finalize(awaitable, _never_awaited, turn)
+                    return awaitable
                 kind_of_result = stream_kind(result)
                 if kind_of_result:  # an SDK stream object: the turn ends when it does
                     return _hand_over(_TurnCall(spec, turn, capture), result, kind_of_result)

@@ -413,7 +413,9 @@ class TurnCall:
         if entry is not None:
             membership.forget(entry)
         if claim is not None and not claim.booked_usage:
-            cost = claim.leaf.settle(claim, model, usage, price=priced, unpriced=not known)
+            cost = claim.leaf.settle(
+                claim, model, usage, price=priced, provider=self.provider, unpriced=not known
+            )
         # (Booked already: the call's usage arrived after its session had closed, and the
         # client guard or another instrumentation's span booked it late, exactly once.)
         if self.instruments.live:
@@ -636,15 +638,22 @@ __all__ = ["MAX_TOKENS", "TurnCall", "check_usage", "refused_span"]
 
 
 def arguments_refused(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], error: BaseException
 ) -> bool:
-    """Whether calling ``fn`` with these arguments raised before its body ran.
+    """Whether calling ``fn`` with these arguments raised ``error`` before its body ran.
 
-    Asked only once the call raised ``TypeError``: the arguments did not fit
-    its signature (a missing or unknown argument), so nothing was sent.
+    Asked once the call raised ``TypeError`` where it was made: the error has
+    no frame below that one (a body that ran, a wrapper of ``fn`` included,
+    added its own frame to the traceback), and the arguments do not fit the
+    signature of ``fn`` itself (not of what it wraps), so nothing was sent.
     """
+    if type(error) is not TypeError:
+        return False
+    trace = error.__traceback__
+    if trace is None or trace.tb_next is not None:
+        return False  # raised inside a body that ran: a failed call, not a refused one
     try:
-        inspect.signature(fn).bind(*args, **kwargs)
+        inspect.signature(fn, follow_wrapped=False).bind(*args, **kwargs)
     except TypeError:
         return True
     except ValueError:
