@@ -318,3 +318,13 @@ def test_a_sync_turns_coroutine_dropped_unawaited_is_no_call(otel: Otel) -> None
     assert session._iteration_count == 2
     assert session.tracker.total_cost() == pytest.approx(2 * 0.0012)
     assert len(otel.spans("chat")) == 4  # every turn's span ended
+
+
+@pytest.mark.parametrize("decorator", [agent_turn("model-a"), tool_call()], ids=["turn", "tool"])
+def test_decorating_what_cannot_be_called_fails_where_it_is_applied(
+    decorator: Callable[[Any], Any], otel: Otel
+) -> None:
+    # agent_turn("m")(5) decorated without a word; calling it raised a bare TypeError
+    # and used an iteration.
+    with pytest.raises(TypeError, match="decorates a function or method, got int: 5"):
+        decorator(5)

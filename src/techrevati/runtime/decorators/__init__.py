@@ -651,11 +651,20 @@ def agent_turn(
         core.check_usage(usage, "agent_turn usage")
 
     def decorate(fn: F) -> F:
+        _check_decorated("agent_turn", fn)
         spec = _TurnSpec(model or "", provider, usage, _positional_names(fn))
         kind = _kind(fn)
         return _wrap(fn, kind, _turn_wrapper(kind, spec))
 
     return decorate
+
+
+def _check_decorated(decorator: str, fn: object) -> None:
+    """A decorator applied to what cannot be called fails where it is applied."""
+    if not callable(fn) and not isinstance(fn, classmethod | staticmethod):
+        raise TypeError(
+            f"@{decorator} decorates a function or method, got {type(fn).__name__}: {fn!r}"
+        )
 
 
 # --- @tool_call ------------------------------------------------------------------------
@@ -759,6 +768,7 @@ def tool_call(name: str | F | None = None) -> F | Callable[[F], F]:
         raise TypeError(f"tool_call name must be a non-empty string, got {name!r}")
 
     def decorate(fn: F) -> F:
+        _check_decorated("tool_call", fn)
         tool_name = name or getattr(_target(fn), "__name__", None) or "tool"
         kind = _kind(fn)
         return _wrap(fn, kind, _tool_wrapper(kind, tool_name, _positional_names(fn)))
