@@ -492,6 +492,23 @@ def test_a_later_configure_guard_false_says_it_removed_the_guard() -> None:
     assert result["where"] == ["<string>"]  # the user's line
 
 
+def test_a_first_configure_guard_false_after_a_session_closed_says_nothing() -> None:
+    # The warning fired whenever a capped session had ever opened, though none was open
+    # and no limit relied on the guard any more.
+    code = """
+    import json, warnings
+    from techrevati.runtime import agent_session, configure
+
+    with agent_session("w", max_iterations=2):
+        pass
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        configure(guard=False, spans_file=False, report=False, metrics=False)
+    print(json.dumps({"said": [str(w.message) for w in seen if w.category is RuntimeWarning]}))
+    """
+    assert _run(code) == {"said": []}
+
+
 def test_anthropic_sdk_tracing_with_just_agent_session_sends_no_refused_call() -> None:
     # The SDK's own tracing (on by default) swallows the processor's refusal; with no
     # set-up call at all, the guard (installed at session open) stops the request.

@@ -237,3 +237,31 @@ def test_work_begun_inside_a_block_still_counts_there_after_it_ends(otel: Otel) 
     gate.set()
     assert future.result(30) == ["ran", "ran", "refused", "refused"]
     pool.shutdown()
+
+
+def test_a_task_that_opens_its_own_session_keeps_the_block_it_began_in(otel: Otel) -> None:
+    # A task created inside a block ran a session of its own after the block ended: that
+    # session's exit took the closed outer session for one exited out of order in the
+    # task, and the task's later calls ran outside every session (5 of 5, cap 2).
+    async def main() -> list[str]:
+        async with agent_session("outer", max_iterations=2, **otel.kwargs()):
+            gate = asyncio.Event()
+
+            async def later() -> list[str]:
+                await gate.wait()
+                async with agent_session("step", **otel.kwargs()):
+                    pass
+                seen = []
+                for n in range(4):
+                    try:
+                        await aask(n)
+                        seen.append("ran")
+                    except MaxIterationsExceededError:
+                        seen.append("refused")
+                return seen
+
+            task = asyncio.create_task(later())
+        gate.set()
+        return await task
+
+    assert asyncio.run(main()) == ["ran", "ran", "refused", "refused"]

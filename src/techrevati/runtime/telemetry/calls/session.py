@@ -15,7 +15,7 @@ import secrets
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from contextvars import Token
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,16 @@ class Activation:
     otel_token: Token[Context]
     session_token: Token[SessionScope | None]
     outer: Context
+    scope: SessionScope | None = None
+
+
+#: The sessions whose block was exited in this context, newest first (a few: blocks
+#: exited out of order are nested ones). A task or thread that copied a block's
+#: context never exited it, so it keeps that block's session after the block ends.
+_EXITED: ContextVar[tuple[weakref.ref[SessionScope], ...]] = ContextVar(
+    "techrevati_exited", default=()
+)
+_EXITED_KEPT = 8
 
 
 def open_session(
@@ -279,6 +289,11 @@ def open_session(
 _open_scopes: weakref.WeakSet[SessionScope] = weakref.WeakSet()
 
 
+def any_open() -> bool:
+    """True while some session of this process is open."""
+    return any(not scope.closed for scope in list(_open_scopes))
+
+
 def close_all(reason: str) -> int:
     """Close every open session with outcome ``cancelled``; returns how many."""
     closed = 0
@@ -302,7 +317,7 @@ def _count_library_cost(scope: SessionScope, model: str, usage: UsageSnapshot, c
 def activate(scope: SessionScope) -> Activation:
     """Make the session span current (and the session findable) in this context."""
     outer = otel_context.get_current()
-    activation = Activation(otel_context.attach(scope.context), CURRENT.set(scope), outer)
+    activation = Activation(otel_context.attach(scope.context), CURRENT.set(scope), outer, scope)
     scope.activation = activation
     return activation
 
@@ -320,12 +335,17 @@ def deactivate(activation: Activation) -> None:
     except ValueError:
         return
     otel_context.detach(activation.otel_token)
-    # Blocks exited out of order (an outer one first) restore, here, the closed outer
-    # session and its context: no block of it is open in this context any more, so
-    # what was current before it is current again. (A task or thread begun inside a
-    # block keeps the block's session after it ends: its work still counts there.)
+    scope = activation.scope
+    if scope is not None:
+        # Weakly: a long-lived context (a thread's) must not keep closed sessions alive.
+        _EXITED.set((weakref.ref(scope), *_EXITED.get()[: _EXITED_KEPT - 1]))
+    # Blocks exited out of order (an outer one first, in this same context) restore,
+    # here, the closed outer session and its context: no block of it is open in this
+    # context any more, so what was current before it is current again. (A task or
+    # thread begun inside a block, which never exited it, keeps the block's session
+    # after the block ends elsewhere: its work still counts there.)
     stale = CURRENT.get()
-    if stale is None or not stale.closed:
+    if stale is None or not stale.closed or all(ref() is not stale for ref in _EXITED.get()):
         return
     while stale is not None and stale.closed:
         entered = stale.activation

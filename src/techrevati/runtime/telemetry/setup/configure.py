@@ -40,6 +40,7 @@ from opentelemetry.util.types import AttributeValue
 from ...caller import user_stacklevel
 from ..calls.content import set_capture_content
 from ..calls.conventions import use_proposed
+from ..calls.session import any_open as any_open_session
 from ..calls.session import outside_limit_hit
 from ..export.pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
 from ..limits.guard import disable_guard, enable_guard, ensure_guard
@@ -216,7 +217,7 @@ def configure(
     )
     if guard:
         enable_guard()
-    elif disable_guard():
+    elif disable_guard() and any_open_session():
         # Limits were relying on it (a repeated configure(), a library's call): an
         # opt-out, but never a silent one.
         warnings.warn(
