@@ -294,6 +294,25 @@ def test_a_child_session_still_open_after_its_parent_closed_leaves_nothing_behin
     assert any("its shared session closed" in r.getMessage() for r in caplog.records)
 
 
+def test_a_shared_sessions_record_lost_while_it_is_open_does_not_close_it(
+    redis_server: RedisServer, store: RedisSessionStore
+) -> None:
+    # Its record (the one key of an open session with an expiry, so the first an
+    # eviction takes) was read as its close: every later admission under it counted
+    # nothing, 7 of 7 calls ran under a cap of 3.
+    import redis
+
+    with agent_session("planner", max_iterations=3, shared=True):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        first = in_fresh_thread(baggage_only(carrier), 1)
+        client = redis.Redis.from_url(redis_server.url)
+        for key in client.scan_iter("*:meta"):
+            client.delete(key)
+        rest = in_fresh_thread(baggage_only(carrier), 6)
+    assert (first["ran"], rest["ran"]) == (1, 2)
+
+
 def test_shared_without_a_store_says_what_to_do() -> None:
     remote.install_store(None)
     with (

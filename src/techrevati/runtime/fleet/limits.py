@@ -499,8 +499,8 @@ class FleetLimits:
         model = checks.model_key(model)
         return model, booking_nano(expected or 0.0, "fleet reservation of {!r}", model)
 
-    #: A shared session's record key (``_SessionLevel``): admissions find it gone once
-    #: the session closed. None for a fleet scope, which never closes.
+    #: A shared session's close mark (``_SessionLevel``): admissions find it once the
+    #: session closed. None for a fleet scope, which never closes.
     _gate: str | None = None
     #: The shared session closed: its calls run on their local limits, unbacked.
     _closed = False

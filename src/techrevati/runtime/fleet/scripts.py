@@ -71,8 +71,8 @@ local function window(window_ms, lease_ms, now)
 end
 """
 
-#: KEYS: P, P:learned, and for a shared session's level P:meta (its record, deleted
-#: at close: a missing one answers {3}, closed, and nothing is counted or created).
+#: KEYS: P, P:learned, and for a shared session's level P:closed (set at its close:
+#: present, it answers {3}, closed, and nothing is counted or created).
 #: ARGV: window_ms (0 = one unending window), lease_ms, max_calls (-1 = none),
 #: budget nano (-1 = none), expected nano, model, hold id, force (1 = admit even
 #: while another call probes this model's cost).
@@ -88,7 +88,7 @@ ADMIT = (
 local window_ms, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local max_calls, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local expected, model, id = tonumber(ARGV[5]), ARGV[6], ARGV[7]
-if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return {3} end
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
 local now = now_ms()
 local w, start, expire_at = window(window_ms, lease_ms, now)
 local base = KEYS[1] .. ':' .. w

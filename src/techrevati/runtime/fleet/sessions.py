@@ -40,6 +40,9 @@ LOOKUP_TTL_S = 5.0
 #: a request (a server's, a database's) looks its session up, and each would wait
 #: ``timeout_s`` for a frozen store again.
 FAILED_LOOKUP_TTL_S = 1.0
+#: How long a closed session's mark outlives its lease: sessions still open under it
+#: (in any process) learn it closed at their next admission within that time.
+CLOSED_MARK_MS = 86_400_000
 #: How many shared sessions above one a lookup follows (a record names its nearest).
 _ANCESTORS_MAX = 8
 _LOOKUPS_MAX = 4096
@@ -188,9 +191,9 @@ class RedisSessionStore:
             timeout_s=self.timeout_s,
             key_prefix=self.key_prefix,
         )
-        # Its admissions find the session's record gone once it closed, and then count
+        # Its admissions find the session closed (its mark, set at close), and then count
         # nothing and create no keys (which would outlive the session, with a fresh cap).
-        level._gate = self._base(session_id) + ":meta"
+        level._gate = self._base(session_id) + ":closed"
         return level
 
     # --- the parent's side -------------------------------------------------------
@@ -254,6 +257,10 @@ class RedisSessionStore:
             pipe.delete(base + ":meta")  # new lookups now find an unknown id
             for suffix in (":children", ":0", ":0:live", ":0:exp", ":learned"):
                 pipe.pexpire(base + suffix, lease_ms)
+            # Sessions still open under it find it closed at their next admission, and
+            # count nothing and create nothing there (a record lost to a restart or an
+            # eviction is no close: its counters are recreated, and that is reported).
+            pipe.set(base + ":closed", "1", px=lease_ms + CLOSED_MARK_MS)
             children = pipe.execute()[0]
         except self._errors as exc:
             _log.warning("shared session: store unreachable at close (%s)", type(exc).__name__)
