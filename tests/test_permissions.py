@@ -540,6 +540,15 @@ def test_role_config_rejects_a_tool_list_that_is_not_a_collection(field_name: st
         RolePermissionConfig("r", RO, **{field_name: 5})
 
 
+@pytest.mark.parametrize("field_name", ["allowed_tools", "denied_tools"])
+def test_role_config_rejects_a_tool_list_used_up_by_its_first_check(field_name: str) -> None:
+    # A generator passed the check by being iterated, and was then empty: a deny list
+    # given as one denied nothing, an allowed list allowed nothing.
+    names = (name for name in ["delete_index"])
+    with pytest.raises(TypeError, match=f"{field_name} must be a list of tool names, got <gen"):
+        RolePermissionConfig("r", FA, **{field_name: names})
+
+
 def test_role_config_accepts_any_collection_of_names() -> None:
     cfg = RolePermissionConfig("r", FA, denied_tools=("shell",))  # type: ignore[arg-type]
     assert PermissionPolicy({"r": cfg}).authorize("r", "SHELL").allowed is False

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -156,7 +156,9 @@ def _check_tool_list(value: object, where: str) -> None:
     # A bare string is iterable, so "shell" would silently become {"s", "h", ...}.
     if isinstance(value, str | bytes):
         raise TypeError(f"{where} must be a list of tool names, not a string: {value!r}")
-    if not isinstance(value, Iterable):
+    if not isinstance(value, Collection):
+        # A generator or iterator is used up by this check and by the first decision:
+        # a deny list given as one would deny nothing after it.
         raise TypeError(f"{where} must be a list of tool names, got {value!r}")
     for name in value:
         # A non-string entry can never match a tool name: a deny list holding one
