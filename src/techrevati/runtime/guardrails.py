@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from .permissions import normalize_tool_name
+from .policy_engine import is_flag
 
 __all__ = [
     "AllowAllGuardrail",
@@ -65,8 +66,9 @@ class GuardrailOutcome:
 
     def __post_init__(self) -> None:
         # "no" is truthy: a guardrail answering allowed="no" would let the tool run.
-        if not isinstance(self.allowed, bool):
+        if not is_flag(self.allowed):
             raise TypeError(f"GuardrailOutcome allowed must be True or False, got {self.allowed!r}")
+        object.__setattr__(self, "allowed", bool(self.allowed))  # (a NumPy boolean)
         if self.reason is not None and not isinstance(self.reason, str):
             raise TypeError(f"GuardrailOutcome reason must be a str or None, got {self.reason!r}")
 

@@ -47,6 +47,7 @@ from .policy_engine import (
     PolicyEngine,
     check_number,
     check_roles,
+    is_flag,
 )
 from .quality_gate import QualityGate, QualityGateOutcome, QualityLevel
 from .retry_policy import (
@@ -554,7 +555,7 @@ class _SessionBase(Generic[B]):
             check_number("elapsed_seconds", elapsed_seconds, minimum=0.0)
         if quality_level is not None and not isinstance(quality_level, QualityLevel):
             raise TypeError(f"quality_level must be a QualityLevel or None, got {quality_level!r}")
-        if not isinstance(phase_completed, bool):
+        if not is_flag(phase_completed):
             # "no" is truthy: PhaseCompleted() would match and propose advancing the phase.
             raise TypeError(f"phase_completed must be True or False, got {phase_completed!r}")
         ctx = PhaseContext(

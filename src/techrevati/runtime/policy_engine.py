@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeGuard
 
 from techrevati.runtime.quality_gate import QualityLevel
 
@@ -78,10 +79,33 @@ class PhaseContext:
     total_cost_usd: float = 0.0
 
 
+# What public arguments accept as a flag and as a number: True or False (NumPy's
+# booleans too: a classifier's score < threshold is one), never a string, whose truth
+# would read "no" as yes; any real number (NumPy's scalars included), never a bool.
+
+
+def is_flag(value: object) -> TypeGuard[bool]:
+    """True for a ``bool`` or a NumPy boolean scalar."""
+    if isinstance(value, bool):
+        return True
+    kind = type(value)
+    return kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")
+
+
+def is_whole(value: object) -> TypeGuard[int]:
+    """True for an integer (``int``, NumPy's integer scalars), not a flag."""
+    return isinstance(value, numbers.Integral) and not is_flag(value)
+
+
+def is_real(value: object) -> TypeGuard[float]:
+    """True for a real number (``int``, ``float``, NumPy's scalars), not a flag."""
+    return isinstance(value, numbers.Real) and not is_flag(value)
+
+
 def check_number(name: str, value: object, *, minimum: float | None = None) -> float:
     """A number a policy compares with: NaN compares false with everything, so a NaN
     threshold or score would silently never (or always) match. Raises naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_real(value):
         raise TypeError(f"{name} must be a number, got {value!r}")
     if math.isnan(value) or (minimum is not None and value < minimum):
         bound = "" if minimum is None else f" >= {minimum:g}"

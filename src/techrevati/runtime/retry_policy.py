@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal, TypeAlias
 
+from .policy_engine import is_real, is_whole
+
 __all__ = [
     "EscalationPolicy",
     "FailureScenario",
@@ -363,7 +365,7 @@ async def aattempt_recovery(
 
 
 def _check_seconds(name: str, value: object, *, positive: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_real(value):
         raise TypeError(f"backoff_delay {name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         need = "a finite number > 0" if positive else "a finite number >= 0"
@@ -392,7 +394,7 @@ def backoff_delay(
         >>> 4.0 <= backoff_delay(3, jitter="equal") <= 8.0
         True
     """
-    if isinstance(attempt, bool) or not isinstance(attempt, int):
+    if not is_whole(attempt):
         raise TypeError(f"backoff_delay attempt must be an int, got {attempt!r}")
     if attempt < 0:
         raise ValueError(f"backoff_delay attempt must be >= 0, got {attempt!r}")
@@ -453,7 +455,7 @@ def smaller_context_budget(current_chars: int, reduction: float = 0.75) -> int:
         >>> smaller_context_budget(10_000)
         7500
     """
-    if isinstance(current_chars, bool) or not isinstance(current_chars, int):
+    if not is_whole(current_chars):
         raise TypeError(
             f"smaller_context_budget current_chars must be an int, got {current_chars!r}"
         )
@@ -461,7 +463,7 @@ def smaller_context_budget(current_chars: int, reduction: float = 0.75) -> int:
         raise ValueError(
             f"smaller_context_budget current_chars must be >= 0, got {current_chars!r}"
         )
-    if isinstance(reduction, bool) or not isinstance(reduction, int | float):
+    if not is_real(reduction):
         raise TypeError(f"smaller_context_budget reduction must be a number, got {reduction!r}")
     if not 0 < reduction <= 1:  # NaN fails this too
         raise ValueError(f"smaller_context_budget reduction must be in (0, 1], got {reduction!r}")

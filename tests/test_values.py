@@ -1,0 +1,37 @@
+"""Flags and numbers from other libraries: NumPy's scalars are accepted, strings never.
+
+NumPy is not a dependency; its scalars are stood in for by what makes them one: a
+``numbers.Real`` / ``numbers.Integral`` that is not a Python float or int
+(``fractions.Fraction`` here), and a boolean type named as NumPy names its own.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from techrevati.runtime import GuardrailOutcome, Orchestrator
+from techrevati.runtime.policy_engine import PolicyEngine, is_flag, is_real, is_whole
+from techrevati.runtime.retry_policy import backoff_delay, smaller_context_budget
+
+#: What ``numpy.bool_`` looks like from here: a type of module numpy named bool.
+NumpyBool = type("bool", (), {"__module__": "numpy", "__bool__": lambda self: True})
+
+
+def test_what_counts_as_a_flag_and_a_number() -> None:
+    assert is_flag(True) and is_flag(NumpyBool()) and not is_flag("no") and not is_flag(1)
+    assert is_whole(3) and not is_whole(True) and not is_whole(2.0)
+    assert is_real(Fraction(1, 2)) and is_real(7) and not is_real(False) and not is_real("1")
+
+
+def test_numbers_and_flags_of_other_libraries_are_accepted() -> None:
+    # A classifier's score < threshold is a NumPy boolean, np.int64 counts are common:
+    # the exact-type checks refused them (a tool a guardrail allowed no longer ran).
+    assert GuardrailOutcome(allowed=NumpyBool()).allowed is True  # type: ignore[arg-type]
+    assert backoff_delay(1, base=Fraction(2), jitter="none") == 2  # type: ignore[arg-type]
+    assert smaller_context_budget(10_000, Fraction(3, 4)) == 7500  # type: ignore[arg-type]
+    with Orchestrator(role="w", policy_engine=PolicyEngine([])).session() as session:
+        assert session.evaluate_policy(phase_completed=NumpyBool()) == []  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="phase_completed must be True or False"):
+            session.evaluate_policy(phase_completed="no")  # type: ignore[arg-type]
