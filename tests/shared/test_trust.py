@@ -313,6 +313,26 @@ def test_a_shared_sessions_record_lost_while_it_is_open_does_not_close_it(
     assert (first["ran"], rest["ran"]) == (1, 2)
 
 
+def test_every_key_of_a_shared_session_expires_even_if_it_never_closes(
+    redis_server: RedisServer, store: RedisSessionStore
+) -> None:
+    # A session has no window to end its counters: they were made with no expiry, and
+    # only the close gave them one. A parent killed (or a close the store never got)
+    # left them for good, and a child's read or late booking after the close made new
+    # ones (the expired holds' hash) the same way.
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    with agent_session("planner", max_iterations=5, shared=True):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        assert in_fresh_thread(baggage_only(carrier), 2)["ran"] == 2
+        # As a killed parent leaves them: never closed.
+        forever = [key for key in client.scan_iter("*") if client.pttl(key) == -1]
+    assert forever == []
+    assert [key for key in client.scan_iter("*") if client.pttl(key) == -1] == []
+
+
 def test_shared_without_a_store_says_what_to_do() -> None:
     remote.install_store(None)
     with (

@@ -499,10 +499,8 @@ class FleetLimits:
         model = checks.model_key(model)
         return model, booking_nano(expected or 0.0, "fleet reservation of {!r}", model)
 
-    #: A shared session's close mark (``_SessionLevel``): admissions find it once the
-    #: session closed. None for a fleet scope, which never closes.
-    _gate: str | None = None
-    #: The shared session closed: its calls run on their local limits, unbacked.
+    #: The shared session closed (its store's close mark, ``RedisStore.gate``): its
+    #: calls run on their local limits, unbacked. A fleet scope never closes.
     _closed = False
 
     def _admit(self, model: str, expected_nano: int, hold_id: str, force: bool) -> list[Any]:
@@ -515,7 +513,6 @@ class FleetLimits:
             model=model,
             hold_id=hold_id,
             force=force,
-            gate=self._gate,
         )
 
     def _step(self, reply: list[Any], model: str, hold_id: str, seen: int | None) -> _Step:

@@ -44,7 +44,7 @@ local function now_ms()
 end
 -- Move holds whose lease ran out from live to expired, freeing what they reserve.
 -- Bounded per call; a backlog drains over the next calls.
-local function purge(base, now, expire_at)
+local function purge(base, now, expire_at, keep)
   local live = base .. ':live'
   local gone = redis.call('ZRANGEBYSCORE', live, '-inf', now, 'LIMIT', 0, 256)
   if #gone == 0 then return end
@@ -61,7 +61,11 @@ local function purge(base, now, expire_at)
   redis.call('ZREM', live, unpack(gone))
   redis.call('HDEL', base, unpack(fields))
   redis.call('HINCRBY', base, 'reserved', int(-freed))
-  if expire_at then redis.call('PEXPIREAT', base .. ':exp', int(expire_at)) end
+  if expire_at then
+    redis.call('PEXPIREAT', base .. ':exp', int(expire_at))
+  elseif keep > 0 then
+    redis.call('PEXPIRE', base .. ':exp', keep)
+  end
 end
 local function window(window_ms, lease_ms, now)
   if window_ms <= 0 then return 0, 0, nil end
@@ -75,7 +79,8 @@ end
 #: present, it answers {3}, closed, and nothing is counted or created).
 #: ARGV: window_ms (0 = one unending window), lease_ms, max_calls (-1 = none),
 #: budget nano (-1 = none), expected nano, model, hold id, force (1 = admit even
-#: while another call probes this model's cost).
+#: while another call probes this model's cost), keep ms (with no window, the keys'
+#: expiry, renewed by each admission; 0 = none).
 #: Returns {1, w, window_start_ms, reserved nano, lease deadline ms, fresh, calls,
 #: spent nano, reserved nano} when admitted (fresh = 1 when this call created the
 #: window's keys; the last three: the window's totals with this call counted; a
@@ -88,12 +93,13 @@ ADMIT = (
 local window_ms, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local max_calls, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local expected, model, id = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local keep = tonumber(ARGV[9] or '0')
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
 local now = now_ms()
 local w, start, expire_at = window(window_ms, lease_ms, now)
 local base = KEYS[1] .. ':' .. w
 local live = base .. ':live'
-purge(base, now, expire_at)
+purge(base, now, expire_at, keep)
 local v = redis.call('HMGET', base, 'calls', 'spent', 'reserved', 'a:' .. id, 'p:' .. model)
 if v[4] then
   -- A retried admission (the first reply was lost) returns the first one, counted once.
@@ -133,6 +139,11 @@ end
 redis.call('HSET', base, unpack(fields))
 if v[1] or not expire_at then
   redis.call('ZADD', live, int(deadline), id)
+  if not expire_at and keep > 0 then
+    -- No window ends these keys (a shared session's): each use keeps them that long.
+    redis.call('PEXPIRE', base, keep)
+    redis.call('PEXPIRE', live, keep)
+  end
 else
   -- A new window: its keys end with it (plus the lease).
   redis.call('ZADD', live, int(deadline), id, '+inf', '~')
@@ -144,10 +155,11 @@ return {1, w, start, expected, deadline, v[1] and 0 or 1, calls + 1, int(spent),
 """
 )
 
-#: KEYS: P:<w> (the hold's window), P:learned.
+#: KEYS: P:<w> (the hold's window), P:learned, and for a shared session's scope its
+#: close mark (with its keys gone and the mark set, nothing is booked or made: 0).
 #: ARGV: hold id, actual nano, model, mode ('settle' books the actual cost;
 #: 'release' books nothing and un-counts the call; 'abandon' books nothing and
-#: keeps it counted), learned-cost ttl ms.
+#: keeps it counted), learned-cost ttl ms, keep ms (a key with no expiry gets it).
 #: Returns 1 when this call finished the hold, 0 when it was already finished:
 #: that is what makes a retried settlement book once; -1 when the window's keys
 #: are gone (expired, or evicted / lost before their time).
@@ -156,6 +168,11 @@ FINISH = (
     + r"""
 local base = KEYS[1]
 local id, actual, model, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local keep = tonumber(ARGV[6] or '0')
+if KEYS[3] and redis.call('EXISTS', base) == 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+  -- A closed session's keys ended with its lease: nothing to book into, nothing made.
+  return 0
+end
 local live = redis.call('ZREM', base .. ':live', id) == 1
 if not live and redis.call('HDEL', base .. ':exp', id) == 0 then
   if redis.call('EXISTS', base) == 0 then return -1 end
@@ -172,6 +189,7 @@ elseif mode == 'settle' then
   spent = spent + actual
 end
 redis.call('HSET', base, 'calls', int(calls), 'spent', int(spent), 'reserved', int(reserved))
+if keep > 0 and redis.call('PTTL', base) < 0 then redis.call('PEXPIRE', base, keep) end
 if v[5] == id then
   redis.call('HDEL', base, 'a:' .. id, 'p:' .. model)
 else
@@ -188,16 +206,20 @@ return 1
 """
 )
 
-#: KEYS: P. ARGV: window_ms, lease_ms.
+#: KEYS: P, and for a shared session's scope its close mark (set: only read).
+#: ARGV: window_ms, lease_ms, keep ms (the expiry of a purge's new key, with no window).
 #: Returns {w, window_start_ms, calls, spent nano, reserved nano, holds in flight}.
 PEEK = (
     _PRELUDE
     + r"""
 local window_ms, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local keep = tonumber(ARGV[3] or '0')
 local now = now_ms()
 local w, start, expire_at = window(window_ms, lease_ms, now)
 local base = KEYS[1] .. ':' .. w
-purge(base, now, expire_at)
+if not (KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1) then
+  purge(base, now, expire_at, keep)  -- (a closed session's keys are only read)
+end
 local v = redis.call('HMGET', base, 'calls', 'spent', 'reserved')
 return {w, start, tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'),
         redis.call('ZCOUNT', base .. ':live', '-inf', '(+inf')}

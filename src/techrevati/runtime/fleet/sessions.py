@@ -192,8 +192,11 @@ class RedisSessionStore:
             key_prefix=self.key_prefix,
         )
         # Its admissions find the session closed (its mark, set at close), and then count
-        # nothing and create no keys (which would outlive the session, with a fresh cap).
-        level._gate = self._base(session_id) + ":closed"
+        # nothing and create no keys (which would outlive the session, with a fresh cap);
+        # no write after the close creates one either. Its keys, with no window to end
+        # them, live OPEN_TTL_S past their last use (a killed parent never closes).
+        level._store.gate = self._base(session_id) + ":closed"
+        level._store.keep_ms = OPEN_TTL_S * 1000
         return level
 
     # --- the parent's side -------------------------------------------------------

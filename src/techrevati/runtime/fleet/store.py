@@ -64,6 +64,11 @@ class RedisStore:
         self.client = client
         self.prefix = prefix
         self.learned_key = f"{prefix}:learned"
+        #: A shared session's scope (set by ``RedisSessionStore``): its close mark, which
+        #: stops admissions and any write after the close; and how long its keys live
+        #: without a window to end them (kept while in use; a killed parent never closes).
+        self.gate: str | None = None
+        self.keep_ms = 0
         # register_script sends EVALSHA and loads the script itself after a
         # restart wiped Redis' script cache (NOSCRIPT): still one round trip normally.
         self._admit = client.register_script(scripts.ADMIT)
@@ -81,11 +86,10 @@ class RedisStore:
         model: str,
         hold_id: str,
         force: bool,
-        gate: str | None = None,
     ) -> list[Any]:
         keys = [self.prefix, self.learned_key]
-        if gate is not None:
-            keys.append(gate)  # a shared session's record: closed when it is gone
+        if self.gate is not None:
+            keys.append(self.gate)
         reply: list[Any] = self._admit(
             keys=keys,
             args=[
@@ -97,6 +101,7 @@ class RedisStore:
                 model,
                 hold_id,
                 "1" if force else "0",
+                self.keep_ms,
             ],
         )
         return reply
@@ -105,14 +110,17 @@ class RedisStore:
         self, *, window: int, hold_id: str, actual_nano: int, model: str, mode: str, ttl_ms: int
     ) -> int:
         """1: finished now; 0: finished before; -1: the window's keys are gone."""
+        keys = [f"{self.prefix}:{window}", self.learned_key]
+        if self.gate is not None:
+            keys.append(self.gate)
         done = self._finish(
-            keys=[f"{self.prefix}:{window}", self.learned_key],
-            args=[hold_id, actual_nano, model, mode, ttl_ms],
+            keys=keys, args=[hold_id, actual_nano, model, mode, ttl_ms, self.keep_ms]
         )
         return int(done)
 
     def peek(self, *, window_ms: int, lease_ms: int) -> list[int]:
-        reply = self._peek(keys=[self.prefix], args=[window_ms, lease_ms])
+        keys = [self.prefix] if self.gate is None else [self.prefix, self.gate]
+        reply = self._peek(keys=keys, args=[window_ms, lease_ms, self.keep_ms])
         return [int(v) for v in reply]
 
     def learned(self, model: str) -> int | None:
