@@ -206,6 +206,43 @@ def test_a_frozen_store_never_fails_a_span_that_is_no_model_call(
     assert len(refused) == 1
 
 
+def test_a_session_opened_under_a_frozen_store_opens_and_refuses_its_model_calls(
+    redis_server: RedisServer, store: RedisSessionStore
+) -> None:
+    # A service's handler opening a session under the shared session's baggage while the
+    # store was down: the session's opening raised FleetUnavailableError, so a request
+    # that makes no model call failed with a 500.
+    with agent_session("planner", max_iterations=10, shared=True):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        child = RedisSessionStore(redis_server.url, timeout_s=0.3)
+        remote.install_store(child)
+        redis_server.pause()
+        seen: list[str] = []
+
+        def handler() -> None:
+            token = context.attach(baggage_only(carrier))
+            try:
+                with agent_session("researcher"):
+                    seen.append("opened")
+                    try:
+                        children.one_call()
+                        seen.append("ran")
+                    except FleetUnavailableError:
+                        seen.append("refused")
+            finally:
+                context.detach(token)
+
+        try:
+            worker = threading.Thread(target=handler)
+            worker.start()
+            worker.join(60)
+        finally:
+            redis_server.resume()
+            remote.install_store(store)
+    assert seen == ["opened", "refused"]
+
+
 def test_a_frozen_store_under_allow_runs_calls_on_local_limits(
     redis_server: RedisServer, store: RedisSessionStore
 ) -> None:

@@ -32,6 +32,7 @@ from ...permissions import PermissionOutcome
 from ...usage_tracking import UsageSnapshot
 from .. import semconv as sc
 from ..limits import membership, remote
+from ..limits.errors import FleetUnavailableError
 from ..limits.guard import ensure_guard
 from ..limits.ledger import FleetLevel, Ledger, describe
 from ..limits.loops import LoopWatch
@@ -160,10 +161,17 @@ def open_session(
     """
     parent_scope = membership.open_parent()
     remote_parent = None
+    unreachable: FleetUnavailableError | None = None
     if parent_scope is None:
-        remote_parent = remote.remote_parent(
-            parent if parent is not None else otel_context.get_current()
-        )
+        try:
+            remote_parent = remote.remote_parent(
+                parent if parent is not None else otel_context.get_current()
+            )
+        except FleetUnavailableError as error:
+            # Its remote parent's store is down: the session opens (a request with no
+            # model call must not fail), and its model calls are refused, as the store
+            # refuses calls it cannot count.
+            unreachable = error
     conversation = conversation_id or secrets.token_hex(16)
     # The nearest shared session this one opens under, here or in another process.
     if parent_scope is not None:
@@ -194,6 +202,8 @@ def open_session(
         ledger.attach(parent_scope.ledger)
     elif remote_parent is not None:
         ledger.attach(remote.root_for(remote_parent, membership.process_root()))
+    elif unreachable is not None:
+        ledger.attach(remote.unreachable_root(unreachable, membership.process_root()))
     else:
         ledger.attach(membership.process_root())
     tracer = tracer_for(tracer_provider)

@@ -32,6 +32,7 @@ from opentelemetry.context import Context
 
 from ...caller import user_stacklevel
 from ...usage_tracking import UsageTracker
+from .errors import FleetUnavailableError
 from .ledger import FleetLevel, Ledger, LimitListener
 
 #: The W3C baggage entry that carries a shared session's id.
@@ -174,6 +175,39 @@ def remote_root(context: Context | None, above: Ledger | None) -> Ledger | None:
     return root_for(parent, above)
 
 
+@dataclass(slots=True)
+class Unreachable:
+    """The level of a remote session its store could not look up when a session opened.
+
+    The session opens all the same (a request that makes no model call must not
+    fail for it); each model call under it is refused, as the store's level
+    itself refuses a call it cannot count (``on_store_error="refuse"``).
+    """
+
+    scope: str
+    reason: str
+    budget_usd: float | None = None
+
+    def reserve(self, model: str, expected_usd: float) -> object:
+        raise FleetUnavailableError(self.scope, self.reason)
+
+    async def areserve(self, model: str, expected_usd: float) -> object:
+        raise FleetUnavailableError(self.scope, self.reason)
+
+    def settle(self, hold: object, actual_usd: float) -> None:
+        return None
+
+    def release(self, hold: object, *, ran: bool = True) -> None:
+        return None
+
+
+def unreachable_root(error: FleetUnavailableError, above: Ledger | None) -> Ledger:
+    """The root ledger of a session opened under a remote one its store did not answer for."""
+    ledger = Ledger(UsageTracker(retain_turns=0), fleet=(Unreachable(error.scope, error.reason),))
+    ledger.attach(above)
+    return ledger
+
+
 def root_for(parent: RemoteParent, above: Ledger | None) -> Ledger:
     """One ledger per remote session (bounded): its store level, under ``above`` (the
     process root of ``configure(fleet=...)``, if any)."""
@@ -204,5 +238,6 @@ __all__ = [
     "remote_root",
     "root_for",
     "session_store",
+    "unreachable_root",
     "with_session",
 ]
