@@ -7,6 +7,7 @@ request body it received (a refused call must never reach it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -29,6 +30,8 @@ class FakeOpenAI:
     delay: float = 0.0
     #: Per request, in order, before ``delay`` applies (a slow first attempt, say).
     delays: list[float] = field(default_factory=list)
+    #: Per request, in order: an error status to answer instead of the completion.
+    statuses: list[int] = field(default_factory=list)
 
 
 def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
@@ -39,6 +42,12 @@ def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             delay = api.delays.pop(0) if api.delays else api.delay
             if delay:
                 time.sleep(delay)
+            status = api.statuses.pop(0) if api.statuses else 200
+            if status != 200:
+                # (The client may have timed out and hung up.)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_error(status)
+                return
             if body.get("stream"):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")

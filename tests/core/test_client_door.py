@@ -1663,3 +1663,27 @@ def test_attempts_retried_after_read_timeouts_are_booked_with_the_call(
     assert session._iteration_count == 1
     assert session._ledger.reserved_nano == 0
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL + 2 * CANCELLED_CALL)
+
+
+def test_attempts_that_timed_out_before_a_failed_last_one_are_booked(otel: Otel) -> None:
+    # Two attempts timed out reading, then the last one was answered 500: the call failed
+    # and was released, and the two billed attempts with it ($0, 3 requests sent).
+    ask: dict[str, Any] = {
+        "model": "model-a",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with serve(FakeOpenAI(COMPLETION)) as api:
+        api.delays = [0.6, 0.6]
+        api.statuses = [200, 200, 500]  # (the first two are never read: timed out)
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=2, timeout=0.2)
+        with (
+            pytest.warns(RuntimeWarning, match="timed out"),
+            agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
+            pytest.raises(openai.InternalServerError),
+        ):
+            client.chat.completions.create(**ask)
+        assert len(api.requests) == 3
+    assert session._iteration_count == 1
+    assert session._ledger.reserved_nano == 0
+    assert session.tracker.total_cost() == pytest.approx(2 * CANCELLED_CALL)

@@ -844,7 +844,9 @@ class Ledger:
                 leaf._to_sink(model, snapshot, cost)
             if not priced_by_core and cost and leaf.on_unpriced_cost is not None:
                 leaf.on_unpriced_cost(model, snapshot, cost)
-        if missing and model and leaf._enforced:
+        if missing and model and leaf._enforced and (claim.ended_early or retried is None):
+            # (A call whose last attempt failed, booked at its earlier attempts that
+            # timed out, is said below, as retried: it did not return without usage.)
             if not cost and not leaf.allow_unpriced and len(leaf.uncosted) < _LEARNED_LIMIT:
                 # No call is free under an enforced budget: the next one is refused.
                 leaf.uncosted.add(model)
@@ -928,6 +930,11 @@ class Ledger:
         a late ``settle`` then books it fleet-wide exactly once, and a call that
         never reports frees its fleet reservation when the lease ends.
         """
+        if claim.retried is not None and claim.open and not uncount:
+            # Its last attempt failed, but earlier ones timed out after they were sent
+            # (``unanswered.retrying``): those are billed, so the call is booked at them.
+            self.settle(claim, claim.model, None)
+            return
         leaf = claim.leaf
         with leaf._lock:
             if claim.open:
