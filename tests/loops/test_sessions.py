@@ -409,3 +409,28 @@ def test_a_methods_object_is_part_of_its_call(otel: Otel) -> None:
             same.health()
         with pytest.raises(LoopDetectedError):
             session.run_tool("ping", same.ping)
+
+
+#: A script's loop variable, read by its lambdas as a module global (no closure).
+QUERY = ""
+
+
+def _search(query: str) -> str:
+    return "no results"  # every query finds nothing: the results repeat, the calls do not
+
+
+def test_a_lambda_reading_a_global_loop_variable_is_a_new_call_for_each_value(
+    otel: Otel,
+) -> None:
+    # At a script's or a notebook's top level, lambda: search(q) reads q as a global:
+    # its fingerprint saw only its code, so four different queries that all found
+    # nothing were refused at the fourth as "3 identical calls".
+    global QUERY
+    guard = LoopGuard(on_loop="raise")
+    with agent_session("w", loop_guard=guard, **otel.kwargs()) as session:
+        for QUERY in ["pricing", "price list", "cost", "fees", "tariff"]:
+            session.run_tool("search", lambda: _search(QUERY))  # noqa: B023 (the case)
+        QUERY = "pricing"
+        with pytest.raises(LoopDetectedError):
+            for _ in range(4):  # the same query asked again and again is still a loop
+                session.run_tool("search", lambda: _search(QUERY))

@@ -347,7 +347,21 @@ def callable_arguments(fn: object) -> object:
             values.append(cell.cell_contents)
         except ValueError:  # an empty cell
             values.append(None)
-    return [_code_identity(code), values, getattr(fn, "__defaults__", None)]
+    # A lambda written at a script's or a notebook's top level reads its loop variable
+    # as a module global, not from a closure: the plain values it reads are its
+    # arguments too (functions, modules and objects it names are not).
+    found = getattr(fn, "__globals__", None)
+    read: dict[str, object] = {}
+    if isinstance(found, dict):
+        for name in code.co_names:
+            value = found.get(name)
+            if type(value) in _PLAIN:
+                read[name] = value
+    return [_code_identity(code), values, getattr(fn, "__defaults__", None), read]
+
+
+#: Global values a callable's fingerprint reads (what a loop variable holds).
+_PLAIN = frozenset({str, int, float, bool, bytes})
 
 
 def _code_identity(code: CodeType) -> int:
