@@ -197,30 +197,36 @@ def test_a_session_closed_out_of_order_is_no_longer_current(otel: Otel) -> None:
     assert contextvars.copy_context().run(out_of_order) == (None, [0, 1, 2])
 
 
+async def _after_the_block(otel: Otel, own_session: bool) -> list[str]:
+    """Four calls of a task created inside a capped block (cap 2), made after it ended;
+    with ``own_session`` the task first runs a session of its own."""
+    async with agent_session("outer", max_iterations=2, **otel.kwargs()):
+        gate = asyncio.Event()
+
+        async def later() -> list[str]:
+            await gate.wait()
+            if own_session:
+                async with agent_session("step", **otel.kwargs()):
+                    pass
+            seen = []
+            for n in range(4):
+                try:
+                    await aask(n)
+                    seen.append("ran")
+                except MaxIterationsExceededError:
+                    seen.append("refused")
+            return seen
+
+        task = asyncio.create_task(later())
+    gate.set()
+    return await task
+
+
 def test_work_begun_inside_a_block_still_counts_there_after_it_ends(otel: Otel) -> None:
     # A task created inside the block (and a thread started with session.wrap) runs in
     # the block's own context: its calls after the block ended count against the
     # session's cap, as before the block ended.
-    async def main() -> list[str]:
-        async with agent_session("w", max_iterations=2, **otel.kwargs()):
-            gate = asyncio.Event()
-
-            async def later() -> list[str]:
-                await gate.wait()
-                seen = []
-                for n in range(4):
-                    try:
-                        await aask(n)
-                        seen.append("ran")
-                    except MaxIterationsExceededError:
-                        seen.append("refused")
-                return seen
-
-            task = asyncio.create_task(later())
-        gate.set()
-        return await task
-
-    assert asyncio.run(main()) == ["ran", "ran", "refused", "refused"]
+    assert asyncio.run(_after_the_block(otel, False)) == ["ran", "ran", "refused", "refused"]
 
     with agent_session("t", max_iterations=2, **otel.kwargs()) as session:
         started = threading.Event()
@@ -243,25 +249,4 @@ def test_a_task_that_opens_its_own_session_keeps_the_block_it_began_in(otel: Ote
     # A task created inside a block ran a session of its own after the block ended: that
     # session's exit took the closed outer session for one exited out of order in the
     # task, and the task's later calls ran outside every session (5 of 5, cap 2).
-    async def main() -> list[str]:
-        async with agent_session("outer", max_iterations=2, **otel.kwargs()):
-            gate = asyncio.Event()
-
-            async def later() -> list[str]:
-                await gate.wait()
-                async with agent_session("step", **otel.kwargs()):
-                    pass
-                seen = []
-                for n in range(4):
-                    try:
-                        await aask(n)
-                        seen.append("ran")
-                    except MaxIterationsExceededError:
-                        seen.append("refused")
-                return seen
-
-            task = asyncio.create_task(later())
-        gate.set()
-        return await task
-
-    assert asyncio.run(main()) == ["ran", "ran", "refused", "refused"]
+    assert asyncio.run(_after_the_block(otel, True)) == ["ran", "ran", "refused", "refused"]

@@ -3,9 +3,11 @@ and what happens when the store fails or the parent closes first."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from opentelemetry import baggage, context, propagate
@@ -111,6 +113,33 @@ def raise_from_thread(ctx: context.Context) -> None:
         raise errors[0]
 
 
+@contextlib.contextmanager
+def frozen(redis_server: RedisServer, store: RedisSessionStore) -> Iterator[None]:
+    """Another process's store (a 0.3 s timeout), its Redis frozen while in the block."""
+    remote.install_store(RedisSessionStore(redis_server.url, timeout_s=0.3))
+    redis_server.pause()
+    try:
+        yield
+    finally:
+        redis_server.resume()
+        remote.install_store(store)
+
+
+def in_thread_under(carrier: dict[str, str], work: Callable[[], None]) -> None:
+    """``work`` in a thread that carries only the baggage, as another process would."""
+
+    def run() -> None:
+        token = context.attach(baggage_only(carrier))
+        try:
+            work()
+        finally:
+            context.detach(token)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(60)
+
+
 @pytest.mark.parametrize(("accept", "ran"), [(True, 2), (False, 5)])
 def test_accept_remote_sessions_false_ignores_even_a_real_id(
     store: RedisSessionStore, accept: bool, ran: int
@@ -142,17 +171,11 @@ def test_a_frozen_store_refuses_within_the_timeout(
     with agent_session("planner", max_iterations=10, shared=True):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        child = RedisSessionStore(redis_server.url, timeout_s=0.3)
-        remote.install_store(child)
-        redis_server.pause()
-        try:
+        with frozen(redis_server, store):
             started = time.monotonic()
             with pytest.raises(FleetUnavailableError):
                 raise_from_thread(baggage_only(carrier))
             assert time.monotonic() - started < 3.0
-        finally:
-            redis_server.resume()
-            remote.install_store(store)
 
 
 def test_a_frozen_store_never_fails_a_span_that_is_no_model_call(
@@ -171,34 +194,22 @@ def test_a_frozen_store_never_fails_a_span_that_is_no_model_call(
     with agent_session("planner", max_iterations=10, shared=True):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        child = RedisSessionStore(redis_server.url, timeout_s=0.3)
-        remote.install_store(child)
-        redis_server.pause()
         took: list[float] = []
         refused: list[BaseException] = []
 
-        def run() -> None:  # as another process would: only the carried context
-            token = context.attach(baggage_only(carrier))
+        def run() -> None:
+            for _ in range(5):
+                started = time.monotonic()
+                with tracer.start_as_current_span("SELECT users"):
+                    pass
+                took.append(time.monotonic() - started)
             try:
-                for _ in range(5):
-                    started = time.monotonic()
-                    with tracer.start_as_current_span("SELECT users"):
-                        pass
-                    took.append(time.monotonic() - started)
-                try:
-                    children.one_call()
-                except FleetUnavailableError as error:
-                    refused.append(error)
-            finally:
-                context.detach(token)
+                children.one_call()
+            except FleetUnavailableError as error:
+                refused.append(error)
 
-        try:
-            worker = threading.Thread(target=run)
-            worker.start()
-            worker.join(60)
-        finally:
-            redis_server.resume()
-            remote.install_store(store)
+        with frozen(redis_server, store):
+            in_thread_under(carrier, run)
     assert len(took) == 5
     # One wait for the frozen store; the next lookups answer from that failure.
     assert sum(took[1:]) < 0.2, took
@@ -212,34 +223,22 @@ def test_a_session_opened_under_a_frozen_store_opens_and_refuses_its_model_calls
     # A service's handler opening a session under the shared session's baggage while the
     # store was down: the session's opening raised FleetUnavailableError, so a request
     # that makes no model call failed with a 500.
+    seen: list[str] = []
+
+    def handler() -> None:
+        with agent_session("researcher"):
+            seen.append("opened")
+            try:
+                children.one_call()
+                seen.append("ran")
+            except FleetUnavailableError:
+                seen.append("refused")
+
     with agent_session("planner", max_iterations=10, shared=True):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        child = RedisSessionStore(redis_server.url, timeout_s=0.3)
-        remote.install_store(child)
-        redis_server.pause()
-        seen: list[str] = []
-
-        def handler() -> None:
-            token = context.attach(baggage_only(carrier))
-            try:
-                with agent_session("researcher"):
-                    seen.append("opened")
-                    try:
-                        children.one_call()
-                        seen.append("ran")
-                    except FleetUnavailableError:
-                        seen.append("refused")
-            finally:
-                context.detach(token)
-
-        try:
-            worker = threading.Thread(target=handler)
-            worker.start()
-            worker.join(60)
-        finally:
-            redis_server.resume()
-            remote.install_store(store)
+        with frozen(redis_server, store):
+            in_thread_under(carrier, handler)
     assert seen == ["opened", "refused"]
 
 

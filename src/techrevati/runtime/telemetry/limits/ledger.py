@@ -182,7 +182,8 @@ class Claim:
 _ZERO = UsageSnapshot()
 
 
-def _plus(a: UsageSnapshot, b: UsageSnapshot) -> UsageSnapshot:
+def plus_usage(a: UsageSnapshot, b: UsageSnapshot) -> UsageSnapshot:
+    """The two calls' usage together."""
     return UsageSnapshot(
         a.input_tokens + b.input_tokens,
         a.output_tokens + b.output_tokens,
@@ -667,17 +668,7 @@ class Ledger:
             taken.release(hold, ran=False)  # it never ran: not counted anywhere
         self.release(claim, uncount=True)
         if isinstance(exc, MaxIterationsExceededError | BudgetExceededError):
-            scope = str(getattr(fleet, "scope", ""))
-            shared = getattr(fleet, "shared_role", None)
-            role, session_id = self.role, self.session_id
-            if shared is None:
-                site = LimitSite("fleet", False, "", "", role, session_id, scope)
-            elif fleet in self.fleet and self.session_id:
-                # The shared session's own call, in its own process. (A remote session's
-                # root ledger in a child process holds the level too, but has no session.)
-                site = LimitSite("shared", False, role, session_id, scope=scope)
-            else:
-                site = LimitSite("shared", False, str(shared), "", role, session_id, scope)
+            site, scope = self._fleet_site(fleet)
             exc.at(site)
             kind = (
                 sc.LIMIT_FLEET_CALLS
@@ -685,6 +676,19 @@ class Ledger:
                 else sc.LIMIT_FLEET_BUDGET
             )
             self._hit(kind, exc, scope)
+
+    def _fleet_site(self, fleet: FleetLevel) -> tuple[LimitSite, str]:
+        """Where a fleet scope's or a shared session's limit refused a call made here."""
+        scope = str(getattr(fleet, "scope", ""))
+        shared = getattr(fleet, "shared_role", None)
+        role, session_id = self.role, self.session_id
+        if shared is None:
+            return LimitSite("fleet", False, "", "", role, session_id, scope), scope
+        if fleet in self.fleet and self.session_id:
+            # The shared session's own call, in its own process. (A remote session's
+            # root ledger in a child process holds the level too, but has no session.)
+            return LimitSite("shared", False, role, session_id, scope=scope), scope
+        return LimitSite("shared", False, str(shared), "", role, session_id, scope), scope
 
     def _refuse_unpriced(self, model: str, *, no_usage: bool) -> None:
         """Raise ``UnpricedModelError`` naming the enforced budget that cannot hold.
@@ -705,15 +709,7 @@ class Ledger:
             error = UnpricedModelError(model, 0.0, no_usage=no_usage)
             self._refuse(sc.LIMIT_UNPRICED, error, self)
             return
-        scope = str(getattr(fleet, "scope", ""))
-        shared = getattr(fleet, "shared_role", None)
-        role, session_id = self.role, self.session_id
-        if shared is None:
-            site = LimitSite("fleet", False, "", "", role, session_id, scope)
-        elif fleet in self.fleet and self.session_id:
-            site = LimitSite("shared", False, role, session_id, scope=scope)
-        else:
-            site = LimitSite("shared", False, str(shared), "", role, session_id, scope)
+        site, scope = self._fleet_site(fleet)
         error = UnpricedModelError(model, fleet.budget_usd or 0.0, site=site, no_usage=no_usage)
         error.scope = scope
         self._hit(sc.LIMIT_UNPRICED, error, scope)
@@ -763,10 +759,10 @@ class Ledger:
             claim.retried = None
             price = None
             if usage is not None:
-                usage = _plus(usage, retried)
+                usage = plus_usage(usage, retried)
             else:
                 claim.estimated = (
-                    retried if claim.estimated is None else _plus(claim.estimated, retried)
+                    retried if claim.estimated is None else plus_usage(claim.estimated, retried)
                 )
         missing = usage is None
         snapshot = _ZERO if usage is None else usage

@@ -41,7 +41,7 @@ from . import membership
 from .booking import book
 from .door import _IN_FLIGHT, IN_REQUEST, InRequest, RequestCall, fail, is_model_request
 from .estimate import request_tokens
-from .ledger import Claim
+from .ledger import Claim, plus_usage
 
 
 @dataclass(slots=True)
@@ -173,9 +173,7 @@ def ended(options: object, error: BaseException | None) -> None:
     # The guard's record of this request, if it keeps one: the last model request begun
     # in this context, not yet answered (a refused request leaves the one before it,
     # answered already; a request ``door.begin`` left to a span clears it).
-    call = _IN_FLIGHT.get()
-    if call is not None and (call.processed or call.done or call.entry is None):
-        call = None
+    call = _unanswered_call()
     on_wire = attempt is not None and attempt.on_wire
     if (on_wire and isinstance(error, asyncio.CancelledError)) or _read_timeout(error):
         claim = attempt.claim if attempt is not None else _claim_of(options, call)
@@ -189,6 +187,14 @@ def ended(options: object, error: BaseException | None) -> None:
             _close(call)  # our turn's request: the turn fails with the error
         else:
             fail(call)
+
+
+def _unanswered_call() -> RequestCall | None:
+    """The guard's record of the model request begun last here, if not answered yet."""
+    call = _IN_FLIGHT.get()
+    if call is not None and (call.processed or call.done or call.entry is None):
+        return None
+    return call
 
 
 def span_ended(claim: Claim, error_type: str | None) -> None:
@@ -256,13 +262,7 @@ def retrying(options: object, package: str) -> None:
     if not (isinstance(method, str) and isinstance(url, str) and is_model_request(method, url)):
         return
     attempt = _SENDING.get()
-    if attempt is not None:
-        claim: Claim | None = attempt.claim
-    else:
-        call = _IN_FLIGHT.get()
-        if call is not None and (call.processed or call.done or call.entry is None):
-            call = None
-        claim = _claim_of(options, call)
+    claim = attempt.claim if attempt is not None else _claim_of(options, _unanswered_call())
     if claim is None or not claim.open:
         return
     body = _json(getattr(getattr(error, "request", None), "content", None))
@@ -273,13 +273,7 @@ def retrying(options: object, package: str) -> None:
         return
     usage = UsageSnapshot(*request_tokens(body, package))
     before = claim.retried
-    claim.retried = (
-        usage
-        if before is None
-        else UsageSnapshot(
-            before.input_tokens + usage.input_tokens, before.output_tokens + usage.output_tokens
-        )
-    )
+    claim.retried = usage if before is None else plus_usage(before, usage)
     claim.retries += 1
 
 
