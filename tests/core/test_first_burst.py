@@ -312,3 +312,103 @@ def test_instrumented_client_burst_on_a_loop_is_bounded(api: FakeOpenAI) -> None
     assert 1 <= len(api.requests) <= 4
     assert outcomes.count("ran") == len(api.requests)
     assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)
+
+
+# -- after a cheap first call -------------------------------------------------------
+#
+# A probe: one cheap call of a model first (a yes/no question), then a burst of long
+# answers of the same model. Each call of the burst was reserved at the cheap call's
+# cost, the costliest the session had learned, even where its own request said more
+# (max_tokens) or the session said more (call_estimate_usd): 20 of 20 ran under a
+# budget of 3.5 of them. The request's upper bound now counts too, and what the
+# session says a call costs is a floor.
+
+#: What a long answer costs: 1000 tokens in, 1000 out, at model-a's $3 / $15.
+LONG_CALL = 0.018
+LONG_USAGE = {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000}
+CHEAP_USAGE = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+
+
+def _staggered(session: Any, ask: Any) -> list[str]:
+    """CALLS calls of ``ask`` on their own threads, started 20 ms apart (a fan-out)."""
+    outcomes: list[str] = []
+    threads = [
+        threading.Thread(target=session.wrap(lambda: outcomes.append(_outcome(ask))))
+        for _ in range(CALLS)
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.02)
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def _cheap_then_burst(
+    api: FakeOpenAI, session: Any, client: Any, max_tokens: int | None, burst: Any = _burst
+) -> list[str]:
+    api.completion["usage"] = CHEAP_USAGE
+    client.chat.completions.create(
+        model="model-a", messages=[{"role": "user", "content": "yes?"}], max_tokens=1
+    )
+    api.completion["usage"] = LONG_USAGE
+    api.delay = 0.3  # the long answers overlap: none settles before the others start
+    cap = {} if max_tokens is None else {"max_tokens": max_tokens}
+    # ~1008 tokens of prompt: with max_tokens=1000 the estimate ($0.018024) bounds
+    # the call; without, 4,096 output tokens are assumed ($0.064464).
+    messages = [{"role": "user", "content": "x" * 4000}]
+
+    def ask() -> None:
+        client.chat.completions.create(model="model-a", messages=messages, **cap)
+
+    return burst(session, ask)
+
+
+@pytest.mark.parametrize(("max_tokens", "sent"), [(1000, 4), (None, 1)], ids=["cap", "no cap"])
+def test_a_cheap_first_call_does_not_lower_a_bare_clients_burst(
+    api: FakeOpenAI, otel: Otel, max_tokens: int | None, sent: int
+) -> None:
+    client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+    limits = {"budget_usd": 3.5 * LONG_CALL, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        outcomes = _cheap_then_burst(api, session, client, max_tokens)
+    assert len(api.requests) == 1 + sent  # 1 + 20 before
+    assert outcomes.count("refused") == CALLS - sent
+    cheap = (10 * 3 + 1 * 15) / 1e6
+    assert session.tracker.total_cost() == pytest.approx(cheap + sent * LONG_CALL)
+
+
+def test_a_cheap_first_call_does_not_lower_an_instrumented_fan_out(api: FakeOpenAI) -> None:
+    # The official instrumentation's spans are admitted at the learned cost when they
+    # start; the guard reads each request, and the admissions that follow see its
+    # upper bound. (A span that starts in the instants between another's start and
+    # its request still sees that one at the learned cost: the calls start 20 ms apart.)
+    from fake_openai import instrumented_openai
+
+    with instrumented_openai() as (provider, _exporter):
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        limits = {"budget_usd": 3.5 * LONG_CALL, "enforce_budget": True}
+        with agent_session("w", **limits, tracer_provider=provider) as session:
+            outcomes = _cheap_then_burst(api, session, client, 1000, _staggered)
+    assert len(api.requests) == 1 + 4  # 1 + 20 before
+    assert outcomes.count("refused") == CALLS - 4
+
+
+def test_call_estimate_usd_is_a_floor_after_a_cheap_call(otel: Otel) -> None:
+    bodies = Bodies()
+    cheap = {"model": "model-a", "usage": CHEAP_USAGE}
+    long = {"model": "model-a", "usage": LONG_USAGE}
+
+    @agent_turn("model-a")
+    def ask(answer: dict[str, Any]) -> dict[str, Any]:
+        bodies.enter()
+        time.sleep(0.05)
+        bodies.leave()
+        return answer
+
+    limits = {"budget_usd": 3.5 * LONG_CALL, "enforce_budget": True}
+    with agent_session("w", **limits, call_estimate_usd=LONG_CALL, **otel.kwargs()) as session:
+        ask(cheap)
+        outcomes = _burst(session, lambda: ask(long))
+    assert bodies.ran == 1 + 4  # 1 + 20 before: each reserved the cheap call's cost
+    assert outcomes.count("refused") == CALLS - 4

@@ -35,6 +35,7 @@ from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
 from .booking import book, cut_usage, reading_stream, stream_read
 from .estimate import (
+    defer,
     request_estimate_usd,
     request_tokens,
     seen_usage,
@@ -124,14 +125,23 @@ _running_loop = asyncio._get_running_loop
 
 def _expected_cost(
     model: str, body: Mapping[str, Any] | None, provider: str, ledger: Ledger
-) -> float:
+) -> tuple[float, bool]:
+    """What the guard's own call reserves, and whether its request was counted for it.
+
+    A first call of its model reserves its request's upper bound at once (nothing
+    else tells its cost); so does a call under a fleet scope or shared session,
+    which other processes see only as admitted. Otherwise the model's learned
+    cost (or ``call_estimate_usd``), and the request is counted only if another
+    call is admitted while this one runs (``estimate.defer``).
+    """
     if not ledger.has_budget():
-        return 0.0
-    learned = ledger.learned_cost(model)
-    if learned is not None:
-        return learned
-    estimate = request_estimate_usd(model, body, provider) if body is not None else None
-    return estimate if estimate is not None else ledger.expected_cost(model)
+        return 0.0, True
+    expected = ledger.expected_cost(model)
+    if body is not None and (ledger.learned_cost(model) is None or ledger._fleet_chain):
+        estimate = request_estimate_usd(model, body, provider)
+        if estimate is not None:
+            return max(estimate, expected), True
+    return expected, False
 
 
 def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | None:
@@ -164,6 +174,7 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
     # The span started last on this strand first: no context read for the usual call.
     entry = membership.strand_request(model, request)
     created = False
+    estimated = False
     if entry is None:
         under = membership.enclosing_context(None)
         if under is None:
@@ -173,14 +184,17 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         if entry is None:
             created = True
             ledger = under.ledger
+            expected, estimated = _expected_cost(model, body, provider, ledger)
             entry = membership.admit_request(
                 under,
                 model,
                 request,
-                _expected_cost(model, body, provider, ledger),
+                expected,
                 not ledger.has_budget() or not model or has_pricing(model, provider),
                 defer_fleet=awaits,
             )
+            # (Our turn's own request joins the turn, admitted before at its own cost.)
+            estimated = estimated and not entry.same_call
     claim = entry.call
     if claim is not None and claim.fleet_deferred and not (created and awaits):
         # A span admitted on an event loop whose request reached no awaiting door
@@ -190,28 +204,27 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         claim is not None
         and claim.open
         and body is not None
-        and (
-            not claim.expected_nano
-            or (
-                not created
-                and _running_loop() is not None
-                and claim.leaf.learned_cost(model) is None
-            )
-        )
+        and model
+        and not estimated
         and claim.leaf._budgeted
     ):
-        # A span admitted this call knowing nothing of its cost (nothing learned of
-        # its model, or a span that named no model at its start), or only its output
-        # cap (a span started on an event loop, ``processor._admit_on_loop``; its
-        # loop test first, as the cheap one on every call): reserve what the
-        # session learned of the model, else what its request says, so the calls
-        # admitted next see it. (``top_up`` only ever raises a reservation.)
         ledger = claim.leaf
-        estimate = ledger.learned_cost(model) if model else None
-        if estimate is None:
+        learned = ledger.learned_cost(model)
+        if learned is None:
+            # Nothing learned of its model: the call was admitted knowing nothing of
+            # its cost, only its output cap (a span started on an event loop,
+            # ``processor._admit_on_loop``) or ``call_estimate_usd``. What its request
+            # says is reserved at once, so the calls admitted next see it.
             estimate = request_estimate_usd(model, body, provider)
-        if estimate:
-            ledger.top_up(claim, estimate)
+            if estimate:
+                ledger.top_up(claim, estimate)  # (only ever raises a reservation)
+        else:
+            if learned > claim.expected:
+                ledger.top_up(claim, learned)  # (a span that named no model at its start)
+            # Reserved at what the model cost before; its request may ask for more (a
+            # longer prompt, a larger max_tokens): counted when that matters, once
+            # another call is admitted while this one runs (``estimate.defer``).
+            defer(claim, model, body, provider)
     if body is not None and claim is not None and claim.open and body.get("background") is True:
         # A background response answers at once, without usage (it comes only with the
         # finished run, to a later retrieve): booked at its request's upper bound.

@@ -1,8 +1,9 @@
 """What a model call is expected to cost, read from its request before it is sent.
 
-Used where the client guard sees the request and nothing better is known (the
-session has not yet learned the model's cost): the reservation is an upper
-bound, settled to the actual cost when the response arrives. The same numbers
+Used where the client guard sees the request: a reservation holds at least
+this upper bound (at once for a model the session has not learned yet, else
+when another call is admitted while it runs: ``defer``), settled to the actual
+cost when the response arrives. The same numbers
 book a call whose usage never arrives (a stream without ``include_usage``),
 with the streamed text the guard saw counted as output.
 
@@ -39,10 +40,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...pricing import has_pricing, price_call
 from ...usage_tracking import UsageSnapshot
+
+if TYPE_CHECKING:
+    from .ledger import Claim
 
 #: Characters per token assumed when estimating input size from a request.
 CHARS_PER_TOKEN = 4
@@ -53,6 +57,41 @@ _FALLBACK_OUTPUT_TOKENS = 4096
 
 _INPUT_FIELDS = ("messages", "input", "prompt", "system", "instructions", "tools")
 _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+#: Open calls the client guard saw the request of, reserved at what their model cost
+#: before (its learned cost): the request may ask for more (a longer prompt, a higher
+#: ``max_tokens``). Counting a request costs ~10 µs, and only matters to calls admitted
+#: while this one runs: so a call is estimated when the next admission finds it here
+#: (``estimate_deferred``), and leaves unestimated when it ends first (a loop's
+#: calls one after another).
+DEFERRED: dict[Claim, tuple[str, Mapping[str, Any], str]] = {}
+
+
+def defer(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
+    """Estimate ``claim``'s request once another call is admitted while it is open."""
+    DEFERRED[claim] = (model, body, provider)
+
+
+def estimate_deferred() -> None:
+    """Raise each deferred call still open to its request's upper bound. Never raises.
+
+    Runs in the admitting thread, before it takes any lock: the calls in flight
+    then hold at least what their requests may cost, and the admission sees it.
+    """
+    while DEFERRED:
+        try:
+            claim, (model, body, provider) = DEFERRED.popitem()
+        except KeyError:  # another thread took the last one
+            return
+        if not claim.open:
+            continue
+        try:
+            estimate = request_estimate_usd(model, body, provider)
+        except Exception:  # a body changed under us (a dict resized): it keeps what it holds
+            continue
+        if estimate:
+            claim.leaf.top_up(claim, estimate)
 
 
 def _chars(value: Any) -> int:

@@ -16,9 +16,12 @@ critical sections are a few additions, and no lock is ever held while user
 code or the network runs. Fleet levels are asked after the local levels have
 agreed, and a fleet refusal releases what the local levels reserved.
 
-The expected cost of a call is, in order: the price of usage known up front,
-the most expensive finished call of that model in the session (or an
-ancestor), the session's ``call_estimate_usd``, else 0. A call whose model is
+The expected cost of a call is the price of usage known up front, else the
+larger of the most expensive finished call of that model in the session (or an
+ancestor) and the session's ``call_estimate_usd``, else 0; where the client
+guard sees the request, at least its upper-bound estimate (``estimate.py``:
+counted at once for a first call, else when another call is admitted while it
+runs). A call whose model is
 not known yet when it is admitted (LangChain instrumentations' spans name it
 only later) is expected to cost the most expensive finished call of any model
 in the chain: concurrent calls admitted that way would otherwise reserve
@@ -57,6 +60,7 @@ from ...usage_tracking import (
 )
 from .. import semconv as sc
 from .errors import MaxIterationsExceededError, UnpricedModelError
+from .estimate import DEFERRED, estimate_deferred
 from .money import booking_nano, check_budget, to_nano, to_usd
 from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait
 
@@ -396,14 +400,18 @@ class Ledger:
         """What a call of ``model`` is expected to cost (see the module docstring)."""
         if upfront is not None:
             return upfront
+        learned = 0.0
         for level in self._chain:
-            learned = level.learned.get(model) if model else _costliest(level.learned)
-            if learned is not None:
-                return learned
+            found = level.learned.get(model) if model else _costliest(level.learned)
+            if found is not None:
+                learned = found
+                break
         for level in self._chain:
             if level.call_estimate_usd is not None:
-                return level.call_estimate_usd
-        return 0.0
+                # What the user says a call costs is a floor: a cheap first call (a
+                # yes/no question) must not lower what the next ones reserve.
+                return max(learned, level.call_estimate_usd)
+        return learned
 
     # -- admission ------------------------------------------------------------
 
@@ -427,6 +435,8 @@ class Ledger:
         cost nothing tells (``expected`` 0) run as its model's probe, or raises
         ``_ProbeWait`` (nothing counted) while another call of that model probes.
         """
+        if DEFERRED:
+            estimate_deferred()  # calls in flight first hold what their requests may cost
         refusal = self.pending_refusal
         if refusal is not None and not force:
             self._refuse(sc.LIMIT_LOOP, refusal, self)
@@ -753,6 +763,8 @@ class Ledger:
         count the call as unpriced when ``model`` has no price at ``provider``.
         """
         leaf = claim.leaf
+        if DEFERRED:
+            DEFERRED.pop(claim, None)
         retried = claim.retried
         if retried is not None:
             # Attempts sent before the one that ended the call: booked with it, priced again.
@@ -931,6 +943,8 @@ class Ledger:
             # (``unanswered.retrying``): those are billed, so the call is booked at them.
             self.settle(claim, claim.model, None)
             return
+        if DEFERRED:
+            DEFERRED.pop(claim, None)
         leaf = claim.leaf
         with leaf._lock:
             if claim.open:
