@@ -10,17 +10,21 @@ session's ``call_estimate_usd``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
+from fake_anthropic import FakeAnthropic, message
+from fake_anthropic import serve as serve_anthropic
 from fake_openai import FakeOpenAI, instrumented_openai, serve
 from otel_harness import Otel
 from techrevati.runtime import BudgetExceededError, UsageSnapshot, agent_session, agent_turn
 from techrevati.runtime.pricing import price_call
 from techrevati.runtime.telemetry.limits import guard
+from techrevati.runtime.telemetry.limits.estimate import request_tokens
 from techrevati.runtime.telemetry.report.model import build_report
 from techrevati.runtime.telemetry.report.read import record_from_span
 from techrevati.runtime.telemetry.report.text import render_report
@@ -143,3 +147,147 @@ def test_without_a_budget_nothing_is_invented(otel: Otel) -> None:
     assert span.attributes is not None
     # $0 because no usage was read, not because a price said so.
     assert span.attributes["techrevati.cost.source"] == "no_usage"
+
+
+# -- Everything a stream without usage outputs is counted ------------------------------
+#
+# Tool calls, reasoning, refusals and every choice are billed as output like text: a
+# stream that carried only those was booked at its request, 3% of what it cost, and a
+# tool-calling agent under a 3-call budget sent 120 calls.
+
+TEXT = "word " * 100  # 500 characters: 125 tokens by the estimate's rule
+CALL = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "write"}}
+ARGUMENTS = {"index": 0, "function": {"arguments": TEXT}}
+# Per kind: each chunk's deltas (one per choice), and the characters they stream.
+STREAMED: dict[str, tuple[list[list[dict[str, Any]]], int]] = {
+    "content": ([[{"role": "assistant", "content": TEXT}]] * 8, 8 * 500),
+    "tool call arguments": (
+        [[{"role": "assistant", "tool_calls": [CALL]}]] + [[{"tool_calls": [ARGUMENTS]}]] * 8,
+        len("write") + 8 * 500,
+    ),
+    "legacy function_call": (
+        [[{"function_call": {"name": "write", "arguments": ""}}]]
+        + [[{"function_call": {"arguments": TEXT}}]] * 8,
+        len("write") + 8 * 500,
+    ),
+    "three choices": ([[{"content": TEXT}] * 3] * 8, 3 * 8 * 500),
+    "reasoning_content": (
+        [[{"reasoning_content": TEXT}]] * 8 + [[{"content": "done"}]],
+        8 * 500 + 4,
+    ),
+    "reasoning": ([[{"reasoning": TEXT, "content": None}]] * 8, 8 * 500),
+    "refusal": ([[{"refusal": TEXT}]] * 8, 8 * 500),
+}
+ASK = [{"role": "user", "content": "write"}]
+
+
+def _chat_chunks(deltas: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    chunks = [
+        {
+            **CHUNK,
+            "model": "model-a",
+            "choices": [{"index": i, "delta": d} for i, d in enumerate(c)],
+        }
+        for c in deltas
+    ]
+    return [*chunks, STREAM[-1]]
+
+
+def _one_call(body: dict[str, Any], provider: str, input_tokens: int | None, chars: int) -> float:
+    if input_tokens is None:
+        input_tokens = request_tokens(body, provider)[0]
+    return price_call("model-a", UsageSnapshot(input_tokens, -(-chars // 4))).cost
+
+
+def _under_budget(one: float, otel: Otel, call: Callable[[], object]) -> float:
+    """Calls until the budget of 2.5 calls stops them; what was booked."""
+    with (
+        pytest.warns(RuntimeWarning, match="booked at an estimate|ended before its usage"),
+        pytest.raises(BudgetExceededError),
+        agent_session("w", budget_usd=2.5 * one, enforce_budget=True, **otel.kwargs()) as session,
+    ):
+        for _ in range(10):
+            call()
+    return session.tracker.total_cost()
+
+
+@pytest.mark.parametrize("kind", list(STREAMED))
+def test_all_a_chat_stream_outputs_is_booked_without_usage(kind: str, otel: Otel) -> None:
+    deltas, chars = STREAMED[kind]
+    body: dict[str, Any] = {"model": "model-a", "messages": ASK, "max_tokens": 1000}
+    if kind == "three choices":
+        body["n"] = 3
+    guard.uninstall_guard()
+    with serve(FakeOpenAI({}, stream=_chat_chunks(deltas))) as api:
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        one = _one_call(body, "openai", None, chars)
+        booked = _under_budget(
+            one, otel, lambda: list(client.chat.completions.create(**body, stream=True))
+        )
+    guard.uninstall_guard()
+    # Before: booked at its request alone, all 10 were sent (3 with plain content).
+    assert len(api.requests) == 3
+    assert booked == pytest.approx(3 * one)
+
+
+# Responses: every ``response.*.delta`` string is output; a stream that ends before
+# ``response.completed`` brings no usage.
+RESPONSE_DELTAS = {
+    "function call arguments": "response.function_call_arguments.delta",
+    "reasoning summary": "response.reasoning_summary_text.delta",
+    "reasoning text": "response.reasoning_text.delta",
+}
+
+
+@pytest.mark.parametrize("kind", list(RESPONSE_DELTAS))
+def test_all_a_responses_stream_outputs_is_booked_without_usage(kind: str, otel: Otel) -> None:
+    event = {"type": RESPONSE_DELTAS[kind], "item_id": "i", "output_index": 0, "delta": TEXT}
+    events = [
+        {**event, "sequence_number": n, "summary_index": 0, "content_index": 0} for n in range(8)
+    ]
+    body: dict[str, Any] = {"model": "model-a", "input": "write", "max_output_tokens": 1000}
+    guard.uninstall_guard()
+    with serve(FakeOpenAI({}, stream=events)) as api:
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        one = _one_call(body, "openai", None, 8 * 500)
+        booked = _under_budget(
+            one, otel, lambda: list(client.responses.create(**body, stream=True))
+        )
+    guard.uninstall_guard()
+    assert len(api.requests) == 3
+    assert booked == pytest.approx(3 * one)
+
+
+# Anthropic: a stream cut before its message_delta has only the start's placeholder
+# output count (1); the tool input and the thinking it streamed are its output.
+BLOCKS = {
+    "tool input": (
+        {"type": "tool_use", "id": "toolu_1", "name": "write", "input": {}},
+        {"type": "input_json_delta", "partial_json": TEXT},
+    ),
+    "thinking": (
+        {"type": "thinking", "thinking": "", "signature": ""},
+        {"type": "thinking_delta", "thinking": TEXT},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(BLOCKS))
+def test_all_an_anthropic_stream_cut_short_outputs_is_booked(kind: str, otel: Otel) -> None:
+    block, delta = BLOCKS[kind]
+    start = message("", input_tokens=1000, output_tokens=1, model="model-a")
+    events = [
+        {"type": "message_start", "message": {**start, "content": [], "stop_reason": None}},
+        {"type": "content_block_start", "index": 0, "content_block": block},
+        *[{"type": "content_block_delta", "index": 0, "delta": delta}] * 8,
+        {"type": "content_block_stop", "index": 0},
+    ]
+    guard.uninstall_guard()
+    with serve_anthropic(FakeAnthropic(start, stream=events)) as api:
+        client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
+        body = {"model": "model-a", "max_tokens": 1000, "messages": ASK}
+        one = _one_call(body, "anthropic", 1000, 8 * 500)
+        booked = _under_budget(one, otel, lambda: list(client.messages.create(**body, stream=True)))
+    guard.uninstall_guard()
+    assert len(api.requests) == 3
+    assert booked == pytest.approx(3 * one)

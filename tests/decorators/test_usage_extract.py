@@ -211,3 +211,31 @@ def test_anthropic_numbers_round_trip(inp: int, write: int, read: int, out: int)
     attrs = usage_to_attributes(snap)
     assert attrs["gen_ai.usage.input_tokens"] == inp + write + read
     assert usage_from_attributes(attrs) == snap
+
+
+def test_stream_output_is_all_that_was_streamed_and_text_only_the_answer() -> None:
+    # ``output`` estimates a stream without usage (tool calls, every choice, reasoning);
+    # ``text`` stays the first choice's answer, what content capture records.
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f"}}
+    deltas = [
+        [{"reasoning_content": "think "}, {"content": "other "}],
+        [{"content": "answer", "tool_calls": [call]}],
+        [{"tool_calls": [{"index": 0, "function": {"arguments": '{"a": 1}'}}]}],
+        [{"refusal": "no"}],
+    ]
+    raw = [{**base, "choices": [{"index": i, "delta": d} for i, d in enumerate(c)]} for c in deltas]
+    raw.append({**base, "choices": []})  # the usage chunk's shape, without usage
+    for chunks in (raw, [ChatCompletionChunk.model_validate(c) for c in raw], _ns(raw)):
+        reader = StreamReader(collect_text=True, collect_output=True)
+        for chunk in chunks:
+            reader.add(chunk)
+        assert reader.output == 'think other answerf{"a": 1}no'
+        assert reader.text == "answer"
+    # Junk where text is expected reads as no text, and never hides the usage.
+    reader = StreamReader(collect_output=True)
+    reader.add({"choices": [{"delta": {"tool_calls": 3, "content": 5}}], "usage": {}})
+    reader.add({"delta": {"type": ["x"]}})
+    reader.add({"choices": [5], "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
+    assert reader.output is None
+    assert reader.usage == UsageSnapshot(2, 1)

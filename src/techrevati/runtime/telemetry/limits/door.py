@@ -551,7 +551,7 @@ def finish(
 
 def _wrap_stream(stream: Any, call: RequestCall) -> None:
     inner = stream._iterator
-    reader = StreamReader(collect_text=True)
+    reader = StreamReader(collect_output=True)
     claim = call.entry.call if call.entry is not None else None
     if claim is not None and not call.entry.same_call:  # type: ignore[union-attr]
         if not call.books:
@@ -609,7 +609,7 @@ def _stream_end(call: RequestCall, reader: StreamReader, *, cut: bool = False) -
     """Book a stream's call from what was read; ``cut``: it ended before its last chunk."""
     entry = call.entry
     usage = reader.usage
-    text = reader.text
+    text = reader.output
     chars = text_chars(text) if text else 0
     estimate = None
     if reader.unfinished and usage is not None and entry is not None and entry.call:

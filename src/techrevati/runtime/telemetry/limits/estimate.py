@@ -5,7 +5,8 @@ this upper bound (at once for a model the session has not learned yet, else
 when another call is admitted while it runs: ``defer``), settled to the actual
 cost when the response arrives. The same numbers
 book a call whose usage never arrives (a stream without ``include_usage``),
-with the streamed text the guard saw counted as output.
+with the output the guard saw streamed counted as output (text, tool calls and
+reasoning, of every choice: ``StreamReader.output``).
 
 The rule, stated once:
 

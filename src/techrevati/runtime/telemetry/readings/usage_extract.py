@@ -354,6 +354,7 @@ def extract_text(obj: object) -> str | None:
 
 
 def _delta_text(chunk: object) -> str | None:
+    """The assistant text of one chunk (first choice), for content capture."""
     if isinstance(chunk, str):
         return chunk
     choices = _get(chunk, "choices")
@@ -367,10 +368,141 @@ def _delta_text(chunk: object) -> str | None:
     return text if isinstance(text, str) else None
 
 
+def _fields(obj: object, keys: tuple[str, ...]) -> Mapping[str, Any]:
+    """``obj``'s keys as a mapping, for the per-chunk reads of ``_output_texts``.
+
+    A dict or another mapping as it is; a pydantic v2 model (the SDKs' chunks)
+    as its fields and extras, the dicts it keeps them in: reading an attribute
+    it lacks (``reasoning_content`` of OpenAI's delta, ``choices`` of an
+    Anthropic event) raises inside pydantic, microseconds on every chunk. Any
+    other object: ``keys`` read by attribute.
+    """
+    if type(obj) is dict:
+        return obj
+    extra = getattr(obj, "__pydantic_extra__", None)
+    if type(extra) is dict:
+        fields = getattr(obj, "__dict__", None)
+        if type(fields) is dict:
+            return {**fields, **extra} if extra else fields
+    if _is_mapping(type(obj)):
+        return cast("Mapping[str, Any]", obj)
+    return {key: _get(obj, key) for key in keys}
+
+
+_CHUNK_KEYS = ("choices", "delta")
+_CHOICE_KEYS = ("delta", "text")
+_DELTA_KEYS = (
+    "content",
+    "tool_calls",
+    "function_call",
+    "refusal",
+    "reasoning_content",
+    "reasoning",
+    "type",
+    "text",
+    "partial_json",
+    "thinking",
+)
+_FUNCTION_KEYS = ("name", "arguments")
+
+# What each of Anthropic's content_block_delta kinds streams (a signature or a
+# citation is not generated text).
+_ANTHROPIC_DELTAS = {
+    "text_delta": "text",
+    "input_json_delta": "partial_json",
+    "thinking_delta": "thinking",
+}
+
+
+def _output_texts(chunk: object, out: list[str]) -> None:
+    """Append all the output one chunk streams, what the model is billed for.
+
+    Every choice's text, tool calls (names and arguments), refusal and streamed
+    reasoning (Chat Completions); legacy completions' text; any
+    ``response.*.delta`` string (Responses: text, function call arguments,
+    reasoning); Anthropic's text, tool input JSON and thinking deltas.
+    """
+    if isinstance(chunk, str):
+        out.append(chunk)
+        return
+    if chunk is None:
+        return
+    fields = _fields(chunk, _CHUNK_KEYS)
+    choices = fields.get("choices")
+    if type(choices) is list or isinstance(choices, tuple):
+        for choice in choices:
+            _choice_output(choice, out)
+        return
+    delta = fields.get("delta")
+    if isinstance(delta, str):
+        if delta:
+            out.append(delta)
+        return
+    if delta is None:
+        return
+    fields = _fields(delta, _DELTA_KEYS)
+    kind = fields.get("type")
+    key = _ANTHROPIC_DELTAS.get(kind) if type(kind) is str else None
+    if key is not None:
+        text = fields.get(key)
+        if isinstance(text, str) and text:
+            out.append(text)
+
+
+def _add_output(chunk: object, out: list[str]) -> None:
+    # Read apart from the usage: junk where output is expected must not hide it.
+    try:
+        _output_texts(chunk, out)
+    except Exception:
+        return
+
+
+def _choice_output(choice: object, out: list[str]) -> None:
+    fields = _fields(choice, _CHOICE_KEYS)
+    delta = fields.get("delta")
+    if delta is None:
+        text = fields.get("text")  # legacy completions
+        if isinstance(text, str) and text:
+            out.append(text)
+        return
+    fields = _fields(delta, _DELTA_KEYS)
+    text = fields.get("content")
+    if isinstance(text, str) and text:  # first: most chunks stream text alone
+        out.append(text)
+    calls = fields.get("tool_calls")
+    if type(calls) is list or isinstance(calls, tuple):
+        for call in calls:
+            function = _get(call, "function")
+            if function is not None:
+                _function_output(function, out)
+    function = fields.get("function_call")  # the legacy form of one tool call
+    if function is not None:
+        _function_output(function, out)
+    refusal = fields.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        out.append(refusal)
+    # Reasoning streamed as text (DeepSeek, vLLM: reasoning_content; OpenRouter,
+    # newer vLLM: reasoning). A server sending both sends the same text twice.
+    thought = fields.get("reasoning_content") or fields.get("reasoning")
+    if isinstance(thought, str) and thought:
+        out.append(thought)
+
+
+def _function_output(function: object, out: list[str]) -> None:
+    fields = _fields(function, _FUNCTION_KEYS)
+    for key in _FUNCTION_KEYS:
+        text = fields.get(key)
+        if isinstance(text, str) and text:
+            out.append(text)
+
+
 class StreamReader:
     """Collects usage, model and (optionally) text from the chunks of a stream.
 
-    Feed every chunk to ``add``; read ``usage`` / ``model`` at the end. The
+    Feed every chunk to ``add``; read ``usage`` / ``model`` at the end.
+    ``collect_text`` keeps the assistant text (``text``, content capture);
+    ``collect_output`` all the output streamed (``output``: tool calls, every
+    choice, reasoning too), what a stream without usage is estimated from. The
     last chunk that reports usage wins, except Anthropic's, whose
     ``message_start`` carries the input and cache counts and whose
     ``message_delta`` events carry cumulative counts that override them field
@@ -388,18 +520,30 @@ class StreamReader:
         (12, 900, 40)
     """
 
-    __slots__ = ("_anthropic", "_final", "_texts", "model", "reasoning_tokens", "usage")
+    __slots__ = (
+        "_anthropic",
+        "_final",
+        "_outputs",
+        "_texts",
+        "model",
+        "reasoning_tokens",
+        "usage",
+    )
 
-    def __init__(self, *, collect_text: bool = False) -> None:
+    def __init__(self, *, collect_text: bool = False, collect_output: bool = False) -> None:
         self.usage: UsageSnapshot | None = None
         self.model: str | None = None
         self.reasoning_tokens = 0
         self._anthropic: dict[str, int] | None = None
         self._final = False
         self._texts: list[str] | None = [] if collect_text else None
+        self._outputs: list[str] | None = [] if collect_output else None
 
     def add(self, chunk: object) -> None:
         """Take in one chunk; never raises."""
+        outputs = self._outputs
+        if outputs is not None:
+            _add_output(chunk, outputs)
         try:
             self._add(chunk)
         except Exception:
@@ -461,3 +605,8 @@ class StreamReader:
     def text(self) -> str | None:
         """The streamed assistant text, when collected and any was seen."""
         return "".join(self._texts) if self._texts else None
+
+    @property
+    def output(self) -> str | None:
+        """All the output streamed, when collected and any was seen."""
+        return "".join(self._outputs) if self._outputs else None
