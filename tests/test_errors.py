@@ -260,6 +260,38 @@ def test_a_refusal_says_the_call_never_ran(model_a: None) -> None:
     assert stop.value.site == LimitSite("own", False, "writer", session.worker.worker_id)
 
 
+@pytest.mark.parametrize(
+    ("model", "allow_unpriced"), [("", False), ("no-such-model-xyz", True), ("docs-model-a", False)]
+)
+def test_a_zero_budget_says_no_call_may_run(
+    model_a: None, model: str, allow_unpriced: bool
+) -> None:
+    # It read "$0.0000 spent or reserved by calls in flight >= $0.0000 ... Let the calls
+    # in flight finish, set max_tokens ...", with nothing spent and nothing in flight.
+    ran = []
+    zero = agent_session("zero", budget_usd=0, enforce_budget=True, allow_unpriced=allow_unpriced)
+    with zero as session:
+        with pytest.raises(BudgetExceededError) as stop:
+            session.run_turn(lambda: ran.append(1), model=model, usage=UsageSnapshot(1, 1))
+        assert session.run_tool("lookup", lambda: "found") == "found"  # tools still run
+    assert ran == []
+    assert str(stop.value) == (
+        f"budget reached: the budget of session 'zero' ({session.worker.worker_id}) is $0, "
+        "so no model call may run. This call was refused before it ran: nothing was sent "
+        "and nothing was booked. Raise budget_usd."
+    )
+
+
+def test_a_zero_budget_of_a_parent_or_a_fleet_scope_says_whose_to_raise() -> None:
+    parent = BudgetExceededError(0.0, 0.0, site=LimitSite("parent", False, "p", "p-1", "c", "c-1"))
+    assert "is $0, so no model call may run" in str(parent)
+    assert str(parent).endswith("Raise the parent session's budget_usd.")
+    fleet = BudgetExceededError(0.0, 0.0, site=LimitSite("fleet", False, scope="tenant"))
+    assert str(fleet).startswith("budget reached: the budget of fleet scope 'tenant' is $0")
+    assert str(fleet).endswith("Raise the scope's budget_usd.")
+    assert "calls in flight" not in str(fleet)
+
+
 def test_a_parents_cap_hit_inside_a_child_names_the_parent() -> None:
     # One with per session: the child must open inside the parent's block.
     with agent_session("planner", max_iterations=2) as parent:  # noqa: SIM117

@@ -157,6 +157,14 @@ class LimitSite:
         return "This call was refused before it ran: nothing was sent and nothing was booked."
 
 
+#: What a $0 budget's refusal tells to change, by whose budget it is.
+_RAISE_ZERO_BUDGET = {
+    "parent": "Raise the parent session's budget_usd.",
+    "shared": "Raise budget_usd where the shared session is opened.",
+    "fleet": "Raise the scope's budget_usd.",
+}
+
+
 def _name(role: str, session_id: str) -> str:
     return f"{role!r} ({session_id})" if session_id else repr(role)
 
@@ -269,6 +277,13 @@ class BudgetExceededError(Exception):
             where = f" in fleet scope {self.scope!r}" if self.scope is not None else ""
             return f"budget exceeded{where}: ${spent} > ${budget}"
         owner = site.describe_owner()
+        if not crossed and not self.budget_usd:
+            # Every model call is refused at $0 with nothing spent or in flight: the split
+            # and the in-flight hints below would explain a cause that is not there.
+            return (
+                f"budget reached: the budget of {owner} is $0, so no model call may run. "
+                f"{site.what_happened()} {_RAISE_ZERO_BUDGET.get(site.level, 'Raise budget_usd.')}"
+            )
         if crossed:
             head = f"budget exceeded: ${spent} > ${budget}, the budget of {owner}."
         else:
