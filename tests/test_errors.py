@@ -235,9 +235,16 @@ def test_a_refusal_by_calls_in_flight_says_what_they_reserved(model_a: None) -> 
     assert "Of that, $0.000030 was spent and $1.2000 is reserved by calls still in flight" in (
         message
     )
-    # The reservations may be learned costs, not missing max_tokens: said as a condition.
-    assert "the most its model has cost so far, or what its request asks for" in message
-    assert "set max_tokens on requests that have none (they reserve less)" in message
+    # The reservations may come from usage= given up front (these do: admit's expected),
+    # learned costs or call_estimate_usd, not only from requests: each source is named,
+    # and no advice (set max_tokens) that fits only requests.
+    assert (
+        "each at what it is expected to cost until it is booked: the usage= it was given, "
+        "the most its model has cost so far, call_estimate_usd, or what its request asks "
+        "for (its max_tokens, else a default output length)."
+    ) in message
+    assert "max_tokens on" not in message
+    assert message.endswith("Let the calls in flight finish, or raise budget_usd.")
     again = pickle.loads(pickle.dumps(error))
     assert (again.reserved_usd, str(again)) == (error.reserved_usd, message)
 

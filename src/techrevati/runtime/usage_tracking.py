@@ -303,8 +303,9 @@ class BudgetExceededError(Exception):
             head += (
                 f" Of that, ${shown_booked} was spent and ${shown_reserved} is "
                 "reserved by calls still in flight, each at what it is expected to cost until "
-                "it is booked: the most its model has cost so far, or what its request asks "
-                "for (a request without max_tokens at a default output length)."
+                "it is booked: the usage= it was given, the most its model has cost so far, "
+                "call_estimate_usd, or what its request asks for (its max_tokens, else a "
+                "default output length)."
             )
         if site.level == "fleet":
             hint = (
@@ -322,10 +323,9 @@ class BudgetExceededError(Exception):
         elif crossed:
             hint = "Raise budget_usd, or end the loop before it reaches the budget."
         elif reserved * 2 >= self.current_cost_usd:
-            hint = (
-                "Let the calls in flight finish, set max_tokens on requests that have none "
-                "(they reserve less), or raise budget_usd."
-            )
+            # Which of the sources above made the reservations is not kept (it would cost
+            # every call): no advice that fits only one of them, such as max_tokens.
+            hint = "Let the calls in flight finish, or raise budget_usd."
         else:
             hint = (
                 "Raise budget_usd; calls are refused while what was spent plus what calls "
