@@ -770,6 +770,12 @@ def test_a_bare_clients_call_that_crosses_the_budget_raises_after_it_ran(
                 _ask(client)
     assert crossed.value.site is not None and crossed.value.site.ran
     assert "ran and was paid for" in str(crossed.value)
+    # The stream's chunks reached the caller before the error: "its result is
+    # discarded" was said of them too.
+    assert crossed.value.site.streamed is streamed
+    assert ("result is discarded" in str(crossed.value)) is not streamed
+    if streamed:
+        assert "its chunks reached the caller before this error" in str(crossed.value)
     assert crossed.value.current_cost_usd == pytest.approx(2 * ONE_CALL)
     assert len(api.requests) == 2
     assert s.tracker.total_cost() == pytest.approx(2 * ONE_CALL)

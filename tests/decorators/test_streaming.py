@@ -451,10 +451,14 @@ def test_stream_that_crosses_the_budget_raises_after_the_last_chunk(otel: Otel) 
     stream = _sync_turn(probe)
     got: list[Any] = []
     budget = agent_session("w", budget_usd=0.0001, enforce_budget=True, **otel.kwargs())
-    with budget as session, pytest.raises(BudgetExceededError):
+    with budget as session, pytest.raises(BudgetExceededError) as crossed:
         for chunk in stream(2):
             got.append(chunk)
     assert len(got) == 3  # every chunk was delivered, then the error
+    # So the error says the caller has them, not that the result is discarded.
+    assert crossed.value.site is not None and crossed.value.site.streamed
+    assert "its chunks reached the caller before this error" in str(crossed.value)
+    assert "discarded" not in str(crossed.value)
     assert session.tracker.total_cost() == pytest.approx((100 * 3.0 + 10 * 15.0) / 1e6)
     assert otel.ended_once(otel.span("chat model-a"))
 

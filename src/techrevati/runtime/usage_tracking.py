@@ -112,6 +112,8 @@ class LimitSite:
     limit it is; ``call_role`` and ``call_session_id`` the session the call was
     made in, when that is another one. ``ran`` is True when the call ran, was
     booked and crossed the limit, False when it was refused before it ran.
+    ``streamed`` is True when the call that crossed was a stream read to its
+    end: its chunks reached the caller before the error.
 
     Example::
 
@@ -128,6 +130,7 @@ class LimitSite:
     call_role: str = ""
     call_session_id: str = ""
     scope: str = ""
+    streamed: bool = False
 
     def describe_owner(self) -> str:
         """Whose limit it is, in words."""
@@ -149,6 +152,12 @@ class LimitSite:
 
     def what_happened(self) -> str:
         """Whether the call ran: the sentence that says so."""
+        if self.ran and self.streamed:
+            # The error can only follow the last chunk: nothing of the result is held back.
+            return (
+                "The stream that crossed it ran and was paid for: its cost is booked, "
+                "and its chunks reached the caller before this error, raised after the last one."
+            )
         if self.ran:
             return (
                 "The call that crossed it ran and was paid for: its cost is booked, "

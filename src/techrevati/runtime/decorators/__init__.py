@@ -56,6 +56,7 @@ import weakref
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
@@ -74,7 +75,7 @@ from ..telemetry.calls.content import capture_content
 from ..telemetry.limits.loops import Bound
 from ..telemetry.limits.membership import CURRENT as _CURRENT
 from ..telemetry.readings.usage_extract import StreamReader, extract, extract_text, usage_of
-from ..usage_tracking import UsageSnapshot
+from ..usage_tracking import BudgetExceededError, UsageSnapshot
 from .streams import (
     SYNC_STREAM,
     AsyncTurnStream,
@@ -336,13 +337,21 @@ class _TurnCall:
 
     def exhausted(self, value: object) -> None:
         usage, model, reasoning, text = self._seen(value)
-        self.turn.finish(
-            usage,
-            explicit=self.spec.fixed is not None,
-            response_model=model,
-            reasoning_tokens=reasoning,
-            output=text,
-        )
+        try:
+            self.turn.finish(
+                usage,
+                explicit=self.spec.fixed is not None,
+                response_model=model,
+                reasoning_tokens=reasoning,
+                output=text,
+            )
+        except BudgetExceededError as crossed:
+            # Raised after the last item: the caller has them all, so "its result is
+            # discarded" would be false.
+            site = crossed.site
+            if site is not None and site.ran:
+                crossed.at(replace(site, streamed=True))
+            raise
 
     def closed(self) -> None:
         """Stopped early: book what was seen; the caller chose to stop, so never raise."""

@@ -417,12 +417,13 @@ def _note_exact_usage(call: RequestCall, usage: Any, model: str | None) -> None:
         claim.library = (model or call.model, usage)
 
 
-def _crossed(call: RequestCall) -> None:
+def _crossed(call: RequestCall, *, streamed: bool = False) -> None:
     """Raise for the guard's own call that ran, was booked and left an enforced budget crossed.
 
     The rule our turns follow (0.1.0's): the call that crosses runs, is booked,
     then raises in its caller, its result discarded, so a loop whose last call
-    crosses is told. Only the guard's own calls: a call another instrumentation's
+    crosses is told (``streamed``: after a stream's last chunk, so the caller has
+    its text, which the error says). Only the guard's own calls: a call another instrumentation's
     span describes is booked when that span ends, after the client returned, and
     a request inside our turn is the turn's, which raises itself.
     """
@@ -431,7 +432,7 @@ def _crossed(call: RequestCall) -> None:
         return
     claim = entry.call
     if claim is not None and claim.over is not None:
-        raise claim.leaf.over_error(claim.over)
+        raise claim.leaf.over_error(claim.over, streamed=streamed)
 
 
 def _raw_body(result: object) -> object:
@@ -639,7 +640,7 @@ def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> It
     finally:
         _stream_end(call, reader, cut=not read)
     # Read to its end (not closed, failed or collected): a crossing raises after the last chunk.
-    _crossed(call)
+    _crossed(call, streamed=True)
 
 
 async def _async_chunks(
@@ -653,4 +654,4 @@ async def _async_chunks(
         read = True
     finally:
         _stream_end(call, reader, cut=not read)
-    _crossed(call)
+    _crossed(call, streamed=True)

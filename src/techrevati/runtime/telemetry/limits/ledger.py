@@ -45,7 +45,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ...caller import user_stacklevel
@@ -975,11 +975,15 @@ class Ledger:
                 return self.over_error(level)
         return None
 
-    def over_error(self, level: Ledger) -> BudgetExceededError:
-        """The error for a call of this session that ran and left ``level`` over its budget."""
-        return BudgetExceededError(
-            level.budget_usd or 0.0, level.spent, site=self.site(level, ran=True)
-        )
+    def over_error(self, level: Ledger, *, streamed: bool = False) -> BudgetExceededError:
+        """The error for a call of this session that ran and left ``level`` over its budget.
+
+        ``streamed``: the call was a stream read to its end, whose chunks the caller has.
+        """
+        site = self.site(level, ran=True)
+        if streamed:
+            site = replace(site, streamed=True)
+        return BudgetExceededError(level.budget_usd or 0.0, level.spent, site=site)
 
     # -- listeners ------------------------------------------------------------
 
