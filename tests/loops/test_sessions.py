@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import pickle
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -170,6 +171,16 @@ def test_a_cycle_is_stopped_within_three_cycles(otel: Otel) -> None:
             tools.open_page("u")
     assert len(tools.ran) == 6  # three whole cycles ran, the 4th was refused at its start
     assert caught.value.pattern == "cycle"
+    # It read "tool 'search' is looping (cycle): 3 identical calls returned the same
+    # result": open_page left out, and 6 calls counted as 3.
+    assert caught.value.tools == ("search", "open_page")
+    assert str(caught.value).startswith(
+        "tool 'search' is looping (cycle of search -> open_page): 3 rounds of its 2 calls "
+        "returned the same results, so this call was refused before it ran"
+    )
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert (again.tools, str(again)) == (caught.value.tools, str(caught.value))
+    assert "3 rounds of its 2 calls" in str(caught.value.at_model_call())
     assert [e[sc.LOOP_TOOLS] for e in events(otel, sc.EVENT_LOOP_DETECTED)] == [
         ("search", "open_page")
     ]

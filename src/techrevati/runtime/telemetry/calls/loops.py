@@ -15,6 +15,7 @@ import weakref
 from typing import Any
 
 from .. import semconv as sc
+from ..limits.errors import describe_loop
 from ..limits.ledger import Ledger
 from ..limits.loops import Detection, LoopGuard, LoopWatch
 from .labels import bounded_name
@@ -98,11 +99,8 @@ def report(scope: SessionScope, detection: Detection) -> None:
             else "warning only (LoopGuard(on_loop='raise') refuses the next identical call)"
         )
         _log.warning(
-            "session %r: tool call loop detected (%s of %s): %d identical calls returned "
-            "the same result; %s. Reported once per session.",
+            "session %r: tool call loop detected %s; %s. Reported once per session.",
             scope.role,
-            detection.pattern,
-            " -> ".join(detection.tools),
-            detection.repeats,
+            describe_loop(detection.pattern, detection.tools, detection.repeats, named=True),
             then,
         )

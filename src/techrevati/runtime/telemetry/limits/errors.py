@@ -279,8 +279,10 @@ class LoopDetectedError(Exception):
 
     ``pattern`` is ``"repeat"`` (the same call again and again), ``"cycle"``
     (2-3 calls taking turns) or ``"interleaved"`` (the same call between other
-    work); ``tool`` the looping tool; ``repeats`` how many identical calls with
-    the same result made the loop (``LoopGuard.repeats``). ``refused`` says
+    work); ``tool`` the looping tool; ``tools`` the tools of the loop in call
+    order (those of a cycle; the one tool otherwise); ``repeats`` how many
+    identical calls with the same result made the loop (``LoopGuard.repeats``;
+    for a cycle, its rounds). ``refused`` says
     which call was refused: ``"tool"`` (the loop's next call) or ``"model"``
     (a model call of the session, refused while the loop lasts: the loop was
     seen in another instrumentation's tool spans, whose next call cannot be
@@ -302,17 +304,20 @@ class LoopDetectedError(Exception):
         repeats: int,
         refused: str = "tool",
         asked_again: bool = False,
+        tools: tuple[str, ...] = (),
     ) -> None:
         self.pattern = pattern
         self.tool = tool
         self.repeats = repeats
         self.refused = refused
         self.asked_again = asked_again
+        self.tools = tuple(tools) or (tool,)
+        loop = describe_loop(pattern, self.tools, repeats)
         if refused != "model":
             message = (
-                f"tool {tool!r} is looping ({pattern}): {repeats} identical calls returned the "
-                "same result, so this call was refused before it ran; use the result, change "
-                "the arguments, or finish with an answer"
+                f"tool {tool!r} is looping {loop}, so this call was refused before it ran; "
+                f"use the {'results' if len(self.tools) > 1 else 'result'}, change the "
+                "arguments, or finish with an answer"
             )
         else:
             why = (
@@ -322,8 +327,8 @@ class LoopDetectedError(Exception):
                 "call cannot be refused before it runs"
             )
             message = (
-                f"model call refused, before it ran: tool {tool!r} is looping ({pattern}): "
-                f"{repeats} identical calls returned the same result, and {why}, so the "
+                f"model call refused, before it ran: tool {tool!r} is looping {loop}, "
+                f"and {why}, so the "
                 "session refuses its model calls until a tool call that breaks the loop (another "
                 "tool, or this one with other arguments) returns; if nothing but the model can "
                 "run, end the run with the results so far"
@@ -332,14 +337,39 @@ class LoopDetectedError(Exception):
 
     def at_model_call(self, *, asked_again: bool = False) -> LoopDetectedError:
         """The same loop, as the refusal the session's model calls meet while it lasts."""
-        return LoopDetectedError(self.pattern, self.tool, self.repeats, "model", asked_again)
+        return LoopDetectedError(
+            self.pattern, self.tool, self.repeats, "model", asked_again, self.tools
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             type(self),
-            (self.pattern, self.tool, self.repeats, self.refused, self.asked_again),
+            (self.pattern, self.tool, self.repeats, self.refused, self.asked_again, self.tools),
             self.__dict__,
         )
+
+
+def describe_loop(
+    pattern: str, tools: tuple[str, ...], repeats: int, *, named: bool = False
+) -> str:
+    """A loop in words, for its error and (``named``: with its tool) its log line.
+
+    Example::
+
+        >>> describe_loop("repeat", ("search",), 3)
+        '(repeat): 3 identical calls returned the same result'
+        >>> describe_loop("cycle", ("a", "b"), 3)
+        '(cycle of a -> b): 3 rounds of its 2 calls returned the same results'
+    """
+    if pattern == "cycle" and len(tools) > 1:
+        # A cycle's count is of rounds: "3 identical calls" of one of its tools hid the
+        # others, and the calls were 3 times as many as the tools.
+        return (
+            f"(cycle of {' -> '.join(tools)}): {repeats} rounds of its {len(tools)} calls "
+            "returned the same results"
+        )
+    of = f" of {tools[0]}" if named and tools else ""
+    return f"({pattern}{of}): {repeats} identical calls returned the same result"
 
 
 def limit_kind(error: BaseException) -> str | None:

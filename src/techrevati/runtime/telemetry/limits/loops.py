@@ -385,8 +385,9 @@ class _Seen:
     result: int | None = None
     streak: int = 0
     reported: bool = False
-    #: The pattern of the loop this call was last reported in.
+    #: The pattern of the loop this call was last reported in, and its tools.
     pattern: str = PATTERN_REPEAT
+    tools: tuple[str, ...] = ()
 
 
 #: Hashes for results that cannot be compared, each one unlike any other result (a
@@ -501,7 +502,7 @@ class LoopWatch:
         with self._lock:
             if self._new_work_since(key):
                 return None
-        return LoopDetectedError(seen.pattern, tool, self.guard.repeats)
+        return LoopDetectedError(seen.pattern, tool, self.guard.repeats, tools=seen.tools)
 
     def record(self, key: int, tool: str, result: object) -> Detection | None:
         """A call returned ``result``; returns (and reports) a loop it completes, if any."""
@@ -605,21 +606,22 @@ class LoopWatch:
 
     def _detect(self, key: int, seen: _Seen) -> Detection:
         pattern, members = self._classify(key)
-        tools: list[str] = []
-        for member in members:
-            other = self._seen.get(member)
-            if other is not None:
-                other.reported = True  # one report per loop, not one per member
-                other.pattern = pattern
-                tools.append(other.tool)
+        found = [self._seen.get(member) for member in members]
+        looping = [other for other in found if other is not None]
+        tools = tuple(other.tool for other in looping) or (seen.tool,)
+        for other in looping:
+            other.reported = True  # one report per loop, not one per member
+            other.pattern = pattern
+            other.tools = tools
         seen.reported = True
         seen.pattern = pattern
+        seen.tools = tools
         self.detections += 1
         return Detection(
             pattern=pattern,
             tool=seen.tool,
             repeats=self.guard.repeats,
-            tools=tuple(tools) or (seen.tool,),
+            tools=tools,
             action=self.guard.on_loop,
             first=self.detections == 1,
         )
