@@ -373,3 +373,16 @@ def test_a_budget_prints_as_it_was_set_and_the_split_as_the_total() -> None:
     )
     assert "$0.00247 spent or reserved by calls in flight >= $0.00010" in str(refused)
     assert "Of that, $0.00000 was spent and $0.00247 is reserved" in str(refused)
+
+
+def test_an_unknown_agent_session_option_names_agent_session_and_the_close_one() -> None:
+    # It read "Orchestrator.__init__() got an unexpected keyword argument 'budget'":
+    # a class the caller never wrote, and no word of budget_usd.
+    with pytest.raises(TypeError) as wrong:
+        agent_session("w", budget=1.0)
+    assert str(wrong.value) == (
+        "agent_session() got an unexpected keyword argument 'budget'; did you mean 'budget_usd'?"
+    )
+    with pytest.raises(TypeError, match=r"argument 'zzz'$"):
+        agent_session("w", zzz=1)
+    assert agent_session("w", budget_usd=1.0, loop_guard=None).orchestrator.budget_usd == 1.0

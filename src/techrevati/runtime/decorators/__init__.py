@@ -50,6 +50,8 @@ How the wrappers are built, and why:
 from __future__ import annotations
 
 import contextvars
+import dataclasses
+import difflib
 import functools
 import inspect
 import weakref
@@ -788,6 +790,12 @@ def tool_call(name: str | F | None = None) -> F | Callable[[F], F]:
 # --- agent_session ---------------------------------------------------------------------
 
 
+#: The options agent_session passes on to Orchestrator (its fields, but role).
+_ORCHESTRATOR_OPTIONS = frozenset(
+    f.name for f in dataclasses.fields(Orchestrator) if f.init and f.name != "role"
+)
+
+
 class agent_session:  # lower-case: used like a function, as contextlib's helpers are
     """Open one agent session, as ``Orchestrator(role=..., ...).session()`` would.
 
@@ -814,6 +822,13 @@ class agent_session:  # lower-case: used like a function, as contextlib's helper
     """
 
     def __init__(self, role: str, **orchestrator_options: Any) -> None:
+        unknown = orchestrator_options.keys() - _ORCHESTRATOR_OPTIONS
+        if unknown:
+            # Else Orchestrator.__init__ names itself, a class the caller never wrote.
+            name = sorted(unknown)[0]
+            close = difflib.get_close_matches(name, _ORCHESTRATOR_OPTIONS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"agent_session() got an unexpected keyword argument {name!r}{hint}")
         #: The orchestrator every session of this object is opened from.
         self.orchestrator = Orchestrator(role=role, **orchestrator_options)
         # Blocks entered here and not yet exited, oldest first: the fallback
