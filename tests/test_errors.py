@@ -338,6 +338,17 @@ def test_the_default_cap_is_named_as_such() -> None:
         for _ in range(3):
             s.run_turn(lambda: None, model="")
     assert "the default cap" not in str(small.value)
+    # 25 given by hand is the session's own cap, not the default, though equal to it.
+    with (
+        pytest.raises(MaxIterationsExceededError) as explicit,
+        agent_session("w", max_iterations=25) as s,
+    ):
+        for _ in range(26):
+            s.run_turn(lambda: None, model="")
+    assert "max_iterations=25: model call 26 was refused" in str(explicit.value)
+    assert "the default cap" not in str(explicit.value)
+    again = pickle.loads(pickle.dumps(stop.value))
+    assert str(again) == str(stop.value) and again.max_iterations == 25
 
 
 def test_an_unpriced_model_names_the_session_and_says_it_never_ran() -> None:

@@ -14,8 +14,17 @@ from ...permissions import PermissionOutcome
 from ...usage_tracking import BudgetExceededError, LimitSite, usd_text
 from .. import semconv as sc
 
+
+class DefaultCap(int):
+    """An ``int`` equal to the cap, that says it is the default: ``max_iterations=25``
+    given by hand is a plain 25, so a message calls the cap "the default" only when
+    nobody set it."""
+
+    __slots__ = ()
+
+
 #: ``max_iterations`` when the session does not set one (``Orchestrator``, ``agent_session``).
-DEFAULT_MAX_ITERATIONS = 25
+DEFAULT_MAX_ITERATIONS = DefaultCap(25)
 
 
 class PermissionDeniedError(Exception):
@@ -102,7 +111,7 @@ class MaxIterationsExceededError(Exception):
                 f"{cap + 1} was refused before it ran, nothing was sent or booked. Raise the "
                 "scope's max_calls (with window_s, its next window counts from zero)."
             )
-        default = f" (the default cap of {cap})" if cap == DEFAULT_MAX_ITERATIONS else ""
+        default = f" (the default cap of {cap})" if type(cap) is DefaultCap else ""
         if site.level == "shared":
             return (
                 f"{site.describe_owner()} reached max_iterations={cap}{default} across every "

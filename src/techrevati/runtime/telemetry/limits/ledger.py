@@ -59,7 +59,12 @@ from ...usage_tracking import (
     UsageTracker,
 )
 from .. import semconv as sc
-from .errors import MaxIterationsExceededError, UnpricedModelError
+from .errors import (
+    DEFAULT_MAX_ITERATIONS,
+    DefaultCap,
+    MaxIterationsExceededError,
+    UnpricedModelError,
+)
 from .estimate import DEFERRED, estimate_deferred
 from .money import booking_nano, check_budget, to_nano, to_usd
 from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait
@@ -297,11 +302,19 @@ class Ledger:
     #: ``budget_usd`` in nano-dollars (-1: no budget).
     _budget_nano: int = field(init=False, repr=False)
     _sink_failed: bool = field(default=False, repr=False)
+    #: ``max_iterations`` is the default cap, not one the session was given.
+    _default_cap: bool = field(default=False, init=False, repr=False)
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
     #: (limit kind, fleet scope) already reported here: one stop is one limit hit.
     _hits: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
+        cap = self.max_iterations
+        if type(cap) is DefaultCap:
+            # A plain int for admission, whose comparison runs on every call; the error
+            # gets the marked default back (``_cap_error``).
+            self.max_iterations = int(cap)
+            self._default_cap = True
         self.budget_usd = check_budget("budget_usd", self.budget_usd)
         self._budget_nano = -1 if self.budget_usd is None else to_nano(self.budget_usd)
         self._link(self.parent)
@@ -458,7 +471,8 @@ class Ledger:
                     cap = level.max_iterations
                     if cap is not None and level.calls >= cap:
                         stop: Exception = MaxIterationsExceededError(
-                            cap, site=self.site(level, ran=False)
+                            DEFAULT_MAX_ITERATIONS if level._default_cap else cap,
+                            site=self.site(level, ran=False),
                         )
                         refused = sc.LIMIT_ITERATIONS, stop, level
                         break
