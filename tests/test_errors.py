@@ -397,3 +397,15 @@ def test_an_unknown_agent_session_option_names_agent_session_and_the_close_one()
     with pytest.raises(TypeError, match=r"argument 'zzz'$"):
         agent_session("w", zzz=1)
     assert agent_session("w", budget_usd=1.0, loop_guard=None).orchestrator.budget_usd == 1.0
+
+
+def test_the_retried_attempts_warning_counts_in_words() -> None:
+    # It read "2 attempt(s) of a call ...": the number is known, so is its grammar.
+    from techrevati.runtime.telemetry.limits.ledger import _retried_warning
+
+    two = _retried_warning(2, "m")
+    assert two.startswith("2 attempts of a call of model 'm' timed out waiting for their response")
+    assert "(s)" not in two
+    one = _retried_warning(1, "m")
+    assert one.startswith("1 attempt of a call of model 'm' timed out waiting for its response")
+    assert "retried it" in one and "booked with the call at its request's upper bound" in one

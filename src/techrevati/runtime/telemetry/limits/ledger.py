@@ -201,6 +201,23 @@ def plus_usage(a: UsageSnapshot, b: UsageSnapshot) -> UsageSnapshot:
     )
 
 
+def _retried_warning(retries: int, model: str) -> str:
+    """The warning for attempts booked with their call, in the number's grammar."""
+    if retries == 1:
+        return (
+            f"1 attempt of a call of model {model!r} timed out waiting for its response "
+            "after it was sent, and the client retried it, under an enforced budget: the "
+            "provider bills it, so it was booked with the call at its request's upper bound "
+            "(max_tokens, or 4,096 output tokens)"
+        )
+    return (
+        f"{retries} attempts of a call of model {model!r} timed out waiting for their "
+        "response after they were sent, and the client retried them, under an enforced "
+        "budget: the provider bills each, so they were booked with the call at their "
+        "requests' upper bound (max_tokens, or 4,096 output tokens each)"
+    )
+
+
 def _learn(leaf: Ledger, model: str, cost: float) -> None:
     """Raise what ``model`` is known to cost to ``cost`` at every level (under the lock)."""
     for level in leaf._chain:
@@ -929,10 +946,7 @@ class Ledger:
             leaf._warn_once(
                 "retried",
                 model,
-                f"{claim.retries} attempt(s) of a call of model {model!r} timed out waiting for "
-                "their response after they were sent, and the client retried them, under an "
-                "enforced budget: the provider bills each, so they were booked with the call at "
-                "their requests' upper bound (max_tokens, or 4,096 output tokens each)",
+                _retried_warning(claim.retries, model),
             )
         if crossings is not None:
             for level in crossings:
