@@ -233,10 +233,16 @@ def test_bad_turn_and_tool_arguments_leave_nothing_recorded(otel: Otel) -> None:
             s.run_turn(lambda: None, model=None)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="'not callable'"):
             s.run_turn("not callable")  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="'soon'"):
+        # A wrong type is a TypeError, a wrong value of the right type a ValueError: a
+        # str timeout raised ValueError and an empty tool name TypeError.
+        with pytest.raises(TypeError, match="'soon'"):
             s.run_turn(lambda: None, timeout="soon")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="positive"):
+            s.run_turn(lambda: None, timeout=0)
         with pytest.raises(TypeError, match="42"):
             s.run_tool(42, lambda: None)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="non-empty"):
+            s.run_tool("", lambda: None)
         with pytest.raises(TypeError, match="run_tool needs a callable"):
             s.run_tool("t", None)  # type: ignore[arg-type]
         assert s._iteration_count == 0

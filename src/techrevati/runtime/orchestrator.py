@@ -781,10 +781,15 @@ def _check_turn_arguments(
         core.check_usage(usage)
     if estimate_usage is not None and not callable(estimate_usage):
         raise TypeError(f"estimate_usage must be callable, got {estimate_usage!r}")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
-    ):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if timeout is not None:
+        # The wrong kind of value is a TypeError, a wrong number a ValueError (as for
+        # the other arguments here).
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(
+                f"timeout must be a number of seconds, got {type(timeout).__name__}: {timeout!r}"
+            )
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
 
 def _resolve_usage(

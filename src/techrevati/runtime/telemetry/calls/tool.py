@@ -94,7 +94,9 @@ class ToolCall:
             tool.finish(result)
         """
         if not isinstance(name, str) or not name:
-            raise TypeError(f"tool_name must be a non-empty string, got {name!r}")
+            # An empty name is the right type with a wrong value: ValueError, as for role.
+            error = TypeError if not isinstance(name, str) else ValueError
+            raise error(f"tool_name must be a non-empty string, got {name!r}")
         attributes: dict[str, Any] = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
             sc.GEN_AI_TOOL_NAME: bounded_name(name),
