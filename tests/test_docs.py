@@ -227,3 +227,11 @@ def test_the_readme_is_an_entry_point() -> None:
     code_lines = [line for line in quick_start.code.splitlines() if line.strip()]
     assert len(code_lines) <= 12, len(code_lines)
     assert "make demo" in text and "make test" in text
+
+
+def test_budgets_page_lists_every_limit_site_level() -> None:
+    # It listed own/parent/fleet and called scope "the fleet scope, else None", while a
+    # shared session's refusals carry level "shared" and its s-<hash> scope.
+    page = (REPO / "docs" / "budgets.md").read_text()
+    assert '(`"own"`, `"parent"`, `"shared"`, `"fleet"`)' in page
+    assert "for a shared session's limit, the Redis scope" in page
