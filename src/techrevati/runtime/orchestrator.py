@@ -837,7 +837,10 @@ def _resolve_or_book(
     try:
         return _resolve_usage(result, usage, estimate_usage)
     except Exception:
-        _finish(turn, result, _resolve_usage(result, None, None))
+        resolved = _resolve_usage(result, None, None)
+        if resolved[2].usage is None:
+            turn.usage_unread()
+        _finish(turn, result, resolved)
         raise
 
 

@@ -60,7 +60,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, TypeVar, cast, overload
+from typing import Any, NoReturn, TypeVar, cast, overload
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -76,7 +76,13 @@ from ..telemetry.calls import instrument as core
 from ..telemetry.calls.content import capture_content
 from ..telemetry.limits.loops import Bound
 from ..telemetry.limits.membership import CURRENT as _CURRENT
-from ..telemetry.readings.usage_extract import StreamReader, extract, extract_text, usage_of
+from ..telemetry.readings.usage_extract import (
+    Extracted,
+    StreamReader,
+    extract,
+    extract_text,
+    usage_of,
+)
 from ..usage_tracking import BudgetExceededError, UsageSnapshot
 from .streams import (
     SYNC_STREAM,
@@ -263,7 +269,10 @@ def _finish_turn(spec: _TurnSpec, turn: core.TurnCall, capture: bool, result: ob
     if spec.fixed is not None:
         usage, explicit = spec.fixed, True
     elif spec.usage_fn is not None:
-        given = _given_usage(spec.usage_fn, result)
+        try:
+            given = _given_usage(spec.usage_fn, result)
+        except _NoUsageGiven as unread:
+            _book_unread(turn, found, capture, result, unread.given)  # books, then raises
         if given is not None:
             usage, explicit = given, True
     turn.finish(
@@ -275,13 +284,64 @@ def _finish_turn(spec: _TurnSpec, turn: core.TurnCall, capture: bool, result: ob
     )
 
 
+class _NoUsageGiven(Exception):
+    """The ``usage=`` function returned ``given``, from which no usage could be read."""
+
+    def __init__(self, given: object) -> None:
+        super().__init__(given)
+        self.given = given
+
+
 def _given_usage(source: Callable[[Any], object], value: object) -> UsageSnapshot | None:
-    """What the user's ``usage=`` function says about ``value`` (None: read the result)."""
+    """What the user's ``usage=`` function says about ``value`` (None: read the result).
+
+    Raises ``_NoUsageGiven`` when it returned something else: the caller books
+    the call (the provider was called, and bills it) before the user hears of it.
+    """
     given = source(value)  # the user's function; its errors fail the turn
-    read = usage_of(given) if given is not None else None
-    if read is not None:
-        core.check_usage(read, "agent_turn usage()")
+    if given is None:
+        return None
+    read = usage_of(given)
+    if read is None:
+        raise _NoUsageGiven(given)
+    core.check_usage(read, "agent_turn usage()")
     return read
+
+
+def _unread_error(given: object, booked: str) -> TypeError:
+    return TypeError(
+        f"agent_turn(usage=...) returned {type(given).__name__}: {given!r:.200}, which "
+        "holds no token usage: it must return a UsageSnapshot, a provider usage block or "
+        "response with token counts (prompt_tokens / completion_tokens, or input_tokens / "
+        "output_tokens), or None to read the usage from the result. The call itself ran "
+        f"and was billed, so it was booked {booked}"
+    )
+
+
+def _book_unread(
+    turn: core.TurnCall, found: Extracted, capture: bool, result: object, given: object
+) -> NoReturn:
+    """End a turn whose ``usage=`` function gave no usage, then raise the user's error.
+
+    Booked as if ``usage=`` had said "read the result": at the usage the result
+    reports, else as a call without usage (at the session's estimate for one).
+    """
+    if found.usage is not None:
+        booked = "at the usage its result reports"
+    else:
+        booked = "as a call without usage (at the session's estimate for one, if it has one)"
+        turn.usage_unread()
+    error = _unread_error(given, booked)
+    try:
+        turn.finish(
+            found.usage,
+            response_model=found.model,
+            reasoning_tokens=found.reasoning_tokens,
+            output=(extract_text(result) or result) if capture else None,
+        )
+    except BudgetExceededError as over:  # booked all the same; the caller's bug comes first
+        raise error from over
+    raise error from None  # not "during handling of _NoUsageGiven": that is ours
 
 
 class _TurnCall:
@@ -292,13 +352,15 @@ class _TurnCall:
     one of these to the stream drivers in ``_streams``.
     """
 
-    __slots__ = ("capture", "reader", "spec", "turn")
+    __slots__ = ("capture", "reader", "spec", "turn", "unread")
 
     def __init__(self, spec: _TurnSpec, turn: core.TurnCall, capture: bool) -> None:
         self.spec = spec
         self.turn = turn
         self.capture = capture
         self.reader: StreamReader | None = None
+        #: The first value ``usage=`` returned that held no usage (None: none yet).
+        self.unread: object = None
 
     @classmethod
     def start(
@@ -333,12 +395,27 @@ class _TurnCall:
         reader.add(value)
         if self.spec.usage_fn is not None:
             given = self.spec.usage_fn(value)
-            read = usage_of(given) if given is not None else None
-            if read is not None:
-                reader.usage = read
+            if given is not None:
+                read = usage_of(given)
+                if read is not None:
+                    reader.usage = read
+                elif self.unread is None:
+                    # Said at the end, and only if no chunk gave usage: a stream's
+                    # other chunks may well carry none.
+                    self.unread = given
 
     def exhausted(self, value: object) -> None:
         usage, model, reasoning, text = self._seen(value)
+        if usage is None and self.unread is not None:
+            self.turn.usage_unread()
+            error = _unread_error(
+                self.unread, "as a call without usage (at the session's estimate for one, if any)"
+            )
+            try:
+                self.turn.finish(usage, response_model=model, output=text)
+            except BudgetExceededError as over:
+                raise error from over
+            raise error
         try:
             self.turn.finish(
                 usage,
@@ -616,7 +693,9 @@ def agent_turn(
     metric labels use that. ``provider`` fills ``gen_ai.provider.name``
     (default: the session's). Token usage comes from ``usage``: a fixed
     ``UsageSnapshot``, or a function of the result returning a snapshot (or a
-    provider usage block); by default it is read from the result: OpenAI chat
+    provider usage block), or None to read the result; anything else is a
+    ``TypeError``, raised once the call is booked (for a stream, at its end and
+    only if no chunk gave usage). By default usage is read from the result: OpenAI chat
     completions and responses (cached and reasoning tokens included),
     Anthropic messages (cache reads and writes), dicts of those shapes, a
     ``UsageSnapshot``.

@@ -340,6 +340,13 @@ class TurnCall:
         with contextlib.suppress(BudgetExceededError):
             self.finish(usage, response_model=response_model, output=output)
 
+    def usage_unread(self) -> None:
+        """The caller's usage callback gave no usage: the warning of its booking says so,
+        rather than that the response had none."""
+        entry = self.entry
+        if entry is not None and entry.call is not None:
+            entry.call.ended_early = "usage="
+
     def finish(
         self,
         usage: UsageSnapshot | None,

@@ -179,7 +179,8 @@ class Claim:
     #: stream closed early or failed before its last chunk; ``"cancelled"`` or
     #: ``"timed out"``, a request that ended unanswered after it was sent
     #: (see ``unanswered.py``); ``"stopped"``, in flight when SIGTERM ended the
-    #: process's sessions (``membership.book_in_flight``).
+    #: process's sessions (``membership.book_in_flight``); ``"usage="``, not early
+    #: but the caller's usage callback gave no usage (``TurnCall.usage_unread``).
     ended_early: str = ""
     #: Attempts the SDK retried after they timed out reading their response: sent,
     #: so billed, each at its request's upper bound (``unanswered.retrying``); booked
@@ -927,6 +928,13 @@ class Ledger:
                     f"a call of model {model!r} timed out waiting for its response (the "
                     f"client's timeout=) after its request was sent, under an enforced budget, "
                     f"so it was booked {booked}: the provider has the request and bills it"
+                )
+            elif claim.ended_early == "usage=":
+                said = (
+                    f"the usage callback of a call of model {model!r} (usage= of "
+                    "@agent_turn, estimate_usage= of run_turn) gave no token usage (the "
+                    f"error raised with the call says why), so the call was booked {booked}; "
+                    "make it return the call's usage so the budget holds exactly"
                 )
             elif claim.ended_early:
                 said = (

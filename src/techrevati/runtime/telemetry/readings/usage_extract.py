@@ -23,7 +23,9 @@ SDK objects (attribute access) and the plain dicts of the same JSON shapes
 Everything becomes a ``UsageSnapshot``, whose counts are disjoint (plain input,
 cache write, cache read, output), so each token is priced once at its own rate;
 ``telemetry.tokens`` turns that into the semconv attributes. Reading never
-raises: an unreadable value is simply "no usage".
+raises: an unreadable response is simply "no usage", and a count in it that
+is no count (``"many"``, ``-1000``) is warned about once per field while the
+block's other counts are kept.
 
 Example::
 
@@ -36,9 +38,12 @@ Example::
 
 from __future__ import annotations
 
+import threading
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
+from ...caller import user_stacklevel
 from ...usage_tracking import UsageSnapshot
 from .tokens import MAX_TOKEN_COUNT as _MAX
 
@@ -87,18 +92,49 @@ def _is_mapping(kind: type) -> bool:
     return found
 
 
-def _count(value: object) -> int | None:
-    """A token count, or None when ``value`` is not one (bools and junk included)."""
+def _count(value: object, key: str = "") -> int | None:
+    """A token count, or None when ``value`` is absent or not a count.
+
+    A value that is there but is no count (junk, a bool, a negative number) is
+    the provider's mistake, not ours to raise about: it is said once per field
+    (``_unreadable``), a negative one read as 0 and junk as absent, so the
+    block's other counts are still booked.
+    """
     if type(value) is int:  # the usual case first: this runs several times per call
-        return value if 0 <= value <= _MAX else (0 if value < 0 else _MAX)
-    if value is None or isinstance(value, bool):
+        return value if 0 <= value <= _MAX else (_MAX if value > 0 else _unreadable(key, value))
+    if value is None:
         return None
-    if isinstance(value, int):
-        # an int subclass (an IntEnum) becomes a plain int
-        return min(max(0, int(value)), _MAX)
-    if isinstance(value, float) and value.is_integer():
-        return min(max(0, int(value)), _MAX)
+    if isinstance(value, bool):
+        _unreadable(key, value)
+        return None
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        # an int subclass (an IntEnum) or a whole float becomes a plain int
+        return min(int(value), _MAX) if value >= 0 else _unreadable(key, value)
+    _unreadable(key, value)
     return None
+
+
+#: Fields already warned about: one warning each per process (the key set is
+#: the handful of usage field names, but a hostile response could invent more).
+_WARNED_FIELDS: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+def _unreadable(key: str, value: object) -> int:
+    """Say once per field that a response's usage count is no count; 0 to read instead."""
+    with _warn_lock:
+        if key in _WARNED_FIELDS or len(_WARNED_FIELDS) >= 64:
+            return 0
+        _WARNED_FIELDS.add(key)
+    warnings.warn(
+        f"a response's token usage has {key or 'a count'}={value!r:.80}, which is not a "
+        "token count: it was not read (the provider, a proxy or a stand-in client filled "
+        "it wrongly); the call's other counts were booked, so it may be booked below its "
+        "cost",
+        RuntimeWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return 0
 
 
 def _n(obj: object, key: str) -> int:
@@ -107,7 +143,7 @@ def _n(obj: object, key: str) -> int:
     value = _get(obj, key)
     if type(value) is int and 0 <= value <= _MAX:  # the usual case, without a second call
         return value
-    return _count(value) or 0
+    return _count(value, key) or 0
 
 
 class Extracted(NamedTuple):
@@ -145,7 +181,15 @@ def _usage_block(usage: object) -> tuple[UsageSnapshot, int, bool] | None:
         return None
     if isinstance(usage, UsageSnapshot):
         return usage, 0, False
-    prompt = _count(_get(usage, "prompt_tokens"))
+    raw_prompt = _get(usage, "prompt_tokens")
+    prompt = _count(raw_prompt, "prompt_tokens")
+    if (
+        prompt is None
+        and raw_prompt is not None
+        and _get(usage, "input_tokens") is None
+        and _get(usage, "completion_tokens") is not None
+    ):
+        prompt = 0  # unreadable (said once): the completion count is still the call's
     if prompt is not None:
         # OpenAI chat completions: prompt_tokens contains the cached tokens.
         return (
@@ -155,8 +199,8 @@ def _usage_block(usage: object) -> tuple[UsageSnapshot, int, bool] | None:
             _n(_get(usage, "completion_tokens_details"), "reasoning_tokens"),
             not isinstance(usage, Mapping),
         )
-    inp = _count(_get(usage, "input_tokens"))
-    out = _count(_get(usage, "output_tokens"))
+    inp = _count(_get(usage, "input_tokens"), "input_tokens")
+    out = _count(_get(usage, "output_tokens"), "output_tokens")
     if inp is None and out is None:
         return None
     inp = inp or 0
@@ -584,7 +628,7 @@ class StreamReader:
             "cache_read_input_tokens",
         ):
             # message_delta counts are cumulative and may be null: null keeps the start's.
-            value = _count(_get(usage, key))
+            value = _count(_get(usage, key), key)
             if value is not None:
                 fields[key] = value
         self._anthropic = fields
