@@ -103,3 +103,40 @@ def test_a_model_priced_only_for_a_provider_is_refused_naming_that_provider(
     with named.session() as session:  # what it says works
         session.run_turn(lambda: "x", model="text-embedding-3-small", usage=usage)
     assert session.tracker.total_cost() == pytest.approx(0.02)
+
+
+@agent_turn("unlisted-model-x", provider="openai")
+def ask_unpriced() -> dict[str, object]:
+    return {"model": "unlisted-model-x", "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+
+
+def test_allow_unpriced_speaks_for_the_budget_of_the_session_that_sets_it(otel: Otel) -> None:
+    # A probe: the flag was read from the session making the call. A child opened with
+    # allow_unpriced=True ran unpriced calls at $0 under its parent's enforced budget,
+    # and a parent that accepted them refused its child's, telling it to set the flag
+    # the parent already had.
+    with (
+        agent_session("parent", budget_usd=1.0, enforce_budget=True, **otel.kwargs()),
+        agent_session("child", allow_unpriced=True) as child,
+        pytest.raises(UnpricedModelError) as refused,
+    ):
+        ask_unpriced()  # ran before
+    assert child.tracker.turn_count == 0
+    assert refused.value.site is not None and refused.value.site.level == "parent"
+    assert "open the parent session with allow_unpriced=True" in str(refused.value)
+
+    limits = {"budget_usd": 1.0, "enforce_budget": True, "allow_unpriced": True}
+    with agent_session("parent", **limits, **otel.kwargs()), agent_session("child") as child:
+        ask_unpriced()  # refused before
+        ask_unpriced()
+    assert child.tracker.turn_count == 2
+    assert child.tracker.total_cost() == 0.0
+
+    # A child's own budget still holds to its own flag.
+    with (
+        agent_session("parent", **limits, **otel.kwargs()),
+        agent_session("child", budget_usd=1.0, enforce_budget=True),
+        pytest.raises(UnpricedModelError) as refused,
+    ):
+        ask_unpriced()
+    assert refused.value.site is not None and refused.value.site.level == "own"

@@ -71,3 +71,34 @@ def test_a_direct_reserve_refusal_says_the_call_never_ran(redis_server: RedisSer
     assert "refused before it ran" in message and "next window" not in message
     assert "once its calls in flight finish" in message
     assert pickle.loads(pickle.dumps(error)).site == error.site
+
+
+def test_the_call_that_crosses_a_fleet_budget_raises_after_it_ran(
+    redis_server: RedisServer,
+) -> None:
+    # A probe: under a fleet budget of $0.05 at $0.033 a call, the second call took the
+    # scope to $0.066 and returned; only the third raised, refused. A session's own
+    # budget raises at the second, after it ran (0.1.0's rule), and now so does the scope.
+    register_pricing(
+        "fleet-cross-model", ModelPricing(input_per_million=3.0, output_per_million=15.0)
+    )
+    tenant = FleetLimits(redis_server.url, scope="tenant-cross", budget_usd=0.05)
+    usage = UsageSnapshot(input_tokens=5000, output_tokens=1200)  # $0.033
+    outcomes: list[str] = []
+    with Orchestrator(role="writer", fleet=tenant).session() as session:
+        for _ in range(3):
+            try:
+                session.run_turn(lambda: "draft", model="fleet-cross-model", usage=usage)
+                outcomes.append("ok")
+            except BudgetExceededError as stop:
+                assert stop.site is not None and stop.scope == "tenant-cross"
+                outcomes.append("crossed" if stop.site.ran else "refused")
+                if stop.site.ran:
+                    crossed = stop
+    assert outcomes == ["ok", "crossed", "refused"]  # ok, ok, refused before
+    assert crossed.site == LimitSite(
+        "fleet", True, "", "", "writer", session.worker.worker_id, "tenant-cross"
+    )
+    assert str(crossed).startswith("budget exceeded: $0.0660 > $0.0500, the budget of fleet")
+    assert "The call that crossed it ran and was paid for" in str(crossed)
+    assert tenant.usage().spent_usd == pytest.approx(0.066)

@@ -362,6 +362,22 @@ class FleetLimits:
             self._seen = (calls, spent + nano, max(reserved - round(hold.reserved_usd * NANO), 0))
             self._finish(hold, "settle", nano)
 
+    def crossed(self, hold: FleetHold) -> float | None:
+        """The scope's spend, if the settled ``hold`` is seen to have taken it over its budget.
+
+        Read from what this process knows without a round trip: the scope's spend
+        as its last admission read it, plus what it booked since. So the call that
+        crosses raises, as a session's own does, when this process can see it; a
+        crossing only others' calls made visible is refused at the next admission.
+        Only for the window the process last admitted in (an older hold's window
+        is not the one it read).
+        """
+        budget = self._budget_nano
+        if budget < 0 or hold.window != self._last_window:
+            return None
+        spent = self._seen[1]
+        return spent / NANO if spent > budget else None
+
     def release(self, hold: FleetHold, *, ran: bool = True) -> None:
         """Drop the hold's reservation without booking a cost. Never raises.
 

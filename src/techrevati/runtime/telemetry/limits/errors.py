@@ -145,6 +145,15 @@ def _rebuild_cap_error(
     return error
 
 
+def _flag_owner(site: LimitSite | None) -> str:
+    """The session whose ``allow_unpriced`` accepts the call (``Ledger.accepts_unpriced``)."""
+    if site is not None and site.level == "parent":
+        return "the parent session"  # its flag speaks for its budget, not the child's
+    if site is not None and site.level in ("fleet", "shared") and site.call_role:
+        return "the session that makes the call"
+    return "the session"
+
+
 class UnpricedModelError(BudgetExceededError):
     """A call of a model with no known price, refused under an enforced budget.
 
@@ -185,8 +194,8 @@ class UnpricedModelError(BudgetExceededError):
                 f"could estimate its cost, so the enforced budget of ${budget} of {owner} "
                 "cannot hold; this call was refused before it ran: nothing was sent and "
                 "nothing was booked. Return the provider's usage (or pass usage=), set "
-                "call_estimate_usd= on the session, or open it with allow_unpriced=True "
-                "to accept such calls at $0"
+                f"call_estimate_usd= on the session, or open {_flag_owner(self.site)} with "
+                "allow_unpriced=True to accept such calls at $0"
             )
         listed = _listed_under(self.model)
         hint = (
@@ -200,8 +209,8 @@ class UnpricedModelError(BudgetExceededError):
             f"model {self.model!r} has no known price, so the enforced budget of ${budget} "
             f"of {owner} cannot hold; this call was refused before it ran: nothing was sent "
             f"and nothing was booked.{hint} Price it with register_pricing() or "
-            "load_pricing_from_file(), or open the session with allow_unpriced=True to "
-            "accept it at $0"
+            f"load_pricing_from_file(), or open {_flag_owner(self.site)} with "
+            "allow_unpriced=True to accept it at $0"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

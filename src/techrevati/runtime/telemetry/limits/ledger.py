@@ -139,6 +139,15 @@ class FleetLevel(Protocol):
     def release(self, hold: object, *, ran: bool = True) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class FleetOver:
+    """A fleet scope (or shared session) a call was seen to take over its budget."""
+
+    fleet: FleetLevel
+    #: The scope's spend once the call was booked, as this process saw it.
+    spent: float
+
+
 @dataclass(eq=False, slots=True)
 class Claim:
     """One admitted model call's hold on every level of its ledger chain.
@@ -174,7 +183,7 @@ class Claim:
     forced: bool = False
     #: The first enforced level of the chain over its budget once this call was
     #: booked (read under the lock that booked it): the turn raises for it.
-    over: Ledger | None = None
+    over: Ledger | FleetOver | None = None
     #: Why a call ended before its usage arrived, for the warning: ``"stream"``, a
     #: stream closed early or failed before its last chunk; ``"cancelled"`` or
     #: ``"timed out"``, a request that ended unanswered after it was sent
@@ -471,9 +480,9 @@ class Ledger:
         refusal = self.pending_refusal
         if refusal is not None and not force:
             self._refuse(sc.LIMIT_LOOP, refusal, self)
-        if model and not priced and not force and not self.allow_unpriced and self.enforced():
+        if model and not priced and not force and self.enforced():
             self._refuse_unpriced(model, no_usage=False)
-        if self.uncosted and model in self.uncosted and not force and not self.allow_unpriced:
+        if self.uncosted and model in self.uncosted and not force:
             self._refuse_unpriced(model, no_usage=True)
         expected_nano = booking_nano(expected, "expected cost of {!r}", model)
         wait: Probe | None = None
@@ -732,14 +741,37 @@ class Ledger:
             return LimitSite("shared", False, role, session_id, scope=scope), scope
         return LimitSite("shared", False, str(shared), "", role, session_id, scope), scope
 
-    def _refuse_unpriced(self, model: str, *, no_usage: bool) -> None:
-        """Raise ``UnpricedModelError`` naming the enforced budget that cannot hold.
+    def accepts_unpriced(self) -> bool:
+        """Whether a call here may be booked at $0: every enforced budget over it accepts that.
 
-        A session's own or a parent's, else the fleet scope's or the shared
-        session's (a process's calls outside any session have no local budget).
+        A session's ``allow_unpriced`` speaks for its own budget: a child's flag
+        does not open its parent's budget, and a parent's flag does not need
+        repeating in each child. A fleet scope's or a remote shared session's
+        budget has no flag of its own: the session making the call speaks for it.
         """
+        for level in self._chain:
+            if level.enforce_budget and level.budget_usd is not None and not level.allow_unpriced:
+                return False
+        if any(fleet.budget_usd is not None for fleet in self._fleet_chain):
+            return self.allow_unpriced
+        return True
+
+    def _refuse_unpriced(self, model: str, *, no_usage: bool) -> None:
+        """Raise ``UnpricedModelError`` naming the enforced budget that cannot hold, if one.
+
+        A session's own or a parent's whose ``allow_unpriced`` is off, else the fleet
+        scope's or the shared session's (a process's calls outside any session have
+        no local budget), unless the calling session accepts unpriced calls.
+        """
+        if self.accepts_unpriced():
+            return
         owner = next(
-            (lv for lv in self._chain if lv.enforce_budget and lv.budget_usd is not None), None
+            (
+                lv
+                for lv in self._chain
+                if lv.enforce_budget and lv.budget_usd is not None and not lv.allow_unpriced
+            ),
+            None,
         )
         if owner is not None:
             error = UnpricedModelError(
@@ -826,7 +858,7 @@ class Ledger:
             cost_nano = booking_nano(cost, "cost of a {!r} call", model)
             cost = to_usd(cost_nano)
         crossings: list[Ledger] | None = None
-        over: Ledger | None = None
+        over: Ledger | FleetOver | None = None
         # acquire / release rather than `with`: on every call, and `with` costs twice as
         # much (it calls __exit__ with three arguments).
         leaf._lock.acquire()
@@ -877,6 +909,8 @@ class Ledger:
             holds, claim.holds = claim.holds, ()
             for fleet, hold in holds:
                 fleet.settle(hold, cost)
+                if over is None and cost and fleet.budget_usd is not None:
+                    self._fleet_crossed(claim, fleet, hold)
         elif claim.fleet_deferred:
             self._fleet_unasked(claim, cost)
         if model:
@@ -887,7 +921,8 @@ class Ledger:
         if missing and model and leaf._enforced and (claim.ended_early or retried is None):
             # (A call whose last attempt failed, booked at its earlier attempts that
             # timed out, is said below, as retried: it did not return without usage.)
-            if not cost and not leaf.allow_unpriced and len(leaf.uncosted) < _LEARNED_LIMIT:
+            accepted = leaf.accepts_unpriced()
+            if not cost and not accepted and len(leaf.uncosted) < _LEARNED_LIMIT:
                 # No call is free under an enforced budget: the next one is refused.
                 leaf.uncosted.add(model)
             if cost:
@@ -895,7 +930,7 @@ class Ledger:
                     f"at an estimate (${cost:.6f}, counted as estimated on the spans, the "
                     "session span and the report)"
                 )
-            elif leaf.allow_unpriced:
+            elif accepted:
                 booked = "at $0 (nothing to estimate it from; allow_unpriced=True accepts that)"
             else:
                 booked = (
@@ -1011,15 +1046,37 @@ class Ledger:
                 return self.over_error(level)
         return None
 
-    def over_error(self, level: Ledger, *, streamed: bool = False) -> BudgetExceededError:
+    def over_error(
+        self, level: Ledger | FleetOver, *, streamed: bool = False
+    ) -> BudgetExceededError:
         """The error for a call of this session that ran and left ``level`` over its budget.
 
         ``streamed``: the call was a stream read to its end, whose chunks the caller has.
         """
+        if isinstance(level, FleetOver):
+            site = replace(self._fleet_site(level.fleet)[0], ran=True, streamed=streamed)
+            error = BudgetExceededError(level.fleet.budget_usd or 0.0, level.spent, site=site)
+            error.scope = site.scope
+            return error
         site = self.site(level, ran=True)
         if streamed:
             site = replace(site, streamed=True)
         return BudgetExceededError(level.budget_usd or 0.0, level.spent, site=site)
+
+    def _fleet_crossed(self, claim: Claim, fleet: FleetLevel, hold: object) -> None:
+        """Mark ``claim`` over a fleet scope's (or shared session's) budget, if it crossed it.
+
+        Only as far as this process can see (``FleetLimits.crossed``); the crossing
+        is reported once, and the turn or the guard raises it after the call.
+        """
+        crossed = getattr(fleet, "crossed", None)
+        spent = crossed(hold) if crossed is not None else None
+        if spent is None:
+            return
+        over = FleetOver(fleet, spent)
+        claim.over = over
+        error = self.over_error(over)
+        self._hit(sc.LIMIT_FLEET_BUDGET, error, error.scope or "")
 
     # -- listeners ------------------------------------------------------------
 
