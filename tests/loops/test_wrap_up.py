@@ -155,3 +155,13 @@ def test_a_callback_that_raises_does_not_fail_the_call(
         assert text == "ok"
         assert session.wrapping_up is True
     assert any("on_wrap_up raised" in r.getMessage() for r in caplog.records)
+
+
+def test_the_budget_left_is_exact_to_the_nano_dollar(otel: Otel) -> None:
+    # A probe read remaining().budget_usd == 0.8472999999999999: the ledger counts whole
+    # nano-dollars, and what is left is the difference of two of them.
+    with agent_session("w", budget_usd=1.0, **otel.kwargs()) as session:
+        session.run_turn(lambda: "x", model="wrap-model", usage=UsageSnapshot(152_700, 0))
+        assert session.remaining().budget_usd == 0.8473
+        session.run_turn(lambda: "x", model="wrap-model", usage=UsageSnapshot(100_001, 0))
+        assert session.remaining().budget_usd == 0.747299

@@ -79,7 +79,9 @@ class _Left:
     def budget(self, limit_usd: float | None, spent: float, enforced: bool) -> None:
         if limit_usd is None:
             return
-        left_usd = max(limit_usd - spent, 0.0)
+        # To the nano-dollar the ledger counts in: two whole amounts' difference, without
+        # the float subtraction's tail (1.0 - 0.1527 reads 0.8472999999999999).
+        left_usd = max(round(limit_usd - spent, 9), 0.0)
         self.budget_usd = left_usd if self.budget_usd is None else min(self.budget_usd, left_usd)
         if enforced:
             self._share(left_usd / limit_usd if limit_usd > 0 else 0.0, sc.LIMIT_BUDGET)
