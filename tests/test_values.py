@@ -35,3 +35,24 @@ def test_numbers_and_flags_of_other_libraries_are_accepted() -> None:
         assert session.evaluate_policy(phase_completed=NumpyBool()) == []  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="phase_completed must be True or False"):
             session.evaluate_policy(phase_completed="no")  # type: ignore[arg-type]
+
+
+def test_enforce_budget_without_a_budget_is_warned_about_at_the_users_line() -> None:
+    # A probe: agent_session("w", enforce_budget=True) was accepted without a word, and
+    # enforced nothing: read as "enforce a budget", it has none to enforce.
+    from techrevati.runtime import agent_session
+
+    with pytest.warns(UserWarning, match="enforce_budget=True has no budget to enforce") as seen:
+        Orchestrator(role="writer", enforce_budget=True)
+    assert seen[0].filename == __file__
+    with (
+        pytest.warns(UserWarning, match="session 'w': enforce_budget=True"),
+        agent_session("w", enforce_budget=True),
+    ):
+        pass
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Orchestrator(role="writer", enforce_budget=True, budget_usd=1.0)
+        Orchestrator(role="writer", budget_usd=1.0)

@@ -1154,6 +1154,15 @@ class Orchestrator:
                 # "no" or "False" would read as True: a flag that guards money is a bool.
                 raise TypeError(f"{flag} must be True or False, got {value!r}")
         _check_limits(self.max_iterations, self.budget_usd)
+        if self.enforce_budget and self.budget_usd is None:
+            # Read as "enforce a budget", it enforces none: say so where it is written.
+            warnings.warn(
+                f"session {self.role!r}: enforce_budget=True has no budget to enforce "
+                "(budget_usd is None), so no call is refused for what it costs; set "
+                "budget_usd= to cap its spend",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
         _check_estimate(self.call_estimate_usd)
         fleet_levels(self.fleet)
         if self.loop_guard is not None and not isinstance(self.loop_guard, LoopGuard):
