@@ -1658,7 +1658,7 @@ def test_attempts_retried_after_read_timeouts_are_booked_with_the_call(
         client = getattr(module, name)(base_url=api.url, **args)
         create = client.chat.completions.create if package == "openai" else client.messages.create
         with (
-            pytest.warns(RuntimeWarning, match=r"2 attempt\(s\) .* timed out"),
+            pytest.warns(RuntimeWarning, match=r"2 attempts .* timed out"),
             agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
         ):
             if kind == "async":
