@@ -35,6 +35,7 @@ from ..readings.usage_extract import StreamReader, extract, extract_text
 from . import membership
 from .booking import book, cut_usage, reading_stream, stream_read
 from .estimate import (
+    DEFERRED,
     defer,
     request_estimate_usd,
     request_tokens,
@@ -129,10 +130,10 @@ def _expected_cost(
     """What the guard's own call reserves, and whether its request was counted for it.
 
     A first call of its model reserves its request's upper bound at once (nothing
-    else tells its cost); so does a call under a fleet scope or shared session,
-    which other processes see only as admitted. Otherwise the model's learned
-    cost (or ``call_estimate_usd``), and the request is counted only if another
-    call is admitted while this one runs (``estimate.defer``).
+    else tells its cost; at least ``call_estimate_usd``); so does a call under a
+    fleet scope or shared session, which other processes see only as admitted.
+    Otherwise the model's learned cost, and the request is counted only if
+    another call is admitted while this one runs (``estimate.defer``).
     """
     if not ledger.has_budget():
         return 0.0, True
@@ -339,6 +340,8 @@ def fail(call: RequestCall) -> None:
     entry = call.entry
     if entry is None:
         return
+    if DEFERRED and entry.call is not None:
+        DEFERRED.pop(entry.call, None)  # (see ``finish``)
     if entry.by_guard:
         membership.forget(entry)
         claim = entry.call
@@ -533,6 +536,10 @@ def finish(
     if entry is None or entry.call is None:
         return
     claim = entry.call
+    if DEFERRED:
+        # Its request is answered: what it asked for no longer bounds anything, though a
+        # turn whose request it was stays open for its next steps (``estimate.defer``).
+        DEFERRED.pop(claim, None)
     streams = claim.leaf.streams
     if streams:
         streams.discard(claim)

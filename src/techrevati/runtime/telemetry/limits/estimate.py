@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,12 @@ _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 #: (``estimate_deferred``), and leaves unestimated when it ends first (a loop's
 #: calls one after another).
 DEFERRED: dict[Claim, tuple[str, Mapping[str, Any], str]] = {}
+
+
+if hasattr(os, "register_at_fork"):
+    # A forked child's first admission would count its parent's calls in flight at
+    # their requests' upper bounds (they never end there): it keeps what they hold.
+    os.register_at_fork(after_in_child=DEFERRED.clear)
 
 
 def defer(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:

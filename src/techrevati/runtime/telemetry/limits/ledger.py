@@ -16,12 +16,12 @@ critical sections are a few additions, and no lock is ever held while user
 code or the network runs. Fleet levels are asked after the local levels have
 agreed, and a fleet refusal releases what the local levels reserved.
 
-The expected cost of a call is the price of usage known up front, else the
-larger of the most expensive finished call of that model in the session (or an
-ancestor) and the session's ``call_estimate_usd``, else 0; where the client
-guard sees the request, at least its upper-bound estimate (``estimate.py``:
-counted at once for a first call, else when another call is admitted while it
-runs). A call whose model is
+The expected cost of a call is, in order: the price of usage known up front,
+the most expensive finished call of that model in the session (or an
+ancestor), the session's ``call_estimate_usd``, else 0; where the client guard
+sees the request, at least its upper-bound estimate (``estimate.py``: counted
+at once for a first call, else when another call is admitted while it runs).
+A call whose model is
 not known yet when it is admitted (LangChain instrumentations' spans name it
 only later) is expected to cost the most expensive finished call of any model
 in the chain: concurrent calls admitted that way would otherwise reserve
@@ -440,18 +440,14 @@ class Ledger:
         """What a call of ``model`` is expected to cost (see the module docstring)."""
         if upfront is not None:
             return upfront
-        learned = 0.0
         for level in self._chain:
-            found = level.learned.get(model) if model else _costliest(level.learned)
-            if found is not None:
-                learned = found
-                break
+            learned = level.learned.get(model) if model else _costliest(level.learned)
+            if learned is not None:
+                return learned
         for level in self._chain:
             if level.call_estimate_usd is not None:
-                # What the user says a call costs is a floor: a cheap first call (a
-                # yes/no question) must not lower what the next ones reserve.
-                return max(learned, level.call_estimate_usd)
-        return learned
+                return level.call_estimate_usd
+        return 0.0
 
     # -- admission ------------------------------------------------------------
 
