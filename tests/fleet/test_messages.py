@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,41 @@ def test_the_call_that_crosses_a_fleet_budget_raises_after_it_ran(
     assert str(crossed).startswith("budget exceeded: $0.0660 > $0.0500, the budget of fleet")
     assert "The call that crossed it ran and was paid for" in str(crossed)
     assert tenant.usage().spent_usd == pytest.approx(0.066)
+
+
+def test_a_call_of_a_past_window_does_not_raise_for_the_next_ones_spend(
+    redis_server: RedisServer,
+) -> None:
+    # A review: a call admitted in one window, settled after the next window's spend
+    # (another process's) refused a call here, raised 'budget exceeded: $0.0610 >
+    # $0.0500': the refusal's reading of the new window was taken as its own.
+    import threading
+    import time
+
+    register_pricing(
+        "fleet-window-model", ModelPricing(input_per_million=1.0, output_per_million=0)
+    )
+    here = FleetLimits(redis_server.url, scope="tenant-window", budget_usd=0.05, window_s=2)
+    other = FleetLimits(redis_server.url, scope="tenant-window", budget_usd=0.05, window_s=2)
+    time.sleep(2 - time.time() % 2 + 0.05)  # just after a window's start
+    usage = UsageSnapshot(input_tokens=1000, output_tokens=0)  # $0.001
+    outcomes: dict[str, str] = {}
+
+    def outcome(name: str, body: Any) -> None:
+        try:
+            session.run_turn(body, model="fleet-window-model", usage=usage)
+            outcomes[name] = "ok"
+        except BudgetExceededError as stop:
+            assert stop.site is not None
+            outcomes[name] = "crossed" if stop.site.ran else "refused"
+
+    with Orchestrator(role="w", fleet=here).session() as session:
+        slow = threading.Thread(
+            target=session.wrap(lambda: outcome("slow", lambda: time.sleep(2.3) or "done"))
+        )
+        slow.start()
+        time.sleep(2.1)  # the next window: another process spends $0.06 of it
+        other.settle(other.reserve("fleet-window-model", 0.0), 0.06)
+        outcome("next", lambda: "x")
+        slow.join()
+    assert outcomes == {"next": "refused", "slow": "ok"}  # slow: crossed before

@@ -201,6 +201,9 @@ class FleetLimits:
         #: or refusal this process read them: what a shared session's wrap-up and
         #: ``remaining()`` see without a round trip of their own.
         self._seen: tuple[int, int, int] = (0, 0, 0)
+        #: The window ``_seen`` was read in; None when a refusal read it (its reply
+        #: names no window, and may be a later one than the calls in flight here).
+        self._seen_window: int | None = None
         #: Holds this process reserved and has not settled or released yet, by id: a
         #: process stopped with calls in flight books them at exit (settle_in_flight).
         self._in_flight: dict[str, FleetHold] = {}
@@ -369,11 +372,11 @@ class FleetLimits:
         as its last admission read it, plus what it booked since. So the call that
         crosses raises, as a session's own does, when this process can see it; a
         crossing only others' calls made visible is refused at the next admission.
-        Only for the window the process last admitted in (an older hold's window
-        is not the one it read).
+        Only for the window that reading was taken in (an older hold's window, or a
+        reading a refusal gave, which names no window, says nothing of it).
         """
         budget = self._budget_nano
-        if budget < 0 or hold.window != self._last_window:
+        if budget < 0 or hold.window != self._seen_window:
             return None
         spent = self._seen[1]
         return spent / NANO if spent > budget else None
@@ -559,6 +562,7 @@ class FleetLimits:
             self._last_window = window
             if len(reply) > 8:
                 self._seen = (int(reply[6]), int(reply[7]), int(reply[8]))
+                self._seen_window = window
             hold = FleetHold(
                 scope=self.scope,
                 model=model,
@@ -574,6 +578,7 @@ class FleetLimits:
             kind, current = checks.text(reply[1]), int(reply[2])
             reserved = int(reply[3]) if len(reply) > 3 else 0
             calls, spent, _ = self._seen
+            self._seen_window = None
             if kind == "calls":
                 self._seen = (current, spent, self._seen[2])
             else:
