@@ -67,6 +67,21 @@ def test_a_callback_returning_no_usage_for_a_result_without_any_says_so(otel: Ot
     assert [m for m in said if "usage callback" in m and "'model-a'" in m]
 
 
+def test_a_callback_returning_an_empty_block_reads_the_result(otel: Otel) -> None:
+    # A review: ``usage=lambda r: r.get("usage", {})``, a common idiom, raised TypeError
+    # on a response without usage, where it used to return: an empty block is "none
+    # here", as None is, and the result is read.
+    @agent_turn("model-a", usage=lambda r: r.get("usage", {}))
+    def ask(response: dict[str, Any]) -> dict[str, Any]:
+        return response
+
+    with agent_session("w", **otel.kwargs()) as s:
+        assert ask({"model": "model-a"}) == {"model": "model-a"}
+        ask(_RESPONSE)
+    assert s.tracker.turn_count == 2
+    assert s.tracker.total_cost() == pytest.approx(1000 * 3e-6 + 100 * 15e-6)
+
+
 def test_a_stream_whose_callback_never_gives_usage_raises_at_its_end(otel: Otel) -> None:
     @agent_turn("model-a", usage=lambda chunk: "junk")
     def stream() -> Iterator[str]:

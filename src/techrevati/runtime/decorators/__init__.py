@@ -299,7 +299,9 @@ def _given_usage(source: Callable[[Any], object], value: object) -> UsageSnapsho
     the call (the provider was called, and bills it) before the user hears of it.
     """
     given = source(value)  # the user's function; its errors fail the turn
-    if given is None:
+    if given is None or (type(given) is dict and not given):
+        # An empty block says "none here", as None does: ``lambda r: r.get("usage", {})``
+        # on a response that carries none reads the result, as before.
         return None
     read = usage_of(given)
     if read is None:
