@@ -123,7 +123,8 @@ def test_allow_unpriced_speaks_for_the_budget_of_the_session_that_sets_it(otel: 
         ask_unpriced()  # ran before
     assert child.tracker.turn_count == 0
     assert refused.value.site is not None and refused.value.site.level == "parent"
-    assert "open the parent session with allow_unpriced=True" in str(refused.value)
+    assert "open session 'parent' (" in str(refused.value)
+    assert "with allow_unpriced=True to accept it at $0" in str(refused.value)
 
     limits = {"budget_usd": 1.0, "enforce_budget": True, "allow_unpriced": True}
     with agent_session("parent", **limits, **otel.kwargs()), agent_session("child") as child:
@@ -131,6 +132,16 @@ def test_allow_unpriced_speaks_for_the_budget_of_the_session_that_sets_it(otel: 
         ask_unpriced()
     assert child.tracker.turn_count == 2
     assert child.tracker.total_cost() == 0.0
+
+    # A grandparent's budget is named, not the parent that accepts such calls.
+    with (
+        agent_session("lead", budget_usd=1.0, enforce_budget=True, **otel.kwargs()),
+        agent_session("parent", **limits),
+        agent_session("child", allow_unpriced=True),
+        pytest.raises(UnpricedModelError) as refused,
+    ):
+        ask_unpriced()
+    assert "open session 'lead' (" in str(refused.value)
 
     # A child's own budget still holds to its own flag.
     with (

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...permissions import PermissionOutcome
-from ...usage_tracking import BudgetExceededError, LimitSite, usd_text
+from ...usage_tracking import BudgetExceededError, LimitSite, _name, usd_text
 from .. import semconv as sc
 
 
@@ -148,7 +148,9 @@ def _rebuild_cap_error(
 def _flag_owner(site: LimitSite | None) -> str:
     """The session whose ``allow_unpriced`` accepts the call (``Ledger.accepts_unpriced``)."""
     if site is not None and site.level == "parent":
-        return "the parent session"  # its flag speaks for its budget, not the child's
+        # Its flag speaks for its budget, not the child's; named, as a grandparent's
+        # budget is a "parent" level too.
+        return f"session {_name(site.role, site.session_id)}"
     if site is not None and site.level in ("fleet", "shared") and site.call_role:
         return "the session that makes the call"
     return "the session"
