@@ -9,6 +9,7 @@ session's ``call_estimate_usd``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -289,5 +290,226 @@ def test_all_an_anthropic_stream_cut_short_outputs_is_booked(kind: str, otel: Ot
         one = _one_call(body, "anthropic", 1000, 8 * 500)
         booked = _under_budget(one, otel, lambda: list(client.messages.create(**body, stream=True)))
     guard.uninstall_guard()
+    assert len(api.requests) == 3
+    assert booked == pytest.approx(3 * one)
+
+
+# -- Everything a response without usage outputs is counted ----------------------------
+#
+# A proxy that drops the usage block of a whole response: it was booked at its request
+# and its first choice's message content only, so a tool-calling agent under a 3-call
+# budget ran all its calls. The same rules as a stream's (``extract_output``).
+
+LONG = TEXT * 8  # 4000 characters: 1000 tokens by the estimate's rule
+COMPLETION: dict[str, Any] = {"id": "c", "object": "chat.completion", "created": 1}
+MESSAGE: dict[str, Any] = {"role": "assistant", "content": None}
+# Per kind: the choices' messages, and the characters they carry.
+ANSWERED: dict[str, tuple[list[dict[str, Any]], int]] = {
+    "tool call arguments": (
+        [
+            {
+                **MESSAGE,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "write", "arguments": LONG},
+                    }
+                ],
+            }
+        ],
+        len("write") + 4000,
+    ),
+    "legacy function_call": (
+        [{**MESSAGE, "function_call": {"name": "write", "arguments": LONG}}],
+        len("write") + 4000,
+    ),
+    "three choices": ([{**MESSAGE, "content": LONG}] * 3, 3 * 4000),
+    "reasoning_content": ([{**MESSAGE, "reasoning_content": LONG, "content": "done"}], 4004),
+    "reasoning": ([{**MESSAGE, "reasoning": LONG}], 4000),
+    "refusal": ([{**MESSAGE, "refusal": LONG}], 4000),
+}
+
+
+def _completion(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    choices = [{"index": i, "message": m, "finish_reason": "stop"} for i, m in enumerate(messages)]
+    return {**COMPLETION, "model": "model-a", "choices": choices}  # no usage block
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["parsed", "with_raw_response"])
+@pytest.mark.parametrize("kind", list(ANSWERED))
+def test_all_a_chat_response_outputs_is_booked_without_usage(
+    kind: str, raw: bool, otel: Otel
+) -> None:
+    messages, chars = ANSWERED[kind]
+    body: dict[str, Any] = {"model": "model-a", "messages": ASK, "max_tokens": 1000}
+    if kind == "three choices":
+        body["n"] = 3
+    guard.uninstall_guard()
+    with serve(FakeOpenAI(_completion(messages))) as api:
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        chat = client.chat.completions.with_raw_response if raw else client.chat.completions
+        one = _one_call(body, "openai", None, chars)
+        booked = _under_budget(one, otel, lambda: chat.create(**body))
+    guard.uninstall_guard()
+    # Before: booked at its request (n=3: and its first choice), all 10 were sent.
+    assert len(api.requests) == 3
+    assert booked == pytest.approx(3 * one)
+
+
+def test_an_async_chat_response_without_usage_is_booked_at_its_tool_calls(otel: Otel) -> None:
+    messages, chars = ANSWERED["tool call arguments"]
+    body: dict[str, Any] = {"model": "model-a", "messages": ASK, "max_tokens": 1000}
+    guard.uninstall_guard()
+    with serve(FakeOpenAI(_completion(messages))) as api:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        loop = asyncio.new_event_loop()
+        try:
+            one = _one_call(body, "openai", None, chars)
+            booked = _under_budget(
+                one, otel, lambda: loop.run_until_complete(client.chat.completions.create(**body))
+            )
+        finally:
+            loop.run_until_complete(client.close())
+            loop.close()
+    guard.uninstall_guard()
+    assert len(api.requests) == 3
+    assert booked == pytest.approx(3 * one)
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["parsed", "with_raw_response"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_all_a_completions_response_outputs_is_booked_without_usage(
+    n: int, raw: bool, otel: Otel
+) -> None:
+    choices = [{"index": i, "text": LONG, "finish_reason": "stop"} for i in range(n)]
+    answer = {"id": "c", "object": "text_completion", "created": 1, "model": "model-a"}
+    body: dict[str, Any] = {"model": "model-a", "prompt": "write", "max_tokens": 1000, "n": n}
+    guard.uninstall_guard()
+    with serve(FakeOpenAI({**answer, "choices": choices})) as api:
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        completions = client.completions.with_raw_response if raw else client.completions
+        one = _one_call(body, "openai", None, n * 4000)
+        booked = _under_budget(one, otel, lambda: completions.create(**body))
+    guard.uninstall_guard()
+    # Before: a completion's text was not read at all (1 choice too), all 10 were sent.
+    assert len(api.requests) == 3
+    assert booked == pytest.approx(3 * one)
+
+
+# Responses: per kind, the output items and the characters they carry (a function
+# call's arguments, as its stream's deltas: its name comes in no delta).
+RESPONSE_ITEMS: dict[str, tuple[list[dict[str, Any]], int]] = {
+    "message": (
+        [
+            {
+                "type": "message",
+                "id": "m",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": LONG, "annotations": []}],
+            }
+        ],
+        4000,
+    ),
+    "function call": (
+        [
+            {
+                "type": "function_call",
+                "id": "fc",
+                "call_id": "c",
+                "name": "write",
+                "arguments": LONG,
+                "status": "completed",
+            }
+        ],
+        4000,
+    ),
+    "reasoning summary and refusal": (
+        [
+            {
+                "type": "reasoning",
+                "id": "r",
+                "summary": [{"type": "summary_text", "text": LONG}],
+            },
+            {
+                "type": "message",
+                "id": "m",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "refusal", "refusal": "no"}],
+            },
+        ],
+        4002,
+    ),
+}
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["parsed", "with_raw_response"])
+@pytest.mark.parametrize("kind", list(RESPONSE_ITEMS))
+def test_all_a_responses_response_outputs_is_booked_without_usage(
+    kind: str, raw: bool, otel: Otel
+) -> None:
+    items, chars = RESPONSE_ITEMS[kind]
+    answer = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": "model-a",
+        "output": items,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+    body: dict[str, Any] = {"model": "model-a", "input": "write", "max_output_tokens": 1000}
+    guard.uninstall_guard()
+    with serve(FakeOpenAI(answer)) as api:
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        responses = client.responses.with_raw_response if raw else client.responses
+        one = _one_call(body, "openai", None, chars)
+        booked = _under_budget(one, otel, lambda: responses.create(**body))
+    guard.uninstall_guard()
+    # Before: only the parsed message's output_text was read; all 10 were sent otherwise.
+    assert len(api.requests) == 3
+    assert booked == pytest.approx(3 * one)
+
+
+# Anthropic: per kind, the content blocks and the characters they carry (a tool's
+# input as the JSON it was written in, as its stream's input_json_delta).
+TOOL_INPUT = {"text": LONG}
+CONTENT_BLOCKS: dict[str, tuple[list[dict[str, Any]], int]] = {
+    "tool input": (
+        [{"type": "tool_use", "id": "toolu_1", "name": "write", "input": TOOL_INPUT}],
+        len(json.dumps(TOOL_INPUT)),
+    ),
+    "thinking": (
+        [
+            {"type": "thinking", "thinking": LONG, "signature": "s"},
+            {"type": "text", "text": "done"},
+        ],
+        4004,
+    ),
+}
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["parsed", "with_raw_response"])
+@pytest.mark.parametrize("kind", list(CONTENT_BLOCKS))
+def test_all_an_anthropic_response_outputs_is_booked_without_usage(
+    kind: str, raw: bool, otel: Otel
+) -> None:
+    blocks, chars = CONTENT_BLOCKS[kind]
+    answer = message("", input_tokens=0, output_tokens=0, model="model-a")
+    del answer["usage"]
+    answer["content"] = blocks
+    body: dict[str, Any] = {"model": "model-a", "max_tokens": 1000, "messages": ASK}
+    guard.uninstall_guard()
+    with serve_anthropic(FakeAnthropic(answer)) as api:
+        client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
+        messages = client.messages.with_raw_response if raw else client.messages
+        one = _one_call(body, "anthropic", None, chars)
+        booked = _under_budget(one, otel, lambda: messages.create(**body))
+    guard.uninstall_guard()
+    # Before: booked at its request and its text blocks alone, all 10 were sent.
     assert len(api.requests) == 3
     assert booked == pytest.approx(3 * one)

@@ -6,9 +6,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from anthropic.types import Message
 from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.responses import Response
 from openai.types.responses.response_usage import (
     InputTokensDetails,
     OutputTokensDetails,
@@ -21,6 +23,7 @@ from techrevati.runtime.telemetry.readings.usage_extract import (
     StreamReader,
     extract,
     extract_model,
+    extract_output,
     extract_text,
     extract_usage,
     usage_of,
@@ -239,3 +242,82 @@ def test_stream_output_is_all_that_was_streamed_and_text_only_the_answer() -> No
     reader.add({"choices": [5], "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
     assert reader.output is None
     assert reader.usage == UsageSnapshot(2, 1)
+
+
+def test_response_output_is_all_a_whole_response_carries() -> None:
+    # ``extract_output`` estimates a response without usage, by the stream's rules.
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    chat = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": "answer",
+                    "tool_calls": [call],
+                    "refusal": "no",
+                    "reasoning_content": "think ",
+                },
+            },
+            {"index": 1, "finish_reason": "stop", "message": {"role": "assistant", "content": "b"}},
+        ],
+    }
+    responses = {
+        "id": "r",
+        "object": "response",
+        "created_at": 1,
+        "model": "m",
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "output": [
+            {"type": "reasoning", "id": "rs", "summary": [{"type": "summary_text", "text": "s"}]},
+            {
+                "type": "message",
+                "id": "m",
+                "role": "assistant",
+                "status": "completed",
+                "content": [
+                    {"type": "output_text", "text": "t", "annotations": []},
+                    {"type": "refusal", "refusal": "r"},
+                ],
+            },
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        ],
+    }
+    message = {
+        "id": "msg",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+        "content": [
+            {"type": "thinking", "thinking": "hm ", "signature": "sig"},
+            {"type": "redacted_thinking", "data": "ciphertext"},
+            {"type": "text", "text": "ok ", "citations": None},
+            {"type": "tool_use", "id": "t", "name": "f", "input": {"a": "é"}},
+        ],
+    }
+    completion = {"choices": [{"text": "one "}, {"text": "two"}]}
+    for raw, model, expected in (
+        (chat, ChatCompletion, 'answerf{"a": 1}nothink b'),
+        (responses, Response, "str{}"),
+        (message, Message, 'hm ok {"a": "é"}'),
+    ):
+        shapes = [raw, model.model_validate(raw)]
+        if raw is not message:  # (a tool's input is a dict in every shape, never an object)
+            shapes.append(_ns(raw))
+        for shape in shapes:
+            assert extract_output(shape) == expected
+    assert extract_output(completion) == extract_output(_ns(completion)) == "one two"
+    # Nothing, or junk where output is expected: no output, never an error; what was
+    # read before the junk still counts.
+    for junk in (None, 3, {}, {"choices": 5}, {"output": [5]}, {"content": "x"}):
+        assert extract_output(junk) is None
+    assert extract_output({"choices": [{"message": {"content": "a"}}, 5]}) == "a"

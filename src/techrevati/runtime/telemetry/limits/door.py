@@ -31,7 +31,7 @@ from typing import Any
 from ...pricing import has_pricing
 from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import NO_CACHE_SCOPES, CallReading, booked_model, more_exact
-from ..readings.usage_extract import StreamReader, extract, extract_text
+from ..readings.usage_extract import StreamReader, extract, extract_output
 from . import membership
 from .booking import book, cut_usage, reading_stream, stream_read
 from .estimate import (
@@ -387,14 +387,17 @@ def answered(call: RequestCall, result: object) -> object:
             _note_exact_reading(call, result)
             return result
         found = extract(result)
+        chars = 0
         if found.usage is None:
             body = _raw_body(result)
             if body is not None:
                 found = extract(body)
-        text = extract_text(result) if found.usage is None else None
-        finish(
-            call, found.usage, found.model, found.reasoning_tokens, text_chars(text) if text else 0
-        )
+            if found.usage is None:
+                # Without usage its output is all that tells its cost: tool calls, every
+                # choice and reasoning are billed as text is (a raw response's: its body).
+                output = extract_output(result if body is None else body)
+                chars = text_chars(output) if output else 0
+        finish(call, found.usage, found.model, found.reasoning_tokens, chars)
     except Exception:
         _warn_once("the client guard could not read a response; continuing")
         return result

@@ -4,9 +4,10 @@ Used where the client guard sees the request: a reservation holds at least
 this upper bound (at once for a model the session has not learned yet, else
 when another call is admitted while it runs: ``defer``), settled to the actual
 cost when the response arrives. The same numbers
-book a call whose usage never arrives (a stream without ``include_usage``),
-with the output the guard saw streamed counted as output (text, tool calls and
-reasoning, of every choice: ``StreamReader.output``).
+book a call whose usage never arrives (a stream without ``include_usage``, a
+response whose usage a proxy dropped), with the output the guard saw streamed or
+in the response counted as output (text, tool calls and reasoning, of every
+choice: ``StreamReader.output``, ``extract_output``).
 
 The rule, stated once:
 

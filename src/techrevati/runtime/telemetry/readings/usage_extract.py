@@ -38,6 +38,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import warnings
 from collections.abc import Mapping
@@ -52,6 +54,7 @@ __all__ = [
     "StreamReader",
     "extract",
     "extract_model",
+    "extract_output",
     "extract_text",
     "extract_usage",
     "usage_of",
@@ -397,6 +400,81 @@ def extract_text(obj: object) -> str | None:
         return None
 
 
+def extract_output(obj: object) -> str | None:
+    """All the output a whole response carries, what it is billed for as output; or None.
+
+    What a response without usage is estimated from, by the rules a stream's
+    chunks are read by (``StreamReader.output``): every choice's text, tool
+    calls (names and arguments), refusal and reasoning (Chat Completions);
+    legacy completions' text; the Responses API's output items (message text
+    and refusals, function and tool call arguments or input, reasoning summary
+    and text); Anthropic's text, tool input (as JSON) and thinking blocks.
+
+    Example::
+
+        >>> extract_output({"choices": [{"message": {"content": None, "tool_calls": [
+        ...     {"function": {"name": "f", "arguments": '{"a": 1}'}}]}}]})
+        'f{"a": 1}'
+        >>> extract_output({"content": [{"type": "thinking", "thinking": "hm "},
+        ...     {"type": "tool_use", "name": "f", "input": {"a": 1}}]})
+        'hm {"a": 1}'
+    """
+    out: list[str] = []
+    # Junk where output is expected ends the reading: what was read before it still counts.
+    with contextlib.suppress(Exception):
+        _response_output(obj, out)
+    return "".join(out) if out else None
+
+
+_RESPONSE_KEYS = ("choices", "output", "content")
+_ITEM_KEYS = ("arguments", "input", "code", "content", "summary")
+_PART_KEYS = ("text", "refusal")
+
+
+def _response_output(obj: object, out: list[str]) -> None:
+    if isinstance(obj, str):
+        if obj:
+            out.append(obj)
+        return
+    if obj is None:
+        return
+    fields = _fields(obj, _RESPONSE_KEYS)
+    choices = fields.get("choices")
+    if type(choices) is list or isinstance(choices, tuple):
+        for choice in choices:
+            _choice_output(choice, out)
+        return
+    items = fields.get("output")  # the Responses API
+    if type(items) is list or isinstance(items, tuple):
+        for item in items:
+            _item_output(item, out)
+        return
+    blocks = fields.get("content")  # an Anthropic message
+    if type(blocks) is list or isinstance(blocks, tuple):
+        for block in blocks:
+            _anthropic_output(_fields(block, _DELTA_KEYS), out)
+
+
+def _item_output(item: object, out: list[str]) -> None:
+    """One Responses output item: what its stream's ``response.*.delta`` events carry."""
+    fields = _fields(item, _ITEM_KEYS)
+    # function_call / mcp_call arguments, custom_tool_call input, code_interpreter_call code
+    for key in ("arguments", "input", "code"):
+        text = fields.get(key)
+        if isinstance(text, str) and text:
+            out.append(text)
+    # a message's output_text and refusal parts; a reasoning item's summary and text
+    for key in ("content", "summary"):
+        parts = fields.get(key)
+        if type(parts) is list or isinstance(parts, tuple):
+            for part in parts:
+                found = _fields(part, _PART_KEYS)
+                for name in _PART_KEYS:
+                    text = found.get(name)
+                    if isinstance(text, str) and text:
+                        out.append(text)
+
+
 def _delta_text(chunk: object) -> str | None:
     """The assistant text of one chunk (first choice), for content capture."""
     if isinstance(chunk, str):
@@ -434,7 +512,7 @@ def _fields(obj: object, keys: tuple[str, ...]) -> Mapping[str, Any]:
 
 
 _CHUNK_KEYS = ("choices", "delta")
-_CHOICE_KEYS = ("delta", "text")
+_CHOICE_KEYS = ("delta", "message", "text")
 _DELTA_KEYS = (
     "content",
     "tool_calls",
@@ -446,25 +524,32 @@ _DELTA_KEYS = (
     "text",
     "partial_json",
     "thinking",
+    "input",
 )
 _FUNCTION_KEYS = ("name", "arguments")
 
-# What each of Anthropic's content_block_delta kinds streams (a signature or a
-# citation is not generated text).
-_ANTHROPIC_DELTAS = {
+# Where Anthropic's output is, by kind: each content_block_delta a stream sends,
+# and each content block of a whole message (a signature or a citation is not
+# generated text; a redacted thinking block is ciphertext, no measure of it).
+_ANTHROPIC_OUTPUT = {
     "text_delta": "text",
     "input_json_delta": "partial_json",
     "thinking_delta": "thinking",
+    "text": "text",
+    "tool_use": "input",
+    "server_tool_use": "input",
+    "thinking": "thinking",
 }
 
 
 def _output_texts(chunk: object, out: list[str]) -> None:
     """Append all the output one chunk streams, what the model is billed for.
 
-    Every choice's text, tool calls (names and arguments), refusal and streamed
-    reasoning (Chat Completions); legacy completions' text; any
-    ``response.*.delta`` string (Responses: text, function call arguments,
-    reasoning); Anthropic's text, tool input JSON and thinking deltas.
+    ``extract_output``'s rules, read per chunk: every choice's text, tool calls
+    (names and arguments), refusal and streamed reasoning (Chat Completions);
+    legacy completions' text; any ``response.*.delta`` string (Responses: text,
+    function call arguments, reasoning); Anthropic's text, tool input JSON and
+    thinking deltas.
     """
     if isinstance(chunk, str):
         out.append(chunk)
@@ -482,15 +567,23 @@ def _output_texts(chunk: object, out: list[str]) -> None:
         if delta:
             out.append(delta)
         return
-    if delta is None:
-        return
-    fields = _fields(delta, _DELTA_KEYS)
+    if delta is not None:
+        _anthropic_output(_fields(delta, _DELTA_KEYS), out)
+
+
+def _anthropic_output(fields: Mapping[str, Any], out: list[str]) -> None:
+    """A streamed delta's or a whole message's content block's output (``_ANTHROPIC_OUTPUT``)."""
     kind = fields.get("type")
-    key = _ANTHROPIC_DELTAS.get(kind) if type(kind) is str else None
-    if key is not None:
-        text = fields.get(key)
-        if isinstance(text, str) and text:
+    key = _ANTHROPIC_OUTPUT.get(kind) if type(kind) is str else None
+    if key is None:
+        return
+    text = fields.get(key)
+    if isinstance(text, str):
+        if text:
             out.append(text)
+    elif key == "input" and text:
+        # A whole message's tool input arrives parsed: the JSON the model wrote, near enough.
+        out.append(json.dumps(text, ensure_ascii=False, default=str))
 
 
 def _add_output(chunk: object, out: list[str]) -> None:
@@ -504,6 +597,8 @@ def _add_output(chunk: object, out: list[str]) -> None:
 def _choice_output(choice: object, out: list[str]) -> None:
     fields = _fields(choice, _CHOICE_KEYS)
     delta = fields.get("delta")
+    if delta is None:
+        delta = fields.get("message")  # a whole response's choice: read as its delta would be
     if delta is None:
         text = fields.get("text")  # legacy completions
         if isinstance(text, str) and text:
