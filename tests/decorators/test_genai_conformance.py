@@ -1,0 +1,81 @@
+"""GenAI semantic-convention attributes the conventions require and a bare turn left out."""
+
+from __future__ import annotations
+
+import openai
+
+from otel_harness import Otel
+from techrevati.runtime import ModelPricing, agent_session, agent_turn, register_pricing
+
+from .payloads import OPENAI_COMPLETION
+
+PROVIDER = "gen_ai.provider.name"
+
+
+def _completion() -> openai.types.chat.ChatCompletion:
+    return openai.types.chat.ChatCompletion.model_validate(OPENAI_COMPLETION)
+
+
+def test_provider_name_comes_from_the_model_its_maker_lists(otel: Otel) -> None:
+    register_pricing("gpt-4o-mini", ModelPricing(0.15, 0.6))
+
+    @agent_turn("gpt-4o-mini")
+    def ask() -> openai.types.chat.ChatCompletion:
+        return _completion()
+
+    @agent_turn("claude-sonnet-4-5-20250929")  # a dated snapshot of a listed id
+    def ask_claude() -> None:
+        return None
+
+    @agent_turn("my-finetune")  # listed by no maker: never guessed
+    def ask_custom() -> None:
+        return None
+
+    with agent_session("np", **otel.kwargs()):
+        ask()
+    with agent_session("mixed", **otel.kwargs()):
+        ask()
+        ask_claude()
+    with agent_session("unknown", **otel.kwargs()):
+        ask_custom()
+
+    chats = otel.spans("chat ")
+    assert [(s.name, (s.attributes or {}).get(PROVIDER)) for s in chats] == [
+        ("chat gpt-4o-mini", "openai"),
+        ("chat gpt-4o-mini", "openai"),
+        ("chat claude-sonnet-4-5-20250929", "anthropic"),
+        ("chat my-finetune", None),
+    ]
+    sessions = {s.name: (s.attributes or {}).get(PROVIDER) for s in otel.spans("invoke_agent")}
+    # One provider for all of its calls names the session's; two or an unknown one: unset.
+    assert sessions == {
+        "invoke_agent np": "openai",
+        "invoke_agent mixed": None,
+        "invoke_agent unknown": None,
+    }
+    tokens = {
+        (a["gen_ai.request.model"], a.get(PROVIDER))
+        for a, _ in otel.metric_points("gen_ai.client.token.usage")
+    }
+    assert tokens == {("gpt-4o-mini", "openai")}  # the only call with usage
+    durations = {
+        a["gen_ai.request.model"]: a.get(PROVIDER)
+        for a, _ in otel.metric_points("gen_ai.client.operation.duration")
+    }
+    assert durations == {
+        "gpt-4o-mini": "openai",
+        "claude-sonnet-4-5-20250929": "anthropic",
+        "my-finetune": None,
+    }
+
+
+def test_a_given_provider_wins_and_prices_as_before(otel: Otel) -> None:
+    @agent_turn("gpt-4o-mini", provider="azure.ai.openai")
+    def ask() -> openai.types.chat.ChatCompletion:
+        return _completion()
+
+    with agent_session("w", **otel.kwargs()):
+        ask()
+    span = otel.span("chat gpt-4o-mini")
+    assert (span.attributes or {})[PROVIDER] == "azure.ai.openai"
+    assert (otel.span("invoke_agent w").attributes or {})[PROVIDER] == "azure.ai.openai"
