@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import openai
+import pytest
 
 from otel_harness import Otel
-from techrevati.runtime import ModelPricing, agent_session, agent_turn, register_pricing
+from techrevati.runtime import (
+    MaxIterationsExceededError,
+    ModelPricing,
+    agent_session,
+    agent_turn,
+    register_pricing,
+)
 
 from .payloads import OPENAI_COMPLETION
 
@@ -79,3 +86,26 @@ def test_a_given_provider_wins_and_prices_as_before(otel: Otel) -> None:
     span = otel.span("chat gpt-4o-mini")
     assert (span.attributes or {})[PROVIDER] == "azure.ai.openai"
     assert (otel.span("invoke_agent w").attributes or {})[PROVIDER] == "azure.ai.openai"
+
+
+def test_a_failed_session_puts_its_error_type_on_the_duration_point(otel: Otel) -> None:
+    @agent_turn("model-b")
+    def ask() -> None:
+        return None
+
+    with (
+        pytest.raises(MaxIterationsExceededError),
+        agent_session("capped", max_iterations=1, **otel.kwargs()),
+    ):
+        ask()
+        ask()
+    with agent_session("fine", **otel.kwargs()):
+        ask()
+
+    span = otel.span("invoke_agent capped")
+    assert (span.attributes or {})["error.type"] == "max_iterations"
+    points = {
+        a["gen_ai.agent.name"]: a.get("error.type")
+        for a, _ in otel.metric_points("gen_ai.invoke_agent.duration")
+    }
+    assert points == {"capped": "max_iterations", "fine": None}

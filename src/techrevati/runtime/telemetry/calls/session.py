@@ -472,14 +472,15 @@ def close_session(
         )
     if scope.shared is not None:
         _close_shared(scope, ledger)
+    failed: str | None = None
     if outcome == sc.OUTCOME_COMPLETED and error is None:
         span.set_status(Status(StatusCode.OK))
     else:
         # Failed, cancelled, or completed (a handoff) and then left by an exception:
         # the span says what escaped the block.
-        kind = error_type or (_error_type(error) if error is not None else outcome)
-        span.set_attribute(sc.ERROR_TYPE, kind)
-        span.set_status(Status(StatusCode.ERROR, kind))
+        failed = error_type or (_error_type(error) if error is not None else outcome)
+        span.set_attribute(sc.ERROR_TYPE, failed)
+        span.set_status(Status(StatusCode.ERROR, failed))
     end_span(span)
     membership.forget(scope.entry)
     membership.drop_session(ledger)
@@ -487,7 +488,11 @@ def close_session(
     labels = {sc.SESSION_OUTCOME: outcome, **scope.agent_attrs}
     instruments = scope.instruments
     instruments.sessions.add(1, labels)
-    instruments.agent_duration.record(time.perf_counter() - scope.started, labels)
+    instruments.agent_duration.record(
+        time.perf_counter() - scope.started,
+        # Conditionally required there once the invocation ended in an error: the span's.
+        labels if failed is None else {**labels, sc.ERROR_TYPE: failed},
+    )
     instruments.session_iterations.record(ledger.iterations, scope.agent_attrs)
     calls_labels = {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, **scope.agent_attrs}
     instruments.agent_inference_calls.record(ledger.iterations, calls_labels)
