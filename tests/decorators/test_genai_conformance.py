@@ -109,3 +109,17 @@ def test_a_failed_session_puts_its_error_type_on_the_duration_point(otel: Otel) 
         for a, _ in otel.metric_points("gen_ai.invoke_agent.duration")
     }
     assert points == {"capped": "max_iterations", "fine": None}
+
+
+def test_session_durations_are_bucketed_for_minutes_and_calls_keep_theirs(otel: Otel) -> None:
+    @agent_turn("model-b")
+    def ask() -> None:
+        return None
+
+    with agent_session("w", **otel.kwargs()):
+        ask()
+    ((_, session),) = otel.metric_points("gen_ai.invoke_agent.duration")
+    # opentelemetry-util-genai's boundaries for this metric: 0.1 s doubling to 409.6 s.
+    assert list(session.explicit_bounds) == [0.1 * 2**i for i in range(13)]
+    ((_, call),) = otel.metric_points("gen_ai.client.operation.duration")
+    assert list(call.explicit_bounds) == [0.01 * 2**i for i in range(14)]

@@ -284,6 +284,25 @@ DURATION_BUCKETS: Final = (
     81.92,
 )
 
+#: Agent invocations (sessions) run for minutes, past DURATION_BUCKETS' last 81.92 s:
+#: the boundaries opentelemetry-util-genai gives gen_ai.invoke_agent.duration, so
+#: its series and ours share buckets and can be summed by le.
+AGENT_DURATION_BUCKETS: Final = (
+    0.1,
+    0.2,
+    0.4,
+    0.8,
+    1.6,
+    3.2,
+    6.4,
+    12.8,
+    25.6,
+    51.2,
+    102.4,
+    204.8,
+    409.6,
+)
+
 #: Bucket advice of the invoke_agent call-count histograms: 1 to 128, doubling.
 CALL_COUNT_BUCKETS: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 

@@ -333,7 +333,7 @@ def _build(provider: MeterProvider | None) -> Instruments:
             sc.METRIC_AGENT_DURATION,
             unit="s",
             description="Duration of agent sessions.",
-            explicit_bucket_boundaries_advisory=seconds,
+            explicit_bucket_boundaries_advisory=list(sc.AGENT_DURATION_BUCKETS),
         ),
         tool_duration=meter.create_histogram(
             sc.METRIC_TOOL_DURATION,
