@@ -390,6 +390,7 @@ class _TurnCall:
     def begin(self) -> None:
         otel_context.attach(self.turn.context)  # the stream's private context: never detached
         self.reader = StreamReader(collect_text=self.capture)
+        self.turn.streams()  # every streamed turn, and only those, starts here
 
     def item(self, value: object) -> None:
         reader = self.reader

@@ -214,6 +214,12 @@ class TurnCall:
             permit,
         )
 
+    def streams(self) -> None:
+        """The call's response arrives as a stream (a generator turn, a returned SDK stream)."""
+        span = self.span
+        if span.is_recording():
+            span.set_attribute(sc.GEN_AI_REQUEST_STREAM, True)
+
     # -- end ------------------------------------------------------------------
 
     def _note_breaker(self) -> None:
