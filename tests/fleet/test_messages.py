@@ -141,3 +141,41 @@ def test_a_call_of_a_past_window_does_not_raise_for_the_next_ones_spend(
         outcome("next", lambda: "x")
         slow.join()
     assert outcomes == {"next": "refused", "slow": "ok"}  # slow: crossed before
+
+
+def test_a_call_in_flight_crosses_after_a_refusal_of_its_own_window(
+    redis_server: RedisServer,
+) -> None:
+    # A review: a refusal's reading (which names no window) was taken for a later
+    # window's, so the call in flight that then crossed the budget returned 'ok'.
+    import threading
+
+    register_pricing("fleet-same-model", ModelPricing(input_per_million=1.0, output_per_million=0))
+    here = FleetLimits(redis_server.url, scope="tenant-same", budget_usd=0.05, window_s=3600)
+    other = FleetLimits(redis_server.url, scope="tenant-same", budget_usd=0.05, window_s=3600)
+    usage = UsageSnapshot(input_tokens=10_000, output_tokens=0)  # $0.01
+    admitted, refused_next = threading.Event(), threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def outcome(name: str, body: Any) -> None:
+        try:
+            session.run_turn(body, model="fleet-same-model", usage=usage)
+            outcomes[name] = "ok"
+        except BudgetExceededError as stop:
+            assert stop.site is not None
+            outcomes[name] = "crossed" if stop.site.ran else "refused"
+
+    def slow_body() -> str:
+        admitted.set()
+        refused_next.wait(10)
+        return "done"
+
+    with Orchestrator(role="w", fleet=here).session() as session:
+        slow = threading.Thread(target=session.wrap(lambda: outcome("slow", slow_body)))
+        slow.start()
+        assert admitted.wait(10)
+        other.settle(other.reserve("fleet-same-model", 0.0), 0.045)  # $0.055 with slow's
+        outcome("next", lambda: "x")
+        refused_next.set()
+        slow.join()
+    assert outcomes == {"next": "refused", "slow": "crossed"}  # slow: ok before

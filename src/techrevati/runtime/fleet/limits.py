@@ -201,9 +201,12 @@ class FleetLimits:
         #: or refusal this process read them: what a shared session's wrap-up and
         #: ``remaining()`` see without a round trip of their own.
         self._seen: tuple[int, int, int] = (0, 0, 0)
-        #: The window ``_seen`` was read in; None when a refusal read it (its reply
-        #: names no window, and may be a later one than the calls in flight here).
+        #: The window ``_seen`` was read in; None when a refusal read it in a window
+        #: that may be a later one (its reply names none).
         self._seen_window: int | None = None
+        #: Until when (``time.monotonic()``) that window lasts, as the admission that
+        #: read it computed from the server's clock: a refusal before then read it too.
+        self._seen_until = float("-inf")
         #: Holds this process reserved and has not settled or released yet, by id: a
         #: process stopped with calls in flight books them at exit (settle_in_flight).
         self._in_flight: dict[str, FleetHold] = {}
@@ -563,6 +566,12 @@ class FleetLimits:
             if len(reply) > 8:
                 self._seen = (int(reply[6]), int(reply[7]), int(reply[8]))
                 self._seen_window = window
+                if self._window_ms:
+                    # The server's now is its lease's end less the lease (reply[4]).
+                    left_ms = int(reply[2]) + self._window_ms - (int(reply[4]) - self._lease_ms)
+                    self._seen_until = time.monotonic() + max(left_ms, 0) / 1000
+                else:
+                    self._seen_until = float("inf")  # one window for the scope's life
             hold = FleetHold(
                 scope=self.scope,
                 model=model,
@@ -578,7 +587,8 @@ class FleetLimits:
             kind, current = checks.text(reply[1]), int(reply[2])
             reserved = int(reply[3]) if len(reply) > 3 else 0
             calls, spent, _ = self._seen
-            self._seen_window = None
+            if time.monotonic() >= self._seen_until:
+                self._seen_window = None  # maybe a later window than the holds here
             if kind == "calls":
                 self._seen = (current, spent, self._seen[2])
             else:
