@@ -94,22 +94,7 @@ BUDGET_HITS_TEXT = (
 # --- PromQL helpers ---------------------------------------------------------------------
 
 
-#: Labels another GenAI client instrumentation writes on the gen_ai_client_* series and
-#: this package never does: the official OpenAI one (configure(instrument=["openai"]))
-#: records each call inside @agent_turn / run_turn once more, with server.address and
-#: gen_ai.response.model (older ones and OpenLLMetry: gen_ai.system) and no agent name.
-#: Its series are left out by requiring these labels to be absent, so each call counts
-#: once, including our calls made outside any session, which carry no agent name
-#: either ("$agent" at All is ".*", which matches a missing label). docs/dashboards.md.
-OTHER_CLIENT_LABELS = ("server_address", "gen_ai_response_model", "gen_ai_system")
-CLIENT_METRICS = (TOKENS, TURN_SECONDS)
-ONE_PRODUCER = tuple(f'{label}=""' for label in OTHER_CLIENT_LABELS)
-
-
 def sel(metric: str, *matchers: str) -> str:
-    """``metric{matchers}``; a gen_ai_client_* metric reads only our series (ONE_PRODUCER)."""
-    if metric.startswith(CLIENT_METRICS):
-        matchers = (*matchers, *ONE_PRODUCER)
     return f"{metric}{{{', '.join(matchers)}}}" if matchers else metric
 
 
@@ -504,8 +489,7 @@ def query_variable(name: str, label: str, query: str) -> dict[str, Any]:
 
 #: Metrics every kind of instrumented process emits: sessions from the Orchestrator
 #: and agent_session(), model calls from run_turn and @agent_turn.
-#: (Our turns only: another instrumentation's series of the same calls are left out.)
-ANY_SESSION_OR_TURN = f'{{__name__=~"{SESSIONS}|{TURN_SECONDS}_count", {", ".join(ONE_PRODUCER)}}}'
+ANY_SESSION_OR_TURN = f'{{__name__=~"{SESSIONS}|{TURN_SECONDS}_count"}}'
 
 
 def service_variable() -> dict[str, Any]:
@@ -515,7 +499,7 @@ def service_variable() -> dict[str, Any]:
 
 
 def agent_variable() -> dict[str, Any]:
-    selector = f'{{__name__=~"{SESSIONS}|{TURN_SECONDS}_count", {", ".join((SVC, *ONE_PRODUCER))}}}'
+    selector = f'{{__name__=~"{SESSIONS}|{TURN_SECONDS}_count", {SVC}}}'
     return query_variable("agent", "Agent role", f"label_values({selector}, gen_ai_agent_name)")
 
 

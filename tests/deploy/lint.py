@@ -4,11 +4,7 @@ Each check returns a list of human-readable problems; an empty list is a pass.
 The rules work on the parsed query, so they see structure, not spelling:
 
 * every metric is one the package emits, in its observed Prometheus spelling;
-* every label used in a matcher, ``by``/``without`` or legend exists on it, except
-  the labels only another GenAI client instrumentation writes, required absent;
-* every selector of a ``gen_ai.client.*`` metric requires those absent
-  (``server_address=""`` ...): the official OpenAI instrumentation records each of
-  our calls once more, and its series must not be counted with ours;
+* every label used in a matcher, ``by``/``without`` or legend exists on it;
 * a counter (``*_total``, ``*_bucket``, ``*_sum``, ``*_count``) appears only as
   ``rate|increase|irate(x[$__rate_interval])`` or as the range-total idiom
   ``last_over_time(x[$__range])`` (whose panel must explain why), with its
@@ -31,7 +27,7 @@ import yaml
 
 from . import promql
 from .grafana import load_names
-from .promql import Aggregation, Call, Matcher, Node, Selector
+from .promql import Aggregation, Call, Node, Selector
 
 RATE_FUNCS = frozenset({"rate", "increase", "irate"})
 TOTAL_FUNC = "last_over_time"
@@ -65,35 +61,6 @@ class Series:
     metric: str  # the OTel instrument name
     kind: str  # counter | gauge | bucket | sum | count
     labels: frozenset[str]
-
-
-#: The metrics another GenAI client instrumentation records too: the official OpenAI one
-#: (configure(instrument=["openai"])) records each call inside our turn once more.
-CLIENT_METRICS = frozenset({"gen_ai.client.token.usage", "gen_ai.client.operation.duration"})
-#: Labels those instrumentations write on them and the package never does (the official
-#: OpenAI one: server.address, gen_ai.response.model; older ones: gen_ai.system). A
-#: selector of a CLIENT_METRICS metric requires each absent, so a call counts once.
-OTHER_CLIENT_LABELS = frozenset({"server_address", "gen_ai_response_model", "gen_ai_system"})
-
-
-def is_absence_of_other_client_label(m: Matcher) -> bool:
-    """``server_address=""`` and the like: the series is not another instrumentation's."""
-    return m.label in OTHER_CLIENT_LABELS and m.op == "=" and m.value == ""
-
-
-def one_producer_problems(sel: Selector, matched: Iterable[Series]) -> list[str]:
-    """A selector of gen_ai.client.* that would also count another instrumentation's series."""
-    if not any(s.metric in CLIENT_METRICS for s in matched):
-        return []
-    absent = {m.label for m in sel.label_matchers() if is_absence_of_other_client_label(m)}
-    missing = sorted(OTHER_CLIENT_LABELS - absent)
-    if not missing:
-        return []
-    wanted = ", ".join(label + '=""' for label in missing)
-    return [
-        f"{sel.name_matchers()} also counts another GenAI instrumentation's series of the "
-        f"same calls: add {wanted}"
-    ]
 
 
 def prom_label(attribute: str) -> str:
@@ -222,9 +189,8 @@ def check_expr(expr: str, description: str, legend: str = "") -> list[str]:
             available = frozenset.intersection(*(s.labels for s in matched))
             labels_of[id(node)] = available
             for m in node.label_matchers():
-                if m.label not in available and not is_absence_of_other_client_label(m):
+                if m.label not in available:
                     problems.append(f"label {m.label!r} does not exist on {node.name_matchers()}")
-            problems += one_producer_problems(node, matched)
             kinds = {s.kind for s in matched}
             parent = parents[-1] if parents else None
             if kinds & {"counter", "bucket", "sum", "count"}:
