@@ -117,6 +117,24 @@ def test_a_session_records_every_metric_with_bounded_labels(otel: Otel) -> None:
             assert not FORBIDDEN_LABELS & set(attrs), (name, attrs)
 
 
+def test_cost_totals_keep_at_most_the_sdks_series_and_fold_the_rest() -> None:
+    # A probe: 20,000 model names (a proxy's, per-customer fine-tunes) kept 20,000
+    # running totals (~630 B each) and made each collection build 20,000 observations
+    # (1.33 s), which the SDK folded past its 2,000 anyway.
+    totals = CostTotals()
+    for n in range(CostTotals.MAX_SERIES + 500):
+        totals.add(1.0, {"model": f"m{n}"})
+    totals.add(1.0, {"model": "m0"})  # a kept series still adds to itself
+    seen = {
+        tuple(sorted(o.attributes.items())): o.value  # type: ignore[union-attr]
+        for o in totals.observe(None)  # type: ignore[arg-type]
+    }
+    assert len(seen) == CostTotals.MAX_SERIES + 1
+    assert seen[(("model", "m0"),)] == 2.0
+    assert seen[(("otel.metric.overflow", "true"),)] == 500.0
+    assert sum(seen.values()) == CostTotals.MAX_SERIES + 501  # nothing lost
+
+
 def test_cost_totals_are_cumulative_per_label_set_and_thread_safe() -> None:
     totals = CostTotals()
     a, b = {"model": "a"}, {"model": "b"}

@@ -47,6 +47,14 @@ class CostTotals:
         totals.add(0.0125, {"gen_ai.request.model": "gpt-4o"})
     """
 
+    #: Most label sets kept: the SDK's own limit per instrument, past which it folds
+    #: series into one overflow series anyway. Names come from users and responses
+    #: (a proxy's arbitrary model strings, a role per request): past it, new label
+    #: sets add to that overflow series here, so memory and each collection stay flat.
+    MAX_SERIES = 2000
+    _OVERFLOW_LABELS: dict[str, str] = {"otel.metric.overflow": "true"}
+    _OVERFLOW: frozenset[tuple[str, str]] = frozenset(_OVERFLOW_LABELS.items())
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._totals: dict[frozenset[tuple[str, str]], float] = {}
@@ -70,8 +78,12 @@ class CostTotals:
         with self._lock:
             total = self._totals.get(key)
             if total is None:
-                self._labels[key] = dict(attributes)
-                total = 0.0
+                if len(self._totals) >= self.MAX_SERIES:
+                    key, attributes = self._OVERFLOW, self._OVERFLOW_LABELS
+                    total = self._totals.get(key)
+                if total is None:
+                    self._labels[key] = dict(attributes)
+                    total = 0.0
             self._totals[key] = total + amount
 
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
