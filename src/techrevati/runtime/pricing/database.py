@@ -37,7 +37,6 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -55,7 +54,6 @@ __all__ = [
     "database_version",
     "identify",
     "lookup",
-    "maker",
     "preload",
 ]
 
@@ -190,8 +188,6 @@ class BundledPrice:
 _cache: dict[tuple[str, str], BundledPrice | None] = {}
 # (provider key, model key) -> the database's model id, or None (no price built).
 _ids: dict[tuple[str, str], str | None] = {}
-# model -> the gen_ai.provider.name of its maker, or None (see ``maker``).
-_makers: dict[str, str | None] = {}
 _cache_lock = threading.Lock()
 _load_failed = False
 
@@ -201,7 +197,6 @@ def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _ids.clear()
-        _makers.clear()
 
 
 def database_version() -> str | None:
@@ -272,55 +267,6 @@ def identify(model: str, provider: str = "") -> str | None:
         if len(_ids) < _CACHE_LIMIT:
             _ids[key] = model_id
     return model_id
-
-
-#: The database's ids of model makers and their ``gen_ai.provider.name``. Google is
-#: left out: its models are served as both ``gcp.gemini`` and ``gcp.vertex_ai``, and
-#: the model id does not say which.
-_MAKER_NAMES = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "mistral": "mistral_ai",
-    "cohere": "cohere",
-    "deepseek": "deepseek",
-    "x-ai": "x_ai",
-}
-#: A dated snapshot's suffix as OpenAI (-2024-07-18) and Anthropic (-20250929) write it.
-_DATED = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
-
-
-def maker(model: str) -> str | None:
-    """The ``gen_ai.provider.name`` of the company whose own list has ``model``, or None.
-
-    Only the exact id (or that id plus a dated-snapshot suffix) listed by its maker
-    counts: the database's looser matching would call ``claude-sonnet-4-5@20250929``
-    (a Vertex AI id) Anthropic's, and a name no maker lists is never guessed.
-
-    Example::
-
-        >>> maker("gpt-4o-mini-2024-07-18"), maker("my-finetune")
-        ('openai', None)
-    """
-    try:
-        return _makers[model]
-    except KeyError:
-        pass
-    found = None
-    snapshot = _snapshot() if model else None
-    if snapshot is not None:
-        index = _by_id(snapshot)
-        name = model.lower()
-        for ident in (name, _DATED.sub("", name)):
-            for provider, _ in index.get(ident, ()):
-                found = _MAKER_NAMES.get(provider.id)
-                if found is not None:
-                    break
-            if found is not None:
-                break
-    with _cache_lock:
-        if len(_makers) < _CACHE_LIMIT:
-            _makers[model] = found
-    return found
 
 
 def _find(model: str, provider: str) -> tuple[Any, ModelInfo] | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...pricing.database import maker
 from .. import semconv as sc
 
 #: Most characters of a user-given name (role, model, provider, tool, breaker) in a
@@ -47,9 +46,6 @@ class ModelLabels:
     cost_key: frozenset[tuple[str, str]] = frozenset()
 
 
-#: Most label sets one cache keeps (a session's, or the one for calls outside any).
-LABELS_KEPT = 512
-
 #: Labels for turns made outside any session.
 GLOBAL_LABELS: dict[tuple[str, str], ModelLabels] = {}
 
@@ -68,11 +64,6 @@ def model_labels(
     found = cache.get(key)
     if found is not None:
         return found
-    if not provider and model:
-        # gen_ai.provider.name is required on the call's span and metrics: a model its
-        # maker lists by that id names it. Asked here, once per cache, so a call
-        # pays nothing; pricing still sees the provider the caller gave.
-        provider = maker(model) or ""
     model, provider = bounded_name(model), bounded_name(provider)
     role = bounded_name(role) if role else role
     base = {sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT, sc.GEN_AI_REQUEST_MODEL: model}
@@ -97,19 +88,6 @@ def model_labels(
         },
     )
     built.cost_key = frozenset(cost.items())
-    if len(cache) < LABELS_KEPT:
+    if len(cache) < 512:
         cache[key] = built
     return built
-
-
-def one_provider(cache: dict[tuple[str, str], ModelLabels]) -> str:
-    """The provider every model in ``cache`` was called at, or "" when they differ.
-
-    "" too when some model has no provider, or the cache is full (the calls it
-    did not keep are not known).
-    """
-    if len(cache) >= LABELS_KEPT:
-        return ""
-    # A turn that learns its model from the response leaves a model-less entry behind.
-    found = {labels.base.get(sc.GEN_AI_PROVIDER_NAME, "") for (_, m), labels in cache.items() if m}
-    return found.pop() if len(found) == 1 else ""

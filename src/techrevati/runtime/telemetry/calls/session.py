@@ -41,7 +41,7 @@ from ..readings.tokens import usage_to_attributes
 from . import conventions
 from .failures import end_span
 from .failures import error_type as _error_type
-from .labels import ModelLabels, bounded_name, model_labels, one_provider
+from .labels import ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 
@@ -456,11 +456,6 @@ def close_session(
                 sc.COST_MODEL_USD: [cost for _, cost in kept],
             }
         )
-    if not scope.provider_name:
-        # Required on invoke_agent: the session was given none, so its calls say it.
-        provider = one_provider(scope.model_attrs)
-        if provider:
-            span.set_attribute(sc.GEN_AI_PROVIDER_NAME, provider)
     breaker = scope.breaker
     if breaker is not None:
         # The breaker this session's calls went through, as it stands when the session ends.
