@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from opentelemetry import metrics
 from opentelemetry.metrics import (
@@ -51,9 +51,9 @@ class CostTotals:
     #: series into one overflow series anyway. Names come from users and responses
     #: (a proxy's arbitrary model strings, a role per request): past it, new label
     #: sets add to that overflow series here, so memory and each collection stay flat.
-    MAX_SERIES = 2000
-    _OVERFLOW_LABELS: dict[str, str] = {"otel.metric.overflow": "true"}
-    _OVERFLOW: frozenset[tuple[str, str]] = frozenset(_OVERFLOW_LABELS.items())
+    MAX_SERIES: ClassVar[int] = 2000
+    _OVERFLOW_LABELS: ClassVar[dict[str, str]] = {"otel.metric.overflow": "true"}
+    _OVERFLOW: ClassVar[frozenset[tuple[str, str]]] = frozenset(_OVERFLOW_LABELS.items())
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
