@@ -321,3 +321,12 @@ def test_response_output_is_all_a_whole_response_carries() -> None:
     for junk in (None, 3, {}, {"choices": 5}, {"output": [5]}, {"content": "x"}):
         assert extract_output(junk) is None
     assert extract_output({"choices": [{"message": {"content": "a"}}, 5]}) == "a"
+
+
+def test_a_streams_closing_whole_message_is_not_counted_again() -> None:
+    # A review: some OpenAI-compatible servers end a stream with a chunk carrying the
+    # whole message; its text, already streamed as deltas, was counted twice (800 of 400).
+    reader = StreamReader(collect_output=True)
+    reader.add({"choices": [{"index": 0, "delta": {"content": "x" * 400}}]})
+    reader.add({"choices": [{"index": 0, "message": {"content": "x" * 400}}]})
+    assert len(reader.output or "") == 400

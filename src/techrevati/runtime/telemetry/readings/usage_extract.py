@@ -442,7 +442,7 @@ def _response_output(obj: object, out: list[str]) -> None:
     choices = fields.get("choices")
     if type(choices) is list or isinstance(choices, tuple):
         for choice in choices:
-            _choice_output(choice, out)
+            _choice_output(choice, out, whole=True)
         return
     items = fields.get("output")  # the Responses API
     if type(items) is list or isinstance(items, tuple):
@@ -594,11 +594,14 @@ def _add_output(chunk: object, out: list[str]) -> None:
         return
 
 
-def _choice_output(choice: object, out: list[str]) -> None:
+def _choice_output(choice: object, out: list[str], whole: bool = False) -> None:
+    """A choice's output: a stream chunk's ``delta``, a whole response's ``message``.
+
+    Each only where it belongs: a server that ends a stream with a chunk carrying
+    the whole ``message`` besides the deltas would have its text counted twice.
+    """
     fields = _fields(choice, _CHOICE_KEYS)
-    delta = fields.get("delta")
-    if delta is None:
-        delta = fields.get("message")  # a whole response's choice: read as its delta would be
+    delta = fields.get("message" if whole else "delta")  # read the same way either way
     if delta is None:
         text = fields.get("text")  # legacy completions
         if isinstance(text, str) and text:
