@@ -75,10 +75,16 @@ def test_a_callback_returning_an_empty_block_reads_the_result(otel: Otel) -> Non
     def ask(response: dict[str, Any]) -> dict[str, Any]:
         return response
 
+    @agent_turn("model-a", usage=lambda chunk: chunk.get("usage", {}))
+    def stream() -> Iterator[dict[str, Any]]:
+        yield {"model": "model-a"}  # chunks without usage: none of them gives any
+        yield {"model": "model-a", "choices": []}
+
     with agent_session("w", **otel.kwargs()) as s:
         assert ask({"model": "model-a"}) == {"model": "model-a"}
         ask(_RESPONSE)
-    assert s.tracker.turn_count == 2
+        assert len(list(stream())) == 2  # the same in a streamed turn's chunks
+    assert s.tracker.turn_count == 3
     assert s.tracker.total_cost() == pytest.approx(1000 * 3e-6 + 100 * 15e-6)
 
 

@@ -292,6 +292,15 @@ class _NoUsageGiven(Exception):
         self.given = given
 
 
+def _says_none(given: object) -> bool:
+    """Whether a ``usage=`` function's return says "no usage here" (read the result).
+
+    None, or an empty block: ``lambda r: r.get("usage", {})`` on a response, or a
+    stream's chunk, that carries none.
+    """
+    return given is None or (type(given) is dict and not given)
+
+
 def _given_usage(source: Callable[[Any], object], value: object) -> UsageSnapshot | None:
     """What the user's ``usage=`` function says about ``value`` (None: read the result).
 
@@ -299,9 +308,7 @@ def _given_usage(source: Callable[[Any], object], value: object) -> UsageSnapsho
     the call (the provider was called, and bills it) before the user hears of it.
     """
     given = source(value)  # the user's function; its errors fail the turn
-    if given is None or (type(given) is dict and not given):
-        # An empty block says "none here", as None does: ``lambda r: r.get("usage", {})``
-        # on a response that carries none reads the result, as before.
+    if _says_none(given):
         return None
     read = usage_of(given)
     if read is None:
@@ -398,7 +405,7 @@ class _TurnCall:
         reader.add(value)
         if self.spec.usage_fn is not None:
             given = self.spec.usage_fn(value)
-            if given is not None:
+            if not _says_none(given):
                 read = usage_of(given)
                 if read is not None:
                     reader.usage = read
