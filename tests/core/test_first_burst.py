@@ -364,18 +364,51 @@ def _cheap_then_burst(
     return burst(session, ask)
 
 
-@pytest.mark.parametrize(("max_tokens", "sent"), [(1000, 4), (None, 1)], ids=["cap", "no cap"])
-def test_a_cheap_first_call_does_not_lower_a_bare_clients_burst(
-    api: FakeOpenAI, otel: Otel, max_tokens: int | None, sent: int
+def test_a_cheap_first_call_does_not_lower_a_bare_clients_capped_burst(
+    api: FakeOpenAI, otel: Otel
 ) -> None:
     client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
     limits = {"budget_usd": 3.5 * LONG_CALL, "enforce_budget": True}
     with agent_session("w", **limits, **otel.kwargs()) as session:
-        outcomes = _cheap_then_burst(api, session, client, max_tokens)
-    assert len(api.requests) == 1 + sent  # 1 + 20 before
-    assert outcomes.count("refused") == CALLS - sent
+        outcomes = _cheap_then_burst(api, session, client, 1000)
+    assert len(api.requests) == 1 + 4  # 1 + 20 before
+    assert outcomes.count("refused") == CALLS - 4
     cheap = (10 * 3 + 1 * 15) / 1e6
-    assert session.tracker.total_cost() == pytest.approx(cheap + sent * LONG_CALL)
+    assert session.tracker.total_cost() == pytest.approx(cheap + 4 * LONG_CALL)
+
+
+def test_a_learned_fan_out_without_max_tokens_is_not_refused_on_an_ample_budget(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # A probe of the change above: requests without max_tokens were raised to 4,096
+    # output tokens each once another call was admitted (86 times a short answer), so
+    # a fan-out after a first call needed 35 times what its calls cost: 5 parallel
+    # LangGraph runs on 9 times their cost had 3 refused. Only a request's own cap
+    # bounds its estimate once its model's cost is learned.
+    client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+    api.delay = 0.3  # the calls overlap
+    messages = [{"role": "user", "content": "x" * 4000}]
+
+    def ask() -> None:
+        client.chat.completions.create(model="model-a", messages=messages)
+
+    fan_out = 8  # (twenty at once overflow the stand-in's listen backlog)
+    start = threading.Barrier(fan_out)
+
+    def one(_: int) -> str:
+        start.wait()
+        return _outcome(ask)
+
+    # Room for twice the calls; each reserving 4,096 output tokens ($0.064) would not fit 2.
+    limits = {"budget_usd": 2 * (fan_out + 1) * ONE_CALL, "enforce_budget": True}
+    with (
+        agent_session("w", **limits, **otel.kwargs()) as session,
+        ThreadPoolExecutor(max_workers=fan_out) as pool,
+    ):
+        ask()  # the model's cost is learned: $0.0045
+        outcomes = list(pool.map(session.wrap(one), range(fan_out)))
+    assert outcomes == ["ran"] * fan_out
+    assert len(api.requests) == 1 + fan_out
 
 
 def test_a_cheap_first_call_does_not_lower_an_instrumented_fan_out(api: FakeOpenAI) -> None:

@@ -36,6 +36,7 @@ from . import membership
 from .booking import book, cut_usage, reading_stream, stream_read
 from .estimate import (
     DEFERRED,
+    capped,
     defer,
     request_estimate_usd,
     request_tokens,
@@ -130,15 +131,17 @@ def _expected_cost(
     """What the guard's own call reserves, and whether its request was counted for it.
 
     A first call of its model reserves its request's upper bound at once (nothing
-    else tells its cost; at least ``call_estimate_usd``); so does a call under a
-    fleet scope or shared session, which other processes see only as admitted.
-    Otherwise the model's learned cost, and the request is counted only if
-    another call is admitted while this one runs (``estimate.defer``).
+    else tells its cost; at least ``call_estimate_usd``); so does a call with its
+    own output cap under a fleet scope or shared session, which other processes
+    see only as admitted. Otherwise the model's learned cost, and a capped request
+    is counted only if another call is admitted while it runs (``estimate.defer``).
     """
     if not ledger.has_budget():
         return 0.0, True
     expected = ledger.expected_cost(model)
-    if body is not None and (ledger.learned_cost(model) is None or ledger._fleet_chain):
+    if body is not None and (
+        ledger.learned_cost(model) is None or (ledger._fleet_chain and capped(body))
+    ):
         estimate = request_estimate_usd(model, body, provider)
         if estimate is not None:
             return max(estimate, expected), True
@@ -222,10 +225,11 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         else:
             if learned > claim.expected:
                 ledger.top_up(claim, learned)  # (a span that named no model at its start)
-            # Reserved at what the model cost before; its request may ask for more (a
-            # longer prompt, a larger max_tokens): counted when that matters, once
-            # another call is admitted while this one runs (``estimate.defer``).
-            defer(claim, model, body, provider)
+            if capped(body):
+                # Reserved at what the model cost before; its request bounds what it may
+                # cost, maybe more (a longer prompt, a larger max_tokens): counted when
+                # that matters, once another call is admitted while this one runs.
+                defer(claim, model, body, provider)
     if body is not None and claim is not None and claim.open and body.get("background") is True:
         # A background response answers at once, without usage (it comes only with the
         # finished run, to a later retrieve): booked at its request's upper bound.

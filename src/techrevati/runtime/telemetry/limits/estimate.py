@@ -77,6 +77,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=DEFERRED.clear)
 
 
+def capped(body: Mapping[str, Any]) -> bool:
+    """Whether a request sets its own output cap: then its estimate is a bound, not a guess.
+
+    Without one, the estimate assumes 4,096 output tokens: right for a first call,
+    of which nothing is known, but far above what a model's calls have been seen
+    to cost once they have (86 times a short answer's), which would refuse a
+    fan-out of such calls on a budget many times what they cost.
+    """
+    return bool(
+        body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
+    )
+
+
 def defer(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
     """Estimate ``claim``'s request once another call is admitted while it is open."""
     DEFERRED[claim] = (model, body, provider)
