@@ -105,6 +105,16 @@ def test_the_call_that_crosses_a_fleet_budget_raises_after_it_ran(
     assert tenant.usage().spent_usd == pytest.approx(0.066)
 
 
+def _outcome(session: Any, body: Any, model: str, usage: UsageSnapshot) -> str:
+    """A turn's outcome: 'ok', 'crossed' (it ran, then raised) or 'refused' (it never ran)."""
+    try:
+        session.run_turn(body, model=model, usage=usage)
+    except BudgetExceededError as stop:
+        assert stop.site is not None
+        return "crossed" if stop.site.ran else "refused"
+    return "ok"
+
+
 def test_a_call_of_a_past_window_does_not_raise_for_the_next_ones_spend(
     redis_server: RedisServer,
 ) -> None:
@@ -124,12 +134,7 @@ def test_a_call_of_a_past_window_does_not_raise_for_the_next_ones_spend(
     outcomes: dict[str, str] = {}
 
     def outcome(name: str, body: Any) -> None:
-        try:
-            session.run_turn(body, model="fleet-window-model", usage=usage)
-            outcomes[name] = "ok"
-        except BudgetExceededError as stop:
-            assert stop.site is not None
-            outcomes[name] = "crossed" if stop.site.ran else "refused"
+        outcomes[name] = _outcome(session, body, "fleet-window-model", usage)
 
     with Orchestrator(role="w", fleet=here).session() as session:
         slow = threading.Thread(
@@ -158,12 +163,7 @@ def test_a_call_in_flight_crosses_after_a_refusal_of_its_own_window(
     outcomes: dict[str, str] = {}
 
     def outcome(name: str, body: Any) -> None:
-        try:
-            session.run_turn(body, model="fleet-same-model", usage=usage)
-            outcomes[name] = "ok"
-        except BudgetExceededError as stop:
-            assert stop.site is not None
-            outcomes[name] = "crossed" if stop.site.ran else "refused"
+        outcomes[name] = _outcome(session, body, "fleet-same-model", usage)
 
     def slow_body() -> str:
         admitted.set()
