@@ -30,7 +30,16 @@ from techrevati.runtime.telemetry.report.model import build_report
 from techrevati.runtime.telemetry.report.read import record_from_span
 from techrevati.runtime.telemetry.report.text import render_report
 
-pytestmark = pytest.mark.usefixtures("priced")
+pytestmark = pytest.mark.usefixtures("priced", "fresh_guard")
+
+
+@pytest.fixture
+def fresh_guard() -> Iterator[None]:
+    """Each test's clients meet a guard installed by its own session, and leave none."""
+    guard.uninstall_guard()
+    yield
+    guard.uninstall_guard()
+
 
 CHUNK: dict[str, Any] = {"id": "c", "object": "chat.completion.chunk", "created": 1}
 STREAM = [
@@ -218,14 +227,12 @@ def test_all_a_chat_stream_outputs_is_booked_without_usage(kind: str, otel: Otel
     body: dict[str, Any] = {"model": "model-a", "messages": ASK, "max_tokens": 1000}
     if kind == "three choices":
         body["n"] = 3
-    guard.uninstall_guard()
     with serve(FakeOpenAI({}, stream=_chat_chunks(deltas))) as api:
         client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
         one = _one_call(body, "openai", None, chars)
         booked = _under_budget(
             one, otel, lambda: list(client.chat.completions.create(**body, stream=True))
         )
-    guard.uninstall_guard()
     # Before: booked at its request alone, all 10 were sent (3 with plain content).
     assert len(api.requests) == 3
     assert booked == pytest.approx(3 * one)
@@ -247,14 +254,12 @@ def test_all_a_responses_stream_outputs_is_booked_without_usage(kind: str, otel:
         {**event, "sequence_number": n, "summary_index": 0, "content_index": 0} for n in range(8)
     ]
     body: dict[str, Any] = {"model": "model-a", "input": "write", "max_output_tokens": 1000}
-    guard.uninstall_guard()
     with serve(FakeOpenAI({}, stream=events)) as api:
         client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
         one = _one_call(body, "openai", None, 8 * 500)
         booked = _under_budget(
             one, otel, lambda: list(client.responses.create(**body, stream=True))
         )
-    guard.uninstall_guard()
     assert len(api.requests) == 3
     assert booked == pytest.approx(3 * one)
 
@@ -283,13 +288,11 @@ def test_all_an_anthropic_stream_cut_short_outputs_is_booked(kind: str, otel: Ot
         *[{"type": "content_block_delta", "index": 0, "delta": delta}] * 8,
         {"type": "content_block_stop", "index": 0},
     ]
-    guard.uninstall_guard()
     with serve_anthropic(FakeAnthropic(start, stream=events)) as api:
         client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
         body = {"model": "model-a", "max_tokens": 1000, "messages": ASK}
         one = _one_call(body, "anthropic", 1000, 8 * 500)
         booked = _under_budget(one, otel, lambda: list(client.messages.create(**body, stream=True)))
-    guard.uninstall_guard()
     assert len(api.requests) == 3
     assert booked == pytest.approx(3 * one)
 
@@ -345,13 +348,11 @@ def test_all_a_chat_response_outputs_is_booked_without_usage(
     body: dict[str, Any] = {"model": "model-a", "messages": ASK, "max_tokens": 1000}
     if kind == "three choices":
         body["n"] = 3
-    guard.uninstall_guard()
     with serve(FakeOpenAI(_completion(messages))) as api:
         client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
         chat = client.chat.completions.with_raw_response if raw else client.chat.completions
         one = _one_call(body, "openai", None, chars)
         booked = _under_budget(one, otel, lambda: chat.create(**body))
-    guard.uninstall_guard()
     # Before: booked at its request (n=3: and its first choice), all 10 were sent.
     assert len(api.requests) == 3
     assert booked == pytest.approx(3 * one)
@@ -360,7 +361,6 @@ def test_all_a_chat_response_outputs_is_booked_without_usage(
 def test_an_async_chat_response_without_usage_is_booked_at_its_tool_calls(otel: Otel) -> None:
     messages, chars = ANSWERED["tool call arguments"]
     body: dict[str, Any] = {"model": "model-a", "messages": ASK, "max_tokens": 1000}
-    guard.uninstall_guard()
     with serve(FakeOpenAI(_completion(messages))) as api:
         client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
         loop = asyncio.new_event_loop()
@@ -372,7 +372,6 @@ def test_an_async_chat_response_without_usage_is_booked_at_its_tool_calls(otel: 
         finally:
             loop.run_until_complete(client.close())
             loop.close()
-    guard.uninstall_guard()
     assert len(api.requests) == 3
     assert booked == pytest.approx(3 * one)
 
@@ -385,13 +384,11 @@ def test_all_a_completions_response_outputs_is_booked_without_usage(
     choices = [{"index": i, "text": LONG, "finish_reason": "stop"} for i in range(n)]
     answer = {"id": "c", "object": "text_completion", "created": 1, "model": "model-a"}
     body: dict[str, Any] = {"model": "model-a", "prompt": "write", "max_tokens": 1000, "n": n}
-    guard.uninstall_guard()
     with serve(FakeOpenAI({**answer, "choices": choices})) as api:
         client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
         completions = client.completions.with_raw_response if raw else client.completions
         one = _one_call(body, "openai", None, n * 4000)
         booked = _under_budget(one, otel, lambda: completions.create(**body))
-    guard.uninstall_guard()
     # Before: a completion's text was not read at all (1 choice too), all 10 were sent.
     assert len(api.requests) == 3
     assert booked == pytest.approx(3 * one)
@@ -463,13 +460,11 @@ def test_all_a_responses_response_outputs_is_booked_without_usage(
         "tools": [],
     }
     body: dict[str, Any] = {"model": "model-a", "input": "write", "max_output_tokens": 1000}
-    guard.uninstall_guard()
     with serve(FakeOpenAI(answer)) as api:
         client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
         responses = client.responses.with_raw_response if raw else client.responses
         one = _one_call(body, "openai", None, chars)
         booked = _under_budget(one, otel, lambda: responses.create(**body))
-    guard.uninstall_guard()
     # Before: only the parsed message's output_text was read; all 10 were sent otherwise.
     assert len(api.requests) == 3
     assert booked == pytest.approx(3 * one)
@@ -503,13 +498,11 @@ def test_all_an_anthropic_response_outputs_is_booked_without_usage(
     del answer["usage"]
     answer["content"] = blocks
     body: dict[str, Any] = {"model": "model-a", "max_tokens": 1000, "messages": ASK}
-    guard.uninstall_guard()
     with serve_anthropic(FakeAnthropic(answer)) as api:
         client = anthropic.Anthropic(base_url=api.url, api_key="k", max_retries=0)
         messages = client.messages.with_raw_response if raw else client.messages
         one = _one_call(body, "anthropic", None, chars)
         booked = _under_budget(one, otel, lambda: messages.create(**body))
-    guard.uninstall_guard()
     # Before: booked at its request and its text blocks alone, all 10 were sent.
     assert len(api.requests) == 3
     assert booked == pytest.approx(3 * one)

@@ -439,10 +439,7 @@ def _response_output(obj: object, out: list[str]) -> None:
     if obj is None:
         return
     fields = _fields(obj, _RESPONSE_KEYS)
-    choices = fields.get("choices")
-    if type(choices) is list or isinstance(choices, tuple):
-        for choice in choices:
-            _choice_output(choice, out, whole=True)
+    if _choices_output(fields, out, whole=True):
         return
     items = fields.get("output")  # the Responses API
     if type(items) is list or isinstance(items, tuple):
@@ -557,10 +554,7 @@ def _output_texts(chunk: object, out: list[str]) -> None:
     if chunk is None:
         return
     fields = _fields(chunk, _CHUNK_KEYS)
-    choices = fields.get("choices")
-    if type(choices) is list or isinstance(choices, tuple):
-        for choice in choices:
-            _choice_output(choice, out)
+    if _choices_output(fields, out, whole=False):
         return
     delta = fields.get("delta")
     if isinstance(delta, str):
@@ -594,7 +588,17 @@ def _add_output(chunk: object, out: list[str]) -> None:
         return
 
 
-def _choice_output(choice: object, out: list[str], whole: bool = False) -> None:
+def _choices_output(fields: Mapping[str, Any], out: list[str], whole: bool) -> bool:
+    """Every choice's output (Chat Completions, completions); False: it has no choices."""
+    choices = fields.get("choices")
+    if type(choices) is list or isinstance(choices, tuple):
+        for choice in choices:
+            _choice_output(choice, out, whole)
+        return True
+    return False
+
+
+def _choice_output(choice: object, out: list[str], whole: bool) -> None:
     """A choice's output: a stream chunk's ``delta``, a whole response's ``message``.
 
     Each only where it belongs: a server that ends a stream with a chunk carrying
