@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,9 +19,10 @@ from opentelemetry import trace
 
 from fake_openai import FakeOpenAI, serve
 from otel_harness import Otel
-from techrevati.runtime import ModelPricing, register_pricing
+from techrevati.runtime import ModelPricing, Orchestrator, UsageSnapshot, register_pricing
 from techrevati.runtime.decorators import agent_session, agent_turn
-from techrevati.runtime.telemetry.calls.turn import _DECLARED_CHECKED
+from techrevati.runtime.pricing import price_call
+from techrevati.runtime.telemetry.calls.turn import _DECLARED_CHECKED, _GIVEN_CHECKED
 
 from . import payloads as p
 from .clients import MESSAGES, chat_turns
@@ -222,6 +224,77 @@ def test_a_turn_declaring_a_cheaper_model_than_the_one_that_answered_warns_once(
     assert warned[0].filename == __file__
     assert "$0.001000" in str(warned[0].message) and "$0.010000" in str(warned[0].message)
     assert session.tracker.total_cost() == pytest.approx(0.003)  # the documented rule stands
+
+
+def test_a_turn_returning_text_of_a_dearer_model_than_declared_warns_once(
+    otel: Otel, api: str
+) -> None:
+    # The usual body returns the answer's text, not the response: the declared-model
+    # check only saw a returned response, so a turn declaring a cheap model that
+    # called a dearer one was booked at the cheap price without a word (a probe: 3 of
+    # 3 calls at $0.021 where each cost $0.35, under a $0.50 enforced budget). The
+    # client guard read the response inside the turn: that reading is checked too.
+    register_pricing("declared-cheap", ModelPricing(0.01, 0.01))
+    client = openai.OpenAI(base_url=api, api_key="test", max_retries=0)
+
+    @agent_turn("declared-cheap")
+    def ask() -> str:
+        answer = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        return answer.choices[0].message.content or ""
+
+    _DECLARED_CHECKED.clear()  # warned once per process: whatever ran before
+
+    with (
+        agent_session("w", **otel.kwargs()) as session,
+        pytest.warns(RuntimeWarning, match="declared model 'declared-cheap'") as warned,
+    ):
+        assert ask() == "RAG is retrieval first."
+        ask()
+    said = [w for w in warned if "declared model" in str(w.message)]
+    assert len(said) == 1
+    assert said[0].filename == __file__
+    message = str(said[0].message)
+    assert "the response came from 'gpt-4o-mini'" in message
+    assert f"${COMPLETION_COST:.6f}" in message  # what the call that answered costs
+    declared = price_call("declared-cheap", UsageSnapshot(1000, 100, 0, 4000)).cost
+    assert f"${declared:.6f}" in message
+    # The documented rule stands: model= prices the turn.
+    assert session.tracker.total_cost() == pytest.approx(2 * declared, rel=1e-12)
+
+
+def test_usage_given_below_what_the_response_used_warns_once(otel: Otel, api: str) -> None:
+    # The tutorial's shape, `usage=UsageSnapshot(...)` left as the page has it, with a
+    # real client call as the body: booked at usage= (it wins, as documented), a
+    # fraction of what the provider billed, silently (a probe: 10 of 10 calls sent under
+    # a $0.05 budget, booked $0.0147 of $0.21). The guard read the response: said once.
+    client = openai.OpenAI(base_url=api, api_key="test", max_retries=0)
+    given = UsageSnapshot(input_tokens=10, output_tokens=2)
+    orch = Orchestrator(role="writer", **otel.kwargs())
+    _GIVEN_CHECKED.discard("gpt-4o-mini")
+    with warnings.catch_warnings(record=True) as warned, orch.session() as session:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            session.run_turn(
+                lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES),
+                model="gpt-4o-mini",
+                usage=given,
+            )
+        # A usage= at least what the response used says nothing.
+        session.run_turn(
+            lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES),
+            model="gpt-4o-mini",
+            usage=UsageSnapshot(input_tokens=6000, output_tokens=200),
+        )
+    said = [w for w in warned if "was given usage=" in str(w.message)]
+    assert len(said) == 1
+    assert said[0].filename == __file__
+    message = str(said[0].message)
+    booked = price_call("gpt-4o-mini", given).cost
+    assert f"worth ${booked:.6f} (10 input, 2 output tokens)" in message
+    assert f"5000 input and 100 output tokens, worth ${COMPLETION_COST:.6f}" in message
+    expected = 3 * booked + price_call("gpt-4o-mini", UsageSnapshot(6000, 200)).cost
+    assert session.summary()["usage"]["total_cost_usd"] == pytest.approx(expected, abs=1e-4)
+    assert session.tracker.total_cost() == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("how", ["sync", "async"])

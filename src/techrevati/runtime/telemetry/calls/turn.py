@@ -382,16 +382,24 @@ class TurnCall:
         entry = self.entry
         claim = entry.call if entry is not None else None
         model = self.model
+        # The model that answered, as far as anything read it: the result's, else the
+        # client guard's (or a library span's) reading of the response inside the turn.
+        answered = response_model
         if claim is not None:
             if claim.inner and not explicit:
                 usage = _ZERO  # its result's usage belongs to the calls made inside it
-            if claim.library is not None and (usage is None or usage == _ZERO):
-                library_model, usage = claim.library
-                model = model or library_model
+            library = claim.library
+            if library is not None:
+                if usage is None or usage == _ZERO:
+                    library_model, usage = library
+                    model = model or library_model
+                    answered = answered or library_model
+                elif explicit:
+                    _check_given_usage(model or library[0], usage, library, self.provider)
         snapshot = usage if usage is not None else _ZERO
         priced = price_call(model, snapshot, self.provider) if model else _NOT_PRICED
-        if response_model and response_model != model and model:
-            _check_declared_model(model, response_model, self.provider, snapshot, priced)
+        if answered and answered != model and model:
+            _check_declared_model(model, answered, self.provider, snapshot, priced)
         if usage is None and model:
             if claim is not None:
                 # No call is free under a budget: booked at an estimate (cost.source).
@@ -642,6 +650,41 @@ def _check_declared_model(
         f"the call is booked at {declared!r}'s price (${priced.cost:.6f}) where "
         f"{answered!r} costs ${actual.cost:.6f}. Declare the model you call, or leave "
         "model= out to price the model the response names",
+        RuntimeWarning,
+        stacklevel=user_stacklevel(),
+    )
+
+
+#: Models whose turns' ``usage=`` was found below the response's reading: each warned once.
+_GIVEN_CHECKED: set[str] = set()
+
+
+def _check_given_usage(
+    model: str, given: UsageSnapshot, read: tuple[str, UsageSnapshot], provider: str
+) -> None:
+    """Warn once per model when ``usage=`` books less than the response inside the turn used.
+
+    ``usage=`` wins (as documented): it is what the turn is booked at. A value
+    copied from an example, or counted by hand, then holds a budget at a
+    fraction of what the provider bills, which the client guard (or a library
+    span) read from the response itself, so it is said.
+    """
+    if model in _GIVEN_CHECKED or len(_GIVEN_CHECKED) >= 1024:
+        return
+    read_model, read_usage = read
+    booked = price_call(model, given, provider)
+    billed = price_call(read_model or model, read_usage, provider)
+    if not (booked.known and billed.known) or billed.cost <= booked.cost:
+        return
+    _GIVEN_CHECKED.add(model)
+    warnings.warn(
+        f"a turn of model {model!r} was given usage= worth ${booked.cost:.6f} "
+        f"({given.input_tokens + given.cache_read_tokens + given.cache_write_tokens} input, "
+        f"{given.output_tokens} output tokens), but the response read inside it used "
+        f"{read_usage.input_tokens + read_usage.cache_read_tokens + read_usage.cache_write_tokens}"
+        f" input and {read_usage.output_tokens} output tokens, worth ${billed.cost:.6f}: the "
+        "turn is booked, and held against its budget, at usage= (as documented). Pass the "
+        "response's own usage, or leave usage= out to book what the response says",
         RuntimeWarning,
         stacklevel=user_stacklevel(),
     )
