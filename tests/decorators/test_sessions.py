@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from techrevati.runtime import (
     GuardrailViolatedError,
     MaxIterationsExceededError,
     OrchestrationSession,
+    Orchestrator,
     PermissionDeniedError,
     PermissionEnforcer,
     PermissionMode,
@@ -40,6 +42,7 @@ from techrevati.runtime.decorators import (
     current_agent_session,
     tool_call,
 )
+from techrevati.runtime.telemetry.calls import content
 
 USAGE = UsageSnapshot(input_tokens=1000, output_tokens=100)
 COST = (1000 * 3.0 + 100 * 15.0) / 1e6  # on model-a
@@ -432,6 +435,140 @@ def test_no_content_without_capture(otel: Otel) -> None:
             "gen_ai.tool.call.arguments",
             "gen_ai.tool.call.result",
         }
+
+
+class _Detached:
+    """An ORM row detached from its session: its ``repr`` raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("DetachedInstanceError: instance is not bound to a Session")
+
+
+_DETACHED = "RuntimeError: DetachedInstanceError: instance is not bound to a Session"
+
+
+@pytest.fixture
+def repr_warnings(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> Iterator[Callable[[], list[str]]]:
+    """The content-capture warnings logged so far in the test (the once-flag reset)."""
+    monkeypatch.setattr(content, "_repr_failed_warned", False, raising=False)
+    with caplog.at_level(logging.WARNING, logger="techrevati.runtime.telemetry"):
+        yield lambda: [m for r in caplog.records if "content capture" in (m := r.getMessage())]
+
+
+_PLACEHOLDER = f"<repr of _Detached failed: {_DETACHED}>"
+_ARGUMENTS = f"<repr of dict failed: {_DETACHED}>"  # the decorators' arguments by name
+
+
+def _decorated_tool(otel: Otel, row: object) -> tuple[object, str]:
+    @tool_call()
+    def save(record: object) -> object:
+        return row
+
+    with agent_session("w", **otel.kwargs()):
+        return save(_Detached()), "execute_tool save"
+
+
+def _decorated_turn(otel: Otel, row: object) -> tuple[object, str]:
+    @agent_turn("model-a", usage=USAGE)
+    def ask(prompt: object) -> object:
+        return row
+
+    with agent_session("w", **otel.kwargs()):
+        return ask(_Detached()), "chat model-a"
+
+
+def _run_tool(otel: Otel, row: object) -> tuple[object, str]:
+    with Orchestrator(role="g", phase="p", **otel.kwargs()).session() as session:
+        return session.run_tool("store", lambda: row, arguments=_Detached()), "execute_tool store"
+
+
+def _run_turn(otel: Otel, row: object) -> tuple[object, str]:
+    with Orchestrator(role="g", phase="p", **otel.kwargs()).session() as session:
+        result, usage = session.run_turn(lambda: row, model="model-a", usage=USAGE)
+        assert usage == USAGE
+        return result, "chat model-a"
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        (
+            _decorated_tool,
+            {"gen_ai.tool.call.arguments": _ARGUMENTS, "gen_ai.tool.call.result": _PLACEHOLDER},
+        ),
+        (
+            _decorated_turn,
+            {"gen_ai.input.messages": _ARGUMENTS, "gen_ai.output.messages": _PLACEHOLDER},
+        ),
+        (
+            _run_tool,
+            {"gen_ai.tool.call.arguments": _PLACEHOLDER, "gen_ai.tool.call.result": _PLACEHOLDER},
+        ),
+        (_run_turn, {"gen_ai.output.messages": _PLACEHOLDER}),
+    ],
+    ids=["tool_call", "agent_turn", "run_tool", "run_turn"],
+)
+def test_content_whose_repr_raises_is_a_placeholder_and_the_call_returns(
+    otel: Otel,
+    capture: None,
+    repr_warnings: Callable[[], list[str]],
+    run: Callable[[Otel, object], tuple[object, str]],
+    expected: dict[str, str],
+) -> None:
+    row = _Detached()
+    result, name = run(otel, row)
+    assert result is row  # the user's result, unchanged
+    span = otel.span(name)
+    assert span.status.status_code != StatusCode.ERROR
+    attributes = dict(span.attributes or {})
+    assert {key: attributes.get(key) for key in expected} == expected
+    first = next(iter(expected.values()))  # the inputs fail first, when captured
+    kind = "dict" if first == _ARGUMENTS else "_Detached"
+    warning = (
+        f"content capture: repr() of a {kind} raised ({_DETACHED}); its span records "
+        f"{first!r} instead and the call goes on. Logged once per process."
+    )
+    assert repr_warnings() == [warning]
+    run(otel, row)  # once per process: a second failing call logs nothing more
+    assert repr_warnings() == [warning]
+
+
+def test_content_nested_past_the_recursion_limit_is_a_placeholder(
+    otel: Otel, capture: None, repr_warnings: Callable[[], list[str]]
+) -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(100_000):
+        node["c"] = node = {}
+
+    @tool_call()
+    def parse(doc: str) -> object:
+        return deep
+
+    with agent_session("w", **otel.kwargs()):
+        assert parse("doc") is deep
+    result = str(dict(otel.span("execute_tool parse").attributes or {})["gen_ai.tool.call.result"])
+    assert result.startswith("<repr of dict failed: RecursionError: maximum recursion depth")
+    assert len(result) < 300
+    assert len(repr_warnings()) == 1
+
+
+def test_content_capture_lets_keyboard_interrupt_through(
+    otel: Otel, capture: None, repr_warnings: Callable[[], list[str]]
+) -> None:
+    class Interrupted:
+        def __repr__(self) -> str:
+            raise KeyboardInterrupt
+
+    @tool_call()
+    def lookup(term: object) -> str:
+        return "never"
+
+    with agent_session("w", **otel.kwargs()), pytest.raises(KeyboardInterrupt):
+        lookup(Interrupted())
+    assert repr_warnings() == []
 
 
 def test_one_session_object_entered_by_concurrent_tasks(otel: Otel) -> None:

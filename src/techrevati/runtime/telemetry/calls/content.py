@@ -7,6 +7,7 @@ so the GenAI conventions make capture opt-in through
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 
@@ -55,6 +56,53 @@ def capture_content() -> bool:
 
 
 def content_text(value: object, limit: int = 8192) -> str:
-    """A bounded string form of a captured value, so one huge prompt cannot bloat a span."""
-    text = value if isinstance(value, str) else repr(value)
+    """A bounded string form of a captured value, so one huge prompt cannot bloat a span.
+
+    Never raises: a value whose ``repr`` fails (an ORM row detached from its
+    session, a structure nested deeper than the recursion limit) is recorded as
+    a placeholder naming its type and the error, and the call it describes goes
+    on (see ``_unreadable``).
+
+    Example::
+
+        >>> content_text("hi")
+        'hi'
+    """
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except Exception as error:
+        text = _unreadable(value, error)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+_log = logging.getLogger("techrevati.runtime.telemetry")
+_MESSAGE_LIMIT = 200
+#: Whether a failed ``repr`` was logged already (once per process).
+_repr_failed_warned = False
+
+
+def _unreadable(value: object, error: Exception) -> str:
+    """What a span records for a value whose ``repr`` raised; logged once per process.
+
+    Content capture is best effort: the tool or turn has already run, so its
+    result is returned and its span exported with this placeholder instead.
+    """
+    global _repr_failed_warned
+    try:
+        message = str(error)
+    except Exception:
+        message = ""
+    if len(message) > _MESSAGE_LIMIT:
+        message = message[:_MESSAGE_LIMIT] + "…"
+    what = type(error).__qualname__ + (f": {message}" if message else "")
+    text = f"<repr of {type(value).__qualname__} failed: {what}>"
+    if not _repr_failed_warned:
+        _repr_failed_warned = True
+        _log.warning(
+            "content capture: repr() of a %s raised (%s); its span records %r instead "
+            "and the call goes on. Logged once per process.",
+            type(value).__qualname__,
+            what,
+            text,
+        )
+    return text
