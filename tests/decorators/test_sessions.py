@@ -35,6 +35,7 @@ from techrevati.runtime import (
     PermissionPolicy,
     RolePermissionConfig,
     UsageSnapshot,
+    caller,
 )
 from techrevati.runtime.decorators import (
     agent_session,
@@ -42,7 +43,6 @@ from techrevati.runtime.decorators import (
     current_agent_session,
     tool_call,
 )
-from techrevati.runtime.telemetry.calls import content
 
 USAGE = UsageSnapshot(input_tokens=1000, output_tokens=100)
 COST = (1000 * 3.0 + 100 * 15.0) / 1e6  # on model-a
@@ -452,7 +452,7 @@ def repr_warnings(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> Iterator[Callable[[], list[str]]]:
     """The content-capture warnings logged so far in the test (the once-flag reset)."""
-    monkeypatch.setattr(content, "_repr_failed_warned", False, raising=False)
+    monkeypatch.setattr(caller, "_LOGGED", set())
     with caplog.at_level(logging.WARNING, logger="techrevati.runtime.telemetry"):
         yield lambda: [m for r in caplog.records if "content capture" in (m := r.getMessage())]
 

@@ -18,10 +18,11 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 
-__all__ = ["user_stacklevel", "warn_user"]
+__all__ = ["log_once", "user_stacklevel", "warn_user"]
 
 # Frames of these packages are never "the user's code": ours, and the plumbing a
 # call passes through on its way to us: wrapt's proxies, contextlib's
@@ -83,3 +84,28 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
         "role 'x' has no config"
     """
     warnings.warn(message, category, stacklevel=user_stacklevel(skip=1) + 1)
+
+
+_telemetry_log = logging.getLogger("techrevati.runtime.telemetry")
+#: What ``log_once`` has said, by key.
+_LOGGED: set[str] = set()
+
+
+def log_once(
+    key: str, message: str, *args: object, level: int = logging.WARNING, exc_info: bool = False
+) -> None:
+    """Log a telemetry failure the agent goes on after, once per process for ``key``.
+
+    A failure in our own telemetry never breaks the user's call; it is said on
+    the ``techrevati.runtime.telemetry`` logger, once, so a failure repeated on
+    every call does not flood the log. ``exc_info``: with the exception being
+    handled (from an ``except`` block).
+
+    Example::
+
+        >>> log_once("example", "could not read %s; continuing", "a response")
+    """
+    if key in _LOGGED:
+        return
+    _LOGGED.add(key)
+    _telemetry_log.log(level, message, *args, exc_info=exc_info)

@@ -7,9 +7,10 @@ so the GenAI conventions make capture opt-in through
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
+
+from ...caller import log_once
 
 ENV_VAR = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _TRUTHY = frozenset({"1", "true", "yes", "on", "span_only", "span_and_event"})
@@ -75,10 +76,7 @@ def content_text(value: object, limit: int = 8192) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-_log = logging.getLogger("techrevati.runtime.telemetry")
 _MESSAGE_LIMIT = 200
-#: Whether a failed ``repr`` was logged already (once per process).
-_repr_failed_warned = False
 
 
 def _unreadable(value: object, error: Exception) -> str:
@@ -87,7 +85,6 @@ def _unreadable(value: object, error: Exception) -> str:
     Content capture is best effort: the tool or turn has already run, so its
     result is returned and its span exported with this placeholder instead.
     """
-    global _repr_failed_warned
     try:
         message = str(error)
     except Exception:
@@ -96,13 +93,12 @@ def _unreadable(value: object, error: Exception) -> str:
         message = message[:_MESSAGE_LIMIT] + "…"
     what = type(error).__qualname__ + (f": {message}" if message else "")
     text = f"<repr of {type(value).__qualname__} failed: {what}>"
-    if not _repr_failed_warned:
-        _repr_failed_warned = True
-        _log.warning(
-            "content capture: repr() of a %s raised (%s); its span records %r instead "
-            "and the call goes on. Logged once per process.",
-            type(value).__qualname__,
-            what,
-            text,
-        )
+    log_once(
+        "content",
+        "content capture: repr() of a %s raised (%s); its span records %r instead "
+        "and the call goes on. Logged once per process.",
+        type(value).__qualname__,
+        what,
+        text,
+    )
     return text

@@ -28,6 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from ...caller import log_once
 from ...pricing import has_pricing
 from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import NO_CACHE_SCOPES, CallReading, booked_model, more_exact
@@ -47,15 +48,10 @@ from .estimate import (
 from .ledger import Ledger
 from .membership import SpanEntry
 
-_log = logging.getLogger("techrevati.runtime.telemetry")
-_warned = False
-
 
 def _warn_once(message: str) -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        _log.exception(message)
+    # Said once per process (whatever the message): the first failure tells the cause.
+    log_once("guard", message, level=logging.ERROR, exc_info=True)
 
 
 #: Endpoints that are model calls (suffixes of the request path).

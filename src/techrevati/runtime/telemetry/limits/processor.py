@@ -27,6 +27,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
 
+from ...caller import log_once
 from ...pricing import has_pricing
 from .. import semconv as sc
 from ..readings.recognise import (
@@ -47,15 +48,10 @@ from .guard import awaits_fleet, note_refusal
 from .membership import SpanEntry
 from .probe import _ProbeWait
 
-_log = logging.getLogger("techrevati.runtime.telemetry")
-_warned = False
-
 
 def _warn_once(message: str) -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        _log.exception(message)
+    # Said once per process (whatever the message): the first failure tells the cause.
+    log_once("processor", message, level=logging.ERROR, exc_info=True)
 
 
 class LimitsProcessor(SpanProcessor):
