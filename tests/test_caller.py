@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from techrevati.runtime.caller import user_stacklevel, warn_user
+from techrevati.runtime.caller import user_site, user_stacklevel, warn_at, warn_user
 
 
 def _function_in(module: str, body: str, **names: object) -> Callable[[], object]:
@@ -66,3 +66,22 @@ def test_called_from_user_code_directly_it_is_that_line() -> None:
         line = sys._getframe().f_lineno + 1
         warn_user("here", UserWarning)
     assert (caught[0].filename, caught[0].lineno) == (__file__, line)
+
+
+def test_a_site_noted_now_names_its_line_in_a_warning_given_later() -> None:
+    # A warning given where no user frame is on the stack (a weak reference's callback)
+    # names the user's line noted earlier, past our frames and the plumbing's.
+    note = _function_in("techrevati.runtime.x", "return user_site()", user_site=user_site)
+    through = _function_in("openai.resources.chat", "return note()", note=note)
+    site = through()
+    assert site is not None and site.filename == __file__
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_at(site, "late", RuntimeWarning)
+    [warning] = caught
+    assert (warning.filename, warning.lineno) == (__file__, site.lineno)
+    assert warning.category is RuntimeWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # python -W error: raised, as warnings.warn would
+        with pytest.raises(RuntimeWarning, match="late"):
+            warn_at(site, "late", RuntimeWarning)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
@@ -709,7 +710,8 @@ def test_a_stream_closed_unread_is_booked_when_closed(api: FakeOpenAI, otel: Ote
     gc.disable()
     try:
         with (
-            pytest.warns(RuntimeWarning, match="ended before its usage arrived") as warned,
+            # (No include_usage: told to enable it, see test_a_stream_that_never_asked_...)
+            pytest.warns(RuntimeWarning, match="returned no token usage") as warned,
             agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
         ):
             stream = client.chat.completions.create(
@@ -743,7 +745,7 @@ def test_an_async_stream_closed_unread_is_booked_when_closed(api: FakeOpenAI, ot
 
     gc.disable()
     try:
-        with pytest.warns(RuntimeWarning, match="ended before its usage arrived"):
+        with pytest.warns(RuntimeWarning, match="returned no token usage"):
             assert asyncio.run(main()) == 1
     finally:
         gc.enable()
@@ -959,6 +961,92 @@ def test_a_stream_closed_early_is_warned_about_as_closed_early(api: FakeOpenAI) 
         "a stream of model 'model-a' ended before its usage arrived (closed early, or failed;"
     )
     assert "read streams to their end" in str(warning.message)
+
+
+def _dropped_warnings(client: openai.OpenAI, read: bool) -> list[warnings.WarningMessage]:
+    """The warnings of a stream asked for its usage and dropped (after one chunk if ``read``)."""
+    with (
+        warnings.catch_warnings(record=True) as seen,
+        agent_session("w", budget_usd=1.0, enforce_budget=True) as session,
+    ):
+        warnings.simplefilter("always")
+        stream = client.chat.completions.create(
+            model="model-a",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        if read:
+            for _chunk in stream:
+                break  # only the first chunk was wanted; the stream is left to the collector
+        del stream
+        gc.collect()  # the stream sits in a reference cycle: collected here, booked then
+        assert session.tracker.turn_count == 1
+    return [w for w in seen if "model-a" in str(w.message)]
+
+
+@pytest.mark.parametrize("read", [True, False], ids=["one chunk read", "unread"])
+def test_a_stream_dropped_before_its_usage_is_warned_about_at_its_request(
+    api: FakeOpenAI, read: bool
+) -> None:
+    # Booked when collected, from a weak reference's callback: the warning said the call
+    # "returned no token usage" and to enable include_usage, which the request had, and
+    # named weakref.py, where no line of the caller's was. Now it says the stream ended
+    # before its usage arrived and names the line that made the request.
+    [warning] = _dropped_warnings(_client(api), read)
+    said = str(warning.message)
+    assert said.startswith("a stream of model 'model-a' ended before its usage arrived")
+    assert "read streams to their end" in said
+    assert "enable usage reporting" not in said
+    assert warning.filename == __file__
+
+
+def test_an_async_stream_dropped_before_its_usage_is_warned_about_at_its_request(
+    api: FakeOpenAI,
+) -> None:
+    async def main() -> None:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        with agent_session("w", budget_usd=1.0, enforce_budget=True):
+            stream = await client.chat.completions.create(
+                model="model-a",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for _chunk in stream:
+                break
+            del stream
+            gc.collect()
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+    [warning] = [w for w in seen if "model-a" in str(w.message)]
+    assert str(warning.message).startswith(
+        "a stream of model 'model-a' ended before its usage arrived"
+    )
+    assert warning.filename == __file__
+
+
+def test_a_stream_that_never_asked_for_usage_is_told_to_when_closed_early(
+    api: FakeOpenAI,
+) -> None:
+    # Without include_usage no usage would have come at its end either: "read streams
+    # to their end" was the wrong advice, enabling usage reporting the right one.
+    client = _client(api)
+    with (
+        pytest.warns(RuntimeWarning, match="returned no token usage") as said,
+        agent_session("w", budget_usd=1.0, enforce_budget=True),
+    ):
+        stream = client.chat.completions.create(
+            model="model-a", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        next(iter(stream))
+        stream.close()
+    [warning] = [w for w in said if "model-a" in str(w.message)]
+    assert 'stream_options={"include_usage": True}' in str(warning.message)
+    assert "ended before its usage arrived" not in str(warning.message)
+    assert warning.filename == __file__
 
 
 async def _give_up(ask: Awaitable[Any], timeout: float = 0.1) -> str:

@@ -5,7 +5,9 @@ number breaks as soon as the same warning is reached through another path (a
 decorator, a session method, a span processor). :func:`user_stacklevel`
 counts instead to the first frame outside this package (and the wrapping
 libraries we call through), so ``python -W error``, warning filters by module
-and the printed ``file:line`` all name the user's code.
+and the printed ``file:line`` all name the user's code. A warning given later,
+where no user frame is on the stack (a weak reference's callback, the garbage
+collector), names a line :func:`user_site` noted earlier, through :func:`warn_at`.
 
 It is a primitive (plain Python, no OpenTelemetry), so every room may use it.
 
@@ -21,8 +23,11 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
-__all__ = ["log_once", "user_stacklevel", "warn_user"]
+__all__ = ["UserSite", "log_once", "user_site", "user_stacklevel", "warn_at", "warn_user"]
 
 # Frames of these packages are never "the user's code": ours, and the plumbing a
 # call passes through on its way to us: wrapt's proxies, contextlib's
@@ -42,8 +47,20 @@ _PLUMBING = (
 _PREFIXES = tuple(f"{name}." for name in _PLUMBING)
 
 
+#: What ``_is_plumbing`` found, by module name: ``user_site`` walks the stack for every
+#: stream under an enforced budget. Bounded (names of exec-ed code are unbounded).
+_SEEN: dict[str, bool] = {}
+
+
 def _is_plumbing(module: object) -> bool:
-    return isinstance(module, str) and (module in _PLUMBING or module.startswith(_PREFIXES))
+    if not isinstance(module, str):
+        return False
+    found = _SEEN.get(module)
+    if found is None:
+        found = module in _PLUMBING or module.startswith(_PREFIXES)
+        if len(_SEEN) < 4096:
+            _SEEN[module] = found
+    return found
 
 
 def user_stacklevel(skip: int = 0) -> int:
@@ -109,3 +126,64 @@ def log_once(
         return
     _LOGGED.add(key)
     _telemetry_log.log(level, message, *args, exc_info=exc_info)
+
+
+@dataclass(frozen=True, slots=True)
+class UserSite:
+    """A line of user code, noted to name it in a warning given later (no frame is kept)."""
+
+    filename: str
+    lineno: int
+    #: Its module's globals: its name and warning registry are read from them.
+    module_globals: dict[str, Any]
+
+
+def user_site(skip: int = 0) -> UserSite | None:
+    """The caller's first frame of user code, as a :class:`UserSite`; None without one.
+
+    The same frame :func:`user_stacklevel` counts to, for a warning that may be
+    given only later, when that code is no longer on the stack (see :func:`warn_at`).
+
+    Example::
+
+        >>> site = user_site()
+        >>> site is not None and site.lineno > 0
+        True
+    """
+    frame: FrameType | None = sys._getframe(1 + skip)
+    while frame is not None:
+        found = frame.f_globals
+        if not _is_plumbing(found.get("__name__", "")):
+            return UserSite(frame.f_code.co_filename, frame.f_lineno, found)
+        frame = frame.f_back
+    return None
+
+
+def warn_at(site: UserSite, message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn(message, category)`` as if given at ``site``'s line.
+
+    Filters (by module too), the once-per-line registry and ``-W error`` apply as
+    they do to a warning given there.
+
+    Example::
+
+        >>> import warnings
+        >>> site = user_site()
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_at(site, "late", RuntimeWarning)
+        >>> (caught[0].filename, caught[0].lineno) == (site.filename, site.lineno)
+        True
+    """
+    found = site.module_globals
+    module = found.get("__name__")
+    warnings.warn_explicit(
+        message,
+        category,
+        site.filename,
+        site.lineno,
+        module=module if isinstance(module, str) else "<string>",
+        registry=found.setdefault("__warningregistry__", {}),
+        # (No module_globals=: as for warnings.warn, its source line is read later, by
+        # file name; a loader asked for it raises for ``python -c``'s __main__.)
+    )

@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from ...caller import log_once
+from ...caller import UserSite, log_once, user_site
 from ...pricing import has_pricing
 from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import NO_CACHE_SCOPES, CallReading, booked_model, more_exact
@@ -101,6 +101,8 @@ class RequestCall:
     #: The SDK request method it was built in: while that runs, an attempt's request
     #: collected (during a retry's backoff) is no failure; its end says (``unanswered``).
     in_request: InRequest | None = None
+    #: A stream's: the user's line that made the request (``_wrap_stream``).
+    site: UserSite | None = None
 
 
 class InRequest:
@@ -564,6 +566,11 @@ def _wrap_stream(stream: Any, call: RequestCall) -> None:
     inner = stream._iterator
     reader = StreamReader(collect_output=True)
     claim = call.entry.call if call.entry is not None else None
+    if claim is not None and claim.leaf._enforced:
+        # A stream dropped unread is booked, and warned about, when it is collected,
+        # from wherever that happens: the warning names this line of the user's, noted
+        # now (only streams, only under an enforced budget, pay for the frame walk).
+        call.site = user_site()
     if claim is not None and not call.entry.same_call:  # type: ignore[union-attr]
         if not call.books:
             reading_stream(claim)  # its span's end waits for the stream's
@@ -587,8 +594,9 @@ def _wrap_stream(stream: Any, call: RequestCall) -> None:
         stream.__dict__["_iterator"] = _chunks(inner, reader, call)
         if callable(close):
             stream.__dict__["close"] = _close_then_book(close, call, reader)
-    # A stream dropped before its first chunk never runs the generator's finally.
-    weakref.finalize(stream, _stream_end, call, reader)
+    # A stream dropped before its first chunk never runs the generator's finally; one
+    # dropped after it is collected with its generator, this callback first.
+    weakref.finalize(stream, _stream_end, call, reader, cut=True, dropped=True)
 
 
 def _close_then_book(
@@ -616,8 +624,12 @@ def _aclose_then_book(
     return closed
 
 
-def _stream_end(call: RequestCall, reader: StreamReader, *, cut: bool = False) -> None:
-    """Book a stream's call from what was read; ``cut``: it ended before its last chunk."""
+def _stream_end(
+    call: RequestCall, reader: StreamReader, *, cut: bool = False, dropped: bool = False
+) -> None:
+    """Book a stream's call from what was read; ``cut``: it ended before its last chunk;
+    ``dropped``: left unread to its end and collected, or closed by the event loop (no
+    line of the caller's is on the stack then: its warnings name its request's)."""
     entry = call.entry
     usage = reader.usage
     text = reader.output
@@ -635,20 +647,58 @@ def _stream_end(call: RequestCall, reader: StreamReader, *, cut: bool = False) -
         )
         usage = cut_usage(entry.call, estimate)
         cut = True
-    if cut and usage is None and not call.done and entry is not None and entry.call:
-        entry.call.ended_early = "stream"  # its warning then says why no usage arrived
+    if not call.done and entry is not None and entry.call:
+        claim = entry.call
+        if cut and usage is None and _asks_usage(call.body, call.provider):
+            # Its warning then says why no usage arrived; a request that never asked
+            # for it is told to (read to its end, it would have had none either).
+            claim.ended_early = "stream"
+        if dropped:
+            claim.site = call.site  # its warnings name the line that made the request
     finish(call, usage, reader.model, reader.reasoning_tokens, chars, estimate)
 
 
+def _asks_usage(body: Mapping[str, Any] | None, provider: str) -> bool:
+    """Whether a streamed request's usage comes with its stream (last, or at its end).
+
+    Anthropic's streams and OpenAI's Responses API always carry it; a Chat
+    Completions or Completions stream only when ``stream_options={"include_usage":
+    True}`` asks. An unknown request is taken to have asked.
+
+    Example::
+
+        >>> chat = {"model": "m", "messages": [], "stream": True}
+        >>> _asks_usage(chat, "openai")
+        False
+        >>> _asks_usage({**chat, "stream_options": {"include_usage": True}}, "openai")
+        True
+        >>> _asks_usage({"model": "m", "input": "hi", "stream": True}, "openai")
+        True
+        >>> _asks_usage({"model": "m", "messages": [], "stream": True}, "anthropic")
+        True
+    """
+    if body is None or provider != "openai":
+        return True
+    if "messages" not in body and not isinstance(body.get("prompt"), str | list):
+        return True  # the Responses API (its prompt, if any, is a template object)
+    options = body.get("stream_options")
+    return isinstance(options, Mapping) and bool(options.get("include_usage"))
+
+
 def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> Iterator[Any]:
-    read = False
+    read = dropped = False
     try:
         for item in inner:
             reader.add(item)
             yield item
         read = True
+    except GeneratorExit:
+        # Closed while suspended: by its collection (the stream's close() books it
+        # first), where no line of the caller's is on the stack.
+        dropped = True
+        raise
     finally:
-        _stream_end(call, reader, cut=not read)
+        _stream_end(call, reader, cut=not read, dropped=dropped)
     # Read to its end (not closed, failed or collected): a crossing raises after the last chunk.
     _crossed(call, streamed=True)
 
@@ -656,12 +706,17 @@ def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> It
 async def _async_chunks(
     inner: AsyncIterator[Any], reader: StreamReader, call: RequestCall
 ) -> AsyncIterator[Any]:
-    read = False
+    read = dropped = False
     try:
         async for item in inner:
             reader.add(item)
             yield item
         read = True
+    except GeneratorExit:
+        # Closed while suspended: by the event loop, once the stream was dropped (its
+        # collection, or the loop's shutdown), where no line of the caller's runs.
+        dropped = True
+        raise
     finally:
-        _stream_end(call, reader, cut=not read)
+        _stream_end(call, reader, cut=not read, dropped=dropped)
     _crossed(call, streamed=True)

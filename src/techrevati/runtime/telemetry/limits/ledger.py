@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ...caller import user_stacklevel
+from ...caller import UserSite, user_stacklevel, warn_at
 from ...pricing import ESTIMATED, PricedCall, has_pricing, price_call
 from ...sinks import UsageSink
 from ...usage_tracking import (
@@ -185,7 +185,8 @@ class Claim:
     #: booked (read under the lock that booked it): the turn raises for it.
     over: Ledger | FleetOver | None = None
     #: Why a call ended before its usage arrived, for the warning: ``"stream"``, a
-    #: stream closed early or failed before its last chunk; ``"cancelled"`` or
+    #: stream whose request asked for its usage, closed early, dropped unread or
+    #: failed before its last chunk; ``"cancelled"`` or
     #: ``"timed out"``, a request that ended unanswered after it was sent
     #: (see ``unanswered.py``); ``"stopped"``, in flight when SIGTERM ended the
     #: process's sessions (``membership.book_in_flight``); ``"usage="``, not early
@@ -196,6 +197,10 @@ class Claim:
     #: with the call, and how many.
     retried: UsageSnapshot | None = None
     retries: int = 0
+    #: The user's line that made the call, for its booking's warnings when nothing
+    #: of the user's is on the stack then: a stream dropped unread is booked when it
+    #: is collected (a weak reference's callback), from wherever that happens.
+    site: UserSite | None = None
 
 
 _ZERO = UsageSnapshot()
@@ -980,12 +985,13 @@ class Ledger:
                     'reporting, e.g. stream_options={"include_usage": True}) so the budget '
                     "holds exactly"
                 )
-            leaf._warn_once("usage", model, said)
+            leaf._warn_once("usage", model, said, claim.site)
         if retried is not None and model and leaf._enforced:
             leaf._warn_once(
                 "retried",
                 model,
                 _retried_warning(claim.retries, model),
+                claim.site,
             )
         if crossings is not None:
             for level in crossings:
@@ -1098,11 +1104,14 @@ class Ledger:
         except Exception:
             _orchestrator_log.exception("limit listener raised; suppressing")
 
-    def _warn_once(self, what: str, model: str, message: str) -> None:
+    def _warn_once(self, what: str, model: str, message: str, site: UserSite | None = None) -> None:
         key = (what, model)
         if key in self._warned or len(self._warned) >= _LEARNED_LIMIT:
             return  # bounded: a process-wide root lives as long as the process
         self._warned.add(key)
+        if site is not None:
+            warn_at(site, message, RuntimeWarning)  # the call's line, noted when it was made
+            return
         # stacklevel: the user's line, whichever door (turn, processor, guard) booked it.
         warnings.warn(message, RuntimeWarning, stacklevel=user_stacklevel())
 
