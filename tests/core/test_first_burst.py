@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import openai
@@ -23,7 +24,7 @@ import pytest
 from fake_openai import FakeOpenAI, serve
 from otel_harness import Otel
 from techrevati.runtime import BudgetExceededError, agent_session, agent_turn
-from techrevati.runtime.telemetry.limits import guard
+from techrevati.runtime.telemetry.limits import door, guard, membership
 
 pytestmark = pytest.mark.usefixtures("priced")
 
@@ -281,9 +282,12 @@ def test_instrumented_client_burst_on_a_loop_is_bounded(api: FakeOpenAI) -> None
     # On an event loop nothing may wait for a probe: each span is admitted at once.
     # A fresh client's first request awaits its platform lookup before it is built,
     # so all twenty spans started before the guard saw any request, each reserving
-    # nothing: twenty requests went out under a budget of 3.5 calls. A span now
-    # reserves its output cap at start (the default output length when the span
-    # names none), which the guard raises to its request's estimate.
+    # nothing: twenty requests went out under a budget of 3.5 calls. A span then
+    # reserved its output cap at start (the default output length when the span
+    # names none, as this instrumentation's spans do: 4,096 tokens, $0.06144 against
+    # a $0.01575 budget), so 1 ran. The guard now replaces that placeholder with the
+    # request's estimate ($0.004527) as the request method starts, before the
+    # platform lookup: 4 run, as on threads.
     from fake_openai import instrumented_openai
 
     with instrumented_openai() as (provider, _exporter):
@@ -310,9 +314,100 @@ def test_instrumented_client_burst_on_a_loop_is_bounded(api: FakeOpenAI) -> None
         ) as session:
             outcomes = asyncio.run(main())
             assert session._ledger.reserved_nano == 0
-    assert 1 <= len(api.requests) <= 4
-    assert outcomes.count("ran") == len(api.requests)
+    assert len(api.requests) == 4
+    assert outcomes.count("ran") == 4
     assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)
+
+
+def test_a_loop_span_admitted_at_the_default_length_then_holds_its_requests_bound(
+    otel: Otel,
+) -> None:
+    # The official OpenAI instrumentation sets gen_ai.request.max_tokens only when its
+    # span ends: a span starting on a loop with nothing learned reserved the default
+    # output length (4,096 tokens of model-a: $0.06144) until its call ended, even for a
+    # request asking for 50 tokens. The guard replaces that placeholder with the
+    # request's own bound, lowered, at every level of the chain; a reservation that was
+    # no placeholder (a cap on the span, call_estimate_usd) is never lowered.
+    placeholder = 4096 * 15 / 1e6
+    # 399 "x" + 33 characters of JSON around them: 108 input tokens at $3/M, 50 out at $15/M.
+    body = {
+        "model": "model-a",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "x" * 399}],
+    }
+    bound = (108 * 3 + 50 * 15) / 1e6
+    tracer = otel.tracer_provider.get_tracer("some.genai.library")
+
+    def start(**attributes: Any) -> Any:
+        return tracer.start_span(
+            "chat model-a",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "model-a",
+                "gen_ai.provider.name": "openai",
+                **attributes,
+            },
+        )
+
+    def end(span: Any) -> None:
+        span.set_attribute("gen_ai.usage.input_tokens", 108)
+        span.set_attribute("gen_ai.usage.output_tokens", 50)
+        span.end()
+
+    spans: list[Any] = []
+
+    async def one(built: bool = False, **attributes: Any) -> tuple[bool, float, float]:
+        # A task of its own (a context of its own), as each call of a burst has.
+        span = start(**attributes)
+        found = membership.STRAND.get()
+        assert found is not None and found.call is not None
+        claim = found.call
+        marked, before = claim.default_cap, claim.expected
+        if built:
+            # A sync client's request on the loop: bounded when it is built.
+            options = SimpleNamespace(
+                method="post", url="/chat/completions", json_data=body, idempotency_key=None
+            )
+            assert door.begin(options, "openai") is None  # the span's call, not the guard's
+        else:
+            await door.afleet(SimpleNamespace(json_data=body), "openai")  # the async door
+        after = claim.expected
+        spans.append(span)  # ended last: a call that ends teaches its model's cost
+        return marked, before, after
+
+    async def main() -> None:
+        with (
+            agent_session("parent", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as p,
+            agent_session("child", **otel.kwargs()) as child,
+        ):
+            levels = (child._ledger, p._ledger)
+            span = start()
+            claim = membership.STRAND.get().call  # type: ignore[union-attr]
+            assert claim is not None and claim.default_cap
+            assert [level.reserved for level in levels] == [placeholder] * 2
+            await door.afleet(SimpleNamespace(json_data=body), "openai")
+            assert not claim.default_cap
+            assert claim.expected == bound
+            assert [level.reserved for level in levels] == [pytest.approx(bound, abs=1e-12)] * 2
+            # Lowered once, from the placeholder only: a top-up never lowers it again.
+            levels[0].top_up(claim, bound / 2)
+            assert claim.expected == bound
+            # A cap on the span is a bound already: not a placeholder, and raised only.
+            assert await asyncio.create_task(one(**{"gen_ai.request.max_tokens": 10})) == (
+                False,
+                10 * 15 / 1e6,
+                10 * 15 / 1e6,
+            )
+            assert await asyncio.create_task(one(built=True)) == (True, placeholder, bound)
+            for each in (span, *spans):
+                end(each)
+        with agent_session(
+            "w", budget_usd=1.0, enforce_budget=True, call_estimate_usd=0.5, **otel.kwargs()
+        ):
+            assert await asyncio.create_task(one()) == (False, 0.5, 0.5)
+            end(spans.pop())
+
+    asyncio.run(main())
 
 
 # -- after a cheap first call -------------------------------------------------------

@@ -45,7 +45,7 @@ from .estimate import (
     text_chars,
     tokens_of_text,
 )
-from .ledger import Ledger
+from .ledger import Claim, Ledger
 from .membership import SpanEntry
 
 
@@ -212,7 +212,12 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
     ):
         ledger = claim.leaf
         learned = ledger.learned_cost(model)
-        if learned is None:
+        if claim.default_cap:
+            # Admitted on an event loop at its provider's default output length: its
+            # request's own bound replaces that (a sync client's request on the loop;
+            # an async one's was bounded on entering its request method, ``afleet``).
+            bound_default_cap(claim, model, body, provider)
+        elif learned is None:
             # Nothing learned of its model: the call was admitted knowing nothing of
             # its cost, only its output cap (a span started on an event loop,
             # ``processor._admit_on_loop``) or ``call_estimate_usd``. What its request
@@ -265,7 +270,24 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
     return call
 
 
-async def afleet() -> None:
+def bound_default_cap(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
+    """Reserve for a call admitted at its default output length what its request may cost.
+
+    ``processor._admit_on_loop`` admits a model span that starts on an event
+    loop, with nothing learned of its model and no output cap on the span (the
+    official OpenAI instrumentation sets ``gen_ai.request.max_tokens`` only when
+    its span ends), at the provider's default output length: 4,096 tokens. Once
+    the guard sees the request, its own upper bound (its ``max_tokens``, else
+    that default length; its prompt) replaces the placeholder, lowered as well
+    as raised: the call cannot cost more than it. Asked once per call.
+    """
+    claim.default_cap = False
+    estimate = request_estimate_usd(model, body, provider)
+    if estimate:
+        claim.leaf.reserve_at(claim, estimate)
+
+
+async def afleet(options: Any = None, provider: str = "") -> None:
     """Await the fleet reservation of the model span open on this task, if it is deferred.
 
     The limits processor admits another instrumentation's model span that
@@ -273,10 +295,22 @@ async def afleet() -> None:
     async client's request path awaits its fleet scopes here, their Redis round
     trips on the fleet's I/O threads, before the request is built and sent. May
     raise the fleet's refusal (the span's call is then released and un-counted).
+
+    A span admitted at its default output length (``bound_default_cap``) is
+    first reserved at its request's bound (``options``, the SDK's request
+    options): here, before the request method's first await (a client's first
+    request looks up its platform on a thread), so the other tasks' spans that
+    start meanwhile see what this call may really cost, and so does the fleet.
     """
     found = membership.STRAND.get()
     claim = found.call if found is not None else None
-    if claim is not None and claim.fleet_deferred and claim.open:
+    if claim is None:
+        return
+    if claim.default_cap and claim.open:
+        body = getattr(options, "json_data", None)
+        if isinstance(body, Mapping) and body.get("model") == claim.model:
+            bound_default_cap(claim, claim.model, body, provider)
+    if claim.fleet_deferred and claim.open:
         await claim.leaf.areserve_fleet(claim)
 
 

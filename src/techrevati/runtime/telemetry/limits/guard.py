@@ -275,17 +275,21 @@ def _guard_aretry(method: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _guard_arequest(method: Callable[..., Any], outer: bool) -> Callable[..., Any]:
-    # outer: the SDK's whole request (every attempt), where it ends answered or not.
+def _guard_arequest(method: Callable[..., Any], outer: bool, provider: str) -> Callable[..., Any]:
+    # outer: the SDK's whole request (every attempt), where it ends answered or not:
+    # request(cast_to, options, ...); else _attempt_request(options, ...).
+    at = 1 if outer else 0
+
     @functools.wraps(method)
     async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
         cls = type(self)
         if not hasattr(getattr(cls, _PREPARE, None), _MARK):
             _guard_prepare_of(cls)
-        await door.afleet()  # may raise the fleet's refusal: nothing is sent
+        options = args[at] if len(args) > at else kwargs.get("options")
+        await door.afleet(options, provider)  # may raise the fleet's refusal: nothing is sent
         if not outer:
             return await method(self, *args, **kwargs)
-        with unanswered.RequestRun(args[1] if len(args) > 1 else kwargs.get("options")):
+        with unanswered.RequestRun(options):
             return await method(self, *args, **kwargs)
 
     setattr(guarded, _MARK, method)
@@ -374,7 +378,9 @@ def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:
         for name in _ASYNC_DOORS:
             if inspect.iscoroutinefunction(asyn.__dict__.get(name)):
                 outer = name == "request"
-                found.append((asyn, name, functools.partial(_guard_arequest, outer=outer)))
+                found.append(
+                    (asyn, name, functools.partial(_guard_arequest, outer=outer, provider=package))
+                )
     return found
 
 

@@ -201,6 +201,10 @@ class Claim:
     #: of the user's is on the stack then: a stream dropped unread is booked when it
     #: is collected (a weak reference's callback), from wherever that happens.
     site: UserSite | None = None
+    #: Admitted on an event loop at its provider's default output length, knowing
+    #: nothing else (``processor._admit_on_loop``): a placeholder the client guard
+    #: replaces with its request's own upper bound, lower or higher (``reserve_at``).
+    default_cap: bool = False
 
 
 _ZERO = UsageSnapshot()
@@ -607,11 +611,22 @@ class Ledger:
         For a call admitted with nothing known: later admissions then see it.
         Never refuses (the call is already running).
         """
+        self.reserve_at(claim, expected, lower=False)
+
+    def reserve_at(self, claim: Claim, expected: float, *, lower: bool = True) -> None:
+        """Set an open call's reservation to ``expected`` at every level; never refuses.
+
+        ``lower`` lets it fall: only for a bound of what the call may cost (its
+        request's ``request_estimate_usd`` replacing the default-length placeholder
+        it was admitted at), never for a guess. The fleet holds stay as they
+        were reserved (a fleet scope holds at least what it must, and settles
+        to the actual cost), as with a raise.
+        """
         expected_nano = booking_nano(expected, "expected cost of {!r}", claim.model)
         leaf = claim.leaf
         with leaf._lock:
             delta = expected_nano - claim.expected_nano
-            if not claim.open or delta <= 0:
+            if not claim.open or not delta or (delta < 0 and not lower):
                 return
             for level in leaf._chain:
                 level.reserved_nano += delta

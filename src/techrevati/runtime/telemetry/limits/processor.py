@@ -213,8 +213,9 @@ def _admit_on_loop(
 
     It is admitted at once (no probe wait). With nothing learned of its model,
     it reserves what its output cap costs (the span's ``max_tokens``, else the
-    provider's default output length), and the client guard raises that to its
-    request's estimate when the request is built: other tasks' spans may start
+    provider's default output length), and the client guard sets that to its
+    request's estimate when the request is built (raised; or lowered, from the
+    default length, to a request's own smaller cap): other tasks' spans may start
     in between (a client's first request awaits its platform lookup first), and
     a burst of them reserving nothing would all pass a nearly spent budget. Its
     fleet scopes (a Redis round trip each) are not asked here when the guarded
@@ -222,11 +223,18 @@ def _admit_on_loop(
     anything is sent (``guard.awaits_fleet``).
     """
     provider = provider_from_attributes(attrs)
+    default_cap = False
     if not expected and model and priced and under.ledger._budgeted:
         cap = attrs.get(sc.GEN_AI_REQUEST_MAX_TOKENS) if attrs is not None else None
-        expected = output_estimate_usd(model, cap if type(cap) is int else None, provider)
+        if type(cap) is int and cap > 0:
+            expected = output_estimate_usd(model, cap, provider)
+        else:
+            # No cap on the span at its start (the official OpenAI instrumentation sets
+            # it only when the span ends): a placeholder until the guard reads the request.
+            expected = output_estimate_usd(model, None, provider)
+            default_cap = True
     defer = bool(under.ledger.fleet_scopes()) and awaits_fleet(provider)
-    return membership.admit_call(
+    entry = membership.admit_call(
         under,
         model,
         expected,
@@ -236,6 +244,9 @@ def _admit_on_loop(
         defer_fleet=defer,
         producer=producer,
     )
+    if default_cap and not entry.same_call and entry.call is not None:
+        entry.call.default_cap = True
+    return entry
 
 
 # Asked on every model span: get_running_loop() raises off a loop, which costs ~20x
