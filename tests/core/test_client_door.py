@@ -1209,6 +1209,76 @@ def test_an_async_call_cancelled_before_it_was_sent_books_nothing(
     assert (session._iteration_count, session.tracker.total_cost()) == (3, 0.0)
 
 
+class _TracedWrites(httpx2.AsyncBaseTransport):
+    """httpcore's trace events for a request's writes, up to ``stop``, held there.
+
+    Each write reports ``.started``, then ``.complete`` or (cancelled) ``.failed``,
+    as httpcore's HTTP/1.1 connection does; ``reached`` is set once the write of
+    ``stop`` has begun, which then waits for the caller's cancellation.
+    """
+
+    def __init__(self, stop: str) -> None:
+        self.stop = stop
+        self.reached = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        trace = request.extensions["trace"]
+        for name in ("send_request_headers", "send_request_body"):
+            await trace(f"http11.{name}.started", {"request": request})
+            try:
+                if name == self.stop:
+                    self.reached.set()
+                    await asyncio.Event().wait()  # the bytes are written: cancelled here
+            except BaseException as error:
+                await trace(f"http11.{name}.failed", {"exception": error})
+                raise
+            await trace(f"http11.{name}.complete", {"return_value": None})
+        raise AssertionError("the request was to be cancelled")
+
+
+@pytest.mark.parametrize(
+    ("stop", "booked"),
+    [("send_request_body", CANCELLED_CALL), ("send_request_headers", 0.0)],
+    ids=["while writing its body", "while writing its headers"],
+)
+def test_an_async_call_cancelled_while_its_request_is_written(
+    stop: str, booked: float, otel: Otel
+) -> None:
+    # A probe: 600 calls each in wait_for with a 0.1-4 ms timeout, 333 cancelled after
+    # the server had read the whole body; 19 of those were booked $0. The cancellation
+    # landed on the body write's await after the socket took the bytes, which httpcore
+    # reports as send_request_body.failed, never .complete: the call looked unsent.
+    # Once the body's write began the provider may have it: booked at its upper bound.
+    # Cancelled while the headers were written, it has no request: nothing is booked.
+    transport = _TracedWrites(stop)
+
+    async def main() -> None:
+        client = openai.AsyncOpenAI(
+            base_url="http://stand-in.invalid/v1",
+            api_key="k",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=transport),
+        )
+        ask = client.chat.completions.create(
+            model="model-a", messages=[{"role": "user", "content": "hi"}], max_tokens=50
+        )
+        task = asyncio.create_task(ask)
+        await transport.reached.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    limits = {"budget_usd": 1.0, "enforce_budget": True}
+    with contextlib.ExitStack() as stack:
+        if booked:
+            stack.enter_context(pytest.warns(RuntimeWarning, match="cancelled by its caller"))
+        session = stack.enter_context(agent_session("w", **limits, **otel.kwargs()))
+        asyncio.run(main())
+        assert session._ledger.reserved_nano == 0
+    assert session._iteration_count == 1
+    assert session.tracker.total_cost() == booked
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_a_call_the_sdk_timed_out_reading_its_response_is_booked(
     api: FakeOpenAI, kind: str, otel: Otel

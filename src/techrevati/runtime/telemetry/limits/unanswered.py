@@ -12,9 +12,16 @@ bound (input counted from the body, output at the request's cap or the
 provider's default), like a call whose usage never arrived.
 
 "On the wire", for a cancellation, is what httpcore's ``trace`` request
-extension reports (``send_request_body.complete`` up to
-``receive_response_body.complete``), so a request cancelled while
-connecting, or one that failed to connect, books nothing. A transport that
+extension reports: from ``send_request_body.started`` up to
+``receive_response_body.complete``. Once the body's write has begun, its
+bytes may be with the provider whether or not the write's await returned: a
+cancellation landing on that await (after the socket took the bytes) ends the
+write as ``send_request_body.failed``, never ``.complete``, and the provider
+bills the request all the same. Nothing tells the two apart, so the call is
+booked: at worst one call the provider never got is booked at its upper bound,
+never one it bills at $0. A request cancelled before its body's write began
+(while connecting, or sending its headers: the provider has no request
+without its body), or one that failed to connect, books nothing. A transport that
 reports no such events (a custom one) leaves its cancelled requests released:
 nothing says they were sent. A timeout is on the wire when the transport's
 error is a ``ReadTimeout`` (sync clients too); a connect, write or pool
@@ -89,7 +96,9 @@ def _follow(attempt: _Attempt, then: _Trace | None) -> _Trace:
     """httpcore's trace callback for one attempt (calling on to one already there)."""
 
     async def trace(event: str, info: dict[str, Any]) -> None:
-        if event.endswith(".send_request_body.complete"):
+        if event.endswith((".send_request_body.started", ".send_request_body.complete")):
+            # From the body's first write on, the provider may have the request (see
+            # the module docstring): a cancellation then ends it as ``.failed``.
             attempt.on_wire = True
         elif event.endswith(".receive_response_body.complete"):
             attempt.on_wire = False  # answered (a 5xx too: its retry is a new attempt)
