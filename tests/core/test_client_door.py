@@ -1108,10 +1108,12 @@ def test_an_async_call_cancelled_after_it_was_sent_is_booked_at_its_request(
     assert len(api.requests) == 2
 
 
-def test_an_async_call_cancelled_without_a_budget_is_counted(api: FakeOpenAI, otel: Otel) -> None:
-    # No budget: nothing to estimate for; the cap still counts each call that ran.
+def test_an_async_call_cancelled_without_a_budget_is_booked(api: FakeOpenAI, otel: Otel) -> None:
+    # No budget, only a cap: the provider bills a request it has all the same, so it is
+    # booked as under a budget, at its request's upper bound (it was $0); the cap
+    # counts each call that ran.
     outcomes = _cancelled_calls(api, {"max_iterations": 2, **otel.kwargs()}, 3)
-    assert outcomes == ["timed out", "timed out", "refused", "0.000000"]
+    assert outcomes == ["timed out", "timed out", "refused", f"{2 * CANCELLED_CALL:.6f}"]
     assert len(api.requests) == 2
 
 
@@ -1851,3 +1853,35 @@ def test_attempts_that_timed_out_before_a_failed_last_one_are_booked(otel: Otel)
     assert session._iteration_count == 1
     assert session._ledger.reserved_nano == 0
     assert session.tracker.total_cost() == pytest.approx(2 * CANCELLED_CALL)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_iterations": 5}, {"budget_usd": 1.0, "enforce_budget": True}],
+    ids=["cap only", "enforced budget"],
+)
+def test_a_call_whose_every_attempt_timed_out_is_booked_at_them(
+    limits: dict[str, Any], otel: Otel
+) -> None:
+    # A probe (timeout=0.25, max_retries=2, half the requests stalled), in a session with
+    # only a cap: a call whose three attempts all timed out was booked $0, while a call
+    # answered at its third attempt booked its two timed-out ones. Each was sent and is
+    # billed, with or without a budget: the call is booked at all three.
+    ask: dict[str, Any] = {
+        "model": "model-a",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with serve(FakeOpenAI(COMPLETION)) as api:
+        api.delays = [0.6, 0.6, 0.6]
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=2, timeout=0.2)
+        with contextlib.ExitStack() as stack:
+            if "budget_usd" in limits:
+                stack.enter_context(pytest.warns(RuntimeWarning, match="timed out"))
+            session = stack.enter_context(agent_session("w", **limits, **otel.kwargs()))
+            with pytest.raises(openai.APITimeoutError):
+                client.chat.completions.create(**ask)
+        assert len(api.requests) == 3
+    assert session._iteration_count == 1
+    assert session._ledger.reserved_nano == 0
+    assert session.tracker.total_cost() == pytest.approx(3 * CANCELLED_CALL, rel=1e-12)

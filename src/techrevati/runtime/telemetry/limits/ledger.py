@@ -209,6 +209,10 @@ class Claim:
 
 _ZERO = UsageSnapshot()
 
+#: ``Claim.ended_early`` of a request that was sent and ended unanswered: billed by
+#: the provider, so booked at its request's upper bound with or without a budget.
+_SENT = frozenset({"cancelled", "timed out"})
+
 
 def plus_usage(a: UsageSnapshot, b: UsageSnapshot) -> UsageSnapshot:
     """The two calls' usage together."""
@@ -584,8 +588,17 @@ class Ledger:
         ``reserved``, for a call cut off in flight) what the call reserved;
         None when there is no budget in the chain or nothing to go on (booked
         at $0).
+
+        A request that was sent and ended unanswered (cancelled or timed out on
+        the wire, ``unanswered.py``), or a call with attempts the SDK retried
+        after they timed out, is estimated without a budget too: the provider
+        bills those requests whatever the session limits, as it bills the
+        timed-out attempts of a call whose last attempt was answered (booked with
+        its usage in ``settle``), so the session's cost includes them either way.
         """
-        if not model or not self._budgeted:
+        if not model:
+            return None
+        if not self._budgeted and not (claim.retries or claim.ended_early in _SENT):
             return None
         seen = claim.estimated
         if seen is not None:
