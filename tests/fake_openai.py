@@ -39,10 +39,12 @@ def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             api.requests.append(body)
+            # Both taken per request in arrival order (a stalled request's status is
+            # not taken by the retry that overtakes it).
             delay = api.delays.pop(0) if api.delays else api.delay
+            status = api.statuses.pop(0) if api.statuses else 200
             if delay:
                 time.sleep(delay)
-            status = api.statuses.pop(0) if api.statuses else 200
             if status != 200:
                 # (The client may have timed out and hung up.)
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):

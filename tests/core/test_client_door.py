@@ -1477,7 +1477,7 @@ from fake_anthropic import FakeAnthropic, message, serve
 register_pricing("model-a", ModelPricing(3.0, 15.0))
 trace.set_tracer_provider(TracerProvider())  # the SDK's own spans reach our processor
 outcomes = []
-with serve(FakeAnthropic(message("hi", input_tokens=1000, output_tokens=100), delay=0.5)) as api:
+with serve(FakeAnthropic(message("hi", input_tokens=1000, output_tokens=100), delay=3.0)) as api:
 
     async def main():
         client = anthropic.AsyncAnthropic(base_url=api.url, api_key="k", max_retries=0)
@@ -1486,7 +1486,7 @@ with serve(FakeAnthropic(message("hi", input_tokens=1000, output_tokens=100), de
                 model="model-a", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
             )
             try:
-                await asyncio.wait_for(ask, timeout=0.1)
+                await asyncio.wait_for(ask, timeout=0.6)
                 outcomes.append("answered")
             except TimeoutError:
                 outcomes.append("timed out")
@@ -1804,13 +1804,13 @@ def test_attempts_retried_after_read_timeouts_are_booked_with_the_call(
         "max_tokens": 50,
         "messages": [{"role": "user", "content": "hi"}],
     }
-    args: dict[str, Any] = {"api_key": "k", "max_retries": 2, "timeout": 0.2}
+    args: dict[str, Any] = {"api_key": "k", "max_retries": 2, "timeout": 0.5}
     if package == "openai":
         server: Any = serve(FakeOpenAI(COMPLETION))
     else:
         server = serve_anthropic(FakeAnthropic(message("hi", input_tokens=1000, output_tokens=100)))
     with server as api:
-        api.delays = [0.6, 0.6]
+        api.delays = [2.0, 2.0]
         module: Any = openai if package == "openai" else anthropic
         name = ("Async" if kind == "async" else "") + (
             "OpenAI" if package == "openai" else "Anthropic"
@@ -1840,9 +1840,9 @@ def test_attempts_that_timed_out_before_a_failed_last_one_are_booked(otel: Otel)
         "messages": [{"role": "user", "content": "hi"}],
     }
     with serve(FakeOpenAI(COMPLETION)) as api:
-        api.delays = [0.6, 0.6]
+        api.delays = [2.0, 2.0]
         api.statuses = [200, 200, 500]  # (the first two are never read: timed out)
-        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=2, timeout=0.2)
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=2, timeout=0.5)
         with (
             pytest.warns(RuntimeWarning, match="timed out"),
             agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session,
@@ -1873,8 +1873,8 @@ def test_a_call_whose_every_attempt_timed_out_is_booked_at_them(
         "messages": [{"role": "user", "content": "hi"}],
     }
     with serve(FakeOpenAI(COMPLETION)) as api:
-        api.delays = [0.6, 0.6, 0.6]
-        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=2, timeout=0.2)
+        api.delays = [2.0, 2.0, 2.0]
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=2, timeout=0.5)
         with contextlib.ExitStack() as stack:
             if "budget_usd" in limits:
                 stack.enter_context(pytest.warns(RuntimeWarning, match="timed out"))
