@@ -3,9 +3,8 @@
 Threads that carry the OpenTelemetry context (``context.attach`` here; the real
 ``ThreadingInstrumentor`` in ``tests/interop/test_threading_instrumentor.py``)
 are in the session whose span they carry, so its cap holds there; asyncio,
-``to_thread`` and anyio keep working; threads and pools started inside a
-session carry it by default (``calls/threads.py``); a thread started before
-the session, which carries nothing, gets one warning per session.
+``to_thread`` and anyio keep working; a plain thread that carries nothing gets
+one warning per session.
 """
 
 from __future__ import annotations
@@ -102,164 +101,29 @@ def test_asyncio_to_thread_and_anyio_keep_working(otel: Otel) -> None:
     assert asyncio.run(main()) == ["ran", "ran", "ran", "refused"]
 
 
-def test_threads_and_pools_started_inside_a_session_carry_it_by_default(otel: Otel) -> None:
-    # A ThreadPoolExecutor and a plain thread inside an enforced session, nothing
-    # carried by hand: their calls were outside the session (8 of 8 ran under a cap of
-    # 2, with one warning). Started or submitted inside the session, they are in it.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no escape warning: every call is in the session
+def test_plain_thread_outside_any_session_warns_once_per_session(otel: Otel) -> None:
+    # 8 turns from a ThreadPoolExecutor inside an enforced session, no context carried:
+    # they are outside the session (and say so once), not silently free.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         with (
             agent_session("w", max_iterations=2, **otel.kwargs()) as session,
             ThreadPoolExecutor(max_workers=4) as pool,
         ):
-            outcomes = list(pool.map(lambda n: _attempt(ask, n), range(8)))
-            thread_outcomes: list[str] = []
-            thread = threading.Thread(
-                target=lambda: thread_outcomes.extend(_attempt(ask, n) for n in range(2))
-            )
-            thread.start()
-            thread.join()
-    assert sorted(outcomes) == ["ran"] * 2 + ["refused"] * 6
-    assert thread_outcomes == ["refused", "refused"]
-    assert session.tracker.turn_count == 2
-    assert "run" not in thread.__dict__  # the finished thread keeps no session alive
-
-
-def test_long_lived_workers_started_inside_a_session_do_not_keep_it(otel: Otel) -> None:
-    # Threads that serve later work whoever submits it (a multiprocessing ThreadPool's
-    # workers, the package's own helpers) are not tied to the session that happened
-    # to be current when they started.
-    from multiprocessing.pool import ThreadPool
-
-    release = threading.Event()
-    with agent_session("w", max_iterations=2, **otel.kwargs()):
-        helper = threading.Thread(target=release.wait, name="techrevati-test-helper")
-        helper.start()
-        plain = threading.Thread(target=release.wait)
-        plain.start()
-        pool = ThreadPool(1)
-    try:
-        assert "run" not in helper.__dict__
-        assert "run" in plain.__dict__  # (still running, in the session)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with agent_session("v", max_iterations=1, **otel.kwargs()) as later:
-                assert pool.apply(_attempt, (ask, 0)) == "ran"
-        assert later.tracker.turn_count == 0  # outside 'v' (said), not inside 'w'
-        assert [w for w in caught if "outside any session" in str(w.message)]
-    finally:
-        release.set()
-        pool.close()
-        pool.join()
-        helper.join()
-        plain.join()
-
-
-def test_a_sub_agent_session_in_a_pool_is_a_child_of_the_session_that_submitted_it(
-    otel: Otel,
-) -> None:
-    # A planner fans out to sub-agents, each opening its own session in a pool worker
-    # (a probe: 3 sub-agents of 5 calls ran all 15 under the planner's cap of 4, none
-    # of them counted there). Each is now the planner's child: the planner's cap holds.
-    def sub_agent(topic: int) -> list[str]:
-        with agent_session(f"researcher-{topic}", max_iterations=5, **otel.kwargs()):
-            return [_attempt(ask, n) for n in range(5)]
-
-    with (
-        agent_session("planner", max_iterations=4, **otel.kwargs()) as planner,
-        ThreadPoolExecutor(max_workers=3) as pool,
-    ):
-        runs = list(pool.map(sub_agent, range(3)))
-    assert sum(run.count("ran") for run in runs) == 4
-    assert sum(run.count("refused") for run in runs) == 11
-    (parent,) = otel.spans("invoke_agent planner")
-    children = [s for s in otel.spans() if s.name.startswith("invoke_agent researcher")]
-    assert len(children) == 3
-    assert all(
-        child.parent is not None and child.parent.span_id == parent.context.span_id
-        for child in children
-    )
-    assert planner.summary()["usage"]["turns"] == 0  # each call is its sub-agent's own
-
-
-def test_a_pool_made_before_the_session_attributes_each_submission_to_its_session(
-    otel: Otel,
-) -> None:
-    # The pool's worker threads were started by the first session's submissions: a
-    # later session's work runs on them in its own session, not the first one's.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        with agent_session("first", max_iterations=1, **otel.kwargs()) as first:
-            assert pool.submit(_attempt, ask, 0).result() == "ran"
-        with agent_session("second", max_iterations=3, **otel.kwargs()) as second:
-            outcomes = [pool.submit(_attempt, ask, n).result() for n in range(4)]
-        assert pool.submit(lambda: 1).result() == 1  # outside every session: as before
-    assert outcomes == ["ran"] * 3 + ["refused"]
-    assert first.tracker.turn_count == 1 and second.tracker.turn_count == 3
-
-
-def test_a_thread_started_before_the_session_is_outside_it_and_warns_once_per_session(
-    otel: Otel,
-) -> None:
-    # A consumer thread started at start-up carries nothing: its calls while a session
-    # with limits is open are outside it, said once per session, not silently free.
-    jobs: list[Any] = []
-    done = threading.Event()
-
-    def consumer() -> None:
-        while True:
-            job = jobs.pop() if jobs else None
-            if job is None:
-                if done.wait(0.001):
-                    return
-                continue
-            job()
-
-    def run_on_consumer(n: int) -> None:
-        finished = threading.Event()
-        jobs.append(lambda: (ask(n), finished.set()))
-        assert finished.wait(10)
-
-    thread = threading.Thread(target=consumer)
-    thread.start()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
-                for n in range(4):
-                    run_on_consumer(n)
-            with agent_session("v", budget_usd=1.0, enforce_budget=True, **otel.kwargs()):
-                for n in range(2):
-                    run_on_consumer(n)
-    finally:
-        done.set()
-        thread.join()
+            assert list(pool.map(lambda n: ask(n), range(8))) == list(range(8))
+        with (
+            agent_session("v", budget_usd=1.0, enforce_budget=True, **otel.kwargs()),
+            ThreadPoolExecutor(max_workers=2) as pool,
+        ):
+            list(pool.map(lambda n: ask(n), range(4)))
     escaped = [w for w in caught if "outside any session" in str(w.message)]
     assert len(escaped) == 2
     assert "'w'" in str(escaped[0].message) and "'v'" in str(escaped[1].message)
     for w in escaped:
         assert "session.wrap" in str(w.message)
         assert "ThreadingInstrumentor" in str(w.message)
+        assert w.filename == __file__  # points at the user's call, not into the package
     assert session.tracker.turn_count == 0
-
-
-def test_carry_threads_false_leaves_threads_outside_with_the_warning(otel: Otel) -> None:
-    from techrevati.runtime.telemetry.calls import threads
-
-    threads.set_carry(False)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with (
-                agent_session("w", max_iterations=2, **otel.kwargs()) as session,
-                ThreadPoolExecutor(max_workers=4) as pool,
-            ):
-                assert list(pool.map(lambda n: ask(n), range(8))) == list(range(8))
-        escaped = [w for w in caught if "outside any session" in str(w.message)]
-        assert len(escaped) == 1
-        assert escaped[0].filename == __file__  # points at the user's call
-        assert session.tracker.turn_count == 0
-    finally:
-        threads.set_carry(True)
 
 
 def test_session_wrap_carries_the_session_into_a_pool(otel: Otel) -> None:

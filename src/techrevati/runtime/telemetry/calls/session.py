@@ -44,7 +44,6 @@ from .failures import error_type as _error_type
 from .labels import ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
-from .threads import ensure_carried
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
 
@@ -288,7 +287,6 @@ def open_session(
     membership.watch_escapes(ledger)
     if ledger.max_iterations is not None or ledger.has_budget() or ledger.fleet_scopes():
         ensure_guard()  # limits exist: the client guard is on by default
-        ensure_carried()  # and threads started inside a session carry it
     _open_scopes.add(scope)
     if instruments.live:
         # Like a turn's metrics: nothing can read this counter while no MeterProvider

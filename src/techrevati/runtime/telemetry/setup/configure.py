@@ -42,7 +42,6 @@ from ..calls.content import set_capture_content
 from ..calls.conventions import use_proposed
 from ..calls.session import any_open as any_open_session
 from ..calls.session import outside_limit_hit
-from ..calls.threads import set_carry
 from ..export.pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
 from ..limits.guard import disable_guard, enable_guard, ensure_guard
 from ..limits.ledger import fleet_levels
@@ -96,7 +95,6 @@ def configure(
     report_html: str | os.PathLike[str] | None = None,
     guard: bool = True,
     proposed_conventions: bool | None = None,
-    carry_threads: bool = True,
 ) -> TelemetryHandle:
     """Set up OpenTelemetry tracing and metrics for techrevati-runtime agents.
 
@@ -170,11 +168,6 @@ def configure(
             cap or budget, a fleet scope) admits and books every ``openai`` /
             ``anthropic`` request, and stops a refused one before it is sent, even
             with no instrumentation. ``False`` opts out for the process.
-        carry_threads: a ``threading.Thread`` started, or a function submitted to a
-            ``ThreadPoolExecutor``, while a session is current runs in that session
-            (on by default wherever limits exist), so its calls, and a session it
-            opens, count against the session's limits. ``False`` opts out for the
-            process: such threads then need ``session.wrap`` (warned about once).
         proposed_conventions: also write GenAI attributes that are still proposals on
             our spans: ``gen_ai.usage.cost.amount`` / ``.currency`` / ``.source`` (PR #443
             of semantic-conventions-genai) on model calls and sessions, and
@@ -188,11 +181,7 @@ def configure(
         and changes nothing, unless that handle was shut down: then new export
         pipelines are set up on the same global providers.
     """
-    for name, flag in (
-        ("accept_remote_sessions", accept_remote_sessions),
-        ("guard", guard),
-        ("carry_threads", carry_threads),
-    ):
+    for name, flag in (("accept_remote_sessions", accept_remote_sessions), ("guard", guard)):
         if not isinstance(flag, bool):
             # "no" is truthy: an edge service would go on trusting inbound baggage.
             raise TypeError(f"configure() {name} must be True or False, got {flag!r}")
@@ -226,7 +215,6 @@ def configure(
     switch_on = (
         prepare_instrumentations(instrument, guard=guard) if instrument is not None else None
     )
-    set_carry(carry_threads)
     if guard:
         enable_guard()
     elif disable_guard() and any_open_session():
