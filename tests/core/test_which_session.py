@@ -126,6 +126,94 @@ def test_plain_thread_outside_any_session_warns_once_per_session(otel: Otel) -> 
     assert session.tracker.turn_count == 0
 
 
+def _sub_agent(otel: Otel, topic: int) -> list[str]:
+    """A sub-agent with a session (and cap) of its own: five attempts."""
+    with agent_session(f"researcher-{topic}", max_iterations=5, **otel.kwargs()):
+        return [_attempt(ask, n) for n in range(5)]
+
+
+def test_a_sub_agent_session_opened_in_a_pool_task_says_it_escapes_its_planner(
+    otel: Otel,
+) -> None:
+    # A planner fans out to sub-agents, each opening its own session in a pool task: a
+    # top-level session, so the planner's limits never saw their calls, silently (a
+    # probe: 15 calls ran under a planner budget of 3 calls). Said once, at the line.
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        agent_session("planner", max_iterations=4, **otel.kwargs()),
+        ThreadPoolExecutor(max_workers=3) as pool,
+    ):
+        warnings.simplefilter("always")
+        runs = list(pool.map(lambda topic: _sub_agent(otel, topic), range(3)))
+    assert [run.count("ran") for run in runs] == [5, 5, 5]  # the documented escape
+    said = [w for w in caught if "was opened on a thread" in str(w.message)]
+    assert len(said) == 1
+    message = str(said[0].message)
+    assert "session 'researcher-" in message and "session 'planner' (with limits)" in message
+    assert "submitted a function to a ThreadPoolExecutor" in message
+    assert "wrap(fn)" in message and "ThreadingInstrumentor" in message
+    assert said[0].filename == __file__
+
+
+def test_a_sub_agent_session_on_a_thread_says_it_escapes_and_wrap_makes_it_a_child(
+    otel: Otel,
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with agent_session("planner", max_iterations=4, **otel.kwargs()) as planner:
+            escaped: list[list[str]] = []
+            thread = threading.Thread(target=lambda: escaped.append(_sub_agent(otel, 0)))
+            thread.start()
+            thread.join()
+            carried: list[list[str]] = []
+            thread = threading.Thread(
+                target=planner.wrap(lambda: carried.append(_sub_agent(otel, 1)))
+            )
+            thread.start()
+            thread.join()
+    said = [w for w in caught if "was opened on a thread" in str(w.message)]
+    assert len(said) == 1 and "started a threading.Thread" in str(said[0].message)
+    assert escaped == [["ran"] * 5]
+    assert carried == [["ran"] * 4 + ["refused"]]  # a child: the planner's cap of 4 holds
+
+
+def test_a_session_opened_on_a_thread_carrying_the_otel_context_is_its_child(
+    otel: Otel,
+) -> None:
+    # Its calls were in the session whose span the thread carries, but a session it
+    # opened was a top-level one: 5 of 5 ran under the outer cap of 2.
+    outcomes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # carried: nothing to say
+        with agent_session("outer", max_iterations=2, **otel.kwargs()):
+            ctx = otel_context.get_current()
+
+            def worker() -> None:
+                token = otel_context.attach(ctx)
+                try:
+                    with agent_session("inner", max_iterations=10, **otel.kwargs()):
+                        outcomes.extend(_attempt(ask, n) for n in range(5))
+                finally:
+                    otel_context.detach(token)
+
+            thread = threading.Thread(target=worker)
+            thread.start()
+            thread.join()
+    assert outcomes == ["ran", "ran", "refused", "refused", "refused"]
+
+
+def test_no_escape_is_said_for_threads_started_outside_every_session(otel: Otel) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            assert pool.submit(_sub_agent, otel, 0).result() == ["ran"] * 5
+            thread = threading.Thread(target=_sub_agent, args=(otel, 1))
+            thread.start()
+            thread.join()
+        with agent_session("main", max_iterations=5, **otel.kwargs()):
+            pass  # (opened on the main thread: no starter)
+
+
 def test_session_wrap_carries_the_session_into_a_pool(otel: Otel) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no escape warning: every call is in the session

@@ -44,6 +44,7 @@ from .failures import error_type as _error_type
 from .labels import ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
+from .threads import ensure_noted, warn_if_started_in
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
 
@@ -172,6 +173,8 @@ def open_session(
             # model call must not fail), and its model calls are refused, as the store
             # refuses calls it cannot count.
             unreachable = error
+        if remote_parent is None:
+            warn_if_started_in(role)  # a top-level session: escaping its thread's starter?
     conversation = conversation_id or secrets.token_hex(16)
     # The nearest shared session this one opens under, here or in another process.
     if parent_scope is not None:
@@ -287,6 +290,7 @@ def open_session(
     membership.watch_escapes(ledger)
     if ledger.max_iterations is not None or ledger.has_budget() or ledger.fleet_scopes():
         ensure_guard()  # limits exist: the client guard is on by default
+        ensure_noted()  # and a session opened on a thread this one starts is told
     _open_scopes.add(scope)
     if instruments.live:
         # Like a turn's metrics: nothing can read this counter while no MeterProvider
