@@ -297,6 +297,31 @@ def test_usage_given_below_what_the_response_used_warns_once(otel: Otel, api: st
     assert session.tracker.total_cost() == pytest.approx(expected, rel=1e-12)
 
 
+def test_usage_given_as_the_response_s_under_another_model_blames_the_model(
+    otel: Otel, api: str
+) -> None:
+    # A review: usage= exactly the response's, on a turn declaring a cheaper model than
+    # the one called, was said to be "worth less than the response" (the two priced at
+    # different models, the token counts equal), and the model was not named.
+    register_pricing("declared-cheap", ModelPricing(0.01, 0.01))
+    client = openai.OpenAI(base_url=api, api_key="test", max_retries=0)
+    same = UsageSnapshot(input_tokens=1000, output_tokens=100, cache_read_tokens=4000)
+
+    @agent_turn("declared-cheap", usage=same)
+    def ask() -> str:
+        answer = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        return answer.choices[0].message.content or ""
+
+    _DECLARED_CHECKED.clear()
+    _GIVEN_CHECKED.discard("declared-cheap")
+    with warnings.catch_warnings(record=True) as caught, agent_session("w", **otel.kwargs()):
+        warnings.simplefilter("always")
+        ask()
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "was given usage=" in m]
+    assert len([m for m in said if "the response came from 'gpt-4o-mini'" in m]) == 1
+
+
 @pytest.mark.parametrize("how", ["sync", "async"])
 def test_a_generator_turn_its_caller_stops_reading_is_booked_at_its_request(
     otel: Otel, api: str, how: str

@@ -395,7 +395,8 @@ class TurnCall:
                     model = model or library_model
                     answered = answered or library_model
                 elif explicit:
-                    _check_given_usage(model or library[0], usage, library, self.provider)
+                    answered = answered or library[0]
+                    _check_given_usage(model or library[0], usage, library[1], self.provider)
         snapshot = usage if usage is not None else _ZERO
         priced = price_call(model, snapshot, self.provider) if model else _NOT_PRICED
         if answered and answered != model and model:
@@ -660,7 +661,7 @@ _GIVEN_CHECKED: set[str] = set()
 
 
 def _check_given_usage(
-    model: str, given: UsageSnapshot, read: tuple[str, UsageSnapshot], provider: str
+    model: str, given: UsageSnapshot, read: UsageSnapshot, provider: str
 ) -> None:
     """Warn once per model when ``usage=`` books less than the response inside the turn used.
 
@@ -671,9 +672,10 @@ def _check_given_usage(
     """
     if model in _GIVEN_CHECKED or len(_GIVEN_CHECKED) >= 1024:
         return
-    read_model, read_usage = read
+    # Both at the model the turn is booked at: a different model that answered is the
+    # declared-model warning's to say, not a difference of usage.
     booked = price_call(model, given, provider)
-    billed = price_call(read_model or model, read_usage, provider)
+    billed = price_call(model, read, provider)
     if not (booked.known and billed.known) or billed.cost <= booked.cost:
         return
     _GIVEN_CHECKED.add(model)
@@ -681,8 +683,8 @@ def _check_given_usage(
         f"a turn of model {model!r} was given usage= worth ${booked.cost:.6f} "
         f"({given.input_tokens + given.cache_read_tokens + given.cache_write_tokens} input, "
         f"{given.output_tokens} output tokens), but the response read inside it used "
-        f"{read_usage.input_tokens + read_usage.cache_read_tokens + read_usage.cache_write_tokens}"
-        f" input and {read_usage.output_tokens} output tokens, worth ${billed.cost:.6f}: the "
+        f"{read.input_tokens + read.cache_read_tokens + read.cache_write_tokens}"
+        f" input and {read.output_tokens} output tokens, worth ${billed.cost:.6f}: the "
         "turn is booked, and held against its budget, at usage= (as documented). Pass the "
         "response's own usage, or leave usage= out to book what the response says",
         RuntimeWarning,
