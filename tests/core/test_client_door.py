@@ -1831,6 +1831,42 @@ def test_attempts_retried_after_read_timeouts_are_booked_with_the_call(
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL + 2 * CANCELLED_CALL)
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_iterations": 5}, {"budget_usd": 1.0, "enforce_budget": True}],
+    ids=["cap only", "enforced budget"],
+)
+def test_a_call_cancelled_in_the_sdk_s_retry_wait_books_its_one_sent_attempt(
+    limits: dict[str, Any], otel: Otel
+) -> None:
+    # A review: the first attempt timed out reading (booked with the call as a retried
+    # attempt), then the caller cancelled while the SDK waited to retry: the cancellation
+    # booked that same attempt again (1 request sent, 2 upper bounds booked).
+    ask: dict[str, Any] = {
+        "model": "model-a",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with serve(FakeOpenAI(COMPLETION)) as api:
+        api.delays = [3.0]
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=2, timeout=0.5)
+        # A long wait before the retry (the SDK's own backoff is 0.4-0.5 s): the
+        # cancellation below lands in it, whatever the machine's load.
+        client._calculate_retry_timeout = lambda *args, **kwargs: 30.0  # type: ignore[method-assign]
+
+        async def cancelled_in_the_wait() -> None:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.chat.completions.create(**ask), timeout=2.0)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with agent_session("w", **limits, **otel.kwargs()) as session:
+                asyncio.run(cancelled_in_the_wait())
+        assert len(api.requests) == 1
+    assert session._ledger.reserved_nano == 0
+    assert session.tracker.total_cost() == pytest.approx(CANCELLED_CALL)
+
+
 def test_attempts_that_timed_out_before_a_failed_last_one_are_booked(otel: Otel) -> None:
     # Two attempts timed out reading, then the last one was answered 500: the call failed
     # and was released, and the two billed attempts with it ($0, 3 requests sent).

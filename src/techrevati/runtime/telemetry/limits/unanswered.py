@@ -284,6 +284,10 @@ def retrying(options: object, package: str) -> None:
     before = claim.retried
     claim.retried = usage if before is None else plus_usage(before, usage)
     claim.retries += 1
+    if attempt is not None:
+        # Booked as a retried attempt now: a cancellation in the backoff that follows
+        # ends a call with nothing of its own on the wire (not this attempt again).
+        attempt.on_wire = False
 
 
 def _read_timeout(error: BaseException) -> bool:
