@@ -67,6 +67,14 @@ def test_a_tool_in_an_instrumented_thread_is_in_the_session(results: dict[str, A
     assert results["tool"] == {"in_session": [True], "agent": ["t"]}
 
 
+def test_a_sub_agent_session_in_an_instrumented_pool_is_the_planners_child(
+    results: dict[str, Any],
+) -> None:
+    # Its calls were in the planner's session, but a session it opened was a top-level
+    # one: all 6 calls ran under the planner's cap of 3.
+    assert results["sub_agents"] == {"outcomes": ["ran"] * 3 + ["refused"] * 3, "said": []}
+
+
 def test_the_result_marker_matches_the_scenarios() -> None:
     source = (HERE / "threading_scenario.py").read_text(encoding="utf-8")
     assert f'RESULT_MARK = "{RESULT_MARK}"' in source

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -91,6 +92,24 @@ def main() -> None:
     results["tool"] = {
         "in_session": seen,
         "agent": [str((s.attributes or {}).get("gen_ai.agent.name")) for s in tools],
+    }
+
+    # A sub-agent that opens its own session in a pool task: the planner's child (its
+    # cap of 3 holds over three sub-agents of 2 calls), with nothing said.
+    def sub_agent(topic: int) -> list[str]:
+        with agent_session(f"researcher-{topic}", max_iterations=5, tracer_provider=provider):
+            return [attempt(n) for n in range(2)]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with (
+            agent_session("planner", max_iterations=3, tracer_provider=provider),
+            ThreadPoolExecutor(max_workers=3) as pool,
+        ):
+            runs = list(pool.map(sub_agent, range(3)))
+    results["sub_agents"] = {
+        "outcomes": sorted(o for run in runs for o in run),
+        "said": [str(w.message) for w in caught if "was opened on a thread" in str(w.message)],
     }
     print(RESULT_MARK + json.dumps(results, sort_keys=True), flush=True)
 

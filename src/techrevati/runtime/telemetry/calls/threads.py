@@ -70,7 +70,9 @@ def _wrap_start(start: Any) -> Any:
             starter = _starter()
             if starter is not None:
                 setattr(self, _STARTED_IN, starter)
-        start(self)
+        # Bound, not start(self): another wrapper installed before ours (wrapt's, as
+        # OpenTelemetry's ThreadingInstrumentor uses) reads its instance from the binding.
+        start.__get__(self, type(self))()
 
     setattr(noted_start, _MARK, True)
     return noted_start
@@ -89,9 +91,10 @@ def _wrap_submit(submit: Any) -> Any:
     def noted_submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kw: Any) -> Future[Any]:
         starter = _starter()
         # (Only threads: an interpreter pool pickles what it runs.)
+        bound = submit.__get__(self, type(self))  # (bound: as ``start`` above)
         if starter is not None and _threads_only(self):
-            return submit(self, _run_submitted, starter, fn, *args, **kw)  # type: ignore[no-any-return]
-        return submit(self, fn, *args, **kw)  # type: ignore[no-any-return]
+            return bound(_run_submitted, starter, fn, *args, **kw)  # type: ignore[no-any-return]
+        return bound(fn, *args, **kw)  # type: ignore[no-any-return]
 
     setattr(noted_submit, _MARK, True)
     return noted_submit
