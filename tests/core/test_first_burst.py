@@ -356,7 +356,9 @@ def test_a_loop_span_admitted_at_the_default_length_then_holds_its_requests_boun
 
     spans: list[Any] = []
 
-    async def one(built: bool = False, **attributes: Any) -> tuple[bool, float, float]:
+    async def one(
+        built: bool = False, request: dict[str, Any] | None = None, **attributes: Any
+    ) -> tuple[bool, float, float]:
         # A task of its own (a context of its own), as each call of a burst has.
         span = start(**attributes)
         found = membership.STRAND.get()
@@ -370,7 +372,8 @@ def test_a_loop_span_admitted_at_the_default_length_then_holds_its_requests_boun
             )
             assert door.begin(options, "openai") is None  # the span's call, not the guard's
         else:
-            await door.afleet(SimpleNamespace(json_data=body), "openai")  # the async door
+            # The async door.
+            await door.afleet(SimpleNamespace(json_data=request or body), "openai")
         after = claim.expected
         spans.append(span)  # ended last: a call that ends teaches its model's cost
         return marked, before, after
@@ -399,6 +402,18 @@ def test_a_loop_span_admitted_at_the_default_length_then_holds_its_requests_boun
                 10 * 15 / 1e6,
             )
             assert await asyncio.create_task(one(built=True)) == (True, placeholder, bound)
+            # An input the body does not hold (an image by URL, a stored conversation)
+            # costs more than its characters: the placeholder is not lowered to them.
+            image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+            for unknown in (
+                {**body, "messages": [{"role": "user", "content": [image]}]},
+                {**body, "previous_response_id": "resp_1"},
+            ):
+                assert await asyncio.create_task(one(request=unknown)) == (
+                    True,
+                    placeholder,
+                    placeholder,
+                )
             for each in (span, *spans):
                 end(each)
         with agent_session(

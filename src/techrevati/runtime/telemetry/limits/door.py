@@ -39,6 +39,7 @@ from .estimate import (
     DEFERRED,
     capped,
     defer,
+    input_known,
     request_estimate_usd,
     request_tokens,
     seen_usage,
@@ -279,12 +280,15 @@ def bound_default_cap(claim: Claim, model: str, body: Mapping[str, Any], provide
     its span ends), at the provider's default output length: 4,096 tokens. Once
     the guard sees the request, its own upper bound (its ``max_tokens``, else
     that default length; its prompt) replaces the placeholder, lowered as well
-    as raised: the call cannot cost more than it. Asked once per call.
+    as raised, when the request's whole input is text in its body (``input_known``):
+    the call cannot cost more than that. Asked once per call.
     """
     claim.default_cap = False
     estimate = request_estimate_usd(model, body, provider)
     if estimate:
-        claim.leaf.reserve_at(claim, estimate)
+        # Lowered only when the request's whole input is in its body: an image, a file
+        # or a stored conversation costs more than its characters say.
+        claim.leaf.reserve_at(claim, estimate, lower=input_known(body))
 
 
 async def afleet(options: Any = None, provider: str = "") -> None:

@@ -163,6 +163,46 @@ def request_tokens(body: Mapping[str, Any], provider: str) -> tuple[int, int]:
     return tokens_of_text(chars), output * choices
 
 
+#: Request fields that bring input the body does not hold: a stored conversation.
+_STORED_CONTEXT = ("previous_response_id", "conversation")
+#: Content parts billed by other units than their characters: images, files, audio.
+_MEDIA_PARTS = frozenset(
+    {"image_url", "input_image", "image", "document", "input_file", "file", "input_audio", "audio"}
+)
+
+
+def input_known(body: Mapping[str, Any]) -> bool:
+    """Whether a request's whole input is text in its body, so its estimate bounds its cost.
+
+    Not when it refers to a stored conversation (``previous_response_id``) or has an
+    image, file or audio part (billed by size or pages, not by the characters of its
+    URL): the estimate may then be far below the call's cost, good to raise a
+    reservation to, never to lower one.
+
+    Example::
+
+        >>> input_known({"messages": [{"role": "user", "content": "hi"}]})
+        True
+        >>> input_known({"input": "and then?", "previous_response_id": "resp_1"})
+        False
+    """
+    if any(body.get(name) for name in _STORED_CONTEXT):
+        return False
+    return not any(_has_media(body.get(name), 0) for name in _INPUT_FIELDS)
+
+
+def _has_media(value: Any, depth: int) -> bool:
+    if depth > 8:
+        return True  # deeper than any request shape: not known to be text
+    if isinstance(value, Mapping):
+        if value.get("type") in _MEDIA_PARTS:
+            return True
+        return any(_has_media(item, depth + 1) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_media(item, depth + 1) for item in value)
+    return False
+
+
 def request_estimate_usd(model: str, body: Mapping[str, Any], provider: str) -> float | None:
     """The upper-bound cost of a request before it is sent; None for an unpriced model."""
     if not model or not has_pricing(model, provider):
