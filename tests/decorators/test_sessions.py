@@ -555,6 +555,31 @@ def test_content_nested_past_the_recursion_limit_is_a_placeholder(
     assert len(repr_warnings()) == 1
 
 
+def test_an_error_whose_message_raises_reaches_its_caller_with_capture_on(
+    otel: Otel, capture: None, repr_warnings: Callable[[], list[str]]
+) -> None:
+    # A review: the span's status formatted str(error) unguarded, so the caller got a
+    # RuntimeError from the telemetry instead of its own exception.
+    class Detached(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("detached ORM row")
+
+    @tool_call()
+    def lookup() -> None:
+        raise Detached
+
+    with agent_session("w", **otel.kwargs()), pytest.raises(Detached):
+        lookup()
+    span = otel.span("execute_tool lookup")
+    kind = Detached.__qualname__  # (a class local to this test)
+    said = f"{kind}: <str of {kind} failed: RuntimeError: detached ORM row>"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == said
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert (event.attributes or {})["exception.message"] == said
+    assert len(repr_warnings()) == 1
+
+
 def test_content_capture_lets_keyboard_interrupt_through(
     otel: Otel, capture: None, repr_warnings: Callable[[], list[str]]
 ) -> None:

@@ -62,7 +62,7 @@ def content_text(value: object, limit: int = 8192) -> str:
     Never raises: a value whose ``repr`` fails (an ORM row detached from its
     session, a structure nested deeper than the recursion limit) is recorded as
     a placeholder naming its type and the error, and the call it describes goes
-    on (see ``_unreadable``).
+    on (see ``unreadable``).
 
     Example::
 
@@ -72,18 +72,26 @@ def content_text(value: object, limit: int = 8192) -> str:
     try:
         text = value if isinstance(value, str) else repr(value)
     except Exception as error:
-        text = _unreadable(value, error)
+        text = unreadable(value, error)
     return text if len(text) <= limit else text[:limit] + "…"
 
 
 _MESSAGE_LIMIT = 200
 
 
-def _unreadable(value: object, error: Exception) -> str:
-    """What a span records for a value whose ``repr`` raised; logged once per process.
+def unreadable(value: object, error: Exception, how: str = "repr") -> str:
+    """What a span records for a value whose ``repr`` (or ``str``) raised; logged once.
 
     Content capture is best effort: the tool or turn has already run, so its
-    result is returned and its span exported with this placeholder instead.
+    result is returned (or its own exception raised) and its span exported
+    with this placeholder instead.
+
+    Example::
+
+        >>> class Row:
+        ...     def __repr__(self): raise RuntimeError("detached")
+        >>> unreadable(Row(), RuntimeError("detached"))
+        '<repr of Row failed: RuntimeError: detached>'
     """
     try:
         message = str(error)
@@ -92,11 +100,12 @@ def _unreadable(value: object, error: Exception) -> str:
     if len(message) > _MESSAGE_LIMIT:
         message = message[:_MESSAGE_LIMIT] + "…"
     what = type(error).__qualname__ + (f": {message}" if message else "")
-    text = f"<repr of {type(value).__qualname__} failed: {what}>"
+    text = f"<{how} of {type(value).__qualname__} failed: {what}>"
     log_once(
         "content",
-        "content capture: repr() of a %s raised (%s); its span records %r instead "
+        "content capture: %s() of a %s raised (%s); its span records %r instead "
         "and the call goes on. Logged once per process.",
+        how,
         type(value).__qualname__,
         what,
         text,

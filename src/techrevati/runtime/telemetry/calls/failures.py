@@ -22,7 +22,7 @@ from ..limits.errors import (
     MaxIterationsExceededError,
     PermissionDeniedError,
 )
-from .content import capture_content
+from .content import capture_content, unreadable
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
 #: Error types a span processor raised in ``on_end`` that were logged already.
@@ -59,17 +59,25 @@ def record_error(span: Span, error: BaseException, *, capture: bool | None = Non
     kind = error_type(error)
     allowed = capture_content() if capture is None else capture
     span.set_attribute(sc.ERROR_TYPE, kind)
+    message = kind
     if allowed:
-        span.set_status(Status(StatusCode.ERROR, f"{kind}: {error}"))
-        span.record_exception(error)
-        return
-    span.set_status(Status(StatusCode.ERROR, kind))
+        try:
+            text = str(error)
+        except Exception as failed:
+            # An error whose message cannot be read (an ORM row's, detached): the user
+            # gets their own exception, the span a placeholder and the frames.
+            message = f"{kind}: {unreadable(error, failed, 'str')}"
+        else:
+            span.set_status(Status(StatusCode.ERROR, f"{kind}: {text}"))
+            span.record_exception(error)
+            return
+    span.set_status(Status(StatusCode.ERROR, message))
     frames = "".join(traceback.format_tb(error.__traceback__)) if error.__traceback__ else ""
     span.add_event(
         "exception",
         {
             "exception.type": f"{type(error).__module__}.{kind}",
-            "exception.message": kind,
+            "exception.message": message,
             "exception.stacktrace": f"Traceback (most recent call last):\n{frames}{kind}",
         },
     )
