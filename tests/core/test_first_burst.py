@@ -25,6 +25,7 @@ from fake_openai import FakeOpenAI, serve
 from otel_harness import Otel
 from techrevati.runtime import BudgetExceededError, agent_session, agent_turn
 from techrevati.runtime.telemetry.limits import door, guard, membership
+from techrevati.runtime.telemetry.limits.estimate import input_known
 
 pytestmark = pytest.mark.usefixtures("priced")
 
@@ -423,6 +424,44 @@ def test_a_loop_span_admitted_at_the_default_length_then_holds_its_requests_boun
             end(spans.pop())
 
     asyncio.run(main())
+
+
+_SCHEMA_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                # A parameter named "type", and a strict-mode nullable: not content parts.
+                "type": {"type": ["string", "null"]},
+                "rows": {"type": "array", "items": {"type": "object", "properties": {}}},
+            },
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("request_body", "known"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}], "tools": [_SCHEMA_TOOL]}, True),
+        ({"input": [{"type": "input_text", "text": "hi"}]}, True),
+        ({"prompt": "a legacy completion's prompt"}, True),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, False),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, False),
+        ({"input": "and then?", "previous_response_id": "resp_1"}, False),
+        ({"prompt": {"id": "pmpt_1"}, "input": "hi"}, False),
+    ],
+    ids=["tool schema", "text parts", "text prompt", "image", "item ref", "stored", "prompt id"],
+)
+def test_input_known_says_when_a_requests_estimate_bounds_its_input(
+    request_body: dict[str, Any], known: bool
+) -> None:
+    # A review: a tool whose schema has a property named "type" made the walk look a
+    # dict up in a set (TypeError: the model call raised, nothing sent), and stored
+    # input (an item reference, a prompt template) counted as text.
+    assert input_known(request_body) is known
 
 
 # -- after a cheap first call -------------------------------------------------------

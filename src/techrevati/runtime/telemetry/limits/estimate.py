@@ -165,10 +165,23 @@ def request_tokens(body: Mapping[str, Any], provider: str) -> tuple[int, int]:
 
 #: Request fields that bring input the body does not hold: a stored conversation.
 _STORED_CONTEXT = ("previous_response_id", "conversation")
-#: Content parts billed by other units than their characters: images, files, audio.
-_MEDIA_PARTS = frozenset(
-    {"image_url", "input_image", "image", "document", "input_file", "file", "input_audio", "audio"}
+#: Content parts billed by other units than their characters (images, files, audio),
+#: or standing for input stored elsewhere (a Responses item reference).
+_NOT_TEXT_PARTS = frozenset(
+    {
+        "image_url",
+        "input_image",
+        "image",
+        "document",
+        "input_file",
+        "file",
+        "input_audio",
+        "audio",
+        "item_reference",
+    }
 )
+#: Where a request's content parts are (``tools`` holds JSON schemas, not content).
+_CONTENT_FIELDS = ("messages", "input", "prompt", "system", "instructions")
 
 
 def input_known(body: Mapping[str, Any]) -> bool:
@@ -186,20 +199,21 @@ def input_known(body: Mapping[str, Any]) -> bool:
         >>> input_known({"input": "and then?", "previous_response_id": "resp_1"})
         False
     """
-    if any(body.get(name) for name in _STORED_CONTEXT):
-        return False
-    return not any(_has_media(body.get(name), 0) for name in _INPUT_FIELDS)
+    if any(body.get(name) for name in _STORED_CONTEXT) or isinstance(body.get("prompt"), Mapping):
+        return False  # (a Responses ``prompt`` object is a stored prompt template)
+    return not any(_not_text(body.get(name), 0) for name in _CONTENT_FIELDS)
 
 
-def _has_media(value: Any, depth: int) -> bool:
+def _not_text(value: Any, depth: int) -> bool:
     if depth > 8:
-        return True  # deeper than any request shape: not known to be text
+        return True  # deeper than any message shape: not known to be text
     if isinstance(value, Mapping):
-        if value.get("type") in _MEDIA_PARTS:
+        kind = value.get("type")
+        if isinstance(kind, str) and kind in _NOT_TEXT_PARTS:
             return True
-        return any(_has_media(item, depth + 1) for item in value.values())
+        return any(_not_text(item, depth + 1) for item in value.values())
     if isinstance(value, list | tuple):
-        return any(_has_media(item, depth + 1) for item in value)
+        return any(_not_text(item, depth + 1) for item in value)
     return False
 
 
