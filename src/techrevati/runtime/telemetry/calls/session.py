@@ -44,7 +44,7 @@ from .failures import error_type as _error_type
 from .labels import ModelLabels, bounded_name, model_labels
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
-from .threads import ensure_noted, warn_if_started_in
+from .threads import ensure_noted, submitted_from, warn_if_started_in
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
 
@@ -161,6 +161,12 @@ def open_session(
         close_session(scope, outcome="completed")
     """
     parent_scope = membership.open_parent()
+    if parent_scope is None:
+        # A pool task's session opens under the session that submitted the task, its
+        # span too (the task's thread carries no context of its own).
+        parent_scope = submitted_from()
+        if parent_scope is not None and parent is None:
+            parent = parent_scope.context
     remote_parent = None
     unreachable: FleetUnavailableError | None = None
     if parent_scope is None:

@@ -1,27 +1,32 @@
-"""A session opened on a thread that another session started says it is not that one's child.
+"""Sessions opened in threads that a session started: a pool task's is its child.
 
-A new thread begins with an empty context. A sub-agent that opens its own
+A new thread begins with an empty context, so a sub-agent that opened its own
 session in a ``ThreadPoolExecutor`` task, or on a ``threading.Thread``,
-started inside a session opens a top-level session: its calls count against
-its own limits only, not against those of the session that started it. The
-session is not carried in by default: a long-lived worker thread (or a
-long-running submitted loop) would then serve every later job under whichever
-session happened to start it, refused by that session's limits after it
-closed. It is carried where the user says so (``session.wrap``,
-``ThreadingInstrumentor``), and said where it is not.
+started inside a session opened a top-level session: its calls escaped the
+limits of the session that started it, silently.
 
-So, once limits exist (``ensure_noted``, where the client guard is switched
-on), ``Thread.start`` and ``ThreadPoolExecutor.submit`` note which session
-with limits was current when they started the work: a weak reference on the
-thread, or in a context variable of our own around the submitted function
-(nothing else in the thread's context changes, and nothing is kept alive).
-A session that then opens there with no parent warns once per starting
-session (``warn_if_started_in``). Outside every session the wrappers cost one
-context-variable read.
+Once limits exist (``ensure_noted``, where the client guard is switched on),
+``ThreadPoolExecutor.submit`` notes the open session with limits that
+submitted each task (in a context variable of our own around the task: the
+rest of the worker's context, a pool initializer's variables and decimal
+context included, is left as it is), and a session opened in that task is
+that session's child (``submitted_from``): the submitter is known task by
+task, and a task ends with its work. Calls the task makes outside any session
+stay outside, warned about as before (carrying the whole context in, as
+``session.wrap`` does, is the user's choice).
+
+A ``threading.Thread`` started with a ``target`` inside such a session is only
+noted: a session opened on it warns once per starting session
+(``warn_if_started_in``). It is not made a child, because a thread may be a
+worker that serves later jobs of other sessions for its whole life. Threads
+of known worker pools (``concurrent.futures``, ``multiprocessing.pool``, and
+any ``Thread`` subclass that runs its own loop, anyio's among them) are not
+noted. Outside every session the wrappers cost one context-variable read.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import threading
 import warnings
@@ -61,12 +66,20 @@ def _starter() -> weakref.ref[SessionScope] | None:
     return weakref.ref(scope)
 
 
+def _one_job(thread: threading.Thread) -> bool:
+    """Whether a thread runs one function of the user's (not a pool's worker loop)."""
+    target = getattr(thread, "_target", None)
+    if target is None or target is _pool_thread._worker:
+        return False  # a subclass's own run (anyio's workers), or an executor's worker
+    return getattr(target, "__module__", None) != "multiprocessing.pool"
+
+
 def _wrap_start(start: Any) -> Any:
     @functools.wraps(start)
     def noted_start(self: threading.Thread) -> None:
-        # A pool's worker serves whoever submits next: its submissions are noted
-        # one by one (``submit`` below), not by the session that started the thread.
-        if getattr(self, "_target", None) is not _pool_thread._worker:
+        # A pool's worker serves whoever submits next: an executor's submissions are
+        # noted one by one (``submit`` below), not by the session that started it.
+        if _one_job(self):
             starter = _starter()
             if starter is not None:
                 setattr(self, _STARTED_IN, starter)
@@ -101,7 +114,18 @@ def _wrap_submit(submit: Any) -> Any:
 
 
 def _threads_only(executor: ThreadPoolExecutor) -> bool:
-    return type(executor).__module__ != "concurrent.futures.interpreter"
+    interpreters = getattr(concurrent.futures, "InterpreterPoolExecutor", None)  # 3.14
+    return interpreters is None or not isinstance(executor, interpreters)
+
+
+def submitted_from() -> SessionScope | None:
+    """The open session that submitted the pool task running here, if any.
+
+    A session opened in the task opens under it (see ``open_session``).
+    """
+    found = _SUBMITTED_IN.get()
+    scope = found() if found is not None else None
+    return scope if scope is not None and not scope.closed else None
 
 
 def ensure_noted() -> None:
@@ -131,26 +155,20 @@ def warn_if_started_in(role: str) -> None:
 
     Asked only for a session that opens with no parent (see ``open_session``).
     """
-    starter_ref = _SUBMITTED_IN.get()
-    how = "submitted a function to a ThreadPoolExecutor"
-    if starter_ref is None:
-        starter_ref = getattr(threading.current_thread(), _STARTED_IN, None)
-        how = "started a threading.Thread"
+    starter_ref = getattr(threading.current_thread(), _STARTED_IN, None)
     starter = starter_ref() if starter_ref is not None else None
     if starter is None or starter.closed or starter in _WARNED:
         return
     _WARNED.add(starter)
     warnings.warn(
-        f"session {role!r} was opened on a thread where session {starter.role!r} (with "
-        f"limits) {how}: a thread does not carry the session that started it, so "
+        f"session {role!r} was opened on a thread that session {starter.role!r} (with "
+        f"limits) started: a thread does not carry the session that started it, so "
         f"{role!r} is a top-level session and its calls are not counted against the "
-        f"limits of {starter.role!r}. To make it a child of {starter.role!r}, run the "
-        f"thread's work under that session's wrap(fn), or carry the OpenTelemetry "
-        "context into threads (ThreadingInstrumentor from "
-        "opentelemetry-instrumentation-threading)",
+        f"limits of {starter.role!r}. To make it a child of {starter.role!r}, start the "
+        f"thread with that session's wrap(fn), or submit the work to a ThreadPoolExecutor",
         RuntimeWarning,
         stacklevel=user_stacklevel(),
     )
 
 
-__all__ = ["ensure_noted", "warn_if_started_in"]
+__all__ = ["ensure_noted", "submitted_from", "warn_if_started_in"]

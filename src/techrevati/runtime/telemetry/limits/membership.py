@@ -281,15 +281,8 @@ def note_outside(what: str = "a model call") -> None:
 
 
 def open_parent() -> SessionScope | None:
-    """The session a new session opens under: the innermost one still open.
-
-    Found as a call's session is (``current_session``): the block entered here,
-    else the session whose span the current OpenTelemetry context carries, so a
-    session opened on a thread that attached it (by hand, or with
-    ``ThreadingInstrumentor``) is that session's child, as the thread's calls
-    are in it, not a top-level session escaping its limits.
-    """
-    scope = current_session()
+    """The session a new session opens under: the innermost one still open."""
+    scope = CURRENT.get()
     while scope is not None and scope.closed:
         scope = scope.parent
     return scope
