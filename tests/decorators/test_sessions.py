@@ -578,6 +578,9 @@ def test_an_error_whose_message_raises_reaches_its_caller_with_capture_on(
     (event,) = [e for e in span.events if e.name == "exception"]
     assert (event.attributes or {})["exception.message"] == said
     assert len(repr_warnings()) == 1
+    # Out of the session block too: its failure detail and failure class read it.
+    with pytest.raises(Detached), agent_session("v", **otel.kwargs()):
+        lookup()
 
 
 def test_content_capture_lets_keyboard_interrupt_through(

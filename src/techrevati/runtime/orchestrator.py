@@ -65,7 +65,7 @@ from .sinks import (
 )
 from .telemetry import semconv as sc
 from .telemetry.calls import instrument as core
-from .telemetry.calls.failures import RUNTIME_REFUSALS, reason_text
+from .telemetry.calls.failures import RUNTIME_REFUSALS, error_text, reason_text
 from .telemetry.calls.timeouts import await_with_timeout, wait_in_thread
 from .telemetry.limits import membership as core_membership
 from .telemetry.limits.errors import (
@@ -1267,7 +1267,8 @@ class _SessionContext(Generic[S]):
                 if not session.worker.is_terminal:
                     session.complete()
             elif isinstance(exc, Exception):
-                session.fail(detail=str(exc), failure_class=failure_class_for(exc))
+                detail = error_text(exc)[0]  # (a message that cannot be read: said so)
+                session.fail(detail=detail, failure_class=failure_class_for(exc))
                 kind = limit_kind(exc)
                 if kind is not None and session._scope is not None:
                     # The span says which limit stopped the session, not "llm_error".

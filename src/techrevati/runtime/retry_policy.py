@@ -506,7 +506,10 @@ def classify_exception(error: BaseException) -> FailureScenario:
         >>> classify_exception(ConnectionRefusedError()).value
         'provider_failure'
     """
-    message = str(error).lower()
+    try:
+        message = str(error).lower()
+    except Exception:
+        message = ""  # a message that cannot be read: classified by its type alone
     if isinstance(error, TimeoutError):
         return FailureScenario.LLM_TIMEOUT
     if "timeout" in message or "timed out" in message:

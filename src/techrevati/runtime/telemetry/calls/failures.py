@@ -61,16 +61,13 @@ def record_error(span: Span, error: BaseException, *, capture: bool | None = Non
     span.set_attribute(sc.ERROR_TYPE, kind)
     message = kind
     if allowed:
-        try:
-            text = str(error)
-        except Exception as failed:
-            # An error whose message cannot be read (an ORM row's, detached): the user
-            # gets their own exception, the span a placeholder and the frames.
-            message = f"{kind}: {unreadable(error, failed, 'str')}"
-        else:
+        text, readable = error_text(error)
+        if readable:
             span.set_status(Status(StatusCode.ERROR, f"{kind}: {text}"))
             span.record_exception(error)
             return
+        # An error whose message cannot be read: the span a placeholder and the frames.
+        message = f"{kind}: {text}"
     span.set_status(Status(StatusCode.ERROR, message))
     frames = "".join(traceback.format_tb(error.__traceback__)) if error.__traceback__ else ""
     span.add_event(
@@ -81,6 +78,23 @@ def record_error(span: Span, error: BaseException, *, capture: bool | None = Non
             "exception.stacktrace": f"Traceback (most recent call last):\n{frames}{kind}",
         },
     )
+
+
+def error_text(error: BaseException) -> tuple[str, bool]:
+    """(``str(error)``, True), or a placeholder and False when reading it raises.
+
+    An exception whose message cannot be read (an ORM row's, detached from its
+    session) still reaches its caller as itself: what we record of it says so.
+
+    Example::
+
+        >>> error_text(ValueError("bad value"))
+        ('bad value', True)
+    """
+    try:
+        return str(error), True
+    except Exception as failed:
+        return unreadable(error, failed, "str"), False
 
 
 def reason_text(reason: str) -> str | None:
