@@ -1083,6 +1083,18 @@ def _cancelled_calls(api: FakeOpenAI, session_kwargs: dict[str, Any], calls: int
 #: (estimate.request_tokens: 35 characters of messages, 9 tokens) and its output at
 #: its max_tokens, at model-a's $3 / $15 per million.
 CANCELLED_CALL = (9 * 3 + 50 * 15) / 1e6
+#: The request the timeout and retry tests send (read only).
+CAPPED_ASK: dict[str, Any] = {
+    "model": "model-a",
+    "max_tokens": 50,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+#: The two sessions a sent attempt is booked in alike.
+BOTH_SESSIONS = pytest.mark.parametrize(
+    "limits",
+    [{"max_iterations": 5}, {"budget_usd": 1.0, "enforce_budget": True}],
+    ids=["cap only", "enforced budget"],
+)
 
 
 @pytest.mark.parametrize("instrumented", [False, True], ids=["bare", "official instrumentation"])
@@ -1592,11 +1604,7 @@ def test_an_anthropic_calls_retries_after_read_timeouts_are_one_call(kind: str, 
     # retry's backoff, it failed the call, and each retry was admitted as a new one
     # (3 calls of a cap, and of a fleet scope, for one).
     reply = message("hi", input_tokens=1000, output_tokens=100)
-    ask: dict[str, Any] = {
-        "model": "model-a",
-        "max_tokens": 50,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
+    ask = CAPPED_ASK
     with serve_anthropic(FakeAnthropic(reply, delay=0.5)) as api:
         args: dict[str, Any] = {"base_url": api.url, "api_key": "k", "max_retries": 2}
         with (
@@ -1648,11 +1656,7 @@ def test_a_call_a_middleware_answers_itself_is_ended_and_the_next_is_its_own(
     closed.bind(("127.0.0.1", 0))
     dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
     closed.close()  # nothing listens there: the connection is refused
-    ask: dict[str, Any] = {
-        "model": "model-a",
-        "max_tokens": 50,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
+    ask = CAPPED_ASK
     reply = message("hi", input_tokens=1000, output_tokens=100)
     with (
         serve_anthropic(FakeAnthropic(reply)) as api,
@@ -1799,11 +1803,7 @@ def test_attempts_retried_after_read_timeouts_are_booked_with_the_call(
 ) -> None:
     # Two attempts timed out reading (the server still generating), the third answered:
     # the provider bills all three, and only the answer was booked.
-    ask: dict[str, Any] = {
-        "model": "model-a",
-        "max_tokens": 50,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
+    ask = CAPPED_ASK
     args: dict[str, Any] = {"api_key": "k", "max_retries": 2, "timeout": 0.5}
     if package == "openai":
         server: Any = serve(FakeOpenAI(COMPLETION))
@@ -1831,22 +1831,14 @@ def test_attempts_retried_after_read_timeouts_are_booked_with_the_call(
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL + 2 * CANCELLED_CALL)
 
 
-@pytest.mark.parametrize(
-    "limits",
-    [{"max_iterations": 5}, {"budget_usd": 1.0, "enforce_budget": True}],
-    ids=["cap only", "enforced budget"],
-)
+@BOTH_SESSIONS
 def test_a_call_cancelled_in_the_sdk_s_retry_wait_books_its_one_sent_attempt(
     limits: dict[str, Any], otel: Otel
 ) -> None:
     # A review: the first attempt timed out reading (booked with the call as a retried
     # attempt), then the caller cancelled while the SDK waited to retry: the cancellation
     # booked that same attempt again (1 request sent, 2 upper bounds booked).
-    ask: dict[str, Any] = {
-        "model": "model-a",
-        "max_tokens": 50,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
+    ask = CAPPED_ASK
     with serve(FakeOpenAI(COMPLETION)) as api:
         api.delays = [3.0]
         client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=2, timeout=0.5)
@@ -1870,11 +1862,7 @@ def test_a_call_cancelled_in_the_sdk_s_retry_wait_books_its_one_sent_attempt(
 def test_attempts_that_timed_out_before_a_failed_last_one_are_booked(otel: Otel) -> None:
     # Two attempts timed out reading, then the last one was answered 500: the call failed
     # and was released, and the two billed attempts with it ($0, 3 requests sent).
-    ask: dict[str, Any] = {
-        "model": "model-a",
-        "max_tokens": 50,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
+    ask = CAPPED_ASK
     with serve(FakeOpenAI(COMPLETION)) as api:
         api.delays = [2.0, 2.0]
         api.statuses = [200, 200, 500]  # (the first two are never read: timed out)
@@ -1891,11 +1879,7 @@ def test_attempts_that_timed_out_before_a_failed_last_one_are_booked(otel: Otel)
     assert session.tracker.total_cost() == pytest.approx(2 * CANCELLED_CALL)
 
 
-@pytest.mark.parametrize(
-    "limits",
-    [{"max_iterations": 5}, {"budget_usd": 1.0, "enforce_budget": True}],
-    ids=["cap only", "enforced budget"],
-)
+@BOTH_SESSIONS
 def test_a_call_whose_every_attempt_timed_out_is_booked_at_them(
     limits: dict[str, Any], otel: Otel
 ) -> None:
@@ -1903,11 +1887,7 @@ def test_a_call_whose_every_attempt_timed_out_is_booked_at_them(
     # only a cap: a call whose three attempts all timed out was booked $0, while a call
     # answered at its third attempt booked its two timed-out ones. Each was sent and is
     # billed, with or without a budget: the call is booked at all three.
-    ask: dict[str, Any] = {
-        "model": "model-a",
-        "max_tokens": 50,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
+    ask = CAPPED_ASK
     with serve(FakeOpenAI(COMPLETION)) as api:
         api.delays = [2.0, 2.0, 2.0]
         client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=2, timeout=0.5)
