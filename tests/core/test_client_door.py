@@ -1028,6 +1028,54 @@ def test_an_async_stream_dropped_before_its_usage_is_warned_about_at_its_request
     assert warning.filename == __file__
 
 
+def test_a_stream_whose_task_is_cancelled_in_its_loop_body_is_booked_when_the_task_ends(
+    api: FakeOpenAI,
+) -> None:
+    # A probe: tasks cancelled while their `async for chunk in stream` body awaited
+    # (forwarding a chunk, say), their results kept by gather(return_exceptions=True):
+    # the CancelledError's traceback keeps each stream alive, never closed, so its
+    # reservation was held until the session closed ($0.0109 of one of 8 left, 7 of 8
+    # booked). Booked as a dropped stream when the task reading it ends.
+    async def main() -> tuple[int, int, list[BaseException | None]]:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        with agent_session("w", budget_usd=1.0, enforce_budget=True) as session:
+            reading = asyncio.Event()
+
+            async def forward() -> None:
+                stream = await client.chat.completions.create(
+                    model="model-a",
+                    messages=[{"role": "user", "content": "hi"}],
+                    max_tokens=50,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+                async for _chunk in stream:
+                    reading.set()
+                    await asyncio.sleep(30)  # (a websocket send)
+
+            task = asyncio.create_task(forward())
+            await reading.wait()
+            task.cancel()
+            kept = await asyncio.gather(task, return_exceptions=True)  # kept: alive
+            await asyncio.sleep(0)  # (the done callbacks run)
+            return session._ledger.reserved_nano, session.tracker.turn_count, kept
+
+    gc.disable()  # only the task's end may book it
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            reserved, booked, kept = asyncio.run(main())
+    finally:
+        gc.enable()
+    assert isinstance(kept[0], asyncio.CancelledError)
+    assert (reserved, booked) == (0, 1)
+    [warning] = [w for w in seen if "model-a" in str(w.message)]
+    assert str(warning.message).startswith(
+        "a stream of model 'model-a' ended before its usage arrived"
+    )
+    assert warning.filename == __file__
+
+
 def test_a_stream_that_never_asked_for_usage_is_told_to_when_closed_early(
     api: FakeOpenAI,
 ) -> None:

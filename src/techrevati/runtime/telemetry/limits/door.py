@@ -696,6 +696,16 @@ def _stream_end(
     finish(call, usage, reader.model, reader.reasoning_tokens, chars, estimate)
 
 
+def _reader_ended(call: RequestCall, reader: StreamReader, task: object) -> None:
+    """The task reading a stream ended: a stream it left unfinished is booked as dropped."""
+    if call.done:
+        return
+    try:
+        _stream_end(call, reader, cut=True, dropped=True)
+    except Exception:
+        _warn_once("the client guard could not book a stream its task left; continuing")
+
+
 def _asks_usage(body: Mapping[str, Any] | None, provider: str) -> bool:
     """Whether a streamed request's usage comes with its stream (last, or at its end).
 
@@ -745,6 +755,13 @@ async def _async_chunks(
     inner: AsyncIterator[Any], reader: StreamReader, call: RequestCall
 ) -> AsyncIterator[Any]:
     read = dropped = False
+    # The task reading the stream: when it ends with the stream neither read to its end
+    # nor closed (cancelled inside its ``async for`` body, the CancelledError's traceback
+    # keeping the stream alive), the stream is booked as dropped then, not held reserved
+    # until the garbage collector or the session's close comes by.
+    task = asyncio.current_task()
+    if task is not None:
+        task.add_done_callback(functools.partial(_reader_ended, call, reader))
     try:
         async for item in inner:
             reader.add(item)
