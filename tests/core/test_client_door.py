@@ -1076,6 +1076,39 @@ def test_a_stream_whose_task_is_cancelled_in_its_loop_body_is_booked_when_the_ta
     assert warning.filename == __file__
 
 
+def test_a_stream_whose_first_chunk_a_helper_task_read_is_booked_at_its_usage(
+    api: FakeOpenAI,
+) -> None:
+    # A review: a helper task that reads a stream's first chunk and hands the stream
+    # back ends normally (as does each task of wait_for(stream.__anext__()), which
+    # langchain-openai reads every chunk through): its end must not book the stream
+    # early at an estimate, with a false "ended before its usage arrived".
+    async def main() -> tuple[float, int]:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        with agent_session("w", budget_usd=1.0, enforce_budget=True) as session:
+            stream = await client.chat.completions.create(
+                model="model-a",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = aiter(stream)
+            assert await asyncio.create_task(anext(chunks)) is not None  # a helper task
+            while True:  # then each chunk in a task of its own, as langchain-openai reads
+                try:
+                    await asyncio.wait_for(anext(chunks), 5)
+                except StopAsyncIteration:
+                    break
+            return session.tracker.total_cost(), session._ledger.reserved_nano
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cost, reserved = asyncio.run(main())
+    assert not [w for w in seen if "model-a" in str(w.message)]
+    assert reserved == 0
+    assert cost == pytest.approx(ONE_CALL)
+
+
 def test_a_stream_that_never_asked_for_usage_is_told_to_when_closed_early(
     api: FakeOpenAI,
 ) -> None:

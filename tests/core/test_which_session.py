@@ -153,6 +153,37 @@ def test_a_sub_agent_session_opened_in_a_pool_task_is_the_planners_child(otel: O
         assert child.parent is not None and child.parent.span_id == parent.context.span_id
 
 
+def test_sessions_in_nested_pools_and_after_their_submitter_closed_stay_under_the_planner(
+    otel: Otel,
+) -> None:
+    # A review: a task a pool task submitted to another pool, and a task whose
+    # submitting session closed before it opened its own (fire and forget), opened
+    # top-level sessions: 15 of 15 calls ran under the planner's cap of 4, silently.
+    with (
+        agent_session("planner", max_iterations=4, **otel.kwargs()),
+        ThreadPoolExecutor(max_workers=3) as outer,
+        ThreadPoolExecutor(max_workers=3) as inner,
+    ):
+        nested = list(outer.map(lambda t: inner.submit(_sub_agent, otel, t).result(), range(3)))
+    assert sum(run.count("ran") for run in nested) == 4
+
+    go = threading.Event()
+
+    def later(topic: int) -> list[str]:
+        assert go.wait(10)
+        return _sub_agent(otel, topic)
+
+    with (
+        agent_session("planner", max_iterations=4, **otel.kwargs()),
+        ThreadPoolExecutor(max_workers=3) as pool,
+    ):
+        with agent_session("mid", max_iterations=10, **otel.kwargs()):
+            futures = [pool.submit(later, t) for t in range(3)]
+        go.set()  # 'mid' has closed: the tasks open their sessions under 'planner'
+        runs = [future.result() for future in futures]
+    assert sum(run.count("ran") for run in runs) == 4
+
+
 def test_a_pool_reused_after_its_session_closed_does_not_parent_later_sessions(
     otel: Otel,
 ) -> None:

@@ -56,9 +56,13 @@ _lock = threading.Lock()
 
 
 def _starter() -> weakref.ref[SessionScope] | None:
-    """The current session, if it is open and has limits (a weak reference)."""
-    scope = membership.CURRENT.get()
-    if scope is None or scope.closed:
+    """The session starting work here, if open and with limits (a weak reference).
+
+    The current one, else (in a pool task) the one that submitted the task: work a
+    pool task hands to another pool is still the submitting session's.
+    """
+    scope = membership.open_parent() or submitted_from()
+    if scope is None:
         return None
     ledger = scope.ledger
     if ledger.max_iterations is None and not ledger.enforced():
@@ -125,7 +129,11 @@ def submitted_from() -> SessionScope | None:
     """
     found = _SUBMITTED_IN.get()
     scope = found() if found is not None else None
-    return scope if scope is not None and not scope.closed else None
+    # Closed before the task opened its session (fire and forget): its nearest open
+    # ancestor, as for a session opened in a block that closed.
+    while scope is not None and scope.closed:
+        scope = scope.parent
+    return scope
 
 
 def ensure_noted() -> None:

@@ -696,9 +696,10 @@ def _stream_end(
     finish(call, usage, reader.model, reader.reasoning_tokens, chars, estimate)
 
 
-def _reader_ended(call: RequestCall, reader: StreamReader, task: object) -> None:
-    """The task reading a stream ended: a stream it left unfinished is booked as dropped."""
-    if call.done:
+def _reader_ended(call: RequestCall, reader: StreamReader, task: asyncio.Task[Any]) -> None:
+    """The task reading a stream was cancelled or failed: a stream it left unfinished is
+    booked as dropped."""
+    if call.done or not (task.cancelled() or task.exception() is not None):
         return
     try:
         _stream_end(call, reader, cut=True, dropped=True)
@@ -755,13 +756,17 @@ async def _async_chunks(
     inner: AsyncIterator[Any], reader: StreamReader, call: RequestCall
 ) -> AsyncIterator[Any]:
     read = dropped = False
-    # The task reading the stream: when it ends with the stream neither read to its end
-    # nor closed (cancelled inside its ``async for`` body, the CancelledError's traceback
-    # keeping the stream alive), the stream is booked as dropped then, not held reserved
-    # until the garbage collector or the session's close comes by.
-    task = asyncio.current_task()
+    # The task that starts reading the stream: when it is cancelled (or fails) with the
+    # stream neither read to its end nor closed (cancelled inside its ``async for`` body,
+    # the CancelledError's traceback keeping the stream alive), the stream is booked as
+    # dropped then, not held reserved until the garbage collector or the session's
+    # close comes by. A task that ends normally may have handed the stream on (a
+    # helper that read its first chunk, ``wait_for(stream.__anext__())`` per chunk).
+    # (Only on an asyncio loop: under trio there is no asyncio task to follow.)
+    task = asyncio.current_task() if _running_loop() is not None else None
+    ended = functools.partial(_reader_ended, call, reader)
     if task is not None:
-        task.add_done_callback(functools.partial(_reader_ended, call, reader))
+        task.add_done_callback(ended)
     try:
         async for item in inner:
             reader.add(item)
@@ -773,5 +778,7 @@ async def _async_chunks(
         dropped = True
         raise
     finally:
+        if task is not None:
+            task.remove_done_callback(ended)  # (a long-lived task reads many streams)
         _stream_end(call, reader, cut=not read, dropped=dropped)
     _crossed(call, streamed=True)
