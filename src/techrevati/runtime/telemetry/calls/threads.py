@@ -42,10 +42,10 @@ from ..limits import membership
 if TYPE_CHECKING:
     from .session import SessionScope
 
-#: The session with limits that submitted the function running on this pool worker.
-_SUBMITTED_IN: ContextVar[weakref.ref[SessionScope] | None] = ContextVar(
-    "techrevati_submitted_in", default=None
-)
+#: The session with limits that submitted the function running on this pool worker
+#: (held while the task is queued or runs: a task ends with its work, and the walk to
+#: an open ancestor needs the session even once it closed).
+_SUBMITTED_IN: ContextVar[SessionScope | None] = ContextVar("techrevati_submitted_in", default=None)
 #: The attribute a thread started inside a session with limits carries (a weak reference).
 _STARTED_IN = "_techrevati_started_in"
 #: Starting sessions already warned about.
@@ -55,8 +55,8 @@ _MARK = "__techrevati_noted__"
 _lock = threading.Lock()
 
 
-def _starter() -> weakref.ref[SessionScope] | None:
-    """The session starting work here, if open and with limits (a weak reference).
+def _starter() -> SessionScope | None:
+    """The session starting work here, if open and with limits.
 
     The current one, else (in a pool task) the one that submitted the task: work a
     pool task hands to another pool is still the submitting session's.
@@ -67,7 +67,7 @@ def _starter() -> weakref.ref[SessionScope] | None:
     ledger = scope.ledger
     if ledger.max_iterations is None and not ledger.enforced():
         return None
-    return weakref.ref(scope)
+    return scope
 
 
 def _one_job(thread: threading.Thread) -> bool:
@@ -86,7 +86,8 @@ def _wrap_start(start: Any) -> Any:
         if _one_job(self):
             starter = _starter()
             if starter is not None:
-                setattr(self, _STARTED_IN, starter)
+                # Weakly: a thread may outlive its session by far.
+                setattr(self, _STARTED_IN, weakref.ref(starter))
         # Bound, not start(self): another wrapper installed before ours (wrapt's, as
         # OpenTelemetry's ThreadingInstrumentor uses) reads its instance from the binding.
         start.__get__(self, type(self))()
@@ -95,7 +96,7 @@ def _wrap_start(start: Any) -> Any:
     return noted_start
 
 
-def _run_submitted(starter: weakref.ref[SessionScope], fn: Any, /, *args: Any, **kw: Any) -> Any:
+def _run_submitted(starter: SessionScope, fn: Any, /, *args: Any, **kw: Any) -> Any:
     token = _SUBMITTED_IN.set(starter)
     try:
         return fn(*args, **kw)
@@ -127,8 +128,7 @@ def submitted_from() -> SessionScope | None:
 
     A session opened in the task opens under it (see ``open_session``).
     """
-    found = _SUBMITTED_IN.get()
-    scope = found() if found is not None else None
+    scope = _SUBMITTED_IN.get()
     # Closed before the task opened its session (fire and forget): its nearest open
     # ancestor, as for a session opened in a block that closed.
     while scope is not None and scope.closed:
