@@ -1001,6 +1001,15 @@ def test_a_stream_dropped_before_its_usage_is_warned_about_at_its_request(
     assert warning.filename == __file__
 
 
+def _one_dropped_stream_warning(seen: list[warnings.WarningMessage]) -> None:
+    """One warning of model-a's stream: dropped before its usage, at this file's line."""
+    [warning] = [w for w in seen if "model-a" in str(w.message)]
+    assert str(warning.message).startswith(
+        "a stream of model 'model-a' ended before its usage arrived"
+    )
+    assert warning.filename == __file__
+
+
 def test_an_async_stream_dropped_before_its_usage_is_warned_about_at_its_request(
     api: FakeOpenAI,
 ) -> None:
@@ -1021,11 +1030,7 @@ def test_an_async_stream_dropped_before_its_usage_is_warned_about_at_its_request
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         asyncio.run(main())
-    [warning] = [w for w in seen if "model-a" in str(w.message)]
-    assert str(warning.message).startswith(
-        "a stream of model 'model-a' ended before its usage arrived"
-    )
-    assert warning.filename == __file__
+    _one_dropped_stream_warning(seen)
 
 
 def test_a_stream_whose_task_is_cancelled_in_its_loop_body_is_booked_when_the_task_ends(
@@ -1069,11 +1074,7 @@ def test_a_stream_whose_task_is_cancelled_in_its_loop_body_is_booked_when_the_ta
         gc.enable()
     assert isinstance(kept[0], asyncio.CancelledError)
     assert (reserved, booked) == (0, 1)
-    [warning] = [w for w in seen if "model-a" in str(w.message)]
-    assert str(warning.message).startswith(
-        "a stream of model 'model-a' ended before its usage arrived"
-    )
-    assert warning.filename == __file__
+    _one_dropped_stream_warning(seen)
 
 
 def test_a_stream_whose_first_chunk_a_helper_task_read_is_booked_at_its_usage(

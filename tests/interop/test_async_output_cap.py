@@ -17,9 +17,6 @@ instrumentation (as the support table's ``genai-openai`` producer uses).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,9 +26,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import venvs  # noqa: E402
 from async_cap_scenario import RESULT_MARK  # noqa: E402
-
-SRC = HERE.parent.parent / "src"
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -43,20 +39,9 @@ BOUND = (9 * 100 + 50 * 200) / 1e6  # $0.0109
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    env.pop("OTEL_SDK_DISABLED", None)
-    done = subprocess.run(
-        [sys.executable, str(HERE / "async_cap_scenario.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
+    return venvs.run_scenario(
+        sys.executable, HERE / "async_cap_scenario.py", mark=RESULT_MARK, timeout=240
     )
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_MARK):
-            found: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
-            return found
-    raise AssertionError(f"no result (exit {done.returncode})\n{done.stderr[-3000:]}")
 
 
 def test_the_official_instrumentation_names_max_tokens_only_when_its_span_ends(

@@ -19,9 +19,6 @@ refusal was raised.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +31,6 @@ sys.path.insert(0, str(HERE))
 
 import venvs  # noqa: E402
 
-SRC = HERE.parent.parent / "src"
 SCENARIO = HERE / "frameworks_scenario.py"
 
 # All set-ups run in the first test that asks (two at a time; ~2 min on 2 cores).
@@ -108,22 +104,13 @@ CONCURRENT = {setup for setup in SETUPS if "-abatch" in setup}
 
 
 def _run(setup: str) -> dict[str, Any]:
-    python = str(venvs.python("frameworks"))
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    env.pop("OTEL_SDK_DISABLED", None)
-    done = subprocess.run(
-        [python, str(SCENARIO), setup],
-        capture_output=True,
-        text=True,
-        env=env,
+    return venvs.run_scenario(
+        str(venvs.python("frameworks")),
+        SCENARIO,
+        setup,
+        mark=RESULT_MARK,
         timeout=600,
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_MARK):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
-            return result
-    raise AssertionError(
-        f"{setup}: scenario printed no result (exit {done.returncode})\n{done.stderr[-3000:]}"
+        label=setup,
     )
 
 

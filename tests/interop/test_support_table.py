@@ -17,9 +17,6 @@ cap is 2 calls.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,8 +29,6 @@ sys.path.insert(0, str(HERE))
 
 import venvs  # noqa: E402
 from scenario import RESULT_MARK, SWALLOWS_REFUSALS  # noqa: E402
-
-SRC = HERE.parent.parent / "src"
 
 # The first test runs all scenarios (two at a time, ~15-30 s each, imports dominate).
 pytestmark = pytest.mark.timeout(900)
@@ -129,21 +124,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
 def _run(producer: str) -> dict[str, Any]:
     env_name = PRODUCERS[producer]
     python = sys.executable if env_name is None else str(venvs.python(env_name))
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    env.pop("OTEL_SDK_DISABLED", None)
-    done = subprocess.run(
-        [python, str(HERE / "scenario.py"), producer],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_MARK):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
-            return result
-    raise AssertionError(
-        f"{producer}: scenario printed no result (exit {done.returncode})\n{done.stderr[-3000:]}"
+    return venvs.run_scenario(
+        python, HERE / "scenario.py", producer, mark=RESULT_MARK, timeout=600, label=producer
     )
 
 

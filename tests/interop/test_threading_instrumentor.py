@@ -10,9 +10,6 @@ The same rule without the instrumentor (``context.attach`` by hand, asyncio,
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,26 +25,17 @@ import venvs  # noqa: E402
 # marker is repeated here rather than imported (a test below checks they agree).
 RESULT_MARK = "THREADING-RESULT "
 
-SRC = HERE.parent.parent / "src"
 ONE_CALL = 0.0045  # 1000 in + 100 out at $3 / $15 per million
 
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    env.pop("OTEL_SDK_DISABLED", None)
-    done = subprocess.run(
-        [str(venvs.python("threading")), str(HERE / "threading_scenario.py")],
-        capture_output=True,
-        text=True,
-        env=env,
+    return venvs.run_scenario(
+        str(venvs.python("threading")),
+        HERE / "threading_scenario.py",
+        mark=RESULT_MARK,
         timeout=300,
     )
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_MARK):
-            found: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
-            return found
-    raise AssertionError(f"no result (exit {done.returncode})\n{done.stderr[-3000:]}")
 
 
 def test_a_thread_with_the_sessions_context_is_capped(results: dict[str, Any]) -> None:

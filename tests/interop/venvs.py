@@ -19,14 +19,18 @@ interop-venvs`` runs it), in parallel, and prints where they are.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+#: This checkout's package, which scenario scripts import.
+SRC = HERE.parent.parent / "src"
 ENVS = HERE / "envs"
 CACHE = Path(os.environ.get("TECHREVATI_CACHE", Path.home() / ".cache" / "techrevati"))
 
@@ -84,6 +88,28 @@ def build(name: str) -> Path:
         raise RuntimeError(f"building interop venv {name!r} failed; see {log}")
     (venv / ".complete").write_text("\n".join(p.name for p in _inputs(name)) + "\n")
     return venv
+
+
+def run_scenario(
+    python: str, script: Path, *args: str, mark: str, timeout: float, label: str = ""
+) -> dict[str, Any]:
+    """Run a scenario script with this checkout's ``src`` and read its result line.
+
+    The script prints one line starting with ``mark`` followed by JSON; without
+    it the run failed, and its exit code and the end of its stderr are raised.
+    ``label`` names the set-up in that message.
+    """
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("OTEL_SDK_DISABLED", None)
+    done = subprocess.run(
+        [python, str(script), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith(mark):
+            found: dict[str, Any] = json.loads(line[len(mark) :])
+            return found
+    said = f"{label}: scenario printed no result" if label else "no result"
+    raise AssertionError(f"{said} (exit {done.returncode})\n{done.stderr[-3000:]}")
 
 
 def main() -> int:
