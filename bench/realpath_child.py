@@ -30,6 +30,9 @@ Variants:
   reported per call (``bias``) so the suite states the total net of it.
   The same count is also kept per door (``start``, ``end``: the processor's
   ``on_start`` / ``on_end``; ``guard``: the client guard's hooks).
+* ``ours_split_cap`` — the same count in a session with only its iteration
+  cap (what ``agent_session(...)`` has by default): nothing is reserved or
+  priced ahead, the call is still priced and booked when it ends.
 * ``without_PART`` — ``ours_split`` with one part of our per-call work
   replaced by a stub that returns what its caller expects (see ``PARTS``):
   the difference from ``ours_split`` is what that part costs in a real call,
@@ -211,15 +214,17 @@ def setup(variant: str, url: str) -> Callable[[int], None]:
     import openai
 
     provider = None
-    if variant in ("bare", "ours", "ours_split") or variant.startswith("without_"):
+    if variant in ("bare", "ours", "ours_split", "ours_split_cap") or variant.startswith(
+        "without_"
+    ):
         provider = _provider()
         _instrument(provider)
     if variant in ("ours", "client_ours"):
         _ours(provider)
-    if variant == "ours_split" or variant.startswith("without_"):
+    if variant in ("ours_split", "ours_split_cap") or variant.startswith("without_"):
         if variant.startswith("without_"):
             _without(variant.removeprefix("without_"))
-        _ours(provider, budget=True)
+        _ours(provider, budget=variant != "ours_split_cap")
         _count_inside(provider)
     client = openai.OpenAI(base_url=url + "/v1", api_key="bench-key", max_retries=0)
     messages = [{"role": "user", "content": "hi"}]

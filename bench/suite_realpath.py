@@ -109,6 +109,8 @@ def _framework_python() -> str | None:
 
 #: Our share counted inside our entry points, in a process of its own (see realpath_child).
 SPLIT = "ours_split"
+#: The same count in a session with only its (default) iteration cap.
+SPLIT_CAP = "ours_split_cap"
 #: The same with one part of our per-call work stubbed (realpath_child.PARTS): what it costs.
 PARTS = ("iteration", "reading", "tracker", "pricing", "guard")
 WITHOUT = tuple(f"without_{part}" for part in PARTS)
@@ -128,7 +130,7 @@ def run(quick: bool) -> Result:
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
-        variants = [v for pair in PAIRS for v in pair] + [SPLIT, *WITHOUT]
+        variants = [v for pair in PAIRS for v in pair] + [SPLIT, SPLIT_CAP, *WITHOUT]
         pythons = dict.fromkeys(variants, sys.executable)
         batches = dict.fromkeys(variants, per_batch)
         fw_python = _framework_python()
@@ -145,7 +147,7 @@ def run(quick: bool) -> Result:
         inside: list[float] = []
         bias: list[float] = []
         # Net inside count per round: ours_split, and each without_PART variant.
-        net_of: dict[str, list[float]] = {v: [] for v in (SPLIT, *WITHOUT)}
+        net_of: dict[str, list[float]] = {v: [] for v in (SPLIT, SPLIT_CAP, *WITHOUT)}
         doors: dict[str, list[float]] = {}
         for r in range(rounds):
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
@@ -177,6 +179,18 @@ def run(quick: bool) -> Result:
         f"counting's own {1e6 * harness.median(bias):.1f} µs (the same count around a span "
         f"processor that does nothing): median {harness.median(net):.1f} µs (rounds: "
         f"{min(net):.1f} to {max(net):.1f})"
+    )
+    # As a share of the same round's call without our package: a figure a slower
+    # or busier machine moves far less than it moves the microseconds.
+    shares = [100 * n / (1e6 * b) for n, b in zip(net, cpu["bare"], strict=True)]
+    cap_net = net_of[SPLIT_CAP]
+    cap_shares = [100 * n / b for n, b in zip(cap_net, cpu["bare"], strict=True)]
+    result.info.append(
+        f"  as a share of the call without our package ({1e6 * harness.median(cpu['bare']):,.0f}"
+        f" µs): median {harness.median(shares):.2f}% (rounds: {min(shares):.2f}% to "
+        f"{max(shares):.2f}%); in a session with only its iteration cap ({SPLIT_CAP}): median "
+        f"{1e6 * harness.median(cap_net):.1f} µs net, {harness.median(cap_shares):.2f}% of the "
+        f"call (rounds: {min(cap_shares):.2f}% to {max(cap_shares):.2f}%)"
     )
     if doors:
         result.info.append(
