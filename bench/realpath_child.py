@@ -22,14 +22,15 @@ Variants:
   run, no tools) with the OpenAI instrumentation, without and with us.
 * ``ours_split`` — ``ours`` with its budget enforced, and the calling thread's
   CPU inside our entry points (the limits processor's ``on_start`` /
-  ``on_end``, the client guard's request and response hooks) counted apart:
+  ``on_end``; the client guard's patches of the request path, net of the SDK
+  methods they call) counted apart:
   our share measured directly, where ``ours - bare`` is a difference of two
   noisy totals. The counting adds its own cost (a clock read and a wrapper
   call per entry, about 2 µs each in a real call): the same count around a
   span processor that does nothing measures it where it is paid, and it is
   reported per call (``bias``) so the suite states the total net of it.
   The same count is also kept per door (``start``, ``end``: the processor's
-  ``on_start`` / ``on_end``; ``guard``: the client guard's hooks).
+  ``on_start`` / ``on_end``; ``guard``: the client guard's patches of the request path).
 * ``ours_split_cap`` — the same count in a session with only its iteration
   cap (what ``agent_session(...)`` has by default): nothing is reserved or
   priced ahead, the call is still priced and booked when it ends.
@@ -97,10 +98,13 @@ def _ours(provider: Any | None, *, budget: bool = False) -> Any:
 
 #: Thread CPU (ns) spent inside our entry points, and how many entries, for ``ours_split``.
 INSIDE = [0, 0]
-#: The same per door: the processor's on_start, its on_end, the client guard's hooks.
+#: The same per door: the processor's on_start, its on_end, the client guard's patches.
 DOORS: dict[str, list[int]] = {"start": [0, 0], "end": [0, 0], "guard": [0, 0]}
 #: The same count around entries that do nothing (``_Noop``): the counting's own cost.
 EMPTY = [0, 0]
+#: The same count around a patch that only calls through, beside each guard patch:
+#: what counting a patch costs by itself (see ``_count_guard``).
+EMPTY_PATCH = [0, 0]
 
 
 def _counted(
@@ -123,30 +127,76 @@ def _counted(
     return inner
 
 
+def _uncounted(fn: Callable[..., Any], into: list[int], door: list[int]) -> Callable[..., Any]:
+    """``fn`` is not ours (the SDK method a patch calls): its time is taken back out."""
+    clock = time.thread_time_ns
+
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        start = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent = clock() - start
+            into[0] -= spent
+            door[0] -= spent
+
+    return inner
+
+
+def _count_guard() -> None:
+    """Count the client guard's patches of ``openai``'s request path, net of the SDK inside.
+
+    The guard patches the client's request methods (building a request,
+    processing its response, the request run around both); each patch calls
+    the SDK's own method inside. A patch is counted whole (its own code, the
+    doors it calls, the request run's context) and the SDK method it wraps is
+    taken back out, by an ``_uncounted`` copy put in the closure cell that
+    holds it. Counting a patch this way costs more than counting a span
+    processor's entry (two more clock reads, the keyword arguments passed on
+    twice), so the cost is measured the same way, at the same place: between
+    each patch and its SDK method sits a patch that only calls through,
+    counted into EMPTY_PATCH.
+    """
+    from techrevati.runtime.telemetry.limits import guard
+
+    for owner, name, _ in guard._targets("openai"):
+        patch = owner.__dict__.get(name)
+        original = getattr(patch, guard._MARK, None)
+        cells = getattr(patch, "__closure__", None) or ()
+        held = [cell for cell in cells if cell.cell_contents is original]
+        if patch is None or original is None or len(held) != 1:
+            raise RuntimeError(f"guard patch of {owner.__name__}.{name} not as expected")
+        sdk = _uncounted(original, EMPTY_PATCH, [0, 0])
+
+        def through(*args: Any, _sdk: Callable[..., Any] = sdk, **kwargs: Any) -> Any:
+            return _sdk(*args, **kwargs)
+
+        between = _counted(through, EMPTY_PATCH)
+        held[0].cell_contents = _uncounted(between, INSIDE, DOORS["guard"])
+        counted = _counted(patch, INSIDE, DOORS["guard"])
+        setattr(counted, guard._MARK, original)  # still the guard's patch to install_guard
+        setattr(owner, name, counted)
+
+
 def _count_inside(provider: Any) -> None:
     """Wrap our entry points so the thread CPU spent inside them adds up in INSIDE.
 
-    A span processor that does nothing, counted the same way into EMPTY, is
-    added after ours: its ``on_start`` / ``on_end`` run at the same places of
-    every call, as cold as ours, so what a counted entry costs by itself is
-    measured where it is paid (a tight loop around a no-op reads a fraction
-    of it).
+    The limits processor's ``on_start`` / ``on_end``, and the client guard's
+    patches of the request path (``_count_guard``). A span processor that does
+    nothing, counted the same way into EMPTY, is added after ours: its
+    ``on_start`` / ``on_end`` run at the same places of every call, as cold as
+    ours, so what a counted entry costs by itself is measured where it is paid
+    (a tight loop around a no-op reads a fraction of it).
     """
     from opentelemetry.sdk.trace import SpanProcessor
 
-    from techrevati.runtime.telemetry.limits import door, guard
     from techrevati.runtime.telemetry.limits.processor import LimitsProcessor
 
-    for owner, name, where in (
-        (LimitsProcessor, "on_start", "start"),
-        (LimitsProcessor, "on_end", "end"),
-        (door, "begin", "guard"),
-        (door, "watch", "guard"),
-        (door, "take", "guard"),
-        (door, "answered", "guard"),
-        (guard, "check_pending", "guard"),
-    ):
-        setattr(owner, name, _counted(getattr(owner, name), INSIDE, DOORS[where]))
+    for name, where in (("on_start", "start"), ("on_end", "end")):
+        setattr(
+            LimitsProcessor, name, _counted(getattr(LimitsProcessor, name), INSIDE, DOORS[where])
+        )
+    _count_guard()
 
     class _Noop(SpanProcessor):
         def on_start(self, span: Any, parent_context: Any = None) -> None:
@@ -266,22 +316,24 @@ def main(argv: list[str]) -> int:
     print(json.dumps({"ready": variant}), flush=True)
     for line in sys.stdin:
         n = int(line)
-        INSIDE[0] = INSIDE[1] = EMPTY[0] = EMPTY[1] = 0
-        for counts in DOORS.values():
+        for counts in (INSIDE, EMPTY, EMPTY_PATCH, *DOORS.values()):
             counts[0] = counts[1] = 0
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         calls(n)
         cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
         got: dict[str, Any] = {"cpu": cpu / n, "wall": wall / n, "inside": INSIDE[0] / 1e9 / n}
         if EMPTY[1]:
-            # The counting's own share, per call: what an empty entry registered,
-            # times our entries per call.
+            # The counting's own share, per call: what an empty processor entry
+            # registered, times the processor's entries; and what the patches that
+            # only call through registered (one beside each guard patch's entry).
             empty = EMPTY[0] / EMPTY[1]
-            got["bias"] = INSIDE[1] * empty / 1e9 / n
+            processor = DOORS["start"][1] + DOORS["end"][1]
+            got["bias"] = (processor * empty + EMPTY_PATCH[0]) / 1e9 / n
             # Per door, net of the counting: what each door costs per call.
             got["doors"] = {
-                name: (spent - entries * empty) / 1e9 / n
-                for name, (spent, entries) in DOORS.items()
+                "start": (DOORS["start"][0] - DOORS["start"][1] * empty) / 1e9 / n,
+                "end": (DOORS["end"][0] - DOORS["end"][1] * empty) / 1e9 / n,
+                "guard": (DOORS["guard"][0] - EMPTY_PATCH[0]) / 1e9 / n,
             }
         print(json.dumps(got), flush=True)
     return 0
