@@ -76,6 +76,7 @@ from types import FrameType
 from typing import Any
 
 from . import door, unanswered
+from .door import _IN_FLIGHT, IN_REQUEST, InRequest
 
 __all__ = [
     "GUARDED_PACKAGES",
@@ -188,7 +189,8 @@ def _guard_build(
 ) -> Callable[..., Any]:
     @functools.wraps(method)
     def guarded(self: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        check_pending(sys._getframe())
+        if _PENDING.get() is not None:  # (asked inline: a refusal is rarely noted)
+            check_pending(sys._getframe())
         # An async client whose _prepare_request awaits the fleet: a call admitted
         # here (on the loop) leaves its Redis round trip to that await.
         awaits = (
@@ -214,7 +216,8 @@ def _guard_build(
 def _guard_process(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        call = door.take(kwargs.get("options"))
+        # (None asked inline: an instrumented call's request is usually not kept.)
+        call = None if _IN_FLIGHT.get() is None else door.take(kwargs.get("options"))
         try:
             result = method(self, *args, **kwargs)
         except BaseException:
@@ -247,11 +250,25 @@ def _guard_request(method: Callable[..., Any]) -> Callable[..., Any]:
     # A sync client's whole request (every attempt): where it ends answered or not.
     @functools.wraps(method)
     def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with unanswered.RequestRun(args[1] if len(args) > 1 else kwargs.get("options")):
-            return method(self, *args, **kwargs)
+        # ``unanswered.RequestRun`` written out: a context manager's object and its two
+        # calls cost several microseconds a call where the client's code leaves ours cold.
+        run = InRequest()
+        token = IN_REQUEST.set(run)
+        try:
+            result = method(self, *args, **kwargs)
+        except BaseException as error:
+            unanswered.run_ended(_request_options(args, kwargs), error, run, token)
+            raise
+        unanswered.run_ended(_request_options(args, kwargs), None, run, token)
+        return result
 
     setattr(guarded, _MARK, method)
     return guarded
+
+
+def _request_options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The request options of ``SyncAPIClient.request(cast_to, options, ...)``."""
+    return args[1] if len(args) > 1 else kwargs.get("options")
 
 
 def _guard_retry(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -38,7 +38,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,11 +140,18 @@ class RequestRun:
         self.token = IN_REQUEST.set(self.run)
 
     def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
-        try:
-            ended(self.options, error)  # cancelled or timed out on the wire: billed
-        finally:
-            self.run.running = False
-            IN_REQUEST.reset(self.token)
+        run_ended(self.options, error, self.run, self.token)
+
+
+def run_ended(
+    options: object, error: BaseException | None, run: InRequest, token: Token[InRequest | None]
+) -> None:
+    """A run of the SDK's request method ended: ``ended``, then the run is over."""
+    try:
+        ended(options, error)  # cancelled or timed out on the wire: billed
+    finally:
+        run.running = False
+        IN_REQUEST.reset(token)
 
 
 def ended(options: object, error: BaseException | None) -> None:
