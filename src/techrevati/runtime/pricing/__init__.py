@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
 
 from . import database as price_db
 from .database import Band, BundledPrice
-from .names import RegisteredNames, split_route
+from .names import RegisteredNames, same_model, split_route
 
 if TYPE_CHECKING:
     from ..usage_tracking import UsageSnapshot
@@ -69,6 +69,7 @@ __all__ = [
     "ModelPricing",
     "PricedCall",
     "PricedTurn",
+    "booked_name",
     "cost_of",
     "has_pricing",
     "load_pricing_from_file",
@@ -443,6 +444,76 @@ def price_source(model: str, provider: str = "") -> CostSource:
         ('registered', 'bundled', 'unpriced')
     """
     return _resolve(model, provider).source
+
+
+# booked_name's answers for one table version: (version, (requested, responded,
+# provider) -> name). Replaced whole when the table changes, so a stale answer is
+# never read; an answer depends on nothing else (a dated database price is
+# compared by its model, not by today's rates).
+_booked: tuple[int | None, dict[tuple[str, str, str], str]] = (None, {})
+
+
+def booked_name(requested: str, responded: str, provider: str = "") -> str:
+    """The name a call is priced under when its response names another model.
+
+    The response's model, since the provider says what answered (the model
+    behind an Azure deployment name, a router's choice, a snapshot with a price
+    of its own), except that the name asked for stays when:
+
+    * the response's model has no price (a provider's label never makes a
+      priced call free);
+    * you registered a price for the name asked for and the response's model
+      has only the database's (rule 1: your deployment's or negotiated rate is
+      not replaced by a list price, and the call is booked at what reserved it);
+    * it is the same model at the same price (``gpt-4o-mini-2024-07-18`` for
+      ``gpt-4o-mini``): booked under the name that was reserved.
+
+    Cached per name pair until the price table changes.
+
+    Example::
+
+        >>> booked_name("gpt-4o", "gpt-4o-mini-2024-07-18")  # another model
+        'gpt-4o-mini-2024-07-18'
+        >>> booked_name("gpt-4o", "gpt-4o-2024-08-06")  # a snapshot at gpt-4o's price
+        'gpt-4o'
+        >>> booked_name("gpt-4o", "gpt-4o-2024-05-13")  # a snapshot with a dearer price
+        'gpt-4o-2024-05-13'
+    """
+    global _booked
+    version = _table_version()
+    cache = _booked
+    if cache[0] != version or version is None:
+        cache = _booked = (version, {})
+    key = (requested, responded, provider)
+    name = cache[1].get(key)
+    if name is None:
+        name = _booked_uncached(requested, responded, provider)
+        if len(cache[1]) < _CACHE_LIMIT:
+            cache[1][key] = name
+    return name
+
+
+def _booked_uncached(requested: str, responded: str, provider: str) -> str:
+    asked, answered = _resolve(requested, provider), _resolve(responded, provider)
+    if not answered.known:
+        return requested
+    if asked.source == REGISTERED and answered.source != REGISTERED:
+        return requested
+    if asked.known and same_model(requested, responded) and _alike(asked, answered):
+        return requested
+    return responded
+
+
+def _alike(a: _Resolved, b: _Resolved) -> bool:
+    """Whether two resolved prices charge every call the same."""
+    if a.flat is not None or b.flat is not None:
+        return a.flat == b.flat
+    # Tiered or dated database prices: alike when they are one database entry.
+    return (
+        a.tiered is not None
+        and b.tiered is not None
+        and (a.tiered.provider_id, a.tiered.model_id) == (b.tiered.provider_id, b.tiered.model_id)
+    )
 
 
 class PricedCall(NamedTuple):

@@ -45,6 +45,7 @@ __all__ = [
     "Identify",
     "RegisteredNames",
     "route_free",
+    "same_model",
     "split_route",
     "untagged",
 ]
@@ -114,6 +115,26 @@ def untagged(name: str) -> str:
     """
     stripped = _TAG.sub("", name)
     return stripped or name
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two names are one model: equal once lowercased and stripped of a route
+    prefix, a Bedrock id's region, vendor and version, and a trailing version tag.
+
+    Only a version tag joins two names (``gpt-4o`` and ``gpt-4o-2024-08-06``,
+    ``claude-3-5-sonnet-latest`` and ``-20241022``, ``@20250929``): a name that
+    merely starts with another is another model of the family (``gpt-4o-mini``,
+    ``gpt-4o`` after ``gpt-4``, ``o3-mini``). Two snapshots of one model are one
+    model here even when they cost different amounts; the price says that.
+
+    Example::
+
+        >>> same_model("gpt-4o", "gpt-4o-2024-08-06"), same_model("gpt-4o", "gpt-4o-mini")
+        (True, False)
+        >>> same_model("us.anthropic.claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet-latest")
+        True
+    """
+    return a == b or untagged(route_free(a.lower())) == untagged(route_free(b.lower()))
 
 
 def _preferred(current: str | None, candidate: str, natural: str) -> str:

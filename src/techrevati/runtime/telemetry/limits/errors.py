@@ -207,12 +207,19 @@ class UnpricedModelError(BudgetExceededError):
             if listed
             else ""
         )
+        # An Azure deployment or a router name is unpriced until its response names
+        # the model, after the refusal: say what makes such a name run, too.
         return (
             f"model {self.model!r} has no known price, so the enforced budget of ${budget} "
             f"of {owner} cannot hold; this call was refused before it ran: nothing was sent "
-            f"and nothing was booked.{hint} Price it with register_pricing() or "
-            f"load_pricing_from_file(), or open {_flag_owner(self.site)} with "
-            "allow_unpriced=True to accept it at $0"
+            f"and nothing was booked.{hint} Price it under this name with "
+            f"register_pricing({self.model!r}, ModelPricing(input_per_million=..., "
+            "output_per_million=...)) or load_pricing_from_file() (for an Azure deployment "
+            "or a router such as 'openrouter/auto': the rate you pay through that name; its "
+            "calls are then reserved and booked at it, whichever model answers), or open "
+            f"{_flag_owner(self.site)} with allow_unpriced=True to accept it at $0 (a call whose "
+            "response names a priced model is then booked at that model's price, and later "
+            "calls of this name are reserved at what it cost)"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

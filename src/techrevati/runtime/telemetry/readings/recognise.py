@@ -34,7 +34,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple, Protocol
 
-from ...pricing import has_pricing
+from ...pricing import booked_name
+from ...pricing.names import same_model
 from ...usage_tracking import UsageSnapshot
 from .. import semconv as sc
 from . import tokens
@@ -470,11 +471,12 @@ def read_call(
 def booked_model(requested: str, responded: str | None, provider: str = "") -> str:
     """The model a finished call is booked under, from the one it asked for and its answer's.
 
-    The one asked for, which its admission reserved and priced, unless the
-    response names a different model that has a price: a router's choice
-    (``openrouter/auto``), or the model behind a deployment name (Azure). A
-    dated snapshot of the model asked for is the same model; a response model
-    with no price (a provider's own label) never makes a priced call free.
+    The one asked for when the response names none or the same; otherwise as
+    :func:`techrevati.runtime.pricing.booked_name` decides (the response's
+    model when it has a price, unless your registered price for the name asked
+    for, or the same model at the same price, keeps that name). Only a version
+    tag makes two names one model (:func:`same_model`): ``gpt-4o-mini`` is not
+    ``gpt-4o``.
 
     Example::
 
@@ -482,25 +484,14 @@ def booked_model(requested: str, responded: str | None, provider: str = "") -> s
         'gpt-4o-mini'
         >>> booked_model("prod-chat", "gpt-4o-mini-2024-07-18", "openai")
         'gpt-4o-mini-2024-07-18'
+        >>> booked_model("gpt-4o", "gpt-4o-mini-2024-07-18", "openai")
+        'gpt-4o-mini-2024-07-18'
         >>> booked_model("gpt-4o-mini", "acme/custom-label", "openai")
         'gpt-4o-mini'
     """
     if not responded or responded == requested or not requested:
         return requested or responded or ""
-    if same_model(requested, responded):
-        return requested
-    return responded if has_pricing(responded, provider) else requested
-
-
-def same_model(a: str, b: str) -> bool:
-    """Whether two model names are one model: a dated snapshot and its alias.
-
-    Example::
-
-        >>> same_model("claude-haiku-4-5-20251001", "claude-haiku-4-5"), same_model("a", "b")
-        (True, False)
-    """
-    return a.startswith(b) or b.startswith(a)
+    return booked_name(requested, responded, provider)
 
 
 def more_exact(candidate: UsageSnapshot | None, booked: UsageSnapshot | None) -> bool:
