@@ -12,6 +12,10 @@ Rows (every one sampled once per round, rounds interleaved):
   default guard: the price of one fingerprint per tool call.
 * ``fingerprint`` — ``LoopWatch.key`` plus ``LoopWatch.record`` for the same small
   arguments and result, alone, against the raw span floor B.
+* ``fingerprint_rows`` / ``fingerprint_20mb`` — ``LoopWatch.key`` for arguments past
+  the bound: a list of a million ints (not compared: past ``MAX_VALUES``) and a
+  20 MB ``bytearray`` (hashed, never copied; a ``bytes`` caches its hash, a
+  ``bytearray`` cannot, so this is the worst case), against ``fingerprint``.
 """
 
 from __future__ import annotations
@@ -60,6 +64,17 @@ def _fingerprints(n: int) -> Callable[[], float]:
     return sample
 
 
+def _big_keys(arguments: dict[str, object], n: int) -> Callable[[], float]:
+    def sample() -> float:
+        key = LoopWatch(LoopGuard(on_loop="warn")).key
+        start = time.perf_counter()
+        for _ in range(n):
+            key("upload", arguments)
+        return (time.perf_counter() - start) / n
+
+    return sample
+
+
 def build(quick: bool) -> tuple[list[Bench], Callable[[], None]]:
     ours.setup_pricing()
     floors = Floors()
@@ -92,6 +107,18 @@ def build(quick: bool) -> tuple[list[Bench], Callable[[], None]]:
             "tool_off",
         ),
         Bench("fingerprint", "LoopWatch.key + record, small arguments", _fingerprints(calls), "B"),
+        Bench(
+            "fingerprint_rows",
+            "LoopWatch.key, a list of 1M ints",
+            _big_keys({"data": list(range(1_000_000))}, calls),
+            "fingerprint",
+        ),
+        Bench(
+            "fingerprint_20mb",
+            "LoopWatch.key, a 20 MB bytearray",
+            _big_keys({"data": bytearray(20_000_000)}, 3),
+            "fingerprint",
+        ),
     ]
 
     def flush() -> None:

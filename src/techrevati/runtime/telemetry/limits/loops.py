@@ -44,11 +44,13 @@ from __future__ import annotations
 import datetime
 import decimal
 import fractions
+import hashlib
 import itertools
 import json
 import logging
 import threading
 import uuid
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -150,8 +152,6 @@ class NotComparable(Exception):
 
 #: Types whose ``repr`` says their whole value (a ``Decimal``, a date): safe to compare.
 _BY_VALUE: Final = (
-    bytes,
-    bytearray,
     complex,
     datetime.date,
     datetime.time,
@@ -163,7 +163,22 @@ _BY_VALUE: Final = (
 )
 _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 #: What arguments may name by identity: the object itself is the argument.
-_BY_IDENTITY: Final = (FunctionType, BuiltinFunctionType, type, ModuleType)
+_BY_IDENTITY: Final = (FunctionType, type, ModuleType)
+
+#: Values one fingerprint walks at most (items, keys and fields, all levels together).
+#: A bigger argument or result is not compared, so a tool call's fingerprint costs
+#: bounded work whatever it is given (a million rows took 254 ms a call before).
+MAX_VALUES: Final = 10_000
+#: Text and bytes longer than this are written as their length and hash (read once, in
+#: C) instead of being copied into the fingerprint (20 MB of bytes took 536 ms and
+#: 280 MB through their ``repr`` before).
+INLINE_TEXT: Final = 256
+#: Named scalar arguments up to this many are written as they are, with no walk.
+_FLAT_MAX: Final = 64
+
+
+class TooBig(NotComparable):
+    """A value of more than ``MAX_VALUES`` values: not compared (bounded work)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -171,8 +186,8 @@ class Bound:
     """The object a method is bound to, as an argument of its call: compared by identity.
 
     ``Server("db-1").health()`` and ``Server("db-2").health()`` are two calls. The
-    session's watch keeps the object alive while it remembers the call, so a new
-    object can never reuse its address (and look like it).
+    object is known by its ``identity`` serial, which a new object never gets, even
+    at a freed one's address.
     """
 
     target: object
@@ -182,77 +197,215 @@ def _qualname(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _plain(value: object, by_identity: bool) -> object:
+# -- identity that survives address reuse ----------------------------------------------
+
+#: Live objects compared by identity, by address: (a weak reference, the object's serial).
+_SERIALS: dict[int, tuple[weakref.KeyedRef[int, object], int]] = {}
+#: Addresses whose object died, dropped from ``_SERIALS`` at the next lookup: a weak
+#: reference's callback may run in the middle of a dict operation, so it only appends.
+_DEAD: deque[int] = deque()
+_NEXT_SERIAL: Final = itertools.count(1)
+_SERIALS_LOCK: Final = threading.Lock()
+
+
+def identity(value: object) -> int:
+    """A number for ``value`` that no other object ever gets, while it lives or after.
+
+    ``id()`` is not one: a freed object's address goes to the next object made, so ten
+    different ``Query`` arguments made one after another looked like one query asked
+    ten times. Raises ``NotComparable`` for an object that cannot be weakly
+    referenced: nothing would tell a new object at its address from it.
+    """
+    address = id(value)
+    with _SERIALS_LOCK:
+        while _DEAD:
+            _drop(_DEAD.popleft())
+        found = _SERIALS.get(address)
+        if found is not None and found[0]() is value:
+            return found[1]
+        try:
+            ref = weakref.KeyedRef(value, _died, address)
+        except TypeError:
+            raise NotComparable(type(value).__qualname__) from None
+        serial = next(_NEXT_SERIAL)
+        _SERIALS[address] = (ref, serial)
+        return serial
+
+
+def _died(ref: weakref.KeyedRef[int, object]) -> None:
+    _DEAD.append(ref.key)
+
+
+def _drop(address: int) -> None:
+    """Forget a dead object's serial (unless a new object took its address since)."""
+    found = _SERIALS.get(address)
+    if found is not None and found[0]() is None:
+        del _SERIALS[address]
+
+
+# -- canonical forms --------------------------------------------------------------------
+
+
+class _Walk:
+    """One value's walk to canonical data: what it may still visit (``MAX_VALUES``)."""
+
+    __slots__ = ("by_identity", "left")
+
+    def __init__(self, by_identity: bool) -> None:
+        #: An object with no value of its own stands for itself (arguments), or is
+        #: never compared (results).
+        self.by_identity = by_identity
+        self.left = MAX_VALUES
+
+    def take(self, count: int) -> None:
+        """Spend ``count`` values of the budget, or raise ``TooBig``."""
+        self.left -= count
+        if self.left < 0:
+            raise TooBig(f"more than {MAX_VALUES} values")
+
+
+def _long_text(text: str) -> str:
+    """Long text as its length and hash (``str`` caches its hash: read once, in C)."""
+    return f"\x00text:{len(text)}:{str.__hash__(text)}"
+
+
+def _digest(data: bytes | bytearray) -> str:
+    """Bytes by length and hash, never copied: a ``bytes`` caches its hash."""
+    if isinstance(data, bytes):
+        return f"{len(data)}:{bytes.__hash__(data)}"
+    # SHA-256 runs on the CPU's SHA instructions where there are some: 20 MB in 17 ms
+    # here, against 146 ms for BLAKE2b.
+    return f"{len(data)}:{hashlib.sha256(data).hexdigest()}"
+
+
+def _plain(value: object, walk: _Walk) -> object:
     """``value`` as JSON data that says all of it (raises ``NotComparable``).
 
     Dicts with keys that are not all strings become sorted ``[key, value]`` pairs
     keyed by each key's own canonical form (``1`` and ``"1"`` stay apart);
     dataclasses and pydantic models are their fields, tagged with their type.
-    ``by_identity``: an object with no value of its own to compare (``object``'s
-    ``repr``, a function, a class) stands for itself, as arguments do.
     """
+    walk.take(1)
     kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None:
+    if kind is str:
+        return value if len(value) <= INLINE_TEXT else _long_text(value)  # type: ignore[arg-type]
+    if kind is int or kind is float or kind is bool or value is None:
         return value
     if kind is list or kind is tuple:
-        return [_plain(item, by_identity) for item in value]  # type: ignore[attr-defined]
+        return _items(value, walk)  # type: ignore[arg-type]
     if isinstance(value, dict):
-        if all(type(k) is str for k in value):
-            return {k: _plain(v, by_identity) for k, v in value.items()}
-        pairs = [(_dumps(_plain(k, by_identity)), _plain(v, by_identity)) for k, v in value.items()]
-        pairs.sort(key=lambda pair: pair[0])
-        return {"\x00dict": [list(pair) for pair in pairs]}
+        return _mapping(value, walk)
     if isinstance(value, Enum):
-        return {"\x00enum": _qualname(kind), "value": _plain(value.value, by_identity)}
-    if isinstance(value, str | int | float):  # subclasses: their value
+        return {"\x00enum": _qualname(kind), "value": _plain(value.value, walk)}
+    if isinstance(value, str):  # a subclass: its text, tagged with its type
+        return {"\x00value": _qualname(kind), "text": _plain(str.__str__(value), walk)}
+    if isinstance(value, int | float):  # subclasses: their value
         return {"\x00value": _qualname(kind), "repr": repr(value)}
     if isinstance(value, list | tuple):
-        return [_plain(item, by_identity) for item in value]
+        return _items(value, walk)
     if isinstance(value, set | frozenset):
-        return {"\x00set": sorted(_dumps(_plain(item, by_identity)) for item in value)}
+        walk.take(len(value))
+        return {"\x00set": sorted(_dumps(_plain(item, walk)) for item in value)}
+    if isinstance(value, bytes | bytearray):
+        return {"\x00bytes": _qualname(kind), "digest": _digest(value)}
+    return _object(value, kind, walk)
+
+
+def _object(value: object, kind: type, walk: _Walk) -> object:
+    """A value that is not JSON data: by its fields, its value, or its identity."""
     if is_dataclass(value) and not isinstance(value, type):
         return {
             "\x00dataclass": _qualname(kind),
-            "fields": {f.name: _plain(getattr(value, f.name), by_identity) for f in fields(value)},
+            "fields": {f.name: _plain(getattr(value, f.name), walk) for f in fields(value)},
         }
-    dump = getattr(value, "model_dump", None)
-    if dump is not None and hasattr(kind, "model_fields"):  # a pydantic model
-        return {"\x00model": _qualname(kind), "fields": _plain(dump(), by_identity)}
+    declared = getattr(kind, "model_fields", None)
+    if isinstance(declared, dict) and hasattr(value, "model_dump"):  # a pydantic model
+        # Its fields walked, not ``model_dump()``: a dump copies all of it before the
+        # budget could stop the walk.
+        found = {name: getattr(value, name, None) for name in declared}
+        found.update(getattr(value, "model_extra", None) or {})
+        return {"\x00model": _qualname(kind), "fields": _plain(found, walk)}
     if isinstance(value, _BY_VALUE):
         return {"\x00value": _qualname(kind), "repr": repr(value)}
     if kind is Bound:
-        return {"\x00bound": id(value.target)}  # type: ignore[attr-defined]
-    if by_identity and (isinstance(value, _BY_IDENTITY) or kind.__repr__ is object.__repr__):
-        return {"\x00identity": _qualname(kind), "id": id(value)}
+        return {"\x00bound": identity(value.target)}  # type: ignore[attr-defined]
+    if walk.by_identity:
+        return _by_identity(value, kind)
     raise NotComparable(kind.__qualname__)
+
+
+def _by_identity(value: object, kind: type) -> object:
+    """An argument with no value of its own (``object``'s ``repr``, a function, a class)."""
+    if isinstance(value, BuiltinFunctionType):
+        owner = value.__self__
+        if owner is None or isinstance(owner, ModuleType):  # ``len``: its name says which
+            return {"\x00builtin": f"{value.__module__}.{value.__qualname__}"}
+        return {"\x00builtin": value.__qualname__, "self": identity(owner)}  # ``[].append``
+    if isinstance(value, _BY_IDENTITY) or type(value).__repr__ is object.__repr__:
+        return {"\x00identity": _qualname(kind), "serial": identity(value)}
+    raise NotComparable(kind.__qualname__)
+
+
+def _items(value: list[object] | tuple[object, ...], walk: _Walk) -> list[object]:
+    if len(value) > walk.left:
+        raise TooBig(f"more than {MAX_VALUES} values")  # before walking any of it
+    return [_plain(item, walk) for item in value]
+
+
+def _mapping(value: dict[object, object], walk: _Walk) -> object:
+    walk.take(len(value))  # its keys, before walking any of it
+    if all(type(k) is str for k in value):
+        return {_key(k): _plain(v, walk) for k, v in value.items()}  # type: ignore[arg-type]
+    pairs = [(_dumps(_plain(k, walk)), _plain(v, walk)) for k, v in value.items()]
+    pairs.sort(key=lambda pair: pair[0])
+    return {"\x00dict": [list(pair) for pair in pairs]}
+
+
+def _key(key: str) -> str:
+    return key if len(key) <= INLINE_TEXT else _long_text(key)
 
 
 def _dumps(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _flat(value: object) -> bool:
+    """Named arguments that are short scalars: written as they are, nothing to walk."""
+    if type(value) is not dict or len(value) > _FLAT_MAX:
+        return False
+    for k, v in value.items():
+        if type(k) is not str or len(k) > INLINE_TEXT:
+            return False
+        kind = type(v)
+        if kind is str:
+            if len(v) > INLINE_TEXT:
+                return False
+        elif kind not in _SCALARS:
+            return False
+    return True
+
+
 def canonical(value: object) -> str:
     """Arguments as canonical JSON (sorted keys, no spaces), or ``NotComparable``.
 
     What JSON cannot carry is written by content where it is known to be all of
-    the value (dataclasses, pydantic models, sets, dates, decimals); an object
-    with ``object``'s own ``repr``, a function or a class by its identity. Any
-    other object (one whose ``repr`` may hide what changed, like an HTTP
-    response's ``<Response [200 OK]>``) raises ``NotComparable``: it must never
-    make two calls look identical.
+    the value (dataclasses, pydantic models, sets, dates, decimals; bytes and
+    long text by length and hash); an object with ``object``'s own ``repr``, a
+    function or a class by its ``identity``. Any other object (one whose ``repr``
+    may hide what changed, like an HTTP response's ``<Response [200 OK]>``), one
+    that cannot be weakly referenced, and a value of more than ``MAX_VALUES``
+    values raise ``NotComparable``: they must never make two calls look identical.
 
     Example::
 
         canonical({"b": 1, "a": [1, 2]}) == canonical({"a": [1, 2], "b": 1})
     """
     if type(value) is str:
-        return value  # the common case, without the encoder
-    if type(value) is dict and all(
-        type(k) is str and type(v) in _SCALARS for k, v in value.items()
-    ):
-        return _dumps(value)  # flat named arguments: nothing to walk
+        return value  # the common case: hashed once, in C, with the tool's name
     try:
-        return _dumps(_plain(value, True))
+        if _flat(value):
+            return _dumps(value)  # flat named arguments: nothing to walk
+        return _dumps(_plain(value, _Walk(True)))
     except (RecursionError, ValueError) as exc:  # a value that contains itself; NaN keys
         raise NotComparable(type(value).__qualname__) from exc
 
@@ -260,14 +413,15 @@ def canonical(value: object) -> str:
 def canonical_result(value: object) -> str:
     """A result as ``canonical`` writes it, but no object stands for itself.
 
-    A result object compared by identity would look the same whenever a new one
-    reuses a freed one's address, so a result with no faithful form raises
-    ``NotComparable`` (the watch counts it as new work).
+    A result object compared by identity would be the same only while the tool
+    returns that very object (a cache), which says nothing about what changed, so a
+    result with no faithful form raises ``NotComparable`` (the watch counts it as
+    new work).
     """
     if type(value) is str:
         return value
     try:
-        return _dumps(_plain(value, False))
+        return _dumps(_plain(value, _Walk(False)))
     except (RecursionError, ValueError) as exc:
         raise NotComparable(type(value).__qualname__) from exc
 
@@ -327,19 +481,14 @@ def callable_arguments(fn: object) -> object:
     """
     if isinstance(fn, partial):
         # The function is the tool, not an argument: its identity, not its closure.
-        func = fn.func
-        return [
-            getattr(func, "__qualname__", type(func).__qualname__),
-            id(func),
-            list(fn.args),
-            dict(fn.keywords),
-        ]
+        return {"partial": _function(fn.func), "args": list(fn.args), "keywords": fn.keywords}
     unbound = getattr(fn, "__func__", None)
     if unbound is not None:  # a bound method (which also answers ``__code__``): its object too
         return {"method": callable_arguments(unbound), "self": Bound(getattr(fn, "__self__", None))}
     code = getattr(fn, "__code__", None)
     if code is None:
-        return [type(fn).__qualname__, id(fn)]
+        # A callable object: by its fields if it is data, else by its identity.
+        return {"callable": fn}
     cells = getattr(fn, "__closure__", None) or ()
     values = []
     for cell in cells:
@@ -358,6 +507,14 @@ def callable_arguments(fn: object) -> object:
             if type(value) in _PLAIN:
                 read[name] = value
     return [_code_identity(code), values, getattr(fn, "__defaults__", None), read]
+
+
+def _function(func: object) -> object:
+    """A partial's function by identity; a bound method by its function and its object."""
+    unbound = getattr(func, "__func__", None)
+    if unbound is not None:
+        return {"function": unbound, "self": Bound(getattr(func, "__self__", None))}
+    return func
 
 
 #: Global values a callable's fingerprint reads (what a loop variable holds).
@@ -419,7 +576,6 @@ class LoopWatch:
     """
 
     __slots__ = (
-        "_anchors",
         "_lock",
         "_recent",
         "_results",
@@ -442,8 +598,6 @@ class LoopWatch:
         #: among them: a result seen once is new work.
         self._recent: deque[_Entry] = deque()
         self._results: dict[int, int] = {}
-        #: Objects bound methods were called on, by fingerprint (see ``Bound``).
-        self._anchors: dict[int, object] = {}
 
     def close(self) -> None:
         """The session ended: drop the fingerprints (a finished session may be kept for
@@ -452,7 +606,6 @@ class LoopWatch:
             self._seen.clear()
             self._recent.clear()
             self._results.clear()
-            self._anchors.clear()
         self.on_detect = None
 
     def key(self, tool: str, arguments: object) -> int | None:
@@ -461,23 +614,9 @@ class LoopWatch:
         if name in self.guard.ignore:
             return None
         try:
-            key = hash((name, canonical(arguments)))
+            return hash((name, canonical(arguments)))
         except NotComparable:
             return None  # arguments that cannot be compared: the call is never a repeat
-        if type(arguments) is dict:
-            bound = arguments.get("self")
-            if type(bound) is Bound:
-                self._anchor(key, bound.target)
-        return key
-
-    def _anchor(self, key: int, target: object) -> None:
-        """Keep a bound object alive while its call may be remembered (see ``Bound``)."""
-        with self._lock:
-            anchors = self._anchors
-            anchors[key] = target
-            if len(anchors) > 2 * self.guard.window:
-                for old in [k for k in anchors if k not in self._seen and k != key]:
-                    del anchors[old]
 
     def key_of_text(self, tool: str, arguments: str) -> int | None:
         """``key`` for arguments another instrumentation recorded as JSON text."""
@@ -549,8 +688,7 @@ class LoopWatch:
         if seen is None:
             seen = self._seen[key] = _Seen(tool)
             if len(self._seen) > self.guard.window:
-                gone = self._seen.popitem(last=False)[0]  # bounded: the oldest gives way
-                self._anchors.pop(gone, None)
+                self._seen.popitem(last=False)  # bounded: the oldest gives way
         else:
             self._seen.move_to_end(key)
         return seen
