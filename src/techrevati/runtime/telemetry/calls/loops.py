@@ -17,7 +17,7 @@ from typing import Any
 from .. import semconv as sc
 from ..limits.errors import describe_loop
 from ..limits.ledger import Ledger
-from ..limits.loops import Detection, LoopGuard, LoopWatch
+from ..limits.loops import Detection, LoopGuard, LoopWatch, Step
 from .labels import bounded_name
 from .session import SessionScope, session_event
 
@@ -58,14 +58,16 @@ def fingerprint(watch: LoopWatch, tool: str, arguments: object) -> int | None:
         return None
 
 
-def record(watch: LoopWatch, key: int, tool: str, result: object, ledger: Ledger) -> None:
-    """Book a returned call with the watch (never raises).
+def record(
+    watch: LoopWatch, key: int, tool: str, result: object, ledger: Ledger, step: Step | None
+) -> None:
+    """Book a returned call of ``step`` with the watch (never raises).
 
     A call of ours that does not extend a loop lifts a refusal that a loop seen
     in another instrumentation's spans left on the session (``limits/loops.py``).
     """
     try:
-        watch.record(key, tool, result)
+        watch.record(key, tool, result, step)
         if ledger.pending_refusal is not None and watch.refusal(key, tool) is None:
             ledger.pending_refusal = None
     except Exception:

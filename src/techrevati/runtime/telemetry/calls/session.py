@@ -35,7 +35,7 @@ from ..limits import membership, remote
 from ..limits.errors import FleetUnavailableError
 from ..limits.guard import ensure_guard
 from ..limits.ledger import FleetLevel, Ledger, describe
-from ..limits.loops import LoopWatch
+from ..limits.loops import LoopWatch, Step
 from ..limits.membership import CURRENT, SpanEntry
 from ..readings.tokens import usage_to_attributes
 from . import conventions
@@ -91,8 +91,9 @@ class SessionScope:
     shared: tuple[str, FleetLevel] | None = None
     #: The session's loop watch (``calls/loops.py``); None: loop detection off.
     loops: LoopWatch | None = None
-    #: The fingerprint of the last tool call its loop watch refused (see ``ToolCall._admit``).
-    refused_loop: int | None = None
+    #: The fingerprint and step of the last tool call its loop watch refused (see
+    #: ``ToolCall._admit``).
+    refused_loop: tuple[int, Step | None] | None = None
     #: Wrap-up (``calls/wrapup.py``): the threshold, the callback, and whether it fired.
     wrap_up_at: float | None = None
     on_wrap_up: Callable[[Any], None] | None = None

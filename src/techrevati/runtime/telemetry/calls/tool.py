@@ -29,7 +29,7 @@ from ...permissions import PermissionOutcome
 from .. import semconv as sc
 from ..limits import membership
 from ..limits.errors import LoopDetectedError, PermissionDeniedError
-from ..limits.loops import LoopWatch
+from ..limits.loops import LoopWatch, Step, same_step, step_of
 from ..limits.membership import SpanEntry
 from ..readings.sdk_attributes import KnownValue, write_known
 from .content import capture_content, content_text
@@ -65,6 +65,8 @@ class ToolCall:
     #: The session's loop watch and this call's fingerprint (None: not watched).
     watch: LoopWatch | None = None
     loop_key: int | None = None
+    #: Its model turn (``step_of``): calls of one turn are one repetition step.
+    loop_step: Step | None = None
 
     @classmethod
     def begin(
@@ -149,6 +151,7 @@ class ToolCall:
                     key = fingerprint(watch, name, loop_arguments)
                     if key is not None:
                         tool.watch, tool.loop_key = watch, key
+                        tool.loop_step = step_of(session.ledger)
             try:
                 tool._admit(session)
             except BaseException as exc:
@@ -166,20 +169,23 @@ class ToolCall:
         if not outcome.allowed:
             raise PermissionDeniedError(outcome)  # no guardrail ran: "none"
         self._guard(lambda: run_pre_checks(session.guardrails, role=session.role, tool=self.name))
-        key, watch = self.loop_key, self.watch
+        key, watch, step = self.loop_key, self.watch, self.loop_step
         if key is not None and watch is not None:
             try:
-                watch.admit(key, self.name)
+                watch.admit(key, self.name, step)
             except LoopDetectedError as refusal:
                 session.ledger._hit(sc.LIMIT_LOOP, refusal)  # once per session, like a cap
-                if session.refused_loop == key:
-                    # Asked for again after its refusal: whoever catches it is not
-                    # changing course (a framework that hands a tool's error back to the
-                    # model as its result: the Anthropic SDK's tool runner, ToolNode with
-                    # handle_tool_errors). The session's model calls are refused too, until
-                    # a tool call breaks the loop, or each refusal costs a model call.
+                refused = session.refused_loop
+                if refused is not None and refused[0] == key and not same_step(refused[1], step):
+                    # Asked for again after its refusal, by a later turn: whoever catches
+                    # it is not changing course (a framework that hands a tool's error back
+                    # to the model as its result: the Anthropic SDK's tool runner, ToolNode
+                    # with handle_tool_errors). The session's model calls are refused too,
+                    # until a tool call breaks the loop, or each refusal costs a model call.
+                    # (The same reply's parallel calls, refused together, are not asked
+                    # again.)
                     session.ledger.pending_refusal = refusal.at_model_call(asked_again=True)
-                session.refused_loop = key
+                session.refused_loop = (key, step)
                 raise
 
     def _note_permission(self, outcome: PermissionOutcome) -> None:
@@ -281,9 +287,9 @@ class ToolCall:
         if key is not None and watch is not None:
             if error is None:
                 assert session is not None  # only a session's calls are watched
-                record(watch, key, self.name, result, session.ledger)
+                record(watch, key, self.name, result, session.ledger, self.loop_step)
             else:
-                watch.failed(key)  # a retry after an exception is progress
+                watch.failed(key, self.loop_step)  # a retry after an exception is progress
         instruments = self.instruments
         if instruments.live:
             instruments.tool_calls.add(1, labels)

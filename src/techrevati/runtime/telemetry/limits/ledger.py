@@ -296,6 +296,9 @@ class Ledger:
     probe_wait_s: float = DEFAULT_PROBE_WAIT_S
     iterations: int = 0
     calls: int = 0
+    #: This session's model calls made outside its tool calls: the agent's turns. Loop
+    #: detection counts repetition across them (``limits/loops.py``, ``same_step``).
+    turns: int = 0
     #: Settled cost and reservations of calls in flight, in nano-dollars (exact sums).
     spent_nano: int = 0
     reserved_nano: int = 0

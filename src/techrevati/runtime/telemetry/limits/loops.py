@@ -37,10 +37,15 @@ plan between the pages of a listing).
 Whether a result in between is new is judged when a loop is decided, over
 the whole window: in A-B-A-B the first B's result is new when it returns, and
 seen already once the second B returned the same.
+
+Repetition is counted in model turns (``same_step``): identical calls that one
+model reply asked for (parallel tool calls, however they overlap or finish) are
+one call of the rule, so they are never a loop by themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import fractions
@@ -534,6 +539,46 @@ def _code_identity(code: CodeType) -> int:
 # -- the watch ------------------------------------------------------------------------
 
 
+#: Where a call stands among its session's model turns (``step_of``): the model calls
+#: the session made before it and, before any, the asyncio task or thread that made it.
+Step = tuple[int, int]
+
+
+def same_step(one: Step | None, other: Step | None) -> bool:
+    """Whether two identical calls are one repetition step: asked for by one model turn.
+
+    After the session's first model call, the calls between two model calls are one
+    turn's (a reply's parallel tool calls, however they overlap or finish). Before any
+    (a program calling tools itself, or a model the runtime does not see) there is no
+    turn to go by: a call is its own step, unless another asyncio task or thread made
+    the identical call before it (calls made in parallel, as ``asyncio.gather`` does).
+    """
+    if one is None or other is None:
+        return False
+    turn = one[0]
+    return turn == other[0] and (turn > 0 or one[1] != other[1])
+
+
+def step_of(ledger: Ledger) -> Step:
+    """The step of a tool call starting now in the session of ``ledger``."""
+    turn = ledger.turns
+    return (turn, 0) if turn else (0, _worker())
+
+
+def _worker() -> int:
+    """The asyncio task, else the thread, running this code.
+
+    By ``id``: a finished task's address taken by a new task makes two parallel calls
+    look made one after the other, which counts them as before turns were known (never
+    as a loop that was not there).
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop running in this thread
+        task = None
+    return id(task) if task is not None else threading.get_ident()
+
+
 @dataclass(eq=False, slots=True)
 class _Seen:
     """What one fingerprint did last."""
@@ -542,6 +587,8 @@ class _Seen:
     result: int | None = None
     streak: int = 0
     reported: bool = False
+    #: The step of its last counted call (None: no turn known).
+    step: Step | None = None
     #: The pattern of the loop this call was last reported in, and its tools.
     pattern: str = PATTERN_REPEAT
     tools: tuple[str, ...] = ()
@@ -625,40 +672,61 @@ class LoopWatch:
             return None
         return hash((name, canonical_arguments_text(arguments)))
 
-    def admit(self, key: int, tool: str) -> None:
-        """Before a call runs: raise ``LoopDetectedError`` when it would extend a loop."""
+    def admit(self, key: int, tool: str, step: Step | None = None) -> None:
+        """Before a call runs: raise ``LoopDetectedError`` when it would extend a loop.
+
+        ``step`` (``step_of``): a call of the step that made the loop's last call is
+        that step's, not a repetition (the same model reply asked for it twice).
+        """
         if not self.raising:
             return
-        refusal = self.refusal(key, tool)
+        refusal = self.refusal(key, tool, step)
         if refusal is not None:
             raise refusal
 
-    def refusal(self, key: int, tool: str) -> LoopDetectedError | None:
+    def refusal(self, key: int, tool: str, step: Step | None = None) -> LoopDetectedError | None:
         """The error the next identical call meets under ``"raise"``, if ``key`` is looping."""
         seen = self._seen.get(key)
         if not self.raising or seen is None or seen.streak < self.guard.repeats:
+            return None
+        if same_step(seen.step, step):
             return None
         with self._lock:
             if self._new_work_since(key):
                 return None
         return LoopDetectedError(seen.pattern, tool, self.guard.repeats, tools=seen.tools)
 
-    def record(self, key: int, tool: str, result: object) -> Detection | None:
-        """A call returned ``result``; returns (and reports) a loop it completes, if any."""
+    def record(
+        self, key: int, tool: str, result: object, step: Step | None = None
+    ) -> Detection | None:
+        """A call returned ``result``; returns (and reports) a loop it completes, if any.
+
+        ``step`` (``step_of``): an identical call of the step of the last one, with the
+        same result, is that step again and counts nothing (see ``same_step``).
+        """
         try:
             result_hash = hash(canonical_result(result))
         except NotComparable:
             # No faithful form: never the same as another result, so new work.
             result_hash = next(_UNCOMPARED)
-        return self.record_hash(key, tool, result_hash)
+        return self.record_hash(key, tool, result_hash, step)
 
-    def record_hash(self, key: int, tool: str, result: int) -> Detection | None:
+    def record_hash(
+        self, key: int, tool: str, result: int, step: Step | None = None
+    ) -> Detection | None:
         """``record`` with the result already hashed (a recorded text result)."""
         repeats = self.guard.repeats
         with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and seen.result == result and same_step(seen.step, step):
+                # One model reply asked for the same call more than once (parallel tool
+                # calls): one repetition step, counted with its first call already.
+                self._seen.move_to_end(key)
+                return None
             seen = self._remember(key, tool)
             self._append((key, result))
             seen.result = result
+            seen.step = step
             seen.streak = self._streak(key, result)
             if seen.streak < repeats:
                 seen.reported = False  # below the count again: a later loop is a new one
@@ -671,7 +739,7 @@ class LoopWatch:
             listener(detection)
         return detection
 
-    def failed(self, key: int) -> None:
+    def failed(self, key: int, step: Step | None = None) -> None:
         """A call raised: a retry after it is progress, so its count starts over."""
         with self._lock:
             seen = self._seen.get(key)
@@ -679,6 +747,7 @@ class LoopWatch:
                 seen.result = None
                 seen.streak = 0
                 seen.reported = False
+                seen.step = step
             self._append((key, None))
 
     # -- the window -----------------------------------------------------------------
@@ -810,7 +879,7 @@ def admit_tool(ledger: Ledger, tool: str, arguments: str | None) -> None:
     if key is None:
         return
     try:
-        watch.admit(key, tool)
+        watch.admit(key, tool, step_of(ledger))
     except LoopDetectedError as refusal:
         ledger._hit(sc.LIMIT_LOOP, refusal)  # once per session, like a cap
         raise
@@ -835,11 +904,13 @@ def record_tool(ledger: Ledger, reading: ToolReading) -> None:
         key = watch.key_of_text(reading.name, reading.arguments)
         if key is None:
             return
+        step = step_of(ledger)
         if reading.failed:
-            watch.failed(key)
+            watch.failed(key, step)
             ledger.pending_refusal = None
         elif reading.result is not None:
-            watch.record_hash(key, reading.name, hash(canonical_result_text(reading.result)))
+            result = hash(canonical_result_text(reading.result))
+            watch.record_hash(key, reading.name, result, step)
             refusal = watch.refusal(key, reading.name)
             ledger.pending_refusal = refusal.at_model_call() if refusal is not None else None
     except Exception:

@@ -418,6 +418,11 @@ def admit_call(
     # inside a running call never waits for a probe: the probe may be the very call
     # it runs in.
     claim = ledger.admit(model, expected, ours, priced, force, defer_fleet, probe and outer is None)
+    if not under.in_tool:
+        # A new model turn: the tool calls after it are its reply's. (A model call a tool
+        # makes is part of that tool call, not a turn of the agent's.) Unlocked: a lost
+        # increment still changes the count, which is all a turn is compared by.
+        ledger.turns += 1
     if outer is not None:
         outer.inner = True
     if ours:
