@@ -5,19 +5,31 @@ model the request named), or, when the request asks for ``stream``, with
 ``api.stream`` as server-sent events (``event: <type>`` + ``data: <json>``),
 the framing the ``anthropic`` client parses. Every request body is kept, so a
 test can also check that a refused call never reached the API.
+
+It answers the same calls at the endpoints of the ``anthropic`` package's
+Bedrock and Vertex clients too, the model named in the URL: Bedrock's
+``/model/{id}/invoke`` and ``/model/{id}/invoke-with-response-stream`` (its
+stream framed as AWS event-stream messages, each event base64 in a ``chunk``),
+and Vertex's ``.../models/{model}:rawPredict`` and ``:streamRawPredict``
+(server-sent events, as Anthropic's API), and Vertex's token counting
+(``.../models/count-tokens:rawPredict``, answered with ``count_tokens``).
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 
 def message(
@@ -64,24 +76,89 @@ class FakeAnthropic:
     delay: float = 0.0
     #: Per request, in order, before ``delay`` applies (a slow first attempt, say).
     delays: list[float] = field(default_factory=list)
+    #: Every request's path, in order (token counting too).
+    paths: list[str] = field(default_factory=list)
+    #: Vertex's token counting's answer.
+    count_tokens: int = 1234
+    #: The model a response names; empty: the one asked for. (Bedrock and Vertex answer
+    #: with the Anthropic id, ``claude-haiku-4-5-20251001``, of the model their URL names.)
+    answer_model: str = ""
+
+
+def _route(path: str) -> tuple[str, str | None, bool] | None:
+    """(kind, the model the URL names or None, stream) of a path the stand-in answers.
+
+    kind is ``anthropic``, ``bedrock``, ``vertex`` or ``count_tokens``.
+    """
+    path = path.split("?", 1)[0].rstrip("/")
+    if path == "/v1/messages":
+        return "anthropic", None, False
+    if path.startswith("/model/"):
+        for end, stream in (("/invoke", False), ("/invoke-with-response-stream", True)):
+            if path.endswith(end):
+                return "bedrock", unquote(path[len("/model/") : -len(end)]), stream
+    for end, stream in ((":rawPredict", False), (":streamRawPredict", True)):
+        if "/publishers/anthropic/models/" in path and path.endswith(end):
+            model = unquote(path.rsplit("/", 1)[1][: -len(end)])
+            return ("count_tokens" if model == "count-tokens" else "vertex"), model, stream
+    return None
+
+
+def _aws_header(name: str, value: str) -> bytes:
+    # A string header (type 7): name length, name, type, value length, value.
+    raw_name, raw_value = name.encode(), value.encode()
+    return (
+        struct.pack(">B", len(raw_name))
+        + raw_name
+        + struct.pack(">BH", 7, len(raw_value))
+        + raw_value
+    )
+
+
+def aws_event_message(event: dict[str, Any]) -> bytes:
+    """One Bedrock stream event as an AWS event-stream message (what botocore decodes)."""
+    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+    headers = (
+        _aws_header(":event-type", "chunk")
+        + _aws_header(":content-type", "application/json")
+        + _aws_header(":message-type", "event")
+    )
+    prelude = struct.pack(">II", 12 + len(headers) + len(payload) + 4, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    framed = prelude + headers + payload
+    return framed + struct.pack(">I", zlib.crc32(framed))
 
 
 def _handler(api: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            if self.path.rstrip("/") != "/v1/messages":
+            route = _route(self.path)
+            if route is None:
                 self.send_error(404, f"no route {self.path}")
                 return
+            kind, model, stream = route
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            api.paths.append(self.path)
+            if kind == "count_tokens":
+                self._send_json({"input_tokens": api.count_tokens})
+                return
+            if model is not None:
+                body["model"] = model  # the platforms' clients name it in the URL
             api.requests.append(body)
             delay = api.delays.pop(0) if api.delays else api.delay
             if delay:
                 time.sleep(delay)
+            if kind == "bedrock" and stream:
+                self._send_aws_stream()
+                return
             if body.get("stream"):
                 self._send_stream()
                 return
             answer = copy.deepcopy(api.message)
-            answer["model"] = body.get("model", answer.get("model", ""))
+            answer["model"] = api.answer_model or body.get("model", answer.get("model", ""))
+            self._send_json(answer)
+
+        def _send_json(self, answer: dict[str, Any]) -> None:
             data = json.dumps(answer).encode()
             try:
                 self.send_response(200)
@@ -100,6 +177,17 @@ def _handler(api: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
                 for event in api.stream:
                     frame = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
                     self.wfile.write(frame.encode())
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped reading early
+
+        def _send_aws_stream(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+            self.end_headers()
+            try:
+                for event in api.stream:
+                    self.wfile.write(aws_event_message(event))
                     self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client stopped reading early

@@ -316,9 +316,9 @@ def test_anthropic_bare_client_is_capped_and_priced(otel: Otel) -> None:
     assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
 
 
-def _anthropic_events() -> list[dict[str, Any]]:
+def _anthropic_events(model: str = "model-a") -> list[dict[str, Any]]:
     """A streamed message: 1000 input tokens at its start, 100 output at its end."""
-    start = message("", input_tokens=1000, output_tokens=1, model="model-a")
+    start = message("", input_tokens=1000, output_tokens=1, model=model)
     return [
         {"type": "message_start", "message": {**start, "content": [], "stop_reason": None}},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -385,6 +385,151 @@ def test_anthropic_bare_client_stream_is_booked_from_its_events(how: str, otel: 
     # $0.0045 a call under $0.01125: the third crosses (it ran, then raised), no fourth.
     assert (ran, len(api.requests)) == (2, 3)
     assert session.tracker.total_cost() == pytest.approx(3 * ONE_CALL)
+
+
+#: The anthropic package's clients for Amazon Bedrock and Google Vertex AI: the model
+#: each names (in its URL), and one call's cost (1000 input and 100 output tokens) at
+#: the platform's published price, from the bundled database. A Bedrock cross-region
+#: profile in the US is AWS's regional price, 10% over Anthropic's $1 / $5 per million.
+_PLATFORMS = {
+    "bedrock": ("us.anthropic.claude-haiku-4-5-20251001-v1:0", 0.00165),
+    "vertex": ("claude-haiku-4-5@20251001", 0.0015),
+}
+#: What both platforms' responses name: the Anthropic id of the model their URL names.
+_ANTHROPIC_ID = "claude-haiku-4-5-20251001"
+_PLATFORM_WAYS = ["create", "create(stream=True)", "messages.stream()", "async", "async stream"]
+
+
+def _platform_client(kind: str, url: str, asyn: bool = False) -> Any:
+    if kind == "bedrock":
+        bedrock = anthropic.AsyncAnthropicBedrock if asyn else anthropic.AnthropicBedrock
+        return bedrock(api_key="k", aws_region="us-east-1", base_url=url, max_retries=0)
+    vertex = anthropic.AsyncAnthropicVertex if asyn else anthropic.AnthropicVertex
+    return vertex(region="us-east5", project_id="p", access_token="t", base_url=url, max_retries=0)
+
+
+def _platform_text(kind: str, url: str, how: str, model: str) -> str:
+    """One Messages call of a platform's client, ``how`` it is made: its text."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 128,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    if how.startswith("async"):
+        return asyncio.run(_aplatform_text(kind, url, how == "async stream", kwargs))
+    client = _platform_client(kind, url)
+    if how == "create":
+        return "".join(b.text for b in client.messages.create(**kwargs).content)
+    if how == "messages.stream()":
+        with client.messages.stream(**kwargs) as stream:
+            return "".join(stream.text_stream)
+    events = client.messages.create(stream=True, **kwargs)
+    return "".join(e.delta.text for e in events if e.type == "content_block_delta")
+
+
+async def _aplatform_text(kind: str, url: str, stream: bool, kwargs: dict[str, Any]) -> str:
+    client = _platform_client(kind, url, asyn=True)
+    if not stream:
+        return "".join(b.text for b in (await client.messages.create(**kwargs)).content)
+    events = await client.messages.create(stream=True, **kwargs)
+    return "".join([e.delta.text async for e in events if e.type == "content_block_delta"])
+
+
+def _platform_api(kind: str, how: str) -> FakeAnthropic:
+    if kind == "bedrock" and "stream" in how:
+        # The client decodes Bedrock's stream (AWS event-stream framing) with botocore.
+        pytest.importorskip("botocore")
+    reply = message("hi", input_tokens=1000, output_tokens=100)
+    return FakeAnthropic(reply, stream=_anthropic_events(_ANTHROPIC_ID), answer_model=_ANTHROPIC_ID)
+
+
+@pytest.mark.parametrize("how", _PLATFORM_WAYS)
+@pytest.mark.parametrize("kind", ["bedrock", "vertex"])
+def test_bedrock_and_vertex_clients_are_capped_and_priced(kind: str, how: str, otel: Otel) -> None:
+    # Their clients move the model from the body into the URL (/model/{id}/invoke,
+    # .../models/{model}:rawPredict) before the request is built: the guard saw no model
+    # request, and every call under max_iterations=2 reached the API, booked at $0.
+    model, one_call = _PLATFORMS[kind]
+    with serve_anthropic(_platform_api(kind, how)) as api:
+        ran = 0
+        with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
+            for _ in range(3):
+                try:
+                    assert _platform_text(kind, api.url, how, model) == "hi"
+                    ran += 1
+                except MaxIterationsExceededError:
+                    pass
+    assert (ran, len(api.requests)) == (2, 2)
+    assert [r["model"] for r in api.requests] == [model, model]
+    assert session.tracker.total_cost() == pytest.approx(2 * one_call)
+
+
+@pytest.mark.parametrize("how", ["create", "create(stream=True)", "async stream"])
+@pytest.mark.parametrize("kind", ["bedrock", "vertex"])
+def test_bedrock_and_vertex_clients_hold_an_enforced_budget(
+    kind: str, how: str, otel: Otel
+) -> None:
+    model, one_call = _PLATFORMS[kind]
+    with serve_anthropic(_platform_api(kind, how)) as api:
+        ran = 0
+        with agent_session(
+            "w", budget_usd=2.5 * one_call, enforce_budget=True, **otel.kwargs()
+        ) as session:
+            for _ in range(4):
+                try:
+                    _platform_text(kind, api.url, how, model)
+                    ran += 1
+                except BudgetExceededError:
+                    break
+    # The third call crosses the budget: it ran, was booked, then raised; no fourth.
+    assert (ran, len(api.requests)) == (2, 3)
+    assert session.tracker.total_cost() == pytest.approx(3 * one_call)
+
+
+@pytest.mark.parametrize(
+    ("model", "answered", "one_call"),
+    [
+        # A global profile: Anthropic's price, though the response names the Anthropic id
+        # (which alone would be priced as Bedrock's regional model, 10% over).
+        ("global.anthropic.claude-haiku-4-5-20251001-v1:0", _ANTHROPIC_ID, 0.0015),
+        ("anthropic.claude-3-5-sonnet-20240620-v1:0", "claude-3-5-sonnet-20240620", 0.0045),
+        # An inference-profile ARN: its "/" is percent-encoded in the URL.
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            _ANTHROPIC_ID,
+            0.00165,
+        ),
+    ],
+)
+def test_a_bedrock_call_is_priced_as_the_model_id_its_url_names(
+    model: str, answered: str, one_call: float, otel: Otel
+) -> None:
+    with serve_anthropic(_platform_api("bedrock", "create")) as api:
+        api.answer_model = answered
+        with agent_session("w", max_iterations=1, **otel.kwargs()) as session:
+            assert _platform_text("bedrock", api.url, "create", model) == "hi"
+            with pytest.raises(MaxIterationsExceededError):
+                _platform_text("bedrock", api.url, "create", model)
+    assert [r["model"] for r in api.requests] == [model]
+    assert session.tracker.total_cost() == pytest.approx(one_call)
+
+
+def test_vertex_token_counting_is_no_model_call(otel: Otel) -> None:
+    model = _PLATFORMS["vertex"][0]
+    messages = [{"role": "user", "content": "hi"}]
+    with serve_anthropic(_platform_api("vertex", "create")) as api:
+        client = _platform_client("vertex", api.url)
+        with agent_session("w", max_iterations=1, **otel.kwargs()) as session:
+            for _ in range(3):
+                assert client.messages.count_tokens(model=model, messages=messages).input_tokens
+            assert _platform_text("vertex", api.url, "create", model) == "hi"
+            with pytest.raises(MaxIterationsExceededError):
+                _platform_text("vertex", api.url, "create", model)
+    assert [p.rsplit("/", 1)[1] for p in api.paths] == 3 * ["count-tokens:rawPredict"] + [
+        f"{model}:rawPredict"
+    ]
+    assert session.tracker.total_cost() == pytest.approx(_PLATFORMS["vertex"][1])
 
 
 def test_no_session_no_limits_nothing_counted(api: FakeOpenAI) -> None:

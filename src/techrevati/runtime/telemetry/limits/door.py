@@ -31,6 +31,7 @@ from typing import Any
 from ...caller import UserSite, log_once, user_site
 from ...pricing import has_pricing
 from ...usage_tracking import UsageSnapshot
+from ..readings.platforms import PlatformCall, platform_call
 from ..readings.recognise import NO_CACHE_SCOPES, CallReading, booked_model, more_exact
 from ..readings.usage_extract import StreamReader, extract, extract_output
 from . import membership
@@ -62,6 +63,9 @@ _MODEL_PATHS = ("/chat/completions", "/responses", "/completions", "/embeddings"
 def is_model_request(method: str, url: str) -> bool:
     """True for a POST to a model-call endpoint (not ``count_tokens``, batches, files).
 
+    Bedrock's and Vertex's endpoints for Anthropic's models are model calls too
+    (``readings.platforms``: the ``anthropic`` package's clients for them).
+
     Example::
 
         >>> is_model_request("post", "/chat/completions"), is_model_request("post", "/v1/messages")
@@ -70,6 +74,8 @@ def is_model_request(method: str, url: str) -> bool:
         False
         >>> is_model_request("post", "/v1/threads/thread_1/messages")  # no model runs
         False
+        >>> is_model_request("post", "/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke")
+        True
     """
     if method == "post" and url in _MODEL_PATHS:
         return True  # what the clients send for every call: no string is built
@@ -79,7 +85,7 @@ def is_model_request(method: str, url: str) -> bool:
     if path.endswith("/responses/compact"):
         return True  # a model pass over a conversation, billed with its usage
     if not path.endswith(_MODEL_PATHS):
-        return False
+        return platform_call(path) is not None
     # The Assistants API adds a message to a thread at /threads/{id}/messages: no model runs.
     return not (path.endswith("/messages") and path.rsplit("/", 3)[-3:-2] == ["threads"])
 
@@ -162,13 +168,18 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         return current
     method = getattr(options, "method", "")
     url = getattr(options, "url", "")
-    if (method != "post" or url not in _MODEL_PATHS) and not (
-        isinstance(method, str) and isinstance(url, str) and is_model_request(method, url)
-    ):
-        return None  # (is_model_request's first test inline: what the clients send)
+    platform = None
+    if method != "post" or url not in _MODEL_PATHS:  # (is_model_request's first test inline)
+        if not (isinstance(method, str) and isinstance(url, str) and is_model_request(method, url)):
+            return None
+        if ":" in url or "/model/" in url:  # a platform's URL (Vertex's method, Bedrock's id)
+            platform = platform_call(url)
     body = getattr(options, "json_data", None)
     if type(body) is not dict and not isinstance(body, Mapping):  # dict first: no ABC check
         body = None
+    if platform is not None:
+        body = _as_sent_to_anthropic(body, platform)
+        provider = platform.provider  # priced at the platform's own published price
     model = body.get("model") if body is not None else None
     model = model if isinstance(model, str) else ""
     request = key if key is not None else object()
@@ -269,6 +280,26 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         claim.estimated = seen_usage(body, provider, 0)
     _IN_FLIGHT.set(call)
     return call
+
+
+def _as_sent_to_anthropic(body: Mapping[str, Any] | None, platform: PlatformCall) -> dict[str, Any]:
+    """The request body as Anthropic's own API would have it: its model and stream flag back.
+
+    Bedrock's and Vertex's clients move the model into the URL (Bedrock the
+    ``stream`` flag too) before the request is built; the guard's estimates,
+    its stream handling and its booking read both from the body. A copy: the
+    body sent is left as it is.
+
+    Example::
+
+        >>> call = PlatformCall("aws.bedrock", "anthropic.claude-3-haiku-20240307-v1:0", True)
+        >>> _as_sent_to_anthropic({"max_tokens": 8}, call)["model"]
+        'anthropic.claude-3-haiku-20240307-v1:0'
+    """
+    seen: dict[str, Any] = {**(body or {}), "model": platform.model}
+    if platform.stream:
+        seen["stream"] = True
+    return seen
 
 
 def bound_default_cap(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
