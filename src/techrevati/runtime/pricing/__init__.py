@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
 
 from . import database as price_db
 from .database import Band, BundledPrice
-from .names import RegisteredNames, same_model, split_route
+from .names import RegisteredNames, route_free, same_model, split_route
 
 if TYPE_CHECKING:
     from ..usage_tracking import UsageSnapshot
@@ -465,6 +465,9 @@ def booked_name(requested: str, responded: str, provider: str = "") -> str:
     * you registered a price for the name asked for and the response's model
       has only the database's (rule 1: your deployment's or negotiated rate is
       not replaced by a list price, and the call is booked at what reserved it);
+    * it is the answered model asked for through a platform or a route
+      (``global.anthropic.claude-haiku-4-5-20251001-v1:0`` answered as
+      ``claude-haiku-4-5-20251001``): that route has a price of its own;
     * it is the same model at the same price (``gpt-4o-mini-2024-07-18`` for
       ``gpt-4o-mini``): booked under the name that was reserved.
 
@@ -498,6 +501,10 @@ def _booked_uncached(requested: str, responded: str, provider: str) -> str:
     if not answered.known:
         return requested
     if asked.source == REGISTERED and answered.source != REGISTERED:
+        return requested
+    if asked.known and route_free(requested).lower() == responded.lower() != requested.lower():
+        # The answered model asked for through a platform or route (a Bedrock profile, whose
+        # response names the maker's id): the name asked for says that route's price.
         return requested
     if asked.known and same_model(requested, responded) and _alike(asked, answered):
         return requested
