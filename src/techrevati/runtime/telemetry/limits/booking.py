@@ -26,7 +26,9 @@ _READING: dict[Claim, tuple[SpanEntry, CallReading, str, bool] | None] = {}
 
 def reading_stream(claim: Claim) -> None:
     """The guard wraps the stream of ``claim``'s span: hold the span's booking until it ends."""
-    _READING[claim] = None
+    # (Asked again when a raw response's body held already becomes a stream: a reading
+    # the span's end left here meanwhile is kept.)
+    _READING.setdefault(claim, None)
 
 
 def stream_read(claim: Claim, unfinished: bool) -> None:

@@ -33,7 +33,13 @@ from ...pricing import has_pricing
 from ...usage_tracking import UsageSnapshot
 from ..readings.platforms import PlatformCall, platform_call
 from ..readings.recognise import NO_CACHE_SCOPES, CallReading, booked_model, more_exact
-from ..readings.usage_extract import StreamReader, extract, extract_output
+from ..readings.usage_extract import (
+    Extracted,
+    StreamReader,
+    extract,
+    extract_output,
+    sse_payloads,
+)
 from . import membership
 from .booking import book, cut_usage, reading_stream, stream_read
 from .estimate import (
@@ -254,10 +260,12 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         not created
         and not (body is not None and body.get("stream"))
         and entry.producer not in NO_CACHE_SCOPES
+        and not _streaming_response(options)
     ):
         # An open span of another instrumentation is this call and books it from the
         # response; only a stream is watched (its text estimates a call without usage),
-        # and a response whose span reports no cache counts (its reading is coarse).
+        # a response whose span reports no cache counts (its reading is coarse), and a
+        # body read after the client returned (no span saw it: ``_watch_body``).
         if current is not None:
             _IN_FLIGHT.set(None)  # (a set costs a context copy: only when there is one)
         return None
@@ -300,6 +308,16 @@ def _as_sent_to_anthropic(body: Mapping[str, Any] | None, platform: PlatformCall
     if platform.stream:
         seen["stream"] = True
     return seen
+
+
+#: The header the SDKs send a ``with_streaming_response`` request with ("stream").
+_RAW_HEADER = "X-Stainless-Raw-Response"
+
+
+def _streaming_response(options: Any) -> bool:
+    """A ``with_streaming_response`` request: its body is read after the client returned."""
+    headers = getattr(options, "headers", None)
+    return type(headers) is dict and headers.get(_RAW_HEADER) == "stream"
 
 
 def bound_default_cap(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
@@ -446,8 +464,8 @@ def answered(call: RequestCall, result: object) -> object:
         if _is_stream(result):
             _wrap_stream(result, call)
             return result
-        if _streamed_raw(result):
-            _defer_to_parse(result, call)
+        if _unread_raw(result):
+            _watch_body(result, call)
             return result
         if not call.books:
             # An open span of another instrumentation is this call and books it from
@@ -458,22 +476,30 @@ def answered(call: RequestCall, result: object) -> object:
             _note_exact_reading(call, result)
             return result
         found = extract(result)
-        chars = 0
         if found.usage is None:
-            body = _raw_body(result)
-            if body is not None:
-                found = extract(body)
-            if found.usage is None:
-                # Without usage its output is all that tells its cost: tool calls, every
-                # choice and reasoning are billed as text is (a raw response's: its body).
-                output = extract_output(result if body is None else body)
-                chars = text_chars(output) if output else 0
-        finish(call, found.usage, found.model, found.reasoning_tokens, chars)
+            body = _raw_body(result)  # (a raw response's usage is in its body)
+            if body is None:
+                _book_reading(call, found, result)
+            else:
+                _book_reading(call, extract(body), body)
+        else:
+            finish(call, found.usage, found.model, found.reasoning_tokens, 0)
     except Exception:
         _warn_once("the client guard could not read a response; continuing")
         return result
     _crossed(call)
     return result
+
+
+def _book_reading(call: RequestCall, found: Extracted, answer: object) -> None:
+    """Book ``found``, what ``extract`` read of the response ``answer``."""
+    chars = 0
+    if found.usage is None:
+        # Without usage its output is all that tells its cost: tool calls, every
+        # choice and reasoning are billed as text is.
+        output = extract_output(answer)
+        chars = text_chars(output) if output else 0
+    finish(call, found.usage, found.model, found.reasoning_tokens, chars)
 
 
 def _note_exact_reading(call: RequestCall, result: object) -> None:
@@ -487,10 +513,18 @@ def _note_exact_usage(call: RequestCall, usage: Any, model: str | None) -> None:
     """The guard's reading of a response whose span reports no cache counts: booked
     instead of the span's when that span ends (``booking.book`` keeps the exact one)."""
     entry = call.entry
+    if entry is not None and entry.producer in NO_CACHE_SCOPES:
+        _keep_reading(call, usage, model)
+
+
+def _keep_reading(call: RequestCall, usage: Any, model: str | None) -> None:
+    """Hand the guard's reading of a call a span describes to that span's booking, which
+    books the more exact reading (``booking.book``)."""
+    entry = call.entry
     claim = entry.call if entry is not None else None
-    if claim is None or entry is None or entry.producer not in NO_CACHE_SCOPES:
+    if claim is None or call.books or usage is None:
         return
-    if usage is not None and (claim.library is None or more_exact(usage, claim.library[1])):
+    if claim.library is None or more_exact(usage, claim.library[1]):
         claim.library = (model or call.model, usage)
 
 
@@ -523,8 +557,9 @@ def _raw_body(result: object) -> object:
         return None
 
 
-def _streamed_raw(result: object) -> bool:
-    """A raw response of a streamed request (``with_streaming_response``), body not read yet."""
+def _unread_raw(result: object) -> bool:
+    """A raw response whose body is not read yet: ``with_streaming_response`` (streamed
+    or not), or ``with_raw_response`` of a streamed request."""
     # Instance attributes, read from __dict__: getattr on a pydantic response object
     # for a name it lacks costs ~7 µs, on every call.
     found = getattr(result, "__dict__", None)
@@ -532,15 +567,193 @@ def _streamed_raw(result: object) -> bool:
         return False
     # openai names the flag _is_sse_stream (1.x and later); _stream in older releases.
     flag = found.get("_is_sse_stream", found.get("_stream"))
-    return flag is True and callable(getattr(type(result), "parse", None))
+    if flag is None:
+        return False  # a parsed response: every usual call ends here
+    raw = found.get("http_response")
+    return (
+        raw is not None
+        and "_content" not in getattr(raw, "__dict__", {"_content": 0})  # (httpx: read)
+        and callable(getattr(type(result), "parse", None))
+    )
 
 
-def _defer_to_parse(result: Any, call: RequestCall) -> None:
-    """Book when the caller parses the raw response: its stream is read through our reader.
+class _Body:
+    """What the guard saw of a raw response's body, read after the client returned.
+
+    Every way the SDKs offer to read it (``parse()``, ``read()``, ``text()``,
+    ``json()``, ``iter_bytes/iter_text/iter_lines``) reads the HTTP response's
+    decoded bytes through its ``iter_bytes`` (``aiter_bytes``), so the guard
+    reads them there: read to its end, the body is booked at the usage it
+    carries; closed before that (the response's context manager exits), at its
+    request's upper bound, since its usage was never seen.
+    """
+
+    __slots__ = ("began", "call", "inner", "parsed", "parts", "sse", "stream")
+
+    def __init__(self, call: RequestCall, sse: bool) -> None:
+        self.call = call
+        self.sse = sse
+        #: The body's bytes read so far (None once ``parse()`` made a stream, which books it).
+        self.parts: list[bytes] | None = []
+        self.began = False
+        self.parsed = False
+        #: The chunks of the stream ``parse()`` made (``_wrap_stream``'s generator).
+        self.stream: object = None
+        #: Inside a step of the client's byte iterator: a close then is the client's own,
+        #: at the body's end (or its failure), which the iterator's end books.
+        self.inner = False
+
+    def add(self, part: bytes) -> None:
+        self.began = True
+        if self.parts is not None:
+            self.parts.append(part)
+
+    def ended(self, whole: bool) -> None:
+        """The caller's read of the bytes ended: at the body's end (``whole``) or before."""
+        if self.parsed or self.call.done:
+            return
+        if whole:
+            _book_body(self)
+        else:
+            _book_unread(self, "read partly")
+
+    def closed(self) -> None:
+        """The response was closed (or collected): a body not read to its end is booked."""
+        if self.inner or self.call.done:
+            return
+        stream: Any = self.stream
+        if self.parsed and getattr(stream, "gi_running", getattr(stream, "ag_running", False)):
+            return  # the SDK's stream closes it as its reading ends: that end books it
+        _book_unread(self, "read partly" if self.began else "not read")
+
+
+def _watch_body(result: Any, call: RequestCall) -> None:
+    """Book a raw response when its caller has read its body, or closed it unread."""
+    raw = result.http_response
+    found = result.__dict__
+    body = _Body(call, found.get("_is_sse_stream", found.get("_stream")) is True)
+    _hold(call)
+    parse = result.parse
+    if inspect.iscoroutinefunction(parse):
+        read, close = raw.aiter_bytes, raw.aclose
+        raw.__dict__["aiter_bytes"] = lambda *a, **k: _aread(read(*a, **k), body)
+        raw.__dict__["aclose"] = _aclose_then_book_body(close, body)
+    else:
+        read, close = raw.iter_bytes, raw.close
+        raw.__dict__["iter_bytes"] = lambda *a, **k: _read(read(*a, **k), body)
+        raw.__dict__["close"] = _close_then_book_body(close, body)
+    _defer_to_parse(result, call, body)
+    # Never closed (a with_raw_response stream has no context manager): when collected.
+    weakref.finalize(raw, _collected, body)
+
+
+def _read(chunks: Iterator[bytes], body: _Body) -> Iterator[bytes]:
+    whole = False
+    try:
+        while True:
+            body.inner = True
+            try:
+                part = next(chunks)
+            except StopIteration:
+                whole = True
+                return
+            finally:
+                body.inner = False
+            body.add(part)
+            yield part
+    finally:
+        body.ended(whole)
+
+
+async def _aread(chunks: AsyncIterator[bytes], body: _Body) -> AsyncIterator[bytes]:
+    whole = False
+    try:
+        while True:
+            body.inner = True
+            try:
+                part = await chunks.__anext__()
+            except StopAsyncIteration:
+                whole = True
+                return
+            finally:
+                body.inner = False
+            body.add(part)
+            yield part
+    finally:
+        body.ended(whole)
+
+
+def _close_then_book_body(close: Callable[[], object], body: _Body) -> Callable[[], None]:
+    def closed() -> None:
+        try:
+            close()
+        finally:
+            body.closed()
+
+    return closed
+
+
+def _aclose_then_book_body(
+    close: Callable[[], Awaitable[object]], body: _Body
+) -> Callable[[], Awaitable[None]]:
+    async def closed() -> None:
+        try:
+            await close()
+        finally:
+            body.closed()
+
+    return closed
+
+
+def _collected(body: _Body) -> None:
+    call = body.call
+    if not call.done and call.entry is not None and call.entry.call is not None:
+        call.entry.call.site = call.site  # no line of the caller's is on the stack now
+    body.closed()
+
+
+def _book_body(body: _Body) -> None:
+    """Book a body read to its end: its events (a stream's), or its JSON."""
+    call = body.call
+    content = b"".join(body.parts or ())
+    body.parts = None
+    if body.sse:
+        reader = StreamReader(collect_output=True)
+        for event in sse_payloads(content):
+            reader.add(event)
+        if not reader.unfinished:
+            _keep_reading(call, reader.usage, reader.model)
+        _stream_end(call, reader)
+        return
+    try:
+        answer: object = json.loads(content)
+    except ValueError:
+        answer = None
+    found = extract(answer)
+    _keep_reading(call, found.usage, found.model)
+    _book_reading(call, found, answer)
+
+
+def _book_unread(body: _Body, how: str) -> None:
+    """Book a body closed before its end at its request's upper bound (its usage, which
+    comes with the body's end, was never seen)."""
+    call = body.call
+    entry = call.entry
+    if entry is not None and entry.call is not None:
+        entry.call.ended_early = how
+    bound = None
+    if call.body is not None:
+        bound = UsageSnapshot(*request_tokens(call.body, call.provider))
+    finish(call, None, None, 0, 0, bound)
+
+
+def _defer_to_parse(result: Any, call: RequestCall, body: _Body) -> None:
+    """Book the parsed response when the caller parses it: a stream is read through our reader.
 
     The OpenAI Agents SDK streams the Responses API this way: the response the
     client hands back is raw, and the event stream exists only once ``parse()``
-    made it. ``parse`` caches its result, so the stream is wrapped once.
+    made it. ``parse`` caches its result, so the stream is wrapped once. A body
+    that is not a stream was booked as ``parse`` read it; its crossing raises here.
     """
     parse = result.parse
     wrapped: list[object] = []
@@ -548,7 +761,12 @@ def _defer_to_parse(result: Any, call: RequestCall) -> None:
     def seen(parsed: object) -> object:
         if not wrapped:
             wrapped.append(parsed)
+            if _is_stream(parsed):
+                body.parsed = True  # its stream books it, read through our reader
+                body.parts = None
             answered(call, parsed)  # a stream is wrapped; anything else is booked now
+            if body.parsed:
+                body.stream = parsed.__dict__.get("_iterator")
         return parsed
 
     if inspect.iscoroutinefunction(parse):
@@ -563,17 +781,10 @@ def _defer_to_parse(result: Any, call: RequestCall) -> None:
             return seen(parse(*args, **kwargs))
 
         result.__dict__["parse"] = sparse
-    # Never parsed (the caller read the raw bytes itself): booked as usage unknown.
-    weakref.finalize(result, _unparsed, call, wrapped)
-
-
-def _unparsed(call: RequestCall, wrapped: list[object]) -> None:
-    if not wrapped:
-        finish(call, None, None, 0, 0)
 
 
 def _is_stream(result: object) -> bool:
-    # openai's Stream sets both in __init__ (see _streamed_raw on getattr); anthropic's
+    # openai's Stream sets both in __init__ (see _unread_raw on getattr); anthropic's
     # (2.x) makes its iterator on first use, a cached_property of its class.
     found = getattr(result, "__dict__", None)
     if found is None or "response" not in found:
@@ -631,9 +842,9 @@ def finish(
         stream_read(claim, estimate is not None)
 
 
-def _wrap_stream(stream: Any, call: RequestCall) -> None:
-    inner = stream._iterator
-    reader = StreamReader(collect_output=True)
+def _hold(call: RequestCall) -> None:
+    """The call is booked when its caller reads what the client returned (a stream, a
+    raw response's body), maybe later, or never: hold its booking until then."""
     claim = call.entry.call if call.entry is not None else None
     if claim is not None and claim.leaf._enforced:
         # A stream dropped unread is booked, and warned about, when it is collected,
@@ -650,6 +861,12 @@ def _wrap_stream(stream: Any, call: RequestCall) -> None:
             if leaf.streams is None:
                 leaf.streams = set()
             leaf.streams.add(claim)
+
+
+def _wrap_stream(stream: Any, call: RequestCall) -> None:
+    inner = stream._iterator
+    reader = StreamReader(collect_output=True)
+    _hold(call)
     # The SDKs' close() releases the response but leaves the iterator as it is, and a
     # stream holds itself in a cycle (its iterator's frame refers to it): without the
     # hook a closed stream would be booked only when the garbage collector came by,

@@ -188,9 +188,11 @@ class Claim:
     #: stream whose request asked for its usage, closed early, dropped unread or
     #: failed before its last chunk; ``"cancelled"`` or
     #: ``"timed out"``, a request that ended unanswered after it was sent
-    #: (see ``unanswered.py``); ``"stopped"``, in flight when SIGTERM ended the
-    #: process's sessions (``membership.book_in_flight``); ``"usage="``, not early
-    #: but the caller's usage callback gave no usage (``TurnCall.usage_unread``).
+    #: (see ``unanswered.py``); ``"not read"`` or ``"read partly"``, a raw response
+    #: whose body was closed before its end (``door._Body``); ``"stopped"``, in flight
+    #: when SIGTERM ended the process's sessions (``membership.book_in_flight``);
+    #: ``"usage="``, not early but the caller's usage callback gave no usage
+    #: (``TurnCall.usage_unread``).
     ended_early: str = ""
     #: Attempts the SDK retried after they timed out reading their response: sent,
     #: so billed, each at its request's upper bound (``unanswered.retrying``); booked
@@ -209,9 +211,15 @@ class Claim:
 
 _ZERO = UsageSnapshot()
 
-#: ``Claim.ended_early`` of a request that was sent and ended unanswered: billed by
-#: the provider, so booked at its request's upper bound with or without a budget.
-_SENT = frozenset({"cancelled", "timed out"})
+#: ``Claim.ended_early`` of a request that was sent and ended unanswered, or answered
+#: with a body closed before its end (its usage comes last, never seen): billed by the
+#: provider, so booked at its request's upper bound with or without a budget.
+_SENT = frozenset({"cancelled", "timed out", "not read", "read partly"})
+#: How the warning says a raw response's body was left (``door._Body``).
+_UNREAD = {
+    "not read": "before any of it was read",
+    "read partly": "after only part of it was read",
+}
 
 
 def plus_usage(a: UsageSnapshot, b: UsageSnapshot) -> UsageSnapshot:
@@ -1002,6 +1010,14 @@ class Ledger:
                     "@agent_turn, estimate_usage= of run_turn) gave no token usage (the "
                     f"error raised with the call says why), so the call was booked {booked}; "
                     "make it return the call's usage so the budget holds exactly"
+                )
+            elif claim.ended_early in _UNREAD:
+                said = (
+                    f"the body of a response of model {model!r} (with_streaming_response) "
+                    f"was closed {_UNREAD[claim.ended_early]}, so its usage, which comes with "
+                    f"it, was never seen, under an enforced budget; it was booked {booked}: its "
+                    "request's upper bound (max_tokens sets it); read the body to its end "
+                    "(parse(), read(), or iterate it) so the budget holds exactly"
                 )
             elif claim.ended_early:
                 said = (

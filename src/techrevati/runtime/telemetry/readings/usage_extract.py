@@ -756,3 +756,29 @@ class StreamReader:
     def output(self) -> str | None:
         """All the output streamed, when collected and any was seen."""
         return "".join(self._outputs) if self._outputs else None
+
+
+def sse_payloads(body: bytes) -> list[object]:
+    """The JSON data of each event of a server-sent event body, in order.
+
+    A streamed response whose caller read its bytes itself (``iter_lines()``
+    of a raw response) is read here once it ended, so its events can be fed to
+    a ``StreamReader``. Data that is not JSON (OpenAI's closing ``[DONE]``) is
+    left out.
+
+    Example::
+
+        >>> sse_payloads(b'event: ping\\ndata: {"a": 1}\\n\\ndata: [DONE]\\n\\n')
+        [{'a': 1}]
+    """
+    found: list[object] = []
+    data: list[str] = []
+    for line in [*body.decode("utf-8", "replace").splitlines(), ""]:
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            # A blank line ends an event; its data lines join with newlines.
+            with contextlib.suppress(ValueError):
+                found.append(json.loads("\n".join(data)))
+            data = []
+    return found
