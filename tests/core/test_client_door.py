@@ -436,9 +436,6 @@ async def _aplatform_text(kind: str, url: str, stream: bool, kwargs: dict[str, A
 
 
 def _platform_api(kind: str, how: str) -> FakeAnthropic:
-    if kind == "bedrock" and "stream" in how:
-        # The client decodes Bedrock's stream (AWS event-stream framing) with botocore.
-        pytest.importorskip("botocore")
     reply = message("hi", input_tokens=1000, output_tokens=100)
     return FakeAnthropic(reply, stream=_anthropic_events(_ANTHROPIC_ID), answer_model=_ANTHROPIC_ID)
 
