@@ -614,3 +614,68 @@ def test_a_forked_child_does_not_estimate_its_parents_calls_in_flight() -> None:
         assert os.read(read, 16) == b"0"
     finally:
         estimate.DEFERRED.clear()
+
+
+# -- a first call whose input is not all text ---------------------------------------
+#
+# An image (a file, a stored conversation) is billed by what it holds, not by the
+# characters of its URL: such a request's text estimate (~$0.0016 here) bounds
+# nothing. It was reserved anyway, so the "nothing tells its cost: probe" rule never
+# fired and a burst of first calls ran: 10 of 20 (threads; tasks too) under a
+# budget of 3.5 calls. Such a call now probes: it runs alone, the others wait for
+# what it cost.
+
+#: A short question about an image: its characters say ~30 tokens, the provider bills
+#: 1000 (the image) + 100 out = ONE_CALL.
+IMAGE_MESSAGES = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        ],
+    }
+]
+
+
+def test_a_bare_clients_burst_of_first_image_calls_in_threads_probes(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    api.delay = 0.2  # every call in flight at once unless something holds them
+    client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+    def ask() -> None:
+        client.chat.completions.create(model="model-a", messages=IMAGE_MESSAGES, max_tokens=100)
+
+    with agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session:
+        outcomes = _burst(session, ask)
+    assert len(api.requests) <= int(BUDGET / ONE_CALL) + 1  # 10 of 20 before
+    assert outcomes.count("refused") == CALLS - len(api.requests)
+    assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)
+
+
+def test_a_bare_async_clients_burst_of_first_image_calls_probes(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    api.delay = 0.2
+
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+        async def ask() -> str:
+            try:
+                await client.chat.completions.create(
+                    model="model-a", messages=IMAGE_MESSAGES, max_tokens=100
+                )
+            except BudgetExceededError as stop:
+                return "crossed" if stop.site is not None and stop.site.ran else "refused"
+            return "ran"
+
+        return await asyncio.gather(*(ask() for _ in range(CALLS)))
+
+    with agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session:
+        outcomes = asyncio.run(main())
+        assert session._ledger.reserved_nano == 0
+    assert len(api.requests) <= int(BUDGET / ONE_CALL) + 1  # 10 of 20 before
+    assert outcomes.count("refused") == CALLS - len(api.requests)
+    assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)

@@ -22,6 +22,7 @@ import functools
 import inspect
 import json
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -55,6 +56,7 @@ from .estimate import (
 )
 from .ledger import Claim, Ledger
 from .membership import SpanEntry
+from .probe import _ProbeWait
 
 
 def _warn_once(message: str) -> None:
@@ -96,6 +98,11 @@ def is_model_request(method: str, url: str) -> bool:
     return not (path.endswith("/messages") and path.rsplit("/", 3)[-3:-2] == ["threads"])
 
 
+#: An async client's call admitted once its model's probe settled: (the entry it is
+#: admitted under, its request key, whether its model is priced, the probe's wait).
+_Later = tuple[SpanEntry, object, bool, _ProbeWait]
+
+
 @dataclass(eq=False, slots=True)
 class RequestCall:
     """One client request in flight, from its first attempt to its booking."""
@@ -116,6 +123,8 @@ class RequestCall:
     in_request: InRequest | None = None
     #: A stream's: the user's line that made the request (``_wrap_stream``).
     site: UserSite | None = None
+    #: Not admitted yet: an async client's call waiting for its model's probe (``_Later``).
+    later: _Later | None = None
 
 
 class InRequest:
@@ -138,25 +147,109 @@ _running_loop = asyncio._get_running_loop
 
 def _expected_cost(
     model: str, body: Mapping[str, Any] | None, provider: str, ledger: Ledger
-) -> tuple[float, bool]:
-    """What the guard's own call reserves, and whether its request was counted for it.
+) -> tuple[float, bool, bool]:
+    """What the guard's own call reserves, whether its request was counted for it,
+    and whether it is its model's probe (its cost unknown: it runs alone, ``probe.py``).
 
     A first call of its model reserves its request's upper bound at once (nothing
     else tells its cost; at least ``call_estimate_usd``); so does a call with its
     own output cap under a fleet scope or shared session, which other processes
     see only as admitted. Otherwise the model's learned cost, and a capped request
     is counted only if another call is admitted while it runs (``estimate.defer``).
+    A first call whose input is not all text in its body (an image, a file, a
+    stored conversation: ``input_known``) has no bound its characters could give,
+    so, with no ``call_estimate_usd``, nothing tells its cost: it probes.
     """
     if not ledger.has_budget():
-        return 0.0, True
+        return 0.0, True, False
     expected = ledger.expected_cost(model)
-    if body is not None and (
-        ledger.learned_cost(model) is None or (ledger._fleet_chain and capped(body))
-    ):
-        estimate = request_estimate_usd(model, body, provider)
-        if estimate is not None:
-            return max(estimate, expected), True
-    return expected, False
+    if body is not None:
+        first = ledger.learned_cost(model) is None
+        if first and not expected and model and not input_known(body):
+            # 12 concurrent first calls with an image part, billed $1 each, reserved
+            # ~$0.009 each at their text's estimate: all 12 passed a $5 budget.
+            return 0.0, True, True
+        if first or (ledger._fleet_chain and capped(body)):
+            estimate = request_estimate_usd(model, body, provider)
+            if estimate is not None:
+                return max(estimate, expected), True, False
+    return expected, False, False
+
+
+def _admit_probing(
+    under: SpanEntry,
+    model: str,
+    request: object,
+    body: Mapping[str, Any],
+    provider: str,
+    priced: bool,
+    awaits: bool,
+) -> SpanEntry | _ProbeWait:
+    """Admit the guard's own call as its model's probe, or once that probe settled.
+
+    On a thread, a call of the model while another one probes waits for it (up
+    to ``probe_wait_s``, as a library span does, ``processor._after_probe``), then
+    reserves what the probe cost. On an event loop nothing may wait: an async
+    client's call gets the wait back (``arequest_fleet`` awaits it before sending);
+    a sync client's runs at once at its request's estimate. So does a call whose
+    wait ran out (the probe hangs or was abandoned).
+    """
+    ledger = under.ledger
+    deadline = 0.0
+    while True:
+        expected = ledger.expected_cost(model)  # what the probe taught, once it settled
+        try:
+            return membership.admit_request(
+                under, model, request, expected, priced, defer_fleet=awaits, probe=True
+            )
+        except _ProbeWait as wait:
+            if _running_loop() is not None:
+                if awaits:
+                    return wait
+                break
+            now = time.monotonic()
+            deadline = deadline or now + wait.timeout
+            if not wait.probe.wait(deadline - now):
+                break
+    return _admit_unprobed(under, model, request, body, provider, priced, awaits)
+
+
+async def _aadmit_probing(call: RequestCall, later: _Later) -> SpanEntry:
+    """``_admit_probing`` for an async client's call that found its model probing."""
+    under, request, priced, wait = later
+    ledger = under.ledger
+    deadline = time.monotonic() + wait.timeout
+    while await wait.probe.await_end(deadline - time.monotonic()):
+        try:
+            return membership.admit_request(
+                under,
+                call.model,
+                request,
+                ledger.expected_cost(call.model),
+                priced,
+                defer_fleet=True,
+                probe=True,
+            )
+        except _ProbeWait as again:
+            wait = again  # that probe failed and another call probes now
+    body = call.body if call.body is not None else {}
+    return _admit_unprobed(under, call.model, request, body, call.provider, priced, True)
+
+
+def _admit_unprobed(
+    under: SpanEntry,
+    model: str,
+    request: object,
+    body: Mapping[str, Any],
+    provider: str,
+    priced: bool,
+    awaits: bool,
+) -> SpanEntry:
+    # No probe to wait for: at least what its request's text says, or what was learned.
+    expected = max(
+        request_estimate_usd(model, body, provider) or 0.0, under.ledger.expected_cost(model)
+    )
+    return membership.admit_request(under, model, request, expected, priced, defer_fleet=awaits)
 
 
 def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | None:
@@ -204,15 +297,23 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         if entry is None:
             created = True
             ledger = under.ledger
-            expected, estimated = _expected_cost(model, body, provider, ledger)
-            entry = membership.admit_request(
-                under,
-                model,
-                request,
-                expected,
-                not ledger.has_budget() or not model or has_pricing(model, provider),
-                defer_fleet=awaits,
-            )
+            expected, estimated, probe = _expected_cost(model, body, provider, ledger)
+            priced = not ledger.has_budget() or not model or has_pricing(model, provider)
+            if probe and body is not None:
+                found = _admit_probing(under, model, request, body, provider, priced, awaits)
+                if isinstance(found, _ProbeWait):
+                    # On the loop, its model probing: admitted when its request is
+                    # prepared, once the probe settled (``arequest_fleet``).
+                    call = RequestCall(key, None, True, provider, model, body)
+                    call.later = (under, request, priced, found)
+                    call.in_request = IN_REQUEST.get()
+                    _IN_FLIGHT.set(call)
+                    return call
+                entry = found
+            else:
+                entry = membership.admit_request(
+                    under, model, request, expected, priced, defer_fleet=awaits
+                )
             # (Our turn's own request joins the turn, admitted before at its own cost.)
             estimated = estimated and not entry.same_call
     claim = entry.call
@@ -367,16 +468,30 @@ async def afleet(options: Any = None, provider: str = "") -> None:
         await claim.leaf.areserve_fleet(claim)
 
 
-async def arequest_fleet() -> None:
+async def arequest_fleet(request: object = None) -> None:
     """Await the fleet reservation of the call the guard admitted for this request.
 
     An async client's request is admitted when it is built (a sync step), at
     the local levels only; its ``_prepare_request``, awaited right after and
     before anything is sent, asks the fleet scopes here, off the loop. A
     refusal fails the request (nothing sent, the call un-counted) and raises.
+    A call that found its model probing when it was built is admitted here,
+    once the probe settled (``request``: its HTTP request, then watched).
     """
     call = _IN_FLIGHT.get()
-    if call is None or call.processed or call.entry is None:
+    if call is None or call.processed:
+        return
+    later = call.later
+    if later is not None:
+        call.later = None
+        try:
+            call.entry = await _aadmit_probing(call, later)
+        except BaseException:
+            fail(call)  # refused (or cancelled) before anything was sent: nothing counted
+            raise
+        if request is not None:
+            watch(request, call)
+    if call.entry is None:
         return
     claim = call.entry.call
     if claim is None or not claim.fleet_deferred or not claim.open:

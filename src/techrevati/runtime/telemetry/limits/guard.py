@@ -316,9 +316,9 @@ def _guard_arequest(method: Callable[..., Any], outer: bool, provider: str) -> C
 def _guard_aprepare(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        await door.arequest_fleet()  # may raise the fleet's refusal: nothing is sent
-        prepared = await method(self, *args, **kwargs)
         request = args[0] if args else kwargs.get("request")
+        await door.arequest_fleet(request)  # may raise the fleet's refusal: nothing is sent
+        prepared = await method(self, *args, **kwargs)
         unanswered.sending(request, type(self).__module__.partition(".")[0])
         return prepared
 

@@ -575,6 +575,7 @@ def admit_request(
     priced: bool,
     *,
     defer_fleet: bool = False,
+    probe: bool = False,
 ) -> SpanEntry:
     """The client guard's door for a request no open span describes (both lookups None).
 
@@ -584,6 +585,8 @@ def admit_request(
     with ``expected`` cost and ``priced`` (asked of ``under.ledger``), which
     may raise the refusal. The guard books the response into the entry
     returned: a call of its own, or usage handed to the enclosing turn.
+    ``probe``: a call whose cost nothing tells may run as its model's probe, or
+    raises ``_ProbeWait`` (nothing counted) while another call of it probes.
 
     Example (the guard's order)::
 
@@ -593,7 +596,14 @@ def admit_request(
             entry = request_span(under, model, key) or admit_request(under, model, key, 0.0, True)
     """
     entry = admit_call(
-        under, model, expected, ours=False, priced=priced, defer_fleet=defer_fleet, by_guard=True
+        under,
+        model,
+        expected,
+        ours=False,
+        priced=priced,
+        defer_fleet=defer_fleet,
+        probe=probe,
+        by_guard=True,
     )
     entry.request = request
     if not entry.same_call:
