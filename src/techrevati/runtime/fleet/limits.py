@@ -27,6 +27,7 @@ from ..telemetry.calls.metrics import fleet_scopes, instruments_for
 from ..telemetry.limits.errors import FleetUnavailableError, MaxIterationsExceededError
 from ..telemetry.limits.ledger import wait_late_fleet_bookings
 from ..telemetry.limits.money import NANO, booking_nano, check_budget, to_nano
+from ..telemetry.limits.probe import DEFAULT_PROBE_WAIT_S
 from ..usage_tracking import BudgetExceededError, LimitSite
 from . import checks
 from .health import StoreHealth
@@ -101,8 +102,10 @@ class FleetLimits:
         timeout_s: bound on every Redis call (connect and reply each).
         probe_wait_s: under a budget, a model whose cost the scope has not seen
             yet and the caller cannot estimate runs one call first; others of
-            that model wait for it up to this long (None: until it settles or
-            its lease ends), then run unreserved.
+            that model wait for it up to this long (None: 30 s, the sessions'
+            own probe wait, ``DEFAULT_PROBE_WAIT_S``), then run unreserved, and
+            a probe in flight that long (its process crashed or hangs) is taken
+            over by the next call, which probes instead. Logged at WARNING.
         key_prefix: prefix of every Redis key of the scope.
         max_connections: connections this scope object opens at most (from a
             URL); callers beyond it wait for a free one instead of failing.
@@ -156,6 +159,15 @@ class FleetLimits:
         self.probe_wait_s = checks.number(
             "probe_wait_s", probe_wait_s, positive=False, most=checks.MAX_SECONDS
         )
+        #: How long a call waits for its model's probe. Never the lease by default: a
+        #: probe whose worker was killed held every other worker's call of its model
+        #: for its whole lease (600 s), silently.
+        self._probe_wait: float = (
+            DEFAULT_PROBE_WAIT_S if self.probe_wait_s is None else self.probe_wait_s
+        )
+        self._probe_wait_ms = max(1, round(self._probe_wait * 1000))
+        #: When each model's lost probe was last warned about (one warning per wait).
+        self._probe_warned: dict[str, float] = {}
         self.on_store_error: OnStoreError = on_store_error
         self.key_prefix = key_prefix
         self.max_connections = max_connections
@@ -294,6 +306,8 @@ class FleetLimits:
                 return self._admit_failed(exc, model, hold_id)
             step = self._step(reply, model, hold_id, seen)
             if isinstance(step, FleetHold):
+                if len(reply) > 9 and int(reply[9]):
+                    self._probe_lost(model, reply, waited_since)
                 return step
             if on_loop:
                 force = True  # never wait on a loop: the probe may be a task on it
@@ -302,6 +316,7 @@ class FleetLimits:
             waited_since = now if waited_since is None else waited_since
             left = self._wait_left(step, now - waited_since)
             if left <= 0:
+                self._probe_lost(model, None, waited_since)
                 force = True
                 continue
             self._waiters.wait(model, min(poll, left))
@@ -336,11 +351,14 @@ class FleetLimits:
                 return self._admit_failed(exc, model, hold_id)
             step = self._step(reply, model, hold_id, seen)
             if isinstance(step, FleetHold):
+                if len(reply) > 9 and int(reply[9]):
+                    self._probe_lost(model, reply, waited_since)
                 return step
             now = time.monotonic()
             waited_since = now if waited_since is None else waited_since
             left = self._wait_left(step, now - waited_since)
             if left <= 0:
+                self._probe_lost(model, None, waited_since)
                 force = True
                 continue
             await self._waiters.await_(model, min(poll, left))
@@ -535,6 +553,7 @@ class FleetLimits:
             model=model,
             hold_id=hold_id,
             force=force,
+            probe_wait_ms=self._probe_wait_ms,
         )
 
     def _step(self, reply: list[Any], model: str, hold_id: str, seen: int | None) -> _Step:
@@ -597,9 +616,41 @@ class FleetLimits:
         return int(reply[1]) / 1000
 
     def _wait_left(self, lease_left_s: float, waited_s: float) -> float:
-        if self.probe_wait_s is None:
-            return lease_left_s
-        return min(lease_left_s, self.probe_wait_s - waited_s)
+        return min(lease_left_s, self._probe_wait - waited_s)
+
+    def _probe_lost(self, model: str, reply: list[Any] | None, since: float | None) -> None:
+        """Warn that a model's probe did not settle in ``probe_wait_s``: once per wait.
+
+        ``reply``: the admission that took the lost probe over (this call probes
+        now); None: this call's own wait ran out and it runs unreserved.
+        """
+        now = time.monotonic()
+        last = self._probe_warned.get(model)
+        if last is not None and now - last < self._probe_wait:
+            return  # the calls that gave up on the same probe: said once
+        if len(self._probe_warned) > 4096:
+            self._probe_warned.clear()  # bounded: one entry per model recently lost
+        self._probe_warned[model] = now
+        waited = 0.0 if since is None else now - since
+        if reply is not None:
+            outcome = (
+                f"It had been in flight {int(reply[9]) / 1000:.1f} s; this call waited "
+                f"{waited:.1f} s and runs as the model's probe in its place"
+            )
+        else:
+            outcome = f"This call waited {waited:.1f} s and runs now without a reservation"
+        _log.warning(
+            "fleet scope %r: the first call of model %r (its probe: calls of a model whose "
+            "cost the scope has not learned wait for one to settle) did not settle within "
+            "probe_wait_s (%.1f s): the process running it crashed or hangs. %s. Its "
+            "reservation frees itself when its lease ends (lease_s=%.0f s); if that call "
+            "is just slow, set probe_wait_s above the model's longest call.",
+            self.scope,
+            model,
+            self._probe_wait,
+            outcome,
+            self.lease_s,
+        )
 
     def _admit_failed(self, exc: BaseException, model: str, hold_id: str) -> FleetHold:
         self._health.failed(exc, "reserve")

@@ -80,13 +80,16 @@ end
 #: ARGV: window_ms (0 = one unending window), lease_ms, max_calls (-1 = none),
 #: budget nano (-1 = none), expected nano, model, hold id, force (1 = admit even
 #: while another call probes this model's cost), keep ms (with no window, the keys'
-#: expiry, renewed by each admission; 0 = none).
+#: expiry, renewed by each admission; 0 = none), probe wait ms (a probe in flight
+#: that long has not settled: its process crashed or hangs, and this call probes
+#: instead; 0 = until its lease ends).
 #: Returns {1, w, window_start_ms, reserved nano, lease deadline ms, fresh, calls,
-#: spent nano, reserved nano} when admitted (fresh = 1 when this call created the
-#: window's keys; the last three: the window's totals with this call counted; a
-#: retried admission returns only the first six), {0, 'calls', calls} or
-#: {0, 'budget', spent + reserved, reserved} when refused, or
-#: {2, ms left on the probe's lease} while the model's first call is in flight.
+#: spent nano, reserved nano, lost ms} when admitted (fresh = 1 when this call created
+#: the window's keys; then the window's totals with this call counted; lost: how long
+#: the probe this call took over from had been in flight, else 0; a retried admission
+#: returns only the first six), {0, 'calls', calls} or {0, 'budget', spent + reserved,
+#: reserved} when refused, or {2, ms left on the probe's lease} while the model's
+#: first call is in flight.
 ADMIT = (
     _PRELUDE
     + r"""
@@ -94,6 +97,7 @@ local window_ms, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local max_calls, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local expected, model, id = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local keep = tonumber(ARGV[9] or '0')
+local probe_wait = tonumber(ARGV[10] or '0')
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
 local now = now_ms()
 local w, start, expire_at = window(window_ms, lease_ms, now)
@@ -108,7 +112,7 @@ end
 local calls = tonumber(v[1] or '0')
 local spent, reserved = tonumber(v[2] or '0'), tonumber(v[3] or '0')
 if max_calls >= 0 and calls >= max_calls then return {0, 'calls', calls} end
-local probing = false
+local probing, lost = false, 0
 if budget >= 0 then
   -- Others' reservations count, this call's own estimate does not: the call
   -- that crosses the budget runs (the overshoot bound covers it).
@@ -123,7 +127,13 @@ if budget >= 0 then
       -- Nothing known about this model's cost: one call runs alone as a probe.
       if v[5] then
         local deadline = redis.call('ZSCORE', live, v[5])
-        if deadline then return {2, int(math.max(tonumber(deadline) - now, 1))} end
+        if deadline then
+          local age = now - (tonumber(deadline) - lease_ms)
+          if probe_wait <= 0 or age < probe_wait then
+            return {2, int(math.max(tonumber(deadline) - now, 1))}
+          end
+          lost = age  -- its holder never settled: this call probes in its place
+        end
       end
       probing = true
     end
@@ -151,7 +161,7 @@ else
   redis.call('PEXPIREAT', live, int(expire_at))
 end
 return {1, w, start, expected, deadline, v[1] and 0 or 1, calls + 1, int(spent),
-        int(reserved + expected)}
+        int(reserved + expected), int(lost)}
 """
 )
 

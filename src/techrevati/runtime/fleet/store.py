@@ -86,6 +86,7 @@ class RedisStore:
         model: str,
         hold_id: str,
         force: bool,
+        probe_wait_ms: int = 0,
     ) -> list[Any]:
         keys = [self.prefix, self.learned_key]
         if self.gate is not None:
@@ -102,6 +103,7 @@ class RedisStore:
                 hold_id,
                 "1" if force else "0",
                 self.keep_ms,
+                probe_wait_ms,
             ],
         )
         return reply
