@@ -221,3 +221,46 @@ def test_an_orchestrator_field_set_after_construction_is_checked_at_the_next_ses
     with pytest.raises((TypeError, ValueError), match=error):
         orch.session().__enter__()
     assert orch.registry.list_active() == []  # refused at its opening: no worker left
+
+
+def test_only_the_booking_that_crossed_a_budget_says_it_crossed_it() -> None:
+    # Ten calls admitted together at a $0.50 estimate under $5, each costing $1: the
+    # bookings took the session to $6, $7, ... $10, and each of those five errors said
+    # "The call that crossed it ran and was paid for": five crossing calls for one
+    # crossing. Only the first booking over the budget says so; the others say an
+    # earlier call in flight had crossed it.
+    import threading
+
+    start = threading.Barrier(10)
+
+    @agent_turn("model-b")
+    def call() -> dict[str, object]:
+        start.wait()  # every call admitted before any is booked
+        return {"model": "model-b", "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 0}}
+
+    errors: list[BudgetExceededError] = []
+
+    def one() -> None:
+        try:
+            call()
+        except BudgetExceededError as stop:
+            errors.append(stop)
+
+    with agent_session("w", budget_usd=5.0, enforce_budget=True, call_estimate_usd=0.5) as s:
+        threads = [threading.Thread(target=s.wrap(one)) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert s.tracker.total_cost() == pytest.approx(10.0)
+    assert len(errors) == 5 and all(e.site is not None and e.site.ran for e in errors)
+    first = [e for e in errors if "The call that crossed it ran" in str(e)]
+    assert len(first) == 1  # 5 of 5 before
+    assert first[0].site is not None and not first[0].site.later
+    assert "The call that crossed it ran and was paid for" in str(first[0])
+    for later in errors:
+        if later is not first[0]:
+            assert "The call that crossed it" not in str(later)
+            assert "An earlier call, in flight alongside this call, had already crossed it" in (
+                str(later)
+            )

@@ -179,3 +179,51 @@ def test_a_call_in_flight_crosses_after_a_refusal_of_its_own_window(
         refused_next.set()
         slow.join()
     assert outcomes == {"next": "refused", "slow": "crossed"}  # slow: ok before
+
+
+def test_only_the_booking_that_crossed_a_fleet_budget_says_it_crossed_it(
+    redis_server: RedisServer,
+) -> None:
+    # Calls admitted together under a $5 scope at a $0.50 estimate, each costing $1:
+    # each booking over the budget ($6, $7, $8, $9, $10) said it was the call that
+    # crossed it. Only the first does now.
+    import threading
+
+    from techrevati.runtime import agent_session, agent_turn
+
+    register_pricing("fleet-later-model", ModelPricing(1.0, 0.0))
+    tenant = FleetLimits(redis_server.url, scope="tenant-later", budget_usd=5.0)
+    start = threading.Barrier(10)
+
+    @agent_turn("fleet-later-model")
+    def call() -> dict[str, object]:
+        start.wait()  # every call admitted before any is booked
+        return {
+            "model": "fleet-later-model",
+            "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 0},
+        }
+
+    errors: list[BudgetExceededError] = []
+
+    def one() -> None:
+        try:
+            call()
+        except BudgetExceededError as stop:
+            errors.append(stop)
+
+    with agent_session("w", fleet=tenant, call_estimate_usd=0.5) as session:
+        threads = [threading.Thread(target=session.wrap(one)) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert tenant.usage().spent_usd == pytest.approx(10.0)
+    assert len(errors) == 5 and all(e.site is not None and e.site.ran for e in errors)  # 10 before
+    first = [e for e in errors if "The call that crossed it ran" in str(e)]
+    assert len(first) == 1, [str(e) for e in errors]  # 10 of 10 before
+    assert first[0].site is not None and not first[0].site.later
+    assert first[0].current_cost_usd == pytest.approx(6.0)  # its own booking's total
+    assert "The call that crossed it ran and was paid for" in str(first[0])
+    for later in errors:
+        if later is not first[0]:
+            assert "had already crossed it" in str(later)

@@ -113,7 +113,9 @@ class LimitSite:
     made in, when that is another one. ``ran`` is True when the call ran, was
     booked and crossed the limit, False when it was refused before it ran.
     ``streamed`` is True when the call that crossed was a stream read to its
-    end: its chunks reached the caller before the error.
+    end: its chunks reached the caller before the error. ``later`` is True for a
+    call that ran and was booked after an earlier call (in flight alongside it)
+    had already crossed the limit: it is over the limit too, but did not cross it.
 
     Example::
 
@@ -131,6 +133,7 @@ class LimitSite:
     call_session_id: str = ""
     scope: str = ""
     streamed: bool = False
+    later: bool = False
 
     def describe_owner(self) -> str:
         """Whose limit it is, in words."""
@@ -152,6 +155,20 @@ class LimitSite:
 
     def what_happened(self) -> str:
         """Whether the call ran: the sentence that says so."""
+        if self.ran and self.later:
+            # Several calls in flight together cross at once: only the first booking
+            # crossed it, and each of the others saying it did reads as several causes.
+            what = "stream" if self.streamed else "call"
+            kept = (
+                "its chunks reached the caller before this error"
+                if self.streamed
+                else "its result is discarded"
+            )
+            return (
+                f"An earlier call, in flight alongside this {what}, had already crossed it "
+                f"when this {what} was booked: this {what} ran too and was paid for, its "
+                f"cost is booked, and {kept}."
+            )
         if self.ran and self.streamed:
             # The error can only follow the last chunk: nothing of the result is held back.
             return (

@@ -37,6 +37,9 @@ class FleetHold:
     backed: bool = True
     window: int = 0
     done: bool = False
+    #: The scope's spend (nano-USD) with this hold's cost booked, as this process saw
+    #: it when it settled the hold (``FleetLimits.crossed``); -1 until then.
+    spent_nano: int = -1
 
     @property
     def unbacked(self) -> bool:

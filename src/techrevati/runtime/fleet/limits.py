@@ -379,11 +379,8 @@ class FleetLimits:
             tenant.settle(hold, 0.0017)
         """
         actual = checks.number("actual_usd", actual_usd, positive=False, optional=False)
-        if self._claim(hold):
-            nano = booking_nano(actual or 0.0, "cost of {!r}", hold.model)
-            calls, spent, reserved = self._seen
-            # What this process booked, seen at once (others' spend at the next admission).
-            self._seen = (calls, spent + nano, max(reserved - round(hold.reserved_usd * NANO), 0))
+        nano = self._claim_settled(hold, actual or 0.0)
+        if nano is not None:
             self._finish(hold, "settle", nano)
 
     def crossed(self, hold: FleetHold) -> float | None:
@@ -399,7 +396,9 @@ class FleetLimits:
         budget = self._budget_nano
         if budget < 0 or hold.window != self._seen_window:
             return None
-        spent = self._seen[1]
+        # This hold's own booking's (settle): a later one's would make every call
+        # settled together look like the one that crossed, at the latest total.
+        spent = hold.spent_nano if hold.spent_nano >= 0 else self._seen[1]
         return spent / NANO if spent > budget else None
 
     def release(self, hold: FleetHold, *, ran: bool = True) -> None:
@@ -701,16 +700,41 @@ class FleetLimits:
         return error
 
     def _claim(self, hold: FleetHold) -> bool:
-        if not isinstance(hold, FleetHold):
-            raise TypeError(f"expected a FleetHold from reserve(), got {hold!r}")
-        if hold.scope != self.scope:
-            raise ValueError(f"hold of scope {hold.scope!r} given to scope {self.scope!r}")
+        self._check_hold(hold)
         with self._lock:
             if hold.done:
                 return False
             hold.done = True
         self._in_flight.pop(hold.hold_id, None)
         return hold.backed
+
+    def _claim_settled(self, hold: FleetHold, actual: float) -> int | None:
+        """``_claim`` for a settlement: its cost in nano-USD to book, None if nothing is.
+
+        Counted in ``_seen`` under the claim's lock: calls settled together each see
+        the total with their own cost (``crossed``), not a later one's or a lost update.
+        """
+        self._check_hold(hold)
+        with self._lock:
+            if hold.done:
+                return None
+            hold.done = True
+            nano = None
+            if hold.backed:
+                nano = booking_nano(actual, "cost of {!r}", hold.model)
+                calls, spent, reserved = self._seen
+                # What this process booked, seen at once (others' spend at the next admission).
+                held = round(hold.reserved_usd * NANO)
+                self._seen = (calls, spent + nano, max(reserved - held, 0))
+                hold.spent_nano = spent + nano
+        self._in_flight.pop(hold.hold_id, None)
+        return nano
+
+    def _check_hold(self, hold: FleetHold) -> None:
+        if not isinstance(hold, FleetHold):
+            raise TypeError(f"expected a FleetHold from reserve(), got {hold!r}")
+        if hold.scope != self.scope:
+            raise ValueError(f"hold of scope {hold.scope!r} given to scope {self.scope!r}")
 
     def _note_in_flight(self, hold: FleetHold) -> None:
         in_flight = self._in_flight

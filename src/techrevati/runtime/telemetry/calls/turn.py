@@ -444,7 +444,7 @@ class TurnCall:
             self._record_metrics(model, snapshot, cost, usage is None, known, reasoning_tokens)
         if claim is not None and claim.over is not None and self.session is not None:
             # Found by the booking itself, under the ledger's lock.
-            raise claim.leaf.over_error(claim.over)
+            raise claim.leaf.over_error(claim.over, later=claim.over_later)
 
     def _learn_model(self, model: str) -> None:
         """Adopt the model a response named when the caller gave none."""

@@ -658,7 +658,7 @@ def _crossed(call: RequestCall, *, streamed: bool = False) -> None:
         return
     claim = entry.call
     if claim is not None and claim.over is not None:
-        raise claim.leaf.over_error(claim.over, streamed=streamed)
+        raise claim.leaf.over_error(claim.over, streamed=streamed, later=claim.over_later)
 
 
 def _raw_body(result: object) -> object:

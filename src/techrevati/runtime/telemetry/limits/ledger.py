@@ -184,6 +184,8 @@ class Claim:
     #: The first enforced level of the chain over its budget once this call was
     #: booked (read under the lock that booked it): the turn raises for it.
     over: Ledger | FleetOver | None = None
+    #: ``over`` had been crossed by an earlier booking, not by this call's.
+    over_later: bool = False
     #: Why a call ended before its usage arrived, for the warning: ``"stream"``, a
     #: stream whose request asked for its usage, closed early, dropped unread or
     #: failed before its last chunk; ``"cancelled"`` or
@@ -916,6 +918,8 @@ class Ledger:
                         over = level
             claim.open = False
             claim.over = over
+            if over is not None:
+                claim.over_later = crossings is None or over not in crossings
             if usage is not None and (
                 usage.input_tokens
                 or usage.output_tokens
@@ -950,7 +954,7 @@ class Ledger:
             for fleet, hold in holds:
                 fleet.settle(hold, cost)
                 if over is None and cost and fleet.budget_usd is not None:
-                    self._fleet_crossed(claim, fleet, hold)
+                    self._fleet_crossed(claim, fleet, hold, cost_nano)
         elif claim.fleet_deferred:
             self._fleet_unasked(claim, cost)
         if model:
@@ -1096,27 +1100,32 @@ class Ledger:
         return None
 
     def over_error(
-        self, level: Ledger | FleetOver, *, streamed: bool = False
+        self, level: Ledger | FleetOver, *, streamed: bool = False, later: bool = False
     ) -> BudgetExceededError:
         """The error for a call of this session that ran and left ``level`` over its budget.
 
         ``streamed``: the call was a stream read to its end, whose chunks the caller has.
+        ``later``: an earlier booking had crossed it already (``Claim.over_later``).
         """
         if isinstance(level, FleetOver):
-            site = replace(self._fleet_site(level.fleet)[0], ran=True, streamed=streamed)
+            site = replace(
+                self._fleet_site(level.fleet)[0], ran=True, streamed=streamed, later=later
+            )
             error = BudgetExceededError(level.fleet.budget_usd or 0.0, level.spent, site=site)
             error.scope = site.scope
             return error
         site = self.site(level, ran=True)
-        if streamed:
-            site = replace(site, streamed=True)
+        if streamed or later:
+            site = replace(site, streamed=streamed, later=later)
         return BudgetExceededError(level.budget_usd or 0.0, level.spent, site=site)
 
-    def _fleet_crossed(self, claim: Claim, fleet: FleetLevel, hold: object) -> None:
+    def _fleet_crossed(self, claim: Claim, fleet: FleetLevel, hold: object, cost: int) -> None:
         """Mark ``claim`` over a fleet scope's (or shared session's) budget, if it crossed it.
 
         Only as far as this process can see (``FleetLimits.crossed``); the crossing
         is reported once, and the turn or the guard raises it after the call.
+        ``cost``: this call's, nano-USD: the spend before it tells whether this
+        booking crossed the budget or an earlier one had.
         """
         crossed = getattr(fleet, "crossed", None)
         spent = crossed(hold) if crossed is not None else None
@@ -1124,6 +1133,7 @@ class Ledger:
             return
         over = FleetOver(fleet, spent)
         claim.over = over
+        claim.over_later = to_nano(spent) - cost > to_nano(fleet.budget_usd or 0.0)
         error = self.over_error(over)
         self._hit(sc.LIMIT_FLEET_BUDGET, error, error.scope or "")
 
