@@ -74,6 +74,10 @@ def test_an_id_the_store_does_not_know_charges_nothing_and_warns_once(
     assert first["ran"] == 30 and second["ran"] == 30  # local limits only: none here
     warnings = [r for r in caplog.records if "does not know" in r.getMessage()]
     assert len(warnings) == 1
+    # It says the likely cause and the remedy: a queued task that ran after the session
+    # that sent it closed (18 calls on local limits where 5 were allowed).
+    assert "closed before this request or task ran" in warnings[0].getMessage()
+    assert "wait for the tasks' results" in warnings[0].getMessage()
     assert value not in warnings[0].getMessage()  # never echo what the network sent
     assert unknown_count(reader) >= 1
     assert store._client.dbsize() == 0  # nothing was written for it

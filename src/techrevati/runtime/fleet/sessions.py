@@ -364,7 +364,11 @@ class RedisSessionStore:
                 self._warned.popitem(last=False)
         _log.warning(
             "a request named a shared session this store does not know (closed, expired or "
-            "forged); its calls run on local limits and nothing is charged to it"
+            "forged); its calls run on local limits and nothing is charged to it. The usual "
+            "cause: the session that sent it closed before this request or task ran (a "
+            "Celery task queued with .delay() inside `with agent_session(..., shared=True)`, "
+            "whose block exited without waiting for it). Keep the shared session open until "
+            "its work is done: wait for the tasks' results (or the responses) inside its block"
         )
 
     def child_opened(self, parent: RemoteParent) -> None:
