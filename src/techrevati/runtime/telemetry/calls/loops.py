@@ -74,6 +74,14 @@ def record(
         _log.debug("tool %r: result could not be fingerprinted", tool, exc_info=True)
 
 
+def failed(watch: LoopWatch, key: int, tool: str, error: BaseException, step: Step | None) -> None:
+    """Book a call of ``step`` that raised ``error`` with the watch (never raises)."""
+    try:
+        watch.failed(key, step, error, tool)
+    except Exception:
+        _log.debug("tool %r: its error could not be booked", tool, exc_info=True)
+
+
 def report(scope: SessionScope, detection: Detection) -> None:
     """A loop was detected in ``scope``: metric, span event, and the session's one warning."""
     instruments = scope.instruments
@@ -100,9 +108,20 @@ def report(scope: SessionScope, detection: Detection) -> None:
             if detection.action == "raise"
             else "warning only (LoopGuard(on_loop='raise') refuses the next identical call)"
         )
+        if detection.facts.raised is not None:
+            then += (
+                "; asking again fails the same way: fix the tool (or what it depends on), "
+                "change the arguments, or stop retrying it"
+            )
         _log.warning(
             "session %r: tool call loop detected %s; %s. Reported once per session.",
             scope.role,
-            describe_loop(detection.pattern, detection.tools, detection.repeats, named=True),
+            describe_loop(
+                detection.pattern,
+                detection.tools,
+                detection.repeats,
+                named=True,
+                facts=detection.facts,
+            ),
             then,
         )

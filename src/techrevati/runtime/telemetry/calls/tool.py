@@ -35,7 +35,7 @@ from ..readings.sdk_attributes import KnownValue, write_known
 from .content import capture_content, content_text
 from .failures import end_span, error_type, record_error
 from .labels import bounded_name
-from .loops import fingerprint, record
+from .loops import failed, fingerprint, record
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .session import SessionScope, session_event
@@ -289,7 +289,9 @@ class ToolCall:
                 assert session is not None  # only a session's calls are watched
                 record(watch, key, self.name, result, session.ledger, self.loop_step)
             else:
-                watch.failed(key, self.loop_step)  # a retry after an exception is progress
+                # In model turns, the same call failing the same way counts like the same
+                # result; a program's own retries (no model turn between) are progress.
+                failed(watch, key, self.name, error, self.loop_step)
         instruments = self.instruments
         if instruments.live:
             instruments.tool_calls.add(1, labels)

@@ -8,6 +8,7 @@ re-exports them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ...permissions import PermissionOutcome
@@ -301,6 +302,26 @@ class FleetUnavailableError(Exception):
         return (type(self), (self.scope, self.reason, self.reading), self.__dict__)
 
 
+@dataclass(frozen=True, slots=True)
+class LoopFacts:
+    """What a loop's message says besides its pattern and tools: what was seen.
+
+    ``calls``: the loop's calls seen so far (for a cycle, all its calls; 0: not
+    known, ``repeats`` rounds are assumed). ``raised``: the error its looping call
+    raised every time (``"ConnectionError: refused"``), by the tool ``raised_by``;
+    None when it returned results. ``turns``: counted in model turns (a turn's identical calls
+    are one). ``alike``: a cycle's calls of one tool returned one result (else
+    their results alternate too).
+    """
+
+    calls: int = 0
+    raised: str | None = None
+    #: The tool whose call raised ``raised`` (a cycle's other calls returned results).
+    raised_by: str | None = None
+    turns: bool = False
+    alike: bool = True
+
+
 class LoopDetectedError(Exception):
     """A call refused because a tool is looping; the refused call never ran.
 
@@ -308,8 +329,10 @@ class LoopDetectedError(Exception):
     (2-3 calls taking turns) or ``"interleaved"`` (the same call between other
     work); ``tool`` the looping tool; ``tools`` the tools of the loop in call
     order (those of a cycle; the one tool otherwise); ``repeats`` how many
-    identical calls with the same result made the loop (``LoopGuard.repeats``;
-    for a cycle, its rounds). ``refused`` says
+    identical calls with the same result made the loop (``LoopGuard.repeats``);
+    ``calls`` how many of the loop's calls were seen (a cycle's calls, which
+    need not be whole rounds); ``raised`` the error the looping call raised each
+    time (None: it returned results). ``refused`` says
     which call was refused: ``"tool"`` (the loop's next call) or ``"model"``
     (a model call of the session, refused while the loop lasts: the loop was
     seen in another instrumentation's tool spans, whose next call cannot be
@@ -332,6 +355,7 @@ class LoopDetectedError(Exception):
         refused: str = "tool",
         asked_again: bool = False,
         tools: tuple[str, ...] = (),
+        facts: LoopFacts | None = None,
     ) -> None:
         self.pattern = pattern
         self.tool = tool
@@ -339,12 +363,25 @@ class LoopDetectedError(Exception):
         self.refused = refused
         self.asked_again = asked_again
         self.tools = tuple(tools) or (tool,)
-        loop = describe_loop(pattern, self.tools, repeats)
+        self.facts = facts = facts if facts is not None else LoopFacts()
+        self.calls = facts.calls or repeats * len(self.tools)
+        self.raised = facts.raised
+        loop = describe_loop(pattern, self.tools, repeats, facts=facts)
         if refused != "model":
+            if facts.raised is not None:
+                change = (
+                    "retrying the same call fails the same way: stop retrying it, fix the "
+                    "tool (or what it depends on), change the arguments, or finish with an "
+                    "answer without it"
+                )
+            else:
+                change = (
+                    f"use the {'results' if len(self.tools) > 1 else 'result'}, change the "
+                    "arguments, or finish with an answer"
+                )
             message = (
                 f"tool {tool!r} is looping {loop}, so this call was refused before it ran; "
-                f"use the {'results' if len(self.tools) > 1 else 'result'}, change the "
-                "arguments, or finish with an answer"
+                + change
             )
         else:
             why = (
@@ -365,21 +402,36 @@ class LoopDetectedError(Exception):
     def at_model_call(self, *, asked_again: bool = False) -> LoopDetectedError:
         """The same loop, as the refusal the session's model calls meet while it lasts."""
         return LoopDetectedError(
-            self.pattern, self.tool, self.repeats, "model", asked_again, self.tools
+            self.pattern, self.tool, self.repeats, "model", asked_again, self.tools, self.facts
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             type(self),
-            (self.pattern, self.tool, self.repeats, self.refused, self.asked_again, self.tools),
+            (
+                self.pattern,
+                self.tool,
+                self.repeats,
+                self.refused,
+                self.asked_again,
+                self.tools,
+                self.facts,
+            ),
             self.__dict__,
         )
 
 
 def describe_loop(
-    pattern: str, tools: tuple[str, ...], repeats: int, *, named: bool = False
+    pattern: str,
+    tools: tuple[str, ...],
+    repeats: int,
+    *,
+    named: bool = False,
+    facts: LoopFacts | None = None,
 ) -> str:
     """A loop in words, for its error and (``named``: with its tool) its log line.
+
+    The counts are what was seen (``facts.calls``), never more.
 
     Example::
 
@@ -387,16 +439,54 @@ def describe_loop(
         '(repeat): 3 identical calls returned the same result'
         >>> describe_loop("cycle", ("a", "b"), 3)
         '(cycle of a -> b): 3 rounds of its 2 calls returned the same results'
+        >>> print(describe_loop("cycle", ("a", "b"), 3, facts=LoopFacts(calls=5)))
+        (cycle of a -> b): 2 rounds of its 2 calls, then a again (5 calls), returned ...
     """
+    facts = facts if facts is not None else LoopFacts()
     if pattern == "cycle" and len(tools) > 1:
         # A cycle's count is of rounds: "3 identical calls" of one of its tools hid the
-        # others, and the calls were 3 times as many as the tools.
-        return (
-            f"(cycle of {' -> '.join(tools)}): {repeats} rounds of its {len(tools)} calls "
-            "returned the same results"
-        )
+        # others, and the calls were 3 times as many as the tools. Rounds are counted
+        # as seen: a cycle is found at its 5th call (2 rounds and a half), not its 6th.
+        period = len(tools)
+        calls = facts.calls or repeats * period
+        rounds, extra = divmod(calls, period)
+        seen = f"{rounds} {'round' if rounds == 1 else 'rounds'} of its {period} calls"
+        if extra:
+            again = " -> ".join(_call_of(tools, i) for i in range(extra))
+            seen += f", then {again} again ({calls} calls),"
+        outcome = "returned the same results"
+        if facts.raised is not None:
+            outcome += f" ({facts.raised_by} raised {facts.raised}, each time)"
+        return f"(cycle of {' -> '.join(tools)}{_same_names(tools, facts)}): {seen} {outcome}"
     of = f" of {tools[0]}" if named and tools else ""
-    return f"({pattern}{of}): {repeats} identical calls returned the same result"
+    steps = (
+        f"the same call in {repeats} model turns" if facts.turns else f"{repeats} identical calls"
+    )
+    if facts.raised is not None:
+        return f"({pattern}{of}): {steps} raised the same error ({facts.raised})"
+    return f"({pattern}{of}): {steps} returned the same result"
+
+
+def _call_of(tools: tuple[str, ...], index: int) -> str:
+    """A cycle's call by its tool, and which of that tool's calls when it has several."""
+    name = tools[index]
+    if tools.count(name) == 1:
+        return name
+    nth = tools[: index + 1].count(name)
+    return f"{name} (its {nth}{'st' if nth == 1 else 'nd' if nth == 2 else 'rd'} arguments)"
+
+
+def _same_names(tools: tuple[str, ...], facts: LoopFacts) -> str:
+    """What tells a cycle's calls apart when some share a tool name (their arguments)."""
+    shared = [name for name in dict.fromkeys(tools) if tools.count(name) > 1]
+    if not shared:
+        return ""
+    which = " and ".join(
+        f"{name} called with {tools.count(name)} different sets of arguments in turn"
+        for name in shared
+    )
+    results = "all returning one result" if facts.alike else "their results alternating with them"
+    return f": {which}, {results}"
 
 
 def limit_kind(error: BaseException) -> str | None:

@@ -28,11 +28,11 @@ cycles (A-B-A-B, A-B-C-A-B-C) whose calls all repeat are caught within ``n``
 cycles, as is ``search(x)`` repeated between other calls that return what was
 seen already, or that failed. What is
 never a loop: a call whose result changes (polling until done), a changing
-argument (pagination), different arguments with the same result, a retry after
-an exception (a failed call resets its count and never counts as a result),
-and a call repeated while something else keeps changing or bringing new
-results (``sleep`` between polls of a job that advances; re-reading the same
-plan between the pages of a listing).
+argument (pagination), different arguments with the same result, a program's
+own retry after an exception (with no model turn in between, a failed call resets
+its count and never counts as a result), and a call repeated while something
+else keeps changing or bringing new results (``sleep`` between polls of a job
+that advances; re-reading the same plan between the pages of a listing).
 
 Whether a result in between is new is judged when a loop is decided, over
 the whole window: in A-B-A-B the first B's result is new when it returns, and
@@ -40,7 +40,10 @@ seen already once the second B returned the same.
 
 Repetition is counted in model turns (``same_step``): identical calls that one
 model reply asked for (parallel tool calls, however they overlap or finish) are
-one call of the rule, so they are never a loop by themselves.
+one call of the rule, so they are never a loop by themselves. In model turns a
+call that raises counts like one that returns, its error (type and message) as its
+result (``LoopWatch.failed``): the model asking turn after turn for a call that fails
+the same way is a loop.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ import uuid
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
 from functools import partial
 from pathlib import PurePath
@@ -67,7 +70,7 @@ from typing import Final, Literal
 
 from .. import semconv as sc
 from ..readings.tools import ToolReading
-from .errors import LoopDetectedError
+from .errors import LoopDetectedError, LoopFacts
 from .ledger import Ledger
 
 PATTERN_REPEAT: Final = "repeat"
@@ -141,6 +144,8 @@ class Detection:
     action: str
     #: True for the session's first detection (it alone is logged as a warning).
     first: bool
+    #: What was seen: the loop's calls, the error it raised each time, if any.
+    facts: LoopFacts = field(default_factory=LoopFacts)
 
 
 # -- fingerprints ---------------------------------------------------------------------
@@ -589,16 +594,33 @@ class _Seen:
     reported: bool = False
     #: The step of its last counted call (None: no turn known).
     step: Step | None = None
-    #: The pattern of the loop this call was last reported in, and its tools.
+    #: The error its last call raised (``"ConnectionError: refused"``), counted as its
+    #: result in model turns (``LoopWatch.failed``); None: it returned.
+    raised: str | None = None
+    #: The pattern of the loop this call was last reported in, its tools, their
+    #: fingerprints and what was seen (``LoopFacts``).
     pattern: str = PATTERN_REPEAT
     tools: tuple[str, ...] = ()
+    members: tuple[int, ...] = ()
+    facts: LoopFacts = field(default_factory=LoopFacts)
 
 
 #: Hashes for results that cannot be compared, each one unlike any other result (a
 #: ``hash`` of text is a random 64-bit value: these sit past its range).
 _UNCOMPARED: Final = itertools.count(1 << 64)
 
-#: A recent call: its fingerprint and its result's hash (None: it raised).
+#: An error's message in a loop's message is cut to this many characters.
+_ERROR_TEXT: Final = 200
+
+
+def _error_text(kind: type, message: str) -> str:
+    """An exception as a loop's message names it: ``ConnectionError: refused``."""
+    if len(message) > _ERROR_TEXT:
+        message = message[: _ERROR_TEXT - 3] + "..."
+    return f"{kind.__qualname__}: {message}" if message else kind.__qualname__
+
+
+#: A recent call: its fingerprint and its result's hash (None: it raised, no turn known).
 _Entry = tuple[int, int | None]
 
 
@@ -694,7 +716,14 @@ class LoopWatch:
         with self._lock:
             if self._new_work_since(key):
                 return None
-        return LoopDetectedError(seen.pattern, tool, self.guard.repeats, tools=seen.tools)
+            facts = seen.facts
+            if seen.pattern == PATTERN_CYCLE:
+                calls = self._cycle_calls(seen.members)
+                if calls > facts.calls:  # more of the cycle ran since it was reported
+                    facts = replace(facts, calls=calls)
+        return LoopDetectedError(
+            seen.pattern, tool, self.guard.repeats, tools=seen.tools, facts=facts
+        )
 
     def record(
         self, key: int, tool: str, result: object, step: Step | None = None
@@ -715,6 +744,11 @@ class LoopWatch:
         self, key: int, tool: str, result: int, step: Step | None = None
     ) -> Detection | None:
         """``record`` with the result already hashed (a recorded text result)."""
+        return self._book(key, tool, result, step, None)
+
+    def _book(
+        self, key: int, tool: str, result: int, step: Step | None, raised: str | None
+    ) -> Detection | None:
         repeats = self.guard.repeats
         with self._lock:
             seen = self._seen.get(key)
@@ -727,6 +761,7 @@ class LoopWatch:
             self._append((key, result))
             seen.result = result
             seen.step = step
+            seen.raised = raised
             seen.streak = self._streak(key, result)
             if seen.streak < repeats:
                 seen.reported = False  # below the count again: a later loop is a new one
@@ -739,8 +774,31 @@ class LoopWatch:
             listener(detection)
         return detection
 
-    def failed(self, key: int, step: Step | None = None) -> None:
-        """A call raised: a retry after it is progress, so its count starts over."""
+    def failed(
+        self,
+        key: int,
+        step: Step | None = None,
+        error: BaseException | None = None,
+        tool: str | None = None,
+    ) -> Detection | None:
+        """A call raised ``error``; returns (and reports) a loop it completes, if any.
+
+        In model turns (``step`` after the session's first model call) a call that
+        raises an ``Exception`` the same way as before (its type and message) counts
+        like a call returning the same result: the model asking again, turn after
+        turn, for a call that keeps failing is a loop. A success, another error, or
+        other arguments start the count over. Otherwise (no model turn known: a
+        program retrying a call itself; or a cancellation) a retry after an
+        exception is progress, and the call's count starts over.
+        """
+        if isinstance(error, Exception) and tool is not None and step is not None and step[0] > 0:
+            try:
+                kind, message = type(error), str(error)
+            except Exception:
+                pass  # an exception whose message raises: not compared
+            else:
+                result = hash(("\x00raised", _qualname(kind), message))
+                return self._book(key, tool, result, step, _error_text(kind, message))
         with self._lock:
             seen = self._seen.get(key)
             if seen is not None:
@@ -748,7 +806,9 @@ class LoopWatch:
                 seen.streak = 0
                 seen.reported = False
                 seen.step = step
+                seen.raised = None
             self._append((key, None))
+        return None
 
     # -- the window -----------------------------------------------------------------
 
@@ -798,6 +858,27 @@ class LoopWatch:
                 break
         return count
 
+    def _cycle_calls(self, members: tuple[int, ...]) -> int:
+        """How many of the cycle ``members``'s calls, taking turns, end the recent
+        calls, each returning what its member returns now (0: the cycle is not what
+        the recent calls end with)."""
+        period, recent = len(members), self._recent
+        size = len(recent)
+        if not period or size < period:
+            return 0
+        if {recent[size - 1 - i][0] for i in range(period)} != set(members):
+            return 0
+        results = {k: (found.result if (found := self._seen.get(k)) else None) for k in members}
+        calls = 0
+        for index in range(size - 1, -1, -1):
+            key, result = recent[index]
+            if calls >= period and key != recent[index + period][0]:
+                break
+            if result is None or result != results.get(key):
+                break
+            calls += 1
+        return calls
+
     def _new_work_since(self, key: int) -> bool:
         """Whether new work came after the last call of ``key``."""
         recent = self._recent
@@ -814,15 +895,15 @@ class LoopWatch:
     def _detect(self, key: int, seen: _Seen) -> Detection:
         pattern, members = self._classify(key)
         found = [self._seen.get(member) for member in members]
-        looping = [other for other in found if other is not None]
-        tools = tuple(other.tool for other in looping) or (seen.tool,)
-        for other in looping:
+        looping = [other for other in found if other is not None] or [seen]
+        tools = tuple(other.tool for other in looping)
+        facts = self._facts(pattern, members, looping, seen)
+        for other in (*looping, seen):
             other.reported = True  # one report per loop, not one per member
             other.pattern = pattern
             other.tools = tools
-        seen.reported = True
-        seen.pattern = pattern
-        seen.tools = tools
+            other.members = members
+            other.facts = facts
         self.detections += 1
         return Detection(
             pattern=pattern,
@@ -831,6 +912,25 @@ class LoopWatch:
             tools=tools,
             action=self.guard.on_loop,
             first=self.detections == 1,
+            facts=facts,
+        )
+
+    def _facts(
+        self, pattern: str, members: tuple[int, ...], looping: list[_Seen], seen: _Seen
+    ) -> LoopFacts:
+        """What a loop's message says was seen: its calls, the error it raised, if any."""
+        raiser = seen if seen.raised is not None else None
+        if raiser is None:
+            raiser = next((other for other in looping if other.raised is not None), None)
+        by_name: dict[str, set[int | None]] = {}
+        for other in looping:
+            by_name.setdefault(normalise_name(other.tool), set()).add(other.result)
+        return LoopFacts(
+            calls=self._cycle_calls(members) if pattern == PATTERN_CYCLE else 0,
+            raised=raiser.raised if raiser is not None else None,
+            raised_by=raiser.tool if raiser is not None else None,
+            turns=seen.step is not None and seen.step[0] > 0,
+            alike=all(len(results) == 1 for results in by_name.values()),
         )
 
     def _classify(self, key: int) -> tuple[str, tuple[int, ...]]:
