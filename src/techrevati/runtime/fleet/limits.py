@@ -30,6 +30,7 @@ from ..telemetry.limits.money import NANO, booking_nano, check_budget, to_nano
 from ..telemetry.limits.probe import DEFAULT_PROBE_WAIT_S
 from ..usage_tracking import BudgetExceededError, LimitSite
 from . import checks
+from .beats import BEATS_MISSED, ProbeBeats, beat_period
 from .health import StoreHealth
 from .hold import FleetHold, FleetUsage
 from .offloop import ProbeWaiters, on_event_loop, run_off_loop
@@ -101,11 +102,16 @@ class FleetLimits:
             background thread once Redis answers (see docs/fleet.md).
         timeout_s: bound on every Redis call (connect and reply each).
         probe_wait_s: under a budget, a model whose cost the scope has not seen
-            yet and the caller cannot estimate runs one call first; others of
-            that model wait for it up to this long (None: 30 s, the sessions'
-            own probe wait, ``DEFAULT_PROBE_WAIT_S``), then run unreserved, and
-            a probe in flight that long (its process crashed or hangs) is taken
-            over by the next call, which probes instead. Logged at WARNING.
+            yet and the caller cannot estimate runs one call first (its probe);
+            others of that model, in every process, wait for it to settle, then
+            reserve the cost it taught. The process running the probe renews it
+            while its call runs: a probe not renewed for a few periods (its
+            process crashed or was killed) is taken over by the next call, which
+            probes instead; a probe still running after ``probe_wait_s`` (None:
+            30 s, ``DEFAULT_PROBE_WAIT_S``) is slow and is still waited for (at
+            most until its lease ends): a call never runs unreserved beside it.
+            Both logged at WARNING. The renewal period is ``probe_wait_s`` / 6,
+            between 0.5 and 5 s. 0: calls never wait, they run unreserved.
         key_prefix: prefix of every Redis key of the scope.
         max_connections: connections this scope object opens at most (from a
             URL); callers beyond it wait for a free one instead of failing.
@@ -159,14 +165,14 @@ class FleetLimits:
         self.probe_wait_s = checks.number(
             "probe_wait_s", probe_wait_s, positive=False, most=checks.MAX_SECONDS
         )
-        #: How long a call waits for its model's probe. Never the lease by default: a
-        #: probe whose worker was killed held every other worker's call of its model
-        #: for its whole lease (600 s), silently.
+        #: After how long a call waiting for its model's probe warns that it is slow.
+        #: A probe is waited for while its process renews it (a slow probe is no lost
+        #: one: runs let through unreserved beside it spent $10 of a $5 budget), and
+        #: only that long is a dead one waited for (its whole 600 s lease, before).
         self._probe_wait: float = (
             DEFAULT_PROBE_WAIT_S if self.probe_wait_s is None else self.probe_wait_s
         )
-        self._probe_wait_ms = max(1, round(self._probe_wait * 1000))
-        #: When each model's lost probe was last warned about (one warning per wait).
+        #: When each model's slow or lost probe was last warned about (once per wait).
         self._probe_warned: dict[str, float] = {}
         self.on_store_error: OnStoreError = on_store_error
         self.key_prefix = key_prefix
@@ -198,6 +204,14 @@ class FleetLimits:
         store: RedisStore = store_module.RedisStore(client, f"{key_prefix}:{{{self.scope}}}")
         self._store = store
         self._store_errors = store_module.STORE_ERRORS
+        period = beat_period(self._probe_wait)
+        #: This process's probes in flight, renewed while their calls run.
+        self._beats = ProbeBeats(
+            store,
+            period_s=period,
+            alive_ms=max(1, round(BEATS_MISSED * period * 1000)),
+            store_errors=self._store_errors,
+        )
         self._health = StoreHealth(self.scope, on_store_error)
         self._refusal_attrs = {
             sc.LIMIT_FLEET_BUDGET: {
@@ -307,19 +321,17 @@ class FleetLimits:
             step = self._step(reply, model, hold_id, seen)
             if isinstance(step, FleetHold):
                 if len(reply) > 9 and int(reply[9]):
-                    self._probe_lost(model, reply, waited_since)
+                    self._probe_lost(model, int(reply[9]), waited_since)
                 return step
-            if on_loop:
-                force = True  # never wait on a loop: the probe may be a task on it
+            if on_loop or self._probe_wait <= 0:
+                # Never wait on a loop (the probe may be a task on it), nor when told not to.
+                force = True
                 continue
             now = time.monotonic()
             waited_since = now if waited_since is None else waited_since
-            left = self._wait_left(step, now - waited_since)
-            if left <= 0:
-                self._probe_lost(model, None, waited_since)
-                force = True
-                continue
-            self._waiters.wait(model, min(poll, left))
+            if now - waited_since >= self._probe_wait:
+                self._probe_slow(model, reply, now - waited_since)
+            self._waiters.wait(model, min(poll, step))
             poll = min(poll * 2, _PROBE_POLL_MAX_S)
 
     async def areserve(self, model: str, expected_usd: float = 0.0) -> FleetHold:
@@ -352,16 +364,16 @@ class FleetLimits:
             step = self._step(reply, model, hold_id, seen)
             if isinstance(step, FleetHold):
                 if len(reply) > 9 and int(reply[9]):
-                    self._probe_lost(model, reply, waited_since)
+                    self._probe_lost(model, int(reply[9]), waited_since)
                 return step
+            if self._probe_wait <= 0:
+                force = True  # told never to wait
+                continue
             now = time.monotonic()
             waited_since = now if waited_since is None else waited_since
-            left = self._wait_left(step, now - waited_since)
-            if left <= 0:
-                self._probe_lost(model, None, waited_since)
-                force = True
-                continue
-            await self._waiters.await_(model, min(poll, left))
+            if now - waited_since >= self._probe_wait:
+                self._probe_slow(model, reply, now - waited_since)
+            await self._waiters.await_(model, min(poll, step))
             poll = min(poll * 2, _PROBE_POLL_MAX_S)
 
     def settle(self, hold: FleetHold, actual_usd: float) -> None:
@@ -552,7 +564,7 @@ class FleetLimits:
             model=model,
             hold_id=hold_id,
             force=force,
-            probe_wait_ms=self._probe_wait_ms,
+            probe_alive_ms=self._beats.alive_ms,
         )
 
     def _step(self, reply: list[Any], model: str, hold_id: str, seen: int | None) -> _Step:
@@ -600,6 +612,8 @@ class FleetLimits:
                 window=window,
             )
             self._note_in_flight(hold)
+            if len(reply) > 10 and int(reply[10]):
+                self._beats.add(hold)  # this call is its model's probe: say it is alive
             return hold
         if status == 0:
             kind, current = checks.text(reply[1]), int(reply[2])
@@ -614,41 +628,61 @@ class FleetLimits:
             raise self._refusal(kind, current, reserved)
         return int(reply[1]) / 1000
 
-    def _wait_left(self, lease_left_s: float, waited_s: float) -> float:
-        return min(lease_left_s, self._probe_wait - waited_s)
-
-    def _probe_lost(self, model: str, reply: list[Any] | None, since: float | None) -> None:
-        """Warn that a model's probe did not settle in ``probe_wait_s``: once per wait.
-
-        ``reply``: the admission that took the lost probe over (this call probes
-        now); None: this call's own wait ran out and it runs unreserved.
-        """
+    def _warn_once(self, model: str) -> bool:
+        """True for the first warning about ``model``'s probe in ``probe_wait_s``."""
         now = time.monotonic()
         last = self._probe_warned.get(model)
         if last is not None and now - last < self._probe_wait:
-            return  # the calls that gave up on the same probe: said once
+            return False  # the calls waiting for the same probe: said once
         if len(self._probe_warned) > 4096:
-            self._probe_warned.clear()  # bounded: one entry per model recently lost
+            self._probe_warned.clear()  # bounded: one entry per model recently warned of
         self._probe_warned[model] = now
-        waited = 0.0 if since is None else now - since
-        if reply is not None:
-            outcome = (
-                f"It had been in flight {int(reply[9]) / 1000:.1f} s; this call waited "
-                f"{waited:.1f} s and runs as the model's probe in its place"
-            )
-        else:
-            outcome = f"This call waited {waited:.1f} s and runs now without a reservation"
+        return True
+
+    def _probe_lost(self, model: str, age_ms: int, since: float | None) -> None:
+        """Warn that this call took over a probe whose process stopped renewing it."""
+        if not self._warn_once(model):
+            return
+        waited = 0.0 if since is None else time.monotonic() - since
         _log.warning(
-            "fleet scope %r: the first call of model %r (its probe: calls of a model whose "
-            "cost the scope has not learned wait for one to settle) did not settle within "
-            "probe_wait_s (%.1f s): the process running it crashed or hangs. %s. Its "
-            "reservation frees itself when its lease ends (lease_s=%.0f s); if that call "
-            "is just slow, set probe_wait_s above the model's longest call.",
+            "fleet scope %r: the probe of model %r (the first call of a model whose cost "
+            "the scope has not learned; its other calls wait for it to settle) did not "
+            "settle within %.1f s: its process stopped renewing it (crashed or killed). "
+            "This call waited %.1f s and runs as the model's probe in its place; the lost "
+            "call stays counted.",
             self.scope,
             model,
+            age_ms / 1000,
+            waited,
+        )
+
+    def _probe_slow(self, model: str, reply: list[Any], waited: float) -> None:
+        """Warn that a model's probe is still running after ``probe_wait_s``: once per wait."""
+        if not self._warn_once(model):
+            return
+        age_ms = int(reply[2]) if len(reply) > 2 else -1
+        if age_ms >= 0:
+            state = (
+                f"is still running after {age_ms / 1000:.1f} s (slow): its process is "
+                "alive and renews it"
+            )
+        else:
+            state = (
+                f"is still running after this call's {waited:.1f} s wait; its process does "
+                "not renew it (an older version), so it is waited for until its lease ends"
+            )
+        _log.warning(
+            "fleet scope %r: the probe of model %r (the first call of a model whose cost "
+            "the scope has not learned; its other calls wait for it to settle) %s. This "
+            "call has waited %.1f s and keeps waiting for it, so that it reserves what the "
+            "probe costs instead of running unreserved beside it (at most until the "
+            "probe's lease ends). If the model's calls are this slow, set probe_wait_s "
+            "above the longest (%.1f s now) to silence this.",
+            self.scope,
+            model,
+            state,
+            waited,
             self._probe_wait,
-            outcome,
-            self.lease_s,
         )
 
     def _admit_failed(self, exc: BaseException, model: str, hold_id: str) -> FleetHold:
@@ -706,6 +740,7 @@ class FleetLimits:
                 return False
             hold.done = True
         self._in_flight.pop(hold.hold_id, None)
+        self._beats.discard(hold.hold_id)
         return hold.backed
 
     def _claim_settled(self, hold: FleetHold, actual: float) -> int | None:
@@ -728,6 +763,7 @@ class FleetLimits:
                 self._seen = (calls, spent + nano, max(reserved - held, 0))
                 hold.spent_nano = spent + nano
         self._in_flight.pop(hold.hold_id, None)
+        self._beats.discard(hold.hold_id)
         return nano
 
     def _check_hold(self, hold: FleetHold) -> None:

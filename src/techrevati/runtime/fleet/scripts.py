@@ -10,7 +10,9 @@ of a scope share one Redis Cluster hash slot):
 
 ``P:<w>``          hash: ``calls``, ``spent``, ``reserved`` of window ``w``;
                    ``a:<hold>`` = nano-USD a live hold reserves; ``p:<model>`` =
-                   the hold probing that model's cost
+                   the hold probing that model's cost; ``t:<hold>`` = when that
+                   probe was admitted, ``b:<hold>`` = until when its process was
+                   last heard from (ms; renewed while its call runs, ``BEAT``)
 ``P:<w>:live``     zset: hold id -> lease deadline (ms, Redis clock), plus the
                    member ``~`` at +inf so the key and its expiry outlive
                    the moments it holds no call
@@ -48,8 +50,13 @@ local function purge(base, now, expire_at, keep)
   local live = base .. ':live'
   local gone = redis.call('ZRANGEBYSCORE', live, '-inf', now, 'LIMIT', 0, 256)
   if #gone == 0 then return end
-  local fields, moved, freed = {}, {}, 0
-  for i, id in ipairs(gone) do fields[i] = 'a:' .. id end
+  local fields, moved, freed, dropped = {}, {}, 0, {}
+  for i, id in ipairs(gone) do
+    fields[i] = 'a:' .. id
+    dropped[#dropped + 1] = 'a:' .. id
+    dropped[#dropped + 1] = 'b:' .. id
+    dropped[#dropped + 1] = 't:' .. id
+  end
   local amounts = redis.call('HMGET', base, unpack(fields))
   for i, id in ipairs(gone) do
     local a = tonumber(amounts[i] or '0')
@@ -59,7 +66,7 @@ local function purge(base, now, expire_at, keep)
   end
   redis.call('HSET', base .. ':exp', unpack(moved))
   redis.call('ZREM', live, unpack(gone))
-  redis.call('HDEL', base, unpack(fields))
+  redis.call('HDEL', base, unpack(dropped))
   redis.call('HINCRBY', base, 'reserved', int(-freed))
   if expire_at then
     redis.call('PEXPIREAT', base .. ':exp', int(expire_at))
@@ -80,16 +87,22 @@ end
 #: ARGV: window_ms (0 = one unending window), lease_ms, max_calls (-1 = none),
 #: budget nano (-1 = none), expected nano, model, hold id, force (1 = admit even
 #: while another call probes this model's cost), keep ms (with no window, the keys'
-#: expiry, renewed by each admission; 0 = none), probe wait ms (a probe in flight
-#: that long has not settled: its process crashed or hangs, and this call probes
-#: instead; 0 = until its lease ends).
+#: expiry, renewed by each admission; 0 = none), alive ms (when this call probes: how
+#: long its process counts as alive after each renewal of it, ``BEAT``; 0 or absent =
+#: not renewed, the probe lasts its lease).
+#: A probe is lost when its process stopped renewing it (crashed or killed: ``b:<hold>``
+#: passed); the next call then probes in its place. A probe whose process renews it
+#: is waited for however slow its call, until it settles or its lease ends; one with
+#: no renewal mark (admitted by an older client) is waited for until its lease ends.
 #: Returns {1, w, window_start_ms, reserved nano, lease deadline ms, fresh, calls,
-#: spent nano, reserved nano, lost ms} when admitted (fresh = 1 when this call created
-#: the window's keys; then the window's totals with this call counted; lost: how long
-#: the probe this call took over from had been in flight, else 0; a retried admission
-#: returns only the first six), {0, 'calls', calls} or {0, 'budget', spent + reserved,
-#: reserved} when refused, or {2, ms left on the probe's lease} while the model's
-#: first call is in flight.
+#: spent nano, reserved nano, lost ms, probing} when admitted (fresh = 1 when this
+#: call created the window's keys; then the window's totals with this call counted;
+#: lost: how long the probe this call took over from had been in flight, else 0;
+#: probing = 1 when this call is the model's probe, which its process renews; a
+#: retried admission returns only the first six), {0, 'calls', calls} or
+#: {0, 'budget', spent + reserved, reserved} when refused, or {2, ms left on the
+#: probe's lease, ms the probe has been in flight (-1: unknown)} while the model's
+#: first call is in flight and alive.
 ADMIT = (
     _PRELUDE
     + r"""
@@ -97,7 +110,7 @@ local window_ms, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local max_calls, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local expected, model, id = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local keep = tonumber(ARGV[9] or '0')
-local probe_wait = tonumber(ARGV[10] or '0')
+local alive_ms = tonumber(ARGV[10] or '0')
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
 local now = now_ms()
 local w, start, expire_at = window(window_ms, lease_ms, now)
@@ -128,11 +141,14 @@ if budget >= 0 then
       if v[5] then
         local deadline = redis.call('ZSCORE', live, v[5])
         if deadline then
-          local age = now - (tonumber(deadline) - lease_ms)
-          if probe_wait <= 0 or age < probe_wait then
-            return {2, int(math.max(tonumber(deadline) - now, 1))}
+          -- Its start and liveness are its own (never derived from this call's lease).
+          local b = redis.call('HMGET', base, 'b:' .. v[5], 't:' .. v[5])
+          local age = b[2] and now - tonumber(b[2]) or -1
+          if not b[1] or tonumber(b[1]) > now then
+            return {2, int(math.max(tonumber(deadline) - now, 1)), int(age)}
           end
-          lost = age  -- its holder never settled: this call probes in its place
+          -- Its process stopped renewing it: this call probes in its place.
+          lost = math.max(age, 1)
         end
       end
       probing = true
@@ -145,6 +161,12 @@ local fields = {'calls', int(calls + 1), 'reserved', int(reserved + expected), '
 if probing then
   fields[7] = 'p:' .. model
   fields[8] = id
+  if alive_ms > 0 then
+    fields[9] = 'b:' .. id
+    fields[10] = int(now + alive_ms)
+    fields[11] = 't:' .. id
+    fields[12] = int(now)
+  end
 end
 redis.call('HSET', base, unpack(fields))
 if v[1] or not expire_at then
@@ -161,7 +183,7 @@ else
   redis.call('PEXPIREAT', live, int(expire_at))
 end
 return {1, w, start, expected, deadline, v[1] and 0 or 1, calls + 1, int(spent),
-        int(reserved + expected), int(lost)}
+        int(reserved + expected), int(lost), probing and 1 or 0}
 """
 )
 
@@ -201,9 +223,9 @@ end
 redis.call('HSET', base, 'calls', int(calls), 'spent', int(spent), 'reserved', int(reserved))
 if keep > 0 and redis.call('PTTL', base) < 0 then redis.call('PEXPIRE', base, keep) end
 if v[5] == id then
-  redis.call('HDEL', base, 'a:' .. id, 'p:' .. model)
+  redis.call('HDEL', base, 'a:' .. id, 'b:' .. id, 't:' .. id, 'p:' .. model)
 else
-  redis.call('HDEL', base, 'a:' .. id)
+  redis.call('HDEL', base, 'a:' .. id, 'b:' .. id, 't:' .. id)
 end
 if mode == 'settle' and model ~= '' then
   local learned = redis.call('HGET', KEYS[2], model)
@@ -233,5 +255,21 @@ end
 local v = redis.call('HMGET', base, 'calls', 'spent', 'reserved')
 return {w, start, tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'),
         redis.call('ZCOUNT', base .. ':live', '-inf', '(+inf')}
+"""
+)
+
+#: KEYS: P:<w> (the probe's window). ARGV: hold id, alive ms.
+#: The process running a model's probe says it is alive (every few seconds while its
+#: call runs): the probe counts as alive for alive ms more. Only a hold still in
+#: flight is renewed, and no key is created. Returns 1 when renewed, else 0 (settled,
+#: expired, or its keys gone: stop renewing it).
+BEAT = (
+    _PRELUDE
+    + r"""
+local base, id = KEYS[1], ARGV[1]
+if not redis.call('ZSCORE', base .. ':live', id) then return 0 end
+if redis.call('HEXISTS', base, 'a:' .. id) == 0 then return 0 end
+redis.call('HSET', base, 'b:' .. id, int(now_ms() + tonumber(ARGV[2])))
+return 1
 """
 )

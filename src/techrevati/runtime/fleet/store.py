@@ -1,4 +1,4 @@
-"""The Redis side of fleet limits: a client with bounded timeouts and the three scripts.
+"""The Redis side of fleet limits: a client with bounded timeouts and the four scripts.
 
 Imported only when a ``FleetLimits`` is built, so the package imports without
 the optional ``redis`` client installed.
@@ -74,6 +74,7 @@ class RedisStore:
         self._admit = client.register_script(scripts.ADMIT)
         self._finish = client.register_script(scripts.FINISH)
         self._peek = client.register_script(scripts.PEEK)
+        self._beat = client.register_script(scripts.BEAT)
 
     def admit(
         self,
@@ -86,7 +87,7 @@ class RedisStore:
         model: str,
         hold_id: str,
         force: bool,
-        probe_wait_ms: int = 0,
+        probe_alive_ms: int = 0,
     ) -> list[Any]:
         keys = [self.prefix, self.learned_key]
         if self.gate is not None:
@@ -103,7 +104,7 @@ class RedisStore:
                 hold_id,
                 "1" if force else "0",
                 self.keep_ms,
-                probe_wait_ms,
+                probe_alive_ms,
             ],
         )
         return reply
@@ -119,6 +120,10 @@ class RedisStore:
             keys=keys, args=[hold_id, actual_nano, model, mode, ttl_ms, self.keep_ms]
         )
         return int(done)
+
+    def beat(self, *, window: int, hold_id: str, alive_ms: int) -> bool:
+        """Renew a probe's liveness: True while its hold is in flight, else False."""
+        return int(self._beat(keys=[f"{self.prefix}:{window}"], args=[hold_id, alive_ms])) == 1
 
     def peek(self, *, window_ms: int, lease_ms: int) -> list[int]:
         keys = [self.prefix] if self.gate is None else [self.prefix, self.gate]
