@@ -2125,3 +2125,148 @@ def test_a_call_whose_every_attempt_timed_out_is_booked_at_them(
     assert session._iteration_count == 1
     assert session._ledger.reserved_nano == 0
     assert session.tracker.total_cost() == pytest.approx(3 * CANCELLED_CALL, rel=1e-12)
+
+
+def _stream_capped(client: Any, max_tokens: int = 2000) -> Any:
+    """A stream without include_usage, reserved at its max_tokens (2000: $0.03 of model-a)."""
+    return client.chat.completions.create(
+        model="model-a",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        max_tokens=max_tokens,
+    )
+
+
+def _session_attrs(otel: Otel) -> dict[str, Any]:
+    [span] = otel.spans("invoke_agent")
+    return dict(span.attributes or {})
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_streams_left_after_a_break_are_booked_before_their_session_span_ends(
+    api: FakeOpenAI, otel: Otel, kind: str
+) -> None:
+    # First chunk read, then `break` without close(): the streams were released when the
+    # session closed and booked only when collected, after its span. The span and the
+    # report said 3 calls at $0 with no call without usage; the tracker got them later.
+    held: list[Any] = []  # alive at the close, as a loop's last stream is
+    limits = {"budget_usd": 1.0, "enforce_budget": True}
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        if kind == "sync":
+            client = _client(api)
+            with agent_session("w", **limits, **otel.kwargs()) as session:
+                for _ in range(3):
+                    stream = _stream_capped(client)
+                    for _chunk in stream:
+                        break
+                    held.append(stream)
+        else:
+            aclient = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+            async def main() -> Any:
+                async with agent_session("w", **limits, **otel.kwargs()) as session:
+                    for _ in range(3):
+                        stream = await _stream_capped(aclient)
+                        async for _chunk in stream:
+                            break
+                        held.append(stream)
+                return session
+
+            session = asyncio.run(main())
+    attrs = _session_attrs(otel)
+    booked = session.tracker.total_cost()
+    # Each at its request and the text seen ("hel"): not $0, far below its $0.03 bound.
+    assert 0 < booked < 3 * 0.001
+    assert attrs["techrevati.cost.usd"] == pytest.approx(booked)
+    assert attrs["techrevati.session.calls_without_usage"] == 3
+    assert attrs["techrevati.session.calls_estimated"] == 3
+    assert session._ledger.reserved_nano == 0
+    usage = [w for w in said if "model-a" in str(w.message) and "estimate" in str(w.message)]
+    assert len(usage) == 1  # the usual one warning, per session and model
+    assert usage[0].filename == __file__  # the line that made the stream
+    del held[:]
+    gc.collect()
+    assert session.tracker.total_cost() == pytest.approx(booked)  # booked once
+
+
+def test_a_stream_never_read_is_still_booked_when_read_after_its_session(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # A stream handed on unread (a web handler returning it) is not cut at the close:
+    # read later, it is booked at its usage.
+    client = _client(api)
+    with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+        stream = _stream(client)
+    assert session.tracker.total_cost() == 0
+    assert len(list(stream)) == len(STREAM)
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_refusal_by_dropped_streams_collects_them_and_decides_again(
+    api: FakeOpenAI, otel: Otel, kind: str
+) -> None:
+    # Each stream read to its first chunk and dropped sits in a reference cycle: only the
+    # collector books it. Two reserve $0.06 of a $0.05 budget: the 3rd call was refused,
+    # "reserved by calls still in flight", with nothing in flight from the caller's view.
+    limits = {"budget_usd": 0.05, "enforce_budget": True}
+    ran = 0
+    enabled = gc.isenabled()
+    gc.disable()  # no collection but the one the refusal runs
+    try:
+        if kind == "sync":
+            client = _client(api)
+            with agent_session("w", **limits, **otel.kwargs()) as session:
+                for _ in range(6):
+                    stream = _stream_capped(client)
+                    for _chunk in stream:
+                        break
+                    ran += 1
+        else:
+            aclient = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+            async def main() -> Any:
+                nonlocal ran
+                async with agent_session("w", **limits, **otel.kwargs()) as session:
+                    for _ in range(6):
+                        stream = await _stream_capped(aclient)
+                        async for _chunk in stream:
+                            break
+                        ran += 1
+                return session
+
+            session = asyncio.run(main())
+    finally:
+        if enabled:
+            gc.enable()
+    assert ran == 6 and len(api.requests) == 6
+    booked = session.tracker.total_cost()
+    assert 0 < booked < 6 * 0.001  # each at its request and the text seen
+    assert _session_attrs(otel)["techrevati.cost.usd"] == pytest.approx(booked)
+
+
+def test_a_refusal_by_streams_still_open_names_them_and_how_to_close_them(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # Streams the caller still holds, read in part: the refusal blamed "calls still in
+    # flight" and told to let them finish; closing the streams was never named.
+    client = _client(api)
+    held: list[Any] = []
+    with agent_session("w", budget_usd=0.05, enforce_budget=True, **otel.kwargs()):
+        for _ in range(2):
+            held.append(_stream_capped(client))
+            next(iter(held[-1]))
+        with pytest.raises(BudgetExceededError) as refused:
+            _stream_capped(client)
+        text = str(refused.value)
+        assert "$0.0601 is reserved by 2 streams opened and not read to their end" in text
+        assert "calls still in flight" not in text and "Let the calls" not in text
+        assert "stream.close()" in text and "stream=True) as stream:" in text
+        assert refused.value.open_streams == 2
+        assert refused.value.open_streams_usd == refused.value.reserved_usd
+        for stream in held:
+            stream.close()
+        for _chunk in _stream_capped(client):  # closed: booked, their reservations freed
+            break
+    assert len(api.requests) == 3

@@ -287,7 +287,18 @@ class BudgetExceededError(Exception):
         self.site = site
         #: Of ``current_cost_usd`` for a refused call, what calls still in flight reserved.
         self.reserved_usd = reserved_usd
+        #: Of ``reserved_usd``, how many client streams opened and not read to their
+        #: end (nor closed) held it, and how much (``left_open``).
+        self.open_streams = 0
+        self.open_streams_usd = 0.0
         super().__init__(self._message())
+
+    def left_open(self, streams: int, usd: float) -> BudgetExceededError:
+        """This refusal, told that ``streams`` open streams reserve ``usd`` of it (returned)."""
+        self.open_streams = streams
+        self.open_streams_usd = min(usd, self.reserved_usd)
+        self.args = (self._message(),)
+        return self
 
     def at(self, site: LimitSite) -> BudgetExceededError:
         """This error, told where it happened (the message is rebuilt); returns itself."""
@@ -326,14 +337,46 @@ class BudgetExceededError(Exception):
             digits = len(spent.partition(".")[2])
             shown_booked = f"{booked:.{max(digits, _decimals_for_two_digits(booked))}f}"
             shown_reserved = f"{reserved:.{max(digits, _decimals_for_two_digits(reserved))}f}"
+            streams = self.open_streams
+            if streams:
+                # A stream left open looks, to its caller, like nothing in flight: name
+                # it apart from the calls still running.
+                left = (
+                    "1 stream opened and not read to its end (nor closed)"
+                    if streams == 1
+                    else f"{streams} streams opened and not read to their end (nor closed)"
+                )
+                in_flight = reserved - self.open_streams_usd
+                if in_flight > 0:
+                    shown_streams = f"{self.open_streams_usd:.{digits}f}"
+                    held_by = f"calls still in flight and ${shown_streams} by {left}"
+                else:
+                    held_by = left
+            else:
+                held_by = "calls still in flight"
             head += (
                 f" Of that, ${shown_booked} was spent and ${shown_reserved} is "
-                "reserved by calls still in flight, each at what it is expected to cost until "
+                f"reserved by {held_by}, each at what it is expected to cost until "
                 "it is booked: the usage= it was given, the most its model has cost so far, "
                 "call_estimate_usd, or what its request asks for (its max_tokens, else a "
                 "default output length)."
             )
-        if site.level == "fleet":
+        if self.open_streams and not crossed:
+            # Booked once closed, at its request and the text seen: its reservation
+            # (what it may cost in all) is freed then.
+            hint = (
+                "Close each stream you stop reading before its end, so it is booked at once "
+                "at what was read of it: `with client....create(..., stream=True) as "
+                "stream:`, or `stream.close()` (`await stream.close()` for an async client); "
+                + (
+                    "or raise the parent session's budget_usd."
+                    if site.level == "parent"
+                    else "or raise budget_usd."
+                )
+            )
+            if self.reserved_usd > self.open_streams_usd:
+                hint = f"Let the calls in flight finish. {hint}"
+        elif site.level == "fleet":
             hint = (
                 "Raise the scope's budget_usd, or retry once its calls in flight finish "
                 "(or, with window_s, once its window turns over); FleetLimits.usage() "
@@ -371,6 +414,8 @@ class BudgetExceededError(Exception):
                 self.scope,
                 self.site,
                 self.reserved_usd,
+                self.open_streams,
+                self.open_streams_usd,
             ),
             self.__dict__,
         )
@@ -383,11 +428,15 @@ def _rebuild_budget_error(
     scope: str | None,
     site: LimitSite | None = None,
     reserved: float = 0.0,
+    open_streams: int = 0,
+    open_streams_usd: float = 0.0,
 ) -> BudgetExceededError:
     error = cls.__new__(cls)
     BudgetExceededError.__init__(
         error, budget, current, scope=scope, site=site, reserved_usd=reserved
     )
+    if open_streams:
+        error.left_open(open_streams, open_streams_usd)
     return error
 
 

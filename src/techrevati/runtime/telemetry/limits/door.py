@@ -54,7 +54,7 @@ from .estimate import (
     text_chars,
     tokens_of_text,
 )
-from .ledger import Claim, Ledger
+from .ledger import STREAMING, Claim, Ledger
 from .membership import SpanEntry
 from .probe import _ProbeWait
 
@@ -125,6 +125,9 @@ class RequestCall:
     site: UserSite | None = None
     #: Not admitted yet: an async client's call waiting for its model's probe (``_Later``).
     later: _Later | None = None
+    #: A stream's: its caller began reading it (``_chunks``), so a session closing
+    #: with it open books it then (``_left_open``).
+    began: bool = False
 
 
 class InRequest:
@@ -942,7 +945,7 @@ def finish(
         DEFERRED.pop(claim, None)
     streams = claim.leaf.streams
     if streams:
-        streams.discard(claim)
+        streams.pop(claim, None)
     if estimate is not None:
         claim.estimated = estimate
     elif usage is None and claim.ended_early != "background":
@@ -957,9 +960,12 @@ def finish(
         stream_read(claim, estimate is not None)
 
 
-def _hold(call: RequestCall) -> None:
+def _hold(call: RequestCall, left_open: Callable[[], object] | None = None) -> None:
     """The call is booked when its caller reads what the client returned (a stream, a
-    raw response's body), maybe later, or never: hold its booking until then."""
+    raw response's body), maybe later, or never: hold its booking until then.
+
+    ``left_open`` books it if its session closes first (``Ledger.streams``).
+    """
     claim = call.entry.call if call.entry is not None else None
     if claim is not None and claim.leaf._enforced:
         # A stream dropped unread is booked, and warned about, when it is collected,
@@ -974,14 +980,15 @@ def _hold(call: RequestCall) -> None:
             # taken, so the session's close releases it from here.
             leaf = claim.leaf
             if leaf.streams is None:
-                leaf.streams = set()
-            leaf.streams.add(claim)
+                leaf.streams = {}
+                STREAMING.add(leaf)
+            leaf.streams[claim] = left_open
 
 
 def _wrap_stream(stream: Any, call: RequestCall) -> None:
     inner = stream._iterator
     reader = StreamReader(collect_output=True)
-    _hold(call)
+    _hold(call, functools.partial(_left_open, call, reader))
     # The SDKs' close() releases the response but leaves the iterator as it is, and a
     # stream holds itself in a cycle (its iterator's frame refers to it): without the
     # hook a closed stream would be booked only when the garbage collector came by,
@@ -998,6 +1005,17 @@ def _wrap_stream(stream: Any, call: RequestCall) -> None:
     # A stream dropped before its first chunk never runs the generator's finally; one
     # dropped after it is collected with its generator, this callback first.
     weakref.finalize(stream, _stream_end, call, reader, cut=True, dropped=True)
+
+
+def _left_open(call: RequestCall, reader: StreamReader) -> None:
+    """The stream's session is closing with the stream open. One its caller began reading
+    and left (a ``break`` without ``close()``) would be booked only when collected, after
+    the session's span and report were written, and stays in a reference cycle until the
+    collector runs: it is booked now, as a stream cut before its end (its request and the
+    text seen), into the session. One never read may have been handed on to be read
+    later (a web handler returning it): released with the session, booked when read."""
+    if call.began:
+        _stream_end(call, reader, cut=True, dropped=True)
 
 
 def _close_then_book(
@@ -1099,6 +1117,7 @@ def _asks_usage(body: Mapping[str, Any] | None, provider: str) -> bool:
 
 def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> Iterator[Any]:
     read = dropped = False
+    call.began = True
     try:
         for item in inner:
             reader.add(item)
@@ -1126,6 +1145,7 @@ async def _async_chunks(
     # close comes by. A task that ends normally may have handed the stream on (a
     # helper that read its first chunk, ``wait_for(stream.__anext__())`` per chunk).
     # (Only on an asyncio loop: under trio there is no asyncio task to follow.)
+    call.began = True
     task = asyncio.current_task() if _running_loop() is not None else None
     ended = functools.partial(_reader_ended, call, reader)
     if task is not None:

@@ -38,11 +38,13 @@ the fleet's Redis level.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -268,6 +270,25 @@ def _costliest(learned: dict[str, float]) -> float | None:
 #: responses, and a process-wide root ledger lives as long as the process.
 _LEARNED_LIMIT = 1024
 
+#: Ledgers that have held a guard stream (``Ledger.streams``), weakly: a refusal
+#: finds there the streams whose reservations it counts (``_open_streams``).
+STREAMING: weakref.WeakSet[Ledger] = weakref.WeakSet()
+
+
+def _open_streams(level: Ledger) -> tuple[int, int]:
+    """The guard's streams still open (not read to their end, closed nor collected)
+    whose reservations ``level`` counts: how many, and what they reserve (nano-USD)."""
+    count = nano = 0
+    for ledger in list(STREAMING):
+        streams = ledger.streams
+        if not streams:
+            continue
+        for claim in list(streams):
+            if claim.open and level in claim.leaf._chain:
+                count += 1
+                nano += claim.expected_nano
+    return count, nano
+
 
 @dataclass(eq=False)
 class Ledger:
@@ -340,9 +361,12 @@ class Ledger:
     #: Library calls admitted lately, (wall-clock ns, claim), kept by ``membership``.
     recent: deque[tuple[int, Claim]] | None = field(default=None, repr=False)
     #: The client guard's own calls whose streams are still to be read (made on
-    #: first use): released with the session's other calls in flight when it closes,
-    #: and booked when read, closed or collected.
-    streams: set[Claim] | None = field(default=None, repr=False)
+    #: first use; listed in ``STREAMING``), each with what books it if the session
+    #: closes first (``membership.book_open_streams``: a stream its caller began
+    #: reading and left), or None (one never read, maybe handed on to be read
+    #: later): released with the session's other calls in flight when it closes.
+    #: Booked when read, closed or collected.
+    streams: dict[Claim, Callable[[], object] | None] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(init=False, repr=False)
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
     _fleet_chain: tuple[FleetLevel, ...] = field(init=False, repr=False)
@@ -486,6 +510,8 @@ class Ledger:
         force: bool = False,
         defer_fleet: bool = False,
         probe: bool = False,
+        *,
+        _swept: bool = False,
     ) -> Claim:
         """Count and reserve one call at every level, or raise the refusal.
 
@@ -496,6 +522,7 @@ class Ledger:
         fleet round trip runs on the event loop). ``probe`` lets a call whose
         cost nothing tells (``expected`` 0) run as its model's probe, or raises
         ``_ProbeWait`` (nothing counted) while another call of that model probes.
+        ``_swept``: the garbage collector already ran for this admission.
         """
         if DEFERRED:
             estimate_deferred()  # calls in flight first hold what their requests may cost
@@ -552,7 +579,23 @@ class Ledger:
         finally:
             self._lock.release()
         if refused is not None:
-            self._refuse(*refused)
+            kind, stop, level = refused
+            if kind == sc.LIMIT_BUDGET and STREAMING and isinstance(stop, BudgetExceededError):
+                streams, streams_nano = _open_streams(level)
+                if streams and not _swept:
+                    # A stream left after its first chunks and dropped sits in a
+                    # reference cycle (its iterator's frame holds it): only the
+                    # collector books it, and until then its reservation refuses this
+                    # call. Collected now (only on this refusal: rare), those nobody
+                    # holds are booked at what was seen of them, and the budget decides
+                    # again on what they cost.
+                    gc.collect()
+                    return self.admit(
+                        model, expected, ours, priced, force, defer_fleet, probe, _swept=True
+                    )
+                if streams:
+                    stop.left_open(streams, to_usd(streams_nano))
+            self._refuse(kind, stop, level)
         if wait is not None:
             raise _ProbeWait(wait, self.probe_wait_s)
         if self._fleet_chain:
