@@ -219,6 +219,69 @@ def test_a_bare_clients_request_in_flight_at_sigterm_is_booked_at_its_reservatio
     assert "was still in flight when the process was stopped (SIGTERM)" in err
 
 
+# A finished call, then three bare client's requests in flight on threads, in a session
+# with a cap and no budget.
+CAP_ONLY_IN_FLIGHT = """
+import faulthandler, sys, threading, time
+faulthandler.enable()
+import openai
+from fake_openai import FakeOpenAI, serve
+from techrevati.runtime import ModelPricing, agent_session, register_pricing
+from techrevati.runtime.telemetry.setup.configure import configure
+
+register_pricing("model-sig", ModelPricing(1000.0, 0.0))
+configure(service_name="stopped")
+ANSWER = {
+    "id": "c", "object": "chat.completion", "created": 0, "model": "model-sig",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101},
+}
+with serve(FakeOpenAI(ANSWER, delays=[0.0], delay=60)) as api:  # the first answers at once
+    client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0, timeout=120)
+
+    def ask():
+        client.chat.completions.create(
+            model="model-sig", messages=[{"role": "user", "content": "x" * 400}], max_tokens=1
+        )
+
+    with agent_session("w", max_iterations=20) as session:
+        ask()  # $0.10: what a call of the model is known to cost
+        threads = [threading.Thread(target=session.wrap(ask), daemon=True) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        while len(api.requests) < 4:
+            time.sleep(0.01)
+        print("READY", flush=True)
+        for thread in threads:
+            thread.join()
+"""
+
+
+def test_calls_in_flight_at_sigterm_are_booked_without_a_budget_and_said_at_once(
+    tmp_path: Path,
+) -> None:
+    # A session with only a cap booked them at $0, as calls with usage, and said nothing:
+    # the estimate was asked before the call was marked stopped, which only a budget
+    # estimates. With a budget, the one warning said "a call" for three, at threading.py.
+    code, _out, err = _run(
+        tmp_path, "on", "plain", script=CAP_ONLY_IN_FLIGHT, pythonpath_tests=True
+    )
+    assert code == -signal.SIGTERM
+    [session] = _sessions(tmp_path)
+    # The finished call, and each in flight at what the model is known to cost ($0.10).
+    assert session["techrevati.cost.usd"] == {"doubleValue": 0.4}
+    assert session["techrevati.session.calls_without_usage"] == {"intValue": "3"}
+    assert session["techrevati.session.calls_estimated"] == {"intValue": "3"}
+    said = [line for line in err.splitlines() if "RuntimeWarning" in line]
+    assert said == [
+        "<SIGTERM>:0: RuntimeWarning: 3 calls of model 'model-sig' in session 'w' were still "
+        "in flight when the process was stopped (SIGTERM), so they were booked at an estimate "
+        "($0.300000 in all, counted as estimated on the spans, the session span and the "
+        "report): the provider has their requests and bills them"
+    ]
+
+
 # The issue's case: a plain configure(), stopped half a second after the last call.
 WORKLOAD = """
 import faulthandler, signal, sys, time

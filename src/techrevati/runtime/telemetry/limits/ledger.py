@@ -218,7 +218,8 @@ _ZERO = UsageSnapshot()
 #: ``Claim.ended_early`` of a request that was sent and ended unanswered, or answered
 #: with a body closed before its end (its usage comes last, never seen): billed by the
 #: provider, so booked at its request's upper bound with or without a budget.
-_SENT = frozenset({"cancelled", "timed out", "not read", "read partly"})
+#: ``"stopped"`` too: a call in flight at SIGTERM has its request at the provider.
+_SENT = frozenset({"cancelled", "timed out", "not read", "read partly", "stopped"})
 #: How the warning says a raw response's body was left (``door._Body``).
 _UNREAD = {
     "not read": "before any of it was read",
@@ -1033,11 +1034,7 @@ class Ledger:
                     f"and bills it"
                 )
             elif claim.ended_early == "stopped":
-                said = (
-                    f"a call of model {model!r} was still in flight when the process was "
-                    f"stopped (SIGTERM), under an enforced budget, so it was booked {booked}: "
-                    f"the provider has the request and bills it"
-                )
+                said = ""  # said for all of them at once (``membership.book_in_flight``)
             elif claim.ended_early == "background":
                 said = (
                     f"a background response of model {model!r} was answered before it ran, "
@@ -1079,7 +1076,8 @@ class Ledger:
                     'reporting, e.g. stream_options={"include_usage": True}) so the budget '
                     "holds exactly"
                 )
-            leaf._warn_once("usage", model, said, claim.site)
+            if said:
+                leaf._warn_once("usage", model, said, claim.site)
         if retried is not None and model and leaf._enforced:
             leaf._warn_once(
                 "retried",

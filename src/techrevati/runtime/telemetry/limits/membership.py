@@ -60,7 +60,7 @@ from opentelemetry.trace import Span, SpanContext
 # writes it); read here to build a turn's context in one step.
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from ...caller import user_stacklevel
+from ...caller import UserSite, user_stacklevel, warn_at
 from ...usage_tracking import UsageTracker
 from ..readings.recognise import CALLBACK_SCOPES, is_same_call, same_model
 from . import remote
@@ -736,18 +736,57 @@ def book_in_flight(ledger: Ledger) -> None:
     guard saw of its request, else the model's learned cost, else
     ``call_estimate_usd``, else what it reserved), as the fleet books its hold
     at what it reserved. A call nothing estimates is left as it was: released
-    when its session closes, its fleet hold booked at exit.
+    when its session closes, its fleet hold booked at exit. With or without a budget
+    (the provider bills it either way); one warning per model says how many calls
+    and what they were booked at.
     """
+    # model -> (calls, USD booked, the first user's line known of them)
+    booked: dict[str, tuple[int, float, UserSite | None]] = {}
     for key in list(ledger.open_keys):
         entry = OPEN.get(key)
         claim = entry.call if entry is not None else None
         if entry is None or entry.same_call or claim is None or not claim.open:
             continue
         if claim.leaf is ledger:
+            # Set first: it is what lets a session without a budget estimate it.
+            early, claim.ended_early = claim.ended_early, "stopped"
             price = ledger.estimate_missing(claim, claim.model, "", True)
-            if price is not None:
-                claim.ended_early = "stopped"
-                ledger.settle(claim, claim.model, None, price)
+            if price is None:
+                claim.ended_early = early
+                continue
+            cost = ledger.settle(claim, claim.model, None, price)
+            calls, usd, site = booked.get(claim.model, (0, 0.0, None))
+            booked[claim.model] = (calls + 1, usd + cost, site or claim.site)
+    for model, (calls, usd, site) in booked.items():
+        _warn_stopped(ledger, model, calls, usd, site)
+
+
+def _warn_stopped(
+    ledger: Ledger, model: str, calls: int, usd: float, site: UserSite | None
+) -> None:
+    """Say once what SIGTERM booked of ``model``'s calls in flight in ``ledger``'s session."""
+    session = f" in session {ledger.role!r}" if ledger.role else ""
+    if calls == 1:
+        what = f"a call of model {model!r}{session} was"
+        booked = f"it was booked at an estimate (${usd:.6f}"
+        billed = "its request and bills it"
+    else:
+        what = f"{calls} calls of model {model!r}{session} were"
+        booked = f"they were booked at an estimate (${usd:.6f} in all"
+        billed = "their requests and bills them"
+    message = (
+        f"{what} still in flight when the process was stopped (SIGTERM), so "
+        f"{booked}, counted as estimated on the spans, the session span and the report): "
+        f"the provider has {billed}"
+    )
+    if site is not None:
+        warn_at(site, message, RuntimeWarning)  # the line that made the call
+        return
+    # No line of the user's is known (the handler's worker thread runs this): the
+    # warning names the shutdown, not a line of the runtime's or of threading.py.
+    warnings.warn_explicit(
+        message, RuntimeWarning, "<SIGTERM>", 0, module="techrevati.runtime", registry={}
+    )
 
 
 def book_open_streams(ledger: Ledger) -> None:
