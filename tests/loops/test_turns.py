@@ -173,8 +173,11 @@ def test_a_model_call_inside_a_tool_is_not_a_turn(otel: Otel) -> None:
 def test_same_step() -> None:
     assert same_step((2, 0), (2, 0))  # one model turn
     assert not same_step((2, 0), (3, 0))
-    assert not same_step((0, 7), (0, 7))  # no turn known, one task: one after another
-    assert same_step((0, 7), (0, 8))  # no turn known, two tasks: in parallel
+    assert same_step((0, 7), (0, 7))  # no turn known: one batch of calls in flight together
+    assert not same_step((0, 7), (0, 8))  # two batches, whichever tasks made them
+    assert not same_step((0, 0), (0, 0))  # no batch known: each call a step of its own
+    assert same_step((5, 1), (5, 1))  # a turn inside a tool call (a sub-agent's)
+    assert not same_step((5, 1), (5, 0))  # ... is not the session's turn 5
     assert not same_step(None, (2, 0)) and not same_step(None, None)
     watch = LoopWatch(RAISE)
     key = watch.key("search", {"q": "x"})

@@ -145,16 +145,24 @@ class ToolCall:
                 # Inside another instrumentation's tool span (a framework running this
                 # function as its tool): one call, counted here, so that span is not.
                 outer = membership.open_entry(parent)
+                inside = 0
                 if outer is not None:
                     (outer.outer_tool or outer).counted_inside = True
+                    # Made inside a tool call that made model calls (a sub-agent run
+                    # as a tool): counted in that tool call's turns.
+                    holder = outer.tool_entry or (outer if outer.in_tool else None)
+                    if holder is not None:
+                        inside = holder.turn
                 if loop_arguments is not NOT_WATCHED:
                     key = fingerprint(watch, name, loop_arguments)
                     if key is not None:
                         tool.watch, tool.loop_key = watch, key
-                        tool.loop_step = step_of(session.ledger)
+                        tool.loop_step = watch.enter(key, step_of(session.ledger, inside))
             try:
                 tool._admit(session)
             except BaseException as exc:
+                if tool.loop_key is not None and tool.watch is not None:
+                    tool.watch.leave(tool.loop_key)
                 tool.loop_key = None  # refused before it ran: not a call of any loop
                 tool.fail(exc)
                 raise
@@ -230,6 +238,8 @@ class ToolCall:
         tool's return value), so loop detection does not compare it.
         """
         if not whole:
+            if self.loop_key is not None and self.watch is not None and not self.ended:
+                self.watch.leave(self.loop_key)
             self.loop_key = None
         self._end(result, None)
 
@@ -285,6 +295,7 @@ class ToolCall:
             membership.forget(self.entry)
         key, watch = self.loop_key, self.watch
         if key is not None and watch is not None:
+            watch.leave(key)  # no longer in flight (``LoopWatch.enter``)
             if error is None:
                 assert session is not None  # only a session's calls are watched
                 record(watch, key, self.name, result, session.ledger, self.loop_step)

@@ -40,7 +40,12 @@ seen already once the second B returned the same.
 
 Repetition is counted in model turns (``same_step``): identical calls that one
 model reply asked for (parallel tool calls, however they overlap or finish) are
-one call of the rule, so they are never a loop by themselves. In model turns a
+one call of the rule, so they are never a loop by themselves, up to ``FANOUT``
+identical calls a turn (a reply's plausible fan-out): further identical calls of the
+same turn count as repetitions (a loop driven by a model the runtime does not see, after
+one it saw). A model call made inside a tool call is a turn of the tool calls made inside
+that same tool call (a sub-agent run as a tool). Before the session's first model call,
+only identical calls in flight together are one step (``LoopWatch.enter``). In model turns a
 call that raises counts like one that returns, its error (type and message) as its
 result (``LoopWatch.failed``): the model asking turn after turn for a call that fails
 the same way is a loop.
@@ -56,6 +61,7 @@ import hashlib
 import itertools
 import json
 import logging
+import pickle
 import threading
 import uuid
 import weakref
@@ -66,7 +72,7 @@ from enum import Enum
 from functools import partial
 from pathlib import PurePath
 from types import BuiltinFunctionType, CodeType, FunctionType, ModuleType
-from typing import Final, Literal
+from typing import Final, Literal, NoReturn
 
 from .. import semconv as sc
 from ..readings.tools import ToolReading
@@ -176,8 +182,9 @@ _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 _BY_IDENTITY: Final = (FunctionType, type, ModuleType)
 
 #: Values one fingerprint walks at most (items, keys and fields, all levels together).
-#: A bigger argument or result is not compared, so a tool call's fingerprint costs
-#: bounded work whatever it is given (a million rows took 254 ms a call before).
+#: A bigger argument is not compared (a bigger result only as plain data, by ``_exact``),
+#: so a tool call's fingerprint costs bounded work whatever it is given (a million rows
+#: took 254 ms a call before).
 MAX_VALUES: Final = 10_000
 #: Text and bytes longer than this are written as their length and hash (read once, in
 #: C) instead of being copied into the fingerprint (20 MB of bytes took 536 ms and
@@ -218,13 +225,29 @@ _NEXT_SERIAL: Final = itertools.count(1)
 _SERIALS_LOCK: Final = threading.Lock()
 
 
-def identity(value: object) -> int:
+class Pins:
+    """Objects that cannot be weakly referenced, held (strongly) by one ``LoopWatch`` so
+    that their address names them: (object, serial) by address, the most recently
+    used ``limit`` of them. While pinned, no other object can take the address; once
+    let go, the object gets a new serial if seen again (a repeat missed, never two
+    objects taken for one)."""
+
+    __slots__ = ("limit", "table")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.table: OrderedDict[int, tuple[object, int]] = OrderedDict()
+
+
+def identity(value: object, pins: Pins | None = None) -> int:
     """A number for ``value`` that no other object ever gets, while it lives or after.
 
     ``id()`` is not one: a freed object's address goes to the next object made, so ten
     different ``Query`` arguments made one after another looked like one query asked
-    ten times. Raises ``NotComparable`` for an object that cannot be weakly
-    referenced: nothing would tell a new object at its address from it.
+    ten times. An object that cannot be weakly referenced (a sqlite3 connection, a
+    ``__slots__`` instance, an ``object()`` sentinel) is known by its address while
+    ``pins`` holds it; with no ``pins`` it raises ``NotComparable``: nothing would tell
+    a new object at its address from it.
     """
     address = id(value)
     with _SERIALS_LOCK:
@@ -236,10 +259,26 @@ def identity(value: object) -> int:
         try:
             ref = weakref.KeyedRef(value, _died, address)
         except TypeError:
-            raise NotComparable(type(value).__qualname__) from None
+            if pins is None:
+                raise NotComparable(type(value).__qualname__) from None
+            return _pinned(value, address, pins)
         serial = next(_NEXT_SERIAL)
         _SERIALS[address] = (ref, serial)
         return serial
+
+
+def _pinned(value: object, address: int, pins: Pins) -> int:
+    """``value``'s serial while ``pins`` holds it (under ``_SERIALS_LOCK``)."""
+    table = pins.table
+    held = table.get(address)
+    if held is not None and held[0] is value:
+        table.move_to_end(address)
+        return held[1]
+    serial = next(_NEXT_SERIAL)
+    table[address] = (value, serial)
+    if len(table) > pins.limit:
+        table.popitem(last=False)  # bounded: the least recently used is let go
+    return serial
 
 
 def _died(ref: weakref.KeyedRef[int, object]) -> None:
@@ -259,13 +298,15 @@ def _drop(address: int) -> None:
 class _Walk:
     """One value's walk to canonical data: what it may still visit (``MAX_VALUES``)."""
 
-    __slots__ = ("by_identity", "left")
+    __slots__ = ("by_identity", "left", "pins")
 
-    def __init__(self, by_identity: bool) -> None:
+    def __init__(self, by_identity: bool, pins: Pins | None = None) -> None:
         #: An object with no value of its own stands for itself (arguments), or is
         #: never compared (results).
         self.by_identity = by_identity
         self.left = MAX_VALUES
+        #: Where objects that cannot be weakly referenced are held (``identity``).
+        self.pins = pins
 
     def take(self, count: int) -> None:
         """Spend ``count`` values of the budget, or raise ``TooBig``."""
@@ -338,21 +379,21 @@ def _object(value: object, kind: type, walk: _Walk) -> object:
     if isinstance(value, _BY_VALUE):
         return {"\x00value": _qualname(kind), "repr": repr(value)}
     if kind is Bound:
-        return {"\x00bound": identity(value.target)}  # type: ignore[attr-defined]
+        return {"\x00bound": identity(value.target, walk.pins)}  # type: ignore[attr-defined]
     if walk.by_identity:
-        return _by_identity(value, kind)
+        return _by_identity(value, kind, walk.pins)
     raise NotComparable(kind.__qualname__)
 
 
-def _by_identity(value: object, kind: type) -> object:
+def _by_identity(value: object, kind: type, pins: Pins | None) -> object:
     """An argument with no value of its own (``object``'s ``repr``, a function, a class)."""
     if isinstance(value, BuiltinFunctionType):
         owner = value.__self__
         if owner is None or isinstance(owner, ModuleType):  # ``len``: its name says which
             return {"\x00builtin": f"{value.__module__}.{value.__qualname__}"}
-        return {"\x00builtin": value.__qualname__, "self": identity(owner)}  # ``[].append``
+        return {"\x00builtin": value.__qualname__, "self": identity(owner, pins)}  # ``[].append``
     if isinstance(value, _BY_IDENTITY) or type(value).__repr__ is object.__repr__:
-        return {"\x00identity": _qualname(kind), "serial": identity(value)}
+        return {"\x00identity": _qualname(kind), "serial": identity(value, pins)}
     raise NotComparable(kind.__qualname__)
 
 
@@ -395,16 +436,18 @@ def _flat(value: object) -> bool:
     return True
 
 
-def canonical(value: object) -> str:
+def canonical(value: object, pins: Pins | None = None) -> str:
     """Arguments as canonical JSON (sorted keys, no spaces), or ``NotComparable``.
 
     What JSON cannot carry is written by content where it is known to be all of
     the value (dataclasses, pydantic models, sets, dates, decimals; bytes and
     long text by length and hash); an object with ``object``'s own ``repr``, a
-    function or a class by its ``identity``. Any other object (one whose ``repr``
+    function or a class by its ``identity`` (one that cannot be weakly referenced
+    only while ``pins`` holds it). Any other object (one whose ``repr``
     may hide what changed, like an HTTP response's ``<Response [200 OK]>``), one
-    that cannot be weakly referenced, and a value of more than ``MAX_VALUES``
-    values raise ``NotComparable``: they must never make two calls look identical.
+    that cannot be weakly referenced when there are no ``pins``, and a value of more
+    than ``MAX_VALUES`` values raise ``NotComparable``: they must never make two
+    calls look identical.
 
     Example::
 
@@ -415,7 +458,7 @@ def canonical(value: object) -> str:
     try:
         if _flat(value):
             return _dumps(value)  # flat named arguments: nothing to walk
-        return _dumps(_plain(value, _Walk(True)))
+        return _dumps(_plain(value, _Walk(True, pins)))
     except (RecursionError, ValueError) as exc:  # a value that contains itself; NaN keys
         raise NotComparable(type(value).__qualname__) from exc
 
@@ -427,13 +470,69 @@ def canonical_result(value: object) -> str:
     returns that very object (a cache), which says nothing about what changed, so a
     result with no faithful form raises ``NotComparable`` (the watch counts it as
     new work).
+
+    Plain data too big to walk (more than ``MAX_VALUES`` values: a table of rows) is
+    written exactly, in C (``_exact``), up to ``MAX_RESULT_BYTES``.
     """
     if type(value) is str:
         return value
     try:
         return _dumps(_plain(value, _Walk(False)))
+    except TooBig:
+        return _exact(value)
     except (RecursionError, ValueError) as exc:
         raise NotComparable(type(value).__qualname__) from exc
+
+
+#: A result too big to walk is compared by the hash of its pickle, up to this many bytes
+#: (a million ints pickle to 4.9 MB, read in ~19 ms); a bigger one raises ``TooBig``
+#: (never compared: new work, never a repeat).
+MAX_RESULT_BYTES: Final = 8 << 20
+
+
+class _PlainOnly(pickle.Pickler):
+    """Pickles plain data only (the builtin containers and scalars, exactly those types):
+    the C pickler asks this hook about every other object, and it refuses them all."""
+
+    def reducer_override(self, obj: object) -> NoReturn:
+        raise TypeError(type(obj).__qualname__)
+
+
+class _Sink:
+    """Where ``_exact`` pickles to: hashed as it comes, never kept; at most
+    ``MAX_RESULT_BYTES``."""
+
+    __slots__ = ("digest", "size")
+
+    def __init__(self) -> None:
+        self.digest = hashlib.blake2b(digest_size=16)
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > MAX_RESULT_BYTES:
+            raise TooBig(f"more than {MAX_RESULT_BYTES} bytes")
+        self.digest.update(data)
+        return len(data)
+
+
+def _exact(value: object) -> str:
+    """Plain data by the hash of its pickle: exact (types kept: ``1`` and ``"1"``, a list
+    and a tuple, stay apart) and read in C (2,500 rows of 4 fields: ~0.7 ms). Equal data
+    built in another order (a dict's keys) may differ: a repeat missed, never invented.
+    Raises ``NotComparable`` for any other object, ``TooBig`` past ``MAX_RESULT_BYTES``."""
+    sink = _Sink()
+    pickler = _PlainOnly(sink, protocol=5)
+    # No memo: a third faster on rows of dicts, and a shared row is written like a copy
+    # of it (a value that contains itself raises ValueError: not compared).
+    pickler.fast = True
+    try:
+        pickler.dump(value)
+    except TooBig:
+        raise
+    except (TypeError, ValueError, RecursionError, pickle.PicklingError) as exc:
+        raise NotComparable(type(value).__qualname__) from exc
+    return f"\x00pickle:{sink.size}:{sink.digest.hexdigest()}"
 
 
 def canonical_text(text: str) -> str:
@@ -544,44 +643,80 @@ def _code_identity(code: CodeType) -> int:
 # -- the watch ------------------------------------------------------------------------
 
 
-#: Where a call stands among its session's model turns (``step_of``): the model calls
-#: the session made before it and, before any, the asyncio task or thread that made it.
+#: Where a call stands among its session's model turns (``step_of``): ``(turn, where)``.
+#: In model turns (``turn > 0``): the model calls the session made before it, and
+#: ``where`` 0; or, for a call made inside a tool call that made model calls (a
+#: sub-agent run as a tool), that tool call's last model call's serial and ``where`` 1.
+#: Before any model call (``turn == 0``): ``where`` is the batch of identical calls in
+#: flight together (``LoopWatch.enter``; 0: none, a step of its own).
 Step = tuple[int, int]
+
+#: Identical calls one model turn's step absorbs at most: a reply's plausible parallel
+#: fan-out (the OpenAI Agents SDK's reply asking ``get_weather("Paris")`` 5 times). Further
+#: identical calls of that turn count as repetitions: a loop whose model calls the
+#: runtime does not see after one it saw is caught within ``FANOUT + repeats`` calls.
+FANOUT: Final = 5
+
+#: Serials of batches of identical calls in flight together before any model call
+#: (``LoopWatch.enter``).
+_BATCHES: Final = itertools.count(1)
 
 
 def same_step(one: Step | None, other: Step | None) -> bool:
     """Whether two identical calls are one repetition step: asked for by one model turn.
 
     After the session's first model call, the calls between two model calls are one
-    turn's (a reply's parallel tool calls, however they overlap or finish). Before any
-    (a program calling tools itself, or a model the runtime does not see) there is no
-    turn to go by: a call is its own step, unless another asyncio task or thread made
-    the identical call before it (calls made in parallel, as ``asyncio.gather`` does).
+    turn's (a reply's parallel tool calls, however they overlap or finish; at most
+    ``FANOUT`` of them, which ``LoopWatch`` counts). Before any (a program calling tools
+    itself, or a model the runtime does not see) there is no turn to go by: a call is
+    its own step, unless it was admitted while an identical call was in flight (calls
+    made in parallel, as ``asyncio.gather`` does), never by which task or thread made it.
     """
     if one is None or other is None:
         return False
-    turn = one[0]
-    return turn == other[0] and (turn > 0 or one[1] != other[1])
+    return one == other and (one[0] > 0 or one[1] != 0)
 
 
-def step_of(ledger: Ledger) -> Step:
-    """The step of a tool call starting now in the session of ``ledger``."""
-    turn = ledger.turns
-    return (turn, 0) if turn else (0, _worker())
+def step_of(ledger: Ledger, inside: int = 0) -> Step:
+    """The step of a tool call starting now in the session of ``ledger``.
 
-
-def _worker() -> int:
-    """The asyncio task, else the thread, running this code.
-
-    By ``id``: a finished task's address taken by a new task makes two parallel calls
-    look made one after the other, which counts them as before turns were known (never
-    as a loop that was not there).
+    ``inside``: the serial of the last model call made inside the tool call this one is
+    made in (``SpanEntry.turn``; 0: none), which is then its turn.
     """
+    if inside:
+        return (inside, 1)
+    return (ledger.turns, 0)
+
+
+class _Flight:
+    """Identical calls in flight together before any model call (``LoopWatch.enter``)."""
+
+    __slots__ = ("batch", "count", "ended_in")
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.count = 0
+        #: The asyncio task its last call ended in, while none is in flight (None: some are).
+        self.ended_in: weakref.ref[asyncio.Task[object]] | None = None
+
+
+def _task() -> asyncio.Task[object] | None:
+    """The asyncio task running this code, if any."""
     try:
-        task = asyncio.current_task()
+        return asyncio.current_task()
     except RuntimeError:  # no event loop running in this thread
-        task = None
-    return id(task) if task is not None else threading.get_ident()
+        return None
+
+
+def _absorbs(seen: _Seen, step: Step | None) -> bool:
+    """Whether an identical call of ``step`` is of ``seen``'s last step, which may take it:
+    any number in flight together before turns are known; in a model turn ``FANOUT``, or
+    any number while it fails the same way (a program's own retries within the turn)."""
+    return (
+        step is not None
+        and same_step(seen.step, step)
+        and (step[0] == 0 or seen.folded < FANOUT or seen.raised is not None)
+    )
 
 
 @dataclass(eq=False, slots=True)
@@ -594,6 +729,12 @@ class _Seen:
     reported: bool = False
     #: The step of its last counted call (None: no turn known).
     step: Step | None = None
+    #: Its identical calls with the same result in that step (at most ``FANOUT`` are
+    #: one step in model turns; past it, each counts).
+    folded: int = 0
+    #: A call of its current streak was counted past ``FANOUT`` in its turn: its loop is
+    #: not "in model turns" (one turn asked for it that often).
+    crowded: bool = False
     #: The error its last call raised (``"ConnectionError: refused"``), counted as its
     #: result in model turns (``LoopWatch.failed``); None: it returned.
     raised: str | None = None
@@ -645,7 +786,9 @@ class LoopWatch:
     """
 
     __slots__ = (
+        "_flying",
         "_lock",
+        "_pins",
         "_recent",
         "_results",
         "_seen",
@@ -667,6 +810,10 @@ class LoopWatch:
         #: among them: a result seen once is new work.
         self._recent: deque[_Entry] = deque()
         self._results: dict[int, int] = {}
+        #: Fingerprints in flight: [how many calls, the batch they were admitted in].
+        self._flying: dict[int, _Flight] = {}
+        #: Arguments that cannot be weakly referenced, held while recent (``identity``).
+        self._pins = Pins(2 * guard.window)
 
     def close(self) -> None:
         """The session ended: drop the fingerprints (a finished session may be kept for
@@ -675,6 +822,9 @@ class LoopWatch:
             self._seen.clear()
             self._recent.clear()
             self._results.clear()
+            self._flying.clear()
+        with _SERIALS_LOCK:
+            self._pins.table.clear()
         self.on_detect = None
 
     def key(self, tool: str, arguments: object) -> int | None:
@@ -683,7 +833,7 @@ class LoopWatch:
         if name in self.guard.ignore:
             return None
         try:
-            return hash((name, canonical(arguments)))
+            return hash((name, canonical(arguments, self._pins)))
         except NotComparable:
             return None  # arguments that cannot be compared: the call is never a repeat
 
@@ -693,6 +843,55 @@ class LoopWatch:
         if name in self.guard.ignore:
             return None
         return hash((name, canonical_arguments_text(arguments)))
+
+    def enter(self, key: int, step: Step) -> Step:
+        """A call of ``key`` starts in ``step`` (``step_of``); returns its step. Pair it
+        with ``leave`` when the call ends or is refused.
+
+        Before any model call, a call admitted while an identical call is in flight is
+        of that call's batch (calls made in parallel); one admitted when none is starts
+        a new batch: a step of its own, whichever task or thread makes it. One more
+        case is parallel: ``asyncio.gather`` of calls that return at once runs them one
+        after another in one pass of the event loop, so a batch whose last call ended
+        in an asyncio task stays open until the loop's next pass, for the calls of
+        *other* tasks started in this one (a task's own next call, or a task created
+        once it ended, comes later: a new batch).
+        """
+        with self._lock:
+            flying = self._flying.get(key)
+            if flying is not None and not flying.count:
+                ended = flying.ended_in
+                if ended is None or ended() is _task():
+                    flying = None  # the same task again: one call after another
+            if flying is None:
+                flying = self._flying[key] = _Flight(next(_BATCHES))
+            flying.count += 1
+            flying.ended_in = None
+            batch = flying.batch
+        return step if step[0] else (0, batch)
+
+    def leave(self, key: int) -> None:
+        """A call ``enter`` counted ended (returned, raised or was refused)."""
+        with self._lock:
+            flying = self._flying.get(key)
+            if flying is None:
+                return
+            flying.count -= 1
+            if flying.count > 0:
+                return
+            task = _task()
+            if task is None:
+                del self._flying[key]  # a thread's call: the batch ends with it
+                return
+            flying.ended_in = weakref.ref(task)
+        # Closed at the event loop's next pass (after the callbacks already queued: the
+        # other tasks a gather started).
+        task.get_loop().call_soon(self._close, key, flying)
+
+    def _close(self, key: int, flying: _Flight) -> None:
+        with self._lock:
+            if self._flying.get(key) is flying and not flying.count:
+                del self._flying[key]
 
     def admit(self, key: int, tool: str, step: Step | None = None) -> None:
         """Before a call runs: raise ``LoopDetectedError`` when it would extend a loop.
@@ -711,7 +910,7 @@ class LoopWatch:
         seen = self._seen.get(key)
         if not self.raising or seen is None or seen.streak < self.guard.repeats:
             return None
-        if same_step(seen.step, step):
+        if _absorbs(seen, step):
             return None
         with self._lock:
             if self._new_work_since(key):
@@ -752,17 +951,23 @@ class LoopWatch:
         repeats = self.guard.repeats
         with self._lock:
             seen = self._seen.get(key)
+            over = False
             if seen is not None and seen.result == result and same_step(seen.step, step):
-                # One model reply asked for the same call more than once (parallel tool
-                # calls): one repetition step, counted with its first call already.
-                self._seen.move_to_end(key)
-                return None
+                if _absorbs(seen, step):
+                    # One model reply asked for the same call more than once (parallel
+                    # tool calls): one repetition step, counted with its first call.
+                    seen.folded += 1
+                    self._seen.move_to_end(key)
+                    return None
+                over = True  # more than a reply's fan-out in one turn: each one counts
             seen = self._remember(key, tool)
+            seen.folded = FANOUT if over else 1
             self._append((key, result))
             seen.result = result
             seen.step = step
             seen.raised = raised
             seen.streak = self._streak(key, result)
+            seen.crowded = over or (seen.crowded and seen.streak > 1)
             if seen.streak < repeats:
                 seen.reported = False  # below the count again: a later loop is a new one
                 return None
@@ -806,6 +1011,7 @@ class LoopWatch:
                 seen.streak = 0
                 seen.reported = False
                 seen.step = step
+                seen.folded = 0
                 seen.raised = None
             self._append((key, None))
         return None
@@ -929,7 +1135,7 @@ class LoopWatch:
             calls=self._cycle_calls(members) if pattern == PATTERN_CYCLE else 0,
             raised=raiser.raised if raiser is not None else None,
             raised_by=raiser.tool if raiser is not None else None,
-            turns=seen.step is not None and seen.step[0] > 0,
+            turns=seen.step is not None and seen.step[0] > 0 and not seen.crowded,
             alike=all(len(results) == 1 for results in by_name.values()),
         )
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -103,6 +104,13 @@ class SpanEntry:
     in_tool: bool = False
     #: True for another instrumentation's tool-call span that loop detection counts.
     tool_call: bool = False
+    #: The tool-call span this span is inside (None: none, or this span is one, when
+    #: ``in_tool``): the model calls made in there are that tool call's turns.
+    tool_entry: SpanEntry | None = None
+    #: On a tool-call span's entry: the serial of the last model call made inside it (0:
+    #: none); the tool calls made inside it count repetition in those turns (a sub-agent
+    #: run as a tool; ``limits/loops.step_of``).
+    turn: int = 0
     #: The other instrumentation's tool-call span this span is inside (None: none, or
     #: this span is one): a tool call of ours started in there is that same call.
     outer_tool: SpanEntry | None = None
@@ -135,6 +143,9 @@ LATE: dict[SpanKey, SpanEntry] = {}
 LATE_LIMIT = 4096
 #: Calls pushed out of a full LATE table (booked at an estimate then).
 LATE_EVICTED = 0
+
+#: Serials of model calls made inside tool calls (``SpanEntry.turn``).
+_TOOL_TURNS = itertools.count(1)
 
 #: The session active in this thread or task.
 CURRENT: ContextVar[SessionScope | None] = ContextVar("techrevati_session", default=None)
@@ -423,6 +434,10 @@ def admit_call(
         # makes is part of that tool call, not a turn of the agent's.) Unlocked: a lost
         # increment still changes the count, which is all a turn is compared by.
         ledger.turns += 1
+    else:
+        # A turn of the tool calls made inside that tool call (a sub-agent run as a
+        # tool): a serial no other turn gets.
+        (under.tool_entry or under).turn = next(_TOOL_TURNS)
     if outer is not None:
         outer.inner = True
     if ours:

@@ -85,6 +85,7 @@ class LimitsProcessor(SpanProcessor):
             )
             if under.in_tool:
                 entry.outer_tool = under if under.tool_call else under.outer_tool
+                entry.tool_entry = under.tool_entry or under
             else:
                 found_tool = tool_start(name, attrs)
                 if found_tool is not None:
