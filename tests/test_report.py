@@ -354,3 +354,46 @@ def test_a_replay_prices_other_instrumentations_calls_as_the_ledger_booked_them(
     assert (row.calls, row.unpriced_calls) == (2, 0)
     assert row.cost_usd == pytest.approx(0.0012)
     assert report.unpriced_models == {}
+
+
+def test_breaker_states_count_model_calls_not_the_session_span(
+    recorded: tuple[Tracer, InMemorySpanExporter],
+) -> None:
+    """The session span carries its breaker's state at the end: not a call. Before: the
+    decorated demo's 2 calls read "openai closed x3"."""
+    tracer, memory = recorded
+    breaker = {sc.BREAKER_NAME: "openai", sc.BREAKER_STATE: "closed"}
+    with tracer.start_as_current_span(
+        "invoke_agent writer",
+        attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: "writer"},
+    ) as session:
+        _chat(tracer, "gpt-4o-mini", 5000, 120, 0.0005219999999999999, **breaker)
+        _chat(tracer, "gpt-4o-mini", 1200, 300, 0.00036, **breaker)
+        session.set_attributes(breaker)
+    report = _report(memory.get_finished_spans())
+    assert report.breakers == {"openai": Counter({"closed": 2})}
+    text = render_report(report)
+    assert "  openai   closed x2" in text.splitlines()
+    # Costs print with 6 decimals everywhere: no float tail of a span's value.
+    assert "0.000882" in text and "0.000522" not in text and "99999" not in text
+
+
+def test_orchestrator_breaker_counts_one_state_per_call() -> None:
+    from otel_harness import make_otel
+    from techrevati.runtime import CircuitBreaker, ModelPricing, Orchestrator, UsageSnapshot
+    from techrevati.runtime.usage_tracking import register_pricing
+
+    register_pricing("model-a", ModelPricing(3.0, 15.0))
+    otel = make_otel()
+    try:
+        orch = Orchestrator(
+            role="writer", circuit_breaker=CircuitBreaker("model-api"), **otel.kwargs()
+        )
+        with orch.session() as session:
+            for _ in range(2):
+                session.run_turn(lambda: "ok", model="model-a", usage=UsageSnapshot(10, 1))
+        report = _report(otel.exporter.get_finished_spans())
+    finally:
+        otel.shutdown()
+    assert report.model_calls == 2
+    assert report.breakers == {"model-api": Counter({"closed": 2})}

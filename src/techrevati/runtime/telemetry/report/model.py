@@ -437,7 +437,9 @@ def build_report(
             tool_row.errors += int(record.error or sc.ERROR_TYPE in attrs)
             tool_row.blocked += int(attrs.get(sc.GUARDRAIL_OUTCOME) == sc.GUARDRAIL_BLOCKED)
 
-        breaker = attrs.get(sc.BREAKER_NAME)
+        # States seen on model calls only: a session span's breaker attributes are the
+        # state at its end, not a call (the decorated demo's 2 calls read "closed x3").
+        breaker = attrs.get(sc.BREAKER_NAME) if key in tree.readings else None
         if breaker:
             state = str(attrs.get(sc.BREAKER_STATE) or "unknown")
             breakers.setdefault(str(breaker), Counter())[state] += 1
