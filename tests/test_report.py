@@ -356,6 +356,87 @@ def test_a_replay_prices_other_instrumentations_calls_as_the_ledger_booked_them(
     assert report.unpriced_models == {}
 
 
+def _session_span(tracer: Tracer, role: str, **attributes: Any) -> None:
+    span = tracer.start_span(
+        f"invoke_agent {role}",
+        attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: role},
+    )
+    span.set_attributes({sc.SESSION_OUTCOME: sc.OUTCOME_COMPLETED, **attributes})
+    span.end()
+
+
+def test_unpriced_calls_only_the_session_roll_up_counts_are_listed(
+    recorded: tuple[Tracer, InMemorySpanExporter],
+) -> None:
+    """A bare client's 10 calls of an unknown model have no call span: the session
+    roll-up names them. Before: "10 model calls, total cost $0.000000", no unpriced
+    list, no model row."""
+    tracer, memory = recorded
+    _session_span(
+        tracer,
+        "s",
+        **{
+            sc.SESSION_TURNS: 10,
+            sc.COST_USD: 0.0,
+            sc.SESSION_UNPRICED_CALLS: 10,
+            sc.SESSION_UNPRICED_MODELS: ["my-private-model"],
+            sc.SESSION_UNPRICED_MODEL_CALLS: [10],
+        },
+    )
+    report = _report(memory.get_finished_spans())
+    assert report.unpriced_models == {"my-private-model": 10}
+    [row] = report.models
+    assert (row.model, row.calls, row.unpriced_calls, row.rollup_calls) == (
+        "my-private-model",
+        10,
+        10,
+        10,
+    )
+    assert (report.unattributed_calls, report.model_calls) == (0, 10)
+    text = render_report(report)
+    assert text.startswith(
+        "techrevati-runtime telemetry report: 1 session, 10 model calls, 0 tool calls, "
+        "total cost $0.000000 (10 calls of unpriced models not counted: my-private-model "
+        "— price them with register_pricing())\n"
+    )
+    line = next(x for x in text.splitlines() if x.lstrip().startswith("my-private-model"))
+    assert line.split() == ["my-private-model", "10", "-", "-", "0.000000", "0"]
+    assert "Unpriced models (no known price; booked at $0): my-private-model (10 calls)" in text
+
+
+def test_unpriced_roll_up_takes_out_the_calls_with_spans_and_keeps_an_unnamed_count(
+    recorded: tuple[Tracer, InMemorySpanExporter],
+) -> None:
+    tracer, memory = recorded
+    with tracer.start_as_current_span(
+        "invoke_agent mixed",
+        attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: "mixed"},
+    ) as session:
+        # One call of the model with a span of its own (a turn), two without (bare client).
+        _chat(tracer, "my-private-model", 10, 1, 0.0, **{sc.COST_SOURCE: sc.COST_SOURCE_UNPRICED})
+        session.set_attributes(
+            {
+                sc.SESSION_TURNS: 3,
+                sc.COST_USD: 0.0,
+                sc.SESSION_UNPRICED_CALLS: 3,
+                sc.SESSION_UNPRICED_MODELS: ["my-private-model"],
+                sc.SESSION_UNPRICED_MODEL_CALLS: [3],
+            }
+        )
+    # A file written before sessions named their unpriced models: only the count.
+    _session_span(tracer, "older", **{sc.SESSION_TURNS: 2, sc.SESSION_UNPRICED_CALLS: 2})
+    report = _report(memory.get_finished_spans())
+    assert report.unpriced_models == {"(model not named)": 2, "my-private-model": 3}
+    [row] = report.models
+    assert (row.calls, row.rollup_calls, row.input_tokens) == (3, 2, 10)
+    # The older session's 2 calls stay on the roll-up row: their model is not known.
+    assert (report.unattributed_calls, report.model_calls) == (2, 5)
+    assert (
+        "(5 calls of unpriced models not counted: (model not named), my-private-model"
+        in (render_report(report).splitlines()[0])
+    )
+
+
 def test_breaker_states_count_model_calls_not_the_session_span(
     recorded: tuple[Tracer, InMemorySpanExporter],
 ) -> None:
@@ -397,3 +478,51 @@ def test_orchestrator_breaker_counts_one_state_per_call() -> None:
         otel.shutdown()
     assert report.model_calls == 2
     assert report.breakers == {"model-api": Counter({"closed": 2})}
+
+
+def test_a_bare_clients_unpriced_calls_warn_once_and_reach_the_report() -> None:
+    """No budget: the first call of a model with no price warns at the caller's line
+    (before: a log line only, shown only where logging is configured)."""
+    import warnings
+
+    import openai
+
+    from fake_openai import FakeOpenAI, serve
+    from otel_harness import make_otel
+    from techrevati.runtime import agent_session
+    from techrevati.runtime.telemetry.limits import guard
+
+    completion = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "my-private-model",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+    }
+    otel = make_otel()
+    guard.uninstall_guard()
+    guard.enable_guard()
+    try:
+        with serve(FakeOpenAI(completion)) as api, warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+            with agent_session("s", max_iterations=20, **otel.kwargs()):
+                for _ in range(10):
+                    client.chat.completions.create(
+                        model="my-private-model", messages=[{"role": "user", "content": "hi"}]
+                    )
+        report = _report(otel.exporter.get_finished_spans())
+    finally:
+        guard.uninstall_guard()
+        guard.enable_guard()
+        otel.shutdown()
+    said = [w for w in seen if "has no known price" in str(w.message)]
+    assert len(said) == 1
+    assert said[0].category is RuntimeWarning and said[0].filename == __file__
+    assert "'my-private-model'" in str(said[0].message)
+    assert report.unpriced_models == {"my-private-model": 10}
+    assert report.model_calls == 10
+    assert "10 calls of unpriced models not counted: my-private-model" in render_report(report)

@@ -145,6 +145,41 @@ def test_a_warning_from_an_instrumented_client_call_names_this_line() -> None:
     assert (warning.filename, warning.lineno) == (__file__, line)
 
 
+def test_with_no_budget_an_unpriced_turn_warns_once_at_this_line(otel: Otel) -> None:
+    """Before: only a log line, which shows only where logging is configured."""
+    orch = Orchestrator(role="writer", phase="p", **otel.kwargs())
+    with warnings.catch_warnings(record=True) as caught, orch.session() as session:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        session.run_turn(lambda: "ok", model="never-priced-model-d", usage=UsageSnapshot(10, 5))
+        session.run_turn(lambda: "ok", model="never-priced-model-d", usage=UsageSnapshot(10, 5))
+    [warning] = [w for w in _ours(caught) if "never-priced-model-d" in str(w.message)]
+    assert (warning.filename, warning.lineno) == (__file__, line)
+    assert "booked at $0" in str(warning.message)
+
+
+def test_with_no_budget_an_instrumented_unpriced_call_warns_at_this_line() -> None:
+    completion = {**COMPLETION, "model": "never-priced-model-e"}
+    with serve(FakeOpenAI(completion)) as api, instrumented_openai() as (provider, _exporter):
+        client = openai.OpenAI(base_url=api.url, api_key="test", max_retries=0)
+        orch = Orchestrator(role="writer", phase="p", tracer_provider=provider)
+        with warnings.catch_warnings(record=True) as caught, orch.session():
+            warnings.simplefilter("always")
+            line = sys._getframe().f_lineno + 1
+            client.chat.completions.create(model="never-priced-model-e", messages=[])
+    [warning] = [w for w in _ours(caught) if "never-priced-model-e" in str(w.message)]
+    assert (warning.filename, warning.lineno) == (__file__, line)
+
+
+def test_the_unpriced_warning_of_a_10_mb_model_name_is_bounded(otel: Otel) -> None:
+    orch = Orchestrator(role="writer", phase="p", **otel.kwargs())
+    with warnings.catch_warnings(record=True) as caught, orch.session() as session:
+        warnings.simplefilter("always")
+        session.run_turn(lambda: "ok", model=HUGE, usage=UsageSnapshot(10, 5))
+    [warning] = [w for w in _ours(caught) if "has no known price" in str(w.message)]
+    assert len(str(warning.message)) < NAME_LIMIT + 200
+
+
 def test_the_escaped_thread_warning_names_the_threads_line(otel: Otel) -> None:
     @agent_turn("model-a", usage=UsageSnapshot(10, 5))
     def ask() -> str:

@@ -115,6 +115,10 @@ SESSION_CALLS_WITHOUT_USAGE: Final = "techrevati.session.calls_without_usage"
 SESSION_CALLS_ESTIMATED: Final = "techrevati.session.calls_estimated"
 SESSION_ESTIMATED_USD: Final = "techrevati.session.estimated_usd"
 SESSION_UNPRICED_CALLS: Final = "techrevati.session.unpriced_calls"
+#: Those calls' models, and how many calls each made (same order, most first; at most
+#: COST_MODELS_LIMIT models).
+SESSION_UNPRICED_MODELS: Final = "techrevati.session.unpriced_models"
+SESSION_UNPRICED_MODEL_CALLS: Final = "techrevati.session.unpriced_model_calls"
 #: True on a model-call span whose response carried no usage.
 USAGE_MISSING: Final = "techrevati.usage.missing"
 #: An export pipeline of configure() (``otlp``, ``local``) and why its spans were lost:

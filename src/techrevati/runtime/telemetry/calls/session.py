@@ -471,6 +471,16 @@ def close_session(
                 sc.COST_MODEL_USD: [cost for _, cost in kept],
             }
         )
+    unpriced = ledger.unpriced_models
+    if unpriced:
+        # The models its unpriced calls named: a bare client's calls have no span to say it.
+        named = sorted(unpriced.items(), key=lambda item: -item[1])[: sc.COST_MODELS_LIMIT]
+        span.set_attributes(
+            {
+                sc.SESSION_UNPRICED_MODELS: [bounded_name(model) for model, _ in named],
+                sc.SESSION_UNPRICED_MODEL_CALLS: [count for _, count in named],
+            }
+        )
     breaker = scope.breaker
     if breaker is not None:
         # The breaker this session's calls went through, as it stands when the session ends.

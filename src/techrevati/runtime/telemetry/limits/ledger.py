@@ -338,6 +338,9 @@ class Ledger:
     calls_estimated: int = 0
     estimated_usd: float = 0.0
     unpriced_calls: int = 0
+    #: Those calls by model (at most ``_LEARNED_LIMIT`` names): the session span lists
+    #: them, so a report names the models of calls no span of their own carries.
+    unpriced_models: dict[str, int] = field(default_factory=dict, repr=False)
     crossed: bool = False
     learned: dict[str, float] = field(default_factory=dict, repr=False)
     #: Models an enforced budget cannot price here: a call returned no usage and
@@ -989,8 +992,15 @@ class Ledger:
                     leaf.estimated_usd += cost
             if unpriced and model:
                 leaf.unpriced_calls += 1
+                named = leaf.unpriced_models
+                if model in named or len(named) < _LEARNED_LIMIT:
+                    named[model] = named.get(model, 0) + 1
         finally:
             leaf._lock.release()
+        if unpriced and model and not leaf._budgeted:
+            # No budget asked for prices: said once, at the user's line (under a soft
+            # budget admission said it; an enforced one refuses the call).
+            leaf.warn_unpriced(model)
         if claim.probe is not None:
             self._end_probe(claim)
         if claim.holds:
@@ -1214,11 +1224,20 @@ class Ledger:
         warnings.warn(message, RuntimeWarning, stacklevel=user_stacklevel())
 
     def warn_unpriced(self, model: str) -> None:
-        """Under a soft budget an unpriced call is admitted with a warning (once per model)."""
+        """An unpriced call is booked at $0 with a warning (once per model).
+
+        Under a soft budget, when it is admitted; with no budget, when it is booked.
+        """
+        if self._budgeted:
+            said = "this session's budget cannot count it"
+        else:
+            said = "its calls are booked at $0 and left out of the session's cost"
+        # A name from a response may be any length: the message shows its first 256 characters.
+        shown = model if len(model) <= 256 else model[:255] + "…"
         self._warn_once(
             "unpriced",
             model,
-            f"model {model!r} has no known price, so this session's budget cannot count it; "
+            f"model {shown!r} has no known price, so {said}; "
             "price it with register_pricing() or load_pricing_from_file()",
         )
 

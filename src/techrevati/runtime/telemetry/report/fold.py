@@ -63,6 +63,7 @@ def fold_into(total: RunReport, part: RunReport) -> None:
         into.errors += row.errors
         into.calls_without_usage += row.calls_without_usage
         into.unpriced_calls += row.unpriced_calls
+        into.rollup_calls += row.rollup_calls
     total.models = list(models.values())
     tools = {row.tool: row for row in total.tools}
     for tool_row in part.tools:

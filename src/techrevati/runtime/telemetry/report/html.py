@@ -273,8 +273,8 @@ def _models(report: RunReport, rows: int) -> str:
         [
             _e(r.model),
             str(r.calls),
-            str(r.input_tokens),
-            str(r.output_tokens),
+            str(r.input_tokens) if r.tokens_known else "-",
+            str(r.output_tokens) if r.tokens_known else "-",
             _usd(r.cost_usd),
             str(r.errors),
             _bar(r.cost_usd, largest),

@@ -94,6 +94,14 @@ class ModelRow:
     errors: int = 0
     calls_without_usage: int = 0
     unpriced_calls: int = 0
+    #: Of ``calls``, those only a session's roll-up counts (a bare client's unpriced
+    #: calls): their tokens are in the session's row, not in this one.
+    rollup_calls: int = 0
+
+    @property
+    def tokens_known(self) -> bool:
+        """False when no call of the row has a span: its tokens show as "-"."""
+        return self.rollup_calls < self.calls
 
 
 @dataclass
@@ -142,7 +150,8 @@ class RunReport:
     unattributed_calls: int = 0
     #: Model calls whose response carried no usage (their tokens and cost are unknown).
     calls_without_usage: int = 0
-    #: Models with no known price, and how many calls each made.
+    #: Models with no known price, and how many calls each made: calls with a span
+    #: of their own, and those only a session's roll-up names (a bare client's).
     unpriced_models: dict[str, int] = field(default_factory=dict)
     #: Calls without usage that a budget booked at an estimate, and their cost.
     calls_estimated: int = 0
@@ -345,6 +354,8 @@ def build_report(
     violations: Counter[tuple[str, str]] = Counter()
     other_events: Counter[str] = Counter()
     unpriced: Counter[str] = Counter()
+    #: Unpriced calls with a span of their own, by session and model.
+    unpriced_spans: dict[_Key, Counter[str]] = {}
     reported_violations: set[_Key | None] = set()
     blocked: list[tuple[_Key | None, str, str]] = []
     outside = _Call("", 0, 0, 0.0, False, False, False)
@@ -415,6 +426,8 @@ def build_report(
             total.cost_usd += call.cost
             total.calls_without_usage += int(call.without_usage)
             total.unpriced_calls += int(call.unpriced)
+            if call.unpriced:
+                unpriced_spans.setdefault(owner, Counter())[call.model] += 1
             if call.estimated:
                 total.calls_estimated += 1
                 total.estimated_cost_usd += call.cost
@@ -508,7 +521,21 @@ def build_report(
             estimated_calls += rolled_estimated - totals.calls_estimated
             estimated_cost += session.estimated_cost_usd - totals.estimated_cost_usd
         unattributed += session.cost_usd - totals.cost_usd
-        unattributed_calls += max(session.turns - totals.turns, 0)
+        beyond = max(session.turns - totals.turns, 0)
+        # Unpriced calls only the roll-up counts (a bare client's: no span of their
+        # own) are named by it: listed as unpriced, and given their model's row.
+        for model, count in _unpriced_beyond(attrs, unpriced_spans.get(key), session, totals):
+            unpriced[model] += count
+            if model == UNNAMED_MODEL:
+                continue
+            moved = min(count, beyond)
+            beyond -= moved
+            if moved:
+                row = models.setdefault(model, ModelRow(model))
+                row.calls += moved
+                row.unpriced_calls += moved
+                row.rollup_calls += moved
+        unattributed_calls += beyond
         scopes = attrs.get(sc.FLEET_SCOPES)
         if isinstance(scopes, list | tuple):
             for name in scopes:
@@ -544,6 +571,68 @@ def build_report(
     )
 
 
+#: The model of unpriced calls a session's roll-up counts but does not name (a file
+#: written before sessions named them).
+UNNAMED_MODEL = "(model not named)"
+
+
+def _unpriced_beyond(
+    attributes: Mapping[str, Any],
+    spans: Counter[str] | None,
+    session: SessionRow,
+    totals: SessionRow,
+) -> list[tuple[str, int]]:
+    """A session's unpriced calls that no exported call span carries, by model.
+
+    ``techrevati.session.unpriced_models`` / ``.unpriced_model_calls`` name them;
+    the calls of each model with a span of their own (``spans``) are taken out.
+    What the count holds beyond the names (an older file) is ``UNNAMED_MODEL``'s.
+    """
+    beyond = session.unpriced_calls - totals.unpriced_calls
+    if beyond <= 0:
+        return []
+    left = Counter(spans) if spans else Counter()
+    found: list[tuple[str, int]] = []
+    models = attributes.get(sc.SESSION_UNPRICED_MODELS)
+    counts = attributes.get(sc.SESSION_UNPRICED_MODEL_CALLS)
+    if isinstance(models, list | tuple) and isinstance(counts, list | tuple):
+        for model, count in zip(models, counts, strict=False):
+            if not isinstance(model, str) or not model:
+                continue
+            rest = _count(count)
+            for seen in [m for m in left if same_model(m, model)]:
+                taken = min(rest, left[seen])
+                rest -= taken
+                left[seen] -= taken
+            rest = min(rest, beyond)
+            if rest:
+                found.append((model[:256], rest))
+                beyond -= rest
+    if beyond:
+        found.append((UNNAMED_MODEL, beyond))
+    return found
+
+
+def unpriced_note(report: RunReport, names: int = 3) -> str:
+    """What the header total leaves out: the unpriced models' calls ("" when none).
+
+    Example::
+
+        >>> note = unpriced_note(RunReport([], [], [], {}, Counter(), Counter(), Counter(), [], 0,
+        ...     unpriced_models={"my-private-model": 10}))
+        >>> note.split(" — ")[0]
+        '10 calls of unpriced models not counted: my-private-model'
+    """
+    if not report.unpriced_models:
+        return ""
+    calls = sum(report.unpriced_models.values())
+    listed = ", ".join(list(report.unpriced_models)[:names])
+    if len(report.unpriced_models) > names:
+        listed += f" and {len(report.unpriced_models) - names} more"
+    what = "call of an unpriced model" if calls == 1 else "calls of unpriced models"
+    return f"{calls} {what} not counted: {listed} — price them with register_pricing()"
+
+
 def _loop_row(attributes: Mapping[str, Any]) -> LoopRow:
     tools = attributes.get(sc.LOOP_TOOLS)
     if isinstance(tools, list | tuple) and tools:
@@ -570,7 +659,16 @@ def _guardrail_label(attributes: Mapping[str, Any], record: SpanRecord) -> str:
 #: The resolved span tree, for renderers that show more than the report's rows (HTML).
 SpanTree = _Tree
 
-__all__ = ["ModelRow", "RunReport", "SessionRow", "SpanTree", "ToolRow", "build_report"]
+__all__ = [
+    "UNNAMED_MODEL",
+    "ModelRow",
+    "RunReport",
+    "SessionRow",
+    "SpanTree",
+    "ToolRow",
+    "build_report",
+    "unpriced_note",
+]
 
 
 def _count(value: Any) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import semconv as sc
-from .model import RunReport
+from .model import RunReport, unpriced_note
 
 _MAX_SESSION_ROWS = 50
 #: The column header of every input-token count the report prints.
@@ -89,11 +89,13 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
     """The report as text for a terminal (no colours, fits 100 columns for few tools)."""
     calls = report.model_calls
     tool_calls = sum(row.calls for row in report.tools)
+    left_out = unpriced_note(report)
     out = [
         "techrevati-runtime telemetry report: "
         f"{_plural(len(report.sessions) + report.earlier_sessions, 'session')}, "
         f"{_plural(calls, 'model call')}, "
         f"{_plural(tool_calls, 'tool call')}, total cost ${_usd(report.total_cost_usd)}"
+        + (f" ({left_out})" if left_out else "")
     ]
     if report.services:
         out.append(f"service: {', '.join(report.services)}")
@@ -152,7 +154,7 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
                 "llrrl",
             )
 
-    if report.models or report.unattributed_cost_usd:
+    if report.models or report.unattributed_cost_usd or report.unattributed_calls:
         out += ["", "Model calls (cost per model)"]
         out += _table(
             ["model", "calls", INPUT_LABEL, "output", "cost USD", "errors"],
@@ -161,8 +163,8 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
                     [
                         row.model,
                         str(row.calls),
-                        str(row.input_tokens),
-                        str(row.output_tokens),
+                        str(row.input_tokens) if row.tokens_known else "-",
+                        str(row.output_tokens) if row.tokens_known else "-",
                         _usd(row.cost_usd),
                         str(row.errors),
                     ]
