@@ -64,7 +64,10 @@ def main(spans: str, page: str) -> None:
             session.run_tool("write_db", lambda: "never runs")
         with contextlib.suppress(ZeroDivisionError):
             session.run_tool("flaky", lambda: 1 / 0)
-        for _ in range(3):  # A-B-A-B-A-B, the same results each time: a cycle
+        # A-B-A-B-..., the same results each time, after one model call: a loop the model
+        # calls that made it are not seen in (one reply's identical calls are one step, up
+        # to FANOUT of them; see docs/loops.md), so 8 rounds: reported as a cycle.
+        for _ in range(8):
             session.run_tool("search", lambda: "same hits", arguments={"q": "x"})
             session.run_tool("fetch", lambda: "same page", arguments={"url": "u"})
         researcher = Orchestrator(

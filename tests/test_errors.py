@@ -90,6 +90,7 @@ SAMPLES: dict[str, list[Any]] = {
 INTERNAL = {
     "ProbeWait": "an admission that must wait for a probe; caught by the turn that waits",
     "NotComparable": "a value loop detection cannot compare; caught by the loop watch",
+    "TooBig": "a value too large to walk (a NotComparable); caught by the loop watch",
 }
 
 

@@ -124,7 +124,7 @@ def test_the_totals_are_the_text_reports(run: Run) -> None:
 
     assert kpi("sessions") == header.group(1) == "2"
     assert kpi("model-calls") == header.group(2) == "4"
-    assert kpi("tool-calls") == header.group(3) == "9"
+    assert kpi("tool-calls") == header.group(3) == "19"
     assert kpi("total-cost") == header.group(4) == "0.007200"
     models = _text_table(run.text, "Model calls")
     assert kpi("input-tokens") == str(sum(int(row[2]) for row in models)) == "1700"
@@ -169,7 +169,7 @@ def test_the_session_tree_matches_the_text_report(run: Run) -> None:
         if role == "planner":
             # Its own cost plus the child's, as the tree shows it.
             assert float(tree_cost) == pytest.approx(0.0064 + 0.0008)
-            assert tools == "9"
+            assert tools == "19"
             assert "loop x1" in badges and "wrap-up" in badges
         else:
             assert tree_cost == cost
@@ -188,7 +188,7 @@ def test_the_timelines_mark_refused_and_failed_calls_with_details_on_hover(run: 
         ("tool", "ok"),
         ("tool", "refused"),
         ("tool", "failed"),
-        *[("tool", "ok")] * 6,  # search, fetch, three times
+        *[("tool", "ok")] * 16,  # search, fetch, eight times
         ("session", "failed"),
         ("model", "ok"),
     ]

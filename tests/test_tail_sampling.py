@@ -141,8 +141,9 @@ def _run_sessions(endpoint: str) -> None:
                 with contextlib.suppress(RuntimeError):
                     s.run_tool("flaky", _fail)
             elif kind == "loop":
-                for _ in range(4):  # the same call, the same result: a loop (warned)
+                for _ in range(4):  # each model turn, the same call, the same result: a loop
                     s.run_tool("search", lambda: "same hits", arguments={"q": "x"})
+                    s.run_turn(lambda: "ok", model=MODEL, usage=CHEAP)
             else:
                 s.run_tool("lookup", lambda: "fact", arguments={"q": kind})
     # Last, a trace every policy run keeps (a limit hit): the collector decides
