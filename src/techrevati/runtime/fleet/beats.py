@@ -67,12 +67,15 @@ class ProbeBeats:
 
     def add(self, hold: FleetHold) -> None:
         """Renew ``hold`` (admitted as its model's probe) until it is discarded."""
+        if self._pid != os.getpid():
+            # A forked child: the parent's probes are the parent's to renew, and its lock
+            # may have been held by the parent's renewal thread at the fork (copied
+            # locked, with no thread to release it): a new one, before taking it.
+            self._lock = threading.Lock()
+            self._holds = {}
+            self._thread = None
+            self._pid = os.getpid()
         with self._lock:
-            if self._pid != os.getpid():
-                # A forked child: the parent's probes are the parent's to renew.
-                self._holds.clear()
-                self._thread = None
-                self._pid = os.getpid()
             self._holds[hold.hold_id] = hold.window
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(

@@ -436,12 +436,8 @@ def close_session(
     """Write the roll-ups and final status, end the span, release what the session held."""
     if scope.closed:
         return
-    ledger = scope.ledger
-    if ledger.streams:
-        # Before the totals below: a stream left open is booked into this session's
-        # span and report, not after them (and a budget it crosses is a hit here).
-        membership.book_open_streams(ledger)
     scope.closed = True
+    ledger = scope.ledger
     tracker = ledger.tracker
     totals = tracker.token_totals()
     cost = tracker.total_cost()

@@ -83,6 +83,11 @@ def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool =
     """
     call = entry.call
     assert call is not None
+    if call.ended_early == "stopped" and not call.open:
+        # Booked at its estimate when SIGTERM stopped its session (``book_in_flight``),
+        # and answered after all (a graceful stop let it finish): booking the answer too
+        # would count the call twice. The estimate, its request's upper bound, stands.
+        return
     if _READING and call in _READING:
         _READING[call] = (entry, reading, scope, failed)  # booked when the guard read it
         return

@@ -125,9 +125,6 @@ class RequestCall:
     site: UserSite | None = None
     #: Not admitted yet: an async client's call waiting for its model's probe (``_Later``).
     later: _Later | None = None
-    #: A stream's: its caller began reading it (``_chunks``), so a session closing
-    #: with it open books it then (``_left_open``).
-    began: bool = False
 
 
 class InRequest:
@@ -960,11 +957,13 @@ def finish(
         stream_read(claim, estimate is not None)
 
 
-def _hold(call: RequestCall, left_open: Callable[[], object] | None = None) -> None:
+def _hold(call: RequestCall) -> None:
     """The call is booked when its caller reads what the client returned (a stream, a
     raw response's body), maybe later, or never: hold its booking until then.
 
-    ``left_open`` books it if its session closes first (``Ledger.streams``).
+    A stream still open when its session closes is released with the session and
+    booked when it is read to its end, closed or collected: a web handler may have
+    read its first chunk and handed the rest on, to be read after the session.
     """
     claim = call.entry.call if call.entry is not None else None
     if claim is not None and claim.leaf._enforced:
@@ -982,13 +981,13 @@ def _hold(call: RequestCall, left_open: Callable[[], object] | None = None) -> N
             if leaf.streams is None:
                 leaf.streams = {}
                 STREAMING.add(leaf)
-            leaf.streams[claim] = left_open
+            leaf.streams[claim] = None
 
 
 def _wrap_stream(stream: Any, call: RequestCall) -> None:
     inner = stream._iterator
     reader = StreamReader(collect_output=True)
-    _hold(call, functools.partial(_left_open, call, reader))
+    _hold(call)
     # The SDKs' close() releases the response but leaves the iterator as it is, and a
     # stream holds itself in a cycle (its iterator's frame refers to it): without the
     # hook a closed stream would be booked only when the garbage collector came by,
@@ -1005,17 +1004,6 @@ def _wrap_stream(stream: Any, call: RequestCall) -> None:
     # A stream dropped before its first chunk never runs the generator's finally; one
     # dropped after it is collected with its generator, this callback first.
     weakref.finalize(stream, _stream_end, call, reader, cut=True, dropped=True)
-
-
-def _left_open(call: RequestCall, reader: StreamReader) -> None:
-    """The stream's session is closing with the stream open. One its caller began reading
-    and left (a ``break`` without ``close()``) would be booked only when collected, after
-    the session's span and report were written, and stays in a reference cycle until the
-    collector runs: it is booked now, as a stream cut before its end (its request and the
-    text seen), into the session. One never read may have been handed on to be read
-    later (a web handler returning it): released with the session, booked when read."""
-    if call.began:
-        _stream_end(call, reader, cut=True, dropped=True)
 
 
 def _close_then_book(
@@ -1117,7 +1105,6 @@ def _asks_usage(body: Mapping[str, Any] | None, provider: str) -> bool:
 
 def _chunks(inner: Iterator[Any], reader: StreamReader, call: RequestCall) -> Iterator[Any]:
     read = dropped = False
-    call.began = True
     try:
         for item in inner:
             reader.add(item)
@@ -1145,7 +1132,6 @@ async def _async_chunks(
     # close comes by. A task that ends normally may have handed the stream on (a
     # helper that read its first chunk, ``wait_for(stream.__anext__())`` per chunk).
     # (Only on an asyncio loop: under trio there is no asyncio task to follow.)
-    call.began = True
     task = asyncio.current_task() if _running_loop() is not None else None
     ended = functools.partial(_reader_ended, call, reader)
     if task is not None:

@@ -276,10 +276,12 @@ _LEARNED_LIMIT = 1024
 STREAMING: weakref.WeakSet[Ledger] = weakref.WeakSet()
 
 
-def _open_streams(level: Ledger) -> tuple[int, int]:
+def _open_streams(level: Ledger) -> tuple[int, int, frozenset[int]]:
     """The guard's streams still open (not read to their end, closed nor collected)
-    whose reservations ``level`` counts: how many, and what they reserve (nano-USD)."""
+    whose reservations ``level`` counts: how many, what they reserve (nano-USD), and
+    which (their calls' ids)."""
     count = nano = 0
+    which: set[int] = set()
     for ledger in list(STREAMING):
         streams = ledger.streams
         if not streams:
@@ -288,7 +290,13 @@ def _open_streams(level: Ledger) -> tuple[int, int]:
             if claim.open and level in claim.leaf._chain:
                 count += 1
                 nano += claim.expected_nano
-    return count, nano
+                which.add(id(claim))
+    return count, nano, frozenset(which)
+
+
+#: The open streams each level's last collection left open (``Ledger.admit``): held by
+#: their caller, so collecting again for the same ones would book nothing.
+_SWEPT: weakref.WeakKeyDictionary[Ledger, frozenset[int]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(eq=False)
@@ -365,11 +373,9 @@ class Ledger:
     #: Library calls admitted lately, (wall-clock ns, claim), kept by ``membership``.
     recent: deque[tuple[int, Claim]] | None = field(default=None, repr=False)
     #: The client guard's own calls whose streams are still to be read (made on
-    #: first use; listed in ``STREAMING``), each with what books it if the session
-    #: closes first (``membership.book_open_streams``: a stream its caller began
-    #: reading and left), or None (one never read, maybe handed on to be read
-    #: later): released with the session's other calls in flight when it closes.
-    #: Booked when read, closed or collected.
+    #: first use; listed in ``STREAMING``; the values are unused): released with the
+    #: session's other calls in flight when it closes (a web handler may hand a stream
+    #: on, to be read after its session), booked when read, closed or collected.
     streams: dict[Claim, Callable[[], object] | None] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(init=False, repr=False)
     _chain: tuple[Ledger, ...] = field(init=False, repr=False)
@@ -585,15 +591,17 @@ class Ledger:
         if refused is not None:
             kind, stop, level = refused
             if kind == sc.LIMIT_BUDGET and STREAMING and isinstance(stop, BudgetExceededError):
-                streams, streams_nano = _open_streams(level)
-                if streams and not _swept:
+                streams, streams_nano, which = _open_streams(level)
+                if streams and not _swept and _SWEPT.get(level) != which:
                     # A stream left after its first chunks and dropped sits in a
                     # reference cycle (its iterator's frame holds it): only the
                     # collector books it, and until then its reservation refuses this
-                    # call. Collected now (only on this refusal: rare), those nobody
-                    # holds are booked at what was seen of them, and the budget decides
-                    # again on what they cost.
+                    # call. Collected now (only on this refusal, and not again for the
+                    # same open streams: those the caller still holds stay open), those
+                    # nobody holds are booked at what was seen of them, and the budget
+                    # decides again on what they cost.
                     gc.collect()
+                    _SWEPT[level] = _open_streams(level)[2]
                     return self.admit(
                         model, expected, ours, priced, force, defer_fleet, probe, _swept=True
                     )
@@ -999,8 +1007,14 @@ class Ledger:
             leaf._lock.release()
         if unpriced and model and not leaf._budgeted:
             # No budget asked for prices: said once, at the user's line (under a soft
-            # budget admission said it; an enforced one refuses the call).
-            leaf.warn_unpriced(model)
+            # budget admission said it; an enforced one refuses the call). Never raised
+            # from here (warnings turned into errors): the booking goes on below.
+            try:
+                leaf.warn_unpriced(model)
+            except Exception:
+                _orchestrator_log.warning(
+                    "no pricing registered for model %r; its calls cost $0", model[:256]
+                )
         if claim.probe is not None:
             self._end_probe(claim)
         if claim.holds:

@@ -225,6 +225,12 @@ _NEXT_SERIAL: Final = itertools.count(1)
 _SERIALS_LOCK: Final = threading.Lock()
 
 
+#: Objects that cannot be weakly referenced one watch holds at most (``Pins``): each may
+#: hold a resource (a sqlite3 connection's file), so few; the same object passed again
+#: and again, as a loop passes it, stays among the most recently used.
+PINNED: Final = 8
+
+
 class Pins:
     """Objects that cannot be weakly referenced, held (strongly) by one ``LoopWatch`` so
     that their address names them: (object, serial) by address, the most recently
@@ -813,7 +819,7 @@ class LoopWatch:
         #: Fingerprints in flight: [how many calls, the batch they were admitted in].
         self._flying: dict[int, _Flight] = {}
         #: Arguments that cannot be weakly referenced, held while recent (``identity``).
-        self._pins = Pins(2 * guard.window)
+        self._pins = Pins(PINNED)
 
     def close(self) -> None:
         """The session ended: drop the fingerprints (a finished session may be kept for

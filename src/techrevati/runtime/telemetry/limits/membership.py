@@ -804,21 +804,6 @@ def _warn_stopped(
     )
 
 
-def book_open_streams(ledger: Ledger) -> None:
-    """A session is closing: book the guard's streams its calls began reading and left
-    open, before its span's totals are written (``door._left_open``). Never raises."""
-    streams = ledger.streams
-    if not streams:
-        return
-    for left_open in list(streams.values()):
-        if left_open is None:
-            continue
-        try:
-            left_open()
-        except Exception:
-            _log.debug("could not book a stream left open at its session's close", exc_info=True)
-
-
 def drop_session(ledger: Ledger) -> None:
     """A session closed: forget its open spans and release their reservations.
 
