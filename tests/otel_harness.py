@@ -92,3 +92,15 @@ def make_otel() -> Otel:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     return Otel(provider, MeterProvider(metric_readers=[reader]), exporter, reader, counter)
+
+
+def loop_detections(otel: Otel) -> list[dict[str, Any]]:
+    """The attributes of every loop-detection event on the session spans exported so far."""
+    from techrevati.runtime.telemetry import semconv as sc  # (the package after the harness)
+
+    return [
+        dict(event.attributes or {})
+        for span in otel.spans("invoke_agent")
+        for event in span.events
+        if event.name == sc.EVENT_LOOP_DETECTED
+    ]

@@ -14,12 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from otel_harness import Otel, make_otel
+from otel_harness import Otel, loop_detections
 from techrevati.runtime import (
     LoopDetectedError,
     LoopGuard,
@@ -33,20 +33,7 @@ RAISE = LoopGuard(on_loop="raise")
 USAGE = UsageSnapshot(100, 10)
 
 
-@pytest.fixture
-def otel() -> Iterator[Otel]:
-    o = make_otel()
-    yield o
-    o.shutdown()
-
-
-def detections(otel: Otel) -> list[dict[str, Any]]:
-    return [
-        dict(event.attributes or {})
-        for span in otel.spans("invoke_agent")
-        for event in span.events
-        if event.name == sc.EVENT_LOOP_DETECTED
-    ]
+detections = loop_detections
 
 
 def turns(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import Status, StatusCode, Tracer
 
-from otel_harness import Otel, make_otel
+from otel_harness import Otel, loop_detections, make_otel
 from techrevati.runtime import LoopDetectedError, LoopGuard, agent_session, tool_call
 from techrevati.runtime.telemetry import semconv as sc
 from techrevati.runtime.telemetry.limits.processor import ensure_limits_processor
@@ -79,13 +79,7 @@ def assert_model_refusal(error: LoopDetectedError, why: str) -> None:
     assert (str(again), again.refused, again.asked_again) == (text, "model", error.asked_again)
 
 
-def detections(otel: Otel) -> list[dict[str, Any]]:
-    return [
-        dict(e.attributes or {})
-        for s in otel.spans("invoke_agent")
-        for e in s.events
-        if e.name == sc.EVENT_LOOP_DETECTED
-    ]
+detections = loop_detections
 
 
 def test_foreign_tool_spans_are_detected(otel: Otel) -> None:

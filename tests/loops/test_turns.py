@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from otel_harness import Otel, make_otel
+from otel_harness import Otel, loop_detections
 from techrevati.runtime import (
     LoopDetectedError,
     LoopGuard,
@@ -33,20 +32,7 @@ RAISE = LoopGuard(on_loop="raise")
 USAGE = UsageSnapshot(100, 10)
 
 
-@pytest.fixture
-def otel() -> Iterator[Otel]:
-    o = make_otel()
-    yield o
-    o.shutdown()
-
-
-def detections(otel: Otel) -> list[dict[str, Any]]:
-    return [
-        dict(event.attributes or {})
-        for span in otel.spans("invoke_agent")
-        for event in span.events
-        if event.name == sc.EVENT_LOOP_DETECTED
-    ]
+detections = loop_detections
 
 
 def outcomes(results: list[object]) -> list[str]:

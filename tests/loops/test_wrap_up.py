@@ -6,12 +6,11 @@ with usage given up front (no network).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from otel_harness import Otel, make_otel
+from otel_harness import Otel
 from techrevati.runtime import (
     MaxIterationsExceededError,
     ModelPricing,
@@ -22,13 +21,6 @@ from techrevati.runtime import (
     register_pricing,
 )
 from techrevati.runtime.telemetry import semconv as sc
-
-
-@pytest.fixture
-def otel() -> Iterator[Otel]:
-    o = make_otel()
-    yield o
-    o.shutdown()
 
 
 @pytest.fixture(autouse=True)
