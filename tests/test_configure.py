@@ -414,3 +414,126 @@ def test_a_spans_path_under_a_file_and_an_empty_spans_file_say_what_is_wrong(
     )
     with pytest.raises(ValueError, match="spans_file must be a file path, False"):
         configure(spans_file="", report=False, set_global=False)  # it wrote to "."
+
+
+def _agent_run() -> None:
+    from techrevati.runtime import agent_session, agent_turn, tool_call
+
+    @agent_turn("gpt-4o-mini", provider="openai")
+    def ask() -> dict[str, object]:
+        return {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1000, "completion_tokens": 100}}
+
+    @tool_call()
+    def search() -> str:
+        return "found"
+
+    with agent_session("writer"):
+        ask()
+        search()
+
+
+def _metric_names(reader: object) -> set[str]:
+    data = reader.get_metrics_data()  # type: ignore[attr-defined]
+    return {
+        metric.name
+        for resource in (data.resource_metrics if data else [])
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+
+
+def test_sessions_naming_no_provider_use_the_providers_configure_was_given() -> None:
+    # configure(tracer_provider=..., meter_provider=...) without making them global: the
+    # package's own sessions, turns and tools name no provider, and their telemetry
+    # still reaches the set-up configured for them (it went to the global providers,
+    # none here: 0 spans and 0 metrics reached the user's), until its shutdown.
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    memory = InMemorySpanExporter()
+    theirs = TracerProvider(shutdown_on_exit=False)
+    theirs.add_span_processor(SimpleSpanProcessor(memory))
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    handle = configure(
+        tracer_provider=theirs,
+        meter_provider=meters,
+        set_global=False,
+        spans_file=False,
+        report=False,
+    )
+    _agent_run()
+    by_name = {span.name: span for span in memory.get_finished_spans()}
+    assert sorted(by_name) == ["chat gpt-4o-mini", "execute_tool search", "invoke_agent writer"]
+    chat = by_name["chat gpt-4o-mini"].attributes or {}
+    assert chat[sc.COST_USD] == pytest.approx(1000 * 0.15e-6 + 100 * 0.6e-6)
+    assert {"gen_ai.client.token.usage", sc.METRIC_COST, "techrevati.sessions"} <= _metric_names(
+        reader
+    )
+
+    handle.shutdown(timeout_s=1)
+    memory.clear()
+    _agent_run()  # the set-up is shut down: the global providers are the default again
+    assert memory.get_finished_spans() == ()
+    meters.shutdown()
+    theirs.shutdown()
+
+
+def test_set_global_false_writes_the_sessions_spans_to_its_own_file(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    handle = configure(set_global=False, spans_file=path, metrics=False, report=False)
+    try:
+        _agent_run()
+    finally:
+        handle.shutdown(timeout_s=3)
+    names = sorted(
+        span["name"]
+        for line in read_json_lines(path)
+        for resource in line["resourceSpans"]
+        for scope in resource["scopeSpans"]
+        for span in scope["spans"]
+    )
+    assert names == ["chat gpt-4o-mini", "execute_tool search", "invoke_agent writer"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "written"),
+    [
+        ({}, ["metrics.jsonl", "spans.jsonl"]),
+        ({"OTEL_TRACES_EXPORTER": "none"}, ["metrics.jsonl"]),
+        ({"OTEL_METRICS_EXPORTER": "none"}, ["spans.jsonl"]),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}, []),
+    ],
+)
+def test_exporter_none_turns_the_embedded_files_off(
+    variables: dict[str, str],
+    written: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The embedded files stand in for the OTLP exporters, so "none" turns them off
+    # too (both files were written whatever these said).
+    monkeypatch.chdir(tmp_path)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    handle = configure(set_global=False, report=False)
+    try:
+        _agent_run()
+    finally:
+        handle.shutdown(timeout_s=3)
+    out = tmp_path / "telemetry-out"
+    names = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert names == written
+
+
+def test_exporter_none_leaves_a_spans_file_that_was_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    path = tmp_path / "asked.jsonl"
+    handle = configure(set_global=False, report=False, metrics=False, spans_file=path)
+    try:
+        _agent_run()
+    finally:
+        handle.shutdown(timeout_s=3)
+    assert len(list(read_json_lines(path))) >= 1

@@ -29,6 +29,7 @@ from opentelemetry.metrics import _Gauge as Gauge
 
 from ...version import VERSION
 from .. import semconv as sc
+from .configured import default_meter_provider
 
 _log = logging.getLogger(__name__)
 
@@ -481,7 +482,8 @@ _lock = threading.Lock()
 
 
 def instruments_for(provider: MeterProvider | None = None) -> Instruments:
-    """The instruments for ``provider`` (the global one when None), made once.
+    """The instruments for ``provider`` (when None, the provider of a live ``configure()``
+    set-up that is not global, else the global one), made once.
 
     With no provider given they are the global proxy's instruments. While no
     global MeterProvider is set, the copy returned says ``live=False``, so turns
@@ -489,6 +491,8 @@ def instruments_for(provider: MeterProvider | None = None) -> Instruments:
     records (the instruments themselves are the same, and forward then).
     """
     global _global, _global_quiet
+    if provider is None:
+        provider = default_meter_provider()  # a configure() set-up's, not global
     if provider is None:
         if _global is None:
             with _lock:

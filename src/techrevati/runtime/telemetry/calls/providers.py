@@ -3,7 +3,10 @@
 1. The user set a global SDK provider (or ``configure()`` did): use it, with our
    limits processor added once, so our spans reach their exporters and our
    processor sees third-party GenAI spans with no extra wiring.
-2. An explicit provider was passed to the Orchestrator / ``agent_session``: the same.
+2. An explicit provider was passed to the Orchestrator / ``agent_session``: the
+   same. So is a provider ``configure()`` was given or built without making it
+   global (``tracer_provider=``, ``set_global=False``), while that set-up is
+   live (:mod:`.configured`): a session naming none uses it.
 3. Nothing is configured: a private SDK provider that has only the limits
    processor. Spans then go nowhere, but budgets and caps are still enforced,
    because enforcement lives in span processors.
@@ -21,6 +24,7 @@ from opentelemetry.trace import Tracer, TracerProvider
 from ...version import VERSION
 from .. import semconv as sc
 from ..limits.processor import ensure_limits_processor
+from .configured import default_tracer_provider
 
 _fallback: SDKTracerProvider | None = None
 # Weak: a provider the user drops (per test, per tenant) must not be kept alive here.
@@ -41,7 +45,10 @@ def fallback_provider() -> SDKTracerProvider:
 
 
 def resolve_provider(explicit: TracerProvider | None = None) -> TracerProvider:
-    """The provider to use now: explicit, else the global SDK one, else the fallback."""
+    """The provider to use now: explicit, else the configured set-up's, else the global
+    SDK one, else the fallback."""
+    if explicit is None:
+        explicit = default_tracer_provider()
     global_provider = trace.get_tracer_provider()
     if isinstance(global_provider, SDKTracerProvider):
         # Even with an explicit provider for our spans: other GenAI

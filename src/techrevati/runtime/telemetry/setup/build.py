@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from .. import semconv as sc
+from ..calls.configured import use_by_default
 from ..calls.metrics import count_export_losses
 from ..export.forking import (
     SERVICE_INSTANCE_ID,
@@ -218,6 +219,14 @@ def build_telemetry(settings: Settings) -> TelemetryHandle:
         renew_instance_id=own_instance_id,
     )
     atexit.register(handle._at_exit)
+    # Providers the global accessors do not return (given, or set_global=False): our
+    # sessions and decorated calls that name none use them, or their telemetry would
+    # go to the global ones (nowhere, when no SDK provider is global).
+    use_by_default(
+        provider if trace_api.get_tracer_provider() is not provider else None,
+        meters if meters is not None and metrics_api.get_meter_provider() is not meters else None,
+        lambda: not handle.is_shut_down,
+    )
     _logger.info("telemetry configured: %r", handle)
     return handle
 

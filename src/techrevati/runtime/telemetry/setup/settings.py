@@ -218,6 +218,11 @@ def _exporter_wanted(variable: str) -> bool:
     return True
 
 
+def _exporter_off(variable: str) -> bool:
+    """``OTEL_{TRACES,METRICS}_EXPORTER=none``: no file either when nothing says where."""
+    return os.environ.get(variable, "").strip().lower() == "none"
+
+
 def _protocol(explicit: str | None, signal_var: str) -> str:
     raw = explicit or os.environ.get(signal_var) or os.environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
     value = (raw or HTTP_PROTOBUF).strip().lower()
@@ -404,14 +409,19 @@ def plan_export(settings: Settings, *, user_provider: bool) -> ExportPlan:
         else None
     )
 
-    spans_path = _spans_path(settings.spans_file, embedded and not user_provider)
+    # The embedded files stand in for the exporters: OTEL_{TRACES,METRICS}_EXPORTER=none
+    # turns each default file off (a spans_file= given still writes).
+    files = embedded and not user_provider
+    spans_path = _spans_path(settings.spans_file, files and not _exporter_off(OTEL_TRACES_EXPORTER))
     keep_report = settings.report if settings.report is not None else embedded and not user_provider
 
     metrics: OtlpTarget | None = None
     metrics_path: Path | None = None
     if settings.meter_provider is None and settings.metrics:
-        if embedded and spans_path is not None:
-            metrics_path = metrics_path_for(spans_path)
+        beside = _spans_path(settings.spans_file, files)
+        if embedded and beside is not None:
+            if not _exporter_off(OTEL_METRICS_EXPORTER):
+                metrics_path = metrics_path_for(beside)
         elif not embedded and _exporter_wanted(OTEL_METRICS_EXPORTER):
             metrics = _otlp_target(
                 settings,
