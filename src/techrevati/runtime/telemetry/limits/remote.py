@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
-from opentelemetry import baggage
+from opentelemetry import baggage, propagate
 from opentelemetry.context import Context
 
 from ...caller import user_stacklevel
@@ -129,7 +129,41 @@ def new_session_id() -> str:
 
 def with_session(context: Context, session_id: str) -> Context:
     """``context`` carrying ``session_id`` in its W3C baggage."""
+    check_propagator("a shared session")
     return baggage.set_baggage(BAGGAGE_KEY, session_id, context)
+
+
+#: The global propagators already checked, each looked at once (held: a few objects
+#: for the process's life, so that no later one is taken for one of them by its id).
+_checked_propagators: list[object] = []
+
+
+def check_propagator(what: str) -> None:
+    """Warn once when the global propagator cannot carry W3C baggage.
+
+    A shared session's id travels only in baggage: with ``OTEL_PROPAGATORS``
+    set without ``baggage`` (``tracecontext`` alone, say), nothing carries it
+    between services, and the calls of the services it calls are silently
+    outside its limits. ``what`` names the side that found it out.
+    """
+    textmap = propagate.get_global_textmap()
+    if any(seen is textmap for seen in _checked_propagators):
+        return
+    _checked_propagators.append(textmap)
+    try:
+        fields = set(textmap.fields)
+    except Exception:
+        return  # a propagator that cannot say: nothing to tell
+    if "baggage" in fields:
+        return
+    warnings.warn(
+        f"{what} needs W3C baggage to travel between services, and the global "
+        f"propagator ({type(textmap).__name__}, fields {sorted(fields)}) carries none: "
+        "calls made by the services it reaches are not counted against its limits. "
+        "Add 'baggage' to OTEL_PROPAGATORS (its default is 'tracecontext,baggage')",
+        RuntimeWarning,
+        stacklevel=user_stacklevel(),
+    )
 
 
 def remote_parent(context: Context | None) -> RemoteParent | None:

@@ -46,7 +46,7 @@ from ..export.pipeline import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT_S
 from ..limits.guard import disable_guard, enable_guard, ensure_guard
 from ..limits.ledger import fleet_levels
 from ..limits.membership import install_fleet, process_root
-from ..limits.remote import SessionStore, install_store
+from ..limits.remote import SessionStore, check_propagator, install_store
 from ..limits.remote import session_store as session_store_in_use
 from .autoinstrument import prepare as prepare_instrumentations
 from .build import build_telemetry
@@ -128,10 +128,14 @@ def configure(
         metrics: also set up a meter provider (OTLP, or a metrics file when embedded).
         resource_attributes: extra resource attributes.
         tracer_provider: an SDK provider to add our processors to, instead of the
-            global one. It is not made global.
-        meter_provider: an SDK meter provider the caller manages; used as is.
+            global one. It is not made global; sessions and decorated calls that
+            name no provider send their spans to it.
+        meter_provider: an SDK meter provider the caller manages; used as is, and
+            our metrics go to it.
         set_global: install the providers globally (the normal case). With False,
-            nothing global changes and each call builds a fresh, independent set-up.
+            nothing global changes and each call builds a fresh, independent set-up;
+            the last one built receives, until its shutdown, the telemetry of
+            sessions that name no provider.
         max_queue_size: most spans held per export pipeline before new ones drop (an
             int >= 1).
         metric_export_interval_s: how often metrics are exported (default 60 s, or
@@ -240,6 +244,8 @@ def configure(
         # A call outside every local session under a remote one: refused with a span
         # of its own, as under the process root.
         install_store(store, on_limit=outside_limit_hit)
+        if store.accept_remote:
+            check_propagator("configure(session_store=...): a shared session of another service")
         if guard:
             # A child process often opens no session of its own: its bare client
             # calls are the remote session's, so the guard is needed here too.
