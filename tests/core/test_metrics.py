@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from opentelemetry.trace import StatusCode
 
 from otel_harness import Otel
 from techrevati.runtime import (
@@ -153,3 +154,52 @@ def test_cost_totals_are_cumulative_per_label_set_and_thread_safe() -> None:
     totals.add(0.0, {"model": "c"})  # ignored: no empty series
     seen = {o.attributes["model"]: o.value for o in totals.observe(None)}  # type: ignore[arg-type,index]
     assert seen == {"a": 20_000.0, "b": 10_000.0}
+
+
+def test_exemplars_point_at_the_call_they_measured(otel: Otel) -> None:
+    # Metrics are recorded once a call's span has ended; recorded in the context
+    # current then, every exemplar named the session span instead of the call.
+    from techrevati.runtime import agent_session, agent_turn, tool_call
+
+    @agent_turn("gpt-4o-mini", provider="openai")
+    def ask() -> dict[str, object]:
+        return {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1000, "completion_tokens": 500}}
+
+    @agent_turn("gpt-4o-mini", provider="openai")
+    def fails() -> None:
+        raise ConnectionError("refused")
+
+    @tool_call()
+    def search(query: str) -> str:
+        return "found"
+
+    with agent_session("researcher", **otel.orch_kwargs()):
+        ask()
+        search("y")
+        with pytest.raises(ConnectionError):
+            fails()
+    chats = [s for s in otel.spans("chat ")]
+    assert len(chats) == 2
+    answered = next(s for s in chats if s.status.status_code != StatusCode.ERROR)
+    failed = next(s for s in chats if s.status.status_code == StatusCode.ERROR)
+    tool = otel.span("execute_tool search")
+    expected = {
+        "gen_ai.client.token.usage": {answered.context.span_id},
+        "gen_ai.client.operation.duration": {answered.context.span_id, failed.context.span_id},
+        "gen_ai.execute_tool.duration": {tool.context.span_id},
+        "techrevati.tool.calls": {tool.context.span_id},
+    }
+    # One collection: a reservoir hands its exemplars to the first collection only.
+    data = otel.reader.get_metrics_data()
+    assert data is not None
+    seen: dict[str, set[int]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                seen[metric.name] = {
+                    exemplar.span_id
+                    for point in metric.data.data_points
+                    for exemplar in point.exemplars
+                }
+    for name, span_ids in expected.items():
+        assert seen[name] == span_ids, name

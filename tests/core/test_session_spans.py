@@ -96,7 +96,8 @@ def test_session_turn_and_tool_spans(otel: Otel) -> None:
     assert r["techrevati.cost.usd"] == pytest.approx(expected_a + (2000 * 1.0 + 500 * 2.0) / 1e6)
     assert r["gen_ai.usage.input_tokens"] == 5000 + 2000
     assert r["gen_ai.usage.output_tokens"] == 600
-    assert root.status.status_code == StatusCode.OK
+    # Unset, not Ok: instrumentation leaves Ok to the application (trace API spec).
+    assert root.status.status_code == StatusCode.UNSET
 
     t = dict(tool.attributes or {})
     assert t["gen_ai.tool.name"] == "lookup"
@@ -236,3 +237,24 @@ def test_conversation_ids_are_unique_128_bit_values(otel: Otel) -> None:
     ids = [dict(s.attributes or {})["gen_ai.conversation.id"] for s in otel.spans("invoke_agent w")]
     assert len(ids) == len(set(ids)) == 500
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_what_nothing_read_is_left_unset_not_written_as_zero(otel: Otel) -> None:
+    # A turn that names no model and whose result carries no usage: the span wrote
+    # gen_ai.request.model "" and 0 input / 0 output tokens, as if they were known.
+    from techrevati.runtime import agent_session, agent_turn
+
+    @agent_turn()
+    def ask() -> str:
+        return "plain text, no model, no usage"
+
+    with agent_session("writer", **otel.orch_kwargs()):
+        ask()
+    chat = dict(otel.span("chat").attributes or {})
+    assert "gen_ai.request.model" not in chat
+    assert "gen_ai.usage.input_tokens" not in chat
+    assert "gen_ai.usage.output_tokens" not in chat
+    assert chat["techrevati.usage.missing"] is True
+    assert chat["gen_ai.operation.name"] == "chat"
+    for _, point in otel.metric_points("gen_ai.client.operation.duration"):
+        assert "gen_ai.request.model" not in dict(point.attributes or {})

@@ -66,7 +66,9 @@ def model_labels(
         return found
     model, provider = bounded_name(model), bounded_name(provider)
     role = bounded_name(role) if role else role
-    base = {sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT, sc.GEN_AI_REQUEST_MODEL: model}
+    base = {sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT}
+    if model:  # an unnamed model is unknown, not "" (set on the span once the result names it)
+        base[sc.GEN_AI_REQUEST_MODEL] = model
     if provider:
         base[sc.GEN_AI_PROVIDER_NAME] = provider
     if role:

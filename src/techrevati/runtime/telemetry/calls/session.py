@@ -489,9 +489,9 @@ def close_session(
     if scope.shared is not None:
         _close_shared(scope, ledger)
     failed: str | None = None
-    if outcome == sc.OUTCOME_COMPLETED and error is None:
-        span.set_status(Status(StatusCode.OK))
-    else:
+    # A completed session leaves its status unset: the trace API reserves Ok for the
+    # application's own say-so, and instrumentation sets only Error.
+    if outcome != sc.OUTCOME_COMPLETED or error is not None:
         # Failed, cancelled, or completed (a handoff) and then left by an exception:
         # the span says what escaped the block.
         failed = error_type or (_error_type(error) if error is not None else outcome)

@@ -305,5 +305,8 @@ class ToolCall:
                 failed(watch, key, self.name, error, self.loop_step)
         instruments = self.instruments
         if instruments.live:
-            instruments.tool_calls.add(1, labels)
-            instruments.tool_duration.record(time.perf_counter() - self.started, labels)
+            # The tool's own context: its exemplars point at its span (ended by now).
+            instruments.tool_calls.add(1, labels, self.context)
+            instruments.tool_duration.record(
+                time.perf_counter() - self.started, labels, self.context
+            )

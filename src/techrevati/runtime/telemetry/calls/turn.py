@@ -278,6 +278,7 @@ class TurnCall:
             self.instruments.operation_duration.record(
                 time.perf_counter() - self.started,
                 {**self.labels.base, sc.ERROR_TYPE: error_type(error)},
+                self.context,
             )
         session = self.session
         if session is not None and session.on_turn_failed is not None:
@@ -413,7 +414,8 @@ class TurnCall:
         known = priced.known
         span = self.span
         if span.is_recording():
-            attributes = usage_to_attributes(snapshot)
+            # No usage read: the token counts are unknown, not 0 (``usage.missing`` says so).
+            attributes = usage_to_attributes(snapshot) if usage is not None else {}
             attributes[sc.COST_USD] = priced[0]
             if model:
                 attributes[sc.COST_SOURCE] = priced.source
@@ -474,27 +476,32 @@ class TurnCall:
     ) -> None:
         instruments = self.instruments
         labels = self.labels if model == self.model else self._labels_for(model)
-        instruments.operation_duration.record(time.perf_counter() - self.started, labels.base)
+        # Recorded after the span ended, outside it: its context names the span, so the
+        # exemplars point at this call, not at whatever span is current (the session's).
+        context = self.context
+        instruments.operation_duration.record(
+            time.perf_counter() - self.started, labels.base, context
+        )
         total_input = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
         if total_input or usage.output_tokens:
-            instruments.token_usage.record(total_input, labels.input)
-            instruments.token_usage.record(usage.output_tokens, labels.output)
+            instruments.token_usage.record(total_input, labels.input, context)
+            instruments.token_usage.record(usage.output_tokens, labels.output, context)
             if usage.cache_read_tokens:
                 instruments.token_detail.add(
-                    usage.cache_read_tokens, labels.detail[sc.TOKEN_KIND_CACHE_READ]
+                    usage.cache_read_tokens, labels.detail[sc.TOKEN_KIND_CACHE_READ], context
                 )
             if usage.cache_write_tokens:
                 instruments.token_detail.add(
-                    usage.cache_write_tokens, labels.detail[sc.TOKEN_KIND_CACHE_WRITE]
+                    usage.cache_write_tokens, labels.detail[sc.TOKEN_KIND_CACHE_WRITE], context
                 )
         if reasoning:
-            instruments.token_detail.add(reasoning, labels.detail[sc.TOKEN_KIND_REASONING])
+            instruments.token_detail.add(reasoning, labels.detail[sc.TOKEN_KIND_REASONING], context)
         if cost:
             instruments.cost.add(cost, labels.cost)
         if missing:
-            instruments.calls_without_usage.add(1, labels.cost)
+            instruments.calls_without_usage.add(1, labels.cost, context)
         if model and not known:
-            instruments.unpriced_calls.add(1, labels.cost)
+            instruments.unpriced_calls.add(1, labels.cost, context)
 
 
 #: What admission hands to the span start: (session, model, provider, labels,
