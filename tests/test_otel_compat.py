@@ -52,6 +52,37 @@ def test_failed_session_span_has_error_type_and_data_attributes() -> None:
     assert dict(budget[0].attributes or {})["techrevati.data.budget_usd"] == 0.0
 
 
+@pytest.mark.parametrize("capture", [False, True], ids=["capture off", "capture on"])
+def test_event_details_that_hold_content_stay_off_spans_with_capture_off(capture: bool) -> None:
+    # The exception's message and the handoff's reason reached techrevati.detail with
+    # content capture off (API contract 14.2, our change).
+    from techrevati.runtime.telemetry.calls.content import set_capture_content
+
+    set_capture_content(capture)
+    try:
+        exporter, sink = _tracer()
+        orch = Orchestrator(role="w", phase="p", event_sink=sink, budget_usd=0.0)
+        with pytest.raises(ValueError), orch.session():
+            raise ValueError("customer SSN 123-45-6789")
+        with orch.session() as s:
+            s.handoff_to("editor", reason="the user's secret plan")
+        with orch.session() as s:
+            register_pricing("priced", ModelPricing(1.0, 1.0))
+            s.run_turn(lambda: None, model="priced", usage=UsageSnapshot(10, 0))
+    finally:
+        set_capture_content(None)
+    details = [
+        (span.attributes or {}).get("techrevati.detail") for span in exporter.get_finished_spans()
+    ]
+    if capture:
+        assert "customer SSN 123-45-6789" in details
+        assert "handoff \u2192 editor: the user's secret plan" in details
+    else:
+        assert not any("SSN" in str(d) or "secret" in str(d) for d in details), details
+        assert "handoff \u2192 editor" in details  # the target role is not content
+    assert "budget exceeded: $0.0000" in details  # the package's own detail: kept
+
+
 def test_operation_mapping() -> None:
     from techrevati.runtime import AgentEvent, AgentEventName, AgentEventStatus
 

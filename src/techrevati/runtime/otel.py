@@ -8,10 +8,12 @@ users' tests patch ``_OTEL_AVAILABLE``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .agent_events import AgentEvent
+from .telemetry.calls.content import capture_content
 from .telemetry.calls.labels import bounded_name
 from .usage_tracking import UsageSnapshot
 from .version import VERSION
@@ -43,6 +45,41 @@ _OPERATIONS: dict[str, str] = {
     "phase.started": "invoke_workflow",
     "phase.completed": "invoke_workflow",
 }
+
+
+#: Details the package itself writes that hold no content: kept with capture off.
+_HANDOFF = "handoff \u2192 "
+_OWN_FAILED = re.compile(
+    r"budget exceeded: \$[0-9.,]+|cancelled|async session cancelled|session closed early"
+    r"|KeyboardInterrupt|SystemExit|CancelledError"
+)
+_OWN_EVENTS = frozenset(
+    {
+        "phase.gate_passed",  # observed=<level>
+        "phase.gate_failed",
+        "agent.recovery.attempted",  # <scenario>: <outcome>
+    }
+)
+
+
+def _shown_detail(event: AgentEvent) -> str | None:
+    """The part of ``event.detail`` a span may carry: all of it with content capture on.
+
+    With capture off, a detail that may hold user text (an exception's message, a
+    handoff's reason, a detail the caller passed) is left out or cut to what is not
+    content (a handoff's target role); the package's own details stay.
+    """
+    detail = event.detail
+    if not detail or capture_content():
+        return detail
+    kind = event.event.value
+    if kind in _OWN_EVENTS:
+        return detail
+    if kind == "agent.completed" and detail.startswith(_HANDOFF):
+        return _HANDOFF + detail[len(_HANDOFF) :].partition(": ")[0]
+    if kind == "agent.failed" and _OWN_FAILED.fullmatch(detail):
+        return detail
+    return None
 
 
 def _require_otel() -> None:
@@ -90,8 +127,9 @@ class OpenTelemetrySink:
             attributes["gen_ai.agent.id"] = self.agent_id
         if event.phase:
             attributes["techrevati.phase"] = event.phase
-        if event.detail:
-            attributes["techrevati.detail"] = event.detail
+        detail = _shown_detail(event)
+        if detail:
+            attributes["techrevati.detail"] = detail
         if event.failure_class is not None:
             attributes["error.type"] = event.failure_class.value
         for key, value in (event.data or {}).items():
