@@ -402,6 +402,16 @@ def test_unpriced_calls_only_the_session_roll_up_counts_are_listed(
     line = next(x for x in text.splitlines() if x.lstrip().startswith("my-private-model"))
     assert line.split() == ["my-private-model", "10", "-", "-", "0.000000", "0"]
     assert "Unpriced models (no known price; booked at $0): my-private-model (10 calls)" in text
+    # The HTML page's total-cost card says the same (it showed $0.000000 alone).
+    from techrevati.runtime.telemetry.report.detail import build_detail
+    from techrevati.runtime.telemetry.report.html import render_html
+
+    records = [r for r in (record_from_span(s) for s in memory.get_finished_spans()) if r]
+    page = render_html(report, build_detail(records, report))
+    card = page[page.index('id="kpi-total-cost"') :]
+    card = card[: card.index('<div class="kpi')]
+    assert "0.000000" in card
+    assert "10 calls of unpriced models not counted: my-private-model" in card
 
 
 def test_unpriced_roll_up_takes_out_the_calls_with_spans_and_keeps_an_unnamed_count(

@@ -41,7 +41,7 @@ from typing import Any
 
 from .detail import Bounds, RunDetail, SessionNode, TimelineItem, build_detail, clip
 from .html_assets import SCRIPT, STYLE
-from .model import RunReport, SpanTree, build_report
+from .model import RunReport, SpanTree, build_report, unpriced_note
 from .read import SpanRecord
 from .text import INPUT_LABEL, UNATTRIBUTED_LABEL
 
@@ -128,9 +128,13 @@ def _kpis(report: RunReport, detail: RunDetail) -> str:
         ("limit-hits", "Limit hits", str(limit_hits), limit_hits > 0),
         ("loops", "Loops", str(detail.loops_total), detail.loops_total > 0),
     ]
+    # The total leaves unpriced models' calls out: the card says so, as the text header does.
+    left_out = unpriced_note(report)
+    notes = {"total-cost": f'<div class="label">{escape(left_out)}</div>'} if left_out else {}
     return "".join(
         f'<div class="kpi{" alert" if alert else ""}" id="kpi-{key}">'
-        f'<div class="label">{escape(label)}</div><div class="num">{escape(value)}</div></div>'
+        f'<div class="label">{escape(label)}</div><div class="num">{escape(value)}</div>'
+        f"{notes.get(key, '')}</div>"
         for key, label, value, alert in cards
     )
 
