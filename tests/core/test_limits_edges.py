@@ -223,6 +223,32 @@ def test_an_orchestrator_field_set_after_construction_is_checked_at_the_next_ses
     assert orch.registry.list_active() == []  # refused at its opening: no worker left
 
 
+def test_a_shared_session_cap_past_what_its_store_counts_is_refused_where_it_is_written(
+    otel: Otel,
+) -> None:
+    # agent_session("big", shared=True, max_iterations=2**53 + 1) was built, then its
+    # opening failed with "FleetLimits max_calls must be in [0, 2**53]": a setting the
+    # caller never wrote, at a line they did not write it on.
+    cap = 2**53 + 1
+    error = rf"max_iterations must be at most 2\*\*53 for a shared session .*got {cap}$"
+    with pytest.raises(ValueError, match=error):
+        agent_session("big", shared=True, max_iterations=cap)
+    with pytest.raises(ValueError, match=error):
+        Orchestrator(role="big", shared=True, max_iterations=cap, **otel.kwargs())
+    assert Orchestrator(role="big", shared=True, max_iterations=2**53).max_iterations == 2**53
+    local = Orchestrator(role="big", max_iterations=cap, **otel.kwargs())  # no store: no bound
+    with local.session() as session:
+        session.run_turn(lambda: "ok", model="model-b", usage=UsageSnapshot(1000, 0))
+    assert session._iteration_count == 1
+    local.shared = True  # set afterwards: refused at the next opening, leaving no worker
+    with pytest.raises(ValueError, match=error):
+        local.session().__enter__()
+    assert local.registry.list_active() == []
+    # The budget a shared session hands its store is held to the store's bounds up front.
+    with pytest.raises(ValueError, match=r"budget_usd must be a finite number in \[0, 1e\+09\]"):
+        agent_session("big", shared=True, budget_usd=2e9, enforce_budget=True)
+
+
 def test_only_the_booking_that_crossed_a_budget_says_it_crossed_it() -> None:
     # Ten calls admitted together at a $0.50 estimate under $5, each costing $1: the
     # bookings took the session to $6, $7, ... $10, and each of those five errors said

@@ -38,6 +38,7 @@ from .agent_events import AgentEvent, AgentFailureClass
 from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker, InvalidTransitionError
 from .caller import user_stacklevel
 from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
+from .fleet.checks import MAX_CALLS
 from .guardrails import Guardrail
 from .handoffs import Handoff
 from .permissions import PermissionEnforcer, PermissionOutcome
@@ -115,7 +116,7 @@ _SCENARIO_TO_FAILURE: dict[FailureScenario, AgentFailureClass] = {
 _NO_RECOVERY: tuple[type[Exception], ...] = (TurnTimeoutError, *RUNTIME_REFUSALS)
 
 
-def _check_limits(max_iterations: object, budget_usd: object) -> None:
+def _check_limits(max_iterations: object, budget_usd: object, *, shared: bool = False) -> None:
     """Reject a cap or budget that would silently disable or break enforcement."""
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
         raise TypeError(
@@ -124,6 +125,13 @@ def _check_limits(max_iterations: object, budget_usd: object) -> None:
         )
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
+    if shared and max_iterations > MAX_CALLS:
+        # A shared session's cap becomes its store's max_calls: refused here, under the
+        # name the caller wrote, not at the opening as a FleetLimits setting never set.
+        raise ValueError(
+            f"max_iterations must be at most 2**53 for a shared session (its store counts "
+            f"calls exactly up to there), got {max_iterations}"
+        )
     check_budget("budget_usd", budget_usd)  # the ledger's own rule, checked up front
 
 
@@ -1153,7 +1161,7 @@ class Orchestrator:
             if not isinstance(value, bool):
                 # "no" or "False" would read as True: a flag that guards money is a bool.
                 raise TypeError(f"{flag} must be True or False, got {value!r}")
-        _check_limits(self.max_iterations, self.budget_usd)
+        _check_limits(self.max_iterations, self.budget_usd, shared=self.shared)
         if self.enforce_budget and self.budget_usd is None:
             # Read as "enforce a budget", it enforces none: say so where it is written.
             warnings.warn(
