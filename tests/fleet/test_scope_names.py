@@ -29,3 +29,12 @@ def test_an_odd_scope_name_is_a_clear_error(scope: str, why: str) -> None:
 
 def test_an_ordinary_name_is_accepted() -> None:
     assert FleetLimits(CLOSED, scope="tenant-42 / eu", max_calls=1).scope == "tenant-42 / eu"
+
+
+@pytest.mark.parametrize("scope", [5, None, b"tenant"], ids=["int", "none", "bytes"])
+def test_a_scope_that_is_not_a_string_is_a_type_error(scope: object) -> None:
+    # It was a ValueError, as if the value were only out of range.
+    with pytest.raises(TypeError) as caught:
+        FleetLimits(CLOSED, scope=scope, max_calls=1)  # type: ignore[arg-type]
+    expected = f"FleetLimits scope must be a non-empty string, got {type(scope).__name__}: "
+    assert str(caught.value) == expected + repr(scope)

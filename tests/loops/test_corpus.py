@@ -513,20 +513,39 @@ def test_arguments_of_a_zero_argument_callable() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "kind", "message"),
     [
-        ({"repeats": 1}, "repeats must be an int >= 2, got 1"),
-        ({"repeats": True}, "repeats must be an int >= 2, got True"),
-        ({"on_loop": "stop"}, "on_loop must be 'raise' or 'warn', got 'stop'"),
-        ({"window": 5}, "window must be an int >= 3 * repeats (9), got 5"),
-        ({"ignore": "sleep"}, "ignore must be a collection of tool names, got 'sleep'"),
-        ({"ignore": [1]}, "ignore holds tool names (str), got 1"),
+        ({"repeats": 1}, ValueError, "repeats must be an int >= 2, got 1"),
+        # A wrong type was a ValueError, and 10**20 blamed the window it was never given.
+        ({"repeats": True}, TypeError, "repeats must be an int >= 2, got bool: True"),
+        ({"repeats": "3"}, TypeError, "repeats must be an int >= 2, got str: '3'"),
+        ({"repeats": 2.5}, TypeError, "repeats must be an int >= 2, got float: 2.5"),
+        (
+            {"repeats": 10**20},
+            ValueError,
+            f"repeats must be at most 21 with the default window=64 (window >= 3 * repeats), "
+            f"got {10**20}",
+        ),
+        ({"on_loop": "stop"}, ValueError, "on_loop must be 'raise' or 'warn', got 'stop'"),
+        ({"window": 5}, ValueError, "window must be an int >= 3 * repeats (9), got 5"),
+        ({"window": True}, TypeError, "window must be an int >= 3 * repeats (9), got bool: True"),
+        ({"repeats": 30, "window": 89}, ValueError, "window must be an int >= 3 * repeats (90)"),
+        ({"ignore": "sleep"}, TypeError, "ignore must be a collection of tool names, got 'sleep'"),
+        ({"ignore": [1]}, TypeError, "ignore holds tool names (str), got 1"),
     ],
 )
-def test_bad_guard_settings_name_the_value(kwargs: dict[str, Any], message: str) -> None:
+def test_bad_guard_settings_name_the_value(
+    kwargs: dict[str, Any], kind: type[Exception], message: str
+) -> None:
     with pytest.raises((ValueError, TypeError)) as caught:
         LoopGuard(**kwargs)
+    assert type(caught.value) is kind
     assert message in str(caught.value)
+
+
+def test_a_guard_with_a_window_that_holds_its_repeats_is_built() -> None:
+    guard = LoopGuard(repeats=30, window=90)
+    assert (guard.repeats, guard.window) == (30, 90)
 
 
 def test_the_error_survives_a_pickle_round_trip() -> None:

@@ -94,7 +94,11 @@ def scope_name(scope: object) -> str:
         >>> scope_name("tenant-42")
         'tenant-42'
     """
-    if not isinstance(scope, str) or not scope.strip():
+    if not isinstance(scope, str):
+        raise TypeError(
+            f"FleetLimits scope must be a non-empty string, got {type(scope).__name__}: {scope!r}"
+        )
+    if not scope.strip():
         raise ValueError(f"FleetLimits scope must be a non-empty string, got {scope!r}")
     if "{" in scope or "}" in scope:
         raise ValueError(f"FleetLimits scope must not contain braces, got {scope!r}")

@@ -87,6 +87,10 @@ OnLoop = Literal["raise", "warn"]
 _log = logging.getLogger("techrevati.runtime.loops")
 
 
+#: How many recent distinct calls a session remembers unless told otherwise.
+DEFAULT_WINDOW: Final = 64
+
+
 @dataclass(frozen=True, slots=True)
 class LoopGuard:
     """How a session treats tool calls that loop.
@@ -109,20 +113,33 @@ class LoopGuard:
 
     repeats: int = 3
     on_loop: OnLoop = "raise"
-    window: int = 64
+    window: int = DEFAULT_WINDOW
     ignore: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         repeats = self.repeats
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
+        if isinstance(repeats, bool) or not isinstance(repeats, int):
+            raise TypeError(
+                f"LoopGuard repeats must be an int >= 2, got {type(repeats).__name__}: {repeats!r}"
+            )
+        if repeats < 2:
             raise ValueError(f"LoopGuard repeats must be an int >= 2, got {repeats!r}")
         if self.on_loop not in ("raise", "warn"):
             raise ValueError(f"LoopGuard on_loop must be 'raise' or 'warn', got {self.on_loop!r}")
         window = self.window
-        if isinstance(window, bool) or not isinstance(window, int) or window < 3 * repeats:
-            raise ValueError(
-                f"LoopGuard window must be an int >= 3 * repeats ({3 * repeats}), got {window!r}"
-            )
+        need = f"LoopGuard window must be an int >= 3 * repeats ({3 * repeats})"
+        if isinstance(window, bool) or not isinstance(window, int):
+            raise TypeError(f"{need}, got {type(window).__name__}: {window!r}")
+        if window < 3 * repeats:
+            if window == DEFAULT_WINDOW:
+                # Left at its default, the window is not what the caller chose: the
+                # repeats they wrote is what does not fit in it.
+                raise ValueError(
+                    f"LoopGuard repeats must be at most {window // 3} with the default "
+                    f"window={window} (window >= 3 * repeats), got {repeats!r}; pass a "
+                    "larger window too"
+                )
+            raise ValueError(f"{need}, got {window!r}")
         ignore = self.ignore
         if isinstance(ignore, str) or not isinstance(ignore, Iterable):
             raise TypeError(f"LoopGuard ignore must be a collection of tool names, got {ignore!r}")
