@@ -634,3 +634,27 @@ def test_tool_call_decorator_refuses_a_spelling_variant() -> None:
     ):
         drop()
     assert ran == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"role_configs": ["ops"]},
+            "role_configs must be a mapping of role names to RolePermissionConfig or None, "
+            "got list: ['ops']",
+        ),
+        (
+            {"tool_requirements": ["x"]},
+            "tool_requirements must be a mapping of tool names to PermissionMode or None, "
+            "got list: ['x']",
+        ),
+    ],
+)
+def test_a_list_where_a_mapping_goes_is_a_type_error_naming_it(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    # A list raised a bare AttributeError ('list' object has no attribute 'items').
+    with pytest.raises(TypeError) as caught:
+        PermissionPolicy(**kwargs)
+    assert str(caught.value) == message

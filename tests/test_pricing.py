@@ -795,3 +795,33 @@ def test_a_model_no_provider_rule_places_has_its_makers_price(
     assert (found.cost, found.source) == (pytest.approx(per_million), "bundled")
     assert price_call(model, usage, "openai").cost == pytest.approx(per_million)
     assert price_call("no-such-model-anywhere", usage).source == "unpriced"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: has_pricing(5), "model must be a str (a model name), got int: 5"),
+        (lambda: has_pricing(None), "model must be a str (a model name), got NoneType: None"),
+        (
+            lambda: has_pricing("gpt-4o", provider=7),
+            "provider must be a str (a provider name), got int: 7",
+        ),
+        (
+            lambda: price_source(b"gpt-4o"),
+            "model must be a str (a model name), got bytes: b'gpt-4o'",
+        ),
+        (
+            lambda: price_call(None, UsageSnapshot(1, 1)),
+            "model must be a str (a model name), got NoneType: None",
+        ),
+    ],
+)
+def test_a_model_that_is_not_a_name_is_a_type_error_naming_it(call: Any, message: str) -> None:
+    # A bare AttributeError before: 'int' object has no attribute 'lower'.
+    with pytest.raises(TypeError) as caught:
+        call()
+    assert str(caught.value) == message
+    # Twice: a refused name is never cached as a price (the check runs on a miss only).
+    with pytest.raises(TypeError):
+        call()
+    assert has_pricing("claude-haiku-4-5") is True

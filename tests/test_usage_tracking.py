@@ -918,3 +918,18 @@ def test_totals_stay_exact_across_interleaved_price_changes(ops: list[tuple[Any,
     assert _close(sum(tracker.per_model_summary().values()), expected)
     assert tracker.turn_count == len(history)
     assert tracker.turns == history[-5:]
+
+
+def test_record_turn_with_a_wrong_type_is_a_type_error_naming_it_and_records_nothing() -> None:
+    # A bare AttributeError before ('NoneType' object has no attribute 'lower'; 'dict'
+    # object has no attribute 'input_tokens').
+    tracker = UsageTracker()
+    with pytest.raises(TypeError) as caught:
+        tracker.record_turn(None, UsageSnapshot(1, 1))  # type: ignore[arg-type]
+    assert str(caught.value) == "model must be a str (a model name), got NoneType: None"
+    with pytest.raises(TypeError) as caught:
+        tracker.record_turn("m", {"input_tokens": 1})  # type: ignore[arg-type]
+    assert str(caught.value) == "usage must be a UsageSnapshot, got dict: {'input_tokens': 1}"
+    assert (tracker.turn_count, tracker.turns, tracker.total_cost()) == (0, [], 0.0)
+    tracker.record_turn("claude-haiku-4-5", UsageSnapshot(1_000_000, 0))
+    assert (tracker.turn_count, tracker.total_cost()) == (1, 1.0)

@@ -19,7 +19,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 
 from otel_harness import Otel
 from techrevati.runtime import (
+    AllowAllGuardrail,
     BudgetExceededError,
+    GuardrailOutcome,
     MaxIterationsExceededError,
     Orchestrator,
     UsageSnapshot,
@@ -210,6 +212,37 @@ def test_bad_orchestrator_arguments_name_the_value() -> None:
         Orchestrator(role="w", guardrails=None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"event_sink must be a sink with emit\(\)"):
         Orchestrator(role="w", event_sink=None)  # type: ignore[arg-type]
+    # A guardrail without its checks was accepted, then the first tool call raised a
+    # bare AttributeError ('object' object has no attribute 'check_pre').
+    bad = object()
+    with pytest.raises(TypeError) as caught:
+        Orchestrator(role="w", guardrails=[AllowAllGuardrail(), bad])  # type: ignore[list-item]
+    assert str(caught.value) == (
+        f"guardrails[1] must be a guardrail with check_pre() and check_post(), got object: {bad!r}"
+    )
+
+    class PreOnly:
+        name = "pre-only"
+
+        def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(True)
+
+    with pytest.raises(TypeError, match=r"guardrails\[0\] must be a guardrail .* got PreOnly"):
+        Orchestrator(role="w", guardrails=[PreOnly()])  # type: ignore[list-item]
+
+    class AsyncGuard(PreOnly):
+        async def check_post(self, value: object, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(True)
+
+    with pytest.raises(TypeError, match=r"guardrails\[0\].check_post is a coroutine function"):
+        Orchestrator(role="w", guardrails=[AsyncGuard()])  # type: ignore[list-item]
+    orch = Orchestrator(role="w", guardrails=[AllowAllGuardrail()])
+    orch.guardrails.append(bad)  # type: ignore[arg-type]  # set afterwards: refused at opening
+    with pytest.raises(TypeError, match=r"guardrails\[1\] must be a guardrail"):
+        orch.session().__enter__()
+    assert orch.registry.list_active() == []
+    with pytest.raises(TypeError, match="registry must be an AgentRegistry, got str: 'shared'"):
+        Orchestrator(role="w", registry="shared")  # type: ignore[arg-type]
 
     class AsyncSink:
         async def emit(self, event: object) -> None:

@@ -160,8 +160,29 @@ def _check_collaborators(orch: Orchestrator) -> None:
             raise TypeError(
                 f"{name} must be a {kind.__name__} or None, got {type(value).__name__}: {value!r}"
             )
+    if not isinstance(orch.registry, AgentRegistry):
+        raise TypeError(
+            f"registry must be an AgentRegistry, got {type(orch.registry).__name__}: "
+            f"{orch.registry!r}"
+        )
     if isinstance(orch.guardrails, str | bytes) or not isinstance(orch.guardrails, list | tuple):
         raise TypeError(f"guardrails must be a list of guardrails, got {orch.guardrails!r}")
+    for index, guardrail in enumerate(orch.guardrails):
+        # Each tool call calls both, synchronously (run_pre_checks / run_post_checks).
+        for method in ("check_pre", "check_post"):
+            bound = getattr(guardrail, method, None)
+            if not callable(bound):
+                raise TypeError(
+                    f"guardrails[{index}] must be a guardrail with check_pre() and "
+                    f"check_post(), got {type(guardrail).__name__}: {guardrail!r}"
+                )
+            if inspect.iscoroutinefunction(bound):
+                # Called without await, its coroutine would never run, nor its verdict.
+                raise TypeError(
+                    f"guardrails[{index}].{method} is a coroutine function "
+                    f"({type(guardrail).__name__}); guardrails are called synchronously, "
+                    "in async sessions too: make it a plain method"
+                )
     for name, method in (("event_sink", "emit"), ("usage_sink", "record")):
         sink = getattr(orch, name)
         bound = getattr(sink, method, None)

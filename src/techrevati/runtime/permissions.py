@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import threading
 import unicodedata
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -262,6 +262,15 @@ class PermissionPolicy:
         *,
         unknown_role: PermissionMode | None = None,
     ) -> None:
+        for name, given, what in (
+            ("role_configs", role_configs, "role names to RolePermissionConfig"),
+            ("tool_requirements", tool_requirements, "tool names to PermissionMode"),
+        ):
+            if given is not None and not isinstance(given, Mapping):
+                raise TypeError(
+                    f"{name} must be a mapping of {what} or None, "
+                    f"got {type(given).__name__}: {given!r}"
+                )
         self.role_configs: dict[str, RolePermissionConfig] = (
             role_configs if role_configs is not None else {}
         )

@@ -780,7 +780,16 @@ class UsageTracker:
             >>> UsageTracker().record_and_price("claude-haiku-4-5", UsageSnapshot(1_000_000, 0))
             1.0
         """
-        return self.record_priced(model, usage, price_call(model, usage, provider))
+        try:
+            priced = price_call(model, usage, provider)
+        except AttributeError:
+            # Only once pricing failed: the usual call pays for no check.
+            if not isinstance(usage, UsageSnapshot):
+                raise TypeError(
+                    f"usage must be a UsageSnapshot, got {type(usage).__name__}: {usage!r}"
+                ) from None
+            raise
+        return self.record_priced(model, usage, priced)
 
     def record_priced(self, model: str, usage: UsageSnapshot, priced: PricedTurn) -> float:
         """Record one turn that ``price_call`` already priced; returns its cost.

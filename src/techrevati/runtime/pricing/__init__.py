@@ -342,12 +342,22 @@ def _resolve_uncached(table: Mapping[str, ModelPricing], model: str, provider: s
     return _UNPRICED if price is None else _flat(REGISTERED, _band_of(price))
 
 
+def _check_names(model: object, provider: object) -> None:
+    """A model or provider that is not a name, refused with the argument it came in as."""
+    for name, value in (("model", model), ("provider", provider)):
+        if not isinstance(value, str):
+            raise TypeError(
+                f"{name} must be a str (a {name} name), got {type(value).__name__}: {value!r}"
+            )
+
+
 def _resolve(model: str, provider: str = "") -> _Resolved:
     """How ``model`` at ``provider`` is priced now (cached until the table changes)."""
     global _cache
     table = PRICING_TABLE
     if type(getattr(table, "version", None)) is not int:
         # Someone rebound PRICING_TABLE to a plain dict: correct but uncached.
+        _check_names(model, provider)
         return _resolve_uncached(table, model.lower(), provider.lower())
     cache = _cache
     if cache[0] is not table:
@@ -356,6 +366,8 @@ def _resolve(model: str, provider: str = "") -> _Resolved:
     key = (provider, model)
     resolved = entries.get(key)
     if resolved is None:
+        # Checked on a miss only: the cache holds names that passed, so a hit needs none.
+        _check_names(model, provider)
         # The version read after the pair was taken, before resolving (see _cache).
         version: int = table.version  # type: ignore[attr-defined]
         resolved = _resolve_uncached(table, model.lower(), provider.lower())._replace(
