@@ -29,7 +29,7 @@ from opentelemetry.metrics import _Gauge as Gauge
 
 from ...version import VERSION
 from .. import semconv as sc
-from .configured import default_meter_provider
+from .providers import default_meter_provider
 
 _log = logging.getLogger(__name__)
 

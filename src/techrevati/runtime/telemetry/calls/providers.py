@@ -6,7 +6,8 @@
 2. An explicit provider was passed to the Orchestrator / ``agent_session``: the
    same. So is a provider ``configure()`` was given or built without making it
    global (``tracer_provider=``, ``set_global=False``), while that set-up is
-   live (:mod:`.configured`): a session naming none uses it.
+   live (``use_by_default``): a session naming none uses it, and our metrics
+   go to such a set-up's meter provider.
 3. Nothing is configured: a private SDK provider that has only the limits
    processor. Spans then go nowhere, but budgets and caps are still enforced,
    because enforcement lives in span processors.
@@ -16,20 +17,71 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 
 from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
 from ...version import VERSION
 from .. import semconv as sc
 from ..limits.processor import ensure_limits_processor
-from .configured import default_tracer_provider
 
 _fallback: SDKTracerProvider | None = None
 # Weak: a provider the user drops (per test, per tenant) must not be kept alive here.
 _tracers: weakref.WeakKeyDictionary[TracerProvider, Tracer] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+
+
+# --- the providers of a configure() set-up that is not the global one ------------------
+#
+# configure(tracer_provider=...), configure(meter_provider=...) and
+# configure(set_global=False) build a set-up whose providers OpenTelemetry's global
+# accessors never return. Sessions and decorated calls that name no provider still
+# belong to it: the user configured it for them. With several such set-ups, the last
+# one configured is the default while it is live (until its shutdown()).
+
+#: (tracer provider or None, meter provider or None, whether the set-up is still live).
+_Default = tuple[TracerProvider | None, MeterProvider | None, Callable[[], bool]]
+_default: _Default | None = None
+
+
+def use_by_default(
+    tracer_provider: TracerProvider | None,
+    meter_provider: MeterProvider | None,
+    live: Callable[[], bool],
+) -> None:
+    """Make a set-up's providers the default for our spans and metrics while ``live()``.
+
+    ``None`` for a provider that the global accessor already returns (or that
+    the set-up has none of): the global one stays the default for it.
+    """
+    global _default
+    _default = (tracer_provider, meter_provider, live)
+
+
+def _live() -> _Default | None:
+    global _default
+    found = _default
+    if found is None:
+        return None
+    if not found[2]():
+        _default = None  # shut down: the global providers are the default again
+        return None
+    return found
+
+
+def default_tracer_provider() -> TracerProvider | None:
+    """The configured set-up's tracer provider, when it is not the global one."""
+    found = _live()
+    return found[0] if found is not None else None
+
+
+def default_meter_provider() -> MeterProvider | None:
+    """The configured set-up's meter provider, when it is not the global one."""
+    found = _live()
+    return found[1] if found is not None else None
 
 
 def fallback_provider() -> SDKTracerProvider:

@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from .. import semconv as sc
-from ..calls.configured import use_by_default
 from ..calls.metrics import count_export_losses
+from ..calls.providers import use_by_default
 from ..export.forking import (
     SERVICE_INSTANCE_ID,
     ForkSafeMetricExporter,
