@@ -144,3 +144,89 @@ def test_describe_loop_counts() -> None:
     assert describe_loop("repeat", ("a",), 3, facts=LoopFacts(turns=True)) == (
         "(repeat): the same call in 3 model turns returned the same result"
     )
+
+
+@pytest.mark.parametrize(
+    ("tools", "repeats", "found_at", "refused_at", "then"),
+    [
+        (
+            ("search", "open_page"),
+            3,
+            5,
+            7,
+            "the loop's next call of search, at the start of its 4th round (open_page runs "
+            "first), will raise",
+        ),
+        (
+            ("search", "open_page"),
+            4,
+            7,
+            9,
+            "the loop's next call of search, at the start of its 5th round (open_page runs "
+            "first), will raise",
+        ),
+        (
+            ("search", "open_page", "summarise"),
+            2,
+            6,
+            9,
+            "the loop's next call of summarise (search and open_page run first) will raise",
+        ),
+    ],
+)
+def test_a_cycle_warning_names_the_call_it_refuses(
+    otel: Otel,
+    caplog: pytest.LogCaptureFixture,
+    tools: tuple[str, ...],
+    repeats: int,
+    found_at: int,
+    refused_at: int,
+    then: str,
+) -> None:
+    """A probe: found at call 5, the warning said "the loop's next call will raise", but
+    call 6 (open_page) ran and call 7 (search) was the one refused."""
+    ran: list[str] = []
+
+    def make(name: str) -> object:
+        @tool_call(name)
+        def tool() -> str:
+            ran.append(name)
+            return f"what {name} returns"
+
+        return tool
+
+    calls = [make(name) for name in tools]
+    with (
+        caplog.at_level(logging.WARNING, logger="techrevati.runtime.loops"),
+        agent_session(
+            "browser", loop_guard=LoopGuard(repeats=repeats, on_loop="raise"), **otel.kwargs()
+        ),
+        pytest.raises(LoopDetectedError) as caught,
+    ):
+        for index in range(20):
+            # Found at this call, not before: the calls after it up to the one named run.
+            assert bool(warnings(caplog)) == (len(ran) >= found_at)
+            calls[index % len(tools)]()  # type: ignore[operator]
+    assert len(ran) == refused_at - 1  # every call before the one named ran
+    # The refused call is the one the warning named.
+    assert caught.value.tool == tools[len(ran) % len(tools)]
+    assert f"next call of {caught.value.tool}" in then
+    [warned] = warnings(caplog)
+    assert f"; {then} LoopDetectedError. Reported once per session." in warned
+
+
+def test_refused_next_names_each_pattern() -> None:
+    from techrevati.runtime.telemetry.limits.errors import LoopFacts, refused_next
+
+    assert refused_next("repeat", ("a",), LoopFacts()) == "the loop's next call"
+    assert refused_next("interleaved", ("a",), LoopFacts()) == "the next identical call of a"
+    assert refused_next("cycle", ("a", "a"), LoopFacts(calls=21)) == (
+        "the loop's next call of a (its 1st arguments), at the start of its 12th round "
+        "(a (its 2nd arguments) runs first),"
+    )
+    assert refused_next("cycle", ("a", "b", "c"), LoopFacts(calls=61)) == (
+        "the loop's next call of a, at the start of its 22nd round (b and c run first),"
+    )
+    assert refused_next("cycle", ("c", "a", "b"), LoopFacts(calls=6)) == (
+        "the loop's next call of c (a and b run first)"
+    )

@@ -15,7 +15,7 @@ import weakref
 from typing import Any
 
 from .. import semconv as sc
-from ..limits.errors import describe_loop
+from ..limits.errors import describe_loop, refused_next
 from ..limits.ledger import Ledger
 from ..limits.loops import Detection, LoopGuard, LoopWatch, Step
 from .labels import bounded_name
@@ -104,7 +104,8 @@ def report(scope: SessionScope, detection: Detection) -> None:
     session_event(scope, sc.EVENT_LOOP_DETECTED, attributes)
     if detection.first:
         then = (
-            "the loop's next call will raise LoopDetectedError"
+            refused_next(detection.pattern, detection.tools, detection.facts)
+            + " will raise LoopDetectedError"
             if detection.action == "raise"
             else "warning only (LoopGuard(on_loop='raise') refuses the next identical call)"
         )

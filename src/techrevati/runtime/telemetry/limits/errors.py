@@ -467,6 +467,40 @@ def describe_loop(
     return f"({pattern}{of}): {steps} returned the same result"
 
 
+def refused_next(pattern: str, tools: tuple[str, ...], facts: LoopFacts) -> str:
+    """The call a loop just found will refuse first, for its warning (``tools[0]`` looped).
+
+    The loop's very next call need not be it: a cycle is found at a call of its first
+    tool, the only one whose count is complete, so its other calls run first; and other
+    calls run between an interleaved loop's.
+
+    Example::
+
+        >>> refused_next("cycle", ("search", "open_page"), LoopFacts(calls=5))
+        "the loop's next call of search, at the start of its 4th round (open_page runs first),"
+    """
+    if pattern == "repeat":
+        return "the loop's next call"
+    name = _call_of(tools, 0)
+    if pattern != "cycle" or len(tools) < 2:
+        return f"the next identical call of {name}"
+    others = [_call_of(tools, index) for index in range(1, len(tools))]
+    first = f"{' and '.join(others)} {'runs' if len(others) == 1 else 'run'} first"
+    rounds, extra = divmod(facts.calls, len(tools))
+    if facts.calls and extra == 1:
+        # Counted from a call of its first tool: the round that call started ends first.
+        round_ = _ordinal(rounds + 2)
+        return f"the loop's next call of {name}, at the start of its {round_} round ({first}),"
+    # Counted from another tool's call, rounds would not start where the message says.
+    return f"the loop's next call of {name} ({first})"
+
+
+def _ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``21st``."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _call_of(tools: tuple[str, ...], index: int) -> str:
     """A cycle's call by its tool, and which of that tool's calls when it has several."""
     name = tools[index]
