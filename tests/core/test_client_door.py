@@ -1344,6 +1344,56 @@ def test_an_async_call_cancelled_after_it_was_sent_is_booked_at_its_request(
     assert len(api.requests) == 2
 
 
+@pytest.mark.parametrize("how", ["wait_for", "gather", "create_task", "await"])
+def test_a_cancelled_async_call_warns_at_the_line_that_awaits_it(
+    api: FakeOpenAI, otel: Otel, how: str
+) -> None:
+    # A probe: asyncio.wait_for(client...create(...), 0.3) warned at
+    # ".../asyncio/events.py:80": the call ran as a task of its own, booked from the
+    # event loop with no line of the caller's on the stack.
+    api.delay = 0.5
+    lines: dict[str, int] = {}
+
+    async def main() -> None:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        ask = client.chat.completions.create(**CAPPED_ASK)
+        with contextlib.suppress(TimeoutError):
+            if how == "wait_for":
+                lines[how] = _line() + 1
+                await asyncio.wait_for(ask, 0.1)
+            elif how == "gather":
+                lines[how] = _line() + 1
+                await asyncio.wait_for(asyncio.gather(ask), 0.1)
+            elif how == "create_task":
+                task = asyncio.create_task(ask)
+                asyncio.get_running_loop().call_later(0.1, task.cancel)
+                lines[how] = _line() + 1
+                await asyncio.gather(task, return_exceptions=True)
+            else:
+                # A coroutine of the caller's between: its line is on the stack already.
+                lines[how] = _awaits.__code__.co_firstlineno + 1
+                await asyncio.wait_for(_awaits(ask), 0.1)
+        await asyncio.sleep(0.05)
+
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()),
+    ):
+        warnings.simplefilter("always")
+        asyncio.run(main())
+    [warned] = [w for w in caught if "cancelled by its caller" in str(w.message)]
+    assert (warned.filename, warned.lineno) == (__file__, lines[how])
+
+
+def _line() -> int:
+    """The line that called this (to name the next one)."""
+    return sys._getframe(1).f_lineno
+
+
+async def _awaits(ask: Awaitable[Any]) -> Any:
+    return await ask
+
+
 def test_an_async_call_cancelled_without_a_budget_is_booked(api: FakeOpenAI, otel: Otel) -> None:
     # No budget, only a cap: the provider bills a request it has all the same, so it is
     # booked as under a budget, at its request's upper bound (it was $0); the cap

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import warnings
@@ -27,7 +28,15 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-__all__ = ["UserSite", "log_once", "user_site", "user_stacklevel", "warn_at", "warn_user"]
+__all__ = [
+    "UserSite",
+    "late_site",
+    "log_once",
+    "user_site",
+    "user_stacklevel",
+    "warn_at",
+    "warn_user",
+]
 
 # Frames of these packages are never "the user's code": ours, and the plumbing a
 # call passes through on its way to us: wrapt's proxies, contextlib's
@@ -157,6 +166,86 @@ def user_site(skip: int = 0) -> UserSite | None:
             return UserSite(frame.f_code.co_filename, frame.f_lineno, found)
         frame = frame.f_back
     return None
+
+
+def late_site(skip: int = 0) -> UserSite | None:
+    """:func:`user_site`, or, where the stack holds no user line, that of the task awaiting
+    this one.
+
+    A coroutine handed to ``asyncio.wait_for`` (before Python 3.12), ``gather`` or
+    ``create_task`` runs as a task of its own, whose stack starts in asyncio's event
+    loop: the line that awaits it is on the stack of the task waiting for it. Only
+    for a warning given once (the walk over the loop's tasks is not for every call).
+
+    Example::
+
+        >>> site = late_site()
+        >>> site is not None and site.lineno > 0
+        True
+    """
+    found = user_site(1 + skip)
+    if found is not None and not _in_asyncio(found.module_globals.get("__name__")):
+        return found
+    return _awaiter_site() or found
+
+
+def _in_asyncio(module: object) -> bool:
+    return isinstance(module, str) and (module == "asyncio" or module.startswith("asyncio."))
+
+
+def _awaiter_site() -> UserSite | None:
+    """The line of user code the task waiting for the current task is suspended at."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return None  # no event loop running in this thread
+    if task is None:
+        return None
+    # What the waiting task may be suspended on: this task, or a future its callbacks
+    # complete, in turn (wait_for's waiter; gather's outer future, maybe itself awaited
+    # through wait_for). These are asyncio's private attributes: any missing, no site.
+    awaited = {id(task)}
+    pending: list[object] = [task]
+    while pending and len(awaited) < 64:  # bounded: a chain is a few futures long
+        future = pending.pop()
+        for callback, _context in getattr(future, "_callbacks", None) or ():
+            owner = getattr(callback, "__self__", None)
+            if isinstance(owner, asyncio.Task):
+                return _suspended_at(owner)  # awaited directly: the waiting task's wakeup
+            held: list[object] = list(getattr(callback, "args", ()))
+            for cell in getattr(callback, "__closure__", None) or ():
+                try:
+                    held.append(cell.cell_contents)
+                except ValueError:
+                    continue  # an empty cell
+            for item in held:
+                if isinstance(item, asyncio.Future) and id(item) not in awaited:
+                    awaited.add(id(item))
+                    pending.append(item)
+    for other in asyncio.all_tasks():
+        if other is not task and id(getattr(other, "_fut_waiter", None)) in awaited:
+            return _suspended_at(other)
+    return None
+
+
+def _suspended_at(task: asyncio.Task[Any]) -> UserSite | None:
+    """The innermost line of user code in ``task``'s chain of awaits."""
+    found = None
+    coro: object = task.get_coro()
+    for _ in range(256):  # bounded: a chain is a few awaits deep
+        if coro is None:
+            break
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            module = frame.f_globals.get("__name__", "")
+            if not _is_plumbing(module) and not _in_asyncio(module):
+                found = UserSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+            or getattr(coro, "ag_await", None)
+        )
+    return found
 
 
 def warn_at(site: UserSite, message: str, category: type[Warning] = UserWarning) -> None:

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ...caller import UserSite, user_stacklevel, warn_at
+from ...caller import UserSite, late_site, user_stacklevel, warn_at
 from ...pricing import ESTIMATED, PricedCall, has_pricing, price_call
 from ...sinks import UsageSink
 from ...usage_tracking import (
@@ -1231,10 +1231,14 @@ class Ledger:
         if key in self._warned or len(self._warned) >= _LEARNED_LIMIT:
             return  # bounded: a process-wide root lives as long as the process
         self._warned.add(key)
+        if site is None:
+            # The user's line, whichever door (turn, processor, guard) booked it; a call
+            # cancelled in a task of its own (asyncio.wait_for) is booked with only the
+            # event loop's frames on the stack: the line awaiting that task.
+            site = late_site()
         if site is not None:
             warn_at(site, message, RuntimeWarning)  # the call's line, noted when it was made
             return
-        # stacklevel: the user's line, whichever door (turn, processor, guard) booked it.
         warnings.warn(message, RuntimeWarning, stacklevel=user_stacklevel())
 
     def warn_unpriced(self, model: str) -> None:
