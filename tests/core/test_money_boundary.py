@@ -128,6 +128,30 @@ def test_a_budget_below_one_nano_dollar_is_refused_naming_the_smallest(budget: f
     assert Orchestrator(role="w", budget_usd=0).budget_usd == 0  # $0 keeps its meaning
 
 
+@pytest.mark.parametrize(
+    ("budget", "counted"),
+    [(0.1234567894, 0.123456789), (0.1234567896, 0.12345679), (2.0000000004, 2.0)],
+)
+def test_a_budget_with_digits_below_a_nano_dollar_is_counted_and_printed_rounded(
+    budget: float, counted: float
+) -> None:
+    # A probe: budget_usd=0.1234567894 refused a call after $0.123456789 was spent, saying
+    # "$0.123456789 spent or reserved ... >= $0.1234567894", false as printed: the ledger
+    # counts the budget in whole nano-dollars, as $0.123456789.
+    register_pricing("exact", ModelPricing(input_per_million=counted * 1e6, output_per_million=0))
+    with agent_session("n", budget_usd=budget, enforce_budget=True) as session:
+        session.run_turn(lambda: "x", model="exact", usage=UsageSnapshot(1, 0))
+        with pytest.raises(BudgetExceededError) as caught:
+            session.run_turn(lambda: "x", model="exact", usage=UsageSnapshot(1, 0))
+    error = caught.value
+    assert error.budget_usd == counted
+    assert error.current_cost_usd >= error.budget_usd
+    spent, _, rest = str(error).removeprefix("budget reached: $").partition(" spent ")
+    shown_budget = rest.partition(">= $")[2].partition(",")[0]
+    assert float(spent) >= float(shown_budget) == counted
+    assert Ledger(UsageTracker(), budget_usd=budget).budget_usd == counted
+
+
 @pytest.mark.parametrize("budget", [1e10, float("inf"), float("nan"), -0.01])
 def test_an_absurd_budget_is_a_clear_error(budget: float) -> None:
     with pytest.raises(ValueError, match="budget_usd"):

@@ -116,7 +116,10 @@ def check_budget(name: str, value: object) -> float | None:
 
     A positive budget below one nano-dollar would round to 0 and act as $0 (every
     priced call refused, with a message comparing $0.0 against the budget as given),
-    so it is refused here. 0 stays valid: no priced call may run.
+    so it is refused here. 0 stays valid: no priced call may run. Digits below a
+    nano-dollar are rounded off, as the ledger counts the budget: a message printing
+    the budget as given would compare against a budget no limit holds
+    ("$0.123456789 ... >= $0.1234567894").
 
     Raises ``TypeError`` / ``ValueError`` naming ``name`` and the value.
 
@@ -126,6 +129,8 @@ def check_budget(name: str, value: object) -> float | None:
         5.0
         >>> check_budget("budget_usd", 0), check_budget("budget_usd", 1e-9)
         (0.0, 1e-09)
+        >>> check_budget("budget_usd", 0.1234567894)
+        0.123456789
     """
     if value is None:
         return None
@@ -140,4 +145,7 @@ def check_budget(name: str, value: object) -> float | None:
             f"{name} must be 0 or at least ${MIN_BUDGET_USD:.9f} (one nano-dollar, the "
             f"smallest amount a limit counts), got {value!r}"
         )
+    nano = value * NANO
+    if nano != round(nano):
+        return round(nano) / NANO  # (a budget without such digits reads back as given)
     return float(value)
