@@ -536,3 +536,35 @@ def test_a_bare_clients_unpriced_calls_warn_once_and_reach_the_report() -> None:
     assert report.unpriced_models == {"my-private-model": 10}
     assert report.model_calls == 10
     assert "10 calls of unpriced models not counted: my-private-model" in render_report(report)
+
+
+def test_counts_of_one_are_singular_in_the_text_report() -> None:
+    from test_report_html import _one_call_tree
+
+    report = build_report(_one_call_tree())
+    report.earlier_sessions = report.evicted = 1
+    text = render_report(report)
+    assert "\n  ... and 1 earlier session\n" in text
+    assert (
+        "note: 1 earlier session is counted in the totals above but not listed (the "
+        "in-memory report keeps a bounded sample of the latest); the spans file has it\n"
+    ) in text
+    assert (
+        "note: the oldest span was left out of this in-memory report to bound memory; the "
+        "spans file has it"
+    ) in text
+    report.earlier_sessions = report.evicted = 2
+    text = render_report(report)
+    assert "note: 2 earlier sessions are counted in the totals" in text
+    assert "note: the oldest 2 spans were left out of this in-memory report" in text
+
+
+def test_one_problem_left_out_is_said_in_the_singular() -> None:
+    from techrevati.runtime.telemetry.report.read import MAX_PROBLEM_LINES, Problems
+
+    problems = Problems()
+    for line in range(MAX_PROBLEM_LINES + 1):
+        problems.add(f"f:{line}", "not JSON")
+    assert problems.lines()[-1] == "... and 1 more problem"
+    problems.add("f:last", "not JSON")
+    assert problems.lines()[-1] == "... and 2 more problems"

@@ -28,7 +28,7 @@ from techrevati.runtime.__main__ import main
 from techrevati.runtime.telemetry.report.detail import Bounds, RunDetail, SessionNode, build_detail
 from techrevati.runtime.telemetry.report.html import render_html, script_json, write_html
 from techrevati.runtime.telemetry.report.model import RunReport, build_report
-from techrevati.runtime.telemetry.report.read import load_spans_file
+from techrevati.runtime.telemetry.report.read import SpanRecord, load_spans_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "test-output" / "html-report" / "report.png"
@@ -534,3 +534,61 @@ def test_totals_folded_from_earlier_sessions_are_counted_and_labelled(tmp_path: 
     assert f'<div class="label">Sessions</div><div class="num">{listed + 3}</div>' in text
     assert "3 earlier sessions are counted in the totals only" in text
     assert "<td>(earlier sessions, and calls outside any session)</td>" in text
+
+
+def _one_call_tree() -> list[SpanRecord]:
+    """A parent session, a child session under it, and one model call in the child."""
+    from techrevati.runtime.telemetry import semconv as sc
+
+    def session(span: str, parent: str | None, role: str) -> SpanRecord:
+        attrs = {sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: role}
+        return SpanRecord("c" * 32, span, parent, f"invoke_agent {role}", 0, 10, False, attrs)
+
+    chat = SpanRecord(
+        "c" * 32,
+        "3" * 16,
+        "2" * 16,
+        "chat gpt-4o-mini",
+        1,
+        9,
+        False,
+        {
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+            sc.GEN_AI_USAGE_INPUT_TOKENS: 10,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 5,
+        },
+    )
+    return [session("1" * 16, None, "parent"), session("2" * 16, "1" * 16, "child"), chat]
+
+
+def test_counts_of_one_are_singular_on_the_page() -> None:
+    # A probe: a parent with one child session read "1 sessions below".
+    records = _one_call_tree()
+    report = build_report(records)
+    report.earlier_sessions = 1
+    report.evicted = 1
+    text = render_html(report, build_detail(records, report))
+    assert "1 session below" in text and "1 sessions below" not in text
+    assert "<title>techrevati-runtime report: 3 sessions, 1 model call, $" in text
+    assert ">3 spans read<" in text
+    assert "(1 earlier session is counted in the totals only)" in text
+    assert (
+        "The oldest span was left out of the in-memory report to bound memory; the spans "
+        "file has it" in text
+    )
+    report.earlier_sessions = report.evicted = 0
+    single = build_report(records[2:])  # the model call alone: no session
+    page = render_html(single, build_detail(records[2:], single))
+    assert "<title>techrevati-runtime report: 0 sessions, 1 model call, $" in page
+    assert ">1 span read<" in page
+
+
+def test_the_sample_note_counts_one_session_in_the_singular() -> None:
+    records = _one_call_tree()[:1]
+    report = build_report(records)
+    assert build_detail(records, report).sample_note == "the 1 session is shown"
+    records = _one_call_tree()
+    report = build_report(records)
+    note = build_detail(records, report, bounds=Bounds(sessions=1, expensive=1)).sample_note
+    assert note.startswith("1 of 2 sessions is shown in full: the most expensive, then ")

@@ -204,6 +204,20 @@ def test_hung_calls_are_bounded_per_breaker(hang: Hang) -> None:
     assert run_with_timeout(lambda: "again", LONG, cb) == "again"
 
 
+def test_one_hung_call_is_said_in_the_singular(hang: Hang) -> None:
+    # A probe: max_hung_calls=1 refused with "1 timed-out calls are still running".
+    cb = CircuitBreaker("api", failure_threshold=1000)
+    cb.max_hung_calls = 1
+    _timeout(hang, cb)
+    with pytest.raises(CircuitOpenError) as info:
+        run_with_timeout(lambda: None, LONG, cb)
+    assert str(info.value) == (
+        "Circuit breaker 'api' refused the call: 1 timed-out call is still running "
+        "(max_hung_calls=1); it admits again as that call finishes"
+    )
+    hang.finish()
+
+
 def test_one_finished_hung_call_frees_one_slot() -> None:
     cb = CircuitBreaker("api", failure_threshold=1000)
     cb.max_hung_calls = 2

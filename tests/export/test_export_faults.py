@@ -238,3 +238,22 @@ def test_a_forked_child_starts_with_an_empty_queue() -> None:
         finally:
             handle.shutdown(timeout_s=1.5)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize(("sessions", "said"), [(0, "1 span was"), (1, "3 spans were")])
+def test_the_lost_spans_line_counts_one_span_in_the_singular(
+    sessions: int, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A probe: one session span left queued for a collector that never answers was
+    # said as "1 spans were dropped".
+    caplog.set_level(logging.WARNING, logger="techrevati.runtime.telemetry.setup.handle")
+    with collector("hang") as (endpoint, _receiver):
+        handle = _configure(endpoint, shutdown_timeout=0.5)
+        _spans(handle, sessions)
+        assert handle.tracer_provider is not None
+        with handle.tracer_provider.get_tracer("fault-test").start_as_current_span("only"):
+            pass
+        handle.shutdown()
+    lost = 2 * sessions + 1
+    [line] = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert line == f"techrevati telemetry: {said} dropped (otlp: {lost} still queued at shutdown)"

@@ -165,8 +165,13 @@ class _BreakerCore:
         if hung >= self.max_hung_calls:
             raise CircuitOpenError(
                 self.name,
-                reason=f"{hung} timed-out calls are still running "
-                f"(max_hung_calls={self.max_hung_calls}); it admits again as they finish",
+                reason=(
+                    "1 timed-out call is still running"
+                    if hung == 1
+                    else f"{hung} timed-out calls are still running"
+                )
+                + f" (max_hung_calls={self.max_hung_calls}); it admits again as "
+                + ("that call finishes" if hung == 1 else "they finish"),
             )
 
     def _admit_locked(self) -> int:

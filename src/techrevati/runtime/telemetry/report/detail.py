@@ -331,6 +331,11 @@ def _parent_session(tree: SpanTree, key: _Key) -> tuple[_Key | None, str | None]
     return (owner, None) if owner != key else (None, None)
 
 
+def _most_expensive(count: int) -> str:
+    """``the most expensive`` (one), ``the 3 most expensive``."""
+    return "the most expensive" if count == 1 else f"the {count} most expensive"
+
+
 def _sample(nodes: Mapping[str, SessionNode], limits: Bounds) -> tuple[list[str], str]:
     bound = limits.sessions
     by_cost = sorted(nodes.values(), key=lambda n: (-n.cost_usd, n.start_ns))
@@ -342,12 +347,12 @@ def _sample(nodes: Mapping[str, SessionNode], limits: Bounds) -> tuple[list[str]
     kept += [n.id for n in by_cost if n.id not in chosen][: max(0, bound - len(kept))]
     total = len(nodes)
     if len(kept) == total:
-        return kept, f"all {total} sessions are shown"
+        return kept, "the 1 session is shown" if total == 1 else f"all {total} sessions are shown"
     chosen = set(kept)
     kept_hits = sum(1 for n in hits if n.id in chosen)
     words = (
-        f"{len(kept)} of {total} sessions are shown in full: the "
-        f"{min(limits.expensive, bound)} most expensive, then the sessions with a limit hit "
+        f"{len(kept)} of {total} sessions {'is' if len(kept) == 1 else 'are'} shown in full: "
+        f"{_most_expensive(min(limits.expensive, bound))}, then the sessions with a limit hit "
         f"({kept_hits} of {len(hits)} in full; all are listed below), then the next most "
         "expensive. Totals, tables and tree costs count every session."
     )

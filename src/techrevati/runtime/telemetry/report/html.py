@@ -102,6 +102,11 @@ def _table(
     )
 
 
+def _counted(count: int, noun: str) -> str:
+    """``1 session``, ``2 sessions``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _earlier(report: RunReport) -> int:
     # Sessions counted in the totals but not listed (a bounded in-memory report
     # folds old traces into totals); absent from reports that list every session.
@@ -174,7 +179,11 @@ def _badges(node: SessionNode) -> str:
 
 
 def _session_row(node: SessionNode, index: int) -> str:
-    below = f"{node.descendants} sessions below" if node.descendants else "no child sessions"
+    below = (
+        _counted(node.descendants, "session") + " below"
+        if node.descendants
+        else "no child sessions"
+    )
     if node.remote_children:
         below += f", {node.remote_children} in another process or service"
     if node.parent is not None and node.depth == 0:
@@ -502,8 +511,11 @@ def _notes(report: RunReport) -> list[str]:
         )
     if report.evicted:
         notes.append(
-            f"The oldest {report.evicted} spans were left out of the in-memory report to bound "
-            "memory; the spans file has them all"
+            "The oldest span was left out of the in-memory report to bound memory; the "
+            "spans file has it"
+            if report.evicted == 1
+            else f"The oldest {report.evicted} spans were left out of the in-memory report "
+            "to bound memory; the spans file has them all"
         )
     notes += report.notes
     return notes
@@ -532,9 +544,10 @@ def render_html(
 ) -> str:
     """The whole page as a string (UTF-8 when written)."""
     calls = report.model_calls
+    sessions = len(report.sessions) + _earlier(report)
     title = (
-        f"techrevati-runtime report: {len(report.sessions) + _earlier(report)} sessions, "
-        f"{calls} model calls, "
+        f"techrevati-runtime report: {_counted(sessions, 'session')}, "
+        f"{_counted(calls, 'model call')}, "
         f"${_usd(report.total_cost_usd)}"
     )
     meta = []
@@ -544,7 +557,7 @@ def render_html(
         meta.append(runs)
     if source:
         meta.append(f"spans: {source}")
-    meta.append(f"{report.span_count} spans read")
+    meta.append(f"{_counted(report.span_count, 'span')} read")
     data = {"sessions": [_timeline_data(node) for node in detail.sessions]}
     tree_head = "".join(
         f'<span class="n">{escape(label)}</span>' if numeric else f"<span>{escape(label)}</span>"
@@ -571,7 +584,8 @@ def render_html(
         '<section id="tree"><h2>Sessions</h2>'
         f'<p class="note" id="sample-note">{escape(detail.sample_note)}'
         + (
-            f" ({_earlier(report)} earlier sessions are counted in the totals only)"
+            f" ({_counted(_earlier(report), 'earlier session')} "
+            f"{'is' if _earlier(report) == 1 else 'are'} counted in the totals only)"
             if _earlier(report)
             else ""
         )

@@ -227,7 +227,8 @@ class Problems:
     def lines(self) -> list[str]:
         """The messages to print, with a last line for those left out."""
         hidden = self.count - len(self.messages)
-        return [*self.messages, *([f"... and {hidden} more problems"] if hidden else [])]
+        more = "1 more problem" if hidden == 1 else f"{hidden} more problems"
+        return [*self.messages, *([f"... and {more}"] if hidden else [])]
 
 
 class BadRecord(ValueError):

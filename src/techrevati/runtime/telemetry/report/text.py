@@ -135,7 +135,7 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
         )
         earlier = len(report.sessions) - len(shown) + report.earlier_sessions
         if earlier:
-            out.append(f"  ... and {earlier} earlier sessions")
+            out.append(f"  ... and {_plural(earlier, 'earlier session')}")
         shared = [row for row in report.sessions if row.shared or row.remote_parent]
         if shared:
             out += ["", "Session trees across processes"]
@@ -312,15 +312,21 @@ def render_report(report: RunReport, *, source: str | None = None, runs: str | N
     if report.earlier_sessions:
         out += [
             "",
-            f"note: {report.earlier_sessions} earlier sessions are counted in the totals "
+            f"note: {_plural(report.earlier_sessions, 'earlier session')} "
+            f"{'is' if report.earlier_sessions == 1 else 'are'} counted in the totals "
             "above but not listed (the in-memory report keeps a bounded sample of the "
-            "latest); the spans file has them all",
+            f"latest); the spans file has {'it' if report.earlier_sessions == 1 else 'them all'}",
         ]
     if report.evicted:
         out += [
             "",
-            f"note: the oldest {report.evicted} spans were left out of this in-memory report "
-            "to bound memory; the spans file has them all",
+            (
+                "note: the oldest span was left out of this in-memory report to bound memory; "
+                "the spans file has it"
+                if report.evicted == 1
+                else f"note: the oldest {report.evicted} spans were left out of this in-memory "
+                "report to bound memory; the spans file has them all"
+            ),
         ]
     for note in report.notes:
         out += ["", f"note: {note}"]

@@ -240,7 +240,8 @@ class TelemetryHandle:
                 if count
             ]
             parts.append(f"{stats.name}: {', '.join(why)}")
-        line = f"{lost} spans were dropped ({'; '.join(parts)})" if lost else ""
+        said = "1 span was dropped" if lost == 1 else f"{lost} spans were dropped"
+        line = f"{said} ({'; '.join(parts)})" if lost else ""
         metrics_error = self._metrics_exporter.error if self._metrics_exporter else None
         if metrics_error is not None:
             said = f"metrics not written to {self.metrics_file}: {metrics_error}"
