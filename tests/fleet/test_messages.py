@@ -54,6 +54,59 @@ def test_fleet_refusals_say_whose_limit_and_that_the_call_never_ran(
     assert "the budget of fleet scope 'tenant-money'" in str(error)
 
 
+@pytest.mark.parametrize("window_s", [None, 3600.0])
+def test_a_fleet_cap_says_whether_a_window_resets_it(
+    redis_server: RedisServer, window_s: float | None
+) -> None:
+    # A probe: a scope without window_s said "reached max_calls=2 in this window ...
+    # (with window_s, its next window counts from zero)": it has no window to reset it.
+    scope = f"tenant-window-{window_s}"
+    calls = FleetLimits(redis_server.url, scope=scope, max_calls=2, window_s=window_s)
+    with (
+        pytest.raises(MaxIterationsExceededError) as cap,
+        Orchestrator(role="writer", fleet=calls).session() as session,
+    ):
+        for _ in range(3):
+            session.run_turn(lambda: "x", model="")
+    error = cap.value
+    assert error.site is not None and error.site.window_s == window_s
+    owner = f"fleet scope {scope!r} (for session 'writer' ({session.worker.worker_id}))"
+    refused = "call 3 was refused before it ran, nothing was sent or booked."
+    if window_s is None:
+        assert str(error) == (
+            f"{owner} reached max_calls=2: {refused} The scope has no window_s, so its count "
+            "never resets: the cap holds for the scope's life. Raise the scope's max_calls."
+        )
+    else:
+        assert str(error) == (
+            f"{owner} reached max_calls=2 in this window (window_s=3600): {refused} Raise the "
+            "scope's max_calls, or wait: its next window counts from zero."
+        )
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)
+    # A direct reserve() is told the same.
+    with pytest.raises(MaxIterationsExceededError) as direct:
+        calls.reserve("m", 0.0)
+    assert ("in this window" in str(direct.value)) is (window_s is not None)
+    assert ("never resets" in str(direct.value)) is (window_s is None)
+
+
+@pytest.mark.parametrize("window_s", [None, 3600.0])
+def test_a_fleet_budget_hint_names_a_window_only_when_there_is_one(
+    redis_server: RedisServer, window_s: float | None
+) -> None:
+    tenant = FleetLimits(
+        redis_server.url, scope=f"tenant-hint-{window_s}", budget_usd=0.001, window_s=window_s
+    )
+    tenant.reserve("m", 0.002)
+    with pytest.raises(BudgetExceededError) as refused:
+        tenant.reserve("m", 0.002)
+    turns = " (or once its window turns over)" if window_s is not None else ""
+    assert (
+        f"Raise the scope's budget_usd, or retry once its calls in flight finish{turns}; "
+        "FleetLimits.usage() shows" in str(refused.value)
+    )
+
+
 def test_a_direct_reserve_refusal_says_the_call_never_ran(redis_server: RedisServer) -> None:
     # reserve() called by the user's own code: the refusal read "budget exceeded in
     # fleet scope ...: $0.0020 > $0.0010" (a crossing) with nothing spent, and told a

@@ -116,6 +116,7 @@ class LimitSite:
     end: its chunks reached the caller before the error. ``later`` is True for a
     call that ran and was booked after an earlier call (in flight alongside it)
     had already crossed the limit: it is over the limit too, but did not cross it.
+    ``window_s`` is a fleet scope's window (None: its counts never reset).
 
     Example::
 
@@ -134,6 +135,7 @@ class LimitSite:
     scope: str = ""
     streamed: bool = False
     later: bool = False
+    window_s: float | None = None
 
     def describe_owner(self) -> str:
         """Whose limit it is, in words."""
@@ -377,10 +379,11 @@ class BudgetExceededError(Exception):
             if self.reserved_usd > self.open_streams_usd:
                 hint = f"Let the calls in flight finish. {hint}"
         elif site.level == "fleet":
+            # Without window_s the spend never resets: no window turns over.
+            turns = " (or once its window turns over)" if site.window_s is not None else ""
             hint = (
-                "Raise the scope's budget_usd, or retry once its calls in flight finish "
-                "(or, with window_s, once its window turns over); FleetLimits.usage() "
-                "shows what was spent and what calls in flight reserve."
+                f"Raise the scope's budget_usd, or retry once its calls in flight finish{turns}; "
+                "FleetLimits.usage() shows what was spent and what calls in flight reserve."
             )
         elif site.level == "shared":
             hint = (

@@ -714,7 +714,7 @@ class FleetLimits:
         error: Exception
         # A refusal before the call ran, said so even to a direct reserve() caller (a
         # session's ledger tells it again with the session it was made for).
-        site = LimitSite("fleet", False, scope=self.scope)
+        site = LimitSite("fleet", False, scope=self.scope, window_s=self.window_s)
         if kind == "calls":
             limit_kind = sc.LIMIT_FLEET_CALLS
             error = MaxIterationsExceededError(self._max_calls, scope=self.scope, site=site)

@@ -101,16 +101,23 @@ class MaxIterationsExceededError(Exception):
         if site is None:
             if self.scope is not None:
                 return (
-                    f"fleet scope {self.scope!r} reached max_calls={cap} in this window; "
-                    "this call was refused before it ran; raise max_calls or wait for "
-                    "the next window"
+                    f"fleet scope {self.scope!r} reached max_calls={cap}; this call was "
+                    "refused before it ran; raise max_calls (a scope with window_s counts "
+                    "from zero again in its next window)"
                 )
             return f"session reached max_iterations={cap}; raise the cap or shorten the loop"
         if site.level == "fleet":
+            refused = f"call {cap + 1} was refused before it ran, nothing was sent or booked."
+            if site.window_s is None:
+                return (
+                    f"{site.describe_owner()} reached max_calls={cap}: {refused} The scope has "
+                    "no window_s, so its count never resets: the cap holds for the scope's "
+                    "life. Raise the scope's max_calls."
+                )
             return (
-                f"{site.describe_owner()} reached max_calls={cap} in this window: call "
-                f"{cap + 1} was refused before it ran, nothing was sent or booked. Raise the "
-                "scope's max_calls (with window_s, its next window counts from zero)."
+                f"{site.describe_owner()} reached max_calls={cap} in this window "
+                f"(window_s={site.window_s:g}): {refused} Raise the scope's max_calls, or "
+                "wait: its next window counts from zero."
             )
         default = f" (the default cap of {cap})" if type(cap) is DefaultCap else ""
         if site.level == "shared":

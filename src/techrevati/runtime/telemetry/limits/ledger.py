@@ -831,7 +831,10 @@ class Ledger:
         shared = getattr(fleet, "shared_role", None)
         role, session_id = self.role, self.session_id
         if shared is None:
-            return LimitSite("fleet", False, "", "", role, session_id, scope), scope
+            window_s = getattr(fleet, "window_s", None)
+            return LimitSite(
+                "fleet", False, "", "", role, session_id, scope, window_s=window_s
+            ), scope
         if fleet in self.fleet and self.session_id:
             # The shared session's own call, in its own process. (A remote session's
             # root ledger in a child process holds the level too, but has no session.)
