@@ -175,14 +175,44 @@ def test_a_provider_the_user_passes_is_extended_not_replaced(
     theirs.shutdown()
 
 
-def test_unsupported_protocol_falls_back_to_http(caplog: pytest.LogCaptureFixture) -> None:
-    handle = configure(
-        endpoint="http://127.0.0.1:9", protocol="http/json", set_global=False, metrics=False
+@pytest.mark.parametrize("bad", ["http/json", "udp", ""])
+def test_an_unsupported_protocol_argument_is_refused(bad: str) -> None:
+    # A probe: protocol="udp" was accepted with a warning and exported over
+    # http/protobuf, where every other configure() argument with a wrong value raises.
+    said = (
+        "configure() protocol must be 'http/protobuf' or 'grpc' (or None: "
+        f"OTEL_EXPORTER_OTLP_PROTOCOL, else 'http/protobuf'), got {bad!r}"
     )
+    with pytest.raises(ValueError) as refused:
+        configure(endpoint="http://127.0.0.1:9", protocol=bad, set_global=False, metrics=False)
+    assert str(refused.value) == said
+
+
+def test_a_protocol_argument_is_read_in_any_case() -> None:
+    handle = configure(
+        endpoint="http://127.0.0.1:9", protocol=" GRPC ", set_global=False, metrics=False
+    )
+    assert [d.protocol for d in handle.destinations] == ["grpc"]
+    handle.shutdown(timeout_s=1)
+
+
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"]
+)
+def test_an_unsupported_protocol_variable_falls_back_to_http(
+    variable: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A variable may be set for other programs too: warned about and replaced, as for
+    # the other OTEL_* variables.
+    monkeypatch.setenv(variable, "http/json")
+    handle = configure(endpoint="http://127.0.0.1:9", set_global=False, metrics=False)
     assert [(d.protocol, d.target) for d in handle.destinations] == [
         ("http/protobuf", "http://127.0.0.1:9/v1/traces")
     ]
-    assert "only grpc and http/protobuf" in caplog.text
+    assert (
+        f"{variable}='http/json' is not supported here (only grpc and http/protobuf); "
+        "using http/protobuf" in caplog.text
+    )
     handle.shutdown(timeout_s=1)
 
 

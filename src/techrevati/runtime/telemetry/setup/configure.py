@@ -114,7 +114,7 @@ def configure(
         endpoint: OTLP base URL, e.g. ``http://collector:4318`` (HTTP; ``/v1/traces``
             and ``/v1/metrics`` are appended) or ``http://collector:4317`` (gRPC).
             With no endpoint here or in the environment, the embedded mode is used.
-        protocol: ``"http/protobuf"`` (default) or ``"grpc"``.
+        protocol: ``"http/protobuf"`` (default) or ``"grpc"``; another value raises ``ValueError``.
         headers: extra request headers, a mapping or ``"k1=v1,k2=v2"``.
         timeout: seconds per export request (default 3), a finite number > 0.
         capture_content: record prompts, completions and tool arguments/results on

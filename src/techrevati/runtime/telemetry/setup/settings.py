@@ -97,6 +97,12 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"configure() {name} must be a str or None, got {value!r}")
+        protocol = self.protocol
+        if protocol is not None and protocol.strip().lower() not in (HTTP_PROTOBUF, GRPC):
+            raise ValueError(
+                f"configure() protocol must be {HTTP_PROTOBUF!r} or {GRPC!r} (or None: "
+                f"{OTEL_EXPORTER_OTLP_PROTOCOL}, else {HTTP_PROTOBUF!r}), got {protocol!r}"
+            )
         _check_headers(self.headers)
         for name, kinds in (
             ("spans_file", (str, os.PathLike, bool)),
@@ -224,15 +230,23 @@ def _exporter_off(variable: str) -> bool:
 
 
 def _protocol(explicit: str | None, signal_var: str) -> str:
-    raw = explicit or os.environ.get(signal_var) or os.environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
-    value = (raw or HTTP_PROTOBUF).strip().lower()
-    if value in (GRPC, HTTP_PROTOBUF):
-        return value
-    _logger.warning(
-        "OTLP protocol %r is not supported here (only grpc and http/protobuf); using %s",
-        value,
-        HTTP_PROTOBUF,
-    )
+    if explicit is not None:
+        return explicit.strip().lower()  # checked when the settings were made
+    # An environment variable may be shared by other programs: an unsupported value
+    # is warned about and replaced, as for the other OTEL_* variables.
+    for variable in (signal_var, OTEL_EXPORTER_OTLP_PROTOCOL):
+        raw = os.environ.get(variable)
+        if raw:
+            value = raw.strip().lower()
+            if value in (GRPC, HTTP_PROTOBUF):
+                return value
+            _logger.warning(
+                "%s=%r is not supported here (only grpc and http/protobuf); using %s",
+                variable,
+                raw,
+                HTTP_PROTOBUF,
+            )
+            return HTTP_PROTOBUF
     return HTTP_PROTOBUF
 
 
