@@ -567,3 +567,93 @@ def test_exporter_none_leaves_a_spans_file_that_was_asked_for(
     finally:
         handle.shutdown(timeout_s=3)
     assert len(list(read_json_lines(path))) >= 1
+
+
+def test_a_side_set_up_never_takes_sessions_from_a_global_one(tmp_path: Path) -> None:
+    # A set_global=False set-up took every later session that named no provider from
+    # the live global one: session B's spans went to the side file while a third-party
+    # span inside it stayed in the global file, its parent missing there. The global
+    # set-up keeps its sessions; a side set-up gets them only while nothing global
+    # would (the set-ups below, one per process).
+    import techrevati.runtime
+
+    src = str(Path(techrevati.runtime.__file__).parents[2])
+    script = """
+        import json, sys
+        from opentelemetry import trace
+        from techrevati.runtime import agent_session, configure
+
+        def run(tag):
+            with agent_session(tag):
+                with trace.get_tracer("third.party").start_as_current_span("chat " + tag):
+                    pass
+
+        def names(path):
+            try:
+                lines = open(path).read().splitlines()
+            except FileNotFoundError:
+                return []
+            return sorted(
+                span["name"]
+                for line in lines
+                for resource in json.loads(line)["resourceSpans"]
+                for scope in resource["scopeSpans"]
+                for span in scope["spans"]
+            )
+
+        files = dict(report=False, metrics=False)
+        if sys.argv[1] == "global first":
+            first = configure(spans_file="global.jsonl", **files)
+            run("A")
+            side = configure(set_global=False, spans_file="side.jsonl", **files)
+            run("B")
+            side.shutdown()
+            first.shutdown()
+            print(json.dumps([names("global.jsonl"), names("side.jsonl")]))
+        else:
+            one = configure(set_global=False, spans_file="one.jsonl", **files)
+            run("A")
+            two = configure(set_global=False, spans_file="two.jsonl", **files)
+            run("B")
+            two.shutdown()
+            run("C")  # back to the first side set-up, still live
+            one.shutdown()
+            print(json.dumps([names("one.jsonl"), names("two.jsonl")]))
+    """
+    results = []
+    for case in ("global first", "two sides"):
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(script), case],
+            cwd=tmp_path,
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+                "PYTHONPATH": src,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        results.append(json.loads(done.stdout.splitlines()[-1]))
+    (global_file, side_file), (one, two) = results
+    assert global_file == ["chat A", "chat B", "invoke_agent A", "invoke_agent B"]
+    assert side_file == []
+    # (The third-party spans use the global API, with no SDK provider behind it here.)
+    assert one == ["invoke_agent A", "invoke_agent C"]
+    assert two == ["invoke_agent B"]
+
+
+def test_exporter_none_leaves_the_spans_file_the_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # $TECHREVATI_SPANS_FILE asks for a file as spans_file= does: it was not written
+    # under OTEL_TRACES_EXPORTER=none, while the metrics file beside it was.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("TECHREVATI_SPANS_FILE", "mine.jsonl")
+    handle = configure(set_global=False, report=False)
+    try:
+        _agent_run()
+    finally:
+        handle.shutdown(timeout_s=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.jsonl", "mine.metrics.jsonl"]

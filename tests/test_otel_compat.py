@@ -81,6 +81,23 @@ def test_event_details_that_hold_content_stay_off_spans_with_capture_off(capture
         assert not any("SSN" in str(d) or "secret" in str(d) for d in details), details
         assert "handoff \u2192 editor" in details  # the target role is not content
     assert "budget exceeded: $0.0000" in details  # the package's own detail: kept
+    # An event of a kind the package writes, with a caller's text: content all the same.
+    from techrevati.runtime import AgentEvent
+
+    before = len(exporter.get_finished_spans())
+    set_capture_content(capture)
+    try:
+        sink.emit(AgentEvent.gate_passed("p", "customer SSN 123-45-6789"))
+        sink.emit(AgentEvent.gate_passed("p", "observed=GREEN"))
+    finally:
+        set_capture_content(None)
+    emitted = [
+        (span.attributes or {}).get("techrevati.detail")
+        for span in exporter.get_finished_spans()[before:]
+    ]
+    assert emitted == (
+        ["customer SSN 123-45-6789", "observed=GREEN"] if capture else [None, "observed=GREEN"]
+    )
 
 
 def test_operation_mapping() -> None:

@@ -814,6 +814,12 @@ def test_a_model_no_provider_rule_places_has_its_makers_price(
             lambda: price_call(None, UsageSnapshot(1, 1)),
             "model must be a str (a model name), got NoneType: None",
         ),
+        # Unhashable: "unhashable type: 'list'" from the cache, naming nothing.
+        (lambda: has_pricing(["x"]), "model must be a str (a model name), got list: ['x']"),
+        (
+            lambda: has_pricing("m", ["p"]),
+            "provider must be a str (a provider name), got list: ['p']",
+        ),
     ],
 )
 def test_a_model_that_is_not_a_name_is_a_type_error_naming_it(call: Any, message: str) -> None:

@@ -47,19 +47,20 @@ _OPERATIONS: dict[str, str] = {
 }
 
 
-#: Details the package itself writes that hold no content: kept with capture off.
+#: Details the package itself writes that hold no content, by event: kept with capture
+#: off. Matched whole, so that text a caller put in an event of the same kind is not.
 _HANDOFF = "handoff \u2192 "
-_OWN_FAILED = re.compile(
-    r"budget exceeded: \$[0-9.,]+|cancelled|async session cancelled|session closed early"
-    r"|KeyboardInterrupt|SystemExit|CancelledError"
-)
-_OWN_EVENTS = frozenset(
-    {
-        "phase.gate_passed",  # observed=<level>
-        "phase.gate_failed",
-        "agent.recovery.attempted",  # <scenario>: <outcome>
-    }
-)
+_OWN_DETAILS = {
+    "agent.failed": re.compile(
+        r"budget exceeded: \$[0-9.,]+|cancelled|async session cancelled|session closed early"
+        r"|KeyboardInterrupt|SystemExit|CancelledError"
+    ),
+    "phase.gate_passed": re.compile(r"observed=[A-Z_]+|observed=None"),
+    "phase.gate_failed": re.compile(r"observed=[A-Z_]+|observed=None"),
+    "agent.recovery.attempted": re.compile(
+        r"[a-z_]+: (recovered|partial_recovery|escalation_required)"
+    ),
+}
 
 
 def _shown_detail(event: AgentEvent) -> str | None:
@@ -73,13 +74,10 @@ def _shown_detail(event: AgentEvent) -> str | None:
     if not detail or capture_content():
         return detail
     kind = event.event.value
-    if kind in _OWN_EVENTS:
-        return detail
     if kind == "agent.completed" and detail.startswith(_HANDOFF):
         return _HANDOFF + detail[len(_HANDOFF) :].partition(": ")[0]
-    if kind == "agent.failed" and _OWN_FAILED.fullmatch(detail):
-        return detail
-    return None
+    own = _OWN_DETAILS.get(kind)
+    return detail if own is not None and own.fullmatch(detail) else None
 
 
 def _require_otel() -> None:

@@ -186,7 +186,12 @@ def late_site(skip: int = 0) -> UserSite | None:
     found = user_site(1 + skip)
     if found is not None and not _in_asyncio(found.module_globals.get("__name__")):
         return found
-    return _awaiter_site() or found
+    try:
+        return _awaiter_site() or found
+    except Exception:
+        # asyncio's private attributes in a shape not foreseen: the warning still comes,
+        # at the line it had before this search.
+        return found
 
 
 def _in_asyncio(module: object) -> bool:

@@ -364,7 +364,11 @@ def _resolve(model: str, provider: str = "") -> _Resolved:
         cache = _cache = (table, {})
     entries = cache[1]
     key = (provider, model)
-    resolved = entries.get(key)
+    try:
+        resolved = entries.get(key)
+    except TypeError:  # (an unhashable name: said with the argument it came in as)
+        _check_names(model, provider)
+        raise
     if resolved is None:
         # Checked on a miss only: the cache holds names that passed, so a hit needs none.
         _check_names(model, provider)

@@ -482,8 +482,8 @@ _lock = threading.Lock()
 
 
 def instruments_for(provider: MeterProvider | None = None) -> Instruments:
-    """The instruments for ``provider`` (when None, the provider of a live ``configure()``
-    set-up that is not global, else the global one), made once.
+    """The instruments for ``provider`` (when None, the global one, or while none is
+    set, the provider of a live ``configure()`` set-up that is not global), made once.
 
     With no provider given they are the global proxy's instruments. While no
     global MeterProvider is set, the copy returned says ``live=False``, so turns
@@ -491,8 +491,8 @@ def instruments_for(provider: MeterProvider | None = None) -> Instruments:
     records (the instruments themselves are the same, and forward then).
     """
     global _global, _global_quiet
-    if provider is None:
-        provider = default_meter_provider()  # a configure() set-up's, not global
+    if provider is None and _UNSET is not None and metrics.get_meter_provider() is _UNSET:
+        provider = default_meter_provider()  # no global one: a configure() set-up's
     if provider is None:
         if _global is None:
             with _lock:

@@ -39,12 +39,15 @@ _lock = threading.Lock()
 # configure(tracer_provider=...), configure(meter_provider=...) and
 # configure(set_global=False) build a set-up whose providers OpenTelemetry's global
 # accessors never return. Sessions and decorated calls that name no provider still
-# belong to it: the user configured it for them. With several such set-ups, the last
-# one configured is the default while it is live (until its shutdown()).
+# belong to it when nothing global would take them: the user configured it for them.
+# A global SDK provider (the user's, or a global configure()'s) keeps them: it is the
+# process's own set-up, and third-party spans of the same calls go there too. With
+# several such set-ups, the last one configured that is still live (not shut down).
 
 #: (tracer provider or None, meter provider or None, whether the set-up is still live).
 _Default = tuple[TracerProvider | None, MeterProvider | None, Callable[[], bool]]
-_default: _Default | None = None
+#: The set-ups configure() built that are not global, oldest first.
+_defaults: list[_Default] = []
 
 
 def use_by_default(
@@ -57,19 +60,17 @@ def use_by_default(
     ``None`` for a provider that the global accessor already returns (or that
     the set-up has none of): the global one stays the default for it.
     """
-    global _default
-    _default = (tracer_provider, meter_provider, live)
+    with _lock:
+        _defaults.append((tracer_provider, meter_provider, live))
 
 
 def _live() -> _Default | None:
-    global _default
-    found = _default
-    if found is None:
+    """The newest set-up still live; the shut-down ones are dropped on the way."""
+    if not _defaults:
         return None
-    if not found[2]():
-        _default = None  # shut down: the global providers are the default again
-        return None
-    return found
+    with _lock:
+        _defaults[:] = [found for found in _defaults if found[2]()]
+        return _defaults[-1] if _defaults else None
 
 
 def default_tracer_provider() -> TracerProvider | None:
@@ -99,14 +100,14 @@ def fallback_provider() -> SDKTracerProvider:
 def resolve_provider(explicit: TracerProvider | None = None) -> TracerProvider:
     """The provider to use now: explicit, else the configured set-up's, else the global
     SDK one, else the fallback."""
-    if explicit is None:
-        explicit = default_tracer_provider()
     global_provider = trace.get_tracer_provider()
     if isinstance(global_provider, SDKTracerProvider):
         # Even with an explicit provider for our spans: other GenAI
         # instrumentations (the OpenAI one, say) make theirs on the global
         # provider, and their model calls must still be admitted and booked.
         ensure_limits_processor(global_provider)
+    elif explicit is None:
+        explicit = default_tracer_provider()
     provider = explicit if explicit is not None else global_provider
     if isinstance(provider, SDKTracerProvider):
         ensure_limits_processor(provider)

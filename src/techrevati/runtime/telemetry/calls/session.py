@@ -196,6 +196,8 @@ def open_session(
                 "shared=True needs a session store: call "
                 "configure(session_store='redis://...') in every process first"
             )
+        # Before anything is opened: the warning may be raised (warnings as errors).
+        remote.check_propagator("a shared session")
         session_id = remote.new_session_id()
         level = store.open_shared(
             session_id,

@@ -129,7 +129,6 @@ def new_session_id() -> str:
 
 def with_session(context: Context, session_id: str) -> Context:
     """``context`` carrying ``session_id`` in its W3C baggage."""
-    check_propagator("a shared session")
     return baggage.set_baggage(BAGGAGE_KEY, session_id, context)
 
 
@@ -139,28 +138,35 @@ _checked_propagators: list[object] = []
 
 
 def check_propagator(what: str) -> None:
-    """Warn once when the global propagator cannot carry W3C baggage.
+    """Warn once when the global propagator does not carry baggage between processes.
 
     A shared session's id travels only in baggage: with ``OTEL_PROPAGATORS``
-    set without ``baggage`` (``tracecontext`` alone, say), nothing carries it
-    between services, and the calls of the services it calls are silently
-    outside its limits. ``what`` names the side that found it out.
+    set to ``tracecontext`` or ``b3`` alone, say, nothing carries it between
+    services, and the calls of the services it calls are silently outside its
+    limits. Tried for real, once per propagator: an id put in the baggage of a
+    context is injected into headers and extracted back (W3C ``baggage``,
+    Jaeger's ``uberctx-*`` and the like all pass). ``what`` names the side that
+    found it out.
     """
     textmap = propagate.get_global_textmap()
     if any(seen is textmap for seen in _checked_propagators):
         return
     _checked_propagators.append(textmap)
+    probe = "0" * 32
     try:
-        fields = set(textmap.fields)
+        headers: dict[str, str] = {}
+        textmap.inject(headers, context=baggage.set_baggage(BAGGAGE_KEY, probe))
+        carried = baggage.get_baggage(BAGGAGE_KEY, textmap.extract(headers)) == probe
     except Exception:
-        return  # a propagator that cannot say: nothing to tell
-    if "baggage" in fields:
+        return  # a propagator that fails on its own: not ours to judge
+    if carried:
         return
     warnings.warn(
-        f"{what} needs W3C baggage to travel between services, and the global "
-        f"propagator ({type(textmap).__name__}, fields {sorted(fields)}) carries none: "
-        "calls made by the services it reaches are not counted against its limits. "
-        "Add 'baggage' to OTEL_PROPAGATORS (its default is 'tracecontext,baggage')",
+        f"{what} needs its id to travel between services in OpenTelemetry baggage, and "
+        f"the global propagator ({type(textmap).__name__}, fields "
+        f"{sorted(textmap.fields)}) does not carry baggage: calls made by the services "
+        "it reaches are not counted against its limits. Add 'baggage' to "
+        "OTEL_PROPAGATORS (its default is 'tracecontext,baggage')",
         RuntimeWarning,
         stacklevel=user_stacklevel(),
     )

@@ -424,9 +424,12 @@ def plan_export(settings: Settings, *, user_provider: bool) -> ExportPlan:
     )
 
     # The embedded files stand in for the exporters: OTEL_{TRACES,METRICS}_EXPORTER=none
-    # turns each default file off (a spans_file= given still writes).
+    # turns each default file off (a spans_file= or $TECHREVATI_SPANS_FILE still writes).
     files = embedded and not user_provider
-    spans_path = _spans_path(settings.spans_file, files and not _exporter_off(OTEL_TRACES_EXPORTER))
+    asked = bool(os.environ.get(SPANS_FILE_ENV))
+    spans_path = _spans_path(
+        settings.spans_file, files and (asked or not _exporter_off(OTEL_TRACES_EXPORTER))
+    )
     keep_report = settings.report if settings.report is not None else embedded and not user_provider
 
     metrics: OtlpTarget | None = None
