@@ -66,11 +66,12 @@ from .sinks import (
 )
 from .telemetry import semconv as sc
 from .telemetry.calls import instrument as core
-from .telemetry.calls.failures import RUNTIME_REFUSALS, error_text, reason_text
+from .telemetry.calls.failures import error_text, reason_text
 from .telemetry.calls.timeouts import await_with_timeout, wait_in_thread
 from .telemetry.limits import membership as core_membership
 from .telemetry.limits.errors import (
     DEFAULT_MAX_ITERATIONS,
+    RUNTIME_REFUSALS,
     MaxIterationsExceededError,
     PermissionDeniedError,
     TurnTimeoutError,
@@ -332,7 +333,7 @@ class _SessionBase(Generic[B]):
         )
         scope = self._scope
         # What the turn and tool state machines ask of this session.
-        scope.breaker = self.circuit_breaker
+        core.watch_breaker(scope, self.circuit_breaker)  # every door's, bare clients too
         scope.authorize = self.authorize if self.permissions is not None else None
         scope.guardrails = self.guardrails
         scope.on_turn_failed = self._turn_failed

@@ -12,34 +12,12 @@ import traceback
 
 from opentelemetry.trace import Span, Status, StatusCode
 
-from ...circuit_breaker import CircuitOpenError
-from ...guardrails import GuardrailViolatedError
-from ...usage_tracking import BudgetExceededError
 from .. import semconv as sc
-from ..limits.errors import (
-    FleetUnavailableError,
-    LoopDetectedError,
-    MaxIterationsExceededError,
-    PermissionDeniedError,
-)
 from .content import capture_content, unreadable
 
 _log = logging.getLogger("techrevati.runtime.telemetry")
 #: Error types a span processor raised in ``on_end`` that were logged already.
 _END_FAILURES: set[str] = set()
-
-#: What the runtime's own checks raise: refusals, not failures of a provider. A turn
-#: whose body raised one of these (a nested call over the cap, a tool the role may
-#: not use) counts against no breaker and is no recovery scenario.
-RUNTIME_REFUSALS: tuple[type[Exception], ...] = (
-    BudgetExceededError,
-    CircuitOpenError,
-    FleetUnavailableError,
-    GuardrailViolatedError,
-    LoopDetectedError,
-    MaxIterationsExceededError,
-    PermissionDeniedError,
-)
 
 
 def error_type(error: BaseException) -> str:

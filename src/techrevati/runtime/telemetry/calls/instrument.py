@@ -9,6 +9,7 @@ module only gathers the names they use.
 from __future__ import annotations
 
 from ..limits.membership import current_session
+from .breakers import watch_breaker
 from .loops import watch_loops
 from .session import (
     Activation,
@@ -53,6 +54,7 @@ __all__ = [
     "note_recovery",
     "open_session",
     "session_event",
+    "watch_breaker",
     "watch_loops",
     "watch_wrap_up",
     "wrapping_up",

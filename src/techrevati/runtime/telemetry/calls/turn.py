@@ -43,15 +43,16 @@ from ...usage_tracking import BudgetExceededError, UsageSnapshot
 from .. import semconv as sc
 from ..limits import membership
 from ..limits.errors import TurnTimeoutError
-from ..limits.ledger import Ledger
+from ..limits.ledger import Ledger, breaker_admit, breaker_ended
 from ..limits.membership import SpanEntry
 from ..limits.probe import _ProbeWait
 from ..readings.sdk_attributes import write_known
 from ..readings.tokens import usage_to_attributes
 from . import conventions
+from .breakers import note_state, refused_span
 from .content import capture_content, content_text
-from .failures import RUNTIME_REFUSALS, end_span, error_type, record_error
-from .labels import GLOBAL_LABELS, ModelLabels, bounded_name, model_labels
+from .failures import end_span, error_type, record_error
+from .labels import GLOBAL_LABELS, ModelLabels, model_labels
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .session import SessionScope
@@ -226,13 +227,10 @@ class TurnCall:
         permit = self.permit
         if permit is None:
             return
-        state = permit.state().value
+        state = note_state(self.instruments, permit.breaker)
         if self.span.is_recording():
             self.span.set_attribute(sc.BREAKER_NAME, permit.name)
             self.span.set_attribute(sc.BREAKER_STATE, state)
-        self.instruments.breaker_state.set(
-            sc.BREAKER_STATE_VALUE.get(state, 0), {sc.BREAKER_NAME: bounded_name(permit.name)}
-        )
 
     def fail(self, error: BaseException) -> None:
         """The call failed: breaker, span, reservation released, recovery. Never raises."""
@@ -240,10 +238,7 @@ class TurnCall:
             return
         self.ended = True
         if self.permit is not None:
-            if isinstance(error, RUNTIME_REFUSALS):
-                self.permit.released()  # the provider did not fail: no breaker count
-            else:
-                self.permit.failed(error)
+            breaker_ended(self.permit, error)  # a runtime refusal is no provider failure
             self._note_breaker()
         span = self.span
         if span.is_recording() and self.iteration:
@@ -376,7 +371,7 @@ class TurnCall:
         self.ended = True
         permit = self.permit
         if permit is not None:
-            permit.succeeded()
+            breaker_ended(permit, None)
             self._note_breaker()
         if not self.model and response_model:
             self._learn_model(response_model)
@@ -555,9 +550,8 @@ def _admit(
         ledger = membership.root_for_context(here)
     permit = None
     if breaker is not None:
-        permit = BreakerPermit(breaker)
         try:
-            permit.admit()
+            permit = breaker_admit(breaker)
         except CircuitOpenError as exc:
             refused_span(session, model, exc)  # refused before it counts as a call
             raise
@@ -601,34 +595,6 @@ def _admit(
                 permit.released()
             raise
     return (session, model, provider_name, labels, tracer, instruments, entry, permit, here)
-
-
-def refused_span(session: SessionScope | None, model: str, error: BaseException) -> None:
-    """A turn refused before admission (open breaker): an ended error span, nothing counted."""
-    if session is None:
-        return
-    labels = session.labels(model)
-    attributes: dict[str, object] = {**labels.base, **session.span_stamp}
-    breaker = session.breaker
-    if breaker is not None:
-        state = BreakerPermit(breaker).state().value
-        attributes[sc.BREAKER_NAME] = breaker.name
-        # What refused it: open, or half-open with every probe slot taken.
-        attributes[sc.BREAKER_STATE] = state
-        session.instruments.breaker_state.set(
-            sc.BREAKER_STATE_VALUE.get(state, 0), {sc.BREAKER_NAME: bounded_name(breaker.name)}
-        )
-    span = session.tracer.start_span(
-        labels.span_name,
-        context=membership.parent_for(session),
-        kind=SpanKind.CLIENT,
-        attributes=attributes,  # type: ignore[arg-type]
-    )
-    record_error(span, error)
-    end_span(span)
-    session.instruments.operation_duration.record(
-        0.0, {**labels.base, sc.ERROR_TYPE: error_type(error)}
-    )
 
 
 #: (declared model, response model, provider) pairs already checked: each pair is

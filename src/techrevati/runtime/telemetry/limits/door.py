@@ -7,8 +7,10 @@ request is: a model span of this request already open on this thread
 or task (our turn, or another instrumentation's span) makes it that call;
 otherwise the guard admits it itself, against the same ledger chain, so a bare
 client with no instrumentation, or a tool calling a client directly, is capped
-and budgeted like any other call. The guard then reads the response (or the
-stream's chunks) and books what it used; a request that fails is released.
+and budgeted like any other call, and admitted by its session's circuit
+breaker, if it has one (``ledger.breaker_admit_call``). The guard then reads
+the response (or the stream's chunks) and books what it used; a request that
+fails is released.
 
 Retries of one request (the SDKs' own, sharing one idempotency key) are one
 call. All of this state lives in a context variable, so threads and asyncio
@@ -54,7 +56,7 @@ from .estimate import (
     text_chars,
     tokens_of_text,
 )
-from .ledger import STREAMING, Claim, Ledger
+from .ledger import STREAMING, Claim, Ledger, breaker_abandoned, breaker_call_ended
 from .membership import SpanEntry
 from .probe import _ProbeWait
 
@@ -130,10 +132,12 @@ class RequestCall:
 class InRequest:
     """One run of the SDK's request method (every attempt of one call), while it runs."""
 
-    __slots__ = ("running",)
+    __slots__ = ("claim", "running")
 
     def __init__(self) -> None:
         self.running = True
+        #: The call whose breaker permit this run's end tells (``breaker_call_ended``).
+        self.claim: Claim | None = None
 
 
 _IN_FLIGHT: ContextVar[RequestCall | None] = ContextVar("techrevati_request", default=None)
@@ -317,10 +321,13 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
             # (Our turn's own request joins the turn, admitted before at its own cost.)
             estimated = estimated and not entry.same_call
     claim = entry.call
-    if claim is not None and claim.fleet_deferred and not (created and awaits):
-        # A span admitted on an event loop whose request reached no awaiting door
-        # (see ``afleet``): the fleet is asked now, still before anything is sent.
-        claim.leaf.reserve_deferred(claim)
+    if claim is not None:
+        if claim.permit is not None:
+            _tell_breaker_at_end(claim)
+        if claim.fleet_deferred and not (created and awaits):
+            # A span admitted on an event loop whose request reached no awaiting door
+            # (see ``afleet``): the fleet is asked now, still before anything is sent.
+            claim.leaf.reserve_deferred(claim)
     if (
         claim is not None
         and claim.open
@@ -389,6 +396,14 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         claim.estimated = seen_usage(body, provider, 0)
     _IN_FLIGHT.set(call)
     return call
+
+
+def _tell_breaker_at_end(claim: Claim) -> None:
+    """The session's breaker admitted this request's call: the end of the SDK's request
+    method (every attempt, ``unanswered.run_ended``) tells it how the call ended."""
+    running = IN_REQUEST.get()
+    if running is not None:
+        running.claim = claim
 
 
 def _as_sent_to_anthropic(body: Mapping[str, Any] | None, platform: PlatformCall) -> dict[str, Any]:
@@ -489,6 +504,9 @@ async def arequest_fleet(request: object = None) -> None:
         except BaseException:
             fail(call)  # refused (or cancelled) before anything was sent: nothing counted
             raise
+        admitted = call.entry.call
+        if admitted is not None and admitted.permit is not None:
+            _tell_breaker_at_end(admitted)
         if request is not None:
             watch(request, call)
     if call.entry is None:
@@ -535,8 +553,12 @@ def _abandoned(call: RequestCall, attempt: int) -> None:
     fail(call)
 
 
-def fail(call: RequestCall) -> None:
-    """The request failed (no response): its call stays counted, its reservation is freed."""
+def fail(call: RequestCall, error: BaseException | None = None) -> None:
+    """The request failed (no response): its call stays counted, its reservation is freed.
+
+    ``error``: what failed it, told to the session's breaker (None: nothing says
+    the provider failed, e.g. a request dropped unsent; a half-open probe is freed).
+    """
     if call.done:
         return
     call.processed = call.done = True
@@ -544,6 +566,12 @@ def fail(call: RequestCall) -> None:
     entry = call.entry
     if entry is None:
         return
+    claim = entry.call
+    if claim is not None and claim.permit is not None:
+        if error is not None:
+            breaker_call_ended(claim, error)
+        else:
+            breaker_abandoned(claim)
     if DEFERRED and entry.call is not None:
         DEFERRED.pop(entry.call, None)  # (see ``finish``)
     if entry.by_guard:
@@ -575,6 +603,10 @@ def answered(call: RequestCall, result: object) -> object:
     Raises only ``BudgetExceededError``, for the guard's own call that ran and
     left an enforced budget crossed (see ``_crossed``).
     """
+    entry = call.entry
+    claim = entry.call if entry is not None else None
+    if claim is not None and claim.permit is not None:
+        breaker_call_ended(claim, None)  # answered: the session's breaker is told
     try:
         if _is_stream(result):
             _wrap_stream(result, call)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ...circuit_breaker import CircuitOpenError
+from ...guardrails import GuardrailViolatedError
 from ...permissions import PermissionOutcome
 from ...usage_tracking import BudgetExceededError, LimitSite, _name, usd_text
 from .. import semconv as sc
@@ -549,3 +551,17 @@ def limit_kind(error: BaseException) -> str | None:
     if isinstance(error, LoopDetectedError):
         return "loop"
     return None
+
+
+#: What the runtime's own checks raise: refusals, not failures of a provider. A call
+#: that ended with one of these (a nested call over the cap, a tool the role may not
+#: use, a fleet that refused) counts against no breaker and is no recovery scenario.
+RUNTIME_REFUSALS: tuple[type[Exception], ...] = (
+    BudgetExceededError,
+    CircuitOpenError,
+    FleetUnavailableError,
+    GuardrailViolatedError,
+    LoopDetectedError,
+    MaxIterationsExceededError,
+    PermissionDeniedError,
+)

@@ -10,7 +10,9 @@ of this request is already open on this thread or task (our turn, or another
 instrumentation's span), the request is that call; otherwise the guard admits
 it itself against the same ledger chain and books the usage it reads from the
 response, so a bare client, or a tool calling a client directly, is capped,
-budgeted and priced. A refused request raises before any byte is sent.
+budgeted and priced, and goes through its session's circuit breaker (told how
+the request ended when the SDK's request method returns or raises, all its
+attempts one call). A refused request raises before any byte is sent.
 
 **A relay for refusals that producers swallow.** The limits processor refuses
 a model call by raising in ``on_start``; most instrumentations let that reach
@@ -220,9 +222,9 @@ def _guard_process(method: Callable[..., Any]) -> Callable[..., Any]:
         call = None if _IN_FLIGHT.get() is None else door.take(kwargs.get("options"))
         try:
             result = method(self, *args, **kwargs)
-        except BaseException:
+        except BaseException as error:
             if call is not None:
-                door.fail(call)
+                door.fail(call, error)
             raise
         return result if call is None else door.answered(call, result)
 
@@ -236,9 +238,9 @@ def _guard_aprocess(method: Callable[..., Any]) -> Callable[..., Any]:
         call = door.take(kwargs.get("options"))
         try:
             result = await method(self, *args, **kwargs)
-        except BaseException:
+        except BaseException as error:
             if call is not None:
-                door.fail(call)
+                door.fail(call, error)
             raise
         return result if call is None else door.answered(call, result)
 

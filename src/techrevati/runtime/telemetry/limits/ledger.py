@@ -51,6 +51,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ...caller import UserSite, late_site, user_stacklevel, warn_at
+from ...circuit_breaker import (
+    AsyncCircuitBreaker,
+    BreakerPermit,
+    CircuitBreaker,
+    CircuitOpenError,
+)
 from ...pricing import ESTIMATED, PricedCall, has_pricing, price_call
 from ...sinks import UsageSink
 from ...usage_tracking import (
@@ -63,6 +69,7 @@ from ...usage_tracking import (
 from .. import semconv as sc
 from .errors import (
     DEFAULT_MAX_ITERATIONS,
+    RUNTIME_REFUSALS,
     DefaultCap,
     MaxIterationsExceededError,
     UnpricedModelError,
@@ -211,6 +218,10 @@ class Claim:
     #: nothing else (``processor._admit_on_loop``): a placeholder the client guard
     #: replaces with its request's own upper bound, lower or higher (``reserve_at``).
     default_cap: bool = False
+    #: Its session breaker's admission, held until the call's outcome is told
+    #: (``breaker_call_ended``): a call the client guard or another instrumentation's
+    #: span admitted in a session with a breaker (our turns hold their own).
+    permit: BreakerPermit | None = None
 
 
 _ZERO = UsageSnapshot()
@@ -360,6 +371,14 @@ class Ledger:
     open_keys: set[tuple[int, int]] = field(default_factory=set, repr=False)
     #: The session that owns this ledger, weakly (membership finds it from a span).
     session_ref: Callable[[], Any] | None = field(default=None, repr=False)
+    #: The owning session's circuit breaker (None: none, the common case): the doors
+    #: other than our turns admit their calls through it (``breaker_admit_call``).
+    breaker: CircuitBreaker | AsyncCircuitBreaker | None = field(default=None, repr=False)
+    #: Told of those calls' breaker news, (model, the refusal or None once a call ended):
+    #: the session reports them as it does its turns' (``calls/breakers.py``).
+    on_breaker: Callable[[str, CircuitOpenError | None], None] | None = field(
+        default=None, repr=False
+    )
     #: The thread the session opened on, and whether an escaped call was warned about.
     opened_on: int = field(default=0, repr=False)
     escape_warned: bool = field(default=False, repr=False)
@@ -1315,6 +1334,150 @@ def describe(ledger: Ledger) -> dict[str, Any]:
     if ledger._fleet_chain:
         rollup[sc.FLEET_SCOPES] = [str(fleet.scope) for fleet in ledger._fleet_chain]
     return rollup
+
+
+# -- the session's circuit breaker, at every door ----------------------------------
+#
+# A session's breaker sees every model call of the session, whichever door admits it,
+# through the functions below and nothing else: our turns (``run_turn``, ``arun_turn``,
+# ``@agent_turn``: ``calls/turn.py``) hold their permit themselves; the client guard's
+# own calls (a bare ``openai`` / ``anthropic`` client, or a tool calling one) and other
+# instrumentations' model spans (the limits processor), both admitted by
+# ``membership.admit_call``, carry theirs on the call (``Claim.permit``).
+#
+# One rule for all: the breaker admits a call before it is counted or anything is sent
+# (refused: ``CircuitOpenError``, worded by the breaker); the call's outcome is told
+# once: an answer is a success, a runtime refusal (``RUNTIME_REFUSALS``) says nothing
+# about the provider, a cancellation only frees a half-open probe, and any other error
+# (a connection error, a timeout, a 5xx, a 429) is a failure. The SDK's retries of one
+# request are that one call; a call made inside a call already admitted (a request
+# inside our turn) is that call's. A session without a breaker pays a few attribute
+# reads a call (``Ledger.breaker``, ``Claim.permit``, ``InRequest.claim``: all None).
+
+#: Error types a span may name that are no failure of the provider: a refusal, or
+#: the caller stopping (not an ``Exception``: it only frees a half-open probe).
+_STOPPED = frozenset({"CancelledError", "KeyboardInterrupt", "SystemExit", "GeneratorExit"})
+
+
+def breaker_admit(breaker: CircuitBreaker | AsyncCircuitBreaker) -> BreakerPermit:
+    """The breaker's admission of one call, held until ``breaker_ended``.
+
+    Raises ``CircuitOpenError`` (open, or half-open with every probe slot taken).
+    """
+    permit = BreakerPermit(breaker)
+    permit.admit()
+    return permit
+
+
+def breaker_ended(permit: BreakerPermit, error: BaseException | None) -> None:
+    """Tell the breaker how its call ended (``error`` None: answered). Once; never raises.
+
+    Example::
+
+        >>> breaker = CircuitBreaker("model-api", failure_threshold=1)
+        >>> breaker_ended(breaker_admit(breaker), MaxIterationsExceededError(3))
+        >>> breaker.state().value
+        'closed'
+        >>> breaker_ended(breaker_admit(breaker), ConnectionError("provider down"))
+        >>> breaker.state().value
+        'open'
+    """
+    if error is None:
+        permit.succeeded()
+    elif isinstance(error, RUNTIME_REFUSALS):
+        permit.released()  # the provider did not fail: no breaker count
+    else:
+        permit.failed(error)  # an Exception counts; anything else frees the probe
+
+
+def breaker_admit_call(ledger: Ledger, model: str) -> BreakerPermit | None:
+    """The breaker's admission of a call another door admits in ``ledger``'s session.
+
+    None when the session has no breaker. A refusal is told to the session
+    (``Ledger.on_breaker``: the same refused span and gauge as a refused turn)
+    and raised, before the call is counted or anything is sent.
+    """
+    breaker = ledger.breaker
+    if breaker is None:
+        return None
+    try:
+        return breaker_admit(breaker)
+    except CircuitOpenError as refused:
+        listener = ledger.on_breaker
+        if listener is not None:
+            listener(model, refused)
+        raise
+
+
+def breaker_call_ended(claim: Claim, error: BaseException | None) -> None:
+    """Tell the breaker how the call of ``claim`` ended (``breaker_ended``), if it holds a permit.
+
+    Once: whichever door learns it first tells it (the client guard, with the
+    request's own error; else the model span's end); later tellings are no-ops.
+    """
+    permit = _take_permit(claim)
+    if permit is not None:
+        breaker_ended(permit, error)
+        _told_breaker(claim)
+
+
+def breaker_span_ended(claim: Claim, failed: bool, error_type: object) -> None:
+    """``breaker_call_ended`` for a model span, which names its error only by its type.
+
+    A span that failed with a runtime refusal, or with the caller stopping (a
+    cancellation), is no failure of the provider; any other failed span is one.
+    """
+    permit = _take_permit(claim)
+    if permit is None:
+        return
+    if not failed:
+        permit.succeeded()
+    else:
+        # Its ``error.type``: a class name, or qualified ("openai.APIConnectionError").
+        name = error_type.rpartition(".")[2] if isinstance(error_type, str) else ""
+        if name in _STOPPED or name in _refusal_names():
+            permit.released()
+        else:
+            permit.failed(_SpanFailure(name or "error"))
+    _told_breaker(claim)
+
+
+def breaker_abandoned(claim: Claim) -> None:
+    """A call that will never tell its outcome (its session closed under it): its
+    half-open probe, if it was one, is freed; nothing is counted."""
+    permit = _take_permit(claim)
+    if permit is not None:
+        permit.released()
+
+
+def _take_permit(claim: Claim) -> BreakerPermit | None:
+    permit = claim.permit
+    if permit is not None:
+        claim.permit = None
+    return permit
+
+
+def _told_breaker(claim: Claim) -> None:
+    """The breaker's state after a call's end, to the session (its gauge)."""
+    listener = claim.leaf.on_breaker
+    if listener is not None:
+        listener(claim.model, None)
+
+
+class _SpanFailure(Exception):
+    """A model span's failure, known only by its error type."""
+
+
+def _refusal_names() -> set[str]:
+    """The class names of the runtime refusals and their subclasses (asked on failures only)."""
+    seen: set[type] = set()
+    stack: list[type] = list(RUNTIME_REFUSALS)
+    while stack:
+        kind = stack.pop()
+        if kind not in seen:
+            seen.add(kind)
+            stack.extend(kind.__subclasses__())
+    return {kind.__name__ for kind in seen}
 
 
 # The old name, kept for code that imported it.

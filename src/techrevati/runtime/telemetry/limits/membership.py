@@ -65,7 +65,13 @@ from ...caller import UserSite, user_stacklevel, warn_at
 from ...usage_tracking import UsageTracker
 from ..readings.recognise import CALLBACK_SCOPES, is_same_call, same_model
 from . import remote
-from .ledger import Claim, FleetLevel, Ledger
+from .ledger import (
+    Claim,
+    FleetLevel,
+    Ledger,
+    breaker_abandoned,
+    breaker_admit_call,
+)
 
 _log = logging.getLogger("techrevati.runtime.limits")
 
@@ -428,7 +434,15 @@ def admit_call(
     # made for every model call: passing keywords costs ~90 ns more a call. A call
     # inside a running call never waits for a probe: the probe may be the very call
     # it runs in.
-    claim = ledger.admit(model, expected, ours, priced, force, defer_fleet, probe and outer is None)
+    if ledger.breaker is not None and not ours and outer is None and not force:
+        # A new call of a session with a breaker, by another door than our turns (whose
+        # permit the turn holds; a call inside a turn, or inside any call, is that
+        # call's): the breaker admits it first, as it does a turn (``ledger.breaker_admit_call``).
+        claim = _admit_through_breaker(ledger, model, expected, priced, defer_fleet, probe)
+    else:
+        claim = ledger.admit(
+            model, expected, ours, priced, force, defer_fleet, probe and outer is None
+        )
     if not under.in_tool:
         # A new model turn: the tool calls after it are its reply's. (A model call a tool
         # makes is part of that tool call, not a turn of the agent's.) Unlocked: a lost
@@ -454,6 +468,22 @@ def admit_call(
             under, GuardEntry(ledger, claim, True, False, in_library=True, since=time.time_ns())
         )
     return _library_entry(under, claim, False, producer)
+
+
+def _admit_through_breaker(
+    ledger: Ledger, model: str, expected: float, priced: bool, defer_fleet: bool, probe: bool
+) -> Claim:
+    """``Ledger.admit`` of a call the session's breaker admitted first (raises its refusal
+    before anything is counted); the permit travels with the call (``Claim.permit``)."""
+    permit = breaker_admit_call(ledger, model)
+    try:
+        claim = ledger.admit(model, expected, False, priced, False, defer_fleet, probe)
+    except BaseException:
+        if permit is not None:
+            permit.released()  # refused by a limit (or waiting for a probe): no outcome
+        raise
+    claim.permit = permit
+    return claim
 
 
 def _new_recent(ledger: Ledger) -> deque[tuple[int, Claim]]:
@@ -855,4 +885,5 @@ def _book_evicted(entry: SpanEntry) -> None:
         )
     call = entry.call
     if call is not None and not entry.same_call:
+        breaker_abandoned(call)  # its outcome will never be told: a half-open probe is freed
         call.leaf.settle(call, call.model, None)

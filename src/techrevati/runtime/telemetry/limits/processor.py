@@ -45,6 +45,7 @@ from .booking import book
 from .errors import FleetUnavailableError
 from .estimate import output_estimate_usd
 from .guard import awaits_fleet, note_refusal
+from .ledger import Claim, breaker_span_ended
 from .membership import SpanEntry
 from .probe import _ProbeWait
 
@@ -152,6 +153,8 @@ class LimitsProcessor(SpanProcessor):
             # By name, attributes and producer scope (read_span, with the scope read above).
             reading = read_call(name, span_attributes(span), producer)
             if reading is None:
+                if entry.call is not None and entry.call.permit is not None:
+                    _tell_breaker(entry.call, span)  # (not a model call after all)
                 return
             if not entry.model_span:
                 late = _late_entry(entry, span, reading)
@@ -159,6 +162,8 @@ class LimitsProcessor(SpanProcessor):
                     return
                 entry = late
             if entry.call is not None:
+                if entry.call.permit is not None:
+                    _tell_breaker(entry.call, span)
                 failed = False
                 if reading.usage is None:
                     # Whether it failed matters only to a call that reported no usage;
@@ -257,6 +262,12 @@ _running_loop = asyncio._get_running_loop
 
 def _failed(span: ReadableSpan) -> bool:
     return span.status.status_code is StatusCode.ERROR
+
+
+def _tell_breaker(call: Claim, span: ReadableSpan) -> None:
+    """A call admitted through its session's breaker ended: its span tells the breaker
+    how, unless the client guard told it already (with the request's own error)."""
+    breaker_span_ended(call, _failed(span), (span.attributes or {}).get("error.type"))
 
 
 def _late_entry(entry: SpanEntry, span: ReadableSpan, reading: CallReading) -> SpanEntry | None:

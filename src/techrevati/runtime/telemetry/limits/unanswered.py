@@ -48,7 +48,7 @@ from . import membership
 from .booking import book
 from .door import _IN_FLIGHT, IN_REQUEST, InRequest, RequestCall, fail, is_model_request
 from .estimate import request_tokens
-from .ledger import Claim, plus_usage
+from .ledger import Claim, breaker_call_ended, plus_usage
 
 
 @dataclass(slots=True)
@@ -146,8 +146,15 @@ class RequestRun:
 def run_ended(
     options: object, error: BaseException | None, run: InRequest, token: Token[InRequest | None]
 ) -> None:
-    """A run of the SDK's request method ended: ``ended``, then the run is over."""
+    """A run of the SDK's request method ended: ``ended``, then the run is over.
+
+    The session's breaker, if it admitted the run's call, is told first how the
+    call ended: once for all its attempts (the SDK's retries are one call).
+    """
     try:
+        claim = run.claim
+        if claim is not None:
+            breaker_call_ended(claim, error)
         ended(options, error)  # cancelled or timed out on the wire: billed
     finally:
         run.running = False
