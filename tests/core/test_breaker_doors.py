@@ -215,6 +215,26 @@ def test_the_sdks_retries_are_one_call_and_5xx_and_429_are_failures() -> None:
     assert len(api.requests) == 6
 
 
+def test_a_timed_out_bare_call_is_a_failure_and_a_stream_an_answer_once_it_begins() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(
+        "provider", failure_threshold=1, recovery_timeout_seconds=30, clock=lambda: now[0]
+    )
+    api = FakeOpenAI(COMPLETION, stream=standin.chat_chunks(MODEL), delays=[1.0])
+    with serve(api), _session("Orchestrator", breaker):
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0, timeout=0.2)
+        with pytest.raises(openai.APITimeoutError):
+            _ask(client)
+        assert breaker.state() is OPEN
+        now[0] = 30.0
+        stream = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        assert breaker.state() is CLOSED  # the half-open probe was answered
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert len(api.requests) == 2
+
+
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_a_connection_retried_by_the_sdk_is_one_failure(kind: str) -> None:
     breaker = CircuitBreaker("provider", failure_threshold=2, recovery_timeout_seconds=1000)
