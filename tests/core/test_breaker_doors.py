@@ -377,3 +377,161 @@ def test_a_session_without_a_breaker_admits_its_calls_without_one() -> None:
             for _ in range(2):
                 _ask(live)
     assert len(api.hits) == 3
+
+
+@pytest.mark.parametrize(
+    "where", ["a tool", "a sub-session sharing the breaker", "a sub-session's run_turn"]
+)
+def test_a_bare_call_inside_a_turn_at_any_depth_is_the_turns(where: str) -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(
+        "provider", failure_threshold=2, recovery_timeout_seconds=30, clock=lambda: now[0]
+    )
+    with standin.serve() as api, _session("agent_session", breaker) as session:
+        dead, live = _client("openai", _dead_port()), _client("openai", api.url)
+
+        def turn(client: Any) -> Callable[[], object]:
+            def inner() -> object:
+                if where == "a tool":
+                    return session.run_tool("sub_agent", lambda: _ask(client))
+                with agent_session("child", circuit_breaker=breaker) as child:
+                    if where == "a sub-session's run_turn":
+                        return child.run_turn(lambda: _ask(client), model=MODEL)
+                    return _ask(client)
+
+            return lambda: session.run_turn(inner, model=MODEL)
+
+        # One turn whose one request failed is one failure (was two: the breaker opened).
+        assert _outcomes([turn(dead)]) == ["APIConnectionError"]
+        assert (breaker.state(), breaker._failure_count) == (CLOSED, 1)
+        assert _outcomes([turn(dead)]) == ["APIConnectionError"]
+        assert breaker.state() is OPEN
+        now[0] = 30.0
+        # Half-open: the turn is the probe and its request is its own (was refused as a
+        # second probe, never sent).
+        assert _outcomes([turn(live)]) == ["ok"]
+        assert (breaker.state(), breaker._failure_count, breaker._probe_in_flight) == (
+            CLOSED,
+            0,
+            0,
+        )
+    assert len(api.hits) == 1
+
+
+def test_a_cancelled_probe_under_the_anthropic_sdks_own_spans_is_no_answer() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    now = [0.0]
+    breaker = AsyncCircuitBreaker(
+        "anthropic", failure_threshold=1, recovery_timeout_seconds=30, clock=lambda: now[0]
+    )
+    orch = Orchestrator(role="w", async_circuit_breaker=breaker, tracer_provider=provider)
+    hang = socket.socket()  # accepts the request, never answers
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)
+    spans = {"traces": True, "tracer_provider": provider}  # the SDK's own spans
+
+    def client(url: str) -> Any:
+        return anthropic.AsyncAnthropic(
+            base_url=url, api_key="k", max_retries=0, open_telemetry=spans
+        )
+
+    async def main() -> list[object]:
+        seen: list[object] = []
+        async with orch.asession():
+            with pytest.raises(anthropic.APIConnectionError):
+                await _ask(client(_dead_port()))
+            seen.append(breaker._state)
+            now[0] = 30.0
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    _ask(client(f"http://127.0.0.1:{hang.getsockname()[1]}")), 0.3
+                )
+            seen.append((await breaker.state(), breaker._failure_count, breaker._probe_in_flight))
+        return seen
+
+    try:
+        # The SDK's span ended UNSET before the cancellation reached the guard: it closed
+        # the breaker (was (CLOSED, 0, 0)); now the probe is only freed.
+        assert asyncio.run(main()) == [OPEN, (HALF_OPEN, 1, 0)]
+    finally:
+        hang.close()
+
+
+def test_an_answer_the_sdk_fails_to_parse_is_no_failure_but_an_error_status_is() -> None:
+    import pydantic
+
+    class Out(pydantic.BaseModel):
+        x: int
+
+    cut: dict[str, Any] = standin.chat_completion(MODEL)
+    cut["choices"][0]["finish_reason"] = "length"
+    cut["choices"][0]["message"]["content"] = '{"x": '
+    breaker = CircuitBreaker("provider", failure_threshold=1, recovery_timeout_seconds=1000)
+    api = FakeOpenAI(cut, statuses=[200, 200, 400])
+    with serve(api), _session("agent_session", breaker):
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        messages = [{"role": "user", "content": "hi"}]
+        with pytest.raises(openai.LengthFinishReasonError):
+            client.chat.completions.parse(model=MODEL, messages=messages, response_format=Out)
+        # Answered (HTTP 200), cut at max_tokens: the provider did not fail (was OPEN).
+        assert breaker.state() is CLOSED
+        assert _outcomes([lambda: _ask(client)]) == ["ok"]
+        # A 4xx counts, as it does when run_turn's body raises it.
+        assert _outcomes([lambda: _ask(client), lambda: _ask(client)]) == [
+            "BadRequestError",
+            "CircuitOpenError",
+        ]
+        assert breaker.state() is OPEN
+    assert len(api.requests) == 3
+
+
+def test_spans_only_a_stream_dropped_unread_is_an_answer() -> None:
+    import gc
+
+    guard.disable_guard()  # configure(guard=False): the instrumentation's spans alone
+    breaker = CircuitBreaker("provider", failure_threshold=1, recovery_timeout_seconds=1000)
+    api = FakeOpenAI(COMPLETION, stream=standin.chat_chunks(MODEL))
+    with (
+        instrumented_openai() as (provider, _),
+        serve(api),
+        _session("Orchestrator", breaker, tracer_provider=provider),
+    ):
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        stream = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        del stream  # its span ends with error.type "_OTHER": the stream had begun
+        gc.collect()
+        assert breaker.state() is CLOSED  # was OPEN
+        assert _outcomes([lambda: _ask(client)]) == ["ok"]
+    assert len(api.requests) == 2
+
+
+def test_spans_only_a_streamed_probe_kept_unread_holds_no_probe_slot() -> None:
+    guard.disable_guard()
+    now = [0.0]
+    breaker = CircuitBreaker(
+        "provider", failure_threshold=1, recovery_timeout_seconds=30, clock=lambda: now[0]
+    )
+    api = FakeOpenAI(COMPLETION, stream=standin.chat_chunks(MODEL))
+    with (
+        instrumented_openai() as (provider, _),
+        serve(api),
+        _session("Orchestrator", breaker, tracer_provider=provider),
+    ):
+        _outcomes([lambda: _ask(_client("openai", _dead_port()))])
+        assert breaker.state() is OPEN
+        now[0] = 30.0
+        kept = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0).chat.completions
+        stream = kept.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True)
+        # Nothing sees the stream begin before its span ends: the probe slot was
+        # given back (was held until the stream was read, refusing every call).
+        assert (breaker.state(), breaker._probe_in_flight) == (HALF_OPEN, 0)
+        with _session("Orchestrator", breaker, tracer_provider=provider) as other:
+            assert other.run_turn(lambda: "r", model=MODEL)[0] == "r"
+        assert breaker.state() is CLOSED
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert breaker.state() is CLOSED  # its span's end: an answer
+    assert len(api.requests) == 1

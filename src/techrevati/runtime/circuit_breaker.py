@@ -440,6 +440,27 @@ class BreakerPermit:
         """The breaker's name."""
         return self.breaker.name
 
+    @property
+    def running(self) -> bool:
+        """True while admitted and its outcome not told yet."""
+        return not self._done
+
+    @property
+    def probing(self) -> bool:
+        """True while this admission holds a half-open probe slot."""
+        return self._round is not None and not self._done
+
+    def free_probe(self) -> None:
+        """Give back the half-open probe slot now; the outcome is still told later.
+
+        For an admission whose answer nothing may see for a long time (a stream
+        seen only by its span): the slot would refuse every other call meanwhile.
+        """
+        if self._round is not None and not self._done:
+            with self._lock:
+                self.breaker._release_probe_locked(self._round)
+            self._round = None
+
     def succeeded(self) -> None:
         """The call worked: reset the failure count, close a half-open circuit."""
         if not self._done:

@@ -43,7 +43,14 @@ from ...usage_tracking import BudgetExceededError, UsageSnapshot
 from .. import semconv as sc
 from ..limits import membership
 from ..limits.errors import TurnTimeoutError
-from ..limits.ledger import Ledger, breaker_admit, breaker_ended
+from ..limits.ledger import (
+    BREAKERS_HELD,
+    Ledger,
+    breaker_admit,
+    breaker_ended,
+    breaker_held,
+    holding,
+)
 from ..limits.membership import SpanEntry
 from ..limits.probe import _ProbeWait
 from ..readings.sdk_attributes import write_known
@@ -549,12 +556,16 @@ def _admit(
     if session is None:
         ledger = membership.root_for_context(here)
     permit = None
-    if breaker is not None:
+    if breaker is not None and not breaker_held(here.get(BREAKERS_HELD), breaker):  # type: ignore[arg-type]
+        # (A turn inside a call holding this breaker's permit, e.g. in a sub-session
+        # sharing it, is that call's: the breaker counts the outermost call once.)
         try:
             permit = breaker_admit(breaker)
         except CircuitOpenError as exc:
             refused_span(session, model, exc)  # refused before it counts as a call
             raise
+        # What runs inside the turn, at any depth, finds the permit held.
+        here = holding(here, permit)
     entry: SpanEntry | None = None
     if ledger is not None:
         # Admitted before the span starts: a refused call leaves no span at

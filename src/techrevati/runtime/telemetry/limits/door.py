@@ -553,11 +553,14 @@ def _abandoned(call: RequestCall, attempt: int) -> None:
     fail(call)
 
 
-def fail(call: RequestCall, error: BaseException | None = None) -> None:
+def fail(call: RequestCall, answered: bool = False) -> None:
     """The request failed (no response): its call stays counted, its reservation is freed.
 
-    ``error``: what failed it, told to the session's breaker (None: nothing says
-    the provider failed, e.g. a request dropped unsent; a half-open probe is freed).
+    ``answered``: the provider answered, and reading its response failed (a parse
+    error, a structured output cut at ``max_tokens``): a success to the session's
+    breaker, not a provider failure. Otherwise nothing here says the provider
+    failed (a request dropped unsent): a half-open probe is freed; a request that
+    failed on the wire is told by the end of the SDK's request method.
     """
     if call.done:
         return
@@ -568,8 +571,8 @@ def fail(call: RequestCall, error: BaseException | None = None) -> None:
         return
     claim = entry.call
     if claim is not None and claim.permit is not None:
-        if error is not None:
-            breaker_call_ended(claim, error)
+        if answered:
+            breaker_call_ended(claim, None)
         else:
             breaker_abandoned(claim)
     if DEFERRED and entry.call is not None:

@@ -222,9 +222,9 @@ def _guard_process(method: Callable[..., Any]) -> Callable[..., Any]:
         call = None if _IN_FLIGHT.get() is None else door.take(kwargs.get("options"))
         try:
             result = method(self, *args, **kwargs)
-        except BaseException as error:
+        except BaseException:
             if call is not None:
-                door.fail(call, error)
+                door.fail(call, answered=True)  # a response came: reading it failed
             raise
         return result if call is None else door.answered(call, result)
 
@@ -238,9 +238,9 @@ def _guard_aprocess(method: Callable[..., Any]) -> Callable[..., Any]:
         call = door.take(kwargs.get("options"))
         try:
             result = await method(self, *args, **kwargs)
-        except BaseException as error:
+        except BaseException:
             if call is not None:
-                door.fail(call, error)
+                door.fail(call, answered=True)  # a response came: reading it failed
             raise
         return result if call is None else door.answered(call, result)
 

@@ -50,6 +50,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+
 from ...caller import UserSite, late_site, user_stacklevel, warn_at
 from ...circuit_breaker import (
     AsyncCircuitBreaker,
@@ -1349,14 +1352,41 @@ def describe(ledger: Ledger) -> dict[str, Any]:
 # (refused: ``CircuitOpenError``, worded by the breaker); the call's outcome is told
 # once: an answer is a success, a runtime refusal (``RUNTIME_REFUSALS``) says nothing
 # about the provider, a cancellation only frees a half-open probe, and any other error
-# (a connection error, a timeout, a 5xx, a 429) is a failure. The SDK's retries of one
-# request are that one call; a call made inside a call already admitted (a request
-# inside our turn) is that call's. A session without a breaker pays a few attribute
-# reads a call (``Ledger.breaker``, ``Claim.permit``, ``InRequest.claim``: all None).
+# (a connection error, a timeout, any error status, 4xx included) is a failure. An error
+# raised while an answered response is read (a parse error) is no failure: the provider
+# answered. The SDK's retries of one request are that one call; a call made while a
+# call holding a permit of the same breaker runs (a request inside our turn, at any
+# depth: in a tool, in a sub-session sharing the breaker) is that call's
+# (``BREAKERS_HELD``). A session without a breaker pays a few attribute reads a call
+# (``Ledger.breaker``, ``Claim.permit``, ``InRequest.claim``: all None).
 
 #: Error types a span may name that are no failure of the provider: a refusal, or
 #: the caller stopping (not an ``Exception``: it only frees a half-open probe).
 _STOPPED = frozenset({"CancelledError", "KeyboardInterrupt", "SystemExit", "GeneratorExit"})
+
+#: The OTel context key under which the permits of the calls running here travel (a
+#: tuple, innermost last): set by our turns, so whatever runs inside one, however deep
+#: (a tool, a sub-session, a thread carrying the context), finds its breaker held.
+BREAKERS_HELD = otel_context.create_key("techrevati-breakers-held")
+
+
+def breaker_held(
+    held: tuple[BreakerPermit, ...] | None, breaker: CircuitBreaker | AsyncCircuitBreaker
+) -> bool:
+    """True when a call still running here holds a permit of ``breaker`` (``held``:
+    the context's ``BREAKERS_HELD``): a call made now is that call's, not a new one."""
+    if not held:
+        return False
+    return any(permit.breaker is breaker and permit.running for permit in held)
+
+
+def holding(context: Context, permit: BreakerPermit) -> Context:
+    """``context`` with ``permit`` added to the permits held by the calls running in it."""
+    held = context.get(BREAKERS_HELD)
+    if isinstance(held, tuple):
+        # Only the running ones are kept: a context may be carried past a call's end.
+        return Context({**context, BREAKERS_HELD: (*(p for p in held if p.running), permit)})
+    return Context({**context, BREAKERS_HELD: (permit,)})
 
 
 def breaker_admit(breaker: CircuitBreaker | AsyncCircuitBreaker) -> BreakerPermit:
@@ -1421,17 +1451,22 @@ def breaker_call_ended(claim: Claim, error: BaseException | None) -> None:
         _told_breaker(claim)
 
 
-def breaker_span_ended(claim: Claim, failed: bool, error_type: object) -> None:
+def breaker_span_ended(claim: Claim, answered: bool, failed: bool, error_type: object) -> None:
     """``breaker_call_ended`` for a model span, which names its error only by its type.
 
-    A span that failed with a runtime refusal, or with the caller stopping (a
-    cancellation), is no failure of the provider; any other failed span is one.
+    ``answered``: the span shows an answer (usage, a response read, a stream that
+    began): a success, whatever error the span ended with after it. A span that
+    shows none is a failure only when it failed with something else than a
+    runtime refusal or the caller stopping (a cancellation); otherwise nothing is
+    counted (a half-open probe is freed).
     """
     permit = _take_permit(claim)
     if permit is None:
         return
-    if not failed:
+    if answered:
         permit.succeeded()
+    elif not failed:
+        permit.released()  # ended unanswered and unfailed (a cancellation some SDKs leave UNSET)
     else:
         # Its ``error.type``: a class name, or qualified ("openai.APIConnectionError").
         name = error_type.rpartition(".")[2] if isinstance(error_type, str) else ""

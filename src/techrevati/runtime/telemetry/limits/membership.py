@@ -66,11 +66,13 @@ from ...usage_tracking import UsageTracker
 from ..readings.recognise import CALLBACK_SCOPES, is_same_call, same_model
 from . import remote
 from .ledger import (
+    BREAKERS_HELD,
     Claim,
     FleetLevel,
     Ledger,
     breaker_abandoned,
     breaker_admit_call,
+    breaker_held,
 )
 
 _log = logging.getLogger("techrevati.runtime.limits")
@@ -438,7 +440,9 @@ def admit_call(
         # A new call of a session with a breaker, by another door than our turns (whose
         # permit the turn holds; a call inside a turn, or inside any call, is that
         # call's): the breaker admits it first, as it does a turn (``ledger.breaker_admit_call``).
-        claim = _admit_through_breaker(ledger, model, expected, priced, defer_fleet, probe)
+        claim = _admit_through_breaker(
+            ledger, model, expected, priced, defer_fleet, probe, by_guard, producer
+        )
     else:
         claim = ledger.admit(
             model, expected, ours, priced, force, defer_fleet, probe and outer is None
@@ -471,11 +475,32 @@ def admit_call(
 
 
 def _admit_through_breaker(
-    ledger: Ledger, model: str, expected: float, priced: bool, defer_fleet: bool, probe: bool
+    ledger: Ledger,
+    model: str,
+    expected: float,
+    priced: bool,
+    defer_fleet: bool,
+    probe: bool,
+    by_guard: bool,
+    producer: str,
 ) -> Claim:
     """``Ledger.admit`` of a call the session's breaker admitted first (raises its refusal
-    before anything is counted); the permit travels with the call (``Claim.permit``)."""
+    before anything is counted); the permit travels with the call (``Claim.permit``).
+
+    A call made while a call holding a permit of the same breaker runs here (our
+    turn, with a tool or a sub-session sharing the breaker in between) is that
+    call's: no permit of its own, or it would count the turn's failure twice and,
+    half-open, be refused as a second probe while the turn is the first.
+    """
+    if breaker_held(otel_context.get_current().get(BREAKERS_HELD), ledger.breaker):  # type: ignore[arg-type]
+        return ledger.admit(model, expected, False, priced, False, defer_fleet, probe)
     permit = breaker_admit_call(ledger, model)
+    if permit is not None and permit.probing and not by_guard and not _guard_sees(producer):
+        # Only this call's span will say how it ended, and nothing sees a stream begin
+        # before that span ends (which a stream kept unread puts off indefinitely): a
+        # half-open probe slot held that long would refuse every call sharing the
+        # breaker. The slot is given back; the span's end still tells the outcome.
+        permit.free_probe()
     try:
         claim = ledger.admit(model, expected, False, priced, False, defer_fleet, probe)
     except BaseException:
@@ -484,6 +509,15 @@ def _admit_through_breaker(
         raise
     claim.permit = permit
     return claim
+
+
+def _guard_sees(producer: str) -> bool:
+    """True when the client guard sees the request of a span from ``producer`` (an
+    instrumentation of a client it wraps): the guard then tells the breaker as soon as
+    the call is answered, a stream as soon as it begins (``door.answered``)."""
+    from .guard import awaits_fleet  # (the guard imports this module)
+
+    return awaits_fleet(producer)
 
 
 def _new_recent(ledger: Ledger) -> deque[tuple[int, Claim]]:

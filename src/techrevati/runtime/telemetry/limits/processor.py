@@ -42,6 +42,7 @@ from ..readings.sdk_attributes import span_fields, write_known
 from ..readings.tools import read_tool, tool_start
 from . import loops, membership, unanswered
 from .booking import book
+from .door import IN_REQUEST
 from .errors import FleetUnavailableError
 from .estimate import output_estimate_usd
 from .guard import awaits_fleet, note_refusal
@@ -154,7 +155,7 @@ class LimitsProcessor(SpanProcessor):
             reading = read_call(name, span_attributes(span), producer)
             if reading is None:
                 if entry.call is not None and entry.call.permit is not None:
-                    _tell_breaker(entry.call, span)  # (not a model call after all)
+                    _tell_breaker(entry.call, span, None)  # (not a model call after all)
                 return
             if not entry.model_span:
                 late = _late_entry(entry, span, reading)
@@ -163,7 +164,7 @@ class LimitsProcessor(SpanProcessor):
                 entry = late
             if entry.call is not None:
                 if entry.call.permit is not None:
-                    _tell_breaker(entry.call, span)
+                    _tell_breaker(entry.call, span, reading)
                 failed = False
                 if reading.usage is None:
                     # Whether it failed matters only to a call that reported no usage;
@@ -264,10 +265,41 @@ def _failed(span: ReadableSpan) -> bool:
     return span.status.status_code is StatusCode.ERROR
 
 
-def _tell_breaker(call: Claim, span: ReadableSpan) -> None:
+def _tell_breaker(call: Claim, span: ReadableSpan, reading: CallReading | None) -> None:
     """A call admitted through its session's breaker ended: its span tells the breaker
-    how, unless the client guard told it already (with the request's own error)."""
-    breaker_span_ended(call, _failed(span), (span.attributes or {}).get("error.type"))
+    how, unless the client guard tells it (it saw the request: its report counts)."""
+    running = IN_REQUEST.get()
+    if running is not None and running.claim is call:
+        # The span ended inside the SDK's request method the guard follows (the
+        # Anthropic SDK's own span, ended before an error is raised, and left UNSET
+        # for a cancellation): the end of that method tells the breaker, with the
+        # request's own error.
+        return
+    attributes = span.attributes or {}
+    answered = reading is not None and (reading.usage is not None or _shows_answer(attributes))
+    breaker_span_ended(call, answered, _failed(span), attributes.get("error.type"))
+
+
+#: Attributes a model span carries only once its call was answered.
+_ANSWER_ATTRIBUTES = (
+    "gen_ai.response.id",
+    "gen_ai.response.model",
+    "gen_ai.response.finish_reasons",
+    "gen_ai.response.time_to_first_chunk",
+)
+
+
+def _shows_answer(attributes: Mapping[str, Any]) -> bool:
+    """True when a model span shows its call was answered: a response read, or a stream
+    that began (a streamed call is an answer once its stream began, read or not)."""
+    if any(name in attributes for name in _ANSWER_ATTRIBUTES):
+        return True
+    # The official OpenAI instrumentation marks a call streamed only once the SDK
+    # returned its stream (the response began), and ends a stream dropped unread with
+    # error.type "_OTHER" (opentelemetry-util-genai's AbandonedStreamError).
+    return (
+        attributes.get("gen_ai.request.stream") is True and attributes.get("error.type") == "_OTHER"
+    )
 
 
 def _late_entry(entry: SpanEntry, span: ReadableSpan, reading: CallReading) -> SpanEntry | None:
