@@ -535,3 +535,59 @@ def test_spans_only_a_streamed_probe_kept_unread_holds_no_probe_slot() -> None:
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert breaker.state() is CLOSED  # its span's end: an answer
     assert len(api.requests) == 1
+
+
+def test_a_call_whose_context_outlived_its_turn_is_a_call_of_its_own() -> None:
+    # A thread a turn started (its context copied) called a bare client after the turn
+    # had ended: it joined the ended turn as that turn's own request, so the breaker,
+    # open by then, never saw it (1 request sent); and a turn that timed out left its
+    # thread's calls unrefused (3 requests sent while open).
+    now = [0.0]
+    breaker = CircuitBreaker("outlived", failure_threshold=1, clock=lambda: now[0])
+    api = FakeOpenAI(COMPLETION)
+    go = threading.Event()
+    seen: list[str] = []
+
+    def boom() -> None:
+        raise ConnectionError("down")
+
+    with serve(api), Orchestrator(role="w", circuit_breaker=breaker).session() as session:
+        client = _client("openai", api.url)
+
+        def later() -> None:
+            go.wait(5)
+            seen.extend(_outcomes([lambda: _ask(client)]))
+
+        def body() -> str:
+            thread = threading.Thread(target=contextvars.copy_context().run, args=(later,))
+            thread.start()
+            threads.append(thread)
+            return "r"
+
+        threads: list[threading.Thread] = []
+        session.run_turn(body, model=MODEL)
+        with pytest.raises(ConnectionError):
+            session.run_turn(boom, model=MODEL)
+        assert breaker.state() is OPEN
+        go.set()
+        threads[0].join(5)
+        assert seen == ["CircuitOpenError"]
+        assert len(api.requests) == 0
+
+        calls: list[str] = []
+
+        def slow() -> str:
+            time.sleep(0.3)  # still running after its turn timed out
+            calls.extend(_outcomes([lambda: _ask(client)] * 3))
+            return "r"
+
+        timed = CircuitBreaker("timed", failure_threshold=1, recovery_timeout_seconds=300)
+        with Orchestrator(role="t", circuit_breaker=timed, max_iterations=100).session() as inner:
+            with pytest.raises(Exception, match=r"timed out|timeout"):
+                inner.run_turn(slow, model=MODEL, timeout=0.05)
+            assert timed.state() is OPEN
+            deadline = time.monotonic() + 5
+            while len(calls) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert calls == ["CircuitOpenError"] * 3
+        assert len(api.requests) == 0

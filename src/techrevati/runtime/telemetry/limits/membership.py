@@ -424,8 +424,12 @@ def admit_call(
         if sibling is not None and (outer is None or enclosing_ours):
             # Overlapping a library span of the same request on this strand.
             return _library_entry(under, sibling, True, producer)
-        if outer is not None and is_same_call(
-            ours=False, enclosing_ours=enclosing_ours, enclosing_taken=outer.absorbed
+        if (
+            outer is not None
+            and outer.open  # a context carried past its call's end: a call of its own
+            and is_same_call(
+                ours=False, enclosing_ours=enclosing_ours, enclosing_taken=outer.absorbed
+            )
         ):
             outer.absorbed = True
             return _library_entry(under, outer, True, producer)
@@ -436,10 +440,12 @@ def admit_call(
     # made for every model call: passing keywords costs ~90 ns more a call. A call
     # inside a running call never waits for a probe: the probe may be the very call
     # it runs in.
-    if ledger.breaker is not None and not ours and outer is None and not force:
+    if ledger.breaker is not None and not ours and not force and (outer is None or not outer.open):
         # A new call of a session with a breaker, by another door than our turns (whose
-        # permit the turn holds; a call inside a turn, or inside any call, is that
-        # call's): the breaker admits it first, as it does a turn (``ledger.breaker_admit_call``).
+        # permit the turn holds; a call inside a running turn, or inside any running
+        # call, is that call's): the breaker admits it first, as it does a turn
+        # (``ledger.breaker_admit_call``). A call whose context outlived the call it was
+        # made in (a thread or task started by a turn that has ended) is a new call.
         claim = _admit_through_breaker(
             ledger, model, expected, priced, defer_fleet, probe, by_guard, producer
         )
