@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from . import door, unanswered
+from . import door, membership, unanswered
 from .door import _IN_FLIGHT, IN_REQUEST, InRequest
 
 __all__ = [
@@ -115,8 +115,9 @@ _RETRY = "_sleep_for_retry"
 # ``request``) or per attempt after the SDK's own span (anthropic's ``_attempt_request``):
 # where a span's deferred fleet reservation is awaited, before anything is sent.
 _ASYNC_DOORS = ("request", "_attempt_request")
-#: Packages whose async request path awaits deferred fleet reservations right now.
-_AWAITING: set[str] = set()
+#: Packages whose async request path awaits deferred fleet reservations right now (kept
+#: in ``membership``, which asks it too and sits below this module).
+_AWAITING = membership.GUARDED_CLIENTS
 # Awaited by the async clients right after ``_build_request``, before sending: where
 # the fleet reservation of a request the guard admitted itself is awaited.
 _PREPARE = "_prepare_request"
