@@ -591,3 +591,48 @@ def test_a_call_whose_context_outlived_its_turn_is_a_call_of_its_own() -> None:
                 time.sleep(0.05)
         assert calls == ["CircuitOpenError"] * 3
         assert len(api.requests) == 0
+
+
+def test_a_frameworks_span_over_a_guarded_client_holds_its_half_open_probe_slot() -> None:
+    # A framework's model span (LangChain's, pydantic-ai's) over an openai client the
+    # guard wraps was judged by its producer's name to be seen by no guard, so it gave
+    # its half-open probe slot back at once: 4 concurrent runs sent 4 requests to a
+    # provider still down. The guard sees the request under it: 1 probe, 3 refused.
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind
+
+    now = [0.0]
+    breaker = CircuitBreaker(
+        "framework", failure_threshold=1, recovery_timeout_seconds=30, clock=lambda: now[0]
+    )
+    provider = TracerProvider()
+    framework = provider.get_tracer("langchain_core.callbacks")  # no client in its name
+    api = FakeOpenAI(COMPLETION, delay=0.5)
+    with serve(api), _session("Orchestrator", breaker, tracer_provider=provider):
+        _outcomes([lambda: _ask(_client("openai", _dead_port()))])
+        assert breaker.state() is OPEN
+        now[0] = 30.0
+        client = _client("openai", api.url[: -len("/v1")])
+        seen: list[str] = []
+
+        def run() -> None:
+            def call() -> object:
+                with framework.start_as_current_span(
+                    f"chat {MODEL}",
+                    kind=SpanKind.CLIENT,
+                    attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": MODEL},
+                ):
+                    return _ask(client)
+
+            seen.extend(_outcomes([call]))
+
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(run,)) for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert sorted(seen) == ["CircuitOpenError"] * 3 + ["ok"]
+    assert len(api.requests) == 1
+    assert breaker.state() is CLOSED

@@ -447,7 +447,7 @@ def admit_call(
         # (``ledger.breaker_admit_call``). A call whose context outlived the call it was
         # made in (a thread or task started by a turn that has ended) is a new call.
         claim = _admit_through_breaker(
-            ledger, model, expected, priced, defer_fleet, probe, by_guard, producer
+            ledger, model, expected, priced, defer_fleet, probe, by_guard
         )
     else:
         claim = ledger.admit(
@@ -488,7 +488,6 @@ def _admit_through_breaker(
     defer_fleet: bool,
     probe: bool,
     by_guard: bool,
-    producer: str,
 ) -> Claim:
     """``Ledger.admit`` of a call the session's breaker admitted first (raises its refusal
     before anything is counted); the permit travels with the call (``Claim.permit``).
@@ -501,7 +500,7 @@ def _admit_through_breaker(
     if breaker_held(otel_context.get_current().get(BREAKERS_HELD), ledger.breaker):  # type: ignore[arg-type]
         return ledger.admit(model, expected, False, priced, False, defer_fleet, probe)
     permit = breaker_admit_call(ledger, model)
-    if permit is not None and permit.probing and not by_guard and not _guard_sees(producer):
+    if permit is not None and permit.probing and not by_guard and not _guard_sees():
         # Only this call's span will say how it ended, and nothing sees a stream begin
         # before that span ends (which a stream kept unread puts off indefinitely): a
         # half-open probe slot held that long would refuse every call sharing the
@@ -522,14 +521,14 @@ def _admit_through_breaker(
 GUARDED_CLIENTS: set[str] = set()
 
 
-def _guard_sees(producer: str) -> bool:
-    """True when the client guard sees the request of a span from ``producer`` (an
-    instrumentation of a client it wraps): the guard then tells the breaker as soon as
-    the call is answered, a stream as soon as it begins (``door.answered``)."""
-    if not GUARDED_CLIENTS:
-        return False
-    name = producer.lower()
-    return any(package in name for package in GUARDED_CLIENTS)
+def _guard_sees() -> bool:
+    """True when the client guard may see the request of a span admitted now: it
+    wraps a client, so the request of any span over that client, a framework's
+    (LangChain, pydantic-ai) as much as the client instrumentation's, reaches it, and
+    it tells the breaker as soon as the call is answered, a stream as soon as it begins
+    (``door.answered``). Judged by the producer's name, a framework's span gave its
+    half-open probe slot back, and every concurrent call went out as a probe."""
+    return bool(GUARDED_CLIENTS)
 
 
 def _new_recent(ledger: Ledger) -> deque[tuple[int, Claim]]:
