@@ -34,8 +34,8 @@ from techrevati.runtime import (
     register_pricing,
 )
 
+from .probe_holder import SLOW_MODEL as MODEL
 from .redis_server import RedisServer
-from .slow_probe_holder import MODEL
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE_S = 5.0
@@ -61,7 +61,7 @@ def test_a_slow_probe_is_waited_for_and_the_budget_holds(
         [
             sys.executable,
             "-m",
-            "tests.fleet.slow_probe_holder",
+            "tests.fleet.probe_holder",
             redis_server.url,
             scope,
             str(ready),

@@ -215,17 +215,17 @@ def endpoint_configured(endpoint: str | None) -> bool:
 
 
 def _exporter_wanted(variable: str) -> bool:
+    if _exporter_off(variable):
+        return False
     value = os.environ.get(variable, "otlp").strip().lower()
     if value in ("", "otlp"):
         return True
-    if value == "none":
-        return False
     _logger.warning("%s=%r is not supported here; using otlp", variable, value)
     return True
 
 
 def _exporter_off(variable: str) -> bool:
-    """``OTEL_{TRACES,METRICS}_EXPORTER=none``: no file either when nothing says where."""
+    """``OTEL_{TRACES,METRICS}_EXPORTER=none``: that signal goes nowhere (no OTLP, no file)."""
     return os.environ.get(variable, "").strip().lower() == "none"
 
 
