@@ -48,8 +48,19 @@ ALLOWED: dict[str, set[str]] = {
     "export": {"primitives", "semconv"},
     "calls": {"primitives", "semconv", "readings", "limits"},
     "fleet": {"primitives", "semconv", "limits", "calls"},
+    "frameworks": {"primitives", "semconv", "readings", "limits", "calls"},
     "report": {"primitives", "semconv", "readings", "export"},
-    "setup": {"primitives", "semconv", "readings", "limits", "export", "calls", "fleet", "report"},
+    "setup": {
+        "primitives",
+        "semconv",
+        "readings",
+        "limits",
+        "export",
+        "calls",
+        "fleet",
+        "frameworks",
+        "report",
+    },
     "front": {
         "primitives",
         "semconv",
@@ -58,6 +69,7 @@ ALLOWED: dict[str, set[str]] = {
         "export",
         "calls",
         "fleet",
+        "frameworks",
         "report",
         "setup",
         "decorators",
@@ -77,6 +89,8 @@ def room_of(module: str) -> str:
         return "decorators"
     if head == "fleet":
         return "fleet"
+    if head == "frameworks":
+        return "frameworks"
     if head == "telemetry":
         room = tail.partition(".")[0]
         if room in TELEMETRY_ROOMS:

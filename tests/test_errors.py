@@ -91,6 +91,7 @@ INTERNAL = {
     "ProbeWait": "an admission that must wait for a probe; caught by the turn that waits",
     "NotComparable": "a value loop detection cannot compare; caught by the loop watch",
     "TooBig": "a value too large to walk (a NotComparable); caught by the loop watch",
+    "ToolFailedError": "an Agents SDK tool's error the SDK gave the model as text; on its span",
 }
 
 

@@ -105,3 +105,117 @@ def test_unknown_role_mode_denies_in_a_session(otel: Otel) -> None:
     attributes = dict(otel.span("execute_tool delete_index").attributes or {})
     assert attributes["techrevati.permission.decision"] == "deny"
     assert attributes["techrevati.permission.granted_mode"] == "READ_ONLY"
+
+
+def test_a_tool_on_a_pool_worker_is_checked_against_the_session_that_submitted_it(
+    otel: Otel,
+) -> None:
+    """A pool task's context is empty: the tool is still the submitting session's call.
+
+    Frameworks run tools on pools of their own (smolagents, a code agent's code).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    ran: list[str] = []
+
+    @tool_call()
+    def delete_index(name: str) -> None:
+        ran.append(name)
+
+    @tool_call()
+    def search(query: str) -> str:
+        ran.append(query)
+        return "found"
+
+    with (
+        agent_session("researcher", permissions=_researcher_policy(), **otel.kwargs()),
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        with pytest.raises(PermissionDeniedError):
+            pool.submit(delete_index, "docs").result()
+        assert pool.submit(search, "rag").result() == "found"
+    assert ran == ["rag"]
+    (session,) = otel.spans("invoke_agent")
+    denied = otel.span("execute_tool delete_index")
+    allowed = otel.span("execute_tool search")
+    assert dict(denied.attributes or {})["techrevati.permission.decision"] == "deny"
+    assert dict(allowed.attributes or {})["techrevati.permission.decision"] == "allow"
+    for tool in (denied, allowed):
+        assert tool.parent is not None and session.context is not None
+        assert tool.parent.span_id == session.context.span_id  # the session's own tool calls
+
+
+def test_a_pool_task_that_outlives_its_session_is_still_checked_against_it(otel: Otel) -> None:
+    """Fire and forget: the task calls the tool after the session that submitted it closed."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    ran: list[str] = []
+    go = threading.Event()
+
+    @tool_call()
+    def delete_index(name: str) -> None:
+        ran.append(name)
+
+    def later() -> None:
+        go.wait(5)
+        delete_index("docs")
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with agent_session("researcher", permissions=_researcher_policy(), **otel.kwargs()):
+            task = pool.submit(later)
+        go.set()
+        with pytest.raises(PermissionDeniedError):
+            task.result(5)
+    assert ran == []
+    assert (
+        dict(otel.span("execute_tool delete_index").attributes or {})[
+            "techrevati.permission.decision"
+        ]
+        == "deny"
+    )
+
+
+def test_a_tool_handed_on_to_another_pool_after_the_session_closed_is_still_checked(
+    otel: Otel,
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    ran: list[str] = []
+    go = threading.Event()
+
+    @tool_call()
+    def delete_index(name: str) -> None:
+        ran.append(name)
+
+    @tool_call()
+    def search(query: str) -> str:
+        ran.append(query)
+        return "found"
+
+    with ThreadPoolExecutor(max_workers=1) as outer, ThreadPoolExecutor(max_workers=1) as inner:
+
+        def hand_on() -> tuple[str, str]:
+            go.wait(5)
+            denied = inner.submit(delete_index, "docs")
+            allowed = inner.submit(search, "rag")
+            try:
+                denied.result(5)
+                said = "ran"
+            except PermissionDeniedError:
+                said = "denied"
+            return said, allowed.result(5)
+
+        with agent_session("researcher", permissions=_researcher_policy(), **otel.kwargs()):
+            task = outer.submit(hand_on)
+        go.set()
+        assert task.result(5) == ("denied", "found")
+    assert ran == ["rag"]
+    # Checked against the closed session, and outside it: the spans start their own traces.
+    (session_span,) = otel.spans("invoke_agent")
+    for name in ("execute_tool delete_index", "execute_tool search"):
+        span = otel.span(name)
+        assert span.parent is None, name
+        assert span.context is not None and session_span.context is not None
+        assert span.context.trace_id != session_span.context.trace_id

@@ -39,6 +39,7 @@ from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker, InvalidTra
 from .caller import user_stacklevel
 from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
 from .fleet.checks import MAX_CALLS
+from .frameworks import ensure_tool_doors
 from .guardrails import Guardrail
 from .handoffs import Handoff
 from .permissions import PermissionEnforcer, PermissionOutcome
@@ -316,6 +317,10 @@ class _SessionBase(Generic[B]):
         parent_ctx = None
         if parent is not None and not trace.get_current_span().get_span_context().is_valid:
             parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+        if self.permissions is not None or self.guardrails:
+            # Before the session opens (nothing to undo if it raised): agent frameworks'
+            # own tools pass its permission policy and guardrails too.
+            ensure_tool_doors()
         self._scope = core.open_session(
             role=self.role,
             ledger=self._ledger,

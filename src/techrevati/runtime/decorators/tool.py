@@ -44,7 +44,7 @@ class _ToolCall:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        session = core.current_session()
+        session = core.tool_session()
         capture = capture_content()
         watched = session is not None and session.loops is not None
         # Arguments by name: for the span only with content capture on; for the
@@ -64,10 +64,6 @@ class _ToolCall:
             arguments=arguments if capture else None,
             loop_arguments=loop_arguments,
         )
-
-    def returned(self, result: object) -> None:
-        self.tool.check(result)
-        self.tool.finish(result)
 
     def fail(self, error: BaseException) -> None:
         self.tool.fail(error)
@@ -92,18 +88,7 @@ def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[...,
         def tool_function(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
-            call = _ToolCall(name, names, instance, args, kwargs)
-            try:
-                token = otel_context.attach(call.tool.context)
-                try:
-                    result = wrapped(*args, **kwargs)
-                finally:
-                    otel_context.detach(token)
-                call.returned(result)
-            except BaseException as exc:
-                call.fail(exc)
-                raise
-            return result
+            return _ToolCall(name, names, instance, args, kwargs).tool.run(wrapped, args, kwargs)
 
         return tool_function
 
@@ -113,17 +98,7 @@ def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[...,
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
             call = _ToolCall(name, names, instance, args, kwargs)
-            try:
-                token = otel_context.attach(call.tool.context)
-                try:
-                    result = await wrapped(*args, **kwargs)
-                finally:
-                    otel_context.detach(token)
-                call.returned(result)
-            except BaseException as exc:
-                call.fail(exc)
-                raise
-            return result
+            return await call.tool.arun(wrapped, args, kwargs)
 
         return tool_coroutine
 

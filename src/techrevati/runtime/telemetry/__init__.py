@@ -16,6 +16,7 @@ modules import each other, deferred imports included):
 
 The plain-Python primitives at ``techrevati.runtime``'s top level (usage
 tracking, pricing, breakers, permissions, guardrails, ...) sit below all rooms;
-the fleet level (``techrevati.runtime.fleet``) sits beside ``calls``; the front
+the fleet level (``techrevati.runtime.fleet``) and the frameworks' tool doors
+(``techrevati.runtime.frameworks``) sit beside ``calls``; the front
 doors (``orchestrator``, ``decorators``, ``__main__``) sit above everything.
 """

@@ -21,7 +21,7 @@ from .session import (
     open_session,
     session_event,
 )
-from .tool import NOT_WATCHED, ToolCall
+from .tool import NOT_WATCHED, ToolCall, tool_session
 from .turn import TurnCall, arguments_refused, check_usage
 from .wrapup import check as wrapping_up
 from .wrapup import watch_wrap_up
@@ -54,6 +54,7 @@ __all__ = [
     "note_recovery",
     "open_session",
     "session_event",
+    "tool_session",
     "watch_breaker",
     "watch_loops",
     "watch_wrap_up",

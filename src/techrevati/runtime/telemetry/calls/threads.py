@@ -107,7 +107,9 @@ def _run_submitted(starter: SessionScope, fn: Any, /, *args: Any, **kw: Any) -> 
 def _wrap_submit(submit: Any) -> Any:
     @functools.wraps(submit)
     def noted_submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kw: Any) -> Future[Any]:
-        starter = _starter()
+        # A pool task handing work on after its session closed: the closed session
+        # still goes with it (``submitted_by``: its tools are checked against it).
+        starter = _starter() or _SUBMITTED_IN.get()
         # (Only threads: an interpreter pool pickles what it runs.)
         bound = submit.__get__(self, type(self))  # (bound: as ``start`` above)
         if starter is not None and _threads_only(self):
@@ -134,6 +136,14 @@ def submitted_from() -> SessionScope | None:
     while scope is not None and scope.closed:
         scope = scope.parent
     return scope
+
+
+def submitted_by() -> SessionScope | None:
+    """The session that submitted the pool task running here, open or closed (None: none).
+
+    What a tool call in the task is checked against (``tool.tool_session``).
+    """
+    return _SUBMITTED_IN.get()
 
 
 def ensure_noted() -> None:
@@ -179,4 +189,4 @@ def warn_if_started_in(role: str) -> None:
     )
 
 
-__all__ = ["ensure_noted", "submitted_from", "warn_if_started_in"]
+__all__ = ["ensure_noted", "submitted_by", "submitted_from", "warn_if_started_in"]

@@ -14,10 +14,11 @@ Tool calls never count against the iteration cap or the budget.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
@@ -39,12 +40,35 @@ from .loops import failed, fingerprint, record
 from .metrics import Instruments, instruments_for
 from .providers import tracer_for
 from .session import SessionScope, session_event
+from .threads import submitted_by
 
 #: Read once: an enum member lookup costs about 0.2 µs, and every tool call starts a span.
 _INTERNAL = SpanKind.INTERNAL
 
 #: ``ToolCall.begin``'s default: the call's arguments are unknown, so it is not fingerprinted.
 NOT_WATCHED: object = object()
+
+T = TypeVar("T")
+
+
+def tool_session() -> SessionScope | None:
+    """The session a tool call made here belongs to, for its checks and its span.
+
+    The current session; else, on a ``ThreadPoolExecutor`` worker, the session
+    that submitted the task (``threads.submitted_by``), even once that session
+    closed, if it has a permission policy or guardrails. Frameworks run tools
+    on pools of their own (smolagents runs a code agent's code on one), whose
+    context is empty: a tool the session's policy refuses must not run because
+    a thread ran it, nor because the task outlived the session. A session with
+    nothing to check leaves its pool's tool calls outside, as its model calls.
+    """
+    session = membership.current_session()
+    if session is not None:
+        return session
+    submitter = submitted_by()
+    if submitter is None or (submitter.authorize is None and not submitter.guardrails):
+        return None
+    return submitter
 
 
 @dataclass(eq=False, slots=True)
@@ -67,6 +91,8 @@ class ToolCall:
     loop_key: int | None = None
     #: Its model turn (``step_of``): calls of one turn are one repetition step.
     loop_step: Step | None = None
+    #: Checked against a session that closed before it (``tool_session``), outside it.
+    detached: bool = False
 
     @classmethod
     def begin(
@@ -99,6 +125,7 @@ class ToolCall:
             # An empty name is the right type with a wrong value: ValueError, as for role.
             error = TypeError if not isinstance(name, str) else ValueError
             raise error(f"tool_name must be a non-empty string, got {name!r}")
+        detached = False
         attributes: dict[str, Any] = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
             sc.GEN_AI_TOOL_NAME: bounded_name(name),
@@ -115,6 +142,12 @@ class ToolCall:
             attributes.update(session.span_stamp)
             tracer, instruments = session.tracer, session.instruments
             parent = membership.parent_for(session)
+            if parent is not None and session.closed:
+                # A pool task's tool after the session that submitted it closed (see
+                # ``tool_session``): checked against it, but nothing it calls is booked
+                # there, so it does not start in the session's context.
+                parent = None
+                detached = True
         else:
             tracer = tracer_for(tracer_provider)
             instruments = instruments_for(meter_provider)
@@ -126,7 +159,7 @@ class ToolCall:
             attributes=attributes,
         )
         entry = None
-        if session is not None:
+        if session is not None and not detached:
             # Model calls a tool makes belong to the session, as new calls.
             entry = SpanEntry(session.ledger, in_tool=True)
             membership.register(entry, span.get_span_context())
@@ -138,6 +171,7 @@ class ToolCall:
             context=trace.set_span_in_context(span, parent),
             started=time.perf_counter(),
             entry=entry,
+            detached=detached,
         )
         if session is not None:
             watch = session.loops
@@ -167,6 +201,75 @@ class ToolCall:
                 tool.fail(exc)
                 raise
         return tool
+
+    def run(
+        self,
+        body: Callable[..., T],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        output: Callable[[T], object] | None = None,
+        failure: Callable[[T], BaseException | None] | None = None,
+    ) -> T:
+        """Run the tool's body in this call's context; then check and finish it, or fail it.
+
+        ``body(*args, **kwargs)`` (passed as a tuple and a dict: a tool's own keyword
+        arguments never meet ours). ``output``: what of its return value is the
+        tool's result (for the post-guardrails, loop detection and the span), when
+        the body returns more. ``failure``: the error a return value reports, when
+        the body caught the tool's own exception and returned it as text (the call
+        failed; its value is returned all the same).
+
+        Example::
+
+            tool = ToolCall.begin(current_session(), "lookup")   # refused: raises here
+            row = tool.run(lookup, ("glossary",))
+        """
+        try:
+            token = otel_context.attach(self.context)
+            try:
+                returned = body(*args, **(kwargs or {}))
+            finally:
+                otel_context.detach(token)
+            self._returned(returned, output, failure)
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+        return returned
+
+    async def arun(
+        self,
+        body: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        output: Callable[[T], object] | None = None,
+        failure: Callable[[T], BaseException | None] | None = None,
+    ) -> T:
+        """``run`` for a coroutine function's body."""
+        try:
+            token = otel_context.attach(self.context)
+            try:
+                returned = await body(*args, **(kwargs or {}))
+            finally:
+                otel_context.detach(token)
+            self._returned(returned, output, failure)
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+        return returned
+
+    def _returned(
+        self,
+        returned: T,
+        output: Callable[[T], object] | None,
+        failure: Callable[[T], BaseException | None] | None,
+    ) -> None:
+        error = None if failure is None else failure(returned)
+        if error is not None:
+            self.fail(error)
+            return
+        result = returned if output is None else output(returned)
+        self.check(result)  # may raise: a post-guardrail blocked the result
+        self.finish(result)
 
     def _admit(self, session: SessionScope) -> None:
         if session.authorize is None:
@@ -259,7 +362,8 @@ class ToolCall:
         }
         if session is not None:
             labels.update(session.agent_attrs)
-            session.tool_calls += 1
+            if not self.detached:
+                session.tool_calls += 1
         recording = span.is_recording()
         if isinstance(error, GuardrailViolatedError):
             if recording:

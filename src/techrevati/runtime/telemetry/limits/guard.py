@@ -523,6 +523,11 @@ def disable_guard() -> bool:
     return was
 
 
+def is_disabled() -> bool:
+    """True after ``configure(guard=False)``: no patch of third-party code by default."""
+    return _disabled
+
+
 def enable_guard() -> None:
     """Undo :func:`disable_guard`: the guard is installed by default again where limits exist."""
     global _disabled
@@ -530,18 +535,24 @@ def enable_guard() -> None:
         _disabled = False
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Patches a client's request module right after it is first imported."""
+class PatchOnImport(importlib.abc.MetaPathFinder):
+    """Runs a patch right after one of the named modules is first imported, whatever the order.
 
-    def __init__(self, packages: Iterable[str]) -> None:
-        self.modules = {f"{name}._base_client": name for name in packages}
+    ``patches`` maps a module's full name to what patches it (called once the
+    module's code ran). Used by the client guard and by the framework tool
+    doors (``techrevati.runtime.frameworks``); each keeps one such finder first
+    on ``sys.meta_path`` while it waits for modules not imported yet.
+    """
+
+    def __init__(self, patches: dict[str, Callable[[], None]]) -> None:
+        self.patches = patches
         self._busy = threading.local()
 
     def find_spec(
         self, fullname: str, path: Any = None, target: Any = None
     ) -> importlib.machinery.ModuleSpec | None:
-        package = self.modules.get(fullname)
-        if package is None or getattr(self._busy, "on", False):
+        patch = self.patches.get(fullname)
+        if patch is None or getattr(self._busy, "on", False):
             return None
         self._busy.on = True
         try:
@@ -562,28 +573,43 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         def exec_module(module: Any) -> None:
             original(module)
             try:
-                if not _disabled and _ensured:
-                    install_guard([package])
+                patch()
             except Exception:
-                _log.exception("could not guard %s's client; its requests are not guarded", package)
+                _log.exception("could not patch %s as it was imported; it is not guarded", fullname)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
+    def add(self) -> None:
+        """Put this finder first on ``sys.meta_path`` (once)."""
+        if self not in sys.meta_path:
+            sys.meta_path.insert(0, self)
 
-_finder: _PatchOnImport | None = None
+    def remove(self) -> None:
+        """Take this finder off ``sys.meta_path``."""
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+
+
+def _patch_imported(package: str) -> None:
+    if not _disabled and _ensured:
+        install_guard([package])
+
+
+_finder: PatchOnImport | None = None
 
 
 def _add_finder(packages: list[str]) -> None:
     global _finder
     if _finder is None:
-        _finder = _PatchOnImport(packages)
-        sys.meta_path.insert(0, _finder)
+        _finder = PatchOnImport(
+            {f"{name}._base_client": functools.partial(_patch_imported, name) for name in packages}
+        )
+        _finder.add()
 
 
 def _remove_finder() -> None:
     global _finder
     if _finder is not None:
-        with contextlib.suppress(ValueError):
-            sys.meta_path.remove(_finder)
+        _finder.remove()
         _finder = None

@@ -85,9 +85,15 @@ class LimitsProcessor(SpanProcessor):
             entry = SpanEntry(
                 under.ledger, under.call, in_library=under.in_library, in_tool=under.in_tool
             )
-            if under.in_tool:
-                entry.outer_tool = under if under.tool_call else under.outer_tool
-                entry.tool_entry = under.tool_entry or under
+            # Inside a tool call: the span's parent's, else the one running here. A
+            # producer that parents its spans on a run tree of its own (LangChain's)
+            # starts its tool span beside the tool call of ours a framework's tool door
+            # runs here: the same call, which that one counts.
+            tool = under if under.in_tool else _tool_running_here(under)
+            if tool is not None:
+                entry.in_tool = True
+                entry.outer_tool = tool if tool.tool_call else tool.outer_tool
+                entry.tool_entry = tool.tool_entry or tool
             else:
                 found_tool = tool_start(name, attrs)
                 if found_tool is not None:
@@ -181,6 +187,14 @@ class LimitsProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _tool_running_here(under: SpanEntry) -> SpanEntry | None:
+    """The tool call whose span is current here, if it is not ``under`` (the span's parent)."""
+    running = membership.open_entry(None)
+    if running is None or running is under or not running.in_tool:
+        return None
+    return running
 
 
 def _after_probe(

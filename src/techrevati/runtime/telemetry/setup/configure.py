@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from ...caller import user_stacklevel
+from ...frameworks import uninstall_tool_doors
 from ..calls.content import set_capture_content
 from ..calls.conventions import use_proposed
 from ..calls.session import any_open as any_open_session
@@ -171,7 +172,10 @@ def configure(
         guard: the client guard (on by default wherever limits exist: a session with a
             cap or budget, a fleet scope) admits and books every ``openai`` /
             ``anthropic`` request, and stops a refused one before it is sent, even
-            with no instrumentation. ``False`` opts out for the process.
+            with no instrumentation; and in a session with a permission policy or
+            guardrails, agent frameworks' own tools (LangChain, the OpenAI Agents SDK,
+            pydantic-ai, smolagents) pass them as ``@tool_call`` functions do.
+            ``False`` opts out of both for the process.
         proposed_conventions: also write GenAI attributes that are still proposals on
             our spans: ``gen_ai.usage.cost.amount`` / ``.currency`` / ``.source`` (PR #443
             of semantic-conventions-genai) on model calls and sessions, and
@@ -221,16 +225,27 @@ def configure(
     )
     if guard:
         enable_guard()
-    elif disable_guard() and any_open_session():
-        # Limits were relying on it (a repeated configure(), a library's call): an
-        # opt-out, but never a silent one.
-        warnings.warn(
-            "configure(guard=False) removed the client guard for the whole process: bare "
-            "openai / anthropic calls are no longer counted or refused by any session's "
-            "limits, and refusals producers swallow are no longer relayed",
-            RuntimeWarning,
-            stacklevel=user_stacklevel(),
-        )
+    else:
+        relied = disable_guard()
+        doors = uninstall_tool_doors()
+        if (relied or doors) and any_open_session():
+            # Limits were relying on it (a repeated configure(), a library's call): an
+            # opt-out, but never a silent one.
+            removed = (
+                "the client guard for the whole process: bare openai / anthropic calls are "
+                "no longer counted or refused by any session's limits, and refusals "
+                "producers swallow are no longer relayed"
+            )
+            if doors:
+                removed += (
+                    "; and the frameworks' tool doors: agent frameworks' tools no longer "
+                    "pass a session's permission policy and guardrails"
+                )
+            warnings.warn(
+                f"configure(guard=False) removed {removed}",
+                RuntimeWarning,
+                stacklevel=user_stacklevel(),
+            )
     if fleet is not None:
         install_fleet(fleet_levels(fleet))
         root = process_root()
