@@ -219,3 +219,21 @@ def test_a_tool_handed_on_to_another_pool_after_the_session_closed_is_still_chec
         assert span.parent is None, name
         assert span.context is not None and session_span.context is not None
         assert span.context.trace_id != session_span.context.trace_id
+
+
+def test_run_tool_of_a_closed_session_still_counts_there(otel: Otel) -> None:
+    """Used after its block ended (warned): the call counts against it, as the warning says.
+
+    Only a pool task's tool after its submitter closed runs outside the session.
+    """
+    orch = Orchestrator(
+        role="researcher", phase="p", permissions=_researcher_policy(), **otel.kwargs()
+    )
+    with orch.session() as session:
+        pass
+    with pytest.warns(RuntimeWarning, match="used after its block ended"):
+        assert session.run_tool("search", lambda: "found") == "found"
+    (session_span,) = otel.spans("invoke_agent")
+    tool = otel.span("execute_tool search")
+    assert tool.parent is not None and session_span.context is not None
+    assert tool.parent.span_id == session_span.context.span_id

@@ -71,6 +71,11 @@ def tool_session() -> SessionScope | None:
     return submitter
 
 
+def _submitted_after_close(session: SessionScope) -> bool:
+    """The closed ``session`` is here only as the submitter of this pool task."""
+    return submitted_by() is session and membership.current_session() is None
+
+
 @dataclass(eq=False, slots=True)
 class ToolCall:
     """One tool call in flight."""
@@ -142,10 +147,11 @@ class ToolCall:
             attributes.update(session.span_stamp)
             tracer, instruments = session.tracer, session.instruments
             parent = membership.parent_for(session)
-            if parent is not None and session.closed:
+            if parent is not None and session.closed and _submitted_after_close(session):
                 # A pool task's tool after the session that submitted it closed (see
                 # ``tool_session``): checked against it, but nothing it calls is booked
-                # there, so it does not start in the session's context.
+                # there, so it does not start in the session's context. (A closed
+                # session's own run_tool still counts there, as its warning says.)
                 parent = None
                 detached = True
         else:
