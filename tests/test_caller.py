@@ -85,3 +85,29 @@ def test_a_site_noted_now_names_its_line_in_a_warning_given_later() -> None:
         warnings.simplefilter("error")  # python -W error: raised, as warnings.warn would
         with pytest.raises(RuntimeWarning, match="late"):
             warn_at(site, "late", RuntimeWarning)
+
+
+def test_texts_shown_are_kept_in_a_bounded_registry_not_the_modules() -> None:
+    """A service warning once per session, each text with its own amount or id, must not
+    grow its module's ``__warningregistry__`` (Python never prunes it): 2,000 texts leave
+    it empty, and ours holds at most 257. The ``default`` action still shows a text once.
+    """
+    namespace: dict[str, object] = {"__name__": "my_service.handlers"}
+    warn = _function_in(
+        "techrevati.runtime.x", "warn_user(text, RuntimeWarning)", warn_user=warn_user
+    )
+    handler = _function_in("my_service.handlers", "warn()", warn=warn)
+    handler.__globals__.update(namespace)  # (its own module globals, as a module's)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for serial in range(2000):
+            warn.__globals__["text"] = f"booked at an estimate (${serial / 1e6:.6f})"
+            handler()
+        warn.__globals__["text"] = "the same text"
+        handler()
+        handler()
+    assert len(caught) == 2001  # each distinct text once, the repeated one once
+    assert handler.__globals__.get("__warningregistry__", {}) == {}
+    from techrevati.runtime import caller
+
+    assert len(caller._registry_for("my_service.handlers")) <= 257

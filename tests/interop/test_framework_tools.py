@@ -326,3 +326,135 @@ def test_other_instrumentations_wrapping_the_same_place_and_the_sdks_local_tools
     assert got["ran"] == ["c"], got
     assert got["local_shell"] == "PermissionDeniedError", got
     assert got["our_spans_under_a_hiding_wrapper"] == 1, got
+
+
+DECORATED = textwrap.dedent(
+    """
+    import asyncio, json
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from techrevati.runtime import (
+        PermissionDeniedError, PermissionEnforcer, PermissionMode, PermissionPolicy,
+        RolePermissionConfig, agent_session, configure, tool_call,
+    )
+    from langchain_core.tools import StructuredTool, tool
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    configure(tracer_provider=provider, spans_file=False, report=False, metrics=False)
+    ran = []
+
+    @tool_call()
+    def fetch(url: str) -> str:
+        ran.append("fetch")
+        return "page"
+
+    @tool_call()
+    def lookup(query: str) -> str:
+        "Look something up."
+        ran.append("lookup")
+        return fetch("https://example.org/" + query)  # a tool call of its own
+
+    @tool_call()
+    async def alookup(query: str) -> str:
+        "Look something up, awaited."
+        ran.append("alookup")
+        return "found"
+
+    def policy(denied):
+        return PermissionEnforcer(PermissionPolicy(role_configs={
+            "ops": RolePermissionConfig("ops", PermissionMode.FULL_ACCESS, denied_tools=denied),
+        }))
+
+    tools = [tool(lookup), StructuredTool.from_function(coroutine=alookup, name="alookup",
+                                                         description="Look up, awaited.")]
+    said = {}
+    with agent_session("ops", permissions=policy([])) as session:
+        for query in ("a", "b", "c"):
+            tools[0].invoke({"query": query})
+        asyncio.run(tools[1].ainvoke({"query": "d"}))
+        said["tool_calls"] = session._scope.tool_calls
+    said["spans"] = sorted(s.name for s in exporter.get_finished_spans()
+                           if s.name.startswith("execute_tool"))
+    said["ran"] = list(ran)
+    ran.clear()
+    with agent_session("ops", permissions=policy(["lookup"])) as session:
+        try:
+            tools[0].invoke({"query": "e"})
+        except PermissionDeniedError:
+            said["denied"] = True
+        said["denied_tool_calls"] = session._scope.tool_calls
+    said["ran_denied"] = list(ran)
+    ran.clear()
+
+    @tool
+    def lookups(query: str) -> str:
+        "A framework tool named otherwise, whose body calls lookup three times."
+        return ",".join(lookup(query + str(n)) for n in range(3))
+
+    @tool("lookup")
+    def delegating(query: str) -> str:
+        "Named lookup; its body calls lookup twice, and a sub-agent's lookup once."
+        first = lookup(query)
+        second = lookup(query + "!")
+        try:
+            with agent_session("ops", permissions=policy(["lookup"])):  # a sub-agent
+                lookup(query + "?")
+        except PermissionDeniedError:
+            return first + second + "|sub denied"
+        return first + second + "|sub ran"
+
+    with agent_session("ops", permissions=policy([])) as session:
+        lookups.invoke({"query": "f"})
+        said["other_name_tool_calls"] = session._scope.tool_calls
+    with agent_session("ops", permissions=policy([])) as session:
+        said["delegated"] = delegating.invoke({"query": "g"})
+        said["delegated_tool_calls"] = session._scope.tool_calls
+    said["ran_after"] = list(ran)
+
+    @tool("lookup")
+    def inner_lookup(query: str) -> str:
+        "Another framework tool, also named lookup."
+        return "inner"
+
+    @tool_call("lookup")
+    def outer_body(query: str) -> str:
+        return inner_lookup.invoke({"query": query})
+
+    outer = StructuredTool.from_function(func=outer_body, name="lookup", description="Outer.")
+    with agent_session("ops", permissions=policy([])) as session:
+        outer.invoke({"query": "h"})
+        said["nested_door_tool_calls"] = session._scope.tool_calls
+    print("DECORATED-RESULT " + json.dumps(said))
+    """
+)
+
+
+def test_a_tool_call_function_run_as_a_frameworks_tool_is_one_tool_call(tmp_path: Path) -> None:
+    """A ``@tool_call`` function handed to a framework: the door's call is its call (one
+    span, one count, one check); a ``@tool_call`` it calls is a call of its own."""
+    script = tmp_path / "decorated.py"
+    script.write_text(DECORATED, encoding="utf-8")
+    got = venvs.run_scenario(
+        str(venvs.python("frameworks")), script, mark="DECORATED-RESULT ", timeout=300
+    )
+    assert got["spans"] == [
+        "execute_tool alookup",
+        *["execute_tool fetch"] * 3,
+        *["execute_tool lookup"] * 3,
+    ], got
+    assert got["tool_calls"] == 7, got  # 3 lookups, their 3 fetches, 1 alookup
+    assert got["ran"] == ["lookup", "fetch"] * 3 + ["alookup"], got
+    assert got["denied"] is True and got["ran_denied"] == [], got
+    assert got["denied_tool_calls"] == 1, got
+    # A framework tool of another name: its 3 lookups are 3 calls besides it (and fetches).
+    assert got["other_name_tool_calls"] == 1 + 3 + 3, got
+    # Named lookup: its first lookup is its body (one call), the second is a call of its
+    # own; the sub-agent's policy refuses the third, which never runs.
+    assert got["delegated"].endswith("|sub denied"), got
+    assert got["delegated_tool_calls"] == 1 + 1 + 2, got  # + the two fetches
+    assert got["ran_after"].count("lookup") == 3 + 2, got
+    # A framework tool of the same name run inside the body: a call of its own.
+    assert got["nested_door_tool_calls"] == 2, got

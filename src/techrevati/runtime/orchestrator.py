@@ -16,18 +16,18 @@ import collections
 import contextlib
 import contextvars
 import datetime
+import functools
 import inspect
 import logging
 import sys
 import threading
 import time
 import unicodedata
-import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -36,7 +36,7 @@ from opentelemetry.trace import SpanContext, TracerProvider
 
 from .agent_events import AgentEvent, AgentFailureClass
 from .agent_lifecycle import AgentRegistry, AgentStatus, AgentWorker, InvalidTransitionError
-from .caller import user_stacklevel
+from .caller import user_frame, warn_user
 from .circuit_breaker import AsyncCircuitBreaker, CircuitBreaker
 from .fleet.checks import MAX_CALLS
 from .frameworks import ensure_tool_doors
@@ -116,6 +116,53 @@ _SCENARIO_TO_FAILURE: dict[FailureScenario, AgentFailureClass] = {
 # they skip recovery bookkeeping.
 #: Runtime decisions, not failures of the call: no recovery scenario.
 _NO_RECOVERY: tuple[type[Exception], ...] = (TurnTimeoutError, *RUNTIME_REFUSALS)
+
+
+class _Stepped:
+    """Awaits ``coroutine`` with each of its steps run in ``context`` (``session.wrap``).
+
+    The awaiting task's event loop (asyncio's, trio's) sees what the coroutine
+    yields and sends and throws back into it, as if it awaited the coroutine itself.
+    """
+
+    __slots__ = ("_context", "_coroutine")
+
+    def __init__(self, coroutine: Any, context: contextvars.Context) -> None:
+        self._coroutine = coroutine
+        self._context = context
+
+    def __await__(self) -> Any:
+        coroutine, run = self._coroutine, self._context.run
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            try:
+                if thrown is not None:
+                    error, thrown = thrown, None
+                    step = run(coroutine.throw, error)
+                else:
+                    step = run(coroutine.send, sent)
+            except StopIteration as done:
+                return done.value
+            try:
+                sent = yield step
+            except GeneratorExit:
+                run(coroutine.close)
+                raise
+            except BaseException as error:  # a cancellation, thrown in by the loop
+                thrown, sent = error, None
+
+
+def _weakly(method: Callable[[str, Exception], None]) -> Callable[[str, Exception], None]:
+    """``method``, called while its object lives (a listener that does not keep it alive)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(kind: str, error: Exception) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(kind, error)
+
+    return call
 
 
 def _check_limits(max_iterations: object, budget_usd: object, *, shared: bool = False) -> None:
@@ -303,7 +350,8 @@ class _SessionBase(Generic[B]):
             enforce_budget=self.enforce_budget,
             max_iterations=self.max_iterations,
             usage_sink=None if isinstance(self.usage_sink, NoopUsageSink) else self.usage_sink,
-            on_limit=self._on_limit,
+            # Weakly: the ledger outlives a session never exited (its open spans' entries).
+            on_limit=_weakly(self._on_limit),
         )
 
     # -- telemetry scope --------------------------------------------------------
@@ -353,13 +401,12 @@ class _SessionBase(Generic[B]):
             return self._open_scope()
         if scope.closed and not scope.used_after_close:
             scope.used_after_close = True
-            warnings.warn(
+            warn_user(
                 f"session {self.worker.role!r} ({self.worker.worker_id}) is used after its "
                 "block ended: this call still counts against its limits and its summary(), "
                 "but its span has ended, so the exported session leaves it out; open a new "
                 "session for new work",
                 RuntimeWarning,
-                stacklevel=user_stacklevel(),
             )
         return scope
 
@@ -552,20 +599,39 @@ class _SessionBase(Generic[B]):
             with orch.session() as session:
                 threading.Thread(target=session.wrap(worker)).start()
                 pool.submit(session.wrap(ask), "question")
+
+        A coroutine function stays one (``inspect.iscoroutinefunction`` is true
+        of the wrapped function too): awaited, each of its steps runs with this
+        session current, on the awaiting task (any event loop).
         """
         if not callable(fn):
             raise TypeError(f"wrap needs a callable, got {type(fn).__name__}: {fn!r}")
         scope = self._scope_or_open()
         captured = contextvars.copy_context()
 
-        def bound(*args: Any, **kwargs: Any) -> T:
+        def context() -> contextvars.Context:
             ctx = captured.copy()
             if ctx.get(core_membership.CURRENT) is not scope:
                 ctx.run(core_membership.CURRENT.set, scope)
                 ctx.run(otel_context.attach, scope.context)
-            return ctx.run(fn, *args, **kwargs)
+            return ctx
 
-        return bound
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            type(fn).__call__  # an object whose __call__ is async
+        ):
+            # A coroutine runs in the context of the task that awaits it, not of the
+            # call that made it: each of its steps is run in ours (any event loop).
+            async def abound(*args: Any, **kwargs: Any) -> Any:
+                ctx = context()
+                return await _Stepped(ctx.run(fn, *args, **kwargs), ctx)
+
+            functools.update_wrapper(abound, fn)
+            return cast("Callable[..., T]", abound)
+
+        def bound(*args: Any, **kwargs: Any) -> T:
+            return context().run(fn, *args, **kwargs)
+
+        return functools.update_wrapper(bound, fn)
 
     # -- policy, gates, handoffs ------------------------------------------------
 
@@ -1191,12 +1257,11 @@ class Orchestrator:
         _check_limits(self.max_iterations, self.budget_usd, shared=self.shared)
         if self.enforce_budget and self.budget_usd is None:
             # Read as "enforce a budget", it enforces none: say so where it is written.
-            warnings.warn(
+            warn_user(
                 f"session {self.role!r}: enforce_budget=True has no budget to enforce "
                 "(budget_usd is None), so no call is refused for what it costs; set "
                 "budget_usd= to cap its spend",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
         _check_estimate(self.call_estimate_usd)
         fleet_levels(self.fleet)
@@ -1323,7 +1388,14 @@ class _SessionContext(Generic[S]):
     def __enter__(self) -> S:
         if self._cls is not OrchestrationSession:
             raise TypeError("asession() is an async context manager: use 'async with'")
-        return self._enter()
+        session = self._enter()
+        frame = user_frame()
+        if frame is not None and frame.f_code.co_flags & inspect.CO_GENERATOR:
+            # A block inside a sync generator: a later next() may run in another
+            # context (Starlette's streamed responses), where only the stack says it.
+            assert session._scope is not None
+            core.hold_in_generator(session._scope, frame)
+        return session
 
     def __exit__(
         self,

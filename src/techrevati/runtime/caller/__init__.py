@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import sysconfig
 import warnings
 from dataclasses import dataclass
 from types import FrameType
@@ -30,10 +31,13 @@ from typing import Any
 
 __all__ = [
     "UserSite",
+    "app_site",
     "late_site",
     "log_once",
+    "user_frame",
     "user_site",
     "user_stacklevel",
+    "warn_aside",
     "warn_at",
     "warn_user",
 ]
@@ -109,7 +113,9 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
         >>> str(caught[0].message)
         "role 'x' has no config"
     """
-    warnings.warn(message, category, stacklevel=user_stacklevel(skip=1) + 1)
+    frame = sys._getframe(1)
+    site = user_site(skip=1) or UserSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+    warn_at(site, message, category)
 
 
 _telemetry_log = logging.getLogger("techrevati.runtime.telemetry")
@@ -159,13 +165,75 @@ def user_site(skip: int = 0) -> UserSite | None:
         >>> site is not None and site.lineno > 0
         True
     """
+    frame = user_frame(1 + skip)
+    if frame is None:
+        return None
+    return UserSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+
+
+def user_frame(skip: int = 0) -> FrameType | None:
+    """The caller's first frame of user code itself (see :func:`user_site`); None without one.
+
+    Example::
+
+        >>> user_frame() is not None
+        True
+    """
     frame: FrameType | None = sys._getframe(1 + skip)
     while frame is not None:
-        found = frame.f_globals
-        if not _is_plumbing(found.get("__name__", "")):
-            return UserSite(frame.f_code.co_filename, frame.f_lineno, found)
+        if not _is_plumbing(frame.f_globals.get("__name__", "")):
+            return frame
         frame = frame.f_back
     return None
+
+
+#: Where installed packages, their scripts and the standard library live: a frame there
+#: is a library's, even when it is no plumbing of ours (a framework that made a call).
+_LIBRARY_DIRS = tuple(
+    sorted(
+        {path for key, path in sysconfig.get_paths().items() if "lib" in key or key == "scripts"},
+        key=len,
+    )
+)
+#: What ``_in_library`` found, by file name (bounded, as ``_SEEN``).
+_LIBRARY_FILES: dict[str, bool] = {}
+
+
+def _in_library(filename: str) -> bool:
+    found = _LIBRARY_FILES.get(filename)
+    if found is None:
+        found = (
+            filename.startswith(_LIBRARY_DIRS)
+            or "/site-packages/" in filename
+            or "/dist-packages/" in filename
+            or filename.startswith("<frozen ")
+        )
+        if len(_LIBRARY_FILES) < 4096:
+            _LIBRARY_FILES[filename] = found
+    return found
+
+
+def app_site(skip: int = 0) -> UserSite | None:
+    """The caller's first frame of the application itself, past the frames :func:`user_site`
+    passes over and those of any installed package or the standard library (a framework
+    that made a call on the application's behalf); else :func:`user_site`'s.
+
+    Example::
+
+        >>> site = app_site()
+        >>> site is not None and site.lineno > 0
+        True
+    """
+    first = frame = user_frame(1 + skip)
+    while frame is not None:
+        if not _is_plumbing(frame.f_globals.get("__name__", "")) and not _in_library(
+            frame.f_code.co_filename
+        ):
+            return UserSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+        frame = frame.f_back
+    if first is None:
+        return None
+    return UserSite(first.f_code.co_filename, first.f_lineno, first.f_globals)
 
 
 def late_site(skip: int = 0) -> UserSite | None:
@@ -256,8 +324,11 @@ def _suspended_at(task: asyncio.Task[Any]) -> UserSite | None:
 def warn_at(site: UserSite, message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn(message, category)`` as if given at ``site``'s line.
 
-    Filters (by module too), the once-per-line registry and ``-W error`` apply as
-    they do to a warning given there.
+    Filters (by module too), the once-per-text-and-line rule of the ``default``
+    action and ``-W error`` apply as they do to a warning given there. The texts
+    already shown are kept in a registry of ours (``_registry_for``), not in the
+    module's ``__warningregistry__``: some texts carry an amount or an id, and a
+    service that warns once per session would grow its module's registry forever.
 
     Example::
 
@@ -277,7 +348,44 @@ def warn_at(site: UserSite, message: str, category: type[Warning] = UserWarning)
         site.filename,
         site.lineno,
         module=module if isinstance(module, str) else "<string>",
-        registry=found.setdefault("__warningregistry__", {}),
+        registry=_registry_for(module),
         # (No module_globals=: as for warnings.warn, its source line is read later, by
         # file name; a loader asked for it raises for ``python -c``'s __main__.)
     )
+
+
+def warn_aside(site: UserSite | None, message: str, category: type[Warning]) -> None:
+    """``warn_at(site, ...)`` (else ``warn_user``) for a warning given where the code
+    running is not the one at fault (a later session, a later pool task): a filter that
+    turns it into an error (``-W error``) has it logged instead of raised there, as
+    Python does for an unclosed file found by the garbage collector.
+
+    Example::
+
+        >>> warn_aside(None, "left open", ResourceWarning)
+    """
+    try:
+        if site is not None:
+            warn_at(site, message, category)
+        else:
+            warn_user(message, category)
+    except Warning as error:
+        _telemetry_log.warning("exception ignored: %s: %s", type(error).__name__, error)
+
+
+#: Texts already shown, per module (``warn_at``): bounded, where Python's own registry
+#: of a module is not. A full registry starts again (a text then shows once more).
+_REGISTRIES: dict[object, dict[Any, Any]] = {}
+_REGISTRY_TEXTS = 256
+_REGISTRY_MODULES = 256
+
+
+def _registry_for(module: object) -> dict[Any, Any]:
+    registry = _REGISTRIES.get(module)
+    if registry is None:
+        if len(_REGISTRIES) >= _REGISTRY_MODULES:
+            _REGISTRIES.clear()  # names of exec-ed code are unbounded
+        registry = _REGISTRIES[module] = {}
+    elif len(registry) > _REGISTRY_TEXTS:
+        registry.clear()
+    return registry

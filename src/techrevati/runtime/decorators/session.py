@@ -29,6 +29,8 @@ from .wrapping import COROUTINE, FUNCTION, GENERATOR, F, kind_of
 _OPEN_BLOCKS: ContextVar[tuple[tuple[agent_session, _SessionContext[Any]], ...]] = ContextVar(
     "techrevati_agent_session_blocks", default=()
 )
+# A pool task that leaves a block open leaves it out of its worker's context too.
+core.task_scoped(_OPEN_BLOCKS, ())
 
 
 def _session_of(scope: core.SessionScope | None) -> _SessionBase[Any] | None:
@@ -78,7 +80,9 @@ class _SessionCall:
         self._close(error)
 
     def closed(self) -> None:
-        self._close(None)
+        # Closed before its end (a consumer that stopped reading, a client that hung
+        # up): cancelled, as a ``with`` block left by GeneratorExit is.
+        self._close(GeneratorExit())
 
 
 #: The options agent_session passes on to Orchestrator (its fields, but role).
@@ -127,7 +131,12 @@ class agent_session:  # lower-case: used like a function, as contextlib's helper
         self._entered: list[_SessionContext[Any]] = []
 
     def _push(self, cm: _SessionContext[Any]) -> None:
-        _OPEN_BLOCKS.set((*_OPEN_BLOCKS.get(), (self, cm)))
+        # Blocks exited on another thread (a generator closed elsewhere) are left out:
+        # else this context's tuple kept every such session alive.
+        kept = tuple(
+            (owner, block) for owner, block in _OPEN_BLOCKS.get() if block._activation is not None
+        )
+        _OPEN_BLOCKS.set((*kept, (self, cm)))
         self._entered.append(cm)
 
     def _pop(self) -> _SessionContext[Any]:

@@ -88,6 +88,11 @@ def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[...,
         def tool_function(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
+            running = core.DOOR_TOOL.get()
+            if running is not None and running.take(name, body=True):
+                # A framework's tool whose body is this function: the framework's door
+                # made the call one tool call already (checked, a span, counted once).
+                return wrapped(*args, **kwargs)
             return _ToolCall(name, names, instance, args, kwargs).tool.run(wrapped, args, kwargs)
 
         return tool_function
@@ -97,6 +102,9 @@ def _tool_wrapper(kind: int, name: str, names: tuple[str, ...]) -> Callable[...,
         async def tool_coroutine(
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
+            running = core.DOOR_TOOL.get()
+            if running is not None and running.take(name, body=True):
+                return await wrapped(*args, **kwargs)  # (as tool_function)
             call = _ToolCall(name, names, instance, args, kwargs)
             return await call.tool.arun(wrapped, args, kwargs)
 

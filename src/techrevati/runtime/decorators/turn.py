@@ -76,12 +76,21 @@ class _TurnSpec:
         )
 
 
+def _session_here() -> core.SessionScope | None:
+    # The context variable first (the usual case: one read); the full answer where it
+    # is unset, closed, or has a generator's session block below it.
+    scope = _CURRENT.get()
+    if scope is None or scope.closed or scope.held_below:
+        return core.current_session()
+    return scope
+
+
 def _begin_turn(
     spec: _TurnSpec, capture: bool, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> core.TurnCall:
     """Admit and start a decorated turn in the current session, if any."""
     return core.TurnCall.begin(
-        _CURRENT.get() or core.current_session(),  # the context variable first: the usual case
+        _session_here(),
         spec.model,
         provider=spec.provider,
         usage=spec.fixed,
@@ -94,7 +103,7 @@ async def _abegin_turn(
 ) -> core.TurnCall:
     """``_begin_turn`` for coroutines: fleet scopes are awaited, never waited on in the loop."""
     return await core.TurnCall.abegin(
-        _CURRENT.get() or core.current_session(),
+        _session_here(),
         spec.model,
         provider=spec.provider,
         usage=spec.fixed,

@@ -13,12 +13,11 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from ..telemetry.calls.content import capture_content
 from ..telemetry.calls.session import SessionScope
-from ..telemetry.calls.tool import NOT_WATCHED, ToolCall, tool_session
+from ..telemetry.calls.tool import DOOR_TOOL, NOT_WATCHED, DoorCall, ToolCall, tool_session
 
 T = TypeVar("T")
 
@@ -56,12 +55,6 @@ def _begin(session: SessionScope, name: str, arguments: object) -> ToolCall:
     )
 
 
-#: The tool a door is running here: a door found again inside it for the same tool
-#: (another wrapper over ours that hides it, so that ours was put over that too) is
-#: the same call, already checked.
-_RUNNING: ContextVar[str | None] = ContextVar("techrevati_tool_door", default=None)
-
-
 def through(
     name: str,
     arguments: Callable[[], object],
@@ -77,14 +70,15 @@ def through(
     ``output`` picks the tool's result out of what ``body`` returns.
     """
     session = checked_session()
-    if session is None or _RUNNING.get() == name:
+    running = DOOR_TOOL.get()
+    if session is None or (running is not None and running.take(name, body=False)):
         return body(*args, **kwargs)
     tool = _begin(session, name, arguments())
-    token = _RUNNING.set(name)
+    token = DOOR_TOOL.set(DoorCall(name, session))
     try:
         return tool.run(body, args, kwargs, output)
     finally:
-        _RUNNING.reset(token)
+        DOOR_TOOL.reset(token)
 
 
 async def athrough(
@@ -98,14 +92,15 @@ async def athrough(
 ) -> T:
     """``through`` for a framework that awaits its tools (``failure``: see ``ToolCall.run``)."""
     session = checked_session()
-    if session is None or _RUNNING.get() == name:
+    running = DOOR_TOOL.get()
+    if session is None or (running is not None and running.take(name, body=False)):
         return await body(*args, **kwargs)
     tool = _begin(session, name, arguments())
-    token = _RUNNING.set(name)
+    token = DOOR_TOOL.set(DoorCall(name, session))
     try:
         return await tool.arun(body, args, kwargs, output, failure)
     finally:
-        _RUNNING.reset(token)
+        DOOR_TOOL.reset(token)
 
 
 def unknown() -> object:

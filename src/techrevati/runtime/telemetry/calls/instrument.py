@@ -17,11 +17,13 @@ from .session import (
     activate,
     close_session,
     deactivate,
+    hold_in_generator,
     note_recovery,
     open_session,
     session_event,
 )
-from .tool import NOT_WATCHED, ToolCall, tool_session
+from .threads import task_scoped
+from .tool import DOOR_TOOL, NOT_WATCHED, ToolCall, tool_session
 from .turn import TurnCall, arguments_refused, check_usage
 from .wrapup import check as wrapping_up
 from .wrapup import watch_wrap_up
@@ -39,6 +41,7 @@ def close_all_open_sessions(reason: str = "terminated") -> int:
 
 
 __all__ = [
+    "DOOR_TOOL",
     "NOT_WATCHED",
     "Activation",
     "SessionScope",
@@ -51,9 +54,11 @@ __all__ = [
     "close_session",
     "current_session",
     "deactivate",
+    "hold_in_generator",
     "note_recovery",
     "open_session",
     "session_event",
+    "task_scoped",
     "tool_session",
     "watch_breaker",
     "watch_loops",

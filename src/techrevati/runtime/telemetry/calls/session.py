@@ -9,14 +9,17 @@ global keeps a finished session alive.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import secrets
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -26,6 +29,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
+from ...caller import UserSite, user_site, warn_aside
 from ...circuit_breaker import AsyncCircuitBreaker, BreakerPermit, CircuitBreaker
 from ...guardrails import Guardrail
 from ...permissions import PermissionOutcome
@@ -98,6 +102,14 @@ class SessionScope:
     wrap_up_at: float | None = None
     on_wrap_up: Callable[[Any], None] | None = None
     wrapped: bool = False
+    #: The user's line that opened it (warnings given where no user line is on the stack).
+    site: UserSite | None = None
+    #: What a later session reaps if this one is collected while open (``Abandoned``).
+    left: Abandoned | None = None
+    #: The id of the sync generator frame whose ``with`` block holds it (0: none).
+    held_by: int = 0
+    #: Sessions below it whose blocks a sync generator holds (``membership.GENERATOR_BLOCKS``).
+    held_below: int = 0
 
     def labels(self, model: str, provider: str | None = None) -> ModelLabels:
         """Metric label sets for a turn of ``model`` in this session."""
@@ -117,6 +129,8 @@ class Activation:
     session_token: Token[SessionScope | None]
     outer: Context
     scope: SessionScope | None = None
+    #: Its block was exited in another thread or task: the context here still has it.
+    orphaned: bool = False
 
 
 #: The sessions whose block was exited in this context, newest first (a few: blocks
@@ -161,6 +175,12 @@ def open_session(
         deactivate(activation)
         close_session(scope, outcome="completed")
     """
+    if _ABANDONED:
+        _reap_abandoned()
+    site = user_site()
+    stale = CURRENT.get()
+    if stale is not None and stale.closed:
+        _leave_orphans(stale)  # before its span starts: in the context it had
     parent_scope = membership.open_parent()
     if parent_scope is None:
         # A pool task's session opens under the session that submitted the task, its
@@ -284,11 +304,17 @@ def open_session(
         span_stamp={sc.GEN_AI_AGENT_ID: bounded_name(agent_id)} if agent_id else {},
         shared=shared_level,
         shared_above=shared_level[0] if shared_level is not None else above,
+        site=site,
     )
+    # The ledger's listeners hold the session weakly: an open span's entry holds the
+    # ledger, and a session never exited must not be kept alive by it (``_abandoned``).
+    ref = weakref.ref(scope)
     previous_listener = ledger.on_limit
 
     def on_limit(kind: str, error: Exception) -> None:
-        _limit_hit(scope, kind, error)
+        found = ref()
+        if found is not None:
+            _limit_hit(found, kind, error)
         if previous_listener is not None:
             previous_listener(kind, error)
 
@@ -304,8 +330,109 @@ def open_session(
     if instruments.live:
         # Like a turn's metrics: nothing can read this counter while no MeterProvider
         # is set, so another instrumentation's calls skip it (a lock and a dict update).
-        ledger.on_unpriced_cost = functools.partial(_count_library_cost, scope)
+        ledger.on_unpriced_cost = functools.partial(_count_library_cost, ref)
+    # Entered and never exited (a handler that returned without leaving its block):
+    # once the session is unreachable, the next session opened reaps what it left in
+    # the tables (not the collector's callback: it may run while a ledger lock is held).
+    left = scope.left = Abandoned(entry, ledger, span, role, site, shared_level)
+    left.finalizer = weakref.finalize(scope, _collected, left)
+    left.finalizer.atexit = False
     return scope
+
+
+@dataclass(eq=False, slots=True)
+class Abandoned:
+    """What a session leaves in the tables, reaped if it is collected while open."""
+
+    entry: SpanEntry
+    ledger: Ledger
+    span: Span
+    role: str
+    site: UserSite | None
+    shared: tuple[str, FleetLevel] | None
+    #: Set by ``close_session``: a generator's block may be closed after the collector
+    #: found its session unreachable (weak references are cleared first), or later, by
+    #: the ``aclose()`` task asyncio schedules: then there is nothing to reap.
+    closed: bool = False
+    #: When the collector found it (``time.monotonic``).
+    found: float = 0.0
+    #: Its block in a sync generator (``hold_in_generator``): the frame's id, and the
+    #: ancestors whose ``held_below`` that raised.
+    held_by: int = 0
+    held_above: tuple[SessionScope, ...] = ()
+    #: The collector's callback: detached when the session closes (it holds this object).
+    finalizer: weakref.finalize[Any, Any] | None = None
+
+
+#: Sessions collected while open, reaped at a later open (``_reap_abandoned``). A
+#: deque: appended to by the garbage collector's callback, lock-free.
+_ABANDONED: deque[Abandoned] = deque()
+#: How long a collected session waits before it is reaped: an async generator's block
+#: is exited by a task asyncio schedules when the generator is collected.
+_REAP_AFTER_S = 1.0
+
+
+def _collected(left: Abandoned) -> None:
+    # The collector's callback (any thread, any moment, maybe under a ledger's lock):
+    # only noted here; reaped by a session opened later.
+    if left.closed:
+        return
+    left.found = time.monotonic()
+    _ABANDONED.append(left)
+
+
+def _reap_abandoned() -> None:
+    """Release what sessions collected while open held, end their spans, and say so.
+
+    A warning raised by a filter (``-W error``) is logged instead (``warn_aside``):
+    the session opening now is not the one at fault.
+    """
+    due = time.monotonic() - _REAP_AFTER_S
+    for _ in range(len(_ABANDONED)):
+        try:
+            left = _ABANDONED.popleft()
+        except IndexError:
+            return  # another thread took the last one
+        if left.closed:
+            continue
+        if left.found > due:
+            _ABANDONED.append(left)  # not yet: its generator's close may still come
+            continue
+        left.closed = True
+        try:
+            _reap(left)
+        except Exception:
+            # Never the failure of the session opening now.
+            _log.warning("could not reap a session collected while open", exc_info=True)
+
+
+def _reap(left: Abandoned) -> None:
+    if left.held_by:
+        membership.release_held(left.held_by, left.held_above)
+        left.held_by, left.held_above = 0, ()
+    membership.forget(left.entry)
+    membership.drop_session(left.ledger)
+    left.ledger.detach()
+    store = remote.session_store()
+    if left.shared is not None and store is not None:
+        with contextlib.suppress(Exception):  # else its keys expire in the store
+            store.close_shared(*left.shared)
+    # Its span ends here, marked, so the trace shows the session (and its calls' parent).
+    span = left.span
+    span.set_attributes({sc.SESSION_OUTCOME: sc.OUTCOME_CANCELLED, sc.ERROR_TYPE: ABANDONED})
+    span.set_status(Status(StatusCode.ERROR, ABANDONED))
+    end_span(span)
+    message = (
+        f"session {left.role!r} was opened and never closed (a block entered and never "
+        "exited, or a session built directly and never completed): it was collected "
+        f"while open, so its span ended late (error.type {ABANDONED!r}) and its summary() "
+        "was never read. Exit every session you enter (a with block does)"
+    )
+    warn_aside(left.site, message, ResourceWarning)
+
+
+#: ``error.type`` of a session span ended because its session was collected while open.
+ABANDONED = "session_abandoned"
 
 
 # Open sessions, weakly: SIGTERM handling ends them; nothing here keeps one alive.
@@ -331,8 +458,13 @@ def close_all(reason: str) -> int:
     return closed
 
 
-def _count_library_cost(scope: SessionScope, model: str, usage: UsageSnapshot, cost: float) -> None:
+def _count_library_cost(
+    ref: weakref.ref[SessionScope], model: str, usage: UsageSnapshot, cost: float
+) -> None:
     # Runs once per call another instrumentation made: the label cache read inline.
+    scope = ref()
+    if scope is None:
+        return
     labels = scope.model_attrs.get((scope.provider_name, model)) or scope.labels(model)
     scope.instruments.cost.add(cost, labels.cost, labels.cost_key)
 
@@ -345,17 +477,52 @@ def activate(scope: SessionScope) -> Activation:
     return activation
 
 
+def _leave_orphans(stale: SessionScope | None) -> None:
+    """A block entered here and exited elsewhere no longer holds this context.
+
+    A sync generator holding a session block, begun here and closed on another
+    thread, exits where no token of this context can be reset: the session
+    stayed current here, and every session opened here later nested under its
+    context (and kept it alive). Its tokens are reset now, which succeeds only
+    in the context that made them: a task or thread that only copied the
+    block's context keeps the session (its work still counts there).
+    """
+    while stale is not None and stale.closed:
+        entered = stale.activation
+        if entered is None or not entered.orphaned:
+            return
+        try:
+            CURRENT.reset(entered.session_token)
+        except (ValueError, RuntimeError):
+            return  # another context's (a copy), or reset already
+        otel_context.detach(entered.otel_token)  # (the same context: it succeeds too)
+        entered.orphaned = False
+        stale = CURRENT.get()
+
+
+def hold_in_generator(scope: SessionScope, frame: FrameType) -> None:
+    """The session's ``with`` block is in sync generator ``frame``: found from its stack.
+
+    See ``membership.GENERATOR_BLOCKS``: each later ``next()`` may run in another
+    context, where only the frame on the stack still says which session it is in.
+    """
+    above = membership.hold_in_generator(scope, frame)
+    if scope.left is not None:
+        scope.left.held_by, scope.left.held_above = scope.held_by, above
+
+
 def deactivate(activation: Activation) -> None:
     """Undo ``activate``; from another task or thread (lifespan hooks) it is a no-op.
 
     A context variable can only be reset in the context that set it. A session
     entered in one task and exited in another is closed all the same; the
-    entering context keeps a stale reference, which ``current_session`` skips
-    because the session is closed.
+    entering context keeps it current until a session opens there
+    (``_leave_orphans``).
     """
     try:
         CURRENT.reset(activation.session_token)
     except ValueError:
+        activation.orphaned = True  # the entering context lets go at its next open
         return
     otel_context.detach(activation.otel_token)
     scope = activation.scope
@@ -439,6 +606,14 @@ def close_session(
     if scope.closed:
         return
     scope.closed = True
+    if scope.left is not None:
+        scope.left.closed = True  # (its collection, if it comes, finds nothing to reap)
+        if scope.left.finalizer is not None:
+            scope.left.finalizer.detach()  # (else its registry held the ledger until then)
+    left = scope.left
+    if left is not None and left.held_by:
+        membership.release_held(left.held_by, left.held_above)
+        left.held_by, left.held_above, scope.held_by = 0, (), 0
     ledger = scope.ledger
     tracker = ledger.tracker
     totals = tracker.token_totals()

@@ -22,6 +22,12 @@ worker that serves later jobs of other sessions for its whole life. Threads
 of known worker pools (``concurrent.futures``, ``multiprocessing.pool``, and
 any ``Thread`` subclass that runs its own loop, anyio's among them) are not
 noted. Outside every session the wrappers cost one context-variable read.
+
+A pool worker's context also outlives each task: a session block a task
+entered and did not exit (a handler that returned inside it, a generator
+suspended inside it) stayed current on that worker, and every later task's
+sessions opened under its limits. Each task ends, and begins, with no session
+current on its worker (``_run_task``), warned once per role.
 """
 
 from __future__ import annotations
@@ -29,14 +35,16 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import threading
-import warnings
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import thread as _pool_thread
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from ...caller import user_stacklevel
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+
+from ...caller import warn_aside, warn_user
 from ..limits import membership
 
 if TYPE_CHECKING:
@@ -96,12 +104,58 @@ def _wrap_start(start: Any) -> Any:
     return noted_start
 
 
-def _run_submitted(starter: SessionScope, fn: Any, /, *args: Any, **kw: Any) -> Any:
-    token = _SUBMITTED_IN.set(starter)
+#: Context variables a pool task leaves on its worker as it found them, with their
+#: defaults, once it left a session current there (``task_scoped``).
+_TASK_SCOPED: list[tuple[ContextVar[Any], Any]] = []
+
+
+def task_scoped(variable: ContextVar[Any], default: object) -> None:
+    """Reset ``variable`` with the session's own when a pool task leaves one current."""
+    _TASK_SCOPED.append((variable, default))
+
+
+def _run_task(starter: SessionScope | None, fn: Any, /, *args: Any, **kw: Any) -> Any:
+    # A pool worker's context outlives each task: a session block the task entered and
+    # did not exit would stay current there, and every later task's sessions would
+    # open inside it (under its limits). What the task left current is undone here.
+    # (Not a copy of the context per task: a task may keep its own state in the
+    # worker's context for the next, a client cached per thread.)
+    if membership.CURRENT.get() is not None:
+        # A worker's own context holds no session: a task submitted before these
+        # wrappers were installed (before the first session opened) left this one.
+        _left_current(Context(), [default for _, default in _TASK_SCOPED])
+    outer = otel_context.get_current()
+    kept = [variable.get() for variable, _ in _TASK_SCOPED]
+    token = _SUBMITTED_IN.set(starter) if starter is not None else None
     try:
         return fn(*args, **kw)
     finally:
-        _SUBMITTED_IN.reset(token)
+        if token is not None:
+            _SUBMITTED_IN.reset(token)
+        if membership.CURRENT.get() is not None:
+            _left_current(outer, kept)
+
+
+#: Roles already warned about by ``_left_current`` (bounded: role names are few).
+_LEFT_WARNED: set[str] = set()
+
+
+def _left_current(outer: Context, kept: list[Any]) -> None:
+    left = membership.CURRENT.get()
+    membership.CURRENT.set(None)
+    otel_context.attach(outer)  # the worker's own context again (no token: for good)
+    for (variable, _), value in zip(_TASK_SCOPED, kept, strict=True):
+        variable.set(value)
+    if left is None or left.closed or left.role in _LEFT_WARNED or len(_LEFT_WARNED) >= 256:
+        return
+    _LEFT_WARNED.add(left.role)
+    message = (
+        f"session {left.role!r} was entered in a thread-pool task and still open when the "
+        "task returned (a function that returned inside its block, or a generator "
+        "suspended inside it): the worker's next task starts outside it. Exit a session's "
+        "block in the task that entered it"
+    )
+    warn_aside(left.site, message, RuntimeWarning)
 
 
 def _wrap_submit(submit: Any) -> Any:
@@ -112,8 +166,8 @@ def _wrap_submit(submit: Any) -> Any:
         starter = _starter() or _SUBMITTED_IN.get()
         # (Only threads: an interpreter pool pickles what it runs.)
         bound = submit.__get__(self, type(self))  # (bound: as ``start`` above)
-        if starter is not None and _threads_only(self):
-            return bound(_run_submitted, starter, fn, *args, **kw)  # type: ignore[no-any-return]
+        if _threads_only(self):
+            return bound(_run_task, starter, fn, *args, **kw)  # type: ignore[no-any-return]
         return bound(fn, *args, **kw)  # type: ignore[no-any-return]
 
     setattr(noted_submit, _MARK, True)
@@ -178,14 +232,13 @@ def warn_if_started_in(role: str) -> None:
     if starter is None or starter.closed or starter in _WARNED:
         return
     _WARNED.add(starter)
-    warnings.warn(
+    warn_user(
         f"session {role!r} was opened on a thread that session {starter.role!r} (with "
         f"limits) started: a thread does not carry the session that started it, so "
         f"{role!r} is a top-level session and its calls are not counted against the "
         f"limits of {starter.role!r}. To make it a child of {starter.role!r}, start the "
         f"thread with that session's wrap(fn), or submit the work to a ThreadPoolExecutor",
         RuntimeWarning,
-        stacklevel=user_stacklevel(),
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -49,6 +50,40 @@ _INTERNAL = SpanKind.INTERNAL
 NOT_WATCHED: object = object()
 
 T = TypeVar("T")
+
+
+@dataclass(eq=False, slots=True)
+class DoorCall:
+    """A framework's tool call a door is running here as one tool call of ``session``.
+
+    Each of the two things that may be this same call is taken once, then it is
+    spent: a door found again inside it for the same tool (another wrapper over
+    ours that hides it), and a ``@tool_call`` function of that name the framework
+    runs as the tool's body (one call, one span, one count). A second call of that
+    name inside the tool, or one in another session, is a tool call of its own.
+    """
+
+    name: str
+    session: SessionScope
+    door_taken: bool = False
+    body_taken: bool = False
+
+    def take(self, name: str, *, body: bool) -> bool:
+        """Whether the call now starting, of tool ``name``, is this one (once per kind)."""
+        if name != self.name or (self.body_taken if body else self.door_taken):
+            return False
+        if tool_session() is not self.session:
+            return False
+        # The door is always outside the body: once the body is taken, a door of this
+        # name found inside it is another tool call (a nested framework tool).
+        self.door_taken = True
+        if body:
+            self.body_taken = True
+        return True
+
+
+#: The tool call a framework's door runs here (``frameworks/door.py``), if any.
+DOOR_TOOL: ContextVar[DoorCall | None] = ContextVar("techrevati_tool_door", default=None)
 
 
 def tool_session() -> SessionScope | None:

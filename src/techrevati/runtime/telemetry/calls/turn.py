@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,7 @@ from opentelemetry.trace import TracerProvider as APITracerProvider
 # The key the OTel API stores the current span under (membership reads it too).
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from ...caller import user_stacklevel
+from ...caller import warn_user
 from ...circuit_breaker import BreakerPermit, CircuitOpenError
 from ...pricing import PricedCall, has_pricing, price_call
 from ...usage_tracking import BudgetExceededError, UsageSnapshot
@@ -630,13 +629,12 @@ def _check_declared_model(
     actual = price_call(answered, usage, provider)
     if not (priced.known and actual.known) or actual.cost == priced.cost:
         return
-    warnings.warn(
+    warn_user(
         f"a turn declared model {declared!r} but the response came from {answered!r}: "
         f"the call is booked at {declared!r}'s price (${priced.cost:.6f}) where "
         f"{answered!r} costs ${actual.cost:.6f}. Declare the model you call, or leave "
         "model= out to price the model the response names",
         RuntimeWarning,
-        stacklevel=user_stacklevel(),
     )
 
 
@@ -663,7 +661,7 @@ def _check_given_usage(
     if not (booked.known and billed.known) or billed.cost <= booked.cost:
         return
     _GIVEN_CHECKED.add(model)
-    warnings.warn(
+    warn_user(
         f"a turn of model {model!r} was given usage= worth ${booked.cost:.6f} "
         f"({given.input_tokens + given.cache_read_tokens + given.cache_write_tokens} input, "
         f"{given.output_tokens} output tokens), but the response read inside it used "
@@ -672,7 +670,6 @@ def _check_given_usage(
         "turn is booked, and held against its budget, at usage= (as documented). Pass the "
         "response's own usage, or leave usage= out to book what the response says",
         RuntimeWarning,
-        stacklevel=user_stacklevel(),
     )
 
 

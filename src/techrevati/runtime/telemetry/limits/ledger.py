@@ -43,7 +43,6 @@ import logging
 import os
 import threading
 import time
-import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -53,7 +52,7 @@ from typing import Any, Protocol
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from ...caller import UserSite, late_site, user_stacklevel, warn_at
+from ...caller import UserSite, late_site, warn_at, warn_user
 from ...circuit_breaker import (
     AsyncCircuitBreaker,
     BreakerPermit,
@@ -384,7 +383,6 @@ class Ledger:
     )
     #: The thread the session opened on, and whether an escaped call was warned about.
     opened_on: int = field(default=0, repr=False)
-    escape_warned: bool = field(default=False, repr=False)
     #: Called with this level after a call was admitted or booked anywhere below it
     #: (a session's wrap-up check); None: nothing to call, the common case. Set
     #: it with ``watch_use``, which tells the chains below that they must call it.
@@ -1264,7 +1262,7 @@ class Ledger:
         if site is not None:
             warn_at(site, message, RuntimeWarning)  # the call's line, noted when it was made
             return
-        warnings.warn(message, RuntimeWarning, stacklevel=user_stacklevel())
+        warn_user(message, RuntimeWarning)
 
     def warn_unpriced(self, model: str) -> None:
         """An unpriced call is booked at $0 with a warning (once per model).

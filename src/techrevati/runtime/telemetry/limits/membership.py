@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import sys
 import threading
 import time
 import warnings
@@ -51,6 +52,7 @@ import weakref
 from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, ClassVar
 
 from opentelemetry import context as otel_context
@@ -61,7 +63,7 @@ from opentelemetry.trace import Span, SpanContext
 # writes it); read here to build a turn's context in one step.
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from ...caller import UserSite, user_stacklevel, warn_at
+from ...caller import UserSite, app_site, warn_at, warn_user
 from ...usage_tracking import UsageTracker
 from ..readings.recognise import CALLBACK_SCOPES, is_same_call, same_model
 from . import remote
@@ -193,6 +195,92 @@ def key_of(context: SpanContext | None) -> SpanKey | None:
     return (context[0], context[1])
 
 
+#: Session blocks a sync generator's frame holds (``with`` blocks inside the generator),
+#: by the frame's id: (the frame's code, its blocks' sessions weakly, innermost last). A
+#: generator resumed in another context (Starlette runs each ``next()`` of a streamed
+#: response in a fresh copy of the request's context, on a worker thread) has lost its
+#: blocks' sessions from its context after its first ``yield``; its frame, on the stack
+#: of the code it runs, still says them. Read only where no context says a session, or
+#: where the one it says is closed or has such a block below it
+#: (``SessionScope.held_below``). The frame itself is not kept: a generator left with a
+#: block entered by hand keeps its locals (the session) as long as its frame lives.
+GENERATOR_BLOCKS: dict[int, tuple[CodeType, list[weakref.ref[SessionScope]]]] = {}
+#: How far up the stack a generator holding a block is looked for.
+GENERATOR_DEPTH = 256
+
+
+def hold_in_generator(scope: SessionScope, frame: FrameType) -> tuple[SessionScope, ...]:
+    """Note that the ``with`` block of ``scope`` is in the sync generator ``frame``.
+
+    Returns the ancestors whose ``held_below`` it raised (``release_held`` lowers them).
+    """
+    held = GENERATOR_BLOCKS.get(id(frame))
+    if held is None or held[0] is not frame.f_code:
+        held = GENERATOR_BLOCKS[id(frame)] = (frame.f_code, [])
+    held[1].append(weakref.ref(scope))
+    scope.held_by = id(frame)
+    above: list[SessionScope] = []
+    parent = scope.parent
+    while parent is not None:
+        parent.held_below += 1
+        above.append(parent)
+        parent = parent.parent
+    return tuple(above)
+
+
+def release_held(key: int, above: tuple[SessionScope, ...]) -> None:
+    """A block held in a generator ended, or its session was collected while open."""
+    held = GENERATOR_BLOCKS.get(key)
+    if held is not None:
+        held[1][:] = [ref for ref in held[1] if (found := ref()) is not None and not found.closed]
+        if not held[1]:
+            GENERATOR_BLOCKS.pop(key, None)
+    for parent in above:
+        parent.held_below -= 1
+
+
+def in_generator_block() -> SessionScope | None:
+    """The innermost open session whose block a sync generator on this stack holds."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(GENERATOR_DEPTH):
+        if frame is None:
+            return None
+        held = GENERATOR_BLOCKS.get(id(frame))
+        if held is not None and held[0] is frame.f_code:
+            for ref in reversed(held[1]):
+                scope = ref()
+                if scope is not None and not scope.closed:
+                    return scope
+        frame = frame.f_back
+    return None
+
+
+def _held_inside(scope: SessionScope) -> SessionScope | None:
+    """An open session a generator on this stack holds a block of, if it replaces ``scope``:
+    one below it, or any once ``scope`` is closed (a context copied before it closed)."""
+    held = in_generator_block()
+    if held is None or held is scope:
+        return None
+    if scope.closed:
+        return held
+    above = held.parent
+    while above is not None:
+        if above is scope:
+            return held
+        above = above.parent
+    return None
+
+
+def held_below(entry: SpanEntry) -> SpanEntry:
+    """``entry``, or the session entry a generator on this stack holds a block of below it."""
+    scope: SessionScope | None = entry.ledger.session()
+    if scope is not None and (scope.held_below or scope.closed):
+        held = _held_inside(scope)
+        if held is not None:
+            return held.entry
+    return entry
+
+
 def current_session() -> SessionScope | None:
     """Which session a call made here is in: the one answer every door uses.
 
@@ -218,9 +306,14 @@ def current_session() -> SessionScope | None:
                 otel_context.detach(token)
     """
     scope = CURRENT.get()
-    if scope is not None:
-        return scope
-    return session_in(otel_context.get_current())
+    if scope is None:
+        scope = session_in(otel_context.get_current())
+        if scope is None:
+            return in_generator_block() if GENERATOR_BLOCKS else None
+    if scope.held_below or (scope.closed and GENERATOR_BLOCKS):
+        # A generator's block below it, or since it closed, may be the one running here.
+        return _held_inside(scope) or scope
+    return scope
 
 
 def session_in(context: Context) -> SessionScope | None:
@@ -272,31 +365,54 @@ def watch_escapes(ledger: Ledger) -> None:
         _LIMITED.add(ledger)
 
 
-def note_outside(what: str = "a model call") -> None:
-    """A call found no session: warn once per open limited session on another thread.
+#: The lines of user code already warned about by ``note_outside`` (bounded).
+_OUTSIDE_WARNED: set[tuple[str, int]] = set()
 
-    Cheap when nothing with limits is open (one truth test). The likely cause is
-    a thread or executor that did not carry the session's context; the message
-    names the two remedies.
+
+def note_outside(what: str = "a model call") -> None:
+    """A call found no session while limited sessions are open on other threads: warn
+    once per line of user code that makes such calls.
+
+    Cheap when nothing with limits is open (one truth test). Which open session
+    the call was meant for cannot be known (in a service, another request's
+    session may be open meanwhile): the message names the open ones as
+    candidates, and the remedies.
     """
     if not _LIMITED:
         return
     here = threading.get_ident()
-    for ledger in list(_LIMITED):
-        if ledger.opened_on == here or ledger.escape_warned:
-            continue
-        ledger.escape_warned = True
-        scope = ledger.session()
-        role = scope.role if scope is not None else "?"
-        warnings.warn(
-            f"{what} ran on thread {threading.current_thread().name!r} outside any session "
-            f"while session {role!r} (with enforced limits) is open on another thread: it "
-            "is not counted against that session's limits. Run the function with "
-            "session.wrap(fn), or carry the OpenTelemetry context into threads "
-            "(ThreadingInstrumentor from opentelemetry-instrumentation-threading)",
-            RuntimeWarning,
-            stacklevel=user_stacklevel(),
-        )
+    roles = sorted({ledger.role or "?" for ledger in list(_LIMITED) if ledger.opened_on != here})
+    if not roles:
+        return
+    # The application's line, past a framework's (LangChain's model call is made in
+    # langchain_openai, whatever line of the application runs the agent).
+    site = app_site()
+    key = (site.filename, site.lineno) if site is not None else ("", 0)
+    if key in _OUTSIDE_WARNED:
+        return
+    if len(_OUTSIDE_WARNED) >= 1024:
+        _OUTSIDE_WARNED.clear()  # bounded: a line then warns once more
+    _OUTSIDE_WARNED.add(key)
+    if len(roles) == 1:
+        which = f"session {roles[0]!r} (with enforced limits) is open on another thread"
+        its = "that session's limits"
+    else:
+        named = ", ".join(repr(role) for role in roles[:3])
+        more = f" and {len(roles) - 3} more" if len(roles) > 3 else ""
+        which = f"sessions {named}{more} (with enforced limits) are open on other threads"
+        its = "the limits of the one it belongs to"
+    message = (
+        f"{what} ran on thread {threading.current_thread().name!r} outside any session "
+        f"while {which}: if it is part of one, it is not counted against {its}. Run the "
+        "function with session.wrap(fn), or carry the OpenTelemetry context into threads "
+        "(ThreadingInstrumentor from opentelemetry-instrumentation-threading); a session "
+        "opened in a web framework's sync dependency (FastAPI's Depends with yield) is "
+        "not current in the endpoint: open it in an async dependency or in the endpoint"
+    )
+    if site is not None:
+        warn_at(site, message, RuntimeWarning)
+    else:
+        warn_user(message, RuntimeWarning)
 
 
 def open_parent() -> SessionScope | None:
@@ -304,6 +420,11 @@ def open_parent() -> SessionScope | None:
     scope = CURRENT.get()
     while scope is not None and scope.closed:
         scope = scope.parent
+    if GENERATOR_BLOCKS:
+        if scope is None:
+            return in_generator_block()  # a block a generator on this stack holds
+        if scope.held_below:
+            return _held_inside(scope) or scope
     return scope
 
 
@@ -341,13 +462,19 @@ def install_fleet(fleet: tuple[FleetLevel, ...]) -> None:
     set_process_root(Ledger(UsageTracker(retain_turns=0), fleet=fleet))
 
 
-def enclosing(parent: SpanContext | None, context: Context | None) -> SpanEntry | None:
-    """The entry a new span starts under (rules 1-3 of the module docstring)."""
+def enclosing(
+    parent: SpanContext | None, context: Context | None, walk: bool = True
+) -> SpanEntry | None:
+    """The entry a new span starts under (rules 1-3 of the module docstring).
+
+    ``walk=False``: where nothing says a session, no generator is looked for on the
+    stack (the limits processor asks only for spans it knows are model calls).
+    """
     if parent is not None and parent[1]:  # (trace_id, span_id, ...): see key_of
         found = OPEN.get((parent[0], parent[1]))
         if found is not None:
-            return found
-    return _carried(context if context is not None else otel_context.get_current())
+            return held_below(found) if walk and GENERATOR_BLOCKS else found
+    return _carried(context if context is not None else otel_context.get_current(), walk)
 
 
 def enclosing_context(context: Context | None) -> SpanEntry | None:
@@ -359,21 +486,29 @@ def enclosing_context(context: Context | None) -> SpanEntry | None:
         if parent[1]:  # (trace_id, span_id, ...): see key_of
             found = OPEN.get((parent[0], parent[1]))
             if found is not None:
-                return found
+                return held_below(found) if GENERATOR_BLOCKS else found
     return _carried(values)
 
 
-def _carried(context: Context) -> SpanEntry | None:
+def _carried(context: Context, walk: bool = True) -> SpanEntry | None:
     # Rules 2 and 3: the turn the context carries, else the current session or root.
     carried = context.get(CALL_KEY)
     if isinstance(carried, SpanEntry):
-        return carried
+        return held_below(carried) if walk and GENERATOR_BLOCKS else carried
     scope = CURRENT.get()
     if scope is not None:
+        if walk and (scope.held_below or (scope.closed and GENERATOR_BLOCKS)):
+            held = _held_inside(scope)
+            if held is not None:
+                return held.entry
         return scope.entry
     session = context.get(SESSION_KEY)
     if isinstance(session, SpanEntry):
-        return session
+        return held_below(session) if walk and GENERATOR_BLOCKS else session
+    if walk and GENERATOR_BLOCKS:
+        found = in_generator_block()
+        if found is not None:
+            return found.entry
     root = root_for_context(context)
     return SpanEntry(root) if root is not None else None
 

@@ -68,7 +68,7 @@ class LimitsProcessor(SpanProcessor):
         if producer == sc.INSTRUMENTATION_SCOPE:
             return  # admitted and registered by the core (see the module docstring)
         try:
-            found = membership.enclosing(parent, parent_context)
+            found = membership.enclosing(parent, parent_context, False)
         except FleetUnavailableError as unavailable:
             # The store that holds this span's remote session is unreachable: that
             # refuses a model call (on_store_error="refuse"), never any other span (a
@@ -78,7 +78,16 @@ class LimitsProcessor(SpanProcessor):
                 raise
             return
         if found is None:
-            return
+            # Outside every session: a model call in a generator that holds a block
+            # may still be in one (walked only for a model span, not every span).
+            if not membership.GENERATOR_BLOCKS:
+                return
+            if not classify_start(name, span_attributes(span), producer):
+                return
+            held = membership.in_generator_block()
+            if held is None:
+                return
+            found = held.entry
         under = found
         attrs = span_attributes(span)
         if not classify_start(name, attrs, producer):
@@ -100,6 +109,9 @@ class LimitsProcessor(SpanProcessor):
                     entry.in_tool = entry.tool_call = True
                     loops.admit_tool(under.ledger, *found_tool)  # may refuse a looping call
         else:
+            if membership.GENERATOR_BLOCKS:
+                # (Asked for model spans only: the stack walk is not for every span.)
+                under = membership.held_below(under)
             model = model_from_attributes(attrs)
             ledger = under.ledger
             budgeted = ledger._budgeted  # has_budget(), read as the field: one call fewer

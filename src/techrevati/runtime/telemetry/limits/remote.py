@@ -23,14 +23,13 @@ import collections
 import re
 import secrets
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
 from opentelemetry import baggage, propagate
 from opentelemetry.context import Context
 
-from ...caller import user_stacklevel
+from ...caller import warn_user
 from ...usage_tracking import UsageTracker
 from .errors import FleetUnavailableError
 from .ledger import FleetLevel, Ledger, LimitListener
@@ -161,14 +160,13 @@ def check_propagator(what: str) -> None:
         return  # a propagator that fails on its own: not ours to judge
     if carried:
         return
-    warnings.warn(
+    warn_user(
         f"{what} needs its id to travel between services in OpenTelemetry baggage, and "
         f"the global propagator ({type(textmap).__name__}, fields "
         f"{sorted(textmap.fields)}) does not carry baggage: calls made by the services "
         "it reaches are not counted against its limits. Add 'baggage' to "
         "OTEL_PROPAGATORS (its default is 'tracecontext,baggage')",
         RuntimeWarning,
-        stacklevel=user_stacklevel(),
     )
 
 
@@ -197,13 +195,12 @@ def _warn_no_store() -> None:
     """A call names a shared session but this process has no store to find it in: say so once."""
     global _no_store_warned
     _no_store_warned = True
-    warnings.warn(
+    warn_user(
         "this call's context names a shared session of another process (baggage "
         f"{BAGGAGE_KEY!r}), but this process has no session store: the call is not "
         "counted against that session's limits. Call configure(session_store=...) in "
         "every process the shared session's work reaches",
         RuntimeWarning,
-        stacklevel=user_stacklevel(),
     )
 
 

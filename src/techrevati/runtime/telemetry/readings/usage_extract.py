@@ -41,11 +41,10 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
-from ...caller import user_stacklevel
+from ...caller import warn_user
 from ...usage_tracking import UsageSnapshot
 from .tokens import MAX_TOKEN_COUNT as _MAX
 
@@ -129,13 +128,12 @@ def _unreadable(key: str, value: object) -> int:
         if key in _WARNED_FIELDS or len(_WARNED_FIELDS) >= 64:
             return 0
         _WARNED_FIELDS.add(key)
-    warnings.warn(
+    warn_user(
         f"a response's token usage has {key or 'a count'}={value!r:.80}, which is not a "
         "token count: it was not read (the provider, a proxy or a stand-in client filled "
         "it wrongly); the call's other counts were booked, so it may be booked below its "
         "cost",
         RuntimeWarning,
-        stacklevel=user_stacklevel(),
     )
     return 0
 

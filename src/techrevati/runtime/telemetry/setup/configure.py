@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,7 +36,7 @@ from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from ...caller import user_stacklevel
+from ...caller import warn_user
 from ...frameworks import uninstall_tool_doors
 from ..calls.content import set_capture_content
 from ..calls.conventions import use_proposed
@@ -241,10 +240,9 @@ def configure(
                     "; and the frameworks' tool doors: agent frameworks' tools no longer "
                     "pass a session's permission policy and guardrails"
                 )
-            warnings.warn(
+            warn_user(
                 f"configure(guard=False) removed {removed}",
                 RuntimeWarning,
-                stacklevel=user_stacklevel(),
             )
     if fleet is not None:
         install_fleet(fleet_levels(fleet))
