@@ -712,3 +712,27 @@ def test_a_generator_block_entered_by_hand_and_dropped_leaves_no_count_behind(
             _reap_now(monkeypatch)
             assert scope.held_below == 0
     assert membership.GENERATOR_BLOCKS == {}
+
+
+def test_a_generator_begun_in_a_pool_task_goes_on_in_its_block_unwarned(otel: Otel) -> None:
+    """Its block is left current on the worker when the task returns: the worker lets
+    go of it (its next task starts outside), and says nothing, since the block goes on
+    in the generator wherever it is resumed."""
+    ask = _asked(otel)
+
+    def stream() -> Iterator[str]:
+        try:
+            with agent_session("streamed", max_iterations=2, **otel.kwargs()):
+                for _ in range(3):
+                    yield ask()
+        except MaxIterationsExceededError:
+            yield "refused"
+
+    with warnings.catch_warnings(record=True) as caught, ThreadPoolExecutor(1) as pool:
+        warnings.simplefilter("always")
+        generator = stream()
+        first = pool.submit(next, generator).result()  # begun in a pool task
+        assert pool.submit(membership.CURRENT.get).result() is None
+        rest = list(generator)  # resumed here
+    assert [first, *rest] == ["streamed", "streamed", "refused"]
+    assert [w for w in caught if "still open when the task returned" in str(w.message)] == []

@@ -307,7 +307,7 @@ def open_session(
         site=site,
     )
     # The ledger's listeners hold the session weakly: an open span's entry holds the
-    # ledger, and a session never exited must not be kept alive by it (``_abandoned``).
+    # ledger, and a session never exited must not be kept alive by it (``Abandoned``).
     ref = weakref.ref(scope)
     previous_listener = ledger.on_limit
 
@@ -606,14 +606,14 @@ def close_session(
     if scope.closed:
         return
     scope.closed = True
-    if scope.left is not None:
-        scope.left.closed = True  # (its collection, if it comes, finds nothing to reap)
-        if scope.left.finalizer is not None:
-            scope.left.finalizer.detach()  # (else its registry held the ledger until then)
     left = scope.left
-    if left is not None and left.held_by:
-        membership.release_held(left.held_by, left.held_above)
-        left.held_by, left.held_above, scope.held_by = 0, (), 0
+    if left is not None:
+        left.closed = True  # (its collection, if it comes, finds nothing to reap)
+        if left.finalizer is not None:
+            left.finalizer.detach()  # (else its registry held the ledger until then)
+        if left.held_by:
+            membership.release_held(left.held_by, left.held_above)
+            left.held_by, left.held_above, scope.held_by = 0, (), 0
     ledger = scope.ledger
     tracker = ledger.tracker
     totals = tracker.token_totals()

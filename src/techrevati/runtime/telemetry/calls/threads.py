@@ -146,7 +146,9 @@ def _left_current(outer: Context, kept: list[Any]) -> None:
     otel_context.attach(outer)  # the worker's own context again (no token: for good)
     for (variable, _), value in zip(_TASK_SCOPED, kept, strict=True):
         variable.set(value)
-    if left is None or left.closed or left.role in _LEFT_WARNED or len(_LEFT_WARNED) >= 256:
+    if left is None or left.closed or left.held_by:
+        return  # (a generator's block goes on in the generator: found from its frame)
+    if left.role in _LEFT_WARNED or len(_LEFT_WARNED) >= 256:
         return
     _LEFT_WARNED.add(left.role)
     message = (
