@@ -34,6 +34,26 @@ class FakeOpenAI:
     statuses: list[int] = field(default_factory=list)
 
 
+def chat_completion(
+    model: str = "gpt-4o-mini", prompt_tokens: int = 120, completion_tokens: int = 30
+) -> dict[str, Any]:
+    """A plain chat completion answering "ok", with its usage (``FakeOpenAI.completion``)."""
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
 def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:

@@ -16,11 +16,12 @@ stay for the life of the process, with what it cost the requests after it:
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import threading
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -556,6 +557,16 @@ def test_a_session_opened_after_a_yield_is_the_generators_blocks_child(otel: Ote
         assert _resumed_elsewhere(stream()) == ["entered", "step", "step", "refused"]
 
 
+def _capped_stream(otel: Otel, ask: Callable[[], str], role: str) -> Iterator[str]:
+    """A streamed answer: a session block capped at 2 calls that asks 3 times."""
+    try:
+        with agent_session(role, max_iterations=2, **otel.kwargs()):
+            for _ in range(3):
+                yield ask()
+    except MaxIterationsExceededError:
+        yield "refused"
+
+
 def test_a_closed_request_session_in_the_context_does_not_take_the_generators_calls(
     otel: Otel,
 ) -> None:
@@ -565,13 +576,7 @@ def test_a_closed_request_session_in_the_context_does_not_take_the_generators_ca
 
     ask = _asked(otel)
 
-    def stream() -> Iterator[str]:
-        try:
-            with agent_session("stream", max_iterations=2, **otel.kwargs()):
-                for _ in range(3):
-                    yield ask()
-        except MaxIterationsExceededError:
-            yield "refused"
+    stream = functools.partial(_capped_stream, otel, ask, "stream")
 
     with agent_session("request", **otel.kwargs()):
         request_context = contextvars.copy_context()
@@ -635,19 +640,8 @@ def test_a_streams_turns_count_once_while_its_sub_agents_stream_elsewhere(otel: 
     (its client call is the turn's, not taken for a call of A's session itself)."""
     import openai
 
-    from fake_openai import FakeOpenAI, serve
+    from fake_openai import FakeOpenAI, chat_completion, serve
     from techrevati.runtime import agent_turn
-
-    response = {
-        "id": "c1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "gpt-4o-mini",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
-    }
 
     def sub_agent(serial: int) -> Iterator[str]:
         with agent_session(f"sub{serial}", **otel.kwargs()):
@@ -656,7 +650,7 @@ def test_a_streams_turns_count_once_while_its_sub_agents_stream_elsewhere(otel: 
 
     counted: list[int] = []
 
-    with serve(FakeOpenAI(response)) as api:
+    with serve(FakeOpenAI(chat_completion())) as api:
         client = openai.OpenAI(base_url=f"{api.url}/v1", api_key="k", max_retries=0)
 
         @agent_turn("gpt-4o-mini")
@@ -720,13 +714,7 @@ def test_a_generator_begun_in_a_pool_task_goes_on_in_its_block_unwarned(otel: Ot
     in the generator wherever it is resumed."""
     ask = _asked(otel)
 
-    def stream() -> Iterator[str]:
-        try:
-            with agent_session("streamed", max_iterations=2, **otel.kwargs()):
-                for _ in range(3):
-                    yield ask()
-        except MaxIterationsExceededError:
-            yield "refused"
+    stream = functools.partial(_capped_stream, otel, ask, "streamed")
 
     with warnings.catch_warnings(record=True) as caught, ThreadPoolExecutor(1) as pool:
         warnings.simplefilter("always")

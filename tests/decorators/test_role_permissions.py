@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -107,15 +108,9 @@ def test_unknown_role_mode_denies_in_a_session(otel: Otel) -> None:
     assert attributes["techrevati.permission.granted_mode"] == "READ_ONLY"
 
 
-def test_a_tool_on_a_pool_worker_is_checked_against_the_session_that_submitted_it(
-    otel: Otel,
-) -> None:
-    """A pool task's context is empty: the tool is still the submitting session's call.
-
-    Frameworks run tools on pools of their own (smolagents, a code agent's code).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
+def _recording_tools() -> tuple[list[str], Callable[[str], None], Callable[[str], str]]:
+    """Two tools that only record their argument when their body runs: a denied one and
+    an allowed one."""
     ran: list[str] = []
 
     @tool_call()
@@ -126,6 +121,20 @@ def test_a_tool_on_a_pool_worker_is_checked_against_the_session_that_submitted_i
     def search(query: str) -> str:
         ran.append(query)
         return "found"
+
+    return ran, delete_index, search
+
+
+def test_a_tool_on_a_pool_worker_is_checked_against_the_session_that_submitted_it(
+    otel: Otel,
+) -> None:
+    """A pool task's context is empty: the tool is still the submitting session's call.
+
+    Frameworks run tools on pools of their own (smolagents, a code agent's code).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    ran, delete_index, search = _recording_tools()
 
     with (
         agent_session("researcher", permissions=_researcher_policy(), **otel.kwargs()),
@@ -182,17 +191,8 @@ def test_a_tool_handed_on_to_another_pool_after_the_session_closed_is_still_chec
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    ran: list[str] = []
+    ran, delete_index, search = _recording_tools()
     go = threading.Event()
-
-    @tool_call()
-    def delete_index(name: str) -> None:
-        ran.append(name)
-
-    @tool_call()
-    def search(query: str) -> str:
-        ran.append(query)
-        return "found"
 
     with ThreadPoolExecutor(max_workers=1) as outer, ThreadPoolExecutor(max_workers=1) as inner:
 

@@ -31,23 +31,14 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from fake_openai import FakeOpenAI, serve
+from fake_openai import FakeOpenAI, chat_completion, serve
 from otel_harness import Otel
 from techrevati.runtime import BudgetExceededError, MaxIterationsExceededError
 from techrevati.runtime.decorators import agent_session
 
 CALLS = 6
 CAP = 3
-RESPONSE = {
-    "id": "c1",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "gpt-4o-mini",
-    "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-    ],
-    "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
-}
+RESPONSE = chat_completion()
 
 
 def _app(api: FakeOpenAI, otel: Otel, ran: dict[str, list[int]]) -> Starlette:

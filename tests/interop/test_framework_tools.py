@@ -64,14 +64,7 @@ SURFACE: dict[str, str] = {
 
 
 def _run(setup: str) -> dict[str, Any]:
-    return venvs.run_scenario(
-        str(venvs.python("frameworks")),
-        SCENARIO,
-        setup,
-        mark=RESULT_MARK,
-        timeout=600,
-        label=setup,
-    )
+    return venvs.run_in_frameworks(SCENARIO, setup, mark=RESULT_MARK)
 
 
 @pytest.fixture(scope="module")

@@ -104,14 +104,7 @@ CONCURRENT = {setup for setup in SETUPS if "-abatch" in setup}
 
 
 def _run(setup: str) -> dict[str, Any]:
-    return venvs.run_scenario(
-        str(venvs.python("frameworks")),
-        SCENARIO,
-        setup,
-        mark=RESULT_MARK,
-        timeout=600,
-        label=setup,
-    )
+    return venvs.run_in_frameworks(SCENARIO, setup, mark=RESULT_MARK)
 
 
 @pytest.fixture(scope="module")

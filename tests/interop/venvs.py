@@ -123,3 +123,10 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run_in_frameworks(scenario: Path, setup: str, *, mark: str) -> dict[str, Any]:
+    """``scenario SETUP`` run in the ``frameworks`` venv (its own timeout), its result read."""
+    return run_scenario(
+        str(python("frameworks")), scenario, setup, mark=mark, timeout=600, label=setup
+    )

@@ -39,6 +39,7 @@ __all__ = [
     "user_stacklevel",
     "warn_aside",
     "warn_at",
+    "warn_site",
     "warn_user",
 ]
 
@@ -354,6 +355,25 @@ def warn_at(site: UserSite, message: str, category: type[Warning] = UserWarning)
     )
 
 
+def warn_site(site: UserSite | None, message: str, category: type[Warning]) -> None:
+    """``warn_at(site, ...)`` for a line noted earlier, else ``warn_user`` (the first line of
+    user code on the stack now).
+
+    Example::
+
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_site(None, "no line noted", RuntimeWarning)
+        >>> str(caught[0].message)
+        'no line noted'
+    """
+    if site is not None:
+        warn_at(site, message, category)
+    else:
+        warn_user(message, category)
+
+
 def warn_aside(site: UserSite | None, message: str, category: type[Warning]) -> None:
     """``warn_at(site, ...)`` (else ``warn_user``) for a warning given where the code
     running is not the one at fault (a later session, a later pool task): a filter that
@@ -365,10 +385,7 @@ def warn_aside(site: UserSite | None, message: str, category: type[Warning]) -> 
         >>> warn_aside(None, "left open", ResourceWarning)
     """
     try:
-        if site is not None:
-            warn_at(site, message, category)
-        else:
-            warn_user(message, category)
+        warn_site(site, message, category)
     except Warning as error:
         _telemetry_log.warning("exception ignored: %s: %s", type(error).__name__, error)
 

@@ -52,7 +52,7 @@ from typing import Any, Protocol
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from ...caller import UserSite, late_site, warn_at, warn_user
+from ...caller import UserSite, late_site, warn_site
 from ...circuit_breaker import (
     AsyncCircuitBreaker,
     BreakerPermit,
@@ -1259,10 +1259,7 @@ class Ledger:
             # cancelled in a task of its own (asyncio.wait_for) is booked with only the
             # event loop's frames on the stack: the line awaiting that task.
             site = late_site()
-        if site is not None:
-            warn_at(site, message, RuntimeWarning)  # the call's line, noted when it was made
-            return
-        warn_user(message, RuntimeWarning)
+        warn_site(site, message, RuntimeWarning)  # the call's line, noted when it was made
 
     def warn_unpriced(self, model: str) -> None:
         """An unpriced call is booked at $0 with a warning (once per model).

@@ -63,7 +63,7 @@ from opentelemetry.trace import Span, SpanContext
 # writes it); read here to build a turn's context in one step.
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from ...caller import UserSite, app_site, warn_at, warn_user
+from ...caller import UserSite, app_site, warn_at, warn_site
 from ...usage_tracking import UsageTracker
 from ..readings.recognise import CALLBACK_SCOPES, is_same_call, same_model
 from . import remote
@@ -409,10 +409,7 @@ def note_outside(what: str = "a model call") -> None:
         "opened in a web framework's sync dependency (FastAPI's Depends with yield) is "
         "not current in the endpoint: open it in an async dependency or in the endpoint"
     )
-    if site is not None:
-        warn_at(site, message, RuntimeWarning)
-    else:
-        warn_user(message, RuntimeWarning)
+    warn_site(site, message, RuntimeWarning)
 
 
 def open_parent() -> SessionScope | None:
