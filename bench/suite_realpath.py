@@ -56,6 +56,9 @@ class Child:
         env.pop("OTEL_SDK_DISABLED", None)
         self.variant = variant
         self.doors: dict[str, float] = {}
+        #: The last sample's collector pauses per call (s): in all, and inside our entries.
+        self.gc = 0.0
+        self.gc_inside = 0.0
         self.proc = subprocess.Popen(
             [python, str(CHILD), variant, url],
             stdin=subprocess.PIPE,
@@ -84,6 +87,8 @@ class Child:
         self.proc.stdin.flush()
         got = self._line()
         self.doors = got.get("doors", {})
+        self.gc = float(got.get("gc", 0.0))
+        self.gc_inside = float(got.get("gc_inside", 0.0))
         return (
             float(got["cpu"]),
             float(got["wall"]),
@@ -149,13 +154,17 @@ def run(quick: bool) -> Result:
         # Net inside count per round: ours_split, and each without_PART variant.
         net_of: dict[str, list[float]] = {v: [] for v in (SPLIT, SPLIT_CAP, *WITHOUT)}
         doors: dict[str, list[float]] = {}
+        gc: dict[str, list[float]] = {v: [] for v in variants}
+        gc_inside: list[float] = []
         for r in range(rounds):
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for variant in order:
                 c, w, i, b = children[variant].sample(batches[variant])
                 cpu[variant].append(c)
                 wall[variant].append(w)
+                gc[variant].append(children[variant].gc)
                 if variant == SPLIT:
+                    gc_inside.append(children[variant].gc_inside)
                     inside.append(i)
                     bias.append(b)
                     for door, spent in children[variant].doors.items():
@@ -175,7 +184,9 @@ def run(quick: bool) -> Result:
     result.info.append(
         f"our share, counted inside our entry points ({SPLIT}: budget enforced too): median "
         f"{harness.median(counted):.1f} µs thread CPU per call (rounds: {min(counted):.1f} to "
-        f"{max(counted):.1f}) of {1e6 * harness.median(cpu[SPLIT]):,.0f} µs; net of the "
+        f"{max(counted):.1f}) of {1e6 * harness.median(cpu[SPLIT]):,.0f} µs, without the "
+        f"collector's pauses that began inside them ({1e6 * harness.median(gc_inside):.1f} µs: "
+        f"see below); net of the "
         f"counting's own {1e6 * harness.median(bias):.1f} µs (the same count around a span "
         f"processor that does nothing): median {harness.median(net):.1f} µs (rounds: "
         f"{min(net):.1f} to {max(net):.1f})"
@@ -212,6 +223,22 @@ def run(quick: bool) -> Result:
         + ", ".join(f"{part} {harness.median(values):.1f}" for part, values in parts.items())
         + f"; the rest (placing and admitting the call, booking it into the ledger chain) "
         f"{harness.median(net) - sum(harness.median(v) for v in parts.values()):.1f}"
+    )
+    # The collector's pauses: what our objects add to them is ours - bare (the same
+    # client, the same spans, with and without our package), not where they began.
+    added = [1e6 * (o - b) for o, b in zip(gc["ours"], gc["bare"], strict=True)]
+    whole = [n + a for n, a in zip(net, added, strict=True)]
+    result.info.append(
+        "  the garbage collector's pauses on the calling thread (median µs per call): "
+        + ", ".join(f"{v} {1e6 * harness.median(gc[v]):.1f}" for v in ("bare", "ours", SPLIT))
+        + f"; what our package adds to them (ours - bare, per round): median "
+        f"{harness.median(added):.1f} µs (rounds: {min(added):.1f} to {max(added):.1f})"
+    )
+    result.info.append(
+        f"  our share with it (inside our entry points, net, plus what we add to the "
+        f"collector's pauses): median {harness.median(whole):.1f} µs per call, "
+        f"{100 * harness.median(whole) / (1e6 * harness.median(cpu['bare'])):.2f}% of the "
+        f"call without our package"
     )
     pairs = list(PAIRS) + ([FRAMEWORK_PAIR] if fw_python is not None else [])
     for bare, ours in pairs:

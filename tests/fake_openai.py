@@ -32,6 +32,9 @@ class FakeOpenAI:
     delays: list[float] = field(default_factory=list)
     #: Per request, in order: an error status to answer instead of the completion.
     statuses: list[int] = field(default_factory=list)
+    #: Answer as many output tokens as the request's ``max_tokens`` (when it has one):
+    #: a call costs what its request allows.
+    output_is_max_tokens: bool = False
 
 
 def chat_completion(
@@ -82,7 +85,11 @@ def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client closed the stream early, as some tests do
                 return
-            data = json.dumps(api.completion).encode()
+            completion = api.completion
+            if api.output_is_max_tokens and isinstance(body.get("max_tokens"), int):
+                usage = {**completion["usage"], "completion_tokens": body["max_tokens"]}
+                completion = {**completion, "usage": usage}
+            data = json.dumps(completion).encode()
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -20,6 +20,7 @@ import textwrap
 import threading
 import warnings
 from collections.abc import Awaitable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -2301,3 +2302,58 @@ def test_a_refusal_by_streams_still_open_names_them_and_how_to_close_them(
         for _chunk in _stream_capped(client):  # closed: booked, their reservations freed
             break
     assert len(api.requests) == 3
+
+
+def _attempt(client: openai.OpenAI) -> str:
+    try:
+        _ask(client)
+    except MaxIterationsExceededError:
+        return "refused"
+    return "ran"
+
+
+@pytest.mark.parametrize("how", ["bare client", "official instrumentation"])
+def test_a_thread_pool_inside_a_session_is_held_by_its_cap(
+    api: FakeOpenAI, otel: Otel, how: str
+) -> None:
+    # pool.map over ten prompts inside a session capped at 3: each task ran outside the
+    # session (one warning said so) and all 10 requests were sent. The pool's tasks are
+    # the session's work, as an asyncio.gather of the same calls is.
+    with contextlib.ExitStack() as stack:
+        kwargs = otel.kwargs()
+        if how == "official instrumentation":
+            provider, _ = stack.enter_context(instrumented_openai())
+            kwargs = {"tracer_provider": provider}
+        client = _client(api)
+        caught = stack.enter_context(warnings.catch_warnings(record=True))
+        warnings.simplefilter("always")
+        with (
+            agent_session("w", max_iterations=3, **kwargs) as session,
+            ThreadPoolExecutor(max_workers=4) as pool,
+        ):
+            outcomes = list(pool.map(lambda _: _attempt(client), range(10)))
+    assert len(api.requests) == 3
+    assert sorted(outcomes) == ["ran"] * 3 + ["refused"] * 7
+    assert session.tracker.total_cost() == pytest.approx(3 * ONE_CALL)
+    assert [str(w.message) for w in caught if "outside any session" in str(w.message)] == []
+
+
+def test_run_in_executor_from_an_async_session_is_held_by_its_cap(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # loop.run_in_executor(None, ...) submits to the loop's ThreadPoolExecutor, which
+    # (unlike asyncio.to_thread) carries no context: its calls escaped the session.
+    client = _client(api)
+
+    async def main() -> tuple[Any, list[str]]:
+        loop = asyncio.get_running_loop()
+        async with agent_session("w", max_iterations=2, **otel.kwargs()) as session:
+            outcomes = await asyncio.gather(
+                *(loop.run_in_executor(None, _attempt, client) for _ in range(6))
+            )
+        return session, list(outcomes)
+
+    session, outcomes = asyncio.run(main())
+    assert len(api.requests) == 2
+    assert sorted(outcomes) == ["ran"] * 2 + ["refused"] * 4
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)

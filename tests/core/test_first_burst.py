@@ -10,10 +10,11 @@ concurrent first calls under a budget of 3.5 calls run at most 4 bodies.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 
 from fake_openai import FakeOpenAI, serve
 from otel_harness import Otel
-from techrevati.runtime import BudgetExceededError, agent_session, agent_turn
+from techrevati.runtime import BudgetExceededError, UsageSnapshot, agent_session, agent_turn
 from techrevati.runtime.telemetry.limits import door, guard, membership
 from techrevati.runtime.telemetry.limits.estimate import input_known
 
@@ -59,6 +60,15 @@ class Bodies:
 def _outcome(fn: Any) -> str:
     try:
         fn()
+    except BudgetExceededError as stop:
+        return "crossed" if stop.site is not None and stop.site.ran else "refused"
+    return "ran"
+
+
+async def _aoutcome(call: Awaitable[Any]) -> str:
+    """``_outcome`` of an awaited call."""
+    try:
+        await call
     except BudgetExceededError as stop:
         return "crossed" if stop.site is not None and stop.site.ran else "refused"
     return "ran"
@@ -679,3 +689,293 @@ def test_a_bare_async_clients_burst_of_first_image_calls_probes(
     assert len(api.requests) <= int(BUDGET / ONE_CALL) + 1  # 10 of 20 before
     assert outcomes.count("refused") == CALLS - len(api.requests)
     assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)
+
+
+#: Five calls' cost: a third of what one call without max_tokens reserves at first
+#: (its 4,096-token output bound, $0.064464): every first call but one was refused.
+FIVE_CALLS = 5 * ONE_CALL
+
+
+def test_a_bare_clients_first_burst_waits_for_its_lead_instead_of_being_refused(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # 20 concurrent first calls of a model, no max_tokens, under five calls' budget:
+    # the first reserved its request's bound, more than the budget, and the other 19
+    # were refused though the work cost a fraction of it. They wait for that lead to
+    # settle and reserve what it cost: five run, the budget is spent exactly, none over.
+    api.delay = 0.2  # every call in flight at once unless something holds them
+    client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+    def ask() -> None:
+        client.chat.completions.create(
+            model="model-a", messages=[{"role": "user", "content": "hi"}]
+        )
+
+    limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        outcomes = _burst(session, ask)
+        assert session._ledger.reserved_nano == 0
+    assert len(api.requests) == 5  # 1 before
+    assert outcomes.count("ran") == 5 and outcomes.count("refused") == CALLS - 5
+    assert session.tracker.total_cost() == pytest.approx(FIVE_CALLS)
+
+
+def test_a_bare_async_clients_first_burst_waits_for_its_lead(api: FakeOpenAI, otel: Otel) -> None:
+    api.delay = 0.2
+
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+        def ask() -> Awaitable[Any]:
+            return client.chat.completions.create(
+                model="model-a", messages=[{"role": "user", "content": "hi"}]
+            )
+
+        return await asyncio.gather(*(_aoutcome(ask()) for _ in range(CALLS)))
+
+    limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        outcomes = asyncio.run(main())
+        assert session._ledger.reserved_nano == 0
+    assert len(api.requests) == 5  # 1 before
+    assert outcomes.count("ran") == 5 and outcomes.count("refused") == CALLS - 5
+    assert session.tracker.total_cost() == pytest.approx(FIVE_CALLS)
+
+
+def test_a_stream_its_own_thread_left_unread_is_not_waited_for(api: FakeOpenAI, otel: Otel) -> None:
+    # The lead is a stream this very thread opened and has not read: a second call
+    # refused for its reservation would wait for itself (until probe_wait_s). It is
+    # refused at once, as before (the wait is bounded by probe_wait_s, 30 s).
+    api.stream = [
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "model-a",
+            "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}],
+        },
+    ]
+    client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+    messages = [{"role": "user", "content": "hi"}]
+    limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()):
+        stream = client.chat.completions.create(model="model-a", messages=messages, stream=True)
+        started = time.monotonic()
+        with pytest.raises(BudgetExceededError):
+            client.chat.completions.create(model="model-a", messages=messages)
+        assert time.monotonic() - started < 5.0
+        stream.close()
+    assert len(api.requests) == 1
+
+
+def test_a_sync_turn_on_an_event_loop_never_waits_for_a_lead(api: FakeOpenAI, otel: Otel) -> None:
+    # A sync @agent_turn called from async code while an async client's first call of
+    # its model (the lead) is in flight: the lead can only end on this very loop, so
+    # waiting for it froze the loop until probe_wait_s. It is decided at once.
+    api.delay = 1.0
+
+    @agent_turn("model-a", usage=UsageSnapshot(1000, 100))
+    def sync_turn() -> str:
+        return "ok"
+
+    async def main() -> tuple[str, float, list[float]]:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            start = time.monotonic()
+            while time.monotonic() - start < 2:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.1)
+
+        async with agent_session("s", budget_usd=FIVE_CALLS, enforce_budget=True, **otel.kwargs()):
+            lead = asyncio.create_task(
+                client.chat.completions.create(
+                    model="model-a", messages=[{"role": "user", "content": "hi"}]
+                )
+            )
+            ticking = asyncio.create_task(ticker())
+            await asyncio.sleep(0.2)  # the lead is admitted and on the wire
+            started = time.monotonic()
+            outcome = _outcome(sync_turn)
+            blocked = time.monotonic() - started
+            await lead
+            await ticking
+        return outcome, blocked, ticks
+
+    outcome, blocked, ticks = asyncio.run(main())
+    assert outcome == "refused"  # the lead's bound fills the budget; nothing to wait for
+    assert blocked < 0.5
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.8
+
+
+@pytest.mark.parametrize("client_kind", ["sync", "async"])
+def test_calls_admitted_after_their_lead_are_bounded_by_their_requests(
+    api: FakeOpenAI, otel: Otel, client_kind: str
+) -> None:
+    # A small lead ($0.0045; no max_tokens, so it reserves its 4,096-token bound, more
+    # than the budget), then ten calls asking for up to 2,000 output tokens ($0.033
+    # each, and the server answers that many) under $0.02: all wait for the lead. They
+    # were admitted at its cost and never bounded by their requests: five were sent,
+    # $0.17 spent. Now as after a learned first call: the budget plus at most one call.
+    api.delay = 0.5
+    api.output_is_max_tokens = True
+    budget = 0.02
+    big = 1000 * 3 / 1e6 + 2000 * 15 / 1e6
+    messages = [{"role": "user", "content": "hi"}]
+
+    with agent_session("s", budget_usd=budget, enforce_budget=True, **otel.kwargs()) as session:
+        if client_kind == "sync":
+            client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+            with ThreadPoolExecutor(max_workers=11) as pool:
+                lead = pool.submit(
+                    client.chat.completions.create,
+                    model="model-a",
+                    messages=messages,
+                    max_tokens=50,
+                )
+                time.sleep(0.1)
+                outcomes = list(
+                    pool.map(
+                        lambda _: _outcome(
+                            lambda: client.chat.completions.create(
+                                model="model-a", messages=messages, max_tokens=2000
+                            )
+                        ),
+                        range(10),
+                    )
+                )
+                lead.result()
+        else:
+
+            async def main() -> list[str]:
+                aclient = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+                def ask() -> Awaitable[str]:
+                    return _aoutcome(
+                        aclient.chat.completions.create(
+                            model="model-a", messages=messages, max_tokens=2000
+                        )
+                    )
+
+                lead = asyncio.create_task(
+                    aclient.chat.completions.create(model="model-a", messages=messages)
+                )
+                await asyncio.sleep(0.1)
+                found = await asyncio.gather(*(ask() for _ in range(10)))
+                await lead
+                return list(found)
+
+            outcomes = asyncio.run(main())
+    spent = session.tracker.total_cost()
+    assert spent <= budget + big
+    assert len(api.requests) <= 3  # 6 before
+    assert outcomes.count("refused") == 10 - (len(api.requests) - 1)
+
+
+def test_a_call_a_parents_cap_refuses_does_not_wait_for_a_lead(api: FakeOpenAI, otel: Otel) -> None:
+    # The child's budget refuses it for its lead's reservation, but the parent's cap
+    # refuses it outright: it could never run, so it is refused at once.
+    api.delay = 2.0
+    client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+    def ask() -> None:
+        client.chat.completions.create(
+            model="model-a", messages=[{"role": "user", "content": "hi"}]
+        )
+
+    with (
+        agent_session("parent", max_iterations=1, **otel.kwargs()),
+        agent_session("child", budget_usd=FIVE_CALLS, enforce_budget=True, **otel.kwargs()),
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        lead = pool.submit(ask)
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert _outcome(ask) == "refused"
+        assert time.monotonic() - started < 1.0
+        lead.result()
+    assert len(api.requests) == 1
+
+
+def test_an_instrumented_first_burst_in_threads_waits_for_its_probe(api: FakeOpenAI) -> None:
+    # The official instrumentation on threads: the first span probes, and the client
+    # guard raises its reservation to its request's bound (4,096 output tokens without
+    # max_tokens), more than five calls' budget: the other 19 were refused for it.
+    # They wait for the probe and reserve what it cost instead.
+    from fake_openai import instrumented_openai
+
+    api.delay = 0.2
+    with instrumented_openai() as (provider, _exporter):
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+        def ask() -> None:
+            client.chat.completions.create(
+                model="model-a", messages=[{"role": "user", "content": "hi"}]
+            )
+
+        limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+        with agent_session("w", **limits, tracer_provider=provider) as session:
+            outcomes = _burst(session, ask)
+    assert len(api.requests) == 5  # 1 before
+    assert outcomes.count("ran") == 5
+    assert session.tracker.total_cost() == pytest.approx(FIVE_CALLS)
+
+
+@pytest.mark.parametrize("client_kind", ["sync", "async"])
+def test_when_the_lead_fails_the_next_waiter_leads(
+    api: FakeOpenAI, otel: Otel, client_kind: str
+) -> None:
+    # The lead answers HTTP 500 while five calls wait for it under a budget that holds
+    # one call at its 4,096-token bound: one of them leads next, the others wait for it
+    # (async ones were admitted as a $0 probe, then refused for its bound: 2 ran of 5).
+    api.delay = 0.5
+    api.statuses = [500]
+    budget = 0.07
+    messages = [{"role": "user", "content": "hi"}]
+
+    def outcome(error: BaseException | None) -> str:
+        if error is None:
+            return "ran"
+        if isinstance(error, openai.APIStatusError):
+            return f"http{error.status_code}"
+        assert isinstance(error, BudgetExceededError)
+        return "crossed" if error.site is not None and error.site.ran else "refused"
+
+    with agent_session("s", budget_usd=budget, enforce_budget=True, **otel.kwargs()):
+        if client_kind == "sync":
+            client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+            def ask() -> str:
+                try:
+                    client.chat.completions.create(model="model-a", messages=messages)
+                except (BudgetExceededError, openai.APIStatusError) as error:
+                    return outcome(error)
+                return outcome(None)
+
+            with ThreadPoolExecutor(max_workers=6) as pool:
+                lead = pool.submit(ask)
+                time.sleep(0.1)
+                others = list(pool.map(lambda _: ask(), range(5)))
+                first = lead.result()
+        else:
+
+            async def main() -> tuple[str, list[str]]:
+                aclient = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+                async def ask() -> str:
+                    try:
+                        await aclient.chat.completions.create(model="model-a", messages=messages)
+                    except (BudgetExceededError, openai.APIStatusError) as error:
+                        return outcome(error)
+                    return outcome(None)
+
+                lead = asyncio.create_task(ask())
+                await asyncio.sleep(0.1)
+                found = await asyncio.gather(*(ask() for _ in range(5)))
+                return await lead, list(found)
+
+            first, others = asyncio.run(main())
+    assert first == "http500"
+    assert others == ["ran"] * 5
+    assert len(api.requests) == 6

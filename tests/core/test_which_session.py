@@ -10,6 +10,8 @@ one warning per session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ from techrevati.runtime import (
     agent_session,
     agent_turn,
 )
+from techrevati.runtime.telemetry.limits.membership import current_session
 
 pytestmark = pytest.mark.usefixtures("priced")
 
@@ -101,29 +104,50 @@ def test_asyncio_to_thread_and_anyio_keep_working(otel: Otel) -> None:
     assert asyncio.run(main()) == ["ran", "ran", "ran", "refused"]
 
 
-def test_plain_thread_outside_any_session_warns_once_per_session(otel: Otel) -> None:
-    # 8 turns from a ThreadPoolExecutor inside an enforced session, no context carried:
-    # they are outside the session (and say so once), not silently free.
+def test_pool_tasks_submitted_in_a_session_count_against_it(otel: Otel) -> None:
+    # 8 turns from a ThreadPoolExecutor inside a capped session, no context carried by
+    # the user: the tasks are the session's work, as an asyncio.gather of them would be.
+    # (Before: all 8 ran outside it, said once by a warning, and the cap held nothing.)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with (
             agent_session("w", max_iterations=2, **otel.kwargs()) as session,
             ThreadPoolExecutor(max_workers=4) as pool,
         ):
-            assert list(pool.map(lambda n: ask(n), range(8))) == list(range(8))
+            outcomes = list(pool.map(lambda n: _attempt(ask, n), range(8)))
         with (
-            agent_session("v", budget_usd=1.0, enforce_budget=True, **otel.kwargs()),
+            agent_session("v", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as v,
             ThreadPoolExecutor(max_workers=2) as pool,
         ):
-            list(pool.map(lambda n: ask(n), range(4)))
-    escaped = [w for w in caught if "outside any session" in str(w.message)]
-    assert len(escaped) == 2
-    assert "'w'" in str(escaped[0].message) and "'v'" in str(escaped[1].message)
-    for w in escaped:
-        assert "session.wrap" in str(w.message)
-        assert "ThreadingInstrumentor" in str(w.message)
-        assert w.filename == __file__  # points at the user's call, not into the package
-    assert session.tracker.turn_count == 0
+            assert list(pool.map(lambda n: ask(n), range(4))) == [0, 1, 2, 3]
+    assert sorted(outcomes) == ["ran"] * 2 + ["refused"] * 6
+    assert session.tracker.turn_count == 2
+    assert v.tracker.turn_count == 4 and v.summary()["usage"]["total_cost_usd"] > 0
+    assert not [w for w in caught if "outside any session" in str(w.message)]
+    # Their spans are the sessions' children, in the sessions' traces.
+    turns = [s for s in otel.spans() if s.name.startswith("chat ")]
+    agents = {s.context.span_id: s for s in otel.spans() if s.name.startswith("invoke_agent")}
+    assert len(turns) == 6
+    assert all(t.parent is not None and t.parent.span_id in agents for t in turns)
+
+
+def _here() -> str | None:
+    """The role of the session a call made here is in."""
+    scope = current_session()
+    return None if scope is None else scope.role
+
+
+def test_a_pool_task_is_given_back_its_worker_as_it_found_it(otel: Otel) -> None:
+    # The session is carried for the task only: the same worker, given a task outside
+    # every session next, runs it outside (and a context the user carried in wins).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with agent_session("first", max_iterations=1, **otel.kwargs()) as first:
+            assert pool.submit(_here).result() == "first"
+            with agent_session("inner", max_iterations=1, **otel.kwargs()):
+                assert pool.submit(_here).result() == "inner"
+                assert pool.submit(first.wrap(_here)).result() == "first"
+        assert pool.submit(_here).result() is None
+        assert pool.submit(otel_context.get_current).result() == otel_context.Context()
 
 
 def _sub_agent(otel: Otel, topic: int) -> list[str]:
@@ -385,3 +409,58 @@ def test_a_task_that_opens_its_own_session_keeps_the_block_it_began_in(otel: Ote
     # session's exit took the closed outer session for one exited out of order in the
     # task, and the task's later calls ran outside every session (5 of 5, cap 2).
     assert asyncio.run(_after_the_block(otel, True)) == ["ran", "ran", "refused", "refused"]
+
+
+def test_a_long_lived_pool_task_lets_go_of_the_session_it_was_given_once_it_closed(
+    otel: Otel,
+) -> None:
+    # A library's queue consumer, submitted to its pool on first use, inside request A:
+    # it serves every later request. Once A closed, the jobs it runs are not A's: they
+    # ran counted against A (refused by A's cap of 2 from B's second job on).
+    jobs: queue.Queue[Any] = queue.Queue()
+
+    def consume() -> None:
+        while (done := jobs.get()) is not None:
+            done.put((_here(), _attempt(ask, 0)))
+
+    def run_job() -> tuple[str | None, str]:
+        done: queue.Queue[tuple[str | None, str]] = queue.Queue()
+        jobs.put(done)
+        return done.get(timeout=30)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with agent_session("request-a", max_iterations=2, **otel.kwargs()) as a:
+            pool.submit(consume)  # lazily, by the first request that needs it
+            assert run_job() == ("request-a", "ran")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (outside any session: said once, tested above)
+            with agent_session("request-b", max_iterations=10, **otel.kwargs()):
+                assert [run_job() for _ in range(3)] == [(None, "ran")] * 3
+        jobs.put(None)
+    assert a.tracker.turn_count == 1
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_a_session_opened_after_the_one_a_task_was_given_closed_is_traced_where_it_counts(
+    otel: Otel, nested: bool
+) -> None:
+    # Its limits go to the closed session's open parent (or nowhere): its span did not
+    # follow, it stayed the closed session's child.
+    closed = threading.Event()
+
+    def task() -> None:
+        closed.wait(5)
+        with agent_session("own", max_iterations=3, **otel.kwargs()):
+            ask(1)
+
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(max_workers=1) as pool:
+        if nested:
+            stack.enter_context(agent_session("P", max_iterations=10, **otel.kwargs()))
+        with agent_session("S", max_iterations=5, **otel.kwargs()):
+            future = pool.submit(task)
+        closed.set()
+        future.result(5)
+    spans = {s.context.span_id: s.name for s in otel.spans()}
+    own = otel.span("invoke_agent own")
+    parent = spans.get(own.parent.span_id) if own.parent is not None else None
+    assert parent == ("invoke_agent P" if nested else None)

@@ -16,9 +16,11 @@ stay for the life of the process, with what it cost the requests after it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
+import queue
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -459,6 +461,31 @@ def test_wrap_keeps_a_coroutine_function_one(otel: Otel) -> None:
     assert asyncio.run(main()) == (True, "later")
 
 
+@contextlib.contextmanager
+def _service_worker() -> Iterator[Callable[[Callable[[], str]], str]]:
+    """A service's worker thread, started before any session, that runs what it is
+    handed: it carries no session. (A ThreadPoolExecutor task submitted inside a
+    session's block runs in that session.)"""
+    jobs: queue.Queue[Callable[[], str] | None] = queue.Queue()
+    done: queue.Queue[str] = queue.Queue()
+
+    def worker() -> None:
+        while (job := jobs.get()) is not None:
+            done.put(job())
+
+    def run(job: Callable[[], str]) -> str:
+        jobs.put(job)
+        return done.get(timeout=30)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        yield run
+    finally:
+        jobs.put(None)
+        thread.join(timeout=30)
+
+
 def test_an_unrelated_requests_call_does_not_use_up_the_escape_warning(otel: Otel) -> None:
     """A service: request A's session is open while request B (no session) calls a model
     on another thread. B's call is warned about at B's line, and A's own escaping calls
@@ -475,15 +502,12 @@ def test_an_unrelated_requests_call_does_not_use_up_the_escape_warning(otel: Ote
     def escaping_from_a() -> str:
         return ask()  # A's work on a thread that does not carry its session
 
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _service_worker() as on_worker:
         warnings.simplefilter("always")
-        with (
-            agent_session("tenant-a", max_iterations=3, **otel.kwargs()),
-            ThreadPoolExecutor(1) as pool,
-        ):
-            pool.submit(request_b).result()
+        with agent_session("tenant-a", max_iterations=3, **otel.kwargs()):
+            on_worker(request_b)
             for _ in range(3):
-                pool.submit(escaping_from_a).result()
+                on_worker(escaping_from_a)
     said = [w for w in caught if "outside any session" in str(w.message)]
     assert [w.lineno for w in said] == [
         request_b.__code__.co_firstlineno + 1,
@@ -619,14 +643,11 @@ def test_an_escape_made_by_a_library_is_warned_at_the_applications_line(otel: Ot
     def escaping_from_a() -> str:
         return str(run())
 
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _service_worker() as on_worker:
         warnings.simplefilter("always")
-        with (
-            agent_session("tenant-a", max_iterations=3, **otel.kwargs()),
-            ThreadPoolExecutor(1) as pool,
-        ):
-            pool.submit(request_b).result()
-            pool.submit(escaping_from_a).result()
+        with agent_session("tenant-a", max_iterations=3, **otel.kwargs()):
+            on_worker(request_b)
+            on_worker(escaping_from_a)
     said = [w for w in caught if "outside any session" in str(w.message)]
     assert [(w.filename, w.lineno) for w in said] == [
         (__file__, request_b.__code__.co_firstlineno + 1),

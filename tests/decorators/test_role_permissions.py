@@ -237,3 +237,38 @@ def test_run_tool_of_a_closed_session_still_counts_there(otel: Otel) -> None:
     tool = otel.span("execute_tool search")
     assert tool.parent is not None and session_span.context is not None
     assert tool.parent.span_id == session_span.context.span_id
+
+
+def test_a_pool_task_outliving_a_child_with_a_policy_is_still_checked_against_it(
+    otel: Otel,
+) -> None:
+    """The task was given 'researcher' (a child with a policy) under an open parent with
+    none: once 'researcher' closed, the task's model calls go to the parent, but its
+    tools are still checked against the researcher's policy (they ran unchecked)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    ran: list[str] = []
+    go = threading.Event()
+
+    @tool_call()
+    def delete_index(name: str) -> str:
+        ran.append(name)
+        return "deleted"
+
+    def later() -> str:
+        go.wait(5)
+        try:
+            return delete_index("docs")
+        except PermissionDeniedError:
+            return "denied"
+
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        agent_session("orchestrator", max_iterations=5, **otel.kwargs()),
+    ):
+        with agent_session("researcher", permissions=_researcher_policy(), **otel.kwargs()):
+            task = pool.submit(later)
+        go.set()
+        assert task.result(5) == "denied"
+    assert ran == []

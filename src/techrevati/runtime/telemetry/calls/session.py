@@ -182,6 +182,11 @@ def open_session(
     if stale is not None and stale.closed:
         _leave_orphans(stale)  # before its span starts: in the context it had
     parent_scope = membership.open_parent()
+    if parent is None and membership.given_up_here() is not None:
+        # A pool task's session after the session it was given closed: under that one's
+        # open ancestor's span (the task's context still holds the closed one's), else
+        # a trace of its own, as its limits are.
+        parent = parent_scope.context if parent_scope is not None else Context()
     if parent_scope is None:
         # A pool task's session opens under the session that submitted the task, its
         # span too (the task's thread carries no context of its own).

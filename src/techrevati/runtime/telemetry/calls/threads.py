@@ -7,13 +7,19 @@ limits of the session that started it, silently.
 
 Once limits exist (``ensure_noted``, where the client guard is switched on),
 ``ThreadPoolExecutor.submit`` notes the open session with limits that
-submitted each task (in a context variable of our own around the task: the
-rest of the worker's context, a pool initializer's variables and decimal
-context included, is left as it is), and a session opened in that task is
-that session's child (``submitted_from``): the submitter is known task by
-task, and a task ends with its work. Calls the task makes outside any session
-stay outside, warned about as before (carrying the whole context in, as
-``session.wrap`` does, is the user's choice).
+submitted each task (in a context variable of our own around the task), and
+the task runs in that session (``_carry``): its calls count against the
+session's limits, its spans are children of the session's span, and a
+session opened in it is that session's child (``submitted_from``). The
+submitter is known task by task, and a task ends with its work. Only the
+session is carried, not the submitter's whole context (the rest of the
+worker's context, a pool initializer's variables and decimal context
+included, is left as it is), and only into a task where no session is
+current already (``session.wrap``, OpenTelemetry's ``ThreadingInstrumentor``
+or LangChain's context-copying executor carried one in). ``pool.map(ask,
+questions)`` inside ``with agent_session(...)`` is the session's work, as an
+``asyncio.gather`` of the same calls is; before, its calls escaped the
+session's limits with only a warning.
 
 A ``threading.Thread`` started with a ``target`` inside such a session is only
 noted: a session opened on it warns once per starting session
@@ -38,7 +44,7 @@ import threading
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import thread as _pool_thread
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -127,13 +133,53 @@ def _run_task(starter: SessionScope | None, fn: Any, /, *args: Any, **kw: Any) -
     outer = otel_context.get_current()
     kept = [variable.get() for variable, _ in _TASK_SCOPED]
     token = _SUBMITTED_IN.set(starter) if starter is not None else None
+    carried = _carry(starter) if starter is not None else None
     try:
         return fn(*args, **kw)
     finally:
         if token is not None:
             _SUBMITTED_IN.reset(token)
+        if carried is not None and membership.CURRENT.get() is carried[0]:
+            # The task left the session it was given as it found it: given back. (One it
+            # left in another block's is undone below, with the leak warned about.)
+            otel_context.detach(carried[2])
+            membership.CURRENT.reset(carried[1])
+            membership.CARRIED.reset(carried[3])
         if membership.CURRENT.get() is not None:
             _left_current(outer, kept)
+
+
+def _carry(
+    starter: SessionScope,
+) -> (
+    tuple[SessionScope, Token[SessionScope | None], Token[Context], Token[SessionScope | None]]
+    | None
+):
+    """Run the task in the session that submitted it, unless one is current already.
+
+    The session is made current as its own block makes it (our context variable,
+    and its OpenTelemetry context: its span the parent, the session carried in
+    it), so every door finds it: the processor, the client guard, the
+    decorators. Not the submitter's whole context: a task submitted inside a
+    running turn makes calls of its own, not the turn's request. A submitter
+    that closed before the task began hands it to its nearest open ancestor, as
+    a session the task opens would open under (``submitted_from``). One that
+    closes while the task runs lets go of it the same way (``membership.CARRIED``):
+    a task that lives on (a queue consumer a library submitted on first use)
+    serves later requests, whose calls are not that session's.
+    Returns (the session, the three tokens that give the worker its own back).
+    """
+    scope: SessionScope | None = starter
+    while scope is not None and scope.closed:
+        scope = scope.parent
+    if scope is None or membership.current_session() is not None:
+        return None
+    return (
+        scope,
+        membership.CURRENT.set(scope),
+        otel_context.attach(scope.context),
+        membership.CARRIED.set(scope),
+    )
 
 
 #: Roles already warned about by ``_left_current`` (bounded: role names are few).

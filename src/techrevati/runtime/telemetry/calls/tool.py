@@ -89,14 +89,20 @@ DOOR_TOOL: ContextVar[DoorCall | None] = ContextVar("techrevati_tool_door", defa
 def tool_session() -> SessionScope | None:
     """The session a tool call made here belongs to, for its checks and its span.
 
-    The current session; else, on a ``ThreadPoolExecutor`` worker, the session
-    that submitted the task (``threads.submitted_by``), even once that session
-    closed, if it has a permission policy or guardrails. Frameworks run tools
-    on pools of their own (smolagents runs a code agent's code on one), whose
-    context is empty: a tool the session's policy refuses must not run because
-    a thread ran it, nor because the task outlived the session. A session with
-    nothing to check leaves its pool's tool calls outside, as its model calls.
+    The current session (a ``ThreadPoolExecutor`` task runs in the session
+    that submitted it, ``threads._carry``); else, on a pool worker whose task
+    outlived that session, the session that submitted the task
+    (``threads.submitted_by``), closed, if it has a permission policy or
+    guardrails: a tool the session's policy refuses must not run because the
+    task outlived the session (smolagents runs a code agent's code on a pool).
+    A closed session with nothing to check leaves the call outside. The same
+    holds for a task the session was given (carried): once it closed, the
+    task's model calls go to its open ancestor, but its tools are still checked
+    against its own policy, not its parent's.
     """
+    given = membership.given_up_here()
+    if given is not None and (given.authorize is not None or given.guardrails):
+        return given
     session = membership.current_session()
     if session is not None:
         return session
@@ -107,7 +113,10 @@ def tool_session() -> SessionScope | None:
 
 
 def _submitted_after_close(session: SessionScope) -> bool:
-    """The closed ``session`` is here only as the submitter of this pool task."""
+    """The closed ``session`` is here only as the submitter of this pool task (or as
+    the session the task was given, closed since)."""
+    if membership.given_up_here() is session:
+        return True
     return submitted_by() is session and membership.current_session() is None
 
 

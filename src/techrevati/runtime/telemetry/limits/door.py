@@ -24,6 +24,7 @@ import functools
 import inspect
 import json
 import logging
+import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -102,7 +103,8 @@ def is_model_request(method: str, url: str) -> bool:
 
 #: An async client's call admitted once its model's probe settled: (the entry it is
 #: admitted under, its request key, whether its model is priced, the probe's wait).
-_Later = tuple[SpanEntry, object, bool, _ProbeWait]
+#: (under, request, priced, the wait, the request's estimate for a lead's waiter else None)
+_Later = tuple[SpanEntry, object, bool, _ProbeWait, float | None]
 
 
 @dataclass(eq=False, slots=True)
@@ -207,35 +209,119 @@ def _admit_probing(
                 under, model, request, expected, priced, defer_fleet=awaits, probe=True
             )
         except _ProbeWait as wait:
-            if _running_loop() is not None:
-                if awaits:
-                    return wait
+            waited = _wait_for(wait, deadline, awaits)
+            if isinstance(waited, _ProbeWait):
+                return waited
+            if waited is None:
                 break
-            now = time.monotonic()
-            deadline = deadline or now + wait.timeout
-            if not wait.probe.wait(deadline - now):
-                break
+            deadline = waited
     return _admit_unprobed(under, model, request, body, provider, priced, awaits)
+
+
+def _wait_for(wait: _ProbeWait, deadline: float, awaits: bool) -> float | _ProbeWait | None:
+    """What a call that a probe or lead holds does here, where ``admit`` raised ``wait``.
+
+    The wait itself for an async client's call on asyncio (its request awaits it
+    before anything is sent, ``arequest_fleet``); None to decide now, on an event
+    loop that nothing may block, or once the wait ran out; else it waits on this
+    thread until the probe or lead ended and returns the deadline (``deadline``:
+    0 for the first wait, which starts its ``timeout``).
+    """
+    if _running_loop() is not None:
+        return wait if awaits else None
+    if _other_event_loop():
+        return None
+    now = time.monotonic()
+    deadline = deadline or now + wait.timeout
+    return deadline if wait.probe.wait(deadline - now) else None
+
+
+def _other_event_loop() -> bool:
+    """Whether another library's event loop (trio's) runs on this thread: a wait here
+    would stop it, and a probe's end is awaitable only on asyncio. Told by ``sniffio``,
+    which the async clients' HTTP stack (``anyio``) imports when it is in use."""
+    sniffio = sys.modules.get("sniffio")
+    if sniffio is None:
+        return False
+    try:
+        sniffio.current_async_library()
+    except Exception:
+        return False
+    return True
+
+
+def _admit_leading(
+    under: SpanEntry,
+    model: str,
+    request: object,
+    expected: float,
+    priced: bool,
+    awaits: bool,
+) -> tuple[SpanEntry | _ProbeWait, bool]:
+    """Admit a first call of its model at its request's estimate (``expected``).
+
+    The first of a burst is its model's lead; the others go on at their own
+    estimates while the budget holds them all. One the budget refuses only for
+    what the burst reserves waits for the lead to settle instead (on a thread,
+    up to ``probe_wait_s``; an async client's call gets the wait back, as a
+    probing one does), then is admitted at what the lead cost. A wait that runs
+    out, or a sync client's call on an event loop, is decided at its estimate.
+    Returns (the entry, or the wait an async client awaits; whether it was
+    admitted at what the lead cost, a later call's reservation, not its estimate).
+    """
+    ledger = under.ledger
+    deadline = 0.0
+    leading = True
+    while True:
+        try:
+            entry = membership.admit_request(
+                under,
+                model,
+                request,
+                expected,
+                priced,
+                defer_fleet=awaits,
+                probe=True,
+                lead=leading,
+            )
+            return entry, not leading
+        except _ProbeWait as wait:
+            waited = _wait_for(wait, deadline, awaits)
+            if isinstance(waited, _ProbeWait):
+                return waited, False
+            if waited is None:
+                break
+            deadline = waited
+            if ledger.learned_cost(model) is not None:
+                # What the lead cost, as every later call of the model reserves.
+                expected = ledger.expected_cost(model)
+                leading = False
+    entry = membership.admit_request(under, model, request, expected, priced, defer_fleet=awaits)
+    return entry, not leading
 
 
 async def _aadmit_probing(call: RequestCall, later: _Later) -> SpanEntry:
     """``_admit_probing`` for an async client's call that found its model probing."""
-    under, request, priced, wait = later
+    under, request, priced, wait, estimate = later
     ledger = under.ledger
     deadline = time.monotonic() + wait.timeout
     while await wait.probe.await_end(deadline - time.monotonic()):
+        # A lead's waiter whose lead failed (nothing learned) may lead next, at its
+        # request's estimate, as on a thread (``_admit_leading``).
+        lead = estimate is not None and ledger.learned_cost(call.model) is None
         try:
             return membership.admit_request(
                 under,
                 call.model,
                 request,
-                ledger.expected_cost(call.model),
+                estimate if lead and estimate is not None else ledger.expected_cost(call.model),
                 priced,
                 defer_fleet=True,
                 probe=True,
+                lead=lead,
             )
         except _ProbeWait as again:
-            wait = again  # that probe failed and another call probes now
+            wait = again  # that probe or lead failed and another call runs as one now
     body = call.body if call.body is not None else {}
     return _admit_unprobed(under, call.model, request, body, call.provider, priced, True)
 
@@ -303,13 +389,30 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
             ledger = under.ledger
             expected, estimated, probe = _expected_cost(model, body, provider, ledger)
             priced = not ledger.has_budget() or not model or has_pricing(model, provider)
-            if probe and body is not None:
-                found = _admit_probing(under, model, request, body, provider, priced, awaits)
+            # A first call of its model, reserved at its request's estimate: its lead.
+            # (Not a stream: the caller holds it unread, maybe while it waits on work
+            # that would wait for it.)
+            lead = (
+                estimated
+                and bool(model)
+                and ledger.learned_cost(model) is None
+                and not (body is not None and body.get("stream"))
+                and not _streaming_response(options)
+            )
+            if (probe and body is not None) or lead:
+                if lead:
+                    found, waited = _admit_leading(under, model, request, expected, priced, awaits)
+                    # Admitted once its lead settled: at what the lead cost, a later call.
+                    estimated = not waited
+                else:
+                    found = _admit_probing(
+                        under, model, request, body or {}, provider, priced, awaits
+                    )
                 if isinstance(found, _ProbeWait):
                     # On the loop, its model probing: admitted when its request is
                     # prepared, once the probe settled (``arequest_fleet``).
                     call = RequestCall(key, None, True, provider, model, body)
-                    call.later = (under, request, priced, found)
+                    call.later = (under, request, priced, found, expected if lead else None)
                     call.in_request = IN_REQUEST.get()
                     _IN_FLIGHT.set(call)
                     return call
@@ -336,29 +439,7 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         and not estimated
         and claim.leaf._budgeted
     ):
-        ledger = claim.leaf
-        learned = ledger.learned_cost(model)
-        if claim.default_cap:
-            # Admitted on an event loop at its provider's default output length: its
-            # request's own bound replaces that (a sync client's request on the loop;
-            # an async one's was bounded on entering its request method, ``afleet``).
-            bound_default_cap(claim, model, body, provider)
-        elif learned is None:
-            # Nothing learned of its model: the call was admitted knowing nothing of
-            # its cost, only its output cap (a span started on an event loop,
-            # ``processor._admit_on_loop``) or ``call_estimate_usd``. What its request
-            # says is reserved at once, so the calls admitted next see it.
-            estimate = request_estimate_usd(model, body, provider)
-            if estimate:
-                ledger.top_up(claim, estimate)  # (only ever raises a reservation)
-        else:
-            if learned > claim.expected:
-                ledger.top_up(claim, learned)  # (a span that named no model at its start)
-            if capped(body):
-                # Reserved at what the model cost before; its request bounds what it may
-                # cost, maybe more (a longer prompt, a larger max_tokens): counted when
-                # that matters, once another call is admitted while this one runs.
-                defer(claim, model, body, provider)
+        _bound(claim, model, body, provider)
     if body is not None and claim is not None and claim.open and body.get("background") is True:
         # A background response answers at once, without usage (it comes only with the
         # finished run, to a later retrieve): booked at its request's upper bound.
@@ -436,6 +517,33 @@ def _streaming_response(options: Any) -> bool:
     return type(headers) is dict and headers.get(_RAW_HEADER) == "stream"
 
 
+def _bound(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
+    """What an admitted call's request says it may cost, for a call not reserved at it."""
+    ledger = claim.leaf
+    learned = ledger.learned_cost(model)
+    if claim.default_cap:
+        # Admitted on an event loop at its provider's default output length: its
+        # request's own bound replaces that (a sync client's request on the loop;
+        # an async one's was bounded on entering its request method, ``afleet``).
+        bound_default_cap(claim, model, body, provider)
+    elif learned is None:
+        # Nothing learned of its model: the call was admitted knowing nothing of
+        # its cost, only its output cap (a span started on an event loop,
+        # ``processor._admit_on_loop``) or ``call_estimate_usd``. What its request
+        # says is reserved at once, so the calls admitted next see it.
+        estimate = request_estimate_usd(model, body, provider)
+        if estimate:
+            ledger.top_up(claim, estimate)  # (only ever raises a reservation)
+    else:
+        if learned > claim.expected:
+            ledger.top_up(claim, learned)  # (a span that named no model at its start)
+        if capped(body):
+            # Reserved at what the model cost before; its request bounds what it may
+            # cost, maybe more (a longer prompt, a larger max_tokens): counted when
+            # that matters, once another call is admitted while this one runs.
+            defer(claim, model, body, provider)
+
+
 def bound_default_cap(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
     """Reserve for a call admitted at its default output length what its request may cost.
 
@@ -507,6 +615,17 @@ async def arequest_fleet(request: object = None) -> None:
         admitted = call.entry.call
         if admitted is not None and admitted.permit is not None:
             _tell_breaker_at_end(admitted)
+        if (
+            admitted is not None
+            and admitted.open
+            and call.body is not None
+            and call.model
+            and admitted.leaf._budgeted
+            and not call.entry.same_call
+        ):
+            # Admitted once its model's probe or lead settled, at what that cost: its
+            # request bounds it as any later call's does (``begin``).
+            _bound(admitted, call.model, call.body, call.provider)
         if request is not None:
             watch(request, call)
     if call.entry is None:

@@ -79,6 +79,7 @@ from .errors import (
 from .estimate import DEFERRED, estimate_deferred
 from .money import booking_nano, check_budget, to_nano, to_usd
 from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait
+from .probe import strand as probe_strand
 
 _orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
 
@@ -540,6 +541,7 @@ class Ledger:
         force: bool = False,
         defer_fleet: bool = False,
         probe: bool = False,
+        lead: bool = False,
         *,
         _swept: bool = False,
     ) -> Claim:
@@ -552,6 +554,12 @@ class Ledger:
         fleet round trip runs on the event loop). ``probe`` lets a call whose
         cost nothing tells (``expected`` 0) run as its model's probe, or raises
         ``_ProbeWait`` (nothing counted) while another call of that model probes.
+        ``lead``: a first call of its model, reserved at its request's estimate
+        by a caller that can wait (the client guard's, on a thread or awaited):
+        it runs as that model's lead (``_lead_locked``), or, refused only for
+        what calls in flight reserve while its model's lead is in flight (no
+        level refusing it outright), raises ``_ProbeWait`` instead: it waits for
+        what the lead teaches.
         ``_swept``: the garbage collector already ran for this admission.
         """
         if DEFERRED:
@@ -595,10 +603,17 @@ class Ledger:
                                 reserved_usd=to_usd(level.reserved_nano),
                             )
                             refused = sc.LIMIT_BUDGET, stop, level
+                            if lead and level.spent_nano < budget and self._waits_for(model):
+                                # Refused only for what calls in flight reserve: its
+                                # model's lead or probe, read as the decision was made
+                                # (it may settle before the refusal below is raised).
+                                wait = self._chain[-1].probes.get(model)
                             break
             if refused is None:
                 if probe and not expected_nano and model and self._local_enforced:
                     wait, started = self._probe_locked(model)
+                elif lead and model and self._local_enforced:
+                    started = self._lead_locked(model)
                 if wait is None:
                     for level in self._chain:
                         level.calls += 1
@@ -610,6 +625,18 @@ class Ledger:
             self._lock.release()
         if refused is not None:
             kind, stop, level = refused
+            if (
+                wait is not None
+                and not wait.lost(self.probe_wait_s)
+                and wait.owner != probe_strand()
+            ):
+                # Refused only for what calls in flight reserve while its model's first
+                # calls run. A first burst each reserves its request's bound (4,096
+                # output tokens unless the request says less): ten tiny calls refused
+                # eight under 100 times their cost. It waits for the lead's cost instead
+                # (at once if it settled meanwhile). Never for a lead of this very
+                # thread or task: a stream it has not read yet would wait for itself.
+                raise _ProbeWait(wait, self.probe_wait_s)
             if kind == sc.LIMIT_BUDGET and STREAMING and isinstance(stop, BudgetExceededError):
                 streams, streams_nano, which = _open_streams(level)
                 if streams and not _swept and _SWEPT.get(level) != which:
@@ -623,7 +650,7 @@ class Ledger:
                     gc.collect()
                     _SWEPT[level] = _open_streams(level)[2]
                     return self.admit(
-                        model, expected, ours, priced, force, defer_fleet, probe, _swept=True
+                        model, expected, ours, priced, force, defer_fleet, probe, lead, _swept=True
                     )
                 if streams:
                     stop.left_open(streams, to_usd(streams_nano))
@@ -653,6 +680,33 @@ class Ledger:
         started = Probe(model)
         root.probes[model] = started
         return None, started
+
+    def _waits_for(self, model: str) -> bool:
+        """Whether a call refused for what calls in flight reserve may wait for its model's
+        lead: never when a level refuses it outright, its cap reached or its budget
+        spent (it could never run), nor without a lead of its model in flight."""
+        for level in self._chain:
+            cap = level.max_iterations
+            if cap is not None and level.calls >= cap:
+                return False
+            if level.enforce_budget and 0 <= level._budget_nano <= level.spent_nano:
+                return False
+        return bool(model) and self._chain[-1].probes.get(model) is not None
+
+    def _lead_locked(self, model: str) -> Probe | None:
+        """The probe a first call of ``model`` admitted at its request's estimate starts.
+
+        Unlike a probe, a lead does not hold the other calls of its model: they go
+        on at their own requests' estimates while the budget holds them all. Only a
+        call the budget refuses for those reservations waits for it (``admit``).
+        """
+        root = self._chain[-1]
+        running = root.probes.get(model)
+        if running is not None and not running.ended and not running.lost(self.probe_wait_s):
+            return None  # one more of the burst: the lead is in flight already
+        started = Probe(model)
+        root.probes[model] = started
+        return started
 
     def _end_probe(self, claim: Claim) -> None:
         """The probe call settled or failed: the calls waiting for it may go."""

@@ -162,6 +162,11 @@ CURRENT: ContextVar[SessionScope | None] = ContextVar("techrevati_session", defa
 
 #: The last library model call started on this thread or task (the guard's view
 #: of "a model span of this request is open on this strand").
+#: The session a thread-pool task was given when it began (``threads._carry``), as
+#: opposed to one entered there: once it closed, the task's later calls are not its
+#: (a long-lived task, a queue consumer started on first use, serves later requests),
+#: but its nearest open ancestor's, else no session's (``_given_up``).
+CARRIED: ContextVar[SessionScope | None] = ContextVar("techrevati_carried", default=None)
 STRAND: ContextVar[SpanEntry | None] = ContextVar("techrevati_strand_call", default=None)
 
 _running_loop = asyncio._get_running_loop
@@ -310,6 +315,8 @@ def current_session() -> SessionScope | None:
         scope = session_in(otel_context.get_current())
         if scope is None:
             return in_generator_block() if GENERATOR_BLOCKS else None
+    elif scope.closed and CARRIED.get() is scope:
+        return _given_up(scope)
     if scope.held_below or (scope.closed and GENERATOR_BLOCKS):
         # A generator's block below it, or since it closed, may be the one running here.
         return _held_inside(scope) or scope
@@ -337,6 +344,23 @@ def session_in(context: Context) -> SessionScope | None:
         found: SessionScope | None = carried.ledger.session()
         return found
     return None
+
+
+def given_up_here() -> SessionScope | None:
+    """The session this pool task was given, if it has closed since (else None)."""
+    scope = CURRENT.get()
+    if scope is not None and scope.closed and CARRIED.get() is scope:
+        return scope
+    return None
+
+
+def _given_up(scope: SessionScope) -> SessionScope | None:
+    """Where a pool task's calls go once the session it was given closed: that
+    session's nearest open ancestor, else none (the process root, if any)."""
+    above = scope.parent
+    while above is not None and above.closed:
+        above = above.parent
+    return above
 
 
 def parent_for(session: SessionScope) -> Context | None:
@@ -494,6 +518,12 @@ def _carried(context: Context, walk: bool = True) -> SpanEntry | None:
         return held_below(carried) if walk and GENERATOR_BLOCKS else carried
     scope = CURRENT.get()
     if scope is not None:
+        if scope.closed and CARRIED.get() is scope:
+            above = _given_up(scope)
+            if above is not None:
+                return above.entry
+            root = root_for_context(context)
+            return SpanEntry(root) if root is not None else None
         if walk and (scope.held_below or (scope.closed and GENERATOR_BLOCKS)):
             held = _held_inside(scope)
             if held is not None:
@@ -521,6 +551,7 @@ def admit_call(
     probe: bool = False,
     by_guard: bool = False,
     producer: str = "",
+    lead: bool = False,
 ) -> SpanEntry:
     """Place a model span under ``under``: the same call, or a new admitted one.
 
@@ -582,8 +613,11 @@ def admit_call(
             ledger, model, expected, priced, defer_fleet, probe, by_guard
         )
     else:
+        # (``lead``: a first call of its model that may wait for its lead, see Ledger.admit;
+        # as for a probe, never a call inside a running call: that may be the one waited for.)
+        top = outer is None
         claim = ledger.admit(
-            model, expected, ours, priced, force, defer_fleet, probe and outer is None
+            model, expected, ours, priced, force, defer_fleet, probe and top, lead and top
         )
     if not under.in_tool:
         # A new model turn: the tool calls after it are its reply's. (A model call a tool
@@ -798,6 +832,7 @@ def admit_request(
     *,
     defer_fleet: bool = False,
     probe: bool = False,
+    lead: bool = False,
 ) -> SpanEntry:
     """The client guard's door for a request no open span describes (both lookups None).
 
@@ -809,6 +844,7 @@ def admit_request(
     returned: a call of its own, or usage handed to the enclosing turn.
     ``probe``: a call whose cost nothing tells may run as its model's probe, or
     raises ``_ProbeWait`` (nothing counted) while another call of it probes.
+    ``lead``: a first call of its model at its request's estimate (``Ledger.admit``).
 
     Example (the guard's order)::
 
@@ -826,6 +862,7 @@ def admit_request(
         defer_fleet=defer_fleet,
         probe=probe,
         by_guard=True,
+        lead=lead,
     )
     entry.request = request
     if not entry.same_call:

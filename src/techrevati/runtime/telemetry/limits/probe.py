@@ -34,11 +34,13 @@ DEFAULT_PROBE_WAIT_S = 30.0
 class Probe:
     """One model's first call in flight; others of that model wait for its end."""
 
-    __slots__ = ("_done", "_lock", "_waiters", "model", "started")
+    __slots__ = ("_done", "_lock", "_waiters", "model", "owner", "started")
 
     def __init__(self, model: str) -> None:
         self.model = model
         self.started = time.monotonic()
+        #: The thread or asyncio task that made the call: it never waits for it.
+        self.owner = strand()
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -80,6 +82,16 @@ class Probe:
         except TimeoutError:
             return self._done.is_set()
         return True
+
+
+def strand() -> object:
+    """The asyncio task running here, else this thread's id."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return threading.get_ident()
+    task = asyncio.current_task()
+    return task if task is not None else threading.get_ident()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -124,8 +124,10 @@ class LimitsProcessor(SpanProcessor):
                 if _running_loop() is None:
                     # On a thread (the usual case): admitted here, or waits for a probe.
                     try:
-                        # Positional (ours, priced, force, defer_fleet, probe): keywords
-                        # cost ~90 ns more a call.
+                        # Positional (ours, priced, force, defer_fleet, probe, by_guard,
+                        # producer, lead): keywords cost ~90 ns more a call. A first call
+                        # (nothing expected) may wait for its model's probe, also when
+                        # the budget refuses it only for what that probe reserves.
                         entry = membership.admit_call(
                             under,
                             model,
@@ -137,6 +139,7 @@ class LimitsProcessor(SpanProcessor):
                             True,
                             False,
                             scope,
+                            not expected,
                         )
                     except _ProbeWait as wait:
                         entry = _after_probe(under, model, priced, wait, scope)
@@ -228,7 +231,14 @@ def _after_probe(
         expected = ledger.expected_cost(model) if ledger.has_budget() else 0.0
         try:
             return membership.admit_call(
-                under, model, expected, ours=False, priced=priced, probe=probe, producer=producer
+                under,
+                model,
+                expected,
+                ours=False,
+                priced=priced,
+                probe=probe,
+                producer=producer,
+                lead=probe and not expected,
             )
         except _ProbeWait as again:
             wait = again
