@@ -464,3 +464,29 @@ def test_a_session_opened_after_the_one_a_task_was_given_closed_is_traced_where_
     own = otel.span("invoke_agent own")
     parent = spans.get(own.parent.span_id) if own.parent is not None else None
     assert parent == ("invoke_agent P" if nested else None)
+
+
+def test_a_task_that_leaves_a_generators_block_current_does_not_keep_its_session(
+    otel: Otel,
+) -> None:
+    # A generator's block, begun in a carried task and suspended: the worker let go of
+    # the block, but kept the session the task was given, for good.
+    import gc
+    import weakref
+
+    from techrevati.runtime.telemetry.limits import membership
+
+    def stream() -> Any:
+        with agent_session("stream", max_iterations=5, **otel.kwargs()):
+            yield 1
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with agent_session("outer", max_iterations=10, **otel.kwargs()):
+            kept = weakref.ref(current_session())
+            generator = stream()
+            assert pool.submit(next, generator).result() == 1
+        generator.close()
+        del generator
+        gc.collect()
+        assert kept() is None
+        assert pool.submit(membership.CARRIED.get).result() is None

@@ -189,6 +189,7 @@ _LEFT_WARNED: set[str] = set()
 def _left_current(outer: Context, kept: list[Any]) -> None:
     left = membership.CURRENT.get()
     membership.CURRENT.set(None)
+    membership.CARRIED.set(None)  # (else a closed session the task was given stays alive)
     otel_context.attach(outer)  # the worker's own context again (no token: for good)
     for (variable, _), value in zip(_TASK_SCOPED, kept, strict=True):
         variable.set(value)
