@@ -169,9 +169,7 @@ def _carry(
     serves later requests, whose calls are not that session's.
     Returns (the session, the three tokens that give the worker its own back).
     """
-    scope: SessionScope | None = starter
-    while scope is not None and scope.closed:
-        scope = scope.parent
+    scope = membership.nearest_open(starter)
     if scope is None or membership.current_session() is not None:
         return None
     return (
@@ -233,12 +231,9 @@ def submitted_from() -> SessionScope | None:
 
     A session opened in the task opens under it (see ``open_session``).
     """
-    scope = _SUBMITTED_IN.get()
     # Closed before the task opened its session (fire and forget): its nearest open
     # ancestor, as for a session opened in a block that closed.
-    while scope is not None and scope.closed:
-        scope = scope.parent
-    return scope
+    return membership.nearest_open(_SUBMITTED_IN.get())
 
 
 def submitted_by() -> SessionScope | None:

@@ -101,15 +101,20 @@ def tool_session() -> SessionScope | None:
     against its own policy, not its parent's.
     """
     given = membership.given_up_here()
-    if given is not None and (given.authorize is not None or given.guardrails):
+    if given is not None and _checks_tools(given):
         return given
     session = membership.current_session()
     if session is not None:
         return session
     submitter = submitted_by()
-    if submitter is None or (submitter.authorize is None and not submitter.guardrails):
+    if submitter is None or not _checks_tools(submitter):
         return None
     return submitter
+
+
+def _checks_tools(session: SessionScope) -> bool:
+    """Whether ``session`` has a permission policy or guardrails to check tools against."""
+    return session.authorize is not None or bool(session.guardrails)
 
 
 def _submitted_after_close(session: SessionScope) -> bool:

@@ -76,6 +76,7 @@ from .ledger import (
     breaker_admit_call,
     breaker_held,
 )
+from .probe import strand as current_strand
 
 _log = logging.getLogger("techrevati.runtime.limits")
 
@@ -346,6 +347,13 @@ def session_in(context: Context) -> SessionScope | None:
     return None
 
 
+def nearest_open(scope: SessionScope | None) -> SessionScope | None:
+    """``scope`` if still open, else its nearest open ancestor (None: none)."""
+    while scope is not None and scope.closed:
+        scope = scope.parent
+    return scope
+
+
 def given_up_here() -> SessionScope | None:
     """The session this pool task was given, if it has closed since (else None)."""
     scope = CURRENT.get()
@@ -357,10 +365,7 @@ def given_up_here() -> SessionScope | None:
 def _given_up(scope: SessionScope) -> SessionScope | None:
     """Where a pool task's calls go once the session it was given closed: that
     session's nearest open ancestor, else none (the process root, if any)."""
-    above = scope.parent
-    while above is not None and above.closed:
-        above = above.parent
-    return above
+    return nearest_open(scope.parent)
 
 
 def parent_for(session: SessionScope) -> Context | None:
@@ -438,9 +443,7 @@ def note_outside(what: str = "a model call") -> None:
 
 def open_parent() -> SessionScope | None:
     """The session a new session opens under: the innermost one still open."""
-    scope = CURRENT.get()
-    while scope is not None and scope.closed:
-        scope = scope.parent
+    scope = nearest_open(CURRENT.get())
     if GENERATOR_BLOCKS:
         if scope is None:
             return in_generator_block()  # a block a generator on this stack holds
@@ -764,7 +767,7 @@ def _library_entry(under: SpanEntry, call: Claim, same: bool, producer: str) -> 
 
 def _sibling(under: SpanEntry, entry: SpanEntry) -> SpanEntry:
     """Make ``entry`` the model call later spans on this strand compare with (``_open_sibling``)."""
-    under.sibling = (entry, _strand())
+    under.sibling = (entry, current_strand())
     STRAND.set(entry)
     return entry
 
@@ -890,14 +893,6 @@ def guard_call_during(start_ns: int) -> SpanEntry | None:
     return found
 
 
-def _strand() -> object:
-    """The thread or asyncio task running now: overlapping spans of one request share it."""
-    # Asked on every library span: outside a running loop, current_task() raises,
-    # and raising costs ~15x the plain check for a loop.
-    task = asyncio.current_task() if _running_loop() is not None else None
-    return task if task is not None else threading.get_ident()
-
-
 def _open_sibling(under: SpanEntry, model: str, producer: str) -> Claim | None:
     """The call of a library model span still open beside this one, on the same strand.
 
@@ -918,7 +913,7 @@ def _open_sibling(under: SpanEntry, model: str, producer: str) -> Claim | None:
     key = entry.key
     if key is None or key not in OPEN:
         return None  # ended already
-    if strand != _strand() and not _callback_beside(entry, strand):
+    if strand != current_strand() and not _callback_beside(entry, strand):
         return None  # running elsewhere
     if entry.request is not None or entry.producer == producer:
         return None  # another request: sent already, or described by the same producer
@@ -938,7 +933,7 @@ def _callback_beside(entry: SpanEntry, strand: object) -> bool:
     """
     if entry.producer not in CALLBACK_SCOPES or not isinstance(strand, asyncio.Task):
         return False
-    here = _strand()
+    here = current_strand()
     return isinstance(here, asyncio.Task) and here.get_loop() is strand.get_loop()
 
 
