@@ -10,6 +10,7 @@ concurrent first calls under a budget of 3.5 calls run at most 4 bodies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 
 import openai
 import pytest
+from opentelemetry import trace as otel_trace
 
 from fake_openai import FakeOpenAI, serve
 from otel_harness import Otel
@@ -979,3 +981,630 @@ def test_when_the_lead_fails_the_next_waiter_leads(
     assert first == "http500"
     assert others == ["ran"] * 5
     assert len(api.requests) == 6
+
+
+@pytest.mark.parametrize("breaker", [False, True], ids=["session", "with a breaker"])
+def test_an_instrumented_async_clients_first_burst_waits_for_its_lead(
+    api: FakeOpenAI, breaker: bool
+) -> None:
+    # The official instrumentation's spans start on the loop, where nothing may block:
+    # each of 20 first calls reserved its request's bound (4,096 output tokens, more
+    # than five calls' budget) and the other 19 were refused for the first one's: 1 ran.
+    # Their spans now wait, uncounted, while the guard awaits the first call's end
+    # before their requests are sent, as a bare async client's calls do: 5 run. Also
+    # in a session whose breaker admits each call first.
+    from fake_openai import instrumented_openai
+    from techrevati.runtime import CircuitBreaker
+
+    api.delay = 0.2
+    with instrumented_openai() as (provider, exporter):
+
+        async def main() -> list[str]:
+            client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+            def ask() -> Awaitable[Any]:
+                return client.chat.completions.create(
+                    model="model-a", messages=[{"role": "user", "content": "hi"}]
+                )
+
+            return await asyncio.gather(*(_aoutcome(ask()) for _ in range(CALLS)))
+
+        limits: dict[str, Any] = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+        if breaker:
+            limits["circuit_breaker"] = CircuitBreaker("model-a")
+        with agent_session("w", **limits, tracer_provider=provider) as session:
+            outcomes = asyncio.run(main())
+            assert session._ledger.reserved_nano == 0
+            assert session._ledger.calls == 5  # the refused ones never counted
+        spans = [s for s in exporter.get_finished_spans() if s.name == "chat model-a"]
+    assert len(api.requests) == 5  # 1 before
+    assert outcomes.count("ran") == 5 and outcomes.count("refused") == CALLS - 5
+    assert session.tracker.total_cost() == pytest.approx(FIVE_CALLS)
+    assert membership.WAITING == {}
+    # The spans of the calls that ran say their session iteration, 1 to 5 (those that
+    # waited say it once admitted); the refused ones' spans say none, and failed.
+    ran = [s for s in spans if s.status.is_ok]
+    assert sorted(s.attributes["techrevati.session.iteration"] for s in ran) == [1, 2, 3, 4, 5]
+    refused = [s for s in spans if not s.status.is_ok]
+    assert len(refused) == CALLS - 5
+    assert all("techrevati.session.iteration" not in s.attributes for s in refused)
+
+
+def test_an_instrumented_async_call_cancelled_while_it_waits_is_never_counted(
+    api: FakeOpenAI,
+) -> None:
+    from fake_openai import instrumented_openai
+
+    api.delay = 3.0  # the lead answers long after the three others began to wait
+    with instrumented_openai() as (provider, _exporter):
+
+        async def main() -> None:
+            client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+            def ask() -> Awaitable[Any]:
+                return client.chat.completions.create(
+                    model="model-a", messages=[{"role": "user", "content": "hi"}]
+                )
+
+            async def until(done: Any) -> None:
+                for _ in range(500):
+                    if done():
+                        return
+                    await asyncio.sleep(0.01)
+                raise AssertionError("not reached in 5 s")
+
+            lead = asyncio.create_task(ask())
+            await until(lambda: len(api.requests) == 1)
+            waiting = [asyncio.create_task(ask()) for _ in range(3)]
+            await until(lambda: len(membership.WAITING) == 3)
+            assert not lead.done()
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            assert membership.WAITING == {}
+            await lead
+
+        limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+        with agent_session("w", **limits, tracer_provider=provider) as session:
+            asyncio.run(main())
+            assert session._ledger.calls == 1
+            assert session._ledger.reserved_nano == 0
+    assert len(api.requests) == 1
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+
+
+def test_a_waiting_span_the_guard_never_saw_is_counted_when_it_ends_answered(
+    otel: Otel,
+) -> None:
+    # A span of the official instrumentation that waits for its admission, whose
+    # request the guard never sees (spans made by hand here: every client of a guarded
+    # package goes through the guard): counted and booked when it ends with its usage,
+    # as a span known only at its end; its limit could not refuse it.
+    tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.genai.openai")
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "model-a",
+        "gen_ai.provider.name": "openai",
+    }
+
+    async def start() -> tuple[Any, membership.SpanEntry | None]:
+        # A task of its own, as each call of a burst has.
+        span = tracer.start_span("chat model-a", attributes=attributes)
+        return span, membership.STRAND.get()
+
+    async def main() -> None:
+        assert guard.awaits_request("opentelemetry.instrumentation.genai.openai", "openai")
+        lead, first = await asyncio.create_task(start())
+        assert first is not None and first.call is not None  # the lead, at the default length
+        unseen, waiting = await asyncio.create_task(start())
+        assert waiting is not None and waiting.call is None and waiting in membership.WAITING
+        _answered(unseen)
+        assert membership.WAITING == {}
+        assert waiting.call is not None and not waiting.call.open
+        _answered(lead)
+
+    limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        asyncio.run(main())
+        assert session._ledger.calls == 2
+        assert session._ledger.reserved_nano == 0
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+
+
+def test_a_sync_clients_call_on_the_loop_is_decided_at_once(api: FakeOpenAI) -> None:
+    # A sync client called on the event loop's thread (it blocks the loop) while its
+    # model's first call is in flight: nothing may wait there, so its span is decided
+    # when the guard reads its request, at that request's estimate: refused before
+    # anything is sent, as a bare sync client's call on the loop is.
+    from fake_openai import instrumented_openai
+
+    api.delay = 1.0
+    messages = [{"role": "user", "content": "hi"}]
+    with instrumented_openai() as (provider, _exporter):
+
+        async def main() -> str:
+            aclient = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+            client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+            lead = asyncio.create_task(
+                aclient.chat.completions.create(model="model-a", messages=messages)
+            )
+            for _ in range(500):
+                if api.requests:
+                    break
+                await asyncio.sleep(0.01)
+            try:
+                client.chat.completions.create(model="model-a", messages=messages)
+            except BudgetExceededError:
+                outcome = "refused"
+            else:
+                outcome = "ran"
+            assert membership.WAITING == {}
+            await lead
+            return outcome
+
+        limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+        with agent_session("w", **limits, tracer_provider=provider) as session:
+            outcome = asyncio.run(main())
+            assert session._ledger.calls == 1
+    assert outcome == "refused"
+    assert len(api.requests) == 1
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+
+
+def test_two_instrumentations_of_one_waiting_request_are_one_call(otel: Otel) -> None:
+    # A second client instrumentation's span of the same request starts inside one that
+    # waits for its admission: the same call (another producer, its request not sent).
+    # It was admitted as a call of its own, and the first counted again at its end.
+    official = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.genai.openai")
+    other = otel.tracer_provider.get_tracer("openinference.instrumentation.openai")
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "model-a",
+        "gen_ai.provider.name": "openai",
+    }
+    options = SimpleNamespace(
+        method="post",
+        url="/chat/completions",
+        json_data={"model": "model-a", "messages": [{"role": "user", "content": "hi"}]},
+        idempotency_key="k2",
+    )
+
+    async def call(lead: Any) -> None:
+        outer = official.start_span("chat model-a", attributes=attributes)
+        waiting = membership.STRAND.get()
+        assert waiting is not None and waiting in membership.WAITING
+        with otel_trace.use_span(outer, end_on_exit=False):
+            inner = other.start_span("ChatCompletion", attributes=attributes)
+            assert door.begin(options, "openai", awaits=True) is not None  # held
+            asyncio.get_running_loop().call_later(0.05, _answered, lead)
+            await door.arequest_fleet()  # admitted once the lead ended
+        assert waiting.call is not None
+        _answered(inner)
+        _answered(outer)
+
+    async def main() -> None:
+        lead = official.start_span("chat model-a", attributes=attributes)
+        await asyncio.create_task(call(lead))
+
+    limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        asyncio.run(main())
+        assert session._ledger.calls == 2  # the lead and this one, counted once
+        assert session._ledger.reserved_nano == 0
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+    assert membership.WAITING == {}
+
+
+def test_a_session_closed_while_its_spans_wait_leaves_nothing_reserved(api: FakeOpenAI) -> None:
+    # The session closes while three first calls wait for their lead (a task left
+    # running past its block). They are admitted as calls in flight at a close are,
+    # and booked when they end: nothing stays reserved in the parent, every request
+    # sent is booked, and nothing waits for a lead whose span can no longer end.
+    from fake_openai import instrumented_openai
+
+    api.delay = 0.5
+    with instrumented_openai() as (provider, _exporter):
+
+        async def main() -> list[str]:
+            client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+            async def ask() -> Awaitable[Any]:
+                return await client.chat.completions.create(
+                    model="model-a", messages=[{"role": "user", "content": "hi"}]
+                )
+
+            inner = agent_session(
+                "w", budget_usd=FIVE_CALLS, enforce_budget=True, tracer_provider=provider
+            )
+            inner.__enter__()._ledger.probe_wait_s = 600.0
+            tasks = [asyncio.create_task(_aoutcome(ask())) for _ in range(4)]
+            for _ in range(500):
+                if len(membership.WAITING) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(membership.WAITING) == 3
+            inner.__exit__(None, None, None)
+            return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=10))
+
+        with agent_session("p", budget_usd=1.0, enforce_budget=True, tracer_provider=provider) as p:
+            outcomes = asyncio.run(main())
+            assert p._ledger.reserved_nano == 0
+            assert p._ledger.calls == len(api.requests)
+            # (Booked in the closed session's ledger chain: the parent's spend.)
+            assert p._ledger.spent_nano == pytest.approx(len(api.requests) * ONE_CALL * 1e9)
+    assert outcomes.count("ran") == len(api.requests) == 4
+    assert membership.WAITING == {}
+
+
+def test_a_frameworks_span_around_the_instrumented_client_is_one_call_a_request(
+    api: FakeOpenAI,
+) -> None:
+    # A framework's model span (which wraps more than a request) around the official
+    # instrumentation's: only a client instrumentation's span waits; the framework's
+    # is decided at its start as before, and the client's inside it is the same call.
+    from fake_openai import instrumented_openai
+
+    api.delay = 0.2
+    with instrumented_openai() as (provider, _exporter):
+        framework = provider.get_tracer("some.agent.framework")
+
+        async def main() -> list[str]:
+            client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+            async def ask() -> Any:
+                with framework.start_as_current_span(
+                    "chat model-a",
+                    attributes={
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.request.model": "model-a",
+                        "gen_ai.provider.name": "openai",
+                    },
+                ) as span:
+                    answer = await client.chat.completions.create(
+                        model="model-a", messages=[{"role": "user", "content": "hi"}]
+                    )
+                    span.set_attribute("gen_ai.usage.input_tokens", 1000)
+                    span.set_attribute("gen_ai.usage.output_tokens", 100)
+                    return answer
+
+            return await asyncio.gather(*(_aoutcome(ask()) for _ in range(CALLS)))
+
+        limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+        with agent_session("w", **limits, tracer_provider=provider) as session:
+            outcomes = asyncio.run(main())
+            assert session._ledger.reserved_nano == 0
+            assert session._ledger.calls == len(api.requests)
+    assert outcomes.count("ran") == len(api.requests) >= 1
+    assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)
+    assert membership.WAITING == {}
+
+
+def _answered(span: Any) -> None:
+    """End a model span as its instrumentation does once the call was answered (ONE_CALL)."""
+    span.set_attribute("gen_ai.usage.input_tokens", 1000)
+    span.set_attribute("gen_ai.usage.output_tokens", 100)
+    span.end()
+
+
+def test_a_span_on_another_libraries_event_loop_never_waits_for_its_probe(otel: Otel) -> None:
+    # Under trio no asyncio loop runs, so a model span starting on trio's thread took
+    # the thread's path and waited for its model's probe: the loop stopped, with the
+    # probe's own call on it, until probe_wait_s (30 s by default) ran out. It is now
+    # decided at once, as on an asyncio loop. (sniffio, which anyio asks, says trio.)
+    import sniffio
+
+    tracer = otel.tracer_provider.get_tracer("some.genai.library")
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "model-a",
+        "gen_ai.provider.name": "openai",
+    }
+    outcome: list[str] = []
+
+    def on_trio() -> None:
+        sniffio.thread_local.name = "trio"
+        try:
+            _answered(tracer.start_span("chat model-a", attributes=attributes))
+        except BudgetExceededError:
+            outcome.append("refused")
+        else:
+            outcome.append("admitted")
+
+    with agent_session("w", budget_usd=FIVE_CALLS, enforce_budget=True, **otel.kwargs()) as s:
+        s._ledger.probe_wait_s = 600.0
+        probe = tracer.start_span("chat model-a", attributes=attributes)  # its model's probe
+        try:
+            other = threading.Thread(target=s.wrap(on_trio))  # in the session
+            other.start()
+            other.join(timeout=10)
+            stopped = other.is_alive()  # still waiting: it would hold trio's loop
+        finally:
+            _answered(probe)
+            other.join()
+        # Decided without waiting: admitted unreserved, nothing known of its cost.
+        assert not stopped
+        assert outcome == ["admitted"]
+        assert s._ledger.calls == 2
+    assert s.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+
+
+def test_an_instrumented_async_stream_never_leads_the_calls_that_wait(api: FakeOpenAI) -> None:
+    # The official instrumentation's span does not say it is a stream when it starts,
+    # so a stream's span may lead its model's first calls. Its reader here reads it
+    # only once every call of the burst returned: calls waiting for that stream's end
+    # would wait for their own caller, until probe_wait_s. The guard sees the request
+    # is a stream: it leads no more, and the others are decided at once.
+    from fake_openai import instrumented_openai
+
+    api.stream = [
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "model-a",
+            "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 100},
+        },
+    ]
+    with instrumented_openai() as (provider, _exporter):
+
+        async def main() -> list[str]:
+            client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+            messages = [{"role": "user", "content": "hi"}]
+
+            async def ask(stream: bool) -> Any:
+                return await client.chat.completions.create(
+                    model="model-a", messages=messages, stream=stream
+                )
+
+            lead = asyncio.create_task(ask(True))
+            await asyncio.sleep(0)  # its span starts first: the lead
+            others = [_aoutcome(ask(False)) for _ in range(4)]
+            burst = asyncio.gather(lead, *others)
+            stream, *outcomes = await asyncio.wait_for(burst, timeout=10)
+            async for _chunk in stream:  # read once the burst returned
+                pass
+            return list(outcomes)
+
+        limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+        with agent_session("w", **limits, tracer_provider=provider) as session:
+            session._ledger.probe_wait_s = 600.0
+            outcomes = asyncio.run(main())
+    # Refused for the stream's reservation (its 4,096-token bound), as before any wait.
+    assert outcomes == ["refused"] * 4
+    assert len(api.requests) == 1
+    assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+    assert membership.WAITING == {}
+
+
+def test_a_task_cancelled_as_its_lead_ends_is_cancelled(api: FakeOpenAI) -> None:
+    # The session closes (its lead released, so its waiters are woken) and its waiting
+    # tasks are cancelled in the same step, as a task group does when its block fails.
+    # On Python 3.11 the wait swallowed that cancellation: the three tasks went on and
+    # sent their requests (4 requests). They are cancelled, and send nothing.
+    from fake_openai import instrumented_openai
+
+    api.delay = 0.5
+    with instrumented_openai() as (provider, _exporter):
+
+        async def main() -> list[str]:
+            client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+            async def ask() -> str:
+                try:
+                    await client.chat.completions.create(
+                        model="model-a", messages=[{"role": "user", "content": "hi"}]
+                    )
+                except asyncio.CancelledError:
+                    return "cancelled"
+                return "ran"
+
+            inner = agent_session(
+                "w", budget_usd=FIVE_CALLS, enforce_budget=True, tracer_provider=provider
+            )
+            inner.__enter__()
+            lead = asyncio.create_task(ask())
+            for _ in range(500):
+                if api.requests:
+                    break
+                await asyncio.sleep(0.01)
+            waiting = [asyncio.create_task(ask()) for _ in range(3)]
+            for _ in range(500):
+                if len(membership.WAITING) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(membership.WAITING) == 3
+            inner.__exit__(None, None, None)
+            for task in waiting:
+                task.cancel()
+            return [await task for task in (*waiting, lead)]
+
+        with agent_session("p", tracer_provider=provider):
+            outcomes = asyncio.run(main())
+    assert outcomes == ["cancelled"] * 3 + ["ran"]
+    assert len(api.requests) == 1
+    assert membership.WAITING == {}
+
+
+def test_a_streamed_response_never_leads_the_calls_that_wait(api: FakeOpenAI) -> None:
+    # ``with_streaming_response``: the span ends when the body is read, here only once
+    # four more first calls returned. They waited for it until probe_wait_s. The guard
+    # sees the request is read as a stream: it leads no more (its bound reserved
+    # first), and the four are decided at once.
+    from fake_openai import instrumented_openai
+
+    messages = [{"role": "user", "content": "hi"}]
+    with instrumented_openai() as (provider, _exporter):
+
+        async def main() -> list[str]:
+            client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+            streamed = client.chat.completions.with_streaming_response
+            async with streamed.create(model="model-a", messages=messages) as response:
+                others = (
+                    _aoutcome(client.chat.completions.create(model="model-a", messages=messages))
+                    for _ in range(4)
+                )
+                outcomes = await asyncio.wait_for(asyncio.gather(*others), timeout=10)
+                await response.parse()
+            return list(outcomes)
+
+        limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+        with agent_session("w", **limits, tracer_provider=provider) as session:
+            session._ledger.probe_wait_s = 600.0
+            outcomes = asyncio.run(main())
+            assert session._ledger.reserved_nano == 0
+    # Refused for the streamed call's reservation, its 4,096-token bound, as before.
+    assert outcomes == ["refused"] * 4
+    assert len(api.requests) == 1
+    assert membership.WAITING == {}
+
+
+def _ends_only_on_exception(tracer: Any, client: openai.AsyncOpenAI) -> Any:
+    """A client instrumentation that ends its span only on Exception, as OpenLLMetry's async
+    wrapper does: a call cancelled (asyncio.timeout) leaves its span open for good."""
+    messages = [{"role": "user", "content": "hi"}]
+
+    async def create() -> Any:
+        span = tracer.start_span(
+            "openai.chat",
+            attributes={
+                "gen_ai.system": "openai",
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "model-a",
+            },
+        )
+        try:
+            answer = await client.chat.completions.create(model="model-a", messages=messages)
+        except Exception:
+            span.end()
+            raise
+        _answered(span)
+        return answer
+
+    return create
+
+
+def test_waiting_calls_that_time_out_leave_nothing_waiting(api: FakeOpenAI, otel: Otel) -> None:
+    # Three first calls wait for their lead under asyncio.timeout and time out; their
+    # spans are never ended. None was sent or counted, and none stays registered as
+    # waiting (they stayed, kept past their session's close).
+    tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.openai.v1")
+    api.delay = 1.0
+
+    async def main() -> list[str]:
+        create = _ends_only_on_exception(
+            tracer, openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        )
+
+        async def timed() -> str:
+            try:
+                async with asyncio.timeout(0.2):
+                    await create()
+            except TimeoutError:
+                return "timed out"
+            return "ran"
+
+        lead = asyncio.create_task(create())
+        for _ in range(500):
+            if api.requests:
+                break
+            await asyncio.sleep(0.01)
+        outcomes = await asyncio.gather(*(timed() for _ in range(3)))
+        assert membership.WAITING == {}
+        await lead
+        return list(outcomes)
+
+    limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        outcomes = asyncio.run(main())
+        assert session._ledger.calls == 1
+        assert session._ledger.reserved_nano == 0
+    assert outcomes == ["timed out"] * 3
+    assert len(api.requests) == 1
+    assert membership.WAITING == {}
+
+
+def test_a_lead_whose_span_is_never_ended_does_not_hold_later_calls(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # The lead cancelled once its request was sent keeps its span open for good. The calls
+    # after it waited for that lead until probe_wait_s. The request method's end says
+    # the lead failed: they are decided at once (refused here: the open span keeps its
+    # reservation, as it did before any wait).
+    tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.openai.v1")
+    api.delay = 0.5
+
+    async def main() -> list[str]:
+        create = _ends_only_on_exception(
+            tracer, openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        )
+        lead = asyncio.create_task(create())
+        for _ in range(500):
+            if api.requests:
+                break
+            await asyncio.sleep(0.01)
+        lead.cancel()  # the lead, cancelled on the wire: its span left open
+        with contextlib.suppress(asyncio.CancelledError):
+            await lead
+        return list(
+            await asyncio.wait_for(
+                asyncio.gather(*(_aoutcome(create()) for _ in range(4))), timeout=10
+            )
+        )
+
+    limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        session._ledger.probe_wait_s = 600.0
+        outcomes = asyncio.run(main())
+    assert outcomes == ["refused"] * 4
+    assert len(api.requests) == 1
+    assert membership.WAITING == {}
+
+
+_LAST_CHUNK = {
+    "id": "c",
+    "object": "chat.completion.chunk",
+    "created": 1,
+    "model": "model-a",
+    "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1000, "completion_tokens": 100},
+}
+
+
+@pytest.mark.parametrize("door_kind", ["image streams", "turns streaming"])
+def test_a_stream_the_guard_or_a_turn_admits_keeps_its_probe(
+    api: FakeOpenAI, otel: Otel, door_kind: str
+) -> None:
+    # Only another instrumentation's span call stops leading when its request is a
+    # stream. The guard's own first image streams probe at $0 and our turns' calls
+    # probe too: ending their probes at once let every next call probe at $0 (image
+    # streams: 20 requests under a budget of 3.5 calls) or refused the turns waiting.
+    api.delay = 0.2
+    api.stream = [_LAST_CHUNK]
+    messages = (
+        IMAGE_MESSAGES if door_kind == "image streams" else [{"role": "user", "content": "hi"}]
+    )
+
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+        async def stream() -> None:
+            answer = await client.chat.completions.create(
+                model="model-a",
+                messages=messages,
+                max_tokens=100,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for _chunk in answer:
+                pass
+
+        ask = stream if door_kind == "image streams" else agent_turn("model-a")(stream)
+        return await asyncio.gather(*(_aoutcome(ask()) for _ in range(CALLS)))
+
+    with agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session:
+        outcomes = asyncio.run(main())
+        assert session._ledger.reserved_nano == 0
+    assert len(api.requests) == 4  # 3.5 calls' budget: the 4th crosses it
+    assert outcomes.count("ran") + outcomes.count("crossed") == 4
+    assert session.tracker.total_cost() == pytest.approx(4 * ONE_CALL)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -68,9 +67,16 @@ def test_one_replys_parallel_identical_calls_all_run(otel: Otel, tool: Any) -> N
 
 
 def test_parallel_calls_on_threads_all_run(otel: Otel) -> None:
+    # Before any model call, identical calls are one step while they are in flight
+    # together. All eight are here: each waits for the others inside its body (a
+    # sleep made them overlap only as the threads were scheduled, and on a loaded
+    # machine a call could end before the next began, a step of its own: 2 in 15
+    # runs reported a loop).
+    together = threading.Barrier(8)
+
     @tool_call()
     def lookup(key: str) -> str:
-        time.sleep(0.001 * (threading.get_ident() % 5))
+        together.wait(timeout=10)
         return "same"
 
     with (

@@ -134,12 +134,15 @@ class RequestCall:
 class InRequest:
     """One run of the SDK's request method (every attempt of one call), while it runs."""
 
-    __slots__ = ("claim", "running")
+    __slots__ = ("claim", "lead", "running")
 
     def __init__(self) -> None:
         self.running = True
         #: The call whose breaker permit this run's end tells (``breaker_call_ended``).
         self.claim: Claim | None = None
+        #: Another instrumentation's span call that leads its model's first calls
+        #: (``_span_leads``): a run that raised ends that lead (``run_ended``).
+        self.lead: Claim | None = None
 
 
 _IN_FLIGHT: ContextVar[RequestCall | None] = ContextVar("techrevati_request", default=None)
@@ -229,14 +232,14 @@ def _wait_for(wait: _ProbeWait, deadline: float, awaits: bool) -> float | _Probe
     """
     if _running_loop() is not None:
         return wait if awaits else None
-    if _other_event_loop():
+    if other_event_loop():
         return None
     now = time.monotonic()
     deadline = deadline or now + wait.timeout
     return deadline if wait.probe.wait(deadline - now) else None
 
 
-def _other_event_loop() -> bool:
+def other_event_loop() -> bool:
     """Whether another library's event loop (trio's) runs on this thread: a wait here
     would stop it, and a probe's end is awaitable only on asyncio. Told by ``sniffio``,
     which the async clients' HTTP stack (``anyio``) imports when it is in use."""
@@ -301,20 +304,32 @@ def _admit_leading(
 
 
 async def _aadmit_probing(call: RequestCall, later: _Later) -> SpanEntry:
-    """``_admit_probing`` for an async client's call that found its model probing."""
+    """``_admit_probing`` for an async client's call that found its model probing.
+
+    Also the admission of a library model span that waited (``call.entry``,
+    ``membership.WAITING``): its call, admitted as the span placed it.
+    """
     under, request, priced, wait, estimate = later
     ledger = under.ledger
+    waiting = call.entry
     deadline = time.monotonic() + wait.timeout
     while await wait.probe.await_end(deadline - time.monotonic()):
         # A lead's waiter whose lead failed (nothing learned) may lead next, at its
         # request's estimate, as on a thread (``_admit_leading``).
+        expected = ledger.expected_cost(call.model)
         lead = estimate is not None and ledger.learned_cost(call.model) is None
+        if lead and estimate is not None:  # (lead says it; mypy does not know)
+            expected = estimate
         try:
+            if waiting is not None:
+                return membership.admit_waiting(
+                    waiting, expected, defer_fleet=True, probe=True, lead=lead
+                )
             return membership.admit_request(
                 under,
                 call.model,
                 request,
-                estimate if lead and estimate is not None else ledger.expected_cost(call.model),
+                expected,
                 priced,
                 defer_fleet=True,
                 probe=True,
@@ -323,6 +338,9 @@ async def _aadmit_probing(call: RequestCall, later: _Later) -> SpanEntry:
         except _ProbeWait as again:
             wait = again  # that probe or lead failed and another call runs as one now
     body = call.body if call.body is not None else {}
+    if waiting is not None:
+        expected = _unprobed_cost(call.model, body, call.provider, ledger)
+        return membership.admit_waiting(waiting, expected, defer_fleet=True)
     return _admit_unprobed(under, call.model, request, body, call.provider, priced, True)
 
 
@@ -335,11 +353,14 @@ def _admit_unprobed(
     priced: bool,
     awaits: bool,
 ) -> SpanEntry:
-    # No probe to wait for: at least what its request's text says, or what was learned.
-    expected = max(
-        request_estimate_usd(model, body, provider) or 0.0, under.ledger.expected_cost(model)
-    )
+    expected = _unprobed_cost(model, body, provider, under.ledger)
     return membership.admit_request(under, model, request, expected, priced, defer_fleet=awaits)
+
+
+def _unprobed_cost(model: str, body: Mapping[str, Any], provider: str, ledger: Ledger) -> float:
+    """What a call reserves with no probe or lead to wait for (none, or the wait ran
+    out): at least what its request's text says, or what was learned of its model."""
+    return max(request_estimate_usd(model, body, provider) or 0.0, ledger.expected_cost(model))
 
 
 def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | None:
@@ -378,6 +399,12 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
     entry = membership.strand_request(model, request)
     created = False
     estimated = False
+    if entry is None and membership.WAITING:
+        entry = membership.waiting_here(request)
+        if entry is not None:
+            waits = _begin_waiting(entry, options, key, provider, model, body, request, awaits)
+            if waits is not None:
+                return waits
     if entry is None:
         under = membership.enclosing_context(None)
         if under is None:
@@ -440,6 +467,8 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         and claim.leaf._budgeted
     ):
         _bound(claim, model, body, provider)
+    if claim is not None and claim.probe is not None and not created and not claim.ours:
+        _span_leads(claim, body, options)
     if body is not None and claim is not None and claim.open and body.get("background") is True:
         # A background response answers at once, without usage (it comes only with the
         # finished run, to a later retrieve): booked at its request's upper bound.
@@ -477,6 +506,67 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         claim.estimated = seen_usage(body, provider, 0)
     _IN_FLIGHT.set(call)
     return call
+
+
+def _span_leads(claim: Claim, body: Mapping[str, Any] | None, options: Any) -> None:
+    """The request of another instrumentation's span whose call leads (or probes) its
+    model's first calls.
+
+    Its run of the SDK's request method is told, so that a run ending in an error
+    ends the lead even if the span is never ended (``unanswered.run_ended``). On
+    an event loop, a stream leads no more (its span could not tell at its start):
+    its reader may be waiting for the very calls that would wait for it (a
+    gather of streams read once all returned). Its request's bound is reserved
+    first (``_bound``, above), so the calls it held see what it may cost.
+    """
+    run = IN_REQUEST.get()
+    if run is not None:
+        run.lead = claim
+    if _running_loop() is not None and (
+        (body is not None and body.get("stream")) or _streaming_response(options)
+    ):
+        claim.leaf.end_probe(claim)
+
+
+def _begin_waiting(
+    entry: SpanEntry,
+    options: Any,
+    key: object,
+    provider: str,
+    model: str,
+    body: Mapping[str, Any] | None,
+    request: object,
+    awaits: bool,
+) -> RequestCall | None:
+    """The request of a library model span that waits for its admission (``membership.WAITING``).
+
+    An async client's request awaits it before anything is sent: the wait goes
+    to ``arequest_fleet``, as a bare async client's call that found its model's
+    lead in flight (the request's estimate kept, should that lead fail and this
+    call lead next). Anything else (a stream; a sync client on the loop, or on
+    trio's thread) is decided now, at its request's estimate: None, and
+    ``begin`` goes on with the admitted span.
+    """
+    waiting = membership.WAITING[entry]
+    streams = (body is not None and bool(body.get("stream"))) or _streaming_response(options)
+    if awaits and _running_loop() is not None and not streams:
+        # (An input its body does not hold, an image, has no bound from its text: with
+        # no estimate it probes, should the lead fail, as a bare client's call does.)
+        estimate = (
+            request_estimate_usd(model, body, provider)
+            if body is not None and model and input_known(body)
+            else None
+        )
+        call = RequestCall(key, entry, False, provider, model, body)
+        call.later = (waiting.under, request, waiting.priced, waiting.wait, estimate)
+        call.in_request = IN_REQUEST.get()
+        _IN_FLIGHT.set(call)
+        return call
+    # (A stream is never held: its reader may be what the calls it waits for wait on.)
+    expected = _unprobed_cost(waiting.model, body or {}, provider, entry.ledger)
+    # (Its fleet hold awaited by the guard on asyncio only: on trio's thread, held now.)
+    membership.admit_waiting(entry, expected, defer_fleet=awaits and _running_loop() is not None)
+    return None
 
 
 def _tell_breaker_at_end(claim: Claim) -> None:
@@ -610,11 +700,15 @@ async def arequest_fleet(request: object = None) -> None:
         try:
             call.entry = await _aadmit_probing(call, later)
         except BaseException:
+            if call.entry is not None:
+                membership.WAITING.pop(call.entry, None)  # a span that waited: not sent
             fail(call)  # refused (or cancelled) before anything was sent: nothing counted
             raise
         admitted = call.entry.call
         if admitted is not None and admitted.permit is not None:
             _tell_breaker_at_end(admitted)
+        if admitted is not None and admitted.probe is not None and not call.books:
+            _span_leads(admitted, call.body, None)  # a waiting span that leads now
         if (
             admitted is not None
             and admitted.open

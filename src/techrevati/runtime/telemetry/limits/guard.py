@@ -69,6 +69,7 @@ import importlib.abc
 import importlib.machinery
 import inspect
 import logging
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -360,6 +361,36 @@ def awaits_fleet(provider: str) -> bool:
         return False
     name = provider.lower()
     return any(package in name for package in _AWAITING)
+
+
+#: Instrumentation scopes of a client's own request (one span per request the guard
+#: sees, inside the client's request method): the official GenAI instrumentations,
+#: OpenLLMetry's and OpenInference's of a guarded package, and the Anthropic SDK's own.
+#: Not a framework's (the Agents SDK, LangChain, pydantic-ai), whose spans wrap more
+#: than one request, nor a client's the guard does not wrap. (OpenInference's spans
+#: name their provider only at their end: ``awaits_fleet("")`` keeps them out.)
+_CLIENT_SCOPE = re.compile(
+    r"(?:opentelemetry|openinference)\.instrumentation\.(?:genai\.)?"
+    r"(?P<package>openai|anthropic)(?:_v2|\.v\d+)?"
+)
+_OWN_SCOPES = {"com.anthropic.sdk.python": "anthropic"}
+
+
+def awaits_request(producer: str, provider: str) -> bool:
+    """True when a model span of ``producer`` describes one request of a client whose
+    async request path the guard wraps: the guard sees that request, and awaits
+    before it is sent, so the span's admission may wait for it (``membership.WAITING``).
+
+    Example::
+
+        >>> awaits_request("some.framework", "openai")
+        False
+    """
+    if not _AWAITING or not awaits_fleet(provider):
+        return False
+    match = _CLIENT_SCOPE.fullmatch(producer)
+    package = match.group("package") if match is not None else _OWN_SCOPES.get(producer)
+    return package is not None and package in _AWAITING
 
 
 def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:

@@ -708,7 +708,7 @@ class Ledger:
         root.probes[model] = started
         return started
 
-    def _end_probe(self, claim: Claim) -> None:
+    def end_probe(self, claim: Claim) -> None:
         """The probe call settled or failed: the calls waiting for it may go."""
         probe = claim.probe
         if probe is None:
@@ -1093,7 +1093,7 @@ class Ledger:
                     "no pricing registered for model %r; its calls cost $0", model[:256]
                 )
         if claim.probe is not None:
-            self._end_probe(claim)
+            self.end_probe(claim)
         if claim.holds:
             holds, claim.holds = claim.holds, ()
             for fleet, hold in holds:
@@ -1222,7 +1222,7 @@ class Ledger:
                 if uncount:
                     leaf.iterations -= 1
         if claim.probe is not None:
-            self._end_probe(claim)  # failed: the next call of the model probes
+            self.end_probe(claim)  # failed: the next call of the model probes
         if keep_fleet:
             return
         if claim.fleet_deferred and not uncount:

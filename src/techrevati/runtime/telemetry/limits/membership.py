@@ -51,7 +51,7 @@ import warnings
 import weakref
 from collections import deque
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, ClassVar
 
@@ -65,7 +65,9 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ...caller import UserSite, app_site, warn_at, warn_site
 from ...usage_tracking import UsageTracker
+from .. import semconv as sc
 from ..readings.recognise import CALLBACK_SCOPES, is_same_call, same_model
+from ..readings.sdk_attributes import write_known
 from . import remote
 from .ledger import (
     BREAKERS_HELD,
@@ -76,6 +78,7 @@ from .ledger import (
     breaker_admit_call,
     breaker_held,
 )
+from .probe import _ProbeWait
 from .probe import strand as current_strand
 
 _log = logging.getLogger("techrevati.runtime.limits")
@@ -577,6 +580,10 @@ def admit_call(
             if guarded is not None and guarded.call is not None:
                 # The guard admitted this request before its library span started.
                 return _library_entry(under, guarded.call, True, producer)
+        elif WAITING and found is not None and found.call is None:
+            follower = _follow(found, model, producer)
+            if follower is not None:
+                return follower
         # The nesting rule (one place: recognise.is_same_call). Inside a library
         # model span the enclosing call is that library call, even when it is
         # the one our turn absorbed.
@@ -613,7 +620,7 @@ def admit_call(
         # (``ledger.breaker_admit_call``). A call whose context outlived the call it was
         # made in (a thread or task started by a turn that has ended) is a new call.
         claim = _admit_through_breaker(
-            ledger, model, expected, priced, defer_fleet, probe, by_guard
+            ledger, model, expected, priced, defer_fleet, probe, by_guard, lead and outer is None
         )
     else:
         # (``lead``: a first call of its model that may wait for its lead, see Ledger.admit;
@@ -657,6 +664,7 @@ def _admit_through_breaker(
     defer_fleet: bool,
     probe: bool,
     by_guard: bool,
+    lead: bool,
 ) -> Claim:
     """``Ledger.admit`` of a call the session's breaker admitted first (raises its refusal
     before anything is counted); the permit travels with the call (``Claim.permit``).
@@ -676,7 +684,7 @@ def _admit_through_breaker(
         # breaker. The slot is given back; the span's end still tells the outcome.
         permit.free_probe()
     try:
-        claim = ledger.admit(model, expected, False, priced, False, defer_fleet, probe)
+        claim = ledger.admit(model, expected, False, priced, False, defer_fleet, probe, lead)
     except BaseException:
         if permit is not None:
             permit.released()  # refused by a limit (or waiting for a probe): no outcome
@@ -763,6 +771,123 @@ def _library_entry(under: SpanEntry, call: Claim, same: bool, producer: str) -> 
     entry = SpanEntry(under.ledger, call, True, same, None, True)
     entry.producer = producer
     return _sibling(under, entry)
+
+
+@dataclass(eq=False, slots=True)
+class Waiting:
+    """A library model span started on an event loop, not admitted yet (``WAITING``)."""
+
+    under: SpanEntry
+    model: str
+    priced: bool
+    producer: str
+    #: The first call of its model in flight, whose end it waits for.
+    wait: _ProbeWait
+    #: Its span, to say its session iteration once admitted.
+    span: Span | None
+    #: Spans of other instrumentations describing the same request (``_follow``).
+    followers: list[SpanEntry] = field(default_factory=list)
+
+
+#: Library model spans that wait for their admission. On an event loop nothing may
+#: block, so a span the budget refuses only for what its model's first call in flight
+#: reserves (``Ledger.admit``'s ``lead``) is not refused at its start when the client
+#: guard sees its request and awaits it before sending (an async client the guard
+#: wraps): the guard awaits that first call's end, then admits it at what it cost
+#: (``door.arequest_fleet``), as it does a bare async client's call. Nothing is
+#: counted for it until then; refused then, its request is never sent.
+WAITING: dict[SpanEntry, Waiting] = {}
+
+
+def wait_for_admission(
+    under: SpanEntry,
+    model: str,
+    priced: bool,
+    producer: str,
+    wait: _ProbeWait,
+    span: Span | None,
+) -> SpanEntry:
+    """The entry of a library model span whose admission the client guard awaits (``WAITING``)."""
+    entry = SpanEntry(under.ledger, None, True, False, None, True)
+    entry.producer = producer
+    # (Kept without its traceback: that would hold on_start's frames until admission.)
+    WAITING[entry] = Waiting(under, model, priced, producer, wait.with_traceback(None), span)
+    return _sibling(under, entry)
+
+
+def waiting_here(request: object) -> SpanEntry | None:
+    """The span waiting for its admission on this strand, if its request is this one.
+
+    The guard's request is the library model span started last on this thread
+    or task (``strand_request``'s rule) while that span has no request yet.
+    """
+    found = STRAND.get()
+    if found is None or found.request not in (None, request) or found not in WAITING:
+        return None
+    found.request = request
+    return found
+
+
+def _follow(found: SpanEntry, model: str, producer: str) -> SpanEntry | None:
+    """A library model span starting beside or inside ``found``, which waits for its
+    admission on this strand (``WAITING``): the same request, as ``_open_sibling``
+    rules (its request not sent, another producer). Its entry gets that call once
+    ``found`` is admitted; refused, neither is counted."""
+    waiting = WAITING.get(found)
+    if waiting is None or found.request is not None or found.producer == producer:
+        return None
+    if model and waiting.model and model != waiting.model:
+        return None
+    entry = SpanEntry(found.ledger, None, True, True, None, True)
+    entry.producer = producer
+    waiting.followers.append(entry)
+    return entry
+
+
+def admit_waiting(
+    entry: SpanEntry,
+    expected: float,
+    defer_fleet: bool,
+    probe: bool = False,
+    lead: bool = False,
+    force: bool = False,
+) -> SpanEntry:
+    """Admit the call of a span that waited (``WAITING``), placed as at its start.
+
+    Raises the refusal (the span's call is then never admitted), or ``_ProbeWait``
+    with ``probe`` / ``lead`` while its model's first call is in flight still (it
+    goes on waiting). ``force``: its span ended answered and the guard never saw
+    its request (a client it does not wrap): counted now, as a span known late.
+    """
+    waiting = WAITING[entry]
+    try:
+        admitted = admit_call(
+            waiting.under,
+            waiting.model,
+            expected,
+            False,
+            waiting.priced,
+            force,
+            defer_fleet,
+            probe,
+            False,
+            waiting.producer,
+            lead,
+        )
+    except _ProbeWait:
+        raise
+    except BaseException:
+        WAITING.pop(entry, None)
+        raise
+    WAITING.pop(entry, None)
+    entry.call = admitted.call
+    entry.same_call = admitted.same_call
+    for follower in waiting.followers:
+        follower.call = admitted.call
+    span = waiting.span
+    if span is not None and not admitted.same_call and admitted.call is not None:
+        write_known(span, {sc.SESSION_ITERATION: admitted.call.iteration})
+    return _sibling(waiting.under, entry)
 
 
 def _sibling(under: SpanEntry, entry: SpanEntry) -> SpanEntry:
@@ -1067,9 +1192,11 @@ def drop_session(ledger: Ledger) -> None:
         if entry is None:
             continue
         call = entry.call
-        if not entry.model_span or call is None:
+        if not entry.model_span or (call is None and entry not in WAITING):
             continue
-        if not entry.same_call:
+        # (A span waiting for its admission is kept too: admitted after the close,
+        # its call is booked when its span ends, as any call in flight at the close.)
+        if call is not None and not entry.same_call:
             call.leaf.release(call, keep_fleet=True)
         if len(LATE) >= LATE_LIMIT:
             _book_evicted(LATE.pop(next(iter(LATE))))
@@ -1084,6 +1211,8 @@ def _book_evicted(entry: SpanEntry) -> None:
     usage never arrived (its learned cost or ``call_estimate_usd``, marked
     estimated), and a late usage for it is then ignored. Logged once.
     """
+    if entry.call is None:
+        return  # a span still waiting for its admission (``WAITING``): nothing counted
     global LATE_EVICTED
     LATE_EVICTED += 1
     if LATE_EVICTED == 1:

@@ -77,11 +77,15 @@ class Probe:
             if self._done.is_set():
                 return True
             self._waiters.append((loop, future))
+        # asyncio.wait, not wait_for: on Python 3.11 wait_for swallows a cancellation
+        # that arrives as the future completes (a session closed, its probe ended,
+        # and the waiting task cancelled in one step): the task went on to send its
+        # request. asyncio.wait lets the cancellation through.
         try:
-            await asyncio.wait_for(future, max(0.0, timeout))
-        except TimeoutError:
-            return self._done.is_set()
-        return True
+            done, _ = await asyncio.wait((future,), timeout=max(0.0, timeout))
+        finally:
+            future.cancel()  # (a no-op once resolved; else end() has nothing to wake)
+        return bool(done) or self._done.is_set()
 
 
 _running_loop = asyncio._get_running_loop

@@ -42,10 +42,10 @@ from ..readings.sdk_attributes import span_fields, write_known
 from ..readings.tools import read_tool, tool_start
 from . import loops, membership, unanswered
 from .booking import book
-from .door import IN_REQUEST
+from .door import IN_REQUEST, other_event_loop
 from .errors import FleetUnavailableError
 from .estimate import output_estimate_usd
-from .guard import awaits_fleet, note_refusal
+from .guard import awaits_fleet, awaits_request, note_refusal
 from .ledger import Claim, breaker_span_ended
 from .membership import SpanEntry
 from .probe import _ProbeWait
@@ -142,9 +142,9 @@ class LimitsProcessor(SpanProcessor):
                             not expected,
                         )
                     except _ProbeWait as wait:
-                        entry = _after_probe(under, model, priced, wait, scope)
+                        entry = _after_probe(under, model, priced, wait, scope, attrs, span)
                 else:
-                    entry = _admit_on_loop(under, model, expected, priced, attrs, scope)
+                    entry = _admit_on_loop(under, model, expected, priced, attrs, scope, span)
             except BaseException as refusal:
                 note_refusal(refusal)  # for SDKs that swallow it: the client guard raises it
                 raise
@@ -174,6 +174,8 @@ class LimitsProcessor(SpanProcessor):
                     return
             # By name, attributes and producer scope (read_span, with the scope read above).
             reading = read_call(name, span_attributes(span), producer)
+            if membership.WAITING and entry.call is None:  # (a span waiting to be admitted)
+                entry = _ended_waiting(entry, reading)
             if reading is None:
                 if entry.call is not None and entry.call.permit is not None:
                     _tell_breaker(entry.call, span, None)  # (not a model call after all)
@@ -204,6 +206,21 @@ class LimitsProcessor(SpanProcessor):
         return True
 
 
+def _ended_waiting(entry: SpanEntry, reading: CallReading | None) -> SpanEntry:
+    """A span that waited for its admission (``membership.WAITING``) ended before it.
+
+    Refused or cancelled while it waited, its request was never sent: nothing
+    is counted. Answered, the guard never saw its request (a client it does not
+    wrap sent it): it is counted now, and booked as a span known only at its end.
+    """
+    if entry not in membership.WAITING:
+        return entry
+    if reading is None or reading.usage is None:
+        membership.WAITING.pop(entry, None)
+        return entry
+    return membership.admit_waiting(entry, 0.0, defer_fleet=True, force=True)
+
+
 def _tool_running_here(under: SpanEntry) -> SpanEntry | None:
     """The tool call whose span is current here, if it is not ``under`` (the span's parent)."""
     running = membership.open_entry(None)
@@ -213,15 +230,28 @@ def _tool_running_here(under: SpanEntry) -> SpanEntry | None:
 
 
 def _after_probe(
-    under: SpanEntry, model: str, priced: bool, wait: _ProbeWait, producer: str
+    under: SpanEntry,
+    model: str,
+    priced: bool,
+    wait: _ProbeWait,
+    producer: str,
+    attrs: Mapping[str, Any] | None,
+    span: Span,
 ) -> SpanEntry:
     """Admit a library model span on a thread once its model's probe call settled.
 
     The first call of a model whose cost nothing tells runs alone (the probe);
     a call of that model meanwhile waits for it here, up to the probe's
     timeout, then is admitted at the cost the probe taught (or unreserved, if
-    the probe never settled in time).
+    the probe never settled in time). On trio's thread (no asyncio loop runs,
+    so the span took the thread's path) it never waits: that thread is the
+    loop the probe's own call runs on, stopped until the wait ran out (30 s by
+    default). It is admitted as on an asyncio loop instead.
     """
+    if other_event_loop():
+        ledger = under.ledger
+        expected = ledger.expected_cost(model) if ledger.has_budget() else 0.0
+        return _admit_on_loop(under, model, expected, priced, attrs, producer, span)
     deadline = time.monotonic() + wait.timeout
     probe = True
     while True:
@@ -251,10 +281,13 @@ def _admit_on_loop(
     priced: bool,
     attrs: Mapping[str, Any] | None,
     producer: str,
+    span: Span,
 ) -> SpanEntry:
     """Admit a library model span starting on an event loop's thread, without blocking it.
 
-    It is admitted at once (no probe wait). With nothing learned of its model,
+    It is admitted at once, or waits for the guard to admit it when the budget
+    refuses it only for what its model's first call in flight reserves (see
+    ``membership.WAITING``); it never blocks the loop. With nothing learned of its model,
     it reserves what its output cap costs (the span's ``max_tokens``, else the
     provider's default output length), and the client guard sets that to its
     request's estimate when the request is built (raised; or lowered, from the
@@ -267,6 +300,7 @@ def _admit_on_loop(
     """
     provider = provider_from_attributes(attrs)
     default_cap = False
+    first = not expected
     if not expected and model and priced and under.ledger._budgeted:
         cap = attrs.get(sc.GEN_AI_REQUEST_MAX_TOKENS) if attrs is not None else None
         if type(cap) is int and cap > 0:
@@ -276,17 +310,29 @@ def _admit_on_loop(
             # it only when the span ends): a placeholder until the guard reads the request.
             expected = output_estimate_usd(model, None, provider)
             default_cap = True
-    defer = bool(under.ledger.fleet_scopes()) and awaits_fleet(provider)
-    entry = membership.admit_call(
-        under,
-        model,
-        expected,
-        ours=False,
-        priced=priced,
-        probe=False,
-        defer_fleet=defer,
-        producer=producer,
+    # (Not on trio's thread: the guard awaits a deferred fleet hold on asyncio only.)
+    defer = (
+        bool(under.ledger.fleet_scopes()) and awaits_fleet(provider) and _running_loop() is not None
     )
+    try:
+        entry = membership.admit_call(
+            under,
+            model,
+            expected,
+            ours=False,
+            priced=priced,
+            probe=False,
+            defer_fleet=defer,
+            producer=producer,
+            lead=first and awaits_request(producer, provider),
+        )
+    except _ProbeWait as wait:
+        # Refused only for what its model's first call in flight reserves (each of a
+        # first burst reserves its request's bound): the guard, which awaits this
+        # request before it is sent, awaits that call's end and admits it then, at
+        # what it cost (``membership.WAITING``). 20 first calls of the official
+        # instrumentation's async client under five calls' budget: 1 ran, now 5.
+        return membership.wait_for_admission(under, model, priced, producer, wait, span)
     if default_cap and not entry.same_call and entry.call is not None:
         entry.call.default_cap = True
     return entry

@@ -156,9 +156,22 @@ def run_ended(
         if claim is not None:
             breaker_call_ended(claim, error)
         ended(options, error)  # cancelled or timed out on the wire: billed
+        if error is not None:
+            _span_call_failed(run)
     finally:
         run.running = False
         IN_REQUEST.reset(token)
+
+
+def _span_call_failed(run: InRequest) -> None:
+    """The request method raised: a span call that led its model's first calls (told
+    by ``door._span_leads``) leads no more, and the calls waiting for it go on now.
+    Its span's end would say so, but some instrumentations never end a span whose
+    call was cancelled (OpenLLMetry's async wrapper ends it only on an Exception):
+    the calls waited out probe_wait_s."""
+    lead = run.lead
+    if lead is not None and lead.probe is not None:
+        lead.leaf.end_probe(lead)
 
 
 def ended(options: object, error: BaseException | None) -> None:
