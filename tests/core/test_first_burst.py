@@ -15,7 +15,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
@@ -74,6 +74,15 @@ async def _aoutcome(call: Awaitable[Any]) -> str:
     except BudgetExceededError as stop:
         return "crossed" if stop.site is not None and stop.site.ran else "refused"
     return "ran"
+
+
+async def _until(done: Callable[[], object]) -> None:
+    """Await, without blocking the loop, until ``done()`` holds (at most 5 s)."""
+    for _ in range(500):
+        if done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not reached in 5 s")
 
 
 def _burst(session: Any, ask: Any) -> list[str]:
@@ -1046,17 +1055,10 @@ def test_an_instrumented_async_call_cancelled_while_it_waits_is_never_counted(
                     model="model-a", messages=[{"role": "user", "content": "hi"}]
                 )
 
-            async def until(done: Any) -> None:
-                for _ in range(500):
-                    if done():
-                        return
-                    await asyncio.sleep(0.01)
-                raise AssertionError("not reached in 5 s")
-
             lead = asyncio.create_task(ask())
-            await until(lambda: len(api.requests) == 1)
+            await _until(lambda: len(api.requests) == 1)
             waiting = [asyncio.create_task(ask()) for _ in range(3)]
-            await until(lambda: len(membership.WAITING) == 3)
+            await _until(lambda: len(membership.WAITING) == 3)
             assert not lead.done()
             for task in waiting:
                 task.cancel()
@@ -1128,10 +1130,7 @@ def test_a_sync_clients_call_on_the_loop_is_decided_at_once(api: FakeOpenAI) -> 
             lead = asyncio.create_task(
                 aclient.chat.completions.create(model="model-a", messages=messages)
             )
-            for _ in range(500):
-                if api.requests:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: api.requests)
             try:
                 client.chat.completions.create(model="model-a", messages=messages)
             except BudgetExceededError:
@@ -1218,11 +1217,7 @@ def test_a_session_closed_while_its_spans_wait_leaves_nothing_reserved(api: Fake
             )
             inner.__enter__()._ledger.probe_wait_s = 600.0
             tasks = [asyncio.create_task(_aoutcome(ask())) for _ in range(4)]
-            for _ in range(500):
-                if len(membership.WAITING) == 3:
-                    break
-                await asyncio.sleep(0.01)
-            assert len(membership.WAITING) == 3
+            await _until(lambda: len(membership.WAITING) == 3)
             inner.__exit__(None, None, None)
             return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=10))
 
@@ -1404,16 +1399,9 @@ def test_a_task_cancelled_as_its_lead_ends_is_cancelled(api: FakeOpenAI) -> None
             )
             inner.__enter__()
             lead = asyncio.create_task(ask())
-            for _ in range(500):
-                if api.requests:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: api.requests)
             waiting = [asyncio.create_task(ask()) for _ in range(3)]
-            for _ in range(500):
-                if len(membership.WAITING) == 3:
-                    break
-                await asyncio.sleep(0.01)
-            assert len(membership.WAITING) == 3
+            await _until(lambda: len(membership.WAITING) == 3)
             inner.__exit__(None, None, None)
             for task in waiting:
                 task.cancel()
@@ -1505,10 +1493,7 @@ def test_waiting_calls_that_time_out_leave_nothing_waiting(api: FakeOpenAI, otel
             return "ran"
 
         lead = asyncio.create_task(create())
-        for _ in range(500):
-            if api.requests:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: api.requests)
         outcomes = await asyncio.gather(*(timed() for _ in range(3)))
         assert membership.WAITING == {}
         await lead
@@ -1539,10 +1524,7 @@ def test_a_lead_whose_span_is_never_ended_does_not_hold_later_calls(
             tracer, openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
         )
         lead = asyncio.create_task(create())
-        for _ in range(500):
-            if api.requests:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: api.requests)
         lead.cancel()  # the lead, cancelled on the wire: its span left open
         with contextlib.suppress(asyncio.CancelledError):
             await lead
