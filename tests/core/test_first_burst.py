@@ -1194,11 +1194,15 @@ def test_two_instrumentations_of_one_waiting_request_are_one_call(otel: Otel) ->
     assert membership.WAITING == {}
 
 
-def test_a_session_closed_while_its_spans_wait_leaves_nothing_reserved(api: FakeOpenAI) -> None:
-    # The session closes while three first calls wait for their lead (a task left
-    # running past its block). They are admitted as calls in flight at a close are,
-    # and booked when they end: nothing stays reserved in the parent, every request
-    # sent is booked, and nothing waits for a lead whose span can no longer end.
+@pytest.mark.parametrize("then", ["go on", "cancelled"])
+def test_a_session_closed_while_its_spans_wait(api: FakeOpenAI, then: str) -> None:
+    # The session closes while three first calls wait for their lead (tasks left
+    # running past its block). Going on, they are admitted as calls in flight at a
+    # close are, and booked when they end: nothing stays reserved in the parent, every
+    # request sent is booked, nothing waits for a lead whose span can no longer end.
+    # Cancelled in the same step as the close (a task group whose block failed), they
+    # are cancelled and send nothing: on Python 3.11 the wait swallowed that
+    # cancellation, and the three went on to send their requests (4 requests).
     from fake_openai import instrumented_openai
 
     api.delay = 0.5
@@ -1207,19 +1211,30 @@ def test_a_session_closed_while_its_spans_wait_leaves_nothing_reserved(api: Fake
         async def main() -> list[str]:
             client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
 
-            async def ask() -> Awaitable[Any]:
-                return await client.chat.completions.create(
-                    model="model-a", messages=[{"role": "user", "content": "hi"}]
-                )
+            async def ask() -> str:
+                try:
+                    return await _aoutcome(
+                        client.chat.completions.create(
+                            model="model-a", messages=[{"role": "user", "content": "hi"}]
+                        )
+                    )
+                except asyncio.CancelledError:
+                    return "cancelled"
 
             inner = agent_session(
                 "w", budget_usd=FIVE_CALLS, enforce_budget=True, tracer_provider=provider
             )
             inner.__enter__()._ledger.probe_wait_s = 600.0
-            tasks = [asyncio.create_task(_aoutcome(ask())) for _ in range(4)]
+            lead = asyncio.create_task(ask())
+            await _until(lambda: api.requests)
+            waiting = [asyncio.create_task(ask()) for _ in range(3)]
             await _until(lambda: len(membership.WAITING) == 3)
             inner.__exit__(None, None, None)
-            return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=10))
+            if then == "cancelled":
+                for task in waiting:
+                    task.cancel()
+            tasks = asyncio.gather(*waiting, lead)
+            return list(await asyncio.wait_for(tasks, timeout=10))
 
         with agent_session("p", budget_usd=1.0, enforce_budget=True, tracer_provider=provider) as p:
             outcomes = asyncio.run(main())
@@ -1227,7 +1242,12 @@ def test_a_session_closed_while_its_spans_wait_leaves_nothing_reserved(api: Fake
             assert p._ledger.calls == len(api.requests)
             # (Booked in the closed session's ledger chain: the parent's spend.)
             assert p._ledger.spent_nano == pytest.approx(len(api.requests) * ONE_CALL * 1e9)
-    assert outcomes.count("ran") == len(api.requests) == 4
+    if then == "go on":
+        assert outcomes == ["ran"] * 4
+        assert len(api.requests) == 4
+    else:
+        assert outcomes == ["cancelled"] * 3 + ["ran"]
+        assert len(api.requests) == 1
     assert membership.WAITING == {}
 
 
@@ -1369,48 +1389,6 @@ def test_an_instrumented_async_stream_never_leads_the_calls_that_wait(api: FakeO
     assert outcomes == ["refused"] * 4
     assert len(api.requests) == 1
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
-    assert membership.WAITING == {}
-
-
-def test_a_task_cancelled_as_its_lead_ends_is_cancelled(api: FakeOpenAI) -> None:
-    # The session closes (its lead released, so its waiters are woken) and its waiting
-    # tasks are cancelled in the same step, as a task group does when its block fails.
-    # On Python 3.11 the wait swallowed that cancellation: the three tasks went on and
-    # sent their requests (4 requests). They are cancelled, and send nothing.
-    from fake_openai import instrumented_openai
-
-    api.delay = 0.5
-    with instrumented_openai() as (provider, _exporter):
-
-        async def main() -> list[str]:
-            client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
-
-            async def ask() -> str:
-                try:
-                    await client.chat.completions.create(
-                        model="model-a", messages=[{"role": "user", "content": "hi"}]
-                    )
-                except asyncio.CancelledError:
-                    return "cancelled"
-                return "ran"
-
-            inner = agent_session(
-                "w", budget_usd=FIVE_CALLS, enforce_budget=True, tracer_provider=provider
-            )
-            inner.__enter__()
-            lead = asyncio.create_task(ask())
-            await _until(lambda: api.requests)
-            waiting = [asyncio.create_task(ask()) for _ in range(3)]
-            await _until(lambda: len(membership.WAITING) == 3)
-            inner.__exit__(None, None, None)
-            for task in waiting:
-                task.cancel()
-            return [await task for task in (*waiting, lead)]
-
-        with agent_session("p", tracer_provider=provider):
-            outcomes = asyncio.run(main())
-    assert outcomes == ["cancelled"] * 3 + ["ran"]
-    assert len(api.requests) == 1
     assert membership.WAITING == {}
 
 
