@@ -39,6 +39,23 @@ BUDGET = 3.5 * ONE_CALL
 CALLS = 20
 
 
+#: A stream's last chunk, with its usage: one call (ONE_CALL).
+_LAST_CHUNK = {
+    "id": "c",
+    "object": "chat.completion.chunk",
+    "created": 1,
+    "model": "model-a",
+    "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1000, "completion_tokens": 100},
+}
+#: What a client instrumentation's chat span of model-a says when it starts.
+_CHAT_START = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "model-a",
+    "gen_ai.provider.name": "openai",
+}
+
+
 class Bodies:
     """Counts the call bodies that ran, and the most that ran at once."""
 
@@ -83,6 +100,18 @@ async def _until(done: Callable[[], object]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("not reached in 5 s")
+
+
+async def _async_burst(api: FakeOpenAI) -> list[str]:
+    """CALLS first calls of a fresh AsyncOpenAI client at once, each without max_tokens."""
+    client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+    messages = [{"role": "user", "content": "hi"}]
+    return await asyncio.gather(
+        *(
+            _aoutcome(client.chat.completions.create(model="model-a", messages=messages))
+            for _ in range(CALLS)
+        )
+    )
 
 
 def _burst(session: Any, ask: Any) -> list[str]:
@@ -733,20 +762,9 @@ def test_a_bare_clients_first_burst_waits_for_its_lead_instead_of_being_refused(
 
 def test_a_bare_async_clients_first_burst_waits_for_its_lead(api: FakeOpenAI, otel: Otel) -> None:
     api.delay = 0.2
-
-    async def main() -> list[str]:
-        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
-
-        def ask() -> Awaitable[Any]:
-            return client.chat.completions.create(
-                model="model-a", messages=[{"role": "user", "content": "hi"}]
-            )
-
-        return await asyncio.gather(*(_aoutcome(ask()) for _ in range(CALLS)))
-
     limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
     with agent_session("w", **limits, **otel.kwargs()) as session:
-        outcomes = asyncio.run(main())
+        outcomes = asyncio.run(_async_burst(api))
         assert session._ledger.reserved_nano == 0
     assert len(api.requests) == 5  # 1 before
     assert outcomes.count("ran") == 5 and outcomes.count("refused") == CALLS - 5
@@ -1007,22 +1025,11 @@ def test_an_instrumented_async_clients_first_burst_waits_for_its_lead(
 
     api.delay = 0.2
     with instrumented_openai() as (provider, exporter):
-
-        async def main() -> list[str]:
-            client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
-
-            def ask() -> Awaitable[Any]:
-                return client.chat.completions.create(
-                    model="model-a", messages=[{"role": "user", "content": "hi"}]
-                )
-
-            return await asyncio.gather(*(_aoutcome(ask()) for _ in range(CALLS)))
-
         limits: dict[str, Any] = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
         if breaker:
             limits["circuit_breaker"] = CircuitBreaker("model-a")
         with agent_session("w", **limits, tracer_provider=provider) as session:
-            outcomes = asyncio.run(main())
+            outcomes = asyncio.run(_async_burst(api))
             assert session._ledger.reserved_nano == 0
             assert session._ledger.calls == 5  # the refused ones never counted
         spans = [s for s in exporter.get_finished_spans() if s.name == "chat model-a"]
@@ -1083,11 +1090,7 @@ def test_a_waiting_span_the_guard_never_saw_is_counted_when_it_ends_answered(
     # package goes through the guard): counted and booked when it ends with its usage,
     # as a span known only at its end; its limit could not refuse it.
     tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.genai.openai")
-    attributes = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": "model-a",
-        "gen_ai.provider.name": "openai",
-    }
+    attributes = _CHAT_START
 
     async def start() -> tuple[Any, membership.SpanEntry | None]:
         # A task of its own, as each call of a burst has.
@@ -1156,11 +1159,7 @@ def test_two_instrumentations_of_one_waiting_request_are_one_call(otel: Otel) ->
     # It was admitted as a call of its own, and the first counted again at its end.
     official = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.genai.openai")
     other = otel.tracer_provider.get_tracer("openinference.instrumentation.openai")
-    attributes = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": "model-a",
-        "gen_ai.provider.name": "openai",
-    }
+    attributes = _CHAT_START
     options = SimpleNamespace(
         method="post",
         url="/chat/completions",
@@ -1309,11 +1308,7 @@ def test_a_span_on_another_libraries_event_loop_never_waits_for_its_probe(otel: 
     import sniffio
 
     tracer = otel.tracer_provider.get_tracer("some.genai.library")
-    attributes = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": "model-a",
-        "gen_ai.provider.name": "openai",
-    }
+    attributes = _CHAT_START
     outcome: list[str] = []
 
     def on_trio() -> None:
@@ -1351,16 +1346,7 @@ def test_an_instrumented_async_stream_never_leads_the_calls_that_wait(api: FakeO
     # is a stream: it leads no more, and the others are decided at once.
     from fake_openai import instrumented_openai
 
-    api.stream = [
-        {
-            "id": "c",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": "model-a",
-            "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1000, "completion_tokens": 100},
-        },
-    ]
+    api.stream = [_LAST_CHUNK]
     with instrumented_openai() as (provider, _exporter):
 
         async def main() -> list[str]:
@@ -1519,16 +1505,6 @@ def test_a_lead_whose_span_is_never_ended_does_not_hold_later_calls(
     assert outcomes == ["refused"] * 4
     assert len(api.requests) == 1
     assert membership.WAITING == {}
-
-
-_LAST_CHUNK = {
-    "id": "c",
-    "object": "chat.completion.chunk",
-    "created": 1,
-    "model": "model-a",
-    "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 1000, "completion_tokens": 100},
-}
 
 
 @pytest.mark.parametrize("door_kind", ["image streams", "turns streaming"])
