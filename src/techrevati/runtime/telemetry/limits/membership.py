@@ -865,14 +865,13 @@ def admit_waiting(
             waiting.under,
             waiting.model,
             expected,
-            False,
-            waiting.priced,
-            force,
-            defer_fleet,
-            probe,
-            False,
-            waiting.producer,
-            lead,
+            ours=False,
+            priced=waiting.priced,
+            force=force,
+            defer_fleet=defer_fleet,
+            probe=probe,
+            producer=waiting.producer,
+            lead=lead,
         )
     except _ProbeWait:
         raise
