@@ -1544,3 +1544,43 @@ def test_a_stream_the_guard_or_a_turn_admits_keeps_its_probe(
     assert len(api.requests) == 4  # 3.5 calls' budget: the 4th crosses it
     assert outcomes.count("ran") + outcomes.count("crossed") == 4
     assert session.tracker.total_cost() == pytest.approx(4 * ONE_CALL)
+
+
+def test_a_burst_of_spans_naming_no_model_at_their_start_holds_the_budget(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # OpenLLMetry's async wrapper starts its span before the client's request method
+    # and names no model in it until the end. With nothing learned of any model, each
+    # span's call was admitted reserving nothing, and the guard read its request only
+    # after the client's first await, once every span of the burst was admitted: 20
+    # first calls under five calls' budget all ran. The request's bound is reserved as
+    # the request method starts: the next span sees it, and is refused for it.
+    tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.openai.v1")
+    api.delay = 0.2
+
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+        async def create() -> None:
+            span = tracer.start_span(
+                "openai.chat", attributes={"gen_ai.system": "openai", "llm.request.type": "chat"}
+            )
+            try:
+                await client.chat.completions.create(
+                    model="model-a", messages=[{"role": "user", "content": "hi"}]
+                )
+            except BaseException:
+                span.end()
+                raise
+            span.set_attribute("gen_ai.request.model", "model-a")
+            _answered(span)
+
+        return list(await asyncio.gather(*(_aoutcome(create()) for _ in range(CALLS))))
+
+    limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        outcomes = asyncio.run(main())
+        assert session._ledger.reserved_nano == 0
+    assert len(api.requests) == 1  # the first call's 4,096-token bound refused the rest
+    assert outcomes.count("ran") == 1
+    assert session.tracker.total_cost() <= FIVE_CALLS + ONE_CALL

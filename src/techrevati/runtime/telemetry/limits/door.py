@@ -677,8 +677,31 @@ async def afleet(options: Any = None, provider: str = "") -> None:
         body = getattr(options, "json_data", None)
         if isinstance(body, Mapping) and body.get("model") == claim.model:
             bound_default_cap(claim, claim.model, body, provider)
+    elif not claim.expected and claim.open and not claim.ours and claim.leaf._budgeted:
+        _bound_unnamed(claim, getattr(options, "json_data", None), provider)
     if claim.fleet_deferred and claim.open:
         await claim.leaf.areserve_fleet(claim)
+
+
+def _bound_unnamed(claim: Claim, body: object, provider: str) -> None:
+    """Reserve what its request may cost for a span's call admitted knowing nothing.
+
+    OpenLLMetry's and OpenInference's spans name no model when they start, so
+    with nothing learned of any model their call was admitted reserving nothing.
+    The guard read the request only after the client's first await, and by then
+    every other call of a burst had been admitted the same way: 20 first calls
+    of an async client under five calls' budget all ran. Reserved here, as the
+    request method starts (the same step of the loop as its span's start), the
+    next span sees it.
+    """
+    if not isinstance(body, Mapping):
+        return
+    model = body.get("model")
+    if not isinstance(model, str) or not model or claim.leaf.learned_cost(model) is not None:
+        return
+    estimate = request_estimate_usd(model, body, provider)
+    if estimate:
+        claim.leaf.top_up(claim, estimate)  # (only ever raises a reservation)
 
 
 async def arequest_fleet(request: object = None) -> None:
