@@ -1584,3 +1584,78 @@ def test_a_burst_of_spans_naming_no_model_at_their_start_holds_the_budget(
     assert len(api.requests) == 1  # the first call's 4,096-token bound refused the rest
     assert outcomes.count("ran") == 1
     assert session.tracker.total_cost() <= FIVE_CALLS + ONE_CALL
+
+
+@pytest.mark.parametrize("client_kind", ["async", "sync"])
+def test_a_request_method_another_instrumentation_wrapped_first_is_guarded(
+    api: FakeOpenAI, otel: Otel, client_kind: str
+) -> None:
+    # OpenInference sets its wrapper on the client class itself (``AsyncOpenAI.request``),
+    # around the base class's method as it found it, and names the model only at its
+    # span's end. Instrumented before the guard (at start-up, before any session), that
+    # wrapper shadowed the guarded base method: its requests skipped the guard's request
+    # door, and 20 first async calls under five calls' budget all ran (measured with the
+    # real OpenInference instrumentation too). Its wrapper is guarded as well, and its
+    # span, started inside the guarded request method, is admitted at the request's
+    # bound, waiting for its model's first call as the official instrumentation's does.
+    tracer = otel.tracer_provider.get_tracer("openinference.instrumentation.openai")
+    cls: Any = openai.AsyncOpenAI if client_kind == "async" else openai.OpenAI
+    guard.uninstall_guard()
+    base = cls.request  # the base class's, unguarded: what the wrapper finds
+
+    def start() -> Any:
+        return tracer.start_span(
+            "ChatCompletion", attributes={"openinference.span.kind": "LLM", "llm.system": "openai"}
+        )
+
+    def finish(span: Any) -> None:
+        span.set_attribute("llm.model_name", "model-a")
+        span.set_attribute("llm.token_count.prompt", 1000)
+        span.set_attribute("llm.token_count.completion", 100)
+        span.end()
+
+    async def arequest(self: Any, *args: Any, **kwargs: Any) -> Any:
+        span = start()
+        try:
+            answer = await base(self, *args, **kwargs)
+        except BaseException:
+            span.end()
+            raise
+        finish(span)
+        return answer
+
+    def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        span = start()
+        try:
+            answer = base(self, *args, **kwargs)
+        except BaseException:
+            span.end()
+            raise
+        finish(span)
+        return answer
+
+    cls.request = arequest if client_kind == "async" else request
+    api.delay = 0.2
+    try:
+        limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+        with agent_session("w", **limits, **otel.kwargs()) as session:
+            guarded = hasattr(cls.__dict__["request"], "__wrapped__")
+            if client_kind == "async":
+                outcomes = asyncio.run(_async_burst(api))
+            else:
+                client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+                messages = [{"role": "user", "content": "hi"}]
+                outcomes = _burst(
+                    session,
+                    lambda: client.chat.completions.create(model="model-a", messages=messages),
+                )
+            assert session._ledger.reserved_nano == 0
+    finally:
+        guard.uninstall_guard()
+        del cls.request
+    assert len(api.requests) <= 6  # five calls' budget, and at most the one that crosses
+    assert len(api.requests) == session._ledger.calls  # each request counted once
+    assert outcomes.count("ran") + outcomes.count("crossed") == len(api.requests)
+    assert session.tracker.total_cost() == pytest.approx(len(api.requests) * ONE_CALL)
+    assert membership.WAITING == {}
+    assert guarded  # the wrapper set on the client class, guarded

@@ -134,10 +134,14 @@ class RequestCall:
 class InRequest:
     """One run of the SDK's request method (every attempt of one call), while it runs."""
 
-    __slots__ = ("claim", "lead", "running")
+    __slots__ = ("claim", "lead", "options", "provider", "running")
 
-    def __init__(self) -> None:
+    def __init__(self, options: object = None, provider: str = "") -> None:
         self.running = True
+        #: An async client's request options and provider: a span that names no model
+        #: at its start, started inside this run, reads them (``processor._admit_on_loop``).
+        self.options = options
+        self.provider = provider
         #: The call whose breaker permit this run's end tells (``breaker_call_ended``).
         self.claim: Claim | None = None
         #: Another instrumentation's span call that leads its model's first calls

@@ -310,7 +310,7 @@ def _guard_arequest(method: Callable[..., Any], outer: bool, provider: str) -> C
         await door.afleet(options, provider)  # may raise the fleet's refusal: nothing is sent
         if not outer:
             return await method(self, *args, **kwargs)
-        with unanswered.RequestRun(options):
+        with unanswered.RequestRun(options, provider):
             return await method(self, *args, **kwargs)
 
     setattr(guarded, _MARK, method)
@@ -368,7 +368,7 @@ def awaits_fleet(provider: str) -> bool:
 #: OpenLLMetry's and OpenInference's of a guarded package, and the Anthropic SDK's own.
 #: Not a framework's (the Agents SDK, LangChain, pydantic-ai), whose spans wrap more
 #: than one request, nor a client's the guard does not wrap. (OpenInference's spans
-#: name their provider only at their end: ``awaits_fleet("")`` keeps them out.)
+#: name no provider at their start: the request they start in names it.)
 _CLIENT_SCOPE = re.compile(
     r"(?:opentelemetry|openinference)\.instrumentation\.(?:genai\.)?"
     r"(?P<package>openai|anthropic)(?:_v2|\.v\d+)?"
@@ -432,6 +432,36 @@ def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:
                 found.append(
                     (asyn, name, functools.partial(_guard_arequest, outer=outer, provider=package))
                 )
+    # A client class with a ``request`` of its own, over the base class's: another
+    # instrumentation's wrapper set on it (OpenInference's, on ``OpenAI.request`` and
+    # ``AsyncOpenAI.request``, around the method as it found it). Set before the guard,
+    # it shadowed the guarded base method: those clients' requests skipped the guard's
+    # request door (no request bound before the first await, no fleet await, no probe
+    # wait; 20 first AsyncOpenAI calls under five calls' budget all ran). Guarded too.
+    awaited = functools.partial(_guard_arequest, outer=True, provider=package)
+    roots: tuple[tuple[object, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
+        (sync, _guard_request),
+        (asyn, awaited),
+    )
+    for root, own_patch in roots:
+        if isinstance(root, type):
+            found.extend(
+                (cls, "request", own_patch)
+                for cls in _subclasses(root)
+                if callable(cls.__dict__.get("request"))
+            )
+    return found
+
+
+def _subclasses(root: type) -> list[type]:
+    """Every subclass of ``root`` imported now, at any depth."""
+    found: list[type] = []
+    todo: list[type] = list(root.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls not in found:
+            found.append(cls)
+            todo.extend(cls.__subclasses__())
     return found
 
 

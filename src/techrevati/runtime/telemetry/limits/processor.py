@@ -44,7 +44,7 @@ from . import loops, membership, unanswered
 from .booking import book
 from .door import IN_REQUEST, other_event_loop
 from .errors import FleetUnavailableError
-from .estimate import output_estimate_usd
+from .estimate import output_estimate_usd, request_estimate_usd
 from .guard import awaits_fleet, awaits_request, note_refusal
 from .ledger import Claim, breaker_span_ended
 from .membership import SpanEntry
@@ -301,6 +301,17 @@ def _admit_on_loop(
     provider = provider_from_attributes(attrs)
     default_cap = False
     first = not expected
+    if not model and first and under.ledger._budgeted:
+        running = _request_running_here()
+        if running is not None:
+            # A span that names no model at its start, started inside the async client's
+            # request method (OpenInference's): the request names it, and what it may
+            # cost. Admitted reserving nothing, a burst of them all ran (20 first calls
+            # under five calls' budget).
+            model, asked_by, body = running
+            provider = provider or asked_by
+            priced = has_pricing(model, provider)
+            expected = request_estimate_usd(model, body, provider) or 0.0
     if not expected and model and priced and under.ledger._budgeted:
         cap = attrs.get(sc.GEN_AI_REQUEST_MAX_TOKENS) if attrs is not None else None
         if type(cap) is int and cap > 0:
@@ -336,6 +347,20 @@ def _admit_on_loop(
     if default_cap and not entry.same_call and entry.call is not None:
         entry.call.default_cap = True
     return entry
+
+
+def _request_running_here() -> tuple[str, str, Mapping[str, Any]] | None:
+    """(model, provider, body) of the async client request whose method runs here, if any."""
+    run = IN_REQUEST.get()
+    if run is None or not run.running:
+        return None
+    body = getattr(run.options, "json_data", None)
+    if not isinstance(body, Mapping):
+        return None
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return None
+    return model, run.provider, body
 
 
 # Asked on every model span: get_running_loop() raises off a loop, which costs ~20x

@@ -130,13 +130,14 @@ class RequestRun:
     and at the run's end tells ``ended`` how it ended. It never swallows the error.
     """
 
-    __slots__ = ("options", "run", "token")
+    __slots__ = ("options", "provider", "run", "token")
 
-    def __init__(self, options: object) -> None:
+    def __init__(self, options: object, provider: str = "") -> None:
         self.options = options
+        self.provider = provider
 
     def __enter__(self) -> None:
-        self.run = InRequest()
+        self.run = InRequest(self.options, self.provider)
         self.token = IN_REQUEST.set(self.run)
 
     def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
