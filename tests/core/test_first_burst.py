@@ -1634,7 +1634,9 @@ def test_a_request_method_another_instrumentation_wrapped_first_is_guarded(
         finish(span)
         return answer
 
-    cls.request = arequest if client_kind == "async" else request
+    wrapper: Any = arequest if client_kind == "async" else request
+    wrapper.__wrapped__ = base  # as wrapt's and functools.wraps' wrappers say
+    cls.request = wrapper
     api.delay = 0.2
     try:
         limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}

@@ -72,6 +72,7 @@ import logging
 import re
 import sys
 import threading
+import types
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -448,9 +449,20 @@ def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:
             found.extend(
                 (cls, "request", own_patch)
                 for cls in _subclasses(root)
-                if callable(cls.__dict__.get("request"))
+                if _shadows(cls.__dict__.get("request"), root is asyn)
             )
     return found
+
+
+def _shadows(own: object, awaited: bool) -> bool:
+    """Whether a client subclass's own ``request`` is another library's wrapper of the
+    base method (it has ``__wrapped__``; a coroutine function for an async client):
+    guarded as the base is. A subclass's own override calling ``super().request``
+    is not: it runs inside the guarded base method already."""
+    inner = getattr(own, "__wrapped__", None)
+    if inner is None or not callable(own):
+        return False
+    return not awaited or inspect.iscoroutinefunction(inner)
 
 
 def _subclasses(root: type) -> list[type]:
@@ -535,9 +547,12 @@ def uninstall_guard() -> None:
             if f"{name}._base_client" not in sys.modules:
                 continue
             for cls, method_name, _ in _targets(name):
-                original = getattr(cls.__dict__[method_name], _MARK, None)
-                if original is not None:
-                    setattr(cls, method_name, original)
+                patched = cls.__dict__[method_name]
+                # Ours only: a plain function of ours. Another library's wrapper around
+                # one of ours answers for _MARK too, and for isinstance, through its
+                # proxy (wrapt's): it stays.
+                if type(patched) is types.FunctionType and _MARK in patched.__dict__:
+                    setattr(cls, method_name, patched.__dict__[_MARK])
     _PENDING.set(None)
 
 
