@@ -526,10 +526,14 @@ def _span_leads(claim: Claim, body: Mapping[str, Any] | None, options: Any) -> N
     run = IN_REQUEST.get()
     if run is not None:
         run.lead = claim
-    if _running_loop() is not None and (
-        (body is not None and body.get("stream")) or _streaming_response(options)
-    ):
+    if _running_loop() is not None and _streamed(body, options):
         claim.leaf.end_probe(claim)
+
+
+def _streamed(body: Mapping[str, Any] | None, options: Any) -> bool:
+    """Whether a request is read as a stream: ``stream=True``, or a response read as
+    one (``with_streaming_response``)."""
+    return (body is not None and bool(body.get("stream"))) or _streaming_response(options)
 
 
 def _begin_waiting(
@@ -552,8 +556,7 @@ def _begin_waiting(
     ``begin`` goes on with the admitted span.
     """
     waiting = membership.WAITING[entry]
-    streams = (body is not None and bool(body.get("stream"))) or _streaming_response(options)
-    if awaits and _running_loop() is not None and not streams:
+    if awaits and _running_loop() is not None and not _streamed(body, options):
         # (An input its body does not hold, an image, has no bound from its text: with
         # no estimate it probes, should the lead fail, as a bare client's call does.)
         estimate = (
@@ -701,11 +704,8 @@ def _bound_unnamed(claim: Claim, body: object, provider: str) -> None:
     if not isinstance(body, Mapping):
         return
     model = body.get("model")
-    if not isinstance(model, str) or not model or claim.leaf.learned_cost(model) is not None:
-        return
-    estimate = request_estimate_usd(model, body, provider)
-    if estimate:
-        claim.leaf.top_up(claim, estimate)  # (only ever raises a reservation)
+    if isinstance(model, str) and model and claim.leaf.learned_cost(model) is None:
+        _bound(claim, model, body, provider)  # (nothing learned: its request's estimate)
 
 
 async def arequest_fleet(request: object = None) -> None:
