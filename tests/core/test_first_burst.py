@@ -1546,44 +1546,67 @@ def test_a_stream_the_guard_or_a_turn_admits_keeps_its_probe(
     assert session.tracker.total_cost() == pytest.approx(4 * ONE_CALL)
 
 
-def test_a_burst_of_spans_naming_no_model_at_their_start_holds_the_budget(
-    api: FakeOpenAI, otel: Otel
+@pytest.mark.parametrize("client_kind", ["async", "sync"])
+def test_a_burst_of_spans_naming_no_model_at_their_start_waits_for_its_lead(
+    api: FakeOpenAI, otel: Otel, client_kind: str
 ) -> None:
-    # OpenLLMetry's async wrapper starts its span before the client's request method
-    # and names no model in it until the end. With nothing learned of any model, each
-    # span's call was admitted reserving nothing, and the guard read its request only
-    # after the client's first await, once every span of the burst was admitted: 20
-    # first calls under five calls' budget all ran. The request's bound is reserved as
-    # the request method starts: the next span sees it, and is refused for it.
+    # OpenLLMetry's wrapper starts its span before the client's request method, naming
+    # only the operation (0.62: no model, no provider) until the end. With nothing
+    # learned of any model, each span's call was admitted reserving nothing, and on a
+    # loop the guard read its request only after the client's first await: 20 first
+    # calls under five calls' budget all ran. Its request's bound is reserved as the
+    # request method starts, so the next span sees it; that first call was then the
+    # only one to run (the rest refused for what it reserved), since a span naming no
+    # model could not wait for its model's lead. It leads now, once its request named
+    # the model, and the spans refused only for what it reserves wait for what it cost,
+    # as under an instrumentation that names the model at its start: 5 ran.
     tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.openai.v1")
     api.delay = 0.2
+    messages = [{"role": "user", "content": "hi"}]
+
+    def start() -> Any:
+        return tracer.start_span("openai.chat", attributes={"gen_ai.operation.name": "chat"})
+
+    def answered(span: Any) -> None:
+        span.set_attribute("gen_ai.request.model", "model-a")
+        _answered(span)
 
     async def main() -> list[str]:
         client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
 
         async def create() -> None:
-            span = tracer.start_span(
-                "openai.chat", attributes={"gen_ai.system": "openai", "llm.request.type": "chat"}
-            )
+            span = start()
             try:
-                await client.chat.completions.create(
-                    model="model-a", messages=[{"role": "user", "content": "hi"}]
-                )
+                await client.chat.completions.create(model="model-a", messages=messages)
             except BaseException:
                 span.end()
                 raise
-            span.set_attribute("gen_ai.request.model", "model-a")
-            _answered(span)
+            answered(span)
 
         return list(await asyncio.gather(*(_aoutcome(create()) for _ in range(CALLS))))
 
+    def create(client: openai.OpenAI) -> None:
+        span = start()
+        try:
+            client.chat.completions.create(model="model-a", messages=messages)
+        except BaseException:
+            span.end()
+            raise
+        answered(span)
+
     limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
     with agent_session("w", **limits, **otel.kwargs()) as session:
-        outcomes = asyncio.run(main())
+        if client_kind == "async":
+            outcomes = asyncio.run(main())
+        else:
+            client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+            outcomes = _burst(session, lambda: create(client))
         assert session._ledger.reserved_nano == 0
-    assert len(api.requests) == 1  # the first call's 4,096-token bound refused the rest
-    assert outcomes.count("ran") == 1
-    assert session.tracker.total_cost() <= FIVE_CALLS + ONE_CALL
+    assert len(api.requests) == 5
+    assert outcomes.count("ran") + outcomes.count("crossed") == 5
+    assert outcomes.count("refused") == CALLS - 5
+    assert session.tracker.total_cost() == pytest.approx(5 * ONE_CALL)
+    assert membership.WAITING == {}
 
 
 @pytest.mark.parametrize("client_kind", ["async", "sync"])

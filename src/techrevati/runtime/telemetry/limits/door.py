@@ -471,6 +471,9 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         and claim.leaf._budgeted
     ):
         _bound(claim, model, body, provider)
+        if not claim.model:
+            # A span that named no model at its start (OpenLLMetry's): its request does.
+            claim.leaf.lead_named(claim, model)
     if claim is not None and claim.probe is not None and not created and not claim.ours:
         _span_leads(claim, body, options)
     if body is not None and claim is not None and claim.open and body.get("background") is True:
@@ -556,6 +559,8 @@ def _begin_waiting(
     ``begin`` goes on with the admitted span.
     """
     waiting = membership.WAITING[entry]
+    if not waiting.model and model:
+        _name_waiting(waiting, model, provider, entry.ledger)
     if awaits and _running_loop() is not None and not _streamed(body, options):
         # (An input its body does not hold, an image, has no bound from its text: with
         # no estimate it probes, should the lead fail, as a bare client's call does.)
@@ -574,6 +579,18 @@ def _begin_waiting(
     # (Its fleet hold awaited by the guard on asyncio only: on trio's thread, held now.)
     membership.admit_waiting(entry, expected, defer_fleet=awaits and _running_loop() is not None)
     return None
+
+
+def _name_waiting(waiting: membership.Waiting, model: str, provider: str, ledger: Ledger) -> None:
+    """A waiting span that named no model at its start (OpenLLMetry's) waited for any
+    lead in flight (``Ledger._lead_of``): its request names its model, whose lead it
+    waits for now, if one is in flight, and whose price admits it."""
+    waiting.model = model
+    if ledger._budgeted:
+        waiting.priced = has_pricing(model, provider)
+    lead = ledger.lead_in_flight(model)
+    if lead is not None and lead is not waiting.wait.probe:
+        waiting.wait = _ProbeWait(lead, waiting.wait.timeout)
 
 
 def _tell_breaker_at_end(claim: Claim) -> None:
@@ -706,6 +723,10 @@ def _bound_unnamed(claim: Claim, body: object, provider: str) -> None:
     model = body.get("model")
     if isinstance(model, str) and model and claim.leaf.learned_cost(model) is None:
         _bound(claim, model, body, provider)  # (nothing learned: its request's estimate)
+        # It leads its model's first calls: the next spans of the burst, refused only for
+        # what it reserves, wait for what it costs (20 first calls under five calls'
+        # budget: 1 ran, now 5), as under an instrumentation naming the model at start.
+        claim.leaf.lead_named(claim, model)
 
 
 async def arequest_fleet(request: object = None) -> None:

@@ -387,11 +387,14 @@ def awaits_request(producer: str, provider: str) -> bool:
         >>> awaits_request("some.framework", "openai")
         False
     """
-    if not _AWAITING or not awaits_fleet(provider):
+    if not _AWAITING:
         return False
     match = _CLIENT_SCOPE.fullmatch(producer)
     package = match.group("package") if match is not None else _OWN_SCOPES.get(producer)
-    return package is not None and package in _AWAITING
+    if package is None or package not in _AWAITING:
+        return False
+    # (A span naming no provider at its start, OpenLLMetry's: its scope names the client.)
+    return not provider or awaits_fleet(provider)
 
 
 def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:
