@@ -1082,6 +1082,48 @@ def test_an_instrumented_async_call_cancelled_while_it_waits_is_never_counted(
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
 
 
+def test_a_span_cancelled_before_its_request_and_never_ended_waits_no_more(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # OpenLLMetry's async wrapper ends its span only on an Exception: a task cancelled
+    # between its span's start and its request (an await of the caller's, or of the
+    # client's before it builds the request) left a span the guard never sees and
+    # nobody ends. Waiting for its admission, it was held in WAITING for the process's
+    # life (and every later call asked it). Its task's cancellation drops it; nothing
+    # was counted for it.
+    tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.openai.v1")
+    api.delay = 1.0  # the lead answers after the others began to wait and were cancelled
+
+    async def main() -> None:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+        async def create(before: float) -> None:
+            tracer.start_span("openai.chat", attributes={"gen_ai.operation.name": "chat"})
+            await asyncio.sleep(before)  # cancelled here: the span is never ended
+            await client.chat.completions.create(
+                model="model-a", messages=[{"role": "user", "content": "hi"}]
+            )
+
+        lead = asyncio.create_task(create(0.0))
+        await _until(lambda: len(api.requests) == 1)
+        waiting = [asyncio.create_task(create(60.0)) for _ in range(3)]
+        await _until(lambda: len(membership.WAITING) == 3)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await asyncio.sleep(0)  # (done callbacks run on the loop's next turn)
+        assert membership.WAITING == {}
+        assert not lead.done()
+        lead.cancel()
+        await asyncio.gather(lead, return_exceptions=True)
+
+    limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        asyncio.run(main())
+        assert session._ledger.calls == 1  # the lead's; none of the cancelled three
+    assert membership.WAITING == {}
+
+
 def test_a_waiting_span_the_guard_never_saw_is_counted_when_it_ends_answered(
     otel: Otel,
 ) -> None:

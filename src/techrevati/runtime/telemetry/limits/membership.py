@@ -812,7 +812,20 @@ def wait_for_admission(
     entry.producer = producer
     # (Kept without its traceback: that would hold on_start's frames until admission.)
     WAITING[entry] = Waiting(under, model, priced, producer, wait.with_traceback(None), span)
+    task = current_strand()
+    if isinstance(task, asyncio.Task):
+        task.add_done_callback(lambda ended: _cancelled_waiting(entry, ended))
     return _sibling(under, entry)
+
+
+def _cancelled_waiting(entry: SpanEntry, task: asyncio.Task[object]) -> None:
+    """The task a span started waiting in ended: cancelled before its request was built,
+    it never reaches the guard, and some instrumentations never end a span whose call
+    was cancelled (OpenLLMetry's async wrapper ends it only on an Exception), so it
+    would wait on, held in ``WAITING`` for the process's life. Nothing was counted.
+    (A task that ended otherwise keeps it: a stream's span may end in another task.)"""
+    if task.cancelled():
+        WAITING.pop(entry, None)
 
 
 def waiting_here(request: object) -> SpanEntry | None:
