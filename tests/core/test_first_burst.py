@@ -26,7 +26,14 @@ from opentelemetry import trace as otel_trace
 
 from fake_openai import FakeOpenAI, serve
 from otel_harness import Otel
-from techrevati.runtime import BudgetExceededError, UsageSnapshot, agent_session, agent_turn
+from techrevati.runtime import (
+    BudgetExceededError,
+    ModelPricing,
+    UsageSnapshot,
+    agent_session,
+    agent_turn,
+    register_pricing,
+)
 from techrevati.runtime.telemetry.limits import door, guard, membership
 from techrevati.runtime.telemetry.limits.estimate import input_known
 
@@ -1649,6 +1656,99 @@ def test_a_burst_of_spans_naming_no_model_at_their_start_waits_for_its_lead(
     assert outcomes.count("refused") == CALLS - 5
     assert session.tracker.total_cost() == pytest.approx(5 * ONE_CALL)
     assert membership.WAITING == {}
+
+
+def _unnamed_span(otel: Otel) -> Any:
+    """A span as OpenLLMetry's OpenAI instrumentation starts it: no model, no provider."""
+    tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.openai.v1")
+    return tracer.start_span("openai.chat", attributes={"gen_ai.operation.name": "chat"})
+
+
+def test_an_unnamed_probe_hands_over_to_its_models_lead_once_its_request_is_read(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # On a thread, the first span naming no model probes as "" (nothing tells what it
+    # costs): the other such spans wait for it, whatever model they call. Held until its
+    # call settled, a slow first call of model-b held every first call of model-a. Once
+    # the guard reads its request it leads model-b instead, and "" is free again.
+    client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+    api.delay = 1.0
+    seen: dict[str, Any] = {}
+
+    def slow_b() -> None:
+        span = _unnamed_span(otel)
+        with otel_trace.use_span(span, end_on_exit=False):
+            client.chat.completions.create(
+                model="model-b", messages=[{"role": "user", "content": "hi"}]
+            )
+        _answered(span)
+
+    with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+        probes = session._ledger._chain[-1].probes
+        worker = threading.Thread(target=session.wrap(slow_b))
+        worker.start()
+        for _ in range(500):
+            if api.requests:
+                break
+            time.sleep(0.01)
+        seen = dict(probes)
+        worker.join()
+    assert len(api.requests) == 1
+    assert set(seen) == {"model-b"}  # its request was sent: it leads model-b, not ""
+    assert probes == {}
+
+
+def test_an_unnamed_span_never_waits_for_its_own_threads_probe(otel: Otel) -> None:
+    # A thread whose unnamed span is still open (a stream it has not read yet) makes
+    # another call: that one waited for the first, its own thread's, until the wait
+    # ran out (30 s by default). It is admitted at once, as no probe.
+    done = threading.Event()
+
+    def two_calls() -> None:
+        first = _unnamed_span(otel)
+        second = _unnamed_span(otel)  # waited for `first` on this very thread
+        done.set()
+        for span in (second, first):
+            span.set_attribute("gen_ai.request.model", "model-a")
+            _answered(span)
+
+    with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+        session._ledger.probe_wait_s = 60.0
+        worker = threading.Thread(target=session.wrap(two_calls), daemon=True)
+        worker.start()
+        assert done.wait(20), "the second span waited for its own thread's probe"
+        worker.join()
+        assert session._ledger.calls == 2
+    assert session.tracker.total_cost() == pytest.approx(2 * ONE_CALL)
+
+
+def test_unnamed_spans_run_together_once_any_cost_is_learned(otel: Otel) -> None:
+    # A span naming no model reserves the costliest call learned in the tree: once one
+    # call settled, at $0 too (a free local model), it knows what to reserve and does
+    # not probe. Probing as "" each time (nothing is ever learned under "") ran a burst
+    # of them one at a time.
+    register_pricing("local-free", ModelPricing(0.0, 0.0))
+    bodies = Bodies()
+    start = threading.Barrier(8)
+
+    def call() -> None:
+        span = _unnamed_span(otel)
+        bodies.enter()
+        time.sleep(0.2)
+        bodies.leave()
+        span.set_attribute("gen_ai.request.model", "local-free")
+        _answered(span)
+
+    def one(_: int) -> None:
+        start.wait()
+        call()
+
+    with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+        call()  # learned: local-free costs $0
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(session.wrap(one), range(8)))
+    assert bodies.ran == 9
+    assert bodies.most > 1  # not one at a time
 
 
 @pytest.mark.parametrize("client_kind", ["async", "sync"])

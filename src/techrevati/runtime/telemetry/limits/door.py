@@ -471,7 +471,7 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         and claim.leaf._budgeted
     ):
         _bound(claim, model, body, provider)
-        if not claim.model:
+        if not claim.model and not claim.ours:
             # A span that named no model at its start (OpenLLMetry's): its request does.
             claim.leaf.lead_named(claim, model)
     if claim is not None and claim.probe is not None and not created and not claim.ours:
@@ -559,9 +559,10 @@ def _begin_waiting(
     ``begin`` goes on with the admitted span.
     """
     waiting = membership.WAITING[entry]
+    led = True
     if not waiting.model and model:
-        _name_waiting(waiting, model, provider, entry.ledger)
-    if awaits and _running_loop() is not None and not _streamed(body, options):
+        led = _name_waiting(waiting, model, provider, entry.ledger)
+    if awaits and led and _running_loop() is not None and not _streamed(body, options):
         # (An input its body does not hold, an image, has no bound from its text: with
         # no estimate it probes, should the lead fail, as a bare client's call does.)
         estimate = (
@@ -581,16 +582,20 @@ def _begin_waiting(
     return None
 
 
-def _name_waiting(waiting: membership.Waiting, model: str, provider: str, ledger: Ledger) -> None:
+def _name_waiting(waiting: membership.Waiting, model: str, provider: str, ledger: Ledger) -> bool:
     """A waiting span that named no model at its start (OpenLLMetry's) waited for any
-    lead in flight (``Ledger._lead_of``): its request names its model, whose lead it
-    waits for now, if one is in flight, and whose price admits it."""
+    lead in flight (``Ledger._lead_of``): its request names its model, whose price
+    admits it, and whose lead it waits for now. False when none is in flight: it is
+    decided now, as a span that named that model at its start would have been."""
     waiting.model = model
     if ledger._budgeted:
         waiting.priced = has_pricing(model, provider)
     lead = ledger.lead_in_flight(model)
-    if lead is not None and lead is not waiting.wait.probe:
+    if lead is None:
+        return False
+    if lead is not waiting.wait.probe:
         waiting.wait = _ProbeWait(lead, waiting.wait.timeout)
+    return True
 
 
 def _tell_breaker_at_end(claim: Claim) -> None:

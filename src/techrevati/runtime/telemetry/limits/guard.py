@@ -387,14 +387,27 @@ def awaits_request(producer: str, provider: str) -> bool:
         >>> awaits_request("some.framework", "openai")
         False
     """
+    if not reads_request(producer):
+        return False
+    # (A span naming no provider at its start, OpenLLMetry's: its scope names the client.)
+    return not provider or awaits_fleet(provider)
+
+
+def reads_request(producer: str) -> bool:
+    """True when a model span of ``producer`` describes one request of a client the guard
+    wraps (``_CLIENT_SCOPE``): the guard reads that request before it is sent, so the
+    span's call learns from it what its span may not say at its start, its model.
+
+    Example::
+
+        >>> reads_request("some.framework")
+        False
+    """
     if not _AWAITING:
         return False
     match = _CLIENT_SCOPE.fullmatch(producer)
     package = match.group("package") if match is not None else _OWN_SCOPES.get(producer)
-    if package is None or package not in _AWAITING:
-        return False
-    # (A span naming no provider at its start, OpenLLMetry's: its scope names the client.)
-    return not provider or awaits_fleet(provider)
+    return package is not None and package in _AWAITING
 
 
 def _targets(package: str) -> list[tuple[type, str, Callable[..., Any]]]:

@@ -611,11 +611,10 @@ class Ledger:
                             break
             if refused is None:
                 if probe and not expected_nano and (model or lead) and self._local_enforced:
-                    # (A span that names no model at its start and may wait, OpenLLMetry's
-                    # on a thread, probes as "": nothing tells what it costs until the
-                    # first such call settled, and the guard reads its request only after
-                    # the other threads' spans started. Admitted reserving nothing, a
-                    # burst of 20 ran 18 calls under five calls' budget.)
+                    # (A client instrumentation's span that names no model at its start,
+                    # OpenLLMetry's on a thread, probes as "" until the guard reads its
+                    # request (``lead_named``): admitted reserving nothing before the guard
+                    # read any request, a burst of 20 ran 18 calls under five calls' budget.)
                     wait, started = self._probe_locked(model)
                 elif lead and model and self._local_enforced:
                     started = self._lead_locked(model)
@@ -677,10 +676,15 @@ class Ledger:
         root = self._chain[-1]
         running = root.probes.get(model)
         if running is not None and not running.ended and not running.lost(self.probe_wait_s):
-            return running, None
-        if self.learned_cost(model) is not None or any(
-            level.call_estimate_usd is not None for level in self._chain
-        ):
+            # Never for a probe of this very thread or task (a stream it has not read
+            # yet): it would wait for itself. Admitted at once, as no probe.
+            return (running, None) if running.owner != probe_strand() else (None, None)
+        # (No model named yet: any cost learned in the chain tells, as expected_cost's.)
+        if model:
+            known = self.learned_cost(model) is not None
+        else:
+            known = any(level.learned for level in self._chain)
+        if known or any(level.call_estimate_usd is not None for level in self._chain):
             return None, None
         started = Probe(model)
         root.probes[model] = started
@@ -706,7 +710,8 @@ class Ledger:
         probes = self._chain[-1].probes
         if model:
             return probes.get(model)
-        return next((probe for probe in probes.values() if not probe.ended), None)
+        limit = self.probe_wait_s
+        return next((p for p in probes.values() if not p.ended and not p.lost(limit)), None)
 
     def lead_in_flight(self, model: str) -> Probe | None:
         """The lead or probe of ``model`` in flight, if one is."""
@@ -721,12 +726,23 @@ class Ledger:
         the model when it was admitted would be. A burst's other calls the budget refuses
         only for what this one reserves then wait for what it costs (``admit``'s ``lead``).
         """
+        unnamed: Probe | None = None
         with self._lock:
             if claim.model:
                 return
             claim.model = model
+            if claim.probe is not None and not claim.probe.model:
+                # It probed as "" (a span on a thread, ``admit``): the calls waiting for
+                # it, of any model, go on now; a burst's calls its reservation refuses
+                # wait for its model's lead instead.
+                unnamed, claim.probe = claim.probe, None
+                probes = self._chain[-1].probes
+                if probes.get("") is unnamed:
+                    del probes[""]
             if claim.open and claim.probe is None and self.learned_cost(model) is None:
                 claim.probe = self._lead_locked(model)
+        if unnamed is not None:
+            unnamed.end()
 
     def _lead_locked(self, model: str) -> Probe | None:
         """The probe a first call of ``model`` admitted at its request's estimate starts.

@@ -45,7 +45,7 @@ from .booking import book
 from .door import IN_REQUEST, other_event_loop
 from .errors import FleetUnavailableError
 from .estimate import output_estimate_usd, request_estimate_usd
-from .guard import awaits_fleet, awaits_request, note_refusal
+from .guard import awaits_fleet, awaits_request, note_refusal, reads_request
 from .ledger import Claim, breaker_span_ended
 from .membership import SpanEntry
 from .probe import _ProbeWait
@@ -127,7 +127,8 @@ class LimitsProcessor(SpanProcessor):
                         # Positional (ours, priced, force, defer_fleet, probe, by_guard,
                         # producer, lead): keywords cost ~90 ns more a call. A first call
                         # (nothing expected) may wait for its model's probe, also when
-                        # the budget refuses it only for what that probe reserves.
+                        # the budget refuses it only for what that probe reserves; one
+                        # naming no model, if the guard reads its request (``lead_named``).
                         entry = membership.admit_call(
                             under,
                             model,
@@ -139,7 +140,7 @@ class LimitsProcessor(SpanProcessor):
                             True,
                             False,
                             scope,
-                            not expected,
+                            not expected and (bool(model) or reads_request(scope)),
                         )
                     except _ProbeWait as wait:
                         entry = _after_probe(under, model, priced, wait, scope, attrs, span)
