@@ -1089,34 +1089,47 @@ def test_an_instrumented_async_call_cancelled_while_it_waits_is_never_counted(
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
 
 
-def test_a_span_cancelled_before_its_request_and_never_ended_waits_no_more(
-    api: FakeOpenAI, otel: Otel
+@pytest.mark.parametrize("ended_by", ["cancel", "timeout", "timeout caught"])
+def test_a_span_whose_task_ends_before_its_request_waits_no_more(
+    api: FakeOpenAI, otel: Otel, ended_by: str
 ) -> None:
     # OpenLLMetry's async wrapper ends its span only on an Exception: a task cancelled
     # between its span's start and its request (an await of the caller's, or of the
-    # client's before it builds the request) left a span the guard never sees and
-    # nobody ends. Waiting for its admission, it was held in WAITING for the process's
-    # life (and every later call asked it). Its task's cancellation drops it; nothing
-    # was counted for it.
-    tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.openai.v1")
-    api.delay = 1.0  # the lead answers after the others began to wait and were cancelled
+    # client's before it builds the request), or timed out there by ``asyncio.timeout``
+    # (the task then raises TimeoutError, or catches it and goes on), left a span the
+    # guard never sees and nobody ends. Waiting for its admission, it was held in
+    # WAITING for the process's life (and every later call asked it). Its task's end
+    # drops it; nothing was counted for it.
+    api.delay = 1.0  # the lead answers after the others began to wait and ended
 
     async def main() -> None:
         client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
 
         async def create(before: float) -> None:
-            tracer.start_span("openai.chat", attributes={"gen_ai.operation.name": "chat"})
-            await asyncio.sleep(before)  # cancelled here: the span is never ended
+            _unnamed_span(otel)  # never ended
+            await asyncio.sleep(before)  # cancelled or timed out here
             await client.chat.completions.create(
                 model="model-a", messages=[{"role": "user", "content": "hi"}]
             )
 
+        async def waits() -> None:
+            if ended_by == "cancel":
+                await create(60.0)
+                return
+            try:
+                async with asyncio.timeout(0.2):
+                    await create(60.0)
+            except TimeoutError:
+                if ended_by == "timeout":
+                    raise
+
         lead = asyncio.create_task(create(0.0))
         await _until(lambda: len(api.requests) == 1)
-        waiting = [asyncio.create_task(create(60.0)) for _ in range(3)]
+        waiting = [asyncio.create_task(waits()) for _ in range(3)]
         await _until(lambda: len(membership.WAITING) == 3)
-        for task in waiting:
-            task.cancel()
+        if ended_by == "cancel":
+            for task in waiting:
+                task.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
         await asyncio.sleep(0)  # (done callbacks run on the loop's next turn)
         assert membership.WAITING == {}
@@ -1127,7 +1140,50 @@ def test_a_span_cancelled_before_its_request_and_never_ended_waits_no_more(
     limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
     with agent_session("w", **limits, **otel.kwargs()) as session:
         asyncio.run(main())
-        assert session._ledger.calls == 1  # the lead's; none of the cancelled three
+        assert session._ledger.calls == 1  # the lead's; none of the three that ended
+    assert membership.WAITING == {}
+
+
+def test_unnamed_spans_whose_requests_are_built_after_their_lead_settled(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # Spans naming no model wait for any lead in flight; their requests, built only
+    # after an await (OpenLLMetry's wrapper awaits before the request), came after the
+    # lead had settled: each was then decided at its request's upper bound, as a call
+    # that never waited, and the first took the whole budget in reservations: 2 of 20
+    # sent under five calls' budget. Its wait is over at once: admitted at what the
+    # lead cost, as a span that named its model at its start is (5 sent).
+    api.delay = 0.2
+
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+        async def create(before: float) -> None:
+            span = _unnamed_span(otel)
+            try:
+                await asyncio.sleep(before)
+                await client.chat.completions.create(
+                    model="model-a", messages=[{"role": "user", "content": "hi"}]
+                )
+            except BaseException:
+                span.end()
+                raise
+            span.set_attribute("gen_ai.request.model", "model-a")
+            _answered(span)
+
+        lead = asyncio.create_task(_aoutcome(create(0.0)))
+        await _until(lambda: len(api.requests) == 1)
+        rest = [asyncio.create_task(_aoutcome(create(0.6))) for _ in range(CALLS - 1)]
+        await _until(lambda: len(membership.WAITING) == CALLS - 1)
+        return [await lead, *await asyncio.gather(*rest)]
+
+    limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
+    with agent_session("w", **limits, **otel.kwargs()) as session:
+        outcomes = asyncio.run(main())
+        assert session._ledger.reserved_nano == 0
+    assert len(api.requests) == 5
+    assert outcomes.count("ran") + outcomes.count("crossed") == 5
+    assert session.tracker.total_cost() == pytest.approx(5 * ONE_CALL)
     assert membership.WAITING == {}
 
 

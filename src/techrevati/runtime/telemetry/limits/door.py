@@ -59,7 +59,7 @@ from .estimate import (
 )
 from .ledger import STREAMING, Claim, Ledger, breaker_abandoned, breaker_call_ended
 from .membership import SpanEntry
-from .probe import _ProbeWait
+from .probe import Probe, _ProbeWait
 
 
 def _warn_once(message: str) -> None:
@@ -559,10 +559,9 @@ def _begin_waiting(
     ``begin`` goes on with the admitted span.
     """
     waiting = membership.WAITING[entry]
-    led = True
     if not waiting.model and model:
-        led = _name_waiting(waiting, model, provider, entry.ledger)
-    if awaits and led and _running_loop() is not None and not _streamed(body, options):
+        _name_waiting(waiting, model, provider, entry.ledger)
+    if awaits and _running_loop() is not None and not _streamed(body, options):
         # (An input its body does not hold, an image, has no bound from its text: with
         # no estimate it probes, should the lead fail, as a bare client's call does.)
         estimate = (
@@ -582,20 +581,21 @@ def _begin_waiting(
     return None
 
 
-def _name_waiting(waiting: membership.Waiting, model: str, provider: str, ledger: Ledger) -> bool:
+def _name_waiting(waiting: membership.Waiting, model: str, provider: str, ledger: Ledger) -> None:
     """A waiting span that named no model at its start (OpenLLMetry's) waited for any
     lead in flight (``Ledger._lead_of``): its request names its model, whose price
-    admits it, and whose lead it waits for now. False when none is in flight: it is
-    decided now, as a span that named that model at its start would have been."""
+    admits it, and whose lead it waits for now. With none in flight (it settled or
+    failed meanwhile), the wait is over at once: admitted at what that lead cost, or
+    leading at its request's estimate, as a span that named the model at its start."""
     waiting.model = model
     if ledger._budgeted:
         waiting.priced = has_pricing(model, provider)
     lead = ledger.lead_in_flight(model)
     if lead is None:
-        return False
+        lead = Probe(model)
+        lead.end()
     if lead is not waiting.wait.probe:
         waiting.wait = _ProbeWait(lead, waiting.wait.timeout)
-    return True
 
 
 def _tell_breaker_at_end(claim: Claim) -> None:
@@ -754,7 +754,7 @@ async def arequest_fleet(request: object = None) -> None:
             call.entry = await _aadmit_probing(call, later)
         except BaseException:
             if call.entry is not None:
-                membership.WAITING.pop(call.entry, None)  # a span that waited: not sent
+                membership.stop_waiting(call.entry)  # a span that waited: not sent
             fail(call)  # refused (or cancelled) before anything was sent: nothing counted
             raise
         admitted = call.entry.call

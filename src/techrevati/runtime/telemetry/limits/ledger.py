@@ -710,14 +710,20 @@ class Ledger:
         probes = self._chain[-1].probes
         if model:
             return probes.get(model)
-        limit = self.probe_wait_s
-        return next((p for p in probes.values() if not p.ended and not p.lost(limit)), None)
+        return next((p for p in probes.values() if self._waitable(p)), None)
+
+    def _waitable(self, probe: Probe) -> bool:
+        """Whether a call may wait for ``probe``: in flight, not abandoned, and not the
+        call of this very thread or task (a stream it has not read yet)."""
+        return (
+            not probe.ended and not probe.lost(self.probe_wait_s) and probe.owner != probe_strand()
+        )
 
     def lead_in_flight(self, model: str) -> Probe | None:
         """The lead or probe of ``model`` in flight, if one is."""
         with self._lock:
             probe = self._chain[-1].probes.get(model)
-        return probe if probe is not None and not probe.ended else None
+        return probe if probe is not None and self._waitable(probe) else None
 
     def lead_named(self, claim: Claim, model: str) -> None:
         """A call admitted knowing no model learns it from its request: it is a call of

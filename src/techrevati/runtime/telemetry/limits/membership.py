@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import sys
@@ -50,6 +51,7 @@ import time
 import warnings
 import weakref
 from collections import deque
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
@@ -787,6 +789,9 @@ class Waiting:
     span: Span | None
     #: Spans of other instrumentations describing the same request (``_follow``).
     followers: list[SpanEntry] = field(default_factory=list)
+    #: The asyncio task it waits in, and the callback its end runs (``_task_ended``).
+    task: asyncio.Task[object] | None = None
+    on_done: Callable[[asyncio.Task[object]], None] | None = None
 
 
 #: Library model spans that wait for their admission. On an event loop nothing may
@@ -811,21 +816,35 @@ def wait_for_admission(
     entry = SpanEntry(under.ledger, None, True, False, None, True)
     entry.producer = producer
     # (Kept without its traceback: that would hold on_start's frames until admission.)
-    WAITING[entry] = Waiting(under, model, priced, producer, wait.with_traceback(None), span)
+    waiting = WAITING[entry] = Waiting(
+        under, model, priced, producer, wait.with_traceback(None), span
+    )
     task = current_strand()
     if isinstance(task, asyncio.Task):
-        task.add_done_callback(lambda ended: _cancelled_waiting(entry, ended))
+        waiting.task = task
+        waiting.on_done = functools.partial(_task_ended, entry)
+        task.add_done_callback(waiting.on_done)
     return _sibling(under, entry)
 
 
-def _cancelled_waiting(entry: SpanEntry, task: asyncio.Task[object]) -> None:
-    """The task a span started waiting in ended: cancelled before its request was built,
-    it never reaches the guard, and some instrumentations never end a span whose call
-    was cancelled (OpenLLMetry's async wrapper ends it only on an Exception), so it
-    would wait on, held in ``WAITING`` for the process's life. Nothing was counted.
-    (A task that ended otherwise keeps it: a stream's span may end in another task.)"""
-    if task.cancelled():
-        WAITING.pop(entry, None)
+def _task_ended(entry: SpanEntry, task: asyncio.Task[object]) -> None:
+    """The task a span waits in ended before the guard saw the span's request: it was
+    cancelled or timed out (``asyncio.timeout``) before its request was built, or
+    raised, and some instrumentations never end a span whose call was cancelled
+    (OpenLLMetry's async wrapper ends it only on an Exception). It would wait on,
+    held in ``WAITING`` for the process's life. No request of it was sent through the
+    guard (which wraps every client such a span describes): nothing is counted."""
+    if entry.request is None:
+        stop_waiting(entry)
+
+
+def stop_waiting(entry: SpanEntry) -> Waiting | None:
+    """``entry`` waits no more: admitted, refused, never sent, or its span ended."""
+    waiting = WAITING.pop(entry, None)
+    if waiting is not None and waiting.task is not None and waiting.on_done is not None:
+        # (Its task may run long after: its callback would hold the entry until then.)
+        waiting.task.remove_done_callback(waiting.on_done)
+    return waiting
 
 
 def waiting_here(request: object) -> SpanEntry | None:
@@ -889,9 +908,9 @@ def admit_waiting(
     except _ProbeWait:
         raise
     except BaseException:
-        WAITING.pop(entry, None)
+        stop_waiting(entry)
         raise
-    WAITING.pop(entry, None)
+    stop_waiting(entry)
     entry.call = admitted.call
     entry.same_call = admitted.same_call
     for follower in waiting.followers:

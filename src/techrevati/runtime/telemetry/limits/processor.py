@@ -217,7 +217,7 @@ def _ended_waiting(entry: SpanEntry, reading: CallReading | None) -> SpanEntry:
     if entry not in membership.WAITING:
         return entry
     if reading is None or reading.usage is None:
-        membership.WAITING.pop(entry, None)
+        membership.stop_waiting(entry)
         return entry
     return membership.admit_waiting(entry, 0.0, defer_fleet=True, force=True)
 
