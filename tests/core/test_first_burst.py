@@ -695,14 +695,33 @@ IMAGE_MESSAGES = [
 ]
 
 
+@pytest.mark.parametrize("span", ["none", "naming no model"])
 def test_a_bare_clients_burst_of_first_image_calls_in_threads_probes(
-    api: FakeOpenAI, otel: Otel
+    api: FakeOpenAI, otel: Otel, span: str
 ) -> None:
+    # Under a span that names no model at its start (OpenLLMetry's), the call led its
+    # model once the guard read its request, and a lead holds nobody while the budget
+    # holds the others' text estimates: 10 of 20 sent under a budget of 3.5 calls.
+    # Decided again as a call of its model, it waits for that model's first call.
     api.delay = 0.2  # every call in flight at once unless something holds them
     client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
 
-    def ask() -> None:
+    def create() -> None:
         client.chat.completions.create(model="model-a", messages=IMAGE_MESSAGES, max_tokens=100)
+
+    def ask() -> None:
+        if span == "none":
+            create()
+            return
+        started = _unnamed_span(otel)
+        try:
+            with otel_trace.use_span(started, end_on_exit=False):
+                create()
+        except BaseException:
+            started.end()
+            raise
+        started.set_attribute("gen_ai.request.model", "model-a")
+        _answered(started)
 
     with agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session:
         outcomes = _burst(session, ask)
@@ -1752,6 +1771,69 @@ def test_an_unnamed_probe_hands_over_to_its_models_lead_once_its_request_is_read
     assert len(api.requests) == 1
     assert set(seen) == {"model-b"}  # its request was sent: it leads model-b, not ""
     assert probes == {}
+
+
+@pytest.mark.parametrize("client_kind", ["async", "sync"])
+def test_unnamed_first_calls_of_a_dearer_model_hold_the_budget(
+    api: FakeOpenAI, otel: Otel, client_kind: str
+) -> None:
+    # A span naming no model reserves the costliest call learned in the tree. With only
+    # a cheap model learned, a burst of first calls of a dearer one was admitted at the
+    # cheap one's cost, topped up once the guard read each request, and never refused:
+    # 20 sent, $0.09 spent of a $0.0227 budget (on threads). Each is decided again as a
+    # call of the model its request names, before it is sent: it waits for that
+    # model's first call in flight, or is refused, as a span naming it at its start.
+    register_pricing("model-cheap", ModelPricing(0.1, 0.1))
+    api.delay = 0.3
+    messages = [{"role": "user", "content": "hi"}]
+    budget = FIVE_CALLS + 0.0002
+
+    def cheap_call() -> None:
+        tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.openai.v1")
+        span = tracer.start_span("openai.chat", attributes={"gen_ai.operation.name": "chat"})
+        span.set_attribute("gen_ai.request.model", "model-cheap")
+        _answered(span)
+
+    def sync_call(client: openai.OpenAI) -> None:
+        span = _unnamed_span(otel)
+        try:
+            with otel_trace.use_span(span, end_on_exit=False):
+                client.chat.completions.create(model="model-a", messages=messages)
+        except BaseException:
+            span.end()
+            raise
+        span.set_attribute("gen_ai.request.model", "model-a")
+        _answered(span)
+
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+
+        async def create() -> None:
+            span = _unnamed_span(otel)
+            try:
+                await client.chat.completions.create(model="model-a", messages=messages)
+            except BaseException:
+                span.end()
+                raise
+            span.set_attribute("gen_ai.request.model", "model-a")
+            _answered(span)
+
+        return list(await asyncio.gather(*(_aoutcome(create()) for _ in range(CALLS))))
+
+    with agent_session("w", budget_usd=budget, enforce_budget=True, **otel.kwargs()) as session:
+        cheap_call()
+        if client_kind == "async":
+            outcomes = asyncio.run(main())
+        else:
+            client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+            outcomes = _burst(session, lambda: sync_call(client))
+        assert session._ledger.reserved_nano == 0
+    sent = len(api.requests)
+    assert outcomes.count("ran") + outcomes.count("crossed") == sent
+    assert 4 <= sent <= 6  # what the budget holds (5), and at most the call that crosses
+    spent = session.tracker.total_cost()
+    assert spent <= budget + ONE_CALL
+    assert spent == pytest.approx(sent * ONE_CALL + (0.1 * 1000 + 0.1 * 100) / 1e6)
 
 
 def test_an_unnamed_span_never_waits_for_its_own_threads_probe(otel: Otel) -> None:

@@ -83,10 +83,12 @@ def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool =
     """
     call = entry.call
     assert call is not None
-    if call.ended_early == "stopped" and not call.open:
+    if not call.open and call.ended_early in ("stopped", "refused"):
         # Booked at its estimate when SIGTERM stopped its session (``book_in_flight``),
         # and answered after all (a graceful stop let it finish): booking the answer too
         # would count the call twice. The estimate, its request's upper bound, stands.
+        # Or refused by the guard before anything was sent, and un-counted then
+        # (``Ledger.admit_named``): there is nothing to book.
         return
     if _READING and call in _READING:
         _READING[call] = (entry, reading, scope, failed)  # booked when the guard read it

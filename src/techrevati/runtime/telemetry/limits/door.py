@@ -470,10 +470,11 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
         and not estimated
         and claim.leaf._budgeted
     ):
-        _bound(claim, model, body, provider)
         if not claim.model and not claim.ours:
             # A span that named no model at its start (OpenLLMetry's): its request does.
-            claim.leaf.lead_named(claim, model)
+            _name_call(claim, model, body, provider)
+        else:
+            _bound(claim, model, body, provider)
     if claim is not None and claim.probe is not None and not created and not claim.ours:
         _span_leads(claim, body, options)
     if body is not None and claim is not None and claim.open and body.get("background") is True:
@@ -706,32 +707,40 @@ async def afleet(options: Any = None, provider: str = "") -> None:
         body = getattr(options, "json_data", None)
         if isinstance(body, Mapping) and body.get("model") == claim.model:
             bound_default_cap(claim, claim.model, body, provider)
-    elif not claim.expected and claim.open and not claim.ours and claim.leaf._budgeted:
-        _bound_unnamed(claim, getattr(options, "json_data", None), provider)
+    elif not claim.model and claim.open and not claim.ours and claim.leaf._budgeted:
+        # A span that names no model at its start (OpenLLMetry's), decided by its request
+        # as the request method starts, before its first await: the next span sees it.
+        body = getattr(options, "json_data", None)
+        model = body.get("model") if isinstance(body, Mapping) else None
+        if isinstance(body, Mapping) and isinstance(model, str) and model:
+            _name_call(claim, model, body, provider)
     if claim.fleet_deferred and claim.open:
         await claim.leaf.areserve_fleet(claim)
 
 
-def _bound_unnamed(claim: Claim, body: object, provider: str) -> None:
-    """Reserve what its request may cost for a span's call admitted knowing nothing.
+def _name_call(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
+    """Decide again, by its request, a span's call admitted before its model was known.
 
-    OpenLLMetry's and OpenInference's spans name no model when they start, so
-    with nothing learned of any model their call was admitted reserving nothing.
-    The guard read the request only after the client's first await, and by then
-    every other call of a burst had been admitted the same way: 20 first calls
-    of an async client under five calls' budget all ran. Reserved here, as the
-    request method starts (the same step of the loop as its span's start), the
-    next span sees it.
+    ``Ledger.admit_named``: reserved at what the model's calls cost, else at its
+    request's estimate (it then leads the model's first calls). On a thread it waits
+    for the model's first call in flight, up to the session's ``probe_wait_s``, then
+    is decided without waiting; on an event loop (or trio's thread) it never waits:
+    a span refused only for what calls in flight reserve waited at its start
+    (``membership.WAITING``). May raise the refusal: nothing is sent.
     """
-    if not isinstance(body, Mapping):
-        return
-    model = body.get("model")
-    if isinstance(model, str) and model and claim.leaf.learned_cost(model) is None:
-        _bound(claim, model, body, provider)  # (nothing learned: its request's estimate)
-        # It leads its model's first calls: the next spans of the burst, refused only for
-        # what it reserves, wait for what it costs (20 first calls under five calls'
-        # budget: 1 ran, now 5), as under an instrumentation naming the model at start.
-        claim.leaf.lead_named(claim, model)
+    ledger = claim.leaf
+    may_wait = _running_loop() is None and not other_event_loop()
+    deadline = time.monotonic() + ledger.probe_wait_s
+    while True:
+        learned = ledger.learned_cost(model)
+        expected = learned if learned is not None else request_estimate_usd(model, body, provider)
+        first = ledger.admit_named(claim, model, expected or 0.0, may_wait)
+        if first is None:
+            break
+        if not first.wait(deadline - time.monotonic()):
+            may_wait = False  # waited long enough: decided without waiting
+    if learned is not None and capped(body):
+        defer(claim, model, body, provider)  # (as ``_bound`` does for a learned model)
 
 
 async def arequest_fleet(request: object = None) -> None:

@@ -206,7 +206,8 @@ class Claim:
     #: whose body was closed before its end (``door._Body``); ``"stopped"``, in flight
     #: when SIGTERM ended the process's sessions (``membership.book_in_flight``);
     #: ``"usage="``, not early but the caller's usage callback gave no usage
-    #: (``TurnCall.usage_unread``).
+    #: (``TurnCall.usage_unread``); ``"refused"``, refused by the client guard before
+    #: it was sent, once its request named its model (``Ledger.admit_named``).
     ended_early: str = ""
     #: Attempts the SDK retried after they timed out reading their response: sent,
     #: so billed, each at its request's upper bound (``unanswered.retrying``); booked
@@ -613,7 +614,7 @@ class Ledger:
                 if probe and not expected_nano and (model or lead) and self._local_enforced:
                     # (A client instrumentation's span that names no model at its start,
                     # OpenLLMetry's on a thread, probes as "" until the guard reads its
-                    # request (``lead_named``): admitted reserving nothing before the guard
+                    # request (``admit_named``): admitted reserving nothing before the guard
                     # read any request, a burst of 20 ran 18 calls under five calls' budget.)
                     wait, started = self._probe_locked(model)
                 elif lead and model and self._local_enforced:
@@ -725,30 +726,78 @@ class Ledger:
             probe = self._chain[-1].probes.get(model)
         return probe if probe is not None and self._waitable(probe) else None
 
-    def lead_named(self, claim: Claim, model: str) -> None:
-        """A call admitted knowing no model learns it from its request: it is a call of
-        ``model`` from now on, and, nothing learned of that model yet and no other call
-        leading it, the lead of its first calls (``_lead_locked``), as a call that named
-        the model when it was admitted would be. A burst's other calls the budget refuses
-        only for what this one reserves then wait for what it costs (``admit``'s ``lead``).
+    def admit_named(
+        self, claim: Claim, model: str, expected: float, may_wait: bool
+    ) -> Probe | None:
+        """Decide again, as a call of ``model``, a call admitted before its model was known.
+
+        A span that names no model at its start (OpenLLMetry's names it at its end)
+        was admitted at what any call in the chain cost, or as the probe of such
+        calls (""); the client guard reads its request before it is sent, and asks
+        here. It is decided as a call naming the model at its start would have been:
+        with nothing learned of the model and its first call in flight, it waits for
+        that call (``may_wait``: on a thread; returned here, the caller asks again
+        once it settled); else it reserves ``expected`` (what the model cost, or its
+        request's estimate, when it leads the model's first calls). A raise the budget
+        refuses (spent and the other calls' reservations reach it) waits the same way
+        for the model's first call in flight, or raises the refusal, the call released
+        and un-counted: nothing was sent. Admitted at what another model cost, a burst
+        of first calls of a dearer one all ran (20 sent under five calls' budget).
         """
+        expected_nano = booking_nano(expected, "expected cost of {!r}", model)
         unnamed: Probe | None = None
+        wait: Probe | None = None
+        refused: tuple[Ledger, int] | None = None
         with self._lock:
-            if claim.model:
-                return
-            claim.model = model
+            if not claim.model:
+                claim.model = model
             if claim.probe is not None and not claim.probe.model:
                 # It probed as "" (a span on a thread, ``admit``): the calls waiting for
-                # it, of any model, go on now; a burst's calls its reservation refuses
-                # wait for its model's lead instead.
+                # it, of any model, go on now, each decided by its own request.
                 unnamed, claim.probe = claim.probe, None
                 probes = self._chain[-1].probes
                 if probes.get("") is unnamed:
                     del probes[""]
-            if claim.open and claim.probe is None and self.learned_cost(model) is None:
-                claim.probe = self._lead_locked(model)
+            running = self._chain[-1].probes.get(model)
+            if running is claim.probe or running is None or not self._waitable(running):
+                running = None
+            known = self.learned_cost(model) is not None
+            if claim.open and not known and may_wait and running is not None:
+                wait = running  # as a first call of a named model on a thread waits
+            elif claim.open:
+                raised = expected_nano - claim.expected_nano
+                for level in self._chain if raised > 0 else ():
+                    budget = level._budget_nano
+                    others = level.spent_nano + level.reserved_nano - claim.expected_nano
+                    if level.enforce_budget and 0 <= budget <= others:
+                        refused = level, others
+                        if may_wait and level.spent_nano < budget:
+                            wait = running
+                        break
+                if refused is None:
+                    if raised > 0:
+                        for level in self._chain:
+                            level.reserved_nano += raised
+                        claim.expected_nano = expected_nano
+                        claim.expected = expected
+                    if not known and claim.probe is None:
+                        claim.probe = self._lead_locked(model)
         if unnamed is not None:
             unnamed.end()
+        if wait is not None:
+            return wait
+        if refused is not None:
+            level, others = refused
+            stop = BudgetExceededError(
+                level.budget_usd or 0.0,
+                to_usd(others),
+                site=self.site(level, ran=False),
+                reserved_usd=to_usd(others - level.spent_nano),
+            )
+            claim.ended_early = "refused"  # (its span's end books nothing: ``book``)
+            self.release(claim, uncount=True)
+            self._refuse(sc.LIMIT_BUDGET, stop, level)
+        return None
 
     def _lead_locked(self, model: str) -> Probe | None:
         """The probe a first call of ``model`` admitted at its request's estimate starts.

@@ -127,8 +127,9 @@ class LimitsProcessor(SpanProcessor):
                         # Positional (ours, priced, force, defer_fleet, probe, by_guard,
                         # producer, lead): keywords cost ~90 ns more a call. A first call
                         # (nothing expected) may wait for its model's probe, also when
-                        # the budget refuses it only for what that probe reserves; one
-                        # naming no model, if the guard reads its request (``lead_named``).
+                        # the budget refuses it only for what that probe reserves. One
+                        # naming no model (OpenLLMetry's), whatever is learned, if the
+                        # guard reads its request: its model's first call may be in flight.
                         entry = membership.admit_call(
                             under,
                             model,
@@ -140,7 +141,7 @@ class LimitsProcessor(SpanProcessor):
                             True,
                             False,
                             scope,
-                            not expected and (bool(model) or reads_request(scope)),
+                            (not expected and bool(model)) or (not model and reads_request(scope)),
                         )
                     except _ProbeWait as wait:
                         entry = _after_probe(under, model, priced, wait, scope, attrs, span)
@@ -336,7 +337,9 @@ def _admit_on_loop(
             probe=False,
             defer_fleet=defer,
             producer=producer,
-            lead=first and awaits_request(producer, provider),
+            # (A span naming no model, whatever is learned: its model's first call may be
+            # in flight, as its request tells the guard, ``door._name_waiting``.)
+            lead=(first or not model) and awaits_request(producer, provider),
         )
     except _ProbeWait as wait:
         # Refused only for what its model's first call in flight reserves (each of a
