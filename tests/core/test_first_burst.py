@@ -29,6 +29,7 @@ from otel_harness import Otel
 from techrevati.runtime import (
     BudgetExceededError,
     ModelPricing,
+    UnpricedModelError,
     UsageSnapshot,
     agent_session,
     agent_turn,
@@ -1773,16 +1774,17 @@ def test_an_unnamed_probe_hands_over_to_its_models_lead_once_its_request_is_read
     assert probes == {}
 
 
-@pytest.mark.parametrize("client_kind", ["async", "sync"])
+@pytest.mark.parametrize("client_kind", ["async", "async, after an await", "sync"])
 def test_unnamed_first_calls_of_a_dearer_model_hold_the_budget(
     api: FakeOpenAI, otel: Otel, client_kind: str
 ) -> None:
     # A span naming no model reserves the costliest call learned in the tree. With only
     # a cheap model learned, a burst of first calls of a dearer one was admitted at the
     # cheap one's cost, topped up once the guard read each request, and never refused:
-    # 20 sent, $0.09 spent of a $0.0227 budget (on threads). Each is decided again as a
-    # call of the model its request names, before it is sent: it waits for that
-    # model's first call in flight, or is refused, as a span naming it at its start.
+    # 20 sent, $0.09 spent of a $0.0227 budget (on threads; 15 on a loop when an await
+    # separates each span's start from its request). Each is decided again as a call
+    # of the model its request names, before it is sent: it waits for that model's
+    # first call in flight, or is refused, as a span naming it at its start.
     register_pricing("model-cheap", ModelPricing(0.1, 0.1))
     api.delay = 0.3
     messages = [{"role": "user", "content": "hi"}]
@@ -1811,6 +1813,8 @@ def test_unnamed_first_calls_of_a_dearer_model_hold_the_budget(
         async def create() -> None:
             span = _unnamed_span(otel)
             try:
+                if client_kind != "async":
+                    await asyncio.sleep(0.01)  # (OpenLLMetry's wrapper may await first)
                 await client.chat.completions.create(model="model-a", messages=messages)
             except BaseException:
                 span.end()
@@ -1822,11 +1826,11 @@ def test_unnamed_first_calls_of_a_dearer_model_hold_the_budget(
 
     with agent_session("w", budget_usd=budget, enforce_budget=True, **otel.kwargs()) as session:
         cheap_call()
-        if client_kind == "async":
-            outcomes = asyncio.run(main())
-        else:
+        if client_kind == "sync":
             client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
             outcomes = _burst(session, lambda: sync_call(client))
+        else:
+            outcomes = asyncio.run(main())
         assert session._ledger.reserved_nano == 0
     sent = len(api.requests)
     assert outcomes.count("ran") + outcomes.count("crossed") == sent
@@ -1834,6 +1838,37 @@ def test_unnamed_first_calls_of_a_dearer_model_hold_the_budget(
     spent = session.tracker.total_cost()
     assert spent <= budget + ONE_CALL
     assert spent == pytest.approx(sent * ONE_CALL + (0.1 * 1000 + 0.1 * 100) / 1e6)
+
+
+@pytest.mark.parametrize("client_kind", ["async", "sync"])
+def test_an_unnamed_call_of_an_unpriced_model_is_refused_before_it_is_sent(
+    api: FakeOpenAI, otel: Otel, client_kind: str
+) -> None:
+    # A span naming its model at its start is refused at once when that model has no
+    # price under an enforced budget; a span naming none was admitted, and its call ran
+    # once the guard read its request. Decided again by the request: refused, unsent.
+    messages = [{"role": "user", "content": "hi"}]
+
+    async def acreate() -> None:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
+        await client.chat.completions.create(model="model-unpriced", messages=messages)
+
+    def create() -> None:
+        client = openai.OpenAI(base_url=api.url, api_key="k", max_retries=0)
+        client.chat.completions.create(model="model-unpriced", messages=messages)
+
+    with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
+        span = _unnamed_span(otel)
+        with otel_trace.use_span(span, end_on_exit=False), pytest.raises(UnpricedModelError):
+            if client_kind == "async":
+                asyncio.run(acreate())
+            else:
+                create()
+        span.end()
+        assert session._ledger.calls == 0
+        assert session._ledger.reserved_nano == 0
+    assert api.requests == []
+    assert session.tracker.total_cost() == 0.0
 
 
 def test_an_unnamed_span_never_waits_for_its_own_threads_probe(otel: Otel) -> None:

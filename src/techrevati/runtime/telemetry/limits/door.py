@@ -713,7 +713,14 @@ async def afleet(options: Any = None, provider: str = "") -> None:
         body = getattr(options, "json_data", None)
         model = body.get("model") if isinstance(body, Mapping) else None
         if isinstance(body, Mapping) and isinstance(model, str) and model:
-            _name_call(claim, model, body, provider)
+            try:
+                if _running_loop() is not None:
+                    await _aname_call(claim, model, body, provider)
+                else:
+                    _name_call(claim, model, body, provider)  # (trio: never waits)
+            except BaseException as refused:
+                breaker_call_ended(claim, refused)  # (the request's run does not tell it)
+                raise
     if claim.fleet_deferred and claim.open:
         await claim.leaf.areserve_fleet(claim)
 
@@ -721,25 +728,50 @@ async def afleet(options: Any = None, provider: str = "") -> None:
 def _name_call(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
     """Decide again, by its request, a span's call admitted before its model was known.
 
-    ``Ledger.admit_named``: reserved at what the model's calls cost, else at its
-    request's estimate (it then leads the model's first calls). On a thread it waits
-    for the model's first call in flight, up to the session's ``probe_wait_s``, then
-    is decided without waiting; on an event loop (or trio's thread) it never waits:
-    a span refused only for what calls in flight reserve waited at its start
-    (``membership.WAITING``). May raise the refusal: nothing is sent.
+    ``Ledger.admit_named``: refused if its model has no price under an enforced
+    budget; reserved at what the model's calls cost, else at its request's
+    estimate (it then leads the model's first calls). On a thread it waits for the
+    model's first call in flight, up to the session's ``probe_wait_s``, then is
+    decided without waiting (never on an event loop or trio's thread). May raise the refusal:
+    nothing is sent. ``_aname_call`` is the same, awaited on an event loop.
     """
     ledger = claim.leaf
+    estimate, priced = _naming(claim, model, body, provider)
     may_wait = _running_loop() is None and not other_event_loop()
     deadline = time.monotonic() + ledger.probe_wait_s
     while True:
-        learned = ledger.learned_cost(model)
-        expected = learned if learned is not None else request_estimate_usd(model, body, provider)
-        first = ledger.admit_named(claim, model, expected or 0.0, may_wait)
+        first = ledger.admit_named(claim, model, estimate, priced, may_wait)
         if first is None:
             break
         if not first.wait(deadline - time.monotonic()):
             may_wait = False  # waited long enough: decided without waiting
-    if learned is not None and capped(body):
+    _named(claim, model, body, provider)
+
+
+async def _aname_call(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
+    """``_name_call`` on an event loop: the wait for the model's first call is awaited
+    (an await may separate a span's start from its request: it did not wait then)."""
+    ledger = claim.leaf
+    estimate, priced = _naming(claim, model, body, provider)
+    may_wait = True
+    deadline = time.monotonic() + ledger.probe_wait_s
+    while True:
+        first = ledger.admit_named(claim, model, estimate, priced, may_wait)
+        if first is None:
+            break
+        if not await first.await_end(deadline - time.monotonic()):
+            may_wait = False
+    _named(claim, model, body, provider)
+
+
+def _naming(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> tuple[float, bool]:
+    """(its request's estimate, whether its model has a price) for ``admit_named``."""
+    estimate = request_estimate_usd(model, body, provider) or 0.0
+    return estimate, not claim.leaf._budgeted or has_pricing(model, provider)
+
+
+def _named(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
+    if claim.open and claim.leaf.learned_cost(model) is not None and capped(body):
         defer(claim, model, body, provider)  # (as ``_bound`` does for a learned model)
 
 

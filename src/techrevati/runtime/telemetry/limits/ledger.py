@@ -727,7 +727,7 @@ class Ledger:
         return probe if probe is not None and self._waitable(probe) else None
 
     def admit_named(
-        self, claim: Claim, model: str, expected: float, may_wait: bool
+        self, claim: Claim, model: str, estimate: float, priced: bool, may_wait: bool
     ) -> Probe | None:
         """Decide again, as a call of ``model``, a call admitted before its model was known.
 
@@ -735,16 +735,21 @@ class Ledger:
         was admitted at what any call in the chain cost, or as the probe of such
         calls (""); the client guard reads its request before it is sent, and asks
         here. It is decided as a call naming the model at its start would have been:
-        with nothing learned of the model and its first call in flight, it waits for
-        that call (``may_wait``: on a thread; returned here, the caller asks again
-        once it settled); else it reserves ``expected`` (what the model cost, or its
-        request's estimate, when it leads the model's first calls). A raise the budget
-        refuses (spent and the other calls' reservations reach it) waits the same way
-        for the model's first call in flight, or raises the refusal, the call released
-        and un-counted: nothing was sent. Admitted at what another model cost, a burst
-        of first calls of a dearer one all ran (20 sent under five calls' budget).
+        refused if the model has no price (``priced``) under an enforced budget; with
+        nothing learned of the model and its first call in flight, it waits for that
+        call (``may_wait``; returned here, the caller asks again once it settled);
+        else it reserves what the model cost, or ``estimate`` (its request's) when
+        it leads the model's first calls. A raise the budget refuses (spent and the
+        other calls' reservations reach it) waits the same way for the model's first
+        call in flight, or raises the refusal. Refused, the call is released and
+        un-counted: nothing was sent. Admitted at what another model cost, a burst of
+        first calls of a dearer one all ran (20 sent under five calls' budget).
         """
-        expected_nano = booking_nano(expected, "expected cost of {!r}", model)
+        if not priced and claim.open and self.enforced() and not self.accepts_unpriced():
+            self._unadmit(claim)
+            self._refuse_unpriced(model, no_usage=False)
+        if DEFERRED:
+            estimate_deferred()  # calls in flight first hold what their requests may cost
         unnamed: Probe | None = None
         wait: Probe | None = None
         refused: tuple[Ledger, int] | None = None
@@ -761,7 +766,10 @@ class Ledger:
             running = self._chain[-1].probes.get(model)
             if running is claim.probe or running is None or not self._waitable(running):
                 running = None
-            known = self.learned_cost(model) is not None
+            learned = self.learned_cost(model)
+            known = learned is not None
+            expected = learned if learned is not None else estimate
+            expected_nano = booking_nano(expected, "expected cost of {!r}", model)
             if claim.open and not known and may_wait and running is not None:
                 wait = running  # as a first call of a named model on a thread waits
             elif claim.open:
@@ -794,10 +802,15 @@ class Ledger:
                 site=self.site(level, ran=False),
                 reserved_usd=to_usd(others - level.spent_nano),
             )
-            claim.ended_early = "refused"  # (its span's end books nothing: ``book``)
-            self.release(claim, uncount=True)
+            self._unadmit(claim)
             self._refuse(sc.LIMIT_BUDGET, stop, level)
         return None
+
+    def _unadmit(self, claim: Claim) -> None:
+        """A call refused before it was sent, once admitted: released and un-counted,
+        and its span's end books nothing (``booking.book``)."""
+        claim.ended_early = "refused"
+        self.release(claim, uncount=True)
 
     def _lead_locked(self, model: str) -> Probe | None:
         """The probe a first call of ``model`` admitted at its request's estimate starts.
