@@ -713,16 +713,8 @@ def test_a_bare_clients_burst_of_first_image_calls_in_threads_probes(
     def ask() -> None:
         if span == "none":
             create()
-            return
-        started = _unnamed_span(otel)
-        try:
-            with otel_trace.use_span(started, end_on_exit=False):
-                create()
-        except BaseException:
-            started.end()
-            raise
-        started.set_attribute("gen_ai.request.model", "model-a")
-        _answered(started)
+        else:
+            _unnamed_call(otel, create)
 
     with agent_session("w", budget_usd=BUDGET, enforce_budget=True, **otel.kwargs()) as session:
         outcomes = _burst(session, ask)
@@ -1179,17 +1171,13 @@ def test_unnamed_spans_whose_requests_are_built_after_their_lead_settled(
         client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
 
         async def create(before: float) -> None:
-            span = _unnamed_span(otel)
-            try:
+            async def send() -> None:
                 await asyncio.sleep(before)
                 await client.chat.completions.create(
                     model="model-a", messages=[{"role": "user", "content": "hi"}]
                 )
-            except BaseException:
-                span.end()
-                raise
-            span.set_attribute("gen_ai.request.model", "model-a")
-            _answered(span)
+
+            await _aunnamed_call(otel, send)
 
         lead = asyncio.create_task(_aoutcome(create(0.0)))
         await _until(lambda: len(api.requests) == 1)
@@ -1685,39 +1673,22 @@ def test_a_burst_of_spans_naming_no_model_at_their_start_waits_for_its_lead(
     # model could not wait for its model's lead. It leads now, once its request named
     # the model, and the spans refused only for what it reserves wait for what it cost,
     # as under an instrumentation that names the model at its start: 5 ran.
-    tracer = otel.tracer_provider.get_tracer("opentelemetry.instrumentation.openai.v1")
     api.delay = 0.2
     messages = [{"role": "user", "content": "hi"}]
-
-    def start() -> Any:
-        return tracer.start_span("openai.chat", attributes={"gen_ai.operation.name": "chat"})
-
-    def answered(span: Any) -> None:
-        span.set_attribute("gen_ai.request.model", "model-a")
-        _answered(span)
 
     async def main() -> list[str]:
         client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
 
-        async def create() -> None:
-            span = start()
-            try:
-                await client.chat.completions.create(model="model-a", messages=messages)
-            except BaseException:
-                span.end()
-                raise
-            answered(span)
+        async def send() -> None:
+            await client.chat.completions.create(model="model-a", messages=messages)
 
-        return list(await asyncio.gather(*(_aoutcome(create()) for _ in range(CALLS))))
+        calls = (_aoutcome(_aunnamed_call(otel, send)) for _ in range(CALLS))
+        return list(await asyncio.gather(*calls))
 
     def create(client: openai.OpenAI) -> None:
-        span = start()
-        try:
-            client.chat.completions.create(model="model-a", messages=messages)
-        except BaseException:
-            span.end()
-            raise
-        answered(span)
+        _unnamed_call(
+            otel, lambda: client.chat.completions.create(model="model-a", messages=messages)
+        )
 
     limits = {"budget_usd": FIVE_CALLS, "enforce_budget": True}
     with agent_session("w", **limits, **otel.kwargs()) as session:
@@ -1740,6 +1711,32 @@ def _unnamed_span(otel: Otel) -> Any:
     return tracer.start_span("openai.chat", attributes={"gen_ai.operation.name": "chat"})
 
 
+def _unnamed_call(otel: Otel, send: Callable[[], object], model: str = "model-a") -> None:
+    """``send`` inside a span as OpenLLMetry's wraps a call: the model named at its end
+    (answered: ONE_CALL), the span ended on an error."""
+    span = _unnamed_span(otel)
+    try:
+        with otel_trace.use_span(span, end_on_exit=False):
+            send()
+    except BaseException:
+        span.end()
+        raise
+    span.set_attribute("gen_ai.request.model", model)
+    _answered(span)
+
+
+async def _aunnamed_call(otel: Otel, send: Callable[[], Awaitable[object]]) -> None:
+    """``_unnamed_call`` around an awaited call."""
+    span = _unnamed_span(otel)
+    try:
+        await send()
+    except BaseException:
+        span.end()
+        raise
+    span.set_attribute("gen_ai.request.model", "model-a")
+    _answered(span)
+
+
 def test_an_unnamed_probe_hands_over_to_its_models_lead_once_its_request_is_read(
     api: FakeOpenAI, otel: Otel
 ) -> None:
@@ -1752,12 +1749,12 @@ def test_an_unnamed_probe_hands_over_to_its_models_lead_once_its_request_is_read
     seen: dict[str, Any] = {}
 
     def slow_b() -> None:
-        span = _unnamed_span(otel)
-        with otel_trace.use_span(span, end_on_exit=False):
-            client.chat.completions.create(
-                model="model-b", messages=[{"role": "user", "content": "hi"}]
-            )
-        _answered(span)
+        messages = [{"role": "user", "content": "hi"}]
+        _unnamed_call(
+            otel,
+            lambda: client.chat.completions.create(model="model-b", messages=messages),
+            "model-b",
+        )
 
     with agent_session("w", budget_usd=1.0, enforce_budget=True, **otel.kwargs()) as session:
         probes = session._ledger._chain[-1].probes
@@ -1797,30 +1794,20 @@ def test_unnamed_first_calls_of_a_dearer_model_hold_the_budget(
         _answered(span)
 
     def sync_call(client: openai.OpenAI) -> None:
-        span = _unnamed_span(otel)
-        try:
-            with otel_trace.use_span(span, end_on_exit=False):
-                client.chat.completions.create(model="model-a", messages=messages)
-        except BaseException:
-            span.end()
-            raise
-        span.set_attribute("gen_ai.request.model", "model-a")
-        _answered(span)
+        _unnamed_call(
+            otel, lambda: client.chat.completions.create(model="model-a", messages=messages)
+        )
 
     async def main() -> list[str]:
         client = openai.AsyncOpenAI(base_url=api.url, api_key="k", max_retries=0)
 
+        async def send() -> None:
+            if client_kind != "async":
+                await asyncio.sleep(0.01)  # (OpenLLMetry's wrapper may await first)
+            await client.chat.completions.create(model="model-a", messages=messages)
+
         async def create() -> None:
-            span = _unnamed_span(otel)
-            try:
-                if client_kind != "async":
-                    await asyncio.sleep(0.01)  # (OpenLLMetry's wrapper may await first)
-                await client.chat.completions.create(model="model-a", messages=messages)
-            except BaseException:
-                span.end()
-                raise
-            span.set_attribute("gen_ai.request.model", "model-a")
-            _answered(span)
+            await _aunnamed_call(otel, send)
 
         return list(await asyncio.gather(*(_aoutcome(create()) for _ in range(CALLS))))
 
