@@ -736,7 +736,7 @@ def _name_call(claim: Claim, model: str, body: Mapping[str, Any], provider: str)
     nothing is sent. ``_aname_call`` is the same, awaited on an event loop.
     """
     ledger = claim.leaf
-    estimate, priced = _naming(claim, model, body, provider)
+    estimate, priced = _request_terms(claim, model, body, provider)
     may_wait = _running_loop() is None and not other_event_loop()
     deadline = time.monotonic() + ledger.probe_wait_s
     while True:
@@ -745,14 +745,14 @@ def _name_call(claim: Claim, model: str, body: Mapping[str, Any], provider: str)
             break
         if not first.wait(deadline - time.monotonic()):
             may_wait = False  # waited long enough: decided without waiting
-    _named(claim, model, body, provider)
+    _bound_learned(claim, model, body, provider)
 
 
 async def _aname_call(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
     """``_name_call`` on an event loop: the wait for the model's first call is awaited
     (an await may separate a span's start from its request: it did not wait then)."""
     ledger = claim.leaf
-    estimate, priced = _naming(claim, model, body, provider)
+    estimate, priced = _request_terms(claim, model, body, provider)
     may_wait = True
     deadline = time.monotonic() + ledger.probe_wait_s
     while True:
@@ -761,18 +761,22 @@ async def _aname_call(claim: Claim, model: str, body: Mapping[str, Any], provide
             break
         if not await first.await_end(deadline - time.monotonic()):
             may_wait = False
-    _named(claim, model, body, provider)
+    _bound_learned(claim, model, body, provider)
 
 
-def _naming(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> tuple[float, bool]:
+def _request_terms(
+    claim: Claim, model: str, body: Mapping[str, Any], provider: str
+) -> tuple[float, bool]:
     """(its request's estimate, whether its model has a price) for ``admit_named``."""
     estimate = request_estimate_usd(model, body, provider) or 0.0
     return estimate, not claim.leaf._budgeted or has_pricing(model, provider)
 
 
-def _named(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
+def _bound_learned(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> None:
+    """A call decided again at what its model cost: its request bounds it too, as
+    ``_bound`` has a call of a learned model's."""
     if claim.open and claim.leaf.learned_cost(model) is not None and capped(body):
-        defer(claim, model, body, provider)  # (as ``_bound`` does for a learned model)
+        defer(claim, model, body, provider)
 
 
 async def arequest_fleet(request: object = None) -> None:

@@ -597,12 +597,7 @@ class Ledger:
                         # call's own estimate does not count: the call that crosses runs).
                         committed = level.spent_nano + level.reserved_nano
                         if committed >= budget:
-                            stop = BudgetExceededError(
-                                level.budget_usd or 0.0,
-                                to_usd(committed),
-                                site=self.site(level, ran=False),
-                                reserved_usd=to_usd(level.reserved_nano),
-                            )
+                            stop = self._budget_refusal(level, level.reserved_nano)
                             refused = sc.LIMIT_BUDGET, stop, level
                             if lead and level.spent_nano < budget and self._waits_for(model):
                                 # Refused only for what calls in flight reserve: its
@@ -796,15 +791,20 @@ class Ledger:
             return wait
         if refused is not None:
             level, others = refused
-            stop = BudgetExceededError(
-                level.budget_usd or 0.0,
-                to_usd(others),
-                site=self.site(level, ran=False),
-                reserved_usd=to_usd(others - level.spent_nano),
-            )
+            stop = self._budget_refusal(level, others - level.spent_nano)
             self._unadmit(claim)
             self._refuse(sc.LIMIT_BUDGET, stop, level)
         return None
+
+    def _budget_refusal(self, level: Ledger, reserved_nano: int) -> BudgetExceededError:
+        """The refusal of a call by ``level``'s budget, which what it spent and what the
+        other calls in flight reserve (``reserved_nano``) reach."""
+        return BudgetExceededError(
+            level.budget_usd or 0.0,
+            to_usd(level.spent_nano + reserved_nano),
+            site=self.site(level, ran=False),
+            reserved_usd=to_usd(reserved_nano),
+        )
 
     def _unadmit(self, claim: Claim) -> None:
         """A call refused before it was sent, once admitted: released and un-counted,
