@@ -2,6 +2,8 @@
 
     python -m bench.realpath_bytecodes            # per function, the 40 largest
     python -m bench.realpath_bytecodes --lines    # per line
+    python -m bench.realpath_bytecodes --whole    # ours as a share of a whole real call
+    python -m bench.realpath_bytecodes --cap-only # in a session with only its cap
 
 ``suite_realpath``'s ``ours_split`` times what a real ``openai`` call spends
 inside our entry points; on a shared machine that moves by more than a small
@@ -13,6 +15,14 @@ hooks called inside it with a real ``openai`` request-options object. It
 counts the bytecodes executed inside ``on_start``, ``on_end``, ``door.begin``
 and ``door.take`` (everything they call, SDK code included), per function or
 per line, over 20 calls after 300 warm ones. About 20 ns a bytecode.
+
+``--whole`` counts a whole real call instead: the real ``openai`` client with
+the official OpenAI instrumentation, its transport an ``httpx.MockTransport``
+that answers at once (no socket, so the count is the same on every run), and
+our share of it: the bytecodes executed in this package's code (the client
+guard's patches included) against every bytecode the call executed (the SDK's,
+httpx's, pydantic's, the instrumentation's, ours). A share noise cannot move,
+to set beside ``suite_realpath``'s timed one.
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ AT_END: dict[str, AttributeValue] = {
 }
 
 
-def _call_factory() -> Callable[[], None]:
+def _call_factory(cap_only: bool = False) -> Callable[[], None]:
     from openai._models import FinalRequestOptions
 
     from techrevati.runtime import agent_session
@@ -60,7 +70,8 @@ def _call_factory() -> Callable[[], None]:
     provider, _ = tracer_provider()
     ensure_limits_processor(provider)
     tracer = provider.get_tracer(SCOPE, "1.3b0")
-    session = agent_session("bench", max_iterations=10**9, budget_usd=1e9, enforce_budget=True)
+    limits: dict[str, object] = {} if cap_only else {"budget_usd": 1e9, "enforce_budget": True}
+    session = agent_session("bench", max_iterations=10**9, **limits)  # type: ignore[arg-type]
     session.__enter__()  # open for the process's life, like the bench child's
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -76,6 +87,62 @@ def _call_factory() -> Callable[[], None]:
         span.end()
 
     return call
+
+
+def _whole_call_factory(cap_only: bool) -> Callable[[], None]:
+    """One real ``openai`` chat call through the official instrumentation, answered in-process."""
+    import httpx
+    import openai
+
+    from .realpath_child import _instrument, _ours, _provider
+
+    provider = _provider()
+    _instrument(provider)
+    _ours(provider, budget=not cap_only)
+    answer = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": MODEL,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer))
+    client = openai.OpenAI(
+        base_url="http://127.0.0.1:9/v1",
+        api_key="bench-key",
+        max_retries=0,
+        http_client=httpx.Client(transport=transport),
+    )
+    messages = [{"role": "user", "content": "hi"}]
+
+    def call() -> None:
+        client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+
+    return call
+
+
+def _whole(cap_only: bool, top: int) -> None:
+    call = _whole_call_factory(cap_only)
+    for _ in range(300):
+        call()
+
+    def calls() -> None:
+        for _ in range(CALLS):
+            call()
+
+    per_function = count(calls, where)
+    ours = {name: n for name, n in per_function.items() if name.startswith("techrevati/")}
+    whole = sum(per_function.values()) / CALLS
+    share = sum(ours.values()) / CALLS
+    print(
+        f"a whole call: {whole:,.0f} bytecodes; ours {share:,.0f} ({share / whole:.2%}); "
+        f"without ours {whole - share:,.0f}"
+    )
+    for name, n in sorted(ours.items(), key=lambda item: -item[1])[:top]:
+        print(f"{n / CALLS:6.0f}  {name}")
 
 
 def _entries() -> set[CodeType]:
@@ -95,9 +162,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.realpath_bytecodes")
     parser.add_argument("--lines", action="store_true", help="per line")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--cap-only", action="store_true", help="a session with only its cap (no budget)"
+    )
+    parser.add_argument("--whole", action="store_true", help="ours as a share of a whole real call")
     args = parser.parse_args(argv)
+    if args.whole:
+        _whole(args.cap_only, args.top)
+        return
 
-    call = _call_factory()
+    call = _call_factory(args.cap_only)
     for _ in range(300):
         call()
 
