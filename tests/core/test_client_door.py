@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import httpx2
 import openai
 import pytest
@@ -698,6 +699,50 @@ def test_raw_response_is_read_for_its_usage(api: FakeOpenAI, otel: Otel) -> None
         )
         assert raw.parse().choices[0].message.content == "hi"
     assert session.tracker.total_cost() == pytest.approx(ONE_CALL)
+
+
+def test_a_post_cast_to_the_http_response_is_booked_at_its_usage(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # The SDK's documented way to call an endpoint it has no method for. The answer is
+    # the HTTP response itself: its usage is in its body. Before: booked at its input
+    # alone, and an enforced budget of 2.5 calls let 53 requests through.
+    client = _client(api)
+    body = {"model": "model-a", "messages": [{"role": "user", "content": "hi"}]}
+    with agent_session("w", budget_usd=2.5 * ONE_CALL, enforce_budget=True, **otel.kwargs()) as s:
+        answers: list[httpx.Response] = []
+        with pytest.raises(BudgetExceededError):
+            for _ in range(10):
+                answers.append(client.post("/chat/completions", cast_to=httpx.Response, body=body))
+    assert answers[0].json()["usage"]["completion_tokens"] == 100  # the caller reads it as sent
+    assert len(api.requests) == 3  # two, and the one that crossed the budget
+    assert s.tracker.total_cost() == pytest.approx(3 * ONE_CALL)
+
+
+def test_a_turns_answered_request_holds_what_it_cost_for_the_turns_next_ones(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # One @agent_turn step making four requests (a framework's tool loop inside it),
+    # no max_tokens, under a budget below one request's upper bound (4,096 output
+    # tokens: ~$0.061). The turn's first request is the turn's call; once answered it
+    # holds what it cost ($0.0045), not that bound. Before: its bound stayed reserved
+    # until the turn ended, and refused the turn's second request ("reserved by calls
+    # still in flight": the caller's own turn), 1 of 4 sent.
+    client = _client(api)
+
+    @agent_turn("model-a")
+    def step() -> str:
+        for _ in range(4):
+            client.chat.completions.create(
+                model="model-a", messages=[{"role": "user", "content": "hi"}]
+            )
+        return "done"
+
+    with agent_session("w", budget_usd=0.05, enforce_budget=True, **otel.kwargs()) as session:
+        assert step() == "done"
+        assert session._ledger.reserved_nano == 0
+    assert len(api.requests) == 4
+    assert session.tracker.total_cost() == pytest.approx(4 * ONE_CALL)
 
 
 class _Flaky:

@@ -115,6 +115,16 @@ def test_a_zero_budget_refuses_every_call() -> None:
     assert ledger.calls == 0
 
 
+def test_a_zero_budget_refuses_an_unpriced_model_as_a_zero_budget() -> None:
+    # An unpriced model under a $0 budget: refused as every call is, by the budget.
+    # Before: UnpricedModelError, whose advice (price it, or allow_unpriced=True)
+    # led to the next refusal, the $0 budget's.
+    ledger = Ledger(UsageTracker(), budget_usd=0.0, enforce_budget=True)
+    with pytest.raises(BudgetExceededError, match=r"is \$0, so no model call may run"):
+        ledger.admit("no-such-model-zz", 0.0, priced=False)
+    assert ledger.calls == 0
+
+
 @pytest.mark.parametrize("budget", [1e-12, 4e-10, 9.99e-10, 5e-324])
 def test_a_budget_below_one_nano_dollar_is_refused_naming_the_smallest(budget: float) -> None:
     # It was accepted and acted as $0: the first call was refused with

@@ -87,6 +87,43 @@ def test_thread_attaching_the_session_context_is_capped(otel: Otel) -> None:
     assert {t.parent.span_id for t in turns if t.parent} == {session_span.context.span_id}
 
 
+def test_a_session_opened_in_a_thread_attaching_the_context_is_its_child(otel: Otel) -> None:
+    # A sub-agent opens its own session in a thread that attached the planner's OTel
+    # context: it is the planner's child, as the thread's calls are in the planner's
+    # session. Before: a top-level session, and 3 such threads ran 12 turns (4 each)
+    # under the planner's cap of 3, none counted by the planner; warned as a thread
+    # that carries nothing.
+    outcomes: list[str] = []
+    parents: list[object] = []
+
+    def worker(ctx: otel_context.Context) -> None:
+        token = otel_context.attach(ctx)
+        try:
+            with agent_session("sub", max_iterations=100, **otel.kwargs()) as sub:
+                parents.append(sub._ledger.parent)
+                outcomes.extend(_attempt(ask, n) for n in range(4))
+        finally:
+            otel_context.detach(token)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with agent_session("planner", max_iterations=3, **otel.kwargs()) as planner:
+            ctx = otel_context.get_current()
+            threads = [threading.Thread(target=worker, args=(ctx,)) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    assert sorted(outcomes) == ["ran"] * 3 + ["refused"] * 9
+    assert planner._ledger.calls == 3  # each counted in the planner
+    assert parents == [planner._ledger] * 3
+    assert not [w for w in caught if "top-level session" in str(w.message)]
+    planner_span = otel.span("invoke_agent planner")
+    subs = otel.spans("invoke_agent sub")
+    assert len(subs) == 3
+    assert {s.parent.span_id for s in subs if s.parent} == {planner_span.context.span_id}
+
+
 def test_asyncio_to_thread_and_anyio_keep_working(otel: Otel) -> None:
     async def main() -> list[str]:
         with agent_session("w", max_iterations=4, **otel.kwargs()):

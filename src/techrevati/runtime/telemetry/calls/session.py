@@ -142,6 +142,20 @@ _EXITED: ContextVar[tuple[weakref.ref[SessionScope], ...]] = ContextVar(
 _EXITED_KEPT = 8
 
 
+def _session_in_context(context: Context | None) -> SessionScope | None:
+    """The open session that owns the span current in ``context`` (None: the current one).
+
+    A thread that attached a session's OpenTelemetry context (``context.attach``,
+    OpenTelemetry's ``ThreadingInstrumentor``) is in that session, as its calls are:
+    a session it opens is that session's child. Opened as a top-level one, a
+    sub-agent in three such threads sent 15 requests under its parent's cap of 3.
+    """
+    entry = membership.enclosing_context(context)
+    ref = entry.ledger.session_ref if entry is not None else None
+    found = ref() if ref is not None else None
+    return membership.nearest_open(found) if isinstance(found, SessionScope) else None
+
+
 def open_session(
     *,
     role: str,
@@ -193,6 +207,8 @@ def open_session(
         parent_scope = submitted_from()
         if parent_scope is not None and parent is None:
             parent = parent_scope.context
+    if parent_scope is None:
+        parent_scope = _session_in_context(parent)
     remote_parent = None
     unreachable: FleetUnavailableError | None = None
     if parent_scope is None:

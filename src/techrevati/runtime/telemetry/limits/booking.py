@@ -10,6 +10,7 @@ settles its own claim.
 
 from __future__ import annotations
 
+from ...pricing import price_call
 from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import CallReading, more_exact, warn_no_cache
 from .ledger import Claim
@@ -67,6 +68,23 @@ def _unfinished(claim: Claim, reading: CallReading) -> CallReading:
     return reading._replace(usage=cut_usage(claim, claim.estimated))
 
 
+def _held_at_answer(call: Claim, model: str, usage: UsageSnapshot, provider: str) -> None:
+    """Our turn's request was answered while the turn runs on: it holds what it cost.
+
+    Its reservation was raised to its request's upper bound (4,096 output tokens
+    unless ``max_tokens`` says less) before it was sent; kept until the turn ends,
+    that bound refused the turn's own next requests, each a call of its own, as if
+    a call in flight held it: under a $0.03 budget a turn of ``gpt-4o`` sent 1 of
+    its 4 requests, each costing $0.000475. Lowered only, and only under a budget.
+    """
+    leaf = call.leaf
+    if not leaf._budgeted or not call.expected_nano or not model:
+        return
+    cost = price_call(model, usage, provider)[0]
+    if cost < call.expected:
+        leaf.reserve_at(call, cost)
+
+
 def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool = False) -> None:
     """Book a finished library call (see the module docstring). May raise only on bugs.
 
@@ -107,6 +125,7 @@ def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool =
             # ends, unless it reports a reading of its own at least as exact.
             if call.library is None or more_exact(usage, call.library[1]):
                 call.library = (model, usage)
+                _held_at_answer(call, model, usage, provider)
             return
         if not call.booked_usage:
             # Usage that arrived after its turn ended (a stream read later, a

@@ -458,7 +458,7 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
     if claim is not None:
         if claim.permit is not None:
             _tell_breaker_at_end(claim)
-        if claim.fleet_deferred and not (created and awaits):
+        if claim.fleet_deferred and claim.model and not (created and awaits):
             # A span admitted on an event loop whose request reached no awaiting door
             # (see ``afleet``): the fleet is asked now, still before anything is sent.
             claim.leaf.reserve_deferred(claim)
@@ -475,6 +475,11 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
             _name_call(claim, model, body, provider)
         else:
             _bound(claim, model, body, provider)
+    if claim is not None and claim.fleet_deferred and claim.open and not (created and awaits):
+        # A span that named no model at its start asks the fleet only now, as a call of
+        # its request's model (``processor.defers_fleet``): asked as "", each of a
+        # first burst held $0 there, and a fleet scope's budget let 20 of 20 through.
+        claim.leaf.reserve_deferred(claim)
     if claim is not None and claim.probe is not None and not created and not claim.ours:
         _span_leads(claim, body, options)
     if body is not None and claim is not None and claim.open and body.get("background") is True:
@@ -1008,10 +1013,17 @@ def _crossed(call: RequestCall, *, streamed: bool = False) -> None:
 
 
 def _raw_body(result: object) -> object:
-    """The JSON body of a raw response (``with_raw_response``) already read, else None."""
-    raw = getattr(result, "http_response", None)
+    """The JSON body of a raw response already read, else None: ``with_raw_response``'s,
+    or the HTTP response itself (``client.post(..., cast_to=httpx.Response)``, the SDKs'
+    way to call an endpoint they have no method for: booked without its usage, each
+    call counted only its input, and an enforced budget let 53 calls run for 2.5)."""
+    raw: Any = getattr(result, "http_response", None)
     if raw is None:
-        return None
+        kind = type(result)
+        # (httpx's, or httpx2's: the transport the newer SDKs are built on.)
+        if kind.__name__ != "Response" or not kind.__module__.startswith("httpx"):
+            return None
+        raw = result
     try:
         return json.loads(raw.content)  # raises for a body not read (a streamed response)
     except Exception:

@@ -77,7 +77,7 @@ from .errors import (
     UnpricedModelError,
 )
 from .estimate import DEFERRED, estimate_deferred
-from .money import booking_nano, check_budget, to_nano, to_usd
+from .money import booking_nano, check_budget, to_nano, to_usd, usd_text
 from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait
 from .probe import strand as probe_strand
 
@@ -612,7 +612,10 @@ class Ledger:
                     # request (``admit_named``): admitted reserving nothing before the guard
                     # read any request, a burst of 20 ran 18 calls under five calls' budget.)
                     wait, started = self._probe_locked(model)
-                elif lead and model and self._local_enforced:
+                elif lead and model and (self._local_enforced or (defer_fleet and self._enforced)):
+                    # (Also under a fleet scope's budget alone, for a call that asks the
+                    # fleet later, on an event loop: refused there only for what its
+                    # model's lead reserves, it waits for it, ``areserve_fleet``.)
                     started = self._lead_locked(model)
                 if wait is None:
                     for level in self._chain:
@@ -787,6 +790,9 @@ class Ledger:
                         claim.probe = self._lead_locked(model)
         if unnamed is not None:
             unnamed.end()
+        lead = claim.probe
+        if lead is not None and not claim.fleet_deferred:
+            lead.fleet_asked()  # (asked at its start: the calls of its burst need not wait)
         if wait is not None:
             return wait
         if refused is not None:
@@ -925,22 +931,68 @@ class Ledger:
         if not claim.fleet_deferred:
             return
         claim.fleet_deferred = False
+        own = claim.probe
+        budgeted = any(fleet.budget_usd is not None for fleet in self._fleet_chain)
+        if own is None and claim.model and budgeted:
+            lead = self.lead_in_flight(claim.model)
+            if lead is not None and not lead.asked:
+                # Its model's first call asks first: asked after one of its burst, that
+                # call was refused for the burst's reservation, and the burst for its.
+                await lead.await_asked(self.probe_wait_s)
+        try:
+            await self._areserve_fleet(claim)
+        finally:
+            if own is not None:
+                own.fleet_asked()
+
+    async def _areserve_fleet(self, claim: Claim) -> None:
         holds: list[tuple[FleetLevel, object]] = []
         for fleet in self._fleet_chain:
-            try:
-                areserve = getattr(fleet, "areserve", None)
-                hold = (
-                    await areserve(claim.model, claim.expected)
-                    if areserve is not None
-                    else fleet.reserve(claim.model, claim.expected)  # a level with no async side
-                )
-                holds.append((fleet, hold))
-            except BaseException as exc:
-                if claim.forced and isinstance(exc, Exception):
+            waited = False
+            while True:
+                try:
+                    areserve = getattr(fleet, "areserve", None)
+                    hold = (
+                        await areserve(claim.model, claim.expected)
+                        if areserve is not None
+                        else fleet.reserve(claim.model, claim.expected)  # no async side
+                    )
+                    holds.append((fleet, hold))
+                except BaseException as exc:
+                    if claim.forced and isinstance(exc, Exception):
+                        break
+                    lead = None if waited else self._fleet_lead(claim, exc)
+                    if lead is None:
+                        self._fleet_refused(claim, holds, exc, fleet)
+                        raise
+                    # Refused only for what calls in flight reserve while its model's first
+                    # call runs (each of a first burst holds its request's bound): it waits
+                    # for that call, then asks again at what the call cost, as a local
+                    # level's refusal does. 20 first calls under a fleet budget of five: 1
+                    # ran, now 5.
+                    waited = True
+                    await lead.await_end(self.probe_wait_s)
+                    learned = self.learned_cost(claim.model)
+                    if learned is not None:
+                        self.reserve_at(claim, learned)
                     continue
-                self._fleet_refused(claim, holds, exc, fleet)
-                raise
+                break
         claim.holds = tuple(holds)
+
+    def _fleet_lead(self, claim: Claim, refusal: BaseException) -> Probe | None:
+        """The first call of ``claim``'s model in flight that a fleet scope's refusal of
+        ``claim`` may wait for: refused by its budget only for what calls in flight
+        reserve (not spent), while nothing is learned of the model, by another call."""
+        if (
+            not isinstance(refusal, BudgetExceededError)
+            or refusal.reserved_usd <= 0
+            or refusal.current_cost_usd - refusal.reserved_usd >= refusal.budget_usd
+            or claim.probe is not None
+            or not claim.model
+            or not claim.open
+        ):
+            return None
+        return self.lead_in_flight(claim.model)
 
     def reserve_deferred(self, claim: Claim) -> None:
         """``areserve_fleet`` for a caller that cannot await (one bounded round trip per scope).
@@ -996,6 +1048,8 @@ class Ledger:
                     continue  # it already happened: book it where the fleet lets us
                 self._fleet_refused(claim, holds, exc, fleet)
                 raise
+        if claim.probe is not None:
+            claim.probe.fleet_asked()  # (the calls of its burst ask after it: areserve_fleet)
         return tuple(holds)
 
     def _fleet_refused(
@@ -1007,7 +1061,10 @@ class Ledger:
     ) -> None:
         for taken, hold in holds:
             taken.release(hold, ran=False)  # it never ran: not counted anywhere
-        self.release(claim, uncount=True)
+        # Un-counted, and booked by nothing when its span ends: it was never sent (a span
+        # admitted before the fleet was asked ended with the refusal, and was booked at
+        # an estimate, as a call that returned no usage).
+        self._unadmit(claim)
         if isinstance(exc, MaxIterationsExceededError | BudgetExceededError):
             site, scope = self._fleet_site(fleet)
             exc.at(site)
@@ -1057,6 +1114,10 @@ class Ledger:
         no local budget), unless the calling session accepts unpriced calls.
         """
         if self.accepts_unpriced():
+            return
+        if any(lv.enforce_budget and lv._budget_nano == 0 for lv in self._chain):
+            # A budget of $0 refuses every call, priced or not (the budget check says so
+            # next): "price it, or allow_unpriced" would be advice that changes nothing.
             return
         owner = next(
             (
@@ -1211,8 +1272,6 @@ class Ledger:
                 _orchestrator_log.warning(
                     "no pricing registered for model %r; its calls cost $0", model[:256]
                 )
-        if claim.probe is not None:
-            self.end_probe(claim)
         if claim.holds:
             holds, claim.holds = claim.holds, ()
             for fleet, hold in holds:
@@ -1221,6 +1280,10 @@ class Ledger:
                     self._fleet_crossed(claim, fleet, hold, cost_nano)
         elif claim.fleet_deferred:
             self._fleet_unasked(claim, cost)
+        if claim.probe is not None:
+            # After the fleet settled (or queued) it: the calls woken now ask the fleet
+            # next, and must find what this call cost there, not what it reserved.
+            self.end_probe(claim)
         if model:
             if leaf.usage_sink is not None:
                 leaf._to_sink(model, snapshot, cost)
@@ -1235,7 +1298,7 @@ class Ledger:
                 leaf.uncosted.add(model)
             if cost:
                 booked = (
-                    f"at an estimate (${cost:.6f}, counted as estimated on the spans, the "
+                    f"at an estimate ({usd_text(cost)}, counted as estimated on the spans, the "
                     "session span and the report)"
                 )
             elif accepted:
@@ -1340,16 +1403,16 @@ class Ledger:
                         level.calls -= 1
                 if uncount:
                     leaf.iterations -= 1
+        if not keep_fleet:
+            if claim.fleet_deferred and not uncount:
+                self._fleet_unasked(claim, None)
+            holds, claim.holds = claim.holds, ()
+            for fleet, hold in holds:
+                # A call that ran (and failed) stays counted fleet-wide; a refused one not.
+                fleet.release(hold, ran=not uncount)
         if claim.probe is not None:
-            self.end_probe(claim)  # failed: the next call of the model probes
-        if keep_fleet:
-            return
-        if claim.fleet_deferred and not uncount:
-            self._fleet_unasked(claim, None)
-        holds, claim.holds = claim.holds, ()
-        for fleet, hold in holds:
-            # A call that ran (and failed) stays counted fleet-wide; a refused one does not.
-            fleet.release(hold, ran=not uncount)
+            # Failed: the next call of the model probes, once the fleet let go of this one.
+            self.end_probe(claim)
 
     def over_budget(self) -> BudgetExceededError | None:
         """The error to raise after a call when an enforced level is over its budget."""
@@ -1669,6 +1732,11 @@ def _told_breaker(claim: Claim) -> None:
 
 class _SpanFailure(Exception):
     """A model span's failure, known only by its error type."""
+
+    def __init__(self, error_type: str) -> None:
+        super().__init__(error_type)
+        #: How the breaker's refusal names it (not by this class's name).
+        self.shown_as = f"{error_type} (the error type on its span)"
 
 
 def _refusal_names() -> set[str]:

@@ -80,6 +80,7 @@ from .ledger import (
     breaker_admit_call,
     breaker_held,
 )
+from .money import usd_text
 from .probe import _ProbeWait
 from .probe import strand as current_strand
 
@@ -1178,11 +1179,11 @@ def _warn_stopped(
     session = f" in session {ledger.role!r}" if ledger.role else ""
     if calls == 1:
         what = f"a call of model {model!r}{session} was"
-        booked = f"it was booked at an estimate (${usd:.6f}"
+        booked = f"it was booked at an estimate ({usd_text(usd)}"
         billed = "its request and bills it"
     else:
         what = f"{calls} calls of model {model!r}{session} were"
-        booked = f"they were booked at an estimate (${usd:.6f} in all"
+        booked = f"they were booked at an estimate ({usd_text(usd)} in all"
         billed = "their requests and bills them"
     message = (
         f"{what} still in flight when the process was stopped (SIGTERM), so "

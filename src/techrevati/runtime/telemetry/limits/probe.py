@@ -31,19 +31,61 @@ __all__ = ["DEFAULT_PROBE_WAIT_S", "Probe"]
 DEFAULT_PROBE_WAIT_S = 30.0
 
 
+class _Signal:
+    """Set once, from any thread; waited for by threads (blocking) and coroutines (awaited)."""
+
+    __slots__ = ("_event", "_lock", "_waiters")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # a loop that closed meanwhile
+                loop.call_soon_threadsafe(_resolve, future)
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(max(0.0, timeout))
+
+    async def await_set(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._event.is_set():
+                return True
+            self._waiters.append((loop, future))
+        # asyncio.wait, not wait_for: on Python 3.11 wait_for swallows a cancellation
+        # that arrives as the future completes (a session closed, its probe ended,
+        # and the waiting task cancelled in one step): the task went on to send its
+        # request. asyncio.wait lets the cancellation through.
+        try:
+            done, _ = await asyncio.wait((future,), timeout=max(0.0, timeout))
+        finally:
+            future.cancel()  # (a no-op once resolved; else set() has nothing to wake)
+        return bool(done) or self._event.is_set()
+
+
 class Probe:
     """One model's first call in flight; others of that model wait for its end."""
 
-    __slots__ = ("_done", "_lock", "_waiters", "model", "owner", "started")
+    __slots__ = ("_asked", "_done", "model", "owner", "started")
 
     def __init__(self, model: str) -> None:
         self.model = model
         self.started = time.monotonic()
         #: The thread or asyncio task that made the call: it never waits for it.
         self.owner = strand()
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._done = _Signal()
+        #: Set once the call asked its fleet scopes (admitted or refused), or ended.
+        self._asked = _Signal()
 
     @property
     def ended(self) -> bool:
@@ -58,34 +100,29 @@ class Probe:
 
     def end(self) -> None:
         """The probe settled or failed: wake every waiter (threads and coroutines)."""
-        with self._lock:
-            self._done.set()
-            waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            with contextlib.suppress(RuntimeError):  # a loop that closed meanwhile
-                loop.call_soon_threadsafe(_resolve, future)
+        self._done.set()
+        self._asked.set()
 
     def wait(self, timeout: float) -> bool:
         """Block this thread until the probe ends or ``timeout`` passes; True if it ended."""
-        return self._done.wait(max(0.0, timeout))
+        return self._done.wait(timeout)
 
     async def await_end(self, timeout: float) -> bool:
         """Await the probe's end without blocking the loop; True if it ended in time."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            if self._done.is_set():
-                return True
-            self._waiters.append((loop, future))
-        # asyncio.wait, not wait_for: on Python 3.11 wait_for swallows a cancellation
-        # that arrives as the future completes (a session closed, its probe ended,
-        # and the waiting task cancelled in one step): the task went on to send its
-        # request. asyncio.wait lets the cancellation through.
-        try:
-            done, _ = await asyncio.wait((future,), timeout=max(0.0, timeout))
-        finally:
-            future.cancel()  # (a no-op once resolved; else end() has nothing to wake)
-        return bool(done) or self._done.is_set()
+        return await self._done.await_set(timeout)
+
+    @property
+    def asked(self) -> bool:
+        """True once the call asked its fleet scopes, or ended."""
+        return self._asked.is_set()
+
+    def fleet_asked(self) -> None:
+        """The call asked its fleet scopes (admitted or refused there)."""
+        self._asked.set()
+
+    async def await_asked(self, timeout: float) -> bool:
+        """Await ``fleet_asked`` (or the end) without blocking the loop."""
+        return await self._asked.await_set(timeout)
 
 
 _running_loop = asyncio._get_running_loop

@@ -123,6 +123,7 @@ class LimitsProcessor(SpanProcessor):
             try:
                 if _running_loop() is None:
                     # On a thread (the usual case): admitted here, or waits for a probe.
+                    unnamed = not model and defers_fleet(scope)
                     try:
                         # Positional (ours, priced, force, defer_fleet, probe, by_guard,
                         # producer, lead): keywords cost ~90 ns more a call. A first call
@@ -137,11 +138,11 @@ class LimitsProcessor(SpanProcessor):
                             False,
                             priced,
                             False,
-                            False,
+                            unnamed,
                             True,
                             False,
                             scope,
-                            (not expected and bool(model)) or (not model and reads_request(scope)),
+                            (not expected and bool(model)) or unnamed,
                         )
                     except _ProbeWait as wait:
                         entry = _after_probe(under, model, priced, wait, scope, attrs, span)
@@ -223,6 +224,20 @@ def _ended_waiting(entry: SpanEntry, reading: CallReading | None) -> SpanEntry:
     return membership.admit_waiting(entry, 0.0, defer_fleet=True, force=True)
 
 
+def defers_fleet(producer: str) -> bool:
+    """Whether a model span of ``producer`` that names no model at its start asks its
+    fleet scopes only once the client guard read its request (``door.begin``, ``afleet``).
+
+    Asked at its start, such a span's call is a call of model "" reserving nothing
+    there: neither the scope's learned cost nor its first-call probe applies, and a
+    first burst of 20 passed a fleet budget of five calls. Deferred, the fleet is
+    asked as a call of the request's model, after ``Ledger.admit_named`` decided it
+    at the local levels, before anything is sent. Only a client span whose request
+    the guard reads (``guard.reads_request``); any other keeps asking at its start.
+    """
+    return reads_request(producer)
+
+
 def _tool_running_here(under: SpanEntry) -> SpanEntry | None:
     """The tool call whose span is current here, if it is not ``under`` (the span's parent)."""
     running = membership.open_entry(None)
@@ -268,6 +283,7 @@ def _after_probe(
                 expected,
                 ours=False,
                 priced=priced,
+                defer_fleet=not model and defers_fleet(producer),
                 probe=probe,
                 producer=producer,
                 lead=probe and not expected,
@@ -325,7 +341,9 @@ def _admit_on_loop(
             default_cap = True
     # (Not on trio's thread: the guard awaits a deferred fleet hold on asyncio only.)
     defer = (
-        bool(under.ledger.fleet_scopes()) and awaits_fleet(provider) and _running_loop() is not None
+        bool(under.ledger.fleet_scopes())
+        and (awaits_fleet(provider) or (not model and defers_fleet(producer)))
+        and _running_loop() is not None
     )
     try:
         entry = membership.admit_call(
