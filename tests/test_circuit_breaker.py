@@ -876,3 +876,113 @@ def test_the_session_span_carries_the_breaker_as_it_stands_at_the_end() -> None:
     assert session.attributes is not None
     assert session.attributes["techrevati.breaker.name"] == "api"
     assert session.attributes["techrevati.breaker.state"] == "open"
+
+
+# -- what an open breaker's refusal says ----------------------------------------------
+
+
+def _refused_by_open(clock: FakeClock, cb: CircuitBreaker) -> CircuitOpenError:
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            cb.call(_refuse_connection)
+    clock.advance(10.0)
+    ran: list[int] = []
+    with pytest.raises(CircuitOpenError) as info:
+        cb.call(lambda: ran.append(1))
+    assert ran == []
+    return info.value
+
+
+def _refuse_connection() -> None:
+    raise ConnectionError("connection refused")
+
+
+def test_an_open_refusal_says_why_it_opened_and_when_it_lets_a_call_through() -> None:
+    import pickle
+
+    clock = FakeClock()
+    cb = CircuitBreaker(
+        "model-api", failure_threshold=2, recovery_timeout_seconds=30.0, clock=clock
+    )
+    error = _refused_by_open(clock, cb)
+    assert str(error) == (
+        "Circuit breaker 'model-api' is OPEN after 2 consecutive failures (last: "
+        "ConnectionError: connection refused): this call was refused before it ran; a trial "
+        "call is let through in 20.0s (recovery_timeout_seconds=30)"
+    )
+    assert (error.name, error.reason, error.failures, error.retry_in_seconds) == (
+        "model-api",
+        None,
+        2,
+        20.0,
+    )
+    assert error.last_failure == "ConnectionError: connection refused"
+    again = pickle.loads(pickle.dumps(error))
+    assert (str(again), vars(again)) == (str(error), vars(error))
+
+
+def test_an_open_refusal_cuts_a_long_last_failure_and_omits_an_unknown_one() -> None:
+    clock = FakeClock()
+    cb = CircuitBreaker("api", failure_threshold=1, recovery_timeout_seconds=5.0, clock=clock)
+
+    def huge() -> None:
+        raise Boom("x" * 5000 + "\n" + "y" * 50)
+
+    with pytest.raises(Boom):
+        cb.call(huge)
+    with pytest.raises(CircuitOpenError) as info:
+        cb.call(_ok)
+    last = info.value.last_failure
+    assert last is not None and last.startswith("Boom: xxx") and len(last) <= 200
+    assert last.endswith("...") and "\n" not in str(info.value)
+    # A failure told by hand (record_failure) has no error to name.
+    cb.reset()
+    cb.record_failure()
+    with pytest.raises(CircuitOpenError) as info:
+        cb.call(_ok)
+    assert str(info.value).startswith(
+        "Circuit breaker 'api' is OPEN after 1 consecutive failure: this call was refused"
+    )
+    assert info.value.last_failure is None
+
+
+def test_an_async_open_refusal_says_the_same() -> None:
+    clock = FakeClock()
+    cb = AsyncCircuitBreaker(
+        "model-api", failure_threshold=2, recovery_timeout_seconds=30.0, clock=clock
+    )
+
+    async def refuse() -> None:
+        raise ConnectionError("connection refused")
+
+    async def main() -> CircuitOpenError:
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                await cb.call(refuse)
+        clock.advance(29.95)
+        with pytest.raises(CircuitOpenError) as info:
+            await cb.call(refuse)
+        return info.value
+
+    message = str(asyncio.run(main()))
+    assert message.startswith(
+        "Circuit breaker 'model-api' is OPEN after 2 consecutive failures (last: "
+        "ConnectionError: connection refused): this call was refused before it ran"
+    )
+    assert message.endswith("let through in 50ms (recovery_timeout_seconds=30)")
+
+
+def test_an_open_refusal_is_classified_as_the_refusal_not_as_its_last_failure() -> None:
+    from techrevati.runtime.retry_policy import FailureScenario, classify_exception
+
+    cb = CircuitBreaker("api", failure_threshold=1)
+
+    def hangs_up() -> None:
+        raise TimeoutError("upstream 503: read timed out")
+
+    with pytest.raises(TimeoutError):
+        cb.call(hangs_up)
+    with pytest.raises(CircuitOpenError) as info:
+        cb.call(_ok)
+    assert "read timed out" in str(info.value)  # quoted, yet not what the refusal is
+    assert classify_exception(info.value) is FailureScenario.LLM_ERROR

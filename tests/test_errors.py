@@ -73,7 +73,17 @@ SAMPLES: dict[str, list[Any]] = {
     "FleetUnavailableError": [lambda c: c("tenant-42", "TimeoutError: timed out")],
     "TurnTimeoutError": [lambda c: c(0.05)],
     "PermissionDeniedError": [lambda c: c(PermissionOutcome(False, "role 'w' may not"))],
-    "CircuitOpenError": [lambda c: c("model-api"), lambda c: c("model-api", reason="8 hung")],
+    "CircuitOpenError": [
+        lambda c: c("model-api"),
+        lambda c: c("model-api", reason="8 hung"),
+        lambda c: c(
+            "model-api",
+            failures=5,
+            last_failure="ConnectionError: connection refused",
+            retry_in_seconds=12.5,
+            recovery_timeout_seconds=30.0,
+        ),
+    ],
     "GuardrailViolatedError": [
         lambda c: c(
             GuardrailOutcome(False, "pii"), guardrail="no_pii", role="w", tool="t", stage="post"

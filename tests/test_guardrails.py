@@ -155,7 +155,8 @@ def test_error_attributes_and_message() -> None:
     assert err.outcome is outcome
     assert (err.guardrail, err.role, err.tool, err.stage) == ("pii", "writer", "search", "post")
     assert str(err) == (
-        "post guardrail 'pii' blocked tool 'search' for role 'writer': secrets in output"
+        "post guardrail 'pii' blocked tool 'search' for role 'writer': secrets in output; "
+        "the tool already ran and its result was withheld"
     )
 
 
@@ -220,7 +221,8 @@ def test_post_checks_pass_value_and_short_circuit() -> None:
     assert info.value.stage == "post"
     assert info.value.guardrail == "max_len"
     assert str(info.value) == (
-        "post guardrail 'max_len' blocked tool 't' for role 'r': output longer than 3"
+        "post guardrail 'max_len' blocked tool 't' for role 'r': output longer than 3; "
+        "the tool already ran and its result was withheld"
     )
     assert len(later.calls) == 1  # not consulted the second time
 
@@ -265,7 +267,9 @@ def test_stage_recorded(stage: str) -> None:
             run_post_checks([g], "v", role="r", tool="t")
     assert info.value.stage == stage
     assert str(info.value).startswith(f"{stage} guardrail 'counting'")
-    assert str(info.value).endswith(f"{stage} refused")
+    assert f": {stage} refused" in str(info.value)
+    ran = "; the tool already ran and its result was withheld"
+    assert str(info.value).endswith(f"{stage} refused" + (ran if stage == "post" else ""))
 
 
 # -- normalised tool names (issue 13, point 9) --------------------------------------
@@ -372,3 +376,50 @@ def test_a_guardrail_answering_allowed_no_stops_the_tool() -> None:
     with Orchestrator(role="w", guardrails=[SaysNo()]).session() as session, refused:
         session.run_tool("shell", lambda: ran.append("shell"))
     assert ran == []
+
+
+def test_a_guardrail_class_instead_of_an_instance_is_refused_at_construction() -> None:
+    from techrevati.runtime import Orchestrator
+
+    class NoShell(Guardrail):
+        name = "no_shell"
+
+        def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(tool != "shell", "no shell")
+
+        def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(True)
+
+    with pytest.raises(TypeError) as info:
+        Orchestrator(role="c", guardrails=[NoShell])  # type: ignore[list-item]
+    assert str(info.value) == "guardrails[0] is the class NoShell, not an instance; pass NoShell()"
+    with pytest.raises(TypeError, match=r"guardrails\[1\] is the class AllowAllGuardrail"):
+        Orchestrator(role="c", guardrails=[NoShell(), AllowAllGuardrail])  # type: ignore[list-item]
+
+
+def test_a_post_check_refusal_says_the_tool_ran_and_its_result_was_withheld() -> None:
+    from techrevati.runtime import Orchestrator
+
+    class NoSecrets:
+        name = "no_secrets"
+
+        def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(True)
+
+        def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome("sk-" not in str(value), "result contains an API key")
+
+    ran: list[str] = []
+    orch = Orchestrator(role="coder", guardrails=[NoSecrets()])
+    with orch.session() as session, pytest.raises(GuardrailViolatedError) as info:
+        session.run_tool("read_env", lambda: ran.append("sk-123") or "sk-123")
+    assert ran == ["sk-123"]
+    assert str(info.value) == (
+        "post guardrail 'no_secrets' blocked tool 'read_env' for role 'coder': result "
+        "contains an API key; the tool already ran and its result was withheld"
+    )
+    # A pre-check refusal is before the tool ran: its message says nothing of a result.
+    pre = GuardrailViolatedError(
+        GuardrailOutcome(False, "no"), guardrail="g", role="r", tool="t", stage="pre"
+    )
+    assert str(pre) == "pre guardrail 'g' blocked tool 't' for role 'r': no"

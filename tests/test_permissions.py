@@ -658,3 +658,64 @@ def test_a_list_where_a_mapping_goes_is_a_type_error_naming_it(
     with pytest.raises(TypeError) as caught:
         PermissionPolicy(**kwargs)
     assert str(caught.value) == message
+
+
+# -- what a refusal tells the caller ------------------------------------------------
+
+
+def test_a_mode_refusal_names_the_tool_and_what_to_change() -> None:
+    import pickle
+
+    from techrevati.runtime import Orchestrator, PermissionDeniedError
+
+    policy = PermissionPolicy(
+        role_configs={"researcher": RolePermissionConfig("researcher", RO)},
+        tool_requirements={"delete_index": FA},
+    )
+    ran: list[int] = []
+    orch = Orchestrator(role="researcher", permissions=PermissionEnforcer(policy))
+    with orch.session() as session, pytest.raises(PermissionDeniedError) as info:
+        session.run_tool("delete_index", lambda: ran.append(1))
+    message = str(info.value)
+    # The contract's reason stays first; the tool, the refusal and the fix follow it.
+    assert message.startswith("role 'researcher' has READ_ONLY but tool requires FULL_ACCESS")
+    assert "tool 'delete_index' was refused before it ran" in message
+    assert message.endswith(
+        "give role 'researcher' mode FULL_ACCESS in its RolePermissionConfig, or lower "
+        "tool_requirements['delete_index']"
+    )
+    assert ran == []
+    assert info.value.outcome.reason == message  # the message is the outcome's reason
+    assert str(pickle.loads(pickle.dumps(info.value))) == message
+    # The policy's own answer (enforcer.check, is_allowed) keeps the contract's text.
+    assert policy.authorize("researcher", "delete_index").reason == (
+        "role 'researcher' has READ_ONLY but tool requires FULL_ACCESS"
+    )
+
+
+def test_a_mode_refusal_of_a_role_without_config_points_at_unknown_role() -> None:
+    from techrevati.runtime import Orchestrator, PermissionDeniedError
+
+    policy = PermissionPolicy(
+        role_configs={"ops": RolePermissionConfig("ops", FA)},
+        tool_requirements={"deploy": WW},
+        unknown_role=RO,
+    )
+    orch = Orchestrator(role="intern", permissions=PermissionEnforcer(policy))
+    with orch.session() as session, pytest.raises(PermissionDeniedError) as info:
+        session.run_tool("deploy", lambda: None)
+    assert str(info.value).startswith(
+        "role 'intern' has READ_ONLY but tool requires WORKSPACE_WRITE "
+        "(no config for role: unknown_role): tool 'deploy' was refused before it ran"
+    )
+    assert "give role 'intern' a RolePermissionConfig with mode WORKSPACE_WRITE" in str(info.value)
+    assert "lower tool_requirements['deploy']" in str(info.value)
+
+
+def test_a_role_configs_key_must_name_its_configs_role() -> None:
+    with pytest.raises(ValueError) as info:
+        PermissionPolicy(role_configs={"a": RolePermissionConfig("b", RO)})
+    assert str(info.value).startswith("role_configs key 'a' holds the config of role 'b'")
+    # Spellings of one role (the lookup's normal form) are the same role.
+    policy = PermissionPolicy(role_configs={"Researcher": RolePermissionConfig("researcher", RO)})
+    assert policy.config_for("researcher") is not None

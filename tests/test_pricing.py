@@ -644,10 +644,12 @@ def test_prices_page_example_runs_and_is_true(empty_table: None) -> None:
 def test_prices_page_states_the_file_errors_truly(empty_table: None, tmp_path: Path) -> None:
     """docs/prices.md's table of errors, each row tried."""
     page = (Path(__file__).resolve().parent.parent / "docs" / "prices.md").read_text("utf-8")
-    assert "| `KeyError` naming the file" in page
+    assert "| `ValueError` naming the file (and the entry); it is also a `KeyError`" in page
     cases: list[tuple[str, type[Exception]]] = [
         ('{"models": {"m": {"input_per_million": 1.0}}}', KeyError),
         ('{"prices": {}}', KeyError),
+        ('{"models": {"m": {"input_per_million": 1.0}}}', ValueError),
+        ('{"prices": {}}', ValueError),
         ("not json", ValueError),
         ("[]", ValueError),
         ('{"models": []}', ValueError),
@@ -831,3 +833,26 @@ def test_a_model_that_is_not_a_name_is_a_type_error_naming_it(call: Any, message
     with pytest.raises(TypeError):
         call()
     assert has_pricing("claude-haiku-4-5") is True
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('{"prices": {}}', "missing 'models' key"),
+        (
+            '{"models": {"m": {"input_per_million": 1.0}}}',
+            "models['m'] is missing required rate 'output_per_million'",
+        ),
+    ],
+)
+def test_a_missing_key_in_a_pricing_file_is_a_value_error_too(
+    empty_table: None, tmp_path: Path, text: str, said: str
+) -> None:
+    """Every format error of the file is a ValueError; these stay KeyErrors as 0.1.0's."""
+    path = tmp_path / "prices.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        load_pricing_from_file(path)
+    assert isinstance(info.value, KeyError)
+    assert str(info.value) == f"{path}: {said}"  # not quoted, as KeyError's str() would be
+    assert dict(PRICING_TABLE) == {}

@@ -126,7 +126,11 @@ def test_issue_scenario_six_timeouts_threshold_two(hang: Hang) -> None:
             outcomes.append("timeout")
         except CircuitOpenError as exc:
             outcomes.append(str(exc))
-    assert outcomes == ["timeout", "timeout"] + ["Circuit breaker 'api' is OPEN"] * 4
+    assert outcomes[:2] == ["timeout", "timeout"]
+    assert all(
+        o.startswith("Circuit breaker 'api' is OPEN after 2 consecutive") for o in outcomes[2:]
+    )
+    assert len(outcomes) == 6
     assert cb.state() is CircuitState.OPEN
     assert hang.started == 2
     assert hung_calls(cb) == 2
@@ -675,3 +679,63 @@ def test_a_timed_out_call_that_answers_later_is_booked_once() -> None:
             assert session.tracker.total_cost() == spent
         assert session._ledger.spent == 3.0
         assert session.summary()["usage"]["turns"] == 2
+
+
+# -- what a timeout's message says ------------------------------------------------------
+
+
+def test_a_session_timeout_names_the_role_model_and_what_became_of_the_call(hang: Hang) -> None:
+    from techrevati.runtime import Orchestrator
+
+    cb = CircuitBreaker("model-api", failure_threshold=5)
+    orch = Orchestrator(role="coder", circuit_breaker=cb)
+    with orch.session() as session, pytest.raises(TurnTimeoutError) as info:
+        session.run_turn(hang, model="gpt-4o", timeout=SHORT)
+    assert str(info.value) == (
+        "turn exceeded timeout of 0.010s (role 'coder', model 'gpt-4o'): the call keeps "
+        "running in the background; circuit breaker 'model-api' counts it as a failure"
+    )
+    assert info.value.timeout_seconds == SHORT
+    again = pickle.loads(pickle.dumps(info.value))  # (sent to another process: all of it)
+    assert (str(again), again.timeout_seconds) == (str(info.value), SHORT)
+    with Orchestrator(role="coder").session() as session, pytest.raises(TurnTimeoutError) as info:
+        session.run_turn(hang, timeout=SHORT)
+    assert str(info.value) == (
+        "turn exceeded timeout of 0.010s (role 'coder'): the call keeps running in the background"
+    )
+
+
+def test_an_async_session_timeout_says_the_call_was_cancelled() -> None:
+    from techrevati.runtime import Orchestrator
+
+    cb = AsyncCircuitBreaker("model-api", failure_threshold=5)
+    orch = Orchestrator(role="coder", async_circuit_breaker=cb)
+
+    async def main() -> TurnTimeoutError:
+        async with orch.asession() as session:
+            with pytest.raises(TurnTimeoutError) as info:
+                await session.arun_turn(_forever, model="gpt-4o", timeout=SHORT)
+        return info.value
+
+    assert str(asyncio.run(main())) == (
+        "turn exceeded timeout of 0.010s (role 'coder', model 'gpt-4o'): the call was "
+        "cancelled; circuit breaker 'model-api' counts it as a failure"
+    )
+
+
+def test_a_timeout_outside_a_session_says_what_became_of_the_call(hang: Hang) -> None:
+    error = _timeout(hang, CircuitBreaker("api"))
+    assert str(error) == (
+        "turn exceeded timeout of 0.010s: the call keeps running in the background; "
+        "circuit breaker 'api' counts it as a failure"
+    )
+    assert str(_timeout(hang, None)) == (
+        "turn exceeded timeout of 0.010s: the call keeps running in the background"
+    )
+
+    async def main() -> TurnTimeoutError:
+        with pytest.raises(TurnTimeoutError) as info:
+            await await_with_timeout(_forever, SHORT)
+        return info.value
+
+    assert str(asyncio.run(main())) == "turn exceeded timeout of 0.010s: the call was cancelled"

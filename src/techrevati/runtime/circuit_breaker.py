@@ -78,6 +78,10 @@ class CircuitOpenError(Exception):
 
     ``reason`` says why when the refusal is not the plain OPEN state (all
     half-open probe slots taken, or too many timed-out calls still running).
+    A breaker refusing in the OPEN state also tells how many consecutive
+    ``failures`` opened it, the ``last_failure`` (``"Type: message"``, cut to
+    200 characters; None when ``record_failure()`` told of it) and, in
+    ``retry_in_seconds``, how soon it lets a trial call through.
 
     Example::
 
@@ -85,26 +89,114 @@ class CircuitOpenError(Exception):
         "Circuit breaker 'model-api' is OPEN"
         >>> str(CircuitOpenError("model-api", reason="8 timed-out calls are still running"))
         "Circuit breaker 'model-api' refused the call: 8 timed-out calls are still running"
+        >>> err = CircuitOpenError("api", failures=5, last_failure="TimeoutError: read",
+        ...                        retry_in_seconds=12.5, recovery_timeout_seconds=30.0)
+        >>> print(err)  # doctest: +NORMALIZE_WHITESPACE
+        Circuit breaker 'api' is OPEN after 5 consecutive failures (last: TimeoutError: read):
+        this call was refused before it ran; a trial call is let through in 12.5s
+        (recovery_timeout_seconds=30)
     """
 
-    def __init__(self, name: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        reason: str | None = None,
+        failures: int | None = None,
+        last_failure: str | None = None,
+        retry_in_seconds: float | None = None,
+        recovery_timeout_seconds: float | None = None,
+    ) -> None:
         self.name = name
         self.reason = reason
-        if reason is None:
-            super().__init__(f"Circuit breaker '{name}' is OPEN")
-        else:
+        #: Consecutive failures counted when the call was refused (None: not told).
+        self.failures = failures
+        #: The last of them as ``"Type: message"``; None when not known.
+        self.last_failure = last_failure
+        #: Seconds until the breaker lets a trial call through (None: not told).
+        self.retry_in_seconds = retry_in_seconds
+        self.recovery_timeout_seconds = recovery_timeout_seconds
+        if reason is not None:
             super().__init__(f"Circuit breaker '{name}' refused the call: {reason}")
+            return
+        # The contract pins this opening; what the breaker knows follows it.
+        message = f"Circuit breaker '{name}' is OPEN"
+        if failures is not None:
+            message += f" after {failures} consecutive failure{'' if failures == 1 else 's'}"
+            if last_failure:
+                message += f" (last: {last_failure})"
+            message += ": this call was refused before it ran"
+            if retry_in_seconds is not None:
+                message += f"; a trial call is let through in {_seconds(retry_in_seconds)}"
+                if recovery_timeout_seconds is not None:
+                    message += f" (recovery_timeout_seconds={recovery_timeout_seconds:g})"
+        super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_open_error, (type(self), self.name, self.reason))
+        return (
+            _rebuild_open_error,
+            (
+                type(self),
+                self.name,
+                self.reason,
+                self.failures,
+                self.last_failure,
+                self.retry_in_seconds,
+                self.recovery_timeout_seconds,
+            ),
+        )
 
 
 def _rebuild_open_error(
-    cls: type[CircuitOpenError], name: str, reason: str | None
+    cls: type[CircuitOpenError],
+    name: str,
+    reason: str | None,
+    failures: int | None = None,
+    last_failure: str | None = None,
+    retry_in_seconds: float | None = None,
+    recovery_timeout_seconds: float | None = None,
 ) -> CircuitOpenError:
+    # The defaults read pickles made before the refusal said why the breaker opened.
     error = cls.__new__(cls)
-    CircuitOpenError.__init__(error, name, reason=reason)
+    CircuitOpenError.__init__(
+        error,
+        name,
+        reason=reason,
+        failures=failures,
+        last_failure=last_failure,
+        retry_in_seconds=retry_in_seconds,
+        recovery_timeout_seconds=recovery_timeout_seconds,
+    )
     return error
+
+
+def _seconds(value: float) -> str:
+    # One decimal reads well for a window of seconds; a last sliver would print "0.0s".
+    return f"{value:.1f}s" if value >= 0.1 else f"{value * 1000:.0f}ms"
+
+
+#: How much of the last failure an open breaker's refusal quotes.
+_FAILURE_SHOWN = 200
+
+
+def _failure_text(error: BaseException) -> str:
+    """``"Type: message"`` on one line, cut to :data:`_FAILURE_SHOWN` characters.
+
+    Built when a call fails, so the refusal need not keep the exception (and
+    its traceback's frames) alive while the circuit is open.
+    """
+    shown = getattr(error, "shown_as", None)
+    if isinstance(shown, str):  # a failure known only by its name (another producer's span)
+        return shown[:_FAILURE_SHOWN]
+    kind = type(error).__name__
+    try:
+        said = str(error)
+    except Exception:  # a broken __str__ must not turn a failure into another error
+        said = ""
+    # Cut before joining the lines: a message can be a whole response body.
+    said = " ".join(said[: _FAILURE_SHOWN * 2].split())
+    text = f"{kind}: {said}" if said else kind
+    return text if len(text) <= _FAILURE_SHOWN else text[: _FAILURE_SHOWN - 3] + "..."
 
 
 def _check_positive_int(field_name: str, value: object) -> None:
@@ -140,6 +232,9 @@ class _BreakerCore:
     max_hung_calls: int = field(default=MAX_HUNG_CALLS, init=False, repr=False, compare=False)
     # Timed-out calls still running; changed only by techrevati.runtime.telemetry.calls.timeouts.
     _hung_calls: int = field(default=0, init=False, repr=False, compare=False)
+    # The last failure as _failure_text() wrote it, for the OPEN refusal's message;
+    # None when record_failure() told of it. Kept as text, never the exception.
+    _last_failure: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -178,7 +273,7 @@ class _BreakerCore:
         """Admit a call while not CLOSED; return the half-open round or raise."""
         if self._state is _OPEN:
             if not self._window_elapsed_locked():
-                raise CircuitOpenError(self.name)
+                raise self._open_error_locked()
             self._state = _HALF_OPEN
             self._probe_in_flight = 1
             self._half_open_round += 1
@@ -196,6 +291,18 @@ class _BreakerCore:
         self._probe_in_flight += 1
         return self._half_open_round
 
+    def _open_error_locked(self) -> CircuitOpenError:
+        """The refusal of a call while OPEN, saying why it opened and when it admits."""
+        last = self._last_failure_time
+        timeout = self.recovery_timeout_seconds
+        return CircuitOpenError(
+            self.name,
+            failures=self._failure_count,
+            last_failure=self._last_failure,
+            retry_in_seconds=None if last is None else max(0.0, timeout - (self.clock() - last)),
+            recovery_timeout_seconds=timeout,
+        )
+
     def _release_probe_locked(self, round_: int) -> None:
         if (
             self._state is _HALF_OPEN
@@ -210,9 +317,11 @@ class _BreakerCore:
             self._state = _CLOSED
             self._probe_in_flight = 0
 
-    def _failure_locked(self) -> None:
+    def _failure_locked(self, failure: str | None = None) -> None:
+        """Count a failure; ``failure`` is its ``_failure_text`` (None: not known)."""
         self._failure_count += 1
         self._last_failure_time = self.clock()
+        self._last_failure = failure
         if self._state is _HALF_OPEN:
             self._state = _OPEN
             self._probe_in_flight = 0
@@ -230,6 +339,7 @@ class _BreakerCore:
         self._state = _CLOSED
         self._failure_count = 0
         self._last_failure_time = None
+        self._last_failure = None
         self._probe_in_flight = 0
 
 
@@ -266,9 +376,10 @@ class CircuitBreaker(_BreakerCore):
             probe_round = None if self._state is _CLOSED else self._admit_locked()
         try:
             result = fn(*args, **kwargs)
-        except Exception:
+        except Exception as exc:
+            failure = _failure_text(exc)  # outside the lock: str() runs the caller's code
             with lock:
-                self._failure_locked()
+                self._failure_locked(failure)
             raise
         except BaseException:
             # KeyboardInterrupt and friends say nothing about the dependency, but a
@@ -342,9 +453,10 @@ class AsyncCircuitBreaker(_BreakerCore):
             probe_round = None if self._state is _CLOSED else self._admit_locked()
         try:
             result = await coro_factory(*args, **kwargs)
-        except Exception:
+        except Exception as exc:
+            failure = _failure_text(exc)
             async with self._lock:
-                self._failure_locked()
+                self._failure_locked(failure)
             raise
         except BaseException:
             if probe_round is not None:
@@ -473,9 +585,10 @@ class BreakerPermit:
         if self._done:
             return
         self._done = True
+        failure = _failure_text(error) if isinstance(error, Exception) else None
         with self._lock:
             if isinstance(error, Exception):
-                self.breaker._failure_locked()
+                self.breaker._failure_locked(failure)
             elif self._round is not None:
                 self.breaker._release_probe_locked(self._round)
 

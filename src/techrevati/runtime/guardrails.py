@@ -111,9 +111,15 @@ class GuardrailViolatedError(Exception):
     Example::
 
         >>> err = GuardrailViolatedError(
-        ...     GuardrailOutcome(False), guardrail="g", role="r", tool="t", stage="post")
+        ...     GuardrailOutcome(False), guardrail="g", role="r", tool="t", stage="pre")
         >>> str(err)
-        "post guardrail 'g' blocked tool 't' for role 'r': no reason provided"
+        "pre guardrail 'g' blocked tool 't' for role 'r': no reason provided"
+        >>> late = GuardrailViolatedError(
+        ...     GuardrailOutcome(False, "an API key"), guardrail="g", role="r", tool="t",
+        ...     stage="post")
+        >>> print(late)  # doctest: +NORMALIZE_WHITESPACE
+        post guardrail 'g' blocked tool 't' for role 'r': an API key; the tool already ran
+        and its result was withheld
     """
 
     def __init__(
@@ -131,9 +137,14 @@ class GuardrailViolatedError(Exception):
         self.tool = tool
         self.stage = stage
         reason = outcome.reason or "no reason provided"
-        super().__init__(
-            f"{stage} guardrail '{guardrail}' blocked tool '{tool}' for role '{role}': {reason}"
-        )
+        message = f"{stage} guardrail '{guardrail}' blocked tool '{tool}' for role '{role}'"
+        message += f": {reason}"
+        if stage == "post":
+            # "blocked tool" alone reads as if the tool never ran; a post-check sees its
+            # result, so whatever the tool did has happened. (The contract pins the text
+            # above; words added must not read as a failure to classify_exception.)
+            message += "; the tool already ran and its result was withheld"
+        super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only arguments: the default pickling would replay only the message.

@@ -217,6 +217,13 @@ def _check_collaborators(orch: Orchestrator) -> None:
     if isinstance(orch.guardrails, str | bytes) or not isinstance(orch.guardrails, list | tuple):
         raise TypeError(f"guardrails must be a list of guardrails, got {orch.guardrails!r}")
     for index, guardrail in enumerate(orch.guardrails):
+        if isinstance(guardrail, type):
+            # A class has check_pre and check_post too, as plain functions: the first
+            # tool call would fail with "missing 1 required positional argument: 'self'".
+            name = guardrail.__name__
+            raise TypeError(
+                f"guardrails[{index}] is the class {name}, not an instance; pass {name}()"
+            )
         # Each tool call calls both, synchronously (run_pre_checks / run_post_checks).
         for method in ("check_pre", "check_post"):
             bound = getattr(guardrail, method, None)
@@ -960,6 +967,12 @@ def _finish(
     return snapshot
 
 
+def _counted_by(turn: core.TurnCall) -> str | None:
+    """The breaker that books this turn's timeout as a failure: its permit's (None: none)."""
+    permit = turn.permit
+    return None if permit is None else permit.name
+
+
 @dataclass
 class OrchestrationSession(_SessionBase[CircuitBreaker]):
     """A synchronous session; get one from ``Orchestrator.session()``.
@@ -1000,7 +1013,15 @@ class OrchestrationSession(_SessionBase[CircuitBreaker]):
                 result = (
                     fn()
                     if timeout is None
-                    else wait_in_thread(fn, timeout, self.circuit_breaker, late)
+                    else wait_in_thread(
+                        fn,
+                        timeout,
+                        self.circuit_breaker,
+                        late,
+                        role=self.role,
+                        model=model,
+                        counted_by=_counted_by(turn),
+                    )
                 )
             finally:
                 otel_context.detach(token)
@@ -1051,7 +1072,17 @@ class AsyncOrchestrationSession(_SessionBase[AsyncCircuitBreaker]):
             try:
                 # Only this turn's own deadline becomes TurnTimeoutError; a
                 # TimeoutError the coroutine raises itself stays what it is.
-                result = await await_with_timeout(coro_factory, timeout)
+                result = await (
+                    coro_factory()
+                    if timeout is None
+                    else await_with_timeout(
+                        coro_factory,
+                        timeout,
+                        role=self.role,
+                        model=model,
+                        counted_by=_counted_by(turn),
+                    )
+                )
             finally:
                 otel_context.detach(token)
         except BaseException as exc:

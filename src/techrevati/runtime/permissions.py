@@ -31,7 +31,7 @@ import functools
 import threading
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
@@ -279,6 +279,18 @@ class PermissionPolicy:
                 raise TypeError(
                     f"role_configs[{role!r}] must be a RolePermissionConfig, got {cfg!r}"
                 )
+            # The key governs (config_for looks it up), so a config filed under another
+            # role's name would silently apply to that role instead. Spellings of one
+            # role (the same normal form) are the same role.
+            if (
+                isinstance(role, str)
+                and isinstance(cfg.role, str)
+                and _normalize(role) != _normalize(cfg.role)
+            ):
+                raise ValueError(
+                    f"role_configs key {role!r} holds the config of role {cfg.role!r}; "
+                    f"file it under {cfg.role!r}, or make its role {role!r}"
+                )
         reqs = tool_requirements if tool_requirements is not None else {}
         # Keep the caller's dict when it is already well-typed (so later edits to it
         # still apply); only normalise into a copy when names/ints need converting.
@@ -382,9 +394,7 @@ class PermissionPolicy:
                 if self.role_configs:
                     self._warn_unknown(role)
                 return PermissionOutcome(allowed=True, reason="no config for role, default allow")
-            return self._decide(
-                role, tool_name, fallback, None, None, " (no config for role: unknown_role)"
-            )
+            return self._decide(role, tool_name, fallback, None, None, _UNKNOWN_ROLE_NOTE)
         return self._decide(role, tool_name, cfg.mode, cfg.denied_tools, cfg.allowed_tools, "")
 
     def _decide(
@@ -424,6 +434,54 @@ class PermissionPolicy:
             )
 
         return PermissionOutcome(allowed=True, active_mode=active, required_mode=required.name)
+
+
+#: Ends the reason of a mode refusal decided by ``unknown_role``.
+_UNKNOWN_ROLE_NOTE = " (no config for role: unknown_role)"
+
+
+def refused_before_run(outcome: PermissionOutcome, *, role: str, tool: str) -> PermissionOutcome:
+    """``outcome`` as a session raises it: a mode refusal also names the tool and the fix.
+
+    The contract pins a mode refusal's reason (``"role 'r' has READ_ONLY but
+    tool requires FULL_ACCESS"``), which names no tool; the reason raised for a
+    tool call refused before it ran keeps that text first and adds the tool and
+    the two settings that would let it through. The policy's own answer
+    (``authorize``, ``PermissionEnforcer.check``) is unchanged. Other outcomes
+    (a deny list, a whitelist: their reasons name the tool) are returned as
+    they are.
+
+    Example::
+
+        >>> out = PermissionOutcome(False, "role 'r' has READ_ONLY but tool requires FULL_ACCESS",
+        ...                         "READ_ONLY", "FULL_ACCESS")
+        >>> why = refused_before_run(out, role="r", tool="drop").reason
+        >>> print(why)  # doctest: +NORMALIZE_WHITESPACE
+        role 'r' has READ_ONLY but tool requires FULL_ACCESS: tool 'drop' was refused before
+        it ran; give role 'r' mode FULL_ACCESS in its RolePermissionConfig, or lower
+        tool_requirements['drop']
+    """
+    active = PermissionMode.__members__.get(outcome.active_mode)
+    required = PermissionMode.__members__.get(outcome.required_mode)
+    reason = outcome.reason
+    if outcome.allowed or not reason or active is None or required is None or active >= required:
+        return outcome
+    if reason.endswith(_UNKNOWN_ROLE_NOTE):
+        fix = (
+            f"give role '{role}' a RolePermissionConfig with mode {required.name} (or raise "
+            "the policy's unknown_role)"
+        )
+    else:
+        fix = f"give role '{role}' mode {required.name} in its RolePermissionConfig"
+    # The words added here must not read as a provider failure to classify_exception
+    # (no "error", "failed", "timeout"): the refusal stays an llm_error, as 0.1.0's.
+    return replace(
+        outcome,
+        reason=(
+            f"{reason}: tool '{tool}' was refused before it ran; {fix}, or lower "
+            f"tool_requirements[{tool!r}]"
+        ),
+    )
 
 
 class PermissionEnforcer:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal, TypeAlias
 
+from .circuit_breaker import CircuitOpenError
 from .policy_engine import is_real, is_whole
 
 __all__ = [
@@ -506,6 +507,10 @@ def classify_exception(error: BaseException) -> FailureScenario:
         >>> classify_exception(ConnectionRefusedError()).value
         'provider_failure'
     """
+    if isinstance(error, CircuitOpenError):
+        # Its message quotes the failure that opened the breaker ("ReadTimeout: ...",
+        # "503 ..."), but the refusal is none of those: LLM_ERROR, as the contract has it.
+        return FailureScenario.LLM_ERROR
     try:
         message = str(error).lower()
     except Exception:

@@ -724,6 +724,19 @@ def _parse_rate(source: str, name: str, entry: Mapping[str, Any], rate: str) -> 
     return number
 
 
+class _MissingPricingKey(KeyError, ValueError):
+    """A pricing file without ``"models"`` or an entry without a required rate.
+
+    A ``KeyError``, as 0.1.0 raised (and the contract keeps), and a
+    ``ValueError``, as every other format error of the file is: one
+    ``except ValueError`` catches any bad file.
+    """
+
+    # KeyError's str() is the repr of its key ("'prices.json: ...'"): show the
+    # message as the ValueErrors beside it do.
+    __str__ = BaseException.__str__
+
+
 def _parse_pricing_document(text: str, source: str) -> dict[str, ModelPricing]:
     """Validate a pricing document completely and return lowercased name → price."""
     try:
@@ -739,7 +752,7 @@ def _parse_pricing_document(text: str, source: str) -> dict[str, ModelPricing]:
             f"{source}: top level must be a JSON object, got {type(document).__name__}"
         )
     if "models" not in document:
-        raise KeyError(f"{source}: missing 'models' key")
+        raise _MissingPricingKey(f"{source}: missing 'models' key")
     models = document["models"]
     if not isinstance(models, dict):
         raise ValueError(f"{source}: 'models' must be an object, got {type(models).__name__}")
@@ -753,7 +766,9 @@ def _parse_pricing_document(text: str, source: str) -> dict[str, ModelPricing]:
             )
         for rate in _REQUIRED_RATES:
             if rate not in entry:
-                raise KeyError(f"{source}: models[{name!r}] is missing required rate {rate!r}")
+                raise _MissingPricingKey(
+                    f"{source}: models[{name!r}] is missing required rate {rate!r}"
+                )
         rates = {rate: _parse_rate(source, name, entry, rate) for rate in _REQUIRED_RATES}
         for rate in _OPTIONAL_RATES:
             rates[rate] = _parse_rate(source, name, entry, rate) if rate in entry else 0.0
@@ -775,8 +790,9 @@ def load_pricing_from_file(path: str | os.PathLike[str]) -> None:
 
     The whole file is validated before anything is merged, so a bad file leaves
     :data:`PRICING_TABLE` untouched. Malformed content (including JSON nested
-    too deeply to parse) raises ``ValueError`` naming the file and entry; a
-    missing ``"models"`` key or required rate raises ``KeyError``.
+    too deeply to parse) raises ``ValueError`` naming the file and entry; so
+    does a missing ``"models"`` key or required rate, whose error is also a
+    ``KeyError`` (0.1.0 raised a ``KeyError``).
 
     Example (file contents)::
 

@@ -79,6 +79,34 @@ def _check_breaker(breaker: object) -> None:
         raise TypeError(f"breaker must be a CircuitBreaker or None, got {breaker!r}")
 
 
+#: Who timed out, for the message: the session's role and model ("" when not
+#: known) and the name of the breaker that counts the timeout (None: none does).
+_Whose = tuple[str, str, str | None]
+_NOBODY: _Whose = ("", "", None)
+
+
+def _timed_out(seconds: float, whose: _Whose, *, running: bool) -> TurnTimeoutError:
+    """``TurnTimeoutError(seconds)`` whose message tells what became of the call.
+
+    Built only when a deadline expires. Its own message (pinned by the
+    contract) comes first; this adds, after it, the session's role and model
+    when known, whether the call is still running (a thread cannot be stopped)
+    or was cancelled, and the breaker that counts it as a failure.
+    """
+    error = TurnTimeoutError(seconds)
+    role, model, counted_by = whose
+    named = ", ".join(
+        part for part in (role and f"role {role!r}", model and f"model {model!r}") if part
+    )
+    text = f"{error.args[0]} ({named})" if named else str(error.args[0])
+    text += ": the call keeps running in the background" if running else ": the call was cancelled"
+    if counted_by is not None:
+        text += f"; circuit breaker {counted_by!r} counts it as a failure"
+    # TurnTimeoutError takes only the seconds: the added words live in args alone.
+    error.args = (text,)
+    return error
+
+
 def hung_calls(breaker: AnyBreaker | None = None) -> int:
     """Timed-out calls still running: on ``breaker``, or in the whole process.
 
@@ -159,6 +187,7 @@ def _start_and_wait(
     seconds: float,
     breaker: AnyBreaker | None,
     on_late: Callable[[object], None] | None = None,
+    whose: _Whose = _NOBODY,
 ) -> _Pending:
     """Run ``call`` on a daemon thread and wait; return the finished call.
 
@@ -182,7 +211,8 @@ def _start_and_wait(
             _abandon(pending, breaker)
         raise
     if not finished and _abandon(pending, breaker):
-        raise TurnTimeoutError(seconds) from TimeoutError(f"no result within {seconds:g}s")
+        error = _timed_out(seconds, whose, running=True)
+        raise error from TimeoutError(f"no result within {seconds:g}s")
     # Finished in time (possibly just as the wait expired): done was set under
     # the lock, and the event follows at once.
     pending.finished.wait()
@@ -202,6 +232,10 @@ def wait_in_thread(
     timeout: float,
     breaker: AnyBreaker | None = None,
     on_late: Callable[[T], None] | None = None,
+    *,
+    role: str = "",
+    model: str = "",
+    counted_by: str | None = None,
 ) -> T:
     """Run ``call()`` on a daemon thread, waiting at most ``timeout`` seconds.
 
@@ -213,14 +247,16 @@ def wait_in_thread(
     ``breaker`` until it returns, so the breaker's admission refuses while
     ``max_hung_calls`` of them still run. The call's own result or exception is
     returned or raised as is. ``on_late(result)`` runs on the worker thread
-    when a timed-out call returns after all (not when it raises).
+    when a timed-out call returns after all (not when it raises). ``role``,
+    ``model`` and ``counted_by`` (the breaker whose permit books the timeout)
+    are named in the ``TurnTimeoutError``'s message.
 
     Example::
 
         permit = BreakerPermit(breaker)
         permit.admit()
         try:
-            result = wait_in_thread(fn, 30.0, breaker)
+            result = wait_in_thread(fn, 30.0, breaker, counted_by=permit.name)
         except BaseException as exc:
             permit.failed(exc)
             raise
@@ -233,7 +269,8 @@ def wait_in_thread(
     if seconds is None:
         return call()
     late = cast(Callable[[object], None] | None, on_late)
-    return cast(T, _outcome(_start_and_wait(call, seconds, breaker, late)))
+    whose = (role, model, counted_by)
+    return cast(T, _outcome(_start_and_wait(call, seconds, breaker, late, whose)))
 
 
 def run_with_timeout(
@@ -280,7 +317,8 @@ def run_with_timeout(
             permit.succeeded()
         return result
     try:
-        pending = _start_and_wait(call, seconds, breaker)
+        whose = _NOBODY if permit is None else ("", "", permit.name)
+        pending = _start_and_wait(call, seconds, breaker, None, whose)
     except TurnTimeoutError as timed_out:
         if permit is not None:
             permit.failed(timed_out)
@@ -301,13 +339,21 @@ def run_with_timeout(
     return cast(T, value)
 
 
-async def await_with_timeout(factory: Callable[[], Awaitable[T]], timeout: float | None) -> T:
+async def await_with_timeout(
+    factory: Callable[[], Awaitable[T]],
+    timeout: float | None,
+    *,
+    role: str = "",
+    model: str = "",
+    counted_by: str | None = None,
+) -> T:
     """Await ``factory()``, cancelling it after ``timeout`` seconds (``None``: no limit).
 
     Only the waiting: ``TurnTimeoutError(timeout)``, raised from the
     ``TimeoutError``, when *this* timeout expired; a ``TimeoutError`` the
     coroutine raises itself propagates unchanged. Runs in the current task
-    (``asyncio.timeout``), so no extra task is created.
+    (``asyncio.timeout``), so no extra task is created. ``role``, ``model``
+    and ``counted_by`` are named in the message, as for :func:`wait_in_thread`.
 
     Example::
 
@@ -324,7 +370,7 @@ async def await_with_timeout(factory: Callable[[], Awaitable[T]], timeout: float
             return await factory()
     except TimeoutError as exc:
         if scope.expired():
-            raise TurnTimeoutError(seconds) from exc
+            raise _timed_out(seconds, (role, model, counted_by), running=False) from exc
         raise
 
 
@@ -354,7 +400,8 @@ async def arun_with_timeout(
     if permit is not None:
         permit.admit()
     try:
-        result = await await_with_timeout(factory, timeout)
+        counted_by = None if permit is None else permit.name
+        result = await await_with_timeout(factory, timeout, counted_by=counted_by)
     except BaseException as exc:
         if permit is not None:
             permit.failed(exc)

@@ -27,7 +27,7 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
 from ...guardrails import GuardrailViolatedError, run_post_checks, run_pre_checks
-from ...permissions import PermissionOutcome
+from ...permissions import PermissionOutcome, refused_before_run
 from .. import semconv as sc
 from ..limits import membership
 from ..limits.errors import LoopDetectedError, PermissionDeniedError
@@ -333,7 +333,10 @@ class ToolCall:
             outcome = session.authorize(self.name)
         self._note_permission(outcome)
         if not outcome.allowed:
-            raise PermissionDeniedError(outcome)  # no guardrail ran: "none"
+            # no guardrail ran: "none"; the span keeps the policy's own reason
+            raise PermissionDeniedError(
+                refused_before_run(outcome, role=session.role, tool=self.name)
+            )
         self._guard(lambda: run_pre_checks(session.guardrails, role=session.role, tool=self.name))
         key, watch, step = self.loop_key, self.watch, self.loop_step
         if key is not None and watch is not None:

@@ -65,8 +65,9 @@ class TurnTimeoutError(Exception):
         super().__init__(f"turn exceeded timeout of {timeout_seconds:.3f}s")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # The default replays the message into __init__, which wants the number.
-        return (type(self), (self.timeout_seconds,), self.__dict__)
+        # The default replays the message into __init__, which wants the number; the
+        # message itself (which says what became of the call) travels as state.
+        return (type(self), (self.timeout_seconds,), {**self.__dict__, "args": self.args})
 
 
 class MaxIterationsExceededError(Exception):
