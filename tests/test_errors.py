@@ -227,6 +227,25 @@ def test_the_orchestrators_log_line_prints_the_errors_amounts(
     ]
 
 
+def test_the_log_line_of_a_soft_budget_says_the_session_goes_on(
+    model_a: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A soft budget crossed logged the same line as an enforced one: a reader took
+    # the session for stopped while it ran on.
+    orch = Orchestrator(role="writer", budget_usd=0.00004)
+    with (
+        caplog.at_level("WARNING", logger="techrevati.runtime.orchestrator"),
+        orch.session() as session,
+    ):
+        session.run_turn(lambda: "x", model="docs-model-a", usage=UsageSnapshot(19, 0))
+        session.run_turn(lambda: "y", model="docs-model-a", usage=UsageSnapshot(19, 0))
+    lines = [r.getMessage() for r in caplog.records if "budget_exceeded" in r.getMessage()]
+    assert lines == [
+        f"budget_exceeded: session 'writer' ({session.worker.worker_id}) spent $0.000057 "
+        "of its $0.000040 budget (a soft budget: the session goes on)"
+    ]
+
+
 def test_a_refusal_by_calls_in_flight_says_what_they_reserved(model_a: None) -> None:
     # A burst of first calls reserves their estimates: "Raise budget_usd" read wrong
     # when next to nothing was spent. The message splits spent from reserved.

@@ -423,3 +423,48 @@ def test_a_post_check_refusal_says_the_tool_ran_and_its_result_was_withheld() ->
         GuardrailOutcome(False, "no"), guardrail="g", role="r", tool="t", stage="pre"
     )
     assert str(pre) == "pre guardrail 'g' blocked tool 't' for role 'r': no"
+
+
+def test_a_guardrail_that_raises_is_named_on_its_error() -> None:
+    # A guardrail's own bug surfaced as a bare KeyError('k'), nothing saying whose.
+    class Lookup(Guardrail):
+        name = "lookup"
+
+        def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome({"a": True}[tool])
+
+        def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome({"a": True}[str(value)])
+
+    with pytest.raises(KeyError) as pre:  # raised as it is: its type still catches it
+        run_pre_checks([Lookup()], role="r", tool="k")
+    assert pre.value.__notes__ == [
+        "raised by guardrail 'lookup' in its pre-check of tool 'k' (role 'r'): the tool did not run"
+    ]
+    with pytest.raises(KeyError) as post:
+        run_post_checks([Lookup()], "v", role="r", tool="a")
+    assert post.value.__notes__ == [
+        "raised by guardrail 'lookup' in its post-check of tool 'a' (role 'r'): the tool ran, "
+        "and its result was withheld"
+    ]
+
+
+def test_a_class_whose_checks_are_static_still_works_as_a_guardrail() -> None:
+    # Refusing every class (a guardrail's instance was meant) broke this, which worked.
+    from techrevati.runtime import Orchestrator
+
+    class Stateless:
+        name = "stateless"
+
+        @staticmethod
+        def check_pre(*, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(tool != "shell", "no shell")
+
+        @staticmethod
+        def check_post(value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(True)
+
+    with Orchestrator(role="c", guardrails=[Stateless]).session() as session:  # type: ignore[list-item]
+        assert session.run_tool("read", lambda: 7) == 7
+        with pytest.raises(GuardrailViolatedError):
+            session.run_tool("shell", lambda: 1)

@@ -710,12 +710,3 @@ def test_a_mode_refusal_of_a_role_without_config_points_at_unknown_role() -> Non
     )
     assert "give role 'intern' a RolePermissionConfig with mode WORKSPACE_WRITE" in str(info.value)
     assert "lower tool_requirements['deploy']" in str(info.value)
-
-
-def test_a_role_configs_key_must_name_its_configs_role() -> None:
-    with pytest.raises(ValueError) as info:
-        PermissionPolicy(role_configs={"a": RolePermissionConfig("b", RO)})
-    assert str(info.value).startswith("role_configs key 'a' holds the config of role 'b'")
-    # Spellings of one role (the lookup's normal form) are the same role.
-    policy = PermissionPolicy(role_configs={"Researcher": RolePermissionConfig("researcher", RO)})
-    assert policy.config_for("researcher") is not None

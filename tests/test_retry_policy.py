@@ -522,3 +522,30 @@ def test_smaller_context_budget_names_a_bad_argument(
 ) -> None:
     with pytest.raises(error, match=re.escape(said)):
         smaller_context_budget(*args)
+
+
+def test_the_runtimes_refusals_are_llm_errors_whatever_their_messages_name() -> None:
+    # A permission refusal names its tool: "set_timeout" read as a timeout,
+    # "read_error_log" as a tool error, before refusals were told by their type.
+    from techrevati.runtime.guardrails import GuardrailOutcome, GuardrailViolatedError
+    from techrevati.runtime.permissions import PermissionOutcome
+    from techrevati.runtime.telemetry.limits.errors import (
+        MaxIterationsExceededError,
+        PermissionDeniedError,
+    )
+    from techrevati.runtime.usage_tracking import BudgetExceededError
+
+    for tool in ("set_timeout", "read_error_log", "upstream_sync"):
+        outcome = PermissionOutcome(
+            False,
+            f"role 'r' has READ_ONLY but tool requires FULL_ACCESS: tool {tool!r}",
+            "READ_ONLY",
+            "FULL_ACCESS",
+        )
+        assert classify_exception(PermissionDeniedError(outcome)) is FailureScenario.LLM_ERROR
+        violated = GuardrailViolatedError(
+            GuardrailOutcome(False, "timed out"), guardrail="g", role="r", tool=tool, stage="pre"
+        )
+        assert classify_exception(violated) is FailureScenario.LLM_ERROR
+    assert classify_exception(MaxIterationsExceededError(3)) is FailureScenario.LLM_ERROR
+    assert classify_exception(BudgetExceededError(1.0, 2.0)) is FailureScenario.LLM_ERROR

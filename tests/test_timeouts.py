@@ -126,11 +126,7 @@ def test_issue_scenario_six_timeouts_threshold_two(hang: Hang) -> None:
             outcomes.append("timeout")
         except CircuitOpenError as exc:
             outcomes.append(str(exc))
-    assert outcomes[:2] == ["timeout", "timeout"]
-    assert all(
-        o.startswith("Circuit breaker 'api' is OPEN after 2 consecutive") for o in outcomes[2:]
-    )
-    assert len(outcomes) == 6
+    assert outcomes == ["timeout", "timeout"] + ["Circuit breaker 'api' is OPEN"] * 4
     assert cb.state() is CircuitState.OPEN
     assert hang.started == 2
     assert hung_calls(cb) == 2
@@ -691,18 +687,17 @@ def test_a_session_timeout_names_the_role_model_and_what_became_of_the_call(hang
     orch = Orchestrator(role="coder", circuit_breaker=cb)
     with orch.session() as session, pytest.raises(TurnTimeoutError) as info:
         session.run_turn(hang, model="gpt-4o", timeout=SHORT)
-    assert str(info.value) == (
-        "turn exceeded timeout of 0.010s (role 'coder', model 'gpt-4o'): the call keeps "
-        "running in the background; circuit breaker 'model-api' counts it as a failure"
-    )
+    assert str(info.value) == "turn exceeded timeout of 0.010s"  # (pinned by the contract)
+    assert info.value.__notes__ == [
+        "a turn (role 'coder', model 'gpt-4o') keeps running in the background; circuit "
+        "breaker 'model-api' counts it as a failure"
+    ]
     assert info.value.timeout_seconds == SHORT
     again = pickle.loads(pickle.dumps(info.value))  # (sent to another process: all of it)
-    assert (str(again), again.timeout_seconds) == (str(info.value), SHORT)
+    assert (str(again), again.__notes__) == (str(info.value), info.value.__notes__)
     with Orchestrator(role="coder").session() as session, pytest.raises(TurnTimeoutError) as info:
         session.run_turn(hang, timeout=SHORT)
-    assert str(info.value) == (
-        "turn exceeded timeout of 0.010s (role 'coder'): the call keeps running in the background"
-    )
+    assert info.value.__notes__ == ["a turn (role 'coder') keeps running in the background"]
 
 
 def test_an_async_session_timeout_says_the_call_was_cancelled() -> None:
@@ -717,25 +712,22 @@ def test_an_async_session_timeout_says_the_call_was_cancelled() -> None:
                 await session.arun_turn(_forever, model="gpt-4o", timeout=SHORT)
         return info.value
 
-    assert str(asyncio.run(main())) == (
-        "turn exceeded timeout of 0.010s (role 'coder', model 'gpt-4o'): the call was "
-        "cancelled; circuit breaker 'model-api' counts it as a failure"
-    )
+    assert asyncio.run(main()).__notes__ == [
+        "a turn (role 'coder', model 'gpt-4o') was cancelled; circuit breaker 'model-api' "
+        "counts it as a failure"
+    ]
 
 
 def test_a_timeout_outside_a_session_says_what_became_of_the_call(hang: Hang) -> None:
     error = _timeout(hang, CircuitBreaker("api"))
-    assert str(error) == (
-        "turn exceeded timeout of 0.010s: the call keeps running in the background; "
-        "circuit breaker 'api' counts it as a failure"
-    )
-    assert str(_timeout(hang, None)) == (
-        "turn exceeded timeout of 0.010s: the call keeps running in the background"
-    )
+    assert error.__notes__ == [
+        "the call keeps running in the background; circuit breaker 'api' counts it as a failure"
+    ]
+    assert _timeout(hang, None).__notes__ == ["the call keeps running in the background"]
 
     async def main() -> TurnTimeoutError:
         with pytest.raises(TurnTimeoutError) as info:
             await await_with_timeout(_forever, SHORT)
         return info.value
 
-    assert str(asyncio.run(main())) == "turn exceeded timeout of 0.010s: the call was cancelled"
+    assert asyncio.run(main()).__notes__ == ["the call was cancelled"]

@@ -7,6 +7,7 @@ NumPy is not a dependency; its scalars are stood in for by what makes them one: 
 
 from __future__ import annotations
 
+import warnings
 from fractions import Fraction
 
 import pytest
@@ -43,15 +44,22 @@ def test_enforce_budget_without_a_budget_is_warned_about_at_the_users_line() -> 
     from techrevati.runtime import agent_session
 
     with pytest.warns(UserWarning, match="enforce_budget=True has no budget to enforce") as seen:
-        Orchestrator(role="writer", enforce_budget=True)
+        orchestrator = Orchestrator(role="writer", enforce_budget=True)
     assert seen[0].filename == __file__
+    assert len(seen) == 1
+    with warnings.catch_warnings():
+        # Said once, where it is written: not again at each session it opens (it was,
+        # each time pointing at the session's line).
+        warnings.simplefilter("error")
+        with orchestrator.session():
+            pass
+        with orchestrator.session():
+            pass
     with (
         pytest.warns(UserWarning, match="session 'w': enforce_budget=True"),
         agent_session("w", enforce_budget=True),
     ):
         pass
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Orchestrator(role="writer", enforce_budget=True, budget_usd=1.0)

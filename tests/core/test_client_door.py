@@ -39,6 +39,7 @@ from techrevati.runtime import (
     BudgetExceededError,
     MaxIterationsExceededError,
     Orchestrator,
+    UsageSnapshot,
     agent_session,
     agent_turn,
     tool_call,
@@ -743,6 +744,27 @@ def test_a_turns_answered_request_holds_what_it_cost_for_the_turns_next_ones(
         assert session._ledger.reserved_nano == 0
     assert len(api.requests) == 4
     assert session.tracker.total_cost() == pytest.approx(4 * ONE_CALL)
+
+
+def test_a_turn_given_usage_holds_at_least_that_once_its_request_is_answered(
+    api: FakeOpenAI, otel: Otel
+) -> None:
+    # A turn booked at its usage= ($0.012: 4,000 input tokens), its request answered
+    # at $0.0045: it holds the $0.012 it is booked at, not the answer's cost (a
+    # concurrent call then ran past the $0.01 budget: $0.0165 spent).
+    client = _client(api)
+    held: list[int] = []
+
+    def turn() -> str:
+        _ask(client)
+        held.append(session._ledger.reserved_nano)
+        return "x"
+
+    orch = Orchestrator(role="w", budget_usd=0.05, enforce_budget=True, **otel.kwargs())
+    with orch.session() as session:
+        session.run_turn(turn, model="model-a", usage=UsageSnapshot(4000, 0))
+    assert held == [12_000_000]  # $0.012 in nano-dollars
+    assert session.tracker.total_cost() == pytest.approx(0.012)
 
 
 class _Flaky:

@@ -23,6 +23,7 @@ from techrevati.runtime import ModelPricing, Orchestrator, UsageSnapshot, regist
 from techrevati.runtime.decorators import agent_session, agent_turn
 from techrevati.runtime.pricing import price_call
 from techrevati.runtime.telemetry.calls.turn import _DECLARED_CHECKED, _GIVEN_CHECKED
+from techrevati.runtime.usage_tracking import usd_text
 
 from . import payloads as p
 from .clients import MESSAGES, chat_turns
@@ -224,7 +225,7 @@ def test_a_turn_declaring_a_cheaper_model_than_the_one_that_answered_warns_once(
         ask(dated)  # the same price: nothing to say
     assert len([w for w in warned if "declared model" in str(w.message)]) == 1
     assert warned[0].filename == __file__
-    assert "$0.001000" in str(warned[0].message) and "$0.010000" in str(warned[0].message)
+    assert "($0.0010)" in str(warned[0].message) and "costs $0.0100." in str(warned[0].message)
     assert session.tracker.total_cost() == pytest.approx(0.003)  # the documented rule stands
 
 
@@ -292,8 +293,10 @@ def test_usage_given_below_what_the_response_used_warns_once(otel: Otel, api: st
     assert said[0].filename == __file__
     message = str(said[0].message)
     booked = price_call("gpt-4o-mini", given).cost
-    assert f"worth ${booked:.6f} (10 input, 2 output tokens)" in message
-    assert f"5000 input and 100 output tokens, worth ${COMPLETION_COST:.6f}" in message
+    # (Each amount exact as printed: ``usd_text``, not six decimals, which printed the
+    # $0.0000027 given as "$0.000003".)
+    assert f"worth ${usd_text(booked)} (10 input, 2 output tokens)" in message
+    assert f"5000 input and 100 output tokens, worth ${usd_text(COMPLETION_COST)}" in message
     expected = 3 * booked + price_call("gpt-4o-mini", UsageSnapshot(6000, 200)).cost
     assert session.summary()["usage"]["total_cost_usd"] == pytest.approx(expected, abs=1e-4)
     assert session.tracker.total_cost() == pytest.approx(expected, rel=1e-12)

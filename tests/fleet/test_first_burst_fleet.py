@@ -1,19 +1,20 @@
-"""A first burst of model spans under a fleet scope's budget, on threads and on an event loop.
+"""A first burst of model calls under a fleet scope's budget, on threads and on an event loop.
 
 OpenLLMetry's OpenAI instrumentation starts its span naming only the operation
 (no model): the span is admitted "unnamed", and the client guard decides it
 again as a call of its request's model (``Ledger.admit_named``) before the
 request is sent. The official instrumentation's span names its model at its
-start ("named"). Here the session's only enforced budget (or the tighter one)
-is a fleet scope's, in Redis: 20 first calls of a priced model, no max_tokens,
-under a fleet budget of five calls. Exactly five reach the server, each booked
-once, locally and in the fleet, and nothing stays reserved.
+start ("named"); a client without instrumentation has the guard as its door
+("bare"). Here the session's only enforced budget (or the tighter one) is a
+fleet scope's, in Redis: 20 first calls of a priced model, no max_tokens, under
+a fleet budget of five calls. Exactly five reach the server, each booked once,
+locally and in the fleet, and nothing stays reserved.
 
 Before: an unnamed span asked the fleet at its start as a call of model "",
-reserving nothing there, and 20 of 20 ran; on an event loop, a named burst's
-calls each held their request's bound at the fleet, and 1 ran; a call the fleet
-refused after the local levels admitted it was booked at an estimate when its
-span ended, though never sent.
+reserving nothing there, and 20 of 20 ran; a named burst on an event loop, and a
+bare client's on threads and on an event loop, each held its request's bound at
+the fleet, and 1 ran; a call the fleet refused after the local levels admitted
+it was booked at an estimate when its span ended, though never sent.
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ def _answered(span: Any) -> None:
 
 
 def _call(otel: Otel, kind: str, send: Callable[[], object]) -> None:
+    if kind == "bare":  # the client alone: the guard is its door
+        send()
+        return
     span = _span(otel, kind)
     try:
         with otel_trace.use_span(span, end_on_exit=False):
@@ -118,6 +122,9 @@ def _call(otel: Otel, kind: str, send: Callable[[], object]) -> None:
 
 
 async def _acall(otel: Otel, kind: str, send: Callable[[], Awaitable[object]]) -> None:
+    if kind == "bare":
+        await send()
+        return
     span = _span(otel, kind)
     try:
         await send()
@@ -183,7 +190,7 @@ def _loop_burst(otel: Otel, api: FakeOpenAI, kind: str) -> list[str]:
 OBSERVED: dict[str, dict[str, Any]] = {}
 
 
-@pytest.mark.parametrize("kind", ["unnamed", "named"])
+@pytest.mark.parametrize("kind", ["unnamed", "named", "bare"])
 @pytest.mark.parametrize("local", ["fleet only", "local 10 + fleet 5"])
 @pytest.mark.parametrize("client_kind", ["threads", "asyncio"])
 def test_a_first_burst_of_spans_holds_a_fleet_scopes_budget(

@@ -79,9 +79,11 @@ class CircuitOpenError(Exception):
     ``reason`` says why when the refusal is not the plain OPEN state (all
     half-open probe slots taken, or too many timed-out calls still running).
     A breaker refusing in the OPEN state also tells how many consecutive
-    ``failures`` opened it, the ``last_failure`` (``"Type: message"``, cut to
-    200 characters; None when ``record_failure()`` told of it) and, in
-    ``retry_in_seconds``, how soon it lets a trial call through.
+    ``failures`` opened it, the ``last_failure`` (its type, and its HTTP status
+    when it has one: never its message, which may quote a key or the prompt;
+    None when ``record_failure()`` told of it) and, in ``retry_in_seconds``, how
+    soon it lets a trial call through: as attributes, and as a note on the
+    error (shown with its traceback), after the message the contract pins.
 
     Example::
 
@@ -89,12 +91,13 @@ class CircuitOpenError(Exception):
         "Circuit breaker 'model-api' is OPEN"
         >>> str(CircuitOpenError("model-api", reason="8 timed-out calls are still running"))
         "Circuit breaker 'model-api' refused the call: 8 timed-out calls are still running"
-        >>> err = CircuitOpenError("api", failures=5, last_failure="TimeoutError: read",
+        >>> err = CircuitOpenError("api", failures=5, last_failure="APITimeoutError",
         ...                        retry_in_seconds=12.5, recovery_timeout_seconds=30.0)
-        >>> print(err)  # doctest: +NORMALIZE_WHITESPACE
-        Circuit breaker 'api' is OPEN after 5 consecutive failures (last: TimeoutError: read):
-        this call was refused before it ran; a trial call is let through in 12.5s
-        (recovery_timeout_seconds=30)
+        >>> str(err)
+        "Circuit breaker 'api' is OPEN"
+        >>> print(err.__notes__[0])  # doctest: +NORMALIZE_WHITESPACE
+        opened after 5 consecutive failures (last: APITimeoutError): this call was refused
+        before it ran; a trial call is let through in 12.5s (recovery_timeout_seconds=30)
     """
 
     def __init__(
@@ -119,18 +122,18 @@ class CircuitOpenError(Exception):
         if reason is not None:
             super().__init__(f"Circuit breaker '{name}' refused the call: {reason}")
             return
-        # The contract pins this opening; what the breaker knows follows it.
-        message = f"Circuit breaker '{name}' is OPEN"
+        # The contract pins the message; what the breaker knows is a note after it.
+        super().__init__(f"Circuit breaker '{name}' is OPEN")
         if failures is not None:
-            message += f" after {failures} consecutive failure{'' if failures == 1 else 's'}"
+            note = f"opened after {failures} consecutive failure{'' if failures == 1 else 's'}"
             if last_failure:
-                message += f" (last: {last_failure})"
-            message += ": this call was refused before it ran"
+                note += f" (last: {last_failure})"
+            note += ": this call was refused before it ran"
             if retry_in_seconds is not None:
-                message += f"; a trial call is let through in {_seconds(retry_in_seconds)}"
+                note += f"; a trial call is let through in {_seconds(retry_in_seconds)}"
                 if recovery_timeout_seconds is not None:
-                    message += f" (recovery_timeout_seconds={recovery_timeout_seconds:g})"
-        super().__init__(message)
+                    note += f" (recovery_timeout_seconds={recovery_timeout_seconds:g})"
+            self.add_note(note)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
@@ -180,23 +183,22 @@ _FAILURE_SHOWN = 200
 
 
 def _failure_text(error: BaseException) -> str:
-    """``"Type: message"`` on one line, cut to :data:`_FAILURE_SHOWN` characters.
+    """How an open breaker's refusal names the failure that opened it: its type, and its
+    HTTP status when it carries one (``status_code``, as the SDKs' errors do).
 
-    Built when a call fails, so the refusal need not keep the exception (and
-    its traceback's frames) alive while the circuit is open.
+    Never its message: a provider's error text may quote a key, a signed URL or
+    the prompt, and the refusal is repeated in every log line and span while the
+    circuit is open. Built when a call fails, so the refusal need not keep the
+    exception (and its traceback's frames) alive.
     """
     shown = getattr(error, "shown_as", None)
     if isinstance(shown, str):  # a failure known only by its name (another producer's span)
         return shown[:_FAILURE_SHOWN]
-    kind = type(error).__name__
-    try:
-        said = str(error)
-    except Exception:  # a broken __str__ must not turn a failure into another error
-        said = ""
-    # Cut before joining the lines: a message can be a whole response body.
-    said = " ".join(said[: _FAILURE_SHOWN * 2].split())
-    text = f"{kind}: {said}" if said else kind
-    return text if len(text) <= _FAILURE_SHOWN else text[: _FAILURE_SHOWN - 3] + "..."
+    text = type(error).__name__
+    status = getattr(error, "status_code", None)
+    if type(status) is int:
+        text += f" (HTTP {status})"
+    return text[:_FAILURE_SHOWN]
 
 
 def _check_positive_int(field_name: str, value: object) -> None:

@@ -178,7 +178,16 @@ def run_pre_checks(guardrails: Iterable[Guardrail], *, role: str, tool: str) -> 
     """
     key = normalize_tool_name(tool)
     for g in guardrails:
-        outcome = _checked(g, "check_pre", g.check_pre(role=role, tool=key))
+        try:
+            answer = g.check_pre(role=role, tool=key)
+        except Exception as error:
+            # Raised as it is (the caller may catch its type), with a note naming whose.
+            error.add_note(
+                f"raised by guardrail {_label(g)!r} in its pre-check of tool {tool!r} "
+                f"(role {role!r}): the tool did not run"
+            )
+            raise
+        outcome = _checked(g, "check_pre", answer)
         if not outcome.allowed:
             raise GuardrailViolatedError(
                 outcome, guardrail=_label(g), role=role, tool=tool, stage="pre"
@@ -189,7 +198,15 @@ def run_post_checks(guardrails: Iterable[Guardrail], value: Any, *, role: str, t
     """Run ``check_post`` on each guardrail in order (``tool`` normalised); raise on refusal."""
     key = normalize_tool_name(tool)
     for g in guardrails:
-        outcome = _checked(g, "check_post", g.check_post(value, role=role, tool=key))
+        try:
+            answer = g.check_post(value, role=role, tool=key)
+        except Exception as error:
+            error.add_note(
+                f"raised by guardrail {_label(g)!r} in its post-check of tool {tool!r} "
+                f"(role {role!r}): the tool ran, and its result was withheld"
+            )
+            raise
+        outcome = _checked(g, "check_post", answer)
         if not outcome.allowed:
             raise GuardrailViolatedError(
                 outcome, guardrail=_label(g), role=role, tool=tool, stage="post"

@@ -195,6 +195,15 @@ def _check_name(field: str, value: object, *, empty: bool) -> None:
         raise ValueError(f"{field} must not contain control characters, got {value!r}")
 
 
+def _needs_instance(kind: type) -> bool:
+    """Whether a class passed as a guardrail has a check that is a plain method."""
+    for method in ("check_pre", "check_post"):
+        found = inspect.getattr_static(kind, method, None)
+        if found is not None and not isinstance(found, staticmethod | classmethod):
+            return True
+    return False
+
+
 def _check_collaborators(orch: Orchestrator) -> None:
     """Each collaborator is what its field says, or a bare AttributeError comes at first use."""
     expected: tuple[tuple[str, object, type], ...] = (
@@ -217,9 +226,10 @@ def _check_collaborators(orch: Orchestrator) -> None:
     if isinstance(orch.guardrails, str | bytes) or not isinstance(orch.guardrails, list | tuple):
         raise TypeError(f"guardrails must be a list of guardrails, got {orch.guardrails!r}")
     for index, guardrail in enumerate(orch.guardrails):
-        if isinstance(guardrail, type):
+        if isinstance(guardrail, type) and _needs_instance(guardrail):
             # A class has check_pre and check_post too, as plain functions: the first
             # tool call would fail with "missing 1 required positional argument: 'self'".
+            # (A class whose checks are static or class methods works as it is.)
             name = guardrail.__name__
             raise TypeError(
                 f"guardrails[{index}] is the class {name}, not an instance; pass {name}()"
@@ -510,15 +520,19 @@ class _SessionBase(Generic[B]):
         # comparison holds as read: the tracker's formatted cost rounds to 4 decimals.
         ran = error.site is None or error.site.ran
         spent, budget = usd_pair(error.current_cost_usd, error.budget_usd, strict=ran)
+        # A soft budget (not enforced) is crossed and the session goes on: the line says
+        # so, or a log reader takes it for a stop.
+        went_on = "" if self.enforce_budget else " (a soft budget: the session goes on)"
         logger.warning(
-            "budget_exceeded: session %r (%s) spent $%s of its $%s budget"
+            "budget_exceeded: session %r (%s) spent $%s of its $%s budget%s"
             if ran
             else "budget_exceeded: session %r (%s) reached its budget: $%s spent or reserved "
-            "by calls in flight >= $%s",
+            "by calls in flight >= $%s%s",
             self.role,
             self.worker.worker_id,
             spent,
             budget,
+            went_on,
             extra=self._log_extra(
                 budget_usd=error.budget_usd,
                 current_cost_usd=error.current_cost_usd,
@@ -1265,6 +1279,8 @@ class Orchestrator:
     wrap_up_at: float | None = None
     on_wrap_up: Callable[[Any], None] | None = None
     _last_tracker: UsageTracker | None = field(default=None, init=False, repr=False, compare=False)
+    #: ``enforce_budget=True`` without a budget was warned about (once, where it is written).
+    _warned_no_budget: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check_fields()
@@ -1286,8 +1302,10 @@ class Orchestrator:
                 # "no" or "False" would read as True: a flag that guards money is a bool.
                 raise TypeError(f"{flag} must be True or False, got {value!r}")
         _check_limits(self.max_iterations, self.budget_usd, shared=self.shared)
-        if self.enforce_budget and self.budget_usd is None:
-            # Read as "enforce a budget", it enforces none: say so where it is written.
+        if self.enforce_budget and self.budget_usd is None and not self._warned_no_budget:
+            # Read as "enforce a budget", it enforces none: say so where it is written,
+            # once (not again at each session it opens, pointing at that line instead).
+            self._warned_no_budget = True
             warn_user(
                 f"session {self.role!r}: enforce_budget=True has no budget to enforce "
                 "(budget_usd is None), so no call is refused for what it costs; set "

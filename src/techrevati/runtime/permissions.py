@@ -279,18 +279,6 @@ class PermissionPolicy:
                 raise TypeError(
                     f"role_configs[{role!r}] must be a RolePermissionConfig, got {cfg!r}"
                 )
-            # The key governs (config_for looks it up), so a config filed under another
-            # role's name would silently apply to that role instead. Spellings of one
-            # role (the same normal form) are the same role.
-            if (
-                isinstance(role, str)
-                and isinstance(cfg.role, str)
-                and _normalize(role) != _normalize(cfg.role)
-            ):
-                raise ValueError(
-                    f"role_configs key {role!r} holds the config of role {cfg.role!r}; "
-                    f"file it under {cfg.role!r}, or make its role {role!r}"
-                )
         reqs = tool_requirements if tool_requirements is not None else {}
         # Keep the caller's dict when it is already well-typed (so later edits to it
         # still apply); only normalise into a copy when names/ints need converting.

@@ -494,6 +494,20 @@ def _has_any(message: str, markers: tuple[str, ...]) -> bool:
     return any(marker in message for marker in markers)
 
 
+def _refusals() -> tuple[type[Exception], ...]:
+    # Imported when a failure is classified: the limits package imports this module.
+    from .guardrails import GuardrailViolatedError
+    from .telemetry.limits.errors import MaxIterationsExceededError, PermissionDeniedError
+    from .usage_tracking import BudgetExceededError
+
+    return (
+        BudgetExceededError,
+        GuardrailViolatedError,
+        MaxIterationsExceededError,
+        PermissionDeniedError,
+    )
+
+
 def classify_exception(error: BaseException) -> FailureScenario:
     """Map an exception to a :class:`FailureScenario`; the first matching rule wins.
 
@@ -507,9 +521,10 @@ def classify_exception(error: BaseException) -> FailureScenario:
         >>> classify_exception(ConnectionRefusedError()).value
         'provider_failure'
     """
-    if isinstance(error, CircuitOpenError):
-        # Its message quotes the failure that opened the breaker ("ReadTimeout: ...",
-        # "503 ..."), but the refusal is none of those: LLM_ERROR, as the contract has it.
+    if isinstance(error, (CircuitOpenError, *_refusals())):
+        # The runtime's refusals are LLM_ERROR, as the contract has it, by their type:
+        # their messages name tools and failures ("tool 'set_timeout'", a breaker's last
+        # "ReadTimeout") that the substring rules below would read as something else.
         return FailureScenario.LLM_ERROR
     try:
         message = str(error).lower()

@@ -555,13 +555,14 @@ class FleetLimits:
     _closed = False
 
     def _admit(self, model: str, expected_nano: int, hold_id: str, force: bool) -> list[Any]:
-        if len(self._outbox) and not on_event_loop():
+        if len(self._outbox) and not self._health.down and not on_event_loop():
             # This process's settlements still waiting (one made on an event loop is
             # delivered by a background thread) are delivered first, so the admission
             # reads what those calls cost, not what they reserved: a first burst's calls,
             # woken when their model's first call settled here, were refused by its
             # reservation (its request's bound) still held in the store: 1 of 20 ran
-            # where five fit. Off the loop only (an admission there already blocks it).
+            # where five fit. Off the loop only (an admission there already blocks it),
+            # and not while the store is down (each admission would wait twice).
             self._outbox.drain(time.monotonic() + self.timeout_s)
         return self._store.admit(
             window_ms=self._window_ms,

@@ -142,15 +142,16 @@ _EXITED: ContextVar[tuple[weakref.ref[SessionScope], ...]] = ContextVar(
 _EXITED_KEPT = 8
 
 
-def _session_in_context(context: Context | None) -> SessionScope | None:
-    """The open session that owns the span current in ``context`` (None: the current one).
+def _session_in_context() -> SessionScope | None:
+    """The open session that owns the span current here, or that the context carries.
 
     A thread that attached a session's OpenTelemetry context (``context.attach``,
     OpenTelemetry's ``ThreadingInstrumentor``) is in that session, as its calls are:
     a session it opens is that session's child. Opened as a top-level one, a
     sub-agent in three such threads sent 15 requests under its parent's cap of 3.
+    (Only this process's sessions: a remote parent is found by ``remote_parent``.)
     """
-    entry = membership.enclosing_context(context)
+    entry = membership.owner_in_context(otel_context.get_current())
     ref = entry.ledger.session_ref if entry is not None else None
     found = ref() if ref is not None else None
     return membership.nearest_open(found) if isinstance(found, SessionScope) else None
@@ -207,8 +208,8 @@ def open_session(
         parent_scope = submitted_from()
         if parent_scope is not None and parent is None:
             parent = parent_scope.context
-    if parent_scope is None:
-        parent_scope = _session_in_context(parent)
+    if parent_scope is None and parent is None:
+        parent_scope = _session_in_context()
     remote_parent = None
     unreachable: FleetUnavailableError | None = None
     if parent_scope is None:

@@ -86,24 +86,23 @@ _NOBODY: _Whose = ("", "", None)
 
 
 def _timed_out(seconds: float, whose: _Whose, *, running: bool) -> TurnTimeoutError:
-    """``TurnTimeoutError(seconds)`` whose message tells what became of the call.
+    """``TurnTimeoutError(seconds)`` with a note on what became of the call.
 
-    Built only when a deadline expires. Its own message (pinned by the
-    contract) comes first; this adds, after it, the session's role and model
-    when known, whether the call is still running (a thread cannot be stopped)
-    or was cancelled, and the breaker that counts it as a failure.
+    Built only when a deadline expires. Its message is the one the contract
+    pins; the note (shown with its traceback) names the session's role and
+    model when known, says whether the call is still running (a thread cannot
+    be stopped) or was cancelled, and which breaker counts it as a failure.
     """
     error = TurnTimeoutError(seconds)
     role, model, counted_by = whose
     named = ", ".join(
         part for part in (role and f"role {role!r}", model and f"model {model!r}") if part
     )
-    text = f"{error.args[0]} ({named})" if named else str(error.args[0])
-    text += ": the call keeps running in the background" if running else ": the call was cancelled"
+    note = f"a turn ({named})" if named else "the call"
+    note += " keeps running in the background" if running else " was cancelled"
     if counted_by is not None:
-        text += f"; circuit breaker {counted_by!r} counts it as a failure"
-    # TurnTimeoutError takes only the seconds: the added words live in args alone.
-    error.args = (text,)
+        note += f"; circuit breaker {counted_by!r} counts it as a failure"
+    error.add_note(note)
     return error
 
 

@@ -38,7 +38,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from ...caller import warn_user
 from ...circuit_breaker import BreakerPermit, CircuitOpenError
 from ...pricing import PricedCall, has_pricing, price_call
-from ...usage_tracking import BudgetExceededError, UsageSnapshot
+from ...usage_tracking import BudgetExceededError, UsageSnapshot, usd_text
 from .. import semconv as sc
 from ..limits import membership
 from ..limits.errors import TurnTimeoutError
@@ -51,7 +51,6 @@ from ..limits.ledger import (
     holding,
 )
 from ..limits.membership import SpanEntry
-from ..limits.money import usd_text
 from ..limits.probe import _ProbeWait
 from ..readings.sdk_attributes import write_known
 from ..readings.tokens import usage_to_attributes
@@ -632,8 +631,8 @@ def _check_declared_model(
         return
     warn_user(
         f"a turn declared model {declared!r} but the response came from {answered!r}: "
-        f"the call is booked at {declared!r}'s price ({usd_text(priced.cost)}) where "
-        f"{answered!r} costs {usd_text(actual.cost)}. Declare the model you call, or leave "
+        f"the call is booked at the price of {declared!r} (${usd_text(priced.cost)}) where "
+        f"{answered!r} costs ${usd_text(actual.cost)}. Declare the model you call, or leave "
         "model= out to price the model the response names",
         RuntimeWarning,
     )
@@ -663,11 +662,11 @@ def _check_given_usage(
         return
     _GIVEN_CHECKED.add(model)
     warn_user(
-        f"a turn of model {model!r} was given usage= worth {usd_text(booked.cost)} "
+        f"a turn of model {model!r} was given usage= worth ${usd_text(booked.cost)} "
         f"({given.input_tokens + given.cache_read_tokens + given.cache_write_tokens} input, "
         f"{given.output_tokens} output tokens), but the response read inside it used "
         f"{read.input_tokens + read.cache_read_tokens + read.cache_write_tokens}"
-        f" input and {read.output_tokens} output tokens, worth {usd_text(billed.cost)}: the "
+        f" input and {read.output_tokens} output tokens, worth ${usd_text(billed.cost)}: the "
         "turn is booked, and held against its budget, at usage= (as documented). Pass the "
         "response's own usage, or leave usage= out to book what the response says",
         RuntimeWarning,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ...pricing import price_call
 from ...usage_tracking import UsageSnapshot
 from ..readings.recognise import CallReading, more_exact, warn_no_cache
+from .estimate import RAISED_FROM
 from .ledger import Claim
 from .membership import SpanEntry
 
@@ -75,14 +76,17 @@ def _held_at_answer(call: Claim, model: str, usage: UsageSnapshot, provider: str
     unless ``max_tokens`` says less) before it was sent; kept until the turn ends,
     that bound refused the turn's own next requests, each a call of its own, as if
     a call in flight held it: under a $0.03 budget a turn of ``gpt-4o`` sent 1 of
-    its 4 requests, each costing $0.000475. Lowered only, and only under a budget.
+    its 4 requests, each costing $0.000475. Lowered only, never below what the call
+    held before that raise (a turn's ``usage=``, which it is booked at).
     """
-    leaf = call.leaf
-    if not leaf._budgeted or not call.expected_nano or not model:
+    if not RAISED_FROM:
         return
-    cost = price_call(model, usage, provider)[0]
-    if cost < call.expected:
-        leaf.reserve_at(call, cost)
+    before = RAISED_FROM.pop(call, None)
+    if before is None or not model:
+        return
+    held = max(price_call(model, usage, provider)[0], before)
+    if held < call.expected:
+        call.leaf.reserve_at(call, held)
 
 
 def book(entry: SpanEntry, reading: CallReading, scope: str = "", failed: bool = False) -> None:

@@ -24,7 +24,6 @@ import functools
 import inspect
 import json
 import logging
-import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -48,6 +47,7 @@ from . import membership
 from .booking import book, cut_usage, reading_stream, stream_read
 from .estimate import (
     DEFERRED,
+    RAISED_FROM,
     capped,
     defer,
     input_known,
@@ -59,7 +59,7 @@ from .estimate import (
 )
 from .ledger import STREAMING, Claim, Ledger, breaker_abandoned, breaker_call_ended
 from .membership import SpanEntry
-from .probe import Probe, _ProbeWait
+from .probe import Probe, _ProbeWait, other_event_loop
 
 
 def _warn_once(message: str) -> None:
@@ -241,20 +241,6 @@ def _wait_for(wait: _ProbeWait, deadline: float, awaits: bool) -> float | _Probe
     now = time.monotonic()
     deadline = deadline or now + wait.timeout
     return deadline if wait.probe.wait(deadline - now) else None
-
-
-def other_event_loop() -> bool:
-    """Whether another library's event loop (trio's) runs on this thread: a wait here
-    would stop it, and a probe's end is awaitable only on asyncio. Told by ``sniffio``,
-    which the async clients' HTTP stack (``anyio``) imports when it is in use."""
-    sniffio = sys.modules.get("sniffio")
-    if sniffio is None:
-        return False
-    try:
-        sniffio.current_async_library()
-    except Exception:
-        return False
-    return True
 
 
 def _admit_leading(
@@ -455,13 +441,17 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
             # (Our turn's own request joins the turn, admitted before at its own cost.)
             estimated = estimated and not entry.same_call
     claim = entry.call
+    unnamed_fleet = False
     if claim is not None:
         if claim.permit is not None:
             _tell_breaker_at_end(claim)
-        if claim.fleet_deferred and claim.model and not (created and awaits):
-            # A span admitted on an event loop whose request reached no awaiting door
-            # (see ``afleet``): the fleet is asked now, still before anything is sent.
-            claim.leaf.reserve_deferred(claim)
+        if claim.fleet_deferred and not (created and awaits):
+            if claim.model:
+                # A span admitted on an event loop whose request reached no awaiting door
+                # (see ``afleet``): the fleet is asked now, still before anything is sent.
+                claim.leaf.reserve_deferred(claim)
+            else:
+                unnamed_fleet = True  # asked below, once its request named its model
     if (
         claim is not None
         and claim.open
@@ -475,7 +465,7 @@ def begin(options: Any, provider: str, awaits: bool = False) -> RequestCall | No
             _name_call(claim, model, body, provider)
         else:
             _bound(claim, model, body, provider)
-    if claim is not None and claim.fleet_deferred and claim.open and not (created and awaits):
+    if unnamed_fleet and claim is not None and claim.open:
         # A span that named no model at its start asks the fleet only now, as a call of
         # its request's model (``processor.defers_fleet``): asked as "", each of a
         # first burst held $0 there, and a fleet scope's budget let 20 of 20 through.
@@ -658,6 +648,8 @@ def _bound(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> 
         # says is reserved at once, so the calls admitted next see it.
         estimate = request_estimate_usd(model, body, provider)
         if estimate:
+            if estimate > claim.expected:
+                RAISED_FROM.setdefault(claim, claim.expected)
             ledger.top_up(claim, estimate)  # (only ever raises a reservation)
     else:
         if learned > claim.expected:

@@ -69,6 +69,11 @@ _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 #: (``estimate_deferred``), and leaves unestimated when it ends first (a loop's
 #: calls one after another).
 DEFERRED: dict[Claim, tuple[str, Mapping[str, Any], str]] = {}
+#: Open calls raised to their request's upper bound when the client guard saw it
+#: (nothing learned of the model), with what each held before: once the request is
+#: answered while its call runs on (our turn's next steps), the call holds what it
+#: cost, never less than that (a turn's ``usage=``). See ``booking._held_at_answer``.
+RAISED_FROM: dict[Claim, float] = {}
 
 
 if hasattr(os, "register_at_fork"):

@@ -67,6 +67,7 @@ from ...usage_tracking import (
     PricedTurn,
     UsageSnapshot,
     UsageTracker,
+    usd_text,
 )
 from .. import semconv as sc
 from .errors import (
@@ -76,9 +77,9 @@ from .errors import (
     MaxIterationsExceededError,
     UnpricedModelError,
 )
-from .estimate import DEFERRED, estimate_deferred
-from .money import booking_nano, check_budget, to_nano, to_usd, usd_text
-from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait
+from .estimate import DEFERRED, RAISED_FROM, estimate_deferred
+from .money import booking_nano, check_budget, to_nano, to_usd
+from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait, may_block
 from .probe import strand as probe_strand
 
 _orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
@@ -612,10 +613,9 @@ class Ledger:
                     # request (``admit_named``): admitted reserving nothing before the guard
                     # read any request, a burst of 20 ran 18 calls under five calls' budget.)
                     wait, started = self._probe_locked(model)
-                elif lead and model and (self._local_enforced or (defer_fleet and self._enforced)):
-                    # (Also under a fleet scope's budget alone, for a call that asks the
-                    # fleet later, on an event loop: refused there only for what its
-                    # model's lead reserves, it waits for it, ``areserve_fleet``.)
+                elif lead and model and self._enforced:
+                    # (Also under a fleet scope's budget alone: refused there only for what
+                    # its model's lead reserves, a call waits for it, ``_reserve_fleet``.)
                     started = self._lead_locked(model)
                 if wait is None:
                     for level in self._chain:
@@ -686,6 +686,8 @@ class Ledger:
         if known or any(level.call_estimate_usd is not None for level in self._chain):
             return None, None
         started = Probe(model)
+        if not self._fleet_chain:
+            started.fleet_asked()  # (as a lead's, ``_lead_locked``)
         root.probes[model] = started
         return None, started
 
@@ -830,6 +832,8 @@ class Ledger:
         if running is not None and not running.ended and not running.lost(self.probe_wait_s):
             return None  # one more of the burst: the lead is in flight already
         started = Probe(model)
+        if not self._fleet_chain:
+            started.fleet_asked()  # no fleet to ask: a fleet call of its model need not wait
         root.probes[model] = started
         return started
 
@@ -932,14 +936,18 @@ class Ledger:
             return
         claim.fleet_deferred = False
         own = claim.probe
-        budgeted = any(fleet.budget_usd is not None for fleet in self._fleet_chain)
-        if own is None and claim.model and budgeted:
-            lead = self.lead_in_flight(claim.model)
-            if lead is not None and not lead.asked:
-                # Its model's first call asks first: asked after one of its burst, that
-                # call was refused for the burst's reservation, and the burst for its.
-                await lead.await_asked(self.probe_wait_s)
         try:
+            budgeted = any(fleet.budget_usd is not None for fleet in self._fleet_chain)
+            if own is None and claim.model and budgeted:
+                lead = self.lead_in_flight(claim.model)
+                if lead is not None and not lead.asked:
+                    # Its model's first call asks first: asked after one of its burst, that
+                    # call was refused for the burst's reservation, and the burst for its.
+                    try:
+                        await lead.await_asked(self.probe_wait_s)
+                    except BaseException as stop:  # cancelled while it waited: never sent
+                        self._fleet_refused(claim, [], stop, self._fleet_chain[0])
+                        raise
             await self._areserve_fleet(claim)
         finally:
             if own is not None:
@@ -971,7 +979,11 @@ class Ledger:
                     # level's refusal does. 20 first calls under a fleet budget of five: 1
                     # ran, now 5.
                     waited = True
-                    await lead.await_end(self.probe_wait_s)
+                    try:
+                        await lead.await_end(self.probe_wait_s)
+                    except BaseException as stop:  # cancelled while it waited: never sent
+                        self._fleet_refused(claim, holds, stop, fleet)
+                        raise
                     learned = self.learned_cost(claim.model)
                     if learned is not None:
                         self.reserve_at(claim, learned)
@@ -1039,17 +1051,43 @@ class Ledger:
         return LimitSite("parent", ran, level.role, level.session_id, self.role, self.session_id)
 
     def _reserve_fleet(self, claim: Claim, force: bool) -> tuple[tuple[FleetLevel, object], ...]:
+        # A first call of its model, on a thread that may block (as areserve_fleet awaits):
+        # it asks after its model's lead, and waits for that lead when refused only for
+        # what it reserves. 20 first calls of a bare client under a fleet budget of five
+        # sent 1: each reserved its request's bound, and the lead's refused the rest.
+        waits = (
+            not force
+            and claim.probe is None
+            and bool(claim.model)
+            and any(fleet.budget_usd is not None for fleet in self._fleet_chain)
+            and may_block()
+        )
+        if waits:
+            lead = self.lead_in_flight(claim.model)
+            if lead is not None and not lead.asked:
+                lead.wait_asked(self.probe_wait_s)
         holds: list[tuple[FleetLevel, object]] = []
         for fleet in self._fleet_chain:
-            try:
-                holds.append((fleet, fleet.reserve(claim.model, claim.expected)))
-            except BaseException as exc:
-                if force and isinstance(exc, Exception):
-                    continue  # it already happened: book it where the fleet lets us
-                self._fleet_refused(claim, holds, exc, fleet)
-                raise
+            waited = not waits
+            while True:
+                try:
+                    holds.append((fleet, fleet.reserve(claim.model, claim.expected)))
+                except BaseException as exc:
+                    if force and isinstance(exc, Exception):
+                        break  # it already happened: book it where the fleet lets us
+                    found = None if waited else self._fleet_lead(claim, exc)
+                    if found is None:
+                        self._fleet_refused(claim, holds, exc, fleet)
+                        raise
+                    waited = True
+                    found.wait(self.probe_wait_s)
+                    learned = self.learned_cost(claim.model)
+                    if learned is not None:
+                        self.reserve_at(claim, learned)
+                    continue
+                break
         if claim.probe is not None:
-            claim.probe.fleet_asked()  # (the calls of its burst ask after it: areserve_fleet)
+            claim.probe.fleet_asked()  # (the calls of its burst ask after it)
         return tuple(holds)
 
     def _fleet_refused(
@@ -1115,10 +1153,11 @@ class Ledger:
         """
         if self.accepts_unpriced():
             return
-        if any(lv.enforce_budget and lv._budget_nano == 0 for lv in self._chain):
-            # A budget of $0 refuses every call, priced or not (the budget check says so
-            # next): "price it, or allow_unpriced" would be advice that changes nothing.
-            return
+        zero = next((lv for lv in self._chain if lv.enforce_budget and lv._budget_nano == 0), None)
+        if zero is not None:
+            # A budget of $0 refuses every call, priced or not: "price it, or
+            # allow_unpriced" would be advice that changes nothing. Refused as such.
+            self._refuse(sc.LIMIT_BUDGET, self._budget_refusal(zero, zero.reserved_nano), zero)
         owner = next(
             (
                 lv
@@ -1183,6 +1222,8 @@ class Ledger:
         leaf = claim.leaf
         if DEFERRED:
             DEFERRED.pop(claim, None)
+        if RAISED_FROM:
+            RAISED_FROM.pop(claim, None)
         retried = claim.retried
         if retried is not None:
             # Attempts sent before the one that ended the call: booked with it, priced again.
@@ -1298,7 +1339,7 @@ class Ledger:
                 leaf.uncosted.add(model)
             if cost:
                 booked = (
-                    f"at an estimate ({usd_text(cost)}, counted as estimated on the spans, the "
+                    f"at an estimate (${usd_text(cost)}, counted as estimated on the spans, the "
                     "session span and the report)"
                 )
             elif accepted:
@@ -1393,6 +1434,8 @@ class Ledger:
             return
         if DEFERRED:
             DEFERRED.pop(claim, None)
+        if RAISED_FROM:
+            RAISED_FROM.pop(claim, None)
         leaf = claim.leaf
         with leaf._lock:
             if claim.open:

@@ -66,7 +66,7 @@ from opentelemetry.trace import Span, SpanContext
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ...caller import UserSite, app_site, warn_at, warn_site
-from ...usage_tracking import UsageTracker
+from ...usage_tracking import UsageTracker, usd_text
 from .. import semconv as sc
 from ..readings.recognise import CALLBACK_SCOPES, is_same_call, same_model
 from ..readings.sdk_attributes import write_known
@@ -80,7 +80,6 @@ from .ledger import (
     breaker_admit_call,
     breaker_held,
 )
-from .money import usd_text
 from .probe import _ProbeWait
 from .probe import strand as current_strand
 
@@ -518,6 +517,26 @@ def enclosing_context(context: Context | None) -> SpanEntry | None:
             if found is not None:
                 return held_below(found) if GENERATOR_BLOCKS else found
     return _carried(values)
+
+
+def owner_in_context(context: Context) -> SpanEntry | None:
+    """The session or call whose span is current in ``context``, or that it carries.
+
+    Never the process root or a remote session (``enclosing_context`` falls back
+    to those): a lookup of this process's tables only, no store round trip.
+    """
+    span: Span | None = context.get(_SPAN_KEY)  # type: ignore[assignment]
+    if span is not None:
+        current = span.get_span_context()
+        if current[1]:  # (trace_id, span_id, ...): see key_of
+            found = OPEN.get((current[0], current[1]))
+            if found is not None:
+                return found
+    for key in (CALL_KEY, SESSION_KEY):
+        carried = context.get(key)
+        if isinstance(carried, SpanEntry):
+            return carried
+    return None
 
 
 def _carried(context: Context, walk: bool = True) -> SpanEntry | None:
@@ -1179,11 +1198,11 @@ def _warn_stopped(
     session = f" in session {ledger.role!r}" if ledger.role else ""
     if calls == 1:
         what = f"a call of model {model!r}{session} was"
-        booked = f"it was booked at an estimate ({usd_text(usd)}"
+        booked = f"it was booked at an estimate (${usd_text(usd)}"
         billed = "its request and bills it"
     else:
         what = f"{calls} calls of model {model!r}{session} were"
-        booked = f"they were booked at an estimate ({usd_text(usd)} in all"
+        booked = f"they were booked at an estimate (${usd_text(usd)} in all"
         billed = "their requests and bills them"
     message = (
         f"{what} still in flight when the process was stopped (SIGTERM), so "

@@ -149,20 +149,3 @@ def check_budget(name: str, value: object) -> float | None:
     if nano != round(nano):
         return round(nano) / NANO  # (a budget without such digits reads back as given)
     return float(value)
-
-
-def usd_text(usd: float) -> str:
-    """An amount of dollars for a message: six decimals, more for a smaller one.
-
-    At least two significant digits, so a message never rounds what it reports
-    into a different amount (a call of $0.00000255 is not "$0.000003").
-
-    Example::
-
-        >>> usd_text(0.0045), usd_text(0.00000255)
-        ('$0.004500', '$0.0000026')
-    """
-    decimals = 6
-    if usd and math.isfinite(usd):
-        decimals = max(decimals, 1 - math.floor(math.log10(abs(usd))))
-    return f"${usd:.{decimals}f}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 
@@ -120,12 +121,35 @@ class Probe:
         """The call asked its fleet scopes (admitted or refused there)."""
         self._asked.set()
 
+    def wait_asked(self, timeout: float) -> bool:
+        """Block this thread until ``fleet_asked`` (or the end), or ``timeout`` passes."""
+        return self._asked.wait(timeout)
+
     async def await_asked(self, timeout: float) -> bool:
         """Await ``fleet_asked`` (or the end) without blocking the loop."""
         return await self._asked.await_set(timeout)
 
 
 _running_loop = asyncio._get_running_loop
+
+
+def other_event_loop() -> bool:
+    """Whether another library's event loop (trio's) runs on this thread: a wait here
+    would stop it, and a probe's end is awaitable only on asyncio. Told by ``sniffio``,
+    which the async clients' HTTP stack (``anyio``) imports when it is in use."""
+    sniffio = sys.modules.get("sniffio")
+    if sniffio is None:
+        return False
+    try:
+        sniffio.current_async_library()
+    except Exception:
+        return False
+    return True
+
+
+def may_block() -> bool:
+    """Whether this thread may block waiting for a probe: no event loop runs on it."""
+    return _running_loop() is None and not other_event_loop()
 
 
 def strand() -> object:

@@ -42,13 +42,13 @@ from ..readings.sdk_attributes import span_fields, write_known
 from ..readings.tools import read_tool, tool_start
 from . import loops, membership, unanswered
 from .booking import book
-from .door import IN_REQUEST, other_event_loop
+from .door import IN_REQUEST
 from .errors import FleetUnavailableError
 from .estimate import output_estimate_usd, request_estimate_usd
 from .guard import awaits_fleet, awaits_request, note_refusal, reads_request
 from .ledger import Claim, breaker_span_ended
 from .membership import SpanEntry
-from .probe import _ProbeWait
+from .probe import _ProbeWait, other_event_loop
 
 
 def _warn_once(message: str) -> None:
