@@ -919,6 +919,9 @@ def test_an_open_refusal_says_why_it_opened_and_when_it_lets_a_call_through() ->
     assert error.last_failure == "ConnectionError"
     again = pickle.loads(pickle.dumps(error))
     assert (str(again), vars(again)) == (str(error), vars(error))
+    error.add_note("the application's own note")  # (kept too: notes travel as state)
+    again = pickle.loads(pickle.dumps(error))
+    assert again.__notes__ == error.__notes__ and len(again.__notes__) == 2
 
 
 class _ProviderError(Exception):

@@ -468,3 +468,22 @@ def test_a_class_whose_checks_are_static_still_works_as_a_guardrail() -> None:
         assert session.run_tool("read", lambda: 7) == 7
         with pytest.raises(GuardrailViolatedError):
             session.run_tool("shell", lambda: 1)
+
+
+def test_an_error_a_guardrail_raises_again_carries_its_note_once() -> None:
+    # One error object raised on every call (a cached one) got a note per call.
+    cached = KeyError("k")
+
+    class Cached(Guardrail):
+        name = "cached"
+
+        def check_pre(self, *, role: str, tool: str) -> GuardrailOutcome:
+            raise cached
+
+        def check_post(self, value: Any, *, role: str, tool: str) -> GuardrailOutcome:
+            return GuardrailOutcome(True)
+
+    for _ in range(3):
+        with pytest.raises(KeyError):
+            run_pre_checks([Cached()], role="r", tool="t")
+    assert len(cached.__notes__) == 1

@@ -136,6 +136,8 @@ class CircuitOpenError(Exception):
             self.add_note(note)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # Notes travel as state (the application's too): __init__ makes only its own.
+        notes = getattr(self, "__notes__", None)
         return (
             _rebuild_open_error,
             (
@@ -147,6 +149,7 @@ class CircuitOpenError(Exception):
                 self.retry_in_seconds,
                 self.recovery_timeout_seconds,
             ),
+            {"__notes__": list(notes)} if notes else None,
         )
 
 

@@ -182,9 +182,10 @@ def run_pre_checks(guardrails: Iterable[Guardrail], *, role: str, tool: str) -> 
             answer = g.check_pre(role=role, tool=key)
         except Exception as error:
             # Raised as it is (the caller may catch its type), with a note naming whose.
-            error.add_note(
+            _note(
+                error,
                 f"raised by guardrail {_label(g)!r} in its pre-check of tool {tool!r} "
-                f"(role {role!r}): the tool did not run"
+                f"(role {role!r}): the tool did not run",
             )
             raise
         outcome = _checked(g, "check_pre", answer)
@@ -201,9 +202,10 @@ def run_post_checks(guardrails: Iterable[Guardrail], value: Any, *, role: str, t
         try:
             answer = g.check_post(value, role=role, tool=key)
         except Exception as error:
-            error.add_note(
+            _note(
+                error,
                 f"raised by guardrail {_label(g)!r} in its post-check of tool {tool!r} "
-                f"(role {role!r}): the tool ran, and its result was withheld"
+                f"(role {role!r}): the tool ran, and its result was withheld",
             )
             raise
         outcome = _checked(g, "check_post", answer)
@@ -211,6 +213,13 @@ def run_post_checks(guardrails: Iterable[Guardrail], value: Any, *, role: str, t
             raise GuardrailViolatedError(
                 outcome, guardrail=_label(g), role=role, tool=tool, stage="post"
             )
+
+
+def _note(error: BaseException, note: str) -> None:
+    # Once: a guardrail that raises one error object again on every call (a cached one)
+    # would otherwise carry a note per call.
+    if note not in getattr(error, "__notes__", ()):
+        error.add_note(note)
 
 
 def _checked(guardrail: Guardrail, method: str, outcome: object) -> GuardrailOutcome:

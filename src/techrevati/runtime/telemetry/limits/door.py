@@ -648,8 +648,9 @@ def _bound(claim: Claim, model: str, body: Mapping[str, Any], provider: str) -> 
         # says is reserved at once, so the calls admitted next see it.
         estimate = request_estimate_usd(model, body, provider)
         if estimate:
-            if estimate > claim.expected:
-                RAISED_FROM.setdefault(claim, claim.expected)
+            with ledger._lock:  # (as the call's close: settle pops it after, release too)
+                if claim.open and estimate > claim.expected:
+                    RAISED_FROM.setdefault(claim, claim.expected)
             ledger.top_up(claim, estimate)  # (only ever raises a reservation)
     else:
         if learned > claim.expected:

@@ -79,7 +79,7 @@ from .errors import (
 )
 from .estimate import DEFERRED, RAISED_FROM, estimate_deferred
 from .money import booking_nano, check_budget, to_nano, to_usd
-from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait, may_block
+from .probe import DEFAULT_PROBE_WAIT_S, Probe, _ProbeWait
 from .probe import strand as probe_strand
 
 _orchestrator_log = logging.getLogger("techrevati.runtime.orchestrator")
@@ -613,9 +613,10 @@ class Ledger:
                     # request (``admit_named``): admitted reserving nothing before the guard
                     # read any request, a burst of 20 ran 18 calls under five calls' budget.)
                     wait, started = self._probe_locked(model)
-                elif lead and model and self._enforced:
-                    # (Also under a fleet scope's budget alone: refused there only for what
-                    # its model's lead reserves, a call waits for it, ``_reserve_fleet``.)
+                elif lead and model and (self._local_enforced or (defer_fleet and self._enforced)):
+                    # (Also under a fleet scope's budget alone, for a call that asks the
+                    # fleet later, on an event loop: refused there only for what its
+                    # model's lead reserves, it waits for it, ``areserve_fleet``.)
                     started = self._lead_locked(model)
                 if wait is None:
                     for level in self._chain:
@@ -1051,43 +1052,17 @@ class Ledger:
         return LimitSite("parent", ran, level.role, level.session_id, self.role, self.session_id)
 
     def _reserve_fleet(self, claim: Claim, force: bool) -> tuple[tuple[FleetLevel, object], ...]:
-        # A first call of its model, on a thread that may block (as areserve_fleet awaits):
-        # it asks after its model's lead, and waits for that lead when refused only for
-        # what it reserves. 20 first calls of a bare client under a fleet budget of five
-        # sent 1: each reserved its request's bound, and the lead's refused the rest.
-        waits = (
-            not force
-            and claim.probe is None
-            and bool(claim.model)
-            and any(fleet.budget_usd is not None for fleet in self._fleet_chain)
-            and may_block()
-        )
-        if waits:
-            lead = self.lead_in_flight(claim.model)
-            if lead is not None and not lead.asked:
-                lead.wait_asked(self.probe_wait_s)
         holds: list[tuple[FleetLevel, object]] = []
         for fleet in self._fleet_chain:
-            waited = not waits
-            while True:
-                try:
-                    holds.append((fleet, fleet.reserve(claim.model, claim.expected)))
-                except BaseException as exc:
-                    if force and isinstance(exc, Exception):
-                        break  # it already happened: book it where the fleet lets us
-                    found = None if waited else self._fleet_lead(claim, exc)
-                    if found is None:
-                        self._fleet_refused(claim, holds, exc, fleet)
-                        raise
-                    waited = True
-                    found.wait(self.probe_wait_s)
-                    learned = self.learned_cost(claim.model)
-                    if learned is not None:
-                        self.reserve_at(claim, learned)
-                    continue
-                break
+            try:
+                holds.append((fleet, fleet.reserve(claim.model, claim.expected)))
+            except BaseException as exc:
+                if force and isinstance(exc, Exception):
+                    continue  # it already happened: book it where the fleet lets us
+                self._fleet_refused(claim, holds, exc, fleet)
+                raise
         if claim.probe is not None:
-            claim.probe.fleet_asked()  # (the calls of its burst ask after it)
+            claim.probe.fleet_asked()  # (the calls of its burst ask after it: areserve_fleet)
         return tuple(holds)
 
     def _fleet_refused(
@@ -1222,8 +1197,6 @@ class Ledger:
         leaf = claim.leaf
         if DEFERRED:
             DEFERRED.pop(claim, None)
-        if RAISED_FROM:
-            RAISED_FROM.pop(claim, None)
         retried = claim.retried
         if retried is not None:
             # Attempts sent before the one that ended the call: booked with it, priced again.
@@ -1303,6 +1276,10 @@ class Ledger:
                     named[model] = named.get(model, 0) + 1
         finally:
             leaf._lock.release()
+        if RAISED_FROM:
+            # After the call closed under the lock: ``door._bound`` records one only while
+            # it is open, under the same lock, so nothing is left here once it ended.
+            RAISED_FROM.pop(claim, None)
         if unpriced and model and not leaf._budgeted:
             # No budget asked for prices: said once, at the user's line (under a soft
             # budget admission said it; an enforced one refuses the call). Never raised
@@ -1434,8 +1411,6 @@ class Ledger:
             return
         if DEFERRED:
             DEFERRED.pop(claim, None)
-        if RAISED_FROM:
-            RAISED_FROM.pop(claim, None)
         leaf = claim.leaf
         with leaf._lock:
             if claim.open:
@@ -1446,6 +1421,8 @@ class Ledger:
                         level.calls -= 1
                 if uncount:
                     leaf.iterations -= 1
+        if RAISED_FROM:
+            RAISED_FROM.pop(claim, None)  # (after the close: see ``settle``)
         if not keep_fleet:
             if claim.fleet_deferred and not uncount:
                 self._fleet_unasked(claim, None)

@@ -121,10 +121,6 @@ class Probe:
         """The call asked its fleet scopes (admitted or refused there)."""
         self._asked.set()
 
-    def wait_asked(self, timeout: float) -> bool:
-        """Block this thread until ``fleet_asked`` (or the end), or ``timeout`` passes."""
-        return self._asked.wait(timeout)
-
     async def await_asked(self, timeout: float) -> bool:
         """Await ``fleet_asked`` (or the end) without blocking the loop."""
         return await self._asked.await_set(timeout)
@@ -145,11 +141,6 @@ def other_event_loop() -> bool:
     except Exception:
         return False
     return True
-
-
-def may_block() -> bool:
-    """Whether this thread may block waiting for a probe: no event loop runs on it."""
-    return _running_loop() is None and not other_event_loop()
 
 
 def strand() -> object:
