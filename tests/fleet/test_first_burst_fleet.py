@@ -31,7 +31,7 @@ import openai
 import pytest
 from opentelemetry import trace as otel_trace
 
-from fake_openai import FakeOpenAI, serve
+from fake_openai import FakeOpenAI, chat_completion, serve
 from otel_harness import Otel, make_otel
 from techrevati.runtime import (
     BudgetExceededError,
@@ -65,24 +65,14 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
     # some of them (APIConnectionError), hiding how many calls the limits let through.
     monkeypatch.setattr(ThreadingHTTPServer, "request_queue_size", 128)
     register_pricing("model-a", ModelPricing(3.0, 15.0))  # (the root conftest restores)
-    completion = {
-        "id": "c",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "model-a",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
-    }
     guard.uninstall_guard()
-    with serve(FakeOpenAI(completion, delay=0.2)) as fake:
+    with serve(FakeOpenAI(chat_completion("model-a", 1000, 100), delay=0.2)) as fake:
         yield fake
     guard.uninstall_guard()
 
 
-# --- A span as OpenLLMetry's OpenAI instrumentation wraps a call (as in
-# --- tests/core/test_first_burst.py): no model at its start, named at its end.
+# --- A call as each producer wraps it: OpenLLMetry's span (no model at its start,
+# --- named at its end), the official instrumentation's (named at its start), none.
 
 
 def _span(otel: Otel, kind: str) -> Any:

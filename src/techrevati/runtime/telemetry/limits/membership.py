@@ -506,16 +506,23 @@ def enclosing(
     return _carried(context if context is not None else otel_context.get_current(), walk)
 
 
+def _open_span_entry(context: Context) -> SpanEntry | None:
+    """The entry of the span current in ``context``, if it is one of ours still open."""
+    span: Span | None = context.get(_SPAN_KEY)  # type: ignore[assignment]
+    if span is None:
+        return None
+    current = span.get_span_context()
+    if not current[1]:  # (trace_id, span_id, ...): see key_of
+        return None
+    return OPEN.get((current[0], current[1]))
+
+
 def enclosing_context(context: Context | None) -> SpanEntry | None:
     """The entry a span started in ``context`` (the current one when None) starts under."""
     values = context if context is not None else otel_context.get_current()
-    span: Span | None = values.get(_SPAN_KEY)  # type: ignore[assignment]
-    if span is not None:
-        parent = span.get_span_context()
-        if parent[1]:  # (trace_id, span_id, ...): see key_of
-            found = OPEN.get((parent[0], parent[1]))
-            if found is not None:
-                return held_below(found) if GENERATOR_BLOCKS else found
+    found = _open_span_entry(values)
+    if found is not None:
+        return held_below(found) if GENERATOR_BLOCKS else found
     return _carried(values)
 
 
@@ -525,13 +532,9 @@ def owner_in_context(context: Context) -> SpanEntry | None:
     Never the process root or a remote session (``enclosing_context`` falls back
     to those): a lookup of this process's tables only, no store round trip.
     """
-    span: Span | None = context.get(_SPAN_KEY)  # type: ignore[assignment]
-    if span is not None:
-        current = span.get_span_context()
-        if current[1]:  # (trace_id, span_id, ...): see key_of
-            found = OPEN.get((current[0], current[1]))
-            if found is not None:
-                return found
+    found = _open_span_entry(context)
+    if found is not None:
+        return found
     for key in (CALL_KEY, SESSION_KEY):
         carried = context.get(key)
         if isinstance(carried, SpanEntry):
