@@ -494,17 +494,22 @@ def _has_any(message: str, markers: tuple[str, ...]) -> bool:
     return any(marker in message for marker in markers)
 
 
-def _refusals() -> tuple[type[Exception], ...]:
-    # Imported when a failure is classified: the limits package imports this module.
-    from .guardrails import GuardrailViolatedError
-    from .telemetry.limits.errors import MaxIterationsExceededError, PermissionDeniedError
-    from .usage_tracking import BudgetExceededError
+#: The runtime's refusals, by class name (this module sits below the ones that define
+#: them): a subclass is one too.
+_REFUSALS = frozenset(
+    {
+        "BudgetExceededError",
+        "GuardrailViolatedError",
+        "MaxIterationsExceededError",
+        "PermissionDeniedError",
+    }
+)
 
-    return (
-        BudgetExceededError,
-        GuardrailViolatedError,
-        MaxIterationsExceededError,
-        PermissionDeniedError,
+
+def _is_refusal(error: BaseException) -> bool:
+    return any(
+        kind.__name__ in _REFUSALS and kind.__module__.startswith("techrevati.")
+        for kind in type(error).__mro__
     )
 
 
@@ -521,7 +526,7 @@ def classify_exception(error: BaseException) -> FailureScenario:
         >>> classify_exception(ConnectionRefusedError()).value
         'provider_failure'
     """
-    if isinstance(error, (CircuitOpenError, *_refusals())):
+    if isinstance(error, CircuitOpenError) or _is_refusal(error):
         # The runtime's refusals are LLM_ERROR, as the contract has it, by their type:
         # their messages name tools and failures ("tool 'set_timeout'", a breaker's last
         # "ReadTimeout") that the substring rules below would read as something else.
