@@ -277,7 +277,7 @@ def test_calls_in_flight_at_sigterm_are_booked_without_a_budget_and_said_at_once
     assert said == [
         "<SIGTERM>:0: RuntimeWarning: 3 calls of model 'model-sig' in session 'w' were still "
         "in flight when the process was stopped (SIGTERM), so they were booked at an estimate "
-        "($0.300000 in all, counted as estimated on the spans, the session span and the "
+        "($0.3000 in all, counted as estimated on the spans, the session span and the "
         "report): the provider has their requests and bills them"
     ]
 

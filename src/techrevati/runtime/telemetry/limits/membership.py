@@ -1201,11 +1201,11 @@ def _warn_stopped(
     session = f" in session {ledger.role!r}" if ledger.role else ""
     if calls == 1:
         what = f"a call of model {model!r}{session} was"
-        booked = f"it was booked at an estimate (${usd_text(usd)}"
+        booked = f"it was booked at an estimate (${usd_text(round(usd, 9))}"
         billed = "its request and bills it"
     else:
         what = f"{calls} calls of model {model!r}{session} were"
-        booked = f"they were booked at an estimate (${usd_text(usd)} in all"
+        booked = f"they were booked at an estimate (${usd_text(round(usd, 9))} in all"
         billed = "their requests and bills them"
     message = (
         f"{what} still in flight when the process was stopped (SIGTERM), so "
